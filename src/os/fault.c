@@ -1,0 +1,38 @@
+/*
+ * fault.c — the counters behind os/fault.h. A disarmed kind costs one relaxed
+ * atomic load per call.
+ */
+#include "os/fault.h"
+
+#include <stdatomic.h>
+
+static _Atomic unsigned long fault_calls[TL_FAULT_KINDS];
+static _Atomic unsigned long fault_nth[TL_FAULT_KINDS];
+static _Atomic int fault_err[TL_FAULT_KINDS];
+static _Atomic int fault_armed;
+
+void tl_fault_arm(tl_fault_kind kind, unsigned long nth, int err) {
+    atomic_store(&fault_calls[kind], 0);
+    atomic_store(&fault_nth[kind], nth);
+    atomic_store(&fault_err[kind], err);
+    atomic_store(&fault_armed, 1);
+}
+
+void tl_fault_reset(void) {
+    for (int k = 0; k < TL_FAULT_KINDS; k++) {
+        atomic_store(&fault_calls[k], 0);
+        atomic_store(&fault_nth[k], 0);
+        atomic_store(&fault_err[k], 0);
+    }
+    atomic_store(&fault_armed, 0);
+}
+
+unsigned long tl_fault_calls(tl_fault_kind kind) { return atomic_load(&fault_calls[kind]); }
+
+int tl_fault_hit(tl_fault_kind kind) {
+    if (!atomic_load_explicit(&fault_armed, memory_order_relaxed)) return 0;
+    unsigned long n = atomic_fetch_add(&fault_calls[kind], 1) + 1;
+    unsigned long nth = atomic_load(&fault_nth[kind]);
+    if (nth != 0 && n == nth) return atomic_load(&fault_err[kind]);
+    return 0;
+}

@@ -1,0 +1,30 @@
+/*
+ * fault.h — fault injection for tests: make the N-th call of a kind of system
+ * call fail with a chosen errno. Off (and one branch) unless a test arms it.
+ *
+ * Counters are process-wide and atomic; tests arm one kind at a time.
+ */
+#ifndef TL_OS_FAULT_H
+#define TL_OS_FAULT_H
+
+typedef enum tl_fault_kind {
+    TL_FAULT_OPEN = 0,
+    TL_FAULT_READ,
+    TL_FAULT_WRITE,
+    TL_FAULT_MMAP,
+    TL_FAULT_FSYNC,
+    TL_FAULT_ALLOC,
+    TL_FAULT_DEVICE_ALLOC,
+    TL_FAULT_KINDS,
+} tl_fault_kind;
+
+/* Fail the nth (1-based) call of kind from now on with err (0 disarms). */
+void tl_fault_arm(tl_fault_kind kind, unsigned long nth, int err);
+/* Disarm all kinds and reset counters. */
+void tl_fault_reset(void);
+/* How many calls of kind were made since the last arm/reset. */
+unsigned long tl_fault_calls(tl_fault_kind kind);
+/* Called at each site: 0 to proceed, or the errno to fail with. */
+int tl_fault_hit(tl_fault_kind kind);
+
+#endif

@@ -1,0 +1,52 @@
+/*
+ * os.h — the primitive layer: every system call tierload makes goes through a
+ * function here, so the rest of the library reads as pure logic and tests can
+ * inject faults (os/fault.h) at each call site.
+ *
+ * Functions return 0 on success or a positive errno value on failure; they do
+ * not format messages (the caller knows the path and tensor to name).
+ */
+#ifndef TL_OS_OS_H
+#define TL_OS_OS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Open a regular file read-only (O_CLOEXEC). Directories give EISDIR. */
+int tl_os_open_ro(const char *path, int *fd, uint64_t *size);
+/* Current size of an open file (detects truncation under a mapping). */
+int tl_os_fsize(int fd, uint64_t *size);
+int tl_os_close(int fd);
+/* Is the path a directory? (false when it does not exist.) */
+bool tl_os_is_dir(const char *path);
+bool tl_os_exists(const char *path);
+
+/* Read exactly len bytes at off; EIO-like errno on error, ENODATA on early EOF. */
+int tl_os_pread_full(int fd, void *buf, size_t len, uint64_t off);
+
+/* Map a whole file MAP_PRIVATE (read-only, or copy-on-write writable). */
+int tl_os_map(int fd, uint64_t size, bool writable, bool populate, void **addr);
+int tl_os_unmap(void *addr, uint64_t size);
+/* madvise: one of the TL_MAP_* hints (SEQUENTIAL, WILLNEED, DONTNEED). */
+int tl_os_madvise(void *addr, uint64_t size, unsigned tl_map_flag);
+/* posix_fadvise(POSIX_FADV_DONTNEED) over [off, off+len) (len 0 = to the end). */
+int tl_os_fadvise_dontneed(int fd, uint64_t off, uint64_t len);
+int tl_os_fadvise_willneed(int fd, uint64_t off, uint64_t len);
+/* Pages of [addr, addr+size) resident in memory (mincore). */
+int tl_os_mincore(const void *addr, uint64_t size, uint64_t *resident, uint64_t *total);
+/* Page-cache residency of a file region without a mapping of the caller's (maps temporarily). */
+int tl_os_file_residency(int fd, uint64_t size, uint64_t *resident, uint64_t *total);
+size_t tl_os_page_size(void);
+
+/* Heap allocation with fault injection (returns NULL on injected or real failure). */
+void *tl_os_malloc(size_t n);
+void *tl_os_calloc(size_t n, size_t m);
+void *tl_os_realloc(void *p, size_t n);
+char *tl_os_strdup(const char *s);
+char *tl_os_strndup(const char *s, size_t n);
+
+/* Monotonic time in seconds. */
+double tl_os_now(void);
+
+#endif

@@ -1,0 +1,178 @@
+/*
+ * posix.c — POSIX implementations of the os.h primitives: files, reads,
+ * mappings and page-cache hints, mincore residency, allocation and clocks.
+ * Every function that can fail consults the fault injector first.
+ */
+#include "os/os.h"
+#include "os/fault.h"
+#include "tierload.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int tl_os_open_ro(const char *path, int *fd, uint64_t *size) {
+    int e = tl_fault_hit(TL_FAULT_OPEN);
+    if (e) return e;
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0) return errno;
+    struct stat st;
+    if (fstat(f, &st) != 0) {
+        e = errno;
+        close(f);
+        return e;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(f);
+        return EISDIR;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(f);
+        return EINVAL;
+    }
+    *fd = f;
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+int tl_os_fsize(int fd, uint64_t *size) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return errno;
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+int tl_os_close(int fd) { return close(fd) == 0 ? 0 : errno; }
+
+bool tl_os_is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool tl_os_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+int tl_os_pread_full(int fd, void *buf, size_t len, uint64_t off) {
+    char *p = buf;
+    while (len > 0) {
+        int e = tl_fault_hit(TL_FAULT_READ);
+        if (e) return e;
+        ssize_t n = pread(fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        if (n == 0) return ENODATA;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+int tl_os_map(int fd, uint64_t size, bool writable, bool populate, void **addr) {
+    int e = tl_fault_hit(TL_FAULT_MMAP);
+    if (e) return e;
+    if (size == 0 || size > (uint64_t)SIZE_MAX) return EINVAL;
+    int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+    int flags = MAP_PRIVATE | (populate ? MAP_POPULATE : 0);
+    void *p = mmap(NULL, (size_t)size, prot, flags, fd, 0);
+    if (p == MAP_FAILED) return errno;
+    *addr = p;
+    return 0;
+}
+
+int tl_os_unmap(void *addr, uint64_t size) {
+    if (!addr) return 0;
+    return munmap(addr, (size_t)size) == 0 ? 0 : errno;
+}
+
+int tl_os_madvise(void *addr, uint64_t size, unsigned flag) {
+    int advice;
+    switch (flag) {
+    case TL_MAP_SEQUENTIAL: advice = MADV_SEQUENTIAL; break;
+    case TL_MAP_WILLNEED: advice = MADV_WILLNEED; break;
+    case TL_MAP_DONTNEED: advice = MADV_DONTNEED; break;
+    default: return EINVAL;
+    }
+    return madvise(addr, (size_t)size, advice) == 0 ? 0 : errno;
+}
+
+int tl_os_fadvise_dontneed(int fd, uint64_t off, uint64_t len) {
+    return posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
+}
+
+int tl_os_fadvise_willneed(int fd, uint64_t off, uint64_t len) {
+    return posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+}
+
+size_t tl_os_page_size(void) {
+    static size_t ps;
+    if (!ps) ps = (size_t)sysconf(_SC_PAGESIZE);
+    return ps;
+}
+
+int tl_os_mincore(const void *addr, uint64_t size, uint64_t *resident, uint64_t *total) {
+    size_t ps = tl_os_page_size();
+    uint64_t pages = (size + ps - 1) / ps;
+    *resident = 0;
+    *total = pages;
+    enum { CHUNK = 1 << 16 }; /* pages per mincore call: bounded vector */
+    unsigned char vec[CHUNK];
+    for (uint64_t p = 0; p < pages; p += CHUNK) {
+        uint64_t n = pages - p < CHUNK ? pages - p : CHUNK;
+        if (mincore((char *)addr + p * ps, (size_t)(n * ps), vec) != 0) return errno;
+        for (uint64_t i = 0; i < n; i++) *resident += vec[i] & 1;
+    }
+    return 0;
+}
+
+int tl_os_file_residency(int fd, uint64_t size, uint64_t *resident, uint64_t *total) {
+    if (size == 0) {
+        *resident = *total = 0;
+        return 0;
+    }
+    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) return errno;
+    int e = tl_os_mincore(p, size, resident, total);
+    munmap(p, (size_t)size);
+    return e;
+}
+
+void *tl_os_malloc(size_t n) {
+    if (tl_fault_hit(TL_FAULT_ALLOC)) return NULL;
+    return malloc(n ? n : 1);
+}
+
+void *tl_os_calloc(size_t n, size_t m) {
+    if (tl_fault_hit(TL_FAULT_ALLOC)) return NULL;
+    return calloc(n ? n : 1, m ? m : 1);
+}
+
+void *tl_os_realloc(void *p, size_t n) {
+    if (tl_fault_hit(TL_FAULT_ALLOC)) return NULL;
+    return realloc(p, n ? n : 1);
+}
+
+char *tl_os_strndup(const char *s, size_t n) {
+    char *d = tl_os_malloc(n + 1);
+    if (!d) return NULL;
+    memcpy(d, s, n);
+    d[n] = 0;
+    return d;
+}
+
+char *tl_os_strdup(const char *s) { return tl_os_strndup(s, strlen(s)); }
+
+double tl_os_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}

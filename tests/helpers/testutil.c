@@ -1,0 +1,133 @@
+/*
+ * testutil.c — implementation of the shared test helpers (see testutil.h).
+ */
+#include "testutil.h"
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+const char *tu_testdata(const char *rel) {
+    static _Thread_local char buf[4096];
+    const char *base = getenv("TL_TESTDATA");
+    if (!base) base = "../shared/testdata";
+    snprintf(buf, sizeof buf, "%s/%s", base, rel);
+    return buf;
+}
+
+const char *tu_cli(void) {
+    const char *c = getenv("TL_CLI");
+    return c ? c : "./tierload";
+}
+
+char *tu_tmpdir(void) {
+    const char *t = getenv("TMPDIR");
+    char tmpl[4096];
+    snprintf(tmpl, sizeof tmpl, "%s/tltest.XXXXXX", t ? t : "/tmp");
+    char *d = mkdtemp(tmpl);
+    assert_non_null(d);
+    return strdup(d);
+}
+
+static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+void tu_tmpdir_rm(char *dir) {
+    if (!dir) return;
+    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    free(dir);
+}
+
+char *tu_path(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+void tu_write_file(const char *path, const void *data, size_t len) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    if (len) assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+char *tu_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0;
+    char *b = malloc(cap);
+    size_t r;
+    while ((r = fread(b + n, 1, cap - n - 1, f)) > 0) {
+        n += r;
+        if (cap - n - 1 == 0) b = realloc(b, cap *= 2);
+    }
+    fclose(f);
+    b[n] = 0;
+    if (len) *len = n;
+    return b;
+}
+
+static char *slurp_fd(int fd) {
+    size_t cap = 4096, n = 0;
+    char *b = malloc(cap);
+    ssize_t r;
+    while ((r = read(fd, b + n, cap - n - 1)) > 0) {
+        n += (size_t)r;
+        if (cap - n - 1 == 0) b = realloc(b, cap *= 2);
+    }
+    b[n] = 0;
+    return b;
+}
+
+tu_run tu_run_argv(char *const argv[]) {
+    tu_run res = {0};
+    char outp[] = "/tmp/tlrun_outXXXXXX", errp[] = "/tmp/tlrun_errXXXXXX";
+    int of = mkstemp(outp), ef = mkstemp(errp);
+    assert_true(of >= 0 && ef >= 0);
+    unlink(outp);
+    unlink(errp);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(of, 1);
+        dup2(ef, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    res.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    lseek(of, 0, SEEK_SET);
+    lseek(ef, 0, SEEK_SET);
+    res.out = slurp_fd(of);
+    res.err = slurp_fd(ef);
+    close(of);
+    close(ef);
+    return res;
+}
+
+tu_run tu_cli_run(const char *arg0, ...) {
+    char *argv[64];
+    int n = 0;
+    argv[n++] = (char *)tu_cli();
+    va_list ap;
+    va_start(ap, arg0);
+    for (const char *a = arg0; a && n < 63; a = va_arg(ap, const char *)) argv[n++] = (char *)a;
+    va_end(ap);
+    argv[n] = NULL;
+    return tu_run_argv(argv);
+}
+
+void tu_run_free(tu_run *r) {
+    free(r->out);
+    free(r->err);
+    r->out = r->err = NULL;
+}

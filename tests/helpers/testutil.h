@@ -1,0 +1,43 @@
+/*
+ * testutil.h — what the cmocka tests share: where the shared test data and the
+ * built CLI are, private temporary folders that clean up after themselves,
+ * writing files, and running the CLI to capture its output and exit status.
+ */
+#ifndef TL_TESTUTIL_H
+#define TL_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "tierload.h"
+
+/* ../shared/testdata (from TL_TESTDATA), joined with rel into a static buffer. */
+const char *tu_testdata(const char *rel);
+/* Path of the built tierload CLI (TL_CLI). */
+const char *tu_cli(void);
+/* Make a fresh private temp dir (mkdtemp); tu_tmpdir_rm removes it recursively. */
+char *tu_tmpdir(void);
+void tu_tmpdir_rm(char *dir);
+/* dir + "/" + name into a new heap string. */
+char *tu_path(const char *dir, const char *name);
+/* Write bytes to a file (creating or truncating it). */
+void tu_write_file(const char *path, const void *data, size_t len);
+/* Read a whole file into a heap buffer (NUL-terminated); *len gets its size. */
+char *tu_read_file(const char *path, size_t *len);
+
+/* Result of running a command. */
+typedef struct tu_run {
+    int status; /* exit status, or 128+signal */
+    char *out;  /* captured stdout (heap, NUL-terminated) */
+    char *err;  /* captured stderr */
+} tu_run;
+/* Run the CLI with the given arguments (NULL-terminated list). */
+tu_run tu_cli_run(const char *arg0, ...);
+/* Run argv (NULL-terminated). */
+tu_run tu_run_argv(char *const argv[]);
+void tu_run_free(tu_run *r);
+
+#endif
