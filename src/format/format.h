@@ -12,6 +12,7 @@
 
 #include "tierload.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,6 +59,12 @@ void tl_fmt_file_free(tl_fmt_file *f);
 
 /* Fill a tensor's element count and byte size from dtype and shape; false + message on error. */
 tl_status tl_fmt_tensor_size(tl_fmt_tensor *t, const char *path);
+
+/*
+ * Shared by both formats: reject duplicate metadata keys and tensor names,
+ * and (when check_overlap) tensors whose byte ranges overlap.
+ */
+tl_status tl_fmt_check_unique(const tl_fmt_file *f, const char *path, bool check_overlap);
 
 /* Read element j of a metadata array (for tl_model_meta_array_get). */
 tl_status tl_fmt_meta_array_get(const tl_fmt_meta *fm, uint64_t j, tl_meta *out);

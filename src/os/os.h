@@ -22,6 +22,12 @@ int tl_os_close(int fd);
 bool tl_os_is_dir(const char *path);
 bool tl_os_exists(const char *path);
 
+/* Names of a folder's entries (no "." / ".."), sorted; free with tl_os_listdir_free. */
+int tl_os_listdir(const char *dir, char ***names, size_t *n);
+void tl_os_listdir_free(char **names, size_t n);
+/* Read a whole small file (at most limit bytes; EFBIG beyond) into a NUL-terminated heap buffer. */
+int tl_os_read_small(const char *path, uint64_t limit, char **buf, size_t *len);
+
 /* Read exactly len bytes at off; EIO-like errno on error, ENODATA on early EOF. */
 int tl_os_pread_full(int fd, void *buf, size_t len, uint64_t off);
 

@@ -7,6 +7,7 @@
 #include "os/fault.h"
 #include "tierload.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -175,4 +176,73 @@ double tl_os_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_names(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int tl_os_listdir(const char *dir, char ***names, size_t *n) {
+    int e = tl_fault_hit(TL_FAULT_OPEN);
+    if (e) return e;
+    DIR *d = opendir(dir);
+    if (!d) return errno;
+    size_t cap = 16, cnt = 0;
+    char **v = tl_os_malloc(cap * sizeof *v);
+    struct dirent *de;
+    while (v && (de = readdir(d)) != NULL) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        if (cnt == cap) {
+            char **nv = tl_os_realloc(v, (cap *= 2) * sizeof *v);
+            if (!nv) {
+                tl_os_listdir_free(v, cnt);
+                v = NULL;
+                break;
+            }
+            v = nv;
+        }
+        if (!(v[cnt] = tl_os_strdup(de->d_name))) {
+            tl_os_listdir_free(v, cnt);
+            v = NULL;
+            break;
+        }
+        cnt++;
+    }
+    closedir(d);
+    if (!v) return ENOMEM;
+    qsort(v, cnt, sizeof *v, cmp_names);
+    *names = v;
+    *n = cnt;
+    return 0;
+}
+
+void tl_os_listdir_free(char **names, size_t n) {
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
+int tl_os_read_small(const char *path, uint64_t limit, char **buf, size_t *len) {
+    int fd;
+    uint64_t size;
+    int e = tl_os_open_ro(path, &fd, &size);
+    if (e) return e;
+    if (size > limit) {
+        close(fd);
+        return EFBIG;
+    }
+    char *b = tl_os_malloc((size_t)size + 1);
+    if (!b) {
+        close(fd);
+        return ENOMEM;
+    }
+    e = tl_os_pread_full(fd, b, (size_t)size, 0);
+    close(fd);
+    if (e) {
+        free(b);
+        return e;
+    }
+    b[size] = 0;
+    *buf = b;
+    *len = (size_t)size;
+    return 0;
 }

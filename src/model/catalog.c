@@ -1,0 +1,295 @@
+/*
+ * catalog.c — the model catalog: every file mapped once, every tensor
+ * described once.
+ *
+ * tl_model_open expands the user's paths (discover.c), opens and maps each
+ * file MAP_PRIVATE (read-only, or copy-on-write writable on request so that
+ * patches never reach the file), parses it (format/), prefixes tensor names
+ * where discovery asked, classifies each tensor (names.c), checks that names
+ * are unique across the catalog and that a shard index's promises hold, and
+ * keeps a sorted name index for lookups. Tensor data pointers point into the
+ * mappings: nothing is copied.
+ */
+#include "model/catalog.h"
+
+#include "core/error.h"
+#include "model/discover.h"
+#include "os/os.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+tl_status tl_map_flags_parse(const char *list, unsigned *flags) {
+    *flags = 0;
+    if (!list) return TL_OK;
+    const char *p = list;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        while (n && *p == ' ') p++, n--;
+        while (n && p[n - 1] == ' ') n--;
+        if (n == 10 && !strncmp(p, "sequential", n)) *flags |= TL_MAP_SEQUENTIAL;
+        else if (n == 8 && !strncmp(p, "willneed", n)) *flags |= TL_MAP_WILLNEED;
+        else if (n == 8 && !strncmp(p, "populate", n)) *flags |= TL_MAP_POPULATE;
+        else if (n == 8 && !strncmp(p, "dontneed", n)) *flags |= TL_MAP_DONTNEED;
+        else if (n != 0)
+            return tl_err(TL_ERR_INVALID_ARG,
+                          "unknown mmap hint '%.*s' (known: sequential, willneed, populate, dontneed)",
+                          (int)n, p);
+        if (!comma) break;
+        p = comma + 1;
+    }
+    return TL_OK;
+}
+
+static void unmap_file(tl_mfile *f, unsigned flags) {
+    if (f->map) {
+        if (flags & TL_MAP_DONTNEED) tl_os_madvise(f->map, f->info.size, TL_MAP_DONTNEED);
+        tl_os_unmap(f->map, f->info.size);
+        f->map = NULL;
+    }
+    if (f->fd >= 0) {
+        if (flags & TL_MAP_DONTNEED) tl_os_fadvise_dontneed(f->fd, 0, 0);
+        tl_os_close(f->fd);
+        f->fd = -1;
+    }
+}
+
+void tl_model_close(tl_model *m) {
+    if (!m) return;
+    for (size_t i = 0; i < m->n_files; i++) {
+        unmap_file(&m->files[i], m->map_flags);
+        tl_fmt_file_free(&m->files[i].fmt);
+        free((char *)m->files[i].info.path);
+    }
+    for (size_t i = 0; i < m->n_tensors; i++) free((char *)m->tensors[i].name);
+    free(m->files);
+    free(m->tensors);
+    free(m->meta);
+    free(m->by_name);
+    free(m);
+}
+
+static tl_status open_file(tl_model *m, tl_mfile *f, const char *path, bool writable) {
+    uint64_t size;
+    f->fd = -1;
+    f->info.path = tl_os_strdup(path);
+    if (!f->info.path) return tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
+    int e = tl_os_open_ro(path, &f->fd, &size);
+    if (e == EISDIR) return tl_err(TL_ERR_INVALID_ARG, "%s: is a directory, not a model file", path);
+    if (e == ENOENT) return tl_err(TL_ERR_NOT_FOUND, "%s: no such file", path);
+    if (e) return tl_err(TL_ERR_IO, "%s: cannot open: %s", path, strerror(e));
+    if (size == 0) return tl_err(TL_ERR_FORMAT, "%s: file is empty", path);
+    e = tl_os_map(f->fd, size, writable, (m->map_flags & TL_MAP_POPULATE) != 0, &f->map);
+    if (e) return tl_err(e == ENOMEM ? TL_ERR_NOMEM : TL_ERR_IO, "%s: cannot map: %s", path, strerror(e));
+    f->info.size = size;
+    if (m->map_flags & TL_MAP_SEQUENTIAL) tl_os_madvise(f->map, size, TL_MAP_SEQUENTIAL);
+    if (m->map_flags & TL_MAP_WILLNEED) tl_os_madvise(f->map, size, TL_MAP_WILLNEED);
+    const uint8_t *b = f->map;
+    int fmt = tl_fmt_sniff(b, size);
+    tl_status st;
+    if (fmt == TL_FORMAT_GGUF) st = tl_gguf_parse(b, size, path, &f->fmt);
+    else if (fmt == TL_FORMAT_SAFETENSORS) st = tl_safetensors_parse(b, size, path, &f->fmt);
+    else if (size < 8) st = tl_err(TL_ERR_FORMAT, "%s: truncated: %llu bytes is too short for any model file",
+                                   path, (unsigned long long)size);
+    else st = tl_err(TL_ERR_FORMAT, "%s: neither GGUF nor safetensors", path);
+    if (st) return st;
+    f->info.format = f->fmt.format;
+    f->info.version = f->fmt.version;
+    f->info.data_offset = f->fmt.data_offset;
+    f->info.alignment = f->fmt.format == TL_FORMAT_GGUF ? f->fmt.alignment : 0;
+    f->info.n_tensors = f->fmt.n_tensors;
+    return TL_OK;
+}
+
+static _Thread_local const tl_tensor_info *sort_base;
+
+static int cmp_by_name(const void *a, const void *b) {
+    return strcmp(sort_base[*(const uint32_t *)a].name, sort_base[*(const uint32_t *)b].name);
+}
+
+int64_t tl_model_find(const tl_model *m, const char *name) {
+    size_t lo = 0, hi = m->n_tensors;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(m->tensors[m->by_name[mid]].name, name);
+        if (c == 0) return m->by_name[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return -1;
+}
+
+static tl_status build_catalog(tl_model *m, const tl_disc *d) {
+    size_t nt = 0, nm = 0;
+    for (size_t i = 0; i < m->n_files; i++) {
+        nt += m->files[i].fmt.n_tensors;
+        nm += m->files[i].fmt.n_meta;
+    }
+    if (nt > UINT32_MAX) return tl_err(TL_ERR_UNSUPPORTED, "more than 2^32 tensors");
+    m->tensors = tl_os_calloc(nt ? nt : 1, sizeof *m->tensors);
+    m->by_name = tl_os_calloc(nt ? nt : 1, sizeof *m->by_name);
+    m->meta = tl_os_calloc(nm ? nm : 1, sizeof *m->meta);
+    if (!m->tensors || !m->by_name || !m->meta) return tl_err(TL_ERR_NOMEM, "out of memory");
+    for (size_t fi = 0; fi < m->n_files; fi++) {
+        tl_mfile *f = &m->files[fi];
+        const char *prefix = d->files[fi].prefix;
+        size_t plen = prefix ? strlen(prefix) : 0;
+        for (size_t j = 0; j < f->fmt.n_meta; j++) {
+            f->fmt.meta[j].m.file = (uint32_t)fi;
+            m->meta[m->n_meta++] = &f->fmt.meta[j];
+        }
+        for (size_t j = 0; j < f->fmt.n_tensors; j++) {
+            const tl_fmt_tensor *ft = &f->fmt.tensors[j];
+            tl_tensor_info *t = &m->tensors[m->n_tensors];
+            size_t nlen = strlen(ft->name);
+            char *name = tl_os_malloc(plen + nlen + 1);
+            if (!name) return tl_err(TL_ERR_NOMEM, "out of memory");
+            memcpy(name, prefix, plen);
+            memcpy(name + plen, ft->name, nlen + 1);
+            t->name = name;
+            m->n_tensors++;
+            t->dtype = ft->dtype;
+            t->n_dims = ft->n_dims;
+            memcpy(t->shape, ft->shape, sizeof t->shape);
+            t->file = (uint32_t)fi;
+            t->offset = ft->offset;
+            t->nbytes = ft->nbytes;
+            t->n_elements = ft->n_elements;
+            t->component = tl_component_of(name);
+            size_t klen;
+            t->layer = tl_layer_of(name, &klen);
+            t->layer_key_len = (uint32_t)klen;
+        }
+    }
+    for (size_t i = 0; i < m->n_tensors; i++) m->by_name[i] = (uint32_t)i;
+    sort_base = m->tensors;
+    qsort(m->by_name, m->n_tensors, sizeof *m->by_name, cmp_by_name);
+    for (size_t i = 1; i < m->n_tensors; i++) {
+        const tl_tensor_info *a = &m->tensors[m->by_name[i - 1]], *b = &m->tensors[m->by_name[i]];
+        if (!strcmp(a->name, b->name))
+            return tl_err(TL_ERR_FORMAT, "tensor '%s' appears in both %s and %s", a->name,
+                          m->files[a->file].info.path, m->files[b->file].info.path);
+    }
+    for (size_t c = 0; c < d->n_claims; c++) {
+        int64_t i = tl_model_find(m, d->claims[c].name);
+        const char *shard = m->files[d->claims[c].file].info.path;
+        if (i < 0)
+            return tl_err(TL_ERR_FORMAT, "%s: tensor '%s' listed in the shard index is absent",
+                          shard, d->claims[c].name);
+        if (m->tensors[i].file != d->claims[c].file)
+            return tl_err(TL_ERR_FORMAT, "%s: tensor '%s' listed in the shard index is in %s instead",
+                          shard, d->claims[c].name, m->files[m->tensors[i].file].info.path);
+    }
+    return TL_OK;
+}
+
+tl_status tl_model_open(const char *const *paths, size_t n_paths, const tl_model_options *opts,
+                        tl_model **out) {
+    *out = NULL;
+    if (!paths || n_paths == 0) return tl_err(TL_ERR_INVALID_ARG, "no model path given");
+    tl_model *m = tl_os_calloc(1, sizeof *m);
+    if (!m) return tl_err(TL_ERR_NOMEM, "out of memory");
+    m->writable = opts && opts->writable;
+    tl_status st = TL_OK;
+    if (opts && opts->map_flags) m->map_flags = opts->map_flags;
+    else st = tl_map_flags_parse(getenv("TIERLOAD_MMAP_FLAGS"), &m->map_flags);
+    if (st) st = tl_err_prefix(st, "TIERLOAD_MMAP_FLAGS");
+    tl_disc d;
+    memset(&d, 0, sizeof d);
+    for (size_t i = 0; i < n_paths && !st; i++) {
+        if (!paths[i]) st = tl_err(TL_ERR_INVALID_ARG, "model path %zu is NULL", i);
+        else st = tl_disc_add(&d, paths[i], opts && opts->prefixes ? opts->prefixes[i] : NULL);
+    }
+    if (!st) {
+        m->files = tl_os_calloc(d.n_files ? d.n_files : 1, sizeof *m->files);
+        if (!m->files) st = tl_err(TL_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < d.n_files && !st; i++) {
+        m->files[i].fd = -1;
+        m->n_files = i + 1;
+        st = open_file(m, &m->files[i], d.files[i].path, m->writable);
+    }
+    if (!st) st = build_catalog(m, &d);
+    tl_disc_free(&d);
+    if (st) {
+        tl_model_close(m);
+        return st;
+    }
+    *out = m;
+    return TL_OK;
+}
+
+size_t tl_model_file_count(const tl_model *m) { return m->n_files; }
+
+const tl_file_info *tl_model_file(const tl_model *m, size_t i) {
+    return i < m->n_files ? &m->files[i].info : NULL;
+}
+
+size_t tl_model_tensor_count(const tl_model *m) { return m->n_tensors; }
+
+const tl_tensor_info *tl_model_tensor(const tl_model *m, size_t i) {
+    return i < m->n_tensors ? &m->tensors[i] : NULL;
+}
+
+const void *tl_model_tensor_data(const tl_model *m, size_t i) {
+    if (i >= m->n_tensors) return NULL;
+    const tl_tensor_info *t = &m->tensors[i];
+    return (const uint8_t *)m->files[t->file].map + t->offset;
+}
+
+void *tl_model_tensor_data_mut(tl_model *m, size_t i) {
+    if (!m->writable) return NULL;
+    return (void *)tl_model_tensor_data(m, i);
+}
+
+size_t tl_model_meta_count(const tl_model *m) { return m->n_meta; }
+
+const tl_meta *tl_model_meta(const tl_model *m, size_t i) {
+    return i < m->n_meta ? &m->meta[i]->m : NULL;
+}
+
+int64_t tl_model_meta_find(const tl_model *m, const char *key) {
+    for (size_t i = 0; i < m->n_meta; i++)
+        if (!strcmp(m->meta[i]->m.key, key)) return (int64_t)i;
+    return -1;
+}
+
+tl_status tl_model_meta_array_get(const tl_model *m, size_t i, uint64_t j, tl_meta *out) {
+    if (i >= m->n_meta) return tl_err(TL_ERR_INVALID_ARG, "metadata index %zu out of range", i);
+    return tl_fmt_meta_array_get(m->meta[i], j, out);
+}
+
+tl_status tl_model_file_residency(const tl_model *m, size_t file, double *fraction) {
+    if (file >= m->n_files) return tl_err(TL_ERR_INVALID_ARG, "file index %zu out of range", file);
+    const tl_mfile *f = &m->files[file];
+    uint64_t res, total;
+    int e = tl_os_mincore(f->map, f->info.size, &res, &total);
+    if (e) return tl_err(TL_ERR_IO, "%s: mincore: %s", f->info.path, strerror(e));
+    *fraction = total ? (double)res / (double)total : 1.0;
+    return TL_OK;
+}
+
+tl_status tl_model_advise(tl_model *m, unsigned flags) {
+    for (size_t i = 0; i < m->n_files; i++) {
+        tl_mfile *f = &m->files[i];
+        static const unsigned order[] = {TL_MAP_SEQUENTIAL, TL_MAP_WILLNEED, TL_MAP_DONTNEED};
+        for (size_t k = 0; k < 3; k++) {
+            if (!(flags & order[k])) continue;
+            int e = tl_os_madvise(f->map, f->info.size, order[k]);
+            if (!e && order[k] == TL_MAP_DONTNEED) e = tl_os_fadvise_dontneed(f->fd, 0, 0);
+            if (!e && order[k] == TL_MAP_WILLNEED) e = tl_os_fadvise_willneed(f->fd, 0, 0);
+            if (e) return tl_err(TL_ERR_IO, "%s: page-cache hint failed: %s", f->info.path, strerror(e));
+        }
+    }
+    return TL_OK;
+}
+
+int tl_model_file_fd(const tl_model *m, size_t file) {
+    return file < m->n_files ? m->files[file].fd : -1;
+}
+
+const void *tl_model_file_map(const tl_model *m, size_t file) {
+    return file < m->n_files ? m->files[file].map : NULL;
+}

@@ -1,0 +1,45 @@
+/*
+ * discover.h — turning what a user names (a file, a folder, a shard index, a
+ * diffusers folder) into the list of model files to open, each with the
+ * tensor-name prefix it gets, and the tensors a shard index promises.
+ */
+#ifndef TL_MODEL_DISCOVER_H
+#define TL_MODEL_DISCOVER_H
+
+#include "tierload.h"
+
+#include <stddef.h>
+
+typedef struct tl_disc_file {
+    char *path;   /* heap */
+    char *prefix; /* heap or NULL: added to every tensor name of the file */
+} tl_disc_file;
+
+/* A promise from a shard index: tensor `name` lives in file `file`. */
+typedef struct tl_disc_claim {
+    char *name;
+    size_t file;
+} tl_disc_claim;
+
+typedef struct tl_disc {
+    tl_disc_file *files;
+    size_t n_files, cap_files;
+    tl_disc_claim *claims;
+    size_t n_claims, cap_claims;
+} tl_disc;
+
+/* Expand one user path into d (appending), with an optional extra prefix. */
+tl_status tl_disc_add(tl_disc *d, const char *path, const char *prefix);
+void tl_disc_free(tl_disc *d);
+
+/*
+ * Parse a shard index's JSON text: for each weight_map entry call back with
+ * (tensor, shard file name as written). Shard names are validated: no
+ * absolute paths, no ".." components, no backslashes, not empty.
+ * Exposed for the fuzzers.
+ */
+tl_status tl_disc_parse_index(const char *json, size_t len, const char *index_path,
+                              tl_status (*cb)(void *ctx, const char *tensor, const char *shard),
+                              void *ctx);
+
+#endif
