@@ -1,0 +1,148 @@
+/*
+ * test_catalog_testdata.c — the catalog of every real file in
+ * ../shared/testdata equals what an independent reader says about it
+ * (expected/<file>.json): format, version, size, data offset, alignment, and
+ * every tensor's name, dtype, shape, offset and size, in order. Also checks
+ * zero-copy data pointers and metadata read back from the files.
+ */
+#include "testutil.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void check_one(const char *sub, const char *base) {
+    char rel[512], exp_rel[512];
+    snprintf(rel, sizeof rel, "%s/%s", sub, base);
+    snprintf(exp_rel, sizeof exp_rel, "expected/%s.json", base);
+    char *path = strdup(tu_testdata(rel));
+    char *text = tu_read_file(tu_testdata(exp_rel), NULL);
+    assert_non_null(text);
+    cJSON *exp = cJSON_Parse(text);
+    assert_non_null(exp);
+    tl_model *m;
+    const char *paths[] = {path};
+    tl_status st = tl_model_open(paths, 1, NULL, &m);
+    if (st) fail_msg("%s: %s", base, tl_last_error());
+    const cJSON *ef = cJSON_GetArrayItem(cJSON_GetObjectItem(exp, "files"), 0);
+    const tl_file_info *f = tl_model_file(m, 0);
+    assert_int_equal(tl_model_file_count(m), 1);
+    assert_string_equal(f->format == TL_FORMAT_GGUF ? "gguf" : "safetensors",
+                        cJSON_GetObjectItem(ef, "format")->valuestring);
+    const cJSON *v = cJSON_GetObjectItem(ef, "version");
+    assert_int_equal(f->version, cJSON_IsNull(v) ? -1 : v->valueint);
+    assert_int_equal(f->size, (uint64_t)cJSON_GetObjectItem(ef, "size")->valuedouble);
+    assert_int_equal(f->data_offset, (uint64_t)cJSON_GetObjectItem(ef, "data_offset")->valuedouble);
+    const cJSON *al = cJSON_GetObjectItem(ef, "alignment");
+    assert_int_equal(f->alignment, cJSON_IsNull(al) ? 0 : (uint32_t)al->valueint);
+    const cJSON *ets = cJSON_GetObjectItem(exp, "tensors");
+    assert_int_equal(tl_model_tensor_count(m), (size_t)cJSON_GetArraySize(ets));
+    size_t i = 0;
+    const cJSON *et;
+    cJSON_ArrayForEach(et, ets) {
+        const tl_tensor_info *t = tl_model_tensor(m, i);
+        assert_string_equal(t->name, cJSON_GetObjectItem(et, "name")->valuestring);
+        assert_string_equal(tl_dtype_name(t->dtype), cJSON_GetObjectItem(et, "dtype")->valuestring);
+        const cJSON *shape = cJSON_GetObjectItem(et, "shape");
+        assert_int_equal(t->n_dims, (uint32_t)cJSON_GetArraySize(shape));
+        for (uint32_t d = 0; d < t->n_dims; d++)
+            assert_int_equal(t->shape[d], (int64_t)cJSON_GetArrayItem(shape, (int)d)->valuedouble);
+        assert_int_equal(t->offset, (uint64_t)cJSON_GetObjectItem(et, "offset")->valuedouble);
+        assert_int_equal(t->nbytes, (uint64_t)cJSON_GetObjectItem(et, "nbytes")->valuedouble);
+        /* zero-copy: the data pointer is the mapping plus the absolute offset */
+        assert_ptr_equal(tl_model_tensor_data(m, i),
+                         (const char *)tl_model_file_map(m, 0) + t->offset);
+        assert_int_equal(tl_model_find(m, t->name), (int64_t)i);
+        i++;
+    }
+    assert_int_equal(tl_model_find(m, "no.such.tensor"), -1);
+    tl_model_close(m);
+    cJSON_Delete(exp);
+    free(text);
+    free(path);
+}
+
+static void test_every_expected_file(void **state) {
+    (void)state;
+    DIR *d = opendir(tu_testdata("expected"));
+    assert_non_null(d);
+    struct dirent *de;
+    int n = 0;
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (len < 6 || strcmp(de->d_name + len - 5, ".json")) continue;
+        char base[256];
+        snprintf(base, sizeof base, "%.*s", (int)(len - 5), de->d_name);
+        check_one(strstr(base, ".gguf") ? "gguf" : "safetensors", base);
+        n++;
+    }
+    closedir(d);
+    assert_true(n >= 15);
+}
+
+static void test_gguf_metadata(void **state) {
+    (void)state;
+    const char *paths[] = {tu_testdata("gguf/tiny-llama-q4_0.gguf")};
+    tl_model *m;
+    assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_OK);
+    int64_t k = tl_model_meta_find(m, "general.architecture");
+    assert_true(k >= 0);
+    const tl_meta *e = tl_model_meta(m, (size_t)k);
+    assert_int_equal(e->type, TL_META_STRING);
+    assert_int_equal(e->v.s.len, 5);
+    assert_memory_equal(e->v.s.ptr, "llama", 5);
+    k = tl_model_meta_find(m, "llama.block_count");
+    assert_int_equal(tl_model_meta(m, (size_t)k)->v.u, 2);
+    k = tl_model_meta_find(m, "tokenizer.ggml.tokens");
+    e = tl_model_meta(m, (size_t)k);
+    assert_int_equal(e->type, TL_META_ARRAY);
+    assert_int_equal(e->elem_type, TL_META_STRING);
+    assert_int_equal(e->count, 32000);
+    tl_meta el;
+    assert_int_equal(tl_model_meta_array_get(m, (size_t)k, 1, &el), TL_OK);
+    assert_int_equal(el.v.s.len, 3);
+    assert_memory_equal(el.v.s.ptr, "<s>", 3);
+    assert_int_equal(tl_model_meta_array_get(m, (size_t)k, 31999, &el), TL_OK);
+    assert_int_not_equal(tl_model_meta_array_get(m, (size_t)k, 32000, &el), TL_OK);
+    k = tl_model_meta_find(m, "tokenizer.ggml.token_type");
+    assert_int_equal(tl_model_meta_array_get(m, (size_t)k, 0, &el), TL_OK);
+    assert_int_equal(el.type, TL_META_I32);
+    assert_int_equal(el.v.i, 2);
+    k = tl_model_meta_find(m, "tokenizer.ggml.add_bos_token");
+    assert_int_equal(tl_model_meta(m, (size_t)k)->type, TL_META_BOOL);
+    assert_true(tl_model_meta(m, (size_t)k)->v.b);
+    /* layers and components from names */
+    const tl_tensor_info *t = tl_model_tensor(m, (size_t)tl_model_find(m, "blk.1.attn_q.weight"));
+    assert_int_equal(t->layer, 1);
+    assert_int_equal(t->layer_key_len, strlen("blk.1"));
+    t = tl_model_tensor(m, (size_t)tl_model_find(m, "token_embd.weight"));
+    assert_int_equal(t->layer, -1);
+    tl_model_close(m);
+}
+
+static void test_safetensors_metadata_and_values(void **state) {
+    (void)state;
+    const char *paths[] = {tu_testdata("safetensors/overall.safetensors")};
+    tl_model *m;
+    assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_OK);
+    int64_t k = tl_model_meta_find(m, "test");
+    assert_true(k >= 0);
+    assert_int_equal(tl_model_meta(m, (size_t)k)->type, TL_META_STRING);
+    assert_memory_equal(tl_model_meta(m, (size_t)k)->v.s.ptr, "a", 1);
+    /* the reference sample stores -3..2 in every dtype (wrapped for unsigned ones) */
+    const float *f = tl_model_tensor_data(m, (size_t)tl_model_find(m, "f"));
+    for (int i = 0; i < 6; i++) assert_true(f[i] == (float)(i - 3));
+    const uint8_t *b = tl_model_tensor_data(m, (size_t)tl_model_find(m, "B"));
+    for (int i = 0; i < 6; i++) assert_int_equal(b[i], (uint8_t)(i - 3));
+    tl_model_close(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_expected_file),
+        cmocka_unit_test(test_gguf_metadata),
+        cmocka_unit_test(test_safetensors_metadata_and_values),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
