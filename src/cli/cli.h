@@ -33,5 +33,7 @@ int cmd_info(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_load(int argc, char **argv);
+int cmd_mkmodel(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
 
 #endif

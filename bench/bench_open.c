@@ -1,0 +1,145 @@
+/*
+ * bench_open.c — how long opening a model takes (catalog + mapping, warm
+ * page cache), for a generated 2 GiB file with 2,000 tensors in each format.
+ *
+ * usage: bench_open [SIZE] [TENSORS]   (defaults 2G 2000; files go to $TMPDIR or /tmp)
+ *
+ * The files are written with `tierload mkmodel` (the CLI beside this
+ * program), read once so they are warm, then opened and closed 50 times;
+ * the median is printed beside the file size. As the limit measured in the
+ * same run it times ggml's own gguf_init_from_file (no_alloc) on the same
+ * GGUF when the npm package @node-llama-cpp/linux-x64 has been installed into
+ * the build folder by the cross-check test; otherwise it prints the reference
+ * figure from llama.cpp (about 7 ms for a 1.6 GB GGUF on this kind of machine).
+ */
+#include "tierload.h"
+
+#include <dlfcn.h>
+#include <glob.h>
+#include <libgen.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RUNS 50
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return v[n / 2];
+}
+
+static void warm(const char *path) {
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "cat '%s' > /dev/null", path);
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not read %s\n", path);
+}
+
+static double time_open(const char *path, uint64_t *size, size_t *n_tensors) {
+    double t[RUNS];
+    for (int r = 0; r < RUNS; r++) {
+        const char *paths[] = {path};
+        tl_model *m;
+        double a = now_ms();
+        if (tl_model_open(paths, 1, NULL, &m)) {
+            fprintf(stderr, "open failed: %s\n", tl_last_error());
+            exit(1);
+        }
+        double b = now_ms();
+        *size = tl_model_file(m, 0)->size;
+        *n_tensors = tl_model_tensor_count(m);
+        tl_model_close(m);
+        t[r] = b - a;
+    }
+    return median(t, RUNS);
+}
+
+/* ggml's reader, from the npm package the cross-check test installs. */
+struct gguf_init_params {
+    bool no_alloc;
+    void **ctx;
+};
+typedef void *(*gguf_init_fn)(const char *, struct gguf_init_params);
+typedef void (*gguf_free_fn)(void *);
+
+static double time_ggml(const char *build_dir, const char *path) {
+    char pat[4200];
+    snprintf(pat, sizeof pat, "%s/npm-ggml/node_modules/@node-llama-cpp/linux-x64/bins/*/libggml-base.so",
+             build_dir);
+    glob_t g;
+    if (glob(pat, 0, NULL, &g) != 0 || g.gl_pathc == 0) return -1;
+    void *h = dlopen(g.gl_pathv[0], RTLD_NOW | RTLD_LOCAL);
+    globfree(&g);
+    if (!h) return -1;
+    gguf_init_fn init = (gguf_init_fn)dlsym(h, "gguf_init_from_file");
+    gguf_free_fn fr = (gguf_free_fn)dlsym(h, "gguf_free");
+    if (!init || !fr) return -1;
+    double t[RUNS];
+    for (int r = 0; r < RUNS; r++) {
+        double a = now_ms();
+        void *ctx = init(path, (struct gguf_init_params){true, NULL});
+        double b = now_ms();
+        if (!ctx) return -1;
+        fr(ctx);
+        t[r] = b - a;
+    }
+    return median(t, RUNS);
+}
+
+int main(int argc, char **argv) {
+    const char *size = argc > 1 ? argv[1] : "2G";
+    const char *tensors = argc > 2 ? argv[2] : "2000";
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return 1;
+    self[n] = 0;
+    char *build_dir = dirname(self);
+    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/tl-bench-open.XXXXXX", tmp);
+    if (!mkdtemp(dir)) return 1;
+    const char *exts[] = {"gguf", "safetensors"};
+    printf("bench_open: open = catalog + mapping, warm page cache, median of %d\n", RUNS);
+    int rc = 0;
+    for (int i = 0; i < 2; i++) {
+        char path[4200], cmd[8600];
+        snprintf(path, sizeof path, "%s/m.%s", dir, exts[i]);
+        snprintf(cmd, sizeof cmd, "'%s/tierload' mkmodel '%s' --size %s --tensors %s --profile llm",
+                 build_dir, path, size, tensors);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "mkmodel failed\n");
+            rc = 1;
+            break;
+        }
+        warm(path);
+        uint64_t bytes;
+        size_t nt;
+        double ms = time_open(path, &bytes, &nt);
+        printf("  %-12s %6.2f GiB  %5zu tensors  open %7.3f ms", exts[i],
+               (double)bytes / (1u << 30), nt, ms);
+        if (i == 0) {
+            double ref = time_ggml(build_dir, path);
+            if (ref > 0)
+                printf("   ggml gguf_init_from_file %7.3f ms   ratio %.2f (limit <= 1.00)", ref, ms / ref);
+            else
+                printf("   (reference: llama.cpp ~7 ms for 1.6 GB; ggml not installed in build dir)");
+        }
+        printf("\n");
+        remove(path);
+    }
+    rmdir(dir);
+    return rc;
+}

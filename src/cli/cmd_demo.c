@@ -1,0 +1,45 @@
+/*
+ * cmd_demo.c — `tierload demo`: the main job on its embedded default.
+ *
+ * Writes a small SDXL-shaped pipeline (diffusion, text encoders, VAE) into a
+ * private temp folder, then runs what a user would: describe it, and (as the
+ * parts land) plan it onto simulated GPUs and load it, printing each step.
+ */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int step(const char *title, int (*cmd)(int, char **), int argc, char **argv) {
+    printf("\n$ tierload");
+    for (int i = 0; i < argc; i++) printf(" %s", argv[i]);
+    printf("    # %s\n", title);
+    fflush(stdout);
+    int rc = cmd(argc, argv);
+    fflush(stdout);
+    return rc;
+}
+
+int cmd_demo(int argc, char **argv) {
+    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        printf("usage: tierload demo\n  writes a synthetic SDXL-shaped model to a temp folder and runs\n"
+               "  info, plan and load on it; removes it afterwards.\n");
+        return 0;
+    }
+    char dir[] = "/tmp/tierload-demo.XXXXXX";
+    if (!mkdtemp(dir)) {
+        perror("tierload demo: mkdtemp");
+        return 4;
+    }
+    char model[sizeof dir + 32];
+    snprintf(model, sizeof model, "%s/sdxl-mini.safetensors", dir);
+    char *mk[] = {"mkmodel", model, "--profile", "sdxl", "--size", "96M", "--tensors", "240", NULL};
+    char *info[] = {"info", model, "--top", "5", NULL};
+    int rc = step("write a synthetic SDXL-shaped pipeline", cmd_mkmodel, 8, mk);
+    if (!rc) rc = step("describe it", cmd_info, 4, info);
+    remove(model);
+    rmdir(dir);
+    return rc;
+}
