@@ -131,7 +131,8 @@ static void test_safetensors_metadata_and_values(void **state) {
     assert_int_equal(tl_model_meta(m, (size_t)k)->type, TL_META_STRING);
     assert_memory_equal(tl_model_meta(m, (size_t)k)->v.s.ptr, "a", 1);
     /* the reference sample stores -3..2 in every dtype (wrapped for unsigned ones) */
-    const float *f = tl_model_tensor_data(m, (size_t)tl_model_find(m, "f"));
+    float f[6]; /* the sample's data starts unaligned: copy before reading floats */
+    memcpy(f, tl_model_tensor_data(m, (size_t)tl_model_find(m, "f")), sizeof f);
     for (int i = 0; i < 6; i++) assert_true(f[i] == (float)(i - 3));
     const uint8_t *b = tl_model_tensor_data(m, (size_t)tl_model_find(m, "B"));
     for (int i = 0; i < 6; i++) assert_int_equal(b[i], (uint8_t)(i - 3));

@@ -146,7 +146,7 @@ static tl_status build_catalog(tl_model *m, const tl_disc *d) {
             size_t nlen = strlen(ft->name);
             char *name = tl_os_malloc(plen + nlen + 1);
             if (!name) return tl_err(TL_ERR_NOMEM, "out of memory");
-            memcpy(name, prefix, plen);
+            if (plen) memcpy(name, prefix, plen);
             memcpy(name + plen, ft->name, nlen + 1);
             t->name = name;
             m->n_tensors++;
