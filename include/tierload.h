@@ -302,6 +302,18 @@ tl_status tl_model_meta_array_get(const tl_model *m, size_t i, uint64_t j, tl_me
 tl_status tl_model_file_residency(const tl_model *m, size_t file, double *fraction);
 /* Apply page-cache hints (TL_MAP_SEQUENTIAL / WILLNEED / DONTNEED now) to every mapping. */
 tl_status tl_model_advise(tl_model *m, unsigned map_flags);
+/*
+ * Check that every file still has the size it had when opened: a file
+ * truncated or rewritten under its mapping gives TL_ERR_CHANGED naming it.
+ */
+tl_status tl_model_check_files(const tl_model *m);
+/*
+ * Copy bytes [off, off+n) of tensor i out of its file's mapping into dst,
+ * safely: the file's size is checked first, and a SIGBUS during the copy (the
+ * file shrank meanwhile) becomes TL_ERR_CHANGED naming the file and tensor
+ * instead of killing the process.
+ */
+tl_status tl_model_tensor_read(const tl_model *m, size_t i, uint64_t off, void *dst, uint64_t n);
 /* Open file descriptor of a file (read-only), for loaders; owned by the model. */
 int tl_model_file_fd(const tl_model *m, size_t file);
 /* Base address of a file's mapping (its byte 0). */
@@ -309,9 +321,664 @@ const void *tl_model_file_map(const tl_model *m, size_t file);
 
 /* ==== devices (issue 4) ==== */
 
+/*
+ * Devices hold tensor bytes: the host (cpu), simulated GPUs (sim), CUDA GPUs
+ * (cuda0, cuda1, ...: libcudart is loaded at run time, nothing CUDA is needed
+ * to build) and devices an engine registers (e.g. backed by ggml-backend or
+ * torch). Each is one tl_device_ops vtable behind an opaque, reference-counted
+ * tl_device. The device registry is the library's only global mutable state;
+ * every function here is thread-safe, and every built-in device may be used
+ * from several threads at once.
+ *
+ * Device memory is named by a tl_devptr: an opaque 64-bit device address that
+ * callers never dereference (on cpu it is the host address; on sim it is a
+ * handle that is not a host address). Arithmetic inside an allocation is
+ * allowed: copies may start at p + offset. 0 is never a valid allocation.
+ *
+ * Asynchronous copies are queued on the device's one stream and return a
+ * ticket: tickets of a device increase, and copies complete in ticket order,
+ * so ticket t done means every earlier ticket is done. Ticket 0 means
+ * "already complete". The host buffer of an asynchronous copy must stay valid
+ * (and, for copies to the device, unchanged) until its ticket is done.
+ */
+typedef uint64_t tl_devptr;
+
+typedef struct tl_device tl_device;
+
+typedef enum tl_device_kind {
+    TL_DEVICE_CPU = 0,   /* host memory */
+    TL_DEVICE_SIM = 1,   /* simulated GPU: a capacity-limited arena in host memory */
+    TL_DEVICE_CUDA = 2,  /* a CUDA GPU */
+    TL_DEVICE_OTHER = 3, /* registered by an engine */
+} tl_device_kind;
+
+/* "cpu", "sim", "cuda", "other". */
+const char *tl_device_kind_name(tl_device_kind k);
+
+#define TL_DEVICE_NAME_MAX 32 /* bytes, including the NUL */
+
+typedef struct tl_device_info {
+    char name[TL_DEVICE_NAME_MAX]; /* [A-Za-z0-9_.:-]+, unique in the registry */
+    char desc[96];        /* free text: "NVIDIA H100 80GB HBM3", "host RAM", ... */
+    tl_device_kind kind;
+    uint64_t total;       /* bytes the device can hold */
+    uint64_t free;        /* bytes free now */
+    bool host_pointer;    /* a tl_devptr is a host address the CPU can read */
+    bool async;           /* asynchronous copies overlap with the caller */
+    uint32_t alignment;   /* preferred alignment of allocations and copies (power of two) */
+} tl_device_info;
+
+/*
+ * The vtable a device implements; self is the implementation's own state.
+ * Every function returns a tl_status and records tl_err() messages naming
+ * the device. Sizes are > 0 when called through the tl_device_* wrappers
+ * (which check arguments first).
+ */
+typedef struct tl_device_ops {
+    /* Required. Fill *out (free must be current). Called often: keep it cheap. */
+    tl_status (*describe)(void *self, tl_device_info *out);
+    /* Required. TL_ERR_DEVICE_OOM when size bytes do not fit. */
+    tl_status (*alloc)(void *self, uint64_t size, tl_devptr *out);
+    /* Required. Free an allocation (its base address). */
+    tl_status (*dealloc)(void *self, tl_devptr p);
+    /* Required. Synchronous copies: return when the bytes have arrived. */
+    tl_status (*copy_to)(void *self, tl_devptr dst, const void *src, uint64_t n);
+    tl_status (*copy_from)(void *self, void *dst, tl_devptr src, uint64_t n);
+    /* Optional (NULL: the wrapper copies synchronously and gives ticket 0). */
+    tl_status (*copy_to_async)(void *self, tl_devptr dst, const void *src, uint64_t n,
+                               uint64_t *ticket);
+    tl_status (*copy_from_async)(void *self, void *dst, tl_devptr src, uint64_t n,
+                                 uint64_t *ticket);
+    /* Required when the async copies are given: wait for / test a ticket. */
+    tl_status (*wait)(void *self, uint64_t ticket);
+    tl_status (*poll)(void *self, uint64_t ticket, bool *done);
+    /* Optional (NULL: nothing to do). Make a host range a DMA source / sink. */
+    tl_status (*pin)(void *self, void *host, uint64_t n);
+    tl_status (*unpin)(void *self, void *host, uint64_t n);
+    /* Optional: read a file range straight into device memory (GPUDirect Storage). */
+    tl_status (*read_file)(void *self, int fd, uint64_t off, tl_devptr dst, uint64_t n);
+    /* Optional: free self when the last reference goes. */
+    void (*destroy)(void *self);
+} tl_device_ops;
+
+/*
+ * Wrap a vtable into a device (one reference, owned by the caller). ops must
+ * outlive the device; describe is called once here to take the name and kind.
+ */
+tl_status tl_device_new(const tl_device_ops *ops, void *self, tl_device **out);
+/* Take / drop a reference; the last release calls ops->destroy. NULL is fine. */
+void tl_device_retain(tl_device *d);
+void tl_device_release(tl_device *d);
+
+/*
+ * Add a device to the registry (the registry takes its own reference; the
+ * caller keeps and still releases its own). TL_ERR_INVALID_ARG when a
+ * registered device already has its name (case-insensitive).
+ */
+tl_status tl_device_register(tl_device *d);
+/* Remove a device from the registry and drop the registry's reference. */
+tl_status tl_device_unregister(tl_device *d);
+/*
+ * Look a registered device up by name, case-insensitive: an exact name wins,
+ * else a unique prefix ("cu" -> cuda0 when it is the only cuda device).
+ * TL_ERR_NOT_FOUND when nothing matches, TL_ERR_INVALID_ARG when a prefix is
+ * ambiguous (the message lists the candidates). The pointer is borrowed:
+ * valid while the device stays registered (retain it to keep it longer).
+ * The first registry call discovers the built-in devices (cpu, then cuda*).
+ */
+tl_status tl_device_find(const char *name, tl_device **out);
+/*
+ * Registered devices in registration order (cpu first): fills up to cap
+ * borrowed pointers (as tl_device_find) and returns how many are registered.
+ */
+size_t tl_device_list(tl_device **out, size_t cap);
+
+/* Name and kind, fixed at tl_device_new. */
+const char *tl_device_name(const tl_device *d);
+tl_device_kind tl_device_kind_of(const tl_device *d);
+/* Current description (free memory is live). */
+tl_status tl_device_describe(tl_device *d, tl_device_info *out);
+
+/* Allocate size > 0 bytes; TL_ERR_DEVICE_OOM when they do not fit (sim, cpu and cuda alike). */
+tl_status tl_device_alloc(tl_device *d, uint64_t size, tl_devptr *out);
+/* Free an allocation; 0 is fine. */
+tl_status tl_device_free(tl_device *d, tl_devptr p);
+/* Synchronous copies host -> device and device -> host (n may be 0). */
+tl_status tl_device_copy_to(tl_device *d, tl_devptr dst, const void *src, uint64_t n);
+tl_status tl_device_copy_from(tl_device *d, void *dst, tl_devptr src, uint64_t n);
+/* Asynchronous copies; *ticket receives the completion handle (see above). */
+tl_status tl_device_copy_to_async(tl_device *d, tl_devptr dst, const void *src, uint64_t n,
+                                  uint64_t *ticket);
+tl_status tl_device_copy_from_async(tl_device *d, void *dst, tl_devptr src, uint64_t n,
+                                    uint64_t *ticket);
+/* Block until a ticket (and every earlier one) is done. */
+tl_status tl_device_wait(tl_device *d, uint64_t ticket);
+/* *done = whether a ticket is done, without blocking. */
+tl_status tl_device_poll(tl_device *d, uint64_t ticket, bool *done);
+/*
+ * Pin / unpin a host range so the device can DMA from / to it. A failure
+ * says why (e.g. mlock failed under RLIMIT_MEMLOCK, with the limit).
+ */
+tl_status tl_device_pin(tl_device *d, void *host, uint64_t n);
+tl_status tl_device_unpin(tl_device *d, void *host, uint64_t n);
+/*
+ * Read n bytes of file fd at off straight into device memory, when the
+ * device can (cuda with a working libcufile). TL_ERR_UNSUPPORTED otherwise:
+ * the caller then stages through host memory.
+ */
+tl_status tl_device_read_file(tl_device *d, int fd, uint64_t off, tl_devptr dst, uint64_t n);
+
+/*
+ * Why there are no CUDA devices: "" when libcudart loaded and reported at
+ * least one device, else e.g. "no CUDA runtime: libcudart.so: cannot open
+ * shared object file: No such file or directory". Runs discovery if needed.
+ */
+const char *tl_device_cuda_reason(void);
+/*
+ * Why GPUDirect Storage is not in use: "" once a real small read through
+ * libcufile has succeeded, "not tried yet" before any, else the reason.
+ */
+const char *tl_device_cufile_reason(void);
+
+/*
+ * Simulated GPUs. A sim device keeps its bytes in host memory but behaves
+ * like a GPU: a fixed capacity enforced to the byte (an allocation of s bytes
+ * uses exactly s bytes of capacity; handles are aligned to 256 bytes in the
+ * sim's own address space, and that alignment costs no capacity), free memory
+ * reported exactly, TL_ERR_DEVICE_OOM past capacity (and when
+ * TL_FAULT_DEVICE_ALLOC is injected), handles that are not host addresses
+ * (copies must stay inside one live allocation, else TL_ERR_INVALID_ARG).
+ *
+ * Sims model transfers on their own clock (seconds, starting at 0; never wall
+ * time): a copy lasts latency + n / bandwidth and copies run one after
+ * another on one stream. A synchronous copy starts at max(clock, end of the
+ * queue) and moves the clock to its end. An asynchronous copy is queued (it
+ * starts when the previous one ends, or at the clock if later) and is done
+ * once the clock reaches its end; waiting moves the clock there.
+ * tl_device_sim_advance models the caller's compute time, so overlap and
+ * prefetch can be measured.
+ */
+typedef struct tl_sim_spec {
+    char name[TL_DEVICE_NAME_MAX]; /* used as given: "gpu0", or "cuda0" to stand in for a real one */
+    uint64_t capacity;             /* bytes */
+    double bandwidth;              /* bytes per modeled second; 0 = infinite */
+    double latency;                /* modeled seconds added to each copy */
+} tl_sim_spec;
+
+/*
+ * Parse a sim spec: comma-separated NAME=SIZE[:bw=SIZE][:lat=TIME] items,
+ * e.g. "gpu0=8G,gpu1=4G:bw=16G:lat=10us". SIZE is bytes with an optional
+ * binary suffix (K, M, G, T; KB/KiB accepted; fractions allowed: "1.5G");
+ * bw is bytes per second; TIME is seconds with an optional s/ms/us/ns suffix.
+ * Fills up to cap entries, *n receives the count. TL_ERR_INVALID_ARG (with
+ * the offending item) on a bad size, empty or invalid name, duplicate name,
+ * or more than cap items.
+ */
+tl_status tl_device_sim_spec_parse(const char *spec, tl_sim_spec *out, size_t cap, size_t *n);
+/* A new (unregistered) sim device; one reference owned by the caller. */
+tl_status tl_device_sim_new(const tl_sim_spec *spec, tl_device **out);
+/* Parse a spec and register every sim in it (all or none). */
+tl_status tl_device_sim_add(const char *spec);
+/* The sim's model clock in seconds (TL_ERR_INVALID_ARG when d is not a sim). */
+tl_status tl_device_sim_clock(tl_device *d, double *seconds);
+/* Advance the model clock by seconds >= 0 (the caller's modeled compute). */
+tl_status tl_device_sim_advance(tl_device *d, double seconds);
+
 /* ==== planner (issue 5) ==== */
 
+/*
+ * The planner is pure: a catalog summary, device descriptions (real,
+ * simulated or hypothetical) and options in, a plan out; no I/O.
+ *
+ * Placement and phase model (what a plan promises):
+ *   - A pipeline run is a sequence of phases (default "cond,diffusion+controlnet,vae");
+ *     a component named in no phase is active in every phase.
+ *   - A component's compute reserve (its activation buffers) counts on each of
+ *     its GPUs only in the phases where the component is active.
+ *   - Weights placed on a GPU are either kept for the whole run ("run"
+ *     residency: they count in every phase, move 0 bytes per run once
+ *     loaded) or loaded for the component's own phases only ("phase"
+ *     residency: they count only there and move their bytes once per run).
+ *     Components in different phases therefore time-share a device: its peak
+ *     is the maximum over phases, not the sum.
+ *   - Modes: gpu (whole on one GPU), layer_split (whole layers, contiguous,
+ *     over several GPUs; non-layer bytes on the first), row_split (2-D
+ *     matrices with both dimensions >= 256 split by rows, the rest on the main
+ *     device), stream (weights in RAM; as many whole layers as fit stay
+ *     resident on the listed GPUs, the others are streamed layer by layer to
+ *     the last listed GPU, which holds two layer buffers: one in use, one
+ *     prefetched), cpu (computed on the host).
+ *   - Streamed bytes move once per pass; diffusion and controlnet run `steps`
+ *     passes per run, the others one.
+ *   - Objective (exact, deterministic search): most GPU-resident bytes weighted
+ *     by priority (diffusion 4, controlnet 3, cond 2, vae 1, other 1), then
+ *     most priority-weighted bytes computed on a GPU (so streaming beats the
+ *     cpu), then fewest bytes moved per run, then fewest GPUs, then fewest
+ *     (component, GPU) pairs; ties keep the first in enumeration order
+ *     (lower device indices first).
+ */
+
+#define TL_PLAN_MAX_DEVICES 16 /* devices a plan may describe (GPUs plus the host) */
+#define TL_PLAN_MAX_PHASES 8
+#define TL_PLAN_HOST 0xFFFFFFFFu /* device index meaning "the host (cpu)" in parsed specs */
+
+typedef enum tl_plan_mode {
+    TL_PLAN_MODE_CPU = 0,
+    TL_PLAN_MODE_GPU = 1,
+    TL_PLAN_MODE_LAYER_SPLIT = 2,
+    TL_PLAN_MODE_ROW_SPLIT = 3,
+    TL_PLAN_MODE_STREAM = 4,
+} tl_plan_mode;
+
+/* "cpu", "gpu", "layer_split", "row_split", "stream"; NULL when invalid. */
+const char *tl_plan_mode_name(tl_plan_mode m);
+
+/* One device as the planner sees it. total/free 0 on the host mean "unknown". */
+typedef struct tl_plan_device {
+    char name[32];  /* "cuda0", "sim1", "cpu" */
+    bool is_gpu;    /* false for the host */
+    uint64_t total; /* bytes */
+    uint64_t free;  /* bytes free now (for hypothetical devices: total) */
+} tl_plan_device;
+
+/* One component of the summary: its bytes, and its layers in order. */
+typedef struct tl_plan_part {
+    uint64_t bytes;        /* total bytes (layers + other) */
+    uint64_t other_bytes;  /* bytes of tensors outside any layer */
+    uint64_t matrix_bytes; /* bytes of 2-D matrices with both dimensions >= 256 (row-splittable) */
+    uint64_t *layers;      /* bytes of each layer, in order (owned by the summary) */
+    size_t n_layers;
+    size_t cap_layers;
+} tl_plan_part;
+
+/* What the planner needs to know about a model: one part per tl_component. */
+typedef struct tl_plan_summary {
+    tl_plan_part comp[TL_COMP_COUNT];
+} tl_plan_summary;
+
+/* An empty summary (every component absent). */
+void tl_plan_summary_init(tl_plan_summary *s);
+/* Free the layer arrays (the struct itself is the caller's); leaves it empty. */
+void tl_plan_summary_free(tl_plan_summary *s);
+/* Append a layer of `bytes` to component c (matrix_bytes of them row-splittable). */
+tl_status tl_plan_summary_add_layer(tl_plan_summary *s, tl_component c, uint64_t bytes,
+                                    uint64_t matrix_bytes);
+/* Add bytes outside layers to component c. */
+tl_status tl_plan_summary_add_other(tl_plan_summary *s, tl_component c, uint64_t bytes,
+                                    uint64_t matrix_bytes);
+/*
+ * Build a summary from a catalog. Tensors are grouped into layers by
+ * component and the first layer_key_len bytes of their name, in order of
+ * first appearance; tensors with layer -1 are their component's other bytes.
+ * When convert is not TL_DTYPE_INVALID, every tensor of 2+ dimensions whose
+ * element count is a whole number of convert's blocks is counted at convert's
+ * size (what a --type conversion on load would give). s is initialized here.
+ */
+tl_status tl_plan_summary_from_model(const tl_model *m, tl_dtype convert, tl_plan_summary *s);
+/*
+ * A built-in synthetic profile: "sd15" (~2 GB), "sdxl" (~7 GB), "flux-f16"
+ * (~28 GB: 24 GB diffusion + T5 at Q8), "flux-q8" (~18 GB), "ltx2" (~26 GB:
+ * Q6 diffusion + 12B text encoder). TL_ERR_NOT_FOUND for another name.
+ * s is initialized here.
+ */
+tl_status tl_plan_summary_profile(const char *name, tl_plan_summary *s);
+/* Comma-separated names of the built-in profiles. */
+const char *tl_plan_profile_names(void);
+
+/* --- spec parsers (each a public entry point for the fuzzers) --- */
+
+/*
+ * Parse a size: a number with an optional binary suffix K, M, G, T (also KB,
+ * KiB, ...; case-insensitive), fractions allowed ("9.5G"). A leading '-' is
+ * accepted only when negative is not NULL (and sets it).
+ */
+tl_status tl_plan_parse_bytes(const char *s, uint64_t *bytes, bool *negative);
+
+/*
+ * Hypothetical devices: "cuda0=16G,cuda1=10G" (total = free = size). A name
+ * of "cpu" (or "host") describes the host (is_gpu false); every other name is
+ * a GPU. A host entry with size 0 is added at the end when none is given.
+ */
+tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t cap, size_t *n);
+
+/* Where the user placed one component: n_devices 0 means "not given". */
+typedef struct tl_backend_place {
+    uint32_t n_devices;
+    uint32_t devices[TL_PLAN_MAX_DEVICES]; /* indices into the device array, or TL_PLAN_HOST */
+} tl_backend_place;
+
+typedef struct tl_backend_spec {
+    tl_backend_place comp[TL_COMP_COUNT];
+    tl_backend_place dflt; /* from "*=", "all=", "default=" or a bare name */
+} tl_backend_spec;
+
+/*
+ * Parse a backend spec: "cond=CPU,vae=cuda0,diffusion=cuda0&cuda1". "*=",
+ * "all=", "default=" and a bare device list set the default; '&' lists GPUs
+ * for a split. Components are names or aliases (tl_component_from_name).
+ * Device names are case-insensitive, a unique prefix is enough, "auto" and
+ * "gpu" mean the GPU with the most free memory, "cpu" the host. Errors name
+ * the item: unknown component or device, empty list, a component given
+ * twice, a split that names the host. out is zeroed first.
+ */
+tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, size_t n_devs,
+                                tl_backend_spec *out);
+
+/*
+ * Budgets per device from --max-vram and --headroom. For every GPU, budget =
+ * free - headroom, then capped by the spec: an absolute size ("8G": at most
+ * 8 GiB), a negative one ("-2G": 2 GiB less), or per device
+ * ("cuda0=6G,cuda1=-1G"; names as in backend specs), an unnamed size applying
+ * to the GPUs not named. NULL or "" = no cap. The host's budget is its free
+ * memory (0 = unknown). budgets has n_devs entries.
+ */
+tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, size_t n_devs,
+                                 uint64_t headroom, uint64_t *budgets);
+
+/* Default compute reserves: diffusion 2048 MiB, cond 512 MiB, vae 1024 MiB, controlnet 512 MiB, other 0. */
+void tl_plan_default_reserves(uint64_t reserve[TL_COMP_COUNT]);
+/* Override reserves from "diffusion=3G,vae=512M" (component names or aliases). */
+tl_status tl_plan_parse_reserve(const char *spec, uint64_t reserve[TL_COMP_COUNT]);
+
+/* Output size of a run: width x height pixels, frames (1 for images). */
+typedef struct tl_plan_size {
+    uint32_t width, height, frames;
+} tl_plan_size;
+/* Parse "WxH" or "WxHxT" (each 1..1048576). */
+tl_status tl_plan_parse_size(const char *spec, tl_plan_size *out);
+
+/* Phase schedule: phase i runs the components whose bit (1u << tl_component) is in mask[i]. */
+typedef struct tl_plan_phases {
+    uint32_t n;
+    uint32_t mask[TL_PLAN_MAX_PHASES];
+} tl_plan_phases;
+/* The default image pipeline: cond, diffusion+controlnet, vae. */
+void tl_plan_default_phases(tl_plan_phases *out);
+/* Parse "cond,diffusion+controlnet,vae" (',' separates phases, '+' joins components). */
+tl_status tl_plan_parse_phases(const char *spec, tl_plan_phases *out);
+
+/* VAE tiling decision (latent = size / 8; time is never tiled). */
+typedef struct tl_vae_tiling {
+    bool decided;       /* false when no size was given */
+    bool tiled;
+    uint32_t latent_w, latent_h, frames;
+    uint32_t tile;      /* tile side in latent pixels (0 when untiled) */
+    double overlap;     /* 0.5 when tiled */
+    uint32_t tiles;     /* number of tiles per frame (1 when untiled) */
+} tl_vae_tiling;
+/*
+ * Decide VAE tiling: budget_voxels = reserve / bytes_per_voxel; untiled when
+ * latent_w * latent_h * frames fits, else tile = round(sqrt(budget_voxels /
+ * frames)) clamped to [8, max latent side], overlap 0.5.
+ * bytes_per_voxel 0 = the default (256 KiB per latent voxel).
+ */
+tl_status tl_plan_vae_tiling(const tl_plan_size *size, uint64_t vae_reserve,
+                             uint64_t bytes_per_voxel, tl_vae_tiling *out);
+
+typedef struct tl_plan_options {
+    const char *backend;  /* backend spec; NULL = auto-fit every component */
+    const char *max_vram; /* NULL = no cap */
+    uint64_t headroom;    /* bytes kept free on every GPU */
+    const char *reserve;  /* reserve overrides; NULL = defaults */
+    const char *phases;   /* phase schedule; NULL = default */
+    const char *size;     /* "WxH[xT]" for the VAE tiling decision; NULL = none */
+    bool clip_on_cpu;     /* = "cond=cpu" */
+    bool vae_on_cpu;      /* = "vae=cpu" */
+    bool controlnet_on_cpu; /* = "controlnet=cpu" */
+    bool offload_to_cpu;  /* every GPU component is streamed from RAM */
+    uint32_t steps;       /* passes of diffusion/controlnet per run; 0 = 20 */
+    uint64_t vae_bytes_per_voxel; /* 0 = default */
+} tl_plan_options;
+
+typedef struct tl_plan tl_plan;
+
+/*
+ * Plan. devs are the devices (GPUs and optionally the host; a host is added
+ * when absent). opts may be NULL. Returns TL_OK with a plan even when nothing
+ * fits the budgets: check tl_plan_feasible (or tl_plan_check). Spec errors
+ * return TL_ERR_INVALID_ARG / TL_ERR_NOT_FOUND with no plan.
+ */
+tl_status tl_plan_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
+                         const tl_plan_options *opts, tl_plan **out);
+void tl_plan_free(tl_plan *p);
+bool tl_plan_feasible(const tl_plan *p);
+/* Why the plan is infeasible, with the smallest change that would fit ("" when feasible). */
+const char *tl_plan_error(const tl_plan *p);
+/* TL_OK when feasible, else TL_ERR_INFEASIBLE with tl_plan_error as the message. */
+tl_status tl_plan_check(const tl_plan *p);
+
+size_t tl_plan_device_count(const tl_plan *p);
+/* Device i (GPUs first in input order, the host last). */
+const tl_plan_device *tl_plan_device_at(const tl_plan *p, size_t i);
+/* Budget of device i (bytes). */
+uint64_t tl_plan_device_budget(const tl_plan *p, size_t i);
+
+/* Where one component goes. */
+typedef struct tl_plan_decision {
+    bool present;         /* false when the model has no such component */
+    tl_plan_mode mode;
+    bool phase_resident;  /* weights loaded for the component's phases only */
+    uint64_t bytes;       /* weights */
+    uint64_t reserve;     /* compute reserve per GPU used */
+    uint32_t n_devices;   /* GPUs listed (0 for cpu) */
+    uint32_t devices[TL_PLAN_MAX_DEVICES];      /* device indices */
+    uint64_t device_bytes[TL_PLAN_MAX_DEVICES]; /* weights resident on each */
+    double shares[TL_PLAN_MAX_DEVICES];         /* device_bytes / bytes */
+    uint64_t host_bytes;  /* weights kept in RAM (cpu and streamed parts) */
+    uint64_t moved_per_run;
+} tl_plan_decision;
+/* The decision for component c (present false when absent). */
+tl_status tl_plan_decision_of(const tl_plan *p, tl_component c, tl_plan_decision *out);
+
+size_t tl_plan_phase_count(const tl_plan *p);
+/* Component mask of phase i. */
+uint32_t tl_plan_phase_mask(const tl_plan *p, size_t i);
+/* Projected peak bytes on device dev during phase. */
+uint64_t tl_plan_peak(const tl_plan *p, size_t dev, size_t phase);
+uint64_t tl_plan_moved_per_run(const tl_plan *p);
+/* Host RAM for weights (cpu and streamed components). */
+uint64_t tl_plan_host_bytes(const tl_plan *p);
+/* Priority-weighted GPU-resident bytes (the search's first objective). */
+uint64_t tl_plan_score(const tl_plan *p);
+const tl_vae_tiling *tl_plan_tiling(const tl_plan *p);
+
+/*
+ * The plan as JSON (what `tierload plan --json` prints and `tierload run
+ * --plan FILE` accepts): {"feasible","error","devices":[{"name","gpu","total",
+ * "free","budget"}],"phases":[...],"components":[{"name","bytes","reserve",
+ * "mode","residency","devices","shares","device_bytes","host_bytes",
+ * "moved_per_run"}],"peaks":[{"device","phase","bytes"}],"moved_per_run",
+ * "host_bytes","score","vae_tiling"}. Byte-identical for the same input.
+ * *out is malloc'd; the caller frees it.
+ */
+tl_status tl_plan_to_json(const tl_plan *p, char **out);
+/* Parse and validate a plan document (as tl_plan_to_json writes it). */
+tl_status tl_plan_from_json(const char *json, size_t len, tl_plan **out);
+/*
+ * The human form (devices, components, peaks per phase, host RAM, bytes
+ * moved) as text. *out is malloc'd; the caller frees it.
+ */
+tl_status tl_plan_to_text(const tl_plan *p, char **out);
+
 /* ==== loading and memory accounting (issue 3) ==== */
+
+/*
+ * Memory facts of this process and machine, in bytes. Fields a system does
+ * not provide are 0 (cgroup_max is UINT64_MAX when unlimited or absent).
+ */
+typedef struct tl_memstats {
+    uint64_t rss;           /* VmRSS: resident set, all kinds */
+    uint64_t rss_anon;      /* RssAnon: anonymous pages (heap, copies of weights) */
+    uint64_t rss_file;      /* RssFile: file pages mapped into the process (mmap views) */
+    uint64_t rss_shmem;     /* RssShmem */
+    uint64_t uss;           /* Private_Clean + Private_Dirty from /proc/self/smaps_rollup */
+    uint64_t peak_rss;      /* VmHWM: the process's high-water mark since start */
+    uint64_t mem_total;     /* MemTotal */
+    uint64_t mem_available; /* MemAvailable */
+    bool has_cgroup;        /* some cgroup v2 level of this process limits memory */
+    uint64_t cgroup_max;    /* tightest memory.max (UINT64_MAX for "max" or none) */
+    uint64_t cgroup_current; /* memory.current of that level */
+} tl_memstats;
+
+/* Read the memory facts now (/proc/self/status, smaps_rollup, /proc/meminfo, cgroup v2). */
+tl_status tl_memstats_read(tl_memstats *out);
+
+/* Start / end / peak of memory over a job. */
+typedef struct tl_memspan {
+    tl_memstats start, end;
+    uint64_t rss_anon_peak; /* highest RssAnon sampled (start and end included) */
+    uint64_t rss_file_peak; /* highest RssFile sampled */
+    uint64_t rss_peak;      /* highest VmRSS sampled */
+    uint64_t samples;       /* how many samples were taken */
+} tl_memspan;
+
+/* A background sampler of the memory facts (one thread, reads /proc/self/status). */
+typedef struct tl_memwatch tl_memwatch;
+/*
+ * Take the start sample and start a thread that samples every interval_s
+ * seconds (0 = 5 ms) until tl_memwatch_stop.
+ */
+tl_status tl_memwatch_start(double interval_s, tl_memwatch **out);
+/* Take one sample now (callers can add samples at known peaks). NULL is fine. */
+void tl_memwatch_sample(tl_memwatch *w);
+/* Stop the thread, take the end sample, fill *out (may be NULL) and free w. */
+void tl_memwatch_stop(tl_memwatch *w, tl_memspan *out);
+
+/* Bytes of a file resident in the page cache (mincore on a temporary mapping). */
+tl_status tl_file_page_cache(const char *path, uint64_t *resident, uint64_t *size);
+/* Drop a file's clean pages from the page cache (POSIX_FADV_DONTNEED). */
+tl_status tl_file_evict(const char *path);
+
+/* How tl_model_load moves a file's tensors into host memory. */
+typedef enum tl_load_mode {
+    TL_LOAD_AUTO = 0,     /* per file, from page-cache residency (see tl_model_load) */
+    TL_LOAD_MMAP = 1,     /* views into the file's mapping: zero copy */
+    TL_LOAD_BUFFERED = 2, /* pread in large chunks by the workers into the destination */
+    TL_LOAD_DIRECT = 3,   /* O_DIRECT reads (io_uring when built with liburing), no page cache */
+} tl_load_mode;
+
+/* "auto", "mmap", "buffered", "direct"; NULL when invalid. */
+const char *tl_load_mode_name(tl_load_mode m);
+/* Parse a mode name; -1 when unknown. */
+int tl_load_mode_from_name(const char *name);
+
+/* Progress: bytes done of total. Return false to cancel (the load fails with TL_ERR_CANCELLED). */
+typedef bool (*tl_load_progress_fn)(void *user, uint64_t done, uint64_t total);
+
+/* Defaults of tl_load_options fields left 0. */
+#define TL_LOAD_DEFAULT_THREADS 2u
+#define TL_LOAD_DEFAULT_STAGING_SIZE (16ull << 20)
+#define TL_LOAD_DEFAULT_STAGING_COUNT 4u
+
+/* Options of tl_model_load. A zeroed struct is the default (auto, no conversion). */
+typedef struct tl_load_options {
+    tl_load_mode mode;
+    /*
+     * Convert tensors to dtype on load, where a conversion exists:
+     * F32/F16/BF16 among themselves, F8_E4M3/F8_E5M2 -> F16/BF16/F32,
+     * F64 -> F32, I64 -> I32. Other tensors keep their type. The target must
+     * be F32, F16, BF16 or I32. A converted tensor is never a view.
+     */
+    bool convert;
+    tl_dtype dtype;
+    unsigned threads;       /* bounded worker pool; 0 = TL_LOAD_DEFAULT_THREADS (max 64) */
+    uint64_t staging_size;  /* bytes per staging buffer; 0 = 16 MiB; rounded up to 64 KiB */
+    unsigned staging_count; /* staging buffers in the ring; 0 = 4; at least 2 */
+    bool evict;        /* after a file is copied, drop its pages from the page cache */
+    bool verify;       /* xxh64 of every tensor in memory against the file's bytes */
+    bool accept_views; /* auto: a warm, unconverted file may stay a view into its mapping */
+    bool populate;     /* mmap mode: fault every page of the mapping in (MADV_POPULATE_READ) */
+    bool no_hugepages; /* do not ask for transparent huge pages on destinations */
+    tl_load_progress_fn progress; /* called on the calling thread, about every 50 ms */
+    void *progress_user;
+    double sample_interval; /* seconds between memory samples; 0 = 5 ms */
+} tl_load_options;
+
+/* One tensor in host memory. */
+typedef struct tl_loaded_tensor {
+    const void *data; /* copies: converted ones 64-byte aligned, others at their file offset mod 4096 */
+    uint64_t nbytes;  /* bytes at data (after conversion) */
+    tl_dtype dtype;   /* type of the bytes at data */
+    bool view;        /* data points into the model's mapping (valid while the model is open) */
+    bool converted;   /* dtype differs from the file's */
+} tl_loaded_tensor;
+
+/* What happened to one file. */
+typedef struct tl_load_file {
+    const char *path;
+    tl_load_mode mode;       /* the mode used (never AUTO) */
+    const char *reason;      /* why that mode, in words */
+    bool direct_fallback;    /* direct was asked or chosen, O_DIRECT was refused, buffered used */
+    bool uring;              /* direct reads went through io_uring */
+    uint64_t size;           /* file size */
+    uint64_t bytes;          /* tensor bytes read from the file */
+    double seconds;          /* time spent on this file's reads (wall clock, workers overlapped) */
+    double residency_before; /* fraction of the file in the page cache before loading */
+    uint64_t page_cache_before, page_cache_after; /* resident bytes of the file */
+    bool evicted;            /* evict was asked and done */
+} tl_load_file;
+
+/* What happened to the whole load. */
+typedef struct tl_load_stats {
+    uint64_t bytes;         /* tensor bytes read from the files */
+    uint64_t bytes_out;     /* tensor bytes in host memory (after conversion; views included) */
+    uint64_t dest_bytes;    /* anonymous bytes allocated for copies (destinations) */
+    uint64_t staging_bound; /* staging_count x staging_size: the most staging can use */
+    uint64_t staging_used;  /* staging bytes actually allocated (<= staging_bound) */
+    unsigned threads;
+    double seconds;         /* wall clock of the whole load (verify and evict included) */
+    double read_seconds;    /* wall clock of the reads alone */
+    uint64_t page_cache_before, page_cache_after; /* sums over the files */
+    tl_memspan mem;         /* process memory at start / end / peak, sampled during the load */
+} tl_load_stats;
+
+typedef struct tl_load_result tl_load_result;
+
+/*
+ * Load every tensor of m into host memory.
+ *
+ * Copies go into one anonymous mapping per file (64-byte aligned tensors,
+ * madvise(MADV_HUGEPAGE) unless no_hugepages) which the result owns. When a
+ * file's tensors are not converted, that destination mirrors the file's data
+ * region byte for byte, so reads are large and O_DIRECT can land in it
+ * without staging; converted files are packed tensor after tensor and read
+ * through the staging ring. Extra memory is bounded: staging_count x
+ * staging_size of staging (allocated only when converting or verifying) and
+ * small per-tensor metadata, whatever the model's size or its largest tensor.
+ *
+ * auto chooses per file: residency >= 0.5 is warm and is copied from the
+ * page cache with buffered reads (or left as a view when accept_views and
+ * no conversion); a cold file takes direct when O_DIRECT works on its
+ * filesystem, else buffered (TIERLOAD_COLD_PATH=buffered|direct overrides).
+ * direct falls back to buffered, with a note, where O_DIRECT is refused.
+ *
+ * Views (mmap mode) stay valid while m is open: free the result first.
+ * On failure *out is NULL and the message names the file and tensor.
+ */
+tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result **out);
+/* Free the result and every copy it owns. NULL is fine. */
+void tl_load_result_free(tl_load_result *r);
+/* Tensor i (same index as tl_model_tensor); NULL when out of range. */
+const tl_loaded_tensor *tl_load_result_tensor(const tl_load_result *r, size_t i);
+size_t tl_load_result_tensor_count(const tl_load_result *r);
+/* File i (same index as tl_model_file); NULL when out of range. */
+const tl_load_file *tl_load_result_file(const tl_load_result *r, size_t i);
+size_t tl_load_result_file_count(const tl_load_result *r);
+const tl_load_stats *tl_load_result_stats(const tl_load_result *r);
+/* Notes on the choices made and fallbacks taken, one per line ("" when none). */
+const char *tl_load_result_notes(const tl_load_result *r);
+
+/*
+ * Convert n elements from one dtype to another (the pairs tl_model_load
+ * converts, plus identity). Rounding is to nearest even; NaN stays NaN
+ * (sign kept), Inf stays Inf (F8_E4M3 has no Inf: it is produced only from
+ * F8 sources), subnormals are exact where representable. I64 -> I32 fails
+ * with TL_ERR_UNSUPPORTED when a value is out of range. dst and src must
+ * not overlap.
+ */
+tl_status tl_convert(tl_dtype to, void *dst, tl_dtype from, const void *src, uint64_t n);
+/* Is there a conversion from -> to? (identity included) */
+bool tl_convert_supported(tl_dtype from, tl_dtype to);
 
 #ifdef __cplusplus
 }

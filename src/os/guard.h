@@ -1,0 +1,20 @@
+/*
+ * guard.h — touching a file's mapping without dying when the file changes.
+ *
+ * A file truncated while mapped turns reads of the lost pages into SIGBUS,
+ * which kills the process by default. Guarded calls install (once) a SIGBUS
+ * handler that, only while the calling thread is inside a guarded call, jumps
+ * back out and reports EFAULT; any other SIGBUS goes to the previous handler
+ * as before. Guards nest per thread.
+ */
+#ifndef TL_OS_GUARD_H
+#define TL_OS_GUARD_H
+
+#include <stddef.h>
+
+/* memcpy(dst, src, n), with a SIGBUS while reading src returned as EFAULT. */
+int tl_os_guarded_copy(void *dst, const void *src, size_t n);
+/* fn(arg) with a SIGBUS during it returned as EFAULT (0 otherwise). */
+int tl_os_guarded_call(void (*fn)(void *arg), void *arg);
+
+#endif
