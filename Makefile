@@ -5,9 +5,9 @@
 BUILD      ?= build
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
-DEB_PKGS   := cmake make gcc clang pkg-config libcjson-dev libxxhash-dev liburing-dev libcmocka-dev
+DEB_PKGS   := cmake make gcc clang pkg-config libcjson-dev libxxhash-dev liburing-dev libcmocka-dev valgrind
 
-.PHONY: all deps build test demo asan tsan fuzz bench clean format install
+.PHONY: all deps build test demo asan tsan fuzz bench valgrind clean format install
 
 all: build
 
@@ -49,6 +49,9 @@ fuzz: deps
 	cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DTL_SANITIZE=ON -DTL_FUZZ=ON >/dev/null
 	cmake --build build-fuzz -j $(JOBS)
 	./tools/fuzz.sh build-fuzz $(FUZZ_SECONDS)
+
+valgrind: build
+	./tools/valgrind.sh $(BUILD)
 
 bench: build
 	./bench/run.sh $(BUILD)
