@@ -469,9 +469,18 @@ tl_status tl_device_unpin(tl_device *d, void *host, uint64_t n);
 tl_status tl_device_read_file(tl_device *d, int fd, uint64_t off, tl_devptr dst, uint64_t n);
 
 /*
+ * CUDA devices are named cuda0, cuda1, ... (CUDA ordinals). libcudart is
+ * loaded with dlopen (libcudart.so, .so.13, .so.12, .so.11.0, or the path in
+ * TIERLOAD_CUDART). Copies that are not from / to a range pinned on that
+ * device go through a ring of 4 pinned staging buffers of 8 MiB per device
+ * (32 MiB, allocated on first copy), several chunks in flight; a range pinned
+ * with tl_device_pin is copied directly. tl_device_unpin waits for the
+ * device's queued copies first.
+ *
  * Why there are no CUDA devices: "" when libcudart loaded and reported at
  * least one device, else e.g. "no CUDA runtime: libcudart.so: cannot open
- * shared object file: No such file or directory". Runs discovery if needed.
+ * shared object file: No such file or directory" or "no CUDA device:
+ * cudaGetDeviceCount: ...". Runs discovery if needed.
  */
 const char *tl_device_cuda_reason(void);
 /*
@@ -496,7 +505,15 @@ const char *tl_device_cufile_reason(void);
  * starts when the previous one ends, or at the clock if later) and is done
  * once the clock reaches its end; waiting moves the clock there.
  * tl_device_sim_advance models the caller's compute time, so overlap and
- * prefetch can be measured.
+ * prefetch can be measured. The bytes of an asynchronous copy move when it
+ * completes on the model clock (host buffers are read / written then), and
+ * tl_device_free first waits for the queue, as cudaFree does. Sims have no
+ * pinning to do (pin / unpin succeed).
+ *
+ * The built-in cpu device: total and free are host RAM (MemAvailable and the
+ * cgroup v2 limit, whichever is tighter); an allocation larger than what is
+ * free now fails with TL_ERR_DEVICE_OOM; copies are synchronous (ticket 0);
+ * pin is mlock, and its failure names RLIMIT_MEMLOCK.
  */
 typedef struct tl_sim_spec {
     char name[TL_DEVICE_NAME_MAX]; /* used as given: "gpu0", or "cuda0" to stand in for a real one */
@@ -542,14 +559,22 @@ tl_status tl_device_sim_advance(tl_device *d, double seconds);
  *     Components in different phases therefore time-share a device: its peak
  *     is the maximum over phases, not the sum.
  *   - Modes: gpu (whole on one GPU), layer_split (whole layers, contiguous,
- *     over several GPUs; non-layer bytes on the first), row_split (2-D
- *     matrices with both dimensions >= 256 split by rows, the rest on the main
- *     device), stream (weights in RAM; as many whole layers as fit stay
- *     resident on the listed GPUs, the others are streamed layer by layer to
- *     the last listed GPU, which holds two layer buffers: one in use, one
- *     prefetched), cpu (computed on the host).
+ *     over several GPUs; shares proportional to each GPU's room, then whole
+ *     layers packed, greedily in order when rounding overflows a GPU;
+ *     non-layer bytes on the first), row_split (2-D matrices with both
+ *     dimensions >= 256 split by rows in proportion to room, the rest on the
+ *     main device: the one with the most room), stream (weights in RAM; as
+ *     many whole layers as fit stay resident on the listed GPUs, the others
+ *     are streamed layer by layer to the last listed GPU, which holds two
+ *     buffers of the largest layer: one in use, one prefetched), cpu
+ *     (computed on the host). Every GPU a component uses holds its reserve.
  *   - Streamed bytes move once per pass; diffusion and controlnet run `steps`
  *     passes per run, the others one.
+ *   - Host RAM is reported (tl_plan_host_bytes), not enforced: clean weights
+ *     can always be paged from their files.
+ *   - The search is exact over these candidates (every GPU subset up to 6
+ *     GPUs; with more, single GPUs and the k largest), with a node limit of
+ *     4M as a safety net that realistic inputs never reach.
  *   - Objective (exact, deterministic search): most GPU-resident bytes weighted
  *     by priority (diffusion 4, controlnet 3, cond 2, vae 1, other 1), then
  *     most priority-weighted bytes computed on a GPU (so streaming beats the
@@ -764,6 +789,16 @@ typedef struct tl_plan_decision {
     uint32_t devices[TL_PLAN_MAX_DEVICES];      /* device indices */
     uint64_t device_bytes[TL_PLAN_MAX_DEVICES]; /* weights resident on each */
     double shares[TL_PLAN_MAX_DEVICES];         /* device_bytes / bytes */
+    /*
+     * Layers [layer_begin, layer_end) resident on each device, in summary
+     * order: all of them for gpu, contiguous ranges for layer_split (the
+     * non-layer bytes go with the first device), every layer for row_split
+     * (each matrix is split by rows), the resident prefix for stream (the
+     * non-layer bytes are resident first; the layers after the last range are
+     * streamed).
+     */
+    uint32_t layer_begin[TL_PLAN_MAX_DEVICES];
+    uint32_t layer_end[TL_PLAN_MAX_DEVICES];
     uint64_t host_bytes;  /* weights kept in RAM (cpu and streamed parts) */
     uint64_t moved_per_run;
 } tl_plan_decision;
@@ -937,20 +972,30 @@ typedef struct tl_load_result tl_load_result;
 /*
  * Load every tensor of m into host memory.
  *
- * Copies go into one anonymous mapping per file (64-byte aligned tensors,
- * madvise(MADV_HUGEPAGE) unless no_hugepages) which the result owns. When a
- * file's tensors are not converted, that destination mirrors the file's data
- * region byte for byte, so reads are large and O_DIRECT can land in it
- * without staging; converted files are packed tensor after tensor and read
- * through the staging ring. Extra memory is bounded: staging_count x
- * staging_size of staging (allocated only when converting or verifying) and
- * small per-tensor metadata, whatever the model's size or its largest tensor.
+ * Copies go into one anonymous mapping per file (madvise(MADV_HUGEPAGE)
+ * unless no_hugepages: first touch of fresh 4 KiB pages is what limits
+ * copy loads), owned by the result. When none of a file's tensors is
+ * converted, that destination mirrors the file's data region byte for byte
+ * (page aligned), so reads are large (staging_size chunks) and go straight
+ * into it: buffered preads, or O_DIRECT reads (one io_uring queue of
+ * staging_count reads, with a thread faulting the destination in ahead;
+ * threads when built without liburing). Converted files are packed tensor
+ * after tensor (64-byte aligned) and read chunk by chunk through the
+ * staging ring, min(threads, staging_count) workers. Extra memory is
+ * bounded: staging_count x staging_size of staging (allocated only when
+ * converting or verifying) and small per-tensor and per-chunk metadata,
+ * whatever the model's size or its largest tensor.
  *
  * auto chooses per file: residency >= 0.5 is warm and is copied from the
  * page cache with buffered reads (or left as a view when accept_views and
- * no conversion); a cold file takes direct when O_DIRECT works on its
- * filesystem, else buffered (TIERLOAD_COLD_PATH=buffered|direct overrides).
- * direct falls back to buffered, with a note, where O_DIRECT is refused.
+ * no conversion); a cold file takes direct (TIERLOAD_COLD_PATH=buffered
+ * overrides). direct falls back to buffered, with a note, where O_DIRECT is
+ * refused. The notes (tl_load_result_notes) say what was chosen and why.
+ *
+ * Order per file: read, verify, evict (fadvise DONTNEED, and the catalog's
+ * own mapping pages dropped unless the model is writable); files in order.
+ * Progress is called on the calling thread; returning false stops the
+ * workers after their current chunk.
  *
  * Views (mmap mode) stay valid while m is open: free the result first.
  * On failure *out is NULL and the message names the file and tensor.

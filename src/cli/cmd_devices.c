@@ -1,10 +1,103 @@
 /*
- * cmd_devices.c — `tierload devices` (being written: see docs/ARCHITECTURE.md).
+ * cmd_devices.c — `tierload devices [--sim SPEC] [--json] [--verbose]`: one
+ * line per registered device with its total and free memory and
+ * capabilities, or {"devices":[{name,kind,total,free,host_pointer,async}]}.
  */
 #include "cli/cli.h"
 
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int devices_help(void) {
+    printf("usage: tierload devices [--sim SPEC] [--json] [--verbose]\n\n"
+           "List devices (cpu, cuda*, simulated GPUs) with total and free memory.\n\n"
+           "  --sim SPEC   add simulated GPUs, e.g. 'gpu0=8G,gpu1=4G:bw=16G:lat=10us'\n"
+           "               (names are used as given; bw in bytes/s, lat in s/ms/us/ns)\n"
+           "  --json       {\"devices\":[{\"name\",\"kind\",\"total\",\"free\",\"host_pointer\",\"async\"}]}\n"
+           "  --verbose    also say on stderr why there is no CUDA device\n");
+    return 0;
+}
+
+static cJSON *json_u64(uint64_t v) {
+    char b[32];
+    snprintf(b, sizeof b, "%llu", (unsigned long long)v);
+    return cJSON_CreateRaw(b);
+}
+
 int cmd_devices(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    return cli_usage("devices", "not built yet");
+    bool json = false, verbose = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return devices_help();
+        if (!strcmp(a, "--json")) {
+            json = true;
+        } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
+            verbose = true;
+        } else if (!strcmp(a, "--sim") || !strncmp(a, "--sim=", 6)) {
+            const char *spec = a[5] == '=' ? a + 6 : NULL;
+            if (!spec) {
+                if (i + 1 >= argc) return cli_usage("devices", "--sim needs a spec (e.g. gpu0=8G)");
+                spec = argv[++i];
+            }
+            tl_status s = tl_device_sim_add(spec);
+            if (s != TL_OK) return cli_fail(s);
+        } else {
+            return cli_usage("devices", "unknown option '%s'", a);
+        }
+    }
+
+    if (verbose) {
+        const char *why = tl_device_cuda_reason();
+        if (why && *why) fprintf(stderr, "tierload: %s\n", why);
+    }
+
+    tl_device *devs[256];
+    size_t n = tl_device_list(devs, 256);
+    if (n > 256) n = 256;
+    tl_device_info *infos = calloc(n ? n : 1, sizeof *infos);
+    if (!infos) {
+        fprintf(stderr, "tierload: out of memory\n");
+        return cli_exit_code(TL_ERR_NOMEM);
+    }
+    for (size_t i = 0; i < n; i++) {
+        tl_status s = tl_device_describe(devs[i], &infos[i]);
+        if (s != TL_OK) {
+            free(infos);
+            return cli_fail(s);
+        }
+    }
+
+    if (json) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON *arr = cJSON_AddArrayToObject(root, "devices");
+        for (size_t i = 0; i < n; i++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "name", infos[i].name);
+            cJSON_AddStringToObject(o, "kind", tl_device_kind_name(infos[i].kind));
+            cJSON_AddItemToObject(o, "total", json_u64(infos[i].total));
+            cJSON_AddItemToObject(o, "free", json_u64(infos[i].free));
+            cJSON_AddBoolToObject(o, "host_pointer", infos[i].host_pointer);
+            cJSON_AddBoolToObject(o, "async", infos[i].async);
+            cJSON_AddItemToArray(arr, o);
+        }
+        char *txt = cJSON_PrintUnformatted(root);
+        if (txt) printf("%s\n", txt);
+        cJSON_free(txt);
+        cJSON_Delete(root);
+    } else {
+        printf("%-12s %-6s %12s %12s  %-20s %s\n", "NAME", "KIND", "TOTAL", "FREE", "CAPABILITIES",
+               "DESCRIPTION");
+        for (size_t i = 0; i < n; i++) {
+            char t[32], f[32], caps[64];
+            snprintf(caps, sizeof caps, "%s%salign=%u", infos[i].host_pointer ? "host-ptr," : "",
+                     infos[i].async ? "async," : "", infos[i].alignment);
+            printf("%-12s %-6s %12s %12s  %-20s %s\n", infos[i].name,
+                   tl_device_kind_name(infos[i].kind), cli_fmt_size(infos[i].total, t, sizeof t),
+                   cli_fmt_size(infos[i].free, f, sizeof f), caps, infos[i].desc);
+        }
+    }
+    free(infos);
+    return 0;
 }

@@ -1,0 +1,48 @@
+/*
+ * devices.h — inside the device layer: the tl_device wrapper, the built-in
+ * device constructors and the discovery hooks the registry calls once.
+ */
+#ifndef TL_DEVICES_DEVICES_H
+#define TL_DEVICES_DEVICES_H
+
+#include "tierload.h"
+
+#include <stdatomic.h>
+
+struct tl_device {
+    const tl_device_ops *ops;
+    void *self;
+    atomic_uint refs;
+    char name[TL_DEVICE_NAME_MAX];
+    tl_device_kind kind;
+};
+
+/*
+ * tl_device_new without the describe call: for built-ins whose describe is
+ * costly (cuda: cudaMemGetInfo would create a context on every GPU).
+ */
+tl_status tl_device_wrap(const tl_device_ops *ops, void *self, const char *name,
+                         tl_device_kind kind, tl_device **out);
+
+/* Valid device name: 1..31 bytes of [A-Za-z0-9_.:-]. */
+bool tl_device_name_ok(const char *name);
+
+/* The built-in host device (one reference owned by the caller). */
+tl_status tl_device_cpu_new(tl_device **out);
+
+/*
+ * CUDA discovery (called once, under the registry lock): loads libcudart and
+ * calls add for every GPU found. Failure is recorded as the reason string.
+ */
+void tl_cuda_discover(void (*add)(tl_device *d));
+
+/* ---- libcufile (GPUDirect Storage), used by cuda.c ---- */
+/* Load libcufile and open its driver (once); false with tl_device_cufile_reason() set. */
+bool tl_cufile_load(void);
+/* Read n bytes at off of fd into device address dst; 0 or -1 (reason recorded). */
+int tl_cufile_read(int fd, uint64_t off, void *dst, uint64_t n);
+/* Record the outcome of the probe read (why NULL keeps the reason cuFile itself left). */
+void tl_cufile_set_usable(bool ok, const char *why);
+bool tl_cufile_usable(void);
+
+#endif

@@ -1,0 +1,367 @@
+/*
+ * sim.c — simulated GPUs: a capacity-limited arena in host memory that
+ * behaves like a device (see tierload.h for the rules).
+ *
+ * Handles live in the sim's own address space (from SIM_BASE, a range that is
+ * never a user-space host address), 256-byte aligned, with a gap between
+ * allocations and never reused, so a handle cannot be dereferenced, a copy
+ * must stay inside one live allocation, and a stale handle is caught.
+ * Capacity counts requested sizes exactly. Transfers advance a model clock
+ * (latency + bytes / bandwidth each, queued on one stream). The bytes of an
+ * asynchronous copy move when the copy completes on the model clock (on
+ * wait, poll, advance, a later synchronous copy, or a free, which waits for
+ * the queue like cudaFree), so a caller that reuses or reads a host buffer
+ * before its ticket is done sees it go wrong here too.
+ */
+#include "core/error.h"
+#include "devices/devices.h"
+#include "os/fault.h"
+#include "os/os.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SIM_BASE 0xA100000000000000ull
+#define SIM_ALIGN 256ull
+
+typedef struct sim_alloc {
+    uint64_t addr, size;
+    unsigned char *mem;
+} sim_alloc;
+
+typedef struct sim_pending {
+    uint64_t ticket;
+    double end;
+    bool to_dev;
+    unsigned char *dev; /* backing bytes of the device range */
+    unsigned char *host;
+    uint64_t n;
+} sim_pending;
+
+typedef struct sim {
+    pthread_mutex_t lock;
+    tl_sim_spec spec;
+    uint64_t used;
+    uint64_t next_addr;
+    sim_alloc *allocs; /* sorted by addr */
+    size_t n_allocs, cap_allocs;
+    double clock;     /* model time now */
+    double queue_end; /* model time the stream becomes idle */
+    uint64_t issued;  /* last ticket handed out */
+    sim_pending *pend; /* FIFO of queued copies not yet done, [head, n) */
+    size_t pend_head, pend_n, pend_cap;
+} sim;
+
+static const tl_device_ops sim_ops;
+static void flush(sim *s);
+
+static tl_status sim_describe(void *self, tl_device_info *out) {
+    sim *s = self;
+    pthread_mutex_lock(&s->lock);
+    snprintf(out->name, sizeof out->name, "%s", s->spec.name);
+    if (s->spec.bandwidth > 0)
+        snprintf(out->desc, sizeof out->desc, "simulated GPU, %.3g GiB/s, %.3g us latency",
+                 s->spec.bandwidth / 1073741824.0, s->spec.latency * 1e6);
+    else
+        snprintf(out->desc, sizeof out->desc, "simulated GPU");
+    out->kind = TL_DEVICE_SIM;
+    out->total = s->spec.capacity;
+    out->free = s->spec.capacity - s->used;
+    out->host_pointer = false;
+    out->async = true;
+    out->alignment = SIM_ALIGN;
+    pthread_mutex_unlock(&s->lock);
+    return TL_OK;
+}
+
+static tl_status sim_alloc_fn(void *self, uint64_t size, tl_devptr *out) {
+    sim *s = self;
+    int e = tl_fault_hit(TL_FAULT_DEVICE_ALLOC);
+    if (e)
+        return tl_err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %s", s->spec.name,
+                      (unsigned long long)size, strerror(e));
+    pthread_mutex_lock(&s->lock);
+    uint64_t free_b = s->spec.capacity - s->used;
+    if (size > free_b) {
+        pthread_mutex_unlock(&s->lock);
+        return tl_err(TL_ERR_DEVICE_OOM, "%s: out of memory: %llu bytes requested, %llu of %llu free",
+                      s->spec.name, (unsigned long long)size, (unsigned long long)free_b,
+                      (unsigned long long)s->spec.capacity);
+    }
+    uint64_t span = ((size + SIM_ALIGN - 1) & ~(SIM_ALIGN - 1)) + SIM_ALIGN; /* + guard gap */
+    if (s->next_addr + span < s->next_addr || size > SIZE_MAX) {
+        pthread_mutex_unlock(&s->lock);
+        return tl_err(TL_ERR_DEVICE_OOM, "%s: address space exhausted", s->spec.name);
+    }
+    if (s->n_allocs == s->cap_allocs) {
+        size_t cap = s->cap_allocs ? s->cap_allocs * 2 : 16;
+        sim_alloc *na = tl_os_realloc(s->allocs, cap * sizeof *na);
+        if (!na) {
+            pthread_mutex_unlock(&s->lock);
+            return tl_err(TL_ERR_NOMEM, "%s: host memory for the allocation table", s->spec.name);
+        }
+        s->allocs = na;
+        s->cap_allocs = cap;
+    }
+    unsigned char *mem = tl_os_malloc((size_t)size);
+    if (!mem) {
+        pthread_mutex_unlock(&s->lock);
+        return tl_err(TL_ERR_NOMEM, "%s: no host memory to back %llu simulated bytes", s->spec.name,
+                      (unsigned long long)size);
+    }
+    sim_alloc *a = &s->allocs[s->n_allocs++];
+    a->addr = s->next_addr;
+    a->size = size;
+    a->mem = mem;
+    s->next_addr += span;
+    s->used += size;
+    *out = a->addr;
+    pthread_mutex_unlock(&s->lock);
+    return TL_OK;
+}
+
+/* Index of the allocation containing p, or -1 (lock held). */
+static long find_alloc(const sim *s, uint64_t p) {
+    size_t lo = 0, hi = s->n_allocs;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->allocs[mid].addr <= p) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo == 0) return -1;
+    const sim_alloc *a = &s->allocs[lo - 1];
+    return p - a->addr < a->size ? (long)(lo - 1) : -1;
+}
+
+static tl_status sim_dealloc(void *self, tl_devptr p) {
+    sim *s = self;
+    pthread_mutex_lock(&s->lock);
+    flush(s); /* like cudaFree: queued copies finish first */
+    long i = find_alloc(s, p);
+    if (i < 0 || s->allocs[i].addr != p) {
+        pthread_mutex_unlock(&s->lock);
+        return tl_err(TL_ERR_INVALID_ARG, "%s: free of 0x%llx, which is not a live allocation",
+                      s->spec.name, (unsigned long long)p);
+    }
+    free(s->allocs[i].mem);
+    s->used -= s->allocs[i].size;
+    memmove(s->allocs + i, s->allocs + i + 1, (s->n_allocs - (size_t)i - 1) * sizeof *s->allocs);
+    s->n_allocs--;
+    pthread_mutex_unlock(&s->lock);
+    return TL_OK;
+}
+
+/* Host address of [p, p+n) inside one live allocation, or NULL (lock held). */
+static unsigned char *resolve(sim *s, uint64_t p, uint64_t n) {
+    long i = find_alloc(s, p);
+    if (i < 0) return NULL;
+    const sim_alloc *a = &s->allocs[i];
+    uint64_t off = p - a->addr;
+    if (n > a->size - off) return NULL;
+    return a->mem + off;
+}
+
+/* Complete queued copies whose modeled end has passed, in order (lock held). */
+static void retire(sim *s) {
+    while (s->pend_head < s->pend_n && s->pend[s->pend_head].end <= s->clock) {
+        const sim_pending *q = &s->pend[s->pend_head++];
+        if (q->to_dev) memcpy(q->dev, q->host, (size_t)q->n);
+        else memcpy(q->host, q->dev, (size_t)q->n);
+    }
+    if (s->pend_head == s->pend_n) s->pend_head = s->pend_n = 0;
+}
+
+/* Wait for the whole queue (lock held). */
+static void flush(sim *s) {
+    if (s->queue_end > s->clock) s->clock = s->queue_end;
+    retire(s);
+}
+
+static double duration(const sim *s, uint64_t n) {
+    return s->spec.latency + (s->spec.bandwidth > 0 ? (double)n / s->spec.bandwidth : 0.0);
+}
+
+/* Move bytes and account the model time; ticket NULL = synchronous (lock held). */
+static tl_status transfer(sim *s, bool to_dev, uint64_t dp, void *hp, uint64_t n, uint64_t *ticket) {
+    unsigned char *m = resolve(s, dp, n);
+    if (!m)
+        return tl_err(TL_ERR_INVALID_ARG,
+                      "%s: copy of %llu bytes at 0x%llx is not inside one live allocation",
+                      s->spec.name, (unsigned long long)n, (unsigned long long)dp);
+    if (ticket && s->pend_n == s->pend_cap) {
+        if (s->pend_head > 0) {
+            memmove(s->pend, s->pend + s->pend_head, (s->pend_n - s->pend_head) * sizeof *s->pend);
+            s->pend_n -= s->pend_head;
+            s->pend_head = 0;
+        } else {
+            size_t cap = s->pend_cap ? s->pend_cap * 2 : 16;
+            sim_pending *np = tl_os_realloc(s->pend, cap * sizeof *np);
+            if (!np) return tl_err(TL_ERR_NOMEM, "%s: host memory for the copy queue", s->spec.name);
+            s->pend = np;
+            s->pend_cap = cap;
+        }
+    }
+    double start = s->clock > s->queue_end ? s->clock : s->queue_end;
+    double end = start + duration(s, n);
+    s->queue_end = end;
+    if (ticket) {
+        sim_pending *q = &s->pend[s->pend_n++];
+        *ticket = ++s->issued;
+        q->ticket = *ticket;
+        q->end = end;
+        q->to_dev = to_dev;
+        q->dev = m;
+        q->host = hp;
+        q->n = n;
+    } else {
+        s->clock = end;
+        retire(s); /* everything queued before ends by start */
+        if (to_dev) memcpy(m, hp, (size_t)n);
+        else memcpy(hp, m, (size_t)n);
+    }
+    retire(s);
+    return TL_OK;
+}
+
+static tl_status sim_copy_to(void *self, tl_devptr dst, const void *src, uint64_t n) {
+    sim *s = self;
+    pthread_mutex_lock(&s->lock);
+    tl_status st = transfer(s, true, dst, (void *)src, n, NULL);
+    pthread_mutex_unlock(&s->lock);
+    return st;
+}
+
+static tl_status sim_copy_from(void *self, void *dst, tl_devptr src, uint64_t n) {
+    sim *s = self;
+    pthread_mutex_lock(&s->lock);
+    tl_status st = transfer(s, false, src, dst, n, NULL);
+    pthread_mutex_unlock(&s->lock);
+    return st;
+}
+
+static tl_status sim_copy_to_async(void *self, tl_devptr dst, const void *src, uint64_t n,
+                                   uint64_t *ticket) {
+    sim *s = self;
+    pthread_mutex_lock(&s->lock);
+    tl_status st = transfer(s, true, dst, (void *)src, n, ticket);
+    pthread_mutex_unlock(&s->lock);
+    return st;
+}
+
+static tl_status sim_copy_from_async(void *self, void *dst, tl_devptr src, uint64_t n,
+                                     uint64_t *ticket) {
+    sim *s = self;
+    pthread_mutex_lock(&s->lock);
+    tl_status st = transfer(s, false, src, dst, n, ticket);
+    pthread_mutex_unlock(&s->lock);
+    return st;
+}
+
+static tl_status sim_wait(void *self, uint64_t ticket) {
+    sim *s = self;
+    pthread_mutex_lock(&s->lock);
+    if (ticket > s->issued) {
+        pthread_mutex_unlock(&s->lock);
+        return tl_err(TL_ERR_INVALID_ARG, "%s: wait on ticket %llu, never issued", s->spec.name,
+                      (unsigned long long)ticket);
+    }
+    for (size_t i = s->pend_head; i < s->pend_n && s->pend[i].ticket <= ticket; i++)
+        if (s->pend[i].end > s->clock) s->clock = s->pend[i].end;
+    retire(s);
+    pthread_mutex_unlock(&s->lock);
+    return TL_OK;
+}
+
+static tl_status sim_poll(void *self, uint64_t ticket, bool *done) {
+    sim *s = self;
+    pthread_mutex_lock(&s->lock);
+    if (ticket > s->issued) {
+        pthread_mutex_unlock(&s->lock);
+        return tl_err(TL_ERR_INVALID_ARG, "%s: poll of ticket %llu, never issued", s->spec.name,
+                      (unsigned long long)ticket);
+    }
+    retire(s);
+    *done = s->pend_head == s->pend_n || ticket < s->pend[s->pend_head].ticket;
+    pthread_mutex_unlock(&s->lock);
+    return TL_OK;
+}
+
+static void sim_destroy(void *self) {
+    sim *s = self;
+    for (size_t i = 0; i < s->n_allocs; i++) free(s->allocs[i].mem);
+    free(s->allocs);
+    free(s->pend);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+static const tl_device_ops sim_ops = {
+    .describe = sim_describe,
+    .alloc = sim_alloc_fn,
+    .dealloc = sim_dealloc,
+    .copy_to = sim_copy_to,
+    .copy_from = sim_copy_from,
+    .copy_to_async = sim_copy_to_async,
+    .copy_from_async = sim_copy_from_async,
+    .wait = sim_wait,
+    .poll = sim_poll,
+    .destroy = sim_destroy,
+};
+
+tl_status tl_device_sim_new(const tl_sim_spec *spec, tl_device **out) {
+    if (!spec || !out) return tl_err(TL_ERR_INVALID_ARG, "tl_device_sim_new: NULL argument");
+    *out = NULL;
+    if (!tl_device_name_ok(spec->name))
+        return tl_err(TL_ERR_INVALID_ARG, "sim: invalid device name '%.*s'", TL_DEVICE_NAME_MAX - 1,
+                      spec->name);
+    if (!(spec->bandwidth >= 0) || !(spec->latency >= 0))
+        return tl_err(TL_ERR_INVALID_ARG, "%s: bandwidth and latency must be >= 0", spec->name);
+    sim *s = tl_os_calloc(1, sizeof *s);
+    if (!s) return tl_err(TL_ERR_NOMEM, "%s: out of memory", spec->name);
+    pthread_mutex_init(&s->lock, NULL);
+    s->spec = *spec;
+    s->next_addr = SIM_BASE;
+    tl_status st = tl_device_new(&sim_ops, s, out);
+    if (st != TL_OK) sim_destroy(s);
+    return st;
+}
+
+tl_status tl_device_sim_add(const char *spec) {
+    tl_sim_spec specs[64];
+    tl_device *devs[64];
+    size_t n = 0, made = 0, reg = 0;
+    tl_status st = tl_device_sim_spec_parse(spec, specs, 64, &n);
+    for (; st == TL_OK && made < n; made++) st = tl_device_sim_new(&specs[made], &devs[made]);
+    if (st != TL_OK && made > 0) made--; /* the failing one made nothing */
+    for (; st == TL_OK && reg < made; reg++) st = tl_device_register(devs[reg]);
+    if (st != TL_OK) {
+        if (reg > 0) reg--;
+        for (size_t i = 0; i < reg; i++) tl_device_unregister(devs[i]);
+    }
+    for (size_t i = 0; i < made; i++) tl_device_release(devs[i]);
+    return st;
+}
+
+static sim *as_sim(tl_device *d) { return d && d->ops == &sim_ops ? d->self : NULL; }
+
+tl_status tl_device_sim_clock(tl_device *d, double *seconds) {
+    sim *s = as_sim(d);
+    if (!s || !seconds) return tl_err(TL_ERR_INVALID_ARG, "tl_device_sim_clock: not a sim device");
+    pthread_mutex_lock(&s->lock);
+    *seconds = s->clock;
+    pthread_mutex_unlock(&s->lock);
+    return TL_OK;
+}
+
+tl_status tl_device_sim_advance(tl_device *d, double seconds) {
+    sim *s = as_sim(d);
+    if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_device_sim_advance: not a sim device");
+    if (!(seconds >= 0)) return tl_err(TL_ERR_INVALID_ARG, "%s: advance by %g s", s->spec.name, seconds);
+    pthread_mutex_lock(&s->lock);
+    s->clock += seconds;
+    retire(s);
+    pthread_mutex_unlock(&s->lock);
+    return TL_OK;
+}
