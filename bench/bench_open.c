@@ -43,7 +43,7 @@ static double median(double *v, int n) {
 }
 
 static void warm(const char *path) {
-    char cmd[4200];
+    char cmd[4400];
     snprintf(cmd, sizeof cmd, "cat '%s' > /dev/null", path);
     if (system(cmd) != 0) fprintf(stderr, "warning: could not read %s\n", path);
 }
