@@ -1,0 +1,51 @@
+/*
+ * plan.h — what the planner's files share: the tl_plan value itself and the
+ * helpers for names and sizes. The planner is pure: nothing here does I/O.
+ */
+#ifndef TL_PLAN_PLAN_H
+#define TL_PLAN_PLAN_H
+
+#include "tierload.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define TLP_MIB (1024ull * 1024ull)
+#define TLP_GIB (1024ull * TLP_MIB)
+
+/* Priority weights of the first objective, per tl_component. */
+extern const uint64_t tlp_priority[TL_COMP_COUNT];
+
+struct tl_plan {
+    bool feasible;
+    char error[1024];
+    size_t n_devices; /* GPUs first, the host last */
+    tl_plan_device devices[TL_PLAN_MAX_DEVICES];
+    uint64_t budget[TL_PLAN_MAX_DEVICES];
+    tl_plan_phases phases;
+    tl_plan_decision dec[TL_COMP_COUNT];
+    uint64_t peak[TL_PLAN_MAX_DEVICES][TL_PLAN_MAX_PHASES];
+    uint64_t moved_per_run;
+    uint64_t host_bytes;
+    uint64_t score;
+    tl_vae_tiling tiling;
+};
+
+/*
+ * tl_plan_create with a switch for tests: exhaustive = true visits every
+ * combination of candidates (no bound pruning, no symmetry breaking, no node
+ * limit), so that tests can check the pruned search finds the same plan.
+ */
+tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs, const tl_plan_options *opts,
+                     bool exhaustive, tl_plan **out);
+
+/* Case-insensitive equality of a (ptr, len) token with a NUL-terminated word. */
+bool tlp_tok_eq(const char *tok, size_t len, const char *word);
+/* Copy a (ptr, len) token into buf (truncated, NUL-terminated). */
+const char *tlp_tok(const char *tok, size_t len, char *buf, size_t n);
+/* The phase's name: its components joined by '+' ("diffusion+controlnet"). */
+const char *tlp_phase_name(uint32_t mask, char *buf, size_t n);
+/* Format bytes as "9.50 GiB". */
+const char *tlp_fmt(uint64_t bytes, char *buf, size_t n);
+
+#endif

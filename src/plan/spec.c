@@ -1,0 +1,533 @@
+/*
+ * spec.c — the planner's option parsers: sizes, hypothetical device lists,
+ * backend specs ("cond=cpu,diffusion=cuda0&cuda1"), --max-vram / --headroom
+ * budgets, compute reserves, output sizes and phase schedules. Each is a
+ * public function so that fuzzers can drive it; errors name the bad item.
+ */
+#include "plan/plan.h"
+
+#include "core/error.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+const uint64_t tlp_priority[TL_COMP_COUNT] = {4, 2, 1, 3, 1};
+
+bool tlp_tok_eq(const char *tok, size_t len, const char *word) {
+    return strlen(word) == len && strncasecmp(tok, word, len) == 0;
+}
+
+const char *tlp_tok(const char *tok, size_t len, char *buf, size_t n) {
+    if (n == 0) return buf;
+    if (len >= n) len = n - 1;
+    memcpy(buf, tok, len);
+    buf[len] = 0;
+    return buf;
+}
+
+const char *tlp_phase_name(uint32_t mask, char *buf, size_t n) {
+    size_t at = 0;
+    buf[0] = 0;
+    for (int c = 0; c < TL_COMP_COUNT; c++) {
+        if (!(mask & (1u << c))) continue;
+        int k = snprintf(buf + at, n - at, "%s%s", at ? "+" : "", tl_component_name((tl_component)c));
+        if (k < 0 || (size_t)k >= n - at) break;
+        at += (size_t)k;
+    }
+    return buf;
+}
+
+const char *tlp_fmt(uint64_t bytes, char *buf, size_t n) {
+    const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)bytes;
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0) snprintf(buf, n, "%llu B", (unsigned long long)bytes);
+    else snprintf(buf, n, "%.2f %s", v, units[u]);
+    return buf;
+}
+
+/* Parse a size token [s, s+len). */
+static bool parse_bytes_tok(const char *s, size_t len, uint64_t *bytes, bool *negative) {
+    char buf[64];
+    if (len == 0 || len >= sizeof buf) return false;
+    memcpy(buf, s, len);
+    buf[len] = 0;
+    const char *p = buf;
+    while (isspace((unsigned char)*p)) p++;
+    bool neg = false;
+    if (*p == '-') {
+        neg = true;
+        p++;
+    } else if (*p == '+') {
+        p++;
+    }
+    if (!isdigit((unsigned char)*p) && *p != '.') return false;
+    char *end;
+    double v = strtod(p, &end);
+    if (end == p || !isfinite(v) || v < 0) return false;
+    double mult = 1;
+    const char *u = end;
+    if (*u) {
+        switch (toupper((unsigned char)*u)) {
+        case 'B': mult = 1; break;
+        case 'K': mult = 1024.0; break;
+        case 'M': mult = 1024.0 * 1024; break;
+        case 'G': mult = 1024.0 * 1024 * 1024; break;
+        case 'T': mult = 1024.0 * 1024 * 1024 * 1024; break;
+        default: return false;
+        }
+        u++;
+        if (mult > 1 && (strcasecmp(u, "iB") == 0 || strcasecmp(u, "B") == 0)) u += strlen(u);
+        if (*u) return false;
+    }
+    double b = v * mult;
+    if (b >= 18446744073709549568.0) return false;
+    if (neg && !negative) return false;
+    *bytes = (uint64_t)llround(b);
+    if (negative) *negative = neg;
+    return true;
+}
+
+tl_status tl_plan_parse_bytes(const char *s, uint64_t *bytes, bool *negative) {
+    if (!s || !bytes) return tl_err(TL_ERR_INVALID_ARG, "size: missing");
+    if (!parse_bytes_tok(s, strlen(s), bytes, negative))
+        return tl_err(TL_ERR_INVALID_ARG, "size '%.60s': not a size like 8G, 512M or 9.5G%s", s,
+                      negative ? " (or -2G)" : "");
+    return TL_OK;
+}
+
+/* Iterate over comma-separated items; returns false at the end. */
+static bool next_item(const char **cur, const char **tok, size_t *len) {
+    const char *p = *cur;
+    if (!p) return false;
+    const char *comma = strchr(p, ',');
+    *tok = p;
+    *len = comma ? (size_t)(comma - p) : strlen(p);
+    *cur = comma ? comma + 1 : NULL;
+    /* trim spaces */
+    while (*len && isspace((unsigned char)**tok)) {
+        (*tok)++;
+        (*len)--;
+    }
+    while (*len && isspace((unsigned char)(*tok)[*len - 1])) (*len)--;
+    return true;
+}
+
+static bool is_host_name(const char *tok, size_t len) {
+    return tlp_tok_eq(tok, len, "cpu") || tlp_tok_eq(tok, len, "host");
+}
+
+tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t cap, size_t *n) {
+    if (!spec || !out || !n) return tl_err(TL_ERR_INVALID_ARG, "--devices: missing");
+    *n = 0;
+    const char *cur = spec, *tok;
+    size_t len;
+    bool host = false;
+    char nb[64];
+    if (!*spec) return tl_err(TL_ERR_INVALID_ARG, "--devices: empty list");
+    while (next_item(&cur, &tok, &len)) {
+        if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "--devices '%.80s': empty item", spec);
+        const char *eq = memchr(tok, '=', len);
+        if (!eq || eq == tok)
+            return tl_err(TL_ERR_INVALID_ARG, "--devices item '%s': expected NAME=SIZE (cuda0=16G)",
+                          tlp_tok(tok, len, nb, sizeof nb));
+        size_t nl = (size_t)(eq - tok);
+        while (nl && isspace((unsigned char)tok[nl - 1])) nl--;
+        if (nl >= sizeof out[0].name)
+            return tl_err(TL_ERR_INVALID_ARG, "--devices item '%s': name too long",
+                          tlp_tok(tok, len, nb, sizeof nb));
+        for (size_t i = 0; i < nl; i++)
+            if (!isalnum((unsigned char)tok[i]) && tok[i] != '_' && tok[i] != '-' && tok[i] != ':' && tok[i] != '.')
+                return tl_err(TL_ERR_INVALID_ARG, "--devices item '%s': bad character in name",
+                              tlp_tok(tok, len, nb, sizeof nb));
+        uint64_t size;
+        const char *sz = eq + 1;
+        size_t sl = (size_t)(tok + len - sz);
+        if (!parse_bytes_tok(sz, sl, &size, NULL))
+            return tl_err(TL_ERR_INVALID_ARG, "--devices item '%s': bad size",
+                          tlp_tok(tok, len, nb, sizeof nb));
+        bool is_host = is_host_name(tok, nl);
+        if (is_host && host)
+            return tl_err(TL_ERR_INVALID_ARG, "--devices: the host is given twice");
+        if (tlp_tok_eq(tok, nl, "auto") || tlp_tok_eq(tok, nl, "gpu") || tlp_tok_eq(tok, nl, "all") ||
+            tlp_tok_eq(tok, nl, "default"))
+            return tl_err(TL_ERR_INVALID_ARG, "--devices item '%s': reserved name",
+                          tlp_tok(tok, len, nb, sizeof nb));
+        for (size_t i = 0; i < *n; i++)
+            if (tlp_tok_eq(tok, nl, out[i].name))
+                return tl_err(TL_ERR_INVALID_ARG, "--devices: device '%s' given twice", out[i].name);
+        if (*n + ((host || is_host) ? 1 : 2) > cap)
+            return tl_err(TL_ERR_INVALID_ARG, "--devices: more than %zu devices", cap - 1);
+        tl_plan_device *d = &out[(*n)++];
+        memset(d, 0, sizeof *d);
+        tlp_tok(tok, nl, d->name, sizeof d->name);
+        if (is_host) {
+            host = true;
+            snprintf(d->name, sizeof d->name, "cpu");
+        }
+        d->is_gpu = !is_host;
+        d->total = d->free = size;
+    }
+    if (!host) {
+        if (*n >= cap) return tl_err(TL_ERR_INVALID_ARG, "--devices: more than %zu devices", cap - 1);
+        tl_plan_device *d = &out[(*n)++];
+        memset(d, 0, sizeof *d);
+        snprintf(d->name, sizeof d->name, "cpu");
+    }
+    return TL_OK;
+}
+
+/* The GPU with the most free memory (lowest index on ties); -1 when none. */
+static int best_gpu(const tl_plan_device *devs, size_t n) {
+    int best = -1;
+    for (size_t i = 0; i < n; i++)
+        if (devs[i].is_gpu && (best < 0 || devs[i].free > devs[best].free)) best = (int)i;
+    return best;
+}
+
+/* Resolve one device name into an index or TL_PLAN_HOST. */
+static tl_status resolve_device(const char *what, const char *tok, size_t len,
+                                const tl_plan_device *devs, size_t n, uint32_t *out) {
+    char nb[64];
+    if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "%s: empty device name", what);
+    for (size_t i = 0; i < n; i++)
+        if (tlp_tok_eq(tok, len, devs[i].name)) {
+            *out = devs[i].is_gpu ? (uint32_t)i : TL_PLAN_HOST;
+            return TL_OK;
+        }
+    if (is_host_name(tok, len)) {
+        *out = TL_PLAN_HOST;
+        return TL_OK;
+    }
+    if (tlp_tok_eq(tok, len, "auto") || tlp_tok_eq(tok, len, "gpu")) {
+        int b = best_gpu(devs, n);
+        if (b < 0)
+            return tl_err(TL_ERR_NOT_FOUND, "%s: '%s' asks for the best GPU but there is none", what,
+                          tlp_tok(tok, len, nb, sizeof nb));
+        *out = (uint32_t)b;
+        return TL_OK;
+    }
+    int found = -1, count = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strlen(devs[i].name) > len && strncasecmp(devs[i].name, tok, len) == 0) {
+            found = (int)i;
+            count++;
+        }
+    if (count == 1) {
+        *out = devs[found].is_gpu ? (uint32_t)found : TL_PLAN_HOST;
+        return TL_OK;
+    }
+    char list[256];
+    size_t at = 0;
+    list[0] = 0;
+    for (size_t i = 0; i < n && at < sizeof list; i++) {
+        int k = snprintf(list + at, sizeof list - at, "%s%s", i ? ", " : "", devs[i].name);
+        if (k < 0) break;
+        at += (size_t)k;
+    }
+    if (count > 1)
+        return tl_err(TL_ERR_INVALID_ARG, "%s: device '%s' is ambiguous (devices: %s)", what,
+                      tlp_tok(tok, len, nb, sizeof nb), list);
+    return tl_err(TL_ERR_NOT_FOUND, "%s: unknown device '%s' (devices: %s)", what,
+                  tlp_tok(tok, len, nb, sizeof nb), list);
+}
+
+/* Parse "a&b&c" into place. */
+static tl_status parse_place(const char *item, const char *tok, size_t len,
+                             const tl_plan_device *devs, size_t n, tl_backend_place *pl) {
+    char what[96];
+    snprintf(what, sizeof what, "--backend item '%s'", item);
+    if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "%s: empty device list", what);
+    pl->n_devices = 0;
+    const char *p = tok, *end = tok + len;
+    while (p <= end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *e = amp ? amp : end;
+        const char *a = p;
+        size_t l = (size_t)(e - a);
+        while (l && isspace((unsigned char)*a)) {
+            a++;
+            l--;
+        }
+        while (l && isspace((unsigned char)a[l - 1])) l--;
+        if (l == 0) return tl_err(TL_ERR_INVALID_ARG, "%s: empty device in the list", what);
+        uint32_t d;
+        tl_status st = resolve_device(what, a, l, devs, n, &d);
+        if (st) return st;
+        for (uint32_t i = 0; i < pl->n_devices; i++)
+            if (pl->devices[i] == d)
+                return tl_err(TL_ERR_INVALID_ARG, "%s: device listed twice", what);
+        if (pl->n_devices >= TL_PLAN_MAX_DEVICES)
+            return tl_err(TL_ERR_INVALID_ARG, "%s: too many devices", what);
+        pl->devices[pl->n_devices++] = d;
+        if (!amp) break;
+        p = amp + 1;
+    }
+    if (pl->n_devices > 1)
+        for (uint32_t i = 0; i < pl->n_devices; i++)
+            if (pl->devices[i] == TL_PLAN_HOST)
+                return tl_err(TL_ERR_INVALID_ARG,
+                              "%s: a split lists GPUs only; the cpu cannot be part of a split", what);
+    return TL_OK;
+}
+
+static bool is_default_key(const char *tok, size_t len) {
+    return tlp_tok_eq(tok, len, "*") || tlp_tok_eq(tok, len, "all") || tlp_tok_eq(tok, len, "default");
+}
+
+tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, size_t n_devs,
+                                tl_backend_spec *out) {
+    if (!spec || !out) return tl_err(TL_ERR_INVALID_ARG, "--backend: missing");
+    memset(out, 0, sizeof *out);
+    const char *cur = spec, *tok;
+    size_t len;
+    char item[64], nb[64];
+    bool dflt = false, any = false;
+    while (next_item(&cur, &tok, &len)) {
+        tlp_tok(tok, len, item, sizeof item);
+        if (len == 0)
+            return tl_err(TL_ERR_INVALID_ARG, "--backend '%.80s': empty item (stray comma?)", spec);
+        any = true;
+        const char *eq = memchr(tok, '=', len);
+        tl_backend_place *pl;
+        const char *list;
+        size_t ll;
+        if (!eq) {
+            if (dflt) return tl_err(TL_ERR_INVALID_ARG, "--backend item '%s': the default is given twice", item);
+            dflt = true;
+            pl = &out->dflt;
+            list = tok;
+            ll = len;
+        } else {
+            size_t kl = (size_t)(eq - tok);
+            while (kl && isspace((unsigned char)tok[kl - 1])) kl--;
+            list = eq + 1;
+            ll = (size_t)(tok + len - list);
+            while (ll && isspace((unsigned char)*list)) {
+                list++;
+                ll--;
+            }
+            if (kl == 0) return tl_err(TL_ERR_INVALID_ARG, "--backend item '%s': missing component", item);
+            if (is_default_key(tok, kl)) {
+                if (dflt)
+                    return tl_err(TL_ERR_INVALID_ARG, "--backend item '%s': the default is given twice", item);
+                dflt = true;
+                pl = &out->dflt;
+            } else {
+                int c = tl_component_from_name(tlp_tok(tok, kl, nb, sizeof nb));
+                if (c < 0 || c >= TL_COMP_COUNT)
+                    return tl_err(TL_ERR_NOT_FOUND,
+                                  "--backend item '%s': unknown component '%s' (diffusion, cond, vae, "
+                                  "controlnet, other, or an alias: unet, dit, clip, te, t5xxl, llm, "
+                                  "firststage, tae, control_net, ...)",
+                                  item, nb);
+                pl = &out->comp[c];
+                if (pl->n_devices)
+                    return tl_err(TL_ERR_INVALID_ARG, "--backend item '%s': component '%s' is given twice",
+                                  item, tl_component_name((tl_component)c));
+            }
+        }
+        tl_status st = parse_place(item, list, ll, devs, n_devs, pl);
+        if (st) return st;
+    }
+    if (!any) return tl_err(TL_ERR_INVALID_ARG, "--backend: empty spec");
+    return TL_OK;
+}
+
+tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, size_t n_devs,
+                                 uint64_t headroom, uint64_t *budgets) {
+    if (!devs || !budgets) return tl_err(TL_ERR_INVALID_ARG, "--max-vram: missing devices");
+    bool named[TL_PLAN_MAX_DEVICES] = {0};
+    uint64_t cap_v[TL_PLAN_MAX_DEVICES] = {0};
+    bool cap_neg[TL_PLAN_MAX_DEVICES] = {0};
+    bool has_all = false, all_neg = false;
+    uint64_t all_v = 0;
+    if (n_devs > TL_PLAN_MAX_DEVICES) return tl_err(TL_ERR_INVALID_ARG, "--max-vram: too many devices");
+    if (spec && *spec) {
+        const char *cur = spec, *tok;
+        size_t len;
+        char item[64];
+        while (next_item(&cur, &tok, &len)) {
+            tlp_tok(tok, len, item, sizeof item);
+            if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "--max-vram '%.80s': empty item", spec);
+            const char *eq = memchr(tok, '=', len);
+            uint64_t v;
+            bool neg = false;
+            if (!eq) {
+                if (has_all) return tl_err(TL_ERR_INVALID_ARG, "--max-vram item '%s': a size for all GPUs is given twice", item);
+                if (!parse_bytes_tok(tok, len, &v, &neg))
+                    return tl_err(TL_ERR_INVALID_ARG, "--max-vram item '%s': not a size (8G, -2G, cuda0=6G)", item);
+                has_all = true;
+                all_v = v;
+                all_neg = neg;
+                continue;
+            }
+            size_t kl = (size_t)(eq - tok);
+            while (kl && isspace((unsigned char)tok[kl - 1])) kl--;
+            const char *sz = eq + 1;
+            size_t sl = (size_t)(tok + len - sz);
+            if (!parse_bytes_tok(sz, sl, &v, &neg))
+                return tl_err(TL_ERR_INVALID_ARG, "--max-vram item '%s': not a size", item);
+            char what[96];
+            snprintf(what, sizeof what, "--max-vram item '%s'", item);
+            uint32_t d;
+            if (is_default_key(tok, kl)) {
+                if (has_all) return tl_err(TL_ERR_INVALID_ARG, "%s: a size for all GPUs is given twice", what);
+                has_all = true;
+                all_v = v;
+                all_neg = neg;
+                continue;
+            }
+            tl_status st = resolve_device(what, tok, kl, devs, n_devs, &d);
+            if (st) return st;
+            if (d == TL_PLAN_HOST) return tl_err(TL_ERR_INVALID_ARG, "%s: names the cpu, not a GPU", what);
+            if (named[d]) return tl_err(TL_ERR_INVALID_ARG, "%s: device '%s' is given twice", what, devs[d].name);
+            named[d] = true;
+            cap_v[d] = v;
+            cap_neg[d] = neg;
+        }
+    }
+    for (size_t i = 0; i < n_devs; i++) {
+        if (!devs[i].is_gpu) {
+            budgets[i] = devs[i].free;
+            continue;
+        }
+        uint64_t b = devs[i].free > headroom ? devs[i].free - headroom : 0;
+        bool has = named[i] || has_all;
+        uint64_t v = named[i] ? cap_v[i] : all_v;
+        bool neg = named[i] ? cap_neg[i] : all_neg;
+        if (has) {
+            if (neg) b = b > v ? b - v : 0;
+            else if (v < b) b = v;
+        }
+        budgets[i] = b;
+    }
+    return TL_OK;
+}
+
+void tl_plan_default_reserves(uint64_t reserve[TL_COMP_COUNT]) {
+    reserve[TL_COMP_DIFFUSION] = 2048 * TLP_MIB;
+    reserve[TL_COMP_COND] = 512 * TLP_MIB;
+    reserve[TL_COMP_VAE] = 1024 * TLP_MIB;
+    reserve[TL_COMP_CONTROLNET] = 512 * TLP_MIB;
+    reserve[TL_COMP_OTHER] = 0;
+}
+
+tl_status tl_plan_parse_reserve(const char *spec, uint64_t reserve[TL_COMP_COUNT]) {
+    if (!spec || !reserve) return tl_err(TL_ERR_INVALID_ARG, "--reserve: missing");
+    const char *cur = spec, *tok;
+    size_t len;
+    char item[64], nb[64];
+    bool seen[TL_COMP_COUNT] = {0};
+    if (!*spec) return tl_err(TL_ERR_INVALID_ARG, "--reserve: empty spec");
+    while (next_item(&cur, &tok, &len)) {
+        tlp_tok(tok, len, item, sizeof item);
+        if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "--reserve '%.80s': empty item", spec);
+        const char *eq = memchr(tok, '=', len);
+        if (!eq) return tl_err(TL_ERR_INVALID_ARG, "--reserve item '%s': expected COMPONENT=SIZE", item);
+        size_t kl = (size_t)(eq - tok);
+        while (kl && isspace((unsigned char)tok[kl - 1])) kl--;
+        int c = tl_component_from_name(tlp_tok(tok, kl, nb, sizeof nb));
+        if (c < 0 || c >= TL_COMP_COUNT)
+            return tl_err(TL_ERR_NOT_FOUND, "--reserve item '%s': unknown component '%s'", item, nb);
+        if (seen[c])
+            return tl_err(TL_ERR_INVALID_ARG, "--reserve item '%s': component '%s' is given twice", item,
+                          tl_component_name((tl_component)c));
+        seen[c] = true;
+        uint64_t v;
+        const char *sz = eq + 1;
+        if (!parse_bytes_tok(sz, (size_t)(tok + len - sz), &v, NULL))
+            return tl_err(TL_ERR_INVALID_ARG, "--reserve item '%s': not a size", item);
+        reserve[c] = v;
+    }
+    return TL_OK;
+}
+
+static bool parse_dim(const char **p, uint32_t *out) {
+    const char *s = *p;
+    if (!isdigit((unsigned char)*s)) return false;
+    uint64_t v = 0;
+    while (isdigit((unsigned char)*s)) {
+        v = v * 10 + (uint64_t)(*s - '0');
+        if (v > 1048576) return false;
+        s++;
+    }
+    if (v == 0) return false;
+    *out = (uint32_t)v;
+    *p = s;
+    return true;
+}
+
+tl_status tl_plan_parse_size(const char *spec, tl_plan_size *out) {
+    if (!spec || !out) return tl_err(TL_ERR_INVALID_ARG, "--size: missing");
+    const char *p = spec;
+    tl_plan_size s = {0, 0, 1};
+    if (!parse_dim(&p, &s.width) || (*p != 'x' && *p != 'X') || (p++, !parse_dim(&p, &s.height)))
+        return tl_err(TL_ERR_INVALID_ARG, "--size '%.60s': expected WxH or WxHxT (1024x1024, 768x512x97)", spec);
+    if (*p == 'x' || *p == 'X') {
+        p++;
+        if (!parse_dim(&p, &s.frames))
+            return tl_err(TL_ERR_INVALID_ARG, "--size '%.60s': bad frame count", spec);
+    }
+    if (*p) return tl_err(TL_ERR_INVALID_ARG, "--size '%.60s': trailing characters", spec);
+    *out = s;
+    return TL_OK;
+}
+
+void tl_plan_default_phases(tl_plan_phases *out) {
+    memset(out, 0, sizeof *out);
+    out->n = 3;
+    out->mask[0] = 1u << TL_COMP_COND;
+    out->mask[1] = (1u << TL_COMP_DIFFUSION) | (1u << TL_COMP_CONTROLNET);
+    out->mask[2] = 1u << TL_COMP_VAE;
+}
+
+tl_status tl_plan_parse_phases(const char *spec, tl_plan_phases *out) {
+    if (!spec || !out) return tl_err(TL_ERR_INVALID_ARG, "--phases: missing");
+    memset(out, 0, sizeof *out);
+    const char *cur = spec, *tok;
+    size_t len;
+    char item[64], nb[64];
+    uint32_t seen = 0;
+    if (!*spec) return tl_err(TL_ERR_INVALID_ARG, "--phases: empty schedule");
+    while (next_item(&cur, &tok, &len)) {
+        tlp_tok(tok, len, item, sizeof item);
+        if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "--phases '%.80s': empty phase", spec);
+        if (out->n >= TL_PLAN_MAX_PHASES)
+            return tl_err(TL_ERR_INVALID_ARG, "--phases: more than %d phases", TL_PLAN_MAX_PHASES);
+        uint32_t mask = 0;
+        const char *p = tok, *end = tok + len;
+        while (p <= end) {
+            const char *plus = memchr(p, '+', (size_t)(end - p));
+            const char *e = plus ? plus : end;
+            const char *a = p;
+            size_t l = (size_t)(e - a);
+            while (l && isspace((unsigned char)*a)) {
+                a++;
+                l--;
+            }
+            while (l && isspace((unsigned char)a[l - 1])) l--;
+            if (l == 0) return tl_err(TL_ERR_INVALID_ARG, "--phases item '%s': empty component", item);
+            int c = tl_component_from_name(tlp_tok(a, l, nb, sizeof nb));
+            if (c < 0 || c >= TL_COMP_COUNT)
+                return tl_err(TL_ERR_NOT_FOUND, "--phases item '%s': unknown component '%s'", item, nb);
+            if (seen & (1u << c))
+                return tl_err(TL_ERR_INVALID_ARG, "--phases item '%s': component '%s' is in two phases", item,
+                              tl_component_name((tl_component)c));
+            seen |= 1u << c;
+            mask |= 1u << c;
+            if (!plus) break;
+            p = plus + 1;
+        }
+        out->mask[out->n++] = mask;
+    }
+    return TL_OK;
+}
