@@ -37,8 +37,13 @@ int cmd_demo(int argc, char **argv) {
     snprintf(model, sizeof model, "%s/sdxl-mini.safetensors", dir);
     char *mk[] = {"mkmodel", model, "--profile", "sdxl", "--size", "96M", "--tensors", "240", NULL};
     char *info[] = {"info", model, "--top", "5", NULL};
+    char *devs[] = {"devices", "--sim", "gpu0=64M,gpu1=40M", NULL};
+    /* the sim devices stay registered in this process: plan sees them as GPUs */
+    char *plan[] = {"plan", model, "--reserve", "diffusion=16M,cond=4M,vae=8M", NULL};
     int rc = step("write a synthetic SDXL-shaped pipeline", cmd_mkmodel, 8, mk);
     if (!rc) rc = step("describe it", cmd_info, 4, info);
+    if (!rc) rc = step("two simulated GPUs of 64 and 40 MiB beside the host", cmd_devices, 3, devs);
+    if (!rc) rc = step("place it on them", cmd_plan, 4, plan);
     remove(model);
     rmdir(dir);
     return rc;
