@@ -1,10 +1,265 @@
 /*
- * cmd_load.c — `tierload load` (being written: see docs/ARCHITECTURE.md).
+ * cmd_load.c — `tierload load MODEL...`: load every tensor into host memory
+ * with tl_model_load and report the mode chosen per file, bytes, seconds,
+ * GB/s and memory (anon / file RSS at start, end and peak; page cache of the
+ * files before and after; the staging bound). `--json` prints the same as
+ * one JSON object; a progress bar goes to stderr when it is a terminal.
  */
 #include "cli/cli.h"
+#include "cli/json.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static void usage(FILE *f) {
+    fprintf(
+        f,
+        "usage: tierload load [options] MODEL...\n"
+        "  MODEL: .gguf / .safetensors files, shard indexes or folders (one catalog)\n"
+        "  --mode M        auto (default), mmap, buffered or direct\n"
+        "  --dtype T       convert on load: F32, F16, BF16 (float tensors) or I32 (I64 tensors)\n"
+        "  --threads N     reader threads (default 2)\n"
+        "  --staging SIZE  bytes per staging buffer (default 16M)\n"
+        "  --staging-count N  staging buffers in the ring (default 4)\n"
+        "  --evict         drop each file's pages from the page cache once copied\n"
+        "  --verify        compare xxh64 of every tensor in memory with the file\n"
+        "  --views         auto: leave warm files as zero-copy views\n"
+        "  --no-populate   mmap: do not fault the mapping in\n"
+        "  --no-hugepages  no transparent huge pages for the copies\n"
+        "  --json          one JSON object on stdout\n"
+        "  --verbose       say what was chosen and why (stderr)\n"
+        "  --quiet         no progress bar\n");
+}
+
+typedef struct bar {
+    double t0;
+    bool shown;
+} bar;
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static bool progress(void *user, uint64_t done, uint64_t total) {
+    bar *b = user;
+    double dt = now() - b->t0;
+    int width = 30, fill = total ? (int)((double)done / (double)total * width) : width;
+    char d[32], t[32];
+    fprintf(stderr, "\r[%.*s%*s] %3d%% %s / %s %.2f GB/s ", fill, "##############################",
+            width - fill, "", total ? (int)(100.0 * (double)done / (double)total) : 100,
+            cli_fmt_size(done, d, sizeof d), cli_fmt_size(total, t, sizeof t),
+            dt > 0 ? (double)done / dt / 1e9 : 0.0);
+    b->shown = true;
+    return true;
+}
+
+static double gbps(uint64_t bytes, double s) {
+    return s > 0 ? (double)bytes / s / 1e9 : 0;
+}
+
+static void print_json(const tl_load_result *r) {
+    const tl_load_stats *st = tl_load_result_stats(r);
+    cJSON *root = cJSON_CreateObject();
+    cli_json_add_u64(root, "bytes", st->bytes);
+    cli_json_add_u64(root, "bytes_out", st->bytes_out);
+    cJSON_AddNumberToObject(root, "seconds", st->seconds);
+    cJSON_AddNumberToObject(root, "read_seconds", st->read_seconds);
+    cJSON_AddNumberToObject(root, "gbps", gbps(st->bytes, st->read_seconds));
+    cli_json_add_u64(root, "threads", st->threads);
+    cJSON *files = cJSON_AddArrayToObject(root, "files");
+    for (size_t i = 0; i < tl_load_result_file_count(r); i++) {
+        const tl_load_file *f = tl_load_result_file(r, i);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "path", f->path);
+        cJSON_AddStringToObject(o, "mode", tl_load_mode_name(f->mode));
+        cJSON_AddStringToObject(o, "reason", f->reason);
+        cJSON_AddBoolToObject(o, "direct_fallback", f->direct_fallback);
+        cJSON_AddBoolToObject(o, "uring", f->uring);
+        cli_json_add_u64(o, "size", f->size);
+        cli_json_add_u64(o, "bytes", f->bytes);
+        cJSON_AddNumberToObject(o, "seconds", f->seconds);
+        cJSON_AddNumberToObject(o, "residency_before", f->residency_before);
+        cli_json_add_u64(o, "page_cache_before", f->page_cache_before);
+        cli_json_add_u64(o, "page_cache_after", f->page_cache_after);
+        cJSON_AddBoolToObject(o, "evicted", f->evicted);
+        cJSON_AddItemToArray(files, o);
+    }
+    cJSON *mem = cJSON_AddObjectToObject(root, "memory");
+    cli_json_add_u64(mem, "rss_anon_start", st->mem.start.rss_anon);
+    cli_json_add_u64(mem, "rss_anon_peak", st->mem.rss_anon_peak);
+    cli_json_add_u64(mem, "rss_anon_end", st->mem.end.rss_anon);
+    cli_json_add_u64(mem, "rss_file_start", st->mem.start.rss_file);
+    cli_json_add_u64(mem, "rss_file_peak", st->mem.rss_file_peak);
+    cli_json_add_u64(mem, "rss_file_end", st->mem.end.rss_file);
+    cli_json_add_u64(mem, "rss_peak", st->mem.rss_peak);
+    cli_json_add_u64(mem, "uss_start", st->mem.start.uss);
+    cli_json_add_u64(mem, "uss_end", st->mem.end.uss);
+    cli_json_add_u64(mem, "vm_hwm", st->mem.end.peak_rss);
+    cli_json_add_u64(mem, "samples", st->mem.samples);
+    cli_json_add_u64(mem, "page_cache_before", st->page_cache_before);
+    cli_json_add_u64(mem, "page_cache_after", st->page_cache_after);
+    cli_json_add_u64(mem, "staging_bound", st->staging_bound);
+    cli_json_add_u64(mem, "staging_used", st->staging_used);
+    cli_json_add_u64(mem, "dest_bytes", st->dest_bytes);
+    cli_json_add_u64(mem, "mem_available_start", st->mem.start.mem_available);
+    cli_json_add_u64(mem, "mem_available_end", st->mem.end.mem_available);
+    if (st->mem.end.has_cgroup) {
+        cli_json_add_u64(mem, "cgroup_max", st->mem.end.cgroup_max);
+        cli_json_add_u64(mem, "cgroup_current", st->mem.end.cgroup_current);
+    }
+    cli_json_print(root, stdout);
+    cJSON_Delete(root);
+}
+
+static void print_human(const tl_load_result *r) {
+    const tl_load_stats *st = tl_load_result_stats(r);
+    char a[32], b[32], c[32];
+    for (size_t i = 0; i < tl_load_result_file_count(r); i++) {
+        const tl_load_file *f = tl_load_result_file(r, i);
+        printf("%s\n  mode %s%s: %s\n  %s in %.3f s, %.2f GB/s; page cache %s -> %s%s\n", f->path,
+               tl_load_mode_name(f->mode), f->uring ? " (io_uring)" : "", f->reason,
+               cli_fmt_size(f->bytes, a, sizeof a), f->seconds, gbps(f->bytes, f->seconds),
+               cli_fmt_size(f->page_cache_before, b, sizeof b),
+               cli_fmt_size(f->page_cache_after, c, sizeof c), f->evicted ? " (evicted)" : "");
+    }
+    printf("loaded %s (%llu bytes) in %.3f s: %.2f GB/s, %u threads\n",
+           cli_fmt_size(st->bytes, a, sizeof a), (unsigned long long)st->bytes, st->seconds,
+           gbps(st->bytes, st->read_seconds), st->threads);
+    if (st->bytes_out != st->bytes)
+        printf("in memory after conversion: %s\n", cli_fmt_size(st->bytes_out, a, sizeof a));
+    printf("rss anon: start %s, peak %s, ", cli_fmt_size(st->mem.start.rss_anon, a, sizeof a),
+           cli_fmt_size(st->mem.rss_anon_peak, b, sizeof b));
+    printf("end %s\n", cli_fmt_size(st->mem.end.rss_anon, a, sizeof a));
+    printf("rss file: start %s, peak %s, ", cli_fmt_size(st->mem.start.rss_file, a, sizeof a),
+           cli_fmt_size(st->mem.rss_file_peak, b, sizeof b));
+    printf("end %s\n", cli_fmt_size(st->mem.end.rss_file, a, sizeof a));
+    printf("page cache of the files: before %s, after %s\n",
+           cli_fmt_size(st->page_cache_before, a, sizeof a),
+           cli_fmt_size(st->page_cache_after, b, sizeof b));
+    printf("staging: bound %s, used %s; copies %s\n", cli_fmt_size(st->staging_bound, a, sizeof a),
+           cli_fmt_size(st->staging_used, b, sizeof b), cli_fmt_size(st->dest_bytes, c, sizeof c));
+    printf("uss end %s, VmHWM %s, MemAvailable %s\n", cli_fmt_size(st->mem.end.uss, a, sizeof a),
+           cli_fmt_size(st->mem.end.peak_rss, b, sizeof b),
+           cli_fmt_size(st->mem.end.mem_available, c, sizeof c));
+}
 
 int cmd_load(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    return cli_usage("load", "not built yet");
+    tl_load_options o;
+    memset(&o, 0, sizeof o);
+    o.populate = true;
+    bool json = false, verbose = false, quiet = false;
+    const char **paths = calloc((size_t)argc, sizeof *paths);
+    size_t n = 0;
+    if (!paths) return cli_exit_code(TL_ERR_NOMEM);
+    int rc = 0;
+    for (int i = 1; i < argc && rc == 0; i++) {
+        const char *a = argv[i];
+        bool has_val = i + 1 < argc;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            free(paths);
+            return 0;
+        } else if (!strcmp(a, "--json"))
+            json = true;
+        else if (!strcmp(a, "--verbose") || !strcmp(a, "-v"))
+            verbose = true;
+        else if (!strcmp(a, "--quiet") || !strcmp(a, "-q"))
+            quiet = true;
+        else if (!strcmp(a, "--evict"))
+            o.evict = true;
+        else if (!strcmp(a, "--verify"))
+            o.verify = true;
+        else if (!strcmp(a, "--views"))
+            o.accept_views = true;
+        else if (!strcmp(a, "--no-populate"))
+            o.populate = false;
+        else if (!strcmp(a, "--no-hugepages"))
+            o.no_hugepages = true;
+        else if (!strcmp(a, "--mode") && has_val) {
+            int m = tl_load_mode_from_name(argv[++i]);
+            if (m < 0)
+                rc = cli_usage("load", "unknown mode '%s'", argv[i]);
+            else
+                o.mode = (tl_load_mode)m;
+        } else if (!strcmp(a, "--dtype") && has_val) {
+            tl_dtype t = tl_dtype_from_name(argv[++i]);
+            if (t == TL_DTYPE_INVALID) rc = cli_usage("load", "unknown dtype '%s'", argv[i]);
+            o.convert = true;
+            o.dtype = t;
+        } else if (!strcmp(a, "--threads") && has_val) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < 1 || v > 64)
+                rc = cli_usage("load", "--threads takes 1..64");
+            else
+                o.threads = (unsigned)v;
+        } else if (!strcmp(a, "--staging-count") && has_val) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < 2 || v > 64)
+                rc = cli_usage("load", "--staging-count takes 2..64");
+            else
+                o.staging_count = (unsigned)v;
+        } else if (!strcmp(a, "--staging") && has_val) {
+            uint64_t v;
+            if (!cli_parse_size(argv[++i], &v, NULL) || v == 0)
+                rc = cli_usage("load", "bad size '%s'", argv[i]);
+            else
+                o.staging_size = v;
+        } else if (a[0] == '-' && a[1]) {
+            rc = cli_usage("load", "unknown option '%s'", a);
+        } else {
+            paths[n++] = a;
+        }
+    }
+    if (rc == 0 && n == 0) rc = cli_usage("load", "no model given");
+    if (rc) {
+        free(paths);
+        return rc;
+    }
+    tl_model *m = NULL;
+    tl_status s = tl_model_open(paths, n, NULL, &m);
+    free(paths);
+    if (s != TL_OK) return cli_fail(s);
+    bar b = {now(), false};
+    if (!quiet && isatty(2)) {
+        o.progress = progress;
+        o.progress_user = &b;
+    }
+    tl_load_result *r = NULL;
+    s = tl_model_load(m, &o, &r);
+    if (b.shown) fputc('\n', stderr);
+    if (s != TL_OK) {
+        rc = cli_fail(s);
+        tl_model_close(m);
+        return rc;
+    }
+    const char *notes = tl_load_result_notes(r);
+    if (verbose && *notes) {
+        for (const char *p = notes; *p;) {
+            const char *e = strchr(p, '\n');
+            int len = e ? (int)(e - p) : (int)strlen(p);
+            fprintf(stderr, "tierload: %.*s\n", len, p);
+            p += len + (e ? 1 : 0);
+        }
+    } else {
+        for (size_t i = 0; i < tl_load_result_file_count(r); i++) {
+            const tl_load_file *f = tl_load_result_file(r, i);
+            if (f->direct_fallback)
+                fprintf(stderr,
+                        "tierload: note: %s: O_DIRECT refused, loaded with buffered reads\n",
+                        f->path);
+        }
+    }
+    if (json)
+        print_json(r);
+    else
+        print_human(r);
+    tl_load_result_free(r);
+    tl_model_close(m);
+    return 0;
 }

@@ -1,0 +1,224 @@
+/*
+ * convert.c — the dtype conversion kernels: F32 <-> F16 <-> BF16,
+ * F8_E4M3 / F8_E5M2 -> F16 / BF16 / F32, F64 -> F32, I64 -> I32.
+ */
+#include "io/convert.h"
+#include "core/error.h"
+
+#include <string.h>
+
+unsigned tl_convert_elem_size(tl_dtype t) {
+    switch (t) {
+    case TL_DTYPE_F8_E4M3:
+    case TL_DTYPE_F8_E5M2:
+        return 1;
+    case TL_DTYPE_F16:
+    case TL_DTYPE_BF16:
+        return 2;
+    case TL_DTYPE_F32:
+    case TL_DTYPE_I32:
+        return 4;
+    case TL_DTYPE_F64:
+    case TL_DTYPE_I64:
+        return 8;
+    default:
+        return 0;
+    }
+}
+
+static bool is_float_target(tl_dtype t) {
+    return t == TL_DTYPE_F32 || t == TL_DTYPE_F16 || t == TL_DTYPE_BF16;
+}
+
+bool tl_convert_supported(tl_dtype from, tl_dtype to) {
+    if (tl_convert_elem_size(from) == 0 || tl_convert_elem_size(to) == 0) return false;
+    if (from == to) return true;
+    switch (from) {
+    case TL_DTYPE_F32:
+    case TL_DTYPE_F16:
+    case TL_DTYPE_BF16:
+    case TL_DTYPE_F8_E4M3:
+    case TL_DTYPE_F8_E5M2:
+        return is_float_target(to);
+    case TL_DTYPE_F64:
+        return to == TL_DTYPE_F32;
+    case TL_DTYPE_I64:
+        return to == TL_DTYPE_I32;
+    default:
+        return false;
+    }
+}
+
+tl_dtype tl_convert_target(tl_dtype from, tl_dtype to) {
+    return tl_convert_supported(from, to) ? to : from;
+}
+
+static inline uint32_t f2u(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static inline float u2f(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* After F. Giesen's float_to_half_fast3_rtne, with NaN payloads kept. */
+uint16_t tl_f32_to_f16(uint32_t x) {
+    const uint32_t f32infty = 255u << 23, f16max = (127u + 16u) << 23;
+    const uint32_t denorm_magic = ((127u - 15u) + (23u - 10u) + 1u) << 23;
+    uint32_t sign = x & 0x80000000u;
+    uint16_t o;
+    x ^= sign;
+    if (x >= f16max) {
+        o = x > f32infty ? (uint16_t)(0x7e00u | ((x >> 13) & 0x3ffu)) : 0x7c00u;
+    } else if (x < (113u << 23)) {
+        /* subnormal or zero: the FPU's round-to-nearest-even aligns the bits */
+        float f = u2f(x) + u2f(denorm_magic);
+        o = (uint16_t)(f2u(f) - denorm_magic);
+    } else {
+        uint32_t mant_odd = (x >> 13) & 1u;
+        x += ((uint32_t)(15 - 127) << 23) + 0xfffu;
+        x += mant_odd;
+        o = (uint16_t)(x >> 13);
+    }
+    return (uint16_t)(o | (sign >> 16));
+}
+
+uint32_t tl_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0x1f) return sign | 0x7f800000u | (m << 13);
+    if (e == 0) {
+        if (m == 0) return sign;
+        e = 113;
+        while (!(m & 0x400u)) {
+            m <<= 1;
+            e--;
+        }
+        m &= 0x3ffu;
+        return sign | (e << 23) | (m << 13);
+    }
+    return sign | ((e + 112u) << 23) | (m << 13);
+}
+
+uint16_t tl_f32_to_bf16(uint32_t x) {
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
+    uint32_t lsb = (x >> 16) & 1u;
+    return (uint16_t)((x + 0x7fffu + lsb) >> 16);
+}
+
+/* F8_E4M3 (the "FN" variant of safetensors / PyTorch): bias 7, no Inf, NaN = S.1111.111. */
+uint32_t tl_f8e4m3_to_f32(uint8_t b) {
+    uint32_t sign = (uint32_t)(b & 0x80u) << 24;
+    uint32_t e = (b >> 3) & 0xfu, m = b & 7u;
+    if (e == 15 && m == 7) return sign | 0x7fc00000u;
+    if (e == 0) return sign | f2u((float)m * (1.0f / 512.0f)); /* m * 2^-9, exact */
+    return sign | ((e + 120u) << 23) | (m << 20);
+}
+
+/* F8_E5M2: the top byte of an F16. */
+uint32_t tl_f8e5m2_to_f32(uint8_t b) {
+    return tl_f16_to_f32((uint16_t)((uint16_t)b << 8));
+}
+
+/* Load element i of src as f32 bits (float sources only). */
+static inline uint32_t load_f32(tl_dtype from, const unsigned char *s, uint64_t i) {
+    uint16_t h;
+    uint32_t u;
+    switch (from) {
+    case TL_DTYPE_F32:
+        memcpy(&u, s + i * 4, 4);
+        return u;
+    case TL_DTYPE_F16:
+        memcpy(&h, s + i * 2, 2);
+        return tl_f16_to_f32(h);
+    case TL_DTYPE_BF16:
+        memcpy(&h, s + i * 2, 2);
+        return (uint32_t)h << 16;
+    case TL_DTYPE_F8_E4M3:
+        return tl_f8e4m3_to_f32(s[i]);
+    case TL_DTYPE_F8_E5M2:
+        return tl_f8e5m2_to_f32(s[i]);
+    default:
+        return 0;
+    }
+}
+
+bool tl_convert_run(tl_dtype to, void *dst, tl_dtype from, const void *src, uint64_t n,
+                    uint64_t *bad_index) {
+    const unsigned char *s = src;
+    unsigned char *d = dst;
+    if (from == to) {
+        memcpy(d, s, (size_t)(n * tl_convert_elem_size(from)));
+        return true;
+    }
+    if (from == TL_DTYPE_I64) {
+        for (uint64_t i = 0; i < n; i++) {
+            int64_t v;
+            memcpy(&v, s + i * 8, 8);
+            if (v < INT32_MIN || v > INT32_MAX) {
+                if (bad_index) *bad_index = i;
+                return false;
+            }
+            int32_t w = (int32_t)v;
+            memcpy(d + i * 4, &w, 4);
+        }
+        return true;
+    }
+    if (from == TL_DTYPE_F64) {
+        for (uint64_t i = 0; i < n; i++) {
+            double v;
+            memcpy(&v, s + i * 8, 8);
+            float f = (float)v; /* IEEE conversion: round to nearest even, NaN stays NaN */
+            memcpy(d + i * 4, &f, 4);
+        }
+        return true;
+    }
+    /* fast paths for the common pairs */
+    if (from == TL_DTYPE_BF16 && to == TL_DTYPE_F32) {
+        for (uint64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, s + i * 2, 2);
+            uint32_t u = (uint32_t)h << 16;
+            memcpy(d + i * 4, &u, 4);
+        }
+        return true;
+    }
+    if (from == TL_DTYPE_F8_E5M2 && to == TL_DTYPE_F16) {
+        for (uint64_t i = 0; i < n; i++) {
+            uint16_t h = (uint16_t)((uint16_t)s[i] << 8);
+            memcpy(d + i * 2, &h, 2);
+        }
+        return true;
+    }
+    /* F8_E4M3 sources: a 256-entry table */
+    uint32_t table[256];
+    if (from == TL_DTYPE_F8_E4M3)
+        for (unsigned b = 0; b < 256; b++)
+            table[b] = tl_f8e4m3_to_f32((uint8_t)b);
+    for (uint64_t i = 0; i < n; i++) {
+        uint32_t u = from == TL_DTYPE_F8_E4M3 ? table[s[i]] : load_f32(from, s, i);
+        if (to == TL_DTYPE_F32) {
+            memcpy(d + i * 4, &u, 4);
+        } else {
+            uint16_t h = to == TL_DTYPE_F16 ? tl_f32_to_f16(u) : tl_f32_to_bf16(u);
+            memcpy(d + i * 2, &h, 2);
+        }
+    }
+    return true;
+}
+
+tl_status tl_convert(tl_dtype to, void *dst, tl_dtype from, const void *src, uint64_t n) {
+    if (!tl_convert_supported(from, to))
+        return tl_err(TL_ERR_UNSUPPORTED, "no conversion from %s to %s",
+                      tl_dtype_name(from) ? tl_dtype_name(from) : "?",
+                      tl_dtype_name(to) ? tl_dtype_name(to) : "?");
+    if (n && (!dst || !src)) return tl_err(TL_ERR_INVALID_ARG, "tl_convert: NULL buffer");
+    uint64_t bad = 0;
+    if (!tl_convert_run(to, dst, from, src, n, &bad))
+        return tl_err(TL_ERR_UNSUPPORTED, "element %llu does not fit in I32",
+                      (unsigned long long)bad);
+    return TL_OK;
+}

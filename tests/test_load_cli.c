@@ -1,0 +1,128 @@
+/*
+ * test_load_cli.c — `tierload load`: the human report, the --json schema
+ * (bytes as integers, files with path and mode, the memory figures), mode
+ * and dtype options, --evict leaving the file out of the page cache, the
+ * direct fallback note and usage errors.
+ */
+#include "testutil.h"
+#include "test_load_st.h"
+
+#include <cjson/cJSON.h>
+#include <string.h>
+
+static void fill(void *buf, uint64_t off, uint64_t len, void *ctx) {
+    (void)ctx;
+    unsigned char *b = buf;
+    for (uint64_t i = 0; i < len; i++)
+        b[i] = (unsigned char)((off + i) * 31 + 7);
+}
+
+static char *dir, *path;
+
+static int setup(void **st) {
+    (void)st;
+    dir = tu_tmpdir();
+    path = tu_path(dir, "m.safetensors");
+    st_tensor t[] = {
+        {"x.w", "F16", 3u << 20, 2, NULL, fill, NULL},
+        {"x.b", "BF16", 1001, 2, NULL, fill, NULL},
+        {"y.ids", "I64", 257, 8, NULL, fill, NULL},
+    };
+    st_write(path, t, 3);
+    return 0;
+}
+
+static int teardown(void **st) {
+    (void)st;
+    free(path);
+    tu_tmpdir_rm(dir);
+    return 0;
+}
+
+static uint64_t num(cJSON *o, const char *k) {
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    assert_non_null(v);
+    assert_true(cJSON_IsNumber(v));
+    return (uint64_t)v->valuedouble;
+}
+
+static void test_json(void **st) {
+    (void)st;
+    tu_run r =
+        tu_cli_run("load", "--json", "--mode", "buffered", "--evict", "--verify", path, NULL);
+    if (r.status != 0) print_error("%s\n", r.err);
+    assert_int_equal(r.status, 0);
+    cJSON *j = cJSON_Parse(r.out);
+    assert_non_null(j);
+    uint64_t bytes = num(j, "bytes");
+    assert_int_equal(bytes, (3u << 21) + 2002 + 257 * 8);
+    char want[64];
+    snprintf(want, sizeof want, "\"bytes\":%llu,", (unsigned long long)bytes);
+    assert_non_null(strstr(r.out, want)); /* an integer, not 6.29e6 */
+    num(j, "seconds");
+    cJSON *files = cJSON_GetObjectItemCaseSensitive(j, "files");
+    assert_int_equal(cJSON_GetArraySize(files), 1);
+    cJSON *f = cJSON_GetArrayItem(files, 0);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(f, "path")->valuestring, path);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(f, "mode")->valuestring, "buffered");
+    cJSON *mem = cJSON_GetObjectItemCaseSensitive(j, "memory");
+    assert_non_null(mem);
+    const char *keys[] = {"rss_anon_start",    "rss_anon_peak",    "rss_anon_end", "rss_file_peak",
+                          "page_cache_before", "page_cache_after", "staging_bound"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        num(mem, keys[i]);
+    assert_true(num(mem, "rss_anon_peak") >= bytes);
+    assert_int_equal(num(mem, "page_cache_after"), 0);
+    assert_int_equal(num(mem, "staging_bound"), 64u << 20);
+    cJSON_Delete(j);
+    tu_run_free(&r);
+    uint64_t res = 1;
+    assert_int_equal(tl_file_page_cache(path, &res, NULL), TL_OK);
+    assert_int_equal(res, 0);
+}
+
+static void test_human_and_options(void **st) {
+    (void)st;
+    tu_run r = tu_cli_run("load", "--mode", "mmap", "--verbose", path, NULL);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "mode mmap"));
+    assert_non_null(strstr(r.out, "GB/s"));
+    assert_non_null(strstr(r.out, "rss anon: start"));
+    assert_non_null(strstr(r.out, "staging: bound 64.00 MiB"));
+    assert_non_null(strstr(r.err, "mmap (asked for"));
+    tu_run_free(&r);
+    r = tu_cli_run("load", "--json", "--dtype", "F32", "--threads", "3", "--staging", "1M",
+                   "--staging-count", "2", "--mode", "direct", path, NULL);
+    assert_int_equal(r.status, 0);
+    cJSON *j = cJSON_Parse(r.out);
+    assert_non_null(j);
+    assert_int_equal(num(j, "bytes_out"), (3u << 22) + 4004 + 257 * 8);
+    assert_int_equal(num(cJSON_GetObjectItemCaseSensitive(j, "memory"), "staging_bound"), 2u << 20);
+    cJSON_Delete(j);
+    tu_run_free(&r);
+    r = tu_cli_run("load", "--mode", "sideways", path, NULL);
+    assert_int_equal(r.status, 2);
+    tu_run_free(&r);
+    r = tu_cli_run("load", "--dtype", "Q4_K", path, NULL);
+    assert_int_equal(r.status, 7); /* unsupported */
+    tu_run_free(&r);
+    r = tu_cli_run("load", NULL);
+    assert_int_equal(r.status, 2);
+    tu_run_free(&r);
+    r = tu_cli_run("load", "/nonexistent/model.gguf", NULL);
+    assert_true(r.status != 0);
+    assert_non_null(strstr(r.err, "/nonexistent/model.gguf"));
+    tu_run_free(&r);
+    r = tu_cli_run("load", "--help", NULL);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "--evict"));
+    tu_run_free(&r);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_json),
+        cmocka_unit_test(test_human_and_options),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
