@@ -2,8 +2,10 @@
  * cmd_demo.c — `tierload demo`: the main job on its embedded default.
  *
  * Writes a small SDXL-shaped pipeline (diffusion, text encoders, VAE) into a
- * private temp folder, then runs what a user would: describe it, and (as the
- * parts land) plan it onto simulated GPUs and load it, printing each step.
+ * private temp folder, then runs what a user would: describe it, show the
+ * devices (two simulated GPUs beside the host), plan it onto them, and load
+ * every tensor into RAM with verification and page-cache eviction, printing
+ * each step.
  */
 #include "cli/cli.h"
 
@@ -44,6 +46,9 @@ int cmd_demo(int argc, char **argv) {
     if (!rc) rc = step("describe it", cmd_info, 4, info);
     if (!rc) rc = step("two simulated GPUs of 64 and 40 MiB beside the host", cmd_devices, 3, devs);
     if (!rc) rc = step("place it on them", cmd_plan, 4, plan);
+    char *load[] = {"load", model, "--verify", "--evict", "--quiet", NULL};
+    if (!rc) rc = step("load every tensor into RAM, check it against the file, evict the file's pages",
+                       cmd_load, 5, load);
     remove(model);
     rmdir(dir);
     return rc;

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct group {
     const char *fmt; /* printf format with %d (layer) and %s (suffix) */
@@ -245,6 +246,11 @@ int cmd_mkmodel(int argc, char **argv) {
         return 4;
     }
     int rc = o.gguf ? write_gguf(f, &o, t, n) : write_safetensors(f, &o, t, n);
+    /* durable before we return: dirty pages cannot be evicted, and benchmarks evict */
+    if (!rc && (fflush(f) != 0 || fsync(fileno(f)) != 0)) {
+        fprintf(stderr, "tierload: %s: write failed: %s\n", o.out, strerror(errno));
+        rc = 4;
+    }
     if (fclose(f) != 0 && !rc) {
         fprintf(stderr, "tierload: %s: write failed: %s\n", o.out, strerror(errno));
         rc = 4;
