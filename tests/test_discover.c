@@ -14,12 +14,8 @@
 
 static void copy_sample(const char *sample, const char *dst) {
     char rel[256];
-    size_t len;
     snprintf(rel, sizeof rel, "safetensors/%s", sample);
-    char *b = tu_read_file(tu_testdata(rel), &len);
-    assert_non_null(b);
-    tu_write_file(dst, b, len);
-    free(b);
+    tu_copy_testdata(rel, dst);
 }
 
 static void write_text(const char *dir, const char *name, const char *text) {

@@ -24,14 +24,6 @@ static int count_fds(void) {
     return n;
 }
 
-static void copy_sample(const char *rel, const char *dst) {
-    size_t len;
-    char *b = tu_read_file(tu_testdata(rel), &len);
-    assert_non_null(b);
-    tu_write_file(dst, b, len);
-    free(b);
-}
-
 static void sweep(tl_fault_kind kind, int err, const char *const *paths, size_t n_paths) {
     /* count the calls a clean open makes */
     tl_fault_arm(kind, 0, 0);
@@ -68,8 +60,8 @@ static void test_fault_sweep_over_open(void **state) {
     (void)state;
     char *dir = tu_tmpdir();
     char *s1 = tu_path(dir, "m-1.safetensors"), *s2 = tu_path(dir, "m-2.safetensors");
-    copy_sample("safetensors/B.safetensors", s1);
-    copy_sample("safetensors/e.safetensors", s2);
+    tu_copy_testdata("safetensors/B.safetensors", s1);
+    tu_copy_testdata("safetensors/e.safetensors", s2);
     char *idx = tu_path(dir, "m.safetensors.index.json");
     const char *json = "{\"weight_map\":{\"B\":\"m-1.safetensors\",\"e\":\"m-2.safetensors\"}}";
     tu_write_file(idx, json, strlen(json));

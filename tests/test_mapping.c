@@ -19,12 +19,8 @@
 #define TMPFS_MAGIC_ 0x01021994
 
 static char *copy_gguf(const char *dir) {
-    size_t len;
-    char *b = tu_read_file(tu_testdata("gguf/tiny-llama-f16.gguf"), &len);
-    assert_non_null(b);
     char *p = tu_path(dir, "m.gguf");
-    tu_write_file(p, b, len);
-    free(b);
+    tu_copy_testdata("gguf/tiny-llama-f16.gguf", p);
     return p;
 }
 

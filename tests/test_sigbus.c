@@ -19,12 +19,8 @@
 #include <unistd.h>
 
 static char *copy_model(const char *dir) {
-    size_t len;
-    char *b = tu_read_file(tu_testdata("gguf/tiny-llama-q8_0.gguf"), &len);
-    assert_non_null(b);
     char *p = tu_path(dir, "m.gguf");
-    tu_write_file(p, b, len);
-    free(b);
+    tu_copy_testdata("gguf/tiny-llama-q8_0.gguf", p);
     return p;
 }
 

@@ -19,11 +19,7 @@ int cli_fail(tl_status s);
 /* Print a usage error on stderr and return 2. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/*
- * Parse a size: a number with an optional binary suffix K, M, G, T (also KB,
- * KiB, ...; case-insensitive), fractions allowed ("9.5G"). A leading '-' sets
- * *negative. Returns false when malformed.
- */
+/* Parse a size ("8G", "9.5GiB", "-2G" when negative is not NULL): tl_plan_parse_bytes. */
 bool cli_parse_size(const char *s, uint64_t *bytes, bool *negative);
 /* Human size "1.50 GiB" into buf. */
 const char *cli_fmt_size(uint64_t bytes, char *buf, size_t n);

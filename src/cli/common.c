@@ -3,12 +3,9 @@
  */
 #include "cli/cli.h"
 
-#include <ctype.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 int cli_exit_code(tl_status s) {
     /* 2 is kept for usage errors; every failure maps into 1..125. */
@@ -47,42 +44,7 @@ int cli_usage(const char *cmd, const char *fmt, ...) {
 }
 
 bool cli_parse_size(const char *s, uint64_t *bytes, bool *negative) {
-    if (!s) return false;
-    while (isspace((unsigned char)*s)) s++;
-    bool neg = false;
-    if (*s == '-') {
-        neg = true;
-        s++;
-    } else if (*s == '+') {
-        s++;
-    }
-    if (!isdigit((unsigned char)*s) && *s != '.') return false;
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || !isfinite(v) || v < 0) return false;
-    double mult = 1;
-    const char *u = end;
-    if (*u) {
-        switch (toupper((unsigned char)*u)) {
-        case 'B': mult = 1; break;
-        case 'K': mult = 1024.0; break;
-        case 'M': mult = 1024.0 * 1024; break;
-        case 'G': mult = 1024.0 * 1024 * 1024; break;
-        case 'T': mult = 1024.0 * 1024 * 1024 * 1024; break;
-        default: return false;
-        }
-        u++;
-        if (mult > 1) {
-            if (strcasecmp(u, "iB") == 0 || strcasecmp(u, "B") == 0) u += strlen(u);
-        }
-        if (*u) return false;
-    }
-    double b = v * mult;
-    if (b >= 18446744073709551615.0) return false;
-    *bytes = (uint64_t)llround(b);
-    if (negative) *negative = neg;
-    else if (neg) return false;
-    return true;
+    return s && tl_plan_parse_bytes(s, bytes, negative) == TL_OK;
 }
 
 const char *cli_fmt_size(uint64_t bytes, char *buf, size_t n) {

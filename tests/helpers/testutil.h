@@ -26,6 +26,8 @@ void tu_tmpdir_rm(char *dir);
 char *tu_path(const char *dir, const char *name);
 /* Write bytes to a file (creating or truncating it). */
 void tu_write_file(const char *path, const void *data, size_t len);
+/* Copy a file of the shared test data (path relative to it) to dst. */
+void tu_copy_testdata(const char *rel, const char *dst);
 /* Read a whole file into a heap buffer (NUL-terminated); *len gets its size. */
 char *tu_read_file(const char *path, size_t *len);
 
