@@ -75,6 +75,14 @@ char *tu_read_file(const char *path, size_t *len) {
     return b;
 }
 
+void tu_copy_testdata(const char *rel, const char *dst) {
+    size_t len;
+    char *b = tu_read_file(tu_testdata(rel), &len);
+    assert_non_null(b);
+    tu_write_file(dst, b, len);
+    free(b);
+}
+
 static char *slurp_fd(int fd) {
     size_t cap = 4096, n = 0;
     char *b = malloc(cap);
