@@ -64,10 +64,12 @@ const char *tl_last_error(void);
 /* ------------------------------------------------------------------------ */
 
 /*
- * One enum for every element type of both formats. Values 0..39 are ggml's
- * own type ids (so a GGUF type id is a tl_dtype); types only safetensors has
- * start at 100. Removed ggml ids (4, 5, 31..33, 36..38) are not valid.
+ * One enum for every element type of both formats. Values below
+ * TL_GGML_TYPE_COUNT are ggml's own type ids (so a GGUF type id is a
+ * tl_dtype); types only safetensors has start at 100. Removed ggml ids (4, 5,
+ * 31..33, 36..38) are not valid.
  */
+#define TL_GGML_TYPE_COUNT 43
 typedef enum tl_dtype {
     TL_DTYPE_F32 = 0,
     TL_DTYPE_F16 = 1,
@@ -101,6 +103,9 @@ typedef enum tl_dtype {
     TL_DTYPE_TQ1_0 = 34,
     TL_DTYPE_TQ2_0 = 35,
     TL_DTYPE_MXFP4 = 39,
+    TL_DTYPE_NVFP4 = 40,
+    TL_DTYPE_Q1_0 = 41,
+    TL_DTYPE_Q2_0 = 42,
     /* safetensors-only types */
     TL_DTYPE_BOOL = 100,
     TL_DTYPE_U8 = 101,

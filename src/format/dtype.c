@@ -1,6 +1,6 @@
 /*
  * dtype.c — the element-type table shared by both formats: ggml's types (ids
- * 0..39, with block size and bytes per block, so nbytes is exact for every
+ * below TL_GGML_TYPE_COUNT, with block size and bytes per block, so nbytes is exact for every
  * quantization) and the safetensors-only types (sizes in bits, so F4 and F6
  * are exact too). Removed ggml ids have no entry and are invalid.
  */
@@ -50,6 +50,9 @@ static const dtype_row dtype_table[] = {
     {TL_DTYPE_TQ1_0, "TQ1_0", 256, 54 * 8},
     {TL_DTYPE_TQ2_0, "TQ2_0", 256, 66 * 8},
     {TL_DTYPE_MXFP4, "MXFP4", 32, 17 * 8},
+    {TL_DTYPE_NVFP4, "NVFP4", 64, 36 * 8},
+    {TL_DTYPE_Q1_0, "Q1_0", 128, 18 * 8},
+    {TL_DTYPE_Q2_0, "Q2_0", 64, 18 * 8},
     {TL_DTYPE_BOOL, "BOOL", 1, 8},
     {TL_DTYPE_U8, "U8", 1, 8},
     {TL_DTYPE_U16, "U16", 1, 16},

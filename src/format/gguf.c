@@ -348,7 +348,7 @@ static tl_status parse_tensor_info(cursor *c, tl_fmt_tensor *t, uint64_t index) 
         t->shape[n_dims - 1 - d] = (int64_t)ne; /* outermost first */
     }
     if (!rd_u32(c, &type)) return truncated(c, "tensor type");
-    if (type >= 40 || !tl_dtype_name((tl_dtype)type)) {
+    if (type >= TL_GGML_TYPE_COUNT || !tl_dtype_name((tl_dtype)type)) {
         const char *removed = removed_type_name(type);
         if (removed)
             return tl_err(TL_ERR_UNSUPPORTED,
