@@ -33,6 +33,9 @@ extern "C" {
 /* Library version as "MAJOR.MINOR.PATCH". */
 const char *tl_version(void);
 
+/* A byte count for people ("512 B", "1.50 GiB") written into buf; returns buf. */
+const char *tl_fmt_bytes(uint64_t bytes, char *buf, size_t n);
+
 /* ------------------------------------------------------------------------ */
 /* Status codes and errors                                                   */
 /* ------------------------------------------------------------------------ */
@@ -212,6 +215,8 @@ typedef enum tl_meta_type {
 
 /* Lower-case GGUF name of a metadata type ("uint32", "string", "array"). */
 const char *tl_meta_type_name(tl_meta_type t);
+/* Bytes of one value of a fixed-size metadata type (1, 2, 4 or 8); 0 for strings and arrays. */
+uint32_t tl_meta_type_size(tl_meta_type t);
 
 /*
  * One metadata entry. Scalars are widened into v (u for unsigned, i for

@@ -212,25 +212,7 @@ static void ggml_ne(const struct ggml_tensor *t, int64_t ne[4]) {
 }
 
 static size_t meta_scalar_size(int type) {
-    switch (type) {
-    case TL_META_U8:
-    case TL_META_I8:
-    case TL_META_BOOL:
-        return 1;
-    case TL_META_U16:
-    case TL_META_I16:
-        return 2;
-    case TL_META_U32:
-    case TL_META_I32:
-    case TL_META_F32:
-        return 4;
-    case TL_META_U64:
-    case TL_META_I64:
-    case TL_META_F64:
-        return 8;
-    default:
-        return 0;
-    }
+    return (unsigned)type <= TL_META_F64 ? tl_meta_type_size((tl_meta_type)type) : 0;
 }
 
 /* Our decoded scalar equals ggml's raw value bytes. */

@@ -47,15 +47,4 @@ bool cli_parse_size(const char *s, uint64_t *bytes, bool *negative) {
     return s && tl_plan_parse_bytes(s, bytes, negative) == TL_OK;
 }
 
-const char *cli_fmt_size(uint64_t bytes, char *buf, size_t n) {
-    const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = (double)bytes;
-    int u = 0;
-    while (v >= 1024 && u < 4) {
-        v /= 1024;
-        u++;
-    }
-    if (u == 0) snprintf(buf, n, "%llu B", (unsigned long long)bytes);
-    else snprintf(buf, n, "%.2f %s", v, units[u]);
-    return buf;
-}
+const char *cli_fmt_size(uint64_t bytes, char *buf, size_t n) { return tl_fmt_bytes(bytes, buf, n); }

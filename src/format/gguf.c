@@ -60,7 +60,7 @@ static bool rd_str(cursor *c, const char **p, uint64_t *len) {
     return true;
 }
 
-static uint32_t meta_scalar_size(uint32_t type) {
+uint32_t tl_meta_type_size(tl_meta_type type) {
     switch (type) {
     case TL_META_U8:
     case TL_META_I8:
@@ -75,6 +75,11 @@ static uint32_t meta_scalar_size(uint32_t type) {
     case TL_META_F64: return 8;
     default: return 0;
     }
+}
+
+/* The same for a raw type id read from a file (any value). */
+static uint32_t meta_scalar_size(uint32_t type) {
+    return type <= TL_META_F64 ? tl_meta_type_size((tl_meta_type)type) : 0;
 }
 
 /* Decode a fixed-size scalar at p into m->v. */

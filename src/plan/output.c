@@ -405,11 +405,11 @@ tl_status tl_plan_to_text(const tl_plan *p, char **out) {
     for (size_t i = 0; i < p->n_devices; i++) {
         const tl_plan_device *d = &p->devices[i];
         if (d->is_gpu)
-            sb_printf(&b, "  %-10s gpu   total %11s  free %11s  budget %11s\n", d->name, tlp_fmt(d->total, x1, sizeof x1),
-                      tlp_fmt(d->free, x2, sizeof x2), tlp_fmt(p->budget[i], x3, sizeof x3));
+            sb_printf(&b, "  %-10s gpu   total %11s  free %11s  budget %11s\n", d->name, tl_fmt_bytes(d->total, x1, sizeof x1),
+                      tl_fmt_bytes(d->free, x2, sizeof x2), tl_fmt_bytes(p->budget[i], x3, sizeof x3));
         else if (d->free)
-            sb_printf(&b, "  %-10s host  total %11s  free %11s\n", d->name, tlp_fmt(d->total, x1, sizeof x1),
-                      tlp_fmt(d->free, x2, sizeof x2));
+            sb_printf(&b, "  %-10s host  total %11s  free %11s\n", d->name, tl_fmt_bytes(d->total, x1, sizeof x1),
+                      tl_fmt_bytes(d->free, x2, sizeof x2));
         else
             sb_printf(&b, "  %-10s host  (memory not given)\n", d->name);
     }
@@ -418,21 +418,21 @@ tl_status tl_plan_to_text(const tl_plan *p, char **out) {
         const tl_plan_decision *d = &p->dec[c];
         if (!d->present) continue;
         sb_printf(&b, "  %-10s params %11s  reserve %11s  %s", tl_component_name((tl_component)c),
-                  tlp_fmt(d->bytes, x1, sizeof x1), tlp_fmt(d->reserve, x2, sizeof x2), tl_plan_mode_name(d->mode));
+                  tl_fmt_bytes(d->bytes, x1, sizeof x1), tl_fmt_bytes(d->reserve, x2, sizeof x2), tl_plan_mode_name(d->mode));
         for (uint32_t i = 0; i < d->n_devices; i++) {
             sb_printf(&b, "%s%s %s (%.1f%%", i ? " + " : " on ", p->devices[d->devices[i]].name,
-                      tlp_fmt(d->device_bytes[i], x1, sizeof x1), d->shares[i] * 100);
+                      tl_fmt_bytes(d->device_bytes[i], x1, sizeof x1), d->shares[i] * 100);
             if ((d->mode == TL_PLAN_MODE_LAYER_SPLIT || d->mode == TL_PLAN_MODE_STREAM) &&
                 d->layer_end[i] > d->layer_begin[i])
                 sb_printf(&b, ", layers %u-%u", d->layer_begin[i], d->layer_end[i] - 1);
             sb_printf(&b, ")");
         }
         if (d->mode == TL_PLAN_MODE_STREAM)
-            sb_printf(&b, "; %s streamed from RAM", tlp_fmt(d->host_bytes, x1, sizeof x1));
+            sb_printf(&b, "; %s streamed from RAM", tl_fmt_bytes(d->host_bytes, x1, sizeof x1));
         if (d->mode != TL_PLAN_MODE_CPU)
             sb_printf(&b, "; weights kept %s", d->phase_resident ? "for its phase only (reloaded every run)"
                                                                 : "for the whole run");
-        if (d->moved_per_run) sb_printf(&b, "; moves %s per run", tlp_fmt(d->moved_per_run, x1, sizeof x1));
+        if (d->moved_per_run) sb_printf(&b, "; moves %s per run", tl_fmt_bytes(d->moved_per_run, x1, sizeof x1));
         sb_printf(&b, "\n");
     }
     sb_printf(&b, "projected peak per device and phase:\n");
@@ -444,16 +444,16 @@ tl_status tl_plan_to_text(const tl_plan *p, char **out) {
         sb_printf(&b, "  %-10s", p->devices[i].name);
         for (uint32_t k = 0; k < p->phases.n; k++)
             sb_printf(&b, "%s%s %s", k ? " | " : " ", tlp_phase_name(p->phases.mask[k], pn, sizeof pn),
-                      tlp_fmt(p->peak[i][k], x1, sizeof x1));
-        sb_printf(&b, "  (budget %s)\n", tlp_fmt(p->budget[i], x1, sizeof x1));
+                      tl_fmt_bytes(p->peak[i][k], x1, sizeof x1));
+        sb_printf(&b, "  (budget %s)\n", tl_fmt_bytes(p->budget[i], x1, sizeof x1));
     }
-    sb_printf(&b, "host RAM for weights: %s", tlp_fmt(p->host_bytes, x1, sizeof x1));
+    sb_printf(&b, "host RAM for weights: %s", tl_fmt_bytes(p->host_bytes, x1, sizeof x1));
     for (size_t i = 0; i < p->n_devices; i++)
         if (!p->devices[i].is_gpu && p->devices[i].free && p->host_bytes > p->devices[i].free)
             sb_printf(&b, " (more than the %s free: clean weights will be paged from their files)",
-                      tlp_fmt(p->devices[i].free, x2, sizeof x2));
+                      tl_fmt_bytes(p->devices[i].free, x2, sizeof x2));
     sb_printf(&b, "\n");
-    sb_printf(&b, "bytes moved per run: %s\n", tlp_fmt(p->moved_per_run, x1, sizeof x1));
+    sb_printf(&b, "bytes moved per run: %s\n", tl_fmt_bytes(p->moved_per_run, x1, sizeof x1));
     if (p->tiling.decided) {
         const tl_vae_tiling *t = &p->tiling;
         if (t->tiled)

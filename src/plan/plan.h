@@ -45,7 +45,6 @@ bool tlp_tok_eq(const char *tok, size_t len, const char *word);
 const char *tlp_tok(const char *tok, size_t len, char *buf, size_t n);
 /* The phase's name: its components joined by '+' ("diffusion+controlnet"). */
 const char *tlp_phase_name(uint32_t mask, char *buf, size_t n);
-/* Format bytes as "9.50 GiB". */
-const char *tlp_fmt(uint64_t bytes, char *buf, size_t n);
+
 
 #endif

@@ -617,9 +617,9 @@ static uint64_t worst_short(const tl_plan *p, const ctx *x, char *msg, size_t n)
                 worst = p->peak[d][ph] - x->budget[d];
                 char a[32], b[32], c[32], pn[64];
                 snprintf(msg, n, "%s needs %s in phase %s but its budget is %s (short by %s)", p->devices[d].name,
-                         tlp_fmt(p->peak[d][ph], a, sizeof a),
+                         tl_fmt_bytes(p->peak[d][ph], a, sizeof a),
                          tlp_phase_name(x->n_phases ? p->phases.mask[ph] : 0, pn, sizeof pn),
-                         tlp_fmt(x->budget[d], b, sizeof b), tlp_fmt(worst, c, sizeof c));
+                         tl_fmt_bytes(x->budget[d], b, sizeof b), tl_fmt_bytes(worst, c, sizeof c));
             }
     return worst;
 }

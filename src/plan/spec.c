@@ -41,18 +41,6 @@ const char *tlp_phase_name(uint32_t mask, char *buf, size_t n) {
     return buf;
 }
 
-const char *tlp_fmt(uint64_t bytes, char *buf, size_t n) {
-    const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = (double)bytes;
-    int u = 0;
-    while (v >= 1024 && u < 4) {
-        v /= 1024;
-        u++;
-    }
-    if (u == 0) snprintf(buf, n, "%llu B", (unsigned long long)bytes);
-    else snprintf(buf, n, "%.2f %s", v, units[u]);
-    return buf;
-}
 
 /* Parse a size token [s, s+len). */
 static bool parse_bytes_tok(const char *s, size_t len, uint64_t *bytes, bool *negative) {

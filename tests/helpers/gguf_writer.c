@@ -187,25 +187,7 @@ void gw_kv_f64(gw_gguf *g, const char *key, double v) {
 }
 
 static size_t scalar_size(uint32_t type) {
-    switch (type) {
-    case TL_META_U8:
-    case TL_META_I8:
-    case TL_META_BOOL:
-        return 1;
-    case TL_META_U16:
-    case TL_META_I16:
-        return 2;
-    case TL_META_U32:
-    case TL_META_I32:
-    case TL_META_F32:
-        return 4;
-    case TL_META_U64:
-    case TL_META_I64:
-    case TL_META_F64:
-        return 8;
-    default:
-        return 0;
-    }
+    return (unsigned)type <= TL_META_F64 ? tl_meta_type_size((tl_meta_type)type) : 0;
 }
 
 void gw_kv_array(gw_gguf *g, const char *key, uint32_t elem_type, uint64_t n, const void *elems) {
