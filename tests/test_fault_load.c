@@ -11,18 +11,9 @@
 
 #include "os/fault.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int count_fds(void) {
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-    while (readdir(d)) n++;
-    closedir(d);
-    return n;
-}
 
 static void check_loaded(tl_model *m, const tl_load_result *r, bool converted) {
     assert_int_equal(tl_load_result_tensor_count(r), tl_model_tensor_count(m));
@@ -55,7 +46,7 @@ static unsigned long sweep(tl_model *m, tl_fault_kind kind, int err, const tl_lo
     if (tl_model_load(m, o, &r) != TL_OK) fail_msg("clean load: %s", tl_last_error());
     tl_load_result_free(r);
     unsigned long calls = tl_fault_calls(kind);
-    int fds = count_fds();
+    int fds = tu_count_fds();
     unsigned long failed = 0;
     for (unsigned long nth = 1; nth <= calls; nth++) {
         tl_fault_arm(kind, nth, err);
@@ -70,7 +61,7 @@ static unsigned long sweep(tl_model *m, tl_fault_kind kind, int err, const tl_lo
             assert_true(strlen(tl_last_error()) > 0);
             failed++;
         }
-        assert_int_equal(count_fds(), fds);
+        assert_int_equal(tu_count_fds(), fds);
         model_consistent(m);
     }
     tl_fault_reset();

@@ -11,18 +11,9 @@
 
 #include "os/fault.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int count_fds(void) {
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-    while (readdir(d)) n++;
-    closedir(d);
-    return n;
-}
 
 static void sweep(tl_fault_kind kind, int err, const char *const *paths, size_t n_paths) {
     /* count the calls a clean open makes */
@@ -33,7 +24,7 @@ static void sweep(tl_fault_kind kind, int err, const char *const *paths, size_t 
     tl_model_close(m);
     unsigned long calls = tl_fault_calls(kind);
     assert_true(calls > 0);
-    int fds = count_fds();
+    int fds = tu_count_fds();
     for (unsigned long nth = 1; nth <= calls; nth++) {
         tl_fault_arm(kind, nth, err);
         m = (tl_model *)1;
@@ -41,7 +32,7 @@ static void sweep(tl_fault_kind kind, int err, const char *const *paths, size_t 
         if (st == TL_OK) fail_msg("kind %d: call %lu of %lu failed but the open succeeded", kind, nth, calls);
         assert_null(m);
         assert_true(strlen(tl_last_error()) > 0);
-        assert_int_equal(count_fds(), fds);
+        assert_int_equal(tu_count_fds(), fds);
     }
     tl_fault_reset();
     assert_int_equal(tl_model_open(paths, n_paths, NULL, &m), TL_OK);

@@ -92,21 +92,29 @@ tl_status tl_plan_parse_bytes(const char *s, uint64_t *bytes, bool *negative) {
     return TL_OK;
 }
 
-/* Iterate over comma-separated items; returns false at the end. */
-static bool next_item(const char **cur, const char **tok, size_t *len) {
+/*
+ * Split [*cur, end) at sep: the next item, trimmed, in (*tok, *len), and
+ * *cur moves past it (NULL after the last one). False when none is left. An
+ * empty item (two separators in a row, or one at the end) is returned empty.
+ */
+static bool split_next(const char **cur, const char *end, char sep, const char **tok, size_t *len) {
     const char *p = *cur;
     if (!p) return false;
-    const char *comma = strchr(p, ',');
+    const char *s = memchr(p, sep, (size_t)(end - p));
     *tok = p;
-    *len = comma ? (size_t)(comma - p) : strlen(p);
-    *cur = comma ? comma + 1 : NULL;
-    /* trim spaces */
+    *len = (size_t)((s ? s : end) - p);
+    *cur = s ? s + 1 : NULL;
     while (*len && isspace((unsigned char)**tok)) {
         (*tok)++;
         (*len)--;
     }
     while (*len && isspace((unsigned char)(*tok)[*len - 1])) (*len)--;
     return true;
+}
+
+/* Iterate over the comma-separated items of a NUL-terminated spec. */
+static bool next_item(const char **cur, const char **tok, size_t *len) {
+    return *cur && split_next(cur, *cur + strlen(*cur), ',', tok, len);
 }
 
 static bool is_host_name(const char *tok, size_t len) {
@@ -235,17 +243,9 @@ static tl_status parse_place(const char *item, const char *tok, size_t len,
     snprintf(what, sizeof what, "--backend item '%s'", item);
     if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "%s: empty device list", what);
     pl->n_devices = 0;
-    const char *p = tok, *end = tok + len;
-    while (p <= end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *e = amp ? amp : end;
-        const char *a = p;
-        size_t l = (size_t)(e - a);
-        while (l && isspace((unsigned char)*a)) {
-            a++;
-            l--;
-        }
-        while (l && isspace((unsigned char)a[l - 1])) l--;
+    const char *p = tok, *end = tok + len, *a;
+    size_t l;
+    while (split_next(&p, end, '&', &a, &l)) {
         if (l == 0) return tl_err(TL_ERR_INVALID_ARG, "%s: empty device in the list", what);
         uint32_t d;
         tl_status st = resolve_device(what, a, l, devs, n, &d);
@@ -256,8 +256,6 @@ static tl_status parse_place(const char *item, const char *tok, size_t len,
         if (pl->n_devices >= TL_PLAN_MAX_DEVICES)
             return tl_err(TL_ERR_INVALID_ARG, "%s: too many devices", what);
         pl->devices[pl->n_devices++] = d;
-        if (!amp) break;
-        p = amp + 1;
     }
     if (pl->n_devices > 1)
         for (uint32_t i = 0; i < pl->n_devices; i++)
@@ -492,17 +490,9 @@ tl_status tl_plan_parse_phases(const char *spec, tl_plan_phases *out) {
         if (out->n >= TL_PLAN_MAX_PHASES)
             return tl_err(TL_ERR_INVALID_ARG, "--phases: more than %d phases", TL_PLAN_MAX_PHASES);
         uint32_t mask = 0;
-        const char *p = tok, *end = tok + len;
-        while (p <= end) {
-            const char *plus = memchr(p, '+', (size_t)(end - p));
-            const char *e = plus ? plus : end;
-            const char *a = p;
-            size_t l = (size_t)(e - a);
-            while (l && isspace((unsigned char)*a)) {
-                a++;
-                l--;
-            }
-            while (l && isspace((unsigned char)a[l - 1])) l--;
+        const char *p = tok, *end = tok + len, *a;
+        size_t l;
+        while (split_next(&p, end, '+', &a, &l)) {
             if (l == 0) return tl_err(TL_ERR_INVALID_ARG, "--phases item '%s': empty component", item);
             int c = tl_component_from_name(tlp_tok(a, l, nb, sizeof nb));
             if (c < 0 || c >= TL_COMP_COUNT)
@@ -512,8 +502,6 @@ tl_status tl_plan_parse_phases(const char *spec, tl_plan_phases *out) {
                               tl_component_name((tl_component)c));
             seen |= 1u << c;
             mask |= 1u << c;
-            if (!plus) break;
-            p = plus + 1;
         }
         out->mask[out->n++] = mask;
     }

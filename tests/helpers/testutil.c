@@ -3,6 +3,7 @@
  */
 #include "testutil.h"
 
+#include <dirent.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +74,15 @@ char *tu_read_file(const char *path, size_t *len) {
     b[n] = 0;
     if (len) *len = n;
     return b;
+}
+
+int tu_count_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    int n = 0;
+    while (readdir(d)) n++;
+    closedir(d);
+    return n;
 }
 
 void tu_copy_testdata(const char *rel, const char *dst) {

@@ -26,6 +26,8 @@ void tu_tmpdir_rm(char *dir);
 char *tu_path(const char *dir, const char *name);
 /* Write bytes to a file (creating or truncating it). */
 void tu_write_file(const char *path, const void *data, size_t len);
+/* Open file descriptors of this process (to check that nothing leaks one). */
+int tu_count_fds(void);
 /* Copy a file of the shared test data (path relative to it) to dst. */
 void tu_copy_testdata(const char *rel, const char *dst);
 /* Read a whole file into a heap buffer (NUL-terminated); *len gets its size. */
