@@ -32,7 +32,7 @@ test: build
 
 # The main job on its embedded default: build a model file and describe it.
 demo: build
-	@./tools/demo.sh $(BUILD)
+	./$(BUILD)/tierload demo
 
 asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTL_SANITIZE=ON >/dev/null
