@@ -178,6 +178,21 @@ static void test_counts_near_2_64(void **state) {
     g = one_tensor(3);
     gw_set_counts(g, 1ull << 62, 1);
     expect_reject(g, TL_ERR_FORMAT, "exceeds");
+    /* counts the bytes could hold, but beyond any real model: refused before allocating */
+    {
+        size_t big = (size_t)(1ull << 24) * 24 + 4096;
+        uint8_t *img = calloc(1, big);
+        memcpy(img, "GGUF", 4);
+        uint32_t v3 = 3;
+        uint64_t nt = (1ull << 24) + 1, nkv = 0;
+        memcpy(img + 4, &v3, 4);
+        memcpy(img + 8, &nt, 8);
+        memcpy(img + 16, &nkv, 8);
+        tl_fmt_file f;
+        assert_int_equal(parse(img, big, &f), TL_ERR_UNSUPPORTED);
+        assert_non_null(strstr(tl_last_error(), "exceed tierload's limits"));
+        free(img);
+    }
     /* a key length of 2^64-1 */
     gw_buf v = {0};
     gw_buf_u64(&v, UINT64_MAX);

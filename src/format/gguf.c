@@ -26,6 +26,13 @@
 #define GGUF_DEFAULT_ALIGNMENT 32
 #define GGUF_MAX_DIMS 4
 #define GGUF_MAX_ARRAY_DEPTH 8
+/*
+ * Counts beyond any real model (the largest have ~10^5 tensors and ~10^3
+ * keys): a hostile file of minimal 24-byte tensor infos would otherwise make
+ * the catalog several times the file's size in memory.
+ */
+#define GGUF_MAX_TENSORS (1ull << 24)
+#define GGUF_MAX_KV (1ull << 20)
 
 typedef struct cursor {
     const uint8_t *base;
@@ -430,6 +437,10 @@ tl_status tl_gguf_parse(const uint8_t *data, uint64_t size, const char *path, tl
         return tl_err(TL_ERR_FORMAT, "%s: tensor count %llu exceeds what the file can hold", path,
                       (unsigned long long)n_tensors);
 
+    if (n_kv > GGUF_MAX_KV || n_tensors > GGUF_MAX_TENSORS)
+        return tl_err(TL_ERR_UNSUPPORTED, "%s: %llu tensors and %llu metadata keys exceed tierload's limits (%llu, %llu)",
+                      path, (unsigned long long)n_tensors, (unsigned long long)n_kv,
+                      (unsigned long long)GGUF_MAX_TENSORS, (unsigned long long)GGUF_MAX_KV);
     f.format = TL_FORMAT_GGUF;
     f.version = (int32_t)version;
     f.size = size;
