@@ -114,7 +114,9 @@ static void test_diffusers_folder(void **state) {
     char *p;
     copy_sample("f.safetensors", p = tu_path(dir, "unet/diffusion_pytorch_model.safetensors"));
     free(p);
-    /* a non-preferred variant name is still found */
+    /* without the plain name, one variant is taken (the first by name), not all of them */
+    copy_sample("e.safetensors", p = tu_path(dir, "vae/diffusion_pytorch_model.bf16.safetensors"));
+    free(p);
     copy_sample("e.safetensors", p = tu_path(dir, "vae/diffusion_pytorch_model.fp16.safetensors"));
     free(p);
     copy_sample("H.safetensors", p = tu_path(dir, "text_encoder/model.safetensors"));

@@ -223,9 +223,13 @@ static bool is_weight_file(const char *name) {
     return ends_with(name, ".safetensors") || ends_with(name, ".gguf");
 }
 
-/* Weights of one folder: a shard index, else the model files in it. */
+/*
+ * Weights of one folder: a shard index, else the model files in it — all of
+ * them, or (one_model: a diffusers component folder, where several files are
+ * variants of the same weights, e.g. .fp16 and .bf16) the first by name.
+ */
 static tl_status add_folder_weights(tl_disc *d, const char *dir, const char *prefix,
-                                    bool *found) {
+                                    bool one_model, bool *found) {
     static const char *const preferred_index[] = {"diffusion_pytorch_model.safetensors.index.json",
                                                   "model.safetensors.index.json"};
     static const char *const preferred_file[] = {"diffusion_pytorch_model.safetensors",
@@ -258,7 +262,7 @@ static tl_status add_folder_weights(tl_disc *d, const char *dir, const char *pre
         free(p);
         *found = true;
     } else if (!st) {
-        for (size_t i = 0; i < n && !st; i++) {
+        for (size_t i = 0; i < n && !st && !(one_model && *found); i++) {
             if (!is_weight_file(names[i])) continue;
             char *p = join(dir, names[i]);
             st = p ? push_file(d, p, prefix) : tl_err(TL_ERR_NOMEM, "out of memory");
@@ -301,7 +305,7 @@ static tl_status add_diffusers(tl_disc *d, const char *dir, const char *mi_path,
             char *pre = concat(prefix, key);
             char *pre2 = pre ? concat(pre, ".") : NULL;
             bool found;
-            st = pre2 ? add_folder_weights(d, sub, pre2, &found) : tl_err(TL_ERR_NOMEM, "out of memory");
+            st = pre2 ? add_folder_weights(d, sub, pre2, true, &found) : tl_err(TL_ERR_NOMEM, "out of memory");
             free(pre);
             free(pre2);
         }
@@ -323,7 +327,7 @@ tl_status tl_disc_add(tl_disc *d, const char *path, const char *prefix) {
             st = add_diffusers(d, path, mi, prefix);
         } else {
             bool found;
-            st = add_folder_weights(d, path, prefix, &found);
+            st = add_folder_weights(d, path, prefix, false, &found);
             if (!st && !found)
                 st = tl_err(TL_ERR_NOT_FOUND, "%s: folder holds no .gguf or .safetensors files", path);
         }
