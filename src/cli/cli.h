@@ -24,6 +24,26 @@ bool cli_parse_size(const char *s, uint64_t *bytes, bool *negative);
 /* Human size "1.50 GiB" into buf. */
 const char *cli_fmt_size(uint64_t bytes, char *buf, size_t n);
 
+/*
+ * Model files named on a command line: bare paths and sd.cpp-style component
+ * flags (--vae F, --clip_l F, ...), with the prefix each file's tensors get.
+ */
+typedef struct cli_models {
+    const char **paths;
+    const char **prefixes; /* NULL entries for bare paths */
+    size_t n, cap;
+} cli_models;
+/*
+ * Take argv[*i] if it names a model: a component flag and its file (advancing
+ * *i), or a bare path. 1 = taken, 0 = not a model argument (another option),
+ * -1 = a usage error (printed) or out of memory.
+ */
+int cli_models_arg(cli_models *m, int argc, char **argv, int *i, const char *cmd);
+/* Help lines for the component flags. */
+const char *cli_models_help(void);
+tl_status cli_models_open(const cli_models *m, tl_model **out);
+void cli_models_free(cli_models *m);
+
 /* Subcommands: argc/argv start at the subcommand's own name. */
 int cmd_info(int argc, char **argv);
 int cmd_devices(int argc, char **argv);

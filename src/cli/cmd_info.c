@@ -13,12 +13,13 @@
 #include <string.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: tierload info [--json] [--keys N] [--top N] PATH...\n"
+    fprintf(f, "usage: tierload info [--json] [--keys N] [--top N] PATH... [--vae F ...]\n"
                "  PATH: a .gguf or .safetensors file, a *.safetensors.index.json, or a folder\n"
                "        (diffusers folder, folder with a shard index, or folder of model files)\n"
                "  --json    the catalog as JSON: files and every tensor\n"
                "  --top N   how many of the largest tensors to list (default 10)\n"
                "  --keys N  how many metadata keys to list (default 40; 0 = all)\n");
+    fputs(cli_models_help(), f);
 }
 
 static void print_json(const tl_model *m) {
@@ -184,38 +185,36 @@ static void print_human(const tl_model *m, size_t top, size_t keys) {
 int cmd_info(int argc, char **argv) {
     bool json = false;
     size_t top = 10, keys = 40;
-    const char **paths = calloc((size_t)argc, sizeof *paths);
-    size_t np = 0;
-    if (!paths) return cli_exit_code(TL_ERR_NOMEM);
-    for (int i = 1; i < argc; i++) {
+    cli_models models = {0};
+    int rc = 0;
+    for (int i = 1; i < argc && !rc; i++) {
         if (!strcmp(argv[i], "--json")) json = true;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
-            free(paths);
+            cli_models_free(&models);
             return 0;
         } else if ((!strcmp(argv[i], "--top") || !strcmp(argv[i], "--keys")) && i + 1 < argc) {
             char *end;
             unsigned long v = strtoul(argv[i + 1], &end, 10);
-            if (*end || end == argv[i + 1]) {
-                free(paths);
-                return cli_usage("info", "%s wants a number, not '%s'", argv[i], argv[i + 1]);
-            }
-            if (!strcmp(argv[i], "--top")) top = v;
+            if (*end || end == argv[i + 1])
+                rc = cli_usage("info", "%s wants a number, not '%s'", argv[i], argv[i + 1]);
+            else if (!strcmp(argv[i], "--top")) top = v;
             else keys = v;
             i++;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            free(paths);
-            return cli_usage("info", "unknown option '%s'", argv[i]);
-        } else
-            paths[np++] = argv[i];
+        } else {
+            int r = cli_models_arg(&models, argc, argv, &i, "info");
+            if (r < 0) rc = 2;
+            else if (r == 0) rc = cli_usage("info", "unknown option '%s'", argv[i]);
+        }
     }
-    if (!np) {
-        free(paths);
-        return cli_usage("info", "no model path given");
+    if (!rc && !models.n) rc = cli_usage("info", "no model path given");
+    if (rc) {
+        cli_models_free(&models);
+        return rc;
     }
     tl_model *m;
-    tl_status st = tl_model_open(paths, np, NULL, &m);
-    free(paths);
+    tl_status st = cli_models_open(&models, &m);
+    cli_models_free(&models);
     if (st) return cli_fail(st);
     if (json) print_json(m);
     else print_human(m, top, keys);

@@ -31,6 +31,7 @@ static void usage(FILE *f) {
         "  --json          one JSON object on stdout\n"
         "  --verbose       say what was chosen and why (stderr)\n"
         "  --quiet         no progress bar\n");
+    fputs(cli_models_help(), f);
 }
 
 typedef struct bar {
@@ -152,16 +153,14 @@ int cmd_load(int argc, char **argv) {
     memset(&o, 0, sizeof o);
     o.populate = true;
     bool json = false, verbose = false, quiet = false;
-    const char **paths = calloc((size_t)argc, sizeof *paths);
-    size_t n = 0;
-    if (!paths) return cli_exit_code(TL_ERR_NOMEM);
+    cli_models models = {0};
     int rc = 0;
     for (int i = 1; i < argc && rc == 0; i++) {
         const char *a = argv[i];
         bool has_val = i + 1 < argc;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
-            free(paths);
+            cli_models_free(&models);
             return 0;
         } else if (!strcmp(a, "--json"))
             json = true;
@@ -210,20 +209,20 @@ int cmd_load(int argc, char **argv) {
                 rc = cli_usage("load", "bad size '%s'", argv[i]);
             else
                 o.staging_size = v;
-        } else if (a[0] == '-' && a[1]) {
-            rc = cli_usage("load", "unknown option '%s'", a);
         } else {
-            paths[n++] = a;
+            int r = cli_models_arg(&models, argc, argv, &i, "load");
+            if (r < 0) rc = 2;
+            else if (r == 0) rc = cli_usage("load", "unknown option '%s'", a);
         }
     }
-    if (rc == 0 && n == 0) rc = cli_usage("load", "no model given");
+    if (rc == 0 && models.n == 0) rc = cli_usage("load", "no model given");
     if (rc) {
-        free(paths);
+        cli_models_free(&models);
         return rc;
     }
     tl_model *m = NULL;
-    tl_status s = tl_model_open(paths, n, NULL, &m);
-    free(paths);
+    tl_status s = cli_models_open(&models, &m);
+    cli_models_free(&models);
     if (s != TL_OK) return cli_fail(s);
     bar b = {now(), false};
     if (!quiet && isatty(2)) {

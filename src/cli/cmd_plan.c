@@ -35,6 +35,7 @@ static int help(void) {
            "  --offload-to-cpu     parameters stay in RAM and are streamed to the GPU\n"
            "  --json               print the plan as JSON\n",
            tl_plan_profile_names());
+    fputs(cli_models_help(), stdout);
     return 0;
 }
 
@@ -72,13 +73,21 @@ static tl_status real_devices(tl_plan_device *out, size_t cap, size_t *n) {
     return TL_OK;
 }
 
+static int plan_main(int argc, char **argv, cli_models *models);
+
+/* Owns the model list, so every return path of plan_main frees it. */
 int cmd_plan(int argc, char **argv) {
+    cli_models models = {0};
+    int rc = plan_main(argc, argv, &models);
+    cli_models_free(&models);
+    return rc;
+}
+
+static int plan_main(int argc, char **argv, cli_models *models) {
     const char *profile = NULL, *devices = NULL, *sim = NULL, *type = NULL, *steps = NULL, *headroom = NULL;
     tl_plan_options o;
     memset(&o, 0, sizeof o);
     bool json = false;
-    const char *paths[64];
-    size_t n_paths = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         bool missing = false;
@@ -100,12 +109,12 @@ int cmd_plan(int argc, char **argv) {
         else if ((v = opt_value(argc, argv, &i, "--type", &missing))) type = v;
         else if ((v = opt_value(argc, argv, &i, "--steps", &missing))) steps = v;
         else if (missing) return cli_usage("plan", "%s needs a value", a);
-        else if (a[0] == '-' && a[1]) return cli_usage("plan", "unknown option '%s'", a);
         else {
-            if (n_paths >= sizeof paths / sizeof paths[0]) return cli_usage("plan", "too many model paths");
-            paths[n_paths++] = a;
+            int r = cli_models_arg(models, argc, argv, &i, "plan");
+            if (r <= 0) return r < 0 ? 2 : cli_usage("plan", "unknown option '%s'", a);
         }
     }
+    size_t n_paths = models->n;
     if (!profile && !n_paths) return cli_usage("plan", "give MODEL files or --profile NAME");
     if (profile && n_paths) return cli_usage("plan", "give MODEL files or --profile, not both");
     if (devices && sim) return cli_usage("plan", "--devices (hypothetical) and --sim (real + simulated) exclude each other");
@@ -141,7 +150,7 @@ int cmd_plan(int argc, char **argv) {
     if (profile) {
         s = tl_plan_summary_profile(profile, &sum);
     } else {
-        s = tl_model_open(paths, n_paths, NULL, &m);
+        s = cli_models_open(models, &m);
         if (!s) s = tl_plan_summary_from_model(m, convert, &sum);
         tl_model_close(m);
     }
