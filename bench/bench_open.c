@@ -77,7 +77,8 @@ typedef void (*gguf_free_fn)(void *);
 
 static double time_ggml(const char *build_dir, const char *path) {
     char pat[4200];
-    snprintf(pat, sizeof pat, "%s/npm-ggml/node_modules/@node-llama-cpp/linux-x64/bins/*/libggml-base.so",
+    snprintf(pat, sizeof pat,
+             "%s/npm-ggml/node_modules/@node-llama-cpp/linux-x64/bins/*/libggml-base.so",
              build_dir);
     glob_t g;
     if (glob(pat, 0, NULL, &g) != 0 || g.gl_pathc == 0) return -1;
@@ -133,9 +134,11 @@ int main(int argc, char **argv) {
         if (i == 0) {
             double ref = time_ggml(build_dir, path);
             if (ref > 0)
-                printf("   ggml gguf_init_from_file %7.3f ms   ratio %.2f (limit <= 1.00)", ref, ms / ref);
+                printf("   ggml gguf_init_from_file %7.3f ms   ratio %.2f (limit <= 1.00)", ref,
+                       ms / ref);
             else
-                printf("   (reference: llama.cpp ~7 ms for 1.6 GB; ggml not installed in build dir)");
+                printf(
+                    "   (reference: llama.cpp ~7 ms for 1.6 GB; ggml not installed in build dir)");
         }
         printf("\n");
         remove(path);

@@ -17,7 +17,8 @@
 
 static double now_ms(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts); /* CPU time: other load on the machine is not the planner */
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID,
+                  &ts); /* CPU time: other load on the machine is not the planner */
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
@@ -48,9 +49,10 @@ static size_t synth(tl_plan_summary *s) {
 int main(int argc, char **argv) {
     tl_plan_summary s;
     size_t n_tensors = synth(&s);
-    const char *device_sets[] = {"cuda0=24G,cuda1=24G,cuda2=24G,cuda3=24G", "cuda0=11G,cuda1=11G,cuda2=11G,cuda3=11G",
-                                 "cuda0=24G,cuda1=16G,cuda2=12G,cuda3=10G", "cuda0=8G,cuda1=6G,cuda2=4G,cuda3=4G",
-                                 "cuda0=4G,cuda1=3G,cuda2=2G,cuda3=2G"};
+    const char *device_sets[] = {
+        "cuda0=24G,cuda1=24G,cuda2=24G,cuda3=24G", "cuda0=11G,cuda1=11G,cuda2=11G,cuda3=11G",
+        "cuda0=24G,cuda1=16G,cuda2=12G,cuda3=10G", "cuda0=8G,cuda1=6G,cuda2=4G,cuda3=4G",
+        "cuda0=4G,cuda1=3G,cuda2=2G,cuda3=2G"};
     double worst = 0;
     int rc = 0;
     for (size_t i = 0; i < sizeof device_sets / sizeof device_sets[0]; i++) {
@@ -77,8 +79,8 @@ int main(int argc, char **argv) {
             if (r < ms) ms = r;
         }
         if (ms > worst) worst = ms;
-        printf("plan  %-42s %zu tensors, 4 GPUs: %8.3f ms per plan (limit 1 ms)%s\n", device_sets[i], n_tensors, ms,
-               ms <= 1.0 ? "" : "  OVER");
+        printf("plan  %-42s %zu tensors, 4 GPUs: %8.3f ms per plan (limit 1 ms)%s\n",
+               device_sets[i], n_tensors, ms, ms <= 1.0 ? "" : "  OVER");
         if (ms > 1.0) rc = 1;
     }
     tl_plan_summary_free(&s);
@@ -98,7 +100,8 @@ int main(int argc, char **argv) {
             }
             tl_plan_summary_free(&ms);
         }
-        printf("summary from catalog (%zu tensors): %.3f ms\n", tl_model_tensor_count(m), (now_ms() - t0) / iters);
+        printf("summary from catalog (%zu tensors): %.3f ms\n", tl_model_tensor_count(m),
+               (now_ms() - t0) / iters);
         tl_model_close(m);
     }
     printf("worst: %.3f ms per plan (limit 1 ms): %s\n", worst, rc ? "OVER" : "ok");

@@ -173,7 +173,7 @@ tl_component tl_component_of(const char *tensor_name);
 int32_t tl_layer_of(const char *tensor_name, size_t *key_len);
 
 typedef struct tl_file_info {
-    const char *path;     /* as opened (absolute or relative as the caller gave it) */
+    const char *path; /* as opened (absolute or relative as the caller gave it) */
     tl_format format;
     int32_t version;      /* GGUF version; -1 for safetensors */
     uint64_t size;        /* file size in bytes */
@@ -183,16 +183,16 @@ typedef struct tl_file_info {
 } tl_file_info;
 
 typedef struct tl_tensor_info {
-    const char *name;     /* full name, including any component prefix added on open */
+    const char *name; /* full name, including any component prefix added on open */
     tl_dtype dtype;
     uint32_t n_dims;
     int64_t shape[TL_MAX_DIMS]; /* outermost dimension first, for both formats */
-    uint32_t file;        /* index into the model's files */
-    uint64_t offset;      /* absolute byte offset in that file */
-    uint64_t nbytes;      /* exact size in bytes */
+    uint32_t file;              /* index into the model's files */
+    uint64_t offset;            /* absolute byte offset in that file */
+    uint64_t nbytes;            /* exact size in bytes */
     uint64_t n_elements;
     tl_component component;
-    int32_t layer;        /* block index, -1 when none */
+    int32_t layer;          /* block index, -1 when none */
     uint32_t layer_key_len; /* length of the name prefix naming the block (0 when none) */
 } tl_tensor_info;
 
@@ -252,7 +252,8 @@ enum {
     TL_MAP_SEQUENTIAL = 1u << 0, /* madvise(MADV_SEQUENTIAL) */
     TL_MAP_WILLNEED = 1u << 1,   /* madvise(MADV_WILLNEED) */
     TL_MAP_POPULATE = 1u << 2,   /* MAP_POPULATE: fault every page in on open */
-    TL_MAP_DONTNEED = 1u << 3,   /* on close: MADV_DONTNEED + POSIX_FADV_DONTNEED, pages leave the cache */
+    TL_MAP_DONTNEED =
+        1u << 3, /* on close: MADV_DONTNEED + POSIX_FADV_DONTNEED, pages leave the cache */
 };
 
 /*
@@ -263,7 +264,8 @@ tl_status tl_map_flags_parse(const char *list, unsigned *flags);
 
 typedef struct tl_model_options {
     unsigned map_flags; /* TL_MAP_*; when 0, TIERLOAD_MMAP_FLAGS from the environment is used */
-    bool writable;      /* map copy-on-write writable: patches stay in this process, never reach the file */
+    bool writable; /* map copy-on-write writable: patches stay in this process, never reach the file
+                    */
     /*
      * Optional, one per path (NULL entries allowed): a prefix added to every
      * tensor name of that path, as stable-diffusion.cpp does for files given
@@ -369,13 +371,13 @@ const char *tl_device_kind_name(tl_device_kind k);
 
 typedef struct tl_device_info {
     char name[TL_DEVICE_NAME_MAX]; /* [A-Za-z0-9_.:-]+, unique in the registry */
-    char desc[96];        /* free text: "NVIDIA H100 80GB HBM3", "host RAM", ... */
+    char desc[96];                 /* free text: "NVIDIA H100 80GB HBM3", "host RAM", ... */
     tl_device_kind kind;
-    uint64_t total;       /* bytes the device can hold */
-    uint64_t free;        /* bytes free now */
-    bool host_pointer;    /* a tl_devptr is a host address the CPU can read */
-    bool async;           /* asynchronous copies overlap with the caller */
-    uint32_t alignment;   /* preferred alignment of allocations and copies (power of two) */
+    uint64_t total;     /* bytes the device can hold */
+    uint64_t free;      /* bytes free now */
+    bool host_pointer;  /* a tl_devptr is a host address the CPU can read */
+    bool async;         /* asynchronous copies overlap with the caller */
+    uint32_t alignment; /* preferred alignment of allocations and copies (power of two) */
 } tl_device_info;
 
 /*
@@ -526,10 +528,11 @@ const char *tl_device_cufile_reason(void);
  * pin is mlock, and its failure names RLIMIT_MEMLOCK.
  */
 typedef struct tl_sim_spec {
-    char name[TL_DEVICE_NAME_MAX]; /* used as given: "gpu0", or "cuda0" to stand in for a real one */
-    uint64_t capacity;             /* bytes */
-    double bandwidth;              /* bytes per modeled second; 0 = infinite */
-    double latency;                /* modeled seconds added to each copy */
+    char
+        name[TL_DEVICE_NAME_MAX]; /* used as given: "gpu0", or "cuda0" to stand in for a real one */
+    uint64_t capacity;            /* bytes */
+    double bandwidth;             /* bytes per modeled second; 0 = infinite */
+    double latency;               /* modeled seconds added to each copy */
 } tl_sim_spec;
 
 /*
@@ -710,7 +713,8 @@ tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, si
 tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, size_t n_devs,
                                  uint64_t headroom, uint64_t *budgets);
 
-/* Default compute reserves: diffusion 2048 MiB, cond 512 MiB, vae 1024 MiB, controlnet 512 MiB, other 0. */
+/* Default compute reserves: diffusion 2048 MiB, cond 512 MiB, vae 1024 MiB, controlnet 512 MiB,
+ * other 0. */
 void tl_plan_default_reserves(uint64_t reserve[TL_COMP_COUNT]);
 /* Override reserves from "diffusion=3G,vae=512M" (component names or aliases). */
 tl_status tl_plan_parse_reserve(const char *spec, uint64_t reserve[TL_COMP_COUNT]);
@@ -734,12 +738,12 @@ tl_status tl_plan_parse_phases(const char *spec, tl_plan_phases *out);
 
 /* VAE tiling decision (latent = size / 8; time is never tiled). */
 typedef struct tl_vae_tiling {
-    bool decided;       /* false when no size was given */
+    bool decided; /* false when no size was given */
     bool tiled;
     uint32_t latent_w, latent_h, frames;
-    uint32_t tile;      /* tile side in latent pixels (0 when untiled) */
-    double overlap;     /* 0.5 when tiled */
-    uint32_t tiles;     /* number of tiles per frame (1 when untiled) */
+    uint32_t tile;  /* tile side in latent pixels (0 when untiled) */
+    double overlap; /* 0.5 when tiled */
+    uint32_t tiles; /* number of tiles per frame (1 when untiled) */
 } tl_vae_tiling;
 /*
  * Decide VAE tiling: budget_voxels = reserve / bytes_per_voxel; untiled when
@@ -751,17 +755,17 @@ tl_status tl_plan_vae_tiling(const tl_plan_size *size, uint64_t vae_reserve,
                              uint64_t bytes_per_voxel, tl_vae_tiling *out);
 
 typedef struct tl_plan_options {
-    const char *backend;  /* backend spec; NULL = auto-fit every component */
-    const char *max_vram; /* NULL = no cap */
-    uint64_t headroom;    /* bytes kept free on every GPU */
-    const char *reserve;  /* reserve overrides; NULL = defaults */
-    const char *phases;   /* phase schedule; NULL = default */
-    const char *size;     /* "WxH[xT]" for the VAE tiling decision; NULL = none */
-    bool clip_on_cpu;     /* = "cond=cpu" */
-    bool vae_on_cpu;      /* = "vae=cpu" */
-    bool controlnet_on_cpu; /* = "controlnet=cpu" */
-    bool offload_to_cpu;  /* every GPU component is streamed from RAM */
-    uint32_t steps;       /* passes of diffusion/controlnet per run; 0 = 20 */
+    const char *backend;          /* backend spec; NULL = auto-fit every component */
+    const char *max_vram;         /* NULL = no cap */
+    uint64_t headroom;            /* bytes kept free on every GPU */
+    const char *reserve;          /* reserve overrides; NULL = defaults */
+    const char *phases;           /* phase schedule; NULL = default */
+    const char *size;             /* "WxH[xT]" for the VAE tiling decision; NULL = none */
+    bool clip_on_cpu;             /* = "cond=cpu" */
+    bool vae_on_cpu;              /* = "vae=cpu" */
+    bool controlnet_on_cpu;       /* = "controlnet=cpu" */
+    bool offload_to_cpu;          /* every GPU component is streamed from RAM */
+    uint32_t steps;               /* passes of diffusion/controlnet per run; 0 = 20 */
     uint64_t vae_bytes_per_voxel; /* 0 = default */
 } tl_plan_options;
 
@@ -790,12 +794,12 @@ uint64_t tl_plan_device_budget(const tl_plan *p, size_t i);
 
 /* Where one component goes. */
 typedef struct tl_plan_decision {
-    bool present;         /* false when the model has no such component */
+    bool present; /* false when the model has no such component */
     tl_plan_mode mode;
-    bool phase_resident;  /* weights loaded for the component's phases only */
-    uint64_t bytes;       /* weights */
-    uint64_t reserve;     /* compute reserve per GPU used */
-    uint32_t n_devices;   /* GPUs listed (0 for cpu) */
+    bool phase_resident;                        /* weights loaded for the component's phases only */
+    uint64_t bytes;                             /* weights */
+    uint64_t reserve;                           /* compute reserve per GPU used */
+    uint32_t n_devices;                         /* GPUs listed (0 for cpu) */
     uint32_t devices[TL_PLAN_MAX_DEVICES];      /* device indices */
     uint64_t device_bytes[TL_PLAN_MAX_DEVICES]; /* weights resident on each */
     double shares[TL_PLAN_MAX_DEVICES];         /* device_bytes / bytes */
@@ -809,7 +813,7 @@ typedef struct tl_plan_decision {
      */
     uint32_t layer_begin[TL_PLAN_MAX_DEVICES];
     uint32_t layer_end[TL_PLAN_MAX_DEVICES];
-    uint64_t host_bytes;  /* weights kept in RAM (cpu and streamed parts) */
+    uint64_t host_bytes; /* weights kept in RAM (cpu and streamed parts) */
     uint64_t moved_per_run;
 } tl_plan_decision;
 /* The decision for component c (present false when absent). */
@@ -852,16 +856,16 @@ tl_status tl_plan_to_text(const tl_plan *p, char **out);
  * not provide are 0 (cgroup_max is UINT64_MAX when unlimited or absent).
  */
 typedef struct tl_memstats {
-    uint64_t rss;           /* VmRSS: resident set, all kinds */
-    uint64_t rss_anon;      /* RssAnon: anonymous pages (heap, copies of weights) */
-    uint64_t rss_file;      /* RssFile: file pages mapped into the process (mmap views) */
-    uint64_t rss_shmem;     /* RssShmem */
-    uint64_t uss;           /* Private_Clean + Private_Dirty from /proc/self/smaps_rollup */
-    uint64_t peak_rss;      /* VmHWM: the process's high-water mark since start */
-    uint64_t mem_total;     /* MemTotal */
-    uint64_t mem_available; /* MemAvailable */
-    bool has_cgroup;        /* some cgroup v2 level of this process limits memory */
-    uint64_t cgroup_max;    /* tightest memory.max (UINT64_MAX for "max" or none) */
+    uint64_t rss;            /* VmRSS: resident set, all kinds */
+    uint64_t rss_anon;       /* RssAnon: anonymous pages (heap, copies of weights) */
+    uint64_t rss_file;       /* RssFile: file pages mapped into the process (mmap views) */
+    uint64_t rss_shmem;      /* RssShmem */
+    uint64_t uss;            /* Private_Clean + Private_Dirty from /proc/self/smaps_rollup */
+    uint64_t peak_rss;       /* VmHWM: the process's high-water mark since start */
+    uint64_t mem_total;      /* MemTotal */
+    uint64_t mem_available;  /* MemAvailable */
+    bool has_cgroup;         /* some cgroup v2 level of this process limits memory */
+    uint64_t cgroup_max;     /* tightest memory.max (UINT64_MAX for "max" or none) */
     uint64_t cgroup_current; /* memory.current of that level */
 } tl_memstats;
 
@@ -929,11 +933,11 @@ typedef struct tl_load_options {
     unsigned threads;       /* bounded worker pool; 0 = TL_LOAD_DEFAULT_THREADS (max 64) */
     uint64_t staging_size;  /* bytes per staging buffer; 0 = 16 MiB; rounded up to 64 KiB */
     unsigned staging_count; /* staging buffers in the ring; 0 = 4; at least 2 */
-    bool evict;        /* after a file is copied, drop its pages from the page cache */
-    bool verify;       /* xxh64 of every tensor in memory against the file's bytes */
-    bool accept_views; /* auto: a warm, unconverted file may stay a view into its mapping */
-    bool populate;     /* mmap mode: fault every page of the mapping in (MADV_POPULATE_READ) */
-    bool no_hugepages; /* do not ask for transparent huge pages on destinations */
+    bool evict;             /* after a file is copied, drop its pages from the page cache */
+    bool verify;            /* xxh64 of every tensor in memory against the file's bytes */
+    bool accept_views;      /* auto: a warm, unconverted file may stay a view into its mapping */
+    bool populate;          /* mmap mode: fault every page of the mapping in (MADV_POPULATE_READ) */
+    bool no_hugepages;      /* do not ask for transparent huge pages on destinations */
     tl_load_progress_fn progress; /* called on the calling thread, about every 50 ms */
     void *progress_user;
     double sample_interval; /* seconds between memory samples; 0 = 5 ms */
@@ -941,11 +945,12 @@ typedef struct tl_load_options {
 
 /* One tensor in host memory. */
 typedef struct tl_loaded_tensor {
-    const void *data; /* copies: converted ones 64-byte aligned, others at their file offset mod 4096 */
-    uint64_t nbytes;  /* bytes at data (after conversion) */
-    tl_dtype dtype;   /* type of the bytes at data */
-    bool view;        /* data points into the model's mapping (valid while the model is open) */
-    bool converted;   /* dtype differs from the file's */
+    const void
+        *data; /* copies: converted ones 64-byte aligned, others at their file offset mod 4096 */
+    uint64_t nbytes; /* bytes at data (after conversion) */
+    tl_dtype dtype;  /* type of the bytes at data */
+    bool view;       /* data points into the model's mapping (valid while the model is open) */
+    bool converted;  /* dtype differs from the file's */
 } tl_loaded_tensor;
 
 /* What happened to one file. */
@@ -960,7 +965,7 @@ typedef struct tl_load_file {
     double seconds;          /* time spent on this file's reads (wall clock, workers overlapped) */
     double residency_before; /* fraction of the file in the page cache before loading */
     uint64_t page_cache_before, page_cache_after; /* resident bytes of the file */
-    bool evicted;            /* evict was asked and done */
+    bool evicted;                                 /* evict was asked and done */
 } tl_load_file;
 
 /* What happened to the whole load. */
@@ -971,10 +976,10 @@ typedef struct tl_load_stats {
     uint64_t staging_bound; /* staging_count x staging_size: the most staging can use */
     uint64_t staging_used;  /* staging bytes actually allocated (<= staging_bound) */
     unsigned threads;
-    double seconds;         /* wall clock of the whole load (verify and evict included) */
-    double read_seconds;    /* wall clock of the reads alone */
+    double seconds;      /* wall clock of the whole load (verify and evict included) */
+    double read_seconds; /* wall clock of the reads alone */
     uint64_t page_cache_before, page_cache_after; /* sums over the files */
-    tl_memspan mem;         /* process memory at start / end / peak, sampled during the load */
+    tl_memspan mem; /* process memory at start / end / peak, sampled during the load */
 } tl_load_stats;
 
 typedef struct tl_load_result tl_load_result;

@@ -133,9 +133,11 @@ static void test_safetensors_metadata_and_values(void **state) {
     /* the reference sample stores -3..2 in every dtype (wrapped for unsigned ones) */
     float f[6]; /* the sample's data starts unaligned: copy before reading floats */
     memcpy(f, tl_model_tensor_data(m, (size_t)tl_model_find(m, "f")), sizeof f);
-    for (int i = 0; i < 6; i++) assert_true(f[i] == (float)(i - 3));
+    for (int i = 0; i < 6; i++)
+        assert_true(f[i] == (float)(i - 3));
     const uint8_t *b = tl_model_tensor_data(m, (size_t)tl_model_find(m, "B"));
-    for (int i = 0; i < 6; i++) assert_int_equal(b[i], (uint8_t)(i - 3));
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(b[i], (uint8_t)(i - 3));
     tl_model_close(m);
 }
 

@@ -17,7 +17,8 @@ static void test_component_flags(void **state) {
     tu_copy_testdata("safetensors/e.safetensors", b);
     const char *gguf = tu_testdata("gguf/tiny-llama-q4_0.gguf");
     char *g = strdup(gguf);
-    tu_run r = tu_cli_run("info", "--json", "--vae", a, "--clip_l", b, "--diffusion-model", g, NULL);
+    tu_run r =
+        tu_cli_run("info", "--json", "--vae", a, "--clip_l", b, "--diffusion-model", g, NULL);
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "\"name\":\"first_stage_model.f\""));
     assert_non_null(strstr(r.out, "\"name\":\"text_encoders.clip_l.e\""));

@@ -33,7 +33,8 @@ static void test_json(void **state) {
     cJSON_ArrayForEach(d, arr) {
         assert_int_equal(cJSON_GetArraySize(d), 6);
         const cJSON *it = d->child;
-        for (int k = 0; k < 6; k++, it = it->next) assert_string_equal(it->string, keys[k]);
+        for (int k = 0; k < 6; k++, it = it->next)
+            assert_string_equal(it->string, keys[k]);
         assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(d, "name")));
         assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(d, "kind")));
         assert_true(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(d, "total")));

@@ -126,7 +126,8 @@ static void test_cpu_copies(void **state) {
     assert_int_equal(tl_device_alloc(d, N, &p), TL_OK);
     unsigned char src[N], back[N];
     unsigned seed = 7;
-    for (int i = 0; i < N; i++) src[i] = (unsigned char)rand_r(&seed);
+    for (int i = 0; i < N; i++)
+        src[i] = (unsigned char)rand_r(&seed);
     assert_int_equal(tl_device_copy_to(d, p + 3, src + 5, N - 7), TL_OK);
     assert_memory_equal((unsigned char *)(uintptr_t)p + 3, src + 5, N - 7); /* host pointer */
     uint64_t t = 9;

@@ -22,7 +22,8 @@ static bool no_cuda(void) {
     assert_true(strncmp(why, "no CUDA", 7) == 0);
     tl_device *devs[64];
     size_t n = tl_device_list(devs, 64);
-    for (size_t i = 0; i < n && i < 64; i++) assert_int_not_equal(tl_device_kind_of(devs[i]), TL_DEVICE_CUDA);
+    for (size_t i = 0; i < n && i < 64; i++)
+        assert_int_not_equal(tl_device_kind_of(devs[i]), TL_DEVICE_CUDA);
     printf("skipped: %s\n", strncmp(why, "no CUDA runtime", 15) == 0 ? "no CUDA runtime" : why);
     return true;
 }
@@ -61,7 +62,8 @@ static void test_copies(void **state) {
     assert_int_equal(tl_device_alloc(d, N + 64, &p), TL_OK);
     unsigned char *src = malloc(N), *back = calloc(N + 1, 1);
     unsigned seed = 99;
-    for (size_t i = 0; i < N; i++) src[i] = (unsigned char)rand_r(&seed);
+    for (size_t i = 0; i < N; i++)
+        src[i] = (unsigned char)rand_r(&seed);
     assert_int_equal(tl_device_copy_to(d, p + 7, src, N), TL_OK);
     uint64_t t;
     assert_int_equal(tl_device_copy_from_async(d, back + 1, p + 7, N, &t), TL_OK);
@@ -74,11 +76,13 @@ static void test_copies(void **state) {
     uint64_t tk[K];
     memset(back, 0, N + 1);
     for (int k = 0; k < K; k++) {
-        assert_int_equal(tl_device_copy_from_async(d, back + k * part, p + 7 + k * part, part, &tk[k]), TL_OK);
+        assert_int_equal(
+            tl_device_copy_from_async(d, back + k * part, p + 7 + k * part, part, &tk[k]), TL_OK);
         if (k) assert_true(tk[k] > tk[k - 1]);
     }
     bool done = false;
-    for (int spin = 0; spin < 100000 && !done; spin++) assert_int_equal(tl_device_poll(d, tk[K - 1], &done), TL_OK);
+    for (int spin = 0; spin < 100000 && !done; spin++)
+        assert_int_equal(tl_device_poll(d, tk[K - 1], &done), TL_OK);
     assert_int_equal(tl_device_wait(d, tk[K - 1]), TL_OK);
     for (int k = 0; k < K; k++) {
         assert_int_equal(tl_device_poll(d, tk[k], &done), TL_OK);
@@ -136,7 +140,8 @@ static void test_read_file(void **state) {
     char *path = tu_path(dir, "blob");
     size_t n = 1 << 20;
     unsigned char *data = malloc(n), *back = malloc(n);
-    for (size_t i = 0; i < n; i++) data[i] = (unsigned char)(i * 31 + 7);
+    for (size_t i = 0; i < n; i++)
+        data[i] = (unsigned char)(i * 31 + 7);
     tu_write_file(path, data, n);
     int fd;
     uint64_t size;

@@ -22,30 +22,37 @@ static const char *mock_src =
     "static void *stage[64]; static size_t stage_len[64]; static int n_stage;\n"
     "int mock_staged, mock_direct;\n"
     "static int staged(const void *p) { for (int i = 0; i < n_stage; i++)\n"
-    "  if ((const char *)p >= (char *)stage[i] && (const char *)p < (char *)stage[i] + stage_len[i]) return 1;\n"
+    "  if ((const char *)p >= (char *)stage[i] && (const char *)p < (char *)stage[i] + "
+    "stage_len[i]) return 1;\n"
     "  return 0; }\n"
     "int cudaGetDeviceCount(int *n) { if (getenv(\"MOCK_NODEV\")) return 100; *n = 2; return 0; }\n"
     "int cudaGetDevice(int *d) { *d = cur; return 0; }\n"
     "int cudaSetDevice(int d) { if (d < 0 || d > 1) return 101; cur = d; return 0; }\n"
-    "int cudaGetDeviceProperties_v2(void *p, int d) { memset(p, 0x41, 2000); snprintf(p, 256, \"Mock GPU %d\", d); return 0; }\n"
+    "int cudaGetDeviceProperties_v2(void *p, int d) { memset(p, 0x41, 2000); snprintf(p, 256, "
+    "\"Mock GPU %d\", d); return 0; }\n"
     "int mock_meminfo_calls;\n"
-    "int cudaMemGetInfo(size_t *f, size_t *t) { mock_meminfo_calls++; *f = cap - used; *t = cap; return 0; }\n"
-    "int cudaMalloc(void **p, size_t n) { if (n > cap - used) return 2; *p = malloc(n); used += n; return 0; }\n"
+    "int cudaMemGetInfo(size_t *f, size_t *t) { mock_meminfo_calls++; *f = cap - used; *t = cap; "
+    "return 0; }\n"
+    "int cudaMalloc(void **p, size_t n) { if (n > cap - used) return 2; *p = malloc(n); used += n; "
+    "return 0; }\n"
     "int cudaFree(void *p) { free(p); return 0; }\n"
-    "int cudaHostAlloc(void **p, size_t n, unsigned f) { *p = malloc(n); stage[n_stage] = *p; stage_len[n_stage++] = n; return 0; }\n"
+    "int cudaHostAlloc(void **p, size_t n, unsigned f) { *p = malloc(n); stage[n_stage] = *p; "
+    "stage_len[n_stage++] = n; return 0; }\n"
     "int cudaFreeHost(void *p) { free(p); return 0; }\n"
     "int cudaHostRegister(void *p, size_t n, unsigned f) { return 0; }\n"
     "int cudaHostUnregister(void *p) { return 0; }\n"
     "int cudaStreamCreateWithFlags(void **s, unsigned f) { *s = malloc(1); return 0; }\n"
     "int cudaStreamDestroy(void *s) { free(s); return 0; }\n"
     "int cudaMemcpyAsync(void *d, const void *s, size_t n, int k, void *st) {\n"
-    "  if (staged(k == 1 ? s : d)) mock_staged++; else mock_direct++; memcpy(d, s, n); return 0; }\n"
+    "  if (staged(k == 1 ? s : d)) mock_staged++; else mock_direct++; memcpy(d, s, n); return 0; "
+    "}\n"
     "int cudaEventCreateWithFlags(void **e, unsigned f) { *e = malloc(1); return 0; }\n"
     "int cudaEventRecord(void *e, void *s) { return 0; }\n"
     "int cudaEventQuery(void *e) { return (queries++ % 3 == 0) ? 600 : 0; }\n"
     "int cudaEventSynchronize(void *e) { return 0; }\n"
     "int cudaEventDestroy(void *e) { free(e); return 0; }\n"
-    "const char *cudaGetErrorString(int e) { return e == 2 ? \"out of memory\" : e == 100 ? \"no CUDA-capable device is detected\" : \"mock error\"; }\n"
+    "const char *cudaGetErrorString(int e) { return e == 2 ? \"out of memory\" : e == 100 ? \"no "
+    "CUDA-capable device is detected\" : \"mock error\"; }\n"
     "int cudaGetLastError(void) { return 0; }\n";
 
 static char *tmp_dir;
@@ -150,7 +157,8 @@ static void test_ring_copies(void **state) {
     assert_int_equal(tl_device_alloc(d, N + 3, &p), TL_OK);
     unsigned char *src = malloc(N), *back = calloc(N, 1);
     unsigned seed = 3;
-    for (size_t i = 0; i < N; i++) src[i] = (unsigned char)rand_r(&seed);
+    for (size_t i = 0; i < N; i++)
+        src[i] = (unsigned char)rand_r(&seed);
     int staged0 = *mock_counter("mock_staged");
     assert_int_equal(tl_device_copy_to(d, p + 3, src, N), TL_OK);
     assert_int_equal(*mock_counter("mock_staged") - staged0, 5);
@@ -158,7 +166,8 @@ static void test_ring_copies(void **state) {
     size_t part = N / K;
     uint64_t t[K];
     for (int k = 0; k < K; k++) {
-        assert_int_equal(tl_device_copy_from_async(d, back + k * part, p + 3 + k * part, part, &t[k]), TL_OK);
+        assert_int_equal(
+            tl_device_copy_from_async(d, back + k * part, p + 3 + k * part, part, &t[k]), TL_OK);
         if (k) assert_true(t[k] > t[k - 1]);
     }
     bool done = false;
@@ -226,7 +235,8 @@ static void test_cli_reasons(void **state) {
     r = tu_cli_run("devices", "--verbose", NULL);
     assert_int_equal(r.status, 0);
     assert_null(strstr(r.out, "cuda0"));
-    assert_non_null(strstr(r.err, "no CUDA device: cudaGetDeviceCount: no CUDA-capable device is detected"));
+    assert_non_null(
+        strstr(r.err, "no CUDA device: cudaGetDeviceCount: no CUDA-capable device is detected"));
     tu_run_free(&r);
     unsetenv("MOCK_NODEV");
     setenv("TIERLOAD_CUDART", "/nonexistent/libcudart.so", 1);
@@ -235,7 +245,8 @@ static void test_cli_reasons(void **state) {
     assert_string_equal(r.err, ""); /* said only with --verbose */
     tu_run_free(&r);
     r = tu_cli_run("devices", "--verbose", NULL);
-    assert_non_null(strstr(r.err, "no CUDA runtime: /nonexistent/libcudart.so: cannot open shared object file"));
+    assert_non_null(strstr(
+        r.err, "no CUDA runtime: /nonexistent/libcudart.so: cannot open shared object file"));
     tu_run_free(&r);
     setenv("TIERLOAD_CUDART", mock_so, 1);
 }

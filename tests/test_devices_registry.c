@@ -58,7 +58,9 @@ static tl_status eng_from_async(void *self, void *dst, tl_devptr src, uint64_t n
     *t = 0;
     return eng_copy_from(self, dst, src, n);
 }
-static void eng_destroy(void *self) { ((eng *)self)->destroyed++; }
+static void eng_destroy(void *self) {
+    ((eng *)self)->destroyed++;
+}
 
 static const tl_device_ops eng_ops = {
     .describe = eng_describe,
@@ -200,7 +202,8 @@ static void *worker(void *arg) {
         }
         tl_device_release(mine[j]); /* the registry keeps it */
         tl_device *f = NULL;
-        if (tl_device_find(sp.name, &f) != TL_OK || f != mine[j]) atomic_fetch_add(&thread_failures, 1);
+        if (tl_device_find(sp.name, &f) != TL_OK || f != mine[j])
+            atomic_fetch_add(&thread_failures, 1);
         tl_device *devs[THREADS * PER + 8];
         size_t n = tl_device_list(devs, THREADS * PER + 8);
         if (n < 2) atomic_fetch_add(&thread_failures, 1);
@@ -219,7 +222,8 @@ static void test_threads(void **state) {
     pthread_t th[THREADS];
     for (int i = 0; i < THREADS; i++)
         assert_int_equal(pthread_create(&th[i], NULL, worker, (void *)(intptr_t)i), 0);
-    for (int i = 0; i < THREADS; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
     assert_int_equal(atomic_load(&thread_failures), 0);
     assert_int_equal(tl_device_list(NULL, 0), before);
 }

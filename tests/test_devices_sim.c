@@ -78,15 +78,18 @@ static void test_capacity_exact(void **state) {
     }
     assert_true(free_of(d) == 0);
     assert_int_equal(tl_device_alloc(d, 1, &x), TL_ERR_DEVICE_OOM);
-    for (int i = 0; i < 1000; i++) assert_int_equal(tl_device_free(d, p[i]), TL_OK);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(tl_device_free(d, p[i]), TL_OK);
     assert_true(free_of(d) == 1000);
     free(p);
     /* odd sizes summing to the capacity */
     uint64_t sizes[] = {1, 3, 7, 255, 257, 477};
     tl_devptr q[6];
-    for (int i = 0; i < 6; i++) assert_int_equal(tl_device_alloc(d, sizes[i], &q[i]), TL_OK);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(tl_device_alloc(d, sizes[i], &q[i]), TL_OK);
     assert_true(free_of(d) == 0);
-    for (int i = 0; i < 6; i++) assert_int_equal(tl_device_free(d, q[i]), TL_OK);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(tl_device_free(d, q[i]), TL_OK);
     assert_int_equal(tl_device_alloc(d, 0, &x), TL_ERR_INVALID_ARG);
     tl_device_release(d);
 }
@@ -108,7 +111,8 @@ static void test_fault_injection(void **state) {
 }
 
 static void fill_random(unsigned char *p, size_t n, unsigned *seed) {
-    for (size_t i = 0; i < n; i++) p[i] = (unsigned char)rand_r(seed);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)rand_r(seed);
 }
 
 static void test_copies_odd(void **state) {
@@ -126,14 +130,17 @@ static void test_copies_odd(void **state) {
         size_t len = 1 + (size_t)rand_r(&seed) % (N - off);
         fill_random(buf, len, &seed);
         uint64_t t = 0;
-        if (it % 2) assert_int_equal(tl_device_copy_to(d, p + off, buf, len), TL_OK);
-        else assert_int_equal(tl_device_copy_to_async(d, p + off, buf, len, &t), TL_OK);
+        if (it % 2)
+            assert_int_equal(tl_device_copy_to(d, p + off, buf, len), TL_OK);
+        else
+            assert_int_equal(tl_device_copy_to_async(d, p + off, buf, len, &t), TL_OK);
         assert_int_equal(tl_device_wait(d, t), TL_OK);
         memcpy(shadow + off, buf, len);
         off = (size_t)rand_r(&seed) % N;
         len = 1 + (size_t)rand_r(&seed) % (N - off);
         memset(back, 0, len);
-        if (it % 3) assert_int_equal(tl_device_copy_from(d, back + 1, p + off, len), TL_OK);
+        if (it % 3)
+            assert_int_equal(tl_device_copy_from(d, back + 1, p + off, len), TL_OK);
         else {
             assert_int_equal(tl_device_copy_from_async(d, back + 1, p + off, len, &t), TL_OK);
             assert_int_equal(tl_device_wait(d, t), TL_OK);
@@ -209,7 +216,8 @@ static void test_async_order_and_overlap(void **state) {
     }
     assert_int_equal(tl_device_sim_advance(d, 0.0045), TL_OK); /* compute while copying */
     bool dn[3];
-    for (int i = 0; i < 3; i++) assert_int_equal(tl_device_poll(d, t[i], &dn[i]), TL_OK);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(tl_device_poll(d, t[i], &dn[i]), TL_OK);
     assert_true(dn[0]);
     assert_true(dn[1]);
     assert_false(dn[2]);
@@ -239,7 +247,7 @@ static void test_async_order_and_overlap(void **state) {
     /* a sync copy waits for the queue */
     uint64_t t5;
     assert_int_equal(tl_device_copy_to_async(d, p, buf, 1000000, &t5), TL_OK); /* ends 10 ms */
-    assert_int_equal(tl_device_copy_to(d, p, buf, 1000000), TL_OK);          /* ends 12 ms */
+    assert_int_equal(tl_device_copy_to(d, p, buf, 1000000), TL_OK);            /* ends 12 ms */
     tl_device_sim_clock(d, &c);
     assert_true(fabs(c - 0.012) < 1e-12);
     assert_int_equal(tl_device_poll(d, t5, &done), TL_OK);
@@ -295,9 +303,9 @@ static void test_spec_parse(void **state) {
     assert_string_equal(sp[1].name, "gpu1");
     assert_true(sp[1].capacity == 4ull << 30);
     assert_true(sp[0].bandwidth == 0 && sp[0].latency == 0);
-    assert_int_equal(tl_device_sim_spec_parse(" a = 1.5G : bw=16G : lat=10us , cuda0=512MiB,x=1000",
-                                              sp, 8, &n),
-                     TL_OK);
+    assert_int_equal(
+        tl_device_sim_spec_parse(" a = 1.5G : bw=16G : lat=10us , cuda0=512MiB,x=1000", sp, 8, &n),
+        TL_OK);
     assert_int_equal(n, 3);
     assert_string_equal(sp[0].name, "a");
     assert_true(sp[0].capacity == 3ull << 29);
@@ -310,10 +318,24 @@ static void test_spec_parse(void **state) {
     assert_true(sp[0].capacity == 1024 && fabs(sp[0].latency - 2e-3) < 1e-15);
 
     const char *bad[] = {
-        "",           "gpu0",         "gpu0=",        "gpu0=abc",      "gpu0=8X",
-        "gpu0=-1G",   "=8G",          " =8G",         "gpu0=8G,",      ",gpu0=8G",
-        "gpu0=8G,gpu0=4G", "gpu0=8G,GPU0=4G", "gpu 0=8G", "gpu0=99999999999T",
-        "gpu0=8G:foo=1", "gpu0=8G:bw=0", "gpu0=8G:lat=x", "gpu0=8G:",
+        "",
+        "gpu0",
+        "gpu0=",
+        "gpu0=abc",
+        "gpu0=8X",
+        "gpu0=-1G",
+        "=8G",
+        " =8G",
+        "gpu0=8G,",
+        ",gpu0=8G",
+        "gpu0=8G,gpu0=4G",
+        "gpu0=8G,GPU0=4G",
+        "gpu 0=8G",
+        "gpu0=99999999999T",
+        "gpu0=8G:foo=1",
+        "gpu0=8G:bw=0",
+        "gpu0=8G:lat=x",
+        "gpu0=8G:",
         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa=1G",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

@@ -36,9 +36,10 @@ static void test_sharded_index(void **state) {
     char *s2 = tu_path(dir, "model-00002-of-00002.safetensors");
     copy_sample("f.safetensors", s2);
     copy_sample("B.safetensors", s1);
-    write_text(dir, "x.safetensors.index.json",
-               "{\"metadata\":{\"total_size\":30},\"weight_map\":{"
-               "\"f\":\"model-00002-of-00002.safetensors\",\"B\":\"model-00001-of-00002.safetensors\"}}");
+    write_text(
+        dir, "x.safetensors.index.json",
+        "{\"metadata\":{\"total_size\":30},\"weight_map\":{"
+        "\"f\":\"model-00002-of-00002.safetensors\",\"B\":\"model-00001-of-00002.safetensors\"}}");
     char *idx = tu_path(dir, "x.safetensors.index.json");
     tl_model *m;
     assert_int_equal(open_one(idx, &m), TL_OK);
@@ -76,8 +77,12 @@ static void test_index_refuses_escape_and_reports_missing(void **state) {
     (void)state;
     char *dir = tu_tmpdir();
     char *idx = tu_path(dir, "m.safetensors.index.json");
-    const char *escapes[] = {"../outside.safetensors", "/etc/passwd", "a/../../x.safetensors",
-                             "sub\\\\..\\\\x", "", "a//b"};
+    const char *escapes[] = {"../outside.safetensors",
+                             "/etc/passwd",
+                             "a/../../x.safetensors",
+                             "sub\\\\..\\\\x",
+                             "",
+                             "a//b"};
     for (size_t i = 0; i < sizeof escapes / sizeof escapes[0]; i++) {
         char json[256];
         snprintf(json, sizeof json, "{\"weight_map\":{\"t\":\"%s\"}}", escapes[i]);
@@ -88,7 +93,8 @@ static void test_index_refuses_escape_and_reports_missing(void **state) {
         assert_non_null(strstr(tl_last_error(), "m.safetensors.index.json"));
     }
     write_text(dir, "m.safetensors.index.json",
-               "{\"weight_map\":{\"a\":\"s-1.safetensors\",\"b\":\"s-2.safetensors\",\"c\":\"s-1.safetensors\"}}");
+               "{\"weight_map\":{\"a\":\"s-1.safetensors\",\"b\":\"s-2.safetensors\",\"c\":\"s-1."
+               "safetensors\"}}");
     tl_model *m;
     assert_int_equal(open_one(idx, &m), TL_ERR_NOT_FOUND);
     assert_non_null(strstr(tl_last_error(), "2 shards missing: s-1.safetensors, s-2.safetensors"));
@@ -105,7 +111,8 @@ static void test_index_refuses_escape_and_reports_missing(void **state) {
 static void test_diffusers_folder(void **state) {
     (void)state;
     char *dir = tu_tmpdir();
-    const char *subs[] = {"unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "scheduler"};
+    const char *subs[] = {"unet",           "vae",       "text_encoder",
+                          "text_encoder_2", "tokenizer", "scheduler"};
     for (size_t i = 0; i < 6; i++) {
         char *p = tu_path(dir, subs[i]);
         assert_int_equal(mkdir(p, 0700), 0);
@@ -122,17 +129,20 @@ static void test_diffusers_folder(void **state) {
     copy_sample("H.safetensors", p = tu_path(dir, "text_encoder/model.safetensors"));
     free(p);
     /* a sharded component */
-    copy_sample("I.safetensors", p = tu_path(dir, "text_encoder_2/model-00001-of-00001.safetensors"));
+    copy_sample("I.safetensors",
+                p = tu_path(dir, "text_encoder_2/model-00001-of-00001.safetensors"));
     free(p);
     write_text(dir, "text_encoder_2/model.safetensors.index.json",
                "{\"weight_map\":{\"I\":\"model-00001-of-00001.safetensors\"}}");
     write_text(dir, "tokenizer/vocab.json", "{}");
     write_text(dir, "model_index.json",
                "{\"_class_name\":\"StableDiffusionXLPipeline\",\"_diffusers_version\":\"0.30.0\","
-               "\"unet\":[\"diffusers\",\"UNet2DConditionModel\"],\"vae\":[\"diffusers\",\"AutoencoderKL\"],"
+               "\"unet\":[\"diffusers\",\"UNet2DConditionModel\"],\"vae\":[\"diffusers\","
+               "\"AutoencoderKL\"],"
                "\"text_encoder\":[\"transformers\",\"CLIPTextModel\"],"
                "\"text_encoder_2\":[\"transformers\",\"CLIPTextModelWithProjection\"],"
-               "\"tokenizer\":[\"transformers\",\"CLIPTokenizer\"],\"scheduler\":[\"diffusers\",\"EulerDiscreteScheduler\"],"
+               "\"tokenizer\":[\"transformers\",\"CLIPTokenizer\"],\"scheduler\":[\"diffusers\","
+               "\"EulerDiscreteScheduler\"],"
                "\"image_encoder\":[null,null]}");
     tl_model *m;
     assert_int_equal(open_one(dir, &m), TL_OK);

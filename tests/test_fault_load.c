@@ -81,8 +81,11 @@ static void test_fault_sweep_over_load(void **state) {
     tl_load_mode modes[] = {TL_LOAD_BUFFERED, TL_LOAD_DIRECT};
     for (size_t k = 0; k < 2; k++) {
         tl_load_options plain = {.mode = modes[k], .staging_size = 1 << 20};
-        tl_load_options conv = {.mode = modes[k], .convert = true, .dtype = TL_DTYPE_F32,
-                                .verify = true, .staging_size = 1 << 20};
+        tl_load_options conv = {.mode = modes[k],
+                                .convert = true,
+                                .dtype = TL_DTYPE_F32,
+                                .verify = true,
+                                .staging_size = 1 << 20};
         /* every read the load makes is needed: each injected EIO must fail it */
         assert_true(sweep(m, TL_FAULT_READ, EIO, &plain) > 0);
         assert_true(sweep(m, TL_FAULT_ALLOC, ENOMEM, &plain) > 0);

@@ -29,7 +29,8 @@ static void sweep(tl_fault_kind kind, int err, const char *const *paths, size_t 
         tl_fault_arm(kind, nth, err);
         m = (tl_model *)1;
         tl_status st = tl_model_open(paths, n_paths, NULL, &m);
-        if (st == TL_OK) fail_msg("kind %d: call %lu of %lu failed but the open succeeded", kind, nth, calls);
+        if (st == TL_OK)
+            fail_msg("kind %d: call %lu of %lu failed but the open succeeded", kind, nth, calls);
         assert_null(m);
         assert_true(strlen(tl_last_error()) > 0);
         assert_int_equal(tu_count_fds(), fds);

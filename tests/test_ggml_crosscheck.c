@@ -904,8 +904,8 @@ static void child_compare(const char *path, const uint8_t *img, size_t len, cons
         const char *msg = tl_last_error();
         unsigned id;
         const char *p = strstr(msg, "unknown ggml type id ");
-        bool new_type = p && sscanf(p, "unknown ggml type id %u", &id) == 1 && id >= TL_GGML_TYPE_COUNT &&
-                        (int)id < ggml_type_count();
+        bool new_type = p && sscanf(p, "unknown ggml type id %u", &id) == 1 &&
+                        id >= TL_GGML_TYPE_COUNT && (int)id < ggml_type_count();
         if (!in_file || strstr(msg, "NUL") || new_type) {
             code = M_GGML_ONLY_OK;
             snprintf(why, sizeof why, "only ggml accepts (%s); ours: %s",

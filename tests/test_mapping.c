@@ -64,7 +64,8 @@ static double raw_residency(const char *path) {
     size_t pages = ((size_t)size + 4095) / 4096, res = 0;
     unsigned char *vec = malloc(pages);
     assert_int_equal(mincore(p, (size_t)size, vec), 0);
-    for (size_t i = 0; i < pages; i++) res += vec[i] & 1;
+    for (size_t i = 0; i < pages; i++)
+        res += vec[i] & 1;
     free(vec);
     munmap(p, (size_t)size);
     close(fd);
@@ -137,11 +138,13 @@ static void expect_open_error(const char *path, tl_status want, const char *need
     const char *paths[] = {path};
     tl_model *m = (tl_model *)1;
     tl_status st = tl_model_open(paths, 1, NULL, &m);
-    if (st != want) fail_msg("%s: got %s (%s), want %s", path, tl_status_name(st), tl_last_error(),
-                             tl_status_name(want));
+    if (st != want)
+        fail_msg("%s: got %s (%s), want %s", path, tl_status_name(st), tl_last_error(),
+                 tl_status_name(want));
     assert_null(m);
     assert_non_null(strstr(tl_last_error(), path));
-    if (needle && !strstr(tl_last_error(), needle)) fail_msg("'%s' lacks '%s'", tl_last_error(), needle);
+    if (needle && !strstr(tl_last_error(), needle))
+        fail_msg("'%s' lacks '%s'", tl_last_error(), needle);
 }
 
 static void test_files_that_are_not_models(void **state) {

@@ -29,8 +29,8 @@ static const name_case cases[] = {
     {"first_stage_model.quant_conv.weight", TL_COMP_VAE, -1, NULL},
     {"cond_stage_model.transformer.text_model.encoder.layers.11.mlp.fc1.weight", TL_COMP_COND, 11,
      "cond_stage_model.transformer.text_model.encoder.layers.11"},
-    {"conditioner.embedders.1.model.transformer.resblocks.31.attn.in_proj_weight", TL_COMP_COND,
-     31, "conditioner.embedders.1.model.transformer.resblocks.31"},
+    {"conditioner.embedders.1.model.transformer.resblocks.31.attn.in_proj_weight", TL_COMP_COND, 31,
+     "conditioner.embedders.1.model.transformer.resblocks.31"},
     {"text_encoders.t5xxl.transformer.encoder.block.23.layer.1.DenseReluDense.wo.weight",
      TL_COMP_COND, 23, "text_encoders.t5xxl.transformer.encoder.block.23"},
     {"unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight", TL_COMP_DIFFUSION, 1,
@@ -69,8 +69,9 @@ static void test_name_rules(void **state) {
         size_t klen = 99;
         int32_t layer = tl_layer_of(c->name, &klen);
         if (tl_component_of(c->name) != c->comp || layer != c->layer)
-            fail_msg("%s: got %s/%d, want %s/%d", c->name, tl_component_name(tl_component_of(c->name)),
-                     layer, tl_component_name(c->comp), c->layer);
+            fail_msg("%s: got %s/%d, want %s/%d", c->name,
+                     tl_component_name(tl_component_of(c->name)), layer, tl_component_name(c->comp),
+                     c->layer);
         if (c->key) {
             assert_int_equal(klen, strlen(c->key));
             assert_memory_equal(c->name, c->key, klen);
@@ -87,10 +88,14 @@ static void test_component_aliases(void **state) {
     const char *cond[] = {"cond", "clip", "te", "text", "conditioner", "llm", "t5xxl"};
     const char *vae[] = {"vae", "firststage", "autoencoder", "tae"};
     const char *cn[] = {"controlnet", "control_net", "control-net"};
-    for (size_t i = 0; i < 5; i++) assert_int_equal(tl_component_from_name(diff[i]), TL_COMP_DIFFUSION);
-    for (size_t i = 0; i < 7; i++) assert_int_equal(tl_component_from_name(cond[i]), TL_COMP_COND);
-    for (size_t i = 0; i < 4; i++) assert_int_equal(tl_component_from_name(vae[i]), TL_COMP_VAE);
-    for (size_t i = 0; i < 3; i++) assert_int_equal(tl_component_from_name(cn[i]), TL_COMP_CONTROLNET);
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(tl_component_from_name(diff[i]), TL_COMP_DIFFUSION);
+    for (size_t i = 0; i < 7; i++)
+        assert_int_equal(tl_component_from_name(cond[i]), TL_COMP_COND);
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(tl_component_from_name(vae[i]), TL_COMP_VAE);
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(tl_component_from_name(cn[i]), TL_COMP_CONTROLNET);
     assert_int_equal(tl_component_from_name("nope"), -1);
     assert_int_equal(tl_component_from_name(NULL), -1);
     assert_string_equal(tl_component_name(TL_COMP_VAE), "vae");
@@ -113,9 +118,9 @@ static void test_dtype_table(void **state) {
     assert_false(tl_dtype_nbytes(TL_DTYPE_F4, 3, &n)); /* 12 bits: not whole bytes */
     assert_true(tl_dtype_nbytes(TL_DTYPE_F6_E2M3, 4, &n));
     assert_int_equal(n, 3);
-    assert_false(tl_dtype_nbytes(TL_DTYPE_Q8_0, 33, &n)); /* not whole blocks */
+    assert_false(tl_dtype_nbytes(TL_DTYPE_Q8_0, 33, &n));            /* not whole blocks */
     assert_false(tl_dtype_nbytes(TL_DTYPE_F64, UINT64_MAX / 4, &n)); /* overflow */
-    assert_false(tl_dtype_nbytes((tl_dtype)4, 32, &n));               /* removed Q4_2 */
+    assert_false(tl_dtype_nbytes((tl_dtype)4, 32, &n));              /* removed Q4_2 */
     assert_int_equal(tl_dtype_from_name("iq2_xxs"), TL_DTYPE_IQ2_XXS);
     assert_int_equal(tl_dtype_from_name("F8_E4M3"), TL_DTYPE_F8_E4M3);
     assert_int_equal(tl_dtype_from_name("Q4_2"), TL_DTYPE_INVALID);

@@ -45,14 +45,17 @@ static void describe(const tl_plan *p, char *buf, size_t n) {
         tl_plan_decision d;
         assert_int_equal(tl_plan_decision_of(p, (tl_component)c, &d), TL_OK);
         if (!d.present) continue;
-        at += (size_t)snprintf(buf + at, n - at, "%s%s=%s%s", at ? " " : "", tl_component_name((tl_component)c),
-                               tl_plan_mode_name(d.mode), d.phase_resident ? "@phase" : "");
+        at += (size_t)snprintf(buf + at, n - at, "%s%s=%s%s", at ? " " : "",
+                               tl_component_name((tl_component)c), tl_plan_mode_name(d.mode),
+                               d.phase_resident ? "@phase" : "");
         for (uint32_t i = 0; i < d.n_devices; i++)
-            at += (size_t)snprintf(buf + at, n - at, "%s%s", i ? "&" : ":", tl_plan_device_at(p, d.devices[i])->name);
+            at += (size_t)snprintf(buf + at, n - at, "%s%s", i ? "&" : ":",
+                                   tl_plan_device_at(p, d.devices[i])->name);
     }
 }
 
-static tl_plan *make(const plan_case *k, tl_plan_summary *sum, tl_plan_device *devs, size_t *n_devs) {
+static tl_plan *make(const plan_case *k, tl_plan_summary *sum, tl_plan_device *devs,
+                     size_t *n_devs) {
     assert_int_equal(tl_plan_summary_profile(k->profile, sum), TL_OK);
     assert_int_equal(tl_plan_parse_devices(k->devices, devs, TL_PLAN_MAX_DEVICES, n_devs), TL_OK);
     tl_plan_options o;
@@ -71,17 +74,22 @@ static void check_consistent(const tl_plan *p) {
     if (!tl_plan_feasible(p)) return;
     for (size_t d = 0; d < tl_plan_device_count(p); d++)
         for (size_t ph = 0; ph < tl_plan_phase_count(p); ph++)
-            if (tl_plan_device_at(p, d)->is_gpu) assert_true(tl_plan_peak(p, d, ph) <= tl_plan_device_budget(p, d));
+            if (tl_plan_device_at(p, d)->is_gpu)
+                assert_true(tl_plan_peak(p, d, ph) <= tl_plan_device_budget(p, d));
     uint64_t moved = 0;
     for (int c = 0; c < TL_COMP_COUNT; c++) {
         tl_plan_decision d;
         tl_plan_decision_of(p, (tl_component)c, &d);
         if (!d.present) continue;
         uint64_t on = 0;
-        for (uint32_t i = 0; i < d.n_devices; i++) on += d.device_bytes[i];
-        if (d.mode == TL_PLAN_MODE_STREAM) assert_int_equal(on + d.host_bytes, d.bytes);
-        else if (d.mode == TL_PLAN_MODE_CPU) assert_int_equal(d.host_bytes, d.bytes);
-        else assert_int_equal(on, d.bytes);
+        for (uint32_t i = 0; i < d.n_devices; i++)
+            on += d.device_bytes[i];
+        if (d.mode == TL_PLAN_MODE_STREAM)
+            assert_int_equal(on + d.host_bytes, d.bytes);
+        else if (d.mode == TL_PLAN_MODE_CPU)
+            assert_int_equal(d.host_bytes, d.bytes);
+        else
+            assert_int_equal(on, d.bytes);
         moved += d.moved_per_run;
     }
     assert_int_equal(moved, tl_plan_moved_per_run(p));
@@ -102,10 +110,13 @@ static void test_cases(void **state) {
         describe(p, got, sizeof got);
         check_consistent(p);
         bool ok;
-        if (!strncmp(k->expect, "INFEASIBLE: ", 12)) ok = !tl_plan_feasible(p) && strstr(got, k->expect + 12);
-        else ok = !strcmp(got, k->expect);
+        if (!strncmp(k->expect, "INFEASIBLE: ", 12))
+            ok = !tl_plan_feasible(p) && strstr(got, k->expect + 12);
+        else
+            ok = !strcmp(got, k->expect);
         if (print || !ok)
-            fprintf(stderr, "%s case %zu: %s on %s [backend %s, max-vram %s%s]\n  got:  %s\n  want: %s\n",
+            fprintf(stderr,
+                    "%s case %zu: %s on %s [backend %s, max-vram %s%s]\n  got:  %s\n  want: %s\n",
                     ok ? "ok" : "FAIL", i, k->profile, k->devices, k->backend ? k->backend : "-",
                     k->max_vram ? k->max_vram : "-", k->offload ? ", offload" : "", got, k->expect);
         if (!ok) failures++;
@@ -132,7 +143,8 @@ typedef struct base_plan {
 
 static const uint64_t prio[TL_COMP_COUNT] = {4, 2, 1, 3, 1};
 
-static base_plan baseline(const tl_plan_summary *s, const uint64_t *budget, size_t n_gpu, const uint64_t *reserve) {
+static base_plan baseline(const tl_plan_summary *s, const uint64_t *budget, size_t n_gpu,
+                          const uint64_t *reserve) {
     base_plan r = {true, 0};
     uint64_t hold = 0;
     for (int c = 0; c < TL_COMP_COUNT; c++)
@@ -195,8 +207,8 @@ static base_plan baseline(const tl_plan_summary *s, const uint64_t *budget, size
     return r;
 }
 
-static int compare_one(const tl_plan_summary *sum, const tl_plan_device *devs, size_t nd, const char *max_vram,
-                       const char *label, bool verbose) {
+static int compare_one(const tl_plan_summary *sum, const tl_plan_device *devs, size_t nd,
+                       const char *max_vram, const char *label, bool verbose) {
     uint64_t budgets[TL_PLAN_MAX_DEVICES], reserve[TL_COMP_COUNT];
     assert_int_equal(tl_plan_parse_max_vram(max_vram, devs, nd, 0, budgets), TL_OK);
     tl_plan_default_reserves(reserve);
@@ -213,16 +225,22 @@ static int compare_one(const tl_plan_summary *sum, const tl_plan_device *devs, s
     if (b.feasible && !tl_plan_feasible(p)) bad = 1;
     if (tl_plan_score(p) < b.score) bad = 1;
     if (bad || verbose)
-        fprintf(stderr, "%s %s: baseline %s score %llu, tierload %s score %llu\n", bad ? "FAIL" : "ok", label,
-                b.feasible ? "feasible" : "infeasible", (unsigned long long)b.score,
-                tl_plan_feasible(p) ? "feasible" : "infeasible", (unsigned long long)tl_plan_score(p));
+        fprintf(stderr, "%s %s: baseline %s score %llu, tierload %s score %llu\n",
+                bad ? "FAIL" : "ok", label, b.feasible ? "feasible" : "infeasible",
+                (unsigned long long)b.score, tl_plan_feasible(p) ? "feasible" : "infeasible",
+                (unsigned long long)tl_plan_score(p));
     tl_plan_free(p);
     return bad;
 }
 
 static const char *profiles[] = {"sd15", "sdxl", "flux-f16", "flux-q8", "ltx2"};
-static const char *device_sets[] = {"cuda0=6G",  "cuda0=8G",  "cuda0=12G", "cuda0=16G",
-                                    "cuda0=24G", "cuda0=16G,cuda1=10G", "cuda0=11G,cuda1=11G,cuda2=11G,cuda3=11G",
+static const char *device_sets[] = {"cuda0=6G",
+                                    "cuda0=8G",
+                                    "cuda0=12G",
+                                    "cuda0=16G",
+                                    "cuda0=24G",
+                                    "cuda0=16G,cuda1=10G",
+                                    "cuda0=11G,cuda1=11G,cuda2=11G,cuda3=11G",
                                     "cpu=64G"};
 static const char *vram_caps[] = {NULL, "-1G", "10G", "cuda0=5G"};
 
@@ -238,7 +256,8 @@ static void test_baseline(void **state) {
                 tl_plan_device devs[TL_PLAN_MAX_DEVICES];
                 size_t nd;
                 assert_int_equal(tl_plan_summary_profile(profiles[i], &sum), TL_OK);
-                assert_int_equal(tl_plan_parse_devices(device_sets[j], devs, TL_PLAN_MAX_DEVICES, &nd), TL_OK);
+                assert_int_equal(
+                    tl_plan_parse_devices(device_sets[j], devs, TL_PLAN_MAX_DEVICES, &nd), TL_OK);
                 char label[256];
                 snprintf(label, sizeof label, "%s on %s max-vram %s", profiles[i], device_sets[j],
                          vram_caps[v] ? vram_caps[v] : "-");
@@ -271,7 +290,8 @@ static void test_baseline_random(void **state) {
             uint64_t layers = 1 + rnd(60), mib = 8 + rnd(700);
             for (uint64_t l = 0; l < layers; l++) {
                 uint64_t b = (mib + rnd(mib / 2 + 1)) * MIB;
-                assert_int_equal(tl_plan_summary_add_layer(&sum, (tl_component)comps[c], b, b / 10 * 9), TL_OK);
+                assert_int_equal(
+                    tl_plan_summary_add_layer(&sum, (tl_component)comps[c], b, b / 10 * 9), TL_OK);
             }
             if (rnd(2)) tl_plan_summary_add_other(&sum, (tl_component)comps[c], rnd(900) * MIB, 0);
         }
@@ -293,8 +313,10 @@ static void test_baseline_random(void **state) {
     assert_int_equal(bad, 0);
 }
 
-/* The pruned search (bounds, symmetry breaking) finds exactly the plan that visiting every combination finds. */
-static int same_as_exhaustive(const tl_plan_summary *sum, const char *spec, const char *max_vram, const char *label) {
+/* The pruned search (bounds, symmetry breaking) finds exactly the plan that visiting every
+ * combination finds. */
+static int same_as_exhaustive(const tl_plan_summary *sum, const char *spec, const char *max_vram,
+                              const char *label) {
     tl_plan_device devs[TL_PLAN_MAX_DEVICES];
     size_t nd;
     assert_int_equal(tl_plan_parse_devices(spec, devs, TL_PLAN_MAX_DEVICES, &nd), TL_OK);
@@ -308,7 +330,9 @@ static int same_as_exhaustive(const tl_plan_summary *sum, const char *spec, cons
     assert_int_equal(tl_plan_to_json(a, &ja), TL_OK);
     assert_int_equal(tl_plan_to_json(b, &jb), TL_OK);
     int bad = strcmp(ja, jb) != 0;
-    if (bad) fprintf(stderr, "FAIL %s: pruned search differs from the exhaustive one\n%s\n%s\n", label, ja, jb);
+    if (bad)
+        fprintf(stderr, "FAIL %s: pruned search differs from the exhaustive one\n%s\n%s\n", label,
+                ja, jb);
     free(ja);
     free(jb);
     tl_plan_free(a);
@@ -319,7 +343,8 @@ static int same_as_exhaustive(const tl_plan_summary *sum, const char *spec, cons
 static void test_exhaustive(void **state) {
     (void)state;
     int bad = 0;
-    const char *sets[] = {"cuda0=16G,cuda1=10G", "cuda0=8G", "cuda0=11G,cuda1=11G,cuda2=11G", "cuda0=6G,cuda1=6G"};
+    const char *sets[] = {"cuda0=16G,cuda1=10G", "cuda0=8G", "cuda0=11G,cuda1=11G,cuda2=11G",
+                          "cuda0=6G,cuda1=6G"};
     for (size_t i = 0; i < sizeof profiles / sizeof profiles[0]; i++)
         for (size_t j = 0; j < sizeof sets / sizeof sets[0]; j++) {
             tl_plan_summary sum;
@@ -402,20 +427,33 @@ static void test_json_rejects(void **state) {
         "",
         "[]",
         "{\"feasible\":true}",
-        "{\"feasible\":true,\"error\":\"\",\"devices\":[],\"phases\":[\"cond\"],\"components\":[],\"peaks\":[],"
+        "{\"feasible\":true,\"error\":\"\",\"devices\":[],\"phases\":[\"cond\"],\"components\":[],"
+        "\"peaks\":[],"
         "\"moved_per_run\":0,\"host_bytes\":0,\"score\":0}",
-        "{\"feasible\":true,\"error\":\"\",\"devices\":[{\"name\":\"cuda0\",\"gpu\":true,\"total\":1,\"free\":1,"
-        "\"budget\":1}],\"phases\":[\"cond\"],\"components\":[{\"name\":\"cond\",\"bytes\":10,\"reserve\":0,"
-        "\"mode\":\"gpu\",\"residency\":\"run\",\"devices\":[\"cuda9\"],\"shares\":[1],\"device_bytes\":[10],"
-        "\"host_bytes\":0,\"moved_per_run\":0}],\"peaks\":[],\"moved_per_run\":0,\"host_bytes\":0,\"score\":0}",
-        "{\"feasible\":true,\"error\":\"\",\"devices\":[{\"name\":\"cuda0\",\"gpu\":true,\"total\":1,\"free\":1,"
-        "\"budget\":1}],\"phases\":[\"cond\"],\"components\":[{\"name\":\"cond\",\"bytes\":10,\"reserve\":0,"
-        "\"mode\":\"warp\",\"residency\":\"run\",\"devices\":[\"cuda0\"],\"shares\":[1],\"device_bytes\":[10],"
-        "\"host_bytes\":0,\"moved_per_run\":0}],\"peaks\":[],\"moved_per_run\":0,\"host_bytes\":0,\"score\":0}",
-        "{\"feasible\":true,\"error\":\"\",\"devices\":[{\"name\":\"cuda0\",\"gpu\":true,\"total\":1,\"free\":1,"
-        "\"budget\":1}],\"phases\":[\"cond\"],\"components\":[{\"name\":\"cond\",\"bytes\":10,\"reserve\":0,"
-        "\"mode\":\"gpu\",\"residency\":\"run\",\"devices\":[\"cuda0\"],\"shares\":[1],\"device_bytes\":[-3],"
-        "\"host_bytes\":0,\"moved_per_run\":0}],\"peaks\":[],\"moved_per_run\":0,\"host_bytes\":0,\"score\":0}",
+        "{\"feasible\":true,\"error\":\"\",\"devices\":[{\"name\":\"cuda0\",\"gpu\":true,\"total\":"
+        "1,\"free\":1,"
+        "\"budget\":1}],\"phases\":[\"cond\"],\"components\":[{\"name\":\"cond\",\"bytes\":10,"
+        "\"reserve\":0,"
+        "\"mode\":\"gpu\",\"residency\":\"run\",\"devices\":[\"cuda9\"],\"shares\":[1],\"device_"
+        "bytes\":[10],"
+        "\"host_bytes\":0,\"moved_per_run\":0}],\"peaks\":[],\"moved_per_run\":0,\"host_bytes\":0,"
+        "\"score\":0}",
+        "{\"feasible\":true,\"error\":\"\",\"devices\":[{\"name\":\"cuda0\",\"gpu\":true,\"total\":"
+        "1,\"free\":1,"
+        "\"budget\":1}],\"phases\":[\"cond\"],\"components\":[{\"name\":\"cond\",\"bytes\":10,"
+        "\"reserve\":0,"
+        "\"mode\":\"warp\",\"residency\":\"run\",\"devices\":[\"cuda0\"],\"shares\":[1],\"device_"
+        "bytes\":[10],"
+        "\"host_bytes\":0,\"moved_per_run\":0}],\"peaks\":[],\"moved_per_run\":0,\"host_bytes\":0,"
+        "\"score\":0}",
+        "{\"feasible\":true,\"error\":\"\",\"devices\":[{\"name\":\"cuda0\",\"gpu\":true,\"total\":"
+        "1,\"free\":1,"
+        "\"budget\":1}],\"phases\":[\"cond\"],\"components\":[{\"name\":\"cond\",\"bytes\":10,"
+        "\"reserve\":0,"
+        "\"mode\":\"gpu\",\"residency\":\"run\",\"devices\":[\"cuda0\"],\"shares\":[1],\"device_"
+        "bytes\":[-3],"
+        "\"host_bytes\":0,\"moved_per_run\":0}],\"peaks\":[],\"moved_per_run\":0,\"host_bytes\":0,"
+        "\"score\":0}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         tl_status s = tl_plan_from_json(bad[i], strlen(bad[i]), &p);
@@ -433,7 +471,8 @@ static void test_infeasible_messages(void **state) {
     tl_plan *p;
     assert_int_equal(tl_plan_summary_profile("sdxl", &sum), TL_OK);
     assert_int_equal(tl_plan_parse_devices("cuda0=12G", devs, TL_PLAN_MAX_DEVICES, &nd), TL_OK);
-    /* a --max-vram cap that is too tight: the message says how much is missing and the cap that fits */
+    /* a --max-vram cap that is too tight: the message says how much is missing and the cap that
+     * fits */
     memset(&o, 0, sizeof o);
     o.backend = "*=cuda0";
     o.max_vram = "6G";
@@ -480,10 +519,13 @@ static void test_infeasible_messages(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cases),          cmocka_unit_test(test_baseline),
-        cmocka_unit_test(test_baseline_random), cmocka_unit_test(test_exhaustive),
+        cmocka_unit_test(test_cases),
+        cmocka_unit_test(test_baseline),
+        cmocka_unit_test(test_baseline_random),
+        cmocka_unit_test(test_exhaustive),
         cmocka_unit_test(test_deterministic_json),
-        cmocka_unit_test(test_json_rejects),   cmocka_unit_test(test_infeasible_messages),
+        cmocka_unit_test(test_json_rejects),
+        cmocka_unit_test(test_infeasible_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

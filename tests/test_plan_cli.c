@@ -11,8 +11,8 @@
 
 static void test_cli_human(void **state) {
     (void)state;
-    tu_run r = tu_cli_run("plan", "--profile", "ltx2", "--devices", "cuda0=16G,cuda1=10G", "--size", "768x512x25",
-                          NULL);
+    tu_run r = tu_cli_run("plan", "--profile", "ltx2", "--devices", "cuda0=16G,cuda1=10G", "--size",
+                          "768x512x25", NULL);
     if (r.status != 0) fail_msg("status %d: %s", r.status, r.err);
     assert_non_null(strstr(r.out, "cuda0      gpu"));
     assert_non_null(strstr(r.out, "diffusion  params"));
@@ -27,8 +27,10 @@ static void test_cli_human(void **state) {
 
 static void test_cli_json(void **state) {
     (void)state;
-    tu_run a = tu_cli_run("plan", "--profile", "flux-q8", "--devices", "cuda0=16G,cuda1=10G", "--json", NULL);
-    tu_run b = tu_cli_run("plan", "--profile", "flux-q8", "--devices", "cuda0=16G,cuda1=10G", "--json", NULL);
+    tu_run a = tu_cli_run("plan", "--profile", "flux-q8", "--devices", "cuda0=16G,cuda1=10G",
+                          "--json", NULL);
+    tu_run b = tu_cli_run("plan", "--profile", "flux-q8", "--devices", "cuda0=16G,cuda1=10G",
+                          "--json", NULL);
     assert_int_equal(a.status, 0);
     assert_string_equal(a.out, b.out); /* byte-identical */
     tl_plan *p = NULL;
@@ -48,28 +50,30 @@ static void test_cli_json(void **state) {
 static void test_cli_errors(void **state) {
     (void)state;
     /* infeasible: exit 11, the reason on stderr, the plan (feasible false) on stdout */
-    tu_run r = tu_cli_run("plan", "--profile", "flux-f16", "--devices", "cuda0=8G", "--backend", "dit=cuda0", "--json",
-                          NULL);
+    tu_run r = tu_cli_run("plan", "--profile", "flux-f16", "--devices", "cuda0=8G", "--backend",
+                          "dit=cuda0", "--json", NULL);
     assert_int_equal(r.status, 11);
     assert_non_null(strstr(r.err, "short by"));
     assert_non_null(strstr(r.out, "\"feasible\":\tfalse"));
     tu_run_free(&r);
-    r = tu_cli_run("plan", "--profile", "sdxl", "--devices", "cuda0=12G", "--backend", "*=cuda0", "--max-vram", "6G",
-                   NULL);
+    r = tu_cli_run("plan", "--profile", "sdxl", "--devices", "cuda0=12G", "--backend", "*=cuda0",
+                   "--max-vram", "6G", NULL);
     assert_int_equal(r.status, 11);
     assert_non_null(strstr(r.err, "--max-vram 6.8G would fit"));
     tu_run_free(&r);
     /* bad specs: exit 2 (invalid) or 5 (not found), naming the item */
-    r = tu_cli_run("plan", "--profile", "sdxl", "--devices", "cuda0=12G", "--backend", "unet=cuda0&cpu", NULL);
+    r = tu_cli_run("plan", "--profile", "sdxl", "--devices", "cuda0=12G", "--backend",
+                   "unet=cuda0&cpu", NULL);
     assert_int_equal(r.status, 2);
     assert_non_null(strstr(r.err, "cpu cannot be part of a split"));
     tu_run_free(&r);
-    r = tu_cli_run("plan", "--profile", "sdxl", "--devices", "cuda0=12G", "--backend", "vae=cuda3", NULL);
+    r = tu_cli_run("plan", "--profile", "sdxl", "--devices", "cuda0=12G", "--backend", "vae=cuda3",
+                   NULL);
     assert_int_equal(r.status, 5);
     assert_non_null(strstr(r.err, "unknown device 'cuda3'"));
     tu_run_free(&r);
-    r = tu_cli_run("plan", "--profile", "sdxl", "--devices", "cuda0=12G", "--clip-on-cpu", "--backend", "te=cuda0",
-                   NULL);
+    r = tu_cli_run("plan", "--profile", "sdxl", "--devices", "cuda0=12G", "--clip-on-cpu",
+                   "--backend", "te=cuda0", NULL);
     assert_int_equal(r.status, 2);
     assert_non_null(strstr(r.err, "given twice"));
     tu_run_free(&r);
@@ -91,7 +95,8 @@ static void test_cli_errors(void **state) {
 
 static void test_cli_flags(void **state) {
     (void)state;
-    tu_run r = tu_cli_run("plan", "--profile", "sdxl", "--devices", "cuda0=8G", "--vae-on-cpu", "--json", NULL);
+    tu_run r = tu_cli_run("plan", "--profile", "sdxl", "--devices", "cuda0=8G", "--vae-on-cpu",
+                          "--json", NULL);
     assert_int_equal(r.status, 0);
     tl_plan *p = NULL;
     assert_int_equal(tl_plan_from_json(r.out, strlen(r.out), &p), TL_OK);
@@ -100,7 +105,8 @@ static void test_cli_flags(void **state) {
     assert_int_equal(d.mode, TL_PLAN_MODE_CPU);
     tl_plan_free(p);
     tu_run_free(&r);
-    r = tu_cli_run("plan", "--profile", "flux-f16", "--devices", "cuda0=16G", "--offload-to-cpu", "--json", NULL);
+    r = tu_cli_run("plan", "--profile", "flux-f16", "--devices", "cuda0=16G", "--offload-to-cpu",
+                   "--json", NULL);
     assert_int_equal(r.status, 0);
     assert_int_equal(tl_plan_from_json(r.out, strlen(r.out), &p), TL_OK);
     tl_plan_decision_of(p, TL_COMP_DIFFUSION, &d);
@@ -120,7 +126,8 @@ static void test_summary_from_model(void **state) {
     tl_plan_summary s;
     assert_int_equal(tl_plan_summary_from_model(m, TL_DTYPE_INVALID, &s), TL_OK);
     uint64_t total = 0;
-    for (int c = 0; c < TL_COMP_COUNT; c++) total += s.comp[c].bytes;
+    for (int c = 0; c < TL_COMP_COUNT; c++)
+        total += s.comp[c].bytes;
     assert_int_equal(total, 4440320); /* the sum of nbytes in expected/tiny-llama-q8_0.gguf.json */
     const tl_plan_part *o = &s.comp[tl_model_tensor(m, 0)->component];
     assert_int_equal(o->n_layers, 2); /* blk.0, blk.1 */
@@ -145,8 +152,8 @@ static void test_summary_from_model(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cli_human),  cmocka_unit_test(test_cli_json),
-        cmocka_unit_test(test_cli_errors), cmocka_unit_test(test_cli_flags),
+        cmocka_unit_test(test_cli_human),          cmocka_unit_test(test_cli_json),
+        cmocka_unit_test(test_cli_errors),         cmocka_unit_test(test_cli_flags),
         cmocka_unit_test(test_summary_from_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -14,7 +14,8 @@
 
 static size_t devs3(tl_plan_device *d) {
     size_t n = 0;
-    assert_int_equal(tl_plan_parse_devices("cuda0=16G,cuda1=10G,cpu=64G", d, TL_PLAN_MAX_DEVICES, &n), TL_OK);
+    assert_int_equal(
+        tl_plan_parse_devices("cuda0=16G,cuda1=10G,cpu=64G", d, TL_PLAN_MAX_DEVICES, &n), TL_OK);
     return n;
 }
 
@@ -22,7 +23,8 @@ static void test_devices(void **state) {
     (void)state;
     tl_plan_device d[TL_PLAN_MAX_DEVICES];
     size_t n;
-    assert_int_equal(tl_plan_parse_devices("cuda0=16G,cuda1=10G", d, TL_PLAN_MAX_DEVICES, &n), TL_OK);
+    assert_int_equal(tl_plan_parse_devices("cuda0=16G,cuda1=10G", d, TL_PLAN_MAX_DEVICES, &n),
+                     TL_OK);
     assert_int_equal(n, 3);
     assert_string_equal(d[0].name, "cuda0");
     assert_true(d[0].is_gpu);
@@ -34,10 +36,14 @@ static void test_devices(void **state) {
     assert_int_equal(n, 1);
     assert_int_equal(d[0].total, 64 * GIB);
     assert_int_equal(tl_plan_parse_devices("", d, TL_PLAN_MAX_DEVICES, &n), TL_ERR_INVALID_ARG);
-    assert_int_equal(tl_plan_parse_devices("cuda0=16G,,", d, TL_PLAN_MAX_DEVICES, &n), TL_ERR_INVALID_ARG);
-    assert_int_equal(tl_plan_parse_devices("cuda0", d, TL_PLAN_MAX_DEVICES, &n), TL_ERR_INVALID_ARG);
-    assert_int_equal(tl_plan_parse_devices("cuda0=lots", d, TL_PLAN_MAX_DEVICES, &n), TL_ERR_INVALID_ARG);
-    assert_int_equal(tl_plan_parse_devices("cuda0=1G,CUDA0=2G", d, TL_PLAN_MAX_DEVICES, &n), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_plan_parse_devices("cuda0=16G,,", d, TL_PLAN_MAX_DEVICES, &n),
+                     TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_plan_parse_devices("cuda0", d, TL_PLAN_MAX_DEVICES, &n),
+                     TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_plan_parse_devices("cuda0=lots", d, TL_PLAN_MAX_DEVICES, &n),
+                     TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_plan_parse_devices("cuda0=1G,CUDA0=2G", d, TL_PLAN_MAX_DEVICES, &n),
+                     TL_ERR_INVALID_ARG);
     assert_non_null(strstr(tl_last_error(), "twice"));
     assert_int_equal(tl_plan_parse_devices("a=1G,b=1G", d, 2, &n), TL_ERR_INVALID_ARG);
 }
@@ -47,7 +53,8 @@ static void test_backend_forms(void **state) {
     tl_plan_device d[TL_PLAN_MAX_DEVICES];
     size_t n = devs3(d);
     tl_backend_spec b;
-    assert_int_equal(tl_plan_parse_backend("cond=CPU,vae=cuda0,diffusion=cuda0&cuda1", d, n, &b), TL_OK);
+    assert_int_equal(tl_plan_parse_backend("cond=CPU,vae=cuda0,diffusion=cuda0&cuda1", d, n, &b),
+                     TL_OK);
     assert_int_equal(b.comp[TL_COMP_COND].n_devices, 1);
     assert_int_equal(b.comp[TL_COMP_COND].devices[0], TL_PLAN_HOST);
     assert_int_equal(b.comp[TL_COMP_VAE].devices[0], 0);
@@ -98,7 +105,8 @@ static void test_backend_forms(void **state) {
     assert_int_equal(b.comp[TL_COMP_COND].devices[0], 0);
     tl_plan_device e[TL_PLAN_MAX_DEVICES];
     size_t m;
-    assert_int_equal(tl_plan_parse_devices("cuda0=8G,rocm1=24G", e, TL_PLAN_MAX_DEVICES, &m), TL_OK);
+    assert_int_equal(tl_plan_parse_devices("cuda0=8G,rocm1=24G", e, TL_PLAN_MAX_DEVICES, &m),
+                     TL_OK);
     assert_int_equal(tl_plan_parse_backend("dit=gpu,vae=ro,cond=cu", e, m, &b), TL_OK);
     assert_int_equal(b.comp[TL_COMP_DIFFUSION].devices[0], 1);
     assert_int_equal(b.comp[TL_COMP_VAE].devices[0], 1);
@@ -114,8 +122,8 @@ static void expect_err(const char *spec, tl_status want, const char *needle) {
     tl_backend_spec b;
     tl_status s = tl_plan_parse_backend(spec, d, n, &b);
     if (s != want || !strstr(tl_last_error(), needle))
-        fail_msg("backend '%s': got %s '%s', want %s with '%s'", spec, tl_status_name(s), tl_last_error(),
-                 tl_status_name(want), needle);
+        fail_msg("backend '%s': got %s '%s', want %s with '%s'", spec, tl_status_name(s),
+                 tl_last_error(), tl_status_name(want), needle);
 }
 
 static void test_backend_errors(void **state) {
@@ -258,9 +266,12 @@ static void test_vae_tiling(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_devices),         cmocka_unit_test(test_backend_forms),
-        cmocka_unit_test(test_backend_errors),  cmocka_unit_test(test_max_vram),
-        cmocka_unit_test(test_reserve_size_phases), cmocka_unit_test(test_vae_tiling),
+        cmocka_unit_test(test_devices),
+        cmocka_unit_test(test_backend_forms),
+        cmocka_unit_test(test_backend_errors),
+        cmocka_unit_test(test_max_vram),
+        cmocka_unit_test(test_reserve_size_phases),
+        cmocka_unit_test(test_vae_tiling),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,13 +41,14 @@ static void test_every_spec_dtype(void **state) {
     static const struct {
         const char *name;
         uint64_t bits;
-    } dt[] = {{"BOOL", 8},    {"U8", 8},      {"I8", 8},       {"F8_E5M2", 8}, {"F8_E4M3", 8},
-              {"F8_E8M0", 8}, {"I16", 16},    {"U16", 16},     {"F16", 16},    {"BF16", 16},
-              {"I32", 32},    {"U32", 32},    {"F32", 32},     {"F64", 64},    {"I64", 64},
-              {"U64", 64},    {"C64", 64},    {"F4", 4},       {"F6_E2M3", 6}, {"F6_E3M2", 6}};
+    } dt[] = {{"BOOL", 8},    {"U8", 8},   {"I8", 8},   {"F8_E5M2", 8}, {"F8_E4M3", 8},
+              {"F8_E8M0", 8}, {"I16", 16}, {"U16", 16}, {"F16", 16},    {"BF16", 16},
+              {"I32", 32},    {"U32", 32}, {"F32", 32}, {"F64", 64},    {"I64", 64},
+              {"U64", 64},    {"C64", 64}, {"F4", 4},   {"F6_E2M3", 6}, {"F6_E3M2", 6}};
     size_t n = sizeof dt / sizeof dt[0];
     sw_tensor ts[20];
-    for (size_t i = 0; i < n; i++) ts[i] = (sw_tensor){dt[i].name, dt[i].name, 2, {4, 8}};
+    for (size_t i = 0; i < n; i++)
+        ts[i] = (sw_tensor){dt[i].name, dt[i].name, 2, {4, 8}};
     size_t len;
     uint8_t *img = sw_build(ts, n, "{\"format\":\"pt\",\"k\":\"v\"}", true, &len);
     tl_fmt_file f;
@@ -102,11 +103,12 @@ static void test_header_rules(void **state) {
     expect_raw("{\"\xc0\xaf\":1}", 0, false, TL_ERR_FORMAT, "not valid UTF-8");     /* overlong */
     expect_raw("{\"a\":", 0, false, TL_ERR_FORMAT, "not valid JSON");
     expect_raw("{}x", 0, false, TL_ERR_FORMAT, "after its JSON object");
-    expect_raw("{}", 0, true, TL_OK, "");   /* padded with spaces */
+    expect_raw("{}", 0, true, TL_OK, "");       /* padded with spaces */
     expect_raw("{}\n\t ", 0, false, TL_OK, ""); /* trailing whitespace */
     /* deeply nested JSON is refused by the JSON parser, not by the stack */
     char deep[4200] = "{\"a\":";
-    for (int i = 0; i < 2000; i++) strcat(deep, "[");
+    for (int i = 0; i < 2000; i++)
+        strcat(deep, "[");
     expect_raw(deep, 0, false, TL_ERR_FORMAT, "not valid JSON");
 }
 
@@ -128,14 +130,17 @@ static void test_offset_rules(void **state) {
                TL_ERR_FORMAT, "trailing bytes");
     expect_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 7, false,
                TL_ERR_FORMAT, "truncated");
-    expect_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,8]}}",
-               8, false, TL_ERR_FORMAT, "'a'");
+    expect_raw(
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,8]}}", 8,
+        false, TL_ERR_FORMAT, "'a'");
     expect_raw("{\"a\":{\"dtype\":\"F64\",\"shape\":[2305843009213693952],\"data_offsets\":[0,8]}}",
                8, false, TL_ERR_FORMAT, "'a'"); /* 2^61 elements x 8 bytes overflows */
     expect_raw("{\"a\":{\"dtype\":\"F4\",\"shape\":[3],\"data_offsets\":[0,2]}}", 2, false,
                TL_ERR_FORMAT, "not a whole number"); /* 12 bits */
-    expect_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]}}", 4, false, TL_OK, "");
-    expect_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[0,3],\"data_offsets\":[0,0]}}", 0, false, TL_OK, "");
+    expect_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]}}", 4, false, TL_OK,
+               "");
+    expect_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[0,3],\"data_offsets\":[0,0]}}", 0, false,
+               TL_OK, "");
     expect_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,9007199254740994]}}", 8,
                false, TL_ERR_FORMAT, "not non-negative integers");
 }
@@ -148,22 +153,31 @@ static void test_entry_rules(void **state) {
     const char *bad_dtypes[] = {"F7", "f32", "Q4_0", "IQ2_XXS", ""};
     for (size_t i = 0; i < 5; i++) {
         char h[160];
-        snprintf(h, sizeof h, "{\"t\":{\"dtype\":\"%s\",\"shape\":[1],\"data_offsets\":[0,4]}}", bad_dtypes[i]);
+        snprintf(h, sizeof h, "{\"t\":{\"dtype\":\"%s\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+                 bad_dtypes[i]);
         expect_raw(h, 4, false, TL_ERR_FORMAT, "'t': unknown dtype");
     }
-    expect_raw("{\"t\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, false, TL_ERR_FORMAT, "\"dtype\"");
-    expect_raw("{\"t\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4, false, TL_ERR_FORMAT, "\"shape\"");
-    expect_raw("{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", 4, false, TL_ERR_FORMAT, "[begin, end]");
-    expect_raw("{\"t\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, false, TL_ERR_FORMAT, "shape[0]");
-    expect_raw("{\"t\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4, false, TL_ERR_FORMAT, "shape[0]");
-    expect_raw("{\"t\":{\"dtype\":\"F32\",\"shape\":[\"1\"],\"data_offsets\":[0,4]}}", 4, false, TL_ERR_FORMAT, "shape[0]");
-    expect_raw("{\"t\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4, false,
-               TL_ERR_UNSUPPORTED, "9 dimensions");
+    expect_raw("{\"t\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, false, TL_ERR_FORMAT,
+               "\"dtype\"");
+    expect_raw("{\"t\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4, false, TL_ERR_FORMAT,
+               "\"shape\"");
+    expect_raw("{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", 4, false,
+               TL_ERR_FORMAT, "[begin, end]");
+    expect_raw("{\"t\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, false,
+               TL_ERR_FORMAT, "shape[0]");
+    expect_raw("{\"t\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4, false,
+               TL_ERR_FORMAT, "shape[0]");
+    expect_raw("{\"t\":{\"dtype\":\"F32\",\"shape\":[\"1\"],\"data_offsets\":[0,4]}}", 4, false,
+               TL_ERR_FORMAT, "shape[0]");
+    expect_raw("{\"t\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}",
+               4, false, TL_ERR_UNSUPPORTED, "9 dimensions");
     expect_raw("{\"t\":7}", 0, false, TL_ERR_FORMAT, "'t': entry is not an object");
     expect_raw("[]", 0, false, TL_ERR_FORMAT, "does not start with '{'");
-    expect_raw("{\"__metadata__\":{\"k\":1}}", 0, false, TL_ERR_FORMAT, "__metadata__ key 'k' is not a string");
+    expect_raw("{\"__metadata__\":{\"k\":1}}", 0, false, TL_ERR_FORMAT,
+               "__metadata__ key 'k' is not a string");
     expect_raw("{\"__metadata__\":[]}", 0, false, TL_ERR_FORMAT, "__metadata__ is not an object");
-    expect_raw("{\"__metadata__\":{},\"__metadata__\":{}}", 0, false, TL_ERR_FORMAT, "duplicate __metadata__");
+    expect_raw("{\"__metadata__\":{},\"__metadata__\":{}}", 0, false, TL_ERR_FORMAT,
+               "duplicate __metadata__");
 }
 
 int main(void) {

@@ -16,7 +16,8 @@
 
 static int step(const char *title, int (*cmd)(int, char **), int argc, char **argv) {
     printf("\n$ tierload");
-    for (int i = 0; i < argc; i++) printf(" %s", argv[i]);
+    for (int i = 0; i < argc; i++)
+        printf(" %s", argv[i]);
     printf("    # %s\n", title);
     fflush(stdout);
     int rc = cmd(argc, argv);
@@ -26,7 +27,8 @@ static int step(const char *title, int (*cmd)(int, char **), int argc, char **ar
 
 int cmd_demo(int argc, char **argv) {
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        printf("usage: tierload demo\n  writes a synthetic SDXL-shaped model to a temp folder and runs\n"
+        printf("usage: tierload demo\n  writes a synthetic SDXL-shaped model to a temp folder and "
+               "runs\n"
                "  info, plan and load on it; removes it afterwards.\n");
         return 0;
     }
@@ -47,8 +49,9 @@ int cmd_demo(int argc, char **argv) {
     if (!rc) rc = step("two simulated GPUs of 64 and 40 MiB beside the host", cmd_devices, 3, devs);
     if (!rc) rc = step("place it on them", cmd_plan, 4, plan);
     char *load[] = {"load", model, "--verify", "--evict", "--quiet", NULL};
-    if (!rc) rc = step("load every tensor into RAM, check it against the file, evict the file's pages",
-                       cmd_load, 5, load);
+    if (!rc)
+        rc = step("load every tensor into RAM, check it against the file, evict the file's pages",
+                  cmd_load, 5, load);
     remove(model);
     rmdir(dir);
     return rc;

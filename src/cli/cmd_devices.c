@@ -15,7 +15,8 @@ static int devices_help(void) {
            "List devices (cpu, cuda*, simulated GPUs) with total and free memory.\n\n"
            "  --sim SPEC   add simulated GPUs, e.g. 'gpu0=8G,gpu1=4G:bw=16G:lat=10us'\n"
            "               (names are used as given; bw in bytes/s, lat in s/ms/us/ns)\n"
-           "  --json       {\"devices\":[{\"name\",\"kind\",\"total\",\"free\",\"host_pointer\",\"async\"}]}\n"
+           "  --json       "
+           "{\"devices\":[{\"name\",\"kind\",\"total\",\"free\",\"host_pointer\",\"async\"}]}\n"
            "  --verbose    also say on stderr why there is no CUDA device\n");
     return 0;
 }

@@ -30,12 +30,16 @@ static void print_json(const tl_model *m) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "path", f->path);
         cJSON_AddStringToObject(o, "format", f->format == TL_FORMAT_GGUF ? "gguf" : "safetensors");
-        if (f->version >= 0) cli_json_add_u64(o, "version", (uint64_t)f->version);
-        else cJSON_AddNullToObject(o, "version");
+        if (f->version >= 0)
+            cli_json_add_u64(o, "version", (uint64_t)f->version);
+        else
+            cJSON_AddNullToObject(o, "version");
         cli_json_add_u64(o, "size", f->size);
         cli_json_add_u64(o, "data_offset", f->data_offset);
-        if (f->alignment) cli_json_add_u64(o, "alignment", f->alignment);
-        else cJSON_AddNullToObject(o, "alignment");
+        if (f->alignment)
+            cli_json_add_u64(o, "alignment", f->alignment);
+        else
+            cJSON_AddNullToObject(o, "alignment");
         cJSON_AddItemToArray(files, o);
     }
     cJSON *tensors = cJSON_AddArrayToObject(root, "tensors");
@@ -45,13 +49,16 @@ static void print_json(const tl_model *m) {
         cJSON_AddStringToObject(o, "name", t->name);
         cJSON_AddStringToObject(o, "dtype", tl_dtype_name(t->dtype));
         cJSON *shape = cJSON_AddArrayToObject(o, "shape");
-        for (uint32_t d = 0; d < t->n_dims; d++) cli_json_push_u64(shape, (uint64_t)t->shape[d]);
+        for (uint32_t d = 0; d < t->n_dims; d++)
+            cli_json_push_u64(shape, (uint64_t)t->shape[d]);
         cli_json_add_u64(o, "file", t->file);
         cli_json_add_u64(o, "offset", t->offset);
         cli_json_add_u64(o, "nbytes", t->nbytes);
         cJSON_AddStringToObject(o, "component", tl_component_name(t->component));
-        if (t->layer >= 0) cli_json_add_u64(o, "layer", (uint64_t)t->layer);
-        else cJSON_AddNullToObject(o, "layer");
+        if (t->layer >= 0)
+            cli_json_add_u64(o, "layer", (uint64_t)t->layer);
+        else
+            cJSON_AddNullToObject(o, "layer");
         cJSON_AddItemToArray(tensors, o);
     }
     cli_json_print(root, stdout);
@@ -73,15 +80,24 @@ static void print_value(const tl_meta *v) {
     case TL_META_U8:
     case TL_META_U16:
     case TL_META_U32:
-    case TL_META_U64: printf("%llu", (unsigned long long)v->v.u); break;
+    case TL_META_U64:
+        printf("%llu", (unsigned long long)v->v.u);
+        break;
     case TL_META_I8:
     case TL_META_I16:
     case TL_META_I32:
-    case TL_META_I64: printf("%lld", (long long)v->v.i); break;
+    case TL_META_I64:
+        printf("%lld", (long long)v->v.i);
+        break;
     case TL_META_F32:
-    case TL_META_F64: printf("%g", v->v.f); break;
-    case TL_META_BOOL: printf("%s", v->v.b ? "true" : "false"); break;
-    default: break;
+    case TL_META_F64:
+        printf("%g", v->v.f);
+        break;
+    case TL_META_BOOL:
+        printf("%s", v->v.b ? "true" : "false");
+        break;
+    default:
+        break;
     }
 }
 
@@ -122,13 +138,15 @@ static void print_human(const tl_model *m, size_t top, size_t keys) {
         if (f->format == TL_FORMAT_GGUF)
             printf("%s: GGUF v%d, %s, %llu tensors, data at byte %llu, alignment %u\n", f->path,
                    f->version, cli_fmt_size(f->size, b1, sizeof b1),
-                   (unsigned long long)f->n_tensors, (unsigned long long)f->data_offset, f->alignment);
+                   (unsigned long long)f->n_tensors, (unsigned long long)f->data_offset,
+                   f->alignment);
         else
             printf("%s: safetensors, %s, %llu tensors, data at byte %llu\n", f->path,
                    cli_fmt_size(f->size, b1, sizeof b1), (unsigned long long)f->n_tensors,
                    (unsigned long long)f->data_offset);
     }
-    for (size_t i = 0; i < nt; i++) total += tl_model_tensor(m, i)->nbytes;
+    for (size_t i = 0; i < nt; i++)
+        total += tl_model_tensor(m, i)->nbytes;
     printf("\n%zu tensors, %s of weights\n", nt, cli_fmt_size(total, b1, sizeof b1));
     if (nt) {
         /* bytes by dtype (dtype ids are < 128) */
@@ -156,7 +174,8 @@ static void print_human(const tl_model *m, size_t top, size_t keys) {
                        cnt_comp[c], cli_fmt_size(by_comp[c], b1, sizeof b1));
         size_t *idx = malloc(nt * sizeof *idx);
         if (idx) {
-            for (size_t i = 0; i < nt; i++) idx[i] = i;
+            for (size_t i = 0; i < nt; i++)
+                idx[i] = i;
             sort_model = m;
             qsort(idx, nt, sizeof *idx, cmp_size_desc);
             size_t k = top < nt ? top : nt;
@@ -179,7 +198,8 @@ static void print_human(const tl_model *m, size_t top, size_t keys) {
     size_t nm = tl_model_meta_count(m);
     size_t shown = keys && keys < nm ? keys : nm;
     printf("\nmetadata: %zu keys%s\n", nm, shown < nm ? " (first ones; --keys 0 for all)" : "");
-    for (size_t i = 0; i < shown; i++) print_meta(m, i);
+    for (size_t i = 0; i < shown; i++)
+        print_meta(m, i);
 }
 
 int cmd_info(int argc, char **argv) {
@@ -188,7 +208,8 @@ int cmd_info(int argc, char **argv) {
     cli_models models = {0};
     int rc = 0;
     for (int i = 1; i < argc && !rc; i++) {
-        if (!strcmp(argv[i], "--json")) json = true;
+        if (!strcmp(argv[i], "--json"))
+            json = true;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             cli_models_free(&models);
@@ -198,13 +219,17 @@ int cmd_info(int argc, char **argv) {
             unsigned long v = strtoul(argv[i + 1], &end, 10);
             if (*end || end == argv[i + 1])
                 rc = cli_usage("info", "%s wants a number, not '%s'", argv[i], argv[i + 1]);
-            else if (!strcmp(argv[i], "--top")) top = v;
-            else keys = v;
+            else if (!strcmp(argv[i], "--top"))
+                top = v;
+            else
+                keys = v;
             i++;
         } else {
             int r = cli_models_arg(&models, argc, argv, &i, "info");
-            if (r < 0) rc = 2;
-            else if (r == 0) rc = cli_usage("info", "unknown option '%s'", argv[i]);
+            if (r < 0)
+                rc = 2;
+            else if (r == 0)
+                rc = cli_usage("info", "unknown option '%s'", argv[i]);
         }
     }
     if (!rc && !models.n) rc = cli_usage("info", "no model path given");
@@ -216,8 +241,10 @@ int cmd_info(int argc, char **argv) {
     tl_status st = cli_models_open(&models, &m);
     cli_models_free(&models);
     if (st) return cli_fail(st);
-    if (json) print_json(m);
-    else print_human(m, top, keys);
+    if (json)
+        print_json(m);
+    else
+        print_human(m, top, keys);
     tl_model_close(m);
     return 0;
 }

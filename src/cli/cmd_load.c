@@ -211,8 +211,10 @@ int cmd_load(int argc, char **argv) {
                 o.staging_size = v;
         } else {
             int r = cli_models_arg(&models, argc, argv, &i, "load");
-            if (r < 0) rc = 2;
-            else if (r == 0) rc = cli_usage("load", "unknown option '%s'", a);
+            if (r < 0)
+                rc = 2;
+            else if (r == 0)
+                rc = cli_usage("load", "unknown option '%s'", a);
         }
     }
     if (rc == 0 && models.n == 0) rc = cli_usage("load", "no model given");

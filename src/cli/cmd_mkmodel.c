@@ -22,7 +22,7 @@ typedef struct group {
     int layers;
 } group;
 
-static const char *const suffixes[] = {"attn_q.weight", "attn_k.weight", "attn_v.weight",
+static const char *const suffixes[] = {"attn_q.weight",   "attn_k.weight", "attn_v.weight",
                                        "attn_out.weight", "ffn_up.weight", "ffn_down.weight"};
 #define N_SUFFIX 6
 
@@ -43,11 +43,13 @@ typedef struct mk_opts {
 } mk_opts;
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: tierload mkmodel OUT [--format gguf|safetensors] [--size SIZE] [--tensors N]\n"
-               "                        [--profile llm|sdxl] [--dtype F16|F32|BF16|Q8_0] [--seed N]\n"
-               "  writes a synthetic model (deterministic pseudo-random weights) for benchmarks and\n"
-               "  trials; the format defaults from OUT's extension. Defaults: --size 64M --tensors 200\n"
-               "  --profile sdxl --dtype F16.\n");
+    fprintf(
+        f,
+        "usage: tierload mkmodel OUT [--format gguf|safetensors] [--size SIZE] [--tensors N]\n"
+        "                        [--profile llm|sdxl] [--dtype F16|F32|BF16|Q8_0] [--seed N]\n"
+        "  writes a synthetic model (deterministic pseudo-random weights) for benchmarks and\n"
+        "  trials; the format defaults from OUT's extension. Defaults: --size 64M --tensors 200\n"
+        "  --profile sdxl --dtype F16.\n");
 }
 
 /* Lay out the tensors: groups split the bytes, layers split groups, suffixes split layers. */
@@ -119,7 +121,8 @@ static int write_data(FILE *f, const mk_opts *o, mk_tensor *t, size_t n, uint64_
         pos += pad;
         for (uint64_t left = t[i].nbytes; left && !rc;) {
             size_t m = left < CHUNK ? (size_t)left : CHUNK;
-            for (size_t w = 0; w < (m + 7) / 8; w++) buf[w] = xorshift(&s);
+            for (size_t w = 0; w < (m + 7) / 8; w++)
+                buf[w] = xorshift(&s);
             rc = write_all(f, buf, m, o->out);
             left -= m;
             pos += m;
@@ -129,8 +132,12 @@ static int write_data(FILE *f, const mk_opts *o, mk_tensor *t, size_t n, uint64_
     return rc;
 }
 
-static void put_u32(FILE *f, uint32_t v) { fwrite(&v, 4, 1, f); }
-static void put_u64(FILE *f, uint64_t v) { fwrite(&v, 8, 1, f); }
+static void put_u32(FILE *f, uint32_t v) {
+    fwrite(&v, 4, 1, f);
+}
+static void put_u64(FILE *f, uint64_t v) {
+    fwrite(&v, 8, 1, f);
+}
 static void put_str(FILE *f, const char *s) {
     put_u64(f, strlen(s));
     fwrite(s, 1, strlen(s), f);
@@ -172,19 +179,22 @@ static int write_safetensors(FILE *f, const mk_opts *o, mk_tensor *t, size_t n) 
     size_t cap = 256 + n * 256, len = 0;
     char *h = malloc(cap);
     if (!h) return 6;
-    len += (size_t)snprintf(h + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\",\"generator\":\"tierload mkmodel\"}");
+    len += (size_t)snprintf(
+        h + len, cap - len,
+        "{\"__metadata__\":{\"format\":\"pt\",\"generator\":\"tierload mkmodel\"}");
     uint64_t off = 0;
     for (size_t i = 0; i < n; i++) {
         t[i].offset = off;
-        len += (size_t)snprintf(h + len, cap - len,
-                                ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld,%lld],\"data_offsets\":[%llu,%llu]}",
-                                t[i].name, tl_dtype_name(o->dtype), (long long)t[i].rows,
-                                (long long)t[i].cols, (unsigned long long)off,
-                                (unsigned long long)(off + t[i].nbytes));
+        len += (size_t)snprintf(
+            h + len, cap - len,
+            ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld,%lld],\"data_offsets\":[%llu,%llu]}",
+            t[i].name, tl_dtype_name(o->dtype), (long long)t[i].rows, (long long)t[i].cols,
+            (unsigned long long)off, (unsigned long long)(off + t[i].nbytes));
         off += t[i].nbytes;
     }
     h[len++] = '}';
-    while (len % 8) h[len++] = ' ';
+    while (len % 8)
+        h[len++] = ' ';
     put_u64(f, len);
     int rc = write_all(f, h, len, o->out);
     free(h);
@@ -200,19 +210,24 @@ int cmd_mkmodel(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--format") && v) {
-            if (!strcmp(v, "gguf")) fmt = 1;
-            else if (!strcmp(v, "safetensors")) fmt = 0;
-            else return cli_usage("mkmodel", "unknown format '%s'", v);
+            if (!strcmp(v, "gguf"))
+                fmt = 1;
+            else if (!strcmp(v, "safetensors"))
+                fmt = 0;
+            else
+                return cli_usage("mkmodel", "unknown format '%s'", v);
             i++;
         } else if (!strcmp(a, "--size") && v) {
             if (!cli_parse_size(v, &o.size, NULL)) return cli_usage("mkmodel", "bad size '%s'", v);
             i++;
         } else if (!strcmp(a, "--tensors") && v) {
             o.n_tensors = strtoull(v, NULL, 10);
-            if (!o.n_tensors || o.n_tensors > 1000000) return cli_usage("mkmodel", "bad count '%s'", v);
+            if (!o.n_tensors || o.n_tensors > 1000000)
+                return cli_usage("mkmodel", "bad count '%s'", v);
             i++;
         } else if (!strcmp(a, "--profile") && v) {
-            if (strcmp(v, "llm") && strcmp(v, "sdxl")) return cli_usage("mkmodel", "unknown profile '%s'", v);
+            if (strcmp(v, "llm") && strcmp(v, "sdxl"))
+                return cli_usage("mkmodel", "unknown profile '%s'", v);
             o.profile = v;
             i++;
         } else if (!strcmp(a, "--dtype") && v) {
@@ -235,7 +250,8 @@ int cmd_mkmodel(int argc, char **argv) {
     if (!o.out) return cli_usage("mkmodel", "no output path given");
     size_t len = strlen(o.out);
     o.gguf = fmt >= 0 ? fmt == 1 : (len >= 5 && !strcmp(o.out + len - 5, ".gguf"));
-    if (!o.gguf && o.dtype == TL_DTYPE_Q8_0) return cli_usage("mkmodel", "Q8_0 needs --format gguf");
+    if (!o.gguf && o.dtype == TL_DTYPE_Q8_0)
+        return cli_usage("mkmodel", "Q8_0 needs --format gguf");
     size_t n;
     mk_tensor *t = layout(&o, &n);
     if (!t) return cli_exit_code(TL_ERR_NOMEM);

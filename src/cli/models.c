@@ -25,7 +25,8 @@ static const model_flag model_flags[] = {
 };
 
 const char *cli_models_help(void) {
-    return "  --diffusion-model F, --vae F, --clip_l F, --clip_g F, --t5xxl F, --llm F, --control-net F\n"
+    return "  --diffusion-model F, --vae F, --clip_l F, --clip_g F, --t5xxl F, --llm F, "
+           "--control-net F\n"
            "                  component files (stable-diffusion.cpp style): their tensors get the\n"
            "                  prefix that puts them in that component\n";
 }

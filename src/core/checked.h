@@ -30,6 +30,8 @@ static inline bool tl_range_ok(uint64_t off, uint64_t len, uint64_t size) {
     uint64_t end;
     return tl_add_u64(off, len, &end) && end <= size;
 }
-static inline bool tl_is_pow2(uint64_t x) { return x != 0 && (x & (x - 1)) == 0; }
+static inline bool tl_is_pow2(uint64_t x) {
+    return x != 0 && (x & (x - 1)) == 0;
+}
 
 #endif

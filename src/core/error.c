@@ -39,11 +39,17 @@ tl_status tl_err_prefix(tl_status s, const char *fmt, ...) {
     return s;
 }
 
-void tl_err_clear(void) { tl_err_buf[0] = 0; }
+void tl_err_clear(void) {
+    tl_err_buf[0] = 0;
+}
 
-const char *tl_last_error(void) { return tl_err_buf; }
+const char *tl_last_error(void) {
+    return tl_err_buf;
+}
 
-const char *tl_version(void) { return "0.1.0"; }
+const char *tl_version(void) {
+    return "0.1.0";
+}
 
 const char *tl_fmt_bytes(uint64_t bytes, char *buf, size_t n) {
     static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -53,26 +59,41 @@ const char *tl_fmt_bytes(uint64_t bytes, char *buf, size_t n) {
         v /= 1024;
         u++;
     }
-    if (u == 0) snprintf(buf, n, "%llu B", (unsigned long long)bytes);
-    else snprintf(buf, n, "%.2f %s", v, units[u]);
+    if (u == 0)
+        snprintf(buf, n, "%llu B", (unsigned long long)bytes);
+    else
+        snprintf(buf, n, "%.2f %s", v, units[u]);
     return buf;
 }
 
 const char *tl_status_name(tl_status s) {
     switch (s) {
-    case TL_OK: return "TL_OK";
-    case TL_ERR_INVALID_ARG: return "TL_ERR_INVALID_ARG";
-    case TL_ERR_IO: return "TL_ERR_IO";
-    case TL_ERR_FORMAT: return "TL_ERR_FORMAT";
-    case TL_ERR_NOMEM: return "TL_ERR_NOMEM";
-    case TL_ERR_NOT_FOUND: return "TL_ERR_NOT_FOUND";
-    case TL_ERR_UNSUPPORTED: return "TL_ERR_UNSUPPORTED";
-    case TL_ERR_DEVICE_OOM: return "TL_ERR_DEVICE_OOM";
-    case TL_ERR_DEVICE: return "TL_ERR_DEVICE";
-    case TL_ERR_CANCELLED: return "TL_ERR_CANCELLED";
-    case TL_ERR_INFEASIBLE: return "TL_ERR_INFEASIBLE";
-    case TL_ERR_CHANGED: return "TL_ERR_CHANGED";
-    case TL_ERR_INTEGRITY: return "TL_ERR_INTEGRITY";
+    case TL_OK:
+        return "TL_OK";
+    case TL_ERR_INVALID_ARG:
+        return "TL_ERR_INVALID_ARG";
+    case TL_ERR_IO:
+        return "TL_ERR_IO";
+    case TL_ERR_FORMAT:
+        return "TL_ERR_FORMAT";
+    case TL_ERR_NOMEM:
+        return "TL_ERR_NOMEM";
+    case TL_ERR_NOT_FOUND:
+        return "TL_ERR_NOT_FOUND";
+    case TL_ERR_UNSUPPORTED:
+        return "TL_ERR_UNSUPPORTED";
+    case TL_ERR_DEVICE_OOM:
+        return "TL_ERR_DEVICE_OOM";
+    case TL_ERR_DEVICE:
+        return "TL_ERR_DEVICE";
+    case TL_ERR_CANCELLED:
+        return "TL_ERR_CANCELLED";
+    case TL_ERR_INFEASIBLE:
+        return "TL_ERR_INFEASIBLE";
+    case TL_ERR_CHANGED:
+        return "TL_ERR_CHANGED";
+    case TL_ERR_INTEGRITY:
+        return "TL_ERR_INTEGRITY";
     }
     return "TL_ERR_UNKNOWN";
 }

@@ -55,7 +55,8 @@ static tl_status cpu_alloc(void *self, uint64_t size, tl_devptr *out) {
                       (unsigned long long)size, (unsigned long long)hm.free,
                       hm.cg_limited ? " under the cgroup memory limit" : " (MemAvailable)");
     if (size > SIZE_MAX - CPU_ALIGN)
-        return tl_err(TL_ERR_DEVICE_OOM, "cpu: cannot allocate %llu bytes", (unsigned long long)size);
+        return tl_err(TL_ERR_DEVICE_OOM, "cpu: cannot allocate %llu bytes",
+                      (unsigned long long)size);
     void *p = NULL;
     e = posix_memalign(&p, CPU_ALIGN, (size_t)size);
     if (e || !p)
@@ -103,12 +104,15 @@ static tl_status cpu_pin(void *self, void *host, uint64_t n) {
 static tl_status cpu_unpin(void *self, void *host, uint64_t n) {
     (void)self;
     int e = tl_os_munlock(host, n);
-    if (e) return tl_err(TL_ERR_INVALID_ARG, "cpu: munlock of %llu bytes failed: %s",
-                         (unsigned long long)n, strerror(e));
+    if (e)
+        return tl_err(TL_ERR_INVALID_ARG, "cpu: munlock of %llu bytes failed: %s",
+                      (unsigned long long)n, strerror(e));
     return TL_OK;
 }
 
-static void cpu_destroy(void *self) { free(self); }
+static void cpu_destroy(void *self) {
+    free(self);
+}
 
 static const tl_device_ops cpu_ops = {
     .describe = cpu_describe,

@@ -91,8 +91,8 @@ typedef struct cuda_slot {
     void *buf;
     cudaEvent_t ev;
     uint64_t ticket;
-    bool last;   /* last chunk of its ticket */
-    void *dst;   /* device->host: where the staged bytes go on retire */
+    bool last; /* last chunk of its ticket */
+    void *dst; /* device->host: where the staged bytes go on retire */
     size_t len;
 } cuda_slot;
 
@@ -110,7 +110,7 @@ typedef struct cuda_dev {
     struct cuda_pin {
         uintptr_t addr;
         size_t len;
-    } *pins; /* ranges pinned through this device: copied by DMA, no staging */
+    } * pins; /* ranges pinned through this device: copied by DMA, no staging */
     size_t n_pins, cap_pins;
 } cuda_dev;
 
@@ -241,7 +241,8 @@ static bool is_pinned(const cuda_dev *c, const void *hp, uint64_t n) {
 }
 
 /* Queue one copy straight from / to pinned host memory; lock held, device entered. */
-static tl_status queue_direct(cuda_dev *c, bool to_dev, uint64_t dp, void *hp, uint64_t n, uint64_t t) {
+static tl_status queue_direct(cuda_dev *c, bool to_dev, uint64_t dp, void *hp, uint64_t n,
+                              uint64_t t) {
     tl_status st = TL_OK;
     if (c->count == TL_CUDA_RING && (st = retire_one(c)) != TL_OK) return st;
     cuda_slot *s = &c->ring[(c->head + c->count) % TL_CUDA_RING];
@@ -295,7 +296,9 @@ static tl_status queue_copy(cuda_dev *c, bool to_dev, uint64_t dp, void *hp, uin
         if (e == cudaSuccess) e = cu.EventRecord(s->ev, c->stream);
         if (e != cudaSuccess) {
             s->dst = NULL;
-            st = cu_fail(c, to_dev ? "cudaMemcpyAsync(host to device)" : "cudaMemcpyAsync(device to host)", e);
+            st = cu_fail(
+                c, to_dev ? "cudaMemcpyAsync(host to device)" : "cudaMemcpyAsync(device to host)",
+                e);
             break;
         }
         off += len;
@@ -303,7 +306,8 @@ static tl_status queue_copy(cuda_dev *c, bool to_dev, uint64_t dp, void *hp, uin
         s->last = off == n;
         c->count++;
     }
-    if (st != TL_OK) drain(c); /* leave nothing half-queued: the ticket counts as done, with the error */
+    if (st != TL_OK)
+        drain(c); /* leave nothing half-queued: the ticket counts as done, with the error */
     leave(c, prev);
     if (st == TL_OK) *ticket = t;
     return st;
@@ -317,7 +321,8 @@ static tl_status wait_locked(cuda_dev *c, uint64_t ticket) {
     int prev;
     tl_status st = enter(c, &prev);
     if (st != TL_OK) return st;
-    while (st == TL_OK && c->done < ticket && c->count > 0) st = retire_one(c);
+    while (st == TL_OK && c->done < ticket && c->count > 0)
+        st = retire_one(c);
     leave(c, prev);
     return st;
 }
@@ -370,8 +375,10 @@ static tl_status cuda_poll(void *self, uint64_t ticket, bool *done) {
         while (st == TL_OK && c->count > 0 && c->done < ticket) {
             cudaError_t e = cu.EventQuery(c->ring[c->head].ev);
             if (e == cudaErrorNotReady) break;
-            if (e != cudaSuccess) st = cu_fail(c, "cudaEventQuery", e);
-            else st = retire_one(c); /* complete: does not block */
+            if (e != cudaSuccess)
+                st = cu_fail(c, "cudaEventQuery", e);
+            else
+                st = retire_one(c); /* complete: does not block */
         }
         if (entered) leave(c, prev);
     }
@@ -457,9 +464,12 @@ static tl_status cuda_read_file(void *self, int fd, uint64_t off, tl_devptr dst,
                   cuda_copy_from(c, b, dst, pn) == TL_OK && memcmp(a, b, pn) == 0;
         free(a);
         free(b);
-        if (ok) tl_cufile_set_usable(true, "");
-        else if (read_ok) tl_cufile_set_usable(false, "probe read through libcufile differed from pread");
-        else tl_cufile_set_usable(false, NULL); /* keeps cuFile's own reason */
+        if (ok)
+            tl_cufile_set_usable(true, "");
+        else if (read_ok)
+            tl_cufile_set_usable(false, "probe read through libcufile differed from pread");
+        else
+            tl_cufile_set_usable(false, NULL); /* keeps cuFile's own reason */
         pthread_mutex_lock(&c->lock);
         c->cufile = ok ? 1 : -1;
         pthread_mutex_unlock(&c->lock);
@@ -524,13 +534,14 @@ static bool load_runtime(void) {
         snprintf(cuda_reason, sizeof cuda_reason, "no CUDA runtime: %s", why);
         return false;
     }
-#define SYM(field, name)                                                                          \
-    do {                                                                                          \
-        *(void **)&cu.field = tl_os_dlsym(cu.lib, name);                                          \
-        if (!cu.field) {                                                                          \
-            snprintf(cuda_reason, sizeof cuda_reason, "no CUDA runtime: libcudart has no %s", name); \
-            return false;                                                                         \
-        }                                                                                         \
+#define SYM(field, name)                                                                           \
+    do {                                                                                           \
+        *(void **)&cu.field = tl_os_dlsym(cu.lib, name);                                           \
+        if (!cu.field) {                                                                           \
+            snprintf(cuda_reason, sizeof cuda_reason, "no CUDA runtime: libcudart has no %s",      \
+                     name);                                                                        \
+            return false;                                                                          \
+        }                                                                                          \
     } while (0)
     SYM(GetDeviceCount, "cudaGetDeviceCount");
     SYM(GetDevice, "cudaGetDevice");
@@ -568,10 +579,11 @@ void tl_cuda_discover(void (*add)(tl_device *d)) {
     cudaError_t e = cu.GetDeviceCount(&n);
     if (e != cudaSuccess || n <= 0) {
         if (e != cudaSuccess)
-            snprintf(cuda_reason, sizeof cuda_reason, "no CUDA device: cudaGetDeviceCount: %s (CUDA error %d)",
-                     cu_str(e), e);
+            snprintf(cuda_reason, sizeof cuda_reason,
+                     "no CUDA device: cudaGetDeviceCount: %s (CUDA error %d)", cu_str(e), e);
         else
-            snprintf(cuda_reason, sizeof cuda_reason, "no CUDA device: cudaGetDeviceCount found none");
+            snprintf(cuda_reason, sizeof cuda_reason,
+                     "no CUDA device: cudaGetDeviceCount found none");
         cu.GetLastError();
         return; /* keep the library loaded: unloading a half-initialised runtime is unsafe */
     }

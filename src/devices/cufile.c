@@ -115,11 +115,15 @@ int tl_cufile_read(int fd, uint64_t off, void *dst, uint64_t n) {
 
 void tl_cufile_set_usable(bool ok, const char *why) {
     atomic_store(&cf_usable, ok);
-    if (ok) set_reason("%s", "");
-    else if (why) set_reason("%s", why);
+    if (ok)
+        set_reason("%s", "");
+    else if (why)
+        set_reason("%s", why);
 }
 
-bool tl_cufile_usable(void) { return atomic_load(&cf_usable); }
+bool tl_cufile_usable(void) {
+    return atomic_load(&cf_usable);
+}
 
 const char *tl_device_cufile_reason(void) {
     /* a thread-local copy: the shared one may change under a concurrent probe */

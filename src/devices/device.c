@@ -14,10 +14,14 @@
 
 const char *tl_device_kind_name(tl_device_kind k) {
     switch (k) {
-    case TL_DEVICE_CPU: return "cpu";
-    case TL_DEVICE_SIM: return "sim";
-    case TL_DEVICE_CUDA: return "cuda";
-    case TL_DEVICE_OTHER: return "other";
+    case TL_DEVICE_CPU:
+        return "cpu";
+    case TL_DEVICE_SIM:
+        return "sim";
+    case TL_DEVICE_CUDA:
+        return "cuda";
+    case TL_DEVICE_OTHER:
+        return "other";
     }
     return "unknown";
 }
@@ -36,8 +40,9 @@ tl_status tl_device_new(const tl_device_ops *ops, void *self, tl_device **out) {
     if (!out) return tl_err(TL_ERR_INVALID_ARG, "tl_device_new: out is NULL");
     *out = NULL;
     if (!ops || !ops->describe || !ops->alloc || !ops->dealloc || !ops->copy_to || !ops->copy_from)
-        return tl_err(TL_ERR_INVALID_ARG,
-                      "tl_device_new: describe, alloc, dealloc, copy_to and copy_from are required");
+        return tl_err(
+            TL_ERR_INVALID_ARG,
+            "tl_device_new: describe, alloc, dealloc, copy_to and copy_from are required");
     if ((ops->copy_to_async || ops->copy_from_async) && (!ops->wait || !ops->poll))
         return tl_err(TL_ERR_INVALID_ARG,
                       "tl_device_new: a device with asynchronous copies needs wait and poll");
@@ -53,9 +58,10 @@ tl_status tl_device_wrap(const tl_device_ops *ops, void *self, const char *name,
                          tl_device_kind kind, tl_device **out) {
     *out = NULL;
     if (!tl_device_name_ok(name))
-        return tl_err(TL_ERR_INVALID_ARG,
-                      "tl_device_new: invalid device name '%.*s' (1..%d characters of A-Z a-z 0-9 _ . : -)",
-                      TL_DEVICE_NAME_MAX - 1, name ? name : "", TL_DEVICE_NAME_MAX - 1);
+        return tl_err(
+            TL_ERR_INVALID_ARG,
+            "tl_device_new: invalid device name '%.*s' (1..%d characters of A-Z a-z 0-9 _ . : -)",
+            TL_DEVICE_NAME_MAX - 1, name ? name : "", TL_DEVICE_NAME_MAX - 1);
     tl_device *d = tl_os_calloc(1, sizeof *d);
     if (!d) return tl_err(TL_ERR_NOMEM, "tl_device_new: out of memory");
     d->ops = ops;
@@ -78,9 +84,13 @@ void tl_device_release(tl_device *d) {
     free(d);
 }
 
-const char *tl_device_name(const tl_device *d) { return d ? d->name : ""; }
+const char *tl_device_name(const tl_device *d) {
+    return d ? d->name : "";
+}
 
-tl_device_kind tl_device_kind_of(const tl_device *d) { return d ? d->kind : TL_DEVICE_OTHER; }
+tl_device_kind tl_device_kind_of(const tl_device *d) {
+    return d ? d->kind : TL_DEVICE_OTHER;
+}
 
 tl_status tl_device_describe(tl_device *d, tl_device_info *out) {
     if (!d || !out) return tl_err(TL_ERR_INVALID_ARG, "tl_device_describe: NULL argument");

@@ -67,7 +67,8 @@ tl_status tl_device_unregister(tl_device *d) {
     if (!d) return tl_err(TL_ERR_INVALID_ARG, "tl_device_unregister: NULL device");
     pthread_mutex_lock(&reg_lock);
     size_t i = 0;
-    while (i < reg_n && reg_devs[i] != d) i++;
+    while (i < reg_n && reg_devs[i] != d)
+        i++;
     if (i == reg_n) {
         pthread_mutex_unlock(&reg_lock);
         return tl_err(TL_ERR_NOT_FOUND, "device '%s' is not registered", d->name);
@@ -106,7 +107,8 @@ tl_status tl_device_find(const char *name, tl_device **out) {
         size_t o = 0;
         list[0] = 0;
         for (size_t i = 0; i < reg_n && o < sizeof list; i++)
-            o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", i ? ", " : "", reg_devs[i]->name);
+            o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", i ? ", " : "",
+                                  reg_devs[i]->name);
         s = tl_err(TL_ERR_NOT_FOUND, "no device '%s' (devices: %s)", name, list);
     } else {
         char list[512];
@@ -126,7 +128,8 @@ size_t tl_device_list(tl_device **out, size_t cap) {
     pthread_mutex_lock(&reg_lock);
     discover_locked();
     size_t n = reg_n;
-    for (size_t i = 0; out && i < n && i < cap; i++) out[i] = reg_devs[i];
+    for (size_t i = 0; out && i < n && i < cap; i++)
+        out[i] = reg_devs[i];
     pthread_mutex_unlock(&reg_lock);
     return n;
 }

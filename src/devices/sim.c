@@ -47,9 +47,9 @@ typedef struct sim {
     uint64_t next_addr;
     sim_alloc *allocs; /* sorted by addr */
     size_t n_allocs, cap_allocs;
-    double clock;     /* model time now */
-    double queue_end; /* model time the stream becomes idle */
-    uint64_t issued;  /* last ticket handed out */
+    double clock;      /* model time now */
+    double queue_end;  /* model time the stream becomes idle */
+    uint64_t issued;   /* last ticket handed out */
     sim_pending *pend; /* FIFO of queued copies not yet done, [head, n) */
     size_t pend_head, pend_n, pend_cap;
 } sim;
@@ -86,8 +86,9 @@ static tl_status sim_alloc_fn(void *self, uint64_t size, tl_devptr *out) {
     uint64_t free_b = s->spec.capacity - s->used;
     if (size > free_b) {
         pthread_mutex_unlock(&s->lock);
-        return tl_err(TL_ERR_DEVICE_OOM, "%s: out of memory: %llu bytes requested, %llu of %llu free",
-                      s->spec.name, (unsigned long long)size, (unsigned long long)free_b,
+        return tl_err(TL_ERR_DEVICE_OOM,
+                      "%s: out of memory: %llu bytes requested, %llu of %llu free", s->spec.name,
+                      (unsigned long long)size, (unsigned long long)free_b,
                       (unsigned long long)s->spec.capacity);
     }
     uint64_t span = ((size + SIM_ALIGN - 1) & ~(SIM_ALIGN - 1)) + SIM_ALIGN; /* + guard gap */
@@ -127,8 +128,10 @@ static long find_alloc(const sim *s, uint64_t p) {
     size_t lo = 0, hi = s->n_allocs;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (s->allocs[mid].addr <= p) lo = mid + 1;
-        else hi = mid;
+        if (s->allocs[mid].addr <= p)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     if (lo == 0) return -1;
     const sim_alloc *a = &s->allocs[lo - 1];
@@ -167,8 +170,10 @@ static unsigned char *resolve(sim *s, uint64_t p, uint64_t n) {
 static void retire(sim *s) {
     while (s->pend_head < s->pend_n && s->pend[s->pend_head].end <= s->clock) {
         const sim_pending *q = &s->pend[s->pend_head++];
-        if (q->to_dev) memcpy(q->dev, q->host, (size_t)q->n);
-        else memcpy(q->host, q->dev, (size_t)q->n);
+        if (q->to_dev)
+            memcpy(q->dev, q->host, (size_t)q->n);
+        else
+            memcpy(q->host, q->dev, (size_t)q->n);
     }
     if (s->pend_head == s->pend_n) s->pend_head = s->pend_n = 0;
 }
@@ -184,7 +189,8 @@ static double duration(const sim *s, uint64_t n) {
 }
 
 /* Move bytes and account the model time; ticket NULL = synchronous (lock held). */
-static tl_status transfer(sim *s, bool to_dev, uint64_t dp, void *hp, uint64_t n, uint64_t *ticket) {
+static tl_status transfer(sim *s, bool to_dev, uint64_t dp, void *hp, uint64_t n,
+                          uint64_t *ticket) {
     unsigned char *m = resolve(s, dp, n);
     if (!m)
         return tl_err(TL_ERR_INVALID_ARG,
@@ -198,7 +204,8 @@ static tl_status transfer(sim *s, bool to_dev, uint64_t dp, void *hp, uint64_t n
         } else {
             size_t cap = s->pend_cap ? s->pend_cap * 2 : 16;
             sim_pending *np = tl_os_realloc(s->pend, cap * sizeof *np);
-            if (!np) return tl_err(TL_ERR_NOMEM, "%s: host memory for the copy queue", s->spec.name);
+            if (!np)
+                return tl_err(TL_ERR_NOMEM, "%s: host memory for the copy queue", s->spec.name);
             s->pend = np;
             s->pend_cap = cap;
         }
@@ -218,8 +225,10 @@ static tl_status transfer(sim *s, bool to_dev, uint64_t dp, void *hp, uint64_t n
     } else {
         s->clock = end;
         retire(s); /* everything queued before ends by start */
-        if (to_dev) memcpy(m, hp, (size_t)n);
-        else memcpy(hp, m, (size_t)n);
+        if (to_dev)
+            memcpy(m, hp, (size_t)n);
+        else
+            memcpy(hp, m, (size_t)n);
     }
     retire(s);
     return TL_OK;
@@ -290,7 +299,8 @@ static tl_status sim_poll(void *self, uint64_t ticket, bool *done) {
 
 static void sim_destroy(void *self) {
     sim *s = self;
-    for (size_t i = 0; i < s->n_allocs; i++) free(s->allocs[i].mem);
+    for (size_t i = 0; i < s->n_allocs; i++)
+        free(s->allocs[i].mem);
     free(s->allocs);
     free(s->pend);
     pthread_mutex_destroy(&s->lock);
@@ -333,18 +343,24 @@ tl_status tl_device_sim_add(const char *spec) {
     tl_device *devs[64];
     size_t n = 0, made = 0, reg = 0;
     tl_status st = tl_device_sim_spec_parse(spec, specs, 64, &n);
-    for (; st == TL_OK && made < n; made++) st = tl_device_sim_new(&specs[made], &devs[made]);
+    for (; st == TL_OK && made < n; made++)
+        st = tl_device_sim_new(&specs[made], &devs[made]);
     if (st != TL_OK && made > 0) made--; /* the failing one made nothing */
-    for (; st == TL_OK && reg < made; reg++) st = tl_device_register(devs[reg]);
+    for (; st == TL_OK && reg < made; reg++)
+        st = tl_device_register(devs[reg]);
     if (st != TL_OK) {
         if (reg > 0) reg--;
-        for (size_t i = 0; i < reg; i++) tl_device_unregister(devs[i]);
+        for (size_t i = 0; i < reg; i++)
+            tl_device_unregister(devs[i]);
     }
-    for (size_t i = 0; i < made; i++) tl_device_release(devs[i]);
+    for (size_t i = 0; i < made; i++)
+        tl_device_release(devs[i]);
     return st;
 }
 
-static sim *as_sim(tl_device *d) { return d && d->ops == &sim_ops ? d->self : NULL; }
+static sim *as_sim(tl_device *d) {
+    return d && d->ops == &sim_ops ? d->self : NULL;
+}
 
 tl_status tl_device_sim_clock(tl_device *d, double *seconds) {
     sim *s = as_sim(d);
@@ -358,7 +374,8 @@ tl_status tl_device_sim_clock(tl_device *d, double *seconds) {
 tl_status tl_device_sim_advance(tl_device *d, double seconds) {
     sim *s = as_sim(d);
     if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_device_sim_advance: not a sim device");
-    if (!(seconds >= 0)) return tl_err(TL_ERR_INVALID_ARG, "%s: advance by %g s", s->spec.name, seconds);
+    if (!(seconds >= 0))
+        return tl_err(TL_ERR_INVALID_ARG, "%s: advance by %g s", s->spec.name, seconds);
     pthread_mutex_lock(&s->lock);
     s->clock += seconds;
     retire(s);

@@ -21,23 +21,36 @@ static bool parse_size(const char *s, size_t len, uint64_t *out) {
     if (!isdigit((unsigned char)*p)) return false;
     const char *q = p;
     bool frac = false;
-    while (isdigit((unsigned char)*q)) q++;
+    while (isdigit((unsigned char)*q))
+        q++;
     if (*q == '.') {
         frac = true;
         q++;
         if (!isdigit((unsigned char)*q)) return false;
-        while (isdigit((unsigned char)*q)) q++;
+        while (isdigit((unsigned char)*q))
+            q++;
     }
     uint64_t mult = 1;
     const char *u = q;
     if (*u) {
         switch (toupper((unsigned char)*u)) {
-        case 'B': mult = 1; break;
-        case 'K': mult = 1ull << 10; break;
-        case 'M': mult = 1ull << 20; break;
-        case 'G': mult = 1ull << 30; break;
-        case 'T': mult = 1ull << 40; break;
-        default: return false;
+        case 'B':
+            mult = 1;
+            break;
+        case 'K':
+            mult = 1ull << 10;
+            break;
+        case 'M':
+            mult = 1ull << 20;
+            break;
+        case 'G':
+            mult = 1ull << 30;
+            break;
+        case 'T':
+            mult = 1ull << 40;
+            break;
+        default:
+            return false;
         }
         u++;
         if (mult > 1 && (strcasecmp(u, "B") == 0 || strcasecmp(u, "iB") == 0)) u += strlen(u);
@@ -70,18 +83,25 @@ static bool parse_time(const char *s, size_t len, double *out) {
     double v = strtod(buf, &end);
     if (end == buf || !isfinite(v) || v < 0) return false;
     double mult = 1;
-    if (!*end || strcmp(end, "s") == 0) mult = 1;
-    else if (strcmp(end, "ms") == 0) mult = 1e-3;
-    else if (strcmp(end, "us") == 0) mult = 1e-6;
-    else if (strcmp(end, "ns") == 0) mult = 1e-9;
-    else return false;
+    if (!*end || strcmp(end, "s") == 0)
+        mult = 1;
+    else if (strcmp(end, "ms") == 0)
+        mult = 1e-3;
+    else if (strcmp(end, "us") == 0)
+        mult = 1e-6;
+    else if (strcmp(end, "ns") == 0)
+        mult = 1e-9;
+    else
+        return false;
     *out = v * mult;
     return true;
 }
 
 static const char *trim(const char *s, const char *e, const char **end) {
-    while (s < e && isspace((unsigned char)*s)) s++;
-    while (e > s && isspace((unsigned char)e[-1])) e--;
+    while (s < e && isspace((unsigned char)*s))
+        s++;
+    while (e > s && isspace((unsigned char)e[-1]))
+        e--;
     *end = e;
     return s;
 }
@@ -94,16 +114,18 @@ static tl_status parse_item(const char *s, const char *e, tl_sim_spec *sp) {
     if (!eq) return tl_err(TL_ERR_INVALID_ARG, "sim spec item '%.*s': expected NAME=SIZE", il, s);
     const char *ne;
     const char *ns = trim(s, eq, &ne);
-    if (ns == ne) return tl_err(TL_ERR_INVALID_ARG, "sim spec item '%.*s': empty device name", il, s);
+    if (ns == ne)
+        return tl_err(TL_ERR_INVALID_ARG, "sim spec item '%.*s': empty device name", il, s);
     if ((size_t)(ne - ns) >= sizeof sp->name)
-        return tl_err(TL_ERR_INVALID_ARG, "sim spec item '%.*s': device name longer than %d characters",
-                      il, s, TL_DEVICE_NAME_MAX - 1);
+        return tl_err(TL_ERR_INVALID_ARG,
+                      "sim spec item '%.*s': device name longer than %d characters", il, s,
+                      TL_DEVICE_NAME_MAX - 1);
     memcpy(sp->name, ns, (size_t)(ne - ns));
     sp->name[ne - ns] = 0;
     if (!tl_device_name_ok(sp->name))
         return tl_err(TL_ERR_INVALID_ARG,
-                      "sim spec item '%.*s': invalid device name '%s' (A-Z a-z 0-9 _ . : - only)", il,
-                      s, sp->name);
+                      "sim spec item '%.*s': invalid device name '%s' (A-Z a-z 0-9 _ . : - only)",
+                      il, s, sp->name);
     const char *p = eq + 1;
     bool first = true;
     while (p <= e) {
@@ -138,11 +160,13 @@ static tl_status parse_item(const char *s, const char *e, tl_sim_spec *sp) {
 }
 
 tl_status tl_device_sim_spec_parse(const char *spec, tl_sim_spec *out, size_t cap, size_t *n) {
-    if (!n || (!out && cap)) return tl_err(TL_ERR_INVALID_ARG, "tl_device_sim_spec_parse: NULL argument");
+    if (!n || (!out && cap))
+        return tl_err(TL_ERR_INVALID_ARG, "tl_device_sim_spec_parse: NULL argument");
     *n = 0;
     const char *te;
     const char *ts = spec ? trim(spec, spec + strlen(spec), &te) : NULL;
-    if (!ts || ts == te) return tl_err(TL_ERR_INVALID_ARG, "empty sim spec (expected e.g. gpu0=8G,gpu1=4G)");
+    if (!ts || ts == te)
+        return tl_err(TL_ERR_INVALID_ARG, "empty sim spec (expected e.g. gpu0=8G,gpu1=4G)");
     const char *p = spec;
     const char *end = spec + strlen(spec);
     size_t k = 0;
@@ -152,7 +176,8 @@ tl_status tl_device_sim_spec_parse(const char *spec, tl_sim_spec *out, size_t ca
         const char *ie;
         const char *is = trim(p, c, &ie);
         if (is == ie) return tl_err(TL_ERR_INVALID_ARG, "sim spec '%s': empty item", spec);
-        if (k >= cap) return tl_err(TL_ERR_INVALID_ARG, "sim spec '%s': more than %zu devices", spec, cap);
+        if (k >= cap)
+            return tl_err(TL_ERR_INVALID_ARG, "sim spec '%s': more than %zu devices", spec, cap);
         tl_status s = parse_item(is, ie, &out[k]);
         if (s != TL_OK) return s;
         for (size_t j = 0; j < k; j++)

@@ -42,7 +42,8 @@ typedef struct cursor {
 } cursor;
 
 static tl_status truncated(const cursor *c, const char *what) {
-    return tl_err(TL_ERR_FORMAT, "%s: truncated GGUF: %s at byte %llu runs past the end of the file (%llu bytes)",
+    return tl_err(TL_ERR_FORMAT,
+                  "%s: truncated GGUF: %s at byte %llu runs past the end of the file (%llu bytes)",
                   c->path, what, (unsigned long long)c->pos, (unsigned long long)c->size);
 }
 
@@ -53,8 +54,12 @@ static bool rd(cursor *c, void *dst, uint64_t n) {
     return true;
 }
 
-static bool rd_u32(cursor *c, uint32_t *v) { return rd(c, v, 4); }
-static bool rd_u64(cursor *c, uint64_t *v) { return rd(c, v, 8); }
+static bool rd_u32(cursor *c, uint32_t *v) {
+    return rd(c, v, 4);
+}
+static bool rd_u64(cursor *c, uint64_t *v) {
+    return rd(c, v, 8);
+}
 
 /* A GGUF string: u64 length + bytes (no terminator). Points into the image. */
 static bool rd_str(cursor *c, const char **p, uint64_t *len) {
@@ -71,16 +76,21 @@ uint32_t tl_meta_type_size(tl_meta_type type) {
     switch (type) {
     case TL_META_U8:
     case TL_META_I8:
-    case TL_META_BOOL: return 1;
+    case TL_META_BOOL:
+        return 1;
     case TL_META_U16:
-    case TL_META_I16: return 2;
+    case TL_META_I16:
+        return 2;
     case TL_META_U32:
     case TL_META_I32:
-    case TL_META_F32: return 4;
+    case TL_META_F32:
+        return 4;
     case TL_META_U64:
     case TL_META_I64:
-    case TL_META_F64: return 8;
-    default: return 0;
+    case TL_META_F64:
+        return 8;
+    default:
+        return 0;
     }
 }
 
@@ -92,9 +102,15 @@ static uint32_t meta_scalar_size(uint32_t type) {
 /* Decode a fixed-size scalar at p into m->v. */
 static void decode_scalar(uint32_t type, const uint8_t *p, tl_meta *m) {
     switch (type) {
-    case TL_META_U8: m->v.u = p[0]; break;
-    case TL_META_I8: m->v.i = (int8_t)p[0]; break;
-    case TL_META_BOOL: m->v.b = p[0] != 0; break;
+    case TL_META_U8:
+        m->v.u = p[0];
+        break;
+    case TL_META_I8:
+        m->v.i = (int8_t)p[0];
+        break;
+    case TL_META_BOOL:
+        m->v.b = p[0] != 0;
+        break;
     case TL_META_U16: {
         uint16_t x;
         memcpy(&x, p, 2);
@@ -125,10 +141,17 @@ static void decode_scalar(uint32_t type, const uint8_t *p, tl_meta *m) {
         m->v.f = x;
         break;
     }
-    case TL_META_U64: memcpy(&m->v.u, p, 8); break;
-    case TL_META_I64: memcpy(&m->v.i, p, 8); break;
-    case TL_META_F64: memcpy(&m->v.f, p, 8); break;
-    default: break;
+    case TL_META_U64:
+        memcpy(&m->v.u, p, 8);
+        break;
+    case TL_META_I64:
+        memcpy(&m->v.i, p, 8);
+        break;
+    case TL_META_F64:
+        memcpy(&m->v.f, p, 8);
+        break;
+    default:
+        break;
     }
 }
 
@@ -209,7 +232,8 @@ static tl_status parse_kv(cursor *c, tl_fmt_meta *fm) {
             if (count > SIZE_MAX / sizeof(uint64_t))
                 return tl_err(TL_ERR_FORMAT, "%s: '%s' too many strings", c->path, key);
             fm->str_offs = tl_os_malloc((size_t)count * sizeof(uint64_t));
-            if (!fm->str_offs) return tl_err(TL_ERR_NOMEM, "%s: out of memory for '%s'", c->path, key);
+            if (!fm->str_offs)
+                return tl_err(TL_ERR_NOMEM, "%s: out of memory for '%s'", c->path, key);
             uint64_t off = 0;
             for (uint64_t j = 0; j < count; j++) {
                 uint64_t n;
@@ -259,7 +283,8 @@ static int cmp_tensor_name(const void *a, const void *b) {
     return strcmp(sort_tensors[*(const size_t *)a].name, sort_tensors[*(const size_t *)b].name);
 }
 static int cmp_tensor_off(const void *a, const void *b) {
-    const tl_fmt_tensor *x = &sort_tensors[*(const size_t *)a], *y = &sort_tensors[*(const size_t *)b];
+    const tl_fmt_tensor *x = &sort_tensors[*(const size_t *)a],
+                        *y = &sort_tensors[*(const size_t *)b];
     if (x->offset != y->offset) return x->offset < y->offset ? -1 : 1;
     if (x->nbytes != y->nbytes) return x->nbytes < y->nbytes ? -1 : 1;
     return 0;
@@ -275,7 +300,8 @@ tl_status tl_fmt_check_unique(const tl_fmt_file *f, const char *path, bool check
     if (!idx) return tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
     tl_status st = TL_OK;
     if (f->n_meta > 1) {
-        for (size_t i = 0; i < f->n_meta; i++) idx[i] = i;
+        for (size_t i = 0; i < f->n_meta; i++)
+            idx[i] = i;
         sort_meta = f->meta;
         qsort(idx, f->n_meta, sizeof *idx, cmp_meta_key);
         for (size_t i = 1; i < f->n_meta && !st; i++)
@@ -284,7 +310,8 @@ tl_status tl_fmt_check_unique(const tl_fmt_file *f, const char *path, bool check
                             f->meta[idx[i]].m.key);
     }
     if (!st && f->n_tensors > 1) {
-        for (size_t i = 0; i < f->n_tensors; i++) idx[i] = i;
+        for (size_t i = 0; i < f->n_tensors; i++)
+            idx[i] = i;
         sort_tensors = f->tensors;
         qsort(idx, f->n_tensors, sizeof *idx, cmp_tensor_name);
         for (size_t i = 1; i < f->n_tensors && !st; i++)
@@ -324,15 +351,24 @@ tl_status tl_fmt_tensor_size(tl_fmt_tensor *t, const char *path) {
 
 static const char *removed_type_name(uint32_t t) {
     switch (t) {
-    case 4: return "Q4_2";
-    case 5: return "Q4_3";
-    case 31: return "Q4_0_4_4";
-    case 32: return "Q4_0_4_8";
-    case 33: return "Q4_0_8_8";
-    case 36: return "IQ4_NL_4_4";
-    case 37: return "IQ4_NL_4_8";
-    case 38: return "IQ4_NL_8_8";
-    default: return NULL;
+    case 4:
+        return "Q4_2";
+    case 5:
+        return "Q4_3";
+    case 31:
+        return "Q4_0_4_4";
+    case 32:
+        return "Q4_0_4_8";
+    case 33:
+        return "Q4_0_8_8";
+    case 36:
+        return "IQ4_NL_4_4";
+    case 37:
+        return "IQ4_NL_4_8";
+    case 38:
+        return "IQ4_NL_8_8";
+    default:
+        return NULL;
     }
 }
 
@@ -382,7 +418,8 @@ static tl_status parse_tensor_info(cursor *c, tl_fmt_tensor *t, uint64_t index) 
 
 void tl_fmt_file_free(tl_fmt_file *f) {
     if (!f) return;
-    for (size_t i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
+    for (size_t i = 0; i < f->n_tensors; i++)
+        free(f->tensors[i].name);
     for (size_t i = 0; i < f->n_meta; i++) {
         free((char *)f->meta[i].m.key);
         free(f->meta[i].str_offs);
@@ -422,7 +459,8 @@ tl_status tl_gguf_parse(const uint8_t *data, uint64_t size, const char *path, tl
         return tl_err(TL_ERR_FORMAT, "%s: not a GGUF file (bad magic)", path);
     if (!rd_u32(&c, &version)) return truncated(&c, "version");
     if (version == 1)
-        return tl_err(TL_ERR_UNSUPPORTED, "%s: GGUF version 1 is not supported (2 and 3 are)", path);
+        return tl_err(TL_ERR_UNSUPPORTED, "%s: GGUF version 1 is not supported (2 and 3 are)",
+                      path);
     if (version == 0x02000000u || version == 0x03000000u)
         return tl_err(TL_ERR_UNSUPPORTED, "%s: big-endian GGUF is not supported", path);
     if (version != 2 && version != 3)
@@ -431,16 +469,18 @@ tl_status tl_gguf_parse(const uint8_t *data, uint64_t size, const char *path, tl
     /* A tensor info takes at least 24 bytes and a key/value pair at least 13. */
     uint64_t left = size - c.pos;
     if (n_kv > left / 13)
-        return tl_err(TL_ERR_FORMAT, "%s: metadata count %llu exceeds what the file can hold",
-                      path, (unsigned long long)n_kv);
+        return tl_err(TL_ERR_FORMAT, "%s: metadata count %llu exceeds what the file can hold", path,
+                      (unsigned long long)n_kv);
     if (n_tensors > left / 24)
         return tl_err(TL_ERR_FORMAT, "%s: tensor count %llu exceeds what the file can hold", path,
                       (unsigned long long)n_tensors);
 
     if (n_kv > GGUF_MAX_KV || n_tensors > GGUF_MAX_TENSORS)
-        return tl_err(TL_ERR_UNSUPPORTED, "%s: %llu tensors and %llu metadata keys exceed tierload's limits (%llu, %llu)",
-                      path, (unsigned long long)n_tensors, (unsigned long long)n_kv,
-                      (unsigned long long)GGUF_MAX_TENSORS, (unsigned long long)GGUF_MAX_KV);
+        return tl_err(
+            TL_ERR_UNSUPPORTED,
+            "%s: %llu tensors and %llu metadata keys exceed tierload's limits (%llu, %llu)", path,
+            (unsigned long long)n_tensors, (unsigned long long)n_kv,
+            (unsigned long long)GGUF_MAX_TENSORS, (unsigned long long)GGUF_MAX_KV);
     f.format = TL_FORMAT_GGUF;
     f.version = (int32_t)version;
     f.size = size;
@@ -458,8 +498,8 @@ tl_status tl_gguf_parse(const uint8_t *data, uint64_t size, const char *path, tl
                 st = tl_err(TL_ERR_FORMAT, "%s: general.alignment must be uint32, not %s", path,
                             tl_meta_type_name(m->type));
             else if (!tl_is_pow2(m->v.u))
-                st = tl_err(TL_ERR_FORMAT, "%s: general.alignment %llu is not a power of two",
-                            path, (unsigned long long)m->v.u);
+                st = tl_err(TL_ERR_FORMAT, "%s: general.alignment %llu is not a power of two", path,
+                            (unsigned long long)m->v.u);
             else
                 f.alignment = (uint32_t)m->v.u;
         }
@@ -478,13 +518,15 @@ tl_status tl_gguf_parse(const uint8_t *data, uint64_t size, const char *path, tl
         tl_fmt_tensor *t = &f.tensors[i];
         uint64_t abs;
         if (t->offset % f.alignment != 0)
-            st = tl_err(TL_ERR_FORMAT, "%s: tensor '%s': offset %llu is not a multiple of the alignment %u",
-                        path, t->name, (unsigned long long)t->offset, f.alignment);
-        else if (!tl_add_u64(f.data_offset, t->offset, &abs) || !tl_range_ok(abs, t->nbytes, size))
             st = tl_err(TL_ERR_FORMAT,
-                        "%s: tensor '%s': data [%llu, +%llu) runs past the end of the file (%llu bytes)",
-                        path, t->name, (unsigned long long)t->offset, (unsigned long long)t->nbytes,
-                        (unsigned long long)size);
+                        "%s: tensor '%s': offset %llu is not a multiple of the alignment %u", path,
+                        t->name, (unsigned long long)t->offset, f.alignment);
+        else if (!tl_add_u64(f.data_offset, t->offset, &abs) || !tl_range_ok(abs, t->nbytes, size))
+            st = tl_err(
+                TL_ERR_FORMAT,
+                "%s: tensor '%s': data [%llu, +%llu) runs past the end of the file (%llu bytes)",
+                path, t->name, (unsigned long long)t->offset, (unsigned long long)t->nbytes,
+                (unsigned long long)size);
         else
             t->offset = abs;
     }
@@ -498,7 +540,8 @@ tl_status tl_gguf_parse(const uint8_t *data, uint64_t size, const char *path, tl
 }
 
 const char *tl_meta_type_name(tl_meta_type t) {
-    static const char *names[] = {"uint8", "int8",  "uint16", "int16", "uint32", "int32", "float32",
-                                  "bool",  "string", "array", "uint64", "int64", "float64"};
+    static const char *names[] = {"uint8",  "int8",    "uint16", "int16",  "uint32",
+                                  "int32",  "float32", "bool",   "string", "array",
+                                  "uint64", "int64",   "float64"};
     return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "unknown";
 }

@@ -40,10 +40,14 @@ static bool utf8_valid(const uint8_t *s, uint64_t n) {
         }
         int len;
         uint32_t cp;
-        if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
-        else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
-        else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
-        else return false;
+        if ((c & 0xE0) == 0xC0)
+            len = 2, cp = c & 0x1F;
+        else if ((c & 0xF0) == 0xE0)
+            len = 3, cp = c & 0x0F;
+        else if ((c & 0xF8) == 0xF0)
+            len = 4, cp = c & 0x07;
+        else
+            return false;
         if (i + (uint64_t)len > n) return false;
         for (int k = 1; k < len; k++) {
             if ((s[i + k] & 0xC0) != 0x80) return false;
@@ -75,7 +79,8 @@ static tl_status parse_tensor(const cJSON *item, const char *path, tl_fmt_tensor
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(item, "shape");
     const cJSON *of = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
     if (!cJSON_IsString(dt))
-        return tl_err(TL_ERR_FORMAT, "%s: tensor '%s': missing or non-string \"dtype\"", path, name);
+        return tl_err(TL_ERR_FORMAT, "%s: tensor '%s': missing or non-string \"dtype\"", path,
+                      name);
     if (!cJSON_IsArray(sh))
         return tl_err(TL_ERR_FORMAT, "%s: tensor '%s': missing or non-array \"shape\"", path, name);
     if (!cJSON_IsArray(of) || cJSON_GetArraySize(of) != 2)
@@ -146,8 +151,8 @@ static tl_status parse_metadata(const cJSON *md, const char *path, tl_fmt_file *
     return TL_OK;
 }
 
-static tl_status parse_header(const cJSON *root, const char *path, uint64_t data_off,
-                              uint64_t size, tl_fmt_file *f) {
+static tl_status parse_header(const cJSON *root, const char *path, uint64_t data_off, uint64_t size,
+                              tl_fmt_file *f) {
     size_t n = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, root) {
@@ -167,8 +172,10 @@ static tl_status parse_header(const cJSON *root, const char *path, uint64_t data
     cJSON_ArrayForEach(e, root) {
         if (st) break;
         if (!strcmp(e->string, "__metadata__")) {
-            if (seen_meta) st = tl_err(TL_ERR_FORMAT, "%s: duplicate __metadata__", path);
-            else st = parse_metadata(e, path, f);
+            if (seen_meta)
+                st = tl_err(TL_ERR_FORMAT, "%s: duplicate __metadata__", path);
+            else
+                st = parse_metadata(e, path, f);
             seen_meta = true;
             continue;
         }
@@ -188,10 +195,10 @@ static tl_status parse_header(const cJSON *root, const char *path, uint64_t data
     for (size_t k = 0; k < n && !st; k++) {
         tl_fmt_tensor *t = &f->tensors[ord[k].i];
         if (ord[k].begin != expect)
-            st = tl_err(TL_ERR_FORMAT,
-                        "%s: tensor '%s': data starts at %llu, expected %llu (hole or overlap)",
-                        path, t->name, (unsigned long long)ord[k].begin,
-                        (unsigned long long)expect);
+            st =
+                tl_err(TL_ERR_FORMAT,
+                       "%s: tensor '%s': data starts at %llu, expected %llu (hole or overlap)",
+                       path, t->name, (unsigned long long)ord[k].begin, (unsigned long long)expect);
         else if (ord[k].end < ord[k].begin)
             st = tl_err(TL_ERR_FORMAT, "%s: tensor '%s': data_offsets end before they begin", path,
                         t->name);
@@ -213,9 +220,11 @@ static tl_status parse_header(const cJSON *root, const char *path, uint64_t data
     if (!st && n) {
         /* Catalog order: storage order. */
         tl_fmt_tensor *sorted = tl_os_calloc(n, sizeof *sorted);
-        if (!sorted) st = tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
+        if (!sorted)
+            st = tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
         else {
-            for (size_t k = 0; k < n; k++) sorted[k] = f->tensors[ord[k].i];
+            for (size_t k = 0; k < n; k++)
+                sorted[k] = f->tensors[ord[k].i];
             free(f->tensors);
             f->tensors = sorted;
         }
@@ -228,16 +237,19 @@ tl_status tl_safetensors_parse(const uint8_t *data, uint64_t size, const char *p
                                tl_fmt_file *out) {
     memset(out, 0, sizeof *out);
     if (size < 8)
-        return tl_err(TL_ERR_FORMAT, "%s: truncated safetensors: %llu bytes, fewer than the 8-byte header length",
+        return tl_err(TL_ERR_FORMAT,
+                      "%s: truncated safetensors: %llu bytes, fewer than the 8-byte header length",
                       path, (unsigned long long)size);
     uint64_t n;
     memcpy(&n, data, 8);
     if (n > ST_MAX_HEADER)
-        return tl_err(TL_ERR_FORMAT, "%s: safetensors header length %llu exceeds the 100000000-byte limit",
-                      path, (unsigned long long)n);
+        return tl_err(TL_ERR_FORMAT,
+                      "%s: safetensors header length %llu exceeds the 100000000-byte limit", path,
+                      (unsigned long long)n);
     if (!tl_range_ok(8, n, size))
         return tl_err(TL_ERR_FORMAT,
-                      "%s: truncated safetensors: header length %llu runs past the end of the file (%llu bytes)",
+                      "%s: truncated safetensors: header length %llu runs past the end of the file "
+                      "(%llu bytes)",
                       path, (unsigned long long)n, (unsigned long long)size);
     const uint8_t *h = data + 8;
     if (n == 0 || h[0] != '{')

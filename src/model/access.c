@@ -22,7 +22,8 @@ static tl_status check_file(const tl_mfile *f) {
     int e = tl_os_fsize(f->fd, &now);
     if (e) return tl_err(TL_ERR_IO, "%s: fstat: %s", f->info.path, strerror(e));
     if (now != f->info.size)
-        return tl_err(TL_ERR_CHANGED, "%s: file changed under its mapping (%llu bytes when opened, %llu now)",
+        return tl_err(TL_ERR_CHANGED,
+                      "%s: file changed under its mapping (%llu bytes when opened, %llu now)",
                       f->info.path, (unsigned long long)f->info.size, (unsigned long long)now);
     return TL_OK;
 }
@@ -40,13 +41,15 @@ tl_status tl_model_tensor_read(const tl_model *m, size_t i, uint64_t off, void *
     const tl_tensor_info *t = &m->tensors[i];
     const tl_mfile *f = &m->files[t->file];
     if (!tl_range_ok(off, n, t->nbytes))
-        return tl_err(TL_ERR_INVALID_ARG, "%s: tensor '%s': read [%llu, +%llu) outside its %llu bytes",
-                      f->info.path, t->name, (unsigned long long)off, (unsigned long long)n,
+        return tl_err(TL_ERR_INVALID_ARG,
+                      "%s: tensor '%s': read [%llu, +%llu) outside its %llu bytes", f->info.path,
+                      t->name, (unsigned long long)off, (unsigned long long)n,
                       (unsigned long long)t->nbytes);
     tl_status st = check_file(f);
     if (st) return tl_err_prefix(st, "tensor '%s'", t->name);
     if (tl_os_guarded_copy(dst, (const uint8_t *)f->map + t->offset + off, (size_t)n))
-        return tl_err(TL_ERR_CHANGED, "%s: tensor '%s': file truncated under its mapping while reading",
+        return tl_err(TL_ERR_CHANGED,
+                      "%s: tensor '%s': file truncated under its mapping while reading",
                       f->info.path, t->name);
     return TL_OK;
 }

@@ -27,16 +27,23 @@ tl_status tl_map_flags_parse(const char *list, unsigned *flags) {
     while (*p) {
         const char *comma = strchr(p, ',');
         size_t n = comma ? (size_t)(comma - p) : strlen(p);
-        while (n && *p == ' ') p++, n--;
-        while (n && p[n - 1] == ' ') n--;
-        if (n == 10 && !strncmp(p, "sequential", n)) *flags |= TL_MAP_SEQUENTIAL;
-        else if (n == 8 && !strncmp(p, "willneed", n)) *flags |= TL_MAP_WILLNEED;
-        else if (n == 8 && !strncmp(p, "populate", n)) *flags |= TL_MAP_POPULATE;
-        else if (n == 8 && !strncmp(p, "dontneed", n)) *flags |= TL_MAP_DONTNEED;
+        while (n && *p == ' ')
+            p++, n--;
+        while (n && p[n - 1] == ' ')
+            n--;
+        if (n == 10 && !strncmp(p, "sequential", n))
+            *flags |= TL_MAP_SEQUENTIAL;
+        else if (n == 8 && !strncmp(p, "willneed", n))
+            *flags |= TL_MAP_WILLNEED;
+        else if (n == 8 && !strncmp(p, "populate", n))
+            *flags |= TL_MAP_POPULATE;
+        else if (n == 8 && !strncmp(p, "dontneed", n))
+            *flags |= TL_MAP_DONTNEED;
         else if (n != 0)
-            return tl_err(TL_ERR_INVALID_ARG,
-                          "unknown mmap hint '%.*s' (known: sequential, willneed, populate, dontneed)",
-                          (int)n, p);
+            return tl_err(
+                TL_ERR_INVALID_ARG,
+                "unknown mmap hint '%.*s' (known: sequential, willneed, populate, dontneed)",
+                (int)n, p);
         if (!comma) break;
         p = comma + 1;
     }
@@ -63,7 +70,8 @@ void tl_model_close(tl_model *m) {
         tl_fmt_file_free(&m->files[i].fmt);
         free((char *)m->files[i].info.path);
     }
-    for (size_t i = 0; i < m->n_tensors; i++) free((char *)m->tensors[i].name);
+    for (size_t i = 0; i < m->n_tensors; i++)
+        free((char *)m->tensors[i].name);
     free(m->files);
     free(m->tensors);
     free(m->meta);
@@ -77,23 +85,30 @@ static tl_status open_file(tl_model *m, tl_mfile *f, const char *path, bool writ
     f->info.path = tl_os_strdup(path);
     if (!f->info.path) return tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
     int e = tl_os_open_ro(path, &f->fd, &size);
-    if (e == EISDIR) return tl_err(TL_ERR_INVALID_ARG, "%s: is a directory, not a model file", path);
+    if (e == EISDIR)
+        return tl_err(TL_ERR_INVALID_ARG, "%s: is a directory, not a model file", path);
     if (e == ENOENT) return tl_err(TL_ERR_NOT_FOUND, "%s: no such file", path);
     if (e) return tl_err(TL_ERR_IO, "%s: cannot open: %s", path, strerror(e));
     if (size == 0) return tl_err(TL_ERR_FORMAT, "%s: file is empty", path);
     e = tl_os_map(f->fd, size, writable, (m->map_flags & TL_MAP_POPULATE) != 0, &f->map);
-    if (e) return tl_err(e == ENOMEM ? TL_ERR_NOMEM : TL_ERR_IO, "%s: cannot map: %s", path, strerror(e));
+    if (e)
+        return tl_err(e == ENOMEM ? TL_ERR_NOMEM : TL_ERR_IO, "%s: cannot map: %s", path,
+                      strerror(e));
     f->info.size = size;
     if (m->map_flags & TL_MAP_SEQUENTIAL) tl_os_madvise(f->map, size, TL_MAP_SEQUENTIAL);
     if (m->map_flags & TL_MAP_WILLNEED) tl_os_madvise(f->map, size, TL_MAP_WILLNEED);
     const uint8_t *b = f->map;
     int fmt = tl_fmt_sniff(b, size);
     tl_status st;
-    if (fmt == TL_FORMAT_GGUF) st = tl_gguf_parse(b, size, path, &f->fmt);
-    else if (fmt == TL_FORMAT_SAFETENSORS) st = tl_safetensors_parse(b, size, path, &f->fmt);
-    else if (size < 8) st = tl_err(TL_ERR_FORMAT, "%s: truncated: %llu bytes is too short for any model file",
-                                   path, (unsigned long long)size);
-    else st = tl_err(TL_ERR_FORMAT, "%s: neither GGUF nor safetensors", path);
+    if (fmt == TL_FORMAT_GGUF)
+        st = tl_gguf_parse(b, size, path, &f->fmt);
+    else if (fmt == TL_FORMAT_SAFETENSORS)
+        st = tl_safetensors_parse(b, size, path, &f->fmt);
+    else if (size < 8)
+        st = tl_err(TL_ERR_FORMAT, "%s: truncated: %llu bytes is too short for any model file",
+                    path, (unsigned long long)size);
+    else
+        st = tl_err(TL_ERR_FORMAT, "%s: neither GGUF nor safetensors", path);
     if (st) return st;
     f->info.format = f->fmt.format;
     f->info.version = f->fmt.version;
@@ -115,8 +130,10 @@ int64_t tl_model_find(const tl_model *m, const char *name) {
         size_t mid = lo + (hi - lo) / 2;
         int c = strcmp(m->tensors[m->by_name[mid]].name, name);
         if (c == 0) return m->by_name[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return -1;
 }
@@ -163,7 +180,8 @@ static tl_status build_catalog(tl_model *m, const tl_disc *d) {
             t->layer_key_len = (uint32_t)klen;
         }
     }
-    for (size_t i = 0; i < m->n_tensors; i++) m->by_name[i] = (uint32_t)i;
+    for (size_t i = 0; i < m->n_tensors; i++)
+        m->by_name[i] = (uint32_t)i;
     sort_base = m->tensors;
     qsort(m->by_name, m->n_tensors, sizeof *m->by_name, cmp_by_name);
     for (size_t i = 1; i < m->n_tensors; i++) {
@@ -179,8 +197,9 @@ static tl_status build_catalog(tl_model *m, const tl_disc *d) {
             return tl_err(TL_ERR_FORMAT, "%s: tensor '%s' listed in the shard index is absent",
                           shard, d->claims[c].name);
         if (m->tensors[i].file != d->claims[c].file)
-            return tl_err(TL_ERR_FORMAT, "%s: tensor '%s' listed in the shard index is in %s instead",
-                          shard, d->claims[c].name, m->files[m->tensors[i].file].info.path);
+            return tl_err(TL_ERR_FORMAT,
+                          "%s: tensor '%s' listed in the shard index is in %s instead", shard,
+                          d->claims[c].name, m->files[m->tensors[i].file].info.path);
     }
     return TL_OK;
 }
@@ -193,14 +212,18 @@ tl_status tl_model_open(const char *const *paths, size_t n_paths, const tl_model
     if (!m) return tl_err(TL_ERR_NOMEM, "out of memory");
     m->writable = opts && opts->writable;
     tl_status st = TL_OK;
-    if (opts && opts->map_flags) m->map_flags = opts->map_flags;
-    else st = tl_map_flags_parse(getenv("TIERLOAD_MMAP_FLAGS"), &m->map_flags);
+    if (opts && opts->map_flags)
+        m->map_flags = opts->map_flags;
+    else
+        st = tl_map_flags_parse(getenv("TIERLOAD_MMAP_FLAGS"), &m->map_flags);
     if (st) st = tl_err_prefix(st, "TIERLOAD_MMAP_FLAGS");
     tl_disc d;
     memset(&d, 0, sizeof d);
     for (size_t i = 0; i < n_paths && !st; i++) {
-        if (!paths[i]) st = tl_err(TL_ERR_INVALID_ARG, "model path %zu is NULL", i);
-        else st = tl_disc_add(&d, paths[i], opts && opts->prefixes ? opts->prefixes[i] : NULL);
+        if (!paths[i])
+            st = tl_err(TL_ERR_INVALID_ARG, "model path %zu is NULL", i);
+        else
+            st = tl_disc_add(&d, paths[i], opts && opts->prefixes ? opts->prefixes[i] : NULL);
     }
     if (!st) {
         m->files = tl_os_calloc(d.n_files ? d.n_files : 1, sizeof *m->files);
@@ -221,13 +244,17 @@ tl_status tl_model_open(const char *const *paths, size_t n_paths, const tl_model
     return TL_OK;
 }
 
-size_t tl_model_file_count(const tl_model *m) { return m->n_files; }
+size_t tl_model_file_count(const tl_model *m) {
+    return m->n_files;
+}
 
 const tl_file_info *tl_model_file(const tl_model *m, size_t i) {
     return i < m->n_files ? &m->files[i].info : NULL;
 }
 
-size_t tl_model_tensor_count(const tl_model *m) { return m->n_tensors; }
+size_t tl_model_tensor_count(const tl_model *m) {
+    return m->n_tensors;
+}
 
 const tl_tensor_info *tl_model_tensor(const tl_model *m, size_t i) {
     return i < m->n_tensors ? &m->tensors[i] : NULL;
@@ -244,7 +271,9 @@ void *tl_model_tensor_data_mut(tl_model *m, size_t i) {
     return (void *)tl_model_tensor_data(m, i);
 }
 
-size_t tl_model_meta_count(const tl_model *m) { return m->n_meta; }
+size_t tl_model_meta_count(const tl_model *m) {
+    return m->n_meta;
+}
 
 const tl_meta *tl_model_meta(const tl_model *m, size_t i) {
     return i < m->n_meta ? &m->meta[i]->m : NULL;
@@ -280,7 +309,9 @@ tl_status tl_model_advise(tl_model *m, unsigned flags) {
             int e = tl_os_madvise(f->map, f->info.size, order[k]);
             if (!e && order[k] == TL_MAP_DONTNEED) e = tl_os_fadvise_dontneed(f->fd, 0, 0);
             if (!e && order[k] == TL_MAP_WILLNEED) e = tl_os_fadvise_willneed(f->fd, 0, 0);
-            if (e) return tl_err(TL_ERR_IO, "%s: page-cache hint failed: %s", f->info.path, strerror(e));
+            if (e)
+                return tl_err(TL_ERR_IO, "%s: page-cache hint failed: %s", f->info.path,
+                              strerror(e));
         }
     }
     return TL_OK;

@@ -21,7 +21,7 @@ struct tl_model {
     size_t n_files;
     tl_tensor_info *tensors; /* names heap-owned, prefixes applied */
     size_t n_tensors;
-    uint32_t *by_name; /* tensor indices sorted by name */
+    uint32_t *by_name;  /* tensor indices sorted by name */
     tl_fmt_meta **meta; /* every file's metadata, file order */
     size_t n_meta;
     unsigned map_flags;

@@ -77,7 +77,8 @@ void tl_disc_free(tl_disc *d) {
         free(d->files[i].path);
         free(d->files[i].prefix);
     }
-    for (size_t i = 0; i < d->n_claims; i++) free(d->claims[i].name);
+    for (size_t i = 0; i < d->n_claims; i++)
+        free(d->claims[i].name);
     free(d->files);
     free(d->claims);
     memset(d, 0, sizeof *d);
@@ -108,14 +109,15 @@ tl_status tl_disc_parse_index(const char *json, size_t len, const char *index_pa
     if (!st) {
         cJSON_ArrayForEach(e, wm) {
             if (!cJSON_IsString(e)) {
-                st = tl_err(TL_ERR_FORMAT, "%s: weight_map entry '%s' is not a string",
-                            index_path, e->string);
+                st = tl_err(TL_ERR_FORMAT, "%s: weight_map entry '%s' is not a string", index_path,
+                            e->string);
                 break;
             }
             if (!shard_name_ok(e->valuestring)) {
-                st = tl_err(TL_ERR_FORMAT,
-                            "%s: weight_map entry '%s' names shard '%s', which leaves the index's folder",
-                            index_path, e->string, e->valuestring);
+                st = tl_err(
+                    TL_ERR_FORMAT,
+                    "%s: weight_map entry '%s' names shard '%s', which leaves the index's folder",
+                    index_path, e->string, e->valuestring);
                 break;
             }
             if ((st = cb(ctx, e->string, e->valuestring))) break;
@@ -171,7 +173,9 @@ static tl_status add_index(tl_disc *d, const char *index_path, const char *prefi
     if (e == EFBIG)
         return tl_err(TL_ERR_FORMAT, "%s: shard index larger than %llu bytes", index_path,
                       (unsigned long long)INDEX_MAX_BYTES);
-    if (e) return tl_err(e == ENOENT ? TL_ERR_NOT_FOUND : TL_ERR_IO, "%s: %s", index_path, strerror(e));
+    if (e)
+        return tl_err(e == ENOENT ? TL_ERR_NOT_FOUND : TL_ERR_IO, "%s: %s", index_path,
+                      strerror(e));
     char *dir = dirname_of(index_path);
     if (!dir) {
         free(json);
@@ -228,8 +232,8 @@ static bool is_weight_file(const char *name) {
  * them, or (one_model: a diffusers component folder, where several files are
  * variants of the same weights, e.g. .fp16 and .bf16) the first by name.
  */
-static tl_status add_folder_weights(tl_disc *d, const char *dir, const char *prefix,
-                                    bool one_model, bool *found) {
+static tl_status add_folder_weights(tl_disc *d, const char *dir, const char *prefix, bool one_model,
+                                    bool *found) {
     static const char *const preferred_index[] = {"diffusion_pytorch_model.safetensors.index.json",
                                                   "model.safetensors.index.json"};
     static const char *const preferred_file[] = {"diffusion_pytorch_model.safetensors",
@@ -251,14 +255,16 @@ static tl_status add_folder_weights(tl_disc *d, const char *dir, const char *pre
     for (size_t i = 0; i < n && !pick; i++)
         if (ends_with(names[i], ".safetensors.index.json")) n_index++;
     if (!pick && n_index > 1)
-        st = tl_err(TL_ERR_INVALID_ARG, "%s: folder holds %zu shard indexes; name one", dir, n_index);
+        st = tl_err(TL_ERR_INVALID_ARG, "%s: folder holds %zu shard indexes; name one", dir,
+                    n_index);
     for (size_t i = 0; i < n && !pick && !st; i++)
         if (ends_with(names[i], ".safetensors.index.json")) pick = names[i], pick_index = true;
     *found = false;
     if (!st && pick) {
         char *p = join(dir, pick);
-        st = !p ? tl_err(TL_ERR_NOMEM, "out of memory")
-                : pick_index ? add_index(d, p, prefix) : push_file(d, p, prefix);
+        st = !p           ? tl_err(TL_ERR_NOMEM, "out of memory")
+             : pick_index ? add_index(d, p, prefix)
+                          : push_file(d, p, prefix);
         free(p);
         *found = true;
     } else if (!st) {
@@ -293,7 +299,8 @@ static tl_status add_diffusers(tl_disc *d, const char *dir, const char *mi_path,
         const char *key = c->string;
         if (key[0] == '_' || !cJSON_IsArray(c)) continue;
         if (!shard_name_ok(key) || strchr(key, '/')) {
-            st = tl_err(TL_ERR_FORMAT, "%s: component '%s' is not a plain folder name", mi_path, key);
+            st = tl_err(TL_ERR_FORMAT, "%s: component '%s' is not a plain folder name", mi_path,
+                        key);
             break;
         }
         char *sub = join(dir, key);
@@ -305,7 +312,8 @@ static tl_status add_diffusers(tl_disc *d, const char *dir, const char *mi_path,
             char *pre = concat(prefix, key);
             char *pre2 = pre ? concat(pre, ".") : NULL;
             bool found;
-            st = pre2 ? add_folder_weights(d, sub, pre2, true, &found) : tl_err(TL_ERR_NOMEM, "out of memory");
+            st = pre2 ? add_folder_weights(d, sub, pre2, true, &found)
+                      : tl_err(TL_ERR_NOMEM, "out of memory");
             free(pre);
             free(pre2);
         }
@@ -329,7 +337,8 @@ tl_status tl_disc_add(tl_disc *d, const char *path, const char *prefix) {
             bool found;
             st = add_folder_weights(d, path, prefix, false, &found);
             if (!st && !found)
-                st = tl_err(TL_ERR_NOT_FOUND, "%s: folder holds no .gguf or .safetensors files", path);
+                st = tl_err(TL_ERR_NOT_FOUND, "%s: folder holds no .gguf or .safetensors files",
+                            path);
         }
         free(mi);
         return st;

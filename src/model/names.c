@@ -98,16 +98,26 @@ typedef struct alias {
 } alias;
 
 static const alias aliases[] = {
-    {"diffusion", TL_COMP_DIFFUSION}, {"model", TL_COMP_DIFFUSION},
-    {"unet", TL_COMP_DIFFUSION},      {"dit", TL_COMP_DIFFUSION},
-    {"transformer", TL_COMP_DIFFUSION}, {"cond", TL_COMP_COND},
-    {"clip", TL_COMP_COND},           {"te", TL_COMP_COND},
-    {"text", TL_COMP_COND},           {"conditioner", TL_COMP_COND},
-    {"llm", TL_COMP_COND},            {"t5xxl", TL_COMP_COND},
-    {"vae", TL_COMP_VAE},             {"firststage", TL_COMP_VAE},
-    {"autoencoder", TL_COMP_VAE},     {"tae", TL_COMP_VAE},
-    {"controlnet", TL_COMP_CONTROLNET}, {"control_net", TL_COMP_CONTROLNET},
-    {"control-net", TL_COMP_CONTROLNET}, {"other", TL_COMP_OTHER},
+    {"diffusion", TL_COMP_DIFFUSION},
+    {"model", TL_COMP_DIFFUSION},
+    {"unet", TL_COMP_DIFFUSION},
+    {"dit", TL_COMP_DIFFUSION},
+    {"transformer", TL_COMP_DIFFUSION},
+    {"cond", TL_COMP_COND},
+    {"clip", TL_COMP_COND},
+    {"te", TL_COMP_COND},
+    {"text", TL_COMP_COND},
+    {"conditioner", TL_COMP_COND},
+    {"llm", TL_COMP_COND},
+    {"t5xxl", TL_COMP_COND},
+    {"vae", TL_COMP_VAE},
+    {"firststage", TL_COMP_VAE},
+    {"autoencoder", TL_COMP_VAE},
+    {"tae", TL_COMP_VAE},
+    {"controlnet", TL_COMP_CONTROLNET},
+    {"control_net", TL_COMP_CONTROLNET},
+    {"control-net", TL_COMP_CONTROLNET},
+    {"other", TL_COMP_OTHER},
 };
 
 int tl_component_from_name(const char *name) {
@@ -137,10 +147,12 @@ int32_t tl_layer_of(const char *name, size_t *key_len) {
         size_t n = dot ? (size_t)(dot - w) : strlen(w);
         if (prev && n > 0 && n <= 9 && block_word(prev, prev_n)) {
             bool digits = true;
-            for (size_t i = 0; i < n; i++) digits = digits && isdigit((unsigned char)w[i]);
+            for (size_t i = 0; i < n; i++)
+                digits = digits && isdigit((unsigned char)w[i]);
             if (digits) {
                 int32_t v = 0;
-                for (size_t i = 0; i < n; i++) v = v * 10 + (w[i] - '0');
+                for (size_t i = 0; i < n; i++)
+                    v = v * 10 + (w[i] - '0');
                 if (key_len) *key_len = (size_t)(w + n - name);
                 return v;
             }

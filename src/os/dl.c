@@ -17,7 +17,9 @@ void *tl_os_dlopen_first(const char *const *names, char *why, size_t why_len) {
     return NULL;
 }
 
-void *tl_os_dlsym(void *lib, const char *name) { return lib ? dlsym(lib, name) : NULL; }
+void *tl_os_dlsym(void *lib, const char *name) {
+    return lib ? dlsym(lib, name) : NULL;
+}
 
 void tl_os_dlclose(void *lib) {
     if (lib) dlclose(lib);

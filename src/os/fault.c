@@ -27,7 +27,9 @@ void tl_fault_reset(void) {
     atomic_store(&fault_armed, 0);
 }
 
-unsigned long tl_fault_calls(tl_fault_kind kind) { return atomic_load(&fault_calls[kind]); }
+unsigned long tl_fault_calls(tl_fault_kind kind) {
+    return atomic_load(&fault_calls[kind]);
+}
 
 int tl_fault_hit(tl_fault_kind kind) {
     if (!atomic_load_explicit(&fault_armed, memory_order_relaxed)) return 0;

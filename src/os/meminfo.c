@@ -27,7 +27,8 @@ static int parse_u64(const char *s, uint64_t *v) {
     if (*s < '0' || *s > '9') return EINVAL;
     unsigned long long x = strtoull(s, &end, 10);
     if (errno || end == s) return EINVAL;
-    while (*end == ' ' || *end == '\n' || *end == '\t') end++;
+    while (*end == ' ' || *end == '\n' || *end == '\t')
+        end++;
     if (*end) return EINVAL;
     *v = x;
     return 0;
@@ -38,16 +39,20 @@ int tl_os_meminfo_field(const char *text, const char *key, uint64_t *bytes) {
     for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
         if (strncmp(l, key, kl) != 0 || l[kl] != ':') continue;
         const char *p = l + kl + 1;
-        while (*p == ' ' || *p == '\t') p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
         char *end;
         errno = 0;
         if (*p < '0' || *p > '9') return EINVAL;
         unsigned long long v = strtoull(p, &end, 10);
         if (errno) return EINVAL;
-        while (*end == ' ') end++;
+        while (*end == ' ')
+            end++;
         uint64_t mult = 1;
-        if (strncmp(end, "kB", 2) == 0) mult = 1024;
-        else if (*end != '\n' && *end != 0) return EINVAL;
+        if (strncmp(end, "kB", 2) == 0)
+            mult = 1024;
+        else if (*end != '\n' && *end != 0)
+            return EINVAL;
         if (v > UINT64_MAX / mult) return EINVAL;
         *bytes = (uint64_t)v * mult;
         return 0;
@@ -116,7 +121,8 @@ static int cgroup2_mount(char *out, size_t n) {
         if (!sep || strncmp(sep + 3, "cgroup2 ", 8) != 0) continue;
         /* fields: id parent major:minor root mountpoint ... */
         char *p = line;
-        for (int i = 0; i < 4 && p; i++) p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
+        for (int i = 0; i < 4 && p; i++)
+            p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
         if (!p) continue;
         char *end = strchr(p, ' ');
         if (!end || (size_t)(end - p) >= n) continue;
@@ -152,7 +158,8 @@ int tl_os_cgroup_self(char *root, size_t root_len, char *dir, size_t dir_len) {
     if (!e) e = cgroup2_self(rel, sizeof rel);
     if (e) return e;
     size_t rl = strlen(rel);
-    while (rl > 0 && rel[rl - 1] == '/') rel[--rl] = 0; /* "/" -> "" */
+    while (rl > 0 && rel[rl - 1] == '/')
+        rel[--rl] = 0; /* "/" -> "" */
     if ((size_t)snprintf(dir, dir_len, "%s%s", root, rel) >= dir_len) return ENAMETOOLONG;
     return 0;
 }
@@ -186,7 +193,9 @@ int tl_os_meminfo_read_at(const char *cg_root, const char *cg_dir, tl_os_meminfo
     return 0;
 }
 
-int tl_os_mlock(const void *addr, uint64_t n) { return mlock(addr, (size_t)n) == 0 ? 0 : errno; }
+int tl_os_mlock(const void *addr, uint64_t n) {
+    return mlock(addr, (size_t)n) == 0 ? 0 : errno;
+}
 
 int tl_os_munlock(const void *addr, uint64_t n) {
     return munlock(addr, (size_t)n) == 0 ? 0 : errno;

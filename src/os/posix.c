@@ -48,7 +48,9 @@ int tl_os_fsize(int fd, uint64_t *size) {
     return 0;
 }
 
-int tl_os_close(int fd) { return close(fd) == 0 ? 0 : errno; }
+int tl_os_close(int fd) {
+    return close(fd) == 0 ? 0 : errno;
+}
 
 bool tl_os_is_dir(const char *path) {
     struct stat st;
@@ -98,10 +100,17 @@ int tl_os_unmap(void *addr, uint64_t size) {
 int tl_os_madvise(void *addr, uint64_t size, unsigned flag) {
     int advice;
     switch (flag) {
-    case TL_MAP_SEQUENTIAL: advice = MADV_SEQUENTIAL; break;
-    case TL_MAP_WILLNEED: advice = MADV_WILLNEED; break;
-    case TL_MAP_DONTNEED: advice = MADV_DONTNEED; break;
-    default: return EINVAL;
+    case TL_MAP_SEQUENTIAL:
+        advice = MADV_SEQUENTIAL;
+        break;
+    case TL_MAP_WILLNEED:
+        advice = MADV_WILLNEED;
+        break;
+    case TL_MAP_DONTNEED:
+        advice = MADV_DONTNEED;
+        break;
+    default:
+        return EINVAL;
     }
     return madvise(addr, (size_t)size, advice) == 0 ? 0 : errno;
 }
@@ -130,7 +139,8 @@ int tl_os_mincore(const void *addr, uint64_t size, uint64_t *resident, uint64_t 
     for (uint64_t p = 0; p < pages; p += CHUNK) {
         uint64_t n = pages - p < CHUNK ? pages - p : CHUNK;
         if (mincore((char *)addr + p * ps, (size_t)(n * ps), vec) != 0) return errno;
-        for (uint64_t i = 0; i < n; i++) *resident += vec[i] & 1;
+        for (uint64_t i = 0; i < n; i++)
+            *resident += vec[i] & 1;
     }
     return 0;
 }
@@ -170,7 +180,9 @@ char *tl_os_strndup(const char *s, size_t n) {
     return d;
 }
 
-char *tl_os_strdup(const char *s) { return tl_os_strndup(s, strlen(s)); }
+char *tl_os_strdup(const char *s) {
+    return tl_os_strndup(s, strlen(s));
+}
 
 double tl_os_now(void) {
     struct timespec ts;
@@ -217,7 +229,8 @@ int tl_os_listdir(const char *dir, char ***names, size_t *n) {
 }
 
 void tl_os_listdir_free(char **names, size_t n) {
-    for (size_t i = 0; i < n; i++) free(names[i]);
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
     free(names);
 }
 

@@ -21,37 +21,62 @@ const char *tl_plan_mode_name(tl_plan_mode m) {
     return (unsigned)m < sizeof mode_names / sizeof mode_names[0] ? mode_names[m] : NULL;
 }
 
-void tl_plan_free(tl_plan *p) { free(p); }
-bool tl_plan_feasible(const tl_plan *p) { return p && p->feasible; }
-const char *tl_plan_error(const tl_plan *p) { return p ? p->error : ""; }
+void tl_plan_free(tl_plan *p) {
+    free(p);
+}
+bool tl_plan_feasible(const tl_plan *p) {
+    return p && p->feasible;
+}
+const char *tl_plan_error(const tl_plan *p) {
+    return p ? p->error : "";
+}
 tl_status tl_plan_check(const tl_plan *p) {
     if (!p) return tl_err(TL_ERR_INVALID_ARG, "plan: NULL");
     if (p->feasible) return TL_OK;
     return tl_err(TL_ERR_INFEASIBLE, "%s", p->error);
 }
-size_t tl_plan_device_count(const tl_plan *p) { return p ? p->n_devices : 0; }
+size_t tl_plan_device_count(const tl_plan *p) {
+    return p ? p->n_devices : 0;
+}
 const tl_plan_device *tl_plan_device_at(const tl_plan *p, size_t i) {
     return p && i < p->n_devices ? &p->devices[i] : NULL;
 }
-uint64_t tl_plan_device_budget(const tl_plan *p, size_t i) { return p && i < p->n_devices ? p->budget[i] : 0; }
+uint64_t tl_plan_device_budget(const tl_plan *p, size_t i) {
+    return p && i < p->n_devices ? p->budget[i] : 0;
+}
 tl_status tl_plan_decision_of(const tl_plan *p, tl_component c, tl_plan_decision *out) {
-    if (!p || !out || (unsigned)c >= TL_COMP_COUNT) return tl_err(TL_ERR_INVALID_ARG, "plan decision: bad argument");
+    if (!p || !out || (unsigned)c >= TL_COMP_COUNT)
+        return tl_err(TL_ERR_INVALID_ARG, "plan decision: bad argument");
     *out = p->dec[c];
     return TL_OK;
 }
-size_t tl_plan_phase_count(const tl_plan *p) { return p ? p->phases.n : 0; }
-uint32_t tl_plan_phase_mask(const tl_plan *p, size_t i) { return p && i < p->phases.n ? p->phases.mask[i] : 0; }
+size_t tl_plan_phase_count(const tl_plan *p) {
+    return p ? p->phases.n : 0;
+}
+uint32_t tl_plan_phase_mask(const tl_plan *p, size_t i) {
+    return p && i < p->phases.n ? p->phases.mask[i] : 0;
+}
 uint64_t tl_plan_peak(const tl_plan *p, size_t dev, size_t phase) {
     return p && dev < p->n_devices && phase < p->phases.n ? p->peak[dev][phase] : 0;
 }
-uint64_t tl_plan_moved_per_run(const tl_plan *p) { return p ? p->moved_per_run : 0; }
-uint64_t tl_plan_host_bytes(const tl_plan *p) { return p ? p->host_bytes : 0; }
-uint64_t tl_plan_score(const tl_plan *p) { return p ? p->score : 0; }
-const tl_vae_tiling *tl_plan_tiling(const tl_plan *p) { return p ? &p->tiling : NULL; }
+uint64_t tl_plan_moved_per_run(const tl_plan *p) {
+    return p ? p->moved_per_run : 0;
+}
+uint64_t tl_plan_host_bytes(const tl_plan *p) {
+    return p ? p->host_bytes : 0;
+}
+uint64_t tl_plan_score(const tl_plan *p) {
+    return p ? p->score : 0;
+}
+const tl_vae_tiling *tl_plan_tiling(const tl_plan *p) {
+    return p ? &p->tiling : NULL;
+}
 
 /* --- JSON out --- */
 
-static cJSON *num(double v) { return cJSON_CreateNumber(v); }
+static cJSON *num(double v) {
+    return cJSON_CreateNumber(v);
+}
 
 tl_status tl_plan_to_json(const tl_plan *p, char **out) {
     if (!p || !out) return tl_err(TL_ERR_INVALID_ARG, "plan json: NULL argument");
@@ -59,10 +84,11 @@ tl_status tl_plan_to_json(const tl_plan *p, char **out) {
     cJSON *root = cJSON_CreateObject();
     if (!root) return tl_err(TL_ERR_NOMEM, "plan json: out of memory");
     cJSON_AddItemToObject(root, "feasible", cJSON_CreateBool(p->feasible));
-    cJSON_AddItemToObject(root, "model",
-                          cJSON_CreateString("weights with residency 'run' count on their GPUs in every phase; "
-                                             "'phase' weights and every compute reserve count only in their "
-                                             "component's phases; a device's peak is the maximum over phases"));
+    cJSON_AddItemToObject(
+        root, "model",
+        cJSON_CreateString("weights with residency 'run' count on their GPUs in every phase; "
+                           "'phase' weights and every compute reserve count only in their "
+                           "component's phases; a device's peak is the maximum over phases"));
     cJSON_AddItemToObject(root, "error", cJSON_CreateString(p->error));
     cJSON *devs = cJSON_AddArrayToObject(root, "devices");
     for (size_t i = 0; i < p->n_devices; i++) {
@@ -77,7 +103,8 @@ tl_status tl_plan_to_json(const tl_plan *p, char **out) {
     cJSON *ph = cJSON_AddArrayToObject(root, "phases");
     char pn[96];
     for (uint32_t i = 0; i < p->phases.n; i++)
-        cJSON_AddItemToArray(ph, cJSON_CreateString(tlp_phase_name(p->phases.mask[i], pn, sizeof pn)));
+        cJSON_AddItemToArray(ph,
+                             cJSON_CreateString(tlp_phase_name(p->phases.mask[i], pn, sizeof pn)));
     cJSON *comps = cJSON_AddArrayToObject(root, "components");
     for (int c = 0; c < TL_COMP_COUNT; c++) {
         const tl_plan_decision *d = &p->dec[c];
@@ -87,7 +114,8 @@ tl_status tl_plan_to_json(const tl_plan *p, char **out) {
         cJSON_AddItemToObject(o, "bytes", num((double)d->bytes));
         cJSON_AddItemToObject(o, "reserve", num((double)d->reserve));
         cJSON_AddItemToObject(o, "mode", cJSON_CreateString(tl_plan_mode_name(d->mode)));
-        cJSON_AddItemToObject(o, "residency", cJSON_CreateString(d->phase_resident ? "phase" : "run"));
+        cJSON_AddItemToObject(o, "residency",
+                              cJSON_CreateString(d->phase_resident ? "phase" : "run"));
         cJSON *dl = cJSON_AddArrayToObject(o, "devices");
         cJSON *sh = cJSON_AddArrayToObject(o, "shares");
         cJSON *db = cJSON_AddArrayToObject(o, "device_bytes");
@@ -111,7 +139,8 @@ tl_status tl_plan_to_json(const tl_plan *p, char **out) {
         for (uint32_t k = 0; k < p->phases.n; k++) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddItemToObject(o, "device", cJSON_CreateString(p->devices[i].name));
-            cJSON_AddItemToObject(o, "phase", cJSON_CreateString(tlp_phase_name(p->phases.mask[k], pn, sizeof pn)));
+            cJSON_AddItemToObject(
+                o, "phase", cJSON_CreateString(tlp_phase_name(p->phases.mask[k], pn, sizeof pn)));
             cJSON_AddItemToObject(o, "bytes", num((double)p->peak[i][k]));
             cJSON_AddItemToArray(peaks, o);
         }
@@ -139,7 +168,9 @@ tl_status tl_plan_to_json(const tl_plan *p, char **out) {
 
 /* --- JSON in --- */
 
-static tl_status bad(const char *what) { return tl_err(TL_ERR_FORMAT, "plan json: %s", what); }
+static tl_status bad(const char *what) {
+    return tl_err(TL_ERR_FORMAT, "plan json: %s", what);
+}
 
 static bool get_u64(const cJSON *o, const char *key, uint64_t *v) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -190,29 +221,34 @@ static tl_status parse_doc(const cJSON *root, tl_plan *p) {
     cJSON_ArrayForEach(it, devs) {
         tl_plan_device *d = &p->devices[p->n_devices];
         const char *name = get_str(it, "name");
-        if (!name || !*name || strlen(name) >= sizeof d->name) return bad("a device has a missing or too long name");
+        if (!name || !*name || strlen(name) >= sizeof d->name)
+            return bad("a device has a missing or too long name");
         snprintf(d->name, sizeof d->name, "%s", name);
         if (find_dev(p, name) >= 0) {
             snprintf(msg, sizeof msg, "device '%s' listed twice", name);
             return bad(msg);
         }
-        if (!get_bool(it, "gpu", &d->is_gpu) || !get_u64(it, "total", &d->total) || !get_u64(it, "free", &d->free) ||
-            !get_u64(it, "budget", &p->budget[p->n_devices])) {
-            snprintf(msg, sizeof msg, "device '%s': gpu, total, free and budget are required", name);
+        if (!get_bool(it, "gpu", &d->is_gpu) || !get_u64(it, "total", &d->total) ||
+            !get_u64(it, "free", &d->free) || !get_u64(it, "budget", &p->budget[p->n_devices])) {
+            snprintf(msg, sizeof msg, "device '%s': gpu, total, free and budget are required",
+                     name);
             return bad(msg);
         }
         p->n_devices++;
     }
     const cJSON *ph = cJSON_GetObjectItemCaseSensitive(root, "phases");
-    if (!cJSON_IsArray(ph) || cJSON_GetArraySize(ph) < 1 || cJSON_GetArraySize(ph) > TL_PLAN_MAX_PHASES)
+    if (!cJSON_IsArray(ph) || cJSON_GetArraySize(ph) < 1 ||
+        cJSON_GetArraySize(ph) > TL_PLAN_MAX_PHASES)
         return bad("'phases' must be an array of 1..8 names");
     {
         char sched[512];
         size_t at = 0;
         cJSON_ArrayForEach(it, ph) {
-            if (!cJSON_IsString(it) || strlen(it->valuestring) > 200) return bad("a phase is not a short string");
+            if (!cJSON_IsString(it) || strlen(it->valuestring) > 200)
+                return bad("a phase is not a short string");
             if (at + strlen(it->valuestring) + 2 >= sizeof sched) return bad("phases too long");
-            at += (size_t)snprintf(sched + at, sizeof sched - at, "%s%s", at ? "," : "", it->valuestring);
+            at += (size_t)snprintf(sched + at, sizeof sched - at, "%s%s", at ? "," : "",
+                                   it->valuestring);
         }
         tl_status st = tl_plan_parse_phases(sched, &p->phases);
         if (st) return tl_err_prefix(TL_ERR_FORMAT, "plan json");
@@ -239,10 +275,14 @@ static tl_status parse_doc(const cJSON *root, tl_plan *p) {
         int m = -1;
         for (int k = 0; mode && k < 5; k++)
             if (!strcmp(mode, mode_names[k])) m = k;
-        if (m < 0 || !res || (strcmp(res, "run") && strcmp(res, "phase")) || !get_u64(it, "bytes", &d->bytes) ||
-            !get_u64(it, "reserve", &d->reserve) || !get_u64(it, "host_bytes", &d->host_bytes) ||
+        if (m < 0 || !res || (strcmp(res, "run") && strcmp(res, "phase")) ||
+            !get_u64(it, "bytes", &d->bytes) || !get_u64(it, "reserve", &d->reserve) ||
+            !get_u64(it, "host_bytes", &d->host_bytes) ||
             !get_u64(it, "moved_per_run", &d->moved_per_run)) {
-            snprintf(msg, sizeof msg, "component '%s': mode, residency, bytes, reserve, host_bytes, moved_per_run are required", name);
+            snprintf(msg, sizeof msg,
+                     "component '%s': mode, residency, bytes, reserve, host_bytes, moved_per_run "
+                     "are required",
+                     name);
             return bad(msg);
         }
         d->mode = (tl_plan_mode)m;
@@ -252,10 +292,14 @@ static tl_status parse_doc(const cJSON *root, tl_plan *p) {
         const cJSON *db = cJSON_GetObjectItemCaseSensitive(it, "device_bytes");
         const cJSON *ly = cJSON_GetObjectItemCaseSensitive(it, "layers");
         if (!cJSON_IsArray(dl) || !cJSON_IsArray(sh) || !cJSON_IsArray(db) ||
-            cJSON_GetArraySize(dl) != cJSON_GetArraySize(sh) || cJSON_GetArraySize(dl) != cJSON_GetArraySize(db) ||
-            !cJSON_IsArray(ly) || cJSON_GetArraySize(dl) != cJSON_GetArraySize(ly) ||
+            cJSON_GetArraySize(dl) != cJSON_GetArraySize(sh) ||
+            cJSON_GetArraySize(dl) != cJSON_GetArraySize(db) || !cJSON_IsArray(ly) ||
+            cJSON_GetArraySize(dl) != cJSON_GetArraySize(ly) ||
             cJSON_GetArraySize(dl) > TL_PLAN_MAX_DEVICES) {
-            snprintf(msg, sizeof msg, "component '%s': devices, shares and device_bytes must be arrays of one length", name);
+            snprintf(
+                msg, sizeof msg,
+                "component '%s': devices, shares and device_bytes must be arrays of one length",
+                name);
             return bad(msg);
         }
         int n = cJSON_GetArraySize(dl);
@@ -268,28 +312,35 @@ static tl_status parse_doc(const cJSON *root, tl_plan *p) {
         }
         uint64_t sum = 0;
         for (int i = 0; i < n; i++) {
-            const cJSON *dn = cJSON_GetArrayItem(dl, i), *s = cJSON_GetArrayItem(sh, i), *b = cJSON_GetArrayItem(db, i);
+            const cJSON *dn = cJSON_GetArrayItem(dl, i), *s = cJSON_GetArrayItem(sh, i),
+                        *b = cJSON_GetArrayItem(db, i);
             int di = cJSON_IsString(dn) ? find_dev(p, dn->valuestring) : -1;
             if (di < 0 || !p->devices[di].is_gpu) {
-                snprintf(msg, sizeof msg, "component '%s': device %d is not a GPU of 'devices'", name, i);
+                snprintf(msg, sizeof msg, "component '%s': device %d is not a GPU of 'devices'",
+                         name, i);
                 return bad(msg);
             }
             for (int j = 0; j < i; j++)
                 if (d->devices[j] == (uint32_t)di) {
-                    snprintf(msg, sizeof msg, "component '%s': device '%s' listed twice", name, dn->valuestring);
+                    snprintf(msg, sizeof msg, "component '%s': device '%s' listed twice", name,
+                             dn->valuestring);
                     return bad(msg);
                 }
-            if (!cJSON_IsNumber(s) || !(s->valuedouble >= 0 && s->valuedouble <= 1) || !cJSON_IsNumber(b) ||
-                !(b->valuedouble >= 0) || b->valuedouble > 9007199254740992.0 || b->valuedouble != floor(b->valuedouble)) {
+            if (!cJSON_IsNumber(s) || !(s->valuedouble >= 0 && s->valuedouble <= 1) ||
+                !cJSON_IsNumber(b) || !(b->valuedouble >= 0) ||
+                b->valuedouble > 9007199254740992.0 || b->valuedouble != floor(b->valuedouble)) {
                 snprintf(msg, sizeof msg, "component '%s': bad share or device_bytes", name);
                 return bad(msg);
             }
             const cJSON *r = cJSON_GetArrayItem(ly, i);
             const cJSON *r0 = cJSON_GetArrayItem(r, 0), *r1 = cJSON_GetArrayItem(r, 1);
-            if (!cJSON_IsArray(r) || cJSON_GetArraySize(r) != 2 || !cJSON_IsNumber(r0) || !cJSON_IsNumber(r1) ||
-                !(r0->valuedouble >= 0) || !(r1->valuedouble >= r0->valuedouble) || r1->valuedouble > UINT32_MAX ||
-                r0->valuedouble != floor(r0->valuedouble) || r1->valuedouble != floor(r1->valuedouble)) {
-                snprintf(msg, sizeof msg, "component '%s': layers must be [begin, end] pairs", name);
+            if (!cJSON_IsArray(r) || cJSON_GetArraySize(r) != 2 || !cJSON_IsNumber(r0) ||
+                !cJSON_IsNumber(r1) || !(r0->valuedouble >= 0) ||
+                !(r1->valuedouble >= r0->valuedouble) || r1->valuedouble > UINT32_MAX ||
+                r0->valuedouble != floor(r0->valuedouble) ||
+                r1->valuedouble != floor(r1->valuedouble)) {
+                snprintf(msg, sizeof msg, "component '%s': layers must be [begin, end] pairs",
+                         name);
                 return bad(msg);
             }
             d->layer_begin[i] = (uint32_t)r0->valuedouble;
@@ -311,21 +362,23 @@ static tl_status parse_doc(const cJSON *root, tl_plan *p) {
         const char *dn = get_str(it, "device"), *pn2 = get_str(it, "phase");
         int di = dn ? find_dev(p, dn) : -1, pi = pn2 ? find_phase(p, pn2) : -1;
         uint64_t b;
-        if (di < 0 || pi < 0 || !get_u64(it, "bytes", &b)) return bad("a peak names an unknown device or phase");
+        if (di < 0 || pi < 0 || !get_u64(it, "bytes", &b))
+            return bad("a peak names an unknown device or phase");
         p->peak[di][pi] = b;
     }
-    if (!get_u64(root, "moved_per_run", &p->moved_per_run) || !get_u64(root, "host_bytes", &p->host_bytes) ||
-        !get_u64(root, "score", &p->score))
+    if (!get_u64(root, "moved_per_run", &p->moved_per_run) ||
+        !get_u64(root, "host_bytes", &p->host_bytes) || !get_u64(root, "score", &p->score))
         return bad("moved_per_run, host_bytes and score are required");
     const cJSON *vt = cJSON_GetObjectItemCaseSensitive(root, "vae_tiling");
     if (vt) {
         tl_vae_tiling *t = &p->tiling;
         uint64_t w, h, f, tile, tiles;
         const cJSON *ov = cJSON_GetObjectItemCaseSensitive(vt, "overlap");
-        if (!cJSON_IsObject(vt) || !get_bool(vt, "tiled", &t->tiled) || !get_u64(vt, "latent_w", &w) ||
-            !get_u64(vt, "latent_h", &h) || !get_u64(vt, "frames", &f) || !get_u64(vt, "tile", &tile) ||
-            !get_u64(vt, "tiles", &tiles) || !cJSON_IsNumber(ov) || w > UINT32_MAX || h > UINT32_MAX ||
-            f > UINT32_MAX || tile > UINT32_MAX || tiles > UINT32_MAX)
+        if (!cJSON_IsObject(vt) || !get_bool(vt, "tiled", &t->tiled) ||
+            !get_u64(vt, "latent_w", &w) || !get_u64(vt, "latent_h", &h) ||
+            !get_u64(vt, "frames", &f) || !get_u64(vt, "tile", &tile) ||
+            !get_u64(vt, "tiles", &tiles) || !cJSON_IsNumber(ov) || w > UINT32_MAX ||
+            h > UINT32_MAX || f > UINT32_MAX || tile > UINT32_MAX || tiles > UINT32_MAX)
             return bad("'vae_tiling' is malformed");
         t->decided = true;
         t->latent_w = (uint32_t)w;
@@ -405,11 +458,12 @@ tl_status tl_plan_to_text(const tl_plan *p, char **out) {
     for (size_t i = 0; i < p->n_devices; i++) {
         const tl_plan_device *d = &p->devices[i];
         if (d->is_gpu)
-            sb_printf(&b, "  %-10s gpu   total %11s  free %11s  budget %11s\n", d->name, tl_fmt_bytes(d->total, x1, sizeof x1),
-                      tl_fmt_bytes(d->free, x2, sizeof x2), tl_fmt_bytes(p->budget[i], x3, sizeof x3));
+            sb_printf(&b, "  %-10s gpu   total %11s  free %11s  budget %11s\n", d->name,
+                      tl_fmt_bytes(d->total, x1, sizeof x1), tl_fmt_bytes(d->free, x2, sizeof x2),
+                      tl_fmt_bytes(p->budget[i], x3, sizeof x3));
         else if (d->free)
-            sb_printf(&b, "  %-10s host  total %11s  free %11s\n", d->name, tl_fmt_bytes(d->total, x1, sizeof x1),
-                      tl_fmt_bytes(d->free, x2, sizeof x2));
+            sb_printf(&b, "  %-10s host  total %11s  free %11s\n", d->name,
+                      tl_fmt_bytes(d->total, x1, sizeof x1), tl_fmt_bytes(d->free, x2, sizeof x2));
         else
             sb_printf(&b, "  %-10s host  (memory not given)\n", d->name);
     }
@@ -418,7 +472,8 @@ tl_status tl_plan_to_text(const tl_plan *p, char **out) {
         const tl_plan_decision *d = &p->dec[c];
         if (!d->present) continue;
         sb_printf(&b, "  %-10s params %11s  reserve %11s  %s", tl_component_name((tl_component)c),
-                  tl_fmt_bytes(d->bytes, x1, sizeof x1), tl_fmt_bytes(d->reserve, x2, sizeof x2), tl_plan_mode_name(d->mode));
+                  tl_fmt_bytes(d->bytes, x1, sizeof x1), tl_fmt_bytes(d->reserve, x2, sizeof x2),
+                  tl_plan_mode_name(d->mode));
         for (uint32_t i = 0; i < d->n_devices; i++) {
             sb_printf(&b, "%s%s %s (%.1f%%", i ? " + " : " on ", p->devices[d->devices[i]].name,
                       tl_fmt_bytes(d->device_bytes[i], x1, sizeof x1), d->shares[i] * 100);
@@ -430,20 +485,24 @@ tl_status tl_plan_to_text(const tl_plan *p, char **out) {
         if (d->mode == TL_PLAN_MODE_STREAM)
             sb_printf(&b, "; %s streamed from RAM", tl_fmt_bytes(d->host_bytes, x1, sizeof x1));
         if (d->mode != TL_PLAN_MODE_CPU)
-            sb_printf(&b, "; weights kept %s", d->phase_resident ? "for its phase only (reloaded every run)"
-                                                                : "for the whole run");
-        if (d->moved_per_run) sb_printf(&b, "; moves %s per run", tl_fmt_bytes(d->moved_per_run, x1, sizeof x1));
+            sb_printf(&b, "; weights kept %s",
+                      d->phase_resident ? "for its phase only (reloaded every run)"
+                                        : "for the whole run");
+        if (d->moved_per_run)
+            sb_printf(&b, "; moves %s per run", tl_fmt_bytes(d->moved_per_run, x1, sizeof x1));
         sb_printf(&b, "\n");
     }
     sb_printf(&b, "projected peak per device and phase:\n");
     bool any_gpu = false;
-    for (size_t i = 0; i < p->n_devices; i++) any_gpu |= p->devices[i].is_gpu;
+    for (size_t i = 0; i < p->n_devices; i++)
+        any_gpu |= p->devices[i].is_gpu;
     if (!any_gpu) sb_printf(&b, "  (no GPU)\n");
     for (size_t i = 0; i < p->n_devices; i++) {
         if (!p->devices[i].is_gpu) continue;
         sb_printf(&b, "  %-10s", p->devices[i].name);
         for (uint32_t k = 0; k < p->phases.n; k++)
-            sb_printf(&b, "%s%s %s", k ? " | " : " ", tlp_phase_name(p->phases.mask[k], pn, sizeof pn),
+            sb_printf(&b, "%s%s %s", k ? " | " : " ",
+                      tlp_phase_name(p->phases.mask[k], pn, sizeof pn),
                       tl_fmt_bytes(p->peak[i][k], x1, sizeof x1));
         sb_printf(&b, "  (budget %s)\n", tl_fmt_bytes(p->budget[i], x1, sizeof x1));
     }
@@ -457,14 +516,18 @@ tl_status tl_plan_to_text(const tl_plan *p, char **out) {
     if (p->tiling.decided) {
         const tl_vae_tiling *t = &p->tiling;
         if (t->tiled)
-            sb_printf(&b, "vae: tiled, tile %ux%u latent px (overlap %.1f), %u tiles per frame (latent %ux%ux%u)\n",
+            sb_printf(&b,
+                      "vae: tiled, tile %ux%u latent px (overlap %.1f), %u tiles per frame (latent "
+                      "%ux%ux%u)\n",
                       t->tile, t->tile, t->overlap, t->tiles, t->latent_w, t->latent_h, t->frames);
         else
-            sb_printf(&b, "vae: untiled (latent %ux%ux%u fits the vae reserve)\n", t->latent_w, t->latent_h,
-                      t->frames);
+            sb_printf(&b, "vae: untiled (latent %ux%ux%u fits the vae reserve)\n", t->latent_w,
+                      t->latent_h, t->frames);
     }
-    sb_printf(&b, "model: weights kept for the whole run count in every phase; weights kept for a phase only,\n"
-                  "       and every compute reserve, count in their component's phases; peak = max over phases\n");
+    sb_printf(&b, "model: weights kept for the whole run count in every phase; weights kept for a "
+                  "phase only,\n"
+                  "       and every compute reserve, count in their component's phases; peak = max "
+                  "over phases\n");
     if (b.oom) {
         free(b.s);
         return tl_err(TL_ERR_NOMEM, "plan text: out of memory");

@@ -36,8 +36,8 @@ struct tl_plan {
  * combination of candidates (no bound pruning, no symmetry breaking, no node
  * limit), so that tests can check the pruned search finds the same plan.
  */
-tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs, const tl_plan_options *opts,
-                     bool exhaustive, tl_plan **out);
+tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
+                     const tl_plan_options *opts, bool exhaustive, tl_plan **out);
 
 /* Case-insensitive equality of a (ptr, len) token with a NUL-terminated word. */
 bool tlp_tok_eq(const char *tok, size_t len, const char *word);
@@ -45,6 +45,5 @@ bool tlp_tok_eq(const char *tok, size_t len, const char *word);
 const char *tlp_tok(const char *tok, size_t len, char *buf, size_t n);
 /* The phase's name: its components joined by '+' ("diffusion+controlnet"). */
 const char *tlp_phase_name(uint32_t mask, char *buf, size_t n);
-
 
 #endif

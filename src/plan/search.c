@@ -29,16 +29,16 @@
 
 #define MAXD TL_PLAN_MAX_DEVICES
 #define MAXP TL_PLAN_MAX_PHASES
-#define MAX_EXACT_GPUS 6       /* beyond this, splits use the k largest GPUs only */
-#define NODE_LIMIT 4000000ull  /* safety net: the search stops here with the best so far */
+#define MAX_EXACT_GPUS 6      /* beyond this, splits use the k largest GPUs only */
+#define NODE_LIMIT 4000000ull /* safety net: the search stops here with the best so far */
 
 typedef struct cand {
     tl_plan_mode mode;
-    bool phase;     /* phase residency */
-    uint32_t n;     /* GPUs */
+    bool phase; /* phase residency */
+    uint32_t n; /* GPUs */
     uint32_t dev[MAXD];
-    uint64_t w[MAXD];     /* weights on each */
-    uint64_t extra[MAXD]; /* reserve + stream buffers, in the component's phases */
+    uint64_t w[MAXD];            /* weights on each */
+    uint64_t extra[MAXD];        /* reserve + stream buffers, in the component's phases */
     uint32_t lb[MAXD], le[MAXD]; /* layers [lb, le) resident on each device */
     uint64_t resident, host, moved, score;
     uint64_t compute; /* weight x bytes when computed on a GPU (any mode but cpu) */
@@ -90,7 +90,9 @@ static bool better(const key *a, const key *b) {
     return a->pairs < b->pairs;
 }
 
-static uint32_t popcount32(uint32_t x) { return (uint32_t)__builtin_popcount(x); }
+static uint32_t popcount32(uint32_t x) {
+    return (uint32_t)__builtin_popcount(x);
+}
 
 /* Room for weights on device d given extra e in active phases (persistent or phase). */
 static bool room(const ctx *x, uint32_t d, uint32_t active, bool phase, uint64_t e, uint64_t *cap) {
@@ -109,7 +111,8 @@ static bool room(const ctx *x, uint32_t d, uint32_t active, bool phase, uint64_t
 
 static void finish(const comp_info *ci, cand *k) {
     k->resident = 0;
-    for (uint32_t i = 0; i < k->n; i++) k->resident += k->w[i];
+    for (uint32_t i = 0; i < k->n; i++)
+        k->resident += k->w[i];
     k->score = k->resident * ci->weight;
     k->compute = k->n ? ci->bytes * ci->weight : 0;
 }
@@ -142,13 +145,15 @@ static bool layer_split(const comp_info *ci, const uint32_t *devs, uint32_t n, c
             uint64_t target = (uint64_t)((unsigned __int128)total * cum / sum);
             end = start;
             uint64_t acc = prefix;
-            while (end < ci->n_layers && acc + ci->layers[end] / 2 < target) acc += ci->layers[end++];
+            while (end < ci->n_layers && acc + ci->layers[end] / 2 < target)
+                acc += ci->layers[end++];
             size_t min_end = start + 1, max_end = ci->n_layers - (n - 1 - i);
             if (end < min_end) end = min_end;
             if (end > max_end) end = max_end;
         }
         uint64_t s = 0;
-        for (size_t j = start; j < end; j++) s += ci->layers[j];
+        for (size_t j = start; j < end; j++)
+            s += ci->layers[j];
         if (s > c[i] || end <= start) ok = false;
         w[i] = s + (i == 0 ? ci->other : 0);
         lb[i] = (uint32_t)start;
@@ -163,7 +168,8 @@ static bool layer_split(const comp_info *ci, const uint32_t *devs, uint32_t n, c
         size_t max_end = ci->n_layers - (n - 1 - i);
         uint64_t s = 0;
         size_t end = start;
-        while (end < max_end && s + ci->layers[end] <= c[i]) s += ci->layers[end++];
+        while (end < max_end && s + ci->layers[end] <= c[i])
+            s += ci->layers[end++];
         if (i == n - 1 && end != ci->n_layers) return false;
         if (end == start) return false;
         w[i] = s + (i == 0 ? ci->other : 0);
@@ -196,8 +202,8 @@ static void subset_devs(uint32_t mask, uint32_t *devs, uint32_t *n) {
         if (mask & (1u << d)) devs[(*n)++] = d;
 }
 
-static void gen_full(const ctx *x, const comp_info *ci, const uint32_t *devs, uint32_t n, bool phase,
-                     cand *list, uint32_t *cnt) {
+static void gen_full(const ctx *x, const comp_info *ci, const uint32_t *devs, uint32_t n,
+                     bool phase, cand *list, uint32_t *cnt) {
     cand *k = &list[*cnt];
     cand_reset(k);
     uint64_t cap[MAXD] = {0};
@@ -286,8 +292,8 @@ static void gen_row(const ctx *x, const comp_info *ci, const uint32_t *devs, uin
  * last device, which holds two buffers of the largest unit. pure: nothing
  * resident (one device).
  */
-static void gen_stream(const ctx *x, const comp_info *ci, const uint32_t *devs, uint32_t n, bool phase,
-                       bool pure, cand *list, uint32_t *cnt) {
+static void gen_stream(const ctx *x, const comp_info *ci, const uint32_t *devs, uint32_t n,
+                       bool phase, bool pure, cand *list, uint32_t *cnt) {
     if (ci->n_layers == 0) return;
     cand *k = &list[*cnt];
     cand_reset(k);
@@ -332,7 +338,8 @@ static void gen_stream(const ctx *x, const comp_info *ci, const uint32_t *devs, 
         }
         if (u >= n_units) return; /* everything fits: a full placement is better */
         streamed = 0;
-        for (size_t j = u; j < n_units; j++) streamed += ci->layers[j - 1];
+        for (size_t j = u; j < n_units; j++)
+            streamed += ci->layers[j - 1];
     }
     k->host = streamed;
     finish(ci, k);
@@ -349,10 +356,13 @@ static uint32_t gen(const ctx *x, int c, cand *list) {
     bool forced_cpu = pl->n_devices == 1 && pl->devices[0] == TL_PLAN_HOST;
     if (pl->n_devices && !forced_cpu) {
         uint32_t devs[MAXD], n = pl->n_devices;
-        for (uint32_t i = 0; i < n; i++) devs[i] = pl->devices[i];
+        for (uint32_t i = 0; i < n; i++)
+            devs[i] = pl->devices[i];
         for (int v = 0; v < n_var; v++) {
-            if (x->offload) gen_stream(x, ci, devs, 1, phases[v], true, list, &cnt);
-            else gen_full(x, ci, devs, n, phases[v], list, &cnt);
+            if (x->offload)
+                gen_stream(x, ci, devs, 1, phases[v], true, list, &cnt);
+            else
+                gen_full(x, ci, devs, n, phases[v], list, &cnt);
         }
         return cnt;
     }
@@ -400,8 +410,10 @@ static void apply(ctx *x, int c, const cand *k, int sign) {
         for (uint32_t p = 0; p < x->n_phases; p++) {
             bool act = ci->active & (1u << p);
             uint64_t add = ((!k->phase || act) ? k->w[i] : 0) + (act ? k->extra[i] : 0);
-            if (sign > 0) x->load[d][p] += add;
-            else x->load[d][p] -= add;
+            if (sign > 0)
+                x->load[d][p] += add;
+            else
+                x->load[d][p] -= add;
         }
     }
 }
@@ -442,7 +454,8 @@ static void dfs(ctx *x, int level) {
         key saved = x->cur_key;
         uint32_t saved_mask = x->used_mask;
         uint32_t m = 0;
-        for (uint32_t j = 0; j < k->n; j++) m |= 1u << k->dev[j];
+        for (uint32_t j = 0; j < k->n; j++)
+            m |= 1u << k->dev[j];
         x->cur_key.score += k->score;
         x->cur_key.compute += k->compute;
         x->cur_key.moved += k->moved;
@@ -478,14 +491,16 @@ static bool run_search(ctx *x) {
                 if (popcount32(m) == size) x->subsets[x->n_subsets++] = m;
     } else {
         uint32_t idx[MAXD];
-        for (uint32_t i = 0; i < x->n_gpu; i++) idx[i] = i;
+        for (uint32_t i = 0; i < x->n_gpu; i++)
+            idx[i] = i;
         for (uint32_t i = 1; i < x->n_gpu; i++)
             for (uint32_t j = i; j > 0 && x->budget[idx[j]] > x->budget[idx[j - 1]]; j--) {
                 uint32_t t = idx[j];
                 idx[j] = idx[j - 1];
                 idx[j - 1] = t;
             }
-        for (uint32_t i = 0; i < x->n_gpu; i++) x->subsets[x->n_subsets++] = 1u << i;
+        for (uint32_t i = 0; i < x->n_gpu; i++)
+            x->subsets[x->n_subsets++] = 1u << i;
         uint32_t m = 1u << idx[0];
         for (uint32_t k = 1; k < x->n_gpu; k++) {
             m |= 1u << idx[k];
@@ -518,12 +533,14 @@ static tl_status setup(const inputs *in, const char *max_vram, ctx *x) {
     tl_status st = tl_plan_parse_max_vram(max_vram, in->devs, in->n_devs, in->headroom, budgets);
     if (st) return st;
     x->n_gpu = (uint32_t)(in->n_devs - 1);
-    for (uint32_t i = 0; i < x->n_gpu; i++) x->budget[i] = budgets[i];
+    for (uint32_t i = 0; i < x->n_gpu; i++)
+        x->budget[i] = budgets[i];
     x->n_phases = in->phases.n;
     x->offload = in->offload;
     x->exhaustive = in->exhaustive;
     uint32_t named = 0;
-    for (uint32_t p = 0; p < in->phases.n; p++) named |= in->phases.mask[p];
+    for (uint32_t p = 0; p < in->phases.n; p++)
+        named |= in->phases.mask[p];
     for (int c = 0; c < TL_COMP_COUNT; c++) {
         const tl_plan_part *pp = &in->s->comp[c];
         comp_info *ci = &x->comp[c];
@@ -553,7 +570,8 @@ static tl_status setup(const inputs *in, const char *max_vram, ctx *x) {
     for (int c = 0; c < TL_COMP_COUNT; c++)
         if (x->comp[c].present) x->order[x->n_order++] = c;
     for (int i = 1; i < x->n_order; i++)
-        for (int j = i; j > 0 && x->comp[x->order[j]].weight > x->comp[x->order[j - 1]].weight; j--) {
+        for (int j = i; j > 0 && x->comp[x->order[j]].weight > x->comp[x->order[j - 1]].weight;
+             j--) {
             int t = x->order[j];
             x->order[j] = x->order[j - 1];
             x->order[j - 1] = t;
@@ -561,9 +579,10 @@ static tl_status setup(const inputs *in, const char *max_vram, ctx *x) {
     x->rem[x->n_order] = 0;
     for (int i = x->n_order - 1; i >= 0; i--) {
         const comp_info *ci = &x->comp[x->order[i]];
-        x->rem[i] = x->rem[i + 1] + (x->n_gpu && !(ci->place.n_devices == 1 && ci->place.devices[0] == TL_PLAN_HOST)
-                                         ? ci->bytes * ci->weight
-                                         : 0);
+        x->rem[i] = x->rem[i + 1] +
+                    (x->n_gpu && !(ci->place.n_devices == 1 && ci->place.devices[0] == TL_PLAN_HOST)
+                         ? ci->bytes * ci->weight
+                         : 0);
     }
     return TL_OK;
 }
@@ -572,7 +591,8 @@ static tl_status setup(const inputs *in, const char *max_vram, ctx *x) {
 static void fill_plan(const ctx *x, const inputs *in, tl_plan *p) {
     p->n_devices = in->n_devs;
     memcpy(p->devices, in->devs, sizeof p->devices);
-    for (uint32_t i = 0; i < x->n_gpu; i++) p->budget[i] = x->budget[i];
+    for (uint32_t i = 0; i < x->n_gpu; i++)
+        p->budget[i] = x->budget[i];
     p->budget[in->n_devs - 1] = in->devs[in->n_devs - 1].free;
     p->phases = in->phases;
     p->moved_per_run = p->host_bytes = p->score = 0;
@@ -597,7 +617,8 @@ static void fill_plan(const ctx *x, const inputs *in, tl_plan *p) {
             d->shares[i] = ci->bytes ? round((double)k->w[i] / (double)ci->bytes * 1e6) / 1e6 : 0;
             for (uint32_t ph = 0; ph < x->n_phases; ph++) {
                 bool act = ci->active & (1u << ph);
-                p->peak[k->dev[i]][ph] += ((!k->phase || act) ? k->w[i] : 0) + (act ? k->extra[i] : 0);
+                p->peak[k->dev[i]][ph] +=
+                    ((!k->phase || act) ? k->w[i] : 0) + (act ? k->extra[i] : 0);
             }
         }
         d->host_bytes = k->host;
@@ -616,8 +637,8 @@ static uint64_t worst_short(const tl_plan *p, const ctx *x, char *msg, size_t n)
             if (p->peak[d][ph] > x->budget[d] && p->peak[d][ph] - x->budget[d] > worst) {
                 worst = p->peak[d][ph] - x->budget[d];
                 char a[32], b[32], c[32], pn[64];
-                snprintf(msg, n, "%s needs %s in phase %s but its budget is %s (short by %s)", p->devices[d].name,
-                         tl_fmt_bytes(p->peak[d][ph], a, sizeof a),
+                snprintf(msg, n, "%s needs %s in phase %s but its budget is %s (short by %s)",
+                         p->devices[d].name, tl_fmt_bytes(p->peak[d][ph], a, sizeof a),
                          tlp_phase_name(x->n_phases ? p->phases.mask[ph] : 0, pn, sizeof pn),
                          tl_fmt_bytes(x->budget[d], b, sizeof b), tl_fmt_bytes(worst, c, sizeof c));
             }
@@ -636,15 +657,20 @@ static void explain(const inputs *in, tl_plan *p) {
     uint64_t base[MAXD];
     memcpy(base, x->budget, sizeof base);
     memcpy(y, x, sizeof *y);
-    for (uint32_t d = 0; d < y->n_gpu; d++) y->budget[d] = base[d] + hi;
+    for (uint32_t d = 0; d < y->n_gpu; d++)
+        y->budget[d] = base[d] + hi;
     if (run_search(y)) {
         while (hi - lo > 16 * TLP_MIB) {
             uint64_t mid = lo + (hi - lo) / 2;
-            for (uint32_t d = 0; d < y->n_gpu; d++) y->budget[d] = base[d] + mid;
-            if (run_search(y)) hi = mid;
-            else lo = mid;
+            for (uint32_t d = 0; d < y->n_gpu; d++)
+                y->budget[d] = base[d] + mid;
+            if (run_search(y))
+                hi = mid;
+            else
+                lo = mid;
         }
-        for (uint32_t d = 0; d < y->n_gpu; d++) y->budget[d] = base[d] + hi;
+        for (uint32_t d = 0; d < y->n_gpu; d++)
+            y->budget[d] = base[d] + hi;
         run_search(y);
         tl_plan tmp;
         memset(&tmp, 0, sizeof tmp);
@@ -655,9 +681,11 @@ static void explain(const inputs *in, tl_plan *p) {
         size_t at = 0;
         for (int c = 0; c < TL_COMP_COUNT; c++) {
             const tl_backend_place *wp = &x->comp[c].place;
-            if (!x->comp[c].present || !wp->n_devices || (wp->n_devices == 1 && wp->devices[0] == TL_PLAN_HOST))
+            if (!x->comp[c].present || !wp->n_devices ||
+                (wp->n_devices == 1 && wp->devices[0] == TL_PLAN_HOST))
                 continue;
-            int k = snprintf(who + at, sizeof who - at, "%s%s", at ? ", " : "", tl_component_name((tl_component)c));
+            int k = snprintf(who + at, sizeof who - at, "%s%s", at ? ", " : "",
+                             tl_component_name((tl_component)c));
             if (k < 0 || (size_t)k >= sizeof who - at) break;
             at += (size_t)k;
         }
@@ -667,7 +695,8 @@ static void explain(const inputs *in, tl_plan *p) {
             memcpy(what, t, sizeof what);
         }
     } else {
-        snprintf(what, sizeof what, "the forced placements cannot fit even with 64 GiB more on every GPU");
+        snprintf(what, sizeof what,
+                 "the forced placements cannot fit even with 64 GiB more on every GPU");
     }
     /* 2. the smallest change: a --max-vram value, one component to cpu, offloading */
     if (in->max_vram && *in->max_vram) {
@@ -681,15 +710,19 @@ static void explain(const inputs *in, tl_plan *p) {
             uint64_t l = 0, h = (top + step - 1) / step;
             while (h - l > 1) {
                 uint64_t mid = (l + h) / 2;
-                for (uint32_t d = 0; d < y->n_gpu; d++) y->budget[d] = full[d] < mid * step ? full[d] : mid * step;
-                if (run_search(y)) h = mid;
-                else l = mid;
+                for (uint32_t d = 0; d < y->n_gpu; d++)
+                    y->budget[d] = full[d] < mid * step ? full[d] : mid * step;
+                if (run_search(y))
+                    h = mid;
+                else
+                    l = mid;
             }
-            snprintf(fix, sizeof fix, "--max-vram %.1fG would fit", (double)(h * step) / (double)TLP_GIB);
+            snprintf(fix, sizeof fix, "--max-vram %.1fG would fit",
+                     (double)(h * step) / (double)TLP_GIB);
         }
     }
-    static const int by_priority_asc[] = {TL_COMP_OTHER, TL_COMP_VAE, TL_COMP_COND, TL_COMP_CONTROLNET,
-                                          TL_COMP_DIFFUSION};
+    static const int by_priority_asc[] = {TL_COMP_OTHER, TL_COMP_VAE, TL_COMP_COND,
+                                          TL_COMP_CONTROLNET, TL_COMP_DIFFUSION};
     /* one forced component at a time, lowest priority first: what auto-fit would do with it */
     for (int i = 0; i < TL_COMP_COUNT && !fix[0]; i++) {
         int c = by_priority_asc[i];
@@ -708,12 +741,14 @@ static void explain(const inputs *in, tl_plan *p) {
         size_t at = 0;
         devs[0] = 0;
         for (uint32_t j = 0; j < k->n && at < sizeof devs; j++) {
-            int w = snprintf(devs + at, sizeof devs - at, "%s%s", j ? "&" : "", in->devs[k->dev[j]].name);
+            int w = snprintf(devs + at, sizeof devs - at, "%s%s", j ? "&" : "",
+                             in->devs[k->dev[j]].name);
             if (w < 0) break;
             at += (size_t)w;
         }
-        snprintf(fix, sizeof fix, "leaving %s to auto-fit would fit (%s on %s%s)", tl_component_name((tl_component)c),
-                 tl_plan_mode_name(k->mode), devs, k->phase ? ", loaded per phase" : "");
+        snprintf(fix, sizeof fix, "leaving %s to auto-fit would fit (%s on %s%s)",
+                 tl_component_name((tl_component)c), tl_plan_mode_name(k->mode), devs,
+                 k->phase ? ", loaded per phase" : "");
     }
     if (!fix[0] && !x->offload) {
         memcpy(y, x, sizeof *y);
@@ -721,8 +756,8 @@ static void explain(const inputs *in, tl_plan *p) {
         if (run_search(y)) snprintf(fix, sizeof fix, "--offload-to-cpu would fit");
     }
 out:
-    snprintf(p->error, sizeof p->error, "plan does not fit: %s%s%s", what[0] ? what : "budgets too small",
-             fix[0] ? "; " : "", fix);
+    snprintf(p->error, sizeof p->error, "plan does not fit: %s%s%s",
+             what[0] ? what : "budgets too small", fix[0] ? "; " : "", fix);
     free(x);
     free(y);
 }
@@ -732,8 +767,8 @@ tl_status tl_plan_create(const tl_plan_summary *s, const tl_plan_device *devs, s
     return tlp_create(s, devs, n_devs, opts, false, out);
 }
 
-tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs, const tl_plan_options *opts,
-                     bool exhaustive, tl_plan **out) {
+tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
+                     const tl_plan_options *opts, bool exhaustive, tl_plan **out) {
     if (!s || !out || (!devs && n_devs)) return tl_err(TL_ERR_INVALID_ARG, "plan: NULL argument");
     *out = NULL;
     tl_plan_options dflt;
@@ -747,8 +782,8 @@ tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_
     for (size_t i = 0; i < n_devs; i++) {
         if (!devs[i].is_gpu) {
             if (host >= 0) {
-                st = tl_err(TL_ERR_INVALID_ARG, "plan: more than one host device ('%s', '%s')", devs[host].name,
-                            devs[i].name);
+                st = tl_err(TL_ERR_INVALID_ARG, "plan: more than one host device ('%s', '%s')",
+                            devs[host].name, devs[i].name);
                 goto fail;
             }
             host = (int)i;
@@ -804,14 +839,19 @@ tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_
                 goto fail;
             }
         }
-        const char *flags[3] = {opts->clip_on_cpu ? "cond=cpu" : NULL, opts->vae_on_cpu ? "vae=cpu" : NULL,
+        const char *flags[3] = {opts->clip_on_cpu ? "cond=cpu" : NULL,
+                                opts->vae_on_cpu ? "vae=cpu" : NULL,
                                 opts->controlnet_on_cpu ? "controlnet=cpu" : NULL};
         for (int i = 0; i < 3; i++)
-            if (flags[i]) at += (size_t)snprintf(spec + at, sizeof spec - at, "%s%s", at ? "," : "", flags[i]);
+            if (flags[i])
+                at +=
+                    (size_t)snprintf(spec + at, sizeof spec - at, "%s%s", at ? "," : "", flags[i]);
         if (at && (st = tl_plan_parse_backend(spec, in->devs, in->n_devs, &in->spec))) {
             if (opts->clip_on_cpu || opts->vae_on_cpu || opts->controlnet_on_cpu)
-                tl_err_prefix(st, "with --clip-on-cpu / --vae-on-cpu / --control-net-cpu as cond=cpu / vae=cpu / "
-                                  "controlnet=cpu");
+                tl_err_prefix(
+                    st,
+                    "with --clip-on-cpu / --vae-on-cpu / --control-net-cpu as cond=cpu / vae=cpu / "
+                    "controlnet=cpu");
             goto fail;
         }
     }
@@ -844,7 +884,8 @@ tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_
     if (opts->size) {
         tl_plan_size sz;
         if ((st = tl_plan_parse_size(opts->size, &sz)) ||
-            (st = tl_plan_vae_tiling(&sz, in->reserve[TL_COMP_VAE], opts->vae_bytes_per_voxel, &p->tiling))) {
+            (st = tl_plan_vae_tiling(&sz, in->reserve[TL_COMP_VAE], opts->vae_bytes_per_voxel,
+                                     &p->tiling))) {
             free(p);
             free(x);
             goto fail;

@@ -34,13 +34,13 @@ const char *tlp_phase_name(uint32_t mask, char *buf, size_t n) {
     buf[0] = 0;
     for (int c = 0; c < TL_COMP_COUNT; c++) {
         if (!(mask & (1u << c))) continue;
-        int k = snprintf(buf + at, n - at, "%s%s", at ? "+" : "", tl_component_name((tl_component)c));
+        int k =
+            snprintf(buf + at, n - at, "%s%s", at ? "+" : "", tl_component_name((tl_component)c));
         if (k < 0 || (size_t)k >= n - at) break;
         at += (size_t)k;
     }
     return buf;
 }
-
 
 /* Parse a size token [s, s+len). */
 static bool parse_bytes_tok(const char *s, size_t len, uint64_t *bytes, bool *negative) {
@@ -49,7 +49,8 @@ static bool parse_bytes_tok(const char *s, size_t len, uint64_t *bytes, bool *ne
     memcpy(buf, s, len);
     buf[len] = 0;
     const char *p = buf;
-    while (isspace((unsigned char)*p)) p++;
+    while (isspace((unsigned char)*p))
+        p++;
     bool neg = false;
     if (*p == '-') {
         neg = true;
@@ -65,12 +66,23 @@ static bool parse_bytes_tok(const char *s, size_t len, uint64_t *bytes, bool *ne
     const char *u = end;
     if (*u) {
         switch (toupper((unsigned char)*u)) {
-        case 'B': mult = 1; break;
-        case 'K': mult = 1024.0; break;
-        case 'M': mult = 1024.0 * 1024; break;
-        case 'G': mult = 1024.0 * 1024 * 1024; break;
-        case 'T': mult = 1024.0 * 1024 * 1024 * 1024; break;
-        default: return false;
+        case 'B':
+            mult = 1;
+            break;
+        case 'K':
+            mult = 1024.0;
+            break;
+        case 'M':
+            mult = 1024.0 * 1024;
+            break;
+        case 'G':
+            mult = 1024.0 * 1024 * 1024;
+            break;
+        case 'T':
+            mult = 1024.0 * 1024 * 1024 * 1024;
+            break;
+        default:
+            return false;
         }
         u++;
         if (mult > 1 && (strcasecmp(u, "iB") == 0 || strcasecmp(u, "B") == 0)) u += strlen(u);
@@ -108,7 +120,8 @@ static bool split_next(const char **cur, const char *end, char sep, const char *
         (*tok)++;
         (*len)--;
     }
-    while (*len && isspace((unsigned char)(*tok)[*len - 1])) (*len)--;
+    while (*len && isspace((unsigned char)(*tok)[*len - 1]))
+        (*len)--;
     return true;
 }
 
@@ -136,12 +149,14 @@ tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t ca
             return tl_err(TL_ERR_INVALID_ARG, "--devices item '%s': expected NAME=SIZE (cuda0=16G)",
                           tlp_tok(tok, len, nb, sizeof nb));
         size_t nl = (size_t)(eq - tok);
-        while (nl && isspace((unsigned char)tok[nl - 1])) nl--;
+        while (nl && isspace((unsigned char)tok[nl - 1]))
+            nl--;
         if (nl >= sizeof out[0].name)
             return tl_err(TL_ERR_INVALID_ARG, "--devices item '%s': name too long",
                           tlp_tok(tok, len, nb, sizeof nb));
         for (size_t i = 0; i < nl; i++)
-            if (!isalnum((unsigned char)tok[i]) && tok[i] != '_' && tok[i] != '-' && tok[i] != ':' && tok[i] != '.')
+            if (!isalnum((unsigned char)tok[i]) && tok[i] != '_' && tok[i] != '-' &&
+                tok[i] != ':' && tok[i] != '.')
                 return tl_err(TL_ERR_INVALID_ARG, "--devices item '%s': bad character in name",
                               tlp_tok(tok, len, nb, sizeof nb));
         uint64_t size;
@@ -153,13 +168,14 @@ tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t ca
         bool is_host = is_host_name(tok, nl);
         if (is_host && host)
             return tl_err(TL_ERR_INVALID_ARG, "--devices: the host is given twice");
-        if (tlp_tok_eq(tok, nl, "auto") || tlp_tok_eq(tok, nl, "gpu") || tlp_tok_eq(tok, nl, "all") ||
-            tlp_tok_eq(tok, nl, "default"))
+        if (tlp_tok_eq(tok, nl, "auto") || tlp_tok_eq(tok, nl, "gpu") ||
+            tlp_tok_eq(tok, nl, "all") || tlp_tok_eq(tok, nl, "default"))
             return tl_err(TL_ERR_INVALID_ARG, "--devices item '%s': reserved name",
                           tlp_tok(tok, len, nb, sizeof nb));
         for (size_t i = 0; i < *n; i++)
             if (tlp_tok_eq(tok, nl, out[i].name))
-                return tl_err(TL_ERR_INVALID_ARG, "--devices: device '%s' given twice", out[i].name);
+                return tl_err(TL_ERR_INVALID_ARG, "--devices: device '%s' given twice",
+                              out[i].name);
         if (*n + ((host || is_host) ? 1 : 2) > cap)
             return tl_err(TL_ERR_INVALID_ARG, "--devices: more than %zu devices", cap - 1);
         tl_plan_device *d = &out[(*n)++];
@@ -173,7 +189,8 @@ tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t ca
         d->total = d->free = size;
     }
     if (!host) {
-        if (*n >= cap) return tl_err(TL_ERR_INVALID_ARG, "--devices: more than %zu devices", cap - 1);
+        if (*n >= cap)
+            return tl_err(TL_ERR_INVALID_ARG, "--devices: more than %zu devices", cap - 1);
         tl_plan_device *d = &out[(*n)++];
         memset(d, 0, sizeof *d);
         snprintf(d->name, sizeof d->name, "cpu");
@@ -206,8 +223,8 @@ static tl_status resolve_device(const char *what, const char *tok, size_t len,
     if (tlp_tok_eq(tok, len, "auto") || tlp_tok_eq(tok, len, "gpu")) {
         int b = best_gpu(devs, n);
         if (b < 0)
-            return tl_err(TL_ERR_NOT_FOUND, "%s: '%s' asks for the best GPU but there is none", what,
-                          tlp_tok(tok, len, nb, sizeof nb));
+            return tl_err(TL_ERR_NOT_FOUND, "%s: '%s' asks for the best GPU but there is none",
+                          what, tlp_tok(tok, len, nb, sizeof nb));
         *out = (uint32_t)b;
         return TL_OK;
     }
@@ -261,12 +278,14 @@ static tl_status parse_place(const char *item, const char *tok, size_t len,
         for (uint32_t i = 0; i < pl->n_devices; i++)
             if (pl->devices[i] == TL_PLAN_HOST)
                 return tl_err(TL_ERR_INVALID_ARG,
-                              "%s: a split lists GPUs only; the cpu cannot be part of a split", what);
+                              "%s: a split lists GPUs only; the cpu cannot be part of a split",
+                              what);
     return TL_OK;
 }
 
 static bool is_default_key(const char *tok, size_t len) {
-    return tlp_tok_eq(tok, len, "*") || tlp_tok_eq(tok, len, "all") || tlp_tok_eq(tok, len, "default");
+    return tlp_tok_eq(tok, len, "*") || tlp_tok_eq(tok, len, "all") ||
+           tlp_tok_eq(tok, len, "default");
 }
 
 tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, size_t n_devs,
@@ -287,38 +306,45 @@ tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, si
         const char *list;
         size_t ll;
         if (!eq) {
-            if (dflt) return tl_err(TL_ERR_INVALID_ARG, "--backend item '%s': the default is given twice", item);
+            if (dflt)
+                return tl_err(TL_ERR_INVALID_ARG, "--backend item '%s': the default is given twice",
+                              item);
             dflt = true;
             pl = &out->dflt;
             list = tok;
             ll = len;
         } else {
             size_t kl = (size_t)(eq - tok);
-            while (kl && isspace((unsigned char)tok[kl - 1])) kl--;
+            while (kl && isspace((unsigned char)tok[kl - 1]))
+                kl--;
             list = eq + 1;
             ll = (size_t)(tok + len - list);
             while (ll && isspace((unsigned char)*list)) {
                 list++;
                 ll--;
             }
-            if (kl == 0) return tl_err(TL_ERR_INVALID_ARG, "--backend item '%s': missing component", item);
+            if (kl == 0)
+                return tl_err(TL_ERR_INVALID_ARG, "--backend item '%s': missing component", item);
             if (is_default_key(tok, kl)) {
                 if (dflt)
-                    return tl_err(TL_ERR_INVALID_ARG, "--backend item '%s': the default is given twice", item);
+                    return tl_err(TL_ERR_INVALID_ARG,
+                                  "--backend item '%s': the default is given twice", item);
                 dflt = true;
                 pl = &out->dflt;
             } else {
                 int c = tl_component_from_name(tlp_tok(tok, kl, nb, sizeof nb));
                 if (c < 0 || c >= TL_COMP_COUNT)
-                    return tl_err(TL_ERR_NOT_FOUND,
-                                  "--backend item '%s': unknown component '%s' (diffusion, cond, vae, "
-                                  "controlnet, other, or an alias: unet, dit, clip, te, t5xxl, llm, "
-                                  "firststage, tae, control_net, ...)",
-                                  item, nb);
+                    return tl_err(
+                        TL_ERR_NOT_FOUND,
+                        "--backend item '%s': unknown component '%s' (diffusion, cond, vae, "
+                        "controlnet, other, or an alias: unet, dit, clip, te, t5xxl, llm, "
+                        "firststage, tae, control_net, ...)",
+                        item, nb);
                 pl = &out->comp[c];
                 if (pl->n_devices)
-                    return tl_err(TL_ERR_INVALID_ARG, "--backend item '%s': component '%s' is given twice",
-                                  item, tl_component_name((tl_component)c));
+                    return tl_err(TL_ERR_INVALID_ARG,
+                                  "--backend item '%s': component '%s' is given twice", item,
+                                  tl_component_name((tl_component)c));
             }
         }
         tl_status st = parse_place(item, list, ll, devs, n_devs, pl);
@@ -336,7 +362,8 @@ tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, s
     bool cap_neg[TL_PLAN_MAX_DEVICES] = {0};
     bool has_all = false, all_neg = false;
     uint64_t all_v = 0;
-    if (n_devs > TL_PLAN_MAX_DEVICES) return tl_err(TL_ERR_INVALID_ARG, "--max-vram: too many devices");
+    if (n_devs > TL_PLAN_MAX_DEVICES)
+        return tl_err(TL_ERR_INVALID_ARG, "--max-vram: too many devices");
     if (spec && *spec) {
         const char *cur = spec, *tok;
         size_t len;
@@ -348,16 +375,20 @@ tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, s
             uint64_t v;
             bool neg = false;
             if (!eq) {
-                if (has_all) return tl_err(TL_ERR_INVALID_ARG, "--max-vram item '%s': a size for all GPUs is given twice", item);
+                if (has_all)
+                    return tl_err(TL_ERR_INVALID_ARG,
+                                  "--max-vram item '%s': a size for all GPUs is given twice", item);
                 if (!parse_bytes_tok(tok, len, &v, &neg))
-                    return tl_err(TL_ERR_INVALID_ARG, "--max-vram item '%s': not a size (8G, -2G, cuda0=6G)", item);
+                    return tl_err(TL_ERR_INVALID_ARG,
+                                  "--max-vram item '%s': not a size (8G, -2G, cuda0=6G)", item);
                 has_all = true;
                 all_v = v;
                 all_neg = neg;
                 continue;
             }
             size_t kl = (size_t)(eq - tok);
-            while (kl && isspace((unsigned char)tok[kl - 1])) kl--;
+            while (kl && isspace((unsigned char)tok[kl - 1]))
+                kl--;
             const char *sz = eq + 1;
             size_t sl = (size_t)(tok + len - sz);
             if (!parse_bytes_tok(sz, sl, &v, &neg))
@@ -366,7 +397,9 @@ tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, s
             snprintf(what, sizeof what, "--max-vram item '%s'", item);
             uint32_t d;
             if (is_default_key(tok, kl)) {
-                if (has_all) return tl_err(TL_ERR_INVALID_ARG, "%s: a size for all GPUs is given twice", what);
+                if (has_all)
+                    return tl_err(TL_ERR_INVALID_ARG, "%s: a size for all GPUs is given twice",
+                                  what);
                 has_all = true;
                 all_v = v;
                 all_neg = neg;
@@ -374,8 +407,11 @@ tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, s
             }
             tl_status st = resolve_device(what, tok, kl, devs, n_devs, &d);
             if (st) return st;
-            if (d == TL_PLAN_HOST) return tl_err(TL_ERR_INVALID_ARG, "%s: names the cpu, not a GPU", what);
-            if (named[d]) return tl_err(TL_ERR_INVALID_ARG, "%s: device '%s' is given twice", what, devs[d].name);
+            if (d == TL_PLAN_HOST)
+                return tl_err(TL_ERR_INVALID_ARG, "%s: names the cpu, not a GPU", what);
+            if (named[d])
+                return tl_err(TL_ERR_INVALID_ARG, "%s: device '%s' is given twice", what,
+                              devs[d].name);
             named[d] = true;
             cap_v[d] = v;
             cap_neg[d] = neg;
@@ -391,8 +427,10 @@ tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, s
         uint64_t v = named[i] ? cap_v[i] : all_v;
         bool neg = named[i] ? cap_neg[i] : all_neg;
         if (has) {
-            if (neg) b = b > v ? b - v : 0;
-            else if (v < b) b = v;
+            if (neg)
+                b = b > v ? b - v : 0;
+            else if (v < b)
+                b = v;
         }
         budgets[i] = b;
     }
@@ -418,15 +456,18 @@ tl_status tl_plan_parse_reserve(const char *spec, uint64_t reserve[TL_COMP_COUNT
         tlp_tok(tok, len, item, sizeof item);
         if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "--reserve '%.80s': empty item", spec);
         const char *eq = memchr(tok, '=', len);
-        if (!eq) return tl_err(TL_ERR_INVALID_ARG, "--reserve item '%s': expected COMPONENT=SIZE", item);
+        if (!eq)
+            return tl_err(TL_ERR_INVALID_ARG, "--reserve item '%s': expected COMPONENT=SIZE", item);
         size_t kl = (size_t)(eq - tok);
-        while (kl && isspace((unsigned char)tok[kl - 1])) kl--;
+        while (kl && isspace((unsigned char)tok[kl - 1]))
+            kl--;
         int c = tl_component_from_name(tlp_tok(tok, kl, nb, sizeof nb));
         if (c < 0 || c >= TL_COMP_COUNT)
-            return tl_err(TL_ERR_NOT_FOUND, "--reserve item '%s': unknown component '%s'", item, nb);
+            return tl_err(TL_ERR_NOT_FOUND, "--reserve item '%s': unknown component '%s'", item,
+                          nb);
         if (seen[c])
-            return tl_err(TL_ERR_INVALID_ARG, "--reserve item '%s': component '%s' is given twice", item,
-                          tl_component_name((tl_component)c));
+            return tl_err(TL_ERR_INVALID_ARG, "--reserve item '%s': component '%s' is given twice",
+                          item, tl_component_name((tl_component)c));
         seen[c] = true;
         uint64_t v;
         const char *sz = eq + 1;
@@ -457,7 +498,8 @@ tl_status tl_plan_parse_size(const char *spec, tl_plan_size *out) {
     const char *p = spec;
     tl_plan_size s = {0, 0, 1};
     if (!parse_dim(&p, &s.width) || (*p != 'x' && *p != 'X') || (p++, !parse_dim(&p, &s.height)))
-        return tl_err(TL_ERR_INVALID_ARG, "--size '%.60s': expected WxH or WxHxT (1024x1024, 768x512x97)", spec);
+        return tl_err(TL_ERR_INVALID_ARG,
+                      "--size '%.60s': expected WxH or WxHxT (1024x1024, 768x512x97)", spec);
     if (*p == 'x' || *p == 'X') {
         p++;
         if (!parse_dim(&p, &s.frames))
@@ -493,12 +535,15 @@ tl_status tl_plan_parse_phases(const char *spec, tl_plan_phases *out) {
         const char *p = tok, *end = tok + len, *a;
         size_t l;
         while (split_next(&p, end, '+', &a, &l)) {
-            if (l == 0) return tl_err(TL_ERR_INVALID_ARG, "--phases item '%s': empty component", item);
+            if (l == 0)
+                return tl_err(TL_ERR_INVALID_ARG, "--phases item '%s': empty component", item);
             int c = tl_component_from_name(tlp_tok(a, l, nb, sizeof nb));
             if (c < 0 || c >= TL_COMP_COUNT)
-                return tl_err(TL_ERR_NOT_FOUND, "--phases item '%s': unknown component '%s'", item, nb);
+                return tl_err(TL_ERR_NOT_FOUND, "--phases item '%s': unknown component '%s'", item,
+                              nb);
             if (seen & (1u << c))
-                return tl_err(TL_ERR_INVALID_ARG, "--phases item '%s': component '%s' is in two phases", item,
+                return tl_err(TL_ERR_INVALID_ARG,
+                              "--phases item '%s': component '%s' is in two phases", item,
                               tl_component_name((tl_component)c));
             seen |= 1u << c;
             mask |= 1u << c;

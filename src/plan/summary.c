@@ -18,20 +18,23 @@ void tl_plan_summary_init(tl_plan_summary *s) {
 
 void tl_plan_summary_free(tl_plan_summary *s) {
     if (!s) return;
-    for (int c = 0; c < TL_COMP_COUNT; c++) free(s->comp[c].layers);
+    for (int c = 0; c < TL_COMP_COUNT; c++)
+        free(s->comp[c].layers);
     memset(s, 0, sizeof *s);
 }
 
 static tl_status check_comp(const tl_plan_summary *s, tl_component c) {
     if (!s) return tl_err(TL_ERR_INVALID_ARG, "plan summary: NULL");
-    if ((unsigned)c >= TL_COMP_COUNT) return tl_err(TL_ERR_INVALID_ARG, "plan summary: bad component %d", (int)c);
+    if ((unsigned)c >= TL_COMP_COUNT)
+        return tl_err(TL_ERR_INVALID_ARG, "plan summary: bad component %d", (int)c);
     return TL_OK;
 }
 
 static tl_status add_bytes(tl_plan_part *p, uint64_t bytes, uint64_t matrix_bytes) {
     if (matrix_bytes > bytes)
         return tl_err(TL_ERR_INVALID_ARG, "plan summary: matrix bytes exceed the layer's bytes");
-    if (!tl_add_u64(p->bytes, bytes, &p->bytes) || !tl_add_u64(p->matrix_bytes, matrix_bytes, &p->matrix_bytes))
+    if (!tl_add_u64(p->bytes, bytes, &p->bytes) ||
+        !tl_add_u64(p->matrix_bytes, matrix_bytes, &p->matrix_bytes))
         return tl_err(TL_ERR_INVALID_ARG, "plan summary: byte count overflows");
     return TL_OK;
 }
@@ -74,7 +77,8 @@ typedef struct key_slot {
 
 static uint64_t hash_key(const char *s, size_t n, uint32_t comp) {
     uint64_t h = 1469598103934665603ull ^ comp;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
     return h;
 }
 
@@ -83,19 +87,22 @@ tl_status tl_plan_summary_from_model(const tl_model *m, tl_dtype convert, tl_pla
     tl_plan_summary_init(s);
     size_t n = tl_model_tensor_count(m);
     size_t cap = 64;
-    while (cap < n * 2) cap *= 2;
+    while (cap < n * 2)
+        cap *= 2;
     key_slot *tab = calloc(cap, sizeof *tab);
     if (!tab) return tl_err(TL_ERR_NOMEM, "plan summary: out of memory");
     tl_status st = TL_OK;
     for (size_t i = 0; i < n && !st; i++) {
         const tl_tensor_info *t = tl_model_tensor(m, i);
         if (!t) continue;
-        uint32_t c = (uint32_t)t->component < TL_COMP_COUNT ? (uint32_t)t->component : TL_COMP_OTHER;
+        uint32_t c =
+            (uint32_t)t->component < TL_COMP_COUNT ? (uint32_t)t->component : TL_COMP_OTHER;
         uint64_t bytes = t->nbytes;
         if (convert != TL_DTYPE_INVALID && t->n_dims >= 2) {
             uint64_t nb;
             uint32_t be = tl_dtype_block_elems(convert);
-            if (be && t->n_elements % be == 0 && tl_dtype_nbytes(convert, t->n_elements, &nb)) bytes = nb;
+            if (be && t->n_elements % be == 0 && tl_dtype_nbytes(convert, t->n_elements, &nb))
+                bytes = nb;
         }
         bool matrix = t->n_dims == 2 && t->shape[0] >= 256 && t->shape[1] >= 256;
         uint64_t mb = matrix ? bytes : 0;
@@ -119,9 +126,11 @@ tl_status tl_plan_summary_from_model(const tl_model *m, tl_dtype convert, tl_pla
             if (st) break;
         }
         size_t li = tab[j].layer;
-        if (!tl_add_u64(p->layers[li], bytes, &p->layers[li]) || !tl_add_u64(p->bytes, bytes, &p->bytes) ||
+        if (!tl_add_u64(p->layers[li], bytes, &p->layers[li]) ||
+            !tl_add_u64(p->bytes, bytes, &p->bytes) ||
             !tl_add_u64(p->matrix_bytes, mb, &p->matrix_bytes))
-            st = tl_err(TL_ERR_INVALID_ARG, "plan summary: byte count overflows at tensor '%s'", t->name);
+            st = tl_err(TL_ERR_INVALID_ARG, "plan summary: byte count overflows at tensor '%s'",
+                        t->name);
     }
     free(tab);
     if (st) tl_plan_summary_free(s);
@@ -133,7 +142,7 @@ tl_status tl_plan_summary_from_model(const tl_model *m, tl_dtype convert, tl_pla
 typedef struct prof_block {
     uint32_t comp;
     uint32_t count;
-    uint32_t mib;      /* per layer */
+    uint32_t mib;        /* per layer */
     uint32_t matrix_pct; /* row-splittable share */
 } prof_block;
 
@@ -151,18 +160,26 @@ static const profile profiles[] = {
      {40, 19, 16, 0, 0}},
     /* SDXL, F16: UNet 4.8 GiB in 19 blocks, CLIP-L + CLIP-G, VAE. */
     {"sdxl",
-     {{TL_COMP_DIFFUSION, 19, 250, 85}, {TL_COMP_COND, 12, 18, 90}, {TL_COMP_COND, 32, 40, 90},
+     {{TL_COMP_DIFFUSION, 19, 250, 85},
+      {TL_COMP_COND, 12, 18, 90},
+      {TL_COMP_COND, 32, 40, 90},
       {TL_COMP_VAE, 8, 18, 40}},
      {150, 80, 16, 0, 0}},
     /* Flux.1-dev, F16: 19 double + 38 single blocks; T5-XXL Q8 + CLIP-L; VAE. */
     {"flux-f16",
-     {{TL_COMP_DIFFUSION, 19, 648, 95}, {TL_COMP_DIFFUSION, 38, 270, 95}, {TL_COMP_COND, 24, 200, 95},
-      {TL_COMP_COND, 12, 18, 90}, {TL_COMP_VAE, 8, 18, 40}},
+     {{TL_COMP_DIFFUSION, 19, 648, 95},
+      {TL_COMP_DIFFUSION, 38, 270, 95},
+      {TL_COMP_COND, 24, 200, 95},
+      {TL_COMP_COND, 12, 18, 90},
+      {TL_COMP_VAE, 8, 18, 40}},
      {300, 269, 16, 0, 0}},
     /* Flux.1-dev, Q8_0. */
     {"flux-q8",
-     {{TL_COMP_DIFFUSION, 19, 344, 95}, {TL_COMP_DIFFUSION, 38, 144, 95}, {TL_COMP_COND, 24, 200, 95},
-      {TL_COMP_COND, 12, 18, 90}, {TL_COMP_VAE, 8, 18, 40}},
+     {{TL_COMP_DIFFUSION, 19, 344, 95},
+      {TL_COMP_DIFFUSION, 38, 144, 95},
+      {TL_COMP_COND, 24, 200, 95},
+      {TL_COMP_COND, 12, 18, 90},
+      {TL_COMP_VAE, 8, 18, 40}},
      {160, 269, 16, 0, 0}},
     /* LTX-2, Q6: 48 transformer blocks; 12B text encoder (Q6, 48 layers); video VAE. */
     {"ltx2",
@@ -170,7 +187,9 @@ static const profile profiles[] = {
      {400, 1000, 40, 0, 0}},
 };
 
-const char *tl_plan_profile_names(void) { return "sd15, sdxl, flux-f16, flux-q8, ltx2"; }
+const char *tl_plan_profile_names(void) {
+    return "sd15, sdxl, flux-f16, flux-q8, ltx2";
+}
 
 tl_status tl_plan_summary_profile(const char *name, tl_plan_summary *s) {
     if (!name || !s) return tl_err(TL_ERR_INVALID_ARG, "profile: NULL");
@@ -191,8 +210,10 @@ tl_status tl_plan_summary_profile(const char *name, tl_plan_summary *s) {
             }
         }
         for (int c = 0; c < TL_COMP_COUNT; c++)
-            if (p->other_mib[c]) tl_plan_summary_add_other(s, (tl_component)c, p->other_mib[c] * TLP_MIB, 0);
+            if (p->other_mib[c])
+                tl_plan_summary_add_other(s, (tl_component)c, p->other_mib[c] * TLP_MIB, 0);
         return TL_OK;
     }
-    return tl_err(TL_ERR_NOT_FOUND, "unknown profile '%s' (profiles: %s)", name, tl_plan_profile_names());
+    return tl_err(TL_ERR_NOT_FOUND, "unknown profile '%s' (profiles: %s)", name,
+                  tl_plan_profile_names());
 }

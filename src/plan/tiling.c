@@ -23,8 +23,8 @@ tl_status tl_plan_vae_tiling(const tl_plan_size *size, uint64_t vae_reserve,
     if (!size || !out) return tl_err(TL_ERR_INVALID_ARG, "vae tiling: NULL argument");
     memset(out, 0, sizeof *out);
     if (size->width == 0 || size->height == 0 || size->frames == 0)
-        return tl_err(TL_ERR_INVALID_ARG, "vae tiling: size %ux%ux%u has a zero dimension", size->width,
-                      size->height, size->frames);
+        return tl_err(TL_ERR_INVALID_ARG, "vae tiling: size %ux%ux%u has a zero dimension",
+                      size->width, size->height, size->frames);
     if (bytes_per_voxel == 0) bytes_per_voxel = TLP_VAE_BYTES_PER_VOXEL;
     out->decided = true;
     out->latent_w = (size->width + 7) / 8;

@@ -80,7 +80,8 @@ int tu_count_fds(void) {
     DIR *d = opendir("/proc/self/fd");
     assert_non_null(d);
     int n = 0;
-    while (readdir(d)) n++;
+    while (readdir(d))
+        n++;
     closedir(d);
     return n;
 }
@@ -138,7 +139,8 @@ tu_run tu_cli_run(const char *arg0, ...) {
     argv[n++] = (char *)tu_cli();
     va_list ap;
     va_start(ap, arg0);
-    for (const char *a = arg0; a && n < 63; a = va_arg(ap, const char *)) argv[n++] = (char *)a;
+    for (const char *a = arg0; a && n < 63; a = va_arg(ap, const char *))
+        argv[n++] = (char *)a;
     va_end(ap);
     argv[n] = NULL;
     return tu_run_argv(argv);
