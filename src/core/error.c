@@ -1,6 +1,5 @@
 /*
- * error.c — thread-local last-error message, status names, and the small
- * formatting every message shares (version, byte counts).
+ * error.c — thread-local last-error message, status names and the version.
  */
 #include "core/error.h"
 
@@ -49,21 +48,6 @@ const char *tl_last_error(void) {
 
 const char *tl_version(void) {
     return "0.1.0";
-}
-
-const char *tl_fmt_bytes(uint64_t bytes, char *buf, size_t n) {
-    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = (double)bytes;
-    int u = 0;
-    while (v >= 1024 && u < 4) {
-        v /= 1024;
-        u++;
-    }
-    if (u == 0)
-        snprintf(buf, n, "%llu B", (unsigned long long)bytes);
-    else
-        snprintf(buf, n, "%.2f %s", v, units[u]);
-    return buf;
 }
 
 const char *tl_status_name(tl_status s) {

@@ -2,6 +2,7 @@
  * simspec.c — parser of sim device specs: "gpu0=8G,gpu1=4G:bw=16G:lat=10us"
  * (grammar in tierload.h at tl_device_sim_spec_parse). Pure: no devices made.
  */
+#include "core/bytes.h"
 #include "core/error.h"
 #include "devices/devices.h"
 
@@ -13,63 +14,7 @@
 
 /* Bytes with an optional binary suffix; the whole of [s, s+len) must be used. */
 static bool parse_size(const char *s, size_t len, uint64_t *out) {
-    char buf[64];
-    if (len == 0 || len >= sizeof buf) return false;
-    memcpy(buf, s, len);
-    buf[len] = 0;
-    const char *p = buf;
-    if (!isdigit((unsigned char)*p)) return false;
-    const char *q = p;
-    bool frac = false;
-    while (isdigit((unsigned char)*q))
-        q++;
-    if (*q == '.') {
-        frac = true;
-        q++;
-        if (!isdigit((unsigned char)*q)) return false;
-        while (isdigit((unsigned char)*q))
-            q++;
-    }
-    uint64_t mult = 1;
-    const char *u = q;
-    if (*u) {
-        switch (toupper((unsigned char)*u)) {
-        case 'B':
-            mult = 1;
-            break;
-        case 'K':
-            mult = 1ull << 10;
-            break;
-        case 'M':
-            mult = 1ull << 20;
-            break;
-        case 'G':
-            mult = 1ull << 30;
-            break;
-        case 'T':
-            mult = 1ull << 40;
-            break;
-        default:
-            return false;
-        }
-        u++;
-        if (mult > 1 && (strcasecmp(u, "B") == 0 || strcasecmp(u, "iB") == 0)) u += strlen(u);
-        if (*u) return false;
-    }
-    if (!frac) {
-        uint64_t v = 0;
-        for (const char *d = p; d < q; d++) {
-            if (v > (UINT64_MAX - (uint64_t)(*d - '0')) / 10) return false;
-            v = v * 10 + (uint64_t)(*d - '0');
-        }
-        if (v > UINT64_MAX / mult) return false;
-        *out = v * mult;
-        return true;
-    }
-    double v = strtod(p, NULL) * (double)mult;
-    if (!isfinite(v) || v >= 18446744073709551615.0) return false;
-    *out = (uint64_t)llround(v);
-    return true;
+    return tl_bytes_parse(s, len, out, NULL);
 }
 
 /* Seconds with an optional s / ms / us / ns suffix. */

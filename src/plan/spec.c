@@ -6,6 +6,7 @@
  */
 #include "plan/plan.h"
 
+#include "core/bytes.h"
 #include "core/error.h"
 
 #include <ctype.h>
@@ -44,56 +45,7 @@ const char *tlp_phase_name(uint32_t mask, char *buf, size_t n) {
 
 /* Parse a size token [s, s+len). */
 static bool parse_bytes_tok(const char *s, size_t len, uint64_t *bytes, bool *negative) {
-    char buf[64];
-    if (len == 0 || len >= sizeof buf) return false;
-    memcpy(buf, s, len);
-    buf[len] = 0;
-    const char *p = buf;
-    while (isspace((unsigned char)*p))
-        p++;
-    bool neg = false;
-    if (*p == '-') {
-        neg = true;
-        p++;
-    } else if (*p == '+') {
-        p++;
-    }
-    if (!isdigit((unsigned char)*p) && *p != '.') return false;
-    char *end;
-    double v = strtod(p, &end);
-    if (end == p || !isfinite(v) || v < 0) return false;
-    double mult = 1;
-    const char *u = end;
-    if (*u) {
-        switch (toupper((unsigned char)*u)) {
-        case 'B':
-            mult = 1;
-            break;
-        case 'K':
-            mult = 1024.0;
-            break;
-        case 'M':
-            mult = 1024.0 * 1024;
-            break;
-        case 'G':
-            mult = 1024.0 * 1024 * 1024;
-            break;
-        case 'T':
-            mult = 1024.0 * 1024 * 1024 * 1024;
-            break;
-        default:
-            return false;
-        }
-        u++;
-        if (mult > 1 && (strcasecmp(u, "iB") == 0 || strcasecmp(u, "B") == 0)) u += strlen(u);
-        if (*u) return false;
-    }
-    double b = v * mult;
-    if (b >= 18446744073709549568.0) return false;
-    if (neg && !negative) return false;
-    *bytes = (uint64_t)llround(b);
-    if (negative) *negative = neg;
-    return true;
+    return tl_bytes_parse(s, len, bytes, negative);
 }
 
 tl_status tl_plan_parse_bytes(const char *s, uint64_t *bytes, bool *negative) {
