@@ -10,6 +10,7 @@
  */
 #include "core/checked.h"
 #include "core/error.h"
+#include "core/strbuf.h"
 #include "io/convert.h"
 #include "io/staging.h"
 #include "io/verify.h"
@@ -62,8 +63,7 @@ struct tl_load_result {
     lfile *files;
     size_t n_files;
     tl_load_stats stats;
-    char *notes;
-    size_t notes_len, notes_cap;
+    tl_strbuf notes; /* best effort: an out-of-memory note is dropped */
 };
 
 typedef struct job {
@@ -106,24 +106,11 @@ int tl_load_mode_from_name(const char *name) {
 
 static void note(tl_load_result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void note(tl_load_result *r, const char *fmt, ...) {
-    char line[1024];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
+    tl_strbuf_vprintf(&r->notes, fmt, ap);
     va_end(ap);
-    if (n < 0) return;
-    size_t len = strlen(line);
-    if (r->notes_len + len + 2 > r->notes_cap) {
-        size_t cap = (r->notes_cap ? r->notes_cap * 2 : 1024) + len + 2;
-        char *p = tl_os_realloc(r->notes, cap);
-        if (!p) return; /* notes are best effort */
-        r->notes = p;
-        r->notes_cap = cap;
-    }
-    memcpy(r->notes + r->notes_len, line, len);
-    r->notes_len += len;
-    r->notes[r->notes_len++] = '\n';
-    r->notes[r->notes_len] = 0;
+    tl_strbuf_printf(&r->notes, "\n");
 }
 
 /* Record the first failure of a worker (messages are thread-local: copy it). */
@@ -569,7 +556,7 @@ void tl_load_result_free(tl_load_result *r) {
     }
     free(r->files);
     free(r->tensors);
-    free(r->notes);
+    free(r->notes.s);
     free(r);
 }
 
@@ -775,5 +762,5 @@ const tl_load_stats *tl_load_result_stats(const tl_load_result *r) {
     return r ? &r->stats : NULL;
 }
 const char *tl_load_result_notes(const tl_load_result *r) {
-    return r && r->notes ? r->notes : "";
+    return r && r->notes.s ? r->notes.s : "";
 }

@@ -6,6 +6,7 @@
 #include "plan/plan.h"
 
 #include "core/error.h"
+#include "core/strbuf.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -413,121 +414,95 @@ tl_status tl_plan_from_json(const char *json, size_t len, tl_plan **out) {
 
 /* --- text --- */
 
-typedef struct sbuf {
-    char *s;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = true;
-            return;
-        }
-        if ((size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = (b->cap + (size_t)n + 1) * 2;
-        char *s = realloc(b->s, cap);
-        if (!s) {
-            b->oom = true;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
-}
-
 tl_status tl_plan_to_text(const tl_plan *p, char **out) {
     if (!p || !out) return tl_err(TL_ERR_INVALID_ARG, "plan text: NULL argument");
     *out = NULL;
-    sbuf b = {malloc(1024), 0, 1024, false};
-    if (!b.s) return tl_err(TL_ERR_NOMEM, "plan text: out of memory");
-    b.s[0] = 0;
+    tl_strbuf b = {0};
     char x1[32], x2[32], x3[32], pn[96];
-    if (!p->feasible) sb_printf(&b, "INFEASIBLE: %s\n\n", p->error);
-    sb_printf(&b, "devices:\n");
+    if (!p->feasible) tl_strbuf_printf(&b, "INFEASIBLE: %s\n\n", p->error);
+    tl_strbuf_printf(&b, "devices:\n");
     for (size_t i = 0; i < p->n_devices; i++) {
         const tl_plan_device *d = &p->devices[i];
         if (d->is_gpu)
-            sb_printf(&b, "  %-10s gpu   total %11s  free %11s  budget %11s\n", d->name,
-                      tl_fmt_bytes(d->total, x1, sizeof x1), tl_fmt_bytes(d->free, x2, sizeof x2),
-                      tl_fmt_bytes(p->budget[i], x3, sizeof x3));
+            tl_strbuf_printf(&b, "  %-10s gpu   total %11s  free %11s  budget %11s\n", d->name,
+                             tl_fmt_bytes(d->total, x1, sizeof x1),
+                             tl_fmt_bytes(d->free, x2, sizeof x2),
+                             tl_fmt_bytes(p->budget[i], x3, sizeof x3));
         else if (d->free)
-            sb_printf(&b, "  %-10s host  total %11s  free %11s\n", d->name,
-                      tl_fmt_bytes(d->total, x1, sizeof x1), tl_fmt_bytes(d->free, x2, sizeof x2));
+            tl_strbuf_printf(&b, "  %-10s host  total %11s  free %11s\n", d->name,
+                             tl_fmt_bytes(d->total, x1, sizeof x1),
+                             tl_fmt_bytes(d->free, x2, sizeof x2));
         else
-            sb_printf(&b, "  %-10s host  (memory not given)\n", d->name);
+            tl_strbuf_printf(&b, "  %-10s host  (memory not given)\n", d->name);
     }
-    sb_printf(&b, "components:\n");
+    tl_strbuf_printf(&b, "components:\n");
     for (int c = 0; c < TL_COMP_COUNT; c++) {
         const tl_plan_decision *d = &p->dec[c];
         if (!d->present) continue;
-        sb_printf(&b, "  %-10s params %11s  reserve %11s  %s", tl_component_name((tl_component)c),
-                  tl_fmt_bytes(d->bytes, x1, sizeof x1), tl_fmt_bytes(d->reserve, x2, sizeof x2),
-                  tl_plan_mode_name(d->mode));
+        tl_strbuf_printf(&b, "  %-10s params %11s  reserve %11s  %s",
+                         tl_component_name((tl_component)c), tl_fmt_bytes(d->bytes, x1, sizeof x1),
+                         tl_fmt_bytes(d->reserve, x2, sizeof x2), tl_plan_mode_name(d->mode));
         for (uint32_t i = 0; i < d->n_devices; i++) {
-            sb_printf(&b, "%s%s %s (%.1f%%", i ? " + " : " on ", p->devices[d->devices[i]].name,
-                      tl_fmt_bytes(d->device_bytes[i], x1, sizeof x1), d->shares[i] * 100);
+            tl_strbuf_printf(&b, "%s%s %s (%.1f%%", i ? " + " : " on ",
+                             p->devices[d->devices[i]].name,
+                             tl_fmt_bytes(d->device_bytes[i], x1, sizeof x1), d->shares[i] * 100);
             if ((d->mode == TL_PLAN_MODE_LAYER_SPLIT || d->mode == TL_PLAN_MODE_STREAM) &&
                 d->layer_end[i] > d->layer_begin[i])
-                sb_printf(&b, ", layers %u-%u", d->layer_begin[i], d->layer_end[i] - 1);
-            sb_printf(&b, ")");
+                tl_strbuf_printf(&b, ", layers %u-%u", d->layer_begin[i], d->layer_end[i] - 1);
+            tl_strbuf_printf(&b, ")");
         }
         if (d->mode == TL_PLAN_MODE_STREAM)
-            sb_printf(&b, "; %s streamed from RAM", tl_fmt_bytes(d->host_bytes, x1, sizeof x1));
+            tl_strbuf_printf(&b, "; %s streamed from RAM",
+                             tl_fmt_bytes(d->host_bytes, x1, sizeof x1));
         if (d->mode != TL_PLAN_MODE_CPU)
-            sb_printf(&b, "; weights kept %s",
-                      d->phase_resident ? "for its phase only (reloaded every run)"
-                                        : "for the whole run");
+            tl_strbuf_printf(&b, "; weights kept %s",
+                             d->phase_resident ? "for its phase only (reloaded every run)"
+                                               : "for the whole run");
         if (d->moved_per_run)
-            sb_printf(&b, "; moves %s per run", tl_fmt_bytes(d->moved_per_run, x1, sizeof x1));
-        sb_printf(&b, "\n");
+            tl_strbuf_printf(&b, "; moves %s per run",
+                             tl_fmt_bytes(d->moved_per_run, x1, sizeof x1));
+        tl_strbuf_printf(&b, "\n");
     }
-    sb_printf(&b, "projected peak per device and phase:\n");
+    tl_strbuf_printf(&b, "projected peak per device and phase:\n");
     bool any_gpu = false;
     for (size_t i = 0; i < p->n_devices; i++)
         any_gpu |= p->devices[i].is_gpu;
-    if (!any_gpu) sb_printf(&b, "  (no GPU)\n");
+    if (!any_gpu) tl_strbuf_printf(&b, "  (no GPU)\n");
     for (size_t i = 0; i < p->n_devices; i++) {
         if (!p->devices[i].is_gpu) continue;
-        sb_printf(&b, "  %-10s", p->devices[i].name);
+        tl_strbuf_printf(&b, "  %-10s", p->devices[i].name);
         for (uint32_t k = 0; k < p->phases.n; k++)
-            sb_printf(&b, "%s%s %s", k ? " | " : " ",
-                      tlp_phase_name(p->phases.mask[k], pn, sizeof pn),
-                      tl_fmt_bytes(p->peak[i][k], x1, sizeof x1));
-        sb_printf(&b, "  (budget %s)\n", tl_fmt_bytes(p->budget[i], x1, sizeof x1));
+            tl_strbuf_printf(&b, "%s%s %s", k ? " | " : " ",
+                             tlp_phase_name(p->phases.mask[k], pn, sizeof pn),
+                             tl_fmt_bytes(p->peak[i][k], x1, sizeof x1));
+        tl_strbuf_printf(&b, "  (budget %s)\n", tl_fmt_bytes(p->budget[i], x1, sizeof x1));
     }
-    sb_printf(&b, "host RAM for weights: %s", tl_fmt_bytes(p->host_bytes, x1, sizeof x1));
+    tl_strbuf_printf(&b, "host RAM for weights: %s", tl_fmt_bytes(p->host_bytes, x1, sizeof x1));
     for (size_t i = 0; i < p->n_devices; i++)
         if (!p->devices[i].is_gpu && p->devices[i].free && p->host_bytes > p->devices[i].free)
-            sb_printf(&b, " (more than the %s free: clean weights will be paged from their files)",
-                      tl_fmt_bytes(p->devices[i].free, x2, sizeof x2));
-    sb_printf(&b, "\n");
-    sb_printf(&b, "bytes moved per run: %s\n", tl_fmt_bytes(p->moved_per_run, x1, sizeof x1));
+            tl_strbuf_printf(
+                &b, " (more than the %s free: clean weights will be paged from their files)",
+                tl_fmt_bytes(p->devices[i].free, x2, sizeof x2));
+    tl_strbuf_printf(&b, "\n");
+    tl_strbuf_printf(&b, "bytes moved per run: %s\n",
+                     tl_fmt_bytes(p->moved_per_run, x1, sizeof x1));
     if (p->tiling.decided) {
         const tl_vae_tiling *t = &p->tiling;
         if (t->tiled)
-            sb_printf(&b,
-                      "vae: tiled, tile %ux%u latent px (overlap %.1f), %u tiles per frame (latent "
-                      "%ux%ux%u)\n",
-                      t->tile, t->tile, t->overlap, t->tiles, t->latent_w, t->latent_h, t->frames);
+            tl_strbuf_printf(
+                &b,
+                "vae: tiled, tile %ux%u latent px (overlap %.1f), %u tiles per frame (latent "
+                "%ux%ux%u)\n",
+                t->tile, t->tile, t->overlap, t->tiles, t->latent_w, t->latent_h, t->frames);
         else
-            sb_printf(&b, "vae: untiled (latent %ux%ux%u fits the vae reserve)\n", t->latent_w,
-                      t->latent_h, t->frames);
+            tl_strbuf_printf(&b, "vae: untiled (latent %ux%ux%u fits the vae reserve)\n",
+                             t->latent_w, t->latent_h, t->frames);
     }
-    sb_printf(&b, "model: weights kept for the whole run count in every phase; weights kept for a "
-                  "phase only,\n"
-                  "       and every compute reserve, count in their component's phases; peak = max "
-                  "over phases\n");
+    tl_strbuf_printf(
+        &b, "model: weights kept for the whole run count in every phase; weights kept for a "
+            "phase only,\n"
+            "       and every compute reserve, count in their component's phases; peak = max "
+            "over phases\n");
     if (b.oom) {
         free(b.s);
         return tl_err(TL_ERR_NOMEM, "plan text: out of memory");
