@@ -296,8 +296,43 @@ int64_t tl_model_find(const tl_model *m, const char *name);
 
 /* Pointer to a tensor's bytes inside its file's mapping (zero-copy). */
 const void *tl_model_tensor_data(const tl_model *m, size_t i);
-/* Writable pointer; only for models opened with writable = true (else NULL). */
+/*
+ * Writable pointer into the copy-on-write mapping; only for models opened
+ * with writable = true (else NULL). Asking for it marks the tensor patched
+ * (the library cannot see writes, so it assumes one): from then on every
+ * path that reads the tensor (tl_model_load in every mode, verify, sessions)
+ * takes its bytes from the mapping, never from the file, and verify compares
+ * against the patched bytes. The file itself never changes.
+ */
 void *tl_model_tensor_data_mut(tl_model *m, size_t i);
+/* Has tensor i been patched (see tl_model_tensor_data_mut)? */
+bool tl_model_tensor_patched(const tl_model *m, size_t i);
+/*
+ * Drop tensor i's patch: its bytes in the mapping become the file's again
+ * (whole pages give their private copies back to the kernel; no backup copy is
+ * kept anywhere). Pages shared with a neighbouring patched tensor keep the
+ * neighbour's bytes. Not thread-safe against writers of the same tensor.
+ */
+tl_status tl_model_tensor_unpatch(tl_model *m, size_t i);
+
+/* "Not found" for size_t indexes. */
+#define TL_NOT_FOUND ((size_t)-1)
+
+/*
+ * The (component, layer) grouping, built when the model is opened and used
+ * by the planner (its "layers in summary order" are these layers) and by
+ * sessions. Tensors are grouped by component and by the first layer_key_len
+ * bytes of their name, layers numbered from 0 in order of first appearance;
+ * tensors without a layer are their component's "other" tensors. Returned
+ * index arrays are owned by the model and valid while it is open.
+ */
+size_t tl_model_layer_count(const tl_model *m, tl_component c);
+/* Tensor indices of component c's layer k (catalog order); returns their count. */
+size_t tl_model_layer_tensors(const tl_model *m, tl_component c, size_t k, const size_t **idx);
+/* Tensor indices of component c outside any layer; returns their count. */
+size_t tl_model_other_tensors(const tl_model *m, tl_component c, const size_t **idx);
+/* The layer number of tensor i within its component; TL_NOT_FOUND when it has none. */
+size_t tl_model_tensor_layer(const tl_model *m, size_t i);
 
 size_t tl_model_meta_count(const tl_model *m);
 const tl_meta *tl_model_meta(const tl_model *m, size_t i);
@@ -645,9 +680,8 @@ tl_status tl_plan_summary_add_layer(tl_plan_summary *s, tl_component c, uint64_t
 tl_status tl_plan_summary_add_other(tl_plan_summary *s, tl_component c, uint64_t bytes,
                                     uint64_t matrix_bytes);
 /*
- * Build a summary from a catalog. Tensors are grouped into layers by
- * component and the first layer_key_len bytes of their name, in order of
- * first appearance; tensors with layer -1 are their component's other bytes.
+ * Build a summary from a catalog: one layer per tl_model_layer_tensors group
+ * (same order), other bytes from tl_model_other_tensors.
  * When convert is not TL_DTYPE_INVALID, every tensor of 2+ dimensions whose
  * element count is a whole number of convert's blocks is counted at convert's
  * size (what a --type conversion on load would give). s is initialized here.

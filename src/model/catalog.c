@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 
 tl_status tl_map_flags_parse(const char *list, unsigned *flags) {
@@ -76,6 +77,8 @@ void tl_model_close(tl_model *m) {
     free(m->tensors);
     free(m->meta);
     free(m->by_name);
+    tl_model_groups_free(&m->groups);
+    free((void *)m->dirty);
     free(m);
 }
 
@@ -95,6 +98,8 @@ static tl_status open_file(tl_model *m, tl_mfile *f, const char *path, bool writ
         return tl_err(e == ENOMEM ? TL_ERR_NOMEM : TL_ERR_IO, "%s: cannot map: %s", path,
                       strerror(e));
     f->info.size = size;
+    e = tl_os_fstamp(f->fd, &f->stamp);
+    if (e) return tl_err(TL_ERR_IO, "%s: fstat: %s", path, strerror(e));
     if (m->map_flags & TL_MAP_SEQUENTIAL) tl_os_madvise(f->map, size, TL_MAP_SEQUENTIAL);
     if (m->map_flags & TL_MAP_WILLNEED) tl_os_madvise(f->map, size, TL_MAP_WILLNEED);
     const uint8_t *b = f->map;
@@ -235,6 +240,11 @@ tl_status tl_model_open(const char *const *paths, size_t n_paths, const tl_model
         st = open_file(m, &m->files[i], d.files[i].path, m->writable);
     }
     if (!st) st = build_catalog(m, &d);
+    if (!st) st = tl_model_groups_build(m);
+    if (!st) {
+        m->dirty = tl_os_calloc(m->n_tensors ? m->n_tensors : 1, sizeof *m->dirty);
+        if (!m->dirty) st = tl_err(TL_ERR_NOMEM, "out of memory");
+    }
     tl_disc_free(&d);
     if (st) {
         tl_model_close(m);
@@ -267,8 +277,27 @@ const void *tl_model_tensor_data(const tl_model *m, size_t i) {
 }
 
 void *tl_model_tensor_data_mut(tl_model *m, size_t i) {
-    if (!m->writable) return NULL;
+    if (!m->writable || i >= m->n_tensors) return NULL;
+    atomic_store(&m->dirty[i], 1);
     return (void *)tl_model_tensor_data(m, i);
+}
+
+bool tl_model_tensor_patched(const tl_model *m, size_t i) {
+    return m && i < m->n_tensors && atomic_load(&m->dirty[i]);
+}
+
+tl_status tl_model_tensor_unpatch(tl_model *m, size_t i) {
+    if (!m || i >= m->n_tensors)
+        return tl_err(TL_ERR_INVALID_ARG, "tensor index %zu out of range", i);
+    if (!atomic_load(&m->dirty[i])) return TL_OK;
+    const tl_tensor_info *t = &m->tensors[i];
+    const tl_mfile *f = &m->files[t->file];
+    int e = tl_os_restore_range(f->map, f->fd, t->offset, t->nbytes);
+    if (e)
+        return tl_err(TL_ERR_IO, "%s: tensor '%s': dropping its patch: %s", f->info.path,
+                      t->name, strerror(e));
+    atomic_store(&m->dirty[i], 0);
+    return TL_OK;
 }
 
 size_t tl_model_meta_count(const tl_model *m) {

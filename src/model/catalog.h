@@ -7,6 +7,7 @@
 #define TL_MODEL_CATALOG_H
 
 #include "format/format.h"
+#include "os/os.h"
 #include "tierload.h"
 
 typedef struct tl_mfile {
@@ -14,7 +15,19 @@ typedef struct tl_mfile {
     int fd;
     void *map; /* the whole file, MAP_PRIVATE */
     tl_fmt_file fmt;
+    tl_os_stamp stamp;  /* taken when opened */
 } tl_mfile;
+
+/* The (component, layer) -> tensors grouping (model/group.c). */
+typedef struct tl_model_groups {
+    size_t *index;                     /* every tensor once: by component, layer, then other */
+    size_t *tensor_layer;              /* per tensor: its layer number, TL_NOT_FOUND for other */
+    size_t n_layers[TL_COMP_COUNT];    /* layers per component */
+    size_t *layer_off[TL_COMP_COUNT];  /* n_layers + 2 offsets into index; [n_layers] = other */
+} tl_model_groups;
+
+tl_status tl_model_groups_build(tl_model *m);
+void tl_model_groups_free(tl_model_groups *g);
 
 struct tl_model {
     tl_mfile *files;
@@ -26,6 +39,8 @@ struct tl_model {
     size_t n_meta;
     unsigned map_flags;
     bool writable;
+    tl_model_groups groups;
+    _Atomic unsigned char *dirty; /* per tensor: 1 once patched through its mutable pointer */
 };
 
 #endif

@@ -17,6 +17,13 @@
 int tl_os_open_ro(const char *path, int *fd, uint64_t *size);
 /* Current size of an open file (detects truncation under a mapping). */
 int tl_os_fsize(int fd, uint64_t *size);
+/* The identity of an open file: any write, truncation or replacement changes it. */
+typedef struct tl_os_stamp {
+    uint64_t dev, ino, size;
+    int64_t mtime_ns, ctime_ns;
+} tl_os_stamp;
+int tl_os_fstamp(int fd, tl_os_stamp *out);
+bool tl_os_stamp_equal(const tl_os_stamp *a, const tl_os_stamp *b);
 int tl_os_close(int fd);
 /* Is the path a directory? (false when it does not exist.) */
 bool tl_os_is_dir(const char *path);
@@ -34,6 +41,12 @@ int tl_os_pread_full(int fd, void *buf, size_t len, uint64_t off);
 /* Map a whole file MAP_PRIVATE (read-only, or copy-on-write writable). */
 int tl_os_map(int fd, uint64_t size, bool writable, bool populate, void **addr);
 int tl_os_unmap(void *addr, uint64_t size);
+/*
+ * Give [off, off+len) of a writable MAP_PRIVATE file mapping its file bytes
+ * back: whole pages drop their private copies (MADV_DONTNEED, so no memory is
+ * kept), partial pages at either end are read back from fd.
+ */
+int tl_os_restore_range(void *map, int fd, uint64_t off, uint64_t len);
 /* madvise: one of the TL_MAP_* hints (SEQUENTIAL, WILLNEED, DONTNEED). */
 int tl_os_madvise(void *addr, uint64_t size, unsigned tl_map_flag);
 /* posix_fadvise(POSIX_FADV_DONTNEED) over [off, off+len) (len 0 = to the end). */

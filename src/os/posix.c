@@ -92,6 +92,18 @@ int tl_os_map(int fd, uint64_t size, bool writable, bool populate, void **addr) 
     return 0;
 }
 
+int tl_os_restore_range(void *map, int fd, uint64_t off, uint64_t len) {
+    uint64_t pg = (uint64_t)tl_os_page_size();
+    uint64_t a = (off + pg - 1) / pg * pg, b = (off + len) / pg * pg;
+    unsigned char *base = map;
+    if (a >= b) return tl_os_pread_full(fd, base + off, (size_t)len, off);
+    if (madvise(base + a, (size_t)(b - a), MADV_DONTNEED) != 0) return errno;
+    int e = 0;
+    if (a > off) e = tl_os_pread_full(fd, base + off, (size_t)(a - off), off);
+    if (!e && off + len > b) e = tl_os_pread_full(fd, base + b, (size_t)(off + len - b), b);
+    return e;
+}
+
 int tl_os_unmap(void *addr, uint64_t size) {
     if (!addr) return 0;
     return munmap(addr, (size_t)size) == 0 ? 0 : errno;
@@ -258,4 +270,20 @@ int tl_os_read_small(const char *path, uint64_t limit, char **buf, size_t *len) 
     *buf = b;
     *len = (size_t)size;
     return 0;
+}
+
+int tl_os_fstamp(int fd, tl_os_stamp *out) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return errno;
+    out->dev = (uint64_t)st.st_dev;
+    out->ino = (uint64_t)st.st_ino;
+    out->size = (uint64_t)st.st_size;
+    out->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    out->ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+    return 0;
+}
+
+bool tl_os_stamp_equal(const tl_os_stamp *a, const tl_os_stamp *b) {
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
 }

@@ -67,72 +67,53 @@ tl_status tl_plan_summary_add_other(tl_plan_summary *s, tl_component c, uint64_t
     return TL_OK;
 }
 
-/* Layer key table: open addressing over (component, name prefix). */
-typedef struct key_slot {
-    const char *name; /* NULL when empty */
-    uint32_t len;
-    uint32_t comp;
-    size_t layer; /* index into that component's layers */
-} key_slot;
+/* Bytes of tensor t as the load would leave it, and its row-splittable part. */
+static void tensor_bytes(const tl_tensor_info *t, tl_dtype convert, uint64_t *bytes,
+                         uint64_t *matrix) {
+    *bytes = t->nbytes;
+    if (convert != TL_DTYPE_INVALID && t->n_dims >= 2) {
+        uint64_t nb;
+        uint32_t be = tl_dtype_block_elems(convert);
+        if (be && t->n_elements % be == 0 && tl_dtype_nbytes(convert, t->n_elements, &nb))
+            *bytes = nb;
+    }
+    *matrix = t->n_dims == 2 && t->shape[0] >= 256 && t->shape[1] >= 256 ? *bytes : 0;
+}
 
-static uint64_t hash_key(const char *s, size_t n, uint32_t comp) {
-    uint64_t h = 1469598103934665603ull ^ comp;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h;
+/* Sum the bytes of a list of tensors. */
+static tl_status sum_tensors(const tl_model *m, const size_t *idx, size_t n, tl_dtype convert,
+                             uint64_t *bytes, uint64_t *matrix) {
+    *bytes = *matrix = 0;
+    for (size_t k = 0; k < n; k++) {
+        const tl_tensor_info *t = tl_model_tensor(m, idx[k]);
+        uint64_t b, mb;
+        tensor_bytes(t, convert, &b, &mb);
+        if (!tl_add_u64(*bytes, b, bytes) || !tl_add_u64(*matrix, mb, matrix))
+            return tl_err(TL_ERR_INVALID_ARG, "plan summary: byte count overflows at tensor '%s'",
+                          t->name);
+    }
+    return TL_OK;
 }
 
 tl_status tl_plan_summary_from_model(const tl_model *m, tl_dtype convert, tl_plan_summary *s) {
     if (!m || !s) return tl_err(TL_ERR_INVALID_ARG, "plan summary: NULL model or summary");
     tl_plan_summary_init(s);
-    size_t n = tl_model_tensor_count(m);
-    size_t cap = 64;
-    while (cap < n * 2)
-        cap *= 2;
-    key_slot *tab = calloc(cap, sizeof *tab);
-    if (!tab) return tl_err(TL_ERR_NOMEM, "plan summary: out of memory");
     tl_status st = TL_OK;
-    for (size_t i = 0; i < n && !st; i++) {
-        const tl_tensor_info *t = tl_model_tensor(m, i);
-        if (!t) continue;
-        uint32_t c =
-            (uint32_t)t->component < TL_COMP_COUNT ? (uint32_t)t->component : TL_COMP_OTHER;
-        uint64_t bytes = t->nbytes;
-        if (convert != TL_DTYPE_INVALID && t->n_dims >= 2) {
-            uint64_t nb;
-            uint32_t be = tl_dtype_block_elems(convert);
-            if (be && t->n_elements % be == 0 && tl_dtype_nbytes(convert, t->n_elements, &nb))
-                bytes = nb;
+    for (int c = 0; c < TL_COMP_COUNT && !st; c++) {
+        const size_t *idx;
+        uint64_t bytes, mb;
+        size_t nl = tl_model_layer_count(m, (tl_component)c);
+        for (size_t k = 0; k < nl && !st; k++) {
+            size_t n = tl_model_layer_tensors(m, (tl_component)c, k, &idx);
+            st = sum_tensors(m, idx, n, convert, &bytes, &mb);
+            if (!st) st = tl_plan_summary_add_layer(s, (tl_component)c, bytes, mb);
         }
-        bool matrix = t->n_dims == 2 && t->shape[0] >= 256 && t->shape[1] >= 256;
-        uint64_t mb = matrix ? bytes : 0;
-        if (t->layer < 0 || t->layer_key_len == 0) {
-            st = tl_plan_summary_add_other(s, (tl_component)c, bytes, mb);
-            continue;
+        size_t n = tl_model_other_tensors(m, (tl_component)c, &idx);
+        if (!st && n) {
+            st = sum_tensors(m, idx, n, convert, &bytes, &mb);
+            if (!st) st = tl_plan_summary_add_other(s, (tl_component)c, bytes, mb);
         }
-        size_t kl = t->layer_key_len;
-        uint64_t h = hash_key(t->name, kl, c);
-        size_t j = (size_t)(h & (cap - 1));
-        while (tab[j].name &&
-               !(tab[j].comp == c && tab[j].len == kl && memcmp(tab[j].name, t->name, kl) == 0))
-            j = (j + 1) & (cap - 1);
-        tl_plan_part *p = &s->comp[c];
-        if (!tab[j].name) {
-            tab[j].name = t->name;
-            tab[j].len = (uint32_t)kl;
-            tab[j].comp = c;
-            tab[j].layer = p->n_layers;
-            st = tl_plan_summary_add_layer(s, (tl_component)c, 0, 0);
-            if (st) break;
-        }
-        size_t li = tab[j].layer;
-        if (!tl_add_u64(p->layers[li], bytes, &p->layers[li]) ||
-            !tl_add_u64(p->bytes, bytes, &p->bytes) ||
-            !tl_add_u64(p->matrix_bytes, mb, &p->matrix_bytes))
-            st = tl_err(TL_ERR_INVALID_ARG, "plan summary: byte count overflows at tensor '%s'",
-                        t->name);
     }
-    free(tab);
     if (st) tl_plan_summary_free(s);
     return st;
 }
