@@ -1,17 +1,26 @@
 /*
- * load.c — tl_model_load: the load job. For each file it chooses a mode
- * (auto: from page-cache residency), lays out one destination mapping,
- * splits the file's bytes into chunks and has a bounded pool of workers (or
- * one io_uring queue) move them; then verifies, evicts and accounts.
+ * load.c — tl_model_load: the policy of a whole-model load on top of the
+ * mover engine (io/io.h). For each file it decides a mode (auto: from
+ * page-cache residency), lays out one destination mapping and describes the
+ * file's bytes as transfers; the engine moves them. Then it overlays patched
+ * tensors from the mapping, verifies, evicts and accounts. It never reads a
+ * file itself.
  *
  * Memory bound: destinations (the bytes loaded, rounded to pages) + the
- * staging ring (count x size, only for converted files and --verify) +
- * metadata proportional to the number of tensors and chunks.
+ * engine's staging ring (count x size, only touched for converted files and
+ * --verify) + metadata proportional to the number of tensors and chunks.
+ *
+ * Files are checked against the identity they had when the model was opened
+ * (device, inode, size, mtime, ctime) before the first read and after the
+ * last one: a file rewritten or truncated in between is TL_ERR_CHANGED, even
+ * when every read happened to succeed.
  */
 #include "core/checked.h"
 #include "core/error.h"
 #include "core/strbuf.h"
+#include "model/catalog.h"
 #include "io/convert.h"
+#include "io/io.h"
 #include "io/staging.h"
 #include "io/verify.h"
 #include "os/direct.h"
@@ -37,12 +46,6 @@ static inline uint64_t up_direct(uint64_t x) {
     return (x + ALIGN_DIRECT - 1) & ~(ALIGN_DIRECT - 1);
 }
 
-typedef struct unit {
-    uint64_t off; /* file offset of the source bytes */
-    uint64_t len; /* source bytes */
-    size_t tensor;
-} unit;
-
 typedef struct lfile {
     tl_load_file pub;
     char reason[256];
@@ -51,8 +54,8 @@ typedef struct lfile {
     unsigned char *dest;
     uint64_t dest_len;
     int dfd;
-    unit *units;
-    size_t n_units;
+    tl_io_xfer *xf; /* the file's transfers */
+    size_t n_xf, cap_xf;
     size_t *order; /* tensor indices of this file by offset */
     size_t n_order;
 } lfile;
@@ -70,17 +73,12 @@ typedef struct job {
     tl_model *m;
     tl_load_result *r;
     tl_load_options o;
-    tl_staging staging;
-    lfile *cur;
-    _Atomic size_t next_unit;
-    _Atomic uint64_t done;
-    _Atomic int cancel;
+    bool cold_buffered; /* TIERLOAD_COLD_PATH=buffered */
+    bool no_uring;      /* TIERLOAD_NO_URING */
+    tl_io_engine *io;
+    uint64_t done; /* bytes of the files already loaded */
     uint64_t total;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    unsigned running;
-    tl_status err;
-    char errmsg[1024];
+    bool cancelled;
 } job;
 
 const char *tl_load_mode_name(tl_load_mode m) {
@@ -113,267 +111,63 @@ static void note(tl_load_result *r, const char *fmt, ...) {
     tl_strbuf_printf(&r->notes, "\n");
 }
 
-/* Record the first failure of a worker (messages are thread-local: copy it). */
-static void job_fail(job *j, tl_status s) {
-    pthread_mutex_lock(&j->mu);
-    if (j->err == TL_OK) {
-        j->err = s;
-        snprintf(j->errmsg, sizeof j->errmsg, "%s", tl_last_error());
-    }
-    pthread_mutex_unlock(&j->mu);
-    atomic_store(&j->cancel, 1);
-}
-
-/* Early end of file means the file shrank since the catalog was read. */
-static tl_status read_status(int e) {
-    return e == ENODATA ? TL_ERR_CHANGED : TL_ERR_IO;
-}
-static const char *read_error(int e) {
-    return e == ENODATA ? "the file ends early (truncated or rewritten since it was opened)"
-                        : strerror(e);
-}
-
 static const char *tensor_name(job *j, size_t t) {
     return tl_model_tensor(j->m, t)->name;
 }
 
-/* Move one chunk. stg: the worker's staging buffer (taken on first need). */
-static tl_status do_unit(job *j, lfile *f, const unit *u, unsigned char **stg) {
-    const char *path = f->pub.path;
-    const tl_tensor_info *ti = tl_model_tensor(j->m, u->tensor);
-    tl_loaded_tensor *lt = &j->r->tensors[u->tensor];
-    int e;
-    if (!f->packed) {
-        unsigned char *dst = f->dest + (u->off - f->span_off);
-        if (f->pub.mode == TL_LOAD_DIRECT) {
-            uint64_t alen = up_direct(u->len);
-            size_t got = 0;
-            e = tl_os_pread_direct(f->dfd, dst, (size_t)alen, u->off, &got);
-            if (!e && got < u->len) e = ENODATA;
-        } else {
-            e = tl_os_pread_full(tl_model_file_fd(j->m, ti->file), dst, (size_t)u->len, u->off);
-        }
-        if (e)
-            return tl_err(read_status(e), "%s: tensor %s: read of %llu bytes at %llu: %s", path,
-                          ti->name, (unsigned long long)u->len, (unsigned long long)u->off,
-                          read_error(e));
-        return TL_OK;
-    }
-    /* packed: source chunk -> (staging) -> convert into the tensor's place */
-    const unsigned char *src;
-    if (f->pub.mode == TL_LOAD_MMAP) {
-        src = (const unsigned char *)tl_model_file_map(j->m, ti->file) + u->off;
-    } else {
-        if (!*stg) {
-            e = tl_staging_take(&j->staging, stg);
-            if (e)
-                return tl_err(TL_ERR_NOMEM, "%s: tensor %s: staging buffer: %s", path, ti->name,
-                              strerror(e));
-        }
-        if (f->pub.mode == TL_LOAD_DIRECT) {
-            uint64_t a0 = u->off & ~(ALIGN_DIRECT - 1), aend = up_direct(u->off + u->len);
-            size_t got = 0;
-            e = tl_os_pread_direct(f->dfd, *stg, (size_t)(aend - a0), a0, &got);
-            if (!e && got < u->off + u->len - a0) e = ENODATA;
-            src = *stg + (u->off - a0);
-        } else {
-            e = tl_os_pread_full(tl_model_file_fd(j->m, ti->file), *stg, (size_t)u->len, u->off);
-            src = *stg;
-        }
-        if (e)
-            return tl_err(read_status(e), "%s: tensor %s: read of %llu bytes at %llu: %s", path,
-                          ti->name, (unsigned long long)u->len, (unsigned long long)u->off,
-                          read_error(e));
-    }
-    unsigned in = tl_convert_elem_size(ti->dtype), out = tl_convert_elem_size(lt->dtype);
-    if (in == 0) { /* a type without conversion in a packed file: plain copy */
-        memcpy((unsigned char *)lt->data + (u->off - ti->offset), src, (size_t)u->len);
-        return TL_OK;
-    }
-    uint64_t first = (u->off - ti->offset) / in, bad = 0;
-    if (!tl_convert_run(lt->dtype, (unsigned char *)lt->data + first * out, ti->dtype, src,
-                        u->len / in, &bad))
-        return tl_err(TL_ERR_UNSUPPORTED, "%s: tensor %s: element %llu does not fit in %s", path,
-                      ti->name, (unsigned long long)(first + bad), tl_dtype_name(lt->dtype));
-    return TL_OK;
+/* Call the progress callback; false when it asked to stop. */
+static bool report_progress(job *j, uint64_t now) {
+    if (!j->o.progress || j->cancelled) return !j->cancelled;
+    if (!j->o.progress(j->o.progress_user, now, j->total)) j->cancelled = true;
+    return !j->cancelled;
 }
 
-static void worker_done(job *j) {
-    pthread_mutex_lock(&j->mu);
-    j->running--;
-    pthread_cond_broadcast(&j->cv);
-    pthread_mutex_unlock(&j->mu);
-}
-
-static void *worker_main(void *arg) {
-    job *j = arg;
-    lfile *f = j->cur;
-    unsigned char *stg = NULL;
-    while (!atomic_load(&j->cancel)) {
-        size_t k = atomic_fetch_add(&j->next_unit, 1);
-        if (k >= f->n_units) break;
-        tl_status s = do_unit(j, f, &f->units[k], &stg);
-        if (s != TL_OK) {
-            job_fail(j, s);
-            break;
-        }
-        atomic_fetch_add(&j->done, f->units[k].len);
+/* Run a file's transfers on the engine; progress on this thread every 50 ms. */
+static tl_status run_xfers(job *j, lfile *f) {
+    if (f->n_xf == 0) return TL_OK;
+    tl_io_batch *b;
+    tl_status s = tl_io_submit(j->io, f->xf, f->n_xf, TL_IO_DEMAND, NULL, NULL, &b);
+    if (s) return s;
+    for (;;) {
+        bool done;
+        tl_io_wait(b, 0.05, &done);
+        if (done) break;
+        if (!report_progress(j, j->done + tl_io_done_bytes(b))) tl_io_cancel(b);
     }
-    if (stg) tl_staging_give(&j->staging, stg);
-    worker_done(j);
-    return NULL;
-}
-
-/* One thread keeps staging_count direct reads in flight straight into the destination. */
-static void *uring_main(void *arg) {
-    job *j = arg;
-    lfile *f = j->cur;
-    tl_os_uring *q = NULL;
-    unsigned depth = j->o.staging_count;
-    int e = tl_os_uring_open(depth, &q);
-    size_t next = 0, inflight = 0;
-    tl_status s = TL_OK;
-    if (e) s = tl_err(TL_ERR_IO, "%s: io_uring: %s", f->pub.path, strerror(e));
-    while (s == TL_OK && (next < f->n_units || inflight)) {
-        while (!atomic_load(&j->cancel) && inflight < depth && next < f->n_units) {
-            const unit *u = &f->units[next];
-            uint64_t alen = up_direct(u->len);
-            e = tl_os_uring_read(q, f->dfd, f->dest + (u->off - f->span_off), (size_t)alen, u->off,
-                                 next);
-            if (e) {
-                s = tl_err(TL_ERR_IO, "%s: tensor %s: io_uring read at %llu: %s", f->pub.path,
-                           tensor_name(j, u->tensor), (unsigned long long)u->off, strerror(e));
-                break;
-            }
-            next++;
-            inflight++;
-        }
-        if (inflight == 0) break;
-        if ((e = tl_os_uring_submit(q)) != 0) {
-            s = tl_err(TL_ERR_IO, "%s: io_uring submit: %s", f->pub.path, strerror(e));
-            break;
-        }
-        uint64_t tag;
-        int64_t res;
-        if ((e = tl_os_uring_wait(q, &tag, &res)) != 0) {
-            s = tl_err(TL_ERR_IO, "%s: io_uring wait: %s", f->pub.path, strerror(e));
-            break;
-        }
-        inflight--;
-        const unit *u = &f->units[tag];
-        if (res < 0) {
-            s = tl_err(TL_ERR_IO, "%s: tensor %s: read of %llu bytes at %llu: %s", f->pub.path,
-                       tensor_name(j, u->tensor), (unsigned long long)u->len,
-                       (unsigned long long)u->off, strerror((int)-res));
-            break;
-        }
-        if ((uint64_t)res < u->len) { /* short read: finish it synchronously */
-            uint64_t have = (uint64_t)res & ~(ALIGN_DIRECT - 1), alen = up_direct(u->len - have);
-            size_t got = 0;
-            e = tl_os_pread_direct(f->dfd, f->dest + (u->off - f->span_off) + have, (size_t)alen,
-                                   u->off + have, &got);
-            if (!e && have + got < u->len) e = ENODATA;
-            if (e) {
-                s = tl_err(read_status(e), "%s: tensor %s: read at %llu: %s", f->pub.path,
-                           tensor_name(j, u->tensor), (unsigned long long)(u->off + have),
-                           read_error(e));
-                break;
-            }
-        }
-        atomic_fetch_add(&j->done, u->len);
-    }
-    /* never leave reads in flight into memory that may be freed */
-    while (q && inflight) {
-        uint64_t tag;
-        int64_t res;
-        if (tl_os_uring_wait(q, &tag, &res) != 0) break;
-        inflight--;
-    }
-    tl_os_uring_close(q);
-    if (s != TL_OK) job_fail(j, s);
-    worker_done(j);
-    return NULL;
+    s = tl_io_status(b);
+    j->done += tl_io_done_bytes(b);
+    tl_io_batch_destroy(b);
+    if (j->cancelled) return tl_err(TL_ERR_CANCELLED, "load cancelled by the progress callback");
+    return s;
 }
 
 /*
- * Beside the io_uring thread: fault the destination in ahead of the reads
- * (MADV_POPULATE_WRITE never writes data, so racing the reads is safe).
- * Fresh pages cost a fault and zeroing each; done here, that work overlaps
- * with the device's transfers instead of delaying each submission.
+ * The file still is the one the catalog describes. When it shrank, the
+ * message names the first tensor that no longer fits in it.
  */
-static void *prefault_main(void *arg) {
-    job *j = arg;
-    lfile *f = j->cur;
-    for (size_t k = 0; k < f->n_units && !atomic_load(&j->cancel); k++) {
-        const unit *u = &f->units[k];
-        if (tl_os_populate_write(f->dest + (u->off - f->span_off), up_direct(u->len)) != 0) break;
+static tl_status check_stamp(job *j, size_t fi, const char *when) {
+    const tl_mfile *mf = &j->m->files[fi];
+    tl_os_stamp now;
+    int e = tl_os_fstamp(mf->fd, &now);
+    if (e) return tl_err(TL_ERR_IO, "%s: fstat: %s", mf->info.path, strerror(e));
+    if (tl_os_stamp_equal(&now, &mf->stamp)) return TL_OK;
+    const tl_tensor_info *cut = NULL;
+    for (size_t i = 0; i < j->m->n_tensors; i++) {
+        const tl_tensor_info *t = &j->m->tensors[i];
+        if (t->file == fi && t->offset + t->nbytes > now.size && (!cut || t->offset < cut->offset))
+            cut = t;
     }
-    worker_done(j);
-    return NULL;
-}
-
-static void report_progress(job *j) {
-    if (!j->o.progress || atomic_load(&j->cancel)) return;
-    if (!j->o.progress(j->o.progress_user, atomic_load(&j->done), j->total)) {
-        pthread_mutex_lock(&j->mu);
-        if (j->err == TL_OK) {
-            j->err = TL_ERR_CANCELLED;
-            snprintf(j->errmsg, sizeof j->errmsg, "load cancelled by the progress callback");
-        }
-        pthread_mutex_unlock(&j->mu);
-        atomic_store(&j->cancel, 1);
-    }
-}
-
-/* Run the file's units on n workers (or the io_uring thread); progress on this thread. */
-static tl_status run_units(job *j, lfile *f, unsigned n, bool uring) {
-    if (f->n_units == 0) return TL_OK;
-    tl_os_thread *th[MAX_THREADS];
-    j->cur = f;
-    atomic_store(&j->next_unit, 0);
-    if (uring) n = 2; /* the queue and the prefault thread */
-    unsigned started = 0;
-    pthread_mutex_lock(&j->mu);
-    j->running = n;
-    pthread_mutex_unlock(&j->mu);
-    for (unsigned i = 0; i < n; i++) {
-        int e = tl_os_thread_start(&th[i],
-                                   !uring   ? worker_main
-                                   : i == 0 ? uring_main
-                                            : prefault_main,
-                                   j);
-        if (e) {
-            pthread_mutex_lock(&j->mu);
-            j->running -= n - i;
-            pthread_mutex_unlock(&j->mu);
-            if (started == 0)
-                return tl_err(TL_ERR_NOMEM, "%s: cannot start a worker: %s", f->pub.path,
-                              strerror(e));
-            break;
-        }
-        started++;
-    }
-    pthread_mutex_lock(&j->mu);
-    while (j->running > 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
-        if (j->running > 0) {
-            pthread_mutex_unlock(&j->mu);
-            report_progress(j);
-            pthread_mutex_lock(&j->mu);
-        }
-    }
-    pthread_mutex_unlock(&j->mu);
-    for (unsigned i = 0; i < started; i++)
-        tl_os_thread_join(th[i]);
-    if (j->err != TL_OK) return tl_err(j->err, "%s", j->errmsg);
-    return TL_OK;
+    if (cut)
+        return tl_err(TL_ERR_CHANGED,
+                      "%s: tensor %s: the file was truncated %s (%llu bytes when opened, %llu "
+                      "now): the tensor lies past its end",
+                      mf->info.path, cut->name, when, (unsigned long long)mf->stamp.size,
+                      (unsigned long long)now.size);
+    return tl_err(TL_ERR_CHANGED,
+                  "%s: the file was rewritten %s (size %llu when opened, %llu now; modification "
+                  "time changed): its bytes cannot be trusted",
+                  mf->info.path, when, (unsigned long long)mf->stamp.size,
+                  (unsigned long long)now.size);
 }
 
 static int cmp_off(const void *a, const void *b, void *ctx) {
@@ -394,74 +188,85 @@ static void residency(job *j, size_t fi, uint64_t *bytes, double *frac) {
     if (frac) *frac = tot ? (double)res / (double)tot : 1.0;
 }
 
-/* Append a chunk unit, growing the array. */
-static tl_status add_unit(lfile *f, size_t *cap, uint64_t off, uint64_t len, size_t t) {
-    if (f->n_units == *cap) {
-        size_t nc = *cap ? *cap * 2 : 64;
-        unit *p = tl_os_realloc(f->units, nc * sizeof *p);
+/* Append a transfer, growing the array. */
+static tl_status add_xfer(lfile *f, const tl_io_xfer *x) {
+    if (f->n_xf == f->cap_xf) {
+        size_t nc = f->cap_xf ? f->cap_xf * 2 : 64;
+        tl_io_xfer *p = tl_os_realloc(f->xf, nc * sizeof *p);
         if (!p) return tl_err(TL_ERR_NOMEM, "%s: out of memory", f->pub.path);
-        f->units = p;
-        *cap = nc;
+        f->xf = p;
+        f->cap_xf = nc;
     }
-    f->units[f->n_units++] = (unit){off, len, t};
+    f->xf[f->n_xf++] = *x;
     return TL_OK;
 }
 
-/* Choose the mode of one file and say why. */
-static void choose_mode(job *j, lfile *f) {
-    const char *path = f->pub.path;
+/* Decide the mode of one file and say why (no I/O). */
+static void decide_mode(const job *j, lfile *f) {
     tl_load_mode mode = j->o.mode;
     double pct = f->pub.residency_before * 100.0;
-    if (mode == TL_LOAD_AUTO) {
-        if (f->pub.residency_before >= WARM_THRESHOLD) {
-            if (j->o.accept_views && !f->packed) {
-                mode = TL_LOAD_MMAP;
-                snprintf(f->reason, sizeof f->reason,
-                         "warm (%.0f%% in the page cache) and views accepted: zero copy", pct);
-            } else {
-                mode = TL_LOAD_BUFFERED;
-                snprintf(f->reason, sizeof f->reason,
-                         "warm (%.0f%% in the page cache): copied from the cache", pct);
-            }
-        } else {
-            const char *env = getenv("TIERLOAD_COLD_PATH");
-            if (env && !strcmp(env, "buffered")) {
-                mode = TL_LOAD_BUFFERED;
-                snprintf(f->reason, sizeof f->reason,
-                         "cold (%.0f%% in the page cache): TIERLOAD_COLD_PATH=buffered", pct);
-            } else {
-                mode = TL_LOAD_DIRECT;
-                snprintf(f->reason, sizeof f->reason,
-                         "cold (%.0f%% in the page cache): O_DIRECT, no page cache to fill", pct);
-            }
-        }
-    } else {
+    if (mode != TL_LOAD_AUTO) {
         snprintf(f->reason, sizeof f->reason, "asked for (%.0f%% in the page cache)", pct);
-    }
-    if (mode == TL_LOAD_DIRECT) {
-        int e = tl_os_open_direct(path, &f->dfd);
-        if (e) {
-            f->dfd = -1;
-            f->pub.direct_fallback = true;
+    } else if (f->pub.residency_before >= WARM_THRESHOLD) {
+        if (j->o.accept_views && !f->packed) {
+            mode = TL_LOAD_MMAP;
+            snprintf(f->reason, sizeof f->reason,
+                     "warm (%.0f%% in the page cache) and views accepted: zero copy", pct);
+        } else {
             mode = TL_LOAD_BUFFERED;
-            size_t l = strlen(f->reason);
-            snprintf(f->reason + l, sizeof f->reason - l,
-                     "; O_DIRECT refused (%s): buffered instead", strerror(e));
-            note(j->r,
-                 "%s: O_DIRECT refused by the filesystem (%s); falling back to buffered reads",
-                 path, strerror(e));
+            snprintf(f->reason, sizeof f->reason,
+                     "warm (%.0f%% in the page cache): copied from the cache", pct);
         }
+    } else if (j->cold_buffered) {
+        mode = TL_LOAD_BUFFERED;
+        snprintf(f->reason, sizeof f->reason,
+                 "cold (%.0f%% in the page cache): TIERLOAD_COLD_PATH=buffered", pct);
+    } else {
+        mode = TL_LOAD_DIRECT;
+        snprintf(f->reason, sizeof f->reason,
+                 "cold (%.0f%% in the page cache): O_DIRECT, no page cache to fill", pct);
     }
     f->pub.mode = mode;
     f->pub.reason = f->reason;
 }
 
-/* Lay out the destination and the chunks of one file. */
+/* Direct mode needs an O_DIRECT descriptor; where it is refused, buffered instead. */
+static void open_direct(job *j, lfile *f) {
+    if (f->pub.mode != TL_LOAD_DIRECT) return;
+    int e = tl_os_open_direct(f->pub.path, &f->dfd);
+    if (!e) return;
+    f->dfd = -1;
+    f->pub.direct_fallback = true;
+    f->pub.mode = TL_LOAD_BUFFERED;
+    size_t l = strlen(f->reason);
+    snprintf(f->reason + l, sizeof f->reason - l, "; O_DIRECT refused (%s): buffered instead",
+             strerror(e));
+    note(j->r, "%s: O_DIRECT refused by the filesystem (%s); falling back to buffered reads",
+         f->pub.path, strerror(e));
+}
+
+/* The source of a tensor's bytes for a copy: the file, or its mapping when patched. */
+static tl_io_end source_of(job *j, lfile *f, size_t ti, uint64_t off) {
+    const tl_tensor_info *t = tl_model_tensor(j->m, ti);
+    tl_io_end e = {0};
+    if (tl_model_tensor_patched(j->m, ti) || f->pub.mode == TL_LOAD_MMAP) {
+        e.kind = TL_IO_HOST;
+        e.host = (unsigned char *)j->m->files[t->file].map + off;
+        e.mapped = true;
+    } else {
+        e.kind = TL_IO_FILE;
+        e.direct = f->pub.mode == TL_LOAD_DIRECT;
+        e.fd = e.direct ? f->dfd : tl_model_file_fd(j->m, t->file);
+        e.off = off;
+    }
+    return e;
+}
+
+/* Lay out the destination and the transfers of one file. */
 static tl_status plan_file(job *j, lfile *f) {
     tl_model *m = j->m;
     const char *path = f->pub.path;
     uint64_t stg = j->o.staging_size;
-    size_t cap = 0;
     if (f->n_order == 0) return TL_OK;
     if (!f->packed) {
         const tl_tensor_info *first = tl_model_tensor(m, f->order[0]);
@@ -486,12 +291,20 @@ static tl_status plan_file(job *j, lfile *f) {
         if (e)
             return tl_err(TL_ERR_NOMEM, "%s: cannot allocate %llu bytes for its tensors: %s", path,
                           (unsigned long long)len, strerror(e));
+        /* the destination mirrors the file: large chunks straight from the file */
         size_t k = 0;
         for (uint64_t off = f->span_off; off < f->span_end; off += stg) {
             uint64_t n = f->span_end - off < stg ? f->span_end - off : stg;
             while (k + 1 < f->n_order && tl_model_tensor(m, f->order[k + 1])->offset <= off)
                 k++;
-            tl_status s = add_unit(f, &cap, off, n, f->order[k]);
+            tl_io_xfer x = {.len = n, .slack = true, .path = path, .name = tensor_name(j, f->order[k])};
+            x.src.kind = TL_IO_FILE;
+            x.src.direct = f->pub.mode == TL_LOAD_DIRECT;
+            x.src.fd = x.src.direct ? f->dfd : tl_model_file_fd(m, first->file);
+            x.src.off = off;
+            x.dst.kind = TL_IO_HOST;
+            x.dst.host = f->dest + (off - f->span_off);
+            tl_status s = add_xfer(f, &x);
             if (s != TL_OK) return s;
         }
         for (k = 0; k < f->n_order; k++) {
@@ -529,18 +342,20 @@ static tl_status plan_file(job *j, lfile *f) {
                                    t->nbytes, t->dtype, true, false};
             continue;
         }
-        unsigned in = tl_convert_elem_size(t->dtype);
         uint64_t out = to == t->dtype ? t->nbytes : t->n_elements * tl_convert_elem_size(to);
         tl_align_up_u64(pos, 64, &pos);
         j->r->tensors[ti] = (tl_loaded_tensor){f->dest + pos, out, to, false, to != t->dtype};
+        tl_io_xfer x = {.len = t->nbytes,
+                        .from = t->dtype,
+                        .to = to,
+                        .path = path,
+                        .name = t->name,
+                        .src = source_of(j, f, ti, t->offset)};
+        x.dst.kind = TL_IO_HOST;
+        x.dst.host = f->dest + pos;
         pos += out;
-        /* chunks: whole elements, small enough for an aligned direct read into staging */
-        uint64_t step = in ? (stg - 2 * ALIGN_DIRECT) / in * in : stg - 2 * ALIGN_DIRECT;
-        for (uint64_t o = 0; o < t->nbytes; o += step) {
-            uint64_t n = t->nbytes - o < step ? t->nbytes - o : step;
-            tl_status s = add_unit(f, &cap, t->offset + o, n, ti);
-            if (s != TL_OK) return s;
-        }
+        tl_status s = add_xfer(f, &x);
+        if (s != TL_OK) return s;
     }
     return TL_OK;
 }
@@ -551,7 +366,7 @@ void tl_load_result_free(tl_load_result *r) {
         lfile *f = &r->files[i];
         if (f->dest) tl_os_anon_free(f->dest, f->dest_len);
         if (f->dfd >= 0) tl_os_close(f->dfd);
-        free(f->units);
+        free(f->xf);
         free(f->order);
     }
     free(r->files);
@@ -560,46 +375,93 @@ void tl_load_result_free(tl_load_result *r) {
     free(r);
 }
 
+/*
+ * Patched tensors copied from the file in a mirrored destination get their
+ * patched bytes from the mapping on top (packed files already read patched
+ * tensors from the mapping).
+ */
+static tl_status overlay_patches(job *j, lfile *f) {
+    if (f->packed || f->pub.mode == TL_LOAD_MMAP) return TL_OK;
+    f->n_xf = 0;
+    for (size_t k = 0; k < f->n_order; k++) {
+        size_t ti = f->order[k];
+        if (!tl_model_tensor_patched(j->m, ti)) continue;
+        const tl_tensor_info *t = tl_model_tensor(j->m, ti);
+        tl_io_xfer x = {.len = t->nbytes, .path = f->pub.path, .name = t->name};
+        x.src = source_of(j, f, ti, t->offset);
+        x.dst.kind = TL_IO_HOST;
+        x.dst.host = (void *)j->r->tensors[ti].data;
+        tl_status s = add_xfer(f, &x);
+        if (s != TL_OK) return s;
+    }
+    if (f->n_xf == 0) return TL_OK;
+    note(j->r, "%s: %zu patched tensor(s) taken from the mapping", f->pub.path, f->n_xf);
+    return tl_io_run(j->io, f->xf, f->n_xf, TL_IO_DEMAND);
+}
+
+/* mmap mode with populate: fault the views in, tensor by tensor, so a failure names one. */
+static tl_status populate_views(job *j, lfile *f, size_t fi) {
+    const unsigned char *map = tl_model_file_map(j->m, fi);
+    for (size_t k = 0; k < f->n_order; k++) {
+        const tl_tensor_info *t = tl_model_tensor(j->m, f->order[k]);
+        int e = tl_os_populate_read(map + t->offset, t->nbytes);
+        if (e == EFAULT || e == EIO) {
+            tl_status s = check_stamp(j, fi, "while it was being loaded");
+            if (s) return tl_err_prefix(s, "tensor %s", t->name);
+            return tl_err(TL_ERR_CHANGED, "%s: tensor %s: populating the mapping failed (%s): "
+                          "the file changed under it", f->pub.path, t->name, strerror(e));
+        }
+        if (e) return tl_err(TL_ERR_IO, "%s: tensor %s: populating the mapping: %s", f->pub.path,
+                             t->name, strerror(e));
+    }
+    return TL_OK;
+}
+
+static tl_status verify_file(job *j, lfile *f, size_t fi) {
+    tl_model *m = j->m;
+    tl_staging *stg = tl_io_engine_staging(j->io);
+    unsigned char *a = NULL, *b = NULL;
+    tl_status s = TL_OK;
+    int e = tl_staging_take(stg, &a);
+    if (!e) e = tl_staging_take(stg, &b);
+    if (e) s = tl_err(TL_ERR_NOMEM, "%s: verify: staging buffer: %s", f->pub.path, strerror(e));
+    for (size_t k = 0; s == TL_OK && k < f->n_order; k++) {
+        size_t ti = f->order[k];
+        const tl_tensor_info *t = tl_model_tensor(m, ti);
+        const void *patched = tl_model_tensor_patched(m, ti) ? tl_model_tensor_data(m, ti) : NULL;
+        s = tl_io_verify_tensor(tl_model_file_fd(m, fi), patched, f->pub.path, t,
+                                &j->r->tensors[ti], a, b, j->o.staging_size);
+    }
+    if (a) tl_staging_give(stg, a);
+    if (b) tl_staging_give(stg, b);
+    return s;
+}
+
 /* Load, verify and evict one file. */
 static tl_status load_file(job *j, size_t fi) {
     lfile *f = &j->r->files[fi];
     tl_model *m = j->m;
     double t0 = tl_os_now();
-    tl_status s;
-    bool uring = false;
-    unsigned n = j->o.threads;
-    if (f->packed && f->pub.mode != TL_LOAD_MMAP && n > j->o.staging_count) n = j->o.staging_count;
-    if (f->pub.mode == TL_LOAD_DIRECT && !f->packed && !getenv("TIERLOAD_NO_URING")) {
-        tl_os_uring *probe = NULL;
-        if (tl_os_uring_open(2, &probe) == 0) {
-            uring = true;
-            tl_os_uring_close(probe);
-        }
-    }
-    f->pub.uring = uring;
-    if (f->pub.mode == TL_LOAD_MMAP && !f->packed && j->o.populate && f->span_end > f->span_off) {
-        const unsigned char *map = tl_model_file_map(m, fi);
-        int e = tl_os_populate_read(map + f->span_off, f->span_end - f->span_off);
-        if (e) return tl_err(TL_ERR_IO, "%s: populating the mapping: %s", f->pub.path, strerror(e));
-    }
-    s = run_units(j, f, n, uring);
+    tl_status s = check_stamp(j, fi, "after it was opened");
     if (s != TL_OK) return s;
-    if (f->pub.mode == TL_LOAD_MMAP && !f->packed) atomic_fetch_add(&j->done, f->pub.bytes);
+    f->pub.uring = f->pub.mode == TL_LOAD_DIRECT && !f->packed && tl_io_engine_uring(j->io);
+    if (f->pub.mode == TL_LOAD_MMAP && !f->packed && j->o.populate) {
+        s = populate_views(j, f, fi);
+        if (s != TL_OK) return s;
+    }
+    s = run_xfers(j, f);
+    if (s == TL_OK) s = overlay_patches(j, f);
+    if (s != TL_OK) return s;
+    if (f->pub.mode == TL_LOAD_MMAP && !f->packed) j->done += f->pub.bytes;
     f->pub.seconds = tl_os_now() - t0;
-    report_progress(j);
-    if (j->err != TL_OK) return tl_err(j->err, "%s", j->errmsg);
+    if (!report_progress(j, j->done))
+        return tl_err(TL_ERR_CANCELLED, "load cancelled by the progress callback");
     if (j->o.verify) {
-        unsigned char *a = NULL, *b = NULL;
-        int e = tl_staging_take(&j->staging, &a);
-        if (!e) e = tl_staging_take(&j->staging, &b);
-        if (e) s = tl_err(TL_ERR_NOMEM, "%s: verify: staging buffer: %s", f->pub.path, strerror(e));
-        for (size_t k = 0; s == TL_OK && k < f->n_order; k++) {
-            size_t ti = f->order[k];
-            s = tl_io_verify_tensor(tl_model_file_fd(m, fi), f->pub.path, tl_model_tensor(m, ti),
-                                    &j->r->tensors[ti], a, b, j->o.staging_size);
-        }
-        if (a) tl_staging_give(&j->staging, a);
-        if (b) tl_staging_give(&j->staging, b);
+        /* the reference must be the file the catalog describes, not a rewritten one */
+        s = check_stamp(j, fi, "while it was being loaded");
+        if (s == TL_OK) s = verify_file(j, f, fi);
+        if (s == TL_ERR_INTEGRITY && check_stamp(j, fi, "while it was being verified") != TL_OK)
+            s = TL_ERR_CHANGED;
         if (s != TL_OK) return s;
     }
     if (j->o.evict) {
@@ -612,8 +474,7 @@ static tl_status load_file(job *j, size_t fi) {
             int e = tl_os_fadvise_dontneed(tl_model_file_fd(m, fi), 0, 0);
             /* pages mapped by the catalog (headers) stay cached unless unmapped; a
                writable model may hold patches there, so it is left alone */
-            bool writable = f->n_order && tl_model_tensor_data_mut(m, f->order[0]) != NULL;
-            if (!e && !writable) {
+            if (!e && !m->writable) {
                 tl_os_drop_mapping_pages(tl_model_file_map(m, fi), f->pub.size);
                 e = tl_os_fadvise_dontneed(tl_model_file_fd(m, fi), 0, 0);
             }
@@ -624,7 +485,7 @@ static tl_status load_file(job *j, size_t fi) {
         }
     }
     residency(j, fi, &f->pub.page_cache_after, NULL);
-    return TL_OK;
+    return check_stamp(j, fi, "while it was being loaded");
 }
 
 static tl_status check_options(const tl_load_options *in, tl_load_options *o) {
@@ -658,6 +519,9 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
     memset(&j, 0, sizeof j);
     tl_status s = check_options(opts, &j.o);
     if (s != TL_OK) return s;
+    const char *env = getenv("TIERLOAD_COLD_PATH");
+    j.cold_buffered = env && !strcmp(env, "buffered");
+    j.no_uring = getenv("TIERLOAD_NO_URING") != NULL;
     double t0 = tl_os_now();
     tl_memwatch *watch = NULL;
     s = tl_memwatch_start(j.o.sample_interval, &watch);
@@ -670,22 +534,29 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
     }
     j.r = r;
     r->n_tensors = tl_model_tensor_count(m);
-    r->n_files = tl_model_file_count(m);
-    r->tensors = tl_os_calloc(r->n_tensors, sizeof *r->tensors);
-    r->files = tl_os_calloc(r->n_files, sizeof *r->files);
-    size_t *order = tl_os_calloc(r->n_tensors, sizeof *order);
-    if (!r->tensors || !r->files || !order ||
-        tl_staging_init(&j.staging, j.o.staging_count, j.o.staging_size)) {
+    r->tensors = tl_os_calloc(r->n_tensors ? r->n_tensors : 1, sizeof *r->tensors);
+    r->files = tl_os_calloc(tl_model_file_count(m) ? tl_model_file_count(m) : 1, sizeof *r->files);
+    size_t *order = tl_os_calloc(r->n_tensors ? r->n_tensors : 1, sizeof *order);
+    if (r->files) {
+        /* every descriptor slot is "none" before anything can fail */
+        r->n_files = tl_model_file_count(m);
+        for (size_t fi = 0; fi < r->n_files; fi++)
+            r->files[fi].dfd = -1;
+    }
+    if (!r->tensors || !r->files || !order) {
         free(order);
-        free(r->files);
-        r->files = NULL;
-        r->n_files = 0;
         tl_load_result_free(r);
         tl_memwatch_stop(watch, NULL);
         return tl_err(TL_ERR_NOMEM, "load: out of memory");
     }
-    pthread_mutex_init(&j.mu, NULL);
-    pthread_cond_init(&j.cv, NULL);
+    tl_io_options io = {j.o.threads, j.o.staging_count, j.o.staging_size, !j.no_uring};
+    s = tl_io_engine_create(&io, &j.io);
+    if (s != TL_OK) {
+        free(order);
+        tl_load_result_free(r);
+        tl_memwatch_stop(watch, NULL);
+        return s;
+    }
     r->stats.threads = j.o.threads;
     r->stats.staging_bound = (uint64_t)j.o.staging_count * j.o.staging_size;
     for (size_t i = 0; i < r->n_tensors; i++)
@@ -695,7 +566,6 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
     for (size_t fi = 0; fi < r->n_files; fi++) {
         lfile *f = &r->files[fi];
         const tl_file_info *fin = tl_model_file(m, fi);
-        f->dfd = -1;
         f->pub.path = fin->path;
         f->pub.size = fin->size;
         f->order = tl_os_calloc(fin->n_tensors ? fin->n_tensors : 1, sizeof *f->order);
@@ -711,13 +581,14 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
             if (j.o.convert && tl_convert_target(t->dtype, j.o.dtype) != t->dtype) f->packed = true;
         }
         residency(&j, fi, &f->pub.page_cache_before, &f->pub.residency_before);
-        choose_mode(&j, f);
+        decide_mode(&j, f);
+        open_direct(&j, f);
         note(r, "%s: %s (%s)", f->pub.path, tl_load_mode_name(f->pub.mode), f->reason);
         s = plan_file(&j, f);
         if (s != TL_OK) break;
         r->stats.dest_bytes += f->dest_len;
-        for (size_t k = 0; k < f->n_units; k++)
-            j.total += f->units[k].len;
+        for (size_t k = 0; k < f->n_xf; k++)
+            j.total += f->xf[k].len;
         if (f->pub.mode == TL_LOAD_MMAP && !f->packed) j.total += f->pub.bytes;
         r->stats.bytes += f->pub.bytes;
         r->stats.page_cache_before += f->pub.page_cache_before;
@@ -728,10 +599,8 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
         s = load_file(&j, fi);
     r->stats.read_seconds = tl_os_now() - tr;
     tl_memwatch_sample(watch);
-    r->stats.staging_used = tl_staging_used(&j.staging);
-    tl_staging_free(&j.staging);
-    pthread_mutex_destroy(&j.mu);
-    pthread_cond_destroy(&j.cv);
+    r->stats.staging_used = tl_staging_used(tl_io_engine_staging(j.io));
+    tl_io_engine_destroy(j.io);
     tl_memwatch_stop(watch, &r->stats.mem);
     if (s != TL_OK) {
         tl_load_result_free(r);

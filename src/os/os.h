@@ -37,6 +37,15 @@ int tl_os_read_small(const char *path, uint64_t limit, char **buf, size_t *len);
 
 /* Read exactly len bytes at off; EIO-like errno on error, ENODATA on early EOF. */
 int tl_os_pread_full(int fd, void *buf, size_t len, uint64_t off);
+/* pwrite all of buf (EINTR retried); errno on failure (ENOSPC, EIO, ...). */
+int tl_os_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+/*
+ * A read-write temporary file in dir that has no name: O_TMPFILE, else
+ * created and unlinked at once. Nothing remains on disk once it is closed or
+ * the process dies.
+ */
+int tl_os_open_tmpfile(const char *dir, int *fd);
+int tl_os_ftruncate(int fd, uint64_t size);
 
 /* Map a whole file MAP_PRIVATE (read-only, or copy-on-write writable). */
 int tl_os_map(int fd, uint64_t size, bool writable, bool populate, void **addr);

@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -286,4 +287,53 @@ int tl_os_fstamp(int fd, tl_os_stamp *out) {
 bool tl_os_stamp_equal(const tl_os_stamp *a, const tl_os_stamp *b) {
     return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
            a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
+}
+
+int tl_os_pwrite_full(int fd, const void *buf, size_t len, uint64_t off) {
+    const char *p = buf;
+    while (len > 0) {
+        int e = tl_fault_hit(TL_FAULT_WRITE);
+        if (e) return e;
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        if (n == 0) return EIO;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+int tl_os_open_tmpfile(const char *dir, int *fd) {
+    int e = tl_fault_hit(TL_FAULT_OPEN);
+    if (e) return e;
+#ifdef O_TMPFILE
+    int f = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (f >= 0) {
+        *fd = f;
+        return 0;
+    }
+    if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) return errno;
+#endif
+    size_t n = strlen(dir) + 32;
+    char *tmpl = malloc(n);
+    if (!tmpl) return ENOMEM;
+    snprintf(tmpl, n, "%s/.tierload-spill-XXXXXX", dir);
+    int g = mkostemp(tmpl, O_CLOEXEC);
+    if (g < 0) {
+        e = errno;
+        free(tmpl);
+        return e;
+    }
+    unlink(tmpl); /* nothing is left on disk, even if the process is killed */
+    free(tmpl);
+    *fd = g;
+    return 0;
+}
+
+int tl_os_ftruncate(int fd, uint64_t size) {
+    return ftruncate(fd, (off_t)size) == 0 ? 0 : errno;
 }

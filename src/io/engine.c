@@ -1,0 +1,640 @@
+/*
+ * engine.c — the mover engine (see io/io.h).
+ *
+ * Shape: a batch is its transfers cut into chunks of at most one staging
+ * buffer. Batches wait in one FIFO per priority; a fixed pool of workers
+ * (started once per engine) takes the next chunk of the first batch that has
+ * one, demand before prefetch, moves it, and the worker that completes a
+ * batch's last chunk reports it. A worker holds at most one staging buffer
+ * at a time, so the ring can never deadlock and never grows past its bound.
+ *
+ * io_uring: a batch whose chunks are all O_DIRECT reads that land straight
+ * in host memory gets two extra tasks — a driver that keeps staging_count
+ * reads in flight on the engine's one queue, and a prefaulter that faults
+ * the destination in ahead of the reads (the kernel's page zeroing then
+ * overlaps the device's transfers). Other workers may take chunks of the
+ * same batch synchronously at the same time.
+ */
+#include "io/io.h"
+
+#include "core/checked.h"
+#include "core/error.h"
+#include "io/convert.h"
+#include "io/staging.h"
+#include "os/direct.h"
+#include "os/guard.h"
+#include "os/hostmem.h"
+#include "os/os.h"
+#include "os/thread.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define ALIGN ((uint64_t)TL_OS_DIRECT_ALIGN)
+#define MAX_WORKERS 64u
+
+static inline uint64_t up_align(uint64_t x) {
+    return (x + ALIGN - 1) & ~(ALIGN - 1);
+}
+
+typedef struct chunk {
+    size_t xfer;
+    uint64_t off; /* into the transfer's source bytes */
+    uint64_t len;
+} chunk;
+
+struct tl_io_batch {
+    tl_io_engine *e;
+    int prio;
+    tl_io_xfer *x;
+    size_t n_x;
+    chunk *ch;
+    size_t n_ch;
+    /* under e->mu */
+    size_t next;     /* next chunk to hand out */
+    size_t busy;     /* tasks being worked on */
+    bool cancel;
+    bool reporting;  /* the completion is being reported (once) */
+    bool finished;   /* reported: nothing is in progress and nothing more will be */
+    bool uring;      /* driver and prefault tasks exist */
+    bool driver_taken, prefault_taken;
+    tl_status err;
+    char errmsg[1536];
+    tl_io_batch *qnext;
+    tl_io_done_fn on_done;
+    void *user;
+    _Atomic uint64_t done_bytes;
+    uint64_t total_bytes;
+};
+
+struct tl_io_engine {
+    tl_io_options o;
+    tl_staging staging;
+    pthread_mutex_t mu;
+    pthread_cond_t work; /* a task may be available, or stop */
+    pthread_cond_t done; /* a batch finished */
+    tl_io_batch *head[TL_IO_PRIOS], *tail[TL_IO_PRIOS];
+    bool stop;
+    tl_os_thread *threads[MAX_WORKERS];
+    unsigned n_threads;
+    tl_os_uring *ring; /* one queue, one driver at a time */
+    bool ring_busy;
+};
+
+/* --- one chunk --- */
+
+static tl_status fail(const tl_io_xfer *x, tl_status s, const char *what, uint64_t off, int e) {
+    const char *why = e == ENODATA  ? "the file ends early (truncated or rewritten since it was opened)"
+                      : e == EFAULT ? "the file was truncated under its mapping"
+                                    : strerror(e);
+    if (e == ENODATA || e == EFAULT) s = TL_ERR_CHANGED;
+    if (x->name)
+        return tl_err(s, "%s: tensor %s: %s at %llu: %s", x->path ? x->path : "(memory)", x->name,
+                      what, (unsigned long long)off, why);
+    return tl_err(s, "%s: %s at %llu: %s", x->path ? x->path : "(memory)", what,
+                  (unsigned long long)off, why);
+}
+
+typedef struct conv_args {
+    const tl_io_xfer *x;
+    void *dst;
+    const void *src;
+    uint64_t n;
+    bool ok;
+    uint64_t bad;
+} conv_args;
+
+static void do_convert(void *a) {
+    conv_args *c = a;
+    c->ok = tl_convert_run(c->x->to, c->dst, c->x->from, c->src, c->n, &c->bad);
+}
+
+/* Take the worker's staging buffer on first need. */
+static tl_status need_stg(tl_io_engine *e, const tl_io_xfer *x, unsigned char **stg) {
+    if (*stg) return TL_OK;
+    int err = tl_staging_take(&e->staging, stg);
+    if (err) return fail(x, TL_ERR_NOMEM, "staging buffer", 0, err);
+    return TL_OK;
+}
+
+static tl_status move_chunk(tl_io_engine *e, const tl_io_xfer *x, const chunk *c,
+                            unsigned char **stg) {
+    uint64_t o = c->off, n = c->len;
+    bool convert = x->from != x->to;
+    unsigned in = convert ? tl_convert_elem_size(x->from) : 1;
+    unsigned out = convert ? tl_convert_elem_size(x->to) : 1;
+    int err;
+    tl_status s;
+    /* straight into host memory */
+    if (x->src.kind == TL_IO_FILE && x->dst.kind == TL_IO_HOST && !convert) {
+        unsigned char *dst = (unsigned char *)x->dst.host + o;
+        uint64_t at = x->src.off + o;
+        if (!x->src.direct) {
+            err = tl_os_pread_full(x->src.fd, dst, (size_t)n, at);
+            return err ? fail(x, TL_ERR_IO, "read", at, err) : TL_OK;
+        }
+        uint64_t a0 = at & ~(ALIGN - 1), lead = at - a0;
+        if (x->slack && ((uintptr_t)(dst - lead) % ALIGN) == 0) {
+            size_t got = 0;
+            err = tl_os_pread_direct(x->src.fd, dst - lead, (size_t)up_align(lead + n), a0, &got);
+            if (!err && got < lead + n) err = ENODATA;
+            return err ? fail(x, TL_ERR_IO, "direct read", at, err) : TL_OK;
+        }
+    }
+    if (x->src.kind == TL_IO_FILE && x->dst.kind == TL_IO_DEVICE && !x->src.direct) {
+        s = tl_device_read_file(x->dst.dev, x->src.fd, x->src.off + o, x->dst.dptr + o, n);
+        if (s != TL_ERR_UNSUPPORTED) return s;
+    }
+    /* the source bytes into p */
+    const unsigned char *p;
+    bool guarded = false;
+    switch (x->src.kind) {
+    case TL_IO_FILE: {
+        if ((s = need_stg(e, x, stg))) return s;
+        uint64_t at = x->src.off + o;
+        if (x->src.direct) {
+            uint64_t a0 = at & ~(ALIGN - 1), lead = at - a0;
+            size_t got = 0;
+            err = tl_os_pread_direct(x->src.fd, *stg, (size_t)up_align(lead + n), a0, &got);
+            if (!err && got < lead + n) err = ENODATA;
+            p = *stg + lead;
+        } else {
+            err = tl_os_pread_full(x->src.fd, *stg, (size_t)n, at);
+            p = *stg;
+        }
+        if (err) return fail(x, TL_ERR_IO, "read", at, err);
+        break;
+    }
+    case TL_IO_DEVICE:
+        if ((s = need_stg(e, x, stg))) return s;
+        s = tl_device_copy_from(x->src.dev, *stg, x->src.dptr + o, n);
+        if (s) return tl_err_prefix(s, "%s%s%s", x->path ? x->path : "", x->name ? ": tensor " : "",
+                                    x->name ? x->name : "");
+        p = *stg;
+        break;
+    default:
+        p = (const unsigned char *)x->src.host + o;
+        guarded = x->src.mapped;
+        if (guarded && x->dst.kind != TL_IO_HOST) { /* never fault inside a device or a write */
+            if ((s = need_stg(e, x, stg))) return s;
+            if (tl_os_guarded_copy(*stg, p, (size_t)n))
+                return fail(x, TL_ERR_CHANGED, "read of the mapping", o, EFAULT);
+            p = *stg;
+            guarded = false;
+        }
+        break;
+    }
+    /* deliver */
+    switch (x->dst.kind) {
+    case TL_IO_HOST: {
+        unsigned char *dst = (unsigned char *)x->dst.host + o / in * out;
+        if (convert) {
+            conv_args a = {x, dst, p, n / in, false, 0};
+            if (guarded ? tl_os_guarded_call(do_convert, &a) != 0 : (do_convert(&a), false))
+                return fail(x, TL_ERR_CHANGED, "read of the mapping", o, EFAULT);
+            if (!a.ok)
+                return tl_err(TL_ERR_UNSUPPORTED, "%s: tensor %s: element %llu does not fit in %s",
+                              x->path ? x->path : "(memory)", x->name ? x->name : "?",
+                              (unsigned long long)(o / in + a.bad), tl_dtype_name(x->to));
+        } else if (guarded) {
+            if (tl_os_guarded_copy(dst, p, (size_t)n))
+                return fail(x, TL_ERR_CHANGED, "read of the mapping", o, EFAULT);
+        } else {
+            memcpy(dst, p, (size_t)n);
+        }
+        return TL_OK;
+    }
+    case TL_IO_DEVICE:
+        s = tl_device_copy_to(x->dst.dev, x->dst.dptr + o, p, n);
+        if (s) return tl_err_prefix(s, "%s%s%s", x->path ? x->path : "", x->name ? ": tensor " : "",
+                                    x->name ? x->name : "");
+        return TL_OK;
+    case TL_IO_FILE:
+        err = tl_os_pwrite_full(x->dst.fd, p, (size_t)n, x->dst.off + o);
+        return err ? fail(x, TL_ERR_IO, "write", x->dst.off + o, err) : TL_OK;
+    }
+    return tl_err(TL_ERR_INVALID_ARG, "io: bad destination kind %d", (int)x->dst.kind);
+}
+
+/* --- batches and workers --- */
+
+static void batch_fail_locked(tl_io_batch *b, tl_status s) {
+    if (b->err == TL_OK) {
+        b->err = s;
+        snprintf(b->errmsg, sizeof b->errmsg, "%s", tl_last_error());
+    }
+    b->cancel = true;
+}
+
+static bool has_task_locked(const tl_io_batch *b) {
+    if (b->cancel) return false;
+    if (b->uring && (!b->driver_taken || !b->prefault_taken)) return true;
+    return b->next < b->n_ch;
+}
+
+static void unqueue_locked(tl_io_engine *e, tl_io_batch *b) {
+    tl_io_batch **pp = &e->head[b->prio], *prev = NULL;
+    while (*pp && *pp != b) {
+        prev = *pp;
+        pp = &(*pp)->qnext;
+    }
+    if (!*pp) return;
+    *pp = b->qnext;
+    if (e->tail[b->prio] == b) e->tail[b->prio] = prev;
+    b->qnext = NULL;
+}
+
+/* Called with the lock held when a task of b ended; reports completion (unlocks around it). */
+static void task_end_locked(tl_io_engine *e, tl_io_batch *b) {
+    b->busy--;
+    if (b->busy == 0 && !has_task_locked(b) && !b->reporting) {
+        b->reporting = true;
+        unqueue_locked(e, b);
+        tl_io_done_fn cb = b->on_done;
+        void *user = b->user;
+        tl_status err = b->err;
+        if (cb) {
+            /* the callback runs before waiters see the batch finished */
+            pthread_mutex_unlock(&e->mu);
+            cb(user, b, err);
+            pthread_mutex_lock(&e->mu);
+        }
+        b->finished = true;
+        pthread_cond_broadcast(&e->done);
+    }
+}
+
+enum { TASK_CHUNK, TASK_DRIVER, TASK_PREFAULT };
+
+static void uring_drive(tl_io_engine *e, tl_io_batch *b) {
+    unsigned depth = e->o.staging_count;
+    size_t inflight = 0;
+    tl_status s = TL_OK;
+    int err;
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        bool stop = b->cancel;
+        while (!stop && inflight < depth && b->next < b->n_ch) {
+            size_t k = b->next++;
+            pthread_mutex_unlock(&e->mu);
+            const chunk *c = &b->ch[k];
+            const tl_io_xfer *x = &b->x[c->xfer];
+            uint64_t at = x->src.off + c->off, a0 = at & ~(ALIGN - 1), lead = at - a0;
+            unsigned char *dst = (unsigned char *)x->dst.host + c->off - lead;
+            err = tl_os_uring_read(e->ring, x->src.fd, dst, (size_t)up_align(lead + c->len), a0, k);
+            pthread_mutex_lock(&e->mu);
+            if (err) {
+                pthread_mutex_unlock(&e->mu);
+                s = fail(x, TL_ERR_IO, "io_uring read", at, err);
+                pthread_mutex_lock(&e->mu);
+                batch_fail_locked(b, s);
+                stop = true;
+                break;
+            }
+            inflight++;
+        }
+        pthread_mutex_unlock(&e->mu);
+        if (inflight == 0) break;
+        if ((err = tl_os_uring_submit(e->ring)) != 0) {
+            s = tl_err(TL_ERR_IO, "io_uring submit: %s", strerror(err));
+            break;
+        }
+        uint64_t tag;
+        int64_t res;
+        if ((err = tl_os_uring_wait(e->ring, &tag, &res)) != 0) {
+            s = tl_err(TL_ERR_IO, "io_uring wait: %s", strerror(err));
+            break;
+        }
+        inflight--;
+        const chunk *c = &b->ch[tag];
+        const tl_io_xfer *x = &b->x[c->xfer];
+        uint64_t at = x->src.off + c->off, a0 = at & ~(ALIGN - 1), lead = at - a0;
+        if (res < 0) {
+            s = fail(x, TL_ERR_IO, "read", at, (int)-res);
+            break;
+        }
+        if ((uint64_t)res < lead + c->len) { /* short: finish it synchronously */
+            uint64_t have = (uint64_t)res & ~(ALIGN - 1);
+            unsigned char *dst = (unsigned char *)x->dst.host + c->off - lead + have;
+            size_t got = 0;
+            err = tl_os_pread_direct(x->src.fd, dst, (size_t)up_align(lead + c->len - have),
+                                     a0 + have, &got);
+            if (!err && have + got < lead + c->len) err = ENODATA;
+            if (err) {
+                s = fail(x, TL_ERR_IO, "read", a0 + have, err);
+                break;
+            }
+        }
+        atomic_fetch_add(&b->done_bytes, c->len);
+    }
+    /* never leave reads in flight into memory that may be freed */
+    while (inflight) {
+        uint64_t tag;
+        int64_t res;
+        if (tl_os_uring_wait(e->ring, &tag, &res) != 0) break;
+        inflight--;
+    }
+    if (s != TL_OK) {
+        pthread_mutex_lock(&e->mu);
+        batch_fail_locked(b, s);
+        pthread_mutex_unlock(&e->mu);
+    }
+}
+
+static void prefault(tl_io_batch *b) {
+    for (size_t k = 0; k < b->n_ch; k++) {
+        if (b->cancel) break; /* a racy read is fine: it only stops early */
+        const chunk *c = &b->ch[k];
+        const tl_io_xfer *x = &b->x[c->xfer];
+        if (tl_os_populate_write((unsigned char *)x->dst.host + c->off, c->len) != 0) break;
+    }
+}
+
+static void *worker_main(void *arg) {
+    tl_io_engine *e = arg;
+    unsigned char *stg = NULL;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        tl_io_batch *b = NULL;
+        int task = TASK_CHUNK;
+        size_t k = 0;
+        for (int p = 0; p < TL_IO_PRIOS && !b; p++)
+            for (tl_io_batch *q = e->head[p]; q && !b; q = q->qnext) {
+                if (!has_task_locked(q)) continue;
+                b = q;
+                if (q->uring && !q->driver_taken && !e->ring_busy) {
+                    task = TASK_DRIVER;
+                    q->driver_taken = true;
+                    e->ring_busy = true;
+                } else if (q->uring && !q->prefault_taken) {
+                    task = TASK_PREFAULT;
+                    q->prefault_taken = true;
+                } else if (q->next < q->n_ch) {
+                    k = q->next++;
+                } else {
+                    b = NULL; /* only a driver task is left and the ring is busy */
+                }
+            }
+        if (!b) {
+            if (e->stop) break;
+            pthread_cond_wait(&e->work, &e->mu);
+            continue;
+        }
+        b->busy++;
+        pthread_mutex_unlock(&e->mu);
+        if (task == TASK_DRIVER) {
+            uring_drive(e, b);
+        } else if (task == TASK_PREFAULT) {
+            prefault(b);
+        } else {
+            const chunk *c = &b->ch[k];
+            tl_status s = move_chunk(e, &b->x[c->xfer], c, &stg);
+            if (stg) {
+                tl_staging_give(&e->staging, stg);
+                stg = NULL;
+            }
+            if (s == TL_OK) {
+                atomic_fetch_add(&b->done_bytes, c->len);
+            } else {
+                pthread_mutex_lock(&e->mu);
+                batch_fail_locked(b, s);
+                pthread_mutex_unlock(&e->mu);
+            }
+        }
+        pthread_mutex_lock(&e->mu);
+        if (task == TASK_DRIVER) {
+            e->ring_busy = false;
+            pthread_cond_broadcast(&e->work);
+        }
+        task_end_locked(e, b);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+/* --- public (internal) API --- */
+
+tl_status tl_io_engine_create(const tl_io_options *o, tl_io_engine **out) {
+    *out = NULL;
+    tl_io_engine *e = tl_os_calloc(1, sizeof *e);
+    if (!e) return tl_err(TL_ERR_NOMEM, "io: out of memory");
+    if (o) e->o = *o;
+    if (e->o.threads == 0) e->o.threads = 2;
+    if (e->o.threads > MAX_WORKERS) e->o.threads = MAX_WORKERS;
+    if (e->o.staging_count == 0) e->o.staging_count = 4;
+    if (e->o.staging_size == 0) e->o.staging_size = 16ull << 20;
+    if (tl_staging_init(&e->staging, e->o.staging_count, e->o.staging_size)) {
+        free(e);
+        return tl_err(TL_ERR_NOMEM, "io: out of memory");
+    }
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->work, NULL);
+    pthread_cond_init(&e->done, NULL);
+    if (e->o.uring && tl_os_uring_open(e->o.staging_count, &e->ring) != 0) e->ring = NULL;
+    for (unsigned i = 0; i < e->o.threads; i++) {
+        int err = tl_os_thread_start(&e->threads[i], worker_main, e);
+        if (err) {
+            tl_io_engine_destroy(e);
+            return tl_err(TL_ERR_NOMEM, "io: cannot start a worker thread: %s", strerror(err));
+        }
+        e->n_threads++;
+    }
+    *out = e;
+    return TL_OK;
+}
+
+void tl_io_engine_destroy(tl_io_engine *e) {
+    if (!e) return;
+    pthread_mutex_lock(&e->mu);
+    e->stop = true;
+    for (int p = 0; p < TL_IO_PRIOS; p++)
+        for (tl_io_batch *q = e->head[p]; q; q = q->qnext)
+            q->cancel = true;
+    pthread_cond_broadcast(&e->work);
+    pthread_mutex_unlock(&e->mu);
+    for (unsigned i = 0; i < e->n_threads; i++)
+        tl_os_thread_join(e->threads[i]);
+    tl_os_uring_close(e->ring);
+    tl_staging_free(&e->staging);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->work);
+    pthread_cond_destroy(&e->done);
+    free(e);
+}
+
+struct tl_staging *tl_io_engine_staging(tl_io_engine *e) {
+    return &e->staging;
+}
+
+uint64_t tl_io_engine_staging_size(const tl_io_engine *e) {
+    return e->o.staging_size;
+}
+
+bool tl_io_engine_uring(const tl_io_engine *e) {
+    return e->ring != NULL;
+}
+
+/* Cut the transfers into chunks. */
+static tl_status make_chunks(tl_io_engine *e, tl_io_batch *b) {
+    uint64_t stg = e->o.staging_size;
+    size_t cap = 0;
+    bool all_direct_host = e->ring != NULL && b->n_x > 0;
+    for (size_t i = 0; i < b->n_x; i++) {
+        const tl_io_xfer *x = &b->x[i];
+        bool convert = x->from != x->to;
+        if (convert && x->dst.kind != TL_IO_HOST)
+            return tl_err(TL_ERR_UNSUPPORTED, "%s: tensor %s: conversion only into host memory",
+                          x->path ? x->path : "", x->name ? x->name : "?");
+        if (convert && (!tl_convert_elem_size(x->from) || !tl_convert_elem_size(x->to)))
+            return tl_err(TL_ERR_UNSUPPORTED, "%s: tensor %s: no conversion from %s to %s",
+                          x->path ? x->path : "", x->name ? x->name : "?",
+                          tl_dtype_name(x->from), tl_dtype_name(x->to));
+        bool straight = x->src.kind == TL_IO_FILE && x->src.direct && x->dst.kind == TL_IO_HOST &&
+                        !convert && x->slack;
+        all_direct_host &= straight;
+        unsigned in = convert ? tl_convert_elem_size(x->from) : 1;
+        uint64_t step = straight ? stg : (stg - 2 * ALIGN) / in * in;
+        if (convert && x->len % in)
+            return tl_err(TL_ERR_INVALID_ARG, "%s: tensor %s: %llu bytes is not whole elements",
+                          x->path ? x->path : "", x->name ? x->name : "?",
+                          (unsigned long long)x->len);
+        for (uint64_t o = 0; o < x->len; o += step) {
+            if (b->n_ch == cap) {
+                size_t nc = cap ? cap * 2 : 16;
+                chunk *p = tl_os_realloc(b->ch, nc * sizeof *p);
+                if (!p) return tl_err(TL_ERR_NOMEM, "io: out of memory for %zu chunks", nc);
+                b->ch = p;
+                cap = nc;
+            }
+            uint64_t n = x->len - o < step ? x->len - o : step;
+            b->ch[b->n_ch++] = (chunk){i, o, n};
+        }
+        b->total_bytes += x->len;
+    }
+    b->uring = all_direct_host && b->n_ch > 0;
+    return TL_OK;
+}
+
+tl_status tl_io_submit(tl_io_engine *e, const tl_io_xfer *x, size_t n, int prio,
+                       tl_io_done_fn on_done, void *user, tl_io_batch **out) {
+    *out = NULL;
+    if (prio < 0 || prio >= TL_IO_PRIOS)
+        return tl_err(TL_ERR_INVALID_ARG, "io: bad priority %d", prio);
+    tl_io_batch *b = tl_os_calloc(1, sizeof *b);
+    if (!b) return tl_err(TL_ERR_NOMEM, "io: out of memory");
+    b->e = e;
+    b->prio = prio;
+    b->on_done = on_done;
+    b->user = user;
+    b->x = tl_os_calloc(n ? n : 1, sizeof *b->x);
+    if (!b->x) {
+        free(b);
+        return tl_err(TL_ERR_NOMEM, "io: out of memory for %zu transfers", n);
+    }
+    if (n) memcpy(b->x, x, n * sizeof *x);
+    b->n_x = n;
+    tl_status s = make_chunks(e, b);
+    if (s) {
+        free(b->ch);
+        free(b->x);
+        free(b);
+        return s;
+    }
+    pthread_mutex_lock(&e->mu);
+    if (!has_task_locked(b)) { /* nothing to move */
+        b->finished = b->reporting = true;
+        pthread_mutex_unlock(&e->mu);
+        if (on_done) on_done(user, b, TL_OK);
+        *out = b;
+        return TL_OK;
+    }
+    if (e->tail[prio])
+        e->tail[prio]->qnext = b;
+    else
+        e->head[prio] = b;
+    e->tail[prio] = b;
+    pthread_cond_broadcast(&e->work);
+    pthread_mutex_unlock(&e->mu);
+    *out = b;
+    return TL_OK;
+}
+
+void tl_io_wait(tl_io_batch *b, double timeout_s, bool *done) {
+    tl_io_engine *e = b->e;
+    pthread_mutex_lock(&e->mu);
+    if (timeout_s < 0) {
+        while (!b->finished)
+            pthread_cond_wait(&e->done, &e->mu);
+    } else if (!b->finished) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        long ns = (long)(timeout_s * 1e9);
+        ts.tv_sec += ns / 1000000000L;
+        ts.tv_nsec += ns % 1000000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        while (!b->finished)
+            if (pthread_cond_timedwait(&e->done, &e->mu, &ts) != 0) break;
+    }
+    if (done) *done = b->finished;
+    pthread_mutex_unlock(&e->mu);
+}
+
+tl_status tl_io_status(tl_io_batch *b) {
+    pthread_mutex_lock(&b->e->mu);
+    tl_status s = b->err;
+    char msg[sizeof b->errmsg];
+    memcpy(msg, b->errmsg, sizeof msg);
+    pthread_mutex_unlock(&b->e->mu);
+    if (s) return tl_err(s, "%s", msg);
+    return TL_OK;
+}
+
+void tl_io_cancel(tl_io_batch *b) {
+    pthread_mutex_lock(&b->e->mu);
+    if (!b->cancel && b->err == TL_OK) {
+        b->cancel = true;
+        b->err = TL_ERR_CANCELLED;
+        snprintf(b->errmsg, sizeof b->errmsg, "cancelled");
+    }
+    /* a batch nobody works on finishes now */
+    if (b->busy == 0 && !b->reporting) {
+        b->busy = 1;
+        task_end_locked(b->e, b);
+    }
+    pthread_mutex_unlock(&b->e->mu);
+}
+
+uint64_t tl_io_done_bytes(const tl_io_batch *b) {
+    return atomic_load(&((tl_io_batch *)b)->done_bytes);
+}
+
+uint64_t tl_io_total_bytes(const tl_io_batch *b) {
+    return b->total_bytes;
+}
+
+void tl_io_batch_destroy(tl_io_batch *b) {
+    if (!b) return;
+    tl_io_cancel(b);
+    tl_io_wait(b, -1, NULL);
+    free(b->ch);
+    free(b->x);
+    free(b);
+}
+
+tl_status tl_io_run(tl_io_engine *e, const tl_io_xfer *x, size_t n, int prio) {
+    tl_io_batch *b;
+    tl_status s = tl_io_submit(e, x, n, prio, NULL, NULL, &b);
+    if (s) return s;
+    tl_io_wait(b, -1, NULL);
+    s = tl_io_status(b);
+    tl_io_batch_destroy(b);
+    return s;
+}

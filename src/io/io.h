@@ -1,0 +1,101 @@
+/*
+ * io.h — the mover engine: the one place that moves bytes between tiers.
+ *
+ * A client (tl_model_load, a session) describes what to move as a transfer
+ * list — each transfer a source (file range, host range, device range) and a
+ * destination (host, device, file), an optional dtype conversion — and
+ * submits it as a batch with a priority. A persistent pool of workers runs
+ * the batches' chunks, demand batches before prefetch ones, with at most
+ * staging_count × staging_size bytes of staging (allocated on first need),
+ * and an io_uring queue for O_DIRECT reads into host memory when liburing is
+ * present. Batches complete by callback or by waiting; they can be cancelled.
+ *
+ * Sources that are file mappings (a model's tensor bytes, patched or not)
+ * are read under the SIGBUS guard: a file truncated under its mapping turns
+ * into TL_ERR_CHANGED naming the file and tensor, never a signal.
+ *
+ * Memory bound: the staging ring plus per-batch metadata (one chunk record
+ * per staging_size of data). Destinations are the caller's.
+ */
+#ifndef TL_IO_IO_H
+#define TL_IO_IO_H
+
+#include "tierload.h"
+
+typedef enum tl_io_kind {
+    TL_IO_FILE = 1,   /* fd + offset */
+    TL_IO_HOST = 2,   /* host address */
+    TL_IO_DEVICE = 3, /* device + device pointer */
+} tl_io_kind;
+
+typedef struct tl_io_end {
+    tl_io_kind kind;
+    int fd;          /* FILE */
+    bool direct;     /* FILE source opened with O_DIRECT (aligned reads are made) */
+    uint64_t off;    /* FILE */
+    void *host;      /* HOST */
+    bool mapped;     /* HOST source that is a file mapping: read under the SIGBUS guard */
+    tl_device *dev;  /* DEVICE (borrowed for the batch's life) */
+    tl_devptr dptr;  /* DEVICE */
+} tl_io_end;
+
+typedef struct tl_io_xfer {
+    tl_io_end src, dst;
+    uint64_t len;      /* source bytes */
+    tl_dtype from, to; /* convert when they differ (destination must be HOST) */
+    /*
+     * Direct FILE -> HOST without conversion: the destination may be written
+     * from the aligned block before src.off to the one after (a destination
+     * that mirrors the file's layout), so reads land without staging.
+     */
+    bool slack;
+    const char *path; /* for messages: the file, and the tensor (may be NULL) */
+    const char *name;
+} tl_io_xfer;
+
+typedef struct tl_io_options {
+    unsigned threads;       /* workers; 0 = 2 */
+    unsigned staging_count; /* 0 = 4 */
+    uint64_t staging_size;  /* 0 = 16 MiB */
+    bool uring;             /* use io_uring for direct reads when available */
+} tl_io_options;
+
+typedef struct tl_io_engine tl_io_engine;
+typedef struct tl_io_batch tl_io_batch;
+
+/* Batch priorities: lower runs first. */
+enum { TL_IO_DEMAND = 0, TL_IO_PREFETCH = 1, TL_IO_PRIOS = 2 };
+
+tl_status tl_io_engine_create(const tl_io_options *o, tl_io_engine **out);
+/* Cancels what is queued, waits for the workers, frees. Batches must be destroyed first. */
+void tl_io_engine_destroy(tl_io_engine *e);
+/* The staging ring (for callers that stage outside a batch: verify, hashing). */
+struct tl_staging *tl_io_engine_staging(tl_io_engine *e);
+uint64_t tl_io_engine_staging_size(const tl_io_engine *e);
+bool tl_io_engine_uring(const tl_io_engine *e);
+
+/* Called once by the worker that finishes the batch (err TL_OK or the first failure). */
+typedef void (*tl_io_done_fn)(void *user, tl_io_batch *b, tl_status err);
+
+/*
+ * Submit n transfers (copied) as one batch. on_done may be NULL. The batch is
+ * the caller's to destroy after it completes.
+ */
+tl_status tl_io_submit(tl_io_engine *e, const tl_io_xfer *x, size_t n, int prio,
+                       tl_io_done_fn on_done, void *user, tl_io_batch **out);
+/* Wait up to timeout_s (< 0: forever). *done says whether it completed. */
+void tl_io_wait(tl_io_batch *b, double timeout_s, bool *done);
+/* The outcome of a completed batch; on failure sets this thread's message. */
+tl_status tl_io_status(tl_io_batch *b);
+/* Stop handing out the batch's chunks; chunks in progress finish. */
+void tl_io_cancel(tl_io_batch *b);
+/* Source bytes moved so far, and in all. */
+uint64_t tl_io_done_bytes(const tl_io_batch *b);
+uint64_t tl_io_total_bytes(const tl_io_batch *b);
+/* Cancel, wait and free (NULL is fine). */
+void tl_io_batch_destroy(tl_io_batch *b);
+
+/* Submit and wait: the whole list, with its status. */
+tl_status tl_io_run(tl_io_engine *e, const tl_io_xfer *x, size_t n, int prio);
+
+#endif
