@@ -1074,6 +1074,226 @@ tl_status tl_convert(tl_dtype to, void *dst, tl_dtype from, const void *src, uin
 /* Is there a conversion from -> to? (identity included) */
 bool tl_convert_supported(tl_dtype from, tl_dtype to);
 
+
+/* ------------------------------------------------------------------------ */
+/* Sessions: the residency manager carrying a plan out                       */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A session makes a plan true while an engine runs its phases: tensors are
+ * loaded where the plan puts them when first acquired (not before), released
+ * when the engine is done with them (release is not eviction), evicted when a
+ * budget would be exceeded, prefetched ahead of use, spilled when dirty.
+ *
+ * Tiers: the file's own mapping (clean weights, and weights patched through
+ * tl_model_tensor_data_mut, whose bytes live in the copy-on-write mapping),
+ * RAM (anonymous copies of dirty weights that left a device), device memory,
+ * and the session's spill file. A clean tensor evicted from a device is
+ * dropped and read again from the mapping when needed — never written to
+ * disk. A dirty one (written on its device: tl_session_mark_dirty) goes down
+ * a tier: to RAM while the host budget allows and free RAM is above the
+ * spill threshold, else to the spill file (an unnamed file in the spill
+ * directory, 4 KiB-aligned extents, written through the engine's bounded
+ * staging and mapped back read-only). ENOSPC/EIO while spilling: an error,
+ * the tensor stays on its device, nothing is lost.
+ *
+ * Placement from the plan, per tensor (tl_model_layer_tensors grouping):
+ * cpu → host (zero copy: the mapping itself); gpu → its device; layer_split
+ * → the device whose layer range holds the tensor's layer (other tensors on
+ * the first); row_split → 2-D matrices with both sides >= 256 are cut by rows
+ * over the devices in proportion to their matrix bytes (one part per device,
+ * whole rows), other tensors on the first device; stream → layers in the
+ * resident ranges on their device, the others (and their re-loads each pass)
+ * on the last listed device. A device that can use host pointers gets the
+ * mapping itself (zero copy, no allocation).
+ *
+ * Budgets: each device's weight budget is its plan budget minus the largest
+ * compute reserve of the components placed on it (options can set it); the
+ * host budget counts RAM copies. No operation ever leaves a budget exceeded;
+ * when one would be, unreferenced tensors of that device are evicted: with a
+ * schedule (tl_session_set_schedule) the one used furthest in the future,
+ * else the least recently used, taking tensors the plan streams before those
+ * it keeps resident. An allocation the device refuses although the budget
+ * allowed it (another process took memory) evicts the coldest unreferenced
+ * tensors of that device to cover the shortfall and retries once; if it
+ * still fails, TL_ERR_DEVICE_OOM says asked / free / evictable.
+ *
+ * Thread-safety: every call on a session may be made from several threads at
+ * once (one lock; I/O runs outside it on the mover engine's workers). The
+ * model and plan must outlive the session; the devices are retained by it.
+ */
+typedef struct tl_session tl_session;
+
+typedef enum tl_tier {
+    TL_TIER_FILE = 0,   /* the model file's mapping (clean, or patched in the mapping) */
+    TL_TIER_RAM = 1,    /* an anonymous host copy */
+    TL_TIER_PINNED = 2, /* pinned host memory */
+    TL_TIER_DEVICE = 3, /* device memory */
+    TL_TIER_SPILL = 4,  /* the session's spill file (mapped read-only) */
+    TL_TIER_COUNT = 5
+} tl_tier;
+/* "file", "ram", "pinned", "device", "spill"; NULL when invalid. */
+const char *tl_tier_name(tl_tier t);
+
+typedef enum tl_evict_policy {
+    TL_EVICT_AUTO = 0,     /* furthest next use when a schedule is set, else LRU */
+    TL_EVICT_LRU = 1,      /* least recently used, streamed tensors before resident ones */
+    TL_EVICT_FURTHEST = 2, /* furthest next use (needs a schedule; LRU without one) */
+} tl_evict_policy;
+
+typedef struct tl_session_options {
+    uint32_t size; /* sizeof(tl_session_options): set by tl_session_options_init */
+    /* host RAM for copies; 0 = min(MemAvailable, cgroup room) at creation minus headroom */
+    uint64_t host_budget;
+    uint64_t host_headroom; /* 0 = 512 MiB */
+    uint64_t pinned_cap;    /* bytes of host memory the session may pin; 0 = none */
+    /* spill directory; NULL = TIERLOAD_SPILL_DIR, else TMPDIR, else /tmp */
+    const char *spill_dir;
+    /*
+     * Dirty bytes leaving a device go to the spill file instead of RAM when
+     * MemAvailable is below this; 0 = TIERLOAD_SPILL_THRESHOLD (a size such
+     * as "8G"), else never for that reason (the host budget still applies).
+     */
+    uint64_t spill_threshold;
+    tl_evict_policy policy;
+    unsigned threads;       /* mover workers; 0 = 2 */
+    uint64_t staging_size;  /* 0 = 16 MiB */
+    unsigned staging_count; /* 0 = 4: the staging bound is count x size */
+    /* per plan device: weight budget override (0 = from the plan); indexes as tl_plan_device */
+    const uint64_t *device_budgets;
+    size_t n_device_budgets;
+    bool no_async; /* copy synchronously even where a device has async copies */
+} tl_session_options;
+/* Defaults (and size). */
+void tl_session_options_init(tl_session_options *o);
+
+/*
+ * Create a session for model m carried out by plan p. Every GPU the plan
+ * names is bound to the registered device of that name (tl_device_find);
+ * a name with no device is TL_ERR_NOT_FOUND naming it. An infeasible plan is
+ * TL_ERR_INFEASIBLE. Nothing is loaded yet.
+ */
+tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_options *o,
+                            tl_session **out);
+/* Free every copy and device allocation, close the spill file. NULL is fine. */
+void tl_session_destroy(tl_session *s);
+
+#define TL_ALL_LAYERS ((size_t)-1)
+
+/* One part of an acquired tensor (row-split tensors have one part per device). */
+typedef struct tl_session_part {
+    tl_tier tier;
+    tl_device *device;  /* NULL on host tiers (borrowed; valid while the session lives) */
+    tl_devptr dptr;     /* on a device */
+    const void *host;   /* readable host address on host tiers (and on host-pointer devices) */
+    uint64_t offset;    /* byte offset of the part within the tensor */
+    uint64_t nbytes;
+    uint64_t row_begin, row_end; /* rows (outermost dimension) of the part */
+} tl_session_part;
+
+typedef struct tl_session_tensor {
+    size_t index; /* tl_model_tensor index */
+    const tl_tensor_info *info;
+    uint32_t n_parts;
+    const tl_session_part *parts;
+} tl_session_tensor;
+
+/* A set of acquired tensors: valid until released. */
+typedef struct tl_acquired tl_acquired;
+
+/*
+ * Make layers [layer_begin, layer_end) of component c (TL_ALL_LAYERS: to the
+ * last) — and its other tensors when with_other — resident where the plan
+ * says, and take a reference on each. Blocks until every byte is there
+ * (waiting for a prefetch in flight counts as a prefetch hit). On failure
+ * nothing stays referenced.
+ */
+tl_status tl_session_acquire(tl_session *s, tl_component c, size_t layer_begin, size_t layer_end,
+                             bool with_other, tl_acquired **out);
+size_t tl_acquired_count(const tl_acquired *a);
+const tl_session_tensor *tl_acquired_tensor(const tl_acquired *a, size_t i);
+/* Drop the references (the tensors stay resident until evicted); frees a. NULL is fine. */
+void tl_session_release(tl_session *s, tl_acquired *a);
+/*
+ * Queue the same work as acquire without waiting and without references,
+ * behind demand loads. Tensors that do not fit without evicting referenced
+ * or loading ones are skipped (counted in stats.prefetch_skipped).
+ */
+tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t layer_begin,
+                              size_t layer_end, bool with_other);
+/*
+ * Evict unreferenced tensors of device `device` (a plan device name) until at
+ * least `bytes` are freed (coldest first); *freed says how much was. Frees
+ * what it can and returns TL_ERR_DEVICE_OOM when that is less than asked;
+ * never loops. UINT64_MAX or tl_session_evict_all: everything unreferenced.
+ */
+tl_status tl_session_evict(tl_session *s, const char *device, uint64_t bytes, uint64_t *freed);
+tl_status tl_session_evict_all(tl_session *s, const char *device, uint64_t *freed);
+/* The engine wrote into tensor i where it lives (it must be acquired): it is dirty now. */
+tl_status tl_session_mark_dirty(tl_session *s, size_t tensor);
+
+/* One step of a known schedule: an acquire of these layers (as tl_session_acquire's args). */
+typedef struct tl_session_step {
+    tl_component component;
+    size_t layer_begin, layer_end;
+    bool with_other;
+} tl_session_step;
+/*
+ * The order acquires will come in (repeats written out). Each acquire moves
+ * the schedule to the next step that equals it; eviction then takes the
+ * tensor used furthest in the future.
+ */
+tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, size_t n);
+/*
+ * Bytes that furthest-next-use eviction with full knowledge of the schedule
+ * moves onto the devices under the session's budgets (the offline optimum
+ * the run report prints beside what was moved). Needs a schedule.
+ */
+tl_status tl_session_optimal_bytes(const tl_session *s, uint64_t *bytes);
+
+typedef struct tl_session_device_stats {
+    char name[32];
+    uint64_t budget, used, peak; /* weight bytes on the device */
+} tl_session_device_stats;
+
+typedef struct tl_session_stats {
+    uint64_t moved[TL_TIER_COUNT][TL_TIER_COUNT]; /* bytes moved from tier [a] to tier [b] */
+    uint64_t bytes_moved;                         /* sum of moved */
+    uint64_t loads, drops, spills, evictions;     /* tensor parts */
+    uint64_t prefetch_hits, prefetch_misses, prefetch_skipped;
+    uint64_t oom_recoveries;
+    uint64_t host_used, host_peak, host_budget; /* RAM copies */
+    uint64_t spill_used, spill_peak;            /* bytes in the spill file */
+    uint64_t staging_bound;
+    size_t n_devices;
+    tl_session_device_stats devices[TL_PLAN_MAX_DEVICES];
+} tl_session_stats;
+tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out);
+
+typedef enum tl_session_event_kind {
+    TL_EVENT_LOAD = 0,     /* bytes moved onto a device or into RAM */
+    TL_EVENT_DROP = 1,     /* clean bytes dropped */
+    TL_EVENT_SPILL = 2,    /* dirty bytes moved down a tier */
+    TL_EVENT_PREFETCH = 3, /* a load queued ahead of use */
+    TL_EVENT_ACQUIRE = 4,
+    TL_EVENT_RELEASE = 5,
+} tl_session_event_kind;
+
+/* One entry of the event log (what a timeline picture is drawn from). */
+typedef struct tl_session_event {
+    double t; /* seconds: the device's model clock for sim devices, else wall time since creation */
+    tl_session_event_kind kind;
+    tl_component component;
+    int32_t layer; /* -1: other tensors or several layers */
+    tl_tier from, to;
+    int32_t device; /* plan device index, -1 for the host */
+    uint64_t bytes;
+} tl_session_event;
+/* The event log so far (at most 1,000,000 entries; the oldest are kept). Valid until the next call on s. */
+size_t tl_session_events(const tl_session *s, const tl_session_event **events);
+/* Check every budget and reference count now (a debugging aid and what the tests call). */
+tl_status tl_session_check(const tl_session *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -180,6 +180,15 @@ static tl_status move_chunk(tl_io_engine *e, const tl_io_xfer *x, const chunk *c
     default:
         p = (const unsigned char *)x->src.host + o;
         guarded = x->src.mapped;
+        if (x->ticket && x->dst.kind == TL_IO_DEVICE) {
+            uint64_t t = 0;
+            s = tl_device_copy_to_async(x->dst.dev, x->dst.dptr + o, p, n, &t);
+            if (s)
+                return tl_err_prefix(s, "%s%s%s", x->path ? x->path : "",
+                                     x->name ? ": tensor " : "", x->name ? x->name : "");
+            *x->ticket = t;
+            return TL_OK;
+        }
         if (guarded && x->dst.kind != TL_IO_HOST) { /* never fault inside a device or a write */
             if ((s = need_stg(e, x, stg))) return s;
             if (tl_os_guarded_copy(*stg, p, (size_t)n))
@@ -499,6 +508,11 @@ static tl_status make_chunks(tl_io_engine *e, tl_io_batch *b) {
         all_direct_host &= straight;
         unsigned in = convert ? tl_convert_elem_size(x->from) : 1;
         uint64_t step = straight ? stg : (stg - 2 * ALIGN) / in * in;
+        if (x->ticket) {
+            if (x->src.kind != TL_IO_HOST || x->dst.kind != TL_IO_DEVICE || convert)
+                return tl_err(TL_ERR_INVALID_ARG, "io: async transfers go from host to device");
+            step = x->len ? x->len : 1; /* one chunk: one ticket */
+        }
         if (convert && x->len % in)
             return tl_err(TL_ERR_INVALID_ARG, "%s: tensor %s: %llu bytes is not whole elements",
                           x->path ? x->path : "", x->name ? x->name : "?",
@@ -637,4 +651,17 @@ tl_status tl_io_run(tl_io_engine *e, const tl_io_xfer *x, size_t n, int prio) {
     s = tl_io_status(b);
     tl_io_batch_destroy(b);
     return s;
+}
+
+tl_status tl_io_issue(tl_io_engine *e, const tl_io_xfer *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (!x[i].ticket || x[i].src.kind != TL_IO_HOST || x[i].dst.kind != TL_IO_DEVICE ||
+            x[i].from != x[i].to)
+            return tl_err(TL_ERR_INVALID_ARG, "io: only async host-to-device copies are issued "
+                                              "on the caller's thread");
+        chunk c = {i, 0, x[i].len};
+        tl_status s = move_chunk(e, &x[i], &c, NULL);
+        if (s) return s;
+    }
+    return TL_OK;
 }

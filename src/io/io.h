@@ -49,6 +49,13 @@ typedef struct tl_io_xfer {
      * that mirrors the file's layout), so reads land without staging.
      */
     bool slack;
+    /*
+     * HOST -> DEVICE: issue the copy asynchronously (one chunk, straight from
+     * the source, which must stay valid until the device is done) and store
+     * its ticket here; the caller waits on the device. A device without
+     * async copies copies synchronously (ticket 0).
+     */
+    uint64_t *ticket;
     const char *path; /* for messages: the file, and the tensor (may be NULL) */
     const char *name;
 } tl_io_xfer;
@@ -94,6 +101,15 @@ uint64_t tl_io_done_bytes(const tl_io_batch *b);
 uint64_t tl_io_total_bytes(const tl_io_batch *b);
 /* Cancel, wait and free (NULL is fine). */
 void tl_io_batch_destroy(tl_io_batch *b);
+
+/*
+ * Run the transfers on the calling thread, in order (no workers, no
+ * staging). For asynchronous host -> device transfers, which only queue work
+ * on the device: issuing them from the caller keeps their order with the
+ * caller's own device work (as cudaMemcpyAsync from the host thread does).
+ * Other transfers are refused here.
+ */
+tl_status tl_io_issue(tl_io_engine *e, const tl_io_xfer *x, size_t n);
 
 /* Submit and wait: the whole list, with its status. */
 tl_status tl_io_run(tl_io_engine *e, const tl_io_xfer *x, size_t n, int prio);

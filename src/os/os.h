@@ -46,6 +46,8 @@ int tl_os_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
  */
 int tl_os_open_tmpfile(const char *dir, int *fd);
 int tl_os_ftruncate(int fd, uint64_t size);
+/* Map [off, off+len) of fd read-only and shared (off page aligned). */
+int tl_os_map_shared_ro(int fd, uint64_t off, uint64_t len, void **addr);
 
 /* Map a whole file MAP_PRIVATE (read-only, or copy-on-write writable). */
 int tl_os_map(int fd, uint64_t size, bool writable, bool populate, void **addr);

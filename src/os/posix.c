@@ -337,3 +337,13 @@ int tl_os_open_tmpfile(const char *dir, int *fd) {
 int tl_os_ftruncate(int fd, uint64_t size) {
     return ftruncate(fd, (off_t)size) == 0 ? 0 : errno;
 }
+
+int tl_os_map_shared_ro(int fd, uint64_t off, uint64_t len, void **addr) {
+    int e = tl_fault_hit(TL_FAULT_MMAP);
+    if (e) return e;
+    if (len == 0 || len > (uint64_t)SIZE_MAX) return EINVAL;
+    void *p = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED, fd, (off_t)off);
+    if (p == MAP_FAILED) return errno;
+    *addr = p;
+    return 0;
+}

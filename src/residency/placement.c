@@ -1,0 +1,162 @@
+/*
+ * placement.c — from a plan's per-component decisions to a place per tensor
+ * (and per row block of a row-split matrix), using the model's own
+ * (component, layer) grouping — the same layers the planner counted. The
+ * rule is written out in tierload.h above tl_session_create.
+ */
+#include "residency/residency.h"
+
+#include "core/error.h"
+#include "os/os.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void tlr_groups_init(const tl_model *m, tlr_groups *g) {
+    memset(g, 0, sizeof *g);
+    for (int c = 0; c < TL_COMP_COUNT; c++) {
+        g->base[c] = g->n;
+        g->n_layers[c] = tl_model_layer_count(m, (tl_component)c);
+        g->n += g->n_layers[c] + 1;
+    }
+}
+
+size_t tlr_group_of(const tl_model *m, const tlr_groups *g, size_t tensor) {
+    const tl_tensor_info *t = tl_model_tensor(m, tensor);
+    int c = (unsigned)t->component < TL_COMP_COUNT ? (int)t->component : TL_COMP_OTHER;
+    size_t k = tl_model_tensor_layer(m, tensor);
+    return g->base[c] + (k == TL_NOT_FOUND ? g->n_layers[c] : k);
+}
+
+bool tlr_step_has(const tlr_groups *g, const tl_session_step *st, size_t gid) {
+    int c = (int)st->component;
+    if (c < 0 || c >= TL_COMP_COUNT) return false;
+    size_t b = g->base[c], nl = g->n_layers[c];
+    if (gid < b || gid > b + nl) return false;
+    if (gid == b + nl) return st->with_other;
+    size_t k = gid - b;
+    return k >= st->layer_begin && (st->layer_end == TL_ALL_LAYERS || k < st->layer_end);
+}
+
+static bool is_matrix(const tl_tensor_info *t) {
+    return t->n_dims == 2 && t->shape[0] >= 256 && t->shape[1] >= 256;
+}
+
+typedef struct placer {
+    tlr_place *p;
+    size_t n, cap;
+} placer;
+
+static tl_status add(placer *pl, tlr_place x) {
+    if (pl->n == pl->cap) {
+        size_t nc = pl->cap ? pl->cap * 2 : 256;
+        tlr_place *q = tl_os_realloc(pl->p, nc * sizeof *q);
+        if (!q) return tl_err(TL_ERR_NOMEM, "session: out of memory placing tensors");
+        pl->p = q;
+        pl->cap = nc;
+    }
+    pl->p[pl->n++] = x;
+    return TL_OK;
+}
+
+/* Bytes of component c's tensors that row split does not divide. */
+static uint64_t rest_bytes(const tl_model *m, tl_component c) {
+    uint64_t r = 0;
+    for (size_t i = 0; i < tl_model_tensor_count(m); i++) {
+        const tl_tensor_info *t = tl_model_tensor(m, i);
+        if (t->component == c && !is_matrix(t)) r += t->nbytes;
+    }
+    return r;
+}
+
+/* Cut a matrix into one row block per device, in proportion to weights w. */
+static tl_status split_rows(placer *pl, const tl_tensor_info *t, size_t i,
+                            const tl_plan_decision *d, const uint64_t *w) {
+    uint64_t rows = t->shape[0];
+    unsigned __int128 sum = 0;
+    for (uint32_t k = 0; k < d->n_devices; k++)
+        sum += w[k];
+    if (rows == 0 || t->nbytes % rows != 0 || sum == 0)
+        return add(pl, (tlr_place){i, 0, t->nbytes, 0, rows, (int32_t)d->devices[0], false});
+    uint64_t row_bytes = t->nbytes / rows, r0 = 0;
+    for (uint32_t k = 0; k < d->n_devices; k++) {
+        uint64_t r1 = k + 1 == d->n_devices
+                          ? rows
+                          : r0 + (uint64_t)((unsigned __int128)rows * w[k] / sum);
+        if (r1 > rows) r1 = rows;
+        if (r1 > r0) {
+            tl_status s = add(pl, (tlr_place){i, r0 * row_bytes, (r1 - r0) * row_bytes, r0, r1,
+                                              (int32_t)d->devices[k], false});
+            if (s) return s;
+        }
+        r0 = r1;
+    }
+    return TL_OK;
+}
+
+tl_status tlr_place_all(const tl_model *m, const tl_plan *p, tlr_place **out, size_t *n) {
+    *out = NULL;
+    *n = 0;
+    placer pl = {0};
+    tl_plan_decision dec[TL_COMP_COUNT];
+    uint64_t roww[TL_COMP_COUNT][TL_PLAN_MAX_DEVICES];
+    for (int c = 0; c < TL_COMP_COUNT; c++) {
+        tl_status s = tl_plan_decision_of(p, (tl_component)c, &dec[c]);
+        if (s) return s;
+        if (dec[c].present && dec[c].mode == TL_PLAN_MODE_ROW_SPLIT) {
+            uint64_t rest = rest_bytes(m, (tl_component)c);
+            for (uint32_t k = 0; k < dec[c].n_devices; k++) {
+                uint64_t b = dec[c].device_bytes[k];
+                roww[c][k] = k == 0 ? (b > rest ? b - rest : 0) : b;
+            }
+        }
+    }
+    tl_status s = TL_OK;
+    for (size_t i = 0; i < tl_model_tensor_count(m) && !s; i++) {
+        const tl_tensor_info *t = tl_model_tensor(m, i);
+        int c = (unsigned)t->component < TL_COMP_COUNT ? (int)t->component : TL_COMP_OTHER;
+        const tl_plan_decision *d = &dec[c];
+        size_t k = tl_model_tensor_layer(m, i);
+        tlr_place x = {i, 0, t->nbytes, 0, t->n_dims ? t->shape[0] : 1, TLR_HOST, false};
+        if (!d->present || d->mode == TL_PLAN_MODE_CPU || d->n_devices == 0) {
+            s = add(&pl, x);
+            continue;
+        }
+        x.plan_dev = (int32_t)d->devices[0];
+        switch (d->mode) {
+        case TL_PLAN_MODE_GPU:
+            break;
+        case TL_PLAN_MODE_LAYER_SPLIT:
+            for (uint32_t j = 0; k != TL_NOT_FOUND && j < d->n_devices; j++)
+                if (k >= d->layer_begin[j] && k < d->layer_end[j]) x.plan_dev = (int32_t)d->devices[j];
+            break;
+        case TL_PLAN_MODE_ROW_SPLIT:
+            if (is_matrix(t)) {
+                s = split_rows(&pl, t, i, d, roww[c]);
+                continue;
+            }
+            break;
+        case TL_PLAN_MODE_STREAM:
+            if (k == TL_NOT_FOUND) break; /* non-layer bytes: resident on the first */
+            x.plan_dev = (int32_t)d->devices[d->n_devices - 1];
+            x.streamed = true;
+            for (uint32_t j = 0; j < d->n_devices; j++)
+                if (k >= d->layer_begin[j] && k < d->layer_end[j]) {
+                    x.plan_dev = (int32_t)d->devices[j];
+                    x.streamed = false;
+                }
+            break;
+        default:
+            x.plan_dev = TLR_HOST;
+            break;
+        }
+        s = add(&pl, x);
+    }
+    if (s) {
+        free(pl.p);
+        return s;
+    }
+    *out = pl.p;
+    *n = pl.n;
+    return TL_OK;
+}

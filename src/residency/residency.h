@@ -1,0 +1,50 @@
+/*
+ * residency.h — the inside of a tl_session: residency units (a tensor, or one
+ * row block of a row-split tensor), the devices a session binds, and the
+ * placement rule that turns a plan's per-component decisions into a device
+ * per unit. session.c carries it out; optimum.c replays a schedule offline.
+ */
+#ifndef TL_RESIDENCY_H
+#define TL_RESIDENCY_H
+
+#include "tierload.h"
+
+#define TLR_HOST (-1)
+
+/* Where one unit belongs according to the plan (placement.c). */
+typedef struct tlr_place {
+    size_t tensor;
+    uint64_t off, len;           /* bytes of the tensor this unit holds */
+    uint64_t row_begin, row_end; /* rows of the tensor (outermost dimension) */
+    int32_t plan_dev;            /* plan device index, TLR_HOST for the host */
+    bool streamed;               /* the plan streams it (not kept resident) */
+} tlr_place;
+
+/*
+ * The units of every tensor of m under plan p, in tensor order (a tensor's
+ * units are consecutive). *out is malloc'd.
+ */
+tl_status tlr_place_all(const tl_model *m, const tl_plan *p, tlr_place **out, size_t *n);
+
+/* Group id of a tensor: (component, layer) or (component, other), dense from 0. */
+typedef struct tlr_groups {
+    size_t base[TL_COMP_COUNT]; /* group of layer k of c = base[c] + k; other = base[c] + n_layers */
+    size_t n_layers[TL_COMP_COUNT];
+    size_t n;
+} tlr_groups;
+void tlr_groups_init(const tl_model *m, tlr_groups *g);
+size_t tlr_group_of(const tl_model *m, const tlr_groups *g, size_t tensor);
+/* Does the step include group gid? */
+bool tlr_step_has(const tlr_groups *g, const tl_session_step *st, size_t gid);
+
+/* Offline optimum (optimum.c): bytes furthest-next-use eviction moves onto each device. */
+typedef struct tlr_opt_unit {
+    int32_t dev; /* session device, < 0: not on a device */
+    uint64_t len;
+    size_t group;
+} tlr_opt_unit;
+tl_status tlr_optimum(const tlr_opt_unit *u, size_t n_u, const uint64_t *budgets, size_t n_dev,
+                      const tlr_groups *g, const tl_session_step *steps, size_t n_steps,
+                      uint64_t *bytes);
+
+#endif

@@ -1,0 +1,1284 @@
+/*
+ * session.c — the residency manager: a plan carried out over time.
+ *
+ * State per unit (a tensor, or one row block of a row-split tensor): the
+ * device it belongs on (from placement.c), whether its bytes are on that
+ * device now (or being loaded there), where its truth lives otherwise (the
+ * file's mapping; a RAM copy; a spill extent), whether the device copy is
+ * dirty (written there and nowhere else), a reference count and the logical
+ * time of its last use.
+ *
+ * Invariants (tl_session_check verifies them; TL_ASSERT-style checks run in
+ * the tests after every operation):
+ *   - per device, used == the sum of the lengths of units on it or loading
+ *     to it, and used <= budget after every public call;
+ *   - host_used == the sum of RAM copies, <= host_budget;
+ *   - a unit with refs > 0 or loading is never evicted;
+ *   - a dirty unit is never dropped: it goes to RAM or the spill file first,
+ *     and if that fails it stays where it is.
+ *
+ * Locking: one mutex (mu) guards all state; functions named *_locked expect
+ * it held. Loads run on the mover engine with the lock released (units are
+ * marked loading, which pins them and their budget); evictions of dirty
+ * units write their bytes with the lock held (they are rare: only what an
+ * engine wrote on a device). Prefetch batches complete on engine workers,
+ * whose callback takes the lock.
+ */
+#include "residency/residency.h"
+
+#include "core/error.h"
+#include "io/io.h"
+#include "os/hostmem.h"
+#include "os/os.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SPILL_ALIGN 4096ull
+#define MAX_EVENTS 1000000u
+
+typedef struct unit {
+    tlr_place pl;
+    int32_t dev; /* session device, TLR_HOST for the host */
+    size_t group;
+    /* state */
+    bool on_dev, loading, dirty;
+    bool prefetched; /* loaded by a prefetch and not acquired since */
+    tl_devptr dptr;
+    uint64_t ticket;
+    void *ram; /* RAM copy (anonymous), ram_len mapped */
+    uint64_t ram_len;
+    void *sp_map; /* spill extent, mapped read-only */
+    uint64_t sp_off, sp_len;
+    uint32_t refs;
+    uint64_t last_use;
+} unit;
+
+typedef struct sdev {
+    tl_device *d;
+    uint32_t plan_index;
+    uint64_t budget, used, peak;
+    bool host_ptr, sim, async;
+} sdev;
+
+typedef struct extent {
+    uint64_t off, len;
+} extent;
+
+/* A prefetch batch in flight; done and err are written by its completion under pmu. */
+typedef struct pending {
+    tl_session *s;
+    tl_io_batch *b;
+    size_t *units;
+    size_t n;
+    bool done;
+    tl_status err;
+    char errmsg[256];
+    struct pending *next;
+} pending;
+
+struct tl_acquired {
+    size_t n;
+    tl_session_tensor *t;
+    tl_session_part *parts;
+    size_t *units;
+    size_t n_units;
+};
+
+struct tl_session {
+    tl_model *m;
+    const tl_plan *p;
+    tl_session_options o;
+    char *spill_dir;
+    pthread_mutex_t mu;
+    /* prefetch completions: engine workers never take mu, only pmu */
+    pthread_mutex_t pmu;
+    pthread_cond_t pcv;
+    uint64_t pgen;
+    tl_io_engine *io;
+    sdev dev[TL_PLAN_MAX_DEVICES];
+    size_t n_dev;
+    int32_t plan2dev[TL_PLAN_MAX_DEVICES];
+    unit *u;
+    size_t n_u;
+    size_t *first; /* per tensor: its first unit; first[n_tensors] = n_u */
+    tlr_groups groups;
+    uint64_t clock;
+    bool prefetching; /* a prefetch was ever asked for: demand loads count as misses */
+    /* schedule */
+    tl_session_step *steps;
+    size_t n_steps, pos;
+    size_t **uses, *n_uses; /* per group: step indices */
+    /* host copies and spill */
+    uint64_t host_budget;
+    int spill_fd;
+    uint64_t spill_end;
+    extent *free_ext;
+    size_t n_free, cap_free;
+    pending *pend;
+    tl_session_stats st;
+    tl_session_event *ev;
+    size_t n_ev, cap_ev;
+    double t0;
+};
+
+/* --- small helpers --- */
+
+const char *tl_tier_name(tl_tier t) {
+    static const char *names[] = {"file", "ram", "pinned", "device", "spill"};
+    return (unsigned)t < TL_TIER_COUNT ? names[t] : NULL;
+}
+
+void tl_session_options_init(tl_session_options *o) {
+    if (!o) return;
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+}
+
+static const char *tname(const tl_session *s, const unit *u) {
+    return tl_model_tensor(s->m, u->pl.tensor)->name;
+}
+
+static const char *fpath(const tl_session *s, const unit *u) {
+    return tl_model_file(s->m, tl_model_tensor(s->m, u->pl.tensor)->file)->path;
+}
+
+static double now_locked(const tl_session *s, int32_t dev) {
+    double t;
+    if (dev < 0 && s->n_dev) dev = 0; /* host events on the first device's clock */
+    if (dev >= 0 && s->dev[dev].sim && tl_device_sim_clock(s->dev[dev].d, &t) == TL_OK) return t;
+    return tl_os_now() - s->t0;
+}
+
+static void event_locked(tl_session *s, tl_session_event_kind k, const unit *u, tl_tier from,
+                         tl_tier to, int32_t dev, uint64_t bytes) {
+    if (s->n_ev == s->cap_ev) {
+        if (s->cap_ev >= MAX_EVENTS) return;
+        size_t nc = s->cap_ev ? s->cap_ev * 2 : 1024;
+        tl_session_event *p = tl_os_realloc(s->ev, nc * sizeof *p);
+        if (!p) return; /* the log is best effort */
+        s->ev = p;
+        s->cap_ev = nc;
+    }
+    const tl_tensor_info *t = tl_model_tensor(s->m, u->pl.tensor);
+    size_t layer = tl_model_tensor_layer(s->m, u->pl.tensor);
+    s->ev[s->n_ev++] = (tl_session_event){now_locked(s, dev), k, t->component,
+                                          layer == TL_NOT_FOUND ? -1 : (int32_t)layer,
+                                          from, to, dev >= 0 ? (int32_t)s->dev[dev].plan_index : -1,
+                                          bytes};
+}
+
+static void moved_locked(tl_session *s, tl_tier from, tl_tier to, uint64_t n) {
+    s->st.moved[from][to] += n;
+    s->st.bytes_moved += n;
+}
+
+/* Does the unit need device memory of its own? (empty tensors and host-pointer devices do not) */
+static bool on_device(const tl_session *s, const unit *u) {
+    return u->dev != TLR_HOST && !s->dev[u->dev].host_ptr && u->pl.len > 0;
+}
+
+/* Where a unit's bytes are readable on the host, and which tier that is. */
+static const unsigned char *host_src(const tl_session *s, const unit *u, tl_tier *tier,
+                                     bool *mapped) {
+    if (u->ram) {
+        *tier = TL_TIER_RAM;
+        *mapped = false;
+        return u->ram;
+    }
+    if (u->sp_map) {
+        *tier = TL_TIER_SPILL;
+        *mapped = true;
+        return u->sp_map;
+    }
+    *tier = TL_TIER_FILE;
+    *mapped = true;
+    return (const unsigned char *)tl_model_tensor_data(s->m, u->pl.tensor) + u->pl.off;
+}
+
+static void dev_add_locked(tl_session *s, int32_t d, uint64_t n) {
+    sdev *v = &s->dev[d];
+    v->used += n;
+    if (v->used > v->peak) v->peak = v->used;
+}
+
+/* --- spill file --- */
+
+static tl_status spill_open_locked(tl_session *s) {
+    if (s->spill_fd >= 0) return TL_OK;
+    int e = tl_os_open_tmpfile(s->spill_dir, &s->spill_fd);
+    if (e) {
+        s->spill_fd = -1;
+        return tl_err(e == ENOENT ? TL_ERR_NOT_FOUND : TL_ERR_IO,
+                      "spill directory %s: cannot create a spill file: %s", s->spill_dir,
+                      strerror(e));
+    }
+    return TL_OK;
+}
+
+static tl_status extent_take_locked(tl_session *s, uint64_t len, uint64_t *off) {
+    len = (len + SPILL_ALIGN - 1) & ~(SPILL_ALIGN - 1);
+    for (size_t i = 0; i < s->n_free; i++)
+        if (s->free_ext[i].len >= len) {
+            *off = s->free_ext[i].off;
+            s->free_ext[i].off += len;
+            s->free_ext[i].len -= len;
+            if (s->free_ext[i].len == 0) s->free_ext[i] = s->free_ext[--s->n_free];
+            return TL_OK;
+        }
+    *off = s->spill_end;
+    s->spill_end += len;
+    return TL_OK;
+}
+
+static void extent_give_locked(tl_session *s, uint64_t off, uint64_t len) {
+    len = (len + SPILL_ALIGN - 1) & ~(SPILL_ALIGN - 1);
+    if (off + len == s->spill_end) {
+        s->spill_end = off;
+        tl_os_ftruncate(s->spill_fd, s->spill_end); /* give the blocks back */
+        return;
+    }
+    if (s->n_free == s->cap_free) {
+        size_t nc = s->cap_free ? s->cap_free * 2 : 16;
+        extent *p = tl_os_realloc(s->free_ext, nc * sizeof *p);
+        if (!p) return; /* the extent is lost until the session ends: space, not data */
+        s->free_ext = p;
+        s->cap_free = nc;
+    }
+    s->free_ext[s->n_free++] = (extent){off, len};
+}
+
+/* Drop a unit's host copies (RAM and spill). */
+static void drop_copies_locked(tl_session *s, unit *u) {
+    if (u->ram) {
+        tl_os_anon_free(u->ram, u->ram_len);
+        s->st.host_used -= u->pl.len;
+        u->ram = NULL;
+    }
+    if (u->sp_map) {
+        tl_os_unmap(u->sp_map, u->sp_len);
+        extent_give_locked(s, u->sp_off, u->sp_len);
+        s->st.spill_used -= u->sp_len;
+        u->sp_map = NULL;
+    }
+}
+
+/* A dirty unit leaving its device: to RAM while allowed, else to the spill file. */
+static tl_status save_dirty_locked(tl_session *s, unit *u) {
+    sdev *v = &s->dev[u->dev];
+    uint64_t n = u->pl.len;
+    bool ram_ok = s->st.host_used + n <= s->host_budget;
+    if (ram_ok && s->o.spill_threshold) {
+        tl_memstats ms;
+        if (tl_memstats_read(&ms) == TL_OK && ms.mem_available < s->o.spill_threshold)
+            ram_ok = false;
+    }
+    tl_io_xfer x = {.len = n, .path = fpath(s, u), .name = tname(s, u)};
+    x.src.kind = TL_IO_DEVICE;
+    x.src.dev = v->d;
+    x.src.dptr = u->dptr;
+    if (ram_ok) {
+        void *p;
+        uint64_t plen;
+        int e = tl_os_anon_alloc(n ? n : 1, false, &p, &plen);
+        if (!e) {
+            x.dst.kind = TL_IO_HOST;
+            x.dst.host = p;
+            tl_status st = tl_io_run(s->io, &x, 1, TL_IO_DEMAND);
+            if (st) {
+                tl_os_anon_free(p, plen);
+                return st;
+            }
+            u->ram = p;
+            u->ram_len = plen;
+            s->st.host_used += n;
+            if (s->st.host_used > s->st.host_peak) s->st.host_peak = s->st.host_used;
+            moved_locked(s, TL_TIER_DEVICE, TL_TIER_RAM, n);
+            event_locked(s, TL_EVENT_SPILL, u, TL_TIER_DEVICE, TL_TIER_RAM, u->dev, n);
+            return TL_OK;
+        }
+    }
+    tl_status st = spill_open_locked(s);
+    if (st) return st;
+    uint64_t off;
+    extent_take_locked(s, n, &off);
+    uint64_t alen = (n + SPILL_ALIGN - 1) & ~(SPILL_ALIGN - 1);
+    x.dst.kind = TL_IO_FILE;
+    x.dst.fd = s->spill_fd;
+    x.dst.off = off;
+    st = tl_io_run(s->io, &x, 1, TL_IO_DEMAND);
+    void *map = NULL;
+    if (!st) {
+        int e = tl_os_map_shared_ro(s->spill_fd, off, alen, &map);
+        if (e) st = tl_err(TL_ERR_IO, "spill file: cannot map it back: %s", strerror(e));
+    }
+    if (st) {
+        extent_give_locked(s, off, alen);
+        return tl_err_prefix(st, "spilling tensor %s (it stays on %s)", tname(s, u),
+                             tl_device_name(v->d));
+    }
+    u->sp_map = map;
+    u->sp_off = off;
+    u->sp_len = alen;
+    s->st.spill_used += alen;
+    if (s->st.spill_used > s->st.spill_peak) s->st.spill_peak = s->st.spill_used;
+    s->st.spills++;
+    moved_locked(s, TL_TIER_DEVICE, TL_TIER_SPILL, n);
+    event_locked(s, TL_EVENT_SPILL, u, TL_TIER_DEVICE, TL_TIER_SPILL, u->dev, n);
+    return TL_OK;
+}
+
+/* Take a unit off its device (saving it first when dirty). */
+static tl_status evict_unit_locked(tl_session *s, unit *u) {
+    sdev *v = &s->dev[u->dev];
+    if (u->dirty) {
+        tl_status st = save_dirty_locked(s, u);
+        if (st) return st;
+        u->dirty = false;
+    } else {
+        s->st.drops++;
+        event_locked(s, TL_EVENT_DROP, u, TL_TIER_DEVICE, TL_TIER_FILE, u->dev, u->pl.len);
+    }
+    if (u->ticket) tl_device_wait(v->d, u->ticket);
+    tl_device_free(v->d, u->dptr);
+    u->on_dev = false;
+    u->dptr = 0;
+    u->ticket = 0;
+    v->used -= u->pl.len;
+    s->st.evictions++;
+    return TL_OK;
+}
+
+static size_t next_use_locked(const tl_session *s, const unit *u) {
+    if (!s->steps) return (size_t)-1;
+    const size_t *idx = s->uses[u->group];
+    size_t lo = 0, hi = s->n_uses[u->group];
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (idx[mid] < s->pos)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < s->n_uses[u->group] ? idx[lo] : (size_t)-1;
+}
+
+/* The unit of device d to evict next, or n_u when none may go. */
+static size_t victim_locked(const tl_session *s, int32_t d) {
+    bool furthest = s->steps && s->o.policy != TL_EVICT_LRU;
+    size_t best = s->n_u;
+    size_t best_next = 0;
+    for (size_t i = 0; i < s->n_u; i++) {
+        const unit *u = &s->u[i];
+        if (u->dev != d || !u->on_dev || u->loading || u->refs) continue;
+        if (best == s->n_u) {
+            best = i;
+            best_next = next_use_locked(s, u);
+            continue;
+        }
+        const unit *b = &s->u[best];
+        if (furthest) {
+            size_t nu = next_use_locked(s, u);
+            if (nu > best_next || (nu == best_next && u->last_use < b->last_use)) {
+                best = i;
+                best_next = nu;
+            }
+        } else if (u->pl.streamed != b->pl.streamed ? u->pl.streamed
+                                                     : u->last_use < b->last_use) {
+            best = i;
+        }
+    }
+    return best;
+}
+
+/* Free at least need bytes of device d's budget; false when it cannot. */
+static tl_status make_room_locked(tl_session *s, int32_t d, uint64_t need, bool *ok) {
+    sdev *v = &s->dev[d];
+    *ok = true;
+    while (v->used + need > v->budget) {
+        size_t k = victim_locked(s, d);
+        if (k == s->n_u) {
+            *ok = false;
+            return TL_OK;
+        }
+        tl_status st = evict_unit_locked(s, &s->u[k]);
+        if (st) return st;
+    }
+    return TL_OK;
+}
+
+/* Bytes of device d that eviction could free now. */
+static uint64_t evictable_locked(const tl_session *s, int32_t d) {
+    uint64_t b = 0;
+    for (size_t i = 0; i < s->n_u; i++) {
+        const unit *u = &s->u[i];
+        if (u->dev == d && u->on_dev && !u->loading && !u->refs) b += u->pl.len;
+    }
+    return b;
+}
+
+/* Allocate a unit's device memory; on a refusal the budget did not expect, evict and retry once. */
+static tl_status alloc_locked(tl_session *s, unit *u) {
+    sdev *v = &s->dev[u->dev];
+    uint64_t n = u->pl.len ? u->pl.len : 1;
+    tl_status st = tl_device_alloc(v->d, n, &u->dptr);
+    if (st != TL_ERR_DEVICE_OOM) return st;
+    /* another process took memory: evict the coldest unreferenced units for the shortfall */
+    uint64_t freed = 0;
+    while (freed < n) {
+        size_t k = victim_locked(s, u->dev);
+        if (k == s->n_u) break;
+        uint64_t len = s->u[k].pl.len;
+        if (evict_unit_locked(s, &s->u[k])) break;
+        freed += len;
+    }
+    st = tl_device_alloc(v->d, n, &u->dptr);
+    if (st == TL_OK) {
+        s->st.oom_recoveries++;
+        return TL_OK;
+    }
+    tl_device_info info;
+    uint64_t free_now = tl_device_describe(v->d, &info) == TL_OK ? info.free : 0;
+    char a[32], f[32], e[32];
+    return tl_err(TL_ERR_DEVICE_OOM,
+                  "%s: tensor %s: %s refused the allocation (asked %s, free %s, evictable %s "
+                  "after evicting %s)",
+                  fpath(s, u), tname(s, u), tl_device_name(v->d), tl_fmt_bytes(n, a, sizeof a),
+                  tl_fmt_bytes(free_now, f, sizeof f),
+                  tl_fmt_bytes(evictable_locked(s, u->dev), e, sizeof e),
+                  tl_fmt_bytes(freed, e, sizeof e));
+}
+
+/* --- creation --- */
+
+static uint64_t env_size(const char *name) {
+    const char *v = getenv(name);
+    uint64_t b = 0;
+    if (v && *v && tl_plan_parse_bytes(v, &b, NULL) != TL_OK) b = 0;
+    return b;
+}
+
+void tl_session_destroy(tl_session *s) {
+    if (!s) return;
+    while (s->pend) {
+        pending *p = s->pend;
+        s->pend = p->next;
+        tl_io_batch_destroy(p->b);
+        free(p->units);
+        free(p);
+    }
+    for (size_t i = 0; i < s->n_u; i++) {
+        unit *u = &s->u[i];
+        if (u->on_dev || u->loading) {
+            if (u->ticket) tl_device_wait(s->dev[u->dev].d, u->ticket);
+            tl_device_free(s->dev[u->dev].d, u->dptr);
+        }
+        drop_copies_locked(s, u);
+    }
+    tl_io_engine_destroy(s->io);
+    for (size_t d = 0; d < s->n_dev; d++)
+        tl_device_release(s->dev[d].d);
+    if (s->spill_fd >= 0) tl_os_close(s->spill_fd);
+    if (s->uses)
+        for (size_t g = 0; g < s->groups.n; g++)
+            free(s->uses[g]);
+    free(s->uses);
+    free(s->n_uses);
+    free(s->steps);
+    free(s->u);
+    free(s->first);
+    free(s->free_ext);
+    free(s->ev);
+    free(s->spill_dir);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->pmu);
+    pthread_cond_destroy(&s->pcv);
+    free(s);
+}
+
+static tl_status bind_devices(tl_session *s) {
+    const tl_plan *p = s->p;
+    uint64_t reserve[TL_PLAN_MAX_DEVICES] = {0};
+    for (int c = 0; c < TL_COMP_COUNT; c++) {
+        tl_plan_decision d;
+        if (tl_plan_decision_of(p, (tl_component)c, &d) || !d.present) continue;
+        for (uint32_t k = 0; k < d.n_devices; k++)
+            if (d.reserve > reserve[d.devices[k]]) reserve[d.devices[k]] = d.reserve;
+    }
+    for (size_t i = 0; i < tl_plan_device_count(p) && i < TL_PLAN_MAX_DEVICES; i++) {
+        const tl_plan_device *pd = tl_plan_device_at(p, i);
+        s->plan2dev[i] = TLR_HOST;
+        if (!pd->is_gpu) continue;
+        tl_device *d = NULL;
+        tl_status st = tl_device_find(pd->name, &d);
+        if (st)
+            return tl_err(TL_ERR_NOT_FOUND,
+                          "the plan places weights on '%s', but no device of that name is "
+                          "registered",
+                          pd->name);
+        tl_device_retain(d);
+        sdev *v = &s->dev[s->n_dev];
+        v->d = d;
+        v->plan_index = (uint32_t)i;
+        tl_device_info info;
+        st = tl_device_describe(d, &info);
+        if (st) {
+            tl_device_release(d);
+            return st;
+        }
+        v->host_ptr = info.host_pointer;
+        v->sim = tl_device_kind_of(d) == TL_DEVICE_SIM;
+        v->async = info.async && !s->o.no_async;
+        uint64_t b = tl_plan_device_budget(p, i);
+        v->budget = b > reserve[i] ? b - reserve[i] : 0;
+        if (i < s->o.n_device_budgets && s->o.device_budgets && s->o.device_budgets[i])
+            v->budget = s->o.device_budgets[i];
+        s->plan2dev[i] = (int32_t)s->n_dev;
+        snprintf(s->st.devices[s->n_dev].name, sizeof s->st.devices[0].name, "%s", pd->name);
+        s->n_dev++;
+    }
+    return TL_OK;
+}
+
+tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_options *opts,
+                            tl_session **out) {
+    if (!out) return tl_err(TL_ERR_INVALID_ARG, "tl_session_create: out is NULL");
+    *out = NULL;
+    if (!m || !p) return tl_err(TL_ERR_INVALID_ARG, "tl_session_create: NULL model or plan");
+    tl_status st = tl_plan_check(p);
+    if (st) return tl_err_prefix(st, "session");
+    tl_session *s = tl_os_calloc(1, sizeof *s);
+    if (!s) return tl_err(TL_ERR_NOMEM, "session: out of memory");
+    tl_session_options_init(&s->o);
+    if (opts) memcpy(&s->o, opts, opts->size && opts->size < sizeof s->o ? opts->size : sizeof s->o);
+    s->o.size = sizeof s->o;
+    s->m = m;
+    s->p = p;
+    s->spill_fd = -1;
+    s->t0 = tl_os_now();
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->pmu, NULL);
+    pthread_cond_init(&s->pcv, NULL);
+    const char *dir = s->o.spill_dir;
+    if (!dir || !*dir) dir = getenv("TIERLOAD_SPILL_DIR");
+    if (!dir || !*dir) dir = getenv("TMPDIR");
+    if (!dir || !*dir) dir = "/tmp";
+    s->spill_dir = tl_os_strdup(dir);
+    if (!s->o.spill_threshold) s->o.spill_threshold = env_size("TIERLOAD_SPILL_THRESHOLD");
+    if (!s->spill_dir) st = tl_err(TL_ERR_NOMEM, "session: out of memory");
+    if (!st) st = bind_devices(s);
+    /* host budget */
+    if (!st) {
+        s->host_budget = s->o.host_budget;
+        if (!s->host_budget) {
+            tl_memstats ms;
+            uint64_t room = UINT64_MAX;
+            if (tl_memstats_read(&ms) == TL_OK) {
+                room = ms.mem_available;
+                if (ms.cgroup_max != UINT64_MAX && ms.cgroup_max > ms.cgroup_current &&
+                    ms.cgroup_max - ms.cgroup_current < room)
+                    room = ms.cgroup_max - ms.cgroup_current;
+            }
+            uint64_t head = s->o.host_headroom ? s->o.host_headroom : 512ull << 20;
+            s->host_budget = room > head ? room - head : 0;
+        }
+        s->st.host_budget = s->host_budget;
+    }
+    /* units */
+    tlr_place *pl = NULL;
+    size_t n_pl = 0;
+    if (!st) st = tlr_place_all(m, p, &pl, &n_pl);
+    if (!st) {
+        size_t nt = tl_model_tensor_count(m);
+        s->u = tl_os_calloc(n_pl ? n_pl : 1, sizeof *s->u);
+        s->first = tl_os_calloc(nt + 1, sizeof *s->first);
+        if (!s->u || !s->first) st = tl_err(TL_ERR_NOMEM, "session: out of memory");
+        tlr_groups_init(m, &s->groups);
+        for (size_t i = 0, t = 0; !st && i < n_pl; i++) {
+            unit *u = &s->u[i];
+            u->pl = pl[i];
+            u->dev = pl[i].plan_dev == TLR_HOST || (uint32_t)pl[i].plan_dev >= TL_PLAN_MAX_DEVICES
+                         ? TLR_HOST
+                         : s->plan2dev[pl[i].plan_dev];
+            u->group = tlr_group_of(m, &s->groups, pl[i].tensor);
+            while (t <= pl[i].tensor)
+                s->first[t++] = i;
+        }
+        if (!st) {
+            for (size_t t = n_pl ? pl[n_pl - 1].tensor + 1 : 0; t <= nt; t++)
+                s->first[t] = n_pl;
+            s->n_u = n_pl;
+        }
+    }
+    free(pl);
+    if (!st) {
+        tl_io_options io = {s->o.threads, s->o.staging_count, s->o.staging_size, false};
+        st = tl_io_engine_create(&io, &s->io);
+        if (!st) {
+            s->st.staging_bound = (uint64_t)(s->o.staging_count ? s->o.staging_count : 4) *
+                                  (s->o.staging_size ? s->o.staging_size : 16ull << 20);
+        }
+    }
+    if (st) {
+        tl_session_destroy(s);
+        return st;
+    }
+    *out = s;
+    return TL_OK;
+}
+
+/* --- loading --- */
+
+/* Units that fail to load give their device memory back. */
+static void unload_failed_locked(tl_session *s, unit *u) {
+    sdev *v = &s->dev[u->dev];
+    if (u->ticket) tl_device_wait(v->d, u->ticket);
+    tl_device_free(v->d, u->dptr);
+    v->used -= u->pl.len;
+    u->loading = false;
+    u->dptr = 0;
+    u->ticket = 0;
+}
+
+static void loaded_locked(tl_session *s, unit *u, bool prefetch) {
+    tl_tier from;
+    bool mapped;
+    host_src(s, u, &from, &mapped);
+    u->loading = false;
+    u->on_dev = true;
+    u->prefetched = prefetch;
+    if (prefetch) u->last_use = ++s->clock; /* wanted soon: the newest for LRU */
+    s->st.loads++;
+    moved_locked(s, from, TL_TIER_DEVICE, u->pl.len);
+    event_locked(s, prefetch ? TL_EVENT_PREFETCH : TL_EVENT_LOAD, u, from, TL_TIER_DEVICE, u->dev,
+                 u->pl.len);
+}
+
+/* Transfer for loading unit u to its device. */
+static tl_io_xfer load_xfer(tl_session *s, unit *u) {
+    tl_tier tier;
+    bool mapped;
+    const unsigned char *src = host_src(s, u, &tier, &mapped);
+    tl_io_xfer x = {.len = u->pl.len, .path = fpath(s, u), .name = tname(s, u)};
+    x.src.kind = TL_IO_HOST;
+    x.src.host = (void *)src;
+    x.src.mapped = mapped;
+    x.dst.kind = TL_IO_DEVICE;
+    x.dst.dev = s->dev[u->dev].d;
+    x.dst.dptr = u->dptr;
+    if (s->dev[u->dev].async) x.ticket = &u->ticket;
+    return x;
+}
+
+/*
+ * A load onto a device with async copies only queues work there: issue it
+ * from this thread (ordered with the caller's own device work); acquire waits
+ * for the ticket before handing the tensor out.
+ */
+static tl_status issue_async_locked(tl_session *s, unit *u, bool prefetch) {
+    tl_io_xfer x = load_xfer(s, u);
+    tl_status st = tl_io_issue(s->io, &x, 1);
+    if (st)
+        unload_failed_locked(s, u);
+    else if (!prefetch)
+        loaded_locked(s, u, false);
+    return st; /* a prefetched unit stays "loading" (pinned) until its prefetch call ends */
+}
+
+/* Collect the units of a range (in tensor order). */
+static tl_status range_units(const tl_session *s, tl_component c, size_t lb, size_t le,
+                             bool with_other, size_t **out, size_t *n) {
+    *out = NULL;
+    *n = 0;
+    if ((unsigned)c >= TL_COMP_COUNT)
+        return tl_err(TL_ERR_INVALID_ARG, "session: bad component %d", (int)c);
+    size_t nl = tl_model_layer_count(s->m, c);
+    if (le == TL_ALL_LAYERS || le > nl) le = nl;
+    if (lb > le) lb = le;
+    size_t cnt = 0;
+    const size_t *idx;
+    for (size_t k = lb; k <= le; k++) {
+        if (k == le && !with_other) break;
+        size_t nt = k < le ? tl_model_layer_tensors(s->m, c, k, &idx)
+                           : tl_model_other_tensors(s->m, c, &idx);
+        for (size_t j = 0; j < nt; j++)
+            cnt += s->first[idx[j] + 1] - s->first[idx[j]];
+    }
+    size_t *u = tl_os_malloc((cnt ? cnt : 1) * sizeof *u);
+    if (!u) return tl_err(TL_ERR_NOMEM, "session: out of memory");
+    size_t w = 0;
+    for (size_t k = lb; k <= le; k++) {
+        if (k == le && !with_other) break;
+        size_t nt = k < le ? tl_model_layer_tensors(s->m, c, k, &idx)
+                           : tl_model_other_tensors(s->m, c, &idx);
+        for (size_t j = 0; j < nt; j++)
+            for (size_t q = s->first[idx[j]]; q < s->first[idx[j] + 1]; q++)
+                u[w++] = q;
+    }
+    *out = u;
+    *n = w;
+    return TL_OK;
+}
+
+
+/* Prefetch completion: runs on an engine worker, which must never wait for mu. */
+static void pf_done(void *user, tl_io_batch *b, tl_status err) {
+    (void)b;
+    pending *p = user;
+    tl_session *s = p->s;
+    pthread_mutex_lock(&s->pmu);
+    p->done = true;
+    p->err = err;
+    if (err) snprintf(p->errmsg, sizeof p->errmsg, "%s", tl_last_error());
+    s->pgen++;
+    pthread_cond_broadcast(&s->pcv);
+    pthread_mutex_unlock(&s->pmu);
+}
+
+/* Apply finished prefetch batches to the units' state. */
+static void reap_locked(tl_session *s) {
+    pending **pp = &s->pend;
+    while (*pp) {
+        pending *p = *pp;
+        pthread_mutex_lock(&s->pmu);
+        bool done = p->done;
+        pthread_mutex_unlock(&s->pmu);
+        if (!done) {
+            pp = &p->next;
+            continue;
+        }
+        for (size_t i = 0; i < p->n; i++) {
+            unit *u = &s->u[p->units[i]];
+            if (p->err)
+                unload_failed_locked(s, u);
+            else
+                loaded_locked(s, u, true);
+        }
+        *pp = p->next;
+        tl_io_batch_destroy(p->b);
+        free(p->units);
+        free(p);
+    }
+}
+
+/* Wait (mu released) until some prefetch completes after generation gen. */
+static void wait_prefetch_locked(tl_session *s, uint64_t gen) {
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_lock(&s->pmu);
+    while (s->pgen == gen)
+        pthread_cond_wait(&s->pcv, &s->pmu);
+    pthread_mutex_unlock(&s->pmu);
+    pthread_mutex_lock(&s->mu);
+}
+
+static uint64_t pgen_now(tl_session *s) {
+    pthread_mutex_lock(&s->pmu);
+    uint64_t g = s->pgen;
+    pthread_mutex_unlock(&s->pmu);
+    return g;
+}
+
+tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t le,
+                              bool with_other) {
+    if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_session_prefetch: NULL session");
+    size_t *list, n;
+    pthread_mutex_lock(&s->mu);
+    reap_locked(s);
+    tl_status st = range_units(s, c, lb, le, with_other, &list, &n);
+    if (st) {
+        pthread_mutex_unlock(&s->mu);
+        return st;
+    }
+    /* the unit list, then room for the session pointer the callback needs */
+    pending *p = tl_os_calloc(1, sizeof *p);
+    size_t *mine = tl_os_malloc((n ? n : 1) * sizeof *mine);
+    tl_io_xfer *x = tl_os_malloc((n ? n : 1) * sizeof *x);
+    if (!p || !mine || !x) {
+        free(p);
+        free(mine);
+        free(x);
+        free(list);
+        pthread_mutex_unlock(&s->mu);
+        return tl_err(TL_ERR_NOMEM, "session: out of memory");
+    }
+    size_t k = 0, na = 0;
+    s->prefetching = true;
+    for (size_t i = 0; i < n && !st; i++) {
+        unit *u = &s->u[list[i]];
+        if (!on_device(s, u) || u->on_dev || u->loading) continue;
+        bool ok;
+        st = make_room_locked(s, u->dev, u->pl.len, &ok);
+        if (st) break;
+        if (!ok) {
+            s->st.prefetch_skipped++;
+            continue;
+        }
+        st = alloc_locked(s, u);
+        if (st) {
+            tl_err_clear();
+            st = TL_OK;
+            s->st.prefetch_skipped++;
+            continue;
+        }
+        dev_add_locked(s, u->dev, u->pl.len);
+        u->loading = true;
+        if (s->dev[u->dev].async) {
+            list[na++] = list[i]; /* issued below (list is reused) */
+            continue;
+        }
+        x[k] = load_xfer(s, u);
+        mine[k++] = list[i];
+    }
+    /* every eviction (a device free waits for the device's queue) before any copy is queued */
+    for (size_t i = 0; i < na; i++) {
+        unit *u = &s->u[list[i]];
+        if (st) {
+            unload_failed_locked(s, u);
+            continue;
+        }
+        st = issue_async_locked(s, u, true);
+    }
+    for (size_t i = 0; i < na; i++)
+        if (s->u[list[i]].loading && s->u[list[i]].dptr) loaded_locked(s, &s->u[list[i]], true);
+    free(list);
+    if (k == 0 || st) {
+        for (size_t i = 0; i < k; i++)
+            unload_failed_locked(s, &s->u[mine[i]]);
+        free(p);
+        free(mine);
+        free(x);
+        pthread_mutex_unlock(&s->mu);
+        return st;
+    }
+    p->s = s;
+    p->units = mine;
+    p->n = k;
+    p->next = s->pend;
+    s->pend = p;
+    st = tl_io_submit(s->io, x, k, TL_IO_PREFETCH, pf_done, p, &p->b);
+    if (st) {
+        s->pend = p->next;
+        for (size_t i = 0; i < k; i++)
+            unload_failed_locked(s, &s->u[mine[i]]);
+        free(p);
+        free(mine);
+    }
+    free(x);
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+/* Wait for the tickets of async copies into units (lock not held). */
+static tl_status wait_tickets(tl_session *s, uint64_t *tick) {
+    for (size_t d = 0; d < s->n_dev; d++)
+        if (tick[d]) {
+            tl_status st = tl_device_wait(s->dev[d].d, tick[d]);
+            if (st) return st;
+        }
+    return TL_OK;
+}
+
+static void unref_locked(tl_session *s, const size_t *list, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (s->u[list[i]].refs) s->u[list[i]].refs--;
+}
+
+static void advance_schedule_locked(tl_session *s, tl_component c, size_t lb, size_t le,
+                                    bool with_other) {
+    for (size_t i = s->pos; i < s->n_steps; i++) {
+        const tl_session_step *st = &s->steps[i];
+        if (st->component == c && st->layer_begin == lb && st->layer_end == le &&
+            st->with_other == with_other) {
+            s->pos = i + 1;
+            return;
+        }
+    }
+}
+
+static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquired **out);
+
+tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le,
+                             bool with_other, tl_acquired **out) {
+    if (!out) return tl_err(TL_ERR_INVALID_ARG, "tl_session_acquire: out is NULL");
+    *out = NULL;
+    if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_session_acquire: NULL session");
+    size_t *list, n;
+    pthread_mutex_lock(&s->mu);
+    reap_locked(s);
+    tl_status st = range_units(s, c, lb, le, with_other, &list, &n);
+    if (st) {
+        pthread_mutex_unlock(&s->mu);
+        return st;
+    }
+    for (size_t i = 0; i < n; i++)
+        s->u[list[i]].refs++;
+    tl_io_xfer *x = tl_os_malloc((n ? n : 1) * sizeof *x);
+    size_t *mine = tl_os_malloc((n ? n : 1) * sizeof *mine);
+    size_t *asy = tl_os_malloc((n ? n : 1) * sizeof *asy);
+    size_t na = 0;
+    if (!x || !mine || !asy) st = tl_err(TL_ERR_NOMEM, "session: out of memory");
+    bool hit_counted = false;
+    while (!st) {
+        /* wait for prefetches in flight into this range */
+        uint64_t gen = pgen_now(s);
+        reap_locked(s);
+        bool waiting = false, prefetched = false;
+        for (size_t i = 0; i < n; i++) {
+            waiting |= s->u[list[i]].loading;
+            prefetched |= s->u[list[i]].prefetched || s->u[list[i]].loading;
+        }
+        if ((waiting || prefetched) && !hit_counted) {
+            s->st.prefetch_hits++;
+            hit_counted = true;
+        }
+        if (waiting) {
+            wait_prefetch_locked(s, gen);
+            continue;
+        }
+        size_t k = 0;
+        for (size_t i = 0; i < n && !st; i++) {
+            unit *u = &s->u[list[i]];
+            if (!on_device(s, u) || u->on_dev) continue;
+            bool ok;
+            st = make_room_locked(s, u->dev, u->pl.len, &ok);
+            if (st) break;
+            if (!ok) {
+                sdev *v = &s->dev[u->dev];
+                char a[32], b[32], h[32];
+                uint64_t held = 0;
+                for (size_t q = 0; q < s->n_u; q++)
+                    if (s->u[q].dev == u->dev && (s->u[q].on_dev || s->u[q].loading) &&
+                        (s->u[q].refs || s->u[q].loading))
+                        held += s->u[q].pl.len;
+                st = tl_err(TL_ERR_DEVICE_OOM,
+                            "%s: tensor %s (%s) does not fit on %s: its budget is %s and %s are "
+                            "held by acquired or loading tensors",
+                            fpath(s, u), tname(s, u), tl_fmt_bytes(u->pl.len, a, sizeof a),
+                            tl_device_name(v->d), tl_fmt_bytes(v->budget, b, sizeof b),
+                            tl_fmt_bytes(held, h, sizeof h));
+                break;
+            }
+            st = alloc_locked(s, u);
+            if (st) break;
+            dev_add_locked(s, u->dev, u->pl.len);
+            u->loading = true;
+            if (s->dev[u->dev].async) {
+                asy[na++] = list[i];
+                continue;
+            }
+            x[k] = load_xfer(s, u);
+            mine[k++] = list[i];
+        }
+        if ((k || na) && !hit_counted && s->prefetching) s->st.prefetch_misses++;
+        /* queue async copies only after every eviction (a device free waits for its queue) */
+        for (size_t i = 0; i < na; i++) {
+            if (st)
+                unload_failed_locked(s, &s->u[asy[i]]);
+            else
+                st = issue_async_locked(s, &s->u[asy[i]], false);
+        }
+        if (st) {
+            for (size_t i = 0; i < k; i++)
+                unload_failed_locked(s, &s->u[mine[i]]);
+            break;
+        }
+        if (k == 0) break;
+        pthread_mutex_unlock(&s->mu);
+        st = tl_io_run(s->io, x, k, TL_IO_DEMAND);
+        pthread_mutex_lock(&s->mu);
+        for (size_t i = 0; i < k; i++) {
+            unit *u = &s->u[mine[i]];
+            if (st)
+                unload_failed_locked(s, u);
+            else
+                loaded_locked(s, u, false);
+        }
+        break;
+    }
+    free(x);
+    free(mine);
+    free(asy);
+    if (st) {
+        unref_locked(s, list, n);
+        free(list);
+        pthread_mutex_unlock(&s->mu);
+        return st;
+    }
+    uint64_t tick[TL_PLAN_MAX_DEVICES] = {0};
+    for (size_t i = 0; i < n; i++) {
+        unit *u = &s->u[list[i]];
+        u->last_use = ++s->clock;
+        u->prefetched = false;
+        if (u->ticket && on_device(s, u) && u->ticket > tick[u->dev]) tick[u->dev] = u->ticket;
+    }
+    advance_schedule_locked(s, c, lb, le, with_other);
+    event_locked(s, TL_EVENT_ACQUIRE, n ? &s->u[list[0]] : &s->u[0], TL_TIER_FILE,
+                 TL_TIER_DEVICE, -1, 0);
+    pthread_mutex_unlock(&s->mu);
+    st = wait_tickets(s, tick);
+    if (!st) st = build_acquired(s, list, n, out);
+    if (st) {
+        pthread_mutex_lock(&s->mu);
+        unref_locked(s, list, n);
+        pthread_mutex_unlock(&s->mu);
+        free(list);
+    }
+    return st;
+}
+
+static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquired **out) {
+    tl_acquired *a = tl_os_calloc(1, sizeof *a);
+    if (!a) return tl_err(TL_ERR_NOMEM, "session: out of memory");
+    a->parts = tl_os_calloc(n ? n : 1, sizeof *a->parts);
+    a->t = tl_os_calloc(n ? n : 1, sizeof *a->t);
+    if (!a->parts || !a->t) {
+        free(a->parts);
+        free(a->t);
+        free(a);
+        return tl_err(TL_ERR_NOMEM, "session: out of memory");
+    }
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < n; i++) {
+        unit *u = &s->u[list[i]];
+        tl_session_part *p = &a->parts[i];
+        tl_tier tier;
+        bool mapped;
+        const unsigned char *h = host_src(s, u, &tier, &mapped);
+        p->offset = u->pl.off;
+        p->nbytes = u->pl.len;
+        p->row_begin = u->pl.row_begin;
+        p->row_end = u->pl.row_end;
+        if (on_device(s, u)) {
+            p->tier = TL_TIER_DEVICE;
+            p->device = s->dev[u->dev].d;
+            p->dptr = u->dptr;
+        } else {
+            p->tier = tier;
+            p->host = h;
+            if (u->dev != TLR_HOST) {
+                p->device = s->dev[u->dev].d;
+                p->dptr = (tl_devptr)(uintptr_t)h;
+            }
+        }
+        size_t t = u->pl.tensor;
+        if (a->n == 0 || a->t[a->n - 1].index != t) {
+            a->t[a->n] = (tl_session_tensor){t, tl_model_tensor(s->m, t), 0, p};
+            a->n++;
+        }
+        a->t[a->n - 1].n_parts++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    a->units = list;
+    a->n_units = n;
+    *out = a;
+    return TL_OK;
+}
+
+size_t tl_acquired_count(const tl_acquired *a) {
+    return a ? a->n : 0;
+}
+
+const tl_session_tensor *tl_acquired_tensor(const tl_acquired *a, size_t i) {
+    return a && i < a->n ? &a->t[i] : NULL;
+}
+
+void tl_session_release(tl_session *s, tl_acquired *a) {
+    if (!a) return;
+    if (s) {
+        pthread_mutex_lock(&s->mu);
+        unref_locked(s, a->units, a->n_units);
+        pthread_mutex_unlock(&s->mu);
+    }
+    free(a->units);
+    free(a->parts);
+    free(a->t);
+    free(a);
+}
+
+/* --- eviction, dirt, schedule, stats --- */
+
+static int32_t dev_by_name(const tl_session *s, const char *name) {
+    for (size_t d = 0; d < s->n_dev; d++)
+        if (!strcmp(s->st.devices[d].name, name) || !strcmp(tl_device_name(s->dev[d].d), name))
+            return (int32_t)d;
+    return TLR_HOST;
+}
+
+tl_status tl_session_evict(tl_session *s, const char *device, uint64_t bytes, uint64_t *freed) {
+    if (freed) *freed = 0;
+    if (!s || !device) return tl_err(TL_ERR_INVALID_ARG, "tl_session_evict: NULL argument");
+    pthread_mutex_lock(&s->mu);
+    int32_t d = dev_by_name(s, device);
+    if (d == TLR_HOST) {
+        pthread_mutex_unlock(&s->mu);
+        return tl_err(TL_ERR_NOT_FOUND, "session: no device '%s' in this session", device);
+    }
+    uint64_t got = 0;
+    tl_status st = TL_OK;
+    /* each round evicts one unit, and no unit comes back meanwhile: at most n_u rounds */
+    for (size_t round = 0; got < bytes && round < s->n_u; round++) {
+        size_t k = victim_locked(s, d);
+        if (k == s->n_u) break;
+        uint64_t len = s->u[k].pl.len;
+        st = evict_unit_locked(s, &s->u[k]);
+        if (st) break;
+        got += len;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (freed) *freed = got;
+    if (st) return st;
+    if (got < bytes && bytes != UINT64_MAX) {
+        char a[32], b[32];
+        return tl_err(TL_ERR_DEVICE_OOM,
+                      "%s: evicted %s of the %s asked: the rest is held by acquired or loading "
+                      "tensors",
+                      device, tl_fmt_bytes(got, a, sizeof a), tl_fmt_bytes(bytes, b, sizeof b));
+    }
+    return TL_OK;
+}
+
+tl_status tl_session_evict_all(tl_session *s, const char *device, uint64_t *freed) {
+    return tl_session_evict(s, device, UINT64_MAX, freed);
+}
+
+tl_status tl_session_mark_dirty(tl_session *s, size_t tensor) {
+    if (!s || tensor >= tl_model_tensor_count(s->m))
+        return tl_err(TL_ERR_INVALID_ARG, "tl_session_mark_dirty: bad session or tensor");
+    pthread_mutex_lock(&s->mu);
+    tl_status st = TL_OK;
+    for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
+        unit *u = &s->u[q];
+        if (!u->refs) {
+            st = tl_err(TL_ERR_INVALID_ARG, "tensor %s: mark it dirty while it is acquired",
+                        tname(s, u));
+        } else if (on_device(s, u)) {
+            u->dirty = true;
+            drop_copies_locked(s, u); /* they are stale now */
+        } else if (!tl_model_tensor_patched(s->m, tensor)) {
+            st = tl_err(TL_ERR_INVALID_ARG,
+                        "tensor %s lives in the file's read-only mapping: patch it through "
+                        "tl_model_tensor_data_mut on a model opened writable",
+                        tname(s, u));
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, size_t n) {
+    if (!s || (n && !steps)) return tl_err(TL_ERR_INVALID_ARG, "tl_session_set_schedule: NULL");
+    tl_session_step *cp = tl_os_malloc((n ? n : 1) * sizeof *cp);
+    size_t **uses = tl_os_calloc(s->groups.n ? s->groups.n : 1, sizeof *uses);
+    size_t *nu = tl_os_calloc(s->groups.n ? s->groups.n : 1, sizeof *nu);
+    bool ok = cp && uses && nu;
+    for (size_t g = 0; ok && g < s->groups.n; g++) {
+        size_t cnt = 0;
+        for (size_t i = 0; i < n; i++)
+            cnt += tlr_step_has(&s->groups, &steps[i], g);
+        uses[g] = tl_os_malloc((cnt ? cnt : 1) * sizeof *uses[g]);
+        if (!uses[g]) {
+            ok = false;
+            break;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (tlr_step_has(&s->groups, &steps[i], g)) uses[g][nu[g]++] = i;
+    }
+    if (!ok) {
+        if (uses)
+            for (size_t g = 0; g < s->groups.n; g++)
+                free(uses[g]);
+        free(uses);
+        free(nu);
+        free(cp);
+        return tl_err(TL_ERR_NOMEM, "session: out of memory for the schedule");
+    }
+    if (n) memcpy(cp, steps, n * sizeof *cp);
+    pthread_mutex_lock(&s->mu);
+    if (s->uses)
+        for (size_t g = 0; g < s->groups.n; g++)
+            free(s->uses[g]);
+    free(s->uses);
+    free(s->n_uses);
+    free(s->steps);
+    s->steps = n ? cp : NULL;
+    if (!n) free(cp);
+    s->n_steps = n;
+    s->pos = 0;
+    s->uses = uses;
+    s->n_uses = nu;
+    pthread_mutex_unlock(&s->mu);
+    return TL_OK;
+}
+
+tl_status tl_session_optimal_bytes(const tl_session *s, uint64_t *bytes) {
+    if (!s || !bytes) return tl_err(TL_ERR_INVALID_ARG, "tl_session_optimal_bytes: NULL");
+    if (!s->steps) return tl_err(TL_ERR_INVALID_ARG, "session: no schedule set");
+    tlr_opt_unit *u = tl_os_malloc((s->n_u ? s->n_u : 1) * sizeof *u);
+    if (!u) return tl_err(TL_ERR_NOMEM, "session: out of memory");
+    uint64_t budgets[TL_PLAN_MAX_DEVICES];
+    for (size_t d = 0; d < s->n_dev; d++)
+        budgets[d] = s->dev[d].budget;
+    for (size_t i = 0; i < s->n_u; i++) {
+        const unit *x = &s->u[i];
+        u[i] = (tlr_opt_unit){on_device(s, x) ? x->dev : -1, x->pl.len, x->group};
+    }
+    tl_status st = tlr_optimum(u, s->n_u, budgets, s->n_dev, &s->groups, s->steps, s->n_steps,
+                               bytes);
+    free(u);
+    return st;
+}
+
+tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out) {
+    if (!s || !out) return tl_err(TL_ERR_INVALID_ARG, "tl_session_stats_get: NULL");
+    pthread_mutex_lock((pthread_mutex_t *)&s->mu);
+    *out = s->st;
+    out->n_devices = s->n_dev;
+    for (size_t d = 0; d < s->n_dev; d++) {
+        out->devices[d].budget = s->dev[d].budget;
+        out->devices[d].used = s->dev[d].used;
+        out->devices[d].peak = s->dev[d].peak;
+    }
+    pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+    return TL_OK;
+}
+
+size_t tl_session_events(const tl_session *s, const tl_session_event **events) {
+    if (events) *events = s ? s->ev : NULL;
+    return s ? s->n_ev : 0;
+}
+
+tl_status tl_session_check(const tl_session *s) {
+    if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_session_check: NULL");
+    pthread_mutex_lock((pthread_mutex_t *)&s->mu);
+    tl_status st = TL_OK;
+    uint64_t used[TL_PLAN_MAX_DEVICES] = {0}, host = 0;
+    for (size_t i = 0; i < s->n_u; i++) {
+        const unit *u = &s->u[i];
+        if (u->on_dev && u->loading) st = tl_err(TL_ERR_INTEGRITY, "unit %zu both on and loading", i);
+        if ((u->on_dev || u->loading) && !on_device(s, u))
+            st = tl_err(TL_ERR_INTEGRITY, "host unit %zu marked on a device", i);
+        if (u->on_dev || u->loading) used[u->dev] += u->pl.len;
+        if (u->ram) host += u->pl.len;
+        if (u->dirty && !u->on_dev) st = tl_err(TL_ERR_INTEGRITY, "dirty unit %zu off its device", i);
+    }
+    for (size_t d = 0; d < s->n_dev && !st; d++) {
+        if (used[d] != s->dev[d].used)
+            st = tl_err(TL_ERR_INTEGRITY, "%s: %llu bytes accounted, %llu held",
+                        s->st.devices[d].name, (unsigned long long)s->dev[d].used,
+                        (unsigned long long)used[d]);
+        else if (s->dev[d].used > s->dev[d].budget)
+            st = tl_err(TL_ERR_INTEGRITY, "%s: %llu bytes used, budget %llu",
+                        s->st.devices[d].name, (unsigned long long)s->dev[d].used,
+                        (unsigned long long)s->dev[d].budget);
+    }
+    if (!st && host != s->st.host_used)
+        st = tl_err(TL_ERR_INTEGRITY, "host copies: %llu accounted, %llu held",
+                    (unsigned long long)s->st.host_used, (unsigned long long)host);
+    if (!st && host > s->host_budget)
+        st = tl_err(TL_ERR_INTEGRITY, "host copies over budget");
+    pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+    return st;
+}
