@@ -1294,6 +1294,70 @@ size_t tl_session_events(const tl_session *s, const tl_session_event **events);
 /* Check every budget and reference count now (a debugging aid and what the tests call). */
 tl_status tl_session_check(const tl_session *s);
 
+
+/* --- running a pipeline through a session --- */
+
+/*
+ * What runs at each acquired step: an engine's compute. phase is the
+ * pipeline item ("diffusion"), pass its repeat (0-based), layer the layer
+ * acquired (TL_ALL_LAYERS when the whole component is, TL_NOT_FOUND for the
+ * component's other tensors held through a streamed phase). A non-TL_OK
+ * return stops the run with that status.
+ */
+typedef tl_status (*tl_run_step_fn)(void *user, tl_session *s, const char *phase, uint32_t pass,
+                                    tl_component c, size_t layer, const tl_acquired *a);
+
+typedef struct tl_run_options {
+    uint32_t size; /* sizeof(tl_run_options): set by tl_run_options_init */
+    /*
+     * The pipeline: comma-separated phases run in order; a phase is one or
+     * more components joined by '+', optionally "*N" to run it N times
+     * ("cond,diffusion*20,vae"). NULL = the plan's phases, diffusion and
+     * controlnet phases 20 times.
+     */
+    const char *pipeline;
+    bool no_verify;   /* skip the hash check of every acquired byte */
+    bool no_prefetch; /* streamed layers: no prefetch of layer k+1 while k is in use */
+    bool stream_all;  /* acquire layer by layer in every mode, not only where the plan streams */
+    /* modelled compute on sim devices: seconds per GiB of weights a step uses (sim clocks only) */
+    double sim_compute_s_per_gib;
+    tl_run_step_fn step;
+    void *user;
+} tl_run_options;
+void tl_run_options_init(tl_run_options *o);
+
+typedef struct tl_run_phase {
+    char name[64];
+    uint32_t pass;
+    double seconds;        /* wall clock */
+    double model_seconds;  /* the first sim device's clock (0 without one) */
+    uint64_t bytes_moved;  /* every tier pair */
+    uint64_t bytes_to_devices;
+    uint64_t loads, evictions, drops, spills, prefetch_hits, prefetch_misses;
+    uint64_t tensors_checked, hash_mismatches;
+} tl_run_phase;
+
+typedef struct tl_run_report tl_run_report;
+
+/*
+ * Run the pipeline through session s: sets the session's schedule to the
+ * acquires the run will make, then for each phase acquires each component
+ * whole — or, where the plan streams it (or stream_all), its other tensors
+ * for the phase and its layers one by one, prefetching the next — calls
+ * step, checks every acquired byte (xxHash64 where it lives — on a device
+ * through a bounded staging copy — against the model's bytes: the file's,
+ * or the patched mapping's), and releases. Hash mismatches are counted, not
+ * errors. *out is the caller's to destroy.
+ */
+tl_status tl_run_pipeline(tl_session *s, const tl_run_options *o, tl_run_report **out);
+void tl_run_report_destroy(tl_run_report *r);
+size_t tl_run_report_phase_count(const tl_run_report *r);
+const tl_run_phase *tl_run_report_phase(const tl_run_report *r, size_t i);
+/* The sum over phases (name "total"). */
+const tl_run_phase *tl_run_report_total(const tl_run_report *r);
+/* Bytes the offline optimum moves onto devices for this run (tl_session_optimal_bytes). */
+uint64_t tl_run_report_optimal_bytes(const tl_run_report *r);
+
 #ifdef __cplusplus
 }
 #endif

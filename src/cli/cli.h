@@ -44,6 +44,24 @@ const char *cli_models_help(void);
 tl_status cli_models_open(const cli_models *m, tl_model **out);
 void cli_models_free(cli_models *m);
 
+/* Value of "--opt VALUE" or "--opt=VALUE" (advancing *i); NULL when argv[*i] is not opt. */
+const char *cli_opt_value(int argc, char **argv, int *i, const char *opt, bool *missing);
+
+/* The planning flags `plan` and `run` share. */
+typedef struct cli_planargs {
+    const char *devices, *sim, *type, *steps, *headroom;
+    tl_plan_options o;
+    tl_dtype convert; /* from --type (TL_DTYPE_INVALID: none), set by cli_planargs_check */
+    bool sim_added;
+} cli_planargs;
+/* 1 = argv[*i] was a planning flag (taken), 0 = not one, -1 = it lacks its value. */
+int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i);
+/* Validate and convert the values; 0 or an exit status (message printed). */
+int cli_planargs_check(cli_planargs *a, const char *cmd);
+const char *cli_planargs_help(void);
+/* Plan summary sum on the flags' devices (--devices, or the registry plus --sim). */
+tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan **out);
+
 /* Subcommands: argc/argv start at the subcommand's own name. */
 int cmd_info(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
@@ -51,5 +69,6 @@ int cmd_plan(int argc, char **argv);
 int cmd_load(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 
 #endif

@@ -17,6 +17,7 @@ static const subcommand subcommands[] = {
     {"devices", cmd_devices, "list devices (cpu, sim, cuda) with memory and capabilities"},
     {"plan", cmd_plan, "plan where each component goes under memory budgets"},
     {"load", cmd_load, "load every tensor into host memory and account for memory"},
+    {"run", cmd_run, "carry a plan out over a pipeline: sessions, streaming, spill, checks"},
     {"demo", cmd_demo, "the main job on a built-in synthetic pipeline: mkmodel, info, plan, load"},
     {"mkmodel", cmd_mkmodel, "write a synthetic model file (benchmarks, trials)"},
 };

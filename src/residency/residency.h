@@ -47,4 +47,10 @@ tl_status tlr_optimum(const tlr_opt_unit *u, size_t n_u, const uint64_t *budgets
                       const tlr_groups *g, const tl_session_step *steps, size_t n_steps,
                       uint64_t *bytes);
 
+/* What run.c needs of a session. */
+const tl_plan *tlr_session_plan(const tl_session *s);
+tl_model *tlr_session_model(const tl_session *s);
+/* The first sim device of the session (model time), or NULL. */
+tl_device *tlr_session_clock_device(const tl_session *s);
+
 #endif

@@ -1282,3 +1282,17 @@ tl_status tl_session_check(const tl_session *s) {
     pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
     return st;
 }
+
+const tl_plan *tlr_session_plan(const tl_session *s) {
+    return s->p;
+}
+
+tl_model *tlr_session_model(const tl_session *s) {
+    return s->m;
+}
+
+tl_device *tlr_session_clock_device(const tl_session *s) {
+    for (size_t d = 0; d < s->n_dev; d++)
+        if (s->dev[d].sim) return s->dev[d].d;
+    return NULL;
+}

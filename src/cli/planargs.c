@@ -1,0 +1,139 @@
+/*
+ * planargs.c — the planning flags `plan` and `run` share (--backend,
+ * --max-vram, --devices, --sim, ...), and building a plan from them exactly
+ * as `tierload plan` does, so `run` carries out the plan `plan` shows.
+ */
+#include "cli/cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const char *cli_planargs_help(void) {
+    return "  --devices SPEC       hypothetical devices: 'cuda0=16G,cuda1=10G[,cpu=64G]'\n"
+           "  --sim SPEC           add simulated GPUs to the real devices ('gpu0=8G')\n"
+           "  --backend SPEC       placements: 'cond=cpu,vae=cuda0,diffusion=cuda0&cuda1';\n"
+           "                       '*=', 'all=', 'default=' or a bare name set the default;\n"
+           "                       'auto'/'gpu' = the GPU with the most free memory\n"
+           "  --max-vram SPEC      cap GPU budgets: '8G', '-2G' (free minus 2G), 'cuda0=6G,cuda1=4G'\n"
+           "  --headroom SIZE      VRAM kept free on every GPU for other programs\n"
+           "  --reserve SPEC       compute reserves: 'diffusion=3G,vae=512M'\n"
+           "                       (defaults diffusion 2G, vae 1G, cond 512M, controlnet 512M)\n"
+           "  --phases SPEC        phase schedule (default 'cond,diffusion+controlnet,vae')\n"
+           "  --size WxH[xT]       output size: decides VAE tiling\n"
+           "  --type DTYPE         plan for weights converted to DTYPE (q8_0, f16, ...)\n"
+           "  --steps N            diffusion passes per run, for bytes streamed (default 20)\n"
+           "  --clip-on-cpu        = --backend cond=cpu\n"
+           "  --vae-on-cpu         = --backend vae=cpu\n"
+           "  --control-net-cpu    = --backend controlnet=cpu\n"
+           "  --offload-to-cpu     parameters stay in RAM and are streamed to the GPU\n";
+}
+
+const char *cli_opt_value(int argc, char **argv, int *i, const char *opt, bool *missing) {
+    size_t n = strlen(opt);
+    const char *a = argv[*i];
+    if (strncmp(a, opt, n) != 0) return NULL;
+    if (a[n] == '=') return a + n + 1;
+    if (a[n] != 0) return NULL;
+    if (*i + 1 >= argc) {
+        *missing = true;
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i) {
+    const char *s = argv[*i], *v;
+    bool missing = false;
+    if (!strcmp(s, "--clip-on-cpu"))
+        a->o.clip_on_cpu = true;
+    else if (!strcmp(s, "--vae-on-cpu"))
+        a->o.vae_on_cpu = true;
+    else if (!strcmp(s, "--control-net-cpu"))
+        a->o.controlnet_on_cpu = true;
+    else if (!strcmp(s, "--offload-to-cpu"))
+        a->o.offload_to_cpu = true;
+    else if ((v = cli_opt_value(argc, argv, i, "--devices", &missing)))
+        a->devices = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--sim", &missing)))
+        a->sim = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--backend", &missing)))
+        a->o.backend = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--max-vram", &missing)))
+        a->o.max_vram = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--headroom", &missing)))
+        a->headroom = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--reserve", &missing)))
+        a->o.reserve = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--phases", &missing)))
+        a->o.phases = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--size", &missing)))
+        a->o.size = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--type", &missing)))
+        a->type = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--steps", &missing)))
+        a->steps = v;
+    else if (missing)
+        return -1;
+    else
+        return 0;
+    return 1;
+}
+
+/* The real devices from the registry: cpu as the host, everything else as a GPU. */
+static tl_status real_devices(tl_plan_device *out, size_t cap, size_t *n) {
+    tl_device *list[TL_PLAN_MAX_DEVICES];
+    size_t count = tl_device_list(list, TL_PLAN_MAX_DEVICES);
+    if (count > TL_PLAN_MAX_DEVICES) count = TL_PLAN_MAX_DEVICES;
+    *n = 0;
+    for (size_t i = 0; i < count && *n < cap; i++) {
+        tl_device_info info;
+        tl_status s = tl_device_describe(list[i], &info);
+        if (s) return s;
+        tl_plan_device *d = &out[(*n)++];
+        memset(d, 0, sizeof *d);
+        snprintf(d->name, sizeof d->name, "%s", info.name);
+        d->is_gpu = info.kind != TL_DEVICE_CPU;
+        d->total = info.total;
+        d->free = info.free;
+    }
+    return TL_OK;
+}
+
+int cli_planargs_check(cli_planargs *a, const char *cmd) {
+    if (a->devices && a->sim)
+        return cli_usage(
+            cmd, "--devices (hypothetical) and --sim (real + simulated) exclude each other");
+    if (a->headroom) {
+        tl_status s = tl_plan_parse_bytes(a->headroom, &a->o.headroom, NULL);
+        if (s) return cli_fail(s);
+    }
+    if (a->steps) {
+        char *end;
+        unsigned long v = strtoul(a->steps, &end, 10);
+        if (*end || v == 0 || v > 100000)
+            return cli_usage(cmd, "--steps: expected 1..100000, got '%s'", a->steps);
+        a->o.steps = (uint32_t)v;
+    }
+    a->convert = TL_DTYPE_INVALID;
+    if (a->type) {
+        a->convert = tl_dtype_from_name(a->type);
+        if (a->convert == TL_DTYPE_INVALID)
+            return cli_usage(cmd, "--type: unknown type '%s'", a->type);
+    }
+    return 0;
+}
+
+tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan **out) {
+    tl_plan_device devs[TL_PLAN_MAX_DEVICES];
+    size_t n_devs = 0;
+    tl_status s;
+    if (a->devices) {
+        s = tl_plan_parse_devices(a->devices, devs, TL_PLAN_MAX_DEVICES, &n_devs);
+    } else {
+        s = a->sim && !a->sim_added ? tl_device_sim_add(a->sim) : TL_OK;
+        a->sim_added = true;
+        if (!s) s = real_devices(devs, TL_PLAN_MAX_DEVICES, &n_devs);
+    }
+    if (s) return s;
+    return tl_plan_create(sum, devs, n_devs, &a->o, out);
+}
