@@ -483,6 +483,143 @@ static void test_random_operations(void **state) {
     }
 }
 
+
+/* Write new bytes into every tensor of layers [0, 2) on the device and mark them dirty. */
+static void dirty_layers(fx *f, tl_session *s, shadow *sh, uint64_t salt) {
+    tl_acquired *a;
+    assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, 0, 2, false, &a), TL_OK);
+    for (size_t i = 0; i < tl_acquired_count(a); i++) {
+        const tl_session_tensor *t = tl_acquired_tensor(a, i);
+        unsigned char *w = malloc(t->info->nbytes);
+        for (uint64_t b = 0; b < t->info->nbytes; b++)
+            w[b] = pat(salt + t->index, b);
+        assert_int_equal(tl_device_copy_to(t->parts[0].device, t->parts[0].dptr, w, t->info->nbytes),
+                         TL_OK);
+        assert_int_equal(tl_session_mark_dirty(s, t->index), TL_OK);
+        free(sh->bytes[t->index]);
+        sh->bytes[t->index] = w;
+    }
+    (void)f;
+    tl_session_release(s, a);
+}
+
+static int count_dir(const char *dir) {
+    DIR *dh = opendir(dir);
+    int nn = 0;
+    for (struct dirent *de; (de = readdir(dh));)
+        nn += de->d_name[0] != '.';
+    closedir(dh);
+    return nn;
+}
+
+/*
+ * Every write, open and mmap a spill makes fails in turn (ENOSPC / EIO /
+ * ENOMEM), and every device allocation of a streamed pass: each time the
+ * session recovers or says why, its accounting holds, no descriptor or file
+ * is left behind, and every tensor still has the bytes it should.
+ */
+static void test_fault_sweeps(void **state) {
+    (void)state;
+    const struct {
+        tl_fault_kind kind;
+        int err;
+    } faults[] = {{TL_FAULT_WRITE, ENOSPC}, {TL_FAULT_WRITE, EIO}, {TL_FAULT_OPEN, EMFILE},
+                  {TL_FAULT_MMAP, ENOMEM}};
+    for (size_t fk = 0; fk < sizeof faults / sizeof faults[0]; fk++) {
+        fx f = {0};
+        make_model(&f);
+        add_sim(&f, 64 << 20, 0);
+        tl_plan *p = make_plan(&f, NULL, 64 << 20);
+        tl_session_options o;
+        tl_session_options_init(&o);
+        o.host_budget = 1;
+        o.spill_dir = f.dir;
+        o.staging_size = 64 << 10; /* several writes per tensor */
+        shadow sh = {calloc(tl_model_tensor_count(f.m), sizeof *sh.bytes)};
+        /* count the calls of one clean spill of everything, from a fresh session */
+        tl_session *s;
+        assert_int_equal(tl_session_create(f.m, p, &o, &s), TL_OK);
+        dirty_layers(&f, s, &sh, 500);
+        tl_fault_arm(faults[fk].kind, 0, 0);
+        uint64_t freed;
+        assert_int_equal(tl_session_evict_all(s, f.simname, &freed), TL_OK);
+        unsigned long calls = tl_fault_calls(faults[fk].kind);
+        tl_fault_reset();
+        tl_session_destroy(s);
+        assert_true(calls > 0);
+        int fds = tu_count_fds(), failures = 0;
+        for (unsigned long nth = 1; nth <= calls; nth++) {
+            assert_int_equal(tl_session_create(f.m, p, &o, &s), TL_OK);
+            dirty_layers(&f, s, &sh, 600 + nth);
+            tl_fault_arm(faults[fk].kind, nth, faults[fk].err);
+            tl_status st = tl_session_evict_all(s, f.simname, &freed);
+            tl_fault_reset();
+            if (st) {
+                failures++;
+                assert_true(strlen(tl_last_error()) > 0);
+            }
+            assert_int_equal(tl_session_check(s), TL_OK);
+            /* what stayed on the device and what was spilled are both intact */
+            assert_int_equal(tl_session_evict_all(s, f.simname, &freed), TL_OK);
+            tl_acquired *a;
+            assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, 0, TL_ALL_LAYERS, true, &a),
+                             TL_OK);
+            check_acquired(&f, &sh, a);
+            tl_session_release(s, a);
+            tl_session_destroy(s);
+            /* the written bytes are gone with the session: the file's again */
+            for (size_t i = 0; i < tl_model_tensor_count(f.m); i++) {
+                free(sh.bytes[i]);
+                sh.bytes[i] = NULL;
+            }
+            assert_int_equal(tu_count_fds(), fds);
+            assert_int_equal(count_dir(f.dir), 1); /* no spill file left */
+        }
+        if (failures == 0) fail_msg("fault kind %zu: no injected failure surfaced", fk);
+        for (size_t i = 0; i < tl_model_tensor_count(f.m); i++)
+            free(sh.bytes[i]);
+        free(sh.bytes);
+        tl_plan_free(p);
+        drop(&f);
+    }
+    /* device allocations failing one by one during a streamed pass */
+    fx f = {0};
+    make_model(&f);
+    add_sim(&f, 64 << 20, 0);
+    tl_plan *p = make_plan(&f, "offload", 4000 + 2 * (96 << 10) + 1000);
+    tl_session *s;
+    assert_int_equal(tl_session_create(f.m, p, NULL, &s), TL_OK);
+    tl_fault_arm(TL_FAULT_DEVICE_ALLOC, 0, 0);
+    for (size_t k = 0; k < N_LAYERS; k++) {
+        tl_acquired *a;
+        assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, k, k + 1, false, &a), TL_OK);
+        tl_session_release(s, a);
+    }
+    unsigned long calls = tl_fault_calls(TL_FAULT_DEVICE_ALLOC);
+    for (unsigned long nth = 1; nth <= calls; nth++) {
+        tl_fault_arm(TL_FAULT_DEVICE_ALLOC, nth, ENOMEM);
+        for (size_t k = 0; k < N_LAYERS; k++) {
+            tl_acquired *a;
+            tl_status st = tl_session_acquire(s, TL_COMP_DIFFUSION, k, k + 1, false, &a);
+            if (st == TL_OK) {
+                check_acquired(&f, NULL, a);
+                tl_session_release(s, a);
+            } else {
+                assert_int_equal(st, TL_ERR_DEVICE_OOM);
+                assert_non_null(strstr(tl_last_error(), f.simname));
+            }
+            assert_int_equal(tl_session_check(s), TL_OK);
+        }
+        tl_fault_reset();
+    }
+    tl_session_stats st;
+    tl_session_stats_get(s, &st);
+    assert_true(st.oom_recoveries > 0); /* a refused allocation with something evictable recovers */
+    tl_session_destroy(s);
+    tl_plan_free(p);
+    drop(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lazy_and_resident),
@@ -492,6 +629,7 @@ int main(void) {
         cmocka_unit_test(test_partial_eviction_is_bounded),
         cmocka_unit_test(test_oom_recovery),
         cmocka_unit_test(test_random_operations),
+        cmocka_unit_test(test_fault_sweeps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
