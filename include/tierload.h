@@ -1231,6 +1231,13 @@ tl_status tl_session_evict(tl_session *s, const char *device, uint64_t bytes, ui
 tl_status tl_session_evict_all(tl_session *s, const char *device, uint64_t *freed);
 /* The engine wrote into tensor i where it lives (it must be acquired): it is dirty now. */
 tl_status tl_session_mark_dirty(tl_session *s, size_t tensor);
+/*
+ * The model's bytes of tensor i changed (patched or unpatched in the
+ * mapping, e.g. a LoRA applied or removed): drop every copy the session
+ * holds (device, RAM, spill) so the next acquire loads the new bytes.
+ * TL_ERR_INVALID_ARG while the tensor is acquired.
+ */
+tl_status tl_session_refresh(tl_session *s, size_t tensor);
 
 /* One step of a known schedule: an acquire of these layers (as tl_session_acquire's args). */
 typedef struct tl_session_step {

@@ -1168,6 +1168,35 @@ tl_status tl_session_mark_dirty(tl_session *s, size_t tensor) {
     return st;
 }
 
+tl_status tl_session_refresh(tl_session *s, size_t tensor) {
+    if (!s || tensor >= tl_model_tensor_count(s->m))
+        return tl_err(TL_ERR_INVALID_ARG, "tl_session_refresh: bad session or tensor");
+    pthread_mutex_lock(&s->mu);
+    reap_locked(s);
+    tl_status st = TL_OK;
+    for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
+        unit *u = &s->u[q];
+        if (u->refs || u->loading)
+            st = tl_err(TL_ERR_INVALID_ARG, "tensor %s: refresh it while it is not acquired",
+                        tname(s, u));
+    }
+    for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
+        unit *u = &s->u[q];
+        if (u->on_dev) {
+            sdev *v = &s->dev[u->dev];
+            if (u->ticket) tl_device_wait(v->d, u->ticket);
+            tl_device_free(v->d, u->dptr);
+            v->used -= u->pl.len;
+            u->on_dev = u->dirty = false;
+            u->dptr = 0;
+            u->ticket = 0;
+        }
+        drop_copies_locked(s, u);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
 tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, size_t n) {
     if (!s || (n && !steps)) return tl_err(TL_ERR_INVALID_ARG, "tl_session_set_schedule: NULL");
     tl_session_step *cp = tl_os_malloc((n ? n : 1) * sizeof *cp);

@@ -1,0 +1,245 @@
+/*
+ * bench_session.c — the residency manager's figures, each beside a limit
+ * measured in the same run:
+ *
+ *   1. spill of a 1 GiB dirty tensor from a sim GPU to the spill file: peak
+ *      extra anonymous memory (limit: the staging bound + 16 MiB) and write
+ *      speed against `dd oflag=direct` writing the same bytes (limit >= 0.8);
+ *   2. a ~1 GiB SD-like model whose diffusion part streams through a 256 MiB
+ *      sim GPU for 5 passes: bytes moved against the offline optimum (limit
+ *      <= 1.05) and wall time against `cat` reading the same bytes as often
+ *      from the page cache (printed, no limit: the run also hashes every byte).
+ *
+ * usage: bench_session [DIR] (default $TMPDIR or /tmp); exits 1 when a limit
+ * is missed. Needs the tierload CLI beside it (for mkmodel).
+ */
+#include "tierload.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static char cli[2048];
+
+static double timed(const char *cmd) {
+    double t0 = now();
+    if (system(cmd) != 0) {
+        fprintf(stderr, "bench_session: '%s' failed\n", cmd);
+        exit(2);
+    }
+    return now() - t0;
+}
+
+/* A safetensors file of one F16 tensor of n bytes (a pattern, fsync'ed). */
+static int write_one_tensor(const char *path, uint64_t n) {
+    char hdr[256];
+    int h = snprintf(hdr, sizeof hdr,
+                     "{\"model.diffusion_model.out.0.weight\":{\"dtype\":\"F16\",\"shape\":[%llu],"
+                     "\"data_offsets\":[0,%llu]}}",
+                     (unsigned long long)(n / 2), (unsigned long long)n);
+    while (h % 8)
+        hdr[h++] = ' ';
+    FILE *f = fopen(path, "wb");
+    if (!f) return 1;
+    unsigned char le[8];
+    for (int i = 0; i < 8; i++)
+        le[i] = (unsigned char)((uint64_t)h >> (8 * i));
+    fwrite(le, 1, 8, f);
+    fwrite(hdr, 1, (size_t)h, f);
+    enum { CH = 16 << 20 };
+    unsigned char *buf = malloc(CH);
+    for (size_t i = 0; i < CH; i++)
+        buf[i] = (unsigned char)(i * 31 + 7);
+    for (uint64_t o = 0; o < n; o += CH)
+        fwrite(buf, 1, n - o < CH ? (size_t)(n - o) : CH, f);
+    free(buf);
+    fflush(f);
+    fsync(fileno(f));
+    return fclose(f) != 0;
+}
+
+static tl_plan *plan_on(tl_model *m, const char *sim, uint64_t cap, const char *backend,
+                        bool offload) {
+    tl_plan_summary sum;
+    if (tl_plan_summary_from_model(m, TL_DTYPE_INVALID, &sum)) return NULL;
+    tl_plan_device d[2];
+    memset(d, 0, sizeof d);
+    snprintf(d[0].name, sizeof d[0].name, "%s", sim);
+    d[0].is_gpu = true;
+    d[0].total = d[0].free = cap;
+    snprintf(d[1].name, sizeof d[1].name, "cpu");
+    tl_plan_options o;
+    memset(&o, 0, sizeof o);
+    o.backend = backend;
+    o.offload_to_cpu = offload;
+    o.reserve = "diffusion=0,cond=0,vae=0,controlnet=0";
+    tl_plan *p = NULL;
+    tl_status s = tl_plan_create(&sum, d, 2, &o, &p);
+    tl_plan_summary_free(&sum);
+    if (s || !tl_plan_feasible(p)) {
+        fprintf(stderr, "bench_session: plan: %s\n", s ? tl_last_error() : tl_plan_error(p));
+        exit(2);
+    }
+    return p;
+}
+
+static int spill_bench(const char *dir) {
+    char path[2048], cmd[8192];
+    snprintf(path, sizeof path, "%.1900s/bench_spill.safetensors", dir);
+    if (write_one_tensor(path, 1ull << 30)) return 2;
+    const char *paths[] = {path};
+    tl_model *m;
+    if (tl_model_open(paths, 1, NULL, &m)) {
+        fprintf(stderr, "bench_session: %s\n", tl_last_error());
+        return 2;
+    }
+    uint64_t bytes = tl_model_tensor(m, 0)->nbytes;
+    if (tl_device_sim_add("bspill=2G")) return 2;
+    tl_plan *p = plan_on(m, "bspill", 2ull << 30, "*=bspill", false);
+    tl_session_options o;
+    tl_session_options_init(&o);
+    o.host_budget = 1; /* the dirty tensor goes to the spill file */
+    o.spill_dir = dir;
+    tl_session *s;
+    if (tl_session_create(m, p, &o, &s)) {
+        fprintf(stderr, "bench_session: %s\n", tl_last_error());
+        return 2;
+    }
+    tl_acquired *a;
+    tl_component c = tl_model_tensor(m, 0)->component;
+    if (tl_session_acquire(s, c, 0, TL_ALL_LAYERS, true, &a) || tl_session_mark_dirty(s, 0)) {
+        fprintf(stderr, "bench_session: %s\n", tl_last_error());
+        return 2;
+    }
+    tl_session_release(s, a);
+    tl_memwatch *w;
+    tl_memspan span;
+    tl_memwatch_start(0.002, &w);
+    double t0 = now();
+    uint64_t freed;
+    tl_status st = tl_session_evict_all(s, "bspill", &freed);
+    double t = now() - t0;
+    tl_memwatch_stop(w, &span);
+    if (st) {
+        fprintf(stderr, "bench_session: spill: %s\n", tl_last_error());
+        return 2;
+    }
+    tl_session_stats ss;
+    tl_session_stats_get(s, &ss);
+    tl_session_destroy(s);
+    tl_plan_free(p);
+    tl_model_close(m);
+    unlink(path);
+    char ddf[2048];
+    snprintf(ddf, sizeof ddf, "%.1900s/bench_dd.bin", dir);
+    snprintf(cmd, sizeof cmd,
+             "dd if=/dev/zero of=%s bs=16M count=%llu oflag=direct status=none && rm -f %s", ddf,
+             (unsigned long long)(bytes >> 24), ddf);
+    double tdd = timed(cmd);
+    double gbs = (double)bytes / t / 1e9, dd = (double)bytes / tdd / 1e9;
+    uint64_t extra = span.rss_anon_peak > span.start.rss_anon
+                         ? span.rss_anon_peak - span.start.rss_anon
+                         : 0;
+    uint64_t bound = ss.staging_bound + (16ull << 20);
+    printf("spill of %.2f GiB dirty tensor: %.2f GB/s; dd oflag=direct %.2f GB/s; ratio %.2f "
+           "(limit >= 0.80)\n",
+           (double)bytes / (1ull << 30), gbs, dd, gbs / dd);
+    printf("  peak extra anon RSS %.1f MiB (limit %.1f MiB: staging %.0f MiB + 16 MiB)\n",
+           (double)extra / (1 << 20), (double)bound / (1 << 20),
+           (double)ss.staging_bound / (1 << 20));
+    int fails = 0;
+    if (gbs / dd < 0.8) {
+        printf("  FAIL: spill write speed\n");
+        fails++;
+    }
+    if (extra > bound) {
+        printf("  FAIL: spill memory\n");
+        fails++;
+    }
+    return fails;
+}
+
+static int stream_bench(const char *dir) {
+    char path[2048], cmd[8192];
+    snprintf(path, sizeof path, "%.1900s/bench_stream.safetensors", dir);
+    snprintf(cmd, sizeof cmd,
+             "%s mkmodel %s --size 1G --tensors 600 --profile sdxl --dtype F16 >/dev/null", cli,
+             path);
+    timed(cmd);
+    const char *paths[] = {path};
+    tl_model *m;
+    if (tl_model_open(paths, 1, NULL, &m)) return 2;
+    if (tl_device_sim_add("bstream=256M")) return 2;
+    tl_plan *p = plan_on(m, "bstream", 256ull << 20, NULL, false);
+    tl_session *s;
+    if (tl_session_create(m, p, NULL, &s)) {
+        fprintf(stderr, "bench_session: %s\n", tl_last_error());
+        return 2;
+    }
+    snprintf(cmd, sizeof cmd, "cat %s > /dev/null", path);
+    timed(cmd); /* warm */
+    tl_run_options ro;
+    tl_run_options_init(&ro);
+    ro.pipeline = "cond,diffusion*5,vae";
+    tl_run_report *r;
+    double t0 = now();
+    tl_status st = tl_run_pipeline(s, &ro, &r);
+    double t = now() - t0;
+    if (st) {
+        fprintf(stderr, "bench_session: run: %s\n", tl_last_error());
+        return 2;
+    }
+    const tl_run_phase *tot = tl_run_report_total(r);
+    uint64_t opt = tl_run_report_optimal_bytes(r);
+    struct stat sb;
+    stat(path, &sb);
+    double reads = (double)tot->bytes_to_devices / (double)sb.st_size;
+    double tcat = 0;
+    int n = (int)(reads + 0.999);
+    for (int i = 0; i < n; i++)
+        tcat += timed(cmd);
+    tcat *= reads / (n ? n : 1);
+    printf("stream 1 GiB through a 256 MiB sim GPU, 5 diffusion passes: moved %.2f GiB, optimum "
+           "%.2f GiB, ratio %.3f (limit <= 1.05); %llu hash mismatches\n",
+           (double)tot->bytes_to_devices / (1 << 30), (double)opt / (1 << 30),
+           opt ? (double)tot->bytes_to_devices / (double)opt : 0,
+           (unsigned long long)tot->hash_mismatches);
+    printf("  wall %.2f s (every byte hashed); cat of the same bytes from the page cache %.2f s; "
+           "ratio %.2f\n",
+           t, tcat, t / tcat);
+    int fails = 0;
+    if (!opt || (double)tot->bytes_to_devices > 1.05 * (double)opt || tot->hash_mismatches) {
+        printf("  FAIL: streaming\n");
+        fails++;
+    }
+    tl_run_report_destroy(r);
+    tl_session_destroy(s);
+    tl_plan_free(p);
+    tl_model_close(m);
+    unlink(path);
+    return fails;
+}
+
+int main(int argc, char **argv) {
+    const char *dir = argc > 1 ? argv[1] : getenv("TMPDIR");
+    if (!dir || !*dir) dir = "/tmp";
+    char self[1024];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return 2;
+    self[n] = 0;
+    char *slash = strrchr(self, '/');
+    if (slash) *slash = 0;
+    snprintf(cli, sizeof cli, "%s/tierload", self);
+    int fails = spill_bench(dir);
+    fails += stream_bench(dir);
+    return fails ? 1 : 0;
+}
