@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/strbuf.h"
+#include "os/os.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -397,7 +398,7 @@ tl_status tl_plan_from_json(const char *json, size_t len, tl_plan **out) {
     *out = NULL;
     cJSON *root = cJSON_ParseWithLength(json, len);
     if (!root) return tl_err(TL_ERR_FORMAT, "plan json: not valid JSON");
-    tl_plan *p = calloc(1, sizeof *p);
+    tl_plan *p = tl_os_calloc(1, sizeof *p);
     if (!p) {
         cJSON_Delete(root);
         return tl_err(TL_ERR_NOMEM, "plan json: out of memory");
