@@ -554,7 +554,7 @@ tl_status tl_device_sim_clock(tl_device *d, double *seconds);
 /* Advance the model clock by seconds >= 0 (the caller's modeled compute). */
 tl_status tl_device_sim_advance(tl_device *d, double seconds);
 
-/* ==== planner (issue 5) ==== */
+/* ==== planner ==== */
 
 /*
  * The planner is pure: a catalog summary, device descriptions (real,
@@ -596,7 +596,8 @@ tl_status tl_device_sim_advance(tl_device *d, double seconds);
  *     (lower device indices first).
  */
 
-#define TL_PLAN_MAX_DEVICES 16 /* devices a plan may describe (GPUs plus the host) */
+#define TL_PLAN_MAX_GPUS 64                       /* GPUs one plan may use */
+#define TL_PLAN_MAX_DEVICES (TL_PLAN_MAX_GPUS + 1) /* devices a plan may describe (GPUs, host) */
 #define TL_PLAN_MAX_PHASES 8
 #define TL_PLAN_HOST 0xFFFFFFFFu /* device index meaning "the host (cpu)" in parsed specs */
 
@@ -678,6 +679,18 @@ tl_status tl_plan_parse_bytes(const char *s, uint64_t *bytes, bool *negative);
  * a GPU. A host entry with size 0 is added at the end when none is given.
  */
 tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t cap, size_t *n);
+
+/*
+ * Plan devices from the registered devices, in registration order: every
+ * device of kind TL_DEVICE_CPU is the host (is_gpu false), every other one a
+ * GPU; total/free are read now. At most cap devices and TL_PLAN_MAX_GPUS GPUs
+ * are written, the host always among them; GPUs beyond that (the last
+ * registered ones) are left out only when dropped is not NULL, which then
+ * says how many were; with dropped NULL that is TL_ERR_INVALID_ARG naming
+ * them, and *n is 0. *n is the number written.
+ */
+tl_status tl_plan_devices_from_registry(tl_plan_device *out, size_t cap, size_t *n,
+                                        size_t *dropped);
 
 /* Where the user placed one component: n_devices 0 means "not given". */
 typedef struct tl_backend_place {

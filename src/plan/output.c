@@ -218,7 +218,10 @@ static tl_status parse_doc(const cJSON *root, tl_plan *p) {
     const cJSON *devs = cJSON_GetObjectItemCaseSensitive(root, "devices");
     if (!cJSON_IsArray(devs)) return bad("'devices' missing or not an array");
     int nd = cJSON_GetArraySize(devs);
-    if (nd < 1 || nd > TL_PLAN_MAX_DEVICES) return bad("'devices' must have 1..16 entries");
+    if (nd < 1 || nd > TL_PLAN_MAX_DEVICES) {
+        snprintf(msg, sizeof msg, "'devices' must have 1..%d entries", TL_PLAN_MAX_DEVICES);
+        return bad(msg);
+    }
     const cJSON *it;
     cJSON_ArrayForEach(it, devs) {
         tl_plan_device *d = &p->devices[p->n_devices];
