@@ -579,7 +579,9 @@ tl_status tl_device_sim_advance(tl_device *d, double seconds);
  *     main device: the one with the most room), stream (weights in RAM; as
  *     many whole layers as fit stay resident on the listed GPUs, the others
  *     are streamed layer by layer to the last listed GPU, which holds two
- *     buffers of the largest layer: one in use, one prefetched), cpu
+ *     buffers of the largest layer: one in use, one prefetched; with nothing
+ *     resident, the non-layer bytes stream too and the buffers are of the
+ *     largest of them and the layers), cpu
  *     (computed on the host). Every GPU a component uses holds its reserve.
  *   - Streamed bytes move once per pass; diffusion and controlnet run `steps`
  *     passes per run, the others one.
