@@ -798,6 +798,12 @@ void tl_plan_free(tl_plan *p);
 bool tl_plan_feasible(const tl_plan *p);
 /* Why the plan is infeasible, with the smallest change that would fit ("" when feasible). */
 const char *tl_plan_error(const tl_plan *p);
+/*
+ * 0 when feasible; else the bytes added to every GPU's budget for the
+ * best-effort decisions (the least that fits, in 16 MiB steps), UINT64_MAX
+ * when 64 GiB more is not enough.
+ */
+uint64_t tl_plan_shortfall(const tl_plan *p);
 /* TL_OK when feasible, else TL_ERR_INFEASIBLE with tl_plan_error as the message. */
 tl_status tl_plan_check(const tl_plan *p);
 
@@ -807,7 +813,18 @@ const tl_plan_device *tl_plan_device_at(const tl_plan *p, size_t i);
 /* Budget of device i (bytes). */
 uint64_t tl_plan_device_budget(const tl_plan *p, size_t i);
 
-/* Where one component goes. */
+/*
+ * Where one component goes. In a feasible plan, the placement that fits the
+ * budgets. In an infeasible one (tl_plan_feasible false), the best effort:
+ * the placement the search chooses, every requested placement honoured,
+ * when every GPU's budget is raised by tl_plan_shortfall bytes — so the
+ * peaks (tl_plan_peak) show how far each device is over its budget
+ * (tl_plan_device_budget, not raised). When nothing fits even with 64 GiB
+ * more on every GPU, the shortfall is UINT64_MAX and the decisions are those
+ * of a search with practically unlimited budgets; when not even that fits
+ * (a split over more GPUs than the component has layers), every decision is
+ * cpu with nothing placed. In every case `requested` keeps what was asked.
+ */
 typedef struct tl_plan_decision {
     bool present; /* false when the model has no such component */
     tl_plan_mode mode;
@@ -830,6 +847,13 @@ typedef struct tl_plan_decision {
     uint32_t layer_end[TL_PLAN_MAX_DEVICES];
     uint64_t host_bytes; /* weights kept in RAM (cpu and streamed parts) */
     uint64_t moved_per_run;
+    /*
+     * Where the backend spec (or a *_on_cpu option) placed the component:
+     * device indices, TL_PLAN_HOST for the host; n_requested 0 when it was
+     * left to auto-fit. Set in feasible and infeasible plans alike.
+     */
+    uint32_t n_requested;
+    uint32_t requested[TL_PLAN_MAX_DEVICES];
 } tl_plan_decision;
 /* The decision for component c (present false when absent). */
 tl_status tl_plan_decision_of(const tl_plan *p, tl_component c, tl_plan_decision *out);
@@ -851,8 +875,10 @@ const tl_vae_tiling *tl_plan_tiling(const tl_plan *p);
  * --plan FILE` accepts): {"feasible","error","devices":[{"name","gpu","total",
  * "free","budget"}],"phases":[...],"components":[{"name","bytes","reserve",
  * "mode","residency","devices","shares","device_bytes","host_bytes",
- * "moved_per_run"}],"peaks":[{"device","phase","bytes"}],"moved_per_run",
- * "host_bytes","score","vae_tiling"}. Byte-identical for the same input.
+ * "moved_per_run","requested"}],"peaks":[{"device","phase","bytes"}],"moved_per_run",
+ * "host_bytes","score","vae_tiling"}; "shortfall" only in an infeasible plan
+ * (-1 for UINT64_MAX), "requested" only for a component the spec placed.
+ * Byte-identical for the same input.
  * *out is malloc'd; the caller frees it.
  */
 tl_status tl_plan_to_json(const tl_plan *p, char **out);

@@ -335,10 +335,120 @@ static void test_vae_residency_rows(void **state) {
     }
 }
 
+/*
+ * An infeasible plan keeps what was asked and shows the best effort.
+ * diffusion: six layers of 100 (600), reserve 0, asked for g0 = 500; cond:
+ * one layer of 100, asked for the cpu; g1 = 1000 is left alone. g0 needs
+ * 600 > 500. The least extra budget on every GPU that fits, found by
+ * halving [0, 64 GiB] while the gap is over 16 MiB: 64G, 32G, ... 128M fit;
+ * 64M and 96M do not; 112M fits and 112 - 96 = 16 stops: the shortfall is
+ * 112 MiB. With 612 MiB on g0 the diffusion model is run-resident there:
+ * gpu, 600 on g0, layers [0,6), peaks 600 in every phase against a budget
+ * of 500 (budgets are reported unraised). The worst overflow is 100 MiB,
+ * first in phase cond; auto-fit would put the diffusion model on g1.
+ */
+static void test_infeasible_best_effort(void **state) {
+    (void)state;
+    tl_plan_summary sum;
+    tl_plan_summary_init(&sum);
+    for (int l = 0; l < 6; l++)
+        assert_int_equal(tl_plan_summary_add_layer(&sum, TL_COMP_DIFFUSION, 100 * MIB, 0), TL_OK);
+    assert_int_equal(tl_plan_summary_add_layer(&sum, TL_COMP_COND, 100 * MIB, 0), TL_OK);
+    tl_plan_device devs[TL_PLAN_MAX_DEVICES];
+    size_t nd;
+    assert_int_equal(tl_plan_parse_devices("g0=500M,g1=1000M", devs, TL_PLAN_MAX_DEVICES, &nd),
+                     TL_OK);
+    tl_plan_options o;
+    memset(&o, 0, sizeof o);
+    o.backend = "diffusion=g0,cond=cpu";
+    o.reserve = "diffusion=0,cond=0";
+    tl_plan *p = NULL;
+    assert_int_equal(tl_plan_create(&sum, devs, nd, &o, &p), TL_OK);
+    assert_false(tl_plan_feasible(p));
+    assert_int_equal(tl_plan_shortfall(p), 112 * MIB);
+    assert_non_null(strstr(tl_plan_error(p), "the placement of diffusion does not fit: g0 needs "
+                                             "600.00 MiB in phase cond but its budget is 500.00 "
+                                             "MiB (short by 100.00 MiB)"));
+    assert_non_null(strstr(tl_plan_error(p), "leaving diffusion to auto-fit would fit (gpu on g1)"));
+    char why[512];
+    if (!plan_check(&sum, p, 20, why, sizeof why)) fail_msg("%s", why);
+    tl_plan_decision d;
+    assert_int_equal(tl_plan_decision_of(p, TL_COMP_DIFFUSION, &d), TL_OK);
+    assert_int_equal(d.mode, TL_PLAN_MODE_GPU);
+    assert_false(d.phase_resident);
+    assert_int_equal(d.n_devices, 1);
+    assert_int_equal(d.devices[0], 0);
+    assert_int_equal(d.device_bytes[0], 600 * MIB);
+    assert_int_equal(d.layer_begin[0], 0);
+    assert_int_equal(d.layer_end[0], 6);
+    assert_int_equal(d.n_requested, 1);
+    assert_int_equal(d.requested[0], 0);
+    assert_int_equal(tl_plan_decision_of(p, TL_COMP_COND, &d), TL_OK);
+    assert_int_equal(d.mode, TL_PLAN_MODE_CPU);
+    assert_int_equal(d.host_bytes, 100 * MIB);
+    assert_int_equal(d.n_requested, 1);
+    assert_int_equal(d.requested[0], TL_PLAN_HOST);
+    for (size_t ph = 0; ph < 3; ph++) {
+        assert_int_equal(tl_plan_peak(p, 0, ph), 600 * MIB);
+        assert_int_equal(tl_plan_peak(p, 1, ph), 0);
+    }
+    assert_int_equal(tl_plan_device_budget(p, 0), 500 * MIB);
+    char *t;
+    assert_int_equal(tl_plan_to_text(p, &t), TL_OK);
+    assert_non_null(strstr(t, "best effort below: the placement that fits with 112.00 MiB more"));
+    assert_non_null(strstr(t, "gpu on g0 600.00 MiB (100.0%); weights kept for the whole run; "
+                              "asked for g0\n"));
+    assert_non_null(strstr(t, "cpu; asked for cpu\n"));
+    free(t);
+    /* the JSON document keeps both */
+    char *j;
+    assert_int_equal(tl_plan_to_json(p, &j), TL_OK);
+    tl_plan *q = NULL;
+    if (tl_plan_from_json(j, strlen(j), &q)) fail_msg("%s", tl_last_error());
+    assert_int_equal(tl_plan_shortfall(q), 112 * MIB);
+    assert_int_equal(tl_plan_decision_of(q, TL_COMP_COND, &d), TL_OK);
+    assert_int_equal(d.n_requested, 1);
+    assert_int_equal(d.requested[0], TL_PLAN_HOST);
+    free(j);
+    tl_plan_free(q);
+    tl_plan_free(p);
+    /* feasible: the request is kept too, and the shortfall is 0 */
+    o.backend = "diffusion=g1,cond=cpu";
+    assert_int_equal(tl_plan_create(&sum, devs, nd, &o, &p), TL_OK);
+    assert_true(tl_plan_feasible(p));
+    assert_int_equal(tl_plan_shortfall(p), 0);
+    assert_int_equal(tl_plan_decision_of(p, TL_COMP_DIFFUSION, &d), TL_OK);
+    assert_int_equal(d.n_requested, 1);
+    assert_int_equal(d.requested[0], 1);
+    tl_plan_free(p);
+    /* a split over more GPUs than there are layers fits no budget: nothing is placed, the request
+       stays visible */
+    tl_plan_summary_free(&sum);
+    tl_plan_summary_init(&sum);
+    assert_int_equal(tl_plan_summary_add_layer(&sum, TL_COMP_VAE, 100 * MIB, 0), TL_OK);
+    o.backend = "vae=g0&g1";
+    o.reserve = NULL;
+    assert_int_equal(tl_plan_create(&sum, devs, nd, &o, &p), TL_OK);
+    assert_false(tl_plan_feasible(p));
+    assert_int_equal(tl_plan_shortfall(p), UINT64_MAX);
+    assert_int_equal(tl_plan_decision_of(p, TL_COMP_VAE, &d), TL_OK);
+    assert_int_equal(d.mode, TL_PLAN_MODE_CPU);
+    assert_int_equal(d.n_requested, 2);
+    assert_int_equal(d.requested[0], 0);
+    assert_int_equal(d.requested[1], 1);
+    assert_int_equal(tl_plan_to_text(p, &t), TL_OK);
+    assert_non_null(strstr(t, "nothing below is placed"));
+    assert_non_null(strstr(t, "asked for g0&g1"));
+    free(t);
+    tl_plan_free(p);
+    tl_plan_summary_free(&sum);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_cases),
         cmocka_unit_test(test_vae_residency_rows),
+        cmocka_unit_test(test_infeasible_best_effort),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -131,7 +131,7 @@ tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_
     if ((st = tlp_search(x, &found))) goto fail;
     p->feasible = found;
     if (!found) {
-        /* an all-cpu description of the devices, and the explanation */
+        /* nothing placed, until the explanation finds the best effort */
         memset(x->best, 0, sizeof x->best);
         for (uint32_t c = 0; c < TL_COMP_COUNT; c++) {
             x->best[c].k.mode = TL_PLAN_MODE_CPU;

@@ -1,9 +1,9 @@
 /*
  * explain.c — the report of an infeasible plan: which device overflows in
  * which phase and by how much (found by raising every GPU's budget until the
- * forced placements fit), and the smallest change that would fit: a
- * --max-vram value, leaving one forced component to auto-fit (or the cpu),
- * or offloading.
+ * forced placements fit; the plan's decisions become that best effort), and
+ * the smallest change that would fit: a --max-vram value, leaving one forced
+ * component to auto-fit (or the cpu), or offloading.
  */
 #include "plan/search.h"
 
@@ -31,16 +31,30 @@ static uint64_t worst_short(const tl_plan *p, const tlp_ctx *x, char *msg, size_
     return worst;
 }
 
+#define UNLIMITED (1ull << 50) /* "practically unlimited" extra budget: 1 PiB */
+
 /* Search y with every GPU budget raised by extra over base. */
 static tl_status search_raised(tlp_ctx *y, const uint64_t *base, uint64_t extra, bool *found) {
     for (uint32_t d = 0; d < y->n_gpu; d++)
-        y->budget[d] = base[d] + extra;
+        y->budget[d] = base[d] > UINT64_MAX - extra ? UINT64_MAX : base[d] + extra;
     return tlp_search(y, found);
 }
 
-/* 1. How much is missing: the least extra budget on every GPU that fits, and who overflows. */
-static tl_status shortfall(const tlp_inputs *in, const tlp_ctx *x, tlp_ctx *y, char *what,
-                           size_t what_n) {
+/* The best effort: p's decisions and peaks from y's search, p's own budgets kept. */
+static void best_effort(const tlp_ctx *y, const tlp_inputs *in, tl_plan *p, uint64_t extra) {
+    uint64_t budget[TLP_MAXD];
+    memcpy(budget, p->budget, sizeof budget);
+    tlp_fill_plan(y, in, p);
+    memcpy(p->budget, budget, sizeof budget);
+    p->shortfall = extra;
+}
+
+/*
+ * 1. How much is missing: the least extra budget on every GPU that fits, and
+ * who overflows; p's decisions become the placement that fits then.
+ */
+static tl_status shortfall(const tlp_inputs *in, const tlp_ctx *x, tlp_ctx *y, tl_plan *p,
+                           char *what, size_t what_n) {
     uint64_t lo = 0, hi = 64 * TLP_GIB;
     uint64_t base[TLP_MAXD];
     bool found;
@@ -50,6 +64,8 @@ static tl_status shortfall(const tlp_inputs *in, const tlp_ctx *x, tlp_ctx *y, c
     if ((st = search_raised(y, base, hi, &found))) return st;
     if (!found) {
         snprintf(what, what_n, "the forced placements cannot fit even with 64 GiB more on every GPU");
+        if ((st = search_raised(y, base, UNLIMITED, &found))) return st;
+        if (found) best_effort(y, in, p, UINT64_MAX);
         return TL_OK;
     }
     while (hi - lo > 16 * TLP_MIB) {
@@ -61,11 +77,8 @@ static tl_status shortfall(const tlp_inputs *in, const tlp_ctx *x, tlp_ctx *y, c
             lo = mid;
     }
     if ((st = search_raised(y, base, hi, &found))) return st;
-    tl_plan *tmp = tl_os_calloc(1, sizeof *tmp);
-    if (!tmp) return tl_err(TL_ERR_NOMEM, "plan: out of memory");
-    tlp_fill_plan(y, in, tmp);
-    worst_short(tmp, x, what, what_n);
-    free(tmp);
+    best_effort(y, in, p, hi);
+    worst_short(p, x, what, what_n);
     /* placements that overflow, by component */
     char who[160] = "";
     size_t at = 0;
@@ -154,8 +167,9 @@ tl_status tlp_explain(const tlp_inputs *in, tl_plan *p) {
         st = tl_err(TL_ERR_NOMEM, "plan: out of memory");
         goto out;
     }
+    p->shortfall = UINT64_MAX;
     if (tlp_setup(in, in->max_vram, x)) goto report;
-    if ((st = shortfall(in, x, y, what, sizeof what))) goto out;
+    if ((st = shortfall(in, x, y, p, what, sizeof what))) goto out;
     if (in->max_vram && *in->max_vram && (st = max_vram_fix(in, y, fix, sizeof fix))) goto out;
     if ((st = auto_fit_fix(in, x, y, fix, sizeof fix))) goto out;
     if (!fix[0] && !x->offload) {

@@ -588,6 +588,8 @@ void tlp_fill_plan(const tlp_ctx *x, const tlp_inputs *in, tl_plan *p) {
             for (uint32_t ph = 0; ph < x->n_phases; ph++)
                 p->peak[s[i].dev][ph] += tlp_phase_load(ci, k, &s[i], ph);
         }
+        d->n_requested = ci->place.n_devices;
+        memcpy(d->requested, ci->place.devices, sizeof d->requested[0] * ci->place.n_devices);
         d->host_bytes = k->host;
         d->moved_per_run = k->moved;
         p->moved_per_run += k->moved;

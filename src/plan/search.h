@@ -138,7 +138,10 @@ tl_status tlp_setup(const tlp_inputs *in, const char *max_vram, tlp_ctx *x);
 tl_status tlp_search(tlp_ctx *x, bool *found);
 /* Fill the plan's decisions, peaks and totals from x->best. */
 void tlp_fill_plan(const tlp_ctx *x, const tlp_inputs *in, tl_plan *p);
-/* Explain an infeasible plan in p->error; fails only when out of memory. */
+/*
+ * Explain an infeasible plan in p->error and make its decisions the best
+ * effort (see tl_plan_decision); fails only when out of memory.
+ */
 tl_status tlp_explain(const tlp_inputs *in, tl_plan *p);
 
 #endif
