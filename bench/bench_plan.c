@@ -113,8 +113,9 @@ int main(int argc, char **argv) {
             double r = (now_ms() - t0) / iters;
             if (r < ms) ms = r;
         }
-        printf("plan  64 GPUs of 8-10G %28s %zu tensors, 64 GPUs: %7.3f ms per plan (limit 10 ms)%s\n",
-               "", n_tensors, ms, ms <= 10.0 ? "" : "  OVER");
+        printf(
+            "plan  64 GPUs of 8-10G %28s %zu tensors, 64 GPUs: %7.3f ms per plan (limit 10 ms)%s\n",
+            "", n_tensors, ms, ms <= 10.0 ? "" : "  OVER");
         if (ms > 10.0) rc = 1;
     }
     tl_plan_summary_free(&s);

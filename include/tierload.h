@@ -598,7 +598,7 @@ tl_status tl_device_sim_advance(tl_device *d, double seconds);
  *     (lower device indices first).
  */
 
-#define TL_PLAN_MAX_GPUS 64                       /* GPUs one plan may use */
+#define TL_PLAN_MAX_GPUS 64                        /* GPUs one plan may use */
 #define TL_PLAN_MAX_DEVICES (TL_PLAN_MAX_GPUS + 1) /* devices a plan may describe (GPUs, host) */
 #define TL_PLAN_MAX_PHASES 8
 #define TL_PLAN_HOST 0xFFFFFFFFu /* device index meaning "the host (cpu)" in parsed specs */

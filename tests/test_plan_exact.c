@@ -49,8 +49,10 @@ typedef struct exact_case {
     uint64_t peak[3][3]; /* [GPU in order][phase] */
 } exact_case;
 
-#define END {-1, 0, 0, {0}, 0}
-#define WEND {-1, 0, false, 0, {0}, {0}, {0}, {0}, 0, 0}
+#define END                                                                                        \
+    { -1, 0, 0, {0}, 0 }
+#define WEND                                                                                       \
+    { -1, 0, false, 0, {0}, {0}, {0}, {0}, 0, 0 }
 
 static const exact_case cases[] = {
     /*
@@ -71,8 +73,16 @@ static const exact_case cases[] = {
      "g0=700M,g1=600M",
      "diffusion=0",
      false,
-     {{TL_COMP_DIFFUSION, TL_PLAN_MODE_LAYER_SPLIT, false, 2, {"g0", "g1"}, {600, 500}, {0, 5},
-       {5, 10}, 0, 0},
+     {{TL_COMP_DIFFUSION,
+       TL_PLAN_MODE_LAYER_SPLIT,
+       false,
+       2,
+       {"g0", "g1"},
+       {600, 500},
+       {0, 5},
+       {5, 10},
+       0,
+       0},
       WEND},
      {{600, 600, 600}, {500, 500, 500}}},
     /*
@@ -92,8 +102,7 @@ static const exact_case cases[] = {
      "g0=650M",
      "diffusion=0",
      false,
-     {{TL_COMP_DIFFUSION, TL_PLAN_MODE_STREAM, false, 1, {"g0"}, {0}, {0}, {0}, 1100, 22000},
-      WEND},
+     {{TL_COMP_DIFFUSION, TL_PLAN_MODE_STREAM, false, 1, {"g0"}, {0}, {0}, {0}, 1100, 22000}, WEND},
      {{0, 600, 0}}},
     /*
      * C. Streaming with resident layers. diffusion: other 50, five layers
@@ -112,8 +121,7 @@ static const exact_case cases[] = {
      "g0=450M",
      "diffusion=0",
      false,
-     {{TL_COMP_DIFFUSION, TL_PLAN_MODE_STREAM, false, 1, {"g0"}, {250}, {0}, {2}, 300, 6000},
-      WEND},
+     {{TL_COMP_DIFFUSION, TL_PLAN_MODE_STREAM, false, 1, {"g0"}, {250}, {0}, {2}, 300, 6000}, WEND},
      {{250, 450, 250}}},
     /*
      * D. Row split. diffusion: other 200 (not splittable), one layer of 600
@@ -129,8 +137,16 @@ static const exact_case cases[] = {
      "g0=500M,g1=500M",
      "diffusion=0",
      false,
-     {{TL_COMP_DIFFUSION, TL_PLAN_MODE_ROW_SPLIT, false, 2, {"g0", "g1"}, {425, 375}, {0, 0},
-       {1, 1}, 0, 0},
+     {{TL_COMP_DIFFUSION,
+       TL_PLAN_MODE_ROW_SPLIT,
+       false,
+       2,
+       {"g0", "g1"},
+       {425, 375},
+       {0, 0},
+       {1, 1},
+       0,
+       0},
       WEND},
      {{425, 425, 425}, {375, 375, 375}}},
     /*
@@ -190,8 +206,8 @@ static void build(const exact_case *k, tl_plan_summary *sum) {
                                                        c->layer[l] * MIB / 100 * c->matrix_pct),
                              TL_OK);
         if (c->other)
-            assert_int_equal(tl_plan_summary_add_other(sum, (tl_component)c->comp, c->other * MIB, 0),
-                             TL_OK);
+            assert_int_equal(
+                tl_plan_summary_add_other(sum, (tl_component)c->comp, c->other * MIB, 0), TL_OK);
     }
 }
 
@@ -236,8 +252,8 @@ static void test_exact_cases(void **state) {
             if (d.host_bytes != w->host * MIB || d.moved_per_run != w->moved * MIB)
                 fail_msg("%s: %s host %llu MiB, moved %llu MiB; expected %llu, %llu", k->name, cn,
                          (unsigned long long)(d.host_bytes / MIB),
-                         (unsigned long long)(d.moved_per_run / MIB),
-                         (unsigned long long)w->host, (unsigned long long)w->moved);
+                         (unsigned long long)(d.moved_per_run / MIB), (unsigned long long)w->host,
+                         (unsigned long long)w->moved);
         }
         /* every present component is in the expectations */
         int present = 0;
@@ -313,7 +329,8 @@ static void test_vae_residency_rows(void **state) {
         uint64_t next = dp->layers[dif.layer_end[0]]; /* the first streamed layer */
         if (rows[i].vae_phase != vae.phase_resident)
             fail_msg("%s: vae %s, expected %s", rows[i].devices,
-                     vae.phase_resident ? "gpu@phase" : "gpu", rows[i].vae_phase ? "gpu@phase" : "gpu");
+                     vae.phase_resident ? "gpu@phase" : "gpu",
+                     rows[i].vae_phase ? "gpu@phase" : "gpu");
         if (vae.phase_resident) {
             /* run residency would not fit beside the resident diffusion layers */
             if (left >= vae.bytes)
@@ -369,7 +386,8 @@ static void test_infeasible_best_effort(void **state) {
     assert_non_null(strstr(tl_plan_error(p), "the placement of diffusion does not fit: g0 needs "
                                              "600.00 MiB in phase cond but its budget is 500.00 "
                                              "MiB (short by 100.00 MiB)"));
-    assert_non_null(strstr(tl_plan_error(p), "leaving diffusion to auto-fit would fit (gpu on g1)"));
+    assert_non_null(
+        strstr(tl_plan_error(p), "leaving diffusion to auto-fit would fit (gpu on g1)"));
     char why[512];
     if (!plan_check(&sum, p, 20, why, sizeof why)) fail_msg("%s", why);
     tl_plan_decision d;

@@ -63,7 +63,8 @@ static tl_status shortfall(const tlp_inputs *in, const tlp_ctx *x, tlp_ctx *y, t
     memcpy(y, x, sizeof *y);
     if ((st = search_raised(y, base, hi, &found))) return st;
     if (!found) {
-        snprintf(what, what_n, "the forced placements cannot fit even with 64 GiB more on every GPU");
+        snprintf(what, what_n,
+                 "the forced placements cannot fit even with 64 GiB more on every GPU");
         if ((st = search_raised(y, base, UNLIMITED, &found))) return st;
         if (found) best_effort(y, in, p, UINT64_MAX);
         return TL_OK;

@@ -393,8 +393,8 @@ static tl_status parse_doc(const cJSON *root, tl_plan *p) {
             cJSON_ArrayForEach(r, rq) {
                 int di = cJSON_IsString(r) ? find_dev(p, r->valuestring) : -1;
                 if (di < 0) {
-                    snprintf(msg, sizeof msg, "component '%s': requested device is not in 'devices'",
-                             name);
+                    snprintf(msg, sizeof msg,
+                             "component '%s': requested device is not in 'devices'", name);
                     return bad(msg);
                 }
                 d->requested[d->n_requested++] =
@@ -474,8 +474,9 @@ tl_status tl_plan_to_text(const tl_plan *p, char **out) {
     if (!p->feasible) {
         tl_strbuf_printf(&b, "INFEASIBLE: %s\n\n", p->error);
         if (p->shortfall != UINT64_MAX)
-            tl_strbuf_printf(&b, "best effort below: the placement that fits with %s more on every "
-                                 "GPU; the peaks show how far each device is over its budget\n\n",
+            tl_strbuf_printf(&b,
+                             "best effort below: the placement that fits with %s more on every "
+                             "GPU; the peaks show how far each device is over its budget\n\n",
                              tl_fmt_bytes(p->shortfall, x1, sizeof x1));
         else if (placed)
             tl_strbuf_printf(&b, "best effort below: the placement asked for, with budgets more "

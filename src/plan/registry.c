@@ -52,8 +52,8 @@ tl_status tl_plan_devices_from_registry(tl_plan_device *out, size_t cap, size_t 
         if (all[i].is_gpu && gpus == room) {
             left_out++;
             if (at < sizeof names) {
-                int k = snprintf(names + at, sizeof names - at, "%s%s", at ? ", " : "",
-                                 all[i].name);
+                int k =
+                    snprintf(names + at, sizeof names - at, "%s%s", at ? ", " : "", all[i].name);
                 at = k < 0 ? sizeof names : at + (size_t)k;
             }
             continue;

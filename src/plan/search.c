@@ -460,9 +460,9 @@ static void *workspace(tlp_ctx *x) {
         slots_per_level += 8ull * popcount64(x->subsets[s]);
     slots_per_level += 2ull * TLP_MAXD;
     uint64_t cands_per_level = 8ull * x->n_subsets + 3;
-    size_t per_level = (size_t)(cands_per_level * sizeof(tlp_cand) +
-                                slots_per_level * sizeof(tlp_slot) +
-                                2 * cands_per_level * sizeof(uint32_t));
+    size_t per_level =
+        (size_t)(cands_per_level * sizeof(tlp_cand) + slots_per_level * sizeof(tlp_slot) +
+                 2 * cands_per_level * sizeof(uint32_t));
     char *mem = tl_os_malloc(per_level * (x->n_order ? x->n_order : 1));
     if (!mem) return NULL;
     char *at = mem;
@@ -551,8 +551,8 @@ tl_status tlp_setup(const tlp_inputs *in, const char *max_vram, tlp_ctx *x) {
     x->rem[x->n_order] = 0;
     for (uint32_t i = x->n_order; i-- > 0;) {
         const tlp_comp *ci = &x->comp[x->order[i]];
-        x->rem[i] = x->rem[i + 1] +
-                    (x->n_gpu && !tlp_place_host(&ci->place) ? ci->bytes * ci->weight : 0);
+        x->rem[i] =
+            x->rem[i + 1] + (x->n_gpu && !tlp_place_host(&ci->place) ? ci->bytes * ci->weight : 0);
     }
     return TL_OK;
 }
