@@ -790,7 +790,12 @@ typedef struct tl_plan tl_plan;
  * Plan. devs are the devices (GPUs and optionally the host; a host is added
  * when absent). opts may be NULL. Returns TL_OK with a plan even when nothing
  * fits the budgets: check tl_plan_feasible (or tl_plan_check). Spec errors
- * return TL_ERR_INVALID_ARG / TL_ERR_NOT_FOUND with no plan.
+ * return TL_ERR_INVALID_ARG / TL_ERR_NOT_FOUND with no plan, as do more than
+ * TL_PLAN_MAX_GPUS GPUs; a failed allocation anywhere (the search included)
+ * returns TL_ERR_NOMEM with no plan, never a plan that searched less. The
+ * older options clip_on_cpu / vae_on_cpu / controlnet_on_cpu place their
+ * component on the host, exactly as "cond=cpu" etc. in the backend spec (a
+ * component placed by both is an error).
  */
 tl_status tl_plan_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
                          const tl_plan_options *opts, tl_plan **out);

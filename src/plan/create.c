@@ -60,18 +60,17 @@ static tl_status backend_spec(const tl_plan_options *opts, tlp_inputs *in) {
         tl_status st = tl_plan_parse_backend(opts->backend, in->devs, in->n_devs, &in->spec);
         if (st) return st;
     }
-    static const struct {
-        size_t offset;
+    const struct {
+        bool on;
         const char *option;
         tl_component comp;
     } legacy[] = {
-        {offsetof(tl_plan_options, clip_on_cpu), "clip_on_cpu (--clip-on-cpu)", TL_COMP_COND},
-        {offsetof(tl_plan_options, vae_on_cpu), "vae_on_cpu (--vae-on-cpu)", TL_COMP_VAE},
-        {offsetof(tl_plan_options, controlnet_on_cpu), "controlnet_on_cpu (--control-net-cpu)",
-         TL_COMP_CONTROLNET},
+        {opts->clip_on_cpu, "clip_on_cpu (--clip-on-cpu)", TL_COMP_COND},
+        {opts->vae_on_cpu, "vae_on_cpu (--vae-on-cpu)", TL_COMP_VAE},
+        {opts->controlnet_on_cpu, "controlnet_on_cpu (--control-net-cpu)", TL_COMP_CONTROLNET},
     };
     for (size_t i = 0; i < sizeof legacy / sizeof legacy[0]; i++) {
-        if (!*(const bool *)((const char *)opts + legacy[i].offset)) continue;
+        if (!legacy[i].on) continue;
         tl_backend_place *pl = &in->spec.comp[legacy[i].comp];
         const char *name = tl_component_name(legacy[i].comp);
         if (pl->n_devices)
