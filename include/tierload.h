@@ -589,7 +589,7 @@ tl_status tl_device_sim_clock(tl_device *d, double *seconds);
 /* Advance the model clock by seconds >= 0 (the caller's modeled compute). */
 tl_status tl_device_sim_advance(tl_device *d, double seconds);
 
-/* ==== planner (issue 5) ==== */
+/* ==== planner ==== */
 
 /*
  * The planner is pure: a catalog summary, device descriptions (real,
@@ -614,7 +614,9 @@ tl_status tl_device_sim_advance(tl_device *d, double seconds);
  *     main device: the one with the most room), stream (weights in RAM; as
  *     many whole layers as fit stay resident on the listed GPUs, the others
  *     are streamed layer by layer to the last listed GPU, which holds two
- *     buffers of the largest layer: one in use, one prefetched), cpu
+ *     buffers of the largest layer: one in use, one prefetched; with nothing
+ *     resident, the non-layer bytes stream too and the buffers are of the
+ *     largest of them and the layers), cpu
  *     (computed on the host). Every GPU a component uses holds its reserve.
  *   - Streamed bytes move once per pass; diffusion and controlnet run `steps`
  *     passes per run, the others one.
@@ -631,7 +633,8 @@ tl_status tl_device_sim_advance(tl_device *d, double seconds);
  *     (lower device indices first).
  */
 
-#define TL_PLAN_MAX_DEVICES 16 /* devices a plan may describe (GPUs plus the host) */
+#define TL_PLAN_MAX_GPUS 64                        /* GPUs one plan may use */
+#define TL_PLAN_MAX_DEVICES (TL_PLAN_MAX_GPUS + 1) /* devices a plan may describe (GPUs, host) */
 #define TL_PLAN_MAX_PHASES 8
 #define TL_PLAN_HOST 0xFFFFFFFFu /* device index meaning "the host (cpu)" in parsed specs */
 
@@ -712,6 +715,18 @@ tl_status tl_plan_parse_bytes(const char *s, uint64_t *bytes, bool *negative);
  * a GPU. A host entry with size 0 is added at the end when none is given.
  */
 tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t cap, size_t *n);
+
+/*
+ * Plan devices from the registered devices, in registration order: every
+ * device of kind TL_DEVICE_CPU is the host (is_gpu false), every other one a
+ * GPU; total/free are read now. At most cap devices and TL_PLAN_MAX_GPUS GPUs
+ * are written, the host always among them; GPUs beyond that (the last
+ * registered ones) are left out only when dropped is not NULL, which then
+ * says how many were; with dropped NULL that is TL_ERR_INVALID_ARG naming
+ * them, and *n is 0. *n is the number written.
+ */
+tl_status tl_plan_devices_from_registry(tl_plan_device *out, size_t cap, size_t *n,
+                                        size_t *dropped);
 
 /* Where the user placed one component: n_devices 0 means "not given". */
 typedef struct tl_backend_place {
@@ -809,7 +824,12 @@ typedef struct tl_plan tl_plan;
  * Plan. devs are the devices (GPUs and optionally the host; a host is added
  * when absent). opts may be NULL. Returns TL_OK with a plan even when nothing
  * fits the budgets: check tl_plan_feasible (or tl_plan_check). Spec errors
- * return TL_ERR_INVALID_ARG / TL_ERR_NOT_FOUND with no plan.
+ * return TL_ERR_INVALID_ARG / TL_ERR_NOT_FOUND with no plan, as do more than
+ * TL_PLAN_MAX_GPUS GPUs; a failed allocation anywhere (the search included)
+ * returns TL_ERR_NOMEM with no plan, never a plan that searched less. The
+ * older options clip_on_cpu / vae_on_cpu / controlnet_on_cpu place their
+ * component on the host, exactly as "cond=cpu" etc. in the backend spec (a
+ * component placed by both is an error).
  */
 tl_status tl_plan_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
                          const tl_plan_options *opts, tl_plan **out);
@@ -817,6 +837,12 @@ void tl_plan_free(tl_plan *p);
 bool tl_plan_feasible(const tl_plan *p);
 /* Why the plan is infeasible, with the smallest change that would fit ("" when feasible). */
 const char *tl_plan_error(const tl_plan *p);
+/*
+ * 0 when feasible; else the bytes added to every GPU's budget for the
+ * best-effort decisions (the least that fits, in 16 MiB steps), UINT64_MAX
+ * when 64 GiB more is not enough.
+ */
+uint64_t tl_plan_shortfall(const tl_plan *p);
 /* TL_OK when feasible, else TL_ERR_INFEASIBLE with tl_plan_error as the message. */
 tl_status tl_plan_check(const tl_plan *p);
 
@@ -826,7 +852,18 @@ const tl_plan_device *tl_plan_device_at(const tl_plan *p, size_t i);
 /* Budget of device i (bytes). */
 uint64_t tl_plan_device_budget(const tl_plan *p, size_t i);
 
-/* Where one component goes. */
+/*
+ * Where one component goes. In a feasible plan, the placement that fits the
+ * budgets. In an infeasible one (tl_plan_feasible false), the best effort:
+ * the placement the search chooses, every requested placement honoured,
+ * when every GPU's budget is raised by tl_plan_shortfall bytes — so the
+ * peaks (tl_plan_peak) show how far each device is over its budget
+ * (tl_plan_device_budget, not raised). When nothing fits even with 64 GiB
+ * more on every GPU, the shortfall is UINT64_MAX and the decisions are those
+ * of a search with practically unlimited budgets; when not even that fits
+ * (a split over more GPUs than the component has layers), every decision is
+ * cpu with nothing placed. In every case `requested` keeps what was asked.
+ */
 typedef struct tl_plan_decision {
     bool present; /* false when the model has no such component */
     tl_plan_mode mode;
@@ -849,6 +886,13 @@ typedef struct tl_plan_decision {
     uint32_t layer_end[TL_PLAN_MAX_DEVICES];
     uint64_t host_bytes; /* weights kept in RAM (cpu and streamed parts) */
     uint64_t moved_per_run;
+    /*
+     * Where the backend spec (or a *_on_cpu option) placed the component:
+     * device indices, TL_PLAN_HOST for the host; n_requested 0 when it was
+     * left to auto-fit. Set in feasible and infeasible plans alike.
+     */
+    uint32_t n_requested;
+    uint32_t requested[TL_PLAN_MAX_DEVICES];
 } tl_plan_decision;
 /* The decision for component c (present false when absent). */
 tl_status tl_plan_decision_of(const tl_plan *p, tl_component c, tl_plan_decision *out);
@@ -870,8 +914,10 @@ const tl_vae_tiling *tl_plan_tiling(const tl_plan *p);
  * --plan FILE` accepts): {"feasible","error","devices":[{"name","gpu","total",
  * "free","budget"}],"phases":[...],"components":[{"name","bytes","reserve",
  * "mode","residency","devices","shares","device_bytes","host_bytes",
- * "moved_per_run"}],"peaks":[{"device","phase","bytes"}],"moved_per_run",
- * "host_bytes","score","vae_tiling"}. Byte-identical for the same input.
+ * "moved_per_run","requested"}],"peaks":[{"device","phase","bytes"}],"moved_per_run",
+ * "host_bytes","score","vae_tiling"}; "shortfall" only in an infeasible plan
+ * (-1 for UINT64_MAX), "requested" only for a component the spec placed.
+ * Byte-identical for the same input.
  * *out is malloc'd; the caller frees it.
  */
 tl_status tl_plan_to_json(const tl_plan *p, char **out);

@@ -11,6 +11,8 @@
 #include "helpers/testutil.h"
 #include "plan/plan.h"
 
+#include "plan/check.inc"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,30 +71,16 @@ static tl_plan *make(const plan_case *k, tl_plan_summary *sum, tl_plan_device *d
     return p;
 }
 
-/* Every peak within its budget, and the totals add up. */
-static void check_consistent(const tl_plan *p) {
+/* Every peak within its budget, and every field of every decision as the summary and the model
+ * say (plan/check.inc). */
+static void check_consistent(const tl_plan_summary *sum, const tl_plan *p, const char *label) {
+    char why[512];
+    if (!plan_check(sum, p, 20, why, sizeof why)) fail_msg("%s: %s", label, why);
     if (!tl_plan_feasible(p)) return;
     for (size_t d = 0; d < tl_plan_device_count(p); d++)
         for (size_t ph = 0; ph < tl_plan_phase_count(p); ph++)
             if (tl_plan_device_at(p, d)->is_gpu)
                 assert_true(tl_plan_peak(p, d, ph) <= tl_plan_device_budget(p, d));
-    uint64_t moved = 0;
-    for (int c = 0; c < TL_COMP_COUNT; c++) {
-        tl_plan_decision d;
-        tl_plan_decision_of(p, (tl_component)c, &d);
-        if (!d.present) continue;
-        uint64_t on = 0;
-        for (uint32_t i = 0; i < d.n_devices; i++)
-            on += d.device_bytes[i];
-        if (d.mode == TL_PLAN_MODE_STREAM)
-            assert_int_equal(on + d.host_bytes, d.bytes);
-        else if (d.mode == TL_PLAN_MODE_CPU)
-            assert_int_equal(d.host_bytes, d.bytes);
-        else
-            assert_int_equal(on, d.bytes);
-        moved += d.moved_per_run;
-    }
-    assert_int_equal(moved, tl_plan_moved_per_run(p));
 }
 
 static void test_cases(void **state) {
@@ -108,7 +96,9 @@ static void test_cases(void **state) {
         tl_plan *p = make(k, &sum, devs, &nd);
         char got[2048];
         describe(p, got, sizeof got);
-        check_consistent(p);
+        char label[256];
+        snprintf(label, sizeof label, "case %zu (%s on %s)", i, k->profile, k->devices);
+        check_consistent(&sum, p, label);
         bool ok;
         if (!strncmp(k->expect, "INFEASIBLE: ", 12))
             ok = !tl_plan_feasible(p) && strstr(got, k->expect + 12);
@@ -222,6 +212,7 @@ static int compare_one(const tl_plan_summary *sum, const tl_plan_device *devs, s
     tl_plan *p;
     assert_int_equal(tl_plan_create(sum, devs, nd, &o, &p), TL_OK);
     int bad = 0;
+    check_consistent(sum, p, label);
     if (b.feasible && !tl_plan_feasible(p)) bad = 1;
     if (tl_plan_score(p) < b.score) bad = 1;
     if (bad || verbose)

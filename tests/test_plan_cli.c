@@ -55,6 +55,10 @@ static void test_cli_errors(void **state) {
     assert_int_equal(r.status, 11);
     assert_non_null(strstr(r.err, "short by"));
     assert_non_null(strstr(r.out, "\"feasible\":\tfalse"));
+    /* the best effort, not an all-cpu plan: the diffusion model on cuda0 as asked */
+    assert_non_null(strstr(r.out, "\"requested\":\t[\"cuda0\"]"));
+    assert_non_null(strstr(r.out, "\"shortfall\":"));
+    assert_non_null(strstr(r.out, "\"mode\":\t\"gpu\""));
     tu_run_free(&r);
     r = tu_cli_run("plan", "--profile", "sdxl", "--devices", "cuda0=12G", "--backend", "*=cuda0",
                    "--max-vram", "6G", NULL);

@@ -79,23 +79,31 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i) {
     return 1;
 }
 
-/* The real devices from the registry: cpu as the host, everything else as a GPU. */
+/*
+ * The real devices from the registry; GPUs beyond what a plan holds are left
+ * out with a warning naming them (the last registered ones).
+ */
 static tl_status real_devices(tl_plan_device *out, size_t cap, size_t *n) {
-    tl_device *list[TL_PLAN_MAX_DEVICES];
-    size_t count = tl_device_list(list, TL_PLAN_MAX_DEVICES);
-    if (count > TL_PLAN_MAX_DEVICES) count = TL_PLAN_MAX_DEVICES;
-    *n = 0;
-    for (size_t i = 0; i < count && *n < cap; i++) {
-        tl_device_info info;
-        tl_status s = tl_device_describe(list[i], &info);
-        if (s) return s;
-        tl_plan_device *d = &out[(*n)++];
-        memset(d, 0, sizeof *d);
-        snprintf(d->name, sizeof d->name, "%s", info.name);
-        d->is_gpu = info.kind != TL_DEVICE_CPU;
-        d->total = info.total;
-        d->free = info.free;
+    size_t dropped = 0;
+    tl_status s = tl_plan_devices_from_registry(out, cap, n, &dropped);
+    if (s || !dropped) return s;
+    size_t kept = 0;
+    for (size_t i = 0; i < *n; i++)
+        kept += out[i].is_gpu;
+    fprintf(stderr, "tierload: %zu GPUs registered, a plan uses at most %zu; left out:",
+            kept + dropped, kept);
+    size_t count = tl_device_list(NULL, 0), gpu = 0;
+    tl_device **list = calloc(count ? count : 1, sizeof *list);
+    if (list) {
+        size_t got = tl_device_list(list, count);
+        if (got < count) count = got;
     }
+    for (size_t i = 0; list && i < count; i++) {
+        if (tl_device_kind_of(list[i]) == TL_DEVICE_CPU) continue;
+        if (gpu++ >= kept) fprintf(stderr, " %s", tl_device_name(list[i]));
+    }
+    fprintf(stderr, "%s\n", list ? "" : " (names unavailable)");
+    free(list);
     return TL_OK;
 }
 

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/strbuf.h"
+#include "os/os.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -30,6 +31,9 @@ bool tl_plan_feasible(const tl_plan *p) {
 }
 const char *tl_plan_error(const tl_plan *p) {
     return p ? p->error : "";
+}
+uint64_t tl_plan_shortfall(const tl_plan *p) {
+    return p && !p->feasible ? p->shortfall : 0;
 }
 tl_status tl_plan_check(const tl_plan *p) {
     if (!p) return tl_err(TL_ERR_INVALID_ARG, "plan: NULL");
@@ -73,6 +77,14 @@ const tl_vae_tiling *tl_plan_tiling(const tl_plan *p) {
     return p ? &p->tiling : NULL;
 }
 
+/* The name of a requested device index (TL_PLAN_HOST: the host's name). */
+static const char *requested_name(const tl_plan *p, uint32_t dev) {
+    if (dev != TL_PLAN_HOST) return dev < p->n_devices ? p->devices[dev].name : "?";
+    for (size_t i = 0; i < p->n_devices; i++)
+        if (!p->devices[i].is_gpu) return p->devices[i].name;
+    return "cpu";
+}
+
 /* --- JSON out --- */
 
 static cJSON *num(double v) {
@@ -91,6 +103,9 @@ tl_status tl_plan_to_json(const tl_plan *p, char **out) {
                            "'phase' weights and every compute reserve count only in their "
                            "component's phases; a device's peak is the maximum over phases"));
     cJSON_AddItemToObject(root, "error", cJSON_CreateString(p->error));
+    if (!p->feasible)
+        cJSON_AddItemToObject(root, "shortfall",
+                              num(p->shortfall == UINT64_MAX ? -1 : (double)p->shortfall));
     cJSON *devs = cJSON_AddArrayToObject(root, "devices");
     for (size_t i = 0; i < p->n_devices; i++) {
         cJSON *d = cJSON_CreateObject();
@@ -132,6 +147,11 @@ tl_status tl_plan_to_json(const tl_plan *p, char **out) {
         }
         cJSON_AddItemToObject(o, "host_bytes", num((double)d->host_bytes));
         cJSON_AddItemToObject(o, "moved_per_run", num((double)d->moved_per_run));
+        if (d->n_requested) {
+            cJSON *rq = cJSON_AddArrayToObject(o, "requested");
+            for (uint32_t i = 0; i < d->n_requested; i++)
+                cJSON_AddItemToArray(rq, cJSON_CreateString(requested_name(p, d->requested[i])));
+        }
         cJSON_AddItemToArray(comps, o);
     }
     cJSON *peaks = cJSON_AddArrayToObject(root, "peaks");
@@ -214,10 +234,20 @@ static tl_status parse_doc(const cJSON *root, tl_plan *p) {
     const char *err = get_str(root, "error");
     if (!err) return bad("'error' missing or not a string");
     snprintf(p->error, sizeof p->error, "%s", err);
+    const cJSON *sf = cJSON_GetObjectItemCaseSensitive(root, "shortfall");
+    if (sf) {
+        if (cJSON_IsNumber(sf) && sf->valuedouble == -1)
+            p->shortfall = UINT64_MAX;
+        else if (!get_u64(root, "shortfall", &p->shortfall))
+            return bad("'shortfall' must be a byte count or -1");
+    }
     const cJSON *devs = cJSON_GetObjectItemCaseSensitive(root, "devices");
     if (!cJSON_IsArray(devs)) return bad("'devices' missing or not an array");
     int nd = cJSON_GetArraySize(devs);
-    if (nd < 1 || nd > TL_PLAN_MAX_DEVICES) return bad("'devices' must have 1..16 entries");
+    if (nd < 1 || nd > TL_PLAN_MAX_DEVICES) {
+        snprintf(msg, sizeof msg, "'devices' must have 1..%d entries", TL_PLAN_MAX_DEVICES);
+        return bad(msg);
+    }
     const cJSON *it;
     cJSON_ArrayForEach(it, devs) {
         tl_plan_device *d = &p->devices[p->n_devices];
@@ -352,6 +382,25 @@ static tl_status parse_doc(const cJSON *root, tl_plan *p) {
             sum += d->device_bytes[i];
         }
         d->n_devices = (uint32_t)n;
+        const cJSON *rq = cJSON_GetObjectItemCaseSensitive(it, "requested");
+        if (rq) {
+            if (!cJSON_IsArray(rq) || cJSON_GetArraySize(rq) < 1 ||
+                cJSON_GetArraySize(rq) > TL_PLAN_MAX_DEVICES) {
+                snprintf(msg, sizeof msg, "component '%s': 'requested' must list devices", name);
+                return bad(msg);
+            }
+            const cJSON *r;
+            cJSON_ArrayForEach(r, rq) {
+                int di = cJSON_IsString(r) ? find_dev(p, r->valuestring) : -1;
+                if (di < 0) {
+                    snprintf(msg, sizeof msg,
+                             "component '%s': requested device is not in 'devices'", name);
+                    return bad(msg);
+                }
+                d->requested[d->n_requested++] =
+                    p->devices[di].is_gpu ? (uint32_t)di : TL_PLAN_HOST;
+            }
+        }
         if (sum > d->bytes) {
             snprintf(msg, sizeof msg, "component '%s': device_bytes exceed its bytes", name);
             return bad(msg);
@@ -397,7 +446,7 @@ tl_status tl_plan_from_json(const char *json, size_t len, tl_plan **out) {
     *out = NULL;
     cJSON *root = cJSON_ParseWithLength(json, len);
     if (!root) return tl_err(TL_ERR_FORMAT, "plan json: not valid JSON");
-    tl_plan *p = calloc(1, sizeof *p);
+    tl_plan *p = tl_os_calloc(1, sizeof *p);
     if (!p) {
         cJSON_Delete(root);
         return tl_err(TL_ERR_NOMEM, "plan json: out of memory");
@@ -419,7 +468,24 @@ tl_status tl_plan_to_text(const tl_plan *p, char **out) {
     *out = NULL;
     tl_strbuf b = {0};
     char x1[32], x2[32], x3[32], pn[96];
-    if (!p->feasible) tl_strbuf_printf(&b, "INFEASIBLE: %s\n\n", p->error);
+    bool placed = false;
+    for (int c = 0; c < TL_COMP_COUNT; c++)
+        placed |= p->dec[c].present && p->dec[c].n_devices > 0;
+    if (!p->feasible) {
+        tl_strbuf_printf(&b, "INFEASIBLE: %s\n\n", p->error);
+        if (p->shortfall != UINT64_MAX)
+            tl_strbuf_printf(&b,
+                             "best effort below: the placement that fits with %s more on every "
+                             "GPU; the peaks show how far each device is over its budget\n\n",
+                             tl_fmt_bytes(p->shortfall, x1, sizeof x1));
+        else if (placed)
+            tl_strbuf_printf(&b, "best effort below: the placement asked for, with budgets more "
+                                 "than 64 GiB larger; the peaks show how far each device is over "
+                                 "its budget\n\n");
+        else
+            tl_strbuf_printf(&b, "nothing below is placed: the placement asked for cannot fit "
+                                 "any budget\n\n");
+    }
     tl_strbuf_printf(&b, "devices:\n");
     for (size_t i = 0; i < p->n_devices; i++) {
         const tl_plan_device *d = &p->devices[i];
@@ -461,6 +527,11 @@ tl_status tl_plan_to_text(const tl_plan *p, char **out) {
         if (d->moved_per_run)
             tl_strbuf_printf(&b, "; moves %s per run",
                              tl_fmt_bytes(d->moved_per_run, x1, sizeof x1));
+        if (!p->feasible && d->n_requested) {
+            tl_strbuf_printf(&b, "; asked for ");
+            for (uint32_t i = 0; i < d->n_requested; i++)
+                tl_strbuf_printf(&b, "%s%s", i ? "&" : "", requested_name(p, d->requested[i]));
+        }
         tl_strbuf_printf(&b, "\n");
     }
     tl_strbuf_printf(&b, "projected peak per device and phase:\n");

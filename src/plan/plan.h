@@ -18,6 +18,7 @@ extern const uint64_t tlp_priority[TL_COMP_COUNT];
 
 struct tl_plan {
     bool feasible;
+    uint64_t shortfall; /* infeasible: bytes added to every GPU budget for the decisions */
     char error[1024];
     size_t n_devices; /* GPUs first, the host last */
     tl_plan_device devices[TL_PLAN_MAX_DEVICES];

@@ -1,7 +1,6 @@
 /*
  * search.c — auto-fit: the exact, deterministic search for where every
- * component goes, and the infeasibility report (what does not fit, by how
- * much, and the smallest change that would fit).
+ * component goes.
  *
  * Per component the candidates are: cpu; whole on one GPU; a layer split over
  * each subset of >= 2 GPUs; a row split over each such subset; streaming from
@@ -16,73 +15,21 @@
  * device) is not strictly better than the best plan found so far; candidates
  * are tried best-first in a fixed order, so the first of equal plans wins and
  * the result is deterministic. See tierload.h for the model.
+ *
+ * Each search allocates one workspace (the candidate lists of every level)
+ * up front, sized by the number of GPU subsets; nothing is allocated while
+ * searching, so no branch can be lost to a failed allocation.
  */
-#include "plan/plan.h"
+#include "plan/search.h"
 
 #include "core/error.h"
+#include "os/os.h"
 
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
-#define MAXD TL_PLAN_MAX_DEVICES
-#define MAXP TL_PLAN_MAX_PHASES
-#define MAX_EXACT_GPUS 6      /* beyond this, splits use the k largest GPUs only */
-#define NODE_LIMIT 4000000ull /* safety net: the search stops here with the best so far */
-
-typedef struct cand {
-    tl_plan_mode mode;
-    bool phase; /* phase residency */
-    uint32_t n; /* GPUs */
-    uint32_t dev[MAXD];
-    uint64_t w[MAXD];            /* weights on each */
-    uint64_t extra[MAXD];        /* reserve + stream buffers, in the component's phases */
-    uint32_t lb[MAXD], le[MAXD]; /* layers [lb, le) resident on each device */
-    uint64_t resident, host, moved, score;
-    uint64_t compute; /* weight x bytes when computed on a GPU (any mode but cpu) */
-} cand;
-
-typedef struct comp_info {
-    bool present;
-    uint64_t bytes, other, matrix, reserve, max_layer, max_unit;
-    const uint64_t *layers;
-    size_t n_layers;
-    uint32_t active; /* phase mask */
-    bool all_phases;
-    uint64_t passes, weight;
-    tl_backend_place place; /* n_devices 0: auto */
-} comp_info;
-
-typedef struct key {
-    uint64_t score, compute, moved;
-    uint32_t ndev, pairs;
-} key;
-
-typedef struct ctx {
-    uint32_t n_gpu, n_phases;
-    uint64_t budget[MAXD];
-    comp_info comp[TL_COMP_COUNT];
-    int order[TL_COMP_COUNT];
-    int n_order;
-    bool offload;
-    bool exhaustive; /* tests: no pruning, no symmetry breaking, no node limit */
-    uint64_t rem[TL_COMP_COUNT + 1];
-    uint32_t subsets[1u << MAX_EXACT_GPUS];
-    uint32_t n_subsets;
-    /* state */
-    uint64_t load[MAXD][MAXP];
-    cand cur[TL_COMP_COUNT];
-    uint32_t used_mask;
-    key cur_key;
-    bool have_best;
-    key best_key;
-    cand best[TL_COMP_COUNT];
-    uint64_t nodes;
-} ctx;
-
-static bool better(const key *a, const key *b) {
+bool tlp_key_better(const tlp_key *a, const tlp_key *b) {
     if (a->score != b->score) return a->score > b->score;
     if (a->compute != b->compute) return a->compute > b->compute;
     if (a->moved != b->moved) return a->moved < b->moved;
@@ -90,12 +37,25 @@ static bool better(const key *a, const key *b) {
     return a->pairs < b->pairs;
 }
 
-static uint32_t popcount32(uint32_t x) {
-    return (uint32_t)__builtin_popcount(x);
+/* A candidate's own key: most resident, most computed on a GPU, least moved, fewest GPUs. */
+static tlp_key cand_key(const tlp_cand *k) {
+    tlp_key r = {k->score, k->compute, k->moved, k->n, k->n};
+    return r;
+}
+
+static bool cand_before(const void *arg, uint32_t a, uint32_t b) {
+    const tlp_cand *list = arg;
+    tlp_key ka = cand_key(&list[a]), kb = cand_key(&list[b]);
+    return tlp_key_better(&ka, &kb);
+}
+
+static uint32_t popcount64(uint64_t x) {
+    return (uint32_t)__builtin_popcountll(x);
 }
 
 /* Room for weights on device d given extra e in active phases (persistent or phase). */
-static bool room(const ctx *x, uint32_t d, uint32_t active, bool phase, uint64_t e, uint64_t *cap) {
+static bool room(const tlp_ctx *x, uint32_t d, uint32_t active, bool phase, uint64_t e,
+                 uint64_t *cap) {
     uint64_t best = UINT64_MAX;
     for (uint32_t p = 0; p < x->n_phases; p++) {
         bool act = active & (1u << p);
@@ -109,20 +69,33 @@ static bool room(const ctx *x, uint32_t d, uint32_t active, bool phase, uint64_t
     return true;
 }
 
-static void finish(const comp_info *ci, cand *k) {
-    k->resident = 0;
-    for (uint32_t i = 0; i < k->n; i++)
-        k->resident += k->w[i];
-    k->score = k->resident * ci->weight;
-    k->compute = k->n ? ci->bytes * ci->weight : 0;
+/* The next candidate of a level, cleared, with room for n device slots. */
+static tlp_cand *cand_next(tlp_level *lv, uint32_t n) {
+    tlp_cand *k = &lv->cands[lv->n];
+    k->mode = TL_PLAN_MODE_CPU;
+    k->phase = false;
+    k->n = n;
+    k->resident = k->host = k->moved = k->score = k->compute = 0;
+    k->s = lv->slots + lv->n_slots;
+    return k;
 }
 
-/* Split contiguous layers over devs with caps; other bytes on the first. */
-static bool layer_split(const comp_info *ci, const uint32_t *devs, uint32_t n, const uint64_t *cap,
-                        uint64_t *w, uint32_t *lb, uint32_t *le) {
+/* Keep the candidate cand_next returned last: its totals, then it joins the list. */
+static void cand_keep(const tlp_comp *ci, tlp_level *lv, tlp_cand *k) {
+    k->resident = 0;
+    for (uint32_t i = 0; i < k->n; i++)
+        k->resident += k->s[i].w;
+    k->score = k->resident * ci->weight;
+    k->compute = k->n ? ci->bytes * ci->weight : 0;
+    lv->n++;
+    lv->n_slots += k->n;
+}
+
+/* Split contiguous layers over n devices with caps; other bytes on the first. */
+static bool layer_split(const tlp_comp *ci, uint32_t n, const uint64_t *cap, tlp_slot *s) {
     if (ci->n_layers < n) return false;
     if (cap[0] < ci->other) return false;
-    uint64_t c[MAXD];
+    uint64_t c[TLP_MAXD];
     unsigned __int128 sum = 0;
     for (uint32_t i = 0; i < n; i++) {
         c[i] = i == 0 ? cap[0] - ci->other : cap[i];
@@ -130,7 +103,6 @@ static bool layer_split(const comp_info *ci, const uint32_t *devs, uint32_t n, c
     }
     uint64_t total = ci->bytes - ci->other;
     if (sum < total || sum == 0) return false;
-    (void)devs;
     /* proportional boundaries, rounded to the nearest layer boundary */
     size_t start = 0;
     unsigned __int128 cum = 0;
@@ -151,14 +123,14 @@ static bool layer_split(const comp_info *ci, const uint32_t *devs, uint32_t n, c
             if (end < min_end) end = min_end;
             if (end > max_end) end = max_end;
         }
-        uint64_t s = 0;
+        uint64_t sz = 0;
         for (size_t j = start; j < end; j++)
-            s += ci->layers[j];
-        if (s > c[i] || end <= start) ok = false;
-        w[i] = s + (i == 0 ? ci->other : 0);
-        lb[i] = (uint32_t)start;
-        le[i] = (uint32_t)end;
-        prefix += s;
+            sz += ci->layers[j];
+        if (sz > c[i] || end <= start) ok = false;
+        s[i].w = sz + (i == 0 ? ci->other : 0);
+        s[i].lb = (uint32_t)start;
+        s[i].le = (uint32_t)end;
+        prefix += sz;
         start = end;
     }
     if (ok) return true;
@@ -166,74 +138,57 @@ static bool layer_split(const comp_info *ci, const uint32_t *devs, uint32_t n, c
     start = 0;
     for (uint32_t i = 0; i < n; i++) {
         size_t max_end = ci->n_layers - (n - 1 - i);
-        uint64_t s = 0;
+        uint64_t sz = 0;
         size_t end = start;
-        while (end < max_end && s + ci->layers[end] <= c[i])
-            s += ci->layers[end++];
+        while (end < max_end && sz + ci->layers[end] <= c[i])
+            sz += ci->layers[end++];
         if (i == n - 1 && end != ci->n_layers) return false;
         if (end == start) return false;
-        w[i] = s + (i == 0 ? ci->other : 0);
-        lb[i] = (uint32_t)start;
-        le[i] = (uint32_t)end;
+        s[i].w = sz + (i == 0 ? ci->other : 0);
+        s[i].lb = (uint32_t)start;
+        s[i].le = (uint32_t)end;
         start = end;
     }
     return true;
 }
 
-/* Clear a candidate's scalars (arrays are valid up to n only). */
-static void cand_reset(cand *k) {
-    k->mode = TL_PLAN_MODE_CPU;
-    k->phase = false;
-    k->n = 0;
-    k->resident = k->host = k->moved = k->score = k->compute = 0;
+static uint32_t subset_devs(uint64_t mask, uint32_t n_gpu, uint32_t *devs) {
+    uint32_t n = 0;
+    for (uint32_t d = 0; d < n_gpu; d++)
+        if (mask & (1ull << d)) devs[n++] = d;
+    return n;
 }
 
-/* Candidate order: most resident, most computed on a GPU, least moved, fewest GPUs. */
-static bool cand_before(const cand *a, const cand *b) {
-    if (a->score != b->score) return a->score > b->score;
-    if (a->compute != b->compute) return a->compute > b->compute;
-    if (a->moved != b->moved) return a->moved < b->moved;
-    return a->n < b->n;
-}
-
-static void subset_devs(uint32_t mask, uint32_t *devs, uint32_t *n) {
-    *n = 0;
-    for (uint32_t d = 0; d < MAXD; d++)
-        if (mask & (1u << d)) devs[(*n)++] = d;
-}
-
-static void gen_full(const ctx *x, const comp_info *ci, const uint32_t *devs, uint32_t n,
-                     bool phase, cand *list, uint32_t *cnt) {
-    cand *k = &list[*cnt];
-    cand_reset(k);
-    uint64_t cap[MAXD] = {0};
+/* Whole on one GPU, or a layer split over several. */
+static void gen_full(const tlp_ctx *x, const tlp_comp *ci, const uint32_t *devs, uint32_t n,
+                     bool phase, tlp_level *lv) {
+    uint64_t cap[TLP_MAXD] = {0};
     for (uint32_t i = 0; i < n; i++)
         if (!room(x, devs[i], ci->active, phase, ci->reserve, &cap[i])) return;
-    k->n = n;
+    tlp_cand *k = cand_next(lv, n);
     k->phase = phase;
     for (uint32_t i = 0; i < n; i++) {
-        k->dev[i] = devs[i];
-        k->extra[i] = ci->reserve;
+        k->s[i].dev = devs[i];
+        k->s[i].extra = ci->reserve;
     }
     if (n == 1) {
         if (cap[0] < ci->bytes) return;
         k->mode = TL_PLAN_MODE_GPU;
-        k->w[0] = ci->bytes;
-        k->lb[0] = 0;
-        k->le[0] = (uint32_t)ci->n_layers;
+        k->s[0].w = ci->bytes;
+        k->s[0].lb = 0;
+        k->s[0].le = (uint32_t)ci->n_layers;
     } else {
         k->mode = TL_PLAN_MODE_LAYER_SPLIT;
-        if (!layer_split(ci, devs, n, cap, k->w, k->lb, k->le)) return;
+        if (!layer_split(ci, n, cap, k->s)) return;
     }
     k->moved = phase ? ci->bytes : 0;
-    finish(ci, k);
-    (*cnt)++;
+    cand_keep(ci, lv, k);
 }
 
-static void gen_row(const ctx *x, const comp_info *ci, const uint32_t *devs, uint32_t n, bool phase,
-                    cand *list, uint32_t *cnt) {
+static void gen_row(const tlp_ctx *x, const tlp_comp *ci, const uint32_t *devs, uint32_t n,
+                    bool phase, tlp_level *lv) {
     if (n < 2 || ci->matrix == 0) return;
-    uint64_t cap[MAXD] = {0};
+    uint64_t cap[TLP_MAXD] = {0};
     for (uint32_t i = 0; i < n; i++)
         if (!room(x, devs[i], ci->active, phase, ci->reserve, &cap[i])) return;
     uint32_t mi = 0;
@@ -241,25 +196,20 @@ static void gen_row(const ctx *x, const comp_info *ci, const uint32_t *devs, uin
         if (cap[i] > cap[mi]) mi = i;
     uint64_t rest = ci->bytes - ci->matrix;
     if (cap[mi] < rest) return;
-    uint64_t c[MAXD];
+    uint64_t c[TLP_MAXD];
     unsigned __int128 sum = 0;
     for (uint32_t i = 0; i < n; i++) {
         c[i] = i == mi ? cap[i] - rest : cap[i];
         sum += c[i];
     }
     if (sum < ci->matrix) return;
-    cand *k = &list[*cnt];
-    cand_reset(k);
-    k->mode = TL_PLAN_MODE_ROW_SPLIT;
-    k->phase = phase;
-    k->n = n;
     /* mi device first, then the others in index order */
-    uint32_t order[MAXD], m = 0;
+    uint32_t order[TLP_MAXD], m = 0;
     order[m++] = mi;
     for (uint32_t i = 0; i < n; i++)
         if (i != mi) order[m++] = i;
     uint64_t given = 0;
-    uint64_t part[MAXD];
+    uint64_t part[TLP_MAXD];
     for (uint32_t i = 0; i < n; i++) {
         part[i] = (uint64_t)((unsigned __int128)ci->matrix * c[i] / sum);
         given += part[i];
@@ -273,68 +223,68 @@ static void gen_row(const ctx *x, const comp_info *ci, const uint32_t *devs, uin
         left -= t;
     }
     if (left) return;
+    tlp_cand *k = cand_next(lv, n);
+    k->mode = TL_PLAN_MODE_ROW_SPLIT;
+    k->phase = phase;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t j = order[i];
-        k->dev[i] = devs[j];
-        k->w[i] = part[j] + (j == mi ? rest : 0);
-        k->lb[i] = 0;
-        k->le[i] = (uint32_t)ci->n_layers; /* every layer's matrices, split by rows */
-        k->extra[i] = ci->reserve;
+        k->s[i].dev = devs[j];
+        k->s[i].w = part[j] + (j == mi ? rest : 0);
+        k->s[i].lb = 0;
+        k->s[i].le = (uint32_t)ci->n_layers; /* every layer's matrices, split by rows */
+        k->s[i].extra = ci->reserve;
     }
     k->moved = phase ? ci->bytes : 0;
-    finish(ci, k);
-    (*cnt)++;
+    cand_keep(ci, lv, k);
 }
 
 /*
  * Streaming: units are [other, layer 0, layer 1, ...]; a prefix stays resident
  * on devs (filled in order), the rest lives in RAM and is streamed to the
- * last device, which holds two buffers of the largest unit. pure: nothing
- * resident (one device).
+ * last device, which holds two buffers of the largest streamed unit. pure:
+ * nothing resident (one device).
  */
-static void gen_stream(const ctx *x, const comp_info *ci, const uint32_t *devs, uint32_t n,
-                       bool phase, bool pure, cand *list, uint32_t *cnt) {
+static void gen_stream(const tlp_ctx *x, const tlp_comp *ci, const uint32_t *devs, uint32_t n,
+                       bool phase, bool pure, tlp_level *lv) {
     if (ci->n_layers == 0) return;
-    cand *k = &list[*cnt];
-    cand_reset(k);
+    if (pure && n != 1) return;
+    tlp_cand *k = cand_next(lv, n);
     k->mode = TL_PLAN_MODE_STREAM;
     k->phase = phase;
-    k->n = n;
     uint64_t streamed;
     if (pure) {
-        if (n != 1) return;
         uint64_t buf = 2 * ci->max_unit, cap = 0;
         if (!room(x, devs[0], ci->active, phase, ci->reserve + buf, &cap)) return;
-        k->dev[0] = devs[0];
-        k->extra[0] = ci->reserve + buf;
-        k->w[0] = 0;
-        k->lb[0] = k->le[0] = 0;
+        k->s[0].dev = devs[0];
+        k->s[0].extra = ci->reserve + buf;
+        k->s[0].w = 0;
+        k->s[0].lb = k->s[0].le = 0;
         streamed = ci->bytes;
     } else {
         uint64_t buf = 2 * ci->max_layer;
-        uint64_t cap[MAXD] = {0};
+        uint64_t cap[TLP_MAXD] = {0};
         for (uint32_t i = 0; i < n; i++) {
             uint64_t e = ci->reserve + (i == n - 1 ? buf : 0);
             if (!room(x, devs[i], ci->active, phase, e, &cap[i])) return;
-            k->dev[i] = devs[i];
-            k->extra[i] = e;
+            k->s[i].dev = devs[i];
+            k->s[i].extra = e;
         }
         /* unit u: 0 = other, 1.. = layers */
         size_t n_units = ci->n_layers + 1, u = 0;
         if (ci->other > cap[0]) return;
         for (uint32_t i = 0; i < n; i++) {
-            uint64_t s = 0;
+            uint64_t sz = 0;
             size_t u0 = u;
             while (u < n_units) {
                 uint64_t b = u == 0 ? ci->other : ci->layers[u - 1];
-                if (s + b > cap[i]) break;
-                s += b;
+                if (sz + b > cap[i]) break;
+                sz += b;
                 u++;
             }
-            if (s == 0 || u == u0) return; /* an empty device: a smaller subset covers it */
-            k->w[i] = s;
-            k->lb[i] = (uint32_t)(u0 ? u0 - 1 : 0);
-            k->le[i] = (uint32_t)(u ? u - 1 : 0);
+            if (sz == 0 || u == u0) return; /* an empty device: a smaller subset covers it */
+            k->s[i].w = sz;
+            k->s[i].lb = (uint32_t)(u0 ? u0 - 1 : 0);
+            k->s[i].le = (uint32_t)(u ? u - 1 : 0);
         }
         if (u >= n_units) return; /* everything fits: a full placement is better */
         streamed = 0;
@@ -342,194 +292,221 @@ static void gen_stream(const ctx *x, const comp_info *ci, const uint32_t *devs, 
             streamed += ci->layers[j - 1];
     }
     k->host = streamed;
-    finish(ci, k);
+    cand_keep(ci, lv, k);
     k->moved = streamed * ci->passes + (phase ? k->resident : 0);
-    (*cnt)++;
 }
 
-static uint32_t gen(const ctx *x, int c, cand *list) {
-    const comp_info *ci = &x->comp[c];
-    uint32_t cnt = 0;
+/* Every candidate of component c, in generation order, into lv. */
+static void gen(const tlp_ctx *x, uint32_t c, tlp_level *lv) {
+    const tlp_comp *ci = &x->comp[c];
+    lv->n = lv->n_slots = 0;
     bool phases[2] = {false, true};
     int n_var = ci->all_phases ? 1 : 2;
     const tl_backend_place *pl = &ci->place;
-    bool forced_cpu = pl->n_devices == 1 && pl->devices[0] == TL_PLAN_HOST;
-    if (pl->n_devices && !forced_cpu) {
-        uint32_t devs[MAXD], n = pl->n_devices;
+    if (tlp_place_gpus(pl)) {
+        uint32_t devs[TLP_MAXD], n = pl->n_devices;
         for (uint32_t i = 0; i < n; i++)
             devs[i] = pl->devices[i];
         for (int v = 0; v < n_var; v++) {
             if (x->offload)
-                gen_stream(x, ci, devs, 1, phases[v], true, list, &cnt);
+                gen_stream(x, ci, devs, 1, phases[v], true, lv);
             else
-                gen_full(x, ci, devs, n, phases[v], list, &cnt);
+                gen_full(x, ci, devs, n, phases[v], lv);
         }
-        return cnt;
+        return;
     }
-    if (!forced_cpu) {
+    if (!tlp_place_host(pl)) {
         /* symmetry: a GPU identical to a lower one (same budget, same load in
            every phase) is only used together with it; the mirrored choices
            give the same keys and come later, so they could never win */
-        uint32_t needs[MAXD] = {0};
+        uint64_t needs[TLP_MAXD] = {0};
         for (uint32_t d = 1; d < x->n_gpu; d++)
             for (uint32_t e = d; e-- > 0;)
                 if (x->budget[e] == x->budget[d] &&
                     !memcmp(x->load[e], x->load[d], sizeof x->load[d][0] * x->n_phases)) {
-                    needs[d] = 1u << e;
+                    needs[d] = 1ull << e;
                     break;
                 }
         for (uint32_t s = 0; s < x->n_subsets; s++) {
-            uint32_t devs[MAXD], n, mask = x->subsets[s];
+            uint64_t mask = x->subsets[s];
+            uint32_t devs[TLP_MAXD];
             bool mirrored = false;
             for (uint32_t d = 0; d < x->n_gpu; d++)
-                if ((mask & (1u << d)) && needs[d] && !(mask & needs[d])) mirrored = true;
+                if ((mask & (1ull << d)) && needs[d] && !(mask & needs[d])) mirrored = true;
             if (mirrored && !x->exhaustive) continue;
-            subset_devs(mask, devs, &n);
+            uint32_t n = subset_devs(mask, x->n_gpu, devs);
             for (int v = 0; v < n_var; v++) {
                 if (x->offload) {
-                    gen_stream(x, ci, devs, n, phases[v], true, list, &cnt);
+                    gen_stream(x, ci, devs, n, phases[v], true, lv);
                     continue;
                 }
-                gen_full(x, ci, devs, n, phases[v], list, &cnt);
-                gen_row(x, ci, devs, n, phases[v], list, &cnt);
-                gen_stream(x, ci, devs, n, phases[v], false, list, &cnt);
-                gen_stream(x, ci, devs, n, phases[v], true, list, &cnt);
+                gen_full(x, ci, devs, n, phases[v], lv);
+                gen_row(x, ci, devs, n, phases[v], lv);
+                gen_stream(x, ci, devs, n, phases[v], false, lv);
+                gen_stream(x, ci, devs, n, phases[v], true, lv);
             }
         }
     }
-    cand *k = &list[cnt++];
-    cand_reset(k);
+    tlp_cand *k = cand_next(lv, 0);
     k->host = ci->bytes;
-    return cnt;
+    lv->n++;
 }
 
-static void apply(ctx *x, int c, const cand *k, int sign) {
-    const comp_info *ci = &x->comp[c];
-    for (uint32_t i = 0; i < k->n; i++) {
-        uint32_t d = k->dev[i];
+static void apply(tlp_ctx *x, uint32_t c, const tlp_cand *k, bool add) {
+    const tlp_comp *ci = &x->comp[c];
+    for (uint32_t i = 0; i < k->n; i++)
         for (uint32_t p = 0; p < x->n_phases; p++) {
-            bool act = ci->active & (1u << p);
-            uint64_t add = ((!k->phase || act) ? k->w[i] : 0) + (act ? k->extra[i] : 0);
-            if (sign > 0)
-                x->load[d][p] += add;
+            uint64_t b = tlp_phase_load(ci, k, &k->s[i], p);
+            if (add)
+                x->load[k->s[i].dev][p] += b;
             else
-                x->load[d][p] -= add;
+                x->load[k->s[i].dev][p] -= b;
         }
+}
+
+static void keep_best(tlp_ctx *x) {
+    x->have_best = true;
+    x->best_key = x->cur_key;
+    for (uint32_t i = 0; i < x->n_order; i++) {
+        uint32_t c = x->order[i];
+        tlp_choice *b = &x->best[c];
+        b->k = *x->cur[c];
+        b->k.s = NULL;
+        memcpy(b->s, x->cur[c]->s, sizeof b->s[0] * x->cur[c]->n);
     }
 }
 
-static void dfs(ctx *x, int level) {
-    if (++x->nodes > NODE_LIMIT && x->have_best && !x->exhaustive) return;
+static void dfs(tlp_ctx *x, uint32_t level) {
+    if (++x->nodes > TLP_NODE_LIMIT && x->have_best && !x->exhaustive) return;
     if (level == x->n_order) {
-        if (!x->have_best || better(&x->cur_key, &x->best_key)) {
-            x->have_best = true;
-            x->best_key = x->cur_key;
-            memcpy(x->best, x->cur, sizeof x->best);
-        }
+        if (!x->have_best || tlp_key_better(&x->cur_key, &x->best_key)) keep_best(x);
         return;
     }
     if (x->have_best && !x->exhaustive) {
-        key bound = x->cur_key;
+        tlp_key bound = x->cur_key;
         bound.score += x->rem[level];
         bound.compute += x->rem[level];
-        if (!better(&bound, &x->best_key)) return;
+        if (!tlp_key_better(&bound, &x->best_key)) return;
     }
-    int c = x->order[level];
-    uint32_t cap = x->n_subsets * 8 + 2;
-    cand *list = malloc(sizeof(cand) * cap + sizeof(uint16_t) * cap);
-    if (!list) return;
-    uint16_t *idx = (uint16_t *)(list + cap);
-    uint32_t n = gen(x, c, list);
-    /* stable insertion sort of indices: ties keep generation order */
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t j = i;
-        while (j > 0 && cand_before(&list[i], &list[idx[j - 1]])) {
-            idx[j] = idx[j - 1];
-            j--;
-        }
-        idx[j] = (uint16_t)i;
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        const cand *k = &list[idx[i]];
-        key saved = x->cur_key;
-        uint32_t saved_mask = x->used_mask;
-        uint32_t m = 0;
+    uint32_t c = x->order[level];
+    tlp_level *lv = &x->lv[level];
+    gen(x, c, lv);
+    for (uint32_t i = 0; i < lv->n; i++)
+        lv->idx[i] = i;
+    tlp_sort(lv->idx, lv->tmp, lv->n, cand_before, lv->cands);
+    for (uint32_t i = 0; i < lv->n; i++) {
+        const tlp_cand *k = &lv->cands[lv->idx[i]];
+        tlp_key saved = x->cur_key;
+        uint64_t saved_mask = x->used_mask;
+        uint64_t m = 0;
         for (uint32_t j = 0; j < k->n; j++)
-            m |= 1u << k->dev[j];
+            m |= 1ull << k->s[j].dev;
         x->cur_key.score += k->score;
         x->cur_key.compute += k->compute;
         x->cur_key.moved += k->moved;
         x->cur_key.pairs += k->n;
         x->used_mask |= m;
-        x->cur_key.ndev = popcount32(x->used_mask);
-        key bound = x->cur_key;
+        x->cur_key.ndev = popcount64(x->used_mask);
+        tlp_key bound = x->cur_key;
         bound.score += x->rem[level + 1];
         bound.compute += x->rem[level + 1];
-        if (!x->have_best || x->exhaustive || better(&bound, &x->best_key)) {
-            apply(x, c, k, +1);
-            x->cur[c] = *k;
+        if (!x->have_best || x->exhaustive || tlp_key_better(&bound, &x->best_key)) {
+            apply(x, c, k, true);
+            x->cur[c] = k;
             dfs(x, level + 1);
-            apply(x, c, k, -1);
+            apply(x, c, k, false);
         }
         x->cur_key = saved;
         x->used_mask = saved_mask;
     }
-    free(list);
 }
 
-static bool run_search(ctx *x) {
+static bool budget_before(const void *arg, uint32_t a, uint32_t b) {
+    const uint64_t *budget = arg;
+    return budget[a] > budget[b];
+}
+
+/* GPU subsets: all (by size, then mask) up to TLP_MAX_EXACT_GPUS, else singles + the k largest. */
+static void make_subsets(tlp_ctx *x) {
+    x->n_subsets = 0;
+    if (x->n_gpu <= TLP_MAX_EXACT_GPUS) {
+        for (uint32_t size = 1; size <= x->n_gpu; size++)
+            for (uint64_t m = 1; m < (1ull << x->n_gpu); m++)
+                if (popcount64(m) == size) x->subsets[x->n_subsets++] = m;
+        return;
+    }
+    uint32_t idx[TLP_MAXD], tmp[TLP_MAXD];
+    for (uint32_t i = 0; i < x->n_gpu; i++)
+        idx[i] = i;
+    tlp_sort(idx, tmp, x->n_gpu, budget_before, x->budget);
+    for (uint32_t i = 0; i < x->n_gpu; i++)
+        x->subsets[x->n_subsets++] = 1ull << i;
+    uint64_t m = 1ull << idx[0];
+    for (uint32_t k = 1; k < x->n_gpu; k++) {
+        m |= 1ull << idx[k];
+        x->subsets[x->n_subsets++] = m;
+    }
+}
+
+/*
+ * The workspace of one search: per level, room for every candidate gen can
+ * make (per subset and residency variant: full, row, stream, pure stream,
+ * each with at most the subset's GPUs; a forced placement: one per variant;
+ * and the cpu) and for their device slots.
+ */
+static void *workspace(tlp_ctx *x) {
+    uint64_t slots_per_level = 0;
+    for (uint32_t s = 0; s < x->n_subsets; s++)
+        slots_per_level += 8ull * popcount64(x->subsets[s]);
+    slots_per_level += 2ull * TLP_MAXD;
+    uint64_t cands_per_level = 8ull * x->n_subsets + 3;
+    size_t per_level =
+        (size_t)(cands_per_level * sizeof(tlp_cand) + slots_per_level * sizeof(tlp_slot) +
+                 2 * cands_per_level * sizeof(uint32_t));
+    char *mem = tl_os_malloc(per_level * (x->n_order ? x->n_order : 1));
+    if (!mem) return NULL;
+    char *at = mem;
+    for (uint32_t l = 0; l < x->n_order; l++) {
+        tlp_level *lv = &x->lv[l];
+        lv->cands = (tlp_cand *)at;
+        at += cands_per_level * sizeof(tlp_cand);
+        lv->slots = (tlp_slot *)at;
+        at += slots_per_level * sizeof(tlp_slot);
+        lv->idx = (uint32_t *)at;
+        at += cands_per_level * sizeof(uint32_t);
+        lv->tmp = (uint32_t *)at;
+        at += cands_per_level * sizeof(uint32_t);
+        lv->n = lv->n_slots = 0;
+    }
+    return mem;
+}
+
+tl_status tlp_search(tlp_ctx *x, bool *found) {
+    *found = false;
     x->have_best = false;
     x->nodes = 0;
     memset(x->load, 0, sizeof x->load);
     memset(&x->cur_key, 0, sizeof x->cur_key);
     x->used_mask = 0;
-    /* GPU subsets: all (by size, then mask) up to MAX_EXACT_GPUS, else singles + the k largest */
-    x->n_subsets = 0;
-    if (x->n_gpu <= MAX_EXACT_GPUS) {
-        for (uint32_t size = 1; size <= x->n_gpu; size++)
-            for (uint32_t m = 1; m < (1u << x->n_gpu); m++)
-                if (popcount32(m) == size) x->subsets[x->n_subsets++] = m;
-    } else {
-        uint32_t idx[MAXD];
-        for (uint32_t i = 0; i < x->n_gpu; i++)
-            idx[i] = i;
-        for (uint32_t i = 1; i < x->n_gpu; i++)
-            for (uint32_t j = i; j > 0 && x->budget[idx[j]] > x->budget[idx[j - 1]]; j--) {
-                uint32_t t = idx[j];
-                idx[j] = idx[j - 1];
-                idx[j - 1] = t;
-            }
-        for (uint32_t i = 0; i < x->n_gpu; i++)
-            x->subsets[x->n_subsets++] = 1u << i;
-        uint32_t m = 1u << idx[0];
-        for (uint32_t k = 1; k < x->n_gpu; k++) {
-            m |= 1u << idx[k];
-            x->subsets[x->n_subsets++] = m;
-        }
-    }
+    make_subsets(x);
+    void *mem = workspace(x);
+    if (!mem) return tl_err(TL_ERR_NOMEM, "plan: out of memory for the search");
     dfs(x, 0);
-    return x->have_best;
+    free(mem);
+    memset(x->lv, 0, sizeof x->lv);
+    memset(x->cur, 0, sizeof x->cur);
+    *found = x->have_best;
+    return TL_OK;
 }
 
-/* --- building the context from the public inputs --- */
+static bool weight_before(const void *arg, uint32_t a, uint32_t b) {
+    const tlp_comp *comp = arg;
+    return comp[a].weight > comp[b].weight;
+}
 
-typedef struct inputs {
-    const tl_plan_summary *s;
-    tl_plan_device devs[MAXD];
-    size_t n_devs; /* GPUs first, host last */
-    uint64_t headroom;
-    const char *max_vram;
-    uint64_t reserve[TL_COMP_COUNT];
-    tl_plan_phases phases;
-    tl_backend_spec spec;
-    bool offload;
-    bool exhaustive;
-    uint32_t steps;
-} inputs;
-
-static tl_status setup(const inputs *in, const char *max_vram, ctx *x) {
+tl_status tlp_setup(const tlp_inputs *in, const char *max_vram, tlp_ctx *x) {
     memset(x, 0, sizeof *x);
-    uint64_t budgets[MAXD];
+    uint64_t budgets[TLP_MAXD];
     tl_status st = tl_plan_parse_max_vram(max_vram, in->devs, in->n_devs, in->headroom, budgets);
     if (st) return st;
     x->n_gpu = (uint32_t)(in->n_devs - 1);
@@ -541,9 +518,9 @@ static tl_status setup(const inputs *in, const char *max_vram, ctx *x) {
     uint32_t named = 0;
     for (uint32_t p = 0; p < in->phases.n; p++)
         named |= in->phases.mask[p];
-    for (int c = 0; c < TL_COMP_COUNT; c++) {
+    for (uint32_t c = 0; c < TL_COMP_COUNT; c++) {
         const tl_plan_part *pp = &in->s->comp[c];
-        comp_info *ci = &x->comp[c];
+        tlp_comp *ci = &x->comp[c];
         ci->present = pp->bytes > 0;
         if (!ci->present) continue;
         ci->bytes = pp->bytes;
@@ -566,29 +543,21 @@ static tl_status setup(const inputs *in, const char *max_vram, ctx *x) {
         ci->place = in->spec.comp[c].n_devices ? in->spec.comp[c] : in->spec.dflt;
     }
     /* order: priority desc, then component id */
+    uint32_t tmp[TL_COMP_COUNT];
     x->n_order = 0;
-    for (int c = 0; c < TL_COMP_COUNT; c++)
+    for (uint32_t c = 0; c < TL_COMP_COUNT; c++)
         if (x->comp[c].present) x->order[x->n_order++] = c;
-    for (int i = 1; i < x->n_order; i++)
-        for (int j = i; j > 0 && x->comp[x->order[j]].weight > x->comp[x->order[j - 1]].weight;
-             j--) {
-            int t = x->order[j];
-            x->order[j] = x->order[j - 1];
-            x->order[j - 1] = t;
-        }
+    tlp_sort(x->order, tmp, x->n_order, weight_before, x->comp);
     x->rem[x->n_order] = 0;
-    for (int i = x->n_order - 1; i >= 0; i--) {
-        const comp_info *ci = &x->comp[x->order[i]];
-        x->rem[i] = x->rem[i + 1] +
-                    (x->n_gpu && !(ci->place.n_devices == 1 && ci->place.devices[0] == TL_PLAN_HOST)
-                         ? ci->bytes * ci->weight
-                         : 0);
+    for (uint32_t i = x->n_order; i-- > 0;) {
+        const tlp_comp *ci = &x->comp[x->order[i]];
+        x->rem[i] =
+            x->rem[i + 1] + (x->n_gpu && !tlp_place_host(&ci->place) ? ci->bytes * ci->weight : 0);
     }
     return TL_OK;
 }
 
-/* Fill the plan from the best candidates of x. */
-static void fill_plan(const ctx *x, const inputs *in, tl_plan *p) {
+void tlp_fill_plan(const tlp_ctx *x, const tlp_inputs *in, tl_plan *p) {
     p->n_devices = in->n_devs;
     memcpy(p->devices, in->devs, sizeof p->devices);
     for (uint32_t i = 0; i < x->n_gpu; i++)
@@ -597,12 +566,13 @@ static void fill_plan(const ctx *x, const inputs *in, tl_plan *p) {
     p->phases = in->phases;
     p->moved_per_run = p->host_bytes = p->score = 0;
     memset(p->peak, 0, sizeof p->peak);
-    for (int c = 0; c < TL_COMP_COUNT; c++) {
+    for (uint32_t c = 0; c < TL_COMP_COUNT; c++) {
         tl_plan_decision *d = &p->dec[c];
         memset(d, 0, sizeof *d);
-        const comp_info *ci = &x->comp[c];
+        const tlp_comp *ci = &x->comp[c];
         if (!ci->present) continue;
-        const cand *k = &x->best[c];
+        const tlp_cand *k = &x->best[c].k;
+        const tlp_slot *s = x->best[c].s;
         d->present = true;
         d->mode = k->mode;
         d->phase_resident = k->phase;
@@ -610,292 +580,20 @@ static void fill_plan(const ctx *x, const inputs *in, tl_plan *p) {
         d->reserve = ci->reserve;
         d->n_devices = k->n;
         for (uint32_t i = 0; i < k->n; i++) {
-            d->devices[i] = k->dev[i];
-            d->device_bytes[i] = k->w[i];
-            d->layer_begin[i] = k->lb[i];
-            d->layer_end[i] = k->le[i];
-            d->shares[i] = ci->bytes ? round((double)k->w[i] / (double)ci->bytes * 1e6) / 1e6 : 0;
-            for (uint32_t ph = 0; ph < x->n_phases; ph++) {
-                bool act = ci->active & (1u << ph);
-                p->peak[k->dev[i]][ph] +=
-                    ((!k->phase || act) ? k->w[i] : 0) + (act ? k->extra[i] : 0);
-            }
+            d->devices[i] = s[i].dev;
+            d->device_bytes[i] = s[i].w;
+            d->layer_begin[i] = s[i].lb;
+            d->layer_end[i] = s[i].le;
+            d->shares[i] = ci->bytes ? round((double)s[i].w / (double)ci->bytes * 1e6) / 1e6 : 0;
+            for (uint32_t ph = 0; ph < x->n_phases; ph++)
+                p->peak[s[i].dev][ph] += tlp_phase_load(ci, k, &s[i], ph);
         }
+        d->n_requested = ci->place.n_devices;
+        memcpy(d->requested, ci->place.devices, sizeof d->requested[0] * ci->place.n_devices);
         d->host_bytes = k->host;
         d->moved_per_run = k->moved;
         p->moved_per_run += k->moved;
         p->host_bytes += k->host;
         p->score += k->score;
     }
-}
-
-static uint64_t worst_short(const tl_plan *p, const ctx *x, char *msg, size_t n) {
-    uint64_t worst = 0;
-    msg[0] = 0;
-    for (uint32_t d = 0; d < x->n_gpu; d++)
-        for (uint32_t ph = 0; ph < x->n_phases; ph++)
-            if (p->peak[d][ph] > x->budget[d] && p->peak[d][ph] - x->budget[d] > worst) {
-                worst = p->peak[d][ph] - x->budget[d];
-                char a[32], b[32], c[32], pn[64];
-                snprintf(msg, n, "%s needs %s in phase %s but its budget is %s (short by %s)",
-                         p->devices[d].name, tl_fmt_bytes(p->peak[d][ph], a, sizeof a),
-                         tlp_phase_name(x->n_phases ? p->phases.mask[ph] : 0, pn, sizeof pn),
-                         tl_fmt_bytes(x->budget[d], b, sizeof b), tl_fmt_bytes(worst, c, sizeof c));
-            }
-    return worst;
-}
-
-/* Explain an infeasible plan: who does not fit, by how much, and the smallest change. */
-static void explain(const inputs *in, tl_plan *p) {
-    ctx *x = malloc(sizeof *x);
-    ctx *y = malloc(sizeof *y);
-    char what[512] = "", fix[256] = "";
-    if (!x || !y) goto out;
-    if (setup(in, in->max_vram, x)) goto out;
-    /* 1. how much is missing: the least extra budget on every GPU that fits */
-    uint64_t lo = 0, hi = 64 * TLP_GIB;
-    uint64_t base[MAXD];
-    memcpy(base, x->budget, sizeof base);
-    memcpy(y, x, sizeof *y);
-    for (uint32_t d = 0; d < y->n_gpu; d++)
-        y->budget[d] = base[d] + hi;
-    if (run_search(y)) {
-        while (hi - lo > 16 * TLP_MIB) {
-            uint64_t mid = lo + (hi - lo) / 2;
-            for (uint32_t d = 0; d < y->n_gpu; d++)
-                y->budget[d] = base[d] + mid;
-            if (run_search(y))
-                hi = mid;
-            else
-                lo = mid;
-        }
-        for (uint32_t d = 0; d < y->n_gpu; d++)
-            y->budget[d] = base[d] + hi;
-        run_search(y);
-        tl_plan tmp;
-        memset(&tmp, 0, sizeof tmp);
-        fill_plan(y, in, &tmp);
-        worst_short(&tmp, x, what, sizeof what);
-        /* placements that overflow, by component */
-        char who[160] = "";
-        size_t at = 0;
-        for (int c = 0; c < TL_COMP_COUNT; c++) {
-            const tl_backend_place *wp = &x->comp[c].place;
-            if (!x->comp[c].present || !wp->n_devices ||
-                (wp->n_devices == 1 && wp->devices[0] == TL_PLAN_HOST))
-                continue;
-            int k = snprintf(who + at, sizeof who - at, "%s%s", at ? ", " : "",
-                             tl_component_name((tl_component)c));
-            if (k < 0 || (size_t)k >= sizeof who - at) break;
-            at += (size_t)k;
-        }
-        if (at) {
-            char t[512];
-            snprintf(t, sizeof t, "the placement of %.160s does not fit: %.300s", who, what);
-            memcpy(what, t, sizeof what);
-        }
-    } else {
-        snprintf(what, sizeof what,
-                 "the forced placements cannot fit even with 64 GiB more on every GPU");
-    }
-    /* 2. the smallest change: a --max-vram value, one component to cpu, offloading */
-    if (in->max_vram && *in->max_vram) {
-        if (!setup(in, NULL, y) && run_search(y)) {
-            /* least uniform cap X (0.1 GiB steps) with budgets min(free - headroom, X) */
-            uint64_t step = TLP_GIB / 10, top = 0;
-            uint64_t full[MAXD];
-            memcpy(full, y->budget, sizeof full);
-            for (uint32_t d = 0; d < y->n_gpu; d++)
-                if (full[d] > top) top = full[d];
-            uint64_t l = 0, h = (top + step - 1) / step;
-            while (h - l > 1) {
-                uint64_t mid = (l + h) / 2;
-                for (uint32_t d = 0; d < y->n_gpu; d++)
-                    y->budget[d] = full[d] < mid * step ? full[d] : mid * step;
-                if (run_search(y))
-                    h = mid;
-                else
-                    l = mid;
-            }
-            snprintf(fix, sizeof fix, "--max-vram %.1fG would fit",
-                     (double)(h * step) / (double)TLP_GIB);
-        }
-    }
-    static const int by_priority_asc[] = {TL_COMP_OTHER, TL_COMP_VAE, TL_COMP_COND,
-                                          TL_COMP_CONTROLNET, TL_COMP_DIFFUSION};
-    /* one forced component at a time, lowest priority first: what auto-fit would do with it */
-    for (int i = 0; i < TL_COMP_COUNT && !fix[0]; i++) {
-        int c = by_priority_asc[i];
-        if (!x->comp[c].present) continue;
-        const tl_backend_place *pl = &x->comp[c].place;
-        if (!pl->n_devices || (pl->n_devices == 1 && pl->devices[0] == TL_PLAN_HOST)) continue;
-        memcpy(y, x, sizeof *y);
-        y->comp[c].place.n_devices = 0;
-        if (!run_search(y)) continue;
-        const cand *k = &y->best[c];
-        if (k->mode == TL_PLAN_MODE_CPU) {
-            snprintf(fix, sizeof fix, "%s=cpu would fit", tl_component_name((tl_component)c));
-            continue;
-        }
-        char devs[128];
-        size_t at = 0;
-        devs[0] = 0;
-        for (uint32_t j = 0; j < k->n && at < sizeof devs; j++) {
-            int w = snprintf(devs + at, sizeof devs - at, "%s%s", j ? "&" : "",
-                             in->devs[k->dev[j]].name);
-            if (w < 0) break;
-            at += (size_t)w;
-        }
-        snprintf(fix, sizeof fix, "leaving %s to auto-fit would fit (%s on %s%s)",
-                 tl_component_name((tl_component)c), tl_plan_mode_name(k->mode), devs,
-                 k->phase ? ", loaded per phase" : "");
-    }
-    if (!fix[0] && !x->offload) {
-        memcpy(y, x, sizeof *y);
-        y->offload = true;
-        if (run_search(y)) snprintf(fix, sizeof fix, "--offload-to-cpu would fit");
-    }
-out:
-    snprintf(p->error, sizeof p->error, "plan does not fit: %s%s%s",
-             what[0] ? what : "budgets too small", fix[0] ? "; " : "", fix);
-    free(x);
-    free(y);
-}
-
-tl_status tl_plan_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
-                         const tl_plan_options *opts, tl_plan **out) {
-    return tlp_create(s, devs, n_devs, opts, false, out);
-}
-
-tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
-                     const tl_plan_options *opts, bool exhaustive, tl_plan **out) {
-    if (!s || !out || (!devs && n_devs)) return tl_err(TL_ERR_INVALID_ARG, "plan: NULL argument");
-    *out = NULL;
-    tl_plan_options dflt;
-    memset(&dflt, 0, sizeof dflt);
-    if (!opts) opts = &dflt;
-    inputs *in = calloc(1, sizeof *in);
-    if (!in) return tl_err(TL_ERR_NOMEM, "plan: out of memory");
-    tl_status st = TL_OK;
-    /* devices: GPUs in input order, then the host */
-    int host = -1;
-    for (size_t i = 0; i < n_devs; i++) {
-        if (!devs[i].is_gpu) {
-            if (host >= 0) {
-                st = tl_err(TL_ERR_INVALID_ARG, "plan: more than one host device ('%s', '%s')",
-                            devs[host].name, devs[i].name);
-                goto fail;
-            }
-            host = (int)i;
-            continue;
-        }
-        if (in->n_devs >= MAXD - 1) {
-            st = tl_err(TL_ERR_INVALID_ARG, "plan: more than %d GPUs", MAXD - 1);
-            goto fail;
-        }
-        for (size_t j = 0; j < in->n_devs; j++)
-            if (!strcasecmp(in->devs[j].name, devs[i].name)) {
-                st = tl_err(TL_ERR_INVALID_ARG, "plan: device '%s' given twice", devs[i].name);
-                goto fail;
-            }
-        in->devs[in->n_devs] = devs[i];
-        in->devs[in->n_devs].name[sizeof devs[i].name - 1] = 0;
-        in->n_devs++;
-    }
-    if (host >= 0) {
-        in->devs[in->n_devs] = devs[host];
-    } else {
-        memset(&in->devs[in->n_devs], 0, sizeof in->devs[0]);
-        snprintf(in->devs[in->n_devs].name, sizeof in->devs[0].name, "cpu");
-    }
-    in->devs[in->n_devs].name[sizeof in->devs[0].name - 1] = 0;
-    in->n_devs++;
-    in->s = s;
-    in->headroom = opts->headroom;
-    in->max_vram = opts->max_vram;
-    in->offload = opts->offload_to_cpu;
-    in->exhaustive = exhaustive;
-    in->steps = opts->steps ? opts->steps : 20;
-    tl_plan_default_reserves(in->reserve);
-    if (opts->reserve && (st = tl_plan_parse_reserve(opts->reserve, in->reserve))) goto fail;
-    if (opts->phases) {
-        if ((st = tl_plan_parse_phases(opts->phases, &in->phases))) goto fail;
-    } else {
-        tl_plan_default_phases(&in->phases);
-    }
-    /* backend spec plus the older flags */
-    {
-        char spec[1024];
-        size_t at = 0;
-        spec[0] = 0;
-        if (opts->backend) {
-            if (strlen(opts->backend) >= 900) {
-                st = tl_err(TL_ERR_INVALID_ARG, "--backend: spec too long");
-                goto fail;
-            }
-            at += (size_t)snprintf(spec, sizeof spec, "%s", opts->backend);
-            if (!*opts->backend) {
-                st = tl_err(TL_ERR_INVALID_ARG, "--backend: empty spec");
-                goto fail;
-            }
-        }
-        const char *flags[3] = {opts->clip_on_cpu ? "cond=cpu" : NULL,
-                                opts->vae_on_cpu ? "vae=cpu" : NULL,
-                                opts->controlnet_on_cpu ? "controlnet=cpu" : NULL};
-        for (int i = 0; i < 3; i++)
-            if (flags[i])
-                at +=
-                    (size_t)snprintf(spec + at, sizeof spec - at, "%s%s", at ? "," : "", flags[i]);
-        if (at && (st = tl_plan_parse_backend(spec, in->devs, in->n_devs, &in->spec))) {
-            if (opts->clip_on_cpu || opts->vae_on_cpu || opts->controlnet_on_cpu)
-                tl_err_prefix(
-                    st,
-                    "with --clip-on-cpu / --vae-on-cpu / --control-net-cpu as cond=cpu / vae=cpu / "
-                    "controlnet=cpu");
-            goto fail;
-        }
-    }
-    tl_plan *p = calloc(1, sizeof *p);
-    ctx *x = malloc(sizeof *x);
-    if (!p || !x) {
-        free(p);
-        free(x);
-        st = tl_err(TL_ERR_NOMEM, "plan: out of memory");
-        goto fail;
-    }
-    if ((st = setup(in, in->max_vram, x))) {
-        free(p);
-        free(x);
-        goto fail;
-    }
-    p->feasible = run_search(x);
-    if (p->feasible) {
-        fill_plan(x, in, p);
-    } else {
-        /* an all-cpu description of the devices, and the explanation */
-        memset(x->best, 0, sizeof x->best);
-        for (int c = 0; c < TL_COMP_COUNT; c++) {
-            x->best[c].mode = TL_PLAN_MODE_CPU;
-            x->best[c].host = x->comp[c].bytes;
-        }
-        fill_plan(x, in, p);
-        explain(in, p);
-    }
-    if (opts->size) {
-        tl_plan_size sz;
-        if ((st = tl_plan_parse_size(opts->size, &sz)) ||
-            (st = tl_plan_vae_tiling(&sz, in->reserve[TL_COMP_VAE], opts->vae_bytes_per_voxel,
-                                     &p->tiling))) {
-            free(p);
-            free(x);
-            goto fail;
-        }
-    }
-    free(x);
-    free(in);
-    *out = p;
-    return TL_OK;
-fail:
-    free(in);
-    return st;
 }

@@ -129,7 +129,9 @@ tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t ca
                 return tl_err(TL_ERR_INVALID_ARG, "--devices: device '%s' given twice",
                               out[i].name);
         if (*n + ((host || is_host) ? 1 : 2) > cap)
-            return tl_err(TL_ERR_INVALID_ARG, "--devices: more than %zu devices", cap - 1);
+            return tl_err(TL_ERR_INVALID_ARG,
+                          "--devices: more than %zu GPUs (room for %zu devices, the host included)",
+                          cap - 1, cap);
         tl_plan_device *d = &out[(*n)++];
         memset(d, 0, sizeof *d);
         tlp_tok(tok, nl, d->name, sizeof d->name);
@@ -142,7 +144,9 @@ tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t ca
     }
     if (!host) {
         if (*n >= cap)
-            return tl_err(TL_ERR_INVALID_ARG, "--devices: more than %zu devices", cap - 1);
+            return tl_err(TL_ERR_INVALID_ARG,
+                          "--devices: more than %zu GPUs (room for %zu devices, the host included)",
+                          cap - 1, cap);
         tl_plan_device *d = &out[(*n)++];
         memset(d, 0, sizeof *d);
         snprintf(d->name, sizeof d->name, "cpu");

@@ -8,6 +8,7 @@
 
 #include "core/checked.h"
 #include "core/error.h"
+#include "os/os.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +47,7 @@ tl_status tl_plan_summary_add_layer(tl_plan_summary *s, tl_component c, uint64_t
     tl_plan_part *p = &s->comp[c];
     if (p->n_layers == p->cap_layers) {
         size_t cap = p->cap_layers ? p->cap_layers * 2 : 16;
-        uint64_t *l = realloc(p->layers, cap * sizeof *l);
+        uint64_t *l = tl_os_realloc(p->layers, cap * sizeof *l);
         if (!l) return tl_err(TL_ERR_NOMEM, "plan summary: out of memory for %zu layers", cap);
         p->layers = l;
         p->cap_layers = cap;
