@@ -1021,6 +1021,18 @@ typedef struct tl_load_options {
     tl_load_progress_fn progress; /* called on the calling thread, about every 50 ms */
     void *progress_user;
     double sample_interval; /* seconds between memory samples; 0 = 5 ms */
+    /* Load only these tensors (model indexes; NULL = all). Others are left empty in the result. */
+    const size_t *tensors;
+    size_t n_tensors;
+    /*
+     * Where tensor i goes: a host address of nbytes (after conversion, with
+     * the dtype given) that the caller owns and keeps alive; NULL fails the
+     * load. With dest set every tensor is copied (never a view), tensor by
+     * tensor through the same bounded staging, conversion and verify; the
+     * result's data pointers are the caller's addresses.
+     */
+    void *(*dest)(void *user, size_t tensor, uint64_t nbytes, tl_dtype dtype);
+    void *dest_user;
 } tl_load_options;
 
 /* One tensor in host memory. */

@@ -320,7 +320,7 @@ static tl_status plan_file(job *j, lfile *f) {
     for (size_t k = 0; k < f->n_order; k++) {
         const tl_tensor_info *t = tl_model_tensor(m, f->order[k]);
         tl_dtype to = j->o.convert ? tl_convert_target(t->dtype, j->o.dtype) : t->dtype;
-        if (f->pub.mode == TL_LOAD_MMAP && to == t->dtype) continue;
+        if ((f->pub.mode == TL_LOAD_MMAP && to == t->dtype) || j->o.dest) continue;
         uint64_t out = to == t->dtype ? t->nbytes : t->n_elements * tl_convert_elem_size(to);
         if (!tl_align_up_u64(total, 64, &total) || !tl_add_u64(total, out, &total))
             return tl_err(TL_ERR_FORMAT, "%s: tensor sizes overflow", path);
@@ -336,15 +336,25 @@ static tl_status plan_file(job *j, lfile *f) {
         size_t ti = f->order[k];
         const tl_tensor_info *t = tl_model_tensor(m, ti);
         tl_dtype to = j->o.convert ? tl_convert_target(t->dtype, j->o.dtype) : t->dtype;
-        if (f->pub.mode == TL_LOAD_MMAP && to == t->dtype) {
+        if (f->pub.mode == TL_LOAD_MMAP && to == t->dtype && !j->o.dest) {
             j->r->tensors[ti] =
                 (tl_loaded_tensor){(const unsigned char *)tl_model_file_map(m, t->file) + t->offset,
                                    t->nbytes, t->dtype, true, false};
             continue;
         }
         uint64_t out = to == t->dtype ? t->nbytes : t->n_elements * tl_convert_elem_size(to);
-        tl_align_up_u64(pos, 64, &pos);
-        j->r->tensors[ti] = (tl_loaded_tensor){f->dest + pos, out, to, false, to != t->dtype};
+        unsigned char *at;
+        if (j->o.dest) {
+            at = j->o.dest(j->o.dest_user, ti, out, to);
+            if (!at && out)
+                return tl_err(TL_ERR_INVALID_ARG, "%s: tensor %s: the destination callback gave no "
+                              "memory for %llu bytes", path, t->name, (unsigned long long)out);
+        } else {
+            tl_align_up_u64(pos, 64, &pos);
+            at = f->dest + pos;
+            pos += out;
+        }
+        j->r->tensors[ti] = (tl_loaded_tensor){at, out, to, false, to != t->dtype};
         tl_io_xfer x = {.len = t->nbytes,
                         .from = t->dtype,
                         .to = to,
@@ -352,8 +362,7 @@ static tl_status plan_file(job *j, lfile *f) {
                         .name = t->name,
                         .src = source_of(j, f, ti, t->offset)};
         x.dst.kind = TL_IO_HOST;
-        x.dst.host = f->dest + pos;
-        pos += out;
+        x.dst.host = at;
         tl_status s = add_xfer(f, &x);
         if (s != TL_OK) return s;
     }
@@ -559,9 +568,29 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
     }
     r->stats.threads = j.o.threads;
     r->stats.staging_bound = (uint64_t)j.o.staging_count * j.o.staging_size;
-    for (size_t i = 0; i < r->n_tensors; i++)
-        order[i] = i;
-    qsort_r(order, r->n_tensors, sizeof *order, cmp_off, m);
+    size_t n_order = 0;
+    if (j.o.tensors) {
+        for (size_t k = 0; k < j.o.n_tensors; k++) {
+            if (j.o.tensors[k] >= r->n_tensors) {
+                free(order);
+                tl_io_engine_destroy(j.io);
+                tl_load_result_free(r);
+                tl_memwatch_stop(watch, NULL);
+                return tl_err(TL_ERR_INVALID_ARG, "load: tensor index %zu out of range (%zu tensors)",
+                              j.o.tensors[k], tl_model_tensor_count(m));
+            }
+            if (!r->tensors[j.o.tensors[k]].nbytes) { /* a mark against duplicates, reset below */
+                r->tensors[j.o.tensors[k]].nbytes = 1;
+                order[n_order++] = j.o.tensors[k];
+            }
+        }
+        for (size_t k = 0; k < n_order; k++)
+            r->tensors[order[k]].nbytes = 0;
+    } else {
+        for (size_t i = 0; i < r->n_tensors; i++)
+            order[n_order++] = i;
+    }
+    qsort_r(order, n_order, sizeof *order, cmp_off, m);
     /* plan: per-file tensor lists, residency and mode */
     for (size_t fi = 0; fi < r->n_files; fi++) {
         lfile *f = &r->files[fi];
@@ -573,13 +602,14 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
             s = tl_err(TL_ERR_NOMEM, "load: out of memory");
             break;
         }
-        for (size_t k = 0; k < r->n_tensors; k++) {
+        for (size_t k = 0; k < n_order; k++) {
             const tl_tensor_info *t = tl_model_tensor(m, order[k]);
             if (t->file != fi || f->n_order >= fin->n_tensors) continue;
             f->order[f->n_order++] = order[k];
             f->pub.bytes += t->nbytes;
             if (j.o.convert && tl_convert_target(t->dtype, j.o.dtype) != t->dtype) f->packed = true;
         }
+        if (j.o.dest) f->packed = true; /* tensor by tensor into the caller's memory */
         residency(&j, fi, &f->pub.page_cache_before, &f->pub.residency_before);
         decide_mode(&j, f);
         open_direct(&j, f);
