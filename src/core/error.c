@@ -1,5 +1,5 @@
 /*
- * error.c — thread-local last-error message, status names and the version.
+ * error.c — thread-local last-error message and status names.
  */
 #include "core/error.h"
 
@@ -44,10 +44,6 @@ void tl_err_clear(void) {
 
 const char *tl_last_error(void) {
     return tl_err_buf;
-}
-
-const char *tl_version(void) {
-    return "0.1.0";
 }
 
 const char *tl_status_name(tl_status s) {
