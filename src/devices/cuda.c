@@ -23,6 +23,7 @@
  * cudaErrorMemoryAllocation maps to TL_ERR_DEVICE_OOM.
  */
 #include "core/assert.h"
+#include "core/env.h"
 #include "core/error.h"
 #include "devices/devices.h"
 #include "os/dl.h"
@@ -159,7 +160,7 @@ static tl_status cuda_alloc(void *self, uint64_t size, tl_devptr *out) {
     int fe = tl_fault_hit(TL_FAULT_DEVICE_ALLOC);
     if (fe)
         return tl_err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %s", c->name,
-                      (unsigned long long)size, strerror(fe));
+                      (unsigned long long)size, tl_errno_text(fe));
     if (size > SIZE_MAX)
         return tl_err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes", c->name,
                       (unsigned long long)size);
@@ -541,9 +542,9 @@ static bool load_runtime(void) {
     static const char *const names[] = {"libcudart.so",      "libcudart.so.13", "libcudart.so.12",
                                         "libcudart.so.11.0", "libcudart.so.11", NULL};
     char why[400];
-    const char *env = getenv("TIERLOAD_CUDART"); /* a specific runtime (or a test double) */
+    const char *env = tl_env_get(TL_ENV_CUDART); /* a specific runtime (or a test double) */
     const char *const one[] = {env, NULL};
-    cu.lib = tl_os_dlopen_first(env && *env ? one : names, why, sizeof why);
+    cu.lib = tl_os_dlopen_first(env ? one : names, why, sizeof why);
     if (!cu.lib) {
         snprintf(cuda_reason, sizeof cuda_reason, "no CUDA runtime: %s", why);
         return false;

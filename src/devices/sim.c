@@ -82,7 +82,7 @@ static tl_status sim_alloc_fn(void *self, uint64_t size, tl_devptr *out) {
     int e = tl_fault_hit(TL_FAULT_DEVICE_ALLOC);
     if (e)
         return tl_err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %s", s->spec.name,
-                      (unsigned long long)size, strerror(e));
+                      (unsigned long long)size, tl_errno_text(e));
     tl_os_mutex_lock(&s->lock);
     uint64_t free_b = s->spec.capacity - s->used;
     if (size > free_b) {
@@ -342,7 +342,7 @@ tl_status tl_device_sim_new(const tl_sim_spec *spec, tl_device **out) {
     int e = tl_os_mutex_init(&s->lock);
     if (e) {
         free(s);
-        return tl_err(TL_ERR_NOMEM, "%s: cannot make a mutex: %s", spec->name, strerror(e));
+        return tl_err(TL_ERR_NOMEM, "%s: cannot make a mutex: %s", spec->name, tl_errno_text(e));
     }
     s->spec = *spec;
     s->next_addr = SIM_BASE;

@@ -25,8 +25,16 @@ bool tl_os_exists(const char *path);
 /* Names of a folder's entries (no "." / ".."), sorted; free with tl_os_listdir_free. */
 int tl_os_listdir(const char *dir, char ***names, size_t *n);
 void tl_os_listdir_free(char **names, size_t n);
-/* Read a whole small file (at most limit bytes; EFBIG beyond) into a NUL-terminated heap buffer. */
+/*
+ * Small files. tl_os_read_small: a regular file whose size fstat tells (a model index, a
+ * config), at most limit bytes (EFBIG beyond), into a NUL-terminated heap buffer; open, read and
+ * allocation are fault-injected. tl_os_read_text: a /proc or /sys text file (whose size fstat
+ * does not tell) into the caller's buffer of cap bytes, NUL-terminated, EFBIG when it does not
+ * fit; it allocates nothing and is not fault-injected, because samplers call it from their own
+ * threads, where an injected fault would land on a nondeterministic call.
+ */
 int tl_os_read_small(const char *path, uint64_t limit, char **buf, size_t *len);
+int tl_os_read_text(const char *path, char *buf, size_t cap, size_t *len);
 
 /* Read exactly len bytes at off; EIO-like errno on error, ENODATA on early EOF. */
 int tl_os_pread_full(int fd, void *buf, size_t len, uint64_t off);
@@ -34,8 +42,13 @@ int tl_os_pread_full(int fd, void *buf, size_t len, uint64_t off);
 /* Map a whole file MAP_PRIVATE (read-only, or copy-on-write writable). */
 int tl_os_map(int fd, uint64_t size, bool writable, bool populate, void **addr);
 int tl_os_unmap(void *addr, uint64_t size);
-/* madvise: one of the TL_MAP_* hints (SEQUENTIAL, WILLNEED, DONTNEED). */
-int tl_os_madvise(void *addr, uint64_t size, unsigned tl_map_flag);
+/* madvise with one of these hints. */
+typedef enum tl_os_advice {
+    TL_OS_ADV_SEQUENTIAL = 1,
+    TL_OS_ADV_WILLNEED,
+    TL_OS_ADV_DONTNEED,
+} tl_os_advice;
+int tl_os_madvise(void *addr, uint64_t size, tl_os_advice advice);
 /* posix_fadvise(POSIX_FADV_DONTNEED) over [off, off+len) (len 0 = to the end). */
 int tl_os_fadvise_dontneed(int fd, uint64_t off, uint64_t len);
 int tl_os_fadvise_willneed(int fd, uint64_t off, uint64_t len);
