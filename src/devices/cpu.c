@@ -58,10 +58,10 @@ static tl_status cpu_alloc(void *self, uint64_t size, tl_devptr *out) {
         return tl_err(TL_ERR_DEVICE_OOM, "cpu: cannot allocate %llu bytes",
                       (unsigned long long)size);
     void *p = NULL;
-    e = posix_memalign(&p, CPU_ALIGN, (size_t)size);
-    if (e || !p)
+    e = tl_os_aligned_alloc(CPU_ALIGN, (size_t)size, &p);
+    if (e)
         return tl_err(TL_ERR_DEVICE_OOM, "cpu: cannot allocate %llu bytes: %s",
-                      (unsigned long long)size, tl_errno_text(e ? e : ENOMEM));
+                      (unsigned long long)size, tl_errno_text(e));
     *out = (tl_devptr)(uintptr_t)p;
     return TL_OK;
 }

@@ -64,6 +64,9 @@ void *tl_os_calloc(size_t n, size_t m);
 void *tl_os_realloc(void *p, size_t n);
 char *tl_os_strdup(const char *s);
 char *tl_os_strndup(const char *s, size_t n);
+/* align (a power of two, a multiple of sizeof(void *)) aligned heap memory, freed with free();
+ * 0, EINVAL or ENOMEM (also when injected). */
+int tl_os_aligned_alloc(size_t align, size_t n, void **out);
 
 /* Monotonic time in seconds. */
 double tl_os_now(void);

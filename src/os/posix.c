@@ -171,6 +171,16 @@ void *tl_os_realloc(void *p, size_t n) {
     return realloc(p, n ? n : 1);
 }
 
+int tl_os_aligned_alloc(size_t align, size_t n, void **out) {
+    int e = tl_fault_hit(TL_FAULT_ALLOC);
+    if (e) return e;
+    void *p = NULL;
+    e = posix_memalign(&p, align, n ? n : 1);
+    if (e) return e;
+    *out = p;
+    return 0;
+}
+
 char *tl_os_strndup(const char *s, size_t n) {
     char *d = tl_os_malloc(n + 1);
     if (!d) return NULL;
