@@ -1,9 +1,10 @@
 /*
  * env.h — every environment variable the library reads, listed here and read nowhere else.
  *
- * Each one is the fallback of an option: a public entry point (the API boundary) reads the
+ * Each one is the fallback of a setting: a public entry point (the API boundary) reads the
  * caller's option first and asks this module only when the option is unset, so the code below
- * the boundary sees one value and never the environment.
+ * the boundary sees one value and never the environment. (TIERLOAD_CUDART has no public option
+ * yet: discovery runs lazily from the registry, which reads it here.)
  *
  *   TIERLOAD_MMAP_FLAGS  default of tl_model_options.map_flags (tl_model_open): a comma list of
  *                        sequential, willneed, populate, dontneed
