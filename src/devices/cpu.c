@@ -98,7 +98,8 @@ static tl_status cpu_pin(void *self, void *host, uint64_t n) {
                      (unsigned long long)lim);
     }
     return tl_err(e == EINVAL ? TL_ERR_INVALID_ARG : TL_ERR_NOMEM,
-                  "cpu: mlock of %llu bytes failed: %s%s", (unsigned long long)n, tl_errno_text(e), why);
+                  "cpu: mlock of %llu bytes failed: %s%s", (unsigned long long)n, tl_errno_text(e),
+                  why);
 }
 
 static tl_status cpu_unpin(void *self, void *host, uint64_t n) {

@@ -55,8 +55,9 @@ bool tl_os_mutex_held(tl_os_mutex *m);
 
 #ifdef TL_DEBUG_ASSERTS
 #define tl_os_mutex_assert_held(m)                                                                 \
-    (tl_os_mutex_held(m) ? (void)0                                                                 \
-                         : tl_os_assert_fail(__FILE__, __LINE__, "lock " #m " held by this thread"))
+    (tl_os_mutex_held(m)                                                                           \
+         ? (void)0                                                                                 \
+         : tl_os_assert_fail(__FILE__, __LINE__, "lock " #m " held by this thread"))
 #else
 #define tl_os_mutex_assert_held(m) ((void)0)
 #endif
