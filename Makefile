@@ -1,13 +1,14 @@
 # tierload — the one entry point: `make demo`, `make test`, `make asan`, `make tsan`,
-# `make fuzz FUZZ_SECONDS=N`, `make bench`. Missing Debian build dependencies are
-# installed with apt-get first (root on a fresh Debian 12 machine).
+# `make fuzz FUZZ_SECONDS=N`, `make bench`. Those targets install missing Debian build
+# dependencies with apt-get first (`make deps`; root on a fresh Debian 12 machine).
+# `make build` only builds: it never installs anything.
 
 BUILD      ?= build
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
 DEB_PKGS   := cmake make gcc clang libclang-rt-14-dev pkg-config libcjson-dev libxxhash-dev liburing-dev libcmocka-dev valgrind
 
-.PHONY: all deps build test demo asan tsan fuzz bench valgrind clean format install
+.PHONY: all deps deps-build build test demo asan tsan fuzz bench valgrind clean format install
 
 all: build
 
@@ -21,17 +22,21 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-$(BUILD)/Makefile: CMakeLists.txt | deps
+$(BUILD)/Makefile: CMakeLists.txt
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 
-build: deps $(BUILD)/Makefile
+build: $(BUILD)/Makefile
 	cmake --build $(BUILD) -j $(JOBS)
 
-test: build
+# deps first, then the build (a recursive make keeps that order under -j).
+deps-build: deps
+	@$(MAKE) --no-print-directory build
+
+test: deps-build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 # The main job on its embedded default: build a model file and describe it.
-demo: build
+demo: deps-build
 	./$(BUILD)/tierload demo
 
 asan: deps
@@ -50,13 +55,13 @@ fuzz: deps
 	cmake --build build-fuzz -j $(JOBS)
 	./tools/fuzz.sh build-fuzz $(FUZZ_SECONDS)
 
-valgrind: build
+valgrind: deps-build
 	./tools/valgrind.sh $(BUILD)
 
-bench: build
+bench: deps-build
 	./bench/run.sh $(BUILD)
 
-install: build
+install: deps-build
 	cmake --install $(BUILD)
 
 format:

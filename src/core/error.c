@@ -1,8 +1,9 @@
 /*
- * error.c — thread-local last-error message, status names and the version.
+ * error.c — thread-local last-error message, errno to status, and status names.
  */
 #include "core/error.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -38,16 +39,42 @@ tl_status tl_err_prefix(tl_status s, const char *fmt, ...) {
     return s;
 }
 
+tl_status tl_status_from_errno(int e) {
+    switch (e) {
+    case 0:
+        return TL_OK;
+    case ENOENT:
+        return TL_ERR_NOT_FOUND;
+    case ENOMEM:
+        return TL_ERR_NOMEM;
+    case ENODATA:
+        return TL_ERR_CHANGED;
+    default:
+        return TL_ERR_IO;
+    }
+}
+
+const char *tl_errno_text(int e) {
+    static _Thread_local char buf[256];
+    if (e == ENODATA) return "the file ends early (truncated or rewritten since it was opened)";
+    return strerror_r(e, buf, sizeof buf); /* the GNU strerror_r (_GNU_SOURCE): returns the text */
+}
+
+tl_status tl_err_errno(int e, const char *fmt, ...) {
+    char what[TL_ERR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return tl_err(tl_status_from_errno(e), "%s: %s", what, tl_errno_text(e));
+}
+
 void tl_err_clear(void) {
     tl_err_buf[0] = 0;
 }
 
 const char *tl_last_error(void) {
     return tl_err_buf;
-}
-
-const char *tl_version(void) {
-    return "0.1.0";
 }
 
 const char *tl_status_name(tl_status s) {

@@ -4,7 +4,8 @@
  * A failing function records a message with tl_err() and returns its status;
  * the message is thread-local so sessions on different threads never see each
  * other's errors. Messages name the file (and tensor or key) involved: the
- * caller that knows the path is the one that formats it.
+ * caller that knows the path is the one that formats it. errno values from
+ * os/ are turned into a status and a text by the helpers below, nowhere else.
  */
 #ifndef TL_CORE_ERROR_H
 #define TL_CORE_ERROR_H
@@ -17,5 +18,18 @@ tl_status tl_err(tl_status s, const char *fmt, ...) __attribute__((format(printf
 tl_status tl_err_prefix(tl_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Clear the message. */
 void tl_err_clear(void);
+
+/*
+ * errno values from os/ (which returns them unformatted) become statuses in one place:
+ * ENOENT -> TL_ERR_NOT_FOUND, ENOMEM -> TL_ERR_NOMEM, ENODATA (os/'s "the file ended before
+ * the bytes asked for": it shrank since it was opened) -> TL_ERR_CHANGED, 0 -> TL_OK, anything
+ * else -> TL_ERR_IO.
+ */
+tl_status tl_status_from_errno(int e);
+/* strerror's text for e (thread-safe); ENODATA as "the file ends early (truncated or rewritten
+ * since it was opened)". Valid until this thread's next call. */
+const char *tl_errno_text(int e);
+/* Record "<fmt>: <tl_errno_text(e)>" and return tl_status_from_errno(e). */
+tl_status tl_err_errno(int e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -3,6 +3,7 @@
  */
 #include "core/strbuf.h"
 
+#include "core/assert.h"
 #include "os/os.h"
 
 #include <stdio.h>
@@ -21,6 +22,7 @@ void tl_strbuf_vprintf(tl_strbuf *b, const char *fmt, va_list ap) {
         }
         if (b->s && (size_t)n < b->cap - b->len) {
             b->len += (size_t)n;
+            TL_ASSERT(b->len < b->cap && b->s[b->len] == 0);
             return;
         }
         size_t cap = (b->cap + (size_t)n + 1) * 2;

@@ -33,7 +33,7 @@ static tl_status cpu_describe(void *self, tl_device_info *out) {
     snprintf(out->name, sizeof out->name, "cpu");
     tl_os_meminfo hm;
     int e = host_mem(self, &hm);
-    if (e) return tl_err(TL_ERR_IO, "cpu: reading /proc/meminfo: %s", strerror(e));
+    if (e) return tl_err_errno(e, "cpu: reading /proc/meminfo");
     snprintf(out->desc, sizeof out->desc, "host RAM%s", hm.cg_limited ? " (cgroup limit)" : "");
     out->kind = TL_DEVICE_CPU;
     out->total = hm.total;
@@ -48,7 +48,7 @@ static tl_status cpu_alloc(void *self, uint64_t size, tl_devptr *out) {
     int e = tl_fault_hit(TL_FAULT_DEVICE_ALLOC);
     if (e)
         return tl_err(TL_ERR_DEVICE_OOM, "cpu: cannot allocate %llu bytes: %s",
-                      (unsigned long long)size, strerror(e));
+                      (unsigned long long)size, tl_errno_text(e));
     tl_os_meminfo hm;
     if (host_mem(self, &hm) == 0 && size > hm.free)
         return tl_err(TL_ERR_DEVICE_OOM, "cpu: cannot allocate %llu bytes: %llu bytes free%s",
@@ -58,10 +58,10 @@ static tl_status cpu_alloc(void *self, uint64_t size, tl_devptr *out) {
         return tl_err(TL_ERR_DEVICE_OOM, "cpu: cannot allocate %llu bytes",
                       (unsigned long long)size);
     void *p = NULL;
-    e = posix_memalign(&p, CPU_ALIGN, (size_t)size);
-    if (e || !p)
+    e = tl_os_aligned_alloc(CPU_ALIGN, (size_t)size, &p);
+    if (e)
         return tl_err(TL_ERR_DEVICE_OOM, "cpu: cannot allocate %llu bytes: %s",
-                      (unsigned long long)size, strerror(e ? e : ENOMEM));
+                      (unsigned long long)size, tl_errno_text(e));
     *out = (tl_devptr)(uintptr_t)p;
     return TL_OK;
 }
@@ -98,7 +98,8 @@ static tl_status cpu_pin(void *self, void *host, uint64_t n) {
                      (unsigned long long)lim);
     }
     return tl_err(e == EINVAL ? TL_ERR_INVALID_ARG : TL_ERR_NOMEM,
-                  "cpu: mlock of %llu bytes failed: %s%s", (unsigned long long)n, strerror(e), why);
+                  "cpu: mlock of %llu bytes failed: %s%s", (unsigned long long)n, tl_errno_text(e),
+                  why);
 }
 
 static tl_status cpu_unpin(void *self, void *host, uint64_t n) {
@@ -106,7 +107,7 @@ static tl_status cpu_unpin(void *self, void *host, uint64_t n) {
     int e = tl_os_munlock(host, n);
     if (e)
         return tl_err(TL_ERR_INVALID_ARG, "cpu: munlock of %llu bytes failed: %s",
-                      (unsigned long long)n, strerror(e));
+                      (unsigned long long)n, tl_errno_text(e));
     return TL_OK;
 }
 

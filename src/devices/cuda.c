@@ -22,13 +22,15 @@
  * staging: it is the DMA source / sink itself (one cudaMemcpyAsync + event).
  * cudaErrorMemoryAllocation maps to TL_ERR_DEVICE_OOM.
  */
+#include "core/assert.h"
+#include "core/env.h"
 #include "core/error.h"
 #include "devices/devices.h"
 #include "os/dl.h"
 #include "os/fault.h"
 #include "os/os.h"
+#include "os/thread.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,7 +99,7 @@ typedef struct cuda_slot {
 } cuda_slot;
 
 typedef struct cuda_dev {
-    pthread_mutex_t lock;
+    tl_os_mutex lock; /* guards everything below but the constants; *_locked need it held */
     int ordinal;
     char name[TL_DEVICE_NAME_MAX];
     char desc[96];
@@ -158,7 +160,7 @@ static tl_status cuda_alloc(void *self, uint64_t size, tl_devptr *out) {
     int fe = tl_fault_hit(TL_FAULT_DEVICE_ALLOC);
     if (fe)
         return tl_err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %s", c->name,
-                      (unsigned long long)size, strerror(fe));
+                      (unsigned long long)size, tl_errno_text(fe));
     if (size > SIZE_MAX)
         return tl_err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes", c->name,
                       (unsigned long long)size);
@@ -187,8 +189,9 @@ static tl_status cuda_dealloc(void *self, tl_devptr p) {
     return e == cudaSuccess ? TL_OK : cu_fail(c, "cudaFree", e);
 }
 
-/* Stream, events and staging buffers, on first use (lock held, device entered). */
+/* Stream, events and staging buffers, on first use (device entered). */
 static tl_status ready_locked(cuda_dev *c) {
+    tl_os_mutex_assert_held(&c->lock);
     if (c->ready) return TL_OK;
     cudaError_t e = cu.StreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
     if (e != cudaSuccess) return cu_fail(c, "cudaStreamCreateWithFlags", e);
@@ -208,8 +211,10 @@ static tl_status ready_locked(cuda_dev *c) {
     return TL_OK;
 }
 
-/* Retire the oldest busy slot (blocking); lock held, device entered. */
-static tl_status retire_one(cuda_dev *c) {
+/* Retire the oldest busy slot (blocking; device entered). */
+static tl_status retire_one_locked(cuda_dev *c) {
+    tl_os_mutex_assert_held(&c->lock);
+    TL_ASSERT(c->count > 0 && c->count <= TL_CUDA_RING);
     cuda_slot *s = &c->ring[c->head];
     cudaError_t e = cu.EventSynchronize(s->ev);
     if (e == cudaSuccess && s->dst) memcpy(s->dst, s->buf, s->len);
@@ -220,18 +225,21 @@ static tl_status retire_one(cuda_dev *c) {
     return e == cudaSuccess ? TL_OK : cu_fail(c, "cudaEventSynchronize", e);
 }
 
-static tl_status drain(cuda_dev *c) {
+/* Retire every busy slot (device entered): afterwards every ticket issued is done. */
+static tl_status drain_locked(cuda_dev *c) {
+    tl_os_mutex_assert_held(&c->lock);
     tl_status first = TL_OK;
     while (c->count > 0) {
-        tl_status s = retire_one(c);
+        tl_status s = retire_one_locked(c);
         if (first == TL_OK) first = s;
     }
     c->done = c->issued;
     return first;
 }
 
-/* Is [hp, hp+n) inside a range pinned through this device? (lock held) */
-static bool is_pinned(const cuda_dev *c, const void *hp, uint64_t n) {
+/* Is [hp, hp+n) inside a range pinned through this device? */
+static bool is_pinned_locked(cuda_dev *c, const void *hp, uint64_t n) {
+    tl_os_mutex_assert_held(&c->lock);
     uintptr_t a = (uintptr_t)hp;
     for (size_t i = 0; i < c->n_pins; i++)
         if (a >= c->pins[i].addr && a - c->pins[i].addr <= c->pins[i].len &&
@@ -240,11 +248,12 @@ static bool is_pinned(const cuda_dev *c, const void *hp, uint64_t n) {
     return false;
 }
 
-/* Queue one copy straight from / to pinned host memory; lock held, device entered. */
-static tl_status queue_direct(cuda_dev *c, bool to_dev, uint64_t dp, void *hp, uint64_t n,
-                              uint64_t t) {
+/* Queue one copy straight from / to pinned host memory (device entered). */
+static tl_status queue_direct_locked(cuda_dev *c, bool to_dev, uint64_t dp, void *hp, uint64_t n,
+                                     uint64_t t) {
+    tl_os_mutex_assert_held(&c->lock);
     tl_status st = TL_OK;
-    if (c->count == TL_CUDA_RING && (st = retire_one(c)) != TL_OK) return st;
+    if (c->count == TL_CUDA_RING && (st = retire_one_locked(c)) != TL_OK) return st;
     cuda_slot *s = &c->ring[(c->head + c->count) % TL_CUDA_RING];
     cudaError_t e = to_dev ? cu.MemcpyAsync((void *)(uintptr_t)dp, hp, (size_t)n,
                                             cudaMemcpyHostToDevice, c->stream)
@@ -259,9 +268,10 @@ static tl_status queue_direct(cuda_dev *c, bool to_dev, uint64_t dp, void *hp, u
     return TL_OK;
 }
 
-/* Queue one copy in chunks through the ring; lock held. */
-static tl_status queue_copy(cuda_dev *c, bool to_dev, uint64_t dp, void *hp, uint64_t n,
-                            uint64_t *ticket) {
+/* Queue one copy in chunks through the ring. */
+static tl_status queue_copy_locked(cuda_dev *c, bool to_dev, uint64_t dp, void *hp, uint64_t n,
+                                   uint64_t *ticket) {
+    tl_os_mutex_assert_held(&c->lock);
     int prev;
     tl_status st = enter(c, &prev);
     if (st != TL_OK) return st;
@@ -270,16 +280,16 @@ static tl_status queue_copy(cuda_dev *c, bool to_dev, uint64_t dp, void *hp, uin
         return st;
     }
     uint64_t t = ++c->issued;
-    if (is_pinned(c, hp, n)) {
-        st = queue_direct(c, to_dev, dp, hp, n, t);
-        if (st != TL_OK) drain(c);
+    if (is_pinned_locked(c, hp, n)) {
+        st = queue_direct_locked(c, to_dev, dp, hp, n, t);
+        if (st != TL_OK) drain_locked(c);
         leave(c, prev);
         if (st == TL_OK) *ticket = t;
         return st;
     }
     for (uint64_t off = 0; off < n;) {
         size_t len = n - off < TL_CUDA_STAGE ? (size_t)(n - off) : TL_CUDA_STAGE;
-        if (c->count == TL_CUDA_RING && (st = retire_one(c)) != TL_OK) break;
+        if (c->count == TL_CUDA_RING && (st = retire_one_locked(c)) != TL_OK) break;
         cuda_slot *s = &c->ring[(c->head + c->count) % TL_CUDA_RING];
         cudaError_t e;
         if (to_dev) {
@@ -305,15 +315,18 @@ static tl_status queue_copy(cuda_dev *c, bool to_dev, uint64_t dp, void *hp, uin
         s->ticket = t;
         s->last = off == n;
         c->count++;
+        TL_ASSERT(c->count <= TL_CUDA_RING);
     }
     if (st != TL_OK)
-        drain(c); /* leave nothing half-queued: the ticket counts as done, with the error */
+        drain_locked(c); /* leave nothing half-queued: the ticket counts as done, with the error */
     leave(c, prev);
     if (st == TL_OK) *ticket = t;
     return st;
 }
 
+/* Wait until ticket is done. */
 static tl_status wait_locked(cuda_dev *c, uint64_t ticket) {
+    tl_os_mutex_assert_held(&c->lock);
     if (ticket > c->issued)
         return tl_err(TL_ERR_INVALID_ARG, "%s: wait on ticket %llu, never issued", c->name,
                       (unsigned long long)ticket);
@@ -322,18 +335,18 @@ static tl_status wait_locked(cuda_dev *c, uint64_t ticket) {
     tl_status st = enter(c, &prev);
     if (st != TL_OK) return st;
     while (st == TL_OK && c->done < ticket && c->count > 0)
-        st = retire_one(c);
+        st = retire_one_locked(c);
     leave(c, prev);
     return st;
 }
 
 static tl_status cuda_copy_async(cuda_dev *c, bool to_dev, uint64_t dp, void *hp, uint64_t n,
                                  uint64_t *ticket, bool sync) {
-    pthread_mutex_lock(&c->lock);
+    tl_os_mutex_lock(&c->lock);
     uint64_t t = 0;
-    tl_status st = queue_copy(c, to_dev, dp, hp, n, &t);
+    tl_status st = queue_copy_locked(c, to_dev, dp, hp, n, &t);
     if (st == TL_OK && sync) st = wait_locked(c, t);
-    pthread_mutex_unlock(&c->lock);
+    tl_os_mutex_unlock(&c->lock);
     if (ticket) *ticket = t;
     return st;
 }
@@ -355,15 +368,15 @@ static tl_status cuda_copy_from_async(void *self, void *dst, tl_devptr src, uint
 
 static tl_status cuda_wait(void *self, uint64_t ticket) {
     cuda_dev *c = self;
-    pthread_mutex_lock(&c->lock);
+    tl_os_mutex_lock(&c->lock);
     tl_status st = wait_locked(c, ticket);
-    pthread_mutex_unlock(&c->lock);
+    tl_os_mutex_unlock(&c->lock);
     return st;
 }
 
 static tl_status cuda_poll(void *self, uint64_t ticket, bool *done) {
     cuda_dev *c = self;
-    pthread_mutex_lock(&c->lock);
+    tl_os_mutex_lock(&c->lock);
     tl_status st = TL_OK;
     if (ticket > c->issued) {
         st = tl_err(TL_ERR_INVALID_ARG, "%s: poll of ticket %llu, never issued", c->name,
@@ -378,12 +391,12 @@ static tl_status cuda_poll(void *self, uint64_t ticket, bool *done) {
             if (e != cudaSuccess)
                 st = cu_fail(c, "cudaEventQuery", e);
             else
-                st = retire_one(c); /* complete: does not block */
+                st = retire_one_locked(c); /* complete: does not block */
         }
         if (entered) leave(c, prev);
     }
     *done = c->done >= ticket;
-    pthread_mutex_unlock(&c->lock);
+    tl_os_mutex_unlock(&c->lock);
     return st;
 }
 
@@ -395,7 +408,7 @@ static tl_status cuda_pin(void *self, void *host, uint64_t n) {
     cudaError_t e = cu.HostRegister(host, (size_t)n, cudaHostRegisterDefault);
     leave(c, prev);
     if (e == cudaSuccess) {
-        pthread_mutex_lock(&c->lock);
+        tl_os_mutex_lock(&c->lock);
         if (c->n_pins == c->cap_pins) {
             size_t cap = c->cap_pins ? c->cap_pins * 2 : 8;
             struct cuda_pin *np = tl_os_realloc(c->pins, cap * sizeof *np);
@@ -409,7 +422,7 @@ static tl_status cuda_pin(void *self, void *host, uint64_t n) {
             c->pins[c->n_pins].len = (size_t)n;
             c->n_pins++;
         }
-        pthread_mutex_unlock(&c->lock);
+        tl_os_mutex_unlock(&c->lock);
         return TL_OK;
     }
     if (e == cudaErrorHostMemoryAlreadyRegistered) { /* pinned elsewhere: fine, staged copies */
@@ -425,14 +438,14 @@ static tl_status cuda_pin(void *self, void *host, uint64_t n) {
 static tl_status cuda_unpin(void *self, void *host, uint64_t n) {
     cuda_dev *c = self;
     (void)n;
-    pthread_mutex_lock(&c->lock);
+    tl_os_mutex_lock(&c->lock);
     for (size_t i = 0; i < c->n_pins; i++)
         if (c->pins[i].addr == (uintptr_t)host) {
-            drain(c); /* no copy may still be using the range: wait for the stream */
+            drain_locked(c); /* no copy may still be using the range: wait for the stream */
             c->pins[i] = c->pins[--c->n_pins];
             break;
         }
-    pthread_mutex_unlock(&c->lock);
+    tl_os_mutex_unlock(&c->lock);
     int prev;
     tl_status st = enter(c, &prev);
     if (st != TL_OK) return st;
@@ -447,9 +460,9 @@ static tl_status cuda_unpin(void *self, void *host, uint64_t n) {
  */
 static tl_status cuda_read_file(void *self, int fd, uint64_t off, tl_devptr dst, uint64_t n) {
     cuda_dev *c = self;
-    pthread_mutex_lock(&c->lock);
+    tl_os_mutex_lock(&c->lock);
     int state = c->cufile;
-    pthread_mutex_unlock(&c->lock);
+    tl_os_mutex_unlock(&c->lock);
     if (state < 0 || !tl_cufile_load())
         return tl_err(TL_ERR_UNSUPPORTED, "%s: no GPUDirect Storage: %s", c->name,
                       tl_device_cufile_reason());
@@ -470,9 +483,9 @@ static tl_status cuda_read_file(void *self, int fd, uint64_t off, tl_devptr dst,
             tl_cufile_set_usable(false, "probe read through libcufile differed from pread");
         else
             tl_cufile_set_usable(false, NULL); /* keeps cuFile's own reason */
-        pthread_mutex_lock(&c->lock);
+        tl_os_mutex_lock(&c->lock);
         c->cufile = ok ? 1 : -1;
-        pthread_mutex_unlock(&c->lock);
+        tl_os_mutex_unlock(&c->lock);
         if (!ok) {
             leave(c, prev);
             return tl_err(TL_ERR_UNSUPPORTED, "%s: no GPUDirect Storage: %s", c->name,
@@ -492,7 +505,9 @@ static void cuda_destroy(void *self) {
     if (c->ready) {
         int prev;
         if (enter(c, &prev) == TL_OK) {
-            drain(c);
+            tl_os_mutex_lock(&c->lock); /* no other holder is left; the drain wants it held */
+            drain_locked(c);
+            tl_os_mutex_unlock(&c->lock);
             for (int i = 0; i < TL_CUDA_RING; i++) {
                 if (c->ring[i].ev) cu.EventDestroy(c->ring[i].ev);
                 if (c->ring[i].buf) cu.FreeHost(c->ring[i].buf);
@@ -502,7 +517,7 @@ static void cuda_destroy(void *self) {
         }
     }
     free(c->pins);
-    pthread_mutex_destroy(&c->lock);
+    tl_os_mutex_destroy(&c->lock);
     free(c);
 }
 
@@ -527,9 +542,9 @@ static bool load_runtime(void) {
     static const char *const names[] = {"libcudart.so",      "libcudart.so.13", "libcudart.so.12",
                                         "libcudart.so.11.0", "libcudart.so.11", NULL};
     char why[400];
-    const char *env = getenv("TIERLOAD_CUDART"); /* a specific runtime (or a test double) */
+    const char *env = tl_env_get(TL_ENV_CUDART); /* a specific runtime (or a test double) */
     const char *const one[] = {env, NULL};
-    cu.lib = tl_os_dlopen_first(env && *env ? one : names, why, sizeof why);
+    cu.lib = tl_os_dlopen_first(env ? one : names, why, sizeof why);
     if (!cu.lib) {
         snprintf(cuda_reason, sizeof cuda_reason, "no CUDA runtime: %s", why);
         return false;
@@ -591,7 +606,10 @@ void tl_cuda_discover(void (*add)(tl_device *d)) {
     for (int i = 0; i < n; i++) {
         cuda_dev *c = tl_os_calloc(1, sizeof *c);
         if (!c) return;
-        pthread_mutex_init(&c->lock, NULL);
+        if (tl_os_mutex_init(&c->lock) != 0) {
+            free(c);
+            return;
+        }
         c->ordinal = i;
         snprintf(c->name, sizeof c->name, "cuda%d", i);
         /* cudaDeviceProp is ~1 KiB; 16 KiB leaves room for any future growth */

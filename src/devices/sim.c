@@ -13,12 +13,13 @@
  * the queue like cudaFree), so a caller that reuses or reads a host buffer
  * before its ticket is done sees it go wrong here too.
  */
+#include "core/assert.h"
 #include "core/error.h"
 #include "devices/devices.h"
 #include "os/fault.h"
 #include "os/os.h"
+#include "os/thread.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +42,7 @@ typedef struct sim_pending {
 } sim_pending;
 
 typedef struct sim {
-    pthread_mutex_t lock;
+    tl_os_mutex lock; /* guards everything below; *_locked functions need it held */
     tl_sim_spec spec;
     uint64_t used;
     uint64_t next_addr;
@@ -55,11 +56,11 @@ typedef struct sim {
 } sim;
 
 static const tl_device_ops sim_ops;
-static void flush(sim *s);
+static void flush_locked(sim *s);
 
 static tl_status sim_describe(void *self, tl_device_info *out) {
     sim *s = self;
-    pthread_mutex_lock(&s->lock);
+    tl_os_mutex_lock(&s->lock);
     snprintf(out->name, sizeof out->name, "%s", s->spec.name);
     if (s->spec.bandwidth > 0)
         snprintf(out->desc, sizeof out->desc, "simulated GPU, %.3g GiB/s, %.3g us latency",
@@ -72,7 +73,7 @@ static tl_status sim_describe(void *self, tl_device_info *out) {
     out->host_pointer = false;
     out->async = true;
     out->alignment = SIM_ALIGN;
-    pthread_mutex_unlock(&s->lock);
+    tl_os_mutex_unlock(&s->lock);
     return TL_OK;
 }
 
@@ -81,11 +82,11 @@ static tl_status sim_alloc_fn(void *self, uint64_t size, tl_devptr *out) {
     int e = tl_fault_hit(TL_FAULT_DEVICE_ALLOC);
     if (e)
         return tl_err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %s", s->spec.name,
-                      (unsigned long long)size, strerror(e));
-    pthread_mutex_lock(&s->lock);
+                      (unsigned long long)size, tl_errno_text(e));
+    tl_os_mutex_lock(&s->lock);
     uint64_t free_b = s->spec.capacity - s->used;
     if (size > free_b) {
-        pthread_mutex_unlock(&s->lock);
+        tl_os_mutex_unlock(&s->lock);
         return tl_err(TL_ERR_DEVICE_OOM,
                       "%s: out of memory: %llu bytes requested, %llu of %llu free", s->spec.name,
                       (unsigned long long)size, (unsigned long long)free_b,
@@ -93,14 +94,14 @@ static tl_status sim_alloc_fn(void *self, uint64_t size, tl_devptr *out) {
     }
     uint64_t span = ((size + SIM_ALIGN - 1) & ~(SIM_ALIGN - 1)) + SIM_ALIGN; /* + guard gap */
     if (s->next_addr + span < s->next_addr || size > SIZE_MAX) {
-        pthread_mutex_unlock(&s->lock);
+        tl_os_mutex_unlock(&s->lock);
         return tl_err(TL_ERR_DEVICE_OOM, "%s: address space exhausted", s->spec.name);
     }
     if (s->n_allocs == s->cap_allocs) {
         size_t cap = s->cap_allocs ? s->cap_allocs * 2 : 16;
         sim_alloc *na = tl_os_realloc(s->allocs, cap * sizeof *na);
         if (!na) {
-            pthread_mutex_unlock(&s->lock);
+            tl_os_mutex_unlock(&s->lock);
             return tl_err(TL_ERR_NOMEM, "%s: host memory for the allocation table", s->spec.name);
         }
         s->allocs = na;
@@ -108,7 +109,7 @@ static tl_status sim_alloc_fn(void *self, uint64_t size, tl_devptr *out) {
     }
     unsigned char *mem = tl_os_malloc((size_t)size);
     if (!mem) {
-        pthread_mutex_unlock(&s->lock);
+        tl_os_mutex_unlock(&s->lock);
         return tl_err(TL_ERR_NOMEM, "%s: no host memory to back %llu simulated bytes", s->spec.name,
                       (unsigned long long)size);
     }
@@ -118,13 +119,15 @@ static tl_status sim_alloc_fn(void *self, uint64_t size, tl_devptr *out) {
     a->mem = mem;
     s->next_addr += span;
     s->used += size;
+    TL_ASSERT(s->used <= s->spec.capacity);
     *out = a->addr;
-    pthread_mutex_unlock(&s->lock);
+    tl_os_mutex_unlock(&s->lock);
     return TL_OK;
 }
 
-/* Index of the allocation containing p, or -1 (lock held). */
-static long find_alloc(const sim *s, uint64_t p) {
+/* Index of the allocation containing p, or -1. */
+static long find_alloc_locked(sim *s, uint64_t p) {
+    tl_os_mutex_assert_held(&s->lock);
     size_t lo = 0, hi = s->n_allocs;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -140,25 +143,27 @@ static long find_alloc(const sim *s, uint64_t p) {
 
 static tl_status sim_dealloc(void *self, tl_devptr p) {
     sim *s = self;
-    pthread_mutex_lock(&s->lock);
-    flush(s); /* like cudaFree: queued copies finish first */
-    long i = find_alloc(s, p);
+    tl_os_mutex_lock(&s->lock);
+    flush_locked(s); /* like cudaFree: queued copies finish first */
+    long i = find_alloc_locked(s, p);
     if (i < 0 || s->allocs[i].addr != p) {
-        pthread_mutex_unlock(&s->lock);
+        tl_os_mutex_unlock(&s->lock);
         return tl_err(TL_ERR_INVALID_ARG, "%s: free of 0x%llx, which is not a live allocation",
                       s->spec.name, (unsigned long long)p);
     }
     free(s->allocs[i].mem);
+    TL_ASSERT(s->used >= s->allocs[i].size);
     s->used -= s->allocs[i].size;
     memmove(s->allocs + i, s->allocs + i + 1, (s->n_allocs - (size_t)i - 1) * sizeof *s->allocs);
     s->n_allocs--;
-    pthread_mutex_unlock(&s->lock);
+    tl_os_mutex_unlock(&s->lock);
     return TL_OK;
 }
 
-/* Host address of [p, p+n) inside one live allocation, or NULL (lock held). */
-static unsigned char *resolve(sim *s, uint64_t p, uint64_t n) {
-    long i = find_alloc(s, p);
+/* Host address of [p, p+n) inside one live allocation, or NULL. */
+static unsigned char *resolve_locked(sim *s, uint64_t p, uint64_t n) {
+    tl_os_mutex_assert_held(&s->lock);
+    long i = find_alloc_locked(s, p);
     if (i < 0) return NULL;
     const sim_alloc *a = &s->allocs[i];
     uint64_t off = p - a->addr;
@@ -166,8 +171,10 @@ static unsigned char *resolve(sim *s, uint64_t p, uint64_t n) {
     return a->mem + off;
 }
 
-/* Complete queued copies whose modeled end has passed, in order (lock held). */
-static void retire(sim *s) {
+/* Complete queued copies whose modeled end has passed, in order. */
+static void retire_locked(sim *s) {
+    tl_os_mutex_assert_held(&s->lock);
+    TL_ASSERT(s->pend_head <= s->pend_n && s->pend_n <= s->pend_cap);
     while (s->pend_head < s->pend_n && s->pend[s->pend_head].end <= s->clock) {
         const sim_pending *q = &s->pend[s->pend_head++];
         if (q->to_dev)
@@ -178,20 +185,22 @@ static void retire(sim *s) {
     if (s->pend_head == s->pend_n) s->pend_head = s->pend_n = 0;
 }
 
-/* Wait for the whole queue (lock held). */
-static void flush(sim *s) {
+/* Wait for the whole queue. */
+static void flush_locked(sim *s) {
+    tl_os_mutex_assert_held(&s->lock);
     if (s->queue_end > s->clock) s->clock = s->queue_end;
-    retire(s);
+    retire_locked(s);
 }
 
 static double duration(const sim *s, uint64_t n) {
     return s->spec.latency + (s->spec.bandwidth > 0 ? (double)n / s->spec.bandwidth : 0.0);
 }
 
-/* Move bytes and account the model time; ticket NULL = synchronous (lock held). */
-static tl_status transfer(sim *s, bool to_dev, uint64_t dp, void *hp, uint64_t n,
-                          uint64_t *ticket) {
-    unsigned char *m = resolve(s, dp, n);
+/* Move bytes and account the model time; ticket NULL = synchronous. */
+static tl_status transfer_locked(sim *s, bool to_dev, uint64_t dp, void *hp, uint64_t n,
+                                 uint64_t *ticket) {
+    tl_os_mutex_assert_held(&s->lock);
+    unsigned char *m = resolve_locked(s, dp, n);
     if (!m)
         return tl_err(TL_ERR_INVALID_ARG,
                       "%s: copy of %llu bytes at 0x%llx is not inside one live allocation",
@@ -224,76 +233,76 @@ static tl_status transfer(sim *s, bool to_dev, uint64_t dp, void *hp, uint64_t n
         q->n = n;
     } else {
         s->clock = end;
-        retire(s); /* everything queued before ends by start */
+        retire_locked(s); /* everything queued before ends by start */
         if (to_dev)
             memcpy(m, hp, (size_t)n);
         else
             memcpy(hp, m, (size_t)n);
     }
-    retire(s);
+    retire_locked(s);
     return TL_OK;
 }
 
 static tl_status sim_copy_to(void *self, tl_devptr dst, const void *src, uint64_t n) {
     sim *s = self;
-    pthread_mutex_lock(&s->lock);
-    tl_status st = transfer(s, true, dst, (void *)src, n, NULL);
-    pthread_mutex_unlock(&s->lock);
+    tl_os_mutex_lock(&s->lock);
+    tl_status st = transfer_locked(s, true, dst, (void *)src, n, NULL);
+    tl_os_mutex_unlock(&s->lock);
     return st;
 }
 
 static tl_status sim_copy_from(void *self, void *dst, tl_devptr src, uint64_t n) {
     sim *s = self;
-    pthread_mutex_lock(&s->lock);
-    tl_status st = transfer(s, false, src, dst, n, NULL);
-    pthread_mutex_unlock(&s->lock);
+    tl_os_mutex_lock(&s->lock);
+    tl_status st = transfer_locked(s, false, src, dst, n, NULL);
+    tl_os_mutex_unlock(&s->lock);
     return st;
 }
 
 static tl_status sim_copy_to_async(void *self, tl_devptr dst, const void *src, uint64_t n,
                                    uint64_t *ticket) {
     sim *s = self;
-    pthread_mutex_lock(&s->lock);
-    tl_status st = transfer(s, true, dst, (void *)src, n, ticket);
-    pthread_mutex_unlock(&s->lock);
+    tl_os_mutex_lock(&s->lock);
+    tl_status st = transfer_locked(s, true, dst, (void *)src, n, ticket);
+    tl_os_mutex_unlock(&s->lock);
     return st;
 }
 
 static tl_status sim_copy_from_async(void *self, void *dst, tl_devptr src, uint64_t n,
                                      uint64_t *ticket) {
     sim *s = self;
-    pthread_mutex_lock(&s->lock);
-    tl_status st = transfer(s, false, src, dst, n, ticket);
-    pthread_mutex_unlock(&s->lock);
+    tl_os_mutex_lock(&s->lock);
+    tl_status st = transfer_locked(s, false, src, dst, n, ticket);
+    tl_os_mutex_unlock(&s->lock);
     return st;
 }
 
 static tl_status sim_wait(void *self, uint64_t ticket) {
     sim *s = self;
-    pthread_mutex_lock(&s->lock);
+    tl_os_mutex_lock(&s->lock);
     if (ticket > s->issued) {
-        pthread_mutex_unlock(&s->lock);
+        tl_os_mutex_unlock(&s->lock);
         return tl_err(TL_ERR_INVALID_ARG, "%s: wait on ticket %llu, never issued", s->spec.name,
                       (unsigned long long)ticket);
     }
     for (size_t i = s->pend_head; i < s->pend_n && s->pend[i].ticket <= ticket; i++)
         if (s->pend[i].end > s->clock) s->clock = s->pend[i].end;
-    retire(s);
-    pthread_mutex_unlock(&s->lock);
+    retire_locked(s);
+    tl_os_mutex_unlock(&s->lock);
     return TL_OK;
 }
 
 static tl_status sim_poll(void *self, uint64_t ticket, bool *done) {
     sim *s = self;
-    pthread_mutex_lock(&s->lock);
+    tl_os_mutex_lock(&s->lock);
     if (ticket > s->issued) {
-        pthread_mutex_unlock(&s->lock);
+        tl_os_mutex_unlock(&s->lock);
         return tl_err(TL_ERR_INVALID_ARG, "%s: poll of ticket %llu, never issued", s->spec.name,
                       (unsigned long long)ticket);
     }
-    retire(s);
+    retire_locked(s);
     *done = s->pend_head == s->pend_n || ticket < s->pend[s->pend_head].ticket;
-    pthread_mutex_unlock(&s->lock);
+    tl_os_mutex_unlock(&s->lock);
     return TL_OK;
 }
 
@@ -303,7 +312,7 @@ static void sim_destroy(void *self) {
         free(s->allocs[i].mem);
     free(s->allocs);
     free(s->pend);
-    pthread_mutex_destroy(&s->lock);
+    tl_os_mutex_destroy(&s->lock);
     free(s);
 }
 
@@ -330,7 +339,11 @@ tl_status tl_device_sim_new(const tl_sim_spec *spec, tl_device **out) {
         return tl_err(TL_ERR_INVALID_ARG, "%s: bandwidth and latency must be >= 0", spec->name);
     sim *s = tl_os_calloc(1, sizeof *s);
     if (!s) return tl_err(TL_ERR_NOMEM, "%s: out of memory", spec->name);
-    pthread_mutex_init(&s->lock, NULL);
+    int e = tl_os_mutex_init(&s->lock);
+    if (e) {
+        free(s);
+        return tl_err(TL_ERR_NOMEM, "%s: cannot make a mutex: %s", spec->name, tl_errno_text(e));
+    }
     s->spec = *spec;
     s->next_addr = SIM_BASE;
     tl_status st = tl_device_new(&sim_ops, s, out);
@@ -365,9 +378,9 @@ static sim *as_sim(tl_device *d) {
 tl_status tl_device_sim_clock(tl_device *d, double *seconds) {
     sim *s = as_sim(d);
     if (!s || !seconds) return tl_err(TL_ERR_INVALID_ARG, "tl_device_sim_clock: not a sim device");
-    pthread_mutex_lock(&s->lock);
+    tl_os_mutex_lock(&s->lock);
     *seconds = s->clock;
-    pthread_mutex_unlock(&s->lock);
+    tl_os_mutex_unlock(&s->lock);
     return TL_OK;
 }
 
@@ -376,9 +389,9 @@ tl_status tl_device_sim_advance(tl_device *d, double seconds) {
     if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_device_sim_advance: not a sim device");
     if (!(seconds >= 0))
         return tl_err(TL_ERR_INVALID_ARG, "%s: advance by %g s", s->spec.name, seconds);
-    pthread_mutex_lock(&s->lock);
+    tl_os_mutex_lock(&s->lock);
     s->clock += seconds;
-    retire(s);
-    pthread_mutex_unlock(&s->lock);
+    retire_locked(s);
+    tl_os_mutex_unlock(&s->lock);
     return TL_OK;
 }

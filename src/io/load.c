@@ -16,6 +16,7 @@
  * when every read happened to succeed.
  */
 #include "core/checked.h"
+#include "core/env.h"
 #include "core/error.h"
 #include "core/strbuf.h"
 #include "model/catalog.h"
@@ -528,9 +529,9 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
     memset(&j, 0, sizeof j);
     tl_status s = check_options(opts, &j.o);
     if (s != TL_OK) return s;
-    const char *env = getenv("TIERLOAD_COLD_PATH");
+    const char *env = tl_env_get(TL_ENV_COLD_PATH);
     j.cold_buffered = env && !strcmp(env, "buffered");
-    j.no_uring = getenv("TIERLOAD_NO_URING") != NULL;
+    j.no_uring = tl_env_is_set(TL_ENV_NO_URING);
     double t0 = tl_os_now();
     tl_memwatch *watch = NULL;
     s = tl_memwatch_start(j.o.sample_interval, &watch);

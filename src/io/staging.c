@@ -3,6 +3,7 @@
  */
 #include "io/staging.h"
 #include "os/hostmem.h"
+#include "os/os.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -11,8 +12,8 @@ int tl_staging_init(tl_staging *s, unsigned count, uint64_t size) {
     s->size = size;
     s->count = count;
     s->allocated = 0;
-    s->bufs = calloc(count, sizeof *s->bufs);
-    s->busy = calloc(count, sizeof *s->busy);
+    s->bufs = tl_os_calloc(count, sizeof *s->bufs);
+    s->busy = tl_os_calloc(count, sizeof *s->busy);
     if (!s->bufs || !s->busy) {
         free(s->bufs);
         free(s->busy);

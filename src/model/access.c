@@ -20,7 +20,7 @@
 static tl_status check_file(const tl_mfile *f) {
     uint64_t now;
     int e = tl_os_fsize(f->fd, &now);
-    if (e) return tl_err(TL_ERR_IO, "%s: fstat: %s", f->info.path, strerror(e));
+    if (e) return tl_err_errno(e, "%s: fstat", f->info.path);
     if (now != f->info.size)
         return tl_err(TL_ERR_CHANGED,
                       "%s: file changed under its mapping (%llu bytes when opened, %llu now)",

@@ -12,6 +12,7 @@
  */
 #include "model/catalog.h"
 
+#include "core/env.h"
 #include "core/error.h"
 #include "model/discover.h"
 #include "os/os.h"
@@ -51,9 +52,16 @@ tl_status tl_map_flags_parse(const char *list, unsigned *flags) {
     return TL_OK;
 }
 
+/* The os/ advice for one TL_MAP_* hint (SEQUENTIAL, WILLNEED or DONTNEED). */
+static tl_os_advice advice_of(unsigned map_flag) {
+    return map_flag == TL_MAP_SEQUENTIAL ? TL_OS_ADV_SEQUENTIAL
+           : map_flag == TL_MAP_WILLNEED ? TL_OS_ADV_WILLNEED
+                                         : TL_OS_ADV_DONTNEED;
+}
+
 static void unmap_file(tl_mfile *f, unsigned flags) {
     if (f->map) {
-        if (flags & TL_MAP_DONTNEED) tl_os_madvise(f->map, f->info.size, TL_MAP_DONTNEED);
+        if (flags & TL_MAP_DONTNEED) tl_os_madvise(f->map, f->info.size, TL_OS_ADV_DONTNEED);
         tl_os_unmap(f->map, f->info.size);
         f->map = NULL;
     }
@@ -91,17 +99,15 @@ static tl_status open_file(tl_model *m, tl_mfile *f, const char *path, bool writ
     if (e == EISDIR)
         return tl_err(TL_ERR_INVALID_ARG, "%s: is a directory, not a model file", path);
     if (e == ENOENT) return tl_err(TL_ERR_NOT_FOUND, "%s: no such file", path);
-    if (e) return tl_err(TL_ERR_IO, "%s: cannot open: %s", path, strerror(e));
+    if (e) return tl_err_errno(e, "%s: cannot open", path);
     if (size == 0) return tl_err(TL_ERR_FORMAT, "%s: file is empty", path);
     e = tl_os_map(f->fd, size, writable, (m->map_flags & TL_MAP_POPULATE) != 0, &f->map);
-    if (e)
-        return tl_err(e == ENOMEM ? TL_ERR_NOMEM : TL_ERR_IO, "%s: cannot map: %s", path,
-                      strerror(e));
+    if (e) return tl_err_errno(e, "%s: cannot map", path);
     f->info.size = size;
     e = tl_os_fstamp(f->fd, &f->stamp);
-    if (e) return tl_err(TL_ERR_IO, "%s: fstat: %s", path, strerror(e));
-    if (m->map_flags & TL_MAP_SEQUENTIAL) tl_os_madvise(f->map, size, TL_MAP_SEQUENTIAL);
-    if (m->map_flags & TL_MAP_WILLNEED) tl_os_madvise(f->map, size, TL_MAP_WILLNEED);
+    if (e) return tl_err_errno(e, "%s: fstat", path);
+    if (m->map_flags & TL_MAP_SEQUENTIAL) tl_os_madvise(f->map, size, TL_OS_ADV_SEQUENTIAL);
+    if (m->map_flags & TL_MAP_WILLNEED) tl_os_madvise(f->map, size, TL_OS_ADV_WILLNEED);
     const uint8_t *b = f->map;
     int fmt = tl_fmt_sniff(b, size);
     tl_status st;
@@ -220,8 +226,8 @@ tl_status tl_model_open(const char *const *paths, size_t n_paths, const tl_model
     if (opts && opts->map_flags)
         m->map_flags = opts->map_flags;
     else
-        st = tl_map_flags_parse(getenv("TIERLOAD_MMAP_FLAGS"), &m->map_flags);
-    if (st) st = tl_err_prefix(st, "TIERLOAD_MMAP_FLAGS");
+        st = tl_map_flags_parse(tl_env_get(TL_ENV_MMAP_FLAGS), &m->map_flags);
+    if (st) st = tl_err_prefix(st, "%s", tl_env_name(TL_ENV_MMAP_FLAGS));
     tl_disc d;
     memset(&d, 0, sizeof d);
     for (size_t i = 0; i < n_paths && !st; i++) {
@@ -324,7 +330,7 @@ tl_status tl_model_file_residency(const tl_model *m, size_t file, double *fracti
     const tl_mfile *f = &m->files[file];
     uint64_t res, total;
     int e = tl_os_mincore(f->map, f->info.size, &res, &total);
-    if (e) return tl_err(TL_ERR_IO, "%s: mincore: %s", f->info.path, strerror(e));
+    if (e) return tl_err_errno(e, "%s: mincore", f->info.path);
     *fraction = total ? (double)res / (double)total : 1.0;
     return TL_OK;
 }
@@ -335,12 +341,10 @@ tl_status tl_model_advise(tl_model *m, unsigned flags) {
         static const unsigned order[] = {TL_MAP_SEQUENTIAL, TL_MAP_WILLNEED, TL_MAP_DONTNEED};
         for (size_t k = 0; k < 3; k++) {
             if (!(flags & order[k])) continue;
-            int e = tl_os_madvise(f->map, f->info.size, order[k]);
+            int e = tl_os_madvise(f->map, f->info.size, advice_of(order[k]));
             if (!e && order[k] == TL_MAP_DONTNEED) e = tl_os_fadvise_dontneed(f->fd, 0, 0);
             if (!e && order[k] == TL_MAP_WILLNEED) e = tl_os_fadvise_willneed(f->fd, 0, 0);
-            if (e)
-                return tl_err(TL_ERR_IO, "%s: page-cache hint failed: %s", f->info.path,
-                              strerror(e));
+            if (e) return tl_err_errno(e, "%s: page-cache hint failed", f->info.path);
         }
     }
     return TL_OK;

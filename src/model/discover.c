@@ -173,9 +173,7 @@ static tl_status add_index(tl_disc *d, const char *index_path, const char *prefi
     if (e == EFBIG)
         return tl_err(TL_ERR_FORMAT, "%s: shard index larger than %llu bytes", index_path,
                       (unsigned long long)INDEX_MAX_BYTES);
-    if (e)
-        return tl_err(e == ENOENT ? TL_ERR_NOT_FOUND : TL_ERR_IO, "%s: %s", index_path,
-                      strerror(e));
+    if (e) return tl_err_errno(e, "%s", index_path);
     char *dir = dirname_of(index_path);
     if (!dir) {
         free(json);
@@ -241,7 +239,7 @@ static tl_status add_folder_weights(tl_disc *d, const char *dir, const char *pre
     char **names;
     size_t n;
     int e = tl_os_listdir(dir, &names, &n);
-    if (e) return tl_err(TL_ERR_IO, "%s: cannot list folder: %s", dir, strerror(e));
+    if (e) return tl_err_errno(e, "%s: cannot list folder", dir);
     tl_status st = TL_OK;
     const char *pick = NULL;
     bool pick_index = false;
@@ -285,7 +283,7 @@ static tl_status add_diffusers(tl_disc *d, const char *dir, const char *mi_path,
     char *json;
     size_t len;
     int e = tl_os_read_small(mi_path, INDEX_MAX_BYTES, &json, &len);
-    if (e) return tl_err(TL_ERR_IO, "%s: %s", mi_path, strerror(e));
+    if (e) return tl_err_errno(e, "%s", mi_path);
     cJSON *root = cJSON_ParseWithLength(json, len);
     free(json);
     if (!cJSON_IsObject(root)) {

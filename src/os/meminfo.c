@@ -1,7 +1,9 @@
 /*
- * meminfo.c — /proc/meminfo, cgroup v2 memory limits and mlock (see meminfo.h).
+ * meminfo.c — /proc/meminfo, cgroup v2 memory limits and mlock (see meminfo.h), and the one
+ * parser of "Key:   123 kB" lines that /proc/meminfo, /proc/self/status and smaps_rollup share.
  */
 #include "os/meminfo.h"
+#include "os/os.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -10,15 +12,9 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 
-/* Read a small text file into buf (NUL-terminated, truncated to n-1 bytes). */
+/* A small /proc or /sys file into buf; 0 or an errno (EFBIG when it does not fit). */
 static int read_small(const char *path, char *buf, size_t n) {
-    FILE *f = fopen(path, "re");
-    if (!f) return errno;
-    size_t got = fread(buf, 1, n - 1, f);
-    int e = ferror(f) ? EIO : 0;
-    fclose(f);
-    buf[got] = 0;
-    return e;
+    return tl_os_read_text(path, buf, n, NULL);
 }
 
 static int parse_u64(const char *s, uint64_t *v) {

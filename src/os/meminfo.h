@@ -5,7 +5,7 @@
  * RLIMIT_MEMLOCK limit, so that a failure can say why.
  *
  * Small on purpose: process accounting (RSS, ...) lives elsewhere
- * (os/memstats). Functions return 0 or a positive errno, like os.h.
+ * (os/procmem). Functions return 0 or a positive errno, like os.h.
  */
 #ifndef TL_OS_MEMINFO_H
 #define TL_OS_MEMINFO_H
@@ -25,7 +25,8 @@ typedef struct tl_os_meminfo {
 } tl_os_meminfo;
 
 /*
- * Value of one "Key:   123 kB" line of /proc/meminfo text, in bytes.
+ * Value of one "Key:   123 kB" line (a number with an optional kB unit) of /proc text, in
+ * bytes: the one parser for /proc/meminfo, /proc/self/status and /proc/self/smaps_rollup.
  * ENOENT when the key is absent, EINVAL when the line is malformed.
  */
 int tl_os_meminfo_field(const char *text, const char *key, uint64_t *bytes);

@@ -32,8 +32,16 @@ bool tl_os_exists(const char *path);
 /* Names of a folder's entries (no "." / ".."), sorted; free with tl_os_listdir_free. */
 int tl_os_listdir(const char *dir, char ***names, size_t *n);
 void tl_os_listdir_free(char **names, size_t n);
-/* Read a whole small file (at most limit bytes; EFBIG beyond) into a NUL-terminated heap buffer. */
+/*
+ * Small files. tl_os_read_small: a regular file whose size fstat tells (a model index, a
+ * config), at most limit bytes (EFBIG beyond), into a NUL-terminated heap buffer; open, read and
+ * allocation are fault-injected. tl_os_read_text: a /proc or /sys text file (whose size fstat
+ * does not tell) into the caller's buffer of cap bytes, NUL-terminated, EFBIG when it does not
+ * fit; it allocates nothing and is not fault-injected, because samplers call it from their own
+ * threads, where an injected fault would land on a nondeterministic call.
+ */
 int tl_os_read_small(const char *path, uint64_t limit, char **buf, size_t *len);
+int tl_os_read_text(const char *path, char *buf, size_t cap, size_t *len);
 
 /* Read exactly len bytes at off; EIO-like errno on error, ENODATA on early EOF. */
 int tl_os_pread_full(int fd, void *buf, size_t len, uint64_t off);
@@ -58,8 +66,13 @@ int tl_os_unmap(void *addr, uint64_t size);
  * kept), partial pages at either end are read back from fd.
  */
 int tl_os_restore_range(void *map, int fd, uint64_t off, uint64_t len);
-/* madvise: one of the TL_MAP_* hints (SEQUENTIAL, WILLNEED, DONTNEED). */
-int tl_os_madvise(void *addr, uint64_t size, unsigned tl_map_flag);
+/* madvise with one of these hints. */
+typedef enum tl_os_advice {
+    TL_OS_ADV_SEQUENTIAL = 1,
+    TL_OS_ADV_WILLNEED,
+    TL_OS_ADV_DONTNEED,
+} tl_os_advice;
+int tl_os_madvise(void *addr, uint64_t size, tl_os_advice advice);
 /* posix_fadvise(POSIX_FADV_DONTNEED) over [off, off+len) (len 0 = to the end). */
 int tl_os_fadvise_dontneed(int fd, uint64_t off, uint64_t len);
 int tl_os_fadvise_willneed(int fd, uint64_t off, uint64_t len);
@@ -75,6 +88,9 @@ void *tl_os_calloc(size_t n, size_t m);
 void *tl_os_realloc(void *p, size_t n);
 char *tl_os_strdup(const char *s);
 char *tl_os_strndup(const char *s, size_t n);
+/* align (a power of two, a multiple of sizeof(void *)) aligned heap memory, freed with free();
+ * 0, EINVAL or ENOMEM (also when injected). */
+int tl_os_aligned_alloc(size_t align, size_t n, void **out);
 
 /* Monotonic time in seconds. */
 double tl_os_now(void);

@@ -5,7 +5,6 @@
  */
 #include "os/os.h"
 #include "os/fault.h"
-#include "tierload.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -110,22 +109,22 @@ int tl_os_unmap(void *addr, uint64_t size) {
     return munmap(addr, (size_t)size) == 0 ? 0 : errno;
 }
 
-int tl_os_madvise(void *addr, uint64_t size, unsigned flag) {
-    int advice;
-    switch (flag) {
-    case TL_MAP_SEQUENTIAL:
-        advice = MADV_SEQUENTIAL;
+int tl_os_madvise(void *addr, uint64_t size, tl_os_advice advice) {
+    int a;
+    switch (advice) {
+    case TL_OS_ADV_SEQUENTIAL:
+        a = MADV_SEQUENTIAL;
         break;
-    case TL_MAP_WILLNEED:
-        advice = MADV_WILLNEED;
+    case TL_OS_ADV_WILLNEED:
+        a = MADV_WILLNEED;
         break;
-    case TL_MAP_DONTNEED:
-        advice = MADV_DONTNEED;
+    case TL_OS_ADV_DONTNEED:
+        a = MADV_DONTNEED;
         break;
     default:
         return EINVAL;
     }
-    return madvise(addr, (size_t)size, advice) == 0 ? 0 : errno;
+    return madvise(addr, (size_t)size, a) == 0 ? 0 : errno;
 }
 
 int tl_os_fadvise_dontneed(int fd, uint64_t off, uint64_t len) {
@@ -183,6 +182,16 @@ void *tl_os_calloc(size_t n, size_t m) {
 void *tl_os_realloc(void *p, size_t n) {
     if (tl_fault_hit(TL_FAULT_ALLOC)) return NULL;
     return realloc(p, n ? n : 1);
+}
+
+int tl_os_aligned_alloc(size_t align, size_t n, void **out) {
+    int e = tl_fault_hit(TL_FAULT_ALLOC);
+    if (e) return e;
+    void *p = NULL;
+    e = posix_memalign(&p, align, n ? n : 1);
+    if (e) return e;
+    *out = p;
+    return 0;
 }
 
 char *tl_os_strndup(const char *s, size_t n) {
@@ -346,4 +355,33 @@ int tl_os_map_shared_ro(int fd, uint64_t off, uint64_t len, void **addr) {
     if (p == MAP_FAILED) return errno;
     *addr = p;
     return 0;
+}
+
+int tl_os_read_text(const char *path, char *buf, size_t cap, size_t *len) {
+    if (cap == 0) return EINVAL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    size_t n = 0;
+    int e = 0;
+    for (;;) {
+        if (n + 1 == cap) { /* full: is there more? */
+            char probe;
+            ssize_t r = read(fd, &probe, 1);
+            if (r < 0 && errno == EINTR) continue;
+            e = r < 0 ? errno : r > 0 ? EFBIG : 0;
+            break;
+        }
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            e = errno;
+            break;
+        }
+        if (r == 0) break;
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = 0;
+    if (len) *len = n;
+    return e;
 }

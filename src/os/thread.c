@@ -1,11 +1,11 @@
 /*
- * thread.c — POSIX threads behind os/thread.h.
+ * thread.c — POSIX threads, mutexes and condition variables behind os/thread.h.
  */
 #include "os/thread.h"
 #include "os/fault.h"
 
 #include <errno.h>
-#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -37,4 +37,107 @@ void tl_os_sleep(double s) {
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
+}
+
+/* The address of a thread-local object: distinct for every live thread, never 0. */
+static _Thread_local char self_tag;
+
+uintptr_t tl_os_thread_self(void) {
+    return (uintptr_t)&self_tag;
+}
+
+int tl_os_mutex_init(tl_os_mutex *m) {
+#ifdef TL_DEBUG_ASSERTS
+    atomic_init(&m->owner, 0);
+#endif
+    return pthread_mutex_init(&m->mu, NULL);
+}
+
+void tl_os_mutex_destroy(tl_os_mutex *m) {
+#ifdef TL_DEBUG_ASSERTS
+    if (atomic_load_explicit(&m->owner, memory_order_relaxed) != 0)
+        tl_os_assert_fail(__FILE__, __LINE__, "mutex destroyed while held");
+#endif
+    pthread_mutex_destroy(&m->mu);
+}
+
+void tl_os_mutex_lock(tl_os_mutex *m) {
+#ifdef TL_DEBUG_ASSERTS
+    if (atomic_load_explicit(&m->owner, memory_order_relaxed) == tl_os_thread_self())
+        tl_os_assert_fail(__FILE__, __LINE__, "mutex locked twice by one thread");
+#endif
+    pthread_mutex_lock(&m->mu);
+#ifdef TL_DEBUG_ASSERTS
+    atomic_store_explicit(&m->owner, tl_os_thread_self(), memory_order_relaxed);
+#endif
+}
+
+void tl_os_mutex_unlock(tl_os_mutex *m) {
+#ifdef TL_DEBUG_ASSERTS
+    if (atomic_load_explicit(&m->owner, memory_order_relaxed) != tl_os_thread_self())
+        tl_os_assert_fail(__FILE__, __LINE__, "mutex unlocked by a thread that does not hold it");
+    atomic_store_explicit(&m->owner, 0, memory_order_relaxed);
+#endif
+    pthread_mutex_unlock(&m->mu);
+}
+
+bool tl_os_mutex_held(tl_os_mutex *m) {
+#ifdef TL_DEBUG_ASSERTS
+    return atomic_load_explicit(&m->owner, memory_order_relaxed) == tl_os_thread_self();
+#else
+    (void)m;
+    return true;
+#endif
+}
+
+int tl_os_cond_init(tl_os_cond *c) {
+    pthread_condattr_t a;
+    int e = pthread_condattr_init(&a);
+    if (e) return e;
+    e = pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    if (!e) e = pthread_cond_init(&c->cv, &a);
+    pthread_condattr_destroy(&a);
+    return e;
+}
+
+void tl_os_cond_destroy(tl_os_cond *c) {
+    pthread_cond_destroy(&c->cv);
+}
+
+void tl_os_cond_wait(tl_os_cond *c, tl_os_mutex *m) {
+    tl_os_mutex_assert_held(m);
+#ifdef TL_DEBUG_ASSERTS
+    atomic_store_explicit(&m->owner, 0, memory_order_relaxed);
+#endif
+    pthread_cond_wait(&c->cv, &m->mu);
+#ifdef TL_DEBUG_ASSERTS
+    atomic_store_explicit(&m->owner, tl_os_thread_self(), memory_order_relaxed);
+#endif
+}
+
+bool tl_os_cond_timedwait(tl_os_cond *c, tl_os_mutex *m, double s) {
+    tl_os_mutex_assert_held(m);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    if (s < 0) s = 0;
+    time_t whole = (time_t)s;
+    long ns = ts.tv_nsec + (long)((s - (double)whole) * 1e9);
+    ts.tv_sec += whole + ns / 1000000000L;
+    ts.tv_nsec = ns % 1000000000L;
+#ifdef TL_DEBUG_ASSERTS
+    atomic_store_explicit(&m->owner, 0, memory_order_relaxed);
+#endif
+    int e = pthread_cond_timedwait(&c->cv, &m->mu, &ts);
+#ifdef TL_DEBUG_ASSERTS
+    atomic_store_explicit(&m->owner, tl_os_thread_self(), memory_order_relaxed);
+#endif
+    return e != ETIMEDOUT;
+}
+
+void tl_os_cond_signal(tl_os_cond *c) {
+    pthread_cond_signal(&c->cv);
+}
+
+void tl_os_cond_broadcast(tl_os_cond *c) {
+    pthread_cond_broadcast(&c->cv);
 }

@@ -26,6 +26,7 @@
  */
 #include "residency/residency.h"
 
+#include "core/env.h"
 #include "core/error.h"
 #include "io/io.h"
 #include "os/hostmem.h"
@@ -454,8 +455,8 @@ static tl_status alloc_locked(tl_session *s, unit *u) {
 
 /* --- creation --- */
 
-static uint64_t env_size(const char *name) {
-    const char *v = getenv(name);
+static uint64_t env_size(tl_env_var name) {
+    const char *v = tl_env_get(name);
     uint64_t b = 0;
     if (v && *v && tl_plan_parse_bytes(v, &b, NULL) != TL_OK) b = 0;
     return b;
@@ -563,11 +564,11 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
     pthread_mutex_init(&s->pmu, NULL);
     pthread_cond_init(&s->pcv, NULL);
     const char *dir = s->o.spill_dir;
-    if (!dir || !*dir) dir = getenv("TIERLOAD_SPILL_DIR");
-    if (!dir || !*dir) dir = getenv("TMPDIR");
+    if (!dir || !*dir) dir = tl_env_get(TL_ENV_SPILL_DIR);
+    if (!dir || !*dir) dir = tl_env_get(TL_ENV_TMPDIR);
     if (!dir || !*dir) dir = "/tmp";
     s->spill_dir = tl_os_strdup(dir);
-    if (!s->o.spill_threshold) s->o.spill_threshold = env_size("TIERLOAD_SPILL_THRESHOLD");
+    if (!s->o.spill_threshold) s->o.spill_threshold = env_size(TL_ENV_SPILL_THRESHOLD);
     if (!s->spill_dir) st = tl_err(TL_ERR_NOMEM, "session: out of memory");
     if (!st) st = bind_devices(s);
     /* host budget */

@@ -1,80 +1,38 @@
 /*
- * memstats.c — process and machine memory facts (RSS anon / file, USS, peak,
- * and, through os/meminfo, MemAvailable and cgroup v2 memory.max /
- * memory.current) and a sampler thread that records peaks over a job.
+ * memstats.c — the public memory accounting: tl_memstats_read (this process's RSS anon / file /
+ * shmem, USS and peak from os/procmem; MemAvailable and the cgroup v2 memory.max /
+ * memory.current from os/meminfo) and tl_memwatch, a sampler thread that records peaks over a
+ * job. Every allocation, thread and lock goes through os/.
  */
-#include "os/memstats.h"
 #include "core/error.h"
 #include "os/meminfo.h"
+#include "os/os.h"
+#include "os/procmem.h"
 #include "os/thread.h"
+#include "tierload.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-/* Read a small /proc or /sys file into buf (NUL-terminated); 0 or errno. */
-static int read_small(const char *path, char *buf, size_t cap) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return errno;
-    size_t n = 0;
-    while (n + 1 < cap) {
-        ssize_t r = read(fd, buf + n, cap - 1 - n);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            int e = errno;
-            close(fd);
-            return e;
-        }
-        if (r == 0) break;
-        n += (size_t)r;
-    }
-    buf[n] = 0;
-    close(fd);
-    return 0;
-}
-
-/* Value in bytes of "Key:   123 kB" in text; 0 when absent. */
-static uint64_t kb_field(const char *text, const char *key) {
-    size_t kl = strlen(key);
-    for (const char *p = text; (p = strstr(p, key)) != NULL; p += kl) {
-        if ((p == text || p[-1] == '\n') && p[kl] == ':') {
-            return strtoull(p + kl + 1, NULL, 10) * 1024ull;
-        }
-    }
-    return 0;
-}
-
-int tl_os_proc_status(tl_memstats *m) {
-    char buf[8192];
-    int e = read_small("/proc/self/status", buf, sizeof buf);
+/* The /proc/self/status part of a tl_memstats (what a sample needs). */
+static int read_status(tl_memstats *m) {
+    tl_os_procmem p;
+    int e = tl_os_procmem_read(&p);
     if (e) return e;
-    m->rss = kb_field(buf, "VmRSS");
-    m->rss_anon = kb_field(buf, "RssAnon");
-    m->rss_file = kb_field(buf, "RssFile");
-    m->rss_shmem = kb_field(buf, "RssShmem");
-    m->peak_rss = kb_field(buf, "VmHWM");
-    return 0;
-}
-
-int tl_os_uss(uint64_t *uss) {
-    char buf[4096];
-    int e = read_small("/proc/self/smaps_rollup", buf, sizeof buf);
-    if (e) return e;
-    *uss = kb_field(buf, "Private_Clean") + kb_field(buf, "Private_Dirty");
+    m->rss = p.rss;
+    m->rss_anon = p.rss_anon;
+    m->rss_file = p.rss_file;
+    m->rss_shmem = p.rss_shmem;
+    m->peak_rss = p.peak_rss;
     return 0;
 }
 
 tl_status tl_memstats_read(tl_memstats *out) {
     if (!out) return tl_err(TL_ERR_INVALID_ARG, "tl_memstats_read: out is NULL");
     memset(out, 0, sizeof *out);
-    int e = tl_os_proc_status(out);
-    if (e) return tl_err(TL_ERR_IO, "/proc/self/status: %s", strerror(e));
-    (void)tl_os_uss(&out->uss);
+    int e = read_status(out);
+    if (e) return tl_err_errno(e, "/proc/self/status");
+    (void)tl_os_procmem_uss(&out->uss);
     out->cgroup_max = UINT64_MAX;
     tl_os_meminfo hm;
     if (tl_os_meminfo_read(&hm) == 0) {
@@ -88,7 +46,7 @@ tl_status tl_memstats_read(tl_memstats *out) {
 }
 
 struct tl_memwatch {
-    pthread_mutex_t mu;
+    tl_os_mutex mu; /* guards stop and span */
     bool stop;
     double interval;
     tl_os_thread *thread;
@@ -98,21 +56,21 @@ struct tl_memwatch {
 static void watch_take(tl_memwatch *w) {
     tl_memstats s;
     memset(&s, 0, sizeof s);
-    if (tl_os_proc_status(&s) != 0) return;
-    pthread_mutex_lock(&w->mu);
+    if (read_status(&s) != 0) return;
+    tl_os_mutex_lock(&w->mu);
     if (s.rss_anon > w->span.rss_anon_peak) w->span.rss_anon_peak = s.rss_anon;
     if (s.rss_file > w->span.rss_file_peak) w->span.rss_file_peak = s.rss_file;
     if (s.rss > w->span.rss_peak) w->span.rss_peak = s.rss;
     w->span.samples++;
-    pthread_mutex_unlock(&w->mu);
+    tl_os_mutex_unlock(&w->mu);
 }
 
 static void *watch_main(void *arg) {
     tl_memwatch *w = arg;
     for (;;) {
-        pthread_mutex_lock(&w->mu);
+        tl_os_mutex_lock(&w->mu);
         bool stop = w->stop;
-        pthread_mutex_unlock(&w->mu);
+        tl_os_mutex_unlock(&w->mu);
         if (stop) break;
         watch_take(w);
         tl_os_sleep(w->interval);
@@ -123,12 +81,17 @@ static void *watch_main(void *arg) {
 tl_status tl_memwatch_start(double interval_s, tl_memwatch **out) {
     if (!out) return tl_err(TL_ERR_INVALID_ARG, "tl_memwatch_start: out is NULL");
     *out = NULL;
-    tl_memwatch *w = calloc(1, sizeof *w);
+    tl_memwatch *w = tl_os_calloc(1, sizeof *w);
     if (!w) return tl_err(TL_ERR_NOMEM, "memory sampler: out of memory");
-    pthread_mutex_init(&w->mu, NULL);
+    int e = tl_os_mutex_init(&w->mu);
+    if (e) {
+        free(w);
+        return tl_err_errno(e, "memory sampler: mutex");
+    }
     w->interval = interval_s > 0 ? interval_s : 0.005;
     tl_status s = tl_memstats_read(&w->span.start);
     if (s != TL_OK) {
+        tl_os_mutex_destroy(&w->mu);
         free(w);
         return s;
     }
@@ -136,10 +99,11 @@ tl_status tl_memwatch_start(double interval_s, tl_memwatch **out) {
     w->span.rss_file_peak = w->span.start.rss_file;
     w->span.rss_peak = w->span.start.rss;
     w->span.samples = 1;
-    int e = tl_os_thread_start(&w->thread, watch_main, w);
+    e = tl_os_thread_start(&w->thread, watch_main, w);
     if (e) {
+        tl_os_mutex_destroy(&w->mu);
         free(w);
-        return tl_err(TL_ERR_NOMEM, "memory sampler: cannot start a thread: %s", strerror(e));
+        return tl_err(TL_ERR_NOMEM, "memory sampler: cannot start a thread: %s", tl_errno_text(e));
     }
     *out = w;
     return TL_OK;
@@ -151,9 +115,9 @@ void tl_memwatch_sample(tl_memwatch *w) {
 
 void tl_memwatch_stop(tl_memwatch *w, tl_memspan *out) {
     if (!w) return;
-    pthread_mutex_lock(&w->mu);
+    tl_os_mutex_lock(&w->mu);
     w->stop = true;
-    pthread_mutex_unlock(&w->mu);
+    tl_os_mutex_unlock(&w->mu);
     tl_os_thread_join(w->thread);
     watch_take(w);
     if (tl_memstats_read(&w->span.end) == TL_OK) {
@@ -164,6 +128,6 @@ void tl_memwatch_stop(tl_memwatch *w, tl_memspan *out) {
         if (w->span.end.rss > w->span.rss_peak) w->span.rss_peak = w->span.end.rss;
     }
     if (out) *out = w->span;
-    pthread_mutex_destroy(&w->mu);
+    tl_os_mutex_destroy(&w->mu);
     free(w);
 }

@@ -1,0 +1,30 @@
+/*
+ * env.c — the library's environment variables (the list and their meaning are in env.h).
+ */
+#include "core/env.h"
+
+#include <stdlib.h>
+
+static const char *const names[TL_ENV_COUNT] = {
+    [TL_ENV_MMAP_FLAGS] = "TIERLOAD_MMAP_FLAGS",
+    [TL_ENV_CUDART] = "TIERLOAD_CUDART",
+    [TL_ENV_COLD_PATH] = "TIERLOAD_COLD_PATH",
+    [TL_ENV_NO_URING] = "TIERLOAD_NO_URING",
+    [TL_ENV_SPILL_DIR] = "TIERLOAD_SPILL_DIR",
+    [TL_ENV_SPILL_THRESHOLD] = "TIERLOAD_SPILL_THRESHOLD",
+    [TL_ENV_TMPDIR] = "TMPDIR",
+};
+
+const char *tl_env_name(tl_env_var v) {
+    return (unsigned)v < TL_ENV_COUNT ? names[v] : "TIERLOAD_?";
+}
+
+const char *tl_env_get(tl_env_var v) {
+    if ((unsigned)v >= TL_ENV_COUNT) return NULL;
+    const char *s = getenv(names[v]);
+    return s && *s ? s : NULL;
+}
+
+bool tl_env_is_set(tl_env_var v) {
+    return (unsigned)v < TL_ENV_COUNT && getenv(names[v]) != NULL;
+}
