@@ -193,6 +193,8 @@ static bool load_locked(const char *dir) {
     SYM(base, cpu_buffer_from_ptr, "ggml_backend_cpu_buffer_from_ptr");
     SYM(base, graph_compute, "ggml_backend_graph_compute");
     SYM(base, backend_free, "ggml_backend_free");
+    SYM(base, dev_backend_reg, "ggml_backend_dev_backend_reg");
+    SYM(base, reg_get_proc_address, "ggml_backend_reg_get_proc_address");
 #undef SYM
     G.log_set(ggml_log_cb, NULL);
     if (dir)
@@ -229,6 +231,7 @@ struct tl_ggml_dev {
     tl_devptr next; /* next handle (non-host devices) */
     pthread_mutex_t compute; /* the backend */
     void *backend;
+    int threads; /* 0 = ggml's default */
 };
 
 static const tl_device_ops ggml_ops;
@@ -255,14 +258,38 @@ void tl_ggml_dev_unlock(tl_ggml_dev *g) {
     pthread_mutex_unlock(&g->compute);
 }
 
+/* Apply g->threads to the backend (compute lock held). */
+static void apply_threads(tl_ggml_dev *g) {
+    if (!g->backend || g->threads <= 0) return;
+    void *reg = G.dev_backend_reg(g->dev);
+    void *fn = reg ? G.reg_get_proc_address(reg, "ggml_backend_set_n_threads") : NULL;
+    void (*set)(void *, int);
+    if (!fn) return;
+    memcpy(&set, &fn, sizeof fn);
+    set(g->backend, g->threads);
+}
+
 tl_status tl_ggml_dev_backend(tl_ggml_dev *g, void **backend) {
     if (!g->backend) {
         g->backend = G.dev_init(g->dev, NULL);
         if (!g->backend)
             return tl_err(TL_ERR_DEVICE, "%s: ggml_backend_dev_init failed: %s", g->name,
                           tl_ggml_last_log());
+        apply_threads(g);
     }
     *backend = g->backend;
+    return TL_OK;
+}
+
+tl_status tl_ggml_dev_set_threads(tl_device *d, int n_threads) {
+    tl_ggml_dev *g = tl_ggml_dev_of(d);
+    if (!g) return tl_err(TL_ERR_INVALID_ARG, "%s: not a ggml device", tl_device_name(d));
+    if (n_threads < 0 || n_threads > 4096)
+        return tl_err(TL_ERR_INVALID_ARG, "%s: %d threads", g->name, n_threads);
+    pthread_mutex_lock(&g->compute);
+    g->threads = n_threads;
+    apply_threads(g);
+    pthread_mutex_unlock(&g->compute);
     return TL_OK;
 }
 

@@ -31,7 +31,11 @@ void tl_ggml_random_x(uint64_t seed, int64_t cols, float *x) {
     }
 }
 
-/* Is dtype a type this ggml multiplies with rows x cols elements? *nbytes = W's size. */
+/*
+ * Is dtype a type this ggml multiplies, with rows x cols elements? *nbytes =
+ * W's size. Checked here because ggml aborts (or its CPU backend has no dot
+ * product) on what it does not support.
+ */
 static tl_status check_weight(const tl_ggml_api *G, const char *dev, tl_dtype dtype, int64_t rows,
                               int64_t cols, uint64_t *nbytes) {
     const char *tn = tl_dtype_name(dtype);
@@ -43,6 +47,19 @@ static tl_status check_weight(const tl_ggml_api *G, const char *dev, tl_dtype dt
     if (rows <= 0 || cols <= 0)
         return tl_err(TL_ERR_INVALID_ARG, "%s: a %lld x %lld matrix is empty", dev,
                       (long long)rows, (long long)cols);
+    switch (dtype) {
+    /* ggml has no dot product with these as the weight (they only hold data or activations) */
+    case TL_DTYPE_I8:
+    case TL_DTYPE_I16:
+    case TL_DTYPE_I32:
+    case TL_DTYPE_I64:
+    case TL_DTYPE_F64:
+    case TL_DTYPE_Q8_1:
+    case TL_DTYPE_Q8_K:
+        return tl_err(TL_ERR_UNSUPPORTED, "%s: ggml does not multiply %s weights", dev, tn);
+    default:
+        break;
+    }
     uint32_t blk = tl_dtype_block_elems(dtype);
     if (G->blck_size((int)dtype) != (int64_t)blk ||
         (uint64_t)G->type_size((int)dtype) * 8 != tl_dtype_block_bits(dtype))

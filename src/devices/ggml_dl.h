@@ -81,6 +81,8 @@ typedef struct tl_ggml_api {
     void *(*cpu_buffer_from_ptr)(void *ptr, size_t size);
     int (*graph_compute)(void *backend, void *graph); /* enum ggml_status */
     void (*backend_free)(void *backend);
+    void *(*dev_backend_reg)(void *dev);
+    void *(*reg_get_proc_address)(void *reg, const char *name);
 } tl_ggml_api;
 
 /* The loaded API, or NULL when ggml has not been loaded (see tl_device_ggml_discover). */
@@ -123,6 +125,13 @@ void tl_ggml_dev_unlock(tl_ggml_dev *g);
  * cap as total. For tests and budgets.
  */
 tl_status tl_ggml_dev_set_cap(tl_device *d, uint64_t cap);
+
+/*
+ * Threads of the device's backend for graph compute (CPU backends: ggml's
+ * ggml_backend_set_n_threads; ignored by backends without it). 0 = ggml's
+ * default. Applies to the backend now and when it is created.
+ */
+tl_status tl_ggml_dev_set_threads(tl_device *d, int n_threads);
 
 /* ---- compute (ggml_compute.c) ---- */
 
