@@ -372,7 +372,8 @@ static void test_products_by_hand(void **state) {
     assert_int_equal(tl_ggml_matvec_host(d, w, TL_DTYPE_F32, 0, C, 42, y), TL_ERR_INVALID_ARG);
 }
 
-/* Every 2-D weight of the shared GGUFs: loaded copy, device copy and mapping agree; a flip shows. */
+/* Every 2-D weight of the shared GGUFs: loaded copy, device copy and mapping agree; a flip shows.
+ */
 static void test_gguf_products(void **state) {
     (void)state;
     NEED_GGML();
@@ -405,8 +406,7 @@ static void test_gguf_products(void **state) {
             assert_true(rows == t->shape[0]);
             float *yc = malloc((size_t)rows * sizeof *yc), *yd = malloc((size_t)rows * sizeof *yd);
             assert_int_equal(
-                tl_ggml_matvec_host(d, lt->data, t->dtype, t->shape[0], t->shape[1], 7, yc),
-                TL_OK);
+                tl_ggml_matvec_host(d, lt->data, t->dtype, t->shape[0], t->shape[1], 7, yc), TL_OK);
             assert_memory_equal(ym, yc, (size_t)rows * sizeof *yc);
             tl_devptr p;
             assert_int_equal(tl_device_alloc(d, t->nbytes, &p), TL_OK);
@@ -472,10 +472,10 @@ static void test_cli(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_missing),          cmocka_unit_test(test_discover),
-        cmocka_unit_test(test_copies),           cmocka_unit_test(test_oom),
-        cmocka_unit_test(test_host_buffer),      cmocka_unit_test(test_products_by_hand),
-        cmocka_unit_test(test_gguf_products),    cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_missing),       cmocka_unit_test(test_discover),
+        cmocka_unit_test(test_copies),        cmocka_unit_test(test_oom),
+        cmocka_unit_test(test_host_buffer),   cmocka_unit_test(test_products_by_hand),
+        cmocka_unit_test(test_gguf_products), cmocka_unit_test(test_cli),
     };
     int failed = cmocka_run_group_tests(tests, group_setup, NULL);
     if (failed) return failed;

@@ -228,7 +228,7 @@ struct tl_ggml_dev {
     galloc *allocs;
     size_t n_allocs, cap_allocs;
     uint64_t used, cap;
-    tl_devptr next; /* next handle (non-host devices) */
+    tl_devptr next;          /* next handle (non-host devices) */
     pthread_mutex_t compute; /* the backend */
     void *backend;
     int threads; /* 0 = ggml's default */
@@ -352,8 +352,8 @@ static tl_status gg_alloc(void *self, uint64_t size, tl_devptr *out) {
     size_t f = 0, t = 0;
     G.dev_memory(g->dev, &f, &t);
     if (size > f)
-        return tl_err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %llu bytes free",
-                      g->name, (unsigned long long)size, (unsigned long long)f);
+        return tl_err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %llu bytes free", g->name,
+                      (unsigned long long)size, (unsigned long long)f);
     pthread_mutex_lock(&g->lock);
     if (g->cap != UINT64_MAX && (g->used > g->cap || size > g->cap - g->used)) {
         uint64_t room = g->cap > g->used ? g->cap - g->used : 0;
@@ -413,8 +413,8 @@ static tl_status gg_dealloc(void *self, tl_devptr p) {
     size_t i = find_locked(g, p);
     if (i == g->n_allocs || g->allocs[i].p != p) {
         pthread_mutex_unlock(&g->lock);
-        return tl_err(TL_ERR_INVALID_ARG, "%s: free of 0x%llx, which is not an allocation",
-                      g->name, (unsigned long long)p);
+        return tl_err(TL_ERR_INVALID_ARG, "%s: free of 0x%llx, which is not an allocation", g->name,
+                      (unsigned long long)p);
     }
     void *buf = g->allocs[i].buf;
     g->used -= g->allocs[i].size;

@@ -45,8 +45,8 @@ static tl_status check_weight(const tl_ggml_api *G, const char *dev, tl_dtype dt
     if (!gn || strcasecmp(gn, tn) != 0)
         return tl_err(TL_ERR_UNSUPPORTED, "%s: this ggml has no type %s", dev, tn);
     if (rows <= 0 || cols <= 0)
-        return tl_err(TL_ERR_INVALID_ARG, "%s: a %lld x %lld matrix is empty", dev,
-                      (long long)rows, (long long)cols);
+        return tl_err(TL_ERR_INVALID_ARG, "%s: a %lld x %lld matrix is empty", dev, (long long)rows,
+                      (long long)cols);
     switch (dtype) {
     /* ggml has no dot product with these as the weight (they only hold data or activations) */
     case TL_DTYPE_I8:
@@ -87,8 +87,8 @@ static tl_status compute(tl_ggml_dev *g, void *buf, void *addr, tl_dtype dtype, 
     tl_ggml_dev_lock(g);
     tl_status s = TL_OK;
     void *xy = NULL;
-    tl_ggml_init_params ip = {
-        .mem_size = G->tensor_overhead() * 8 + G->graph_overhead() + 4096, .no_alloc = true};
+    tl_ggml_init_params ip = {.mem_size = G->tensor_overhead() * 8 + G->graph_overhead() + 4096,
+                              .no_alloc = true};
     void *ctx = G->init(ip);
     if (!ctx) {
         s = tl_err(TL_ERR_NOMEM, "%s: ggml_init failed", name);
@@ -156,7 +156,8 @@ out:
 static tl_status ggml_dev(tl_device *d, tl_ggml_dev **g) {
     *g = tl_ggml_dev_of(d);
     if (!*g || !tl_ggml_api_get())
-        return tl_err(TL_ERR_INVALID_ARG, "%s: not a ggml device", d ? tl_device_name(d) : "(null)");
+        return tl_err(TL_ERR_INVALID_ARG, "%s: not a ggml device",
+                      d ? tl_device_name(d) : "(null)");
     return TL_OK;
 }
 
@@ -180,7 +181,8 @@ tl_status tl_ggml_matvec_host(tl_device *d, const void *w, tl_dtype dtype, int64
     tl_ggml_dev *g;
     tl_status s = ggml_dev(d, &g);
     if (s != TL_OK) return s;
-    if (!y || !w) return tl_err(TL_ERR_INVALID_ARG, "%s: matvec: NULL pointer", tl_ggml_dev_name(g));
+    if (!y || !w)
+        return tl_err(TL_ERR_INVALID_ARG, "%s: matvec: NULL pointer", tl_ggml_dev_name(g));
     uint64_t nbytes;
     s = check_weight(tl_ggml_api_get(), tl_ggml_dev_name(g), dtype, rows, cols, &nbytes);
     if (s != TL_OK) return s;
@@ -201,9 +203,10 @@ tl_status tl_ggml_matvec_host(tl_device *d, const void *w, tl_dtype dtype, int64
     return s;
 }
 
-tl_status tl_ggml_matvec_tensor(tl_device *d, const tl_model *m, size_t i, uint64_t seed,
-                                float **y, int64_t *rows) {
-    if (!m || !y || !rows) return tl_err(TL_ERR_INVALID_ARG, "tl_ggml_matvec_tensor: NULL argument");
+tl_status tl_ggml_matvec_tensor(tl_device *d, const tl_model *m, size_t i, uint64_t seed, float **y,
+                                int64_t *rows) {
+    if (!m || !y || !rows)
+        return tl_err(TL_ERR_INVALID_ARG, "tl_ggml_matvec_tensor: NULL argument");
     *y = NULL;
     *rows = 0;
     const tl_tensor_info *t = tl_model_tensor(m, i);

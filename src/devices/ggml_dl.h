@@ -164,7 +164,7 @@ tl_status tl_ggml_matvec_host(tl_device *d, const void *w, tl_dtype dtype, int64
  * (tl_ggml_matvec_host), *y malloc'd with *rows floats; the message names the
  * file and tensor.
  */
-tl_status tl_ggml_matvec_tensor(tl_device *d, const tl_model *m, size_t i, uint64_t seed,
-                                float **y, int64_t *rows);
+tl_status tl_ggml_matvec_tensor(tl_device *d, const tl_model *m, size_t i, uint64_t seed, float **y,
+                                int64_t *rows);
 
 #endif
