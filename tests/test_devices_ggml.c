@@ -364,6 +364,12 @@ static void test_products_by_hand(void **state) {
     for (int r = 0; r < R; r++)
         assert_true(fabs(y[r] - ref[r]) <= 2e-2 * mag[r] + 1e-4);
 
+    uint64_t need = 0;
+    assert_int_equal(tl_ggml_weight_bytes(d, TL_DTYPE_Q8_0, R, C, &need), TL_OK);
+    assert_true(need == sizeof q); /* the CPU pads nothing */
+    assert_int_equal(tl_ggml_weight_bytes(d, TL_DTYPE_Q4_K, 3, 512, &need), TL_OK);
+    assert_true(need == 3 * 2 * 144); /* 2 blocks of 256 per row, 144 bytes each */
+
     /* what ggml cannot do is refused, not aborted */
     assert_int_equal(tl_ggml_matvec_host(d, q, TL_DTYPE_Q8_0, R, 48, 42, y), TL_ERR_INVALID_ARG);
     assert_int_equal(tl_ggml_matvec_host(d, w, TL_DTYPE_I32, R, C, 42, y), TL_ERR_UNSUPPORTED);

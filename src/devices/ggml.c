@@ -183,6 +183,7 @@ static bool load_locked(const char *dir) {
     SYM(base, buft_is_host, "ggml_backend_buft_is_host");
     SYM(base, buft_get_alignment, "ggml_backend_buft_get_alignment");
     SYM(base, buft_get_max_size, "ggml_backend_buft_get_max_size");
+    SYM(base, buft_get_alloc_size, "ggml_backend_buft_get_alloc_size");
     SYM(base, buffer_free, "ggml_backend_buffer_free");
     SYM(base, buffer_get_base, "ggml_backend_buffer_get_base");
     SYM(base, buffer_get_size, "ggml_backend_buffer_get_size");

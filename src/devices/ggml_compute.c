@@ -161,6 +161,27 @@ static tl_status ggml_dev(tl_device *d, tl_ggml_dev **g) {
     return TL_OK;
 }
 
+tl_status tl_ggml_weight_bytes(tl_device *d, tl_dtype dtype, int64_t rows, int64_t cols,
+                               uint64_t *bytes) {
+    tl_ggml_dev *g;
+    tl_status s = ggml_dev(d, &g);
+    if (s != TL_OK) return s;
+    const tl_ggml_api *G = tl_ggml_api_get();
+    s = check_weight(G, tl_ggml_dev_name(g), dtype, rows, cols, bytes);
+    if (s != TL_OK) return s;
+    tl_ggml_init_params ip = {.mem_size = G->tensor_overhead() + 256, .no_alloc = true};
+    void *ctx = G->init(ip);
+    void *w = ctx ? G->new_tensor_2d(ctx, (int)dtype, cols, rows) : NULL;
+    if (!w) {
+        if (ctx) G->free(ctx);
+        return tl_err(TL_ERR_NOMEM, "%s: ggml_init failed", tl_ggml_dev_name(g));
+    }
+    size_t need = G->buft_get_alloc_size(tl_ggml_dev_buft(g), w);
+    G->free(ctx);
+    if (need > *bytes) *bytes = need;
+    return TL_OK;
+}
+
 tl_status tl_ggml_matvec(tl_device *d, tl_devptr w, tl_dtype dtype, int64_t rows, int64_t cols,
                          uint64_t seed, float *y) {
     tl_ggml_dev *g;
@@ -196,7 +217,9 @@ tl_status tl_ggml_matvec_host(tl_device *d, const void *w, tl_dtype dtype, int64
     }
     /* the device cannot read host memory: a temporary copy in its own memory */
     tl_devptr p = 0;
-    s = tl_device_alloc(d, nbytes, &p);
+    uint64_t room = nbytes;
+    s = tl_ggml_weight_bytes(d, dtype, rows, cols, &room);
+    if (s == TL_OK) s = tl_device_alloc(d, room, &p);
     if (s == TL_OK) s = tl_device_copy_to(d, p, w, nbytes);
     if (s == TL_OK) s = tl_ggml_matvec(d, p, dtype, rows, cols, seed, y);
     tl_device_free(d, p);

@@ -71,6 +71,7 @@ typedef struct tl_ggml_api {
     bool (*buft_is_host)(void *buft);
     size_t (*buft_get_alignment)(void *buft);
     size_t (*buft_get_max_size)(void *buft);
+    size_t (*buft_get_alloc_size)(void *buft, const void *tensor);
     void (*buffer_free)(void *buf);
     void *(*buffer_get_base)(void *buf);
     size_t (*buffer_get_size)(void *buf);
@@ -155,6 +156,13 @@ void tl_ggml_random_x(uint64_t seed, int64_t cols, float *x);
  * TL_ERR_INVALID_ARG when cols is not a whole number of blocks or the bytes
  * do not fit the allocation.
  */
+/*
+ * Bytes an allocation of d needs to hold a rows x cols weight of dtype for
+ * tl_ggml_matvec: its size, or more where the backend pads rows (CUDA pads
+ * quantized rows to 512 elements).
+ */
+tl_status tl_ggml_weight_bytes(tl_device *d, tl_dtype dtype, int64_t rows, int64_t cols,
+                               uint64_t *bytes);
 tl_status tl_ggml_matvec(tl_device *d, tl_devptr w, tl_dtype dtype, int64_t rows, int64_t cols,
                          uint64_t seed, float *y);
 tl_status tl_ggml_matvec_host(tl_device *d, const void *w, tl_dtype dtype, int64_t rows,
