@@ -3,9 +3,9 @@
  * matrix products on them.
  *
  * ggml comes from the npm package @node-llama-cpp/linux-x64 (installed on
- * first run into $TL_BUILD_DIR, as the GGUF cross-check does: its copy is
- * reused when present, else one of this test's own), or from the folder in
- * TIERLOAD_GGML_DIR. The ggml:CPU device passes the tests the built-in cpu
+ * first run into $TL_BUILD_DIR/npm-ggml-devices, as the GGUF cross-check
+ * installs it into npm-ggml; npm's cache makes the second install cheap), or
+ * from the folder in TIERLOAD_GGML_DIR. The ggml:CPU device passes the tests the built-in cpu
  * device passes (describe, allocation, copies at odd sizes and offsets,
  * TL_ERR_DEVICE_OOM past free memory, under a forced cap and on an injected
  * fault), host memory is wrapped in place, and products are checked against
@@ -53,8 +53,7 @@ static bool find_ggml(void) {
     }
     const char *bd = getenv("TL_BUILD_DIR");
     if (!bd || !*bd) bd = ".";
-    snprintf(ggml_dir, sizeof ggml_dir, "%s/npm-ggml/" BINS, bd); /* the cross-check's copy */
-    if (has_base(ggml_dir)) return true;
+    /* a folder of its own: the cross-check may be installing into npm-ggml right now */
     snprintf(ggml_dir, sizeof ggml_dir, "%s/npm-ggml-devices/" BINS, bd);
     if (has_base(ggml_dir)) return true;
     if (system("command -v npm >/dev/null 2>&1") != 0) {
