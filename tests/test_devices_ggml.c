@@ -369,6 +369,30 @@ static void test_products_by_hand(void **state) {
     assert_int_equal(tl_ggml_weight_bytes(d, TL_DTYPE_Q4_K, 3, 512, &need), TL_OK);
     assert_true(need == 3 * 2 * 144); /* 2 blocks of 256 per row, 144 bytes each */
 
+    /* 300 products (two graphs of at most 256), weights in host and in device memory */
+    enum { NW = 300 };
+    tl_ggml_weight ws[NW];
+    float yb[NW][R];
+    assert_int_equal(tl_device_alloc(d, sizeof w, &p), TL_OK);
+    assert_int_equal(tl_device_copy_to(d, p, w, sizeof w), TL_OK);
+    for (int i = 0; i < NW; i++) {
+        int r = 1 + i % R; /* the first r rows of w */
+        ws[i] = (tl_ggml_weight){.dtype = TL_DTYPE_F32, .rows = r, .cols = C, .y = yb[i]};
+        if (i % 2)
+            ws[i].host = w;
+        else
+            ws[i].dev = p;
+    }
+    assert_int_equal(tl_ggml_matvec_host(d, w, TL_DTYPE_F32, R, C, 42, y), TL_OK);
+    assert_int_equal(tl_ggml_matvec_many(d, ws, NW, 42), TL_OK);
+    for (int i = 0; i < NW; i++)
+        assert_memory_equal(yb[i], y, (size_t)ws[i].rows * sizeof(float));
+    ws[NW - 1].dtype = TL_DTYPE_Q8_0; /* one bad weight (rows of 97 are not whole blocks) */
+    ws[NW - 1].cols = C + 1;
+    assert_int_equal(tl_ggml_matvec_many(d, ws, NW, 42), TL_ERR_INVALID_ARG);
+    assert_non_null(strstr(tl_last_error(), "ggml:CPU"));
+    assert_int_equal(tl_device_free(d, p), TL_OK);
+
     /* what ggml cannot do is refused, not aborted */
     assert_int_equal(tl_ggml_matvec_host(d, q, TL_DTYPE_Q8_0, R, 48, 42, y), TL_ERR_INVALID_ARG);
     assert_int_equal(tl_ggml_matvec_host(d, w, TL_DTYPE_I32, R, C, 42, y), TL_ERR_UNSUPPORTED);
@@ -397,7 +421,10 @@ static void test_gguf_products(void **state) {
         tl_load_result *lr = NULL;
         assert_int_equal(tl_model_load(m, &lo, &lr), TL_OK);
         bool flipped = false;
-        for (size_t i = 0; i < tl_model_tensor_count(m); i++) {
+        size_t nt = tl_model_tensor_count(m), nb = 0;
+        float **ys = calloc(nt, sizeof *ys); /* products from the mapping, by tensor */
+        tl_ggml_weight *batch = calloc(nt, sizeof *batch);
+        for (size_t i = 0; i < nt; i++) {
             const tl_tensor_info *t = tl_model_tensor(m, i);
             if (t->n_dims != 2) continue;
             const tl_loaded_tensor *lt = tl_load_result_tensor(lr, i);
@@ -442,10 +469,24 @@ static void test_gguf_products(void **state) {
                 flipped = true;
             }
             assert_int_equal(tl_device_free(d, p), TL_OK);
-            free(ym);
-            free(yc);
+            ys[i] = ym;
+            batch[nb++] = (tl_ggml_weight){.dtype = t->dtype,
+                                           .rows = t->shape[0],
+                                           .cols = t->shape[1],
+                                           .host = lt->data,
+                                           .y = yc};
             free(yd);
         }
+        /* all of them in one graph, as an engine computes a layer: the same bits */
+        assert_int_equal(tl_ggml_matvec_many(d, batch, nb, 7), TL_OK);
+        for (size_t i = 0, k = 0; i < nt; i++) {
+            if (!ys[i]) continue;
+            assert_memory_equal(batch[k].y, ys[i], (size_t)batch[k].rows * sizeof(float));
+            free(batch[k++].y);
+            free(ys[i]);
+        }
+        free(ys);
+        free(batch);
         tl_load_result_free(lr);
         tl_model_close(m);
     }

@@ -75,67 +75,86 @@ static tl_status check_weight(const tl_ggml_api *G, const char *dev, tl_dtype dt
     return TL_OK;
 }
 
-/* The product with W at addr inside ggml buffer buf (which ends where ggml says). */
-static tl_status compute(tl_ggml_dev *g, void *buf, void *addr, tl_dtype dtype, int64_t rows,
-                         int64_t cols, uint64_t nbytes, uint64_t seed, float *y) {
+/* One product of a graph: where W is, and what was made to put it there. */
+typedef struct slot {
+    void *buf, *addr;       /* W's ggml buffer and address in it */
+    uint64_t nbytes;        /* W's size */
+    tl_ggml_host_buffer hb; /* host memory wrapped in place */
+    tl_devptr tmp;          /* a temporary copy on the device */
+} slot;
+
+/* The products of ws[0..n) (n <= GRAPH_MAX) as one graph on g (compute lock held). */
+static tl_status compute(tl_ggml_dev *g, tl_ggml_weight *ws, slot *sl, size_t n, uint64_t seed) {
     const tl_ggml_api *G = tl_ggml_api_get();
     const char *name = tl_ggml_dev_name(g);
-    float *x = tl_os_malloc((size_t)cols * sizeof *x);
-    if (!x) return tl_err(TL_ERR_NOMEM, "%s: out of memory", name);
-    tl_ggml_random_x(seed, cols, x);
-
-    tl_ggml_dev_lock(g);
     tl_status s = TL_OK;
-    void *xy = NULL;
-    tl_ggml_init_params ip = {.mem_size = G->tensor_overhead() * 8 + G->graph_overhead() + 4096,
+    void *xy = NULL, **xt = NULL, **yt = NULL;
+    float *x = NULL;
+    int64_t max_cols = 1;
+    for (size_t i = 0; i < n; i++)
+        if (ws[i].cols > max_cols) max_cols = ws[i].cols;
+    tl_ggml_init_params ip = {.mem_size =
+                                  G->tensor_overhead() * (3 * n + 8) + G->graph_overhead() + 4096,
                               .no_alloc = true};
     void *ctx = G->init(ip);
-    if (!ctx) {
-        s = tl_err(TL_ERR_NOMEM, "%s: ggml_init failed", name);
+    xt = tl_os_calloc(n, sizeof *xt);
+    yt = tl_os_calloc(n, sizeof *yt);
+    x = tl_os_malloc((size_t)max_cols * sizeof *x);
+    if (!ctx || !xt || !yt || !x) {
+        s = tl_err(TL_ERR_NOMEM, "%s: out of memory", name);
         goto out;
     }
-    void *w = G->new_tensor_2d(ctx, (int)dtype, cols, rows);
-    void *xt = G->new_tensor_1d(ctx, TL_GGML_T_F32, cols);
-    void *yt = w && xt ? G->mul_mat(ctx, w, xt) : NULL;
-    if (!yt) {
-        s = tl_err(TL_ERR_DEVICE, "%s: building the product failed", name);
-        goto out;
-    }
-    if (G->nbytes(w) != nbytes) {
-        s = tl_err(TL_ERR_UNSUPPORTED, "%s: ggml sizes the %s weight at %zu bytes, not %llu", name,
-                   tl_dtype_name(dtype), G->nbytes(w), (unsigned long long)nbytes);
-        goto out;
-    }
-    char *end = (char *)G->buffer_get_base(buf) + G->buffer_get_size(buf);
-    size_t need = G->buffer_get_alloc_size(buf, w);
-    if ((char *)addr > end || need > (size_t)(end - (char *)addr)) {
-        s = tl_err(TL_ERR_INVALID_ARG,
-                   "%s: the weight needs %zu bytes in its buffer (ggml pads it), %zu are there",
-                   name, need, (size_t)(end - (char *)addr));
-        goto out;
-    }
-    if (G->tensor_alloc(buf, w, addr) != 0) {
-        s = tl_err(TL_ERR_DEVICE, "%s: placing the weight failed: %s", name, tl_ggml_last_log());
-        goto out;
-    }
-    if (!G->dev_supports_op(tl_ggml_dev_handle(g), yt)) {
-        s = tl_err(TL_ERR_UNSUPPORTED, "%s: ggml cannot multiply %s weights on this device", name,
-                   tl_dtype_name(dtype));
-        goto out;
+    for (size_t i = 0; i < n; i++) {
+        const tl_ggml_weight *w = &ws[i];
+        void *wt = G->new_tensor_2d(ctx, (int)w->dtype, w->cols, w->rows);
+        xt[i] = G->new_tensor_1d(ctx, TL_GGML_T_F32, w->cols);
+        yt[i] = wt && xt[i] ? G->mul_mat(ctx, wt, xt[i]) : NULL;
+        if (!yt[i]) {
+            s = tl_err(TL_ERR_DEVICE, "%s: building product %zu failed", name, i);
+            goto out;
+        }
+        if (G->nbytes(wt) != sl[i].nbytes) {
+            s = tl_err(TL_ERR_UNSUPPORTED, "%s: ggml sizes the %s weight at %zu bytes, not %llu",
+                       name, tl_dtype_name(w->dtype), G->nbytes(wt),
+                       (unsigned long long)sl[i].nbytes);
+            goto out;
+        }
+        char *end = (char *)G->buffer_get_base(sl[i].buf) + G->buffer_get_size(sl[i].buf);
+        size_t need = G->buffer_get_alloc_size(sl[i].buf, wt);
+        if ((char *)sl[i].addr > end || need > (size_t)(end - (char *)sl[i].addr)) {
+            s = tl_err(TL_ERR_INVALID_ARG,
+                       "%s: the weight needs %zu bytes in its buffer (ggml pads it; see "
+                       "tl_ggml_weight_bytes), %zu are there",
+                       name, need, (size_t)(end - (char *)sl[i].addr));
+            goto out;
+        }
+        if (G->tensor_alloc(sl[i].buf, wt, sl[i].addr) != 0) {
+            s = tl_err(TL_ERR_DEVICE, "%s: placing the weight failed: %s", name,
+                       tl_ggml_last_log());
+            goto out;
+        }
+        if (!G->dev_supports_op(tl_ggml_dev_handle(g), yt[i])) {
+            s = tl_err(TL_ERR_UNSUPPORTED, "%s: ggml cannot multiply %s weights on this device",
+                       name, tl_dtype_name(w->dtype));
+            goto out;
+        }
     }
     xy = G->alloc_ctx_tensors_from_buft(ctx, tl_ggml_dev_buft(g));
     if (!xy) {
-        s = tl_err(TL_ERR_DEVICE_OOM, "%s: no room for the product's vectors", name);
+        s = tl_err(TL_ERR_DEVICE_OOM, "%s: no room for the products' vectors", name);
         goto out;
     }
-    G->tensor_set(xt, x, 0, (size_t)cols * sizeof *x);
     void *graph = G->new_graph(ctx);
     void *backend = NULL;
     if (!graph) {
         s = tl_err(TL_ERR_NOMEM, "%s: ggml_new_graph failed", name);
         goto out;
     }
-    G->build_forward_expand(graph, yt);
+    for (size_t i = 0; i < n; i++) {
+        tl_ggml_random_x(seed, ws[i].cols, x);
+        G->tensor_set(xt[i], x, 0, (size_t)ws[i].cols * sizeof *x);
+        G->build_forward_expand(graph, yt[i]);
+    }
     s = tl_ggml_dev_backend(g, &backend);
     if (s != TL_OK) goto out;
     int gs = G->graph_compute(backend, graph);
@@ -144,11 +163,13 @@ static tl_status compute(tl_ggml_dev *g, void *buf, void *addr, tl_dtype dtype, 
                    *tl_ggml_last_log() ? ": " : "", tl_ggml_last_log());
         goto out;
     }
-    G->tensor_get(yt, y, 0, (size_t)rows * sizeof *y);
+    for (size_t i = 0; i < n; i++)
+        G->tensor_get(yt[i], ws[i].y, 0, (size_t)ws[i].rows * sizeof(float));
 out:
     if (xy) G->buffer_free(xy);
     if (ctx) G->free(ctx);
-    tl_ggml_dev_unlock(g);
+    free(xt);
+    free(yt);
     free(x);
     return s;
 }
@@ -182,48 +203,68 @@ tl_status tl_ggml_weight_bytes(tl_device *d, tl_dtype dtype, int64_t rows, int64
     return TL_OK;
 }
 
-tl_status tl_ggml_matvec(tl_device *d, tl_devptr w, tl_dtype dtype, int64_t rows, int64_t cols,
-                         uint64_t seed, float *y) {
+/* Products per graph: nodes and leaves stay well inside ggml's default graph size (2048). */
+#define GRAPH_MAX 256
+
+tl_status tl_ggml_matvec_many(tl_device *d, tl_ggml_weight *ws, size_t n, uint64_t seed) {
     tl_ggml_dev *g;
     tl_status s = ggml_dev(d, &g);
     if (s != TL_OK) return s;
-    if (!y) return tl_err(TL_ERR_INVALID_ARG, "%s: matvec: y is NULL", tl_ggml_dev_name(g));
-    uint64_t nbytes;
-    s = check_weight(tl_ggml_api_get(), tl_ggml_dev_name(g), dtype, rows, cols, &nbytes);
-    if (s != TL_OK) return s;
-    void *buf, *addr;
-    s = tl_ggml_dev_resolve(g, w, nbytes, &buf, &addr);
-    if (s != TL_OK) return s;
-    return compute(g, buf, addr, dtype, rows, cols, nbytes, seed, y);
+    const char *name = tl_ggml_dev_name(g);
+    if (n == 0) return TL_OK;
+    if (!ws) return tl_err(TL_ERR_INVALID_ARG, "%s: matvec: no weights", name);
+    slot *sl = tl_os_calloc(n, sizeof *sl);
+    if (!sl) return tl_err(TL_ERR_NOMEM, "%s: out of memory", name);
+    size_t ready = 0;
+    for (; ready < n && s == TL_OK; ready++) {
+        tl_ggml_weight *w = &ws[ready];
+        slot *o = &sl[ready];
+        if (!w->y) {
+            s = tl_err(TL_ERR_INVALID_ARG, "%s: matvec: weight %zu has no y", name, ready);
+            break;
+        }
+        s = check_weight(tl_ggml_api_get(), name, w->dtype, w->rows, w->cols, &o->nbytes);
+        if (s != TL_OK) break;
+        if (!w->host) {
+            s = tl_ggml_dev_resolve(g, w->dev, o->nbytes, &o->buf, &o->addr);
+        } else if (tl_ggml_dev_host_mappable(g)) {
+            s = tl_ggml_host_buffer_create(d, w->host, o->nbytes, &o->hb);
+            o->buf = o->hb.buffer;
+            o->addr = (char *)o->hb.base + o->hb.offset;
+        } else {
+            /* the device cannot read host memory: a temporary copy in its own memory */
+            uint64_t room = o->nbytes;
+            s = tl_ggml_weight_bytes(d, w->dtype, w->rows, w->cols, &room);
+            if (s == TL_OK) s = tl_device_alloc(d, room, &o->tmp);
+            if (s == TL_OK) s = tl_device_copy_to(d, o->tmp, w->host, o->nbytes);
+            if (s == TL_OK) s = tl_ggml_dev_resolve(g, o->tmp, o->nbytes, &o->buf, &o->addr);
+        }
+    }
+    if (s == TL_OK) {
+        tl_ggml_dev_lock(g);
+        for (size_t at = 0; at < n && s == TL_OK; at += GRAPH_MAX)
+            s = compute(g, ws + at, sl + at, n - at < GRAPH_MAX ? n - at : GRAPH_MAX, seed);
+        tl_ggml_dev_unlock(g);
+    }
+    for (size_t i = 0; i < n; i++) { /* untouched slots are zero */
+        tl_ggml_host_buffer_destroy(&sl[i].hb);
+        if (sl[i].tmp) tl_device_free(d, sl[i].tmp);
+    }
+    free(sl);
+    return s;
+}
+
+tl_status tl_ggml_matvec(tl_device *d, tl_devptr w, tl_dtype dtype, int64_t rows, int64_t cols,
+                         uint64_t seed, float *y) {
+    tl_ggml_weight one = {.dtype = dtype, .rows = rows, .cols = cols, .dev = w, .y = y};
+    return tl_ggml_matvec_many(d, &one, 1, seed);
 }
 
 tl_status tl_ggml_matvec_host(tl_device *d, const void *w, tl_dtype dtype, int64_t rows,
                               int64_t cols, uint64_t seed, float *y) {
-    tl_ggml_dev *g;
-    tl_status s = ggml_dev(d, &g);
-    if (s != TL_OK) return s;
-    if (!y || !w)
-        return tl_err(TL_ERR_INVALID_ARG, "%s: matvec: NULL pointer", tl_ggml_dev_name(g));
-    uint64_t nbytes;
-    s = check_weight(tl_ggml_api_get(), tl_ggml_dev_name(g), dtype, rows, cols, &nbytes);
-    if (s != TL_OK) return s;
-    if (tl_ggml_dev_host_mappable(g)) {
-        tl_ggml_host_buffer hb;
-        s = tl_ggml_host_buffer_create(d, w, nbytes, &hb);
-        if (s != TL_OK) return s;
-        s = compute(g, hb.buffer, (char *)hb.base + hb.offset, dtype, rows, cols, nbytes, seed, y);
-        tl_ggml_host_buffer_destroy(&hb);
-        return s;
-    }
-    /* the device cannot read host memory: a temporary copy in its own memory */
-    tl_devptr p = 0;
-    uint64_t room = nbytes;
-    s = tl_ggml_weight_bytes(d, dtype, rows, cols, &room);
-    if (s == TL_OK) s = tl_device_alloc(d, room, &p);
-    if (s == TL_OK) s = tl_device_copy_to(d, p, w, nbytes);
-    if (s == TL_OK) s = tl_ggml_matvec(d, p, dtype, rows, cols, seed, y);
-    tl_device_free(d, p);
-    return s;
+    if (!w) return tl_err(TL_ERR_INVALID_ARG, "%s: matvec: NULL weight", tl_device_name(d));
+    tl_ggml_weight one = {.dtype = dtype, .rows = rows, .cols = cols, .host = w, .y = y};
+    return tl_ggml_matvec_many(d, &one, 1, seed);
 }
 
 tl_status tl_ggml_matvec_tensor(tl_device *d, const tl_model *m, size_t i, uint64_t seed, float **y,

@@ -163,6 +163,20 @@ void tl_ggml_random_x(uint64_t seed, int64_t cols, float *x);
  */
 tl_status tl_ggml_weight_bytes(tl_device *d, tl_dtype dtype, int64_t rows, int64_t cols,
                                uint64_t *bytes);
+/*
+ * Many products at once, as a real engine computes a layer: one graph per up
+ * to 256 weights. Each weight is in d's memory at dev (when host is NULL) or
+ * in host memory at host (wrapped in place, or copied as above); y receives
+ * rows floats. The first failure stops (earlier graphs' y are written).
+ */
+typedef struct tl_ggml_weight {
+    tl_dtype dtype;
+    int64_t rows, cols; /* rows outermost; ggml's ne0 = cols */
+    tl_devptr dev;
+    const void *host;
+    float *y;
+} tl_ggml_weight;
+tl_status tl_ggml_matvec_many(tl_device *d, tl_ggml_weight *ws, size_t n, uint64_t seed);
 tl_status tl_ggml_matvec(tl_device *d, tl_devptr w, tl_dtype dtype, int64_t rows, int64_t cols,
                          uint64_t seed, float *y);
 tl_status tl_ggml_matvec_host(tl_device *d, const void *w, tl_dtype dtype, int64_t rows,
