@@ -22,6 +22,7 @@ static int devices_help(void) {
            "               else the loader's path; fails (status 5) saying why when absent\n"
            "  --json       "
            "{\"devices\":[{\"name\",\"kind\",\"total\",\"free\",\"host_pointer\",\"async\"}]}\n"
+           "               (ggml devices add \"host_mappable\": mapped weights usable in place)\n"
            "  --verbose    also say on stderr why there is no CUDA device\n");
     return 0;
 }
