@@ -167,6 +167,12 @@ static void test_discover(void **state) {
         seen_ggml |= list[i] == d;
     }
     assert_true(seen_cpu && seen_ggml);
+    /* unregistered, it comes back on the next discovery (a new device of the same name) */
+    assert_int_equal(tl_device_unregister(d), TL_OK);
+    assert_int_equal(tl_device_find("ggml:CPU", &d), TL_ERR_NOT_FOUND);
+    assert_int_equal(tl_device_ggml_discover(NULL, &n), TL_OK); /* loaded once: no dir needed */
+    assert_true(n == 1);
+    assert_int_equal(tl_device_find("ggml:CPU", &d), TL_OK);
 }
 
 static void fill(unsigned char *p, size_t n, unsigned seed) {
