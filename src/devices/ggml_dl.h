@@ -129,8 +129,10 @@ tl_status tl_ggml_dev_set_cap(tl_device *d, uint64_t cap);
 
 /*
  * Threads of the device's backend for graph compute (CPU backends: ggml's
- * ggml_backend_set_n_threads; ignored by backends without it). 0 = ggml's
- * default. Applies to the backend now and when it is created.
+ * ggml_backend_set_n_threads; ignored by backends without it). 0 leaves
+ * the backend as it is (ggml's default, 4, unless set before). Applies to the
+ * backend now and when it is created. ggml's CPU threads spin while they
+ * wait: on a machine whose cores are busy, fewer threads are faster.
  */
 tl_status tl_ggml_dev_set_threads(tl_device *d, int n_threads);
 
