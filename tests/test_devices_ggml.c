@@ -18,6 +18,7 @@
 #include "helpers/testutil.h"
 
 #include "devices/ggml_dl.h"
+#include "gguf_writer.h"
 #include "os/fault.h"
 
 #include <errno.h>
@@ -505,6 +506,73 @@ static void test_gguf_products(void **state) {
     assert_true(products >= 20 && flips == 12);
 }
 
+/* A GGUF with one 4 x 256 weight of every ggml type (random bytes): mapping and device agree. */
+static void test_every_type(void **state) {
+    (void)state;
+    NEED_GGML();
+    tl_device *d = ggml_cpu();
+    gw_gguf *gw = gw_new(3);
+    gw_kv_str(gw, "general.architecture", "test");
+    int64_t ne[2] = {256, 4};
+    unsigned seed = 11;
+    for (int t = 0; t < TL_GGML_TYPE_COUNT; t++) {
+        const char *name = tl_dtype_name((tl_dtype)t);
+        uint64_t nb;
+        if (!name || !tl_dtype_nbytes((tl_dtype)t, 256 * 4, &nb)) continue;
+        char tn[64];
+        snprintf(tn, sizeof tn, "w.%s", name);
+        size_t i = gw_tensor(gw, tn, (uint32_t)t, 2, ne);
+        unsigned char *b = malloc(nb);
+        fill(b, nb, seed++);
+        gw_tensor_data(gw, i, b, nb);
+        free(b);
+    }
+    char *dir = tu_tmpdir();
+    char *path = tu_path(dir, "types.gguf");
+    assert_true(gw_write_file(gw, path));
+    gw_free(gw);
+    tl_model *m = NULL;
+    const char *pp = path;
+    assert_int_equal(tl_model_open(&pp, 1, NULL, &m), TL_OK);
+    int computed = 0;
+    for (size_t i = 0; i < tl_model_tensor_count(m); i++) {
+        const tl_tensor_info *t = tl_model_tensor(m, i);
+        float *ym = NULL, yd[4];
+        int64_t rows = 0;
+        tl_status s = tl_ggml_matvec_tensor(d, m, i, 3, &ym, &rows);
+        bool never = t->dtype == TL_DTYPE_I8 || t->dtype == TL_DTYPE_I16 ||
+                     t->dtype == TL_DTYPE_I32 || t->dtype == TL_DTYPE_I64 ||
+                     t->dtype == TL_DTYPE_F64 || t->dtype == TL_DTYPE_Q8_1 ||
+                     t->dtype == TL_DTYPE_Q8_K;
+        if (never) {
+            assert_int_equal(s, TL_ERR_UNSUPPORTED);
+            assert_non_null(strstr(tl_last_error(), t->name)); /* names the tensor */
+            continue;
+        }
+        if (s == TL_ERR_UNSUPPORTED) { /* a type newer than this ggml */
+            fprintf(stderr, "[ggml-devices] %s: %s\n", t->name, tl_last_error());
+            continue;
+        }
+        assert_int_equal(s, TL_OK);
+        assert_true(rows == 4);
+        tl_devptr p;
+        assert_int_equal(tl_device_alloc(d, t->nbytes, &p), TL_OK);
+        assert_int_equal(tl_device_copy_to(d, p, tl_model_tensor_data(m, i), t->nbytes), TL_OK);
+        assert_int_equal(tl_ggml_matvec(d, p, t->dtype, 4, 256, 3, yd), TL_OK);
+        assert_memory_equal(ym, yd, sizeof yd);
+        assert_int_equal(tl_device_free(d, p), TL_OK);
+        free(ym);
+        computed++;
+    }
+    fprintf(stderr, "[ggml-devices] %d of %zu types multiplied\n", computed,
+            tl_model_tensor_count(m));
+    /* every type of ggml's CPU backend up to BF16 / TQ / MXFP4 */
+    assert_true(computed >= 25);
+    tl_model_close(m);
+    free(path);
+    tu_tmpdir_rm(dir);
+}
+
 static void test_cli(void **state) {
     (void)state;
     NEED_GGML();
@@ -527,7 +595,8 @@ int main(void) {
         cmocka_unit_test(test_missing),       cmocka_unit_test(test_discover),
         cmocka_unit_test(test_copies),        cmocka_unit_test(test_oom),
         cmocka_unit_test(test_host_buffer),   cmocka_unit_test(test_products_by_hand),
-        cmocka_unit_test(test_gguf_products), cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_gguf_products), cmocka_unit_test(test_every_type),
+        cmocka_unit_test(test_cli),
     };
     int failed = cmocka_run_group_tests(tests, group_setup, NULL);
     if (failed) return failed;
