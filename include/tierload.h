@@ -397,9 +397,10 @@ typedef enum tl_device_kind {
     TL_DEVICE_SIM = 1,   /* simulated GPU: a capacity-limited arena in host memory */
     TL_DEVICE_CUDA = 2,  /* a CUDA GPU */
     TL_DEVICE_OTHER = 3, /* registered by an engine */
+    TL_DEVICE_GGML = 4,  /* a ggml backend device (tl_device_ggml_discover) */
 } tl_device_kind;
 
-/* "cpu", "sim", "cuda", "other". */
+/* "cpu", "sim", "cuda", "other", "ggml". */
 const char *tl_device_kind_name(tl_device_kind k);
 
 #define TL_DEVICE_NAME_MAX 32 /* bytes, including the NUL */
@@ -588,6 +589,64 @@ tl_status tl_device_sim_add(const char *spec);
 tl_status tl_device_sim_clock(tl_device *d, double *seconds);
 /* Advance the model clock by seconds >= 0 (the caller's modeled compute). */
 tl_status tl_device_sim_advance(tl_device *d, double seconds);
+
+/*
+ * ggml devices. tl_device_ggml_discover loads ggml's shared libraries at run
+ * time (nothing of ggml is needed to build tierload) and registers every
+ * ggml backend device as a tl_device of kind TL_DEVICE_GGML named "ggml:"
+ * and ggml's device name ("ggml:CPU", "ggml:CUDA0"; characters outside
+ * [A-Za-z0-9_.:-] become '_'). The libraries come from dir, else from the
+ * folder in TIERLOAD_GGML_DIR, else from the loader's search path: dir holds
+ * libggml-base.so, libggml.so (or libggml.so.N / libggml.vX.Y.Z.so) and the
+ * backend libraries (libggml-cpu-*.so, libggml-cuda.so, ...), as the npm
+ * package @node-llama-cpp/linux-x64 ships them; ggml picks the best CPU
+ * variant. The libraries are loaded once per process: later calls register
+ * the devices not registered yet (*n_added counts the new ones; may be NULL).
+ *
+ * A ggml device allocates one ggml buffer of its default buffer type per
+ * tl_device_alloc; copies go through ggml_backend_tensor_set / get on a 1-D
+ * view of the buffer; copies are synchronous. total / free come from
+ * ggml_backend_dev_memory; an allocation larger than free memory, than the
+ * buffer type's largest buffer, or refused by ggml gives TL_ERR_DEVICE_OOM.
+ * host_pointer is true when the device's buffers are host memory (ggml:CPU),
+ * and then a tl_devptr is the host address; otherwise tl_devptrs are handles.
+ *
+ * TL_ERR_NOT_FOUND when ggml cannot be loaded or has no device; the reason
+ * is also kept for tl_device_ggml_reason.
+ */
+tl_status tl_device_ggml_discover(const char *dir, size_t *n_added);
+/*
+ * Why there are no ggml devices: "" once ggml loaded with at least one
+ * device, "not loaded" before any tl_device_ggml_discover, else e.g. "no
+ * ggml: libggml-base.so: cannot open shared object file: ...".
+ */
+const char *tl_device_ggml_reason(void);
+/*
+ * Whether ggml device d can use host memory in place
+ * (caps.buffer_from_host_ptr: a mapped file's tensor bytes can be handed to
+ * it without a copy). false for devices that are not ggml devices.
+ */
+bool tl_device_ggml_host_mappable(tl_device *d);
+
+/*
+ * A host range wrapped in place as a ggml buffer of a ggml device (no copy):
+ * ggml_backend_dev_buffer_from_host_ptr, or ggml_backend_cpu_buffer_from_ptr
+ * on the CPU device. The buffer starts at the range's start rounded down to
+ * 64 bytes (ggml wants aligned buffer pointers); the range's bytes are at
+ * buffer base + offset. The memory must stay valid (e.g. the model open)
+ * until the buffer is destroyed; ggml only reads weights placed in it.
+ */
+typedef struct tl_ggml_host_buffer {
+    void *buffer;    /* ggml_backend_buffer_t */
+    void *base;      /* its base address (host) */
+    uint64_t size;   /* its size */
+    uint64_t offset; /* where the wrapped range starts inside it */
+} tl_ggml_host_buffer;
+/* TL_ERR_UNSUPPORTED (naming the device) when d cannot use host memory. */
+tl_status tl_ggml_host_buffer_create(tl_device *d, const void *ptr, uint64_t n,
+                                     tl_ggml_host_buffer *out);
+/* Free the ggml buffer (never the memory it wraps); zeroes *b. NULL is fine. */
+void tl_ggml_host_buffer_destroy(tl_ggml_host_buffer *b);
 
 /* ==== planner ==== */
 

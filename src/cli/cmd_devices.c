@@ -1,7 +1,8 @@
 /*
- * cmd_devices.c — `tierload devices [--sim SPEC] [--json] [--verbose]`: one
- * line per registered device with its total and free memory and
- * capabilities, or {"devices":[{name,kind,total,free,host_pointer,async}]}.
+ * cmd_devices.c — `tierload devices [--sim SPEC] [--ggml[=DIR]] [--json]
+ * [--verbose]`: one line per registered device with its total and free memory
+ * and capabilities, or {"devices":[{name,kind,total,free,host_pointer,async}]}
+ * (ggml devices add "host_mappable").
  */
 #include "cli/cli.h"
 
@@ -11,12 +12,17 @@
 #include <string.h>
 
 static int devices_help(void) {
-    printf("usage: tierload devices [--sim SPEC] [--json] [--verbose]\n\n"
-           "List devices (cpu, cuda*, simulated GPUs) with total and free memory.\n\n"
+    printf("usage: tierload devices [--sim SPEC] [--ggml[=DIR]] [--json] [--verbose]\n\n"
+           "List devices (cpu, cuda*, simulated GPUs, ggml devices) with total and free "
+           "memory.\n\n"
            "  --sim SPEC   add simulated GPUs, e.g. 'gpu0=8G,gpu1=4G:bw=16G:lat=10us'\n"
            "               (names are used as given; bw in bytes/s, lat in s/ms/us/ns)\n"
+           "  --ggml[=DIR] also list ggml's backend devices (ggml:CPU, ggml:CUDA0, ...),\n"
+           "               loading ggml's libraries from DIR, else $TIERLOAD_GGML_DIR,\n"
+           "               else the loader's path; fails (status 5) saying why when absent\n"
            "  --json       "
            "{\"devices\":[{\"name\",\"kind\",\"total\",\"free\",\"host_pointer\",\"async\"}]}\n"
+           "               (ggml devices add \"host_mappable\": mapped weights usable in place)\n"
            "  --verbose    also say on stderr why there is no CUDA device\n");
     return 0;
 }
@@ -28,7 +34,8 @@ static cJSON *json_u64(uint64_t v) {
 }
 
 int cmd_devices(int argc, char **argv) {
-    bool json = false, verbose = false;
+    bool json = false, verbose = false, ggml = false;
+    const char *ggml_dir = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return devices_help();
@@ -36,6 +43,9 @@ int cmd_devices(int argc, char **argv) {
             json = true;
         } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
             verbose = true;
+        } else if (!strcmp(a, "--ggml") || !strncmp(a, "--ggml=", 7)) {
+            ggml = true;
+            ggml_dir = a[6] == '=' ? a + 7 : NULL;
         } else if (!strcmp(a, "--sim") || !strncmp(a, "--sim=", 6)) {
             const char *spec = a[5] == '=' ? a + 6 : NULL;
             if (!spec) {
@@ -52,6 +62,10 @@ int cmd_devices(int argc, char **argv) {
     if (verbose) {
         const char *why = tl_device_cuda_reason();
         if (why && *why) fprintf(stderr, "tierload: %s\n", why);
+    }
+    if (ggml) {
+        tl_status s = tl_device_ggml_discover(ggml_dir, NULL);
+        if (s != TL_OK) return cli_fail(s);
     }
 
     tl_device *devs[256];
@@ -81,6 +95,8 @@ int cmd_devices(int argc, char **argv) {
             cJSON_AddItemToObject(o, "free", json_u64(infos[i].free));
             cJSON_AddBoolToObject(o, "host_pointer", infos[i].host_pointer);
             cJSON_AddBoolToObject(o, "async", infos[i].async);
+            if (infos[i].kind == TL_DEVICE_GGML)
+                cJSON_AddBoolToObject(o, "host_mappable", tl_device_ggml_host_mappable(devs[i]));
             cJSON_AddItemToArray(arr, o);
         }
         char *txt = cJSON_PrintUnformatted(root);
@@ -92,8 +108,9 @@ int cmd_devices(int argc, char **argv) {
                "DESCRIPTION");
         for (size_t i = 0; i < n; i++) {
             char t[32], f[32], caps[64];
-            snprintf(caps, sizeof caps, "%s%salign=%u", infos[i].host_pointer ? "host-ptr," : "",
-                     infos[i].async ? "async," : "", infos[i].alignment);
+            bool map = infos[i].kind == TL_DEVICE_GGML && tl_device_ggml_host_mappable(devs[i]);
+            snprintf(caps, sizeof caps, "%s%s%salign=%u", infos[i].host_pointer ? "host-ptr," : "",
+                     map ? "host-map," : "", infos[i].async ? "async," : "", infos[i].alignment);
             printf("%-12s %-6s %12s %12s  %-20s %s\n", infos[i].name,
                    tl_device_kind_name(infos[i].kind), cli_fmt_size(infos[i].total, t, sizeof t),
                    cli_fmt_size(infos[i].free, f, sizeof f), caps, infos[i].desc);

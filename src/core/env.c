@@ -13,6 +13,7 @@ static const char *const names[TL_ENV_COUNT] = {
     [TL_ENV_SPILL_DIR] = "TIERLOAD_SPILL_DIR",
     [TL_ENV_SPILL_THRESHOLD] = "TIERLOAD_SPILL_THRESHOLD",
     [TL_ENV_TMPDIR] = "TMPDIR",
+    [TL_ENV_GGML_DIR] = "TIERLOAD_GGML_DIR",
 };
 
 const char *tl_env_name(tl_env_var v) {

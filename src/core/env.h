@@ -16,6 +16,7 @@
  *   TIERLOAD_SPILL_DIR   default of tl_session_options.spill_dir (tl_session_create); then
  *   TMPDIR               and then /tmp
  *   TIERLOAD_SPILL_THRESHOLD  default of tl_session_options.spill_threshold: a size ("8G")
+ *   TIERLOAD_GGML_DIR    default folder of ggml's shared libraries (tl_device_ggml_discover)
  *
  * The CLI and the tests have their own variables; they are not the library's.
  */
@@ -32,6 +33,7 @@ typedef enum tl_env_var {
     TL_ENV_SPILL_DIR,
     TL_ENV_SPILL_THRESHOLD,
     TL_ENV_TMPDIR,
+    TL_ENV_GGML_DIR,
     TL_ENV_COUNT,
 } tl_env_var;
 

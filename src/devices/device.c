@@ -22,6 +22,8 @@ const char *tl_device_kind_name(tl_device_kind k) {
         return "cuda";
     case TL_DEVICE_OTHER:
         return "other";
+    case TL_DEVICE_GGML:
+        return "ggml";
     }
     return "unknown";
 }
