@@ -117,5 +117,5 @@ int main(void) {
         cmocka_unit_test(test_verbose_reason_on_stderr),
         cmocka_unit_test(test_errors),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -110,7 +110,7 @@ static int teardown(void **state) {
 
 static bool no_mock(void) {
     if (mock_so) return false;
-    printf("skipped: no C compiler to build the libcudart test double\n");
+    tu_skip_note("no C compiler to build the libcudart test double");
     return true;
 }
 
@@ -258,5 +258,5 @@ int main(void) {
         cmocka_unit_test(test_oom_and_pinned),
         cmocka_unit_test(test_cli_reasons),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return tu_exit(cmocka_run_group_tests(tests, setup, teardown));
 }

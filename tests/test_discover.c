@@ -205,5 +205,5 @@ int main(void) {
         cmocka_unit_test(test_diffusers_folder),
         cmocka_unit_test(test_plain_folder_and_prefixes),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -436,5 +436,5 @@ int main(void) {
         cmocka_unit_test(test_header_basics),
         cmocka_unit_test(test_through_the_catalog),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -124,5 +124,5 @@ int main(void) {
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_human_and_options),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return tu_exit(cmocka_run_group_tests(tests, setup, teardown));
 }

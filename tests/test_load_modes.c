@@ -247,7 +247,8 @@ static void test_evict(void **state) {
 
 static void test_direct_refused_tmpfs(void **state) {
     (void)state;
-    if (access("/dev/shm", W_OK) != 0) skip();
+    if (access("/dev/shm", W_OK) != 0)
+        TU_SKIP("/dev/shm is not writable here (needed for a tmpfs model)");
     char tmpl[] = "/dev/shm/tltest.XXXXXX";
     char *d = mkdtemp(tmpl);
     assert_non_null(d);
@@ -441,5 +442,5 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_verify_mismatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_and_bad_options, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }
