@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include "test_load_st.h"
+#include "ref_convert.h"
 
 #include <math.h>
 #include <string.h>
@@ -133,10 +134,8 @@ static void check_result(fixture *fx, tl_model *m, const tl_load_result *r,
             uint64_t out = ti->n_elements * tl_convert_elem_size(want);
             assert_int_equal(lt->nbytes, out);
             assert_false(lt->view);
-            unsigned char *ref = malloc(out + 1);
-            assert_int_equal(tl_convert(want, ref, ti->dtype, fx->bytes[i], ti->n_elements), TL_OK);
-            assert_memory_equal(lt->data, ref, out);
-            free(ref);
+            ref_check_converted(want, lt->data, ti->dtype, fx->bytes[i], ti->n_elements,
+                                fx->t[i].name);
         }
     }
 }
@@ -317,6 +316,105 @@ static void test_verify_mismatch(void **state) {
     tl_model_close(m);
 }
 
+/* Does the last error name one of the fixture's tensors and its file? */
+static void error_names_tensor_and_file(fixture *fx) {
+    const char *e = tl_last_error();
+    assert_non_null(strstr(e, fx->path));
+    for (int i = 0; i < N_T; i++)
+        if (strstr(e, fx->t[i].name)) return;
+    fail_msg("the verify error names no tensor: %s", e);
+}
+
+/*
+ * Copies that differ from the file fail --verify in buffered, direct and auto
+ * (warm and cold) modes, converted or not: every read the load makes is in
+ * turn returned inverted (TL_FAULT_CORRUPT), and each time the load must fail
+ * with TL_ERR_INTEGRITY naming the file and a tensor.
+ */
+static void test_verify_mismatch_copies(void **state) {
+    fixture *fx = *state;
+    tl_model *m = open_model(fx->path);
+    const tl_load_mode modes[] = {TL_LOAD_BUFFERED, TL_LOAD_DIRECT, TL_LOAD_AUTO, TL_LOAD_AUTO};
+    for (size_t mi = 0; mi < 4; mi++) {
+        for (int conv = 0; conv < 2; conv++) {
+            tl_load_options o;
+            memset(&o, 0, sizeof o);
+            o.mode = modes[mi];
+            o.convert = conv;
+            o.dtype = TL_DTYPE_F32;
+            o.staging_size = 64 << 10;
+            o.staging_count = 3;
+            o.threads = 3;
+            if (mi == 3) tl_file_evict(fx->path); /* auto on a cold file */
+            /* the reads of the load itself (verify's own reads come after them) */
+            tl_fault_arm(TL_FAULT_CORRUPT, 0, 0);
+            tl_load_result *r = load(m, &o);
+            unsigned long calls = tl_fault_calls(TL_FAULT_CORRUPT);
+            bool any_converted = false;
+            for (size_t i = 0; i < tl_load_result_tensor_count(r); i++)
+                any_converted |= tl_load_result_tensor(r, i)->converted;
+            assert_int_equal(any_converted, conv);
+            tl_load_result_free(r);
+            tl_fault_reset();
+            assert_true(calls > 0);
+            o.verify = true;
+            for (unsigned long nth = 1; nth <= calls; nth++) {
+                if (mi == 3) tl_file_evict(fx->path);
+                tl_fault_arm(TL_FAULT_CORRUPT, nth, 1);
+                r = (tl_load_result *)1;
+                tl_status st = tl_model_load(m, &o, &r);
+                tl_fault_reset();
+                if (st != TL_ERR_INTEGRITY)
+                    fail_msg("mode %zu convert %d: read %lu of %lu inverted: %s (%s)", mi, conv,
+                             nth, calls, tl_status_name(st), st ? tl_last_error() : "load passed");
+                assert_null(r);
+                error_names_tensor_and_file(fx);
+            }
+        }
+    }
+    tl_model_close(m);
+}
+
+/*
+ * mmap mode reads nothing: a writable (copy-on-write) model patched in memory
+ * is what differs from the file. The views and the values converted from the
+ * mapping both fail --verify, naming the patched tensor.
+ */
+static void test_verify_mismatch_mmap_converted(void **state) {
+    fixture *fx = *state;
+    const char *p[] = {fx->path};
+    tl_model_options mo;
+    memset(&mo, 0, sizeof mo);
+    mo.writable = true;
+    const char *patched[] = {"a.f16", "c.bf16", "e.f8e4m3"}; /* all converted to F32 */
+    for (size_t k = 0; k < 3; k++) {
+        tl_model *m = NULL;
+        assert_int_equal(tl_model_open(p, 1, &mo, &m), TL_OK);
+        int64_t idx = tl_model_find(m, patched[k]);
+        assert_true(idx >= 0);
+        unsigned char *w = tl_model_tensor_data_mut(m, (size_t)idx);
+        assert_non_null(w);
+        w[1] ^= 0x01; /* a low mantissa bit: a different F32 value after conversion */
+        for (int conv = 0; conv < 2; conv++) {
+            tl_load_options o;
+            memset(&o, 0, sizeof o);
+            o.mode = TL_LOAD_MMAP;
+            o.convert = conv;
+            o.dtype = TL_DTYPE_F32;
+            o.verify = true;
+            tl_load_result *r = (tl_load_result *)1;
+            tl_status st = tl_model_load(m, &o, &r);
+            if (st != TL_ERR_INTEGRITY)
+                fail_msg("%s patched, convert %d: %s (%s)", patched[k], conv, tl_status_name(st),
+                         st ? tl_last_error() : "load passed");
+            assert_null(r);
+            assert_non_null(strstr(tl_last_error(), patched[k]));
+            assert_non_null(strstr(tl_last_error(), fx->path));
+        }
+        tl_model_close(m);
+    }
+}
+
 static void test_two_files_auto(void **state) {
     fixture *fx = *state;
     /* a second file: warm (just written and read) while the first is evicted */
@@ -440,6 +538,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_truncated_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_files_auto, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verify_mismatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_mismatch_copies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_mismatch_mmap_converted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_and_bad_options, setup, teardown),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
