@@ -73,8 +73,7 @@ static void test_component_flags(void **state) {
     const cJSON *vae = component(plan, "vae"), *cond = component(plan, "cond");
     assert_true(item(vae, "bytes")->valuedouble == st_data_bytes(a));
     assert_true(item(cond, "bytes")->valuedouble == st_data_bytes(b));
-    assert_true(cJSON_GetArrayItem(item(vae, "device_bytes"), 0)->valuedouble ==
-                st_data_bytes(a));
+    assert_true(cJSON_GetArrayItem(item(vae, "device_bytes"), 0)->valuedouble == st_data_bytes(a));
     assert_string_equal(cJSON_GetArrayItem(item(vae, "devices"), 0)->valuestring, "cuda0");
     cJSON_Delete(plan);
     tu_run_free(&r);

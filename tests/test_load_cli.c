@@ -68,9 +68,9 @@ static void test_json(void **st) {
     assert_int_equal(bytes, (3u << 21) + 2002 + 257 * 8);
     char want[64];
     snprintf(want, sizeof want, "\"bytes\":%llu,", (unsigned long long)bytes);
-    assert_non_null(strstr(r.out, want)); /* an integer, not 6.29e6 */
+    assert_non_null(strstr(r.out, want));         /* an integer, not 6.29e6 */
     assert_int_equal(num(j, "bytes_out"), bytes); /* no conversion */
-    assert_int_equal(num(j, "threads"), 2);     /* the default */
+    assert_int_equal(num(j, "threads"), 2);       /* the default */
     /* the times are consistent with each other, and the rate is bytes over the read time */
     double seconds = dnum(j, "seconds"), read_s = dnum(j, "read_seconds");
     assert_true(seconds > 0 && read_s > 0 && read_s <= seconds);
