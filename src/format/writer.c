@@ -117,17 +117,21 @@ static void wb_text(wbuf *b, const char *s) {
 /* A JSON string literal: quotes, backslashes and control characters escaped. */
 static void wb_json_str(wbuf *b, const char *s) {
     wb_bytes(b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
+    for (;;) {
+        size_t run = 0; /* characters that go as they are, appended at once */
+        while (s[run] && s[run] != '"' && s[run] != '\\' && (unsigned char)s[run] >= 0x20)
+            run++;
+        wb_bytes(b, s, run);
+        s += run;
+        if (!*s) break;
+        unsigned char c = (unsigned char)*s++;
         if (c == '"' || c == '\\') {
-            wb_bytes(b, "\\", 1);
-            wb_bytes(b, s, 1);
-        } else if (c < 0x20) {
+            char e[2] = {'\\', (char)c};
+            wb_bytes(b, e, 2);
+        } else {
             char e[8];
             snprintf(e, sizeof e, "\\u%04x", c);
             wb_text(b, e);
-        } else {
-            wb_bytes(b, s, 1);
         }
     }
     wb_bytes(b, "\"", 1);
