@@ -144,6 +144,7 @@ static void test_fault_sweep_over_load(void **state) {
                 unsigned long reads = sweep(&c, TL_FAULT_READ, EIO, TL_ERR_IO, true, &o);
                 if (modes[k] == TL_LOAD_BUFFERED || modes[k] == TL_LOAD_DIRECT || verify)
                     assert_true(reads > 0);
+                if (verify != conv) continue; /* allocations and opens: two of the four suffice */
                 unsigned long allocs = sweep(&c, TL_FAULT_ALLOC, ENOMEM, TL_ERR_NOMEM, false, &o);
                 assert_true(allocs > 0);
                 sweep(&c, TL_FAULT_OPEN, EIO, TL_ERR_IO, false, &o);
