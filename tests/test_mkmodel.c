@@ -56,6 +56,7 @@ static void test_refusals(void **state) {
     /* the sdxl profile has 6 groups of 6 tensors: 5 is not silently raised to 36 */
     refused(dir, "at least 36 tensors", "--tensors", "5", NULL, NULL, NULL, NULL);
     /* (a header over the readers' limits is refused by the writer: test_writer.c) */
+    refused(dir, "--size needs a value", "--size", NULL, NULL, NULL, NULL, NULL);
     tu_tmpdir_rm(dir);
 }
 
@@ -87,6 +88,23 @@ static void test_exact_sizes(void **state) {
         tl_model_close(m);
         free(out);
     }
+    /* the --opt=VALUE form: F32 rows are 4096 bytes, so 4 MiB / 60 = 69905 bytes is 17 rows */
+    char *out = tu_path(dir, "f32.gguf");
+    tu_run r = tu_cli_run("mkmodel", out, "--size=4M", "--tensors=60", "--profile=llm",
+                          "--dtype=F32", NULL);
+    assert_int_equal(r.status, 0);
+    tu_run_free(&r);
+    tl_model *m = NULL;
+    const char *p[] = {out};
+    assert_int_equal(tl_model_open(p, 1, NULL, &m), TL_OK);
+    assert_int_equal(tl_model_tensor_count(m), 60);
+    for (size_t i = 0; i < 60; i++) {
+        assert_int_equal(tl_model_tensor(m, i)->dtype, TL_DTYPE_F32);
+        assert_int_equal(tl_model_tensor(m, i)->shape[0], 17);
+        assert_int_equal(tl_model_tensor(m, i)->nbytes, 17 * 4096);
+    }
+    tl_model_close(m);
+    free(out);
     tu_tmpdir_rm(dir);
 }
 

@@ -285,8 +285,23 @@ static int write_into_place(const mk_opts *o, const void *hdr, size_t hlen, mk_t
 int cmd_mkmodel(int argc, char **argv) {
     mk_opts o = {NULL, "sdxl", false, 64ull << 20, 200, TL_DTYPE_F16, 1};
     int fmt = -1;
+    static const char *const with_value[] = {"--format",  "--size",  "--tensors",
+                                             "--profile", "--dtype", "--seed"};
     for (int i = 1; i < argc; i++) {
+        /* --opt VALUE or --opt=VALUE */
+        char opt[16];
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *eq = !strncmp(a, "--", 2) ? strchr(a, '=') : NULL;
+        int skip = 1; /* arguments a value takes */
+        if (eq && (size_t)(eq - a) < sizeof opt) {
+            memcpy(opt, a, (size_t)(eq - a));
+            opt[eq - a] = 0;
+            a = opt;
+            v = eq + 1;
+            skip = 0;
+        }
+        for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
+            if (!strcmp(a, with_value[k]) && !v) return cli_usage("mkmodel", "%s needs a value", a);
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
@@ -297,30 +312,30 @@ int cmd_mkmodel(int argc, char **argv) {
                 fmt = 0;
             else
                 return cli_usage("mkmodel", "unknown format '%s'", v);
-            i++;
+            i += skip;
         } else if (!strcmp(a, "--size") && v) {
             if (!cli_parse_size(v, &o.size, NULL)) return cli_usage("mkmodel", "bad size '%s'", v);
-            i++;
+            i += skip;
         } else if (!strcmp(a, "--tensors") && v) {
             if (!parse_count(v, &o.n_tensors) || !o.n_tensors || o.n_tensors > MK_MAX_TENSORS)
                 return cli_usage("mkmodel", "bad count '%s' (a whole number, 1 to %d)", v,
                                  MK_MAX_TENSORS);
-            i++;
+            i += skip;
         } else if (!strcmp(a, "--profile") && v) {
             if (strcmp(v, "llm") && strcmp(v, "sdxl"))
                 return cli_usage("mkmodel", "unknown profile '%s'", v);
             o.profile = v;
-            i++;
+            i += skip;
         } else if (!strcmp(a, "--dtype") && v) {
             o.dtype = tl_dtype_from_name(v);
             if (o.dtype != TL_DTYPE_F16 && o.dtype != TL_DTYPE_F32 && o.dtype != TL_DTYPE_BF16 &&
                 o.dtype != TL_DTYPE_Q8_0)
                 return cli_usage("mkmodel", "dtype '%s' not offered (F16, F32, BF16, Q8_0)", v);
-            i++;
+            i += skip;
         } else if (!strcmp(a, "--seed") && v) {
             if (!parse_count(v, &o.seed))
                 return cli_usage("mkmodel", "bad seed '%s' (a whole number)", v);
-            i++;
+            i += skip;
         } else if (a[0] == '-') {
             return cli_usage("mkmodel", "unknown option '%s'", a);
         } else if (!o.out) {
