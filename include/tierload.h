@@ -245,6 +245,64 @@ typedef struct tl_meta {
     } v;
 } tl_meta;
 
+/* ------------------------------------------------------------------------ */
+/* Writing model files                                                       */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A writer lays out a GGUF (v3) or safetensors file: metadata, then tensor
+ * descriptions with the byte sizes the caller gives (the writer never derives
+ * a size from dtype and shape, so a caller can write what it computed itself),
+ * the data offsets the writer assigns, and the encoded header. The caller
+ * writes the header bytes, then the data section: tensor i's bytes at
+ * tl_writer_tensor_offset(w, i) from its start, zeros in the gaps, for
+ * tl_writer_data_size(w) bytes in all. GGUF tensors are aligned to
+ * general.alignment (32 unless that key is set with tl_writer_meta_u32);
+ * safetensors tensors are packed and the header is padded to 8 bytes.
+ *
+ *     tl_writer *w;
+ *     tl_writer_create(TL_FORMAT_GGUF, &w);
+ *     tl_writer_meta_string(w, "general.architecture", "llama");
+ *     int64_t shape[2] = {4096, 4096};                        // outermost first
+ *     tl_writer_tensor(w, "blk.0.attn_q.weight", TL_DTYPE_F16, 2, shape, 4096 * 4096 * 2, NULL);
+ *     const void *h; size_t hlen;
+ *     tl_writer_header(w, &h, &hlen);                         // then write h, then the data
+ *     tl_writer_destroy(w);
+ */
+typedef struct tl_writer tl_writer;
+
+tl_status tl_writer_create(tl_format format, tl_writer **out);
+void tl_writer_destroy(tl_writer *w);
+/* GGUF: a string value; safetensors: an entry of the __metadata__ object. */
+tl_status tl_writer_meta_string(tl_writer *w, const char *key, const char *value);
+/* GGUF only: a uint32 value (general.alignment, a power of two, also sets the alignment). */
+tl_status tl_writer_meta_u32(tl_writer *w, const char *key, uint32_t value);
+/*
+ * GGUF only: a value of any type, given as the spec encodes it after the type
+ * id (little-endian scalars, u64 length + bytes for a string, u32 element
+ * type + u64 count + elements for an array).
+ */
+tl_status tl_writer_meta_raw(tl_writer *w, const char *key, tl_meta_type type, const void *value,
+                             size_t len);
+/*
+ * A tensor: shape outermost first (as tl_tensor_info), at most TL_MAX_DIMS
+ * dimensions, nbytes its size in the file. *index (may be NULL) gets its index.
+ */
+tl_status tl_writer_tensor(tl_writer *w, const char *name, tl_dtype dtype, uint32_t n_dims,
+                           const int64_t *shape, uint64_t nbytes, size_t *index);
+size_t tl_writer_tensor_count(const tl_writer *w);
+/*
+ * Lay out and encode the header: *out points to *len bytes owned by the
+ * writer (valid until the next call on it). Fails with TL_ERR_INVALID_ARG
+ * when the layout overflows or the header would be larger than tierload
+ * itself accepts (a reader must be able to open what is written).
+ */
+tl_status tl_writer_header(tl_writer *w, const void **out, size_t *len);
+/* After tl_writer_header: offset of tensor i from the data section's start. */
+uint64_t tl_writer_tensor_offset(const tl_writer *w, size_t i);
+/* After tl_writer_header: bytes of the data section (GGUF: padded to the alignment). */
+uint64_t tl_writer_data_size(const tl_writer *w);
+
 typedef struct tl_model tl_model;
 
 /* Page-cache hints for mappings (tl_model_options.map_flags, TIERLOAD_MMAP_FLAGS). */

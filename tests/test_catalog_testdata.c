@@ -147,5 +147,5 @@ int main(void) {
         cmocka_unit_test(test_gguf_metadata),
         cmocka_unit_test(test_safetensors_metadata_and_values),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

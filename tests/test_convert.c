@@ -271,5 +271,5 @@ int main(void) {
         cmocka_unit_test(test_f64_i64),
         cmocka_unit_test(test_pairs),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -7,6 +7,7 @@
 #include "helpers/testutil.h"
 
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <string.h>
 
 static const cJSON *find_dev(const cJSON *arr, const char *name) {
@@ -83,7 +84,28 @@ static void test_verbose_reason_on_stderr(void **state) {
     assert_int_equal(r.status, 0);
     cJSON *root = cJSON_Parse(r.out); /* stdout stays pure JSON */
     assert_non_null(root);
+    /*
+     * stderr says why there is no CUDA device, with the same reason this
+     * process finds (same environment), on one line; with CUDA devices it
+     * says nothing.
+     */
+    const char *why = tl_device_cuda_reason();
+    bool has_cuda = find_dev(cJSON_GetObjectItemCaseSensitive(root, "devices"), "cuda0") != NULL;
+    if (*why) {
+        assert_false(has_cuda);
+        char want[1200];
+        snprintf(want, sizeof want, "tierload: %s\n", why);
+        assert_string_equal(r.err, want);
+    } else {
+        assert_true(has_cuda);
+        assert_string_equal(r.err, "");
+    }
     cJSON_Delete(root);
+    tu_run_free(&r);
+    /* without --verbose the reason is not printed */
+    r = tu_cli_run("devices", "--json", NULL);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.err, "");
     tu_run_free(&r);
 }
 
@@ -117,5 +139,5 @@ int main(void) {
         cmocka_unit_test(test_verbose_reason_on_stderr),
         cmocka_unit_test(test_errors),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

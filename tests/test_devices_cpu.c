@@ -163,5 +163,5 @@ int main(void) {
         cmocka_unit_test(test_cpu_describe),  cmocka_unit_test(test_cpu_oom),
         cmocka_unit_test(test_cpu_copies),    cmocka_unit_test(test_cpu_pin),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -2,8 +2,10 @@
  * test_devices_cudamock.c — the CUDA device code without a GPU: a test double
  * of libcudart (host memory behind the same entry points, events that are
  * sometimes "not ready") is compiled at test time and loaded through
- * TIERLOAD_CUDART. Proves discovery and naming, chunked copies through the
- * staging ring with several chunks in flight, poll / wait in ticket order,
+ * TIERLOAD_CUDART. The double completes copies asynchronously (see mock_src).
+ * Proves discovery and naming, chunked copies through the staging ring with
+ * several chunks in flight, multi-chunk tickets polled to done with every
+ * byte in place on two devices at once, poll / wait in ticket order,
  * cudaErrorMemoryAllocation -> TL_ERR_DEVICE_OOM, pinned ranges copied
  * without staging, and the absence reasons the CLI prints with --verbose.
  * Skips when no C compiler is at hand.
@@ -16,11 +18,34 @@
 #include <string.h>
 #include <unistd.h>
 
+/*
+ * The double is asynchronous like the real runtime: cudaMemcpyAsync queues
+ * the copy on its stream and returns; a worker thread per stream performs
+ * the copies later, in stream order, after a random pause (so two streams
+ * complete out of order with respect to each other). Reading the source and
+ * writing the destination happen when the copy runs, not when it is queued:
+ * a staging slot refilled before its copy ran, or a destination read before
+ * its event completed, gives wrong bytes. An event is complete once every
+ * copy queued on its stream before cudaEventRecord has run.
+ */
 static const char *mock_src =
-    "#include <stdlib.h>\n#include <string.h>\n#include <stdio.h>\n"
-    "static int cur; static size_t used, cap = 64u << 20; static int queries;\n"
+    "#include <pthread.h>\n#include <stdlib.h>\n#include <string.h>\n#include <stdio.h>\n"
+    "#include <time.h>\n"
+    "static int cur; static size_t used, cap = 64u << 20;\n"
     "static void *stage[64]; static size_t stage_len[64]; static int n_stage;\n"
-    "int mock_staged, mock_direct;\n"
+    "int mock_staged, mock_direct, mock_meminfo_calls;\n"
+    "typedef struct op { void *d; const void *s; size_t n; struct op *next; } op;\n"
+    "typedef struct stream { pthread_mutex_t mu; pthread_cond_t cv; op *head, *tail;\n"
+    "  unsigned long queued, done; int stop; unsigned seed; pthread_t th; } stream;\n"
+    "typedef struct event { stream *st; unsigned long target; } event;\n"
+    "static void *worker(void *arg) { stream *s = arg; pthread_mutex_lock(&s->mu);\n"
+    "  for (;;) { while (!s->head && !s->stop) pthread_cond_wait(&s->cv, &s->mu);\n"
+    "    if (!s->head) break; op *o = s->head; pthread_mutex_unlock(&s->mu);\n"
+    "    struct timespec ts = {0, (long)(rand_r(&s->seed) % 3000) * 1000};\n"
+    "    nanosleep(&ts, NULL); memcpy(o->d, o->s, o->n);\n"
+    "    pthread_mutex_lock(&s->mu); s->head = o->next; if (!s->head) s->tail = NULL;\n"
+    "    free(o); s->done++; pthread_cond_broadcast(&s->cv); }\n"
+    "  pthread_mutex_unlock(&s->mu); return NULL; }\n"
     "static int staged(const void *p) { for (int i = 0; i < n_stage; i++)\n"
     "  if ((const char *)p >= (char *)stage[i] && (const char *)p < (char *)stage[i] + "
     "stage_len[i]) return 1;\n"
@@ -30,26 +55,41 @@ static const char *mock_src =
     "int cudaSetDevice(int d) { if (d < 0 || d > 1) return 101; cur = d; return 0; }\n"
     "int cudaGetDeviceProperties_v2(void *p, int d) { memset(p, 0x41, 2000); snprintf(p, 256, "
     "\"Mock GPU %d\", d); return 0; }\n"
-    "int mock_meminfo_calls;\n"
     "int cudaMemGetInfo(size_t *f, size_t *t) { mock_meminfo_calls++; *f = cap - used; *t = cap; "
     "return 0; }\n"
-    "int cudaMalloc(void **p, size_t n) { if (n > cap - used) return 2; *p = malloc(n); used += n; "
-    "return 0; }\n"
-    "int cudaFree(void *p) { free(p); return 0; }\n"
+    "int cudaMalloc(void **p, size_t n) { if (n > cap - used) return 2; char *b = malloc(n + 64);\n"
+    "  memcpy(b, &n, sizeof n); *p = b + 64; used += n; return 0; }\n"
+    "int cudaFree(void *p) { if (!p) return 0; size_t n; memcpy(&n, (char *)p - 64, sizeof n);\n"
+    "  used -= n; free((char *)p - 64); return 0; }\n"
     "int cudaHostAlloc(void **p, size_t n, unsigned f) { *p = malloc(n); stage[n_stage] = *p; "
     "stage_len[n_stage++] = n; return 0; }\n"
     "int cudaFreeHost(void *p) { free(p); return 0; }\n"
     "int cudaHostRegister(void *p, size_t n, unsigned f) { return 0; }\n"
     "int cudaHostUnregister(void *p) { return 0; }\n"
-    "int cudaStreamCreateWithFlags(void **s, unsigned f) { *s = malloc(1); return 0; }\n"
-    "int cudaStreamDestroy(void *s) { free(s); return 0; }\n"
-    "int cudaMemcpyAsync(void *d, const void *s, size_t n, int k, void *st) {\n"
-    "  if (staged(k == 1 ? s : d)) mock_staged++; else mock_direct++; memcpy(d, s, n); return 0; "
-    "}\n"
-    "int cudaEventCreateWithFlags(void **e, unsigned f) { *e = malloc(1); return 0; }\n"
-    "int cudaEventRecord(void *e, void *s) { return 0; }\n"
-    "int cudaEventQuery(void *e) { return (queries++ % 3 == 0) ? 600 : 0; }\n"
-    "int cudaEventSynchronize(void *e) { return 0; }\n"
+    "int cudaStreamCreateWithFlags(void **out, unsigned f) { stream *s = calloc(1, sizeof *s);\n"
+    "  static unsigned n; s->seed = 12345u + 77u * n++;\n"
+    "  pthread_mutex_init(&s->mu, NULL); pthread_cond_init(&s->cv, NULL);\n"
+    "  pthread_create(&s->th, NULL, worker, s); *out = s; return 0; }\n"
+    "int cudaStreamDestroy(void *p) { stream *s = p; pthread_mutex_lock(&s->mu); s->stop = 1;\n"
+    "  pthread_cond_broadcast(&s->cv); pthread_mutex_unlock(&s->mu); pthread_join(s->th, NULL);\n"
+    "  free(s); return 0; }\n"
+    "int cudaMemcpyAsync(void *d, const void *src, size_t n, int k, void *p) { stream *s = p;\n"
+    "  if (staged(k == 1 ? src : d)) mock_staged++; else mock_direct++;\n"
+    "  op *o = malloc(sizeof *o); o->d = d; o->s = src; o->n = n; o->next = NULL;\n"
+    "  pthread_mutex_lock(&s->mu); if (s->tail) s->tail->next = o; else s->head = o; s->tail = o;\n"
+    "  s->queued++; pthread_cond_broadcast(&s->cv); pthread_mutex_unlock(&s->mu); return 0; }\n"
+    "int cudaEventCreateWithFlags(void **e, unsigned f) { *e = calloc(1, sizeof(event)); "
+    "return 0; }\n"
+    "int cudaEventRecord(void *p, void *sp) { event *e = p; stream *s = sp;\n"
+    "  pthread_mutex_lock(&s->mu); e->st = s; e->target = s->queued; "
+    "pthread_mutex_unlock(&s->mu);\n"
+    "  return 0; }\n"
+    "int cudaEventQuery(void *p) { event *e = p; if (!e->st) return 0; int r;\n"
+    "  pthread_mutex_lock(&e->st->mu); r = e->st->done >= e->target ? 0 : 600;\n"
+    "  pthread_mutex_unlock(&e->st->mu); return r; }\n"
+    "int cudaEventSynchronize(void *p) { event *e = p; if (!e->st) return 0;\n"
+    "  pthread_mutex_lock(&e->st->mu); while (e->st->done < e->target)\n"
+    "  pthread_cond_wait(&e->st->cv, &e->st->mu); pthread_mutex_unlock(&e->st->mu); return 0; }\n"
     "int cudaEventDestroy(void *e) { free(e); return 0; }\n"
     "const char *cudaGetErrorString(int e) { return e == 2 ? \"out of memory\" : e == 100 ? \"no "
     "CUDA-capable device is detected\" : \"mock error\"; }\n"
@@ -85,7 +125,7 @@ static int setup(void **state) {
     char *cc = find_cc();
     int ok = 0;
     if (cc) {
-        char *const argv[] = {cc, "-shared", "-fPIC", "-O1", "-o", mock_so, src, NULL};
+        char *const argv[] = {cc, "-shared", "-fPIC", "-O1", "-pthread", "-o", mock_so, src, NULL};
         tu_run r = tu_run_argv(argv);
         ok = r.status == 0;
         tu_run_free(&r);
@@ -110,7 +150,7 @@ static int teardown(void **state) {
 
 static bool no_mock(void) {
     if (mock_so) return false;
-    printf("skipped: no C compiler to build the libcudart test double\n");
+    tu_skip_note("no C compiler to build the libcudart test double");
     return true;
 }
 
@@ -187,6 +227,77 @@ static void test_ring_copies(void **state) {
     free(back);
 }
 
+/* Poll a ticket until it is done (the mock's worker finishes every copy eventually). */
+static void poll_done(tl_device *d, uint64_t t) {
+    bool done = false;
+    while (!done)
+        assert_int_equal(tl_device_poll(d, t, &done), TL_OK);
+}
+
+/*
+ * Multi-chunk tickets against a runtime that completes copies later: bytes
+ * sent through a wrapping staging ring arrive intact (a slot refilled before
+ * its copy ran would send the wrong chunk), and a device->host ticket polled
+ * to done has every chunk in place (a ticket marked done after its first
+ * chunk leaves the rest unwritten). Two devices (two streams, completing out
+ * of order relative to each other) interleave.
+ */
+static void test_async_multi_chunk(void **state) {
+    (void)state;
+    if (no_mock()) {
+        skip();
+        return;
+    }
+    tl_device *dev[2] = {NULL, NULL};
+    assert_int_equal(tl_device_find("cuda0", &dev[0]), TL_OK);
+    assert_int_equal(tl_device_find("cuda1", &dev[1]), TL_OK);
+    /* 5 and 3 chunks of 8 MiB through 4-slot rings (the mock has 64 MiB for both devices) */
+    const size_t Ns[2] = {(37u << 20) + 11, (17u << 20) + 3};
+    unsigned char *src[2], *back[2];
+    tl_devptr p[2];
+    uint64_t t[2];
+    for (int k = 0; k < 2; k++) {
+        size_t N = Ns[k];
+        src[k] = malloc(N);
+        back[k] = calloc(N, 1);
+        unsigned seed = 11u + (unsigned)k;
+        for (size_t i = 0; i < N; i++)
+            src[k][i] = (unsigned char)rand_r(&seed);
+        assert_int_equal(tl_device_alloc(dev[k], N, &p[k]), TL_OK);
+    }
+    for (int round = 0; round < 3; round++) {
+        for (int k = 0; k < 2; k++)
+            assert_int_equal(tl_device_copy_to_async(dev[k], p[k], src[k], Ns[k], &t[k]), TL_OK);
+        for (int k = 1; k >= 0; k--) /* the later device first */
+            poll_done(dev[k], t[k]);
+        for (int k = 0; k < 2; k++) {
+            memset(back[k], 0, Ns[k]);
+            assert_int_equal(tl_device_copy_from_async(dev[k], back[k], p[k], Ns[k], &t[k]), TL_OK);
+        }
+        for (int k = 1; k >= 0; k--) {
+            size_t N = Ns[k];
+            poll_done(dev[k], t[k]);
+            /* done means every chunk is in back[], without a wait */
+            if (memcmp(back[k], src[k], N) != 0) {
+                size_t i = 0;
+                while (back[k][i] == src[k][i])
+                    i++;
+                fail_msg("cuda%d round %d: byte %zu of %zu differs after the ticket was done", k,
+                         round, i, N);
+            }
+        }
+        /* the next round sends different bytes through the same slots */
+        for (int k = 0; k < 2; k++)
+            for (size_t i = 0; i < Ns[k]; i += 4096)
+                src[k][i] ^= (unsigned char)(round + 1);
+    }
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(tl_device_free(dev[k], p[k]), TL_OK);
+        free(src[k]);
+        free(back[k]);
+    }
+}
+
 static void test_oom_and_pinned(void **state) {
     (void)state;
     if (no_mock()) {
@@ -253,10 +364,9 @@ static void test_cli_reasons(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_discovery),
-        cmocka_unit_test(test_ring_copies),
-        cmocka_unit_test(test_oom_and_pinned),
+        cmocka_unit_test(test_discovery),         cmocka_unit_test(test_ring_copies),
+        cmocka_unit_test(test_async_multi_chunk), cmocka_unit_test(test_oom_and_pinned),
         cmocka_unit_test(test_cli_reasons),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return tu_exit(cmocka_run_group_tests(tests, setup, teardown));
 }

@@ -234,5 +234,5 @@ int main(void) {
         cmocka_unit_test(test_bad_devices), cmocka_unit_test(test_lookup),
         cmocka_unit_test(test_threads),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -363,5 +363,5 @@ int main(void) {
         cmocka_unit_test(test_async_data_moves_at_completion),
         cmocka_unit_test(test_spec_parse),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

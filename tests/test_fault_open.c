@@ -1,7 +1,8 @@
 /*
  * test_fault_open.c — fault injection across opening a model: the N-th open,
  * read, mmap or heap allocation fails (EIO / ENOMEM), for every N the open
- * makes. Each time the error reaches the caller with a message, no file
+ * makes. Each time the error reaches the caller with a message naming the
+ * file involved and the reason, no file
  * descriptor is leaked (and, under make asan, no memory), and a following
  * open without faults still gives a catalog whose tensors equal the files.
  * The model is a sharded index plus a GGUF, so discovery, both parsers and
@@ -15,7 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void sweep(tl_fault_kind kind, int err, const char *const *paths, size_t n_paths) {
+static void sweep(tl_fault_kind kind, int err, const char *const *paths, size_t n_paths,
+                  const char *const *shards) {
     /* count the calls a clean open makes */
     tl_fault_arm(kind, 0, 0);
     tl_model *m;
@@ -32,7 +34,19 @@ static void sweep(tl_fault_kind kind, int err, const char *const *paths, size_t 
         if (st == TL_OK)
             fail_msg("kind %d: call %lu of %lu failed but the open succeeded", kind, nth, calls);
         assert_null(m);
-        assert_true(strlen(tl_last_error()) > 0);
+        /* the message names the file involved (one of the model's files or its shards) and why */
+        const char *e = tl_last_error();
+        bool named = false;
+        for (size_t i = 0; i < n_paths; i++)
+            named |= strstr(e, paths[i]) != NULL;
+        for (size_t i = 0; shards && shards[i]; i++)
+            named |= strstr(e, shards[i]) != NULL;
+        /* model-wide allocations (the open's own state, the merged catalog) name no file */
+        bool model_wide = kind == TL_FAULT_ALLOC && !strcmp(e, "out of memory");
+        if (!named && !model_wide)
+            fail_msg("kind %d, call %lu: the message names no file: %s", kind, nth, e);
+        if (!strstr(e, strerror(err)) && !(err == ENOMEM && strstr(e, "out of memory")))
+            fail_msg("kind %d, call %lu: the message does not say why: %s", kind, nth, e);
         assert_int_equal(tu_count_fds(), fds);
     }
     tl_fault_reset();
@@ -60,10 +74,11 @@ static void test_fault_sweep_over_open(void **state) {
     const char *paths[] = {idx, tu_testdata("gguf/tiny-llama-q4_0.gguf")};
     char *gguf = strdup(paths[1]);
     paths[1] = gguf;
-    sweep(TL_FAULT_OPEN, EIO, paths, 2);
-    sweep(TL_FAULT_READ, EIO, paths, 2);
-    sweep(TL_FAULT_MMAP, ENOMEM, paths, 2);
-    sweep(TL_FAULT_ALLOC, ENOMEM, paths, 2);
+    const char *shards[] = {s1, s2, NULL};
+    sweep(TL_FAULT_OPEN, EIO, paths, 2, shards);
+    sweep(TL_FAULT_READ, EIO, paths, 2, shards);
+    sweep(TL_FAULT_MMAP, ENOMEM, paths, 2, shards);
+    sweep(TL_FAULT_ALLOC, ENOMEM, paths, 2, shards);
     free(gguf);
     free(idx);
     free(s1);
@@ -75,5 +90,5 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fault_sweep_over_open),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -10,6 +10,7 @@
 #include "testutil.h"
 
 #include "format/format.h"
+#include "dtype_spec.h"
 #include "gguf_writer.h"
 
 #include <stdlib.h>
@@ -111,10 +112,12 @@ static void test_every_ggml_type_is_exact(void **state) {
     gw_gguf *g = gw_new(3);
     gw_kv_u32(g, "general.alignment", 64);
     size_t n = 0;
+    /* every ggml type of the spec table (dtype_spec.c), sized from it */
     for (int id = 0; id < TL_GGML_TYPE_COUNT; id++) {
-        if (!tl_dtype_name((tl_dtype)id)) continue;
-        int64_t ne[3] = {(int64_t)tl_dtype_block_elems((tl_dtype)id) * 3, 5, 2};
-        gw_tensor(g, tl_dtype_name((tl_dtype)id), (uint32_t)id, 3, ne);
+        const tu_dtype_spec *sp = tu_dtype_spec_of(id);
+        if (!sp) continue;
+        int64_t ne[3] = {(int64_t)sp->block_elems * 3, 5, 2};
+        gw_tensor(g, sp->name, (uint32_t)id, 3, ne);
         n++;
     }
     assert_int_equal(n, 35);
@@ -127,13 +130,15 @@ static void test_every_ggml_type_is_exact(void **state) {
     assert_int_equal(f.data_offset, gw_data_offset(g));
     for (size_t i = 0; i < f.n_tensors; i++) {
         const tl_fmt_tensor *t = &f.tensors[i];
-        assert_string_equal(t->name, tl_dtype_name(t->dtype));
+        const tu_dtype_spec *sp = tu_dtype_spec_named(t->name);
+        assert_non_null(sp);
+        assert_int_equal(t->dtype, sp->id);
         assert_int_equal(t->nbytes, gw_tensor_size(g, i));
-        assert_int_equal(t->nbytes, 3 * 5 * 2 * tl_dtype_block_bits(t->dtype) / 8);
+        assert_int_equal(t->nbytes, 3 * 5 * 2 * sp->block_bits / 8);
         assert_int_equal(t->offset, gw_tensor_abs_offset(g, i));
         assert_int_equal(t->n_dims, 3);
         assert_int_equal(t->shape[0], 2); /* outermost first */
-        assert_int_equal(t->shape[2], (int64_t)tl_dtype_block_elems(t->dtype) * 3);
+        assert_int_equal(t->shape[2], (int64_t)sp->block_elems * 3);
         assert_int_equal(img[t->offset + 1], gw_pattern_byte(i, 1));
     }
     tl_fmt_file_free(&f);
@@ -436,5 +441,5 @@ int main(void) {
         cmocka_unit_test(test_header_basics),
         cmocka_unit_test(test_through_the_catalog),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -1,6 +1,8 @@
 /*
  * test_load_cli.c — `tierload load`: the human report, the --json schema
- * (bytes as integers, files with path and mode, the memory figures), mode
+ * and values (bytes as integers equal to the tensor bytes, times consistent
+ * with each other and the rate, the file's size, eviction, the memory
+ * figures), mode
  * and dtype options, --evict leaving the file out of the page cache, the
  * direct fallback note and usage errors.
  */
@@ -8,7 +10,9 @@
 #include "test_load_st.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void fill(void *buf, uint64_t off, uint64_t len, void *ctx) {
     (void)ctx;
@@ -46,6 +50,12 @@ static uint64_t num(cJSON *o, const char *k) {
     return (uint64_t)v->valuedouble;
 }
 
+static double dnum(cJSON *o, const char *k) {
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    if (!cJSON_IsNumber(v)) fail_msg("no number \"%s\"", k);
+    return v->valuedouble;
+}
+
 static void test_json(void **st) {
     (void)st;
     tu_run r =
@@ -58,13 +68,28 @@ static void test_json(void **st) {
     assert_int_equal(bytes, (3u << 21) + 2002 + 257 * 8);
     char want[64];
     snprintf(want, sizeof want, "\"bytes\":%llu,", (unsigned long long)bytes);
-    assert_non_null(strstr(r.out, want)); /* an integer, not 6.29e6 */
-    num(j, "seconds");
+    assert_non_null(strstr(r.out, want));         /* an integer, not 6.29e6 */
+    assert_int_equal(num(j, "bytes_out"), bytes); /* no conversion */
+    assert_int_equal(num(j, "threads"), 2);       /* the default */
+    /* the times are consistent with each other, and the rate is bytes over the read time */
+    double seconds = dnum(j, "seconds"), read_s = dnum(j, "read_seconds");
+    assert_true(seconds > 0 && read_s > 0 && read_s <= seconds);
+    double rate = dnum(j, "gbps");
+    assert_true(fabs(rate - (double)bytes / read_s / 1e9) <= 1e-9 * rate + 1e-12);
     cJSON *files = cJSON_GetObjectItemCaseSensitive(j, "files");
     assert_int_equal(cJSON_GetArraySize(files), 1);
     cJSON *f = cJSON_GetArrayItem(files, 0);
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(f, "path")->valuestring, path);
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(f, "mode")->valuestring, "buffered");
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(num(f, "size"), (uint64_t)sb.st_size);
+    assert_int_equal(num(f, "bytes"), bytes);
+    double fs = dnum(f, "seconds");
+    assert_true(fs > 0 && fs <= seconds);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(f, "evicted")));
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(f, "direct_fallback")));
+    assert_int_equal(num(f, "page_cache_after"), 0);
     cJSON *mem = cJSON_GetObjectItemCaseSensitive(j, "memory");
     assert_non_null(mem);
     const char *keys[] = {"rss_anon_start",    "rss_anon_peak",    "rss_anon_end", "rss_file_peak",
@@ -72,8 +97,14 @@ static void test_json(void **st) {
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
         num(mem, keys[i]);
     assert_true(num(mem, "rss_anon_peak") >= bytes);
+    assert_true(num(mem, "rss_anon_peak") >= num(mem, "rss_anon_end"));
+    assert_true(num(mem, "rss_anon_peak") >= num(mem, "rss_anon_start"));
     assert_int_equal(num(mem, "page_cache_after"), 0);
-    assert_int_equal(num(mem, "staging_bound"), 64u << 20);
+    assert_int_equal(num(mem, "page_cache_before"), num(f, "page_cache_before"));
+    assert_int_equal(num(mem, "staging_bound"), 64u << 20); /* 4 x 16 MiB, the defaults */
+    /* verify needs staging; the copy itself goes straight into the destination */
+    assert_true(num(mem, "staging_used") <= num(mem, "staging_bound"));
+    assert_true(num(mem, "dest_bytes") >= bytes);
     cJSON_Delete(j);
     tu_run_free(&r);
     uint64_t res = 1;
@@ -124,5 +155,5 @@ int main(void) {
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_human_and_options),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return tu_exit(cmocka_run_group_tests(tests, setup, teardown));
 }

@@ -5,6 +5,7 @@
  * F16 tensors are converted exactly.
  */
 #include "testutil.h"
+#include "ref_convert.h"
 #include "helpers/gguf_writer.h"
 #include "io/convert.h"
 
@@ -47,12 +48,8 @@ static void test_gguf_modes(void **st) {
                 if (conv && t->dtype == TL_DTYPE_F16) {
                     assert_int_equal(lt->dtype, TL_DTYPE_F32);
                     assert_int_equal(lt->nbytes, t->n_elements * 4);
-                    float *ref = malloc(t->n_elements * 4);
-                    assert_int_equal(
-                        tl_convert(TL_DTYPE_F32, ref, TL_DTYPE_F16, img + t->offset, t->n_elements),
-                        TL_OK);
-                    assert_memory_equal(lt->data, ref, lt->nbytes);
-                    free(ref);
+                    ref_check_converted(TL_DTYPE_F32, lt->data, TL_DTYPE_F16, img + t->offset,
+                                        t->n_elements, t->name);
                 } else {
                     assert_int_equal(lt->dtype, t->dtype); /* Q4_K and F32 stay as they are */
                     assert_int_equal(lt->nbytes, t->nbytes);
@@ -72,5 +69,5 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gguf_modes),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

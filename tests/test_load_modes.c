@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include "test_load_st.h"
+#include "ref_convert.h"
 
 #include <math.h>
 #include <string.h>
@@ -133,10 +134,8 @@ static void check_result(fixture *fx, tl_model *m, const tl_load_result *r,
             uint64_t out = ti->n_elements * tl_convert_elem_size(want);
             assert_int_equal(lt->nbytes, out);
             assert_false(lt->view);
-            unsigned char *ref = malloc(out + 1);
-            assert_int_equal(tl_convert(want, ref, ti->dtype, fx->bytes[i], ti->n_elements), TL_OK);
-            assert_memory_equal(lt->data, ref, out);
-            free(ref);
+            ref_check_converted(want, lt->data, ti->dtype, fx->bytes[i], ti->n_elements,
+                                fx->t[i].name);
         }
     }
 }
@@ -247,7 +246,8 @@ static void test_evict(void **state) {
 
 static void test_direct_refused_tmpfs(void **state) {
     (void)state;
-    if (access("/dev/shm", W_OK) != 0) skip();
+    if (access("/dev/shm", W_OK) != 0)
+        TU_SKIP("/dev/shm is not writable here (needed for a tmpfs model)");
     char tmpl[] = "/dev/shm/tltest.XXXXXX";
     char *d = mkdtemp(tmpl);
     assert_non_null(d);
@@ -311,6 +311,103 @@ static void test_verify_mismatch(void **state) {
         const tl_loaded_tensor *lt = tl_load_result_tensor(r, (size_t)idx);
         assert_memory_equal(lt->data, w, lt->nbytes);
         tl_load_result_free(r);
+    }
+    tl_model_close(m);
+}
+
+/* Does the last error name one of the fixture's tensors and its file? */
+static void error_names_tensor_and_file(fixture *fx) {
+    const char *e = tl_last_error();
+    assert_non_null(strstr(e, fx->path));
+    for (int i = 0; i < N_T; i++)
+        if (strstr(e, fx->t[i].name)) return;
+    fail_msg("the verify error names no tensor: %s", e);
+}
+
+/*
+ * Copies that differ from the file fail --verify in buffered, direct and auto
+ * (warm and cold) modes, converted or not: every read the load makes is in
+ * turn returned inverted (TL_FAULT_CORRUPT), and each time the load must fail
+ * with TL_ERR_INTEGRITY naming the file and a tensor.
+ */
+static void test_verify_mismatch_copies(void **state) {
+    fixture *fx = *state;
+    tl_model *m = open_model(fx->path);
+    const tl_load_mode modes[] = {TL_LOAD_BUFFERED, TL_LOAD_DIRECT, TL_LOAD_AUTO, TL_LOAD_AUTO};
+    for (size_t mi = 0; mi < 4; mi++) {
+        for (int conv = 0; conv < 2; conv++) {
+            tl_load_options o;
+            memset(&o, 0, sizeof o);
+            o.mode = modes[mi];
+            o.convert = conv;
+            o.dtype = TL_DTYPE_F32;
+            o.staging_size = 64 << 10;
+            o.staging_count = 3;
+            o.threads = 3;
+            if (mi == 3) tl_file_evict(fx->path); /* auto on a cold file */
+            /* the reads of the load itself (verify's own reads come after them) */
+            tl_fault_arm(TL_FAULT_CORRUPT, 0, 0);
+            tl_load_result *r = load(m, &o);
+            unsigned long calls = tl_fault_calls(TL_FAULT_CORRUPT);
+            bool any_converted = false;
+            for (size_t i = 0; i < tl_load_result_tensor_count(r); i++)
+                any_converted |= tl_load_result_tensor(r, i)->converted;
+            assert_int_equal(any_converted, conv);
+            tl_load_result_free(r);
+            tl_fault_reset();
+            assert_true(calls > 0);
+            o.verify = true;
+            for (unsigned long nth = 1; nth <= calls; nth++) {
+                if (mi == 3) tl_file_evict(fx->path);
+                tl_fault_arm(TL_FAULT_CORRUPT, nth, 1);
+                r = (tl_load_result *)1;
+                tl_status st = tl_model_load(m, &o, &r);
+                tl_fault_reset();
+                if (st != TL_ERR_INTEGRITY)
+                    fail_msg("mode %zu convert %d: read %lu of %lu inverted: %s (%s)", mi, conv,
+                             nth, calls, tl_status_name(st), st ? tl_last_error() : "load passed");
+                assert_null(r);
+                error_names_tensor_and_file(fx);
+            }
+        }
+    }
+    tl_model_close(m);
+}
+
+/*
+ * mmap mode reads nothing but verify's own reads of the file: when one of
+ * those comes back different (TL_FAULT_CORRUPT inverts it), the views and the
+ * values converted from the mapping both fail --verify naming file and
+ * tensor. A patched tensor, by contrast, verifies against its patched bytes
+ * (tests/test_load_patched.c).
+ */
+static void test_verify_mismatch_mmap_converted(void **state) {
+    fixture *fx = *state;
+    tl_model *m = open_model(fx->path);
+    for (int conv = 0; conv < 2; conv++) {
+        tl_load_options o;
+        memset(&o, 0, sizeof o);
+        o.mode = TL_LOAD_MMAP;
+        o.convert = conv;
+        o.dtype = TL_DTYPE_F32;
+        o.verify = true;
+        tl_fault_arm(TL_FAULT_CORRUPT, 0, 0);
+        tl_load_result *r = load(m, &o);
+        unsigned long calls = tl_fault_calls(TL_FAULT_CORRUPT);
+        tl_load_result_free(r);
+        tl_fault_reset();
+        assert_true(calls > 0);
+        for (unsigned long nth = 1; nth <= calls; nth++) {
+            tl_fault_arm(TL_FAULT_CORRUPT, nth, 1);
+            r = (tl_load_result *)1;
+            tl_status st = tl_model_load(m, &o, &r);
+            tl_fault_reset();
+            if (st != TL_ERR_INTEGRITY)
+                fail_msg("convert %d: verify read %lu of %lu inverted: %s (%s)", conv, nth, calls,
+                         tl_status_name(st), st ? tl_last_error() : "load passed");
+            assert_null(r);
+            error_names_tensor_and_file(fx);
+        }
     }
     tl_model_close(m);
 }
@@ -438,7 +535,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_truncated_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_files_auto, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verify_mismatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_mismatch_copies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_mismatch_mmap_converted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_and_bad_options, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -1,7 +1,9 @@
 /*
  * test_load_st.h — writing safetensors files for the load tests: tensors of
- * any plain dtype with caller-given bytes, flushed to disk (fsync) so that
- * page-cache eviction can take effect.
+ * any plain dtype with caller-given sizes (elements x element size, as the
+ * test states them) and bytes, the header from the library's writer
+ * (tl_writer_*), flushed to disk (fsync) so that page-cache eviction can take
+ * effect.
  */
 #ifndef TL_TEST_LOAD_ST_H
 #define TL_TEST_LOAD_ST_H
@@ -10,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "tierload.h"
 
 typedef struct st_tensor {
     const char *name;
@@ -23,31 +27,22 @@ typedef struct st_tensor {
 
 /* Write the file; tensors are laid out back to back in order (odd sizes give unaligned offsets). */
 static inline void st_write(const char *path, const st_tensor *t, size_t n) {
-    size_t cap = 4096 + n * 256;
-    char *hdr = malloc(cap);
-    size_t h = 0;
-    uint64_t off = 0;
-    h += (size_t)snprintf(hdr + h, cap - h, "{\"__metadata__\":{\"format\":\"pt\"}");
+    tl_writer *w = NULL;
+    assert_int_equal(tl_writer_create(TL_FORMAT_SAFETENSORS, &w), TL_OK);
+    assert_int_equal(tl_writer_meta_string(w, "format", "pt"), TL_OK);
     for (size_t i = 0; i < n; i++) {
-        uint64_t nb = t[i].n * t[i].esize;
-        h += (size_t)snprintf(
-            hdr + h, cap - h,
-            ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%llu],\"data_offsets\":[%llu,%llu]}", t[i].name,
-            t[i].dtype, (unsigned long long)t[i].n, (unsigned long long)off,
-            (unsigned long long)(off + nb));
-        off += nb;
+        int64_t shape[1] = {(int64_t)t[i].n};
+        assert_int_equal(tl_writer_tensor(w, t[i].name, tl_dtype_from_name(t[i].dtype), 1, shape,
+                                          t[i].n * t[i].esize, NULL),
+                         TL_OK);
     }
-    h += (size_t)snprintf(hdr + h, cap - h, "}");
-    while (h % 8)
-        hdr[h++] = ' ';
+    const void *hdr;
+    size_t h;
+    if (tl_writer_header(w, &hdr, &h) != TL_OK) fail_msg("st_write: %s", tl_last_error());
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
-    uint64_t hl = h;
-    unsigned char le[8];
-    for (int b = 0; b < 8; b++)
-        le[b] = (unsigned char)(hl >> (8 * b));
-    assert_int_equal(fwrite(le, 1, 8, f), 8);
     assert_int_equal(fwrite(hdr, 1, h, f), h);
+    tl_writer_destroy(w);
     enum { CH = 1 << 20 };
     unsigned char *buf = malloc(CH);
     for (size_t i = 0; i < n; i++) {
@@ -66,7 +61,6 @@ static inline void st_write(const char *path, const st_tensor *t, size_t n) {
     assert_int_equal(fflush(f), 0);
     assert_int_equal(fsync(fileno(f)), 0);
     assert_int_equal(fclose(f), 0);
-    free(hdr);
 }
 
 #endif

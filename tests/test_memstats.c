@@ -84,5 +84,5 @@ int main(void) {
         cmocka_unit_test(test_watch_peak),
         cmocka_unit_test(test_page_cache),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -133,5 +133,5 @@ int main(void) {
         cmocka_unit_test(test_component_aliases),
         cmocka_unit_test(test_dtype_table),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

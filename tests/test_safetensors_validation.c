@@ -187,5 +187,5 @@ int main(void) {
         cmocka_unit_test(test_offset_rules),
         cmocka_unit_test(test_entry_rules),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

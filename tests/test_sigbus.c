@@ -103,5 +103,5 @@ int main(void) {
         cmocka_unit_test(test_foreign_sigbus_reaches_previous_handler),
         cmocka_unit_test(test_truncated_file_is_an_error_not_a_crash),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -7,13 +7,23 @@
  * names follow a profile (an llama.cpp LLM, or an SDXL-like pipeline with
  * diffusion / text-encoder / VAE components in SDXL's proportions), filled
  * with deterministic pseudo-random bytes (so loads can be verified), streamed
- * in bounded chunks.
+ * in bounded chunks. The header comes from the library's writer (tl_writer_*).
+ *
+ * Asked for something it cannot make exactly — fewer tensors than the
+ * profile has groups of layers, a size too small for one row per tensor, a
+ * header no reader would accept — it refuses and says why; it never changes a
+ * count or a size on its own. The file is written to a temporary file beside
+ * OUT, made durable, and renamed into place: on failure OUT is untouched and
+ * only the temporary file (which mkmodel created) is removed. An OUT that
+ * exists and is not a regular file (a device, a FIFO, a folder) is refused.
  */
 #include "cli/cli.h"
 
 #include <errno.h>
+#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef struct group {
@@ -48,12 +58,22 @@ static void usage(FILE *f) {
         "usage: tierload mkmodel OUT [--format gguf|safetensors] [--size SIZE] [--tensors N]\n"
         "                        [--profile llm|sdxl] [--dtype F16|F32|BF16|Q8_0] [--seed N]\n"
         "  writes a synthetic model (deterministic pseudo-random weights) for benchmarks and\n"
-        "  trials; the format defaults from OUT's extension. Defaults: --size 64M --tensors 200\n"
+        "  trials; the format defaults from OUT's extension. SIZE is the tensor bytes, each\n"
+        "  tensor rounded down to whole rows of 1024 values; requests that cannot be met (too\n"
+        "  few tensors for the profile, too small a size) are refused. OUT is replaced only once\n"
+        "  the new file is complete. Defaults: --size 64M --tensors 200\n"
         "  --profile sdxl --dtype F16.\n");
 }
 
-/* Lay out the tensors: groups split the bytes, layers split groups, suffixes split layers. */
-static mk_tensor *layout(const mk_opts *o, size_t *n_out) {
+#define MK_COLS 1024 /* elements per row */
+#define MK_MAX_TENSORS 1000000
+
+/*
+ * Lay out the tensors: groups split the bytes, layers split groups, suffixes
+ * split layers; each tensor gets whole rows of MK_COLS values. NULL with a
+ * message in why when the request cannot be met exactly.
+ */
+static mk_tensor *layout(const mk_opts *o, size_t *n_out, char *why, size_t why_len) {
     static const group llm[] = {{"blk.%d.%s", 1.0, 0}};
     static const group sdxl[] = {
         {"model.diffusion_model.input_blocks.%d.1.%s", 0.30, 0},
@@ -66,25 +86,47 @@ static mk_tensor *layout(const mk_opts *o, size_t *n_out) {
     bool is_llm = !strcmp(o->profile, "llm");
     const group *g = is_llm ? llm : sdxl;
     size_t ng = is_llm ? 1 : sizeof sdxl / sizeof sdxl[0];
-    uint64_t n = o->n_tensors < ng * N_SUFFIX ? ng * N_SUFFIX : o->n_tensors;
+    uint64_t n = o->n_tensors;
+    if (n < ng * N_SUFFIX) {
+        snprintf(why, why_len,
+                 "profile %s needs at least %zu tensors (%zu group%s of %d), not %llu", o->profile,
+                 ng * N_SUFFIX, ng, ng == 1 ? "" : "s", N_SUFFIX, (unsigned long long)n);
+        return NULL;
+    }
+    uint64_t row_bytes;
+    if (!tl_dtype_nbytes(o->dtype, MK_COLS, &row_bytes)) {
+        snprintf(why, why_len, "dtype %s cannot hold rows of %d values", tl_dtype_name(o->dtype),
+                 MK_COLS);
+        return NULL;
+    }
     mk_tensor *t = calloc(n, sizeof *t);
-    if (!t) return NULL;
-    uint32_t blk = tl_dtype_block_elems(o->dtype), bits = tl_dtype_block_bits(o->dtype);
-    int64_t cols = 1024;
+    if (!t) {
+        snprintf(why, why_len, "out of memory");
+        return NULL;
+    }
     size_t k = 0;
     for (size_t gi = 0; gi < ng; gi++) {
         uint64_t per_group = n / ng + (gi < n % ng ? 1 : 0);
         uint64_t layers = (per_group + N_SUFFIX - 1) / N_SUFFIX;
         double bytes_per_tensor = (double)o->size * g[gi].share / (double)per_group;
+        int64_t rows = (int64_t)(bytes_per_tensor / (double)row_bytes);
+        if (rows < 1) {
+            char b[32], r[32];
+            snprintf(why, why_len,
+                     "--size %s is too small for %llu tensors: each needs at least one row of %d "
+                     "%s values (%s); ask for fewer tensors or a larger size",
+                     tl_fmt_bytes(o->size, b, sizeof b), (unsigned long long)n, MK_COLS,
+                     tl_dtype_name(o->dtype), tl_fmt_bytes(row_bytes, r, sizeof r));
+            free(t);
+            return NULL;
+        }
         for (uint64_t i = 0; i < per_group; i++, k++) {
             uint64_t layer = i / N_SUFFIX;
             snprintf(t[k].name, sizeof t[k].name, g[gi].fmt, (int)(layer % (layers ? layers : 1)),
                      suffixes[i % N_SUFFIX]);
-            double row_bytes = (double)cols / blk * bits / 8.0;
-            int64_t rows = (int64_t)(bytes_per_tensor / row_bytes);
-            t[k].rows = rows > 0 ? rows : 1;
-            t[k].cols = cols;
-            tl_dtype_nbytes(o->dtype, (uint64_t)(t[k].rows * cols), &t[k].nbytes);
+            t[k].rows = rows;
+            t[k].cols = MK_COLS;
+            t[k].nbytes = (uint64_t)rows * row_bytes;
         }
     }
     *n_out = k;
@@ -107,23 +149,56 @@ static int write_all(FILE *f, const void *p, size_t n, const char *path) {
     return 0;
 }
 
-/* Stream the data section: tensors back to back with `align` padding. */
-static int write_data(FILE *f, const mk_opts *o, mk_tensor *t, size_t n, uint64_t align) {
+/* The header, from the library's writer; offsets assigned there. NULL + message on refusal. */
+static tl_writer *make_header(const mk_opts *o, mk_tensor *t, size_t n, const void **hdr,
+                              size_t *hlen) {
+    tl_writer *w = NULL;
+    tl_status s = tl_writer_create(o->gguf ? TL_FORMAT_GGUF : TL_FORMAT_SAFETENSORS, &w);
+    if (s == TL_OK && o->gguf) {
+        s = tl_writer_meta_string(w, "general.architecture",
+                                  !strcmp(o->profile, "llm") ? "llama" : "sdxl");
+        if (s == TL_OK) s = tl_writer_meta_string(w, "general.name", "tierload synthetic model");
+        if (s == TL_OK) s = tl_writer_meta_u32(w, "general.alignment", 32);
+    } else if (s == TL_OK) {
+        s = tl_writer_meta_string(w, "format", "pt");
+        if (s == TL_OK) s = tl_writer_meta_string(w, "generator", "tierload mkmodel");
+    }
+    for (size_t i = 0; s == TL_OK && i < n; i++) {
+        int64_t shape[2] = {t[i].rows, t[i].cols};
+        s = tl_writer_tensor(w, t[i].name, o->dtype, 2, shape, t[i].nbytes, NULL);
+    }
+    if (s == TL_OK) s = tl_writer_header(w, hdr, hlen);
+    if (s != TL_OK) {
+        fprintf(stderr, "tierload: mkmodel: %s: %s\n", o->out, tl_last_error());
+        tl_writer_destroy(w);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        t[i].offset = tl_writer_tensor_offset(w, i);
+    return w;
+}
+
+/* Header, then the data section: each tensor at its offset, zeros in the gaps. */
+static int write_file(FILE *f, const mk_opts *o, const void *hdr, size_t hlen, mk_tensor *t,
+                      size_t n, uint64_t data_size, const char *path) {
     enum { CHUNK = 8 << 20 };
-    uint64_t *buf = malloc(CHUNK);
-    if (!buf) return 6;
+    int rc = write_all(f, hdr, hlen, path);
+    uint64_t *buf = rc ? NULL : malloc(CHUNK);
+    if (!rc && !buf) return 6;
     uint64_t s = o->seed * 2654435761u + 88172645463325252ull, pos = 0;
-    int rc = 0;
-    for (size_t i = 0; i < n && !rc; i++) {
-        uint64_t pad = (align - pos % align) % align;
-        memset(buf, 0, (size_t)pad);
-        rc = write_all(f, buf, (size_t)pad, o->out);
-        pos += pad;
-        for (uint64_t left = t[i].nbytes; left && !rc;) {
+    for (size_t i = 0; i <= n && !rc; i++) {
+        uint64_t start = i < n ? t[i].offset : data_size;
+        while (pos < start && !rc) { /* padding */
+            size_t m = start - pos < CHUNK ? (size_t)(start - pos) : CHUNK;
+            memset(buf, 0, m);
+            rc = write_all(f, buf, m, path);
+            pos += m;
+        }
+        for (uint64_t left = i < n ? t[i].nbytes : 0; left && !rc;) {
             size_t m = left < CHUNK ? (size_t)left : CHUNK;
             for (size_t w = 0; w < (m + 7) / 8; w++)
                 buf[w] = xorshift(&s);
-            rc = write_all(f, buf, m, o->out);
+            rc = write_all(f, buf, m, path);
             left -= m;
             pos += m;
         }
@@ -132,80 +207,101 @@ static int write_data(FILE *f, const mk_opts *o, mk_tensor *t, size_t n, uint64_
     return rc;
 }
 
-static void put_u32(FILE *f, uint32_t v) {
-    fwrite(&v, 4, 1, f);
-}
-static void put_u64(FILE *f, uint64_t v) {
-    fwrite(&v, 8, 1, f);
-}
-static void put_str(FILE *f, const char *s) {
-    put_u64(f, strlen(s));
-    fwrite(s, 1, strlen(s), f);
+/* A whole decimal number (digits only, no sign, no suffix, no overflow). */
+static bool parse_count(const char *v, uint64_t *out) {
+    if (!v || !*v) return false;
+    uint64_t x = 0;
+    for (const char *p = v; *p; p++) {
+        if (*p < '0' || *p > '9') return false;
+        if (x > (UINT64_MAX - (uint64_t)(*p - '0')) / 10) return false;
+        x = x * 10 + (uint64_t)(*p - '0');
+    }
+    *out = x;
+    return true;
 }
 
-static int write_gguf(FILE *f, const mk_opts *o, mk_tensor *t, size_t n) {
-    fwrite("GGUF", 1, 4, f);
-    put_u32(f, 3);
-    put_u64(f, n);
-    put_u64(f, 3);
-    put_str(f, "general.architecture");
-    put_u32(f, TL_META_STRING);
-    put_str(f, !strcmp(o->profile, "llm") ? "llama" : "sdxl");
-    put_str(f, "general.name");
-    put_u32(f, TL_META_STRING);
-    put_str(f, "tierload synthetic model");
-    put_str(f, "general.alignment");
-    put_u32(f, TL_META_U32);
-    put_u32(f, 32);
-    uint64_t off = 0;
-    for (size_t i = 0; i < n; i++) {
-        off = (off + 31) / 32 * 32;
-        t[i].offset = off;
-        put_str(f, t[i].name);
-        put_u32(f, 2);
-        put_u64(f, (uint64_t)t[i].cols); /* ne[0]: innermost */
-        put_u64(f, (uint64_t)t[i].rows);
-        put_u32(f, (uint32_t)o->dtype);
-        put_u64(f, t[i].offset);
-        off += t[i].nbytes;
+/*
+ * Write into a temporary file beside out, make it durable, rename it over out.
+ * Only the temporary file is ever removed.
+ */
+static int write_into_place(const mk_opts *o, const void *hdr, size_t hlen, mk_tensor *t, size_t n,
+                            uint64_t data_size) {
+    struct stat st;
+    if (stat(o->out, &st) == 0 && !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "tierload: mkmodel: %s: exists and is not a regular file; not replaced\n",
+                o->out);
+        return 4;
     }
-    long pos = ftell(f);
-    static const char zeros[32];
-    fwrite(zeros, 1, (size_t)((32 - pos % 32) % 32), f);
-    return write_data(f, o, t, n, 32);
-}
-
-static int write_safetensors(FILE *f, const mk_opts *o, mk_tensor *t, size_t n) {
-    size_t cap = 256 + n * 256, len = 0;
-    char *h = malloc(cap);
-    if (!h) return 6;
-    len += (size_t)snprintf(
-        h + len, cap - len,
-        "{\"__metadata__\":{\"format\":\"pt\",\"generator\":\"tierload mkmodel\"}");
-    uint64_t off = 0;
-    for (size_t i = 0; i < n; i++) {
-        t[i].offset = off;
-        len += (size_t)snprintf(
-            h + len, cap - len,
-            ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld,%lld],\"data_offsets\":[%llu,%llu]}",
-            t[i].name, tl_dtype_name(o->dtype), (long long)t[i].rows, (long long)t[i].cols,
-            (unsigned long long)off, (unsigned long long)(off + t[i].nbytes));
-        off += t[i].nbytes;
+    size_t len = strlen(o->out);
+    char *dcopy = strdup(o->out), *bcopy = strdup(o->out), *tmp = malloc(len + 32);
+    if (!dcopy || !bcopy || !tmp) {
+        free(dcopy);
+        free(bcopy);
+        free(tmp);
+        return 6;
     }
-    h[len++] = '}';
-    while (len % 8)
-        h[len++] = ' ';
-    put_u64(f, len);
-    int rc = write_all(f, h, len, o->out);
-    free(h);
-    return rc ? rc : write_data(f, o, t, n, 1);
+    snprintf(tmp, len + 32, "%s/.%s.tmp-XXXXXX", dirname(dcopy), basename(bcopy));
+    free(dcopy);
+    free(bcopy);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        fprintf(stderr, "tierload: %s: cannot create a temporary file beside it (%s): %s\n", o->out,
+                tmp, strerror(errno));
+        free(tmp);
+        return 4;
+    }
+    mode_t mask = umask(0);
+    umask(mask);
+    int rc = 0;
+    if (fchmod(fd, 0666 & ~mask) != 0) rc = 4;
+    FILE *f = fdopen(fd, "wb");
+    if (!f) {
+        close(fd);
+        rc = 4;
+    }
+    if (!rc) rc = write_file(f, o, hdr, hlen, t, n, data_size, tmp);
+    /* durable before we return: dirty pages cannot be evicted, and benchmarks evict */
+    if (!rc && (fflush(f) != 0 || fsync(fileno(f)) != 0)) {
+        fprintf(stderr, "tierload: %s: write failed: %s\n", tmp, strerror(errno));
+        rc = 4;
+    }
+    if (f && fclose(f) != 0 && !rc) {
+        fprintf(stderr, "tierload: %s: write failed: %s\n", tmp, strerror(errno));
+        rc = 4;
+    }
+    if (!rc && rename(tmp, o->out) != 0) {
+        fprintf(stderr, "tierload: %s: cannot rename %s into place: %s\n", o->out, tmp,
+                strerror(errno));
+        rc = 4;
+    }
+    if (rc) {
+        unlink(tmp); /* ours; OUT itself was never opened */
+        fprintf(stderr, "tierload: mkmodel: %s left as it was\n", o->out);
+    }
+    free(tmp);
+    return rc;
 }
 
 int cmd_mkmodel(int argc, char **argv) {
     mk_opts o = {NULL, "sdxl", false, 64ull << 20, 200, TL_DTYPE_F16, 1};
     int fmt = -1;
+    static const char *const with_value[] = {"--format",  "--size",  "--tensors",
+                                             "--profile", "--dtype", "--seed"};
     for (int i = 1; i < argc; i++) {
+        /* --opt VALUE or --opt=VALUE */
+        char opt[16];
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *eq = !strncmp(a, "--", 2) ? strchr(a, '=') : NULL;
+        int skip = 1; /* arguments a value takes */
+        if (eq && (size_t)(eq - a) < sizeof opt) {
+            memcpy(opt, a, (size_t)(eq - a));
+            opt[eq - a] = 0;
+            a = opt;
+            v = eq + 1;
+            skip = 0;
+        }
+        for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
+            if (!strcmp(a, with_value[k]) && !v) return cli_usage("mkmodel", "%s needs a value", a);
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
@@ -216,29 +312,30 @@ int cmd_mkmodel(int argc, char **argv) {
                 fmt = 0;
             else
                 return cli_usage("mkmodel", "unknown format '%s'", v);
-            i++;
+            i += skip;
         } else if (!strcmp(a, "--size") && v) {
             if (!cli_parse_size(v, &o.size, NULL)) return cli_usage("mkmodel", "bad size '%s'", v);
-            i++;
+            i += skip;
         } else if (!strcmp(a, "--tensors") && v) {
-            o.n_tensors = strtoull(v, NULL, 10);
-            if (!o.n_tensors || o.n_tensors > 1000000)
-                return cli_usage("mkmodel", "bad count '%s'", v);
-            i++;
+            if (!parse_count(v, &o.n_tensors) || !o.n_tensors || o.n_tensors > MK_MAX_TENSORS)
+                return cli_usage("mkmodel", "bad count '%s' (a whole number, 1 to %d)", v,
+                                 MK_MAX_TENSORS);
+            i += skip;
         } else if (!strcmp(a, "--profile") && v) {
             if (strcmp(v, "llm") && strcmp(v, "sdxl"))
                 return cli_usage("mkmodel", "unknown profile '%s'", v);
             o.profile = v;
-            i++;
+            i += skip;
         } else if (!strcmp(a, "--dtype") && v) {
             o.dtype = tl_dtype_from_name(v);
             if (o.dtype != TL_DTYPE_F16 && o.dtype != TL_DTYPE_F32 && o.dtype != TL_DTYPE_BF16 &&
                 o.dtype != TL_DTYPE_Q8_0)
                 return cli_usage("mkmodel", "dtype '%s' not offered (F16, F32, BF16, Q8_0)", v);
-            i++;
+            i += skip;
         } else if (!strcmp(a, "--seed") && v) {
-            o.seed = strtoull(v, NULL, 10);
-            i++;
+            if (!parse_count(v, &o.seed))
+                return cli_usage("mkmodel", "bad seed '%s' (a whole number)", v);
+            i += skip;
         } else if (a[0] == '-') {
             return cli_usage("mkmodel", "unknown option '%s'", a);
         } else if (!o.out) {
@@ -253,25 +350,18 @@ int cmd_mkmodel(int argc, char **argv) {
     if (!o.gguf && o.dtype == TL_DTYPE_Q8_0)
         return cli_usage("mkmodel", "Q8_0 needs --format gguf");
     size_t n;
-    mk_tensor *t = layout(&o, &n);
-    if (!t) return cli_exit_code(TL_ERR_NOMEM);
-    FILE *f = fopen(o.out, "wb");
-    if (!f) {
-        fprintf(stderr, "tierload: %s: cannot create: %s\n", o.out, strerror(errno));
+    char why[512];
+    mk_tensor *t = layout(&o, &n, why, sizeof why);
+    if (!t) return cli_usage("mkmodel", "%s", why);
+    const void *hdr;
+    size_t hlen;
+    tl_writer *w = make_header(&o, t, n, &hdr, &hlen);
+    if (!w) {
         free(t);
-        return 4;
+        return 2;
     }
-    int rc = o.gguf ? write_gguf(f, &o, t, n) : write_safetensors(f, &o, t, n);
-    /* durable before we return: dirty pages cannot be evicted, and benchmarks evict */
-    if (!rc && (fflush(f) != 0 || fsync(fileno(f)) != 0)) {
-        fprintf(stderr, "tierload: %s: write failed: %s\n", o.out, strerror(errno));
-        rc = 4;
-    }
-    if (fclose(f) != 0 && !rc) {
-        fprintf(stderr, "tierload: %s: write failed: %s\n", o.out, strerror(errno));
-        rc = 4;
-    }
+    int rc = write_into_place(&o, hdr, hlen, t, n, tl_writer_data_size(w));
+    tl_writer_destroy(w);
     free(t);
-    if (rc) remove(o.out);
     return rc;
 }

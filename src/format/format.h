@@ -16,6 +16,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ * Limits the parsers enforce (and the writer, so that what it writes can be
+ * read back): counts beyond any real model (the largest have ~10^5 tensors and
+ * ~10^3 keys; a hostile file of minimal 24-byte tensor infos would otherwise
+ * make the catalog several times the file's size in memory), ggml's dimension
+ * limit, and the safetensors header size the reference reader accepts.
+ */
+#define TL_GGUF_MAX_TENSORS (1ull << 24)
+#define TL_GGUF_MAX_KV (1ull << 20)
+#define TL_GGUF_MAX_DIMS 4
+#define TL_ST_MAX_HEADER 100000000ull
+
 typedef struct tl_fmt_tensor {
     char *name; /* heap, NUL-terminated */
     tl_dtype dtype;

@@ -24,15 +24,10 @@
 #include <string.h>
 
 #define GGUF_DEFAULT_ALIGNMENT 32
-#define GGUF_MAX_DIMS 4
+#define GGUF_MAX_DIMS TL_GGUF_MAX_DIMS
 #define GGUF_MAX_ARRAY_DEPTH 8
-/*
- * Counts beyond any real model (the largest have ~10^5 tensors and ~10^3
- * keys): a hostile file of minimal 24-byte tensor infos would otherwise make
- * the catalog several times the file's size in memory.
- */
-#define GGUF_MAX_TENSORS (1ull << 24)
-#define GGUF_MAX_KV (1ull << 20)
+#define GGUF_MAX_TENSORS TL_GGUF_MAX_TENSORS /* see format.h */
+#define GGUF_MAX_KV TL_GGUF_MAX_KV
 
 typedef struct cursor {
     const uint8_t *base;

@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ST_MAX_HEADER 100000000ull
+#define ST_MAX_HEADER TL_ST_MAX_HEADER /* see format.h */
 
 /* Strict UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 static bool utf8_valid(const uint8_t *s, uint64_t n) {

@@ -128,7 +128,7 @@ static tl_status run_xfers(job *j, lfile *f) {
     if (f->n_xf == 0) return TL_OK;
     tl_io_batch *b;
     tl_status s = tl_io_submit(j->io, f->xf, f->n_xf, TL_IO_DEMAND, NULL, NULL, &b);
-    if (s) return s;
+    if (s) return tl_err_prefix(s, "%s", f->pub.path);
     for (;;) {
         bool done;
         tl_io_wait(b, 0.05, &done);
@@ -406,7 +406,8 @@ static tl_status overlay_patches(job *j, lfile *f) {
     }
     if (f->n_xf == 0) return TL_OK;
     note(j->r, "%s: %zu patched tensor(s) taken from the mapping", f->pub.path, f->n_xf);
-    return tl_io_run(j->io, f->xf, f->n_xf, TL_IO_DEMAND);
+    tl_status s = tl_io_run(j->io, f->xf, f->n_xf, TL_IO_DEMAND);
+    return s && !strstr(tl_last_error(), f->pub.path) ? tl_err_prefix(s, "%s", f->pub.path) : s;
 }
 
 /* mmap mode with populate: fault the views in, tensor by tensor, so a failure names one. */
@@ -562,6 +563,7 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
     tl_io_options io = {j.o.threads, j.o.staging_count, j.o.staging_size, !j.no_uring};
     s = tl_io_engine_create(&io, &j.io);
     if (s != TL_OK) {
+        s = tl_err_prefix(s, "load");
         free(order);
         tl_load_result_free(r);
         tl_memwatch_stop(watch, NULL);

@@ -249,7 +249,8 @@ tl_status tl_model_open(const char *const *paths, size_t n_paths, const tl_model
     if (!st) st = tl_model_groups_build(m);
     if (!st) {
         m->dirty = tl_os_calloc(m->n_tensors ? m->n_tensors : 1, sizeof *m->dirty);
-        if (!m->dirty) st = tl_err(TL_ERR_NOMEM, "out of memory");
+        if (!m->dirty)
+            st = tl_err(TL_ERR_NOMEM, "%s: out of memory", m->n_files ? m->files[0].info.path : "model");
     }
     tl_disc_free(&d);
     if (st) {

@@ -120,7 +120,8 @@ nomem:
     free(count);
     free(tab);
     tl_model_groups_free(g);
-    return tl_err(TL_ERR_NOMEM, "out of memory grouping %zu tensors into layers", n);
+    return tl_err(TL_ERR_NOMEM, "%s: out of memory grouping %zu tensors into layers",
+                  m->n_files ? m->files[0].info.path : "model", n);
 }
 
 size_t tl_model_layer_count(const tl_model *m, tl_component c) {

@@ -7,6 +7,7 @@
 #include "os/hostmem.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -62,6 +63,7 @@ int tl_os_pread_direct(int fd, void *buf, size_t len, uint64_t off, size_t *got)
         done += (size_t)n;
         if (done % TL_OS_DIRECT_ALIGN) break; /* a short, unaligned read only happens at EOF */
     }
+    if (done) tl_fault_corrupt(buf, done);
     *got = done;
     return 0;
 }
@@ -69,6 +71,10 @@ int tl_os_pread_direct(int fd, void *buf, size_t len, uint64_t off, size_t *got)
 #ifdef TL_HAVE_URING
 struct tl_os_uring {
     struct io_uring ring;
+    /* a read chosen by TL_FAULT_CORRUPT: its bytes are inverted when it completes */
+    bool corrupt;
+    uint64_t corrupt_tag;
+    void *corrupt_buf;
 };
 
 int tl_os_uring_open(unsigned depth, tl_os_uring **out) {
@@ -98,6 +104,11 @@ int tl_os_uring_read(tl_os_uring *u, int fd, void *buf, size_t len, uint64_t off
     if (!sqe) return EBUSY;
     io_uring_prep_read(sqe, fd, buf, (unsigned)len, off);
     io_uring_sqe_set_data64(sqe, tag);
+    if (!u->corrupt && tl_fault_hit(TL_FAULT_CORRUPT)) {
+        u->corrupt = true;
+        u->corrupt_tag = tag;
+        u->corrupt_buf = buf;
+    }
     return 0;
 }
 
@@ -116,6 +127,12 @@ int tl_os_uring_wait(tl_os_uring *u, uint64_t *tag, int64_t *res) {
     *tag = io_uring_cqe_get_data64(cqe);
     *res = cqe->res;
     io_uring_cqe_seen(&u->ring, cqe);
+    if (u->corrupt && *tag == u->corrupt_tag && *res > 0) {
+        u->corrupt = false;
+        unsigned char *p = u->corrupt_buf;
+        for (int64_t i = 0; i < *res; i++)
+            p[i] = (unsigned char)~p[i];
+    }
     return 0;
 }
 #else

@@ -38,3 +38,10 @@ int tl_fault_hit(tl_fault_kind kind) {
     if (nth != 0 && n == nth) return atomic_load(&fault_err[kind]);
     return 0;
 }
+
+void tl_fault_corrupt(void *buf, size_t n) {
+    if (!tl_fault_hit(TL_FAULT_CORRUPT)) return;
+    unsigned char *p = buf;
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)~p[i];
+}

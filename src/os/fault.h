@@ -7,6 +7,8 @@
 #ifndef TL_OS_FAULT_H
 #define TL_OS_FAULT_H
 
+#include <stddef.h>
+
 typedef enum tl_fault_kind {
     TL_FAULT_OPEN = 0,
     TL_FAULT_READ,
@@ -15,6 +17,9 @@ typedef enum tl_fault_kind {
     TL_FAULT_FSYNC,
     TL_FAULT_ALLOC,
     TL_FAULT_DEVICE_ALLOC,
+    /* not an error: the nth file read succeeds with every byte it read inverted (tests of verify)
+     */
+    TL_FAULT_CORRUPT,
     TL_FAULT_KINDS,
 } tl_fault_kind;
 
@@ -26,5 +31,8 @@ void tl_fault_reset(void);
 unsigned long tl_fault_calls(tl_fault_kind kind);
 /* Called at each site: 0 to proceed, or the errno to fail with. */
 int tl_fault_hit(tl_fault_kind kind);
+/* Read sites, after a successful read of n bytes into buf: invert them when TL_FAULT_CORRUPT hits.
+ */
+void tl_fault_corrupt(void *buf, size_t n);
 
 #endif

@@ -64,6 +64,7 @@ bool tl_os_exists(const char *path) {
 
 int tl_os_pread_full(int fd, void *buf, size_t len, uint64_t off) {
     char *p = buf;
+    size_t want = len;
     while (len > 0) {
         int e = tl_fault_hit(TL_FAULT_READ);
         if (e) return e;
@@ -77,6 +78,7 @@ int tl_os_pread_full(int fd, void *buf, size_t len, uint64_t off) {
         len -= (size_t)n;
         off += (uint64_t)n;
     }
+    if (want) tl_fault_corrupt(buf, want);
     return 0;
 }
 

@@ -1,8 +1,13 @@
 /*
- * gguf_writer.c — in-memory GGUF image builder for tests (see gguf_writer.h).
+ * gguf_writer.c — in-memory GGUF image builder for tests (see gguf_writer.h):
+ * the header comes from the library's writer (format/writer.c, with its
+ * knobs for broken files); sizes come from the tests' own type table
+ * (dtype_spec.c); the data section is filled here.
  */
 #include "gguf_writer.h"
 
+#include "dtype_spec.h"
+#include "format/writer.h"
 #include "tierload.h"
 
 #include <stdio.h>
@@ -72,138 +77,120 @@ void gw_buf_free(gw_buf *b) {
 }
 
 typedef struct gw_tensor_rec {
-    char *name;
-    uint32_t type;
-    uint32_t n_dims;
-    int64_t ne[8];
-    uint64_t nbytes;
-    bool explicit_off;
-    uint64_t rel_off; /* explicit, or computed by gw_build */
-    uint8_t *data;    /* optional caller data */
+    uint64_t nbytes; /* as the writer has it */
+    uint8_t *data;   /* optional caller data */
     size_t data_len;
 } gw_tensor_rec;
 
 struct gw_gguf {
-    char magic[4];
-    uint32_t version;
-    gw_buf kvs; /* encoded kv section */
-    uint64_t n_kv;
+    tl_writer *w;
     gw_tensor_rec *t;
     size_t n_t, cap_t;
-    uint32_t align;        /* from general.alignment (default 32) */
-    uint32_t layout_align; /* 0: use align */
-    bool counts_set;
-    uint64_t w_n_tensors, w_n_kv;
     size_t tail;
     bool no_data;
     uint64_t data_offset; /* after gw_build */
 };
 
+static void must(tl_status s) {
+    if (s != TL_OK) {
+        fprintf(stderr, "gguf_writer: %s\n", tl_last_error());
+        abort();
+    }
+}
+
 gw_gguf *gw_new(uint32_t version) {
     gw_gguf *g = xrealloc(NULL, sizeof *g);
     memset(g, 0, sizeof *g);
-    memcpy(g->magic, "GGUF", 4);
-    g->version = version;
-    g->align = 32;
+    must(tl_writer_create(TL_FORMAT_GGUF, &g->w));
+    tl_writer_set_version(g->w, version);
     return g;
 }
 
 void gw_free(gw_gguf *g) {
     if (!g) return;
-    for (size_t i = 0; i < g->n_t; i++) {
-        free(g->t[i].name);
+    for (size_t i = 0; i < g->n_t; i++)
         free(g->t[i].data);
-    }
     free(g->t);
-    gw_buf_free(&g->kvs);
+    tl_writer_destroy(g->w);
     free(g);
 }
 
-static void kv_head(gw_gguf *g, const char *key, uint32_t type) {
-    gw_buf_str(&g->kvs, key);
-    gw_buf_u32(&g->kvs, type);
-    g->n_kv++;
+void gw_kv_raw(gw_gguf *g, const char *key, uint32_t type, const void *value, size_t n) {
+    must(tl_writer_meta_raw(g->w, key, (tl_meta_type)type, value, n));
 }
 
-void gw_kv_raw(gw_gguf *g, const char *key, uint32_t type, const void *value, size_t n) {
-    kv_head(g, key, type);
-    gw_buf_bytes(&g->kvs, value, n);
+static void kv_le(gw_gguf *g, const char *key, uint32_t type, uint64_t v, unsigned size) {
+    uint8_t le[8];
+    for (unsigned i = 0; i < size; i++)
+        le[i] = (uint8_t)(v >> (8 * i));
+    gw_kv_raw(g, key, type, le, size);
 }
 
 void gw_kv_u8(gw_gguf *g, const char *key, uint8_t v) {
-    kv_head(g, key, TL_META_U8);
-    gw_buf_u8(&g->kvs, v);
+    kv_le(g, key, TL_META_U8, v, 1);
 }
 void gw_kv_i8(gw_gguf *g, const char *key, int8_t v) {
-    kv_head(g, key, TL_META_I8);
-    gw_buf_u8(&g->kvs, (uint8_t)v);
+    kv_le(g, key, TL_META_I8, (uint8_t)v, 1);
 }
 void gw_kv_u16(gw_gguf *g, const char *key, uint16_t v) {
-    kv_head(g, key, TL_META_U16);
-    gw_buf_u8(&g->kvs, (uint8_t)v);
-    gw_buf_u8(&g->kvs, (uint8_t)(v >> 8));
+    kv_le(g, key, TL_META_U16, v, 2);
 }
 void gw_kv_i16(gw_gguf *g, const char *key, int16_t v) {
-    kv_head(g, key, TL_META_I16);
-    gw_buf_u8(&g->kvs, (uint8_t)(uint16_t)v);
-    gw_buf_u8(&g->kvs, (uint8_t)((uint16_t)v >> 8));
+    kv_le(g, key, TL_META_I16, (uint16_t)v, 2);
 }
 void gw_kv_u32(gw_gguf *g, const char *key, uint32_t v) {
-    kv_head(g, key, TL_META_U32);
-    gw_buf_u32(&g->kvs, v);
-    if (!strcmp(key, "general.alignment") && v && !(v & (v - 1))) g->align = v;
+    must(tl_writer_meta_u32(g->w, key, v)); /* general.alignment also sets the layout */
 }
 void gw_kv_i32(gw_gguf *g, const char *key, int32_t v) {
-    kv_head(g, key, TL_META_I32);
-    gw_buf_u32(&g->kvs, (uint32_t)v);
+    kv_le(g, key, TL_META_I32, (uint32_t)v, 4);
 }
 void gw_kv_f32(gw_gguf *g, const char *key, float v) {
     uint32_t u;
     memcpy(&u, &v, 4);
-    kv_head(g, key, TL_META_F32);
-    gw_buf_u32(&g->kvs, u);
+    kv_le(g, key, TL_META_F32, u, 4);
 }
 void gw_kv_bool(gw_gguf *g, const char *key, bool v) {
-    kv_head(g, key, TL_META_BOOL);
-    gw_buf_u8(&g->kvs, v ? 1 : 0);
+    kv_le(g, key, TL_META_BOOL, v ? 1 : 0, 1);
 }
 void gw_kv_str(gw_gguf *g, const char *key, const char *v) {
-    kv_head(g, key, TL_META_STRING);
-    gw_buf_str(&g->kvs, v);
+    must(tl_writer_meta_string(g->w, key, v));
 }
 void gw_kv_u64(gw_gguf *g, const char *key, uint64_t v) {
-    kv_head(g, key, TL_META_U64);
-    gw_buf_u64(&g->kvs, v);
+    kv_le(g, key, TL_META_U64, v, 8);
 }
 void gw_kv_i64(gw_gguf *g, const char *key, int64_t v) {
-    kv_head(g, key, TL_META_I64);
-    gw_buf_u64(&g->kvs, (uint64_t)v);
+    kv_le(g, key, TL_META_I64, (uint64_t)v, 8);
 }
 void gw_kv_f64(gw_gguf *g, const char *key, double v) {
     uint64_t u;
     memcpy(&u, &v, 8);
-    kv_head(g, key, TL_META_F64);
-    gw_buf_u64(&g->kvs, u);
+    kv_le(g, key, TL_META_F64, u, 8);
 }
 
+/* Bytes of one value of a fixed-size GGUF metadata type, from the GGUF spec. */
 static size_t scalar_size(uint32_t type) {
-    return (unsigned)type <= TL_META_F64 ? tl_meta_type_size((tl_meta_type)type) : 0;
+    static const size_t size[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+    return type < sizeof size / sizeof size[0] ? size[type] : 0;
 }
 
 void gw_kv_array(gw_gguf *g, const char *key, uint32_t elem_type, uint64_t n, const void *elems) {
-    kv_head(g, key, TL_META_ARRAY);
-    gw_buf_u32(&g->kvs, elem_type);
-    gw_buf_u64(&g->kvs, n);
+    gw_buf v = {0};
+    gw_buf_u32(&v, elem_type);
+    gw_buf_u64(&v, n);
     /* Host order is little-endian on every platform the tests run on. */
-    gw_buf_bytes(&g->kvs, elems, (size_t)(n * scalar_size(elem_type)));
+    gw_buf_bytes(&v, elems, (size_t)(n * scalar_size(elem_type)));
+    gw_kv_raw(g, key, TL_META_ARRAY, v.p, v.len);
+    gw_buf_free(&v);
 }
 
 void gw_kv_str_array(gw_gguf *g, const char *key, const char *const *strs, size_t n) {
-    kv_head(g, key, TL_META_ARRAY);
-    gw_buf_u32(&g->kvs, TL_META_STRING);
-    gw_buf_u64(&g->kvs, n);
+    gw_buf v = {0};
+    gw_buf_u32(&v, TL_META_STRING);
+    gw_buf_u64(&v, n);
     for (size_t i = 0; i < n; i++)
-        gw_buf_str(&g->kvs, strs[i]);
+        gw_buf_str(&v, strs[i]);
+    gw_kv_raw(g, key, TL_META_ARRAY, v.p, v.len);
+    gw_buf_free(&v);
 }
 
 void gw_kv_nested_u32(gw_gguf *g, const char *key, uint32_t n_outer) {
@@ -225,30 +212,28 @@ size_t gw_tensor(gw_gguf *g, const char *name, uint32_t type, uint32_t n_dims, c
         g->cap_t = g->cap_t ? 2 * g->cap_t : 16;
         g->t = xrealloc(g->t, g->cap_t * sizeof *g->t);
     }
-    gw_tensor_rec *t = &g->t[g->n_t];
-    memset(t, 0, sizeof *t);
-    size_t nl = strlen(name);
-    t->name = xrealloc(NULL, nl + 1);
-    memcpy(t->name, name, nl + 1);
-    t->type = type;
-    t->n_dims = n_dims > 8 ? 8 : n_dims;
-    uint64_t n = 1;
+    memset(&g->t[g->n_t], 0, sizeof g->t[g->n_t]);
+    uint32_t nd = n_dims > 8 ? 8 : n_dims;
+    int64_t shape[8];
+    uint64_t n = 1, nbytes = 0;
     bool ok = true;
-    for (uint32_t d = 0; d < t->n_dims; d++) {
-        t->ne[d] = ne[d];
+    for (uint32_t d = 0; d < nd; d++) {
+        shape[nd - 1 - d] = ne[d]; /* the writer takes outermost first */
         if (ne[d] < 0 || __builtin_mul_overflow(n, (uint64_t)ne[d], &n)) ok = false;
     }
-    if (!ok || !tl_dtype_name((tl_dtype)type) || !tl_dtype_nbytes((tl_dtype)type, n, &t->nbytes))
-        t->nbytes = 0;
-    return g->n_t++;
+    if (!ok || !tu_dtype_nbytes(tu_dtype_spec_of((int)type), n, &nbytes)) nbytes = 0;
+    size_t i;
+    must(tl_writer_tensor(g->w, name, (tl_dtype)type, nd, shape, nbytes, &i));
+    g->t[g->n_t++].nbytes = nbytes;
+    return i;
 }
 
 void gw_tensor_offset(gw_gguf *g, size_t i, uint64_t rel_offset) {
-    g->t[i].explicit_off = true;
-    g->t[i].rel_off = rel_offset;
+    tl_writer_set_tensor_offset(g->w, i, rel_offset);
 }
 
 void gw_tensor_nbytes(gw_gguf *g, size_t i, uint64_t nbytes) {
+    tl_writer_set_tensor_nbytes(g->w, i, nbytes);
     g->t[i].nbytes = nbytes;
 }
 
@@ -261,17 +246,15 @@ void gw_tensor_data(gw_gguf *g, size_t i, const void *data, size_t len) {
 }
 
 void gw_set_magic(gw_gguf *g, const char magic[4]) {
-    memcpy(g->magic, magic, 4);
+    tl_writer_set_magic(g->w, magic);
 }
 
 void gw_set_counts(gw_gguf *g, uint64_t n_tensors, uint64_t n_kv) {
-    g->counts_set = true;
-    g->w_n_tensors = n_tensors;
-    g->w_n_kv = n_kv;
+    tl_writer_set_counts(g->w, n_tensors, n_kv);
 }
 
 void gw_set_layout_alignment(gw_gguf *g, uint32_t align) {
-    g->layout_align = align;
+    tl_writer_set_layout_alignment(g->w, align);
 }
 void gw_set_tail(gw_gguf *g, size_t n) {
     g->tail = n;
@@ -287,55 +270,29 @@ uint8_t gw_pattern_byte(size_t i, uint64_t k) {
 /* Data sections are capped (explicit offsets far out stay outside the file). */
 #define GW_MAX_DATA (64ull << 20)
 
-static uint64_t pad_to(uint64_t x, uint64_t a) {
-    if (!a || x > UINT64_MAX - a) return x;
-    return (x + a - 1) / a * a;
-}
-
 uint8_t *gw_build(gw_gguf *g, size_t *len) {
-    uint64_t a = g->layout_align ? g->layout_align : g->align;
+    const void *hdr;
+    size_t hlen;
+    must(tl_writer_header(g->w, &hdr, &hlen));
     gw_buf b = {0};
-    gw_buf_bytes(&b, g->magic, 4);
-    gw_buf_u32(&b, g->version);
-    gw_buf_u64(&b, g->counts_set ? g->w_n_tensors : g->n_t);
-    gw_buf_u64(&b, g->counts_set ? g->w_n_kv : g->n_kv);
-    gw_buf_bytes(&b, g->kvs.p, g->kvs.len);
-    /* Packed offsets: each tensor at the running end, padded to the alignment. */
-    uint64_t run = 0, data_end = 0;
-    for (size_t i = 0; i < g->n_t; i++) {
-        gw_tensor_rec *t = &g->t[i];
-        if (!t->explicit_off) t->rel_off = run;
-        uint64_t end;
-        if (__builtin_add_overflow(t->rel_off, t->nbytes, &end)) end = UINT64_MAX;
-        run = pad_to(end, a);
-        if (end > data_end) data_end = end;
-    }
-    if (data_end > GW_MAX_DATA) data_end = GW_MAX_DATA;
-    for (size_t i = 0; i < g->n_t; i++) {
-        const gw_tensor_rec *t = &g->t[i];
-        gw_buf_str(&b, t->name);
-        gw_buf_u32(&b, t->n_dims);
-        for (uint32_t d = 0; d < t->n_dims; d++)
-            gw_buf_u64(&b, (uint64_t)t->ne[d]);
-        gw_buf_u32(&b, t->type);
-        gw_buf_u64(&b, t->rel_off);
-    }
-    gw_buf_zero(&b, (size_t)(pad_to(b.len, a) - b.len));
+    gw_buf_bytes(&b, hdr, hlen);
     g->data_offset = b.len;
     if (!g->no_data && g->n_t) {
         /* The data section ends padded, as llama.cpp writes it. */
-        uint64_t size = pad_to(data_end, a);
+        uint64_t size = tl_writer_data_size(g->w);
+        if (size > GW_MAX_DATA) size = GW_MAX_DATA;
         gw_buf_zero(&b, (size_t)size);
         uint8_t *base = b.p + g->data_offset;
         for (size_t i = 0; i < g->n_t; i++) {
-            const gw_tensor_rec *t = &g->t[i];
-            if (t->rel_off >= size) continue;
-            uint64_t n = t->nbytes;
-            if (n > size - t->rel_off) n = size - t->rel_off;
+            uint64_t off = tl_writer_tensor_offset(g->w, i);
+            if (off >= size) continue;
+            uint64_t n = gw_tensor_size(g, i);
+            if (n > size - off) n = size - off;
             for (uint64_t k = 0; k < n; k++)
-                base[t->rel_off + k] = gw_pattern_byte(i, k);
-            if (t->data)
-                memcpy(base + t->rel_off, t->data, t->data_len < n ? t->data_len : (size_t)n);
+                base[off + k] = gw_pattern_byte(i, k);
+            if (g->t[i].data)
+                memcpy(base + off, g->t[i].data,
+                       g->t[i].data_len < n ? g->t[i].data_len : (size_t)n);
         }
     }
     for (size_t k = 0; k < g->tail; k++)
@@ -359,11 +316,11 @@ uint64_t gw_data_offset(const gw_gguf *g) {
     return g->data_offset;
 }
 uint64_t gw_tensor_abs_offset(const gw_gguf *g, size_t i) {
-    return g->data_offset + g->t[i].rel_off;
-}
-uint64_t gw_tensor_size(const gw_gguf *g, size_t i) {
-    return g->t[i].nbytes;
+    return g->data_offset + tl_writer_tensor_offset(g->w, i);
 }
 size_t gw_tensor_count(const gw_gguf *g) {
     return g->n_t;
+}
+uint64_t gw_tensor_size(const gw_gguf *g, size_t i) {
+    return g->t[i].nbytes;
 }

@@ -104,7 +104,8 @@ void gw_kv_nested_u32(gw_gguf *g, const char *key, uint32_t n_outer);
 /*
  * Add a tensor: ne[0..n_dims) innermost first (GGUF order), ggml type id
  * (a tl_dtype 0..39, or any id for corruption tests). Returns its index.
- * Its data size is computed from type and shape (0 when not computable;
+ * Its data size is computed from type and shape with the tests' own type
+ * table (dtype_spec.h; 0 when not computable;
  * override with gw_tensor_nbytes).
  */
 size_t gw_tensor(gw_gguf *g, const char *name, uint32_t type, uint32_t n_dims, const int64_t *ne);

@@ -6,7 +6,7 @@
  *   - from a tensor list: sw_build() writes the JSON header itself
  *     ({"__metadata__":{...},"name":{"dtype":..,"shape":[..],"data_offsets":[b,e]},...}),
  *     tensors back to back in list order, sizes from dtype and shape
- *     (tl_dtype_nbytes), data bytes a deterministic pattern (sw_pattern_byte);
+ *     (the tests' own table, dtype_spec.h), data bytes a deterministic pattern (sw_pattern_byte);
  *
  *         sw_tensor ts[] = {{"a.weight", "F16", 2, {3, 4}}, {"a.bias", "F32", 1, {4}}};
  *         size_t len;

@@ -19,6 +19,28 @@ const char *tu_testdata(const char *rel) {
     return buf;
 }
 
+static int tu_skipped;
+
+void tu_skip_note(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "[  SKIP    ] why: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    tu_skipped++;
+}
+
+int tu_exit(int failed) {
+    if (failed) return failed;
+    return tu_skipped ? TU_SKIP_CODE : 0;
+}
+
+int tu_in_ci(void) {
+    const char *ci = getenv("CI");
+    return ci && (!strcmp(ci, "true") || !strcmp(ci, "1"));
+}
+
 const char *tu_cli(void) {
     const char *c = getenv("TL_CLI");
     return c ? c : "./tierload";

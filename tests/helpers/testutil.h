@@ -33,6 +33,23 @@ void tu_copy_testdata(const char *rel, const char *dst);
 /* Read a whole file into a heap buffer (NUL-terminated); *len gets its size. */
 char *tu_read_file(const char *path, size_t *len);
 
+/*
+ * Skips that show: TU_SKIP prints why (stderr) and skips the current test;
+ * tu_exit turns cmocka's failure count into the program's exit status:
+ * failures, else TU_SKIP_CODE (ctest's SKIP_RETURN_CODE) when any test was
+ * skipped, else 0. Every main ends `return tu_exit(cmocka_run_group_tests(...))`.
+ */
+#define TU_SKIP_CODE 77
+void tu_skip_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define TU_SKIP(...)                                                                               \
+    do {                                                                                           \
+        tu_skip_note(__VA_ARGS__);                                                                 \
+        skip();                                                                                    \
+    } while (0)
+int tu_exit(int failed);
+/* Is this a CI run (CI=true in the environment)? There, missing references fail, not skip. */
+int tu_in_ci(void);
+
 /* Result of running a command. */
 typedef struct tu_run {
     int status; /* exit status, or 128+signal */
