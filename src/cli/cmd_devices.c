@@ -30,18 +30,15 @@ static cJSON *json_u64(uint64_t v) {
 int cmd_devices(int argc, char **argv) {
     bool json = false, verbose = false;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
+        const char *a = argv[i], *spec = NULL;
+        int r;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return devices_help();
         if (!strcmp(a, "--json")) {
             json = true;
         } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
             verbose = true;
-        } else if (!strcmp(a, "--sim") || !strncmp(a, "--sim=", 6)) {
-            const char *spec = a[5] == '=' ? a + 6 : NULL;
-            if (!spec) {
-                if (i + 1 >= argc) return cli_usage("devices", "--sim needs a spec (e.g. gpu0=8G)");
-                spec = argv[++i];
-            }
+        } else if ((r = cli_opt(argc, argv, &i, "devices", "--sim", &spec)) != 0) {
+            if (r < 0) return 2;
             tl_status s = tl_device_sim_add(spec);
             if (s != TL_OK) return cli_fail(s);
         } else {
@@ -51,7 +48,7 @@ int cmd_devices(int argc, char **argv) {
 
     if (verbose) {
         const char *why = tl_device_cuda_reason();
-        if (why && *why) fprintf(stderr, "tierload: %s\n", why);
+        if (why && *why) fprintf(stderr, "tierload: %s\n", cli_safe(why));
     }
 
     tl_device *devs[256];
@@ -84,7 +81,10 @@ int cmd_devices(int argc, char **argv) {
             cJSON_AddItemToArray(arr, o);
         }
         char *txt = cJSON_PrintUnformatted(root);
-        if (txt) printf("%s\n", txt);
+        if (txt) {
+            cli_json_write(txt, stdout);
+            putchar('\n');
+        }
         cJSON_free(txt);
         cJSON_Delete(root);
     } else {
@@ -94,9 +94,9 @@ int cmd_devices(int argc, char **argv) {
             char t[32], f[32], caps[64];
             snprintf(caps, sizeof caps, "%s%salign=%u", infos[i].host_pointer ? "host-ptr," : "",
                      infos[i].async ? "async," : "", infos[i].alignment);
-            printf("%-12s %-6s %12s %12s  %-20s %s\n", infos[i].name,
+            printf("%-12s %-6s %12s %12s  %-20s %s\n", cli_safe(infos[i].name),
                    tl_device_kind_name(infos[i].kind), cli_fmt_size(infos[i].total, t, sizeof t),
-                   cli_fmt_size(infos[i].free, f, sizeof f), caps, infos[i].desc);
+                   cli_fmt_size(infos[i].free, f, sizeof f), caps, cli_safe(infos[i].desc));
         }
     }
     free(infos);

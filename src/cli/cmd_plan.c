@@ -40,20 +40,6 @@ static int help(void) {
     return 0;
 }
 
-/* Value of --opt VALUE or --opt=VALUE; NULL when argv[*i] is not opt. */
-static const char *opt_value(int argc, char **argv, int *i, const char *opt, bool *missing) {
-    size_t n = strlen(opt);
-    const char *a = argv[*i];
-    if (strncmp(a, opt, n) != 0) return NULL;
-    if (a[n] == '=') return a + n + 1;
-    if (a[n] != 0) return NULL;
-    if (*i + 1 >= argc) {
-        *missing = true;
-        return NULL;
-    }
-    return argv[++*i];
-}
-
 /* The real devices from the registry: cpu as the host, everything else as a GPU. */
 static tl_status real_devices(tl_plan_device *out, size_t cap, size_t *n) {
     tl_device *list[TL_PLAN_MAX_DEVICES];
@@ -91,8 +77,8 @@ static int plan_main(int argc, char **argv, cli_models *models) {
     memset(&o, 0, sizeof o);
     bool json = false;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        bool missing = false;
+        const char *a = argv[i], *v = NULL;
+        int r = 0;
         if (!strcmp(a, "--help") || !strcmp(a, "-h"))
             return help();
         else if (!strcmp(a, "--json"))
@@ -105,34 +91,33 @@ static int plan_main(int argc, char **argv, cli_models *models) {
             o.controlnet_on_cpu = true;
         else if (!strcmp(a, "--offload-to-cpu"))
             o.offload_to_cpu = true;
-        else if ((v = opt_value(argc, argv, &i, "--profile", &missing)))
+        else if ((r = cli_opt(argc, argv, &i, "plan", "--profile", &v)) != 0)
             profile = v;
-        else if ((v = opt_value(argc, argv, &i, "--devices", &missing)))
+        else if ((r = cli_opt(argc, argv, &i, "plan", "--devices", &v)) != 0)
             devices = v;
-        else if ((v = opt_value(argc, argv, &i, "--sim", &missing)))
+        else if ((r = cli_opt(argc, argv, &i, "plan", "--sim", &v)) != 0)
             sim = v;
-        else if ((v = opt_value(argc, argv, &i, "--backend", &missing)))
+        else if ((r = cli_opt(argc, argv, &i, "plan", "--backend", &v)) != 0)
             o.backend = v;
-        else if ((v = opt_value(argc, argv, &i, "--max-vram", &missing)))
+        else if ((r = cli_opt(argc, argv, &i, "plan", "--max-vram", &v)) != 0)
             o.max_vram = v;
-        else if ((v = opt_value(argc, argv, &i, "--headroom", &missing)))
+        else if ((r = cli_opt(argc, argv, &i, "plan", "--headroom", &v)) != 0)
             headroom = v;
-        else if ((v = opt_value(argc, argv, &i, "--reserve", &missing)))
+        else if ((r = cli_opt(argc, argv, &i, "plan", "--reserve", &v)) != 0)
             o.reserve = v;
-        else if ((v = opt_value(argc, argv, &i, "--phases", &missing)))
+        else if ((r = cli_opt(argc, argv, &i, "plan", "--phases", &v)) != 0)
             o.phases = v;
-        else if ((v = opt_value(argc, argv, &i, "--size", &missing)))
+        else if ((r = cli_opt(argc, argv, &i, "plan", "--size", &v)) != 0)
             o.size = v;
-        else if ((v = opt_value(argc, argv, &i, "--type", &missing)))
+        else if ((r = cli_opt(argc, argv, &i, "plan", "--type", &v)) != 0)
             type = v;
-        else if ((v = opt_value(argc, argv, &i, "--steps", &missing)))
+        else if ((r = cli_opt(argc, argv, &i, "plan", "--steps", &v)) != 0)
             steps = v;
-        else if (missing)
-            return cli_usage("plan", "%s needs a value", a);
         else {
-            int r = cli_models_arg(models, argc, argv, &i, "plan");
+            r = cli_models_arg(models, argc, argv, &i, "plan");
             if (r <= 0) return r < 0 ? 2 : cli_usage("plan", "unknown option '%s'", a);
         }
+        if (r < 0) return 2;
     }
     size_t n_paths = models->n;
     if (!profile && !n_paths) return cli_usage("plan", "give MODEL files or --profile NAME");
@@ -145,11 +130,10 @@ static int plan_main(int argc, char **argv, cli_models *models) {
         if (s) return cli_fail(s);
     }
     if (steps) {
-        char *end;
-        unsigned long v = strtoul(steps, &end, 10);
-        if (*end || v == 0 || v > 100000)
+        uint64_t n;
+        if (!cli_parse_count(steps, 100000, &n) || n == 0)
             return cli_usage("plan", "--steps: expected 1..100000, got '%s'", steps);
-        o.steps = (uint32_t)v;
+        o.steps = (uint32_t)n;
     }
     tl_dtype convert = TL_DTYPE_INVALID;
     if (type) {
@@ -193,8 +177,12 @@ static int plan_main(int argc, char **argv, cli_models *models) {
         tl_plan_free(plan);
         return cli_fail(s);
     }
-    fputs(text, stdout);
-    if (json) fputc('\n', stdout);
+    if (json) {
+        cli_json_write(text, stdout);
+        fputc('\n', stdout);
+    } else {
+        cli_fputs_safe(text, stdout);
+    }
     free(text);
     s = tl_plan_check(plan);
     tl_plan_free(plan);
