@@ -302,6 +302,10 @@ static void test_options(void **state) {
 }
 
 int main(void) {
+    /* tests chdir into temp folders: make the CLI's path absolute first */
+    char *cli = realpath(tu_cli(), NULL);
+    if (cli) setenv("TL_CLI", cli, 1);
+    free(cli);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unwritable_output),
         cmocka_unit_test(test_control_characters_escaped),
