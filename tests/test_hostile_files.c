@@ -78,6 +78,19 @@ static void test_fifos_never_block(void **state) {
     fifo(dir, "pipe.safetensors");
     char *p = tu_path(dir, "pipe.safetensors");
     expect(p, TL_ERR_INVALID_ARG, (const char *[]){"pipe.safetensors", "FIFO", NULL});
+    /* the CLI commands that open models say so (usage exit status) */
+    const char *cmds[][5] = {{"info", p, NULL},
+                             {"load", "--quiet", p, NULL},
+                             {"plan", "--devices", "cuda0=1G", p, NULL}};
+    for (size_t i = 0; i < 3; i++) {
+        char *argv[6] = {(char *)tu_cli()};
+        for (size_t k = 0; cmds[i][k]; k++)
+            argv[k + 1] = (char *)cmds[i][k];
+        tu_run r = tu_run_argv(argv);
+        assert_int_equal(r.status, 2);
+        assert_non_null(strstr(r.err, "is a FIFO (named pipe)"));
+        tu_run_free(&r);
+    }
     free(p);
     /* inside a folder of model files */
     expect(dir, TL_ERR_INVALID_ARG, (const char *[]){"pipe.safetensors", "FIFO", NULL});
@@ -144,7 +157,8 @@ static void test_index_entry_naming_a_folder(void **state) {
                "{\"weight_map\":{\"f\":\"s-1.safetensors\",\"g\":\"sub\"}}");
     char *p = tu_path(dir, "m.safetensors.index.json");
     expect(p, TL_ERR_FORMAT,
-           (const char *[]){"m.safetensors.index.json", "'sub'", "is a directory", NULL});
+           (const char *[]){"m.safetensors.index.json", "entry 'g'", "'sub'", "is a directory",
+                            NULL});
     /* the CLI says so with the format exit status */
     tu_run r = tu_cli_run("info", p, NULL);
     assert_int_equal(r.status, 3);
@@ -212,6 +226,15 @@ static void test_symlinks_out_of_the_folder(void **state) {
     link_to("../../blobs/2222", snap, "model-00002-of-00002.safetensors");
     link_to("../../blobs/3333", snap, "model.safetensors.index.json");
     expect(snap, TL_OK, NULL);
+    /* ... and a diffusers pipeline in it, model_index.json and weights linking into blobs/ */
+    mk(hf, "snapshots/def");
+    mk(hf, "snapshots/def/unet");
+    write_text(hf, "blobs/4444", "{\"unet\":[\"diffusers\",\"UNet2DConditionModel\"]}");
+    char *snap2 = tu_path(hf, "snapshots/def");
+    link_to("../../blobs/4444", snap2, "model_index.json");
+    link_to("../../../blobs/1111", snap2, "unet/diffusion_pytorch_model.safetensors");
+    expect(snap2, TL_OK, NULL);
+    free(snap2);
     tl_model *m;
     assert_int_equal(open_one(snap, &m), TL_OK);
     assert_int_equal(tl_model_tensor_count(m), 2);

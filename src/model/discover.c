@@ -291,8 +291,15 @@ static tl_status check_shards(const tl_disc *d, size_t first, const char *dir,
                 snprintf(missing + at, sizeof missing - at, "%s%s", at ? ", " : "", rel);
             }
         } else if (k != TL_OS_REGULAR) {
-            st = tl_err(TL_ERR_FORMAT, "%s: weight_map names shard '%s', which is %s, not a file",
-                        index_path, rel, tl_os_kind_name(k));
+            const char *tensor = "?";
+            for (size_t c = 0; c < d->n_claims; c++)
+                if (d->claims[c].file == i) {
+                    tensor = d->claims[c].name;
+                    break;
+                }
+            st = tl_err(TL_ERR_FORMAT,
+                        "%s: weight_map entry '%s' names shard '%s', which is %s, not a file",
+                        index_path, tensor, rel, tl_os_kind_name(k));
         } else {
             char what[64 + 32];
             snprintf(what, sizeof what, "shard '%.64s%s'", rel, strlen(rel) > 64 ? "..." : "");
