@@ -201,7 +201,6 @@ typedef struct index_ctx {
     tl_disc *d;
     const char *dir;
     const char *prefix;
-    size_t first_file;
     const char *index_path;
     tl_strmap by_path; /* shard path -> file index (keys: d->files[i].path) */
 } index_ctx;
@@ -340,7 +339,7 @@ static tl_status add_index(tl_disc *d, const char *index_path, const char *prefi
         return tl_err(TL_ERR_NOMEM, "%s: out of memory", index_path);
     }
     size_t first = d->n_files, first_claim = d->n_claims;
-    index_ctx ctx = {d, dir, prefix, first, index_path, {0}};
+    index_ctx ctx = {d, dir, prefix, index_path, {0}};
     tl_status st = tl_disc_parse_index(json, len, index_path, index_claim, &ctx);
     tl_strmap_free(&ctx.by_path);
     free(json);
