@@ -190,6 +190,10 @@ static void test_plain_folder_and_prefixes(void **state) {
     const char *e = tl_last_error();
     if (!strstr(e, "'B'") || !strstr(e, a) || !strstr(e, c))
         fail_msg("the collision message does not name the tensor and both files: %s", e);
+    /* the same file twice (st_dev/st_ino, whatever the spelling) is refused as such */
+    const char *same[] = {a, a};
+    assert_int_equal(tl_model_open(same, 2, NULL, &m), TL_ERR_INVALID_ARG);
+    assert_non_null(strstr(tl_last_error(), "are the same file, named twice"));
     /* ... unless prefixes tell them apart, as sd.cpp's --vae / --clip_l do */
     const char *prefixes[] = {"first_stage_model.", "cond_stage_model."};
     tl_model_options o = {.prefixes = prefixes};

@@ -18,6 +18,9 @@ set -u
 
 PENDING_GETENV=""
 PENDING_ALLOC=""
+# Formatting an error message must not itself be a fault-injection point (a failed message
+# would hide the failure it reports), so core/error.c allocates with plain malloc.
+EXEMPT_ALLOC="src/core/error.c"
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -74,7 +77,7 @@ check() {
     fi
     # code, not comments: drop /* ... */ on one line and // comments before matching
     exempt_env="src/core/env.c $PENDING_GETENV"
-    exempt_alloc="$PENDING_ALLOC"
+    exempt_alloc="$PENDING_ALLOC $EXEMPT_ALLOC"
     out=$(cd "$root" && awk -v env_ok=" $exempt_env " -v alloc_ok=" $exempt_alloc " '
         FNR == 1 { split(FILENAME, p, "/"); layer = p[2] }
         {

@@ -9,6 +9,7 @@
 #include "tierload.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -18,6 +19,30 @@ int cli_exit_code(tl_status s);
 int cli_fail(tl_status s);
 /* Print a usage error on stderr and return 2. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Strings from files and users in output (text.c): cli_safe escapes control
+ * characters, C1/bidi controls and invalid UTF-8 for a terminal (the result
+ * lives until 8 more calls); cli_escape returns a heap copy
+ * (keep_newlines for multi-line text); cli_fputs_safe prints one;
+ * cli_json_write prints JSON text with invalid UTF-8 bytes as \ufffd.
+ */
+const char *cli_safe(const char *s);
+char *cli_escape(const char *s, bool keep_newlines);
+void cli_fputs_safe(const char *s, FILE *f);
+void cli_json_write(const char *text, FILE *f);
+/* Length of the valid UTF-8 sequence at s (of n bytes) and its code point; 0 if invalid. */
+size_t cli_utf8_seq(const unsigned char *s, size_t n, uint32_t *cp);
+
+/*
+ * Options with a value: is argv[*i] `opt`, as "--opt VALUE" or "--opt=VALUE"?
+ * 1: *val set (*i advanced past a separate value); 0: another argument;
+ * -1: the value is missing ("option --opt needs a value" printed as a usage
+ * error of cmd).
+ */
+int cli_opt(int argc, char **argv, int *i, const char *cmd, const char *opt, const char **val);
+/* A count: decimal digits only (no sign, no suffix), at most max. */
+bool cli_parse_count(const char *s, uint64_t max, uint64_t *out);
 
 /* Parse a size ("8G", "9.5GiB", "-2G" when negative is not NULL): tl_plan_parse_bytes. */
 bool cli_parse_size(const char *s, uint64_t *bytes, bool *negative);
@@ -34,9 +59,10 @@ typedef struct cli_models {
     size_t n, cap;
 } cli_models;
 /*
- * Take argv[*i] if it names a model: a component flag and its file (advancing
- * *i), or a bare path. 1 = taken, 0 = not a model argument (another option),
- * -1 = a usage error (printed) or out of memory.
+ * Take argv[*i] if it names a model: a component flag and its file ("--vae F"
+ * advancing *i, or "--vae=F"), a bare path, or "--" (the end of options: every
+ * later argument is a path; *i ends at the last). 1 = taken, 0 = not a model
+ * argument (another option), -1 = a usage error (printed) or out of memory.
  */
 int cli_models_arg(cli_models *m, int argc, char **argv, int *i, const char *cmd);
 /* Help lines for the component flags. */
@@ -44,8 +70,6 @@ const char *cli_models_help(void);
 tl_status cli_models_open(const cli_models *m, tl_model **out);
 void cli_models_free(cli_models *m);
 
-/* Value of "--opt VALUE" or "--opt=VALUE" (advancing *i); NULL when argv[*i] is not opt. */
-const char *cli_opt_value(int argc, char **argv, int *i, const char *opt, bool *missing);
 
 /* The planning flags `plan` and `run` share. */
 typedef struct cli_planargs {
@@ -54,8 +78,8 @@ typedef struct cli_planargs {
     tl_dtype convert; /* from --type (TL_DTYPE_INVALID: none), set by cli_planargs_check */
     bool sim_added;
 } cli_planargs;
-/* 1 = argv[*i] was a planning flag (taken), 0 = not one, -1 = it lacks its value. */
-int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i);
+/* 1 = argv[*i] was a planning flag (taken), 0 = not one, -1 = a usage error (printed). */
+int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char *cmd);
 /* Validate and convert the values; 0 or an exit status (message printed). */
 int cli_planargs_check(cli_planargs *a, const char *cmd);
 const char *cli_planargs_help(void);

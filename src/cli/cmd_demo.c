@@ -26,7 +26,9 @@ static int step(const char *title, int (*cmd)(int, char **), int argc, char **ar
 }
 
 int cmd_demo(int argc, char **argv) {
-    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+    if (argc > 1 && strcmp(argv[1], "--help") != 0 && strcmp(argv[1], "-h") != 0)
+        return cli_usage("demo", "takes no arguments, got '%s'", argv[1]);
+    if (argc > 1) {
         printf("usage: tierload demo\n  writes a synthetic SDXL-shaped model to a temp folder and "
                "runs\n"
                "  info, plan and load on it; removes it afterwards.\n");

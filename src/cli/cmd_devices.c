@@ -37,7 +37,8 @@ int cmd_devices(int argc, char **argv) {
     bool json = false, verbose = false, ggml = false;
     const char *ggml_dir = NULL;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
+        const char *a = argv[i], *spec = NULL;
+        int r;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return devices_help();
         if (!strcmp(a, "--json")) {
             json = true;
@@ -46,12 +47,8 @@ int cmd_devices(int argc, char **argv) {
         } else if (!strcmp(a, "--ggml") || !strncmp(a, "--ggml=", 7)) {
             ggml = true;
             ggml_dir = a[6] == '=' ? a + 7 : NULL;
-        } else if (!strcmp(a, "--sim") || !strncmp(a, "--sim=", 6)) {
-            const char *spec = a[5] == '=' ? a + 6 : NULL;
-            if (!spec) {
-                if (i + 1 >= argc) return cli_usage("devices", "--sim needs a spec (e.g. gpu0=8G)");
-                spec = argv[++i];
-            }
+        } else if ((r = cli_opt(argc, argv, &i, "devices", "--sim", &spec)) != 0) {
+            if (r < 0) return 2;
             tl_status s = tl_device_sim_add(spec);
             if (s != TL_OK) return cli_fail(s);
         } else {
@@ -61,7 +58,7 @@ int cmd_devices(int argc, char **argv) {
 
     if (verbose) {
         const char *why = tl_device_cuda_reason();
-        if (why && *why) fprintf(stderr, "tierload: %s\n", why);
+        if (why && *why) fprintf(stderr, "tierload: %s\n", cli_safe(why));
     }
     if (ggml) {
         tl_status s = tl_device_ggml_discover(ggml_dir, NULL);
@@ -100,7 +97,10 @@ int cmd_devices(int argc, char **argv) {
             cJSON_AddItemToArray(arr, o);
         }
         char *txt = cJSON_PrintUnformatted(root);
-        if (txt) printf("%s\n", txt);
+        if (txt) {
+            cli_json_write(txt, stdout);
+            putchar('\n');
+        }
         cJSON_free(txt);
         cJSON_Delete(root);
     } else {
@@ -111,9 +111,9 @@ int cmd_devices(int argc, char **argv) {
             bool map = infos[i].kind == TL_DEVICE_GGML && tl_device_ggml_host_mappable(devs[i]);
             snprintf(caps, sizeof caps, "%s%s%salign=%u", infos[i].host_pointer ? "host-ptr," : "",
                      map ? "host-map," : "", infos[i].async ? "async," : "", infos[i].alignment);
-            printf("%-12s %-6s %12s %12s  %-20s %s\n", infos[i].name,
+            printf("%-12s %-6s %12s %12s  %-20s %s\n", cli_safe(infos[i].name),
                    tl_device_kind_name(infos[i].kind), cli_fmt_size(infos[i].total, t, sizeof t),
-                   cli_fmt_size(infos[i].free, f, sizeof f), caps, infos[i].desc);
+                   cli_fmt_size(infos[i].free, f, sizeof f), caps, cli_safe(infos[i].desc));
         }
     }
     free(infos);

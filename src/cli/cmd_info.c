@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "cli/json.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,13 +69,11 @@ static void print_json(const tl_model *m) {
 static void print_value(const tl_meta *v) {
     switch (v->type) {
     case TL_META_STRING: {
-        uint64_t n = v->v.s.len > 60 ? 60 : v->v.s.len;
-        putchar('"');
-        for (uint64_t i = 0; i < n; i++) {
-            unsigned char c = (unsigned char)v->v.s.ptr[i];
-            putchar(c >= 0x20 && c != 0x7f ? c : '?');
-        }
-        printf("\"%s", v->v.s.len > 60 ? "..." : "");
+        char shown[61];
+        size_t n = v->v.s.len > 60 ? 60 : (size_t)v->v.s.len;
+        memcpy(shown, v->v.s.ptr, n);
+        shown[n] = 0;
+        printf("\"%s\"%s", cli_safe(shown), v->v.s.len > 60 ? "..." : "");
         break;
     }
     case TL_META_U8:
@@ -103,7 +102,7 @@ static void print_value(const tl_meta *v) {
 
 static void print_meta(const tl_model *m, size_t i) {
     const tl_meta *e = tl_model_meta(m, i);
-    printf("  %s = ", e->key);
+    printf("  %s = ", cli_safe(e->key));
     if (e->type != TL_META_ARRAY) {
         print_value(e);
     } else {
@@ -136,12 +135,13 @@ static void print_human(const tl_model *m, size_t top, size_t keys) {
     for (size_t i = 0; i < tl_model_file_count(m); i++) {
         const tl_file_info *f = tl_model_file(m, i);
         if (f->format == TL_FORMAT_GGUF)
-            printf("%s: GGUF v%d, %s, %llu tensors, data at byte %llu, alignment %u\n", f->path,
+            printf("%s: GGUF v%d, %s, %llu tensors, data at byte %llu, alignment %u\n",
+                   cli_safe(f->path),
                    f->version, cli_fmt_size(f->size, b1, sizeof b1),
                    (unsigned long long)f->n_tensors, (unsigned long long)f->data_offset,
                    f->alignment);
         else
-            printf("%s: safetensors, %s, %llu tensors, data at byte %llu\n", f->path,
+            printf("%s: safetensors, %s, %llu tensors, data at byte %llu\n", cli_safe(f->path),
                    cli_fmt_size(f->size, b1, sizeof b1), (unsigned long long)f->n_tensors,
                    (unsigned long long)f->data_offset);
     }
@@ -189,7 +189,7 @@ static void print_human(const tl_model *m, size_t top, size_t keys) {
                              (long long)t->shape[d]);
                 }
                 strncat(shape, "]", sizeof shape - strlen(shape) - 1);
-                printf("  %-48s %-8s %-20s %s\n", t->name, tl_dtype_name(t->dtype), shape,
+                printf("  %-48s %-8s %-20s %s\n", cli_safe(t->name), tl_dtype_name(t->dtype), shape,
                        cli_fmt_size(t->nbytes, b2, sizeof b2));
             }
             free(idx);
@@ -202,30 +202,38 @@ static void print_human(const tl_model *m, size_t top, size_t keys) {
         print_meta(m, i);
 }
 
+/* --top N / --keys N: 1 = taken, 0 = another argument, -1 = a usage error (printed). */
+static int count_opt(int argc, char **argv, int *i, const char *opt, size_t *out) {
+    const char *v;
+    int r = cli_opt(argc, argv, i, "info", opt, &v);
+    if (r <= 0) return r;
+    uint64_t n;
+    if (!cli_parse_count(v, SIZE_MAX, &n)) {
+        cli_usage("info", "%s wants a count (0, 1, 2, ...), not '%s'", opt, v);
+        return -1;
+    }
+    *out = (size_t)n;
+    return 1;
+}
+
 int cmd_info(int argc, char **argv) {
     bool json = false;
     size_t top = 10, keys = 40;
     cli_models models = {0};
     int rc = 0;
     for (int i = 1; i < argc && !rc; i++) {
+        int r;
         if (!strcmp(argv[i], "--json"))
             json = true;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             cli_models_free(&models);
             return 0;
-        } else if ((!strcmp(argv[i], "--top") || !strcmp(argv[i], "--keys")) && i + 1 < argc) {
-            char *end;
-            unsigned long v = strtoul(argv[i + 1], &end, 10);
-            if (*end || end == argv[i + 1])
-                rc = cli_usage("info", "%s wants a number, not '%s'", argv[i], argv[i + 1]);
-            else if (!strcmp(argv[i], "--top"))
-                top = v;
-            else
-                keys = v;
-            i++;
+        } else if ((r = count_opt(argc, argv, &i, "--top", &top)) != 0 ||
+                   (r = count_opt(argc, argv, &i, "--keys", &keys)) != 0) {
+            if (r < 0) rc = 2;
         } else {
-            int r = cli_models_arg(&models, argc, argv, &i, "info");
+            r = cli_models_arg(&models, argc, argv, &i, "info");
             if (r < 0)
                 rc = 2;
             else if (r == 0)

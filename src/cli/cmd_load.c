@@ -121,8 +121,9 @@ static void print_human(const tl_load_result *r) {
     char a[32], b[32], c[32];
     for (size_t i = 0; i < tl_load_result_file_count(r); i++) {
         const tl_load_file *f = tl_load_result_file(r, i);
-        printf("%s\n  mode %s%s: %s\n  %s in %.3f s, %.2f GB/s; page cache %s -> %s%s\n", f->path,
-               tl_load_mode_name(f->mode), f->uring ? " (io_uring)" : "", f->reason,
+        printf("%s\n  mode %s%s: %s\n  %s in %.3f s, %.2f GB/s; page cache %s -> %s%s\n",
+               cli_safe(f->path), tl_load_mode_name(f->mode), f->uring ? " (io_uring)" : "",
+               cli_safe(f->reason),
                cli_fmt_size(f->bytes, a, sizeof a), f->seconds, gbps(f->bytes, f->seconds),
                cli_fmt_size(f->page_cache_before, b, sizeof b),
                cli_fmt_size(f->page_cache_after, c, sizeof c), f->evicted ? " (evicted)" : "");
@@ -156,8 +157,8 @@ int cmd_load(int argc, char **argv) {
     cli_models models = {0};
     int rc = 0;
     for (int i = 1; i < argc && rc == 0; i++) {
-        const char *a = argv[i];
-        bool has_val = i + 1 < argc;
+        const char *a = argv[i], *v = NULL;
+        int r;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             cli_models_free(&models);
@@ -178,39 +179,48 @@ int cmd_load(int argc, char **argv) {
             o.populate = false;
         else if (!strcmp(a, "--no-hugepages"))
             o.no_hugepages = true;
-        else if (!strcmp(a, "--mode") && has_val) {
-            int m = tl_load_mode_from_name(argv[++i]);
-            if (m < 0)
-                rc = cli_usage("load", "unknown mode '%s'", argv[i]);
+        else if ((r = cli_opt(argc, argv, &i, "load", "--mode", &v)) != 0) {
+            int m = r < 0 ? 0 : tl_load_mode_from_name(v);
+            if (r < 0)
+                rc = 2;
+            else if (m < 0)
+                rc = cli_usage("load", "unknown mode '%s'", v);
             else
                 o.mode = (tl_load_mode)m;
-        } else if (!strcmp(a, "--dtype") && has_val) {
-            tl_dtype t = tl_dtype_from_name(argv[++i]);
-            if (t == TL_DTYPE_INVALID) rc = cli_usage("load", "unknown dtype '%s'", argv[i]);
+        } else if ((r = cli_opt(argc, argv, &i, "load", "--dtype", &v)) != 0) {
+            tl_dtype t = r < 0 ? TL_DTYPE_INVALID : tl_dtype_from_name(v);
+            if (r < 0)
+                rc = 2;
+            else if (t == TL_DTYPE_INVALID)
+                rc = cli_usage("load", "unknown dtype '%s'", v);
             o.convert = true;
             o.dtype = t;
-        } else if (!strcmp(a, "--threads") && has_val) {
-            char *end;
-            long v = strtol(argv[++i], &end, 10);
-            if (*end || v < 1 || v > 64)
-                rc = cli_usage("load", "--threads takes 1..64");
+        } else if ((r = cli_opt(argc, argv, &i, "load", "--threads", &v)) != 0) {
+            uint64_t n;
+            if (r < 0)
+                rc = 2;
+            else if (!cli_parse_count(v, 64, &n) || n < 1)
+                rc = cli_usage("load", "--threads takes 1..64, not '%s'", v);
             else
-                o.threads = (unsigned)v;
-        } else if (!strcmp(a, "--staging-count") && has_val) {
-            char *end;
-            long v = strtol(argv[++i], &end, 10);
-            if (*end || v < 2 || v > 64)
-                rc = cli_usage("load", "--staging-count takes 2..64");
+                o.threads = (unsigned)n;
+        } else if ((r = cli_opt(argc, argv, &i, "load", "--staging-count", &v)) != 0) {
+            uint64_t n;
+            if (r < 0)
+                rc = 2;
+            else if (!cli_parse_count(v, 64, &n) || n < 2)
+                rc = cli_usage("load", "--staging-count takes 2..64, not '%s'", v);
             else
-                o.staging_count = (unsigned)v;
-        } else if (!strcmp(a, "--staging") && has_val) {
-            uint64_t v;
-            if (!cli_parse_size(argv[++i], &v, NULL) || v == 0)
-                rc = cli_usage("load", "bad size '%s'", argv[i]);
+                o.staging_count = (unsigned)n;
+        } else if ((r = cli_opt(argc, argv, &i, "load", "--staging", &v)) != 0) {
+            uint64_t n;
+            if (r < 0)
+                rc = 2;
+            else if (!cli_parse_size(v, &n, NULL) || n == 0)
+                rc = cli_usage("load", "bad size '%s'", v);
             else
-                o.staging_size = v;
+                o.staging_size = n;
         } else {
-            int r = cli_models_arg(&models, argc, argv, &i, "load");
+            r = cli_models_arg(&models, argc, argv, &i, "load");
             if (r < 0)
                 rc = 2;
             else if (r == 0)
@@ -243,8 +253,10 @@ int cmd_load(int argc, char **argv) {
     if (verbose && *notes) {
         for (const char *p = notes; *p;) {
             const char *e = strchr(p, '\n');
-            int len = e ? (int)(e - p) : (int)strlen(p);
-            fprintf(stderr, "tierload: %.*s\n", len, p);
+            size_t len = e ? (size_t)(e - p) : strlen(p);
+            char *line = strndup(p, len);
+            fprintf(stderr, "tierload: %s\n", line ? cli_safe(line) : "(out of memory)");
+            free(line);
             p += len + (e ? 1 : 0);
         }
     } else {
@@ -253,7 +265,7 @@ int cmd_load(int argc, char **argv) {
             if (f->direct_fallback)
                 fprintf(stderr,
                         "tierload: note: %s: O_DIRECT refused, loaded with buffered reads\n",
-                        f->path);
+                        cli_safe(f->path));
         }
     }
     if (json)

@@ -40,21 +40,22 @@ static int plan_main(int argc, char **argv, cli_models *models) {
     memset(&pa, 0, sizeof pa);
     bool json = false;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        bool missing = false;
-        int r;
+        const char *a = argv[i], *v = NULL;
+        int r = 0;
         if (!strcmp(a, "--help") || !strcmp(a, "-h"))
             return help();
         else if (!strcmp(a, "--json"))
             json = true;
-        else if ((v = cli_opt_value(argc, argv, &i, "--profile", &missing)))
+        else if ((r = cli_opt(argc, argv, &i, "plan", "--profile", &v)) != 0) {
+            if (r < 0) return 2;
             profile = v;
-        else if (missing || (r = cli_planargs_arg(&pa, argc, argv, &i)) < 0)
-            return cli_usage("plan", "%s needs a value", a);
-        else if (r == 0) {
+        } else if ((r = cli_planargs_arg(&pa, argc, argv, &i, "plan")) != 0) {
+            if (r < 0) return 2;
+        } else {
             r = cli_models_arg(models, argc, argv, &i, "plan");
             if (r <= 0) return r < 0 ? 2 : cli_usage("plan", "unknown option '%s'", a);
         }
+        if (r < 0) return 2;
     }
     size_t n_paths = models->n;
     if (!profile && !n_paths) return cli_usage("plan", "give MODEL files or --profile NAME");
@@ -87,8 +88,12 @@ static int plan_main(int argc, char **argv, cli_models *models) {
         tl_plan_free(plan);
         return cli_fail(s);
     }
-    fputs(text, stdout);
-    if (json) fputc('\n', stdout);
+    if (json) {
+        cli_json_write(text, stdout);
+        fputc('\n', stdout);
+    } else {
+        cli_fputs_safe(text, stdout);
+    }
     free(text);
     s = tl_plan_check(plan);
     tl_plan_free(plan);

@@ -205,38 +205,37 @@ static int print_json(const tl_run_report *r, const tl_session_stats *st, const 
 static int run_main(int argc, char **argv, cli_models *models) {
     run_args ra;
     memset(&ra, 0, sizeof ra);
+    static const char *const opts[] = {"--pipeline", "--plan", "--host-budget", "--spill-dir",
+                                       "--spill-threshold", "--sim-compute"};
+    const char **slots[] = {&ra.pipeline,  &ra.plan_file,       &ra.host_budget,
+                            &ra.spill_dir, &ra.spill_threshold, &ra.sim_compute};
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        bool missing = false;
-        int r;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h"))
-            return help();
-        else if (!strcmp(a, "--json"))
+        const char *a = argv[i];
+        int r = 0;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return help();
+        if (!strcmp(a, "--json")) {
             ra.json = true;
-        else if (!strcmp(a, "--no-prefetch"))
-            ra.no_prefetch = true;
-        else if (!strcmp(a, "--no-verify"))
-            ra.no_verify = true;
-        else if (!strcmp(a, "--stream-all"))
-            ra.stream_all = true;
-        else if ((v = cli_opt_value(argc, argv, &i, "--pipeline", &missing)))
-            ra.pipeline = v;
-        else if ((v = cli_opt_value(argc, argv, &i, "--plan", &missing)))
-            ra.plan_file = v;
-        else if ((v = cli_opt_value(argc, argv, &i, "--host-budget", &missing)))
-            ra.host_budget = v;
-        else if ((v = cli_opt_value(argc, argv, &i, "--spill-dir", &missing)))
-            ra.spill_dir = v;
-        else if ((v = cli_opt_value(argc, argv, &i, "--spill-threshold", &missing)))
-            ra.spill_threshold = v;
-        else if ((v = cli_opt_value(argc, argv, &i, "--sim-compute", &missing)))
-            ra.sim_compute = v;
-        else if (missing || (r = cli_planargs_arg(&ra.pa, argc, argv, &i)) < 0)
-            return cli_usage("run", "%s needs a value", a);
-        else if (r == 0) {
-            r = cli_models_arg(models, argc, argv, &i, "run");
-            if (r <= 0) return r < 0 ? 2 : cli_usage("run", "unknown option '%s'", a);
+            continue;
         }
+        if (!strcmp(a, "--no-prefetch")) {
+            ra.no_prefetch = true;
+            continue;
+        }
+        if (!strcmp(a, "--no-verify")) {
+            ra.no_verify = true;
+            continue;
+        }
+        if (!strcmp(a, "--stream-all")) {
+            ra.stream_all = true;
+            continue;
+        }
+        for (size_t k = 0; k < sizeof opts / sizeof opts[0] && !r; k++)
+            r = cli_opt(argc, argv, &i, "run", opts[k], slots[k]);
+        if (!r) r = cli_planargs_arg(&ra.pa, argc, argv, &i, "run");
+        if (r < 0) return 2;
+        if (r > 0) continue;
+        r = cli_models_arg(models, argc, argv, &i, "run");
+        if (r <= 0) return r < 0 ? 2 : cli_usage("run", "unknown option '%s'", a);
     }
     if (!models->n) return cli_usage("run", "give MODEL files");
     int rc = cli_planargs_check(&ra.pa, "run");

@@ -42,18 +42,49 @@ int cli_exit_code(tl_status s) {
 
 int cli_fail(tl_status s) {
     const char *msg = tl_last_error();
-    fprintf(stderr, "tierload: %s\n", msg && *msg ? msg : tl_status_name(s));
+    fprintf(stderr, "tierload: %s\n", msg && *msg ? cli_safe(msg) : tl_status_name(s));
     return cli_exit_code(s);
 }
 
 int cli_usage(const char *cmd, const char *fmt, ...) {
     va_list ap;
-    fprintf(stderr, "tierload %s: ", cmd);
+    char msg[1024];
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, " (see 'tierload %s --help')\n", cmd);
+    /* the message quotes arguments, which may be file names from a glob */
+    fprintf(stderr, "tierload %s: %s (see 'tierload %s --help')\n", cmd, cli_safe(msg), cmd);
     return 2;
+}
+
+int cli_opt(int argc, char **argv, int *i, const char *cmd, const char *opt, const char **val) {
+    const char *a = argv[*i];
+    size_t n = strlen(opt);
+    if (strncmp(a, opt, n) != 0) return 0;
+    if (a[n] == '=') {
+        *val = a + n + 1;
+        return 1;
+    }
+    if (a[n] != 0) return 0;
+    if (*i + 1 >= argc) {
+        cli_usage(cmd, "option %s needs a value", opt);
+        return -1;
+    }
+    *val = argv[++*i];
+    return 1;
+}
+
+bool cli_parse_count(const char *s, uint64_t max, uint64_t *out) {
+    if (!s || !*s) return false;
+    uint64_t v = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9') return false;
+        unsigned d = (unsigned)(*p - '0');
+        if (d > max || v > (max - d) / 10) return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
 }
 
 bool cli_parse_size(const char *s, uint64_t *bytes, bool *negative) {

@@ -3,6 +3,8 @@
  */
 #include "cli/json.h"
 
+#include "cli/cli.h"
+
 #include <stdlib.h>
 
 cJSON *cli_json_add_u64(cJSON *obj, const char *key, uint64_t v) {
@@ -28,7 +30,7 @@ cJSON *cli_json_push_u64(cJSON *arr, uint64_t v) {
 int cli_json_print(const cJSON *root, FILE *f) {
     char *s = cJSON_PrintUnformatted(root);
     if (!s) return 1;
-    fputs(s, f);
+    cli_json_write(s, f);
     fputc('\n', f);
     free(s);
     return 0;

@@ -1,10 +1,21 @@
 /*
- * main.c — the tierload program: dispatch to subcommands.
+ * main.c — the tierload program: dispatch to subcommands, and make output
+ * that cannot be written an error (exit status 4), for every command.
+ *
+ * A standard stream that is closed at start gets /dev/null opened read-only
+ * in its place: files tierload opens then never land on descriptors 0-2
+ * (where printf would write into them), and writes to a closed stdout fail
+ * (EBADF) instead of vanishing. After the command, stdout is flushed and
+ * closed; any error on it (a full disk, /dev/full, a closed stdout) is
+ * reported on stderr and the exit status is 4 if it was 0.
  */
 #include "cli/cli.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct subcommand {
     const char *name;
@@ -30,7 +41,30 @@ static int usage(FILE *f) {
     return f == stderr ? 2 : 0;
 }
 
-int main(int argc, char **argv) {
+/* Occupy closed descriptors 0-2 with /dev/null, read-only (writes to it fail). */
+static void guard_std_fds(void) {
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+        int n = open("/dev/null", O_RDONLY | O_NOCTTY);
+        if (n >= 0 && n != fd) {
+            dup2(n, fd);
+            close(n);
+        }
+    }
+}
+
+/* Flush and close stdout; rc, or 4 when the output could not be written. */
+static int finish_stdout(int rc) {
+    int e = 0;
+    if (fflush(stdout) != 0) e = errno;
+    if (ferror(stdout) && !e) e = EIO;
+    if (fclose(stdout) != 0 && !e) e = errno;
+    if (!e) return rc;
+    fprintf(stderr, "tierload: cannot write the output: %s\n", strerror(e));
+    return rc ? rc : 4;
+}
+
+static int run(int argc, char **argv) {
     if (argc < 2) return usage(stderr);
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help"))
         return usage(stdout);
@@ -40,6 +74,11 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
         if (!strcmp(argv[1], subcommands[i].name)) return subcommands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "tierload: unknown command '%s'\n", argv[1]);
+    fprintf(stderr, "tierload: unknown command '%s'\n", cli_safe(argv[1]));
     return usage(stderr);
+}
+
+int main(int argc, char **argv) {
+    guard_std_fds();
+    return finish_stdout(run(argc, argv));
 }

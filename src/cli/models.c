@@ -49,13 +49,26 @@ static bool models_push(cli_models *m, const char *path, const char *prefix) {
 
 int cli_models_arg(cli_models *m, int argc, char **argv, int *i, const char *cmd) {
     const char *a = argv[*i];
+    if (!strcmp(a, "--")) {
+        /* the end of options: every argument after it is a model path */
+        while (*i + 1 < argc)
+            if (!models_push(m, argv[++*i], NULL)) return -1;
+        return 1;
+    }
     for (size_t k = 0; k < sizeof model_flags / sizeof model_flags[0]; k++) {
-        if (strcmp(a, model_flags[k].flag) != 0) continue;
-        if (*i + 1 >= argc) {
-            cli_usage(cmd, "%s needs a file", a);
+        const char *flag = model_flags[k].flag;
+        size_t n = strlen(flag);
+        if (strncmp(a, flag, n) != 0 || (a[n] != 0 && a[n] != '=')) continue;
+        const char *file;
+        if (a[n] == '=') {
+            file = a + n + 1;
+        } else if (*i + 1 >= argc) {
+            cli_usage(cmd, "option %s needs a file", flag);
             return -1;
+        } else {
+            file = argv[++*i];
         }
-        if (!models_push(m, argv[++*i], model_flags[k].prefix)) return -1;
+        if (!models_push(m, file, model_flags[k].prefix)) return -1;
         return 1;
     }
     if (a[0] == '-' && a[1]) return 0;

@@ -28,22 +28,8 @@ const char *cli_planargs_help(void) {
            "  --offload-to-cpu     parameters stay in RAM and are streamed to the GPU\n";
 }
 
-const char *cli_opt_value(int argc, char **argv, int *i, const char *opt, bool *missing) {
-    size_t n = strlen(opt);
-    const char *a = argv[*i];
-    if (strncmp(a, opt, n) != 0) return NULL;
-    if (a[n] == '=') return a + n + 1;
-    if (a[n] != 0) return NULL;
-    if (*i + 1 >= argc) {
-        *missing = true;
-        return NULL;
-    }
-    return argv[++*i];
-}
-
-int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i) {
-    const char *s = argv[*i], *v;
-    bool missing = false;
+int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char *cmd) {
+    const char *s = argv[*i];
     if (!strcmp(s, "--clip-on-cpu"))
         a->o.clip_on_cpu = true;
     else if (!strcmp(s, "--vae-on-cpu"))
@@ -52,30 +38,19 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i) {
         a->o.controlnet_on_cpu = true;
     else if (!strcmp(s, "--offload-to-cpu"))
         a->o.offload_to_cpu = true;
-    else if ((v = cli_opt_value(argc, argv, i, "--devices", &missing)))
-        a->devices = v;
-    else if ((v = cli_opt_value(argc, argv, i, "--sim", &missing)))
-        a->sim = v;
-    else if ((v = cli_opt_value(argc, argv, i, "--backend", &missing)))
-        a->o.backend = v;
-    else if ((v = cli_opt_value(argc, argv, i, "--max-vram", &missing)))
-        a->o.max_vram = v;
-    else if ((v = cli_opt_value(argc, argv, i, "--headroom", &missing)))
-        a->headroom = v;
-    else if ((v = cli_opt_value(argc, argv, i, "--reserve", &missing)))
-        a->o.reserve = v;
-    else if ((v = cli_opt_value(argc, argv, i, "--phases", &missing)))
-        a->o.phases = v;
-    else if ((v = cli_opt_value(argc, argv, i, "--size", &missing)))
-        a->o.size = v;
-    else if ((v = cli_opt_value(argc, argv, i, "--type", &missing)))
-        a->type = v;
-    else if ((v = cli_opt_value(argc, argv, i, "--steps", &missing)))
-        a->steps = v;
-    else if (missing)
-        return -1;
-    else
+    else {
+        static const char *const opts[] = {"--devices", "--sim",    "--backend", "--max-vram",
+                                           "--headroom", "--reserve", "--phases", "--size",
+                                           "--type",    "--steps"};
+        const char **slots[] = {&a->devices,    &a->sim,       &a->o.backend, &a->o.max_vram,
+                                &a->headroom,   &a->o.reserve, &a->o.phases,  &a->o.size,
+                                &a->type,       &a->steps};
+        for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++) {
+            int r = cli_opt(argc, argv, i, cmd, opts[k], slots[k]);
+            if (r) return r;
+        }
         return 0;
+    }
     return 1;
 }
 
@@ -116,11 +91,10 @@ int cli_planargs_check(cli_planargs *a, const char *cmd) {
         if (s) return cli_fail(s);
     }
     if (a->steps) {
-        char *end;
-        unsigned long v = strtoul(a->steps, &end, 10);
-        if (*end || v == 0 || v > 100000)
+        uint64_t n;
+        if (!cli_parse_count(a->steps, 100000, &n) || n == 0)
             return cli_usage(cmd, "--steps: expected 1..100000, got '%s'", a->steps);
-        a->o.steps = (uint32_t)v;
+        a->o.steps = (uint32_t)n;
     }
     a->convert = TL_DTYPE_INVALID;
     if (a->type) {

@@ -6,36 +6,85 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#define TL_ERR_MAX 1024
+#define TL_ERR_MAX 8192
 
 static _Thread_local char tl_err_buf[TL_ERR_MAX];
 
+/*
+ * Keep msg (n bytes) as the message. One longer than the buffer loses its
+ * middle, not its end: messages put the reason last ("<path>: <why>"), and a
+ * very long path must not cut the reason off.
+ */
+static void store(const char *msg, size_t n) {
+    if (n < TL_ERR_MAX) {
+        memmove(tl_err_buf, msg, n);
+        tl_err_buf[n] = 0;
+        return;
+    }
+    static const char cut[] = " [...] ";
+    size_t keep = TL_ERR_MAX - 1 - (sizeof cut - 1);
+    size_t head = keep / 4, tail = keep - head;
+    while (head > 0 && ((unsigned char)msg[head] & 0xC0) == 0x80)
+        head--; /* do not split a UTF-8 sequence */
+    size_t from = n - tail;
+    while (from < n && ((unsigned char)msg[from] & 0xC0) == 0x80)
+        from++, tail--;
+    memmove(tl_err_buf, msg, head);
+    memcpy(tl_err_buf + head, cut, sizeof cut - 1);
+    memmove(tl_err_buf + head + sizeof cut - 1, msg + from, tail);
+    tl_err_buf[head + sizeof cut - 1 + tail] = 0;
+}
+
+/* Format into a heap string (NULL when out of memory); *n gets its length. */
+static char *vformat(const char *fmt, va_list ap, size_t *n) {
+    va_list aq;
+    va_copy(aq, ap);
+    int len = vsnprintf(NULL, 0, fmt, aq);
+    va_end(aq);
+    if (len < 0) return NULL;
+    char *p = malloc((size_t)len + 1);
+    if (!p) return NULL;
+    vsnprintf(p, (size_t)len + 1, fmt, ap);
+    *n = (size_t)len;
+    return p;
+}
+
 tl_status tl_err(tl_status s, const char *fmt, ...) {
     va_list ap;
+    size_t n = 0;
     va_start(ap, fmt);
-    vsnprintf(tl_err_buf, sizeof tl_err_buf, fmt, ap);
+    char *msg = vformat(fmt, ap, &n);
     va_end(ap);
+    if (msg) {
+        store(msg, n);
+        free(msg);
+    } else {
+        va_start(ap, fmt);
+        vsnprintf(tl_err_buf, sizeof tl_err_buf, fmt, ap);
+        va_end(ap);
+    }
     return s;
 }
 
 tl_status tl_err_prefix(tl_status s, const char *fmt, ...) {
-    char prefix[TL_ERR_MAX];
-    char old[TL_ERR_MAX];
     va_list ap;
+    size_t n = 0;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    char *prefix = vformat(fmt, ap, &n);
     va_end(ap);
-    memcpy(old, tl_err_buf, sizeof old);
-    size_t n = strlen(prefix);
-    if (n > TL_ERR_MAX - 3) n = TL_ERR_MAX - 3;
-    memcpy(tl_err_buf, prefix, n);
-    memcpy(tl_err_buf + n, ": ", 2);
-    size_t rest = TL_ERR_MAX - n - 3;
-    size_t m = strnlen(old, rest);
-    memcpy(tl_err_buf + n + 2, old, m);
-    tl_err_buf[n + 2 + m] = 0;
+    size_t old = strlen(tl_err_buf);
+    char *msg = prefix ? malloc(n + 2 + old + 1) : NULL;
+    if (msg) {
+        memcpy(msg, prefix, n);
+        memcpy(msg + n, ": ", 2);
+        memcpy(msg + n + 2, tl_err_buf, old + 1);
+        store(msg, n + 2 + old);
+    }
+    free(msg);
+    free(prefix);
     return s;
 }
 

@@ -99,6 +99,14 @@ static tl_status open_file(tl_model *m, tl_mfile *f, const char *path, bool writ
     if (e == EISDIR)
         return tl_err(TL_ERR_INVALID_ARG, "%s: is a directory, not a model file", path);
     if (e == ENOENT) return tl_err(TL_ERR_NOT_FOUND, "%s: no such file", path);
+    if (e == TL_OS_ENOTREG)
+        return tl_err(TL_ERR_INVALID_ARG, "%s: is %s, not a regular file; refused", path,
+                      tl_os_kind_name(tl_os_kind_of(path)));
+    if (e == TL_OS_ENOSIZE)
+        return tl_err(TL_ERR_INVALID_ARG,
+                      "%s: not a regular file with a size (it reports 0 bytes but reads "
+                      "data, like a /proc or /sys pseudo-file); refused",
+                      path);
     if (e) return tl_err_errno(e, "%s: cannot open", path);
     if (size == 0) return tl_err(TL_ERR_FORMAT, "%s: file is empty", path);
     e = tl_os_map(f->fd, size, writable, (m->map_flags & TL_MAP_POPULATE) != 0, &f->map);
@@ -197,6 +205,12 @@ static tl_status build_catalog(tl_model *m, const tl_disc *d) {
     qsort(m->by_name, m->n_tensors, sizeof *m->by_name, cmp_by_name);
     for (size_t i = 1; i < m->n_tensors; i++) {
         const tl_tensor_info *a = &m->tensors[m->by_name[i - 1]], *b = &m->tensors[m->by_name[i]];
+        if (!strcmp(a->name, b->name) && a->file != b->file &&
+            tl_os_same_file(m->files[a->file].fd, m->files[b->file].fd))
+            return tl_err(TL_ERR_INVALID_ARG,
+                          "%s and %s are the same file, named twice; name it once",
+                          m->files[a->file < b->file ? a->file : b->file].info.path,
+                          m->files[a->file < b->file ? b->file : a->file].info.path);
         if (!strcmp(a->name, b->name))
             return tl_err(TL_ERR_FORMAT, "tensor '%s' appears in both %s and %s", a->name,
                           m->files[a->file].info.path, m->files[b->file].info.path);
@@ -301,8 +315,7 @@ tl_status tl_model_tensor_unpatch(tl_model *m, size_t i) {
     const tl_mfile *f = &m->files[t->file];
     int e = tl_os_restore_range(f->map, f->fd, t->offset, t->nbytes);
     if (e)
-        return tl_err(TL_ERR_IO, "%s: tensor '%s': dropping its patch: %s", f->info.path,
-                      t->name, strerror(e));
+        return tl_err_errno(e, "%s: tensor '%s': dropping its patch", f->info.path, t->name);
     atomic_store(&m->dirty[i], 0);
     return TL_OK;
 }

@@ -12,10 +12,18 @@
  *     component rules in names.c then recognise;
  *   - a folder with exactly one shard index, or else every .gguf and
  *     .safetensors file in it (sorted by name).
+ *
+ * What an index or model_index.json names must resolve (realpath, symlinks
+ * followed) inside the model's folder: the folder holding the index (or the
+ * diffusers folder), or the folder the index file itself resolves into — the
+ * second is how the Hugging Face cache lays models out (snapshot files are
+ * symlinks into a blobs/ folder). Shards must be regular files. Discovery
+ * stays linear in the number of index entries (hash map, sorts).
  */
 #include "model/discover.h"
 
 #include "core/error.h"
+#include "core/strmap.h"
 #include "os/os.h"
 
 #include <cjson/cJSON.h>
@@ -96,6 +104,64 @@ static bool shard_name_ok(const char *s) {
     }
 }
 
+/*
+ * The model's folder, resolved: `dir` (the folder as named) and `anchor_dir`
+ * (the folder the index or model_index.json resolves into).
+ */
+typedef struct bound {
+    char *dir;
+    char *anchor_dir;
+} bound;
+
+static void bound_free(bound *b) {
+    free(b->dir);
+    free(b->anchor_dir);
+    b->dir = b->anchor_dir = NULL;
+}
+
+static tl_status bound_init(bound *b, const char *dir, const char *anchor) {
+    b->dir = b->anchor_dir = NULL;
+    char *real_anchor = NULL;
+    int e = tl_os_realpath(dir, &b->dir);
+    if (!e) e = tl_os_realpath(anchor, &real_anchor);
+    if (!e) {
+        b->anchor_dir = dirname_of(real_anchor);
+        if (!b->anchor_dir) e = ENOMEM;
+    }
+    free(real_anchor);
+    if (e) {
+        bound_free(b);
+        return tl_err_errno(e, "%s: cannot resolve path", anchor);
+    }
+    return TL_OK;
+}
+
+static bool under(const char *real, const char *dir) {
+    size_t n = strlen(dir);
+    if (strncmp(real, dir, n) != 0) return false;
+    return (n > 0 && dir[n - 1] == '/') || real[n] == '/';
+}
+
+/*
+ * Refuse path (named by entry `what` of `owner`) when it resolves outside the
+ * model's folder.
+ */
+static tl_status check_inside(const bound *b, const char *path, const char *owner,
+                              const char *what) {
+    char *real;
+    int e = tl_os_realpath(path, &real);
+    if (e)
+        return tl_err_errno(e, "%s: %s: cannot resolve path", owner, what);
+    bool ok = under(real, b->dir) || under(real, b->anchor_dir);
+    tl_status st = ok ? TL_OK
+                      : tl_err(TL_ERR_FORMAT,
+                               "%s: %s resolves to %s, outside the model's folder %s (a symlink "
+                               "out of the folder); refused",
+                               owner, what, real, b->dir);
+    free(real);
+    return st;
+}
+
 tl_status tl_disc_parse_index(const char *json, size_t len, const char *index_path,
                               tl_status (*cb)(void *ctx, const char *tensor, const char *shard),
                               void *ctx) {
@@ -133,8 +199,8 @@ typedef struct index_ctx {
     tl_disc *d;
     const char *dir;
     const char *prefix;
-    size_t first_file;
     const char *index_path;
+    tl_strmap by_path; /* shard path -> file index (keys: d->files[i].path) */
 } index_ctx;
 
 static tl_status index_claim(void *vctx, const char *tensor, const char *shard) {
@@ -143,10 +209,13 @@ static tl_status index_claim(void *vctx, const char *tensor, const char *shard) 
     size_t fi;
     char *path = join(ctx->dir, shard);
     if (!path) return tl_err(TL_ERR_NOMEM, "%s: out of memory", ctx->index_path);
-    for (fi = ctx->first_file; fi < d->n_files; fi++)
-        if (!strcmp(d->files[fi].path, path)) break;
     tl_status st = TL_OK;
-    if (fi == d->n_files) st = push_file(d, path, ctx->prefix);
+    if (!tl_strmap_get(&ctx->by_path, path, &fi)) {
+        fi = d->n_files;
+        st = push_file(d, path, ctx->prefix);
+        if (!st && !tl_strmap_put(&ctx->by_path, d->files[fi].path, fi))
+            st = tl_err(TL_ERR_NOMEM, "%s: out of memory", ctx->index_path);
+    }
     free(path);
     if (st) return st;
     if (d->n_claims == d->cap_claims) {
@@ -162,63 +231,119 @@ static tl_status index_claim(void *vctx, const char *tensor, const char *shard) 
     return TL_OK;
 }
 
-static int cmp_files(const void *a, const void *b) {
-    return strcmp(((const tl_disc_file *)a)->path, ((const tl_disc_file *)b)->path);
+static _Thread_local const tl_disc_file *sort_files;
+
+static int cmp_file_idx(const void *a, const void *b) {
+    return strcmp(sort_files[*(const size_t *)a].path, sort_files[*(const size_t *)b].path);
+}
+
+/* Shards in name order (model-00001-of-00003 first); claims follow their file. */
+static tl_status sort_shards(tl_disc *d, size_t first, size_t first_claim,
+                             const char *index_path) {
+    size_t n = d->n_files - first;
+    size_t *order = tl_os_malloc((n ? n : 1) * sizeof *order);
+    size_t *old_to_new = tl_os_malloc((n ? n : 1) * sizeof *old_to_new);
+    tl_disc_file *copy = tl_os_malloc((n ? n : 1) * sizeof *copy);
+    if (!order || !old_to_new || !copy) {
+        free(order);
+        free(old_to_new);
+        free(copy);
+        return tl_err(TL_ERR_NOMEM, "%s: out of memory", index_path);
+    }
+    memcpy(copy, d->files + first, n * sizeof *copy);
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    sort_files = copy;
+    qsort(order, n, sizeof *order, cmp_file_idx);
+    for (size_t k = 0; k < n; k++) {
+        d->files[first + k] = copy[order[k]];
+        old_to_new[order[k]] = first + k;
+    }
+    for (size_t c = first_claim; c < d->n_claims; c++)
+        d->claims[c].file = old_to_new[d->claims[c].file - first];
+    free(order);
+    free(old_to_new);
+    free(copy);
+    return TL_OK;
+}
+
+/*
+ * Every shard of an index: report all missing ones at once; refuse one that
+ * is not a regular file or that resolves outside the model's folder.
+ */
+static tl_status check_shards(const tl_disc *d, size_t first, const char *dir,
+                              const char *index_path) {
+    bound b;
+    tl_status st = bound_init(&b, dir, index_path);
+    if (st) return st;
+    char missing[768] = "";
+    size_t n_missing = 0, dlen = strlen(dir);
+    for (size_t i = first; i < d->n_files && !st; i++) {
+        const char *path = d->files[i].path;
+        const char *rel = path + dlen + 1; /* the shard as the index names it */
+        tl_os_kind k = tl_os_kind_of(path);
+        if (k == TL_OS_MISSING) {
+            if (n_missing++ < 8) {
+                size_t at = strlen(missing);
+                snprintf(missing + at, sizeof missing - at, "%s%s", at ? ", " : "", rel);
+            }
+        } else if (k != TL_OS_REGULAR) {
+            const char *tensor = "?";
+            for (size_t c = 0; c < d->n_claims; c++)
+                if (d->claims[c].file == i) {
+                    tensor = d->claims[c].name;
+                    break;
+                }
+            st = tl_err(TL_ERR_FORMAT,
+                        "%s: weight_map entry '%s' names shard '%s', which is %s, not a file",
+                        index_path, tensor, rel, tl_os_kind_name(k));
+        } else {
+            char what[64 + 32];
+            snprintf(what, sizeof what, "shard '%.64s%s'", rel, strlen(rel) > 64 ? "..." : "");
+            st = check_inside(&b, path, index_path, what);
+        }
+    }
+    bound_free(&b);
+    if (!st && n_missing)
+        st = tl_err(TL_ERR_NOT_FOUND, "%s: %zu shard%s missing: %s%s", index_path, n_missing,
+                    n_missing > 1 ? "s" : "", missing, n_missing > 8 ? ", ..." : "");
+    return st;
+}
+
+/* Why an index or model_index.json (`what`) could not be read. */
+static tl_status read_error(const char *path, const char *what, int e) {
+    if (e == EFBIG)
+        return tl_err(TL_ERR_FORMAT, "%s: %s larger than %llu bytes", path, what,
+                      (unsigned long long)INDEX_MAX_BYTES);
+    if (e == TL_OS_ENOTREG || e == EISDIR)
+        return tl_err(TL_ERR_INVALID_ARG, "%s: %s is %s, not a regular file; refused", path, what,
+                      tl_os_kind_name(tl_os_kind_of(path)));
+    if (e == TL_OS_ENOSIZE)
+        return tl_err(TL_ERR_INVALID_ARG,
+                      "%s: %s is not a regular file with a size (a pseudo-file); refused", path,
+                      what);
+    return tl_err_errno(e, "%s", path);
 }
 
 static tl_status add_index(tl_disc *d, const char *index_path, const char *prefix) {
     char *json;
     size_t len;
     int e = tl_os_read_small(index_path, INDEX_MAX_BYTES, &json, &len);
-    if (e == EFBIG)
-        return tl_err(TL_ERR_FORMAT, "%s: shard index larger than %llu bytes", index_path,
-                      (unsigned long long)INDEX_MAX_BYTES);
-    if (e) return tl_err_errno(e, "%s", index_path);
+    if (e) return read_error(index_path, "shard index", e);
     char *dir = dirname_of(index_path);
     if (!dir) {
         free(json);
         return tl_err(TL_ERR_NOMEM, "%s: out of memory", index_path);
     }
     size_t first = d->n_files, first_claim = d->n_claims;
-    index_ctx ctx = {d, dir, prefix, first, index_path};
+    index_ctx ctx = {d, dir, prefix, index_path, {0}};
     tl_status st = tl_disc_parse_index(json, len, index_path, index_claim, &ctx);
+    tl_strmap_free(&ctx.by_path);
     free(json);
+    if (!st) st = sort_shards(d, first, first_claim, index_path);
+    if (!st) st = check_shards(d, first, dir, index_path);
     free(dir);
-    if (st) return st;
-    /* Shards in name order (model-00001-of-00003 first); claims follow their file. */
-    size_t n = d->n_files - first;
-    size_t *old_to_new = tl_os_malloc((n ? n : 1) * sizeof *old_to_new);
-    tl_disc_file *copy = tl_os_malloc((n ? n : 1) * sizeof *copy);
-    if (!old_to_new || !copy) {
-        free(old_to_new);
-        free(copy);
-        return tl_err(TL_ERR_NOMEM, "%s: out of memory", index_path);
-    }
-    memcpy(copy, d->files + first, n * sizeof *copy);
-    qsort(d->files + first, n, sizeof *copy, cmp_files);
-    for (size_t i = 0; i < n; i++)
-        for (size_t j = 0; j < n; j++)
-            if (copy[i].path == d->files[first + j].path) old_to_new[i] = first + j;
-    for (size_t c = first_claim; c < d->n_claims; c++)
-        d->claims[c].file = old_to_new[d->claims[c].file - first];
-    free(copy);
-    free(old_to_new);
-    /* Report every missing shard at once. */
-    char missing[768] = "";
-    size_t n_missing = 0;
-    for (size_t i = first; i < d->n_files; i++) {
-        if (tl_os_exists(d->files[i].path)) continue;
-        const char *base = strrchr(d->files[i].path, '/');
-        base = base ? base + 1 : d->files[i].path;
-        if (n_missing++ < 8) {
-            size_t at = strlen(missing);
-            snprintf(missing + at, sizeof missing - at, "%s%s", at ? ", " : "", base);
-        }
-    }
-    if (n_missing)
-        return tl_err(TL_ERR_NOT_FOUND, "%s: %zu shard%s missing: %s%s", index_path, n_missing,
-                      n_missing > 1 ? "s" : "", missing, n_missing > 8 ? ", ..." : "");
-    return TL_OK;
+    return st;
 }
 
 static bool is_weight_file(const char *name) {
@@ -231,7 +356,7 @@ static bool is_weight_file(const char *name) {
  * variants of the same weights, e.g. .fp16 and .bf16) the first by name.
  */
 static tl_status add_folder_weights(tl_disc *d, const char *dir, const char *prefix, bool one_model,
-                                    bool *found) {
+                                    const bound *b, const char *owner, bool *found) {
     static const char *const preferred_index[] = {"diffusion_pytorch_model.safetensors.index.json",
                                                   "model.safetensors.index.json"};
     static const char *const preferred_file[] = {"diffusion_pytorch_model.safetensors",
@@ -262,14 +387,19 @@ static tl_status add_folder_weights(tl_disc *d, const char *dir, const char *pre
         char *p = join(dir, pick);
         st = !p           ? tl_err(TL_ERR_NOMEM, "out of memory")
              : pick_index ? add_index(d, p, prefix)
-                          : push_file(d, p, prefix);
+             : b          ? check_inside(b, p, owner, p)
+                          : TL_OK;
+        if (!st && !pick_index) st = push_file(d, p, prefix);
         free(p);
         *found = true;
     } else if (!st) {
         for (size_t i = 0; i < n && !st && !(one_model && *found); i++) {
             if (!is_weight_file(names[i])) continue;
             char *p = join(dir, names[i]);
-            st = p ? push_file(d, p, prefix) : tl_err(TL_ERR_NOMEM, "out of memory");
+            st = !p  ? tl_err(TL_ERR_NOMEM, "out of memory")
+                 : b ? check_inside(b, p, owner, p)
+                     : TL_OK;
+            if (!st) st = push_file(d, p, prefix);
             free(p);
             *found = true;
         }
@@ -283,17 +413,19 @@ static tl_status add_diffusers(tl_disc *d, const char *dir, const char *mi_path,
     char *json;
     size_t len;
     int e = tl_os_read_small(mi_path, INDEX_MAX_BYTES, &json, &len);
-    if (e) return tl_err_errno(e, "%s", mi_path);
+    if (e) return read_error(mi_path, "model_index.json", e);
     cJSON *root = cJSON_ParseWithLength(json, len);
     free(json);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return tl_err(TL_ERR_FORMAT, "%s: not a JSON object", mi_path);
     }
-    tl_status st = TL_OK;
+    bound b;
+    tl_status st = bound_init(&b, dir, mi_path);
     size_t before = d->n_files;
     const cJSON *c;
     cJSON_ArrayForEach(c, root) {
+        if (st) break;
         const char *key = c->string;
         if (key[0] == '_' || !cJSON_IsArray(c)) continue;
         if (!shard_name_ok(key) || strchr(key, '/')) {
@@ -309,9 +441,11 @@ static tl_status add_diffusers(tl_disc *d, const char *dir, const char *mi_path,
         if (tl_os_is_dir(sub)) {
             char *pre = concat(prefix, key);
             char *pre2 = pre ? concat(pre, ".") : NULL;
+            char what[64 + 32];
+            snprintf(what, sizeof what, "component folder '%.64s'", key);
             bool found;
-            st = pre2 ? add_folder_weights(d, sub, pre2, true, &found)
-                      : tl_err(TL_ERR_NOMEM, "out of memory");
+            st = !pre2 ? tl_err(TL_ERR_NOMEM, "out of memory") : check_inside(&b, sub, mi_path, what);
+            if (!st) st = add_folder_weights(d, sub, pre2, true, &b, mi_path, &found);
             free(pre);
             free(pre2);
         }
@@ -319,6 +453,7 @@ static tl_status add_diffusers(tl_disc *d, const char *dir, const char *mi_path,
         if (st) break;
     }
     cJSON_Delete(root);
+    bound_free(&b);
     if (!st && d->n_files == before)
         st = tl_err(TL_ERR_NOT_FOUND, "%s: no component folder holds weights", mi_path);
     return st;
@@ -333,7 +468,7 @@ tl_status tl_disc_add(tl_disc *d, const char *path, const char *prefix) {
             st = add_diffusers(d, path, mi, prefix);
         } else {
             bool found;
-            st = add_folder_weights(d, path, prefix, false, &found);
+            st = add_folder_weights(d, path, prefix, false, NULL, NULL, &found);
             if (!st && !found)
                 st = tl_err(TL_ERR_NOT_FOUND, "%s: folder holds no .gguf or .safetensors files",
                             path);

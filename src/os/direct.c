@@ -20,13 +20,16 @@
 int tl_os_open_direct(const char *path, int *fd) {
     int e = tl_fault_hit(TL_FAULT_OPEN);
     if (e) return e;
-    int f = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+    /* O_NONBLOCK: a FIFO swapped in for the file cannot make the open wait */
+    int f = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT | O_NONBLOCK | O_NOCTTY);
     if (f < 0) return errno;
     struct stat st;
     if (fstat(f, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(f);
         return EINVAL;
     }
+    int fl = fcntl(f, F_GETFL);
+    if (fl >= 0) fcntl(f, F_SETFL, fl & ~O_NONBLOCK);
     /* some filesystems accept the flag and refuse the read: probe one block */
     if (st.st_size > 0) {
         void *buf;

@@ -13,8 +13,45 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Open a regular file read-only (O_CLOEXEC). Directories give EISDIR. */
+/*
+ * What a path is (stat, following symlinks), for refusing and naming things
+ * that are not regular files.
+ */
+typedef enum tl_os_kind {
+    TL_OS_MISSING = 0,
+    TL_OS_REGULAR,
+    TL_OS_DIR,
+    TL_OS_FIFO,
+    TL_OS_CHARDEV,
+    TL_OS_BLOCKDEV,
+    TL_OS_SOCKET,
+    TL_OS_OTHER,
+} tl_os_kind;
+tl_os_kind tl_os_kind_of(const char *path);
+/* "a FIFO (named pipe)", "a character device", ... (with the article). */
+const char *tl_os_kind_name(tl_os_kind k);
+
+/*
+ * Errors of tl_os_open_ro beyond errno values (positive, above any errno):
+ * the path is not a regular file (tl_os_kind_of says what it is), or it is a
+ * regular file whose size is 0 although it reads bytes (a /proc or /sys
+ * pseudo-file: no size to map).
+ */
+#define TL_OS_ENOTREG 0x10001
+#define TL_OS_ENOSIZE 0x10002
+
+/*
+ * Open a regular file read-only (O_CLOEXEC). Never blocks and never opens
+ * anything but a regular file: the path is checked with stat before the open
+ * and with fstat after it, and the open is O_NONBLOCK (a FIFO swapped in
+ * between cannot make it wait for a writer). Directories give EISDIR, other
+ * non-regular files TL_OS_ENOTREG, pseudo-files TL_OS_ENOSIZE.
+ */
 int tl_os_open_ro(const char *path, int *fd, uint64_t *size);
+/* Do two open descriptors name the same file (st_dev and st_ino)? */
+bool tl_os_same_file(int fd1, int fd2);
+/* The canonical absolute path (realpath) in a heap string. */
+int tl_os_realpath(const char *path, char **out);
 /* Current size of an open file (detects truncation under a mapping). */
 int tl_os_fsize(int fd, uint64_t *size);
 /* The identity of an open file: any write, truncation or replacement changes it. */

@@ -17,27 +17,96 @@
 #include <time.h>
 #include <unistd.h>
 
+static tl_os_kind kind_of_mode(mode_t m) {
+    if (S_ISREG(m)) return TL_OS_REGULAR;
+    if (S_ISDIR(m)) return TL_OS_DIR;
+    if (S_ISFIFO(m)) return TL_OS_FIFO;
+    if (S_ISCHR(m)) return TL_OS_CHARDEV;
+    if (S_ISBLK(m)) return TL_OS_BLOCKDEV;
+    if (S_ISSOCK(m)) return TL_OS_SOCKET;
+    return TL_OS_OTHER;
+}
+
+tl_os_kind tl_os_kind_of(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0) return TL_OS_MISSING;
+    return kind_of_mode(st.st_mode);
+}
+
+const char *tl_os_kind_name(tl_os_kind k) {
+    switch (k) {
+    case TL_OS_MISSING:
+        return "missing";
+    case TL_OS_REGULAR:
+        return "a regular file";
+    case TL_OS_DIR:
+        return "a directory";
+    case TL_OS_FIFO:
+        return "a FIFO (named pipe)";
+    case TL_OS_CHARDEV:
+        return "a character device";
+    case TL_OS_BLOCKDEV:
+        return "a block device";
+    case TL_OS_SOCKET:
+        return "a socket";
+    case TL_OS_OTHER:
+        break;
+    }
+    return "not a regular file";
+}
+
+static int refuse_kind(mode_t m) {
+    if (S_ISDIR(m)) return EISDIR;
+    return S_ISREG(m) ? 0 : TL_OS_ENOTREG;
+}
+
 int tl_os_open_ro(const char *path, int *fd, uint64_t *size) {
     int e = tl_fault_hit(TL_FAULT_OPEN);
     if (e) return e;
-    int f = open(path, O_RDONLY | O_CLOEXEC);
-    if (f < 0) return errno;
     struct stat st;
+    /* refuse devices, FIFOs and sockets before opening them (opening has effects) */
+    if (stat(path, &st) != 0) return errno;
+    if ((e = refuse_kind(st.st_mode)) != 0) return e;
+    int f = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (f < 0) return errno;
     if (fstat(f, &st) != 0) {
         e = errno;
         close(f);
         return e;
     }
-    if (S_ISDIR(st.st_mode)) {
+    if ((e = refuse_kind(st.st_mode)) != 0) {
         close(f);
-        return EISDIR;
+        return e;
     }
-    if (!S_ISREG(st.st_mode)) {
-        close(f);
-        return EINVAL;
+    /* regular files ignore O_NONBLOCK; clear it anyway so reads are plain reads */
+    int fl = fcntl(f, F_GETFL);
+    if (fl >= 0) fcntl(f, F_SETFL, fl & ~O_NONBLOCK);
+    if (st.st_size == 0) {
+        /* a size of 0 that still reads bytes: a pseudo-file, nothing to map */
+        char c;
+        ssize_t n = pread(f, &c, 1, 0);
+        if (n > 0) {
+            close(f);
+            return TL_OS_ENOSIZE;
+        }
     }
     *fd = f;
     *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+bool tl_os_same_file(int fd1, int fd2) {
+    struct stat a, b;
+    if (fstat(fd1, &a) != 0 || fstat(fd2, &b) != 0) return false;
+    return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+int tl_os_realpath(const char *path, char **out) {
+    int e = tl_fault_hit(TL_FAULT_OPEN);
+    if (e) return e;
+    char *r = realpath(path, NULL);
+    if (!r) return errno;
+    *out = r;
     return 0;
 }
 
