@@ -26,15 +26,26 @@
 extern "C" {
 #endif
 
+/*
+ * TL_API marks the functions libtierload exports. The shared library is built
+ * with hidden visibility, so only what this header declares is visible to
+ * programs that link it.
+ */
+#if defined(__GNUC__)
+#define TL_API __attribute__((visibility("default")))
+#else
+#define TL_API
+#endif
+
 #define TL_VERSION_MAJOR 0
 #define TL_VERSION_MINOR 1
 #define TL_VERSION_PATCH 0
 
 /* Library version as "MAJOR.MINOR.PATCH". */
-const char *tl_version(void);
+TL_API const char *tl_version(void);
 
 /* A byte count for people ("512 B", "1.50 GiB") written into buf; returns buf. */
-const char *tl_fmt_bytes(uint64_t bytes, char *buf, size_t n);
+TL_API const char *tl_fmt_bytes(uint64_t bytes, char *buf, size_t n);
 
 /* ------------------------------------------------------------------------ */
 /* Status codes and errors                                                   */
@@ -57,10 +68,10 @@ typedef enum tl_status {
 } tl_status;
 
 /* Short constant name of a status ("TL_ERR_FORMAT"). */
-const char *tl_status_name(tl_status s);
+TL_API const char *tl_status_name(tl_status s);
 
 /* Message of the last failure on this thread ("" when none). */
-const char *tl_last_error(void);
+TL_API const char *tl_last_error(void);
 
 /* ------------------------------------------------------------------------ */
 /* Data types                                                                */
@@ -126,18 +137,18 @@ typedef enum tl_dtype {
 } tl_dtype;
 
 /* Upper-case name ("Q4_K", "IQ4_NL", "F8_E4M3"); NULL for an invalid type. */
-const char *tl_dtype_name(tl_dtype t);
+TL_API const char *tl_dtype_name(tl_dtype t);
 /* Parse a name (case-insensitive); TL_DTYPE_INVALID when unknown. */
-tl_dtype tl_dtype_from_name(const char *name);
+TL_API tl_dtype tl_dtype_from_name(const char *name);
 /* Elements per block (1 for plain types, 32 or 256 for quantized ones). */
-uint32_t tl_dtype_block_elems(tl_dtype t);
+TL_API uint32_t tl_dtype_block_elems(tl_dtype t);
 /* Bits per block (bits, so that F4 and F6 types are exact). 0 when invalid. */
-uint32_t tl_dtype_block_bits(tl_dtype t);
+TL_API uint32_t tl_dtype_block_bits(tl_dtype t);
 /*
  * Exact byte size of n elements of type t. Fails (returns false) when n is
  * not a whole number of blocks, not a whole number of bytes, or overflows.
  */
-bool tl_dtype_nbytes(tl_dtype t, uint64_t n, uint64_t *out);
+TL_API bool tl_dtype_nbytes(tl_dtype t, uint64_t n, uint64_t *out);
 
 /* ------------------------------------------------------------------------ */
 /* The model catalog                                                         */
@@ -158,11 +169,11 @@ typedef enum tl_component {
 } tl_component;
 
 /* "diffusion", "cond", "vae", "controlnet", "other". */
-const char *tl_component_name(tl_component c);
+TL_API const char *tl_component_name(tl_component c);
 /* Parse a component name or alias (dit, unet, clip, te, llm, t5xxl, ...); -1 when unknown. */
-int tl_component_from_name(const char *name);
+TL_API int tl_component_from_name(const char *name);
 /* The component of a tensor name, by the prefix-rule table. */
-tl_component tl_component_of(const char *tensor_name);
+TL_API tl_component tl_component_of(const char *tensor_name);
 /*
  * The layer (block index) of a tensor name: "blocks.12." -> 12,
  * "input_blocks.4." -> 4, "blk.3." -> 3; -1 when the name has none. When
@@ -170,7 +181,7 @@ tl_component tl_component_of(const char *tensor_name);
  * identifies the block ("model.diffusion_model.input_blocks.4"), so that
  * callers can tell input_blocks.4 from output_blocks.4.
  */
-int32_t tl_layer_of(const char *tensor_name, size_t *key_len);
+TL_API int32_t tl_layer_of(const char *tensor_name, size_t *key_len);
 
 typedef struct tl_file_info {
     const char *path; /* as opened (absolute or relative as the caller gave it) */
@@ -214,9 +225,9 @@ typedef enum tl_meta_type {
 } tl_meta_type;
 
 /* Lower-case GGUF name of a metadata type ("uint32", "string", "array"). */
-const char *tl_meta_type_name(tl_meta_type t);
+TL_API const char *tl_meta_type_name(tl_meta_type t);
 /* Bytes of one value of a fixed-size metadata type (1, 2, 4 or 8); 0 for strings and arrays. */
-uint32_t tl_meta_type_size(tl_meta_type t);
+TL_API uint32_t tl_meta_type_size(tl_meta_type t);
 
 /*
  * One metadata entry. Scalars are widened into v (u for unsigned, i for
@@ -260,7 +271,7 @@ enum {
  * Parse a comma list of hint names ("sequential,willneed,populate,dontneed")
  * into TL_MAP_* flags. Empty or NULL gives 0.
  */
-tl_status tl_map_flags_parse(const char *list, unsigned *flags);
+TL_API tl_status tl_map_flags_parse(const char *list, unsigned *flags);
 
 typedef struct tl_model_options {
     unsigned map_flags; /* TL_MAP_*; when 0, TIERLOAD_MMAP_FLAGS from the environment is used */
@@ -282,54 +293,54 @@ typedef struct tl_model_options {
  * MAP_PRIVATE. Tensor names must be unique across the whole catalog.
  * opts may be NULL.
  */
-tl_status tl_model_open(const char *const *paths, size_t n_paths, const tl_model_options *opts,
+TL_API tl_status tl_model_open(const char *const *paths, size_t n_paths, const tl_model_options *opts,
                         tl_model **out);
 /* Close: unmap every file (applying TL_MAP_DONTNEED if asked) and free. NULL is fine. */
-void tl_model_close(tl_model *m);
+TL_API void tl_model_close(tl_model *m);
 
-size_t tl_model_file_count(const tl_model *m);
-const tl_file_info *tl_model_file(const tl_model *m, size_t i);
-size_t tl_model_tensor_count(const tl_model *m);
-const tl_tensor_info *tl_model_tensor(const tl_model *m, size_t i);
+TL_API size_t tl_model_file_count(const tl_model *m);
+TL_API const tl_file_info *tl_model_file(const tl_model *m, size_t i);
+TL_API size_t tl_model_tensor_count(const tl_model *m);
+TL_API const tl_tensor_info *tl_model_tensor(const tl_model *m, size_t i);
 /* Index of a tensor by exact name; -1 when absent. */
-int64_t tl_model_find(const tl_model *m, const char *name);
+TL_API int64_t tl_model_find(const tl_model *m, const char *name);
 
 /* Pointer to a tensor's bytes inside its file's mapping (zero-copy). */
-const void *tl_model_tensor_data(const tl_model *m, size_t i);
+TL_API const void *tl_model_tensor_data(const tl_model *m, size_t i);
 /* Writable pointer; only for models opened with writable = true (else NULL). */
-void *tl_model_tensor_data_mut(tl_model *m, size_t i);
+TL_API void *tl_model_tensor_data_mut(tl_model *m, size_t i);
 
-size_t tl_model_meta_count(const tl_model *m);
-const tl_meta *tl_model_meta(const tl_model *m, size_t i);
+TL_API size_t tl_model_meta_count(const tl_model *m);
+TL_API const tl_meta *tl_model_meta(const tl_model *m, size_t i);
 /* Index of a metadata key (first file that has it); -1 when absent. */
-int64_t tl_model_meta_find(const tl_model *m, const char *key);
+TL_API int64_t tl_model_meta_find(const tl_model *m, const char *key);
 /*
  * Element j of array entry i. Numbers come widened in out->v, strings as
  * (ptr, len); out->type is the element type. Nested arrays are not indexable
  * (TL_ERR_UNSUPPORTED).
  */
-tl_status tl_model_meta_array_get(const tl_model *m, size_t i, uint64_t j, tl_meta *out);
+TL_API tl_status tl_model_meta_array_get(const tl_model *m, size_t i, uint64_t j, tl_meta *out);
 
 /* Fraction (0..1) of a file's pages resident in the page cache, from mincore. */
-tl_status tl_model_file_residency(const tl_model *m, size_t file, double *fraction);
+TL_API tl_status tl_model_file_residency(const tl_model *m, size_t file, double *fraction);
 /* Apply page-cache hints (TL_MAP_SEQUENTIAL / WILLNEED / DONTNEED now) to every mapping. */
-tl_status tl_model_advise(tl_model *m, unsigned map_flags);
+TL_API tl_status tl_model_advise(tl_model *m, unsigned map_flags);
 /*
  * Check that every file still has the size it had when opened: a file
  * truncated or rewritten under its mapping gives TL_ERR_CHANGED naming it.
  */
-tl_status tl_model_check_files(const tl_model *m);
+TL_API tl_status tl_model_check_files(const tl_model *m);
 /*
  * Copy bytes [off, off+n) of tensor i out of its file's mapping into dst,
  * safely: the file's size is checked first, and a SIGBUS during the copy (the
  * file shrank meanwhile) becomes TL_ERR_CHANGED naming the file and tensor
  * instead of killing the process.
  */
-tl_status tl_model_tensor_read(const tl_model *m, size_t i, uint64_t off, void *dst, uint64_t n);
+TL_API tl_status tl_model_tensor_read(const tl_model *m, size_t i, uint64_t off, void *dst, uint64_t n);
 /* Open file descriptor of a file (read-only), for loaders; owned by the model. */
-int tl_model_file_fd(const tl_model *m, size_t file);
+TL_API int tl_model_file_fd(const tl_model *m, size_t file);
 /* Base address of a file's mapping (its byte 0). */
-const void *tl_model_file_map(const tl_model *m, size_t file);
+TL_API const void *tl_model_file_map(const tl_model *m, size_t file);
 
 /* ==== devices (issue 4) ==== */
 
@@ -365,7 +376,7 @@ typedef enum tl_device_kind {
 } tl_device_kind;
 
 /* "cpu", "sim", "cuda", "other". */
-const char *tl_device_kind_name(tl_device_kind k);
+TL_API const char *tl_device_kind_name(tl_device_kind k);
 
 #define TL_DEVICE_NAME_MAX 32 /* bytes, including the NUL */
 
@@ -417,19 +428,19 @@ typedef struct tl_device_ops {
  * Wrap a vtable into a device (one reference, owned by the caller). ops must
  * outlive the device; describe is called once here to take the name and kind.
  */
-tl_status tl_device_new(const tl_device_ops *ops, void *self, tl_device **out);
+TL_API tl_status tl_device_new(const tl_device_ops *ops, void *self, tl_device **out);
 /* Take / drop a reference; the last release calls ops->destroy. NULL is fine. */
-void tl_device_retain(tl_device *d);
-void tl_device_release(tl_device *d);
+TL_API void tl_device_retain(tl_device *d);
+TL_API void tl_device_release(tl_device *d);
 
 /*
  * Add a device to the registry (the registry takes its own reference; the
  * caller keeps and still releases its own). TL_ERR_INVALID_ARG when a
  * registered device already has its name (case-insensitive).
  */
-tl_status tl_device_register(tl_device *d);
+TL_API tl_status tl_device_register(tl_device *d);
 /* Remove a device from the registry and drop the registry's reference. */
-tl_status tl_device_unregister(tl_device *d);
+TL_API tl_status tl_device_unregister(tl_device *d);
 /*
  * Look a registered device up by name, case-insensitive: an exact name wins,
  * else a unique prefix ("cu" -> cuda0 when it is the only cuda device).
@@ -438,47 +449,47 @@ tl_status tl_device_unregister(tl_device *d);
  * valid while the device stays registered (retain it to keep it longer).
  * The first registry call discovers the built-in devices (cpu, then cuda*).
  */
-tl_status tl_device_find(const char *name, tl_device **out);
+TL_API tl_status tl_device_find(const char *name, tl_device **out);
 /*
  * Registered devices in registration order (cpu first): fills up to cap
  * borrowed pointers (as tl_device_find) and returns how many are registered.
  */
-size_t tl_device_list(tl_device **out, size_t cap);
+TL_API size_t tl_device_list(tl_device **out, size_t cap);
 
 /* Name and kind, fixed at tl_device_new. */
-const char *tl_device_name(const tl_device *d);
-tl_device_kind tl_device_kind_of(const tl_device *d);
+TL_API const char *tl_device_name(const tl_device *d);
+TL_API tl_device_kind tl_device_kind_of(const tl_device *d);
 /* Current description (free memory is live). */
-tl_status tl_device_describe(tl_device *d, tl_device_info *out);
+TL_API tl_status tl_device_describe(tl_device *d, tl_device_info *out);
 
 /* Allocate size > 0 bytes; TL_ERR_DEVICE_OOM when they do not fit (sim, cpu and cuda alike). */
-tl_status tl_device_alloc(tl_device *d, uint64_t size, tl_devptr *out);
+TL_API tl_status tl_device_alloc(tl_device *d, uint64_t size, tl_devptr *out);
 /* Free an allocation; 0 is fine. */
-tl_status tl_device_free(tl_device *d, tl_devptr p);
+TL_API tl_status tl_device_free(tl_device *d, tl_devptr p);
 /* Synchronous copies host -> device and device -> host (n may be 0). */
-tl_status tl_device_copy_to(tl_device *d, tl_devptr dst, const void *src, uint64_t n);
-tl_status tl_device_copy_from(tl_device *d, void *dst, tl_devptr src, uint64_t n);
+TL_API tl_status tl_device_copy_to(tl_device *d, tl_devptr dst, const void *src, uint64_t n);
+TL_API tl_status tl_device_copy_from(tl_device *d, void *dst, tl_devptr src, uint64_t n);
 /* Asynchronous copies; *ticket receives the completion handle (see above). */
-tl_status tl_device_copy_to_async(tl_device *d, tl_devptr dst, const void *src, uint64_t n,
+TL_API tl_status tl_device_copy_to_async(tl_device *d, tl_devptr dst, const void *src, uint64_t n,
                                   uint64_t *ticket);
-tl_status tl_device_copy_from_async(tl_device *d, void *dst, tl_devptr src, uint64_t n,
+TL_API tl_status tl_device_copy_from_async(tl_device *d, void *dst, tl_devptr src, uint64_t n,
                                     uint64_t *ticket);
 /* Block until a ticket (and every earlier one) is done. */
-tl_status tl_device_wait(tl_device *d, uint64_t ticket);
+TL_API tl_status tl_device_wait(tl_device *d, uint64_t ticket);
 /* *done = whether a ticket is done, without blocking. */
-tl_status tl_device_poll(tl_device *d, uint64_t ticket, bool *done);
+TL_API tl_status tl_device_poll(tl_device *d, uint64_t ticket, bool *done);
 /*
  * Pin / unpin a host range so the device can DMA from / to it. A failure
  * says why (e.g. mlock failed under RLIMIT_MEMLOCK, with the limit).
  */
-tl_status tl_device_pin(tl_device *d, void *host, uint64_t n);
-tl_status tl_device_unpin(tl_device *d, void *host, uint64_t n);
+TL_API tl_status tl_device_pin(tl_device *d, void *host, uint64_t n);
+TL_API tl_status tl_device_unpin(tl_device *d, void *host, uint64_t n);
 /*
  * Read n bytes of file fd at off straight into device memory, when the
  * device can (cuda with a working libcufile). TL_ERR_UNSUPPORTED otherwise:
  * the caller then stages through host memory.
  */
-tl_status tl_device_read_file(tl_device *d, int fd, uint64_t off, tl_devptr dst, uint64_t n);
+TL_API tl_status tl_device_read_file(tl_device *d, int fd, uint64_t off, tl_devptr dst, uint64_t n);
 
 /*
  * CUDA devices are named cuda0, cuda1, ... (CUDA ordinals). libcudart is
@@ -494,12 +505,12 @@ tl_status tl_device_read_file(tl_device *d, int fd, uint64_t off, tl_devptr dst,
  * shared object file: No such file or directory" or "no CUDA device:
  * cudaGetDeviceCount: ...". Runs discovery if needed.
  */
-const char *tl_device_cuda_reason(void);
+TL_API const char *tl_device_cuda_reason(void);
 /*
  * Why GPUDirect Storage is not in use: "" once a real small read through
  * libcufile has succeeded, "not tried yet" before any, else the reason.
  */
-const char *tl_device_cufile_reason(void);
+TL_API const char *tl_device_cufile_reason(void);
 
 /*
  * Simulated GPUs. A sim device keeps its bytes in host memory but behaves
@@ -544,15 +555,15 @@ typedef struct tl_sim_spec {
  * the offending item) on a bad size, empty or invalid name, duplicate name,
  * or more than cap items.
  */
-tl_status tl_device_sim_spec_parse(const char *spec, tl_sim_spec *out, size_t cap, size_t *n);
+TL_API tl_status tl_device_sim_spec_parse(const char *spec, tl_sim_spec *out, size_t cap, size_t *n);
 /* A new (unregistered) sim device; one reference owned by the caller. */
-tl_status tl_device_sim_new(const tl_sim_spec *spec, tl_device **out);
+TL_API tl_status tl_device_sim_new(const tl_sim_spec *spec, tl_device **out);
 /* Parse a spec and register every sim in it (all or none). */
-tl_status tl_device_sim_add(const char *spec);
+TL_API tl_status tl_device_sim_add(const char *spec);
 /* The sim's model clock in seconds (TL_ERR_INVALID_ARG when d is not a sim). */
-tl_status tl_device_sim_clock(tl_device *d, double *seconds);
+TL_API tl_status tl_device_sim_clock(tl_device *d, double *seconds);
 /* Advance the model clock by seconds >= 0 (the caller's modeled compute). */
-tl_status tl_device_sim_advance(tl_device *d, double seconds);
+TL_API tl_status tl_device_sim_advance(tl_device *d, double seconds);
 
 /* ==== planner (issue 5) ==== */
 
@@ -609,7 +620,7 @@ typedef enum tl_plan_mode {
 } tl_plan_mode;
 
 /* "cpu", "gpu", "layer_split", "row_split", "stream"; NULL when invalid. */
-const char *tl_plan_mode_name(tl_plan_mode m);
+TL_API const char *tl_plan_mode_name(tl_plan_mode m);
 
 /* One device as the planner sees it. total/free 0 on the host mean "unknown". */
 typedef struct tl_plan_device {
@@ -635,14 +646,14 @@ typedef struct tl_plan_summary {
 } tl_plan_summary;
 
 /* An empty summary (every component absent). */
-void tl_plan_summary_init(tl_plan_summary *s);
+TL_API void tl_plan_summary_init(tl_plan_summary *s);
 /* Free the layer arrays (the struct itself is the caller's); leaves it empty. */
-void tl_plan_summary_free(tl_plan_summary *s);
+TL_API void tl_plan_summary_free(tl_plan_summary *s);
 /* Append a layer of `bytes` to component c (matrix_bytes of them row-splittable). */
-tl_status tl_plan_summary_add_layer(tl_plan_summary *s, tl_component c, uint64_t bytes,
+TL_API tl_status tl_plan_summary_add_layer(tl_plan_summary *s, tl_component c, uint64_t bytes,
                                     uint64_t matrix_bytes);
 /* Add bytes outside layers to component c. */
-tl_status tl_plan_summary_add_other(tl_plan_summary *s, tl_component c, uint64_t bytes,
+TL_API tl_status tl_plan_summary_add_other(tl_plan_summary *s, tl_component c, uint64_t bytes,
                                     uint64_t matrix_bytes);
 /*
  * Build a summary from a catalog. Tensors are grouped into layers by
@@ -652,16 +663,16 @@ tl_status tl_plan_summary_add_other(tl_plan_summary *s, tl_component c, uint64_t
  * element count is a whole number of convert's blocks is counted at convert's
  * size (what a --type conversion on load would give). s is initialized here.
  */
-tl_status tl_plan_summary_from_model(const tl_model *m, tl_dtype convert, tl_plan_summary *s);
+TL_API tl_status tl_plan_summary_from_model(const tl_model *m, tl_dtype convert, tl_plan_summary *s);
 /*
  * A built-in synthetic profile: "sd15" (~2 GB), "sdxl" (~7 GB), "flux-f16"
  * (~28 GB: 24 GB diffusion + T5 at Q8), "flux-q8" (~18 GB), "ltx2" (~26 GB:
  * Q6 diffusion + 12B text encoder). TL_ERR_NOT_FOUND for another name.
  * s is initialized here.
  */
-tl_status tl_plan_summary_profile(const char *name, tl_plan_summary *s);
+TL_API tl_status tl_plan_summary_profile(const char *name, tl_plan_summary *s);
 /* Comma-separated names of the built-in profiles. */
-const char *tl_plan_profile_names(void);
+TL_API const char *tl_plan_profile_names(void);
 
 /* --- spec parsers (each a public entry point for the fuzzers) --- */
 
@@ -670,14 +681,14 @@ const char *tl_plan_profile_names(void);
  * KiB, ...; case-insensitive), fractions allowed ("9.5G"). A leading '-' is
  * accepted only when negative is not NULL (and sets it).
  */
-tl_status tl_plan_parse_bytes(const char *s, uint64_t *bytes, bool *negative);
+TL_API tl_status tl_plan_parse_bytes(const char *s, uint64_t *bytes, bool *negative);
 
 /*
  * Hypothetical devices: "cuda0=16G,cuda1=10G" (total = free = size). A name
  * of "cpu" (or "host") describes the host (is_gpu false); every other name is
  * a GPU. A host entry with size 0 is added at the end when none is given.
  */
-tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t cap, size_t *n);
+TL_API tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t cap, size_t *n);
 
 /* Where the user placed one component: n_devices 0 means "not given". */
 typedef struct tl_backend_place {
@@ -699,7 +710,7 @@ typedef struct tl_backend_spec {
  * the item: unknown component or device, empty list, a component given
  * twice, a split that names the host. out is zeroed first.
  */
-tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, size_t n_devs,
+TL_API tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, size_t n_devs,
                                 tl_backend_spec *out);
 
 /*
@@ -710,21 +721,21 @@ tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, si
  * to the GPUs not named. NULL or "" = no cap. The host's budget is its free
  * memory (0 = unknown). budgets has n_devs entries.
  */
-tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, size_t n_devs,
+TL_API tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, size_t n_devs,
                                  uint64_t headroom, uint64_t *budgets);
 
 /* Default compute reserves: diffusion 2048 MiB, cond 512 MiB, vae 1024 MiB, controlnet 512 MiB,
  * other 0. */
-void tl_plan_default_reserves(uint64_t reserve[TL_COMP_COUNT]);
+TL_API void tl_plan_default_reserves(uint64_t reserve[TL_COMP_COUNT]);
 /* Override reserves from "diffusion=3G,vae=512M" (component names or aliases). */
-tl_status tl_plan_parse_reserve(const char *spec, uint64_t reserve[TL_COMP_COUNT]);
+TL_API tl_status tl_plan_parse_reserve(const char *spec, uint64_t reserve[TL_COMP_COUNT]);
 
 /* Output size of a run: width x height pixels, frames (1 for images). */
 typedef struct tl_plan_size {
     uint32_t width, height, frames;
 } tl_plan_size;
 /* Parse "WxH" or "WxHxT" (each 1..1048576). */
-tl_status tl_plan_parse_size(const char *spec, tl_plan_size *out);
+TL_API tl_status tl_plan_parse_size(const char *spec, tl_plan_size *out);
 
 /* Phase schedule: phase i runs the components whose bit (1u << tl_component) is in mask[i]. */
 typedef struct tl_plan_phases {
@@ -732,9 +743,9 @@ typedef struct tl_plan_phases {
     uint32_t mask[TL_PLAN_MAX_PHASES];
 } tl_plan_phases;
 /* The default image pipeline: cond, diffusion+controlnet, vae. */
-void tl_plan_default_phases(tl_plan_phases *out);
+TL_API void tl_plan_default_phases(tl_plan_phases *out);
 /* Parse "cond,diffusion+controlnet,vae" (',' separates phases, '+' joins components). */
-tl_status tl_plan_parse_phases(const char *spec, tl_plan_phases *out);
+TL_API tl_status tl_plan_parse_phases(const char *spec, tl_plan_phases *out);
 
 /* VAE tiling decision (latent = size / 8; time is never tiled). */
 typedef struct tl_vae_tiling {
@@ -751,7 +762,7 @@ typedef struct tl_vae_tiling {
  * frames)) clamped to [8, max latent side], overlap 0.5.
  * bytes_per_voxel 0 = the default (256 KiB per latent voxel).
  */
-tl_status tl_plan_vae_tiling(const tl_plan_size *size, uint64_t vae_reserve,
+TL_API tl_status tl_plan_vae_tiling(const tl_plan_size *size, uint64_t vae_reserve,
                              uint64_t bytes_per_voxel, tl_vae_tiling *out);
 
 typedef struct tl_plan_options {
@@ -777,20 +788,20 @@ typedef struct tl_plan tl_plan;
  * fits the budgets: check tl_plan_feasible (or tl_plan_check). Spec errors
  * return TL_ERR_INVALID_ARG / TL_ERR_NOT_FOUND with no plan.
  */
-tl_status tl_plan_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
+TL_API tl_status tl_plan_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
                          const tl_plan_options *opts, tl_plan **out);
-void tl_plan_free(tl_plan *p);
-bool tl_plan_feasible(const tl_plan *p);
+TL_API void tl_plan_free(tl_plan *p);
+TL_API bool tl_plan_feasible(const tl_plan *p);
 /* Why the plan is infeasible, with the smallest change that would fit ("" when feasible). */
-const char *tl_plan_error(const tl_plan *p);
+TL_API const char *tl_plan_error(const tl_plan *p);
 /* TL_OK when feasible, else TL_ERR_INFEASIBLE with tl_plan_error as the message. */
-tl_status tl_plan_check(const tl_plan *p);
+TL_API tl_status tl_plan_check(const tl_plan *p);
 
-size_t tl_plan_device_count(const tl_plan *p);
+TL_API size_t tl_plan_device_count(const tl_plan *p);
 /* Device i (GPUs first in input order, the host last). */
-const tl_plan_device *tl_plan_device_at(const tl_plan *p, size_t i);
+TL_API const tl_plan_device *tl_plan_device_at(const tl_plan *p, size_t i);
 /* Budget of device i (bytes). */
-uint64_t tl_plan_device_budget(const tl_plan *p, size_t i);
+TL_API uint64_t tl_plan_device_budget(const tl_plan *p, size_t i);
 
 /* Where one component goes. */
 typedef struct tl_plan_decision {
@@ -817,19 +828,19 @@ typedef struct tl_plan_decision {
     uint64_t moved_per_run;
 } tl_plan_decision;
 /* The decision for component c (present false when absent). */
-tl_status tl_plan_decision_of(const tl_plan *p, tl_component c, tl_plan_decision *out);
+TL_API tl_status tl_plan_decision_of(const tl_plan *p, tl_component c, tl_plan_decision *out);
 
-size_t tl_plan_phase_count(const tl_plan *p);
+TL_API size_t tl_plan_phase_count(const tl_plan *p);
 /* Component mask of phase i. */
-uint32_t tl_plan_phase_mask(const tl_plan *p, size_t i);
+TL_API uint32_t tl_plan_phase_mask(const tl_plan *p, size_t i);
 /* Projected peak bytes on device dev during phase. */
-uint64_t tl_plan_peak(const tl_plan *p, size_t dev, size_t phase);
-uint64_t tl_plan_moved_per_run(const tl_plan *p);
+TL_API uint64_t tl_plan_peak(const tl_plan *p, size_t dev, size_t phase);
+TL_API uint64_t tl_plan_moved_per_run(const tl_plan *p);
 /* Host RAM for weights (cpu and streamed components). */
-uint64_t tl_plan_host_bytes(const tl_plan *p);
+TL_API uint64_t tl_plan_host_bytes(const tl_plan *p);
 /* Priority-weighted GPU-resident bytes (the search's first objective). */
-uint64_t tl_plan_score(const tl_plan *p);
-const tl_vae_tiling *tl_plan_tiling(const tl_plan *p);
+TL_API uint64_t tl_plan_score(const tl_plan *p);
+TL_API const tl_vae_tiling *tl_plan_tiling(const tl_plan *p);
 
 /*
  * The plan as JSON (what `tierload plan --json` prints and `tierload run
@@ -840,14 +851,14 @@ const tl_vae_tiling *tl_plan_tiling(const tl_plan *p);
  * "host_bytes","score","vae_tiling"}. Byte-identical for the same input.
  * *out is malloc'd; the caller frees it.
  */
-tl_status tl_plan_to_json(const tl_plan *p, char **out);
+TL_API tl_status tl_plan_to_json(const tl_plan *p, char **out);
 /* Parse and validate a plan document (as tl_plan_to_json writes it). */
-tl_status tl_plan_from_json(const char *json, size_t len, tl_plan **out);
+TL_API tl_status tl_plan_from_json(const char *json, size_t len, tl_plan **out);
 /*
  * The human form (devices, components, peaks per phase, host RAM, bytes
  * moved) as text. *out is malloc'd; the caller frees it.
  */
-tl_status tl_plan_to_text(const tl_plan *p, char **out);
+TL_API tl_status tl_plan_to_text(const tl_plan *p, char **out);
 
 /* ==== loading and memory accounting (issue 3) ==== */
 
@@ -870,7 +881,7 @@ typedef struct tl_memstats {
 } tl_memstats;
 
 /* Read the memory facts now (/proc/self/status, smaps_rollup, /proc/meminfo, cgroup v2). */
-tl_status tl_memstats_read(tl_memstats *out);
+TL_API tl_status tl_memstats_read(tl_memstats *out);
 
 /* Start / end / peak of memory over a job. */
 typedef struct tl_memspan {
@@ -887,16 +898,16 @@ typedef struct tl_memwatch tl_memwatch;
  * Take the start sample and start a thread that samples every interval_s
  * seconds (0 = 5 ms) until tl_memwatch_stop.
  */
-tl_status tl_memwatch_start(double interval_s, tl_memwatch **out);
+TL_API tl_status tl_memwatch_start(double interval_s, tl_memwatch **out);
 /* Take one sample now (callers can add samples at known peaks). NULL is fine. */
-void tl_memwatch_sample(tl_memwatch *w);
+TL_API void tl_memwatch_sample(tl_memwatch *w);
 /* Stop the thread, take the end sample, fill *out (may be NULL) and free w. */
-void tl_memwatch_stop(tl_memwatch *w, tl_memspan *out);
+TL_API void tl_memwatch_stop(tl_memwatch *w, tl_memspan *out);
 
 /* Bytes of a file resident in the page cache (mincore on a temporary mapping). */
-tl_status tl_file_page_cache(const char *path, uint64_t *resident, uint64_t *size);
+TL_API tl_status tl_file_page_cache(const char *path, uint64_t *resident, uint64_t *size);
 /* Drop a file's clean pages from the page cache (POSIX_FADV_DONTNEED). */
-tl_status tl_file_evict(const char *path);
+TL_API tl_status tl_file_evict(const char *path);
 
 /* How tl_model_load moves a file's tensors into host memory. */
 typedef enum tl_load_mode {
@@ -907,9 +918,9 @@ typedef enum tl_load_mode {
 } tl_load_mode;
 
 /* "auto", "mmap", "buffered", "direct"; NULL when invalid. */
-const char *tl_load_mode_name(tl_load_mode m);
+TL_API const char *tl_load_mode_name(tl_load_mode m);
 /* Parse a mode name; -1 when unknown. */
-int tl_load_mode_from_name(const char *name);
+TL_API int tl_load_mode_from_name(const char *name);
 
 /* Progress: bytes done of total. Return false to cancel (the load fails with TL_ERR_CANCELLED). */
 typedef bool (*tl_load_progress_fn)(void *user, uint64_t done, uint64_t total);
@@ -1015,18 +1026,18 @@ typedef struct tl_load_result tl_load_result;
  * Views (mmap mode) stay valid while m is open: free the result first.
  * On failure *out is NULL and the message names the file and tensor.
  */
-tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result **out);
+TL_API tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result **out);
 /* Free the result and every copy it owns. NULL is fine. */
-void tl_load_result_free(tl_load_result *r);
+TL_API void tl_load_result_free(tl_load_result *r);
 /* Tensor i (same index as tl_model_tensor); NULL when out of range. */
-const tl_loaded_tensor *tl_load_result_tensor(const tl_load_result *r, size_t i);
-size_t tl_load_result_tensor_count(const tl_load_result *r);
+TL_API const tl_loaded_tensor *tl_load_result_tensor(const tl_load_result *r, size_t i);
+TL_API size_t tl_load_result_tensor_count(const tl_load_result *r);
 /* File i (same index as tl_model_file); NULL when out of range. */
-const tl_load_file *tl_load_result_file(const tl_load_result *r, size_t i);
-size_t tl_load_result_file_count(const tl_load_result *r);
-const tl_load_stats *tl_load_result_stats(const tl_load_result *r);
+TL_API const tl_load_file *tl_load_result_file(const tl_load_result *r, size_t i);
+TL_API size_t tl_load_result_file_count(const tl_load_result *r);
+TL_API const tl_load_stats *tl_load_result_stats(const tl_load_result *r);
 /* Notes on the choices made and fallbacks taken, one per line ("" when none). */
-const char *tl_load_result_notes(const tl_load_result *r);
+TL_API const char *tl_load_result_notes(const tl_load_result *r);
 
 /*
  * Convert n elements from one dtype to another (the pairs tl_model_load
@@ -1036,9 +1047,9 @@ const char *tl_load_result_notes(const tl_load_result *r);
  * with TL_ERR_UNSUPPORTED when a value is out of range. dst and src must
  * not overlap.
  */
-tl_status tl_convert(tl_dtype to, void *dst, tl_dtype from, const void *src, uint64_t n);
+TL_API tl_status tl_convert(tl_dtype to, void *dst, tl_dtype from, const void *src, uint64_t n);
 /* Is there a conversion from -> to? (identity included) */
-bool tl_convert_supported(tl_dtype from, tl_dtype to);
+TL_API bool tl_convert_supported(tl_dtype from, tl_dtype to);
 
 #ifdef __cplusplus
 }
