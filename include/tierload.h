@@ -393,11 +393,15 @@ typedef struct tl_device_info {
 
 /*
  * The vtable a device implements; self is the implementation's own state.
- * Every function returns a tl_status and records tl_err() messages naming
- * the device. Sizes are > 0 when called through the tl_device_* wrappers
- * (which check arguments first).
+ * Initialise it with tl_device_ops_init (it sets size) and fill in the
+ * functions. Every function returns a tl_status; on failure it records a
+ * message naming the device with tl_set_error. A failure recorded without a
+ * message gets a generic one from the tl_device_* wrapper ("device 'x':
+ * alloc failed (TL_ERR_DEVICE_OOM)"). Sizes are > 0 when called through the
+ * tl_device_* wrappers (which check arguments first).
  */
 typedef struct tl_device_ops {
+    uint32_t size; /* sizeof(tl_device_ops), set by tl_device_ops_init */
     /* Required. Fill *out (free must be current). Called often: keep it cheap. */
     tl_status (*describe)(void *self, tl_device_info *out);
     /* Required. TL_ERR_DEVICE_OOM when size bytes do not fit. */
@@ -424,9 +428,25 @@ typedef struct tl_device_ops {
     void (*destroy)(void *self);
 } tl_device_ops;
 
+/* Zero every entry and set size. */
+TL_API void tl_device_ops_init(tl_device_ops *ops);
+
+/*
+ * Record the message tl_last_error() returns on this thread and return s:
+ * for device implementations and other code the library calls back.
+ * printf-style format.
+ */
+TL_API tl_status tl_set_error(tl_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
 /*
  * Wrap a vtable into a device (one reference, owned by the caller). ops must
  * outlive the device; describe is called once here to take the name and kind.
+ * TL_ERR_INVALID_ARG when ops->size is 0 (not initialised) or a required
+ * entry is missing.
  */
 TL_API tl_status tl_device_new(const tl_device_ops *ops, void *self, tl_device **out);
 /* Take / drop a reference; the last release calls ops->destroy. NULL is fine. */
@@ -439,22 +459,32 @@ TL_API void tl_device_release(tl_device *d);
  * registered device already has its name (case-insensitive).
  */
 TL_API tl_status tl_device_register(tl_device *d);
-/* Remove a device from the registry and drop the registry's reference. */
+/*
+ * Remove a device from the registry and drop the registry's reference.
+ * References others hold stay valid. TL_ERR_INVALID_ARG for the built-in
+ * cpu device, which stays registered for the life of the process.
+ */
 TL_API tl_status tl_device_unregister(tl_device *d);
 /*
  * Look a registered device up by name, case-insensitive: an exact name wins,
  * else a unique prefix ("cu" -> cuda0 when it is the only cuda device).
  * TL_ERR_NOT_FOUND when nothing matches, TL_ERR_INVALID_ARG when a prefix is
- * ambiguous (the message lists the candidates). The pointer is borrowed:
- * valid while the device stays registered (retain it to keep it longer).
- * The first registry call discovers the built-in devices (cpu, then cuda*).
+ * ambiguous (the message lists the candidates). *out is a new reference the
+ * caller releases with tl_device_release; it stays valid even when another
+ * thread unregisters the device meanwhile. The first registry call
+ * discovers the built-in devices (cpu, then cuda*; see tl_init).
  */
 TL_API tl_status tl_device_find(const char *name, tl_device **out);
 /*
  * Registered devices in registration order (cpu first): fills up to cap
- * borrowed pointers (as tl_device_find) and returns how many are registered.
+ * entries of out with new references (as tl_device_find) and returns how
+ * many are registered, which may exceed cap. The caller releases the
+ * min(returned, cap) references it got, e.g. with tl_device_list_release.
+ * out may be NULL with cap 0 (count only).
  */
 TL_API size_t tl_device_list(tl_device **out, size_t cap);
+/* Release n references of devs (as filled by tl_device_list) and NULL them. */
+TL_API void tl_device_list_release(tl_device **devs, size_t n);
 
 /* Name and kind, fixed at tl_device_new. */
 TL_API const char *tl_device_name(const tl_device *d);

@@ -142,6 +142,7 @@ static void test_discovery(void **state) {
     assert_true(info.total == 64u << 20 && info.free == info.total);
     assert_true(info.async);
     assert_false(info.host_pointer);
+    tl_device_release(d);
 }
 
 static void test_ring_copies(void **state) {
@@ -185,6 +186,7 @@ static void test_ring_copies(void **state) {
     assert_int_equal(tl_device_free(d, p), TL_OK);
     free(src);
     free(back);
+    tl_device_release(d);
 }
 
 static void test_oom_and_pinned(void **state) {
@@ -219,6 +221,7 @@ static void test_oom_and_pinned(void **state) {
     assert_int_equal(buf[n - 11], 0x77);
     assert_int_equal(tl_device_free(d, p), TL_OK);
     free(buf);
+    tl_device_release(d);
 }
 
 static void test_cli_reasons(void **state) {

@@ -59,16 +59,19 @@ int cmd_devices(int argc, char **argv) {
     if (n > 256) n = 256;
     tl_device_info *infos = calloc(n ? n : 1, sizeof *infos);
     if (!infos) {
+        tl_device_list_release(devs, n);
         fprintf(stderr, "tierload: out of memory\n");
         return cli_exit_code(TL_ERR_NOMEM);
     }
     for (size_t i = 0; i < n; i++) {
         tl_status s = tl_device_describe(devs[i], &infos[i]);
         if (s != TL_OK) {
+            tl_device_list_release(devs, n);
             free(infos);
             return cli_fail(s);
         }
     }
+    tl_device_list_release(devs, n);
 
     if (json) {
         cJSON *root = cJSON_CreateObject();

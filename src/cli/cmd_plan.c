@@ -63,7 +63,10 @@ static tl_status real_devices(tl_plan_device *out, size_t cap, size_t *n) {
     for (size_t i = 0; i < count && *n < cap; i++) {
         tl_device_info info;
         tl_status s = tl_device_describe(list[i], &info);
-        if (s) return s;
+        if (s) {
+            tl_device_list_release(list, count);
+            return s;
+        }
         tl_plan_device *d = &out[(*n)++];
         memset(d, 0, sizeof *d);
         snprintf(d->name, sizeof d->name, "%s", info.name);
@@ -71,6 +74,7 @@ static tl_status real_devices(tl_plan_device *out, size_t cap, size_t *n) {
         d->total = info.total;
         d->free = info.free;
     }
+    tl_device_list_release(list, count);
     return TL_OK;
 }
 

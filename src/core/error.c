@@ -10,13 +10,29 @@
 #define TL_ERR_MAX 1024
 
 static _Thread_local char tl_err_buf[TL_ERR_MAX];
+/* Bumped whenever this thread's message is written (set, prefixed or cleared). */
+static _Thread_local uint64_t tl_err_gen;
 
 tl_status tl_err(tl_status s, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(tl_err_buf, sizeof tl_err_buf, fmt, ap);
     va_end(ap);
+    tl_err_gen++;
     return s;
+}
+
+tl_status tl_set_error(tl_status s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tl_err_buf, sizeof tl_err_buf, fmt ? fmt : "", ap);
+    va_end(ap);
+    tl_err_gen++;
+    return s;
+}
+
+uint64_t tl_err_generation(void) {
+    return tl_err_gen;
 }
 
 tl_status tl_err_prefix(tl_status s, const char *fmt, ...) {
@@ -35,11 +51,13 @@ tl_status tl_err_prefix(tl_status s, const char *fmt, ...) {
     size_t m = strnlen(old, rest);
     memcpy(tl_err_buf + n + 2, old, m);
     tl_err_buf[n + 2 + m] = 0;
+    tl_err_gen++;
     return s;
 }
 
 void tl_err_clear(void) {
     tl_err_buf[0] = 0;
+    tl_err_gen++;
 }
 
 const char *tl_last_error(void) {

@@ -507,6 +507,7 @@ static void cuda_destroy(void *self) {
 }
 
 static const tl_device_ops cuda_ops = {
+    .size = sizeof(tl_device_ops),
     .describe = cuda_describe,
     .alloc = cuda_alloc,
     .dealloc = cuda_dealloc,
