@@ -7,12 +7,37 @@
  * mapping, spill files) and moves the bytes there under hard memory bounds.
  *
  * Conventions (one everywhere):
- *   - names are tl_<noun>_<verb>; handles are opaque and come in open/close
- *     pairs;
+ *   - names are tl_<noun>_<verb>. Objects the library makes come in pairs
+ *     named alike: tl_<noun>_create / tl_<noun>_destroy, a model opened from
+ *     files tl_model_open / tl_model_close, reference-counted devices
+ *     tl_device_retain / tl_device_release. Destroying NULL is fine.
+ *   - getters are tl_<noun>_<field>(obj[, i]) (tl_<noun>_<field>_of where
+ *     that name is taken by a type); indexes are size_t, and "not found" is
+ *     TL_NOT_FOUND. A name parser tl_<type>_from_name returns the type's
+ *     _INVALID value (-1) for a name it does not know.
+ *   - options structs (tl_model_options, tl_load_options, tl_plan_options,
+ *     tl_library_options, and the tl_device_ops vtable) start with
+ *     `uint32_t size`. Initialise them with tl_<noun>_options_init (or
+ *     tl_device_ops_init), which sets size to the sizeof your program was
+ *     compiled with and every field to its default, then set the fields you
+ *     need. The library reads only the first `size` bytes and uses defaults
+ *     for fields past them, so a program built against an older header keeps
+ *     working with a newer library; a size of 0 is TL_ERR_INVALID_ARG.
  *   - every fallible call returns a tl_status; on failure tl_last_error()
  *     returns a message (thread-local, valid until the next failing call on the
  *     same thread) that names the file, and the tensor or key, involved;
- *   - the library never exits, aborts or prints on its own;
+ *   - memory the library returns to the caller (plan JSON and text) is freed
+ *     with tl_free; everything else it returns (names, infos, messages) is
+ *     owned by the object it came from and lives as long as that object;
+ *   - thread-safety: functions on different objects may run concurrently; one
+ *     object may be read (const functions) from several threads at once, but
+ *     a call that changes it (close, destroy, advise, load into it) must not
+ *     overlap any other call on it. The device registry and devices are
+ *     thread-safe throughout (see below).
+ *   - the library never exits, aborts or prints on its own, and reads no
+ *     environment variable unless a call says so (TL_MAP_FROM_ENV,
+ *     TIERLOAD_CUDART for CUDA discovery, TIERLOAD_COLD_PATH and
+ *     TIERLOAD_NO_URING for loads);
  *   - sizes are bytes (uint64_t) unless a name says otherwise.
  */
 #ifndef TIERLOAD_H
@@ -70,8 +95,53 @@ typedef enum tl_status {
 /* Short constant name of a status ("TL_ERR_FORMAT"). */
 TL_API const char *tl_status_name(tl_status s);
 
-/* Message of the last failure on this thread ("" when none). */
+/*
+ * Message of the last failure on this thread ("" when none). The pointer is
+ * to thread-local storage, valid on this thread until its next call into the
+ * library.
+ */
 TL_API const char *tl_last_error(void);
+
+/* Free memory the library returned to the caller (tl_plan_to_json, ...). NULL is fine. */
+TL_API void tl_free(void *p);
+
+/* "Not found" for functions that return a size_t index. */
+#define TL_NOT_FOUND ((size_t)-1)
+
+/* ------------------------------------------------------------------------ */
+/* Process-wide settings                                                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * What a host program may decide for the whole process before using the
+ * library. Each is a guarantee:
+ *   - no_cuda: libcudart (and libcufile) are never loaded and no CUDA
+ *     function is called; there are no cuda* devices, and
+ *     tl_device_cuda_reason says discovery was disabled. For engines that
+ *     bring their own CUDA runtime and register their GPUs themselves.
+ *   - cudart_path: load exactly this libcudart (dlopen of the path) instead of
+ *     searching libcudart.so, .so.13, .so.12, .so.11.0 and TIERLOAD_CUDART.
+ *   - no_sigbus_guard: the library never installs a SIGBUS handler. A file
+ *     truncated under its mapping then raises SIGBUS in the thread that reads
+ *     it (the process's own disposition applies) instead of failing the call
+ *     with TL_ERR_CHANGED.
+ */
+typedef struct tl_library_options {
+    uint32_t size;           /* sizeof(tl_library_options), set by tl_library_options_init */
+    bool no_cuda;            /* do not discover CUDA devices */
+    const char *cudart_path; /* NULL = search (see above); copied by tl_init */
+    bool no_sigbus_guard;    /* do not install the SIGBUS guard */
+} tl_library_options;
+
+/* Defaults: CUDA discovered by search, SIGBUS guard on. */
+TL_API void tl_library_options_init(tl_library_options *o);
+/*
+ * Set the process-wide settings. Optional; when used, call it before any
+ * other call that discovers devices or reads a mapping, and not concurrently
+ * with other tierload calls. TL_ERR_INVALID_ARG once the settings have been
+ * used (the message says so). opts NULL restores the defaults.
+ */
+TL_API tl_status tl_init(const tl_library_options *opts);
 
 /* ------------------------------------------------------------------------ */
 /* Data types                                                                */
@@ -258,13 +328,19 @@ typedef struct tl_meta {
 
 typedef struct tl_model tl_model;
 
-/* Page-cache hints for mappings (tl_model_options.map_flags, TIERLOAD_MMAP_FLAGS). */
+/* Page-cache hints for mappings (tl_model_options.map_flags, tl_model_advise). */
 enum {
     TL_MAP_SEQUENTIAL = 1u << 0, /* madvise(MADV_SEQUENTIAL) */
     TL_MAP_WILLNEED = 1u << 1,   /* madvise(MADV_WILLNEED) */
     TL_MAP_POPULATE = 1u << 2,   /* MAP_POPULATE: fault every page in on open */
     TL_MAP_DONTNEED =
         1u << 3, /* on close: MADV_DONTNEED + POSIX_FADV_DONTNEED, pages leave the cache */
+    /*
+     * tl_model_open only: also apply the hints named in the environment
+     * variable TIERLOAD_MMAP_FLAGS (a list as tl_map_flags_parse takes).
+     * Without it the library does not read the variable.
+     */
+    TL_MAP_FROM_ENV = 1u << 31,
 };
 
 /*
@@ -273,8 +349,10 @@ enum {
  */
 TL_API tl_status tl_map_flags_parse(const char *list, unsigned *flags);
 
+/* Options of tl_model_open; set up with tl_model_options_init. */
 typedef struct tl_model_options {
-    unsigned map_flags; /* TL_MAP_*; when 0, TIERLOAD_MMAP_FLAGS from the environment is used */
+    uint32_t size;      /* sizeof(tl_model_options), set by tl_model_options_init */
+    unsigned map_flags; /* TL_MAP_* hints; 0 (the default) = none */
     bool writable; /* map copy-on-write writable: patches stay in this process, never reach the file
                     */
     /*
@@ -285,13 +363,17 @@ typedef struct tl_model_options {
     const char *const *prefixes;
 } tl_model_options;
 
+/* Defaults: no hints, read-only mapping, no prefixes. */
+TL_API void tl_model_options_init(tl_model_options *o);
+
 /*
  * Open model files into one catalog. Each path may be a GGUF file, a
  * safetensors file, a "*.safetensors.index.json" shard index, or a folder (a
  * diffusers folder with model_index.json, a folder with one shard index, or a
  * folder of .gguf / .safetensors files). Every file is mapped once,
  * MAP_PRIVATE. Tensor names must be unique across the whole catalog.
- * opts may be NULL.
+ * opts may be NULL (the defaults). The paths are copied: they need not
+ * outlive the call.
  */
 TL_API tl_status tl_model_open(const char *const *paths, size_t n_paths, const tl_model_options *opts,
                         tl_model **out);
@@ -795,13 +877,15 @@ typedef struct tl_vae_tiling {
 TL_API tl_status tl_plan_vae_tiling(const tl_plan_size *size, uint64_t vae_reserve,
                              uint64_t bytes_per_voxel, tl_vae_tiling *out);
 
+/* Options of tl_plan_create; set up with tl_plan_options_init. */
 typedef struct tl_plan_options {
+    uint32_t size;                /* sizeof(tl_plan_options), set by tl_plan_options_init */
     const char *backend;          /* backend spec; NULL = auto-fit every component */
     const char *max_vram;         /* NULL = no cap */
     uint64_t headroom;            /* bytes kept free on every GPU */
     const char *reserve;          /* reserve overrides; NULL = defaults */
     const char *phases;           /* phase schedule; NULL = default */
-    const char *size;             /* "WxH[xT]" for the VAE tiling decision; NULL = none */
+    const char *output_size;      /* "WxH[xT]" for the VAE tiling decision; NULL = none */
     bool clip_on_cpu;             /* = "cond=cpu" */
     bool vae_on_cpu;              /* = "vae=cpu" */
     bool controlnet_on_cpu;       /* = "controlnet=cpu" */
@@ -809,6 +893,9 @@ typedef struct tl_plan_options {
     uint32_t steps;               /* passes of diffusion/controlnet per run; 0 = 20 */
     uint64_t vae_bytes_per_voxel; /* 0 = default */
 } tl_plan_options;
+
+/* Defaults: auto-fit every component, no cap, no headroom, default reserves and phases. */
+TL_API void tl_plan_options_init(tl_plan_options *o);
 
 typedef struct tl_plan tl_plan;
 
@@ -960,8 +1047,9 @@ typedef bool (*tl_load_progress_fn)(void *user, uint64_t done, uint64_t total);
 #define TL_LOAD_DEFAULT_STAGING_SIZE (16ull << 20)
 #define TL_LOAD_DEFAULT_STAGING_COUNT 4u
 
-/* Options of tl_model_load. A zeroed struct is the default (auto, no conversion). */
+/* Options of tl_model_load; set up with tl_load_options_init (auto, no conversion). */
 typedef struct tl_load_options {
+    uint32_t size; /* sizeof(tl_load_options), set by tl_load_options_init */
     tl_load_mode mode;
     /*
      * Convert tensors to dtype on load, where a conversion exists:
@@ -982,7 +1070,24 @@ typedef struct tl_load_options {
     tl_load_progress_fn progress; /* called on the calling thread, about every 50 ms */
     void *progress_user;
     double sample_interval; /* seconds between memory samples; 0 = 5 ms */
+    /*
+     * Alignment of every host copy, in bytes: 0 (the default) keeps the
+     * layout described at tl_model_load (an unconverted copy sits at its
+     * file offset modulo 4096, so its address is only as aligned as the
+     * file offset); a power of two up to 4096 puts each copied tensor at an
+     * address that is a multiple of both align and the dtype's natural
+     * alignment (its element size for plain types: 2 for F16, 8 for F64;
+     * the largest power of two up to 8 dividing the block size for quantized
+     * ones). TL_LOAD_ALIGN_ELEMENT asks for the natural alignment alone. Views (mmap mode)
+     * are never moved: they stay at their file offset.
+     */
+    uint32_t align;
 } tl_load_options;
+
+#define TL_LOAD_ALIGN_ELEMENT 1u /* tl_load_options.align: at least the dtype's element size */
+
+/* Defaults: mode auto, no conversion, the TL_LOAD_DEFAULT_* pool and staging sizes. */
+TL_API void tl_load_options_init(tl_load_options *o);
 
 /* One tensor in host memory. */
 typedef struct tl_loaded_tensor {

@@ -187,7 +187,7 @@ static void test_plain_folder_and_prefixes(void **state) {
     assert_non_null(strstr(tl_last_error(), "'B'"));
     /* ... unless prefixes tell them apart, as sd.cpp's --vae / --clip_l do */
     const char *prefixes[] = {"first_stage_model.", "cond_stage_model."};
-    tl_model_options o = {.prefixes = prefixes};
+    tl_model_options o = {.size = sizeof(tl_model_options), .prefixes = prefixes};
     assert_int_equal(tl_model_open(two, 2, &o, &m), TL_OK);
     assert_int_equal(tl_model_tensor(m, 0)->component, TL_COMP_VAE);
     assert_int_equal(tl_model_tensor(m, 1)->component, TL_COMP_COND);

@@ -80,8 +80,9 @@ static void test_fault_sweep_over_load(void **state) {
     assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_OK);
     tl_load_mode modes[] = {TL_LOAD_BUFFERED, TL_LOAD_DIRECT};
     for (size_t k = 0; k < 2; k++) {
-        tl_load_options plain = {.mode = modes[k], .staging_size = 1 << 20};
-        tl_load_options conv = {.mode = modes[k],
+        tl_load_options plain = {
+            .size = sizeof(tl_load_options), .mode = modes[k], .staging_size = 1 << 20};
+        tl_load_options conv = {.size = sizeof(tl_load_options), .mode = modes[k],
                                 .convert = true,
                                 .dtype = TL_DTYPE_F32,
                                 .verify = true,

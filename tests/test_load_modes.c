@@ -160,7 +160,7 @@ static void test_every_mode_and_conversion(void **state) {
         for (size_t ti = 0; ti < 5; ti++) {
             for (int views = 0; views < 2; views++) {
                 tl_load_options o;
-                memset(&o, 0, sizeof o);
+                tl_load_options_init(&o);
                 o.mode = modes[mi];
                 o.convert = targets[ti] != TL_DTYPE_INVALID;
                 o.dtype = targets[ti];
@@ -197,7 +197,7 @@ static void test_auto_warm_views(void **state) {
     fixture *fx = *state;
     tl_model *m = open_model(fx->path);
     tl_load_options o;
-    memset(&o, 0, sizeof o);
+    tl_load_options_init(&o);
     o.mode = TL_LOAD_BUFFERED;
     tl_load_result *r = load(m, &o); /* makes the file warm */
     tl_load_result_free(r);
@@ -220,7 +220,7 @@ static void test_evict(void **state) {
     fixture *fx = *state;
     tl_model *m = open_model(fx->path);
     tl_load_options o;
-    memset(&o, 0, sizeof o);
+    tl_load_options_init(&o);
     o.mode = TL_LOAD_BUFFERED;
     o.evict = true;
     o.verify = true;
@@ -255,7 +255,7 @@ static void test_direct_refused_tmpfs(void **state) {
     setup_dir(&fx, d);
     tl_model *m = open_model(fx.path);
     tl_load_options o;
-    memset(&o, 0, sizeof o);
+    tl_load_options_init(&o);
     o.mode = TL_LOAD_DIRECT;
     /* kernels >= 6.6 accept O_DIRECT on tmpfs: whichever way, the bytes are right */
     tl_load_result *r = load(m, &o);
@@ -292,7 +292,7 @@ static void test_verify_mismatch(void **state) {
     tl_model *m = NULL;
     const char *p[] = {fx->path};
     tl_model_options mo;
-    memset(&mo, 0, sizeof mo);
+    tl_model_options_init(&mo);
     mo.writable = true;
     assert_int_equal(tl_model_open(p, 1, &mo, &m), TL_OK);
     int64_t idx = tl_model_find(m, "d.f32");
@@ -301,7 +301,7 @@ static void test_verify_mismatch(void **state) {
     assert_non_null(w);
     w[17] ^= 0x40;
     tl_load_options o;
-    memset(&o, 0, sizeof o);
+    tl_load_options_init(&o);
     o.mode = TL_LOAD_MMAP;
     o.verify = true;
     tl_load_result *r = NULL;
@@ -337,7 +337,7 @@ static void test_two_files_auto(void **state) {
     /* after the open: its header reads bring read-ahead pages in */
     assert_int_equal(tl_file_evict(fx->path), TL_OK);
     tl_load_options o;
-    memset(&o, 0, sizeof o);
+    tl_load_options_init(&o);
     o.accept_views = true;
     tl_load_result *r = load(m, &o);
     assert_int_equal(tl_load_result_file_count(r), 2);
@@ -372,7 +372,7 @@ static void test_truncated_file(void **state) {
     for (int i = 0; i < 2; i++) {
         for (int conv = 0; conv < 2; conv++) {
             tl_load_options o;
-            memset(&o, 0, sizeof o);
+            tl_load_options_init(&o);
             o.mode = modes[i];
             o.convert = conv;
             o.dtype = TL_DTYPE_F32;
@@ -399,7 +399,7 @@ static void test_cancel_and_bad_options(void **state) {
     fixture *fx = *state;
     tl_model *m = open_model(fx->path);
     tl_load_options o;
-    memset(&o, 0, sizeof o);
+    tl_load_options_init(&o);
     int calls = 0;
     o.mode = TL_LOAD_BUFFERED;
     o.progress = cancel_cb;
@@ -408,7 +408,7 @@ static void test_cancel_and_bad_options(void **state) {
     assert_int_equal(tl_model_load(m, &o, &r), TL_ERR_CANCELLED);
     assert_null(r);
     assert_true(calls >= 1);
-    memset(&o, 0, sizeof o);
+    tl_load_options_init(&o);
     o.convert = true;
     o.dtype = TL_DTYPE_Q4_K;
     assert_int_equal(tl_model_load(m, &o, &r), TL_ERR_UNSUPPORTED);

@@ -92,7 +92,7 @@ static int plan_main(int argc, char **argv, cli_models *models) {
     const char *profile = NULL, *devices = NULL, *sim = NULL, *type = NULL, *steps = NULL,
                *headroom = NULL;
     tl_plan_options o;
-    memset(&o, 0, sizeof o);
+    tl_plan_options_init(&o);
     bool json = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -126,7 +126,7 @@ static int plan_main(int argc, char **argv, cli_models *models) {
         else if ((v = opt_value(argc, argv, &i, "--phases", &missing)))
             o.phases = v;
         else if ((v = opt_value(argc, argv, &i, "--size", &missing)))
-            o.size = v;
+            o.output_size = v;
         else if ((v = opt_value(argc, argv, &i, "--type", &missing)))
             type = v;
         else if ((v = opt_value(argc, argv, &i, "--steps", &missing)))

@@ -4,6 +4,7 @@
 #include "core/error.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -98,4 +99,8 @@ const char *tl_status_name(tl_status s) {
         return "TL_ERR_INTEGRITY";
     }
     return "TL_ERR_UNKNOWN";
+}
+
+void tl_free(void *p) {
+    free(p);
 }

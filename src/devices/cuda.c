@@ -23,6 +23,7 @@
  * cudaErrorMemoryAllocation maps to TL_ERR_DEVICE_OOM.
  */
 #include "core/error.h"
+#include "core/library.h"
 #include "devices/devices.h"
 #include "os/dl.h"
 #include "os/fault.h"
@@ -528,7 +529,9 @@ static bool load_runtime(void) {
     static const char *const names[] = {"libcudart.so",      "libcudart.so.13", "libcudart.so.12",
                                         "libcudart.so.11.0", "libcudart.so.11", NULL};
     char why[400];
-    const char *env = getenv("TIERLOAD_CUDART"); /* a specific runtime (or a test double) */
+    /* a specific runtime (or a test double): tl_init's cudart_path, else TIERLOAD_CUDART */
+    const char *env = tl_lib_options()->cudart_path;
+    if (!env) env = getenv("TIERLOAD_CUDART");
     const char *const one[] = {env, NULL};
     cu.lib = tl_os_dlopen_first(env && *env ? one : names, why, sizeof why);
     if (!cu.lib) {
@@ -571,6 +574,10 @@ static bool load_runtime(void) {
 }
 
 void tl_cuda_discover(void (*add)(tl_device *d)) {
+    if (tl_lib_options()->no_cuda) { /* the host program brings its own CUDA */
+        snprintf(cuda_reason, sizeof cuda_reason, "CUDA discovery disabled (tl_init no_cuda)");
+        return;
+    }
     if (!load_runtime()) {
         tl_os_dlclose(cu.lib);
         memset(&cu, 0, sizeof cu);

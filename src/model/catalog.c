@@ -13,6 +13,7 @@
 #include "model/catalog.h"
 
 #include "core/error.h"
+#include "core/options.h"
 #include "model/discover.h"
 #include "os/os.h"
 
@@ -208,22 +209,30 @@ tl_status tl_model_open(const char *const *paths, size_t n_paths, const tl_model
                         tl_model **out) {
     *out = NULL;
     if (!paths || n_paths == 0) return tl_err(TL_ERR_INVALID_ARG, "no model path given");
+    tl_model_options o;
+    tl_model_options_init(&o);
+    tl_status st = tl_options_take(&o, sizeof o, opts, "tl_model_options");
+    if (st) return st;
+    if (o.map_flags & ~(unsigned)(TL_MAP_SEQUENTIAL | TL_MAP_WILLNEED | TL_MAP_POPULATE |
+                                  TL_MAP_DONTNEED | TL_MAP_FROM_ENV))
+        return tl_err(TL_ERR_INVALID_ARG, "unknown map flags 0x%x", o.map_flags);
     tl_model *m = tl_os_calloc(1, sizeof *m);
     if (!m) return tl_err(TL_ERR_NOMEM, "out of memory");
-    m->writable = opts && opts->writable;
-    tl_status st = TL_OK;
-    if (opts && opts->map_flags)
-        m->map_flags = opts->map_flags;
-    else
-        st = tl_map_flags_parse(getenv("TIERLOAD_MMAP_FLAGS"), &m->map_flags);
-    if (st) st = tl_err_prefix(st, "TIERLOAD_MMAP_FLAGS");
+    m->writable = o.writable;
+    m->map_flags = o.map_flags & ~(unsigned)TL_MAP_FROM_ENV;
+    if (o.map_flags & TL_MAP_FROM_ENV) {
+        unsigned env = 0;
+        st = tl_map_flags_parse(getenv("TIERLOAD_MMAP_FLAGS"), &env);
+        if (st) st = tl_err_prefix(st, "TIERLOAD_MMAP_FLAGS");
+        m->map_flags |= env;
+    }
     tl_disc d;
     memset(&d, 0, sizeof d);
     for (size_t i = 0; i < n_paths && !st; i++) {
         if (!paths[i])
             st = tl_err(TL_ERR_INVALID_ARG, "model path %zu is NULL", i);
         else
-            st = tl_disc_add(&d, paths[i], opts && opts->prefixes ? opts->prefixes[i] : NULL);
+            st = tl_disc_add(&d, paths[i], o.prefixes ? o.prefixes[i] : NULL);
     }
     if (!st) {
         m->files = tl_os_calloc(d.n_files ? d.n_files : 1, sizeof *m->files);

@@ -20,6 +20,7 @@
 #include "plan/plan.h"
 
 #include "core/error.h"
+#include "core/options.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -771,9 +772,11 @@ tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_
                      const tl_plan_options *opts, bool exhaustive, tl_plan **out) {
     if (!s || !out || (!devs && n_devs)) return tl_err(TL_ERR_INVALID_ARG, "plan: NULL argument");
     *out = NULL;
-    tl_plan_options dflt;
-    memset(&dflt, 0, sizeof dflt);
-    if (!opts) opts = &dflt;
+    tl_plan_options own;
+    tl_plan_options_init(&own);
+    tl_status take = tl_options_take(&own, sizeof own, opts, "tl_plan_options");
+    if (take != TL_OK) return take;
+    opts = &own;
     inputs *in = calloc(1, sizeof *in);
     if (!in) return tl_err(TL_ERR_NOMEM, "plan: out of memory");
     tl_status st = TL_OK;
@@ -881,9 +884,9 @@ tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_
         fill_plan(x, in, p);
         explain(in, p);
     }
-    if (opts->size) {
+    if (opts->output_size) {
         tl_plan_size sz;
-        if ((st = tl_plan_parse_size(opts->size, &sz)) ||
+        if ((st = tl_plan_parse_size(opts->output_size, &sz)) ||
             (st = tl_plan_vae_tiling(&sz, in->reserve[TL_COMP_VAE], opts->vae_bytes_per_voxel,
                                      &p->tiling))) {
             free(p);
