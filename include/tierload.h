@@ -236,12 +236,14 @@ typedef enum tl_component {
     TL_COMP_CONTROLNET = 3,
     TL_COMP_OTHER = 4,
     TL_COMP_COUNT = 5,
+    TL_COMP_INVALID = -1, /* what tl_component_from_name returns for an unknown name */
 } tl_component;
 
 /* "diffusion", "cond", "vae", "controlnet", "other". */
 TL_API const char *tl_component_name(tl_component c);
-/* Parse a component name or alias (dit, unet, clip, te, llm, t5xxl, ...); -1 when unknown. */
-TL_API int tl_component_from_name(const char *name);
+/* Parse a component name or alias (dit, unet, clip, te, llm, t5xxl, ...); TL_COMP_INVALID when
+ * unknown. */
+TL_API tl_component tl_component_from_name(const char *name);
 /* The component of a tensor name, by the prefix-rule table. */
 TL_API tl_component tl_component_of(const char *tensor_name);
 /*
@@ -384,8 +386,8 @@ TL_API size_t tl_model_file_count(const tl_model *m);
 TL_API const tl_file_info *tl_model_file(const tl_model *m, size_t i);
 TL_API size_t tl_model_tensor_count(const tl_model *m);
 TL_API const tl_tensor_info *tl_model_tensor(const tl_model *m, size_t i);
-/* Index of a tensor by exact name; -1 when absent. */
-TL_API int64_t tl_model_find(const tl_model *m, const char *name);
+/* Index of a tensor by exact name; TL_NOT_FOUND when absent. */
+TL_API size_t tl_model_find(const tl_model *m, const char *name);
 
 /* Pointer to a tensor's bytes inside its file's mapping (zero-copy). */
 TL_API const void *tl_model_tensor_data(const tl_model *m, size_t i);
@@ -394,8 +396,8 @@ TL_API void *tl_model_tensor_data_mut(tl_model *m, size_t i);
 
 TL_API size_t tl_model_meta_count(const tl_model *m);
 TL_API const tl_meta *tl_model_meta(const tl_model *m, size_t i);
-/* Index of a metadata key (first file that has it); -1 when absent. */
-TL_API int64_t tl_model_meta_find(const tl_model *m, const char *key);
+/* Index of a metadata key (first file that has it); TL_NOT_FOUND when absent. */
+TL_API size_t tl_model_meta_find(const tl_model *m, const char *key);
 /*
  * Element j of array entry i. Numbers come widened in out->v, strings as
  * (ptr, len); out->type is the element type. Nested arrays are not indexable

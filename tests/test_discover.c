@@ -156,8 +156,8 @@ static void test_diffusers_folder(void **state) {
                 {"text_encoder.H", TL_COMP_COND},
                 {"text_encoder_2.I", TL_COMP_COND}};
     for (size_t i = 0; i < 4; i++) {
-        int64_t k = tl_model_find(m, want[i].name);
-        if (k < 0) fail_msg("missing %s", want[i].name);
+        size_t k = tl_model_find(m, want[i].name);
+        if (k == TL_NOT_FOUND) fail_msg("missing %s", want[i].name);
         assert_int_equal(tl_model_tensor(m, (size_t)k)->component, want[i].comp);
     }
     tl_model_close(m);

@@ -118,8 +118,8 @@ static void check_result(fixture *fx, tl_model *m, const tl_load_result *r,
                          const tl_load_options *o) {
     assert_int_equal(tl_load_result_tensor_count(r), N_T);
     for (int i = 0; i < N_T; i++) {
-        int64_t idx = tl_model_find(m, fx->t[i].name);
-        assert_true(idx >= 0);
+        size_t idx = tl_model_find(m, fx->t[i].name);
+        assert_true(idx != TL_NOT_FOUND);
         const tl_tensor_info *ti = tl_model_tensor(m, (size_t)idx);
         const tl_loaded_tensor *lt = tl_load_result_tensor(r, (size_t)idx);
         assert_non_null(lt);
@@ -295,8 +295,8 @@ static void test_verify_mismatch(void **state) {
     tl_model_options_init(&mo);
     mo.writable = true;
     assert_int_equal(tl_model_open(p, 1, &mo, &m), TL_OK);
-    int64_t idx = tl_model_find(m, "d.f32");
-    assert_true(idx >= 0);
+    size_t idx = tl_model_find(m, "d.f32");
+    assert_true(idx != TL_NOT_FOUND);
     unsigned char *w = tl_model_tensor_data_mut(m, (size_t)idx);
     assert_non_null(w);
     w[17] ^= 0x40;
@@ -348,8 +348,8 @@ static void test_two_files_auto(void **state) {
     assert_true(a->mode == TL_LOAD_DIRECT || a->mode == TL_LOAD_BUFFERED);
     assert_int_equal(b->mode, TL_LOAD_MMAP);
     assert_non_null(strstr(b->reason, "warm"));
-    int64_t zi = tl_model_find(m, "z.u8");
-    assert_true(zi >= 0);
+    size_t zi = tl_model_find(m, "z.u8");
+    assert_true(zi != TL_NOT_FOUND);
     const tl_loaded_tensor *z = tl_load_result_tensor(r, (size_t)zi);
     assert_true(z->view);
     assert_memory_equal(z->data, data, sizeof data);

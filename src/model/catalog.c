@@ -125,7 +125,8 @@ static int cmp_by_name(const void *a, const void *b) {
     return strcmp(sort_base[*(const uint32_t *)a].name, sort_base[*(const uint32_t *)b].name);
 }
 
-int64_t tl_model_find(const tl_model *m, const char *name) {
+size_t tl_model_find(const tl_model *m, const char *name) {
+    if (!m || !name) return TL_NOT_FOUND;
     size_t lo = 0, hi = m->n_tensors;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -136,7 +137,7 @@ int64_t tl_model_find(const tl_model *m, const char *name) {
         else
             hi = mid;
     }
-    return -1;
+    return TL_NOT_FOUND;
 }
 
 static tl_status build_catalog(tl_model *m, const tl_disc *d) {
@@ -192,9 +193,9 @@ static tl_status build_catalog(tl_model *m, const tl_disc *d) {
                           m->files[a->file].info.path, m->files[b->file].info.path);
     }
     for (size_t c = 0; c < d->n_claims; c++) {
-        int64_t i = tl_model_find(m, d->claims[c].name);
+        size_t i = tl_model_find(m, d->claims[c].name);
         const char *shard = m->files[d->claims[c].file].info.path;
-        if (i < 0)
+        if (i == TL_NOT_FOUND)
             return tl_err(TL_ERR_FORMAT, "%s: tensor '%s' listed in the shard index is absent",
                           shard, d->claims[c].name);
         if (m->tensors[i].file != d->claims[c].file)
@@ -288,10 +289,10 @@ const tl_meta *tl_model_meta(const tl_model *m, size_t i) {
     return i < m->n_meta ? &m->meta[i]->m : NULL;
 }
 
-int64_t tl_model_meta_find(const tl_model *m, const char *key) {
-    for (size_t i = 0; i < m->n_meta; i++)
-        if (!strcmp(m->meta[i]->m.key, key)) return (int64_t)i;
-    return -1;
+size_t tl_model_meta_find(const tl_model *m, const char *key) {
+    for (size_t i = 0; m && key && i < m->n_meta; i++)
+        if (!strcmp(m->meta[i]->m.key, key)) return i;
+    return TL_NOT_FOUND;
 }
 
 tl_status tl_model_meta_array_get(const tl_model *m, size_t i, uint64_t j, tl_meta *out) {
