@@ -333,8 +333,8 @@ static int same_as_exhaustive(const tl_plan_summary *sum, const char *spec, cons
     if (bad)
         fprintf(stderr, "FAIL %s: pruned search differs from the exhaustive one\n%s\n%s\n", label,
                 ja, jb);
-    free(ja);
-    free(jb);
+    tl_free(ja);
+    tl_free(jb);
     tl_plan_free(a);
     tl_plan_free(b);
     return bad;
@@ -409,11 +409,11 @@ static void test_deterministic_json(void **state) {
         assert_int_equal(tl_plan_to_text(a, &ta), TL_OK);
         assert_int_equal(tl_plan_to_text(c, &tc), TL_OK);
         assert_string_equal(ta, tc);
-        free(ta);
-        free(tc);
-        free(ja);
-        free(jb);
-        free(jc);
+        tl_free(ta);
+        tl_free(tc);
+        tl_free(ja);
+        tl_free(jb);
+        tl_free(jc);
         tl_plan_free(a);
         tl_plan_free(b);
         tl_plan_free(c);
@@ -481,7 +481,7 @@ static void test_infeasible_messages(void **state) {
     assert_int_equal(tl_plan_check(p), TL_ERR_INFEASIBLE);
     assert_non_null(strstr(tl_last_error(), "short by"));
     assert_non_null(strstr(tl_plan_error(p), "cuda0 needs 6.79 GiB"));
-    assert_non_null(strstr(tl_plan_error(p), "--max-vram 6.8G would fit"));
+    assert_non_null(strstr(tl_plan_error(p), "a max_vram cap of 6.8G would fit"));
     tl_plan_free(p);
     /* no cap to raise: moving the lowest-priority forced component to the cpu */
     assert_int_equal(tl_plan_parse_devices("cuda0=6.5G", devs, TL_PLAN_MAX_DEVICES, &nd), TL_OK);

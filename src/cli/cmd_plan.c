@@ -80,6 +80,42 @@ static tl_status real_devices(tl_plan_device *out, size_t cap, size_t *n) {
 
 static int plan_main(int argc, char **argv, cli_models *models);
 
+/*
+ * Print a planner failure in the CLI's words: the library names specs and
+ * options by their tl_plan_options fields; the CLI names its flags.
+ */
+static int plan_fail(tl_status s) {
+    static const char *const words[][2] = {
+        {"a max_vram cap of ", "--max-vram "},
+        {"max_vram spec", "--max-vram"},
+        {"device spec", "--devices"},
+        {"backend spec", "--backend"},
+        {"reserve spec", "--reserve"},
+        {"size spec", "--size"},
+        {"phase spec", "--phases"},
+        {"offload_to_cpu", "--offload-to-cpu"},
+        {"clip_on_cpu", "--clip-on-cpu"},
+        {"vae_on_cpu", "--vae-on-cpu"},
+        {"controlnet_on_cpu", "--control-net-cpu"},
+    };
+    const char *msg = tl_last_error();
+    if (!msg || !*msg) return cli_fail(s);
+    fputs("tierload: ", stderr);
+    while (*msg) {
+        size_t k = 0, n = sizeof words / sizeof words[0];
+        while (k < n && strncmp(msg, words[k][0], strlen(words[k][0])) != 0)
+            k++;
+        if (k < n) {
+            fputs(words[k][1], stderr);
+            msg += strlen(words[k][0]);
+        } else {
+            fputc(*msg++, stderr);
+        }
+    }
+    fputc('\n', stderr);
+    return cli_exit_code(s);
+}
+
 /* Owns the model list, so every return path of plan_main frees it. */
 int cmd_plan(int argc, char **argv) {
     cli_models models = {0};
@@ -146,7 +182,7 @@ static int plan_main(int argc, char **argv, cli_models *models) {
             "plan", "--devices (hypothetical) and --sim (real + simulated) exclude each other");
     if (headroom) {
         tl_status s = tl_plan_parse_bytes(headroom, &o.headroom, NULL);
-        if (s) return cli_fail(s);
+        if (s) return plan_fail(s);
     }
     if (steps) {
         char *end;
@@ -171,7 +207,7 @@ static int plan_main(int argc, char **argv, cli_models *models) {
         s = sim ? tl_device_sim_add(sim) : TL_OK;
         if (!s) s = real_devices(devs, TL_PLAN_MAX_DEVICES, &n_devs);
     }
-    if (s) return cli_fail(s);
+    if (s) return plan_fail(s);
 
     tl_plan_summary sum;
     tl_model *m = NULL;
@@ -182,7 +218,7 @@ static int plan_main(int argc, char **argv, cli_models *models) {
         if (!s) s = tl_plan_summary_from_model(m, convert, &sum);
         tl_model_close(m);
     }
-    if (s) return cli_fail(s);
+    if (s) return plan_fail(s);
     if (profile && type)
         fprintf(stderr,
                 "tierload plan: --type is ignored with --profile (profiles have fixed sizes)\n");
@@ -190,18 +226,18 @@ static int plan_main(int argc, char **argv, cli_models *models) {
     tl_plan *plan = NULL;
     s = tl_plan_create(&sum, devs, n_devs, &o, &plan);
     tl_plan_summary_free(&sum);
-    if (s) return cli_fail(s);
+    if (s) return plan_fail(s);
     char *text = NULL;
     s = json ? tl_plan_to_json(plan, &text) : tl_plan_to_text(plan, &text);
     if (s) {
         tl_plan_free(plan);
-        return cli_fail(s);
+        return plan_fail(s);
     }
     fputs(text, stdout);
     if (json) fputc('\n', stdout);
-    free(text);
+    tl_free(text);
     s = tl_plan_check(plan);
     tl_plan_free(plan);
-    if (s) return cli_fail(s);
+    if (s) return plan_fail(s);
     return 0;
 }

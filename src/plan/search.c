@@ -718,7 +718,7 @@ static void explain(const inputs *in, tl_plan *p) {
                 else
                     l = mid;
             }
-            snprintf(fix, sizeof fix, "--max-vram %.1fG would fit",
+            snprintf(fix, sizeof fix, "a max_vram cap of %.1fG would fit",
                      (double)(h * step) / (double)TLP_GIB);
         }
     }
@@ -754,7 +754,7 @@ static void explain(const inputs *in, tl_plan *p) {
     if (!fix[0] && !x->offload) {
         memcpy(y, x, sizeof *y);
         y->offload = true;
-        if (run_search(y)) snprintf(fix, sizeof fix, "--offload-to-cpu would fit");
+        if (run_search(y)) snprintf(fix, sizeof fix, "offload_to_cpu would fit");
     }
 out:
     snprintf(p->error, sizeof p->error, "plan does not fit: %s%s%s",
@@ -833,12 +833,12 @@ tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_
         spec[0] = 0;
         if (opts->backend) {
             if (strlen(opts->backend) >= 900) {
-                st = tl_err(TL_ERR_INVALID_ARG, "--backend: spec too long");
+                st = tl_err(TL_ERR_INVALID_ARG, "backend spec: spec too long");
                 goto fail;
             }
             at += (size_t)snprintf(spec, sizeof spec, "%s", opts->backend);
             if (!*opts->backend) {
-                st = tl_err(TL_ERR_INVALID_ARG, "--backend: empty spec");
+                st = tl_err(TL_ERR_INVALID_ARG, "backend spec: empty spec");
                 goto fail;
             }
         }
@@ -853,7 +853,7 @@ tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_
             if (opts->clip_on_cpu || opts->vae_on_cpu || opts->controlnet_on_cpu)
                 tl_err_prefix(
                     st,
-                    "with --clip-on-cpu / --vae-on-cpu / --control-net-cpu as cond=cpu / vae=cpu / "
+                    "with clip_on_cpu / vae_on_cpu / controlnet_on_cpu as cond=cpu / vae=cpu / "
                     "controlnet=cpu");
             goto fail;
         }
