@@ -28,7 +28,8 @@
  *     same thread) that names the file, and the tensor or key, involved;
  *   - memory the library returns to the caller (plan JSON and text) is freed
  *     with tl_free; everything else it returns (names, infos, messages) is
- *     owned by the object it came from and lives as long as that object;
+ *     owned by the object it came from and lives as long as that object,
+ *     and the names tl_<type>_name returns are static strings;
  *   - thread-safety: functions on different objects may run concurrently; one
  *     object may be read (const functions) from several threads at once, but
  *     a call that changes it (close, destroy, advise, load into it) must not
@@ -89,7 +90,7 @@ typedef enum tl_status {
     TL_ERR_CANCELLED = 9,   /* a progress callback asked to stop */
     TL_ERR_INFEASIBLE = 10, /* a plan cannot fit the budgets */
     TL_ERR_CHANGED = 11,    /* a file changed under its mapping (truncated, rewritten) */
-    TL_ERR_INTEGRITY = 12,  /* bytes differ from what they should be (--verify) */
+    TL_ERR_INTEGRITY = 12,  /* bytes differ from what they should be (load verify) */
 } tl_status;
 
 /* Short constant name of a status ("TL_ERR_FORMAT"). */
@@ -328,6 +329,21 @@ typedef struct tl_meta {
     } v;
 } tl_meta;
 
+/*
+ * An open model: the catalog of its files, tensors and metadata over one
+ * read-only (or copy-on-write) mapping per file.
+ *
+ * Lifetime: everything a tl_model_* getter returns (tl_file_info and its
+ * path, tl_tensor_info and its name, tl_meta and its key and strings, tensor
+ * data pointers, file descriptors and mappings) is owned by the model and
+ * valid until tl_model_close.
+ *
+ * Thread-safety: the getters, tl_model_find, tl_model_tensor_read,
+ * tl_model_file_residency and tl_model_check_files only read the model and
+ * may run concurrently on any threads. tl_model_close, tl_model_advise and
+ * tl_model_load must not overlap another call on the same model; writes
+ * through tl_model_tensor_data_mut are the caller's to order against reads.
+ */
 typedef struct tl_model tl_model;
 
 /* Page-cache hints for mappings (tl_model_options.map_flags, tl_model_advise). */
@@ -377,8 +393,8 @@ TL_API void tl_model_options_init(tl_model_options *o);
  * opts may be NULL (the defaults). The paths are copied: they need not
  * outlive the call.
  */
-TL_API tl_status tl_model_open(const char *const *paths, size_t n_paths, const tl_model_options *opts,
-                        tl_model **out);
+TL_API tl_status tl_model_open(const char *const *paths, size_t n_paths,
+                               const tl_model_options *opts, tl_model **out);
 /* Close: unmap every file (applying TL_MAP_DONTNEED if asked) and free. NULL is fine. */
 TL_API void tl_model_close(tl_model *m);
 
@@ -420,13 +436,16 @@ TL_API tl_status tl_model_check_files(const tl_model *m);
  * file shrank meanwhile) becomes TL_ERR_CHANGED naming the file and tensor
  * instead of killing the process.
  */
-TL_API tl_status tl_model_tensor_read(const tl_model *m, size_t i, uint64_t off, void *dst, uint64_t n);
+TL_API tl_status tl_model_tensor_read(const tl_model *m, size_t i, uint64_t off, void *dst,
+                                      uint64_t n);
 /* Open file descriptor of a file (read-only), for loaders; owned by the model. */
 TL_API int tl_model_file_fd(const tl_model *m, size_t file);
 /* Base address of a file's mapping (its byte 0). */
 TL_API const void *tl_model_file_map(const tl_model *m, size_t file);
 
-/* ==== devices (issue 4) ==== */
+/* ------------------------------------------------------------------------ */
+/* Devices                                                                  */
+/* ------------------------------------------------------------------------ */
 
 /*
  * Devices hold tensor bytes: the host (cpu), simulated GPUs (sim), CUDA GPUs
@@ -462,11 +481,12 @@ typedef enum tl_device_kind {
 /* "cpu", "sim", "cuda", "other". */
 TL_API const char *tl_device_kind_name(tl_device_kind k);
 
-#define TL_DEVICE_NAME_MAX 32 /* bytes, including the NUL */
+#define TL_DEVICE_NAME_MAX 32 /* bytes of a device name, including the NUL */
+#define TL_DEVICE_DESC_MAX 96 /* bytes of a device description, including the NUL */
 
 typedef struct tl_device_info {
     char name[TL_DEVICE_NAME_MAX]; /* [A-Za-z0-9_.:-]+, unique in the registry */
-    char desc[96];                 /* free text: "NVIDIA H100 80GB HBM3", "host RAM", ... */
+    char desc[TL_DEVICE_DESC_MAX]; /* free text: "NVIDIA H100 80GB HBM3", "host RAM", ... */
     tl_device_kind kind;
     uint64_t total;     /* bytes the device can hold */
     uint64_t free;      /* bytes free now */
@@ -570,7 +590,7 @@ TL_API size_t tl_device_list(tl_device **out, size_t cap);
 /* Release n references of devs (as filled by tl_device_list) and NULL them. */
 TL_API void tl_device_list_release(tl_device **devs, size_t n);
 
-/* Name and kind, fixed at tl_device_new. */
+/* Name and kind, fixed at tl_device_new (the name lives as long as the device). */
 TL_API const char *tl_device_name(const tl_device *d);
 TL_API tl_device_kind tl_device_kind_of(const tl_device *d);
 /* Current description (free memory is live). */
@@ -585,9 +605,9 @@ TL_API tl_status tl_device_copy_to(tl_device *d, tl_devptr dst, const void *src,
 TL_API tl_status tl_device_copy_from(tl_device *d, void *dst, tl_devptr src, uint64_t n);
 /* Asynchronous copies; *ticket receives the completion handle (see above). */
 TL_API tl_status tl_device_copy_to_async(tl_device *d, tl_devptr dst, const void *src, uint64_t n,
-                                  uint64_t *ticket);
+                                         uint64_t *ticket);
 TL_API tl_status tl_device_copy_from_async(tl_device *d, void *dst, tl_devptr src, uint64_t n,
-                                    uint64_t *ticket);
+                                           uint64_t *ticket);
 /* Block until a ticket (and every earlier one) is done. */
 TL_API tl_status tl_device_wait(tl_device *d, uint64_t ticket);
 /* *done = whether a ticket is done, without blocking. */
@@ -614,15 +634,17 @@ TL_API tl_status tl_device_read_file(tl_device *d, int fd, uint64_t off, tl_devp
  * with tl_device_pin is copied directly. tl_device_unpin waits for the
  * device's queued copies first.
  *
- * Why there are no CUDA devices: "" when libcudart loaded and reported at
- * least one device, else e.g. "no CUDA runtime: libcudart.so: cannot open
- * shared object file: No such file or directory" or "no CUDA device:
- * cudaGetDeviceCount: ...". Runs discovery if needed.
+ * Why there are no CUDA devices (a string owned by the library, fixed once
+ * discovery has run): "" when libcudart loaded and reported at least one device, else e.g. "no CUDA
+ * runtime: libcudart.so: cannot open shared object file: No such file or directory" or "no CUDA
+ * device: cudaGetDeviceCount: ...". Runs discovery if needed.
  */
 TL_API const char *tl_device_cuda_reason(void);
 /*
  * Why GPUDirect Storage is not in use: "" once a real small read through
- * libcufile has succeeded, "not tried yet" before any, else the reason.
+ * libcufile has succeeded, "not tried yet" before any, else the reason. The
+ * string is owned by the library; read it when no read_file call is running
+ * (its text changes with the first one).
  */
 TL_API const char *tl_device_cufile_reason(void);
 
@@ -669,7 +691,8 @@ typedef struct tl_sim_spec {
  * the offending item) on a bad size, empty or invalid name, duplicate name,
  * or more than cap items.
  */
-TL_API tl_status tl_device_sim_spec_parse(const char *spec, tl_sim_spec *out, size_t cap, size_t *n);
+TL_API tl_status tl_device_sim_spec_parse(const char *spec, tl_sim_spec *out, size_t cap,
+                                          size_t *n);
 /* A new (unregistered) sim device; one reference owned by the caller. */
 TL_API tl_status tl_device_sim_new(const tl_sim_spec *spec, tl_device **out);
 /* Parse a spec and register every sim in it (all or none). */
@@ -679,7 +702,9 @@ TL_API tl_status tl_device_sim_clock(tl_device *d, double *seconds);
 /* Advance the model clock by seconds >= 0 (the caller's modeled compute). */
 TL_API tl_status tl_device_sim_advance(tl_device *d, double seconds);
 
-/* ==== planner (issue 5) ==== */
+/* ------------------------------------------------------------------------ */
+/* The planner                                                              */
+/* ------------------------------------------------------------------------ */
 
 /*
  * The planner is pure: a catalog summary, device descriptions (real,
@@ -738,10 +763,10 @@ TL_API const char *tl_plan_mode_name(tl_plan_mode m);
 
 /* One device as the planner sees it. total/free 0 on the host mean "unknown". */
 typedef struct tl_plan_device {
-    char name[32];  /* "cuda0", "sim1", "cpu" */
-    bool is_gpu;    /* false for the host */
-    uint64_t total; /* bytes */
-    uint64_t free;  /* bytes free now (for hypothetical devices: total) */
+    char name[TL_DEVICE_NAME_MAX]; /* "cuda0", "sim1", "cpu" */
+    bool is_gpu;                   /* false for the host */
+    uint64_t total;                /* bytes */
+    uint64_t free;                 /* bytes free now (for hypothetical devices: total) */
 } tl_plan_device;
 
 /* One component of the summary: its bytes, and its layers in order. */
@@ -765,19 +790,20 @@ TL_API void tl_plan_summary_init(tl_plan_summary *s);
 TL_API void tl_plan_summary_free(tl_plan_summary *s);
 /* Append a layer of `bytes` to component c (matrix_bytes of them row-splittable). */
 TL_API tl_status tl_plan_summary_add_layer(tl_plan_summary *s, tl_component c, uint64_t bytes,
-                                    uint64_t matrix_bytes);
+                                           uint64_t matrix_bytes);
 /* Add bytes outside layers to component c. */
 TL_API tl_status tl_plan_summary_add_other(tl_plan_summary *s, tl_component c, uint64_t bytes,
-                                    uint64_t matrix_bytes);
+                                           uint64_t matrix_bytes);
 /*
  * Build a summary from a catalog. Tensors are grouped into layers by
  * component and the first layer_key_len bytes of their name, in order of
  * first appearance; tensors with layer -1 are their component's other bytes.
  * When convert is not TL_DTYPE_INVALID, every tensor of 2+ dimensions whose
  * element count is a whole number of convert's blocks is counted at convert's
- * size (what a --type conversion on load would give). s is initialized here.
+ * size (what converting on load, tl_load_options.convert, would give). s is initialized here.
  */
-TL_API tl_status tl_plan_summary_from_model(const tl_model *m, tl_dtype convert, tl_plan_summary *s);
+TL_API tl_status tl_plan_summary_from_model(const tl_model *m, tl_dtype convert,
+                                            tl_plan_summary *s);
 /*
  * A built-in synthetic profile: "sd15" (~2 GB), "sdxl" (~7 GB), "flux-f16"
  * (~28 GB: 24 GB diffusion + T5 at Q8), "flux-q8" (~18 GB), "ltx2" (~26 GB:
@@ -802,7 +828,8 @@ TL_API tl_status tl_plan_parse_bytes(const char *s, uint64_t *bytes, bool *negat
  * of "cpu" (or "host") describes the host (is_gpu false); every other name is
  * a GPU. A host entry with size 0 is added at the end when none is given.
  */
-TL_API tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t cap, size_t *n);
+TL_API tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t cap,
+                                       size_t *n);
 
 /* Where the user placed one component: n_devices 0 means "not given". */
 typedef struct tl_backend_place {
@@ -825,10 +852,10 @@ typedef struct tl_backend_spec {
  * twice, a split that names the host. out is zeroed first.
  */
 TL_API tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, size_t n_devs,
-                                tl_backend_spec *out);
+                                       tl_backend_spec *out);
 
 /*
- * Budgets per device from --max-vram and --headroom. For every GPU, budget =
+ * Budgets per device from a max_vram spec and a headroom. For every GPU, budget =
  * free - headroom, then capped by the spec: an absolute size ("8G": at most
  * 8 GiB), a negative one ("-2G": 2 GiB less), or per device
  * ("cuda0=6G,cuda1=-1G"; names as in backend specs), an unnamed size applying
@@ -836,7 +863,7 @@ TL_API tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *d
  * memory (0 = unknown). budgets has n_devs entries.
  */
 TL_API tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, size_t n_devs,
-                                 uint64_t headroom, uint64_t *budgets);
+                                        uint64_t headroom, uint64_t *budgets);
 
 /* Default compute reserves: diffusion 2048 MiB, cond 512 MiB, vae 1024 MiB, controlnet 512 MiB,
  * other 0. */
@@ -877,7 +904,7 @@ typedef struct tl_vae_tiling {
  * bytes_per_voxel 0 = the default (256 KiB per latent voxel).
  */
 TL_API tl_status tl_plan_vae_tiling(const tl_plan_size *size, uint64_t vae_reserve,
-                             uint64_t bytes_per_voxel, tl_vae_tiling *out);
+                                    uint64_t bytes_per_voxel, tl_vae_tiling *out);
 
 /* Options of tl_plan_create; set up with tl_plan_options_init. */
 typedef struct tl_plan_options {
@@ -899,6 +926,12 @@ typedef struct tl_plan_options {
 /* Defaults: auto-fit every component, no cap, no headroom, default reserves and phases. */
 TL_API void tl_plan_options_init(tl_plan_options *o);
 
+/*
+ * A plan is immutable once made: every tl_plan_* getter may run on any
+ * thread concurrently. What a getter returns (tl_plan_error, device
+ * descriptions, the tiling) is owned by the plan and valid until
+ * tl_plan_free.
+ */
 typedef struct tl_plan tl_plan;
 
 /*
@@ -908,7 +941,7 @@ typedef struct tl_plan tl_plan;
  * return TL_ERR_INVALID_ARG / TL_ERR_NOT_FOUND with no plan.
  */
 TL_API tl_status tl_plan_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
-                         const tl_plan_options *opts, tl_plan **out);
+                                const tl_plan_options *opts, tl_plan **out);
 TL_API void tl_plan_free(tl_plan *p);
 TL_API bool tl_plan_feasible(const tl_plan *p);
 /* Why the plan is infeasible, with the smallest change that would fit ("" when feasible). */
@@ -962,24 +995,26 @@ TL_API uint64_t tl_plan_score(const tl_plan *p);
 TL_API const tl_vae_tiling *tl_plan_tiling(const tl_plan *p);
 
 /*
- * The plan as JSON (what `tierload plan --json` prints and `tierload run
- * --plan FILE` accepts): {"feasible","error","devices":[{"name","gpu","total",
+ * The plan as JSON (what `tierload plan --json` prints; tl_plan_from_json
+ * reads it back): {"feasible","error","devices":[{"name","gpu","total",
  * "free","budget"}],"phases":[...],"components":[{"name","bytes","reserve",
  * "mode","residency","devices","shares","device_bytes","host_bytes",
  * "moved_per_run"}],"peaks":[{"device","phase","bytes"}],"moved_per_run",
  * "host_bytes","score","vae_tiling"}. Byte-identical for the same input.
- * *out is malloc'd; the caller frees it.
+ * The caller frees *out with tl_free.
  */
 TL_API tl_status tl_plan_to_json(const tl_plan *p, char **out);
 /* Parse and validate a plan document (as tl_plan_to_json writes it). */
 TL_API tl_status tl_plan_from_json(const char *json, size_t len, tl_plan **out);
 /*
  * The human form (devices, components, peaks per phase, host RAM, bytes
- * moved) as text. *out is malloc'd; the caller frees it.
+ * moved) as text. The caller frees *out with tl_free.
  */
 TL_API tl_status tl_plan_to_text(const tl_plan *p, char **out);
 
-/* ==== loading and memory accounting (issue 3) ==== */
+/* ------------------------------------------------------------------------ */
+/* Loading and memory accounting                                            */
+/* ------------------------------------------------------------------------ */
 
 /*
  * Memory facts of this process and machine, in bytes. Fields a system does
@@ -1011,7 +1046,11 @@ typedef struct tl_memspan {
     uint64_t samples;       /* how many samples were taken */
 } tl_memspan;
 
-/* A background sampler of the memory facts (one thread, reads /proc/self/status). */
+/*
+ * A background sampler of the memory facts (one thread, reads
+ * /proc/self/status). tl_memwatch_sample may be called from any thread while
+ * it runs; tl_memwatch_stop must not overlap another call on it.
+ */
 typedef struct tl_memwatch tl_memwatch;
 /*
  * Take the start sample and start a thread that samples every interval_s
@@ -1101,7 +1140,7 @@ typedef struct tl_loaded_tensor {
     bool converted;  /* dtype differs from the file's */
 } tl_loaded_tensor;
 
-/* What happened to one file. */
+/* What happened to one file (strings owned by the result). */
 typedef struct tl_load_file {
     const char *path;
     tl_load_mode mode;       /* the mode used (never AUTO) */
@@ -1162,6 +1201,11 @@ typedef struct tl_load_result tl_load_result;
  *
  * Views (mmap mode) stay valid while m is open: free the result first.
  * On failure *out is NULL and the message names the file and tensor.
+ *
+ * The result is immutable: its getters may run on any thread concurrently.
+ * Everything they return (tensors and their bytes, files and their path and
+ * reason, stats, notes) is owned by the result and valid until
+ * tl_load_result_free; the bytes of views also need m open.
  */
 TL_API tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result **out);
 /* Free the result and every copy it owns. NULL is fine. */

@@ -131,7 +131,7 @@ static tl_status op_done(const tl_device *d, const char *op, uint64_t gen, tl_st
 #define DEV_CALL(d, op, ...)                                                                       \
     do {                                                                                           \
         uint64_t gen_ = tl_err_generation();                                                       \
-        return op_done((d), #op, gen_, (d)->ops->op((d)->self, __VA_ARGS__));                     \
+        return op_done((d), #op, gen_, (d)->ops->op((d)->self, __VA_ARGS__));                      \
     } while (0)
 
 tl_status tl_device_describe(tl_device *d, tl_device_info *out) {
