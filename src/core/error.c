@@ -24,10 +24,14 @@ tl_status tl_err(tl_status s, const char *fmt, ...) {
 }
 
 tl_status tl_set_error(tl_status s, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(tl_err_buf, sizeof tl_err_buf, fmt ? fmt : "", ap);
-    va_end(ap);
+    if (!fmt) {
+        tl_err_buf[0] = 0;
+    } else {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(tl_err_buf, sizeof tl_err_buf, fmt, ap);
+        va_end(ap);
+    }
     tl_err_gen++;
     return s;
 }
