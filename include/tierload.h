@@ -358,7 +358,7 @@ enum {
      * variable TIERLOAD_MMAP_FLAGS (a list as tl_map_flags_parse takes).
      * Without it the library does not read the variable.
      */
-    TL_MAP_FROM_ENV = 1u << 31,
+    TL_MAP_FROM_ENV = 1u << 30,
 };
 
 /*

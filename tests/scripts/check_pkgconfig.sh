@@ -34,7 +34,7 @@ esac
 inc=$(pkg-config --variable=includedir tierload)
 [ -f "$inc/tierload.h" ] || fail "includedir $inc has no tierload.h"
 # shellcheck disable=SC2086
-"$cc" -std=c11 -Wall -Wextra -Werror $extra $cflags "$src/examples/embed/embed.c" -o "$tmp/embed_shared" $libs ||
+"$cc" -std=c11 -Wall -Wextra -pedantic -Werror $extra $cflags "$src/examples/embed/embed.c" -o "$tmp/embed_shared" $libs ||
     fail "shared build"
 libdir=$(pkg-config --variable=libdir tierload)
 LD_LIBRARY_PATH="$libdir" "$tmp/embed_shared" "$model" >"$tmp/out_shared" 2>&1 ||
@@ -53,7 +53,7 @@ cflags=$(pkg-config --cflags --static tierload)
 libs=$(pkg-config --libs --static tierload)
 echo "static: libs:   $libs"
 # shellcheck disable=SC2086
-"$cc" -std=c11 -Wall -Wextra -Werror $extra $cflags "$src/examples/embed/embed.c" -o "$tmp/embed_static" $libs ||
+"$cc" -std=c11 -Wall -Wextra -pedantic -Werror $extra $cflags "$src/examples/embed/embed.c" -o "$tmp/embed_static" $libs ||
     fail "static build"
 "$tmp/embed_static" "$model" >"$tmp/out_static" 2>&1 || { cat "$tmp/out_static"; fail "static run"; }
 tail -n 1 "$tmp/out_static" | grep -qx ok || { cat "$tmp/out_static"; fail "static output"; }
