@@ -14,6 +14,7 @@ s/\btl_memwatch_stop\b/tl_memwatch_destroy/g
 s/\btl_plan_summary_free\b/tl_plan_summary_clear/g
 # getters: tl_<noun>_<field>, or tl_<noun>_<field>_of where a type has that name
 s/\btl_plan_device_at\b/tl_plan_device_of/g
+s/\btl_model_meta_array_get\b/tl_model_meta_element/g
 # parsers of what people type: tl_parse_<what> (the planner's: tl_plan_parse_<what>)
 s/\btl_plan_parse_bytes\b/tl_parse_bytes/g
 s/\btl_map_flags_parse\b/tl_parse_map_flags/g
