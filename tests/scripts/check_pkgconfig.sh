@@ -42,6 +42,9 @@ LD_LIBRARY_PATH="$libdir" "$tmp/embed_shared" "$model" >"$tmp/out_shared" 2>&1 |
 tail -n 1 "$tmp/out_shared" | grep -qx ok || { cat "$tmp/out_shared"; fail "shared output"; }
 LD_LIBRARY_PATH="$libdir" ldd "$tmp/embed_shared" | grep -q "$libdir/libtierload.so" ||
     fail "the shared build does not use the installed libtierload.so"
+# the installed CLI finds the installed library by itself (RPATH relative to its own place)
+"$tmp/shared/bin/tierload" devices >"$tmp/out_cli" 2>&1 || { cat "$tmp/out_cli"; fail "installed CLI"; }
+grep -q "^cpu " "$tmp/out_cli" || { cat "$tmp/out_cli"; fail "installed CLI output"; }
 
 # --- static: a prefix with only libtierload.a, so -ltierload can only mean the archive ---
 pcdir=$(install_to "$tmp/static")
