@@ -86,6 +86,7 @@ static int file_to_gpu(const char *model, const char *spill_dir, const char *gpu
     tl_device_find(gpu, &d);
     tl_device_info info;
     tl_device_describe(d, &info);
+    tl_device_release(d);
     tl_plan_device pd[2];
     memset(pd, 0, sizeof pd);
     snprintf(pd[0].name, sizeof pd[0].name, "%s", gpu);
@@ -94,7 +95,7 @@ static int file_to_gpu(const char *model, const char *spill_dir, const char *gpu
     pd[0].free = info.free;
     snprintf(pd[1].name, sizeof pd[1].name, "cpu");
     tl_plan_options o;
-    memset(&o, 0, sizeof o);
+    tl_plan_options_init(&o);
     o.reserve = "diffusion=0,cond=0,vae=0,controlnet=0,other=0";
     tl_plan *p;
     if (tl_plan_create(&sum, pd, 2, &o, &p) || tl_plan_check(p)) {

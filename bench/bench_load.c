@@ -116,7 +116,7 @@ typedef struct run {
 
 static run do_load(tl_model *m, tl_load_mode mode, bool evict, unsigned threads) {
     tl_load_options o;
-    memset(&o, 0, sizeof o);
+    tl_load_options_init(&o);
     o.mode = mode;
     o.evict = evict;
     o.threads = threads;

@@ -78,7 +78,7 @@ static tl_plan *plan_on(tl_model *m, const char *sim, uint64_t cap, const char *
     d[0].total = d[0].free = cap;
     snprintf(d[1].name, sizeof d[1].name, "cpu");
     tl_plan_options o;
-    memset(&o, 0, sizeof o);
+    tl_plan_options_init(&o);
     o.backend = backend;
     o.offload_to_cpu = offload;
     o.reserve = "diffusion=0,cond=0,vae=0,controlnet=0";

@@ -7,12 +7,38 @@
  * mapping, spill files) and moves the bytes there under hard memory bounds.
  *
  * Conventions (one everywhere):
- *   - names are tl_<noun>_<verb>; handles are opaque and come in open/close
- *     pairs;
+ *   - names are tl_<noun>_<verb>. Objects the library makes come in pairs
+ *     named alike: tl_<noun>_create / tl_<noun>_destroy, a model opened from
+ *     files tl_model_open / tl_model_close, reference-counted devices
+ *     tl_device_retain / tl_device_release. Destroying NULL is fine.
+ *   - getters are tl_<noun>_<field>(obj[, i]) (tl_<noun>_<field>_of where
+ *     that name is taken by a type); indexes are size_t, and "not found" is
+ *     TL_NOT_FOUND. A name parser tl_<type>_from_name returns the type's
+ *     _INVALID value (-1) for a name it does not know.
+ *   - options structs (tl_model_options, tl_load_options, tl_plan_options,
+ *     tl_library_options, and the tl_device_ops vtable) start with
+ *     `uint32_t size`. Initialise them with tl_<noun>_options_init (or
+ *     tl_device_ops_init), which sets size to the sizeof your program was
+ *     compiled with and every field to its default, then set the fields you
+ *     need. The library reads only the first `size` bytes and uses defaults
+ *     for fields past them, so a program built against an older header keeps
+ *     working with a newer library; a size of 0 is TL_ERR_INVALID_ARG.
  *   - every fallible call returns a tl_status; on failure tl_last_error()
  *     returns a message (thread-local, valid until the next failing call on the
  *     same thread) that names the file, and the tensor or key, involved;
- *   - the library never exits, aborts or prints on its own;
+ *   - memory the library returns to the caller (plan JSON and text) is freed
+ *     with tl_free; everything else it returns (names, infos, messages) is
+ *     owned by the object it came from and lives as long as that object,
+ *     and the names tl_<type>_name returns are static strings;
+ *   - thread-safety: functions on different objects may run concurrently; one
+ *     object may be read (const functions) from several threads at once, but
+ *     a call that changes it (close, destroy, advise, load into it) must not
+ *     overlap any other call on it. The device registry and devices are
+ *     thread-safe throughout (see below).
+ *   - the library never exits, aborts or prints on its own, and reads no
+ *     environment variable unless a call says so (TL_MAP_FROM_ENV,
+ *     TIERLOAD_CUDART for CUDA discovery, TIERLOAD_COLD_PATH and
+ *     TIERLOAD_NO_URING for loads);
  *   - sizes are bytes (uint64_t) unless a name says otherwise.
  */
 #ifndef TIERLOAD_H
@@ -26,15 +52,26 @@
 extern "C" {
 #endif
 
+/*
+ * TL_API marks the functions libtierload exports. The shared library is built
+ * with hidden visibility, so only what this header declares is visible to
+ * programs that link it.
+ */
+#if defined(__GNUC__)
+#define TL_API __attribute__((visibility("default")))
+#else
+#define TL_API
+#endif
+
 #define TL_VERSION_MAJOR 0
 #define TL_VERSION_MINOR 1
 #define TL_VERSION_PATCH 0
 
 /* Library version as "MAJOR.MINOR.PATCH". */
-const char *tl_version(void);
+TL_API const char *tl_version(void);
 
 /* A byte count for people ("512 B", "1.50 GiB") written into buf; returns buf. */
-const char *tl_fmt_bytes(uint64_t bytes, char *buf, size_t n);
+TL_API const char *tl_fmt_bytes(uint64_t bytes, char *buf, size_t n);
 
 /* ------------------------------------------------------------------------ */
 /* Status codes and errors                                                   */
@@ -53,14 +90,59 @@ typedef enum tl_status {
     TL_ERR_CANCELLED = 9,   /* a progress callback asked to stop */
     TL_ERR_INFEASIBLE = 10, /* a plan cannot fit the budgets */
     TL_ERR_CHANGED = 11,    /* a file changed under its mapping (truncated, rewritten) */
-    TL_ERR_INTEGRITY = 12,  /* bytes differ from what they should be (--verify) */
+    TL_ERR_INTEGRITY = 12,  /* bytes differ from what they should be (load verify) */
 } tl_status;
 
 /* Short constant name of a status ("TL_ERR_FORMAT"). */
-const char *tl_status_name(tl_status s);
+TL_API const char *tl_status_name(tl_status s);
 
-/* Message of the last failure on this thread ("" when none). */
-const char *tl_last_error(void);
+/*
+ * Message of the last failure on this thread ("" when none). The pointer is
+ * to thread-local storage, valid on this thread until its next call into the
+ * library.
+ */
+TL_API const char *tl_last_error(void);
+
+/* Free memory the library returned to the caller (tl_plan_to_json, ...). NULL is fine. */
+TL_API void tl_free(void *p);
+
+/* "Not found" for functions that return a size_t index. */
+#define TL_NOT_FOUND ((size_t)-1)
+
+/* ------------------------------------------------------------------------ */
+/* Process-wide settings                                                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * What a host program may decide for the whole process before using the
+ * library. Each is a guarantee:
+ *   - no_cuda: libcudart (and libcufile) are never loaded and no CUDA
+ *     function is called; there are no cuda* devices, and
+ *     tl_device_cuda_reason says discovery was disabled. For engines that
+ *     bring their own CUDA runtime and register their GPUs themselves.
+ *   - cudart_path: load exactly this libcudart (dlopen of the path) instead of
+ *     searching libcudart.so, .so.13, .so.12, .so.11.0 and TIERLOAD_CUDART.
+ *   - no_sigbus_guard: the library never installs a SIGBUS handler. A file
+ *     truncated under its mapping then raises SIGBUS in the thread that reads
+ *     it (the process's own disposition applies) instead of failing the call
+ *     with TL_ERR_CHANGED.
+ */
+typedef struct tl_library_options {
+    uint32_t size;           /* sizeof(tl_library_options), set by tl_library_options_init */
+    bool no_cuda;            /* do not discover CUDA devices */
+    const char *cudart_path; /* NULL = search (see above); copied by tl_init */
+    bool no_sigbus_guard;    /* do not install the SIGBUS guard */
+} tl_library_options;
+
+/* Defaults: CUDA discovered by search, SIGBUS guard on. */
+TL_API void tl_library_options_init(tl_library_options *o);
+/*
+ * Set the process-wide settings. Optional; when used, call it before any
+ * other call that discovers devices or reads a mapping, and not concurrently
+ * with other tierload calls. TL_ERR_INVALID_ARG once the settings have been
+ * used (the message says so). opts NULL restores the defaults.
+ */
+TL_API tl_status tl_init(const tl_library_options *opts);
 
 /* ------------------------------------------------------------------------ */
 /* Data types                                                                */
@@ -126,18 +208,18 @@ typedef enum tl_dtype {
 } tl_dtype;
 
 /* Upper-case name ("Q4_K", "IQ4_NL", "F8_E4M3"); NULL for an invalid type. */
-const char *tl_dtype_name(tl_dtype t);
+TL_API const char *tl_dtype_name(tl_dtype t);
 /* Parse a name (case-insensitive); TL_DTYPE_INVALID when unknown. */
-tl_dtype tl_dtype_from_name(const char *name);
+TL_API tl_dtype tl_dtype_from_name(const char *name);
 /* Elements per block (1 for plain types, 32 or 256 for quantized ones). */
-uint32_t tl_dtype_block_elems(tl_dtype t);
+TL_API uint32_t tl_dtype_block_elems(tl_dtype t);
 /* Bits per block (bits, so that F4 and F6 types are exact). 0 when invalid. */
-uint32_t tl_dtype_block_bits(tl_dtype t);
+TL_API uint32_t tl_dtype_block_bits(tl_dtype t);
 /*
  * Exact byte size of n elements of type t. Fails (returns false) when n is
  * not a whole number of blocks, not a whole number of bytes, or overflows.
  */
-bool tl_dtype_nbytes(tl_dtype t, uint64_t n, uint64_t *out);
+TL_API bool tl_dtype_nbytes(tl_dtype t, uint64_t n, uint64_t *out);
 
 /* ------------------------------------------------------------------------ */
 /* The model catalog                                                         */
@@ -155,14 +237,16 @@ typedef enum tl_component {
     TL_COMP_CONTROLNET = 3,
     TL_COMP_OTHER = 4,
     TL_COMP_COUNT = 5,
+    TL_COMP_INVALID = -1, /* what tl_component_from_name returns for an unknown name */
 } tl_component;
 
 /* "diffusion", "cond", "vae", "controlnet", "other". */
-const char *tl_component_name(tl_component c);
-/* Parse a component name or alias (dit, unet, clip, te, llm, t5xxl, ...); -1 when unknown. */
-int tl_component_from_name(const char *name);
+TL_API const char *tl_component_name(tl_component c);
+/* Parse a component name or alias (dit, unet, clip, te, llm, t5xxl, ...); TL_COMP_INVALID when
+ * unknown. */
+TL_API tl_component tl_component_from_name(const char *name);
 /* The component of a tensor name, by the prefix-rule table. */
-tl_component tl_component_of(const char *tensor_name);
+TL_API tl_component tl_component_of(const char *tensor_name);
 /*
  * The layer (block index) of a tensor name: "blocks.12." -> 12,
  * "input_blocks.4." -> 4, "blk.3." -> 3; -1 when the name has none. When
@@ -170,7 +254,7 @@ tl_component tl_component_of(const char *tensor_name);
  * identifies the block ("model.diffusion_model.input_blocks.4"), so that
  * callers can tell input_blocks.4 from output_blocks.4.
  */
-int32_t tl_layer_of(const char *tensor_name, size_t *key_len);
+TL_API int32_t tl_layer_of(const char *tensor_name, size_t *key_len);
 
 typedef struct tl_file_info {
     const char *path; /* as opened (absolute or relative as the caller gave it) */
@@ -214,9 +298,9 @@ typedef enum tl_meta_type {
 } tl_meta_type;
 
 /* Lower-case GGUF name of a metadata type ("uint32", "string", "array"). */
-const char *tl_meta_type_name(tl_meta_type t);
+TL_API const char *tl_meta_type_name(tl_meta_type t);
 /* Bytes of one value of a fixed-size metadata type (1, 2, 4 or 8); 0 for strings and arrays. */
-uint32_t tl_meta_type_size(tl_meta_type t);
+TL_API uint32_t tl_meta_type_size(tl_meta_type t);
 
 /*
  * One metadata entry. Scalars are widened into v (u for unsigned, i for
@@ -271,57 +355,80 @@ typedef struct tl_meta {
  */
 typedef struct tl_writer tl_writer;
 
-tl_status tl_writer_create(tl_format format, tl_writer **out);
-void tl_writer_destroy(tl_writer *w);
+TL_API tl_status tl_writer_create(tl_format format, tl_writer **out);
+TL_API void tl_writer_destroy(tl_writer *w);
 /* GGUF: a string value; safetensors: an entry of the __metadata__ object. */
-tl_status tl_writer_meta_string(tl_writer *w, const char *key, const char *value);
+TL_API tl_status tl_writer_meta_string(tl_writer *w, const char *key, const char *value);
 /* GGUF only: a uint32 value (general.alignment, a power of two, also sets the alignment). */
-tl_status tl_writer_meta_u32(tl_writer *w, const char *key, uint32_t value);
+TL_API tl_status tl_writer_meta_u32(tl_writer *w, const char *key, uint32_t value);
 /*
  * GGUF only: a value of any type, given as the spec encodes it after the type
  * id (little-endian scalars, u64 length + bytes for a string, u32 element
  * type + u64 count + elements for an array).
  */
-tl_status tl_writer_meta_raw(tl_writer *w, const char *key, tl_meta_type type, const void *value,
+TL_API tl_status tl_writer_meta_raw(tl_writer *w, const char *key, tl_meta_type type, const void *value,
                              size_t len);
 /*
  * A tensor: shape outermost first (as tl_tensor_info), at most TL_MAX_DIMS
  * dimensions, nbytes its size in the file. *index (may be NULL) gets its index.
  */
-tl_status tl_writer_tensor(tl_writer *w, const char *name, tl_dtype dtype, uint32_t n_dims,
+TL_API tl_status tl_writer_tensor(tl_writer *w, const char *name, tl_dtype dtype, uint32_t n_dims,
                            const int64_t *shape, uint64_t nbytes, size_t *index);
-size_t tl_writer_tensor_count(const tl_writer *w);
+TL_API size_t tl_writer_tensor_count(const tl_writer *w);
 /*
  * Lay out and encode the header: *out points to *len bytes owned by the
  * writer (valid until the next call on it). Fails with TL_ERR_INVALID_ARG
  * when the layout overflows or the header would be larger than tierload
  * itself accepts (a reader must be able to open what is written).
  */
-tl_status tl_writer_header(tl_writer *w, const void **out, size_t *len);
+TL_API tl_status tl_writer_header(tl_writer *w, const void **out, size_t *len);
 /* After tl_writer_header: offset of tensor i from the data section's start. */
-uint64_t tl_writer_tensor_offset(const tl_writer *w, size_t i);
+TL_API uint64_t tl_writer_tensor_offset(const tl_writer *w, size_t i);
 /* After tl_writer_header: bytes of the data section (GGUF: padded to the alignment). */
-uint64_t tl_writer_data_size(const tl_writer *w);
+TL_API uint64_t tl_writer_data_size(const tl_writer *w);
 
+/*
+ * An open model: the catalog of its files, tensors and metadata over one
+ * read-only (or copy-on-write) mapping per file.
+ *
+ * Lifetime: everything a tl_model_* getter returns (tl_file_info and its
+ * path, tl_tensor_info and its name, tl_meta and its key and strings, tensor
+ * data pointers, file descriptors and mappings) is owned by the model and
+ * valid until tl_model_close.
+ *
+ * Thread-safety: the getters, tl_model_find, tl_model_tensor_read,
+ * tl_model_file_residency and tl_model_check_files only read the model and
+ * may run concurrently on any threads. tl_model_close, tl_model_advise and
+ * tl_model_load must not overlap another call on the same model; writes
+ * through tl_model_tensor_data_mut are the caller's to order against reads.
+ */
 typedef struct tl_model tl_model;
 
-/* Page-cache hints for mappings (tl_model_options.map_flags, TIERLOAD_MMAP_FLAGS). */
+/* Page-cache hints for mappings (tl_model_options.map_flags, tl_model_advise). */
 enum {
     TL_MAP_SEQUENTIAL = 1u << 0, /* madvise(MADV_SEQUENTIAL) */
     TL_MAP_WILLNEED = 1u << 1,   /* madvise(MADV_WILLNEED) */
     TL_MAP_POPULATE = 1u << 2,   /* MAP_POPULATE: fault every page in on open */
     TL_MAP_DONTNEED =
         1u << 3, /* on close: MADV_DONTNEED + POSIX_FADV_DONTNEED, pages leave the cache */
+    /*
+     * tl_model_open only: also apply the hints named in the environment
+     * variable TIERLOAD_MMAP_FLAGS (a list as tl_map_flags_parse takes).
+     * Without it the library does not read the variable.
+     */
+    TL_MAP_FROM_ENV = 1u << 30,
 };
 
 /*
  * Parse a comma list of hint names ("sequential,willneed,populate,dontneed")
  * into TL_MAP_* flags. Empty or NULL gives 0.
  */
-tl_status tl_map_flags_parse(const char *list, unsigned *flags);
+TL_API tl_status tl_map_flags_parse(const char *list, unsigned *flags);
 
+/* Options of tl_model_open; set up with tl_model_options_init. */
 typedef struct tl_model_options {
-    unsigned map_flags; /* TL_MAP_*; when 0, TIERLOAD_MMAP_FLAGS from the environment is used */
+    uint32_t size;      /* sizeof(tl_model_options), set by tl_model_options_init */
+    unsigned map_flags; /* TL_MAP_* hints; 0 (the default) = none */
     bool writable; /* map copy-on-write writable: patches stay in this process, never reach the file
                     */
     /*
@@ -332,28 +439,32 @@ typedef struct tl_model_options {
     const char *const *prefixes;
 } tl_model_options;
 
+/* Defaults: no hints, read-only mapping, no prefixes. */
+TL_API void tl_model_options_init(tl_model_options *o);
+
 /*
  * Open model files into one catalog. Each path may be a GGUF file, a
  * safetensors file, a "*.safetensors.index.json" shard index, or a folder (a
  * diffusers folder with model_index.json, a folder with one shard index, or a
  * folder of .gguf / .safetensors files). Every file is mapped once,
  * MAP_PRIVATE. Tensor names must be unique across the whole catalog.
- * opts may be NULL.
+ * opts may be NULL (the defaults). The paths are copied: they need not
+ * outlive the call.
  */
-tl_status tl_model_open(const char *const *paths, size_t n_paths, const tl_model_options *opts,
-                        tl_model **out);
+TL_API tl_status tl_model_open(const char *const *paths, size_t n_paths,
+                               const tl_model_options *opts, tl_model **out);
 /* Close: unmap every file (applying TL_MAP_DONTNEED if asked) and free. NULL is fine. */
-void tl_model_close(tl_model *m);
+TL_API void tl_model_close(tl_model *m);
 
-size_t tl_model_file_count(const tl_model *m);
-const tl_file_info *tl_model_file(const tl_model *m, size_t i);
-size_t tl_model_tensor_count(const tl_model *m);
-const tl_tensor_info *tl_model_tensor(const tl_model *m, size_t i);
-/* Index of a tensor by exact name; -1 when absent. */
-int64_t tl_model_find(const tl_model *m, const char *name);
+TL_API size_t tl_model_file_count(const tl_model *m);
+TL_API const tl_file_info *tl_model_file(const tl_model *m, size_t i);
+TL_API size_t tl_model_tensor_count(const tl_model *m);
+TL_API const tl_tensor_info *tl_model_tensor(const tl_model *m, size_t i);
+/* Index of a tensor by exact name; TL_NOT_FOUND when absent. */
+TL_API size_t tl_model_find(const tl_model *m, const char *name);
 
 /* Pointer to a tensor's bytes inside its file's mapping (zero-copy). */
-const void *tl_model_tensor_data(const tl_model *m, size_t i);
+TL_API const void *tl_model_tensor_data(const tl_model *m, size_t i);
 /*
  * Writable pointer into the copy-on-write mapping; only for models opened
  * with writable = true (else NULL). Asking for it marks the tensor patched
@@ -362,16 +473,16 @@ const void *tl_model_tensor_data(const tl_model *m, size_t i);
  * takes its bytes from the mapping, never from the file, and verify compares
  * against the patched bytes. The file itself never changes.
  */
-void *tl_model_tensor_data_mut(tl_model *m, size_t i);
+TL_API void *tl_model_tensor_data_mut(tl_model *m, size_t i);
 /* Has tensor i been patched (see tl_model_tensor_data_mut)? */
-bool tl_model_tensor_patched(const tl_model *m, size_t i);
+TL_API bool tl_model_tensor_patched(const tl_model *m, size_t i);
 /*
  * Drop tensor i's patch: its bytes in the mapping become the file's again
  * (whole pages give their private copies back to the kernel; no backup copy is
  * kept anywhere). Pages shared with a neighbouring patched tensor keep the
  * neighbour's bytes. Not thread-safe against writers of the same tensor.
  */
-tl_status tl_model_tensor_unpatch(tl_model *m, size_t i);
+TL_API tl_status tl_model_tensor_unpatch(tl_model *m, size_t i);
 
 /* "Not found" for size_t indexes. */
 #define TL_NOT_FOUND ((size_t)-1)
@@ -384,47 +495,50 @@ tl_status tl_model_tensor_unpatch(tl_model *m, size_t i);
  * tensors without a layer are their component's "other" tensors. Returned
  * index arrays are owned by the model and valid while it is open.
  */
-size_t tl_model_layer_count(const tl_model *m, tl_component c);
+TL_API size_t tl_model_layer_count(const tl_model *m, tl_component c);
 /* Tensor indices of component c's layer k (catalog order); returns their count. */
-size_t tl_model_layer_tensors(const tl_model *m, tl_component c, size_t k, const size_t **idx);
+TL_API size_t tl_model_layer_tensors(const tl_model *m, tl_component c, size_t k, const size_t **idx);
 /* Tensor indices of component c outside any layer; returns their count. */
-size_t tl_model_other_tensors(const tl_model *m, tl_component c, const size_t **idx);
+TL_API size_t tl_model_other_tensors(const tl_model *m, tl_component c, const size_t **idx);
 /* The layer number of tensor i within its component; TL_NOT_FOUND when it has none. */
-size_t tl_model_tensor_layer(const tl_model *m, size_t i);
+TL_API size_t tl_model_tensor_layer(const tl_model *m, size_t i);
 
-size_t tl_model_meta_count(const tl_model *m);
-const tl_meta *tl_model_meta(const tl_model *m, size_t i);
-/* Index of a metadata key (first file that has it); -1 when absent. */
-int64_t tl_model_meta_find(const tl_model *m, const char *key);
+TL_API size_t tl_model_meta_count(const tl_model *m);
+TL_API const tl_meta *tl_model_meta(const tl_model *m, size_t i);
+/* Index of a metadata key (first file that has it); TL_NOT_FOUND when absent. */
+TL_API size_t tl_model_meta_find(const tl_model *m, const char *key);
 /*
  * Element j of array entry i. Numbers come widened in out->v, strings as
  * (ptr, len); out->type is the element type. Nested arrays are not indexable
  * (TL_ERR_UNSUPPORTED).
  */
-tl_status tl_model_meta_array_get(const tl_model *m, size_t i, uint64_t j, tl_meta *out);
+TL_API tl_status tl_model_meta_array_get(const tl_model *m, size_t i, uint64_t j, tl_meta *out);
 
 /* Fraction (0..1) of a file's pages resident in the page cache, from mincore. */
-tl_status tl_model_file_residency(const tl_model *m, size_t file, double *fraction);
+TL_API tl_status tl_model_file_residency(const tl_model *m, size_t file, double *fraction);
 /* Apply page-cache hints (TL_MAP_SEQUENTIAL / WILLNEED / DONTNEED now) to every mapping. */
-tl_status tl_model_advise(tl_model *m, unsigned map_flags);
+TL_API tl_status tl_model_advise(tl_model *m, unsigned map_flags);
 /*
  * Check that every file still has the size it had when opened: a file
  * truncated or rewritten under its mapping gives TL_ERR_CHANGED naming it.
  */
-tl_status tl_model_check_files(const tl_model *m);
+TL_API tl_status tl_model_check_files(const tl_model *m);
 /*
  * Copy bytes [off, off+n) of tensor i out of its file's mapping into dst,
  * safely: the file's size is checked first, and a SIGBUS during the copy (the
  * file shrank meanwhile) becomes TL_ERR_CHANGED naming the file and tensor
  * instead of killing the process.
  */
-tl_status tl_model_tensor_read(const tl_model *m, size_t i, uint64_t off, void *dst, uint64_t n);
+TL_API tl_status tl_model_tensor_read(const tl_model *m, size_t i, uint64_t off, void *dst,
+                                      uint64_t n);
 /* Open file descriptor of a file (read-only), for loaders; owned by the model. */
-int tl_model_file_fd(const tl_model *m, size_t file);
+TL_API int tl_model_file_fd(const tl_model *m, size_t file);
 /* Base address of a file's mapping (its byte 0). */
-const void *tl_model_file_map(const tl_model *m, size_t file);
+TL_API const void *tl_model_file_map(const tl_model *m, size_t file);
 
-/* ==== devices (issue 4) ==== */
+/* ------------------------------------------------------------------------ */
+/* Devices                                                                  */
+/* ------------------------------------------------------------------------ */
 
 /*
  * Devices hold tensor bytes: the host (cpu), simulated GPUs (sim), CUDA GPUs
@@ -459,13 +573,14 @@ typedef enum tl_device_kind {
 } tl_device_kind;
 
 /* "cpu", "sim", "cuda", "other", "ggml". */
-const char *tl_device_kind_name(tl_device_kind k);
+TL_API const char *tl_device_kind_name(tl_device_kind k);
 
-#define TL_DEVICE_NAME_MAX 32 /* bytes, including the NUL */
+#define TL_DEVICE_NAME_MAX 32 /* bytes of a device name, including the NUL */
+#define TL_DEVICE_DESC_MAX 96 /* bytes of a device description, including the NUL */
 
 typedef struct tl_device_info {
     char name[TL_DEVICE_NAME_MAX]; /* [A-Za-z0-9_.:-]+, unique in the registry */
-    char desc[96];                 /* free text: "NVIDIA H100 80GB HBM3", "host RAM", ... */
+    char desc[TL_DEVICE_DESC_MAX]; /* free text: "NVIDIA H100 80GB HBM3", "host RAM", ... */
     tl_device_kind kind;
     uint64_t total;     /* bytes the device can hold */
     uint64_t free;      /* bytes free now */
@@ -476,11 +591,15 @@ typedef struct tl_device_info {
 
 /*
  * The vtable a device implements; self is the implementation's own state.
- * Every function returns a tl_status and records tl_err() messages naming
- * the device. Sizes are > 0 when called through the tl_device_* wrappers
- * (which check arguments first).
+ * Initialise it with tl_device_ops_init (it sets size) and fill in the
+ * functions. Every function returns a tl_status; on failure it records a
+ * message naming the device with tl_set_error. A failure recorded without a
+ * message gets a generic one from the tl_device_* wrapper ("device 'x':
+ * alloc failed (TL_ERR_DEVICE_OOM)"). Sizes are > 0 when called through the
+ * tl_device_* wrappers (which check arguments first).
  */
 typedef struct tl_device_ops {
+    uint32_t size; /* sizeof(tl_device_ops), set by tl_device_ops_init */
     /* Required. Fill *out (free must be current). Called often: keep it cheap. */
     tl_status (*describe)(void *self, tl_device_info *out);
     /* Required. TL_ERR_DEVICE_OOM when size bytes do not fit. */
@@ -507,72 +626,98 @@ typedef struct tl_device_ops {
     void (*destroy)(void *self);
 } tl_device_ops;
 
+/* Zero every entry and set size. */
+TL_API void tl_device_ops_init(tl_device_ops *ops);
+
+/*
+ * Record the message tl_last_error() returns on this thread and return s:
+ * for device implementations and other code the library calls back.
+ * printf-style format.
+ */
+TL_API tl_status tl_set_error(tl_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
 /*
  * Wrap a vtable into a device (one reference, owned by the caller). ops must
  * outlive the device; describe is called once here to take the name and kind.
+ * TL_ERR_INVALID_ARG when ops->size is 0 (not initialised) or a required
+ * entry is missing.
  */
-tl_status tl_device_new(const tl_device_ops *ops, void *self, tl_device **out);
+TL_API tl_status tl_device_new(const tl_device_ops *ops, void *self, tl_device **out);
 /* Take / drop a reference; the last release calls ops->destroy. NULL is fine. */
-void tl_device_retain(tl_device *d);
-void tl_device_release(tl_device *d);
+TL_API void tl_device_retain(tl_device *d);
+TL_API void tl_device_release(tl_device *d);
 
 /*
  * Add a device to the registry (the registry takes its own reference; the
  * caller keeps and still releases its own). TL_ERR_INVALID_ARG when a
  * registered device already has its name (case-insensitive).
  */
-tl_status tl_device_register(tl_device *d);
-/* Remove a device from the registry and drop the registry's reference. */
-tl_status tl_device_unregister(tl_device *d);
+TL_API tl_status tl_device_register(tl_device *d);
+/*
+ * Remove a device from the registry and drop the registry's reference.
+ * References others hold stay valid. TL_ERR_INVALID_ARG for the built-in
+ * cpu device, which stays registered for the life of the process.
+ */
+TL_API tl_status tl_device_unregister(tl_device *d);
 /*
  * Look a registered device up by name, case-insensitive: an exact name wins,
  * else a unique prefix ("cu" -> cuda0 when it is the only cuda device).
  * TL_ERR_NOT_FOUND when nothing matches, TL_ERR_INVALID_ARG when a prefix is
- * ambiguous (the message lists the candidates). The pointer is borrowed:
- * valid while the device stays registered (retain it to keep it longer).
- * The first registry call discovers the built-in devices (cpu, then cuda*).
+ * ambiguous (the message lists the candidates). *out is a new reference the
+ * caller releases with tl_device_release; it stays valid even when another
+ * thread unregisters the device meanwhile. The first registry call
+ * discovers the built-in devices (cpu, then cuda*; see tl_init).
  */
-tl_status tl_device_find(const char *name, tl_device **out);
+TL_API tl_status tl_device_find(const char *name, tl_device **out);
 /*
  * Registered devices in registration order (cpu first): fills up to cap
- * borrowed pointers (as tl_device_find) and returns how many are registered.
+ * entries of out with new references (as tl_device_find) and returns how
+ * many are registered, which may exceed cap. The caller releases the
+ * min(returned, cap) references it got, e.g. with tl_device_list_release.
+ * out may be NULL with cap 0 (count only).
  */
-size_t tl_device_list(tl_device **out, size_t cap);
+TL_API size_t tl_device_list(tl_device **out, size_t cap);
+/* Release n references of devs (as filled by tl_device_list) and NULL them. */
+TL_API void tl_device_list_release(tl_device **devs, size_t n);
 
-/* Name and kind, fixed at tl_device_new. */
-const char *tl_device_name(const tl_device *d);
-tl_device_kind tl_device_kind_of(const tl_device *d);
+/* Name and kind, fixed at tl_device_new (the name lives as long as the device). */
+TL_API const char *tl_device_name(const tl_device *d);
+TL_API tl_device_kind tl_device_kind_of(const tl_device *d);
 /* Current description (free memory is live). */
-tl_status tl_device_describe(tl_device *d, tl_device_info *out);
+TL_API tl_status tl_device_describe(tl_device *d, tl_device_info *out);
 
 /* Allocate size > 0 bytes; TL_ERR_DEVICE_OOM when they do not fit (sim, cpu and cuda alike). */
-tl_status tl_device_alloc(tl_device *d, uint64_t size, tl_devptr *out);
+TL_API tl_status tl_device_alloc(tl_device *d, uint64_t size, tl_devptr *out);
 /* Free an allocation; 0 is fine. */
-tl_status tl_device_free(tl_device *d, tl_devptr p);
+TL_API tl_status tl_device_free(tl_device *d, tl_devptr p);
 /* Synchronous copies host -> device and device -> host (n may be 0). */
-tl_status tl_device_copy_to(tl_device *d, tl_devptr dst, const void *src, uint64_t n);
-tl_status tl_device_copy_from(tl_device *d, void *dst, tl_devptr src, uint64_t n);
+TL_API tl_status tl_device_copy_to(tl_device *d, tl_devptr dst, const void *src, uint64_t n);
+TL_API tl_status tl_device_copy_from(tl_device *d, void *dst, tl_devptr src, uint64_t n);
 /* Asynchronous copies; *ticket receives the completion handle (see above). */
-tl_status tl_device_copy_to_async(tl_device *d, tl_devptr dst, const void *src, uint64_t n,
-                                  uint64_t *ticket);
-tl_status tl_device_copy_from_async(tl_device *d, void *dst, tl_devptr src, uint64_t n,
-                                    uint64_t *ticket);
+TL_API tl_status tl_device_copy_to_async(tl_device *d, tl_devptr dst, const void *src, uint64_t n,
+                                         uint64_t *ticket);
+TL_API tl_status tl_device_copy_from_async(tl_device *d, void *dst, tl_devptr src, uint64_t n,
+                                           uint64_t *ticket);
 /* Block until a ticket (and every earlier one) is done. */
-tl_status tl_device_wait(tl_device *d, uint64_t ticket);
+TL_API tl_status tl_device_wait(tl_device *d, uint64_t ticket);
 /* *done = whether a ticket is done, without blocking. */
-tl_status tl_device_poll(tl_device *d, uint64_t ticket, bool *done);
+TL_API tl_status tl_device_poll(tl_device *d, uint64_t ticket, bool *done);
 /*
  * Pin / unpin a host range so the device can DMA from / to it. A failure
  * says why (e.g. mlock failed under RLIMIT_MEMLOCK, with the limit).
  */
-tl_status tl_device_pin(tl_device *d, void *host, uint64_t n);
-tl_status tl_device_unpin(tl_device *d, void *host, uint64_t n);
+TL_API tl_status tl_device_pin(tl_device *d, void *host, uint64_t n);
+TL_API tl_status tl_device_unpin(tl_device *d, void *host, uint64_t n);
 /*
  * Read n bytes of file fd at off straight into device memory, when the
  * device can (cuda with a working libcufile). TL_ERR_UNSUPPORTED otherwise:
  * the caller then stages through host memory.
  */
-tl_status tl_device_read_file(tl_device *d, int fd, uint64_t off, tl_devptr dst, uint64_t n);
+TL_API tl_status tl_device_read_file(tl_device *d, int fd, uint64_t off, tl_devptr dst, uint64_t n);
 
 /*
  * CUDA devices are named cuda0, cuda1, ... (CUDA ordinals). libcudart is
@@ -583,17 +728,19 @@ tl_status tl_device_read_file(tl_device *d, int fd, uint64_t off, tl_devptr dst,
  * with tl_device_pin is copied directly. tl_device_unpin waits for the
  * device's queued copies first.
  *
- * Why there are no CUDA devices: "" when libcudart loaded and reported at
- * least one device, else e.g. "no CUDA runtime: libcudart.so: cannot open
- * shared object file: No such file or directory" or "no CUDA device:
- * cudaGetDeviceCount: ...". Runs discovery if needed.
+ * Why there are no CUDA devices (a string owned by the library, fixed once
+ * discovery has run): "" when libcudart loaded and reported at least one device, else e.g. "no CUDA
+ * runtime: libcudart.so: cannot open shared object file: No such file or directory" or "no CUDA
+ * device: cudaGetDeviceCount: ...". Runs discovery if needed.
  */
-const char *tl_device_cuda_reason(void);
+TL_API const char *tl_device_cuda_reason(void);
 /*
  * Why GPUDirect Storage is not in use: "" once a real small read through
- * libcufile has succeeded, "not tried yet" before any, else the reason.
+ * libcufile has succeeded, "not tried yet" before any, else the reason. The
+ * string is owned by the library; read it when no read_file call is running
+ * (its text changes with the first one).
  */
-const char *tl_device_cufile_reason(void);
+TL_API const char *tl_device_cufile_reason(void);
 
 /*
  * Simulated GPUs. A sim device keeps its bytes in host memory but behaves
@@ -638,15 +785,16 @@ typedef struct tl_sim_spec {
  * the offending item) on a bad size, empty or invalid name, duplicate name,
  * or more than cap items.
  */
-tl_status tl_device_sim_spec_parse(const char *spec, tl_sim_spec *out, size_t cap, size_t *n);
+TL_API tl_status tl_device_sim_spec_parse(const char *spec, tl_sim_spec *out, size_t cap,
+                                          size_t *n);
 /* A new (unregistered) sim device; one reference owned by the caller. */
-tl_status tl_device_sim_new(const tl_sim_spec *spec, tl_device **out);
+TL_API tl_status tl_device_sim_new(const tl_sim_spec *spec, tl_device **out);
 /* Parse a spec and register every sim in it (all or none). */
-tl_status tl_device_sim_add(const char *spec);
+TL_API tl_status tl_device_sim_add(const char *spec);
 /* The sim's model clock in seconds (TL_ERR_INVALID_ARG when d is not a sim). */
-tl_status tl_device_sim_clock(tl_device *d, double *seconds);
+TL_API tl_status tl_device_sim_clock(tl_device *d, double *seconds);
 /* Advance the model clock by seconds >= 0 (the caller's modeled compute). */
-tl_status tl_device_sim_advance(tl_device *d, double seconds);
+TL_API tl_status tl_device_sim_advance(tl_device *d, double seconds);
 
 /*
  * ggml devices. tl_device_ggml_discover loads ggml's shared libraries at run
@@ -672,19 +820,19 @@ tl_status tl_device_sim_advance(tl_device *d, double seconds);
  * TL_ERR_NOT_FOUND when ggml cannot be loaded or has no device; the reason
  * is also kept for tl_device_ggml_reason.
  */
-tl_status tl_device_ggml_discover(const char *dir, size_t *n_added);
+TL_API tl_status tl_device_ggml_discover(const char *dir, size_t *n_added);
 /*
  * Why there are no ggml devices: "" once ggml loaded with at least one
  * device, "not loaded" before any tl_device_ggml_discover, else e.g. "no
  * ggml: libggml-base.so: cannot open shared object file: ...".
  */
-const char *tl_device_ggml_reason(void);
+TL_API const char *tl_device_ggml_reason(void);
 /*
  * Whether ggml device d can use host memory in place
  * (caps.buffer_from_host_ptr: a mapped file's tensor bytes can be handed to
  * it without a copy). false for devices that are not ggml devices.
  */
-bool tl_device_ggml_host_mappable(tl_device *d);
+TL_API bool tl_device_ggml_host_mappable(tl_device *d);
 
 /*
  * A host range wrapped in place as a ggml buffer of a ggml device (no copy):
@@ -701,12 +849,14 @@ typedef struct tl_ggml_host_buffer {
     uint64_t offset; /* where the wrapped range starts inside it */
 } tl_ggml_host_buffer;
 /* TL_ERR_UNSUPPORTED (naming the device) when d cannot use host memory. */
-tl_status tl_ggml_host_buffer_create(tl_device *d, const void *ptr, uint64_t n,
+TL_API tl_status tl_ggml_host_buffer_create(tl_device *d, const void *ptr, uint64_t n,
                                      tl_ggml_host_buffer *out);
 /* Free the ggml buffer (never the memory it wraps); zeroes *b. NULL is fine. */
-void tl_ggml_host_buffer_destroy(tl_ggml_host_buffer *b);
+TL_API void tl_ggml_host_buffer_destroy(tl_ggml_host_buffer *b);
 
-/* ==== planner ==== */
+/* ------------------------------------------------------------------------ */
+/* The planner                                                              */
+/* ------------------------------------------------------------------------ */
 
 /*
  * The planner is pure: a catalog summary, device descriptions (real,
@@ -764,14 +914,14 @@ typedef enum tl_plan_mode {
 } tl_plan_mode;
 
 /* "cpu", "gpu", "layer_split", "row_split", "stream"; NULL when invalid. */
-const char *tl_plan_mode_name(tl_plan_mode m);
+TL_API const char *tl_plan_mode_name(tl_plan_mode m);
 
 /* One device as the planner sees it. total/free 0 on the host mean "unknown". */
 typedef struct tl_plan_device {
-    char name[32];  /* "cuda0", "sim1", "cpu" */
-    bool is_gpu;    /* false for the host */
-    uint64_t total; /* bytes */
-    uint64_t free;  /* bytes free now (for hypothetical devices: total) */
+    char name[TL_DEVICE_NAME_MAX]; /* "cuda0", "sim1", "cpu" */
+    bool is_gpu;                   /* false for the host */
+    uint64_t total;                /* bytes */
+    uint64_t free;                 /* bytes free now (for hypothetical devices: total) */
 } tl_plan_device;
 
 /* One component of the summary: its bytes, and its layers in order. */
@@ -790,32 +940,33 @@ typedef struct tl_plan_summary {
 } tl_plan_summary;
 
 /* An empty summary (every component absent). */
-void tl_plan_summary_init(tl_plan_summary *s);
+TL_API void tl_plan_summary_init(tl_plan_summary *s);
 /* Free the layer arrays (the struct itself is the caller's); leaves it empty. */
-void tl_plan_summary_free(tl_plan_summary *s);
+TL_API void tl_plan_summary_free(tl_plan_summary *s);
 /* Append a layer of `bytes` to component c (matrix_bytes of them row-splittable). */
-tl_status tl_plan_summary_add_layer(tl_plan_summary *s, tl_component c, uint64_t bytes,
-                                    uint64_t matrix_bytes);
+TL_API tl_status tl_plan_summary_add_layer(tl_plan_summary *s, tl_component c, uint64_t bytes,
+                                           uint64_t matrix_bytes);
 /* Add bytes outside layers to component c. */
-tl_status tl_plan_summary_add_other(tl_plan_summary *s, tl_component c, uint64_t bytes,
-                                    uint64_t matrix_bytes);
+TL_API tl_status tl_plan_summary_add_other(tl_plan_summary *s, tl_component c, uint64_t bytes,
+                                           uint64_t matrix_bytes);
 /*
  * Build a summary from a catalog: one layer per tl_model_layer_tensors group
  * (same order), other bytes from tl_model_other_tensors.
  * When convert is not TL_DTYPE_INVALID, every tensor of 2+ dimensions whose
  * element count is a whole number of convert's blocks is counted at convert's
- * size (what a --type conversion on load would give). s is initialized here.
+ * size (what converting on load, tl_load_options.convert, would give). s is initialized here.
  */
-tl_status tl_plan_summary_from_model(const tl_model *m, tl_dtype convert, tl_plan_summary *s);
+TL_API tl_status tl_plan_summary_from_model(const tl_model *m, tl_dtype convert,
+                                            tl_plan_summary *s);
 /*
  * A built-in synthetic profile: "sd15" (~2 GB), "sdxl" (~7 GB), "flux-f16"
  * (~28 GB: 24 GB diffusion + T5 at Q8), "flux-q8" (~18 GB), "ltx2" (~26 GB:
  * Q6 diffusion + 12B text encoder). TL_ERR_NOT_FOUND for another name.
  * s is initialized here.
  */
-tl_status tl_plan_summary_profile(const char *name, tl_plan_summary *s);
+TL_API tl_status tl_plan_summary_profile(const char *name, tl_plan_summary *s);
 /* Comma-separated names of the built-in profiles. */
-const char *tl_plan_profile_names(void);
+TL_API const char *tl_plan_profile_names(void);
 
 /* --- spec parsers (each a public entry point for the fuzzers) --- */
 
@@ -824,14 +975,15 @@ const char *tl_plan_profile_names(void);
  * KiB, ...; case-insensitive), fractions allowed ("9.5G"). A leading '-' is
  * accepted only when negative is not NULL (and sets it).
  */
-tl_status tl_plan_parse_bytes(const char *s, uint64_t *bytes, bool *negative);
+TL_API tl_status tl_plan_parse_bytes(const char *s, uint64_t *bytes, bool *negative);
 
 /*
  * Hypothetical devices: "cuda0=16G,cuda1=10G" (total = free = size). A name
  * of "cpu" (or "host") describes the host (is_gpu false); every other name is
  * a GPU. A host entry with size 0 is added at the end when none is given.
  */
-tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t cap, size_t *n);
+TL_API tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t cap,
+                                       size_t *n);
 
 /*
  * Plan devices from the registered devices, in registration order: every
@@ -842,7 +994,7 @@ tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t ca
  * says how many were; with dropped NULL that is TL_ERR_INVALID_ARG naming
  * them, and *n is 0. *n is the number written.
  */
-tl_status tl_plan_devices_from_registry(tl_plan_device *out, size_t cap, size_t *n,
+TL_API tl_status tl_plan_devices_from_registry(tl_plan_device *out, size_t cap, size_t *n,
                                         size_t *dropped);
 
 /* Where the user placed one component: n_devices 0 means "not given". */
@@ -865,32 +1017,32 @@ typedef struct tl_backend_spec {
  * the item: unknown component or device, empty list, a component given
  * twice, a split that names the host. out is zeroed first.
  */
-tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, size_t n_devs,
-                                tl_backend_spec *out);
+TL_API tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, size_t n_devs,
+                                       tl_backend_spec *out);
 
 /*
- * Budgets per device from --max-vram and --headroom. For every GPU, budget =
+ * Budgets per device from a max_vram spec and a headroom. For every GPU, budget =
  * free - headroom, then capped by the spec: an absolute size ("8G": at most
  * 8 GiB), a negative one ("-2G": 2 GiB less), or per device
  * ("cuda0=6G,cuda1=-1G"; names as in backend specs), an unnamed size applying
  * to the GPUs not named. NULL or "" = no cap. The host's budget is its free
  * memory (0 = unknown). budgets has n_devs entries.
  */
-tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, size_t n_devs,
-                                 uint64_t headroom, uint64_t *budgets);
+TL_API tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, size_t n_devs,
+                                        uint64_t headroom, uint64_t *budgets);
 
 /* Default compute reserves: diffusion 2048 MiB, cond 512 MiB, vae 1024 MiB, controlnet 512 MiB,
  * other 0. */
-void tl_plan_default_reserves(uint64_t reserve[TL_COMP_COUNT]);
+TL_API void tl_plan_default_reserves(uint64_t reserve[TL_COMP_COUNT]);
 /* Override reserves from "diffusion=3G,vae=512M" (component names or aliases). */
-tl_status tl_plan_parse_reserve(const char *spec, uint64_t reserve[TL_COMP_COUNT]);
+TL_API tl_status tl_plan_parse_reserve(const char *spec, uint64_t reserve[TL_COMP_COUNT]);
 
 /* Output size of a run: width x height pixels, frames (1 for images). */
 typedef struct tl_plan_size {
     uint32_t width, height, frames;
 } tl_plan_size;
 /* Parse "WxH" or "WxHxT" (each 1..1048576). */
-tl_status tl_plan_parse_size(const char *spec, tl_plan_size *out);
+TL_API tl_status tl_plan_parse_size(const char *spec, tl_plan_size *out);
 
 /* Phase schedule: phase i runs the components whose bit (1u << tl_component) is in mask[i]. */
 typedef struct tl_plan_phases {
@@ -898,9 +1050,9 @@ typedef struct tl_plan_phases {
     uint32_t mask[TL_PLAN_MAX_PHASES];
 } tl_plan_phases;
 /* The default image pipeline: cond, diffusion+controlnet, vae. */
-void tl_plan_default_phases(tl_plan_phases *out);
+TL_API void tl_plan_default_phases(tl_plan_phases *out);
 /* Parse "cond,diffusion+controlnet,vae" (',' separates phases, '+' joins components). */
-tl_status tl_plan_parse_phases(const char *spec, tl_plan_phases *out);
+TL_API tl_status tl_plan_parse_phases(const char *spec, tl_plan_phases *out);
 
 /* VAE tiling decision (latent = size / 8; time is never tiled). */
 typedef struct tl_vae_tiling {
@@ -917,16 +1069,18 @@ typedef struct tl_vae_tiling {
  * frames)) clamped to [8, max latent side], overlap 0.5.
  * bytes_per_voxel 0 = the default (256 KiB per latent voxel).
  */
-tl_status tl_plan_vae_tiling(const tl_plan_size *size, uint64_t vae_reserve,
-                             uint64_t bytes_per_voxel, tl_vae_tiling *out);
+TL_API tl_status tl_plan_vae_tiling(const tl_plan_size *size, uint64_t vae_reserve,
+                                    uint64_t bytes_per_voxel, tl_vae_tiling *out);
 
+/* Options of tl_plan_create; set up with tl_plan_options_init. */
 typedef struct tl_plan_options {
+    uint32_t size;                /* sizeof(tl_plan_options), set by tl_plan_options_init */
     const char *backend;          /* backend spec; NULL = auto-fit every component */
     const char *max_vram;         /* NULL = no cap */
     uint64_t headroom;            /* bytes kept free on every GPU */
     const char *reserve;          /* reserve overrides; NULL = defaults */
     const char *phases;           /* phase schedule; NULL = default */
-    const char *size;             /* "WxH[xT]" for the VAE tiling decision; NULL = none */
+    const char *output_size;      /* "WxH[xT]" for the VAE tiling decision; NULL = none */
     bool clip_on_cpu;             /* = "cond=cpu" */
     bool vae_on_cpu;              /* = "vae=cpu" */
     bool controlnet_on_cpu;       /* = "controlnet=cpu" */
@@ -935,6 +1089,15 @@ typedef struct tl_plan_options {
     uint64_t vae_bytes_per_voxel; /* 0 = default */
 } tl_plan_options;
 
+/* Defaults: auto-fit every component, no cap, no headroom, default reserves and phases. */
+TL_API void tl_plan_options_init(tl_plan_options *o);
+
+/*
+ * A plan is immutable once made: every tl_plan_* getter may run on any
+ * thread concurrently. What a getter returns (tl_plan_error, device
+ * descriptions, the tiling) is owned by the plan and valid until
+ * tl_plan_free.
+ */
 typedef struct tl_plan tl_plan;
 
 /*
@@ -948,26 +1111,26 @@ typedef struct tl_plan tl_plan;
  * component on the host, exactly as "cond=cpu" etc. in the backend spec (a
  * component placed by both is an error).
  */
-tl_status tl_plan_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
-                         const tl_plan_options *opts, tl_plan **out);
-void tl_plan_free(tl_plan *p);
-bool tl_plan_feasible(const tl_plan *p);
+TL_API tl_status tl_plan_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
+                                const tl_plan_options *opts, tl_plan **out);
+TL_API void tl_plan_free(tl_plan *p);
+TL_API bool tl_plan_feasible(const tl_plan *p);
 /* Why the plan is infeasible, with the smallest change that would fit ("" when feasible). */
-const char *tl_plan_error(const tl_plan *p);
+TL_API const char *tl_plan_error(const tl_plan *p);
 /*
  * 0 when feasible; else the bytes added to every GPU's budget for the
  * best-effort decisions (the least that fits, in 16 MiB steps), UINT64_MAX
  * when 64 GiB more is not enough.
  */
-uint64_t tl_plan_shortfall(const tl_plan *p);
+TL_API uint64_t tl_plan_shortfall(const tl_plan *p);
 /* TL_OK when feasible, else TL_ERR_INFEASIBLE with tl_plan_error as the message. */
-tl_status tl_plan_check(const tl_plan *p);
+TL_API tl_status tl_plan_check(const tl_plan *p);
 
-size_t tl_plan_device_count(const tl_plan *p);
+TL_API size_t tl_plan_device_count(const tl_plan *p);
 /* Device i (GPUs first in input order, the host last). */
-const tl_plan_device *tl_plan_device_at(const tl_plan *p, size_t i);
+TL_API const tl_plan_device *tl_plan_device_at(const tl_plan *p, size_t i);
 /* Budget of device i (bytes). */
-uint64_t tl_plan_device_budget(const tl_plan *p, size_t i);
+TL_API uint64_t tl_plan_device_budget(const tl_plan *p, size_t i);
 
 /*
  * Where one component goes. In a feasible plan, the placement that fits the
@@ -1012,41 +1175,43 @@ typedef struct tl_plan_decision {
     uint32_t requested[TL_PLAN_MAX_DEVICES];
 } tl_plan_decision;
 /* The decision for component c (present false when absent). */
-tl_status tl_plan_decision_of(const tl_plan *p, tl_component c, tl_plan_decision *out);
+TL_API tl_status tl_plan_decision_of(const tl_plan *p, tl_component c, tl_plan_decision *out);
 
-size_t tl_plan_phase_count(const tl_plan *p);
+TL_API size_t tl_plan_phase_count(const tl_plan *p);
 /* Component mask of phase i. */
-uint32_t tl_plan_phase_mask(const tl_plan *p, size_t i);
+TL_API uint32_t tl_plan_phase_mask(const tl_plan *p, size_t i);
 /* Projected peak bytes on device dev during phase. */
-uint64_t tl_plan_peak(const tl_plan *p, size_t dev, size_t phase);
-uint64_t tl_plan_moved_per_run(const tl_plan *p);
+TL_API uint64_t tl_plan_peak(const tl_plan *p, size_t dev, size_t phase);
+TL_API uint64_t tl_plan_moved_per_run(const tl_plan *p);
 /* Host RAM for weights (cpu and streamed components). */
-uint64_t tl_plan_host_bytes(const tl_plan *p);
+TL_API uint64_t tl_plan_host_bytes(const tl_plan *p);
 /* Priority-weighted GPU-resident bytes (the search's first objective). */
-uint64_t tl_plan_score(const tl_plan *p);
-const tl_vae_tiling *tl_plan_tiling(const tl_plan *p);
+TL_API uint64_t tl_plan_score(const tl_plan *p);
+TL_API const tl_vae_tiling *tl_plan_tiling(const tl_plan *p);
 
 /*
- * The plan as JSON (what `tierload plan --json` prints and `tierload run
- * --plan FILE` accepts): {"feasible","error","devices":[{"name","gpu","total",
+ * The plan as JSON (what `tierload plan --json` prints; tl_plan_from_json
+ * reads it back): {"feasible","error","devices":[{"name","gpu","total",
  * "free","budget"}],"phases":[...],"components":[{"name","bytes","reserve",
  * "mode","residency","devices","shares","device_bytes","host_bytes",
  * "moved_per_run","requested"}],"peaks":[{"device","phase","bytes"}],"moved_per_run",
  * "host_bytes","score","vae_tiling"}; "shortfall" only in an infeasible plan
  * (-1 for UINT64_MAX), "requested" only for a component the spec placed.
  * Byte-identical for the same input.
- * *out is malloc'd; the caller frees it.
+ * The caller frees *out with tl_free.
  */
-tl_status tl_plan_to_json(const tl_plan *p, char **out);
+TL_API tl_status tl_plan_to_json(const tl_plan *p, char **out);
 /* Parse and validate a plan document (as tl_plan_to_json writes it). */
-tl_status tl_plan_from_json(const char *json, size_t len, tl_plan **out);
+TL_API tl_status tl_plan_from_json(const char *json, size_t len, tl_plan **out);
 /*
  * The human form (devices, components, peaks per phase, host RAM, bytes
- * moved) as text. *out is malloc'd; the caller frees it.
+ * moved) as text. The caller frees *out with tl_free.
  */
-tl_status tl_plan_to_text(const tl_plan *p, char **out);
+TL_API tl_status tl_plan_to_text(const tl_plan *p, char **out);
 
-/* ==== loading and memory accounting (issue 3) ==== */
+/* ------------------------------------------------------------------------ */
+/* Loading and memory accounting                                            */
+/* ------------------------------------------------------------------------ */
 
 /*
  * Memory facts of this process and machine, in bytes. Fields a system does
@@ -1067,7 +1232,7 @@ typedef struct tl_memstats {
 } tl_memstats;
 
 /* Read the memory facts now (/proc/self/status, smaps_rollup, /proc/meminfo, cgroup v2). */
-tl_status tl_memstats_read(tl_memstats *out);
+TL_API tl_status tl_memstats_read(tl_memstats *out);
 
 /* Start / end / peak of memory over a job. */
 typedef struct tl_memspan {
@@ -1078,22 +1243,26 @@ typedef struct tl_memspan {
     uint64_t samples;       /* how many samples were taken */
 } tl_memspan;
 
-/* A background sampler of the memory facts (one thread, reads /proc/self/status). */
+/*
+ * A background sampler of the memory facts (one thread, reads
+ * /proc/self/status). tl_memwatch_sample may be called from any thread while
+ * it runs; tl_memwatch_stop must not overlap another call on it.
+ */
 typedef struct tl_memwatch tl_memwatch;
 /*
  * Take the start sample and start a thread that samples every interval_s
  * seconds (0 = 5 ms) until tl_memwatch_stop.
  */
-tl_status tl_memwatch_start(double interval_s, tl_memwatch **out);
+TL_API tl_status tl_memwatch_start(double interval_s, tl_memwatch **out);
 /* Take one sample now (callers can add samples at known peaks). NULL is fine. */
-void tl_memwatch_sample(tl_memwatch *w);
+TL_API void tl_memwatch_sample(tl_memwatch *w);
 /* Stop the thread, take the end sample, fill *out (may be NULL) and free w. */
-void tl_memwatch_stop(tl_memwatch *w, tl_memspan *out);
+TL_API void tl_memwatch_stop(tl_memwatch *w, tl_memspan *out);
 
 /* Bytes of a file resident in the page cache (mincore on a temporary mapping). */
-tl_status tl_file_page_cache(const char *path, uint64_t *resident, uint64_t *size);
+TL_API tl_status tl_file_page_cache(const char *path, uint64_t *resident, uint64_t *size);
 /* Drop a file's clean pages from the page cache (POSIX_FADV_DONTNEED). */
-tl_status tl_file_evict(const char *path);
+TL_API tl_status tl_file_evict(const char *path);
 
 /* How tl_model_load moves a file's tensors into host memory. */
 typedef enum tl_load_mode {
@@ -1104,9 +1273,9 @@ typedef enum tl_load_mode {
 } tl_load_mode;
 
 /* "auto", "mmap", "buffered", "direct"; NULL when invalid. */
-const char *tl_load_mode_name(tl_load_mode m);
+TL_API const char *tl_load_mode_name(tl_load_mode m);
 /* Parse a mode name; -1 when unknown. */
-int tl_load_mode_from_name(const char *name);
+TL_API int tl_load_mode_from_name(const char *name);
 
 /* Progress: bytes done of total. Return false to cancel (the load fails with TL_ERR_CANCELLED). */
 typedef bool (*tl_load_progress_fn)(void *user, uint64_t done, uint64_t total);
@@ -1116,8 +1285,9 @@ typedef bool (*tl_load_progress_fn)(void *user, uint64_t done, uint64_t total);
 #define TL_LOAD_DEFAULT_STAGING_SIZE (16ull << 20)
 #define TL_LOAD_DEFAULT_STAGING_COUNT 4u
 
-/* Options of tl_model_load. A zeroed struct is the default (auto, no conversion). */
+/* Options of tl_model_load; set up with tl_load_options_init (auto, no conversion). */
 typedef struct tl_load_options {
+    uint32_t size; /* sizeof(tl_load_options), set by tl_load_options_init */
     tl_load_mode mode;
     /*
      * Convert tensors to dtype on load, where a conversion exists:
@@ -1150,7 +1320,24 @@ typedef struct tl_load_options {
      */
     void *(*dest)(void *user, size_t tensor, uint64_t nbytes, tl_dtype dtype);
     void *dest_user;
+    /*
+     * Alignment of every host copy, in bytes: 0 (the default) keeps the
+     * layout described at tl_model_load (an unconverted copy sits at its
+     * file offset modulo 4096, so its address is only as aligned as the
+     * file offset); a power of two up to 4096 puts each copied tensor at an
+     * address that is a multiple of both align and the dtype's natural
+     * alignment (its element size for plain types: 2 for F16, 8 for F64;
+     * the largest power of two up to 8 dividing the block size for quantized
+     * ones). TL_LOAD_ALIGN_ELEMENT asks for the natural alignment alone. Views (mmap mode)
+     * are never moved: they stay at their file offset.
+     */
+    uint32_t align;
 } tl_load_options;
+
+#define TL_LOAD_ALIGN_ELEMENT 1u /* tl_load_options.align: at least the dtype's element size */
+
+/* Defaults: mode auto, no conversion, the TL_LOAD_DEFAULT_* pool and staging sizes. */
+TL_API void tl_load_options_init(tl_load_options *o);
 
 /* One tensor in host memory. */
 typedef struct tl_loaded_tensor {
@@ -1162,7 +1349,7 @@ typedef struct tl_loaded_tensor {
     bool converted;  /* dtype differs from the file's */
 } tl_loaded_tensor;
 
-/* What happened to one file. */
+/* What happened to one file (strings owned by the result). */
 typedef struct tl_load_file {
     const char *path;
     tl_load_mode mode;       /* the mode used (never AUTO) */
@@ -1223,19 +1410,24 @@ typedef struct tl_load_result tl_load_result;
  *
  * Views (mmap mode) stay valid while m is open: free the result first.
  * On failure *out is NULL and the message names the file and tensor.
+ *
+ * The result is immutable: its getters may run on any thread concurrently.
+ * Everything they return (tensors and their bytes, files and their path and
+ * reason, stats, notes) is owned by the result and valid until
+ * tl_load_result_free; the bytes of views also need m open.
  */
-tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result **out);
+TL_API tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result **out);
 /* Free the result and every copy it owns. NULL is fine. */
-void tl_load_result_free(tl_load_result *r);
+TL_API void tl_load_result_free(tl_load_result *r);
 /* Tensor i (same index as tl_model_tensor); NULL when out of range. */
-const tl_loaded_tensor *tl_load_result_tensor(const tl_load_result *r, size_t i);
-size_t tl_load_result_tensor_count(const tl_load_result *r);
+TL_API const tl_loaded_tensor *tl_load_result_tensor(const tl_load_result *r, size_t i);
+TL_API size_t tl_load_result_tensor_count(const tl_load_result *r);
 /* File i (same index as tl_model_file); NULL when out of range. */
-const tl_load_file *tl_load_result_file(const tl_load_result *r, size_t i);
-size_t tl_load_result_file_count(const tl_load_result *r);
-const tl_load_stats *tl_load_result_stats(const tl_load_result *r);
+TL_API const tl_load_file *tl_load_result_file(const tl_load_result *r, size_t i);
+TL_API size_t tl_load_result_file_count(const tl_load_result *r);
+TL_API const tl_load_stats *tl_load_result_stats(const tl_load_result *r);
 /* Notes on the choices made and fallbacks taken, one per line ("" when none). */
-const char *tl_load_result_notes(const tl_load_result *r);
+TL_API const char *tl_load_result_notes(const tl_load_result *r);
 
 /*
  * Convert n elements from one dtype to another (the pairs tl_model_load
@@ -1245,9 +1437,9 @@ const char *tl_load_result_notes(const tl_load_result *r);
  * with TL_ERR_UNSUPPORTED when a value is out of range. dst and src must
  * not overlap.
  */
-tl_status tl_convert(tl_dtype to, void *dst, tl_dtype from, const void *src, uint64_t n);
+TL_API tl_status tl_convert(tl_dtype to, void *dst, tl_dtype from, const void *src, uint64_t n);
 /* Is there a conversion from -> to? (identity included) */
-bool tl_convert_supported(tl_dtype from, tl_dtype to);
+TL_API bool tl_convert_supported(tl_dtype from, tl_dtype to);
 
 
 /* ------------------------------------------------------------------------ */
@@ -1308,7 +1500,7 @@ typedef enum tl_tier {
     TL_TIER_COUNT = 5
 } tl_tier;
 /* "file", "ram", "pinned", "device", "spill"; NULL when invalid. */
-const char *tl_tier_name(tl_tier t);
+TL_API const char *tl_tier_name(tl_tier t);
 
 typedef enum tl_evict_policy {
     TL_EVICT_AUTO = 0,     /* furthest next use when a schedule is set, else LRU */
@@ -1340,7 +1532,7 @@ typedef struct tl_session_options {
     bool no_async; /* copy synchronously even where a device has async copies */
 } tl_session_options;
 /* Defaults (and size). */
-void tl_session_options_init(tl_session_options *o);
+TL_API void tl_session_options_init(tl_session_options *o);
 
 /*
  * Create a session for model m carried out by plan p. Every GPU the plan
@@ -1348,10 +1540,10 @@ void tl_session_options_init(tl_session_options *o);
  * a name with no device is TL_ERR_NOT_FOUND naming it. An infeasible plan is
  * TL_ERR_INFEASIBLE. Nothing is loaded yet.
  */
-tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_options *o,
+TL_API tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_options *o,
                             tl_session **out);
 /* Free every copy and device allocation, close the spill file. NULL is fine. */
-void tl_session_destroy(tl_session *s);
+TL_API void tl_session_destroy(tl_session *s);
 
 #define TL_ALL_LAYERS ((size_t)-1)
 
@@ -1383,18 +1575,18 @@ typedef struct tl_acquired tl_acquired;
  * (waiting for a prefetch in flight counts as a prefetch hit). On failure
  * nothing stays referenced.
  */
-tl_status tl_session_acquire(tl_session *s, tl_component c, size_t layer_begin, size_t layer_end,
+TL_API tl_status tl_session_acquire(tl_session *s, tl_component c, size_t layer_begin, size_t layer_end,
                              bool with_other, tl_acquired **out);
-size_t tl_acquired_count(const tl_acquired *a);
-const tl_session_tensor *tl_acquired_tensor(const tl_acquired *a, size_t i);
+TL_API size_t tl_acquired_count(const tl_acquired *a);
+TL_API const tl_session_tensor *tl_acquired_tensor(const tl_acquired *a, size_t i);
 /* Drop the references (the tensors stay resident until evicted); frees a. NULL is fine. */
-void tl_session_release(tl_session *s, tl_acquired *a);
+TL_API void tl_session_release(tl_session *s, tl_acquired *a);
 /*
  * Queue the same work as acquire without waiting and without references,
  * behind demand loads. Tensors that do not fit without evicting referenced
  * or loading ones are skipped (counted in stats.prefetch_skipped).
  */
-tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t layer_begin,
+TL_API tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t layer_begin,
                               size_t layer_end, bool with_other);
 /*
  * Evict unreferenced tensors of device `device` (a plan device name) until at
@@ -1402,17 +1594,17 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t layer_begin,
  * what it can and returns TL_ERR_DEVICE_OOM when that is less than asked;
  * never loops. UINT64_MAX or tl_session_evict_all: everything unreferenced.
  */
-tl_status tl_session_evict(tl_session *s, const char *device, uint64_t bytes, uint64_t *freed);
-tl_status tl_session_evict_all(tl_session *s, const char *device, uint64_t *freed);
+TL_API tl_status tl_session_evict(tl_session *s, const char *device, uint64_t bytes, uint64_t *freed);
+TL_API tl_status tl_session_evict_all(tl_session *s, const char *device, uint64_t *freed);
 /* The engine wrote into tensor i where it lives (it must be acquired): it is dirty now. */
-tl_status tl_session_mark_dirty(tl_session *s, size_t tensor);
+TL_API tl_status tl_session_mark_dirty(tl_session *s, size_t tensor);
 /*
  * The model's bytes of tensor i changed (patched or unpatched in the
  * mapping, e.g. a LoRA applied or removed): drop every copy the session
  * holds (device, RAM, spill) so the next acquire loads the new bytes.
  * TL_ERR_INVALID_ARG while the tensor is acquired.
  */
-tl_status tl_session_refresh(tl_session *s, size_t tensor);
+TL_API tl_status tl_session_refresh(tl_session *s, size_t tensor);
 
 /* One step of a known schedule: an acquire of these layers (as tl_session_acquire's args). */
 typedef struct tl_session_step {
@@ -1425,13 +1617,13 @@ typedef struct tl_session_step {
  * the schedule to the next step that equals it; eviction then takes the
  * tensor used furthest in the future.
  */
-tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, size_t n);
+TL_API tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, size_t n);
 /*
  * Bytes that furthest-next-use eviction with full knowledge of the schedule
  * moves onto the devices under the session's budgets (the offline optimum
  * the run report prints beside what was moved). Needs a schedule.
  */
-tl_status tl_session_optimal_bytes(const tl_session *s, uint64_t *bytes);
+TL_API tl_status tl_session_optimal_bytes(const tl_session *s, uint64_t *bytes);
 
 typedef struct tl_session_device_stats {
     char name[32];
@@ -1450,7 +1642,7 @@ typedef struct tl_session_stats {
     size_t n_devices;
     tl_session_device_stats devices[TL_PLAN_MAX_DEVICES];
 } tl_session_stats;
-tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out);
+TL_API tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out);
 
 typedef enum tl_session_event_kind {
     TL_EVENT_LOAD = 0,     /* bytes moved onto a device or into RAM */
@@ -1472,9 +1664,9 @@ typedef struct tl_session_event {
     uint64_t bytes;
 } tl_session_event;
 /* The event log so far (at most 1,000,000 entries; the oldest are kept). Valid until the next call on s. */
-size_t tl_session_events(const tl_session *s, const tl_session_event **events);
+TL_API size_t tl_session_events(const tl_session *s, const tl_session_event **events);
 /* Check every budget and reference count now (a debugging aid and what the tests call). */
-tl_status tl_session_check(const tl_session *s);
+TL_API tl_status tl_session_check(const tl_session *s);
 
 
 /* --- running a pipeline through a session --- */
@@ -1506,7 +1698,7 @@ typedef struct tl_run_options {
     tl_run_step_fn step;
     void *user;
 } tl_run_options;
-void tl_run_options_init(tl_run_options *o);
+TL_API void tl_run_options_init(tl_run_options *o);
 
 typedef struct tl_run_phase {
     char name[64];
@@ -1531,14 +1723,14 @@ typedef struct tl_run_report tl_run_report;
  * or the patched mapping's), and releases. Hash mismatches are counted, not
  * errors. *out is the caller's to destroy.
  */
-tl_status tl_run_pipeline(tl_session *s, const tl_run_options *o, tl_run_report **out);
-void tl_run_report_destroy(tl_run_report *r);
-size_t tl_run_report_phase_count(const tl_run_report *r);
-const tl_run_phase *tl_run_report_phase(const tl_run_report *r, size_t i);
+TL_API tl_status tl_run_pipeline(tl_session *s, const tl_run_options *o, tl_run_report **out);
+TL_API void tl_run_report_destroy(tl_run_report *r);
+TL_API size_t tl_run_report_phase_count(const tl_run_report *r);
+TL_API const tl_run_phase *tl_run_report_phase(const tl_run_report *r, size_t i);
 /* The sum over phases (name "total"). */
-const tl_run_phase *tl_run_report_total(const tl_run_report *r);
+TL_API const tl_run_phase *tl_run_report_total(const tl_run_report *r);
 /* Bytes the offline optimum moves onto devices for this run (tl_session_optimal_bytes). */
-uint64_t tl_run_report_optimal_bytes(const tl_run_report *r);
+TL_API uint64_t tl_run_report_optimal_bytes(const tl_run_report *r);
 
 #ifdef __cplusplus
 }

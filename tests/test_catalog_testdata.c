@@ -53,10 +53,10 @@ static void check_one(const char *sub, const char *base) {
         /* zero-copy: the data pointer is the mapping plus the absolute offset */
         assert_ptr_equal(tl_model_tensor_data(m, i),
                          (const char *)tl_model_file_map(m, 0) + t->offset);
-        assert_int_equal(tl_model_find(m, t->name), (int64_t)i);
+        assert_true(tl_model_find(m, t->name) == i);
         i++;
     }
-    assert_int_equal(tl_model_find(m, "no.such.tensor"), -1);
+    assert_true(tl_model_find(m, "no.such.tensor") == TL_NOT_FOUND);
     tl_model_close(m);
     cJSON_Delete(exp);
     free(text);
@@ -86,8 +86,8 @@ static void test_gguf_metadata(void **state) {
     const char *paths[] = {tu_testdata("gguf/tiny-llama-q4_0.gguf")};
     tl_model *m;
     assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_OK);
-    int64_t k = tl_model_meta_find(m, "general.architecture");
-    assert_true(k >= 0);
+    size_t k = tl_model_meta_find(m, "general.architecture");
+    assert_true(k != TL_NOT_FOUND);
     const tl_meta *e = tl_model_meta(m, (size_t)k);
     assert_int_equal(e->type, TL_META_STRING);
     assert_int_equal(e->v.s.len, 5);
@@ -126,8 +126,8 @@ static void test_safetensors_metadata_and_values(void **state) {
     const char *paths[] = {tu_testdata("safetensors/overall.safetensors")};
     tl_model *m;
     assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_OK);
-    int64_t k = tl_model_meta_find(m, "test");
-    assert_true(k >= 0);
+    size_t k = tl_model_meta_find(m, "test");
+    assert_true(k != TL_NOT_FOUND);
     assert_int_equal(tl_model_meta(m, (size_t)k)->type, TL_META_STRING);
     assert_memory_equal(tl_model_meta(m, (size_t)k)->v.s.ptr, "a", 1);
     /* the reference sample stores -3..2 in every dtype (wrapped for unsigned ones) */

@@ -15,9 +15,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* The built-in cpu device is never unregistered: the registry's reference keeps it. */
 static tl_device *cpu(void) {
     tl_device *d = NULL;
     assert_int_equal(tl_device_find("cpu", &d), TL_OK);
+    tl_device_release(d);
     return d;
 }
 

@@ -182,6 +182,7 @@ static void test_discovery(void **state) {
     assert_true(info.total == 64u << 20 && info.free == info.total);
     assert_true(info.async);
     assert_false(info.host_pointer);
+    tl_device_release(d);
 }
 
 static void test_ring_copies(void **state) {
@@ -225,6 +226,7 @@ static void test_ring_copies(void **state) {
     assert_int_equal(tl_device_free(d, p), TL_OK);
     free(src);
     free(back);
+    tl_device_release(d);
 }
 
 /* Poll a ticket until it is done (the mock's worker finishes every copy eventually). */
@@ -330,6 +332,7 @@ static void test_oom_and_pinned(void **state) {
     assert_int_equal(buf[n - 11], 0x77);
     assert_int_equal(tl_device_free(d, p), TL_OK);
     free(buf);
+    tl_device_release(d);
 }
 
 static void test_cli_reasons(void **state) {

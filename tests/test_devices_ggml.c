@@ -423,7 +423,7 @@ static void test_gguf_products(void **state) {
         tl_model *m = NULL;
         assert_int_equal(tl_model_open(&path, 1, NULL, &m), TL_OK);
         tl_load_options lo;
-        memset(&lo, 0, sizeof lo);
+        tl_load_options_init(&lo);
         lo.mode = TL_LOAD_BUFFERED;
         tl_load_result *lr = NULL;
         assert_int_equal(tl_model_load(m, &lo, &lr), TL_OK);

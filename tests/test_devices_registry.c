@@ -63,6 +63,7 @@ static void eng_destroy(void *self) {
 }
 
 static const tl_device_ops eng_ops = {
+    .size = sizeof(tl_device_ops),
     .describe = eng_describe,
     .alloc = eng_alloc,
     .dealloc = eng_dealloc,
@@ -74,9 +75,12 @@ static const tl_device_ops eng_ops = {
 static bool listed(const char *name) {
     tl_device *devs[64];
     size_t n = tl_device_list(devs, 64);
-    for (size_t i = 0; i < n && i < 64; i++)
-        if (!strcmp(tl_device_name(devs[i]), name)) return true;
-    return false;
+    if (n > 64) n = 64;
+    bool found = false;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(tl_device_name(devs[i]), name)) found = true;
+    tl_device_list_release(devs, n);
+    return found;
 }
 
 static void test_cpu_builtin(void **state) {
@@ -89,6 +93,13 @@ static void test_cpu_builtin(void **state) {
     tl_device *d = NULL;
     assert_int_equal(tl_device_find("CPU", &d), TL_OK);
     assert_ptr_equal(d, devs[0]);
+    /* the built-in host device stays registered */
+    assert_int_equal(tl_device_unregister(d), TL_ERR_INVALID_ARG);
+    assert_non_null(strstr(tl_last_error(), "cpu"));
+    tl_device_release(d);
+    tl_device_list_release(devs, n < 8 ? n : 8);
+    assert_int_equal(tl_device_find("cpu", &d), TL_OK);
+    tl_device_release(d);
 }
 
 static void test_custom_device(void **state) {
@@ -119,6 +130,7 @@ static void test_custom_device(void **state) {
     assert_string_equal(back, "hello, world");
     assert_int_equal(tl_device_read_file(f, 0, 0, p, 1), TL_ERR_UNSUPPORTED);
     assert_int_equal(tl_device_pin(f, back, 13), TL_OK); /* no pin entry: nothing to do */
+    tl_device_release(f); /* the reference find gave */
     /* a second device with the same name (any case) is refused */
     eng e2 = {.name = "MYENGINE0", .cap = 1};
     tl_device *d2 = NULL;
@@ -146,6 +158,8 @@ static void test_bad_devices(void **state) {
     tl_device *d = NULL;
     tl_device_ops none = {0};
     assert_int_equal(tl_device_new(&none, NULL, &d), TL_ERR_INVALID_ARG);
+    tl_device_ops_init(&none);
+    assert_int_equal(tl_device_new(&none, NULL, &d), TL_ERR_INVALID_ARG);
     eng e = {.name = "bad name", .cap = 1};
     assert_int_equal(tl_device_new(&eng_ops, &e, &d), TL_ERR_INVALID_ARG);
     assert_null(d);
@@ -162,9 +176,12 @@ static void test_lookup(void **state) {
     tl_device *d = NULL;
     assert_int_equal(tl_device_find("gpu1", &d), TL_OK); /* exact beats prefix of gpu10 */
     assert_string_equal(tl_device_name(d), "gpu1");
+    tl_device_release(d);
     assert_int_equal(tl_device_find("GPU10", &d), TL_OK);
     assert_string_equal(tl_device_name(d), "gpu10");
+    tl_device_release(d);
     assert_int_equal(tl_device_find("gpu2", &d), TL_OK);
+    tl_device_release(d);
     assert_int_equal(tl_device_find("gpu", &d), TL_ERR_INVALID_ARG);
     assert_null(d);
     assert_non_null(strstr(tl_last_error(), "ambiguous"));
@@ -182,6 +199,7 @@ static void test_lookup(void **state) {
     for (int i = 0; i < 3; i++) {
         assert_int_equal(tl_device_find(names[i], &d), TL_OK);
         assert_int_equal(tl_device_unregister(d), TL_OK);
+        tl_device_release(d);
     }
     assert_int_equal(tl_device_find("gpu", &d), TL_ERR_NOT_FOUND);
 }
@@ -207,9 +225,11 @@ static void *worker(void *arg) {
         tl_device *devs[THREADS * PER + 8];
         size_t n = tl_device_list(devs, THREADS * PER + 8);
         if (n < 2) atomic_fetch_add(&thread_failures, 1);
+        tl_device_list_release(devs, n < THREADS * PER + 8 ? n : THREADS * PER + 8);
         tl_devptr p;
-        if (tl_device_alloc(f, 10, &p) != TL_OK || tl_device_free(f, p) != TL_OK)
+        if (f && (tl_device_alloc(f, 10, &p) != TL_OK || tl_device_free(f, p) != TL_OK))
             atomic_fetch_add(&thread_failures, 1);
+        tl_device_release(f);
     }
     for (int j = 0; j < PER; j++)
         if (tl_device_unregister(mine[j]) != TL_OK) atomic_fetch_add(&thread_failures, 1);

@@ -188,6 +188,7 @@ static void test_bandwidth_clock(void **state) {
     tl_device *cpu = NULL;
     assert_int_equal(tl_device_find("cpu", &cpu), TL_OK);
     assert_int_equal(tl_device_sim_clock(cpu, &c), TL_ERR_INVALID_ARG);
+    tl_device_release(cpu);
     tl_device_free(d, p);
     free(buf);
     tl_device_release(d);

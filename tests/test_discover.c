@@ -156,8 +156,8 @@ static void test_diffusers_folder(void **state) {
                 {"text_encoder.H", TL_COMP_COND},
                 {"text_encoder_2.I", TL_COMP_COND}};
     for (size_t i = 0; i < 4; i++) {
-        int64_t k = tl_model_find(m, want[i].name);
-        if (k < 0) fail_msg("missing %s", want[i].name);
+        size_t k = tl_model_find(m, want[i].name);
+        if (k == TL_NOT_FOUND) fail_msg("missing %s", want[i].name);
         assert_int_equal(tl_model_tensor(m, (size_t)k)->component, want[i].comp);
     }
     tl_model_close(m);
@@ -196,7 +196,7 @@ static void test_plain_folder_and_prefixes(void **state) {
     assert_non_null(strstr(tl_last_error(), "are the same file, named twice"));
     /* ... unless prefixes tell them apart, as sd.cpp's --vae / --clip_l do */
     const char *prefixes[] = {"first_stage_model.", "cond_stage_model."};
-    tl_model_options o = {.prefixes = prefixes};
+    tl_model_options o = {.size = sizeof(tl_model_options), .prefixes = prefixes};
     assert_int_equal(tl_model_open(two, 2, &o, &m), TL_OK);
     assert_int_equal(tl_model_tensor(m, 0)->component, TL_COMP_VAE);
     assert_int_equal(tl_model_tensor(m, 1)->component, TL_COMP_COND);

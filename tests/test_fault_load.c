@@ -135,7 +135,8 @@ static void test_fault_sweep_over_load(void **state) {
     for (size_t k = 0; k < 4; k++) {
         for (int conv = 0; conv < 2; conv++) {
             for (int verify = 0; verify < 2; verify++) {
-                tl_load_options o = {.mode = modes[k],
+                tl_load_options o = {.size = sizeof(tl_load_options),
+                                     .mode = modes[k],
                                      .convert = conv,
                                      .dtype = TL_DTYPE_F32,
                                      .verify = verify,

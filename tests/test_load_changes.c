@@ -111,13 +111,13 @@ static void test_rewrite_during_load(void **state) {
             const char *paths[] = {p1, p2};
             const char *prefixes[] = {"a.", "b."};
             tl_model_options mo;
-            memset(&mo, 0, sizeof mo);
+            tl_model_options_init(&mo);
             mo.prefixes = prefixes;
             tl_model *m;
             assert_int_equal(tl_model_open(paths, 2, &mo, &m), TL_OK);
             rewrite rw = {which ? p2 : p1, false};
             tl_load_options o;
-            memset(&o, 0, sizeof o);
+            tl_load_options_init(&o);
             o.mode = modes[mi];
             o.verify = true;
             o.convert = mi == 3; /* mmap with conversion reads the mapping */
@@ -147,7 +147,7 @@ static void test_two_file_faults_keep_stdin(void **state) {
     const char *paths[] = {p1, p2};
     const char *prefixes[] = {"a.", "b."};
     tl_model_options mo;
-    memset(&mo, 0, sizeof mo);
+    tl_model_options_init(&mo);
     mo.prefixes = prefixes;
     tl_model *m;
     assert_int_equal(tl_model_open(paths, 2, &mo, &m), TL_OK);
@@ -159,7 +159,7 @@ static void test_two_file_faults_keep_stdin(void **state) {
     for (int k = 0; k < 3; k++)
         for (int direct = 0; direct < 2; direct++) {
             tl_load_options o;
-            memset(&o, 0, sizeof o);
+            tl_load_options_init(&o);
             o.mode = direct ? TL_LOAD_DIRECT : TL_LOAD_BUFFERED;
             tl_fault_arm(kinds[k], 0, 0);
             tl_load_result *r;

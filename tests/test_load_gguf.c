@@ -33,7 +33,7 @@ static void test_gguf_modes(void **st) {
     for (int mi = 0; mi < 4; mi++) {
         for (int conv = 0; conv < 2; conv++) {
             tl_load_options o;
-            memset(&o, 0, sizeof o);
+            tl_load_options_init(&o);
             o.mode = modes[mi];
             o.convert = conv;
             o.dtype = TL_DTYPE_F32;

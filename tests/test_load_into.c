@@ -53,7 +53,7 @@ static void test_subset_into_caller_memory(void **state) {
         arena ar = {malloc(1 << 20), 0, 1 << 20, 0};
         size_t want[] = {ic, ia, ic}; /* a duplicate is loaded once */
         tl_load_options o;
-        memset(&o, 0, sizeof o);
+        tl_load_options_init(&o);
         o.mode = modes[mi];
         o.verify = true;
         o.tensors = want;
@@ -76,7 +76,7 @@ static void test_subset_into_caller_memory(void **state) {
     /* converted into caller memory: F32 a as F16 needs 2 bytes an element */
     arena ar = {malloc(1 << 20), 0, 1 << 20, 0};
     tl_load_options o;
-    memset(&o, 0, sizeof o);
+    tl_load_options_init(&o);
     o.mode = TL_LOAD_BUFFERED;
     o.convert = true;
     o.dtype = TL_DTYPE_F16;

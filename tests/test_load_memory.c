@@ -33,7 +33,7 @@ static void check_load(const char *path, tl_load_mode mode, bool convert) {
     const char *p[] = {path};
     assert_int_equal(tl_model_open(p, 1, NULL, &m), TL_OK);
     tl_load_options o;
-    memset(&o, 0, sizeof o);
+    tl_load_options_init(&o);
     o.mode = mode;
     o.evict = true;
     o.convert = convert;

@@ -119,8 +119,8 @@ static void check_result(fixture *fx, tl_model *m, const tl_load_result *r,
                          const tl_load_options *o) {
     assert_int_equal(tl_load_result_tensor_count(r), N_T);
     for (int i = 0; i < N_T; i++) {
-        int64_t idx = tl_model_find(m, fx->t[i].name);
-        assert_true(idx >= 0);
+        size_t idx = tl_model_find(m, fx->t[i].name);
+        assert_true(idx != TL_NOT_FOUND);
         const tl_tensor_info *ti = tl_model_tensor(m, (size_t)idx);
         const tl_loaded_tensor *lt = tl_load_result_tensor(r, (size_t)idx);
         assert_non_null(lt);
@@ -159,7 +159,7 @@ static void test_every_mode_and_conversion(void **state) {
         for (size_t ti = 0; ti < 5; ti++) {
             for (int views = 0; views < 2; views++) {
                 tl_load_options o;
-                memset(&o, 0, sizeof o);
+                tl_load_options_init(&o);
                 o.mode = modes[mi];
                 o.convert = targets[ti] != TL_DTYPE_INVALID;
                 o.dtype = targets[ti];
@@ -196,7 +196,7 @@ static void test_auto_warm_views(void **state) {
     fixture *fx = *state;
     tl_model *m = open_model(fx->path);
     tl_load_options o;
-    memset(&o, 0, sizeof o);
+    tl_load_options_init(&o);
     o.mode = TL_LOAD_BUFFERED;
     tl_load_result *r = load(m, &o); /* makes the file warm */
     tl_load_result_free(r);
@@ -219,7 +219,7 @@ static void test_evict(void **state) {
     fixture *fx = *state;
     tl_model *m = open_model(fx->path);
     tl_load_options o;
-    memset(&o, 0, sizeof o);
+    tl_load_options_init(&o);
     o.mode = TL_LOAD_BUFFERED;
     o.evict = true;
     o.verify = true;
@@ -255,7 +255,7 @@ static void test_direct_refused_tmpfs(void **state) {
     setup_dir(&fx, d);
     tl_model *m = open_model(fx.path);
     tl_load_options o;
-    memset(&o, 0, sizeof o);
+    tl_load_options_init(&o);
     o.mode = TL_LOAD_DIRECT;
     /* kernels >= 6.6 accept O_DIRECT on tmpfs: whichever way, the bytes are right */
     tl_load_result *r = load(m, &o);
@@ -293,16 +293,17 @@ static void test_verify_mismatch(void **state) {
     tl_model *m = NULL;
     const char *p[] = {fx->path};
     tl_model_options mo;
-    memset(&mo, 0, sizeof mo);
+    tl_model_options_init(&mo);
     mo.writable = true;
     assert_int_equal(tl_model_open(p, 1, &mo, &m), TL_OK);
-    int64_t idx = tl_model_find(m, "d.f32");
-    assert_true(idx >= 0);
+    size_t idx = tl_model_find(m, "d.f32");
+    assert_true(idx != TL_NOT_FOUND);
     unsigned char *w = tl_model_tensor_data_mut(m, (size_t)idx);
     assert_non_null(w);
     w[17] ^= 0x40;
     tl_load_options o;
-    memset(&o, 0, sizeof o);
+    tl_load_options_init(&o);
+    o.mode = TL_LOAD_MMAP;
     o.verify = true;
     const tl_load_mode modes[] = {TL_LOAD_MMAP, TL_LOAD_BUFFERED, TL_LOAD_DIRECT, TL_LOAD_AUTO};
     for (int i = 0; i < 4; i++) {
@@ -337,7 +338,7 @@ static void test_verify_mismatch_copies(void **state) {
     for (size_t mi = 0; mi < 4; mi++) {
         for (int conv = 0; conv < 2; conv++) {
             tl_load_options o;
-            memset(&o, 0, sizeof o);
+            tl_load_options_init(&o);
             o.mode = modes[mi];
             o.convert = conv;
             o.dtype = TL_DTYPE_F32;
@@ -386,7 +387,7 @@ static void test_verify_mismatch_mmap_converted(void **state) {
     tl_model *m = open_model(fx->path);
     for (int conv = 0; conv < 2; conv++) {
         tl_load_options o;
-        memset(&o, 0, sizeof o);
+        tl_load_options_init(&o);
         o.mode = TL_LOAD_MMAP;
         o.convert = conv;
         o.dtype = TL_DTYPE_F32;
@@ -433,7 +434,7 @@ static void test_two_files_auto(void **state) {
     /* after the open: its header reads bring read-ahead pages in */
     assert_int_equal(tl_file_evict(fx->path), TL_OK);
     tl_load_options o;
-    memset(&o, 0, sizeof o);
+    tl_load_options_init(&o);
     o.accept_views = true;
     tl_load_result *r = load(m, &o);
     assert_int_equal(tl_load_result_file_count(r), 2);
@@ -444,8 +445,8 @@ static void test_two_files_auto(void **state) {
     assert_true(a->mode == TL_LOAD_DIRECT || a->mode == TL_LOAD_BUFFERED);
     assert_int_equal(b->mode, TL_LOAD_MMAP);
     assert_non_null(strstr(b->reason, "warm"));
-    int64_t zi = tl_model_find(m, "z.u8");
-    assert_true(zi >= 0);
+    size_t zi = tl_model_find(m, "z.u8");
+    assert_true(zi != TL_NOT_FOUND);
     const tl_loaded_tensor *z = tl_load_result_tensor(r, (size_t)zi);
     assert_true(z->view);
     assert_memory_equal(z->data, data, sizeof data);
@@ -468,7 +469,7 @@ static void test_truncated_file(void **state) {
     for (int i = 0; i < 2; i++) {
         for (int conv = 0; conv < 2; conv++) {
             tl_load_options o;
-            memset(&o, 0, sizeof o);
+            tl_load_options_init(&o);
             o.mode = modes[i];
             o.convert = conv;
             o.dtype = TL_DTYPE_F32;
@@ -495,7 +496,7 @@ static void test_cancel_and_bad_options(void **state) {
     fixture *fx = *state;
     tl_model *m = open_model(fx->path);
     tl_load_options o;
-    memset(&o, 0, sizeof o);
+    tl_load_options_init(&o);
     int calls = 0;
     o.mode = TL_LOAD_BUFFERED;
     o.progress = cancel_cb;
@@ -504,7 +505,7 @@ static void test_cancel_and_bad_options(void **state) {
     assert_int_equal(tl_model_load(m, &o, &r), TL_ERR_CANCELLED);
     assert_null(r);
     assert_true(calls >= 1);
-    memset(&o, 0, sizeof o);
+    tl_load_options_init(&o);
     o.convert = true;
     o.dtype = TL_DTYPE_Q4_K;
     assert_int_equal(tl_model_load(m, &o, &r), TL_ERR_UNSUPPORTED);

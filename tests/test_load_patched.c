@@ -55,7 +55,7 @@ static void test_patch_survives_every_mode(void **state) {
     unsigned char *file = (unsigned char *)tu_read_file(p, &fsz);
 
     tl_model_options mo;
-    memset(&mo, 0, sizeof mo);
+    tl_model_options_init(&mo);
     mo.writable = true;
     const char *paths[] = {p};
     tl_model *m;
@@ -77,7 +77,7 @@ static void test_patch_survives_every_mode(void **state) {
             for (int conv = 0; conv < 2; conv++) {
                 if (cold) assert_int_equal(tl_file_evict(p), TL_OK);
                 tl_load_options o;
-                memset(&o, 0, sizeof o);
+                tl_load_options_init(&o);
                 o.mode = modes[mi];
                 o.verify = true;
                 o.convert = conv;

@@ -33,7 +33,7 @@ static void test_copy_on_write_never_reaches_file(void **state) {
     assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_OK);
     assert_null(tl_model_tensor_data_mut(m, 0)); /* read-only by default */
     tl_model_close(m);
-    tl_model_options o = {.writable = true};
+    tl_model_options o = {.size = sizeof(tl_model_options), .writable = true};
     assert_int_equal(tl_model_open(paths, 1, &o, &m), TL_OK);
     size_t i = (size_t)tl_model_find(m, "blk.0.attn_q.weight");
     const tl_tensor_info *t = tl_model_tensor(m, i);
@@ -92,7 +92,7 @@ static void test_residency_and_dontneed(void **state) {
     close(fd);
     const char *paths[] = {p};
     tl_model *m;
-    tl_model_options o = {.map_flags = TL_MAP_DONTNEED};
+    tl_model_options o = {.size = sizeof(tl_model_options), .map_flags = TL_MAP_DONTNEED};
     assert_int_equal(tl_model_open(paths, 1, &o, &m), TL_OK);
     double frac = 0;
     assert_int_equal(tl_model_file_residency(m, 0, &frac), TL_OK);
@@ -126,13 +126,28 @@ static void test_map_flags_from_environment(void **state) {
     assert_non_null(strstr(tl_last_error(), "bogus"));
     const char *paths[] = {tu_testdata("gguf/tiny-llama-q4_0.gguf")};
     tl_model *m;
+    tl_model_options env;
+    tl_model_options_init(&env);
+    env.map_flags = TL_MAP_FROM_ENV;
     setenv("TIERLOAD_MMAP_FLAGS", "sequential,nope", 1);
-    assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_model_open(paths, 1, &env, &m), TL_ERR_INVALID_ARG);
     assert_non_null(strstr(tl_last_error(), "TIERLOAD_MMAP_FLAGS"));
-    setenv("TIERLOAD_MMAP_FLAGS", "sequential,willneed", 1);
+    /* without TL_MAP_FROM_ENV the variable is not read: 0 means no hints */
     assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_OK);
     tl_model_close(m);
+    tl_model_options none;
+    tl_model_options_init(&none);
+    assert_int_equal(tl_model_open(paths, 1, &none, &m), TL_OK);
+    tl_model_close(m);
+    setenv("TIERLOAD_MMAP_FLAGS", "sequential,willneed", 1);
+    assert_int_equal(tl_model_open(paths, 1, &env, &m), TL_OK);
+    tl_model_close(m);
     unsetenv("TIERLOAD_MMAP_FLAGS");
+    /* an options struct nobody initialised */
+    tl_model_options zero;
+    memset(&zero, 0, sizeof zero);
+    assert_int_equal(tl_model_open(paths, 1, &zero, &m), TL_ERR_INVALID_ARG);
+    assert_non_null(strstr(tl_last_error(), "tl_model_options_init"));
 }
 
 static void expect_open_error(const char *path, tl_status want, const char *needle) {

@@ -96,8 +96,8 @@ static void test_component_aliases(void **state) {
         assert_int_equal(tl_component_from_name(vae[i]), TL_COMP_VAE);
     for (size_t i = 0; i < 3; i++)
         assert_int_equal(tl_component_from_name(cn[i]), TL_COMP_CONTROLNET);
-    assert_int_equal(tl_component_from_name("nope"), -1);
-    assert_int_equal(tl_component_from_name(NULL), -1);
+    assert_int_equal(tl_component_from_name("nope"), TL_COMP_INVALID);
+    assert_int_equal(tl_component_from_name(NULL), TL_COMP_INVALID);
     assert_string_equal(tl_component_name(TL_COMP_VAE), "vae");
 }
 

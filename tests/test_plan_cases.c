@@ -61,7 +61,7 @@ static tl_plan *make(const plan_case *k, tl_plan_summary *sum, tl_plan_device *d
     assert_int_equal(tl_plan_summary_profile(k->profile, sum), TL_OK);
     assert_int_equal(tl_plan_parse_devices(k->devices, devs, TL_PLAN_MAX_DEVICES, n_devs), TL_OK);
     tl_plan_options o;
-    memset(&o, 0, sizeof o);
+    tl_plan_options_init(&o);
     o.backend = k->backend;
     o.max_vram = k->max_vram;
     o.offload_to_cpu = k->offload;
@@ -207,7 +207,7 @@ static int compare_one(const tl_plan_summary *sum, const tl_plan_device *devs, s
         if (devs[i].is_gpu) budgets[n_gpu++] = budgets[i];
     base_plan b = baseline(sum, budgets, n_gpu, reserve);
     tl_plan_options o;
-    memset(&o, 0, sizeof o);
+    tl_plan_options_init(&o);
     o.max_vram = max_vram;
     tl_plan *p;
     assert_int_equal(tl_plan_create(sum, devs, nd, &o, &p), TL_OK);
@@ -312,7 +312,7 @@ static int same_as_exhaustive(const tl_plan_summary *sum, const char *spec, cons
     size_t nd;
     assert_int_equal(tl_plan_parse_devices(spec, devs, TL_PLAN_MAX_DEVICES, &nd), TL_OK);
     tl_plan_options o;
-    memset(&o, 0, sizeof o);
+    tl_plan_options_init(&o);
     o.max_vram = max_vram;
     tl_plan *a, *b;
     assert_int_equal(tl_plan_create(sum, devs, nd, &o, &a), TL_OK);
@@ -324,8 +324,8 @@ static int same_as_exhaustive(const tl_plan_summary *sum, const char *spec, cons
     if (bad)
         fprintf(stderr, "FAIL %s: pruned search differs from the exhaustive one\n%s\n%s\n", label,
                 ja, jb);
-    free(ja);
-    free(jb);
+    tl_free(ja);
+    tl_free(jb);
     tl_plan_free(a);
     tl_plan_free(b);
     return bad;
@@ -400,11 +400,11 @@ static void test_deterministic_json(void **state) {
         assert_int_equal(tl_plan_to_text(a, &ta), TL_OK);
         assert_int_equal(tl_plan_to_text(c, &tc), TL_OK);
         assert_string_equal(ta, tc);
-        free(ta);
-        free(tc);
-        free(ja);
-        free(jb);
-        free(jc);
+        tl_free(ta);
+        tl_free(tc);
+        tl_free(ja);
+        tl_free(jb);
+        tl_free(jc);
         tl_plan_free(a);
         tl_plan_free(b);
         tl_plan_free(c);
@@ -464,7 +464,7 @@ static void test_infeasible_messages(void **state) {
     assert_int_equal(tl_plan_parse_devices("cuda0=12G", devs, TL_PLAN_MAX_DEVICES, &nd), TL_OK);
     /* a --max-vram cap that is too tight: the message says how much is missing and the cap that
      * fits */
-    memset(&o, 0, sizeof o);
+    tl_plan_options_init(&o);
     o.backend = "*=cuda0";
     o.max_vram = "6G";
     assert_int_equal(tl_plan_create(&sum, devs, nd, &o, &p), TL_OK);
@@ -472,25 +472,25 @@ static void test_infeasible_messages(void **state) {
     assert_int_equal(tl_plan_check(p), TL_ERR_INFEASIBLE);
     assert_non_null(strstr(tl_last_error(), "short by"));
     assert_non_null(strstr(tl_plan_error(p), "cuda0 needs 6.79 GiB"));
-    assert_non_null(strstr(tl_plan_error(p), "--max-vram 6.8G would fit"));
+    assert_non_null(strstr(tl_plan_error(p), "a max_vram cap of 6.8G would fit"));
     tl_plan_free(p);
     /* no cap to raise: moving the lowest-priority forced component to the cpu */
     assert_int_equal(tl_plan_parse_devices("cuda0=6.5G", devs, TL_PLAN_MAX_DEVICES, &nd), TL_OK);
-    memset(&o, 0, sizeof o);
+    tl_plan_options_init(&o);
     o.backend = "*=cuda0";
     assert_int_equal(tl_plan_create(&sum, devs, nd, &o, &p), TL_OK);
     assert_false(tl_plan_feasible(p));
     assert_non_null(strstr(tl_plan_error(p), "would fit"));
     tl_plan_free(p);
     /* auto-fit never fails: the cpu is always there */
-    memset(&o, 0, sizeof o);
+    tl_plan_options_init(&o);
     assert_int_equal(tl_plan_create(&sum, devs, nd, &o, &p), TL_OK);
     assert_true(tl_plan_feasible(p));
     assert_int_equal(tl_plan_check(p), TL_OK);
     tl_plan_free(p);
     /* the older flags are aliases, and conflict with the spec like a repeated component */
     assert_int_equal(tl_plan_parse_devices("cuda0=12G", devs, TL_PLAN_MAX_DEVICES, &nd), TL_OK);
-    memset(&o, 0, sizeof o);
+    tl_plan_options_init(&o);
     o.clip_on_cpu = true;
     o.vae_on_cpu = true;
     assert_int_equal(tl_plan_create(&sum, devs, nd, &o, &p), TL_OK);

@@ -55,7 +55,7 @@ static void test_64_gpus(void **state) {
     tl_plan_free(p);
     /* a forced split over GPUs with high indices */
     tl_plan_options o;
-    memset(&o, 0, sizeof o);
+    tl_plan_options_init(&o);
     o.backend = "vae=cuda62&cuda63";
     o.reserve = "vae=0";
     assert_int_equal(tl_plan_create(&sum, d, n, &o, &p), TL_OK);

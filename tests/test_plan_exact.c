@@ -221,7 +221,7 @@ static void test_exact_cases(void **state) {
         size_t nd;
         assert_int_equal(tl_plan_parse_devices(k->devices, devs, TL_PLAN_MAX_DEVICES, &nd), TL_OK);
         tl_plan_options o;
-        memset(&o, 0, sizeof o);
+        tl_plan_options_init(&o);
         o.reserve = k->reserve;
         o.clip_on_cpu = k->clip_on_cpu;
         tl_plan *p = NULL;
@@ -376,7 +376,7 @@ static void test_infeasible_best_effort(void **state) {
     assert_int_equal(tl_plan_parse_devices("g0=500M,g1=1000M", devs, TL_PLAN_MAX_DEVICES, &nd),
                      TL_OK);
     tl_plan_options o;
-    memset(&o, 0, sizeof o);
+    tl_plan_options_init(&o);
     o.backend = "diffusion=g0,cond=cpu";
     o.reserve = "diffusion=0,cond=0";
     tl_plan *p = NULL;

@@ -73,7 +73,7 @@ static void sweep(const char *profile, const char *devices, const tl_plan_option
 static void test_feasible_sweep(void **state) {
     (void)state;
     tl_plan_options o;
-    memset(&o, 0, sizeof o);
+    tl_plan_options_init(&o);
     sweep("flux-f16", "cuda0=11G,cuda1=11G,cuda2=11G,cuda3=11G", &o, 4);
     sweep("ltx2", "cuda0=16G,cuda1=10G", &o, 4);
 }
@@ -82,7 +82,7 @@ static void test_feasible_sweep(void **state) {
 static void test_infeasible_sweep(void **state) {
     (void)state;
     tl_plan_options o;
-    memset(&o, 0, sizeof o);
+    tl_plan_options_init(&o);
     o.backend = "*=cuda0";
     o.max_vram = "6G";
     sweep("sdxl", "cuda0=12G", &o, 10);

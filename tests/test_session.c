@@ -97,7 +97,7 @@ static tl_plan *make_plan(fx *f, const char *backend, uint64_t budget) {
     devs[0].total = devs[0].free = budget;
     snprintf(devs[1].name, sizeof devs[1].name, "cpu");
     tl_plan_options o;
-    memset(&o, 0, sizeof o);
+    tl_plan_options_init(&o);
     if (backend && !strcmp(backend, "offload"))
         o.offload_to_cpu = true; /* weights in RAM, streamed to the GPU */
     else
@@ -112,6 +112,7 @@ static tl_plan *make_plan(fx *f, const char *backend, uint64_t budget) {
 
 static void drop(fx *f) {
     tl_device_unregister(f->sim);
+    tl_device_release(f->sim);
     tl_model_close(f->m);
     tu_tmpdir_rm(f->dir);
     free(f->path);

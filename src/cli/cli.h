@@ -83,6 +83,8 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
 /* Validate and convert the values; 0 or an exit status (message printed). */
 int cli_planargs_check(cli_planargs *a, const char *cmd);
 const char *cli_planargs_help(void);
+/* cli_fail for planning errors: the library's spec-field words become the CLI's flags. */
+int cli_plan_fail(tl_status s);
 /* Plan summary sum on the flags' devices (--devices, or the registry plus --sim). */
 tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan **out);
 

@@ -70,16 +70,23 @@ int cmd_devices(int argc, char **argv) {
     if (n > 256) n = 256;
     tl_device_info *infos = calloc(n ? n : 1, sizeof *infos);
     if (!infos) {
+        tl_device_list_release(devs, n);
         fprintf(stderr, "tierload: out of memory\n");
         return cli_exit_code(TL_ERR_NOMEM);
     }
     for (size_t i = 0; i < n; i++) {
         tl_status s = tl_device_describe(devs[i], &infos[i]);
         if (s != TL_OK) {
+            tl_device_list_release(devs, n);
             free(infos);
             return cli_fail(s);
         }
     }
+    /* capabilities only ggml devices have, while the references are held */
+    bool *mappable = calloc(n ? n : 1, sizeof *mappable);
+    for (size_t i = 0; mappable && i < n; i++)
+        mappable[i] = infos[i].kind == TL_DEVICE_GGML && tl_device_ggml_host_mappable(devs[i]);
+    tl_device_list_release(devs, n);
 
     if (json) {
         cJSON *root = cJSON_CreateObject();
@@ -93,7 +100,7 @@ int cmd_devices(int argc, char **argv) {
             cJSON_AddBoolToObject(o, "host_pointer", infos[i].host_pointer);
             cJSON_AddBoolToObject(o, "async", infos[i].async);
             if (infos[i].kind == TL_DEVICE_GGML)
-                cJSON_AddBoolToObject(o, "host_mappable", tl_device_ggml_host_mappable(devs[i]));
+                cJSON_AddBoolToObject(o, "host_mappable", mappable && mappable[i]);
             cJSON_AddItemToArray(arr, o);
         }
         char *txt = cJSON_PrintUnformatted(root);
@@ -108,7 +115,7 @@ int cmd_devices(int argc, char **argv) {
                "DESCRIPTION");
         for (size_t i = 0; i < n; i++) {
             char t[32], f[32], caps[64];
-            bool map = infos[i].kind == TL_DEVICE_GGML && tl_device_ggml_host_mappable(devs[i]);
+            bool map = mappable && mappable[i];
             snprintf(caps, sizeof caps, "%s%s%salign=%u", infos[i].host_pointer ? "host-ptr," : "",
                      map ? "host-map," : "", infos[i].async ? "async," : "", infos[i].alignment);
             printf("%-12s %-6s %12s %12s  %-20s %s\n", cli_safe(infos[i].name),
@@ -117,5 +124,6 @@ int cmd_devices(int argc, char **argv) {
         }
     }
     free(infos);
+    free(mappable);
     return 0;
 }

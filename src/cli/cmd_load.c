@@ -151,7 +151,7 @@ static void print_human(const tl_load_result *r) {
 
 int cmd_load(int argc, char **argv) {
     tl_load_options o;
-    memset(&o, 0, sizeof o);
+    tl_load_options_init(&o);
     o.populate = true;
     bool json = false, verbose = false, quiet = false;
     cli_models models = {0};

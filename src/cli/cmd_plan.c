@@ -26,6 +26,11 @@ static int help(void) {
 
 static int plan_main(int argc, char **argv, cli_models *models);
 
+/*
+ * Print a planner failure in the CLI's words: the library names specs and
+ * options by their tl_plan_options fields; the CLI names its flags.
+ */
+
 /* Owns the model list, so every return path of plan_main frees it. */
 int cmd_plan(int argc, char **argv) {
     cli_models models = {0};
@@ -38,6 +43,7 @@ static int plan_main(int argc, char **argv, cli_models *models) {
     const char *profile = NULL;
     cli_planargs pa;
     memset(&pa, 0, sizeof pa);
+    tl_plan_options_init(&pa.o);
     bool json = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
@@ -73,7 +79,7 @@ static int plan_main(int argc, char **argv, cli_models *models) {
         if (!s) s = tl_plan_summary_from_model(m, pa.convert, &sum);
         tl_model_close(m);
     }
-    if (s) return cli_fail(s);
+    if (s) return cli_plan_fail(s);
     if (profile && pa.type)
         fprintf(stderr,
                 "tierload plan: --type is ignored with --profile (profiles have fixed sizes)\n");
@@ -81,12 +87,12 @@ static int plan_main(int argc, char **argv, cli_models *models) {
     tl_plan *plan = NULL;
     s = cli_planargs_plan(&pa, &sum, &plan);
     tl_plan_summary_free(&sum);
-    if (s) return cli_fail(s);
+    if (s) return cli_plan_fail(s);
     char *text = NULL;
     s = json ? tl_plan_to_json(plan, &text) : tl_plan_to_text(plan, &text);
     if (s) {
         tl_plan_free(plan);
-        return cli_fail(s);
+        return cli_plan_fail(s);
     }
     if (json) {
         cli_json_write(text, stdout);
@@ -94,9 +100,9 @@ static int plan_main(int argc, char **argv, cli_models *models) {
     } else {
         cli_fputs_safe(text, stdout);
     }
-    free(text);
+    tl_free(text);
     s = tl_plan_check(plan);
     tl_plan_free(plan);
-    if (s) return cli_fail(s);
+    if (s) return cli_plan_fail(s);
     return 0;
 }

@@ -205,6 +205,7 @@ static int print_json(const tl_run_report *r, const tl_session_stats *st, const 
 static int run_main(int argc, char **argv, cli_models *models) {
     run_args ra;
     memset(&ra, 0, sizeof ra);
+    tl_plan_options_init(&ra.pa.o);
     static const char *const opts[] = {"--pipeline", "--plan", "--host-budget", "--spill-dir",
                                        "--spill-threshold", "--sim-compute"};
     const char **slots[] = {&ra.pipeline,  &ra.plan_file,       &ra.host_budget,
@@ -306,7 +307,7 @@ static int run_main(int argc, char **argv, cli_models *models) {
             rc = cli_exit_code(TL_ERR_INTEGRITY);
         }
     } else {
-        rc = cli_fail(st);
+        rc = cli_plan_fail(st);
     }
     tl_run_report_destroy(rep);
     tl_session_destroy(s);

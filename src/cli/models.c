@@ -77,7 +77,8 @@ int cli_models_arg(cli_models *m, int argc, char **argv, int *i, const char *cmd
 
 tl_status cli_models_open(const cli_models *m, tl_model **out) {
     tl_model_options o;
-    memset(&o, 0, sizeof o);
+    tl_model_options_init(&o);
+    o.map_flags = TL_MAP_FROM_ENV; /* the CLI honours TIERLOAD_MMAP_FLAGS */
     o.prefixes = m->prefixes;
     return tl_model_open(m->paths, m->n, &o, out);
 }

@@ -43,7 +43,7 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
                                            "--headroom", "--reserve", "--phases", "--size",
                                            "--type",    "--steps"};
         const char **slots[] = {&a->devices,    &a->sim,       &a->o.backend, &a->o.max_vram,
-                                &a->headroom,   &a->o.reserve, &a->o.phases,  &a->o.size,
+                                &a->headroom,   &a->o.reserve, &a->o.phases,  &a->o.output_size,
                                 &a->type,       &a->steps};
         for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++) {
             int r = cli_opt(argc, argv, i, cmd, opts[k], slots[k]);
@@ -77,6 +77,7 @@ static tl_status real_devices(tl_plan_device *out, size_t cap, size_t *n) {
         if (tl_device_kind_of(list[i]) == TL_DEVICE_CPU) continue;
         if (gpu++ >= kept) fprintf(stderr, " %s", tl_device_name(list[i]));
     }
+    if (list) tl_device_list_release(list, count);
     fprintf(stderr, "%s\n", list ? "" : " (names unavailable)");
     free(list);
     return TL_OK;
@@ -118,4 +119,37 @@ tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan
     }
     if (s) return s;
     return tl_plan_create(sum, devs, n_devs, &a->o, out);
+}
+
+/* Print a planning error in the CLI's words: the library names spec fields, the CLI its flags. */
+int cli_plan_fail(tl_status s) {
+    static const char *const words[][2] = {
+        {"a max_vram cap of ", "--max-vram "},
+        {"max_vram spec", "--max-vram"},
+        {"device spec", "--devices"},
+        {"backend spec", "--backend"},
+        {"reserve spec", "--reserve"},
+        {"size spec", "--size"},
+        {"phase spec", "--phases"},
+        {"offload_to_cpu", "--offload-to-cpu"},
+        {"clip_on_cpu", "--clip-on-cpu"},
+        {"vae_on_cpu", "--vae-on-cpu"},
+        {"controlnet_on_cpu", "--control-net-cpu"},
+    };
+    const char *msg = tl_last_error();
+    if (!msg || !*msg) return cli_fail(s);
+    fputs("tierload: ", stderr);
+    while (*msg) {
+        size_t k = 0, n = sizeof words / sizeof words[0];
+        while (k < n && strncmp(msg, words[k][0], strlen(words[k][0])) != 0)
+            k++;
+        if (k < n) {
+            fputs(words[k][1], stderr);
+            msg += strlen(words[k][0]);
+        } else {
+            fputc(*msg++, stderr);
+        }
+    }
+    fputc('\n', stderr);
+    return cli_exit_code(s);
 }

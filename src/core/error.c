@@ -12,6 +12,8 @@
 #define TL_ERR_MAX 8192
 
 static _Thread_local char tl_err_buf[TL_ERR_MAX];
+/* Bumped whenever this thread's message is written (set, prefixed or cleared). */
+static _Thread_local uint64_t tl_err_gen;
 
 /*
  * Keep msg (n bytes) as the message. One longer than the buffer loses its
@@ -66,7 +68,25 @@ tl_status tl_err(tl_status s, const char *fmt, ...) {
         vsnprintf(tl_err_buf, sizeof tl_err_buf, fmt, ap);
         va_end(ap);
     }
+    tl_err_gen++;
     return s;
+}
+
+tl_status tl_set_error(tl_status s, const char *fmt, ...) {
+    if (!fmt) {
+        tl_err_buf[0] = 0;
+    } else {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(tl_err_buf, sizeof tl_err_buf, fmt, ap);
+        va_end(ap);
+    }
+    tl_err_gen++;
+    return s;
+}
+
+uint64_t tl_err_generation(void) {
+    return tl_err_gen;
 }
 
 tl_status tl_err_prefix(tl_status s, const char *fmt, ...) {
@@ -85,6 +105,7 @@ tl_status tl_err_prefix(tl_status s, const char *fmt, ...) {
     }
     free(msg);
     free(prefix);
+    tl_err_gen++;
     return s;
 }
 
@@ -120,6 +141,7 @@ tl_status tl_err_errno(int e, const char *fmt, ...) {
 
 void tl_err_clear(void) {
     tl_err_buf[0] = 0;
+    tl_err_gen++;
 }
 
 const char *tl_last_error(void) {
@@ -156,4 +178,8 @@ const char *tl_status_name(tl_status s) {
         return "TL_ERR_INTEGRITY";
     }
     return "TL_ERR_UNKNOWN";
+}
+
+void tl_free(void *p) {
+    free(p);
 }

@@ -18,6 +18,12 @@ tl_status tl_err(tl_status s, const char *fmt, ...) __attribute__((format(printf
 tl_status tl_err_prefix(tl_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Clear the message. */
 void tl_err_clear(void);
+/*
+ * A counter this thread bumps on every write of its message: a caller that
+ * reads it before calling out (a device vtable, a callback) can tell after
+ * the call whether the callee recorded a message of its own.
+ */
+uint64_t tl_err_generation(void);
 
 /*
  * errno values from os/ (which returns them unformatted) become statuses in one place:

@@ -116,6 +116,7 @@ static void cpu_destroy(void *self) {
 }
 
 static const tl_device_ops cpu_ops = {
+    .size = sizeof(tl_device_ops),
     .describe = cpu_describe,
     .alloc = cpu_alloc,
     .dealloc = cpu_dealloc,

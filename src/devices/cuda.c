@@ -25,6 +25,7 @@
 #include "core/assert.h"
 #include "core/env.h"
 #include "core/error.h"
+#include "core/library.h"
 #include "devices/devices.h"
 #include "os/dl.h"
 #include "os/fault.h"
@@ -522,6 +523,7 @@ static void cuda_destroy(void *self) {
 }
 
 static const tl_device_ops cuda_ops = {
+    .size = sizeof(tl_device_ops),
     .describe = cuda_describe,
     .alloc = cuda_alloc,
     .dealloc = cuda_dealloc,
@@ -542,7 +544,9 @@ static bool load_runtime(void) {
     static const char *const names[] = {"libcudart.so",      "libcudart.so.13", "libcudart.so.12",
                                         "libcudart.so.11.0", "libcudart.so.11", NULL};
     char why[400];
-    const char *env = tl_env_get(TL_ENV_CUDART); /* a specific runtime (or a test double) */
+    /* a specific runtime (or a test double): tl_init's cudart_path, else TIERLOAD_CUDART */
+    const char *env = tl_lib_options()->cudart_path;
+    if (!env) env = tl_env_get(TL_ENV_CUDART);
     const char *const one[] = {env, NULL};
     cu.lib = tl_os_dlopen_first(env ? one : names, why, sizeof why);
     if (!cu.lib) {
@@ -585,6 +589,10 @@ static bool load_runtime(void) {
 }
 
 void tl_cuda_discover(void (*add)(tl_device *d)) {
+    if (tl_lib_options()->no_cuda) { /* the host program brings its own CUDA */
+        snprintf(cuda_reason, sizeof cuda_reason, "CUDA discovery disabled (tl_init no_cuda)");
+        return;
+    }
     if (!load_runtime()) {
         tl_os_dlclose(cu.lib);
         memset(&cu, 0, sizeof cu);

@@ -4,7 +4,10 @@
  * them and fill in what optional entries leave out.
  */
 #include "core/error.h"
+#include "core/options.h"
 #include "devices/devices.h"
+
+#include <stddef.h>
 #include "os/os.h"
 
 #include <ctype.h>
@@ -38,22 +41,43 @@ bool tl_device_name_ok(const char *name) {
     return true;
 }
 
+void tl_device_ops_init(tl_device_ops *ops) {
+    if (!ops) return;
+    memset(ops, 0, sizeof *ops);
+    ops->size = sizeof *ops;
+}
+
 tl_status tl_device_new(const tl_device_ops *ops, void *self, tl_device **out) {
     if (!out) return tl_err(TL_ERR_INVALID_ARG, "tl_device_new: out is NULL");
     *out = NULL;
-    if (!ops || !ops->describe || !ops->alloc || !ops->dealloc || !ops->copy_to || !ops->copy_from)
+    if (!ops) return tl_err(TL_ERR_INVALID_ARG, "tl_device_new: ops is NULL");
+    tl_device_ops own;
+    memset(&own, 0, sizeof own);
+    tl_status s = tl_options_take(&own, sizeof own, ops, "tl_device_ops");
+    if (s != TL_OK) return s;
+    if (!own.describe || !own.alloc || !own.dealloc || !own.copy_to || !own.copy_from)
         return tl_err(
             TL_ERR_INVALID_ARG,
             "tl_device_new: describe, alloc, dealloc, copy_to and copy_from are required");
-    if ((ops->copy_to_async || ops->copy_from_async) && (!ops->wait || !ops->poll))
+    if ((own.copy_to_async || own.copy_from_async) && (!own.wait || !own.poll))
         return tl_err(TL_ERR_INVALID_ARG,
                       "tl_device_new: a device with asynchronous copies needs wait and poll");
     tl_device_info info;
     memset(&info, 0, sizeof info);
-    tl_status s = ops->describe(self, &info);
-    if (s != TL_OK) return tl_err_prefix(s, "tl_device_new: describe");
+    uint64_t gen = tl_err_generation();
+    s = own.describe(self, &info);
+    if (s != TL_OK) {
+        if (tl_err_generation() == gen)
+            return tl_err(s, "tl_device_new: describe failed (%s)", tl_status_name(s));
+        return tl_err_prefix(s, "tl_device_new: describe");
+    }
     info.name[TL_DEVICE_NAME_MAX - 1] = 0;
-    return tl_device_wrap(ops, self, info.name, info.kind, out);
+    s = tl_device_wrap(ops->size >= sizeof own ? ops : &own, self, info.name, info.kind, out);
+    if (s == TL_OK && (*out)->ops != ops) {
+        (*out)->own_ops = own;
+        (*out)->ops = &(*out)->own_ops;
+    }
+    return s;
 }
 
 tl_status tl_device_wrap(const tl_device_ops *ops, void *self, const char *name,
@@ -67,6 +91,7 @@ tl_status tl_device_wrap(const tl_device_ops *ops, void *self, const char *name,
     tl_device *d = tl_os_calloc(1, sizeof *d);
     if (!d) return tl_err(TL_ERR_NOMEM, "tl_device_new: out of memory");
     d->ops = ops;
+    d->own_ops.size = sizeof d->own_ops;
     d->self = self;
     atomic_init(&d->refs, 1);
     snprintf(d->name, sizeof d->name, "%s", name);
@@ -94,10 +119,28 @@ tl_device_kind tl_device_kind_of(const tl_device *d) {
     return d ? d->kind : TL_DEVICE_OTHER;
 }
 
+/*
+ * After a vtable call: a failure the implementation left without a message
+ * (gen is the error generation from before the call) gets a generic one
+ * naming the device and the operation, so no stale message survives.
+ */
+static tl_status op_done(const tl_device *d, const char *op, uint64_t gen, tl_status s) {
+    if (s == TL_OK || tl_err_generation() != gen) return s;
+    return tl_err(s, "device '%s': %s failed (%s)", d->name, op, tl_status_name(s));
+}
+
+/* Call the vtable entry op of d and name the failure if the device did not. */
+#define DEV_CALL(d, op, ...)                                                                       \
+    do {                                                                                           \
+        uint64_t gen_ = tl_err_generation();                                                       \
+        return op_done((d), #op, gen_, (d)->ops->op((d)->self, __VA_ARGS__));                      \
+    } while (0)
+
 tl_status tl_device_describe(tl_device *d, tl_device_info *out) {
     if (!d || !out) return tl_err(TL_ERR_INVALID_ARG, "tl_device_describe: NULL argument");
     memset(out, 0, sizeof *out);
-    tl_status s = d->ops->describe(d->self, out);
+    uint64_t gen = tl_err_generation();
+    tl_status s = op_done(d, "describe", gen, d->ops->describe(d->self, out));
     if (s != TL_OK) return s;
     memcpy(out->name, d->name, sizeof out->name);
     out->desc[sizeof out->desc - 1] = 0;
@@ -110,13 +153,13 @@ tl_status tl_device_alloc(tl_device *d, uint64_t size, tl_devptr *out) {
     if (!d || !out) return tl_err(TL_ERR_INVALID_ARG, "tl_device_alloc: NULL argument");
     *out = 0;
     if (size == 0) return tl_err(TL_ERR_INVALID_ARG, "%s: allocation of 0 bytes", d->name);
-    return d->ops->alloc(d->self, size, out);
+    DEV_CALL(d, alloc, size, out);
 }
 
 tl_status tl_device_free(tl_device *d, tl_devptr p) {
     if (!d) return tl_err(TL_ERR_INVALID_ARG, "tl_device_free: NULL device");
     if (p == 0) return TL_OK;
-    return d->ops->dealloc(d->self, p);
+    DEV_CALL(d, dealloc, p);
 }
 
 /* Common checks of a copy; *skip when there is nothing to do. */
@@ -138,14 +181,14 @@ tl_status tl_device_copy_to(tl_device *d, tl_devptr dst, const void *src, uint64
     bool skip;
     tl_status s = copy_args(d, "copy to device", dst, src, n, &skip);
     if (s != TL_OK || skip) return s;
-    return d->ops->copy_to(d->self, dst, src, n);
+    DEV_CALL(d, copy_to, dst, src, n);
 }
 
 tl_status tl_device_copy_from(tl_device *d, void *dst, tl_devptr src, uint64_t n) {
     bool skip;
     tl_status s = copy_args(d, "copy from device", src, dst, n, &skip);
     if (s != TL_OK || skip) return s;
-    return d->ops->copy_from(d->self, dst, src, n);
+    DEV_CALL(d, copy_from, dst, src, n);
 }
 
 tl_status tl_device_copy_to_async(tl_device *d, tl_devptr dst, const void *src, uint64_t n,
@@ -155,8 +198,8 @@ tl_status tl_device_copy_to_async(tl_device *d, tl_devptr dst, const void *src, 
     bool skip;
     tl_status s = copy_args(d, "async copy to device", dst, src, n, &skip);
     if (s != TL_OK || skip) return s;
-    if (!d->ops->copy_to_async) return d->ops->copy_to(d->self, dst, src, n);
-    return d->ops->copy_to_async(d->self, dst, src, n, ticket);
+    if (!d->ops->copy_to_async) DEV_CALL(d, copy_to, dst, src, n);
+    DEV_CALL(d, copy_to_async, dst, src, n, ticket);
 }
 
 tl_status tl_device_copy_from_async(tl_device *d, void *dst, tl_devptr src, uint64_t n,
@@ -166,35 +209,37 @@ tl_status tl_device_copy_from_async(tl_device *d, void *dst, tl_devptr src, uint
     bool skip;
     tl_status s = copy_args(d, "async copy from device", src, dst, n, &skip);
     if (s != TL_OK || skip) return s;
-    if (!d->ops->copy_from_async) return d->ops->copy_from(d->self, dst, src, n);
-    return d->ops->copy_from_async(d->self, dst, src, n, ticket);
+    if (!d->ops->copy_from_async) DEV_CALL(d, copy_from, dst, src, n);
+    DEV_CALL(d, copy_from_async, dst, src, n, ticket);
 }
 
 tl_status tl_device_wait(tl_device *d, uint64_t ticket) {
     if (!d) return tl_err(TL_ERR_INVALID_ARG, "tl_device_wait: NULL device");
     if (ticket == 0 || !d->ops->wait) return TL_OK;
-    return d->ops->wait(d->self, ticket);
+    DEV_CALL(d, wait, ticket);
 }
 
 tl_status tl_device_poll(tl_device *d, uint64_t ticket, bool *done) {
     if (!d || !done) return tl_err(TL_ERR_INVALID_ARG, "tl_device_poll: NULL argument");
     *done = true;
     if (ticket == 0 || !d->ops->poll) return TL_OK;
-    return d->ops->poll(d->self, ticket, done);
+    DEV_CALL(d, poll, ticket, done);
 }
 
 tl_status tl_device_pin(tl_device *d, void *host, uint64_t n) {
     if (!d) return tl_err(TL_ERR_INVALID_ARG, "tl_device_pin: NULL device");
     if (n == 0) return TL_OK;
     if (!host) return tl_err(TL_ERR_INVALID_ARG, "%s: pin: NULL pointer", d->name);
-    return d->ops->pin ? d->ops->pin(d->self, host, n) : TL_OK;
+    if (!d->ops->pin) return TL_OK;
+    DEV_CALL(d, pin, host, n);
 }
 
 tl_status tl_device_unpin(tl_device *d, void *host, uint64_t n) {
     if (!d) return tl_err(TL_ERR_INVALID_ARG, "tl_device_unpin: NULL device");
     if (n == 0) return TL_OK;
     if (!host) return tl_err(TL_ERR_INVALID_ARG, "%s: unpin: NULL pointer", d->name);
-    return d->ops->unpin ? d->ops->unpin(d->self, host, n) : TL_OK;
+    if (!d->ops->unpin) return TL_OK;
+    DEV_CALL(d, unpin, host, n);
 }
 
 tl_status tl_device_read_file(tl_device *d, int fd, uint64_t off, tl_devptr dst, uint64_t n) {
@@ -204,5 +249,5 @@ tl_status tl_device_read_file(tl_device *d, int fd, uint64_t off, tl_devptr dst,
         return tl_err(TL_ERR_INVALID_ARG, "%s: read_file: bad file or device pointer", d->name);
     if (!d->ops->read_file)
         return tl_err(TL_ERR_UNSUPPORTED, "%s: no direct file-to-device path", d->name);
-    return d->ops->read_file(d->self, fd, off, dst, n);
+    DEV_CALL(d, read_file, fd, off, dst, n);
 }

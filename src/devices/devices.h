@@ -10,7 +10,8 @@
 #include <stdatomic.h>
 
 struct tl_device {
-    const tl_device_ops *ops;
+    const tl_device_ops *ops; /* the caller's vtable, or own_ops when the caller's is shorter */
+    tl_device_ops own_ops;    /* the caller's fields, the ones it lacks NULL */
     void *self;
     atomic_uint refs;
     char name[TL_DEVICE_NAME_MAX];
@@ -18,7 +19,8 @@ struct tl_device {
 };
 
 /*
- * tl_device_new without the describe call: for built-ins whose describe is
+ * tl_device_new without the describe call (ops must be a complete
+ * tl_device_ops of this library's size): for built-ins whose describe is
  * costly (cuda: cudaMemGetInfo would create a context on every GPU).
  */
 tl_status tl_device_wrap(const tl_device_ops *ops, void *self, const char *name,

@@ -498,6 +498,7 @@ static void gg_destroy(void *self) {
 }
 
 static const tl_device_ops ggml_ops = {
+    .size = sizeof(tl_device_ops),
     .describe = gg_describe,
     .alloc = gg_alloc,
     .dealloc = gg_dealloc,

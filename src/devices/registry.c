@@ -2,7 +2,9 @@
  * registry.c — the device registry: the library's only global mutable state.
  * One mutex guards it; the built-in devices (cpu, then cuda*) are discovered
  * once, on the first call. Lookup is case-insensitive by exact name or unique
- * prefix.
+ * prefix, and hands out references taken under the lock, so a device found
+ * here stays alive however other threads unregister it. The built-in cpu
+ * device cannot be unregistered.
  */
 #include "core/error.h"
 #include "devices/devices.h"
@@ -17,6 +19,7 @@ static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static tl_device **reg_devs;
 static size_t reg_n, reg_cap;
 static bool reg_discovered;
+static tl_device *reg_cpu; /* the built-in host device (never unregistered) */
 
 /* Append (lock held); takes a reference. */
 static tl_status reg_add_locked(tl_device *d) {
@@ -49,7 +52,10 @@ static void discover_locked(void) {
     if (reg_discovered) return;
     reg_discovered = true;
     tl_device *cpu = NULL;
-    if (tl_device_cpu_new(&cpu) == TL_OK) discovered_add(cpu);
+    if (tl_device_cpu_new(&cpu) == TL_OK) {
+        reg_cpu = cpu;
+        discovered_add(cpu);
+    }
     tl_cuda_discover(discovered_add);
     tl_err_clear();
 }
@@ -66,6 +72,11 @@ tl_status tl_device_register(tl_device *d) {
 tl_status tl_device_unregister(tl_device *d) {
     if (!d) return tl_err(TL_ERR_INVALID_ARG, "tl_device_unregister: NULL device");
     pthread_mutex_lock(&reg_lock);
+    if (d == reg_cpu) {
+        pthread_mutex_unlock(&reg_lock);
+        return tl_err(TL_ERR_INVALID_ARG, "the built-in device '%s' cannot be unregistered",
+                      d->name);
+    }
     size_t i = 0;
     while (i < reg_n && reg_devs[i] != d)
         i++;
@@ -91,6 +102,7 @@ tl_status tl_device_find(const char *name, tl_device **out) {
     for (size_t i = 0; i < reg_n; i++) {
         if (strcasecmp(reg_devs[i]->name, name) == 0) {
             *out = reg_devs[i];
+            tl_device_retain(*out);
             pthread_mutex_unlock(&reg_lock);
             return TL_OK;
         }
@@ -102,6 +114,7 @@ tl_status tl_device_find(const char *name, tl_device **out) {
     tl_status s = TL_OK;
     if (hits == 1) {
         *out = hit;
+        tl_device_retain(hit);
     } else if (hits == 0) {
         char list[512];
         size_t o = 0;
@@ -128,8 +141,17 @@ size_t tl_device_list(tl_device **out, size_t cap) {
     pthread_mutex_lock(&reg_lock);
     discover_locked();
     size_t n = reg_n;
-    for (size_t i = 0; out && i < n && i < cap; i++)
+    for (size_t i = 0; out && i < n && i < cap; i++) {
         out[i] = reg_devs[i];
+        tl_device_retain(out[i]);
+    }
     pthread_mutex_unlock(&reg_lock);
     return n;
+}
+
+void tl_device_list_release(tl_device **devs, size_t n) {
+    for (size_t i = 0; devs && i < n; i++) {
+        tl_device_release(devs[i]);
+        devs[i] = NULL;
+    }
 }

@@ -317,6 +317,7 @@ static void sim_destroy(void *self) {
 }
 
 static const tl_device_ops sim_ops = {
+    .size = sizeof(tl_device_ops),
     .describe = sim_describe,
     .alloc = sim_alloc_fn,
     .dealloc = sim_dealloc,

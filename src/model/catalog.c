@@ -14,6 +14,7 @@
 
 #include "core/env.h"
 #include "core/error.h"
+#include "core/options.h"
 #include "model/discover.h"
 #include "os/os.h"
 
@@ -143,7 +144,8 @@ static int cmp_by_name(const void *a, const void *b) {
     return strcmp(sort_base[*(const uint32_t *)a].name, sort_base[*(const uint32_t *)b].name);
 }
 
-int64_t tl_model_find(const tl_model *m, const char *name) {
+size_t tl_model_find(const tl_model *m, const char *name) {
+    if (!m || !name) return TL_NOT_FOUND;
     size_t lo = 0, hi = m->n_tensors;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -154,7 +156,7 @@ int64_t tl_model_find(const tl_model *m, const char *name) {
         else
             hi = mid;
     }
-    return -1;
+    return TL_NOT_FOUND;
 }
 
 static tl_status build_catalog(tl_model *m, const tl_disc *d) {
@@ -216,9 +218,9 @@ static tl_status build_catalog(tl_model *m, const tl_disc *d) {
                           m->files[a->file].info.path, m->files[b->file].info.path);
     }
     for (size_t c = 0; c < d->n_claims; c++) {
-        int64_t i = tl_model_find(m, d->claims[c].name);
+        size_t i = tl_model_find(m, d->claims[c].name);
         const char *shard = m->files[d->claims[c].file].info.path;
-        if (i < 0)
+        if (i == TL_NOT_FOUND)
             return tl_err(TL_ERR_FORMAT, "%s: tensor '%s' listed in the shard index is absent",
                           shard, d->claims[c].name);
         if (m->tensors[i].file != d->claims[c].file)
@@ -233,22 +235,30 @@ tl_status tl_model_open(const char *const *paths, size_t n_paths, const tl_model
                         tl_model **out) {
     *out = NULL;
     if (!paths || n_paths == 0) return tl_err(TL_ERR_INVALID_ARG, "no model path given");
+    tl_model_options o;
+    tl_model_options_init(&o);
+    tl_status st = tl_options_take(&o, sizeof o, opts, "tl_model_options");
+    if (st) return st;
+    if (o.map_flags & ~(unsigned)(TL_MAP_SEQUENTIAL | TL_MAP_WILLNEED | TL_MAP_POPULATE |
+                                  TL_MAP_DONTNEED | TL_MAP_FROM_ENV))
+        return tl_err(TL_ERR_INVALID_ARG, "unknown map flags 0x%x", o.map_flags);
     tl_model *m = tl_os_calloc(1, sizeof *m);
     if (!m) return tl_err(TL_ERR_NOMEM, "out of memory");
-    m->writable = opts && opts->writable;
-    tl_status st = TL_OK;
-    if (opts && opts->map_flags)
-        m->map_flags = opts->map_flags;
-    else
-        st = tl_map_flags_parse(tl_env_get(TL_ENV_MMAP_FLAGS), &m->map_flags);
-    if (st) st = tl_err_prefix(st, "%s", tl_env_name(TL_ENV_MMAP_FLAGS));
+    m->writable = o.writable;
+    m->map_flags = o.map_flags & ~(unsigned)TL_MAP_FROM_ENV;
+    if (o.map_flags & TL_MAP_FROM_ENV) {
+        unsigned env = 0;
+        st = tl_map_flags_parse(tl_env_get(TL_ENV_MMAP_FLAGS), &env);
+        if (st) st = tl_err_prefix(st, "%s", tl_env_name(TL_ENV_MMAP_FLAGS));
+        m->map_flags |= env;
+    }
     tl_disc d;
     memset(&d, 0, sizeof d);
     for (size_t i = 0; i < n_paths && !st; i++) {
         if (!paths[i])
             st = tl_err(TL_ERR_INVALID_ARG, "model path %zu is NULL", i);
         else
-            st = tl_disc_add(&d, paths[i], opts && opts->prefixes ? opts->prefixes[i] : NULL);
+            st = tl_disc_add(&d, paths[i], o.prefixes ? o.prefixes[i] : NULL);
     }
     if (!st) {
         m->files = tl_os_calloc(d.n_files ? d.n_files : 1, sizeof *m->files);
@@ -328,10 +338,10 @@ const tl_meta *tl_model_meta(const tl_model *m, size_t i) {
     return i < m->n_meta ? &m->meta[i]->m : NULL;
 }
 
-int64_t tl_model_meta_find(const tl_model *m, const char *key) {
-    for (size_t i = 0; i < m->n_meta; i++)
-        if (!strcmp(m->meta[i]->m.key, key)) return (int64_t)i;
-    return -1;
+size_t tl_model_meta_find(const tl_model *m, const char *key) {
+    for (size_t i = 0; m && key && i < m->n_meta; i++)
+        if (!strcmp(m->meta[i]->m.key, key)) return i;
+    return TL_NOT_FOUND;
 }
 
 tl_status tl_model_meta_array_get(const tl_model *m, size_t i, uint64_t j, tl_meta *out) {

@@ -120,11 +120,11 @@ static const alias aliases[] = {
     {"other", TL_COMP_OTHER},
 };
 
-int tl_component_from_name(const char *name) {
-    if (!name) return -1;
+tl_component tl_component_from_name(const char *name) {
+    if (!name) return TL_COMP_INVALID;
     for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
-        if (!strcasecmp(name, aliases[i].name)) return (int)aliases[i].comp;
-    return -1;
+        if (!strcasecmp(name, aliases[i].name)) return aliases[i].comp;
+    return TL_COMP_INVALID;
 }
 
 /* Is [w, w+n) a block word? */

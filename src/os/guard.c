@@ -11,10 +11,13 @@
  */
 #include "os/guard.h"
 
+
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <string.h>
 
 static struct sigaction guard_prev;
@@ -52,7 +55,23 @@ static void guard_install(void) {
     pthread_mutex_unlock(&guard_lock);
 }
 
+static atomic_bool guard_off;  /* the host program handles SIGBUS itself (tl_init) */
+static atomic_bool guard_used; /* a guarded call happened: the setting is fixed */
+
+void tl_os_guard_disable(bool off) {
+    atomic_store(&guard_off, off);
+}
+
+bool tl_os_guard_used(void) {
+    return atomic_load(&guard_used);
+}
+
 int tl_os_guarded_call(void (*fn)(void *arg), void *arg) {
+    atomic_store(&guard_used, true);
+    if (atomic_load(&guard_off)) {
+        fn(arg);
+        return 0;
+    }
     guard_install();
     sigjmp_buf here;
     sigjmp_buf *volatile outer = guard_jmp;

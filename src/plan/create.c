@@ -7,6 +7,7 @@
 #include "plan/search.h"
 
 #include "core/error.h"
+#include "core/options.h"
 #include "os/os.h"
 
 #include <stdio.h>
@@ -56,7 +57,7 @@ static tl_status normalise_devices(const tl_plan_device *devs, size_t n_devs, tl
  */
 static tl_status backend_spec(const tl_plan_options *opts, tlp_inputs *in) {
     if (opts->backend) {
-        if (!*opts->backend) return tl_err(TL_ERR_INVALID_ARG, "--backend: empty spec");
+        if (!*opts->backend) return tl_err(TL_ERR_INVALID_ARG, "backend spec: empty spec");
         tl_status st = tl_plan_parse_backend(opts->backend, in->devs, in->n_devs, &in->spec);
         if (st) return st;
     }
@@ -65,9 +66,9 @@ static tl_status backend_spec(const tl_plan_options *opts, tlp_inputs *in) {
         const char *option;
         tl_component comp;
     } legacy[] = {
-        {opts->clip_on_cpu, "clip_on_cpu (--clip-on-cpu)", TL_COMP_COND},
-        {opts->vae_on_cpu, "vae_on_cpu (--vae-on-cpu)", TL_COMP_VAE},
-        {opts->controlnet_on_cpu, "controlnet_on_cpu (--control-net-cpu)", TL_COMP_CONTROLNET},
+        {opts->clip_on_cpu, "clip_on_cpu", TL_COMP_COND},
+        {opts->vae_on_cpu, "vae_on_cpu", TL_COMP_VAE},
+        {opts->controlnet_on_cpu, "controlnet_on_cpu", TL_COMP_CONTROLNET},
     };
     for (size_t i = 0; i < sizeof legacy / sizeof legacy[0]; i++) {
         if (!legacy[i].on) continue;
@@ -75,7 +76,7 @@ static tl_status backend_spec(const tl_plan_options *opts, tlp_inputs *in) {
         const char *name = tl_component_name(legacy[i].comp);
         if (pl->n_devices)
             return tl_err(TL_ERR_INVALID_ARG,
-                          "--backend: component '%s' is given twice: in the spec and as %s=cpu "
+                          "backend spec: component '%s' is given twice: in the spec and as %s=cpu "
                           "by the option %s",
                           name, name, legacy[i].option);
         pl->n_devices = 1;
@@ -113,9 +114,11 @@ tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_
                      const tl_plan_options *opts, bool exhaustive, tl_plan **out) {
     if (!s || !out || (!devs && n_devs)) return tl_err(TL_ERR_INVALID_ARG, "plan: NULL argument");
     *out = NULL;
-    tl_plan_options dflt;
-    memset(&dflt, 0, sizeof dflt);
-    if (!opts) opts = &dflt;
+    tl_plan_options own;
+    tl_plan_options_init(&own);
+    tl_status take = tl_options_take(&own, sizeof own, opts, "tl_plan_options");
+    if (take != TL_OK) return take;
+    opts = &own;
     tlp_inputs *in = tl_os_calloc(1, sizeof *in);
     tl_plan *p = tl_os_calloc(1, sizeof *p);
     tlp_ctx *x = tl_os_malloc(sizeof *x);
@@ -139,9 +142,9 @@ tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_
     }
     tlp_fill_plan(x, in, p);
     if (!found && (st = tlp_explain(in, p))) goto fail;
-    if (opts->size) {
+    if (opts->output_size) {
         tl_plan_size sz;
-        if ((st = tl_plan_parse_size(opts->size, &sz)) ||
+        if ((st = tl_plan_parse_size(opts->output_size, &sz)) ||
             (st = tl_plan_vae_tiling(&sz, in->reserve[TL_COMP_VAE], opts->vae_bytes_per_voxel,
                                      &p->tiling)))
             goto fail;

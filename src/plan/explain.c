@@ -2,7 +2,7 @@
  * explain.c — the report of an infeasible plan: which device overflows in
  * which phase and by how much (found by raising every GPU's budget until the
  * forced placements fit; the plan's decisions become that best effort), and
- * the smallest change that would fit: a --max-vram value, leaving one forced
+ * the smallest change that would fit: a max_vram cap, leaving one forced
  * component to auto-fit (or the cpu), or offloading.
  */
 #include "plan/search.h"
@@ -98,7 +98,7 @@ static tl_status shortfall(const tlp_inputs *in, const tlp_ctx *x, tlp_ctx *y, t
     return TL_OK;
 }
 
-/* 2a. The least uniform --max-vram cap (0.1 GiB steps) with budgets min(free - headroom, X). */
+/* 2a. The least uniform max_vram cap (0.1 GiB steps) with budgets min(free - headroom, X). */
 static tl_status max_vram_fix(const tlp_inputs *in, tlp_ctx *y, char *fix, size_t fix_n) {
     bool found;
     tl_status st;
@@ -120,7 +120,7 @@ static tl_status max_vram_fix(const tlp_inputs *in, tlp_ctx *y, char *fix, size_
         else
             l = mid;
     }
-    snprintf(fix, fix_n, "--max-vram %.1fG would fit", (double)(h * step) / (double)TLP_GIB);
+    snprintf(fix, fix_n, "a max_vram cap of %.1fG would fit", (double)(h * step) / (double)TLP_GIB);
     return TL_OK;
 }
 
@@ -178,7 +178,7 @@ tl_status tlp_explain(const tlp_inputs *in, tl_plan *p) {
         y->offload = true;
         bool found;
         if ((st = tlp_search(y, &found))) goto out;
-        if (found) snprintf(fix, sizeof fix, "--offload-to-cpu would fit");
+        if (found) snprintf(fix, sizeof fix, "offload_to_cpu would fit");
     }
 report:
     snprintf(p->error, sizeof p->error, "plan does not fit: %s%s%s",

@@ -20,6 +20,7 @@ tl_status tl_plan_devices_from_registry(tl_plan_device *out, size_t cap, size_t 
     if (dropped) *dropped = 0;
     size_t count = tl_device_list(NULL, 0);
     tl_device **list = tl_os_calloc(count ? count : 1, sizeof *list);
+    size_t listed = 0; /* references held in list */
     tl_plan_device *all = tl_os_calloc(count ? count : 1, sizeof *all);
     tl_status st = TL_OK;
     if (!list || !all) {
@@ -28,6 +29,7 @@ tl_status tl_plan_devices_from_registry(tl_plan_device *out, size_t cap, size_t 
     }
     size_t got = tl_device_list(list, count);
     if (got < count) count = got; /* unregistered meanwhile */
+    listed = count;
     size_t hosts = 0;
     for (size_t i = 0; i < count; i++) {
         tl_device_info info;
@@ -72,6 +74,7 @@ tl_status tl_plan_devices_from_registry(tl_plan_device *out, size_t cap, size_t 
     }
     if (dropped) *dropped = left_out;
 out:
+    if (list) tl_device_list_release(list, listed);
     free(list);
     free(all);
     return st;

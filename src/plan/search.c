@@ -24,6 +24,7 @@
 
 #include "core/error.h"
 #include "os/os.h"
+#include "core/options.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -87,50 +87,50 @@ static bool is_host_name(const char *tok, size_t len) {
 }
 
 tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t cap, size_t *n) {
-    if (!spec || !out || !n) return tl_err(TL_ERR_INVALID_ARG, "--devices: missing");
+    if (!spec || !out || !n) return tl_err(TL_ERR_INVALID_ARG, "device spec: missing");
     *n = 0;
     const char *cur = spec, *tok;
     size_t len;
     bool host = false;
     char nb[64];
-    if (!*spec) return tl_err(TL_ERR_INVALID_ARG, "--devices: empty list");
+    if (!*spec) return tl_err(TL_ERR_INVALID_ARG, "device spec: empty list");
     while (next_item(&cur, &tok, &len)) {
-        if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "--devices '%.80s': empty item", spec);
+        if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "device spec '%.80s': empty item", spec);
         const char *eq = memchr(tok, '=', len);
         if (!eq || eq == tok)
-            return tl_err(TL_ERR_INVALID_ARG, "--devices item '%s': expected NAME=SIZE (cuda0=16G)",
+            return tl_err(TL_ERR_INVALID_ARG, "device spec item '%s': expected NAME=SIZE (cuda0=16G)",
                           tlp_tok(tok, len, nb, sizeof nb));
         size_t nl = (size_t)(eq - tok);
         while (nl && isspace((unsigned char)tok[nl - 1]))
             nl--;
         if (nl >= sizeof out[0].name)
-            return tl_err(TL_ERR_INVALID_ARG, "--devices item '%s': name too long",
+            return tl_err(TL_ERR_INVALID_ARG, "device spec item '%s': name too long",
                           tlp_tok(tok, len, nb, sizeof nb));
         for (size_t i = 0; i < nl; i++)
             if (!isalnum((unsigned char)tok[i]) && tok[i] != '_' && tok[i] != '-' &&
                 tok[i] != ':' && tok[i] != '.')
-                return tl_err(TL_ERR_INVALID_ARG, "--devices item '%s': bad character in name",
+                return tl_err(TL_ERR_INVALID_ARG, "device spec item '%s': bad character in name",
                               tlp_tok(tok, len, nb, sizeof nb));
         uint64_t size;
         const char *sz = eq + 1;
         size_t sl = (size_t)(tok + len - sz);
         if (!parse_bytes_tok(sz, sl, &size, NULL))
-            return tl_err(TL_ERR_INVALID_ARG, "--devices item '%s': bad size",
+            return tl_err(TL_ERR_INVALID_ARG, "device spec item '%s': bad size",
                           tlp_tok(tok, len, nb, sizeof nb));
         bool is_host = is_host_name(tok, nl);
         if (is_host && host)
-            return tl_err(TL_ERR_INVALID_ARG, "--devices: the host is given twice");
+            return tl_err(TL_ERR_INVALID_ARG, "device spec: the host is given twice");
         if (tlp_tok_eq(tok, nl, "auto") || tlp_tok_eq(tok, nl, "gpu") ||
             tlp_tok_eq(tok, nl, "all") || tlp_tok_eq(tok, nl, "default"))
-            return tl_err(TL_ERR_INVALID_ARG, "--devices item '%s': reserved name",
+            return tl_err(TL_ERR_INVALID_ARG, "device spec item '%s': reserved name",
                           tlp_tok(tok, len, nb, sizeof nb));
         for (size_t i = 0; i < *n; i++)
             if (tlp_tok_eq(tok, nl, out[i].name))
-                return tl_err(TL_ERR_INVALID_ARG, "--devices: device '%s' given twice",
+                return tl_err(TL_ERR_INVALID_ARG, "device spec: device '%s' given twice",
                               out[i].name);
         if (*n + ((host || is_host) ? 1 : 2) > cap)
             return tl_err(TL_ERR_INVALID_ARG,
-                          "--devices: more than %zu GPUs (room for %zu devices, the host included)",
+                          "device spec: more than %zu GPUs (room for %zu devices, the host included)",
                           cap - 1, cap);
         tl_plan_device *d = &out[(*n)++];
         memset(d, 0, sizeof *d);
@@ -145,7 +145,7 @@ tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t ca
     if (!host) {
         if (*n >= cap)
             return tl_err(TL_ERR_INVALID_ARG,
-                          "--devices: more than %zu GPUs (room for %zu devices, the host included)",
+                          "device spec: more than %zu GPUs (room for %zu devices, the host included)",
                           cap - 1, cap);
         tl_plan_device *d = &out[(*n)++];
         memset(d, 0, sizeof *d);
@@ -213,7 +213,7 @@ static tl_status resolve_device(const char *what, const char *tok, size_t len,
 static tl_status parse_place(const char *item, const char *tok, size_t len,
                              const tl_plan_device *devs, size_t n, tl_backend_place *pl) {
     char what[96];
-    snprintf(what, sizeof what, "--backend item '%s'", item);
+    snprintf(what, sizeof what, "backend spec item '%s'", item);
     if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "%s: empty device list", what);
     pl->n_devices = 0;
     const char *p = tok, *end = tok + len, *a;
@@ -246,7 +246,7 @@ static bool is_default_key(const char *tok, size_t len) {
 
 tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, size_t n_devs,
                                 tl_backend_spec *out) {
-    if (!spec || !out) return tl_err(TL_ERR_INVALID_ARG, "--backend: missing");
+    if (!spec || !out) return tl_err(TL_ERR_INVALID_ARG, "backend spec: missing");
     memset(out, 0, sizeof *out);
     const char *cur = spec, *tok;
     size_t len;
@@ -255,7 +255,7 @@ tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, si
     while (next_item(&cur, &tok, &len)) {
         tlp_tok(tok, len, item, sizeof item);
         if (len == 0)
-            return tl_err(TL_ERR_INVALID_ARG, "--backend '%.80s': empty item (stray comma?)", spec);
+            return tl_err(TL_ERR_INVALID_ARG, "backend spec '%.80s': empty item (stray comma?)", spec);
         any = true;
         const char *eq = memchr(tok, '=', len);
         tl_backend_place *pl;
@@ -263,7 +263,7 @@ tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, si
         size_t ll;
         if (!eq) {
             if (dflt)
-                return tl_err(TL_ERR_INVALID_ARG, "--backend item '%s': the default is given twice",
+                return tl_err(TL_ERR_INVALID_ARG, "backend spec item '%s': the default is given twice",
                               item);
             dflt = true;
             pl = &out->dflt;
@@ -280,11 +280,11 @@ tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, si
                 ll--;
             }
             if (kl == 0)
-                return tl_err(TL_ERR_INVALID_ARG, "--backend item '%s': missing component", item);
+                return tl_err(TL_ERR_INVALID_ARG, "backend spec item '%s': missing component", item);
             if (is_default_key(tok, kl)) {
                 if (dflt)
                     return tl_err(TL_ERR_INVALID_ARG,
-                                  "--backend item '%s': the default is given twice", item);
+                                  "backend spec item '%s': the default is given twice", item);
                 dflt = true;
                 pl = &out->dflt;
             } else {
@@ -292,51 +292,51 @@ tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, si
                 if (c < 0 || c >= TL_COMP_COUNT)
                     return tl_err(
                         TL_ERR_NOT_FOUND,
-                        "--backend item '%s': unknown component '%s' (diffusion, cond, vae, "
+                        "backend spec item '%s': unknown component '%s' (diffusion, cond, vae, "
                         "controlnet, other, or an alias: unet, dit, clip, te, t5xxl, llm, "
                         "firststage, tae, control_net, ...)",
                         item, nb);
                 pl = &out->comp[c];
                 if (pl->n_devices)
                     return tl_err(TL_ERR_INVALID_ARG,
-                                  "--backend item '%s': component '%s' is given twice", item,
+                                  "backend spec item '%s': component '%s' is given twice", item,
                                   tl_component_name((tl_component)c));
             }
         }
         tl_status st = parse_place(item, list, ll, devs, n_devs, pl);
         if (st) return st;
     }
-    if (!any) return tl_err(TL_ERR_INVALID_ARG, "--backend: empty spec");
+    if (!any) return tl_err(TL_ERR_INVALID_ARG, "backend spec: empty spec");
     return TL_OK;
 }
 
 tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, size_t n_devs,
                                  uint64_t headroom, uint64_t *budgets) {
-    if (!devs || !budgets) return tl_err(TL_ERR_INVALID_ARG, "--max-vram: missing devices");
+    if (!devs || !budgets) return tl_err(TL_ERR_INVALID_ARG, "max_vram spec: missing devices");
     bool named[TL_PLAN_MAX_DEVICES] = {0};
     uint64_t cap_v[TL_PLAN_MAX_DEVICES] = {0};
     bool cap_neg[TL_PLAN_MAX_DEVICES] = {0};
     bool has_all = false, all_neg = false;
     uint64_t all_v = 0;
     if (n_devs > TL_PLAN_MAX_DEVICES)
-        return tl_err(TL_ERR_INVALID_ARG, "--max-vram: too many devices");
+        return tl_err(TL_ERR_INVALID_ARG, "max_vram spec: too many devices");
     if (spec && *spec) {
         const char *cur = spec, *tok;
         size_t len;
         char item[64];
         while (next_item(&cur, &tok, &len)) {
             tlp_tok(tok, len, item, sizeof item);
-            if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "--max-vram '%.80s': empty item", spec);
+            if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "max_vram spec '%.80s': empty item", spec);
             const char *eq = memchr(tok, '=', len);
             uint64_t v;
             bool neg = false;
             if (!eq) {
                 if (has_all)
                     return tl_err(TL_ERR_INVALID_ARG,
-                                  "--max-vram item '%s': a size for all GPUs is given twice", item);
+                                  "max_vram spec item '%s': a size for all GPUs is given twice", item);
                 if (!parse_bytes_tok(tok, len, &v, &neg))
                     return tl_err(TL_ERR_INVALID_ARG,
-                                  "--max-vram item '%s': not a size (8G, -2G, cuda0=6G)", item);
+                                  "max_vram spec item '%s': not a size (8G, -2G, cuda0=6G)", item);
                 has_all = true;
                 all_v = v;
                 all_neg = neg;
@@ -348,9 +348,9 @@ tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, s
             const char *sz = eq + 1;
             size_t sl = (size_t)(tok + len - sz);
             if (!parse_bytes_tok(sz, sl, &v, &neg))
-                return tl_err(TL_ERR_INVALID_ARG, "--max-vram item '%s': not a size", item);
+                return tl_err(TL_ERR_INVALID_ARG, "max_vram spec item '%s': not a size", item);
             char what[96];
-            snprintf(what, sizeof what, "--max-vram item '%s'", item);
+            snprintf(what, sizeof what, "max_vram spec item '%s'", item);
             uint32_t d;
             if (is_default_key(tok, kl)) {
                 if (has_all)
@@ -402,33 +402,33 @@ void tl_plan_default_reserves(uint64_t reserve[TL_COMP_COUNT]) {
 }
 
 tl_status tl_plan_parse_reserve(const char *spec, uint64_t reserve[TL_COMP_COUNT]) {
-    if (!spec || !reserve) return tl_err(TL_ERR_INVALID_ARG, "--reserve: missing");
+    if (!spec || !reserve) return tl_err(TL_ERR_INVALID_ARG, "reserve spec: missing");
     const char *cur = spec, *tok;
     size_t len;
     char item[64], nb[64];
     bool seen[TL_COMP_COUNT] = {0};
-    if (!*spec) return tl_err(TL_ERR_INVALID_ARG, "--reserve: empty spec");
+    if (!*spec) return tl_err(TL_ERR_INVALID_ARG, "reserve spec: empty spec");
     while (next_item(&cur, &tok, &len)) {
         tlp_tok(tok, len, item, sizeof item);
-        if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "--reserve '%.80s': empty item", spec);
+        if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "reserve spec '%.80s': empty item", spec);
         const char *eq = memchr(tok, '=', len);
         if (!eq)
-            return tl_err(TL_ERR_INVALID_ARG, "--reserve item '%s': expected COMPONENT=SIZE", item);
+            return tl_err(TL_ERR_INVALID_ARG, "reserve spec item '%s': expected COMPONENT=SIZE", item);
         size_t kl = (size_t)(eq - tok);
         while (kl && isspace((unsigned char)tok[kl - 1]))
             kl--;
         int c = tl_component_from_name(tlp_tok(tok, kl, nb, sizeof nb));
         if (c < 0 || c >= TL_COMP_COUNT)
-            return tl_err(TL_ERR_NOT_FOUND, "--reserve item '%s': unknown component '%s'", item,
+            return tl_err(TL_ERR_NOT_FOUND, "reserve spec item '%s': unknown component '%s'", item,
                           nb);
         if (seen[c])
-            return tl_err(TL_ERR_INVALID_ARG, "--reserve item '%s': component '%s' is given twice",
+            return tl_err(TL_ERR_INVALID_ARG, "reserve spec item '%s': component '%s' is given twice",
                           item, tl_component_name((tl_component)c));
         seen[c] = true;
         uint64_t v;
         const char *sz = eq + 1;
         if (!parse_bytes_tok(sz, (size_t)(tok + len - sz), &v, NULL))
-            return tl_err(TL_ERR_INVALID_ARG, "--reserve item '%s': not a size", item);
+            return tl_err(TL_ERR_INVALID_ARG, "reserve spec item '%s': not a size", item);
         reserve[c] = v;
     }
     return TL_OK;
@@ -450,18 +450,18 @@ static bool parse_dim(const char **p, uint32_t *out) {
 }
 
 tl_status tl_plan_parse_size(const char *spec, tl_plan_size *out) {
-    if (!spec || !out) return tl_err(TL_ERR_INVALID_ARG, "--size: missing");
+    if (!spec || !out) return tl_err(TL_ERR_INVALID_ARG, "size spec: missing");
     const char *p = spec;
     tl_plan_size s = {0, 0, 1};
     if (!parse_dim(&p, &s.width) || (*p != 'x' && *p != 'X') || (p++, !parse_dim(&p, &s.height)))
         return tl_err(TL_ERR_INVALID_ARG,
-                      "--size '%.60s': expected WxH or WxHxT (1024x1024, 768x512x97)", spec);
+                      "size spec '%.60s': expected WxH or WxHxT (1024x1024, 768x512x97)", spec);
     if (*p == 'x' || *p == 'X') {
         p++;
         if (!parse_dim(&p, &s.frames))
-            return tl_err(TL_ERR_INVALID_ARG, "--size '%.60s': bad frame count", spec);
+            return tl_err(TL_ERR_INVALID_ARG, "size spec '%.60s': bad frame count", spec);
     }
-    if (*p) return tl_err(TL_ERR_INVALID_ARG, "--size '%.60s': trailing characters", spec);
+    if (*p) return tl_err(TL_ERR_INVALID_ARG, "size spec '%.60s': trailing characters", spec);
     *out = s;
     return TL_OK;
 }
@@ -475,31 +475,31 @@ void tl_plan_default_phases(tl_plan_phases *out) {
 }
 
 tl_status tl_plan_parse_phases(const char *spec, tl_plan_phases *out) {
-    if (!spec || !out) return tl_err(TL_ERR_INVALID_ARG, "--phases: missing");
+    if (!spec || !out) return tl_err(TL_ERR_INVALID_ARG, "phase spec: missing");
     memset(out, 0, sizeof *out);
     const char *cur = spec, *tok;
     size_t len;
     char item[64], nb[64];
     uint32_t seen = 0;
-    if (!*spec) return tl_err(TL_ERR_INVALID_ARG, "--phases: empty schedule");
+    if (!*spec) return tl_err(TL_ERR_INVALID_ARG, "phase spec: empty schedule");
     while (next_item(&cur, &tok, &len)) {
         tlp_tok(tok, len, item, sizeof item);
-        if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "--phases '%.80s': empty phase", spec);
+        if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "phase spec '%.80s': empty phase", spec);
         if (out->n >= TL_PLAN_MAX_PHASES)
-            return tl_err(TL_ERR_INVALID_ARG, "--phases: more than %d phases", TL_PLAN_MAX_PHASES);
+            return tl_err(TL_ERR_INVALID_ARG, "phase spec: more than %d phases", TL_PLAN_MAX_PHASES);
         uint32_t mask = 0;
         const char *p = tok, *end = tok + len, *a;
         size_t l;
         while (split_next(&p, end, '+', &a, &l)) {
             if (l == 0)
-                return tl_err(TL_ERR_INVALID_ARG, "--phases item '%s': empty component", item);
+                return tl_err(TL_ERR_INVALID_ARG, "phase spec item '%s': empty component", item);
             int c = tl_component_from_name(tlp_tok(a, l, nb, sizeof nb));
             if (c < 0 || c >= TL_COMP_COUNT)
-                return tl_err(TL_ERR_NOT_FOUND, "--phases item '%s': unknown component '%s'", item,
+                return tl_err(TL_ERR_NOT_FOUND, "phase spec item '%s': unknown component '%s'", item,
                               nb);
             if (seen & (1u << c))
                 return tl_err(TL_ERR_INVALID_ARG,
-                              "--phases item '%s': component '%s' is in two phases", item,
+                              "phase spec item '%s': component '%s' is in two phases", item,
                               tl_component_name((tl_component)c));
             seen |= 1u << c;
             mask |= 1u << c;

@@ -520,8 +520,7 @@ static tl_status bind_devices(tl_session *s) {
                           "the plan places weights on '%s', but no device of that name is "
                           "registered",
                           pd->name);
-        tl_device_retain(d);
-        sdev *v = &s->dev[s->n_dev];
+        sdev *v = &s->dev[s->n_dev]; /* tl_device_find's reference is the session's */
         v->d = d;
         v->plan_index = (uint32_t)i;
         tl_device_info info;
