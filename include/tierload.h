@@ -1266,6 +1266,7 @@ TL_API tl_status tl_file_evict(const char *path);
 
 /* How tl_model_load moves a file's tensors into host memory. */
 typedef enum tl_load_mode {
+    TL_LOAD_MODE_INVALID = -1, /* what tl_load_mode_from_name returns for an unknown name */
     TL_LOAD_AUTO = 0,     /* per file, from page-cache residency (see tl_model_load) */
     TL_LOAD_MMAP = 1,     /* views into the file's mapping: zero copy */
     TL_LOAD_BUFFERED = 2, /* pread in large chunks by the workers into the destination */
@@ -1275,7 +1276,7 @@ typedef enum tl_load_mode {
 /* "auto", "mmap", "buffered", "direct"; NULL when invalid. */
 TL_API const char *tl_load_mode_name(tl_load_mode m);
 /* Parse a mode name; -1 when unknown. */
-TL_API int tl_load_mode_from_name(const char *name);
+TL_API tl_load_mode tl_load_mode_from_name(const char *name);
 
 /* Progress: bytes done of total. Return false to cancel (the load fails with TL_ERR_CANCELLED). */
 typedef bool (*tl_load_progress_fn)(void *user, uint64_t done, uint64_t total);

@@ -5,9 +5,6 @@
  * the file's bytes. The file is built so that an F64 tensor sits at a file
  * offset of 6 modulo 8 (and an F16 one at an odd multiple of 2), the case a
  * copy that mirrors the file's offsets gets wrong.
- *
- * Exits 77 (skipped, with the reason) when the loader of this build does not
- * honour align yet.
  */
 #include "testutil.h"
 
@@ -54,17 +51,6 @@ static tl_model *open_model(void) {
     return m;
 }
 
-/* Does this build's loader align copies? (the F64 copy at 8) */
-static bool align_supported(void) {
-    tl_model *m = open_model();
-    tl_load_result *r = load(m, TL_LOAD_BUFFERED, TL_LOAD_ALIGN_ELEMENT);
-    const tl_loaded_tensor *t = tl_load_result_tensor(r, tl_model_find(m, "d"));
-    bool ok = t && !t->view && (uintptr_t)t->data % 8 == 0;
-    tl_load_result_free(r);
-    tl_model_close(m);
-    return ok;
-}
-
 static void check(tl_model *m, tl_load_result *r, const char *name, uintptr_t want_align,
                   size_t off, size_t n) {
     size_t i = tl_model_find(m, name);
@@ -108,13 +94,6 @@ static void test_requested_alignment(void **state) {
 
 int main(void) {
     make_model();
-    if (!align_supported()) {
-        printf("skipped: tl_load_options.align is not honoured by this build's loader "
-               "(an F64 copy kept its file offset modulo 8)\n");
-        tu_tmpdir_rm(dir);
-        free(path);
-        return 77;
-    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_element_alignment),
         cmocka_unit_test(test_requested_alignment),

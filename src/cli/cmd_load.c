@@ -180,7 +180,7 @@ int cmd_load(int argc, char **argv) {
         else if (!strcmp(a, "--no-hugepages"))
             o.no_hugepages = true;
         else if ((r = cli_opt(argc, argv, &i, "load", "--mode", &v)) != 0) {
-            int m = r < 0 ? 0 : tl_load_mode_from_name(v);
+            int m = r < 0 ? 0 : (int)tl_load_mode_from_name(v);
             if (r < 0)
                 rc = 2;
             else if (m < 0)

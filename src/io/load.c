@@ -18,6 +18,7 @@
 #include "core/checked.h"
 #include "core/env.h"
 #include "core/error.h"
+#include "core/options.h"
 #include "core/strbuf.h"
 #include "model/catalog.h"
 #include "io/convert.h"
@@ -92,15 +93,17 @@ const char *tl_load_mode_name(tl_load_mode m) {
         return "buffered";
     case TL_LOAD_DIRECT:
         return "direct";
+    case TL_LOAD_MODE_INVALID:
+        break;
     }
     return NULL;
 }
 
-int tl_load_mode_from_name(const char *name) {
-    if (!name) return -1;
+tl_load_mode tl_load_mode_from_name(const char *name) {
+    if (!name) return TL_LOAD_MODE_INVALID;
     for (int i = 0; i <= TL_LOAD_DIRECT; i++)
-        if (!strcmp(name, tl_load_mode_name((tl_load_mode)i))) return i;
-    return -1;
+        if (!strcmp(name, tl_load_mode_name((tl_load_mode)i))) return (tl_load_mode)i;
+    return TL_LOAD_MODE_INVALID;
 }
 
 static void note(tl_load_result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -263,6 +266,14 @@ static tl_io_end source_of(job *j, lfile *f, size_t ti, uint64_t off) {
     return e;
 }
 
+/*
+ * Where packed tensors start: 64 bytes (every dtype's natural alignment,
+ * and a cache line), or the caller's larger power of two.
+ */
+static uint64_t pack_align(const job *j) {
+    return j->o.align > 64 ? j->o.align : 64;
+}
+
 /* Lay out the destination and the transfers of one file. */
 static tl_status plan_file(job *j, lfile *f) {
     tl_model *m = j->m;
@@ -323,7 +334,7 @@ static tl_status plan_file(job *j, lfile *f) {
         tl_dtype to = j->o.convert ? tl_convert_target(t->dtype, j->o.dtype) : t->dtype;
         if ((f->pub.mode == TL_LOAD_MMAP && to == t->dtype) || j->o.dest) continue;
         uint64_t out = to == t->dtype ? t->nbytes : t->n_elements * tl_convert_elem_size(to);
-        if (!tl_align_up_u64(total, 64, &total) || !tl_add_u64(total, out, &total))
+        if (!tl_align_up_u64(total, pack_align(j), &total) || !tl_add_u64(total, out, &total))
             return tl_err(TL_ERR_FORMAT, "%s: tensor sizes overflow", path);
     }
     if (total) {
@@ -351,7 +362,7 @@ static tl_status plan_file(job *j, lfile *f) {
                 return tl_err(TL_ERR_INVALID_ARG, "%s: tensor %s: the destination callback gave no "
                               "memory for %llu bytes", path, t->name, (unsigned long long)out);
         } else {
-            tl_align_up_u64(pos, 64, &pos);
+            tl_align_up_u64(pos, pack_align(j), &pos);
             at = f->dest + pos;
             pos += out;
         }
@@ -500,10 +511,12 @@ static tl_status load_file(job *j, size_t fi) {
 }
 
 static tl_status check_options(const tl_load_options *in, tl_load_options *o) {
-    if (in)
-        *o = *in;
-    else
-        memset(o, 0, sizeof *o);
+    tl_load_options_init(o);
+    tl_status st = tl_options_take(o, sizeof *o, in, "tl_load_options");
+    if (st) return st;
+    if (o->align > 4096 || (o->align & (o->align - 1)))
+        return tl_err(TL_ERR_INVALID_ARG, "load: align must be 0 or a power of two up to 4096, "
+                      "not %u", o->align);
     if (tl_load_mode_name(o->mode) == NULL)
         return tl_err(TL_ERR_INVALID_ARG, "load: invalid mode %d", (int)o->mode);
     if (o->convert && o->dtype != TL_DTYPE_F32 && o->dtype != TL_DTYPE_F16 &&
@@ -612,7 +625,8 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
             f->pub.bytes += t->nbytes;
             if (j.o.convert && tl_convert_target(t->dtype, j.o.dtype) != t->dtype) f->packed = true;
         }
-        if (j.o.dest) f->packed = true; /* tensor by tensor into the caller's memory */
+        /* tensor by tensor into the caller's memory, or at aligned addresses */
+        if (j.o.dest || j.o.align) f->packed = true;
         residency(&j, fi, &f->pub.page_cache_before, &f->pub.residency_before);
         decide_mode(&j, f);
         open_direct(&j, f);
