@@ -111,6 +111,7 @@ static tl_device *ggml_cpu(void) {
     assert_int_equal(tl_device_find("ggml:CPU", &d), TL_OK);
     /* one compute thread: ggml's threads spin, and the test machine's cores are shared */
     assert_int_equal(tl_ggml_dev_set_threads(d, 1), TL_OK);
+    tl_device_release(d); /* the registry keeps it: borrowed while registered */
     return d;
 }
 
@@ -134,6 +135,7 @@ static void test_missing(void **state) {
     tl_ggml_host_buffer hb;
     char b[64];
     assert_int_equal(tl_ggml_host_buffer_create(cpu, b, sizeof b, &hb), TL_ERR_INVALID_ARG);
+    tl_device_release(cpu);
 }
 
 static void test_discover(void **state) {
@@ -168,12 +170,14 @@ static void test_discover(void **state) {
         seen_ggml |= list[i] == d;
     }
     assert_true(seen_cpu && seen_ggml);
+    tl_device_list_release(list, k < 64 ? k : 64);
     /* unregistered, it comes back on the next discovery (a new device of the same name) */
     assert_int_equal(tl_device_unregister(d), TL_OK);
     assert_int_equal(tl_device_find("ggml:CPU", &d), TL_ERR_NOT_FOUND);
     assert_int_equal(tl_device_ggml_discover(NULL, &n), TL_OK); /* loaded once: no dir needed */
     assert_true(n == 1);
     assert_int_equal(tl_device_find("ggml:CPU", &d), TL_OK);
+    tl_device_release(d);
 }
 
 static void fill(unsigned char *p, size_t n, unsigned seed) {
@@ -275,6 +279,7 @@ static void test_oom(void **state) {
     tl_device *cpu = NULL;
     assert_int_equal(tl_device_find("cpu", &cpu), TL_OK);
     assert_int_equal(tl_ggml_dev_set_cap(cpu, 1), TL_ERR_INVALID_ARG);
+    tl_device_release(cpu);
 }
 
 static void test_host_buffer(void **state) {

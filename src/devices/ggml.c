@@ -575,10 +575,12 @@ static bool registered(const char *name) {
     size_t n = tl_device_list(NULL, 0);
     tl_device **list = tl_os_calloc(n ? n : 1, sizeof *list);
     if (!list) return false;
-    n = tl_device_list(list, n);
+    size_t got = tl_device_list(list, n);
+    if (got < n) n = got;
     bool hit = false;
     for (size_t i = 0; i < n && list[i]; i++)
         if (!strcasecmp(tl_device_name(list[i]), name)) hit = true;
+    tl_device_list_release(list, n);
     free(list);
     return hit;
 }
