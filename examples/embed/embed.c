@@ -83,6 +83,44 @@ int main(int argc, char **argv) {
     }
 
     tl_load_result_free(res); /* before the model: views point into its mappings */
+
+    /* 5. A session: the plan carried out on a simulated GPU, component by component. */
+    if ((s = tl_device_sim_add("gpu0=64M")) != TL_OK) {
+        tl_model_close(model);
+        return fail("sim device", s);
+    }
+    tl_plan_options_init(&po);
+    po.reserve = "diffusion=0,cond=0,vae=0,controlnet=0";
+    s = tl_plan_devices_from_registry(devs, TL_PLAN_MAX_DEVICES, &n_devs, NULL);
+    if (s == TL_OK) s = tl_plan_summary_from_model(model, TL_DTYPE_INVALID, &sum);
+    if (s == TL_OK) {
+        s = tl_plan_create(&sum, devs, n_devs, &po, &plan);
+        tl_plan_summary_free(&sum);
+    }
+    tl_session *session = NULL;
+    if (s == TL_OK) s = tl_session_create(model, plan, NULL, &session);
+    for (int c = 0; s == TL_OK && c < TL_COMP_COUNT; c++) {
+        tl_acquired *a = NULL;
+        s = tl_session_acquire(session, (tl_component)c, 0, TL_ALL_LAYERS, true, &a);
+        if (s == TL_OK && tl_acquired_count(a) > 0) {
+            const tl_session_tensor *t = tl_acquired_tensor(a, 0);
+            printf("%s: %zu tensors, the first on tier %s\n", tl_component_name((tl_component)c),
+                   tl_acquired_count(a), tl_tier_name(t->parts[0].tier));
+        }
+        tl_session_release(session, a); /* release is not eviction: they stay until needed */
+    }
+    if (s == TL_OK) {
+        tl_session_stats ss;
+        tl_session_stats_get(session, &ss);
+        printf("session: %llu bytes moved, %llu evictions\n", (unsigned long long)ss.bytes_moved,
+               (unsigned long long)ss.evictions);
+    }
+    tl_session_destroy(session);
+    tl_plan_free(plan);
+    if (s != TL_OK) {
+        tl_model_close(model);
+        return fail("session", s);
+    }
     tl_model_close(model);
     printf("ok\n");
     return 0;
