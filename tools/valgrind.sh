@@ -42,5 +42,11 @@ for f in "$TL_TESTDATA"/gguf/tiny-llama-*.gguf; do
   done
 done
 echo "valgrind: tierload load (mmap, buffered, direct, auto; --dtype F32 --verify) over the test GGUFs: done"
+# a session carrying a plan out: streamed through a small sim GPU, every byte checked
+f="$TL_TESTDATA/gguf/tiny-llama-q8_0.gguf"
+if ! "${vg[@]}" "$build/tierload" run "$f" --pipeline 'other*2' --sim vg0=8M \
+     --reserve 'other=0' --json >/dev/null 2>/tmp/vg.$$.log; then
+  echo "valgrind: tierload run $f: FAILED"; cat /tmp/vg.$$.log; fail=1; fi
+echo "valgrind: tierload run (sessions, streaming through a sim GPU, byte check): done"
 rm -f /tmp/vg.$$.log
 exit $fail

@@ -114,11 +114,11 @@ static void print_human(const tl_run_report *r, const tl_session_stats *st, cons
             if (st->moved[x][y])
                 printf(" %s->%s %s", tl_tier_name((tl_tier)x), tl_tier_name((tl_tier)y),
                        cli_fmt_size(st->moved[x][y], a, sizeof a));
+    char d2[32], e[32], f[32];
     printf("\nmemory: RSS anon %s -> %s (peak %s), file %s -> %s (peak %s)\n",
            cli_fmt_size(ms->start.rss_anon, a, sizeof a), cli_fmt_size(ms->end.rss_anon, b, sizeof b),
-           cli_fmt_size(ms->rss_anon_peak, c, sizeof c), cli_fmt_size(ms->start.rss_file, a, sizeof a),
-           cli_fmt_size(ms->end.rss_file, b, sizeof b), cli_fmt_size(ms->rss_file_peak, c, sizeof c));
-    char e[32];
+           cli_fmt_size(ms->rss_anon_peak, c, sizeof c), cli_fmt_size(ms->start.rss_file, d2, sizeof d2),
+           cli_fmt_size(ms->end.rss_file, e, sizeof e), cli_fmt_size(ms->rss_file_peak, f, sizeof f));
     printf("        page cache of the model files %s -> %s; host copies peak %s, spill peak %s\n",
            cli_fmt_size(pc0, a, sizeof a), cli_fmt_size(pc1, b, sizeof b),
            cli_fmt_size(st->host_peak, c, sizeof c), cli_fmt_size(st->spill_peak, e, sizeof e));
