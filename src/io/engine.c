@@ -28,12 +28,10 @@
 #include "os/thread.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define ALIGN ((uint64_t)TL_OS_DIRECT_ALIGN)
 #define MAX_WORKERS 64u
@@ -75,9 +73,9 @@ struct tl_io_batch {
 struct tl_io_engine {
     tl_io_options o;
     tl_staging staging;
-    pthread_mutex_t mu;
-    pthread_cond_t work; /* a task may be available, or stop */
-    pthread_cond_t done; /* a batch finished */
+    tl_os_mutex mu;
+    tl_os_cond work; /* a task may be available, or stop */
+    tl_os_cond done; /* a batch finished */
     tl_io_batch *head[TL_IO_PRIOS], *tail[TL_IO_PRIOS];
     bool stop;
     tl_os_thread *threads[MAX_WORKERS];
@@ -233,6 +231,7 @@ static tl_status move_chunk(tl_io_engine *e, const tl_io_xfer *x, const chunk *c
 /* --- batches and workers --- */
 
 static void batch_fail_locked(tl_io_batch *b, tl_status s) {
+    tl_os_mutex_assert_held(&b->e->mu);
     if (b->err == TL_OK) {
         b->err = s;
         snprintf(b->errmsg, sizeof b->errmsg, "%s", tl_last_error());
@@ -241,12 +240,14 @@ static void batch_fail_locked(tl_io_batch *b, tl_status s) {
 }
 
 static bool has_task_locked(const tl_io_batch *b) {
+    tl_os_mutex_assert_held(&b->e->mu);
     if (b->cancel) return false;
     if (b->uring && (!b->driver_taken || !b->prefault_taken)) return true;
     return b->next < b->n_ch;
 }
 
 static void unqueue_locked(tl_io_engine *e, tl_io_batch *b) {
+    tl_os_mutex_assert_held(&e->mu);
     tl_io_batch **pp = &e->head[b->prio], *prev = NULL;
     while (*pp && *pp != b) {
         prev = *pp;
@@ -260,6 +261,7 @@ static void unqueue_locked(tl_io_engine *e, tl_io_batch *b) {
 
 /* Called with the lock held when a task of b ended; reports completion (unlocks around it). */
 static void task_end_locked(tl_io_engine *e, tl_io_batch *b) {
+    tl_os_mutex_assert_held(&e->mu);
     b->busy--;
     if (b->busy == 0 && !has_task_locked(b) && !b->reporting) {
         b->reporting = true;
@@ -269,12 +271,12 @@ static void task_end_locked(tl_io_engine *e, tl_io_batch *b) {
         tl_status err = b->err;
         if (cb) {
             /* the callback runs before waiters see the batch finished */
-            pthread_mutex_unlock(&e->mu);
+            tl_os_mutex_unlock(&e->mu);
             cb(user, b, err);
-            pthread_mutex_lock(&e->mu);
+            tl_os_mutex_lock(&e->mu);
         }
         b->finished = true;
-        pthread_cond_broadcast(&e->done);
+        tl_os_cond_broadcast(&e->done);
     }
 }
 
@@ -286,28 +288,28 @@ static void uring_drive(tl_io_engine *e, tl_io_batch *b) {
     tl_status s = TL_OK;
     int err;
     for (;;) {
-        pthread_mutex_lock(&e->mu);
+        tl_os_mutex_lock(&e->mu);
         bool stop = b->cancel;
         while (!stop && inflight < depth && b->next < b->n_ch) {
             size_t k = b->next++;
-            pthread_mutex_unlock(&e->mu);
+            tl_os_mutex_unlock(&e->mu);
             const chunk *c = &b->ch[k];
             const tl_io_xfer *x = &b->x[c->xfer];
             uint64_t at = x->src.off + c->off, a0 = at & ~(ALIGN - 1), lead = at - a0;
             unsigned char *dst = (unsigned char *)x->dst.host + c->off - lead;
             err = tl_os_uring_read(e->ring, x->src.fd, dst, (size_t)up_align(lead + c->len), a0, k);
-            pthread_mutex_lock(&e->mu);
+            tl_os_mutex_lock(&e->mu);
             if (err) {
-                pthread_mutex_unlock(&e->mu);
+                tl_os_mutex_unlock(&e->mu);
                 s = fail(x, TL_ERR_IO, "io_uring read", at, err);
-                pthread_mutex_lock(&e->mu);
+                tl_os_mutex_lock(&e->mu);
                 batch_fail_locked(b, s);
                 stop = true;
                 break;
             }
             inflight++;
         }
-        pthread_mutex_unlock(&e->mu);
+        tl_os_mutex_unlock(&e->mu);
         if (inflight == 0) break;
         if ((err = tl_os_uring_submit(e->ring)) != 0) {
             s = tl_err(TL_ERR_IO, "io_uring submit: %s", strerror(err));
@@ -349,15 +351,18 @@ static void uring_drive(tl_io_engine *e, tl_io_batch *b) {
         inflight--;
     }
     if (s != TL_OK) {
-        pthread_mutex_lock(&e->mu);
+        tl_os_mutex_lock(&e->mu);
         batch_fail_locked(b, s);
-        pthread_mutex_unlock(&e->mu);
+        tl_os_mutex_unlock(&e->mu);
     }
 }
 
 static void prefault(tl_io_batch *b) {
     for (size_t k = 0; k < b->n_ch; k++) {
-        if (b->cancel) break; /* a racy read is fine: it only stops early */
+        tl_os_mutex_lock(&b->e->mu); /* once per chunk (16 MiB): cheap */
+        bool stop = b->cancel;
+        tl_os_mutex_unlock(&b->e->mu);
+        if (stop) break;
         const chunk *c = &b->ch[k];
         const tl_io_xfer *x = &b->x[c->xfer];
         if (tl_os_populate_write((unsigned char *)x->dst.host + c->off, c->len) != 0) break;
@@ -367,7 +372,7 @@ static void prefault(tl_io_batch *b) {
 static void *worker_main(void *arg) {
     tl_io_engine *e = arg;
     unsigned char *stg = NULL;
-    pthread_mutex_lock(&e->mu);
+    tl_os_mutex_lock(&e->mu);
     for (;;) {
         tl_io_batch *b = NULL;
         int task = TASK_CHUNK;
@@ -391,11 +396,11 @@ static void *worker_main(void *arg) {
             }
         if (!b) {
             if (e->stop) break;
-            pthread_cond_wait(&e->work, &e->mu);
+            tl_os_cond_wait(&e->work, &e->mu);
             continue;
         }
         b->busy++;
-        pthread_mutex_unlock(&e->mu);
+        tl_os_mutex_unlock(&e->mu);
         if (task == TASK_DRIVER) {
             uring_drive(e, b);
         } else if (task == TASK_PREFAULT) {
@@ -410,19 +415,19 @@ static void *worker_main(void *arg) {
             if (s == TL_OK) {
                 atomic_fetch_add(&b->done_bytes, c->len);
             } else {
-                pthread_mutex_lock(&e->mu);
+                tl_os_mutex_lock(&e->mu);
                 batch_fail_locked(b, s);
-                pthread_mutex_unlock(&e->mu);
+                tl_os_mutex_unlock(&e->mu);
             }
         }
-        pthread_mutex_lock(&e->mu);
+        tl_os_mutex_lock(&e->mu);
         if (task == TASK_DRIVER) {
             e->ring_busy = false;
-            pthread_cond_broadcast(&e->work);
+            tl_os_cond_broadcast(&e->work);
         }
         task_end_locked(e, b);
     }
-    pthread_mutex_unlock(&e->mu);
+    tl_os_mutex_unlock(&e->mu);
     return NULL;
 }
 
@@ -441,9 +446,9 @@ tl_status tl_io_engine_create(const tl_io_options *o, tl_io_engine **out) {
         free(e);
         return tl_err(TL_ERR_NOMEM, "io: out of memory");
     }
-    pthread_mutex_init(&e->mu, NULL);
-    pthread_cond_init(&e->work, NULL);
-    pthread_cond_init(&e->done, NULL);
+    tl_os_mutex_init(&e->mu);
+    tl_os_cond_init(&e->work);
+    tl_os_cond_init(&e->done);
     if (e->o.uring && tl_os_uring_open(e->o.staging_count, &e->ring) != 0) e->ring = NULL;
     for (unsigned i = 0; i < e->o.threads; i++) {
         int err = tl_os_thread_start(&e->threads[i], worker_main, e);
@@ -459,20 +464,20 @@ tl_status tl_io_engine_create(const tl_io_options *o, tl_io_engine **out) {
 
 void tl_io_engine_destroy(tl_io_engine *e) {
     if (!e) return;
-    pthread_mutex_lock(&e->mu);
+    tl_os_mutex_lock(&e->mu);
     e->stop = true;
     for (int p = 0; p < TL_IO_PRIOS; p++)
         for (tl_io_batch *q = e->head[p]; q; q = q->qnext)
             q->cancel = true;
-    pthread_cond_broadcast(&e->work);
-    pthread_mutex_unlock(&e->mu);
+    tl_os_cond_broadcast(&e->work);
+    tl_os_mutex_unlock(&e->mu);
     for (unsigned i = 0; i < e->n_threads; i++)
         tl_os_thread_join(e->threads[i]);
     tl_os_uring_close(e->ring);
     tl_staging_free(&e->staging);
-    pthread_mutex_destroy(&e->mu);
-    pthread_cond_destroy(&e->work);
-    pthread_cond_destroy(&e->done);
+    tl_os_mutex_destroy(&e->mu);
+    tl_os_cond_destroy(&e->work);
+    tl_os_cond_destroy(&e->done);
     free(e);
 }
 
@@ -559,10 +564,10 @@ tl_status tl_io_submit(tl_io_engine *e, const tl_io_xfer *x, size_t n, int prio,
         free(b);
         return s;
     }
-    pthread_mutex_lock(&e->mu);
+    tl_os_mutex_lock(&e->mu);
     if (!has_task_locked(b)) { /* nothing to move */
         b->finished = b->reporting = true;
-        pthread_mutex_unlock(&e->mu);
+        tl_os_mutex_unlock(&e->mu);
         if (on_done) on_done(user, b, TL_OK);
         *out = b;
         return TL_OK;
@@ -572,47 +577,41 @@ tl_status tl_io_submit(tl_io_engine *e, const tl_io_xfer *x, size_t n, int prio,
     else
         e->head[prio] = b;
     e->tail[prio] = b;
-    pthread_cond_broadcast(&e->work);
-    pthread_mutex_unlock(&e->mu);
+    tl_os_cond_broadcast(&e->work);
+    tl_os_mutex_unlock(&e->mu);
     *out = b;
     return TL_OK;
 }
 
 void tl_io_wait(tl_io_batch *b, double timeout_s, bool *done) {
     tl_io_engine *e = b->e;
-    pthread_mutex_lock(&e->mu);
+    tl_os_mutex_lock(&e->mu);
     if (timeout_s < 0) {
         while (!b->finished)
-            pthread_cond_wait(&e->done, &e->mu);
+            tl_os_cond_wait(&e->done, &e->mu);
     } else if (!b->finished) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        long ns = (long)(timeout_s * 1e9);
-        ts.tv_sec += ns / 1000000000L;
-        ts.tv_nsec += ns % 1000000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
+        double end = tl_os_now() + timeout_s;
+        while (!b->finished) {
+            double left = end - tl_os_now();
+            if (left <= 0 || !tl_os_cond_timedwait(&e->done, &e->mu, left)) break;
         }
-        while (!b->finished)
-            if (pthread_cond_timedwait(&e->done, &e->mu, &ts) != 0) break;
     }
     if (done) *done = b->finished;
-    pthread_mutex_unlock(&e->mu);
+    tl_os_mutex_unlock(&e->mu);
 }
 
 tl_status tl_io_status(tl_io_batch *b) {
-    pthread_mutex_lock(&b->e->mu);
+    tl_os_mutex_lock(&b->e->mu);
     tl_status s = b->err;
     char msg[sizeof b->errmsg];
     memcpy(msg, b->errmsg, sizeof msg);
-    pthread_mutex_unlock(&b->e->mu);
+    tl_os_mutex_unlock(&b->e->mu);
     if (s) return tl_err(s, "%s", msg);
     return TL_OK;
 }
 
 void tl_io_cancel(tl_io_batch *b) {
-    pthread_mutex_lock(&b->e->mu);
+    tl_os_mutex_lock(&b->e->mu);
     if (!b->cancel && b->err == TL_OK) {
         b->cancel = true;
         b->err = TL_ERR_CANCELLED;
@@ -623,7 +622,7 @@ void tl_io_cancel(tl_io_batch *b) {
         b->busy = 1;
         task_end_locked(b->e, b);
     }
-    pthread_mutex_unlock(&b->e->mu);
+    tl_os_mutex_unlock(&b->e->mu);
 }
 
 uint64_t tl_io_done_bytes(const tl_io_batch *b) {

@@ -31,9 +31,9 @@
 #include "io/io.h"
 #include "os/hostmem.h"
 #include "os/os.h"
+#include "os/thread.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,10 +94,10 @@ struct tl_session {
     const tl_plan *p;
     tl_session_options o;
     char *spill_dir;
-    pthread_mutex_t mu;
+    tl_os_mutex mu;
     /* prefetch completions: engine workers never take mu, only pmu */
-    pthread_mutex_t pmu;
-    pthread_cond_t pcv;
+    tl_os_mutex pmu;
+    tl_os_cond pcv;
     uint64_t pgen;
     tl_io_engine *io;
     sdev dev[TL_PLAN_MAX_DEVICES];
@@ -148,6 +148,7 @@ static const char *fpath(const tl_session *s, const unit *u) {
 }
 
 static double now_locked(const tl_session *s, int32_t dev) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     double t;
     if (dev < 0 && s->n_dev) dev = 0; /* host events on the first device's clock */
     if (dev >= 0 && s->dev[dev].sim && tl_device_sim_clock(s->dev[dev].d, &t) == TL_OK) return t;
@@ -156,6 +157,7 @@ static double now_locked(const tl_session *s, int32_t dev) {
 
 static void event_locked(tl_session *s, tl_session_event_kind k, const unit *u, tl_tier from,
                          tl_tier to, int32_t dev, uint64_t bytes) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     if (s->n_ev == s->cap_ev) {
         if (s->cap_ev >= MAX_EVENTS) return;
         size_t nc = s->cap_ev ? s->cap_ev * 2 : 1024;
@@ -173,6 +175,7 @@ static void event_locked(tl_session *s, tl_session_event_kind k, const unit *u, 
 }
 
 static void moved_locked(tl_session *s, tl_tier from, tl_tier to, uint64_t n) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     s->st.moved[from][to] += n;
     s->st.bytes_moved += n;
 }
@@ -201,6 +204,7 @@ static const unsigned char *host_src(const tl_session *s, const unit *u, tl_tier
 }
 
 static void dev_add_locked(tl_session *s, int32_t d, uint64_t n) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     sdev *v = &s->dev[d];
     v->used += n;
     if (v->used > v->peak) v->peak = v->used;
@@ -209,6 +213,7 @@ static void dev_add_locked(tl_session *s, int32_t d, uint64_t n) {
 /* --- spill file --- */
 
 static tl_status spill_open_locked(tl_session *s) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     if (s->spill_fd >= 0) return TL_OK;
     int e = tl_os_open_tmpfile(s->spill_dir, &s->spill_fd);
     if (e) {
@@ -221,6 +226,7 @@ static tl_status spill_open_locked(tl_session *s) {
 }
 
 static tl_status extent_take_locked(tl_session *s, uint64_t len, uint64_t *off) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     len = (len + SPILL_ALIGN - 1) & ~(SPILL_ALIGN - 1);
     for (size_t i = 0; i < s->n_free; i++)
         if (s->free_ext[i].len >= len) {
@@ -236,6 +242,7 @@ static tl_status extent_take_locked(tl_session *s, uint64_t len, uint64_t *off) 
 }
 
 static void extent_give_locked(tl_session *s, uint64_t off, uint64_t len) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     len = (len + SPILL_ALIGN - 1) & ~(SPILL_ALIGN - 1);
     if (off + len == s->spill_end) {
         s->spill_end = off;
@@ -254,6 +261,7 @@ static void extent_give_locked(tl_session *s, uint64_t off, uint64_t len) {
 
 /* Drop a unit's host copies (RAM and spill). */
 static void drop_copies_locked(tl_session *s, unit *u) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     if (u->ram) {
         tl_os_anon_free(u->ram, u->ram_len);
         s->st.host_used -= u->pl.len;
@@ -269,6 +277,7 @@ static void drop_copies_locked(tl_session *s, unit *u) {
 
 /* A dirty unit leaving its device: to RAM while allowed, else to the spill file. */
 static tl_status save_dirty_locked(tl_session *s, unit *u) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     sdev *v = &s->dev[u->dev];
     uint64_t n = u->pl.len;
     bool ram_ok = s->st.host_used + n <= s->host_budget;
@@ -334,6 +343,7 @@ static tl_status save_dirty_locked(tl_session *s, unit *u) {
 
 /* Take a unit off its device (saving it first when dirty). */
 static tl_status evict_unit_locked(tl_session *s, unit *u) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     sdev *v = &s->dev[u->dev];
     if (u->dirty) {
         tl_status st = save_dirty_locked(s, u);
@@ -354,6 +364,7 @@ static tl_status evict_unit_locked(tl_session *s, unit *u) {
 }
 
 static size_t next_use_locked(const tl_session *s, const unit *u) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     if (!s->steps) return (size_t)-1;
     const size_t *idx = s->uses[u->group];
     size_t lo = 0, hi = s->n_uses[u->group];
@@ -369,6 +380,7 @@ static size_t next_use_locked(const tl_session *s, const unit *u) {
 
 /* The unit of device d to evict next, or n_u when none may go. */
 static size_t victim_locked(const tl_session *s, int32_t d) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     bool furthest = s->steps && s->o.policy != TL_EVICT_LRU;
     size_t best = s->n_u;
     size_t best_next = 0;
@@ -397,6 +409,7 @@ static size_t victim_locked(const tl_session *s, int32_t d) {
 
 /* Free at least need bytes of device d's budget; false when it cannot. */
 static tl_status make_room_locked(tl_session *s, int32_t d, uint64_t need, bool *ok) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     sdev *v = &s->dev[d];
     *ok = true;
     while (v->used + need > v->budget) {
@@ -413,6 +426,7 @@ static tl_status make_room_locked(tl_session *s, int32_t d, uint64_t need, bool 
 
 /* Bytes of device d that eviction could free now. */
 static uint64_t evictable_locked(const tl_session *s, int32_t d) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     uint64_t b = 0;
     for (size_t i = 0; i < s->n_u; i++) {
         const unit *u = &s->u[i];
@@ -423,6 +437,7 @@ static uint64_t evictable_locked(const tl_session *s, int32_t d) {
 
 /* Allocate a unit's device memory; on a refusal the budget did not expect, evict and retry once. */
 static tl_status alloc_locked(tl_session *s, unit *u) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     sdev *v = &s->dev[u->dev];
     uint64_t n = u->pl.len ? u->pl.len : 1;
     tl_status st = tl_device_alloc(v->d, n, &u->dptr);
@@ -494,9 +509,9 @@ void tl_session_destroy(tl_session *s) {
     free(s->free_ext);
     free(s->ev);
     free(s->spill_dir);
-    pthread_mutex_destroy(&s->mu);
-    pthread_mutex_destroy(&s->pmu);
-    pthread_cond_destroy(&s->pcv);
+    tl_os_mutex_destroy(&s->mu);
+    tl_os_mutex_destroy(&s->pmu);
+    tl_os_cond_destroy(&s->pcv);
     free(s);
 }
 
@@ -559,9 +574,9 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
     s->p = p;
     s->spill_fd = -1;
     s->t0 = tl_os_now();
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_mutex_init(&s->pmu, NULL);
-    pthread_cond_init(&s->pcv, NULL);
+    tl_os_mutex_init(&s->mu);
+    tl_os_mutex_init(&s->pmu);
+    tl_os_cond_init(&s->pcv);
     const char *dir = s->o.spill_dir;
     if (!dir || !*dir) dir = tl_env_get(TL_ENV_SPILL_DIR);
     if (!dir || !*dir) dir = tl_env_get(TL_ENV_TMPDIR);
@@ -634,6 +649,7 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
 
 /* Units that fail to load give their device memory back. */
 static void unload_failed_locked(tl_session *s, unit *u) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     sdev *v = &s->dev[u->dev];
     if (u->ticket) tl_device_wait(v->d, u->ticket);
     tl_device_free(v->d, u->dptr);
@@ -644,6 +660,7 @@ static void unload_failed_locked(tl_session *s, unit *u) {
 }
 
 static void loaded_locked(tl_session *s, unit *u, bool prefetch) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     tl_tier from;
     bool mapped;
     host_src(s, u, &from, &mapped);
@@ -679,6 +696,7 @@ static tl_io_xfer load_xfer(tl_session *s, unit *u) {
  * for the ticket before handing the tensor out.
  */
 static tl_status issue_async_locked(tl_session *s, unit *u, bool prefetch) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     tl_io_xfer x = load_xfer(s, u);
     tl_status st = tl_io_issue(s->io, &x, 1);
     if (st)
@@ -729,23 +747,24 @@ static void pf_done(void *user, tl_io_batch *b, tl_status err) {
     (void)b;
     pending *p = user;
     tl_session *s = p->s;
-    pthread_mutex_lock(&s->pmu);
+    tl_os_mutex_lock(&s->pmu);
     p->done = true;
     p->err = err;
     if (err) snprintf(p->errmsg, sizeof p->errmsg, "%s", tl_last_error());
     s->pgen++;
-    pthread_cond_broadcast(&s->pcv);
-    pthread_mutex_unlock(&s->pmu);
+    tl_os_cond_broadcast(&s->pcv);
+    tl_os_mutex_unlock(&s->pmu);
 }
 
 /* Apply finished prefetch batches to the units' state. */
 static void reap_locked(tl_session *s) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     pending **pp = &s->pend;
     while (*pp) {
         pending *p = *pp;
-        pthread_mutex_lock(&s->pmu);
+        tl_os_mutex_lock(&s->pmu);
         bool done = p->done;
-        pthread_mutex_unlock(&s->pmu);
+        tl_os_mutex_unlock(&s->pmu);
         if (!done) {
             pp = &p->next;
             continue;
@@ -766,18 +785,19 @@ static void reap_locked(tl_session *s) {
 
 /* Wait (mu released) until some prefetch completes after generation gen. */
 static void wait_prefetch_locked(tl_session *s, uint64_t gen) {
-    pthread_mutex_unlock(&s->mu);
-    pthread_mutex_lock(&s->pmu);
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl_os_mutex_unlock(&s->mu);
+    tl_os_mutex_lock(&s->pmu);
     while (s->pgen == gen)
-        pthread_cond_wait(&s->pcv, &s->pmu);
-    pthread_mutex_unlock(&s->pmu);
-    pthread_mutex_lock(&s->mu);
+        tl_os_cond_wait(&s->pcv, &s->pmu);
+    tl_os_mutex_unlock(&s->pmu);
+    tl_os_mutex_lock(&s->mu);
 }
 
 static uint64_t pgen_now(tl_session *s) {
-    pthread_mutex_lock(&s->pmu);
+    tl_os_mutex_lock(&s->pmu);
     uint64_t g = s->pgen;
-    pthread_mutex_unlock(&s->pmu);
+    tl_os_mutex_unlock(&s->pmu);
     return g;
 }
 
@@ -785,11 +805,11 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
                               bool with_other) {
     if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_session_prefetch: NULL session");
     size_t *list, n;
-    pthread_mutex_lock(&s->mu);
+    tl_os_mutex_lock(&s->mu);
     reap_locked(s);
     tl_status st = range_units(s, c, lb, le, with_other, &list, &n);
     if (st) {
-        pthread_mutex_unlock(&s->mu);
+        tl_os_mutex_unlock(&s->mu);
         return st;
     }
     /* the unit list, then room for the session pointer the callback needs */
@@ -801,7 +821,7 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
         free(mine);
         free(x);
         free(list);
-        pthread_mutex_unlock(&s->mu);
+        tl_os_mutex_unlock(&s->mu);
         return tl_err(TL_ERR_NOMEM, "session: out of memory");
     }
     size_t k = 0, na = 0;
@@ -850,7 +870,7 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
         free(p);
         free(mine);
         free(x);
-        pthread_mutex_unlock(&s->mu);
+        tl_os_mutex_unlock(&s->mu);
         return st;
     }
     p->s = s;
@@ -867,7 +887,7 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
         free(mine);
     }
     free(x);
-    pthread_mutex_unlock(&s->mu);
+    tl_os_mutex_unlock(&s->mu);
     return st;
 }
 
@@ -882,12 +902,14 @@ static tl_status wait_tickets(tl_session *s, uint64_t *tick) {
 }
 
 static void unref_locked(tl_session *s, const size_t *list, size_t n) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     for (size_t i = 0; i < n; i++)
         if (s->u[list[i]].refs) s->u[list[i]].refs--;
 }
 
 static void advance_schedule_locked(tl_session *s, tl_component c, size_t lb, size_t le,
                                     bool with_other) {
+    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
     for (size_t i = s->pos; i < s->n_steps; i++) {
         const tl_session_step *st = &s->steps[i];
         if (st->component == c && st->layer_begin == lb && st->layer_end == le &&
@@ -906,11 +928,11 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
     *out = NULL;
     if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_session_acquire: NULL session");
     size_t *list, n;
-    pthread_mutex_lock(&s->mu);
+    tl_os_mutex_lock(&s->mu);
     reap_locked(s);
     tl_status st = range_units(s, c, lb, le, with_other, &list, &n);
     if (st) {
-        pthread_mutex_unlock(&s->mu);
+        tl_os_mutex_unlock(&s->mu);
         return st;
     }
     for (size_t i = 0; i < n; i++)
@@ -986,9 +1008,9 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
             break;
         }
         if (k == 0) break;
-        pthread_mutex_unlock(&s->mu);
+        tl_os_mutex_unlock(&s->mu);
         st = tl_io_run(s->io, x, k, TL_IO_DEMAND);
-        pthread_mutex_lock(&s->mu);
+        tl_os_mutex_lock(&s->mu);
         for (size_t i = 0; i < k; i++) {
             unit *u = &s->u[mine[i]];
             if (st)
@@ -1004,7 +1026,7 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
     if (st) {
         unref_locked(s, list, n);
         free(list);
-        pthread_mutex_unlock(&s->mu);
+        tl_os_mutex_unlock(&s->mu);
         return st;
     }
     uint64_t tick[TL_PLAN_MAX_DEVICES] = {0};
@@ -1017,13 +1039,13 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
     advance_schedule_locked(s, c, lb, le, with_other);
     event_locked(s, TL_EVENT_ACQUIRE, n ? &s->u[list[0]] : &s->u[0], TL_TIER_FILE,
                  TL_TIER_DEVICE, -1, 0);
-    pthread_mutex_unlock(&s->mu);
+    tl_os_mutex_unlock(&s->mu);
     st = wait_tickets(s, tick);
     if (!st) st = build_acquired(s, list, n, out);
     if (st) {
-        pthread_mutex_lock(&s->mu);
+        tl_os_mutex_lock(&s->mu);
         unref_locked(s, list, n);
-        pthread_mutex_unlock(&s->mu);
+        tl_os_mutex_unlock(&s->mu);
         free(list);
     }
     return st;
@@ -1040,7 +1062,7 @@ static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquir
         free(a);
         return tl_err(TL_ERR_NOMEM, "session: out of memory");
     }
-    pthread_mutex_lock(&s->mu);
+    tl_os_mutex_lock(&s->mu);
     for (size_t i = 0; i < n; i++) {
         unit *u = &s->u[list[i]];
         tl_session_part *p = &a->parts[i];
@@ -1070,7 +1092,7 @@ static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquir
         }
         a->t[a->n - 1].n_parts++;
     }
-    pthread_mutex_unlock(&s->mu);
+    tl_os_mutex_unlock(&s->mu);
     a->units = list;
     a->n_units = n;
     *out = a;
@@ -1088,9 +1110,9 @@ const tl_session_tensor *tl_acquired_tensor(const tl_acquired *a, size_t i) {
 void tl_session_release(tl_session *s, tl_acquired *a) {
     if (!a) return;
     if (s) {
-        pthread_mutex_lock(&s->mu);
+        tl_os_mutex_lock(&s->mu);
         unref_locked(s, a->units, a->n_units);
-        pthread_mutex_unlock(&s->mu);
+        tl_os_mutex_unlock(&s->mu);
     }
     free(a->units);
     free(a->parts);
@@ -1110,10 +1132,10 @@ static int32_t dev_by_name(const tl_session *s, const char *name) {
 tl_status tl_session_evict(tl_session *s, const char *device, uint64_t bytes, uint64_t *freed) {
     if (freed) *freed = 0;
     if (!s || !device) return tl_err(TL_ERR_INVALID_ARG, "tl_session_evict: NULL argument");
-    pthread_mutex_lock(&s->mu);
+    tl_os_mutex_lock(&s->mu);
     int32_t d = dev_by_name(s, device);
     if (d == TLR_HOST) {
-        pthread_mutex_unlock(&s->mu);
+        tl_os_mutex_unlock(&s->mu);
         return tl_err(TL_ERR_NOT_FOUND, "session: no device '%s' in this session", device);
     }
     uint64_t got = 0;
@@ -1127,7 +1149,7 @@ tl_status tl_session_evict(tl_session *s, const char *device, uint64_t bytes, ui
         if (st) break;
         got += len;
     }
-    pthread_mutex_unlock(&s->mu);
+    tl_os_mutex_unlock(&s->mu);
     if (freed) *freed = got;
     if (st) return st;
     if (got < bytes && bytes != UINT64_MAX) {
@@ -1147,7 +1169,7 @@ tl_status tl_session_evict_all(tl_session *s, const char *device, uint64_t *free
 tl_status tl_session_mark_dirty(tl_session *s, size_t tensor) {
     if (!s || tensor >= tl_model_tensor_count(s->m))
         return tl_err(TL_ERR_INVALID_ARG, "tl_session_mark_dirty: bad session or tensor");
-    pthread_mutex_lock(&s->mu);
+    tl_os_mutex_lock(&s->mu);
     tl_status st = TL_OK;
     for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
         unit *u = &s->u[q];
@@ -1164,14 +1186,14 @@ tl_status tl_session_mark_dirty(tl_session *s, size_t tensor) {
                         tname(s, u));
         }
     }
-    pthread_mutex_unlock(&s->mu);
+    tl_os_mutex_unlock(&s->mu);
     return st;
 }
 
 tl_status tl_session_refresh(tl_session *s, size_t tensor) {
     if (!s || tensor >= tl_model_tensor_count(s->m))
         return tl_err(TL_ERR_INVALID_ARG, "tl_session_refresh: bad session or tensor");
-    pthread_mutex_lock(&s->mu);
+    tl_os_mutex_lock(&s->mu);
     reap_locked(s);
     tl_status st = TL_OK;
     for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
@@ -1193,7 +1215,7 @@ tl_status tl_session_refresh(tl_session *s, size_t tensor) {
         }
         drop_copies_locked(s, u);
     }
-    pthread_mutex_unlock(&s->mu);
+    tl_os_mutex_unlock(&s->mu);
     return st;
 }
 
@@ -1225,7 +1247,7 @@ tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, s
         return tl_err(TL_ERR_NOMEM, "session: out of memory for the schedule");
     }
     if (n) memcpy(cp, steps, n * sizeof *cp);
-    pthread_mutex_lock(&s->mu);
+    tl_os_mutex_lock(&s->mu);
     if (s->uses)
         for (size_t g = 0; g < s->groups.n; g++)
             free(s->uses[g]);
@@ -1238,7 +1260,7 @@ tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, s
     s->pos = 0;
     s->uses = uses;
     s->n_uses = nu;
-    pthread_mutex_unlock(&s->mu);
+    tl_os_mutex_unlock(&s->mu);
     return TL_OK;
 }
 
@@ -1262,7 +1284,7 @@ tl_status tl_session_optimal_bytes(const tl_session *s, uint64_t *bytes) {
 
 tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out) {
     if (!s || !out) return tl_err(TL_ERR_INVALID_ARG, "tl_session_stats_get: NULL");
-    pthread_mutex_lock((pthread_mutex_t *)&s->mu);
+    tl_os_mutex_lock((tl_os_mutex *)&s->mu);
     *out = s->st;
     out->n_devices = s->n_dev;
     for (size_t d = 0; d < s->n_dev; d++) {
@@ -1270,7 +1292,7 @@ tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out) {
         out->devices[d].used = s->dev[d].used;
         out->devices[d].peak = s->dev[d].peak;
     }
-    pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+    tl_os_mutex_unlock((tl_os_mutex *)&s->mu);
     return TL_OK;
 }
 
@@ -1281,7 +1303,7 @@ size_t tl_session_events(const tl_session *s, const tl_session_event **events) {
 
 tl_status tl_session_check(const tl_session *s) {
     if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_session_check: NULL");
-    pthread_mutex_lock((pthread_mutex_t *)&s->mu);
+    tl_os_mutex_lock((tl_os_mutex *)&s->mu);
     tl_status st = TL_OK;
     uint64_t used[TL_PLAN_MAX_DEVICES] = {0}, host = 0;
     for (size_t i = 0; i < s->n_u; i++) {
@@ -1308,7 +1330,7 @@ tl_status tl_session_check(const tl_session *s) {
                     (unsigned long long)s->st.host_used, (unsigned long long)host);
     if (!st && host > s->host_budget)
         st = tl_err(TL_ERR_INTEGRITY, "host copies over budget");
-    pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+    tl_os_mutex_unlock((tl_os_mutex *)&s->mu);
     return st;
 }
 
