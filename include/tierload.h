@@ -1492,6 +1492,23 @@ TL_API bool tl_convert_supported(tl_dtype from, tl_dtype to);
  */
 typedef struct tl_session tl_session;
 
+/* One part of a tensor as a plan places it (the rule above). */
+typedef struct tl_plan_placement {
+    size_t tensor;               /* tl_model_tensor index */
+    int32_t device;              /* plan device index (tl_plan_device_at); -1 for the host */
+    bool streamed;               /* stream mode: loaded per use, not kept resident */
+    uint64_t offset, nbytes;     /* bytes of the tensor in this part */
+    uint64_t row_begin, row_end; /* rows (outermost dimension) of the part */
+} tl_plan_placement;
+/*
+ * Where plan p puts every tensor of m: parts in tensor order, one per tensor,
+ * or one per device for a row-split matrix. *out is freed with tl_free. This
+ * is the placement sessions carry out, for engines that place weights
+ * themselves.
+ */
+TL_API tl_status tl_plan_place(const tl_plan *p, const tl_model *m, tl_plan_placement **out,
+                               size_t *n);
+
 typedef enum tl_tier {
     TL_TIER_FILE = 0,   /* the model file's mapping (clean, or patched in the mapping) */
     TL_TIER_RAM = 1,    /* an anonymous host copy */

@@ -160,3 +160,27 @@ tl_status tlr_place_all(const tl_model *m, const tl_plan *p, tlr_place **out, si
     *n = pl.n;
     return TL_OK;
 }
+
+tl_status tl_plan_place(const tl_plan *p, const tl_model *m, tl_plan_placement **out,
+                        size_t *n) {
+    if (!out || !n) return tl_err(TL_ERR_INVALID_ARG, "tl_plan_place: NULL output");
+    *out = NULL;
+    *n = 0;
+    if (!p || !m) return tl_err(TL_ERR_INVALID_ARG, "tl_plan_place: NULL plan or model");
+    tlr_place *pl;
+    size_t np;
+    tl_status s = tlr_place_all(m, p, &pl, &np);
+    if (s) return s;
+    tl_plan_placement *r = tl_os_calloc(np ? np : 1, sizeof *r);
+    if (!r) {
+        free(pl);
+        return tl_err(TL_ERR_NOMEM, "tl_plan_place: out of memory for %zu parts", np);
+    }
+    for (size_t i = 0; i < np; i++)
+        r[i] = (tl_plan_placement){pl[i].tensor,   pl[i].plan_dev, pl[i].streamed, pl[i].off,
+                                   pl[i].len,      pl[i].row_begin, pl[i].row_end};
+    free(pl);
+    *out = r;
+    *n = np;
+    return TL_OK;
+}
