@@ -486,6 +486,7 @@ void tl_session_destroy(tl_session *s) {
         free(p->units);
         free(p);
     }
+    tl_os_mutex_lock(&s->mu);
     for (size_t i = 0; i < s->n_u; i++) {
         unit *u = &s->u[i];
         if (u->on_dev || u->loading) {
@@ -494,6 +495,7 @@ void tl_session_destroy(tl_session *s) {
         }
         drop_copies_locked(s, u);
     }
+    tl_os_mutex_unlock(&s->mu);
     tl_io_engine_destroy(s->io);
     for (size_t d = 0; d < s->n_dev; d++)
         tl_device_release(s->dev[d].d);
