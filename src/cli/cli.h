@@ -32,6 +32,7 @@ typedef struct cli_models {
     const char **paths;
     const char **prefixes; /* NULL entries for bare paths */
     size_t n, cap;
+    bool writable; /* open copy-on-write writable (LoRA merges) */
 } cli_models;
 /*
  * Take argv[*i] if it names a model: a component flag and its file (advancing
@@ -62,6 +63,27 @@ const char *cli_planargs_help(void);
 /* Plan summary sum on the flags' devices (--devices, or the registry plus --sim). */
 tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan **out);
 
+/* LoRA files named with --lora FILE[:SCALE] (run, merge). */
+typedef struct cli_loras {
+    const char **paths; /* FILE part (heap copies) */
+    float *scales;
+    size_t n;
+    bool strict; /* --lora-strict: a key matching no tensor is an error */
+    tl_lora **open;
+    tl_lora_set *set;
+} cli_loras;
+/* 1 = argv[*i] was --lora/--lora-strict (taken), 0 = not, -1 = usage error (printed). */
+int cli_loras_arg(cli_loras *l, int argc, char **argv, int *i, const char *cmd);
+const char *cli_loras_help(void);
+/*
+ * Open each LoRA and apply it to m (through a tl_lora_set bound to session s,
+ * which may be NULL), printing what matched on `out` (NULL: nothing) and
+ * warnings about unmatched keys on stderr. Strict: unmatched keys fail.
+ * Returns 0 or an exit status (the error printed).
+ */
+int cli_loras_apply(cli_loras *l, tl_model *m, tl_session *s, FILE *out);
+void cli_loras_free(cli_loras *l);
+
 /* Subcommands: argc/argv start at the subcommand's own name. */
 int cmd_info(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
@@ -70,5 +92,6 @@ int cmd_load(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 
 #endif

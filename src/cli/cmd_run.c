@@ -29,6 +29,7 @@ static int help(void) {
            "  --stream-all         acquire every component layer by layer\n"
            "  --sim-compute S      modelled compute on sim devices: S seconds per GiB used\n"
            "  --json               the report as JSON\n");
+    fputs(cli_loras_help(), stdout);
     fputs(cli_planargs_help(), stdout);
     fputs(cli_models_help(), stdout);
     return 0;
@@ -202,7 +203,7 @@ static int print_json(const tl_run_report *r, const tl_session_stats *st, const 
     return rc;
 }
 
-static int run_main(int argc, char **argv, cli_models *models) {
+static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras) {
     run_args ra;
     memset(&ra, 0, sizeof ra);
     for (int i = 1; i < argc; i++) {
@@ -231,7 +232,9 @@ static int run_main(int argc, char **argv, cli_models *models) {
             ra.spill_threshold = v;
         else if ((v = cli_opt_value(argc, argv, &i, "--sim-compute", &missing)))
             ra.sim_compute = v;
-        else if (missing || (r = cli_planargs_arg(&ra.pa, argc, argv, &i)) < 0)
+        else if ((r = cli_loras_arg(loras, argc, argv, &i, "run")) != 0) {
+            if (r < 0) return 2;
+        } else if (missing || (r = cli_planargs_arg(&ra.pa, argc, argv, &i)) < 0)
             return cli_usage("run", "%s needs a value", a);
         else if (r == 0) {
             r = cli_models_arg(models, argc, argv, &i, "run");
@@ -274,6 +277,7 @@ static int run_main(int argc, char **argv, cli_models *models) {
         fprintf(stderr, "tierload run: %s: %s\n", ra.plan_file, strerror(errno));
         return cli_exit_code(errno == ENOENT ? TL_ERR_NOT_FOUND : TL_ERR_IO);
     }
+    models->writable = loras->n > 0;
     tl_status st = cli_models_open(models, &m);
     if (!st) st = load_plan(&ra, pf, m, &plan);
     if (pf) fclose(pf);
@@ -285,6 +289,12 @@ static int run_main(int argc, char **argv, cli_models *models) {
         fputc('\n', stdout);
     }
     if (!st) st = tl_session_create(m, plan, &so, &s);
+    if (!st && (rc = cli_loras_apply(loras, m, s, ra.json ? NULL : stdout)) != 0) {
+        tl_session_destroy(s);
+        tl_plan_free(plan);
+        tl_model_close(m);
+        return rc;
+    }
     if (!st) {
         pc0 = page_cache(m);
         st = tl_memwatch_start(0, &w);
@@ -318,7 +328,9 @@ static int run_main(int argc, char **argv, cli_models *models) {
 
 int cmd_run(int argc, char **argv) {
     cli_models models = {0};
-    int rc = run_main(argc, argv, &models);
+    cli_loras loras = {0};
+    int rc = run_main(argc, argv, &models, &loras);
+    cli_loras_free(&loras);
     cli_models_free(&models);
     return rc;
 }

@@ -66,6 +66,7 @@ tl_status cli_models_open(const cli_models *m, tl_model **out) {
     tl_model_options o;
     memset(&o, 0, sizeof o);
     o.prefixes = m->prefixes;
+    o.writable = m->writable;
     return tl_model_open(m->paths, m->n, &o, out);
 }
 
