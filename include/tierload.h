@@ -1460,8 +1460,17 @@ tl_status tl_lora_match(const tl_model *m, const tl_lora *l, tl_lora_report *r);
  * before any byte changes. Applying the same LoRA twice adds it twice.
  */
 tl_status tl_lora_apply(tl_model *m, const tl_lora *l, float scale, tl_lora_report *r);
-/* Model tensor index that module k of l merges into (TL_NOT_FOUND when none). */
-size_t tl_lora_module_target(const tl_model *m, const tl_lora *l, size_t k);
+/*
+ * For each module k of l, targets[k] gets the model tensor it merges into
+ * (TL_NOT_FOUND when none); targets has tl_lora_module_count(l) entries.
+ */
+tl_status tl_lora_targets(const tl_model *m, const tl_lora *l, size_t *targets);
+/*
+ * Merge module k of l into tensor t only (t as tl_lora_targets gave it):
+ * what tl_lora_apply does for one module, for callers that merge tensor by
+ * tensor with bounded memory (tierload merge).
+ */
+tl_status tl_lora_apply_module(tl_model *m, const tl_lora *l, size_t k, size_t t, float scale);
 
 /*
  * The LoRAs applied to one model (and, optionally, the session running it):

@@ -216,14 +216,28 @@ tl_status tl_lora_match(const tl_model *m, const tl_lora *l, tl_lora_report *r) 
     return st;
 }
 
-size_t tl_lora_module_target(const tl_model *m, const tl_lora *l, size_t k) {
-    if (!m || !l || k >= l->n_mods) return TL_NOT_FOUND;
-    tl_lora_report r;
+tl_status tl_lora_targets(const tl_model *m, const tl_lora *l, size_t *targets) {
+    if (!m || !l || (!targets && l->n_mods))
+        return tl_err(TL_ERR_INVALID_ARG, "tl_lora_targets: NULL argument");
     size_t *t = NULL;
-    if (match(m, l, &t, &r)) return TL_NOT_FOUND;
-    size_t v = t[k];
+    tl_status st = lora_targets(m, l, &t);
+    if (st) return st;
+    if (l->n_mods) memcpy(targets, t, l->n_mods * sizeof *t);
     free(t);
-    return v;
+    return TL_OK;
+}
+
+tl_status tl_lora_apply_module(tl_model *m, const tl_lora *l, size_t k, size_t t, float scale) {
+    if (!m || !l || k >= l->n_mods || t >= tl_model_tensor_count(m))
+        return tl_err(TL_ERR_INVALID_ARG, "tl_lora_apply_module: bad argument");
+    tl_status st = lora_check(m, t, l, k);
+    if (st) return st;
+    void *w = tl_model_tensor_data_mut(m, t);
+    if (!w)
+        return tl_err(TL_ERR_INVALID_ARG,
+                      "tensor '%s': the model must be opened writable to merge a LoRA",
+                      tl_model_tensor(m, t)->name);
+    return lora_merge(m, t, w, l, k, scale);
 }
 
 tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool *only,
