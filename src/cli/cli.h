@@ -51,6 +51,7 @@ const char *cli_opt_value(int argc, char **argv, int *i, const char *opt, bool *
 /* The planning flags `plan` and `run` share. */
 typedef struct cli_planargs {
     const char *devices, *sim, *type, *steps, *headroom;
+    const char *svg; /* --svg FILE: the plan as a picture */
     tl_plan_options o;
     tl_dtype convert; /* from --type (TL_DTYPE_INVALID: none), set by cli_planargs_check */
     bool sim_added;

@@ -5,6 +5,7 @@
  * human form or --json (the document `tierload run --plan FILE` accepts).
  */
 #include "cli/cli.h"
+#include "cli/svg.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +91,13 @@ static int plan_main(int argc, char **argv, cli_models *models) {
     fputs(text, stdout);
     if (json) fputc('\n', stdout);
     free(text);
+    if (pa.svg) {
+        rc = svg_plan_write(plan, pa.svg);
+        if (rc) {
+            tl_plan_free(plan);
+            return rc;
+        }
+    }
     s = tl_plan_check(plan);
     tl_plan_free(plan);
     if (s) return cli_fail(s);

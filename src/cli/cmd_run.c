@@ -7,6 +7,7 @@
  */
 #include "cli/cli.h"
 #include "cli/json.h"
+#include "cli/svg.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -28,7 +29,10 @@ static int help(void) {
            "  --no-verify          skip the byte check\n"
            "  --stream-all         acquire every component layer by layer\n"
            "  --sim-compute S      modelled compute on sim devices: S seconds per GiB used\n"
-           "  --json               the report as JSON\n");
+           "  --timeline FILE      draw the run: bytes per device over time by component,\n"
+           "                       phases, loads, prefetches, drops and spills (SVG)\n"
+           "  --json               the report as JSON\n"
+           "On a terminal (and without --json) a progress line shows phase, pass and bytes moved.\n");
     fputs(cli_loras_help(), stdout);
     fputs(cli_planargs_help(), stdout);
     fputs(cli_models_help(), stdout);
@@ -38,6 +42,7 @@ static int help(void) {
 typedef struct run_args {
     cli_planargs pa;
     const char *pipeline, *plan_file, *host_budget, *spill_dir, *spill_threshold, *sim_compute;
+    const char *timeline;
     bool json, no_prefetch, no_verify, stream_all;
 } run_args;
 
@@ -203,6 +208,82 @@ static int print_json(const tl_run_report *r, const tl_session_stats *st, const 
     return rc;
 }
 
+/* What the per-step callback keeps: phase bands for the timeline, the progress line. */
+typedef struct run_watch {
+    svg_band *bands;
+    size_t n, cap;
+    double last_t; /* session clock at the previous step */
+    size_t last_e; /* events logged by then */
+    tl_device *clock; /* the first sim device of the plan (borrowed), NULL when none */
+    bool progress;
+    bool oom;
+} run_watch;
+
+/*
+ * The session's clock: the first sim device's model clock (what the event log
+ * uses), else the last event's time. *n_events gets the log's length.
+ */
+static double session_now(const tl_session *s, tl_device *clock, size_t *n_events) {
+    const tl_session_event *ev;
+    size_t n = tl_session_events(s, &ev);
+    *n_events = n;
+    double t;
+    if (clock && tl_device_sim_clock(clock, &t) == TL_OK) return t;
+    return n ? ev[n - 1].t : 0;
+}
+
+/* Time of event i, or `otherwise` when there is none yet. */
+static double event_time(const tl_session *s, size_t i, double otherwise) {
+    const tl_session_event *ev;
+    size_t n = tl_session_events(s, &ev);
+    return i < n ? ev[i].t : otherwise;
+}
+
+static tl_status on_step(void *user, tl_session *s, const char *phase, uint32_t pass, tl_component c,
+                         size_t layer, const tl_acquired *a) {
+    (void)c, (void)a, (void)layer;
+    run_watch *w = user;
+    size_t ne;
+    double now = session_now(s, w->clock, &ne);
+    svg_band *cur = w->n ? &w->bands[w->n - 1] : NULL;
+    if (!cur || strcmp(cur->name, phase) != 0 || cur->pass != pass) {
+        if (cur) { /* the pass ended where the next one's first move began */
+            cur->t1 = event_time(s, w->last_e, now);
+            if (cur->t1 < w->last_t) cur->t1 = w->last_t;
+            cur->e1 = w->last_e;
+        }
+        if (w->n == w->cap) {
+            size_t cap = w->cap ? w->cap * 2 : 32;
+            svg_band *v = realloc(w->bands, cap * sizeof *v);
+            if (!v) {
+                w->oom = true;
+                return TL_OK;
+            }
+            w->bands = v;
+            w->cap = cap;
+        }
+        cur = &w->bands[w->n++];
+        memset(cur, 0, sizeof *cur);
+        snprintf(cur->name, sizeof cur->name, "%s", phase);
+        cur->pass = pass;
+        cur->t0 = w->n > 1 ? w->bands[w->n - 2].t1 : 0;
+        cur->e0 = w->n > 1 ? w->bands[w->n - 2].e1 : 0;
+    }
+    cur->t1 = now;
+    cur->e1 = ne;
+    w->last_t = now;
+    w->last_e = ne;
+    if (w->progress) {
+        tl_session_stats st;
+        char b[32];
+        if (tl_session_stats_get(s, &st) == TL_OK)
+            fprintf(stderr, "\r\033[K%s pass %u: moved %s, %llu loads, %llu evictions", phase,
+                    pass + 1, cli_fmt_size(st.bytes_moved, b, sizeof b),
+                    (unsigned long long)st.loads, (unsigned long long)st.evictions);
+    }
+    return TL_OK;
+}
+
 static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras) {
     run_args ra;
     memset(&ra, 0, sizeof ra);
@@ -222,6 +303,8 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras)
             ra.stream_all = true;
         else if ((v = cli_opt_value(argc, argv, &i, "--pipeline", &missing)))
             ra.pipeline = v;
+        else if ((v = cli_opt_value(argc, argv, &i, "--timeline", &missing)))
+            ra.timeline = v;
         else if ((v = cli_opt_value(argc, argv, &i, "--plan", &missing)))
             ra.plan_file = v;
         else if ((v = cli_opt_value(argc, argv, &i, "--host-budget", &missing)))
@@ -288,6 +371,11 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras)
         free(text);
         fputc('\n', stdout);
     }
+    if (!st && ra.pa.svg && (rc = svg_plan_write(plan, ra.pa.svg)) != 0) {
+        tl_plan_free(plan);
+        tl_model_close(m);
+        return rc;
+    }
     if (!st) st = tl_session_create(m, plan, &so, &s);
     if (!st && (rc = cli_loras_apply(loras, m, s, ra.json ? NULL : stdout)) != 0) {
         tl_session_destroy(s);
@@ -299,7 +387,24 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras)
         pc0 = page_cache(m);
         st = tl_memwatch_start(0, &w);
     }
+    run_watch watch;
+    memset(&watch, 0, sizeof watch);
+    watch.progress = !ra.json && isatty(STDERR_FILENO);
+    for (size_t d = 0; plan && d < tl_plan_device_count(plan) && !watch.clock; d++) {
+        tl_device *dv = NULL;
+        if (tl_plan_device_at(plan, d)->is_gpu &&
+            tl_device_find(tl_plan_device_at(plan, d)->name, &dv) == TL_OK &&
+            tl_device_kind_of(dv) == TL_DEVICE_SIM)
+            watch.clock = dv;
+    }
+    ro.step = on_step;
+    ro.user = &watch;
     if (!st) st = tl_run_pipeline(s, &ro, &rep);
+    if (watch.progress) fputs("\r\033[K", stderr);
+    if (watch.n) {
+        svg_band *lb = &watch.bands[watch.n - 1];
+        lb->t1 = session_now(s, watch.clock, &lb->e1);
+    }
     if (w) {
         tl_memwatch_stop(w, &span);
         pc1 = page_cache(m);
@@ -311,6 +416,7 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras)
             rc = print_json(rep, &stats, &span, pc0, pc1) ? cli_fail(TL_ERR_IO) : 0;
         else
             print_human(rep, &stats, &span, pc0, pc1);
+        if (!rc && ra.timeline) rc = svg_timeline_write(s, plan, watch.bands, watch.n, ra.timeline);
         if (!rc && tl_run_report_total(rep)->hash_mismatches) {
             fprintf(stderr, "tierload run: %llu hash mismatches\n",
                     (unsigned long long)tl_run_report_total(rep)->hash_mismatches);
@@ -319,6 +425,7 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras)
     } else {
         rc = cli_fail(st);
     }
+    free(watch.bands);
     tl_run_report_destroy(rep);
     tl_session_destroy(s);
     tl_plan_free(plan);

@@ -25,7 +25,8 @@ const char *cli_planargs_help(void) {
            "  --clip-on-cpu        = --backend cond=cpu\n"
            "  --vae-on-cpu         = --backend vae=cpu\n"
            "  --control-net-cpu    = --backend controlnet=cpu\n"
-           "  --offload-to-cpu     parameters stay in RAM and are streamed to the GPU\n";
+           "  --offload-to-cpu     parameters stay in RAM and are streamed to the GPU\n"
+           "  --svg FILE           also draw the plan: per GPU a stacked bar per phase\n";
 }
 
 const char *cli_opt_value(int argc, char **argv, int *i, const char *opt, bool *missing) {
@@ -72,6 +73,8 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i) {
         a->type = v;
     else if ((v = cli_opt_value(argc, argv, i, "--steps", &missing)))
         a->steps = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--svg", &missing)))
+        a->svg = v;
     else if (missing)
         return -1;
     else
