@@ -57,7 +57,7 @@ int svg_plan_write(const tl_plan *p, const char *path) {
     if ((double)tl_plan_host_bytes(p) > vmax) vmax = (double)tl_plan_host_bytes(p);
     vmax *= 1.08;
     double px_per_byte = PLOT_H / vmax;
-    double group_w = (double)nph * (BAR_W + 6) + GAP * 2;
+    double group_w = (double)nph * (BAR_W + 6) + GAP * 2 + 96; /* room for the budget label */
     double width = LEFT + (double)n_gpu * group_w + (BAR_W + GAP * 3) + 220;
     if (width < 760) width = 760;
     double height = TOP + PLOT_H + 90;
@@ -146,7 +146,7 @@ int svg_plan_write(const tl_plan *p, const char *path) {
                 "<line class=\"budget\" data-bytes=\"%llu\" x1=\"%.2f\" y1=\"%.4f\" x2=\"%.2f\" "
                 "y2=\"%.4f\" stroke=\"#e15759\" stroke-width=\"2\" stroke-dasharray=\"6 3\"/>\n",
                 (unsigned long long)budget, x1, by, x2, by);
-        svg_label(f, x2, by - 4, "end", 10, "budget %s", cli_fmt_size(budget, a, sizeof a));
+        svg_label(f, x2 + 4, by + 4, "start", 10, "budget %s", cli_fmt_size(budget, a, sizeof a));
         svg_label(f, (x1 + x2) / 2, base + 32, "middle", 12, "%s (%s)", dv->name,
                   cli_fmt_size(dv->total, b, sizeof b));
         fputs("</g>\n", f);
