@@ -52,13 +52,22 @@ const char *cli_opt_value(int argc, char **argv, int *i, const char *opt, bool *
 typedef struct cli_planargs {
     const char *devices, *sim, *type, *steps, *headroom;
     const char *svg; /* --svg FILE: the plan as a picture */
+    /* stable-diffusion.cpp's flags, aliases of the ones above */
+    const char *main_dev, *comp_dev[TL_COMP_COUNT], *params_backend, *fit_target;
+    const char *fit_reserve[TL_COMP_COUNT];
+    bool no_auto_fit, no_multi_gpu, fit_dry_run, list_devices;
+    char backend_buf[1024], reserve_buf[512];
     tl_plan_options o;
     tl_dtype convert; /* from --type (TL_DTYPE_INVALID: none), set by cli_planargs_check */
     bool sim_added;
 } cli_planargs;
 /* 1 = argv[*i] was a planning flag (taken), 0 = not one, -1 = it lacks its value. */
 int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i);
-/* Validate and convert the values; 0 or an exit status (message printed). */
+/*
+ * Validate and convert the values (and fold the stable-diffusion.cpp aliases
+ * into the canonical options): 0, an exit status (message printed), or -1
+ * when the command is done and should exit 0 (--list-devices printed them).
+ */
 int cli_planargs_check(cli_planargs *a, const char *cmd);
 const char *cli_planargs_help(void);
 /* Plan summary sum on the flags' devices (--devices, or the registry plus --sim). */

@@ -57,11 +57,11 @@ static int plan_main(int argc, char **argv, cli_models *models) {
             if (r <= 0) return r < 0 ? 2 : cli_usage("plan", "unknown option '%s'", a);
         }
     }
+    int rc = cli_planargs_check(&pa, "plan");
+    if (rc) return rc < 0 ? 0 : rc;
     size_t n_paths = models->n;
     if (!profile && !n_paths) return cli_usage("plan", "give MODEL files or --profile NAME");
     if (profile && n_paths) return cli_usage("plan", "give MODEL files or --profile, not both");
-    int rc = cli_planargs_check(&pa, "plan");
-    if (rc) return rc;
 
     tl_plan_summary sum;
     tl_model *m = NULL;

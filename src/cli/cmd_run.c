@@ -324,9 +324,9 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras)
             if (r <= 0) return r < 0 ? 2 : cli_usage("run", "unknown option '%s'", a);
         }
     }
-    if (!models->n) return cli_usage("run", "give MODEL files");
     int rc = cli_planargs_check(&ra.pa, "run");
-    if (rc) return rc;
+    if (rc) return rc < 0 ? 0 : rc;
+    if (!models->n) return cli_usage("run", "give MODEL files");
     tl_session_options so;
     tl_session_options_init(&so);
     so.spill_dir = ra.spill_dir;
@@ -369,7 +369,23 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras)
         char *text = NULL;
         if (tl_plan_to_text(plan, &text) == TL_OK) fputs(text, stdout);
         free(text);
-        fputc('\n', stdout);
+        if (!ra.pa.fit_dry_run) fputc('\n', stdout);
+    }
+    if (ra.pa.fit_dry_run && !st) { /* print the plan (above, or as JSON) and stop */
+        if (ra.json) {
+            char *text = NULL;
+            if (tl_plan_to_json(plan, &text) == TL_OK) printf("%s\n", text);
+            free(text);
+        }
+        if (ra.pa.svg) rc = svg_plan_write(plan, ra.pa.svg);
+        tl_plan_free(plan);
+        tl_model_close(m);
+        return rc;
+    }
+    if (ra.pa.fit_dry_run && st == TL_ERR_INFEASIBLE && plan) {
+        char *text = NULL;
+        if (tl_plan_to_text(plan, &text) == TL_OK) fputs(text, stdout);
+        free(text);
     }
     if (!st && ra.pa.svg && (rc = svg_plan_write(plan, ra.pa.svg)) != 0) {
         tl_plan_free(plan);

@@ -26,7 +26,26 @@ const char *cli_planargs_help(void) {
            "  --vae-on-cpu         = --backend vae=cpu\n"
            "  --control-net-cpu    = --backend controlnet=cpu\n"
            "  --offload-to-cpu     parameters stay in RAM and are streamed to the GPU\n"
-           "  --svg FILE           also draw the plan: per GPU a stacked bar per phase\n";
+           "  --svg FILE           also draw the plan: per GPU a stacked bar per phase\n"
+           "stable-diffusion.cpp's flags (aliases):\n"
+           "  --main-backend-device DEV        = --backend default=DEV\n"
+           "  --diffusion-backend-device DEV   = --backend diffusion=DEV\n"
+           "  --clip-backend-device DEV        = --backend cond=DEV\n"
+           "  --vae-backend-device DEV         = --backend vae=DEV\n"
+           "  --control-net-backend-device DEV = --backend controlnet=DEV\n"
+           "  --tae-backend-device, --upscaler-backend-device, --photomaker-backend-device,\n"
+           "  --vision-backend-device DEV      = accepted; tierload models no such component\n"
+           "  --list-devices                   = tierload devices (then stop)\n"
+           "  --params-backend cpu             = --offload-to-cpu\n"
+           "  --auto-fit                       = the default (auto-fit every unplaced component)\n"
+           "  --no-auto-fit                    = --backend default=MAIN (the main device, else the\n"
+           "                                     first GPU)\n"
+           "  --no-multi-gpu                   = only the main GPU (else the first) is planned on\n"
+           "  --fit-target SIZE                = --headroom SIZE\n"
+           "  --fit-compute-reserve-dit SIZE   = --reserve diffusion=SIZE\n"
+           "  --fit-compute-reserve-vae SIZE   = --reserve vae=SIZE\n"
+           "  --fit-compute-reserve-cond SIZE  = --reserve cond=SIZE\n"
+           "  --fit-dry-run                    = print the plan and stop\n";
 }
 
 const char *cli_opt_value(int argc, char **argv, int *i, const char *opt, bool *missing) {
@@ -75,6 +94,42 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i) {
         a->steps = v;
     else if ((v = cli_opt_value(argc, argv, i, "--svg", &missing)))
         a->svg = v;
+    else if (!strcmp(s, "--auto-fit"))
+        a->no_auto_fit = false;
+    else if (!strcmp(s, "--no-auto-fit"))
+        a->no_auto_fit = true;
+    else if (!strcmp(s, "--no-multi-gpu"))
+        a->no_multi_gpu = true;
+    else if (!strcmp(s, "--fit-dry-run"))
+        a->fit_dry_run = true;
+    else if (!strcmp(s, "--list-devices"))
+        a->list_devices = true;
+    else if ((v = cli_opt_value(argc, argv, i, "--main-backend-device", &missing)))
+        a->main_dev = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--diffusion-backend-device", &missing)))
+        a->comp_dev[TL_COMP_DIFFUSION] = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--clip-backend-device", &missing)))
+        a->comp_dev[TL_COMP_COND] = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--vae-backend-device", &missing)))
+        a->comp_dev[TL_COMP_VAE] = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--control-net-backend-device", &missing)))
+        a->comp_dev[TL_COMP_CONTROLNET] = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--tae-backend-device", &missing)) ||
+             (!missing && (v = cli_opt_value(argc, argv, i, "--upscaler-backend-device", &missing))) ||
+             (!missing && (v = cli_opt_value(argc, argv, i, "--photomaker-backend-device", &missing))) ||
+             (!missing && (v = cli_opt_value(argc, argv, i, "--vision-backend-device", &missing))))
+        fprintf(stderr, "tierload: %s %s: accepted; tierload has no such component to place\n", s,
+                v);
+    else if ((v = cli_opt_value(argc, argv, i, "--params-backend", &missing)))
+        a->params_backend = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--fit-target", &missing)))
+        a->fit_target = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--fit-compute-reserve-dit", &missing)))
+        a->fit_reserve[TL_COMP_DIFFUSION] = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--fit-compute-reserve-vae", &missing)))
+        a->fit_reserve[TL_COMP_VAE] = v;
+    else if ((v = cli_opt_value(argc, argv, i, "--fit-compute-reserve-cond", &missing)))
+        a->fit_reserve[TL_COMP_COND] = v;
     else if (missing)
         return -1;
     else
@@ -110,10 +165,68 @@ static tl_status real_devices(tl_plan_device *out, size_t cap, size_t *n) {
     return TL_OK;
 }
 
+/* Append "key=value" to a comma list in buf. */
+static bool spec_add(char *buf, size_t n, const char *key, const char *value) {
+    size_t o = strlen(buf);
+    int w = snprintf(buf + o, n - o, "%s%s=%s", o ? "," : "", key, value);
+    return w > 0 && (size_t)w < n - o;
+}
+
+/* Fold the stable-diffusion.cpp aliases into the canonical options. */
+static int fold_aliases(cli_planargs *a, const char *cmd) {
+    if (a->list_devices) {
+        char *argv[] = {"devices", "--sim", (char *)a->sim, NULL};
+        int rc = cmd_devices(a->sim ? 3 : 1, argv);
+        if (a->sim) a->sim_added = true;
+        return rc ? rc : -1;
+    }
+    if (a->fit_target) {
+        if (a->headroom) return cli_usage(cmd, "--fit-target is --headroom: give one of them");
+        a->headroom = a->fit_target;
+    }
+    if (a->params_backend) {
+        if (!strcmp(a->params_backend, "cpu"))
+            a->o.offload_to_cpu = true;
+        else if (!a->main_dev || strcmp(a->params_backend, a->main_dev) != 0)
+            return cli_usage(cmd, "--params-backend: 'cpu' (parameters in RAM, streamed) or the "
+                                  "main device, got '%s'",
+                             a->params_backend);
+    }
+    bool any_res = false;
+    for (int c = 0; c < TL_COMP_COUNT; c++) any_res |= a->fit_reserve[c] != NULL;
+    if (any_res) {
+        a->reserve_buf[0] = 0;
+        if (a->o.reserve) snprintf(a->reserve_buf, sizeof a->reserve_buf, "%s", a->o.reserve);
+        for (int c = 0; c < TL_COMP_COUNT; c++)
+            if (a->fit_reserve[c] &&
+                !spec_add(a->reserve_buf, sizeof a->reserve_buf, tl_component_name((tl_component)c),
+                          a->fit_reserve[c]))
+                return cli_usage(cmd, "--fit-compute-reserve-*: too long");
+        a->o.reserve = a->reserve_buf;
+    }
+    bool any_dev = a->main_dev != NULL;
+    for (int c = 0; c < TL_COMP_COUNT; c++) any_dev |= a->comp_dev[c] != NULL;
+    if (any_dev) {
+        a->backend_buf[0] = 0;
+        if (a->o.backend) snprintf(a->backend_buf, sizeof a->backend_buf, "%s", a->o.backend);
+        for (int c = 0; c < TL_COMP_COUNT; c++)
+            if (a->comp_dev[c] &&
+                !spec_add(a->backend_buf, sizeof a->backend_buf, tl_component_name((tl_component)c),
+                          a->comp_dev[c]))
+                return cli_usage(cmd, "--*-backend-device: too long");
+        if (a->main_dev && !spec_add(a->backend_buf, sizeof a->backend_buf, "default", a->main_dev))
+            return cli_usage(cmd, "--main-backend-device: too long");
+        a->o.backend = a->backend_buf;
+    }
+    return 0;
+}
+
 int cli_planargs_check(cli_planargs *a, const char *cmd) {
     if (a->devices && a->sim)
         return cli_usage(
             cmd, "--devices (hypothetical) and --sim (real + simulated) exclude each other");
+    int frc = fold_aliases(a, cmd);
+    if (frc) return frc;
     if (a->headroom) {
         tl_status s = tl_plan_parse_bytes(a->headroom, &a->o.headroom, NULL);
         if (s) return cli_fail(s);
@@ -146,5 +259,27 @@ tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan
         if (!s) s = real_devices(devs, TL_PLAN_MAX_DEVICES, &n_devs);
     }
     if (s) return s;
-    return tl_plan_create(sum, devs, n_devs, &a->o, out);
+    /* the main GPU: --main-backend-device, else the first one */
+    const char *main_gpu = NULL;
+    for (size_t i = 0; i < n_devs && !main_gpu; i++)
+        if (devs[i].is_gpu && (!a->main_dev || !strcmp(devs[i].name, a->main_dev)))
+            main_gpu = devs[i].name;
+    if (a->no_multi_gpu) { /* keep the main GPU and the host */
+        size_t w = 0;
+        for (size_t i = 0; i < n_devs; i++)
+            if (!devs[i].is_gpu || (main_gpu && !strcmp(devs[i].name, main_gpu))) devs[w++] = devs[i];
+        n_devs = w;
+        for (size_t i = 0; i < n_devs && main_gpu; i++)
+            if (devs[i].is_gpu) main_gpu = devs[i].name;
+    }
+    tl_plan_options o = a->o;
+    char spec[sizeof a->backend_buf + 64];
+    if (a->no_auto_fit && !a->main_dev && main_gpu) {
+        spec[0] = 0;
+        if (o.backend && strlen(o.backend) < sizeof a->backend_buf) strcpy(spec, o.backend);
+        if (!spec_add(spec, sizeof spec, "default", main_gpu))
+            return TL_ERR_INVALID_ARG;
+        o.backend = spec;
+    }
+    return tl_plan_create(sum, devs, n_devs, &o, out);
 }
