@@ -108,6 +108,12 @@ static void test_run_with_lora_streams_and_checks(void **state) {
     assert_int_equal(num(t, "hash_mismatches"), 0);
     assert_true(num(t, "tensors_checked") > 0);
     assert_true(num(t, "evictions") > 0); /* it streamed */
+    const cJSON *lo = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "loras"), 0);
+    assert_non_null(lo);
+    assert_true(num(lo, "matched") > 100);
+    assert_int_equal(num(lo, "matched"), num(lo, "modules"));
+    assert_int_equal(num(lo, "unmatched"), 0);
+    assert_true(cJSON_GetObjectItemCaseSensitive(lo, "scale")->valuedouble == 0.5);
     cJSON_Delete(j);
     tu_run_free(&r);
     /* human output says what was merged */

@@ -81,6 +81,7 @@ typedef struct cli_loras {
     bool strict; /* --lora-strict: a key matching no tensor is an error */
     tl_lora **open;
     tl_lora_set *set;
+    tl_lora_report *reports; /* per LoRA, filled by cli_loras_apply */
 } cli_loras;
 /* 1 = argv[*i] was --lora/--lora-strict (taken), 0 = not, -1 = usage error (printed). */
 int cli_loras_arg(cli_loras *l, int argc, char **argv, int *i, const char *cmd);

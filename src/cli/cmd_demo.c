@@ -414,6 +414,18 @@ static int usage(void) {
     return 0;
 }
 
+/* Does flag f (the argument before a bare word) take that word as its value? */
+static bool takes_value(const char *f) {
+    static const char *const booleans[] = {
+        "--json", "--no-prefetch", "--no-verify", "--stream-all", "--lora-strict",
+        "--clip-on-cpu", "--vae-on-cpu", "--control-net-cpu", "--offload-to-cpu", "--auto-fit",
+        "--no-auto-fit", "--no-multi-gpu", "--fit-dry-run", "--list-devices"};
+    if (!f || f[0] != '-' || strchr(f, '=')) return false;
+    for (size_t i = 0; i < sizeof booleans / sizeof booleans[0]; i++)
+        if (!strcmp(f, booleans[i])) return false;
+    return true;
+}
+
 int cmd_demo(int argc, char **argv) {
     bool small = false, json = false, user_model = false;
     const char *cache = NULL;
@@ -435,8 +447,7 @@ int cmd_demo(int argc, char **argv) {
             cache = argv[++i];
         } else {
             if (!strcmp(argv[i], "--json")) json = true;
-            if (argv[i][0] != '-' && (i == 1 || argv[i - 1][0] != '-' || np == 0))
-                user_model = true;
+            if (argv[i][0] != '-' && !takes_value(np ? pass[np - 1] : NULL)) user_model = true;
             pass[np++] = argv[i];
         }
     }

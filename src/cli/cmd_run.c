@@ -120,10 +120,11 @@ static void print_human(const tl_run_report *r, const tl_session_stats *st, cons
             if (st->moved[x][y])
                 printf(" %s->%s %s", tl_tier_name((tl_tier)x), tl_tier_name((tl_tier)y),
                        cli_fmt_size(st->moved[x][y], a, sizeof a));
+    char f1[32], f2[32], f3[32]; /* one buffer per value: they are all formatted before printing */
     printf("\nmemory: RSS anon %s -> %s (peak %s), file %s -> %s (peak %s)\n",
            cli_fmt_size(ms->start.rss_anon, a, sizeof a), cli_fmt_size(ms->end.rss_anon, b, sizeof b),
-           cli_fmt_size(ms->rss_anon_peak, c, sizeof c), cli_fmt_size(ms->start.rss_file, a, sizeof a),
-           cli_fmt_size(ms->end.rss_file, b, sizeof b), cli_fmt_size(ms->rss_file_peak, c, sizeof c));
+           cli_fmt_size(ms->rss_anon_peak, c, sizeof c), cli_fmt_size(ms->start.rss_file, f1, sizeof f1),
+           cli_fmt_size(ms->end.rss_file, f2, sizeof f2), cli_fmt_size(ms->rss_file_peak, f3, sizeof f3));
     char e[32];
     printf("        page cache of the model files %s -> %s; host copies peak %s, spill peak %s\n",
            cli_fmt_size(pc0, a, sizeof a), cli_fmt_size(pc1, b, sizeof b),
@@ -136,7 +137,7 @@ static void print_human(const tl_run_report *r, const tl_session_stats *st, cons
 }
 
 static int print_json(const tl_run_report *r, const tl_session_stats *st, const tl_memspan *ms,
-                      uint64_t pc0, uint64_t pc1) {
+                      uint64_t pc0, uint64_t pc1, const cli_loras *loras) {
     cJSON *root = cJSON_CreateObject();
     cJSON *phases = cJSON_AddArrayToObject(root, "phases");
     for (size_t i = 0; i < tl_run_report_phase_count(r); i++) {
@@ -181,6 +182,18 @@ static int print_json(const tl_run_report *r, const tl_session_stats *st, const 
                 snprintf(k, sizeof k, "%s->%s", tl_tier_name((tl_tier)x), tl_tier_name((tl_tier)y));
                 cli_json_add_u64(tiers, k, st->moved[x][y]);
             }
+    if (loras->n && loras->reports) {
+        cJSON *la = cJSON_AddArrayToObject(root, "loras");
+        for (size_t i = 0; i < loras->n; i++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "path", loras->paths[i]);
+            cJSON_AddNumberToObject(o, "scale", loras->scales[i]);
+            cli_json_add_u64(o, "modules", loras->reports[i].n_modules);
+            cli_json_add_u64(o, "matched", loras->reports[i].n_matched);
+            cli_json_add_u64(o, "unmatched", loras->reports[i].n_unmatched);
+            cJSON_AddItemToArray(la, o);
+        }
+    }
     cJSON *mem = cJSON_AddObjectToObject(root, "memory");
     cli_json_add_u64(mem, "rss_anon_start", ms->start.rss_anon);
     cli_json_add_u64(mem, "rss_anon_end", ms->end.rss_anon);
@@ -429,7 +442,7 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras)
         tl_session_stats stats;
         tl_session_stats_get(s, &stats);
         if (ra.json)
-            rc = print_json(rep, &stats, &span, pc0, pc1) ? cli_fail(TL_ERR_IO) : 0;
+            rc = print_json(rep, &stats, &span, pc0, pc1, loras) ? cli_fail(TL_ERR_IO) : 0;
         else
             print_human(rep, &stats, &span, pc0, pc1);
         if (!rc && ra.timeline) rc = svg_timeline_write(s, plan, watch.bands, watch.n, ra.timeline);

@@ -58,7 +58,8 @@ int cli_loras_arg(cli_loras *l, int argc, char **argv, int *i, const char *cmd) 
 int cli_loras_apply(cli_loras *l, tl_model *m, tl_session *s, FILE *out) {
     if (!l->n) return 0;
     l->open = calloc(l->n, sizeof *l->open);
-    if (!l->open) return cli_exit_code(TL_ERR_NOMEM);
+    l->reports = calloc(l->n, sizeof *l->reports);
+    if (!l->open || !l->reports) return cli_exit_code(TL_ERR_NOMEM);
     tl_status st = tl_lora_set_create(m, s, &l->set);
     for (size_t i = 0; i < l->n && !st; i++) {
         st = tl_lora_open(l->paths[i], &l->open[i]);
@@ -78,6 +79,7 @@ int cli_loras_apply(cli_loras *l, tl_model *m, tl_session *s, FILE *out) {
             }
         }
         st = tl_lora_set_add(l->set, l->open[i], l->scales[i], &r);
+        if (!st) l->reports[i] = r;
         if (!st && out)
             fprintf(out, "LoRA %s (scale %g): %zu modules merged, %zu unmatched\n", l->paths[i],
                     (double)l->scales[i], r.n_matched, r.n_unmatched);
@@ -92,6 +94,7 @@ void cli_loras_free(cli_loras *l) {
         free((char *)l->paths[i]);
     }
     free(l->open);
+    free(l->reports);
     free(l->paths);
     free(l->scales);
     memset(l, 0, sizeof *l);
