@@ -585,6 +585,52 @@ static void test_session_reloads_merged(void **state) {
     teardown(&f);
 }
 
+/* llama.cpp's GGUF adapter: "<tensor>.weight.lora_a/.lora_b", alpha in the metadata */
+static void test_gguf_adapter(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *mp = tu_path(dir, "m.gguf"), *lp = tu_path(dir, "a.gguf");
+    float w[32], down[16], up[8];
+    for (int i = 0; i < 32; i++) w[i] = (float)rnd8();
+    for (int i = 0; i < 16; i++) down[i] = (float)rnd8();
+    for (int i = 0; i < 8; i++) up[i] = (float)rnd8();
+    gw_gguf *g = gw_new(3);
+    int64_t ne_w[2] = {8, 4}; /* ggml order: shape [4, 8] */
+    size_t ti = gw_tensor(g, "blk.0.attn_q.weight", 0, 2, ne_w);
+    gw_tensor_data(g, ti, w, sizeof w);
+    assert_true(gw_write_file(g, mp));
+    gw_free(g);
+    g = gw_new(3);
+    gw_kv_str(g, "general.type", "adapter");
+    gw_kv_f32(g, "adapter.lora.alpha", 1.0f);
+    int64_t ne_a[2] = {8, 2}, ne_b[2] = {2, 4}; /* shapes [2, 8] (down) and [4, 2] (up) */
+    size_t ia = gw_tensor(g, "blk.0.attn_q.weight.lora_a", 0, 2, ne_a);
+    size_t ib = gw_tensor(g, "blk.0.attn_q.weight.lora_b", 0, 2, ne_b);
+    gw_tensor_data(g, ia, down, sizeof down);
+    gw_tensor_data(g, ib, up, sizeof up);
+    assert_true(gw_write_file(g, lp));
+    gw_free(g);
+    double want[32], wd[32], ud[8], dd[16];
+    for (int i = 0; i < 32; i++) want[i] = wd[i] = w[i];
+    for (int i = 0; i < 8; i++) ud[i] = up[i];
+    for (int i = 0; i < 16; i++) dd[i] = down[i];
+    lowrank(want, ud, dd, 4, 2, 8, 2.0 * 1.0 / 2); /* scale 2, alpha 1 / rank 2 */
+    (void)wd;
+    tl_model *m = open_w(mp, true);
+    tl_lora *l = NULL;
+    assert_int_equal(tl_lora_open(lp, &l), TL_OK);
+    tl_lora_report r;
+    assert_int_equal(tl_lora_apply(m, l, 2.0f, &r), TL_OK);
+    assert_int_equal(r.n_matched, 1);
+    assert_int_equal(r.n_unmatched, 0);
+    expect_values(m, "blk.0.attn_q.weight", "F32", want, 32);
+    tl_lora_close(l);
+    tl_model_close(m);
+    free(mp);
+    free(lp);
+    tu_tmpdir_rm(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_style_and_dtype),
@@ -593,6 +639,7 @@ int main(void) {
         cmocka_unit_test(test_shape_mismatch_is_an_error),
         cmocka_unit_test(test_set_remove_and_rescale),
         cmocka_unit_test(test_session_reloads_merged),
+        cmocka_unit_test(test_gguf_adapter),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     for (int i = 0; i < M_N; i++) free(model_t[i].v);

@@ -5,7 +5,8 @@
  * The file is opened with tl_model_open (read-only mapping), so the same
  * hostile-header checks as for models apply and GGUF LoRAs come for free.
  * Its tensors are grouped into modules by stripping a known part suffix
- * (".lora_down.weight", ".lora_A.weight", ".alpha", ".hada_w1_a", ...);
+ * (".lora_down.weight", ".lora_A.weight", ".alpha", ".hada_w1_a", ..., and llama.cpp's
+ * GGUF adapter suffixes ".weight.lora_a"/".weight.lora_b" with "adapter.lora.alpha");
  * keys with no known suffix, and modules missing a part, are reported as
  * unmatched. Applying checks every matched module first (dtype, shapes),
  * then writes: a failure leaves the model unchanged.
@@ -34,6 +35,8 @@ static const struct {
     {".lokr_w1_b", P_K1B},         {".lokr_w2", P_K2},
     {".lokr_w2_a", P_K2A},         {".lokr_w2_b", P_K2B},
     {".alpha", -1},
+    /* llama.cpp's GGUF adapters: "<tensor>.weight.lora_a" / ".lora_b" (alpha in the metadata) */
+    {".weight.lora_a", P_DOWN},    {".weight.lora_b", P_UP},
 };
 
 typedef struct entry {
@@ -151,6 +154,18 @@ tl_status tl_lora_open(const char *path, tl_lora **out) {
         i = j;
     }
     free(e);
+    /* GGUF adapters carry one alpha for every module in their metadata */
+    int64_t ai = st ? -1 : tl_model_meta_find(l->file, "adapter.lora.alpha");
+    if (ai >= 0) {
+        const tl_meta *mt = tl_model_meta(l->file, (size_t)ai);
+        if (mt->type != TL_META_F32 && mt->type != TL_META_F64)
+            st = tl_err(TL_ERR_FORMAT, "%s: adapter.lora.alpha is not a float", path);
+        for (size_t k = 0; !st && k < l->n_mods; k++)
+            if (!l->mods[k].has_alpha && mt->v.f > 0) {
+                l->mods[k].has_alpha = true;
+                l->mods[k].alpha = (float)mt->v.f;
+            }
+    }
     if (st) {
         tl_lora_close(l);
         return st;
