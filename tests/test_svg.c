@@ -311,10 +311,42 @@ static void test_timeline_matches_json(void **state) {
     tu_tmpdir_rm(dir);
 }
 
+/* On a terminal (a pty from script(1)), run shows a progress line; with --json it does not. */
+static void test_progress_line_on_a_tty(void **state) {
+    (void)state;
+    if (system("command -v script >/dev/null 2>&1") != 0) {
+        printf("skipping: script(1) (util-linux) is not installed to give run a terminal\n");
+        return;
+    }
+    char *dir = tu_tmpdir();
+    char *m = tu_path(dir, "m.safetensors");
+    tu_run r = tu_cli_run("mkmodel", m, "--size", "16M", "--tensors", "60", NULL);
+    assert_int_equal(r.status, 0);
+    tu_run_free(&r);
+    for (int json = 0; json < 2; json++) {
+        char cmd[4096];
+        snprintf(cmd, sizeof cmd,
+                 "script -qec \"'%s' run '%s' --sim tty%d=8M --reserve diffusion=0,cond=0,vae=0 "
+                 "--pipeline cond,diffusion*2,vae%s\" /dev/null > '%s/out.txt'",
+                 tu_cli(), m, json, json ? " --json" : "", dir);
+        assert_int_equal(system(cmd), 0);
+        char *p = tu_path(dir, "out.txt");
+        size_t len;
+        char *out = tu_read_file(p, &len);
+        bool has = strstr(out, "diffusion pass 2: moved") != NULL;
+        if (has == (bool)json) fail_msg("progress line %s with%s --json", has ? "shown" : "missing", json ? "" : "out");
+        free(out);
+        free(p);
+    }
+    free(m);
+    tu_tmpdir_rm(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plan_svg_matches_json),
         cmocka_unit_test(test_timeline_matches_json),
+        cmocka_unit_test(test_progress_line_on_a_tty),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
