@@ -323,6 +323,12 @@ static void test_progress_line_on_a_tty(void **state) {
     tu_run r = tu_cli_run("mkmodel", m, "--size", "16M", "--tensors", "60", NULL);
     assert_int_equal(r.status, 0);
     tu_run_free(&r);
+    /* not a terminal: nothing extra on stderr */
+    r = tu_cli_run("run", m, "--sim", "notty=8M", "--reserve", "diffusion=0,cond=0,vae=0", "--pipeline",
+                   "cond,diffusion*2,vae", NULL);
+    assert_int_equal(r.status, 0);
+    assert_null(strstr(r.err, "pass 2: moved"));
+    tu_run_free(&r);
     for (int json = 0; json < 2; json++) {
         char cmd[4096];
         snprintf(cmd, sizeof cmd,
