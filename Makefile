@@ -30,7 +30,8 @@ build: deps $(BUILD)/Makefile
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-# The main job on its embedded default: build a model file and describe it.
+# The main job on its embedded default: a cached SD-shaped model and LoRA, run through a small
+# simulated GPU (lazy loads, time-sharing, streaming), with its plan and timeline drawn.
 demo: build
 	./$(BUILD)/tierload demo
 
