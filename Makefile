@@ -6,7 +6,7 @@
 BUILD      ?= build
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
-DEB_PKGS   := cmake make gcc clang libclang-rt-14-dev pkg-config libcjson-dev libxxhash-dev liburing-dev libcmocka-dev valgrind
+DEB_PKGS   := cmake make gcc clang libclang-rt-14-dev pkg-config libcjson-dev libxxhash-dev liburing-dev libcmocka-dev valgrind librsvg2-bin
 
 .PHONY: all deps deps-build build test demo asan tsan fuzz bench valgrind clean format install
 
@@ -35,7 +35,8 @@ deps-build: deps
 test: deps-build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-# The main job on its embedded default: build a model file and describe it.
+# The main job on its embedded default: a cached SD-shaped model and LoRA, run through a small
+# simulated GPU (lazy loads, time-sharing, streaming), with its plan and timeline drawn.
 demo: deps-build
 	./$(BUILD)/tierload demo
 

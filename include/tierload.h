@@ -1750,6 +1750,86 @@ TL_API const tl_run_phase *tl_run_report_total(const tl_run_report *r);
 /* Bytes the offline optimum moves onto devices for this run (tl_session_optimal_bytes). */
 TL_API uint64_t tl_run_report_optimal_bytes(const tl_run_report *r);
 
+
+/* ------------------------------------------------------------------------ */
+/* LoRA: low-rank weight deltas merged into a model's weights                */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A LoRA file (safetensors or GGUF) read into modules: each module is a
+ * weight delta for one model tensor, as lora_down/lora_up (+ alpha),
+ * lora_A/lora_B, LoHa (hada_w1_a/b, hada_w2_a/b) or LoKr (lokr_w1[_a/_b],
+ * lokr_w2[_a/_b]) tensors. Module names may be the model's own tensor names
+ * (without ".weight"), kohya names (lora_unet_..., lora_te_..., lora_te1_...,
+ * lora_te2_..., dots written as underscores), or kohya/diffusers names of
+ * SD1.x/SDXL UNet modules (down_blocks.N.attentions.M...) for a checkpoint
+ * that uses the original (ldm) names (input_blocks.K.1...): the same mapping
+ * stable-diffusion.cpp performs. The file is mapped read-only and never
+ * written. A LoRA is immutable after open and may be shared between threads.
+ */
+typedef struct tl_lora tl_lora;
+TL_API tl_status tl_lora_open(const char *path, tl_lora **out);
+TL_API void tl_lora_close(tl_lora *l);
+/* Number of modules (weight deltas) in the file. */
+TL_API size_t tl_lora_module_count(const tl_lora *l);
+
+#define TL_LORA_REPORT_NAMES 8
+/* What applying (or matching) a LoRA found. */
+typedef struct tl_lora_report {
+    size_t n_modules;   /* modules in the LoRA */
+    size_t n_matched;   /* modules that matched a model tensor (and were merged by apply) */
+    size_t n_unmatched; /* modules or keys that matched no tensor, or were not understood */
+    char unmatched[TL_LORA_REPORT_NAMES][128]; /* the first unmatched names */
+} tl_lora_report;
+
+/*
+ * Which modules of l match tensors of m (nothing is changed). *r may be NULL
+ * when only the status matters. Never fails for unmatched keys.
+ */
+TL_API tl_status tl_lora_match(const tl_model *m, const tl_lora *l, tl_lora_report *r);
+/*
+ * Merge l into m in place: W' = W + scale * (alpha / rank) * (up . down)
+ * (LoHa: the Hadamard product of its two low-rank products; LoKr: their
+ * Kronecker product), for linear and conv weights (conv kernels as
+ * [out, in*kh*kw]), computed in F32 and rounded once to the weight's dtype
+ * (F32, F16, BF16). The model must be open writable; bytes are written
+ * through tl_model_tensor_data_mut (the tensor becomes patched). A weight of
+ * another dtype is TL_ERR_UNSUPPORTED naming tensor and type, and a shape
+ * that does not fit is TL_ERR_FORMAT; both are checked for every module
+ * before any byte changes. Applying the same LoRA twice adds it twice.
+ */
+TL_API tl_status tl_lora_apply(tl_model *m, const tl_lora *l, float scale, tl_lora_report *r);
+/*
+ * For each module k of l, targets[k] gets the model tensor it merges into
+ * (TL_NOT_FOUND when none); targets has tl_lora_module_count(l) entries.
+ */
+TL_API tl_status tl_lora_targets(const tl_model *m, const tl_lora *l, size_t *targets);
+/*
+ * Merge module k of l into tensor t only (t as tl_lora_targets gave it):
+ * what tl_lora_apply does for one module, for callers that merge tensor by
+ * tensor with bounded memory (tierload merge).
+ */
+TL_API tl_status tl_lora_apply_module(tl_model *m, const tl_lora *l, size_t k, size_t t, float scale);
+
+/*
+ * The LoRAs applied to one model (and, optionally, the session running it):
+ * add, remove and rescale. A removal or a new scale makes every affected
+ * tensor the file's again (tl_model_tensor_unpatch: no copy of the original
+ * weights is kept anywhere) and re-applies the LoRAs that remain, in order.
+ * With a session, every affected tensor's copies are dropped
+ * (tl_session_refresh) before its bytes change, so the next acquire loads
+ * the merged bytes; an affected tensor that is acquired makes the call fail
+ * with TL_ERR_INVALID_ARG before anything changes. The LoRAs must outlive
+ * the set. Not thread-safe against acquires of affected tensors.
+ */
+typedef struct tl_lora_set tl_lora_set;
+TL_API tl_status tl_lora_set_create(tl_model *m, tl_session *s, tl_lora_set **out);
+/* Free the set; the model keeps its merged bytes. NULL is fine. */
+TL_API void tl_lora_set_destroy(tl_lora_set *set);
+TL_API tl_status tl_lora_set_add(tl_lora_set *set, const tl_lora *l, float scale, tl_lora_report *r);
+TL_API tl_status tl_lora_set_remove(tl_lora_set *set, const tl_lora *l);
+TL_API tl_status tl_lora_set_scale(tl_lora_set *set, const tl_lora *l, float scale);
+
 #ifdef __cplusplus
 }
 #endif

@@ -21,6 +21,8 @@ PENDING_ALLOC=""
 # Formatting an error message must not itself be a fault-injection point (a failed message
 # would hide the failure it reports), so core/error.c allocates with plain malloc.
 EXEMPT_ALLOC="src/core/error.c"
+# The CLI's own variables (the demo's cache folder: XDG_CACHE_HOME, HOME) are not the library's.
+EXEMPT_GETENV="src/cli/cmd_demo.c"
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -76,7 +78,7 @@ check() {
         bad=1
     fi
     # code, not comments: drop /* ... */ on one line and // comments before matching
-    exempt_env="src/core/env.c $PENDING_GETENV"
+    exempt_env="src/core/env.c $PENDING_GETENV $EXEMPT_GETENV"
     exempt_alloc="$PENDING_ALLOC $EXEMPT_ALLOC"
     out=$(cd "$root" && awk -v env_ok=" $exempt_env " -v alloc_ok=" $exempt_alloc " '
         FNR == 1 { split(FILENAME, p, "/"); layer = p[2] }

@@ -57,6 +57,7 @@ typedef struct cli_models {
     const char **paths;
     const char **prefixes; /* NULL entries for bare paths */
     size_t n, cap;
+    bool writable; /* open copy-on-write writable (LoRA merges) */
 } cli_models;
 /*
  * Take argv[*i] if it names a model: a component flag and its file ("--vae F"
@@ -74,19 +75,51 @@ void cli_models_free(cli_models *m);
 /* The planning flags `plan` and `run` share. */
 typedef struct cli_planargs {
     const char *devices, *sim, *type, *steps, *headroom;
+    const char *svg; /* --svg FILE: the plan as a picture */
+    /* stable-diffusion.cpp's flags, aliases of the ones above */
+    const char *main_dev, *comp_dev[TL_COMP_COUNT], *params_backend, *fit_target;
+    const char *fit_reserve[TL_COMP_COUNT];
+    bool no_auto_fit, no_multi_gpu, fit_dry_run, list_devices;
+    char backend_buf[1024], reserve_buf[512];
     tl_plan_options o;
     tl_dtype convert; /* from --type (TL_DTYPE_INVALID: none), set by cli_planargs_check */
     bool sim_added;
 } cli_planargs;
 /* 1 = argv[*i] was a planning flag (taken), 0 = not one, -1 = a usage error (printed). */
 int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char *cmd);
-/* Validate and convert the values; 0 or an exit status (message printed). */
+/*
+ * Validate and convert the values (and fold the stable-diffusion.cpp aliases
+ * into the canonical options): 0, an exit status (message printed), or -1
+ * when the command is done and should exit 0 (--list-devices printed them).
+ */
 int cli_planargs_check(cli_planargs *a, const char *cmd);
 const char *cli_planargs_help(void);
 /* cli_fail for planning errors: the library's spec-field words become the CLI's flags. */
 int cli_plan_fail(tl_status s);
 /* Plan summary sum on the flags' devices (--devices, or the registry plus --sim). */
 tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan **out);
+
+/* LoRA files named with --lora FILE[:SCALE] (run, merge). */
+typedef struct cli_loras {
+    const char **paths; /* FILE part (heap copies) */
+    float *scales;
+    size_t n;
+    bool strict; /* --lora-strict: a key matching no tensor is an error */
+    tl_lora **open;
+    tl_lora_set *set;
+    tl_lora_report *reports; /* per LoRA, filled by cli_loras_apply */
+} cli_loras;
+/* 1 = argv[*i] was --lora/--lora-strict (taken), 0 = not, -1 = usage error (printed). */
+int cli_loras_arg(cli_loras *l, int argc, char **argv, int *i, const char *cmd);
+const char *cli_loras_help(void);
+/*
+ * Open each LoRA and apply it to m (through a tl_lora_set bound to session s,
+ * which may be NULL), printing what matched on `out` (NULL: nothing) and
+ * warnings about unmatched keys on stderr. Strict: unmatched keys fail.
+ * Returns 0 or an exit status (the error printed).
+ */
+int cli_loras_apply(cli_loras *l, tl_model *m, tl_session *s, FILE *out);
+void cli_loras_free(cli_loras *l);
 
 /* Subcommands: argc/argv start at the subcommand's own name. */
 int cmd_info(int argc, char **argv);
@@ -96,5 +129,8 @@ int cmd_load(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+/* Parse run's arguments only: 0, or the usage error's exit status (message printed). */
+int cmd_run_check_args(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 
 #endif

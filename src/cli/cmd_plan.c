@@ -5,6 +5,7 @@
  * human form or --json (the document `tierload run --plan FILE` accepts).
  */
 #include "cli/cli.h"
+#include "cli/svg.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,11 +64,11 @@ static int plan_main(int argc, char **argv, cli_models *models) {
         }
         if (r < 0) return 2;
     }
+    int rc = cli_planargs_check(&pa, "plan");
+    if (rc) return rc < 0 ? 0 : rc;
     size_t n_paths = models->n;
     if (!profile && !n_paths) return cli_usage("plan", "give MODEL files or --profile NAME");
     if (profile && n_paths) return cli_usage("plan", "give MODEL files or --profile, not both");
-    int rc = cli_planargs_check(&pa, "plan");
-    if (rc) return rc;
 
     tl_plan_summary sum;
     tl_model *m = NULL;
@@ -101,6 +102,13 @@ static int plan_main(int argc, char **argv, cli_models *models) {
         cli_fputs_safe(text, stdout);
     }
     tl_free(text);
+    if (pa.svg) {
+        rc = svg_plan_write(plan, pa.svg);
+        if (rc) {
+            tl_plan_free(plan);
+            return rc;
+        }
+    }
     s = tl_plan_check(plan);
     tl_plan_free(plan);
     if (s) return cli_plan_fail(s);

@@ -7,6 +7,7 @@
  */
 #include "cli/cli.h"
 #include "cli/json.h"
+#include "cli/svg.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -28,7 +29,11 @@ static int help(void) {
            "  --no-verify          skip the byte check\n"
            "  --stream-all         acquire every component layer by layer\n"
            "  --sim-compute S      modelled compute on sim devices: S seconds per GiB used\n"
-           "  --json               the report as JSON\n");
+           "  --timeline FILE      draw the run: bytes per device over time by component,\n"
+           "                       phases, loads, prefetches, drops and spills (SVG)\n"
+           "  --json               the report as JSON\n"
+           "On a terminal (and without --json) a progress line shows phase, pass and bytes moved.\n");
+    fputs(cli_loras_help(), stdout);
     fputs(cli_planargs_help(), stdout);
     fputs(cli_models_help(), stdout);
     return 0;
@@ -37,6 +42,7 @@ static int help(void) {
 typedef struct run_args {
     cli_planargs pa;
     const char *pipeline, *plan_file, *host_budget, *spill_dir, *spill_threshold, *sim_compute;
+    const char *timeline;
     bool json, no_prefetch, no_verify, stream_all;
 } run_args;
 
@@ -130,7 +136,7 @@ static void print_human(const tl_run_report *r, const tl_session_stats *st, cons
 }
 
 static int print_json(const tl_run_report *r, const tl_session_stats *st, const tl_memspan *ms,
-                      uint64_t pc0, uint64_t pc1) {
+                      uint64_t pc0, uint64_t pc1, const cli_loras *loras) {
     cJSON *root = cJSON_CreateObject();
     cJSON *phases = cJSON_AddArrayToObject(root, "phases");
     for (size_t i = 0; i < tl_run_report_phase_count(r); i++) {
@@ -175,6 +181,18 @@ static int print_json(const tl_run_report *r, const tl_session_stats *st, const 
                 snprintf(k, sizeof k, "%s->%s", tl_tier_name((tl_tier)x), tl_tier_name((tl_tier)y));
                 cli_json_add_u64(tiers, k, st->moved[x][y]);
             }
+    if (loras->n && loras->reports) {
+        cJSON *la = cJSON_AddArrayToObject(root, "loras");
+        for (size_t i = 0; i < loras->n; i++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "path", loras->paths[i]);
+            cJSON_AddNumberToObject(o, "scale", loras->scales[i]);
+            cli_json_add_u64(o, "modules", loras->reports[i].n_modules);
+            cli_json_add_u64(o, "matched", loras->reports[i].n_matched);
+            cli_json_add_u64(o, "unmatched", loras->reports[i].n_unmatched);
+            cJSON_AddItemToArray(la, o);
+        }
+    }
     cJSON *mem = cJSON_AddObjectToObject(root, "memory");
     cli_json_add_u64(mem, "rss_anon_start", ms->start.rss_anon);
     cli_json_add_u64(mem, "rss_anon_end", ms->end.rss_anon);
@@ -202,14 +220,92 @@ static int print_json(const tl_run_report *r, const tl_session_stats *st, const 
     return rc;
 }
 
-static int run_main(int argc, char **argv, cli_models *models) {
+/* What the per-step callback keeps: phase bands for the timeline, the progress line. */
+typedef struct run_watch {
+    svg_band *bands;
+    size_t n, cap;
+    double last_t; /* session clock at the previous step */
+    size_t last_e; /* events logged by then */
+    tl_device *clock; /* the first sim device of the plan (borrowed), NULL when none */
+    bool progress;
+    bool oom;
+} run_watch;
+
+/*
+ * The session's clock: the first sim device's model clock (what the event log
+ * uses), else the last event's time. *n_events gets the log's length.
+ */
+static double session_now(const tl_session *s, tl_device *clock, size_t *n_events) {
+    const tl_session_event *ev;
+    size_t n = tl_session_events(s, &ev);
+    *n_events = n;
+    double t;
+    if (clock && tl_device_sim_clock(clock, &t) == TL_OK) return t;
+    return n ? ev[n - 1].t : 0;
+}
+
+/* Time of event i, or `otherwise` when there is none yet. */
+static double event_time(const tl_session *s, size_t i, double otherwise) {
+    const tl_session_event *ev;
+    size_t n = tl_session_events(s, &ev);
+    return i < n ? ev[i].t : otherwise;
+}
+
+static tl_status on_step(void *user, tl_session *s, const char *phase, uint32_t pass, tl_component c,
+                         size_t layer, const tl_acquired *a) {
+    (void)c, (void)a, (void)layer;
+    run_watch *w = user;
+    size_t ne;
+    double now = session_now(s, w->clock, &ne);
+    svg_band *cur = w->n ? &w->bands[w->n - 1] : NULL;
+    if (!cur || strcmp(cur->name, phase) != 0 || cur->pass != pass) {
+        if (cur) { /* the pass ended where the next one's first move began */
+            cur->t1 = event_time(s, w->last_e, now);
+            if (cur->t1 < w->last_t) cur->t1 = w->last_t;
+            cur->e1 = w->last_e;
+        }
+        if (w->n == w->cap) {
+            size_t cap = w->cap ? w->cap * 2 : 32;
+            svg_band *v = realloc(w->bands, cap * sizeof *v);
+            if (!v) {
+                w->oom = true;
+                return TL_OK;
+            }
+            w->bands = v;
+            w->cap = cap;
+        }
+        cur = &w->bands[w->n++];
+        memset(cur, 0, sizeof *cur);
+        snprintf(cur->name, sizeof cur->name, "%s", phase);
+        cur->pass = pass;
+        cur->t0 = w->n > 1 ? w->bands[w->n - 2].t1 : 0;
+        cur->e0 = w->n > 1 ? w->bands[w->n - 2].e1 : 0;
+    }
+    cur->t1 = now;
+    cur->e1 = ne;
+    w->last_t = now;
+    w->last_e = ne;
+    if (w->progress) {
+        tl_session_stats st;
+        char b[32];
+        if (tl_session_stats_get(s, &st) == TL_OK)
+            fprintf(stderr, "\r\033[K%s pass %u: moved %s, %llu loads, %llu evictions", phase,
+                    pass + 1, cli_fmt_size(st.bytes_moved, b, sizeof b),
+                    (unsigned long long)st.loads, (unsigned long long)st.evictions);
+    }
+    return TL_OK;
+}
+
+static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras, bool parse_only) {
     run_args ra;
     memset(&ra, 0, sizeof ra);
     tl_plan_options_init(&ra.pa.o);
-    static const char *const opts[] = {"--pipeline", "--plan", "--host-budget", "--spill-dir",
-                                       "--spill-threshold", "--sim-compute"};
+    static const char *const opts[] = {"--pipeline",        "--plan",        "--host-budget",
+                                       "--spill-dir",       "--spill-threshold", "--sim-compute",
+                                       "--timeline"};
     const char **slots[] = {&ra.pipeline,  &ra.plan_file,       &ra.host_budget,
-                            &ra.spill_dir, &ra.spill_threshold, &ra.sim_compute};
+                            &ra.spill_dir, &ra.spill_threshold, &ra.sim_compute,
+                            &ra.timeline};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int r = 0;
@@ -232,15 +328,17 @@ static int run_main(int argc, char **argv, cli_models *models) {
         }
         for (size_t k = 0; k < sizeof opts / sizeof opts[0] && !r; k++)
             r = cli_opt(argc, argv, &i, "run", opts[k], slots[k]);
+        if (!r) r = cli_loras_arg(loras, argc, argv, &i, "run");
         if (!r) r = cli_planargs_arg(&ra.pa, argc, argv, &i, "run");
         if (r < 0) return 2;
         if (r > 0) continue;
         r = cli_models_arg(models, argc, argv, &i, "run");
         if (r <= 0) return r < 0 ? 2 : cli_usage("run", "unknown option '%s'", a);
     }
-    if (!models->n) return cli_usage("run", "give MODEL files");
+    if (parse_only) return 0;
     int rc = cli_planargs_check(&ra.pa, "run");
-    if (rc) return rc;
+    if (rc) return rc < 0 ? 0 : rc;
+    if (!models->n) return cli_usage("run", "give MODEL files");
     tl_session_options so;
     tl_session_options_init(&so);
     so.spill_dir = ra.spill_dir;
@@ -274,6 +372,7 @@ static int run_main(int argc, char **argv, cli_models *models) {
         fprintf(stderr, "tierload run: %s: %s\n", ra.plan_file, strerror(errno));
         return cli_exit_code(errno == ENOENT ? TL_ERR_NOT_FOUND : TL_ERR_IO);
     }
+    models->writable = loras->n > 0;
     tl_status st = cli_models_open(models, &m);
     if (!st) st = load_plan(&ra, pf, m, &plan);
     if (pf) fclose(pf);
@@ -282,14 +381,58 @@ static int run_main(int argc, char **argv, cli_models *models) {
         char *text = NULL;
         if (tl_plan_to_text(plan, &text) == TL_OK) fputs(text, stdout);
         free(text);
-        fputc('\n', stdout);
+        if (!ra.pa.fit_dry_run) fputc('\n', stdout);
+    }
+    if (ra.pa.fit_dry_run && !st) { /* print the plan (above, or as JSON) and stop */
+        if (ra.json) {
+            char *text = NULL;
+            if (tl_plan_to_json(plan, &text) == TL_OK) printf("%s\n", text);
+            free(text);
+        }
+        if (ra.pa.svg) rc = svg_plan_write(plan, ra.pa.svg);
+        tl_plan_free(plan);
+        tl_model_close(m);
+        return rc;
+    }
+    if (ra.pa.fit_dry_run && st == TL_ERR_INFEASIBLE && plan) {
+        char *text = NULL;
+        if (tl_plan_to_text(plan, &text) == TL_OK) fputs(text, stdout);
+        free(text);
+    }
+    if (!st && ra.pa.svg && (rc = svg_plan_write(plan, ra.pa.svg)) != 0) {
+        tl_plan_free(plan);
+        tl_model_close(m);
+        return rc;
     }
     if (!st) st = tl_session_create(m, plan, &so, &s);
+    if (!st && (rc = cli_loras_apply(loras, m, s, ra.json ? NULL : stdout)) != 0) {
+        tl_session_destroy(s);
+        tl_plan_free(plan);
+        tl_model_close(m);
+        return rc;
+    }
     if (!st) {
         pc0 = page_cache(m);
         st = tl_memwatch_start(0, &w);
     }
+    run_watch watch;
+    memset(&watch, 0, sizeof watch);
+    watch.progress = !ra.json && isatty(STDERR_FILENO);
+    for (size_t d = 0; plan && d < tl_plan_device_count(plan) && !watch.clock; d++) {
+        tl_device *dv = NULL;
+        if (tl_plan_device_at(plan, d)->is_gpu &&
+            tl_device_find(tl_plan_device_at(plan, d)->name, &dv) == TL_OK &&
+            tl_device_kind_of(dv) == TL_DEVICE_SIM)
+            watch.clock = dv;
+    }
+    ro.step = on_step;
+    ro.user = &watch;
     if (!st) st = tl_run_pipeline(s, &ro, &rep);
+    if (watch.progress) fputs("\r\033[K", stderr);
+    if (watch.n) {
+        svg_band *lb = &watch.bands[watch.n - 1];
+        lb->t1 = session_now(s, watch.clock, &lb->e1);
+    }
     if (w) {
         tl_memwatch_stop(w, &span);
         pc1 = page_cache(m);
@@ -298,9 +441,10 @@ static int run_main(int argc, char **argv, cli_models *models) {
         tl_session_stats stats;
         tl_session_stats_get(s, &stats);
         if (ra.json)
-            rc = print_json(rep, &stats, &span, pc0, pc1) ? cli_fail(TL_ERR_IO) : 0;
+            rc = print_json(rep, &stats, &span, pc0, pc1, loras) ? cli_fail(TL_ERR_IO) : 0;
         else
             print_human(rep, &stats, &span, pc0, pc1);
+        if (!rc && ra.timeline) rc = svg_timeline_write(s, plan, watch.bands, watch.n, ra.timeline);
         if (!rc && tl_run_report_total(rep)->hash_mismatches) {
             fprintf(stderr, "tierload run: %llu hash mismatches\n",
                     (unsigned long long)tl_run_report_total(rep)->hash_mismatches);
@@ -309,6 +453,7 @@ static int run_main(int argc, char **argv, cli_models *models) {
     } else {
         rc = cli_plan_fail(st);
     }
+    free(watch.bands);
     tl_run_report_destroy(rep);
     tl_session_destroy(s);
     tl_plan_free(plan);
@@ -316,9 +461,19 @@ static int run_main(int argc, char **argv, cli_models *models) {
     return rc;
 }
 
-int cmd_run(int argc, char **argv) {
+static int run_entry(int argc, char **argv, bool parse_only) {
     cli_models models = {0};
-    int rc = run_main(argc, argv, &models);
+    cli_loras loras = {0};
+    int rc = run_main(argc, argv, &models, &loras, parse_only);
+    cli_loras_free(&loras);
     cli_models_free(&models);
     return rc;
+}
+
+int cmd_run(int argc, char **argv) {
+    return run_entry(argc, argv, false);
+}
+
+int cmd_run_check_args(int argc, char **argv) {
+    return run_entry(argc, argv, true);
 }

@@ -29,6 +29,7 @@ static const subcommand subcommands[] = {
     {"plan", cmd_plan, "plan where each component goes under memory budgets"},
     {"load", cmd_load, "load every tensor into host memory and account for memory"},
     {"run", cmd_run, "carry a plan out over a pipeline: sessions, streaming, spill, checks"},
+    {"merge", cmd_merge, "write a model with LoRAs merged into its weights"},
     {"demo", cmd_demo, "the main job on a built-in synthetic pipeline: mkmodel, info, plan, load"},
     {"mkmodel", cmd_mkmodel, "write a synthetic model file (benchmarks, trials)"},
 };

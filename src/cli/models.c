@@ -80,6 +80,7 @@ tl_status cli_models_open(const cli_models *m, tl_model **out) {
     tl_model_options_init(&o);
     o.map_flags = TL_MAP_FROM_ENV; /* the CLI honours TIERLOAD_MMAP_FLAGS */
     o.prefixes = m->prefixes;
+    o.writable = m->writable;
     return tl_model_open(m->paths, m->n, &o, out);
 }
 

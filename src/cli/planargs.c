@@ -25,7 +25,27 @@ const char *cli_planargs_help(void) {
            "  --clip-on-cpu        = --backend cond=cpu\n"
            "  --vae-on-cpu         = --backend vae=cpu\n"
            "  --control-net-cpu    = --backend controlnet=cpu\n"
-           "  --offload-to-cpu     parameters stay in RAM and are streamed to the GPU\n";
+           "  --offload-to-cpu     parameters stay in RAM and are streamed to the GPU\n"
+           "  --svg FILE           also draw the plan: per GPU a stacked bar per phase\n"
+           "stable-diffusion.cpp's flags (aliases):\n"
+           "  --main-backend-device DEV        = --backend default=DEV\n"
+           "  --diffusion-backend-device DEV   = --backend diffusion=DEV\n"
+           "  --clip-backend-device DEV        = --backend cond=DEV\n"
+           "  --vae-backend-device DEV         = --backend vae=DEV\n"
+           "  --control-net-backend-device DEV = --backend controlnet=DEV\n"
+           "  --tae-backend-device, --upscaler-backend-device, --photomaker-backend-device,\n"
+           "  --vision-backend-device DEV      = accepted; tierload models no such component\n"
+           "  --list-devices                   = tierload devices (then stop)\n"
+           "  --params-backend cpu             = --offload-to-cpu\n"
+           "  --auto-fit                       = the default (auto-fit every unplaced component)\n"
+           "  --no-auto-fit                    = --backend default=MAIN (the main device, else the\n"
+           "                                     first GPU)\n"
+           "  --no-multi-gpu                   = only the main GPU (else the first) is planned on\n"
+           "  --fit-target SIZE                = --headroom SIZE\n"
+           "  --fit-compute-reserve-dit SIZE   = --reserve diffusion=SIZE\n"
+           "  --fit-compute-reserve-vae SIZE   = --reserve vae=SIZE\n"
+           "  --fit-compute-reserve-cond SIZE  = --reserve cond=SIZE\n"
+           "  --fit-dry-run                    = print the plan and stop\n";
 }
 
 int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char *cmd) {
@@ -38,16 +58,60 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
         a->o.controlnet_on_cpu = true;
     else if (!strcmp(s, "--offload-to-cpu"))
         a->o.offload_to_cpu = true;
+    else if (!strcmp(s, "--auto-fit"))
+        a->no_auto_fit = false;
+    else if (!strcmp(s, "--no-auto-fit"))
+        a->no_auto_fit = true;
+    else if (!strcmp(s, "--no-multi-gpu"))
+        a->no_multi_gpu = true;
+    else if (!strcmp(s, "--fit-dry-run"))
+        a->fit_dry_run = true;
+    else if (!strcmp(s, "--list-devices"))
+        a->list_devices = true;
     else {
-        static const char *const opts[] = {"--devices", "--sim",    "--backend", "--max-vram",
-                                           "--headroom", "--reserve", "--phases", "--size",
-                                           "--type",    "--steps"};
-        const char **slots[] = {&a->devices,    &a->sim,       &a->o.backend, &a->o.max_vram,
-                                &a->headroom,   &a->o.reserve, &a->o.phases,  &a->o.output_size,
-                                &a->type,       &a->steps};
+        static const char *const opts[] = {
+            "--devices", "--sim", "--backend", "--max-vram", "--headroom", "--reserve", "--phases",
+            "--size", "--type", "--steps", "--svg", "--main-backend-device",
+            "--diffusion-backend-device", "--clip-backend-device", "--vae-backend-device",
+            "--control-net-backend-device", "--params-backend", "--fit-target",
+            "--fit-compute-reserve-dit", "--fit-compute-reserve-vae", "--fit-compute-reserve-cond"};
+        const char **slots[] = {&a->devices,
+                                &a->sim,
+                                &a->o.backend,
+                                &a->o.max_vram,
+                                &a->headroom,
+                                &a->o.reserve,
+                                &a->o.phases,
+                                &a->o.output_size,
+                                &a->type,
+                                &a->steps,
+                                &a->svg,
+                                &a->main_dev,
+                                &a->comp_dev[TL_COMP_DIFFUSION],
+                                &a->comp_dev[TL_COMP_COND],
+                                &a->comp_dev[TL_COMP_VAE],
+                                &a->comp_dev[TL_COMP_CONTROLNET],
+                                &a->params_backend,
+                                &a->fit_target,
+                                &a->fit_reserve[TL_COMP_DIFFUSION],
+                                &a->fit_reserve[TL_COMP_VAE],
+                                &a->fit_reserve[TL_COMP_COND]};
         for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++) {
             int r = cli_opt(argc, argv, i, cmd, opts[k], slots[k]);
             if (r) return r;
+        }
+        static const char *const unmodelled[] = {"--tae-backend-device", "--upscaler-backend-device",
+                                                 "--photomaker-backend-device",
+                                                 "--vision-backend-device"};
+        for (size_t k = 0; k < sizeof unmodelled / sizeof unmodelled[0]; k++) {
+            const char *v = NULL;
+            int r = cli_opt(argc, argv, i, cmd, unmodelled[k], &v);
+            if (r < 0) return r;
+            if (r > 0) {
+                fprintf(stderr, "tierload: %s %s: accepted; tierload has no such component to place\n",
+                        unmodelled[k], v);
+                return 1;
+            }
         }
         return 0;
     }
@@ -83,10 +147,68 @@ static tl_status real_devices(tl_plan_device *out, size_t cap, size_t *n) {
     return TL_OK;
 }
 
+/* Append "key=value" to a comma list in buf. */
+static bool spec_add(char *buf, size_t n, const char *key, const char *value) {
+    size_t o = strlen(buf);
+    int w = snprintf(buf + o, n - o, "%s%s=%s", o ? "," : "", key, value);
+    return w > 0 && (size_t)w < n - o;
+}
+
+/* Fold the stable-diffusion.cpp aliases into the canonical options. */
+static int fold_aliases(cli_planargs *a, const char *cmd) {
+    if (a->list_devices) {
+        char *argv[] = {"devices", "--sim", (char *)a->sim, NULL};
+        int rc = cmd_devices(a->sim ? 3 : 1, argv);
+        if (a->sim) a->sim_added = true;
+        return rc ? rc : -1;
+    }
+    if (a->fit_target) {
+        if (a->headroom) return cli_usage(cmd, "--fit-target is --headroom: give one of them");
+        a->headroom = a->fit_target;
+    }
+    if (a->params_backend) {
+        if (!strcmp(a->params_backend, "cpu"))
+            a->o.offload_to_cpu = true;
+        else if (!a->main_dev || strcmp(a->params_backend, a->main_dev) != 0)
+            return cli_usage(cmd, "--params-backend: 'cpu' (parameters in RAM, streamed) or the "
+                                  "main device, got '%s'",
+                             a->params_backend);
+    }
+    bool any_res = false;
+    for (int c = 0; c < TL_COMP_COUNT; c++) any_res |= a->fit_reserve[c] != NULL;
+    if (any_res) {
+        a->reserve_buf[0] = 0;
+        if (a->o.reserve) snprintf(a->reserve_buf, sizeof a->reserve_buf, "%s", a->o.reserve);
+        for (int c = 0; c < TL_COMP_COUNT; c++)
+            if (a->fit_reserve[c] &&
+                !spec_add(a->reserve_buf, sizeof a->reserve_buf, tl_component_name((tl_component)c),
+                          a->fit_reserve[c]))
+                return cli_usage(cmd, "--fit-compute-reserve-*: too long");
+        a->o.reserve = a->reserve_buf;
+    }
+    bool any_dev = a->main_dev != NULL;
+    for (int c = 0; c < TL_COMP_COUNT; c++) any_dev |= a->comp_dev[c] != NULL;
+    if (any_dev) {
+        a->backend_buf[0] = 0;
+        if (a->o.backend) snprintf(a->backend_buf, sizeof a->backend_buf, "%s", a->o.backend);
+        for (int c = 0; c < TL_COMP_COUNT; c++)
+            if (a->comp_dev[c] &&
+                !spec_add(a->backend_buf, sizeof a->backend_buf, tl_component_name((tl_component)c),
+                          a->comp_dev[c]))
+                return cli_usage(cmd, "--*-backend-device: too long");
+        if (a->main_dev && !spec_add(a->backend_buf, sizeof a->backend_buf, "default", a->main_dev))
+            return cli_usage(cmd, "--main-backend-device: too long");
+        a->o.backend = a->backend_buf;
+    }
+    return 0;
+}
+
 int cli_planargs_check(cli_planargs *a, const char *cmd) {
     if (a->devices && a->sim)
         return cli_usage(
             cmd, "--devices (hypothetical) and --sim (real + simulated) exclude each other");
+    int frc = fold_aliases(a, cmd);
+    if (frc) return frc;
     if (a->headroom) {
         tl_status s = tl_plan_parse_bytes(a->headroom, &a->o.headroom, NULL);
         if (s) return cli_fail(s);
@@ -118,7 +240,29 @@ tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan
         if (!s) s = real_devices(devs, TL_PLAN_MAX_DEVICES, &n_devs);
     }
     if (s) return s;
-    return tl_plan_create(sum, devs, n_devs, &a->o, out);
+    /* the main GPU: --main-backend-device, else the first one */
+    const char *main_gpu = NULL;
+    for (size_t i = 0; i < n_devs && !main_gpu; i++)
+        if (devs[i].is_gpu && (!a->main_dev || !strcmp(devs[i].name, a->main_dev)))
+            main_gpu = devs[i].name;
+    if (a->no_multi_gpu) { /* keep the main GPU and the host */
+        size_t w = 0;
+        for (size_t i = 0; i < n_devs; i++)
+            if (!devs[i].is_gpu || (main_gpu && !strcmp(devs[i].name, main_gpu))) devs[w++] = devs[i];
+        n_devs = w;
+        for (size_t i = 0; i < n_devs && main_gpu; i++)
+            if (devs[i].is_gpu) main_gpu = devs[i].name;
+    }
+    tl_plan_options o = a->o;
+    char spec[sizeof a->backend_buf + 64];
+    if (a->no_auto_fit && !a->main_dev && main_gpu) {
+        spec[0] = 0;
+        if (o.backend && strlen(o.backend) < sizeof a->backend_buf) strcpy(spec, o.backend);
+        if (!spec_add(spec, sizeof spec, "default", main_gpu))
+            return TL_ERR_INVALID_ARG;
+        o.backend = spec;
+    }
+    return tl_plan_create(sum, devs, n_devs, &o, out);
 }
 
 /* Print a planning error in the CLI's words: the library names spec fields, the CLI its flags. */

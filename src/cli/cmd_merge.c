@@ -1,0 +1,251 @@
+/*
+ * cmd_merge.c — `tierload merge MODEL --lora FILE[:SCALE]... -o OUT`: write
+ * the model with the LoRAs merged, in the model's own format (safetensors
+ * in, safetensors out; GGUF in, GGUF out), header and metadata byte for byte.
+ *
+ * A merge changes no tensor's size, so the output has the input's layout:
+ * the bytes are copied in file order through one staging buffer, and each
+ * tensor a LoRA touches is merged in the copy-on-write mapping, written, and
+ * unpatched again before the next one (peak extra memory: the largest
+ * merged tensor plus the staging buffer). The output is written to a
+ * temporary file beside OUT, synced, and renamed over OUT.
+ */
+#include "cli/cli.h"
+#include "cli/json.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define STAGING (4u << 20)
+
+static int help(void) {
+    printf("usage: tierload merge MODEL --lora FILE[:SCALE]... -o OUT [--lora-strict] [--json]\n\n"
+           "Write MODEL with the LoRAs merged (W + scale*alpha/rank*up.down, in F32, rounded\n"
+           "once to each weight's type), in MODEL's format with its header and metadata kept.\n"
+           "Memory: the largest merged tensor plus a %u MiB staging buffer.\n\n",
+           STAGING >> 20);
+    fputs(cli_loras_help(), stdout);
+    printf("  -o, --output OUT     the merged model (written beside OUT, then renamed)\n"
+           "  --json               figures as JSON\n");
+    return 0;
+}
+
+typedef struct merge_ctx {
+    tl_model *m;
+    cli_loras *loras;
+    size_t **targets; /* per LoRA, per module */
+    FILE *out;
+    unsigned char *buf;
+    int fd;
+    uint64_t merged_tensors, merged_bytes, largest;
+} merge_ctx;
+
+static int cmp_off(const void *a, const void *b, void *ctx) {
+    const tl_model *m = ctx;
+    uint64_t x = tl_model_tensor(m, *(const size_t *)a)->offset;
+    uint64_t y = tl_model_tensor(m, *(const size_t *)b)->offset;
+    return x < y ? -1 : x > y;
+}
+
+/* Copy file bytes [off, end) to the output through the staging buffer. */
+static tl_status copy_range(merge_ctx *c, uint64_t off, uint64_t end) {
+    while (off < end) {
+        size_t n = end - off > STAGING ? STAGING : (size_t)(end - off);
+        ssize_t got = pread(c->fd, c->buf, n, (off_t)off);
+        if (got <= 0) {
+            fprintf(stderr, "tierload merge: read: %s\n", got < 0 ? strerror(errno) : "short file");
+            return TL_ERR_IO;
+        }
+        if (fwrite(c->buf, 1, (size_t)got, c->out) != (size_t)got) return TL_ERR_IO;
+        off += (uint64_t)got;
+    }
+    return TL_OK;
+}
+
+static tl_status merge_tensor(merge_ctx *c, size_t t, bool *merged) {
+    tl_status st = TL_OK;
+    *merged = false;
+    for (size_t i = 0; i < c->loras->n && !st; i++) {
+        const tl_lora *l = c->loras->open[i];
+        for (size_t k = 0; k < tl_lora_module_count(l) && !st; k++)
+            if (c->targets[i][k] == t) {
+                st = tl_lora_apply_module(c->m, l, k, t, c->loras->scales[i]);
+                *merged = true;
+            }
+    }
+    return st;
+}
+
+static tl_status write_all(merge_ctx *c) {
+    size_t n = tl_model_tensor_count(c->m);
+    size_t *order = malloc((n ? n : 1) * sizeof *order);
+    if (!order) return TL_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) order[i] = i;
+    qsort_r(order, n, sizeof *order, cmp_off, c->m);
+    uint64_t pos = 0, size = tl_model_file(c->m, 0)->size;
+    tl_status st = TL_OK;
+    for (size_t j = 0; j < n && !st; j++) {
+        size_t t = order[j];
+        const tl_tensor_info *ti = tl_model_tensor(c->m, t);
+        bool merged;
+        if (ti->offset < pos) continue; /* overlapping tensors: copied already */
+        st = merge_tensor(c, t, &merged);
+        if (st || !merged) continue;
+        st = copy_range(c, pos, ti->offset);
+        if (!st && fwrite(tl_model_tensor_data(c->m, t), 1, ti->nbytes, c->out) != ti->nbytes)
+            st = TL_ERR_IO;
+        if (!st) st = tl_model_tensor_unpatch(c->m, t);
+        pos = ti->offset + ti->nbytes;
+        c->merged_tensors++;
+        c->merged_bytes += ti->nbytes;
+        if (ti->nbytes > c->largest) c->largest = ti->nbytes;
+    }
+    if (!st) st = copy_range(c, pos, size);
+    free(order);
+    return st;
+}
+
+static int merge_main(int argc, char **argv, cli_models *models, cli_loras *loras) {
+    const char *outp = NULL;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        int r;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return help();
+        if (!strcmp(a, "--json")) {
+            json = true;
+        } else if ((r = cli_opt(argc, argv, &i, "merge", "-o", &v)) != 0 ||
+                   (r = cli_opt(argc, argv, &i, "merge", "--output", &v)) != 0) {
+            if (r < 0) return 2;
+            outp = v;
+        } else if ((r = cli_loras_arg(loras, argc, argv, &i, "merge")) != 0) {
+            if (r < 0) return 2;
+        } else {
+            r = cli_models_arg(models, argc, argv, &i, "merge");
+            if (r <= 0) return r < 0 ? 2 : cli_usage("merge", "unknown option '%s'", a);
+        }
+    }
+    if (models->n != 1) return cli_usage("merge", "give one MODEL file");
+    if (!outp) return cli_usage("merge", "give -o OUT");
+    if (!loras->n) return cli_usage("merge", "give at least one --lora FILE[:SCALE]");
+
+    models->writable = true;
+    tl_model *m = NULL;
+    tl_status st = cli_models_open(models, &m);
+    if (st) return cli_fail(st);
+    if (tl_model_file_count(m) != 1) {
+        tl_model_close(m);
+        return cli_usage("merge", "MODEL must be one file (not a folder or shard index)");
+    }
+    /* open and match every LoRA (strictness applies); nothing is merged yet */
+    loras->open = calloc(loras->n, sizeof *loras->open);
+    merge_ctx c;
+    memset(&c, 0, sizeof c);
+    c.m = m;
+    c.loras = loras;
+    c.fd = tl_model_file_fd(m, 0);
+    c.targets = calloc(loras->n, sizeof *c.targets);
+    c.buf = malloc(STAGING);
+    int rc = 0;
+    char *tmp = NULL;
+    if (!loras->open || !c.targets || !c.buf) st = TL_ERR_NOMEM;
+    for (size_t i = 0; i < loras->n && !st && !rc; i++) {
+        st = tl_lora_open(loras->paths[i], &loras->open[i]);
+        if (st) break;
+        tl_lora_report r;
+        st = tl_lora_match(m, loras->open[i], &r);
+        if (st) break;
+        if (r.n_unmatched) {
+            fprintf(stderr, "tierload merge: %s: %zu LoRA keys match no tensor:", loras->paths[i],
+                    r.n_unmatched);
+            for (size_t k = 0; k < r.n_unmatched && k < TL_LORA_REPORT_NAMES; k++)
+                fprintf(stderr, " %s", r.unmatched[k]);
+            fputc('\n', stderr);
+            if (loras->strict) rc = cli_exit_code(TL_ERR_NOT_FOUND);
+        }
+        size_t nm = tl_lora_module_count(loras->open[i]);
+        c.targets[i] = malloc((nm ? nm : 1) * sizeof(size_t));
+        if (!c.targets[i]) st = TL_ERR_NOMEM;
+        if (!st) st = tl_lora_targets(m, loras->open[i], c.targets[i]);
+    }
+    tl_memwatch *w = NULL;
+    tl_memspan span;
+    memset(&span, 0, sizeof span);
+    if (!st && !rc) {
+        size_t len = strlen(outp) + 16;
+        tmp = malloc(len);
+        if (!tmp) st = TL_ERR_NOMEM;
+        else snprintf(tmp, len, "%s.tmp.XXXXXX", outp);
+    }
+    int tfd = -1;
+    if (!st && !rc && (tfd = mkstemp(tmp)) < 0) {
+        fprintf(stderr, "tierload merge: %s: %s\n", tmp, strerror(errno));
+        rc = cli_exit_code(TL_ERR_IO);
+    }
+    if (tfd >= 0) fchmod(tfd, 0644); /* mkstemp makes 0600; a model is for others to read too */
+    if (!st && !rc && !(c.out = fdopen(tfd, "wb"))) {
+        close(tfd);
+        rc = cli_exit_code(TL_ERR_IO);
+    }
+    if (!st && !rc) {
+        tl_memwatch_start(0, &w);
+        st = write_all(&c);
+        if (!st && (fflush(c.out) || fsync(fileno(c.out)))) st = TL_ERR_IO;
+        tl_memwatch_stop(w, &span);
+    }
+    if (c.out && fclose(c.out) && !st) st = TL_ERR_IO;
+    if (!st && !rc && rename(tmp, outp) != 0) {
+        fprintf(stderr, "tierload merge: rename to %s: %s\n", outp, strerror(errno));
+        rc = cli_exit_code(TL_ERR_IO);
+    }
+    if ((st || rc) && tmp && c.out) unlink(tmp);
+    if (st && !rc) {
+        if (st == TL_ERR_IO) {
+            fprintf(stderr, "tierload merge: writing %s: %s\n", outp, strerror(errno));
+            rc = cli_exit_code(st);
+        } else {
+            rc = cli_fail(st);
+        }
+    }
+    if (!rc) {
+        uint64_t extra = span.rss_anon_peak > span.start.rss_anon ? span.rss_anon_peak - span.start.rss_anon : 0;
+        if (json) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "output", outp);
+            cli_json_add_u64(o, "merged_tensors", c.merged_tensors);
+            cli_json_add_u64(o, "merged_bytes", c.merged_bytes);
+            cli_json_add_u64(o, "largest_merged_tensor", c.largest);
+            cli_json_add_u64(o, "staging_bytes", STAGING);
+            cli_json_add_u64(o, "rss_anon_start", span.start.rss_anon);
+            cli_json_add_u64(o, "rss_anon_peak", span.rss_anon_peak);
+            cli_json_add_u64(o, "rss_anon_extra_peak", extra);
+            rc = cli_json_print(o, stdout) ? cli_exit_code(TL_ERR_IO) : 0;
+            cJSON_Delete(o);
+        } else {
+            char a[32], b[32], d[32];
+            printf("wrote %s: %llu tensors merged (%s); peak extra RSS anon %s (largest merged "
+                   "tensor %s + staging %u MiB)\n",
+                   outp, (unsigned long long)c.merged_tensors,
+                   cli_fmt_size(c.merged_bytes, a, sizeof a), cli_fmt_size(extra, b, sizeof b),
+                   cli_fmt_size(c.largest, d, sizeof d), STAGING >> 20);
+        }
+    }
+    for (size_t i = 0; c.targets && i < loras->n; i++) free(c.targets[i]);
+    free(c.targets);
+    free(c.buf);
+    free(tmp);
+    tl_model_close(m);
+    return rc;
+}
+
+int cmd_merge(int argc, char **argv) {
+    cli_models models = {0};
+    cli_loras loras = {0};
+    int rc = merge_main(argc, argv, &models, &loras);
+    cli_loras_free(&loras);
+    cli_models_free(&models);
+    return rc;
+}

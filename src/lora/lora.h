@@ -1,0 +1,75 @@
+/*
+ * lora.h — inside the LoRA layer: a LoRA file's modules, the names a model
+ * tensor answers to, and the merge kernel.
+ */
+#ifndef TL_LORA_LORA_H
+#define TL_LORA_LORA_H
+
+#include "tierload.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum lora_kind { LORA_PLAIN = 0, LORA_LOHA = 1, LORA_LOKR = 2 } lora_kind;
+
+/* Parts of a module; each is a tensor index of the LoRA's own catalog or TL_NOT_FOUND. */
+enum {
+    P_DOWN = 0, /* lora_down / lora_A */
+    P_UP,       /* lora_up / lora_B */
+    P_H1A, P_H1B, P_H2A, P_H2B, /* LoHa */
+    P_K1, P_K1A, P_K1B, P_K2, P_K2A, P_K2B, /* LoKr */
+    P_COUNT
+};
+
+typedef struct lora_module {
+    char *key; /* the module name, without the part suffix */
+    lora_kind kind;
+    size_t part[P_COUNT];
+    bool has_alpha;
+    float alpha;
+} lora_module;
+
+struct tl_lora {
+    tl_model *file; /* the LoRA file itself, opened read-only */
+    lora_module *mods;
+    size_t n_mods;
+    char **unknown; /* keys that are no known part */
+    size_t n_unknown;
+};
+
+/* name -> tensor index of a model, for every name a tensor answers to */
+typedef struct lora_alias {
+    char *name;
+    size_t tensor;
+} lora_alias;
+
+typedef struct lora_aliases {
+    lora_alias *v;
+    size_t n, cap;
+} lora_aliases;
+
+/* Every name each ".weight" tensor of m answers to, sorted for lookup. */
+tl_status lora_aliases_build(const tl_model *m, lora_aliases *a);
+void lora_aliases_free(lora_aliases *a);
+size_t lora_aliases_find(const lora_aliases *a, const char *name);
+
+/*
+ * The diffusers name of an SD1.x/SDXL UNet module given in ldm naming, the
+ * part after "model.diffusion_model." ("input_blocks.1.1.proj_in" ->
+ * "down_blocks.0.attentions.0.proj_in"); false when it has none.
+ */
+bool lora_ldm_to_diffusers(const char *ldm, char *out, size_t n);
+
+/* Check that module k fits tensor t of m (dtype and shapes); error names both. */
+tl_status lora_check(const tl_model *m, size_t t, const tl_lora *l, size_t k);
+/* Add scale x module k's delta to tensor t (whose bytes are at w). */
+tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, size_t k,
+                     float scale);
+
+/* Merge the modules of l whose target tensor t has only[t] set (only NULL: all). */
+tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool *only,
+                          tl_lora_report *r);
+/* targets[k]: the tensor module k merges into (TL_NOT_FOUND: none); free() it. */
+tl_status lora_targets(const tl_model *m, const tl_lora *l, size_t **targets);
+
+#endif

@@ -1,0 +1,252 @@
+/*
+ * merge.c — the merge kernel: W' = W + s * delta, where delta is a LoRA
+ * module's low-rank product (up . down), LoHa's Hadamard product of two
+ * such products, or LoKr's Kronecker product. A weight of any rank is seen
+ * as a matrix [out, K] (conv kernels [out, in*kh*kw]); delta is computed in
+ * F32 row by row (memory: a few rows and the module's own small matrices),
+ * added to the weight's row in F32 and rounded once to the weight's dtype.
+ */
+#include "lora/lora.h"
+
+#include "core/checked.h"
+#include "core/error.h"
+#include "io/convert.h"
+#include "os/os.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *lname(const tl_lora *l, size_t i) { return tl_model_tensor(l->file, i)->name; }
+
+/* A LoRA tensor as a matrix [rows, cols] (rows = outermost dimension). */
+typedef struct mat {
+    uint64_t rows, cols;
+    float *v; /* F32 copy */
+} mat;
+
+static tl_status mat_shape(const tl_lora *l, size_t i, mat *o) {
+    const tl_tensor_info *ti = tl_model_tensor(l->file, i);
+    if (ti->dtype != TL_DTYPE_F32 && ti->dtype != TL_DTYPE_F16 && ti->dtype != TL_DTYPE_BF16)
+        return tl_err(TL_ERR_UNSUPPORTED, "%s: LoRA tensor '%s' has type %s (F32, F16, BF16 only)",
+                      tl_model_file(l->file, 0)->path, ti->name, tl_dtype_name(ti->dtype));
+    if (ti->n_dims < 1 || ti->shape[0] <= 0 || ti->n_elements == 0)
+        return tl_err(TL_ERR_FORMAT, "%s: LoRA tensor '%s' is empty",
+                      tl_model_file(l->file, 0)->path, ti->name);
+    o->rows = (uint64_t)ti->shape[0];
+    o->cols = ti->n_elements / o->rows;
+    o->v = NULL;
+    return TL_OK;
+}
+
+static tl_status mat_load(const tl_lora *l, size_t i, mat *o) {
+    tl_status st = mat_shape(l, i, o);
+    if (st) return st;
+    const tl_tensor_info *ti = tl_model_tensor(l->file, i);
+    uint64_t bytes;
+    if (!tl_mul_u64(ti->n_elements, 4, &bytes) || bytes > SIZE_MAX)
+        return tl_err(TL_ERR_NOMEM, "LoRA tensor '%s' too large", ti->name);
+    o->v = tl_os_malloc((size_t)bytes);
+    if (!o->v) return tl_err(TL_ERR_NOMEM, "LoRA tensor '%s': out of memory", ti->name);
+    uint64_t bad;
+    tl_convert_run(TL_DTYPE_F32, o->v, ti->dtype, tl_model_tensor_data(l->file, i), ti->n_elements,
+                   &bad);
+    return TL_OK;
+}
+
+/* a [m, r] . b [r, n] */
+static tl_status mat_mul(const tl_lora *l, const mat *a, const mat *b, size_t ia, mat *o) {
+    if (a->cols != b->rows)
+        return tl_err(TL_ERR_FORMAT, "%s: LoRA module '%s': inner sizes %llu and %llu differ",
+                      tl_model_file(l->file, 0)->path, lname(l, ia),
+                      (unsigned long long)a->cols, (unsigned long long)b->rows);
+    uint64_t n;
+    if (!tl_mul_u64(a->rows, b->cols, &n) || !tl_mul_u64(n, 4, &n) || n > SIZE_MAX)
+        return tl_err(TL_ERR_NOMEM, "LoRA module '%s' too large", lname(l, ia));
+    o->rows = a->rows;
+    o->cols = b->cols;
+    o->v = tl_os_calloc(1, (size_t)n);
+    if (!o->v) return tl_err(TL_ERR_NOMEM, "LoRA module '%s': out of memory", lname(l, ia));
+    for (uint64_t i = 0; i < a->rows; i++)
+        for (uint64_t k = 0; k < a->cols; k++) {
+            float x = a->v[i * a->cols + k];
+            const float *br = b->v + k * b->cols;
+            float *orow = o->v + i * o->cols;
+            for (uint64_t j = 0; j < b->cols; j++) orow[j] += x * br[j];
+        }
+    return TL_OK;
+}
+
+static tl_status weight_matrix(const tl_model *m, size_t t, uint64_t *out, uint64_t *k) {
+    const tl_tensor_info *w = tl_model_tensor(m, t);
+    if (w->dtype != TL_DTYPE_F32 && w->dtype != TL_DTYPE_F16 && w->dtype != TL_DTYPE_BF16)
+        return tl_err(TL_ERR_UNSUPPORTED,
+                      "%s: tensor '%s' has type %s: a LoRA merges into F32, F16 or BF16 weights "
+                      "only (dequantize it first)",
+                      tl_model_file(m, w->file)->path, w->name, tl_dtype_name(w->dtype));
+    if (w->n_dims < 1 || w->shape[0] <= 0 || w->n_elements == 0)
+        return tl_err(TL_ERR_FORMAT, "tensor '%s' is empty", w->name);
+    *out = (uint64_t)w->shape[0];
+    *k = w->n_elements / *out;
+    return TL_OK;
+}
+
+static tl_status mismatch(const tl_model *m, size_t t, const tl_lora *l, size_t k, const char *what) {
+    const tl_tensor_info *w = tl_model_tensor(m, t);
+    char shape[96] = "";
+    size_t o = 0;
+    for (uint32_t d = 0; d < w->n_dims && o + 24 < sizeof shape; d++)
+        o += (size_t)snprintf(shape + o, sizeof shape - o, "%s%lld", d ? "x" : "",
+                              (long long)w->shape[d]);
+    return tl_err(TL_ERR_FORMAT, "%s: LoRA module '%s' does not fit tensor '%s' (%s): %s",
+                  tl_model_file(l->file, 0)->path, l->mods[k].key, w->name, shape, what);
+}
+
+tl_status lora_check(const tl_model *m, size_t t, const tl_lora *l, size_t k) {
+    uint64_t out = 0, kk = 0;
+    tl_status st = weight_matrix(m, t, &out, &kk);
+    if (st) return st;
+    const lora_module *md = &l->mods[k];
+    mat a, b, c, d;
+    switch (md->kind) {
+    case LORA_PLAIN:
+        if ((st = mat_shape(l, md->part[P_UP], &a)) || (st = mat_shape(l, md->part[P_DOWN], &b)))
+            return st;
+        if (a.rows != out || b.cols != kk || a.cols != b.rows)
+            return mismatch(m, t, l, k, "up [out, rank] . down [rank, in] has another shape");
+        return TL_OK;
+    case LORA_LOHA:
+        if ((st = mat_shape(l, md->part[P_H1A], &a)) || (st = mat_shape(l, md->part[P_H1B], &b)) ||
+            (st = mat_shape(l, md->part[P_H2A], &c)) || (st = mat_shape(l, md->part[P_H2B], &d)))
+            return st;
+        if (a.rows != out || c.rows != out || b.cols != kk || d.cols != kk || a.cols != b.rows ||
+            c.cols != d.rows)
+            return mismatch(m, t, l, k, "hada_w1_a . hada_w1_b and hada_w2_a . hada_w2_b differ");
+        return TL_OK;
+    case LORA_LOKR: {
+        uint64_t r1, c1, r2, c2;
+        if (md->part[P_K1] != TL_NOT_FOUND) {
+            if ((st = mat_shape(l, md->part[P_K1], &a))) return st;
+            r1 = a.rows, c1 = a.cols;
+        } else {
+            if ((st = mat_shape(l, md->part[P_K1A], &a)) || (st = mat_shape(l, md->part[P_K1B], &b)))
+                return st;
+            if (a.cols != b.rows) return mismatch(m, t, l, k, "lokr_w1_a . lokr_w1_b");
+            r1 = a.rows, c1 = b.cols;
+        }
+        if (md->part[P_K2] != TL_NOT_FOUND) {
+            if ((st = mat_shape(l, md->part[P_K2], &c))) return st;
+            r2 = c.rows, c2 = c.cols;
+        } else {
+            if ((st = mat_shape(l, md->part[P_K2A], &c)) || (st = mat_shape(l, md->part[P_K2B], &d)))
+                return st;
+            if (c.cols != d.rows) return mismatch(m, t, l, k, "lokr_w2_a . lokr_w2_b");
+            r2 = c.rows, c2 = d.cols;
+        }
+        uint64_t po, pk;
+        if (!tl_mul_u64(r1, r2, &po) || !tl_mul_u64(c1, c2, &pk) || po != out || pk != kk)
+            return mismatch(m, t, l, k, "kron(w1, w2) has another shape");
+        return TL_OK;
+    }
+    }
+    return mismatch(m, t, l, k, "unknown kind");
+}
+
+/* The factor alpha / rank (1 without alpha). */
+static float alpha_factor(const tl_lora *l, size_t k) {
+    const lora_module *md = &l->mods[k];
+    if (!md->has_alpha) return 1.0f;
+    size_t ri = TL_NOT_FOUND;
+    if (md->kind == LORA_PLAIN) ri = md->part[P_DOWN];
+    else if (md->kind == LORA_LOHA) ri = md->part[P_H1B];
+    else if (md->part[P_K2B] != TL_NOT_FOUND) ri = md->part[P_K2B];
+    else if (md->part[P_K1B] != TL_NOT_FOUND) ri = md->part[P_K1B];
+    if (ri == TL_NOT_FOUND) return 1.0f; /* LoKr with full factors: alpha is not used */
+    int64_t r = tl_model_tensor(l->file, ri)->shape[0];
+    return r > 0 ? md->alpha / (float)r : 1.0f;
+}
+
+static void mat_free(mat *x) {
+    free(x->v);
+    x->v = NULL;
+}
+
+tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, size_t k,
+                     float scale) {
+    tl_status st = lora_check(m, t, l, k);
+    if (st) return st;
+    const tl_tensor_info *wi = tl_model_tensor(m, t);
+    uint64_t out = (uint64_t)wi->shape[0], kk = wi->n_elements / out;
+    unsigned es = tl_convert_elem_size(wi->dtype);
+    const lora_module *md = &l->mods[k];
+    float s = scale * alpha_factor(l, k);
+    mat a = {0}, b = {0}, c = {0}, d = {0}, w1 = {0}, w2 = {0};
+    float *row = NULL, *dl = NULL, *d2 = NULL;
+    if (kk > SIZE_MAX / 4) return tl_err(TL_ERR_NOMEM, "tensor '%s' too large", wi->name);
+    row = tl_os_malloc((size_t)kk * 4);
+    dl = tl_os_malloc((size_t)kk * 4);
+    d2 = tl_os_malloc((size_t)kk * 4);
+    if (!row || !dl || !d2) {
+        st = tl_err(TL_ERR_NOMEM, "merging into '%s': out of memory", wi->name);
+        goto done;
+    }
+    if (md->kind == LORA_PLAIN) {
+        if ((st = mat_load(l, md->part[P_UP], &a)) || (st = mat_load(l, md->part[P_DOWN], &b)))
+            goto done;
+    } else if (md->kind == LORA_LOHA) {
+        if ((st = mat_load(l, md->part[P_H1A], &a)) || (st = mat_load(l, md->part[P_H1B], &b)) ||
+            (st = mat_load(l, md->part[P_H2A], &c)) || (st = mat_load(l, md->part[P_H2B], &d)))
+            goto done;
+    } else {
+        if (md->part[P_K1] != TL_NOT_FOUND) {
+            if ((st = mat_load(l, md->part[P_K1], &w1))) goto done;
+        } else {
+            if ((st = mat_load(l, md->part[P_K1A], &a)) || (st = mat_load(l, md->part[P_K1B], &b)) ||
+                (st = mat_mul(l, &a, &b, md->part[P_K1A], &w1)))
+                goto done;
+        }
+        if (md->part[P_K2] != TL_NOT_FOUND) {
+            if ((st = mat_load(l, md->part[P_K2], &w2))) goto done;
+        } else {
+            if ((st = mat_load(l, md->part[P_K2A], &c)) || (st = mat_load(l, md->part[P_K2B], &d)) ||
+                (st = mat_mul(l, &c, &d, md->part[P_K2A], &w2)))
+                goto done;
+        }
+    }
+    unsigned char *base = w;
+    for (uint64_t o = 0; o < out; o++) {
+        unsigned char *wr = base + o * kk * es;
+        uint64_t bad;
+        tl_convert_run(TL_DTYPE_F32, row, wi->dtype, wr, kk, &bad);
+        if (md->kind == LORA_PLAIN || md->kind == LORA_LOHA) {
+            memset(dl, 0, (size_t)kk * 4);
+            for (uint64_t r = 0; r < a.cols; r++) {
+                float u = a.v[o * a.cols + r];
+                const float *br = b.v + r * b.cols;
+                for (uint64_t j = 0; j < kk; j++) dl[j] += u * br[j];
+            }
+            if (md->kind == LORA_LOHA) {
+                memset(d2, 0, (size_t)kk * 4);
+                for (uint64_t r = 0; r < c.cols; r++) {
+                    float u = c.v[o * c.cols + r];
+                    const float *dr = d.v + r * d.cols;
+                    for (uint64_t j = 0; j < kk; j++) d2[j] += u * dr[j];
+                }
+                for (uint64_t j = 0; j < kk; j++) dl[j] *= d2[j];
+            }
+        } else { /* kron: row o = i * r2 + jj; column p * c2 + q */
+            uint64_t i = o / w2.rows, jj = o % w2.rows;
+            for (uint64_t p = 0; p < w1.cols; p++) {
+                float x = w1.v[i * w1.cols + p];
+                const float *w2r = w2.v + jj * w2.cols;
+                for (uint64_t q = 0; q < w2.cols; q++) dl[p * w2.cols + q] = x * w2r[q];
+            }
+        }
+        for (uint64_t j = 0; j < kk; j++) row[j] += s * dl[j];
+        tl_convert_run(wi->dtype, wr, TL_DTYPE_F32, row, kk, &bad);
+    }
+done:
+    mat_free(&a), mat_free(&b), mat_free(&c), mat_free(&d), mat_free(&w1), mat_free(&w2);
+    free(row), free(dl), free(d2);
+    return st;
+}

@@ -1,0 +1,135 @@
+/*
+ * set.c — the LoRAs applied to one model (and the session running it).
+ *
+ * Adding merges in place. Removing a LoRA or changing its scale cannot
+ * subtract exactly in F16/BF16, so every tensor the change touches is made
+ * the file's again (tl_model_tensor_unpatch: the kernel gives back the
+ * private pages, no backup copy exists) and the remaining LoRAs are merged
+ * into it again, in the order they were added. With a session, each touched
+ * tensor's copies are dropped first (tl_session_refresh), which also fails
+ * early, before any byte changes, when one of them is acquired.
+ */
+#include "lora/lora.h"
+
+#include "core/error.h"
+#include "os/os.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct set_item {
+    const tl_lora *l;
+    float scale;
+} set_item;
+
+struct tl_lora_set {
+    tl_model *m;
+    tl_session *s;
+    set_item *items;
+    size_t n;
+};
+
+tl_status tl_lora_set_create(tl_model *m, tl_session *s, tl_lora_set **out) {
+    if (!m || !out) return tl_err(TL_ERR_INVALID_ARG, "tl_lora_set_create: NULL argument");
+    tl_lora_set *set = tl_os_calloc(1, sizeof *set);
+    if (!set) return tl_err(TL_ERR_NOMEM, "tl_lora_set_create: out of memory");
+    set->m = m;
+    set->s = s;
+    *out = set;
+    return TL_OK;
+}
+
+void tl_lora_set_destroy(tl_lora_set *set) {
+    if (!set) return;
+    free(set->items);
+    free(set);
+}
+
+/* Mark in `touched` every tensor l merges into; returns how many. */
+static tl_status touched_by(const tl_lora_set *set, const tl_lora *l, bool *touched) {
+    size_t *t = NULL;
+    tl_status st = lora_targets(set->m, l, &t);
+    if (st) return st;
+    for (size_t k = 0; k < tl_lora_module_count(l); k++)
+        if (t[k] != TL_NOT_FOUND) touched[t[k]] = true;
+    free(t);
+    return TL_OK;
+}
+
+static tl_status refresh(tl_lora_set *set, const bool *touched) {
+    if (!set->s) return TL_OK;
+    for (size_t i = 0; i < tl_model_tensor_count(set->m); i++)
+        if (touched[i]) {
+            tl_status st = tl_session_refresh(set->s, i);
+            if (st) return st;
+        }
+    return TL_OK;
+}
+
+tl_status tl_lora_set_add(tl_lora_set *set, const tl_lora *l, float scale, tl_lora_report *r) {
+    if (!set || !l) return tl_err(TL_ERR_INVALID_ARG, "tl_lora_set_add: NULL argument");
+    size_t n = tl_model_tensor_count(set->m);
+    bool *touched = tl_os_calloc(n ? n : 1, 1);
+    set_item *v = tl_os_realloc(set->items, (set->n + 1) * sizeof *v);
+    if (v) set->items = v;
+    if (!touched || !v) {
+        free(touched);
+        return tl_err(TL_ERR_NOMEM, "tl_lora_set_add: out of memory");
+    }
+    tl_status st = touched_by(set, l, touched);
+    if (!st) st = refresh(set, touched);
+    if (!st) st = lora_apply_some(set->m, l, scale, NULL, r);
+    if (!st) st = refresh(set, touched);
+    if (!st) set->items[set->n++] = (set_item){l, scale};
+    free(touched);
+    return st;
+}
+
+static size_t find(const tl_lora_set *set, const tl_lora *l) {
+    for (size_t i = 0; i < set->n; i++)
+        if (set->items[i].l == l) return i;
+    return TL_NOT_FOUND;
+}
+
+/* Unpatch every tensor l touches and merge the set's LoRAs into them again. */
+static tl_status rebuild(tl_lora_set *set, const tl_lora *l) {
+    size_t n = tl_model_tensor_count(set->m);
+    bool *touched = tl_os_calloc(n ? n : 1, 1);
+    if (!touched) return tl_err(TL_ERR_NOMEM, "LoRA set: out of memory");
+    tl_status st = touched_by(set, l, touched);
+    if (!st) st = refresh(set, touched);
+    for (size_t i = 0; i < n && !st; i++)
+        if (touched[i]) st = tl_model_tensor_unpatch(set->m, i);
+    for (size_t k = 0; k < set->n && !st; k++)
+        st = lora_apply_some(set->m, set->items[k].l, set->items[k].scale, touched, NULL);
+    if (!st) st = refresh(set, touched);
+    free(touched);
+    return st;
+}
+
+tl_status tl_lora_set_remove(tl_lora_set *set, const tl_lora *l) {
+    if (!set || !l) return tl_err(TL_ERR_INVALID_ARG, "tl_lora_set_remove: NULL argument");
+    size_t i = find(set, l);
+    if (i == TL_NOT_FOUND) return tl_err(TL_ERR_NOT_FOUND, "tl_lora_set_remove: LoRA not in the set");
+    set_item it = set->items[i];
+    memmove(set->items + i, set->items + i + 1, (set->n - i - 1) * sizeof *set->items);
+    set->n--;
+    tl_status st = rebuild(set, l);
+    if (st) { /* put it back in the list; the bytes are re-derived on the next change */
+        memmove(set->items + i + 1, set->items + i, (set->n - i) * sizeof *set->items);
+        set->items[i] = it;
+        set->n++;
+    }
+    return st;
+}
+
+tl_status tl_lora_set_scale(tl_lora_set *set, const tl_lora *l, float scale) {
+    if (!set || !l) return tl_err(TL_ERR_INVALID_ARG, "tl_lora_set_scale: NULL argument");
+    size_t i = find(set, l);
+    if (i == TL_NOT_FOUND) return tl_err(TL_ERR_NOT_FOUND, "tl_lora_set_scale: LoRA not in the set");
+    float old = set->items[i].scale;
+    set->items[i].scale = scale;
+    tl_status st = rebuild(set, l);
+    if (st) set->items[i].scale = old;
+    return st;
+}
