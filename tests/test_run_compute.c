@@ -13,7 +13,9 @@
  * - weights on ggml:CPU as the plan's GPU: computed there, in place;
  * - a byte flipped in a weight's device copy: the product of the next pass
  *   differs (exactly one), as does its hash;
- * - examples/engine runs on the same files.
+ * - examples/engine runs on the same kind of files (an LLM on a sim GPU; an
+ *   SD-shaped model streamed, with a LoRA patched in between passes): 0
+ *   mismatches.
  *
  * ggml comes from the npm package @node-llama-cpp/linux-x64 (installed on
  * first run into $TL_BUILD_DIR/npm-ggml-compute) or TIERLOAD_GGML_DIR;
@@ -173,7 +175,6 @@ static void test_sd_streamed(void **state) {
     }
     tu_tmpdir_rm(dir);
 }
-
 
 /* --- an SD-shaped safetensors with finite weights (mkmodel's are random bits: NaN rows) --- */
 
@@ -368,7 +369,9 @@ static tl_status flip_one(void *user, tl_session *s, const char *phase, uint32_t
     for (size_t i = 0; i < tl_acquired_count(a); i++) {
         const tl_session_tensor *t = tl_acquired_tensor(a, i);
         const tl_session_part *p = &t->parts[0];
-        if (t->info->n_dims != 2 || t->info->dtype != TL_DTYPE_F16 || p->tier != TL_TIER_DEVICE || p->nbytes < 64) continue;
+        if (t->info->n_dims != 2 || t->info->dtype != TL_DTYPE_F16 || p->tier != TL_TIER_DEVICE ||
+            p->nbytes < 64)
+            continue;
         unsigned char b;
         /* the high byte of F16 element 20: an exponent bit, so the change is not lost */
         tl_status st = tl_device_copy_from(p->device, &b, p->dptr + 41, 1);
@@ -411,6 +414,37 @@ static void test_flipped_byte(void **state) {
     }
 }
 
+/* examples/engine: the integration an engine would write, on the same files. */
+static void test_example_engine(void **state) {
+    (void)state;
+    NEED_GGML();
+    const char *bd = getenv("TL_BUILD_DIR");
+    char exe[4200], gguf[4200];
+    snprintf(exe, sizeof exe, "%s/examples/engine/engine", bd && *bd ? bd : ".");
+    snprintf(gguf, sizeof gguf, "%s/gguf/tiny-llama-q4_0.gguf", testdata());
+    /* an LLM on a sim GPU: 16 products per pass */
+    char *a1[] = {exe, gguf, "--ggml", ggml_dir, "--sim", "eng1=64M", NULL};
+    tu_run r = tu_run_argv(a1);
+    if (r.status != 0) fail_msg("engine: exit %d: %s%s", r.status, r.out, r.err);
+    assert_non_null(strstr(r.out, "products 32, mismatches 0"));
+    tu_run_free(&r);
+    /* an SD-shaped model, diffusion streamed, a LoRA patched in before pass 2 */
+    char *dir = tu_tmpdir();
+    char *p = tu_path(dir, "sd.safetensors");
+    write_sd(p, TL_DTYPE_F16);
+    char *a2[] = {exe,      p,         "--ggml",    ggml_dir,
+                  "--sim",  "eng2=2M", "--reserve", "diffusion=0,cond=0,vae=0",
+                  "--lora", NULL};
+    r = tu_run_argv(a2);
+    if (r.status != 0) fail_msg("engine: exit %d: %s%s", r.status, r.out, r.err);
+    assert_non_null(strstr(r.out, "diffusion streamed layer by layer"));
+    assert_non_null(strstr(r.out, "lora: patched model.diffusion_model.input_blocks.0.1.q.weight"));
+    assert_non_null(strstr(r.out, "products 42, mismatches 0")); /* (2 + 18 + 1) x 2 passes */
+    tu_run_free(&r);
+    free(p);
+    tu_tmpdir_rm(dir);
+}
+
 /* Without ggml: the run fails, saying why. */
 static void test_no_ggml(void **state) {
     (void)state;
@@ -431,8 +465,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_ggml),        cmocka_unit_test(test_gguf_quantized),
         cmocka_unit_test(test_sd_streamed),    cmocka_unit_test(test_sd_finite_streamed),
-        cmocka_unit_test(test_on_ggml_device),
-        cmocka_unit_test(test_flipped_byte),
+        cmocka_unit_test(test_on_ggml_device), cmocka_unit_test(test_flipped_byte),
+        cmocka_unit_test(test_example_engine),
     };
     return tu_exit(cmocka_run_group_tests(tests, group_setup, NULL));
 }

@@ -145,7 +145,8 @@ static bool same(const float *y, const float *want, uint64_t n, bool exact) {
     for (uint64_t i = 0; i < n; i++)
         if (isfinite(want[i])) scale = fmax(scale, fabs((double)want[i]));
     for (uint64_t i = 0; i < n; i++) {
-        if (y[i] == want[i] || (isnan(y[i]) && isnan(want[i]))) continue; /* NaN rows: NaN either way */
+        if (y[i] == want[i] || (isnan(y[i]) && isnan(want[i])))
+            continue; /* NaN rows: NaN either way */
         if (!(fabs((double)y[i] - (double)want[i]) <= 1e-3 * fmax(scale, 1e-6))) return false;
     }
     return true;
