@@ -108,7 +108,12 @@ static bool multiplied(tlr_compute *c, size_t i) {
 /* The products from the model's bytes of the tensors in jobs that have none yet. */
 static tl_status references(tlr_compute *c, const job *jobs, size_t n) {
     tl_ggml_weight *ws = tl_os_calloc(n ? n : 1, sizeof *ws);
-    if (!ws) return tl_err(TL_ERR_NOMEM, "run: compute: out of memory");
+    size_t *which = tl_os_calloc(n ? n : 1, sizeof *which);
+    if (!ws || !which) {
+        free(ws);
+        free(which);
+        return tl_err(TL_ERR_NOMEM, "run: compute: out of memory");
+    }
     size_t k = 0;
     tl_status s = TL_OK;
     for (size_t i = 0; i < n && !s; i++) {
@@ -120,6 +125,7 @@ static tl_status references(tlr_compute *c, const job *jobs, size_t n) {
             s = tl_err(TL_ERR_NOMEM, "run: compute: out of memory");
             break;
         }
+        which[k] = t;
         ws[k++] = (tl_ggml_weight){.dtype = ti->dtype,
                                    .rows = (int64_t)ti->shape[0],
                                    .cols = (int64_t)ti->shape[1],
@@ -128,13 +134,12 @@ static tl_status references(tlr_compute *c, const job *jobs, size_t n) {
     }
     if (!s && k) s = tl_ggml_matvec_many(c->cpu, ws, k, SEED);
     if (s) /* no half-computed references stay behind */
-        for (size_t i = 0; i < k; i++)
-            for (size_t t = 0; t < tl_model_tensor_count(c->m); t++)
-                if (c->ref[t] == ws[i].y) {
-                    free(c->ref[t]);
-                    c->ref[t] = NULL;
-                }
+        for (size_t i = 0; i < k; i++) {
+            free(c->ref[which[i]]);
+            c->ref[which[i]] = NULL;
+        }
     free(ws);
+    free(which);
     if (s) return tl_err_prefix(s, "run: the product from the file's bytes");
     return TL_OK;
 }
@@ -186,8 +191,8 @@ static tl_status prepare(tlr_compute *c, const tl_session_tensor *t, const tl_se
     } else {
         j->dev = c->cpu;
     }
-    j->copy = aligned_alloc(64, (size_t)((p->nbytes + 63) & ~63ull));
-    if (!j->copy) return tl_err(TL_ERR_NOMEM, "tensor %s: out of memory for a host copy", ti->name);
+    if (tl_os_aligned_alloc(64, (size_t)((p->nbytes + 63) & ~63ull), &j->copy) != 0)
+        return tl_err(TL_ERR_NOMEM, "tensor %s: out of memory for a host copy", ti->name);
     tl_status s = tl_device_copy_from(p->device, j->copy, p->dptr, p->nbytes);
     if (s) return tl_err_prefix(s, "tensor %s: reading it back for the product", ti->name);
     j->w.host = j->copy;
