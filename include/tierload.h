@@ -1699,6 +1699,11 @@ TL_API tl_status tl_session_check(const tl_session *s);
 typedef tl_status (*tl_run_step_fn)(void *user, tl_session *s, const char *phase, uint32_t pass,
                                     tl_component c, size_t layer, const tl_acquired *a);
 
+typedef enum tl_run_compute {
+    TL_RUN_COMPUTE_NONE = 0, /* no compute: the check (and the step callback) only */
+    TL_RUN_COMPUTE_GGML = 1, /* matrix products with ggml on the acquired weights */
+} tl_run_compute;
+
 typedef struct tl_run_options {
     uint32_t size; /* sizeof(tl_run_options): set by tl_run_options_init */
     /*
@@ -1715,6 +1720,24 @@ typedef struct tl_run_options {
     double sim_compute_s_per_gib;
     tl_run_step_fn step;
     void *user;
+    /*
+     * Real compute at each step (after the check, before step): with
+     * TL_RUN_COMPUTE_GGML every acquired 2-D weight of a type ggml
+     * multiplies (quantized ones included) gives y = W . x with ggml_mul_mat
+     * for a fixed random x, one graph per step and device, on the device
+     * where the weight lives: a ggml device computes in place (host memory it
+     * can use wrapped without a copy), weights on host tiers are computed on
+     * ggml:CPU straight from where they are, weights on other devices (sim,
+     * cuda) from a device-to-host copy on ggml:CPU. Each y is compared with
+     * the product computed on ggml:CPU from the model's own bytes (the
+     * mapping): exactly where both ran on ggml:CPU, within a relative 1e-3
+     * elsewhere. Mismatches are counted, not errors. ggml is loaded with
+     * tl_device_ggml_discover(ggml_dir) (NULL: TIERLOAD_GGML_DIR); without it
+     * the run fails with TL_ERR_NOT_FOUND and the reason.
+     */
+    tl_run_compute compute;
+    const char *ggml_dir;
+    int compute_threads; /* threads of ggml's CPU backend; 0 = ggml's default */
 } tl_run_options;
 TL_API void tl_run_options_init(tl_run_options *o);
 
@@ -1727,6 +1750,9 @@ typedef struct tl_run_phase {
     uint64_t bytes_to_devices;
     uint64_t loads, evictions, drops, spills, prefetch_hits, prefetch_misses;
     uint64_t tensors_checked, hash_mismatches;
+    double compute_seconds; /* wall clock of the products on the placed weights (compute ggml) */
+    uint64_t products;           /* matrix products computed (one per weight part) */
+    uint64_t product_mismatches; /* products that differ from the file's bytes' product */
 } tl_run_phase;
 
 typedef struct tl_run_report tl_run_report;

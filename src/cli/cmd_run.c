@@ -31,6 +31,10 @@ static int help(void) {
            "  --sim-compute S      modelled compute on sim devices: S seconds per GiB used\n"
            "  --timeline FILE      draw the run: bytes per device over time by component,\n"
            "                       phases, loads, prefetches, drops and spills (SVG)\n"
+           "  --compute ggml       real compute: y = W.x with ggml for every acquired 2-D weight,\n"
+           "                       where it lives, compared with the product of the file's bytes\n"
+           "  --ggml-dir DIR       ggml's libraries (default TIERLOAD_GGML_DIR)\n"
+           "  --compute-threads N  threads of ggml's CPU backend (default: ggml's)\n"
            "  --json               the report as JSON\n"
            "On a terminal (and without --json) a progress line shows phase, pass and bytes moved.\n");
     fputs(cli_loras_help(), stdout);
@@ -43,6 +47,7 @@ typedef struct run_args {
     cli_planargs pa;
     const char *pipeline, *plan_file, *host_budget, *spill_dir, *spill_threshold, *sim_compute;
     const char *timeline;
+    const char *compute, *ggml_dir, *compute_threads;
     bool json, no_prefetch, no_verify, stream_all;
 } run_args;
 
@@ -90,30 +95,42 @@ static tl_status load_plan(run_args *ra, FILE *f, tl_model *m, tl_plan **out) {
 }
 
 static void print_human(const tl_run_report *r, const tl_session_stats *st, const tl_memspan *ms,
-                        uint64_t pc0, uint64_t pc1) {
+                        uint64_t pc0, uint64_t pc1, bool compute) {
     char a[32], b[32], c[32];
-    printf("%-24s %9s %12s %7s %7s %7s %9s %9s\n", "phase", "seconds", "moved", "loads", "evict",
-           "spills", "prefetch", "mismatch");
+    printf("%-24s %9s %12s %7s %7s %7s %9s %9s%s\n", "phase", "seconds", "moved", "loads", "evict",
+           "spills", "prefetch", "mismatch", compute ? "   compute products mismatch" : "");
     for (size_t i = 0; i < tl_run_report_phase_count(r); i++) {
         const tl_run_phase *p = tl_run_report_phase(r, i);
         char name[80];
         snprintf(name, sizeof name, "%s #%u", p->name, p->pass + 1);
-        printf("%-24s %9.3f %12s %7llu %7llu %7llu %9llu %9llu\n", name, p->seconds,
+        printf("%-24s %9.3f %12s %7llu %7llu %7llu %9llu %9llu", name, p->seconds,
                cli_fmt_size(p->bytes_moved, a, sizeof a), (unsigned long long)p->loads,
                (unsigned long long)p->evictions, (unsigned long long)p->spills,
                (unsigned long long)p->prefetch_hits, (unsigned long long)p->hash_mismatches);
+        if (compute)
+            printf(" %9.3f %8llu %8llu", p->compute_seconds, (unsigned long long)p->products,
+                   (unsigned long long)p->product_mismatches);
+        putchar('\n');
     }
     const tl_run_phase *t = tl_run_report_total(r);
-    printf("%-24s %9.3f %12s %7llu %7llu %7llu %9llu %9llu\n", "total", t->seconds,
+    printf("%-24s %9.3f %12s %7llu %7llu %7llu %9llu %9llu", "total", t->seconds,
            cli_fmt_size(t->bytes_moved, a, sizeof a), (unsigned long long)t->loads,
            (unsigned long long)t->evictions, (unsigned long long)t->spills,
            (unsigned long long)t->prefetch_hits, (unsigned long long)t->hash_mismatches);
+    if (compute)
+        printf(" %9.3f %8llu %8llu", t->compute_seconds, (unsigned long long)t->products,
+               (unsigned long long)t->product_mismatches);
+    putchar('\n');
     uint64_t opt = tl_run_report_optimal_bytes(r);
     printf("\nbytes onto devices %s; offline optimum (furthest next use, same budgets) %s",
            cli_fmt_size(t->bytes_to_devices, a, sizeof a), cli_fmt_size(opt, b, sizeof b));
     if (opt) printf(" (ratio %.3f)", (double)t->bytes_to_devices / (double)opt);
     printf("\nchecked %llu tensors: %llu hash mismatches\n", (unsigned long long)t->tensors_checked,
            (unsigned long long)t->hash_mismatches);
+    if (compute)
+        printf("computed %llu matrix products with ggml in %.3f s: %llu differ from the file's\n",
+               (unsigned long long)t->products, t->compute_seconds,
+               (unsigned long long)t->product_mismatches);
     printf("\nmoved by tier:");
     for (int x = 0; x < TL_TIER_COUNT; x++)
         for (int y = 0; y < TL_TIER_COUNT; y++)
@@ -136,7 +153,7 @@ static void print_human(const tl_run_report *r, const tl_session_stats *st, cons
 }
 
 static int print_json(const tl_run_report *r, const tl_session_stats *st, const tl_memspan *ms,
-                      uint64_t pc0, uint64_t pc1, const cli_loras *loras) {
+                      uint64_t pc0, uint64_t pc1, const cli_loras *loras, bool compute) {
     cJSON *root = cJSON_CreateObject();
     cJSON *phases = cJSON_AddArrayToObject(root, "phases");
     for (size_t i = 0; i < tl_run_report_phase_count(r); i++) {
@@ -155,6 +172,11 @@ static int print_json(const tl_run_report *r, const tl_session_stats *st, const 
         cli_json_add_u64(o, "prefetch_hits", p->prefetch_hits);
         cli_json_add_u64(o, "prefetch_misses", p->prefetch_misses);
         cli_json_add_u64(o, "hash_mismatches", p->hash_mismatches);
+        if (compute) {
+            cJSON_AddNumberToObject(o, "compute_seconds", p->compute_seconds);
+            cli_json_add_u64(o, "products", p->products);
+            cli_json_add_u64(o, "product_mismatches", p->product_mismatches);
+        }
         cJSON_AddItemToArray(phases, o);
     }
     const tl_run_phase *t = tl_run_report_total(r);
@@ -164,6 +186,11 @@ static int print_json(const tl_run_report *r, const tl_session_stats *st, const 
     cli_json_add_u64(tot, "optimal_bytes_moved", tl_run_report_optimal_bytes(r));
     cli_json_add_u64(tot, "hash_mismatches", t->hash_mismatches);
     cli_json_add_u64(tot, "tensors_checked", t->tensors_checked);
+    if (compute) {
+        cJSON_AddNumberToObject(tot, "compute_seconds", t->compute_seconds);
+        cli_json_add_u64(tot, "products", t->products);
+        cli_json_add_u64(tot, "product_mismatches", t->product_mismatches);
+    }
     cli_json_add_u64(tot, "evictions", t->evictions);
     cli_json_add_u64(tot, "drops", t->drops);
     cli_json_add_u64(tot, "spills", t->spills);
@@ -300,12 +327,14 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras,
     run_args ra;
     memset(&ra, 0, sizeof ra);
     tl_plan_options_init(&ra.pa.o);
-    static const char *const opts[] = {"--pipeline",        "--plan",        "--host-budget",
-                                       "--spill-dir",       "--spill-threshold", "--sim-compute",
-                                       "--timeline"};
+    static const char *const opts[] = {"--pipeline",      "--plan",        "--host-budget",
+                                       "--spill-dir",     "--spill-threshold", "--sim-compute",
+                                       "--timeline",      "--compute",     "--ggml-dir",
+                                       "--compute-threads"};
     const char **slots[] = {&ra.pipeline,  &ra.plan_file,       &ra.host_budget,
                             &ra.spill_dir, &ra.spill_threshold, &ra.sim_compute,
-                            &ra.timeline};
+                            &ra.timeline,  &ra.compute,         &ra.ggml_dir,
+                            &ra.compute_threads};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int r = 0;
@@ -358,6 +387,20 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras,
         if (*end || !(ro.sim_compute_s_per_gib >= 0))
             return cli_usage("run", "--sim-compute: expected seconds per GiB, got '%s'",
                              ra.sim_compute);
+    }
+    if (ra.compute) {
+        if (strcmp(ra.compute, "ggml") && strcmp(ra.compute, "none"))
+            return cli_usage("run", "--compute: expected 'ggml' or 'none', got '%s'", ra.compute);
+        ro.compute = strcmp(ra.compute, "ggml") ? TL_RUN_COMPUTE_NONE : TL_RUN_COMPUTE_GGML;
+    }
+    ro.ggml_dir = ra.ggml_dir;
+    if (ra.compute_threads) {
+        char *end;
+        long n = strtol(ra.compute_threads, &end, 10);
+        if (*end || n < 1 || n > 1024)
+            return cli_usage("run", "--compute-threads: expected 1..1024, got '%s'",
+                             ra.compute_threads);
+        ro.compute_threads = (int)n;
     }
 
     tl_model *m = NULL;
@@ -441,13 +484,18 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras,
         tl_session_stats stats;
         tl_session_stats_get(s, &stats);
         if (ra.json)
-            rc = print_json(rep, &stats, &span, pc0, pc1, loras) ? cli_fail(TL_ERR_IO) : 0;
+            rc = print_json(rep, &stats, &span, pc0, pc1, loras, ro.compute) ? cli_fail(TL_ERR_IO) : 0;
         else
-            print_human(rep, &stats, &span, pc0, pc1);
+            print_human(rep, &stats, &span, pc0, pc1, ro.compute);
         if (!rc && ra.timeline) rc = svg_timeline_write(s, plan, watch.bands, watch.n, ra.timeline);
         if (!rc && tl_run_report_total(rep)->hash_mismatches) {
             fprintf(stderr, "tierload run: %llu hash mismatches\n",
                     (unsigned long long)tl_run_report_total(rep)->hash_mismatches);
+            rc = cli_exit_code(TL_ERR_INTEGRITY);
+        }
+        if (!rc && tl_run_report_total(rep)->product_mismatches) {
+            fprintf(stderr, "tierload run: %llu matrix products differ from the file's\n",
+                    (unsigned long long)tl_run_report_total(rep)->product_mismatches);
             rc = cli_exit_code(TL_ERR_INTEGRITY);
         }
     } else {

@@ -15,6 +15,7 @@
  * (computed once per part and cached).
  */
 #include "residency/residency.h"
+#include "residency/compute.h"
 
 #include "core/error.h"
 #include "os/guard.h"
@@ -56,6 +57,7 @@ typedef struct run {
     unsigned char *buf;    /* staging for device reads */
     uint64_t buf_len;
     tl_run_phase *cur;
+    tlr_compute *comp;     /* compute ggml (compute.c), or NULL */
 } run;
 
 void tl_run_options_init(tl_run_options *o) {
@@ -259,6 +261,7 @@ static tl_status step(run *r, const char *phase, uint32_t pass, tl_component c, 
     tl_status s = tl_session_acquire(r->s, c, lb, le, other, &a);
     if (s) return s;
     if (!r->o->no_verify) s = check(r, a);
+    if (!s && r->comp) s = tlr_compute_step(r->comp, a, r->cur);
     if (!s && r->o->step) s = r->o->step(r->o->user, r->s, phase, pass, c, layer_label, a);
     if (!s && r->clock_dev && r->o->sim_compute_s_per_gib > 0)
         s = tl_device_sim_advance(r->clock_dev, (double)acquired_bytes(a) / (1ull << 30) *
@@ -274,6 +277,7 @@ static tl_status run_component(run *r, const item *it, uint32_t pass, tl_compone
     tl_status s = tl_session_acquire(r->s, c, 0, 0, true, &other);
     if (s) return s;
     if (!r->o->no_verify) s = check(r, other);
+    if (!s && r->comp) s = tlr_compute_step(r->comp, other, r->cur);
     size_t nl = tl_model_layer_count(r->m, c);
     for (size_t k = 0; k < nl && !s; k++) {
         if (!r->o->no_prefetch && k + 1 < nl)
@@ -341,12 +345,17 @@ tl_status tl_run_pipeline(tl_session *s, const tl_run_options *opts, tl_run_repo
     tl_run_options o;
     tl_run_options_init(&o);
     if (opts) memcpy(&o, opts, opts->size && opts->size < sizeof o ? opts->size : sizeof o);
-    run r = {s, tlr_session_model(s), &o, tlr_session_clock_device(s), NULL, NULL, NULL, 0, NULL};
+    run r = {s, tlr_session_model(s), &o, tlr_session_clock_device(s), NULL, NULL, NULL, 0, NULL,
+             NULL};
     item *it = NULL;
     size_t n_it = 0;
     tl_status st = o.pipeline ? parse_pipeline(o.pipeline, &it, &n_it)
                               : default_pipeline(tlr_session_plan(s), &it, &n_it);
-    if (st) return st;
+    if (!st) st = tlr_compute_create(r.m, &o, &r.comp);
+    if (st) {
+        free(it);
+        return st;
+    }
     size_t n_runs = 0;
     for (size_t i = 0; i < n_it; i++)
         n_runs += it[i].repeat;
@@ -387,6 +396,7 @@ tl_status tl_run_pipeline(tl_session *s, const tl_run_options *opts, tl_run_repo
             free(r.want[i]);
     free(r.want);
     free(r.n_want);
+    tlr_compute_destroy(r.comp);
     if (r.buf) tl_os_anon_free(r.buf, r.buf_len);
     free(it);
     if (st) {
@@ -409,6 +419,9 @@ tl_status tl_run_pipeline(tl_session *s, const tl_run_options *opts, tl_run_repo
         t->prefetch_misses += p->prefetch_misses;
         t->tensors_checked += p->tensors_checked;
         t->hash_mismatches += p->hash_mismatches;
+        t->compute_seconds += p->compute_seconds;
+        t->products += p->products;
+        t->product_mismatches += p->product_mismatches;
     }
     *out = rep;
     return TL_OK;
