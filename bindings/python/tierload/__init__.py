@@ -424,8 +424,9 @@ class DeviceTensor:
 
 class Acquired:
     """What Session.acquire returns: a context manager whose value is {name: tensor}. Host
-    tiers give zero-copy torch tensors (numpy without torch), device tiers DeviceTensor (a list
-    of them for row-split tensors). Released on exit (or release()); do not keep the tensors
+    tiers give zero-copy torch tensors (numpy without torch; a read-only uint8 numpy array of
+    the bytes for dtypes with no type there, such as quantized ones), device tiers DeviceTensor
+    (a list of them for row-split tensors). Released on exit (or release()); do not keep the tensors
     past it."""
 
     def __init__(self, session, h):
@@ -440,8 +441,12 @@ class Acquired:
             if len(parts) == 1 and parts[0].host and parts[0].tier != 3:
                 p = parts[0]
                 fn = _views.numpy_view if _views.torch is None else _views.torch_view
-                self.tensors[info.name] = fn(p.host, p.nbytes, info.dtype, info.shape, self,
-                                             False, "tensor '%s'" % info.name)
+                try:
+                    v = fn(p.host, p.nbytes, info.dtype, info.shape, self, False,
+                           "tensor '%s'" % info.name)
+                except Unsupported:  # quantized or F8 without a type: the bytes
+                    v = _views.byte_array(p.host, p.nbytes, self, False)
+                self.tensors[info.name] = v
             else:
                 d = [DeviceTensor(info, p) for p in parts]
                 self.tensors[info.name] = d[0] if len(d) == 1 else d
