@@ -38,11 +38,14 @@ tl_status tl_spill_create(uint64_t nbytes, const tl_spill_options *opts, tl_spil
     tl_spill_options o;
     tl_spill_options_init(&o);
     if (opts) {
-        if (opts->size == 0) return tl_err(TL_ERR_INVALID_ARG, "spill: options size is 0 (use tl_spill_options_init)");
+        if (opts->size == 0)
+            return tl_err(TL_ERR_INVALID_ARG,
+                          "spill: options size is 0 (use tl_spill_options_init)");
         size_t n = opts->size < sizeof o ? opts->size : sizeof o;
         const char *src = (const char *)opts;
         char *dst = (char *)&o;
-        for (size_t i = 0; i < n; i++) dst[i] = src[i];
+        for (size_t i = 0; i < n; i++)
+            dst[i] = src[i];
         o.size = sizeof o;
     }
     tl_spill *s = tl_os_calloc(1, sizeof *s);
@@ -109,9 +112,13 @@ tl_status tl_spill_map(tl_spill *s, void **data) {
     return TL_OK;
 }
 
-uint64_t tl_spill_size(const tl_spill *s) { return s ? s->nbytes : 0; }
+uint64_t tl_spill_size(const tl_spill *s) {
+    return s ? s->nbytes : 0;
+}
 
-int tl_spill_fd(const tl_spill *s) { return s ? s->fd : -1; }
+int tl_spill_fd(const tl_spill *s) {
+    return s ? s->fd : -1;
+}
 
 void tl_spill_destroy(tl_spill *s) {
     if (!s) return;
