@@ -402,7 +402,8 @@ def session_acquire_host_and_device():
     except tierload.InvalidArgument as e:
         assert "nonsense" in e.message
     # a simulated GPU: tensors on it come back as descriptors
-    p2 = tierload.plan(m, sim="pysim0=64M", backend="diffusion=pysim0", reserve="diffusion=1M")
+    p2 = tierload.plan(m, sim="pysim0=64M", backend="diffusion=pysim0",
+                       reserve="diffusion=1M")
     s2 = tierload.Session(m, p2)
     with s2.acquire("diffusion") as w:
         d = w[tensors[0][0]]
@@ -413,6 +414,32 @@ def session_acquire_host_and_device():
     assert st["devices"][0]["name"] == "pysim0", st["devices"]
     assert s2.evict("pysim0") == sum(t[4] for t in tensors)
     assert s2.events(), "no events"
+
+
+@case
+def writable_model_patches_stay_in_memory():
+    path, tensors, offs = dtype_model()
+    name, dt, shape, data, nbytes = [t for t in tensors if t[1] == "F32"][0]
+    ro = tierload.open(path)
+    try:
+        ro.numpy(name, writable=True)
+        raise AssertionError("a writable view of a read-only model did not fail")
+    except tierload.InvalidArgument as e:
+        assert "read-only" in e.message
+    m = tierload.open(path, writable=True)
+    p = tierload.plan(m, devices="cpu=0")
+    s = tierload.Session(m, p)
+    a = m.numpy(name)
+    assert a.flags.writeable and m.patched(name)
+    a[0, 0] = 42.0
+    assert pread(path, offs[name], nbytes) == data  # the file never changes
+    s.refresh(name)
+    with s.acquire("diffusion") as w:
+        assert float(w[name][0, 0]) == 42.0
+    m.unpatch(name)
+    s.refresh(name)
+    with s.acquire("diffusion") as w:
+        assert torch_bytes(w[name]) == data
 
 
 @case

@@ -161,7 +161,9 @@ class Model:
         return lib.tl_model_tensor_data(h, t.index)
 
     def numpy(self, name, writable=None):
-        """Zero-copy numpy view of a tensor's bytes in the mapping."""
+        """Zero-copy numpy view of a tensor's bytes in the mapping. A writable view (the
+        default of a model opened writable=True) marks the tensor patched: from then on the
+        library reads its bytes from the mapping, never the file."""
         t = self.info(name)
         w = self.writable if writable is None else writable
         return _views.numpy_view(self._addr(t, w), t.nbytes, t.dtype, t.shape, self, w,
