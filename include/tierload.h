@@ -1856,6 +1856,45 @@ TL_API tl_status tl_lora_set_add(tl_lora_set *set, const tl_lora *l, float scale
 TL_API tl_status tl_lora_set_remove(tl_lora_set *set, const tl_lora *l);
 TL_API tl_status tl_lora_set_scale(tl_lora_set *set, const tl_lora *l, float scale);
 
+/* Spill buffers for host programs                                           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A spill buffer moves a host program's bytes (a tensor it wants out of RAM)
+ * into an unnamed file and maps them back: the file is created with
+ * O_TMPFILE (or created and unlinked at once) in the spill directory, so
+ * nothing is left on disk once the buffer is destroyed or the process dies.
+ * tl_spill_write writes in chunks of chunk_size straight from the caller's
+ * memory (no copy of the whole buffer is ever made); tl_spill_map maps the
+ * file MAP_PRIVATE writable: reads come from the file, writes make private
+ * copies of the pages they touch and never reach the file. The mapping and
+ * the descriptor live until tl_spill_destroy. Not thread-safe per buffer.
+ */
+typedef struct tl_spill tl_spill;
+
+#define TL_SPILL_DEFAULT_CHUNK (16ull << 20)
+
+typedef struct tl_spill_options {
+    uint32_t size;       /* sizeof(tl_spill_options), set by tl_spill_options_init */
+    const char *dir;     /* NULL = TIERLOAD_SPILL_DIR, else TMPDIR, else /tmp */
+    uint64_t chunk_size; /* bytes per write; 0 = TL_SPILL_DEFAULT_CHUNK */
+} tl_spill_options;
+
+/* Defaults (and size). */
+TL_API void tl_spill_options_init(tl_spill_options *o);
+/* An unnamed spill file of nbytes > 0 (zeros until written). opts may be NULL. */
+TL_API tl_status tl_spill_create(uint64_t nbytes, const tl_spill_options *opts, tl_spill **out);
+/* Write n bytes of src at off, chunk by chunk; only before tl_spill_map. */
+TL_API tl_status tl_spill_write(tl_spill *s, uint64_t off, const void *src, uint64_t n);
+/* Map the file (once; later calls return the same address) into *data. */
+TL_API tl_status tl_spill_map(tl_spill *s, void **data);
+/* Bytes of the buffer. */
+TL_API uint64_t tl_spill_size(const tl_spill *s);
+/* The file's descriptor (owned by the buffer; for diagnostics). */
+TL_API int tl_spill_fd(const tl_spill *s);
+/* Unmap, close the descriptor (the file goes with it) and free. NULL is fine. */
+TL_API void tl_spill_destroy(tl_spill *s);
+
 #ifdef __cplusplus
 }
 #endif

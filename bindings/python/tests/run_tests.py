@@ -1,0 +1,496 @@
+#!/usr/bin/python3
+"""run_tests.py — the Python binding's tests (a plain script: Debian has no pytest by default).
+
+usage: run_tests.py [SOURCE_DIR]   (TIERLOAD_LIBRARY names the libtierload.so under test)
+
+Expected bytes come from this script's own safetensors writer and from os.pread of the file, never
+from the library. Exits 77 (a skip, with the reason printed) when numpy or torch is missing.
+"""
+import gc
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+SRC = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.abspath(
+    os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+sys.path.insert(0, os.path.join(SRC, "bindings", "python"))
+
+try:
+    import numpy as np
+    import torch
+except ImportError as e:
+    print("SKIP: the Python tests need numpy and torch (apt-get install python3-numpy "
+          "python3-torch; `make deps` does): %s" % e)
+    sys.exit(77)
+
+import tierload  # noqa: E402
+
+MiB = 1 << 20
+FAILED = []
+CASES = []
+
+
+def case(fn):
+    def run():
+        t0 = time.time()
+        try:
+            fn()
+            print("ok   %s (%.1fs)" % (fn.__name__, time.time() - t0))
+        except Exception as e:  # report and go on with the other cases
+            import traceback
+            traceback.print_exc()
+            print("FAIL %s: %s" % (fn.__name__, e))
+            FAILED.append(fn.__name__)
+    run.__name__ = fn.__name__
+    CASES.append(run)
+    return run
+
+
+def status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no %s in /proc/self/status" % field)
+
+
+def write_safetensors(path, tensors, sparse_total=None):
+    """tensors: list of (name, dtype, shape, bytes or None, nbytes). None data with sparse_total:
+    the file is extended with ftruncate (zeros, no blocks). Returns {name: absolute offset}."""
+    header, off = {}, 0
+    for name, dt, shape, data, nbytes in tensors:
+        header[name] = {"dtype": dt, "shape": list(shape), "data_offsets": [off, off + nbytes]}
+        off += nbytes
+    h = json.dumps(header).encode()
+    h += b" " * ((-(8 + len(h))) % 64)  # data starts 64-byte aligned
+    base = 8 + len(h)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        for name, dt, shape, data, nbytes in tensors:
+            if data is None:
+                break
+            f.write(data)
+        if sparse_total is not None:
+            f.truncate(base + off)
+    return {name: base + header[name]["data_offsets"][0] for name in header}
+
+
+def pread(path, off, n):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        out = b""
+        while len(out) < n:
+            chunk = os.pread(fd, n - len(out), off + len(out))
+            if not chunk:
+                break
+            out += chunk
+        return out
+    finally:
+        os.close(fd)
+
+
+# every safetensors dtype name -> element bytes
+DTYPES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I8": 1, "I16": 2, "I32": 4, "I64": 8,
+          "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1, "C64": 8, "F8_E4M3": 1,
+          "F8_E5M2": 1}
+NUMPY_HAS = {"F32", "F16", "F64", "I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64", "BOOL",
+             "C64"}
+TORCH_ATTR = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64",
+              "I8": "int8", "I16": "int16", "I32": "int32", "I64": "int64", "U8": "uint8",
+              "U16": "uint16", "U32": "uint32", "U64": "uint64", "BOOL": "bool",
+              "C64": "complex64", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+
+
+def torch_bytes(t):
+    t = t.contiguous()
+    if t.dtype == torch.bool:
+        t = t.to(torch.uint8)
+    return t.reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+TMP = tempfile.mkdtemp(prefix="tierload-py-")
+rng = np.random.default_rng(12345)
+
+
+def dtype_model():
+    path = os.path.join(TMP, "dtypes.safetensors")
+    tensors = []
+    for i, (dt, size) in enumerate(sorted(DTYPES.items())):
+        shape = (3, 5 + i)
+        n = 3 * (5 + i) * size
+        data = rng.integers(0, 256, n, dtype=np.uint8)
+        if dt == "BOOL":
+            data = data & 1
+        tensors.append(("model.diffusion_model.blocks.%d.%s" % (i, dt.lower()), dt, shape,
+                        data.tobytes(), n))
+    offs = write_safetensors(path, tensors)
+    return path, tensors, offs
+
+
+@case
+def views_equal_file_bytes_for_every_dtype():
+    path, tensors, offs = dtype_model()
+    m = tierload.open(path)
+    assert len(m.tensors) == len(tensors), m.tensors
+    for name, dt, shape, data, nbytes in tensors:
+        info = m.info(name)
+        assert (info.dtype, info.shape, info.nbytes) == (dt, shape, nbytes), info
+        assert info.component == "diffusion" and info.layer is not None, info
+        want = pread(path, offs[name], nbytes)
+        assert want == data
+        assert bytes(m.raw(name)) == want, name
+        if dt in NUMPY_HAS:
+            a = m.numpy(name)
+            assert a.shape == shape and not a.flags.writeable
+            assert a.tobytes() == want, name
+        else:
+            try:
+                m.numpy(name)
+                raise AssertionError("numpy view of %s did not fail" % dt)
+            except tierload.Unsupported as e:
+                assert dt in str(e) and e.status == "TL_ERR_UNSUPPORTED", e
+        if getattr(torch, TORCH_ATTR[dt], None) is not None:
+            t = m.torch(name)
+            assert tuple(t.shape) == shape and t.dtype == getattr(torch, TORCH_ATTR[dt])
+            assert torch_bytes(t) == want, name
+            # zero copy: the tensor's data is inside the mapping (the file's bytes)
+            assert t.data_ptr() == m.raw(name).ctypes.data
+        else:
+            try:
+                m.torch(name)
+                raise AssertionError("torch view of %s did not fail" % dt)
+            except tierload.Unsupported as e:
+                assert dt in str(e) and torch.__version__ in str(e), e
+
+
+@case
+def quantized_gguf_raw_bytes_and_clear_error():
+    path = os.path.join(SRC, "..", "shared", "testdata", "gguf", "tiny-llama-q4_0.gguf")
+    if not os.path.exists(path):
+        print("  (skipped: %s missing)" % path)
+        return
+    m = tierload.open(path)
+    q = [t for t in m.tensors if t.dtype == "Q4_0"]
+    assert q, "no Q4_0 tensor"
+    t = q[0]
+    assert bytes(m.raw(t.name)) == pread(path, t.offset, t.nbytes)
+    for fn in (m.numpy, m.torch):
+        try:
+            fn(t.name)
+            raise AssertionError("a Q4_0 view did not fail")
+        except tierload.Unsupported as e:
+            assert "Q4_0" in e.message and t.name in e.message, e
+
+
+@case
+def open_1gib_grows_anon_rss_by_less_than_8mib():
+    path = os.path.join(TMP, "big.safetensors")
+    n_t, per = 16, 64 * MiB
+    tensors = [("model.diffusion_model.blocks.%d.w" % i, "F32", (per // 4096, 1024), None, per)
+               for i in range(n_t)]
+    offs = write_safetensors(path, tensors, sparse_total=True)
+    # a known pattern at a few places of every tensor, so the views are compared with non-zeros
+    marks = {}
+    with open(path, "r+b") as f:
+        for name, off in offs.items():
+            for k in (0, per // 2 + 12, per - 4096):
+                pat = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
+                f.seek(off + k)
+                f.write(pat)
+                marks[(name, k)] = pat
+    assert os.path.getsize(path) >= 1 << 30
+    gc.collect()
+    before = status_kb("RssAnon")
+    m = tierload.open(path)
+    views = [m.torch(t.name) for t in m.tensors] + [m.numpy(t.name) for t in m.tensors]
+    grown = status_kb("RssAnon") - before
+    print("  open of a 1 GiB file + %d views: RssAnon +%.2f MiB" % (len(views), grown / MiB))
+    assert grown < 8 * MiB, grown
+    for name, off in offs.items():
+        a = m.numpy(name).reshape(-1).view(np.uint8)
+        for (nm, k), pat in marks.items():
+            if nm == name:
+                assert a[k:k + 4096].tobytes() == pat, (name, k)
+        # whole tensor against an independent read, 16 MiB at a time
+        for s in range(0, per, 16 * MiB):
+            assert a[s:s + 16 * MiB].tobytes() == pread(path, off + s, 16 * MiB), (name, s)
+    del views, a
+    m.close()
+    os.unlink(path)
+
+
+def spill_files(d):
+    """Mappings and descriptors of this process that point into d."""
+    maps = [line for line in open("/proc/self/maps") if d in line]
+    fds = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink("/proc/self/fd/" + fd).startswith(d):
+                fds.append(fd)
+        except OSError:
+            pass
+    return maps, fds
+
+
+class PeakSampler:
+    """Highest VmRSS seen by a thread sampling /proc/self/status (ctypes calls drop the GIL)."""
+
+    def __init__(self):
+        self.peak = status_kb("VmRSS")
+        self.stop = False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stop:
+            self.peak = max(self.peak, status_kb("VmRSS"))
+            time.sleep(0.0005)
+
+    def done(self):
+        self.stop = True
+        self.t.join()
+        self.peak = max(self.peak, status_kb("VmRSS"))
+        return self.peak
+
+
+def reset_hwm():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+@case
+def spill_512mib_peak_rss_below_96mib_and_nothing_left():
+    d = tempfile.mkdtemp(prefix="spill-", dir=TMP)
+    n = 128 * MiB  # int32 elements: 512 MiB
+    t = torch.arange(n, dtype=torch.int32)
+    t[::4097] = -7
+    gc.collect()
+    base = status_kb("VmRSS")
+    hwm = reset_hwm()
+    sampler = PeakSampler()
+    s = tierload.spill(t, dir=d)
+    peak = sampler.done()
+    if hwm:
+        peak = max(peak, status_kb("VmHWM"))
+    print("  spill of 512 MiB: VmRSS %.0f MiB before, peak +%.1f MiB (%s)" % (
+        base / MiB, (peak - base) / MiB, "VmHWM and sampler" if hwm else "sampler"))
+    assert peak - base < 96 * MiB, (peak - base) / MiB
+    assert s.dtype == t.dtype and s.shape == t.shape
+    maps, fds = spill_files(d)
+    assert len(fds) == 1 and maps, (maps, fds)
+    assert os.listdir(d) == [], os.listdir(d)  # unlinked from the start
+    assert torch.equal(s, t)
+    assert s.data_ptr() != t.data_ptr()
+    s[0] = 5  # private mapping: writable, and the file is not changed
+    assert int(s[0]) == 5 and int(t[0]) == -7
+    # a bf16 and a non-contiguous tensor take the other paths
+    b = torch.randn(300, 70).to(torch.bfloat16)
+    sb = tierload.spill(b, dir=d, chunk=4096)
+    assert sb.dtype == torch.bfloat16 and torch.equal(sb, b)
+    nc = torch.arange(4000, dtype=torch.float64).reshape(40, 100)[:, ::3]
+    snc = tierload.spill(nc, dir=d, chunk=800)
+    assert torch.equal(snc, nc) and snc.is_contiguous()
+    arr = np.arange(1000, dtype=np.float32).reshape(10, 100)
+    sa = tierload.spill(arr, dir=d)
+    assert isinstance(sa, np.ndarray) and np.array_equal(sa, arr)
+    assert len(spill_files(d)[1]) == 4
+    del s, t, sb, b, snc, nc, sa
+    gc.collect()
+    maps, fds = spill_files(d)
+    assert maps == [] and fds == [], (maps, fds)
+    assert os.listdir(d) == []
+
+
+@case
+def errors_carry_status_and_message():
+    missing = os.path.join(TMP, "nope.safetensors")
+    try:
+        tierload.open(missing)
+        raise AssertionError("open of a missing file did not fail")
+    except tierload.NotFound as e:
+        assert e.status == "TL_ERR_NOT_FOUND" and missing in e.message, e
+        assert isinstance(e, tierload.Error)
+    bad = os.path.join(TMP, "bad.safetensors")
+    with open(bad, "wb") as f:
+        f.write(struct.pack("<Q", 10) + b"{not json}" + b"\0" * 16)
+    try:
+        tierload.open(bad)
+        raise AssertionError("open of a malformed file did not fail")
+    except tierload.FormatError as e:
+        assert e.status == "TL_ERR_FORMAT" and bad in e.message and str(e).startswith(
+            "TL_ERR_FORMAT: "), e
+    path, _, _ = dtype_model()
+    m = tierload.open(path)
+    try:
+        m.torch("no.such.tensor")
+        raise AssertionError("a missing tensor did not fail")
+    except tierload.NotFound as e:
+        assert "no.such.tensor" in e.message
+    try:
+        tierload.load(m, mode="sideways")
+        raise AssertionError("a bad mode did not fail")
+    except tierload.InvalidArgument as e:
+        assert "sideways" in e.message
+    try:
+        tierload.spill(torch.zeros(4), dir=os.path.join(TMP, "no-such-dir"))
+        raise AssertionError("a spill into a missing folder did not fail")
+    except tierload.Error as e:
+        assert "no-such-dir" in e.message, e
+
+
+@case
+def load_modes_convert_and_progress():
+    path, tensors, offs = dtype_model()
+    m = tierload.open(path)
+    calls = []
+    for mode in ("mmap", "buffered", "auto"):
+        r = tierload.load(m, mode=mode, verify=True, progress=lambda d, t: calls.append((d, t)))
+        for name, dt, shape, data, nbytes in tensors:
+            if getattr(torch, TORCH_ATTR[dt], None) is None:
+                continue
+            assert torch_bytes(r[name]) == data, (mode, name)
+        assert r.files[0]["mode"] in ("mmap", "buffered", "direct"), r.files
+    f16 = [t for t in tensors if t[1] == "F16"][0]
+    r = tierload.load(path, mode="buffered", dtype="F32")
+    want = np.frombuffer(f16[3], dtype="<f2").astype(np.float32).reshape(f16[2])
+    got = r.numpy(f16[0])
+    assert got.dtype == np.float32 and np.array_equal(got, want, equal_nan=True)
+    # a callback that raises stops the load and the exception comes through
+    big = os.path.join(TMP, "mid.safetensors")
+    write_safetensors(big, [("w", "U8", (64 * MiB,), None, 64 * MiB)], sparse_total=True)
+
+    def stop(done, total):
+        raise KeyboardInterrupt("stop")
+    try:
+        tierload.load(big, mode="buffered", progress=stop, staging_size=1 << 20)
+        print("  (the load finished before its first progress call)")
+    except KeyboardInterrupt:
+        pass
+
+
+@case
+def session_acquire_host_and_device():
+    path, tensors, offs = dtype_model()
+    m = tierload.open(path)
+    p = tierload.plan(m, devices="cpu=0")
+    s = tierload.Session(m, p)
+    with s.acquire("diffusion") as w:
+        assert set(w) == {t[0] for t in tensors}, set(w)
+        for name, dt, shape, data, nbytes in tensors:
+            if getattr(torch, TORCH_ATTR[dt], None) is not None:
+                assert torch_bytes(w[name]) == data, name
+                assert w[name].data_ptr() == m.raw(name).ctypes.data  # the mapping itself
+    with s.acquire("diffusion", layers=2) as w:
+        assert list(w) == [tensors[2][0]], list(w)
+    s.prefetch("diffusion", layers=(0, 3))
+    st = s.stats()
+    assert st["loads"] >= 0 and "devices" in st
+    s.check()
+    try:
+        s.acquire("nonsense")
+        raise AssertionError("an unknown component did not fail")
+    except tierload.InvalidArgument as e:
+        assert "nonsense" in e.message
+    # a simulated GPU: tensors on it come back as descriptors
+    p2 = tierload.plan(m, sim="pysim0=64M", backend="diffusion=pysim0",
+                       reserve="diffusion=1M")
+    s2 = tierload.Session(m, p2)
+    with s2.acquire("diffusion") as w:
+        d = w[tensors[0][0]]
+        assert isinstance(d, tierload.DeviceTensor) and d.device == "pysim0", d
+        assert d.tier == "device" and d.nbytes == tensors[0][4]
+    st = s2.stats()
+    assert st["loads"] >= len(tensors), st
+    assert st["devices"][0]["name"] == "pysim0", st["devices"]
+    assert s2.evict("pysim0") == sum(t[4] for t in tensors)
+    assert s2.events(), "no events"
+
+
+@case
+def writable_model_patches_stay_in_memory():
+    path, tensors, offs = dtype_model()
+    name, dt, shape, data, nbytes = [t for t in tensors if t[1] == "F32"][0]
+    ro = tierload.open(path)
+    try:
+        ro.numpy(name, writable=True)
+        raise AssertionError("a writable view of a read-only model did not fail")
+    except tierload.InvalidArgument as e:
+        assert "read-only" in e.message
+    m = tierload.open(path, writable=True)
+    p = tierload.plan(m, devices="cpu=0")
+    s = tierload.Session(m, p)
+    a = m.numpy(name)
+    assert a.flags.writeable and m.patched(name)
+    a[0, 0] = 42.0
+    assert pread(path, offs[name], nbytes) == data  # the file never changes
+    s.refresh(name)
+    with s.acquire("diffusion") as w:
+        assert float(w[name][0, 0]) == 42.0
+    m.unpatch(name)
+    s.refresh(name)
+    with s.acquire("diffusion") as w:
+        assert torch_bytes(w[name]) == data
+
+
+@case
+def memstats_fields():
+    ms = tierload.memstats()
+    for k in ("rss", "rss_anon", "rss_file", "uss", "peak_rss", "mem_available", "page_cache"):
+        assert k in ms and ms[k] >= 0, (k, ms)
+    assert ms["rss_anon"] == status_kb("RssAnon") or abs(ms["rss_anon"] - status_kb(
+        "RssAnon")) < 64 * MiB
+
+
+@case
+def pipeline_example_bit_equal():
+    ex = os.path.join(SRC, "examples", "python", "pipeline.py")
+    r = subprocess.run([sys.executable, ex, "--small", "--dir", TMP], capture_output=True,
+                       text=True, timeout=300)
+    print("  " + r.stdout.strip().replace("\n", "\n  "))
+    assert r.returncode == 0, r.stderr
+    assert "outputs bit-equal: yes" in r.stdout, r.stdout
+
+
+@case
+def pip_installs_the_package():
+    target = os.path.join(TMP, "site")
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation",
+                        "--no-deps", "--no-index", "--target", target,
+                        os.path.join(SRC, "bindings", "python")],
+                       capture_output=True, text=True, timeout=240,
+                       env=dict(os.environ, PIP_BREAK_SYSTEM_PACKAGES="1",
+                                HOME=TMP, PIP_NO_CACHE_DIR="1"))
+    if r.returncode != 0 and "No module named pip" in r.stderr:
+        print("  (skipped: no pip for %s)" % sys.executable)
+        return
+    assert r.returncode == 0, r.stderr
+    code = "import tierload, sys; print(tierload.__file__, tierload.version())"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=target), cwd=TMP)
+    assert r.returncode == 0 and r.stdout.startswith(target), (r.stdout, r.stderr)
+
+
+if __name__ == "__main__":
+    print("tierload %s from %s, torch %s, numpy %s" % (
+        tierload.version(), os.environ.get("TIERLOAD_LIBRARY", "(search)"), torch.__version__,
+        np.__version__))
+    only = sys.argv[2:] if len(sys.argv) > 2 else None
+    for fn in CASES:
+        if only is None or fn.__name__ in only:
+            fn()
+    import shutil
+    shutil.rmtree(TMP, ignore_errors=True)
+    if FAILED:
+        print("FAILED: " + ", ".join(FAILED))
+        sys.exit(1)
+    print("all Python tests passed")

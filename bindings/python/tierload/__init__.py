@@ -1,0 +1,680 @@
+"""tierload — Python binding of libtierload (ctypes; numpy and torch are optional imports).
+
+    import tierload
+    m = tierload.open("model.safetensors", vae="vae.safetensors")
+    w = m.torch("model.diffusion_model.blocks.0.w")     # zero-copy view of the mapping
+    p = tierload.plan(m, devices="cpu")
+    with tierload.Session(m, p) as s, s.acquire("diffusion") as weights:
+        ...                                              # weights: name -> tensor where it lives
+    t2 = tierload.spill(t)                               # same tensor, backed by an unnamed file
+    tierload.memstats()
+
+Views of a model opened read-only point into a read-only mapping: numpy arrays are marked
+read-only; torch has no read-only tensors, so writing into such a torch view faults. Open with
+writable=True to patch weights in place (copy-on-write: the file never changes).
+"""
+import ctypes
+import os
+import weakref
+
+from . import _errors, _views
+from ._errors import (Error, InvalidArgument, IOError, FormatError, NoMemory, NotFound,
+                      Unsupported, DeviceOOM, DeviceError, Cancelled, Infeasible, Changed,
+                      IntegrityError, check)
+from ._lib import lib, ALL_LAYERS, NOT_FOUND
+from . import _lib as L
+
+__all__ = ["open", "load", "plan", "Session", "spill", "memstats", "version", "Model",
+           "TensorInfo", "Plan", "LoadResult", "DeviceTensor", "Error", "InvalidArgument",
+           "IOError", "FormatError", "NoMemory", "NotFound", "Unsupported", "DeviceOOM",
+           "DeviceError", "Cancelled", "Infeasible", "Changed", "IntegrityError"]
+
+# the prefixes stable-diffusion.cpp gives to separately passed component files
+COMPONENT_PREFIXES = {
+    "diffusion_model": "model.diffusion_model.", "model": "", "vae": "first_stage_model.",
+    "clip_l": "text_encoders.clip_l.", "clip_g": "text_encoders.clip_g.",
+    "t5xxl": "text_encoders.t5xxl.", "llm": "text_encoders.llm.",
+}
+
+_open_models = weakref.WeakSet()
+
+
+def _b(s):
+    return None if s is None else os.fsencode(s) if not isinstance(s, bytes) else s
+
+
+def _s(b):
+    return b.decode("utf-8", "replace") if b is not None else None
+
+
+def version():
+    return _s(lib.tl_version())
+
+
+def _dtype_name(d):
+    return _s(lib.tl_dtype_name(d)) or "dtype(%d)" % d
+
+
+def _component(c):
+    if isinstance(c, int):
+        return c
+    v = lib.tl_component_from_name(_b(c))
+    if v < 0:
+        raise InvalidArgument("unknown component '%s' (diffusion, cond, vae, controlnet, other, "
+                              "or an alias such as unet, clip, te)" % c)
+    return v
+
+
+class TensorInfo:
+    """One tensor of a model's catalog."""
+    __slots__ = ("index", "name", "dtype", "shape", "component", "layer", "nbytes", "offset",
+                 "file")
+
+    def __init__(self, index, info):
+        self.index = index
+        self.name = _s(info.name)
+        self.dtype = _dtype_name(info.dtype)
+        self.shape = tuple(info.shape[i] for i in range(info.n_dims))
+        self.component = _s(lib.tl_component_name(info.component))
+        self.layer = info.layer if info.layer >= 0 else None
+        self.nbytes = info.nbytes
+        self.offset = info.offset
+        self.file = info.file
+
+    def __repr__(self):
+        return "TensorInfo(%r, %s%s, %s, layer=%s, %d bytes)" % (
+            self.name, self.dtype, list(self.shape), self.component, self.layer, self.nbytes)
+
+
+class Model:
+    """An open model (tierload.open): the catalog over one mapping per file."""
+
+    def __init__(self, paths, writable=False, prefixes=None, map_flags=None):
+        self._h = None
+        paths = [os.fspath(p) for p in paths]
+        if not paths:
+            raise InvalidArgument("open: no path given")
+        arr = (ctypes.c_char_p * len(paths))(*[_b(p) for p in paths])
+        o = L.ModelOptions()
+        lib.tl_model_options_init(ctypes.byref(o))
+        o.writable = bool(writable)
+        if map_flags:
+            fl = ctypes.c_uint()
+            check(lib.tl_map_flags_parse(_b(map_flags), ctypes.byref(fl)))
+            o.map_flags = fl.value
+        if prefixes and any(prefixes):
+            self._prefix_arr = (ctypes.c_char_p * len(paths))(*[_b(p) if p else None
+                                                                  for p in prefixes])
+            o.prefixes = ctypes.cast(self._prefix_arr, ctypes.POINTER(ctypes.c_char_p))
+        h = ctypes.c_void_p()
+        check(lib.tl_model_open(arr, len(paths), ctypes.byref(o), ctypes.byref(h)))
+        self._h = h
+        self.writable = bool(writable)
+        self.paths = paths
+        n = lib.tl_model_tensor_count(h)
+        self.tensors = [TensorInfo(i, lib.tl_model_tensor(h, i).contents) for i in range(n)]
+        self._by_name = {t.name: t for t in self.tensors}
+        self.files = []
+        for i in range(lib.tl_model_file_count(h)):
+            f = lib.tl_model_file(h, i).contents
+            self.files.append({"path": _s(f.path), "format": "gguf" if f.format == 0 else
+                               "safetensors", "size": f.size, "n_tensors": f.n_tensors})
+        self._finalizer = weakref.finalize(self, lib.tl_model_close, h)
+        _open_models.add(self)
+
+    @property
+    def handle(self):
+        if self._h is None or not self._finalizer.alive:
+            raise InvalidArgument("the model is closed")
+        return self._h
+
+    def close(self):
+        """Unmap now (views taken from the model must not be used after; without close() the
+        model stays open as long as it or any view of it is referenced)."""
+        self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def __len__(self):
+        return len(self.tensors)
+
+    def __contains__(self, name):
+        return name in self._by_name
+
+    def info(self, name):
+        t = self._by_name.get(name) if isinstance(name, str) else self.tensors[name]
+        if t is None:
+            raise NotFound("model: no tensor named '%s'" % name)
+        return t
+
+    def _addr(self, t, writable):
+        h = self.handle
+        if writable:
+            if not self.writable:
+                raise InvalidArgument("model: tensor '%s': the model was opened read-only (open "
+                                      "with writable=True to patch)" % t.name)
+            return lib.tl_model_tensor_data_mut(h, t.index)
+        return lib.tl_model_tensor_data(h, t.index)
+
+    def numpy(self, name, writable=None):
+        """Zero-copy numpy view of a tensor's bytes in the mapping. A writable view (the
+        default of a model opened writable=True) marks the tensor patched: from then on the
+        library reads its bytes from the mapping, never the file."""
+        t = self.info(name)
+        w = self.writable if writable is None else writable
+        return _views.numpy_view(self._addr(t, w), t.nbytes, t.dtype, t.shape, self, w,
+                                 "tensor '%s'" % t.name)
+
+    def torch(self, name, writable=None):
+        """Zero-copy torch view of a tensor's bytes in the mapping."""
+        t = self.info(name)
+        w = self.writable if writable is None else writable
+        return _views.torch_view(self._addr(t, w), t.nbytes, t.dtype, t.shape, self, w,
+                                 "tensor '%s'" % t.name)
+
+    def raw(self, name):
+        """The tensor's bytes as a read-only uint8 numpy view (any dtype, quantized included)."""
+        t = self.info(name)
+        return _views.byte_array(self._addr(t, False), t.nbytes, self, False)
+
+    def read(self, name, offset=0, n=None):
+        """Copy bytes of a tensor out of the mapping safely (a shrunk file raises Changed)."""
+        t = self.info(name)
+        n = t.nbytes - offset if n is None else n
+        buf = ctypes.create_string_buffer(max(n, 1))
+        check(lib.tl_model_tensor_read(self.handle, t.index, offset, buf, n))
+        return buf.raw[:n]
+
+    def patched(self, name):
+        return bool(lib.tl_model_tensor_patched(self.handle, self.info(name).index))
+
+    def unpatch(self, name):
+        check(lib.tl_model_tensor_unpatch(self.handle, self.info(name).index))
+
+    def advise(self, hints):
+        """Page-cache hints on every mapping now: "sequential", "willneed", "dontneed"."""
+        fl = ctypes.c_uint()
+        check(lib.tl_map_flags_parse(_b(hints), ctypes.byref(fl)))
+        check(lib.tl_model_advise(self.handle, fl.value))
+
+    def layer_count(self, component):
+        return lib.tl_model_layer_count(self.handle, _component(component))
+
+    def page_cache(self):
+        """Bytes of the model's files resident in the page cache now."""
+        total = 0
+        for i, f in enumerate(self.files):
+            frac = ctypes.c_double()
+            check(lib.tl_model_file_residency(self.handle, i, ctypes.byref(frac)))
+            total += int(frac.value * f["size"])
+        return total
+
+
+def open(path_or_paths, writable=False, map_flags=None, **component_files):
+    """Open model files into one catalog. Keyword arguments add component files with the
+    prefixes stable-diffusion.cpp gives them (vae=, clip_l=, clip_g=, t5xxl=, llm=,
+    diffusion_model=)."""
+    if isinstance(path_or_paths, (str, bytes, os.PathLike)):
+        paths = [path_or_paths]
+    else:
+        paths = list(path_or_paths or [])
+    prefixes = [None] * len(paths)
+    for key, p in component_files.items():
+        if key not in COMPONENT_PREFIXES:
+            raise InvalidArgument("open: unknown component file '%s' (known: %s)"
+                                  % (key, ", ".join(sorted(COMPONENT_PREFIXES))))
+        paths.append(p)
+        prefixes.append(COMPONENT_PREFIXES[key] or None)
+    return Model(paths, writable=writable, prefixes=prefixes, map_flags=map_flags)
+
+
+class LoadResult:
+    """Tensors loaded into host memory (tierload.load): a mapping name -> torch tensor (numpy
+    array without torch). Copies are owned by the result; every tensor keeps it alive."""
+
+    def __init__(self, model, h, names):
+        self.model = model
+        self._h = h
+        self._names = names
+        self._finalizer = weakref.finalize(self, lib.tl_load_result_free, h)
+        st = lib.tl_load_result_stats(h).contents
+        self.stats = {k: getattr(st, k) for k in ("bytes", "bytes_out", "dest_bytes",
+                                                  "staging_bound", "staging_used", "threads",
+                                                  "seconds", "read_seconds")}
+        self.stats["rss_anon_peak"] = st.mem.rss_anon_peak
+        self.stats["rss_peak"] = st.mem.rss_peak
+        self.files = []
+        for i in range(lib.tl_load_result_file_count(h)):
+            f = lib.tl_load_result_file(h, i).contents
+            self.files.append({"path": _s(f.path), "mode": _s(lib.tl_load_mode_name(f.mode)),
+                               "reason": _s(f.reason), "bytes": f.bytes, "seconds": f.seconds})
+        self.notes = _s(lib.tl_load_result_notes(h)) or ""
+
+    def _get(self, name, as_numpy):
+        t = self.model.info(name)
+        lt = lib.tl_load_result_tensor(self._h, t.index)
+        if not lt or not lt.contents.data:
+            raise NotFound("load: tensor '%s' was not loaded" % name)
+        lt = lt.contents
+        fn = _views.numpy_view if as_numpy else _views.torch_view
+        return fn(lt.data, lt.nbytes, _dtype_name(lt.dtype), t.shape, self, not lt.view,
+                  "tensor '%s'" % name)
+
+    def numpy(self, name):
+        return self._get(name, True)
+
+    def torch(self, name):
+        return self._get(name, False)
+
+    def __getitem__(self, name):
+        return self._get(name, _views.torch is None)
+
+    def keys(self):
+        return list(self._names)
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self):
+        return len(self._names)
+
+    def items(self):
+        return [(n, self[n]) for n in self._names]
+
+
+def load(path_or_model, mode="auto", dtype=None, verify=False, evict=False, progress=None,
+         threads=0, staging_size=0, staging_count=0, tensors=None, align=0, **component_files):
+    """Load tensors into host memory (the modes of `tierload load`: auto, mmap, buffered,
+    direct). dtype converts float tensors on load ("F16", "BF16", "F32"). progress(done, total)
+    is called about every 50 ms; returning False cancels (Cancelled)."""
+    model = path_or_model if isinstance(path_or_model, Model) else open(path_or_model,
+                                                                        **component_files)
+    o = L.LoadOptions()
+    lib.tl_load_options_init(ctypes.byref(o))
+    m = lib.tl_load_mode_from_name(_b(mode))
+    if m < 0:
+        raise InvalidArgument("load: unknown mode '%s' (auto, mmap, buffered, direct)" % mode)
+    o.mode = m
+    if dtype is not None:
+        d = lib.tl_dtype_from_name(_b(str(dtype)))
+        if d < 0:
+            raise InvalidArgument("load: unknown dtype '%s'" % dtype)
+        o.convert, o.dtype = True, d
+    o.verify, o.evict = bool(verify), bool(evict)
+    o.threads, o.staging_size, o.staging_count, o.align = threads, staging_size, staging_count, align
+    raised = []
+    if progress is not None:
+        def cb(_user, done, total):
+            try:
+                r = progress(done, total)
+                return r is None or bool(r)
+            except BaseException as e:  # re-raised after the load stops
+                raised.append(e)
+                return False
+        o.progress = L.PROGRESS_FN(cb)
+    names = [t.name for t in model.tensors]
+    if tensors is not None:
+        idx = [model.info(n).index for n in tensors]
+        names = [model.tensors[i].name for i in idx]
+        arr = (ctypes.c_size_t * max(len(idx), 1))(*idx)
+        o.tensors, o.n_tensors = ctypes.cast(arr, ctypes.POINTER(ctypes.c_size_t)), len(idx)
+    h = ctypes.c_void_p()
+    st = lib.tl_model_load(model.handle, ctypes.byref(o), ctypes.byref(h))
+    if raised:
+        raise raised[0]
+    check(st)
+    return LoadResult(model, h, names)
+
+
+class Plan:
+    """A plan (tierload.plan): .feasible, .error, .json, .text."""
+
+    def __init__(self, h):
+        self._h = h
+        self._finalizer = weakref.finalize(self, lib.tl_plan_free, h)
+
+    @property
+    def handle(self):
+        return self._h
+
+    @property
+    def feasible(self):
+        return bool(lib.tl_plan_feasible(self._h))
+
+    @property
+    def error(self):
+        return _s(lib.tl_plan_error(self._h))
+
+    def _owned_text(self, fn):
+        out = ctypes.c_void_p()
+        check(fn(self._h, ctypes.byref(out)))
+        try:
+            return ctypes.string_at(out.value).decode("utf-8", "replace")
+        finally:
+            lib.tl_free(out)
+
+    @property
+    def json(self):
+        return self._owned_text(lib.tl_plan_to_json)
+
+    @property
+    def text(self):
+        return self._owned_text(lib.tl_plan_to_text)
+
+    @property
+    def devices(self):
+        return [_s(lib.tl_plan_device_at(self._h, i).contents.name)
+                for i in range(lib.tl_plan_device_count(self._h))]
+
+    def __repr__(self):
+        return "Plan(feasible=%s)" % self.feasible
+
+
+def plan(model, devices=None, sim=None, backend=None, max_vram=None, headroom=0, reserve=None,
+         phases=None, steps=0, offload_to_cpu=False, output_size=None):
+    """Plan where each component lives. devices: a spec of hypothetical devices
+    ("cuda0=16G,cpu") or None for the registered ones; sim: register simulated GPUs first
+    ("gpu0=8G", as `tierload --sim`). Infeasible plans raise Infeasible with the reason."""
+    if sim:
+        check(lib.tl_device_sim_add(_b(sim)))
+    devs = (L.PlanDevice * L.TL_PLAN_MAX_DEVICES)()
+    n = ctypes.c_size_t()
+    if devices:
+        check(lib.tl_plan_parse_devices(_b(devices), devs, L.TL_PLAN_MAX_DEVICES, ctypes.byref(n)))
+    else:
+        dropped = ctypes.c_size_t()
+        check(lib.tl_plan_devices_from_registry(devs, L.TL_PLAN_MAX_DEVICES, ctypes.byref(n),
+                                                ctypes.byref(dropped)))
+    o = L.PlanOptions()
+    lib.tl_plan_options_init(ctypes.byref(o))
+    o.backend, o.max_vram, o.reserve, o.phases = _b(backend), _b(max_vram), _b(reserve), _b(phases)
+    o.output_size = _b(output_size)
+    o.headroom, o.steps, o.offload_to_cpu = headroom, steps, bool(offload_to_cpu)
+    s = L.PlanSummary()
+    check(lib.tl_plan_summary_from_model(model.handle, -1, ctypes.byref(s)))
+    h = ctypes.c_void_p()
+    try:
+        check(lib.tl_plan_create(ctypes.byref(s), devs, n.value, ctypes.byref(o), ctypes.byref(h)))
+    finally:
+        lib.tl_plan_summary_free(ctypes.byref(s))
+    p = Plan(h)
+    check(lib.tl_plan_check(h))
+    return p
+
+
+class DeviceTensor:
+    """A tensor (or part of one) in device memory: where it lives, not its bytes."""
+    __slots__ = ("name", "dtype", "shape", "tier", "device", "dptr", "offset", "nbytes",
+                 "row_begin", "row_end")
+
+    def __init__(self, info, part):
+        self.name, self.dtype, self.shape = info.name, info.dtype, info.shape
+        self.tier = _s(lib.tl_tier_name(part.tier))
+        self.device = _s(lib.tl_device_name(part.device)) if part.device else None
+        self.dptr, self.offset, self.nbytes = part.dptr, part.offset, part.nbytes
+        self.row_begin, self.row_end = part.row_begin, part.row_end
+
+    def __repr__(self):
+        return "DeviceTensor(%r on %s, %s, 0x%x, %d bytes, rows %d..%d)" % (
+            self.name, self.device, self.tier, self.dptr, self.nbytes, self.row_begin,
+            self.row_end)
+
+
+class Acquired:
+    """What Session.acquire returns: a context manager whose value is {name: tensor}. Host
+    tiers give zero-copy torch tensors (numpy without torch; a read-only uint8 numpy array of
+    the bytes for dtypes with no type there, such as quantized ones), device tiers DeviceTensor
+    (a list of them for row-split tensors). Released on exit (or release()); do not keep the tensors
+    past it."""
+
+    def __init__(self, session, h):
+        self.session = session
+        self._h = h
+        self.tensors = {}
+        model = session.model
+        for i in range(lib.tl_acquired_count(h)):
+            st = lib.tl_acquired_tensor(h, i).contents
+            info = model.tensors[st.index]
+            parts = [st.parts[k] for k in range(st.n_parts)]
+            if len(parts) == 1 and parts[0].host and parts[0].tier != 3:
+                p = parts[0]
+                fn = _views.numpy_view if _views.torch is None else _views.torch_view
+                try:
+                    v = fn(p.host, p.nbytes, info.dtype, info.shape, self, False,
+                           "tensor '%s'" % info.name)
+                except Unsupported:  # quantized or F8 without a type: the bytes
+                    v = _views.byte_array(p.host, p.nbytes, self, False)
+                self.tensors[info.name] = v
+            else:
+                d = [DeviceTensor(info, p) for p in parts]
+                self.tensors[info.name] = d[0] if len(d) == 1 else d
+
+    def release(self):
+        if self._h is not None:
+            lib.tl_session_release(self.session.handle, self._h)
+            self._h = None
+
+    def __enter__(self):
+        return self.tensors
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+    def __del__(self):
+        try:
+            self.release()
+        except Exception:
+            pass
+
+
+def _layers(layers):
+    if layers is None:
+        return 0, ALL_LAYERS
+    if isinstance(layers, int):
+        return layers, layers + 1
+    b, e = layers
+    return b, ALL_LAYERS if e is None else e
+
+
+class Session:
+    """The residency manager carrying out a plan (tl_session). The model and plan are kept
+    alive by the session."""
+
+    def __init__(self, model, plan, host_budget=0, host_headroom=0, spill_dir=None,
+                 spill_threshold=0, threads=0, staging_size=0, staging_count=0, policy="auto",
+                 no_async=False):
+        o = L.SessionOptions()
+        lib.tl_session_options_init(ctypes.byref(o))
+        o.host_budget, o.host_headroom, o.spill_threshold = host_budget, host_headroom, spill_threshold
+        o.spill_dir = _b(spill_dir)
+        o.threads, o.staging_size, o.staging_count = threads, staging_size, staging_count
+        o.policy = {"auto": 0, "lru": 1, "furthest": 2}[policy]
+        o.no_async = bool(no_async)
+        h = ctypes.c_void_p()
+        check(lib.tl_session_create(model.handle, plan.handle, ctypes.byref(o), ctypes.byref(h)))
+        self.model, self.plan, self._h = model, plan, h
+        self._finalizer = weakref.finalize(self, lib.tl_session_destroy, h)
+
+    @property
+    def handle(self):
+        if not self._finalizer.alive:
+            raise InvalidArgument("the session is closed")
+        return self._h
+
+    def close(self):
+        self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def acquire(self, component, layers=None, with_other=None):
+        """Make component's layers (None: all; an int; (begin, end)) resident where the plan
+        says and reference them. with_other (default: when all layers are asked) adds the
+        component's tensors outside any layer."""
+        b, e = _layers(layers)
+        if with_other is None:
+            with_other = layers is None
+        h = ctypes.c_void_p()
+        check(lib.tl_session_acquire(self.handle, _component(component), b, e, bool(with_other),
+                                     ctypes.byref(h)))
+        return Acquired(self, h)
+
+    def prefetch(self, component, layers=None, with_other=None):
+        b, e = _layers(layers)
+        if with_other is None:
+            with_other = layers is None
+        check(lib.tl_session_prefetch(self.handle, _component(component), b, e, bool(with_other)))
+
+    def evict(self, device, nbytes=None):
+        """Evict unreferenced tensors of a plan device (None bytes: all); returns bytes freed."""
+        freed = ctypes.c_uint64()
+        n = (1 << 64) - 1 if nbytes is None else nbytes
+        check(lib.tl_session_evict(self.handle, _b(device), n, ctypes.byref(freed)))
+        return freed.value
+
+    def mark_dirty(self, name):
+        check(lib.tl_session_mark_dirty(self.handle, self.model.info(name).index))
+
+    def refresh(self, name):
+        """The model's bytes of a tensor changed (patched / unpatched): drop the session's
+        copies so the next acquire loads the new bytes (how a LoRA is applied or removed)."""
+        check(lib.tl_session_refresh(self.handle, self.model.info(name).index))
+
+    def check(self):
+        check(lib.tl_session_check(self.handle))
+
+    def stats(self):
+        s = L.SessionStats()
+        check(lib.tl_session_stats_get(self.handle, ctypes.byref(s)))
+        out = {k: getattr(s, k) for k in ("bytes_moved", "loads", "drops", "spills", "evictions",
+                                          "prefetch_hits", "prefetch_misses", "prefetch_skipped",
+                                          "oom_recoveries", "host_used", "host_peak",
+                                          "host_budget", "spill_used", "spill_peak",
+                                          "staging_bound")}
+        tiers = [_s(lib.tl_tier_name(t)) for t in range(L.TL_TIER_COUNT)]
+        out["moved"] = {"%s->%s" % (tiers[a], tiers[b]): s.moved[a][b]
+                        for a in range(L.TL_TIER_COUNT) for b in range(L.TL_TIER_COUNT)
+                        if s.moved[a][b]}
+        out["devices"] = [{"name": _s(d.name), "budget": d.budget, "used": d.used,
+                           "peak": d.peak} for d in s.devices[:s.n_devices]]
+        return out
+
+    def events(self):
+        ev = ctypes.POINTER(L.SessionEvent)()
+        n = lib.tl_session_events(self.handle, ctypes.byref(ev))
+        kinds = ("load", "drop", "spill", "prefetch", "acquire", "release")
+        return [{"t": e.t, "kind": kinds[e.kind] if 0 <= e.kind < 6 else e.kind,
+                 "component": _s(lib.tl_component_name(e.component)),
+                 "layer": e.layer, "from": _s(lib.tl_tier_name(e.from_)),
+                 "to": _s(lib.tl_tier_name(e.to)), "device": e.device, "bytes": e.bytes}
+                for e in (ev[i] for i in range(n))]
+
+
+class _SpillBuffer:
+    """Owner of one tl_spill: destroyed (mapping and descriptor gone, file with them) when the
+    last view of it is freed."""
+
+    def __init__(self, nbytes, dir, chunk):
+        o = L.SpillOptions()
+        lib.tl_spill_options_init(ctypes.byref(o))
+        o.dir, o.chunk_size = _b(dir), chunk
+        h = ctypes.c_void_p()
+        check(lib.tl_spill_create(nbytes, ctypes.byref(o), ctypes.byref(h)))
+        self._h = h
+        self.nbytes = nbytes
+        self.fd = lib.tl_spill_fd(h)
+        self._finalizer = weakref.finalize(self, lib.tl_spill_destroy, h)
+
+    def write(self, off, addr, n):
+        check(lib.tl_spill_write(self._h, off, addr, n))
+
+    def map(self):
+        p = ctypes.c_void_p()
+        check(lib.tl_spill_map(self._h, ctypes.byref(p)))
+        return p.value
+
+
+def spill(tensor, dir=None, chunk=16 << 20):
+    """A tensor of the same dtype and shape backed by an unnamed spill file (in dir, else
+    TIERLOAD_SPILL_DIR, TMPDIR, /tmp), written chunk bytes at a time: memory grows by at most
+    one chunk (a CPU contiguous tensor is written straight from its memory; others are copied
+    chunk by chunk). The mapping is private: writes to the result stay in memory, the file
+    never changes. The file is unlinked from the start; its descriptor and mapping go when the
+    result is freed. numpy arrays give numpy arrays."""
+    np = _views.np
+    torch = _views.torch
+    if np is not None and isinstance(tensor, np.ndarray):
+        a = tensor
+        nbytes = a.nbytes
+        if nbytes == 0:
+            return a.copy()
+        buf = _SpillBuffer(nbytes, dir, chunk)
+        if a.flags.c_contiguous:
+            buf.write(0, a.ctypes.data, nbytes)
+        else:
+            flat_rows = max(1, chunk // max(1, a[0].nbytes if a.ndim else nbytes))
+            off = 0
+            for i in range(0, a.shape[0], flat_rows):
+                c = np.ascontiguousarray(a[i:i + flat_rows])
+                buf.write(off, c.ctypes.data, c.nbytes)
+                off += c.nbytes
+        raw = _views.byte_array(buf.map(), nbytes, buf, True)
+        return raw.view(a.dtype).reshape(a.shape)
+    if torch is None or not isinstance(tensor, torch.Tensor):
+        raise InvalidArgument("spill: a torch tensor or numpy array is needed, not %s"
+                              % type(tensor).__name__)
+    t = tensor.detach()
+    name = _views.torch_dtype_name(t.dtype)
+    if name is None:
+        raise Unsupported("spill: dtype %s is not one tierload maps" % t.dtype)
+    nbytes = t.numel() * t.element_size()
+    if nbytes == 0:
+        return t.clone().cpu()
+    buf = _SpillBuffer(nbytes, dir, chunk)
+    if t.device.type == "cpu" and t.is_contiguous():
+        buf.write(0, t.data_ptr(), nbytes)
+    elif t.is_contiguous():
+        flat = t.reshape(-1)
+        per = max(1, chunk // t.element_size())
+        off = 0
+        for i in range(0, flat.numel(), per):
+            c = flat[i:i + per].to("cpu")
+            buf.write(off, c.data_ptr(), c.numel() * c.element_size())
+            off += c.numel() * c.element_size()
+    else:
+        rows = max(1, chunk // max(1, t[0].numel() * t.element_size())) if t.dim() else 1
+        off = 0
+        for i in range(0, t.shape[0], rows):
+            c = t[i:i + rows].to("cpu").contiguous()
+            buf.write(off, c.data_ptr(), c.numel() * c.element_size())
+            off += c.numel() * c.element_size()
+    return _views.torch_view(buf.map(), nbytes, name, tuple(t.shape), buf, True,
+                             "spill of a %s tensor" % t.dtype)
+
+
+def memstats(models=None):
+    """Memory facts now: rss, rss_anon, rss_file, rss_shmem, uss, peak_rss, mem_total,
+    mem_available, cgroup (max/current, None without a limit) and page_cache: bytes of the open
+    models' files in the page cache (the models given, else every open one)."""
+    m = L.MemStats()
+    check(lib.tl_memstats_read(ctypes.byref(m)))
+    out = {k: getattr(m, k) for k in ("rss", "rss_anon", "rss_file", "rss_shmem", "uss",
+                                      "peak_rss", "mem_total", "mem_available")}
+    out["cgroup_max"] = m.cgroup_max if m.has_cgroup and m.cgroup_max != (1 << 64) - 1 else None
+    out["cgroup_current"] = m.cgroup_current if m.has_cgroup else None
+    ms = list(_open_models) if models is None else (
+        [models] if isinstance(models, Model) else list(models))
+    pc = 0
+    for mod in ms:
+        if mod._finalizer.alive:
+            pc += mod.page_cache()
+    out["page_cache"] = pc
+    return out

@@ -1,0 +1,275 @@
+"""_lib.py — finding libtierload.so and declaring its C types and functions for ctypes.
+
+The library is looked for, in order: the path in TIERLOAD_LIBRARY, a libtierload.so next to this
+package, then the loader's search path (ctypes.util.find_library / "libtierload.so.0").
+"""
+import ctypes
+import ctypes.util
+import os
+
+c_u8, c_u32, c_u64, c_i32, c_i64 = (ctypes.c_uint8, ctypes.c_uint32, ctypes.c_uint64,
+                                    ctypes.c_int32, ctypes.c_int64)
+c_bool, c_int, c_uint, c_size, c_double = (ctypes.c_bool, ctypes.c_int, ctypes.c_uint,
+                                           ctypes.c_size_t, ctypes.c_double)
+c_char_p, c_void_p, POINTER = ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER
+
+TL_MAX_DIMS = 8
+TL_COMP_COUNT = 5
+TL_TIER_COUNT = 5
+TL_PLAN_MAX_DEVICES = 65
+TL_DEVICE_NAME_MAX = 32
+NOT_FOUND = ctypes.c_size_t(-1).value
+ALL_LAYERS = NOT_FOUND
+
+
+def _candidates():
+    env = os.environ.get("TIERLOAD_LIBRARY")
+    if env:
+        yield env
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in ("libtierload.so", "libtierload.so.0"):
+        p = os.path.join(here, name)
+        if os.path.exists(p):
+            yield p
+    found = ctypes.util.find_library("tierload")
+    if found:
+        yield found
+    yield "libtierload.so.0"
+    yield "libtierload.so"
+
+
+def _load():
+    errors = []
+    for cand in _candidates():
+        try:
+            return ctypes.CDLL(cand)
+        except OSError as e:
+            errors.append("%s: %s" % (cand, e))
+    raise ImportError("tierload: cannot load libtierload.so (set TIERLOAD_LIBRARY to its path): "
+                      + "; ".join(errors))
+
+
+class TensorInfo(ctypes.Structure):
+    _fields_ = [("name", c_char_p), ("dtype", c_int), ("n_dims", c_u32),
+                ("shape", c_i64 * TL_MAX_DIMS), ("file", c_u32), ("offset", c_u64),
+                ("nbytes", c_u64), ("n_elements", c_u64), ("component", c_int),
+                ("layer", c_i32), ("layer_key_len", c_u32)]
+
+
+class FileInfo(ctypes.Structure):
+    _fields_ = [("path", c_char_p), ("format", c_int), ("version", c_i32), ("size", c_u64),
+                ("data_offset", c_u64), ("alignment", c_u32), ("n_tensors", c_u64)]
+
+
+class ModelOptions(ctypes.Structure):
+    _fields_ = [("size", c_u32), ("map_flags", c_uint), ("writable", c_bool),
+                ("prefixes", POINTER(c_char_p))]
+
+
+class MemStats(ctypes.Structure):
+    _fields_ = [("rss", c_u64), ("rss_anon", c_u64), ("rss_file", c_u64), ("rss_shmem", c_u64),
+                ("uss", c_u64), ("peak_rss", c_u64), ("mem_total", c_u64),
+                ("mem_available", c_u64), ("has_cgroup", c_bool), ("cgroup_max", c_u64),
+                ("cgroup_current", c_u64)]
+
+
+class MemSpan(ctypes.Structure):
+    _fields_ = [("start", MemStats), ("end", MemStats), ("rss_anon_peak", c_u64),
+                ("rss_file_peak", c_u64), ("rss_peak", c_u64), ("samples", c_u64)]
+
+
+PROGRESS_FN = ctypes.CFUNCTYPE(c_bool, c_void_p, c_u64, c_u64)
+
+
+class LoadOptions(ctypes.Structure):
+    _fields_ = [("size", c_u32), ("mode", c_int), ("convert", c_bool), ("dtype", c_int),
+                ("threads", c_uint), ("staging_size", c_u64), ("staging_count", c_uint),
+                ("evict", c_bool), ("verify", c_bool), ("accept_views", c_bool),
+                ("populate", c_bool), ("no_hugepages", c_bool), ("progress", PROGRESS_FN),
+                ("progress_user", c_void_p), ("sample_interval", c_double),
+                ("tensors", POINTER(c_size)), ("n_tensors", c_size), ("dest", c_void_p),
+                ("dest_user", c_void_p), ("align", c_u32)]
+
+
+class LoadedTensor(ctypes.Structure):
+    _fields_ = [("data", c_void_p), ("nbytes", c_u64), ("dtype", c_int), ("view", c_bool),
+                ("converted", c_bool)]
+
+
+class LoadFile(ctypes.Structure):
+    _fields_ = [("path", c_char_p), ("mode", c_int), ("reason", c_char_p),
+                ("direct_fallback", c_bool), ("uring", c_bool), ("size", c_u64), ("bytes", c_u64),
+                ("seconds", c_double), ("residency_before", c_double),
+                ("page_cache_before", c_u64), ("page_cache_after", c_u64), ("evicted", c_bool)]
+
+
+class LoadStats(ctypes.Structure):
+    _fields_ = [("bytes", c_u64), ("bytes_out", c_u64), ("dest_bytes", c_u64),
+                ("staging_bound", c_u64), ("staging_used", c_u64), ("threads", c_uint),
+                ("seconds", c_double), ("read_seconds", c_double),
+                ("page_cache_before", c_u64), ("page_cache_after", c_u64), ("mem", MemSpan)]
+
+
+class PlanPart(ctypes.Structure):
+    _fields_ = [("bytes", c_u64), ("other_bytes", c_u64), ("matrix_bytes", c_u64),
+                ("layers", POINTER(c_u64)), ("n_layers", c_size), ("cap_layers", c_size)]
+
+
+class PlanSummary(ctypes.Structure):
+    _fields_ = [("comp", PlanPart * TL_COMP_COUNT)]
+
+
+class PlanDevice(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char * TL_DEVICE_NAME_MAX), ("is_gpu", c_bool),
+                ("total", c_u64), ("free", c_u64)]
+
+
+class PlanOptions(ctypes.Structure):
+    _fields_ = [("size", c_u32), ("backend", c_char_p), ("max_vram", c_char_p),
+                ("headroom", c_u64), ("reserve", c_char_p), ("phases", c_char_p),
+                ("output_size", c_char_p), ("clip_on_cpu", c_bool), ("vae_on_cpu", c_bool),
+                ("controlnet_on_cpu", c_bool), ("offload_to_cpu", c_bool), ("steps", c_u32),
+                ("vae_bytes_per_voxel", c_u64)]
+
+
+class SessionOptions(ctypes.Structure):
+    _fields_ = [("size", c_u32), ("host_budget", c_u64), ("host_headroom", c_u64),
+                ("pinned_cap", c_u64), ("spill_dir", c_char_p), ("spill_threshold", c_u64),
+                ("policy", c_int), ("threads", c_uint), ("staging_size", c_u64),
+                ("staging_count", c_uint), ("device_budgets", POINTER(c_u64)),
+                ("n_device_budgets", c_size), ("no_async", c_bool)]
+
+
+class SessionPart(ctypes.Structure):
+    _fields_ = [("tier", c_int), ("device", c_void_p), ("dptr", c_u64), ("host", c_void_p),
+                ("offset", c_u64), ("nbytes", c_u64), ("row_begin", c_u64), ("row_end", c_u64)]
+
+
+class SessionTensor(ctypes.Structure):
+    _fields_ = [("index", c_size), ("info", POINTER(TensorInfo)), ("n_parts", c_u32),
+                ("parts", POINTER(SessionPart))]
+
+
+class SessionDeviceStats(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char * 32), ("budget", c_u64), ("used", c_u64),
+                ("peak", c_u64)]
+
+
+class SessionStats(ctypes.Structure):
+    _fields_ = [("moved", (c_u64 * TL_TIER_COUNT) * TL_TIER_COUNT), ("bytes_moved", c_u64),
+                ("loads", c_u64), ("drops", c_u64), ("spills", c_u64), ("evictions", c_u64),
+                ("prefetch_hits", c_u64), ("prefetch_misses", c_u64),
+                ("prefetch_skipped", c_u64), ("oom_recoveries", c_u64), ("host_used", c_u64),
+                ("host_peak", c_u64), ("host_budget", c_u64), ("spill_used", c_u64),
+                ("spill_peak", c_u64), ("staging_bound", c_u64), ("n_devices", c_size),
+                ("devices", SessionDeviceStats * TL_PLAN_MAX_DEVICES)]
+
+
+class SessionEvent(ctypes.Structure):
+    _fields_ = [("t", c_double), ("kind", c_int), ("component", c_int), ("layer", c_i32),
+                ("from_", c_int), ("to", c_int), ("device", c_i32), ("bytes", c_u64)]
+
+
+class SpillOptions(ctypes.Structure):
+    _fields_ = [("size", c_u32), ("dir", c_char_p), ("chunk_size", c_u64)]
+
+
+def _declare(lib):
+    st = c_int  # tl_status
+    P = POINTER
+    sigs = {
+        "tl_version": (c_char_p, []),
+        "tl_status_name": (c_char_p, [c_int]),
+        "tl_last_error": (c_char_p, []),
+        "tl_free": (None, [c_void_p]),
+        "tl_dtype_name": (c_char_p, [c_int]),
+        "tl_dtype_from_name": (c_int, [c_char_p]),
+        "tl_component_name": (c_char_p, [c_int]),
+        "tl_component_from_name": (c_int, [c_char_p]),
+        "tl_tier_name": (c_char_p, [c_int]),
+        "tl_load_mode_from_name": (c_int, [c_char_p]),
+        "tl_load_mode_name": (c_char_p, [c_int]),
+        "tl_map_flags_parse": (st, [c_char_p, P(c_uint)]),
+        "tl_model_options_init": (None, [P(ModelOptions)]),
+        "tl_model_open": (st, [P(c_char_p), c_size, P(ModelOptions), P(c_void_p)]),
+        "tl_model_close": (None, [c_void_p]),
+        "tl_model_file_count": (c_size, [c_void_p]),
+        "tl_model_file": (P(FileInfo), [c_void_p, c_size]),
+        "tl_model_tensor_count": (c_size, [c_void_p]),
+        "tl_model_tensor": (P(TensorInfo), [c_void_p, c_size]),
+        "tl_model_find": (c_size, [c_void_p, c_char_p]),
+        "tl_model_tensor_data": (c_void_p, [c_void_p, c_size]),
+        "tl_model_tensor_data_mut": (c_void_p, [c_void_p, c_size]),
+        "tl_model_tensor_patched": (c_bool, [c_void_p, c_size]),
+        "tl_model_tensor_unpatch": (st, [c_void_p, c_size]),
+        "tl_model_tensor_read": (st, [c_void_p, c_size, c_u64, c_void_p, c_u64]),
+        "tl_model_layer_count": (c_size, [c_void_p, c_int]),
+        "tl_model_file_residency": (st, [c_void_p, c_size, P(c_double)]),
+        "tl_model_advise": (st, [c_void_p, c_uint]),
+        "tl_model_check_files": (st, [c_void_p]),
+        "tl_memstats_read": (st, [P(MemStats)]),
+        "tl_load_options_init": (None, [P(LoadOptions)]),
+        "tl_model_load": (st, [c_void_p, P(LoadOptions), P(c_void_p)]),
+        "tl_load_result_free": (None, [c_void_p]),
+        "tl_load_result_tensor": (P(LoadedTensor), [c_void_p, c_size]),
+        "tl_load_result_tensor_count": (c_size, [c_void_p]),
+        "tl_load_result_file": (P(LoadFile), [c_void_p, c_size]),
+        "tl_load_result_file_count": (c_size, [c_void_p]),
+        "tl_load_result_stats": (P(LoadStats), [c_void_p]),
+        "tl_load_result_notes": (c_char_p, [c_void_p]),
+        "tl_plan_summary_init": (None, [P(PlanSummary)]),
+        "tl_plan_summary_free": (None, [P(PlanSummary)]),
+        "tl_plan_summary_from_model": (st, [c_void_p, c_int, P(PlanSummary)]),
+        "tl_plan_parse_devices": (st, [c_char_p, P(PlanDevice), c_size, P(c_size)]),
+        "tl_plan_devices_from_registry": (st, [P(PlanDevice), c_size, P(c_size), P(c_size)]),
+        "tl_plan_options_init": (None, [P(PlanOptions)]),
+        "tl_plan_create": (st, [P(PlanSummary), P(PlanDevice), c_size, P(PlanOptions),
+                                P(c_void_p)]),
+        "tl_plan_free": (None, [c_void_p]),
+        "tl_plan_feasible": (c_bool, [c_void_p]),
+        "tl_plan_error": (c_char_p, [c_void_p]),
+        "tl_plan_check": (st, [c_void_p]),
+        "tl_plan_to_json": (st, [c_void_p, P(c_void_p)]),
+        "tl_plan_to_text": (st, [c_void_p, P(c_void_p)]),
+        "tl_plan_host_bytes": (c_u64, [c_void_p]),
+        "tl_plan_device_count": (c_size, [c_void_p]),
+        "tl_plan_device_at": (P(PlanDevice), [c_void_p, c_size]),
+        "tl_device_sim_add": (st, [c_char_p]),
+        "tl_device_name": (c_char_p, [c_void_p]),
+        "tl_session_options_init": (None, [P(SessionOptions)]),
+        "tl_session_create": (st, [c_void_p, c_void_p, P(SessionOptions), P(c_void_p)]),
+        "tl_session_destroy": (None, [c_void_p]),
+        "tl_session_acquire": (st, [c_void_p, c_int, c_size, c_size, c_bool, P(c_void_p)]),
+        "tl_acquired_count": (c_size, [c_void_p]),
+        "tl_acquired_tensor": (P(SessionTensor), [c_void_p, c_size]),
+        "tl_session_release": (None, [c_void_p, c_void_p]),
+        "tl_session_prefetch": (st, [c_void_p, c_int, c_size, c_size, c_bool]),
+        "tl_session_evict": (st, [c_void_p, c_char_p, c_u64, P(c_u64)]),
+        "tl_session_mark_dirty": (st, [c_void_p, c_size]),
+        "tl_session_refresh": (st, [c_void_p, c_size]),
+        "tl_session_stats_get": (st, [c_void_p, P(SessionStats)]),
+        "tl_session_events": (c_size, [c_void_p, P(P(SessionEvent))]),
+        "tl_session_check": (st, [c_void_p]),
+        "tl_spill_options_init": (None, [P(SpillOptions)]),
+        "tl_spill_create": (st, [c_u64, P(SpillOptions), P(c_void_p)]),
+        "tl_spill_write": (st, [c_void_p, c_u64, c_void_p, c_u64]),
+        "tl_spill_map": (st, [c_void_p, P(c_void_p)]),
+        "tl_spill_size": (c_u64, [c_void_p]),
+        "tl_spill_fd": (c_int, [c_void_p]),
+        "tl_spill_destroy": (None, [c_void_p]),
+    }
+    missing = []
+    for name, (res, args) in sigs.items():
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            missing.append(name)
+            continue
+        fn.restype = res
+        fn.argtypes = args
+    return missing
+
+
+lib = _load()
+MISSING = _declare(lib)
