@@ -29,52 +29,13 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#define NPM_PKG "@node-llama-cpp/linux-x64@3.22.1"
-#define BINS "node_modules/@node-llama-cpp/linux-x64/bins/linux-x64"
 
 static char ggml_dir[4096];
 static char why[1024];
 static bool have_ggml;
 
-static bool has_base(const char *dir) {
-    char p[4200];
-    struct stat st;
-    snprintf(p, sizeof p, "%s/libggml-base.so", dir);
-    return stat(p, &st) == 0;
-}
-
 static bool find_ggml(void) {
-    const char *env = getenv("TIERLOAD_GGML_DIR");
-    if (env && *env) {
-        snprintf(ggml_dir, sizeof ggml_dir, "%s", env);
-        if (has_base(ggml_dir)) return true;
-        snprintf(why, sizeof why, "TIERLOAD_GGML_DIR=%s has no libggml-base.so", env);
-        return false;
-    }
-    const char *bd = getenv("TL_BUILD_DIR");
-    if (!bd || !*bd) bd = ".";
-    snprintf(ggml_dir, sizeof ggml_dir, "%s/npm-ggml-compute/" BINS, bd);
-    if (has_base(ggml_dir)) return true;
-    if (system("command -v npm >/dev/null 2>&1") != 0) {
-        snprintf(why, sizeof why, "npm unavailable: no npm on PATH (needed to fetch %s)", NPM_PKG);
-        return false;
-    }
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd,
-             "mkdir -p '%s/npm-ggml-compute' && cd '%s/npm-ggml-compute' && "
-             "{ command -v timeout >/dev/null 2>&1 && T='timeout 240' || T=''; "
-             "$T npm install --prefix . " NPM_PKG
-             " --no-save --ignore-scripts --no-audit --no-fund --fetch-retries=1 --loglevel=error"
-             " >npm.log 2>&1; }",
-             bd, bd);
-    fprintf(stderr, "[run-compute] installing %s into %s/npm-ggml-compute (once)\n", NPM_PKG, bd);
-    int rc = system(cmd);
-    if (rc != 0 || !has_base(ggml_dir)) {
-        snprintf(why, sizeof why, "npm unavailable: 'npm install %s' failed (status %d), see %s",
-                 NPM_PKG, WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, bd);
-        return false;
-    }
-    return true;
+    return tu_ggml_dir("npm-ggml-compute", ggml_dir, sizeof ggml_dir, why, sizeof why);
 }
 
 static int group_setup(void **state) {

@@ -803,18 +803,38 @@ static uint64_t pgen_now(tl_session *s) {
     return g;
 }
 
+/* Lock the session and list the units of a range; on failure the lock is released again. */
+static tl_status enter(tl_session *s, tl_component c, size_t lb, size_t le, bool with_other,
+                       size_t **list, size_t *n) {
+    tl_os_mutex_lock(&s->mu);
+    reap_locked(s);
+    tl_status st = range_units(s, c, lb, le, with_other, list, n);
+    if (st) tl_os_mutex_unlock(&s->mu);
+    return st;
+}
+
+/*
+ * Room and memory on its device for unit u, which becomes "loading" (pinned,
+ * its bytes counted). *ok false: the budget has no room without evicting
+ * something in use.
+ */
+static tl_status reserve_locked(tl_session *s, unit *u, bool *ok) {
+    tl_os_mutex_assert_held(&s->mu);
+    tl_status st = make_room_locked(s, u->dev, u->pl.len, ok);
+    if (st || !*ok) return st;
+    st = alloc_locked(s, u);
+    if (st) return st;
+    dev_add_locked(s, u->dev, u->pl.len);
+    u->loading = true;
+    return TL_OK;
+}
+
 tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t le,
                               bool with_other) {
     if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_session_prefetch: NULL session");
     size_t *list, n;
-    tl_os_mutex_lock(&s->mu);
-    reap_locked(s);
-    tl_status st = range_units(s, c, lb, le, with_other, &list, &n);
-    if (st) {
-        tl_os_mutex_unlock(&s->mu);
-        return st;
-    }
-    /* the unit list, then room for the session pointer the callback needs */
+    tl_status st = enter(s, c, lb, le, with_other, &list, &n);
+    if (st) return st;
     pending *p = tl_os_calloc(1, sizeof *p);
     size_t *mine = tl_os_malloc((n ? n : 1) * sizeof *mine);
     tl_io_xfer *x = tl_os_malloc((n ? n : 1) * sizeof *x);
@@ -832,21 +852,13 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
         unit *u = &s->u[list[i]];
         if (!on_device(s, u) || u->on_dev || u->loading) continue;
         bool ok;
-        st = make_room_locked(s, u->dev, u->pl.len, &ok);
-        if (st) break;
-        if (!ok) {
-            s->st.prefetch_skipped++;
-            continue;
-        }
-        st = alloc_locked(s, u);
-        if (st) {
-            tl_err_clear();
+        st = reserve_locked(s, u, &ok);
+        if (st || !ok) { /* best effort: what does not fit now is loaded on demand */
+            if (st) tl_err_clear();
             st = TL_OK;
             s->st.prefetch_skipped++;
             continue;
         }
-        dev_add_locked(s, u->dev, u->pl.len);
-        u->loading = true;
         if (s->dev[u->dev].async) {
             list[na++] = list[i]; /* issued below (list is reused) */
             continue;
@@ -930,13 +942,8 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
     *out = NULL;
     if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_session_acquire: NULL session");
     size_t *list, n;
-    tl_os_mutex_lock(&s->mu);
-    reap_locked(s);
-    tl_status st = range_units(s, c, lb, le, with_other, &list, &n);
-    if (st) {
-        tl_os_mutex_unlock(&s->mu);
-        return st;
-    }
+    tl_status st = enter(s, c, lb, le, with_other, &list, &n);
+    if (st) return st;
     for (size_t i = 0; i < n; i++)
         s->u[list[i]].refs++;
     tl_io_xfer *x = tl_os_malloc((n ? n : 1) * sizeof *x);
@@ -967,7 +974,7 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
             unit *u = &s->u[list[i]];
             if (!on_device(s, u) || u->on_dev) continue;
             bool ok;
-            st = make_room_locked(s, u->dev, u->pl.len, &ok);
+            st = reserve_locked(s, u, &ok);
             if (st) break;
             if (!ok) {
                 sdev *v = &s->dev[u->dev];
@@ -985,10 +992,6 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
                             tl_fmt_bytes(held, h, sizeof h));
                 break;
             }
-            st = alloc_locked(s, u);
-            if (st) break;
-            dev_add_locked(s, u->dev, u->pl.len);
-            u->loading = true;
             if (s->dev[u->dev].async) {
                 asy[na++] = list[i];
                 continue;

@@ -7,6 +7,8 @@
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -172,4 +174,49 @@ void tu_run_free(tu_run *r) {
     free(r->out);
     free(r->err);
     r->out = r->err = NULL;
+}
+
+/* ggml from npm (see testutil.h). */
+#define TU_NPM_PKG "@node-llama-cpp/linux-x64@3.22.1"
+#define TU_NPM_BINS "node_modules/@node-llama-cpp/linux-x64/bins/linux-x64"
+
+static bool tu_has_ggml_base(const char *dir) {
+    char p[4200];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/libggml-base.so", dir);
+    return stat(p, &st) == 0;
+}
+
+bool tu_ggml_dir(const char *folder, char *dir, size_t n, char *why, size_t why_n) {
+    const char *env = getenv("TIERLOAD_GGML_DIR");
+    if (env && *env) {
+        snprintf(dir, n, "%s", env);
+        if (tu_has_ggml_base(dir)) return true;
+        snprintf(why, why_n, "TIERLOAD_GGML_DIR=%s has no libggml-base.so", env);
+        return false;
+    }
+    const char *bd = getenv("TL_BUILD_DIR");
+    if (!bd || !*bd) bd = ".";
+    snprintf(dir, n, "%s/%s/" TU_NPM_BINS, bd, folder);
+    if (tu_has_ggml_base(dir)) return true;
+    if (system("command -v npm >/dev/null 2>&1") != 0) {
+        snprintf(why, why_n, "npm unavailable: no npm on PATH (needed to fetch %s)", TU_NPM_PKG);
+        return false;
+    }
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p '%s/%s' && cd '%s/%s' && "
+             "{ command -v timeout >/dev/null 2>&1 && T='timeout 240' || T=''; "
+             "$T npm install --prefix . " TU_NPM_PKG
+             " --no-save --ignore-scripts --no-audit --no-fund --fetch-retries=1 --loglevel=error"
+             " >npm.log 2>&1; }",
+             bd, folder, bd, folder);
+    fprintf(stderr, "[%s] installing %s into %s/%s (once)\n", folder, TU_NPM_PKG, bd, folder);
+    int rc = system(cmd);
+    if (rc != 0 || !tu_has_ggml_base(dir)) {
+        snprintf(why, why_n, "npm unavailable: 'npm install %s' failed (status %d), see %s/%s",
+                 TU_NPM_PKG, WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, bd, folder);
+        return false;
+    }
+    return true;
 }

@@ -8,6 +8,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -49,6 +50,14 @@ void tu_skip_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int tu_exit(int failed);
 /* Is this a CI run (CI=true in the environment)? There, missing references fail, not skip. */
 int tu_in_ci(void);
+
+/*
+ * ggml's shared libraries for the tests that use ggml: TIERLOAD_GGML_DIR, else
+ * the npm package @node-llama-cpp/linux-x64 installed (once) into
+ * $TL_BUILD_DIR/<folder> — a folder per test program, so parallel tests never
+ * install into the same one. false with *why set when there is none.
+ */
+bool tu_ggml_dir(const char *folder, char *dir, size_t n, char *why, size_t why_n);
 
 /* Result of running a command. */
 typedef struct tu_run {
