@@ -418,8 +418,10 @@ static tl_status parse_tensor_info(cursor *c, tl_fmt_tensor *t, uint64_t index) 
 
 void tl_fmt_file_free(tl_fmt_file *f) {
     if (!f) return;
-    for (size_t i = 0; i < f->n_tensors; i++)
+    for (size_t i = 0; i < f->n_tensors; i++) {
         free(f->tensors[i].name);
+        free(f->tensors[i].strides);
+    }
     for (size_t i = 0; i < f->n_meta; i++) {
         free((char *)f->meta[i].m.key);
         free(f->meta[i].str_offs);
@@ -432,6 +434,10 @@ void tl_fmt_file_free(tl_fmt_file *f) {
 
 int tl_fmt_sniff(const uint8_t *data, uint64_t size) {
     if (size >= 4 && memcmp(data, "GGUF", 4) == 0) return TL_FORMAT_GGUF;
+    /* a zip archive (torch.save), or a bare pickle (the legacy torch.save format) */
+    if (size >= 4 && (!memcmp(data, "PK\3\4", 4) || !memcmp(data, "PK\5\6", 4)))
+        return TL_FORMAT_CKPT;
+    if (size >= 2 && data[0] == 0x80 && data[1] >= 2 && data[1] <= 5) return TL_FORMAT_CKPT;
     if (size >= 9) {
         uint64_t n;
         memcpy(&n, data, 8);

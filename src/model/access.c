@@ -6,7 +6,8 @@
  * SIGBUS. Bulk readers check the file's size first (cheap, catches the
  * common case before any copy) and copy under the os/guard.h SIGBUS guard
  * (catches a truncation that races with the copy), and report which file
- * and tensor changed.
+ * and tensor changed. Strided checkpoint tensors are gathered element by
+ * element (runs of consecutive elements in one copy).
  */
 #include "model/catalog.h"
 
@@ -36,6 +37,35 @@ tl_status tl_model_check_files(const tl_model *m) {
     return TL_OK;
 }
 
+/* Bytes [off, off+n) of a strided tensor, gathered into dst. */
+static bool gather(const tl_tensor_info *t, const uint8_t *base, uint64_t off, uint8_t *dst,
+                   uint64_t n) {
+    uint64_t es = t->nbytes / t->n_elements;
+    uint64_t run_src = 0, run_len = 0; /* pending run: source byte offset, length */
+    for (uint64_t e = off / es; n; e++) {
+        /* element e (row-major) -> storage element index */
+        uint64_t rest = e, src = 0;
+        for (uint32_t d = t->n_dims; d-- > 0;) {
+            uint64_t sz = (uint64_t)t->shape[d];
+            src += (rest % sz) * (uint64_t)t->strides[d];
+            rest /= sz;
+        }
+        uint64_t skip = e == off / es ? off % es : 0;
+        uint64_t take = es - skip < n ? es - skip : n;
+        src = src * es + skip;
+        if (run_len && run_src + run_len == src) {
+            run_len += take;
+        } else {
+            if (run_len && tl_os_guarded_copy(dst, base + run_src, (size_t)run_len)) return false;
+            dst += run_len;
+            run_src = src;
+            run_len = take;
+        }
+        n -= take;
+    }
+    return !run_len || !tl_os_guarded_copy(dst, base + run_src, (size_t)run_len);
+}
+
 tl_status tl_model_tensor_read(const tl_model *m, size_t i, uint64_t off, void *dst, uint64_t n) {
     if (i >= m->n_tensors) return tl_err(TL_ERR_INVALID_ARG, "tensor index %zu out of range", i);
     const tl_tensor_info *t = &m->tensors[i];
@@ -47,7 +77,8 @@ tl_status tl_model_tensor_read(const tl_model *m, size_t i, uint64_t off, void *
                       (unsigned long long)t->nbytes);
     tl_status st = check_file(f);
     if (st) return tl_err_prefix(st, "tensor '%s'", t->name);
-    if (tl_os_guarded_copy(dst, (const uint8_t *)f->map + t->offset + off, (size_t)n))
+    if (t->strides ? !gather(t, (const uint8_t *)f->map + t->offset, off, dst, n)
+                   : tl_os_guarded_copy(dst, (const uint8_t *)f->map + t->offset + off, (size_t)n))
         return tl_err(TL_ERR_CHANGED,
                       "%s: tensor '%s': file truncated under its mapping while reading",
                       f->info.path, t->name);
