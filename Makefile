@@ -5,7 +5,7 @@
 BUILD      ?= build
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
-DEB_PKGS   := cmake make gcc clang libclang-rt-14-dev pkg-config libcjson-dev libxxhash-dev liburing-dev libcmocka-dev valgrind
+DEB_PKGS   := cmake make gcc clang libclang-rt-14-dev pkg-config libcjson-dev libxxhash-dev liburing-dev libcmocka-dev valgrind python3-torch python3-numpy
 
 .PHONY: all deps build test demo asan tsan fuzz bench valgrind clean format install
 

@@ -179,8 +179,8 @@ static tl_status walk(builder *b, const tl_pk_value *v, size_t len, unsigned dep
         return TL_OK;
     }
     if (depth >= CKPT_MAX_DEPTH)
-        return tl_err(TL_ERR_FORMAT, "%s: '%s': containers nested deeper than %d", b->path,
-                      b->name, CKPT_MAX_DEPTH);
+        return tl_err(TL_ERR_FORMAT, "%s: '%s': containers nested deeper than %d", b->path, b->name,
+                      CKPT_MAX_DEPTH);
     bool dict = v->kind == TL_PK_DICT;
     size_t step = dict ? 2 : 1;
     for (size_t i = 0; i + step - 1 < v->u.seq.n; i += step) {
@@ -276,9 +276,8 @@ static tl_status parse_archive(const uint8_t *data, uint64_t size, const char *p
     }
     *b = (builder){.path = path, .zip = z, .root = pk->name, .root_len = root_len, .f = f};
     if (root->kind != TL_PK_DICT) {
-        st = tl_err(TL_ERR_UNSUPPORTED,
-                    "%s: the checkpoint's pickle holds a %s, not a state dict", path,
-                    tl_pk_kind_name(root->kind));
+        st = tl_err(TL_ERR_UNSUPPORTED, "%s: the checkpoint's pickle holds a %s, not a state dict",
+                    path, tl_pk_kind_name(root->kind));
     } else {
         const tl_pk_value *sd = NULL;
         for (size_t i = 0; i + 1 < root->u.seq.n; i += 2) {

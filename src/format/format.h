@@ -22,8 +22,8 @@ typedef struct tl_fmt_tensor {
     uint32_t n_dims;
     int64_t shape[TL_MAX_DIMS]; /* outermost first */
     uint64_t n_elements;
-    uint64_t offset; /* absolute */
-    uint64_t nbytes; /* n_elements x element size, also for strided tensors */
+    uint64_t offset;  /* absolute */
+    uint64_t nbytes;  /* n_elements x element size, also for strided tensors */
     int64_t *strides; /* heap, TL_MAX_DIMS entries; NULL when contiguous */
 } tl_fmt_tensor;
 

@@ -81,8 +81,8 @@ static const struct {
 };
 
 const char *tl_pk_kind_name(tl_pk_kind k) {
-    static const char *const n[] = {"None", "bool",  "int",    "float",   "str",     "bytes",
-                                    "tuple", "list", "dict",   "global",  "storage", "tensor"};
+    static const char *const n[] = {"None",  "bool", "int",  "float",  "str",     "bytes",
+                                    "tuple", "list", "dict", "global", "storage", "tensor"};
     return (unsigned)k < sizeof n / sizeof *n ? n[k] : "?";
 }
 
@@ -126,7 +126,7 @@ typedef struct vm {
     size_t n_marks, marks_cap;
     tl_pk_value **memo;
     size_t memo_cap, memo_len; /* memo_len: filled slots, MEMOIZE's next index */
-    uint64_t op_at; /* offset of the opcode being run, for messages */
+    uint64_t op_at;            /* offset of the opcode being run, for messages */
 } vm;
 
 static tl_status bad(vm *m, const char *what) {
@@ -303,7 +303,8 @@ static tl_status rebuild_tensor(vm *m, const tl_pk_value *args, tl_pk_value **ou
     if (args->u.seq.n < 4) return bad(m, "_rebuild_tensor_v2 with fewer than 4 arguments");
     tl_pk_value *const *a = args->u.seq.items;
     int64_t off;
-    if (a[0]->kind != TL_PK_STORAGE) return bad(m, "_rebuild_tensor_v2: first argument is not a storage");
+    if (a[0]->kind != TL_PK_STORAGE)
+        return bad(m, "_rebuild_tensor_v2: first argument is not a storage");
     if (!as_int(a[1], &off) || off < 0) return bad(m, "_rebuild_tensor_v2: bad storage offset");
     if ((a[2]->kind != TL_PK_TUPLE && a[2]->kind != TL_PK_LIST) ||
         (a[3]->kind != TL_PK_TUPLE && a[3]->kind != TL_PK_LIST))
@@ -374,7 +375,8 @@ static tl_status persid(vm *m) {
     tl_pk_value *pid = NULL;
     tl_status st = pop(m, &pid);
     if (st) return st;
-    if (pid->kind != TL_PK_TUPLE || pid->u.seq.n != 5) return bad(m, "persistent id is not a 5-tuple");
+    if (pid->kind != TL_PK_TUPLE || pid->u.seq.n != 5)
+        return bad(m, "persistent id is not a 5-tuple");
     tl_pk_value *const *a = pid->u.seq.items;
     int64_t numel;
     if (a[0]->kind != TL_PK_STR || a[0]->u.s.n != 7 || memcmp(a[0]->u.s.p, "storage", 7))

@@ -116,10 +116,8 @@ tl_status tl_zip_open(const uint8_t *data, uint64_t size, const char *path, tl_z
         if (u32(loc + 4) != 0 || u32(loc + 16) > 1)
             return tl_err(TL_ERR_UNSUPPORTED, "%s: multi-disk zip archives are not supported",
                           path);
-        if (!tl_range_ok(z64, Z64_EOCD_LEN, eocd - Z64_LOC_LEN) ||
-            memcmp(data + z64, "PK\6\6", 4))
-            return tl_err(TL_ERR_FORMAT, "%s: zip: ZIP64 end record missing or out of place",
-                          path);
+        if (!tl_range_ok(z64, Z64_EOCD_LEN, eocd - Z64_LOC_LEN) || memcmp(data + z64, "PK\6\6", 4))
+            return tl_err(TL_ERR_FORMAT, "%s: zip: ZIP64 end record missing or out of place", path);
         const uint8_t *r = data + z64;
         disk = u32(r + 16);
         cd_disk = u32(r + 20);

@@ -658,7 +658,8 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
     memset(&j, 0, sizeof j);
     tl_status s = check_options(opts, &j.o);
     if (s != TL_OK) return s;
-    /* Strided checkpoint tensors are not packed in their files: the movers here copy byte ranges. */
+    /* Strided checkpoint tensors are not packed in their files: the movers here copy byte ranges.
+     */
     for (size_t i = 0; i < tl_model_tensor_count(m); i++) {
         const tl_tensor_info *t = tl_model_tensor(m, i);
         if (t->strides)

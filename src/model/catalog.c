@@ -110,7 +110,8 @@ static tl_status open_file(tl_model *m, tl_mfile *f, const char *path, bool writ
         st = tl_err(TL_ERR_FORMAT, "%s: truncated: %llu bytes is too short for any model file",
                     path, (unsigned long long)size);
     else
-        st = tl_err(TL_ERR_FORMAT, "%s: neither GGUF nor safetensors nor a PyTorch checkpoint", path);
+        st = tl_err(TL_ERR_FORMAT, "%s: neither GGUF nor safetensors nor a PyTorch checkpoint",
+                    path);
     if (st) return st;
     f->info.format = f->fmt.format;
     f->info.version = f->fmt.version;
