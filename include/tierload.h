@@ -122,6 +122,8 @@ typedef enum tl_dtype {
     TL_DTYPE_F4 = 109,
     TL_DTYPE_F6_E2M3 = 110,
     TL_DTYPE_F6_E3M2 = 111,
+    TL_DTYPE_F8_E4M3FNUZ = 112,
+    TL_DTYPE_F8_E5M2FNUZ = 113,
     TL_DTYPE_INVALID = -1,
 } tl_dtype;
 
