@@ -205,8 +205,8 @@ typedef struct tl_tensor_info {
      * A checkpoint tensor that is a strided view of its storage has its
      * element strides here (outermost first, n_dims of them); its elements
      * start at offset but are not packed, so tl_model_tensor_data returns
-     * NULL for it, tl_model_tensor_read gathers it, and tl_model_load refuses
-     * it (TL_ERR_UNSUPPORTED naming the tensor).
+     * NULL for it, and tl_model_tensor_read and tl_model_load gather it into
+     * contiguous (row-major) memory.
      */
     const int64_t *strides;
 } tl_tensor_info;

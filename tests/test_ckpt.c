@@ -6,7 +6,8 @@
  * module's state dict, the Stable Diffusion {"state_dict": ...} wrapper, a
  * sparse ZIP64 file over 4 GiB. Every tensor's dtype, shape, strides and
  * bytes are compared with what torch.load returned (written by the script as
- * raw files); metadata with the script's list. Hostile files (live os.system
+ * raw files), also after tl_model_load in every mode (strided views gathered,
+ * and converted); metadata with the script's list. Hostile files (live os.system
  * / eval / __import__ payloads, deflated entries, short or missing storages,
  * deep nesting, huge counts, truncation at every byte) are refused with their
  * messages, and the payloads' marker file never appears. Without torch every
@@ -15,6 +16,7 @@
 #include "testutil.h"
 
 #include "format/format.h"
+#include "io/convert.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -196,35 +198,8 @@ static void check_meta(tl_model *m, const char *name) {
     assert_int_equal(tl_model_meta_count(m), n);
 }
 
-static void test_every_dtype_and_layout(void **st) {
-    (void)st;
-    NEED_TORCH();
-    tl_model *m = open1("every.ckpt");
-    const tl_file_info *fi = tl_model_file(m, 0);
-    assert_int_equal(fi->format, TL_FORMAT_CKPT);
-    assert_int_equal(fi->version, 3);
-    assert_true(check_manifest(m, "every") >= 30);
-    check_meta(m, "every");
-    /* shared storage: the row view starts 2 rows (2 x 8 x 4 bytes) into base's storage */
-    const tl_tensor_info *base = tl_model_tensor(m, (size_t)tl_model_find(m, "shared.base"));
-    const tl_tensor_info *row2 = tl_model_tensor(m, (size_t)tl_model_find(m, "shared.row2"));
-    assert_int_equal(row2->offset, base->offset + 64);
-    /* load refuses strided tensors by name, never hands out wrong bytes */
-    tl_load_options o;
-    memset(&o, 0, sizeof o);
-    tl_load_result *r = NULL;
-    assert_int_equal(tl_model_load(m, &o, &r), TL_ERR_UNSUPPORTED);
-    assert_non_null(strstr(tl_last_error(), "shared.cols"));
-    assert_null(r);
-    tl_model_close(m);
-}
-
-static void test_module_state_dict_and_load(void **st) {
-    (void)st;
-    NEED_TORCH();
-    tl_model *m = open1("module.ckpt");
-    assert_int_equal(check_manifest(m, "module"), 9); /* conv w/b, bn w/b/mean/var/count, fc w/b */
-    check_meta(m, "module");
+/* Load in every mode with verification; each tensor equals tl_model_tensor_read's bytes. */
+static void load_and_compare(tl_model *m) {
     const tl_load_mode modes[] = {TL_LOAD_MMAP, TL_LOAD_BUFFERED, TL_LOAD_DIRECT};
     for (int k = 0; k < 3; k++) {
         tl_load_options o;
@@ -238,13 +213,65 @@ static void test_module_state_dict_and_load(void **st) {
             const tl_tensor_info *t = tl_model_tensor(m, i);
             const tl_loaded_tensor *lt = tl_load_result_tensor(r, i);
             assert_int_equal(lt->nbytes, t->nbytes);
+            if (t->strides) assert_false(lt->view);
             char *want = malloc(t->nbytes + 1);
             assert_int_equal(tl_model_tensor_read(m, i, 0, want, t->nbytes), TL_OK);
-            if (t->nbytes) assert_memory_equal(lt->data, want, t->nbytes);
+            if (t->nbytes && memcmp(lt->data, want, t->nbytes))
+                fail_msg("mode %s: tensor '%s' differs", tl_load_mode_name(modes[k]), t->name);
             free(want);
         }
         tl_load_result_free(r);
     }
+}
+
+static void test_every_dtype_and_layout(void **st) {
+    (void)st;
+    NEED_TORCH();
+    tl_model *m = open1("every.ckpt");
+    const tl_file_info *fi = tl_model_file(m, 0);
+    assert_int_equal(fi->format, TL_FORMAT_CKPT);
+    assert_int_equal(fi->version, 3);
+    assert_true(check_manifest(m, "every") >= 30);
+    check_meta(m, "every");
+    /* shared storage: the row view starts 2 rows (2 x 8 x 4 bytes) into base's storage */
+    const tl_tensor_info *base = tl_model_tensor(m, (size_t)tl_model_find(m, "shared.base"));
+    const tl_tensor_info *row2 = tl_model_tensor(m, (size_t)tl_model_find(m, "shared.row2"));
+    assert_int_equal(row2->offset, base->offset + 64);
+    load_and_compare(m);
+    /* converted on load: a strided F32 view becomes the F16 of its gathered elements */
+    tl_load_options o;
+    memset(&o, 0, sizeof o);
+    o.mode = TL_LOAD_BUFFERED;
+    o.convert = true;
+    o.dtype = TL_DTYPE_F16;
+    o.verify = true;
+    tl_load_result *r = NULL;
+    if (tl_model_load(m, &o, &r)) fail_msg("%s", tl_last_error());
+    size_t ti = (size_t)tl_model_find(m, "shared.T");
+    const tl_tensor_info *t = tl_model_tensor(m, ti);
+    const tl_loaded_tensor *lt = tl_load_result_tensor(r, ti);
+    assert_non_null(t->strides);
+    assert_int_equal(lt->dtype, TL_DTYPE_F16);
+    assert_int_equal(lt->nbytes, t->n_elements * 2);
+    char *bp = in_dir("every.19.bin"); /* shared.T as torch.load returns it */
+    size_t blen;
+    uint32_t *want = (uint32_t *)tu_read_file(bp, &blen);
+    free(bp);
+    assert_int_equal(blen, t->n_elements * 4);
+    for (uint64_t k = 0; k < t->n_elements; k++)
+        assert_int_equal(((const uint16_t *)lt->data)[k], tl_f32_to_f16(want[k]));
+    free(want);
+    tl_load_result_free(r);
+    tl_model_close(m);
+}
+
+static void test_module_state_dict_and_load(void **st) {
+    (void)st;
+    NEED_TORCH();
+    tl_model *m = open1("module.ckpt");
+    assert_int_equal(check_manifest(m, "module"), 9); /* conv w/b, bn w/b/mean/var/count, fc w/b */
+    check_meta(m, "module");
+    load_and_compare(m);
     tl_model_close(m);
 }
 

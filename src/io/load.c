@@ -161,7 +161,18 @@ static tl_status do_unit(job *j, lfile *f, const unit *u, unsigned char **stg) {
     }
     /* packed: source chunk -> (staging) -> convert into the tensor's place */
     const unsigned char *src;
-    if (f->pub.mode == TL_LOAD_MMAP) {
+    if (ti->strides) {
+        /* a strided view: its elements gathered from the mapping (guarded) into staging */
+        if (!*stg) {
+            e = tl_staging_take(&j->staging, stg);
+            if (e)
+                return tl_err(TL_ERR_NOMEM, "%s: tensor %s: staging buffer: %s", path, ti->name,
+                              strerror(e));
+        }
+        tl_status s = tl_model_tensor_read(j->m, u->tensor, u->off - ti->offset, *stg, u->len);
+        if (s != TL_OK) return s;
+        src = *stg;
+    } else if (f->pub.mode == TL_LOAD_MMAP) {
         src = (const unsigned char *)tl_model_file_map(j->m, ti->file) + u->off;
     } else {
         if (!*stg) {
@@ -507,7 +518,7 @@ static tl_status plan_file(job *j, lfile *f) {
     for (size_t k = 0; k < f->n_order; k++) {
         const tl_tensor_info *t = tl_model_tensor(m, f->order[k]);
         tl_dtype to = j->o.convert ? tl_convert_target(t->dtype, j->o.dtype) : t->dtype;
-        if (f->pub.mode == TL_LOAD_MMAP && to == t->dtype) continue;
+        if (f->pub.mode == TL_LOAD_MMAP && to == t->dtype && !t->strides) continue;
         uint64_t out = to == t->dtype ? t->nbytes : t->n_elements * tl_convert_elem_size(to);
         if (!tl_align_up_u64(total, 64, &total) || !tl_add_u64(total, out, &total))
             return tl_err(TL_ERR_FORMAT, "%s: tensor sizes overflow", path);
@@ -523,7 +534,7 @@ static tl_status plan_file(job *j, lfile *f) {
         size_t ti = f->order[k];
         const tl_tensor_info *t = tl_model_tensor(m, ti);
         tl_dtype to = j->o.convert ? tl_convert_target(t->dtype, j->o.dtype) : t->dtype;
-        if (f->pub.mode == TL_LOAD_MMAP && to == t->dtype) {
+        if (f->pub.mode == TL_LOAD_MMAP && to == t->dtype && !t->strides) {
             j->r->tensors[ti] =
                 (tl_loaded_tensor){(const unsigned char *)tl_model_file_map(m, t->file) + t->offset,
                                    t->nbytes, t->dtype, true, false};
@@ -595,8 +606,8 @@ static tl_status load_file(job *j, size_t fi) {
         if (e) s = tl_err(TL_ERR_NOMEM, "%s: verify: staging buffer: %s", f->pub.path, strerror(e));
         for (size_t k = 0; s == TL_OK && k < f->n_order; k++) {
             size_t ti = f->order[k];
-            s = tl_io_verify_tensor(tl_model_file_fd(m, fi), f->pub.path, tl_model_tensor(m, ti),
-                                    &j->r->tensors[ti], a, b, j->o.staging_size);
+            s = tl_io_verify_tensor(m, ti, f->pub.path, &j->r->tensors[ti], a, b,
+                                    j->o.staging_size);
         }
         if (a) tl_staging_give(&j->staging, a);
         if (b) tl_staging_give(&j->staging, b);
@@ -658,16 +669,6 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
     memset(&j, 0, sizeof j);
     tl_status s = check_options(opts, &j.o);
     if (s != TL_OK) return s;
-    /* Strided checkpoint tensors are not packed in their files: the movers here copy byte ranges.
-     */
-    for (size_t i = 0; i < tl_model_tensor_count(m); i++) {
-        const tl_tensor_info *t = tl_model_tensor(m, i);
-        if (t->strides)
-            return tl_err(TL_ERR_UNSUPPORTED,
-                          "%s: tensor '%s' is a strided (non-contiguous) view of its storage; "
-                          "load cannot gather it (tl_model_tensor_read can)",
-                          tl_model_file(m, t->file)->path, t->name);
-    }
     double t0 = tl_os_now();
     tl_memwatch *watch = NULL;
     s = tl_memwatch_start(j.o.sample_interval, &watch);
@@ -719,6 +720,7 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
             f->order[f->n_order++] = order[k];
             f->pub.bytes += t->nbytes;
             if (j.o.convert && tl_convert_target(t->dtype, j.o.dtype) != t->dtype) f->packed = true;
+            if (t->strides) f->packed = true; /* gathered: never a byte range of the file */
         }
         residency(&j, fi, &f->pub.page_cache_before, &f->pub.residency_before);
         choose_mode(&j, f);

@@ -10,9 +10,11 @@
 #include <string.h>
 #include <xxhash.h>
 
-tl_status tl_io_verify_tensor(int fd, const char *path, const tl_tensor_info *t,
+tl_status tl_io_verify_tensor(const tl_model *m, size_t i, const char *path,
                               const tl_loaded_tensor *lt, unsigned char *a, unsigned char *b,
                               uint64_t staging) {
+    const tl_tensor_info *t = tl_model_tensor(m, i);
+    int fd = tl_model_file_fd(m, t->file);
     uint64_t mem_hash = XXH64(lt->data, (size_t)lt->nbytes, 0);
     XXH64_state_t *st = XXH64_createState();
     if (!st) return tl_err(TL_ERR_NOMEM, "%s: tensor %s: verify: out of memory", path, t->name);
@@ -24,7 +26,11 @@ tl_status tl_io_verify_tensor(int fd, const char *path, const tl_tensor_info *t,
     tl_status s = TL_OK;
     for (uint64_t e0 = 0; e0 < total; e0 += per) {
         uint64_t n = total - e0 < per ? total - e0 : per;
-        int err = tl_os_pread_full(fd, a, (size_t)(n * in), t->offset + e0 * in);
+        if (t->strides) {
+            s = tl_model_tensor_read(m, i, e0 * in, a, n * in);
+            if (s != TL_OK) break;
+        }
+        int err = t->strides ? 0 : tl_os_pread_full(fd, a, (size_t)(n * in), t->offset + e0 * in);
         if (err) {
             s = tl_err(err == ENODATA ? TL_ERR_CHANGED : TL_ERR_IO,
                        "%s: tensor %s: verify read at %llu: %s", path, t->name,
