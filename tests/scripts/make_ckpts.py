@@ -7,7 +7,7 @@ strides ("-" when contiguous), and the file holding the tensor's bytes as
 torch.load returns them (row-major, little-endian), NAME.K.bin. Scalars kept
 as metadata go to NAME.meta as "key<TAB>type<TAB>value" lines.
 
-Hostile files (refused by tierload) are written next to them; evil_*.ckpt
+Exits 77 when torch cannot be imported. Hostile files (refused by tierload) are written next to them; evil_*.ckpt
 carry live payloads: torch.load of one of them really runs its command (this
 script checks that on a copy, with a different marker file).
 """
@@ -18,7 +18,11 @@ import sys
 import zipfile
 import zlib
 
-import torch
+try:
+    import torch
+except ImportError as e:  # the test skips on 77 and prints this
+    print(f"{sys.executable} cannot import torch ({e}); apt-get install python3-torch")
+    sys.exit(77)
 
 OUT = sys.argv[1]
 DT = {
