@@ -453,6 +453,27 @@ static void test_zip_directory_lies(void **st) {
     tell_lies("small.ckpt", big, sizeof big / sizeof *big);
 }
 
+/* Sniffing: a safetensors header of 640 bytes starts with 80 02, as a pickle does. */
+static void test_sniff(void **st) {
+    (void)st;
+    uint8_t img[8 + 640 + 4];
+    memset(img, ' ', sizeof img);
+    uint64_t n = 640;
+    memcpy(img, &n, 8);
+    memcpy(img + 8, "{\"__metadata__\":{\"a\":\"b\"}}", 26);
+    assert_int_equal(img[0], 0x80);
+    assert_int_equal(img[1], 0x02);
+    assert_int_equal(tl_fmt_sniff(img, 8 + 640), TL_FORMAT_SAFETENSORS);
+    tl_fmt_file f;
+    assert_int_equal(tl_safetensors_parse(img, 8 + 640, "st640.safetensors", &f), TL_OK);
+    tl_fmt_file_free(&f);
+    const uint8_t pickle[] = {0x80, 0x02, '}', '.'}, zip[] = {'P', 'K', 5, 6};
+    assert_int_equal(tl_fmt_sniff(pickle, sizeof pickle), TL_FORMAT_CKPT);
+    assert_int_equal(tl_fmt_sniff(zip, sizeof zip), TL_FORMAT_CKPT);
+    assert_int_equal(tl_ckpt_parse(pickle, sizeof pickle, "old.pt", &f), TL_ERR_UNSUPPORTED);
+    assert_non_null(strstr(tl_last_error(), "legacy"));
+}
+
 /*
  * Without torch too: the committed fuzz seed every.ckpt (written by torch) under
  * fault injection. Every N-th allocation / open / mmap fails in turn: an
@@ -498,6 +519,7 @@ int main(void) {
         cmocka_unit_test(test_truncation_every_byte),
         cmocka_unit_test(test_zip_directory_lies),
         cmocka_unit_test(test_fault_sweep_seed),
+        cmocka_unit_test(test_sniff),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

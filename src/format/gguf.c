@@ -462,19 +462,22 @@ void tl_fmt_file_free(tl_fmt_file *f) {
 
 int tl_fmt_sniff(const uint8_t *data, uint64_t size) {
     if (size >= 4 && memcmp(data, "GGUF", 4) == 0) return TL_FORMAT_GGUF;
-    /* a zip archive (torch.save), or a bare pickle (the legacy torch.save format) */
+    /* a zip archive (torch.save) */
     if (size >= 4 && (!memcmp(data, "PK\3\4", 4) || !memcmp(data, "PK\5\6", 4)))
         return TL_FORMAT_CKPT;
-    if (size >= 2 && data[0] == 0x80 && data[1] >= 2 && data[1] <= 5) return TL_FORMAT_CKPT;
     if (size >= 9) {
         uint64_t n;
         memcpy(&n, data, 8);
         /* JSON header: first non-space byte is '{' */
         for (uint64_t i = 8; i < size && i < 8 + n && i < 4096; i++) {
             if (data[i] == ' ' || data[i] == '\n' || data[i] == '\t' || data[i] == '\r') continue;
-            return data[i] == '{' ? TL_FORMAT_SAFETENSORS : -1;
+            if (data[i] == '{') return TL_FORMAT_SAFETENSORS;
+            break;
         }
     }
+    /* a bare pickle (the legacy torch.save format); after safetensors, whose header length
+       may start with the same two bytes */
+    if (size >= 2 && data[0] == 0x80 && data[1] >= 2 && data[1] <= 5) return TL_FORMAT_CKPT;
     return -1;
 }
 
