@@ -310,6 +310,18 @@ static void test_sd_wrapper_components(void **st) {
     r = tu_cli_run("plan", sd, "--devices", "cuda0=1G", NULL);
     if (r.status != 0) fail_msg("plan: %s", r.err);
     tu_run_free(&r);
+    char *every = in_dir("every.ckpt");
+    r = tu_cli_run("info", "--json", every, NULL);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "\"name\":\"shared.T\""));
+    assert_non_null(strstr(r.out, "\"shape\":[8,6]"));
+    assert_non_null(strstr(r.out, "\"nbytes\":192,\"strides\":[1,8]"));
+    tu_run_free(&r);
+    r = tu_cli_run("info", every, NULL);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "(strided view)"));
+    tu_run_free(&r);
+    free(every);
     r = tu_cli_run("info", "--json", "--vae", small, NULL);
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "\"name\":\"first_stage_model.w\""));

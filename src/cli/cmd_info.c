@@ -201,8 +201,9 @@ static void print_human(const tl_model *m, size_t top, size_t keys) {
                              (long long)t->shape[d]);
                 }
                 strncat(shape, "]", sizeof shape - strlen(shape) - 1);
-                printf("  %-48s %-8s %-20s %s\n", t->name, tl_dtype_name(t->dtype), shape,
-                       cli_fmt_size(t->nbytes, b2, sizeof b2));
+                printf("  %-48s %-8s %-20s %s%s\n", t->name, tl_dtype_name(t->dtype), shape,
+                       cli_fmt_size(t->nbytes, b2, sizeof b2),
+                       t->strides ? "  (strided view)" : "");
             }
             free(idx);
         }
