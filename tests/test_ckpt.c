@@ -17,6 +17,7 @@
 #include "testutil.h"
 
 #include "format/format.h"
+#include "format/pickle.h"
 #include "io/convert.h"
 #include "os/fault.h"
 
@@ -465,6 +466,38 @@ static void test_zip_directory_lies(void **st) {
     tell_lies("small.ckpt", big, sizeof big / sizeof *big);
 }
 
+/* The pickle VM's memory bound: a 40 MB pickle appending 20M references to one list. */
+static void test_pickle_memory_bound(void **st) {
+    (void)st;
+    const size_t per = 1u << 19, rounds = 40;
+    size_t len = 5 + rounds * (2 + 2 * per) + 1, at = 0;
+    uint8_t *pk = malloc(len);
+    memcpy(pk, "\x80\x02]q\x00", 5);
+    at = 5;
+    for (size_t r = 0; r < rounds; r++) {
+        pk[at++] = '(';
+        for (size_t k = 0; k < per; k++) {
+            pk[at++] = 'h';
+            pk[at++] = 0;
+        }
+        pk[at++] = 'e';
+    }
+    pk[at++] = '.';
+    assert_int_equal(at, len);
+    tl_pk_value *root;
+    tl_pk_arena *arena;
+    assert_int_equal(tl_pk_run(pk, len, "big.pkl", &root, &arena), TL_ERR_FORMAT);
+    assert_non_null(strstr(tl_last_error(), "more than 256 MiB"));
+    /* the same pickle cut to 2 rounds is fine */
+    len = 5 + 2 * (2 + 2 * per);
+    pk[len] = '.';
+    assert_int_equal(tl_pk_run(pk, len + 1, "small.pkl", &root, &arena), TL_OK);
+    assert_int_equal(root->kind, TL_PK_LIST);
+    assert_int_equal(root->u.seq.n, 2 * per);
+    tl_pk_free(arena);
+    free(pk);
+}
+
 /* Sniffing: a safetensors header of 640 bytes starts with 80 02, as a pickle does. */
 static void test_sniff(void **st) {
     (void)st;
@@ -532,6 +565,7 @@ int main(void) {
         cmocka_unit_test(test_zip_directory_lies),
         cmocka_unit_test(test_fault_sweep_seed),
         cmocka_unit_test(test_sniff),
+        cmocka_unit_test(test_pickle_memory_bound),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

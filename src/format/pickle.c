@@ -45,6 +45,7 @@ typedef struct chunk {
 struct tl_pk_arena {
     chunk *head;
     uint64_t total;
+    bool capped; /* an allocation failed because of PK_ARENA_MAX */
 };
 
 enum {
@@ -100,7 +101,10 @@ static void *arena_alloc(tl_pk_arena *a, size_t n) {
     chunk *c = a->head;
     if (!c || c->cap - c->used < n) {
         size_t cap = n > PK_CHUNK ? n : PK_CHUNK;
-        if (a->total + cap > PK_ARENA_MAX) return NULL;
+        if (a->total + cap > PK_ARENA_MAX) {
+            a->capped = true;
+            return NULL;
+        }
         c = tl_os_malloc(sizeof *c + cap);
         if (!c) return NULL;
         c->next = a->head;
@@ -135,7 +139,7 @@ static tl_status bad(vm *m, const char *what) {
 }
 
 static tl_status nomem(vm *m) {
-    if (m->a->total + PK_CHUNK > PK_ARENA_MAX)
+    if (m->a->capped)
         return tl_err(TL_ERR_FORMAT, "%s: data.pkl describes more than %llu MiB of objects",
                       m->path, (unsigned long long)(PK_ARENA_MAX >> 20));
     return tl_err(TL_ERR_NOMEM, "%s: out of memory", m->path);
