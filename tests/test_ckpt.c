@@ -381,6 +381,7 @@ static void test_hostile_files(void **st) {
     expect_refused("outside.ckpt", TL_ERR_FORMAT, "outside its storage");
     expect_refused("deep.ckpt", TL_ERR_FORMAT, "nested deeper");
     expect_refused("cycle.ckpt", TL_ERR_FORMAT, "nested deeper");
+    expect_refused("fanout.ckpt", TL_ERR_FORMAT, "shared references");
     expect_refused("marks.ckpt", TL_ERR_FORMAT, "MARK");
     expect_refused("hugestr.ckpt", TL_ERR_FORMAT, "past the end");
     expect_refused("hugememo.ckpt", TL_ERR_FORMAT, "memo index");

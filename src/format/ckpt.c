@@ -38,6 +38,13 @@
 
 #define CKPT_MAX_DEPTH 32
 #define CKPT_MAX_NAME 4096
+/*
+ * Values may be shared (memo references), so a small pickle can describe a
+ * tree with 2^31 leaves: the walk stops after this many visits, and after
+ * this many bytes of tensor names and metadata keys.
+ */
+#define CKPT_MAX_VISITS (1u << 22)
+#define CKPT_MAX_NAME_BYTES (256ull << 20)
 
 typedef struct builder {
     const char *path;
@@ -46,6 +53,7 @@ typedef struct builder {
     size_t root_len;
     tl_fmt_file *f;
     size_t cap_t, cap_m;
+    uint64_t visits, name_bytes;
     char name[CKPT_MAX_NAME];
 } builder;
 
@@ -162,6 +170,12 @@ static tl_status add_meta(builder *b, const char *key, const tl_pk_value *v) {
 
 /* b->name[0..len) is the name so far; visit v under it. */
 static tl_status walk(builder *b, const tl_pk_value *v, size_t len, unsigned depth) {
+    b->name_bytes += len + 1;
+    if (++b->visits > CKPT_MAX_VISITS || b->name_bytes > CKPT_MAX_NAME_BYTES)
+        return tl_err(TL_ERR_FORMAT,
+                      "%s: the pickle's containers reach more than %u values or %llu MiB of "
+                      "names (shared references)",
+                      b->path, CKPT_MAX_VISITS, (unsigned long long)(CKPT_MAX_NAME_BYTES >> 20));
     switch (v->kind) {
     case TL_PK_TENSOR:
         if (len == 0) return tl_err(TL_ERR_FORMAT, "%s: a tensor has an empty name", b->path);

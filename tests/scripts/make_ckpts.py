@@ -295,6 +295,8 @@ with_pickle("hugestr.ckpt", b"\x80\x02X\xf0\xff\xff\xff" + b"a" * 16 + b".")
 with_pickle("hugememo.ckpt", b"\x80\x02}r\xff\xff\xff\x7f.")
 with_pickle("hugelong.ckpt", b"\x80\x02}X\x01\x00\x00\x00a\x8a\x10" + b"\x01" * 16 + b"s.")
 with_pickle("stack_global.ckpt", b"\x80\x04\x8c\x05posix\x8c\x06system\x93\x8c\x04true\x85R.")
+# {"a": t30} where t(k+1) = (tk, tk): 2^30 leaves from 66 bytes of shared references
+with_pickle("fanout.ckpt", b"\x80\x02}X\x01\x00\x00\x00aK\x01" + b"2\x86" * 30 + b"s.")
 with_pickle("cycle.ckpt", b"\x80\x02}q\x00X\x01\x00\x00\x00ah\x00s.")
 # a tensor claiming more elements than its storage holds
 pk = dict(pieces)["data.pkl"]
