@@ -13,6 +13,11 @@
  * folder by the cross-check test. The limit is enforced: a GGUF open slower
  * than ggml's (ratio > 1.00) exits 1; without the reference the program says
  * so and exits 77 (the limit was not checked).
+ *
+ * The safetensors file is then rewritten by torch.save (bench/st_to_ckpt.py
+ * under /usr/bin/python3 with python3-torch) as a PyTorch checkpoint of the
+ * same tensors, whose open time is printed with the ratio checkpoint /
+ * safetensors (skipped, saying why, without torch).
  */
 #include "tierload.h"
 
@@ -102,6 +107,39 @@ static double time_ggml(const char *build_dir, const char *path) {
     return median(t, RUNS);
 }
 
+/* The same tensors as a torch.save checkpoint: open time and ratio to safetensors. */
+static int bench_ckpt(const char *st_path, const char *dir, double st_ms) {
+    char self[4096], script[4400], ck[4200], cmd[13000];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return 1;
+    self[n] = 0;
+    /* the script sits in bench/ of the source tree: BUILD is SRC/build* by convention */
+    const char *src = getenv("TL_SOURCE_DIR");
+    if (src)
+        snprintf(script, sizeof script, "%s/bench/st_to_ckpt.py", src);
+    else
+        snprintf(script, sizeof script, "%s/../bench/st_to_ckpt.py", dirname(self));
+    if (access("/usr/bin/python3", X_OK) != 0 || access(script, R_OK) != 0 ||
+        system("/usr/bin/python3 -c 'import torch' 2>/dev/null") != 0) {
+        printf("  %-12s skipped: needs /usr/bin/python3 with torch and %s\n", "ckpt", script);
+        return 0;
+    }
+    snprintf(ck, sizeof ck, "%s/m.ckpt", dir);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' '%s' '%s'", script, st_path, ck);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "st_to_ckpt.py failed\n");
+        return 1;
+    }
+    warm(ck);
+    uint64_t bytes;
+    size_t nt;
+    double ms = time_open(ck, &bytes, &nt);
+    printf("  %-12s %6.2f GiB  %5zu tensors  open %7.3f ms   ratio ckpt / safetensors %.2f\n",
+           "ckpt", (double)bytes / (1u << 30), nt, ms, st_ms > 0 ? ms / st_ms : 0.0);
+    remove(ck);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *size = argc > 1 ? argv[1] : "2G";
     const char *tensors = argc > 2 ? argv[2] : "2000";
@@ -115,6 +153,7 @@ int main(int argc, char **argv) {
     snprintf(dir, sizeof dir, "%s/tl-bench-open.XXXXXX", tmp);
     if (!mkdtemp(dir)) return 1;
     const char *exts[] = {"gguf", "safetensors"};
+    double st_ms = 0;
     printf("bench_open: open = catalog + mapping, warm page cache, median of %d\n", RUNS);
     int rc = 0;
     for (int i = 0; i < 2; i++) {
@@ -146,8 +185,11 @@ int main(int argc, char **argv) {
                        build_dir);
                 if (!rc) rc = 77;
             }
+        } else {
+            st_ms = ms;
         }
         printf("\n");
+        if (i == 1 && bench_ckpt(path, dir, st_ms) == 1) rc = 1;
         remove(path);
     }
     rmdir(dir);

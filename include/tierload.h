@@ -204,6 +204,8 @@ typedef enum tl_dtype {
     TL_DTYPE_F4 = 109,
     TL_DTYPE_F6_E2M3 = 110,
     TL_DTYPE_F6_E3M2 = 111,
+    TL_DTYPE_F8_E4M3FNUZ = 112,
+    TL_DTYPE_F8_E5M2FNUZ = 113,
     TL_DTYPE_INVALID = -1,
 } tl_dtype;
 
@@ -227,7 +229,11 @@ TL_API bool tl_dtype_nbytes(tl_dtype t, uint64_t n, uint64_t *out);
 
 #define TL_MAX_DIMS 8
 
-typedef enum tl_format { TL_FORMAT_GGUF = 0, TL_FORMAT_SAFETENSORS = 1 } tl_format;
+typedef enum tl_format {
+    TL_FORMAT_GGUF = 0,
+    TL_FORMAT_SAFETENSORS = 1,
+    TL_FORMAT_CKPT = 2, /* PyTorch checkpoint: torch.save's zip format (.ckpt, .pt, .pth) */
+} tl_format;
 
 /* Pipeline components a tensor belongs to (from its name, see tl_component_of). */
 typedef enum tl_component {
@@ -259,7 +265,7 @@ TL_API int32_t tl_layer_of(const char *tensor_name, size_t *key_len);
 typedef struct tl_file_info {
     const char *path; /* as opened (absolute or relative as the caller gave it) */
     tl_format format;
-    int32_t version;      /* GGUF version; -1 for safetensors */
+    int32_t version;      /* GGUF version; checkpoint archive version; -1 for safetensors */
     uint64_t size;        /* file size in bytes */
     uint64_t data_offset; /* absolute offset of the data section */
     uint32_t alignment;   /* GGUF alignment; 0 for safetensors */
@@ -278,6 +284,15 @@ typedef struct tl_tensor_info {
     tl_component component;
     int32_t layer;          /* block index, -1 when none */
     uint32_t layer_key_len; /* length of the name prefix naming the block (0 when none) */
+    /*
+     * NULL for a tensor stored contiguously at [offset, offset + nbytes).
+     * A checkpoint tensor that is a strided view of its storage has its
+     * element strides here (outermost first, n_dims of them); its elements
+     * start at offset but are not packed, so tl_model_tensor_data returns
+     * NULL for it, and tl_model_tensor_read and tl_model_load gather it into
+     * contiguous (row-major) memory.
+     */
+    const int64_t *strides;
 } tl_tensor_info;
 
 /* GGUF metadata value types (ids as in the GGUF spec). */
@@ -463,7 +478,7 @@ TL_API const tl_tensor_info *tl_model_tensor(const tl_model *m, size_t i);
 /* Index of a tensor by exact name; TL_NOT_FOUND when absent. */
 TL_API size_t tl_model_find(const tl_model *m, const char *name);
 
-/* Pointer to a tensor's bytes inside its file's mapping (zero-copy). */
+/* Pointer to a tensor's bytes inside its file's mapping (zero-copy); NULL when strided. */
 TL_API const void *tl_model_tensor_data(const tl_model *m, size_t i);
 /*
  * Writable pointer into the copy-on-write mapping; only for models opened

@@ -5,7 +5,9 @@
  * each validation rule rejects its hostile input with a clear message that
  * names the file (and the tensor or key): truncation at every byte, counts and
  * lengths near 2^64, unknown and removed type ids, misaligned offsets, bad
- * alignments, duplicates, deep nesting, overlap, data past the end.
+ * alignments, duplicates, deep nesting, overlap, data past the end; and
+ * ggml's own limits (empty keys, 64 MiB strings, 2^26-element arrays,
+ * alignment up to 1 MiB, names up to 127 bytes as stable-diffusion.cpp's ggml).
  */
 #include "testutil.h"
 
@@ -205,12 +207,12 @@ static void test_counts_near_2_64(void **state) {
     gw_kv_raw(g, "k", TL_META_STRING, v.p, v.len);
     expect_reject(g, TL_ERR_FORMAT, "truncated");
     gw_buf_free(&v);
-    /* an array of 2^61 u64: count * 8 overflows */
+    /* an array of 2^61 u64 (count * 8 would overflow): beyond the element limit */
     gw_buf_u32(&v, TL_META_U64);
     gw_buf_u64(&v, 1ull << 61);
     g = gw_new(3);
     gw_kv_raw(g, "big", TL_META_ARRAY, v.p, v.len);
-    expect_reject(g, TL_ERR_FORMAT, "truncated");
+    expect_reject(g, TL_ERR_FORMAT, "exceeds GGUF's limit");
     gw_buf_free(&v);
     /* an array of 2^64-1 strings */
     gw_buf_u32(&v, TL_META_STRING);
@@ -218,7 +220,7 @@ static void test_counts_near_2_64(void **state) {
     gw_buf_str(&v, "x");
     g = gw_new(3);
     gw_kv_raw(g, "strs", TL_META_ARRAY, v.p, v.len);
-    expect_reject(g, TL_ERR_FORMAT, "truncated");
+    expect_reject(g, TL_ERR_FORMAT, "exceeds GGUF's limit");
     gw_buf_free(&v);
     /* a dimension above INT64_MAX, and a product that overflows */
     g = gw_new(3);
@@ -296,6 +298,65 @@ static void test_alignment_rules(void **state) {
     tl_fmt_file_free(&f);
     free(img);
     gw_free(g);
+}
+
+static void expect_accept(gw_gguf *g) {
+    size_t len;
+    uint8_t *img = gw_build(g, &len);
+    tl_fmt_file f;
+    if (parse(img, len, &f)) fail_msg("%s", tl_last_error());
+    tl_fmt_file_free(&f);
+    free(img);
+    gw_free(g);
+}
+
+static void test_ggml_limits(void **state) {
+    (void)state;
+    gw_gguf *g = one_tensor(3);
+    gw_kv_str(g, "", "v");
+    expect_reject(g, TL_ERR_FORMAT, "is empty");
+    /* names: 127 bytes fit sd.cpp's GGML_MAX_NAME=128, 128 do not */
+    char name[129];
+    memset(name, 'n', sizeof name - 1);
+    name[128] = 0;
+    int64_t ne[1] = {32};
+    g = gw_new(3);
+    gw_tensor(g, name, TL_DTYPE_F32, 1, ne);
+    expect_reject(g, TL_ERR_FORMAT, "longer than 127");
+    name[127] = 0;
+    g = gw_new(3);
+    gw_tensor(g, name, TL_DTYPE_F32, 1, ne);
+    expect_accept(g);
+    /* alignment: 1 MiB is ggml's maximum */
+    g = one_tensor(3);
+    gw_kv_u32(g, "general.alignment", 1u << 20);
+    expect_accept(g);
+    g = gw_new(3);
+    gw_kv_u32(g, "general.alignment", 1u << 21);
+    expect_reject(g, TL_ERR_FORMAT, "exceeds 1 MiB");
+    /* a 64 MiB + 1 string (as key, value and array element), a 2^26 + 1 element array */
+    size_t big = (64u << 20) + 1;
+    char *s = malloc(big + 1);
+    memset(s, 'a', big);
+    s[big] = 0;
+    g = gw_new(3);
+    gw_kv_str(g, "k", s);
+    expect_reject(g, TL_ERR_FORMAT, "64 MiB string limit");
+    g = gw_new(3);
+    gw_kv_str(g, s, "v");
+    expect_reject(g, TL_ERR_FORMAT, "64 MiB string limit");
+    const char *strs[] = {"x", s};
+    g = gw_new(3);
+    gw_kv_str_array(g, "toks", strs, 2);
+    expect_reject(g, TL_ERR_FORMAT, "64 MiB string limit");
+    s[big - 1] = 0; /* exactly 64 MiB: accepted */
+    g = gw_new(3);
+    gw_kv_str(g, "k", s);
+    expect_accept(g);
+    g = gw_new(3);
+    gw_kv_array(g, "bytes", TL_META_U8, big, s);
+    expect_reject(g, TL_ERR_FORMAT, "array of 67108865 elements");
+    free(s);
 }
 
 static void test_duplicates_nesting_overlap_and_bounds(void **state) {
@@ -437,6 +498,7 @@ int main(void) {
         cmocka_unit_test(test_counts_near_2_64),
         cmocka_unit_test(test_type_ids),
         cmocka_unit_test(test_alignment_rules),
+        cmocka_unit_test(test_ggml_limits),
         cmocka_unit_test(test_duplicates_nesting_overlap_and_bounds),
         cmocka_unit_test(test_header_basics),
         cmocka_unit_test(test_through_the_catalog),

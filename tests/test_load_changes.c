@@ -67,7 +67,7 @@ static void test_engine_guards_mappings(void **state) {
                          .nbytes = N * 4, .n_elements = N};
     tl_loaded_tensor lt = {(unsigned char *)map + 65536, N * 4, TL_DTYPE_F32, true, false};
     unsigned char *a = malloc(1 << 20), *b = malloc(1 << 20);
-    assert_int_equal(tl_io_verify_tensor(fd, NULL, p, &ti, &lt, a, b, 1 << 20), TL_ERR_CHANGED);
+    assert_int_equal(tl_io_verify_tensor(NULL, 0, fd, NULL, p, &ti, &lt, a, b, 1 << 20), TL_ERR_CHANGED);
     assert_non_null(strstr(tl_last_error(), "x.f32"));
     free(a);
     free(b);

@@ -41,12 +41,13 @@ static void test_every_spec_dtype(void **state) {
     static const struct {
         const char *name;
         uint64_t bits;
-    } dt[] = {{"BOOL", 8},    {"U8", 8},   {"I8", 8},   {"F8_E5M2", 8}, {"F8_E4M3", 8},
-              {"F8_E8M0", 8}, {"I16", 16}, {"U16", 16}, {"F16", 16},    {"BF16", 16},
-              {"I32", 32},    {"U32", 32}, {"F32", 32}, {"F64", 64},    {"I64", 64},
-              {"U64", 64},    {"C64", 64}, {"F4", 4},   {"F6_E2M3", 6}, {"F6_E3M2", 6}};
+    } dt[] = {{"BOOL", 8},        {"U8", 8},         {"I8", 8},   {"F8_E5M2", 8}, {"F8_E4M3", 8},
+              {"F8_E8M0", 8},     {"I16", 16},       {"U16", 16}, {"F16", 16},    {"BF16", 16},
+              {"I32", 32},        {"U32", 32},       {"F32", 32}, {"F64", 64},    {"I64", 64},
+              {"U64", 64},        {"C64", 64},       {"F4", 4},   {"F6_E2M3", 6}, {"F6_E3M2", 6},
+              {"F8_E4M3FNUZ", 8}, {"F8_E5M2FNUZ", 8}};
     size_t n = sizeof dt / sizeof dt[0];
-    sw_tensor ts[20];
+    sw_tensor ts[22];
     for (size_t i = 0; i < n; i++)
         ts[i] = (sw_tensor){dt[i].name, dt[i].name, 2, {4, 8}};
     size_t len;

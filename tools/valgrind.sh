@@ -29,13 +29,14 @@ for t in "$build"/test_*; do
     else echo "valgrind: $name: FAILED ($rc)"; tail -40 /tmp/vg.$$.log; fail=1; fi
   fi
 done
-for f in "$TL_TESTDATA"/gguf/*.gguf "$TL_TESTDATA"/safetensors/*.safetensors; do
+ckpts=("$here"/fuzz/corpus/fuzz_ckpt/{every,module,sd,small,restored}.ckpt)
+for f in "$TL_TESTDATA"/gguf/*.gguf "$TL_TESTDATA"/safetensors/*.safetensors "${ckpts[@]}"; do
   if ! "${vg[@]}" "$build/tierload" info --json "$f" >/dev/null 2>/tmp/vg.$$.log; then
     echo "valgrind: tierload info $f: FAILED"; cat /tmp/vg.$$.log; fail=1; fi
 done
 echo "valgrind: tierload info over every test file: done"
 # load cycles through the CLI: every mode, with conversion and verification
-for f in "$TL_TESTDATA"/gguf/tiny-llama-*.gguf; do
+for f in "$TL_TESTDATA"/gguf/tiny-llama-*.gguf "$here"/fuzz/corpus/fuzz_ckpt/every.ckpt; do
   for mode in mmap buffered direct auto; do
     if ! "${vg[@]}" "$build/tierload" load --quiet --mode $mode --verify --dtype F32 "$f" >/dev/null 2>/tmp/vg.$$.log; then
       echo "valgrind: tierload load --mode $mode $f: FAILED"; cat /tmp/vg.$$.log; fail=1; fi

@@ -30,7 +30,10 @@ static void print_json(const tl_model *m) {
         const tl_file_info *f = tl_model_file(m, i);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "path", f->path);
-        cJSON_AddStringToObject(o, "format", f->format == TL_FORMAT_GGUF ? "gguf" : "safetensors");
+        cJSON_AddStringToObject(o, "format",
+                                f->format == TL_FORMAT_GGUF          ? "gguf"
+                                : f->format == TL_FORMAT_SAFETENSORS ? "safetensors"
+                                                                     : "ckpt");
         if (f->version >= 0)
             cli_json_add_u64(o, "version", (uint64_t)f->version);
         else
@@ -55,6 +58,11 @@ static void print_json(const tl_model *m) {
         cli_json_add_u64(o, "file", t->file);
         cli_json_add_u64(o, "offset", t->offset);
         cli_json_add_u64(o, "nbytes", t->nbytes);
+        if (t->strides) {
+            cJSON *strides = cJSON_AddArrayToObject(o, "strides");
+            for (uint32_t d = 0; d < t->n_dims; d++)
+                cli_json_push_u64(strides, (uint64_t)t->strides[d]);
+        }
         cJSON_AddStringToObject(o, "component", tl_component_name(t->component));
         if (t->layer >= 0)
             cli_json_add_u64(o, "layer", (uint64_t)t->layer);
@@ -140,6 +148,10 @@ static void print_human(const tl_model *m, size_t top, size_t keys) {
                    f->version, cli_fmt_size(f->size, b1, sizeof b1),
                    (unsigned long long)f->n_tensors, (unsigned long long)f->data_offset,
                    f->alignment);
+        else if (f->format == TL_FORMAT_CKPT)
+            printf("%s: PyTorch checkpoint v%d, %s, %llu tensors, data at byte %llu\n", f->path,
+                   f->version, cli_fmt_size(f->size, b1, sizeof b1),
+                   (unsigned long long)f->n_tensors, (unsigned long long)f->data_offset);
         else
             printf("%s: safetensors, %s, %llu tensors, data at byte %llu\n", cli_safe(f->path),
                    cli_fmt_size(f->size, b1, sizeof b1), (unsigned long long)f->n_tensors,
@@ -189,8 +201,9 @@ static void print_human(const tl_model *m, size_t top, size_t keys) {
                              (long long)t->shape[d]);
                 }
                 strncat(shape, "]", sizeof shape - strlen(shape) - 1);
-                printf("  %-48s %-8s %-20s %s\n", cli_safe(t->name), tl_dtype_name(t->dtype), shape,
-                       cli_fmt_size(t->nbytes, b2, sizeof b2));
+                printf("  %-48s %-8s %-20s %s%s\n", cli_safe(t->name), tl_dtype_name(t->dtype),
+                       shape, cli_fmt_size(t->nbytes, b2, sizeof b2),
+                       t->strides ? "  (strided view)" : "");
             }
             free(idx);
         }

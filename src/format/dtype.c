@@ -65,6 +65,8 @@ static const dtype_row dtype_table[] = {
     {TL_DTYPE_F4, "F4", 1, 4},
     {TL_DTYPE_F6_E2M3, "F6_E2M3", 1, 6},
     {TL_DTYPE_F6_E3M2, "F6_E3M2", 1, 6},
+    {TL_DTYPE_F8_E4M3FNUZ, "F8_E4M3FNUZ", 1, 8},
+    {TL_DTYPE_F8_E5M2FNUZ, "F8_E5M2FNUZ", 1, 8},
 };
 
 static const dtype_row *dtype_row_of(tl_dtype t) {

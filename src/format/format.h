@@ -34,8 +34,9 @@ typedef struct tl_fmt_tensor {
     uint32_t n_dims;
     int64_t shape[TL_MAX_DIMS]; /* outermost first */
     uint64_t n_elements;
-    uint64_t offset; /* absolute */
-    uint64_t nbytes;
+    uint64_t offset;  /* absolute */
+    uint64_t nbytes;  /* n_elements x element size, also for strided tensors */
+    int64_t *strides; /* heap, TL_MAX_DIMS entries; NULL when contiguous */
 } tl_fmt_tensor;
 
 /* A metadata entry; strings point into the file image or into arena-owned memory. */
@@ -58,7 +59,7 @@ typedef struct tl_fmt_file {
     size_t n_meta;
 } tl_fmt_file;
 
-/* Which format do these first bytes look like? -1 when neither. */
+/* Which format do these first bytes look like? -1 when none. */
 int tl_fmt_sniff(const uint8_t *data, uint64_t size);
 
 /* Parse a GGUF v2/v3 image. On failure *out is left empty (nothing to free). */
@@ -66,6 +67,11 @@ tl_status tl_gguf_parse(const uint8_t *data, uint64_t size, const char *path, tl
 /* Parse a safetensors image. On failure *out is left empty. */
 tl_status tl_safetensors_parse(const uint8_t *data, uint64_t size, const char *path,
                                tl_fmt_file *out);
+/*
+ * Parse a PyTorch checkpoint (torch.save's zip format) without running its
+ * pickle. On failure *out is left empty.
+ */
+tl_status tl_ckpt_parse(const uint8_t *data, uint64_t size, const char *path, tl_fmt_file *out);
 /* Free what a successful parse allocated. */
 void tl_fmt_file_free(tl_fmt_file *f);
 

@@ -11,8 +11,12 @@
  * Nothing in the image is trusted: every read is bounds-checked through a
  * cursor, every count is checked against the bytes that could hold it before
  * anything is allocated for it, and every size goes through core/checked.h.
- * Rules beyond ggml's own: unique keys and tensor names, no NUL inside names,
- * tensors that do not overlap and end inside the file.
+ * ggml's own limits hold here too (docs/ARCHITECTURE.md lists ggml's reader
+ * rule by rule): strings of at most 64 MiB, arrays of at most 2^26 elements,
+ * non-empty keys, alignment at most 1 MiB. Tensor names may be up to 127
+ * bytes (stable-diffusion.cpp builds ggml with GGML_MAX_NAME=128; stock ggml
+ * allows 63). Rules beyond ggml's: no NUL inside keys and names, tensors
+ * that do not overlap and end inside the file.
  */
 #include "format/format.h"
 
@@ -26,6 +30,10 @@
 #define GGUF_DEFAULT_ALIGNMENT 32
 #define GGUF_MAX_DIMS TL_GGUF_MAX_DIMS
 #define GGUF_MAX_ARRAY_DEPTH 8
+#define GGUF_MAX_STRING (64ull << 20) /* ggml's GGUF_MAX_STRING_LENGTH */
+#define GGUF_MAX_ARRAY (64ull << 20)  /* ggml's GGUF_MAX_ARRAY_ELEMENTS */
+#define GGUF_MAX_ALIGNMENT (1u << 20) /* ggml's GGUF_MAX_ALIGNMENT */
+#define GGUF_MAX_NAME 128             /* names shorter than this (sd.cpp's GGML_MAX_NAME) */
 #define GGUF_MAX_TENSORS TL_GGUF_MAX_TENSORS /* see format.h */
 #define GGUF_MAX_KV TL_GGUF_MAX_KV
 
@@ -150,6 +158,12 @@ static void decode_scalar(uint32_t type, const uint8_t *p, tl_meta *m) {
     }
 }
 
+/* A string length that passed rd_str's bounds but exceeds ggml's limit. */
+static tl_status too_long(const cursor *c, const char *what, uint64_t n) {
+    return tl_err(TL_ERR_FORMAT, "%s: %s of %llu bytes exceeds GGUF's 64 MiB string limit", c->path,
+                  what, (unsigned long long)n);
+}
+
 static tl_status bad_type(const cursor *c, const char *key, uint32_t type) {
     return tl_err(TL_ERR_FORMAT, "%s: metadata key '%s' has unknown value type %u", c->path, key,
                   type);
@@ -162,11 +176,16 @@ static tl_status bad_type(const cursor *c, const char *key, uint32_t type) {
 static tl_status skip_array(cursor *c, const char *key, uint32_t type, uint64_t count,
                             uint32_t depth, uint32_t *max_depth) {
     if (depth > *max_depth) *max_depth = depth;
+    if (count > GGUF_MAX_ARRAY)
+        return tl_err(TL_ERR_FORMAT,
+                      "%s: metadata key '%s': array of %llu elements exceeds GGUF's limit of %llu",
+                      c->path, key, (unsigned long long)count, (unsigned long long)GGUF_MAX_ARRAY);
     if (type == TL_META_STRING) {
         for (uint64_t j = 0; j < count; j++) {
             const char *s;
             uint64_t n;
             if (!rd_str(c, &s, &n)) return truncated(c, "string array element");
+            if (n > GGUF_MAX_STRING) return too_long(c, "string array element", n);
         }
         return TL_OK;
     }
@@ -197,6 +216,10 @@ static tl_status parse_kv(cursor *c, tl_fmt_meta *fm) {
     uint64_t klen;
     uint32_t type;
     if (!rd_str(c, &kp, &klen)) return truncated(c, "metadata key");
+    if (klen == 0)
+        return tl_err(TL_ERR_FORMAT, "%s: metadata key at byte %llu is empty", c->path,
+                      (unsigned long long)(c->pos - 8));
+    if (klen > GGUF_MAX_STRING) return too_long(c, "metadata key", klen);
     if (memchr(kp, 0, (size_t)klen))
         return tl_err(TL_ERR_FORMAT, "%s: metadata key at byte %llu contains a NUL byte", c->path,
                       (unsigned long long)(c->pos - klen));
@@ -207,6 +230,7 @@ static tl_status parse_kv(cursor *c, tl_fmt_meta *fm) {
     const char *key = fm->m.key;
     if (type == TL_META_STRING) {
         if (!rd_str(c, &fm->m.v.s.ptr, &fm->m.v.s.len)) return truncated(c, "metadata string");
+        if (fm->m.v.s.len > GGUF_MAX_STRING) return too_long(c, "metadata string", fm->m.v.s.len);
         return TL_OK;
     }
     if (type == TL_META_ARRAY) {
@@ -372,6 +396,10 @@ static tl_status parse_tensor_info(cursor *c, tl_fmt_tensor *t, uint64_t index) 
     uint64_t nlen;
     uint32_t n_dims, type;
     if (!rd_str(c, &np, &nlen)) return truncated(c, "tensor name");
+    if (nlen >= GGUF_MAX_NAME)
+        return tl_err(TL_ERR_FORMAT, "%s: tensor %llu: name of %llu bytes is longer than %d",
+                      c->path, (unsigned long long)index, (unsigned long long)nlen,
+                      GGUF_MAX_NAME - 1);
     if (memchr(np, 0, (size_t)nlen))
         return tl_err(TL_ERR_FORMAT, "%s: tensor %llu: name contains a NUL byte", c->path,
                       (unsigned long long)index);
@@ -413,8 +441,10 @@ static tl_status parse_tensor_info(cursor *c, tl_fmt_tensor *t, uint64_t index) 
 
 void tl_fmt_file_free(tl_fmt_file *f) {
     if (!f) return;
-    for (size_t i = 0; i < f->n_tensors; i++)
+    for (size_t i = 0; i < f->n_tensors; i++) {
         free(f->tensors[i].name);
+        free(f->tensors[i].strides);
+    }
     for (size_t i = 0; i < f->n_meta; i++) {
         free((char *)f->meta[i].m.key);
         free(f->meta[i].str_offs);
@@ -427,15 +457,22 @@ void tl_fmt_file_free(tl_fmt_file *f) {
 
 int tl_fmt_sniff(const uint8_t *data, uint64_t size) {
     if (size >= 4 && memcmp(data, "GGUF", 4) == 0) return TL_FORMAT_GGUF;
+    /* a zip archive (torch.save) */
+    if (size >= 4 && (!memcmp(data, "PK\3\4", 4) || !memcmp(data, "PK\5\6", 4)))
+        return TL_FORMAT_CKPT;
     if (size >= 9) {
         uint64_t n;
         memcpy(&n, data, 8);
         /* JSON header: first non-space byte is '{' */
         for (uint64_t i = 8; i < size && i < 8 + n && i < 4096; i++) {
             if (data[i] == ' ' || data[i] == '\n' || data[i] == '\t' || data[i] == '\r') continue;
-            return data[i] == '{' ? TL_FORMAT_SAFETENSORS : -1;
+            if (data[i] == '{') return TL_FORMAT_SAFETENSORS;
+            break;
         }
     }
+    /* a bare pickle (the legacy torch.save format); after safetensors, whose header length
+       may start with the same two bytes */
+    if (size >= 2 && data[0] == 0x80 && data[1] >= 2 && data[1] <= 5) return TL_FORMAT_CKPT;
     return -1;
 }
 
@@ -494,6 +531,9 @@ tl_status tl_gguf_parse(const uint8_t *data, uint64_t size, const char *path, tl
                             tl_meta_type_name(m->type));
             else if (!tl_is_pow2(m->v.u))
                 st = tl_err(TL_ERR_FORMAT, "%s: general.alignment %llu is not a power of two", path,
+                            (unsigned long long)m->v.u);
+            else if (m->v.u > GGUF_MAX_ALIGNMENT)
+                st = tl_err(TL_ERR_FORMAT, "%s: general.alignment %llu exceeds 1 MiB", path,
                             (unsigned long long)m->v.u);
             else
                 f.alignment = (uint32_t)m->v.u;

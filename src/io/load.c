@@ -57,6 +57,7 @@ typedef struct lfile {
     uint64_t dest_len;
     int dfd;
     tl_io_xfer *xf; /* the file's transfers */
+    size_t n_gather; /* strided tensors, gathered element by element instead */
     size_t n_xf, cap_xf;
     size_t *order; /* tensor indices of this file by offset */
     size_t n_order;
@@ -332,7 +333,7 @@ static tl_status plan_file(job *j, lfile *f) {
     for (size_t k = 0; k < f->n_order; k++) {
         const tl_tensor_info *t = tl_model_tensor(m, f->order[k]);
         tl_dtype to = j->o.convert ? tl_convert_target(t->dtype, j->o.dtype) : t->dtype;
-        if ((f->pub.mode == TL_LOAD_MMAP && to == t->dtype) || j->o.dest) continue;
+        if ((f->pub.mode == TL_LOAD_MMAP && to == t->dtype && !t->strides) || j->o.dest) continue;
         uint64_t out = to == t->dtype ? t->nbytes : t->n_elements * tl_convert_elem_size(to);
         if (!tl_align_up_u64(total, pack_align(j), &total) || !tl_add_u64(total, out, &total))
             return tl_err(TL_ERR_FORMAT, "%s: tensor sizes overflow", path);
@@ -348,7 +349,7 @@ static tl_status plan_file(job *j, lfile *f) {
         size_t ti = f->order[k];
         const tl_tensor_info *t = tl_model_tensor(m, ti);
         tl_dtype to = j->o.convert ? tl_convert_target(t->dtype, j->o.dtype) : t->dtype;
-        if (f->pub.mode == TL_LOAD_MMAP && to == t->dtype && !j->o.dest) {
+        if (f->pub.mode == TL_LOAD_MMAP && to == t->dtype && !j->o.dest && !t->strides) {
             j->r->tensors[ti] =
                 (tl_loaded_tensor){(const unsigned char *)tl_model_file_map(m, t->file) + t->offset,
                                    t->nbytes, t->dtype, true, false};
@@ -367,6 +368,10 @@ static tl_status plan_file(job *j, lfile *f) {
             pos += out;
         }
         j->r->tensors[ti] = (tl_loaded_tensor){at, out, to, false, to != t->dtype};
+        if (t->strides) { /* a strided view: gathered after the transfers (gather_strided) */
+            f->n_gather++;
+            continue;
+        }
         tl_io_xfer x = {.len = t->nbytes,
                         .from = t->dtype,
                         .to = to,
@@ -394,6 +399,44 @@ void tl_load_result_free(tl_load_result *r) {
     free(r->tensors);
     free(r->notes.s);
     free(r);
+}
+
+/*
+ * Strided tensors (views of a checkpoint's storage) are not byte ranges of
+ * the file: the model gathers their elements from the mapping (guarded),
+ * one staging buffer at a time, and they are converted from there.
+ */
+static tl_status gather_strided(job *j, lfile *f) {
+    if (!f->n_gather) return TL_OK;
+    tl_staging *stg = tl_io_engine_staging(j->io);
+    unsigned char *buf = NULL;
+    int e = tl_staging_take(stg, &buf);
+    if (e) return tl_err_errno(e, "%s: staging buffer for strided tensors", f->pub.path);
+    tl_status s = TL_OK;
+    for (size_t k = 0; s == TL_OK && k < f->n_order; k++) {
+        size_t ti = f->order[k];
+        const tl_tensor_info *t = tl_model_tensor(j->m, ti);
+        if (!t->strides) continue;
+        tl_loaded_tensor *lt = &j->r->tensors[ti];
+        unsigned in = lt->converted ? tl_convert_elem_size(t->dtype) : 1;
+        unsigned out = lt->converted ? tl_convert_elem_size(lt->dtype) : 1;
+        uint64_t step = j->o.staging_size / in * in;
+        for (uint64_t o = 0; s == TL_OK && o < t->nbytes; o += step) {
+            uint64_t n = t->nbytes - o < step ? t->nbytes - o : step;
+            s = tl_model_tensor_read(j->m, ti, o, buf, n);
+            if (s != TL_OK) break;
+            unsigned char *dst = (unsigned char *)lt->data + o / in * out;
+            uint64_t bad = 0;
+            if (!lt->converted)
+                memcpy(dst, buf, (size_t)n);
+            else if (!tl_convert_run(lt->dtype, dst, t->dtype, buf, n / in, &bad))
+                s = tl_err(TL_ERR_UNSUPPORTED, "%s: tensor %s: element %llu does not fit in %s",
+                           f->pub.path, t->name, (unsigned long long)(o / in + bad),
+                           tl_dtype_name(lt->dtype));
+        }
+    }
+    tl_staging_give(stg, buf);
+    return s;
 }
 
 /*
@@ -451,7 +494,7 @@ static tl_status verify_file(job *j, lfile *f, size_t fi) {
         size_t ti = f->order[k];
         const tl_tensor_info *t = tl_model_tensor(m, ti);
         const void *patched = tl_model_tensor_patched(m, ti) ? tl_model_tensor_data(m, ti) : NULL;
-        s = tl_io_verify_tensor(tl_model_file_fd(m, fi), patched, f->pub.path, t,
+        s = tl_io_verify_tensor(m, ti, tl_model_file_fd(m, fi), patched, f->pub.path, t,
                                 &j->r->tensors[ti], a, b, j->o.staging_size);
     }
     if (a) tl_staging_give(stg, a);
@@ -472,6 +515,7 @@ static tl_status load_file(job *j, size_t fi) {
         if (s != TL_OK) return s;
     }
     s = run_xfers(j, f);
+    if (s == TL_OK) s = gather_strided(j, f);
     if (s == TL_OK) s = overlay_patches(j, f);
     if (s != TL_OK) return s;
     if (f->pub.mode == TL_LOAD_MMAP && !f->packed) j->done += f->pub.bytes;
@@ -624,6 +668,7 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
             f->order[f->n_order++] = order[k];
             f->pub.bytes += t->nbytes;
             if (j.o.convert && tl_convert_target(t->dtype, j.o.dtype) != t->dtype) f->packed = true;
+            if (t->strides) f->packed = true; /* gathered: never a byte range of the file */
         }
         /* tensor by tensor into the caller's memory, or at aligned addresses */
         if (j.o.dest || j.o.align) f->packed = true;

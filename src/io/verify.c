@@ -25,9 +25,10 @@ static void do_hash(void *a) {
     h->h = XXH64(h->p, h->n, 0);
 }
 
-tl_status tl_io_verify_tensor(int fd, const void *patched, const char *path,
-                              const tl_tensor_info *t, const tl_loaded_tensor *lt, unsigned char *a,
-                              unsigned char *b, uint64_t staging) {
+tl_status tl_io_verify_tensor(const tl_model *m, size_t i, int fd, const void *patched,
+                              const char *path, const tl_tensor_info *t,
+                              const tl_loaded_tensor *lt, unsigned char *a, unsigned char *b,
+                              uint64_t staging) {
     hash_args mh = {lt->data, (size_t)lt->nbytes, 0};
     if (tl_os_guarded_call(do_hash, &mh))
         return tl_err(TL_ERR_CHANGED, "%s: tensor %s: verify: the file was truncated under its "
@@ -43,7 +44,14 @@ tl_status tl_io_verify_tensor(int fd, const void *patched, const char *path,
     for (uint64_t e0 = 0; e0 < total; e0 += per) {
         uint64_t n = total - e0 < per ? total - e0 : per;
         int err;
-        if (patched)
+        if (t->strides && m) {
+            tl_status g = tl_model_tensor_read(m, i, e0 * in, a, n * in);
+            if (g != TL_OK) {
+                s = g;
+                break;
+            }
+            err = 0;
+        } else if (patched)
             err = tl_os_guarded_copy(a, (const unsigned char *)patched + e0 * in, (size_t)(n * in));
         else
             err = tl_os_pread_full(fd, a, (size_t)(n * in), t->offset + e0 * in);

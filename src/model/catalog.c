@@ -124,11 +124,14 @@ static tl_status open_file(tl_model *m, tl_mfile *f, const char *path, bool writ
         st = tl_gguf_parse(b, size, path, &f->fmt);
     else if (fmt == TL_FORMAT_SAFETENSORS)
         st = tl_safetensors_parse(b, size, path, &f->fmt);
+    else if (fmt == TL_FORMAT_CKPT)
+        st = tl_ckpt_parse(b, size, path, &f->fmt);
     else if (size < 8)
         st = tl_err(TL_ERR_FORMAT, "%s: truncated: %llu bytes is too short for any model file",
                     path, (unsigned long long)size);
     else
-        st = tl_err(TL_ERR_FORMAT, "%s: neither GGUF nor safetensors", path);
+        st = tl_err(TL_ERR_FORMAT, "%s: neither GGUF nor safetensors nor a PyTorch checkpoint",
+                    path);
     if (st) return st;
     f->info.format = f->fmt.format;
     f->info.version = f->fmt.version;
@@ -195,6 +198,7 @@ static tl_status build_catalog(tl_model *m, const tl_disc *d) {
             t->offset = ft->offset;
             t->nbytes = ft->nbytes;
             t->n_elements = ft->n_elements;
+            t->strides = ft->strides;
             t->component = tl_component_of(name);
             size_t klen;
             t->layer = tl_layer_of(name, &klen);
@@ -304,6 +308,7 @@ const tl_tensor_info *tl_model_tensor(const tl_model *m, size_t i) {
 const void *tl_model_tensor_data(const tl_model *m, size_t i) {
     if (i >= m->n_tensors) return NULL;
     const tl_tensor_info *t = &m->tensors[i];
+    if (t->strides) return NULL; /* not packed: read it with tl_model_tensor_read */
     return (const uint8_t *)m->files[t->file].map + t->offset;
 }
 

@@ -347,7 +347,8 @@ static tl_status add_index(tl_disc *d, const char *index_path, const char *prefi
 }
 
 static bool is_weight_file(const char *name) {
-    return ends_with(name, ".safetensors") || ends_with(name, ".gguf");
+    return ends_with(name, ".safetensors") || ends_with(name, ".gguf") ||
+           ends_with(name, ".ckpt") || ends_with(name, ".pt") || ends_with(name, ".pth");
 }
 
 /*

@@ -565,6 +565,14 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
     if (!out) return tl_err(TL_ERR_INVALID_ARG, "tl_session_create: out is NULL");
     *out = NULL;
     if (!m || !p) return tl_err(TL_ERR_INVALID_ARG, "tl_session_create: NULL model or plan");
+    for (size_t i = 0; i < tl_model_tensor_count(m); i++) {
+        const tl_tensor_info *t = tl_model_tensor(m, i);
+        if (t->strides)
+            return tl_err(TL_ERR_UNSUPPORTED,
+                          "%s: tensor %s is a strided view of a checkpoint storage: sessions "
+                          "carry contiguous tensors (tl_model_load gathers strided ones)",
+                          tl_model_file(m, t->file)->path, t->name);
+    }
     tl_status st = tl_plan_check(p);
     if (st) return tl_err_prefix(st, "session");
     tl_session *s = tl_os_calloc(1, sizeof *s);

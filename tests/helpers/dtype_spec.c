@@ -60,6 +60,8 @@ static const tu_dtype_spec specs[] = {
     {109, "F4", 1, 4},
     {110, "F6_E2M3", 1, 6},
     {111, "F6_E3M2", 1, 6},
+    {112, "F8_E4M3FNUZ", 1, 8},
+    {113, "F8_E5M2FNUZ", 1, 8},
 };
 
 const tu_dtype_spec *tu_dtype_specs(size_t *n) {
