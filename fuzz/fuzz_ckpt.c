@@ -1,6 +1,6 @@
 /*
  * fuzz_ckpt.c — libFuzzer target for PyTorch checkpoints: an input that
- * starts with "PK" is a whole checkpoint for tl_ckpt_parse (zip directory,
+ * starts with "PK" is a whole checkpoint for tl__ckpt_parse (zip directory,
  * pickle, catalog builder); anything else is a bare pickle for the pickle
  * VM alone. A successful parse must keep every tensor inside the image
  * (contiguous ones at [offset, offset + nbytes), strided ones at every
@@ -15,10 +15,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void check(const tl_fmt_file *f, const uint8_t *img, size_t size) {
+static void check(const tl__fmt_file *f, const uint8_t *img, size_t size) {
     volatile uint8_t sink = 0;
     for (size_t i = 0; i < f->n_tensors; i++) {
-        const tl_fmt_tensor *t = &f->tensors[i];
+        const tl__fmt_tensor *t = &f->tensors[i];
         uint64_t nb;
         if (!tl_dtype_nbytes(t->dtype, t->n_elements, &nb) || nb != t->nbytes) abort();
         if (t->n_dims > TL_MAX_DIMS || t->offset > size) abort();
@@ -49,20 +49,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!img) return 0;
     if (size) memcpy(img, data, size);
     if (size >= 2 && img[0] == 'P' && img[1] == 'K') {
-        tl_fmt_file f;
-        if (tl_ckpt_parse(img, size, "fuzz.ckpt", &f) == TL_OK) {
+        tl__fmt_file f;
+        if (tl__ckpt_parse(img, size, "fuzz.ckpt", &f) == TL_OK) {
             if (f.format != TL_FORMAT_CKPT) abort();
             check(&f, img, size);
-            tl_fmt_file_free(&f);
+            tl__fmt_file_free(&f);
         } else if (f.tensors || f.meta || f.n_tensors || f.n_meta) {
             abort();
         }
     } else {
-        tl_pk_value *root;
-        tl_pk_arena *arena;
-        if (tl_pk_run(img, size, "fuzz.pkl", &root, &arena) == TL_OK) {
+        tl__pk_value *root;
+        tl__pk_arena *arena;
+        if (tl__pk_run(img, size, "fuzz.pkl", &root, &arena) == TL_OK) {
             if (!root || !arena) abort();
-            tl_pk_free(arena);
+            tl__pk_free(arena);
         }
     }
     free(img);

@@ -223,7 +223,7 @@ static void load_and_compare(tl_model *m) {
                 fail_msg("mode %s: tensor '%s' differs", tl_load_mode_name(modes[k]), t->name);
             free(want);
         }
-        tl_load_result_free(r);
+        tl_load_result_destroy(r);
     }
 }
 
@@ -262,9 +262,9 @@ static void test_every_dtype_and_layout(void **st) {
     free(bp);
     assert_int_equal(blen, t->n_elements * 4);
     for (uint64_t k = 0; k < t->n_elements; k++)
-        assert_int_equal(((const uint16_t *)lt->data)[k], tl_f32_to_f16(want[k]));
+        assert_int_equal(((const uint16_t *)lt->data)[k], tl__f32_to_f16(want[k]));
     free(want);
-    tl_load_result_free(r);
+    tl_load_result_destroy(r);
     tl_model_close(m);
 }
 
@@ -400,13 +400,13 @@ static void test_truncation_every_byte(void **st) {
     NEED_TORCH();
     size_t len;
     uint8_t *img = load_file("small.ckpt", &len);
-    tl_fmt_file f;
-    assert_int_equal(tl_ckpt_parse(img, len, "small.ckpt", &f), TL_OK);
-    tl_fmt_file_free(&f);
+    tl__fmt_file f;
+    assert_int_equal(tl__ckpt_parse(img, len, "small.ckpt", &f), TL_OK);
+    tl__fmt_file_free(&f);
     for (size_t n = 0; n < len; n++) {
         uint8_t *cut = malloc(n ? n : 1); /* exact size: ASan sees any read past the end */
         memcpy(cut, img, n);
-        tl_status s = tl_ckpt_parse(cut, n, "small.ckpt", &f);
+        tl_status s = tl__ckpt_parse(cut, n, "small.ckpt", &f);
         if (s == TL_OK) fail_msg("truncated to %zu of %zu bytes: accepted", n, len);
         assert_non_null(strstr(tl_last_error(), "small.ckpt"));
         assert_null(f.tensors);
@@ -430,8 +430,8 @@ static void tell_lies(const char *file, const lie *lies, size_t n) {
         memcpy(bad, img, len);
         for (size_t b = 0; b < lies[k].width; b++)
             bad[len - lies[k].at + b] = (uint8_t)(lies[k].value >> (8 * (b % 8)));
-        tl_fmt_file f;
-        tl_status s = tl_ckpt_parse(bad, len, "lie.ckpt", &f);
+        tl__fmt_file f;
+        tl_status s = tl__ckpt_parse(bad, len, "lie.ckpt", &f);
         if (s != lies[k].want || !strstr(tl_last_error(), lies[k].needle))
             fail_msg("%s, lie %zu: got %s (%s)", file, k, tl_status_name(s), tl_last_error());
         free(bad);
@@ -485,17 +485,17 @@ static void test_pickle_memory_bound(void **st) {
     }
     pk[at++] = '.';
     assert_int_equal(at, len);
-    tl_pk_value *root;
-    tl_pk_arena *arena;
-    assert_int_equal(tl_pk_run(pk, len, "big.pkl", &root, &arena), TL_ERR_FORMAT);
+    tl__pk_value *root;
+    tl__pk_arena *arena;
+    assert_int_equal(tl__pk_run(pk, len, "big.pkl", &root, &arena), TL_ERR_FORMAT);
     assert_non_null(strstr(tl_last_error(), "more than 256 MiB"));
     /* the same pickle cut to 2 rounds is fine */
     len = 5 + 2 * (2 + 2 * per);
     pk[len] = '.';
-    assert_int_equal(tl_pk_run(pk, len + 1, "small.pkl", &root, &arena), TL_OK);
+    assert_int_equal(tl__pk_run(pk, len + 1, "small.pkl", &root, &arena), TL_OK);
     assert_int_equal(root->kind, TL_PK_LIST);
     assert_int_equal(root->u.seq.n, 2 * per);
-    tl_pk_free(arena);
+    tl__pk_free(arena);
     free(pk);
 }
 
@@ -509,14 +509,14 @@ static void test_sniff(void **st) {
     memcpy(img + 8, "{\"__metadata__\":{\"a\":\"b\"}}", 26);
     assert_int_equal(img[0], 0x80);
     assert_int_equal(img[1], 0x02);
-    assert_int_equal(tl_fmt_sniff(img, 8 + 640), TL_FORMAT_SAFETENSORS);
-    tl_fmt_file f;
-    assert_int_equal(tl_safetensors_parse(img, 8 + 640, "st640.safetensors", &f), TL_OK);
-    tl_fmt_file_free(&f);
+    assert_int_equal(tl__fmt_sniff(img, 8 + 640), TL_FORMAT_SAFETENSORS);
+    tl__fmt_file f;
+    assert_int_equal(tl__safetensors_parse(img, 8 + 640, "st640.safetensors", &f), TL_OK);
+    tl__fmt_file_free(&f);
     const uint8_t pickle[] = {0x80, 0x02, '}', '.'}, zip[] = {'P', 'K', 5, 6};
-    assert_int_equal(tl_fmt_sniff(pickle, sizeof pickle), TL_FORMAT_CKPT);
-    assert_int_equal(tl_fmt_sniff(zip, sizeof zip), TL_FORMAT_CKPT);
-    assert_int_equal(tl_ckpt_parse(pickle, sizeof pickle, "old.pt", &f), TL_ERR_UNSUPPORTED);
+    assert_int_equal(tl__fmt_sniff(pickle, sizeof pickle), TL_FORMAT_CKPT);
+    assert_int_equal(tl__fmt_sniff(zip, sizeof zip), TL_FORMAT_CKPT);
+    assert_int_equal(tl__ckpt_parse(pickle, sizeof pickle, "old.pt", &f), TL_ERR_UNSUPPORTED);
     assert_non_null(strstr(tl_last_error(), "legacy"));
 }
 
@@ -531,19 +531,19 @@ static void test_fault_sweep_seed(void **st) {
     char path[2048];
     snprintf(path, sizeof path, "%s/fuzz/corpus/fuzz_ckpt/every.ckpt", getenv("TL_SOURCE_DIR"));
     const char *p[] = {path};
-    const tl_fault_kind kinds[] = {TL_FAULT_ALLOC, TL_FAULT_OPEN, TL_FAULT_MMAP};
+    const tl__fault_kind kinds[] = {TL_FAULT_ALLOC, TL_FAULT_OPEN, TL_FAULT_MMAP};
     const int errs[] = {ENOMEM, EIO, ENOMEM};
     for (int k = 0; k < 3; k++) {
-        tl_fault_arm(kinds[k], 0, 0);
+        tl__fault_arm(kinds[k], 0, 0);
         tl_model *m = NULL;
         if (tl_model_open(p, 1, NULL, &m)) fail_msg("%s", tl_last_error());
         assert_int_equal(tl_model_tensor_count(m), 31);
         tl_model_close(m);
-        unsigned long calls = tl_fault_calls(kinds[k]);
+        unsigned long calls = tl__fault_calls(kinds[k]);
         assert_true(calls > 0);
         int fds = tu_count_fds();
         for (unsigned long nth = 1; nth <= calls; nth++) {
-            tl_fault_arm(kinds[k], nth, errs[k]);
+            tl__fault_arm(kinds[k], nth, errs[k]);
             tl_status s = tl_model_open(p, 1, NULL, &m);
             if (s == TL_OK)
                 fail_msg("kind %d: call %lu of %lu failed, open succeeded", k, nth, calls);
@@ -551,7 +551,7 @@ static void test_fault_sweep_seed(void **st) {
             assert_true(strlen(tl_last_error()) > 0);
             assert_int_equal(tu_count_fds(), fds);
         }
-        tl_fault_reset();
+        tl__fault_reset();
     }
 }
 

@@ -537,7 +537,7 @@ static void test_session_reloads_merged(void **state) {
     po.reserve = "diffusion=0,cond=0,vae=0,controlnet=0";
     tl_plan *p = NULL;
     assert_int_equal(tl_plan_create(&sum, devs, 2, &po, &p), TL_OK);
-    tl_plan_summary_free(&sum);
+    tl_plan_summary_clear(&sum);
     tl_session *s = NULL;
     assert_int_equal(tl_session_create(m, p, NULL, &s), TL_OK);
 
@@ -579,7 +579,7 @@ static void test_session_reloads_merged(void **state) {
     tl_lora_set_destroy(set);
     tl_lora_close(l);
     tl_session_destroy(s);
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     tl_device_unregister(sim);
     tl_model_close(m);
     teardown(&f);

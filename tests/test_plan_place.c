@@ -53,7 +53,7 @@ static tl_plan *plan(tl_model *m, const char *devices, const char *backend, bool
     o.reserve = "diffusion=0,cond=0,vae=0,controlnet=0";
     tl_plan *p;
     assert_int_equal(tl_plan_create(&s, d, n, &o, &p), TL_OK);
-    tl_plan_summary_free(&s);
+    tl_plan_summary_clear(&s);
     if (!tl_plan_feasible(p)) fail_msg("%s", tl_plan_error(p));
     return p;
 }
@@ -93,7 +93,7 @@ static void test_layer_split_and_host(void **state) {
         device_of(m, pl, n, "cond_stage_model.transformer.text_model.encoder.layers.0.w", NULL),
         -1);
     tl_free(pl);
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     tl_model_close(m);
     tu_tmpdir_rm(dir);
 }
@@ -119,7 +119,7 @@ static void test_stream(void **state) {
     assert_int_equal(device_of(m, pl, n, UNET "time_embed.0.weight", &streamed), 0);
     assert_false(streamed); /* the non-layer bytes stay resident */
     tl_free(pl);
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     tl_model_close(m);
     tu_tmpdir_rm(dir);
 }

@@ -275,14 +275,14 @@ static void open_sd(fx *f, const char *gpu, uint64_t cap, const char *sim_spec) 
     tl_plan_options_init(&o);
     o.reserve = "diffusion=0,cond=0,vae=0,controlnet=0";
     assert_int_equal(tl_plan_create(&sum, devs, 2, &o, &f->plan), TL_OK);
-    tl_plan_summary_free(&sum);
+    tl_plan_summary_clear(&sum);
     if (!tl_plan_feasible(f->plan)) fail_msg("plan infeasible: %s", tl_plan_error(f->plan));
     assert_int_equal(tl_session_create(f->m, f->plan, NULL, &f->s), TL_OK);
 }
 
 static void close_sd(fx *f) {
     tl_session_destroy(f->s);
-    tl_plan_free(f->plan);
+    tl_plan_destroy(f->plan);
     tl_model_close(f->m);
     tu_tmpdir_rm(f->dir);
     free(f->path);

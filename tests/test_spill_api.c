@@ -48,17 +48,17 @@ static void test_roundtrip(void **state) {
     tl_spill_destroy(s);
     assert_int_equal(tu_count_fds(), fds);
     /* a full disk on each write in turn: an error naming why, nothing left */
-    tl_fault_arm(TL_FAULT_WRITE, 0, 0);
+    tl__fault_arm(TL_FAULT_WRITE, 0, 0);
     assert_int_equal(tl_spill_create(N, &o, &s), TL_OK);
     assert_int_equal(tl_spill_write(s, 0, src, N), TL_OK);
     tl_spill_destroy(s);
-    unsigned long calls = tl_fault_calls(TL_FAULT_WRITE);
+    unsigned long calls = tl__fault_calls(TL_FAULT_WRITE);
     assert_true(calls >= 4);
     for (unsigned long nth = 1; nth <= calls; nth++) {
         assert_int_equal(tl_spill_create(N, &o, &s), TL_OK);
-        tl_fault_arm(TL_FAULT_WRITE, nth, ENOSPC);
+        tl__fault_arm(TL_FAULT_WRITE, nth, ENOSPC);
         tl_status st = tl_spill_write(s, 0, src, N);
-        tl_fault_reset();
+        tl__fault_reset();
         assert_int_equal(st, TL_ERR_IO);
         assert_non_null(strstr(tl_last_error(), "No space"));
         tl_spill_destroy(s);

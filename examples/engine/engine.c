@@ -360,7 +360,7 @@ int main(int argc, char **argv) {
     po.reserve = reserve; /* compute buffers per component ("diffusion=0,cond=0,vae=0") */
     if ((s = tl_plan_summary_from_model(e.m, TL_DTYPE_INVALID, &sum))) return fail("summary", s);
     s = tl_plan_create(&sum, devs, n_devs, &po, &plan);
-    tl_plan_summary_free(&sum);
+    tl_plan_summary_clear(&sum);
     if (s) return fail("plan", s);
     if (!tl_plan_feasible(plan)) {
         fprintf(stderr, "engine: the model does not fit: %s\n", tl_plan_error(plan));
@@ -416,7 +416,7 @@ int main(int argc, char **argv) {
 
     if (lora_tensor != TL_NOT_FOUND) tl_model_tensor_unpatch(e.m, lora_tensor);
     tl_session_destroy(e.s);
-    tl_plan_free(plan);
+    tl_plan_destroy(plan);
     G.backend_free(e.backend);
     tl_device_release(e.ggml_cpu);
     tl_model_close(e.m);

@@ -191,10 +191,10 @@ static int merge_main(int argc, char **argv, cli_models *models, cli_loras *lora
         rc = cli_exit_code(TL_ERR_IO);
     }
     if (!st && !rc) {
-        tl_memwatch_start(0, &w);
+        tl_memwatch_create(0, &w);
         st = write_all(&c);
         if (!st && (fflush(c.out) || fsync(fileno(c.out)))) st = TL_ERR_IO;
-        tl_memwatch_stop(w, &span);
+        tl_memwatch_destroy(w, &span);
     }
     if (c.out && fclose(c.out) && !st) st = TL_ERR_IO;
     if (!st && !rc && rename(tmp, outp) != 0) {

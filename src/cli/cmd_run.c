@@ -90,7 +90,7 @@ static tl_status load_plan(run_args *ra, FILE *f, tl_model *m, tl_plan **out) {
     tl_status s = tl_plan_summary_from_model(m, ra->pa.convert, &sum);
     if (s) return s;
     s = cli_planargs_plan(&ra->pa, &sum, out);
-    tl_plan_summary_free(&sum);
+    tl_plan_summary_clear(&sum);
     return s;
 }
 
@@ -433,7 +433,7 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras,
             free(text);
         }
         if (ra.pa.svg) rc = svg_plan_write(plan, ra.pa.svg);
-        tl_plan_free(plan);
+        tl_plan_destroy(plan);
         tl_model_close(m);
         return rc;
     }
@@ -443,28 +443,28 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras,
         free(text);
     }
     if (!st && ra.pa.svg && (rc = svg_plan_write(plan, ra.pa.svg)) != 0) {
-        tl_plan_free(plan);
+        tl_plan_destroy(plan);
         tl_model_close(m);
         return rc;
     }
     if (!st) st = tl_session_create(m, plan, &so, &s);
     if (!st && (rc = cli_loras_apply(loras, m, s, ra.json ? NULL : stdout)) != 0) {
         tl_session_destroy(s);
-        tl_plan_free(plan);
+        tl_plan_destroy(plan);
         tl_model_close(m);
         return rc;
     }
     if (!st) {
         pc0 = page_cache(m);
-        st = tl_memwatch_start(0, &w);
+        st = tl_memwatch_create(0, &w);
     }
     run_watch watch;
     memset(&watch, 0, sizeof watch);
     watch.progress = !ra.json && isatty(STDERR_FILENO);
     for (size_t d = 0; plan && d < tl_plan_device_count(plan) && !watch.clock; d++) {
         tl_device *dv = NULL;
-        if (tl_plan_device_at(plan, d)->is_gpu &&
-            tl_device_find(tl_plan_device_at(plan, d)->name, &dv) == TL_OK &&
+        if (tl_plan_device_of(plan, d)->is_gpu &&
+            tl_device_find(tl_plan_device_of(plan, d)->name, &dv) == TL_OK &&
             tl_device_kind_of(dv) == TL_DEVICE_SIM)
             watch.clock = dv;
     }
@@ -477,7 +477,7 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras,
         lb->t1 = session_now(s, watch.clock, &lb->e1);
     }
     if (w) {
-        tl_memwatch_stop(w, &span);
+        tl_memwatch_destroy(w, &span);
         pc1 = page_cache(m);
     }
     if (!st) {
@@ -504,7 +504,7 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras,
     free(watch.bands);
     tl_run_report_destroy(rep);
     tl_session_destroy(s);
-    tl_plan_free(plan);
+    tl_plan_destroy(plan);
     tl_model_close(m);
     return rc;
 }

@@ -48,7 +48,7 @@ int svg_plan_write(const tl_plan *p, const char *path) {
     /* the scale: the largest of every peak, budget and the host bytes */
     double vmax = 1;
     for (size_t d = 0; d < nd; d++) {
-        if (!tl_plan_device_at(p, d)->is_gpu) continue;
+        if (!tl_plan_device_of(p, d)->is_gpu) continue;
         n_gpu++;
         if ((double)tl_plan_device_budget(p, d) > vmax) vmax = (double)tl_plan_device_budget(p, d);
         for (size_t ph = 0; ph < nph; ph++)
@@ -85,7 +85,7 @@ int svg_plan_write(const tl_plan *p, const char *path) {
     }
     double x = LEFT;
     for (size_t d = 0; d < nd; d++) {
-        const tl_plan_device *dv = tl_plan_device_at(p, d);
+        const tl_plan_device *dv = tl_plan_device_of(p, d);
         if (!dv->is_gpu) continue;
         uint64_t budget = tl_plan_device_budget(p, d);
         fprintf(f, "<g class=\"device\" data-device=\"");

@@ -38,7 +38,7 @@ static int lane_of(lane *lanes, size_t *n, int32_t device, const tl_plan *p) {
     if (device < 0)
         snprintf(l->name, sizeof l->name, "host RAM copies");
     else if ((size_t)device < tl_plan_device_count(p))
-        snprintf(l->name, sizeof l->name, "%s", tl_plan_device_at(p, (size_t)device)->name);
+        snprintf(l->name, sizeof l->name, "%s", tl_plan_device_of(p, (size_t)device)->name);
     else
         snprintf(l->name, sizeof l->name, "device %d", device);
     return (int)(*n - 1);

@@ -14,7 +14,7 @@
  *   - a tensor's dtype comes from its storage type, its absolute offset is
  *     the storage entry's offset + storage_offset x element size; several
  *     tensors may share one storage; a tensor whose strides are not the
- *     contiguous ones keeps them (tl_fmt_tensor.strides) and must still lie
+ *     contiguous ones keeps them (tl__fmt_tensor.strides) and must still lie
  *     inside its storage;
  *   - int, float, bool and str values become metadata (I64, F64, BOOL,
  *     STRING); None, bytes and other objects are skipped.
@@ -48,59 +48,59 @@
 
 typedef struct builder {
     const char *path;
-    const tl_zip *zip;
+    const tl__zip *zip;
     const char *root; /* archive root folder, into the image */
     size_t root_len;
-    tl_fmt_file *f;
+    tl__fmt_file *f;
     size_t cap_t, cap_m;
     uint64_t visits, name_bytes;
     char name[CKPT_MAX_NAME];
 } builder;
 
 static tl_status nomem(const builder *b) {
-    return tl_err(TL_ERR_NOMEM, "%s: out of memory", b->path);
+    return tl__err(TL_ERR_NOMEM, "%s: out of memory", b->path);
 }
 
-static tl_status add_tensor(builder *b, const char *name, const tl_pk_tensor *pt) {
-    const tl_pk_storage *s = pt->storage;
+static tl_status add_tensor(builder *b, const char *name, const tl__pk_tensor *pt) {
+    const tl__pk_storage *s = pt->storage;
     char ename[128];
     int n = snprintf(ename, sizeof ename, "%.*s/data/%.*s", (int)b->root_len, b->root,
                      (int)s->key_len, s->key);
-    const tl_zip_entry *e =
-        n > 0 && (size_t)n < sizeof ename ? tl_zip_find(b->zip, ename, (size_t)n) : NULL;
+    const tl__zip_entry *e =
+        n > 0 && (size_t)n < sizeof ename ? tl__zip_find(b->zip, ename, (size_t)n) : NULL;
     if (!e)
-        return tl_err(TL_ERR_FORMAT, "%s: tensor '%s': its storage entry '%s' is missing", b->path,
+        return tl__err(TL_ERR_FORMAT, "%s: tensor '%s': its storage entry '%s' is missing", b->path,
                       name, ename);
     if (e->method != 0 || (e->flags & 1))
-        return tl_err(TL_ERR_UNSUPPORTED,
+        return tl__err(TL_ERR_UNSUPPORTED,
                       "%s: tensor '%s': storage entry '%s' is %s (only stored entries can be "
                       "mapped)",
                       b->path, name, ename, (e->flags & 1) ? "encrypted" : "compressed");
     uint32_t es = tl_dtype_block_bits(s->dtype) / 8;
     uint64_t sbytes;
-    if (!tl_mul_u64(s->numel, es, &sbytes) || sbytes > e->size)
-        return tl_err(TL_ERR_FORMAT,
+    if (!tl__mul_u64(s->numel, es, &sbytes) || sbytes > e->size)
+        return tl__err(TL_ERR_FORMAT,
                       "%s: tensor '%s': storage '%s' holds %llu bytes, shorter than its %llu "
                       "%s elements",
                       b->path, name, ename, (unsigned long long)e->size,
                       (unsigned long long)s->numel, s->type_name);
     if (b->f->n_tensors == b->cap_t) {
         size_t cap = b->cap_t ? b->cap_t * 2 : 64;
-        tl_fmt_tensor *nt = tl_os_realloc(b->f->tensors, cap * sizeof *nt);
+        tl__fmt_tensor *nt = tl__os_realloc(b->f->tensors, cap * sizeof *nt);
         if (!nt) return nomem(b);
         b->f->tensors = nt;
         b->cap_t = cap;
     }
-    tl_fmt_tensor *t = &b->f->tensors[b->f->n_tensors];
+    tl__fmt_tensor *t = &b->f->tensors[b->f->n_tensors];
     memset(t, 0, sizeof *t);
-    t->name = tl_os_strdup(name);
+    t->name = tl__os_strdup(name);
     if (!t->name) return nomem(b);
     b->f->n_tensors++;
     t->dtype = s->dtype;
     t->n_dims = pt->n_dims;
     for (uint32_t d = 0; d < pt->n_dims; d++)
         t->shape[d] = pt->shape[d];
-    tl_status st = tl_fmt_tensor_size(t, b->path);
+    tl_status st = tl__fmt_tensor_size(t, b->path);
     if (st) return st;
     /* Contiguous: each stride is the product of the sizes inside it (size-1 dims are free). */
     bool contiguous = true;
@@ -108,22 +108,22 @@ static tl_status add_tensor(builder *b, const char *name, const tl_pk_tensor *pt
     for (uint32_t d = pt->n_dims; d-- > 0;) {
         uint64_t sz = (uint64_t)pt->shape[d], sd = (uint64_t)pt->stride[d], span;
         if (sz != 1 && sd != expect) contiguous = false;
-        if (!tl_mul_u64(expect, sz, &expect)) expect = UINT64_MAX;
-        if (sz && (!tl_mul_u64(sz - 1, sd, &span) || !tl_add_u64(last, span, &last)))
-            return tl_err(TL_ERR_FORMAT, "%s: tensor '%s': strides overflow", b->path, name);
+        if (!tl__mul_u64(expect, sz, &expect)) expect = UINT64_MAX;
+        if (sz && (!tl__mul_u64(sz - 1, sd, &span) || !tl__add_u64(last, span, &last)))
+            return tl__err(TL_ERR_FORMAT, "%s: tensor '%s': strides overflow", b->path, name);
     }
     if (t->n_elements == 0) contiguous = true;
     /* Every element lies inside the storage: [storage_offset, last] < numel. */
     uint64_t off_bytes;
-    if (!tl_mul_u64(pt->storage_offset, es, &off_bytes) || pt->storage_offset > s->numel ||
+    if (!tl__mul_u64(pt->storage_offset, es, &off_bytes) || pt->storage_offset > s->numel ||
         (t->n_elements && last >= s->numel))
-        return tl_err(TL_ERR_FORMAT,
+        return tl__err(TL_ERR_FORMAT,
                       "%s: tensor '%s': elements [%llu, %llu] lie outside its storage of %llu",
                       b->path, name, (unsigned long long)pt->storage_offset,
                       (unsigned long long)last, (unsigned long long)s->numel);
     t->offset = e->offset + off_bytes;
     if (!contiguous) {
-        t->strides = tl_os_calloc(TL_MAX_DIMS, sizeof *t->strides);
+        t->strides = tl__os_calloc(TL_MAX_DIMS, sizeof *t->strides);
         if (!t->strides) return nomem(b);
         for (uint32_t d = 0; d < pt->n_dims; d++)
             t->strides[d] = pt->stride[d];
@@ -131,17 +131,17 @@ static tl_status add_tensor(builder *b, const char *name, const tl_pk_tensor *pt
     return TL_OK;
 }
 
-static tl_status add_meta(builder *b, const char *key, const tl_pk_value *v) {
+static tl_status add_meta(builder *b, const char *key, const tl__pk_value *v) {
     if (b->f->n_meta == b->cap_m) {
         size_t cap = b->cap_m ? b->cap_m * 2 : 16;
-        tl_fmt_meta *nm = tl_os_realloc(b->f->meta, cap * sizeof *nm);
+        tl__fmt_meta *nm = tl__os_realloc(b->f->meta, cap * sizeof *nm);
         if (!nm) return nomem(b);
         b->f->meta = nm;
         b->cap_m = cap;
     }
-    tl_fmt_meta *fm = &b->f->meta[b->f->n_meta];
+    tl__fmt_meta *fm = &b->f->meta[b->f->n_meta];
     memset(fm, 0, sizeof *fm);
-    fm->m.key = tl_os_strdup(key);
+    fm->m.key = tl__os_strdup(key);
     if (!fm->m.key) return nomem(b);
     b->f->n_meta++;
     switch (v->kind) {
@@ -158,7 +158,7 @@ static tl_status add_meta(builder *b, const char *key, const tl_pk_value *v) {
         fm->m.v.b = v->u.b;
         break;
     default: /* str */
-        fm->owned = tl_os_strndup(v->u.s.p, (size_t)v->u.s.n);
+        fm->owned = tl__os_strndup(v->u.s.p, (size_t)v->u.s.n);
         if (!fm->owned) return nomem(b);
         fm->m.type = TL_META_STRING;
         fm->m.v.s.ptr = fm->owned;
@@ -169,16 +169,16 @@ static tl_status add_meta(builder *b, const char *key, const tl_pk_value *v) {
 }
 
 /* b->name[0..len) is the name so far; visit v under it. */
-static tl_status walk(builder *b, const tl_pk_value *v, size_t len, unsigned depth) {
+static tl_status walk(builder *b, const tl__pk_value *v, size_t len, unsigned depth) {
     b->name_bytes += len + 1;
     if (++b->visits > CKPT_MAX_VISITS || b->name_bytes > CKPT_MAX_NAME_BYTES)
-        return tl_err(TL_ERR_FORMAT,
+        return tl__err(TL_ERR_FORMAT,
                       "%s: the pickle's containers reach more than %u values or %llu MiB of "
                       "names (shared references)",
                       b->path, CKPT_MAX_VISITS, (unsigned long long)(CKPT_MAX_NAME_BYTES >> 20));
     switch (v->kind) {
     case TL_PK_TENSOR:
-        if (len == 0) return tl_err(TL_ERR_FORMAT, "%s: a tensor has an empty name", b->path);
+        if (len == 0) return tl__err(TL_ERR_FORMAT, "%s: a tensor has an empty name", b->path);
         return add_tensor(b, b->name, v->u.tensor);
     case TL_PK_INT:
     case TL_PK_FLOAT:
@@ -193,13 +193,13 @@ static tl_status walk(builder *b, const tl_pk_value *v, size_t len, unsigned dep
         return TL_OK;
     }
     if (depth >= CKPT_MAX_DEPTH)
-        return tl_err(TL_ERR_FORMAT, "%s: '%s': containers nested deeper than %d", b->path, b->name,
+        return tl__err(TL_ERR_FORMAT, "%s: '%s': containers nested deeper than %d", b->path, b->name,
                       CKPT_MAX_DEPTH);
     bool dict = v->kind == TL_PK_DICT;
     size_t step = dict ? 2 : 1;
     for (size_t i = 0; i + step - 1 < v->u.seq.n; i += step) {
-        const tl_pk_value *k = dict ? v->u.seq.items[i] : NULL;
-        const tl_pk_value *val = v->u.seq.items[i + step - 1];
+        const tl__pk_value *k = dict ? v->u.seq.items[i] : NULL;
+        const tl__pk_value *val = v->u.seq.items[i + step - 1];
         char part[32];
         const char *p;
         size_t pl;
@@ -211,15 +211,15 @@ static tl_status walk(builder *b, const tl_pk_value *v, size_t len, unsigned dep
             p = k->u.s.p;
             pl = (size_t)k->u.s.n;
             if (memchr(p, 0, pl))
-                return tl_err(TL_ERR_FORMAT, "%s: '%s': a key contains a NUL byte", b->path,
+                return tl__err(TL_ERR_FORMAT, "%s: '%s': a key contains a NUL byte", b->path,
                               b->name);
         } else {
-            return tl_err(TL_ERR_FORMAT, "%s: '%s': a key is a %s, not a string", b->path,
-                          len ? b->name : "(top level)", tl_pk_kind_name(k->kind));
+            return tl__err(TL_ERR_FORMAT, "%s: '%s': a key is a %s, not a string", b->path,
+                          len ? b->name : "(top level)", tl__pk_kind_name(k->kind));
         }
         size_t nl = len + (len ? 1 : 0) + pl;
         if (nl >= sizeof b->name)
-            return tl_err(TL_ERR_FORMAT, "%s: a name under '%.64s' is longer than %d bytes",
+            return tl__err(TL_ERR_FORMAT, "%s: a name under '%.64s' is longer than %d bytes",
                           b->path, b->name, CKPT_MAX_NAME - 1);
         if (len) b->name[len] = '.';
         memcpy(b->name + nl - pl, p, pl);
@@ -232,46 +232,46 @@ static tl_status walk(builder *b, const tl_pk_value *v, size_t len, unsigned dep
 }
 
 /* The single "<root>/data.pkl" entry (root: one path component). */
-static tl_status find_pickle(const tl_zip *z, const char *path, const tl_zip_entry **out) {
+static tl_status find_pickle(const tl__zip *z, const char *path, const tl__zip_entry **out) {
     *out = NULL;
     for (size_t i = 0; i < z->n_entries; i++) {
-        const tl_zip_entry *e = &z->entries[i];
+        const tl__zip_entry *e = &z->entries[i];
         if (e->name_len < 10 || memcmp(e->name + e->name_len - 9, "/data.pkl", 9)) continue;
         if (memchr(e->name, '/', e->name_len - 9)) continue;
         if (*out)
-            return tl_err(TL_ERR_FORMAT, "%s: checkpoint holds two pickles ('%.*s', '%.*s')", path,
+            return tl__err(TL_ERR_FORMAT, "%s: checkpoint holds two pickles ('%.*s', '%.*s')", path,
                           (int)(*out)->name_len, (*out)->name, (int)e->name_len, e->name);
         *out = e;
     }
     if (!*out)
-        return tl_err(TL_ERR_UNSUPPORTED,
+        return tl__err(TL_ERR_UNSUPPORTED,
                       "%s: a zip archive without <root>/data.pkl: not a torch.save checkpoint",
                       path);
     return TL_OK;
 }
 
 static tl_status parse_archive(const uint8_t *data, uint64_t size, const char *path,
-                               const tl_zip *z, tl_fmt_file *f) {
-    const tl_zip_entry *pk;
+                               const tl__zip *z, tl__fmt_file *f) {
+    const tl__zip_entry *pk;
     tl_status st = find_pickle(z, path, &pk);
     if (st) return st;
     if (pk->method != 0 || (pk->flags & 1))
-        return tl_err(TL_ERR_UNSUPPORTED,
+        return tl__err(TL_ERR_UNSUPPORTED,
                       "%s: '%.*s' is %s; only stored (uncompressed) checkpoints are read", path,
                       (int)pk->name_len, pk->name, (pk->flags & 1) ? "encrypted" : "compressed");
     size_t root_len = pk->name_len - 9;
     char ename[300];
     snprintf(ename, sizeof ename, "%.*s/byteorder", (int)root_len, pk->name);
-    const tl_zip_entry *bo = tl_zip_find(z, ename, strlen(ename));
+    const tl__zip_entry *bo = tl__zip_find(z, ename, strlen(ename));
     if (bo && (bo->method != 0 || bo->size != 6 || memcmp(data + bo->offset, "little", 6)))
-        return tl_err(TL_ERR_UNSUPPORTED,
+        return tl__err(TL_ERR_UNSUPPORTED,
                       "%s: checkpoint is not little-endian (byteorder entry is not \"little\")",
                       path);
     f->format = TL_FORMAT_CKPT;
     f->version = -1;
     f->size = size;
     snprintf(ename, sizeof ename, "%.*s/version", (int)root_len, pk->name);
-    const tl_zip_entry *ve = tl_zip_find(z, ename, strlen(ename));
+    const tl__zip_entry *ve = tl__zip_find(z, ename, strlen(ename));
     if (ve && ve->method == 0 && ve->size > 0 && ve->size < 10) {
         int32_t v = 0;
         uint64_t k = 0;
@@ -279,23 +279,23 @@ static tl_status parse_archive(const uint8_t *data, uint64_t size, const char *p
             v = v * 10 + (data[ve->offset + k++] - '0');
         if (k) f->version = v;
     }
-    tl_pk_value *root;
-    tl_pk_arena *arena;
-    st = tl_pk_run(data + pk->offset, pk->size, path, &root, &arena);
+    tl__pk_value *root;
+    tl__pk_arena *arena;
+    st = tl__pk_run(data + pk->offset, pk->size, path, &root, &arena);
     if (st) return st;
-    builder *b = tl_os_calloc(1, sizeof *b);
+    builder *b = tl__os_calloc(1, sizeof *b);
     if (!b) {
-        tl_pk_free(arena);
-        return tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
+        tl__pk_free(arena);
+        return tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
     }
     *b = (builder){.path = path, .zip = z, .root = pk->name, .root_len = root_len, .f = f};
     if (root->kind != TL_PK_DICT) {
-        st = tl_err(TL_ERR_UNSUPPORTED, "%s: the checkpoint's pickle holds a %s, not a state dict",
-                    path, tl_pk_kind_name(root->kind));
+        st = tl__err(TL_ERR_UNSUPPORTED, "%s: the checkpoint's pickle holds a %s, not a state dict",
+                    path, tl__pk_kind_name(root->kind));
     } else {
-        const tl_pk_value *sd = NULL;
+        const tl__pk_value *sd = NULL;
         for (size_t i = 0; i + 1 < root->u.seq.n; i += 2) {
-            const tl_pk_value *k = root->u.seq.items[i], *v = root->u.seq.items[i + 1];
+            const tl__pk_value *k = root->u.seq.items[i], *v = root->u.seq.items[i + 1];
             if (k->kind == TL_PK_STR && k->u.s.n == 10 && !memcmp(k->u.s.p, "state_dict", 10) &&
                 v->kind == TL_PK_DICT)
                 sd = v;
@@ -304,7 +304,7 @@ static tl_status parse_archive(const uint8_t *data, uint64_t size, const char *p
             st = walk(b, sd, 0, 1);
             /* the wrapper's scalars (global_step, epoch, ...) are metadata */
             for (size_t i = 0; !st && i + 1 < root->u.seq.n; i += 2) {
-                const tl_pk_value *k = root->u.seq.items[i], *v = root->u.seq.items[i + 1];
+                const tl__pk_value *k = root->u.seq.items[i], *v = root->u.seq.items[i + 1];
                 if (k->kind != TL_PK_STR || k->u.s.n >= sizeof b->name ||
                     memchr(k->u.s.p, 0, (size_t)k->u.s.n))
                     continue;
@@ -320,31 +320,31 @@ static tl_status parse_archive(const uint8_t *data, uint64_t size, const char *p
         }
     }
     free(b);
-    tl_pk_free(arena);
+    tl__pk_free(arena);
     if (st) return st;
     /* data section: from the first tensor byte */
     f->data_offset = f->n_tensors ? UINT64_MAX : 0;
     for (size_t i = 0; i < f->n_tensors; i++)
         if (f->tensors[i].offset < f->data_offset) f->data_offset = f->tensors[i].offset;
-    return tl_fmt_check_unique(f, path, false);
+    return tl__fmt_check_unique(f, path, false);
 }
 
-tl_status tl_ckpt_parse(const uint8_t *data, uint64_t size, const char *path, tl_fmt_file *out) {
+tl_status tl__ckpt_parse(const uint8_t *data, uint64_t size, const char *path, tl__fmt_file *out) {
     memset(out, 0, sizeof *out);
     if (size >= 2 && data[0] == 0x80 && data[1] <= 5)
-        return tl_err(TL_ERR_UNSUPPORTED,
+        return tl__err(TL_ERR_UNSUPPORTED,
                       "%s: legacy PyTorch checkpoint (a bare pickle, written before PyTorch "
                       "1.6); re-save it with a current torch.save",
                       path);
-    tl_zip z;
-    tl_status st = tl_zip_open(data, size, path, &z);
+    tl__zip z;
+    tl_status st = tl__zip_open(data, size, path, &z);
     if (st) return st;
-    tl_fmt_file f;
+    tl__fmt_file f;
     memset(&f, 0, sizeof f);
     st = parse_archive(data, size, path, &z, &f);
-    tl_zip_free(&z);
+    tl__zip_free(&z);
     if (st) {
-        tl_fmt_file_free(&f);
+        tl__fmt_file_free(&f);
         return st;
     }
     *out = f;

@@ -42,7 +42,7 @@ typedef struct chunk {
     max_align_t data[];
 } chunk;
 
-struct tl_pk_arena {
+struct tl__pk_arena {
     chunk *head;
     uint64_t total;
     bool capped; /* an allocation failed because of PK_ARENA_MAX */
@@ -81,13 +81,13 @@ static const struct {
     {"ComplexFloatStorage", TL_DTYPE_C64},
 };
 
-const char *tl_pk_kind_name(tl_pk_kind k) {
+const char *tl__pk_kind_name(tl__pk_kind k) {
     static const char *const n[] = {"None",  "bool", "int",  "float",  "str",     "bytes",
                                     "tuple", "list", "dict", "global", "storage", "tensor"};
     return (unsigned)k < sizeof n / sizeof *n ? n[k] : "?";
 }
 
-void tl_pk_free(tl_pk_arena *a) {
+void tl__pk_free(tl__pk_arena *a) {
     if (!a) return;
     for (chunk *c = a->head, *next; c; c = next) {
         next = c->next;
@@ -96,7 +96,7 @@ void tl_pk_free(tl_pk_arena *a) {
     free(a);
 }
 
-static void *arena_alloc(tl_pk_arena *a, size_t n) {
+static void *arena_alloc(tl__pk_arena *a, size_t n) {
     n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
     chunk *c = a->head;
     if (!c || c->cap - c->used < n) {
@@ -105,7 +105,7 @@ static void *arena_alloc(tl_pk_arena *a, size_t n) {
             a->capped = true;
             return NULL;
         }
-        c = tl_os_malloc(sizeof *c + cap);
+        c = tl__os_malloc(sizeof *c + cap);
         if (!c) return NULL;
         c->next = a->head;
         c->used = 0;
@@ -123,36 +123,36 @@ typedef struct vm {
     const uint8_t *p;
     uint64_t size, pos;
     const char *path;
-    tl_pk_arena *a;
-    tl_pk_value **stack;
+    tl__pk_arena *a;
+    tl__pk_value **stack;
     size_t sp, stack_cap;
     size_t *marks;
     size_t n_marks, marks_cap;
-    tl_pk_value **memo;
+    tl__pk_value **memo;
     size_t memo_cap, memo_len; /* memo_len: filled slots, MEMOIZE's next index */
     uint64_t op_at;            /* offset of the opcode being run, for messages */
 } vm;
 
 static tl_status bad(vm *m, const char *what) {
-    return tl_err(TL_ERR_FORMAT, "%s: data.pkl: %s (opcode at byte %llu)", m->path, what,
+    return tl__err(TL_ERR_FORMAT, "%s: data.pkl: %s (opcode at byte %llu)", m->path, what,
                   (unsigned long long)m->op_at);
 }
 
 static tl_status nomem(vm *m) {
     if (m->a->capped)
-        return tl_err(TL_ERR_FORMAT, "%s: data.pkl describes more than %llu MiB of objects",
+        return tl__err(TL_ERR_FORMAT, "%s: data.pkl describes more than %llu MiB of objects",
                       m->path, (unsigned long long)(PK_ARENA_MAX >> 20));
-    return tl_err(TL_ERR_NOMEM, "%s: out of memory", m->path);
+    return tl__err(TL_ERR_NOMEM, "%s: out of memory", m->path);
 }
 
-static tl_pk_value *new_value(vm *m, tl_pk_kind k) {
-    tl_pk_value *v = arena_alloc(m->a, sizeof *v);
+static tl__pk_value *new_value(vm *m, tl__pk_kind k) {
+    tl__pk_value *v = arena_alloc(m->a, sizeof *v);
     if (v) v->kind = k;
     return v;
 }
 
 static bool take(vm *m, uint64_t n, const uint8_t **out) {
-    if (!tl_range_ok(m->pos, n, m->size)) return false;
+    if (!tl__range_ok(m->pos, n, m->size)) return false;
     *out = m->p + m->pos;
     m->pos += n;
     return true;
@@ -165,13 +165,13 @@ static uint64_t le(const uint8_t *b, unsigned n) {
     return v;
 }
 
-static tl_status push(vm *m, tl_pk_value *v) {
+static tl_status push(vm *m, tl__pk_value *v) {
     if (!v) return nomem(m);
     if (m->sp == m->stack_cap) {
         if (m->stack_cap >= PK_STACK_MAX) return bad(m, "stack deeper than 2^20 values");
         size_t cap = m->stack_cap ? m->stack_cap * 2 : 64;
-        tl_pk_value **ns = tl_os_realloc(m->stack, cap * sizeof *ns);
-        if (!ns) return tl_err(TL_ERR_NOMEM, "%s: out of memory", m->path);
+        tl__pk_value **ns = tl__os_realloc(m->stack, cap * sizeof *ns);
+        if (!ns) return tl__err(TL_ERR_NOMEM, "%s: out of memory", m->path);
         m->stack = ns;
         m->stack_cap = cap;
     }
@@ -184,7 +184,7 @@ static size_t mark_base(vm *m) {
     return m->n_marks ? m->marks[m->n_marks - 1] : 0;
 }
 
-static tl_status pop(vm *m, tl_pk_value **v) {
+static tl_status pop(vm *m, tl__pk_value **v) {
     if (m->sp <= mark_base(m) || m->sp == 0) return bad(m, "stack underflow");
     *v = m->stack[--m->sp];
     return TL_OK;
@@ -196,10 +196,10 @@ static tl_status pop_mark(vm *m, size_t *base) {
     return TL_OK;
 }
 
-static tl_status seq_add(vm *m, tl_pk_value *s, tl_pk_value *v) {
+static tl_status seq_add(vm *m, tl__pk_value *s, tl__pk_value *v) {
     if (s->u.seq.n == s->u.seq.cap) {
         size_t cap = s->u.seq.cap ? s->u.seq.cap * 2 : 4;
-        tl_pk_value **ni = arena_alloc(m->a, cap * sizeof *ni);
+        tl__pk_value **ni = arena_alloc(m->a, cap * sizeof *ni);
         if (!ni) return nomem(m);
         if (s->u.seq.n) memcpy(ni, s->u.seq.items, s->u.seq.n * sizeof *ni);
         s->u.seq.items = ni;
@@ -210,8 +210,8 @@ static tl_status seq_add(vm *m, tl_pk_value *s, tl_pk_value *v) {
 }
 
 /* A tuple (or list) of the values from stack[base] up; they leave the stack. */
-static tl_status make_seq(vm *m, tl_pk_kind k, size_t base) {
-    tl_pk_value *t = new_value(m, k);
+static tl_status make_seq(vm *m, tl__pk_kind k, size_t base) {
+    tl__pk_value *t = new_value(m, k);
     if (!t) return nomem(m);
     size_t n = m->sp - base;
     if (n) {
@@ -224,7 +224,7 @@ static tl_status make_seq(vm *m, tl_pk_kind k, size_t base) {
     return push(m, t);
 }
 
-static tl_status set_items(vm *m, tl_pk_value *d, size_t base) {
+static tl_status set_items(vm *m, tl__pk_value *d, size_t base) {
     if (d->kind != TL_PK_DICT) return bad(m, "SETITEM(S) on something that is not a dict");
     if ((m->sp - base) % 2) return bad(m, "SETITEMS with an odd number of values");
     for (size_t i = base; i < m->sp; i++) {
@@ -242,8 +242,8 @@ static tl_status memo_put(vm *m, uint64_t idx) {
         size_t cap = m->memo_cap ? m->memo_cap : 64;
         while (cap <= idx)
             cap *= 2;
-        tl_pk_value **nm = tl_os_realloc(m->memo, cap * sizeof *nm);
-        if (!nm) return tl_err(TL_ERR_NOMEM, "%s: out of memory", m->path);
+        tl__pk_value **nm = tl__os_realloc(m->memo, cap * sizeof *nm);
+        if (!nm) return tl__err(TL_ERR_NOMEM, "%s: out of memory", m->path);
         memset(nm + m->memo_cap, 0, (cap - m->memo_cap) * sizeof *nm);
         m->memo = nm;
         m->memo_cap = cap;
@@ -262,7 +262,7 @@ static tl_status global(vm *m, const char *mod, size_t ml, const char *name, siz
     for (size_t g = 0; g < sizeof plain_globals / sizeof *plain_globals; g++) {
         if (strlen(plain_globals[g].module) == ml && !memcmp(plain_globals[g].module, mod, ml) &&
             strlen(plain_globals[g].name) == nl && !memcmp(plain_globals[g].name, name, nl)) {
-            tl_pk_value *v = new_value(m, TL_PK_GLOBAL);
+            tl__pk_value *v = new_value(m, TL_PK_GLOBAL);
             if (v) v->u.global = (int)g;
             return push(m, v);
         }
@@ -270,7 +270,7 @@ static tl_status global(vm *m, const char *mod, size_t ml, const char *name, siz
     if (ml == 5 && !memcmp(mod, "torch", 5)) {
         for (size_t s = 0; s < sizeof storages / sizeof *storages; s++) {
             if (strlen(storages[s].name) == nl && !memcmp(storages[s].name, name, nl)) {
-                tl_pk_value *v = new_value(m, TL_PK_GLOBAL);
+                tl__pk_value *v = new_value(m, TL_PK_GLOBAL);
                 if (v) v->u.global = G_STORAGE + (int)s;
                 return push(m, v);
             }
@@ -284,13 +284,13 @@ static tl_status global(vm *m, const char *mod, size_t ml, const char *name, siz
         shown[k++] = (c >= 0x20 && c < 0x7f) ? c : '?';
     }
     shown[k] = 0;
-    return tl_err(TL_ERR_UNSUPPORTED,
+    return tl__err(TL_ERR_UNSUPPORTED,
                   "%s: data.pkl refers to global '%s', which is not on the allow-list of a "
                   "checkpoint (refused; nothing was run)",
                   m->path, shown);
 }
 
-static bool as_int(const tl_pk_value *v, int64_t *out) {
+static bool as_int(const tl__pk_value *v, int64_t *out) {
     if (v->kind == TL_PK_INT) {
         *out = v->u.i;
         return true;
@@ -303,9 +303,9 @@ static bool as_int(const tl_pk_value *v, int64_t *out) {
 }
 
 /* (storage, storage_offset, size, stride, ...) -> tensor */
-static tl_status rebuild_tensor(vm *m, const tl_pk_value *args, tl_pk_value **out) {
+static tl_status rebuild_tensor(vm *m, const tl__pk_value *args, tl__pk_value **out) {
     if (args->u.seq.n < 4) return bad(m, "_rebuild_tensor_v2 with fewer than 4 arguments");
-    tl_pk_value *const *a = args->u.seq.items;
+    tl__pk_value *const *a = args->u.seq.items;
     int64_t off;
     if (a[0]->kind != TL_PK_STORAGE)
         return bad(m, "_rebuild_tensor_v2: first argument is not a storage");
@@ -316,10 +316,10 @@ static tl_status rebuild_tensor(vm *m, const tl_pk_value *args, tl_pk_value **ou
     size_t n = a[2]->u.seq.n;
     if (a[3]->u.seq.n != n) return bad(m, "_rebuild_tensor_v2: size and stride differ in rank");
     if (n > TL_MAX_DIMS)
-        return tl_err(TL_ERR_UNSUPPORTED, "%s: data.pkl: a tensor has %zu dimensions (at most %d)",
+        return tl__err(TL_ERR_UNSUPPORTED, "%s: data.pkl: a tensor has %zu dimensions (at most %d)",
                       m->path, n, TL_MAX_DIMS);
-    tl_pk_tensor *t = arena_alloc(m->a, sizeof *t);
-    tl_pk_value *v = new_value(m, TL_PK_TENSOR);
+    tl__pk_tensor *t = arena_alloc(m->a, sizeof *t);
+    tl__pk_value *v = new_value(m, TL_PK_TENSOR);
     if (!t || !v) return nomem(m);
     t->storage = a[0]->u.storage;
     t->storage_offset = (uint64_t)off;
@@ -336,7 +336,7 @@ static tl_status rebuild_tensor(vm *m, const tl_pk_value *args, tl_pk_value **ou
 }
 
 static tl_status reduce(vm *m) {
-    tl_pk_value *args = NULL, *fn = NULL, *r = NULL;
+    tl__pk_value *args = NULL, *fn = NULL, *r = NULL;
     tl_status st = pop(m, &args);
     if (!st) st = pop(m, &fn);
     if (st) return st;
@@ -376,12 +376,12 @@ static tl_status reduce(vm *m) {
 }
 
 static tl_status persid(vm *m) {
-    tl_pk_value *pid = NULL;
+    tl__pk_value *pid = NULL;
     tl_status st = pop(m, &pid);
     if (st) return st;
     if (pid->kind != TL_PK_TUPLE || pid->u.seq.n != 5)
         return bad(m, "persistent id is not a 5-tuple");
-    tl_pk_value *const *a = pid->u.seq.items;
+    tl__pk_value *const *a = pid->u.seq.items;
     int64_t numel;
     if (a[0]->kind != TL_PK_STR || a[0]->u.s.n != 7 || memcmp(a[0]->u.s.p, "storage", 7))
         return bad(m, "persistent id is not a storage");
@@ -390,8 +390,8 @@ static tl_status persid(vm *m) {
     if (a[2]->kind != TL_PK_STR || a[2]->u.s.n == 0 || a[2]->u.s.n > 64)
         return bad(m, "persistent id's storage key is not a short string");
     if (!as_int(a[4], &numel) || numel < 0) return bad(m, "persistent id's size is negative");
-    tl_pk_storage *s = arena_alloc(m->a, sizeof *s);
-    tl_pk_value *v = new_value(m, TL_PK_STORAGE);
+    tl__pk_storage *s = arena_alloc(m->a, sizeof *s);
+    tl__pk_value *v = new_value(m, TL_PK_STORAGE);
     if (!s || !v) return nomem(m);
     size_t si = (size_t)(a[1]->u.global - G_STORAGE);
     s->dtype = storages[si].dtype;
@@ -403,14 +403,14 @@ static tl_status persid(vm *m) {
     return push(m, v);
 }
 
-static tl_status str_op(vm *m, tl_pk_kind k, unsigned len_bytes) {
+static tl_status str_op(vm *m, tl__pk_kind k, unsigned len_bytes) {
     const uint8_t *b, *s;
     if (!take(m, len_bytes, &b)) return bad(m, "truncated length");
     uint64_t n = le(b, len_bytes);
     if (len_bytes == 4 && k == TL_PK_STR && m->p[m->op_at] == 'T' && (int32_t)n < 0)
         return bad(m, "negative string length");
     if (!take(m, n, &s)) return bad(m, "string runs past the end of data.pkl");
-    tl_pk_value *v = new_value(m, k);
+    tl__pk_value *v = new_value(m, k);
     if (v) {
         v->u.s.p = (const char *)s;
         v->u.s.n = n;
@@ -419,14 +419,14 @@ static tl_status str_op(vm *m, tl_pk_kind k, unsigned len_bytes) {
 }
 
 static tl_status int_value(vm *m, int64_t i) {
-    tl_pk_value *v = new_value(m, TL_PK_INT);
+    tl__pk_value *v = new_value(m, TL_PK_INT);
     if (v) v->u.i = i;
     return push(m, v);
 }
 
 static tl_status step(vm *m, bool *stop) {
     const uint8_t *b;
-    tl_pk_value *v = NULL, *w = NULL;
+    tl__pk_value *v = NULL, *w = NULL;
     size_t base = 0;
     tl_status st;
     m->op_at = m->pos;
@@ -446,8 +446,8 @@ static tl_status step(vm *m, bool *stop) {
         if (m->n_marks == m->marks_cap) {
             if (m->marks_cap >= PK_MARKS_MAX) return bad(m, "MARKs nested deeper than 2^16");
             size_t cap = m->marks_cap ? m->marks_cap * 2 : 16;
-            size_t *nm = tl_os_realloc(m->marks, cap * sizeof *nm);
-            if (!nm) return tl_err(TL_ERR_NOMEM, "%s: out of memory", m->path);
+            size_t *nm = tl__os_realloc(m->marks, cap * sizeof *nm);
+            if (!nm) return tl__err(TL_ERR_NOMEM, "%s: out of memory", m->path);
             m->marks = nm;
             m->marks_cap = cap;
         }
@@ -533,7 +533,7 @@ static tl_status step(vm *m, bool *stop) {
     }
     case 'd': {
         if ((st = pop_mark(m, &base))) return st;
-        tl_pk_value *d = new_value(m, TL_PK_DICT);
+        tl__pk_value *d = new_value(m, TL_PK_DICT);
         if (!d) return nomem(m);
         if ((st = set_items(m, d, base))) return st;
         return push(m, d);
@@ -553,7 +553,7 @@ static tl_status step(vm *m, bool *stop) {
         m->sp = base;
         return TL_OK;
     case 's': {
-        tl_pk_value *k = NULL;
+        tl__pk_value *k = NULL;
         if ((st = pop(m, &v)) || (st = pop(m, &k))) return st;
         if (m->sp <= mark_base(m)) return bad(m, "SETITEM without a dict");
         w = m->stack[m->sp - 1];
@@ -593,7 +593,7 @@ static tl_status step(vm *m, bool *stop) {
                       (size_t)(nl2 - name));
     }
     case 0x93: { /* STACK_GLOBAL */
-        tl_pk_value *mod = NULL;
+        tl__pk_value *mod = NULL;
         if ((st = pop(m, &v)) || (st = pop(m, &mod))) return st;
         if (mod->kind != TL_PK_STR || v->kind != TL_PK_STR || mod->u.s.n > 256 || v->u.s.n > 256)
             return bad(m, "STACK_GLOBAL of something that is not two short strings");
@@ -619,13 +619,13 @@ static tl_status step(vm *m, bool *stop) {
     }
 }
 
-tl_status tl_pk_run(const uint8_t *data, uint64_t size, const char *path, tl_pk_value **root,
-                    tl_pk_arena **arena) {
+tl_status tl__pk_run(const uint8_t *data, uint64_t size, const char *path, tl__pk_value **root,
+                    tl__pk_arena **arena) {
     *root = NULL;
     *arena = NULL;
     vm m = {.p = data, .size = size, .path = path};
-    m.a = tl_os_calloc(1, sizeof *m.a);
-    if (!m.a) return tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
+    m.a = tl__os_calloc(1, sizeof *m.a);
+    if (!m.a) return tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
     tl_status st = TL_OK;
     bool stop = false;
     while (!st && !stop)
@@ -638,7 +638,7 @@ tl_status tl_pk_run(const uint8_t *data, uint64_t size, const char *path, tl_pk_
         *root = m.stack[0];
         *arena = m.a;
     } else {
-        tl_pk_free(m.a);
+        tl__pk_free(m.a);
     }
     free(m.stack);
     free(m.marks);

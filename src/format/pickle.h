@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum tl_pk_kind {
+typedef enum tl__pk_kind {
     TL_PK_NONE,
     TL_PK_BOOL,
     TL_PK_INT,
@@ -29,27 +29,27 @@ typedef enum tl_pk_kind {
     TL_PK_GLOBAL,
     TL_PK_STORAGE,
     TL_PK_TENSOR,
-} tl_pk_kind;
+} tl__pk_kind;
 
-typedef struct tl_pk_storage {
+typedef struct tl__pk_storage {
     tl_dtype dtype;
     const char *type_name; /* "FloatStorage" */
     const char *key;       /* into the pickle, not NUL-terminated */
     uint64_t key_len;
     uint64_t numel;
-} tl_pk_storage;
+} tl__pk_storage;
 
-typedef struct tl_pk_tensor {
-    const tl_pk_storage *storage;
+typedef struct tl__pk_tensor {
+    const tl__pk_storage *storage;
     uint64_t storage_offset; /* elements */
     uint32_t n_dims;
     int64_t shape[TL_MAX_DIMS];
     int64_t stride[TL_MAX_DIMS]; /* elements */
-} tl_pk_tensor;
+} tl__pk_tensor;
 
-typedef struct tl_pk_value tl_pk_value;
-struct tl_pk_value {
-    tl_pk_kind kind;
+typedef struct tl__pk_value tl__pk_value;
+struct tl__pk_value {
+    tl__pk_kind kind;
     union {
         bool b;
         int64_t i;
@@ -59,23 +59,23 @@ struct tl_pk_value {
             uint64_t n;
         } s;
         struct {
-            tl_pk_value **items;
+            tl__pk_value **items;
             size_t n, cap;
         } seq;
         int global; /* internal id of an allowed global */
-        tl_pk_storage *storage;
-        tl_pk_tensor *tensor;
+        tl__pk_storage *storage;
+        tl__pk_tensor *tensor;
     } u;
 };
 
-typedef struct tl_pk_arena tl_pk_arena;
+typedef struct tl__pk_arena tl__pk_arena;
 
-/* Run the pickle; *root and everything it reaches live in *arena until tl_pk_free. */
-tl_status tl_pk_run(const uint8_t *data, uint64_t size, const char *path, tl_pk_value **root,
-                    tl_pk_arena **arena);
-void tl_pk_free(tl_pk_arena *arena);
+/* Run the pickle; *root and everything it reaches live in *arena until tl__pk_free. */
+tl_status tl__pk_run(const uint8_t *data, uint64_t size, const char *path, tl__pk_value **root,
+                    tl__pk_arena **arena);
+void tl__pk_free(tl__pk_arena *arena);
 
 /* A short name of a value's kind ("dict", "tensor", ...) for messages. */
-const char *tl_pk_kind_name(tl_pk_kind k);
+const char *tl__pk_kind_name(tl__pk_kind k);
 
 #endif

@@ -42,26 +42,26 @@ static uint64_t u64(const uint8_t *p) {
 }
 
 static int cmp_entry(const void *a, const void *b) {
-    const tl_zip_entry *x = a, *y = b;
+    const tl__zip_entry *x = a, *y = b;
     uint32_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
     int c = n ? memcmp(x->name, y->name, n) : 0;
     if (c) return c;
     return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
 }
 
-void tl_zip_free(tl_zip *z) {
+void tl__zip_free(tl__zip *z) {
     free(z->entries);
     memset(z, 0, sizeof *z);
 }
 
-const tl_zip_entry *tl_zip_find(const tl_zip *z, const char *name, size_t len) {
+const tl__zip_entry *tl__zip_find(const tl__zip *z, const char *name, size_t len) {
     if (len > UINT32_MAX) return NULL;
-    tl_zip_entry key = {.name = name, .name_len = (uint32_t)len};
+    tl__zip_entry key = {.name = name, .name_len = (uint32_t)len};
     return bsearch(&key, z->entries, z->n_entries, sizeof key, cmp_entry);
 }
 
 /* The ZIP64 extra field (id 1) fills the fields that are 0xFFFFFFFF, in order. */
-static tl_status zip64_extra(const uint8_t *ex, uint32_t elen, tl_zip_entry *e, uint64_t *lho,
+static tl_status zip64_extra(const uint8_t *ex, uint32_t elen, tl__zip_entry *e, uint64_t *lho,
                              bool need_u, bool need_c, bool need_o, const char *path) {
     uint32_t at = 0;
     while (at + 4 <= elen) {
@@ -71,7 +71,7 @@ static tl_status zip64_extra(const uint8_t *ex, uint32_t elen, tl_zip_entry *e, 
             const uint8_t *p = ex + at + 4;
             uint32_t need = 8u * ((unsigned)need_u + need_c + need_o);
             if (n < need)
-                return tl_err(TL_ERR_FORMAT, "%s: zip entry '%.*s': ZIP64 field too short", path,
+                return tl__err(TL_ERR_FORMAT, "%s: zip entry '%.*s': ZIP64 field too short", path,
                               (int)e->name_len, e->name);
             if (need_u) e->usize = u64(p), p += 8;
             if (need_c) e->size = u64(p), p += 8;
@@ -81,15 +81,15 @@ static tl_status zip64_extra(const uint8_t *ex, uint32_t elen, tl_zip_entry *e, 
         at += 4u + n;
     }
     if (need_u || need_c || need_o)
-        return tl_err(TL_ERR_FORMAT, "%s: zip entry '%.*s': sizes need a ZIP64 field, none found",
+        return tl__err(TL_ERR_FORMAT, "%s: zip entry '%.*s': sizes need a ZIP64 field, none found",
                       path, (int)e->name_len, e->name);
     return TL_OK;
 }
 
-tl_status tl_zip_open(const uint8_t *data, uint64_t size, const char *path, tl_zip *z) {
+tl_status tl__zip_open(const uint8_t *data, uint64_t size, const char *path, tl__zip *z) {
     memset(z, 0, sizeof *z);
     if (size < EOCD_LEN)
-        return tl_err(TL_ERR_FORMAT, "%s: truncated zip: %llu bytes, no end of central directory",
+        return tl__err(TL_ERR_FORMAT, "%s: truncated zip: %llu bytes, no end of central directory",
                       path, (unsigned long long)size);
     /* The end record: the one whose comment ends exactly at the end of the image. */
     uint64_t eocd = UINT64_MAX;
@@ -101,7 +101,7 @@ tl_status tl_zip_open(const uint8_t *data, uint64_t size, const char *path, tl_z
         }
     }
     if (eocd == UINT64_MAX)
-        return tl_err(TL_ERR_FORMAT,
+        return tl__err(TL_ERR_FORMAT,
                       "%s: not a complete zip archive: no end of central directory record at its "
                       "end (truncated?)",
                       path);
@@ -114,10 +114,10 @@ tl_status tl_zip_open(const uint8_t *data, uint64_t size, const char *path, tl_z
         const uint8_t *loc = data + eocd - Z64_LOC_LEN;
         uint64_t z64 = u64(loc + 8);
         if (u32(loc + 4) != 0 || u32(loc + 16) > 1)
-            return tl_err(TL_ERR_UNSUPPORTED, "%s: multi-disk zip archives are not supported",
+            return tl__err(TL_ERR_UNSUPPORTED, "%s: multi-disk zip archives are not supported",
                           path);
-        if (!tl_range_ok(z64, Z64_EOCD_LEN, eocd - Z64_LOC_LEN) || memcmp(data + z64, "PK\6\6", 4))
-            return tl_err(TL_ERR_FORMAT, "%s: zip: ZIP64 end record missing or out of place", path);
+        if (!tl__range_ok(z64, Z64_EOCD_LEN, eocd - Z64_LOC_LEN) || memcmp(data + z64, "PK\6\6", 4))
+            return tl__err(TL_ERR_FORMAT, "%s: zip: ZIP64 end record missing or out of place", path);
         const uint8_t *r = data + z64;
         disk = u32(r + 16);
         cd_disk = u32(r + 20);
@@ -127,33 +127,33 @@ tl_status tl_zip_open(const uint8_t *data, uint64_t size, const char *path, tl_z
         cd_off = u64(r + 48);
         limit = z64;
     } else if (n_total == 0xFFFF || cd_size == 0xFFFFFFFF || cd_off == 0xFFFFFFFF) {
-        return tl_err(TL_ERR_FORMAT, "%s: zip: end record needs ZIP64 but has no ZIP64 locator",
+        return tl__err(TL_ERR_FORMAT, "%s: zip: end record needs ZIP64 but has no ZIP64 locator",
                       path);
     }
     if (disk != 0 || cd_disk != 0 || n_disk != n_total)
-        return tl_err(TL_ERR_UNSUPPORTED, "%s: multi-disk zip archives are not supported", path);
-    if (!tl_range_ok(cd_off, cd_size, limit))
-        return tl_err(TL_ERR_FORMAT,
+        return tl__err(TL_ERR_UNSUPPORTED, "%s: multi-disk zip archives are not supported", path);
+    if (!tl__range_ok(cd_off, cd_size, limit))
+        return tl__err(TL_ERR_FORMAT,
                       "%s: zip: central directory [%llu, +%llu) lies outside the archive", path,
                       (unsigned long long)cd_off, (unsigned long long)cd_size);
     if (n_total > cd_size / CDH_LEN)
-        return tl_err(TL_ERR_FORMAT,
+        return tl__err(TL_ERR_FORMAT,
                       "%s: zip: %llu entries cannot fit a %llu-byte central directory", path,
                       (unsigned long long)n_total, (unsigned long long)cd_size);
     if (n_total) {
-        z->entries = tl_os_calloc((size_t)n_total, sizeof *z->entries);
-        if (!z->entries) return tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
+        z->entries = tl__os_calloc((size_t)n_total, sizeof *z->entries);
+        if (!z->entries) return tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
     }
     tl_status st = TL_OK;
     uint64_t at = cd_off, cd_end = cd_off + cd_size;
     for (uint64_t i = 0; i < n_total && !st; i++) {
         if (cd_end - at < CDH_LEN || memcmp(data + at, "PK\1\2", 4)) {
-            st = tl_err(TL_ERR_FORMAT, "%s: zip: central directory record %llu is damaged", path,
+            st = tl__err(TL_ERR_FORMAT, "%s: zip: central directory record %llu is damaged", path,
                         (unsigned long long)i);
             break;
         }
         const uint8_t *h = data + at;
-        tl_zip_entry *en = &z->entries[i];
+        tl__zip_entry *en = &z->entries[i];
         en->flags = u16(h + 8);
         en->method = u16(h + 10);
         en->size = u32(h + 20);
@@ -161,14 +161,14 @@ tl_status tl_zip_open(const uint8_t *data, uint64_t size, const char *path, tl_z
         uint32_t nlen = u16(h + 28), elen = u16(h + 30), clen = u16(h + 32);
         uint64_t lho = u32(h + 42);
         if (cd_end - at - CDH_LEN < (uint64_t)nlen + elen + clen) {
-            st = tl_err(TL_ERR_FORMAT, "%s: zip: central directory record %llu runs past the end",
+            st = tl__err(TL_ERR_FORMAT, "%s: zip: central directory record %llu runs past the end",
                         path, (unsigned long long)i);
             break;
         }
         en->name = (const char *)h + CDH_LEN;
         en->name_len = nlen;
         if (memchr(en->name, 0, nlen)) {
-            st = tl_err(TL_ERR_FORMAT, "%s: zip: entry %llu's name contains a NUL byte", path,
+            st = tl__err(TL_ERR_FORMAT, "%s: zip: entry %llu's name contains a NUL byte", path,
                         (unsigned long long)i);
             break;
         }
@@ -176,28 +176,28 @@ tl_status tl_zip_open(const uint8_t *data, uint64_t size, const char *path, tl_z
                          en->size == 0xFFFFFFFF, lho == 0xFFFFFFFF, path);
         if (st) break;
         if (u16(h + 34) != 0 && u16(h + 34) != 0xFFFF) {
-            st = tl_err(TL_ERR_UNSUPPORTED, "%s: zip entry '%.*s' is on another disk", path,
+            st = tl__err(TL_ERR_UNSUPPORTED, "%s: zip entry '%.*s' is on another disk", path,
                         (int)nlen, en->name);
             break;
         }
         /* The local header and the bytes it announces lie before the central directory. */
         uint64_t data_off;
-        if (!tl_range_ok(lho, LFH_LEN, cd_off) || memcmp(data + lho, "PK\3\4", 4)) {
-            st = tl_err(TL_ERR_FORMAT, "%s: zip entry '%.*s': local header missing at %llu", path,
+        if (!tl__range_ok(lho, LFH_LEN, cd_off) || memcmp(data + lho, "PK\3\4", 4)) {
+            st = tl__err(TL_ERR_FORMAT, "%s: zip entry '%.*s': local header missing at %llu", path,
                         (int)nlen, en->name, (unsigned long long)lho);
             break;
         }
         uint32_t lnlen = u16(data + lho + 26), lelen = u16(data + lho + 28);
-        if (!tl_range_ok(lho + LFH_LEN, (uint64_t)lnlen + lelen, cd_off) || lnlen != nlen ||
+        if (!tl__range_ok(lho + LFH_LEN, (uint64_t)lnlen + lelen, cd_off) || lnlen != nlen ||
             memcmp(data + lho + LFH_LEN, en->name, nlen)) {
-            st = tl_err(TL_ERR_FORMAT,
+            st = tl__err(TL_ERR_FORMAT,
                         "%s: zip entry '%.*s': local header does not match the central directory",
                         path, (int)nlen, en->name);
             break;
         }
         data_off = lho + LFH_LEN + lnlen + lelen;
-        if (!tl_range_ok(data_off, en->size, cd_off)) {
-            st = tl_err(TL_ERR_FORMAT,
+        if (!tl__range_ok(data_off, en->size, cd_off)) {
+            st = tl__err(TL_ERR_FORMAT,
                         "%s: zip entry '%.*s': its %llu bytes at %llu run past the central "
                         "directory (truncated?)",
                         path, (int)nlen, en->name, (unsigned long long)en->size,
@@ -212,9 +212,9 @@ tl_status tl_zip_open(const uint8_t *data, uint64_t size, const char *path, tl_z
         qsort(z->entries, z->n_entries, sizeof *z->entries, cmp_entry);
         for (size_t i = 1; i < z->n_entries && !st; i++)
             if (!cmp_entry(&z->entries[i - 1], &z->entries[i]))
-                st = tl_err(TL_ERR_FORMAT, "%s: zip: entry '%.*s' appears twice", path,
+                st = tl__err(TL_ERR_FORMAT, "%s: zip: entry '%.*s' appears twice", path,
                             (int)z->entries[i].name_len, z->entries[i].name);
     }
-    if (st) tl_zip_free(z);
+    if (st) tl__zip_free(z);
     return st;
 }

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct tl_zip_entry {
+typedef struct tl__zip_entry {
     const char *name; /* into the image, not NUL-terminated */
     uint32_t name_len;
     uint16_t method; /* 0 stored, 8 deflated, ... */
@@ -20,21 +20,21 @@ typedef struct tl_zip_entry {
     uint64_t offset; /* absolute offset of the entry's (stored) bytes */
     uint64_t size;   /* compressed size: the bytes at offset */
     uint64_t usize;  /* uncompressed size */
-} tl_zip_entry;
+} tl__zip_entry;
 
-typedef struct tl_zip {
-    tl_zip_entry *entries; /* sorted by name, names unique */
+typedef struct tl__zip {
+    tl__zip_entry *entries; /* sorted by name, names unique */
     size_t n_entries;
-} tl_zip;
+} tl__zip;
 
 /*
  * Read the central directory of a zip image (ZIP64 included). Every entry's
  * local header and bytes are checked to lie inside the image, before the
  * central directory. On failure *z is empty.
  */
-tl_status tl_zip_open(const uint8_t *data, uint64_t size, const char *path, tl_zip *z);
+tl_status tl__zip_open(const uint8_t *data, uint64_t size, const char *path, tl__zip *z);
 /* The entry with this exact name, or NULL. */
-const tl_zip_entry *tl_zip_find(const tl_zip *z, const char *name, size_t len);
-void tl_zip_free(tl_zip *z);
+const tl__zip_entry *tl__zip_find(const tl__zip *z, const char *name, size_t len);
+void tl__zip_free(tl__zip *z);
 
 #endif

@@ -56,24 +56,24 @@ static int cmp_entry(const void *x, const void *y) {
 }
 
 static tl_status push_unknown(tl_lora *l, const char *name, size_t len) {
-    char **v = tl_os_realloc(l->unknown, (l->n_unknown + 1) * sizeof *v);
-    if (!v) return tl_err(TL_ERR_NOMEM, "LoRA: out of memory");
+    char **v = tl__os_realloc(l->unknown, (l->n_unknown + 1) * sizeof *v);
+    if (!v) return tl__err(TL_ERR_NOMEM, "LoRA: out of memory");
     l->unknown = v;
-    if (!(v[l->n_unknown] = tl_os_strndup(name, len))) return tl_err(TL_ERR_NOMEM, "LoRA: out of memory");
+    if (!(v[l->n_unknown] = tl__os_strndup(name, len))) return tl__err(TL_ERR_NOMEM, "LoRA: out of memory");
     l->n_unknown++;
     return TL_OK;
 }
 
 static tl_status read_alpha(tl_lora *l, size_t t, float *out) {
     const tl_tensor_info *ti = tl_model_tensor(l->file, t);
-    if (ti->n_elements != 1 || tl_convert_elem_size(ti->dtype) == 0 ||
+    if (ti->n_elements != 1 || tl__convert_elem_size(ti->dtype) == 0 ||
         (ti->dtype != TL_DTYPE_F32 && ti->dtype != TL_DTYPE_F16 && ti->dtype != TL_DTYPE_BF16 &&
          ti->dtype != TL_DTYPE_F64))
-        return tl_err(TL_ERR_FORMAT, "%s: LoRA alpha '%s' is not one float",
+        return tl__err(TL_ERR_FORMAT, "%s: LoRA alpha '%s' is not one float",
                       tl_model_file(l->file, 0)->path, ti->name);
     uint64_t bad;
     float v;
-    tl_convert_run(TL_DTYPE_F32, &v, ti->dtype, tl_model_tensor_data(l->file, t), 1, &bad);
+    tl__convert_run(TL_DTYPE_F32, &v, ti->dtype, tl_model_tensor_data(l->file, t), 1, &bad);
     *out = v;
     return TL_OK;
 }
@@ -91,10 +91,10 @@ static bool complete(lora_module *md) {
 }
 
 tl_status tl_lora_open(const char *path, tl_lora **out) {
-    if (!path || !out) return tl_err(TL_ERR_INVALID_ARG, "tl_lora_open: NULL argument");
+    if (!path || !out) return tl__err(TL_ERR_INVALID_ARG, "tl_lora_open: NULL argument");
     *out = NULL;
-    tl_lora *l = tl_os_calloc(1, sizeof *l);
-    if (!l) return tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
+    tl_lora *l = tl__os_calloc(1, sizeof *l);
+    if (!l) return tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
     tl_model_options mo;
     tl_model_options_init(&mo);
     tl_status st = tl_model_open(&path, 1, &mo, &l->file);
@@ -103,10 +103,10 @@ tl_status tl_lora_open(const char *path, tl_lora **out) {
         return st;
     }
     size_t n = tl_model_tensor_count(l->file);
-    entry *e = n ? tl_os_calloc(n, sizeof *e) : NULL;
+    entry *e = n ? tl__os_calloc(n, sizeof *e) : NULL;
     if (n && !e) {
         tl_lora_close(l);
-        return tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
+        return tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
     }
     size_t ne = 0;
     for (size_t i = 0; i < n && !st; i++) {
@@ -142,10 +142,10 @@ tl_status tl_lora_open(const char *path, tl_lora **out) {
         if (!st && !complete(&md)) {
             st = push_unknown(l, e[i].name, e[i].keylen);
         } else if (!st) {
-            lora_module *v = tl_os_realloc(l->mods, (l->n_mods + 1) * sizeof *v);
-            if (!v || !(md.key = tl_os_strndup(e[i].name, e[i].keylen))) {
+            lora_module *v = tl__os_realloc(l->mods, (l->n_mods + 1) * sizeof *v);
+            if (!v || !(md.key = tl__os_strndup(e[i].name, e[i].keylen))) {
                 if (v) l->mods = v;
-                st = tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
+                st = tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
             } else {
                 l->mods = v;
                 l->mods[l->n_mods++] = md;
@@ -159,7 +159,7 @@ tl_status tl_lora_open(const char *path, tl_lora **out) {
     if (ai != TL_NOT_FOUND) {
         const tl_meta *mt = tl_model_meta(l->file, ai);
         if (mt->type != TL_META_F32 && mt->type != TL_META_F64)
-            st = tl_err(TL_ERR_FORMAT, "%s: adapter.lora.alpha is not a float", path);
+            st = tl__err(TL_ERR_FORMAT, "%s: adapter.lora.alpha is not a float", path);
         for (size_t k = 0; !st && k < l->n_mods; k++)
             if (!l->mods[k].has_alpha && mt->v.f > 0) {
                 l->mods[k].has_alpha = true;
@@ -197,10 +197,10 @@ static tl_status match(const tl_model *m, const tl_lora *l, size_t **targets, tl
     lora_aliases a;
     tl_status st = lora_aliases_build(m, &a);
     if (st) return st;
-    size_t *t = tl_os_calloc(l->n_mods ? l->n_mods : 1, sizeof *t);
+    size_t *t = tl__os_calloc(l->n_mods ? l->n_mods : 1, sizeof *t);
     if (!t) {
         lora_aliases_free(&a);
-        return tl_err(TL_ERR_NOMEM, "LoRA: out of memory");
+        return tl__err(TL_ERR_NOMEM, "LoRA: out of memory");
     }
     memset(r, 0, sizeof *r);
     r->n_modules = l->n_mods;
@@ -223,7 +223,7 @@ tl_status lora_targets(const tl_model *m, const tl_lora *l, size_t **targets) {
 }
 
 tl_status tl_lora_match(const tl_model *m, const tl_lora *l, tl_lora_report *r) {
-    if (!m || !l) return tl_err(TL_ERR_INVALID_ARG, "tl_lora_match: NULL argument");
+    if (!m || !l) return tl__err(TL_ERR_INVALID_ARG, "tl_lora_match: NULL argument");
     tl_lora_report tmp;
     size_t *t = NULL;
     tl_status st = match(m, l, &t, r ? r : &tmp);
@@ -233,7 +233,7 @@ tl_status tl_lora_match(const tl_model *m, const tl_lora *l, tl_lora_report *r) 
 
 tl_status tl_lora_targets(const tl_model *m, const tl_lora *l, size_t *targets) {
     if (!m || !l || (!targets && l->n_mods))
-        return tl_err(TL_ERR_INVALID_ARG, "tl_lora_targets: NULL argument");
+        return tl__err(TL_ERR_INVALID_ARG, "tl_lora_targets: NULL argument");
     size_t *t = NULL;
     tl_status st = lora_targets(m, l, &t);
     if (st) return st;
@@ -244,12 +244,12 @@ tl_status tl_lora_targets(const tl_model *m, const tl_lora *l, size_t *targets) 
 
 tl_status tl_lora_apply_module(tl_model *m, const tl_lora *l, size_t k, size_t t, float scale) {
     if (!m || !l || k >= l->n_mods || t >= tl_model_tensor_count(m))
-        return tl_err(TL_ERR_INVALID_ARG, "tl_lora_apply_module: bad argument");
+        return tl__err(TL_ERR_INVALID_ARG, "tl_lora_apply_module: bad argument");
     tl_status st = lora_check(m, t, l, k);
     if (st) return st;
     void *w = tl_model_tensor_data_mut(m, t);
     if (!w)
-        return tl_err(TL_ERR_INVALID_ARG,
+        return tl__err(TL_ERR_INVALID_ARG,
                       "tensor '%s': the model must be opened writable to merge a LoRA",
                       tl_model_tensor(m, t)->name);
     return lora_merge(m, t, w, l, k, scale);
@@ -268,7 +268,7 @@ tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool
         if (t[k] == TL_NOT_FOUND || (only && !only[t[k]])) continue;
         void *w = tl_model_tensor_data_mut(m, t[k]);
         if (!w) {
-            st = tl_err(TL_ERR_INVALID_ARG,
+            st = tl__err(TL_ERR_INVALID_ARG,
                         "tensor '%s': the model must be opened writable to merge a LoRA",
                         tl_model_tensor(m, t[k])->name);
             break;
@@ -280,6 +280,6 @@ tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool
 }
 
 tl_status tl_lora_apply(tl_model *m, const tl_lora *l, float scale, tl_lora_report *r) {
-    if (!m || !l) return tl_err(TL_ERR_INVALID_ARG, "tl_lora_apply: NULL argument");
+    if (!m || !l) return tl__err(TL_ERR_INVALID_ARG, "tl_lora_apply: NULL argument");
     return lora_apply_some(m, l, scale, NULL, r);
 }

@@ -28,10 +28,10 @@ typedef struct mat {
 static tl_status mat_shape(const tl_lora *l, size_t i, mat *o) {
     const tl_tensor_info *ti = tl_model_tensor(l->file, i);
     if (ti->dtype != TL_DTYPE_F32 && ti->dtype != TL_DTYPE_F16 && ti->dtype != TL_DTYPE_BF16)
-        return tl_err(TL_ERR_UNSUPPORTED, "%s: LoRA tensor '%s' has type %s (F32, F16, BF16 only)",
+        return tl__err(TL_ERR_UNSUPPORTED, "%s: LoRA tensor '%s' has type %s (F32, F16, BF16 only)",
                       tl_model_file(l->file, 0)->path, ti->name, tl_dtype_name(ti->dtype));
     if (ti->n_dims < 1 || ti->shape[0] <= 0 || ti->n_elements == 0)
-        return tl_err(TL_ERR_FORMAT, "%s: LoRA tensor '%s' is empty",
+        return tl__err(TL_ERR_FORMAT, "%s: LoRA tensor '%s' is empty",
                       tl_model_file(l->file, 0)->path, ti->name);
     o->rows = (uint64_t)ti->shape[0];
     o->cols = ti->n_elements / o->rows;
@@ -44,12 +44,12 @@ static tl_status mat_load(const tl_lora *l, size_t i, mat *o) {
     if (st) return st;
     const tl_tensor_info *ti = tl_model_tensor(l->file, i);
     uint64_t bytes;
-    if (!tl_mul_u64(ti->n_elements, 4, &bytes) || bytes > SIZE_MAX)
-        return tl_err(TL_ERR_NOMEM, "LoRA tensor '%s' too large", ti->name);
-    o->v = tl_os_malloc((size_t)bytes);
-    if (!o->v) return tl_err(TL_ERR_NOMEM, "LoRA tensor '%s': out of memory", ti->name);
+    if (!tl__mul_u64(ti->n_elements, 4, &bytes) || bytes > SIZE_MAX)
+        return tl__err(TL_ERR_NOMEM, "LoRA tensor '%s' too large", ti->name);
+    o->v = tl__os_malloc((size_t)bytes);
+    if (!o->v) return tl__err(TL_ERR_NOMEM, "LoRA tensor '%s': out of memory", ti->name);
     uint64_t bad;
-    tl_convert_run(TL_DTYPE_F32, o->v, ti->dtype, tl_model_tensor_data(l->file, i), ti->n_elements,
+    tl__convert_run(TL_DTYPE_F32, o->v, ti->dtype, tl_model_tensor_data(l->file, i), ti->n_elements,
                    &bad);
     return TL_OK;
 }
@@ -57,16 +57,16 @@ static tl_status mat_load(const tl_lora *l, size_t i, mat *o) {
 /* a [m, r] . b [r, n] */
 static tl_status mat_mul(const tl_lora *l, const mat *a, const mat *b, size_t ia, mat *o) {
     if (a->cols != b->rows)
-        return tl_err(TL_ERR_FORMAT, "%s: LoRA module '%s': inner sizes %llu and %llu differ",
+        return tl__err(TL_ERR_FORMAT, "%s: LoRA module '%s': inner sizes %llu and %llu differ",
                       tl_model_file(l->file, 0)->path, lname(l, ia),
                       (unsigned long long)a->cols, (unsigned long long)b->rows);
     uint64_t n;
-    if (!tl_mul_u64(a->rows, b->cols, &n) || !tl_mul_u64(n, 4, &n) || n > SIZE_MAX)
-        return tl_err(TL_ERR_NOMEM, "LoRA module '%s' too large", lname(l, ia));
+    if (!tl__mul_u64(a->rows, b->cols, &n) || !tl__mul_u64(n, 4, &n) || n > SIZE_MAX)
+        return tl__err(TL_ERR_NOMEM, "LoRA module '%s' too large", lname(l, ia));
     o->rows = a->rows;
     o->cols = b->cols;
-    o->v = tl_os_calloc(1, (size_t)n);
-    if (!o->v) return tl_err(TL_ERR_NOMEM, "LoRA module '%s': out of memory", lname(l, ia));
+    o->v = tl__os_calloc(1, (size_t)n);
+    if (!o->v) return tl__err(TL_ERR_NOMEM, "LoRA module '%s': out of memory", lname(l, ia));
     for (uint64_t i = 0; i < a->rows; i++)
         for (uint64_t k = 0; k < a->cols; k++) {
             float x = a->v[i * a->cols + k];
@@ -80,12 +80,12 @@ static tl_status mat_mul(const tl_lora *l, const mat *a, const mat *b, size_t ia
 static tl_status weight_matrix(const tl_model *m, size_t t, uint64_t *out, uint64_t *k) {
     const tl_tensor_info *w = tl_model_tensor(m, t);
     if (w->dtype != TL_DTYPE_F32 && w->dtype != TL_DTYPE_F16 && w->dtype != TL_DTYPE_BF16)
-        return tl_err(TL_ERR_UNSUPPORTED,
+        return tl__err(TL_ERR_UNSUPPORTED,
                       "%s: tensor '%s' has type %s: a LoRA merges into F32, F16 or BF16 weights "
                       "only (dequantize it first)",
                       tl_model_file(m, w->file)->path, w->name, tl_dtype_name(w->dtype));
     if (w->n_dims < 1 || w->shape[0] <= 0 || w->n_elements == 0)
-        return tl_err(TL_ERR_FORMAT, "tensor '%s' is empty", w->name);
+        return tl__err(TL_ERR_FORMAT, "tensor '%s' is empty", w->name);
     *out = (uint64_t)w->shape[0];
     *k = w->n_elements / *out;
     return TL_OK;
@@ -98,7 +98,7 @@ static tl_status mismatch(const tl_model *m, size_t t, const tl_lora *l, size_t 
     for (uint32_t d = 0; d < w->n_dims && o + 24 < sizeof shape; d++)
         o += (size_t)snprintf(shape + o, sizeof shape - o, "%s%lld", d ? "x" : "",
                               (long long)w->shape[d]);
-    return tl_err(TL_ERR_FORMAT, "%s: LoRA module '%s' does not fit tensor '%s' (%s): %s",
+    return tl__err(TL_ERR_FORMAT, "%s: LoRA module '%s' does not fit tensor '%s' (%s): %s",
                   tl_model_file(l->file, 0)->path, l->mods[k].key, w->name, shape, what);
 }
 
@@ -144,7 +144,7 @@ tl_status lora_check(const tl_model *m, size_t t, const tl_lora *l, size_t k) {
             r2 = c.rows, c2 = d.cols;
         }
         uint64_t po, pk;
-        if (!tl_mul_u64(r1, r2, &po) || !tl_mul_u64(c1, c2, &pk) || po != out || pk != kk)
+        if (!tl__mul_u64(r1, r2, &po) || !tl__mul_u64(c1, c2, &pk) || po != out || pk != kk)
             return mismatch(m, t, l, k, "kron(w1, w2) has another shape");
         return TL_OK;
     }
@@ -177,17 +177,17 @@ tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, siz
     if (st) return st;
     const tl_tensor_info *wi = tl_model_tensor(m, t);
     uint64_t out = (uint64_t)wi->shape[0], kk = wi->n_elements / out;
-    unsigned es = tl_convert_elem_size(wi->dtype);
+    unsigned es = tl__convert_elem_size(wi->dtype);
     const lora_module *md = &l->mods[k];
     float s = scale * alpha_factor(l, k);
     mat a = {0}, b = {0}, c = {0}, d = {0}, w1 = {0}, w2 = {0};
     float *row = NULL, *dl = NULL, *d2 = NULL;
-    if (kk > SIZE_MAX / 4) return tl_err(TL_ERR_NOMEM, "tensor '%s' too large", wi->name);
-    row = tl_os_malloc((size_t)kk * 4);
-    dl = tl_os_malloc((size_t)kk * 4);
-    d2 = tl_os_malloc((size_t)kk * 4);
+    if (kk > SIZE_MAX / 4) return tl__err(TL_ERR_NOMEM, "tensor '%s' too large", wi->name);
+    row = tl__os_malloc((size_t)kk * 4);
+    dl = tl__os_malloc((size_t)kk * 4);
+    d2 = tl__os_malloc((size_t)kk * 4);
     if (!row || !dl || !d2) {
-        st = tl_err(TL_ERR_NOMEM, "merging into '%s': out of memory", wi->name);
+        st = tl__err(TL_ERR_NOMEM, "merging into '%s': out of memory", wi->name);
         goto done;
     }
     if (md->kind == LORA_PLAIN) {
@@ -217,7 +217,7 @@ tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, siz
     for (uint64_t o = 0; o < out; o++) {
         unsigned char *wr = base + o * kk * es;
         uint64_t bad;
-        tl_convert_run(TL_DTYPE_F32, row, wi->dtype, wr, kk, &bad);
+        tl__convert_run(TL_DTYPE_F32, row, wi->dtype, wr, kk, &bad);
         if (md->kind == LORA_PLAIN || md->kind == LORA_LOHA) {
             memset(dl, 0, (size_t)kk * 4);
             for (uint64_t r = 0; r < a.cols; r++) {
@@ -243,7 +243,7 @@ tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, siz
             }
         }
         for (uint64_t j = 0; j < kk; j++) row[j] += s * dl[j];
-        tl_convert_run(wi->dtype, wr, TL_DTYPE_F32, row, kk, &bad);
+        tl__convert_run(wi->dtype, wr, TL_DTYPE_F32, row, kk, &bad);
     }
 done:
     mat_free(&a), mat_free(&b), mat_free(&c), mat_free(&d), mat_free(&w1), mat_free(&w2);

@@ -140,13 +140,13 @@ bool lora_ldm_to_diffusers(const char *ldm, char *out, size_t n) {
 static tl_status add(lora_aliases *a, const char *name, size_t t) {
     if (a->n == a->cap) {
         size_t cap = a->cap ? a->cap * 2 : 256;
-        lora_alias *v = tl_os_realloc(a->v, cap * sizeof *v);
-        if (!v) return tl_err(TL_ERR_NOMEM, "LoRA name table: out of memory");
+        lora_alias *v = tl__os_realloc(a->v, cap * sizeof *v);
+        if (!v) return tl__err(TL_ERR_NOMEM, "LoRA name table: out of memory");
         a->v = v;
         a->cap = cap;
     }
-    char *d = tl_os_strdup(name);
-    if (!d) return tl_err(TL_ERR_NOMEM, "LoRA name table: out of memory");
+    char *d = tl__os_strdup(name);
+    if (!d) return tl__err(TL_ERR_NOMEM, "LoRA name table: out of memory");
     a->v[a->n].name = d;
     a->v[a->n++].tensor = t;
     return TL_OK;

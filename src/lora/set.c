@@ -30,9 +30,9 @@ struct tl_lora_set {
 };
 
 tl_status tl_lora_set_create(tl_model *m, tl_session *s, tl_lora_set **out) {
-    if (!m || !out) return tl_err(TL_ERR_INVALID_ARG, "tl_lora_set_create: NULL argument");
-    tl_lora_set *set = tl_os_calloc(1, sizeof *set);
-    if (!set) return tl_err(TL_ERR_NOMEM, "tl_lora_set_create: out of memory");
+    if (!m || !out) return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_create: NULL argument");
+    tl_lora_set *set = tl__os_calloc(1, sizeof *set);
+    if (!set) return tl__err(TL_ERR_NOMEM, "tl_lora_set_create: out of memory");
     set->m = m;
     set->s = s;
     *out = set;
@@ -67,14 +67,14 @@ static tl_status refresh(tl_lora_set *set, const bool *touched) {
 }
 
 tl_status tl_lora_set_add(tl_lora_set *set, const tl_lora *l, float scale, tl_lora_report *r) {
-    if (!set || !l) return tl_err(TL_ERR_INVALID_ARG, "tl_lora_set_add: NULL argument");
+    if (!set || !l) return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_add: NULL argument");
     size_t n = tl_model_tensor_count(set->m);
-    bool *touched = tl_os_calloc(n ? n : 1, 1);
-    set_item *v = tl_os_realloc(set->items, (set->n + 1) * sizeof *v);
+    bool *touched = tl__os_calloc(n ? n : 1, 1);
+    set_item *v = tl__os_realloc(set->items, (set->n + 1) * sizeof *v);
     if (v) set->items = v;
     if (!touched || !v) {
         free(touched);
-        return tl_err(TL_ERR_NOMEM, "tl_lora_set_add: out of memory");
+        return tl__err(TL_ERR_NOMEM, "tl_lora_set_add: out of memory");
     }
     tl_status st = touched_by(set, l, touched);
     if (!st) st = refresh(set, touched);
@@ -94,8 +94,8 @@ static size_t find(const tl_lora_set *set, const tl_lora *l) {
 /* Unpatch every tensor l touches and merge the set's LoRAs into them again. */
 static tl_status rebuild(tl_lora_set *set, const tl_lora *l) {
     size_t n = tl_model_tensor_count(set->m);
-    bool *touched = tl_os_calloc(n ? n : 1, 1);
-    if (!touched) return tl_err(TL_ERR_NOMEM, "LoRA set: out of memory");
+    bool *touched = tl__os_calloc(n ? n : 1, 1);
+    if (!touched) return tl__err(TL_ERR_NOMEM, "LoRA set: out of memory");
     tl_status st = touched_by(set, l, touched);
     if (!st) st = refresh(set, touched);
     for (size_t i = 0; i < n && !st; i++)
@@ -108,9 +108,9 @@ static tl_status rebuild(tl_lora_set *set, const tl_lora *l) {
 }
 
 tl_status tl_lora_set_remove(tl_lora_set *set, const tl_lora *l) {
-    if (!set || !l) return tl_err(TL_ERR_INVALID_ARG, "tl_lora_set_remove: NULL argument");
+    if (!set || !l) return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_remove: NULL argument");
     size_t i = find(set, l);
-    if (i == TL_NOT_FOUND) return tl_err(TL_ERR_NOT_FOUND, "tl_lora_set_remove: LoRA not in the set");
+    if (i == TL_NOT_FOUND) return tl__err(TL_ERR_NOT_FOUND, "tl_lora_set_remove: LoRA not in the set");
     set_item it = set->items[i];
     memmove(set->items + i, set->items + i + 1, (set->n - i - 1) * sizeof *set->items);
     set->n--;
@@ -124,9 +124,9 @@ tl_status tl_lora_set_remove(tl_lora_set *set, const tl_lora *l) {
 }
 
 tl_status tl_lora_set_scale(tl_lora_set *set, const tl_lora *l, float scale) {
-    if (!set || !l) return tl_err(TL_ERR_INVALID_ARG, "tl_lora_set_scale: NULL argument");
+    if (!set || !l) return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_scale: NULL argument");
     size_t i = find(set, l);
-    if (i == TL_NOT_FOUND) return tl_err(TL_ERR_NOT_FOUND, "tl_lora_set_scale: LoRA not in the set");
+    if (i == TL_NOT_FOUND) return tl__err(TL_ERR_NOT_FOUND, "tl_lora_set_scale: LoRA not in the set");
     float old = set->items[i].scale;
     set->items[i].scale = scale;
     tl_status st = rebuild(set, l);

@@ -13,19 +13,19 @@
 /*
  * Map size bytes of anonymous memory (zero-filled, untouched). With
  * hugepages the start is 2 MiB aligned and MADV_HUGEPAGE is applied. *len
- * receives the mapped length to give to tl_os_anon_free.
+ * receives the mapped length to give to tl__os_anon_free.
  */
-int tl_os_anon_alloc(uint64_t size, bool hugepages, void **addr, uint64_t *len);
-int tl_os_anon_free(void *addr, uint64_t len);
+int tl__os_anon_alloc(uint64_t size, bool hugepages, void **addr, uint64_t *len);
+int tl__os_anon_free(void *addr, uint64_t len);
 /* Fault in every page of a read-only mapping (MADV_POPULATE_READ, else touch). */
-int tl_os_populate_read(const void *addr, uint64_t size);
+int tl__os_populate_read(const void *addr, uint64_t size);
 /*
  * Fault in the pages of an anonymous range for writing without writing to
  * them (MADV_POPULATE_WRITE), so that a concurrent reader may already be
  * filling them. ENOTSUP where the kernel lacks it (nothing done).
  */
-int tl_os_populate_write(void *addr, uint64_t size);
+int tl__os_populate_write(void *addr, uint64_t size);
 /* madvise(MADV_DONTNEED) on a clean read-only file mapping: unmap its pages. */
-int tl_os_drop_mapping_pages(const void *addr, uint64_t size);
+int tl__os_drop_mapping_pages(const void *addr, uint64_t size);
 
 #endif

@@ -36,7 +36,7 @@ typedef struct job {
     tl_device *dev;   /* where the product is computed */
     void *copy;       /* device-to-host copy (freed after the step) */
     bool done;        /* computed (in the graph of its device) */
-    tl_ggml_weight w; /* w.y: rows floats */
+    tl__ggml_weight w; /* w.y: rows floats */
 } job;
 
 struct tlr_compute {
@@ -51,27 +51,27 @@ tl_status tlr_compute_create(tl_model *m, const tl_run_options *o, tlr_compute *
     *out = NULL;
     if (o->compute == TL_RUN_COMPUTE_NONE) return TL_OK;
     if (o->compute != TL_RUN_COMPUTE_GGML)
-        return tl_err(TL_ERR_INVALID_ARG, "run: unknown compute %d", (int)o->compute);
+        return tl__err(TL_ERR_INVALID_ARG, "run: unknown compute %d", (int)o->compute);
     tl_status s = tl_device_ggml_discover(o->ggml_dir, NULL);
-    if (s) return tl_err_prefix(s, "run: compute ggml");
-    tlr_compute *c = tl_os_calloc(1, sizeof *c);
+    if (s) return tl__err_prefix(s, "run: compute ggml");
+    tlr_compute *c = tl__os_calloc(1, sizeof *c);
     size_t nt = tl_model_tensor_count(m);
     if (c) {
-        c->ok = tl_os_calloc(nt ? nt : 1, 1);
-        c->ref = tl_os_calloc(nt ? nt : 1, sizeof *c->ref);
+        c->ok = tl__os_calloc(nt ? nt : 1, 1);
+        c->ref = tl__os_calloc(nt ? nt : 1, sizeof *c->ref);
     }
     if (!c || !c->ok || !c->ref) {
         tlr_compute_destroy(c);
-        return tl_err(TL_ERR_NOMEM, "run: compute: out of memory");
+        return tl__err(TL_ERR_NOMEM, "run: compute: out of memory");
     }
     c->m = m;
     c->threads = o->compute_threads;
     s = tl_device_find("ggml:CPU", &c->cpu);
     if (s) {
         tlr_compute_destroy(c);
-        return tl_err_prefix(s, "run: compute ggml: no ggml:CPU device");
+        return tl__err_prefix(s, "run: compute ggml: no ggml:CPU device");
     }
-    if (c->threads > 0) s = tl_ggml_dev_set_threads(c->cpu, c->threads);
+    if (c->threads > 0) s = tl__ggml_dev_set_threads(c->cpu, c->threads);
     if (s) {
         tlr_compute_destroy(c);
         return s;
@@ -98,21 +98,21 @@ static bool multiplied(tlr_compute *c, size_t i) {
     uint64_t b;
     bool yes = t && t->n_dims == 2 && t->shape[0] > 0 && t->shape[1] > 0 &&
                t->shape[0] <= INT64_MAX && t->shape[1] <= INT64_MAX &&
-               tl_ggml_weight_bytes(c->cpu, t->dtype, (int64_t)t->shape[0], (int64_t)t->shape[1],
+               tl__ggml_weight_bytes(c->cpu, t->dtype, (int64_t)t->shape[0], (int64_t)t->shape[1],
                                     &b) == TL_OK;
-    if (!yes) tl_err_clear();
+    if (!yes) tl__err_clear();
     c->ok[i] = yes ? 1 : 2;
     return yes;
 }
 
 /* The products from the model's bytes of the tensors in jobs that have none yet. */
 static tl_status references(tlr_compute *c, const job *jobs, size_t n) {
-    tl_ggml_weight *ws = tl_os_calloc(n ? n : 1, sizeof *ws);
-    size_t *which = tl_os_calloc(n ? n : 1, sizeof *which);
+    tl__ggml_weight *ws = tl__os_calloc(n ? n : 1, sizeof *ws);
+    size_t *which = tl__os_calloc(n ? n : 1, sizeof *which);
     if (!ws || !which) {
         free(ws);
         free(which);
-        return tl_err(TL_ERR_NOMEM, "run: compute: out of memory");
+        return tl__err(TL_ERR_NOMEM, "run: compute: out of memory");
     }
     size_t k = 0;
     tl_status s = TL_OK;
@@ -120,19 +120,19 @@ static tl_status references(tlr_compute *c, const job *jobs, size_t n) {
         size_t t = jobs[i].tensor;
         if (c->ref[t]) continue;
         const tl_tensor_info *ti = tl_model_tensor(c->m, t);
-        c->ref[t] = tl_os_malloc((size_t)ti->shape[0] * sizeof(float));
+        c->ref[t] = tl__os_malloc((size_t)ti->shape[0] * sizeof(float));
         if (!c->ref[t]) {
-            s = tl_err(TL_ERR_NOMEM, "run: compute: out of memory");
+            s = tl__err(TL_ERR_NOMEM, "run: compute: out of memory");
             break;
         }
         which[k] = t;
-        ws[k++] = (tl_ggml_weight){.dtype = ti->dtype,
+        ws[k++] = (tl__ggml_weight){.dtype = ti->dtype,
                                    .rows = (int64_t)ti->shape[0],
                                    .cols = (int64_t)ti->shape[1],
                                    .host = tl_model_tensor_data(c->m, t),
                                    .y = c->ref[t]};
     }
-    if (!s && k) s = tl_ggml_matvec_many(c->cpu, ws, k, SEED);
+    if (!s && k) s = tl__ggml_matvec_many(c->cpu, ws, k, SEED);
     if (s) /* no half-computed references stay behind */
         for (size_t i = 0; i < k; i++) {
             free(c->ref[which[i]]);
@@ -140,7 +140,7 @@ static tl_status references(tlr_compute *c, const job *jobs, size_t n) {
         }
     free(ws);
     free(which);
-    if (s) return tl_err_prefix(s, "run: the product from the file's bytes");
+    if (s) return tl__err_prefix(s, "run: the product from the file's bytes");
     return TL_OK;
 }
 
@@ -169,9 +169,9 @@ static tl_status prepare(tlr_compute *c, const tl_session_tensor *t, const tl_se
     j->w.dtype = ti->dtype;
     j->w.rows = (int64_t)(re - rb);
     j->w.cols = (int64_t)ti->shape[1];
-    j->w.y = tl_os_malloc((size_t)j->w.rows * sizeof(float));
-    if (!j->w.y) return tl_err(TL_ERR_NOMEM, "run: compute: out of memory");
-    bool ggml_dev = p->device && tl_ggml_dev_of(p->device);
+    j->w.y = tl__os_malloc((size_t)j->w.rows * sizeof(float));
+    if (!j->w.y) return tl__err(TL_ERR_NOMEM, "run: compute: out of memory");
+    bool ggml_dev = p->device && tl__ggml_dev_of(p->device);
     if (p->tier != TL_TIER_DEVICE) {
         /* host memory: on the host-pointer ggml device it was given to, else ggml:CPU */
         j->dev = ggml_dev ? p->device : c->cpu;
@@ -180,8 +180,8 @@ static tl_status prepare(tlr_compute *c, const tl_session_tensor *t, const tl_se
     }
     if (ggml_dev) {
         uint64_t need = p->nbytes;
-        tl_status s = tl_ggml_weight_bytes(p->device, ti->dtype, j->w.rows, j->w.cols, &need);
-        if (s) return tl_err_prefix(s, "tensor %s", ti->name);
+        tl_status s = tl__ggml_weight_bytes(p->device, ti->dtype, j->w.rows, j->w.cols, &need);
+        if (s) return tl__err_prefix(s, "tensor %s", ti->name);
         j->dev = p->device;
         if (need <= p->nbytes) { /* in place */
             j->w.dev = p->dptr;
@@ -191,10 +191,10 @@ static tl_status prepare(tlr_compute *c, const tl_session_tensor *t, const tl_se
     } else {
         j->dev = c->cpu;
     }
-    if (tl_os_aligned_alloc(64, (size_t)((p->nbytes + 63) & ~63ull), &j->copy) != 0)
-        return tl_err(TL_ERR_NOMEM, "tensor %s: out of memory for a host copy", ti->name);
+    if (tl__os_aligned_alloc(64, (size_t)((p->nbytes + 63) & ~63ull), &j->copy) != 0)
+        return tl__err(TL_ERR_NOMEM, "tensor %s: out of memory for a host copy", ti->name);
     tl_status s = tl_device_copy_from(p->device, j->copy, p->dptr, p->nbytes);
-    if (s) return tl_err_prefix(s, "tensor %s: reading it back for the product", ti->name);
+    if (s) return tl__err_prefix(s, "tensor %s: reading it back for the product", ti->name);
     j->w.host = j->copy;
     return TL_OK;
 }
@@ -206,10 +206,10 @@ tl_status tlr_compute_step(tlr_compute *c, const tl_acquired *a, tl_run_phase *p
         if (multiplied(c, t->index)) n += t->n_parts;
     }
     if (!n) return TL_OK;
-    job *jobs = tl_os_calloc(n, sizeof *jobs);
-    tl_ggml_weight *ws = tl_os_calloc(n, sizeof *ws);
+    job *jobs = tl__os_calloc(n, sizeof *jobs);
+    tl__ggml_weight *ws = tl__os_calloc(n, sizeof *ws);
     size_t nj = 0;
-    tl_status s = jobs && ws ? TL_OK : tl_err(TL_ERR_NOMEM, "run: compute: out of memory");
+    tl_status s = jobs && ws ? TL_OK : tl__err(TL_ERR_NOMEM, "run: compute: out of memory");
     for (size_t i = 0; i < tl_acquired_count(a) && !s; i++) {
         const tl_session_tensor *t = tl_acquired_tensor(a, i);
         if (!multiplied(c, t->index)) continue;
@@ -223,12 +223,12 @@ tl_status tlr_compute_step(tlr_compute *c, const tl_acquired *a, tl_run_phase *p
         size_t k = 0;
         for (size_t x = i; x < nj; x++)
             if (!jobs[x].done && jobs[x].dev == d) ws[k++] = jobs[x].w;
-        if (d != c->cpu && c->threads > 0) (void)tl_ggml_dev_set_threads(d, c->threads);
-        double t0 = tl_os_now();
-        s = tl_ggml_matvec_many(d, ws, k, SEED);
-        ph->compute_seconds += tl_os_now() - t0;
+        if (d != c->cpu && c->threads > 0) (void)tl__ggml_dev_set_threads(d, c->threads);
+        double t0 = tl__os_now();
+        s = tl__ggml_matvec_many(d, ws, k, SEED);
+        ph->compute_seconds += tl__os_now() - t0;
         if (s) {
-            s = tl_err_prefix(s, "run: products on %s", tl_device_name(d));
+            s = tl__err_prefix(s, "run: products on %s", tl_device_name(d));
             break;
         }
         ph->products += k;

@@ -50,8 +50,8 @@ typedef struct placer {
 static tl_status add(placer *pl, tlr_place x) {
     if (pl->n == pl->cap) {
         size_t nc = pl->cap ? pl->cap * 2 : 256;
-        tlr_place *q = tl_os_realloc(pl->p, nc * sizeof *q);
-        if (!q) return tl_err(TL_ERR_NOMEM, "session: out of memory placing tensors");
+        tlr_place *q = tl__os_realloc(pl->p, nc * sizeof *q);
+        if (!q) return tl__err(TL_ERR_NOMEM, "session: out of memory placing tensors");
         pl->p = q;
         pl->cap = nc;
     }
@@ -163,18 +163,18 @@ tl_status tlr_place_all(const tl_model *m, const tl_plan *p, tlr_place **out, si
 
 tl_status tl_plan_place(const tl_plan *p, const tl_model *m, tl_plan_placement **out,
                         size_t *n) {
-    if (!out || !n) return tl_err(TL_ERR_INVALID_ARG, "tl_plan_place: NULL output");
+    if (!out || !n) return tl__err(TL_ERR_INVALID_ARG, "tl_plan_place: NULL output");
     *out = NULL;
     *n = 0;
-    if (!p || !m) return tl_err(TL_ERR_INVALID_ARG, "tl_plan_place: NULL plan or model");
+    if (!p || !m) return tl__err(TL_ERR_INVALID_ARG, "tl_plan_place: NULL plan or model");
     tlr_place *pl;
     size_t np;
     tl_status s = tlr_place_all(m, p, &pl, &np);
     if (s) return s;
-    tl_plan_placement *r = tl_os_calloc(np ? np : 1, sizeof *r);
+    tl_plan_placement *r = tl__os_calloc(np ? np : 1, sizeof *r);
     if (!r) {
         free(pl);
-        return tl_err(TL_ERR_NOMEM, "tl_plan_place: out of memory for %zu parts", np);
+        return tl__err(TL_ERR_NOMEM, "tl_plan_place: out of memory for %zu parts", np);
     }
     for (size_t i = 0; i < np; i++)
         r[i] = (tl_plan_placement){pl[i].tensor,   pl[i].plan_dev, pl[i].streamed, pl[i].off,

@@ -72,7 +72,7 @@ typedef struct extent {
 /* A prefetch batch in flight; done and err are written by its completion under pmu. */
 typedef struct pending {
     tl_session *s;
-    tl_io_batch *b;
+    tl__io_batch *b;
     size_t *units;
     size_t n;
     bool done;
@@ -94,12 +94,12 @@ struct tl_session {
     const tl_plan *p;
     tl_session_options o;
     char *spill_dir;
-    tl_os_mutex mu;
+    tl__os_mutex mu;
     /* prefetch completions: engine workers never take mu, only pmu */
-    tl_os_mutex pmu;
-    tl_os_cond pcv;
+    tl__os_mutex pmu;
+    tl__os_cond pcv;
     uint64_t pgen;
-    tl_io_engine *io;
+    tl__io_engine *io;
     sdev dev[TL_PLAN_MAX_DEVICES];
     size_t n_dev;
     int32_t plan2dev[TL_PLAN_MAX_DEVICES];
@@ -148,20 +148,20 @@ static const char *fpath(const tl_session *s, const unit *u) {
 }
 
 static double now_locked(const tl_session *s, int32_t dev) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     double t;
     if (dev < 0 && s->n_dev) dev = 0; /* host events on the first device's clock */
     if (dev >= 0 && s->dev[dev].sim && tl_device_sim_clock(s->dev[dev].d, &t) == TL_OK) return t;
-    return tl_os_now() - s->t0;
+    return tl__os_now() - s->t0;
 }
 
 static void event_locked(tl_session *s, tl_session_event_kind k, const unit *u, tl_tier from,
                          tl_tier to, int32_t dev, uint64_t bytes) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     if (s->n_ev == s->cap_ev) {
         if (s->cap_ev >= MAX_EVENTS) return;
         size_t nc = s->cap_ev ? s->cap_ev * 2 : 1024;
-        tl_session_event *p = tl_os_realloc(s->ev, nc * sizeof *p);
+        tl_session_event *p = tl__os_realloc(s->ev, nc * sizeof *p);
         if (!p) return; /* the log is best effort */
         s->ev = p;
         s->cap_ev = nc;
@@ -175,7 +175,7 @@ static void event_locked(tl_session *s, tl_session_event_kind k, const unit *u, 
 }
 
 static void moved_locked(tl_session *s, tl_tier from, tl_tier to, uint64_t n) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     s->st.moved[from][to] += n;
     s->st.bytes_moved += n;
 }
@@ -204,7 +204,7 @@ static const unsigned char *host_src(const tl_session *s, const unit *u, tl_tier
 }
 
 static void dev_add_locked(tl_session *s, int32_t d, uint64_t n) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     sdev *v = &s->dev[d];
     v->used += n;
     if (v->used > v->peak) v->peak = v->used;
@@ -213,12 +213,12 @@ static void dev_add_locked(tl_session *s, int32_t d, uint64_t n) {
 /* --- spill file --- */
 
 static tl_status spill_open_locked(tl_session *s) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     if (s->spill_fd >= 0) return TL_OK;
-    int e = tl_os_open_tmpfile(s->spill_dir, &s->spill_fd);
+    int e = tl__os_open_tmpfile(s->spill_dir, &s->spill_fd);
     if (e) {
         s->spill_fd = -1;
-        return tl_err(e == ENOENT ? TL_ERR_NOT_FOUND : TL_ERR_IO,
+        return tl__err(e == ENOENT ? TL_ERR_NOT_FOUND : TL_ERR_IO,
                       "spill directory %s: cannot create a spill file: %s", s->spill_dir,
                       strerror(e));
     }
@@ -226,7 +226,7 @@ static tl_status spill_open_locked(tl_session *s) {
 }
 
 static tl_status extent_take_locked(tl_session *s, uint64_t len, uint64_t *off) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     len = (len + SPILL_ALIGN - 1) & ~(SPILL_ALIGN - 1);
     for (size_t i = 0; i < s->n_free; i++)
         if (s->free_ext[i].len >= len) {
@@ -242,16 +242,16 @@ static tl_status extent_take_locked(tl_session *s, uint64_t len, uint64_t *off) 
 }
 
 static void extent_give_locked(tl_session *s, uint64_t off, uint64_t len) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     len = (len + SPILL_ALIGN - 1) & ~(SPILL_ALIGN - 1);
     if (off + len == s->spill_end) {
         s->spill_end = off;
-        tl_os_ftruncate(s->spill_fd, s->spill_end); /* give the blocks back */
+        tl__os_ftruncate(s->spill_fd, s->spill_end); /* give the blocks back */
         return;
     }
     if (s->n_free == s->cap_free) {
         size_t nc = s->cap_free ? s->cap_free * 2 : 16;
-        extent *p = tl_os_realloc(s->free_ext, nc * sizeof *p);
+        extent *p = tl__os_realloc(s->free_ext, nc * sizeof *p);
         if (!p) return; /* the extent is lost until the session ends: space, not data */
         s->free_ext = p;
         s->cap_free = nc;
@@ -261,14 +261,14 @@ static void extent_give_locked(tl_session *s, uint64_t off, uint64_t len) {
 
 /* Drop a unit's host copies (RAM and spill). */
 static void drop_copies_locked(tl_session *s, unit *u) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     if (u->ram) {
-        tl_os_anon_free(u->ram, u->ram_len);
+        tl__os_anon_free(u->ram, u->ram_len);
         s->st.host_used -= u->pl.len;
         u->ram = NULL;
     }
     if (u->sp_map) {
-        tl_os_unmap(u->sp_map, u->sp_len);
+        tl__os_unmap(u->sp_map, u->sp_len);
         extent_give_locked(s, u->sp_off, u->sp_len);
         s->st.spill_used -= u->sp_len;
         u->sp_map = NULL;
@@ -277,7 +277,7 @@ static void drop_copies_locked(tl_session *s, unit *u) {
 
 /* A dirty unit leaving its device: to RAM while allowed, else to the spill file. */
 static tl_status save_dirty_locked(tl_session *s, unit *u) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     sdev *v = &s->dev[u->dev];
     uint64_t n = u->pl.len;
     bool ram_ok = s->st.host_used + n <= s->host_budget;
@@ -286,20 +286,20 @@ static tl_status save_dirty_locked(tl_session *s, unit *u) {
         if (tl_memstats_read(&ms) == TL_OK && ms.mem_available < s->o.spill_threshold)
             ram_ok = false;
     }
-    tl_io_xfer x = {.len = n, .path = fpath(s, u), .name = tname(s, u)};
+    tl__io_xfer x = {.len = n, .path = fpath(s, u), .name = tname(s, u)};
     x.src.kind = TL_IO_DEVICE;
     x.src.dev = v->d;
     x.src.dptr = u->dptr;
     if (ram_ok) {
         void *p;
         uint64_t plen;
-        int e = tl_os_anon_alloc(n ? n : 1, false, &p, &plen);
+        int e = tl__os_anon_alloc(n ? n : 1, false, &p, &plen);
         if (!e) {
             x.dst.kind = TL_IO_HOST;
             x.dst.host = p;
-            tl_status st = tl_io_run(s->io, &x, 1, TL_IO_DEMAND);
+            tl_status st = tl__io_run(s->io, &x, 1, TL_IO_DEMAND);
             if (st) {
-                tl_os_anon_free(p, plen);
+                tl__os_anon_free(p, plen);
                 return st;
             }
             u->ram = p;
@@ -319,15 +319,15 @@ static tl_status save_dirty_locked(tl_session *s, unit *u) {
     x.dst.kind = TL_IO_FILE;
     x.dst.fd = s->spill_fd;
     x.dst.off = off;
-    st = tl_io_run(s->io, &x, 1, TL_IO_DEMAND);
+    st = tl__io_run(s->io, &x, 1, TL_IO_DEMAND);
     void *map = NULL;
     if (!st) {
-        int e = tl_os_map_shared_ro(s->spill_fd, off, alen, &map);
-        if (e) st = tl_err(TL_ERR_IO, "spill file: cannot map it back: %s", strerror(e));
+        int e = tl__os_map_shared_ro(s->spill_fd, off, alen, &map);
+        if (e) st = tl__err(TL_ERR_IO, "spill file: cannot map it back: %s", strerror(e));
     }
     if (st) {
         extent_give_locked(s, off, alen);
-        return tl_err_prefix(st, "spilling tensor %s (it stays on %s)", tname(s, u),
+        return tl__err_prefix(st, "spilling tensor %s (it stays on %s)", tname(s, u),
                              tl_device_name(v->d));
     }
     u->sp_map = map;
@@ -343,7 +343,7 @@ static tl_status save_dirty_locked(tl_session *s, unit *u) {
 
 /* Take a unit off its device (saving it first when dirty). */
 static tl_status evict_unit_locked(tl_session *s, unit *u) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     sdev *v = &s->dev[u->dev];
     if (u->dirty) {
         tl_status st = save_dirty_locked(s, u);
@@ -364,7 +364,7 @@ static tl_status evict_unit_locked(tl_session *s, unit *u) {
 }
 
 static size_t next_use_locked(const tl_session *s, const unit *u) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     if (!s->steps) return (size_t)-1;
     const size_t *idx = s->uses[u->group];
     size_t lo = 0, hi = s->n_uses[u->group];
@@ -380,7 +380,7 @@ static size_t next_use_locked(const tl_session *s, const unit *u) {
 
 /* The unit of device d to evict next, or n_u when none may go. */
 static size_t victim_locked(const tl_session *s, int32_t d) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     bool furthest = s->steps && s->o.policy != TL_EVICT_LRU;
     size_t best = s->n_u;
     size_t best_next = 0;
@@ -409,7 +409,7 @@ static size_t victim_locked(const tl_session *s, int32_t d) {
 
 /* Free at least need bytes of device d's budget; false when it cannot. */
 static tl_status make_room_locked(tl_session *s, int32_t d, uint64_t need, bool *ok) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     sdev *v = &s->dev[d];
     *ok = true;
     while (v->used + need > v->budget) {
@@ -426,7 +426,7 @@ static tl_status make_room_locked(tl_session *s, int32_t d, uint64_t need, bool 
 
 /* Bytes of device d that eviction could free now. */
 static uint64_t evictable_locked(const tl_session *s, int32_t d) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     uint64_t b = 0;
     for (size_t i = 0; i < s->n_u; i++) {
         const unit *u = &s->u[i];
@@ -437,7 +437,7 @@ static uint64_t evictable_locked(const tl_session *s, int32_t d) {
 
 /* Allocate a unit's device memory; on a refusal the budget did not expect, evict and retry once. */
 static tl_status alloc_locked(tl_session *s, unit *u) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     sdev *v = &s->dev[u->dev];
     uint64_t n = u->pl.len ? u->pl.len : 1;
     tl_status st = tl_device_alloc(v->d, n, &u->dptr);
@@ -459,7 +459,7 @@ static tl_status alloc_locked(tl_session *s, unit *u) {
     tl_device_info info;
     uint64_t free_now = tl_device_describe(v->d, &info) == TL_OK ? info.free : 0;
     char a[32], f[32], e[32];
-    return tl_err(TL_ERR_DEVICE_OOM,
+    return tl__err(TL_ERR_DEVICE_OOM,
                   "%s: tensor %s: %s refused the allocation (asked %s, free %s, evictable %s "
                   "after evicting %s)",
                   fpath(s, u), tname(s, u), tl_device_name(v->d), tl_fmt_bytes(n, a, sizeof a),
@@ -470,10 +470,10 @@ static tl_status alloc_locked(tl_session *s, unit *u) {
 
 /* --- creation --- */
 
-static uint64_t env_size(tl_env_var name) {
-    const char *v = tl_env_get(name);
+static uint64_t env_size(tl__env_var name) {
+    const char *v = tl__env_get(name);
     uint64_t b = 0;
-    if (v && *v && tl_plan_parse_bytes(v, &b, NULL) != TL_OK) b = 0;
+    if (v && *v && tl_parse_bytes(v, &b, NULL) != TL_OK) b = 0;
     return b;
 }
 
@@ -482,11 +482,11 @@ void tl_session_destroy(tl_session *s) {
     while (s->pend) {
         pending *p = s->pend;
         s->pend = p->next;
-        tl_io_batch_destroy(p->b);
+        tl__io_batch_destroy(p->b);
         free(p->units);
         free(p);
     }
-    tl_os_mutex_lock(&s->mu);
+    tl__os_mutex_lock(&s->mu);
     for (size_t i = 0; i < s->n_u; i++) {
         unit *u = &s->u[i];
         if (u->on_dev || u->loading) {
@@ -495,11 +495,11 @@ void tl_session_destroy(tl_session *s) {
         }
         drop_copies_locked(s, u);
     }
-    tl_os_mutex_unlock(&s->mu);
-    tl_io_engine_destroy(s->io);
+    tl__os_mutex_unlock(&s->mu);
+    tl__io_engine_destroy(s->io);
     for (size_t d = 0; d < s->n_dev; d++)
         tl_device_release(s->dev[d].d);
-    if (s->spill_fd >= 0) tl_os_close(s->spill_fd);
+    if (s->spill_fd >= 0) tl__os_close(s->spill_fd);
     if (s->uses)
         for (size_t g = 0; g < s->groups.n; g++)
             free(s->uses[g]);
@@ -511,9 +511,9 @@ void tl_session_destroy(tl_session *s) {
     free(s->free_ext);
     free(s->ev);
     free(s->spill_dir);
-    tl_os_mutex_destroy(&s->mu);
-    tl_os_mutex_destroy(&s->pmu);
-    tl_os_cond_destroy(&s->pcv);
+    tl__os_mutex_destroy(&s->mu);
+    tl__os_mutex_destroy(&s->pmu);
+    tl__os_cond_destroy(&s->pcv);
     free(s);
 }
 
@@ -527,13 +527,13 @@ static tl_status bind_devices(tl_session *s) {
             if (d.reserve > reserve[d.devices[k]]) reserve[d.devices[k]] = d.reserve;
     }
     for (size_t i = 0; i < tl_plan_device_count(p) && i < TL_PLAN_MAX_DEVICES; i++) {
-        const tl_plan_device *pd = tl_plan_device_at(p, i);
+        const tl_plan_device *pd = tl_plan_device_of(p, i);
         s->plan2dev[i] = TLR_HOST;
         if (!pd->is_gpu) continue;
         tl_device *d = NULL;
         tl_status st = tl_device_find(pd->name, &d);
         if (st)
-            return tl_err(TL_ERR_NOT_FOUND,
+            return tl__err(TL_ERR_NOT_FOUND,
                           "the plan places weights on '%s', but no device of that name is "
                           "registered",
                           pd->name);
@@ -562,38 +562,38 @@ static tl_status bind_devices(tl_session *s) {
 
 tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_options *opts,
                             tl_session **out) {
-    if (!out) return tl_err(TL_ERR_INVALID_ARG, "tl_session_create: out is NULL");
+    if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_session_create: out is NULL");
     *out = NULL;
-    if (!m || !p) return tl_err(TL_ERR_INVALID_ARG, "tl_session_create: NULL model or plan");
+    if (!m || !p) return tl__err(TL_ERR_INVALID_ARG, "tl_session_create: NULL model or plan");
     for (size_t i = 0; i < tl_model_tensor_count(m); i++) {
         const tl_tensor_info *t = tl_model_tensor(m, i);
         if (t->strides)
-            return tl_err(TL_ERR_UNSUPPORTED,
+            return tl__err(TL_ERR_UNSUPPORTED,
                           "%s: tensor %s is a strided view of a checkpoint storage: sessions "
                           "carry contiguous tensors (tl_model_load gathers strided ones)",
                           tl_model_file(m, t->file)->path, t->name);
     }
     tl_status st = tl_plan_check(p);
-    if (st) return tl_err_prefix(st, "session");
-    tl_session *s = tl_os_calloc(1, sizeof *s);
-    if (!s) return tl_err(TL_ERR_NOMEM, "session: out of memory");
+    if (st) return tl__err_prefix(st, "session");
+    tl_session *s = tl__os_calloc(1, sizeof *s);
+    if (!s) return tl__err(TL_ERR_NOMEM, "session: out of memory");
     tl_session_options_init(&s->o);
     if (opts) memcpy(&s->o, opts, opts->size && opts->size < sizeof s->o ? opts->size : sizeof s->o);
     s->o.size = sizeof s->o;
     s->m = m;
     s->p = p;
     s->spill_fd = -1;
-    s->t0 = tl_os_now();
-    tl_os_mutex_init(&s->mu);
-    tl_os_mutex_init(&s->pmu);
-    tl_os_cond_init(&s->pcv);
+    s->t0 = tl__os_now();
+    tl__os_mutex_init(&s->mu);
+    tl__os_mutex_init(&s->pmu);
+    tl__os_cond_init(&s->pcv);
     const char *dir = s->o.spill_dir;
-    if (!dir || !*dir) dir = tl_env_get(TL_ENV_SPILL_DIR);
-    if (!dir || !*dir) dir = tl_env_get(TL_ENV_TMPDIR);
+    if (!dir || !*dir) dir = tl__env_get(TL_ENV_SPILL_DIR);
+    if (!dir || !*dir) dir = tl__env_get(TL_ENV_TMPDIR);
     if (!dir || !*dir) dir = "/tmp";
-    s->spill_dir = tl_os_strdup(dir);
+    s->spill_dir = tl__os_strdup(dir);
     if (!s->o.spill_threshold) s->o.spill_threshold = env_size(TL_ENV_SPILL_THRESHOLD);
-    if (!s->spill_dir) st = tl_err(TL_ERR_NOMEM, "session: out of memory");
+    if (!s->spill_dir) st = tl__err(TL_ERR_NOMEM, "session: out of memory");
     if (!st) st = bind_devices(s);
     /* host budget */
     if (!st) {
@@ -618,9 +618,9 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
     if (!st) st = tlr_place_all(m, p, &pl, &n_pl);
     if (!st) {
         size_t nt = tl_model_tensor_count(m);
-        s->u = tl_os_calloc(n_pl ? n_pl : 1, sizeof *s->u);
-        s->first = tl_os_calloc(nt + 1, sizeof *s->first);
-        if (!s->u || !s->first) st = tl_err(TL_ERR_NOMEM, "session: out of memory");
+        s->u = tl__os_calloc(n_pl ? n_pl : 1, sizeof *s->u);
+        s->first = tl__os_calloc(nt + 1, sizeof *s->first);
+        if (!s->u || !s->first) st = tl__err(TL_ERR_NOMEM, "session: out of memory");
         tlr_groups_init(m, &s->groups);
         for (size_t i = 0, t = 0; !st && i < n_pl; i++) {
             unit *u = &s->u[i];
@@ -640,8 +640,8 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
     }
     free(pl);
     if (!st) {
-        tl_io_options io = {s->o.threads, s->o.staging_count, s->o.staging_size, false};
-        st = tl_io_engine_create(&io, &s->io);
+        tl__io_options io = {s->o.threads, s->o.staging_count, s->o.staging_size, false};
+        st = tl__io_engine_create(&io, &s->io);
         if (!st) {
             s->st.staging_bound = (uint64_t)(s->o.staging_count ? s->o.staging_count : 4) *
                                   (s->o.staging_size ? s->o.staging_size : 16ull << 20);
@@ -659,7 +659,7 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
 
 /* Units that fail to load give their device memory back. */
 static void unload_failed_locked(tl_session *s, unit *u) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     sdev *v = &s->dev[u->dev];
     if (u->ticket) tl_device_wait(v->d, u->ticket);
     tl_device_free(v->d, u->dptr);
@@ -670,7 +670,7 @@ static void unload_failed_locked(tl_session *s, unit *u) {
 }
 
 static void loaded_locked(tl_session *s, unit *u, bool prefetch) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     tl_tier from;
     bool mapped;
     host_src(s, u, &from, &mapped);
@@ -685,11 +685,11 @@ static void loaded_locked(tl_session *s, unit *u, bool prefetch) {
 }
 
 /* Transfer for loading unit u to its device. */
-static tl_io_xfer load_xfer(tl_session *s, unit *u) {
+static tl__io_xfer load_xfer(tl_session *s, unit *u) {
     tl_tier tier;
     bool mapped;
     const unsigned char *src = host_src(s, u, &tier, &mapped);
-    tl_io_xfer x = {.len = u->pl.len, .path = fpath(s, u), .name = tname(s, u)};
+    tl__io_xfer x = {.len = u->pl.len, .path = fpath(s, u), .name = tname(s, u)};
     x.src.kind = TL_IO_HOST;
     x.src.host = (void *)src;
     x.src.mapped = mapped;
@@ -706,9 +706,9 @@ static tl_io_xfer load_xfer(tl_session *s, unit *u) {
  * for the ticket before handing the tensor out.
  */
 static tl_status issue_async_locked(tl_session *s, unit *u, bool prefetch) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
-    tl_io_xfer x = load_xfer(s, u);
-    tl_status st = tl_io_issue(s->io, &x, 1);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
+    tl__io_xfer x = load_xfer(s, u);
+    tl_status st = tl__io_issue(s->io, &x, 1);
     if (st)
         unload_failed_locked(s, u);
     else if (!prefetch)
@@ -722,7 +722,7 @@ static tl_status range_units(const tl_session *s, tl_component c, size_t lb, siz
     *out = NULL;
     *n = 0;
     if ((unsigned)c >= TL_COMP_COUNT)
-        return tl_err(TL_ERR_INVALID_ARG, "session: bad component %d", (int)c);
+        return tl__err(TL_ERR_INVALID_ARG, "session: bad component %d", (int)c);
     size_t nl = tl_model_layer_count(s->m, c);
     if (le == TL_ALL_LAYERS || le > nl) le = nl;
     if (lb > le) lb = le;
@@ -735,8 +735,8 @@ static tl_status range_units(const tl_session *s, tl_component c, size_t lb, siz
         for (size_t j = 0; j < nt; j++)
             cnt += s->first[idx[j] + 1] - s->first[idx[j]];
     }
-    size_t *u = tl_os_malloc((cnt ? cnt : 1) * sizeof *u);
-    if (!u) return tl_err(TL_ERR_NOMEM, "session: out of memory");
+    size_t *u = tl__os_malloc((cnt ? cnt : 1) * sizeof *u);
+    if (!u) return tl__err(TL_ERR_NOMEM, "session: out of memory");
     size_t w = 0;
     for (size_t k = lb; k <= le; k++) {
         if (k == le && !with_other) break;
@@ -753,28 +753,28 @@ static tl_status range_units(const tl_session *s, tl_component c, size_t lb, siz
 
 
 /* Prefetch completion: runs on an engine worker, which must never wait for mu. */
-static void pf_done(void *user, tl_io_batch *b, tl_status err) {
+static void pf_done(void *user, tl__io_batch *b, tl_status err) {
     (void)b;
     pending *p = user;
     tl_session *s = p->s;
-    tl_os_mutex_lock(&s->pmu);
+    tl__os_mutex_lock(&s->pmu);
     p->done = true;
     p->err = err;
     if (err) snprintf(p->errmsg, sizeof p->errmsg, "%s", tl_last_error());
     s->pgen++;
-    tl_os_cond_broadcast(&s->pcv);
-    tl_os_mutex_unlock(&s->pmu);
+    tl__os_cond_broadcast(&s->pcv);
+    tl__os_mutex_unlock(&s->pmu);
 }
 
 /* Apply finished prefetch batches to the units' state. */
 static void reap_locked(tl_session *s) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     pending **pp = &s->pend;
     while (*pp) {
         pending *p = *pp;
-        tl_os_mutex_lock(&s->pmu);
+        tl__os_mutex_lock(&s->pmu);
         bool done = p->done;
-        tl_os_mutex_unlock(&s->pmu);
+        tl__os_mutex_unlock(&s->pmu);
         if (!done) {
             pp = &p->next;
             continue;
@@ -787,7 +787,7 @@ static void reap_locked(tl_session *s) {
                 loaded_locked(s, u, true);
         }
         *pp = p->next;
-        tl_io_batch_destroy(p->b);
+        tl__io_batch_destroy(p->b);
         free(p->units);
         free(p);
     }
@@ -795,29 +795,29 @@ static void reap_locked(tl_session *s) {
 
 /* Wait (mu released) until some prefetch completes after generation gen. */
 static void wait_prefetch_locked(tl_session *s, uint64_t gen) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
-    tl_os_mutex_unlock(&s->mu);
-    tl_os_mutex_lock(&s->pmu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
+    tl__os_mutex_unlock(&s->mu);
+    tl__os_mutex_lock(&s->pmu);
     while (s->pgen == gen)
-        tl_os_cond_wait(&s->pcv, &s->pmu);
-    tl_os_mutex_unlock(&s->pmu);
-    tl_os_mutex_lock(&s->mu);
+        tl__os_cond_wait(&s->pcv, &s->pmu);
+    tl__os_mutex_unlock(&s->pmu);
+    tl__os_mutex_lock(&s->mu);
 }
 
 static uint64_t pgen_now(tl_session *s) {
-    tl_os_mutex_lock(&s->pmu);
+    tl__os_mutex_lock(&s->pmu);
     uint64_t g = s->pgen;
-    tl_os_mutex_unlock(&s->pmu);
+    tl__os_mutex_unlock(&s->pmu);
     return g;
 }
 
 /* Lock the session and list the units of a range; on failure the lock is released again. */
 static tl_status enter(tl_session *s, tl_component c, size_t lb, size_t le, bool with_other,
                        size_t **list, size_t *n) {
-    tl_os_mutex_lock(&s->mu);
+    tl__os_mutex_lock(&s->mu);
     reap_locked(s);
     tl_status st = range_units(s, c, lb, le, with_other, list, n);
-    if (st) tl_os_mutex_unlock(&s->mu);
+    if (st) tl__os_mutex_unlock(&s->mu);
     return st;
 }
 
@@ -827,7 +827,7 @@ static tl_status enter(tl_session *s, tl_component c, size_t lb, size_t le, bool
  * something in use.
  */
 static tl_status reserve_locked(tl_session *s, unit *u, bool *ok) {
-    tl_os_mutex_assert_held(&s->mu);
+    tl__os_mutex_assert_held(&s->mu);
     tl_status st = make_room_locked(s, u->dev, u->pl.len, ok);
     if (st || !*ok) return st;
     st = alloc_locked(s, u);
@@ -839,20 +839,20 @@ static tl_status reserve_locked(tl_session *s, unit *u, bool *ok) {
 
 tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t le,
                               bool with_other) {
-    if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_session_prefetch: NULL session");
+    if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_prefetch: NULL session");
     size_t *list, n;
     tl_status st = enter(s, c, lb, le, with_other, &list, &n);
     if (st) return st;
-    pending *p = tl_os_calloc(1, sizeof *p);
-    size_t *mine = tl_os_malloc((n ? n : 1) * sizeof *mine);
-    tl_io_xfer *x = tl_os_malloc((n ? n : 1) * sizeof *x);
+    pending *p = tl__os_calloc(1, sizeof *p);
+    size_t *mine = tl__os_malloc((n ? n : 1) * sizeof *mine);
+    tl__io_xfer *x = tl__os_malloc((n ? n : 1) * sizeof *x);
     if (!p || !mine || !x) {
         free(p);
         free(mine);
         free(x);
         free(list);
-        tl_os_mutex_unlock(&s->mu);
-        return tl_err(TL_ERR_NOMEM, "session: out of memory");
+        tl__os_mutex_unlock(&s->mu);
+        return tl__err(TL_ERR_NOMEM, "session: out of memory");
     }
     size_t k = 0, na = 0;
     s->prefetching = true;
@@ -862,7 +862,7 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
         bool ok;
         st = reserve_locked(s, u, &ok);
         if (st || !ok) { /* best effort: what does not fit now is loaded on demand */
-            if (st) tl_err_clear();
+            if (st) tl__err_clear();
             st = TL_OK;
             s->st.prefetch_skipped++;
             continue;
@@ -892,7 +892,7 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
         free(p);
         free(mine);
         free(x);
-        tl_os_mutex_unlock(&s->mu);
+        tl__os_mutex_unlock(&s->mu);
         return st;
     }
     p->s = s;
@@ -900,7 +900,7 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
     p->n = k;
     p->next = s->pend;
     s->pend = p;
-    st = tl_io_submit(s->io, x, k, TL_IO_PREFETCH, pf_done, p, &p->b);
+    st = tl__io_submit(s->io, x, k, TL_IO_PREFETCH, pf_done, p, &p->b);
     if (st) {
         s->pend = p->next;
         for (size_t i = 0; i < k; i++)
@@ -909,7 +909,7 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
         free(mine);
     }
     free(x);
-    tl_os_mutex_unlock(&s->mu);
+    tl__os_mutex_unlock(&s->mu);
     return st;
 }
 
@@ -924,14 +924,14 @@ static tl_status wait_tickets(tl_session *s, uint64_t *tick) {
 }
 
 static void unref_locked(tl_session *s, const size_t *list, size_t n) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     for (size_t i = 0; i < n; i++)
         if (s->u[list[i]].refs) s->u[list[i]].refs--;
 }
 
 static void advance_schedule_locked(tl_session *s, tl_component c, size_t lb, size_t le,
                                     bool with_other) {
-    tl_os_mutex_assert_held((tl_os_mutex *)&s->mu);
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     for (size_t i = s->pos; i < s->n_steps; i++) {
         const tl_session_step *st = &s->steps[i];
         if (st->component == c && st->layer_begin == lb && st->layer_end == le &&
@@ -946,19 +946,19 @@ static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquir
 
 tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le,
                              bool with_other, tl_acquired **out) {
-    if (!out) return tl_err(TL_ERR_INVALID_ARG, "tl_session_acquire: out is NULL");
+    if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire: out is NULL");
     *out = NULL;
-    if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_session_acquire: NULL session");
+    if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire: NULL session");
     size_t *list, n;
     tl_status st = enter(s, c, lb, le, with_other, &list, &n);
     if (st) return st;
     for (size_t i = 0; i < n; i++)
         s->u[list[i]].refs++;
-    tl_io_xfer *x = tl_os_malloc((n ? n : 1) * sizeof *x);
-    size_t *mine = tl_os_malloc((n ? n : 1) * sizeof *mine);
-    size_t *asy = tl_os_malloc((n ? n : 1) * sizeof *asy);
+    tl__io_xfer *x = tl__os_malloc((n ? n : 1) * sizeof *x);
+    size_t *mine = tl__os_malloc((n ? n : 1) * sizeof *mine);
+    size_t *asy = tl__os_malloc((n ? n : 1) * sizeof *asy);
     size_t na = 0;
-    if (!x || !mine || !asy) st = tl_err(TL_ERR_NOMEM, "session: out of memory");
+    if (!x || !mine || !asy) st = tl__err(TL_ERR_NOMEM, "session: out of memory");
     bool hit_counted = false;
     while (!st) {
         /* wait for prefetches in flight into this range */
@@ -992,7 +992,7 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
                     if (s->u[q].dev == u->dev && (s->u[q].on_dev || s->u[q].loading) &&
                         (s->u[q].refs || s->u[q].loading))
                         held += s->u[q].pl.len;
-                st = tl_err(TL_ERR_DEVICE_OOM,
+                st = tl__err(TL_ERR_DEVICE_OOM,
                             "%s: tensor %s (%s) does not fit on %s: its budget is %s and %s are "
                             "held by acquired or loading tensors",
                             fpath(s, u), tname(s, u), tl_fmt_bytes(u->pl.len, a, sizeof a),
@@ -1021,9 +1021,9 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
             break;
         }
         if (k == 0) break;
-        tl_os_mutex_unlock(&s->mu);
-        st = tl_io_run(s->io, x, k, TL_IO_DEMAND);
-        tl_os_mutex_lock(&s->mu);
+        tl__os_mutex_unlock(&s->mu);
+        st = tl__io_run(s->io, x, k, TL_IO_DEMAND);
+        tl__os_mutex_lock(&s->mu);
         for (size_t i = 0; i < k; i++) {
             unit *u = &s->u[mine[i]];
             if (st)
@@ -1039,7 +1039,7 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
     if (st) {
         unref_locked(s, list, n);
         free(list);
-        tl_os_mutex_unlock(&s->mu);
+        tl__os_mutex_unlock(&s->mu);
         return st;
     }
     uint64_t tick[TL_PLAN_MAX_DEVICES] = {0};
@@ -1052,30 +1052,30 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
     advance_schedule_locked(s, c, lb, le, with_other);
     event_locked(s, TL_EVENT_ACQUIRE, n ? &s->u[list[0]] : &s->u[0], TL_TIER_FILE,
                  TL_TIER_DEVICE, -1, 0);
-    tl_os_mutex_unlock(&s->mu);
+    tl__os_mutex_unlock(&s->mu);
     st = wait_tickets(s, tick);
     if (!st) st = build_acquired(s, list, n, out);
     if (st) {
-        tl_os_mutex_lock(&s->mu);
+        tl__os_mutex_lock(&s->mu);
         unref_locked(s, list, n);
-        tl_os_mutex_unlock(&s->mu);
+        tl__os_mutex_unlock(&s->mu);
         free(list);
     }
     return st;
 }
 
 static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquired **out) {
-    tl_acquired *a = tl_os_calloc(1, sizeof *a);
-    if (!a) return tl_err(TL_ERR_NOMEM, "session: out of memory");
-    a->parts = tl_os_calloc(n ? n : 1, sizeof *a->parts);
-    a->t = tl_os_calloc(n ? n : 1, sizeof *a->t);
+    tl_acquired *a = tl__os_calloc(1, sizeof *a);
+    if (!a) return tl__err(TL_ERR_NOMEM, "session: out of memory");
+    a->parts = tl__os_calloc(n ? n : 1, sizeof *a->parts);
+    a->t = tl__os_calloc(n ? n : 1, sizeof *a->t);
     if (!a->parts || !a->t) {
         free(a->parts);
         free(a->t);
         free(a);
-        return tl_err(TL_ERR_NOMEM, "session: out of memory");
+        return tl__err(TL_ERR_NOMEM, "session: out of memory");
     }
-    tl_os_mutex_lock(&s->mu);
+    tl__os_mutex_lock(&s->mu);
     for (size_t i = 0; i < n; i++) {
         unit *u = &s->u[list[i]];
         tl_session_part *p = &a->parts[i];
@@ -1105,7 +1105,7 @@ static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquir
         }
         a->t[a->n - 1].n_parts++;
     }
-    tl_os_mutex_unlock(&s->mu);
+    tl__os_mutex_unlock(&s->mu);
     a->units = list;
     a->n_units = n;
     *out = a;
@@ -1123,9 +1123,9 @@ const tl_session_tensor *tl_acquired_tensor(const tl_acquired *a, size_t i) {
 void tl_session_release(tl_session *s, tl_acquired *a) {
     if (!a) return;
     if (s) {
-        tl_os_mutex_lock(&s->mu);
+        tl__os_mutex_lock(&s->mu);
         unref_locked(s, a->units, a->n_units);
-        tl_os_mutex_unlock(&s->mu);
+        tl__os_mutex_unlock(&s->mu);
     }
     free(a->units);
     free(a->parts);
@@ -1144,12 +1144,12 @@ static int32_t dev_by_name(const tl_session *s, const char *name) {
 
 tl_status tl_session_evict(tl_session *s, const char *device, uint64_t bytes, uint64_t *freed) {
     if (freed) *freed = 0;
-    if (!s || !device) return tl_err(TL_ERR_INVALID_ARG, "tl_session_evict: NULL argument");
-    tl_os_mutex_lock(&s->mu);
+    if (!s || !device) return tl__err(TL_ERR_INVALID_ARG, "tl_session_evict: NULL argument");
+    tl__os_mutex_lock(&s->mu);
     int32_t d = dev_by_name(s, device);
     if (d == TLR_HOST) {
-        tl_os_mutex_unlock(&s->mu);
-        return tl_err(TL_ERR_NOT_FOUND, "session: no device '%s' in this session", device);
+        tl__os_mutex_unlock(&s->mu);
+        return tl__err(TL_ERR_NOT_FOUND, "session: no device '%s' in this session", device);
     }
     uint64_t got = 0;
     tl_status st = TL_OK;
@@ -1162,12 +1162,12 @@ tl_status tl_session_evict(tl_session *s, const char *device, uint64_t bytes, ui
         if (st) break;
         got += len;
     }
-    tl_os_mutex_unlock(&s->mu);
+    tl__os_mutex_unlock(&s->mu);
     if (freed) *freed = got;
     if (st) return st;
     if (got < bytes && bytes != UINT64_MAX) {
         char a[32], b[32];
-        return tl_err(TL_ERR_DEVICE_OOM,
+        return tl__err(TL_ERR_DEVICE_OOM,
                       "%s: evicted %s of the %s asked: the rest is held by acquired or loading "
                       "tensors",
                       device, tl_fmt_bytes(got, a, sizeof a), tl_fmt_bytes(bytes, b, sizeof b));
@@ -1181,38 +1181,38 @@ tl_status tl_session_evict_all(tl_session *s, const char *device, uint64_t *free
 
 tl_status tl_session_mark_dirty(tl_session *s, size_t tensor) {
     if (!s || tensor >= tl_model_tensor_count(s->m))
-        return tl_err(TL_ERR_INVALID_ARG, "tl_session_mark_dirty: bad session or tensor");
-    tl_os_mutex_lock(&s->mu);
+        return tl__err(TL_ERR_INVALID_ARG, "tl_session_mark_dirty: bad session or tensor");
+    tl__os_mutex_lock(&s->mu);
     tl_status st = TL_OK;
     for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
         unit *u = &s->u[q];
         if (!u->refs) {
-            st = tl_err(TL_ERR_INVALID_ARG, "tensor %s: mark it dirty while it is acquired",
+            st = tl__err(TL_ERR_INVALID_ARG, "tensor %s: mark it dirty while it is acquired",
                         tname(s, u));
         } else if (on_device(s, u)) {
             u->dirty = true;
             drop_copies_locked(s, u); /* they are stale now */
         } else if (!tl_model_tensor_patched(s->m, tensor)) {
-            st = tl_err(TL_ERR_INVALID_ARG,
+            st = tl__err(TL_ERR_INVALID_ARG,
                         "tensor %s lives in the file's read-only mapping: patch it through "
                         "tl_model_tensor_data_mut on a model opened writable",
                         tname(s, u));
         }
     }
-    tl_os_mutex_unlock(&s->mu);
+    tl__os_mutex_unlock(&s->mu);
     return st;
 }
 
 tl_status tl_session_refresh(tl_session *s, size_t tensor) {
     if (!s || tensor >= tl_model_tensor_count(s->m))
-        return tl_err(TL_ERR_INVALID_ARG, "tl_session_refresh: bad session or tensor");
-    tl_os_mutex_lock(&s->mu);
+        return tl__err(TL_ERR_INVALID_ARG, "tl_session_refresh: bad session or tensor");
+    tl__os_mutex_lock(&s->mu);
     reap_locked(s);
     tl_status st = TL_OK;
     for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
         unit *u = &s->u[q];
         if (u->refs || u->loading)
-            st = tl_err(TL_ERR_INVALID_ARG, "tensor %s: refresh it while it is not acquired",
+            st = tl__err(TL_ERR_INVALID_ARG, "tensor %s: refresh it while it is not acquired",
                         tname(s, u));
     }
     for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
@@ -1228,21 +1228,21 @@ tl_status tl_session_refresh(tl_session *s, size_t tensor) {
         }
         drop_copies_locked(s, u);
     }
-    tl_os_mutex_unlock(&s->mu);
+    tl__os_mutex_unlock(&s->mu);
     return st;
 }
 
 tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, size_t n) {
-    if (!s || (n && !steps)) return tl_err(TL_ERR_INVALID_ARG, "tl_session_set_schedule: NULL");
-    tl_session_step *cp = tl_os_malloc((n ? n : 1) * sizeof *cp);
-    size_t **uses = tl_os_calloc(s->groups.n ? s->groups.n : 1, sizeof *uses);
-    size_t *nu = tl_os_calloc(s->groups.n ? s->groups.n : 1, sizeof *nu);
+    if (!s || (n && !steps)) return tl__err(TL_ERR_INVALID_ARG, "tl_session_set_schedule: NULL");
+    tl_session_step *cp = tl__os_malloc((n ? n : 1) * sizeof *cp);
+    size_t **uses = tl__os_calloc(s->groups.n ? s->groups.n : 1, sizeof *uses);
+    size_t *nu = tl__os_calloc(s->groups.n ? s->groups.n : 1, sizeof *nu);
     bool ok = cp && uses && nu;
     for (size_t g = 0; ok && g < s->groups.n; g++) {
         size_t cnt = 0;
         for (size_t i = 0; i < n; i++)
             cnt += tlr_step_has(&s->groups, &steps[i], g);
-        uses[g] = tl_os_malloc((cnt ? cnt : 1) * sizeof *uses[g]);
+        uses[g] = tl__os_malloc((cnt ? cnt : 1) * sizeof *uses[g]);
         if (!uses[g]) {
             ok = false;
             break;
@@ -1257,10 +1257,10 @@ tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, s
         free(uses);
         free(nu);
         free(cp);
-        return tl_err(TL_ERR_NOMEM, "session: out of memory for the schedule");
+        return tl__err(TL_ERR_NOMEM, "session: out of memory for the schedule");
     }
     if (n) memcpy(cp, steps, n * sizeof *cp);
-    tl_os_mutex_lock(&s->mu);
+    tl__os_mutex_lock(&s->mu);
     if (s->uses)
         for (size_t g = 0; g < s->groups.n; g++)
             free(s->uses[g]);
@@ -1273,15 +1273,15 @@ tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, s
     s->pos = 0;
     s->uses = uses;
     s->n_uses = nu;
-    tl_os_mutex_unlock(&s->mu);
+    tl__os_mutex_unlock(&s->mu);
     return TL_OK;
 }
 
 tl_status tl_session_optimal_bytes(const tl_session *s, uint64_t *bytes) {
-    if (!s || !bytes) return tl_err(TL_ERR_INVALID_ARG, "tl_session_optimal_bytes: NULL");
-    if (!s->steps) return tl_err(TL_ERR_INVALID_ARG, "session: no schedule set");
-    tlr_opt_unit *u = tl_os_malloc((s->n_u ? s->n_u : 1) * sizeof *u);
-    if (!u) return tl_err(TL_ERR_NOMEM, "session: out of memory");
+    if (!s || !bytes) return tl__err(TL_ERR_INVALID_ARG, "tl_session_optimal_bytes: NULL");
+    if (!s->steps) return tl__err(TL_ERR_INVALID_ARG, "session: no schedule set");
+    tlr_opt_unit *u = tl__os_malloc((s->n_u ? s->n_u : 1) * sizeof *u);
+    if (!u) return tl__err(TL_ERR_NOMEM, "session: out of memory");
     uint64_t budgets[TL_PLAN_MAX_DEVICES];
     for (size_t d = 0; d < s->n_dev; d++)
         budgets[d] = s->dev[d].budget;
@@ -1296,8 +1296,8 @@ tl_status tl_session_optimal_bytes(const tl_session *s, uint64_t *bytes) {
 }
 
 tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out) {
-    if (!s || !out) return tl_err(TL_ERR_INVALID_ARG, "tl_session_stats_get: NULL");
-    tl_os_mutex_lock((tl_os_mutex *)&s->mu);
+    if (!s || !out) return tl__err(TL_ERR_INVALID_ARG, "tl_session_stats_get: NULL");
+    tl__os_mutex_lock((tl__os_mutex *)&s->mu);
     *out = s->st;
     out->n_devices = s->n_dev;
     for (size_t d = 0; d < s->n_dev; d++) {
@@ -1305,7 +1305,7 @@ tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out) {
         out->devices[d].used = s->dev[d].used;
         out->devices[d].peak = s->dev[d].peak;
     }
-    tl_os_mutex_unlock((tl_os_mutex *)&s->mu);
+    tl__os_mutex_unlock((tl__os_mutex *)&s->mu);
     return TL_OK;
 }
 
@@ -1315,35 +1315,35 @@ size_t tl_session_events(const tl_session *s, const tl_session_event **events) {
 }
 
 tl_status tl_session_check(const tl_session *s) {
-    if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_session_check: NULL");
-    tl_os_mutex_lock((tl_os_mutex *)&s->mu);
+    if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_check: NULL");
+    tl__os_mutex_lock((tl__os_mutex *)&s->mu);
     tl_status st = TL_OK;
     uint64_t used[TL_PLAN_MAX_DEVICES] = {0}, host = 0;
     for (size_t i = 0; i < s->n_u; i++) {
         const unit *u = &s->u[i];
-        if (u->on_dev && u->loading) st = tl_err(TL_ERR_INTEGRITY, "unit %zu both on and loading", i);
+        if (u->on_dev && u->loading) st = tl__err(TL_ERR_INTEGRITY, "unit %zu both on and loading", i);
         if ((u->on_dev || u->loading) && !on_device(s, u))
-            st = tl_err(TL_ERR_INTEGRITY, "host unit %zu marked on a device", i);
+            st = tl__err(TL_ERR_INTEGRITY, "host unit %zu marked on a device", i);
         if (u->on_dev || u->loading) used[u->dev] += u->pl.len;
         if (u->ram) host += u->pl.len;
-        if (u->dirty && !u->on_dev) st = tl_err(TL_ERR_INTEGRITY, "dirty unit %zu off its device", i);
+        if (u->dirty && !u->on_dev) st = tl__err(TL_ERR_INTEGRITY, "dirty unit %zu off its device", i);
     }
     for (size_t d = 0; d < s->n_dev && !st; d++) {
         if (used[d] != s->dev[d].used)
-            st = tl_err(TL_ERR_INTEGRITY, "%s: %llu bytes accounted, %llu held",
+            st = tl__err(TL_ERR_INTEGRITY, "%s: %llu bytes accounted, %llu held",
                         s->st.devices[d].name, (unsigned long long)s->dev[d].used,
                         (unsigned long long)used[d]);
         else if (s->dev[d].used > s->dev[d].budget)
-            st = tl_err(TL_ERR_INTEGRITY, "%s: %llu bytes used, budget %llu",
+            st = tl__err(TL_ERR_INTEGRITY, "%s: %llu bytes used, budget %llu",
                         s->st.devices[d].name, (unsigned long long)s->dev[d].used,
                         (unsigned long long)s->dev[d].budget);
     }
     if (!st && host != s->st.host_used)
-        st = tl_err(TL_ERR_INTEGRITY, "host copies: %llu accounted, %llu held",
+        st = tl__err(TL_ERR_INTEGRITY, "host copies: %llu accounted, %llu held",
                     (unsigned long long)s->st.host_used, (unsigned long long)host);
     if (!st && host > s->host_budget)
-        st = tl_err(TL_ERR_INTEGRITY, "host copies over budget");
-    tl_os_mutex_unlock((tl_os_mutex *)&s->mu);
+        st = tl__err(TL_ERR_INTEGRITY, "host copies over budget");
+    tl__os_mutex_unlock((tl__os_mutex *)&s->mu);
     return st;
 }
 

@@ -100,7 +100,7 @@ class Model:
         o.writable = bool(writable)
         if map_flags:
             fl = ctypes.c_uint()
-            check(lib.tl_map_flags_parse(_b(map_flags), ctypes.byref(fl)))
+            check(lib.tl_parse_map_flags(_b(map_flags), ctypes.byref(fl)))
             o.map_flags = fl.value
         if prefixes and any(prefixes):
             self._prefix_arr = (ctypes.c_char_p * len(paths))(*[_b(p) if p else None
@@ -198,7 +198,7 @@ class Model:
     def advise(self, hints):
         """Page-cache hints on every mapping now: "sequential", "willneed", "dontneed"."""
         fl = ctypes.c_uint()
-        check(lib.tl_map_flags_parse(_b(hints), ctypes.byref(fl)))
+        check(lib.tl_parse_map_flags(_b(hints), ctypes.byref(fl)))
         check(lib.tl_model_advise(self.handle, fl.value))
 
     def layer_count(self, component):
@@ -240,7 +240,7 @@ class LoadResult:
         self.model = model
         self._h = h
         self._names = names
-        self._finalizer = weakref.finalize(self, lib.tl_load_result_free, h)
+        self._finalizer = weakref.finalize(self, lib.tl_load_result_destroy, h)
         st = lib.tl_load_result_stats(h).contents
         self.stats = {k: getattr(st, k) for k in ("bytes", "bytes_out", "dest_bytes",
                                                   "staging_bound", "staging_used", "threads",
@@ -335,7 +335,7 @@ class Plan:
 
     def __init__(self, h):
         self._h = h
-        self._finalizer = weakref.finalize(self, lib.tl_plan_free, h)
+        self._finalizer = weakref.finalize(self, lib.tl_plan_destroy, h)
 
     @property
     def handle(self):
@@ -367,7 +367,7 @@ class Plan:
 
     @property
     def devices(self):
-        return [_s(lib.tl_plan_device_at(self._h, i).contents.name)
+        return [_s(lib.tl_plan_device_of(self._h, i).contents.name)
                 for i in range(lib.tl_plan_device_count(self._h))]
 
     def __repr__(self):
@@ -400,7 +400,7 @@ def plan(model, devices=None, sim=None, backend=None, max_vram=None, headroom=0,
     try:
         check(lib.tl_plan_create(ctypes.byref(s), devs, n.value, ctypes.byref(o), ctypes.byref(h)))
     finally:
-        lib.tl_plan_summary_free(ctypes.byref(s))
+        lib.tl_plan_summary_clear(ctypes.byref(s))
     p = Plan(h)
     check(lib.tl_plan_check(h))
     return p
