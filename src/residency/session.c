@@ -408,13 +408,19 @@ static size_t victim_locked(const tl_session *s, int32_t d) {
 }
 
 /* Free at least need bytes of device d's budget; false when it cannot. */
-static tl_status make_room_locked(tl_session *s, int32_t d, uint64_t need, bool *ok) {
+/*
+ * Free room for need bytes on device d. before: with a schedule, evict only
+ * units next used after that step (a prefetch must not push out what is
+ * needed sooner than what it loads); (size_t)-1 = no such limit.
+ */
+static tl_status make_room_locked(tl_session *s, int32_t d, uint64_t need, size_t before,
+                                  bool *ok) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     sdev *v = &s->dev[d];
     *ok = true;
     while (v->used + need > v->budget) {
         size_t k = victim_locked(s, d);
-        if (k == s->n_u) {
+        if (k == s->n_u || (before != (size_t)-1 && next_use_locked(s, &s->u[k]) <= before)) {
             *ok = false;
             return TL_OK;
         }
@@ -824,11 +830,13 @@ static tl_status enter(tl_session *s, tl_component c, size_t lb, size_t le, bool
 /*
  * Room and memory on its device for unit u, which becomes "loading" (pinned,
  * its bytes counted). *ok false: the budget has no room without evicting
- * something in use.
+ * something in use (or, for a prefetch, something needed sooner).
  */
-static tl_status reserve_locked(tl_session *s, unit *u, bool *ok) {
+static tl_status reserve_locked(tl_session *s, unit *u, bool prefetch, bool *ok) {
     tl__os_mutex_assert_held(&s->mu);
-    tl_status st = make_room_locked(s, u->dev, u->pl.len, ok);
+    /* a prefetch evicts only what is next used after the unit it loads */
+    size_t before = prefetch && s->steps ? next_use_locked(s, u) : (size_t)-1;
+    tl_status st = make_room_locked(s, u->dev, u->pl.len, before, ok);
     if (st || !*ok) return st;
     st = alloc_locked(s, u);
     if (st) return st;
@@ -860,7 +868,7 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
         unit *u = &s->u[list[i]];
         if (!on_device(s, u) || u->on_dev || u->loading) continue;
         bool ok;
-        st = reserve_locked(s, u, &ok);
+        st = reserve_locked(s, u, true, &ok);
         if (st || !ok) { /* best effort: what does not fit now is loaded on demand */
             if (st) tl__err_clear();
             st = TL_OK;
@@ -982,7 +990,7 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
             unit *u = &s->u[list[i]];
             if (!on_device(s, u) || u->on_dev) continue;
             bool ok;
-            st = reserve_locked(s, u, &ok);
+            st = reserve_locked(s, u, false, &ok);
             if (st) break;
             if (!ok) {
                 sdev *v = &s->dev[u->dev];
