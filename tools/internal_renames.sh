@@ -1,5 +1,5 @@
 #!/bin/sh
-# internal_renames.sh — make (or check) tools/internal_renames.sed, the rename that gives every
+# internal_renames.sh — make (or check) tools/internal_renames.sed, the rename that gave every
 # internal lowercase name the prefix tl__ (public API: tl_x in include/tierload.h; internal:
 # tl__x), so that internal and public names can be told apart. The .sed is committed unapplied;
 # apply it once, when nobody else is editing, with
@@ -22,7 +22,7 @@ public() { # identifiers declared in the public header (comments removed)
 }
 used() { # every tl_ identifier in code, tests, benchmarks and fuzzers
     cat src/*/*.[ch] tests/*.[ch] tests/*/*.[ch] bench/*.c fuzz/*.c 2>/dev/null |
-        grep -oE '\btl_[a-z0-9_]+\b' | grep -v '_$' | sort -u
+        grep -oE '\btl_[a-z0-9_]+\b' | grep -v '_$' | grep -v '^tl__' | sort -u
 }
 covered_by_prefix() { # name -> 0 when one of PREFIXES starts it
     for p in $PREFIXES; do
