@@ -1,10 +1,9 @@
 #!/bin/sh
 # internal_renames.sh — make (or check) tools/internal_renames.sed, the rename that gave every
 # internal lowercase name the prefix tl__ (public API: tl_x in include/tierload.h; internal:
-# tl__x), so that internal and public names can be told apart. The .sed is committed unapplied;
-# apply it once, when nobody else is editing, with
-#     sed -i -f tools/internal_renames.sed $(git ls-files 'src/*.[ch]' 'tests/*.[ch]' \
-#         'tests/*/*.[ch]' 'bench/*.c' 'fuzz/*.c' 'docs/*.md' README.md)
+# tl__x), so that internal and public names can be told apart. It has been applied to the tree;
+# `check` now finds new internal names that break the rule (a branch written before the rename
+# is brought up to date by applying the same .sed to it).
 #
 # usage: tools/internal_renames.sh gen    print a fresh .sed for the tree as it is now
 #        tools/internal_renames.sh check  list tl_ names that are neither public nor renamed by
