@@ -166,14 +166,20 @@ static tl_status a_alloc(void *self, uint64_t size, tl_devptr *out) {
     *out = (tl_devptr)(uintptr_t)(a->bytes + 64);
     return TL_OK;
 }
+/* every reader shares the arena's one allocation: copies are serialised, as a device's queue is */
+static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER;
 static tl_status a_copy_to(void *self, tl_devptr dst, const void *src, uint64_t n) {
     (void)self;
+    pthread_mutex_lock(&arena_lock);
     memcpy((void *)(uintptr_t)dst, src, n);
+    pthread_mutex_unlock(&arena_lock);
     return TL_OK;
 }
 static tl_status a_copy_from(void *self, void *dst, tl_devptr src, uint64_t n) {
     (void)self;
+    pthread_mutex_lock(&arena_lock);
     memcpy(dst, (const void *)(uintptr_t)src, n);
+    pthread_mutex_unlock(&arena_lock);
     return TL_OK;
 }
 static void a_destroy(void *self) {
