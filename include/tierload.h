@@ -1305,7 +1305,7 @@ typedef struct tl_load_options {
     bool verify;            /* xxh64 of every tensor in memory against the file's bytes */
     bool accept_views;      /* auto: a warm, unconverted file may stay a view into its mapping */
     bool populate;          /* mmap mode: fault every page of the mapping in (MADV_POPULATE_READ) */
-    bool no_hugepages;      /* do not ask for transparent huge pages on destinations */
+    bool no_hugepages;      /* 4 KiB destination pages (the default; wins over hugepages) */
     tl_load_progress_fn progress; /* called on the calling thread, about every 50 ms */
     void *progress_user;
     double sample_interval; /* seconds between memory samples; 0 = 5 ms */
@@ -1333,6 +1333,14 @@ typedef struct tl_load_options {
      * are never moved: they stay at their file offset.
      */
     uint32_t align;
+    /*
+     * Ask for transparent huge pages (MADV_HUGEPAGE) on destinations. Off by
+     * default: on virtual machines that return freed memory to the host,
+     * huge pages touched after a few idle seconds fault several times slower
+     * than 4 KiB pages, while 4 KiB pages are never much slower than huge
+     * ones (see docs/ARCHITECTURE.md, "Destination pages").
+     */
+    bool hugepages;
 } tl_load_options;
 
 #define TL_LOAD_ALIGN_ELEMENT 1u /* tl_load_options.align: at least the dtype's element size */
@@ -1384,9 +1392,8 @@ typedef struct tl_load_result tl_load_result;
 /*
  * Load every tensor of m into host memory.
  *
- * Copies go into one anonymous mapping per file (madvise(MADV_HUGEPAGE)
- * unless no_hugepages: first touch of fresh 4 KiB pages is what limits
- * copy loads), owned by the result. When none of a file's tensors is
+ * Copies go into one anonymous mapping per file, owned by the result, with
+ * 4 KiB pages (MADV_NOHUGEPAGE) unless hugepages is set (MADV_HUGEPAGE). When none of a file's tensors is
  * converted, that destination mirrors the file's data region byte for byte
  * (page aligned), so reads are large (staging_size chunks) and go straight
  * into it: buffered preads, or O_DIRECT reads (one io_uring queue of
