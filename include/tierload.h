@@ -1373,7 +1373,15 @@ typedef struct tl_load_file {
     bool evicted;                                 /* evict was asked and done */
 } tl_load_file;
 
-/* What happened to the whole load. */
+/*
+ * What happened to the whole load. Speeds derived from these figures have
+ * one definition: bytes delivered / wall seconds of the step named. The
+ * load's speed is bytes / seconds (the whole call, as a caller waits for
+ * it); a file's read speed is tl_load_file.bytes / tl_load_file.seconds
+ * (its read step, conversion included, verify and evict not). Views (mmap
+ * mode) deliver no copy: their seconds is the time to populate the mapping,
+ * not a load speed.
+ */
 typedef struct tl_load_stats {
     uint64_t bytes;         /* tensor bytes read from the files */
     uint64_t bytes_out;     /* tensor bytes in host memory (after conversion; views included) */
@@ -1381,8 +1389,8 @@ typedef struct tl_load_stats {
     uint64_t staging_bound; /* staging_count x staging_size: the most staging can use */
     uint64_t staging_used;  /* staging bytes actually allocated (<= staging_bound) */
     unsigned threads;
-    double seconds;      /* wall clock of the whole load (verify and evict included) */
-    double read_seconds; /* wall clock of the reads alone */
+    double seconds;      /* wall clock of the whole load: setup, reads, verify, evict */
+    double read_seconds; /* wall clock of the per-file steps: reads, verify, evict (no setup) */
     uint64_t page_cache_before, page_cache_after; /* sums over the files */
     tl_memspan mem; /* process memory at start / end / peak, sampled during the load */
 } tl_load_stats;
