@@ -32,9 +32,9 @@ static void usage(FILE *f) {
         "  --verify        compare xxh64 of every tensor in memory with the file\n"
         "  --views         auto: leave warm files as zero-copy views\n"
         "  --no-populate   mmap: do not fault the mapping in\n"
-        "  --hugepages     transparent huge pages for every copy (default: only where the\n"
-        "                  load's startup probe finds them cheap to fault in)\n"
-        "  --no-hugepages  4 KiB pages for every copy\n"
+        "  --hugepages     transparent huge pages for the copies (default: 4 KiB pages, which\n"
+        "                  fault in at a steadier cost on VMs that return idle memory to the host)\n"
+        "  --no-hugepages  4 KiB pages for the copies (the default; wins over --hugepages)\n"
         "  --json          one JSON object on stdout\n"
         "  --verbose       say what was chosen and why (stderr)\n"
         "  --quiet         no progress bar\n"
@@ -252,13 +252,10 @@ int cmd_load(int argc, char **argv) {
             o.accept_views = true;
         else if (!strcmp(a, "--no-populate"))
             o.populate = false;
-        else if (!strcmp(a, "--no-hugepages")) {
+        else if (!strcmp(a, "--no-hugepages"))
             o.no_hugepages = true;
-            o.hugepages = false;
-        } else if (!strcmp(a, "--hugepages")) {
+        else if (!strcmp(a, "--hugepages"))
             o.hugepages = true;
-            o.no_hugepages = false;
-        }
         else if ((r = cli_opt(argc, argv, &i, "load", "--mode", &v)) != 0) {
             int m = r < 0 ? 0 : (int)tl_load_mode_from_name(v);
             if (r < 0)
