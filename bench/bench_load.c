@@ -24,11 +24,21 @@
  * limit: a fresh process pays first touch of memory the host may have taken
  * back).
  *
+ * --first-touch measures only what the default destination pages rest on
+ * (docs/ARCHITECTURE.md, "Destination pages"): the wall time of touching a
+ * fresh SIZE mapping (one byte per 4 KiB, by 1 and 2 threads) with huge
+ * pages and with 4 KiB pages, (a) right after a child process touched and
+ * freed as much memory, (b) after 8 idle seconds; reps rounds, alternating,
+ * medians and ranges. It checks no limit.
+ *
  * usage: bench_load [--size GIB] [--dir DIR] [--reps N] [--threads N] [--keep]
+ *        bench_load --first-touch [--size GIB] [--reps N]
  */
 #include "tierload.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +175,104 @@ static bool fresh_load(const char *cli, const char *path, const char *mode, doub
     return true;
 }
 
+/* --- --first-touch --- */
+
+typedef struct toucher {
+    char *p;
+    size_t n;
+} toucher;
+
+static void *touch_part(void *a) {
+    toucher *t = a;
+    for (size_t i = 0; i < t->n; i += 4096)
+        t->p[i] = 1;
+    return NULL;
+}
+
+/* Seconds to touch a fresh n-byte mapping with huge or 4 KiB pages, by threads threads. */
+static double first_touch(size_t n, bool huge, int threads) {
+    size_t h = 2u << 20;
+    char *raw = mmap(NULL, n + h, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) {
+        perror("mmap");
+        exit(1);
+    }
+    char *p = (char *)(((uintptr_t)raw + h - 1) & ~(uintptr_t)(h - 1));
+    madvise(p, n, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+    pthread_t th[2];
+    toucher t[2];
+    double t0 = now();
+    for (int i = 0; i < threads; i++) {
+        t[i] = (toucher){p + (size_t)i * (n / (size_t)threads), n / (size_t)threads};
+        pthread_create(&th[i], NULL, touch_part, &t[i]);
+    }
+    for (int i = 0; i < threads; i++)
+        pthread_join(th[i], NULL);
+    double s = now() - t0;
+    munmap(raw, n + h);
+    return s;
+}
+
+/* Another process touches n bytes and exits, freeing them. */
+static void recycle(size_t n) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        char *p = malloc(n);
+        if (p) memset(p, 1, n);
+        _exit(0);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int first_touch_table(uint64_t size, int reps) {
+    static const struct {
+        const char *name;
+        bool huge;
+        int threads;
+    } kinds[] = {{"huge pages, 1 thread", true, 1},
+                 {"huge pages, 2 threads", true, 2},
+                 {"4 KiB pages, 1 thread", false, 1},
+                 {"4 KiB pages, 2 threads", false, 2}};
+    enum { K = 4 };
+    double *t[K][2];
+    for (int k = 0; k < K; k++)
+        for (int c = 0; c < 2; c++)
+            t[k][c] = calloc((size_t)reps, sizeof(double));
+    printf("first touch of a fresh %.2f GiB mapping, %d rounds, alternating\n",
+           (double)size / (1 << 30), reps);
+    for (int r = 0; r < reps; r++)
+        for (int k = 0; k < K; k++) {
+            int kk = (k + r) % K; /* rotate the order */
+            recycle(size);
+            t[kk][0][r] = first_touch(size, kinds[kk].huge, kinds[kk].threads);
+            sleep(8);
+            t[kk][1][r] = first_touch(size, kinds[kk].huge, kinds[kk].threads);
+            fprintf(stderr, "round %d %s: recycled %.3f s, idle %.3f s\n", r + 1, kinds[kk].name,
+                    t[kk][0][r], t[kk][1][r]);
+        }
+    printf("%-24s %26s %26s\n", "seconds, median (min-max)", "right after a free", "after 8 s idle");
+    for (int k = 0; k < K; k++) {
+        printf("%-24s", kinds[k].name);
+        for (int c = 0; c < 2; c++) {
+            qsort(t[k][c], (size_t)reps, sizeof(double), cmp_double);
+            double med = reps % 2 ? t[k][c][reps / 2]
+                                  : (t[k][c][reps / 2 - 1] + t[k][c][reps / 2]) / 2;
+            char cell[64];
+            snprintf(cell, sizeof cell, "%.3f (%.3f-%.3f)", med, t[k][c][0], t[k][c][reps - 1]);
+            printf(" %26s", cell);
+            free(t[k][c]);
+        }
+        printf("\n");
+    }
+    return 0;
+}
+
 static int failures;
 
 static void row(const char *name, double value, const char *unit, const char *op, double limit,
@@ -180,9 +288,11 @@ int main(int argc, char **argv) {
     const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
     int reps = 3;
     unsigned threads = 0;
-    bool keep = false;
+    bool keep = false, touch_only = false;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--size") && i + 1 < argc)
+        if (!strcmp(argv[i], "--first-touch"))
+            touch_only = true;
+        else if (!strcmp(argv[i], "--size") && i + 1 < argc)
             gib = atof(argv[++i]);
         else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
             dir = argv[++i];
@@ -195,12 +305,14 @@ int main(int argc, char **argv) {
         else {
             fprintf(
                 stderr,
-                "usage: bench_load [--size GIB] [--dir DIR] [--reps N] [--threads N] [--keep]\n");
+                "usage: bench_load [--size GIB] [--dir DIR] [--reps N] [--threads N] [--keep]\n"
+                "       bench_load --first-touch [--size GIB] [--reps N]\n");
             return 2;
         }
     }
     if (reps < 1) reps = 1;
     uint64_t size = (uint64_t)(gib * (double)(1ull << 30));
+    if (touch_only) return first_touch_table(size, reps);
     char path[4096];
     snprintf(path, sizeof path, "%s/tierload_bench_%d.safetensors", dir, (int)getpid());
     printf("bench_load: %s, %.2f GiB of F16 tensors, best of %d\n", path, (double)size / (1 << 30),
