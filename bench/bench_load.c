@@ -256,13 +256,14 @@ static int first_touch_table(uint64_t size, int reps) {
             fprintf(stderr, "round %d %s: recycled %.3f s, idle %.3f s\n", r + 1, kinds[kk].name,
                     t[kk][0][r], t[kk][1][r]);
         }
-    printf("%-24s %26s %26s\n", "seconds, median (min-max)", "right after a free", "after 8 s idle");
+    printf("%-24s %26s %26s\n", "seconds, median (min-max)", "right after a free",
+           "after 8 s idle");
     for (int k = 0; k < K; k++) {
         printf("%-24s", kinds[k].name);
         for (int c = 0; c < 2; c++) {
             qsort(t[k][c], (size_t)reps, sizeof(double), cmp_double);
-            double med = reps % 2 ? t[k][c][reps / 2]
-                                  : (t[k][c][reps / 2 - 1] + t[k][c][reps / 2]) / 2;
+            double med =
+                reps % 2 ? t[k][c][reps / 2] : (t[k][c][reps / 2 - 1] + t[k][c][reps / 2]) / 2;
             char cell[64];
             snprintf(cell, sizeof cell, "%.3f (%.3f-%.3f)", med, t[k][c][0], t[k][c][reps - 1]);
             printf(" %26s", cell);
@@ -303,10 +304,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--keep"))
             keep = true;
         else {
-            fprintf(
-                stderr,
-                "usage: bench_load [--size GIB] [--dir DIR] [--reps N] [--threads N] [--keep]\n"
-                "       bench_load --first-touch [--size GIB] [--reps N]\n");
+            fprintf(stderr,
+                    "usage: bench_load [--size GIB] [--dir DIR] [--reps N] [--threads N] [--keep]\n"
+                    "       bench_load --first-touch [--size GIB] [--reps N]\n");
             return 2;
         }
     }
@@ -406,8 +406,16 @@ int main(int argc, char **argv) {
         }
         for (int a = 0; fresh_ok && a < n; a++) /* medians: sort both */
             for (int b = a + 1; b < n; b++) {
-                if (ls[b] < ls[a]) { double t = ls[a]; ls[a] = ls[b]; ls[b] = t; }
-                if (ws[b] < ws[a]) { double t = ws[a]; ws[a] = ws[b]; ws[b] = t; }
+                if (ls[b] < ls[a]) {
+                    double t = ls[a];
+                    ls[a] = ls[b];
+                    ls[b] = t;
+                }
+                if (ws[b] < ws[a]) {
+                    double t = ws[a];
+                    ws[a] = ws[b];
+                    ws[b] = t;
+                }
             }
         if (fresh_ok) {
             fl[cold_run] = ls[n / 2];

@@ -32,8 +32,8 @@ static void usage(FILE *f) {
         "  --verify        compare xxh64 of every tensor in memory with the file\n"
         "  --views         auto: leave warm files as zero-copy views\n"
         "  --no-populate   mmap: do not fault the mapping in\n"
-        "  --hugepages     transparent huge pages for the copies (default: 4 KiB pages, which\n"
-        "                  fault in at a steadier cost on VMs that return idle memory to the host)\n"
+        "  --hugepages     transparent huge pages for the copies (default: 4 KiB pages,\n"
+        "                  steadier to fault in on VMs that return idle memory to the host)\n"
         "  --no-hugepages  4 KiB pages for the copies (the default; wins over --hugepages)\n"
         "  --json          one JSON object on stdout\n"
         "  --verbose       say what was chosen and why (stderr)\n"
@@ -187,8 +187,8 @@ static void print_human(const tl_model *m, const tl_load_result *r) {
             printf("mapped %llu bytes, populated in %.3f s", (unsigned long long)f->bytes,
                    f->seconds);
         else
-            printf("%s: %s in %.3f s, %.2f GB/s", read_phase(r), cli_fmt_size(f->bytes, a, sizeof a),
-                   f->seconds, gbps(f->bytes, f->seconds));
+            printf("%s: %s in %.3f s, %.2f GB/s", read_phase(r),
+                   cli_fmt_size(f->bytes, a, sizeof a), f->seconds, gbps(f->bytes, f->seconds));
         printf("; page cache %s -> %s%s\n", cli_fmt_size(f->page_cache_before, b, sizeof b),
                cli_fmt_size(f->page_cache_after, c, sizeof c), f->evicted ? " (evicted)" : "");
     }

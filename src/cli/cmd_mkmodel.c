@@ -73,7 +73,8 @@ static void usage(FILE *f) {
     fprintf(
         f,
         "usage: tierload mkmodel OUT [--format gguf|safetensors] [--size SIZE] [--tensors N]\n"
-        "                        [--profile llm|sdxl|llama] [--dtype F16|F32|BF16|Q8_0] [--seed N]\n"
+        "                        [--profile llm|sdxl|llama] [--dtype F16|F32|BF16|Q8_0] [--seed "
+        "N]\n"
         "  writes a synthetic model (deterministic pseudo-random weights) for benchmarks and\n"
         "  trials; the format defaults from OUT's extension. SIZE is the tensor bytes, each\n"
         "  tensor rounded down to whole rows of 1024 values; requests that cannot be met (too\n"
@@ -187,7 +188,8 @@ static mk_tensor *layout_llama(mk_opts *o, size_t *n_out, char *why, size_t why_
     fixed += (uint64_t)e * 4;   /* output_norm */
     per += 2 * (uint64_t)e * 4; /* attn_norm, ffn_norm */
     if (o->tensors_given) {
-        snprintf(why, why_len, "profile llama takes no --tensors: its tensors follow the "
+        snprintf(why, why_len,
+                 "profile llama takes no --tensors: its tensors follow the "
                  "architecture (3 + 9 per block)");
         return NULL;
     }
@@ -520,7 +522,7 @@ int cmd_mkmodel(int argc, char **argv) {
     size_t n;
     char why[512];
     mk_tensor *t = !strcmp(o.profile, "llama") ? layout_llama(&o, &n, why, sizeof why)
-                                                : layout(&o, &n, why, sizeof why);
+                                               : layout(&o, &n, why, sizeof why);
     if (!t) return cli_usage("mkmodel", "%s", why);
     const void *hdr;
     size_t hlen;
