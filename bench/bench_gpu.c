@@ -102,7 +102,7 @@ static int file_to_gpu(const char *model, const char *spill_dir, const char *gpu
         fprintf(stderr, "bench_gpu: plan: %s\n", tl_last_error());
         return 2;
     }
-    tl_plan_summary_free(&sum);
+    tl_plan_summary_clear(&sum);
     tl_session_options so;
     tl_session_options_init(&so);
     so.spill_dir = spill_dir;
@@ -148,7 +148,7 @@ static int file_to_gpu(const char *model, const char *spill_dir, const char *gpu
     printf("spill %s -> file, %.2f GiB dirty: %s %.2f GB/s\n", gpu, (double)dirty / (1 << 30),
            st ? tl_last_error() : "", st ? 0 : (double)dirty / t / 1e9);
     tl_session_destroy(s);
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     tl_model_close(m);
     return 0;
 }

@@ -148,7 +148,7 @@ static run do_load(tl_model *m, tl_load_mode mode, bool evict, unsigned threads)
     x.f.reason = NULL; /* points into the freed result: use x.reason */
     x.f.path = NULL;
     x.seconds = wall; /* the whole call, as memcpy and cat are timed */
-    tl_load_result_free(r);
+    tl_load_result_destroy(r);
     return x;
 }
 

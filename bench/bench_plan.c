@@ -75,7 +75,7 @@ int main(int argc, char **argv) {
                     fprintf(stderr, "bench_plan: %s\n", tl_last_error());
                     return 1;
                 }
-                tl_plan_free(p);
+                tl_plan_destroy(p);
             }
             double r = (now_ms() - t0) / iters;
             if (r < ms) ms = r;
@@ -108,7 +108,7 @@ int main(int argc, char **argv) {
                     fprintf(stderr, "bench_plan: %s\n", tl_last_error());
                     return 1;
                 }
-                tl_plan_free(p);
+                tl_plan_destroy(p);
             }
             double r = (now_ms() - t0) / iters;
             if (r < ms) ms = r;
@@ -118,7 +118,7 @@ int main(int argc, char **argv) {
             "", n_tensors, ms, ms <= 10.0 ? "" : "  OVER");
         if (ms > 10.0) rc = 1;
     }
-    tl_plan_summary_free(&s);
+    tl_plan_summary_clear(&s);
     if (argc > 1) {
         tl_model *m;
         if (tl_model_open((const char *const *)(argv + 1), (size_t)(argc - 1), NULL, &m)) {
@@ -133,7 +133,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "bench_plan: %s\n", tl_last_error());
                 return 1;
             }
-            tl_plan_summary_free(&ms);
+            tl_plan_summary_clear(&ms);
         }
         printf("summary from catalog (%zu tensors): %.3f ms\n", tl_model_tensor_count(m),
                (now_ms() - t0) / iters);

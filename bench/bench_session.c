@@ -84,7 +84,7 @@ static tl_plan *plan_on(tl_model *m, const char *sim, uint64_t cap, const char *
     o.reserve = "diffusion=0,cond=0,vae=0,controlnet=0";
     tl_plan *p = NULL;
     tl_status s = tl_plan_create(&sum, d, 2, &o, &p);
-    tl_plan_summary_free(&sum);
+    tl_plan_summary_clear(&sum);
     if (s || !tl_plan_feasible(p)) {
         fprintf(stderr, "bench_session: plan: %s\n", s ? tl_last_error() : tl_plan_error(p));
         exit(2);
@@ -123,12 +123,12 @@ static int spill_bench(const char *dir) {
     tl_session_release(s, a);
     tl_memwatch *w;
     tl_memspan span;
-    tl_memwatch_start(0.002, &w);
+    tl_memwatch_create(0.002, &w);
     double t0 = now();
     uint64_t freed;
     tl_status st = tl_session_evict_all(s, "bspill", &freed);
     double t = now() - t0;
-    tl_memwatch_stop(w, &span);
+    tl_memwatch_destroy(w, &span);
     if (st) {
         fprintf(stderr, "bench_session: spill: %s\n", tl_last_error());
         return 2;
@@ -136,7 +136,7 @@ static int spill_bench(const char *dir) {
     tl_session_stats ss;
     tl_session_stats_get(s, &ss);
     tl_session_destroy(s);
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     tl_model_close(m);
     unlink(path);
     char ddf[2048];
@@ -223,7 +223,7 @@ static int stream_bench(const char *dir) {
     }
     tl_run_report_destroy(r);
     tl_session_destroy(s);
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     tl_model_close(m);
     unlink(path);
     return fails;

@@ -1,5 +1,5 @@
 /*
- * fuzz_index.c — libFuzzer target: tl_disc_parse_index (shard index JSON)
+ * fuzz_index.c — libFuzzer target: tl__disc_parse_index (shard index JSON)
  * on arbitrary bytes. The callback copies every (tensor, shard) pair, as the
  * real caller does, and checks the promise the parser makes about shard
  * names: not empty, not absolute, no ".." component, no backslash. The
@@ -65,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size) memcpy(json, data, size);
     pairs ps = {0};
     tl_status st =
-        tl_disc_parse_index(json, size, "fuzz/model.safetensors.index.json", on_pair, &ps);
+        tl__disc_parse_index(json, size, "fuzz/model.safetensors.index.json", on_pair, &ps);
     if (st == TL_OK && ps.n == 0) abort(); /* an empty weight_map is an error */
     if (ps.stopped && st != TL_ERR_CANCELLED) abort();
     for (size_t i = 0; i < ps.n; i++)

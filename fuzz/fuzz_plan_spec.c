@@ -56,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 6: {
         uint64_t b;
         bool neg;
-        tl_plan_parse_bytes(s, &b, &neg);
+        tl_parse_bytes(s, &b, &neg);
         break;
     }
     default: {
@@ -69,8 +69,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (tl_plan_to_json(q, &b) != TL_OK || strcmp(a, b) != 0) abort();
             free(a);
             free(b);
-            tl_plan_free(q);
-            tl_plan_free(p);
+            tl_plan_destroy(q);
+            tl_plan_destroy(p);
         }
         break;
     }

@@ -1,5 +1,5 @@
 /*
- * fuzz_safetensors.c — libFuzzer target: tl_safetensors_parse on arbitrary
+ * fuzz_safetensors.c — libFuzzer target: tl__safetensors_parse on arbitrary
  * bytes. A successful parse must cover the data section exactly (tensors
  * back to back, ending at the end of the image) with sizes matching dtype
  * and shape; everything parsed is freed.
@@ -16,13 +16,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint8_t *img = malloc(size ? size : 1);
     if (!img) return 0;
     if (size) memcpy(img, data, size);
-    tl_fmt_file f;
-    if (tl_safetensors_parse(img, size, "fuzz.safetensors", &f) == TL_OK) {
+    tl__fmt_file f;
+    if (tl__safetensors_parse(img, size, "fuzz.safetensors", &f) == TL_OK) {
         if (f.data_offset > size) abort();
         uint64_t at = f.data_offset;
         volatile uint8_t sink = 0;
         for (size_t i = 0; i < f.n_tensors; i++) {
-            const tl_fmt_tensor *t = &f.tensors[i];
+            const tl__fmt_tensor *t = &f.tensors[i];
             /* storage order, no holes */
             if (t->offset != at || t->nbytes > size - t->offset) abort();
             uint64_t nb;
@@ -40,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (m->v.s.len) sink ^= (uint8_t)m->v.s.ptr[m->v.s.len - 1];
         }
         (void)sink;
-        tl_fmt_file_free(&f);
+        tl__fmt_file_free(&f);
     } else if (f.tensors || f.meta || f.n_tensors || f.n_meta) {
         abort();
     }

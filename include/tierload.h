@@ -413,7 +413,7 @@ enum {
         1u << 3, /* on close: MADV_DONTNEED + POSIX_FADV_DONTNEED, pages leave the cache */
     /*
      * tl_model_open only: also apply the hints named in the environment
-     * variable TIERLOAD_MMAP_FLAGS (a list as tl_map_flags_parse takes).
+     * variable TIERLOAD_MMAP_FLAGS (a list as tl_parse_map_flags takes).
      * Without it the library does not read the variable.
      */
     TL_MAP_FROM_ENV = 1u << 30,
@@ -423,7 +423,7 @@ enum {
  * Parse a comma list of hint names ("sequential,willneed,populate,dontneed")
  * into TL_MAP_* flags. Empty or NULL gives 0.
  */
-TL_API tl_status tl_map_flags_parse(const char *list, unsigned *flags);
+TL_API tl_status tl_parse_map_flags(const char *list, unsigned *flags);
 
 /* Options of tl_model_open; set up with tl_model_options_init. */
 typedef struct tl_model_options {
@@ -512,7 +512,7 @@ TL_API size_t tl_model_meta_find(const tl_model *m, const char *key);
  * (ptr, len); out->type is the element type. Nested arrays are not indexable
  * (TL_ERR_UNSUPPORTED).
  */
-TL_API tl_status tl_model_meta_array_get(const tl_model *m, size_t i, uint64_t j, tl_meta *out);
+TL_API tl_status tl_model_meta_element(const tl_model *m, size_t i, uint64_t j, tl_meta *out);
 
 /* Fraction (0..1) of a file's pages resident in the page cache, from mincore. */
 TL_API tl_status tl_model_file_residency(const tl_model *m, size_t file, double *fraction);
@@ -646,7 +646,7 @@ TL_API tl_status tl_set_error(tl_status s, const char *fmt, ...)
  * TL_ERR_INVALID_ARG when ops->size is 0 (not initialised) or a required
  * entry is missing.
  */
-TL_API tl_status tl_device_new(const tl_device_ops *ops, void *self, tl_device **out);
+TL_API tl_status tl_device_create(const tl_device_ops *ops, void *self, tl_device **out);
 /* Take / drop a reference; the last release calls ops->destroy. NULL is fine. */
 TL_API void tl_device_retain(tl_device *d);
 TL_API void tl_device_release(tl_device *d);
@@ -684,7 +684,7 @@ TL_API size_t tl_device_list(tl_device **out, size_t cap);
 /* Release n references of devs (as filled by tl_device_list) and NULL them. */
 TL_API void tl_device_list_release(tl_device **devs, size_t n);
 
-/* Name and kind, fixed at tl_device_new (the name lives as long as the device). */
+/* Name and kind, fixed at tl_device_create (the name lives as long as the device). */
 TL_API const char *tl_device_name(const tl_device *d);
 TL_API tl_device_kind tl_device_kind_of(const tl_device *d);
 /* Current description (free memory is live). */
@@ -785,10 +785,10 @@ typedef struct tl_sim_spec {
  * the offending item) on a bad size, empty or invalid name, duplicate name,
  * or more than cap items.
  */
-TL_API tl_status tl_device_sim_spec_parse(const char *spec, tl_sim_spec *out, size_t cap,
+TL_API tl_status tl_parse_sim_spec(const char *spec, tl_sim_spec *out, size_t cap,
                                           size_t *n);
 /* A new (unregistered) sim device; one reference owned by the caller. */
-TL_API tl_status tl_device_sim_new(const tl_sim_spec *spec, tl_device **out);
+TL_API tl_status tl_device_sim_create(const tl_sim_spec *spec, tl_device **out);
 /* Parse a spec and register every sim in it (all or none). */
 TL_API tl_status tl_device_sim_add(const char *spec);
 /* The sim's model clock in seconds (TL_ERR_INVALID_ARG when d is not a sim). */
@@ -942,7 +942,7 @@ typedef struct tl_plan_summary {
 /* An empty summary (every component absent). */
 TL_API void tl_plan_summary_init(tl_plan_summary *s);
 /* Free the layer arrays (the struct itself is the caller's); leaves it empty. */
-TL_API void tl_plan_summary_free(tl_plan_summary *s);
+TL_API void tl_plan_summary_clear(tl_plan_summary *s);
 /* Append a layer of `bytes` to component c (matrix_bytes of them row-splittable). */
 TL_API tl_status tl_plan_summary_add_layer(tl_plan_summary *s, tl_component c, uint64_t bytes,
                                            uint64_t matrix_bytes);
@@ -975,7 +975,7 @@ TL_API const char *tl_plan_profile_names(void);
  * KiB, ...; case-insensitive), fractions allowed ("9.5G"). A leading '-' is
  * accepted only when negative is not NULL (and sets it).
  */
-TL_API tl_status tl_plan_parse_bytes(const char *s, uint64_t *bytes, bool *negative);
+TL_API tl_status tl_parse_bytes(const char *s, uint64_t *bytes, bool *negative);
 
 /*
  * Hypothetical devices: "cuda0=16G,cuda1=10G" (total = free = size). A name
@@ -1096,7 +1096,7 @@ TL_API void tl_plan_options_init(tl_plan_options *o);
  * A plan is immutable once made: every tl_plan_* getter may run on any
  * thread concurrently. What a getter returns (tl_plan_error, device
  * descriptions, the tiling) is owned by the plan and valid until
- * tl_plan_free.
+ * tl_plan_destroy.
  */
 typedef struct tl_plan tl_plan;
 
@@ -1113,7 +1113,7 @@ typedef struct tl_plan tl_plan;
  */
 TL_API tl_status tl_plan_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
                                 const tl_plan_options *opts, tl_plan **out);
-TL_API void tl_plan_free(tl_plan *p);
+TL_API void tl_plan_destroy(tl_plan *p);
 TL_API bool tl_plan_feasible(const tl_plan *p);
 /* Why the plan is infeasible, with the smallest change that would fit ("" when feasible). */
 TL_API const char *tl_plan_error(const tl_plan *p);
@@ -1128,7 +1128,7 @@ TL_API tl_status tl_plan_check(const tl_plan *p);
 
 TL_API size_t tl_plan_device_count(const tl_plan *p);
 /* Device i (GPUs first in input order, the host last). */
-TL_API const tl_plan_device *tl_plan_device_at(const tl_plan *p, size_t i);
+TL_API const tl_plan_device *tl_plan_device_of(const tl_plan *p, size_t i);
 /* Budget of device i (bytes). */
 TL_API uint64_t tl_plan_device_budget(const tl_plan *p, size_t i);
 
@@ -1246,18 +1246,18 @@ typedef struct tl_memspan {
 /*
  * A background sampler of the memory facts (one thread, reads
  * /proc/self/status). tl_memwatch_sample may be called from any thread while
- * it runs; tl_memwatch_stop must not overlap another call on it.
+ * it runs; tl_memwatch_destroy must not overlap another call on it.
  */
 typedef struct tl_memwatch tl_memwatch;
 /*
  * Take the start sample and start a thread that samples every interval_s
- * seconds (0 = 5 ms) until tl_memwatch_stop.
+ * seconds (0 = 5 ms) until tl_memwatch_destroy.
  */
-TL_API tl_status tl_memwatch_start(double interval_s, tl_memwatch **out);
+TL_API tl_status tl_memwatch_create(double interval_s, tl_memwatch **out);
 /* Take one sample now (callers can add samples at known peaks). NULL is fine. */
 TL_API void tl_memwatch_sample(tl_memwatch *w);
 /* Stop the thread, take the end sample, fill *out (may be NULL) and free w. */
-TL_API void tl_memwatch_stop(tl_memwatch *w, tl_memspan *out);
+TL_API void tl_memwatch_destroy(tl_memwatch *w, tl_memspan *out);
 
 /* Bytes of a file resident in the page cache (mincore on a temporary mapping). */
 TL_API tl_status tl_file_page_cache(const char *path, uint64_t *resident, uint64_t *size);
@@ -1430,11 +1430,11 @@ typedef struct tl_load_result tl_load_result;
  * The result is immutable: its getters may run on any thread concurrently.
  * Everything they return (tensors and their bytes, files and their path and
  * reason, stats, notes) is owned by the result and valid until
- * tl_load_result_free; the bytes of views also need m open.
+ * tl_load_result_destroy; the bytes of views also need m open.
  */
 TL_API tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result **out);
 /* Free the result and every copy it owns. NULL is fine. */
-TL_API void tl_load_result_free(tl_load_result *r);
+TL_API void tl_load_result_destroy(tl_load_result *r);
 /* Tensor i (same index as tl_model_tensor); NULL when out of range. */
 TL_API const tl_loaded_tensor *tl_load_result_tensor(const tl_load_result *r, size_t i);
 TL_API size_t tl_load_result_tensor_count(const tl_load_result *r);

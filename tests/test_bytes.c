@@ -10,7 +10,7 @@
 #include <string.h>
 
 static bool parse(const char *s, uint64_t *v, bool *neg) {
-    return tl_bytes_parse(s, strlen(s), v, neg);
+    return tl__bytes_parse(s, strlen(s), v, neg);
 }
 
 static void test_parse(void **state) {

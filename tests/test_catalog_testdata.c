@@ -100,13 +100,13 @@ static void test_gguf_metadata(void **state) {
     assert_int_equal(e->elem_type, TL_META_STRING);
     assert_int_equal(e->count, 32000);
     tl_meta el;
-    assert_int_equal(tl_model_meta_array_get(m, (size_t)k, 1, &el), TL_OK);
+    assert_int_equal(tl_model_meta_element(m, (size_t)k, 1, &el), TL_OK);
     assert_int_equal(el.v.s.len, 3);
     assert_memory_equal(el.v.s.ptr, "<s>", 3);
-    assert_int_equal(tl_model_meta_array_get(m, (size_t)k, 31999, &el), TL_OK);
-    assert_int_not_equal(tl_model_meta_array_get(m, (size_t)k, 32000, &el), TL_OK);
+    assert_int_equal(tl_model_meta_element(m, (size_t)k, 31999, &el), TL_OK);
+    assert_int_not_equal(tl_model_meta_element(m, (size_t)k, 32000, &el), TL_OK);
     k = tl_model_meta_find(m, "tokenizer.ggml.token_type");
-    assert_int_equal(tl_model_meta_array_get(m, (size_t)k, 0, &el), TL_OK);
+    assert_int_equal(tl_model_meta_element(m, (size_t)k, 0, &el), TL_OK);
     assert_int_equal(el.type, TL_META_I32);
     assert_int_equal(el.v.i, 2);
     k = tl_model_meta_find(m, "tokenizer.ggml.add_bos_token");

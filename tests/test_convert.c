@@ -44,8 +44,8 @@ static double ref_round(double x, int mbits, int emin, double maxv) {
 
 static void check_f16(uint32_t u) {
     float x = u2f(u);
-    uint16_t h = tl_f32_to_f16(u);
-    float back = u2f(tl_f16_to_f32(h));
+    uint16_t h = tl__f32_to_f16(u);
+    float back = u2f(tl__f16_to_f32(h));
     if (isnan(x)) {
         assert_true(isnan(back));
         assert_int_equal(signbit(back) != 0, signbit(x) != 0);
@@ -60,7 +60,7 @@ static void check_f16(uint32_t u) {
 
 static void check_bf16(uint32_t u) {
     float x = u2f(u);
-    uint16_t h = tl_f32_to_bf16(u);
+    uint16_t h = tl__f32_to_bf16(u);
     float back = u2f((uint32_t)h << 16);
     if (isnan(x)) {
         assert_true(isnan(back));
@@ -79,7 +79,7 @@ static void test_f16_decode_exhaustive(void **st) {
     (void)st;
     for (uint32_t h = 0; h < 65536; h++) {
         uint32_t e = (h >> 10) & 31, m = h & 1023;
-        float got = u2f(tl_f16_to_f32((uint16_t)h));
+        float got = u2f(tl__f16_to_f32((uint16_t)h));
         double want;
         if (e == 31)
             want = m ? NAN : INFINITY;
@@ -96,14 +96,14 @@ static void test_f16_decode_exhaustive(void **st) {
             assert_int_equal(signbit(got) != 0, (h & 0x8000) != 0);
         }
         /* round trip F16 -> F32 -> F16 is the identity except that NaNs become quiet */
-        uint16_t rt = tl_f32_to_f16(tl_f16_to_f32((uint16_t)h));
+        uint16_t rt = tl__f32_to_f16(tl__f16_to_f32((uint16_t)h));
         if (e == 31 && m)
             assert_true((rt & 0x7c00) == 0x7c00 && (rt & 0x3ff) && (rt & 0x8000) == (h & 0x8000));
         else
             assert_int_equal(rt, h);
         /* BF16 round trip through F32 */
         uint16_t b = (uint16_t)h;
-        uint16_t brt = tl_f32_to_bf16((uint32_t)b << 16);
+        uint16_t brt = tl__f32_to_bf16((uint32_t)b << 16);
         if (((b >> 7) & 0xff) == 0xff && (b & 0x7f))
             assert_true((brt & 0x7f80) == 0x7f80 && (brt & 0x7f));
         else
@@ -120,8 +120,8 @@ static void test_f32_to_f16_bf16_rounding(void **st) {
     }
     for (uint32_t h = 0; h < 0x7c00; h++) {
         /* midpoint between h and h+1 as a double, and the floats around it */
-        double a = u2f(tl_f16_to_f32((uint16_t)h)),
-               b = h + 1 == 0x7c00 ? 65520.0 : u2f(tl_f16_to_f32((uint16_t)(h + 1)));
+        double a = u2f(tl__f16_to_f32((uint16_t)h)),
+               b = h + 1 == 0x7c00 ? 65520.0 : u2f(tl__f16_to_f32((uint16_t)(h + 1)));
         uint32_t mid = f2u((float)((a + b) / 2));
         for (int d = -2; d <= 2; d++) {
             check_f16(mid + (uint32_t)d);
@@ -136,24 +136,24 @@ static void test_f32_to_f16_bf16_rounding(void **st) {
         }
     }
     /* named cases */
-    assert_int_equal(tl_f32_to_f16(f2u(65504.0f)), 0x7bff);
-    assert_int_equal(tl_f32_to_f16(f2u(65519.99f)), 0x7bff);
-    assert_int_equal(tl_f32_to_f16(f2u(65520.0f)), 0x7c00);
-    assert_int_equal(tl_f32_to_f16(f2u(INFINITY)), 0x7c00);
-    assert_int_equal(tl_f32_to_f16(f2u(-INFINITY)), 0xfc00);
-    assert_int_equal(tl_f32_to_f16(f2u(ldexpf(1, -24))), 0x0001); /* smallest subnormal */
-    assert_int_equal(tl_f32_to_f16(f2u(ldexpf(1, -25))), 0x0000); /* tie -> even (0) */
-    assert_int_equal(tl_f32_to_f16(f2u(ldexpf(3, -25))), 0x0002); /* 1.5 ulp -> 2 */
-    assert_int_equal(tl_f32_to_f16(f2u(-0.0f)), 0x8000);
-    assert_true((tl_f32_to_f16(f2u(NAN)) & 0x7fff) > 0x7c00);
-    assert_int_equal(tl_f32_to_bf16(f2u(1.0f)), 0x3f80);
-    assert_int_equal(tl_f32_to_bf16(0x3f808000u), 0x3f80);  /* tie -> even */
-    assert_int_equal(tl_f32_to_bf16(0x3f818000u), 0x3f82);  /* tie -> even (up) */
-    assert_int_equal(tl_f32_to_bf16(0x7f7fffffu), 0x7f80);  /* FLT_MAX rounds to inf */
-    assert_int_equal(tl_f32_to_bf16(0x00000001u), 0x0000);  /* tiny subnormal */
-    assert_int_equal(tl_f32_to_bf16(0x00010000u), 0x0001);  /* subnormal kept exactly */
-    assert_true((tl_f32_to_bf16(0x7f800001u) & 0x7f) != 0); /* sNaN with low payload stays NaN */
-    assert_true((tl_f32_to_bf16(0xff800001u) & 0x8000) != 0);
+    assert_int_equal(tl__f32_to_f16(f2u(65504.0f)), 0x7bff);
+    assert_int_equal(tl__f32_to_f16(f2u(65519.99f)), 0x7bff);
+    assert_int_equal(tl__f32_to_f16(f2u(65520.0f)), 0x7c00);
+    assert_int_equal(tl__f32_to_f16(f2u(INFINITY)), 0x7c00);
+    assert_int_equal(tl__f32_to_f16(f2u(-INFINITY)), 0xfc00);
+    assert_int_equal(tl__f32_to_f16(f2u(ldexpf(1, -24))), 0x0001); /* smallest subnormal */
+    assert_int_equal(tl__f32_to_f16(f2u(ldexpf(1, -25))), 0x0000); /* tie -> even (0) */
+    assert_int_equal(tl__f32_to_f16(f2u(ldexpf(3, -25))), 0x0002); /* 1.5 ulp -> 2 */
+    assert_int_equal(tl__f32_to_f16(f2u(-0.0f)), 0x8000);
+    assert_true((tl__f32_to_f16(f2u(NAN)) & 0x7fff) > 0x7c00);
+    assert_int_equal(tl__f32_to_bf16(f2u(1.0f)), 0x3f80);
+    assert_int_equal(tl__f32_to_bf16(0x3f808000u), 0x3f80);  /* tie -> even */
+    assert_int_equal(tl__f32_to_bf16(0x3f818000u), 0x3f82);  /* tie -> even (up) */
+    assert_int_equal(tl__f32_to_bf16(0x7f7fffffu), 0x7f80);  /* FLT_MAX rounds to inf */
+    assert_int_equal(tl__f32_to_bf16(0x00000001u), 0x0000);  /* tiny subnormal */
+    assert_int_equal(tl__f32_to_bf16(0x00010000u), 0x0001);  /* subnormal kept exactly */
+    assert_true((tl__f32_to_bf16(0x7f800001u) & 0x7f) != 0); /* sNaN with low payload stays NaN */
+    assert_true((tl__f32_to_bf16(0xff800001u) & 0x8000) != 0);
 }
 
 static void test_f8(void **st) {
@@ -164,7 +164,7 @@ static void test_f8(void **st) {
         double want = e == 0 ? ldexp(m, -9) : ldexp(1.0 + m / 8.0, (int)e - 7);
         if (e == 15 && m == 7) want = NAN;
         if (b & 0x80) want = -want;
-        float got = u2f(tl_f8e4m3_to_f32((uint8_t)b));
+        float got = u2f(tl__f8e4m3_to_f32((uint8_t)b));
         if (isnan(want))
             assert_true(isnan(got));
         else
@@ -178,9 +178,9 @@ static void test_f8(void **st) {
         assert_int_equal(tl_convert(TL_DTYPE_BF16, &bf, TL_DTYPE_F8_E4M3, &src, 1), TL_OK);
         assert_int_equal(tl_convert(TL_DTYPE_F32, &f, TL_DTYPE_F8_E4M3, &src, 1), TL_OK);
         if (isnan(want)) {
-            assert_true(isnan(u2f(tl_f16_to_f32(h))) && isnan(u2f((uint32_t)bf << 16)) && isnan(f));
+            assert_true(isnan(u2f(tl__f16_to_f32(h))) && isnan(u2f((uint32_t)bf << 16)) && isnan(f));
         } else {
-            assert_true((double)u2f(tl_f16_to_f32(h)) == want);
+            assert_true((double)u2f(tl__f16_to_f32(h)) == want);
             assert_true((double)u2f((uint32_t)bf << 16) == want);
             assert_true((double)f == want);
         }
@@ -191,7 +191,7 @@ static void test_f8(void **st) {
                : e == 0 ? ldexp(m, -16)
                         : ldexp(1.0 + m / 4.0, (int)e - 15);
         if (b & 0x80) want = -want;
-        got = u2f(tl_f8e5m2_to_f32((uint8_t)b));
+        got = u2f(tl__f8e5m2_to_f32((uint8_t)b));
         if (isnan(want))
             assert_true(isnan(got));
         else
@@ -205,10 +205,10 @@ static void test_f8(void **st) {
             assert_true((double)u2f((uint32_t)bf << 16) == want);
     }
     /* known values */
-    assert_true(u2f(tl_f8e4m3_to_f32(0x7e)) == 448.0f);
-    assert_true(u2f(tl_f8e4m3_to_f32(0x01)) == ldexpf(1, -9));
-    assert_true(isinf(u2f(tl_f8e5m2_to_f32(0x7c))));
-    assert_true(u2f(tl_f8e5m2_to_f32(0x7b)) == 57344.0f);
+    assert_true(u2f(tl__f8e4m3_to_f32(0x7e)) == 448.0f);
+    assert_true(u2f(tl__f8e4m3_to_f32(0x01)) == ldexpf(1, -9));
+    assert_true(isinf(u2f(tl__f8e5m2_to_f32(0x7c))));
+    assert_true(u2f(tl__f8e5m2_to_f32(0x7b)) == 57344.0f);
 }
 
 static void test_f64_i64(void **st) {
@@ -246,8 +246,8 @@ static void test_pairs(void **st) {
     assert_false(tl_convert_supported(TL_DTYPE_F64, TL_DTYPE_F16));
     assert_false(tl_convert_supported(TL_DTYPE_Q4_K, TL_DTYPE_F16));
     assert_false(tl_convert_supported(TL_DTYPE_I64, TL_DTYPE_F32));
-    assert_int_equal(tl_convert_target(TL_DTYPE_Q4_K, TL_DTYPE_F16), TL_DTYPE_Q4_K);
-    assert_int_equal(tl_convert_target(TL_DTYPE_BF16, TL_DTYPE_F16), TL_DTYPE_F16);
+    assert_int_equal(tl__convert_target(TL_DTYPE_Q4_K, TL_DTYPE_F16), TL_DTYPE_Q4_K);
+    assert_int_equal(tl__convert_target(TL_DTYPE_BF16, TL_DTYPE_F16), TL_DTYPE_F16);
     float x = 1;
     uint8_t y;
     assert_int_equal(tl_convert(TL_DTYPE_F8_E5M2, &y, TL_DTYPE_F32, &x, 1), TL_ERR_UNSUPPORTED);

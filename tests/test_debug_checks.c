@@ -72,68 +72,68 @@ static void false_assert(void) {
 
 #ifdef TL_DEBUG_ASSERTS
 static void unheld(void) {
-    tl_os_mutex m;
-    tl_os_mutex_init(&m);
-    tl_os_mutex_assert_held(&m);
+    tl__os_mutex m;
+    tl__os_mutex_init(&m);
+    tl__os_mutex_assert_held(&m);
 }
 
-static tl_os_mutex shared_mu;
-static tl_os_mutex gate_mu;
-static tl_os_cond gate_cv;
+static tl__os_mutex shared_mu;
+static tl__os_mutex gate_mu;
+static tl__os_cond gate_cv;
 static int gate;
 
 static void *hold_forever(void *arg) {
     (void)arg;
-    tl_os_mutex_lock(&shared_mu);
-    tl_os_mutex_lock(&gate_mu);
+    tl__os_mutex_lock(&shared_mu);
+    tl__os_mutex_lock(&gate_mu);
     gate = 1;
-    tl_os_cond_broadcast(&gate_cv);
-    tl_os_mutex_unlock(&gate_mu);
+    tl__os_cond_broadcast(&gate_cv);
+    tl__os_mutex_unlock(&gate_mu);
     pause();
     return NULL;
 }
 
 static void held_by_other_thread(void) {
-    tl_os_mutex_init(&shared_mu);
-    tl_os_mutex_init(&gate_mu);
-    tl_os_cond_init(&gate_cv);
-    tl_os_thread *t;
-    if (tl_os_thread_start(&t, hold_forever, NULL) != 0) _exit(3);
-    tl_os_mutex_lock(&gate_mu);
+    tl__os_mutex_init(&shared_mu);
+    tl__os_mutex_init(&gate_mu);
+    tl__os_cond_init(&gate_cv);
+    tl__os_thread *t;
+    if (tl__os_thread_start(&t, hold_forever, NULL) != 0) _exit(3);
+    tl__os_mutex_lock(&gate_mu);
     while (!gate)
-        tl_os_cond_wait(&gate_cv, &gate_mu);
-    tl_os_mutex_unlock(&gate_mu);
-    tl_os_mutex_assert_held(&shared_mu); /* locked, but not by this thread */
+        tl__os_cond_wait(&gate_cv, &gate_mu);
+    tl__os_mutex_unlock(&gate_mu);
+    tl__os_mutex_assert_held(&shared_mu); /* locked, but not by this thread */
 }
 
 static void twice(void) {
-    tl_os_mutex m;
-    tl_os_mutex_init(&m);
-    tl_os_mutex_lock(&m);
-    tl_os_mutex_lock(&m);
+    tl__os_mutex m;
+    tl__os_mutex_init(&m);
+    tl__os_mutex_lock(&m);
+    tl__os_mutex_lock(&m);
 }
 
 static void unlock_unheld(void) {
-    tl_os_mutex m;
-    tl_os_mutex_init(&m);
-    tl_os_mutex_unlock(&m);
+    tl__os_mutex m;
+    tl__os_mutex_init(&m);
+    tl__os_mutex_unlock(&m);
 }
 
 #endif
 
 static void correct_use(void) {
-    tl_os_mutex m;
-    tl_os_cond c;
-    tl_os_mutex_init(&m);
-    tl_os_cond_init(&c);
-    tl_os_mutex_lock(&m);
-    tl_os_mutex_assert_held(&m);
-    TL_ASSERT(tl_os_mutex_held(&m));
-    (void)tl_os_cond_timedwait(&c, &m, 0.001); /* gives the lock up and takes it back */
-    tl_os_mutex_assert_held(&m);
-    tl_os_mutex_unlock(&m);
-    tl_os_cond_destroy(&c);
-    tl_os_mutex_destroy(&m);
+    tl__os_mutex m;
+    tl__os_cond c;
+    tl__os_mutex_init(&m);
+    tl__os_cond_init(&c);
+    tl__os_mutex_lock(&m);
+    tl__os_mutex_assert_held(&m);
+    TL_ASSERT(tl__os_mutex_held(&m));
+    (void)tl__os_cond_timedwait(&c, &m, 0.001); /* gives the lock up and takes it back */
+    tl__os_mutex_assert_held(&m);
+    tl__os_mutex_unlock(&m);
+    tl__os_cond_destroy(&c);
+    tl__os_mutex_destroy(&m);
     TL_ASSERT(one == 1);
 }
 

@@ -58,7 +58,7 @@ static tl_device *failing_device(failing *f) {
     static tl_device_ops kept;
     kept = ops;
     tl_device *d = NULL;
-    assert_int_equal(tl_device_new(&kept, f, &d), TL_OK);
+    assert_int_equal(tl_device_create(&kept, f, &d), TL_OK);
     return d;
 }
 
@@ -127,7 +127,7 @@ static void test_short_ops(void **state) {
     ops->copy_from = s_copy_from;
     unsigned char mem[64];
     tl_device *d = NULL;
-    assert_int_equal(tl_device_new(ops, mem, &d), TL_OK);
+    assert_int_equal(tl_device_create(ops, mem, &d), TL_OK);
     tl_devptr p;
     assert_int_equal(tl_device_alloc(d, 16, &p), TL_OK);
     uint64_t t = 7;
@@ -142,7 +142,7 @@ static void test_short_ops(void **state) {
     tl_device_release(d); /* no destroy within size: nothing called */
     /* size 0: the struct was never initialised */
     ops->size = 0;
-    assert_int_equal(tl_device_new(ops, mem, &d), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_device_create(ops, mem, &d), TL_ERR_INVALID_ARG);
     assert_non_null(strstr(tl_last_error(), "tl_device_ops_init"));
     free(ops);
 }
@@ -234,7 +234,7 @@ static void test_find_while_unregistering(void **state) {
         a->bytes = calloc(256, 1);
         a->bytes[0] = 1;
         tl_device *d = NULL;
-        assert_int_equal(tl_device_new(&arena_ops, a, &d), TL_OK);
+        assert_int_equal(tl_device_create(&arena_ops, a, &d), TL_OK);
         assert_int_equal(tl_device_register(d), TL_OK);
         tl_device_release(d); /* only the registry (and readers) hold it now */
         tl_device *again = NULL;

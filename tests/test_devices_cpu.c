@@ -28,18 +28,18 @@ static void test_meminfo_parse(void **state) {
     const char *t = "MemTotal:       24683620 kB\nMemFree:         1000 kB\n"
                     "MemAvailable:   24382368 kB\nHugePages_Total:       0\nBad:  x kB\n";
     uint64_t v = 0;
-    assert_int_equal(tl_os_meminfo_field(t, "MemTotal", &v), 0);
+    assert_int_equal(tl__os_meminfo_field(t, "MemTotal", &v), 0);
     assert_true(v == 24683620ull * 1024);
-    assert_int_equal(tl_os_meminfo_field(t, "MemAvailable", &v), 0);
+    assert_int_equal(tl__os_meminfo_field(t, "MemAvailable", &v), 0);
     assert_true(v == 24382368ull * 1024);
-    assert_int_equal(tl_os_meminfo_field(t, "HugePages_Total", &v), 0);
+    assert_int_equal(tl__os_meminfo_field(t, "HugePages_Total", &v), 0);
     assert_true(v == 0);
-    assert_int_equal(tl_os_meminfo_field(t, "Mem", &v), ENOENT);
-    assert_int_equal(tl_os_meminfo_field(t, "Nope", &v), ENOENT);
-    assert_int_equal(tl_os_meminfo_field(t, "Bad", &v), EINVAL);
+    assert_int_equal(tl__os_meminfo_field(t, "Mem", &v), ENOENT);
+    assert_int_equal(tl__os_meminfo_field(t, "Nope", &v), ENOENT);
+    assert_int_equal(tl__os_meminfo_field(t, "Bad", &v), EINVAL);
 
-    tl_os_meminfo m;
-    assert_int_equal(tl_os_meminfo_read(&m), 0);
+    tl__os_meminfo m;
+    assert_int_equal(tl__os_meminfo_read(&m), 0);
     assert_true(m.mem_total > 0);
     assert_true(m.total <= m.mem_total);
     assert_true(m.free <= m.total);
@@ -65,7 +65,7 @@ static void test_cgroup_tightest(void **state) {
     /* no limits anywhere */
     put(root, "memory.max", "max\n");
     put(b, "memory.max", "max\n");
-    assert_int_equal(tl_os_cgroup_limit(root, b, &lim, &max, &cur), 0);
+    assert_int_equal(tl__os_cgroup_limit(root, b, &lim, &max, &cur), 0);
     assert_false(lim);
     assert_true(max == UINT64_MAX && cur == 0);
     /* a: 1000 - 400 = 600 of room; b: 2000 - 1900 = 100 -> b is the tighter */
@@ -73,18 +73,18 @@ static void test_cgroup_tightest(void **state) {
     put(a, "memory.current", "400\n");
     put(b, "memory.max", "2000\n");
     put(b, "memory.current", "1900\n");
-    assert_int_equal(tl_os_cgroup_limit(root, b, &lim, &max, &cur), 0);
+    assert_int_equal(tl__os_cgroup_limit(root, b, &lim, &max, &cur), 0);
     assert_true(lim);
     assert_true(max == 2000 && cur == 1900);
     /* b loosens: a is the tighter */
     put(b, "memory.current", "10\n");
-    assert_int_equal(tl_os_cgroup_limit(root, b, &lim, &max, &cur), 0);
+    assert_int_equal(tl__os_cgroup_limit(root, b, &lim, &max, &cur), 0);
     assert_true(max == 1000 && cur == 400);
     /* over the limit: no room, not a negative number */
     put(a, "memory.current", "5000\n");
-    assert_int_equal(tl_os_cgroup_limit(root, b, &lim, &max, &cur), 0);
+    assert_int_equal(tl__os_cgroup_limit(root, b, &lim, &max, &cur), 0);
     assert_true(max == 1000 && cur == 5000);
-    assert_int_equal(tl_os_cgroup_limit(b, root, &lim, &max, &cur), EINVAL); /* dir outside root */
+    assert_int_equal(tl__os_cgroup_limit(b, root, &lim, &max, &cur), EINVAL); /* dir outside root */
     free(a);
     free(b);
     tu_tmpdir_rm(root);
@@ -112,9 +112,9 @@ static void test_cpu_oom(void **state) {
     assert_true(p == 0);
     assert_non_null(strstr(tl_last_error(), "cpu"));
     assert_int_equal(tl_device_alloc(d, UINT64_MAX, &p), TL_ERR_DEVICE_OOM);
-    tl_fault_arm(TL_FAULT_DEVICE_ALLOC, 1, ENOMEM);
+    tl__fault_arm(TL_FAULT_DEVICE_ALLOC, 1, ENOMEM);
     assert_int_equal(tl_device_alloc(d, 64, &p), TL_ERR_DEVICE_OOM);
-    tl_fault_reset();
+    tl__fault_reset();
     assert_int_equal(tl_device_alloc(d, 64, &p), TL_OK);
     assert_true(p % 64 == 0);
     assert_int_equal(tl_device_free(d, p), TL_OK);

@@ -150,7 +150,7 @@ static void test_read_file(void **state) {
     tu_write_file(path, data, n);
     int fd;
     uint64_t size;
-    assert_int_equal(tl_os_open_ro(path, &fd, &size), 0);
+    assert_int_equal(tl__os_open_ro(path, &fd, &size), 0);
     tl_devptr p;
     assert_int_equal(tl_device_alloc(d, n, &p), TL_OK);
     tl_status s = tl_device_read_file(d, fd, 4096, p, n - 4096);

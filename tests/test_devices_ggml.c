@@ -110,7 +110,7 @@ static tl_device *ggml_cpu(void) {
     tl_device *d = NULL;
     assert_int_equal(tl_device_find("ggml:CPU", &d), TL_OK);
     /* one compute thread: ggml's threads spin, and the test machine's cores are shared */
-    assert_int_equal(tl_ggml_dev_set_threads(d, 1), TL_OK);
+    assert_int_equal(tl__ggml_dev_set_threads(d, 1), TL_OK);
     return d;
 }
 
@@ -250,13 +250,13 @@ static void test_oom(void **state) {
     assert_true(p == 0);
     assert_non_null(strstr(tl_last_error(), "ggml:CPU"));
     assert_int_equal(tl_device_alloc(d, UINT64_MAX, &p), TL_ERR_DEVICE_OOM);
-    tl_fault_arm(TL_FAULT_DEVICE_ALLOC, 1, ENOMEM);
+    tl__fault_arm(TL_FAULT_DEVICE_ALLOC, 1, ENOMEM);
     assert_int_equal(tl_device_alloc(d, 64, &p), TL_ERR_DEVICE_OOM);
-    tl_fault_reset();
+    tl__fault_reset();
 
     /* a forced cap: exact to the byte, reported as total and free */
     enum { CAP = 1 << 20 };
-    assert_int_equal(tl_ggml_dev_set_cap(d, CAP), TL_OK);
+    assert_int_equal(tl__ggml_dev_set_cap(d, CAP), TL_OK);
     assert_int_equal(tl_device_describe(d, &info), TL_OK);
     assert_true(info.total == CAP && info.free == CAP);
     tl_devptr a, b, c;
@@ -271,10 +271,10 @@ static void test_oom(void **state) {
     assert_int_equal(tl_device_alloc(d, 600000, &a), TL_OK);
     assert_int_equal(tl_device_free(d, a), TL_OK);
     assert_int_equal(tl_device_free(d, b), TL_OK);
-    assert_int_equal(tl_ggml_dev_set_cap(d, UINT64_MAX), TL_OK);
+    assert_int_equal(tl__ggml_dev_set_cap(d, UINT64_MAX), TL_OK);
     tl_device *cpu = NULL;
     assert_int_equal(tl_device_find("cpu", &cpu), TL_OK);
-    assert_int_equal(tl_ggml_dev_set_cap(cpu, 1), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl__ggml_dev_set_cap(cpu, 1), TL_ERR_INVALID_ARG);
 }
 
 static void test_host_buffer(void **state) {
@@ -319,23 +319,23 @@ static void test_products_by_hand(void **state) {
     unsigned seed = 3;
     for (int i = 0; i < R * C; i++)
         w[i] = (float)rand_r(&seed) / (float)RAND_MAX - 0.5f;
-    tl_ggml_random_x(42, C, x);
+    tl__ggml_random_x(42, C, x);
     for (int i = 0; i < C; i++)
         assert_true(x[i] >= -1.0f && x[i] < 1.0f);
     ref_f32(w, R, C, x, ref, mag);
 
     /* F32 from host memory (wrapped in place) */
-    assert_int_equal(tl_ggml_matvec_host(d, w, TL_DTYPE_F32, R, C, 42, y), TL_OK);
+    assert_int_equal(tl__ggml_matvec_host(d, w, TL_DTYPE_F32, R, C, 42, y), TL_OK);
     for (int r = 0; r < R; r++)
         assert_true(fabs(y[r] - ref[r]) <= 1e-5 * mag[r] + 1e-6);
     /* F32 from device memory: the same bits */
     tl_devptr p;
     assert_int_equal(tl_device_alloc(d, sizeof w + 5, &p), TL_OK);
     assert_int_equal(tl_device_copy_to(d, p + 5, w, sizeof w), TL_OK);
-    assert_int_equal(tl_ggml_matvec(d, p + 5, TL_DTYPE_F32, R, C, 42, y2), TL_OK);
+    assert_int_equal(tl__ggml_matvec(d, p + 5, TL_DTYPE_F32, R, C, 42, y2), TL_OK);
     assert_memory_equal(y, y2, sizeof y);
     /* past the allocation's end */
-    assert_int_equal(tl_ggml_matvec(d, p + 6, TL_DTYPE_F32, R, C, 42, y2), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl__ggml_matvec(d, p + 6, TL_DTYPE_F32, R, C, 42, y2), TL_ERR_INVALID_ARG);
     assert_int_equal(tl_device_free(d, p), TL_OK);
 
     /* F16 (x is rounded to F16 by ggml: a looser bound) */
@@ -344,7 +344,7 @@ static void test_products_by_hand(void **state) {
     float wr[R * C];
     assert_int_equal(tl_convert(TL_DTYPE_F32, wr, TL_DTYPE_F16, h, R * C), TL_OK);
     ref_f32(wr, R, C, x, ref, mag);
-    assert_int_equal(tl_ggml_matvec_host(d, h, TL_DTYPE_F16, R, C, 42, y), TL_OK);
+    assert_int_equal(tl__ggml_matvec_host(d, h, TL_DTYPE_F16, R, C, 42, y), TL_OK);
     for (int r = 0; r < R; r++)
         assert_true(fabs(y[r] - ref[r]) <= 2e-3 * mag[r] + 1e-5);
 
@@ -366,46 +366,46 @@ static void test_products_by_hand(void **state) {
             }
         }
     ref_f32(wq, R, C, x, ref, mag);
-    assert_int_equal(tl_ggml_matvec_host(d, q, TL_DTYPE_Q8_0, R, C, 42, y), TL_OK);
+    assert_int_equal(tl__ggml_matvec_host(d, q, TL_DTYPE_Q8_0, R, C, 42, y), TL_OK);
     for (int r = 0; r < R; r++)
         assert_true(fabs(y[r] - ref[r]) <= 2e-2 * mag[r] + 1e-4);
 
     uint64_t need = 0;
-    assert_int_equal(tl_ggml_weight_bytes(d, TL_DTYPE_Q8_0, R, C, &need), TL_OK);
+    assert_int_equal(tl__ggml_weight_bytes(d, TL_DTYPE_Q8_0, R, C, &need), TL_OK);
     assert_true(need == sizeof q); /* the CPU pads nothing */
-    assert_int_equal(tl_ggml_weight_bytes(d, TL_DTYPE_Q4_K, 3, 512, &need), TL_OK);
+    assert_int_equal(tl__ggml_weight_bytes(d, TL_DTYPE_Q4_K, 3, 512, &need), TL_OK);
     assert_true(need == 3 * 2 * 144); /* 2 blocks of 256 per row, 144 bytes each */
 
     /* 300 products (two graphs of at most 256), weights in host and in device memory */
     enum { NW = 300 };
-    tl_ggml_weight ws[NW];
+    tl__ggml_weight ws[NW];
     float yb[NW][R];
     assert_int_equal(tl_device_alloc(d, sizeof w, &p), TL_OK);
     assert_int_equal(tl_device_copy_to(d, p, w, sizeof w), TL_OK);
     for (int i = 0; i < NW; i++) {
         int r = 1 + i % R; /* the first r rows of w */
-        ws[i] = (tl_ggml_weight){.dtype = TL_DTYPE_F32, .rows = r, .cols = C, .y = yb[i]};
+        ws[i] = (tl__ggml_weight){.dtype = TL_DTYPE_F32, .rows = r, .cols = C, .y = yb[i]};
         if (i % 2)
             ws[i].host = w;
         else
             ws[i].dev = p;
     }
-    assert_int_equal(tl_ggml_matvec_host(d, w, TL_DTYPE_F32, R, C, 42, y), TL_OK);
-    assert_int_equal(tl_ggml_matvec_many(d, ws, NW, 42), TL_OK);
+    assert_int_equal(tl__ggml_matvec_host(d, w, TL_DTYPE_F32, R, C, 42, y), TL_OK);
+    assert_int_equal(tl__ggml_matvec_many(d, ws, NW, 42), TL_OK);
     for (int i = 0; i < NW; i++)
         assert_memory_equal(yb[i], y, (size_t)ws[i].rows * sizeof(float));
     ws[NW - 1].dtype = TL_DTYPE_Q8_0; /* one bad weight (rows of 97 are not whole blocks) */
     ws[NW - 1].cols = C + 1;
-    assert_int_equal(tl_ggml_matvec_many(d, ws, NW, 42), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl__ggml_matvec_many(d, ws, NW, 42), TL_ERR_INVALID_ARG);
     assert_non_null(strstr(tl_last_error(), "ggml:CPU"));
     assert_int_equal(tl_device_free(d, p), TL_OK);
 
     /* what ggml cannot do is refused, not aborted */
-    assert_int_equal(tl_ggml_matvec_host(d, q, TL_DTYPE_Q8_0, R, 48, 42, y), TL_ERR_INVALID_ARG);
-    assert_int_equal(tl_ggml_matvec_host(d, w, TL_DTYPE_I32, R, C, 42, y), TL_ERR_UNSUPPORTED);
-    assert_int_equal(tl_ggml_matvec_host(d, w, TL_DTYPE_U8, R, C, 42, y), TL_ERR_UNSUPPORTED);
-    assert_int_equal(tl_ggml_matvec_host(d, w, TL_DTYPE_Q8_K, 1, 256, 42, y), TL_ERR_UNSUPPORTED);
-    assert_int_equal(tl_ggml_matvec_host(d, w, TL_DTYPE_F32, 0, C, 42, y), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl__ggml_matvec_host(d, q, TL_DTYPE_Q8_0, R, 48, 42, y), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl__ggml_matvec_host(d, w, TL_DTYPE_I32, R, C, 42, y), TL_ERR_UNSUPPORTED);
+    assert_int_equal(tl__ggml_matvec_host(d, w, TL_DTYPE_U8, R, C, 42, y), TL_ERR_UNSUPPORTED);
+    assert_int_equal(tl__ggml_matvec_host(d, w, TL_DTYPE_Q8_K, 1, 256, 42, y), TL_ERR_UNSUPPORTED);
+    assert_int_equal(tl__ggml_matvec_host(d, w, TL_DTYPE_F32, 0, C, 42, y), TL_ERR_INVALID_ARG);
 }
 
 /* Every 2-D weight of the shared GGUFs: loaded copy, device copy and mapping agree; a flip shows.
@@ -430,7 +430,7 @@ static void test_gguf_products(void **state) {
         bool flipped = false;
         size_t nt = tl_model_tensor_count(m), nb = 0;
         float **ys = calloc(nt, sizeof *ys); /* products from the mapping, by tensor */
-        tl_ggml_weight *batch = calloc(nt, sizeof *batch);
+        tl__ggml_weight *batch = calloc(nt, sizeof *batch);
         for (size_t i = 0; i < nt; i++) {
             const tl_tensor_info *t = tl_model_tensor(m, i);
             if (t->n_dims != 2) continue;
@@ -439,18 +439,18 @@ static void test_gguf_products(void **state) {
             assert_true(lt->data != tl_model_tensor_data(m, i));
             float *ym = NULL;
             int64_t rows = 0;
-            tl_status s = tl_ggml_matvec_tensor(d, m, i, 7, &ym, &rows);
+            tl_status s = tl__ggml_matvec_tensor(d, m, i, 7, &ym, &rows);
             if (s == TL_ERR_UNSUPPORTED) continue;
             assert_int_equal(s, TL_OK);
             assert_true(rows == t->shape[0]);
             float *yc = malloc((size_t)rows * sizeof *yc), *yd = malloc((size_t)rows * sizeof *yd);
             assert_int_equal(
-                tl_ggml_matvec_host(d, lt->data, t->dtype, t->shape[0], t->shape[1], 7, yc), TL_OK);
+                tl__ggml_matvec_host(d, lt->data, t->dtype, t->shape[0], t->shape[1], 7, yc), TL_OK);
             assert_memory_equal(ym, yc, (size_t)rows * sizeof *yc);
             tl_devptr p;
             assert_int_equal(tl_device_alloc(d, t->nbytes, &p), TL_OK);
             assert_int_equal(tl_device_copy_to(d, p, lt->data, t->nbytes), TL_OK);
-            assert_int_equal(tl_ggml_matvec(d, p, t->dtype, t->shape[0], t->shape[1], 7, yd),
+            assert_int_equal(tl__ggml_matvec(d, p, t->dtype, t->shape[0], t->shape[1], 7, yd),
                              TL_OK);
             assert_memory_equal(ym, yd, (size_t)rows * sizeof *yd);
             bool nonzero = false;
@@ -468,7 +468,7 @@ static void test_gguf_products(void **state) {
                     w[at[k]] ^= 0x5A;
                     assert_int_equal(tl_device_copy_to(d, p, w, t->nbytes), TL_OK);
                     assert_int_equal(
-                        tl_ggml_matvec(d, p, t->dtype, t->shape[0], t->shape[1], 7, yd), TL_OK);
+                        tl__ggml_matvec(d, p, t->dtype, t->shape[0], t->shape[1], 7, yd), TL_OK);
                     assert_true(memcmp(ym, yd, (size_t)rows * sizeof *yd) != 0);
                     flips++;
                 }
@@ -477,7 +477,7 @@ static void test_gguf_products(void **state) {
             }
             assert_int_equal(tl_device_free(d, p), TL_OK);
             ys[i] = ym;
-            batch[nb++] = (tl_ggml_weight){.dtype = t->dtype,
+            batch[nb++] = (tl__ggml_weight){.dtype = t->dtype,
                                            .rows = t->shape[0],
                                            .cols = t->shape[1],
                                            .host = lt->data,
@@ -485,7 +485,7 @@ static void test_gguf_products(void **state) {
             free(yd);
         }
         /* all of them in one graph, as an engine computes a layer: the same bits */
-        assert_int_equal(tl_ggml_matvec_many(d, batch, nb, 7), TL_OK);
+        assert_int_equal(tl__ggml_matvec_many(d, batch, nb, 7), TL_OK);
         for (size_t i = 0, k = 0; i < nt; i++) {
             if (!ys[i]) continue;
             assert_memory_equal(batch[k].y, ys[i], (size_t)batch[k].rows * sizeof(float));
@@ -494,7 +494,7 @@ static void test_gguf_products(void **state) {
         }
         free(ys);
         free(batch);
-        tl_load_result_free(lr);
+        tl_load_result_destroy(lr);
         tl_model_close(m);
     }
     fprintf(stderr, "[ggml-devices] %zu products, %zu flipped bytes seen; types:", products, flips);
@@ -539,7 +539,7 @@ static void test_every_type(void **state) {
         const tl_tensor_info *t = tl_model_tensor(m, i);
         float *ym = NULL, yd[4];
         int64_t rows = 0;
-        tl_status s = tl_ggml_matvec_tensor(d, m, i, 3, &ym, &rows);
+        tl_status s = tl__ggml_matvec_tensor(d, m, i, 3, &ym, &rows);
         bool never = t->dtype == TL_DTYPE_I8 || t->dtype == TL_DTYPE_I16 ||
                      t->dtype == TL_DTYPE_I32 || t->dtype == TL_DTYPE_I64 ||
                      t->dtype == TL_DTYPE_F64 || t->dtype == TL_DTYPE_Q8_1 ||
@@ -558,7 +558,7 @@ static void test_every_type(void **state) {
         tl_devptr p;
         assert_int_equal(tl_device_alloc(d, t->nbytes, &p), TL_OK);
         assert_int_equal(tl_device_copy_to(d, p, tl_model_tensor_data(m, i), t->nbytes), TL_OK);
-        assert_int_equal(tl_ggml_matvec(d, p, t->dtype, 4, 256, 3, yd), TL_OK);
+        assert_int_equal(tl__ggml_matvec(d, p, t->dtype, 4, 256, 3, yd), TL_OK);
         assert_memory_equal(ym, yd, sizeof yd);
         assert_int_equal(tl_device_free(d, p), TL_OK);
         free(ym);

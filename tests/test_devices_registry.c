@@ -107,7 +107,7 @@ static void test_custom_device(void **state) {
     eng e = {.name = "myengine0", .cap = 4096};
     e.arena = calloc(4096, 1);
     tl_device *d = NULL;
-    assert_int_equal(tl_device_new(&eng_ops, &e, &d), TL_OK);
+    assert_int_equal(tl_device_create(&eng_ops, &e, &d), TL_OK);
     assert_int_equal(tl_device_register(d), TL_OK);
     assert_true(listed("myengine0"));
     tl_device *f = NULL;
@@ -134,7 +134,7 @@ static void test_custom_device(void **state) {
     /* a second device with the same name (any case) is refused */
     eng e2 = {.name = "MYENGINE0", .cap = 1};
     tl_device *d2 = NULL;
-    assert_int_equal(tl_device_new(&eng_ops, &e2, &d2), TL_OK);
+    assert_int_equal(tl_device_create(&eng_ops, &e2, &d2), TL_OK);
     assert_int_equal(tl_device_register(d2), TL_ERR_INVALID_ARG);
     assert_non_null(strstr(tl_last_error(), "already registered"));
     tl_device_release(d2);
@@ -157,17 +157,17 @@ static void test_bad_devices(void **state) {
     (void)state;
     tl_device *d = NULL;
     tl_device_ops none = {0};
-    assert_int_equal(tl_device_new(&none, NULL, &d), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_device_create(&none, NULL, &d), TL_ERR_INVALID_ARG);
     tl_device_ops_init(&none);
-    assert_int_equal(tl_device_new(&none, NULL, &d), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_device_create(&none, NULL, &d), TL_ERR_INVALID_ARG);
     eng e = {.name = "bad name", .cap = 1};
-    assert_int_equal(tl_device_new(&eng_ops, &e, &d), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_device_create(&eng_ops, &e, &d), TL_ERR_INVALID_ARG);
     assert_null(d);
     tl_device_ops half = eng_ops;
     half.copy_to_async = NULL;
     half.copy_from_async = eng_from_async;
     eng e2 = {.name = "ok", .cap = 1};
-    assert_int_equal(tl_device_new(&half, &e2, &d), TL_ERR_INVALID_ARG); /* async without wait */
+    assert_int_equal(tl_device_create(&half, &e2, &d), TL_ERR_INVALID_ARG); /* async without wait */
 }
 
 static void test_lookup(void **state) {
@@ -214,7 +214,7 @@ static void *worker(void *arg) {
     for (int j = 0; j < PER; j++) {
         tl_sim_spec sp = {.capacity = 1024};
         snprintf(sp.name, sizeof sp.name, "t%d_%d", id, j);
-        if (tl_device_sim_new(&sp, &mine[j]) != TL_OK || tl_device_register(mine[j]) != TL_OK) {
+        if (tl_device_sim_create(&sp, &mine[j]) != TL_OK || tl_device_register(mine[j]) != TL_OK) {
             atomic_fetch_add(&thread_failures, 1);
             return NULL;
         }

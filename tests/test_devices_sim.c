@@ -20,7 +20,7 @@ static tl_device *mk_sim(const char *name, uint64_t cap, double bw, double lat) 
     sp.bandwidth = bw;
     sp.latency = lat;
     tl_device *d = NULL;
-    assert_int_equal(tl_device_sim_new(&sp, &d), TL_OK);
+    assert_int_equal(tl_device_sim_create(&sp, &d), TL_OK);
     assert_non_null(d);
     return d;
 }
@@ -98,11 +98,11 @@ static void test_fault_injection(void **state) {
     (void)state;
     tl_device *d = mk_sim("flt", 1 << 20, 0, 0);
     tl_devptr a = 0, b = 0;
-    tl_fault_arm(TL_FAULT_DEVICE_ALLOC, 2, ENOMEM);
+    tl__fault_arm(TL_FAULT_DEVICE_ALLOC, 2, ENOMEM);
     assert_int_equal(tl_device_alloc(d, 100, &a), TL_OK);
     assert_int_equal(tl_device_alloc(d, 100, &b), TL_ERR_DEVICE_OOM);
     assert_true(b == 0);
-    tl_fault_reset();
+    tl__fault_reset();
     assert_int_equal(tl_device_alloc(d, 100, &b), TL_OK);
     assert_true(free_of(d) == (1 << 20) - 200);
     tl_device_free(d, a);
@@ -297,7 +297,7 @@ static void test_spec_parse(void **state) {
     (void)state;
     tl_sim_spec sp[8];
     size_t n = 99;
-    assert_int_equal(tl_device_sim_spec_parse("gpu0=8G,gpu1=4G", sp, 8, &n), TL_OK);
+    assert_int_equal(tl_parse_sim_spec("gpu0=8G,gpu1=4G", sp, 8, &n), TL_OK);
     assert_int_equal(n, 2);
     assert_string_equal(sp[0].name, "gpu0");
     assert_true(sp[0].capacity == 8ull << 30);
@@ -305,7 +305,7 @@ static void test_spec_parse(void **state) {
     assert_true(sp[1].capacity == 4ull << 30);
     assert_true(sp[0].bandwidth == 0 && sp[0].latency == 0);
     assert_int_equal(
-        tl_device_sim_spec_parse(" a = 1.5G : bw=16G : lat=10us , cuda0=512MiB,x=1000", sp, 8, &n),
+        tl_parse_sim_spec(" a = 1.5G : bw=16G : lat=10us , cuda0=512MiB,x=1000", sp, 8, &n),
         TL_OK);
     assert_int_equal(n, 3);
     assert_string_equal(sp[0].name, "a");
@@ -315,7 +315,7 @@ static void test_spec_parse(void **state) {
     assert_string_equal(sp[1].name, "cuda0");
     assert_true(sp[1].capacity == 512ull << 20);
     assert_true(sp[2].capacity == 1000);
-    assert_int_equal(tl_device_sim_spec_parse("g=1K:lat=2ms", sp, 8, &n), TL_OK);
+    assert_int_equal(tl_parse_sim_spec("g=1K:lat=2ms", sp, 8, &n), TL_OK);
     assert_true(sp[0].capacity == 1024 && fabs(sp[0].latency - 2e-3) < 1e-15);
 
     const char *bad[] = {
@@ -340,17 +340,17 @@ static void test_spec_parse(void **state) {
         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa=1G",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        tl_status s = tl_device_sim_spec_parse(bad[i], sp, 8, &n);
+        tl_status s = tl_parse_sim_spec(bad[i], sp, 8, &n);
         if (s != TL_ERR_INVALID_ARG) fail_msg("spec '%s' parsed (status %d)", bad[i], s);
         assert_true(strlen(tl_last_error()) > 0);
     }
-    assert_int_equal(tl_device_sim_spec_parse("gpu0=abc", sp, 8, &n), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_parse_sim_spec("gpu0=abc", sp, 8, &n), TL_ERR_INVALID_ARG);
     assert_non_null(strstr(tl_last_error(), "bad size"));
-    assert_int_equal(tl_device_sim_spec_parse("=8G", sp, 8, &n), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_parse_sim_spec("=8G", sp, 8, &n), TL_ERR_INVALID_ARG);
     assert_non_null(strstr(tl_last_error(), "empty device name"));
-    assert_int_equal(tl_device_sim_spec_parse("gpu0=1G,Gpu0=2G", sp, 8, &n), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_parse_sim_spec("gpu0=1G,Gpu0=2G", sp, 8, &n), TL_ERR_INVALID_ARG);
     assert_non_null(strstr(tl_last_error(), "duplicate"));
-    assert_int_equal(tl_device_sim_spec_parse("a=1,b=1,c=1", sp, 2, &n), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_parse_sim_spec("a=1,b=1,c=1", sp, 2, &n), TL_ERR_INVALID_ARG);
 }
 
 int main(void) {

@@ -61,22 +61,22 @@ static void model_consistent(tl_model *m) {
  * the load with want (reads); otherwise a fault may also be recovered from,
  * and then the result must be right. Returns the number of calls swept.
  */
-static unsigned long sweep(const sweep_case *c, tl_fault_kind kind, int err, tl_status want,
+static unsigned long sweep(const sweep_case *c, tl__fault_kind kind, int err, tl_status want,
                            bool every_fails, const tl_load_options *o) {
     tl_model *m = c->m;
-    tl_fault_arm(kind, 0, 0);
+    tl__fault_arm(kind, 0, 0);
     tl_load_result *r;
     if (tl_model_load(m, o, &r) != TL_OK) fail_msg("clean load: %s", tl_last_error());
-    tl_load_result_free(r);
-    unsigned long calls = tl_fault_calls(kind);
-    tl_fault_reset();
+    tl_load_result_destroy(r);
+    unsigned long calls = tl__fault_calls(kind);
+    tl__fault_reset();
     int fds = tu_count_fds();
     for (unsigned long nth = 1; nth <= calls; nth++) {
-        tl_fault_arm(kind, nth, err);
+        tl__fault_arm(kind, nth, err);
         r = (tl_load_result *)1;
         tl_status st = tl_model_load(m, o, &r);
-        unsigned long made = tl_fault_calls(kind);
-        tl_fault_reset();
+        unsigned long made = tl__fault_calls(kind);
+        tl__fault_reset();
         if (st == TL_OK) {
             if (every_fails && made >= nth)
                 fail_msg("mode %s convert %d verify %d: fault %lu of %lu (kind %d) was ignored",
@@ -84,7 +84,7 @@ static unsigned long sweep(const sweep_case *c, tl_fault_kind kind, int err, tl_
             (void)made; /* reached and recovered from, or not reached (call counts vary with
                            threads) */
             check_loaded(c, r, o);
-            tl_load_result_free(r);
+            tl_load_result_destroy(r);
         } else {
             const char *e = tl_last_error();
             assert_null(r);
@@ -107,7 +107,7 @@ static unsigned long sweep(const sweep_case *c, tl_fault_kind kind, int err, tl_
     }
     if (tl_model_load(m, o, &r) != TL_OK) fail_msg("load after faults: %s", tl_last_error());
     check_loaded(c, r, o);
-    tl_load_result_free(r);
+    tl_load_result_destroy(r);
     return calls;
 }
 

@@ -16,19 +16,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void sweep(tl_fault_kind kind, int err, const char *const *paths, size_t n_paths,
+static void sweep(tl__fault_kind kind, int err, const char *const *paths, size_t n_paths,
                   const char *const *shards) {
     /* count the calls a clean open makes */
-    tl_fault_arm(kind, 0, 0);
+    tl__fault_arm(kind, 0, 0);
     tl_model *m;
     assert_int_equal(tl_model_open(paths, n_paths, NULL, &m), TL_OK);
     size_t n_tensors = tl_model_tensor_count(m);
     tl_model_close(m);
-    unsigned long calls = tl_fault_calls(kind);
+    unsigned long calls = tl__fault_calls(kind);
     assert_true(calls > 0);
     int fds = tu_count_fds();
     for (unsigned long nth = 1; nth <= calls; nth++) {
-        tl_fault_arm(kind, nth, err);
+        tl__fault_arm(kind, nth, err);
         m = (tl_model *)1;
         tl_status st = tl_model_open(paths, n_paths, NULL, &m);
         if (st == TL_OK)
@@ -49,7 +49,7 @@ static void sweep(tl_fault_kind kind, int err, const char *const *paths, size_t 
             fail_msg("kind %d, call %lu: the message does not say why: %s", kind, nth, e);
         assert_int_equal(tu_count_fds(), fds);
     }
-    tl_fault_reset();
+    tl__fault_reset();
     assert_int_equal(tl_model_open(paths, n_paths, NULL, &m), TL_OK);
     assert_int_equal(tl_model_tensor_count(m), n_tensors);
     for (size_t i = 0; i < n_tensors; i++) {

@@ -278,12 +278,12 @@ static bool same_str(const char *c, const char *p, uint64_t len) {
         return false;                                                                              \
     } while (0)
 
-static bool same_meta(const tl_fmt_file *f, const struct gguf_context *gc, char *why,
+static bool same_meta(const tl__fmt_file *f, const struct gguf_context *gc, char *why,
                       size_t why_len) {
     if ((int64_t)f->n_meta != G.get_n_kv(gc))
         DIFF("%zu metadata entries, ggml %" PRId64, f->n_meta, G.get_n_kv(gc));
     for (size_t i = 0; i < f->n_meta; i++) {
-        const tl_fmt_meta *fm = &f->meta[i];
+        const tl__fmt_meta *fm = &f->meta[i];
         const tl_meta *m = &fm->m;
         int64_t k = (int64_t)i;
         if (strcmp(m->key, G.get_key(gc, k)) != 0)
@@ -303,7 +303,7 @@ static bool same_meta(const tl_fmt_file *f, const struct gguf_context *gc, char 
             if (m->elem_type == TL_META_STRING) {
                 for (uint64_t j = 0; j < m->count; j++) {
                     tl_meta e;
-                    if (tl_fmt_meta_array_get(fm, j, &e) != TL_OK)
+                    if (tl__fmt_meta_array_get(fm, j, &e) != TL_OK)
                         DIFF("'%s'[%" PRIu64 "]: %s", m->key, j, tl_last_error());
                     if (!same_str(G.get_arr_str(gc, k, (size_t)j), e.v.s.ptr, e.v.s.len))
                         DIFF("'%s'[%" PRIu64 "] differs from ggml's", m->key, j);
@@ -321,7 +321,7 @@ static bool same_meta(const tl_fmt_file *f, const struct gguf_context *gc, char 
                 }
                 for (uint64_t j = 0; j < m->count; j += 1 + m->count / 7) {
                     tl_meta e;
-                    if (tl_fmt_meta_array_get(fm, j, &e) != TL_OK || !same_scalar(&e, gd + j * es))
+                    if (tl__fmt_meta_array_get(fm, j, &e) != TL_OK || !same_scalar(&e, gd + j * es))
                         DIFF("'%s'[%" PRIu64 "] differs from ggml's", m->key, j);
                 }
             }
@@ -334,7 +334,7 @@ static bool same_meta(const tl_fmt_file *f, const struct gguf_context *gc, char 
 }
 
 /* Both readers accepted a file: do they describe it the same way? */
-static bool same_file(const tl_fmt_file *f, const struct gguf_context *gc, struct ggml_context *ctx,
+static bool same_file(const tl__fmt_file *f, const struct gguf_context *gc, struct ggml_context *ctx,
                       char *why, size_t why_len) {
     if ((uint32_t)f->version != G.get_version(gc))
         DIFF("version %d, ggml %u", f->version, G.get_version(gc));
@@ -356,7 +356,7 @@ static bool same_file(const tl_fmt_file *f, const struct gguf_context *gc, struc
     if ((int64_t)f->n_tensors != G.get_n_tensors(gc))
         DIFF("%zu tensors, ggml %" PRId64, f->n_tensors, G.get_n_tensors(gc));
     for (size_t i = 0; i < f->n_tensors; i++) {
-        const tl_fmt_tensor *t = &f->tensors[i];
+        const tl__fmt_tensor *t = &f->tensors[i];
         int64_t k = (int64_t)i;
         if (strcmp(t->name, G.get_tensor_name(gc, k)) != 0)
             DIFF("tensor %zu is '%s', ggml says '%s'", i, t->name, G.get_tensor_name(gc, k));
@@ -389,8 +389,8 @@ static size_t compare_file(const char *path) {
     size_t len;
     char *img = tu_read_file(path, &len);
     assert_non_null(img);
-    tl_fmt_file f;
-    tl_status st = tl_gguf_parse((const uint8_t *)img, len, path, &f);
+    tl__fmt_file f;
+    tl_status st = tl__gguf_parse((const uint8_t *)img, len, path, &f);
     if (st) fail_msg("ours rejects %s: %s", path, tl_last_error());
     ggml_log[0] = 0;
     struct ggml_context *ctx = NULL;
@@ -403,7 +403,7 @@ static size_t compare_file(const char *path) {
     size_t n = f.n_tensors;
     G.ggml_free(ctx);
     G.gguf_free(gc);
-    tl_fmt_file_free(&f);
+    tl__fmt_file_free(&f);
     free(img);
     return n;
 }
@@ -412,10 +412,10 @@ static size_t compare_file(const char *path) {
 static void both_reject(const char *dir, const char *label, const uint8_t *img, size_t len) {
     char *path = tu_path(dir, label);
     tu_write_file(path, img, len);
-    tl_fmt_file f;
-    tl_status st = tl_gguf_parse(img, len, path, &f);
+    tl__fmt_file f;
+    tl_status st = tl__gguf_parse(img, len, path, &f);
     if (st == TL_OK) {
-        tl_fmt_file_free(&f);
+        tl__fmt_file_free(&f);
         fail_msg("%s: ours accepts a file ggml should reject", label);
     }
     ggml_log[0] = 0;
@@ -574,8 +574,8 @@ static void write_and_compare(gw_gguf *g, const char *dir, const char *name,
     tu_write_file(path, img, len);
     assert_int_equal(compare_file(path), expect_tensors);
     /* and the writer put the data where both readers say it is */
-    tl_fmt_file f;
-    assert_int_equal(tl_gguf_parse(img, len, path, &f), TL_OK);
+    tl__fmt_file f;
+    assert_int_equal(tl__gguf_parse(img, len, path, &f), TL_OK);
     assert_int_equal(f.data_offset, gw_data_offset(g));
     for (size_t i = 0; i < f.n_tensors; i++) {
         assert_int_equal(f.tensors[i].offset, gw_tensor_abs_offset(g, i));
@@ -599,7 +599,7 @@ static void write_and_compare(gw_gguf *g, const char *dir, const char *name,
         assert_memory_equal(t->shape, f.tensors[i].shape, t->n_dims * sizeof t->shape[0]);
     }
     tl_model_close(m);
-    tl_fmt_file_free(&f);
+    tl__fmt_file_free(&f);
     free(img);
     free(path);
 }
@@ -817,15 +817,15 @@ static void test_nested_arrays(void **state) {
     uint8_t *img = gw_build(g, &len);
     char *path = tu_path(dir, "nested.gguf");
     tu_write_file(path, img, len);
-    tl_fmt_file f;
-    if (tl_gguf_parse(img, len, path, &f)) fail_msg("ours: %s", tl_last_error());
+    tl__fmt_file f;
+    if (tl__gguf_parse(img, len, path, &f)) fail_msg("ours: %s", tl_last_error());
     assert_int_equal(f.n_meta, 2);
     assert_int_equal(f.meta[1].m.type, TL_META_ARRAY);
     assert_int_equal(f.meta[1].m.elem_type, TL_META_ARRAY);
     assert_int_equal(f.meta[1].m.count, 3);
     assert_int_equal(f.meta[1].m.depth, 2);
     assert_int_equal(f.tensors[1].offset, gw_tensor_abs_offset(g, 1));
-    tl_fmt_file_free(&f);
+    tl__fmt_file_free(&f);
     struct gguf_init_params params = {true, NULL};
     struct gguf_context *gc = G.init_from_file(path, params);
     print_message("note: ggml %s nested arrays\n", gc ? "accepts" : "rejects");
@@ -882,8 +882,8 @@ enum { M_AGREE = 10, M_BOTH_REJECT, M_OURS_ONLY, M_GGML_ONLY_OK, M_DIFF = 42, M_
  */
 static void child_compare(const char *path, const uint8_t *img, size_t len, const char *why_path) {
     char why[1024] = "";
-    tl_fmt_file f;
-    tl_status st = tl_gguf_parse(img, len, path, &f);
+    tl__fmt_file f;
+    tl_status st = tl__gguf_parse(img, len, path, &f);
     struct ggml_context *ctx = NULL;
     struct gguf_init_params params = {true, &ctx};
     ggml_log[0] = 0;
@@ -969,8 +969,8 @@ static void test_mutations(void **state) {
             size_t n = (rng(&rs) % 8 == 0) ? (size_t)(rng(&rs) % len) : len;
             tu_write_file(path, img, n);
             /* ours first, in this process: any crash of ours fails the test here */
-            tl_fmt_file f;
-            if (tl_gguf_parse(img, n, path, &f) == TL_OK) tl_fmt_file_free(&f);
+            tl__fmt_file f;
+            if (tl__gguf_parse(img, n, path, &f) == TL_OK) tl__fmt_file_free(&f);
             remove(why_path);
             fflush(NULL);
             pid_t pid = fork();

@@ -18,15 +18,15 @@
 
 #define PATH "hostile.gguf"
 
-static tl_status parse(const uint8_t *img, size_t len, tl_fmt_file *f) {
-    return tl_gguf_parse(img, len, PATH, f);
+static tl_status parse(const uint8_t *img, size_t len, tl__fmt_file *f) {
+    return tl__gguf_parse(img, len, PATH, f);
 }
 
 /* Build, parse, expect failure with status st and a message containing needle. */
 static void expect_reject(gw_gguf *g, tl_status st, const char *needle) {
     size_t len;
     uint8_t *img = gw_build(g, &len);
-    tl_fmt_file f;
+    tl__fmt_file f;
     tl_status got = parse(img, len, &f);
     if (got != st)
         fail_msg("got %s (%s), want %s with '%s'", tl_status_name(got), tl_last_error(),
@@ -70,7 +70,7 @@ static void test_every_metadata_type_reads_back(void **state) {
         gw_kv_nested_u32(g, "nested", 3);
         size_t len;
         uint8_t *img = gw_build(g, &len);
-        tl_fmt_file f;
+        tl__fmt_file f;
         if (parse(img, len, &f)) fail_msg("%s", tl_last_error());
         assert_int_equal(f.version, (int32_t)version);
         assert_int_equal(f.n_meta, 16);
@@ -89,19 +89,19 @@ static void test_every_metadata_type_reads_back(void **state) {
         assert_true(f.meta[11].m.v.f == -1.25);
         tl_meta e;
         assert_int_equal(f.meta[12].m.count, 3);
-        assert_int_equal(tl_fmt_meta_array_get(&f.meta[12], 2, &e), TL_OK);
+        assert_int_equal(tl__fmt_meta_array_get(&f.meta[12], 2, &e), TL_OK);
         assert_int_equal(e.v.s.len, 5);
         assert_memory_equal(e.v.s.ptr, "tok\xc3\xa9", 5);
-        assert_int_equal(tl_fmt_meta_array_get(&f.meta[12], 1, &e), TL_OK);
+        assert_int_equal(tl__fmt_meta_array_get(&f.meta[12], 1, &e), TL_OK);
         assert_int_equal(e.v.s.len, 0);
-        assert_int_equal(tl_fmt_meta_array_get(&f.meta[13], 2, &e), TL_OK);
+        assert_int_equal(tl__fmt_meta_array_get(&f.meta[13], 2, &e), TL_OK);
         assert_int_equal(e.v.i, -3);
         assert_int_equal(f.meta[14].m.count, 0);
-        assert_int_equal(tl_fmt_meta_array_get(&f.meta[14], 0, &e), TL_ERR_INVALID_ARG);
+        assert_int_equal(tl__fmt_meta_array_get(&f.meta[14], 0, &e), TL_ERR_INVALID_ARG);
         assert_int_equal(f.meta[15].m.depth, 2);
         assert_int_equal(f.meta[15].m.count, 3);
-        assert_int_equal(tl_fmt_meta_array_get(&f.meta[15], 0, &e), TL_ERR_UNSUPPORTED);
-        tl_fmt_file_free(&f);
+        assert_int_equal(tl__fmt_meta_array_get(&f.meta[15], 0, &e), TL_ERR_UNSUPPORTED);
+        tl__fmt_file_free(&f);
         free(img);
         gw_free(g);
     }
@@ -123,13 +123,13 @@ static void test_every_ggml_type_is_exact(void **state) {
     assert_int_equal(n, 35);
     size_t len;
     uint8_t *img = gw_build(g, &len);
-    tl_fmt_file f;
+    tl__fmt_file f;
     if (parse(img, len, &f)) fail_msg("%s", tl_last_error());
     assert_int_equal(f.alignment, 64);
     assert_int_equal(f.data_offset % 64, 0);
     assert_int_equal(f.data_offset, gw_data_offset(g));
     for (size_t i = 0; i < f.n_tensors; i++) {
-        const tl_fmt_tensor *t = &f.tensors[i];
+        const tl__fmt_tensor *t = &f.tensors[i];
         const tu_dtype_spec *sp = tu_dtype_spec_named(t->name);
         assert_non_null(sp);
         assert_int_equal(t->dtype, sp->id);
@@ -141,7 +141,7 @@ static void test_every_ggml_type_is_exact(void **state) {
         assert_int_equal(t->shape[2], (int64_t)sp->block_elems * 3);
         assert_int_equal(img[t->offset + 1], gw_pattern_byte(i, 1));
     }
-    tl_fmt_file_free(&f);
+    tl__fmt_file_free(&f);
     free(img);
     gw_free(g);
 }
@@ -154,9 +154,9 @@ static void test_truncation_at_every_byte(void **state) {
     gw_kv_nested_u32(g, "nested", 2);
     size_t len;
     uint8_t *img = gw_build(g, &len);
-    tl_fmt_file f;
+    tl__fmt_file f;
     assert_int_equal(parse(img, len, &f), TL_OK);
-    tl_fmt_file_free(&f);
+    tl__fmt_file_free(&f);
     /* every cut before the last tensor's last byte (after it there is only padding) */
     size_t end = (size_t)(gw_tensor_abs_offset(g, 0) + gw_tensor_size(g, 0));
     assert_true(end <= len);
@@ -193,7 +193,7 @@ static void test_counts_near_2_64(void **state) {
         memcpy(img + 4, &v3, 4);
         memcpy(img + 8, &nt, 8);
         memcpy(img + 16, &nkv, 8);
-        tl_fmt_file f;
+        tl__fmt_file f;
         assert_int_equal(parse(img, big, &f), TL_ERR_UNSUPPORTED);
         assert_non_null(strstr(tl_last_error(), "exceed tierload's limits"));
         free(img);
@@ -289,11 +289,11 @@ static void test_alignment_rules(void **state) {
     gw_kv_u32(g, "general.alignment", 256);
     size_t len;
     uint8_t *img = gw_build(g, &len);
-    tl_fmt_file f;
+    tl__fmt_file f;
     assert_int_equal(parse(img, len, &f), TL_OK);
     assert_int_equal(f.alignment, 256);
     assert_int_equal(f.data_offset % 256, 0);
-    tl_fmt_file_free(&f);
+    tl__fmt_file_free(&f);
     free(img);
     gw_free(g);
 }
@@ -325,10 +325,10 @@ static void test_duplicates_nesting_overlap_and_bounds(void **state) {
         } else {
             size_t len;
             uint8_t *img = gw_build(g, &len);
-            tl_fmt_file f;
+            tl__fmt_file f;
             assert_int_equal(parse(img, len, &f), TL_OK);
             assert_int_equal(f.meta[0].m.depth, 8);
-            tl_fmt_file_free(&f);
+            tl__fmt_file_free(&f);
             free(img);
             gw_free(g);
         }
@@ -371,7 +371,7 @@ static void test_duplicates_nesting_overlap_and_bounds(void **state) {
     size_t kv_len = 8 + 3 + 4 + 1;
     memcpy(img + 24, base + 24, kv_len);
     memcpy(img + 24 + kv_len, v.p, v.len);
-    tl_fmt_file f;
+    tl__fmt_file f;
     assert_int_equal(parse(img, 24 + kv_len + v.len + 64, &f), TL_ERR_FORMAT);
     assert_non_null(strstr(tl_last_error(), "NUL"));
     free(img);
@@ -395,10 +395,10 @@ static void test_header_basics(void **state) {
     gw_set_tail(g, 100);
     size_t len;
     uint8_t *img = gw_build(g, &len);
-    tl_fmt_file f;
+    tl__fmt_file f;
     assert_int_equal(parse(img, len, &f), TL_OK);
     assert_int_equal(f.version, 2);
-    tl_fmt_file_free(&f);
+    tl__fmt_file_free(&f);
     free(img);
     gw_free(g);
 }

@@ -101,7 +101,7 @@ static void test_grouping(void **state) {
     assert_int_equal(s.comp[TL_COMP_DIFFUSION].other_bytes, 12);
     assert_int_equal(s.comp[TL_COMP_DIFFUSION].bytes, 94);
     assert_int_equal(s.comp[TL_COMP_COND].bytes, 8);
-    tl_plan_summary_free(&s);
+    tl_plan_summary_clear(&s);
 
     tl_model_close(m);
     free(p);

@@ -92,7 +92,7 @@ static int guarded_read_of_lost_page(void) {
     if (map == MAP_FAILED) return 22;
     if (ftruncate(fd, pg) != 0) return 23;
     char buf[16];
-    return tl_os_guarded_copy(buf, map + pg, sizeof buf) == EFAULT ? 0 : 24;
+    return tl__os_guarded_copy(buf, map + pg, sizeof buf) == EFAULT ? 0 : 24;
 }
 
 static int child_guard_on(void) {

@@ -73,7 +73,7 @@ static void test_element_alignment(void **state) {
         check(m, r, "u8", 1, 0, 6);
         check(m, r, "d", 8, 6, 32);
         check(m, r, "h", 2, 38, 6);
-        tl_load_result_free(r);
+        tl_load_result_destroy(r);
         tl_model_close(m);
     }
 }
@@ -87,7 +87,7 @@ static void test_requested_alignment(void **state) {
         check(m, r, "u8", aligns[k], 0, 6);
         check(m, r, "d", aligns[k], 6, 32);
         check(m, r, "h", aligns[k], 38, 6);
-        tl_load_result_free(r);
+        tl_load_result_destroy(r);
         tl_model_close(m);
     }
 }

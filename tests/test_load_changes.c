@@ -47,32 +47,32 @@ static void test_engine_guards_mappings(void **state) {
     void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
     assert_true(map != MAP_FAILED);
     assert_int_equal(ftruncate(fd, 4096), 0);
-    tl_io_engine *e;
-    assert_int_equal(tl_io_engine_create(NULL, &e), TL_OK);
+    tl__io_engine *e;
+    assert_int_equal(tl__io_engine_create(NULL, &e), TL_OK);
     float *dst = malloc(N * 4);
-    tl_io_xfer x = {.len = N * 4, .from = TL_DTYPE_F32, .to = TL_DTYPE_F16, .path = p,
+    tl__io_xfer x = {.len = N * 4, .from = TL_DTYPE_F32, .to = TL_DTYPE_F16, .path = p,
                     .name = "x.f32"};
     x.src.kind = TL_IO_HOST;
     x.src.host = (unsigned char *)map + 65536;
     x.src.mapped = true;
     x.dst.kind = TL_IO_HOST;
     x.dst.host = dst;
-    assert_int_equal(tl_io_run(e, &x, 1, TL_IO_DEMAND), TL_ERR_CHANGED); /* converting */
+    assert_int_equal(tl__io_run(e, &x, 1, TL_IO_DEMAND), TL_ERR_CHANGED); /* converting */
     assert_non_null(strstr(tl_last_error(), "x.f32"));
     assert_non_null(strstr(tl_last_error(), p));
     x.to = TL_DTYPE_F32;
-    assert_int_equal(tl_io_run(e, &x, 1, TL_IO_DEMAND), TL_ERR_CHANGED); /* copying */
+    assert_int_equal(tl__io_run(e, &x, 1, TL_IO_DEMAND), TL_ERR_CHANGED); /* copying */
     /* verify hashing a view into the truncated mapping */
     tl_tensor_info ti = {.name = "x.f32", .dtype = TL_DTYPE_F32, .offset = 65536,
                          .nbytes = N * 4, .n_elements = N};
     tl_loaded_tensor lt = {(unsigned char *)map + 65536, N * 4, TL_DTYPE_F32, true, false};
     unsigned char *a = malloc(1 << 20), *b = malloc(1 << 20);
-    assert_int_equal(tl_io_verify_tensor(fd, NULL, p, &ti, &lt, a, b, 1 << 20), TL_ERR_CHANGED);
+    assert_int_equal(tl__io_verify_tensor(fd, NULL, p, &ti, &lt, a, b, 1 << 20), TL_ERR_CHANGED);
     assert_non_null(strstr(tl_last_error(), "x.f32"));
     free(a);
     free(b);
     free(dst);
-    tl_io_engine_destroy(e);
+    tl__io_engine_destroy(e);
     munmap(map, len);
     close(fd);
     free(p);
@@ -155,23 +155,23 @@ static void test_two_file_faults_keep_stdin(void **state) {
     int null = open("/dev/null", O_RDONLY);
     dup2(null, 0); /* a known, open stdin */
     close(null);
-    const tl_fault_kind kinds[] = {TL_FAULT_ALLOC, TL_FAULT_OPEN, TL_FAULT_READ};
+    const tl__fault_kind kinds[] = {TL_FAULT_ALLOC, TL_FAULT_OPEN, TL_FAULT_READ};
     for (int k = 0; k < 3; k++)
         for (int direct = 0; direct < 2; direct++) {
             tl_load_options o;
             tl_load_options_init(&o);
             o.mode = direct ? TL_LOAD_DIRECT : TL_LOAD_BUFFERED;
-            tl_fault_arm(kinds[k], 0, 0);
+            tl__fault_arm(kinds[k], 0, 0);
             tl_load_result *r;
             assert_int_equal(tl_model_load(m, &o, &r), TL_OK);
-            tl_load_result_free(r);
-            unsigned long calls = tl_fault_calls(kinds[k]);
+            tl_load_result_destroy(r);
+            unsigned long calls = tl__fault_calls(kinds[k]);
             int fds = tu_count_fds();
             for (unsigned long nth = 1; nth <= calls; nth++) {
-                tl_fault_arm(kinds[k], nth, kinds[k] == TL_FAULT_ALLOC ? ENOMEM : EIO);
+                tl__fault_arm(kinds[k], nth, kinds[k] == TL_FAULT_ALLOC ? ENOMEM : EIO);
                 tl_status s = tl_model_load(m, &o, &r);
-                tl_fault_reset();
-                if (s == TL_OK) tl_load_result_free(r);
+                tl__fault_reset();
+                if (s == TL_OK) tl_load_result_destroy(r);
                 if (fcntl(0, F_GETFD) == -1)
                     fail_msg("fault %d #%lu (direct %d) closed stdin", k, nth, direct);
                 assert_int_equal(tu_count_fds(), fds);

@@ -56,7 +56,7 @@ static void test_gguf_modes(void **st) {
                     assert_memory_equal(lt->data, img + t->offset, t->nbytes);
                 }
             }
-            tl_load_result_free(r);
+            tl_load_result_destroy(r);
         }
     }
     tl_model_close(m);

@@ -70,7 +70,7 @@ static void test_subset_into_caller_memory(void **state) {
         assert_memory_equal(la->data, file + tl_model_tensor(m, ia)->offset, 70001 * 4);
         assert_memory_equal(lc->data, file + tl_model_tensor(m, ic)->offset, 999);
         assert_null(tl_load_result_tensor(r, (size_t)tl_model_find(m, "b"))->data);
-        tl_load_result_free(r);
+        tl_load_result_destroy(r);
         free(ar.base);
     }
     /* converted into caller memory: F32 a as F16 needs 2 bytes an element */
@@ -89,7 +89,7 @@ static void test_subset_into_caller_memory(void **state) {
     assert_int_equal(tl_model_load(m, &o, &r), TL_OK);
     assert_int_equal(tl_load_result_tensor(r, ia)->nbytes, 70001 * 2);
     assert_int_equal(ar.used, 70001 * 2);
-    tl_load_result_free(r);
+    tl_load_result_destroy(r);
     /* a callback with no memory, an index out of range */
     ar.used = ar.cap;
     r = (tl_load_result *)1;

@@ -70,7 +70,7 @@ static void check_load(const char *path, tl_load_mode mode, bool convert) {
     uint64_t res = 0, size = 0;
     assert_int_equal(tl_file_page_cache(path, &res, &size), TL_OK);
     assert_true(res <= size / 100);
-    tl_load_result_free(r);
+    tl_load_result_destroy(r);
     tl_model_close(m);
 }
 

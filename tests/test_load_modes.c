@@ -124,14 +124,14 @@ static void check_result(fixture *fx, tl_model *m, const tl_load_result *r,
         const tl_tensor_info *ti = tl_model_tensor(m, (size_t)idx);
         const tl_loaded_tensor *lt = tl_load_result_tensor(r, (size_t)idx);
         assert_non_null(lt);
-        tl_dtype want = o->convert ? tl_convert_target(ti->dtype, o->dtype) : ti->dtype;
+        tl_dtype want = o->convert ? tl__convert_target(ti->dtype, o->dtype) : ti->dtype;
         assert_int_equal(lt->dtype, want);
         assert_int_equal(lt->converted, want != ti->dtype);
         if (want == ti->dtype) {
             assert_int_equal(lt->nbytes, ti->nbytes);
             if (ti->nbytes) assert_memory_equal(lt->data, fx->bytes[i], ti->nbytes);
         } else {
-            uint64_t out = ti->n_elements * tl_convert_elem_size(want);
+            uint64_t out = ti->n_elements * tl__convert_elem_size(want);
             assert_int_equal(lt->nbytes, out);
             assert_false(lt->view);
             ref_check_converted(want, lt->data, ti->dtype, fx->bytes[i], ti->n_elements,
@@ -185,7 +185,7 @@ static void test_every_mode_and_conversion(void **state) {
                     assert_true(tl_load_result_tensor(r, 0)->view);
                     assert_int_equal(st->dest_bytes, 0);
                 }
-                tl_load_result_free(r);
+                tl_load_result_destroy(r);
             }
         }
     }
@@ -199,7 +199,7 @@ static void test_auto_warm_views(void **state) {
     tl_load_options_init(&o);
     o.mode = TL_LOAD_BUFFERED;
     tl_load_result *r = load(m, &o); /* makes the file warm */
-    tl_load_result_free(r);
+    tl_load_result_destroy(r);
     o.mode = TL_LOAD_AUTO;
     o.accept_views = true;
     r = load(m, &o);
@@ -207,11 +207,11 @@ static void test_auto_warm_views(void **state) {
     assert_non_null(strstr(tl_load_result_file(r, 0)->reason, "warm"));
     assert_non_null(strstr(tl_load_result_notes(r), "mmap"));
     check_result(fx, m, r, &o);
-    tl_load_result_free(r);
+    tl_load_result_destroy(r);
     o.accept_views = false;
     r = load(m, &o);
     assert_int_equal(tl_load_result_file(r, 0)->mode, TL_LOAD_BUFFERED);
-    tl_load_result_free(r);
+    tl_load_result_destroy(r);
     tl_model_close(m);
 }
 
@@ -233,14 +233,14 @@ static void test_evict(void **state) {
     assert_true(size > 0);
     assert_int_equal(res, 0); /* mincore: not resident */
     assert_int_equal(f->page_cache_after, 0);
-    tl_load_result_free(r);
+    tl_load_result_destroy(r);
     /* cold now: auto takes the cold path (direct here: ext4 / xfs / btrfs take O_DIRECT) */
     o.mode = TL_LOAD_AUTO;
     o.evict = false;
     r = load(m, &o);
     assert_non_null(strstr(tl_load_result_file(r, 0)->reason, "cold"));
     check_result(fx, m, r, &o);
-    tl_load_result_free(r);
+    tl_load_result_destroy(r);
     tl_model_close(m);
 }
 
@@ -260,25 +260,25 @@ static void test_direct_refused_tmpfs(void **state) {
     /* kernels >= 6.6 accept O_DIRECT on tmpfs: whichever way, the bytes are right */
     tl_load_result *r = load(m, &o);
     check_result(&fx, m, r, &o);
-    tl_load_result_free(r);
+    tl_load_result_destroy(r);
     /* refusal (EINVAL, as older tmpfs and some FUSE filesystems answer) falls back */
-    tl_fault_arm(TL_FAULT_OPEN, 1, EINVAL);
+    tl__fault_arm(TL_FAULT_OPEN, 1, EINVAL);
     r = load(m, &o);
-    tl_fault_reset();
+    tl__fault_reset();
     const tl_load_file *f = tl_load_result_file(r, 0);
     assert_true(f->direct_fallback);
     assert_int_equal(f->mode, TL_LOAD_BUFFERED);
     assert_non_null(strstr(tl_load_result_notes(r), "O_DIRECT refused"));
     check_result(&fx, m, r, &o);
-    tl_load_result_free(r);
+    tl_load_result_destroy(r);
     o.convert = true;
     o.dtype = TL_DTYPE_F32;
-    tl_fault_arm(TL_FAULT_OPEN, 1, EINVAL);
+    tl__fault_arm(TL_FAULT_OPEN, 1, EINVAL);
     r = load(m, &o);
-    tl_fault_reset();
+    tl__fault_reset();
     assert_true(tl_load_result_file(r, 0)->direct_fallback);
     check_result(&fx, m, r, &o);
-    tl_load_result_free(r);
+    tl_load_result_destroy(r);
     tl_model_close(m);
     for (int i = 0; i < N_T; i++)
         free(fx.bytes[i]);
@@ -311,7 +311,7 @@ static void test_verify_mismatch(void **state) {
         tl_load_result *r = load(m, &o);
         const tl_loaded_tensor *lt = tl_load_result_tensor(r, (size_t)idx);
         assert_memory_equal(lt->data, w, lt->nbytes);
-        tl_load_result_free(r);
+        tl_load_result_destroy(r);
     }
     tl_model_close(m);
 }
@@ -347,23 +347,23 @@ static void test_verify_mismatch_copies(void **state) {
             o.threads = 3;
             if (mi == 3) tl_file_evict(fx->path); /* auto on a cold file */
             /* the reads of the load itself (verify's own reads come after them) */
-            tl_fault_arm(TL_FAULT_CORRUPT, 0, 0);
+            tl__fault_arm(TL_FAULT_CORRUPT, 0, 0);
             tl_load_result *r = load(m, &o);
-            unsigned long calls = tl_fault_calls(TL_FAULT_CORRUPT);
+            unsigned long calls = tl__fault_calls(TL_FAULT_CORRUPT);
             bool any_converted = false;
             for (size_t i = 0; i < tl_load_result_tensor_count(r); i++)
                 any_converted |= tl_load_result_tensor(r, i)->converted;
             assert_int_equal(any_converted, conv);
-            tl_load_result_free(r);
-            tl_fault_reset();
+            tl_load_result_destroy(r);
+            tl__fault_reset();
             assert_true(calls > 0);
             o.verify = true;
             for (unsigned long nth = 1; nth <= calls; nth++) {
                 if (mi == 3) tl_file_evict(fx->path);
-                tl_fault_arm(TL_FAULT_CORRUPT, nth, 1);
+                tl__fault_arm(TL_FAULT_CORRUPT, nth, 1);
                 r = (tl_load_result *)1;
                 tl_status st = tl_model_load(m, &o, &r);
-                tl_fault_reset();
+                tl__fault_reset();
                 if (st != TL_ERR_INTEGRITY)
                     fail_msg("mode %zu convert %d: read %lu of %lu inverted: %s (%s)", mi, conv,
                              nth, calls, tl_status_name(st), st ? tl_last_error() : "load passed");
@@ -392,17 +392,17 @@ static void test_verify_mismatch_mmap_converted(void **state) {
         o.convert = conv;
         o.dtype = TL_DTYPE_F32;
         o.verify = true;
-        tl_fault_arm(TL_FAULT_CORRUPT, 0, 0);
+        tl__fault_arm(TL_FAULT_CORRUPT, 0, 0);
         tl_load_result *r = load(m, &o);
-        unsigned long calls = tl_fault_calls(TL_FAULT_CORRUPT);
-        tl_load_result_free(r);
-        tl_fault_reset();
+        unsigned long calls = tl__fault_calls(TL_FAULT_CORRUPT);
+        tl_load_result_destroy(r);
+        tl__fault_reset();
         assert_true(calls > 0);
         for (unsigned long nth = 1; nth <= calls; nth++) {
-            tl_fault_arm(TL_FAULT_CORRUPT, nth, 1);
+            tl__fault_arm(TL_FAULT_CORRUPT, nth, 1);
             r = (tl_load_result *)1;
             tl_status st = tl_model_load(m, &o, &r);
-            tl_fault_reset();
+            tl__fault_reset();
             if (st != TL_ERR_INTEGRITY)
                 fail_msg("convert %d: verify read %lu of %lu inverted: %s (%s)", conv, nth, calls,
                          tl_status_name(st), st ? tl_last_error() : "load passed");
@@ -453,7 +453,7 @@ static void test_two_files_auto(void **state) {
     const tl_load_stats *st = tl_load_result_stats(r);
     assert_int_equal(st->bytes, a->bytes + b->bytes);
     assert_int_equal(st->page_cache_before, a->page_cache_before + b->page_cache_before);
-    tl_load_result_free(r);
+    tl_load_result_destroy(r);
     tl_model_close(m);
     free(p2);
 }
@@ -522,8 +522,8 @@ static void test_cancel_and_bad_options(void **state) {
     assert_int_equal(tl_load_result_stats(r)->threads, TL_LOAD_DEFAULT_THREADS);
     assert_null(tl_load_result_tensor(r, 1000));
     assert_null(tl_load_result_file(r, 7));
-    tl_load_result_free(r);
-    tl_load_result_free(NULL);
+    tl_load_result_destroy(r);
+    tl_load_result_destroy(NULL);
     tl_model_close(m);
 }
 

@@ -68,7 +68,7 @@ static void load_flags(const char *path, bool huge, bool no_huge, char *flags, s
     const tl_loaded_tensor *t = tl_load_result_tensor(r, 0);
     assert_false(t->view);
     *ok = vm_flags(t->data, flags, cap);
-    tl_load_result_free(r);
+    tl_load_result_destroy(r);
     tl_model_close(m);
 }
 

@@ -111,7 +111,7 @@ static void test_patch_survives_every_mode(void **state) {
                         if (v != want) fail_msg("b[%zu] %g != %g (mode %d)", k, v, want, mi);
                     }
                 }
-                tl_load_result_free(r);
+                tl_load_result_destroy(r);
             }
     /* the file never changed */
     struct stat after;

@@ -118,11 +118,11 @@ static void test_residency_and_dontneed(void **state) {
 static void test_map_flags_from_environment(void **state) {
     (void)state;
     unsigned f;
-    assert_int_equal(tl_map_flags_parse("sequential, willneed,populate,dontneed", &f), TL_OK);
+    assert_int_equal(tl_parse_map_flags("sequential, willneed,populate,dontneed", &f), TL_OK);
     assert_int_equal(f, TL_MAP_SEQUENTIAL | TL_MAP_WILLNEED | TL_MAP_POPULATE | TL_MAP_DONTNEED);
-    assert_int_equal(tl_map_flags_parse("", &f), TL_OK);
+    assert_int_equal(tl_parse_map_flags("", &f), TL_OK);
     assert_int_equal(f, 0);
-    assert_int_equal(tl_map_flags_parse("willneed,bogus", &f), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_parse_map_flags("willneed,bogus", &f), TL_ERR_INVALID_ARG);
     assert_non_null(strstr(tl_last_error(), "bogus"));
     const char *paths[] = {tu_testdata("gguf/tiny-llama-q4_0.gguf")};
     tl_model *m;

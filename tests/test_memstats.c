@@ -34,7 +34,7 @@ static void test_read(void **st) {
 static void test_watch_peak(void **st) {
     (void)st;
     tl_memwatch *w = NULL;
-    assert_int_equal(tl_memwatch_start(0.001, &w), TL_OK);
+    assert_int_equal(tl_memwatch_create(0.001, &w), TL_OK);
     size_t n = 64u << 20;
     char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     assert_true(p != MAP_FAILED);
@@ -44,13 +44,13 @@ static void test_watch_peak(void **st) {
     tl_memwatch_sample(w);
     munmap(p, n);
     tl_memspan span;
-    tl_memwatch_stop(w, &span);
+    tl_memwatch_destroy(w, &span);
     assert_true(span.samples >= 2);
     assert_true(span.rss_anon_peak >= span.start.rss_anon + (60u << 20));
     assert_true(span.rss_anon_peak >= mid.rss_anon);
     assert_true(span.end.rss_anon + (32u << 20) < span.rss_anon_peak);
     assert_true(span.rss_peak >= span.rss_anon_peak);
-    tl_memwatch_stop(NULL, NULL);
+    tl_memwatch_destroy(NULL, NULL);
 }
 
 static void test_page_cache(void **st) {

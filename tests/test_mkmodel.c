@@ -196,12 +196,12 @@ static void test_llama(void **state) {
     assert_true(tk != TL_NOT_FOUND);
     assert_int_equal(tl_model_meta(m, tk)->count, 259);
     tl_meta el;
-    assert_int_equal(tl_model_meta_array_get(m, tk, 3 + 0x0A, &el), TL_OK);
+    assert_int_equal(tl_model_meta_element(m, tk, 3 + 0x0A, &el), TL_OK);
     assert_int_equal(el.v.s.len, 6);
     assert_memory_equal(el.v.s.ptr, "<0x0A>", 6);
     size_t ty = tl_model_meta_find(m, "tokenizer.ggml.token_type");
     assert_int_equal(tl_model_meta(m, ty)->count, 259);
-    assert_int_equal(tl_model_meta_array_get(m, ty, 1, &el), TL_OK);
+    assert_int_equal(tl_model_meta_element(m, ty, 1, &el), TL_OK);
     assert_int_equal(el.v.i, 3); /* <s> is a control token */
     /* shapes outermost first: attn_k is [kv, embd], ffn_down [embd, ffn], norms [embd] F32 */
     bool k_seen = false, down_seen = false, norm_seen = false;

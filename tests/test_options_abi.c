@@ -52,14 +52,14 @@ static void test_plan_options_short(void **state) {
     assert_string_equal(ja, jb);
     tl_free(ja);
     tl_free(jb);
-    tl_plan_free(a);
-    tl_plan_free(b);
+    tl_plan_destroy(a);
+    tl_plan_destroy(b);
     /* never initialised */
     o->size = 0;
     assert_int_equal(tl_plan_create(&sum, devs, nd, o, &b), TL_ERR_INVALID_ARG);
     assert_non_null(strstr(tl_last_error(), "tl_plan_options_init"));
     free(o);
-    tl_plan_summary_free(&sum);
+    tl_plan_summary_clear(&sum);
 }
 
 static void test_init_sets_size(void **state) {

@@ -52,7 +52,7 @@ static void describe(const tl_plan *p, char *buf, size_t n) {
                                d.phase_resident ? "@phase" : "");
         for (uint32_t i = 0; i < d.n_devices; i++)
             at += (size_t)snprintf(buf + at, n - at, "%s%s", i ? "&" : ":",
-                                   tl_plan_device_at(p, d.devices[i])->name);
+                                   tl_plan_device_of(p, d.devices[i])->name);
     }
 }
 
@@ -79,7 +79,7 @@ static void check_consistent(const tl_plan_summary *sum, const tl_plan *p, const
     if (!tl_plan_feasible(p)) return;
     for (size_t d = 0; d < tl_plan_device_count(p); d++)
         for (size_t ph = 0; ph < tl_plan_phase_count(p); ph++)
-            if (tl_plan_device_at(p, d)->is_gpu)
+            if (tl_plan_device_of(p, d)->is_gpu)
                 assert_true(tl_plan_peak(p, d, ph) <= tl_plan_device_budget(p, d));
 }
 
@@ -110,8 +110,8 @@ static void test_cases(void **state) {
                     ok ? "ok" : "FAIL", i, k->profile, k->devices, k->backend ? k->backend : "-",
                     k->max_vram ? k->max_vram : "-", k->offload ? ", offload" : "", got, k->expect);
         if (!ok) failures++;
-        tl_plan_free(p);
-        tl_plan_summary_free(&sum);
+        tl_plan_destroy(p);
+        tl_plan_summary_clear(&sum);
     }
     assert_int_equal(failures, 0);
 }
@@ -220,7 +220,7 @@ static int compare_one(const tl_plan_summary *sum, const tl_plan_device *devs, s
                 bad ? "FAIL" : "ok", label, b.feasible ? "feasible" : "infeasible",
                 (unsigned long long)b.score, tl_plan_feasible(p) ? "feasible" : "infeasible",
                 (unsigned long long)tl_plan_score(p));
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     return bad;
 }
 
@@ -254,7 +254,7 @@ static void test_baseline(void **state) {
                          vram_caps[v] ? vram_caps[v] : "-");
                 bad += compare_one(&sum, devs, nd, vram_caps[v], label, verbose);
                 n++;
-                tl_plan_summary_free(&sum);
+                tl_plan_summary_clear(&sum);
             }
     assert_true(n >= 100);
     assert_int_equal(bad, 0);
@@ -299,7 +299,7 @@ static void test_baseline_random(void **state) {
         char label[300];
         snprintf(label, sizeof label, "random #%d on %s", t, spec);
         bad += compare_one(&sum, devs, nd, NULL, label, false);
-        tl_plan_summary_free(&sum);
+        tl_plan_summary_clear(&sum);
     }
     assert_int_equal(bad, 0);
 }
@@ -326,8 +326,8 @@ static int same_as_exhaustive(const tl_plan_summary *sum, const char *spec, cons
                 ja, jb);
     tl_free(ja);
     tl_free(jb);
-    tl_plan_free(a);
-    tl_plan_free(b);
+    tl_plan_destroy(a);
+    tl_plan_destroy(b);
     return bad;
 }
 
@@ -343,7 +343,7 @@ static void test_exhaustive(void **state) {
             char label[128];
             snprintf(label, sizeof label, "%s on %s", profiles[i], sets[j]);
             bad += same_as_exhaustive(&sum, sets[j], NULL, label);
-            tl_plan_summary_free(&sum);
+            tl_plan_summary_clear(&sum);
         }
     for (int t = 0; t < 40; t++) {
         tl_plan_summary sum;
@@ -369,7 +369,7 @@ static void test_exhaustive(void **state) {
         char label[200];
         snprintf(label, sizeof label, "random #%d on %s", t, spec);
         bad += same_as_exhaustive(&sum, spec, NULL, label);
-        tl_plan_summary_free(&sum);
+        tl_plan_summary_clear(&sum);
     }
     assert_int_equal(bad, 0);
 }
@@ -382,9 +382,9 @@ static void test_deterministic_json(void **state) {
         tl_plan_device devs[TL_PLAN_MAX_DEVICES];
         size_t nd;
         tl_plan *a = make(k, &sum, devs, &nd);
-        tl_plan_summary_free(&sum);
+        tl_plan_summary_clear(&sum);
         tl_plan *b = make(k, &sum, devs, &nd);
-        tl_plan_summary_free(&sum);
+        tl_plan_summary_clear(&sum);
         char *ja, *jb, *jc;
         assert_int_equal(tl_plan_to_json(a, &ja), TL_OK);
         assert_int_equal(tl_plan_to_json(b, &jb), TL_OK);
@@ -405,9 +405,9 @@ static void test_deterministic_json(void **state) {
         tl_free(ja);
         tl_free(jb);
         tl_free(jc);
-        tl_plan_free(a);
-        tl_plan_free(b);
-        tl_plan_free(c);
+        tl_plan_destroy(a);
+        tl_plan_destroy(b);
+        tl_plan_destroy(c);
     }
 }
 
@@ -473,7 +473,7 @@ static void test_infeasible_messages(void **state) {
     assert_non_null(strstr(tl_last_error(), "short by"));
     assert_non_null(strstr(tl_plan_error(p), "cuda0 needs 6.79 GiB"));
     assert_non_null(strstr(tl_plan_error(p), "a max_vram cap of 6.8G would fit"));
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     /* no cap to raise: moving the lowest-priority forced component to the cpu */
     assert_int_equal(tl_plan_parse_devices("cuda0=6.5G", devs, TL_PLAN_MAX_DEVICES, &nd), TL_OK);
     tl_plan_options_init(&o);
@@ -481,13 +481,13 @@ static void test_infeasible_messages(void **state) {
     assert_int_equal(tl_plan_create(&sum, devs, nd, &o, &p), TL_OK);
     assert_false(tl_plan_feasible(p));
     assert_non_null(strstr(tl_plan_error(p), "would fit"));
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     /* auto-fit never fails: the cpu is always there */
     tl_plan_options_init(&o);
     assert_int_equal(tl_plan_create(&sum, devs, nd, &o, &p), TL_OK);
     assert_true(tl_plan_feasible(p));
     assert_int_equal(tl_plan_check(p), TL_OK);
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     /* the older flags are aliases, and conflict with the spec like a repeated component */
     assert_int_equal(tl_plan_parse_devices("cuda0=12G", devs, TL_PLAN_MAX_DEVICES, &nd), TL_OK);
     tl_plan_options_init(&o);
@@ -501,11 +501,11 @@ static void test_infeasible_messages(void **state) {
     assert_int_equal(d.mode, TL_PLAN_MODE_CPU);
     tl_plan_decision_of(p, TL_COMP_DIFFUSION, &d);
     assert_int_equal(d.mode, TL_PLAN_MODE_GPU);
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     o.backend = "cond=cuda0";
     assert_int_equal(tl_plan_create(&sum, devs, nd, &o, &p), TL_ERR_INVALID_ARG);
     assert_non_null(strstr(tl_last_error(), "given twice"));
-    tl_plan_summary_free(&sum);
+    tl_plan_summary_clear(&sum);
 }
 
 int main(void) {

@@ -39,10 +39,10 @@ static void test_cli_json(void **state) {
     tl_plan_decision d;
     tl_plan_decision_of(p, TL_COMP_DIFFUSION, &d);
     assert_int_equal(d.mode, TL_PLAN_MODE_GPU);
-    assert_string_equal(tl_plan_device_at(p, d.devices[0])->name, "cuda0");
+    assert_string_equal(tl_plan_device_of(p, d.devices[0])->name, "cuda0");
     assert_non_null(strstr(a.out, "\"moved_per_run\""));
     assert_non_null(strstr(a.out, "\"peaks\""));
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     tu_run_free(&a);
     tu_run_free(&b);
 }
@@ -107,7 +107,7 @@ static void test_cli_flags(void **state) {
     tl_plan_decision d;
     tl_plan_decision_of(p, TL_COMP_VAE, &d);
     assert_int_equal(d.mode, TL_PLAN_MODE_CPU);
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     tu_run_free(&r);
     r = tu_cli_run("plan", "--profile", "flux-f16", "--devices", "cuda0=16G", "--offload-to-cpu",
                    "--json", NULL);
@@ -118,7 +118,7 @@ static void test_cli_flags(void **state) {
     assert_int_equal(d.device_bytes[0], 0);
     assert_int_equal(d.host_bytes, d.bytes);
     assert_int_equal(d.moved_per_run, d.bytes * 20);
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     tu_run_free(&r);
 }
 
@@ -139,13 +139,13 @@ static void test_summary_from_model(void **state) {
     assert_int_equal(o->layers[1], 44032);
     assert_int_equal(o->other_bytes, 4352256); /* token_embd, output_norm, output */
     assert_int_equal(o->matrix_bytes, 0);      /* no matrix has both sides >= 256 */
-    tl_plan_summary_free(&s);
+    tl_plan_summary_clear(&s);
     /* as F32: every 2-D tensor at 4 bytes an element, 1-D norms unchanged */
     assert_int_equal(tl_plan_summary_from_model(m, TL_DTYPE_F32, &s), TL_OK);
     o = &s.comp[tl_model_tensor(m, 0)->component];
     assert_int_equal(o->other_bytes, 2ull * 32000 * 64 * 4 + 256);
     assert_int_equal(o->layers[0], 2 * 256 + 4 * 64 * 64 * 4 + 3 * 128 * 64 * 4);
-    tl_plan_summary_free(&s);
+    tl_plan_summary_clear(&s);
     tl_model_close(m);
     /* and the CLI plans from files */
     tu_run r = tu_cli_run("plan", path, "--devices", "cuda0=1G", "--json", NULL);

@@ -51,8 +51,8 @@ static void test_64_gpus(void **state) {
     if (tl_plan_from_json(j, strlen(j), &q)) fail_msg("%s", tl_last_error());
     assert_int_equal(tl_plan_device_count(q), 65);
     free(j);
-    tl_plan_free(q);
-    tl_plan_free(p);
+    tl_plan_destroy(q);
+    tl_plan_destroy(p);
     /* a forced split over GPUs with high indices */
     tl_plan_options o;
     tl_plan_options_init(&o);
@@ -63,8 +63,8 @@ static void test_64_gpus(void **state) {
     assert_int_equal(dec.mode, TL_PLAN_MODE_LAYER_SPLIT);
     assert_int_equal(dec.devices[0], 62);
     assert_int_equal(dec.devices[1], 63);
-    tl_plan_free(p);
-    tl_plan_summary_free(&sum);
+    tl_plan_destroy(p);
+    tl_plan_summary_clear(&sum);
 }
 
 static void test_65_gpus_refused(void **state) {
@@ -84,7 +84,7 @@ static void test_65_gpus_refused(void **state) {
     assert_int_equal(tl_plan_create(&sum, d, n, NULL, &p), TL_ERR_INVALID_ARG);
     assert_null(p);
     assert_non_null(strstr(tl_last_error(), "65 GPUs given, but a plan handles at most 64"));
-    tl_plan_summary_free(&sum);
+    tl_plan_summary_clear(&sum);
 }
 
 /* GPUs registered now (real CUDA devices may be present). */
@@ -154,8 +154,8 @@ static void test_from_registry(void **state) {
     tl_plan *p = NULL;
     assert_int_equal(tl_plan_create(&sum, d, n, NULL, &p), TL_OK);
     assert_int_equal(tl_plan_device_count(p), gpus + 1);
-    tl_plan_free(p);
-    tl_plan_summary_free(&sum);
+    tl_plan_destroy(p);
+    tl_plan_summary_clear(&sum);
 }
 
 /* `tierload plan --sim` with 64 simulated GPUs plans on all of them. */
@@ -182,8 +182,8 @@ static void test_cli_64_sims(void **state) {
     tl_plan_decision dec;
     assert_int_equal(tl_plan_decision_of(p, TL_COMP_DIFFUSION, &dec), TL_OK);
     assert_int_equal(dec.mode, TL_PLAN_MODE_GPU);
-    assert_string_equal(tl_plan_device_at(p, dec.devices[0])->name, "gpu63");
-    tl_plan_free(p);
+    assert_string_equal(tl_plan_device_of(p, dec.devices[0])->name, "gpu63");
+    tl_plan_destroy(p);
     tu_run_free(&r);
 }
 

@@ -240,7 +240,7 @@ static void test_exact_cases(void **state) {
                          tl_plan_mode_name(d.mode), d.phase_resident ? "@phase" : "", d.n_devices,
                          tl_plan_mode_name(w->mode), w->phase ? "@phase" : "", w->n);
             for (uint32_t j = 0; j < w->n; j++) {
-                const char *dn = tl_plan_device_at(p, d.devices[j])->name;
+                const char *dn = tl_plan_device_of(p, d.devices[j])->name;
                 if (strcmp(dn, w->dev[j]) || d.device_bytes[j] != w->bytes[j] * MIB ||
                     d.layer_begin[j] != w->lb[j] || d.layer_end[j] != w->le[j])
                     fail_msg("%s: %s device %u is %s with %llu MiB, layers [%u,%u); expected %s "
@@ -262,17 +262,17 @@ static void test_exact_cases(void **state) {
         assert_int_equal(present, n_want);
         size_t g = 0;
         for (size_t dv = 0; dv < tl_plan_device_count(p); dv++) {
-            if (!tl_plan_device_at(p, dv)->is_gpu) continue;
+            if (!tl_plan_device_of(p, dv)->is_gpu) continue;
             for (size_t ph = 0; ph < 3; ph++)
                 if (tl_plan_peak(p, dv, ph) != k->peak[g][ph] * MIB)
                     fail_msg("%s: peak of %s in phase %zu is %llu MiB, expected %llu", k->name,
-                             tl_plan_device_at(p, dv)->name, ph,
+                             tl_plan_device_of(p, dv)->name, ph,
                              (unsigned long long)(tl_plan_peak(p, dv, ph) / MIB),
                              (unsigned long long)k->peak[g][ph]);
             g++;
         }
-        tl_plan_free(p);
-        tl_plan_summary_free(&sum);
+        tl_plan_destroy(p);
+        tl_plan_summary_clear(&sum);
     }
 }
 
@@ -347,8 +347,8 @@ static void test_vae_residency_rows(void **state) {
                "besides the vae (%llu MiB): vae %s\n",
                rows[i].devices, dif.layer_end[0], (unsigned long long)(left / MIB),
                (unsigned long long)(vae.bytes / MIB), vae.phase_resident ? "gpu@phase" : "gpu");
-        tl_plan_free(p);
-        tl_plan_summary_free(&sum);
+        tl_plan_destroy(p);
+        tl_plan_summary_clear(&sum);
     }
 }
 
@@ -428,8 +428,8 @@ static void test_infeasible_best_effort(void **state) {
     assert_int_equal(d.n_requested, 1);
     assert_int_equal(d.requested[0], TL_PLAN_HOST);
     free(j);
-    tl_plan_free(q);
-    tl_plan_free(p);
+    tl_plan_destroy(q);
+    tl_plan_destroy(p);
     /* feasible: the request is kept too, and the shortfall is 0 */
     o.backend = "diffusion=g1,cond=cpu";
     assert_int_equal(tl_plan_create(&sum, devs, nd, &o, &p), TL_OK);
@@ -438,10 +438,10 @@ static void test_infeasible_best_effort(void **state) {
     assert_int_equal(tl_plan_decision_of(p, TL_COMP_DIFFUSION, &d), TL_OK);
     assert_int_equal(d.n_requested, 1);
     assert_int_equal(d.requested[0], 1);
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     /* a split over more GPUs than there are layers fits no budget: nothing is placed, the request
        stays visible */
-    tl_plan_summary_free(&sum);
+    tl_plan_summary_clear(&sum);
     tl_plan_summary_init(&sum);
     assert_int_equal(tl_plan_summary_add_layer(&sum, TL_COMP_VAE, 100 * MIB, 0), TL_OK);
     o.backend = "vae=g0&g1";
@@ -458,8 +458,8 @@ static void test_infeasible_best_effort(void **state) {
     assert_non_null(strstr(t, "nothing below is placed"));
     assert_non_null(strstr(t, "asked for g0&g1"));
     free(t);
-    tl_plan_free(p);
-    tl_plan_summary_free(&sum);
+    tl_plan_destroy(p);
+    tl_plan_summary_clear(&sum);
 }
 
 int main(void) {

@@ -19,14 +19,14 @@ static char *plan_json(const tl_plan_summary *sum, const char *devices, const tl
     assert_int_equal(tl_plan_parse_devices(devices, devs, TL_PLAN_MAX_DEVICES, &nd), TL_OK);
     tl_plan *p = NULL;
     *st = tl_plan_create(sum, devs, nd, o, &p);
-    tl_fault_reset();
+    tl__fault_reset();
     if (*st) {
         assert_null(p);
         return NULL;
     }
     char *j = NULL;
     assert_int_equal(tl_plan_to_json(p, &j), TL_OK);
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     return j;
 }
 
@@ -36,15 +36,15 @@ static void sweep(const char *profile, const char *devices, const tl_plan_option
     tl_plan_summary sum;
     assert_int_equal(tl_plan_summary_profile(profile, &sum), TL_OK);
     tl_status st;
-    tl_fault_arm(TL_FAULT_ALLOC, 0, 0); /* count only */
+    tl__fault_arm(TL_FAULT_ALLOC, 0, 0); /* count only */
     tl_plan_device devs[TL_PLAN_MAX_DEVICES];
     size_t nd;
     assert_int_equal(tl_plan_parse_devices(devices, devs, TL_PLAN_MAX_DEVICES, &nd), TL_OK);
     tl_plan *p = NULL;
     assert_int_equal(tl_plan_create(&sum, devs, nd, o, &p), TL_OK);
-    unsigned long calls = tl_fault_calls(TL_FAULT_ALLOC);
-    tl_fault_reset();
-    tl_plan_free(p);
+    unsigned long calls = tl__fault_calls(TL_FAULT_ALLOC);
+    tl__fault_reset();
+    tl_plan_destroy(p);
     char *want = plan_json(&sum, devices, o, &st);
     assert_int_equal(st, TL_OK);
     /* the plan allocates its inputs, the plan, the context and one workspace per search */
@@ -52,7 +52,7 @@ static void sweep(const char *profile, const char *devices, const tl_plan_option
         fail_msg("%s on %s: %lu allocations, expected at least %lu", profile, devices, calls,
                  min_calls);
     for (unsigned long nth = 1; nth <= calls + 1; nth++) {
-        tl_fault_arm(TL_FAULT_ALLOC, nth, ENOMEM);
+        tl__fault_arm(TL_FAULT_ALLOC, nth, ENOMEM);
         char *got = plan_json(&sum, devices, o, &st);
         if (nth <= calls) {
             if (st != TL_ERR_NOMEM)
@@ -67,7 +67,7 @@ static void sweep(const char *profile, const char *devices, const tl_plan_option
         free(got);
     }
     free(want);
-    tl_plan_summary_free(&sum);
+    tl_plan_summary_clear(&sum);
 }
 
 static void test_feasible_sweep(void **state) {
@@ -91,11 +91,11 @@ static void test_infeasible_sweep(void **state) {
 static void test_summary_from_profile(void **state) {
     (void)state;
     tl_plan_summary sum;
-    tl_fault_arm(TL_FAULT_ALLOC, 1, ENOMEM);
+    tl__fault_arm(TL_FAULT_ALLOC, 1, ENOMEM);
     tl_status st = tl_plan_summary_profile("flux-f16", &sum);
-    tl_fault_reset();
+    tl__fault_reset();
     assert_int_equal(st, TL_ERR_NOMEM);
-    tl_plan_summary_free(&sum);
+    tl_plan_summary_clear(&sum);
 }
 
 int main(void) {

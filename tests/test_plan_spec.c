@@ -227,13 +227,13 @@ static void test_reserve_size_phases(void **state) {
 
     uint64_t v;
     bool neg;
-    assert_int_equal(tl_plan_parse_bytes("1.5KiB", &v, NULL), TL_OK);
+    assert_int_equal(tl_parse_bytes("1.5KiB", &v, NULL), TL_OK);
     assert_int_equal(v, 1536);
-    assert_int_equal(tl_plan_parse_bytes("-2G", &v, &neg), TL_OK);
+    assert_int_equal(tl_parse_bytes("-2G", &v, &neg), TL_OK);
     assert_true(neg);
-    assert_int_equal(tl_plan_parse_bytes("-2G", &v, NULL), TL_ERR_INVALID_ARG);
-    assert_int_equal(tl_plan_parse_bytes("2Q", &v, NULL), TL_ERR_INVALID_ARG);
-    assert_int_equal(tl_plan_parse_bytes("", &v, NULL), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_parse_bytes("-2G", &v, NULL), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_parse_bytes("2Q", &v, NULL), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_parse_bytes("", &v, NULL), TL_ERR_INVALID_ARG);
 }
 
 static void test_vae_tiling(void **state) {

@@ -24,14 +24,14 @@ static void expect_raw(const char *header, size_t data_len, bool pad8, tl_status
     uint8_t *data = calloc(1, data_len ? data_len : 1);
     size_t len;
     uint8_t *img = sw_build_raw(header, data, data_len, pad8, &len);
-    tl_fmt_file f;
-    tl_status got = tl_safetensors_parse(img, len, PATH, &f);
+    tl__fmt_file f;
+    tl_status got = tl__safetensors_parse(img, len, PATH, &f);
     if (got != want)
         fail_msg("%s: got %s (%s), want %s", header, tl_status_name(got), tl_last_error(),
                  tl_status_name(want));
     if (want && (!strstr(tl_last_error(), PATH) || !strstr(tl_last_error(), needle)))
         fail_msg("message '%s' lacks the file or '%s'", tl_last_error(), needle);
-    if (!want) tl_fmt_file_free(&f);
+    if (!want) tl__fmt_file_free(&f);
     free(img);
     free(data);
 }
@@ -51,8 +51,8 @@ static void test_every_spec_dtype(void **state) {
         ts[i] = (sw_tensor){dt[i].name, dt[i].name, 2, {4, 8}};
     size_t len;
     uint8_t *img = sw_build(ts, n, "{\"format\":\"pt\",\"k\":\"v\"}", true, &len);
-    tl_fmt_file f;
-    if (tl_safetensors_parse(img, len, PATH, &f)) fail_msg("%s", tl_last_error());
+    tl__fmt_file f;
+    if (tl__safetensors_parse(img, len, PATH, &f)) fail_msg("%s", tl_last_error());
     assert_int_equal(f.n_tensors, n);
     assert_int_equal(f.data_offset % 8, 0);
     assert_int_equal(f.data_offset, sw_data_offset(img));
@@ -65,12 +65,12 @@ static void test_every_spec_dtype(void **state) {
     assert_int_equal(f.n_meta, 2);
     assert_string_equal(f.meta[1].m.key, "k");
     assert_memory_equal(f.meta[1].m.v.s.ptr, "v", 1);
-    tl_fmt_file_free(&f);
+    tl__fmt_file_free(&f);
     /* truncation at every byte: an exact-size copy, so any over-read trips ASan */
     for (size_t cut = 0; cut < len; cut++) {
         uint8_t *p = malloc(cut ? cut : 1);
         memcpy(p, img, cut);
-        tl_status st = tl_safetensors_parse(p, cut, PATH, &f);
+        tl_status st = tl__safetensors_parse(p, cut, PATH, &f);
         if (st != TL_ERR_FORMAT) fail_msg("cut at %zu: %s", cut, tl_status_name(st));
         free(p);
     }
@@ -79,23 +79,23 @@ static void test_every_spec_dtype(void **state) {
 
 static void test_header_rules(void **state) {
     (void)state;
-    tl_fmt_file f;
+    tl__fmt_file f;
     uint8_t small[7] = {0};
-    assert_int_equal(tl_safetensors_parse(small, 7, PATH, &f), TL_ERR_FORMAT);
+    assert_int_equal(tl__safetensors_parse(small, 7, PATH, &f), TL_ERR_FORMAT);
     assert_non_null(strstr(tl_last_error(), "8-byte header length"));
     /* header length above the 100,000,000-byte limit, and past the end of the file */
     uint8_t img[64] = {0};
     uint64_t n = 100000001;
     memcpy(img, &n, 8);
-    assert_int_equal(tl_safetensors_parse(img, sizeof img, PATH, &f), TL_ERR_FORMAT);
+    assert_int_equal(tl__safetensors_parse(img, sizeof img, PATH, &f), TL_ERR_FORMAT);
     assert_non_null(strstr(tl_last_error(), "exceeds the 100000000-byte limit"));
     n = 100000000;
     memcpy(img, &n, 8);
-    assert_int_equal(tl_safetensors_parse(img, sizeof img, PATH, &f), TL_ERR_FORMAT);
+    assert_int_equal(tl__safetensors_parse(img, sizeof img, PATH, &f), TL_ERR_FORMAT);
     assert_non_null(strstr(tl_last_error(), "runs past the end"));
     n = UINT64_MAX;
     memcpy(img, &n, 8);
-    assert_int_equal(tl_safetensors_parse(img, sizeof img, PATH, &f), TL_ERR_FORMAT);
+    assert_int_equal(tl__safetensors_parse(img, sizeof img, PATH, &f), TL_ERR_FORMAT);
     expect_raw(" {}", 0, false, TL_ERR_FORMAT, "does not start with '{'");
     expect_raw("", 0, false, TL_ERR_FORMAT, "does not start with '{'");
     expect_raw("{\"a\xff\":1}", 0, false, TL_ERR_FORMAT, "not valid UTF-8");

@@ -105,7 +105,7 @@ static tl_plan *make_plan(fx *f, const char *backend, uint64_t budget) {
     o.reserve = "diffusion=0,cond=0,vae=0,controlnet=0";
     tl_plan *p = NULL;
     assert_int_equal(tl_plan_create(&sum, devs, 2, &o, &p), TL_OK);
-    tl_plan_summary_free(&sum);
+    tl_plan_summary_clear(&sum);
     if (!tl_plan_feasible(p)) fail_msg("plan infeasible: %s", tl_plan_error(p));
     return p;
 }
@@ -181,7 +181,7 @@ static void test_lazy_and_resident(void **state) {
     }
     assert_int_equal(st.drops, 0);
     tl_session_destroy(s);
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     drop(&f);
 }
 
@@ -196,7 +196,7 @@ static void test_unknown_device(void **state) {
     assert_int_equal(tl_session_create(f.m, p, NULL, &s), TL_ERR_NOT_FOUND);
     assert_null(s);
     assert_non_null(strstr(tl_last_error(), "nosuchgpu7"));
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     tl_model_close(f.m);
     tu_tmpdir_rm(f.dir);
     free(f.path);
@@ -247,7 +247,7 @@ static double stream_run(bool prefetch, uint64_t *moved) {
     *moved = st.moved[TL_TIER_FILE][TL_TIER_DEVICE];
     if (prefetch) assert_true(st.prefetch_hits > 0);
     tl_session_destroy(s);
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     drop(&f);
     return t1 - t0;
 }
@@ -291,10 +291,10 @@ static void test_dirty_spill_roundtrip(void **state) {
     }
     tl_session_release(s, a);
     /* a spill write that fails: an error, nothing lost, nothing moved */
-    tl_fault_arm(TL_FAULT_WRITE, 1, ENOSPC);
+    tl__fault_arm(TL_FAULT_WRITE, 1, ENOSPC);
     uint64_t freed = 0;
     assert_int_equal(tl_session_evict_all(s, f.simname, &freed), TL_ERR_IO);
-    tl_fault_reset();
+    tl__fault_reset();
     assert_non_null(strstr(tl_last_error(), "No space"));
     assert_int_equal(tl_session_check(s), TL_OK);
     /* now for real */
@@ -319,7 +319,7 @@ static void test_dirty_spill_roundtrip(void **state) {
     for (size_t i = 0; i < tl_model_tensor_count(f.m); i++)
         free(sh.bytes[i]);
     free(sh.bytes);
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     drop(&f);
 }
 
@@ -342,7 +342,7 @@ static void test_partial_eviction_is_bounded(void **state) {
     assert_int_equal(tl_session_check(s), TL_OK);
     tl_session_release(s, a);
     tl_session_destroy(s);
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     drop(&f);
 }
 
@@ -375,7 +375,7 @@ static void test_oom_recovery(void **state) {
     assert_non_null(strstr(tl_last_error(), "asked"));
     assert_int_equal(tl_session_check(s), TL_OK);
     tl_session_destroy(s);
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     drop(&f);
 }
 
@@ -479,7 +479,7 @@ static void test_random_operations(void **state) {
         for (size_t i = 0; i < tl_model_tensor_count(f.m); i++)
             free(sh.bytes[i]);
         free(sh.bytes);
-        tl_plan_free(p);
+        tl_plan_destroy(p);
         drop(&f);
     }
 }
@@ -522,7 +522,7 @@ static int count_dir(const char *dir) {
 static void test_fault_sweeps(void **state) {
     (void)state;
     const struct {
-        tl_fault_kind kind;
+        tl__fault_kind kind;
         int err;
     } faults[] = {{TL_FAULT_WRITE, ENOSPC}, {TL_FAULT_WRITE, EIO}, {TL_FAULT_OPEN, EMFILE},
                   {TL_FAULT_MMAP, ENOMEM}};
@@ -541,20 +541,20 @@ static void test_fault_sweeps(void **state) {
         tl_session *s;
         assert_int_equal(tl_session_create(f.m, p, &o, &s), TL_OK);
         dirty_layers(&f, s, &sh, 500);
-        tl_fault_arm(faults[fk].kind, 0, 0);
+        tl__fault_arm(faults[fk].kind, 0, 0);
         uint64_t freed;
         assert_int_equal(tl_session_evict_all(s, f.simname, &freed), TL_OK);
-        unsigned long calls = tl_fault_calls(faults[fk].kind);
-        tl_fault_reset();
+        unsigned long calls = tl__fault_calls(faults[fk].kind);
+        tl__fault_reset();
         tl_session_destroy(s);
         assert_true(calls > 0);
         int fds = tu_count_fds(), failures = 0;
         for (unsigned long nth = 1; nth <= calls; nth++) {
             assert_int_equal(tl_session_create(f.m, p, &o, &s), TL_OK);
             dirty_layers(&f, s, &sh, 600 + nth);
-            tl_fault_arm(faults[fk].kind, nth, faults[fk].err);
+            tl__fault_arm(faults[fk].kind, nth, faults[fk].err);
             tl_status st = tl_session_evict_all(s, f.simname, &freed);
-            tl_fault_reset();
+            tl__fault_reset();
             if (st) {
                 failures++;
                 assert_true(strlen(tl_last_error()) > 0);
@@ -580,7 +580,7 @@ static void test_fault_sweeps(void **state) {
         for (size_t i = 0; i < tl_model_tensor_count(f.m); i++)
             free(sh.bytes[i]);
         free(sh.bytes);
-        tl_plan_free(p);
+        tl_plan_destroy(p);
         drop(&f);
     }
     /* device allocations failing one by one during a streamed pass */
@@ -590,15 +590,15 @@ static void test_fault_sweeps(void **state) {
     tl_plan *p = make_plan(&f, "offload", 4000 + 2 * (96 << 10) + 1000);
     tl_session *s;
     assert_int_equal(tl_session_create(f.m, p, NULL, &s), TL_OK);
-    tl_fault_arm(TL_FAULT_DEVICE_ALLOC, 0, 0);
+    tl__fault_arm(TL_FAULT_DEVICE_ALLOC, 0, 0);
     for (size_t k = 0; k < N_LAYERS; k++) {
         tl_acquired *a;
         assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, k, k + 1, false, &a), TL_OK);
         tl_session_release(s, a);
     }
-    unsigned long calls = tl_fault_calls(TL_FAULT_DEVICE_ALLOC);
+    unsigned long calls = tl__fault_calls(TL_FAULT_DEVICE_ALLOC);
     for (unsigned long nth = 1; nth <= calls; nth++) {
-        tl_fault_arm(TL_FAULT_DEVICE_ALLOC, nth, ENOMEM);
+        tl__fault_arm(TL_FAULT_DEVICE_ALLOC, nth, ENOMEM);
         for (size_t k = 0; k < N_LAYERS; k++) {
             tl_acquired *a;
             tl_status st = tl_session_acquire(s, TL_COMP_DIFFUSION, k, k + 1, false, &a);
@@ -611,13 +611,13 @@ static void test_fault_sweeps(void **state) {
             }
             assert_int_equal(tl_session_check(s), TL_OK);
         }
-        tl_fault_reset();
+        tl__fault_reset();
     }
     tl_session_stats st;
     tl_session_stats_get(s, &st);
     assert_true(st.oom_recoveries > 0); /* a refused allocation with something evictable recovers */
     tl_session_destroy(s);
-    tl_plan_free(p);
+    tl_plan_destroy(p);
     drop(&f);
 }
 

@@ -46,9 +46,9 @@ static void test_truncated_file_is_an_error_not_a_crash(void **state) {
     assert_non_null(strstr(tl_last_error(), "'output.weight'"));
     assert_non_null(strstr(tl_last_error(), p));
     /* the guard alone: copying from the vanished pages is an error, not a signal */
-    assert_int_equal(tl_os_guarded_copy(buf, tl_model_tensor_data(m, i), t->nbytes), EFAULT);
+    assert_int_equal(tl__os_guarded_copy(buf, tl_model_tensor_data(m, i), t->nbytes), EFAULT);
     /* and it keeps working afterwards (the signal mask was restored) */
-    assert_int_equal(tl_os_guarded_copy(buf, tl_model_tensor_data(m, i), t->nbytes), EFAULT);
+    assert_int_equal(tl__os_guarded_copy(buf, tl_model_tensor_data(m, i), t->nbytes), EFAULT);
     tl_model_close(m);
     free(buf);
     free(p);
@@ -84,7 +84,7 @@ static void test_foreign_sigbus_reaches_previous_handler(void **state) {
     sigaction(SIGBUS, &sa, &old); /* stays: tierload chains to it from now on */
     char tmp[16];
     /* tierload's guard installs on its first use, on top of the engine's */
-    assert_int_equal(tl_os_guarded_copy(tmp, (const void *)map, sizeof tmp), EFAULT);
+    assert_int_equal(tl__os_guarded_copy(tmp, (const void *)map, sizeof tmp), EFAULT);
     if (!sigsetjmp(outer_jmp, 1)) {
         volatile char c = map[0]; /* unguarded: goes to the engine's handler */
         (void)c;

@@ -7,7 +7,7 @@ set -eu
 root=$(git rev-parse --show-toplevel)
 cd "$root"
 sedfile=tools/api_renames.sed
-git ls-files -- '*.c' '*.h' '*.md' '*.txt' '*.in' '*.sh' '*.py' '*.json' 'Makefile' |
+git ls-files -- '*.c' '*.h' '*.inc' '*.md' '*.txt' '*.in' '*.sh' '*.py' '*.json' 'Makefile' |
     while IFS= read -r f; do
         case "$f" in
         tools/api_renames.sed | tools/apply_renames.sh) continue ;;

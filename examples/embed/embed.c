@@ -49,7 +49,7 @@ int main(int argc, char **argv) {
         return fail("plan input", s);
     }
     s = tl_plan_create(&sum, devs, n_devs, &po, &plan);
-    tl_plan_summary_free(&sum);
+    tl_plan_summary_clear(&sum);
     if (s != TL_OK) {
         tl_model_close(model);
         return fail("plan", s);
@@ -58,7 +58,7 @@ int main(int argc, char **argv) {
     char *text = NULL;
     if (tl_plan_to_text(plan, &text) == TL_OK) fputs(text, stdout);
     tl_free(text);
-    tl_plan_free(plan);
+    tl_plan_destroy(plan);
 
     /* 3. Load every tensor into host memory (bounded staging, auto mode). */
     tl_load_options lo;
@@ -82,7 +82,7 @@ int main(int argc, char **argv) {
                (unsigned long long)lt->nbytes, lt->data);
     }
 
-    tl_load_result_free(res); /* before the model: views point into its mappings */
+    tl_load_result_destroy(res); /* before the model: views point into its mappings */
     tl_model_close(model);
     printf("ok\n");
     return 0;

@@ -44,7 +44,7 @@ int cli_opt(int argc, char **argv, int *i, const char *cmd, const char *opt, con
 /* A count: decimal digits only (no sign, no suffix), at most max. */
 bool cli_parse_count(const char *s, uint64_t max, uint64_t *out);
 
-/* Parse a size ("8G", "9.5GiB", "-2G" when negative is not NULL): tl_plan_parse_bytes. */
+/* Parse a size ("8G", "9.5GiB", "-2G" when negative is not NULL): tl_parse_bytes. */
 bool cli_parse_size(const char *s, uint64_t *bytes, bool *negative);
 /* Human size "1.50 GiB" into buf. */
 const char *cli_fmt_size(uint64_t bytes, char *buf, size_t n);

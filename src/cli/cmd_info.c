@@ -110,7 +110,7 @@ static void print_meta(const tl_model *m, size_t i) {
                (unsigned long long)e->count);
         tl_meta el;
         for (uint64_t j = 0; j < e->count && j < 3 && e->depth == 1; j++) {
-            if (tl_model_meta_array_get(m, i, j, &el)) break;
+            if (tl_model_meta_element(m, i, j, &el)) break;
             printf("%s", j ? ", " : ": ");
             print_value(&el);
         }

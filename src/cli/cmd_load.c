@@ -349,7 +349,7 @@ int cmd_load(int argc, char **argv) {
         print_json(m, r);
     else
         print_human(m, r);
-    tl_load_result_free(r);
+    tl_load_result_destroy(r);
     tl_model_close(m);
     return 0;
 }

@@ -86,12 +86,12 @@ static int plan_main(int argc, char **argv, cli_models *models) {
 
     tl_plan *plan = NULL;
     s = cli_planargs_plan(&pa, &sum, &plan);
-    tl_plan_summary_free(&sum);
+    tl_plan_summary_clear(&sum);
     if (s) return cli_plan_fail(s);
     char *text = NULL;
     s = json ? tl_plan_to_json(plan, &text) : tl_plan_to_text(plan, &text);
     if (s) {
-        tl_plan_free(plan);
+        tl_plan_destroy(plan);
         return cli_plan_fail(s);
     }
     if (json) {
@@ -102,7 +102,7 @@ static int plan_main(int argc, char **argv, cli_models *models) {
     }
     tl_free(text);
     s = tl_plan_check(plan);
-    tl_plan_free(plan);
+    tl_plan_destroy(plan);
     if (s) return cli_plan_fail(s);
     return 0;
 }

@@ -79,7 +79,7 @@ static tl_status load_plan(run_args *ra, FILE *f, tl_model *m, tl_plan **out) {
     tl_status s = tl_plan_summary_from_model(m, ra->pa.convert, &sum);
     if (s) return s;
     s = cli_planargs_plan(&ra->pa, &sum, out);
-    tl_plan_summary_free(&sum);
+    tl_plan_summary_clear(&sum);
     return s;
 }
 
@@ -287,11 +287,11 @@ static int run_main(int argc, char **argv, cli_models *models) {
     if (!st) st = tl_session_create(m, plan, &so, &s);
     if (!st) {
         pc0 = page_cache(m);
-        st = tl_memwatch_start(0, &w);
+        st = tl_memwatch_create(0, &w);
     }
     if (!st) st = tl_run_pipeline(s, &ro, &rep);
     if (w) {
-        tl_memwatch_stop(w, &span);
+        tl_memwatch_destroy(w, &span);
         pc1 = page_cache(m);
     }
     if (!st) {
@@ -311,7 +311,7 @@ static int run_main(int argc, char **argv, cli_models *models) {
     }
     tl_run_report_destroy(rep);
     tl_session_destroy(s);
-    tl_plan_free(plan);
+    tl_plan_destroy(plan);
     tl_model_close(m);
     return rc;
 }

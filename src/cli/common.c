@@ -88,7 +88,7 @@ bool cli_parse_count(const char *s, uint64_t max, uint64_t *out) {
 }
 
 bool cli_parse_size(const char *s, uint64_t *bytes, bool *negative) {
-    return s && tl_plan_parse_bytes(s, bytes, negative) == TL_OK;
+    return s && tl_parse_bytes(s, bytes, negative) == TL_OK;
 }
 
 const char *cli_fmt_size(uint64_t bytes, char *buf, size_t n) {

@@ -88,7 +88,7 @@ int cli_planargs_check(cli_planargs *a, const char *cmd) {
         return cli_usage(
             cmd, "--devices (hypothetical) and --sim (real + simulated) exclude each other");
     if (a->headroom) {
-        tl_status s = tl_plan_parse_bytes(a->headroom, &a->o.headroom, NULL);
+        tl_status s = tl_parse_bytes(a->headroom, &a->o.headroom, NULL);
         if (s) return cli_fail(s);
     }
     if (a->steps) {

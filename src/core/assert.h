@@ -9,7 +9,7 @@
  * only for states the code promises cannot happen (a broken invariant is a bug, not an error to
  * report). Errors that input or the system can cause are tl_status values, never assertions.
  *
- * Lock ownership has its own check, tl_os_mutex_assert_held (os/thread.h), which fails the
+ * Lock ownership has its own check, tl__os_mutex_assert_held (os/thread.h), which fails the
  * same way.
  */
 #ifndef TL_CORE_ASSERT_H
@@ -18,7 +18,7 @@
 #include "os/debug.h"
 
 #ifdef TL_DEBUG_ASSERTS
-#define TL_ASSERT(cond) ((cond) ? (void)0 : tl_os_assert_fail(__FILE__, __LINE__, #cond))
+#define TL_ASSERT(cond) ((cond) ? (void)0 : tl__os_assert_fail(__FILE__, __LINE__, #cond))
 #else
 #define TL_ASSERT(cond) ((void)0)
 #endif

@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <strings.h>
 
-bool tl_bytes_parse(const char *s, size_t len, uint64_t *bytes, bool *negative) {
+bool tl__bytes_parse(const char *s, size_t len, uint64_t *bytes, bool *negative) {
     const char *p = s, *end = s + len;
     while (p < end && isspace((unsigned char)*p))
         p++;

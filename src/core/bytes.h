@@ -16,6 +16,6 @@
  * case-insensitive) or B. Whole numbers are exact; fractions round to the
  * nearest byte. False when malformed or above 2^64 - 1.
  */
-bool tl_bytes_parse(const char *s, size_t len, uint64_t *bytes, bool *negative);
+bool tl__bytes_parse(const char *s, size_t len, uint64_t *bytes, bool *negative);
 
 #endif

@@ -16,16 +16,16 @@ static const char *const names[TL_ENV_COUNT] = {
     [TL_ENV_GGML_DIR] = "TIERLOAD_GGML_DIR",
 };
 
-const char *tl_env_name(tl_env_var v) {
+const char *tl__env_name(tl__env_var v) {
     return (unsigned)v < TL_ENV_COUNT ? names[v] : "TIERLOAD_?";
 }
 
-const char *tl_env_get(tl_env_var v) {
+const char *tl__env_get(tl__env_var v) {
     if ((unsigned)v >= TL_ENV_COUNT) return NULL;
     const char *s = getenv(names[v]);
     return s && *s ? s : NULL;
 }
 
-bool tl_env_is_set(tl_env_var v) {
+bool tl__env_is_set(tl__env_var v) {
     return (unsigned)v < TL_ENV_COUNT && getenv(names[v]) != NULL;
 }

@@ -25,7 +25,7 @@
 
 #include <stdbool.h>
 
-typedef enum tl_env_var {
+typedef enum tl__env_var {
     TL_ENV_MMAP_FLAGS,
     TL_ENV_CUDART,
     TL_ENV_COLD_PATH,
@@ -35,13 +35,13 @@ typedef enum tl_env_var {
     TL_ENV_TMPDIR,
     TL_ENV_GGML_DIR,
     TL_ENV_COUNT,
-} tl_env_var;
+} tl__env_var;
 
 /* "TIERLOAD_..." */
-const char *tl_env_name(tl_env_var v);
+const char *tl__env_name(tl__env_var v);
 /* The value, or NULL when unset or empty. */
-const char *tl_env_get(tl_env_var v);
+const char *tl__env_get(tl__env_var v);
 /* Is the variable set at all (an empty value counts)? For on/off switches. */
-bool tl_env_is_set(tl_env_var v);
+bool tl__env_is_set(tl__env_var v);
 
 #endif

@@ -11,9 +11,9 @@
 
 #define TL_ERR_MAX 8192
 
-static _Thread_local char tl_err_buf[TL_ERR_MAX];
+static _Thread_local char tl__err_buf[TL_ERR_MAX];
 /* Bumped whenever this thread's message is written (set, prefixed or cleared). */
-static _Thread_local uint64_t tl_err_gen;
+static _Thread_local uint64_t tl__err_gen;
 
 /*
  * Keep msg (n bytes) as the message. One longer than the buffer loses its
@@ -22,8 +22,8 @@ static _Thread_local uint64_t tl_err_gen;
  */
 static void store(const char *msg, size_t n) {
     if (n < TL_ERR_MAX) {
-        memmove(tl_err_buf, msg, n);
-        tl_err_buf[n] = 0;
+        memmove(tl__err_buf, msg, n);
+        tl__err_buf[n] = 0;
         return;
     }
     static const char cut[] = " [...] ";
@@ -34,10 +34,10 @@ static void store(const char *msg, size_t n) {
     size_t from = n - tail;
     while (from < n && ((unsigned char)msg[from] & 0xC0) == 0x80)
         from++, tail--;
-    memmove(tl_err_buf, msg, head);
-    memcpy(tl_err_buf + head, cut, sizeof cut - 1);
-    memmove(tl_err_buf + head + sizeof cut - 1, msg + from, tail);
-    tl_err_buf[head + sizeof cut - 1 + tail] = 0;
+    memmove(tl__err_buf, msg, head);
+    memcpy(tl__err_buf + head, cut, sizeof cut - 1);
+    memmove(tl__err_buf + head + sizeof cut - 1, msg + from, tail);
+    tl__err_buf[head + sizeof cut - 1 + tail] = 0;
 }
 
 /* Format into a heap string (NULL when out of memory); *n gets its length. */
@@ -54,7 +54,7 @@ static char *vformat(const char *fmt, va_list ap, size_t *n) {
     return p;
 }
 
-tl_status tl_err(tl_status s, const char *fmt, ...) {
+tl_status tl__err(tl_status s, const char *fmt, ...) {
     va_list ap;
     size_t n = 0;
     va_start(ap, fmt);
@@ -65,51 +65,51 @@ tl_status tl_err(tl_status s, const char *fmt, ...) {
         free(msg);
     } else {
         va_start(ap, fmt);
-        vsnprintf(tl_err_buf, sizeof tl_err_buf, fmt, ap);
+        vsnprintf(tl__err_buf, sizeof tl__err_buf, fmt, ap);
         va_end(ap);
     }
-    tl_err_gen++;
+    tl__err_gen++;
     return s;
 }
 
 tl_status tl_set_error(tl_status s, const char *fmt, ...) {
     if (!fmt) {
-        tl_err_buf[0] = 0;
+        tl__err_buf[0] = 0;
     } else {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(tl_err_buf, sizeof tl_err_buf, fmt, ap);
+        vsnprintf(tl__err_buf, sizeof tl__err_buf, fmt, ap);
         va_end(ap);
     }
-    tl_err_gen++;
+    tl__err_gen++;
     return s;
 }
 
-uint64_t tl_err_generation(void) {
-    return tl_err_gen;
+uint64_t tl__err_generation(void) {
+    return tl__err_gen;
 }
 
-tl_status tl_err_prefix(tl_status s, const char *fmt, ...) {
+tl_status tl__err_prefix(tl_status s, const char *fmt, ...) {
     va_list ap;
     size_t n = 0;
     va_start(ap, fmt);
     char *prefix = vformat(fmt, ap, &n);
     va_end(ap);
-    size_t old = strlen(tl_err_buf);
+    size_t old = strlen(tl__err_buf);
     char *msg = prefix ? malloc(n + 2 + old + 1) : NULL;
     if (msg) {
         memcpy(msg, prefix, n);
         memcpy(msg + n, ": ", 2);
-        memcpy(msg + n + 2, tl_err_buf, old + 1);
+        memcpy(msg + n + 2, tl__err_buf, old + 1);
         store(msg, n + 2 + old);
     }
     free(msg);
     free(prefix);
-    tl_err_gen++;
+    tl__err_gen++;
     return s;
 }
 
-tl_status tl_status_from_errno(int e) {
+tl_status tl__status_from_errno(int e) {
     switch (e) {
     case 0:
         return TL_OK;
@@ -124,28 +124,28 @@ tl_status tl_status_from_errno(int e) {
     }
 }
 
-const char *tl_errno_text(int e) {
+const char *tl__errno_text(int e) {
     static _Thread_local char buf[256];
     if (e == ENODATA) return "the file ends early (truncated or rewritten since it was opened)";
     return strerror_r(e, buf, sizeof buf); /* the GNU strerror_r (_GNU_SOURCE): returns the text */
 }
 
-tl_status tl_err_errno(int e, const char *fmt, ...) {
+tl_status tl__err_errno(int e, const char *fmt, ...) {
     char what[TL_ERR_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    return tl_err(tl_status_from_errno(e), "%s: %s", what, tl_errno_text(e));
+    return tl__err(tl__status_from_errno(e), "%s: %s", what, tl__errno_text(e));
 }
 
-void tl_err_clear(void) {
-    tl_err_buf[0] = 0;
-    tl_err_gen++;
+void tl__err_clear(void) {
+    tl__err_buf[0] = 0;
+    tl__err_gen++;
 }
 
 const char *tl_last_error(void) {
-    return tl_err_buf;
+    return tl__err_buf;
 }
 
 const char *tl_status_name(tl_status s) {

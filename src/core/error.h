@@ -1,7 +1,7 @@
 /*
  * error.h — the one error convention inside the library.
  *
- * A failing function records a message with tl_err() and returns its status;
+ * A failing function records a message with tl__err() and returns its status;
  * the message is thread-local so sessions on different threads never see each
  * other's errors. Messages name the file (and tensor or key) involved: the
  * caller that knows the path is the one that formats it. errno values from
@@ -13,17 +13,17 @@
 #include "tierload.h"
 
 /* Record a formatted message for this thread and return s. */
-tl_status tl_err(tl_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+tl_status tl__err(tl_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prefix the current message with "prefix: " (keeps the status). */
-tl_status tl_err_prefix(tl_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+tl_status tl__err_prefix(tl_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Clear the message. */
-void tl_err_clear(void);
+void tl__err_clear(void);
 /*
  * A counter this thread bumps on every write of its message: a caller that
  * reads it before calling out (a device vtable, a callback) can tell after
  * the call whether the callee recorded a message of its own.
  */
-uint64_t tl_err_generation(void);
+uint64_t tl__err_generation(void);
 
 /*
  * errno values from os/ (which returns them unformatted) become statuses in one place:
@@ -31,11 +31,11 @@ uint64_t tl_err_generation(void);
  * the bytes asked for": it shrank since it was opened) -> TL_ERR_CHANGED, 0 -> TL_OK, anything
  * else -> TL_ERR_IO.
  */
-tl_status tl_status_from_errno(int e);
+tl_status tl__status_from_errno(int e);
 /* strerror's text for e (thread-safe); ENODATA as "the file ends early (truncated or rewritten
  * since it was opened)". Valid until this thread's next call. */
-const char *tl_errno_text(int e);
-/* Record "<fmt>: <tl_errno_text(e)>" and return tl_status_from_errno(e). */
-tl_status tl_err_errno(int e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const char *tl__errno_text(int e);
+/* Record "<fmt>: <tl__errno_text(e)>" and return tl__status_from_errno(e). */
+tl_status tl__err_errno(int e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -29,30 +29,30 @@ void tl_library_options_init(tl_library_options *o) {
 tl_status tl_init(const tl_library_options *opts) {
     tl_library_options o;
     tl_library_options_init(&o);
-    tl_status s = tl_options_take(&o, sizeof o, opts, "tl_library_options");
+    tl_status s = tl__options_take(&o, sizeof o, opts, "tl_library_options");
     if (s != TL_OK) return s;
     pthread_mutex_lock(&lib_lock);
-    if (atomic_load(&lib_frozen) || tl_os_guard_used()) {
+    if (atomic_load(&lib_frozen) || tl__os_guard_used()) {
         pthread_mutex_unlock(&lib_lock);
-        return tl_err(TL_ERR_INVALID_ARG,
+        return tl__err(TL_ERR_INVALID_ARG,
                       "tl_init: the library is already in use (devices discovered or a "
                       "mapping read); call tl_init first");
     }
     char *path = NULL;
-    if (o.cudart_path && !(path = tl_os_strdup(o.cudart_path))) {
+    if (o.cudart_path && !(path = tl__os_strdup(o.cudart_path))) {
         pthread_mutex_unlock(&lib_lock);
-        return tl_err(TL_ERR_NOMEM, "tl_init: out of memory");
+        return tl__err(TL_ERR_NOMEM, "tl_init: out of memory");
     }
     free(lib_cudart);
     lib_cudart = path;
     o.cudart_path = path;
     lib_opts = o;
-    tl_os_guard_disable(o.no_sigbus_guard);
+    tl__os_guard_disable(o.no_sigbus_guard);
     pthread_mutex_unlock(&lib_lock);
     return TL_OK;
 }
 
-const tl_library_options *tl_lib_options(void) {
+const tl_library_options *tl__lib_options(void) {
     if (!atomic_load(&lib_frozen)) {
         pthread_mutex_lock(&lib_lock);
         atomic_store(&lib_frozen, true);

@@ -11,6 +11,6 @@
  * first call fixes them: tl_init fails from then on, since what the settings
  * govern (device discovery, the SIGBUS guard) may already have happened.
  */
-const tl_library_options *tl_lib_options(void);
+const tl_library_options *tl__lib_options(void);
 
 #endif

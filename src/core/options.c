@@ -7,12 +7,12 @@
 
 #include <string.h>
 
-tl_status tl_options_take(void *dst, size_t dst_size, const void *src, const char *type_name) {
+tl_status tl__options_take(void *dst, size_t dst_size, const void *src, const char *type_name) {
     if (src) {
         uint32_t size;
         memcpy(&size, src, sizeof size);
         if (size < sizeof size)
-            return tl_err(TL_ERR_INVALID_ARG,
+            return tl__err(TL_ERR_INVALID_ARG,
                           "%s.size is %u: initialise the struct with %s_init (or set size to "
                           "sizeof(%s))",
                           type_name, (unsigned)size, type_name, type_name);

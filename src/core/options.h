@@ -18,6 +18,6 @@
  * src NULL keeps the defaults. A size smaller than the size field itself is
  * TL_ERR_INVALID_ARG naming type_name (the struct was not initialised).
  */
-tl_status tl_options_take(void *dst, size_t dst_size, const void *src, const char *type_name);
+tl_status tl__options_take(void *dst, size_t dst_size, const void *src, const char *type_name);
 
 #endif

@@ -8,7 +8,7 @@
 
 #include <stdio.h>
 
-void tl_strbuf_vprintf(tl_strbuf *b, const char *fmt, va_list ap) {
+void tl__strbuf_vprintf(tl__strbuf *b, const char *fmt, va_list ap) {
     if (b->oom) return;
     for (;;) {
         va_list aq;
@@ -27,7 +27,7 @@ void tl_strbuf_vprintf(tl_strbuf *b, const char *fmt, va_list ap) {
         }
         size_t cap = (b->cap + (size_t)n + 1) * 2;
         if (cap < 256) cap = 256;
-        char *s = tl_os_realloc(b->s, cap);
+        char *s = tl__os_realloc(b->s, cap);
         if (!s) {
             if (b->s) b->s[b->len] = 0; /* drop the partial append: the text so far stands */
             b->oom = true;
@@ -38,9 +38,9 @@ void tl_strbuf_vprintf(tl_strbuf *b, const char *fmt, va_list ap) {
     }
 }
 
-void tl_strbuf_printf(tl_strbuf *b, const char *fmt, ...) {
+void tl__strbuf_printf(tl__strbuf *b, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    tl_strbuf_vprintf(b, fmt, ap);
+    tl__strbuf_vprintf(b, fmt, ap);
     va_end(ap);
 }

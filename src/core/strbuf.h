@@ -12,13 +12,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-typedef struct tl_strbuf {
+typedef struct tl__strbuf {
     char *s; /* NUL-terminated when len > 0; NULL until the first append */
     size_t len, cap;
     bool oom;
-} tl_strbuf;
+} tl__strbuf;
 
-void tl_strbuf_printf(tl_strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void tl_strbuf_vprintf(tl_strbuf *b, const char *fmt, va_list ap);
+void tl__strbuf_printf(tl__strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tl__strbuf_vprintf(tl__strbuf *b, const char *fmt, va_list ap);
 
 #endif

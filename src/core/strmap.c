@@ -11,14 +11,14 @@
 #include <string.h>
 #include <xxhash.h>
 
-static size_t slot_of(const tl_strmap *m, const char *key) {
+static size_t slot_of(const tl__strmap *m, const char *key) {
     size_t i = (size_t)XXH64(key, strlen(key), 0) & (m->cap - 1);
     while (m->keys[i] && strcmp(m->keys[i], key) != 0)
         i = (i + 1) & (m->cap - 1);
     return i;
 }
 
-bool tl_strmap_get(const tl_strmap *m, const char *key, size_t *val) {
+bool tl__strmap_get(const tl__strmap *m, const char *key, size_t *val) {
     if (!m->cap) return false;
     size_t i = slot_of(m, key);
     if (!m->keys[i]) return false;
@@ -26,10 +26,10 @@ bool tl_strmap_get(const tl_strmap *m, const char *key, size_t *val) {
     return true;
 }
 
-static bool grow(tl_strmap *m) {
+static bool grow(tl__strmap *m) {
     size_t cap = m->cap ? m->cap * 2 : 64;
     if (cap < m->cap || cap > SIZE_MAX / sizeof(size_t)) return false;
-    tl_strmap g = {tl_os_calloc(cap, sizeof *g.keys), tl_os_calloc(cap, sizeof *g.vals), 0, cap};
+    tl__strmap g = {tl__os_calloc(cap, sizeof *g.keys), tl__os_calloc(cap, sizeof *g.vals), 0, cap};
     if (!g.keys || !g.vals) {
         free(g.keys);
         free(g.vals);
@@ -42,12 +42,12 @@ static bool grow(tl_strmap *m) {
         g.vals[j] = m->vals[i];
         g.n++;
     }
-    tl_strmap_free(m);
+    tl__strmap_free(m);
     *m = g;
     return true;
 }
 
-bool tl_strmap_put(tl_strmap *m, const char *key, size_t val) {
+bool tl__strmap_put(tl__strmap *m, const char *key, size_t val) {
     if ((m->n + 1) * 2 > m->cap && !grow(m)) return false;
     size_t i = slot_of(m, key);
     if (!m->keys[i]) {
@@ -58,7 +58,7 @@ bool tl_strmap_put(tl_strmap *m, const char *key, size_t val) {
     return true;
 }
 
-void tl_strmap_free(tl_strmap *m) {
+void tl__strmap_free(tl__strmap *m) {
     free(m->keys);
     free(m->vals);
     memset(m, 0, sizeof *m);

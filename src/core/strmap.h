@@ -9,16 +9,16 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-typedef struct tl_strmap {
+typedef struct tl__strmap {
     const char **keys; /* NULL = empty slot */
     size_t *vals;
     size_t n, cap; /* cap: a power of two, or 0 */
-} tl_strmap;
+} tl__strmap;
 
 /* The value of key, or false when absent. */
-bool tl_strmap_get(const tl_strmap *m, const char *key, size_t *val);
+bool tl__strmap_get(const tl__strmap *m, const char *key, size_t *val);
 /* Insert or replace; false when out of memory (the map is unchanged). */
-bool tl_strmap_put(tl_strmap *m, const char *key, size_t val);
-void tl_strmap_free(tl_strmap *m);
+bool tl__strmap_put(tl__strmap *m, const char *key, size_t val);
+void tl__strmap_free(tl__strmap *m);
 
 #endif

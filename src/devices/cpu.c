@@ -25,15 +25,15 @@ typedef struct cpu_state {
     char cg_dir[4096];
 } cpu_state;
 
-static int host_mem(const cpu_state *c, tl_os_meminfo *m) {
-    return tl_os_meminfo_read_at(c->cg ? c->cg_root : NULL, c->cg ? c->cg_dir : NULL, m);
+static int host_mem(const cpu_state *c, tl__os_meminfo *m) {
+    return tl__os_meminfo_read_at(c->cg ? c->cg_root : NULL, c->cg ? c->cg_dir : NULL, m);
 }
 
 static tl_status cpu_describe(void *self, tl_device_info *out) {
     snprintf(out->name, sizeof out->name, "cpu");
-    tl_os_meminfo hm;
+    tl__os_meminfo hm;
     int e = host_mem(self, &hm);
-    if (e) return tl_err_errno(e, "cpu: reading /proc/meminfo");
+    if (e) return tl__err_errno(e, "cpu: reading /proc/meminfo");
     snprintf(out->desc, sizeof out->desc, "host RAM%s", hm.cg_limited ? " (cgroup limit)" : "");
     out->kind = TL_DEVICE_CPU;
     out->total = hm.total;
@@ -45,23 +45,23 @@ static tl_status cpu_describe(void *self, tl_device_info *out) {
 }
 
 static tl_status cpu_alloc(void *self, uint64_t size, tl_devptr *out) {
-    int e = tl_fault_hit(TL_FAULT_DEVICE_ALLOC);
+    int e = tl__fault_hit(TL_FAULT_DEVICE_ALLOC);
     if (e)
-        return tl_err(TL_ERR_DEVICE_OOM, "cpu: cannot allocate %llu bytes: %s",
-                      (unsigned long long)size, tl_errno_text(e));
-    tl_os_meminfo hm;
+        return tl__err(TL_ERR_DEVICE_OOM, "cpu: cannot allocate %llu bytes: %s",
+                      (unsigned long long)size, tl__errno_text(e));
+    tl__os_meminfo hm;
     if (host_mem(self, &hm) == 0 && size > hm.free)
-        return tl_err(TL_ERR_DEVICE_OOM, "cpu: cannot allocate %llu bytes: %llu bytes free%s",
+        return tl__err(TL_ERR_DEVICE_OOM, "cpu: cannot allocate %llu bytes: %llu bytes free%s",
                       (unsigned long long)size, (unsigned long long)hm.free,
                       hm.cg_limited ? " under the cgroup memory limit" : " (MemAvailable)");
     if (size > SIZE_MAX - CPU_ALIGN)
-        return tl_err(TL_ERR_DEVICE_OOM, "cpu: cannot allocate %llu bytes",
+        return tl__err(TL_ERR_DEVICE_OOM, "cpu: cannot allocate %llu bytes",
                       (unsigned long long)size);
     void *p = NULL;
-    e = tl_os_aligned_alloc(CPU_ALIGN, (size_t)size, &p);
+    e = tl__os_aligned_alloc(CPU_ALIGN, (size_t)size, &p);
     if (e)
-        return tl_err(TL_ERR_DEVICE_OOM, "cpu: cannot allocate %llu bytes: %s",
-                      (unsigned long long)size, tl_errno_text(e));
+        return tl__err(TL_ERR_DEVICE_OOM, "cpu: cannot allocate %llu bytes: %s",
+                      (unsigned long long)size, tl__errno_text(e));
     *out = (tl_devptr)(uintptr_t)p;
     return TL_OK;
 }
@@ -86,28 +86,28 @@ static tl_status cpu_copy_from(void *self, void *dst, tl_devptr src, uint64_t n)
 
 static tl_status cpu_pin(void *self, void *host, uint64_t n) {
     (void)self;
-    int e = tl_os_mlock(host, n);
+    int e = tl__os_mlock(host, n);
     if (!e) return TL_OK;
     uint64_t lim = 0;
     char why[96] = "";
-    if ((e == ENOMEM || e == EPERM || e == EAGAIN) && tl_os_memlock_limit(&lim) == 0) {
+    if ((e == ENOMEM || e == EPERM || e == EAGAIN) && tl__os_memlock_limit(&lim) == 0) {
         if (lim == UINT64_MAX)
             snprintf(why, sizeof why, " (RLIMIT_MEMLOCK is unlimited)");
         else
             snprintf(why, sizeof why, " (RLIMIT_MEMLOCK is %llu bytes; raise it with ulimit -l)",
                      (unsigned long long)lim);
     }
-    return tl_err(e == EINVAL ? TL_ERR_INVALID_ARG : TL_ERR_NOMEM,
-                  "cpu: mlock of %llu bytes failed: %s%s", (unsigned long long)n, tl_errno_text(e),
+    return tl__err(e == EINVAL ? TL_ERR_INVALID_ARG : TL_ERR_NOMEM,
+                  "cpu: mlock of %llu bytes failed: %s%s", (unsigned long long)n, tl__errno_text(e),
                   why);
 }
 
 static tl_status cpu_unpin(void *self, void *host, uint64_t n) {
     (void)self;
-    int e = tl_os_munlock(host, n);
+    int e = tl__os_munlock(host, n);
     if (e)
-        return tl_err(TL_ERR_INVALID_ARG, "cpu: munlock of %llu bytes failed: %s",
-                      (unsigned long long)n, tl_errno_text(e));
+        return tl__err(TL_ERR_INVALID_ARG, "cpu: munlock of %llu bytes failed: %s",
+                      (unsigned long long)n, tl__errno_text(e));
     return TL_OK;
 }
 
@@ -127,11 +127,11 @@ static const tl_device_ops cpu_ops = {
     .destroy = cpu_destroy,
 };
 
-tl_status tl_device_cpu_new(tl_device **out) {
-    cpu_state *c = tl_os_calloc(1, sizeof *c);
-    if (!c) return tl_err(TL_ERR_NOMEM, "cpu: out of memory");
-    c->cg = tl_os_cgroup_self(c->cg_root, sizeof c->cg_root, c->cg_dir, sizeof c->cg_dir) == 0;
-    tl_status s = tl_device_new(&cpu_ops, c, out);
+tl_status tl__device_cpu_create(tl_device **out) {
+    cpu_state *c = tl__os_calloc(1, sizeof *c);
+    if (!c) return tl__err(TL_ERR_NOMEM, "cpu: out of memory");
+    c->cg = tl__os_cgroup_self(c->cg_root, sizeof c->cg_root, c->cg_dir, sizeof c->cg_dir) == 0;
+    tl_status s = tl_device_create(&cpu_ops, c, out);
     if (s != TL_OK) free(c);
     return s;
 }

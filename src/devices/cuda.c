@@ -100,7 +100,7 @@ typedef struct cuda_slot {
 } cuda_slot;
 
 typedef struct cuda_dev {
-    tl_os_mutex lock; /* guards everything below but the constants; *_locked need it held */
+    tl__os_mutex lock; /* guards everything below but the constants; *_locked need it held */
     int ordinal;
     char name[TL_DEVICE_NAME_MAX];
     char desc[96];
@@ -119,7 +119,7 @@ typedef struct cuda_dev {
 
 static tl_status cu_fail(const cuda_dev *c, const char *what, cudaError_t e) {
     if (cu.GetLastError) cu.GetLastError(); /* clear the sticky-less error */
-    return tl_err(e == cudaErrorMemoryAllocation ? TL_ERR_DEVICE_OOM : TL_ERR_DEVICE,
+    return tl__err(e == cudaErrorMemoryAllocation ? TL_ERR_DEVICE_OOM : TL_ERR_DEVICE,
                   "%s: %s: %s (CUDA error %d)", c->name, what, cu_str(e), e);
 }
 
@@ -158,12 +158,12 @@ static tl_status cuda_describe(void *self, tl_device_info *out) {
 
 static tl_status cuda_alloc(void *self, uint64_t size, tl_devptr *out) {
     cuda_dev *c = self;
-    int fe = tl_fault_hit(TL_FAULT_DEVICE_ALLOC);
+    int fe = tl__fault_hit(TL_FAULT_DEVICE_ALLOC);
     if (fe)
-        return tl_err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %s", c->name,
-                      (unsigned long long)size, tl_errno_text(fe));
+        return tl__err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %s", c->name,
+                      (unsigned long long)size, tl__errno_text(fe));
     if (size > SIZE_MAX)
-        return tl_err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes", c->name,
+        return tl__err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes", c->name,
                       (unsigned long long)size);
     int prev;
     tl_status s = enter(c, &prev);
@@ -192,7 +192,7 @@ static tl_status cuda_dealloc(void *self, tl_devptr p) {
 
 /* Stream, events and staging buffers, on first use (device entered). */
 static tl_status ready_locked(cuda_dev *c) {
-    tl_os_mutex_assert_held(&c->lock);
+    tl__os_mutex_assert_held(&c->lock);
     if (c->ready) return TL_OK;
     cudaError_t e = cu.StreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
     if (e != cudaSuccess) return cu_fail(c, "cudaStreamCreateWithFlags", e);
@@ -214,7 +214,7 @@ static tl_status ready_locked(cuda_dev *c) {
 
 /* Retire the oldest busy slot (blocking; device entered). */
 static tl_status retire_one_locked(cuda_dev *c) {
-    tl_os_mutex_assert_held(&c->lock);
+    tl__os_mutex_assert_held(&c->lock);
     TL_ASSERT(c->count > 0 && c->count <= TL_CUDA_RING);
     cuda_slot *s = &c->ring[c->head];
     cudaError_t e = cu.EventSynchronize(s->ev);
@@ -228,7 +228,7 @@ static tl_status retire_one_locked(cuda_dev *c) {
 
 /* Retire every busy slot (device entered): afterwards every ticket issued is done. */
 static tl_status drain_locked(cuda_dev *c) {
-    tl_os_mutex_assert_held(&c->lock);
+    tl__os_mutex_assert_held(&c->lock);
     tl_status first = TL_OK;
     while (c->count > 0) {
         tl_status s = retire_one_locked(c);
@@ -240,7 +240,7 @@ static tl_status drain_locked(cuda_dev *c) {
 
 /* Is [hp, hp+n) inside a range pinned through this device? */
 static bool is_pinned_locked(cuda_dev *c, const void *hp, uint64_t n) {
-    tl_os_mutex_assert_held(&c->lock);
+    tl__os_mutex_assert_held(&c->lock);
     uintptr_t a = (uintptr_t)hp;
     for (size_t i = 0; i < c->n_pins; i++)
         if (a >= c->pins[i].addr && a - c->pins[i].addr <= c->pins[i].len &&
@@ -252,7 +252,7 @@ static bool is_pinned_locked(cuda_dev *c, const void *hp, uint64_t n) {
 /* Queue one copy straight from / to pinned host memory (device entered). */
 static tl_status queue_direct_locked(cuda_dev *c, bool to_dev, uint64_t dp, void *hp, uint64_t n,
                                      uint64_t t) {
-    tl_os_mutex_assert_held(&c->lock);
+    tl__os_mutex_assert_held(&c->lock);
     tl_status st = TL_OK;
     if (c->count == TL_CUDA_RING && (st = retire_one_locked(c)) != TL_OK) return st;
     cuda_slot *s = &c->ring[(c->head + c->count) % TL_CUDA_RING];
@@ -272,7 +272,7 @@ static tl_status queue_direct_locked(cuda_dev *c, bool to_dev, uint64_t dp, void
 /* Queue one copy in chunks through the ring. */
 static tl_status queue_copy_locked(cuda_dev *c, bool to_dev, uint64_t dp, void *hp, uint64_t n,
                                    uint64_t *ticket) {
-    tl_os_mutex_assert_held(&c->lock);
+    tl__os_mutex_assert_held(&c->lock);
     int prev;
     tl_status st = enter(c, &prev);
     if (st != TL_OK) return st;
@@ -327,9 +327,9 @@ static tl_status queue_copy_locked(cuda_dev *c, bool to_dev, uint64_t dp, void *
 
 /* Wait until ticket is done. */
 static tl_status wait_locked(cuda_dev *c, uint64_t ticket) {
-    tl_os_mutex_assert_held(&c->lock);
+    tl__os_mutex_assert_held(&c->lock);
     if (ticket > c->issued)
-        return tl_err(TL_ERR_INVALID_ARG, "%s: wait on ticket %llu, never issued", c->name,
+        return tl__err(TL_ERR_INVALID_ARG, "%s: wait on ticket %llu, never issued", c->name,
                       (unsigned long long)ticket);
     if (c->done >= ticket) return TL_OK;
     int prev;
@@ -343,11 +343,11 @@ static tl_status wait_locked(cuda_dev *c, uint64_t ticket) {
 
 static tl_status cuda_copy_async(cuda_dev *c, bool to_dev, uint64_t dp, void *hp, uint64_t n,
                                  uint64_t *ticket, bool sync) {
-    tl_os_mutex_lock(&c->lock);
+    tl__os_mutex_lock(&c->lock);
     uint64_t t = 0;
     tl_status st = queue_copy_locked(c, to_dev, dp, hp, n, &t);
     if (st == TL_OK && sync) st = wait_locked(c, t);
-    tl_os_mutex_unlock(&c->lock);
+    tl__os_mutex_unlock(&c->lock);
     if (ticket) *ticket = t;
     return st;
 }
@@ -369,18 +369,18 @@ static tl_status cuda_copy_from_async(void *self, void *dst, tl_devptr src, uint
 
 static tl_status cuda_wait(void *self, uint64_t ticket) {
     cuda_dev *c = self;
-    tl_os_mutex_lock(&c->lock);
+    tl__os_mutex_lock(&c->lock);
     tl_status st = wait_locked(c, ticket);
-    tl_os_mutex_unlock(&c->lock);
+    tl__os_mutex_unlock(&c->lock);
     return st;
 }
 
 static tl_status cuda_poll(void *self, uint64_t ticket, bool *done) {
     cuda_dev *c = self;
-    tl_os_mutex_lock(&c->lock);
+    tl__os_mutex_lock(&c->lock);
     tl_status st = TL_OK;
     if (ticket > c->issued) {
-        st = tl_err(TL_ERR_INVALID_ARG, "%s: poll of ticket %llu, never issued", c->name,
+        st = tl__err(TL_ERR_INVALID_ARG, "%s: poll of ticket %llu, never issued", c->name,
                     (unsigned long long)ticket);
     } else if (c->done < ticket) {
         int prev;
@@ -397,7 +397,7 @@ static tl_status cuda_poll(void *self, uint64_t ticket, bool *done) {
         if (entered) leave(c, prev);
     }
     *done = c->done >= ticket;
-    tl_os_mutex_unlock(&c->lock);
+    tl__os_mutex_unlock(&c->lock);
     return st;
 }
 
@@ -409,10 +409,10 @@ static tl_status cuda_pin(void *self, void *host, uint64_t n) {
     cudaError_t e = cu.HostRegister(host, (size_t)n, cudaHostRegisterDefault);
     leave(c, prev);
     if (e == cudaSuccess) {
-        tl_os_mutex_lock(&c->lock);
+        tl__os_mutex_lock(&c->lock);
         if (c->n_pins == c->cap_pins) {
             size_t cap = c->cap_pins ? c->cap_pins * 2 : 8;
-            struct cuda_pin *np = tl_os_realloc(c->pins, cap * sizeof *np);
+            struct cuda_pin *np = tl__os_realloc(c->pins, cap * sizeof *np);
             if (np) {
                 c->pins = np;
                 c->cap_pins = cap;
@@ -423,7 +423,7 @@ static tl_status cuda_pin(void *self, void *host, uint64_t n) {
             c->pins[c->n_pins].len = (size_t)n;
             c->n_pins++;
         }
-        tl_os_mutex_unlock(&c->lock);
+        tl__os_mutex_unlock(&c->lock);
         return TL_OK;
     }
     if (e == cudaErrorHostMemoryAlreadyRegistered) { /* pinned elsewhere: fine, staged copies */
@@ -433,20 +433,20 @@ static tl_status cuda_pin(void *self, void *host, uint64_t n) {
     char what[80];
     snprintf(what, sizeof what, "cudaHostRegister(%llu bytes)", (unsigned long long)n);
     st = cu_fail(c, what, e);
-    return st == TL_ERR_DEVICE_OOM ? tl_err_prefix(TL_ERR_NOMEM, "page-locking host memory") : st;
+    return st == TL_ERR_DEVICE_OOM ? tl__err_prefix(TL_ERR_NOMEM, "page-locking host memory") : st;
 }
 
 static tl_status cuda_unpin(void *self, void *host, uint64_t n) {
     cuda_dev *c = self;
     (void)n;
-    tl_os_mutex_lock(&c->lock);
+    tl__os_mutex_lock(&c->lock);
     for (size_t i = 0; i < c->n_pins; i++)
         if (c->pins[i].addr == (uintptr_t)host) {
             drain_locked(c); /* no copy may still be using the range: wait for the stream */
             c->pins[i] = c->pins[--c->n_pins];
             break;
         }
-    tl_os_mutex_unlock(&c->lock);
+    tl__os_mutex_unlock(&c->lock);
     int prev;
     tl_status st = enter(c, &prev);
     if (st != TL_OK) return st;
@@ -461,42 +461,42 @@ static tl_status cuda_unpin(void *self, void *host, uint64_t n) {
  */
 static tl_status cuda_read_file(void *self, int fd, uint64_t off, tl_devptr dst, uint64_t n) {
     cuda_dev *c = self;
-    tl_os_mutex_lock(&c->lock);
+    tl__os_mutex_lock(&c->lock);
     int state = c->cufile;
-    tl_os_mutex_unlock(&c->lock);
-    if (state < 0 || !tl_cufile_load())
-        return tl_err(TL_ERR_UNSUPPORTED, "%s: no GPUDirect Storage: %s", c->name,
+    tl__os_mutex_unlock(&c->lock);
+    if (state < 0 || !tl__cufile_load())
+        return tl__err(TL_ERR_UNSUPPORTED, "%s: no GPUDirect Storage: %s", c->name,
                       tl_device_cufile_reason());
     int prev;
     tl_status st = enter(c, &prev);
     if (st != TL_OK) return st;
     if (state == 0) {
         size_t pn = n < 4096 ? (size_t)n : 4096;
-        unsigned char *a = tl_os_malloc(pn), *b = tl_os_malloc(pn);
-        bool read_ok = a && b && tl_cufile_read(fd, off, (void *)(uintptr_t)dst, pn) == 0;
-        bool ok = read_ok && tl_os_pread_full(fd, a, pn, off) == 0 &&
+        unsigned char *a = tl__os_malloc(pn), *b = tl__os_malloc(pn);
+        bool read_ok = a && b && tl__cufile_read(fd, off, (void *)(uintptr_t)dst, pn) == 0;
+        bool ok = read_ok && tl__os_pread_full(fd, a, pn, off) == 0 &&
                   cuda_copy_from(c, b, dst, pn) == TL_OK && memcmp(a, b, pn) == 0;
         free(a);
         free(b);
         if (ok)
-            tl_cufile_set_usable(true, "");
+            tl__cufile_set_usable(true, "");
         else if (read_ok)
-            tl_cufile_set_usable(false, "probe read through libcufile differed from pread");
+            tl__cufile_set_usable(false, "probe read through libcufile differed from pread");
         else
-            tl_cufile_set_usable(false, NULL); /* keeps cuFile's own reason */
-        tl_os_mutex_lock(&c->lock);
+            tl__cufile_set_usable(false, NULL); /* keeps cuFile's own reason */
+        tl__os_mutex_lock(&c->lock);
         c->cufile = ok ? 1 : -1;
-        tl_os_mutex_unlock(&c->lock);
+        tl__os_mutex_unlock(&c->lock);
         if (!ok) {
             leave(c, prev);
-            return tl_err(TL_ERR_UNSUPPORTED, "%s: no GPUDirect Storage: %s", c->name,
+            return tl__err(TL_ERR_UNSUPPORTED, "%s: no GPUDirect Storage: %s", c->name,
                           tl_device_cufile_reason());
         }
     }
-    int r = tl_cufile_read(fd, off, (void *)(uintptr_t)dst, n);
+    int r = tl__cufile_read(fd, off, (void *)(uintptr_t)dst, n);
     leave(c, prev);
     if (r != 0)
-        return tl_err(TL_ERR_IO, "%s: cuFileRead of %llu bytes at %llu: %s", c->name,
+        return tl__err(TL_ERR_IO, "%s: cuFileRead of %llu bytes at %llu: %s", c->name,
                       (unsigned long long)n, (unsigned long long)off, tl_device_cufile_reason());
     return TL_OK;
 }
@@ -506,9 +506,9 @@ static void cuda_destroy(void *self) {
     if (c->ready) {
         int prev;
         if (enter(c, &prev) == TL_OK) {
-            tl_os_mutex_lock(&c->lock); /* no other holder is left; the drain wants it held */
+            tl__os_mutex_lock(&c->lock); /* no other holder is left; the drain wants it held */
             drain_locked(c);
-            tl_os_mutex_unlock(&c->lock);
+            tl__os_mutex_unlock(&c->lock);
             for (int i = 0; i < TL_CUDA_RING; i++) {
                 if (c->ring[i].ev) cu.EventDestroy(c->ring[i].ev);
                 if (c->ring[i].buf) cu.FreeHost(c->ring[i].buf);
@@ -518,7 +518,7 @@ static void cuda_destroy(void *self) {
         }
     }
     free(c->pins);
-    tl_os_mutex_destroy(&c->lock);
+    tl__os_mutex_destroy(&c->lock);
     free(c);
 }
 
@@ -545,17 +545,17 @@ static bool load_runtime(void) {
                                         "libcudart.so.11.0", "libcudart.so.11", NULL};
     char why[400];
     /* a specific runtime (or a test double): tl_init's cudart_path, else TIERLOAD_CUDART */
-    const char *env = tl_lib_options()->cudart_path;
-    if (!env) env = tl_env_get(TL_ENV_CUDART);
+    const char *env = tl__lib_options()->cudart_path;
+    if (!env) env = tl__env_get(TL_ENV_CUDART);
     const char *const one[] = {env, NULL};
-    cu.lib = tl_os_dlopen_first(env ? one : names, why, sizeof why);
+    cu.lib = tl__os_dlopen_first(env ? one : names, why, sizeof why);
     if (!cu.lib) {
         snprintf(cuda_reason, sizeof cuda_reason, "no CUDA runtime: %s", why);
         return false;
     }
 #define SYM(field, name)                                                                           \
     do {                                                                                           \
-        *(void **)&cu.field = tl_os_dlsym(cu.lib, name);                                           \
+        *(void **)&cu.field = tl__os_dlsym(cu.lib, name);                                           \
         if (!cu.field) {                                                                           \
             snprintf(cuda_reason, sizeof cuda_reason, "no CUDA runtime: libcudart has no %s",      \
                      name);                                                                        \
@@ -565,7 +565,7 @@ static bool load_runtime(void) {
     SYM(GetDeviceCount, "cudaGetDeviceCount");
     SYM(GetDevice, "cudaGetDevice");
     SYM(SetDevice, "cudaSetDevice");
-    *(void **)&cu.GetDeviceProperties = tl_os_dlsym(cu.lib, "cudaGetDeviceProperties_v2");
+    *(void **)&cu.GetDeviceProperties = tl__os_dlsym(cu.lib, "cudaGetDeviceProperties_v2");
     if (!cu.GetDeviceProperties) SYM(GetDeviceProperties, "cudaGetDeviceProperties");
     SYM(MemGetInfo, "cudaMemGetInfo");
     SYM(Malloc, "cudaMalloc");
@@ -588,13 +588,13 @@ static bool load_runtime(void) {
     return true;
 }
 
-void tl_cuda_discover(void (*add)(tl_device *d)) {
-    if (tl_lib_options()->no_cuda) { /* the host program brings its own CUDA */
+void tl__cuda_discover(void (*add)(tl_device *d)) {
+    if (tl__lib_options()->no_cuda) { /* the host program brings its own CUDA */
         snprintf(cuda_reason, sizeof cuda_reason, "CUDA discovery disabled (tl_init no_cuda)");
         return;
     }
     if (!load_runtime()) {
-        tl_os_dlclose(cu.lib);
+        tl__os_dlclose(cu.lib);
         memset(&cu, 0, sizeof cu);
         return;
     }
@@ -612,16 +612,16 @@ void tl_cuda_discover(void (*add)(tl_device *d)) {
     }
     cuda_reason[0] = 0;
     for (int i = 0; i < n; i++) {
-        cuda_dev *c = tl_os_calloc(1, sizeof *c);
+        cuda_dev *c = tl__os_calloc(1, sizeof *c);
         if (!c) return;
-        if (tl_os_mutex_init(&c->lock) != 0) {
+        if (tl__os_mutex_init(&c->lock) != 0) {
             free(c);
             return;
         }
         c->ordinal = i;
         snprintf(c->name, sizeof c->name, "cuda%d", i);
         /* cudaDeviceProp is ~1 KiB; 16 KiB leaves room for any future growth */
-        char *props = tl_os_calloc(1, 16384);
+        char *props = tl__os_calloc(1, 16384);
         if (props && cu.GetDeviceProperties(props, i) == cudaSuccess) {
             props[255] = 0;
             snprintf(c->desc, sizeof c->desc, "%s", props);
@@ -631,7 +631,7 @@ void tl_cuda_discover(void (*add)(tl_device *d)) {
         }
         free(props);
         tl_device *d = NULL;
-        if (tl_device_wrap(&cuda_ops, c, c->name, TL_DEVICE_CUDA, &d) != TL_OK) {
+        if (tl__device_wrap(&cuda_ops, c, c->name, TL_DEVICE_CUDA, &d) != TL_OK) {
             cuda_destroy(c);
             continue;
         }

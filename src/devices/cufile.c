@@ -53,15 +53,15 @@ static void set_reason(const char *fmt, const char *a) {
 static void cf_load_once(void) {
     static const char *const names[] = {"libcufile.so.0", "libcufile.so", "libcufile.so.1", NULL};
     char why[400];
-    cf.lib = tl_os_dlopen_first(names, why, sizeof why);
+    cf.lib = tl__os_dlopen_first(names, why, sizeof why);
     if (!cf.lib) {
         set_reason("no libcufile: %s", why);
         return;
     }
-    *(void **)&cf.DriverOpen = tl_os_dlsym(cf.lib, "cuFileDriverOpen");
-    *(void **)&cf.HandleRegister = tl_os_dlsym(cf.lib, "cuFileHandleRegister");
-    *(void **)&cf.HandleDeregister = tl_os_dlsym(cf.lib, "cuFileHandleDeregister");
-    *(void **)&cf.Read = tl_os_dlsym(cf.lib, "cuFileRead");
+    *(void **)&cf.DriverOpen = tl__os_dlsym(cf.lib, "cuFileDriverOpen");
+    *(void **)&cf.HandleRegister = tl__os_dlsym(cf.lib, "cuFileHandleRegister");
+    *(void **)&cf.HandleDeregister = tl__os_dlsym(cf.lib, "cuFileHandleDeregister");
+    *(void **)&cf.Read = tl__os_dlsym(cf.lib, "cuFileRead");
     if (!cf.DriverOpen || !cf.HandleRegister || !cf.HandleDeregister || !cf.Read) {
         set_reason("%s", "libcufile lacks cuFileDriverOpen/HandleRegister/Read");
         return;
@@ -77,12 +77,12 @@ static void cf_load_once(void) {
     atomic_store(&cf_loaded, true);
 }
 
-bool tl_cufile_load(void) {
+bool tl__cufile_load(void) {
     pthread_once(&cf_once, cf_load_once);
     return atomic_load(&cf_loaded);
 }
 
-int tl_cufile_read(int fd, uint64_t off, void *dst, uint64_t n) {
+int tl__cufile_read(int fd, uint64_t off, void *dst, uint64_t n) {
     if (!atomic_load(&cf_loaded)) return -1;
     CUfileDescr_t d;
     memset(&d, 0, sizeof d);
@@ -113,7 +113,7 @@ int tl_cufile_read(int fd, uint64_t off, void *dst, uint64_t n) {
     return rc;
 }
 
-void tl_cufile_set_usable(bool ok, const char *why) {
+void tl__cufile_set_usable(bool ok, const char *why) {
     atomic_store(&cf_usable, ok);
     if (ok)
         set_reason("%s", "");
@@ -121,7 +121,7 @@ void tl_cufile_set_usable(bool ok, const char *why) {
         set_reason("%s", why);
 }
 
-bool tl_cufile_usable(void) {
+bool tl__cufile_usable(void) {
     return atomic_load(&cf_usable);
 }
 

@@ -31,7 +31,7 @@ const char *tl_device_kind_name(tl_device_kind k) {
     return "unknown";
 }
 
-bool tl_device_name_ok(const char *name) {
+bool tl__device_name_ok(const char *name) {
     size_t n = name ? strnlen(name, TL_DEVICE_NAME_MAX) : 0;
     if (n == 0 || n >= TL_DEVICE_NAME_MAX) return false;
     for (size_t i = 0; i < n; i++) {
@@ -47,32 +47,32 @@ void tl_device_ops_init(tl_device_ops *ops) {
     ops->size = sizeof *ops;
 }
 
-tl_status tl_device_new(const tl_device_ops *ops, void *self, tl_device **out) {
-    if (!out) return tl_err(TL_ERR_INVALID_ARG, "tl_device_new: out is NULL");
+tl_status tl_device_create(const tl_device_ops *ops, void *self, tl_device **out) {
+    if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_device_create: out is NULL");
     *out = NULL;
-    if (!ops) return tl_err(TL_ERR_INVALID_ARG, "tl_device_new: ops is NULL");
+    if (!ops) return tl__err(TL_ERR_INVALID_ARG, "tl_device_create: ops is NULL");
     tl_device_ops own;
     memset(&own, 0, sizeof own);
-    tl_status s = tl_options_take(&own, sizeof own, ops, "tl_device_ops");
+    tl_status s = tl__options_take(&own, sizeof own, ops, "tl_device_ops");
     if (s != TL_OK) return s;
     if (!own.describe || !own.alloc || !own.dealloc || !own.copy_to || !own.copy_from)
-        return tl_err(
+        return tl__err(
             TL_ERR_INVALID_ARG,
-            "tl_device_new: describe, alloc, dealloc, copy_to and copy_from are required");
+            "tl_device_create: describe, alloc, dealloc, copy_to and copy_from are required");
     if ((own.copy_to_async || own.copy_from_async) && (!own.wait || !own.poll))
-        return tl_err(TL_ERR_INVALID_ARG,
-                      "tl_device_new: a device with asynchronous copies needs wait and poll");
+        return tl__err(TL_ERR_INVALID_ARG,
+                      "tl_device_create: a device with asynchronous copies needs wait and poll");
     tl_device_info info;
     memset(&info, 0, sizeof info);
-    uint64_t gen = tl_err_generation();
+    uint64_t gen = tl__err_generation();
     s = own.describe(self, &info);
     if (s != TL_OK) {
-        if (tl_err_generation() == gen)
-            return tl_err(s, "tl_device_new: describe failed (%s)", tl_status_name(s));
-        return tl_err_prefix(s, "tl_device_new: describe");
+        if (tl__err_generation() == gen)
+            return tl__err(s, "tl_device_create: describe failed (%s)", tl_status_name(s));
+        return tl__err_prefix(s, "tl_device_create: describe");
     }
     info.name[TL_DEVICE_NAME_MAX - 1] = 0;
-    s = tl_device_wrap(ops->size >= sizeof own ? ops : &own, self, info.name, info.kind, out);
+    s = tl__device_wrap(ops->size >= sizeof own ? ops : &own, self, info.name, info.kind, out);
     if (s == TL_OK && (*out)->ops != ops) {
         (*out)->own_ops = own;
         (*out)->ops = &(*out)->own_ops;
@@ -80,16 +80,16 @@ tl_status tl_device_new(const tl_device_ops *ops, void *self, tl_device **out) {
     return s;
 }
 
-tl_status tl_device_wrap(const tl_device_ops *ops, void *self, const char *name,
+tl_status tl__device_wrap(const tl_device_ops *ops, void *self, const char *name,
                          tl_device_kind kind, tl_device **out) {
     *out = NULL;
-    if (!tl_device_name_ok(name))
-        return tl_err(
+    if (!tl__device_name_ok(name))
+        return tl__err(
             TL_ERR_INVALID_ARG,
-            "tl_device_new: invalid device name '%.*s' (1..%d characters of A-Z a-z 0-9 _ . : -)",
+            "tl_device_create: invalid device name '%.*s' (1..%d characters of A-Z a-z 0-9 _ . : -)",
             TL_DEVICE_NAME_MAX - 1, name ? name : "", TL_DEVICE_NAME_MAX - 1);
-    tl_device *d = tl_os_calloc(1, sizeof *d);
-    if (!d) return tl_err(TL_ERR_NOMEM, "tl_device_new: out of memory");
+    tl_device *d = tl__os_calloc(1, sizeof *d);
+    if (!d) return tl__err(TL_ERR_NOMEM, "tl_device_create: out of memory");
     d->ops = ops;
     d->own_ops.size = sizeof d->own_ops;
     d->self = self;
@@ -125,21 +125,21 @@ tl_device_kind tl_device_kind_of(const tl_device *d) {
  * naming the device and the operation, so no stale message survives.
  */
 static tl_status op_done(const tl_device *d, const char *op, uint64_t gen, tl_status s) {
-    if (s == TL_OK || tl_err_generation() != gen) return s;
-    return tl_err(s, "device '%s': %s failed (%s)", d->name, op, tl_status_name(s));
+    if (s == TL_OK || tl__err_generation() != gen) return s;
+    return tl__err(s, "device '%s': %s failed (%s)", d->name, op, tl_status_name(s));
 }
 
 /* Call the vtable entry op of d and name the failure if the device did not. */
 #define DEV_CALL(d, op, ...)                                                                       \
     do {                                                                                           \
-        uint64_t gen_ = tl_err_generation();                                                       \
+        uint64_t gen_ = tl__err_generation();                                                       \
         return op_done((d), #op, gen_, (d)->ops->op((d)->self, __VA_ARGS__));                      \
     } while (0)
 
 tl_status tl_device_describe(tl_device *d, tl_device_info *out) {
-    if (!d || !out) return tl_err(TL_ERR_INVALID_ARG, "tl_device_describe: NULL argument");
+    if (!d || !out) return tl__err(TL_ERR_INVALID_ARG, "tl_device_describe: NULL argument");
     memset(out, 0, sizeof *out);
-    uint64_t gen = tl_err_generation();
+    uint64_t gen = tl__err_generation();
     tl_status s = op_done(d, "describe", gen, d->ops->describe(d->self, out));
     if (s != TL_OK) return s;
     memcpy(out->name, d->name, sizeof out->name);
@@ -150,14 +150,14 @@ tl_status tl_device_describe(tl_device *d, tl_device_info *out) {
 }
 
 tl_status tl_device_alloc(tl_device *d, uint64_t size, tl_devptr *out) {
-    if (!d || !out) return tl_err(TL_ERR_INVALID_ARG, "tl_device_alloc: NULL argument");
+    if (!d || !out) return tl__err(TL_ERR_INVALID_ARG, "tl_device_alloc: NULL argument");
     *out = 0;
-    if (size == 0) return tl_err(TL_ERR_INVALID_ARG, "%s: allocation of 0 bytes", d->name);
+    if (size == 0) return tl__err(TL_ERR_INVALID_ARG, "%s: allocation of 0 bytes", d->name);
     DEV_CALL(d, alloc, size, out);
 }
 
 tl_status tl_device_free(tl_device *d, tl_devptr p) {
-    if (!d) return tl_err(TL_ERR_INVALID_ARG, "tl_device_free: NULL device");
+    if (!d) return tl__err(TL_ERR_INVALID_ARG, "tl_device_free: NULL device");
     if (p == 0) return TL_OK;
     DEV_CALL(d, dealloc, p);
 }
@@ -166,14 +166,14 @@ tl_status tl_device_free(tl_device *d, tl_devptr p) {
 static tl_status copy_args(const tl_device *d, const char *what, tl_devptr dp, const void *hp,
                            uint64_t n, bool *skip) {
     *skip = false;
-    if (!d) return tl_err(TL_ERR_INVALID_ARG, "%s: NULL device", what);
+    if (!d) return tl__err(TL_ERR_INVALID_ARG, "%s: NULL device", what);
     if (n == 0) {
         *skip = true;
         return TL_OK;
     }
-    if (!hp || dp == 0) return tl_err(TL_ERR_INVALID_ARG, "%s: %s: NULL pointer", d->name, what);
+    if (!hp || dp == 0) return tl__err(TL_ERR_INVALID_ARG, "%s: %s: NULL pointer", d->name, what);
     if (dp + n < dp || (uintptr_t)hp + n < (uintptr_t)hp)
-        return tl_err(TL_ERR_INVALID_ARG, "%s: %s: range wraps around", d->name, what);
+        return tl__err(TL_ERR_INVALID_ARG, "%s: %s: range wraps around", d->name, what);
     return TL_OK;
 }
 
@@ -193,7 +193,7 @@ tl_status tl_device_copy_from(tl_device *d, void *dst, tl_devptr src, uint64_t n
 
 tl_status tl_device_copy_to_async(tl_device *d, tl_devptr dst, const void *src, uint64_t n,
                                   uint64_t *ticket) {
-    if (!ticket) return tl_err(TL_ERR_INVALID_ARG, "tl_device_copy_to_async: ticket is NULL");
+    if (!ticket) return tl__err(TL_ERR_INVALID_ARG, "tl_device_copy_to_async: ticket is NULL");
     *ticket = 0;
     bool skip;
     tl_status s = copy_args(d, "async copy to device", dst, src, n, &skip);
@@ -204,7 +204,7 @@ tl_status tl_device_copy_to_async(tl_device *d, tl_devptr dst, const void *src, 
 
 tl_status tl_device_copy_from_async(tl_device *d, void *dst, tl_devptr src, uint64_t n,
                                     uint64_t *ticket) {
-    if (!ticket) return tl_err(TL_ERR_INVALID_ARG, "tl_device_copy_from_async: ticket is NULL");
+    if (!ticket) return tl__err(TL_ERR_INVALID_ARG, "tl_device_copy_from_async: ticket is NULL");
     *ticket = 0;
     bool skip;
     tl_status s = copy_args(d, "async copy from device", src, dst, n, &skip);
@@ -214,40 +214,40 @@ tl_status tl_device_copy_from_async(tl_device *d, void *dst, tl_devptr src, uint
 }
 
 tl_status tl_device_wait(tl_device *d, uint64_t ticket) {
-    if (!d) return tl_err(TL_ERR_INVALID_ARG, "tl_device_wait: NULL device");
+    if (!d) return tl__err(TL_ERR_INVALID_ARG, "tl_device_wait: NULL device");
     if (ticket == 0 || !d->ops->wait) return TL_OK;
     DEV_CALL(d, wait, ticket);
 }
 
 tl_status tl_device_poll(tl_device *d, uint64_t ticket, bool *done) {
-    if (!d || !done) return tl_err(TL_ERR_INVALID_ARG, "tl_device_poll: NULL argument");
+    if (!d || !done) return tl__err(TL_ERR_INVALID_ARG, "tl_device_poll: NULL argument");
     *done = true;
     if (ticket == 0 || !d->ops->poll) return TL_OK;
     DEV_CALL(d, poll, ticket, done);
 }
 
 tl_status tl_device_pin(tl_device *d, void *host, uint64_t n) {
-    if (!d) return tl_err(TL_ERR_INVALID_ARG, "tl_device_pin: NULL device");
+    if (!d) return tl__err(TL_ERR_INVALID_ARG, "tl_device_pin: NULL device");
     if (n == 0) return TL_OK;
-    if (!host) return tl_err(TL_ERR_INVALID_ARG, "%s: pin: NULL pointer", d->name);
+    if (!host) return tl__err(TL_ERR_INVALID_ARG, "%s: pin: NULL pointer", d->name);
     if (!d->ops->pin) return TL_OK;
     DEV_CALL(d, pin, host, n);
 }
 
 tl_status tl_device_unpin(tl_device *d, void *host, uint64_t n) {
-    if (!d) return tl_err(TL_ERR_INVALID_ARG, "tl_device_unpin: NULL device");
+    if (!d) return tl__err(TL_ERR_INVALID_ARG, "tl_device_unpin: NULL device");
     if (n == 0) return TL_OK;
-    if (!host) return tl_err(TL_ERR_INVALID_ARG, "%s: unpin: NULL pointer", d->name);
+    if (!host) return tl__err(TL_ERR_INVALID_ARG, "%s: unpin: NULL pointer", d->name);
     if (!d->ops->unpin) return TL_OK;
     DEV_CALL(d, unpin, host, n);
 }
 
 tl_status tl_device_read_file(tl_device *d, int fd, uint64_t off, tl_devptr dst, uint64_t n) {
-    if (!d) return tl_err(TL_ERR_INVALID_ARG, "tl_device_read_file: NULL device");
+    if (!d) return tl__err(TL_ERR_INVALID_ARG, "tl_device_read_file: NULL device");
     if (n == 0) return TL_OK;
     if (fd < 0 || dst == 0)
-        return tl_err(TL_ERR_INVALID_ARG, "%s: read_file: bad file or device pointer", d->name);
+        return tl__err(TL_ERR_INVALID_ARG, "%s: read_file: bad file or device pointer", d->name);
     if (!d->ops->read_file)
-        return tl_err(TL_ERR_UNSUPPORTED, "%s: no direct file-to-device path", d->name);
+        return tl__err(TL_ERR_UNSUPPORTED, "%s: no direct file-to-device path", d->name);
     DEV_CALL(d, read_file, fd, off, dst, n);
 }

@@ -19,32 +19,32 @@ struct tl_device {
 };
 
 /*
- * tl_device_new without the describe call (ops must be a complete
+ * tl_device_create without the describe call (ops must be a complete
  * tl_device_ops of this library's size): for built-ins whose describe is
  * costly (cuda: cudaMemGetInfo would create a context on every GPU).
  */
-tl_status tl_device_wrap(const tl_device_ops *ops, void *self, const char *name,
+tl_status tl__device_wrap(const tl_device_ops *ops, void *self, const char *name,
                          tl_device_kind kind, tl_device **out);
 
 /* Valid device name: 1..31 bytes of [A-Za-z0-9_.:-]. */
-bool tl_device_name_ok(const char *name);
+bool tl__device_name_ok(const char *name);
 
 /* The built-in host device (one reference owned by the caller). */
-tl_status tl_device_cpu_new(tl_device **out);
+tl_status tl__device_cpu_create(tl_device **out);
 
 /*
  * CUDA discovery (called once, under the registry lock): loads libcudart and
  * calls add for every GPU found. Failure is recorded as the reason string.
  */
-void tl_cuda_discover(void (*add)(tl_device *d));
+void tl__cuda_discover(void (*add)(tl_device *d));
 
 /* ---- libcufile (GPUDirect Storage), used by cuda.c ---- */
 /* Load libcufile and open its driver (once); false with tl_device_cufile_reason() set. */
-bool tl_cufile_load(void);
+bool tl__cufile_load(void);
 /* Read n bytes at off of fd into device address dst; 0 or -1 (reason recorded). */
-int tl_cufile_read(int fd, uint64_t off, void *dst, uint64_t n);
+int tl__cufile_read(int fd, uint64_t off, void *dst, uint64_t n);
 /* Record the outcome of the probe read (why NULL keeps the reason cuFile itself left). */
-void tl_cufile_set_usable(bool ok, const char *why);
-bool tl_cufile_usable(void);
+void tl__cufile_set_usable(bool ok, const char *why);
+bool tl__cufile_usable(void);
 
 #endif

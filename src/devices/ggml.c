@@ -37,7 +37,7 @@
 /* ---- loading ---- */
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER; /* loading and discovery */
-static tl_ggml_api G;
+static tl__ggml_api G;
 static bool g_loaded;
 static char g_reason[768] = "not loaded";
 
@@ -63,7 +63,7 @@ static void ggml_log_cb(int level, const char *text, void *user) {
     pthread_mutex_unlock(&log_lock);
 }
 
-const char *tl_ggml_last_log(void) {
+const char *tl__ggml_last_log(void) {
     static _Thread_local char copy[sizeof log_last];
     pthread_mutex_lock(&log_lock);
     memcpy(copy, log_last, sizeof copy);
@@ -71,7 +71,7 @@ const char *tl_ggml_last_log(void) {
     return copy;
 }
 
-const tl_ggml_api *tl_ggml_api_get(void) {
+const tl__ggml_api *tl__ggml_api_get(void) {
     pthread_mutex_lock(&g_lock);
     bool ok = g_loaded;
     pthread_mutex_unlock(&g_lock);
@@ -82,7 +82,7 @@ const tl_ggml_api *tl_ggml_api_get(void) {
 static char *find_libggml(const char *dir) {
     char **names = NULL;
     size_t n = 0;
-    if (tl_os_listdir(dir, &names, &n) != 0) return NULL;
+    if (tl__os_listdir(dir, &names, &n) != 0) return NULL;
     const char *pick = NULL;
     for (size_t i = 0; i < n; i++) {
         const char *s = names[i];
@@ -95,10 +95,10 @@ static char *find_libggml(const char *dir) {
     char *out = NULL;
     if (pick) {
         size_t len = strlen(dir) + strlen(pick) + 2;
-        out = tl_os_malloc(len);
+        out = tl__os_malloc(len);
         if (out) snprintf(out, len, "%s/%s", dir, pick);
     }
-    tl_os_listdir_free(names, n);
+    tl__os_listdir_free(names, n);
     return out;
 }
 
@@ -107,13 +107,13 @@ static bool load_locked(const char *dir) {
     char why[400] = "", base_path[4096], *ggml_path = NULL;
     void *base = NULL, *lib = NULL;
     if (dir) {
-        if (!tl_os_is_dir(dir)) {
+        if (!tl__os_is_dir(dir)) {
             snprintf(g_reason, sizeof g_reason, "no ggml: %s is not a folder", dir);
             return false;
         }
         snprintf(base_path, sizeof base_path, "%s/libggml-base.so", dir);
         const char *const b[] = {base_path, NULL};
-        base = tl_os_dlopen_first(b, why, sizeof why);
+        base = tl__os_dlopen_first(b, why, sizeof why);
         if (!base) {
             snprintf(g_reason, sizeof g_reason, "no ggml: %s", why);
             return false;
@@ -124,11 +124,11 @@ static bool load_locked(const char *dir) {
             return false; /* base stays loaded: unloading C++ libraries is not worth the risk */
         }
         const char *const l[] = {ggml_path, NULL};
-        lib = tl_os_dlopen_first(l, why, sizeof why);
+        lib = tl__os_dlopen_first(l, why, sizeof why);
         free(ggml_path);
     } else {
         const char *const b[] = {"libggml-base.so", NULL};
-        base = tl_os_dlopen_first(b, why, sizeof why);
+        base = tl__os_dlopen_first(b, why, sizeof why);
         if (!base) {
             snprintf(g_reason, sizeof g_reason,
                      "no ggml: %s (set TIERLOAD_GGML_DIR to a folder with libggml-base.so, "
@@ -137,7 +137,7 @@ static bool load_locked(const char *dir) {
             return false;
         }
         const char *const l[] = {"libggml.so", NULL};
-        lib = tl_os_dlopen_first(l, why, sizeof why);
+        lib = tl__os_dlopen_first(l, why, sizeof why);
     }
     if (!lib) {
         snprintf(g_reason, sizeof g_reason, "no ggml: %s", why);
@@ -145,7 +145,7 @@ static bool load_locked(const char *dir) {
     }
 #define SYM(h, field, name)                                                                        \
     do {                                                                                           \
-        void *s_ = tl_os_dlsym(h, name);                                                           \
+        void *s_ = tl__os_dlsym(h, name);                                                           \
         if (!s_) {                                                                                 \
             snprintf(g_reason, sizeof g_reason, "no ggml: the ggml libraries have no %s", name);   \
             return false;                                                                          \
@@ -216,7 +216,7 @@ typedef struct galloc {
     char *base;    /* its base address */
 } galloc;
 
-struct tl_ggml_dev {
+struct tl__ggml_dev {
     void *dev;  /* ggml_backend_dev_t */
     void *buft; /* default buffer type */
     char name[TL_DEVICE_NAME_MAX];
@@ -238,30 +238,30 @@ struct tl_ggml_dev {
 
 static const tl_device_ops ggml_ops;
 
-tl_ggml_dev *tl_ggml_dev_of(tl_device *d) {
+tl__ggml_dev *tl__ggml_dev_of(tl_device *d) {
     return d && d->ops == &ggml_ops ? d->self : NULL;
 }
-void *tl_ggml_dev_handle(const tl_ggml_dev *g) {
+void *tl__ggml_dev_handle(const tl__ggml_dev *g) {
     return g->dev;
 }
-void *tl_ggml_dev_buft(const tl_ggml_dev *g) {
+void *tl__ggml_dev_buft(const tl__ggml_dev *g) {
     return g->buft;
 }
-const char *tl_ggml_dev_name(const tl_ggml_dev *g) {
+const char *tl__ggml_dev_name(const tl__ggml_dev *g) {
     return g->name;
 }
-bool tl_ggml_dev_host_mappable(const tl_ggml_dev *g) {
+bool tl__ggml_dev_host_mappable(const tl__ggml_dev *g) {
     return g->mappable;
 }
-void tl_ggml_dev_lock(tl_ggml_dev *g) {
+void tl__ggml_dev_lock(tl__ggml_dev *g) {
     pthread_mutex_lock(&g->compute);
 }
-void tl_ggml_dev_unlock(tl_ggml_dev *g) {
+void tl__ggml_dev_unlock(tl__ggml_dev *g) {
     pthread_mutex_unlock(&g->compute);
 }
 
 /* Apply g->threads to the backend (compute lock held). */
-static void apply_threads(tl_ggml_dev *g) {
+static void apply_threads(tl__ggml_dev *g) {
     if (!g->backend || g->threads <= 0) return;
     void *reg = G.dev_backend_reg(g->dev);
     void *fn = reg ? G.reg_get_proc_address(reg, "ggml_backend_set_n_threads") : NULL;
@@ -271,23 +271,23 @@ static void apply_threads(tl_ggml_dev *g) {
     set(g->backend, g->threads);
 }
 
-tl_status tl_ggml_dev_backend(tl_ggml_dev *g, void **backend) {
+tl_status tl__ggml_dev_backend(tl__ggml_dev *g, void **backend) {
     if (!g->backend) {
         g->backend = G.dev_init(g->dev, NULL);
         if (!g->backend)
-            return tl_err(TL_ERR_DEVICE, "%s: ggml_backend_dev_init failed: %s", g->name,
-                          tl_ggml_last_log());
+            return tl__err(TL_ERR_DEVICE, "%s: ggml_backend_dev_init failed: %s", g->name,
+                          tl__ggml_last_log());
         apply_threads(g);
     }
     *backend = g->backend;
     return TL_OK;
 }
 
-tl_status tl_ggml_dev_set_threads(tl_device *d, int n_threads) {
-    tl_ggml_dev *g = tl_ggml_dev_of(d);
-    if (!g) return tl_err(TL_ERR_INVALID_ARG, "%s: not a ggml device", tl_device_name(d));
+tl_status tl__ggml_dev_set_threads(tl_device *d, int n_threads) {
+    tl__ggml_dev *g = tl__ggml_dev_of(d);
+    if (!g) return tl__err(TL_ERR_INVALID_ARG, "%s: not a ggml device", tl_device_name(d));
     if (n_threads < 0 || n_threads > 4096)
-        return tl_err(TL_ERR_INVALID_ARG, "%s: %d threads", g->name, n_threads);
+        return tl__err(TL_ERR_INVALID_ARG, "%s: %d threads", g->name, n_threads);
     pthread_mutex_lock(&g->compute);
     g->threads = n_threads;
     apply_threads(g);
@@ -295,9 +295,9 @@ tl_status tl_ggml_dev_set_threads(tl_device *d, int n_threads) {
     return TL_OK;
 }
 
-tl_status tl_ggml_dev_set_cap(tl_device *d, uint64_t cap) {
-    tl_ggml_dev *g = tl_ggml_dev_of(d);
-    if (!g) return tl_err(TL_ERR_INVALID_ARG, "%s: not a ggml device", tl_device_name(d));
+tl_status tl__ggml_dev_set_cap(tl_device *d, uint64_t cap) {
+    tl__ggml_dev *g = tl__ggml_dev_of(d);
+    if (!g) return tl__err(TL_ERR_INVALID_ARG, "%s: not a ggml device", tl_device_name(d));
     pthread_mutex_lock(&g->lock);
     g->cap = cap;
     pthread_mutex_unlock(&g->lock);
@@ -305,7 +305,7 @@ tl_status tl_ggml_dev_set_cap(tl_device *d, uint64_t cap) {
 }
 
 static tl_status gg_describe(void *self, tl_device_info *out) {
-    tl_ggml_dev *g = self;
+    tl__ggml_dev *g = self;
     snprintf(out->name, sizeof out->name, "%s", g->name);
     snprintf(out->desc, sizeof out->desc, "%s", g->desc);
     out->kind = TL_DEVICE_GGML;
@@ -329,7 +329,7 @@ static tl_status gg_describe(void *self, tl_device_info *out) {
 }
 
 /* Index of the last allocation starting at or before p (lock held); n_allocs when none. */
-static size_t find_locked(const tl_ggml_dev *g, tl_devptr p) {
+static size_t find_locked(const tl__ggml_dev *g, tl_devptr p) {
     size_t lo = 0, hi = g->n_allocs;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -342,35 +342,35 @@ static size_t find_locked(const tl_ggml_dev *g, tl_devptr p) {
 }
 
 static tl_status gg_alloc(void *self, uint64_t size, tl_devptr *out) {
-    tl_ggml_dev *g = self;
-    int e = tl_fault_hit(TL_FAULT_DEVICE_ALLOC);
+    tl__ggml_dev *g = self;
+    int e = tl__fault_hit(TL_FAULT_DEVICE_ALLOC);
     if (e)
-        return tl_err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %s", g->name,
+        return tl__err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %s", g->name,
                       (unsigned long long)size, strerror(e));
     if (size > SIZE_MAX / 2 || size > g->max_size)
-        return tl_err(TL_ERR_DEVICE_OOM,
+        return tl__err(TL_ERR_DEVICE_OOM,
                       "%s: cannot allocate %llu bytes: the largest ggml buffer is %llu bytes",
                       g->name, (unsigned long long)size, (unsigned long long)g->max_size);
     size_t f = 0, t = 0;
     G.dev_memory(g->dev, &f, &t);
     if (size > f)
-        return tl_err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %llu bytes free", g->name,
+        return tl__err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %llu bytes free", g->name,
                       (unsigned long long)size, (unsigned long long)f);
     pthread_mutex_lock(&g->lock);
     if (g->cap != UINT64_MAX && (g->used > g->cap || size > g->cap - g->used)) {
         uint64_t room = g->cap > g->used ? g->cap - g->used : 0;
         pthread_mutex_unlock(&g->lock);
-        return tl_err(TL_ERR_DEVICE_OOM,
+        return tl__err(TL_ERR_DEVICE_OOM,
                       "%s: cannot allocate %llu bytes: %llu bytes free under its cap of %llu",
                       g->name, (unsigned long long)size, (unsigned long long)room,
                       (unsigned long long)g->cap);
     }
     if (g->n_allocs == g->cap_allocs) {
         size_t nc = g->cap_allocs ? g->cap_allocs * 2 : 16;
-        galloc *na = tl_os_realloc(g->allocs, nc * sizeof *na);
+        galloc *na = tl__os_realloc(g->allocs, nc * sizeof *na);
         if (!na) {
             pthread_mutex_unlock(&g->lock);
-            return tl_err(TL_ERR_NOMEM, "%s: out of host memory", g->name);
+            return tl__err(TL_ERR_NOMEM, "%s: out of host memory", g->name);
         }
         g->allocs = na;
         g->cap_allocs = nc;
@@ -385,9 +385,9 @@ static tl_status gg_alloc(void *self, uint64_t size, tl_devptr *out) {
         pthread_mutex_lock(&g->lock);
         g->used -= size;
         pthread_mutex_unlock(&g->lock);
-        return tl_err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: ggml refused%s%s",
-                      g->name, (unsigned long long)size, *tl_ggml_last_log() ? ": " : "",
-                      tl_ggml_last_log());
+        return tl__err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: ggml refused%s%s",
+                      g->name, (unsigned long long)size, *tl__ggml_last_log() ? ": " : "",
+                      tl__ggml_last_log());
     }
 
     pthread_mutex_lock(&g->lock);
@@ -410,12 +410,12 @@ static tl_status gg_alloc(void *self, uint64_t size, tl_devptr *out) {
 }
 
 static tl_status gg_dealloc(void *self, tl_devptr p) {
-    tl_ggml_dev *g = self;
+    tl__ggml_dev *g = self;
     pthread_mutex_lock(&g->lock);
     size_t i = find_locked(g, p);
     if (i == g->n_allocs || g->allocs[i].p != p) {
         pthread_mutex_unlock(&g->lock);
-        return tl_err(TL_ERR_INVALID_ARG, "%s: free of 0x%llx, which is not an allocation", g->name,
+        return tl__err(TL_ERR_INVALID_ARG, "%s: free of 0x%llx, which is not an allocation", g->name,
                       (unsigned long long)p);
     }
     void *buf = g->allocs[i].buf;
@@ -427,13 +427,13 @@ static tl_status gg_dealloc(void *self, tl_devptr p) {
     return TL_OK;
 }
 
-tl_status tl_ggml_dev_resolve(tl_ggml_dev *g, tl_devptr p, uint64_t n, void **buf, void **addr) {
+tl_status tl__ggml_dev_resolve(tl__ggml_dev *g, tl_devptr p, uint64_t n, void **buf, void **addr) {
     pthread_mutex_lock(&g->lock);
     size_t i = find_locked(g, p);
     if (i == g->n_allocs || p - g->allocs[i].p > g->allocs[i].size ||
         n > g->allocs[i].size - (p - g->allocs[i].p)) {
         pthread_mutex_unlock(&g->lock);
-        return tl_err(TL_ERR_INVALID_ARG,
+        return tl__err(TL_ERR_INVALID_ARG,
                       "%s: range 0x%llx + %llu bytes is not inside one allocation", g->name,
                       (unsigned long long)p, (unsigned long long)n);
     }
@@ -444,26 +444,26 @@ tl_status tl_ggml_dev_resolve(tl_ggml_dev *g, tl_devptr p, uint64_t n, void **bu
 }
 
 /* A 1-D I8 tensor over [p, p+n) in its buffer; *ctx to free with G.free. */
-static tl_status view(tl_ggml_dev *g, tl_devptr p, uint64_t n, void **ctx, void **t) {
+static tl_status view(tl__ggml_dev *g, tl_devptr p, uint64_t n, void **ctx, void **t) {
     void *buf, *addr;
-    tl_status s = tl_ggml_dev_resolve(g, p, n, &buf, &addr);
+    tl_status s = tl__ggml_dev_resolve(g, p, n, &buf, &addr);
     if (s != TL_OK) return s;
-    if (n > INT64_MAX) return tl_err(TL_ERR_INVALID_ARG, "%s: copy too large", g->name);
-    tl_ggml_init_params ip = {.mem_size = G.tensor_overhead() + 256, .no_alloc = true};
+    if (n > INT64_MAX) return tl__err(TL_ERR_INVALID_ARG, "%s: copy too large", g->name);
+    tl__ggml_init_params ip = {.mem_size = G.tensor_overhead() + 256, .no_alloc = true};
     *ctx = G.init(ip);
-    if (!*ctx) return tl_err(TL_ERR_NOMEM, "%s: ggml_init failed", g->name);
+    if (!*ctx) return tl__err(TL_ERR_NOMEM, "%s: ggml_init failed", g->name);
     *t = G.new_tensor_1d(*ctx, TL_GGML_T_I8, (int64_t)n);
     if (!*t || G.nbytes(*t) != n ||
         (char *)addr + G.buffer_get_alloc_size(buf, *t) >
             (char *)G.buffer_get_base(buf) + G.buffer_get_size(buf)) {
         G.free(*ctx);
-        return tl_err(TL_ERR_DEVICE, "%s: cannot place a %llu-byte view in its buffer", g->name,
+        return tl__err(TL_ERR_DEVICE, "%s: cannot place a %llu-byte view in its buffer", g->name,
                       (unsigned long long)n);
     }
     if (G.tensor_alloc(buf, *t, addr) != 0) {
         G.free(*ctx);
-        return tl_err(TL_ERR_DEVICE, "%s: ggml_backend_tensor_alloc failed: %s", g->name,
-                      tl_ggml_last_log());
+        return tl__err(TL_ERR_DEVICE, "%s: ggml_backend_tensor_alloc failed: %s", g->name,
+                      tl__ggml_last_log());
     }
     return TL_OK;
 }
@@ -471,7 +471,7 @@ static tl_status view(tl_ggml_dev *g, tl_devptr p, uint64_t n, void **ctx, void 
 static tl_status gg_copy_to(void *self, tl_devptr dst, const void *src, uint64_t n) {
     void *ctx, *t;
     tl_status s = view(self, dst, n, &ctx, &t);
-    if (s != TL_OK) return tl_err_prefix(s, "copy to device");
+    if (s != TL_OK) return tl__err_prefix(s, "copy to device");
     G.tensor_set(t, src, 0, (size_t)n);
     G.free(ctx);
     return TL_OK;
@@ -480,14 +480,14 @@ static tl_status gg_copy_to(void *self, tl_devptr dst, const void *src, uint64_t
 static tl_status gg_copy_from(void *self, void *dst, tl_devptr src, uint64_t n) {
     void *ctx, *t;
     tl_status s = view(self, src, n, &ctx, &t);
-    if (s != TL_OK) return tl_err_prefix(s, "copy from device");
+    if (s != TL_OK) return tl__err_prefix(s, "copy from device");
     G.tensor_get(t, dst, 0, (size_t)n);
     G.free(ctx);
     return TL_OK;
 }
 
 static void gg_destroy(void *self) {
-    tl_ggml_dev *g = self;
+    tl__ggml_dev *g = self;
     for (size_t i = 0; i < g->n_allocs; i++)
         G.buffer_free(g->allocs[i].buf);
     free(g->allocs);
@@ -544,9 +544,9 @@ static bool dev_mappable(void *dev) {
 static tl_status make_dev(void *dev, tl_device **out) {
     *out = NULL;
     void *buft = G.dev_buffer_type(dev);
-    if (!buft) return tl_err(TL_ERR_DEVICE, "ggml device has no buffer type");
-    tl_ggml_dev *g = tl_os_calloc(1, sizeof *g);
-    if (!g) return tl_err(TL_ERR_NOMEM, "ggml: out of memory");
+    if (!buft) return tl__err(TL_ERR_DEVICE, "ggml device has no buffer type");
+    tl__ggml_dev *g = tl__os_calloc(1, sizeof *g);
+    if (!g) return tl__err(TL_ERR_NOMEM, "ggml: out of memory");
     g->dev = dev;
     g->buft = buft;
     const char *nm = G.dev_name(dev);
@@ -566,14 +566,14 @@ static tl_status make_dev(void *dev, tl_device **out) {
     g->next = (tl_devptr)1 << 44;
     pthread_mutex_init(&g->lock, NULL);
     pthread_mutex_init(&g->compute, NULL);
-    tl_status s = tl_device_wrap(&ggml_ops, g, g->name, TL_DEVICE_GGML, out);
+    tl_status s = tl__device_wrap(&ggml_ops, g, g->name, TL_DEVICE_GGML, out);
     if (s != TL_OK) gg_destroy(g);
     return s;
 }
 
 static bool registered(const char *name) {
     size_t n = tl_device_list(NULL, 0);
-    tl_device **list = tl_os_calloc(n ? n : 1, sizeof *list);
+    tl_device **list = tl__os_calloc(n ? n : 1, sizeof *list);
     if (!list) return false;
     n = tl_device_list(list, n);
     bool hit = false;
@@ -585,11 +585,11 @@ static bool registered(const char *name) {
 
 tl_status tl_device_ggml_discover(const char *dir, size_t *n_added) {
     if (n_added) *n_added = 0;
-    if (!dir || !*dir) dir = tl_env_get(TL_ENV_GGML_DIR);
+    if (!dir || !*dir) dir = tl__env_get(TL_ENV_GGML_DIR);
     if (dir && !*dir) dir = NULL;
     pthread_mutex_lock(&g_lock);
     if (!g_loaded && !load_locked(dir)) {
-        tl_status s = tl_err(TL_ERR_NOT_FOUND, "%s", g_reason);
+        tl_status s = tl__err(TL_ERR_NOT_FOUND, "%s", g_reason);
         pthread_mutex_unlock(&g_lock);
         return s;
     }
@@ -597,8 +597,8 @@ tl_status tl_device_ggml_discover(const char *dir, size_t *n_added) {
     if (n == 0) {
         snprintf(g_reason, sizeof g_reason,
                  "no ggml device: ggml loaded but no backend library registered a device%s%s",
-                 *tl_ggml_last_log() ? ": " : "", tl_ggml_last_log());
-        tl_status s = tl_err(TL_ERR_NOT_FOUND, "%s", g_reason);
+                 *tl__ggml_last_log() ? ": " : "", tl__ggml_last_log());
+        tl_status s = tl__err(TL_ERR_NOT_FOUND, "%s", g_reason);
         pthread_mutex_unlock(&g_lock);
         return s;
     }
@@ -630,7 +630,7 @@ const char *tl_device_ggml_reason(void) {
 }
 
 bool tl_device_ggml_host_mappable(tl_device *d) {
-    tl_ggml_dev *g = tl_ggml_dev_of(d);
+    tl__ggml_dev *g = tl__ggml_dev_of(d);
     return g && g->mappable;
 }
 
@@ -638,26 +638,26 @@ bool tl_device_ggml_host_mappable(tl_device *d) {
 
 tl_status tl_ggml_host_buffer_create(tl_device *d, const void *ptr, uint64_t n,
                                      tl_ggml_host_buffer *out) {
-    if (!out) return tl_err(TL_ERR_INVALID_ARG, "tl_ggml_host_buffer_create: out is NULL");
+    if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_ggml_host_buffer_create: out is NULL");
     memset(out, 0, sizeof *out);
-    tl_ggml_dev *g = tl_ggml_dev_of(d);
+    tl__ggml_dev *g = tl__ggml_dev_of(d);
     if (!g)
-        return tl_err(TL_ERR_INVALID_ARG, "%s: not a ggml device",
+        return tl__err(TL_ERR_INVALID_ARG, "%s: not a ggml device",
                       d ? tl_device_name(d) : "(null)");
     if (!ptr || n == 0)
-        return tl_err(TL_ERR_INVALID_ARG, "%s: wrap host memory: empty range", g->name);
+        return tl__err(TL_ERR_INVALID_ARG, "%s: wrap host memory: empty range", g->name);
     if (!g->mappable)
-        return tl_err(TL_ERR_UNSUPPORTED,
+        return tl__err(TL_ERR_UNSUPPORTED,
                       "%s: the device cannot use host memory (no buffer_from_host_ptr)", g->name);
     uintptr_t a = (uintptr_t)ptr, start = a & ~(uintptr_t)63;
     if (n > UINTPTR_MAX - a || n + (a - start) > SIZE_MAX)
-        return tl_err(TL_ERR_INVALID_ARG, "%s: wrap host memory: range too large", g->name);
+        return tl__err(TL_ERR_INVALID_ARG, "%s: wrap host memory: range too large", g->name);
     size_t size = (size_t)(n + (a - start));
     void *buf = g->is_cpu ? G.cpu_buffer_from_ptr((void *)start, size)
                           : G.dev_buffer_from_host_ptr(g->dev, (void *)start, size, size);
     if (!buf)
-        return tl_err(TL_ERR_DEVICE, "%s: wrapping %llu bytes of host memory failed%s%s", g->name,
-                      (unsigned long long)n, *tl_ggml_last_log() ? ": " : "", tl_ggml_last_log());
+        return tl__err(TL_ERR_DEVICE, "%s: wrapping %llu bytes of host memory failed%s%s", g->name,
+                      (unsigned long long)n, *tl__ggml_last_log() ? ": " : "", tl__ggml_last_log());
     out->buffer = buf;
     out->base = G.buffer_get_base(buf);
     out->size = G.buffer_get_size(buf);
@@ -667,6 +667,6 @@ tl_status tl_ggml_host_buffer_create(tl_device *d, const void *ptr, uint64_t n,
 
 void tl_ggml_host_buffer_destroy(tl_ggml_host_buffer *b) {
     if (!b) return;
-    if (b->buffer && tl_ggml_api_get()) G.buffer_free(b->buffer);
+    if (b->buffer && tl__ggml_api_get()) G.buffer_free(b->buffer);
     memset(b, 0, sizeof *b);
 }

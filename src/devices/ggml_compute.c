@@ -20,7 +20,7 @@
 #include <string.h>
 #include <strings.h>
 
-void tl_ggml_random_x(uint64_t seed, int64_t cols, float *x) {
+void tl__ggml_random_x(uint64_t seed, int64_t cols, float *x) {
     uint64_t s = seed ? seed : 0x9E3779B97F4A7C15ull;
     for (int64_t i = 0; i < cols; i++) {
         s ^= s >> 12;
@@ -36,16 +36,16 @@ void tl_ggml_random_x(uint64_t seed, int64_t cols, float *x) {
  * W's size. Checked here because ggml aborts (or its CPU backend has no dot
  * product) on what it does not support.
  */
-static tl_status check_weight(const tl_ggml_api *G, const char *dev, tl_dtype dtype, int64_t rows,
+static tl_status check_weight(const tl__ggml_api *G, const char *dev, tl_dtype dtype, int64_t rows,
                               int64_t cols, uint64_t *nbytes) {
     const char *tn = tl_dtype_name(dtype);
     if ((int)dtype < 0 || (int)dtype >= TL_GGML_TYPE_COUNT || !tn)
-        return tl_err(TL_ERR_UNSUPPORTED, "%s: %s is not a ggml type", dev, tn ? tn : "(invalid)");
+        return tl__err(TL_ERR_UNSUPPORTED, "%s: %s is not a ggml type", dev, tn ? tn : "(invalid)");
     const char *gn = G->type_name((int)dtype);
     if (!gn || strcasecmp(gn, tn) != 0)
-        return tl_err(TL_ERR_UNSUPPORTED, "%s: this ggml has no type %s", dev, tn);
+        return tl__err(TL_ERR_UNSUPPORTED, "%s: this ggml has no type %s", dev, tn);
     if (rows <= 0 || cols <= 0)
-        return tl_err(TL_ERR_INVALID_ARG, "%s: a %lld x %lld matrix is empty", dev, (long long)rows,
+        return tl__err(TL_ERR_INVALID_ARG, "%s: a %lld x %lld matrix is empty", dev, (long long)rows,
                       (long long)cols);
     switch (dtype) {
     /* ggml has no dot product with these as the weight (they only hold data or activations) */
@@ -56,21 +56,21 @@ static tl_status check_weight(const tl_ggml_api *G, const char *dev, tl_dtype dt
     case TL_DTYPE_F64:
     case TL_DTYPE_Q8_1:
     case TL_DTYPE_Q8_K:
-        return tl_err(TL_ERR_UNSUPPORTED, "%s: ggml does not multiply %s weights", dev, tn);
+        return tl__err(TL_ERR_UNSUPPORTED, "%s: ggml does not multiply %s weights", dev, tn);
     default:
         break;
     }
     uint32_t blk = tl_dtype_block_elems(dtype);
     if (G->blck_size((int)dtype) != (int64_t)blk ||
         (uint64_t)G->type_size((int)dtype) * 8 != tl_dtype_block_bits(dtype))
-        return tl_err(TL_ERR_UNSUPPORTED, "%s: ggml's %s blocks differ from tierload's", dev, tn);
+        return tl__err(TL_ERR_UNSUPPORTED, "%s: ggml's %s blocks differ from tierload's", dev, tn);
     if (cols % blk)
-        return tl_err(TL_ERR_INVALID_ARG, "%s: rows of %lld %s elements are not whole blocks of %u",
+        return tl__err(TL_ERR_INVALID_ARG, "%s: rows of %lld %s elements are not whole blocks of %u",
                       dev, (long long)cols, tn, blk);
     uint64_t n;
     if (__builtin_mul_overflow((uint64_t)rows, (uint64_t)cols, &n) ||
         !tl_dtype_nbytes(dtype, n, nbytes) || *nbytes > SIZE_MAX / 2)
-        return tl_err(TL_ERR_INVALID_ARG, "%s: a %lld x %lld %s matrix is too large", dev,
+        return tl__err(TL_ERR_INVALID_ARG, "%s: a %lld x %lld %s matrix is too large", dev,
                       (long long)rows, (long long)cols, tn);
     return TL_OK;
 }
@@ -84,37 +84,37 @@ typedef struct slot {
 } slot;
 
 /* The products of ws[0..n) (n <= GRAPH_MAX) as one graph on g (compute lock held). */
-static tl_status compute(tl_ggml_dev *g, tl_ggml_weight *ws, slot *sl, size_t n, uint64_t seed) {
-    const tl_ggml_api *G = tl_ggml_api_get();
-    const char *name = tl_ggml_dev_name(g);
+static tl_status compute(tl__ggml_dev *g, tl__ggml_weight *ws, slot *sl, size_t n, uint64_t seed) {
+    const tl__ggml_api *G = tl__ggml_api_get();
+    const char *name = tl__ggml_dev_name(g);
     tl_status s = TL_OK;
     void *xy = NULL, **xt = NULL, **yt = NULL;
     float *x = NULL;
     int64_t max_cols = 1;
     for (size_t i = 0; i < n; i++)
         if (ws[i].cols > max_cols) max_cols = ws[i].cols;
-    tl_ggml_init_params ip = {.mem_size =
+    tl__ggml_init_params ip = {.mem_size =
                                   G->tensor_overhead() * (3 * n + 8) + G->graph_overhead() + 4096,
                               .no_alloc = true};
     void *ctx = G->init(ip);
-    xt = tl_os_calloc(n, sizeof *xt);
-    yt = tl_os_calloc(n, sizeof *yt);
-    x = tl_os_malloc((size_t)max_cols * sizeof *x);
+    xt = tl__os_calloc(n, sizeof *xt);
+    yt = tl__os_calloc(n, sizeof *yt);
+    x = tl__os_malloc((size_t)max_cols * sizeof *x);
     if (!ctx || !xt || !yt || !x) {
-        s = tl_err(TL_ERR_NOMEM, "%s: out of memory", name);
+        s = tl__err(TL_ERR_NOMEM, "%s: out of memory", name);
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        const tl_ggml_weight *w = &ws[i];
+        const tl__ggml_weight *w = &ws[i];
         void *wt = G->new_tensor_2d(ctx, (int)w->dtype, w->cols, w->rows);
         xt[i] = G->new_tensor_1d(ctx, TL_GGML_T_F32, w->cols);
         yt[i] = wt && xt[i] ? G->mul_mat(ctx, wt, xt[i]) : NULL;
         if (!yt[i]) {
-            s = tl_err(TL_ERR_DEVICE, "%s: building product %zu failed", name, i);
+            s = tl__err(TL_ERR_DEVICE, "%s: building product %zu failed", name, i);
             goto out;
         }
         if (G->nbytes(wt) != sl[i].nbytes) {
-            s = tl_err(TL_ERR_UNSUPPORTED, "%s: ggml sizes the %s weight at %zu bytes, not %llu",
+            s = tl__err(TL_ERR_UNSUPPORTED, "%s: ggml sizes the %s weight at %zu bytes, not %llu",
                        name, tl_dtype_name(w->dtype), G->nbytes(wt),
                        (unsigned long long)sl[i].nbytes);
             goto out;
@@ -122,45 +122,45 @@ static tl_status compute(tl_ggml_dev *g, tl_ggml_weight *ws, slot *sl, size_t n,
         char *end = (char *)G->buffer_get_base(sl[i].buf) + G->buffer_get_size(sl[i].buf);
         size_t need = G->buffer_get_alloc_size(sl[i].buf, wt);
         if ((char *)sl[i].addr > end || need > (size_t)(end - (char *)sl[i].addr)) {
-            s = tl_err(TL_ERR_INVALID_ARG,
+            s = tl__err(TL_ERR_INVALID_ARG,
                        "%s: the weight needs %zu bytes in its buffer (ggml pads it; see "
-                       "tl_ggml_weight_bytes), %zu are there",
+                       "tl__ggml_weight_bytes), %zu are there",
                        name, need, (size_t)(end - (char *)sl[i].addr));
             goto out;
         }
         if (G->tensor_alloc(sl[i].buf, wt, sl[i].addr) != 0) {
-            s = tl_err(TL_ERR_DEVICE, "%s: placing the weight failed: %s", name,
-                       tl_ggml_last_log());
+            s = tl__err(TL_ERR_DEVICE, "%s: placing the weight failed: %s", name,
+                       tl__ggml_last_log());
             goto out;
         }
-        if (!G->dev_supports_op(tl_ggml_dev_handle(g), yt[i])) {
-            s = tl_err(TL_ERR_UNSUPPORTED, "%s: ggml cannot multiply %s weights on this device",
+        if (!G->dev_supports_op(tl__ggml_dev_handle(g), yt[i])) {
+            s = tl__err(TL_ERR_UNSUPPORTED, "%s: ggml cannot multiply %s weights on this device",
                        name, tl_dtype_name(w->dtype));
             goto out;
         }
     }
-    xy = G->alloc_ctx_tensors_from_buft(ctx, tl_ggml_dev_buft(g));
+    xy = G->alloc_ctx_tensors_from_buft(ctx, tl__ggml_dev_buft(g));
     if (!xy) {
-        s = tl_err(TL_ERR_DEVICE_OOM, "%s: no room for the products' vectors", name);
+        s = tl__err(TL_ERR_DEVICE_OOM, "%s: no room for the products' vectors", name);
         goto out;
     }
     void *graph = G->new_graph(ctx);
     void *backend = NULL;
     if (!graph) {
-        s = tl_err(TL_ERR_NOMEM, "%s: ggml_new_graph failed", name);
+        s = tl__err(TL_ERR_NOMEM, "%s: ggml_new_graph failed", name);
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        tl_ggml_random_x(seed, ws[i].cols, x);
+        tl__ggml_random_x(seed, ws[i].cols, x);
         G->tensor_set(xt[i], x, 0, (size_t)ws[i].cols * sizeof *x);
         G->build_forward_expand(graph, yt[i]);
     }
-    s = tl_ggml_dev_backend(g, &backend);
+    s = tl__ggml_dev_backend(g, &backend);
     if (s != TL_OK) goto out;
     int gs = G->graph_compute(backend, graph);
     if (gs != 0) {
-        s = tl_err(TL_ERR_DEVICE, "%s: graph compute failed (ggml status %d)%s%s", name, gs,
-                   *tl_ggml_last_log() ? ": " : "", tl_ggml_last_log());
+        s = tl__err(TL_ERR_DEVICE, "%s: graph compute failed (ggml status %d)%s%s", name, gs,
+                   *tl__ggml_last_log() ? ": " : "", tl__ggml_last_log());
         goto out;
     }
     for (size_t i = 0; i < n; i++)
@@ -174,30 +174,30 @@ out:
     return s;
 }
 
-static tl_status ggml_dev(tl_device *d, tl_ggml_dev **g) {
-    *g = tl_ggml_dev_of(d);
-    if (!*g || !tl_ggml_api_get())
-        return tl_err(TL_ERR_INVALID_ARG, "%s: not a ggml device",
+static tl_status ggml_dev(tl_device *d, tl__ggml_dev **g) {
+    *g = tl__ggml_dev_of(d);
+    if (!*g || !tl__ggml_api_get())
+        return tl__err(TL_ERR_INVALID_ARG, "%s: not a ggml device",
                       d ? tl_device_name(d) : "(null)");
     return TL_OK;
 }
 
-tl_status tl_ggml_weight_bytes(tl_device *d, tl_dtype dtype, int64_t rows, int64_t cols,
+tl_status tl__ggml_weight_bytes(tl_device *d, tl_dtype dtype, int64_t rows, int64_t cols,
                                uint64_t *bytes) {
-    tl_ggml_dev *g;
+    tl__ggml_dev *g;
     tl_status s = ggml_dev(d, &g);
     if (s != TL_OK) return s;
-    const tl_ggml_api *G = tl_ggml_api_get();
-    s = check_weight(G, tl_ggml_dev_name(g), dtype, rows, cols, bytes);
+    const tl__ggml_api *G = tl__ggml_api_get();
+    s = check_weight(G, tl__ggml_dev_name(g), dtype, rows, cols, bytes);
     if (s != TL_OK) return s;
-    tl_ggml_init_params ip = {.mem_size = G->tensor_overhead() + 256, .no_alloc = true};
+    tl__ggml_init_params ip = {.mem_size = G->tensor_overhead() + 256, .no_alloc = true};
     void *ctx = G->init(ip);
     void *w = ctx ? G->new_tensor_2d(ctx, (int)dtype, cols, rows) : NULL;
     if (!w) {
         if (ctx) G->free(ctx);
-        return tl_err(TL_ERR_NOMEM, "%s: ggml_init failed", tl_ggml_dev_name(g));
+        return tl__err(TL_ERR_NOMEM, "%s: ggml_init failed", tl__ggml_dev_name(g));
     }
-    size_t need = G->buft_get_alloc_size(tl_ggml_dev_buft(g), w);
+    size_t need = G->buft_get_alloc_size(tl__ggml_dev_buft(g), w);
     G->free(ctx);
     if (need > *bytes) *bytes = need;
     return TL_OK;
@@ -206,45 +206,45 @@ tl_status tl_ggml_weight_bytes(tl_device *d, tl_dtype dtype, int64_t rows, int64
 /* Products per graph: nodes and leaves stay well inside ggml's default graph size (2048). */
 #define GRAPH_MAX 256
 
-tl_status tl_ggml_matvec_many(tl_device *d, tl_ggml_weight *ws, size_t n, uint64_t seed) {
-    tl_ggml_dev *g;
+tl_status tl__ggml_matvec_many(tl_device *d, tl__ggml_weight *ws, size_t n, uint64_t seed) {
+    tl__ggml_dev *g;
     tl_status s = ggml_dev(d, &g);
     if (s != TL_OK) return s;
-    const char *name = tl_ggml_dev_name(g);
+    const char *name = tl__ggml_dev_name(g);
     if (n == 0) return TL_OK;
-    if (!ws) return tl_err(TL_ERR_INVALID_ARG, "%s: matvec: no weights", name);
-    slot *sl = tl_os_calloc(n, sizeof *sl);
-    if (!sl) return tl_err(TL_ERR_NOMEM, "%s: out of memory", name);
+    if (!ws) return tl__err(TL_ERR_INVALID_ARG, "%s: matvec: no weights", name);
+    slot *sl = tl__os_calloc(n, sizeof *sl);
+    if (!sl) return tl__err(TL_ERR_NOMEM, "%s: out of memory", name);
     size_t ready = 0;
     for (; ready < n && s == TL_OK; ready++) {
-        tl_ggml_weight *w = &ws[ready];
+        tl__ggml_weight *w = &ws[ready];
         slot *o = &sl[ready];
         if (!w->y) {
-            s = tl_err(TL_ERR_INVALID_ARG, "%s: matvec: weight %zu has no y", name, ready);
+            s = tl__err(TL_ERR_INVALID_ARG, "%s: matvec: weight %zu has no y", name, ready);
             break;
         }
-        s = check_weight(tl_ggml_api_get(), name, w->dtype, w->rows, w->cols, &o->nbytes);
+        s = check_weight(tl__ggml_api_get(), name, w->dtype, w->rows, w->cols, &o->nbytes);
         if (s != TL_OK) break;
         if (!w->host) {
-            s = tl_ggml_dev_resolve(g, w->dev, o->nbytes, &o->buf, &o->addr);
-        } else if (tl_ggml_dev_host_mappable(g)) {
+            s = tl__ggml_dev_resolve(g, w->dev, o->nbytes, &o->buf, &o->addr);
+        } else if (tl__ggml_dev_host_mappable(g)) {
             s = tl_ggml_host_buffer_create(d, w->host, o->nbytes, &o->hb);
             o->buf = o->hb.buffer;
             o->addr = (char *)o->hb.base + o->hb.offset;
         } else {
             /* the device cannot read host memory: a temporary copy in its own memory */
             uint64_t room = o->nbytes;
-            s = tl_ggml_weight_bytes(d, w->dtype, w->rows, w->cols, &room);
+            s = tl__ggml_weight_bytes(d, w->dtype, w->rows, w->cols, &room);
             if (s == TL_OK) s = tl_device_alloc(d, room, &o->tmp);
             if (s == TL_OK) s = tl_device_copy_to(d, o->tmp, w->host, o->nbytes);
-            if (s == TL_OK) s = tl_ggml_dev_resolve(g, o->tmp, o->nbytes, &o->buf, &o->addr);
+            if (s == TL_OK) s = tl__ggml_dev_resolve(g, o->tmp, o->nbytes, &o->buf, &o->addr);
         }
     }
     if (s == TL_OK) {
-        tl_ggml_dev_lock(g);
+        tl__ggml_dev_lock(g);
         for (size_t at = 0; at < n && s == TL_OK; at += GRAPH_MAX)
             s = compute(g, ws + at, sl + at, n - at < GRAPH_MAX ? n - at : GRAPH_MAX, seed);
-        tl_ggml_dev_unlock(g);
+        tl__ggml_dev_unlock(g);
     }
     for (size_t i = 0; i < n; i++) { /* untouched slots are zero */
         tl_ggml_host_buffer_destroy(&sl[i].hb);
@@ -254,42 +254,42 @@ tl_status tl_ggml_matvec_many(tl_device *d, tl_ggml_weight *ws, size_t n, uint64
     return s;
 }
 
-tl_status tl_ggml_matvec(tl_device *d, tl_devptr w, tl_dtype dtype, int64_t rows, int64_t cols,
+tl_status tl__ggml_matvec(tl_device *d, tl_devptr w, tl_dtype dtype, int64_t rows, int64_t cols,
                          uint64_t seed, float *y) {
-    tl_ggml_weight one = {.dtype = dtype, .rows = rows, .cols = cols, .dev = w, .y = y};
-    return tl_ggml_matvec_many(d, &one, 1, seed);
+    tl__ggml_weight one = {.dtype = dtype, .rows = rows, .cols = cols, .dev = w, .y = y};
+    return tl__ggml_matvec_many(d, &one, 1, seed);
 }
 
-tl_status tl_ggml_matvec_host(tl_device *d, const void *w, tl_dtype dtype, int64_t rows,
+tl_status tl__ggml_matvec_host(tl_device *d, const void *w, tl_dtype dtype, int64_t rows,
                               int64_t cols, uint64_t seed, float *y) {
-    if (!w) return tl_err(TL_ERR_INVALID_ARG, "%s: matvec: NULL weight", tl_device_name(d));
-    tl_ggml_weight one = {.dtype = dtype, .rows = rows, .cols = cols, .host = w, .y = y};
-    return tl_ggml_matvec_many(d, &one, 1, seed);
+    if (!w) return tl__err(TL_ERR_INVALID_ARG, "%s: matvec: NULL weight", tl_device_name(d));
+    tl__ggml_weight one = {.dtype = dtype, .rows = rows, .cols = cols, .host = w, .y = y};
+    return tl__ggml_matvec_many(d, &one, 1, seed);
 }
 
-tl_status tl_ggml_matvec_tensor(tl_device *d, const tl_model *m, size_t i, uint64_t seed, float **y,
+tl_status tl__ggml_matvec_tensor(tl_device *d, const tl_model *m, size_t i, uint64_t seed, float **y,
                                 int64_t *rows) {
     if (!m || !y || !rows)
-        return tl_err(TL_ERR_INVALID_ARG, "tl_ggml_matvec_tensor: NULL argument");
+        return tl__err(TL_ERR_INVALID_ARG, "tl__ggml_matvec_tensor: NULL argument");
     *y = NULL;
     *rows = 0;
     const tl_tensor_info *t = tl_model_tensor(m, i);
-    if (!t) return tl_err(TL_ERR_NOT_FOUND, "no tensor %zu", i);
+    if (!t) return tl__err(TL_ERR_NOT_FOUND, "no tensor %zu", i);
     const tl_file_info *f = tl_model_file(m, t->file);
     const char *path = f ? f->path : "?";
     if (t->n_dims != 2)
-        return tl_err(TL_ERR_INVALID_ARG, "%s: tensor '%s' has %u dimensions, not 2", path, t->name,
+        return tl__err(TL_ERR_INVALID_ARG, "%s: tensor '%s' has %u dimensions, not 2", path, t->name,
                       t->n_dims);
     const void *data = tl_model_tensor_data(m, i);
-    float *out = tl_os_malloc((size_t)(t->shape[0] > 0 ? t->shape[0] : 1) * sizeof *out);
+    float *out = tl__os_malloc((size_t)(t->shape[0] > 0 ? t->shape[0] : 1) * sizeof *out);
     if (!data || !out) {
         free(out);
-        return tl_err(TL_ERR_NOMEM, "%s: tensor '%s': out of memory", path, t->name);
+        return tl__err(TL_ERR_NOMEM, "%s: tensor '%s': out of memory", path, t->name);
     }
-    tl_status s = tl_ggml_matvec_host(d, data, t->dtype, t->shape[0], t->shape[1], seed, out);
+    tl_status s = tl__ggml_matvec_host(d, data, t->dtype, t->shape[0], t->shape[1], seed, out);
     if (s != TL_OK) {
         free(out);
-        return tl_err_prefix(s, "%s: tensor '%s'", path, t->name);
+        return tl__err_prefix(s, "%s: tensor '%s'", path, t->name);
     }
     *y = out;
     *rows = t->shape[0];

@@ -27,16 +27,16 @@
 #define TL_GGML_DEV_ACCEL 3
 
 /* struct ggml_init_params (passed by value). */
-typedef struct tl_ggml_init_params {
+typedef struct tl__ggml_init_params {
     size_t mem_size;
     void *mem_buffer;
     bool no_alloc;
-} tl_ggml_init_params;
+} tl__ggml_init_params;
 
 /* The entry points, all resolved when ggml is loaded. */
-typedef struct tl_ggml_api {
+typedef struct tl__ggml_api {
     /* ggml.h */
-    void *(*init)(tl_ggml_init_params);
+    void *(*init)(tl__ggml_init_params);
     void (*free)(void *ctx);
     size_t (*tensor_overhead)(void);
     size_t (*graph_overhead)(void);
@@ -84,25 +84,25 @@ typedef struct tl_ggml_api {
     void (*backend_free)(void *backend);
     void *(*dev_backend_reg)(void *dev);
     void *(*reg_get_proc_address)(void *reg, const char *name);
-} tl_ggml_api;
+} tl__ggml_api;
 
 /* The loaded API, or NULL when ggml has not been loaded (see tl_device_ggml_discover). */
-const tl_ggml_api *tl_ggml_api_get(void);
+const tl__ggml_api *tl__ggml_api_get(void);
 
 /* Last message ggml logged (warnings and errors), for error messages. */
-const char *tl_ggml_last_log(void);
+const char *tl__ggml_last_log(void);
 
 /* What ggml.c keeps about one ggml device behind a tl_device. */
-typedef struct tl_ggml_dev tl_ggml_dev;
+typedef struct tl__ggml_dev tl__ggml_dev;
 
 /* The ggml device behind d; NULL when d is not a ggml device. */
-tl_ggml_dev *tl_ggml_dev_of(tl_device *d);
+tl__ggml_dev *tl__ggml_dev_of(tl_device *d);
 /* Its ggml_backend_dev_t and default buffer type. */
-void *tl_ggml_dev_handle(const tl_ggml_dev *g);
-void *tl_ggml_dev_buft(const tl_ggml_dev *g);
-const char *tl_ggml_dev_name(const tl_ggml_dev *g);
+void *tl__ggml_dev_handle(const tl__ggml_dev *g);
+void *tl__ggml_dev_buft(const tl__ggml_dev *g);
+const char *tl__ggml_dev_name(const tl__ggml_dev *g);
 /* Can the device wrap host memory as a buffer (caps.buffer_from_host_ptr, or the CPU device)? */
-bool tl_ggml_dev_host_mappable(const tl_ggml_dev *g);
+bool tl__ggml_dev_host_mappable(const tl__ggml_dev *g);
 
 /*
  * The ggml buffer holding device range [p, p+n) of an allocation made by
@@ -110,22 +110,22 @@ bool tl_ggml_dev_host_mappable(const tl_ggml_dev *g);
  * TL_ERR_INVALID_ARG when the range is not inside one live allocation. The
  * allocation must not be freed while the caller uses buf.
  */
-tl_status tl_ggml_dev_resolve(tl_ggml_dev *g, tl_devptr p, uint64_t n, void **buf, void **addr);
+tl_status tl__ggml_dev_resolve(tl__ggml_dev *g, tl_devptr p, uint64_t n, void **buf, void **addr);
 
 /*
  * A backend (stream) of the device for graph compute, created once. The
- * caller holds the device's compute lock (tl_ggml_dev_lock) while using it.
+ * caller holds the device's compute lock (tl__ggml_dev_lock) while using it.
  */
-tl_status tl_ggml_dev_backend(tl_ggml_dev *g, void **backend);
-void tl_ggml_dev_lock(tl_ggml_dev *g);
-void tl_ggml_dev_unlock(tl_ggml_dev *g);
+tl_status tl__ggml_dev_backend(tl__ggml_dev *g, void **backend);
+void tl__ggml_dev_lock(tl__ggml_dev *g);
+void tl__ggml_dev_unlock(tl__ggml_dev *g);
 
 /*
  * Cap the bytes this device may hold through tierload (UINT64_MAX: no cap):
  * allocations past it fail with TL_ERR_DEVICE_OOM, and describe reports the
  * cap as total. For tests and budgets.
  */
-tl_status tl_ggml_dev_set_cap(tl_device *d, uint64_t cap);
+tl_status tl__ggml_dev_set_cap(tl_device *d, uint64_t cap);
 
 /*
  * Threads of the device's backend for graph compute (CPU backends: ggml's
@@ -134,7 +134,7 @@ tl_status tl_ggml_dev_set_cap(tl_device *d, uint64_t cap);
  * backend now and when it is created. ggml's CPU threads spin while they
  * wait: on a machine whose cores are busy, fewer threads are faster.
  */
-tl_status tl_ggml_dev_set_threads(tl_device *d, int n_threads);
+tl_status tl__ggml_dev_set_threads(tl_device *d, int n_threads);
 
 /* ---- compute (ggml_compute.c) ---- */
 
@@ -142,16 +142,16 @@ tl_status tl_ggml_dev_set_threads(tl_device *d, int n_threads);
  * The fixed random vector x of cols floats for seed (uniform in [-1, 1),
  * xorshift64*): the same x for the same (seed, cols) everywhere.
  */
-void tl_ggml_random_x(uint64_t seed, int64_t cols, float *x);
+void tl__ggml_random_x(uint64_t seed, int64_t cols, float *x);
 
 /*
  * y = W . x with ggml_mul_mat on device d, for a 2-D weight W of ggml type
  * dtype with rows x cols elements (rows outermost, as tierload shapes are;
- * ggml's ne0 = cols) and x = tl_ggml_random_x(seed, cols). y receives rows
+ * ggml's ne0 = cols) and x = tl__ggml_random_x(seed, cols). y receives rows
  * floats.
  *
- * tl_ggml_matvec: W is in d's memory at w (an allocation of d, or inside one).
- * tl_ggml_matvec_host: W is host memory (e.g. the file's mapping): wrapped in
+ * tl__ggml_matvec: W is in d's memory at w (an allocation of d, or inside one).
+ * tl__ggml_matvec_host: W is host memory (e.g. the file's mapping): wrapped in
  * place where d can use host memory, else copied into a temporary buffer of d.
  *
  * TL_ERR_UNSUPPORTED when ggml has no such type or d cannot multiply it,
@@ -160,10 +160,10 @@ void tl_ggml_random_x(uint64_t seed, int64_t cols, float *x);
  */
 /*
  * Bytes an allocation of d needs to hold a rows x cols weight of dtype for
- * tl_ggml_matvec: its size, or more where the backend pads rows (CUDA pads
+ * tl__ggml_matvec: its size, or more where the backend pads rows (CUDA pads
  * quantized rows to 512 elements).
  */
-tl_status tl_ggml_weight_bytes(tl_device *d, tl_dtype dtype, int64_t rows, int64_t cols,
+tl_status tl__ggml_weight_bytes(tl_device *d, tl_dtype dtype, int64_t rows, int64_t cols,
                                uint64_t *bytes);
 /*
  * Many products at once, as a real engine computes a layer: one graph per up
@@ -171,24 +171,24 @@ tl_status tl_ggml_weight_bytes(tl_device *d, tl_dtype dtype, int64_t rows, int64
  * in host memory at host (wrapped in place, or copied as above); y receives
  * rows floats. The first failure stops (earlier graphs' y are written).
  */
-typedef struct tl_ggml_weight {
+typedef struct tl__ggml_weight {
     tl_dtype dtype;
     int64_t rows, cols; /* rows outermost; ggml's ne0 = cols */
     tl_devptr dev;
     const void *host;
     float *y;
-} tl_ggml_weight;
-tl_status tl_ggml_matvec_many(tl_device *d, tl_ggml_weight *ws, size_t n, uint64_t seed);
-tl_status tl_ggml_matvec(tl_device *d, tl_devptr w, tl_dtype dtype, int64_t rows, int64_t cols,
+} tl__ggml_weight;
+tl_status tl__ggml_matvec_many(tl_device *d, tl__ggml_weight *ws, size_t n, uint64_t seed);
+tl_status tl__ggml_matvec(tl_device *d, tl_devptr w, tl_dtype dtype, int64_t rows, int64_t cols,
                          uint64_t seed, float *y);
-tl_status tl_ggml_matvec_host(tl_device *d, const void *w, tl_dtype dtype, int64_t rows,
+tl_status tl__ggml_matvec_host(tl_device *d, const void *w, tl_dtype dtype, int64_t rows,
                               int64_t cols, uint64_t seed, float *y);
 /*
  * The product of a model's 2-D tensor i straight from the file's mapping
- * (tl_ggml_matvec_host), *y malloc'd with *rows floats; the message names the
+ * (tl__ggml_matvec_host), *y malloc'd with *rows floats; the message names the
  * file and tensor.
  */
-tl_status tl_ggml_matvec_tensor(tl_device *d, const tl_model *m, size_t i, uint64_t seed, float **y,
+tl_status tl__ggml_matvec_tensor(tl_device *d, const tl_model *m, size_t i, uint64_t seed, float **y,
                                 int64_t *rows);
 
 #endif

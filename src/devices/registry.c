@@ -25,15 +25,15 @@ static tl_device *reg_cpu; /* the built-in host device (never unregistered) */
 static tl_status reg_add_locked(tl_device *d) {
     for (size_t i = 0; i < reg_n; i++) {
         if (reg_devs[i] == d)
-            return tl_err(TL_ERR_INVALID_ARG, "device '%s' is already registered", d->name);
+            return tl__err(TL_ERR_INVALID_ARG, "device '%s' is already registered", d->name);
         if (strcasecmp(reg_devs[i]->name, d->name) == 0)
-            return tl_err(TL_ERR_INVALID_ARG, "a device named '%s' is already registered",
+            return tl__err(TL_ERR_INVALID_ARG, "a device named '%s' is already registered",
                           reg_devs[i]->name);
     }
     if (reg_n == reg_cap) {
         size_t cap = reg_cap ? reg_cap * 2 : 8;
-        tl_device **nd = tl_os_realloc(reg_devs, cap * sizeof *nd);
-        if (!nd) return tl_err(TL_ERR_NOMEM, "device registry: out of memory");
+        tl_device **nd = tl__os_realloc(reg_devs, cap * sizeof *nd);
+        if (!nd) return tl__err(TL_ERR_NOMEM, "device registry: out of memory");
         reg_devs = nd;
         reg_cap = cap;
     }
@@ -52,16 +52,16 @@ static void discover_locked(void) {
     if (reg_discovered) return;
     reg_discovered = true;
     tl_device *cpu = NULL;
-    if (tl_device_cpu_new(&cpu) == TL_OK) {
+    if (tl__device_cpu_create(&cpu) == TL_OK) {
         reg_cpu = cpu;
         discovered_add(cpu);
     }
-    tl_cuda_discover(discovered_add);
-    tl_err_clear();
+    tl__cuda_discover(discovered_add);
+    tl__err_clear();
 }
 
 tl_status tl_device_register(tl_device *d) {
-    if (!d) return tl_err(TL_ERR_INVALID_ARG, "tl_device_register: NULL device");
+    if (!d) return tl__err(TL_ERR_INVALID_ARG, "tl_device_register: NULL device");
     pthread_mutex_lock(&reg_lock);
     discover_locked();
     tl_status s = reg_add_locked(d);
@@ -70,11 +70,11 @@ tl_status tl_device_register(tl_device *d) {
 }
 
 tl_status tl_device_unregister(tl_device *d) {
-    if (!d) return tl_err(TL_ERR_INVALID_ARG, "tl_device_unregister: NULL device");
+    if (!d) return tl__err(TL_ERR_INVALID_ARG, "tl_device_unregister: NULL device");
     pthread_mutex_lock(&reg_lock);
     if (d == reg_cpu) {
         pthread_mutex_unlock(&reg_lock);
-        return tl_err(TL_ERR_INVALID_ARG, "the built-in device '%s' cannot be unregistered",
+        return tl__err(TL_ERR_INVALID_ARG, "the built-in device '%s' cannot be unregistered",
                       d->name);
     }
     size_t i = 0;
@@ -82,7 +82,7 @@ tl_status tl_device_unregister(tl_device *d) {
         i++;
     if (i == reg_n) {
         pthread_mutex_unlock(&reg_lock);
-        return tl_err(TL_ERR_NOT_FOUND, "device '%s' is not registered", d->name);
+        return tl__err(TL_ERR_NOT_FOUND, "device '%s' is not registered", d->name);
     }
     memmove(reg_devs + i, reg_devs + i + 1, (reg_n - i - 1) * sizeof *reg_devs);
     reg_n--;
@@ -92,9 +92,9 @@ tl_status tl_device_unregister(tl_device *d) {
 }
 
 tl_status tl_device_find(const char *name, tl_device **out) {
-    if (!out) return tl_err(TL_ERR_INVALID_ARG, "tl_device_find: out is NULL");
+    if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_device_find: out is NULL");
     *out = NULL;
-    if (!name || !*name) return tl_err(TL_ERR_INVALID_ARG, "empty device name");
+    if (!name || !*name) return tl__err(TL_ERR_INVALID_ARG, "empty device name");
     pthread_mutex_lock(&reg_lock);
     discover_locked();
     size_t len = strlen(name), hits = 0;
@@ -122,7 +122,7 @@ tl_status tl_device_find(const char *name, tl_device **out) {
         for (size_t i = 0; i < reg_n && o < sizeof list; i++)
             o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", i ? ", " : "",
                                   reg_devs[i]->name);
-        s = tl_err(TL_ERR_NOT_FOUND, "no device '%s' (devices: %s)", name, list);
+        s = tl__err(TL_ERR_NOT_FOUND, "no device '%s' (devices: %s)", name, list);
     } else {
         char list[512];
         size_t o = 0;
@@ -131,7 +131,7 @@ tl_status tl_device_find(const char *name, tl_device **out) {
             if (strncasecmp(reg_devs[i]->name, name, len) == 0)
                 o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", o ? ", " : "",
                                       reg_devs[i]->name);
-        s = tl_err(TL_ERR_INVALID_ARG, "device name '%s' is ambiguous: %s", name, list);
+        s = tl__err(TL_ERR_INVALID_ARG, "device name '%s' is ambiguous: %s", name, list);
     }
     pthread_mutex_unlock(&reg_lock);
     return s;

@@ -42,7 +42,7 @@ typedef struct sim_pending {
 } sim_pending;
 
 typedef struct sim {
-    tl_os_mutex lock; /* guards everything below; *_locked functions need it held */
+    tl__os_mutex lock; /* guards everything below; *_locked functions need it held */
     tl_sim_spec spec;
     uint64_t used;
     uint64_t next_addr;
@@ -60,7 +60,7 @@ static void flush_locked(sim *s);
 
 static tl_status sim_describe(void *self, tl_device_info *out) {
     sim *s = self;
-    tl_os_mutex_lock(&s->lock);
+    tl__os_mutex_lock(&s->lock);
     snprintf(out->name, sizeof out->name, "%s", s->spec.name);
     if (s->spec.bandwidth > 0)
         snprintf(out->desc, sizeof out->desc, "simulated GPU, %.3g GiB/s, %.3g us latency",
@@ -73,44 +73,44 @@ static tl_status sim_describe(void *self, tl_device_info *out) {
     out->host_pointer = false;
     out->async = true;
     out->alignment = SIM_ALIGN;
-    tl_os_mutex_unlock(&s->lock);
+    tl__os_mutex_unlock(&s->lock);
     return TL_OK;
 }
 
 static tl_status sim_alloc_fn(void *self, uint64_t size, tl_devptr *out) {
     sim *s = self;
-    int e = tl_fault_hit(TL_FAULT_DEVICE_ALLOC);
+    int e = tl__fault_hit(TL_FAULT_DEVICE_ALLOC);
     if (e)
-        return tl_err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %s", s->spec.name,
-                      (unsigned long long)size, tl_errno_text(e));
-    tl_os_mutex_lock(&s->lock);
+        return tl__err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %s", s->spec.name,
+                      (unsigned long long)size, tl__errno_text(e));
+    tl__os_mutex_lock(&s->lock);
     uint64_t free_b = s->spec.capacity - s->used;
     if (size > free_b) {
-        tl_os_mutex_unlock(&s->lock);
-        return tl_err(TL_ERR_DEVICE_OOM,
+        tl__os_mutex_unlock(&s->lock);
+        return tl__err(TL_ERR_DEVICE_OOM,
                       "%s: out of memory: %llu bytes requested, %llu of %llu free", s->spec.name,
                       (unsigned long long)size, (unsigned long long)free_b,
                       (unsigned long long)s->spec.capacity);
     }
     uint64_t span = ((size + SIM_ALIGN - 1) & ~(SIM_ALIGN - 1)) + SIM_ALIGN; /* + guard gap */
     if (s->next_addr + span < s->next_addr || size > SIZE_MAX) {
-        tl_os_mutex_unlock(&s->lock);
-        return tl_err(TL_ERR_DEVICE_OOM, "%s: address space exhausted", s->spec.name);
+        tl__os_mutex_unlock(&s->lock);
+        return tl__err(TL_ERR_DEVICE_OOM, "%s: address space exhausted", s->spec.name);
     }
     if (s->n_allocs == s->cap_allocs) {
         size_t cap = s->cap_allocs ? s->cap_allocs * 2 : 16;
-        sim_alloc *na = tl_os_realloc(s->allocs, cap * sizeof *na);
+        sim_alloc *na = tl__os_realloc(s->allocs, cap * sizeof *na);
         if (!na) {
-            tl_os_mutex_unlock(&s->lock);
-            return tl_err(TL_ERR_NOMEM, "%s: host memory for the allocation table", s->spec.name);
+            tl__os_mutex_unlock(&s->lock);
+            return tl__err(TL_ERR_NOMEM, "%s: host memory for the allocation table", s->spec.name);
         }
         s->allocs = na;
         s->cap_allocs = cap;
     }
-    unsigned char *mem = tl_os_malloc((size_t)size);
+    unsigned char *mem = tl__os_malloc((size_t)size);
     if (!mem) {
-        tl_os_mutex_unlock(&s->lock);
-        return tl_err(TL_ERR_NOMEM, "%s: no host memory to back %llu simulated bytes", s->spec.name,
+        tl__os_mutex_unlock(&s->lock);
+        return tl__err(TL_ERR_NOMEM, "%s: no host memory to back %llu simulated bytes", s->spec.name,
                       (unsigned long long)size);
     }
     sim_alloc *a = &s->allocs[s->n_allocs++];
@@ -121,13 +121,13 @@ static tl_status sim_alloc_fn(void *self, uint64_t size, tl_devptr *out) {
     s->used += size;
     TL_ASSERT(s->used <= s->spec.capacity);
     *out = a->addr;
-    tl_os_mutex_unlock(&s->lock);
+    tl__os_mutex_unlock(&s->lock);
     return TL_OK;
 }
 
 /* Index of the allocation containing p, or -1. */
 static long find_alloc_locked(sim *s, uint64_t p) {
-    tl_os_mutex_assert_held(&s->lock);
+    tl__os_mutex_assert_held(&s->lock);
     size_t lo = 0, hi = s->n_allocs;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -143,12 +143,12 @@ static long find_alloc_locked(sim *s, uint64_t p) {
 
 static tl_status sim_dealloc(void *self, tl_devptr p) {
     sim *s = self;
-    tl_os_mutex_lock(&s->lock);
+    tl__os_mutex_lock(&s->lock);
     flush_locked(s); /* like cudaFree: queued copies finish first */
     long i = find_alloc_locked(s, p);
     if (i < 0 || s->allocs[i].addr != p) {
-        tl_os_mutex_unlock(&s->lock);
-        return tl_err(TL_ERR_INVALID_ARG, "%s: free of 0x%llx, which is not a live allocation",
+        tl__os_mutex_unlock(&s->lock);
+        return tl__err(TL_ERR_INVALID_ARG, "%s: free of 0x%llx, which is not a live allocation",
                       s->spec.name, (unsigned long long)p);
     }
     free(s->allocs[i].mem);
@@ -156,13 +156,13 @@ static tl_status sim_dealloc(void *self, tl_devptr p) {
     s->used -= s->allocs[i].size;
     memmove(s->allocs + i, s->allocs + i + 1, (s->n_allocs - (size_t)i - 1) * sizeof *s->allocs);
     s->n_allocs--;
-    tl_os_mutex_unlock(&s->lock);
+    tl__os_mutex_unlock(&s->lock);
     return TL_OK;
 }
 
 /* Host address of [p, p+n) inside one live allocation, or NULL. */
 static unsigned char *resolve_locked(sim *s, uint64_t p, uint64_t n) {
-    tl_os_mutex_assert_held(&s->lock);
+    tl__os_mutex_assert_held(&s->lock);
     long i = find_alloc_locked(s, p);
     if (i < 0) return NULL;
     const sim_alloc *a = &s->allocs[i];
@@ -173,7 +173,7 @@ static unsigned char *resolve_locked(sim *s, uint64_t p, uint64_t n) {
 
 /* Complete queued copies whose modeled end has passed, in order. */
 static void retire_locked(sim *s) {
-    tl_os_mutex_assert_held(&s->lock);
+    tl__os_mutex_assert_held(&s->lock);
     TL_ASSERT(s->pend_head <= s->pend_n && s->pend_n <= s->pend_cap);
     while (s->pend_head < s->pend_n && s->pend[s->pend_head].end <= s->clock) {
         const sim_pending *q = &s->pend[s->pend_head++];
@@ -187,7 +187,7 @@ static void retire_locked(sim *s) {
 
 /* Wait for the whole queue. */
 static void flush_locked(sim *s) {
-    tl_os_mutex_assert_held(&s->lock);
+    tl__os_mutex_assert_held(&s->lock);
     if (s->queue_end > s->clock) s->clock = s->queue_end;
     retire_locked(s);
 }
@@ -199,10 +199,10 @@ static double duration(const sim *s, uint64_t n) {
 /* Move bytes and account the model time; ticket NULL = synchronous. */
 static tl_status transfer_locked(sim *s, bool to_dev, uint64_t dp, void *hp, uint64_t n,
                                  uint64_t *ticket) {
-    tl_os_mutex_assert_held(&s->lock);
+    tl__os_mutex_assert_held(&s->lock);
     unsigned char *m = resolve_locked(s, dp, n);
     if (!m)
-        return tl_err(TL_ERR_INVALID_ARG,
+        return tl__err(TL_ERR_INVALID_ARG,
                       "%s: copy of %llu bytes at 0x%llx is not inside one live allocation",
                       s->spec.name, (unsigned long long)n, (unsigned long long)dp);
     if (ticket && s->pend_n == s->pend_cap) {
@@ -212,9 +212,9 @@ static tl_status transfer_locked(sim *s, bool to_dev, uint64_t dp, void *hp, uin
             s->pend_head = 0;
         } else {
             size_t cap = s->pend_cap ? s->pend_cap * 2 : 16;
-            sim_pending *np = tl_os_realloc(s->pend, cap * sizeof *np);
+            sim_pending *np = tl__os_realloc(s->pend, cap * sizeof *np);
             if (!np)
-                return tl_err(TL_ERR_NOMEM, "%s: host memory for the copy queue", s->spec.name);
+                return tl__err(TL_ERR_NOMEM, "%s: host memory for the copy queue", s->spec.name);
             s->pend = np;
             s->pend_cap = cap;
         }
@@ -245,64 +245,64 @@ static tl_status transfer_locked(sim *s, bool to_dev, uint64_t dp, void *hp, uin
 
 static tl_status sim_copy_to(void *self, tl_devptr dst, const void *src, uint64_t n) {
     sim *s = self;
-    tl_os_mutex_lock(&s->lock);
+    tl__os_mutex_lock(&s->lock);
     tl_status st = transfer_locked(s, true, dst, (void *)src, n, NULL);
-    tl_os_mutex_unlock(&s->lock);
+    tl__os_mutex_unlock(&s->lock);
     return st;
 }
 
 static tl_status sim_copy_from(void *self, void *dst, tl_devptr src, uint64_t n) {
     sim *s = self;
-    tl_os_mutex_lock(&s->lock);
+    tl__os_mutex_lock(&s->lock);
     tl_status st = transfer_locked(s, false, src, dst, n, NULL);
-    tl_os_mutex_unlock(&s->lock);
+    tl__os_mutex_unlock(&s->lock);
     return st;
 }
 
 static tl_status sim_copy_to_async(void *self, tl_devptr dst, const void *src, uint64_t n,
                                    uint64_t *ticket) {
     sim *s = self;
-    tl_os_mutex_lock(&s->lock);
+    tl__os_mutex_lock(&s->lock);
     tl_status st = transfer_locked(s, true, dst, (void *)src, n, ticket);
-    tl_os_mutex_unlock(&s->lock);
+    tl__os_mutex_unlock(&s->lock);
     return st;
 }
 
 static tl_status sim_copy_from_async(void *self, void *dst, tl_devptr src, uint64_t n,
                                      uint64_t *ticket) {
     sim *s = self;
-    tl_os_mutex_lock(&s->lock);
+    tl__os_mutex_lock(&s->lock);
     tl_status st = transfer_locked(s, false, src, dst, n, ticket);
-    tl_os_mutex_unlock(&s->lock);
+    tl__os_mutex_unlock(&s->lock);
     return st;
 }
 
 static tl_status sim_wait(void *self, uint64_t ticket) {
     sim *s = self;
-    tl_os_mutex_lock(&s->lock);
+    tl__os_mutex_lock(&s->lock);
     if (ticket > s->issued) {
-        tl_os_mutex_unlock(&s->lock);
-        return tl_err(TL_ERR_INVALID_ARG, "%s: wait on ticket %llu, never issued", s->spec.name,
+        tl__os_mutex_unlock(&s->lock);
+        return tl__err(TL_ERR_INVALID_ARG, "%s: wait on ticket %llu, never issued", s->spec.name,
                       (unsigned long long)ticket);
     }
     for (size_t i = s->pend_head; i < s->pend_n && s->pend[i].ticket <= ticket; i++)
         if (s->pend[i].end > s->clock) s->clock = s->pend[i].end;
     retire_locked(s);
-    tl_os_mutex_unlock(&s->lock);
+    tl__os_mutex_unlock(&s->lock);
     return TL_OK;
 }
 
 static tl_status sim_poll(void *self, uint64_t ticket, bool *done) {
     sim *s = self;
-    tl_os_mutex_lock(&s->lock);
+    tl__os_mutex_lock(&s->lock);
     if (ticket > s->issued) {
-        tl_os_mutex_unlock(&s->lock);
-        return tl_err(TL_ERR_INVALID_ARG, "%s: poll of ticket %llu, never issued", s->spec.name,
+        tl__os_mutex_unlock(&s->lock);
+        return tl__err(TL_ERR_INVALID_ARG, "%s: poll of ticket %llu, never issued", s->spec.name,
                       (unsigned long long)ticket);
     }
     retire_locked(s);
     *done = s->pend_head == s->pend_n || ticket < s->pend[s->pend_head].ticket;
-    tl_os_mutex_unlock(&s->lock);
+    tl__os_mutex_unlock(&s->lock);
     return TL_OK;
 }
 
@@ -312,7 +312,7 @@ static void sim_destroy(void *self) {
         free(s->allocs[i].mem);
     free(s->allocs);
     free(s->pend);
-    tl_os_mutex_destroy(&s->lock);
+    tl__os_mutex_destroy(&s->lock);
     free(s);
 }
 
@@ -330,24 +330,24 @@ static const tl_device_ops sim_ops = {
     .destroy = sim_destroy,
 };
 
-tl_status tl_device_sim_new(const tl_sim_spec *spec, tl_device **out) {
-    if (!spec || !out) return tl_err(TL_ERR_INVALID_ARG, "tl_device_sim_new: NULL argument");
+tl_status tl_device_sim_create(const tl_sim_spec *spec, tl_device **out) {
+    if (!spec || !out) return tl__err(TL_ERR_INVALID_ARG, "tl_device_sim_create: NULL argument");
     *out = NULL;
-    if (!tl_device_name_ok(spec->name))
-        return tl_err(TL_ERR_INVALID_ARG, "sim: invalid device name '%.*s'", TL_DEVICE_NAME_MAX - 1,
+    if (!tl__device_name_ok(spec->name))
+        return tl__err(TL_ERR_INVALID_ARG, "sim: invalid device name '%.*s'", TL_DEVICE_NAME_MAX - 1,
                       spec->name);
     if (!(spec->bandwidth >= 0) || !(spec->latency >= 0))
-        return tl_err(TL_ERR_INVALID_ARG, "%s: bandwidth and latency must be >= 0", spec->name);
-    sim *s = tl_os_calloc(1, sizeof *s);
-    if (!s) return tl_err(TL_ERR_NOMEM, "%s: out of memory", spec->name);
-    int e = tl_os_mutex_init(&s->lock);
+        return tl__err(TL_ERR_INVALID_ARG, "%s: bandwidth and latency must be >= 0", spec->name);
+    sim *s = tl__os_calloc(1, sizeof *s);
+    if (!s) return tl__err(TL_ERR_NOMEM, "%s: out of memory", spec->name);
+    int e = tl__os_mutex_init(&s->lock);
     if (e) {
         free(s);
-        return tl_err(TL_ERR_NOMEM, "%s: cannot make a mutex: %s", spec->name, tl_errno_text(e));
+        return tl__err(TL_ERR_NOMEM, "%s: cannot make a mutex: %s", spec->name, tl__errno_text(e));
     }
     s->spec = *spec;
     s->next_addr = SIM_BASE;
-    tl_status st = tl_device_new(&sim_ops, s, out);
+    tl_status st = tl_device_create(&sim_ops, s, out);
     if (st != TL_OK) sim_destroy(s);
     return st;
 }
@@ -356,9 +356,9 @@ tl_status tl_device_sim_add(const char *spec) {
     tl_sim_spec specs[64];
     tl_device *devs[64];
     size_t n = 0, made = 0, reg = 0;
-    tl_status st = tl_device_sim_spec_parse(spec, specs, 64, &n);
+    tl_status st = tl_parse_sim_spec(spec, specs, 64, &n);
     for (; st == TL_OK && made < n; made++)
-        st = tl_device_sim_new(&specs[made], &devs[made]);
+        st = tl_device_sim_create(&specs[made], &devs[made]);
     if (st != TL_OK && made > 0) made--; /* the failing one made nothing */
     for (; st == TL_OK && reg < made; reg++)
         st = tl_device_register(devs[reg]);
@@ -378,21 +378,21 @@ static sim *as_sim(tl_device *d) {
 
 tl_status tl_device_sim_clock(tl_device *d, double *seconds) {
     sim *s = as_sim(d);
-    if (!s || !seconds) return tl_err(TL_ERR_INVALID_ARG, "tl_device_sim_clock: not a sim device");
-    tl_os_mutex_lock(&s->lock);
+    if (!s || !seconds) return tl__err(TL_ERR_INVALID_ARG, "tl_device_sim_clock: not a sim device");
+    tl__os_mutex_lock(&s->lock);
     *seconds = s->clock;
-    tl_os_mutex_unlock(&s->lock);
+    tl__os_mutex_unlock(&s->lock);
     return TL_OK;
 }
 
 tl_status tl_device_sim_advance(tl_device *d, double seconds) {
     sim *s = as_sim(d);
-    if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_device_sim_advance: not a sim device");
+    if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_device_sim_advance: not a sim device");
     if (!(seconds >= 0))
-        return tl_err(TL_ERR_INVALID_ARG, "%s: advance by %g s", s->spec.name, seconds);
-    tl_os_mutex_lock(&s->lock);
+        return tl__err(TL_ERR_INVALID_ARG, "%s: advance by %g s", s->spec.name, seconds);
+    tl__os_mutex_lock(&s->lock);
     s->clock += seconds;
     retire_locked(s);
-    tl_os_mutex_unlock(&s->lock);
+    tl__os_mutex_unlock(&s->lock);
     return TL_OK;
 }

@@ -1,6 +1,6 @@
 /*
  * simspec.c — parser of sim device specs: "gpu0=8G,gpu1=4G:bw=16G:lat=10us"
- * (grammar in tierload.h at tl_device_sim_spec_parse). Pure: no devices made.
+ * (grammar in tierload.h at tl_parse_sim_spec). Pure: no devices made.
  */
 #include "core/bytes.h"
 #include "core/error.h"
@@ -14,7 +14,7 @@
 
 /* Bytes with an optional binary suffix; the whole of [s, s+len) must be used. */
 static bool parse_size(const char *s, size_t len, uint64_t *out) {
-    return tl_bytes_parse(s, len, out, NULL);
+    return tl__bytes_parse(s, len, out, NULL);
 }
 
 /* Seconds with an optional s / ms / us / ns suffix. */
@@ -56,19 +56,19 @@ static tl_status parse_item(const char *s, const char *e, tl_sim_spec *sp) {
     int il = (int)(e - s);
     memset(sp, 0, sizeof *sp);
     const char *eq = memchr(s, '=', (size_t)(e - s));
-    if (!eq) return tl_err(TL_ERR_INVALID_ARG, "sim spec item '%.*s': expected NAME=SIZE", il, s);
+    if (!eq) return tl__err(TL_ERR_INVALID_ARG, "sim spec item '%.*s': expected NAME=SIZE", il, s);
     const char *ne;
     const char *ns = trim(s, eq, &ne);
     if (ns == ne)
-        return tl_err(TL_ERR_INVALID_ARG, "sim spec item '%.*s': empty device name", il, s);
+        return tl__err(TL_ERR_INVALID_ARG, "sim spec item '%.*s': empty device name", il, s);
     if ((size_t)(ne - ns) >= sizeof sp->name)
-        return tl_err(TL_ERR_INVALID_ARG,
+        return tl__err(TL_ERR_INVALID_ARG,
                       "sim spec item '%.*s': device name longer than %d characters", il, s,
                       TL_DEVICE_NAME_MAX - 1);
     memcpy(sp->name, ns, (size_t)(ne - ns));
     sp->name[ne - ns] = 0;
-    if (!tl_device_name_ok(sp->name))
-        return tl_err(TL_ERR_INVALID_ARG,
+    if (!tl__device_name_ok(sp->name))
+        return tl__err(TL_ERR_INVALID_ARG,
                       "sim spec item '%.*s': invalid device name '%s' (A-Z a-z 0-9 _ . : - only)",
                       il, s, sp->name);
     const char *p = eq + 1;
@@ -80,22 +80,22 @@ static tl_status parse_item(const char *s, const char *e, tl_sim_spec *sp) {
         const char *fs = trim(p, c, &fe);
         if (first) {
             if (!parse_size(fs, (size_t)(fe - fs), &sp->capacity))
-                return tl_err(TL_ERR_INVALID_ARG,
+                return tl__err(TL_ERR_INVALID_ARG,
                               "sim spec item '%.*s': bad size '%.*s' (e.g. 8G, 512M, 1.5G)", il, s,
                               (int)(fe - fs), fs);
             first = false;
         } else if (fe - fs > 3 && strncasecmp(fs, "bw=", 3) == 0) {
             uint64_t bw;
             if (!parse_size(fs + 3, (size_t)(fe - fs - 3), &bw) || bw == 0)
-                return tl_err(TL_ERR_INVALID_ARG, "sim spec item '%.*s': bad bandwidth '%.*s'", il,
+                return tl__err(TL_ERR_INVALID_ARG, "sim spec item '%.*s': bad bandwidth '%.*s'", il,
                               s, (int)(fe - fs), fs);
             sp->bandwidth = (double)bw;
         } else if (fe - fs > 4 && strncasecmp(fs, "lat=", 4) == 0) {
             if (!parse_time(fs + 4, (size_t)(fe - fs - 4), &sp->latency))
-                return tl_err(TL_ERR_INVALID_ARG, "sim spec item '%.*s': bad latency '%.*s'", il, s,
+                return tl__err(TL_ERR_INVALID_ARG, "sim spec item '%.*s': bad latency '%.*s'", il, s,
                               (int)(fe - fs), fs);
         } else {
-            return tl_err(TL_ERR_INVALID_ARG,
+            return tl__err(TL_ERR_INVALID_ARG,
                           "sim spec item '%.*s': unknown option '%.*s' (bw=SIZE, lat=TIME)", il, s,
                           (int)(fe - fs), fs);
         }
@@ -104,14 +104,14 @@ static tl_status parse_item(const char *s, const char *e, tl_sim_spec *sp) {
     return TL_OK;
 }
 
-tl_status tl_device_sim_spec_parse(const char *spec, tl_sim_spec *out, size_t cap, size_t *n) {
+tl_status tl_parse_sim_spec(const char *spec, tl_sim_spec *out, size_t cap, size_t *n) {
     if (!n || (!out && cap))
-        return tl_err(TL_ERR_INVALID_ARG, "tl_device_sim_spec_parse: NULL argument");
+        return tl__err(TL_ERR_INVALID_ARG, "tl_parse_sim_spec: NULL argument");
     *n = 0;
     const char *te;
     const char *ts = spec ? trim(spec, spec + strlen(spec), &te) : NULL;
     if (!ts || ts == te)
-        return tl_err(TL_ERR_INVALID_ARG, "empty sim spec (expected e.g. gpu0=8G,gpu1=4G)");
+        return tl__err(TL_ERR_INVALID_ARG, "empty sim spec (expected e.g. gpu0=8G,gpu1=4G)");
     const char *p = spec;
     const char *end = spec + strlen(spec);
     size_t k = 0;
@@ -120,14 +120,14 @@ tl_status tl_device_sim_spec_parse(const char *spec, tl_sim_spec *out, size_t ca
         if (!c) c = end;
         const char *ie;
         const char *is = trim(p, c, &ie);
-        if (is == ie) return tl_err(TL_ERR_INVALID_ARG, "sim spec '%s': empty item", spec);
+        if (is == ie) return tl__err(TL_ERR_INVALID_ARG, "sim spec '%s': empty item", spec);
         if (k >= cap)
-            return tl_err(TL_ERR_INVALID_ARG, "sim spec '%s': more than %zu devices", spec, cap);
+            return tl__err(TL_ERR_INVALID_ARG, "sim spec '%s': more than %zu devices", spec, cap);
         tl_status s = parse_item(is, ie, &out[k]);
         if (s != TL_OK) return s;
         for (size_t j = 0; j < k; j++)
             if (strcasecmp(out[j].name, out[k].name) == 0)
-                return tl_err(TL_ERR_INVALID_ARG, "sim spec '%s': duplicate device name '%s'", spec,
+                return tl__err(TL_ERR_INVALID_ARG, "sim spec '%s': duplicate device name '%s'", spec,
                               out[k].name);
         k++;
         p = c + 1;

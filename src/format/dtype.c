@@ -99,7 +99,7 @@ bool tl_dtype_nbytes(tl_dtype t, uint64_t n, uint64_t *out) {
     const dtype_row *r = dtype_row_of(t);
     uint64_t bits;
     if (!r || n % r->block_elems != 0) return false;
-    if (!tl_mul_u64(n / r->block_elems, r->block_bits, &bits)) return false;
+    if (!tl__mul_u64(n / r->block_elems, r->block_bits, &bits)) return false;
     if (bits % 8 != 0) return false;
     *out = bits / 8;
     return true;

@@ -37,13 +37,13 @@ typedef struct cursor {
 } cursor;
 
 static tl_status truncated(const cursor *c, const char *what) {
-    return tl_err(TL_ERR_FORMAT,
+    return tl__err(TL_ERR_FORMAT,
                   "%s: truncated GGUF: %s at byte %llu runs past the end of the file (%llu bytes)",
                   c->path, what, (unsigned long long)c->pos, (unsigned long long)c->size);
 }
 
 static bool rd(cursor *c, void *dst, uint64_t n) {
-    if (!tl_range_ok(c->pos, n, c->size)) return false;
+    if (!tl__range_ok(c->pos, n, c->size)) return false;
     memcpy(dst, c->base + c->pos, (size_t)n);
     c->pos += n;
     return true;
@@ -60,7 +60,7 @@ static bool rd_u64(cursor *c, uint64_t *v) {
 static bool rd_str(cursor *c, const char **p, uint64_t *len) {
     uint64_t n;
     if (!rd_u64(c, &n)) return false;
-    if (!tl_range_ok(c->pos, n, c->size)) return false;
+    if (!tl__range_ok(c->pos, n, c->size)) return false;
     *p = (const char *)c->base + c->pos;
     *len = n;
     c->pos += n;
@@ -151,7 +151,7 @@ static void decode_scalar(uint32_t type, const uint8_t *p, tl_meta *m) {
 }
 
 static tl_status bad_type(const cursor *c, const char *key, uint32_t type) {
-    return tl_err(TL_ERR_FORMAT, "%s: metadata key '%s' has unknown value type %u", c->path, key,
+    return tl__err(TL_ERR_FORMAT, "%s: metadata key '%s' has unknown value type %u", c->path, key,
                   type);
 }
 
@@ -172,7 +172,7 @@ static tl_status skip_array(cursor *c, const char *key, uint32_t type, uint64_t 
     }
     if (type == TL_META_ARRAY) {
         if (depth >= GGUF_MAX_ARRAY_DEPTH)
-            return tl_err(TL_ERR_FORMAT, "%s: metadata key '%s': arrays nested deeper than %d",
+            return tl__err(TL_ERR_FORMAT, "%s: metadata key '%s': arrays nested deeper than %d",
                           c->path, key, GGUF_MAX_ARRAY_DEPTH);
         for (uint64_t j = 0; j < count; j++) {
             uint32_t et;
@@ -186,22 +186,22 @@ static tl_status skip_array(cursor *c, const char *key, uint32_t type, uint64_t 
     uint32_t es = meta_scalar_size(type);
     uint64_t bytes;
     if (!es) return bad_type(c, key, type);
-    if (!tl_mul_u64(count, es, &bytes) || !tl_range_ok(c->pos, bytes, c->size))
+    if (!tl__mul_u64(count, es, &bytes) || !tl__range_ok(c->pos, bytes, c->size))
         return truncated(c, "array data");
     c->pos += bytes;
     return TL_OK;
 }
 
-static tl_status parse_kv(cursor *c, tl_fmt_meta *fm) {
+static tl_status parse_kv(cursor *c, tl__fmt_meta *fm) {
     const char *kp;
     uint64_t klen;
     uint32_t type;
     if (!rd_str(c, &kp, &klen)) return truncated(c, "metadata key");
     if (memchr(kp, 0, (size_t)klen))
-        return tl_err(TL_ERR_FORMAT, "%s: metadata key at byte %llu contains a NUL byte", c->path,
+        return tl__err(TL_ERR_FORMAT, "%s: metadata key at byte %llu contains a NUL byte", c->path,
                       (unsigned long long)(c->pos - klen));
-    fm->m.key = tl_os_strndup(kp, (size_t)klen);
-    if (!fm->m.key) return tl_err(TL_ERR_NOMEM, "%s: out of memory reading metadata", c->path);
+    fm->m.key = tl__os_strndup(kp, (size_t)klen);
+    if (!fm->m.key) return tl__err(TL_ERR_NOMEM, "%s: out of memory reading metadata", c->path);
     if (!rd_u32(c, &type)) return truncated(c, "metadata value type");
     fm->m.type = (tl_meta_type)type;
     const char *key = fm->m.key;
@@ -225,10 +225,10 @@ static tl_status parse_kv(cursor *c, tl_fmt_meta *fm) {
         if (et == TL_META_STRING && count > 0) {
             /* Every element was validated above, so count strings exist. */
             if (count > SIZE_MAX / sizeof(uint64_t))
-                return tl_err(TL_ERR_FORMAT, "%s: '%s' too many strings", c->path, key);
-            fm->str_offs = tl_os_malloc((size_t)count * sizeof(uint64_t));
+                return tl__err(TL_ERR_FORMAT, "%s: '%s' too many strings", c->path, key);
+            fm->str_offs = tl__os_malloc((size_t)count * sizeof(uint64_t));
             if (!fm->str_offs)
-                return tl_err(TL_ERR_NOMEM, "%s: out of memory for '%s'", c->path, key);
+                return tl__err(TL_ERR_NOMEM, "%s: out of memory for '%s'", c->path, key);
             uint64_t off = 0;
             for (uint64_t j = 0; j < count; j++) {
                 uint64_t n;
@@ -241,24 +241,24 @@ static tl_status parse_kv(cursor *c, tl_fmt_meta *fm) {
     }
     uint32_t sz = meta_scalar_size(type);
     if (!sz) return bad_type(c, key, type);
-    if (!tl_range_ok(c->pos, sz, c->size)) return truncated(c, "metadata value");
+    if (!tl__range_ok(c->pos, sz, c->size)) return truncated(c, "metadata value");
     decode_scalar(type, c->base + c->pos, &fm->m);
     c->pos += sz;
     return TL_OK;
 }
 
-tl_status tl_fmt_meta_array_get(const tl_fmt_meta *fm, uint64_t j, tl_meta *out) {
+tl_status tl__fmt_meta_array_get(const tl__fmt_meta *fm, uint64_t j, tl_meta *out) {
     if (fm->m.type != TL_META_ARRAY)
-        return tl_err(TL_ERR_INVALID_ARG, "metadata key '%s' is not an array", fm->m.key);
+        return tl__err(TL_ERR_INVALID_ARG, "metadata key '%s' is not an array", fm->m.key);
     if (j >= fm->m.count)
-        return tl_err(TL_ERR_INVALID_ARG, "metadata key '%s': index %llu out of %llu", fm->m.key,
+        return tl__err(TL_ERR_INVALID_ARG, "metadata key '%s': index %llu out of %llu", fm->m.key,
                       (unsigned long long)j, (unsigned long long)fm->m.count);
     memset(out, 0, sizeof *out);
     out->key = fm->m.key;
     out->file = fm->m.file;
     out->type = fm->m.elem_type;
     if (fm->m.elem_type == TL_META_ARRAY)
-        return tl_err(TL_ERR_UNSUPPORTED, "metadata key '%s': nested arrays are not indexable",
+        return tl__err(TL_ERR_UNSUPPORTED, "metadata key '%s': nested arrays are not indexable",
                       fm->m.key);
     if (fm->m.elem_type == TL_META_STRING) {
         const uint8_t *p = fm->data + fm->str_offs[j];
@@ -271,14 +271,14 @@ tl_status tl_fmt_meta_array_get(const tl_fmt_meta *fm, uint64_t j, tl_meta *out)
 }
 
 /* Sort helpers: index arrays ordered by tensor name / key / offset. */
-static _Thread_local const tl_fmt_tensor *sort_tensors;
-static _Thread_local const tl_fmt_meta *sort_meta;
+static _Thread_local const tl__fmt_tensor *sort_tensors;
+static _Thread_local const tl__fmt_meta *sort_meta;
 
 static int cmp_tensor_name(const void *a, const void *b) {
     return strcmp(sort_tensors[*(const size_t *)a].name, sort_tensors[*(const size_t *)b].name);
 }
 static int cmp_tensor_off(const void *a, const void *b) {
-    const tl_fmt_tensor *x = &sort_tensors[*(const size_t *)a],
+    const tl__fmt_tensor *x = &sort_tensors[*(const size_t *)a],
                         *y = &sort_tensors[*(const size_t *)b];
     if (x->offset != y->offset) return x->offset < y->offset ? -1 : 1;
     if (x->nbytes != y->nbytes) return x->nbytes < y->nbytes ? -1 : 1;
@@ -288,11 +288,11 @@ static int cmp_meta_key(const void *a, const void *b) {
     return strcmp(sort_meta[*(const size_t *)a].m.key, sort_meta[*(const size_t *)b].m.key);
 }
 
-tl_status tl_fmt_check_unique(const tl_fmt_file *f, const char *path, bool check_overlap) {
+tl_status tl__fmt_check_unique(const tl__fmt_file *f, const char *path, bool check_overlap) {
     size_t n = f->n_tensors > f->n_meta ? f->n_tensors : f->n_meta;
     if (n < 2) return TL_OK;
-    size_t *idx = tl_os_malloc(n * sizeof *idx);
-    if (!idx) return tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
+    size_t *idx = tl__os_malloc(n * sizeof *idx);
+    if (!idx) return tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
     tl_status st = TL_OK;
     if (f->n_meta > 1) {
         for (size_t i = 0; i < f->n_meta; i++)
@@ -301,7 +301,7 @@ tl_status tl_fmt_check_unique(const tl_fmt_file *f, const char *path, bool check
         qsort(idx, f->n_meta, sizeof *idx, cmp_meta_key);
         for (size_t i = 1; i < f->n_meta && !st; i++)
             if (!strcmp(f->meta[idx[i]].m.key, f->meta[idx[i - 1]].m.key))
-                st = tl_err(TL_ERR_FORMAT, "%s: duplicate metadata key '%s'", path,
+                st = tl__err(TL_ERR_FORMAT, "%s: duplicate metadata key '%s'", path,
                             f->meta[idx[i]].m.key);
     }
     if (!st && f->n_tensors > 1) {
@@ -311,14 +311,14 @@ tl_status tl_fmt_check_unique(const tl_fmt_file *f, const char *path, bool check
         qsort(idx, f->n_tensors, sizeof *idx, cmp_tensor_name);
         for (size_t i = 1; i < f->n_tensors && !st; i++)
             if (!strcmp(f->tensors[idx[i]].name, f->tensors[idx[i - 1]].name))
-                st = tl_err(TL_ERR_FORMAT, "%s: duplicate tensor name '%s'", path,
+                st = tl__err(TL_ERR_FORMAT, "%s: duplicate tensor name '%s'", path,
                             f->tensors[idx[i]].name);
         if (!st && check_overlap) {
             qsort(idx, f->n_tensors, sizeof *idx, cmp_tensor_off);
             for (size_t i = 1; i < f->n_tensors && !st; i++) {
-                const tl_fmt_tensor *a = &f->tensors[idx[i - 1]], *b = &f->tensors[idx[i]];
+                const tl__fmt_tensor *a = &f->tensors[idx[i - 1]], *b = &f->tensors[idx[i]];
                 if (a->nbytes && b->nbytes && a->offset + a->nbytes > b->offset)
-                    st = tl_err(TL_ERR_FORMAT, "%s: tensor '%s' overlaps tensor '%s'", path,
+                    st = tl__err(TL_ERR_FORMAT, "%s: tensor '%s' overlaps tensor '%s'", path,
                                 b->name, a->name);
             }
         }
@@ -327,17 +327,17 @@ tl_status tl_fmt_check_unique(const tl_fmt_file *f, const char *path, bool check
     return st;
 }
 
-tl_status tl_fmt_tensor_size(tl_fmt_tensor *t, const char *path) {
+tl_status tl__fmt_tensor_size(tl__fmt_tensor *t, const char *path) {
     uint64_t n = 1;
     for (uint32_t d = 0; d < t->n_dims; d++) {
         if (t->shape[d] < 0)
-            return tl_err(TL_ERR_FORMAT, "%s: tensor '%s' has a negative dimension", path, t->name);
-        if (!tl_mul_u64(n, (uint64_t)t->shape[d], &n) || n > (uint64_t)INT64_MAX)
-            return tl_err(TL_ERR_FORMAT, "%s: tensor '%s': element count overflows", path, t->name);
+            return tl__err(TL_ERR_FORMAT, "%s: tensor '%s' has a negative dimension", path, t->name);
+        if (!tl__mul_u64(n, (uint64_t)t->shape[d], &n) || n > (uint64_t)INT64_MAX)
+            return tl__err(TL_ERR_FORMAT, "%s: tensor '%s': element count overflows", path, t->name);
     }
     t->n_elements = n;
     if (!tl_dtype_nbytes(t->dtype, n, &t->nbytes))
-        return tl_err(TL_ERR_FORMAT,
+        return tl__err(TL_ERR_FORMAT,
                       "%s: tensor '%s': %llu elements of %s is not a whole number of blocks/bytes "
                       "(or overflows)",
                       path, t->name, (unsigned long long)n, tl_dtype_name(t->dtype));
@@ -367,26 +367,26 @@ static const char *removed_type_name(uint32_t t) {
     }
 }
 
-static tl_status parse_tensor_info(cursor *c, tl_fmt_tensor *t, uint64_t index) {
+static tl_status parse_tensor_info(cursor *c, tl__fmt_tensor *t, uint64_t index) {
     const char *np;
     uint64_t nlen;
     uint32_t n_dims, type;
     if (!rd_str(c, &np, &nlen)) return truncated(c, "tensor name");
     if (memchr(np, 0, (size_t)nlen))
-        return tl_err(TL_ERR_FORMAT, "%s: tensor %llu: name contains a NUL byte", c->path,
+        return tl__err(TL_ERR_FORMAT, "%s: tensor %llu: name contains a NUL byte", c->path,
                       (unsigned long long)index);
-    t->name = tl_os_strndup(np, (size_t)nlen);
-    if (!t->name) return tl_err(TL_ERR_NOMEM, "%s: out of memory", c->path);
+    t->name = tl__os_strndup(np, (size_t)nlen);
+    if (!t->name) return tl__err(TL_ERR_NOMEM, "%s: out of memory", c->path);
     if (!rd_u32(c, &n_dims)) return truncated(c, "tensor dimension count");
     if (n_dims > GGUF_MAX_DIMS)
-        return tl_err(TL_ERR_FORMAT, "%s: tensor '%s' has %u dimensions (at most %d)", c->path,
+        return tl__err(TL_ERR_FORMAT, "%s: tensor '%s' has %u dimensions (at most %d)", c->path,
                       t->name, n_dims, GGUF_MAX_DIMS);
     t->n_dims = n_dims;
     for (uint32_t d = 0; d < n_dims; d++) {
         uint64_t ne;
         if (!rd_u64(c, &ne)) return truncated(c, "tensor dimensions");
         if (ne > (uint64_t)INT64_MAX)
-            return tl_err(TL_ERR_FORMAT, "%s: tensor '%s': dimension %u is %llu (too large)",
+            return tl__err(TL_ERR_FORMAT, "%s: tensor '%s': dimension %u is %llu (too large)",
                           c->path, t->name, d, (unsigned long long)ne);
         t->shape[n_dims - 1 - d] = (int64_t)ne; /* outermost first */
     }
@@ -394,24 +394,24 @@ static tl_status parse_tensor_info(cursor *c, tl_fmt_tensor *t, uint64_t index) 
     if (type >= TL_GGML_TYPE_COUNT || !tl_dtype_name((tl_dtype)type)) {
         const char *removed = removed_type_name(type);
         if (removed)
-            return tl_err(TL_ERR_UNSUPPORTED,
+            return tl__err(TL_ERR_UNSUPPORTED,
                           "%s: tensor '%s' uses ggml type %s (id %u), removed from ggml", c->path,
                           t->name, removed, type);
-        return tl_err(TL_ERR_FORMAT, "%s: tensor '%s' has unknown ggml type id %u", c->path,
+        return tl__err(TL_ERR_FORMAT, "%s: tensor '%s' has unknown ggml type id %u", c->path,
                       t->name, type);
     }
     t->dtype = (tl_dtype)type;
     uint32_t blk = tl_dtype_block_elems(t->dtype);
     if (n_dims > 0 && (uint64_t)t->shape[n_dims - 1] % blk != 0)
-        return tl_err(TL_ERR_FORMAT,
+        return tl__err(TL_ERR_FORMAT,
                       "%s: tensor '%s': row length %lld is not a multiple of the %s block size %u",
                       c->path, t->name, (long long)t->shape[n_dims - 1], tl_dtype_name(t->dtype),
                       blk);
     if (!rd_u64(c, &t->offset)) return truncated(c, "tensor offset");
-    return tl_fmt_tensor_size(t, c->path);
+    return tl__fmt_tensor_size(t, c->path);
 }
 
-void tl_fmt_file_free(tl_fmt_file *f) {
+void tl__fmt_file_free(tl__fmt_file *f) {
     if (!f) return;
     for (size_t i = 0; i < f->n_tensors; i++)
         free(f->tensors[i].name);
@@ -425,7 +425,7 @@ void tl_fmt_file_free(tl_fmt_file *f) {
     memset(f, 0, sizeof *f);
 }
 
-int tl_fmt_sniff(const uint8_t *data, uint64_t size) {
+int tl__fmt_sniff(const uint8_t *data, uint64_t size) {
     if (size >= 4 && memcmp(data, "GGUF", 4) == 0) return TL_FORMAT_GGUF;
     if (size >= 9) {
         uint64_t n;
@@ -439,9 +439,9 @@ int tl_fmt_sniff(const uint8_t *data, uint64_t size) {
     return -1;
 }
 
-tl_status tl_gguf_parse(const uint8_t *data, uint64_t size, const char *path, tl_fmt_file *out) {
+tl_status tl__gguf_parse(const uint8_t *data, uint64_t size, const char *path, tl__fmt_file *out) {
     cursor c = {data, size, 0, path};
-    tl_fmt_file f;
+    tl__fmt_file f;
     memset(&f, 0, sizeof f);
     memset(out, 0, sizeof *out);
     char magic[4];
@@ -451,27 +451,27 @@ tl_status tl_gguf_parse(const uint8_t *data, uint64_t size, const char *path, tl
 
     if (!rd(&c, magic, 4)) return truncated(&c, "magic");
     if (memcmp(magic, "GGUF", 4) != 0)
-        return tl_err(TL_ERR_FORMAT, "%s: not a GGUF file (bad magic)", path);
+        return tl__err(TL_ERR_FORMAT, "%s: not a GGUF file (bad magic)", path);
     if (!rd_u32(&c, &version)) return truncated(&c, "version");
     if (version == 1)
-        return tl_err(TL_ERR_UNSUPPORTED, "%s: GGUF version 1 is not supported (2 and 3 are)",
+        return tl__err(TL_ERR_UNSUPPORTED, "%s: GGUF version 1 is not supported (2 and 3 are)",
                       path);
     if (version == 0x02000000u || version == 0x03000000u)
-        return tl_err(TL_ERR_UNSUPPORTED, "%s: big-endian GGUF is not supported", path);
+        return tl__err(TL_ERR_UNSUPPORTED, "%s: big-endian GGUF is not supported", path);
     if (version != 2 && version != 3)
-        return tl_err(TL_ERR_FORMAT, "%s: unknown GGUF version %u", path, version);
+        return tl__err(TL_ERR_FORMAT, "%s: unknown GGUF version %u", path, version);
     if (!rd_u64(&c, &n_tensors) || !rd_u64(&c, &n_kv)) return truncated(&c, "counts");
     /* A tensor info takes at least 24 bytes and a key/value pair at least 13. */
     uint64_t left = size - c.pos;
     if (n_kv > left / 13)
-        return tl_err(TL_ERR_FORMAT, "%s: metadata count %llu exceeds what the file can hold", path,
+        return tl__err(TL_ERR_FORMAT, "%s: metadata count %llu exceeds what the file can hold", path,
                       (unsigned long long)n_kv);
     if (n_tensors > left / 24)
-        return tl_err(TL_ERR_FORMAT, "%s: tensor count %llu exceeds what the file can hold", path,
+        return tl__err(TL_ERR_FORMAT, "%s: tensor count %llu exceeds what the file can hold", path,
                       (unsigned long long)n_tensors);
 
     if (n_kv > GGUF_MAX_KV || n_tensors > GGUF_MAX_TENSORS)
-        return tl_err(
+        return tl__err(
             TL_ERR_UNSUPPORTED,
             "%s: %llu tensors and %llu metadata keys exceed tierload's limits (%llu, %llu)", path,
             (unsigned long long)n_tensors, (unsigned long long)n_kv,
@@ -481,8 +481,8 @@ tl_status tl_gguf_parse(const uint8_t *data, uint64_t size, const char *path, tl
     f.size = size;
     f.alignment = GGUF_DEFAULT_ALIGNMENT;
     if (n_kv) {
-        f.meta = tl_os_calloc((size_t)n_kv, sizeof *f.meta);
-        if (!f.meta) return tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
+        f.meta = tl__os_calloc((size_t)n_kv, sizeof *f.meta);
+        if (!f.meta) return tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
     }
     for (uint64_t i = 0; i < n_kv && !st; i++) {
         st = parse_kv(&c, &f.meta[i]);
@@ -490,34 +490,34 @@ tl_status tl_gguf_parse(const uint8_t *data, uint64_t size, const char *path, tl
         if (!st && !strcmp(f.meta[i].m.key, "general.alignment")) {
             const tl_meta *m = &f.meta[i].m;
             if (m->type != TL_META_U32)
-                st = tl_err(TL_ERR_FORMAT, "%s: general.alignment must be uint32, not %s", path,
+                st = tl__err(TL_ERR_FORMAT, "%s: general.alignment must be uint32, not %s", path,
                             tl_meta_type_name(m->type));
-            else if (!tl_is_pow2(m->v.u))
-                st = tl_err(TL_ERR_FORMAT, "%s: general.alignment %llu is not a power of two", path,
+            else if (!tl__is_pow2(m->v.u))
+                st = tl__err(TL_ERR_FORMAT, "%s: general.alignment %llu is not a power of two", path,
                             (unsigned long long)m->v.u);
             else
                 f.alignment = (uint32_t)m->v.u;
         }
     }
     if (!st && n_tensors) {
-        f.tensors = tl_os_calloc((size_t)n_tensors, sizeof *f.tensors);
-        if (!f.tensors) st = tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
+        f.tensors = tl__os_calloc((size_t)n_tensors, sizeof *f.tensors);
+        if (!f.tensors) st = tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
     }
     for (uint64_t i = 0; i < n_tensors && !st; i++) {
         f.n_tensors = (size_t)i + 1;
         st = parse_tensor_info(&c, &f.tensors[i], i);
     }
-    if (!st && !tl_align_up_u64(c.pos, f.alignment, &f.data_offset))
-        st = tl_err(TL_ERR_FORMAT, "%s: data offset overflows", path);
+    if (!st && !tl__align_up_u64(c.pos, f.alignment, &f.data_offset))
+        st = tl__err(TL_ERR_FORMAT, "%s: data offset overflows", path);
     for (size_t i = 0; i < f.n_tensors && !st; i++) {
-        tl_fmt_tensor *t = &f.tensors[i];
+        tl__fmt_tensor *t = &f.tensors[i];
         uint64_t abs;
         if (t->offset % f.alignment != 0)
-            st = tl_err(TL_ERR_FORMAT,
+            st = tl__err(TL_ERR_FORMAT,
                         "%s: tensor '%s': offset %llu is not a multiple of the alignment %u", path,
                         t->name, (unsigned long long)t->offset, f.alignment);
-        else if (!tl_add_u64(f.data_offset, t->offset, &abs) || !tl_range_ok(abs, t->nbytes, size))
-            st = tl_err(
+        else if (!tl__add_u64(f.data_offset, t->offset, &abs) || !tl__range_ok(abs, t->nbytes, size))
+            st = tl__err(
                 TL_ERR_FORMAT,
                 "%s: tensor '%s': data [%llu, +%llu) runs past the end of the file (%llu bytes)",
                 path, t->name, (unsigned long long)t->offset, (unsigned long long)t->nbytes,
@@ -525,9 +525,9 @@ tl_status tl_gguf_parse(const uint8_t *data, uint64_t size, const char *path, tl
         else
             t->offset = abs;
     }
-    if (!st) st = tl_fmt_check_unique(&f, path, true);
+    if (!st) st = tl__fmt_check_unique(&f, path, true);
     if (st) {
-        tl_fmt_file_free(&f);
+        tl__fmt_file_free(&f);
         return st;
     }
     *out = f;

@@ -70,21 +70,21 @@ static bool json_uint(const cJSON *j, uint64_t *out) {
     return true;
 }
 
-static tl_status parse_tensor(const cJSON *item, const char *path, tl_fmt_tensor *t,
+static tl_status parse_tensor(const cJSON *item, const char *path, tl__fmt_tensor *t,
                               uint64_t offs[2]) {
     const char *name = item->string;
     if (!cJSON_IsObject(item))
-        return tl_err(TL_ERR_FORMAT, "%s: tensor '%s': entry is not an object", path, name);
+        return tl__err(TL_ERR_FORMAT, "%s: tensor '%s': entry is not an object", path, name);
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(item, "dtype");
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(item, "shape");
     const cJSON *of = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
     if (!cJSON_IsString(dt))
-        return tl_err(TL_ERR_FORMAT, "%s: tensor '%s': missing or non-string \"dtype\"", path,
+        return tl__err(TL_ERR_FORMAT, "%s: tensor '%s': missing or non-string \"dtype\"", path,
                       name);
     if (!cJSON_IsArray(sh))
-        return tl_err(TL_ERR_FORMAT, "%s: tensor '%s': missing or non-array \"shape\"", path, name);
+        return tl__err(TL_ERR_FORMAT, "%s: tensor '%s': missing or non-array \"shape\"", path, name);
     if (!cJSON_IsArray(of) || cJSON_GetArraySize(of) != 2)
-        return tl_err(TL_ERR_FORMAT, "%s: tensor '%s': \"data_offsets\" must be [begin, end]", path,
+        return tl__err(TL_ERR_FORMAT, "%s: tensor '%s': \"data_offsets\" must be [begin, end]", path,
                       name);
     t->dtype = tl_dtype_from_name(dt->valuestring);
     /* The reference's names are upper-case; ggml-only names are not safetensors dtypes. */
@@ -92,11 +92,11 @@ static tl_status parse_tensor(const cJSON *item, const char *path, tl_fmt_tensor
         ((int)t->dtype < 100 && t->dtype != TL_DTYPE_F32 && t->dtype != TL_DTYPE_F16 &&
          t->dtype != TL_DTYPE_BF16 && t->dtype != TL_DTYPE_F64 && t->dtype != TL_DTYPE_I8 &&
          t->dtype != TL_DTYPE_I16 && t->dtype != TL_DTYPE_I32 && t->dtype != TL_DTYPE_I64))
-        return tl_err(TL_ERR_FORMAT, "%s: tensor '%s': unknown dtype \"%s\"", path, name,
+        return tl__err(TL_ERR_FORMAT, "%s: tensor '%s': unknown dtype \"%s\"", path, name,
                       dt->valuestring);
     int rank = cJSON_GetArraySize(sh);
     if (rank > TL_MAX_DIMS)
-        return tl_err(TL_ERR_UNSUPPORTED, "%s: tensor '%s' has %d dimensions (at most %d)", path,
+        return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor '%s' has %d dimensions (at most %d)", path,
                       name, rank, TL_MAX_DIMS);
     t->n_dims = (uint32_t)rank;
     int d = 0;
@@ -104,15 +104,15 @@ static tl_status parse_tensor(const cJSON *item, const char *path, tl_fmt_tensor
     cJSON_ArrayForEach(e, sh) {
         uint64_t v;
         if (!json_uint(e, &v))
-            return tl_err(TL_ERR_FORMAT, "%s: tensor '%s': shape[%d] is not a non-negative integer",
+            return tl__err(TL_ERR_FORMAT, "%s: tensor '%s': shape[%d] is not a non-negative integer",
                           path, name, d);
         t->shape[d++] = (int64_t)v;
     }
     if (!json_uint(cJSON_GetArrayItem(of, 0), &offs[0]) ||
         !json_uint(cJSON_GetArrayItem(of, 1), &offs[1]))
-        return tl_err(TL_ERR_FORMAT, "%s: tensor '%s': data_offsets are not non-negative integers",
+        return tl__err(TL_ERR_FORMAT, "%s: tensor '%s': data_offsets are not non-negative integers",
                       path, name);
-    return tl_fmt_tensor_size(t, path);
+    return tl__fmt_tensor_size(t, path);
 }
 
 typedef struct st_order {
@@ -127,23 +127,23 @@ static int cmp_order(const void *a, const void *b) {
     return 0;
 }
 
-static tl_status parse_metadata(const cJSON *md, const char *path, tl_fmt_file *f) {
+static tl_status parse_metadata(const cJSON *md, const char *path, tl__fmt_file *f) {
     if (!cJSON_IsObject(md))
-        return tl_err(TL_ERR_FORMAT, "%s: __metadata__ is not an object", path);
+        return tl__err(TL_ERR_FORMAT, "%s: __metadata__ is not an object", path);
     const cJSON *e;
     size_t n = 0;
     cJSON_ArrayForEach(e, md) n++;
     if (!n) return TL_OK;
-    f->meta = tl_os_calloc(n, sizeof *f->meta);
-    if (!f->meta) return tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
+    f->meta = tl__os_calloc(n, sizeof *f->meta);
+    if (!f->meta) return tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
     cJSON_ArrayForEach(e, md) {
         if (!cJSON_IsString(e))
-            return tl_err(TL_ERR_FORMAT, "%s: __metadata__ key '%s' is not a string", path,
+            return tl__err(TL_ERR_FORMAT, "%s: __metadata__ key '%s' is not a string", path,
                           e->string);
-        tl_fmt_meta *fm = &f->meta[f->n_meta++];
-        fm->m.key = tl_os_strdup(e->string);
-        fm->owned = tl_os_strdup(e->valuestring);
-        if (!fm->m.key || !fm->owned) return tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
+        tl__fmt_meta *fm = &f->meta[f->n_meta++];
+        fm->m.key = tl__os_strdup(e->string);
+        fm->owned = tl__os_strdup(e->valuestring);
+        if (!fm->m.key || !fm->owned) return tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
         fm->m.type = TL_META_STRING;
         fm->m.v.s.ptr = fm->owned;
         fm->m.v.s.len = strlen(fm->owned);
@@ -152,7 +152,7 @@ static tl_status parse_metadata(const cJSON *md, const char *path, tl_fmt_file *
 }
 
 static tl_status parse_header(const cJSON *root, const char *path, uint64_t data_off, uint64_t size,
-                              tl_fmt_file *f) {
+                              tl__fmt_file *f) {
     size_t n = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, root) {
@@ -160,11 +160,11 @@ static tl_status parse_header(const cJSON *root, const char *path, uint64_t data
     }
     st_order *ord = NULL;
     if (n) {
-        f->tensors = tl_os_calloc(n, sizeof *f->tensors);
-        ord = tl_os_calloc(n, sizeof *ord);
+        f->tensors = tl__os_calloc(n, sizeof *f->tensors);
+        ord = tl__os_calloc(n, sizeof *ord);
         if (!f->tensors || !ord) {
             free(ord);
-            return tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
+            return tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
         }
     }
     tl_status st = TL_OK;
@@ -173,17 +173,17 @@ static tl_status parse_header(const cJSON *root, const char *path, uint64_t data
         if (st) break;
         if (!strcmp(e->string, "__metadata__")) {
             if (seen_meta)
-                st = tl_err(TL_ERR_FORMAT, "%s: duplicate __metadata__", path);
+                st = tl__err(TL_ERR_FORMAT, "%s: duplicate __metadata__", path);
             else
                 st = parse_metadata(e, path, f);
             seen_meta = true;
             continue;
         }
         size_t i = f->n_tensors++;
-        tl_fmt_tensor *t = &f->tensors[i];
-        t->name = tl_os_strdup(e->string);
+        tl__fmt_tensor *t = &f->tensors[i];
+        t->name = tl__os_strdup(e->string);
         if (!t->name) {
-            st = tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
+            st = tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
             break;
         }
         uint64_t offs[2] = {0, 0};
@@ -193,35 +193,35 @@ static tl_status parse_header(const cJSON *root, const char *path, uint64_t data
     if (!st && n) qsort(ord, n, sizeof *ord, cmp_order);
     uint64_t expect = 0;
     for (size_t k = 0; k < n && !st; k++) {
-        tl_fmt_tensor *t = &f->tensors[ord[k].i];
+        tl__fmt_tensor *t = &f->tensors[ord[k].i];
         if (ord[k].begin != expect)
             st =
-                tl_err(TL_ERR_FORMAT,
+                tl__err(TL_ERR_FORMAT,
                        "%s: tensor '%s': data starts at %llu, expected %llu (hole or overlap)",
                        path, t->name, (unsigned long long)ord[k].begin, (unsigned long long)expect);
         else if (ord[k].end < ord[k].begin)
-            st = tl_err(TL_ERR_FORMAT, "%s: tensor '%s': data_offsets end before they begin", path,
+            st = tl__err(TL_ERR_FORMAT, "%s: tensor '%s': data_offsets end before they begin", path,
                         t->name);
         else if (ord[k].end - ord[k].begin != t->nbytes)
-            st = tl_err(TL_ERR_FORMAT,
+            st = tl__err(TL_ERR_FORMAT,
                         "%s: tensor '%s': data_offsets span %llu bytes but %s%s needs %llu", path,
                         t->name, (unsigned long long)(ord[k].end - ord[k].begin),
                         tl_dtype_name(t->dtype), " of its shape", (unsigned long long)t->nbytes);
-        else if (!tl_add_u64(data_off, ord[k].begin, &t->offset))
-            st = tl_err(TL_ERR_FORMAT, "%s: tensor '%s': offset overflows", path, t->name);
+        else if (!tl__add_u64(data_off, ord[k].begin, &t->offset))
+            st = tl__err(TL_ERR_FORMAT, "%s: tensor '%s': offset overflows", path, t->name);
         expect = ord[k].end;
     }
     uint64_t end;
-    if (!st && (!tl_add_u64(data_off, expect, &end) || end != size))
-        st = tl_err(TL_ERR_FORMAT,
+    if (!st && (!tl__add_u64(data_off, expect, &end) || end != size))
+        st = tl__err(TL_ERR_FORMAT,
                     "%s: data section is %llu bytes but the file holds %llu after the header%s",
                     path, (unsigned long long)expect, (unsigned long long)(size - data_off),
                     end < size ? " (trailing bytes)" : " (file is truncated)");
     if (!st && n) {
         /* Catalog order: storage order. */
-        tl_fmt_tensor *sorted = tl_os_calloc(n, sizeof *sorted);
+        tl__fmt_tensor *sorted = tl__os_calloc(n, sizeof *sorted);
         if (!sorted)
-            st = tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
+            st = tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
         else {
             for (size_t k = 0; k < n; k++)
                 sorted[k] = f->tensors[ord[k].i];
@@ -233,48 +233,48 @@ static tl_status parse_header(const cJSON *root, const char *path, uint64_t data
     return st;
 }
 
-tl_status tl_safetensors_parse(const uint8_t *data, uint64_t size, const char *path,
-                               tl_fmt_file *out) {
+tl_status tl__safetensors_parse(const uint8_t *data, uint64_t size, const char *path,
+                               tl__fmt_file *out) {
     memset(out, 0, sizeof *out);
     if (size < 8)
-        return tl_err(TL_ERR_FORMAT,
+        return tl__err(TL_ERR_FORMAT,
                       "%s: truncated safetensors: %llu bytes, fewer than the 8-byte header length",
                       path, (unsigned long long)size);
     uint64_t n;
     memcpy(&n, data, 8);
     if (n > ST_MAX_HEADER)
-        return tl_err(TL_ERR_FORMAT,
+        return tl__err(TL_ERR_FORMAT,
                       "%s: safetensors header length %llu exceeds the 100000000-byte limit", path,
                       (unsigned long long)n);
-    if (!tl_range_ok(8, n, size))
-        return tl_err(TL_ERR_FORMAT,
+    if (!tl__range_ok(8, n, size))
+        return tl__err(TL_ERR_FORMAT,
                       "%s: truncated safetensors: header length %llu runs past the end of the file "
                       "(%llu bytes)",
                       path, (unsigned long long)n, (unsigned long long)size);
     const uint8_t *h = data + 8;
     if (n == 0 || h[0] != '{')
-        return tl_err(TL_ERR_FORMAT, "%s: safetensors header does not start with '{'", path);
+        return tl__err(TL_ERR_FORMAT, "%s: safetensors header does not start with '{'", path);
     if (memchr(h, 0, (size_t)n))
-        return tl_err(TL_ERR_FORMAT, "%s: safetensors header contains a NUL byte", path);
+        return tl__err(TL_ERR_FORMAT, "%s: safetensors header contains a NUL byte", path);
     if (!utf8_valid(h, n))
-        return tl_err(TL_ERR_FORMAT, "%s: safetensors header is not valid UTF-8", path);
+        return tl__err(TL_ERR_FORMAT, "%s: safetensors header is not valid UTF-8", path);
 
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts((const char *)h, (size_t)n, &end, false);
     if (!root) {
         const char *ep = cJSON_GetErrorPtr();
         long at = ep ? (long)(ep - (const char *)h) : -1;
-        return tl_err(TL_ERR_FORMAT, "%s: safetensors header is not valid JSON (near byte %ld)",
+        return tl__err(TL_ERR_FORMAT, "%s: safetensors header is not valid JSON (near byte %ld)",
                       path, at + 8);
     }
     for (const char *p = end; p && p < (const char *)h + n; p++) {
         if (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t') {
             cJSON_Delete(root);
-            return tl_err(TL_ERR_FORMAT, "%s: safetensors header has bytes after its JSON object",
+            return tl__err(TL_ERR_FORMAT, "%s: safetensors header has bytes after its JSON object",
                           path);
         }
     }
-    tl_fmt_file f;
+    tl__fmt_file f;
     memset(&f, 0, sizeof f);
     f.format = TL_FORMAT_SAFETENSORS;
     f.version = -1;
@@ -282,11 +282,11 @@ tl_status tl_safetensors_parse(const uint8_t *data, uint64_t size, const char *p
     f.data_offset = 8 + n;
     tl_status st = cJSON_IsObject(root)
                        ? parse_header(root, path, f.data_offset, size, &f)
-                       : tl_err(TL_ERR_FORMAT, "%s: safetensors header is not a JSON object", path);
+                       : tl__err(TL_ERR_FORMAT, "%s: safetensors header is not a JSON object", path);
     cJSON_Delete(root);
-    if (!st) st = tl_fmt_check_unique(&f, path, false);
+    if (!st) st = tl__fmt_check_unique(&f, path, false);
     if (st) {
-        tl_fmt_file_free(&f);
+        tl__fmt_file_free(&f);
         return st;
     }
     *out = f;

@@ -77,7 +77,7 @@ static void wb_bytes(wbuf *b, const void *d, size_t n) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n + 1)
             cap = cap > SIZE_MAX / 2 ? SIZE_MAX : cap * 2;
-        unsigned char *p = tl_os_realloc(b->p, cap);
+        unsigned char *p = tl__os_realloc(b->p, cap);
         if (!p) {
             b->oom = true;
             return;
@@ -138,12 +138,12 @@ static void wb_json_str(wbuf *b, const char *s) {
 }
 
 tl_status tl_writer_create(tl_format format, tl_writer **out) {
-    if (!out) return tl_err(TL_ERR_INVALID_ARG, "writer: no output pointer");
+    if (!out) return tl__err(TL_ERR_INVALID_ARG, "writer: no output pointer");
     *out = NULL;
     if (format != TL_FORMAT_GGUF && format != TL_FORMAT_SAFETENSORS)
-        return tl_err(TL_ERR_INVALID_ARG, "writer: unknown format %d", (int)format);
-    tl_writer *w = tl_os_calloc(1, sizeof *w);
-    if (!w) return tl_err(TL_ERR_NOMEM, "writer: out of memory");
+        return tl__err(TL_ERR_INVALID_ARG, "writer: unknown format %d", (int)format);
+    tl_writer *w = tl__os_calloc(1, sizeof *w);
+    if (!w) return tl__err(TL_ERR_NOMEM, "writer: out of memory");
     w->format = format;
     w->version = 3;
     memcpy(w->magic, "GGUF", 4);
@@ -172,19 +172,19 @@ void tl_writer_destroy(tl_writer *w) {
 }
 
 static tl_status kvs_status(tl_writer *w, const char *key) {
-    return w->kvs.oom ? tl_err(TL_ERR_NOMEM, "writer: metadata %s: out of memory", key) : TL_OK;
+    return w->kvs.oom ? tl__err(TL_ERR_NOMEM, "writer: metadata %s: out of memory", key) : TL_OK;
 }
 
 static tl_status need_gguf(const tl_writer *w, const char *key) {
     if (w->format != TL_FORMAT_GGUF)
-        return tl_err(TL_ERR_UNSUPPORTED, "writer: metadata %s: safetensors metadata are strings",
+        return tl__err(TL_ERR_UNSUPPORTED, "writer: metadata %s: safetensors metadata are strings",
                       key);
     return TL_OK;
 }
 
 tl_status tl_writer_meta_raw(tl_writer *w, const char *key, tl_meta_type type, const void *value,
                              size_t len) {
-    if (!w || !key || (len && !value)) return tl_err(TL_ERR_INVALID_ARG, "writer: bad argument");
+    if (!w || !key || (len && !value)) return tl__err(TL_ERR_INVALID_ARG, "writer: bad argument");
     tl_status s = need_gguf(w, key);
     if (s) return s;
     wb_gguf_str(&w->kvs, key);
@@ -199,34 +199,34 @@ tl_status tl_writer_meta_u32(tl_writer *w, const char *key, uint32_t value) {
     for (int i = 0; i < 4; i++)
         le[i] = (unsigned char)(value >> (8 * i));
     tl_status s = tl_writer_meta_raw(w, key, TL_META_U32, le, 4);
-    if (s == TL_OK && !strcmp(key, "general.alignment") && tl_is_pow2(value)) w->align = value;
+    if (s == TL_OK && !strcmp(key, "general.alignment") && tl__is_pow2(value)) w->align = value;
     return s;
 }
 
 tl_status tl_writer_meta_string(tl_writer *w, const char *key, const char *value) {
-    if (!w || !key || !value) return tl_err(TL_ERR_INVALID_ARG, "writer: bad argument");
+    if (!w || !key || !value) return tl__err(TL_ERR_INVALID_ARG, "writer: bad argument");
     if (w->format == TL_FORMAT_GGUF) {
         wbuf v = {0};
         wb_gguf_str(&v, value);
-        tl_status s = v.oom ? tl_err(TL_ERR_NOMEM, "writer: metadata %s: out of memory", key)
+        tl_status s = v.oom ? tl__err(TL_ERR_NOMEM, "writer: metadata %s: out of memory", key)
                             : tl_writer_meta_raw(w, key, TL_META_STRING, v.p, v.len);
         free(v.p);
         return s;
     }
     if (w->n_meta == w->cap_meta) {
         size_t cap = w->cap_meta ? 2 * w->cap_meta : 8;
-        wmeta *m = tl_os_realloc(w->meta, cap * sizeof *m);
-        if (!m) return tl_err(TL_ERR_NOMEM, "writer: metadata %s: out of memory", key);
+        wmeta *m = tl__os_realloc(w->meta, cap * sizeof *m);
+        if (!m) return tl__err(TL_ERR_NOMEM, "writer: metadata %s: out of memory", key);
         w->meta = m;
         w->cap_meta = cap;
     }
     wmeta *m = &w->meta[w->n_meta];
-    m->key = tl_os_strdup(key);
-    m->value = tl_os_strdup(value);
+    m->key = tl__os_strdup(key);
+    m->value = tl__os_strdup(value);
     if (!m->key || !m->value) {
         free(m->key);
         free(m->value);
-        return tl_err(TL_ERR_NOMEM, "writer: metadata %s: out of memory", key);
+        return tl__err(TL_ERR_NOMEM, "writer: metadata %s: out of memory", key);
     }
     w->n_meta++;
     return TL_OK;
@@ -235,21 +235,21 @@ tl_status tl_writer_meta_string(tl_writer *w, const char *key, const char *value
 tl_status tl_writer_tensor(tl_writer *w, const char *name, tl_dtype dtype, uint32_t n_dims,
                            const int64_t *shape, uint64_t nbytes, size_t *index) {
     if (!w || !name || (n_dims && !shape))
-        return tl_err(TL_ERR_INVALID_ARG, "writer: bad argument");
+        return tl__err(TL_ERR_INVALID_ARG, "writer: bad argument");
     if (n_dims > TL_MAX_DIMS)
-        return tl_err(TL_ERR_INVALID_ARG, "writer: tensor %s: %u dimensions (at most %u)", name,
+        return tl__err(TL_ERR_INVALID_ARG, "writer: tensor %s: %u dimensions (at most %u)", name,
                       n_dims, TL_MAX_DIMS);
     if (w->n_t == w->cap_t) {
         size_t cap = w->cap_t ? 2 * w->cap_t : 16;
-        wtensor *t = tl_os_realloc(w->t, cap * sizeof *t);
-        if (!t) return tl_err(TL_ERR_NOMEM, "writer: tensor %s: out of memory", name);
+        wtensor *t = tl__os_realloc(w->t, cap * sizeof *t);
+        if (!t) return tl__err(TL_ERR_NOMEM, "writer: tensor %s: out of memory", name);
         w->t = t;
         w->cap_t = cap;
     }
     wtensor *t = &w->t[w->n_t];
     memset(t, 0, sizeof *t);
-    t->name = tl_os_strdup(name);
-    if (!t->name) return tl_err(TL_ERR_NOMEM, "writer: tensor %s: out of memory", name);
+    t->name = tl__os_strdup(name);
+    if (!t->name) return tl__err(TL_ERR_NOMEM, "writer: tensor %s: out of memory", name);
     t->dtype = dtype;
     t->n_dims = n_dims;
     if (n_dims) memcpy(t->shape, shape, n_dims * sizeof *shape);
@@ -271,7 +271,7 @@ static bool align_up(uint64_t x, uint64_t a, uint64_t *out) {
         *out = x;
         return true;
     }
-    if (!tl_add_u64(x, a - 1, &t)) return false;
+    if (!tl__add_u64(x, a - 1, &t)) return false;
     *out = t - t % a;
     return true;
 }
@@ -287,15 +287,15 @@ static tl_status lay_out(tl_writer *w, uint64_t align) {
         wtensor *t = &w->t[i];
         if (!t->explicit_off) t->off = run;
         uint64_t end;
-        if (!tl_add_u64(t->off, t->nbytes, &end)) {
+        if (!tl__add_u64(t->off, t->nbytes, &end)) {
             if (!t->explicit_off)
-                return tl_err(TL_ERR_INVALID_ARG, "writer: tensor %s: data offsets overflow",
+                return tl__err(TL_ERR_INVALID_ARG, "writer: tensor %s: data offsets overflow",
                               t->name);
             end = UINT64_MAX;
         }
         if (!align_up(end, align, &run)) {
             if (!t->explicit_off)
-                return tl_err(TL_ERR_INVALID_ARG, "writer: tensor %s: data offsets overflow",
+                return tl__err(TL_ERR_INVALID_ARG, "writer: tensor %s: data offsets overflow",
                               t->name);
             run = end;
         }
@@ -307,7 +307,7 @@ static tl_status lay_out(tl_writer *w, uint64_t align) {
 
 static tl_status header_gguf(tl_writer *w) {
     if (!w->counts_set && (w->n_t > TL_GGUF_MAX_TENSORS || w->n_kv > TL_GGUF_MAX_KV))
-        return tl_err(TL_ERR_INVALID_ARG,
+        return tl__err(TL_ERR_INVALID_ARG,
                       "writer: %zu tensors and %llu metadata keys: GGUF readers accept at most "
                       "%llu and %llu",
                       w->n_t, (unsigned long long)w->n_kv, (unsigned long long)TL_GGUF_MAX_TENSORS,
@@ -333,7 +333,7 @@ static tl_status header_gguf(tl_writer *w) {
     static const unsigned char zeros[64];
     uint64_t padded;
     if (!align_up(b->len, a, &padded))
-        return tl_err(TL_ERR_INVALID_ARG, "writer: header overflows");
+        return tl__err(TL_ERR_INVALID_ARG, "writer: header overflows");
     for (uint64_t left = padded - b->len; left && !b->oom;) {
         size_t k = left < sizeof zeros ? (size_t)left : sizeof zeros;
         wb_bytes(b, zeros, k);
@@ -369,7 +369,7 @@ static tl_status header_safetensors(tl_writer *w) {
         const char *dn = t->dtype_name ? t->dtype_name : tl_dtype_name(t->dtype);
         if (!dn) {
             free(h.p);
-            return tl_err(TL_ERR_INVALID_ARG, "writer: tensor %s: no safetensors name for dtype %d",
+            return tl__err(TL_ERR_INVALID_ARG, "writer: tensor %s: no safetensors name for dtype %d",
                           t->name, (int)t->dtype);
         }
         if (!first) wb_text(&h, ",");
@@ -393,12 +393,12 @@ static tl_status header_safetensors(tl_writer *w) {
         wb_text(&h, " ");
     if (h.oom) {
         free(h.p);
-        return tl_err(TL_ERR_NOMEM, "writer: safetensors header: out of memory");
+        return tl__err(TL_ERR_NOMEM, "writer: safetensors header: out of memory");
     }
     if (h.len > TL_ST_MAX_HEADER) {
         size_t n = h.len;
         free(h.p);
-        return tl_err(TL_ERR_INVALID_ARG,
+        return tl__err(TL_ERR_INVALID_ARG,
                       "writer: a %zu-byte safetensors header for %zu tensors: readers accept at "
                       "most %llu bytes",
                       n, w->n_t, (unsigned long long)TL_ST_MAX_HEADER);
@@ -410,14 +410,14 @@ static tl_status header_safetensors(tl_writer *w) {
 }
 
 tl_status tl_writer_header(tl_writer *w, const void **out, size_t *len) {
-    if (!w || !out || !len) return tl_err(TL_ERR_INVALID_ARG, "writer: bad argument");
+    if (!w || !out || !len) return tl__err(TL_ERR_INVALID_ARG, "writer: bad argument");
     *out = NULL;
     *len = 0;
-    if (w->kvs.oom) return tl_err(TL_ERR_NOMEM, "writer: out of memory");
+    if (w->kvs.oom) return tl__err(TL_ERR_NOMEM, "writer: out of memory");
     w->out.len = 0;
     w->out.oom = false;
     tl_status s = w->format == TL_FORMAT_GGUF ? header_gguf(w) : header_safetensors(w);
-    if (s == TL_OK && w->out.oom) s = tl_err(TL_ERR_NOMEM, "writer: header: out of memory");
+    if (s == TL_OK && w->out.oom) s = tl__err(TL_ERR_NOMEM, "writer: header: out of memory");
     if (s) return s;
     *out = w->out.p;
     *len = w->out.len;
@@ -434,51 +434,51 @@ uint64_t tl_writer_data_size(const tl_writer *w) {
 
 /* --- knobs (format/writer.h) --- */
 
-void tl_writer_set_version(tl_writer *w, uint32_t version) {
+void tl__writer_set_version(tl_writer *w, uint32_t version) {
     w->version = version;
 }
 
-void tl_writer_set_magic(tl_writer *w, const char magic[4]) {
+void tl__writer_set_magic(tl_writer *w, const char magic[4]) {
     memcpy(w->magic, magic, 4);
 }
 
-void tl_writer_set_counts(tl_writer *w, uint64_t n_tensors, uint64_t n_kv) {
+void tl__writer_set_counts(tl_writer *w, uint64_t n_tensors, uint64_t n_kv) {
     w->counts_set = true;
     w->w_n_tensors = n_tensors;
     w->w_n_kv = n_kv;
 }
 
-void tl_writer_set_layout_alignment(tl_writer *w, uint32_t align) {
+void tl__writer_set_layout_alignment(tl_writer *w, uint32_t align) {
     w->layout_align = align;
 }
 
-void tl_writer_set_tensor_offset(tl_writer *w, size_t i, uint64_t offset) {
+void tl__writer_set_tensor_offset(tl_writer *w, size_t i, uint64_t offset) {
     if (i >= w->n_t) return;
     w->t[i].explicit_off = true;
     w->t[i].off = offset;
 }
 
-void tl_writer_set_tensor_nbytes(tl_writer *w, size_t i, uint64_t nbytes) {
+void tl__writer_set_tensor_nbytes(tl_writer *w, size_t i, uint64_t nbytes) {
     if (i < w->n_t) w->t[i].nbytes = nbytes;
 }
 
-tl_status tl_writer_set_dtype_name(tl_writer *w, size_t i, const char *name) {
-    if (i >= w->n_t) return tl_err(TL_ERR_INVALID_ARG, "writer: no tensor %zu", i);
-    char *c = tl_os_strdup(name);
-    if (!c) return tl_err(TL_ERR_NOMEM, "writer: out of memory");
+tl_status tl__writer_set_dtype_name(tl_writer *w, size_t i, const char *name) {
+    if (i >= w->n_t) return tl__err(TL_ERR_INVALID_ARG, "writer: no tensor %zu", i);
+    char *c = tl__os_strdup(name);
+    if (!c) return tl__err(TL_ERR_NOMEM, "writer: out of memory");
     free(w->t[i].dtype_name);
     w->t[i].dtype_name = c;
     return TL_OK;
 }
 
-tl_status tl_writer_set_metadata_json(tl_writer *w, const char *json) {
+tl_status tl__writer_set_metadata_json(tl_writer *w, const char *json) {
     char *c = NULL;
-    if (json && !(c = tl_os_strdup(json))) return tl_err(TL_ERR_NOMEM, "writer: out of memory");
+    if (json && !(c = tl__os_strdup(json))) return tl__err(TL_ERR_NOMEM, "writer: out of memory");
     free(w->meta_json);
     w->meta_json = c;
     return TL_OK;
 }
 
-void tl_writer_set_header_pad(tl_writer *w, bool pad8) {
+void tl__writer_set_header_pad(tl_writer *w, bool pad8) {
     w->pad8 = pad8;
 }

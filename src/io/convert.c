@@ -7,7 +7,7 @@
 
 #include <string.h>
 
-unsigned tl_convert_elem_size(tl_dtype t) {
+unsigned tl__convert_elem_size(tl_dtype t) {
     switch (t) {
     case TL_DTYPE_F8_E4M3:
     case TL_DTYPE_F8_E5M2:
@@ -31,7 +31,7 @@ static bool is_float_target(tl_dtype t) {
 }
 
 bool tl_convert_supported(tl_dtype from, tl_dtype to) {
-    if (tl_convert_elem_size(from) == 0 || tl_convert_elem_size(to) == 0) return false;
+    if (tl__convert_elem_size(from) == 0 || tl__convert_elem_size(to) == 0) return false;
     if (from == to) return true;
     switch (from) {
     case TL_DTYPE_F32:
@@ -49,7 +49,7 @@ bool tl_convert_supported(tl_dtype from, tl_dtype to) {
     }
 }
 
-tl_dtype tl_convert_target(tl_dtype from, tl_dtype to) {
+tl_dtype tl__convert_target(tl_dtype from, tl_dtype to) {
     return tl_convert_supported(from, to) ? to : from;
 }
 
@@ -65,7 +65,7 @@ static inline float u2f(uint32_t u) {
 }
 
 /* After F. Giesen's float_to_half_fast3_rtne, with NaN payloads kept. */
-uint16_t tl_f32_to_f16(uint32_t x) {
+uint16_t tl__f32_to_f16(uint32_t x) {
     const uint32_t f32infty = 255u << 23, f16max = (127u + 16u) << 23;
     const uint32_t denorm_magic = ((127u - 15u) + (23u - 10u) + 1u) << 23;
     uint32_t sign = x & 0x80000000u;
@@ -86,7 +86,7 @@ uint16_t tl_f32_to_f16(uint32_t x) {
     return (uint16_t)(o | (sign >> 16));
 }
 
-uint32_t tl_f16_to_f32(uint16_t h) {
+uint32_t tl__f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
     if (e == 0x1f) return sign | 0x7f800000u | (m << 13);
@@ -103,14 +103,14 @@ uint32_t tl_f16_to_f32(uint16_t h) {
     return sign | ((e + 112u) << 23) | (m << 13);
 }
 
-uint16_t tl_f32_to_bf16(uint32_t x) {
+uint16_t tl__f32_to_bf16(uint32_t x) {
     if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
     uint32_t lsb = (x >> 16) & 1u;
     return (uint16_t)((x + 0x7fffu + lsb) >> 16);
 }
 
 /* F8_E4M3 (the "FN" variant of safetensors / PyTorch): bias 7, no Inf, NaN = S.1111.111. */
-uint32_t tl_f8e4m3_to_f32(uint8_t b) {
+uint32_t tl__f8e4m3_to_f32(uint8_t b) {
     uint32_t sign = (uint32_t)(b & 0x80u) << 24;
     uint32_t e = (b >> 3) & 0xfu, m = b & 7u;
     if (e == 15 && m == 7) return sign | 0x7fc00000u;
@@ -119,8 +119,8 @@ uint32_t tl_f8e4m3_to_f32(uint8_t b) {
 }
 
 /* F8_E5M2: the top byte of an F16. */
-uint32_t tl_f8e5m2_to_f32(uint8_t b) {
-    return tl_f16_to_f32((uint16_t)((uint16_t)b << 8));
+uint32_t tl__f8e5m2_to_f32(uint8_t b) {
+    return tl__f16_to_f32((uint16_t)((uint16_t)b << 8));
 }
 
 /* Load element i of src as f32 bits (float sources only). */
@@ -133,25 +133,25 @@ static inline uint32_t load_f32(tl_dtype from, const unsigned char *s, uint64_t 
         return u;
     case TL_DTYPE_F16:
         memcpy(&h, s + i * 2, 2);
-        return tl_f16_to_f32(h);
+        return tl__f16_to_f32(h);
     case TL_DTYPE_BF16:
         memcpy(&h, s + i * 2, 2);
         return (uint32_t)h << 16;
     case TL_DTYPE_F8_E4M3:
-        return tl_f8e4m3_to_f32(s[i]);
+        return tl__f8e4m3_to_f32(s[i]);
     case TL_DTYPE_F8_E5M2:
-        return tl_f8e5m2_to_f32(s[i]);
+        return tl__f8e5m2_to_f32(s[i]);
     default:
         return 0;
     }
 }
 
-bool tl_convert_run(tl_dtype to, void *dst, tl_dtype from, const void *src, uint64_t n,
+bool tl__convert_run(tl_dtype to, void *dst, tl_dtype from, const void *src, uint64_t n,
                     uint64_t *bad_index) {
     const unsigned char *s = src;
     unsigned char *d = dst;
     if (from == to) {
-        memcpy(d, s, (size_t)(n * tl_convert_elem_size(from)));
+        memcpy(d, s, (size_t)(n * tl__convert_elem_size(from)));
         return true;
     }
     if (from == TL_DTYPE_I64) {
@@ -197,13 +197,13 @@ bool tl_convert_run(tl_dtype to, void *dst, tl_dtype from, const void *src, uint
     uint32_t table[256];
     if (from == TL_DTYPE_F8_E4M3)
         for (unsigned b = 0; b < 256; b++)
-            table[b] = tl_f8e4m3_to_f32((uint8_t)b);
+            table[b] = tl__f8e4m3_to_f32((uint8_t)b);
     for (uint64_t i = 0; i < n; i++) {
         uint32_t u = from == TL_DTYPE_F8_E4M3 ? table[s[i]] : load_f32(from, s, i);
         if (to == TL_DTYPE_F32) {
             memcpy(d + i * 4, &u, 4);
         } else {
-            uint16_t h = to == TL_DTYPE_F16 ? tl_f32_to_f16(u) : tl_f32_to_bf16(u);
+            uint16_t h = to == TL_DTYPE_F16 ? tl__f32_to_f16(u) : tl__f32_to_bf16(u);
             memcpy(d + i * 2, &h, 2);
         }
     }
@@ -212,13 +212,13 @@ bool tl_convert_run(tl_dtype to, void *dst, tl_dtype from, const void *src, uint
 
 tl_status tl_convert(tl_dtype to, void *dst, tl_dtype from, const void *src, uint64_t n) {
     if (!tl_convert_supported(from, to))
-        return tl_err(TL_ERR_UNSUPPORTED, "no conversion from %s to %s",
+        return tl__err(TL_ERR_UNSUPPORTED, "no conversion from %s to %s",
                       tl_dtype_name(from) ? tl_dtype_name(from) : "?",
                       tl_dtype_name(to) ? tl_dtype_name(to) : "?");
-    if (n && (!dst || !src)) return tl_err(TL_ERR_INVALID_ARG, "tl_convert: NULL buffer");
+    if (n && (!dst || !src)) return tl__err(TL_ERR_INVALID_ARG, "tl_convert: NULL buffer");
     uint64_t bad = 0;
-    if (!tl_convert_run(to, dst, from, src, n, &bad))
-        return tl_err(TL_ERR_UNSUPPORTED, "element %llu does not fit in I32",
+    if (!tl__convert_run(to, dst, from, src, n, &bad))
+        return tl__err(TL_ERR_UNSUPPORTED, "element %llu does not fit in I32",
                       (unsigned long long)bad);
     return TL_OK;
 }

@@ -48,10 +48,10 @@ typedef struct chunk {
     uint64_t len;
 } chunk;
 
-struct tl_io_batch {
-    tl_io_engine *e;
+struct tl__io_batch {
+    tl__io_engine *e;
     int prio;
-    tl_io_xfer *x;
+    tl__io_xfer *x;
     size_t n_x;
     chunk *ch;
     size_t n_ch;
@@ -65,43 +65,43 @@ struct tl_io_batch {
     bool driver_taken, prefault_taken;
     tl_status err;
     char errmsg[1536];
-    tl_io_batch *qnext;
-    tl_io_done_fn on_done;
+    tl__io_batch *qnext;
+    tl__io_done_fn on_done;
     void *user;
     _Atomic uint64_t done_bytes;
     uint64_t total_bytes;
 };
 
-struct tl_io_engine {
-    tl_io_options o;
-    tl_staging staging;
+struct tl__io_engine {
+    tl__io_options o;
+    tl__staging staging;
     pthread_mutex_t mu;
     pthread_cond_t work; /* a task may be available, or stop */
     pthread_cond_t done; /* a batch finished */
-    tl_io_batch *head[TL_IO_PRIOS], *tail[TL_IO_PRIOS];
+    tl__io_batch *head[TL_IO_PRIOS], *tail[TL_IO_PRIOS];
     bool stop;
-    tl_os_thread *threads[MAX_WORKERS];
+    tl__os_thread *threads[MAX_WORKERS];
     unsigned n_threads;
-    tl_os_uring *ring; /* one queue, one driver at a time */
+    tl__os_uring *ring; /* one queue, one driver at a time */
     bool ring_busy;
 };
 
 /* --- one chunk --- */
 
-static tl_status fail(const tl_io_xfer *x, tl_status s, const char *what, uint64_t off, int e) {
+static tl_status fail(const tl__io_xfer *x, tl_status s, const char *what, uint64_t off, int e) {
     const char *why = e == ENODATA  ? "the file ends early (truncated or rewritten since it was opened)"
                       : e == EFAULT ? "the file was truncated under its mapping"
                                     : strerror(e);
     if (e == ENODATA || e == EFAULT) s = TL_ERR_CHANGED;
     if (x->name)
-        return tl_err(s, "%s: tensor %s: %s at %llu: %s", x->path ? x->path : "(memory)", x->name,
+        return tl__err(s, "%s: tensor %s: %s at %llu: %s", x->path ? x->path : "(memory)", x->name,
                       what, (unsigned long long)off, why);
-    return tl_err(s, "%s: %s at %llu: %s", x->path ? x->path : "(memory)", what,
+    return tl__err(s, "%s: %s at %llu: %s", x->path ? x->path : "(memory)", what,
                   (unsigned long long)off, why);
 }
 
 typedef struct conv_args {
-    const tl_io_xfer *x;
+    const tl__io_xfer *x;
     void *dst;
     const void *src;
     uint64_t n;
@@ -111,23 +111,23 @@ typedef struct conv_args {
 
 static void do_convert(void *a) {
     conv_args *c = a;
-    c->ok = tl_convert_run(c->x->to, c->dst, c->x->from, c->src, c->n, &c->bad);
+    c->ok = tl__convert_run(c->x->to, c->dst, c->x->from, c->src, c->n, &c->bad);
 }
 
 /* Take the worker's staging buffer on first need. */
-static tl_status need_stg(tl_io_engine *e, const tl_io_xfer *x, unsigned char **stg) {
+static tl_status need_stg(tl__io_engine *e, const tl__io_xfer *x, unsigned char **stg) {
     if (*stg) return TL_OK;
-    int err = tl_staging_take(&e->staging, stg);
+    int err = tl__staging_take(&e->staging, stg);
     if (err) return fail(x, TL_ERR_NOMEM, "staging buffer", 0, err);
     return TL_OK;
 }
 
-static tl_status move_chunk(tl_io_engine *e, const tl_io_xfer *x, const chunk *c,
+static tl_status move_chunk(tl__io_engine *e, const tl__io_xfer *x, const chunk *c,
                             unsigned char **stg) {
     uint64_t o = c->off, n = c->len;
     bool convert = x->from != x->to;
-    unsigned in = convert ? tl_convert_elem_size(x->from) : 1;
-    unsigned out = convert ? tl_convert_elem_size(x->to) : 1;
+    unsigned in = convert ? tl__convert_elem_size(x->from) : 1;
+    unsigned out = convert ? tl__convert_elem_size(x->to) : 1;
     int err;
     tl_status s;
     /* straight into host memory */
@@ -135,13 +135,13 @@ static tl_status move_chunk(tl_io_engine *e, const tl_io_xfer *x, const chunk *c
         unsigned char *dst = (unsigned char *)x->dst.host + o;
         uint64_t at = x->src.off + o;
         if (!x->src.direct) {
-            err = tl_os_pread_full(x->src.fd, dst, (size_t)n, at);
+            err = tl__os_pread_full(x->src.fd, dst, (size_t)n, at);
             return err ? fail(x, TL_ERR_IO, "read", at, err) : TL_OK;
         }
         uint64_t a0 = at & ~(ALIGN - 1), lead = at - a0;
         if (x->slack && ((uintptr_t)(dst - lead) % ALIGN) == 0) {
             size_t got = 0;
-            err = tl_os_pread_direct(x->src.fd, dst - lead, (size_t)up_align(lead + n), a0, &got);
+            err = tl__os_pread_direct(x->src.fd, dst - lead, (size_t)up_align(lead + n), a0, &got);
             if (!err && got < lead + n) err = ENODATA;
             return err ? fail(x, TL_ERR_IO, "direct read", at, err) : TL_OK;
         }
@@ -160,11 +160,11 @@ static tl_status move_chunk(tl_io_engine *e, const tl_io_xfer *x, const chunk *c
         if (x->src.direct) {
             uint64_t a0 = at & ~(ALIGN - 1), lead = at - a0;
             size_t got = 0;
-            err = tl_os_pread_direct(x->src.fd, *stg, (size_t)up_align(lead + n), a0, &got);
+            err = tl__os_pread_direct(x->src.fd, *stg, (size_t)up_align(lead + n), a0, &got);
             if (!err && got < lead + n) err = ENODATA;
             p = *stg + lead;
         } else {
-            err = tl_os_pread_full(x->src.fd, *stg, (size_t)n, at);
+            err = tl__os_pread_full(x->src.fd, *stg, (size_t)n, at);
             p = *stg;
         }
         if (err) return fail(x, TL_ERR_IO, "read", at, err);
@@ -173,7 +173,7 @@ static tl_status move_chunk(tl_io_engine *e, const tl_io_xfer *x, const chunk *c
     case TL_IO_DEVICE:
         if ((s = need_stg(e, x, stg))) return s;
         s = tl_device_copy_from(x->src.dev, *stg, x->src.dptr + o, n);
-        if (s) return tl_err_prefix(s, "%s%s%s", x->path ? x->path : "", x->name ? ": tensor " : "",
+        if (s) return tl__err_prefix(s, "%s%s%s", x->path ? x->path : "", x->name ? ": tensor " : "",
                                     x->name ? x->name : "");
         p = *stg;
         break;
@@ -184,14 +184,14 @@ static tl_status move_chunk(tl_io_engine *e, const tl_io_xfer *x, const chunk *c
             uint64_t t = 0;
             s = tl_device_copy_to_async(x->dst.dev, x->dst.dptr + o, p, n, &t);
             if (s)
-                return tl_err_prefix(s, "%s%s%s", x->path ? x->path : "",
+                return tl__err_prefix(s, "%s%s%s", x->path ? x->path : "",
                                      x->name ? ": tensor " : "", x->name ? x->name : "");
             *x->ticket = t;
             return TL_OK;
         }
         if (guarded && x->dst.kind != TL_IO_HOST) { /* never fault inside a device or a write */
             if ((s = need_stg(e, x, stg))) return s;
-            if (tl_os_guarded_copy(*stg, p, (size_t)n))
+            if (tl__os_guarded_copy(*stg, p, (size_t)n))
                 return fail(x, TL_ERR_CHANGED, "read of the mapping", o, EFAULT);
             p = *stg;
             guarded = false;
@@ -204,14 +204,14 @@ static tl_status move_chunk(tl_io_engine *e, const tl_io_xfer *x, const chunk *c
         unsigned char *dst = (unsigned char *)x->dst.host + o / in * out;
         if (convert) {
             conv_args a = {x, dst, p, n / in, false, 0};
-            if (guarded ? tl_os_guarded_call(do_convert, &a) != 0 : (do_convert(&a), false))
+            if (guarded ? tl__os_guarded_call(do_convert, &a) != 0 : (do_convert(&a), false))
                 return fail(x, TL_ERR_CHANGED, "read of the mapping", o, EFAULT);
             if (!a.ok)
-                return tl_err(TL_ERR_UNSUPPORTED, "%s: tensor %s: element %llu does not fit in %s",
+                return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s: element %llu does not fit in %s",
                               x->path ? x->path : "(memory)", x->name ? x->name : "?",
                               (unsigned long long)(o / in + a.bad), tl_dtype_name(x->to));
         } else if (guarded) {
-            if (tl_os_guarded_copy(dst, p, (size_t)n))
+            if (tl__os_guarded_copy(dst, p, (size_t)n))
                 return fail(x, TL_ERR_CHANGED, "read of the mapping", o, EFAULT);
         } else {
             memcpy(dst, p, (size_t)n);
@@ -220,19 +220,19 @@ static tl_status move_chunk(tl_io_engine *e, const tl_io_xfer *x, const chunk *c
     }
     case TL_IO_DEVICE:
         s = tl_device_copy_to(x->dst.dev, x->dst.dptr + o, p, n);
-        if (s) return tl_err_prefix(s, "%s%s%s", x->path ? x->path : "", x->name ? ": tensor " : "",
+        if (s) return tl__err_prefix(s, "%s%s%s", x->path ? x->path : "", x->name ? ": tensor " : "",
                                     x->name ? x->name : "");
         return TL_OK;
     case TL_IO_FILE:
-        err = tl_os_pwrite_full(x->dst.fd, p, (size_t)n, x->dst.off + o);
+        err = tl__os_pwrite_full(x->dst.fd, p, (size_t)n, x->dst.off + o);
         return err ? fail(x, TL_ERR_IO, "write", x->dst.off + o, err) : TL_OK;
     }
-    return tl_err(TL_ERR_INVALID_ARG, "io: bad destination kind %d", (int)x->dst.kind);
+    return tl__err(TL_ERR_INVALID_ARG, "io: bad destination kind %d", (int)x->dst.kind);
 }
 
 /* --- batches and workers --- */
 
-static void batch_fail_locked(tl_io_batch *b, tl_status s) {
+static void batch_fail_locked(tl__io_batch *b, tl_status s) {
     if (b->err == TL_OK) {
         b->err = s;
         snprintf(b->errmsg, sizeof b->errmsg, "%s", tl_last_error());
@@ -240,14 +240,14 @@ static void batch_fail_locked(tl_io_batch *b, tl_status s) {
     b->cancel = true;
 }
 
-static bool has_task_locked(const tl_io_batch *b) {
+static bool has_task_locked(const tl__io_batch *b) {
     if (b->cancel) return false;
     if (b->uring && (!b->driver_taken || !b->prefault_taken)) return true;
     return b->next < b->n_ch;
 }
 
-static void unqueue_locked(tl_io_engine *e, tl_io_batch *b) {
-    tl_io_batch **pp = &e->head[b->prio], *prev = NULL;
+static void unqueue_locked(tl__io_engine *e, tl__io_batch *b) {
+    tl__io_batch **pp = &e->head[b->prio], *prev = NULL;
     while (*pp && *pp != b) {
         prev = *pp;
         pp = &(*pp)->qnext;
@@ -259,12 +259,12 @@ static void unqueue_locked(tl_io_engine *e, tl_io_batch *b) {
 }
 
 /* Called with the lock held when a task of b ended; reports completion (unlocks around it). */
-static void task_end_locked(tl_io_engine *e, tl_io_batch *b) {
+static void task_end_locked(tl__io_engine *e, tl__io_batch *b) {
     b->busy--;
     if (b->busy == 0 && !has_task_locked(b) && !b->reporting) {
         b->reporting = true;
         unqueue_locked(e, b);
-        tl_io_done_fn cb = b->on_done;
+        tl__io_done_fn cb = b->on_done;
         void *user = b->user;
         tl_status err = b->err;
         if (cb) {
@@ -280,7 +280,7 @@ static void task_end_locked(tl_io_engine *e, tl_io_batch *b) {
 
 enum { TASK_CHUNK, TASK_DRIVER, TASK_PREFAULT };
 
-static void uring_drive(tl_io_engine *e, tl_io_batch *b) {
+static void uring_drive(tl__io_engine *e, tl__io_batch *b) {
     unsigned depth = e->o.staging_count;
     size_t inflight = 0;
     tl_status s = TL_OK;
@@ -292,10 +292,10 @@ static void uring_drive(tl_io_engine *e, tl_io_batch *b) {
             size_t k = b->next++;
             pthread_mutex_unlock(&e->mu);
             const chunk *c = &b->ch[k];
-            const tl_io_xfer *x = &b->x[c->xfer];
+            const tl__io_xfer *x = &b->x[c->xfer];
             uint64_t at = x->src.off + c->off, a0 = at & ~(ALIGN - 1), lead = at - a0;
             unsigned char *dst = (unsigned char *)x->dst.host + c->off - lead;
-            err = tl_os_uring_read(e->ring, x->src.fd, dst, (size_t)up_align(lead + c->len), a0, k);
+            err = tl__os_uring_read(e->ring, x->src.fd, dst, (size_t)up_align(lead + c->len), a0, k);
             pthread_mutex_lock(&e->mu);
             if (err) {
                 pthread_mutex_unlock(&e->mu);
@@ -309,19 +309,19 @@ static void uring_drive(tl_io_engine *e, tl_io_batch *b) {
         }
         pthread_mutex_unlock(&e->mu);
         if (inflight == 0) break;
-        if ((err = tl_os_uring_submit(e->ring)) != 0) {
-            s = tl_err(TL_ERR_IO, "io_uring submit: %s", strerror(err));
+        if ((err = tl__os_uring_submit(e->ring)) != 0) {
+            s = tl__err(TL_ERR_IO, "io_uring submit: %s", strerror(err));
             break;
         }
         uint64_t tag;
         int64_t res;
-        if ((err = tl_os_uring_wait(e->ring, &tag, &res)) != 0) {
-            s = tl_err(TL_ERR_IO, "io_uring wait: %s", strerror(err));
+        if ((err = tl__os_uring_wait(e->ring, &tag, &res)) != 0) {
+            s = tl__err(TL_ERR_IO, "io_uring wait: %s", strerror(err));
             break;
         }
         inflight--;
         const chunk *c = &b->ch[tag];
-        const tl_io_xfer *x = &b->x[c->xfer];
+        const tl__io_xfer *x = &b->x[c->xfer];
         uint64_t at = x->src.off + c->off, a0 = at & ~(ALIGN - 1), lead = at - a0;
         if (res < 0) {
             s = fail(x, TL_ERR_IO, "read", at, (int)-res);
@@ -331,7 +331,7 @@ static void uring_drive(tl_io_engine *e, tl_io_batch *b) {
             uint64_t have = (uint64_t)res & ~(ALIGN - 1);
             unsigned char *dst = (unsigned char *)x->dst.host + c->off - lead + have;
             size_t got = 0;
-            err = tl_os_pread_direct(x->src.fd, dst, (size_t)up_align(lead + c->len - have),
+            err = tl__os_pread_direct(x->src.fd, dst, (size_t)up_align(lead + c->len - have),
                                      a0 + have, &got);
             if (!err && have + got < lead + c->len) err = ENODATA;
             if (err) {
@@ -345,7 +345,7 @@ static void uring_drive(tl_io_engine *e, tl_io_batch *b) {
     while (inflight) {
         uint64_t tag;
         int64_t res;
-        if (tl_os_uring_wait(e->ring, &tag, &res) != 0) break;
+        if (tl__os_uring_wait(e->ring, &tag, &res) != 0) break;
         inflight--;
     }
     if (s != TL_OK) {
@@ -355,25 +355,25 @@ static void uring_drive(tl_io_engine *e, tl_io_batch *b) {
     }
 }
 
-static void prefault(tl_io_batch *b) {
+static void prefault(tl__io_batch *b) {
     for (size_t k = 0; k < b->n_ch; k++) {
         if (b->cancel) break; /* a racy read is fine: it only stops early */
         const chunk *c = &b->ch[k];
-        const tl_io_xfer *x = &b->x[c->xfer];
-        if (tl_os_populate_write((unsigned char *)x->dst.host + c->off, c->len) != 0) break;
+        const tl__io_xfer *x = &b->x[c->xfer];
+        if (tl__os_populate_write((unsigned char *)x->dst.host + c->off, c->len) != 0) break;
     }
 }
 
 static void *worker_main(void *arg) {
-    tl_io_engine *e = arg;
+    tl__io_engine *e = arg;
     unsigned char *stg = NULL;
     pthread_mutex_lock(&e->mu);
     for (;;) {
-        tl_io_batch *b = NULL;
+        tl__io_batch *b = NULL;
         int task = TASK_CHUNK;
         size_t k = 0;
         for (int p = 0; p < TL_IO_PRIOS && !b; p++)
-            for (tl_io_batch *q = e->head[p]; q && !b; q = q->qnext) {
+            for (tl__io_batch *q = e->head[p]; q && !b; q = q->qnext) {
                 if (!has_task_locked(q)) continue;
                 b = q;
                 if (q->uring && !q->driver_taken && !e->ring_busy) {
@@ -404,7 +404,7 @@ static void *worker_main(void *arg) {
             const chunk *c = &b->ch[k];
             tl_status s = move_chunk(e, &b->x[c->xfer], c, &stg);
             if (stg) {
-                tl_staging_give(&e->staging, stg);
+                tl__staging_give(&e->staging, stg);
                 stg = NULL;
             }
             if (s == TL_OK) {
@@ -428,28 +428,28 @@ static void *worker_main(void *arg) {
 
 /* --- public (internal) API --- */
 
-tl_status tl_io_engine_create(const tl_io_options *o, tl_io_engine **out) {
+tl_status tl__io_engine_create(const tl__io_options *o, tl__io_engine **out) {
     *out = NULL;
-    tl_io_engine *e = tl_os_calloc(1, sizeof *e);
-    if (!e) return tl_err(TL_ERR_NOMEM, "io: out of memory");
+    tl__io_engine *e = tl__os_calloc(1, sizeof *e);
+    if (!e) return tl__err(TL_ERR_NOMEM, "io: out of memory");
     if (o) e->o = *o;
     if (e->o.threads == 0) e->o.threads = 2;
     if (e->o.threads > MAX_WORKERS) e->o.threads = MAX_WORKERS;
     if (e->o.staging_count == 0) e->o.staging_count = 4;
     if (e->o.staging_size == 0) e->o.staging_size = 16ull << 20;
-    if (tl_staging_init(&e->staging, e->o.staging_count, e->o.staging_size)) {
+    if (tl__staging_init(&e->staging, e->o.staging_count, e->o.staging_size)) {
         free(e);
-        return tl_err(TL_ERR_NOMEM, "io: out of memory");
+        return tl__err(TL_ERR_NOMEM, "io: out of memory");
     }
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->work, NULL);
     pthread_cond_init(&e->done, NULL);
-    if (e->o.uring && tl_os_uring_open(e->o.staging_count, &e->ring) != 0) e->ring = NULL;
+    if (e->o.uring && tl__os_uring_open(e->o.staging_count, &e->ring) != 0) e->ring = NULL;
     for (unsigned i = 0; i < e->o.threads; i++) {
-        int err = tl_os_thread_start(&e->threads[i], worker_main, e);
+        int err = tl__os_thread_start(&e->threads[i], worker_main, e);
         if (err) {
-            tl_io_engine_destroy(e);
-            return tl_err(TL_ERR_NOMEM, "io: cannot start a worker thread: %s", strerror(err));
+            tl__io_engine_destroy(e);
+            return tl__err(TL_ERR_NOMEM, "io: cannot start a worker thread: %s", strerror(err));
         }
         e->n_threads++;
     }
@@ -457,71 +457,71 @@ tl_status tl_io_engine_create(const tl_io_options *o, tl_io_engine **out) {
     return TL_OK;
 }
 
-void tl_io_engine_destroy(tl_io_engine *e) {
+void tl__io_engine_destroy(tl__io_engine *e) {
     if (!e) return;
     pthread_mutex_lock(&e->mu);
     e->stop = true;
     for (int p = 0; p < TL_IO_PRIOS; p++)
-        for (tl_io_batch *q = e->head[p]; q; q = q->qnext)
+        for (tl__io_batch *q = e->head[p]; q; q = q->qnext)
             q->cancel = true;
     pthread_cond_broadcast(&e->work);
     pthread_mutex_unlock(&e->mu);
     for (unsigned i = 0; i < e->n_threads; i++)
-        tl_os_thread_join(e->threads[i]);
-    tl_os_uring_close(e->ring);
-    tl_staging_free(&e->staging);
+        tl__os_thread_join(e->threads[i]);
+    tl__os_uring_close(e->ring);
+    tl__staging_free(&e->staging);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->work);
     pthread_cond_destroy(&e->done);
     free(e);
 }
 
-struct tl_staging *tl_io_engine_staging(tl_io_engine *e) {
+struct tl__staging *tl__io_engine_staging(tl__io_engine *e) {
     return &e->staging;
 }
 
-uint64_t tl_io_engine_staging_size(const tl_io_engine *e) {
+uint64_t tl__io_engine_staging_size(const tl__io_engine *e) {
     return e->o.staging_size;
 }
 
-bool tl_io_engine_uring(const tl_io_engine *e) {
+bool tl__io_engine_uring(const tl__io_engine *e) {
     return e->ring != NULL;
 }
 
 /* Cut the transfers into chunks. */
-static tl_status make_chunks(tl_io_engine *e, tl_io_batch *b) {
+static tl_status make_chunks(tl__io_engine *e, tl__io_batch *b) {
     uint64_t stg = e->o.staging_size;
     size_t cap = 0;
     bool all_direct_host = e->ring != NULL && b->n_x > 0;
     for (size_t i = 0; i < b->n_x; i++) {
-        const tl_io_xfer *x = &b->x[i];
+        const tl__io_xfer *x = &b->x[i];
         bool convert = x->from != x->to;
         if (convert && x->dst.kind != TL_IO_HOST)
-            return tl_err(TL_ERR_UNSUPPORTED, "%s: tensor %s: conversion only into host memory",
+            return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s: conversion only into host memory",
                           x->path ? x->path : "", x->name ? x->name : "?");
-        if (convert && (!tl_convert_elem_size(x->from) || !tl_convert_elem_size(x->to)))
-            return tl_err(TL_ERR_UNSUPPORTED, "%s: tensor %s: no conversion from %s to %s",
+        if (convert && (!tl__convert_elem_size(x->from) || !tl__convert_elem_size(x->to)))
+            return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s: no conversion from %s to %s",
                           x->path ? x->path : "", x->name ? x->name : "?",
                           tl_dtype_name(x->from), tl_dtype_name(x->to));
         bool straight = x->src.kind == TL_IO_FILE && x->src.direct && x->dst.kind == TL_IO_HOST &&
                         !convert && x->slack;
         all_direct_host &= straight;
-        unsigned in = convert ? tl_convert_elem_size(x->from) : 1;
+        unsigned in = convert ? tl__convert_elem_size(x->from) : 1;
         uint64_t step = straight ? stg : (stg - 2 * ALIGN) / in * in;
         if (x->ticket) {
             if (x->src.kind != TL_IO_HOST || x->dst.kind != TL_IO_DEVICE || convert)
-                return tl_err(TL_ERR_INVALID_ARG, "io: async transfers go from host to device");
+                return tl__err(TL_ERR_INVALID_ARG, "io: async transfers go from host to device");
             step = x->len ? x->len : 1; /* one chunk: one ticket */
         }
         if (convert && x->len % in)
-            return tl_err(TL_ERR_INVALID_ARG, "%s: tensor %s: %llu bytes is not whole elements",
+            return tl__err(TL_ERR_INVALID_ARG, "%s: tensor %s: %llu bytes is not whole elements",
                           x->path ? x->path : "", x->name ? x->name : "?",
                           (unsigned long long)x->len);
         for (uint64_t o = 0; o < x->len; o += step) {
             if (b->n_ch == cap) {
                 size_t nc = cap ? cap * 2 : 16;
-                chunk *p = tl_os_realloc(b->ch, nc * sizeof *p);
-                if (!p) return tl_err(TL_ERR_NOMEM, "io: out of memory for %zu chunks", nc);
+                chunk *p = tl__os_realloc(b->ch, nc * sizeof *p);
+                if (!p) return tl__err(TL_ERR_NOMEM, "io: out of memory for %zu chunks", nc);
                 b->ch = p;
                 cap = nc;
             }
@@ -534,21 +534,21 @@ static tl_status make_chunks(tl_io_engine *e, tl_io_batch *b) {
     return TL_OK;
 }
 
-tl_status tl_io_submit(tl_io_engine *e, const tl_io_xfer *x, size_t n, int prio,
-                       tl_io_done_fn on_done, void *user, tl_io_batch **out) {
+tl_status tl__io_submit(tl__io_engine *e, const tl__io_xfer *x, size_t n, int prio,
+                       tl__io_done_fn on_done, void *user, tl__io_batch **out) {
     *out = NULL;
     if (prio < 0 || prio >= TL_IO_PRIOS)
-        return tl_err(TL_ERR_INVALID_ARG, "io: bad priority %d", prio);
-    tl_io_batch *b = tl_os_calloc(1, sizeof *b);
-    if (!b) return tl_err(TL_ERR_NOMEM, "io: out of memory");
+        return tl__err(TL_ERR_INVALID_ARG, "io: bad priority %d", prio);
+    tl__io_batch *b = tl__os_calloc(1, sizeof *b);
+    if (!b) return tl__err(TL_ERR_NOMEM, "io: out of memory");
     b->e = e;
     b->prio = prio;
     b->on_done = on_done;
     b->user = user;
-    b->x = tl_os_calloc(n ? n : 1, sizeof *b->x);
+    b->x = tl__os_calloc(n ? n : 1, sizeof *b->x);
     if (!b->x) {
         free(b);
-        return tl_err(TL_ERR_NOMEM, "io: out of memory for %zu transfers", n);
+        return tl__err(TL_ERR_NOMEM, "io: out of memory for %zu transfers", n);
     }
     if (n) memcpy(b->x, x, n * sizeof *x);
     b->n_x = n;
@@ -578,8 +578,8 @@ tl_status tl_io_submit(tl_io_engine *e, const tl_io_xfer *x, size_t n, int prio,
     return TL_OK;
 }
 
-void tl_io_wait(tl_io_batch *b, double timeout_s, bool *done) {
-    tl_io_engine *e = b->e;
+void tl__io_wait(tl__io_batch *b, double timeout_s, bool *done) {
+    tl__io_engine *e = b->e;
     pthread_mutex_lock(&e->mu);
     if (timeout_s < 0) {
         while (!b->finished)
@@ -601,17 +601,17 @@ void tl_io_wait(tl_io_batch *b, double timeout_s, bool *done) {
     pthread_mutex_unlock(&e->mu);
 }
 
-tl_status tl_io_status(tl_io_batch *b) {
+tl_status tl__io_status(tl__io_batch *b) {
     pthread_mutex_lock(&b->e->mu);
     tl_status s = b->err;
     char msg[sizeof b->errmsg];
     memcpy(msg, b->errmsg, sizeof msg);
     pthread_mutex_unlock(&b->e->mu);
-    if (s) return tl_err(s, "%s", msg);
+    if (s) return tl__err(s, "%s", msg);
     return TL_OK;
 }
 
-void tl_io_cancel(tl_io_batch *b) {
+void tl__io_cancel(tl__io_batch *b) {
     pthread_mutex_lock(&b->e->mu);
     if (!b->cancel && b->err == TL_OK) {
         b->cancel = true;
@@ -626,38 +626,38 @@ void tl_io_cancel(tl_io_batch *b) {
     pthread_mutex_unlock(&b->e->mu);
 }
 
-uint64_t tl_io_done_bytes(const tl_io_batch *b) {
-    return atomic_load(&((tl_io_batch *)b)->done_bytes);
+uint64_t tl__io_done_bytes(const tl__io_batch *b) {
+    return atomic_load(&((tl__io_batch *)b)->done_bytes);
 }
 
-uint64_t tl_io_total_bytes(const tl_io_batch *b) {
+uint64_t tl__io_total_bytes(const tl__io_batch *b) {
     return b->total_bytes;
 }
 
-void tl_io_batch_destroy(tl_io_batch *b) {
+void tl__io_batch_destroy(tl__io_batch *b) {
     if (!b) return;
-    tl_io_cancel(b);
-    tl_io_wait(b, -1, NULL);
+    tl__io_cancel(b);
+    tl__io_wait(b, -1, NULL);
     free(b->ch);
     free(b->x);
     free(b);
 }
 
-tl_status tl_io_run(tl_io_engine *e, const tl_io_xfer *x, size_t n, int prio) {
-    tl_io_batch *b;
-    tl_status s = tl_io_submit(e, x, n, prio, NULL, NULL, &b);
+tl_status tl__io_run(tl__io_engine *e, const tl__io_xfer *x, size_t n, int prio) {
+    tl__io_batch *b;
+    tl_status s = tl__io_submit(e, x, n, prio, NULL, NULL, &b);
     if (s) return s;
-    tl_io_wait(b, -1, NULL);
-    s = tl_io_status(b);
-    tl_io_batch_destroy(b);
+    tl__io_wait(b, -1, NULL);
+    s = tl__io_status(b);
+    tl__io_batch_destroy(b);
     return s;
 }
 
-tl_status tl_io_issue(tl_io_engine *e, const tl_io_xfer *x, size_t n) {
+tl_status tl__io_issue(tl__io_engine *e, const tl__io_xfer *x, size_t n) {
     for (size_t i = 0; i < n; i++) {
         if (!x[i].ticket || x[i].src.kind != TL_IO_HOST || x[i].dst.kind != TL_IO_DEVICE ||
             x[i].from != x[i].to)
-            return tl_err(TL_ERR_INVALID_ARG, "io: only async host-to-device copies are issued "
+            return tl__err(TL_ERR_INVALID_ARG, "io: only async host-to-device copies are issued "
                                               "on the caller's thread");
         chunk c = {i, 0, x[i].len};
         tl_status s = move_chunk(e, &x[i], &c, NULL);

@@ -22,14 +22,14 @@
 
 #include "tierload.h"
 
-typedef enum tl_io_kind {
+typedef enum tl__io_kind {
     TL_IO_FILE = 1,   /* fd + offset */
     TL_IO_HOST = 2,   /* host address */
     TL_IO_DEVICE = 3, /* device + device pointer */
-} tl_io_kind;
+} tl__io_kind;
 
-typedef struct tl_io_end {
-    tl_io_kind kind;
+typedef struct tl__io_end {
+    tl__io_kind kind;
     int fd;          /* FILE */
     bool direct;     /* FILE source opened with O_DIRECT (aligned reads are made) */
     uint64_t off;    /* FILE */
@@ -37,10 +37,10 @@ typedef struct tl_io_end {
     bool mapped;     /* HOST source that is a file mapping: read under the SIGBUS guard */
     tl_device *dev;  /* DEVICE (borrowed for the batch's life) */
     tl_devptr dptr;  /* DEVICE */
-} tl_io_end;
+} tl__io_end;
 
-typedef struct tl_io_xfer {
-    tl_io_end src, dst;
+typedef struct tl__io_xfer {
+    tl__io_end src, dst;
     uint64_t len;      /* source bytes */
     tl_dtype from, to; /* convert when they differ (destination must be HOST) */
     /*
@@ -58,49 +58,49 @@ typedef struct tl_io_xfer {
     uint64_t *ticket;
     const char *path; /* for messages: the file, and the tensor (may be NULL) */
     const char *name;
-} tl_io_xfer;
+} tl__io_xfer;
 
-typedef struct tl_io_options {
+typedef struct tl__io_options {
     unsigned threads;       /* workers; 0 = 2 */
     unsigned staging_count; /* 0 = 4 */
     uint64_t staging_size;  /* 0 = 16 MiB */
     bool uring;             /* use io_uring for direct reads when available */
-} tl_io_options;
+} tl__io_options;
 
-typedef struct tl_io_engine tl_io_engine;
-typedef struct tl_io_batch tl_io_batch;
+typedef struct tl__io_engine tl__io_engine;
+typedef struct tl__io_batch tl__io_batch;
 
 /* Batch priorities: lower runs first. */
 enum { TL_IO_DEMAND = 0, TL_IO_PREFETCH = 1, TL_IO_PRIOS = 2 };
 
-tl_status tl_io_engine_create(const tl_io_options *o, tl_io_engine **out);
+tl_status tl__io_engine_create(const tl__io_options *o, tl__io_engine **out);
 /* Cancels what is queued, waits for the workers, frees. Batches must be destroyed first. */
-void tl_io_engine_destroy(tl_io_engine *e);
+void tl__io_engine_destroy(tl__io_engine *e);
 /* The staging ring (for callers that stage outside a batch: verify, hashing). */
-struct tl_staging *tl_io_engine_staging(tl_io_engine *e);
-uint64_t tl_io_engine_staging_size(const tl_io_engine *e);
-bool tl_io_engine_uring(const tl_io_engine *e);
+struct tl__staging *tl__io_engine_staging(tl__io_engine *e);
+uint64_t tl__io_engine_staging_size(const tl__io_engine *e);
+bool tl__io_engine_uring(const tl__io_engine *e);
 
 /* Called once by the worker that finishes the batch (err TL_OK or the first failure). */
-typedef void (*tl_io_done_fn)(void *user, tl_io_batch *b, tl_status err);
+typedef void (*tl__io_done_fn)(void *user, tl__io_batch *b, tl_status err);
 
 /*
  * Submit n transfers (copied) as one batch. on_done may be NULL. The batch is
  * the caller's to destroy after it completes.
  */
-tl_status tl_io_submit(tl_io_engine *e, const tl_io_xfer *x, size_t n, int prio,
-                       tl_io_done_fn on_done, void *user, tl_io_batch **out);
+tl_status tl__io_submit(tl__io_engine *e, const tl__io_xfer *x, size_t n, int prio,
+                       tl__io_done_fn on_done, void *user, tl__io_batch **out);
 /* Wait up to timeout_s (< 0: forever). *done says whether it completed. */
-void tl_io_wait(tl_io_batch *b, double timeout_s, bool *done);
+void tl__io_wait(tl__io_batch *b, double timeout_s, bool *done);
 /* The outcome of a completed batch; on failure sets this thread's message. */
-tl_status tl_io_status(tl_io_batch *b);
+tl_status tl__io_status(tl__io_batch *b);
 /* Stop handing out the batch's chunks; chunks in progress finish. */
-void tl_io_cancel(tl_io_batch *b);
+void tl__io_cancel(tl__io_batch *b);
 /* Source bytes moved so far, and in all. */
-uint64_t tl_io_done_bytes(const tl_io_batch *b);
-uint64_t tl_io_total_bytes(const tl_io_batch *b);
+uint64_t tl__io_done_bytes(const tl__io_batch *b);
+uint64_t tl__io_total_bytes(const tl__io_batch *b);
 /* Cancel, wait and free (NULL is fine). */
-void tl_io_batch_destroy(tl_io_batch *b);
+void tl__io_batch_destroy(tl__io_batch *b);
 
 /*
  * Run the transfers on the calling thread, in order (no workers, no
@@ -109,9 +109,9 @@ void tl_io_batch_destroy(tl_io_batch *b);
  * caller's own device work (as cudaMemcpyAsync from the host thread does).
  * Other transfers are refused here.
  */
-tl_status tl_io_issue(tl_io_engine *e, const tl_io_xfer *x, size_t n);
+tl_status tl__io_issue(tl__io_engine *e, const tl__io_xfer *x, size_t n);
 
 /* Submit and wait: the whole list, with its status. */
-tl_status tl_io_run(tl_io_engine *e, const tl_io_xfer *x, size_t n, int prio);
+tl_status tl__io_run(tl__io_engine *e, const tl__io_xfer *x, size_t n, int prio);
 
 #endif

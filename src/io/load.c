@@ -56,7 +56,7 @@ typedef struct lfile {
     unsigned char *dest;
     uint64_t dest_len;
     int dfd;
-    tl_io_xfer *xf; /* the file's transfers */
+    tl__io_xfer *xf; /* the file's transfers */
     size_t n_xf, cap_xf;
     size_t *order; /* tensor indices of this file by offset */
     size_t n_order;
@@ -68,7 +68,7 @@ struct tl_load_result {
     lfile *files;
     size_t n_files;
     tl_load_stats stats;
-    tl_strbuf notes; /* best effort: an out-of-memory note is dropped */
+    tl__strbuf notes; /* best effort: an out-of-memory note is dropped */
 };
 
 typedef struct job {
@@ -77,7 +77,7 @@ typedef struct job {
     tl_load_options o;
     bool cold_buffered; /* TIERLOAD_COLD_PATH=buffered */
     bool no_uring;      /* TIERLOAD_NO_URING */
-    tl_io_engine *io;
+    tl__io_engine *io;
     uint64_t done; /* bytes of the files already loaded */
     uint64_t total;
     bool cancelled;
@@ -110,9 +110,9 @@ static void note(tl_load_result *r, const char *fmt, ...) __attribute__((format(
 static void note(tl_load_result *r, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    tl_strbuf_vprintf(&r->notes, fmt, ap);
+    tl__strbuf_vprintf(&r->notes, fmt, ap);
     va_end(ap);
-    tl_strbuf_printf(&r->notes, "\n");
+    tl__strbuf_printf(&r->notes, "\n");
 }
 
 static const char *tensor_name(job *j, size_t t) {
@@ -129,19 +129,19 @@ static bool report_progress(job *j, uint64_t now) {
 /* Run a file's transfers on the engine; progress on this thread every 50 ms. */
 static tl_status run_xfers(job *j, lfile *f) {
     if (f->n_xf == 0) return TL_OK;
-    tl_io_batch *b;
-    tl_status s = tl_io_submit(j->io, f->xf, f->n_xf, TL_IO_DEMAND, NULL, NULL, &b);
-    if (s) return tl_err_prefix(s, "%s", f->pub.path);
+    tl__io_batch *b;
+    tl_status s = tl__io_submit(j->io, f->xf, f->n_xf, TL_IO_DEMAND, NULL, NULL, &b);
+    if (s) return tl__err_prefix(s, "%s", f->pub.path);
     for (;;) {
         bool done;
-        tl_io_wait(b, 0.05, &done);
+        tl__io_wait(b, 0.05, &done);
         if (done) break;
-        if (!report_progress(j, j->done + tl_io_done_bytes(b))) tl_io_cancel(b);
+        if (!report_progress(j, j->done + tl__io_done_bytes(b))) tl__io_cancel(b);
     }
-    s = tl_io_status(b);
-    j->done += tl_io_done_bytes(b);
-    tl_io_batch_destroy(b);
-    if (j->cancelled) return tl_err(TL_ERR_CANCELLED, "load cancelled by the progress callback");
+    s = tl__io_status(b);
+    j->done += tl__io_done_bytes(b);
+    tl__io_batch_destroy(b);
+    if (j->cancelled) return tl__err(TL_ERR_CANCELLED, "load cancelled by the progress callback");
     return s;
 }
 
@@ -150,11 +150,11 @@ static tl_status run_xfers(job *j, lfile *f) {
  * message names the first tensor that no longer fits in it.
  */
 static tl_status check_stamp(job *j, size_t fi, const char *when) {
-    const tl_mfile *mf = &j->m->files[fi];
-    tl_os_stamp now;
-    int e = tl_os_fstamp(mf->fd, &now);
-    if (e) return tl_err(TL_ERR_IO, "%s: fstat: %s", mf->info.path, strerror(e));
-    if (tl_os_stamp_equal(&now, &mf->stamp)) return TL_OK;
+    const tl__mfile *mf = &j->m->files[fi];
+    tl__os_stamp now;
+    int e = tl__os_fstamp(mf->fd, &now);
+    if (e) return tl__err(TL_ERR_IO, "%s: fstat: %s", mf->info.path, strerror(e));
+    if (tl__os_stamp_equal(&now, &mf->stamp)) return TL_OK;
     const tl_tensor_info *cut = NULL;
     for (size_t i = 0; i < j->m->n_tensors; i++) {
         const tl_tensor_info *t = &j->m->tensors[i];
@@ -162,12 +162,12 @@ static tl_status check_stamp(job *j, size_t fi, const char *when) {
             cut = t;
     }
     if (cut)
-        return tl_err(TL_ERR_CHANGED,
+        return tl__err(TL_ERR_CHANGED,
                       "%s: tensor %s: the file was truncated %s (%llu bytes when opened, %llu "
                       "now): the tensor lies past its end",
                       mf->info.path, cut->name, when, (unsigned long long)mf->stamp.size,
                       (unsigned long long)now.size);
-    return tl_err(TL_ERR_CHANGED,
+    return tl__err(TL_ERR_CHANGED,
                   "%s: the file was rewritten %s (size %llu when opened, %llu now; modification "
                   "time changed): its bytes cannot be trusted",
                   mf->info.path, when, (unsigned long long)mf->stamp.size,
@@ -186,18 +186,18 @@ static void residency(job *j, size_t fi, uint64_t *bytes, double *frac) {
     uint64_t res = 0, tot = 0;
     *bytes = 0;
     if (frac) *frac = 0;
-    if (tl_os_file_residency(tl_model_file_fd(j->m, fi), fin->size, &res, &tot) != 0) return;
-    *bytes = res * tl_os_page_size();
+    if (tl__os_file_residency(tl_model_file_fd(j->m, fi), fin->size, &res, &tot) != 0) return;
+    *bytes = res * tl__os_page_size();
     if (*bytes > fin->size) *bytes = fin->size;
     if (frac) *frac = tot ? (double)res / (double)tot : 1.0;
 }
 
 /* Append a transfer, growing the array. */
-static tl_status add_xfer(lfile *f, const tl_io_xfer *x) {
+static tl_status add_xfer(lfile *f, const tl__io_xfer *x) {
     if (f->n_xf == f->cap_xf) {
         size_t nc = f->cap_xf ? f->cap_xf * 2 : 64;
-        tl_io_xfer *p = tl_os_realloc(f->xf, nc * sizeof *p);
-        if (!p) return tl_err(TL_ERR_NOMEM, "%s: out of memory", f->pub.path);
+        tl__io_xfer *p = tl__os_realloc(f->xf, nc * sizeof *p);
+        if (!p) return tl__err(TL_ERR_NOMEM, "%s: out of memory", f->pub.path);
         f->xf = p;
         f->cap_xf = nc;
     }
@@ -237,7 +237,7 @@ static void decide_mode(const job *j, lfile *f) {
 /* Direct mode needs an O_DIRECT descriptor; where it is refused, buffered instead. */
 static void open_direct(job *j, lfile *f) {
     if (f->pub.mode != TL_LOAD_DIRECT) return;
-    int e = tl_os_open_direct(f->pub.path, &f->dfd);
+    int e = tl__os_open_direct(f->pub.path, &f->dfd);
     if (!e) return;
     f->dfd = -1;
     f->pub.direct_fallback = true;
@@ -250,9 +250,9 @@ static void open_direct(job *j, lfile *f) {
 }
 
 /* The source of a tensor's bytes for a copy: the file, or its mapping when patched. */
-static tl_io_end source_of(job *j, lfile *f, size_t ti, uint64_t off) {
+static tl__io_end source_of(job *j, lfile *f, size_t ti, uint64_t off) {
     const tl_tensor_info *t = tl_model_tensor(j->m, ti);
-    tl_io_end e = {0};
+    tl__io_end e = {0};
     if (tl_model_tensor_patched(j->m, ti) || f->pub.mode == TL_LOAD_MMAP) {
         e.kind = TL_IO_HOST;
         e.host = (unsigned char *)j->m->files[t->file].map + off;
@@ -282,7 +282,7 @@ static uint64_t pack_align(const job *j) {
  * what 4 KiB pages do, while 4 KiB pages are never much worse than huge
  * ones (the figures are in docs/ARCHITECTURE.md, "Destination pages").
  */
-static tl_os_pages dest_pages(const job *j) {
+static tl__os_pages dest_pages(const job *j) {
     return j->o.hugepages && !j->o.no_hugepages ? TL_OS_PAGES_HUGE : TL_OS_PAGES_SMALL;
 }
 
@@ -311,9 +311,9 @@ static tl_status plan_file(job *j, lfile *f) {
             return TL_OK;
         }
         uint64_t len = up_direct(f->span_end - f->span_off);
-        int e = tl_os_anon_alloc(len, dest_pages(j), (void **)&f->dest, &f->dest_len);
+        int e = tl__os_anon_alloc(len, dest_pages(j), (void **)&f->dest, &f->dest_len);
         if (e)
-            return tl_err(TL_ERR_NOMEM, "%s: cannot allocate %llu bytes for its tensors: %s", path,
+            return tl__err(TL_ERR_NOMEM, "%s: cannot allocate %llu bytes for its tensors: %s", path,
                           (unsigned long long)len, strerror(e));
         /* the destination mirrors the file: large chunks straight from the file */
         size_t k = 0;
@@ -321,7 +321,7 @@ static tl_status plan_file(job *j, lfile *f) {
             uint64_t n = f->span_end - off < stg ? f->span_end - off : stg;
             while (k + 1 < f->n_order && tl_model_tensor(m, f->order[k + 1])->offset <= off)
                 k++;
-            tl_io_xfer x = {.len = n, .slack = true, .path = path, .name = tensor_name(j, f->order[k])};
+            tl__io_xfer x = {.len = n, .slack = true, .path = path, .name = tensor_name(j, f->order[k])};
             x.src.kind = TL_IO_FILE;
             x.src.direct = f->pub.mode == TL_LOAD_DIRECT;
             x.src.fd = x.src.direct ? f->dfd : tl_model_file_fd(m, first->file);
@@ -343,43 +343,43 @@ static tl_status plan_file(job *j, lfile *f) {
     uint64_t total = 0;
     for (size_t k = 0; k < f->n_order; k++) {
         const tl_tensor_info *t = tl_model_tensor(m, f->order[k]);
-        tl_dtype to = j->o.convert ? tl_convert_target(t->dtype, j->o.dtype) : t->dtype;
+        tl_dtype to = j->o.convert ? tl__convert_target(t->dtype, j->o.dtype) : t->dtype;
         if ((f->pub.mode == TL_LOAD_MMAP && to == t->dtype) || j->o.dest) continue;
-        uint64_t out = to == t->dtype ? t->nbytes : t->n_elements * tl_convert_elem_size(to);
-        if (!tl_align_up_u64(total, pack_align(j), &total) || !tl_add_u64(total, out, &total))
-            return tl_err(TL_ERR_FORMAT, "%s: tensor sizes overflow", path);
+        uint64_t out = to == t->dtype ? t->nbytes : t->n_elements * tl__convert_elem_size(to);
+        if (!tl__align_up_u64(total, pack_align(j), &total) || !tl__add_u64(total, out, &total))
+            return tl__err(TL_ERR_FORMAT, "%s: tensor sizes overflow", path);
     }
     if (total) {
-        int e = tl_os_anon_alloc(total, dest_pages(j), (void **)&f->dest, &f->dest_len);
+        int e = tl__os_anon_alloc(total, dest_pages(j), (void **)&f->dest, &f->dest_len);
         if (e)
-            return tl_err(TL_ERR_NOMEM, "%s: cannot allocate %llu bytes for its tensors: %s", path,
+            return tl__err(TL_ERR_NOMEM, "%s: cannot allocate %llu bytes for its tensors: %s", path,
                           (unsigned long long)total, strerror(e));
     }
     uint64_t pos = 0;
     for (size_t k = 0; k < f->n_order; k++) {
         size_t ti = f->order[k];
         const tl_tensor_info *t = tl_model_tensor(m, ti);
-        tl_dtype to = j->o.convert ? tl_convert_target(t->dtype, j->o.dtype) : t->dtype;
+        tl_dtype to = j->o.convert ? tl__convert_target(t->dtype, j->o.dtype) : t->dtype;
         if (f->pub.mode == TL_LOAD_MMAP && to == t->dtype && !j->o.dest) {
             j->r->tensors[ti] =
                 (tl_loaded_tensor){(const unsigned char *)tl_model_file_map(m, t->file) + t->offset,
                                    t->nbytes, t->dtype, true, false};
             continue;
         }
-        uint64_t out = to == t->dtype ? t->nbytes : t->n_elements * tl_convert_elem_size(to);
+        uint64_t out = to == t->dtype ? t->nbytes : t->n_elements * tl__convert_elem_size(to);
         unsigned char *at;
         if (j->o.dest) {
             at = j->o.dest(j->o.dest_user, ti, out, to);
             if (!at && out)
-                return tl_err(TL_ERR_INVALID_ARG, "%s: tensor %s: the destination callback gave no "
+                return tl__err(TL_ERR_INVALID_ARG, "%s: tensor %s: the destination callback gave no "
                               "memory for %llu bytes", path, t->name, (unsigned long long)out);
         } else {
-            tl_align_up_u64(pos, pack_align(j), &pos);
+            tl__align_up_u64(pos, pack_align(j), &pos);
             at = f->dest + pos;
             pos += out;
         }
         j->r->tensors[ti] = (tl_loaded_tensor){at, out, to, false, to != t->dtype};
-        tl_io_xfer x = {.len = t->nbytes,
+        tl__io_xfer x = {.len = t->nbytes,
                         .from = t->dtype,
                         .to = to,
                         .path = path,
@@ -393,12 +393,12 @@ static tl_status plan_file(job *j, lfile *f) {
     return TL_OK;
 }
 
-void tl_load_result_free(tl_load_result *r) {
+void tl_load_result_destroy(tl_load_result *r) {
     if (!r) return;
     for (size_t i = 0; i < r->n_files; i++) {
         lfile *f = &r->files[i];
-        if (f->dest) tl_os_anon_free(f->dest, f->dest_len);
-        if (f->dfd >= 0) tl_os_close(f->dfd);
+        if (f->dest) tl__os_anon_free(f->dest, f->dest_len);
+        if (f->dfd >= 0) tl__os_close(f->dfd);
         free(f->xf);
         free(f->order);
     }
@@ -420,7 +420,7 @@ static tl_status overlay_patches(job *j, lfile *f) {
         size_t ti = f->order[k];
         if (!tl_model_tensor_patched(j->m, ti)) continue;
         const tl_tensor_info *t = tl_model_tensor(j->m, ti);
-        tl_io_xfer x = {.len = t->nbytes, .path = f->pub.path, .name = t->name};
+        tl__io_xfer x = {.len = t->nbytes, .path = f->pub.path, .name = t->name};
         x.src = source_of(j, f, ti, t->offset);
         x.dst.kind = TL_IO_HOST;
         x.dst.host = (void *)j->r->tensors[ti].data;
@@ -429,8 +429,8 @@ static tl_status overlay_patches(job *j, lfile *f) {
     }
     if (f->n_xf == 0) return TL_OK;
     note(j->r, "%s: %zu patched tensor(s) taken from the mapping", f->pub.path, f->n_xf);
-    tl_status s = tl_io_run(j->io, f->xf, f->n_xf, TL_IO_DEMAND);
-    return s && !strstr(tl_last_error(), f->pub.path) ? tl_err_prefix(s, "%s", f->pub.path) : s;
+    tl_status s = tl__io_run(j->io, f->xf, f->n_xf, TL_IO_DEMAND);
+    return s && !strstr(tl_last_error(), f->pub.path) ? tl__err_prefix(s, "%s", f->pub.path) : s;
 }
 
 /* mmap mode with populate: fault the views in, tensor by tensor, so a failure names one. */
@@ -438,14 +438,14 @@ static tl_status populate_views(job *j, lfile *f, size_t fi) {
     const unsigned char *map = tl_model_file_map(j->m, fi);
     for (size_t k = 0; k < f->n_order; k++) {
         const tl_tensor_info *t = tl_model_tensor(j->m, f->order[k]);
-        int e = tl_os_populate_read(map + t->offset, t->nbytes);
+        int e = tl__os_populate_read(map + t->offset, t->nbytes);
         if (e == EFAULT || e == EIO) {
             tl_status s = check_stamp(j, fi, "while it was being loaded");
-            if (s) return tl_err_prefix(s, "tensor %s", t->name);
-            return tl_err(TL_ERR_CHANGED, "%s: tensor %s: populating the mapping failed (%s): "
+            if (s) return tl__err_prefix(s, "tensor %s", t->name);
+            return tl__err(TL_ERR_CHANGED, "%s: tensor %s: populating the mapping failed (%s): "
                           "the file changed under it", f->pub.path, t->name, strerror(e));
         }
-        if (e) return tl_err(TL_ERR_IO, "%s: tensor %s: populating the mapping: %s", f->pub.path,
+        if (e) return tl__err(TL_ERR_IO, "%s: tensor %s: populating the mapping: %s", f->pub.path,
                              t->name, strerror(e));
     }
     return TL_OK;
@@ -453,21 +453,21 @@ static tl_status populate_views(job *j, lfile *f, size_t fi) {
 
 static tl_status verify_file(job *j, lfile *f, size_t fi) {
     tl_model *m = j->m;
-    tl_staging *stg = tl_io_engine_staging(j->io);
+    tl__staging *stg = tl__io_engine_staging(j->io);
     unsigned char *a = NULL, *b = NULL;
     tl_status s = TL_OK;
-    int e = tl_staging_take(stg, &a);
-    if (!e) e = tl_staging_take(stg, &b);
-    if (e) s = tl_err(TL_ERR_NOMEM, "%s: verify: staging buffer: %s", f->pub.path, strerror(e));
+    int e = tl__staging_take(stg, &a);
+    if (!e) e = tl__staging_take(stg, &b);
+    if (e) s = tl__err(TL_ERR_NOMEM, "%s: verify: staging buffer: %s", f->pub.path, strerror(e));
     for (size_t k = 0; s == TL_OK && k < f->n_order; k++) {
         size_t ti = f->order[k];
         const tl_tensor_info *t = tl_model_tensor(m, ti);
         const void *patched = tl_model_tensor_patched(m, ti) ? tl_model_tensor_data(m, ti) : NULL;
-        s = tl_io_verify_tensor(tl_model_file_fd(m, fi), patched, f->pub.path, t,
+        s = tl__io_verify_tensor(tl_model_file_fd(m, fi), patched, f->pub.path, t,
                                 &j->r->tensors[ti], a, b, j->o.staging_size);
     }
-    if (a) tl_staging_give(stg, a);
-    if (b) tl_staging_give(stg, b);
+    if (a) tl__staging_give(stg, a);
+    if (b) tl__staging_give(stg, b);
     return s;
 }
 
@@ -475,10 +475,10 @@ static tl_status verify_file(job *j, lfile *f, size_t fi) {
 static tl_status load_file(job *j, size_t fi) {
     lfile *f = &j->r->files[fi];
     tl_model *m = j->m;
-    double t0 = tl_os_now();
+    double t0 = tl__os_now();
     tl_status s = check_stamp(j, fi, "after it was opened");
     if (s != TL_OK) return s;
-    f->pub.uring = f->pub.mode == TL_LOAD_DIRECT && !f->packed && tl_io_engine_uring(j->io);
+    f->pub.uring = f->pub.mode == TL_LOAD_DIRECT && !f->packed && tl__io_engine_uring(j->io);
     if (f->pub.mode == TL_LOAD_MMAP && !f->packed && j->o.populate) {
         s = populate_views(j, f, fi);
         if (s != TL_OK) return s;
@@ -487,9 +487,9 @@ static tl_status load_file(job *j, size_t fi) {
     if (s == TL_OK) s = overlay_patches(j, f);
     if (s != TL_OK) return s;
     if (f->pub.mode == TL_LOAD_MMAP && !f->packed) j->done += f->pub.bytes;
-    f->pub.seconds = tl_os_now() - t0;
+    f->pub.seconds = tl__os_now() - t0;
     if (!report_progress(j, j->done))
-        return tl_err(TL_ERR_CANCELLED, "load cancelled by the progress callback");
+        return tl__err(TL_ERR_CANCELLED, "load cancelled by the progress callback");
     if (j->o.verify) {
         /* the reference must be the file the catalog describes, not a rewritten one */
         s = check_stamp(j, fi, "while it was being loaded");
@@ -505,12 +505,12 @@ static tl_status load_file(job *j, size_t fi) {
         if (views) {
             note(j->r, "%s: not evicted: its tensors are views into its mapping", f->pub.path);
         } else {
-            int e = tl_os_fadvise_dontneed(tl_model_file_fd(m, fi), 0, 0);
+            int e = tl__os_fadvise_dontneed(tl_model_file_fd(m, fi), 0, 0);
             /* pages mapped by the catalog (headers) stay cached unless unmapped; a
                writable model may hold patches there, so it is left alone */
             if (!e && !m->writable) {
-                tl_os_drop_mapping_pages(tl_model_file_map(m, fi), f->pub.size);
-                e = tl_os_fadvise_dontneed(tl_model_file_fd(m, fi), 0, 0);
+                tl__os_drop_mapping_pages(tl_model_file_map(m, fi), f->pub.size);
+                e = tl__os_fadvise_dontneed(tl_model_file_fd(m, fi), 0, 0);
             }
             if (e)
                 note(j->r, "%s: eviction failed: %s", f->pub.path, strerror(e));
@@ -524,23 +524,23 @@ static tl_status load_file(job *j, size_t fi) {
 
 static tl_status check_options(const tl_load_options *in, tl_load_options *o) {
     tl_load_options_init(o);
-    tl_status st = tl_options_take(o, sizeof *o, in, "tl_load_options");
+    tl_status st = tl__options_take(o, sizeof *o, in, "tl_load_options");
     if (st) return st;
     if (o->align > 4096 || (o->align & (o->align - 1)))
-        return tl_err(TL_ERR_INVALID_ARG, "load: align must be 0 or a power of two up to 4096, "
+        return tl__err(TL_ERR_INVALID_ARG, "load: align must be 0 or a power of two up to 4096, "
                       "not %u", o->align);
     if (tl_load_mode_name(o->mode) == NULL)
-        return tl_err(TL_ERR_INVALID_ARG, "load: invalid mode %d", (int)o->mode);
+        return tl__err(TL_ERR_INVALID_ARG, "load: invalid mode %d", (int)o->mode);
     if (o->convert && o->dtype != TL_DTYPE_F32 && o->dtype != TL_DTYPE_F16 &&
         o->dtype != TL_DTYPE_BF16 && o->dtype != TL_DTYPE_I32)
-        return tl_err(TL_ERR_UNSUPPORTED, "load: cannot convert to %s (F32, F16, BF16 or I32)",
+        return tl__err(TL_ERR_UNSUPPORTED, "load: cannot convert to %s (F32, F16, BF16 or I32)",
                       tl_dtype_name(o->dtype) ? tl_dtype_name(o->dtype) : "an invalid type");
     if (o->threads == 0) o->threads = TL_LOAD_DEFAULT_THREADS;
     if (o->threads > MAX_THREADS) o->threads = MAX_THREADS;
     if (o->staging_size == 0) o->staging_size = TL_LOAD_DEFAULT_STAGING_SIZE;
-    if (!tl_align_up_u64(o->staging_size, 64 << 10, &o->staging_size) ||
+    if (!tl__align_up_u64(o->staging_size, 64 << 10, &o->staging_size) ||
         o->staging_size > (1ull << 31))
-        return tl_err(TL_ERR_INVALID_ARG, "load: staging buffers must be at most 2 GiB");
+        return tl__err(TL_ERR_INVALID_ARG, "load: staging buffers must be at most 2 GiB");
     if (o->staging_count == 0) o->staging_count = TL_LOAD_DEFAULT_STAGING_COUNT;
     if (o->staging_count < 2) o->staging_count = 2;
     if (o->staging_count > MAX_THREADS) o->staging_count = MAX_THREADS;
@@ -548,31 +548,31 @@ static tl_status check_options(const tl_load_options *in, tl_load_options *o) {
 }
 
 tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result **out) {
-    if (!out) return tl_err(TL_ERR_INVALID_ARG, "tl_model_load: out is NULL");
+    if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_model_load: out is NULL");
     *out = NULL;
-    if (!m) return tl_err(TL_ERR_INVALID_ARG, "tl_model_load: model is NULL");
+    if (!m) return tl__err(TL_ERR_INVALID_ARG, "tl_model_load: model is NULL");
     job j;
     memset(&j, 0, sizeof j);
     tl_status s = check_options(opts, &j.o);
     if (s != TL_OK) return s;
-    const char *env = tl_env_get(TL_ENV_COLD_PATH);
+    const char *env = tl__env_get(TL_ENV_COLD_PATH);
     j.cold_buffered = env && !strcmp(env, "buffered");
-    j.no_uring = tl_env_is_set(TL_ENV_NO_URING);
-    double t0 = tl_os_now();
+    j.no_uring = tl__env_is_set(TL_ENV_NO_URING);
+    double t0 = tl__os_now();
     tl_memwatch *watch = NULL;
-    s = tl_memwatch_start(j.o.sample_interval, &watch);
+    s = tl_memwatch_create(j.o.sample_interval, &watch);
     if (s != TL_OK) return s;
     j.m = m;
-    tl_load_result *r = tl_os_calloc(1, sizeof *r);
+    tl_load_result *r = tl__os_calloc(1, sizeof *r);
     if (!r) {
-        tl_memwatch_stop(watch, NULL);
-        return tl_err(TL_ERR_NOMEM, "load: out of memory");
+        tl_memwatch_destroy(watch, NULL);
+        return tl__err(TL_ERR_NOMEM, "load: out of memory");
     }
     j.r = r;
     r->n_tensors = tl_model_tensor_count(m);
-    r->tensors = tl_os_calloc(r->n_tensors ? r->n_tensors : 1, sizeof *r->tensors);
-    r->files = tl_os_calloc(tl_model_file_count(m) ? tl_model_file_count(m) : 1, sizeof *r->files);
-    size_t *order = tl_os_calloc(r->n_tensors ? r->n_tensors : 1, sizeof *order);
+    r->tensors = tl__os_calloc(r->n_tensors ? r->n_tensors : 1, sizeof *r->tensors);
+    r->files = tl__os_calloc(tl_model_file_count(m) ? tl_model_file_count(m) : 1, sizeof *r->files);
+    size_t *order = tl__os_calloc(r->n_tensors ? r->n_tensors : 1, sizeof *order);
     if (r->files) {
         /* every descriptor slot is "none" before anything can fail */
         r->n_files = tl_model_file_count(m);
@@ -581,17 +581,17 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
     }
     if (!r->tensors || !r->files || !order) {
         free(order);
-        tl_load_result_free(r);
-        tl_memwatch_stop(watch, NULL);
-        return tl_err(TL_ERR_NOMEM, "load: out of memory");
+        tl_load_result_destroy(r);
+        tl_memwatch_destroy(watch, NULL);
+        return tl__err(TL_ERR_NOMEM, "load: out of memory");
     }
-    tl_io_options io = {j.o.threads, j.o.staging_count, j.o.staging_size, !j.no_uring};
-    s = tl_io_engine_create(&io, &j.io);
+    tl__io_options io = {j.o.threads, j.o.staging_count, j.o.staging_size, !j.no_uring};
+    s = tl__io_engine_create(&io, &j.io);
     if (s != TL_OK) {
-        s = tl_err_prefix(s, "load");
+        s = tl__err_prefix(s, "load");
         free(order);
-        tl_load_result_free(r);
-        tl_memwatch_stop(watch, NULL);
+        tl_load_result_destroy(r);
+        tl_memwatch_destroy(watch, NULL);
         return s;
     }
     r->stats.threads = j.o.threads;
@@ -601,10 +601,10 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
         for (size_t k = 0; k < j.o.n_tensors; k++) {
             if (j.o.tensors[k] >= r->n_tensors) {
                 free(order);
-                tl_io_engine_destroy(j.io);
-                tl_load_result_free(r);
-                tl_memwatch_stop(watch, NULL);
-                return tl_err(TL_ERR_INVALID_ARG, "load: tensor index %zu out of range (%zu tensors)",
+                tl__io_engine_destroy(j.io);
+                tl_load_result_destroy(r);
+                tl_memwatch_destroy(watch, NULL);
+                return tl__err(TL_ERR_INVALID_ARG, "load: tensor index %zu out of range (%zu tensors)",
                               j.o.tensors[k], tl_model_tensor_count(m));
             }
             if (!r->tensors[j.o.tensors[k]].nbytes) { /* a mark against duplicates, reset below */
@@ -625,9 +625,9 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
         const tl_file_info *fin = tl_model_file(m, fi);
         f->pub.path = fin->path;
         f->pub.size = fin->size;
-        f->order = tl_os_calloc(fin->n_tensors ? fin->n_tensors : 1, sizeof *f->order);
+        f->order = tl__os_calloc(fin->n_tensors ? fin->n_tensors : 1, sizeof *f->order);
         if (!f->order) {
-            s = tl_err(TL_ERR_NOMEM, "load: out of memory");
+            s = tl__err(TL_ERR_NOMEM, "load: out of memory");
             break;
         }
         for (size_t k = 0; k < n_order; k++) {
@@ -635,7 +635,7 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
             if (t->file != fi || f->n_order >= fin->n_tensors) continue;
             f->order[f->n_order++] = order[k];
             f->pub.bytes += t->nbytes;
-            if (j.o.convert && tl_convert_target(t->dtype, j.o.dtype) != t->dtype) f->packed = true;
+            if (j.o.convert && tl__convert_target(t->dtype, j.o.dtype) != t->dtype) f->packed = true;
         }
         /* tensor by tensor into the caller's memory, or at aligned addresses */
         if (j.o.dest || j.o.align) f->packed = true;
@@ -653,23 +653,23 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
         r->stats.page_cache_before += f->pub.page_cache_before;
     }
     free(order);
-    double tr = tl_os_now();
+    double tr = tl__os_now();
     for (size_t fi = 0; s == TL_OK && fi < r->n_files; fi++)
         s = load_file(&j, fi);
-    r->stats.read_seconds = tl_os_now() - tr;
+    r->stats.read_seconds = tl__os_now() - tr;
     tl_memwatch_sample(watch);
-    r->stats.staging_used = tl_staging_used(tl_io_engine_staging(j.io));
-    tl_io_engine_destroy(j.io);
-    tl_memwatch_stop(watch, &r->stats.mem);
+    r->stats.staging_used = tl__staging_used(tl__io_engine_staging(j.io));
+    tl__io_engine_destroy(j.io);
+    tl_memwatch_destroy(watch, &r->stats.mem);
     if (s != TL_OK) {
-        tl_load_result_free(r);
+        tl_load_result_destroy(r);
         return s;
     }
     for (size_t i = 0; i < r->n_tensors; i++)
         r->stats.bytes_out += r->tensors[i].nbytes;
     for (size_t fi = 0; fi < r->n_files; fi++)
         r->stats.page_cache_after += r->files[fi].pub.page_cache_after;
-    r->stats.seconds = tl_os_now() - t0;
+    r->stats.seconds = tl__os_now() - t0;
     *out = r;
     return TL_OK;
 }

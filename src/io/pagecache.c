@@ -9,29 +9,29 @@
 #include <string.h>
 
 tl_status tl_file_page_cache(const char *path, uint64_t *resident, uint64_t *size) {
-    if (!path || !resident) return tl_err(TL_ERR_INVALID_ARG, "tl_file_page_cache: NULL argument");
+    if (!path || !resident) return tl__err(TL_ERR_INVALID_ARG, "tl_file_page_cache: NULL argument");
     int fd;
     uint64_t sz;
-    int e = tl_os_open_ro(path, &fd, &sz);
-    if (e) return tl_err(e == ENOENT ? TL_ERR_NOT_FOUND : TL_ERR_IO, "%s: %s", path, strerror(e));
+    int e = tl__os_open_ro(path, &fd, &sz);
+    if (e) return tl__err(e == ENOENT ? TL_ERR_NOT_FOUND : TL_ERR_IO, "%s: %s", path, strerror(e));
     uint64_t res = 0, tot = 0;
-    e = tl_os_file_residency(fd, sz, &res, &tot);
-    tl_os_close(fd);
-    if (e) return tl_err(TL_ERR_IO, "%s: mincore: %s", path, strerror(e));
-    uint64_t bytes = res * tl_os_page_size();
+    e = tl__os_file_residency(fd, sz, &res, &tot);
+    tl__os_close(fd);
+    if (e) return tl__err(TL_ERR_IO, "%s: mincore: %s", path, strerror(e));
+    uint64_t bytes = res * tl__os_page_size();
     *resident = bytes > sz ? sz : bytes;
     if (size) *size = sz;
     return TL_OK;
 }
 
 tl_status tl_file_evict(const char *path) {
-    if (!path) return tl_err(TL_ERR_INVALID_ARG, "tl_file_evict: NULL path");
+    if (!path) return tl__err(TL_ERR_INVALID_ARG, "tl_file_evict: NULL path");
     int fd;
     uint64_t sz;
-    int e = tl_os_open_ro(path, &fd, &sz);
-    if (e) return tl_err(e == ENOENT ? TL_ERR_NOT_FOUND : TL_ERR_IO, "%s: %s", path, strerror(e));
-    e = tl_os_fadvise_dontneed(fd, 0, 0);
-    tl_os_close(fd);
-    if (e) return tl_err(TL_ERR_IO, "%s: posix_fadvise(DONTNEED): %s", path, strerror(e));
+    int e = tl__os_open_ro(path, &fd, &sz);
+    if (e) return tl__err(e == ENOENT ? TL_ERR_NOT_FOUND : TL_ERR_IO, "%s: %s", path, strerror(e));
+    e = tl__os_fadvise_dontneed(fd, 0, 0);
+    tl__os_close(fd);
+    if (e) return tl__err(TL_ERR_IO, "%s: posix_fadvise(DONTNEED): %s", path, strerror(e));
     return TL_OK;
 }

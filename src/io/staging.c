@@ -8,12 +8,12 @@
 #include <errno.h>
 #include <stdlib.h>
 
-int tl_staging_init(tl_staging *s, unsigned count, uint64_t size) {
+int tl__staging_init(tl__staging *s, unsigned count, uint64_t size) {
     s->size = size;
     s->count = count;
     s->allocated = 0;
-    s->bufs = tl_os_calloc(count, sizeof *s->bufs);
-    s->busy = tl_os_calloc(count, sizeof *s->busy);
+    s->bufs = tl__os_calloc(count, sizeof *s->bufs);
+    s->busy = tl__os_calloc(count, sizeof *s->busy);
     if (!s->bufs || !s->busy) {
         free(s->bufs);
         free(s->busy);
@@ -26,7 +26,7 @@ int tl_staging_init(tl_staging *s, unsigned count, uint64_t size) {
     return 0;
 }
 
-int tl_staging_take(tl_staging *s, unsigned char **buf) {
+int tl__staging_take(tl__staging *s, unsigned char **buf) {
     pthread_mutex_lock(&s->mu);
     for (;;) {
         for (unsigned i = 0; i < s->allocated; i++) {
@@ -41,7 +41,7 @@ int tl_staging_take(tl_staging *s, unsigned char **buf) {
             void *p;
             uint64_t len;
             /* staging is reused, not kept: 4 KiB pages avoid 2 MiB rounding of the bound */
-            int e = tl_os_anon_alloc(s->size, false, &p, &len);
+            int e = tl__os_anon_alloc(s->size, false, &p, &len);
             if (e) {
                 pthread_mutex_unlock(&s->mu);
                 return e;
@@ -57,7 +57,7 @@ int tl_staging_take(tl_staging *s, unsigned char **buf) {
     }
 }
 
-void tl_staging_give(tl_staging *s, unsigned char *buf) {
+void tl__staging_give(tl__staging *s, unsigned char *buf) {
     pthread_mutex_lock(&s->mu);
     for (unsigned i = 0; i < s->allocated; i++)
         if (s->bufs[i] == buf) s->busy[i] = false;
@@ -65,14 +65,14 @@ void tl_staging_give(tl_staging *s, unsigned char *buf) {
     pthread_mutex_unlock(&s->mu);
 }
 
-uint64_t tl_staging_used(const tl_staging *s) {
+uint64_t tl__staging_used(const tl__staging *s) {
     return (uint64_t)s->allocated * s->size;
 }
 
-void tl_staging_free(tl_staging *s) {
+void tl__staging_free(tl__staging *s) {
     if (!s->bufs) return;
     for (unsigned i = 0; i < s->allocated; i++)
-        tl_os_anon_free(s->bufs[i], s->size);
+        tl__os_anon_free(s->bufs[i], s->size);
     free(s->bufs);
     free(s->busy);
     s->bufs = NULL;

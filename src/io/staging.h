@@ -11,7 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-typedef struct tl_staging {
+typedef struct tl__staging {
     uint64_t size;
     unsigned count;
     unsigned allocated;
@@ -19,15 +19,15 @@ typedef struct tl_staging {
     bool *busy;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-} tl_staging;
+} tl__staging;
 
 /* Set up an empty ring (no buffers yet); 0 or ENOMEM. */
-int tl_staging_init(tl_staging *s, unsigned count, uint64_t size);
+int tl__staging_init(tl__staging *s, unsigned count, uint64_t size);
 /* Take a free buffer (allocating one while under count; waiting otherwise); 0 or errno. */
-int tl_staging_take(tl_staging *s, unsigned char **buf);
-void tl_staging_give(tl_staging *s, unsigned char *buf);
+int tl__staging_take(tl__staging *s, unsigned char **buf);
+void tl__staging_give(tl__staging *s, unsigned char *buf);
 /* Bytes currently allocated. */
-uint64_t tl_staging_used(const tl_staging *s);
-void tl_staging_free(tl_staging *s);
+uint64_t tl__staging_used(const tl__staging *s);
+void tl__staging_free(tl__staging *s);
 
 #endif

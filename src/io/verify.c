@@ -25,18 +25,18 @@ static void do_hash(void *a) {
     h->h = XXH64(h->p, h->n, 0);
 }
 
-tl_status tl_io_verify_tensor(int fd, const void *patched, const char *path,
+tl_status tl__io_verify_tensor(int fd, const void *patched, const char *path,
                               const tl_tensor_info *t, const tl_loaded_tensor *lt, unsigned char *a,
                               unsigned char *b, uint64_t staging) {
     hash_args mh = {lt->data, (size_t)lt->nbytes, 0};
-    if (tl_os_guarded_call(do_hash, &mh))
-        return tl_err(TL_ERR_CHANGED, "%s: tensor %s: verify: the file was truncated under its "
+    if (tl__os_guarded_call(do_hash, &mh))
+        return tl__err(TL_ERR_CHANGED, "%s: tensor %s: verify: the file was truncated under its "
                       "mapping", path, t->name);
     XXH64_state_t *st = XXH64_createState();
-    if (!st) return tl_err(TL_ERR_NOMEM, "%s: tensor %s: verify: out of memory", path, t->name);
+    if (!st) return tl__err(TL_ERR_NOMEM, "%s: tensor %s: verify: out of memory", path, t->name);
     XXH64_reset(st, 0);
-    unsigned in = lt->converted ? tl_convert_elem_size(t->dtype) : 1;
-    unsigned out = lt->converted ? tl_convert_elem_size(lt->dtype) : 1;
+    unsigned in = lt->converted ? tl__convert_elem_size(t->dtype) : 1;
+    unsigned out = lt->converted ? tl__convert_elem_size(lt->dtype) : 1;
     uint64_t per = staging / (in > out ? in : out); /* elements per chunk */
     uint64_t total = lt->converted ? t->n_elements : t->nbytes;
     tl_status s = TL_OK;
@@ -44,11 +44,11 @@ tl_status tl_io_verify_tensor(int fd, const void *patched, const char *path,
         uint64_t n = total - e0 < per ? total - e0 : per;
         int err;
         if (patched)
-            err = tl_os_guarded_copy(a, (const unsigned char *)patched + e0 * in, (size_t)(n * in));
+            err = tl__os_guarded_copy(a, (const unsigned char *)patched + e0 * in, (size_t)(n * in));
         else
-            err = tl_os_pread_full(fd, a, (size_t)(n * in), t->offset + e0 * in);
+            err = tl__os_pread_full(fd, a, (size_t)(n * in), t->offset + e0 * in);
         if (err) {
-            s = tl_err(err == ENODATA || err == EFAULT ? TL_ERR_CHANGED : TL_ERR_IO,
+            s = tl__err(err == ENODATA || err == EFAULT ? TL_ERR_CHANGED : TL_ERR_IO,
                        "%s: tensor %s: verify read at %llu: %s", path, t->name,
                        (unsigned long long)(t->offset + e0 * in),
                        err == ENODATA   ? "the file ends early (truncated?)"
@@ -58,8 +58,8 @@ tl_status tl_io_verify_tensor(int fd, const void *patched, const char *path,
         }
         if (lt->converted) {
             uint64_t bad;
-            if (!tl_convert_run(lt->dtype, b, t->dtype, a, n, &bad)) {
-                s = tl_err(TL_ERR_INTEGRITY, "%s: tensor %s: verify: element %llu out of range",
+            if (!tl__convert_run(lt->dtype, b, t->dtype, a, n, &bad)) {
+                s = tl__err(TL_ERR_INTEGRITY, "%s: tensor %s: verify: element %llu out of range",
                            path, t->name, (unsigned long long)(e0 + bad));
                 break;
             }
@@ -72,7 +72,7 @@ tl_status tl_io_verify_tensor(int fd, const void *patched, const char *path,
     XXH64_freeState(st);
     if (s != TL_OK) return s;
     if (ref_hash != mh.h)
-        return tl_err(TL_ERR_INTEGRITY,
+        return tl__err(TL_ERR_INTEGRITY,
                       "%s: tensor %s: bytes in memory differ from %s (xxh64 %016llx in memory, "
                       "%016llx %s)",
                       path, t->name, patched ? "the bytes it was patched to" : "the file",

@@ -16,7 +16,7 @@
  * staging bytes each. TL_ERR_INTEGRITY names the tensor and both hashes on
  * mismatch; TL_ERR_CHANGED when a mapping lost its file under the read.
  */
-tl_status tl_io_verify_tensor(int fd, const void *patched, const char *path,
+tl_status tl__io_verify_tensor(int fd, const void *patched, const char *path,
                               const tl_tensor_info *t, const tl_loaded_tensor *lt, unsigned char *a,
                               unsigned char *b, uint64_t staging);
 

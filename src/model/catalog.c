@@ -23,7 +23,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
-tl_status tl_map_flags_parse(const char *list, unsigned *flags) {
+tl_status tl_parse_map_flags(const char *list, unsigned *flags) {
     *flags = 0;
     if (!list) return TL_OK;
     const char *p = list;
@@ -43,7 +43,7 @@ tl_status tl_map_flags_parse(const char *list, unsigned *flags) {
         else if (n == 8 && !strncmp(p, "dontneed", n))
             *flags |= TL_MAP_DONTNEED;
         else if (n != 0)
-            return tl_err(
+            return tl__err(
                 TL_ERR_INVALID_ARG,
                 "unknown mmap hint '%.*s' (known: sequential, willneed, populate, dontneed)",
                 (int)n, p);
@@ -54,21 +54,21 @@ tl_status tl_map_flags_parse(const char *list, unsigned *flags) {
 }
 
 /* The os/ advice for one TL_MAP_* hint (SEQUENTIAL, WILLNEED or DONTNEED). */
-static tl_os_advice advice_of(unsigned map_flag) {
+static tl__os_advice advice_of(unsigned map_flag) {
     return map_flag == TL_MAP_SEQUENTIAL ? TL_OS_ADV_SEQUENTIAL
            : map_flag == TL_MAP_WILLNEED ? TL_OS_ADV_WILLNEED
                                          : TL_OS_ADV_DONTNEED;
 }
 
-static void unmap_file(tl_mfile *f, unsigned flags) {
+static void unmap_file(tl__mfile *f, unsigned flags) {
     if (f->map) {
-        if (flags & TL_MAP_DONTNEED) tl_os_madvise(f->map, f->info.size, TL_OS_ADV_DONTNEED);
-        tl_os_unmap(f->map, f->info.size);
+        if (flags & TL_MAP_DONTNEED) tl__os_madvise(f->map, f->info.size, TL_OS_ADV_DONTNEED);
+        tl__os_unmap(f->map, f->info.size);
         f->map = NULL;
     }
     if (f->fd >= 0) {
-        if (flags & TL_MAP_DONTNEED) tl_os_fadvise_dontneed(f->fd, 0, 0);
-        tl_os_close(f->fd);
+        if (flags & TL_MAP_DONTNEED) tl__os_fadvise_dontneed(f->fd, 0, 0);
+        tl__os_close(f->fd);
         f->fd = -1;
     }
 }
@@ -77,7 +77,7 @@ void tl_model_close(tl_model *m) {
     if (!m) return;
     for (size_t i = 0; i < m->n_files; i++) {
         unmap_file(&m->files[i], m->map_flags);
-        tl_fmt_file_free(&m->files[i].fmt);
+        tl__fmt_file_free(&m->files[i].fmt);
         free((char *)m->files[i].info.path);
     }
     for (size_t i = 0; i < m->n_tensors; i++)
@@ -86,49 +86,49 @@ void tl_model_close(tl_model *m) {
     free(m->tensors);
     free(m->meta);
     free(m->by_name);
-    tl_model_groups_free(&m->groups);
+    tl__model_groups_free(&m->groups);
     free((void *)m->dirty);
     free(m);
 }
 
-static tl_status open_file(tl_model *m, tl_mfile *f, const char *path, bool writable) {
+static tl_status open_file(tl_model *m, tl__mfile *f, const char *path, bool writable) {
     uint64_t size;
     f->fd = -1;
-    f->info.path = tl_os_strdup(path);
-    if (!f->info.path) return tl_err(TL_ERR_NOMEM, "%s: out of memory", path);
-    int e = tl_os_open_ro(path, &f->fd, &size);
+    f->info.path = tl__os_strdup(path);
+    if (!f->info.path) return tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
+    int e = tl__os_open_ro(path, &f->fd, &size);
     if (e == EISDIR)
-        return tl_err(TL_ERR_INVALID_ARG, "%s: is a directory, not a model file", path);
-    if (e == ENOENT) return tl_err(TL_ERR_NOT_FOUND, "%s: no such file", path);
+        return tl__err(TL_ERR_INVALID_ARG, "%s: is a directory, not a model file", path);
+    if (e == ENOENT) return tl__err(TL_ERR_NOT_FOUND, "%s: no such file", path);
     if (e == TL_OS_ENOTREG)
-        return tl_err(TL_ERR_INVALID_ARG, "%s: is %s, not a regular file; refused", path,
-                      tl_os_kind_name(tl_os_kind_of(path)));
+        return tl__err(TL_ERR_INVALID_ARG, "%s: is %s, not a regular file; refused", path,
+                      tl__os_kind_name(tl__os_kind_of(path)));
     if (e == TL_OS_ENOSIZE)
-        return tl_err(TL_ERR_INVALID_ARG,
+        return tl__err(TL_ERR_INVALID_ARG,
                       "%s: not a regular file with a size (it reports 0 bytes but reads "
                       "data, like a /proc or /sys pseudo-file); refused",
                       path);
-    if (e) return tl_err_errno(e, "%s: cannot open", path);
-    if (size == 0) return tl_err(TL_ERR_FORMAT, "%s: file is empty", path);
-    e = tl_os_map(f->fd, size, writable, (m->map_flags & TL_MAP_POPULATE) != 0, &f->map);
-    if (e) return tl_err_errno(e, "%s: cannot map", path);
+    if (e) return tl__err_errno(e, "%s: cannot open", path);
+    if (size == 0) return tl__err(TL_ERR_FORMAT, "%s: file is empty", path);
+    e = tl__os_map(f->fd, size, writable, (m->map_flags & TL_MAP_POPULATE) != 0, &f->map);
+    if (e) return tl__err_errno(e, "%s: cannot map", path);
     f->info.size = size;
-    e = tl_os_fstamp(f->fd, &f->stamp);
-    if (e) return tl_err_errno(e, "%s: fstat", path);
-    if (m->map_flags & TL_MAP_SEQUENTIAL) tl_os_madvise(f->map, size, TL_OS_ADV_SEQUENTIAL);
-    if (m->map_flags & TL_MAP_WILLNEED) tl_os_madvise(f->map, size, TL_OS_ADV_WILLNEED);
+    e = tl__os_fstamp(f->fd, &f->stamp);
+    if (e) return tl__err_errno(e, "%s: fstat", path);
+    if (m->map_flags & TL_MAP_SEQUENTIAL) tl__os_madvise(f->map, size, TL_OS_ADV_SEQUENTIAL);
+    if (m->map_flags & TL_MAP_WILLNEED) tl__os_madvise(f->map, size, TL_OS_ADV_WILLNEED);
     const uint8_t *b = f->map;
-    int fmt = tl_fmt_sniff(b, size);
+    int fmt = tl__fmt_sniff(b, size);
     tl_status st;
     if (fmt == TL_FORMAT_GGUF)
-        st = tl_gguf_parse(b, size, path, &f->fmt);
+        st = tl__gguf_parse(b, size, path, &f->fmt);
     else if (fmt == TL_FORMAT_SAFETENSORS)
-        st = tl_safetensors_parse(b, size, path, &f->fmt);
+        st = tl__safetensors_parse(b, size, path, &f->fmt);
     else if (size < 8)
-        st = tl_err(TL_ERR_FORMAT, "%s: truncated: %llu bytes is too short for any model file",
+        st = tl__err(TL_ERR_FORMAT, "%s: truncated: %llu bytes is too short for any model file",
                     path, (unsigned long long)size);
     else
-        st = tl_err(TL_ERR_FORMAT, "%s: neither GGUF nor safetensors", path);
+        st = tl__err(TL_ERR_FORMAT, "%s: neither GGUF nor safetensors", path);
     if (st) return st;
     f->info.format = f->fmt.format;
     f->info.version = f->fmt.version;
@@ -159,19 +159,19 @@ size_t tl_model_find(const tl_model *m, const char *name) {
     return TL_NOT_FOUND;
 }
 
-static tl_status build_catalog(tl_model *m, const tl_disc *d) {
+static tl_status build_catalog(tl_model *m, const tl__disc *d) {
     size_t nt = 0, nm = 0;
     for (size_t i = 0; i < m->n_files; i++) {
         nt += m->files[i].fmt.n_tensors;
         nm += m->files[i].fmt.n_meta;
     }
-    if (nt > UINT32_MAX) return tl_err(TL_ERR_UNSUPPORTED, "more than 2^32 tensors");
-    m->tensors = tl_os_calloc(nt ? nt : 1, sizeof *m->tensors);
-    m->by_name = tl_os_calloc(nt ? nt : 1, sizeof *m->by_name);
-    m->meta = tl_os_calloc(nm ? nm : 1, sizeof *m->meta);
-    if (!m->tensors || !m->by_name || !m->meta) return tl_err(TL_ERR_NOMEM, "out of memory");
+    if (nt > UINT32_MAX) return tl__err(TL_ERR_UNSUPPORTED, "more than 2^32 tensors");
+    m->tensors = tl__os_calloc(nt ? nt : 1, sizeof *m->tensors);
+    m->by_name = tl__os_calloc(nt ? nt : 1, sizeof *m->by_name);
+    m->meta = tl__os_calloc(nm ? nm : 1, sizeof *m->meta);
+    if (!m->tensors || !m->by_name || !m->meta) return tl__err(TL_ERR_NOMEM, "out of memory");
     for (size_t fi = 0; fi < m->n_files; fi++) {
-        tl_mfile *f = &m->files[fi];
+        tl__mfile *f = &m->files[fi];
         const char *prefix = d->files[fi].prefix;
         size_t plen = prefix ? strlen(prefix) : 0;
         for (size_t j = 0; j < f->fmt.n_meta; j++) {
@@ -179,11 +179,11 @@ static tl_status build_catalog(tl_model *m, const tl_disc *d) {
             m->meta[m->n_meta++] = &f->fmt.meta[j];
         }
         for (size_t j = 0; j < f->fmt.n_tensors; j++) {
-            const tl_fmt_tensor *ft = &f->fmt.tensors[j];
+            const tl__fmt_tensor *ft = &f->fmt.tensors[j];
             tl_tensor_info *t = &m->tensors[m->n_tensors];
             size_t nlen = strlen(ft->name);
-            char *name = tl_os_malloc(plen + nlen + 1);
-            if (!name) return tl_err(TL_ERR_NOMEM, "out of memory");
+            char *name = tl__os_malloc(plen + nlen + 1);
+            if (!name) return tl__err(TL_ERR_NOMEM, "out of memory");
             if (plen) memcpy(name, prefix, plen);
             memcpy(name + plen, ft->name, nlen + 1);
             t->name = name;
@@ -208,23 +208,23 @@ static tl_status build_catalog(tl_model *m, const tl_disc *d) {
     for (size_t i = 1; i < m->n_tensors; i++) {
         const tl_tensor_info *a = &m->tensors[m->by_name[i - 1]], *b = &m->tensors[m->by_name[i]];
         if (!strcmp(a->name, b->name) && a->file != b->file &&
-            tl_os_same_file(m->files[a->file].fd, m->files[b->file].fd))
-            return tl_err(TL_ERR_INVALID_ARG,
+            tl__os_same_file(m->files[a->file].fd, m->files[b->file].fd))
+            return tl__err(TL_ERR_INVALID_ARG,
                           "%s and %s are the same file, named twice; name it once",
                           m->files[a->file < b->file ? a->file : b->file].info.path,
                           m->files[a->file < b->file ? b->file : a->file].info.path);
         if (!strcmp(a->name, b->name))
-            return tl_err(TL_ERR_FORMAT, "tensor '%s' appears in both %s and %s", a->name,
+            return tl__err(TL_ERR_FORMAT, "tensor '%s' appears in both %s and %s", a->name,
                           m->files[a->file].info.path, m->files[b->file].info.path);
     }
     for (size_t c = 0; c < d->n_claims; c++) {
         size_t i = tl_model_find(m, d->claims[c].name);
         const char *shard = m->files[d->claims[c].file].info.path;
         if (i == TL_NOT_FOUND)
-            return tl_err(TL_ERR_FORMAT, "%s: tensor '%s' listed in the shard index is absent",
+            return tl__err(TL_ERR_FORMAT, "%s: tensor '%s' listed in the shard index is absent",
                           shard, d->claims[c].name);
         if (m->tensors[i].file != d->claims[c].file)
-            return tl_err(TL_ERR_FORMAT,
+            return tl__err(TL_ERR_FORMAT,
                           "%s: tensor '%s' listed in the shard index is in %s instead", shard,
                           d->claims[c].name, m->files[m->tensors[i].file].info.path);
     }
@@ -234,35 +234,35 @@ static tl_status build_catalog(tl_model *m, const tl_disc *d) {
 tl_status tl_model_open(const char *const *paths, size_t n_paths, const tl_model_options *opts,
                         tl_model **out) {
     *out = NULL;
-    if (!paths || n_paths == 0) return tl_err(TL_ERR_INVALID_ARG, "no model path given");
+    if (!paths || n_paths == 0) return tl__err(TL_ERR_INVALID_ARG, "no model path given");
     tl_model_options o;
     tl_model_options_init(&o);
-    tl_status st = tl_options_take(&o, sizeof o, opts, "tl_model_options");
+    tl_status st = tl__options_take(&o, sizeof o, opts, "tl_model_options");
     if (st) return st;
     if (o.map_flags & ~(unsigned)(TL_MAP_SEQUENTIAL | TL_MAP_WILLNEED | TL_MAP_POPULATE |
                                   TL_MAP_DONTNEED | TL_MAP_FROM_ENV))
-        return tl_err(TL_ERR_INVALID_ARG, "unknown map flags 0x%x", o.map_flags);
-    tl_model *m = tl_os_calloc(1, sizeof *m);
-    if (!m) return tl_err(TL_ERR_NOMEM, "out of memory");
+        return tl__err(TL_ERR_INVALID_ARG, "unknown map flags 0x%x", o.map_flags);
+    tl_model *m = tl__os_calloc(1, sizeof *m);
+    if (!m) return tl__err(TL_ERR_NOMEM, "out of memory");
     m->writable = o.writable;
     m->map_flags = o.map_flags & ~(unsigned)TL_MAP_FROM_ENV;
     if (o.map_flags & TL_MAP_FROM_ENV) {
         unsigned env = 0;
-        st = tl_map_flags_parse(tl_env_get(TL_ENV_MMAP_FLAGS), &env);
-        if (st) st = tl_err_prefix(st, "%s", tl_env_name(TL_ENV_MMAP_FLAGS));
+        st = tl_parse_map_flags(tl__env_get(TL_ENV_MMAP_FLAGS), &env);
+        if (st) st = tl__err_prefix(st, "%s", tl__env_name(TL_ENV_MMAP_FLAGS));
         m->map_flags |= env;
     }
-    tl_disc d;
+    tl__disc d;
     memset(&d, 0, sizeof d);
     for (size_t i = 0; i < n_paths && !st; i++) {
         if (!paths[i])
-            st = tl_err(TL_ERR_INVALID_ARG, "model path %zu is NULL", i);
+            st = tl__err(TL_ERR_INVALID_ARG, "model path %zu is NULL", i);
         else
-            st = tl_disc_add(&d, paths[i], o.prefixes ? o.prefixes[i] : NULL);
+            st = tl__disc_add(&d, paths[i], o.prefixes ? o.prefixes[i] : NULL);
     }
     if (!st) {
-        m->files = tl_os_calloc(d.n_files ? d.n_files : 1, sizeof *m->files);
-        if (!m->files) st = tl_err(TL_ERR_NOMEM, "out of memory");
+        m->files = tl__os_calloc(d.n_files ? d.n_files : 1, sizeof *m->files);
+        if (!m->files) st = tl__err(TL_ERR_NOMEM, "out of memory");
     }
     for (size_t i = 0; i < d.n_files && !st; i++) {
         m->files[i].fd = -1;
@@ -270,13 +270,13 @@ tl_status tl_model_open(const char *const *paths, size_t n_paths, const tl_model
         st = open_file(m, &m->files[i], d.files[i].path, m->writable);
     }
     if (!st) st = build_catalog(m, &d);
-    if (!st) st = tl_model_groups_build(m);
+    if (!st) st = tl__model_groups_build(m);
     if (!st) {
-        m->dirty = tl_os_calloc(m->n_tensors ? m->n_tensors : 1, sizeof *m->dirty);
+        m->dirty = tl__os_calloc(m->n_tensors ? m->n_tensors : 1, sizeof *m->dirty);
         if (!m->dirty)
-            st = tl_err(TL_ERR_NOMEM, "%s: out of memory", m->n_files ? m->files[0].info.path : "model");
+            st = tl__err(TL_ERR_NOMEM, "%s: out of memory", m->n_files ? m->files[0].info.path : "model");
     }
-    tl_disc_free(&d);
+    tl__disc_free(&d);
     if (st) {
         tl_model_close(m);
         return st;
@@ -319,13 +319,13 @@ bool tl_model_tensor_patched(const tl_model *m, size_t i) {
 
 tl_status tl_model_tensor_unpatch(tl_model *m, size_t i) {
     if (!m || i >= m->n_tensors)
-        return tl_err(TL_ERR_INVALID_ARG, "tensor index %zu out of range", i);
+        return tl__err(TL_ERR_INVALID_ARG, "tensor index %zu out of range", i);
     if (!atomic_load(&m->dirty[i])) return TL_OK;
     const tl_tensor_info *t = &m->tensors[i];
-    const tl_mfile *f = &m->files[t->file];
-    int e = tl_os_restore_range(f->map, f->fd, t->offset, t->nbytes);
+    const tl__mfile *f = &m->files[t->file];
+    int e = tl__os_restore_range(f->map, f->fd, t->offset, t->nbytes);
     if (e)
-        return tl_err_errno(e, "%s: tensor '%s': dropping its patch", f->info.path, t->name);
+        return tl__err_errno(e, "%s: tensor '%s': dropping its patch", f->info.path, t->name);
     atomic_store(&m->dirty[i], 0);
     return TL_OK;
 }
@@ -344,31 +344,31 @@ size_t tl_model_meta_find(const tl_model *m, const char *key) {
     return TL_NOT_FOUND;
 }
 
-tl_status tl_model_meta_array_get(const tl_model *m, size_t i, uint64_t j, tl_meta *out) {
-    if (i >= m->n_meta) return tl_err(TL_ERR_INVALID_ARG, "metadata index %zu out of range", i);
-    return tl_fmt_meta_array_get(m->meta[i], j, out);
+tl_status tl_model_meta_element(const tl_model *m, size_t i, uint64_t j, tl_meta *out) {
+    if (i >= m->n_meta) return tl__err(TL_ERR_INVALID_ARG, "metadata index %zu out of range", i);
+    return tl__fmt_meta_array_get(m->meta[i], j, out);
 }
 
 tl_status tl_model_file_residency(const tl_model *m, size_t file, double *fraction) {
-    if (file >= m->n_files) return tl_err(TL_ERR_INVALID_ARG, "file index %zu out of range", file);
-    const tl_mfile *f = &m->files[file];
+    if (file >= m->n_files) return tl__err(TL_ERR_INVALID_ARG, "file index %zu out of range", file);
+    const tl__mfile *f = &m->files[file];
     uint64_t res, total;
-    int e = tl_os_mincore(f->map, f->info.size, &res, &total);
-    if (e) return tl_err_errno(e, "%s: mincore", f->info.path);
+    int e = tl__os_mincore(f->map, f->info.size, &res, &total);
+    if (e) return tl__err_errno(e, "%s: mincore", f->info.path);
     *fraction = total ? (double)res / (double)total : 1.0;
     return TL_OK;
 }
 
 tl_status tl_model_advise(tl_model *m, unsigned flags) {
     for (size_t i = 0; i < m->n_files; i++) {
-        tl_mfile *f = &m->files[i];
+        tl__mfile *f = &m->files[i];
         static const unsigned order[] = {TL_MAP_SEQUENTIAL, TL_MAP_WILLNEED, TL_MAP_DONTNEED};
         for (size_t k = 0; k < 3; k++) {
             if (!(flags & order[k])) continue;
-            int e = tl_os_madvise(f->map, f->info.size, advice_of(order[k]));
-            if (!e && order[k] == TL_MAP_DONTNEED) e = tl_os_fadvise_dontneed(f->fd, 0, 0);
-            if (!e && order[k] == TL_MAP_WILLNEED) e = tl_os_fadvise_willneed(f->fd, 0, 0);
-            if (e) return tl_err_errno(e, "%s: page-cache hint failed", f->info.path);
+            int e = tl__os_madvise(f->map, f->info.size, advice_of(order[k]));
+            if (!e && order[k] == TL_MAP_DONTNEED) e = tl__os_fadvise_dontneed(f->fd, 0, 0);
+            if (!e && order[k] == TL_MAP_WILLNEED) e = tl__os_fadvise_willneed(f->fd, 0, 0);
+            if (e) return tl__err_errno(e, "%s: page-cache hint failed", f->info.path);
         }
     }
     return TL_OK;

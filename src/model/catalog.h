@@ -10,36 +10,36 @@
 #include "os/os.h"
 #include "tierload.h"
 
-typedef struct tl_mfile {
+typedef struct tl__mfile {
     tl_file_info info; /* info.path is heap-owned */
     int fd;
     void *map; /* the whole file, MAP_PRIVATE */
-    tl_fmt_file fmt;
-    tl_os_stamp stamp;  /* taken when opened */
-} tl_mfile;
+    tl__fmt_file fmt;
+    tl__os_stamp stamp;  /* taken when opened */
+} tl__mfile;
 
 /* The (component, layer) -> tensors grouping (model/group.c). */
-typedef struct tl_model_groups {
+typedef struct tl__model_groups {
     size_t *index;                     /* every tensor once: by component, layer, then other */
     size_t *tensor_layer;              /* per tensor: its layer number, TL_NOT_FOUND for other */
     size_t n_layers[TL_COMP_COUNT];    /* layers per component */
     size_t *layer_off[TL_COMP_COUNT];  /* n_layers + 2 offsets into index; [n_layers] = other */
-} tl_model_groups;
+} tl__model_groups;
 
-tl_status tl_model_groups_build(tl_model *m);
-void tl_model_groups_free(tl_model_groups *g);
+tl_status tl__model_groups_build(tl_model *m);
+void tl__model_groups_free(tl__model_groups *g);
 
 struct tl_model {
-    tl_mfile *files;
+    tl__mfile *files;
     size_t n_files;
     tl_tensor_info *tensors; /* names heap-owned, prefixes applied */
     size_t n_tensors;
     uint32_t *by_name;  /* tensor indices sorted by name */
-    tl_fmt_meta **meta; /* every file's metadata, file order */
+    tl__fmt_meta **meta; /* every file's metadata, file order */
     size_t n_meta;
     unsigned map_flags;
     bool writable;
-    tl_model_groups groups;
+    tl__model_groups groups;
     _Atomic unsigned char *dirty; /* per tensor: 1 once patched through its mutable pointer */
 };
 

@@ -10,27 +10,27 @@
 
 #include <stddef.h>
 
-typedef struct tl_disc_file {
+typedef struct tl__disc_file {
     char *path;   /* heap */
     char *prefix; /* heap or NULL: added to every tensor name of the file */
-} tl_disc_file;
+} tl__disc_file;
 
 /* A promise from a shard index: tensor `name` lives in file `file`. */
-typedef struct tl_disc_claim {
+typedef struct tl__disc_claim {
     char *name;
     size_t file;
-} tl_disc_claim;
+} tl__disc_claim;
 
-typedef struct tl_disc {
-    tl_disc_file *files;
+typedef struct tl__disc {
+    tl__disc_file *files;
     size_t n_files, cap_files;
-    tl_disc_claim *claims;
+    tl__disc_claim *claims;
     size_t n_claims, cap_claims;
-} tl_disc;
+} tl__disc;
 
 /* Expand one user path into d (appending), with an optional extra prefix. */
-tl_status tl_disc_add(tl_disc *d, const char *path, const char *prefix);
-void tl_disc_free(tl_disc *d);
+tl_status tl__disc_add(tl__disc *d, const char *path, const char *prefix);
+void tl__disc_free(tl__disc *d);
 
 /*
  * Parse a shard index's JSON text: for each weight_map entry call back with
@@ -38,7 +38,7 @@ void tl_disc_free(tl_disc *d);
  * absolute paths, no ".." components, no backslashes, not empty.
  * Exposed for the fuzzers.
  */
-tl_status tl_disc_parse_index(const char *json, size_t len, const char *index_path,
+tl_status tl__disc_parse_index(const char *json, size_t len, const char *index_path,
                               tl_status (*cb)(void *ctx, const char *tensor, const char *shard),
                               void *ctx);
 

@@ -40,7 +40,7 @@ static uint32_t comp_of(const tl_tensor_info *t) {
     return (uint32_t)t->component < TL_COMP_COUNT ? (uint32_t)t->component : TL_COMP_OTHER;
 }
 
-void tl_model_groups_free(tl_model_groups *g) {
+void tl__model_groups_free(tl__model_groups *g) {
     free(g->index);
     free(g->tensor_layer);
     for (int c = 0; c < TL_COMP_COUNT; c++)
@@ -48,16 +48,16 @@ void tl_model_groups_free(tl_model_groups *g) {
     memset(g, 0, sizeof *g);
 }
 
-tl_status tl_model_groups_build(tl_model *m) {
-    tl_model_groups *g = &m->groups;
+tl_status tl__model_groups_build(tl_model *m) {
+    tl__model_groups *g = &m->groups;
     memset(g, 0, sizeof *g);
     size_t n = m->n_tensors;
     size_t cap = 64;
     while (cap < n * 2)
         cap *= 2;
-    slot *tab = tl_os_calloc(cap, sizeof *tab);
-    g->index = tl_os_calloc(n ? n : 1, sizeof *g->index);
-    g->tensor_layer = tl_os_calloc(n ? n : 1, sizeof *g->tensor_layer);
+    slot *tab = tl__os_calloc(cap, sizeof *tab);
+    g->index = tl__os_calloc(n ? n : 1, sizeof *g->index);
+    g->tensor_layer = tl__os_calloc(n ? n : 1, sizeof *g->tensor_layer);
     size_t *count = NULL; /* tensors per (comp, layer), then running offsets */
     size_t n_count = 0;
     if (!tab || !g->index || !g->tensor_layer) goto nomem;
@@ -81,11 +81,11 @@ tl_status tl_model_groups_build(tl_model *m) {
     }
     /* offsets: component c's layers, then its other tensors */
     for (int c = 0; c < TL_COMP_COUNT; c++) {
-        g->layer_off[c] = tl_os_calloc(g->n_layers[c] + 2, sizeof *g->layer_off[c]);
+        g->layer_off[c] = tl__os_calloc(g->n_layers[c] + 2, sizeof *g->layer_off[c]);
         if (!g->layer_off[c]) goto nomem;
         n_count += g->n_layers[c] + 1;
     }
-    count = tl_os_calloc(n_count ? n_count : 1, sizeof *count);
+    count = tl__os_calloc(n_count ? n_count : 1, sizeof *count);
     if (!count) goto nomem;
     /* count[base[c] + k] for layer k, count[base[c] + n_layers[c]] for other */
     size_t base[TL_COMP_COUNT], b = 0;
@@ -119,8 +119,8 @@ tl_status tl_model_groups_build(tl_model *m) {
 nomem:
     free(count);
     free(tab);
-    tl_model_groups_free(g);
-    return tl_err(TL_ERR_NOMEM, "%s: out of memory grouping %zu tensors into layers",
+    tl__model_groups_free(g);
+    return tl__err(TL_ERR_NOMEM, "%s: out of memory grouping %zu tensors into layers",
                   m->n_files ? m->files[0].info.path : "model", n);
 }
 
@@ -132,7 +132,7 @@ size_t tl_model_layer_count(const tl_model *m, tl_component c) {
 size_t tl_model_layer_tensors(const tl_model *m, tl_component c, size_t k, const size_t **idx) {
     if (idx) *idx = NULL;
     if (!m || (unsigned)c >= TL_COMP_COUNT || k >= m->groups.n_layers[c]) return 0;
-    const tl_model_groups *g = &m->groups;
+    const tl__model_groups *g = &m->groups;
     if (idx) *idx = g->index + g->layer_off[c][k];
     return g->layer_off[c][k + 1] - g->layer_off[c][k];
 }
@@ -140,7 +140,7 @@ size_t tl_model_layer_tensors(const tl_model *m, tl_component c, size_t k, const
 size_t tl_model_other_tensors(const tl_model *m, tl_component c, const size_t **idx) {
     if (idx) *idx = NULL;
     if (!m || (unsigned)c >= TL_COMP_COUNT) return 0;
-    const tl_model_groups *g = &m->groups;
+    const tl__model_groups *g = &m->groups;
     size_t k = g->n_layers[c];
     if (idx) *idx = g->index + g->layer_off[c][k];
     return g->layer_off[c][k + 1] - g->layer_off[c][k];

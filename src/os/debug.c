@@ -1,5 +1,5 @@
 /*
- * debug.c — tl_os_assert_fail (debug builds only; see debug.h).
+ * debug.c — tl__os_assert_fail (debug builds only; see debug.h).
  */
 #include "os/debug.h"
 
@@ -7,11 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-void tl_os_assert_fail(const char *file, int line, const char *what) {
+void tl__os_assert_fail(const char *file, int line, const char *what) {
     fprintf(stderr, "%s:%d: assertion failed: %s\n", file, line, what);
     fflush(stderr);
     abort();
 }
 #else
-typedef int tl_os_debug_unused; /* an empty translation unit is not ISO C */
+typedef int tl__os_debug_unused; /* an empty translation unit is not ISO C */
 #endif

@@ -9,7 +9,7 @@
 #define TL_OS_DEBUG_H
 
 #ifdef TL_DEBUG_ASSERTS
-void tl_os_assert_fail(const char *file, int line, const char *what) __attribute__((noreturn));
+void tl__os_assert_fail(const char *file, int line, const char *what) __attribute__((noreturn));
 #endif
 
 #endif

@@ -17,8 +17,8 @@
 #include <liburing.h>
 #endif
 
-int tl_os_open_direct(const char *path, int *fd) {
-    int e = tl_fault_hit(TL_FAULT_OPEN);
+int tl__os_open_direct(const char *path, int *fd) {
+    int e = tl__fault_hit(TL_FAULT_OPEN);
     if (e) return e;
     /* O_NONBLOCK: a FIFO swapped in for the file cannot make the open wait */
     int f = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT | O_NONBLOCK | O_NOCTTY);
@@ -34,14 +34,14 @@ int tl_os_open_direct(const char *path, int *fd) {
     if (st.st_size > 0) {
         void *buf;
         uint64_t len;
-        e = tl_os_anon_alloc(TL_OS_DIRECT_ALIGN, false, &buf, &len);
+        e = tl__os_anon_alloc(TL_OS_DIRECT_ALIGN, false, &buf, &len);
         if (e) {
             close(f);
             return e;
         }
         ssize_t r = pread(f, buf, TL_OS_DIRECT_ALIGN, 0);
         e = r < 0 ? errno : 0;
-        tl_os_anon_free(buf, len);
+        tl__os_anon_free(buf, len);
         if (e) {
             close(f);
             return e;
@@ -51,11 +51,11 @@ int tl_os_open_direct(const char *path, int *fd) {
     return 0;
 }
 
-int tl_os_pread_direct(int fd, void *buf, size_t len, uint64_t off, size_t *got) {
+int tl__os_pread_direct(int fd, void *buf, size_t len, uint64_t off, size_t *got) {
     char *p = buf;
     size_t done = 0;
     while (done < len) {
-        int e = tl_fault_hit(TL_FAULT_READ);
+        int e = tl__fault_hit(TL_FAULT_READ);
         if (e) return e;
         ssize_t n = pread(fd, p + done, len - done, (off_t)(off + done));
         if (n < 0) {
@@ -66,13 +66,13 @@ int tl_os_pread_direct(int fd, void *buf, size_t len, uint64_t off, size_t *got)
         done += (size_t)n;
         if (done % TL_OS_DIRECT_ALIGN) break; /* a short, unaligned read only happens at EOF */
     }
-    if (done) tl_fault_corrupt(buf, done);
+    if (done) tl__fault_corrupt(buf, done);
     *got = done;
     return 0;
 }
 
 #ifdef TL_HAVE_URING
-struct tl_os_uring {
+struct tl__os_uring {
     struct io_uring ring;
     /* a read chosen by TL_FAULT_CORRUPT: its bytes are inverted when it completes */
     bool corrupt;
@@ -80,10 +80,10 @@ struct tl_os_uring {
     void *corrupt_buf;
 };
 
-int tl_os_uring_open(unsigned depth, tl_os_uring **out) {
-    int e = tl_fault_hit(TL_FAULT_ALLOC);
+int tl__os_uring_open(unsigned depth, tl__os_uring **out) {
+    int e = tl__fault_hit(TL_FAULT_ALLOC);
     if (e) return e;
-    tl_os_uring *u = calloc(1, sizeof *u);
+    tl__os_uring *u = calloc(1, sizeof *u);
     if (!u) return ENOMEM;
     int r = io_uring_queue_init(depth ? depth : 4, &u->ring, 0);
     if (r < 0) {
@@ -94,20 +94,20 @@ int tl_os_uring_open(unsigned depth, tl_os_uring **out) {
     return 0;
 }
 
-void tl_os_uring_close(tl_os_uring *u) {
+void tl__os_uring_close(tl__os_uring *u) {
     if (!u) return;
     io_uring_queue_exit(&u->ring);
     free(u);
 }
 
-int tl_os_uring_read(tl_os_uring *u, int fd, void *buf, size_t len, uint64_t off, uint64_t tag) {
-    int e = tl_fault_hit(TL_FAULT_READ);
+int tl__os_uring_read(tl__os_uring *u, int fd, void *buf, size_t len, uint64_t off, uint64_t tag) {
+    int e = tl__fault_hit(TL_FAULT_READ);
     if (e) return e;
     struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
     if (!sqe) return EBUSY;
     io_uring_prep_read(sqe, fd, buf, (unsigned)len, off);
     io_uring_sqe_set_data64(sqe, tag);
-    if (!u->corrupt && tl_fault_hit(TL_FAULT_CORRUPT)) {
+    if (!u->corrupt && tl__fault_hit(TL_FAULT_CORRUPT)) {
         u->corrupt = true;
         u->corrupt_tag = tag;
         u->corrupt_buf = buf;
@@ -115,12 +115,12 @@ int tl_os_uring_read(tl_os_uring *u, int fd, void *buf, size_t len, uint64_t off
     return 0;
 }
 
-int tl_os_uring_submit(tl_os_uring *u) {
+int tl__os_uring_submit(tl__os_uring *u) {
     int r = io_uring_submit(&u->ring);
     return r < 0 ? -r : 0;
 }
 
-int tl_os_uring_wait(tl_os_uring *u, uint64_t *tag, int64_t *res) {
+int tl__os_uring_wait(tl__os_uring *u, uint64_t *tag, int64_t *res) {
     struct io_uring_cqe *cqe;
     int r;
     do {
@@ -139,23 +139,23 @@ int tl_os_uring_wait(tl_os_uring *u, uint64_t *tag, int64_t *res) {
     return 0;
 }
 #else
-int tl_os_uring_open(unsigned depth, tl_os_uring **out) {
+int tl__os_uring_open(unsigned depth, tl__os_uring **out) {
     (void)depth;
     (void)out;
     return ENOSYS;
 }
-void tl_os_uring_close(tl_os_uring *u) {
+void tl__os_uring_close(tl__os_uring *u) {
     (void)u;
 }
-int tl_os_uring_read(tl_os_uring *u, int fd, void *buf, size_t len, uint64_t off, uint64_t tag) {
+int tl__os_uring_read(tl__os_uring *u, int fd, void *buf, size_t len, uint64_t off, uint64_t tag) {
     (void)u, (void)fd, (void)buf, (void)len, (void)off, (void)tag;
     return ENOSYS;
 }
-int tl_os_uring_submit(tl_os_uring *u) {
+int tl__os_uring_submit(tl__os_uring *u) {
     (void)u;
     return ENOSYS;
 }
-int tl_os_uring_wait(tl_os_uring *u, uint64_t *tag, int64_t *res) {
+int tl__os_uring_wait(tl__os_uring *u, uint64_t *tag, int64_t *res) {
     (void)u, (void)tag, (void)res;
     return ENOSYS;
 }

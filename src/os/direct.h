@@ -17,19 +17,19 @@
 #define TL_OS_DIRECT_ALIGN 4096u
 
 /* Open read-only with O_DIRECT and check one aligned read works; errno (EINVAL when refused). */
-int tl_os_open_direct(const char *path, int *fd);
+int tl__os_open_direct(const char *path, int *fd);
 /* Aligned read of up to len bytes at off; *got < len only at end of file. */
-int tl_os_pread_direct(int fd, void *buf, size_t len, uint64_t off, size_t *got);
+int tl__os_pread_direct(int fd, void *buf, size_t len, uint64_t off, size_t *got);
 
 /* An io_uring submission/completion queue; ENOSYS when built without liburing. */
-typedef struct tl_os_uring tl_os_uring;
-int tl_os_uring_open(unsigned depth, tl_os_uring **out);
-void tl_os_uring_close(tl_os_uring *u);
+typedef struct tl__os_uring tl__os_uring;
+int tl__os_uring_open(unsigned depth, tl__os_uring **out);
+void tl__os_uring_close(tl__os_uring *u);
 /* Queue a read (not yet submitted); EBUSY when the queue is full. */
-int tl_os_uring_read(tl_os_uring *u, int fd, void *buf, size_t len, uint64_t off, uint64_t tag);
+int tl__os_uring_read(tl__os_uring *u, int fd, void *buf, size_t len, uint64_t off, uint64_t tag);
 /* Submit queued reads. */
-int tl_os_uring_submit(tl_os_uring *u);
+int tl__os_uring_submit(tl__os_uring *u);
 /* Wait for one completion: its tag and result (bytes, or -errno). */
-int tl_os_uring_wait(tl_os_uring *u, uint64_t *tag, int64_t *res);
+int tl__os_uring_wait(tl__os_uring *u, uint64_t *tag, int64_t *res);
 
 #endif

@@ -6,7 +6,7 @@
 #include <dlfcn.h>
 #include <stdio.h>
 
-void *tl_os_dlopen_first(const char *const *names, char *why, size_t why_len) {
+void *tl__os_dlopen_first(const char *const *names, char *why, size_t why_len) {
     if (why && why_len) why[0] = 0;
     for (size_t i = 0; names[i]; i++) {
         void *h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
@@ -17,10 +17,10 @@ void *tl_os_dlopen_first(const char *const *names, char *why, size_t why_len) {
     return NULL;
 }
 
-void *tl_os_dlsym(void *lib, const char *name) {
+void *tl__os_dlsym(void *lib, const char *name) {
     return lib ? dlsym(lib, name) : NULL;
 }
 
-void tl_os_dlclose(void *lib) {
+void tl__os_dlclose(void *lib) {
     if (lib) dlclose(lib);
 }

@@ -14,9 +14,9 @@
  * the first name (the one users recognise), e.g. "libcudart.so: cannot open
  * shared object file: No such file or directory".
  */
-void *tl_os_dlopen_first(const char *const *names, char *why, size_t why_len);
+void *tl__os_dlopen_first(const char *const *names, char *why, size_t why_len);
 /* Address of a symbol, NULL when absent. */
-void *tl_os_dlsym(void *lib, const char *name);
-void tl_os_dlclose(void *lib);
+void *tl__os_dlsym(void *lib, const char *name);
+void tl__os_dlclose(void *lib);
 
 #endif

@@ -11,14 +11,14 @@ static _Atomic unsigned long fault_nth[TL_FAULT_KINDS];
 static _Atomic int fault_err[TL_FAULT_KINDS];
 static _Atomic int fault_armed;
 
-void tl_fault_arm(tl_fault_kind kind, unsigned long nth, int err) {
+void tl__fault_arm(tl__fault_kind kind, unsigned long nth, int err) {
     atomic_store(&fault_calls[kind], 0);
     atomic_store(&fault_nth[kind], nth);
     atomic_store(&fault_err[kind], err);
     atomic_store(&fault_armed, 1);
 }
 
-void tl_fault_reset(void) {
+void tl__fault_reset(void) {
     for (int k = 0; k < TL_FAULT_KINDS; k++) {
         atomic_store(&fault_calls[k], 0);
         atomic_store(&fault_nth[k], 0);
@@ -27,11 +27,11 @@ void tl_fault_reset(void) {
     atomic_store(&fault_armed, 0);
 }
 
-unsigned long tl_fault_calls(tl_fault_kind kind) {
+unsigned long tl__fault_calls(tl__fault_kind kind) {
     return atomic_load(&fault_calls[kind]);
 }
 
-int tl_fault_hit(tl_fault_kind kind) {
+int tl__fault_hit(tl__fault_kind kind) {
     if (!atomic_load_explicit(&fault_armed, memory_order_relaxed)) return 0;
     unsigned long n = atomic_fetch_add(&fault_calls[kind], 1) + 1;
     unsigned long nth = atomic_load(&fault_nth[kind]);
@@ -39,8 +39,8 @@ int tl_fault_hit(tl_fault_kind kind) {
     return 0;
 }
 
-void tl_fault_corrupt(void *buf, size_t n) {
-    if (!tl_fault_hit(TL_FAULT_CORRUPT)) return;
+void tl__fault_corrupt(void *buf, size_t n) {
+    if (!tl__fault_hit(TL_FAULT_CORRUPT)) return;
     unsigned char *p = buf;
     for (size_t i = 0; i < n; i++)
         p[i] = (unsigned char)~p[i];

@@ -9,7 +9,7 @@
 
 #include <stddef.h>
 
-typedef enum tl_fault_kind {
+typedef enum tl__fault_kind {
     TL_FAULT_OPEN = 0,
     TL_FAULT_READ,
     TL_FAULT_WRITE,
@@ -21,18 +21,18 @@ typedef enum tl_fault_kind {
      */
     TL_FAULT_CORRUPT,
     TL_FAULT_KINDS,
-} tl_fault_kind;
+} tl__fault_kind;
 
 /* Fail the nth (1-based) call of kind from now on with err (0 disarms). */
-void tl_fault_arm(tl_fault_kind kind, unsigned long nth, int err);
+void tl__fault_arm(tl__fault_kind kind, unsigned long nth, int err);
 /* Disarm all kinds and reset counters. */
-void tl_fault_reset(void);
+void tl__fault_reset(void);
 /* How many calls of kind were made since the last arm/reset. */
-unsigned long tl_fault_calls(tl_fault_kind kind);
+unsigned long tl__fault_calls(tl__fault_kind kind);
 /* Called at each site: 0 to proceed, or the errno to fail with. */
-int tl_fault_hit(tl_fault_kind kind);
+int tl__fault_hit(tl__fault_kind kind);
 /* Read sites, after a successful read of n bytes into buf: invert them when TL_FAULT_CORRUPT hits.
  */
-void tl_fault_corrupt(void *buf, size_t n);
+void tl__fault_corrupt(void *buf, size_t n);
 
 #endif

@@ -58,15 +58,15 @@ static void guard_install(void) {
 static atomic_bool guard_off;  /* the host program handles SIGBUS itself (tl_init) */
 static atomic_bool guard_used; /* a guarded call happened: the setting is fixed */
 
-void tl_os_guard_disable(bool off) {
+void tl__os_guard_disable(bool off) {
     atomic_store(&guard_off, off);
 }
 
-bool tl_os_guard_used(void) {
+bool tl__os_guard_used(void) {
     return atomic_load(&guard_used);
 }
 
-int tl_os_guarded_call(void (*fn)(void *arg), void *arg) {
+int tl__os_guarded_call(void (*fn)(void *arg), void *arg) {
     atomic_store(&guard_used, true);
     if (atomic_load(&guard_off)) {
         fn(arg);
@@ -96,7 +96,7 @@ static void do_copy(void *a) {
     memcpy(c->dst, c->src, c->n);
 }
 
-int tl_os_guarded_copy(void *dst, const void *src, size_t n) {
+int tl__os_guarded_copy(void *dst, const void *src, size_t n) {
     copy_args c = {dst, src, n};
-    return tl_os_guarded_call(do_copy, &c);
+    return tl__os_guarded_call(do_copy, &c);
 }

@@ -18,13 +18,13 @@
  * Turn the guard off (the host program handles SIGBUS itself): guarded calls
  * then just call. Set by tl_init before the first guarded call.
  */
-void tl_os_guard_disable(bool off);
+void tl__os_guard_disable(bool off);
 /* Has any guarded call happened yet (after which the setting is fixed)? */
-bool tl_os_guard_used(void);
+bool tl__os_guard_used(void);
 
 /* memcpy(dst, src, n), with a SIGBUS while reading src returned as EFAULT. */
-int tl_os_guarded_copy(void *dst, const void *src, size_t n);
+int tl__os_guarded_copy(void *dst, const void *src, size_t n);
 /* fn(arg) with a SIGBUS during it returned as EFAULT (0 otherwise). */
-int tl_os_guarded_call(void (*fn)(void *arg), void *arg);
+int tl__os_guarded_call(void (*fn)(void *arg), void *arg);
 
 #endif

@@ -22,11 +22,11 @@
 
 #define HUGE_SZ (2ull << 20)
 
-int tl_os_anon_alloc(uint64_t size, tl_os_pages pages, void **addr, uint64_t *len) {
-    int e = tl_fault_hit(TL_FAULT_ALLOC);
+int tl__os_anon_alloc(uint64_t size, tl__os_pages pages, void **addr, uint64_t *len) {
+    int e = tl__fault_hit(TL_FAULT_ALLOC);
     if (e) return e;
     if (size == 0) size = 1;
-    uint64_t ps = tl_os_page_size();
+    uint64_t ps = tl__os_page_size();
     uint64_t want = (size + ps - 1) / ps * ps;
     bool huge = pages == TL_OS_PAGES_HUGE;
     uint64_t map = huge && want >= HUGE_SZ ? want + HUGE_SZ : want;
@@ -53,14 +53,14 @@ int tl_os_anon_alloc(uint64_t size, tl_os_pages pages, void **addr, uint64_t *le
     return 0;
 }
 
-int tl_os_anon_free(void *addr, uint64_t len) {
+int tl__os_anon_free(void *addr, uint64_t len) {
     if (!addr) return 0;
     return munmap(addr, (size_t)len) == 0 ? 0 : errno;
 }
 
-int tl_os_populate_read(const void *addr, uint64_t size) {
+int tl__os_populate_read(const void *addr, uint64_t size) {
     if (size == 0) return 0;
-    uintptr_t ps = tl_os_page_size();
+    uintptr_t ps = tl__os_page_size();
     uintptr_t a = (uintptr_t)addr & ~(ps - 1);
     size_t len = (size_t)((uintptr_t)addr + size - a);
     if (madvise((void *)a, len, MADV_POPULATE_READ) == 0) return 0;
@@ -73,15 +73,15 @@ int tl_os_populate_read(const void *addr, uint64_t size) {
     return 0;
 }
 
-int tl_os_populate_write(void *addr, uint64_t size) {
+int tl__os_populate_write(void *addr, uint64_t size) {
     if (size == 0) return 0;
     if (madvise(addr, (size_t)size, MADV_POPULATE_WRITE) == 0) return 0;
     return errno == EINVAL || errno == ENOSYS ? ENOTSUP : errno;
 }
 
-int tl_os_drop_mapping_pages(const void *addr, uint64_t size) {
+int tl__os_drop_mapping_pages(const void *addr, uint64_t size) {
     if (!addr || size == 0) return 0;
-    uintptr_t ps = tl_os_page_size();
+    uintptr_t ps = tl__os_page_size();
     uintptr_t a = (uintptr_t)addr & ~(ps - 1);
     size_t len = (size_t)((uintptr_t)addr + size - a);
     return madvise((void *)a, len, MADV_DONTNEED) == 0 ? 0 : errno;

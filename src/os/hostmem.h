@@ -11,28 +11,28 @@
 #include <stdint.h>
 
 /* Page size of an anonymous mapping. */
-typedef enum tl_os_pages {
+typedef enum tl__os_pages {
     TL_OS_PAGES_KERNEL = 0, /* whatever the system's THP setting gives (no advice) */
     TL_OS_PAGES_HUGE = 1,   /* 2 MiB aligned start, MADV_HUGEPAGE */
     TL_OS_PAGES_SMALL = 2,  /* MADV_NOHUGEPAGE: 4 KiB pages even where THP is "always" */
-} tl_os_pages;
+} tl__os_pages;
 
 /*
  * Map size bytes of anonymous memory (zero-filled, untouched) with the pages
  * asked for (advice only: failure to apply it costs speed, not
- * correctness). *len receives the mapped length to give to tl_os_anon_free.
+ * correctness). *len receives the mapped length to give to tl__os_anon_free.
  */
-int tl_os_anon_alloc(uint64_t size, tl_os_pages pages, void **addr, uint64_t *len);
-int tl_os_anon_free(void *addr, uint64_t len);
+int tl__os_anon_alloc(uint64_t size, tl__os_pages pages, void **addr, uint64_t *len);
+int tl__os_anon_free(void *addr, uint64_t len);
 /* Fault in every page of a read-only mapping (MADV_POPULATE_READ, else touch). */
-int tl_os_populate_read(const void *addr, uint64_t size);
+int tl__os_populate_read(const void *addr, uint64_t size);
 /*
  * Fault in the pages of an anonymous range for writing without writing to
  * them (MADV_POPULATE_WRITE), so that a concurrent reader may already be
  * filling them. ENOTSUP where the kernel lacks it (nothing done).
  */
-int tl_os_populate_write(void *addr, uint64_t size);
+int tl__os_populate_write(void *addr, uint64_t size);
 /* madvise(MADV_DONTNEED) on a clean read-only file mapping: unmap its pages. */
-int tl_os_drop_mapping_pages(const void *addr, uint64_t size);
+int tl__os_drop_mapping_pages(const void *addr, uint64_t size);
 
 #endif

@@ -14,7 +14,7 @@
 
 /* A small /proc or /sys file into buf; 0 or an errno (EFBIG when it does not fit). */
 static int read_small(const char *path, char *buf, size_t n) {
-    return tl_os_read_text(path, buf, n, NULL);
+    return tl__os_read_text(path, buf, n, NULL);
 }
 
 static int parse_u64(const char *s, uint64_t *v) {
@@ -30,7 +30,7 @@ static int parse_u64(const char *s, uint64_t *v) {
     return 0;
 }
 
-int tl_os_meminfo_field(const char *text, const char *key, uint64_t *bytes) {
+int tl__os_meminfo_field(const char *text, const char *key, uint64_t *bytes) {
     size_t kl = strlen(key);
     for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
         if (strncmp(l, key, kl) != 0 || l[kl] != ':') continue;
@@ -74,7 +74,7 @@ static int cg_level(const char *dir, bool *limited, uint64_t *max, uint64_t *cur
     return 0;
 }
 
-int tl_os_cgroup_limit(const char *root, const char *dir, bool *limited, uint64_t *max,
+int tl__os_cgroup_limit(const char *root, const char *dir, bool *limited, uint64_t *max,
                        uint64_t *current) {
     char d[4096];
     size_t rl = strlen(root);
@@ -148,7 +148,7 @@ static int cgroup2_self(char *out, size_t n) {
     return ENOENT;
 }
 
-int tl_os_cgroup_self(char *root, size_t root_len, char *dir, size_t dir_len) {
+int tl__os_cgroup_self(char *root, size_t root_len, char *dir, size_t dir_len) {
     char rel[2048];
     int e = cgroup2_mount(root, root_len);
     if (!e) e = cgroup2_self(rel, sizeof rel);
@@ -160,25 +160,25 @@ int tl_os_cgroup_self(char *root, size_t root_len, char *dir, size_t dir_len) {
     return 0;
 }
 
-int tl_os_meminfo_read(tl_os_meminfo *out) {
+int tl__os_meminfo_read(tl__os_meminfo *out) {
     char root[1024], dir[4096];
-    bool cg = tl_os_cgroup_self(root, sizeof root, dir, sizeof dir) == 0;
-    return tl_os_meminfo_read_at(cg ? root : NULL, cg ? dir : NULL, out);
+    bool cg = tl__os_cgroup_self(root, sizeof root, dir, sizeof dir) == 0;
+    return tl__os_meminfo_read_at(cg ? root : NULL, cg ? dir : NULL, out);
 }
 
-int tl_os_meminfo_read_at(const char *cg_root, const char *cg_dir, tl_os_meminfo *out) {
+int tl__os_meminfo_read_at(const char *cg_root, const char *cg_dir, tl__os_meminfo *out) {
     char buf[16384];
     memset(out, 0, sizeof *out);
     int e = read_small("/proc/meminfo", buf, sizeof buf);
     if (e) return e;
-    if ((e = tl_os_meminfo_field(buf, "MemTotal", &out->mem_total))) return e;
-    if (tl_os_meminfo_field(buf, "MemAvailable", &out->mem_available) != 0) {
+    if ((e = tl__os_meminfo_field(buf, "MemTotal", &out->mem_total))) return e;
+    if (tl__os_meminfo_field(buf, "MemAvailable", &out->mem_available) != 0) {
         /* very old kernels: MemFree is the best lower bound */
-        if ((e = tl_os_meminfo_field(buf, "MemFree", &out->mem_available))) return e;
+        if ((e = tl__os_meminfo_field(buf, "MemFree", &out->mem_available))) return e;
     }
     out->cg_max = UINT64_MAX;
     if (cg_root && cg_dir)
-        tl_os_cgroup_limit(cg_root, cg_dir, &out->cg_limited, &out->cg_max, &out->cg_current);
+        tl__os_cgroup_limit(cg_root, cg_dir, &out->cg_limited, &out->cg_max, &out->cg_current);
     out->total = out->mem_total < out->cg_max ? out->mem_total : out->cg_max;
     out->free = out->mem_available;
     if (out->cg_limited) {
@@ -189,15 +189,15 @@ int tl_os_meminfo_read_at(const char *cg_root, const char *cg_dir, tl_os_meminfo
     return 0;
 }
 
-int tl_os_mlock(const void *addr, uint64_t n) {
+int tl__os_mlock(const void *addr, uint64_t n) {
     return mlock(addr, (size_t)n) == 0 ? 0 : errno;
 }
 
-int tl_os_munlock(const void *addr, uint64_t n) {
+int tl__os_munlock(const void *addr, uint64_t n) {
     return munlock(addr, (size_t)n) == 0 ? 0 : errno;
 }
 
-int tl_os_memlock_limit(uint64_t *bytes) {
+int tl__os_memlock_limit(uint64_t *bytes) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0) return errno;
     *bytes = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct tl_os_meminfo {
+typedef struct tl__os_meminfo {
     uint64_t mem_total;     /* MemTotal */
     uint64_t mem_available; /* MemAvailable */
     bool cg_limited;        /* some cgroup v2 level of this process has memory.max != "max" */
@@ -22,14 +22,14 @@ typedef struct tl_os_meminfo {
     uint64_t cg_current;    /* memory.current of that level (0 when none) */
     uint64_t total;         /* min(mem_total, cg_max) */
     uint64_t free;          /* min(mem_available, cg_max - cg_current), never negative */
-} tl_os_meminfo;
+} tl__os_meminfo;
 
 /*
  * Value of one "Key:   123 kB" line (a number with an optional kB unit) of /proc text, in
  * bytes: the one parser for /proc/meminfo, /proc/self/status and /proc/self/smaps_rollup.
  * ENOENT when the key is absent, EINVAL when the line is malformed.
  */
-int tl_os_meminfo_field(const char *text, const char *key, uint64_t *bytes);
+int tl__os_meminfo_field(const char *text, const char *key, uint64_t *bytes);
 
 /*
  * The tightest cgroup v2 memory limit along dir and its ancestors up to (and
@@ -38,7 +38,7 @@ int tl_os_meminfo_field(const char *text, const char *key, uint64_t *bytes);
  * dir must start with root. Exposed with explicit paths so tests can use a
  * fake tree.
  */
-int tl_os_cgroup_limit(const char *root, const char *dir, bool *limited, uint64_t *max,
+int tl__os_cgroup_limit(const char *root, const char *dir, bool *limited, uint64_t *max,
                        uint64_t *current);
 
 /*
@@ -46,16 +46,16 @@ int tl_os_cgroup_limit(const char *root, const char *dir, bool *limited, uint64_
  * /proc/self/mountinfo), *dir root + the "0::" path of /proc/self/cgroup.
  * ENOENT when there is no cgroup v2.
  */
-int tl_os_cgroup_self(char *root, size_t root_len, char *dir, size_t dir_len);
+int tl__os_cgroup_self(char *root, size_t root_len, char *dir, size_t dir_len);
 /* Read everything above for this process (cgroup found each call). */
-int tl_os_meminfo_read(tl_os_meminfo *out);
+int tl__os_meminfo_read(tl__os_meminfo *out);
 /* The same with the cgroup folder already found (cg_root NULL: no cgroup); cheaper. */
-int tl_os_meminfo_read_at(const char *cg_root, const char *cg_dir, tl_os_meminfo *out);
+int tl__os_meminfo_read_at(const char *cg_root, const char *cg_dir, tl__os_meminfo *out);
 
 /* mlock / munlock a host range (page-rounded by the kernel). */
-int tl_os_mlock(const void *addr, uint64_t n);
-int tl_os_munlock(const void *addr, uint64_t n);
+int tl__os_mlock(const void *addr, uint64_t n);
+int tl__os_munlock(const void *addr, uint64_t n);
 /* Soft RLIMIT_MEMLOCK in bytes (UINT64_MAX when unlimited). */
-int tl_os_memlock_limit(uint64_t *bytes);
+int tl__os_memlock_limit(uint64_t *bytes);
 
 #endif

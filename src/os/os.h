@@ -17,7 +17,7 @@
  * What a path is (stat, following symlinks), for refusing and naming things
  * that are not regular files.
  */
-typedef enum tl_os_kind {
+typedef enum tl__os_kind {
     TL_OS_MISSING = 0,
     TL_OS_REGULAR,
     TL_OS_DIR,
@@ -26,14 +26,14 @@ typedef enum tl_os_kind {
     TL_OS_BLOCKDEV,
     TL_OS_SOCKET,
     TL_OS_OTHER,
-} tl_os_kind;
-tl_os_kind tl_os_kind_of(const char *path);
+} tl__os_kind;
+tl__os_kind tl__os_kind_of(const char *path);
 /* "a FIFO (named pipe)", "a character device", ... (with the article). */
-const char *tl_os_kind_name(tl_os_kind k);
+const char *tl__os_kind_name(tl__os_kind k);
 
 /*
- * Errors of tl_os_open_ro beyond errno values (positive, above any errno):
- * the path is not a regular file (tl_os_kind_of says what it is), or it is a
+ * Errors of tl__os_open_ro beyond errno values (positive, above any errno):
+ * the path is not a regular file (tl__os_kind_of says what it is), or it is a
  * regular file whose size is 0 although it reads bytes (a /proc or /sys
  * pseudo-file: no size to map).
  */
@@ -47,89 +47,89 @@ const char *tl_os_kind_name(tl_os_kind k);
  * between cannot make it wait for a writer). Directories give EISDIR, other
  * non-regular files TL_OS_ENOTREG, pseudo-files TL_OS_ENOSIZE.
  */
-int tl_os_open_ro(const char *path, int *fd, uint64_t *size);
+int tl__os_open_ro(const char *path, int *fd, uint64_t *size);
 /* Do two open descriptors name the same file (st_dev and st_ino)? */
-bool tl_os_same_file(int fd1, int fd2);
+bool tl__os_same_file(int fd1, int fd2);
 /* The canonical absolute path (realpath) in a heap string. */
-int tl_os_realpath(const char *path, char **out);
+int tl__os_realpath(const char *path, char **out);
 /* Current size of an open file (detects truncation under a mapping). */
-int tl_os_fsize(int fd, uint64_t *size);
+int tl__os_fsize(int fd, uint64_t *size);
 /* The identity of an open file: any write, truncation or replacement changes it. */
-typedef struct tl_os_stamp {
+typedef struct tl__os_stamp {
     uint64_t dev, ino, size;
     int64_t mtime_ns, ctime_ns;
-} tl_os_stamp;
-int tl_os_fstamp(int fd, tl_os_stamp *out);
-bool tl_os_stamp_equal(const tl_os_stamp *a, const tl_os_stamp *b);
-int tl_os_close(int fd);
+} tl__os_stamp;
+int tl__os_fstamp(int fd, tl__os_stamp *out);
+bool tl__os_stamp_equal(const tl__os_stamp *a, const tl__os_stamp *b);
+int tl__os_close(int fd);
 /* Is the path a directory? (false when it does not exist.) */
-bool tl_os_is_dir(const char *path);
-bool tl_os_exists(const char *path);
+bool tl__os_is_dir(const char *path);
+bool tl__os_exists(const char *path);
 
-/* Names of a folder's entries (no "." / ".."), sorted; free with tl_os_listdir_free. */
-int tl_os_listdir(const char *dir, char ***names, size_t *n);
-void tl_os_listdir_free(char **names, size_t n);
+/* Names of a folder's entries (no "." / ".."), sorted; free with tl__os_listdir_free. */
+int tl__os_listdir(const char *dir, char ***names, size_t *n);
+void tl__os_listdir_free(char **names, size_t n);
 /*
- * Small files. tl_os_read_small: a regular file whose size fstat tells (a model index, a
+ * Small files. tl__os_read_small: a regular file whose size fstat tells (a model index, a
  * config), at most limit bytes (EFBIG beyond), into a NUL-terminated heap buffer; open, read and
- * allocation are fault-injected. tl_os_read_text: a /proc or /sys text file (whose size fstat
+ * allocation are fault-injected. tl__os_read_text: a /proc or /sys text file (whose size fstat
  * does not tell) into the caller's buffer of cap bytes, NUL-terminated, EFBIG when it does not
  * fit; it allocates nothing and is not fault-injected, because samplers call it from their own
  * threads, where an injected fault would land on a nondeterministic call.
  */
-int tl_os_read_small(const char *path, uint64_t limit, char **buf, size_t *len);
-int tl_os_read_text(const char *path, char *buf, size_t cap, size_t *len);
+int tl__os_read_small(const char *path, uint64_t limit, char **buf, size_t *len);
+int tl__os_read_text(const char *path, char *buf, size_t cap, size_t *len);
 
 /* Read exactly len bytes at off; EIO-like errno on error, ENODATA on early EOF. */
-int tl_os_pread_full(int fd, void *buf, size_t len, uint64_t off);
+int tl__os_pread_full(int fd, void *buf, size_t len, uint64_t off);
 /* pwrite all of buf (EINTR retried); errno on failure (ENOSPC, EIO, ...). */
-int tl_os_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+int tl__os_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 /*
  * A read-write temporary file in dir that has no name: O_TMPFILE, else
  * created and unlinked at once. Nothing remains on disk once it is closed or
  * the process dies.
  */
-int tl_os_open_tmpfile(const char *dir, int *fd);
-int tl_os_ftruncate(int fd, uint64_t size);
+int tl__os_open_tmpfile(const char *dir, int *fd);
+int tl__os_ftruncate(int fd, uint64_t size);
 /* Map [off, off+len) of fd read-only and shared (off page aligned). */
-int tl_os_map_shared_ro(int fd, uint64_t off, uint64_t len, void **addr);
+int tl__os_map_shared_ro(int fd, uint64_t off, uint64_t len, void **addr);
 
 /* Map a whole file MAP_PRIVATE (read-only, or copy-on-write writable). */
-int tl_os_map(int fd, uint64_t size, bool writable, bool populate, void **addr);
-int tl_os_unmap(void *addr, uint64_t size);
+int tl__os_map(int fd, uint64_t size, bool writable, bool populate, void **addr);
+int tl__os_unmap(void *addr, uint64_t size);
 /*
  * Give [off, off+len) of a writable MAP_PRIVATE file mapping its file bytes
  * back: whole pages drop their private copies (MADV_DONTNEED, so no memory is
  * kept), partial pages at either end are read back from fd.
  */
-int tl_os_restore_range(void *map, int fd, uint64_t off, uint64_t len);
+int tl__os_restore_range(void *map, int fd, uint64_t off, uint64_t len);
 /* madvise with one of these hints. */
-typedef enum tl_os_advice {
+typedef enum tl__os_advice {
     TL_OS_ADV_SEQUENTIAL = 1,
     TL_OS_ADV_WILLNEED,
     TL_OS_ADV_DONTNEED,
-} tl_os_advice;
-int tl_os_madvise(void *addr, uint64_t size, tl_os_advice advice);
+} tl__os_advice;
+int tl__os_madvise(void *addr, uint64_t size, tl__os_advice advice);
 /* posix_fadvise(POSIX_FADV_DONTNEED) over [off, off+len) (len 0 = to the end). */
-int tl_os_fadvise_dontneed(int fd, uint64_t off, uint64_t len);
-int tl_os_fadvise_willneed(int fd, uint64_t off, uint64_t len);
+int tl__os_fadvise_dontneed(int fd, uint64_t off, uint64_t len);
+int tl__os_fadvise_willneed(int fd, uint64_t off, uint64_t len);
 /* Pages of [addr, addr+size) resident in memory (mincore). */
-int tl_os_mincore(const void *addr, uint64_t size, uint64_t *resident, uint64_t *total);
+int tl__os_mincore(const void *addr, uint64_t size, uint64_t *resident, uint64_t *total);
 /* Page-cache residency of a file region without a mapping of the caller's (maps temporarily). */
-int tl_os_file_residency(int fd, uint64_t size, uint64_t *resident, uint64_t *total);
-size_t tl_os_page_size(void);
+int tl__os_file_residency(int fd, uint64_t size, uint64_t *resident, uint64_t *total);
+size_t tl__os_page_size(void);
 
 /* Heap allocation with fault injection (returns NULL on injected or real failure). */
-void *tl_os_malloc(size_t n);
-void *tl_os_calloc(size_t n, size_t m);
-void *tl_os_realloc(void *p, size_t n);
-char *tl_os_strdup(const char *s);
-char *tl_os_strndup(const char *s, size_t n);
+void *tl__os_malloc(size_t n);
+void *tl__os_calloc(size_t n, size_t m);
+void *tl__os_realloc(void *p, size_t n);
+char *tl__os_strdup(const char *s);
+char *tl__os_strndup(const char *s, size_t n);
 /* align (a power of two, a multiple of sizeof(void *)) aligned heap memory, freed with free();
  * 0, EINVAL or ENOMEM (also when injected). */
-int tl_os_aligned_alloc(size_t align, size_t n, void **out);
+int tl__os_aligned_alloc(size_t align, size_t n, void **out);
 
 /* Monotonic time in seconds. */
-double tl_os_now(void);
+double tl__os_now(void);
 
 #endif

@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static tl_os_kind kind_of_mode(mode_t m) {
+static tl__os_kind kind_of_mode(mode_t m) {
     if (S_ISREG(m)) return TL_OS_REGULAR;
     if (S_ISDIR(m)) return TL_OS_DIR;
     if (S_ISFIFO(m)) return TL_OS_FIFO;
@@ -27,13 +27,13 @@ static tl_os_kind kind_of_mode(mode_t m) {
     return TL_OS_OTHER;
 }
 
-tl_os_kind tl_os_kind_of(const char *path) {
+tl__os_kind tl__os_kind_of(const char *path) {
     struct stat st;
     if (stat(path, &st) != 0) return TL_OS_MISSING;
     return kind_of_mode(st.st_mode);
 }
 
-const char *tl_os_kind_name(tl_os_kind k) {
+const char *tl__os_kind_name(tl__os_kind k) {
     switch (k) {
     case TL_OS_MISSING:
         return "missing";
@@ -60,8 +60,8 @@ static int refuse_kind(mode_t m) {
     return S_ISREG(m) ? 0 : TL_OS_ENOTREG;
 }
 
-int tl_os_open_ro(const char *path, int *fd, uint64_t *size) {
-    int e = tl_fault_hit(TL_FAULT_OPEN);
+int tl__os_open_ro(const char *path, int *fd, uint64_t *size) {
+    int e = tl__fault_hit(TL_FAULT_OPEN);
     if (e) return e;
     struct stat st;
     /* refuse devices, FIFOs and sockets before opening them (opening has effects) */
@@ -95,14 +95,14 @@ int tl_os_open_ro(const char *path, int *fd, uint64_t *size) {
     return 0;
 }
 
-bool tl_os_same_file(int fd1, int fd2) {
+bool tl__os_same_file(int fd1, int fd2) {
     struct stat a, b;
     if (fstat(fd1, &a) != 0 || fstat(fd2, &b) != 0) return false;
     return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
-int tl_os_realpath(const char *path, char **out) {
-    int e = tl_fault_hit(TL_FAULT_OPEN);
+int tl__os_realpath(const char *path, char **out) {
+    int e = tl__fault_hit(TL_FAULT_OPEN);
     if (e) return e;
     char *r = realpath(path, NULL);
     if (!r) return errno;
@@ -110,32 +110,32 @@ int tl_os_realpath(const char *path, char **out) {
     return 0;
 }
 
-int tl_os_fsize(int fd, uint64_t *size) {
+int tl__os_fsize(int fd, uint64_t *size) {
     struct stat st;
     if (fstat(fd, &st) != 0) return errno;
     *size = (uint64_t)st.st_size;
     return 0;
 }
 
-int tl_os_close(int fd) {
+int tl__os_close(int fd) {
     return close(fd) == 0 ? 0 : errno;
 }
 
-bool tl_os_is_dir(const char *path) {
+bool tl__os_is_dir(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-bool tl_os_exists(const char *path) {
+bool tl__os_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
 }
 
-int tl_os_pread_full(int fd, void *buf, size_t len, uint64_t off) {
+int tl__os_pread_full(int fd, void *buf, size_t len, uint64_t off) {
     char *p = buf;
     size_t want = len;
     while (len > 0) {
-        int e = tl_fault_hit(TL_FAULT_READ);
+        int e = tl__fault_hit(TL_FAULT_READ);
         if (e) return e;
         ssize_t n = pread(fd, p, len, (off_t)off);
         if (n < 0) {
@@ -147,12 +147,12 @@ int tl_os_pread_full(int fd, void *buf, size_t len, uint64_t off) {
         len -= (size_t)n;
         off += (uint64_t)n;
     }
-    if (want) tl_fault_corrupt(buf, want);
+    if (want) tl__fault_corrupt(buf, want);
     return 0;
 }
 
-int tl_os_map(int fd, uint64_t size, bool writable, bool populate, void **addr) {
-    int e = tl_fault_hit(TL_FAULT_MMAP);
+int tl__os_map(int fd, uint64_t size, bool writable, bool populate, void **addr) {
+    int e = tl__fault_hit(TL_FAULT_MMAP);
     if (e) return e;
     if (size == 0 || size > (uint64_t)SIZE_MAX) return EINVAL;
     int prot = PROT_READ | (writable ? PROT_WRITE : 0);
@@ -163,24 +163,24 @@ int tl_os_map(int fd, uint64_t size, bool writable, bool populate, void **addr) 
     return 0;
 }
 
-int tl_os_restore_range(void *map, int fd, uint64_t off, uint64_t len) {
-    uint64_t pg = (uint64_t)tl_os_page_size();
+int tl__os_restore_range(void *map, int fd, uint64_t off, uint64_t len) {
+    uint64_t pg = (uint64_t)tl__os_page_size();
     uint64_t a = (off + pg - 1) / pg * pg, b = (off + len) / pg * pg;
     unsigned char *base = map;
-    if (a >= b) return tl_os_pread_full(fd, base + off, (size_t)len, off);
+    if (a >= b) return tl__os_pread_full(fd, base + off, (size_t)len, off);
     if (madvise(base + a, (size_t)(b - a), MADV_DONTNEED) != 0) return errno;
     int e = 0;
-    if (a > off) e = tl_os_pread_full(fd, base + off, (size_t)(a - off), off);
-    if (!e && off + len > b) e = tl_os_pread_full(fd, base + b, (size_t)(off + len - b), b);
+    if (a > off) e = tl__os_pread_full(fd, base + off, (size_t)(a - off), off);
+    if (!e && off + len > b) e = tl__os_pread_full(fd, base + b, (size_t)(off + len - b), b);
     return e;
 }
 
-int tl_os_unmap(void *addr, uint64_t size) {
+int tl__os_unmap(void *addr, uint64_t size) {
     if (!addr) return 0;
     return munmap(addr, (size_t)size) == 0 ? 0 : errno;
 }
 
-int tl_os_madvise(void *addr, uint64_t size, tl_os_advice advice) {
+int tl__os_madvise(void *addr, uint64_t size, tl__os_advice advice) {
     int a;
     switch (advice) {
     case TL_OS_ADV_SEQUENTIAL:
@@ -198,22 +198,22 @@ int tl_os_madvise(void *addr, uint64_t size, tl_os_advice advice) {
     return madvise(addr, (size_t)size, a) == 0 ? 0 : errno;
 }
 
-int tl_os_fadvise_dontneed(int fd, uint64_t off, uint64_t len) {
+int tl__os_fadvise_dontneed(int fd, uint64_t off, uint64_t len) {
     return posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
 }
 
-int tl_os_fadvise_willneed(int fd, uint64_t off, uint64_t len) {
+int tl__os_fadvise_willneed(int fd, uint64_t off, uint64_t len) {
     return posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
 }
 
-size_t tl_os_page_size(void) {
+size_t tl__os_page_size(void) {
     static size_t ps;
     if (!ps) ps = (size_t)sysconf(_SC_PAGESIZE);
     return ps;
 }
 
-int tl_os_mincore(const void *addr, uint64_t size, uint64_t *resident, uint64_t *total) {
-    size_t ps = tl_os_page_size();
+int tl__os_mincore(const void *addr, uint64_t size, uint64_t *resident, uint64_t *total) {
+    size_t ps = tl__os_page_size();
     uint64_t pages = (size + ps - 1) / ps;
     *resident = 0;
     *total = pages;
@@ -228,35 +228,35 @@ int tl_os_mincore(const void *addr, uint64_t size, uint64_t *resident, uint64_t 
     return 0;
 }
 
-int tl_os_file_residency(int fd, uint64_t size, uint64_t *resident, uint64_t *total) {
+int tl__os_file_residency(int fd, uint64_t size, uint64_t *resident, uint64_t *total) {
     if (size == 0) {
         *resident = *total = 0;
         return 0;
     }
     void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) return errno;
-    int e = tl_os_mincore(p, size, resident, total);
+    int e = tl__os_mincore(p, size, resident, total);
     munmap(p, (size_t)size);
     return e;
 }
 
-void *tl_os_malloc(size_t n) {
-    if (tl_fault_hit(TL_FAULT_ALLOC)) return NULL;
+void *tl__os_malloc(size_t n) {
+    if (tl__fault_hit(TL_FAULT_ALLOC)) return NULL;
     return malloc(n ? n : 1);
 }
 
-void *tl_os_calloc(size_t n, size_t m) {
-    if (tl_fault_hit(TL_FAULT_ALLOC)) return NULL;
+void *tl__os_calloc(size_t n, size_t m) {
+    if (tl__fault_hit(TL_FAULT_ALLOC)) return NULL;
     return calloc(n ? n : 1, m ? m : 1);
 }
 
-void *tl_os_realloc(void *p, size_t n) {
-    if (tl_fault_hit(TL_FAULT_ALLOC)) return NULL;
+void *tl__os_realloc(void *p, size_t n) {
+    if (tl__fault_hit(TL_FAULT_ALLOC)) return NULL;
     return realloc(p, n ? n : 1);
 }
 
-int tl_os_aligned_alloc(size_t align, size_t n, void **out) {
-    int e = tl_fault_hit(TL_FAULT_ALLOC);
+int tl__os_aligned_alloc(size_t align, size_t n, void **out) {
+    int e = tl__fault_hit(TL_FAULT_ALLOC);
     if (e) return e;
     void *p = NULL;
     e = posix_memalign(&p, align, n ? n : 1);
@@ -265,19 +265,19 @@ int tl_os_aligned_alloc(size_t align, size_t n, void **out) {
     return 0;
 }
 
-char *tl_os_strndup(const char *s, size_t n) {
-    char *d = tl_os_malloc(n + 1);
+char *tl__os_strndup(const char *s, size_t n) {
+    char *d = tl__os_malloc(n + 1);
     if (!d) return NULL;
     memcpy(d, s, n);
     d[n] = 0;
     return d;
 }
 
-char *tl_os_strdup(const char *s) {
-    return tl_os_strndup(s, strlen(s));
+char *tl__os_strdup(const char *s) {
+    return tl__os_strndup(s, strlen(s));
 }
 
-double tl_os_now(void) {
+double tl__os_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
@@ -287,27 +287,27 @@ static int cmp_names(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int tl_os_listdir(const char *dir, char ***names, size_t *n) {
-    int e = tl_fault_hit(TL_FAULT_OPEN);
+int tl__os_listdir(const char *dir, char ***names, size_t *n) {
+    int e = tl__fault_hit(TL_FAULT_OPEN);
     if (e) return e;
     DIR *d = opendir(dir);
     if (!d) return errno;
     size_t cap = 16, cnt = 0;
-    char **v = tl_os_malloc(cap * sizeof *v);
+    char **v = tl__os_malloc(cap * sizeof *v);
     struct dirent *de;
     while (v && (de = readdir(d)) != NULL) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
         if (cnt == cap) {
-            char **nv = tl_os_realloc(v, (cap *= 2) * sizeof *v);
+            char **nv = tl__os_realloc(v, (cap *= 2) * sizeof *v);
             if (!nv) {
-                tl_os_listdir_free(v, cnt);
+                tl__os_listdir_free(v, cnt);
                 v = NULL;
                 break;
             }
             v = nv;
         }
-        if (!(v[cnt] = tl_os_strdup(de->d_name))) {
-            tl_os_listdir_free(v, cnt);
+        if (!(v[cnt] = tl__os_strdup(de->d_name))) {
+            tl__os_listdir_free(v, cnt);
             v = NULL;
             break;
         }
@@ -321,27 +321,27 @@ int tl_os_listdir(const char *dir, char ***names, size_t *n) {
     return 0;
 }
 
-void tl_os_listdir_free(char **names, size_t n) {
+void tl__os_listdir_free(char **names, size_t n) {
     for (size_t i = 0; i < n; i++)
         free(names[i]);
     free(names);
 }
 
-int tl_os_read_small(const char *path, uint64_t limit, char **buf, size_t *len) {
+int tl__os_read_small(const char *path, uint64_t limit, char **buf, size_t *len) {
     int fd;
     uint64_t size;
-    int e = tl_os_open_ro(path, &fd, &size);
+    int e = tl__os_open_ro(path, &fd, &size);
     if (e) return e;
     if (size > limit) {
         close(fd);
         return EFBIG;
     }
-    char *b = tl_os_malloc((size_t)size + 1);
+    char *b = tl__os_malloc((size_t)size + 1);
     if (!b) {
         close(fd);
         return ENOMEM;
     }
-    e = tl_os_pread_full(fd, b, (size_t)size, 0);
+    e = tl__os_pread_full(fd, b, (size_t)size, 0);
     close(fd);
     if (e) {
         free(b);
@@ -353,7 +353,7 @@ int tl_os_read_small(const char *path, uint64_t limit, char **buf, size_t *len) 
     return 0;
 }
 
-int tl_os_fstamp(int fd, tl_os_stamp *out) {
+int tl__os_fstamp(int fd, tl__os_stamp *out) {
     struct stat st;
     if (fstat(fd, &st) != 0) return errno;
     out->dev = (uint64_t)st.st_dev;
@@ -364,15 +364,15 @@ int tl_os_fstamp(int fd, tl_os_stamp *out) {
     return 0;
 }
 
-bool tl_os_stamp_equal(const tl_os_stamp *a, const tl_os_stamp *b) {
+bool tl__os_stamp_equal(const tl__os_stamp *a, const tl__os_stamp *b) {
     return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
            a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
 }
 
-int tl_os_pwrite_full(int fd, const void *buf, size_t len, uint64_t off) {
+int tl__os_pwrite_full(int fd, const void *buf, size_t len, uint64_t off) {
     const char *p = buf;
     while (len > 0) {
-        int e = tl_fault_hit(TL_FAULT_WRITE);
+        int e = tl__fault_hit(TL_FAULT_WRITE);
         if (e) return e;
         ssize_t n = pwrite(fd, p, len, (off_t)off);
         if (n < 0) {
@@ -387,8 +387,8 @@ int tl_os_pwrite_full(int fd, const void *buf, size_t len, uint64_t off) {
     return 0;
 }
 
-int tl_os_open_tmpfile(const char *dir, int *fd) {
-    int e = tl_fault_hit(TL_FAULT_OPEN);
+int tl__os_open_tmpfile(const char *dir, int *fd) {
+    int e = tl__fault_hit(TL_FAULT_OPEN);
     if (e) return e;
 #ifdef O_TMPFILE
     int f = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
@@ -414,12 +414,12 @@ int tl_os_open_tmpfile(const char *dir, int *fd) {
     return 0;
 }
 
-int tl_os_ftruncate(int fd, uint64_t size) {
+int tl__os_ftruncate(int fd, uint64_t size) {
     return ftruncate(fd, (off_t)size) == 0 ? 0 : errno;
 }
 
-int tl_os_map_shared_ro(int fd, uint64_t off, uint64_t len, void **addr) {
-    int e = tl_fault_hit(TL_FAULT_MMAP);
+int tl__os_map_shared_ro(int fd, uint64_t off, uint64_t len, void **addr) {
+    int e = tl__fault_hit(TL_FAULT_MMAP);
     if (e) return e;
     if (len == 0 || len > (uint64_t)SIZE_MAX) return EINVAL;
     void *p = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED, fd, (off_t)off);
@@ -428,7 +428,7 @@ int tl_os_map_shared_ro(int fd, uint64_t off, uint64_t len, void **addr) {
     return 0;
 }
 
-int tl_os_read_text(const char *path, char *buf, size_t cap, size_t *len) {
+int tl__os_read_text(const char *path, char *buf, size_t cap, size_t *len) {
     if (cap == 0) return EINVAL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return errno;

@@ -10,13 +10,13 @@
 /* A "Key: N kB" field in bytes, 0 when the kernel does not report it. */
 static uint64_t field_or_0(const char *text, const char *key) {
     uint64_t v = 0;
-    return tl_os_meminfo_field(text, key, &v) == 0 ? v : 0;
+    return tl__os_meminfo_field(text, key, &v) == 0 ? v : 0;
 }
 
-int tl_os_procmem_read(tl_os_procmem *out) {
+int tl__os_procmem_read(tl__os_procmem *out) {
     char buf[8192];
     memset(out, 0, sizeof *out);
-    int e = tl_os_read_text("/proc/self/status", buf, sizeof buf, NULL);
+    int e = tl__os_read_text("/proc/self/status", buf, sizeof buf, NULL);
     if (e) return e;
     out->rss = field_or_0(buf, "VmRSS");
     out->rss_anon = field_or_0(buf, "RssAnon");
@@ -26,9 +26,9 @@ int tl_os_procmem_read(tl_os_procmem *out) {
     return 0;
 }
 
-int tl_os_procmem_uss(uint64_t *uss) {
+int tl__os_procmem_uss(uint64_t *uss) {
     char buf[4096];
-    int e = tl_os_read_text("/proc/self/smaps_rollup", buf, sizeof buf, NULL);
+    int e = tl__os_read_text("/proc/self/smaps_rollup", buf, sizeof buf, NULL);
     if (e) return e;
     *uss = field_or_0(buf, "Private_Clean") + field_or_0(buf, "Private_Dirty");
     return 0;

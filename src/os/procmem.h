@@ -9,17 +9,17 @@
 
 #include <stdint.h>
 
-typedef struct tl_os_procmem {
+typedef struct tl__os_procmem {
     uint64_t rss;       /* VmRSS */
     uint64_t rss_anon;  /* RssAnon */
     uint64_t rss_file;  /* RssFile */
     uint64_t rss_shmem; /* RssShmem */
     uint64_t peak_rss;  /* VmHWM */
-} tl_os_procmem;
+} tl__os_procmem;
 
 /* The fields above from /proc/self/status (a field the kernel does not report is 0). */
-int tl_os_procmem_read(tl_os_procmem *out);
+int tl__os_procmem_read(tl__os_procmem *out);
 /* USS (Private_Clean + Private_Dirty) from /proc/self/smaps_rollup. */
-int tl_os_procmem_uss(uint64_t *uss);
+int tl__os_procmem_uss(uint64_t *uss);
 
 #endif

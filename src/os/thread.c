@@ -9,13 +9,13 @@
 #include <stdlib.h>
 #include <time.h>
 
-struct tl_os_thread {
+struct tl__os_thread {
     pthread_t t;
 };
 
-int tl_os_thread_start(tl_os_thread **out, void *(*fn)(void *), void *arg) {
-    if (tl_fault_hit(TL_FAULT_ALLOC)) return ENOMEM;
-    tl_os_thread *t = malloc(sizeof *t);
+int tl__os_thread_start(tl__os_thread **out, void *(*fn)(void *), void *arg) {
+    if (tl__fault_hit(TL_FAULT_ALLOC)) return ENOMEM;
+    tl__os_thread *t = malloc(sizeof *t);
     if (!t) return ENOMEM;
     int e = pthread_create(&t->t, NULL, fn, arg);
     if (e) {
@@ -26,13 +26,13 @@ int tl_os_thread_start(tl_os_thread **out, void *(*fn)(void *), void *arg) {
     return 0;
 }
 
-void tl_os_thread_join(tl_os_thread *t) {
+void tl__os_thread_join(tl__os_thread *t) {
     if (!t) return;
     pthread_join(t->t, NULL);
     free(t);
 }
 
-void tl_os_sleep(double s) {
+void tl__os_sleep(double s) {
     if (s <= 0) return;
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
@@ -42,55 +42,55 @@ void tl_os_sleep(double s) {
 /* The address of a thread-local object: distinct for every live thread, never 0. */
 static _Thread_local char self_tag;
 
-uintptr_t tl_os_thread_self(void) {
+uintptr_t tl__os_thread_self(void) {
     return (uintptr_t)&self_tag;
 }
 
-int tl_os_mutex_init(tl_os_mutex *m) {
+int tl__os_mutex_init(tl__os_mutex *m) {
 #ifdef TL_DEBUG_ASSERTS
     atomic_init(&m->owner, 0);
 #endif
     return pthread_mutex_init(&m->mu, NULL);
 }
 
-void tl_os_mutex_destroy(tl_os_mutex *m) {
+void tl__os_mutex_destroy(tl__os_mutex *m) {
 #ifdef TL_DEBUG_ASSERTS
     if (atomic_load_explicit(&m->owner, memory_order_relaxed) != 0)
-        tl_os_assert_fail(__FILE__, __LINE__, "mutex destroyed while held");
+        tl__os_assert_fail(__FILE__, __LINE__, "mutex destroyed while held");
 #endif
     pthread_mutex_destroy(&m->mu);
 }
 
-void tl_os_mutex_lock(tl_os_mutex *m) {
+void tl__os_mutex_lock(tl__os_mutex *m) {
 #ifdef TL_DEBUG_ASSERTS
-    if (atomic_load_explicit(&m->owner, memory_order_relaxed) == tl_os_thread_self())
-        tl_os_assert_fail(__FILE__, __LINE__, "mutex locked twice by one thread");
+    if (atomic_load_explicit(&m->owner, memory_order_relaxed) == tl__os_thread_self())
+        tl__os_assert_fail(__FILE__, __LINE__, "mutex locked twice by one thread");
 #endif
     pthread_mutex_lock(&m->mu);
 #ifdef TL_DEBUG_ASSERTS
-    atomic_store_explicit(&m->owner, tl_os_thread_self(), memory_order_relaxed);
+    atomic_store_explicit(&m->owner, tl__os_thread_self(), memory_order_relaxed);
 #endif
 }
 
-void tl_os_mutex_unlock(tl_os_mutex *m) {
+void tl__os_mutex_unlock(tl__os_mutex *m) {
 #ifdef TL_DEBUG_ASSERTS
-    if (atomic_load_explicit(&m->owner, memory_order_relaxed) != tl_os_thread_self())
-        tl_os_assert_fail(__FILE__, __LINE__, "mutex unlocked by a thread that does not hold it");
+    if (atomic_load_explicit(&m->owner, memory_order_relaxed) != tl__os_thread_self())
+        tl__os_assert_fail(__FILE__, __LINE__, "mutex unlocked by a thread that does not hold it");
     atomic_store_explicit(&m->owner, 0, memory_order_relaxed);
 #endif
     pthread_mutex_unlock(&m->mu);
 }
 
-bool tl_os_mutex_held(tl_os_mutex *m) {
+bool tl__os_mutex_held(tl__os_mutex *m) {
 #ifdef TL_DEBUG_ASSERTS
-    return atomic_load_explicit(&m->owner, memory_order_relaxed) == tl_os_thread_self();
+    return atomic_load_explicit(&m->owner, memory_order_relaxed) == tl__os_thread_self();
 #else
     (void)m;
     return true;
 #endif
 }
 
-int tl_os_cond_init(tl_os_cond *c) {
+int tl__os_cond_init(tl__os_cond *c) {
     pthread_condattr_t a;
     int e = pthread_condattr_init(&a);
     if (e) return e;
@@ -100,23 +100,23 @@ int tl_os_cond_init(tl_os_cond *c) {
     return e;
 }
 
-void tl_os_cond_destroy(tl_os_cond *c) {
+void tl__os_cond_destroy(tl__os_cond *c) {
     pthread_cond_destroy(&c->cv);
 }
 
-void tl_os_cond_wait(tl_os_cond *c, tl_os_mutex *m) {
-    tl_os_mutex_assert_held(m);
+void tl__os_cond_wait(tl__os_cond *c, tl__os_mutex *m) {
+    tl__os_mutex_assert_held(m);
 #ifdef TL_DEBUG_ASSERTS
     atomic_store_explicit(&m->owner, 0, memory_order_relaxed);
 #endif
     pthread_cond_wait(&c->cv, &m->mu);
 #ifdef TL_DEBUG_ASSERTS
-    atomic_store_explicit(&m->owner, tl_os_thread_self(), memory_order_relaxed);
+    atomic_store_explicit(&m->owner, tl__os_thread_self(), memory_order_relaxed);
 #endif
 }
 
-bool tl_os_cond_timedwait(tl_os_cond *c, tl_os_mutex *m, double s) {
-    tl_os_mutex_assert_held(m);
+bool tl__os_cond_timedwait(tl__os_cond *c, tl__os_mutex *m, double s) {
+    tl__os_mutex_assert_held(m);
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     if (s < 0) s = 0;
@@ -129,15 +129,15 @@ bool tl_os_cond_timedwait(tl_os_cond *c, tl_os_mutex *m, double s) {
 #endif
     int e = pthread_cond_timedwait(&c->cv, &m->mu, &ts);
 #ifdef TL_DEBUG_ASSERTS
-    atomic_store_explicit(&m->owner, tl_os_thread_self(), memory_order_relaxed);
+    atomic_store_explicit(&m->owner, tl__os_thread_self(), memory_order_relaxed);
 #endif
     return e != ETIMEDOUT;
 }
 
-void tl_os_cond_signal(tl_os_cond *c) {
+void tl__os_cond_signal(tl__os_cond *c) {
     pthread_cond_signal(&c->cv);
 }
 
-void tl_os_cond_broadcast(tl_os_cond *c) {
+void tl__os_cond_broadcast(tl__os_cond *c) {
     pthread_cond_broadcast(&c->cv);
 }

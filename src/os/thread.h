@@ -1,15 +1,15 @@
 /*
  * thread.h — threads, mutexes and condition variables.
  *
- * Every thread the library starts goes through tl_os_thread_start (which consults the fault
- * injector as an allocation). Mutexes are tl_os_mutex: a pthread mutex that, in debug builds
+ * Every thread the library starts goes through tl__os_thread_start (which consults the fault
+ * injector as an allocation). Mutexes are tl__os_mutex: a pthread mutex that, in debug builds
  * (TL_DEBUG_ASSERTS), also records which thread holds it, so that code can state "this lock is
  * held here" as a check instead of a comment:
  *
- *     static void retire_locked(dev *d) { tl_os_mutex_assert_held(&d->lock); ... }
+ *     static void retire_locked(dev *d) { tl__os_mutex_assert_held(&d->lock); ... }
  *
  * The convention: a function whose name ends in _locked must be called with its object's lock
- * held, and starts with tl_os_mutex_assert_held. In debug builds locking a mutex twice from one
+ * held, and starts with tl__os_mutex_assert_held. In debug builds locking a mutex twice from one
  * thread, or unlocking one this thread does not hold, also fails loudly (os/debug.h) instead of
  * deadlocking or corrupting state. Release builds carry no owner and no checks.
  */
@@ -22,54 +22,54 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-typedef struct tl_os_thread tl_os_thread;
+typedef struct tl__os_thread tl__os_thread;
 
 /* Start fn(arg) on a new thread; 0 or an errno. */
-int tl_os_thread_start(tl_os_thread **out, void *(*fn)(void *), void *arg);
+int tl__os_thread_start(tl__os_thread **out, void *(*fn)(void *), void *arg);
 /* Wait for the thread to end and free it. NULL is fine. */
-void tl_os_thread_join(tl_os_thread *t);
+void tl__os_thread_join(tl__os_thread *t);
 /* Sleep for s seconds. */
-void tl_os_sleep(double s);
+void tl__os_sleep(double s);
 
-typedef struct tl_os_mutex {
+typedef struct tl__os_mutex {
     pthread_mutex_t mu;
 #ifdef TL_DEBUG_ASSERTS
-    _Atomic uintptr_t owner; /* the holder's identity (tl_os_thread_self), 0 when free */
+    _Atomic uintptr_t owner; /* the holder's identity (tl__os_thread_self), 0 when free */
 #endif
-} tl_os_mutex;
+} tl__os_mutex;
 
-typedef struct tl_os_cond {
+typedef struct tl__os_cond {
     pthread_cond_t cv;
-} tl_os_cond;
+} tl__os_cond;
 
 /* An identity of the calling thread, unique among live threads and never 0. */
-uintptr_t tl_os_thread_self(void);
+uintptr_t tl__os_thread_self(void);
 
 /* 0 or an errno. */
-int tl_os_mutex_init(tl_os_mutex *m);
-void tl_os_mutex_destroy(tl_os_mutex *m);
-void tl_os_mutex_lock(tl_os_mutex *m);
-void tl_os_mutex_unlock(tl_os_mutex *m);
+int tl__os_mutex_init(tl__os_mutex *m);
+void tl__os_mutex_destroy(tl__os_mutex *m);
+void tl__os_mutex_lock(tl__os_mutex *m);
+void tl__os_mutex_unlock(tl__os_mutex *m);
 /* Does the calling thread hold m? Known only in debug builds; always true otherwise. */
-bool tl_os_mutex_held(tl_os_mutex *m);
+bool tl__os_mutex_held(tl__os_mutex *m);
 
 #ifdef TL_DEBUG_ASSERTS
-#define tl_os_mutex_assert_held(m)                                                                 \
-    (tl_os_mutex_held(m)                                                                           \
+#define tl__os_mutex_assert_held(m)                                                                 \
+    (tl__os_mutex_held(m)                                                                           \
          ? (void)0                                                                                 \
-         : tl_os_assert_fail(__FILE__, __LINE__, "lock " #m " held by this thread"))
+         : tl__os_assert_fail(__FILE__, __LINE__, "lock " #m " held by this thread"))
 #else
-#define tl_os_mutex_assert_held(m) ((void)0)
+#define tl__os_mutex_assert_held(m) ((void)0)
 #endif
 
 /* 0 or an errno. Waits use CLOCK_MONOTONIC. */
-int tl_os_cond_init(tl_os_cond *c);
-void tl_os_cond_destroy(tl_os_cond *c);
+int tl__os_cond_init(tl__os_cond *c);
+void tl__os_cond_destroy(tl__os_cond *c);
 /* Wait with m held (released while waiting, held again on return). */
-void tl_os_cond_wait(tl_os_cond *c, tl_os_mutex *m);
+void tl__os_cond_wait(tl__os_cond *c, tl__os_mutex *m);
 /* The same for at most s seconds; false when the time ran out. */
-bool tl_os_cond_timedwait(tl_os_cond *c, tl_os_mutex *m, double s);
-void tl_os_cond_signal(tl_os_cond *c);
-void tl_os_cond_broadcast(tl_os_cond *c);
+bool tl__os_cond_timedwait(tl__os_cond *c, tl__os_mutex *m, double s);
+void tl__os_cond_signal(tl__os_cond *c);
+void tl__os_cond_broadcast(tl__os_cond *c);
 
 #endif

@@ -21,19 +21,19 @@ static tl_status normalise_devices(const tl_plan_device *devs, size_t n_devs, tl
     for (size_t i = 0; i < n_devs; i++)
         n_gpu += devs[i].is_gpu;
     if (n_gpu > TLP_MAXD - 1)
-        return tl_err(TL_ERR_INVALID_ARG, "plan: %zu GPUs given, but a plan handles at most %d",
+        return tl__err(TL_ERR_INVALID_ARG, "plan: %zu GPUs given, but a plan handles at most %d",
                       n_gpu, TLP_MAXD - 1);
     for (size_t i = 0; i < n_devs; i++) {
         if (!devs[i].is_gpu) {
             if (host != SIZE_MAX)
-                return tl_err(TL_ERR_INVALID_ARG, "plan: more than one host device ('%s', '%s')",
+                return tl__err(TL_ERR_INVALID_ARG, "plan: more than one host device ('%s', '%s')",
                               devs[host].name, devs[i].name);
             host = i;
             continue;
         }
         for (size_t j = 0; j < in->n_devs; j++)
             if (!strcasecmp(in->devs[j].name, devs[i].name))
-                return tl_err(TL_ERR_INVALID_ARG, "plan: device '%s' given twice", devs[i].name);
+                return tl__err(TL_ERR_INVALID_ARG, "plan: device '%s' given twice", devs[i].name);
         in->devs[in->n_devs] = devs[i];
         in->devs[in->n_devs].name[sizeof devs[i].name - 1] = 0;
         in->n_devs++;
@@ -57,7 +57,7 @@ static tl_status normalise_devices(const tl_plan_device *devs, size_t n_devs, tl
  */
 static tl_status backend_spec(const tl_plan_options *opts, tlp_inputs *in) {
     if (opts->backend) {
-        if (!*opts->backend) return tl_err(TL_ERR_INVALID_ARG, "backend spec: empty spec");
+        if (!*opts->backend) return tl__err(TL_ERR_INVALID_ARG, "backend spec: empty spec");
         tl_status st = tl_plan_parse_backend(opts->backend, in->devs, in->n_devs, &in->spec);
         if (st) return st;
     }
@@ -75,7 +75,7 @@ static tl_status backend_spec(const tl_plan_options *opts, tlp_inputs *in) {
         tl_backend_place *pl = &in->spec.comp[legacy[i].comp];
         const char *name = tl_component_name(legacy[i].comp);
         if (pl->n_devices)
-            return tl_err(TL_ERR_INVALID_ARG,
+            return tl__err(TL_ERR_INVALID_ARG,
                           "backend spec: component '%s' is given twice: in the spec and as %s=cpu "
                           "by the option %s",
                           name, name, legacy[i].option);
@@ -112,20 +112,20 @@ tl_status tl_plan_create(const tl_plan_summary *s, const tl_plan_device *devs, s
 
 tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
                      const tl_plan_options *opts, bool exhaustive, tl_plan **out) {
-    if (!s || !out || (!devs && n_devs)) return tl_err(TL_ERR_INVALID_ARG, "plan: NULL argument");
+    if (!s || !out || (!devs && n_devs)) return tl__err(TL_ERR_INVALID_ARG, "plan: NULL argument");
     *out = NULL;
     tl_plan_options own;
     tl_plan_options_init(&own);
-    tl_status take = tl_options_take(&own, sizeof own, opts, "tl_plan_options");
+    tl_status take = tl__options_take(&own, sizeof own, opts, "tl_plan_options");
     if (take != TL_OK) return take;
     opts = &own;
-    tlp_inputs *in = tl_os_calloc(1, sizeof *in);
-    tl_plan *p = tl_os_calloc(1, sizeof *p);
-    tlp_ctx *x = tl_os_malloc(sizeof *x);
+    tlp_inputs *in = tl__os_calloc(1, sizeof *in);
+    tl_plan *p = tl__os_calloc(1, sizeof *p);
+    tlp_ctx *x = tl__os_malloc(sizeof *x);
     tl_status st = TL_OK;
     bool found = false;
     if (!in || !p || !x) {
-        st = tl_err(TL_ERR_NOMEM, "plan: out of memory");
+        st = tl__err(TL_ERR_NOMEM, "plan: out of memory");
         goto fail;
     }
     if ((st = normalise(s, devs, n_devs, opts, exhaustive, in))) goto fail;

@@ -160,12 +160,12 @@ static tl_status auto_fit_fix(const tlp_inputs *in, const tlp_ctx *x, tlp_ctx *y
 }
 
 tl_status tlp_explain(const tlp_inputs *in, tl_plan *p) {
-    tlp_ctx *x = tl_os_malloc(sizeof *x);
-    tlp_ctx *y = tl_os_malloc(sizeof *y);
+    tlp_ctx *x = tl__os_malloc(sizeof *x);
+    tlp_ctx *y = tl__os_malloc(sizeof *y);
     char what[512] = "", fix[256] = "";
     tl_status st = TL_OK;
     if (!x || !y) {
-        st = tl_err(TL_ERR_NOMEM, "plan: out of memory");
+        st = tl__err(TL_ERR_NOMEM, "plan: out of memory");
         goto out;
     }
     p->shortfall = UINT64_MAX;

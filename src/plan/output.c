@@ -23,7 +23,7 @@ const char *tl_plan_mode_name(tl_plan_mode m) {
     return (unsigned)m < sizeof mode_names / sizeof mode_names[0] ? mode_names[m] : NULL;
 }
 
-void tl_plan_free(tl_plan *p) {
+void tl_plan_destroy(tl_plan *p) {
     free(p);
 }
 bool tl_plan_feasible(const tl_plan *p) {
@@ -36,14 +36,14 @@ uint64_t tl_plan_shortfall(const tl_plan *p) {
     return p && !p->feasible ? p->shortfall : 0;
 }
 tl_status tl_plan_check(const tl_plan *p) {
-    if (!p) return tl_err(TL_ERR_INVALID_ARG, "plan: NULL");
+    if (!p) return tl__err(TL_ERR_INVALID_ARG, "plan: NULL");
     if (p->feasible) return TL_OK;
-    return tl_err(TL_ERR_INFEASIBLE, "%s", p->error);
+    return tl__err(TL_ERR_INFEASIBLE, "%s", p->error);
 }
 size_t tl_plan_device_count(const tl_plan *p) {
     return p ? p->n_devices : 0;
 }
-const tl_plan_device *tl_plan_device_at(const tl_plan *p, size_t i) {
+const tl_plan_device *tl_plan_device_of(const tl_plan *p, size_t i) {
     return p && i < p->n_devices ? &p->devices[i] : NULL;
 }
 uint64_t tl_plan_device_budget(const tl_plan *p, size_t i) {
@@ -51,7 +51,7 @@ uint64_t tl_plan_device_budget(const tl_plan *p, size_t i) {
 }
 tl_status tl_plan_decision_of(const tl_plan *p, tl_component c, tl_plan_decision *out) {
     if (!p || !out || (unsigned)c >= TL_COMP_COUNT)
-        return tl_err(TL_ERR_INVALID_ARG, "plan decision: bad argument");
+        return tl__err(TL_ERR_INVALID_ARG, "plan decision: bad argument");
     *out = p->dec[c];
     return TL_OK;
 }
@@ -92,10 +92,10 @@ static cJSON *num(double v) {
 }
 
 tl_status tl_plan_to_json(const tl_plan *p, char **out) {
-    if (!p || !out) return tl_err(TL_ERR_INVALID_ARG, "plan json: NULL argument");
+    if (!p || !out) return tl__err(TL_ERR_INVALID_ARG, "plan json: NULL argument");
     *out = NULL;
     cJSON *root = cJSON_CreateObject();
-    if (!root) return tl_err(TL_ERR_NOMEM, "plan json: out of memory");
+    if (!root) return tl__err(TL_ERR_NOMEM, "plan json: out of memory");
     cJSON_AddItemToObject(root, "feasible", cJSON_CreateBool(p->feasible));
     cJSON_AddItemToObject(
         root, "model",
@@ -182,7 +182,7 @@ tl_status tl_plan_to_json(const tl_plan *p, char **out) {
     }
     char *s = cJSON_Print(root);
     cJSON_Delete(root);
-    if (!s) return tl_err(TL_ERR_NOMEM, "plan json: out of memory");
+    if (!s) return tl__err(TL_ERR_NOMEM, "plan json: out of memory");
     *out = s;
     return TL_OK;
 }
@@ -190,7 +190,7 @@ tl_status tl_plan_to_json(const tl_plan *p, char **out) {
 /* --- JSON in --- */
 
 static tl_status bad(const char *what) {
-    return tl_err(TL_ERR_FORMAT, "plan json: %s", what);
+    return tl__err(TL_ERR_FORMAT, "plan json: %s", what);
 }
 
 static bool get_u64(const cJSON *o, const char *key, uint64_t *v) {
@@ -282,7 +282,7 @@ static tl_status parse_doc(const cJSON *root, tl_plan *p) {
                                    it->valuestring);
         }
         tl_status st = tl_plan_parse_phases(sched, &p->phases);
-        if (st) return tl_err_prefix(TL_ERR_FORMAT, "plan json");
+        if (st) return tl__err_prefix(TL_ERR_FORMAT, "plan json");
     }
     const cJSON *comps = cJSON_GetObjectItemCaseSensitive(root, "components");
     if (!cJSON_IsArray(comps)) return bad("'components' missing or not an array");
@@ -442,14 +442,14 @@ static tl_status parse_doc(const cJSON *root, tl_plan *p) {
 }
 
 tl_status tl_plan_from_json(const char *json, size_t len, tl_plan **out) {
-    if (!json || !out) return tl_err(TL_ERR_INVALID_ARG, "plan json: NULL argument");
+    if (!json || !out) return tl__err(TL_ERR_INVALID_ARG, "plan json: NULL argument");
     *out = NULL;
     cJSON *root = cJSON_ParseWithLength(json, len);
-    if (!root) return tl_err(TL_ERR_FORMAT, "plan json: not valid JSON");
-    tl_plan *p = tl_os_calloc(1, sizeof *p);
+    if (!root) return tl__err(TL_ERR_FORMAT, "plan json: not valid JSON");
+    tl_plan *p = tl__os_calloc(1, sizeof *p);
     if (!p) {
         cJSON_Delete(root);
-        return tl_err(TL_ERR_NOMEM, "plan json: out of memory");
+        return tl__err(TL_ERR_NOMEM, "plan json: out of memory");
     }
     tl_status st = parse_doc(root, p);
     cJSON_Delete(root);
@@ -464,119 +464,119 @@ tl_status tl_plan_from_json(const char *json, size_t len, tl_plan **out) {
 /* --- text --- */
 
 tl_status tl_plan_to_text(const tl_plan *p, char **out) {
-    if (!p || !out) return tl_err(TL_ERR_INVALID_ARG, "plan text: NULL argument");
+    if (!p || !out) return tl__err(TL_ERR_INVALID_ARG, "plan text: NULL argument");
     *out = NULL;
-    tl_strbuf b = {0};
+    tl__strbuf b = {0};
     char x1[32], x2[32], x3[32], pn[96];
     bool placed = false;
     for (int c = 0; c < TL_COMP_COUNT; c++)
         placed |= p->dec[c].present && p->dec[c].n_devices > 0;
     if (!p->feasible) {
-        tl_strbuf_printf(&b, "INFEASIBLE: %s\n\n", p->error);
+        tl__strbuf_printf(&b, "INFEASIBLE: %s\n\n", p->error);
         if (p->shortfall != UINT64_MAX)
-            tl_strbuf_printf(&b,
+            tl__strbuf_printf(&b,
                              "best effort below: the placement that fits with %s more on every "
                              "GPU; the peaks show how far each device is over its budget\n\n",
                              tl_fmt_bytes(p->shortfall, x1, sizeof x1));
         else if (placed)
-            tl_strbuf_printf(&b, "best effort below: the placement asked for, with budgets more "
+            tl__strbuf_printf(&b, "best effort below: the placement asked for, with budgets more "
                                  "than 64 GiB larger; the peaks show how far each device is over "
                                  "its budget\n\n");
         else
-            tl_strbuf_printf(&b, "nothing below is placed: the placement asked for cannot fit "
+            tl__strbuf_printf(&b, "nothing below is placed: the placement asked for cannot fit "
                                  "any budget\n\n");
     }
-    tl_strbuf_printf(&b, "devices:\n");
+    tl__strbuf_printf(&b, "devices:\n");
     for (size_t i = 0; i < p->n_devices; i++) {
         const tl_plan_device *d = &p->devices[i];
         if (d->is_gpu)
-            tl_strbuf_printf(&b, "  %-10s gpu   total %11s  free %11s  budget %11s\n", d->name,
+            tl__strbuf_printf(&b, "  %-10s gpu   total %11s  free %11s  budget %11s\n", d->name,
                              tl_fmt_bytes(d->total, x1, sizeof x1),
                              tl_fmt_bytes(d->free, x2, sizeof x2),
                              tl_fmt_bytes(p->budget[i], x3, sizeof x3));
         else if (d->free)
-            tl_strbuf_printf(&b, "  %-10s host  total %11s  free %11s\n", d->name,
+            tl__strbuf_printf(&b, "  %-10s host  total %11s  free %11s\n", d->name,
                              tl_fmt_bytes(d->total, x1, sizeof x1),
                              tl_fmt_bytes(d->free, x2, sizeof x2));
         else
-            tl_strbuf_printf(&b, "  %-10s host  (memory not given)\n", d->name);
+            tl__strbuf_printf(&b, "  %-10s host  (memory not given)\n", d->name);
     }
-    tl_strbuf_printf(&b, "components:\n");
+    tl__strbuf_printf(&b, "components:\n");
     for (int c = 0; c < TL_COMP_COUNT; c++) {
         const tl_plan_decision *d = &p->dec[c];
         if (!d->present) continue;
-        tl_strbuf_printf(&b, "  %-10s params %11s  reserve %11s  %s",
+        tl__strbuf_printf(&b, "  %-10s params %11s  reserve %11s  %s",
                          tl_component_name((tl_component)c), tl_fmt_bytes(d->bytes, x1, sizeof x1),
                          tl_fmt_bytes(d->reserve, x2, sizeof x2), tl_plan_mode_name(d->mode));
         for (uint32_t i = 0; i < d->n_devices; i++) {
-            tl_strbuf_printf(&b, "%s%s %s (%.1f%%", i ? " + " : " on ",
+            tl__strbuf_printf(&b, "%s%s %s (%.1f%%", i ? " + " : " on ",
                              p->devices[d->devices[i]].name,
                              tl_fmt_bytes(d->device_bytes[i], x1, sizeof x1), d->shares[i] * 100);
             if ((d->mode == TL_PLAN_MODE_LAYER_SPLIT || d->mode == TL_PLAN_MODE_STREAM) &&
                 d->layer_end[i] > d->layer_begin[i])
-                tl_strbuf_printf(&b, ", layers %u-%u", d->layer_begin[i], d->layer_end[i] - 1);
-            tl_strbuf_printf(&b, ")");
+                tl__strbuf_printf(&b, ", layers %u-%u", d->layer_begin[i], d->layer_end[i] - 1);
+            tl__strbuf_printf(&b, ")");
         }
         if (d->mode == TL_PLAN_MODE_STREAM)
-            tl_strbuf_printf(&b, "; %s streamed from RAM",
+            tl__strbuf_printf(&b, "; %s streamed from RAM",
                              tl_fmt_bytes(d->host_bytes, x1, sizeof x1));
         if (d->mode != TL_PLAN_MODE_CPU)
-            tl_strbuf_printf(&b, "; weights kept %s",
+            tl__strbuf_printf(&b, "; weights kept %s",
                              d->phase_resident ? "for its phase only (reloaded every run)"
                                                : "for the whole run");
         if (d->moved_per_run)
-            tl_strbuf_printf(&b, "; moves %s per run",
+            tl__strbuf_printf(&b, "; moves %s per run",
                              tl_fmt_bytes(d->moved_per_run, x1, sizeof x1));
         if (!p->feasible && d->n_requested) {
-            tl_strbuf_printf(&b, "; asked for ");
+            tl__strbuf_printf(&b, "; asked for ");
             for (uint32_t i = 0; i < d->n_requested; i++)
-                tl_strbuf_printf(&b, "%s%s", i ? "&" : "", requested_name(p, d->requested[i]));
+                tl__strbuf_printf(&b, "%s%s", i ? "&" : "", requested_name(p, d->requested[i]));
         }
-        tl_strbuf_printf(&b, "\n");
+        tl__strbuf_printf(&b, "\n");
     }
-    tl_strbuf_printf(&b, "projected peak per device and phase:\n");
+    tl__strbuf_printf(&b, "projected peak per device and phase:\n");
     bool any_gpu = false;
     for (size_t i = 0; i < p->n_devices; i++)
         any_gpu |= p->devices[i].is_gpu;
-    if (!any_gpu) tl_strbuf_printf(&b, "  (no GPU)\n");
+    if (!any_gpu) tl__strbuf_printf(&b, "  (no GPU)\n");
     for (size_t i = 0; i < p->n_devices; i++) {
         if (!p->devices[i].is_gpu) continue;
-        tl_strbuf_printf(&b, "  %-10s", p->devices[i].name);
+        tl__strbuf_printf(&b, "  %-10s", p->devices[i].name);
         for (uint32_t k = 0; k < p->phases.n; k++)
-            tl_strbuf_printf(&b, "%s%s %s", k ? " | " : " ",
+            tl__strbuf_printf(&b, "%s%s %s", k ? " | " : " ",
                              tlp_phase_name(p->phases.mask[k], pn, sizeof pn),
                              tl_fmt_bytes(p->peak[i][k], x1, sizeof x1));
-        tl_strbuf_printf(&b, "  (budget %s)\n", tl_fmt_bytes(p->budget[i], x1, sizeof x1));
+        tl__strbuf_printf(&b, "  (budget %s)\n", tl_fmt_bytes(p->budget[i], x1, sizeof x1));
     }
-    tl_strbuf_printf(&b, "host RAM for weights: %s", tl_fmt_bytes(p->host_bytes, x1, sizeof x1));
+    tl__strbuf_printf(&b, "host RAM for weights: %s", tl_fmt_bytes(p->host_bytes, x1, sizeof x1));
     for (size_t i = 0; i < p->n_devices; i++)
         if (!p->devices[i].is_gpu && p->devices[i].free && p->host_bytes > p->devices[i].free)
-            tl_strbuf_printf(
+            tl__strbuf_printf(
                 &b, " (more than the %s free: clean weights will be paged from their files)",
                 tl_fmt_bytes(p->devices[i].free, x2, sizeof x2));
-    tl_strbuf_printf(&b, "\n");
-    tl_strbuf_printf(&b, "bytes moved per run: %s\n",
+    tl__strbuf_printf(&b, "\n");
+    tl__strbuf_printf(&b, "bytes moved per run: %s\n",
                      tl_fmt_bytes(p->moved_per_run, x1, sizeof x1));
     if (p->tiling.decided) {
         const tl_vae_tiling *t = &p->tiling;
         if (t->tiled)
-            tl_strbuf_printf(
+            tl__strbuf_printf(
                 &b,
                 "vae: tiled, tile %ux%u latent px (overlap %.1f), %u tiles per frame (latent "
                 "%ux%ux%u)\n",
                 t->tile, t->tile, t->overlap, t->tiles, t->latent_w, t->latent_h, t->frames);
         else
-            tl_strbuf_printf(&b, "vae: untiled (latent %ux%ux%u fits the vae reserve)\n",
+            tl__strbuf_printf(&b, "vae: untiled (latent %ux%ux%u fits the vae reserve)\n",
                              t->latent_w, t->latent_h, t->frames);
     }
-    tl_strbuf_printf(
+    tl__strbuf_printf(
         &b, "model: weights kept for the whole run count in every phase; weights kept for a "
             "phase only,\n"
             "       and every compute reserve, count in their component's phases; peak = max "
             "over phases\n");
     if (b.oom) {
         free(b.s);
-        return tl_err(TL_ERR_NOMEM, "plan text: out of memory");
+        return tl__err(TL_ERR_NOMEM, "plan text: out of memory");
     }
     *out = b.s;
     return TL_OK;

@@ -15,16 +15,16 @@
 
 tl_status tl_plan_devices_from_registry(tl_plan_device *out, size_t cap, size_t *n,
                                         size_t *dropped) {
-    if (!out || !n) return tl_err(TL_ERR_INVALID_ARG, "plan devices: NULL argument");
+    if (!out || !n) return tl__err(TL_ERR_INVALID_ARG, "plan devices: NULL argument");
     *n = 0;
     if (dropped) *dropped = 0;
     size_t count = tl_device_list(NULL, 0);
-    tl_device **list = tl_os_calloc(count ? count : 1, sizeof *list);
+    tl_device **list = tl__os_calloc(count ? count : 1, sizeof *list);
     size_t listed = 0; /* references held in list */
-    tl_plan_device *all = tl_os_calloc(count ? count : 1, sizeof *all);
+    tl_plan_device *all = tl__os_calloc(count ? count : 1, sizeof *all);
     tl_status st = TL_OK;
     if (!list || !all) {
-        st = tl_err(TL_ERR_NOMEM, "plan devices: out of memory for %zu devices", count);
+        st = tl__err(TL_ERR_NOMEM, "plan devices: out of memory for %zu devices", count);
         goto out;
     }
     size_t got = tl_device_list(list, count);
@@ -42,7 +42,7 @@ tl_status tl_plan_devices_from_registry(tl_plan_device *out, size_t cap, size_t 
         hosts += !d->is_gpu;
     }
     if (hosts > cap) {
-        st = tl_err(TL_ERR_INVALID_ARG, "plan devices: room for %zu devices, %zu hosts registered",
+        st = tl__err(TL_ERR_INVALID_ARG, "plan devices: room for %zu devices, %zu hosts registered",
                     cap, hosts);
         goto out;
     }
@@ -65,7 +65,7 @@ tl_status tl_plan_devices_from_registry(tl_plan_device *out, size_t cap, size_t 
     }
     if (left_out && !dropped) {
         *n = 0;
-        st = tl_err(TL_ERR_INVALID_ARG,
+        st = tl__err(TL_ERR_INVALID_ARG,
                     "plan devices: %zu GPUs registered but room for %zu (a plan uses at most %d): "
                     "%s%s would be left out",
                     gpus + left_out, room, TL_PLAN_MAX_GPUS, names,

@@ -464,7 +464,7 @@ static void *workspace(tlp_ctx *x) {
     size_t per_level =
         (size_t)(cands_per_level * sizeof(tlp_cand) + slots_per_level * sizeof(tlp_slot) +
                  2 * cands_per_level * sizeof(uint32_t));
-    char *mem = tl_os_malloc(per_level * (x->n_order ? x->n_order : 1));
+    char *mem = tl__os_malloc(per_level * (x->n_order ? x->n_order : 1));
     if (!mem) return NULL;
     char *at = mem;
     for (uint32_t l = 0; l < x->n_order; l++) {
@@ -491,7 +491,7 @@ tl_status tlp_search(tlp_ctx *x, bool *found) {
     x->used_mask = 0;
     make_subsets(x);
     void *mem = workspace(x);
-    if (!mem) return tl_err(TL_ERR_NOMEM, "plan: out of memory for the search");
+    if (!mem) return tl__err(TL_ERR_NOMEM, "plan: out of memory for the search");
     dfs(x, 0);
     free(mem);
     memset(x->lv, 0, sizeof x->lv);

@@ -45,13 +45,13 @@ const char *tlp_phase_name(uint32_t mask, char *buf, size_t n) {
 
 /* Parse a size token [s, s+len). */
 static bool parse_bytes_tok(const char *s, size_t len, uint64_t *bytes, bool *negative) {
-    return tl_bytes_parse(s, len, bytes, negative);
+    return tl__bytes_parse(s, len, bytes, negative);
 }
 
-tl_status tl_plan_parse_bytes(const char *s, uint64_t *bytes, bool *negative) {
-    if (!s || !bytes) return tl_err(TL_ERR_INVALID_ARG, "size: missing");
+tl_status tl_parse_bytes(const char *s, uint64_t *bytes, bool *negative) {
+    if (!s || !bytes) return tl__err(TL_ERR_INVALID_ARG, "size: missing");
     if (!parse_bytes_tok(s, strlen(s), bytes, negative))
-        return tl_err(TL_ERR_INVALID_ARG, "size '%.60s': not a size like 8G, 512M or 9.5G%s", s,
+        return tl__err(TL_ERR_INVALID_ARG, "size '%.60s': not a size like 8G, 512M or 9.5G%s", s,
                       negative ? " (or -2G)" : "");
     return TL_OK;
 }
@@ -87,49 +87,49 @@ static bool is_host_name(const char *tok, size_t len) {
 }
 
 tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t cap, size_t *n) {
-    if (!spec || !out || !n) return tl_err(TL_ERR_INVALID_ARG, "device spec: missing");
+    if (!spec || !out || !n) return tl__err(TL_ERR_INVALID_ARG, "device spec: missing");
     *n = 0;
     const char *cur = spec, *tok;
     size_t len;
     bool host = false;
     char nb[64];
-    if (!*spec) return tl_err(TL_ERR_INVALID_ARG, "device spec: empty list");
+    if (!*spec) return tl__err(TL_ERR_INVALID_ARG, "device spec: empty list");
     while (next_item(&cur, &tok, &len)) {
-        if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "device spec '%.80s': empty item", spec);
+        if (len == 0) return tl__err(TL_ERR_INVALID_ARG, "device spec '%.80s': empty item", spec);
         const char *eq = memchr(tok, '=', len);
         if (!eq || eq == tok)
-            return tl_err(TL_ERR_INVALID_ARG, "device spec item '%s': expected NAME=SIZE (cuda0=16G)",
+            return tl__err(TL_ERR_INVALID_ARG, "device spec item '%s': expected NAME=SIZE (cuda0=16G)",
                           tlp_tok(tok, len, nb, sizeof nb));
         size_t nl = (size_t)(eq - tok);
         while (nl && isspace((unsigned char)tok[nl - 1]))
             nl--;
         if (nl >= sizeof out[0].name)
-            return tl_err(TL_ERR_INVALID_ARG, "device spec item '%s': name too long",
+            return tl__err(TL_ERR_INVALID_ARG, "device spec item '%s': name too long",
                           tlp_tok(tok, len, nb, sizeof nb));
         for (size_t i = 0; i < nl; i++)
             if (!isalnum((unsigned char)tok[i]) && tok[i] != '_' && tok[i] != '-' &&
                 tok[i] != ':' && tok[i] != '.')
-                return tl_err(TL_ERR_INVALID_ARG, "device spec item '%s': bad character in name",
+                return tl__err(TL_ERR_INVALID_ARG, "device spec item '%s': bad character in name",
                               tlp_tok(tok, len, nb, sizeof nb));
         uint64_t size;
         const char *sz = eq + 1;
         size_t sl = (size_t)(tok + len - sz);
         if (!parse_bytes_tok(sz, sl, &size, NULL))
-            return tl_err(TL_ERR_INVALID_ARG, "device spec item '%s': bad size",
+            return tl__err(TL_ERR_INVALID_ARG, "device spec item '%s': bad size",
                           tlp_tok(tok, len, nb, sizeof nb));
         bool is_host = is_host_name(tok, nl);
         if (is_host && host)
-            return tl_err(TL_ERR_INVALID_ARG, "device spec: the host is given twice");
+            return tl__err(TL_ERR_INVALID_ARG, "device spec: the host is given twice");
         if (tlp_tok_eq(tok, nl, "auto") || tlp_tok_eq(tok, nl, "gpu") ||
             tlp_tok_eq(tok, nl, "all") || tlp_tok_eq(tok, nl, "default"))
-            return tl_err(TL_ERR_INVALID_ARG, "device spec item '%s': reserved name",
+            return tl__err(TL_ERR_INVALID_ARG, "device spec item '%s': reserved name",
                           tlp_tok(tok, len, nb, sizeof nb));
         for (size_t i = 0; i < *n; i++)
             if (tlp_tok_eq(tok, nl, out[i].name))
-                return tl_err(TL_ERR_INVALID_ARG, "device spec: device '%s' given twice",
+                return tl__err(TL_ERR_INVALID_ARG, "device spec: device '%s' given twice",
                               out[i].name);
         if (*n + ((host || is_host) ? 1 : 2) > cap)
-            return tl_err(TL_ERR_INVALID_ARG,
+            return tl__err(TL_ERR_INVALID_ARG,
                           "device spec: more than %zu GPUs (room for %zu devices, the host included)",
                           cap - 1, cap);
         tl_plan_device *d = &out[(*n)++];
@@ -144,7 +144,7 @@ tl_status tl_plan_parse_devices(const char *spec, tl_plan_device *out, size_t ca
     }
     if (!host) {
         if (*n >= cap)
-            return tl_err(TL_ERR_INVALID_ARG,
+            return tl__err(TL_ERR_INVALID_ARG,
                           "device spec: more than %zu GPUs (room for %zu devices, the host included)",
                           cap - 1, cap);
         tl_plan_device *d = &out[(*n)++];
@@ -166,7 +166,7 @@ static int best_gpu(const tl_plan_device *devs, size_t n) {
 static tl_status resolve_device(const char *what, const char *tok, size_t len,
                                 const tl_plan_device *devs, size_t n, uint32_t *out) {
     char nb[64];
-    if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "%s: empty device name", what);
+    if (len == 0) return tl__err(TL_ERR_INVALID_ARG, "%s: empty device name", what);
     for (size_t i = 0; i < n; i++)
         if (tlp_tok_eq(tok, len, devs[i].name)) {
             *out = devs[i].is_gpu ? (uint32_t)i : TL_PLAN_HOST;
@@ -179,7 +179,7 @@ static tl_status resolve_device(const char *what, const char *tok, size_t len,
     if (tlp_tok_eq(tok, len, "auto") || tlp_tok_eq(tok, len, "gpu")) {
         int b = best_gpu(devs, n);
         if (b < 0)
-            return tl_err(TL_ERR_NOT_FOUND, "%s: '%s' asks for the best GPU but there is none",
+            return tl__err(TL_ERR_NOT_FOUND, "%s: '%s' asks for the best GPU but there is none",
                           what, tlp_tok(tok, len, nb, sizeof nb));
         *out = (uint32_t)b;
         return TL_OK;
@@ -203,9 +203,9 @@ static tl_status resolve_device(const char *what, const char *tok, size_t len,
         at += (size_t)k;
     }
     if (count > 1)
-        return tl_err(TL_ERR_INVALID_ARG, "%s: device '%s' is ambiguous (devices: %s)", what,
+        return tl__err(TL_ERR_INVALID_ARG, "%s: device '%s' is ambiguous (devices: %s)", what,
                       tlp_tok(tok, len, nb, sizeof nb), list);
-    return tl_err(TL_ERR_NOT_FOUND, "%s: unknown device '%s' (devices: %s)", what,
+    return tl__err(TL_ERR_NOT_FOUND, "%s: unknown device '%s' (devices: %s)", what,
                   tlp_tok(tok, len, nb, sizeof nb), list);
 }
 
@@ -214,26 +214,26 @@ static tl_status parse_place(const char *item, const char *tok, size_t len,
                              const tl_plan_device *devs, size_t n, tl_backend_place *pl) {
     char what[96];
     snprintf(what, sizeof what, "backend spec item '%s'", item);
-    if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "%s: empty device list", what);
+    if (len == 0) return tl__err(TL_ERR_INVALID_ARG, "%s: empty device list", what);
     pl->n_devices = 0;
     const char *p = tok, *end = tok + len, *a;
     size_t l;
     while (split_next(&p, end, '&', &a, &l)) {
-        if (l == 0) return tl_err(TL_ERR_INVALID_ARG, "%s: empty device in the list", what);
+        if (l == 0) return tl__err(TL_ERR_INVALID_ARG, "%s: empty device in the list", what);
         uint32_t d;
         tl_status st = resolve_device(what, a, l, devs, n, &d);
         if (st) return st;
         for (uint32_t i = 0; i < pl->n_devices; i++)
             if (pl->devices[i] == d)
-                return tl_err(TL_ERR_INVALID_ARG, "%s: device listed twice", what);
+                return tl__err(TL_ERR_INVALID_ARG, "%s: device listed twice", what);
         if (pl->n_devices >= TL_PLAN_MAX_DEVICES)
-            return tl_err(TL_ERR_INVALID_ARG, "%s: too many devices", what);
+            return tl__err(TL_ERR_INVALID_ARG, "%s: too many devices", what);
         pl->devices[pl->n_devices++] = d;
     }
     if (pl->n_devices > 1)
         for (uint32_t i = 0; i < pl->n_devices; i++)
             if (pl->devices[i] == TL_PLAN_HOST)
-                return tl_err(TL_ERR_INVALID_ARG,
+                return tl__err(TL_ERR_INVALID_ARG,
                               "%s: a split lists GPUs only; the cpu cannot be part of a split",
                               what);
     return TL_OK;
@@ -246,7 +246,7 @@ static bool is_default_key(const char *tok, size_t len) {
 
 tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, size_t n_devs,
                                 tl_backend_spec *out) {
-    if (!spec || !out) return tl_err(TL_ERR_INVALID_ARG, "backend spec: missing");
+    if (!spec || !out) return tl__err(TL_ERR_INVALID_ARG, "backend spec: missing");
     memset(out, 0, sizeof *out);
     const char *cur = spec, *tok;
     size_t len;
@@ -255,7 +255,7 @@ tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, si
     while (next_item(&cur, &tok, &len)) {
         tlp_tok(tok, len, item, sizeof item);
         if (len == 0)
-            return tl_err(TL_ERR_INVALID_ARG, "backend spec '%.80s': empty item (stray comma?)", spec);
+            return tl__err(TL_ERR_INVALID_ARG, "backend spec '%.80s': empty item (stray comma?)", spec);
         any = true;
         const char *eq = memchr(tok, '=', len);
         tl_backend_place *pl;
@@ -263,7 +263,7 @@ tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, si
         size_t ll;
         if (!eq) {
             if (dflt)
-                return tl_err(TL_ERR_INVALID_ARG, "backend spec item '%s': the default is given twice",
+                return tl__err(TL_ERR_INVALID_ARG, "backend spec item '%s': the default is given twice",
                               item);
             dflt = true;
             pl = &out->dflt;
@@ -280,17 +280,17 @@ tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, si
                 ll--;
             }
             if (kl == 0)
-                return tl_err(TL_ERR_INVALID_ARG, "backend spec item '%s': missing component", item);
+                return tl__err(TL_ERR_INVALID_ARG, "backend spec item '%s': missing component", item);
             if (is_default_key(tok, kl)) {
                 if (dflt)
-                    return tl_err(TL_ERR_INVALID_ARG,
+                    return tl__err(TL_ERR_INVALID_ARG,
                                   "backend spec item '%s': the default is given twice", item);
                 dflt = true;
                 pl = &out->dflt;
             } else {
                 int c = tl_component_from_name(tlp_tok(tok, kl, nb, sizeof nb));
                 if (c < 0 || c >= TL_COMP_COUNT)
-                    return tl_err(
+                    return tl__err(
                         TL_ERR_NOT_FOUND,
                         "backend spec item '%s': unknown component '%s' (diffusion, cond, vae, "
                         "controlnet, other, or an alias: unet, dit, clip, te, t5xxl, llm, "
@@ -298,7 +298,7 @@ tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, si
                         item, nb);
                 pl = &out->comp[c];
                 if (pl->n_devices)
-                    return tl_err(TL_ERR_INVALID_ARG,
+                    return tl__err(TL_ERR_INVALID_ARG,
                                   "backend spec item '%s': component '%s' is given twice", item,
                                   tl_component_name((tl_component)c));
             }
@@ -306,36 +306,36 @@ tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, si
         tl_status st = parse_place(item, list, ll, devs, n_devs, pl);
         if (st) return st;
     }
-    if (!any) return tl_err(TL_ERR_INVALID_ARG, "backend spec: empty spec");
+    if (!any) return tl__err(TL_ERR_INVALID_ARG, "backend spec: empty spec");
     return TL_OK;
 }
 
 tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, size_t n_devs,
                                  uint64_t headroom, uint64_t *budgets) {
-    if (!devs || !budgets) return tl_err(TL_ERR_INVALID_ARG, "max_vram spec: missing devices");
+    if (!devs || !budgets) return tl__err(TL_ERR_INVALID_ARG, "max_vram spec: missing devices");
     bool named[TL_PLAN_MAX_DEVICES] = {0};
     uint64_t cap_v[TL_PLAN_MAX_DEVICES] = {0};
     bool cap_neg[TL_PLAN_MAX_DEVICES] = {0};
     bool has_all = false, all_neg = false;
     uint64_t all_v = 0;
     if (n_devs > TL_PLAN_MAX_DEVICES)
-        return tl_err(TL_ERR_INVALID_ARG, "max_vram spec: too many devices");
+        return tl__err(TL_ERR_INVALID_ARG, "max_vram spec: too many devices");
     if (spec && *spec) {
         const char *cur = spec, *tok;
         size_t len;
         char item[64];
         while (next_item(&cur, &tok, &len)) {
             tlp_tok(tok, len, item, sizeof item);
-            if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "max_vram spec '%.80s': empty item", spec);
+            if (len == 0) return tl__err(TL_ERR_INVALID_ARG, "max_vram spec '%.80s': empty item", spec);
             const char *eq = memchr(tok, '=', len);
             uint64_t v;
             bool neg = false;
             if (!eq) {
                 if (has_all)
-                    return tl_err(TL_ERR_INVALID_ARG,
+                    return tl__err(TL_ERR_INVALID_ARG,
                                   "max_vram spec item '%s': a size for all GPUs is given twice", item);
                 if (!parse_bytes_tok(tok, len, &v, &neg))
-                    return tl_err(TL_ERR_INVALID_ARG,
+                    return tl__err(TL_ERR_INVALID_ARG,
                                   "max_vram spec item '%s': not a size (8G, -2G, cuda0=6G)", item);
                 has_all = true;
                 all_v = v;
@@ -348,13 +348,13 @@ tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, s
             const char *sz = eq + 1;
             size_t sl = (size_t)(tok + len - sz);
             if (!parse_bytes_tok(sz, sl, &v, &neg))
-                return tl_err(TL_ERR_INVALID_ARG, "max_vram spec item '%s': not a size", item);
+                return tl__err(TL_ERR_INVALID_ARG, "max_vram spec item '%s': not a size", item);
             char what[96];
             snprintf(what, sizeof what, "max_vram spec item '%s'", item);
             uint32_t d;
             if (is_default_key(tok, kl)) {
                 if (has_all)
-                    return tl_err(TL_ERR_INVALID_ARG, "%s: a size for all GPUs is given twice",
+                    return tl__err(TL_ERR_INVALID_ARG, "%s: a size for all GPUs is given twice",
                                   what);
                 has_all = true;
                 all_v = v;
@@ -364,9 +364,9 @@ tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, s
             tl_status st = resolve_device(what, tok, kl, devs, n_devs, &d);
             if (st) return st;
             if (d == TL_PLAN_HOST)
-                return tl_err(TL_ERR_INVALID_ARG, "%s: names the cpu, not a GPU", what);
+                return tl__err(TL_ERR_INVALID_ARG, "%s: names the cpu, not a GPU", what);
             if (named[d])
-                return tl_err(TL_ERR_INVALID_ARG, "%s: device '%s' is given twice", what,
+                return tl__err(TL_ERR_INVALID_ARG, "%s: device '%s' is given twice", what,
                               devs[d].name);
             named[d] = true;
             cap_v[d] = v;
@@ -402,33 +402,33 @@ void tl_plan_default_reserves(uint64_t reserve[TL_COMP_COUNT]) {
 }
 
 tl_status tl_plan_parse_reserve(const char *spec, uint64_t reserve[TL_COMP_COUNT]) {
-    if (!spec || !reserve) return tl_err(TL_ERR_INVALID_ARG, "reserve spec: missing");
+    if (!spec || !reserve) return tl__err(TL_ERR_INVALID_ARG, "reserve spec: missing");
     const char *cur = spec, *tok;
     size_t len;
     char item[64], nb[64];
     bool seen[TL_COMP_COUNT] = {0};
-    if (!*spec) return tl_err(TL_ERR_INVALID_ARG, "reserve spec: empty spec");
+    if (!*spec) return tl__err(TL_ERR_INVALID_ARG, "reserve spec: empty spec");
     while (next_item(&cur, &tok, &len)) {
         tlp_tok(tok, len, item, sizeof item);
-        if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "reserve spec '%.80s': empty item", spec);
+        if (len == 0) return tl__err(TL_ERR_INVALID_ARG, "reserve spec '%.80s': empty item", spec);
         const char *eq = memchr(tok, '=', len);
         if (!eq)
-            return tl_err(TL_ERR_INVALID_ARG, "reserve spec item '%s': expected COMPONENT=SIZE", item);
+            return tl__err(TL_ERR_INVALID_ARG, "reserve spec item '%s': expected COMPONENT=SIZE", item);
         size_t kl = (size_t)(eq - tok);
         while (kl && isspace((unsigned char)tok[kl - 1]))
             kl--;
         int c = tl_component_from_name(tlp_tok(tok, kl, nb, sizeof nb));
         if (c < 0 || c >= TL_COMP_COUNT)
-            return tl_err(TL_ERR_NOT_FOUND, "reserve spec item '%s': unknown component '%s'", item,
+            return tl__err(TL_ERR_NOT_FOUND, "reserve spec item '%s': unknown component '%s'", item,
                           nb);
         if (seen[c])
-            return tl_err(TL_ERR_INVALID_ARG, "reserve spec item '%s': component '%s' is given twice",
+            return tl__err(TL_ERR_INVALID_ARG, "reserve spec item '%s': component '%s' is given twice",
                           item, tl_component_name((tl_component)c));
         seen[c] = true;
         uint64_t v;
         const char *sz = eq + 1;
         if (!parse_bytes_tok(sz, (size_t)(tok + len - sz), &v, NULL))
-            return tl_err(TL_ERR_INVALID_ARG, "reserve spec item '%s': not a size", item);
+            return tl__err(TL_ERR_INVALID_ARG, "reserve spec item '%s': not a size", item);
         reserve[c] = v;
     }
     return TL_OK;
@@ -450,18 +450,18 @@ static bool parse_dim(const char **p, uint32_t *out) {
 }
 
 tl_status tl_plan_parse_size(const char *spec, tl_plan_size *out) {
-    if (!spec || !out) return tl_err(TL_ERR_INVALID_ARG, "size spec: missing");
+    if (!spec || !out) return tl__err(TL_ERR_INVALID_ARG, "size spec: missing");
     const char *p = spec;
     tl_plan_size s = {0, 0, 1};
     if (!parse_dim(&p, &s.width) || (*p != 'x' && *p != 'X') || (p++, !parse_dim(&p, &s.height)))
-        return tl_err(TL_ERR_INVALID_ARG,
+        return tl__err(TL_ERR_INVALID_ARG,
                       "size spec '%.60s': expected WxH or WxHxT (1024x1024, 768x512x97)", spec);
     if (*p == 'x' || *p == 'X') {
         p++;
         if (!parse_dim(&p, &s.frames))
-            return tl_err(TL_ERR_INVALID_ARG, "size spec '%.60s': bad frame count", spec);
+            return tl__err(TL_ERR_INVALID_ARG, "size spec '%.60s': bad frame count", spec);
     }
-    if (*p) return tl_err(TL_ERR_INVALID_ARG, "size spec '%.60s': trailing characters", spec);
+    if (*p) return tl__err(TL_ERR_INVALID_ARG, "size spec '%.60s': trailing characters", spec);
     *out = s;
     return TL_OK;
 }
@@ -475,30 +475,30 @@ void tl_plan_default_phases(tl_plan_phases *out) {
 }
 
 tl_status tl_plan_parse_phases(const char *spec, tl_plan_phases *out) {
-    if (!spec || !out) return tl_err(TL_ERR_INVALID_ARG, "phase spec: missing");
+    if (!spec || !out) return tl__err(TL_ERR_INVALID_ARG, "phase spec: missing");
     memset(out, 0, sizeof *out);
     const char *cur = spec, *tok;
     size_t len;
     char item[64], nb[64];
     uint32_t seen = 0;
-    if (!*spec) return tl_err(TL_ERR_INVALID_ARG, "phase spec: empty schedule");
+    if (!*spec) return tl__err(TL_ERR_INVALID_ARG, "phase spec: empty schedule");
     while (next_item(&cur, &tok, &len)) {
         tlp_tok(tok, len, item, sizeof item);
-        if (len == 0) return tl_err(TL_ERR_INVALID_ARG, "phase spec '%.80s': empty phase", spec);
+        if (len == 0) return tl__err(TL_ERR_INVALID_ARG, "phase spec '%.80s': empty phase", spec);
         if (out->n >= TL_PLAN_MAX_PHASES)
-            return tl_err(TL_ERR_INVALID_ARG, "phase spec: more than %d phases", TL_PLAN_MAX_PHASES);
+            return tl__err(TL_ERR_INVALID_ARG, "phase spec: more than %d phases", TL_PLAN_MAX_PHASES);
         uint32_t mask = 0;
         const char *p = tok, *end = tok + len, *a;
         size_t l;
         while (split_next(&p, end, '+', &a, &l)) {
             if (l == 0)
-                return tl_err(TL_ERR_INVALID_ARG, "phase spec item '%s': empty component", item);
+                return tl__err(TL_ERR_INVALID_ARG, "phase spec item '%s': empty component", item);
             int c = tl_component_from_name(tlp_tok(a, l, nb, sizeof nb));
             if (c < 0 || c >= TL_COMP_COUNT)
-                return tl_err(TL_ERR_NOT_FOUND, "phase spec item '%s': unknown component '%s'", item,
+                return tl__err(TL_ERR_NOT_FOUND, "phase spec item '%s': unknown component '%s'", item,
                               nb);
             if (seen & (1u << c))
-                return tl_err(TL_ERR_INVALID_ARG,
+                return tl__err(TL_ERR_INVALID_ARG,
                               "phase spec item '%s': component '%s' is in two phases", item,
                               tl_component_name((tl_component)c));
             seen |= 1u << c;

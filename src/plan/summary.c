@@ -17,7 +17,7 @@ void tl_plan_summary_init(tl_plan_summary *s) {
     if (s) memset(s, 0, sizeof *s);
 }
 
-void tl_plan_summary_free(tl_plan_summary *s) {
+void tl_plan_summary_clear(tl_plan_summary *s) {
     if (!s) return;
     for (int c = 0; c < TL_COMP_COUNT; c++)
         free(s->comp[c].layers);
@@ -25,18 +25,18 @@ void tl_plan_summary_free(tl_plan_summary *s) {
 }
 
 static tl_status check_comp(const tl_plan_summary *s, tl_component c) {
-    if (!s) return tl_err(TL_ERR_INVALID_ARG, "plan summary: NULL");
+    if (!s) return tl__err(TL_ERR_INVALID_ARG, "plan summary: NULL");
     if ((unsigned)c >= TL_COMP_COUNT)
-        return tl_err(TL_ERR_INVALID_ARG, "plan summary: bad component %d", (int)c);
+        return tl__err(TL_ERR_INVALID_ARG, "plan summary: bad component %d", (int)c);
     return TL_OK;
 }
 
 static tl_status add_bytes(tl_plan_part *p, uint64_t bytes, uint64_t matrix_bytes) {
     if (matrix_bytes > bytes)
-        return tl_err(TL_ERR_INVALID_ARG, "plan summary: matrix bytes exceed the layer's bytes");
-    if (!tl_add_u64(p->bytes, bytes, &p->bytes) ||
-        !tl_add_u64(p->matrix_bytes, matrix_bytes, &p->matrix_bytes))
-        return tl_err(TL_ERR_INVALID_ARG, "plan summary: byte count overflows");
+        return tl__err(TL_ERR_INVALID_ARG, "plan summary: matrix bytes exceed the layer's bytes");
+    if (!tl__add_u64(p->bytes, bytes, &p->bytes) ||
+        !tl__add_u64(p->matrix_bytes, matrix_bytes, &p->matrix_bytes))
+        return tl__err(TL_ERR_INVALID_ARG, "plan summary: byte count overflows");
     return TL_OK;
 }
 
@@ -47,8 +47,8 @@ tl_status tl_plan_summary_add_layer(tl_plan_summary *s, tl_component c, uint64_t
     tl_plan_part *p = &s->comp[c];
     if (p->n_layers == p->cap_layers) {
         size_t cap = p->cap_layers ? p->cap_layers * 2 : 16;
-        uint64_t *l = tl_os_realloc(p->layers, cap * sizeof *l);
-        if (!l) return tl_err(TL_ERR_NOMEM, "plan summary: out of memory for %zu layers", cap);
+        uint64_t *l = tl__os_realloc(p->layers, cap * sizeof *l);
+        if (!l) return tl__err(TL_ERR_NOMEM, "plan summary: out of memory for %zu layers", cap);
         p->layers = l;
         p->cap_layers = cap;
     }
@@ -89,15 +89,15 @@ static tl_status sum_tensors(const tl_model *m, const size_t *idx, size_t n, tl_
         const tl_tensor_info *t = tl_model_tensor(m, idx[k]);
         uint64_t b, mb;
         tensor_bytes(t, convert, &b, &mb);
-        if (!tl_add_u64(*bytes, b, bytes) || !tl_add_u64(*matrix, mb, matrix))
-            return tl_err(TL_ERR_INVALID_ARG, "plan summary: byte count overflows at tensor '%s'",
+        if (!tl__add_u64(*bytes, b, bytes) || !tl__add_u64(*matrix, mb, matrix))
+            return tl__err(TL_ERR_INVALID_ARG, "plan summary: byte count overflows at tensor '%s'",
                           t->name);
     }
     return TL_OK;
 }
 
 tl_status tl_plan_summary_from_model(const tl_model *m, tl_dtype convert, tl_plan_summary *s) {
-    if (!m || !s) return tl_err(TL_ERR_INVALID_ARG, "plan summary: NULL model or summary");
+    if (!m || !s) return tl__err(TL_ERR_INVALID_ARG, "plan summary: NULL model or summary");
     tl_plan_summary_init(s);
     tl_status st = TL_OK;
     for (int c = 0; c < TL_COMP_COUNT && !st; c++) {
@@ -115,7 +115,7 @@ tl_status tl_plan_summary_from_model(const tl_model *m, tl_dtype convert, tl_pla
             if (!st) st = tl_plan_summary_add_other(s, (tl_component)c, bytes, mb);
         }
     }
-    if (st) tl_plan_summary_free(s);
+    if (st) tl_plan_summary_clear(s);
     return st;
 }
 
@@ -174,7 +174,7 @@ const char *tl_plan_profile_names(void) {
 }
 
 tl_status tl_plan_summary_profile(const char *name, tl_plan_summary *s) {
-    if (!name || !s) return tl_err(TL_ERR_INVALID_ARG, "profile: NULL");
+    if (!name || !s) return tl__err(TL_ERR_INVALID_ARG, "profile: NULL");
     tl_plan_summary_init(s);
     for (size_t i = 0; i < sizeof profiles / sizeof profiles[0]; i++) {
         const profile *p = &profiles[i];
@@ -186,7 +186,7 @@ tl_status tl_plan_summary_profile(const char *name, tl_plan_summary *s) {
                 tl_status st = tl_plan_summary_add_layer(s, (tl_component)pb->comp, bytes,
                                                          bytes / 100 * pb->matrix_pct);
                 if (st) {
-                    tl_plan_summary_free(s);
+                    tl_plan_summary_clear(s);
                     return st;
                 }
             }
@@ -196,6 +196,6 @@ tl_status tl_plan_summary_profile(const char *name, tl_plan_summary *s) {
                 tl_plan_summary_add_other(s, (tl_component)c, p->other_mib[c] * TLP_MIB, 0);
         return TL_OK;
     }
-    return tl_err(TL_ERR_NOT_FOUND, "unknown profile '%s' (profiles: %s)", name,
+    return tl__err(TL_ERR_NOT_FOUND, "unknown profile '%s' (profiles: %s)", name,
                   tl_plan_profile_names());
 }

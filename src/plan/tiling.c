@@ -20,10 +20,10 @@ static uint32_t tiles_along(uint32_t side, uint32_t tile) {
 
 tl_status tl_plan_vae_tiling(const tl_plan_size *size, uint64_t vae_reserve,
                              uint64_t bytes_per_voxel, tl_vae_tiling *out) {
-    if (!size || !out) return tl_err(TL_ERR_INVALID_ARG, "vae tiling: NULL argument");
+    if (!size || !out) return tl__err(TL_ERR_INVALID_ARG, "vae tiling: NULL argument");
     memset(out, 0, sizeof *out);
     if (size->width == 0 || size->height == 0 || size->frames == 0)
-        return tl_err(TL_ERR_INVALID_ARG, "vae tiling: size %ux%ux%u has a zero dimension",
+        return tl__err(TL_ERR_INVALID_ARG, "vae tiling: size %ux%ux%u has a zero dimension",
                       size->width, size->height, size->frames);
     if (bytes_per_voxel == 0) bytes_per_voxel = TLP_VAE_BYTES_PER_VOXEL;
     out->decided = true;

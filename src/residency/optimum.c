@@ -36,23 +36,23 @@ tl_status tlr_optimum(const tlr_opt_unit *u, size_t n_u, const uint64_t *budgets
                       const tlr_groups *g, const tl_session_step *steps, size_t n_steps,
                       uint64_t *bytes) {
     *bytes = 0;
-    uses *gu = tl_os_calloc(g->n ? g->n : 1, sizeof *gu);
-    bool *res = tl_os_calloc(n_u ? n_u : 1, sizeof *res);
-    uint64_t *used = tl_os_calloc(n_dev ? n_dev : 1, sizeof *used);
-    size_t *need = tl_os_malloc((n_u ? n_u : 1) * sizeof *need);
-    bool *in_step = tl_os_calloc(g->n ? g->n : 1, sizeof *in_step);
+    uses *gu = tl__os_calloc(g->n ? g->n : 1, sizeof *gu);
+    bool *res = tl__os_calloc(n_u ? n_u : 1, sizeof *res);
+    uint64_t *used = tl__os_calloc(n_dev ? n_dev : 1, sizeof *used);
+    size_t *need = tl__os_malloc((n_u ? n_u : 1) * sizeof *need);
+    bool *in_step = tl__os_calloc(g->n ? g->n : 1, sizeof *in_step);
     tl_status s = TL_OK;
     if (!gu || !res || !used || !need || !in_step) {
-        s = tl_err(TL_ERR_NOMEM, "optimum: out of memory");
+        s = tl__err(TL_ERR_NOMEM, "optimum: out of memory");
         goto out;
     }
     for (size_t gid = 0; gid < g->n && !s; gid++) {
         size_t cnt = 0;
         for (size_t i = 0; i < n_steps; i++)
             cnt += tlr_step_has(g, &steps[i], gid);
-        gu[gid].idx = tl_os_malloc((cnt ? cnt : 1) * sizeof *gu[gid].idx);
+        gu[gid].idx = tl__os_malloc((cnt ? cnt : 1) * sizeof *gu[gid].idx);
         if (!gu[gid].idx) {
-            s = tl_err(TL_ERR_NOMEM, "optimum: out of memory");
+            s = tl__err(TL_ERR_NOMEM, "optimum: out of memory");
             break;
         }
         for (size_t i = 0; i < n_steps; i++)
@@ -78,7 +78,7 @@ tl_status tlr_optimum(const tlr_opt_unit *u, size_t n_u, const uint64_t *budgets
                     }
                 }
                 if (victim == (size_t)-1) {
-                    s = tl_err(TL_ERR_DEVICE_OOM,
+                    s = tl__err(TL_ERR_DEVICE_OOM,
                                "optimum: step %zu needs more than device %zu's budget", i, d);
                     break;
                 }

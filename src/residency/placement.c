@@ -50,8 +50,8 @@ typedef struct placer {
 static tl_status add(placer *pl, tlr_place x) {
     if (pl->n == pl->cap) {
         size_t nc = pl->cap ? pl->cap * 2 : 256;
-        tlr_place *q = tl_os_realloc(pl->p, nc * sizeof *q);
-        if (!q) return tl_err(TL_ERR_NOMEM, "session: out of memory placing tensors");
+        tlr_place *q = tl__os_realloc(pl->p, nc * sizeof *q);
+        if (!q) return tl__err(TL_ERR_NOMEM, "session: out of memory placing tensors");
         pl->p = q;
         pl->cap = nc;
     }

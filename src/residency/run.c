@@ -72,8 +72,8 @@ static tl_status parse_pipeline(const char *spec, item **out, size_t *n) {
     size_t cap = 1;
     for (const char *p = spec; *p; p++)
         cap += *p == ',';
-    item *it = tl_os_calloc(cap, sizeof *it);
-    if (!it) return tl_err(TL_ERR_NOMEM, "pipeline: out of memory");
+    item *it = tl__os_calloc(cap, sizeof *it);
+    if (!it) return tl__err(TL_ERR_NOMEM, "pipeline: out of memory");
     const char *p = spec;
     tl_status st = TL_OK;
     while (!st) {
@@ -81,7 +81,7 @@ static tl_status parse_pipeline(const char *spec, item **out, size_t *n) {
         size_t len = e ? (size_t)(e - p) : strlen(p);
         char buf[sizeof it->name];
         if (len == 0 || len >= sizeof buf) {
-            st = tl_err(TL_ERR_INVALID_ARG, "pipeline '%s': empty or overlong phase", spec);
+            st = tl__err(TL_ERR_INVALID_ARG, "pipeline '%s': empty or overlong phase", spec);
             break;
         }
         memcpy(buf, p, len);
@@ -94,7 +94,7 @@ static tl_status parse_pipeline(const char *spec, item **out, size_t *n) {
             char *end;
             unsigned long r = strtoul(star + 1, &end, 10);
             if (!star[1] || *end || r == 0 || r > 100000) {
-                st = tl_err(TL_ERR_INVALID_ARG, "pipeline '%s': bad repeat '*%s' (1..100000)",
+                st = tl__err(TL_ERR_INVALID_ARG, "pipeline '%s': bad repeat '*%s' (1..100000)",
                             spec, star + 1);
                 break;
             }
@@ -104,14 +104,14 @@ static tl_status parse_pipeline(const char *spec, item **out, size_t *n) {
         for (char *c = buf, *save = NULL, *tok; (tok = strtok_r(c, "+", &save)); c = NULL) {
             int comp = tl_component_from_name(tok);
             if (comp < 0) {
-                st = tl_err(TL_ERR_INVALID_ARG, "pipeline '%s': unknown component '%s'", spec,
+                st = tl__err(TL_ERR_INVALID_ARG, "pipeline '%s': unknown component '%s'", spec,
                             tok);
                 break;
             }
             x->mask |= 1u << comp;
         }
         if (!st && !x->mask)
-            st = tl_err(TL_ERR_INVALID_ARG, "pipeline '%s': a phase names no component", spec);
+            st = tl__err(TL_ERR_INVALID_ARG, "pipeline '%s': a phase names no component", spec);
         (*n)++;
         if (!e) break;
         p = e + 1;
@@ -128,8 +128,8 @@ static tl_status parse_pipeline(const char *spec, item **out, size_t *n) {
 /* The plan's phases, diffusion and controlnet ones 20 times. */
 static tl_status default_pipeline(const tl_plan *p, item **out, size_t *n) {
     size_t np = tl_plan_phase_count(p);
-    item *it = tl_os_calloc(np ? np : 1, sizeof *it);
-    if (!it) return tl_err(TL_ERR_NOMEM, "pipeline: out of memory");
+    item *it = tl__os_calloc(np ? np : 1, sizeof *it);
+    if (!it) return tl__err(TL_ERR_NOMEM, "pipeline: out of memory");
     for (size_t i = 0; i < np; i++) {
         it[i].mask = tl_plan_phase_mask(p, i);
         it[i].repeat =
@@ -174,7 +174,7 @@ static int hash_host(const void *p, uint64_t n, uint64_t *out) {
     int e = 0;
     for (uint64_t o = 0; o < n && !e; o += CHECK_CHUNK) {
         hash_args a = {st, (const unsigned char *)p + o, (size_t)(n - o < CHECK_CHUNK ? n - o : CHECK_CHUNK)};
-        e = tl_os_guarded_call(do_update, &a);
+        e = tl__os_guarded_call(do_update, &a);
     }
     *out = XXH64_digest(st);
     XXH64_freeState(st);
@@ -185,18 +185,18 @@ static tl_status hash_part(run *r, const tl_session_tensor *t, const tl_session_
                            uint64_t *out) {
     if (p->tier != TL_TIER_DEVICE) {
         if (hash_host(p->host, p->nbytes, out))
-            return tl_err(TL_ERR_CHANGED, "tensor %s: its file was truncated under its mapping",
+            return tl__err(TL_ERR_CHANGED, "tensor %s: its file was truncated under its mapping",
                           t->info->name);
         return TL_OK;
     }
     if (!r->buf) {
         uint64_t len;
-        int e = tl_os_anon_alloc(CHECK_CHUNK, false, (void **)&r->buf, &len);
-        if (e) return tl_err(TL_ERR_NOMEM, "run: staging buffer for the check: out of memory");
+        int e = tl__os_anon_alloc(CHECK_CHUNK, false, (void **)&r->buf, &len);
+        if (e) return tl__err(TL_ERR_NOMEM, "run: staging buffer for the check: out of memory");
         r->buf_len = len;
     }
     XXH64_state_t *st = XXH64_createState();
-    if (!st) return tl_err(TL_ERR_NOMEM, "run: out of memory");
+    if (!st) return tl__err(TL_ERR_NOMEM, "run: out of memory");
     XXH64_reset(st, 0);
     tl_status s = TL_OK;
     for (uint64_t o = 0; o < p->nbytes && !s; o += CHECK_CHUNK) {
@@ -206,7 +206,7 @@ static tl_status hash_part(run *r, const tl_session_tensor *t, const tl_session_
     }
     *out = XXH64_digest(st);
     XXH64_freeState(st);
-    if (s) return tl_err_prefix(s, "tensor %s: reading it back", t->info->name);
+    if (s) return tl__err_prefix(s, "tensor %s: reading it back", t->info->name);
     return TL_OK;
 }
 
@@ -220,9 +220,9 @@ static tl_status expected(run *r, const tl_session_tensor *t, const tl_session_p
         }
     const unsigned char *src = (const unsigned char *)tl_model_tensor_data(r->m, i) + p->offset;
     if (hash_host(src, p->nbytes, out))
-        return tl_err(TL_ERR_CHANGED, "tensor %s: its file was truncated under its mapping",
+        return tl__err(TL_ERR_CHANGED, "tensor %s: its file was truncated under its mapping",
                       t->info->name);
-    expect *w = tl_os_realloc(r->want[i], (r->n_want[i] + 1) * sizeof *w);
+    expect *w = tl__os_realloc(r->want[i], (r->n_want[i] + 1) * sizeof *w);
     if (!w) return TL_OK; /* not cached: computed again next time */
     w[r->n_want[i]++] = (expect){p->offset, p->nbytes, *out};
     r->want[i] = w;
@@ -306,8 +306,8 @@ static tl_status schedule(run *r, const item *it, size_t n, tl_session_step **ou
                 }
         if (!pass) {
             cnt = w;
-            *out = tl_os_malloc((cnt ? cnt : 1) * sizeof **out);
-            if (!*out) return tl_err(TL_ERR_NOMEM, "run: out of memory for the schedule");
+            *out = tl__os_malloc((cnt ? cnt : 1) * sizeof **out);
+            if (!*out) return tl__err(TL_ERR_NOMEM, "run: out of memory for the schedule");
         }
     }
     *n_out = cnt;
@@ -335,9 +335,9 @@ static double model_time(const run *r) {
 }
 
 tl_status tl_run_pipeline(tl_session *s, const tl_run_options *opts, tl_run_report **out) {
-    if (!out) return tl_err(TL_ERR_INVALID_ARG, "tl_run_pipeline: out is NULL");
+    if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_run_pipeline: out is NULL");
     *out = NULL;
-    if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_run_pipeline: NULL session");
+    if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_run_pipeline: NULL session");
     tl_run_options o;
     tl_run_options_init(&o);
     if (opts) memcpy(&o, opts, opts->size && opts->size < sizeof o ? opts->size : sizeof o);
@@ -350,18 +350,18 @@ tl_status tl_run_pipeline(tl_session *s, const tl_run_options *opts, tl_run_repo
     size_t n_runs = 0;
     for (size_t i = 0; i < n_it; i++)
         n_runs += it[i].repeat;
-    tl_run_report *rep = tl_os_calloc(1, sizeof *rep);
+    tl_run_report *rep = tl__os_calloc(1, sizeof *rep);
     size_t nt = tl_model_tensor_count(r.m);
-    r.want = tl_os_calloc(nt ? nt : 1, sizeof *r.want);
-    r.n_want = tl_os_calloc(nt ? nt : 1, sizeof *r.n_want);
-    if (rep) rep->ph = tl_os_calloc(n_runs ? n_runs : 1, sizeof *rep->ph);
-    if (!rep || !rep->ph || !r.want || !r.n_want) st = tl_err(TL_ERR_NOMEM, "run: out of memory");
+    r.want = tl__os_calloc(nt ? nt : 1, sizeof *r.want);
+    r.n_want = tl__os_calloc(nt ? nt : 1, sizeof *r.n_want);
+    if (rep) rep->ph = tl__os_calloc(n_runs ? n_runs : 1, sizeof *rep->ph);
+    if (!rep || !rep->ph || !r.want || !r.n_want) st = tl__err(TL_ERR_NOMEM, "run: out of memory");
     tl_session_step *steps = NULL;
     size_t n_steps = 0;
     if (!st) st = schedule(&r, it, n_it, &steps, &n_steps);
     if (!st) st = tl_session_set_schedule(s, steps, n_steps);
     if (!st && tl_session_optimal_bytes(s, &rep->optimal) != TL_OK) {
-        tl_err_clear(); /* an infeasible replay has no optimum to print; the run still says why */
+        tl__err_clear(); /* an infeasible replay has no optimum to print; the run still says why */
         rep->optimal = 0;
     }
     free(steps);
@@ -373,21 +373,21 @@ tl_status tl_run_pipeline(tl_session *s, const tl_run_options *opts, tl_run_repo
             r.cur = ph;
             tl_session_stats a, b;
             tl_session_stats_get(s, &a);
-            double t0 = tl_os_now(), m0 = model_time(&r);
+            double t0 = tl__os_now(), m0 = model_time(&r);
             for (int c = 0; c < TL_COMP_COUNT && !st; c++)
                 if (it[i].mask & (1u << c)) st = run_component(&r, &it[i], pass, (tl_component)c);
-            ph->seconds = tl_os_now() - t0;
+            ph->seconds = tl__os_now() - t0;
             ph->model_seconds = model_time(&r) - m0;
             tl_session_stats_get(s, &b);
             delta(ph, &a, &b);
-            if (st) st = tl_err_prefix(st, "phase %s (pass %u)", it[i].name, pass + 1);
+            if (st) st = tl__err_prefix(st, "phase %s (pass %u)", it[i].name, pass + 1);
         }
     if (r.want)
         for (size_t i = 0; i < nt; i++)
             free(r.want[i]);
     free(r.want);
     free(r.n_want);
-    if (r.buf) tl_os_anon_free(r.buf, r.buf_len);
+    if (r.buf) tl__os_anon_free(r.buf, r.buf_len);
     free(it);
     if (st) {
         tl_run_report_destroy(rep);

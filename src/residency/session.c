@@ -72,7 +72,7 @@ typedef struct extent {
 /* A prefetch batch in flight; done and err are written by its completion under pmu. */
 typedef struct pending {
     tl_session *s;
-    tl_io_batch *b;
+    tl__io_batch *b;
     size_t *units;
     size_t n;
     bool done;
@@ -99,7 +99,7 @@ struct tl_session {
     pthread_mutex_t pmu;
     pthread_cond_t pcv;
     uint64_t pgen;
-    tl_io_engine *io;
+    tl__io_engine *io;
     sdev dev[TL_PLAN_MAX_DEVICES];
     size_t n_dev;
     int32_t plan2dev[TL_PLAN_MAX_DEVICES];
@@ -151,7 +151,7 @@ static double now_locked(const tl_session *s, int32_t dev) {
     double t;
     if (dev < 0 && s->n_dev) dev = 0; /* host events on the first device's clock */
     if (dev >= 0 && s->dev[dev].sim && tl_device_sim_clock(s->dev[dev].d, &t) == TL_OK) return t;
-    return tl_os_now() - s->t0;
+    return tl__os_now() - s->t0;
 }
 
 static void event_locked(tl_session *s, tl_session_event_kind k, const unit *u, tl_tier from,
@@ -159,7 +159,7 @@ static void event_locked(tl_session *s, tl_session_event_kind k, const unit *u, 
     if (s->n_ev == s->cap_ev) {
         if (s->cap_ev >= MAX_EVENTS) return;
         size_t nc = s->cap_ev ? s->cap_ev * 2 : 1024;
-        tl_session_event *p = tl_os_realloc(s->ev, nc * sizeof *p);
+        tl_session_event *p = tl__os_realloc(s->ev, nc * sizeof *p);
         if (!p) return; /* the log is best effort */
         s->ev = p;
         s->cap_ev = nc;
@@ -210,10 +210,10 @@ static void dev_add_locked(tl_session *s, int32_t d, uint64_t n) {
 
 static tl_status spill_open_locked(tl_session *s) {
     if (s->spill_fd >= 0) return TL_OK;
-    int e = tl_os_open_tmpfile(s->spill_dir, &s->spill_fd);
+    int e = tl__os_open_tmpfile(s->spill_dir, &s->spill_fd);
     if (e) {
         s->spill_fd = -1;
-        return tl_err(e == ENOENT ? TL_ERR_NOT_FOUND : TL_ERR_IO,
+        return tl__err(e == ENOENT ? TL_ERR_NOT_FOUND : TL_ERR_IO,
                       "spill directory %s: cannot create a spill file: %s", s->spill_dir,
                       strerror(e));
     }
@@ -239,12 +239,12 @@ static void extent_give_locked(tl_session *s, uint64_t off, uint64_t len) {
     len = (len + SPILL_ALIGN - 1) & ~(SPILL_ALIGN - 1);
     if (off + len == s->spill_end) {
         s->spill_end = off;
-        tl_os_ftruncate(s->spill_fd, s->spill_end); /* give the blocks back */
+        tl__os_ftruncate(s->spill_fd, s->spill_end); /* give the blocks back */
         return;
     }
     if (s->n_free == s->cap_free) {
         size_t nc = s->cap_free ? s->cap_free * 2 : 16;
-        extent *p = tl_os_realloc(s->free_ext, nc * sizeof *p);
+        extent *p = tl__os_realloc(s->free_ext, nc * sizeof *p);
         if (!p) return; /* the extent is lost until the session ends: space, not data */
         s->free_ext = p;
         s->cap_free = nc;
@@ -255,12 +255,12 @@ static void extent_give_locked(tl_session *s, uint64_t off, uint64_t len) {
 /* Drop a unit's host copies (RAM and spill). */
 static void drop_copies_locked(tl_session *s, unit *u) {
     if (u->ram) {
-        tl_os_anon_free(u->ram, u->ram_len);
+        tl__os_anon_free(u->ram, u->ram_len);
         s->st.host_used -= u->pl.len;
         u->ram = NULL;
     }
     if (u->sp_map) {
-        tl_os_unmap(u->sp_map, u->sp_len);
+        tl__os_unmap(u->sp_map, u->sp_len);
         extent_give_locked(s, u->sp_off, u->sp_len);
         s->st.spill_used -= u->sp_len;
         u->sp_map = NULL;
@@ -277,20 +277,20 @@ static tl_status save_dirty_locked(tl_session *s, unit *u) {
         if (tl_memstats_read(&ms) == TL_OK && ms.mem_available < s->o.spill_threshold)
             ram_ok = false;
     }
-    tl_io_xfer x = {.len = n, .path = fpath(s, u), .name = tname(s, u)};
+    tl__io_xfer x = {.len = n, .path = fpath(s, u), .name = tname(s, u)};
     x.src.kind = TL_IO_DEVICE;
     x.src.dev = v->d;
     x.src.dptr = u->dptr;
     if (ram_ok) {
         void *p;
         uint64_t plen;
-        int e = tl_os_anon_alloc(n ? n : 1, false, &p, &plen);
+        int e = tl__os_anon_alloc(n ? n : 1, false, &p, &plen);
         if (!e) {
             x.dst.kind = TL_IO_HOST;
             x.dst.host = p;
-            tl_status st = tl_io_run(s->io, &x, 1, TL_IO_DEMAND);
+            tl_status st = tl__io_run(s->io, &x, 1, TL_IO_DEMAND);
             if (st) {
-                tl_os_anon_free(p, plen);
+                tl__os_anon_free(p, plen);
                 return st;
             }
             u->ram = p;
@@ -310,15 +310,15 @@ static tl_status save_dirty_locked(tl_session *s, unit *u) {
     x.dst.kind = TL_IO_FILE;
     x.dst.fd = s->spill_fd;
     x.dst.off = off;
-    st = tl_io_run(s->io, &x, 1, TL_IO_DEMAND);
+    st = tl__io_run(s->io, &x, 1, TL_IO_DEMAND);
     void *map = NULL;
     if (!st) {
-        int e = tl_os_map_shared_ro(s->spill_fd, off, alen, &map);
-        if (e) st = tl_err(TL_ERR_IO, "spill file: cannot map it back: %s", strerror(e));
+        int e = tl__os_map_shared_ro(s->spill_fd, off, alen, &map);
+        if (e) st = tl__err(TL_ERR_IO, "spill file: cannot map it back: %s", strerror(e));
     }
     if (st) {
         extent_give_locked(s, off, alen);
-        return tl_err_prefix(st, "spilling tensor %s (it stays on %s)", tname(s, u),
+        return tl__err_prefix(st, "spilling tensor %s (it stays on %s)", tname(s, u),
                              tl_device_name(v->d));
     }
     u->sp_map = map;
@@ -444,7 +444,7 @@ static tl_status alloc_locked(tl_session *s, unit *u) {
     tl_device_info info;
     uint64_t free_now = tl_device_describe(v->d, &info) == TL_OK ? info.free : 0;
     char a[32], f[32], e[32];
-    return tl_err(TL_ERR_DEVICE_OOM,
+    return tl__err(TL_ERR_DEVICE_OOM,
                   "%s: tensor %s: %s refused the allocation (asked %s, free %s, evictable %s "
                   "after evicting %s)",
                   fpath(s, u), tname(s, u), tl_device_name(v->d), tl_fmt_bytes(n, a, sizeof a),
@@ -455,10 +455,10 @@ static tl_status alloc_locked(tl_session *s, unit *u) {
 
 /* --- creation --- */
 
-static uint64_t env_size(tl_env_var name) {
-    const char *v = tl_env_get(name);
+static uint64_t env_size(tl__env_var name) {
+    const char *v = tl__env_get(name);
     uint64_t b = 0;
-    if (v && *v && tl_plan_parse_bytes(v, &b, NULL) != TL_OK) b = 0;
+    if (v && *v && tl_parse_bytes(v, &b, NULL) != TL_OK) b = 0;
     return b;
 }
 
@@ -467,7 +467,7 @@ void tl_session_destroy(tl_session *s) {
     while (s->pend) {
         pending *p = s->pend;
         s->pend = p->next;
-        tl_io_batch_destroy(p->b);
+        tl__io_batch_destroy(p->b);
         free(p->units);
         free(p);
     }
@@ -479,10 +479,10 @@ void tl_session_destroy(tl_session *s) {
         }
         drop_copies_locked(s, u);
     }
-    tl_io_engine_destroy(s->io);
+    tl__io_engine_destroy(s->io);
     for (size_t d = 0; d < s->n_dev; d++)
         tl_device_release(s->dev[d].d);
-    if (s->spill_fd >= 0) tl_os_close(s->spill_fd);
+    if (s->spill_fd >= 0) tl__os_close(s->spill_fd);
     if (s->uses)
         for (size_t g = 0; g < s->groups.n; g++)
             free(s->uses[g]);
@@ -510,13 +510,13 @@ static tl_status bind_devices(tl_session *s) {
             if (d.reserve > reserve[d.devices[k]]) reserve[d.devices[k]] = d.reserve;
     }
     for (size_t i = 0; i < tl_plan_device_count(p) && i < TL_PLAN_MAX_DEVICES; i++) {
-        const tl_plan_device *pd = tl_plan_device_at(p, i);
+        const tl_plan_device *pd = tl_plan_device_of(p, i);
         s->plan2dev[i] = TLR_HOST;
         if (!pd->is_gpu) continue;
         tl_device *d = NULL;
         tl_status st = tl_device_find(pd->name, &d);
         if (st)
-            return tl_err(TL_ERR_NOT_FOUND,
+            return tl__err(TL_ERR_NOT_FOUND,
                           "the plan places weights on '%s', but no device of that name is "
                           "registered",
                           pd->name);
@@ -545,30 +545,30 @@ static tl_status bind_devices(tl_session *s) {
 
 tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_options *opts,
                             tl_session **out) {
-    if (!out) return tl_err(TL_ERR_INVALID_ARG, "tl_session_create: out is NULL");
+    if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_session_create: out is NULL");
     *out = NULL;
-    if (!m || !p) return tl_err(TL_ERR_INVALID_ARG, "tl_session_create: NULL model or plan");
+    if (!m || !p) return tl__err(TL_ERR_INVALID_ARG, "tl_session_create: NULL model or plan");
     tl_status st = tl_plan_check(p);
-    if (st) return tl_err_prefix(st, "session");
-    tl_session *s = tl_os_calloc(1, sizeof *s);
-    if (!s) return tl_err(TL_ERR_NOMEM, "session: out of memory");
+    if (st) return tl__err_prefix(st, "session");
+    tl_session *s = tl__os_calloc(1, sizeof *s);
+    if (!s) return tl__err(TL_ERR_NOMEM, "session: out of memory");
     tl_session_options_init(&s->o);
     if (opts) memcpy(&s->o, opts, opts->size && opts->size < sizeof s->o ? opts->size : sizeof s->o);
     s->o.size = sizeof s->o;
     s->m = m;
     s->p = p;
     s->spill_fd = -1;
-    s->t0 = tl_os_now();
+    s->t0 = tl__os_now();
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->pmu, NULL);
     pthread_cond_init(&s->pcv, NULL);
     const char *dir = s->o.spill_dir;
-    if (!dir || !*dir) dir = tl_env_get(TL_ENV_SPILL_DIR);
-    if (!dir || !*dir) dir = tl_env_get(TL_ENV_TMPDIR);
+    if (!dir || !*dir) dir = tl__env_get(TL_ENV_SPILL_DIR);
+    if (!dir || !*dir) dir = tl__env_get(TL_ENV_TMPDIR);
     if (!dir || !*dir) dir = "/tmp";
-    s->spill_dir = tl_os_strdup(dir);
+    s->spill_dir = tl__os_strdup(dir);
     if (!s->o.spill_threshold) s->o.spill_threshold = env_size(TL_ENV_SPILL_THRESHOLD);
-    if (!s->spill_dir) st = tl_err(TL_ERR_NOMEM, "session: out of memory");
+    if (!s->spill_dir) st = tl__err(TL_ERR_NOMEM, "session: out of memory");
     if (!st) st = bind_devices(s);
     /* host budget */
     if (!st) {
@@ -593,9 +593,9 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
     if (!st) st = tlr_place_all(m, p, &pl, &n_pl);
     if (!st) {
         size_t nt = tl_model_tensor_count(m);
-        s->u = tl_os_calloc(n_pl ? n_pl : 1, sizeof *s->u);
-        s->first = tl_os_calloc(nt + 1, sizeof *s->first);
-        if (!s->u || !s->first) st = tl_err(TL_ERR_NOMEM, "session: out of memory");
+        s->u = tl__os_calloc(n_pl ? n_pl : 1, sizeof *s->u);
+        s->first = tl__os_calloc(nt + 1, sizeof *s->first);
+        if (!s->u || !s->first) st = tl__err(TL_ERR_NOMEM, "session: out of memory");
         tlr_groups_init(m, &s->groups);
         for (size_t i = 0, t = 0; !st && i < n_pl; i++) {
             unit *u = &s->u[i];
@@ -615,8 +615,8 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
     }
     free(pl);
     if (!st) {
-        tl_io_options io = {s->o.threads, s->o.staging_count, s->o.staging_size, false};
-        st = tl_io_engine_create(&io, &s->io);
+        tl__io_options io = {s->o.threads, s->o.staging_count, s->o.staging_size, false};
+        st = tl__io_engine_create(&io, &s->io);
         if (!st) {
             s->st.staging_bound = (uint64_t)(s->o.staging_count ? s->o.staging_count : 4) *
                                   (s->o.staging_size ? s->o.staging_size : 16ull << 20);
@@ -658,11 +658,11 @@ static void loaded_locked(tl_session *s, unit *u, bool prefetch) {
 }
 
 /* Transfer for loading unit u to its device. */
-static tl_io_xfer load_xfer(tl_session *s, unit *u) {
+static tl__io_xfer load_xfer(tl_session *s, unit *u) {
     tl_tier tier;
     bool mapped;
     const unsigned char *src = host_src(s, u, &tier, &mapped);
-    tl_io_xfer x = {.len = u->pl.len, .path = fpath(s, u), .name = tname(s, u)};
+    tl__io_xfer x = {.len = u->pl.len, .path = fpath(s, u), .name = tname(s, u)};
     x.src.kind = TL_IO_HOST;
     x.src.host = (void *)src;
     x.src.mapped = mapped;
@@ -679,8 +679,8 @@ static tl_io_xfer load_xfer(tl_session *s, unit *u) {
  * for the ticket before handing the tensor out.
  */
 static tl_status issue_async_locked(tl_session *s, unit *u, bool prefetch) {
-    tl_io_xfer x = load_xfer(s, u);
-    tl_status st = tl_io_issue(s->io, &x, 1);
+    tl__io_xfer x = load_xfer(s, u);
+    tl_status st = tl__io_issue(s->io, &x, 1);
     if (st)
         unload_failed_locked(s, u);
     else if (!prefetch)
@@ -694,7 +694,7 @@ static tl_status range_units(const tl_session *s, tl_component c, size_t lb, siz
     *out = NULL;
     *n = 0;
     if ((unsigned)c >= TL_COMP_COUNT)
-        return tl_err(TL_ERR_INVALID_ARG, "session: bad component %d", (int)c);
+        return tl__err(TL_ERR_INVALID_ARG, "session: bad component %d", (int)c);
     size_t nl = tl_model_layer_count(s->m, c);
     if (le == TL_ALL_LAYERS || le > nl) le = nl;
     if (lb > le) lb = le;
@@ -707,8 +707,8 @@ static tl_status range_units(const tl_session *s, tl_component c, size_t lb, siz
         for (size_t j = 0; j < nt; j++)
             cnt += s->first[idx[j] + 1] - s->first[idx[j]];
     }
-    size_t *u = tl_os_malloc((cnt ? cnt : 1) * sizeof *u);
-    if (!u) return tl_err(TL_ERR_NOMEM, "session: out of memory");
+    size_t *u = tl__os_malloc((cnt ? cnt : 1) * sizeof *u);
+    if (!u) return tl__err(TL_ERR_NOMEM, "session: out of memory");
     size_t w = 0;
     for (size_t k = lb; k <= le; k++) {
         if (k == le && !with_other) break;
@@ -725,7 +725,7 @@ static tl_status range_units(const tl_session *s, tl_component c, size_t lb, siz
 
 
 /* Prefetch completion: runs on an engine worker, which must never wait for mu. */
-static void pf_done(void *user, tl_io_batch *b, tl_status err) {
+static void pf_done(void *user, tl__io_batch *b, tl_status err) {
     (void)b;
     pending *p = user;
     tl_session *s = p->s;
@@ -758,7 +758,7 @@ static void reap_locked(tl_session *s) {
                 loaded_locked(s, u, true);
         }
         *pp = p->next;
-        tl_io_batch_destroy(p->b);
+        tl__io_batch_destroy(p->b);
         free(p->units);
         free(p);
     }
@@ -783,7 +783,7 @@ static uint64_t pgen_now(tl_session *s) {
 
 tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t le,
                               bool with_other) {
-    if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_session_prefetch: NULL session");
+    if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_prefetch: NULL session");
     size_t *list, n;
     pthread_mutex_lock(&s->mu);
     reap_locked(s);
@@ -793,16 +793,16 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
         return st;
     }
     /* the unit list, then room for the session pointer the callback needs */
-    pending *p = tl_os_calloc(1, sizeof *p);
-    size_t *mine = tl_os_malloc((n ? n : 1) * sizeof *mine);
-    tl_io_xfer *x = tl_os_malloc((n ? n : 1) * sizeof *x);
+    pending *p = tl__os_calloc(1, sizeof *p);
+    size_t *mine = tl__os_malloc((n ? n : 1) * sizeof *mine);
+    tl__io_xfer *x = tl__os_malloc((n ? n : 1) * sizeof *x);
     if (!p || !mine || !x) {
         free(p);
         free(mine);
         free(x);
         free(list);
         pthread_mutex_unlock(&s->mu);
-        return tl_err(TL_ERR_NOMEM, "session: out of memory");
+        return tl__err(TL_ERR_NOMEM, "session: out of memory");
     }
     size_t k = 0, na = 0;
     s->prefetching = true;
@@ -818,7 +818,7 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
         }
         st = alloc_locked(s, u);
         if (st) {
-            tl_err_clear();
+            tl__err_clear();
             st = TL_OK;
             s->st.prefetch_skipped++;
             continue;
@@ -858,7 +858,7 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
     p->n = k;
     p->next = s->pend;
     s->pend = p;
-    st = tl_io_submit(s->io, x, k, TL_IO_PREFETCH, pf_done, p, &p->b);
+    st = tl__io_submit(s->io, x, k, TL_IO_PREFETCH, pf_done, p, &p->b);
     if (st) {
         s->pend = p->next;
         for (size_t i = 0; i < k; i++)
@@ -902,9 +902,9 @@ static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquir
 
 tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le,
                              bool with_other, tl_acquired **out) {
-    if (!out) return tl_err(TL_ERR_INVALID_ARG, "tl_session_acquire: out is NULL");
+    if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire: out is NULL");
     *out = NULL;
-    if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_session_acquire: NULL session");
+    if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire: NULL session");
     size_t *list, n;
     pthread_mutex_lock(&s->mu);
     reap_locked(s);
@@ -915,11 +915,11 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
     }
     for (size_t i = 0; i < n; i++)
         s->u[list[i]].refs++;
-    tl_io_xfer *x = tl_os_malloc((n ? n : 1) * sizeof *x);
-    size_t *mine = tl_os_malloc((n ? n : 1) * sizeof *mine);
-    size_t *asy = tl_os_malloc((n ? n : 1) * sizeof *asy);
+    tl__io_xfer *x = tl__os_malloc((n ? n : 1) * sizeof *x);
+    size_t *mine = tl__os_malloc((n ? n : 1) * sizeof *mine);
+    size_t *asy = tl__os_malloc((n ? n : 1) * sizeof *asy);
     size_t na = 0;
-    if (!x || !mine || !asy) st = tl_err(TL_ERR_NOMEM, "session: out of memory");
+    if (!x || !mine || !asy) st = tl__err(TL_ERR_NOMEM, "session: out of memory");
     bool hit_counted = false;
     while (!st) {
         /* wait for prefetches in flight into this range */
@@ -953,7 +953,7 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
                     if (s->u[q].dev == u->dev && (s->u[q].on_dev || s->u[q].loading) &&
                         (s->u[q].refs || s->u[q].loading))
                         held += s->u[q].pl.len;
-                st = tl_err(TL_ERR_DEVICE_OOM,
+                st = tl__err(TL_ERR_DEVICE_OOM,
                             "%s: tensor %s (%s) does not fit on %s: its budget is %s and %s are "
                             "held by acquired or loading tensors",
                             fpath(s, u), tname(s, u), tl_fmt_bytes(u->pl.len, a, sizeof a),
@@ -987,7 +987,7 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
         }
         if (k == 0) break;
         pthread_mutex_unlock(&s->mu);
-        st = tl_io_run(s->io, x, k, TL_IO_DEMAND);
+        st = tl__io_run(s->io, x, k, TL_IO_DEMAND);
         pthread_mutex_lock(&s->mu);
         for (size_t i = 0; i < k; i++) {
             unit *u = &s->u[mine[i]];
@@ -1030,15 +1030,15 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
 }
 
 static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquired **out) {
-    tl_acquired *a = tl_os_calloc(1, sizeof *a);
-    if (!a) return tl_err(TL_ERR_NOMEM, "session: out of memory");
-    a->parts = tl_os_calloc(n ? n : 1, sizeof *a->parts);
-    a->t = tl_os_calloc(n ? n : 1, sizeof *a->t);
+    tl_acquired *a = tl__os_calloc(1, sizeof *a);
+    if (!a) return tl__err(TL_ERR_NOMEM, "session: out of memory");
+    a->parts = tl__os_calloc(n ? n : 1, sizeof *a->parts);
+    a->t = tl__os_calloc(n ? n : 1, sizeof *a->t);
     if (!a->parts || !a->t) {
         free(a->parts);
         free(a->t);
         free(a);
-        return tl_err(TL_ERR_NOMEM, "session: out of memory");
+        return tl__err(TL_ERR_NOMEM, "session: out of memory");
     }
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < n; i++) {
@@ -1109,12 +1109,12 @@ static int32_t dev_by_name(const tl_session *s, const char *name) {
 
 tl_status tl_session_evict(tl_session *s, const char *device, uint64_t bytes, uint64_t *freed) {
     if (freed) *freed = 0;
-    if (!s || !device) return tl_err(TL_ERR_INVALID_ARG, "tl_session_evict: NULL argument");
+    if (!s || !device) return tl__err(TL_ERR_INVALID_ARG, "tl_session_evict: NULL argument");
     pthread_mutex_lock(&s->mu);
     int32_t d = dev_by_name(s, device);
     if (d == TLR_HOST) {
         pthread_mutex_unlock(&s->mu);
-        return tl_err(TL_ERR_NOT_FOUND, "session: no device '%s' in this session", device);
+        return tl__err(TL_ERR_NOT_FOUND, "session: no device '%s' in this session", device);
     }
     uint64_t got = 0;
     tl_status st = TL_OK;
@@ -1132,7 +1132,7 @@ tl_status tl_session_evict(tl_session *s, const char *device, uint64_t bytes, ui
     if (st) return st;
     if (got < bytes && bytes != UINT64_MAX) {
         char a[32], b[32];
-        return tl_err(TL_ERR_DEVICE_OOM,
+        return tl__err(TL_ERR_DEVICE_OOM,
                       "%s: evicted %s of the %s asked: the rest is held by acquired or loading "
                       "tensors",
                       device, tl_fmt_bytes(got, a, sizeof a), tl_fmt_bytes(bytes, b, sizeof b));
@@ -1146,19 +1146,19 @@ tl_status tl_session_evict_all(tl_session *s, const char *device, uint64_t *free
 
 tl_status tl_session_mark_dirty(tl_session *s, size_t tensor) {
     if (!s || tensor >= tl_model_tensor_count(s->m))
-        return tl_err(TL_ERR_INVALID_ARG, "tl_session_mark_dirty: bad session or tensor");
+        return tl__err(TL_ERR_INVALID_ARG, "tl_session_mark_dirty: bad session or tensor");
     pthread_mutex_lock(&s->mu);
     tl_status st = TL_OK;
     for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
         unit *u = &s->u[q];
         if (!u->refs) {
-            st = tl_err(TL_ERR_INVALID_ARG, "tensor %s: mark it dirty while it is acquired",
+            st = tl__err(TL_ERR_INVALID_ARG, "tensor %s: mark it dirty while it is acquired",
                         tname(s, u));
         } else if (on_device(s, u)) {
             u->dirty = true;
             drop_copies_locked(s, u); /* they are stale now */
         } else if (!tl_model_tensor_patched(s->m, tensor)) {
-            st = tl_err(TL_ERR_INVALID_ARG,
+            st = tl__err(TL_ERR_INVALID_ARG,
                         "tensor %s lives in the file's read-only mapping: patch it through "
                         "tl_model_tensor_data_mut on a model opened writable",
                         tname(s, u));
@@ -1170,14 +1170,14 @@ tl_status tl_session_mark_dirty(tl_session *s, size_t tensor) {
 
 tl_status tl_session_refresh(tl_session *s, size_t tensor) {
     if (!s || tensor >= tl_model_tensor_count(s->m))
-        return tl_err(TL_ERR_INVALID_ARG, "tl_session_refresh: bad session or tensor");
+        return tl__err(TL_ERR_INVALID_ARG, "tl_session_refresh: bad session or tensor");
     pthread_mutex_lock(&s->mu);
     reap_locked(s);
     tl_status st = TL_OK;
     for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
         unit *u = &s->u[q];
         if (u->refs || u->loading)
-            st = tl_err(TL_ERR_INVALID_ARG, "tensor %s: refresh it while it is not acquired",
+            st = tl__err(TL_ERR_INVALID_ARG, "tensor %s: refresh it while it is not acquired",
                         tname(s, u));
     }
     for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
@@ -1198,16 +1198,16 @@ tl_status tl_session_refresh(tl_session *s, size_t tensor) {
 }
 
 tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, size_t n) {
-    if (!s || (n && !steps)) return tl_err(TL_ERR_INVALID_ARG, "tl_session_set_schedule: NULL");
-    tl_session_step *cp = tl_os_malloc((n ? n : 1) * sizeof *cp);
-    size_t **uses = tl_os_calloc(s->groups.n ? s->groups.n : 1, sizeof *uses);
-    size_t *nu = tl_os_calloc(s->groups.n ? s->groups.n : 1, sizeof *nu);
+    if (!s || (n && !steps)) return tl__err(TL_ERR_INVALID_ARG, "tl_session_set_schedule: NULL");
+    tl_session_step *cp = tl__os_malloc((n ? n : 1) * sizeof *cp);
+    size_t **uses = tl__os_calloc(s->groups.n ? s->groups.n : 1, sizeof *uses);
+    size_t *nu = tl__os_calloc(s->groups.n ? s->groups.n : 1, sizeof *nu);
     bool ok = cp && uses && nu;
     for (size_t g = 0; ok && g < s->groups.n; g++) {
         size_t cnt = 0;
         for (size_t i = 0; i < n; i++)
             cnt += tlr_step_has(&s->groups, &steps[i], g);
-        uses[g] = tl_os_malloc((cnt ? cnt : 1) * sizeof *uses[g]);
+        uses[g] = tl__os_malloc((cnt ? cnt : 1) * sizeof *uses[g]);
         if (!uses[g]) {
             ok = false;
             break;
@@ -1222,7 +1222,7 @@ tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, s
         free(uses);
         free(nu);
         free(cp);
-        return tl_err(TL_ERR_NOMEM, "session: out of memory for the schedule");
+        return tl__err(TL_ERR_NOMEM, "session: out of memory for the schedule");
     }
     if (n) memcpy(cp, steps, n * sizeof *cp);
     pthread_mutex_lock(&s->mu);
@@ -1243,10 +1243,10 @@ tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, s
 }
 
 tl_status tl_session_optimal_bytes(const tl_session *s, uint64_t *bytes) {
-    if (!s || !bytes) return tl_err(TL_ERR_INVALID_ARG, "tl_session_optimal_bytes: NULL");
-    if (!s->steps) return tl_err(TL_ERR_INVALID_ARG, "session: no schedule set");
-    tlr_opt_unit *u = tl_os_malloc((s->n_u ? s->n_u : 1) * sizeof *u);
-    if (!u) return tl_err(TL_ERR_NOMEM, "session: out of memory");
+    if (!s || !bytes) return tl__err(TL_ERR_INVALID_ARG, "tl_session_optimal_bytes: NULL");
+    if (!s->steps) return tl__err(TL_ERR_INVALID_ARG, "session: no schedule set");
+    tlr_opt_unit *u = tl__os_malloc((s->n_u ? s->n_u : 1) * sizeof *u);
+    if (!u) return tl__err(TL_ERR_NOMEM, "session: out of memory");
     uint64_t budgets[TL_PLAN_MAX_DEVICES];
     for (size_t d = 0; d < s->n_dev; d++)
         budgets[d] = s->dev[d].budget;
@@ -1261,7 +1261,7 @@ tl_status tl_session_optimal_bytes(const tl_session *s, uint64_t *bytes) {
 }
 
 tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out) {
-    if (!s || !out) return tl_err(TL_ERR_INVALID_ARG, "tl_session_stats_get: NULL");
+    if (!s || !out) return tl__err(TL_ERR_INVALID_ARG, "tl_session_stats_get: NULL");
     pthread_mutex_lock((pthread_mutex_t *)&s->mu);
     *out = s->st;
     out->n_devices = s->n_dev;
@@ -1280,34 +1280,34 @@ size_t tl_session_events(const tl_session *s, const tl_session_event **events) {
 }
 
 tl_status tl_session_check(const tl_session *s) {
-    if (!s) return tl_err(TL_ERR_INVALID_ARG, "tl_session_check: NULL");
+    if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_check: NULL");
     pthread_mutex_lock((pthread_mutex_t *)&s->mu);
     tl_status st = TL_OK;
     uint64_t used[TL_PLAN_MAX_DEVICES] = {0}, host = 0;
     for (size_t i = 0; i < s->n_u; i++) {
         const unit *u = &s->u[i];
-        if (u->on_dev && u->loading) st = tl_err(TL_ERR_INTEGRITY, "unit %zu both on and loading", i);
+        if (u->on_dev && u->loading) st = tl__err(TL_ERR_INTEGRITY, "unit %zu both on and loading", i);
         if ((u->on_dev || u->loading) && !on_device(s, u))
-            st = tl_err(TL_ERR_INTEGRITY, "host unit %zu marked on a device", i);
+            st = tl__err(TL_ERR_INTEGRITY, "host unit %zu marked on a device", i);
         if (u->on_dev || u->loading) used[u->dev] += u->pl.len;
         if (u->ram) host += u->pl.len;
-        if (u->dirty && !u->on_dev) st = tl_err(TL_ERR_INTEGRITY, "dirty unit %zu off its device", i);
+        if (u->dirty && !u->on_dev) st = tl__err(TL_ERR_INTEGRITY, "dirty unit %zu off its device", i);
     }
     for (size_t d = 0; d < s->n_dev && !st; d++) {
         if (used[d] != s->dev[d].used)
-            st = tl_err(TL_ERR_INTEGRITY, "%s: %llu bytes accounted, %llu held",
+            st = tl__err(TL_ERR_INTEGRITY, "%s: %llu bytes accounted, %llu held",
                         s->st.devices[d].name, (unsigned long long)s->dev[d].used,
                         (unsigned long long)used[d]);
         else if (s->dev[d].used > s->dev[d].budget)
-            st = tl_err(TL_ERR_INTEGRITY, "%s: %llu bytes used, budget %llu",
+            st = tl__err(TL_ERR_INTEGRITY, "%s: %llu bytes used, budget %llu",
                         s->st.devices[d].name, (unsigned long long)s->dev[d].used,
                         (unsigned long long)s->dev[d].budget);
     }
     if (!st && host != s->st.host_used)
-        st = tl_err(TL_ERR_INTEGRITY, "host copies: %llu accounted, %llu held",
+        st = tl__err(TL_ERR_INTEGRITY, "host copies: %llu accounted, %llu held",
                     (unsigned long long)s->st.host_used, (unsigned long long)host);
     if (!st && host > s->host_budget)
-        st = tl_err(TL_ERR_INTEGRITY, "host copies over budget");
+        st = tl__err(TL_ERR_INTEGRITY, "host copies over budget");
     pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
     return st;
 }

@@ -16,8 +16,8 @@
 
 /* The /proc/self/status part of a tl_memstats (what a sample needs). */
 static int read_status(tl_memstats *m) {
-    tl_os_procmem p;
-    int e = tl_os_procmem_read(&p);
+    tl__os_procmem p;
+    int e = tl__os_procmem_read(&p);
     if (e) return e;
     m->rss = p.rss;
     m->rss_anon = p.rss_anon;
@@ -28,14 +28,14 @@ static int read_status(tl_memstats *m) {
 }
 
 tl_status tl_memstats_read(tl_memstats *out) {
-    if (!out) return tl_err(TL_ERR_INVALID_ARG, "tl_memstats_read: out is NULL");
+    if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_memstats_read: out is NULL");
     memset(out, 0, sizeof *out);
     int e = read_status(out);
-    if (e) return tl_err_errno(e, "/proc/self/status");
-    (void)tl_os_procmem_uss(&out->uss);
+    if (e) return tl__err_errno(e, "/proc/self/status");
+    (void)tl__os_procmem_uss(&out->uss);
     out->cgroup_max = UINT64_MAX;
-    tl_os_meminfo hm;
-    if (tl_os_meminfo_read(&hm) == 0) {
+    tl__os_meminfo hm;
+    if (tl__os_meminfo_read(&hm) == 0) {
         out->mem_total = hm.mem_total;
         out->mem_available = hm.mem_available;
         out->has_cgroup = hm.cg_limited;
@@ -46,10 +46,10 @@ tl_status tl_memstats_read(tl_memstats *out) {
 }
 
 struct tl_memwatch {
-    tl_os_mutex mu; /* guards stop and span */
+    tl__os_mutex mu; /* guards stop and span */
     bool stop;
     double interval;
-    tl_os_thread *thread;
+    tl__os_thread *thread;
     tl_memspan span;
 };
 
@@ -57,41 +57,41 @@ static void watch_take(tl_memwatch *w) {
     tl_memstats s;
     memset(&s, 0, sizeof s);
     if (read_status(&s) != 0) return;
-    tl_os_mutex_lock(&w->mu);
+    tl__os_mutex_lock(&w->mu);
     if (s.rss_anon > w->span.rss_anon_peak) w->span.rss_anon_peak = s.rss_anon;
     if (s.rss_file > w->span.rss_file_peak) w->span.rss_file_peak = s.rss_file;
     if (s.rss > w->span.rss_peak) w->span.rss_peak = s.rss;
     w->span.samples++;
-    tl_os_mutex_unlock(&w->mu);
+    tl__os_mutex_unlock(&w->mu);
 }
 
 static void *watch_main(void *arg) {
     tl_memwatch *w = arg;
     for (;;) {
-        tl_os_mutex_lock(&w->mu);
+        tl__os_mutex_lock(&w->mu);
         bool stop = w->stop;
-        tl_os_mutex_unlock(&w->mu);
+        tl__os_mutex_unlock(&w->mu);
         if (stop) break;
         watch_take(w);
-        tl_os_sleep(w->interval);
+        tl__os_sleep(w->interval);
     }
     return NULL;
 }
 
-tl_status tl_memwatch_start(double interval_s, tl_memwatch **out) {
-    if (!out) return tl_err(TL_ERR_INVALID_ARG, "tl_memwatch_start: out is NULL");
+tl_status tl_memwatch_create(double interval_s, tl_memwatch **out) {
+    if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_memwatch_create: out is NULL");
     *out = NULL;
-    tl_memwatch *w = tl_os_calloc(1, sizeof *w);
-    if (!w) return tl_err(TL_ERR_NOMEM, "memory sampler: out of memory");
-    int e = tl_os_mutex_init(&w->mu);
+    tl_memwatch *w = tl__os_calloc(1, sizeof *w);
+    if (!w) return tl__err(TL_ERR_NOMEM, "memory sampler: out of memory");
+    int e = tl__os_mutex_init(&w->mu);
     if (e) {
         free(w);
-        return tl_err_errno(e, "memory sampler: mutex");
+        return tl__err_errno(e, "memory sampler: mutex");
     }
     w->interval = interval_s > 0 ? interval_s : 0.005;
     tl_status s = tl_memstats_read(&w->span.start);
     if (s != TL_OK) {
-        tl_os_mutex_destroy(&w->mu);
+        tl__os_mutex_destroy(&w->mu);
         free(w);
         return s;
     }
@@ -99,11 +99,11 @@ tl_status tl_memwatch_start(double interval_s, tl_memwatch **out) {
     w->span.rss_file_peak = w->span.start.rss_file;
     w->span.rss_peak = w->span.start.rss;
     w->span.samples = 1;
-    e = tl_os_thread_start(&w->thread, watch_main, w);
+    e = tl__os_thread_start(&w->thread, watch_main, w);
     if (e) {
-        tl_os_mutex_destroy(&w->mu);
+        tl__os_mutex_destroy(&w->mu);
         free(w);
-        return tl_err(TL_ERR_NOMEM, "memory sampler: cannot start a thread: %s", tl_errno_text(e));
+        return tl__err(TL_ERR_NOMEM, "memory sampler: cannot start a thread: %s", tl__errno_text(e));
     }
     *out = w;
     return TL_OK;
@@ -113,12 +113,12 @@ void tl_memwatch_sample(tl_memwatch *w) {
     if (w) watch_take(w);
 }
 
-void tl_memwatch_stop(tl_memwatch *w, tl_memspan *out) {
+void tl_memwatch_destroy(tl_memwatch *w, tl_memspan *out) {
     if (!w) return;
-    tl_os_mutex_lock(&w->mu);
+    tl__os_mutex_lock(&w->mu);
     w->stop = true;
-    tl_os_mutex_unlock(&w->mu);
-    tl_os_thread_join(w->thread);
+    tl__os_mutex_unlock(&w->mu);
+    tl__os_thread_join(w->thread);
     watch_take(w);
     if (tl_memstats_read(&w->span.end) == TL_OK) {
         if (w->span.end.rss_anon > w->span.rss_anon_peak)
@@ -128,6 +128,6 @@ void tl_memwatch_stop(tl_memwatch *w, tl_memspan *out) {
         if (w->span.end.rss > w->span.rss_peak) w->span.rss_peak = w->span.end.rss;
     }
     if (out) *out = w->span;
-    tl_os_mutex_destroy(&w->mu);
+    tl__os_mutex_destroy(&w->mu);
     free(w);
 }

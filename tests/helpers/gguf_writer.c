@@ -102,7 +102,7 @@ gw_gguf *gw_new(uint32_t version) {
     gw_gguf *g = xrealloc(NULL, sizeof *g);
     memset(g, 0, sizeof *g);
     must(tl_writer_create(TL_FORMAT_GGUF, &g->w));
-    tl_writer_set_version(g->w, version);
+    tl__writer_set_version(g->w, version);
     return g;
 }
 
@@ -229,11 +229,11 @@ size_t gw_tensor(gw_gguf *g, const char *name, uint32_t type, uint32_t n_dims, c
 }
 
 void gw_tensor_offset(gw_gguf *g, size_t i, uint64_t rel_offset) {
-    tl_writer_set_tensor_offset(g->w, i, rel_offset);
+    tl__writer_set_tensor_offset(g->w, i, rel_offset);
 }
 
 void gw_tensor_nbytes(gw_gguf *g, size_t i, uint64_t nbytes) {
-    tl_writer_set_tensor_nbytes(g->w, i, nbytes);
+    tl__writer_set_tensor_nbytes(g->w, i, nbytes);
     g->t[i].nbytes = nbytes;
 }
 
@@ -246,15 +246,15 @@ void gw_tensor_data(gw_gguf *g, size_t i, const void *data, size_t len) {
 }
 
 void gw_set_magic(gw_gguf *g, const char magic[4]) {
-    tl_writer_set_magic(g->w, magic);
+    tl__writer_set_magic(g->w, magic);
 }
 
 void gw_set_counts(gw_gguf *g, uint64_t n_tensors, uint64_t n_kv) {
-    tl_writer_set_counts(g->w, n_tensors, n_kv);
+    tl__writer_set_counts(g->w, n_tensors, n_kv);
 }
 
 void gw_set_layout_alignment(gw_gguf *g, uint32_t align) {
-    tl_writer_set_layout_alignment(g->w, align);
+    tl__writer_set_layout_alignment(g->w, align);
 }
 void gw_set_tail(gw_gguf *g, size_t n) {
     g->tail = n;

@@ -51,9 +51,9 @@ uint8_t *sw_build_raw(const char *header_json, const void *data, size_t data_len
 uint8_t *sw_build(const sw_tensor *t, size_t n, const char *metadata_json, bool pad8, size_t *len) {
     tl_writer *w = NULL;
     if (tl_writer_create(TL_FORMAT_SAFETENSORS, &w) != TL_OK ||
-        tl_writer_set_metadata_json(w, metadata_json) != TL_OK)
+        tl__writer_set_metadata_json(w, metadata_json) != TL_OK)
         die();
-    tl_writer_set_header_pad(w, false); /* sw_build_raw pads */
+    tl__writer_set_header_pad(w, false); /* sw_build_raw pads */
     uint64_t *sizes = xrealloc(NULL, (n ? n : 1) * sizeof *sizes);
     for (size_t i = 0; i < n; i++) {
         uint64_t elems = 1;
@@ -68,7 +68,7 @@ uint8_t *sw_build(const sw_tensor *t, size_t n, const char *metadata_json, bool 
         size_t k;
         if (tl_writer_tensor(w, t[i].name, tl_dtype_from_name(t[i].dtype), nd, t[i].shape, sizes[i],
                              &k) != TL_OK ||
-            tl_writer_set_dtype_name(w, k, t[i].dtype) != TL_OK)
+            tl__writer_set_dtype_name(w, k, t[i].dtype) != TL_OK)
             die();
     }
     const void *hdr;
