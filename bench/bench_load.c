@@ -17,11 +17,28 @@
  * first touch of never-used memory dominates every copy into fresh pages,
  * so the loads are measured after it, on memory the guest has touched).
  *
+ * In-process loads run after earlier loads already faulted memory in, which
+ * flatters what a user's first load sees; so the program also spawns the
+ * CLI beside it (`tierload load --json`, a fresh process, warm and cold) and
+ * reports that first load's figures beside the in-process ones (context, no
+ * limit: a fresh process pays first touch of memory the host may have taken
+ * back).
+ *
+ * --first-touch measures only what the default destination pages rest on
+ * (docs/ARCHITECTURE.md, "Destination pages"): the wall time of touching a
+ * fresh SIZE mapping (one byte per 4 KiB, by 1 and 2 threads) with huge
+ * pages and with 4 KiB pages, (a) right after a child process touched and
+ * freed as much memory, (b) after 8 idle seconds; reps rounds, alternating,
+ * medians and ranges. It checks no limit.
+ *
  * usage: bench_load [--size GIB] [--dir DIR] [--reps N] [--threads N] [--keep]
+ *        bench_load --first-touch [--size GIB] [--reps N]
  */
 #include "tierload.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,6 +152,128 @@ static run do_load(tl_model *m, tl_load_mode mode, bool evict, unsigned threads)
     return x;
 }
 
+/*
+ * A fresh process's first load: `tierload load --json --quiet --mode M PATH`
+ * run from cli. *load_s is the load's own total (JSON "seconds"), *wall_s
+ * the process's (exec, open, load, exit). false when the CLI failed.
+ */
+static bool fresh_load(const char *cli, const char *path, const char *mode, double *load_s,
+                       double *wall_s) {
+    char cmd[9000];
+    snprintf(cmd, sizeof cmd, "'%s' load --json --quiet --mode %s '%s'", cli, mode, path);
+    double t0 = now();
+    FILE *p = popen(cmd, "r");
+    if (!p) return false;
+    static char out[1 << 16];
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    *wall_s = now() - t0;
+    const char *k = strstr(out, "\"seconds\":");
+    if (st != 0 || !k) return false;
+    *load_s = atof(k + 10);
+    return true;
+}
+
+/* --- --first-touch --- */
+
+typedef struct toucher {
+    char *p;
+    size_t n;
+} toucher;
+
+static void *touch_part(void *a) {
+    toucher *t = a;
+    for (size_t i = 0; i < t->n; i += 4096)
+        t->p[i] = 1;
+    return NULL;
+}
+
+/* Seconds to touch a fresh n-byte mapping with huge or 4 KiB pages, by threads threads. */
+static double first_touch(size_t n, bool huge, int threads) {
+    size_t h = 2u << 20;
+    char *raw = mmap(NULL, n + h, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) {
+        perror("mmap");
+        exit(1);
+    }
+    char *p = (char *)(((uintptr_t)raw + h - 1) & ~(uintptr_t)(h - 1));
+    madvise(p, n, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+    pthread_t th[2];
+    toucher t[2];
+    double t0 = now();
+    for (int i = 0; i < threads; i++) {
+        t[i] = (toucher){p + (size_t)i * (n / (size_t)threads), n / (size_t)threads};
+        pthread_create(&th[i], NULL, touch_part, &t[i]);
+    }
+    for (int i = 0; i < threads; i++)
+        pthread_join(th[i], NULL);
+    double s = now() - t0;
+    munmap(raw, n + h);
+    return s;
+}
+
+/* Another process touches n bytes and exits, freeing them. */
+static void recycle(size_t n) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        char *p = malloc(n);
+        if (p) memset(p, 1, n);
+        _exit(0);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int first_touch_table(uint64_t size, int reps) {
+    static const struct {
+        const char *name;
+        bool huge;
+        int threads;
+    } kinds[] = {{"huge pages, 1 thread", true, 1},
+                 {"huge pages, 2 threads", true, 2},
+                 {"4 KiB pages, 1 thread", false, 1},
+                 {"4 KiB pages, 2 threads", false, 2}};
+    enum { K = 4 };
+    double *t[K][2];
+    for (int k = 0; k < K; k++)
+        for (int c = 0; c < 2; c++)
+            t[k][c] = calloc((size_t)reps, sizeof(double));
+    printf("first touch of a fresh %.2f GiB mapping, %d rounds, alternating\n",
+           (double)size / (1 << 30), reps);
+    for (int r = 0; r < reps; r++)
+        for (int k = 0; k < K; k++) {
+            int kk = (k + r) % K; /* rotate the order */
+            recycle(size);
+            t[kk][0][r] = first_touch(size, kinds[kk].huge, kinds[kk].threads);
+            sleep(8);
+            t[kk][1][r] = first_touch(size, kinds[kk].huge, kinds[kk].threads);
+            fprintf(stderr, "round %d %s: recycled %.3f s, idle %.3f s\n", r + 1, kinds[kk].name,
+                    t[kk][0][r], t[kk][1][r]);
+        }
+    printf("%-24s %26s %26s\n", "seconds, median (min-max)", "right after a free",
+           "after 8 s idle");
+    for (int k = 0; k < K; k++) {
+        printf("%-24s", kinds[k].name);
+        for (int c = 0; c < 2; c++) {
+            qsort(t[k][c], (size_t)reps, sizeof(double), cmp_double);
+            double med =
+                reps % 2 ? t[k][c][reps / 2] : (t[k][c][reps / 2 - 1] + t[k][c][reps / 2]) / 2;
+            char cell[64];
+            snprintf(cell, sizeof cell, "%.3f (%.3f-%.3f)", med, t[k][c][0], t[k][c][reps - 1]);
+            printf(" %26s", cell);
+            free(t[k][c]);
+        }
+        printf("\n");
+    }
+    return 0;
+}
+
 static int failures;
 
 static void row(const char *name, double value, const char *unit, const char *op, double limit,
@@ -150,9 +289,11 @@ int main(int argc, char **argv) {
     const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
     int reps = 3;
     unsigned threads = 0;
-    bool keep = false;
+    bool keep = false, touch_only = false;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--size") && i + 1 < argc)
+        if (!strcmp(argv[i], "--first-touch"))
+            touch_only = true;
+        else if (!strcmp(argv[i], "--size") && i + 1 < argc)
             gib = atof(argv[++i]);
         else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
             dir = argv[++i];
@@ -163,14 +304,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--keep"))
             keep = true;
         else {
-            fprintf(
-                stderr,
-                "usage: bench_load [--size GIB] [--dir DIR] [--reps N] [--threads N] [--keep]\n");
+            fprintf(stderr,
+                    "usage: bench_load [--size GIB] [--dir DIR] [--reps N] [--threads N] [--keep]\n"
+                    "       bench_load --first-touch [--size GIB] [--reps N]\n");
             return 2;
         }
     }
     if (reps < 1) reps = 1;
     uint64_t size = (uint64_t)(gib * (double)(1ull << 30));
+    if (touch_only) return first_touch_table(size, reps);
     char path[4096];
     snprintf(path, sizeof path, "%s/tierload_bench_%d.safetensors", dir, (int)getpid());
     printf("bench_load: %s, %.2f GiB of F16 tensors, best of %d\n", path, (double)size / (1 << 30),
@@ -244,6 +386,43 @@ int main(int argc, char **argv) {
     }
     double bw_cat = (double)size / t_cat / 1e9, bw_cold = (double)bytes / cold.seconds / 1e9;
 
+    /* a fresh process's first load, warm then cold, each the median of reps */
+    char cli[4096];
+    snprintf(cli, sizeof cli, "%s", argv[0]);
+    char *slash = strrchr(cli, '/');
+    snprintf(slash ? slash + 1 : cli, sizeof cli - (size_t)(slash ? slash + 1 - cli : 0),
+             "tierload");
+    double fw[2] = {0, 0}, fl[2] = {0, 0};
+    bool fresh_ok = access(cli, X_OK) == 0;
+    for (int cold_run = 0; fresh_ok && cold_run < 2; cold_run++) {
+        double ls[64], ws[64];
+        int n = reps < 64 ? reps : 64;
+        for (int r = 0; r < n && fresh_ok; r++) {
+            if (cold_run)
+                tl_file_evict(path);
+            else
+                time_cat(path);
+            fresh_ok = fresh_load(cli, path, "auto", &ls[r], &ws[r]);
+        }
+        for (int a = 0; fresh_ok && a < n; a++) /* medians: sort both */
+            for (int b = a + 1; b < n; b++) {
+                if (ls[b] < ls[a]) {
+                    double t = ls[a];
+                    ls[a] = ls[b];
+                    ls[b] = t;
+                }
+                if (ws[b] < ws[a]) {
+                    double t = ws[a];
+                    ws[a] = ws[b];
+                    ws[b] = t;
+                }
+            }
+        if (fresh_ok) {
+            fl[cold_run] = ls[n / 2];
+            fw[cold_run] = ws[n / 2];
+        }
+    }
+
     /* evict after a warm load: the file's pages leave */
     time_cat(path);
     run ev = do_load(m, TL_LOAD_BUFFERED, true, threads);
@@ -271,6 +450,14 @@ int main(int argc, char **argv) {
            bw_memcpy, bw_cat, (double)bytes / cold_buf.seconds / 1e9,
            (double)bytes / cold_dir.seconds / 1e9, cold_dir.f.uring ? " (io_uring)" : "",
            (unsigned long long)(warm.st.staging_bound >> 20), warm.st.threads);
+    if (fresh_ok)
+        printf("first load in a fresh process (%s load --json, median of %d): warm %.2f GB/s "
+               "(load %.3f s, process %.3f s), cold %.2f GB/s (load %.3f s, process %.3f s); "
+               "in this process: warm %.2f GB/s, cold %.2f GB/s\n",
+               cli, reps, (double)bytes / fl[0] / 1e9, fl[0], fw[0], (double)bytes / fl[1] / 1e9,
+               fl[1], fw[1], bw_warm, bw_cold);
+    else
+        printf("first load in a fresh process: not measured (no working %s)\n", cli);
     tl_model_close(m);
     if (!keep) unlink(path);
     if (failures)

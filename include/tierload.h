@@ -1320,7 +1320,7 @@ typedef struct tl_load_options {
     bool verify;            /* xxh64 of every tensor in memory against the file's bytes */
     bool accept_views;      /* auto: a warm, unconverted file may stay a view into its mapping */
     bool populate;          /* mmap mode: fault every page of the mapping in (MADV_POPULATE_READ) */
-    bool no_hugepages;      /* do not ask for transparent huge pages on destinations */
+    bool no_hugepages;      /* 4 KiB destination pages (the default; wins over hugepages) */
     tl_load_progress_fn progress; /* called on the calling thread, about every 50 ms */
     void *progress_user;
     double sample_interval; /* seconds between memory samples; 0 = 5 ms */
@@ -1348,6 +1348,14 @@ typedef struct tl_load_options {
      * are never moved: they stay at their file offset.
      */
     uint32_t align;
+    /*
+     * Ask for transparent huge pages (MADV_HUGEPAGE) on destinations. Off by
+     * default: on virtual machines that return freed memory to the host,
+     * huge pages touched after a few idle seconds fault several times slower
+     * than 4 KiB pages, while 4 KiB pages are never much slower than huge
+     * ones (see docs/ARCHITECTURE.md, "Destination pages").
+     */
+    bool hugepages;
 } tl_load_options;
 
 #define TL_LOAD_ALIGN_ELEMENT 1u /* tl_load_options.align: at least the dtype's element size */
@@ -1380,7 +1388,15 @@ typedef struct tl_load_file {
     bool evicted;                                 /* evict was asked and done */
 } tl_load_file;
 
-/* What happened to the whole load. */
+/*
+ * What happened to the whole load. Speeds derived from these figures have
+ * one definition: bytes delivered / wall seconds of the step named. The
+ * load's speed is bytes / seconds (the whole call, as a caller waits for
+ * it); a file's read speed is tl_load_file.bytes / tl_load_file.seconds
+ * (its read step, conversion included, verify and evict not). Views (mmap
+ * mode) deliver no copy: their seconds is the time to populate the mapping,
+ * not a load speed.
+ */
 typedef struct tl_load_stats {
     uint64_t bytes;         /* tensor bytes read from the files */
     uint64_t bytes_out;     /* tensor bytes in host memory (after conversion; views included) */
@@ -1388,8 +1404,8 @@ typedef struct tl_load_stats {
     uint64_t staging_bound; /* staging_count x staging_size: the most staging can use */
     uint64_t staging_used;  /* staging bytes actually allocated (<= staging_bound) */
     unsigned threads;
-    double seconds;      /* wall clock of the whole load (verify and evict included) */
-    double read_seconds; /* wall clock of the reads alone */
+    double seconds;      /* wall clock of the whole load: setup, reads, verify, evict */
+    double read_seconds; /* wall clock of the per-file steps: reads, verify, evict (no setup) */
     uint64_t page_cache_before, page_cache_after; /* sums over the files */
     tl_memspan mem; /* process memory at start / end / peak, sampled during the load */
 } tl_load_stats;
@@ -1399,9 +1415,8 @@ typedef struct tl_load_result tl_load_result;
 /*
  * Load every tensor of m into host memory.
  *
- * Copies go into one anonymous mapping per file (madvise(MADV_HUGEPAGE)
- * unless no_hugepages: first touch of fresh 4 KiB pages is what limits
- * copy loads), owned by the result. When none of a file's tensors is
+ * Copies go into one anonymous mapping per file, owned by the result, with
+ * 4 KiB pages (MADV_NOHUGEPAGE) unless hugepages is set (MADV_HUGEPAGE). When none of a file's tensors is
  * converted, that destination mirrors the file's data region byte for byte
  * (page aligned), so reads are large (staging_size chunks) and go straight
  * into it: buffered preads, or O_DIRECT reads (one io_uring queue of

@@ -71,11 +71,19 @@ static void test_json(void **st) {
     assert_non_null(strstr(r.out, want));         /* an integer, not 6.29e6 */
     assert_int_equal(num(j, "bytes_out"), bytes); /* no conversion */
     assert_int_equal(num(j, "threads"), 2);       /* the default */
-    /* the times are consistent with each other, and the rate is bytes over the read time */
+    /* the times are consistent with each other; gbps is bytes over the total wall time */
     double seconds = dnum(j, "seconds"), read_s = dnum(j, "read_seconds");
     assert_true(seconds > 0 && read_s > 0 && read_s <= seconds);
     double rate = dnum(j, "gbps");
-    assert_true(fabs(rate - (double)bytes / read_s / 1e9) <= 1e-9 * rate + 1e-12);
+    assert_true(fabs(rate - (double)bytes / seconds / 1e9) <= 1e-9 * rate + 1e-12);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "gbps_phase")->valuestring, "total");
+    /* the read phase alone: the file's copy, without verify and evict */
+    double copy_s = dnum(j, "copy_read_seconds"), read_rate = dnum(j, "read_gbps");
+    assert_true(copy_s > 0 && copy_s <= read_s);
+    assert_true(fabs(read_rate - (double)bytes / copy_s / 1e9) <= 1e-9 * read_rate + 1e-12);
+    assert_true(dnum(j, "verify_evict_seconds") >= 0);
+    assert_true(copy_s + dnum(j, "verify_evict_seconds") <= read_s + 1e-9);
+    assert_int_equal(num(j, "mapped_bytes"), 0);
     cJSON *files = cJSON_GetObjectItemCaseSensitive(j, "files");
     assert_int_equal(cJSON_GetArraySize(files), 1);
     cJSON *f = cJSON_GetArrayItem(files, 0);
@@ -87,6 +95,8 @@ static void test_json(void **st) {
     assert_int_equal(num(f, "bytes"), bytes);
     double fs = dnum(f, "seconds");
     assert_true(fs > 0 && fs <= seconds);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(f, "phase")->valuestring, "read");
+    assert_true(fabs(dnum(f, "gbps") - (double)bytes / fs / 1e9) <= 1e-9 * dnum(f, "gbps") + 1e-12);
     assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(f, "evicted")));
     assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(f, "direct_fallback")));
     assert_int_equal(num(f, "page_cache_after"), 0);
@@ -117,7 +127,12 @@ static void test_human_and_options(void **st) {
     tu_run r = tu_cli_run("load", "--mode", "mmap", "--verbose", path, NULL);
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "mode mmap"));
-    assert_non_null(strstr(r.out, "GB/s"));
+    /* a view is mapped and populated, not loaded at a speed */
+    char mapped[96];
+    snprintf(mapped, sizeof mapped, "mapped %llu bytes, populated in ",
+             (unsigned long long)((3u << 21) + 2002 + 257 * 8));
+    assert_non_null(strstr(r.out, mapped));
+    assert_null(strstr(r.out, "GB/s"));
     assert_non_null(strstr(r.out, "rss anon: start"));
     assert_non_null(strstr(r.out, "staging: bound 64.00 MiB"));
     assert_non_null(strstr(r.err, "mmap (asked for"));
@@ -129,7 +144,16 @@ static void test_human_and_options(void **st) {
     assert_non_null(j);
     assert_int_equal(num(j, "bytes_out"), (3u << 22) + 4004 + 257 * 8);
     assert_int_equal(num(cJSON_GetObjectItemCaseSensitive(j, "memory"), "staging_bound"), 2u << 20);
+    cJSON *f0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "files"), 0);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(f0, "phase")->valuestring, "read+convert");
     cJSON_Delete(j);
+    tu_run_free(&r);
+    r = tu_cli_run("load", "--hugepages", "--mode", "buffered", path, NULL);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "GB/s total"));
+    tu_run_free(&r);
+    r = tu_cli_run("load", "--no-hugepages", "--mode", "buffered", path, NULL);
+    assert_int_equal(r.status, 0);
     tu_run_free(&r);
     r = tu_cli_run("load", "--mode", "sideways", path, NULL);
     assert_int_equal(r.status, 2);
@@ -147,6 +171,8 @@ static void test_human_and_options(void **st) {
     r = tu_cli_run("load", "--help", NULL);
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "--evict"));
+    assert_non_null(strstr(r.out, "--hugepages"));
+    assert_non_null(strstr(r.out, "bytes delivered / wall seconds of the step named"));
     tu_run_free(&r);
 }
 

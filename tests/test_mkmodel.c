@@ -6,7 +6,9 @@
  * garbage), and OUT is never damaged: an existing file
  * survives a failed write (the file-size limit makes the write fail midway),
  * a path that is not a regular file is refused and left alone, and no
- * temporary file is left behind.
+ * temporary file is left behind. Profile llama writes the llama keys,
+ * the byte vocabulary and the tensors llama.cpp's loader asks for, with the
+ * shapes the architecture gives (counts computed here by hand).
  */
 #include "testutil.h"
 
@@ -161,10 +163,73 @@ static void test_failure_keeps_out(void **state) {
     tu_tmpdir_rm(dir);
 }
 
+static uint64_t meta_u(const tl_model *m, const char *key) {
+    size_t i = tl_model_meta_find(m, key);
+    if (i == TL_NOT_FOUND) fail_msg("key %s missing", key);
+    return tl_model_meta(m, i)->v.u;
+}
+
+static void test_llama(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *out = tu_path(dir, "l.gguf");
+    tu_run r = tu_cli_run("mkmodel", out, "--profile", "llama", "--size", "8M", NULL);
+    assert_int_equal(r.status, 0);
+    tu_run_free(&r);
+    tl_model *m = NULL;
+    const char *p[] = {out};
+    assert_int_equal(tl_model_open(p, 1, NULL, &m), TL_OK);
+    /* by hand, F16, width 256, 4 heads of 64, 2 KV heads (128), FFN 704, 259 tokens:
+       embd + output 2*256*259*2 + output_norm 256*4 = 266240 bytes; a block
+       (2*256*256 + 2*256*128 + 3*256*704)*2 + 2*256*4 = 1476608 bytes;
+       (8 MiB - 266240) / 1476608 = 5.5: 5 blocks, 3 + 9*5 = 48 tensors */
+    assert_int_equal(tl_model_tensor_count(m), 48);
+    assert_int_equal(meta_u(m, "llama.block_count"), 5);
+    assert_int_equal(meta_u(m, "llama.embedding_length"), 256);
+    assert_int_equal(meta_u(m, "llama.feed_forward_length"), 704);
+    assert_int_equal(meta_u(m, "llama.attention.head_count"), 4);
+    assert_int_equal(meta_u(m, "llama.attention.head_count_kv"), 2);
+    assert_int_equal(meta_u(m, "llama.context_length"), 2048);
+    size_t e = tl_model_meta_find(m, "llama.attention.layer_norm_rms_epsilon");
+    assert_true(e != TL_NOT_FOUND && tl_model_meta(m, e)->type == TL_META_F32);
+    size_t tk = tl_model_meta_find(m, "tokenizer.ggml.tokens");
+    assert_true(tk != TL_NOT_FOUND);
+    assert_int_equal(tl_model_meta(m, tk)->count, 259);
+    tl_meta el;
+    assert_int_equal(tl_model_meta_element(m, tk, 3 + 0x0A, &el), TL_OK);
+    assert_int_equal(el.v.s.len, 6);
+    assert_memory_equal(el.v.s.ptr, "<0x0A>", 6);
+    size_t ty = tl_model_meta_find(m, "tokenizer.ggml.token_type");
+    assert_int_equal(tl_model_meta(m, ty)->count, 259);
+    assert_int_equal(tl_model_meta_element(m, ty, 1, &el), TL_OK);
+    assert_int_equal(el.v.i, 3); /* <s> is a control token */
+    /* shapes outermost first: attn_k is [kv, embd], ffn_down [embd, ffn], norms [embd] F32 */
+    bool k_seen = false, down_seen = false, norm_seen = false;
+    for (size_t i = 0; i < tl_model_tensor_count(m); i++) {
+        const tl_tensor_info *t = tl_model_tensor(m, i);
+        if (!strcmp(t->name, "blk.4.attn_k.weight")) {
+            k_seen = t->n_dims == 2 && t->shape[0] == 128 && t->shape[1] == 256 &&
+                     t->dtype == TL_DTYPE_F16;
+        } else if (!strcmp(t->name, "blk.0.ffn_down.weight")) {
+            down_seen = t->n_dims == 2 && t->shape[0] == 256 && t->shape[1] == 704;
+        } else if (!strcmp(t->name, "output_norm.weight")) {
+            norm_seen = t->n_dims == 1 && t->shape[0] == 256 && t->dtype == TL_DTYPE_F32;
+        }
+    }
+    assert_true(k_seen && down_seen && norm_seen);
+    tl_model_close(m);
+    unlink(out);
+    free(out);
+    /* the tensor count follows the architecture: --tensors is refused */
+    refused(dir, "takes no --tensors", "--profile", "llama", "--format", "gguf", "--tensors", "48");
+    tu_tmpdir_rm(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_exact_sizes),
+        cmocka_unit_test(test_llama),
         cmocka_unit_test(test_failure_keeps_out),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));

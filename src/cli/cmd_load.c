@@ -4,6 +4,11 @@
  * GB/s and memory (anon / file RSS at start, end and peak; page cache of the
  * files before and after; the staging bound). `--json` prints the same as
  * one JSON object; a progress bar goes to stderr when it is a terminal.
+ *
+ * Every speed is bytes delivered / wall time of the step it names: "read"
+ * (a file's copy, conversion included when converting), "total" (the whole
+ * load: setup, reads, verify, evict). Views (mmap mode) get no speed: they
+ * are "mapped N bytes, populated in T".
  */
 #include "cli/cli.h"
 #include "cli/json.h"
@@ -27,10 +32,15 @@ static void usage(FILE *f) {
         "  --verify        compare xxh64 of every tensor in memory with the file\n"
         "  --views         auto: leave warm files as zero-copy views\n"
         "  --no-populate   mmap: do not fault the mapping in\n"
-        "  --no-hugepages  no transparent huge pages for the copies\n"
+        "  --hugepages     transparent huge pages for the copies (default: 4 KiB pages,\n"
+        "                  steadier to fault in on VMs that return idle memory to the host)\n"
+        "  --no-hugepages  4 KiB pages for the copies (the default; wins over --hugepages)\n"
         "  --json          one JSON object on stdout\n"
         "  --verbose       say what was chosen and why (stderr)\n"
-        "  --quiet         no progress bar\n");
+        "  --quiet         no progress bar\n"
+        "  speeds: GB/s = bytes delivered / wall seconds of the step named (10^9 bytes/s):\n"
+        "  \"read\" per file (conversion included), \"total\" for the whole load (setup, reads,\n"
+        "  verify, evict; JSON gbps). Views (mmap) report \"mapped N bytes, populated in T\".\n");
     fputs(cli_models_help(), f);
 }
 
@@ -62,14 +72,61 @@ static double gbps(uint64_t bytes, double s) {
     return s > 0 ? (double)bytes / s / 1e9 : 0;
 }
 
-static void print_json(const tl_load_result *r) {
+/* A file whose loaded tensors all stayed views into its mapping (nothing copied). */
+static bool is_view(const tl_model *m, const tl_load_result *r, size_t fi) {
+    if (tl_load_result_file(r, fi)->mode != TL_LOAD_MMAP) return false;
+    for (size_t i = 0; i < tl_load_result_tensor_count(r); i++) {
+        const tl_loaded_tensor *t = tl_load_result_tensor(r, i);
+        if (tl_model_tensor(m, i)->file == fi && t->nbytes && !t->view) return false;
+    }
+    return true;
+}
+
+static const char *read_phase(const tl_load_result *r) {
+    const tl_load_stats *st = tl_load_result_stats(r);
+    return st->bytes_out != st->bytes ? "read+convert" : "read";
+}
+
+/* Wall seconds per phase: copies read (conversion included), views populated, verify + evict. */
+typedef struct phases {
+    uint64_t read_bytes, view_bytes;
+    double read_s, view_s, after_s;
+} phases;
+
+static phases phase_times(const tl_model *m, const tl_load_result *r) {
+    const tl_load_stats *st = tl_load_result_stats(r);
+    phases p = {0};
+    for (size_t i = 0; i < tl_load_result_file_count(r); i++) {
+        const tl_load_file *f = tl_load_result_file(r, i);
+        if (is_view(m, r, i)) {
+            p.view_bytes += f->bytes;
+            p.view_s += f->seconds;
+        } else {
+            p.read_bytes += f->bytes;
+            p.read_s += f->seconds;
+        }
+    }
+    p.after_s = st->read_seconds - p.read_s - p.view_s;
+    if (p.after_s < 0) p.after_s = 0;
+    return p;
+}
+
+static void print_json(const tl_model *m, const tl_load_result *r) {
     const tl_load_stats *st = tl_load_result_stats(r);
     cJSON *root = cJSON_CreateObject();
     cli_json_add_u64(root, "bytes", st->bytes);
     cli_json_add_u64(root, "bytes_out", st->bytes_out);
     cJSON_AddNumberToObject(root, "seconds", st->seconds);
     cJSON_AddNumberToObject(root, "read_seconds", st->read_seconds);
-    cJSON_AddNumberToObject(root, "gbps", gbps(st->bytes, st->read_seconds));
+    /* gbps: bytes / total wall seconds (the whole load) */
+    cJSON_AddNumberToObject(root, "gbps", gbps(st->bytes, st->seconds));
+    cJSON_AddStringToObject(root, "gbps_phase", "total");
+    phases ph = phase_times(m, r);
+    cJSON_AddNumberToObject(root, "copy_read_seconds", ph.read_s);
+    cJSON_AddNumberToObject(root, "read_gbps", gbps(ph.read_bytes, ph.read_s));
+    cli_json_add_u64(root, "mapped_bytes", ph.view_bytes);
+    cJSON_AddNumberToObject(root, "populate_seconds", ph.view_s);
+    cJSON_AddNumberToObject(root, "verify_evict_seconds", ph.after_s);
     cli_json_add_u64(root, "threads", st->threads);
     cJSON *files = cJSON_AddArrayToObject(root, "files");
     for (size_t i = 0; i < tl_load_result_file_count(r); i++) {
@@ -83,6 +140,9 @@ static void print_json(const tl_load_result *r) {
         cli_json_add_u64(o, "size", f->size);
         cli_json_add_u64(o, "bytes", f->bytes);
         cJSON_AddNumberToObject(o, "seconds", f->seconds);
+        bool view = is_view(m, r, i);
+        cJSON_AddStringToObject(o, "phase", view ? "populate" : read_phase(r));
+        if (!view) cJSON_AddNumberToObject(o, "gbps", gbps(f->bytes, f->seconds));
         cJSON_AddNumberToObject(o, "residency_before", f->residency_before);
         cli_json_add_u64(o, "page_cache_before", f->page_cache_before);
         cli_json_add_u64(o, "page_cache_after", f->page_cache_after);
@@ -116,21 +176,36 @@ static void print_json(const tl_load_result *r) {
     cJSON_Delete(root);
 }
 
-static void print_human(const tl_load_result *r) {
+static void print_human(const tl_model *m, const tl_load_result *r) {
     const tl_load_stats *st = tl_load_result_stats(r);
     char a[32], b[32], c[32];
     for (size_t i = 0; i < tl_load_result_file_count(r); i++) {
         const tl_load_file *f = tl_load_result_file(r, i);
-        printf("%s\n  mode %s%s: %s\n  %s in %.3f s, %.2f GB/s; page cache %s -> %s%s\n",
-               cli_safe(f->path), tl_load_mode_name(f->mode), f->uring ? " (io_uring)" : "",
-               cli_safe(f->reason),
-               cli_fmt_size(f->bytes, a, sizeof a), f->seconds, gbps(f->bytes, f->seconds),
-               cli_fmt_size(f->page_cache_before, b, sizeof b),
+        printf("%s\n  mode %s%s: %s\n  ", cli_safe(f->path), tl_load_mode_name(f->mode),
+               f->uring ? " (io_uring)" : "", cli_safe(f->reason));
+        if (is_view(m, r, i))
+            printf("mapped %llu bytes, populated in %.3f s", (unsigned long long)f->bytes,
+                   f->seconds);
+        else
+            printf("%s: %s in %.3f s, %.2f GB/s", read_phase(r),
+                   cli_fmt_size(f->bytes, a, sizeof a), f->seconds, gbps(f->bytes, f->seconds));
+        printf("; page cache %s -> %s%s\n", cli_fmt_size(f->page_cache_before, b, sizeof b),
                cli_fmt_size(f->page_cache_after, c, sizeof c), f->evicted ? " (evicted)" : "");
     }
-    printf("loaded %s (%llu bytes) in %.3f s: %.2f GB/s, %u threads\n",
-           cli_fmt_size(st->bytes, a, sizeof a), (unsigned long long)st->bytes, st->seconds,
-           gbps(st->bytes, st->read_seconds), st->threads);
+    phases ph = phase_times(m, r);
+    if (ph.read_bytes == 0)
+        printf("mapped %s (%llu bytes), populated in %.3f s (%.3f s total), %u threads\n",
+               cli_fmt_size(st->bytes, a, sizeof a), (unsigned long long)st->bytes, ph.view_s,
+               st->seconds, st->threads);
+    else
+        printf("loaded %s (%llu bytes) in %.3f s total: %.2f GB/s total, %u threads\n",
+               cli_fmt_size(st->bytes, a, sizeof a), (unsigned long long)st->bytes, st->seconds,
+               gbps(st->bytes, st->seconds), st->threads);
+    printf("phases:");
+    if (ph.read_bytes || !ph.view_bytes) printf(" %s %.3f s,", read_phase(r), ph.read_s);
+    if (ph.view_bytes) printf(" populate %.3f s,", ph.view_s);
+    printf(" verify+evict %.3f s, setup %.3f s\n", ph.after_s,
+           st->seconds - st->read_seconds > 0 ? st->seconds - st->read_seconds : 0.0);
     if (st->bytes_out != st->bytes)
         printf("in memory after conversion: %s\n", cli_fmt_size(st->bytes_out, a, sizeof a));
     printf("rss anon: start %s, peak %s, ", cli_fmt_size(st->mem.start.rss_anon, a, sizeof a),
@@ -179,6 +254,8 @@ int cmd_load(int argc, char **argv) {
             o.populate = false;
         else if (!strcmp(a, "--no-hugepages"))
             o.no_hugepages = true;
+        else if (!strcmp(a, "--hugepages"))
+            o.hugepages = true;
         else if ((r = cli_opt(argc, argv, &i, "load", "--mode", &v)) != 0) {
             int m = r < 0 ? 0 : (int)tl_load_mode_from_name(v);
             if (r < 0)
@@ -269,9 +346,9 @@ int cmd_load(int argc, char **argv) {
         }
     }
     if (json)
-        print_json(r);
+        print_json(m, r);
     else
-        print_human(r);
+        print_human(m, r);
     tl_load_result_destroy(r);
     tl_model_close(m);
     return 0;

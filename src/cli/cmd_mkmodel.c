@@ -9,6 +9,12 @@
  * with deterministic pseudo-random bytes (so loads can be verified), streamed
  * in bounded chunks. The header comes from the library's writer (tl_writer_*).
  *
+ * Profile llama writes a model llama.cpp itself loads (GGUF only): the
+ * llama architecture's hyperparameter keys, a minimal SentencePiece-style
+ * vocabulary (<unk>, <s>, </s> and the 256 byte tokens) and exactly the
+ * tensors its loader asks for, with their shapes; the layer count follows
+ * from --size (the tensor count follows from the architecture).
+ *
  * Asked for something it cannot make exactly — fewer tensors than the
  * profile has groups of layers, a size too small for one row per tensor, a
  * header no reader would accept — it refuses and says why; it never changes a
@@ -40,7 +46,16 @@ typedef struct mk_tensor {
     char name[160];
     int64_t rows, cols; /* shape [rows, cols] */
     uint64_t nbytes, offset;
+    bool f32; /* written as F32 whatever --dtype says (llama norms) */
+    bool vec; /* one dimension: cols values (llama norms) */
 } mk_tensor;
+
+/* Dimensions of a llama model (profile llama). */
+typedef struct llama_dims {
+    uint32_t n_embd, n_ff, n_head, n_head_kv, n_layer, n_vocab;
+} llama_dims;
+
+#define LLAMA_VOCAB (3 + 256) /* <unk> <s> </s> and <0x00>..<0xFF> */
 
 typedef struct mk_opts {
     const char *out;
@@ -50,19 +65,25 @@ typedef struct mk_opts {
     uint64_t n_tensors;
     tl_dtype dtype;
     uint64_t seed;
+    bool tensors_given;
+    llama_dims ll;
 } mk_opts;
 
 static void usage(FILE *f) {
     fprintf(
         f,
         "usage: tierload mkmodel OUT [--format gguf|safetensors] [--size SIZE] [--tensors N]\n"
-        "                        [--profile llm|sdxl] [--dtype F16|F32|BF16|Q8_0] [--seed N]\n"
+        "                        [--profile llm|sdxl|llama] [--dtype F16|F32|BF16|Q8_0] [--seed "
+        "N]\n"
         "  writes a synthetic model (deterministic pseudo-random weights) for benchmarks and\n"
         "  trials; the format defaults from OUT's extension. SIZE is the tensor bytes, each\n"
         "  tensor rounded down to whole rows of 1024 values; requests that cannot be met (too\n"
         "  few tensors for the profile, too small a size) are refused. OUT is replaced only once\n"
         "  the new file is complete. Defaults: --size 64M --tensors 200\n"
-        "  --profile sdxl --dtype F16.\n");
+        "  --profile sdxl --dtype F16.\n"
+        "  --profile llama: a GGUF llama.cpp loads (llama architecture keys, a byte vocabulary,\n"
+        "  the tensors and shapes its loader expects); layers follow from --size, and --tensors\n"
+        "  is not taken.\n");
 }
 
 #define MK_COLS 1024 /* elements per row */
@@ -133,6 +154,147 @@ static mk_tensor *layout(const mk_opts *o, size_t *n_out, char *why, size_t why_
     return t;
 }
 
+/* One tensor of a llama model: ggml order (ne0 innermost) turned into outermost first. */
+static bool ll_add(mk_tensor *t, size_t *k, tl_dtype dt, const char *name, int64_t ne0,
+                   int64_t ne1) {
+    uint64_t nb;
+    if (!tl_dtype_nbytes(dt, (uint64_t)(ne0 * ne1), &nb)) return false;
+    snprintf(t[*k].name, sizeof t[*k].name, "%s", name);
+    t[*k].rows = ne1;
+    t[*k].cols = ne0;
+    t[*k].nbytes = nb;
+    t[*k].f32 = dt == TL_DTYPE_F32;
+    t[*k].vec = ne1 == 1;
+    (*k)++;
+    return true;
+}
+
+/*
+ * Profile llama: token_embd, output_norm, output, then per block attn_norm,
+ * attn_q/k/v/output, ffn_norm, ffn_gate/down/up (norms in F32). Models of
+ * 512 MiB and more get TinyLlama's widths (2048 wide, 32 heads, 4 KV heads,
+ * 5632 FFN), smaller ones 256 wide; blocks fill --size.
+ */
+static mk_tensor *layout_llama(mk_opts *o, size_t *n_out, char *why, size_t why_len) {
+    llama_dims d = o->size >= (512ull << 20) ? (llama_dims){2048, 5632, 32, 4, 0, LLAMA_VOCAB}
+                                             : (llama_dims){256, 704, 4, 2, 0, LLAMA_VOCAB};
+    int64_t e = d.n_embd, kv = (int64_t)(d.n_embd / d.n_head * d.n_head_kv), ff = d.n_ff;
+    uint64_t fixed = 0, per = 0;
+    if (!tl_dtype_nbytes(o->dtype, (uint64_t)(2 * e * d.n_vocab), &fixed) ||
+        !tl_dtype_nbytes(o->dtype, (uint64_t)(2 * e * e + 2 * e * kv + 3 * e * ff), &per)) {
+        snprintf(why, why_len, "dtype %s cannot hold llama tensors", tl_dtype_name(o->dtype));
+        return NULL;
+    }
+    fixed += (uint64_t)e * 4;   /* output_norm */
+    per += 2 * (uint64_t)e * 4; /* attn_norm, ffn_norm */
+    if (o->tensors_given) {
+        snprintf(why, why_len,
+                 "profile llama takes no --tensors: its tensors follow the "
+                 "architecture (3 + 9 per block)");
+        return NULL;
+    }
+    if (!o->gguf) {
+        snprintf(why, why_len, "profile llama writes GGUF only");
+        return NULL;
+    }
+    if (o->size < fixed + per) {
+        char b[32];
+        snprintf(why, why_len, "profile llama needs --size of at least %s for one block",
+                 tl_fmt_bytes(fixed + per, b, sizeof b));
+        return NULL;
+    }
+    d.n_layer = (uint32_t)((o->size - fixed) / per);
+    size_t n = 3 + 9 * (size_t)d.n_layer;
+    mk_tensor *t = calloc(n, sizeof *t);
+    if (!t) {
+        snprintf(why, why_len, "out of memory");
+        return NULL;
+    }
+    size_t k = 0;
+    bool ok = ll_add(t, &k, o->dtype, "token_embd.weight", e, d.n_vocab) &&
+              ll_add(t, &k, TL_DTYPE_F32, "output_norm.weight", e, 1) &&
+              ll_add(t, &k, o->dtype, "output.weight", e, d.n_vocab);
+    static const struct {
+        const char *suffix;
+        int a, b; /* 0 embd, 1 kv, 2 ff, 3 one (a norm) */
+    } blk[] = {{"attn_norm.weight", 0, 3}, {"attn_q.weight", 0, 0},      {"attn_k.weight", 0, 1},
+               {"attn_v.weight", 0, 1},    {"attn_output.weight", 0, 0}, {"ffn_norm.weight", 0, 3},
+               {"ffn_gate.weight", 0, 2},  {"ffn_down.weight", 2, 0},    {"ffn_up.weight", 0, 2}};
+    const int64_t dim[] = {e, kv, ff, 1};
+    for (uint32_t l = 0; ok && l < d.n_layer; l++)
+        for (size_t b = 0; ok && b < sizeof blk / sizeof blk[0]; b++) {
+            char name[64];
+            snprintf(name, sizeof name, "blk.%u.%s", l, blk[b].suffix);
+            ok = ll_add(t, &k, blk[b].b == 3 ? TL_DTYPE_F32 : o->dtype, name, dim[blk[b].a],
+                        dim[blk[b].b]);
+        }
+    if (!ok) {
+        snprintf(why, why_len, "tensor sizes overflow");
+        free(t);
+        return NULL;
+    }
+    o->ll = d;
+    *n_out = k;
+    return t;
+}
+
+/* The llama architecture's keys and the byte vocabulary (profile llama). */
+static tl_status llama_meta(tl_writer *w, const llama_dims *d) {
+    tl_status s = TL_OK;
+    const struct {
+        const char *key;
+        uint32_t v;
+    } u[] = {{"llama.context_length", 2048},
+             {"llama.embedding_length", d->n_embd},
+             {"llama.block_count", d->n_layer},
+             {"llama.feed_forward_length", d->n_ff},
+             {"llama.attention.head_count", d->n_head},
+             {"llama.attention.head_count_kv", d->n_head_kv},
+             {"llama.rope.dimension_count", d->n_embd / d->n_head},
+             {"llama.vocab_size", d->n_vocab},
+             {"tokenizer.ggml.unknown_token_id", 0},
+             {"tokenizer.ggml.bos_token_id", 1},
+             {"tokenizer.ggml.eos_token_id", 2}};
+    for (size_t i = 0; s == TL_OK && i < sizeof u / sizeof u[0]; i++)
+        s = tl_writer_meta_raw(w, u[i].key, TL_META_U32, &u[i].v, 4);
+    const float eps = 1e-5f, base = 10000.0f;
+    if (s == TL_OK)
+        s = tl_writer_meta_raw(w, "llama.attention.layer_norm_rms_epsilon", TL_META_F32, &eps, 4);
+    if (s == TL_OK) s = tl_writer_meta_raw(w, "llama.rope.freq_base", TL_META_F32, &base, 4);
+    if (s == TL_OK) s = tl_writer_meta_string(w, "tokenizer.ggml.model", "llama");
+    if (s != TL_OK) return s;
+    /* arrays as GGUF encodes them: u32 element type, u64 count, elements (little-endian) */
+    enum { N = LLAMA_VOCAB };
+    unsigned char tok[12 + N * (8 + 8)], sc[12 + N * 4], ty[12 + N * 4];
+    size_t tl = 12, sl = 12, yl = 12;
+    uint32_t ts = TL_META_STRING, tf = TL_META_F32, ti = TL_META_I32;
+    uint64_t n = N;
+    memcpy(tok, &ts, 4), memcpy(tok + 4, &n, 8);
+    memcpy(sc, &tf, 4), memcpy(sc + 4, &n, 8);
+    memcpy(ty, &ti, 4), memcpy(ty + 4, &n, 8);
+    for (int i = 0; i < N; i++) {
+        char text[8];
+        if (i < 3)
+            snprintf(text, sizeof text, "%s", i == 0 ? "<unk>" : i == 1 ? "<s>" : "</s>");
+        else
+            snprintf(text, sizeof text, "<0x%02X>", i - 3);
+        uint64_t len = strlen(text);
+        memcpy(tok + tl, &len, 8);
+        memcpy(tok + tl + 8, text, len);
+        tl += 8 + len;
+        float score = 0.0f;
+        memcpy(sc + sl, &score, 4);
+        sl += 4;
+        int32_t type = i == 0 ? 2 : i < 3 ? 3 : 6; /* unknown, control, byte */
+        memcpy(ty + yl, &type, 4);
+        yl += 4;
+    }
+    s = tl_writer_meta_raw(w, "tokenizer.ggml.tokens", TL_META_ARRAY, tok, tl);
+    if (s == TL_OK) s = tl_writer_meta_raw(w, "tokenizer.ggml.scores", TL_META_ARRAY, sc, sl);
+    if (s == TL_OK) s = tl_writer_meta_raw(w, "tokenizer.ggml.token_type", TL_META_ARRAY, ty, yl);
+    return s;
+}
+
 static uint64_t xorshift(uint64_t *s) {
     uint64_t x = *s;
     x ^= x << 13;
@@ -155,17 +317,24 @@ static tl_writer *make_header(const mk_opts *o, mk_tensor *t, size_t n, const vo
     tl_writer *w = NULL;
     tl_status s = tl_writer_create(o->gguf ? TL_FORMAT_GGUF : TL_FORMAT_SAFETENSORS, &w);
     if (s == TL_OK && o->gguf) {
+        bool llama = !strcmp(o->profile, "llama");
         s = tl_writer_meta_string(w, "general.architecture",
-                                  !strcmp(o->profile, "llm") ? "llama" : "sdxl");
+                                  llama || !strcmp(o->profile, "llm") ? "llama" : "sdxl");
         if (s == TL_OK) s = tl_writer_meta_string(w, "general.name", "tierload synthetic model");
         if (s == TL_OK) s = tl_writer_meta_u32(w, "general.alignment", 32);
+        if (s == TL_OK && llama) s = llama_meta(w, &o->ll);
     } else if (s == TL_OK) {
         s = tl_writer_meta_string(w, "format", "pt");
         if (s == TL_OK) s = tl_writer_meta_string(w, "generator", "tierload mkmodel");
     }
     for (size_t i = 0; s == TL_OK && i < n; i++) {
         int64_t shape[2] = {t[i].rows, t[i].cols};
-        s = tl_writer_tensor(w, t[i].name, o->dtype, 2, shape, t[i].nbytes, NULL);
+        if (t[i].vec)
+            s = tl_writer_tensor(w, t[i].name, t[i].f32 ? TL_DTYPE_F32 : o->dtype, 1, &t[i].cols,
+                                 t[i].nbytes, NULL);
+        else
+            s = tl_writer_tensor(w, t[i].name, t[i].f32 ? TL_DTYPE_F32 : o->dtype, 2, shape,
+                                 t[i].nbytes, NULL);
     }
     if (s == TL_OK) s = tl_writer_header(w, hdr, hlen);
     if (s != TL_OK) {
@@ -283,7 +452,7 @@ static int write_into_place(const mk_opts *o, const void *hdr, size_t hlen, mk_t
 }
 
 int cmd_mkmodel(int argc, char **argv) {
-    mk_opts o = {NULL, "sdxl", false, 64ull << 20, 200, TL_DTYPE_F16, 1};
+    mk_opts o = {NULL, "sdxl", false, 64ull << 20, 200, TL_DTYPE_F16, 1, false, {0, 0, 0, 0, 0, 0}};
     int fmt = -1;
     static const char *const with_value[] = {"--format",  "--size",  "--tensors",
                                              "--profile", "--dtype", "--seed"};
@@ -320,9 +489,10 @@ int cmd_mkmodel(int argc, char **argv) {
             if (!parse_count(v, &o.n_tensors) || !o.n_tensors || o.n_tensors > MK_MAX_TENSORS)
                 return cli_usage("mkmodel", "bad count '%s' (a whole number, 1 to %d)", v,
                                  MK_MAX_TENSORS);
+            o.tensors_given = true;
             i += skip;
         } else if (!strcmp(a, "--profile") && v) {
-            if (strcmp(v, "llm") && strcmp(v, "sdxl"))
+            if (strcmp(v, "llm") && strcmp(v, "sdxl") && strcmp(v, "llama"))
                 return cli_usage("mkmodel", "unknown profile '%s'", v);
             o.profile = v;
             i += skip;
@@ -351,7 +521,8 @@ int cmd_mkmodel(int argc, char **argv) {
         return cli_usage("mkmodel", "Q8_0 needs --format gguf");
     size_t n;
     char why[512];
-    mk_tensor *t = layout(&o, &n, why, sizeof why);
+    mk_tensor *t = !strcmp(o.profile, "llama") ? layout_llama(&o, &n, why, sizeof why)
+                                               : layout(&o, &n, why, sizeof why);
     if (!t) return cli_usage("mkmodel", "%s", why);
     const void *hdr;
     size_t hlen;

@@ -275,6 +275,18 @@ static uint64_t pack_align(const job *j) {
     return j->o.align > 64 ? j->o.align : 64;
 }
 
+/*
+ * Pages of the destination mappings: 4 KiB unless huge pages are asked for
+ * (no_hugepages wins over hugepages). First touch of fresh memory is most of
+ * a copy load's cost, and on virtual machines that hand freed memory back to
+ * the host, huge pages faulted after a few idle seconds cost several times
+ * what 4 KiB pages do, while 4 KiB pages are never much worse than huge
+ * ones (the figures are in docs/ARCHITECTURE.md, "Destination pages").
+ */
+static tl__os_pages dest_pages(const job *j) {
+    return j->o.hugepages && !j->o.no_hugepages ? TL_OS_PAGES_HUGE : TL_OS_PAGES_SMALL;
+}
+
 /* Lay out the destination and the transfers of one file. */
 static tl_status plan_file(job *j, lfile *f) {
     tl_model *m = j->m;
@@ -300,7 +312,7 @@ static tl_status plan_file(job *j, lfile *f) {
             return TL_OK;
         }
         uint64_t len = up_direct(f->span_end - f->span_off);
-        int e = tl__os_anon_alloc(len, !j->o.no_hugepages, (void **)&f->dest, &f->dest_len);
+        int e = tl__os_anon_alloc(len, dest_pages(j), (void **)&f->dest, &f->dest_len);
         if (e)
             return tl__err(TL_ERR_NOMEM, "%s: cannot allocate %llu bytes for its tensors: %s", path,
                           (unsigned long long)len, strerror(e));
@@ -339,7 +351,7 @@ static tl_status plan_file(job *j, lfile *f) {
             return tl__err(TL_ERR_FORMAT, "%s: tensor sizes overflow", path);
     }
     if (total) {
-        int e = tl__os_anon_alloc(total, !j->o.no_hugepages, (void **)&f->dest, &f->dest_len);
+        int e = tl__os_anon_alloc(total, dest_pages(j), (void **)&f->dest, &f->dest_len);
         if (e)
             return tl__err(TL_ERR_NOMEM, "%s: cannot allocate %llu bytes for its tensors: %s", path,
                           (unsigned long long)total, strerror(e));

@@ -41,7 +41,7 @@ int tl__staging_take(tl__staging *s, unsigned char **buf) {
             void *p;
             uint64_t len;
             /* staging is reused, not kept: 4 KiB pages avoid 2 MiB rounding of the bound */
-            int e = tl__os_anon_alloc(s->size, false, &p, &len);
+            int e = tl__os_anon_alloc(s->size, TL_OS_PAGES_SMALL, &p, &len);
             if (e) {
                 pthread_mutex_unlock(&s->mu);
                 return e;

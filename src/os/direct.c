@@ -34,7 +34,7 @@ int tl__os_open_direct(const char *path, int *fd) {
     if (st.st_size > 0) {
         void *buf;
         uint64_t len;
-        e = tl__os_anon_alloc(TL_OS_DIRECT_ALIGN, false, &buf, &len);
+        e = tl__os_anon_alloc(TL_OS_DIRECT_ALIGN, TL_OS_PAGES_KERNEL, &buf, &len);
         if (e) {
             close(f);
             return e;

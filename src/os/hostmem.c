@@ -1,5 +1,5 @@
 /*
- * hostmem.c — anonymous mappings with transparent huge pages, and page
+ * hostmem.c — anonymous mappings with a chosen page size, and page
  * population / dropping of file mappings (see os/hostmem.h).
  */
 #include "os/hostmem.h"
@@ -7,6 +7,7 @@
 #include "os/os.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -21,13 +22,14 @@
 
 #define HUGE_SZ (2ull << 20)
 
-int tl__os_anon_alloc(uint64_t size, bool hugepages, void **addr, uint64_t *len) {
+int tl__os_anon_alloc(uint64_t size, tl__os_pages pages, void **addr, uint64_t *len) {
     int e = tl__fault_hit(TL_FAULT_ALLOC);
     if (e) return e;
     if (size == 0) size = 1;
     uint64_t ps = tl__os_page_size();
     uint64_t want = (size + ps - 1) / ps * ps;
-    uint64_t map = hugepages && want >= HUGE_SZ ? want + HUGE_SZ : want;
+    bool huge = pages == TL_OS_PAGES_HUGE;
+    uint64_t map = huge && want >= HUGE_SZ ? want + HUGE_SZ : want;
     if (map < want || map > (uint64_t)SIZE_MAX) return ENOMEM;
     char *p = mmap(NULL, (size_t)map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return errno;
@@ -43,6 +45,9 @@ int tl__os_anon_alloc(uint64_t size, bool hugepages, void **addr, uint64_t *len)
         madvise(p, (size_t)want, MADV_HUGEPAGE); /* a hint: failure only costs speed */
 #endif
     }
+#ifdef MADV_NOHUGEPAGE
+    if (pages == TL_OS_PAGES_SMALL) madvise(p, (size_t)want, MADV_NOHUGEPAGE); /* a hint too */
+#endif
     *addr = p;
     *len = want;
     return 0;

@@ -1,8 +1,8 @@
 /*
  * hostmem.h — host memory that holds loaded weights and staging: anonymous
- * mappings (optionally 2 MiB aligned with MADV_HUGEPAGE, because first touch
- * of fresh 4 KiB pages runs at ~1.5 GB/s while huge pages fault at memcpy
- * speed), populating file mappings, and dropping a mapping's pages.
+ * mappings (with the kernel's page size, 2 MiB aligned with MADV_HUGEPAGE,
+ * or 4 KiB pages forced with MADV_NOHUGEPAGE), populating file mappings,
+ * and dropping a mapping's pages.
  */
 #ifndef TL_OS_HOSTMEM_H
 #define TL_OS_HOSTMEM_H
@@ -10,12 +10,19 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* Page size of an anonymous mapping. */
+typedef enum tl__os_pages {
+    TL_OS_PAGES_KERNEL = 0, /* whatever the system's THP setting gives (no advice) */
+    TL_OS_PAGES_HUGE = 1,   /* 2 MiB aligned start, MADV_HUGEPAGE */
+    TL_OS_PAGES_SMALL = 2,  /* MADV_NOHUGEPAGE: 4 KiB pages even where THP is "always" */
+} tl__os_pages;
+
 /*
- * Map size bytes of anonymous memory (zero-filled, untouched). With
- * hugepages the start is 2 MiB aligned and MADV_HUGEPAGE is applied. *len
- * receives the mapped length to give to tl__os_anon_free.
+ * Map size bytes of anonymous memory (zero-filled, untouched) with the pages
+ * asked for (advice only: failure to apply it costs speed, not
+ * correctness). *len receives the mapped length to give to tl__os_anon_free.
  */
-int tl__os_anon_alloc(uint64_t size, bool hugepages, void **addr, uint64_t *len);
+int tl__os_anon_alloc(uint64_t size, tl__os_pages pages, void **addr, uint64_t *len);
 int tl__os_anon_free(void *addr, uint64_t len);
 /* Fault in every page of a read-only mapping (MADV_POPULATE_READ, else touch). */
 int tl__os_populate_read(const void *addr, uint64_t size);

@@ -193,7 +193,7 @@ static tl_status hash_part(run *r, const tl_session_tensor *t, const tl_session_
     }
     if (!r->buf) {
         uint64_t len;
-        int e = tl__os_anon_alloc(CHECK_CHUNK, false, (void **)&r->buf, &len);
+        int e = tl__os_anon_alloc(CHECK_CHUNK, TL_OS_PAGES_SMALL, (void **)&r->buf, &len);
         if (e) return tl__err(TL_ERR_NOMEM, "run: staging buffer for the check: out of memory");
         r->buf_len = len;
     }

@@ -293,7 +293,7 @@ static tl_status save_dirty_locked(tl_session *s, unit *u) {
     if (ram_ok) {
         void *p;
         uint64_t plen;
-        int e = tl__os_anon_alloc(n ? n : 1, false, &p, &plen);
+        int e = tl__os_anon_alloc(n ? n : 1, TL_OS_PAGES_SMALL, &p, &plen);
         if (!e) {
             x.dst.kind = TL_IO_HOST;
             x.dst.host = p;
