@@ -99,22 +99,27 @@ static bool rewrite_once(void *user, uint64_t done, uint64_t total) {
     return true;
 }
 
+/* Two model files in dir (a., b. prefixes keep their tensor names apart), opened as one model. */
+static tl_model *two_files(const char *dir, char **p1, char **p2) {
+    *p1 = write_model(dir, "a.safetensors");
+    *p2 = write_model(dir, "b.safetensors");
+    const char *paths[] = {*p1, *p2};
+    const char *prefixes[] = {"a.", "b."};
+    tl_model_options mo;
+    tl_model_options_init(&mo);
+    mo.prefixes = prefixes;
+    tl_model *m;
+    assert_int_equal(tl_model_open(paths, 2, &mo, &m), TL_OK);
+    return m;
+}
+
 static void test_rewrite_during_load(void **state) {
     (void)state;
     const tl_load_mode modes[] = {TL_LOAD_BUFFERED, TL_LOAD_DIRECT, TL_LOAD_MMAP, TL_LOAD_MMAP};
     for (int which = 0; which < 2; which++)
         for (int mi = 0; mi < 4; mi++) {
-            char *dir = tu_tmpdir();
-            char *p1 = write_model(dir, "a.safetensors");
-            char *p2 = write_model(dir, "b.safetensors");
-            /* distinct names: the second file's tensors get a prefix */
-            const char *paths[] = {p1, p2};
-            const char *prefixes[] = {"a.", "b."};
-            tl_model_options mo;
-            tl_model_options_init(&mo);
-            mo.prefixes = prefixes;
-            tl_model *m;
-            assert_int_equal(tl_model_open(paths, 2, &mo, &m), TL_OK);
+            char *dir = tu_tmpdir(), *p1, *p2;
+            tl_model *m = two_files(dir, &p1, &p2);
             rewrite rw = {which ? p2 : p1, false};
             tl_load_options o;
             tl_load_options_init(&o);
@@ -141,16 +146,8 @@ static void test_rewrite_during_load(void **state) {
 /* Every allocation failure of a two-file load leaves the caller's descriptors alone. */
 static void test_two_file_faults_keep_stdin(void **state) {
     (void)state;
-    char *dir = tu_tmpdir();
-    char *p1 = write_model(dir, "a.safetensors");
-    char *p2 = write_model(dir, "b.safetensors");
-    const char *paths[] = {p1, p2};
-    const char *prefixes[] = {"a.", "b."};
-    tl_model_options mo;
-    tl_model_options_init(&mo);
-    mo.prefixes = prefixes;
-    tl_model *m;
-    assert_int_equal(tl_model_open(paths, 2, &mo, &m), TL_OK);
+    char *dir = tu_tmpdir(), *p1, *p2;
+    tl_model *m = two_files(dir, &p1, &p2);
     int saved = dup(0);
     int null = open("/dev/null", O_RDONLY);
     dup2(null, 0); /* a known, open stdin */

@@ -894,28 +894,25 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
     for (size_t i = 0; i < na; i++)
         if (s->u[list[i]].loading && s->u[list[i]].dptr) loaded_locked(s, &s->u[list[i]], true);
     free(list);
-    if (k == 0 || st) {
+    if (k && !st) {
+        p->s = s;
+        p->units = mine;
+        p->n = k;
+        p->next = s->pend;
+        s->pend = p;
+        st = tl__io_submit(s->io, x, k, TL_IO_PREFETCH, pf_done, p, &p->b);
+        if (!st) {
+            p = NULL; /* the batch's now: reaped when it completes */
+            mine = NULL;
+        } else {
+            s->pend = p->next;
+        }
+    }
+    if (mine) /* not submitted: give the reserved memory back */
         for (size_t i = 0; i < k; i++)
             unload_failed_locked(s, &s->u[mine[i]]);
-        free(p);
-        free(mine);
-        free(x);
-        tl__os_mutex_unlock(&s->mu);
-        return st;
-    }
-    p->s = s;
-    p->units = mine;
-    p->n = k;
-    p->next = s->pend;
-    s->pend = p;
-    st = tl__io_submit(s->io, x, k, TL_IO_PREFETCH, pf_done, p, &p->b);
-    if (st) {
-        s->pend = p->next;
-        for (size_t i = 0; i < k; i++)
-            unload_failed_locked(s, &s->u[mine[i]]);
-        free(p);
-        free(mine);
-    }
+    free(p);
+    free(mine);
     free(x);
     tl__os_mutex_unlock(&s->mu);
     return st;
