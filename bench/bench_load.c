@@ -1,5 +1,5 @@
 /*
- * bench_load.c — the load figures of issue 3, measured in one run on a
+ * bench_load.c — the loader's figures, measured in one run on a
  * generated safetensors file (default 2 GiB of F16 tensors):
  *
  *   warm copy load  >= 0.6  x memcpy bandwidth of the same byte count
