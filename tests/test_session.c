@@ -118,6 +118,18 @@ static void drop(fx *f) {
     free(f->path);
 }
 
+/* A model, a sim GPU of cap bytes (bw: modelled bytes per second, 0 = infinite) and a plan. */
+static tl_plan *setup(fx *f, uint64_t cap, double bw, const char *backend, uint64_t budget) {
+    make_model(f);
+    add_sim(f, cap, bw);
+    return make_plan(f, backend, budget);
+}
+
+static void teardown(fx *f, tl_plan *p) {
+    tl_plan_destroy(p);
+    drop(f);
+}
+
 /* Expected bytes of a tensor part: the file's, unless the test wrote others. */
 typedef struct shadow {
     unsigned char **bytes; /* per tensor: NULL = the file's */
@@ -160,9 +172,7 @@ static uint64_t comp_bytes(const tl_model *m, tl_component c) {
 static void test_lazy_and_resident(void **state) {
     (void)state;
     fx f = {0};
-    make_model(&f);
-    add_sim(&f, 64 << 20, 0);
-    tl_plan *p = make_plan(&f, NULL, 64 << 20);
+    tl_plan *p = setup(&f, 64 << 20, 0, NULL, 64 << 20);
     tl_session *s;
     assert_int_equal(tl_session_create(f.m, p, NULL, &s), TL_OK);
     tl_session_stats st;
@@ -181,8 +191,7 @@ static void test_lazy_and_resident(void **state) {
     }
     assert_int_equal(st.drops, 0);
     tl_session_destroy(s);
-    tl_plan_destroy(p);
-    drop(&f);
+    teardown(&f, p);
 }
 
 /* A plan naming a device nobody registered is an error naming it. */
@@ -247,8 +256,7 @@ static double stream_run(bool prefetch, uint64_t *moved) {
     *moved = st.moved[TL_TIER_FILE][TL_TIER_DEVICE];
     if (prefetch) assert_true(st.prefetch_hits > 0);
     tl_session_destroy(s);
-    tl_plan_destroy(p);
-    drop(&f);
+    teardown(&f, p);
     return t1 - t0;
 }
 
@@ -266,9 +274,7 @@ static void test_stream_prefetch_overlaps(void **state) {
 static void test_dirty_spill_roundtrip(void **state) {
     (void)state;
     fx f = {0};
-    make_model(&f);
-    add_sim(&f, 64 << 20, 0);
-    tl_plan *p = make_plan(&f, NULL, 64 << 20);
+    tl_plan *p = setup(&f, 64 << 20, 0, NULL, 64 << 20);
     tl_session_options o;
     tl_session_options_init(&o);
     o.host_budget = 1; /* no RAM copies: dirty bytes must go to the spill file */
@@ -319,17 +325,14 @@ static void test_dirty_spill_roundtrip(void **state) {
     for (size_t i = 0; i < tl_model_tensor_count(f.m); i++)
         free(sh.bytes[i]);
     free(sh.bytes);
-    tl_plan_destroy(p);
-    drop(&f);
+    teardown(&f, p);
 }
 
 /* A partial eviction that cannot free enough stops with an error after bounded work. */
 static void test_partial_eviction_is_bounded(void **state) {
     (void)state;
     fx f = {0};
-    make_model(&f);
-    add_sim(&f, 64 << 20, 0);
-    tl_plan *p = make_plan(&f, NULL, 64 << 20);
+    tl_plan *p = setup(&f, 64 << 20, 0, NULL, 64 << 20);
     tl_session *s;
     assert_int_equal(tl_session_create(f.m, p, NULL, &s), TL_OK);
     tl_acquired *a, *b;
@@ -342,17 +345,14 @@ static void test_partial_eviction_is_bounded(void **state) {
     assert_int_equal(tl_session_check(s), TL_OK);
     tl_session_release(s, a);
     tl_session_destroy(s);
-    tl_plan_destroy(p);
-    drop(&f);
+    teardown(&f, p);
 }
 
 /* The device refuses although the budget allowed: evict and retry once. */
 static void test_oom_recovery(void **state) {
     (void)state;
     fx f = {0};
-    make_model(&f);
-    add_sim(&f, 3 * (96 << 10) + 100, 0); /* the device holds 3 layers ... */
-    tl_plan *p = make_plan(&f, "offload", 4000 + 2 * (96 << 10) + 1000);
+    tl_plan *p = setup(&f, 3 * (96 << 10) + 100, 0, "offload", 4000 + 2 * (96 << 10) + 1000); /* the device holds 3 layers ... */
     tl_session_options o;
     tl_session_options_init(&o);
     uint64_t big[2] = {64 << 20, 0}; /* ... but the session believes in 64 MiB */
@@ -375,8 +375,7 @@ static void test_oom_recovery(void **state) {
     assert_non_null(strstr(tl_last_error(), "asked"));
     assert_int_equal(tl_session_check(s), TL_OK);
     tl_session_destroy(s);
-    tl_plan_destroy(p);
-    drop(&f);
+    teardown(&f, p);
 }
 
 /* --- random operations from several threads --- */
@@ -445,9 +444,7 @@ static void test_random_operations(void **state) {
     (void)state;
     for (uint64_t seed = 1; seed <= 3; seed++) {
         fx f = {0};
-        make_model(&f);
-        add_sim(&f, 64 << 20, 0);
-        tl_plan *p = make_plan(&f, "offload", 4000 + 2 * (96 << 10) + 1000);
+        tl_plan *p = setup(&f, 64 << 20, 0, "offload", 4000 + 2 * (96 << 10) + 1000);
         tl_session_options o;
         tl_session_options_init(&o);
         uint64_t budgets[2] = {5 * (96 << 10), 0}; /* five layers for three threads */
@@ -479,8 +476,7 @@ static void test_random_operations(void **state) {
         for (size_t i = 0; i < tl_model_tensor_count(f.m); i++)
             free(sh.bytes[i]);
         free(sh.bytes);
-        tl_plan_destroy(p);
-        drop(&f);
+        teardown(&f, p);
     }
 }
 
@@ -528,9 +524,7 @@ static void test_fault_sweeps(void **state) {
                   {TL_FAULT_MMAP, ENOMEM}};
     for (size_t fk = 0; fk < sizeof faults / sizeof faults[0]; fk++) {
         fx f = {0};
-        make_model(&f);
-        add_sim(&f, 64 << 20, 0);
-        tl_plan *p = make_plan(&f, NULL, 64 << 20);
+        tl_plan *p = setup(&f, 64 << 20, 0, NULL, 64 << 20);
         tl_session_options o;
         tl_session_options_init(&o);
         o.host_budget = 1;
@@ -580,14 +574,11 @@ static void test_fault_sweeps(void **state) {
         for (size_t i = 0; i < tl_model_tensor_count(f.m); i++)
             free(sh.bytes[i]);
         free(sh.bytes);
-        tl_plan_destroy(p);
-        drop(&f);
+        teardown(&f, p);
     }
     /* device allocations failing one by one during a streamed pass */
     fx f = {0};
-    make_model(&f);
-    add_sim(&f, 64 << 20, 0);
-    tl_plan *p = make_plan(&f, "offload", 4000 + 2 * (96 << 10) + 1000);
+    tl_plan *p = setup(&f, 64 << 20, 0, "offload", 4000 + 2 * (96 << 10) + 1000);
     tl_session *s;
     assert_int_equal(tl_session_create(f.m, p, NULL, &s), TL_OK);
     tl__fault_arm(TL_FAULT_DEVICE_ALLOC, 0, 0);
@@ -617,8 +608,7 @@ static void test_fault_sweeps(void **state) {
     tl_session_stats_get(s, &st);
     assert_true(st.oom_recoveries > 0); /* a refused allocation with something evictable recovers */
     tl_session_destroy(s);
-    tl_plan_destroy(p);
-    drop(&f);
+    teardown(&f, p);
 }
 
 int main(void) {

@@ -94,6 +94,19 @@ static tl_status load_plan(run_args *ra, FILE *f, tl_model *m, tl_plan **out) {
     return s;
 }
 
+/* One line of the per-phase table. */
+static void print_row(const char *name, const tl_run_phase *p, bool compute) {
+    char a[32];
+    printf("%-24s %9.3f %12s %7llu %7llu %7llu %9llu %9llu", name, p->seconds,
+           cli_fmt_size(p->bytes_moved, a, sizeof a), (unsigned long long)p->loads,
+           (unsigned long long)p->evictions, (unsigned long long)p->spills,
+           (unsigned long long)p->prefetch_hits, (unsigned long long)p->hash_mismatches);
+    if (compute)
+        printf(" %9.3f %8llu %8llu", p->compute_seconds, (unsigned long long)p->products,
+               (unsigned long long)p->product_mismatches);
+    putchar('\n');
+}
+
 static void print_human(const tl_run_report *r, const tl_session_stats *st, const tl_memspan *ms,
                         uint64_t pc0, uint64_t pc1, bool compute) {
     char a[32], b[32], c[32];
@@ -103,24 +116,10 @@ static void print_human(const tl_run_report *r, const tl_session_stats *st, cons
         const tl_run_phase *p = tl_run_report_phase(r, i);
         char name[80];
         snprintf(name, sizeof name, "%s #%u", p->name, p->pass + 1);
-        printf("%-24s %9.3f %12s %7llu %7llu %7llu %9llu %9llu", name, p->seconds,
-               cli_fmt_size(p->bytes_moved, a, sizeof a), (unsigned long long)p->loads,
-               (unsigned long long)p->evictions, (unsigned long long)p->spills,
-               (unsigned long long)p->prefetch_hits, (unsigned long long)p->hash_mismatches);
-        if (compute)
-            printf(" %9.3f %8llu %8llu", p->compute_seconds, (unsigned long long)p->products,
-                   (unsigned long long)p->product_mismatches);
-        putchar('\n');
+        print_row(name, p, compute);
     }
     const tl_run_phase *t = tl_run_report_total(r);
-    printf("%-24s %9.3f %12s %7llu %7llu %7llu %9llu %9llu", "total", t->seconds,
-           cli_fmt_size(t->bytes_moved, a, sizeof a), (unsigned long long)t->loads,
-           (unsigned long long)t->evictions, (unsigned long long)t->spills,
-           (unsigned long long)t->prefetch_hits, (unsigned long long)t->hash_mismatches);
-    if (compute)
-        printf(" %9.3f %8llu %8llu", t->compute_seconds, (unsigned long long)t->products,
-               (unsigned long long)t->product_mismatches);
-    putchar('\n');
+    print_row("total", t, compute);
     uint64_t opt = tl_run_report_optimal_bytes(r);
     printf("\nbytes onto devices %s; offline optimum (furthest next use, same budgets) %s",
            cli_fmt_size(t->bytes_to_devices, a, sizeof a), cli_fmt_size(opt, b, sizeof b));
