@@ -31,8 +31,8 @@ typedef int (*sync_fn)(void);
 
 static int copies(tl_device *d) {
     const uint64_t n = 1ull << 30;
-    void *cudart = dlopen(getenv("TIERLOAD_CUDART") ? getenv("TIERLOAD_CUDART") : "libcudart.so",
-                          RTLD_NOW);
+    void *cudart =
+        dlopen(getenv("TIERLOAD_CUDART") ? getenv("TIERLOAD_CUDART") : "libcudart.so", RTLD_NOW);
     if (!cudart) cudart = dlopen("libcudart.so.12", RTLD_NOW);
     if (!cudart) cudart = dlopen("libcudart.so.13", RTLD_NOW);
     memcpy_fn cmemcpy = cudart ? (memcpy_fn)dlsym(cudart, "cudaMemcpy") : NULL;

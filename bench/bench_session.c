@@ -146,9 +146,8 @@ static int spill_bench(const char *dir) {
              (unsigned long long)(bytes >> 24), ddf);
     double tdd = timed(cmd);
     double gbs = (double)bytes / t / 1e9, dd = (double)bytes / tdd / 1e9;
-    uint64_t extra = span.rss_anon_peak > span.start.rss_anon
-                         ? span.rss_anon_peak - span.start.rss_anon
-                         : 0;
+    uint64_t extra =
+        span.rss_anon_peak > span.start.rss_anon ? span.rss_anon_peak - span.start.rss_anon : 0;
     uint64_t bound = ss.staging_bound + (16ull << 20);
     printf("spill of %.2f GiB dirty tensor: %.2f GB/s; dd oflag=direct %.2f GB/s; ratio %.2f "
            "(limit >= 0.80)\n",

@@ -16,14 +16,14 @@
 
 #define UNET "model.diffusion_model."
 static const st_tensor files[] = {
-    {UNET "input_blocks.4.0.weight", "F32", 10, 4, NULL, NULL, NULL},  /* diffusion layer 0 */
-    {UNET "time_embed.0.weight", "F32", 3, 4, NULL, NULL, NULL},       /* diffusion other */
-    {UNET "output_blocks.4.0.weight", "F32", 7, 4, NULL, NULL, NULL},  /* diffusion layer 1 */
-    {UNET "input_blocks.4.1.bias", "F16", 5, 2, NULL, NULL, NULL},     /* diffusion layer 0 */
+    {UNET "input_blocks.4.0.weight", "F32", 10, 4, NULL, NULL, NULL}, /* diffusion layer 0 */
+    {UNET "time_embed.0.weight", "F32", 3, 4, NULL, NULL, NULL},      /* diffusion other */
+    {UNET "output_blocks.4.0.weight", "F32", 7, 4, NULL, NULL, NULL}, /* diffusion layer 1 */
+    {UNET "input_blocks.4.1.bias", "F16", 5, 2, NULL, NULL, NULL},    /* diffusion layer 0 */
     {"first_stage_model.decoder.up.0.block.1.w", "F32", 2, 4, NULL, NULL, NULL}, /* vae */
-    {UNET "input_blocks.7.0.weight", "F32", 1, 4, NULL, NULL, NULL},   /* diffusion layer 2 */
+    {UNET "input_blocks.7.0.weight", "F32", 1, 4, NULL, NULL, NULL}, /* diffusion layer 2 */
     {"cond_stage_model.transformer.text_model.encoder.layers.0.w", "F16", 4, 2, NULL, NULL,
-     NULL},                                                            /* cond layer 0 */
+     NULL}, /* cond layer 0 */
 };
 
 static void fill(void *buf, uint64_t off, uint64_t len, void *ctx) {

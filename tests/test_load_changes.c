@@ -50,8 +50,8 @@ static void test_engine_guards_mappings(void **state) {
     tl__io_engine *e;
     assert_int_equal(tl__io_engine_create(NULL, &e), TL_OK);
     float *dst = malloc(N * 4);
-    tl__io_xfer x = {.len = N * 4, .from = TL_DTYPE_F32, .to = TL_DTYPE_F16, .path = p,
-                    .name = "x.f32"};
+    tl__io_xfer x = {
+        .len = N * 4, .from = TL_DTYPE_F32, .to = TL_DTYPE_F16, .path = p, .name = "x.f32"};
     x.src.kind = TL_IO_HOST;
     x.src.host = (unsigned char *)map + 65536;
     x.src.mapped = true;
@@ -63,11 +63,12 @@ static void test_engine_guards_mappings(void **state) {
     x.to = TL_DTYPE_F32;
     assert_int_equal(tl__io_run(e, &x, 1, TL_IO_DEMAND), TL_ERR_CHANGED); /* copying */
     /* verify hashing a view into the truncated mapping */
-    tl_tensor_info ti = {.name = "x.f32", .dtype = TL_DTYPE_F32, .offset = 65536,
-                         .nbytes = N * 4, .n_elements = N};
+    tl_tensor_info ti = {
+        .name = "x.f32", .dtype = TL_DTYPE_F32, .offset = 65536, .nbytes = N * 4, .n_elements = N};
     tl_loaded_tensor lt = {(unsigned char *)map + 65536, N * 4, TL_DTYPE_F32, true, false};
     unsigned char *a = malloc(1 << 20), *b = malloc(1 << 20);
-    assert_int_equal(tl__io_verify_tensor(NULL, 0, fd, NULL, p, &ti, &lt, a, b, 1 << 20), TL_ERR_CHANGED);
+    assert_int_equal(tl__io_verify_tensor(NULL, 0, fd, NULL, p, &ti, &lt, a, b, 1 << 20),
+                     TL_ERR_CHANGED);
     assert_non_null(strstr(tl_last_error(), "x.f32"));
     free(a);
     free(b);

@@ -63,7 +63,8 @@ static void test_subset_into_caller_memory(void **state) {
         tl_load_result *r;
         if (tl_model_load(m, &o, &r)) fail_msg("mode %d: %s", mi, tl_last_error());
         assert_int_equal(ar.calls, 2);
-        const tl_loaded_tensor *la = tl_load_result_tensor(r, ia), *lc = tl_load_result_tensor(r, ic);
+        const tl_loaded_tensor *la = tl_load_result_tensor(r, ia),
+                               *lc = tl_load_result_tensor(r, ic);
         assert_true((const unsigned char *)la->data >= ar.base &&
                     (const unsigned char *)la->data < ar.base + ar.cap);
         assert_false(la->view);

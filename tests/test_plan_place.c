@@ -30,8 +30,13 @@ static tl_model *model(char **dir) {
         t[k] = (st_tensor){names[k], "F32", 262144, 4, NULL, fill, NULL};
     }
     t[4] = (st_tensor){UNET "time_embed.0.weight", "F32", 1024, 4, NULL, fill, NULL};
-    t[5] = (st_tensor){"cond_stage_model.transformer.text_model.encoder.layers.0.w", "F16", 1024, 2,
-                       NULL, fill, NULL};
+    t[5] = (st_tensor){"cond_stage_model.transformer.text_model.encoder.layers.0.w",
+                       "F16",
+                       1024,
+                       2,
+                       NULL,
+                       fill,
+                       NULL};
     st_write(p, t, 6);
     const char *paths[] = {p};
     tl_model *m;

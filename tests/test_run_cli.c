@@ -23,8 +23,8 @@ static uint64_t num(const cJSON *o, const char *k) {
 static char *model(char **dir) {
     *dir = tu_tmpdir();
     char *p = tu_path(*dir, "m.safetensors");
-    tu_run r = tu_cli_run("mkmodel", p, "--size", "48M", "--tensors", "240", "--profile", "sdxl",
-                          NULL);
+    tu_run r =
+        tu_cli_run("mkmodel", p, "--size", "48M", "--tensors", "240", "--profile", "sdxl", NULL);
     assert_int_equal(r.status, 0);
     tu_run_free(&r);
     return p;

@@ -290,8 +290,8 @@ static void test_dirty_spill_roundtrip(void **state) {
         for (uint64_t b = 0; b < t->info->nbytes; b++)
             w[b] = pat(1000 + t->index, b);
         assert_int_equal(t->parts[0].tier, TL_TIER_DEVICE);
-        assert_int_equal(tl_device_copy_to(t->parts[0].device, t->parts[0].dptr, w, t->info->nbytes),
-                         TL_OK);
+        assert_int_equal(
+            tl_device_copy_to(t->parts[0].device, t->parts[0].dptr, w, t->info->nbytes), TL_OK);
         assert_int_equal(tl_session_mark_dirty(s, t->index), TL_OK);
         sh.bytes[t->index] = w;
     }
@@ -340,7 +340,9 @@ static void test_partial_eviction_is_bounded(void **state) {
     assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, 2, 4, false, &b), TL_OK);
     tl_session_release(s, b);
     uint64_t freed = 0;
-    assert_int_equal(tl_session_evict(s, f.simname, UINT64_MAX - 1 /* a runtime once asked for 1e30 */, &freed), TL_ERR_DEVICE_OOM);
+    assert_int_equal(
+        tl_session_evict(s, f.simname, UINT64_MAX - 1 /* a runtime once asked for 1e30 */, &freed),
+        TL_ERR_DEVICE_OOM);
     assert_int_equal(freed, 2 * (96 << 10)); /* the two released layers, not the held ones */
     assert_int_equal(tl_session_check(s), TL_OK);
     tl_session_release(s, a);
@@ -352,7 +354,8 @@ static void test_partial_eviction_is_bounded(void **state) {
 static void test_oom_recovery(void **state) {
     (void)state;
     fx f = {0};
-    tl_plan *p = setup(&f, 3 * (96 << 10) + 100, 0, "offload", 4000 + 2 * (96 << 10) + 1000); /* the device holds 3 layers ... */
+    /* the device holds 3 layers ... */
+    tl_plan *p = setup(&f, 3 * (96 << 10) + 100, 0, "offload", 4000 + 2 * (96 << 10) + 1000);
     tl_session_options o;
     tl_session_options_init(&o);
     uint64_t big[2] = {64 << 20, 0}; /* ... but the session believes in 64 MiB */
@@ -405,8 +408,8 @@ static void *rnd_main(void *arg) {
         int op = (int)(xs(&x) % 10);
         if (op < 5) {
             tl_acquired *a;
-            tl_status st = tl_session_acquire(r->s, TL_COMP_DIFFUSION, k, k + 1 + xs(&x) % 2,
-                                              false, &a);
+            tl_status st =
+                tl_session_acquire(r->s, TL_COMP_DIFFUSION, k, k + 1 + xs(&x) % 2, false, &a);
             if (st == TL_ERR_DEVICE_OOM) continue; /* other threads hold the device */
             if (st) fail_msg("acquire: %s", tl_last_error());
             pthread_mutex_lock(r->shmu);
@@ -480,7 +483,6 @@ static void test_random_operations(void **state) {
     }
 }
 
-
 /* Write new bytes into every tensor of layers [0, 2) on the device and mark them dirty. */
 static void dirty_layers(fx *f, tl_session *s, shadow *sh, uint64_t salt) {
     tl_acquired *a;
@@ -490,8 +492,8 @@ static void dirty_layers(fx *f, tl_session *s, shadow *sh, uint64_t salt) {
         unsigned char *w = malloc(t->info->nbytes);
         for (uint64_t b = 0; b < t->info->nbytes; b++)
             w[b] = pat(salt + t->index, b);
-        assert_int_equal(tl_device_copy_to(t->parts[0].device, t->parts[0].dptr, w, t->info->nbytes),
-                         TL_OK);
+        assert_int_equal(
+            tl_device_copy_to(t->parts[0].device, t->parts[0].dptr, w, t->info->nbytes), TL_OK);
         assert_int_equal(tl_session_mark_dirty(s, t->index), TL_OK);
         free(sh->bytes[t->index]);
         sh->bytes[t->index] = w;
@@ -520,7 +522,9 @@ static void test_fault_sweeps(void **state) {
     const struct {
         tl__fault_kind kind;
         int err;
-    } faults[] = {{TL_FAULT_WRITE, ENOSPC}, {TL_FAULT_WRITE, EIO}, {TL_FAULT_OPEN, EMFILE},
+    } faults[] = {{TL_FAULT_WRITE, ENOSPC},
+                  {TL_FAULT_WRITE, EIO},
+                  {TL_FAULT_OPEN, EMFILE},
                   {TL_FAULT_MMAP, ENOMEM}};
     for (size_t fk = 0; fk < sizeof faults / sizeof faults[0]; fk++) {
         fx f = {0};

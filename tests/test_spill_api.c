@@ -41,7 +41,7 @@ static void test_roundtrip(void **state) {
     assert_int_equal(tl_spill_write(s, 0, src, 1000), TL_OK);
     assert_int_equal(tl_spill_write(s, 1000, src + 1000, N - 1000), TL_OK);
     assert_int_equal(tl_spill_write(s, N - 10, src, 11), TL_ERR_INVALID_ARG); /* past the end */
-    assert_int_equal(entries(dir), 0); /* no name, ever */
+    assert_int_equal(entries(dir), 0);                                        /* no name, ever */
     void *p;
     assert_int_equal(tl_spill_map(s, &p), TL_OK);
     assert_memory_equal(p, src, N);

@@ -15,28 +15,30 @@
 #include <unistd.h>
 
 static int help(void) {
-    printf("usage: tierload run MODEL... [--pipeline SPEC] [plan flags | --plan FILE] [options]\n\n"
-           "Carry a plan out: every phase acquires its components where the plan puts them\n"
-           "(streamed ones layer by layer, prefetching the next), checks every byte it uses\n"
-           "against the file (xxHash64 where the bytes live), and releases them.\n\n"
-           "  --pipeline SPEC      phases in order, '+' joins components, '*N' repeats:\n"
-           "                       'cond,diffusion*20,vae' (default: the plan's phases, diffusion x20)\n"
-           "  --plan FILE          carry out this plan (`tierload plan --json` output)\n"
-           "  --host-budget SIZE   RAM for copies of dirty weights (default: free RAM - 512M)\n"
-           "  --spill-dir DIR      where spill files go (default TIERLOAD_SPILL_DIR, TMPDIR, /tmp)\n"
-           "  --spill-threshold SIZE  spill dirty weights when free RAM is below SIZE\n"
-           "  --no-prefetch        streamed layers are loaded only when needed\n"
-           "  --no-verify          skip the byte check\n"
-           "  --stream-all         acquire every component layer by layer\n"
-           "  --sim-compute S      modelled compute on sim devices: S seconds per GiB used\n"
-           "  --timeline FILE      draw the run: bytes per device over time by component,\n"
-           "                       phases, loads, prefetches, drops and spills (SVG)\n"
-           "  --compute ggml       real compute: y = W.x with ggml for every acquired 2-D weight,\n"
-           "                       where it lives, compared with the product of the file's bytes\n"
-           "  --ggml-dir DIR       ggml's libraries (default TIERLOAD_GGML_DIR)\n"
-           "  --compute-threads N  threads of ggml's CPU backend (default: ggml's)\n"
-           "  --json               the report as JSON\n"
-           "On a terminal (and without --json) a progress line shows phase, pass and bytes moved.\n");
+    printf(
+        "usage: tierload run MODEL... [--pipeline SPEC] [plan flags | --plan FILE] [options]\n\n"
+        "Carry a plan out: every phase acquires its components where the plan puts them\n"
+        "(streamed ones layer by layer, prefetching the next), checks every byte it uses\n"
+        "against the file (xxHash64 where the bytes live), and releases them.\n\n"
+        "  --pipeline SPEC      phases in order, '+' joins components, '*N' repeats:\n"
+        "                       'cond,diffusion*20,vae' (default: the plan's phases, diffusion "
+        "x20)\n"
+        "  --plan FILE          carry out this plan (`tierload plan --json` output)\n"
+        "  --host-budget SIZE   RAM for copies of dirty weights (default: free RAM - 512M)\n"
+        "  --spill-dir DIR      where spill files go (default TIERLOAD_SPILL_DIR, TMPDIR, /tmp)\n"
+        "  --spill-threshold SIZE  spill dirty weights when free RAM is below SIZE\n"
+        "  --no-prefetch        streamed layers are loaded only when needed\n"
+        "  --no-verify          skip the byte check\n"
+        "  --stream-all         acquire every component layer by layer\n"
+        "  --sim-compute S      modelled compute on sim devices: S seconds per GiB used\n"
+        "  --timeline FILE      draw the run: bytes per device over time by component,\n"
+        "                       phases, loads, prefetches, drops and spills (SVG)\n"
+        "  --compute ggml       real compute: y = W.x with ggml for every acquired 2-D weight,\n"
+        "                       where it lives, compared with the product of the file's bytes\n"
+        "  --ggml-dir DIR       ggml's libraries (default TIERLOAD_GGML_DIR)\n"
+        "  --compute-threads N  threads of ggml's CPU backend (default: ggml's)\n"
+        "  --json               the report as JSON\n"
+        "On a terminal (and without --json) a progress line shows phase, pass and bytes moved.\n");
     fputs(cli_loras_help(), stdout);
     fputs(cli_planargs_help(), stdout);
     fputs(cli_models_help(), stdout);
@@ -137,10 +139,12 @@ static void print_human(const tl_run_report *r, const tl_session_stats *st, cons
                 printf(" %s->%s %s", tl_tier_name((tl_tier)x), tl_tier_name((tl_tier)y),
                        cli_fmt_size(st->moved[x][y], a, sizeof a));
     char d2[32], e[32], f[32];
-    printf("\nmemory: RSS anon %s -> %s (peak %s), file %s -> %s (peak %s)\n",
-           cli_fmt_size(ms->start.rss_anon, a, sizeof a), cli_fmt_size(ms->end.rss_anon, b, sizeof b),
-           cli_fmt_size(ms->rss_anon_peak, c, sizeof c), cli_fmt_size(ms->start.rss_file, d2, sizeof d2),
-           cli_fmt_size(ms->end.rss_file, e, sizeof e), cli_fmt_size(ms->rss_file_peak, f, sizeof f));
+    printf(
+        "\nmemory: RSS anon %s -> %s (peak %s), file %s -> %s (peak %s)\n",
+        cli_fmt_size(ms->start.rss_anon, a, sizeof a), cli_fmt_size(ms->end.rss_anon, b, sizeof b),
+        cli_fmt_size(ms->rss_anon_peak, c, sizeof c),
+        cli_fmt_size(ms->start.rss_file, d2, sizeof d2),
+        cli_fmt_size(ms->end.rss_file, e, sizeof e), cli_fmt_size(ms->rss_file_peak, f, sizeof f));
     printf("        page cache of the model files %s -> %s; host copies peak %s, spill peak %s\n",
            cli_fmt_size(pc0, a, sizeof a), cli_fmt_size(pc1, b, sizeof b),
            cli_fmt_size(st->host_peak, c, sizeof c), cli_fmt_size(st->spill_peak, e, sizeof e));
@@ -250,8 +254,8 @@ static int print_json(const tl_run_report *r, const tl_session_stats *st, const 
 typedef struct run_watch {
     svg_band *bands;
     size_t n, cap;
-    double last_t; /* session clock at the previous step */
-    size_t last_e; /* events logged by then */
+    double last_t;    /* session clock at the previous step */
+    size_t last_e;    /* events logged by then */
     tl_device *clock; /* the first sim device of the plan (borrowed), NULL when none */
     bool progress;
     bool oom;
@@ -277,8 +281,8 @@ static double event_time(const tl_session *s, size_t i, double otherwise) {
     return i < n ? ev[i].t : otherwise;
 }
 
-static tl_status on_step(void *user, tl_session *s, const char *phase, uint32_t pass, tl_component c,
-                         size_t layer, const tl_acquired *a) {
+static tl_status on_step(void *user, tl_session *s, const char *phase, uint32_t pass,
+                         tl_component c, size_t layer, const tl_acquired *a) {
     (void)c, (void)a, (void)layer;
     run_watch *w = user;
     size_t ne;
@@ -326,14 +330,12 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras,
     run_args ra;
     memset(&ra, 0, sizeof ra);
     tl_plan_options_init(&ra.pa.o);
-    static const char *const opts[] = {"--pipeline",      "--plan",        "--host-budget",
-                                       "--spill-dir",     "--spill-threshold", "--sim-compute",
-                                       "--timeline",      "--compute",     "--ggml-dir",
-                                       "--compute-threads"};
-    const char **slots[] = {&ra.pipeline,  &ra.plan_file,       &ra.host_budget,
-                            &ra.spill_dir, &ra.spill_threshold, &ra.sim_compute,
-                            &ra.timeline,  &ra.compute,         &ra.ggml_dir,
-                            &ra.compute_threads};
+    static const char *const opts[] = {
+        "--pipeline",    "--plan",     "--host-budget", "--spill-dir", "--spill-threshold",
+        "--sim-compute", "--timeline", "--compute",     "--ggml-dir",  "--compute-threads"};
+    const char **slots[] = {&ra.pipeline,        &ra.plan_file,      &ra.host_budget, &ra.spill_dir,
+                            &ra.spill_threshold, &ra.sim_compute,    &ra.timeline,    &ra.compute,
+                            &ra.ggml_dir,        &ra.compute_threads};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int r = 0;
@@ -483,7 +485,8 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras,
         tl_session_stats stats;
         tl_session_stats_get(s, &stats);
         if (ra.json)
-            rc = print_json(rep, &stats, &span, pc0, pc1, loras, ro.compute) ? cli_fail(TL_ERR_IO) : 0;
+            rc = print_json(rep, &stats, &span, pc0, pc1, loras, ro.compute) ? cli_fail(TL_ERR_IO)
+                                                                             : 0;
         else
             print_human(rep, &stats, &span, pc0, pc1, ro.compute);
         if (!rc && ra.timeline) rc = svg_timeline_write(s, plan, watch.bands, watch.n, ra.timeline);

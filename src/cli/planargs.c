@@ -14,7 +14,8 @@ const char *cli_planargs_help(void) {
            "  --backend SPEC       placements: 'cond=cpu,vae=cuda0,diffusion=cuda0&cuda1';\n"
            "                       '*=', 'all=', 'default=' or a bare name set the default;\n"
            "                       'auto'/'gpu' = the GPU with the most free memory\n"
-           "  --max-vram SPEC      cap GPU budgets: '8G', '-2G' (free minus 2G), 'cuda0=6G,cuda1=4G'\n"
+           "  --max-vram SPEC      cap GPU budgets: '8G', '-2G' (free minus 2G), "
+           "'cuda0=6G,cuda1=4G'\n"
            "  --headroom SIZE      VRAM kept free on every GPU for other programs\n"
            "  --reserve SPEC       compute reserves: 'diffusion=3G,vae=512M'\n"
            "                       (defaults diffusion 2G, vae 1G, cond 512M, controlnet 512M)\n"
@@ -38,7 +39,8 @@ const char *cli_planargs_help(void) {
            "  --list-devices                   = tierload devices (then stop)\n"
            "  --params-backend cpu             = --offload-to-cpu\n"
            "  --auto-fit                       = the default (auto-fit every unplaced component)\n"
-           "  --no-auto-fit                    = --backend default=MAIN (the main device, else the\n"
+           "  --no-auto-fit                    = --backend default=MAIN (the main device, else "
+           "the\n"
            "                                     first GPU)\n"
            "  --no-multi-gpu                   = only the main GPU (else the first) is planned on\n"
            "  --fit-target SIZE                = --headroom SIZE\n"
@@ -69,12 +71,27 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
     else if (!strcmp(s, "--list-devices"))
         a->list_devices = true;
     else {
-        static const char *const opts[] = {
-            "--devices", "--sim", "--backend", "--max-vram", "--headroom", "--reserve", "--phases",
-            "--size", "--type", "--steps", "--svg", "--main-backend-device",
-            "--diffusion-backend-device", "--clip-backend-device", "--vae-backend-device",
-            "--control-net-backend-device", "--params-backend", "--fit-target",
-            "--fit-compute-reserve-dit", "--fit-compute-reserve-vae", "--fit-compute-reserve-cond"};
+        static const char *const opts[] = {"--devices",
+                                           "--sim",
+                                           "--backend",
+                                           "--max-vram",
+                                           "--headroom",
+                                           "--reserve",
+                                           "--phases",
+                                           "--size",
+                                           "--type",
+                                           "--steps",
+                                           "--svg",
+                                           "--main-backend-device",
+                                           "--diffusion-backend-device",
+                                           "--clip-backend-device",
+                                           "--vae-backend-device",
+                                           "--control-net-backend-device",
+                                           "--params-backend",
+                                           "--fit-target",
+                                           "--fit-compute-reserve-dit",
+                                           "--fit-compute-reserve-vae",
+                                           "--fit-compute-reserve-cond"};
         const char **slots[] = {&a->devices,
                                 &a->sim,
                                 &a->o.backend,
@@ -100,15 +117,16 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
             int r = cli_opt(argc, argv, i, cmd, opts[k], slots[k]);
             if (r) return r;
         }
-        static const char *const unmodelled[] = {"--tae-backend-device", "--upscaler-backend-device",
-                                                 "--photomaker-backend-device",
-                                                 "--vision-backend-device"};
+        static const char *const unmodelled[] = {
+            "--tae-backend-device", "--upscaler-backend-device", "--photomaker-backend-device",
+            "--vision-backend-device"};
         for (size_t k = 0; k < sizeof unmodelled / sizeof unmodelled[0]; k++) {
             const char *v = NULL;
             int r = cli_opt(argc, argv, i, cmd, unmodelled[k], &v);
             if (r < 0) return r;
             if (r > 0) {
-                fprintf(stderr, "tierload: %s %s: accepted; tierload has no such component to place\n",
+                fprintf(stderr,
+                        "tierload: %s %s: accepted; tierload has no such component to place\n",
                         unmodelled[k], v);
                 return 1;
             }
@@ -129,8 +147,9 @@ static tl_status real_devices(tl_plan_device *out, size_t cap, size_t *n) {
     size_t kept = 0;
     for (size_t i = 0; i < *n; i++)
         kept += out[i].is_gpu;
-    fprintf(stderr, "tierload: %zu GPUs registered, a plan uses at most %zu; left out:",
-            kept + dropped, kept);
+    fprintf(stderr,
+            "tierload: %zu GPUs registered, a plan uses at most %zu; left out:", kept + dropped,
+            kept);
     size_t count = tl_device_list(NULL, 0), gpu = 0;
     tl_device **list = calloc(count ? count : 1, sizeof *list);
     if (list) {
@@ -170,12 +189,14 @@ static int fold_aliases(cli_planargs *a, const char *cmd) {
         if (!strcmp(a->params_backend, "cpu"))
             a->o.offload_to_cpu = true;
         else if (!a->main_dev || strcmp(a->params_backend, a->main_dev) != 0)
-            return cli_usage(cmd, "--params-backend: 'cpu' (parameters in RAM, streamed) or the "
-                                  "main device, got '%s'",
+            return cli_usage(cmd,
+                             "--params-backend: 'cpu' (parameters in RAM, streamed) or the "
+                             "main device, got '%s'",
                              a->params_backend);
     }
     bool any_res = false;
-    for (int c = 0; c < TL_COMP_COUNT; c++) any_res |= a->fit_reserve[c] != NULL;
+    for (int c = 0; c < TL_COMP_COUNT; c++)
+        any_res |= a->fit_reserve[c] != NULL;
     if (any_res) {
         a->reserve_buf[0] = 0;
         if (a->o.reserve) snprintf(a->reserve_buf, sizeof a->reserve_buf, "%s", a->o.reserve);
@@ -187,14 +208,14 @@ static int fold_aliases(cli_planargs *a, const char *cmd) {
         a->o.reserve = a->reserve_buf;
     }
     bool any_dev = a->main_dev != NULL;
-    for (int c = 0; c < TL_COMP_COUNT; c++) any_dev |= a->comp_dev[c] != NULL;
+    for (int c = 0; c < TL_COMP_COUNT; c++)
+        any_dev |= a->comp_dev[c] != NULL;
     if (any_dev) {
         a->backend_buf[0] = 0;
         if (a->o.backend) snprintf(a->backend_buf, sizeof a->backend_buf, "%s", a->o.backend);
         for (int c = 0; c < TL_COMP_COUNT; c++)
-            if (a->comp_dev[c] &&
-                !spec_add(a->backend_buf, sizeof a->backend_buf, tl_component_name((tl_component)c),
-                          a->comp_dev[c]))
+            if (a->comp_dev[c] && !spec_add(a->backend_buf, sizeof a->backend_buf,
+                                            tl_component_name((tl_component)c), a->comp_dev[c]))
                 return cli_usage(cmd, "--*-backend-device: too long");
         if (a->main_dev && !spec_add(a->backend_buf, sizeof a->backend_buf, "default", a->main_dev))
             return cli_usage(cmd, "--main-backend-device: too long");
@@ -248,7 +269,8 @@ tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan
     if (a->no_multi_gpu) { /* keep the main GPU and the host */
         size_t w = 0;
         for (size_t i = 0; i < n_devs; i++)
-            if (!devs[i].is_gpu || (main_gpu && !strcmp(devs[i].name, main_gpu))) devs[w++] = devs[i];
+            if (!devs[i].is_gpu || (main_gpu && !strcmp(devs[i].name, main_gpu)))
+                devs[w++] = devs[i];
         n_devs = w;
         for (size_t i = 0; i < n_devs && main_gpu; i++)
             if (devs[i].is_gpu) main_gpu = devs[i].name;
@@ -258,8 +280,7 @@ tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan
     if (a->no_auto_fit && !a->main_dev && main_gpu) {
         spec[0] = 0;
         if (o.backend && strlen(o.backend) < sizeof a->backend_buf) strcpy(spec, o.backend);
-        if (!spec_add(spec, sizeof spec, "default", main_gpu))
-            return TL_ERR_INVALID_ARG;
+        if (!spec_add(spec, sizeof spec, "default", main_gpu)) return TL_ERR_INVALID_ARG;
         o.backend = spec;
     }
     return tl_plan_create(sum, devs, n_devs, &o, out);

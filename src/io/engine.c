@@ -54,12 +54,12 @@ struct tl__io_batch {
     chunk *ch;
     size_t n_ch;
     /* under e->mu */
-    size_t next;     /* next chunk to hand out */
-    size_t busy;     /* tasks being worked on */
+    size_t next; /* next chunk to hand out */
+    size_t busy; /* tasks being worked on */
     bool cancel;
-    bool reporting;  /* the completion is being reported (once) */
-    bool finished;   /* reported: nothing is in progress and nothing more will be */
-    bool uring;      /* driver and prefault tasks exist */
+    bool reporting; /* the completion is being reported (once) */
+    bool finished;  /* reported: nothing is in progress and nothing more will be */
+    bool uring;     /* driver and prefault tasks exist */
     bool driver_taken, prefault_taken;
     tl_status err;
     char errmsg[1536];
@@ -87,15 +87,16 @@ struct tl__io_engine {
 /* --- one chunk --- */
 
 static tl_status fail(const tl__io_xfer *x, tl_status s, const char *what, uint64_t off, int e) {
-    const char *why = e == ENODATA  ? "the file ends early (truncated or rewritten since it was opened)"
+    const char *why = e == ENODATA
+                          ? "the file ends early (truncated or rewritten since it was opened)"
                       : e == EFAULT ? "the file was truncated under its mapping"
                                     : strerror(e);
     if (e == ENODATA || e == EFAULT) s = TL_ERR_CHANGED;
     if (x->name)
         return tl__err(s, "%s: tensor %s: %s at %llu: %s", x->path ? x->path : "(memory)", x->name,
-                      what, (unsigned long long)off, why);
+                       what, (unsigned long long)off, why);
     return tl__err(s, "%s: %s at %llu: %s", x->path ? x->path : "(memory)", what,
-                  (unsigned long long)off, why);
+                   (unsigned long long)off, why);
 }
 
 typedef struct conv_args {
@@ -171,8 +172,9 @@ static tl_status move_chunk(tl__io_engine *e, const tl__io_xfer *x, const chunk 
     case TL_IO_DEVICE:
         if ((s = need_stg(e, x, stg))) return s;
         s = tl_device_copy_from(x->src.dev, *stg, x->src.dptr + o, n);
-        if (s) return tl__err_prefix(s, "%s%s%s", x->path ? x->path : "", x->name ? ": tensor " : "",
-                                    x->name ? x->name : "");
+        if (s)
+            return tl__err_prefix(s, "%s%s%s", x->path ? x->path : "", x->name ? ": tensor " : "",
+                                  x->name ? x->name : "");
         p = *stg;
         break;
     default:
@@ -183,7 +185,7 @@ static tl_status move_chunk(tl__io_engine *e, const tl__io_xfer *x, const chunk 
             s = tl_device_copy_to_async(x->dst.dev, x->dst.dptr + o, p, n, &t);
             if (s)
                 return tl__err_prefix(s, "%s%s%s", x->path ? x->path : "",
-                                     x->name ? ": tensor " : "", x->name ? x->name : "");
+                                      x->name ? ": tensor " : "", x->name ? x->name : "");
             *x->ticket = t;
             return TL_OK;
         }
@@ -206,8 +208,8 @@ static tl_status move_chunk(tl__io_engine *e, const tl__io_xfer *x, const chunk 
                 return fail(x, TL_ERR_CHANGED, "read of the mapping", o, EFAULT);
             if (!a.ok)
                 return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s: element %llu does not fit in %s",
-                              x->path ? x->path : "(memory)", x->name ? x->name : "?",
-                              (unsigned long long)(o / in + a.bad), tl_dtype_name(x->to));
+                               x->path ? x->path : "(memory)", x->name ? x->name : "?",
+                               (unsigned long long)(o / in + a.bad), tl_dtype_name(x->to));
         } else if (guarded) {
             if (tl__os_guarded_copy(dst, p, (size_t)n))
                 return fail(x, TL_ERR_CHANGED, "read of the mapping", o, EFAULT);
@@ -218,8 +220,9 @@ static tl_status move_chunk(tl__io_engine *e, const tl__io_xfer *x, const chunk 
     }
     case TL_IO_DEVICE:
         s = tl_device_copy_to(x->dst.dev, x->dst.dptr + o, p, n);
-        if (s) return tl__err_prefix(s, "%s%s%s", x->path ? x->path : "", x->name ? ": tensor " : "",
-                                    x->name ? x->name : "");
+        if (s)
+            return tl__err_prefix(s, "%s%s%s", x->path ? x->path : "", x->name ? ": tensor " : "",
+                                  x->name ? x->name : "");
         return TL_OK;
     case TL_IO_FILE:
         err = tl__os_pwrite_full(x->dst.fd, p, (size_t)n, x->dst.off + o);
@@ -297,7 +300,8 @@ static void uring_drive(tl__io_engine *e, tl__io_batch *b) {
             const tl__io_xfer *x = &b->x[c->xfer];
             uint64_t at = x->src.off + c->off, a0 = at & ~(ALIGN - 1), lead = at - a0;
             unsigned char *dst = (unsigned char *)x->dst.host + c->off - lead;
-            err = tl__os_uring_read(e->ring, x->src.fd, dst, (size_t)up_align(lead + c->len), a0, k);
+            err =
+                tl__os_uring_read(e->ring, x->src.fd, dst, (size_t)up_align(lead + c->len), a0, k);
             tl__os_mutex_lock(&e->mu);
             if (err) {
                 tl__os_mutex_unlock(&e->mu);
@@ -334,7 +338,7 @@ static void uring_drive(tl__io_engine *e, tl__io_batch *b) {
             unsigned char *dst = (unsigned char *)x->dst.host + c->off - lead + have;
             size_t got = 0;
             err = tl__os_pread_direct(x->src.fd, dst, (size_t)up_align(lead + c->len - have),
-                                     a0 + have, &got);
+                                      a0 + have, &got);
             if (!err && have + got < lead + c->len) err = ENODATA;
             if (err) {
                 s = fail(x, TL_ERR_IO, "read", a0 + have, err);
@@ -503,11 +507,11 @@ static tl_status make_chunks(tl__io_engine *e, tl__io_batch *b) {
         bool convert = x->from != x->to;
         if (convert && x->dst.kind != TL_IO_HOST)
             return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s: conversion only into host memory",
-                          x->path ? x->path : "", x->name ? x->name : "?");
+                           x->path ? x->path : "", x->name ? x->name : "?");
         if (convert && (!tl__convert_elem_size(x->from) || !tl__convert_elem_size(x->to)))
             return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s: no conversion from %s to %s",
-                          x->path ? x->path : "", x->name ? x->name : "?",
-                          tl_dtype_name(x->from), tl_dtype_name(x->to));
+                           x->path ? x->path : "", x->name ? x->name : "?", tl_dtype_name(x->from),
+                           tl_dtype_name(x->to));
         bool straight = x->src.kind == TL_IO_FILE && x->src.direct && x->dst.kind == TL_IO_HOST &&
                         !convert && x->slack;
         all_direct_host &= straight;
@@ -520,8 +524,8 @@ static tl_status make_chunks(tl__io_engine *e, tl__io_batch *b) {
         }
         if (convert && x->len % in)
             return tl__err(TL_ERR_INVALID_ARG, "%s: tensor %s: %llu bytes is not whole elements",
-                          x->path ? x->path : "", x->name ? x->name : "?",
-                          (unsigned long long)x->len);
+                           x->path ? x->path : "", x->name ? x->name : "?",
+                           (unsigned long long)x->len);
         for (uint64_t o = 0; o < x->len; o += step) {
             if (b->n_ch == cap) {
                 size_t nc = cap ? cap * 2 : 16;
@@ -540,7 +544,7 @@ static tl_status make_chunks(tl__io_engine *e, tl__io_batch *b) {
 }
 
 tl_status tl__io_submit(tl__io_engine *e, const tl__io_xfer *x, size_t n, int prio,
-                       tl__io_done_fn on_done, void *user, tl__io_batch **out) {
+                        tl__io_done_fn on_done, void *user, tl__io_batch **out) {
     *out = NULL;
     if (prio < 0 || prio >= TL_IO_PRIOS)
         return tl__err(TL_ERR_INVALID_ARG, "io: bad priority %d", prio);
@@ -657,7 +661,7 @@ tl_status tl__io_issue(tl__io_engine *e, const tl__io_xfer *x, size_t n) {
         if (!x[i].ticket || x[i].src.kind != TL_IO_HOST || x[i].dst.kind != TL_IO_DEVICE ||
             x[i].from != x[i].to)
             return tl__err(TL_ERR_INVALID_ARG, "io: only async host-to-device copies are issued "
-                                              "on the caller's thread");
+                                               "on the caller's thread");
         chunk c = {i, 0, x[i].len};
         tl_status s = move_chunk(e, &x[i], &c, NULL);
         if (s) return s;

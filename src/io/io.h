@@ -30,13 +30,13 @@ typedef enum tl__io_kind {
 
 typedef struct tl__io_end {
     tl__io_kind kind;
-    int fd;          /* FILE */
-    bool direct;     /* FILE source opened with O_DIRECT (aligned reads are made) */
-    uint64_t off;    /* FILE */
-    void *host;      /* HOST */
-    bool mapped;     /* HOST source that is a file mapping: read under the SIGBUS guard */
-    tl_device *dev;  /* DEVICE (borrowed for the batch's life) */
-    tl_devptr dptr;  /* DEVICE */
+    int fd;         /* FILE */
+    bool direct;    /* FILE source opened with O_DIRECT (aligned reads are made) */
+    uint64_t off;   /* FILE */
+    void *host;     /* HOST */
+    bool mapped;    /* HOST source that is a file mapping: read under the SIGBUS guard */
+    tl_device *dev; /* DEVICE (borrowed for the batch's life) */
+    tl_devptr dptr; /* DEVICE */
 } tl__io_end;
 
 typedef struct tl__io_xfer {
@@ -89,7 +89,7 @@ typedef void (*tl__io_done_fn)(void *user, tl__io_batch *b, tl_status err);
  * the caller's to destroy after it completes.
  */
 tl_status tl__io_submit(tl__io_engine *e, const tl__io_xfer *x, size_t n, int prio,
-                       tl__io_done_fn on_done, void *user, tl__io_batch **out);
+                        tl__io_done_fn on_done, void *user, tl__io_batch **out);
 /* Wait up to timeout_s (< 0: forever). *done says whether it completed. */
 void tl__io_wait(tl__io_batch *b, double timeout_s, bool *done);
 /* The outcome of a completed batch; on failure sets this thread's message. */

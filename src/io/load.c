@@ -164,15 +164,15 @@ static tl_status check_stamp(job *j, size_t fi, const char *when) {
     }
     if (cut)
         return tl__err(TL_ERR_CHANGED,
-                      "%s: tensor %s: the file was truncated %s (%llu bytes when opened, %llu "
-                      "now): the tensor lies past its end",
-                      mf->info.path, cut->name, when, (unsigned long long)mf->stamp.size,
-                      (unsigned long long)now.size);
+                       "%s: tensor %s: the file was truncated %s (%llu bytes when opened, %llu "
+                       "now): the tensor lies past its end",
+                       mf->info.path, cut->name, when, (unsigned long long)mf->stamp.size,
+                       (unsigned long long)now.size);
     return tl__err(TL_ERR_CHANGED,
-                  "%s: the file was rewritten %s (size %llu when opened, %llu now; modification "
-                  "time changed): its bytes cannot be trusted",
-                  mf->info.path, when, (unsigned long long)mf->stamp.size,
-                  (unsigned long long)now.size);
+                   "%s: the file was rewritten %s (size %llu when opened, %llu now; modification "
+                   "time changed): its bytes cannot be trusted",
+                   mf->info.path, when, (unsigned long long)mf->stamp.size,
+                   (unsigned long long)now.size);
 }
 
 static int cmp_off(const void *a, const void *b, void *ctx) {
@@ -315,14 +315,15 @@ static tl_status plan_file(job *j, lfile *f) {
         int e = tl__os_anon_alloc(len, dest_pages(j), (void **)&f->dest, &f->dest_len);
         if (e)
             return tl__err(TL_ERR_NOMEM, "%s: cannot allocate %llu bytes for its tensors: %s", path,
-                          (unsigned long long)len, strerror(e));
+                           (unsigned long long)len, strerror(e));
         /* the destination mirrors the file: large chunks straight from the file */
         size_t k = 0;
         for (uint64_t off = f->span_off; off < f->span_end; off += stg) {
             uint64_t n = f->span_end - off < stg ? f->span_end - off : stg;
             while (k + 1 < f->n_order && tl_model_tensor(m, f->order[k + 1])->offset <= off)
                 k++;
-            tl__io_xfer x = {.len = n, .slack = true, .path = path, .name = tensor_name(j, f->order[k])};
+            tl__io_xfer x = {
+                .len = n, .slack = true, .path = path, .name = tensor_name(j, f->order[k])};
             x.src.kind = TL_IO_FILE;
             x.src.direct = f->pub.mode == TL_LOAD_DIRECT;
             x.src.fd = x.src.direct ? f->dfd : tl_model_file_fd(m, first->file);
@@ -354,7 +355,7 @@ static tl_status plan_file(job *j, lfile *f) {
         int e = tl__os_anon_alloc(total, dest_pages(j), (void **)&f->dest, &f->dest_len);
         if (e)
             return tl__err(TL_ERR_NOMEM, "%s: cannot allocate %llu bytes for its tensors: %s", path,
-                          (unsigned long long)total, strerror(e));
+                           (unsigned long long)total, strerror(e));
     }
     uint64_t pos = 0;
     for (size_t k = 0; k < f->n_order; k++) {
@@ -372,8 +373,10 @@ static tl_status plan_file(job *j, lfile *f) {
         if (j->o.dest) {
             at = j->o.dest(j->o.dest_user, ti, out, to);
             if (!at && out)
-                return tl__err(TL_ERR_INVALID_ARG, "%s: tensor %s: the destination callback gave no "
-                              "memory for %llu bytes", path, t->name, (unsigned long long)out);
+                return tl__err(TL_ERR_INVALID_ARG,
+                               "%s: tensor %s: the destination callback gave no "
+                               "memory for %llu bytes",
+                               path, t->name, (unsigned long long)out);
         } else {
             tl__align_up_u64(pos, pack_align(j), &pos);
             at = f->dest + pos;
@@ -385,11 +388,11 @@ static tl_status plan_file(job *j, lfile *f) {
             continue;
         }
         tl__io_xfer x = {.len = t->nbytes,
-                        .from = t->dtype,
-                        .to = to,
-                        .path = path,
-                        .name = t->name,
-                        .src = source_of(j, f, ti, t->offset)};
+                         .from = t->dtype,
+                         .to = to,
+                         .path = path,
+                         .name = t->name,
+                         .src = source_of(j, f, ti, t->offset)};
         x.dst.kind = TL_IO_HOST;
         x.dst.host = at;
         tl_status s = add_xfer(f, &x);
@@ -443,8 +446,8 @@ static tl_status gather_strided(job *j, lfile *f) {
                 memcpy(dst, buf, (size_t)n);
             else if (!tl__convert_run(lt->dtype, dst, t->dtype, buf, n / in, &bad))
                 s = tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s: element %llu does not fit in %s",
-                           f->pub.path, t->name, (unsigned long long)(o / in + bad),
-                           tl_dtype_name(lt->dtype));
+                            f->pub.path, t->name, (unsigned long long)(o / in + bad),
+                            tl_dtype_name(lt->dtype));
         }
     }
     tl__staging_give(stg, buf);
@@ -485,11 +488,14 @@ static tl_status populate_views(job *j, lfile *f, size_t fi) {
         if (e == EFAULT || e == EIO) {
             tl_status s = check_stamp(j, fi, "while it was being loaded");
             if (s) return tl__err_prefix(s, "tensor %s", t->name);
-            return tl__err(TL_ERR_CHANGED, "%s: tensor %s: populating the mapping failed (%s): "
-                          "the file changed under it", f->pub.path, t->name, strerror(e));
+            return tl__err(TL_ERR_CHANGED,
+                           "%s: tensor %s: populating the mapping failed (%s): "
+                           "the file changed under it",
+                           f->pub.path, t->name, strerror(e));
         }
-        if (e) return tl__err(TL_ERR_IO, "%s: tensor %s: populating the mapping: %s", f->pub.path,
-                             t->name, strerror(e));
+        if (e)
+            return tl__err(TL_ERR_IO, "%s: tensor %s: populating the mapping: %s", f->pub.path,
+                           t->name, strerror(e));
     }
     return TL_OK;
 }
@@ -507,7 +513,7 @@ static tl_status verify_file(job *j, lfile *f, size_t fi) {
         const tl_tensor_info *t = tl_model_tensor(m, ti);
         const void *patched = tl_model_tensor_patched(m, ti) ? tl_model_tensor_data(m, ti) : NULL;
         s = tl__io_verify_tensor(m, ti, tl_model_file_fd(m, fi), patched, f->pub.path, t,
-                                &j->r->tensors[ti], a, b, j->o.staging_size);
+                                 &j->r->tensors[ti], a, b, j->o.staging_size);
     }
     if (a) tl__staging_give(stg, a);
     if (b) tl__staging_give(stg, b);
@@ -571,14 +577,16 @@ static tl_status check_options(const tl_load_options *in, tl_load_options *o) {
     tl_status st = tl__options_take(o, sizeof *o, in, "tl_load_options");
     if (st) return st;
     if (o->align > 4096 || (o->align & (o->align - 1)))
-        return tl__err(TL_ERR_INVALID_ARG, "load: align must be 0 or a power of two up to 4096, "
-                      "not %u", o->align);
+        return tl__err(TL_ERR_INVALID_ARG,
+                       "load: align must be 0 or a power of two up to 4096, "
+                       "not %u",
+                       o->align);
     if (tl_load_mode_name(o->mode) == NULL)
         return tl__err(TL_ERR_INVALID_ARG, "load: invalid mode %d", (int)o->mode);
     if (o->convert && o->dtype != TL_DTYPE_F32 && o->dtype != TL_DTYPE_F16 &&
         o->dtype != TL_DTYPE_BF16 && o->dtype != TL_DTYPE_I32)
         return tl__err(TL_ERR_UNSUPPORTED, "load: cannot convert to %s (F32, F16, BF16 or I32)",
-                      tl_dtype_name(o->dtype) ? tl_dtype_name(o->dtype) : "an invalid type");
+                       tl_dtype_name(o->dtype) ? tl_dtype_name(o->dtype) : "an invalid type");
     if (o->threads == 0) o->threads = TL_LOAD_DEFAULT_THREADS;
     if (o->threads > MAX_THREADS) o->threads = MAX_THREADS;
     if (o->staging_size == 0) o->staging_size = TL_LOAD_DEFAULT_STAGING_SIZE;
@@ -648,8 +656,9 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
                 tl__io_engine_destroy(j.io);
                 tl_load_result_destroy(r);
                 tl_memwatch_destroy(watch, NULL);
-                return tl__err(TL_ERR_INVALID_ARG, "load: tensor index %zu out of range (%zu tensors)",
-                              j.o.tensors[k], tl_model_tensor_count(m));
+                return tl__err(TL_ERR_INVALID_ARG,
+                               "load: tensor index %zu out of range (%zu tensors)", j.o.tensors[k],
+                               tl_model_tensor_count(m));
             }
             if (!r->tensors[j.o.tensors[k]].nbytes) { /* a mark against duplicates, reset below */
                 r->tensors[j.o.tensors[k]].nbytes = 1;
@@ -679,7 +688,8 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
             if (t->file != fi || f->n_order >= fin->n_tensors) continue;
             f->order[f->n_order++] = order[k];
             f->pub.bytes += t->nbytes;
-            if (j.o.convert && tl__convert_target(t->dtype, j.o.dtype) != t->dtype) f->packed = true;
+            if (j.o.convert && tl__convert_target(t->dtype, j.o.dtype) != t->dtype)
+                f->packed = true;
             if (t->strides) f->packed = true; /* gathered: never a byte range of the file */
         }
         /* tensor by tensor into the caller's memory, or at aligned addresses */

@@ -26,13 +26,15 @@ static void do_hash(void *a) {
 }
 
 tl_status tl__io_verify_tensor(const tl_model *m, size_t i, int fd, const void *patched,
-                              const char *path, const tl_tensor_info *t,
-                              const tl_loaded_tensor *lt, unsigned char *a, unsigned char *b,
-                              uint64_t staging) {
+                               const char *path, const tl_tensor_info *t,
+                               const tl_loaded_tensor *lt, unsigned char *a, unsigned char *b,
+                               uint64_t staging) {
     hash_args mh = {lt->data, (size_t)lt->nbytes, 0};
     if (tl__os_guarded_call(do_hash, &mh))
-        return tl__err(TL_ERR_CHANGED, "%s: tensor %s: verify: the file was truncated under its "
-                      "mapping", path, t->name);
+        return tl__err(TL_ERR_CHANGED,
+                       "%s: tensor %s: verify: the file was truncated under its "
+                       "mapping",
+                       path, t->name);
     XXH64_state_t *st = XXH64_createState();
     if (!st) return tl__err(TL_ERR_NOMEM, "%s: tensor %s: verify: out of memory", path, t->name);
     XXH64_reset(st, 0);
@@ -52,23 +54,24 @@ tl_status tl__io_verify_tensor(const tl_model *m, size_t i, int fd, const void *
             }
             err = 0;
         } else if (patched)
-            err = tl__os_guarded_copy(a, (const unsigned char *)patched + e0 * in, (size_t)(n * in));
+            err =
+                tl__os_guarded_copy(a, (const unsigned char *)patched + e0 * in, (size_t)(n * in));
         else
             err = tl__os_pread_full(fd, a, (size_t)(n * in), t->offset + e0 * in);
         if (err) {
             s = tl__err(err == ENODATA || err == EFAULT ? TL_ERR_CHANGED : TL_ERR_IO,
-                       "%s: tensor %s: verify read at %llu: %s", path, t->name,
-                       (unsigned long long)(t->offset + e0 * in),
-                       err == ENODATA   ? "the file ends early (truncated?)"
-                       : err == EFAULT ? "the file was truncated under its mapping"
-                                       : strerror(err));
+                        "%s: tensor %s: verify read at %llu: %s", path, t->name,
+                        (unsigned long long)(t->offset + e0 * in),
+                        err == ENODATA  ? "the file ends early (truncated?)"
+                        : err == EFAULT ? "the file was truncated under its mapping"
+                                        : strerror(err));
             break;
         }
         if (lt->converted) {
             uint64_t bad;
             if (!tl__convert_run(lt->dtype, b, t->dtype, a, n, &bad)) {
                 s = tl__err(TL_ERR_INTEGRITY, "%s: tensor %s: verify: element %llu out of range",
-                           path, t->name, (unsigned long long)(e0 + bad));
+                            path, t->name, (unsigned long long)(e0 + bad));
                 break;
             }
             XXH64_update(st, b, (size_t)(n * out));
@@ -81,10 +84,10 @@ tl_status tl__io_verify_tensor(const tl_model *m, size_t i, int fd, const void *
     if (s != TL_OK) return s;
     if (ref_hash != mh.h)
         return tl__err(TL_ERR_INTEGRITY,
-                      "%s: tensor %s: bytes in memory differ from %s (xxh64 %016llx in memory, "
-                      "%016llx %s)",
-                      path, t->name, patched ? "the bytes it was patched to" : "the file",
-                      (unsigned long long)mh.h, (unsigned long long)ref_hash,
-                      patched ? "patched" : "from the file");
+                       "%s: tensor %s: bytes in memory differ from %s (xxh64 %016llx in memory, "
+                       "%016llx %s)",
+                       path, t->name, patched ? "the bytes it was patched to" : "the file",
+                       (unsigned long long)mh.h, (unsigned long long)ref_hash,
+                       patched ? "patched" : "from the file");
     return TL_OK;
 }

@@ -20,8 +20,8 @@
  * TL_ERR_CHANGED when a mapping lost its file under the read.
  */
 tl_status tl__io_verify_tensor(const tl_model *m, size_t i, int fd, const void *patched,
-                              const char *path, const tl_tensor_info *t,
-                              const tl_loaded_tensor *lt, unsigned char *a, unsigned char *b,
-                              uint64_t staging);
+                               const char *path, const tl_tensor_info *t,
+                               const tl_loaded_tensor *lt, unsigned char *a, unsigned char *b,
+                               uint64_t staging);
 
 #endif

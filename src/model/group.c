@@ -121,7 +121,7 @@ nomem:
     free(tab);
     tl__model_groups_free(g);
     return tl__err(TL_ERR_NOMEM, "%s: out of memory grouping %zu tensors into layers",
-                  m->n_files ? m->files[0].info.path : "model", n);
+                   m->n_files ? m->files[0].info.path : "model", n);
 }
 
 size_t tl_model_layer_count(const tl_model *m, tl_component c) {

@@ -33,9 +33,9 @@
 typedef struct job {
     size_t tensor;
     uint64_t row_begin;
-    tl_device *dev;   /* where the product is computed */
-    void *copy;       /* device-to-host copy (freed after the step) */
-    bool done;        /* computed (in the graph of its device) */
+    tl_device *dev;    /* where the product is computed */
+    void *copy;        /* device-to-host copy (freed after the step) */
+    bool done;         /* computed (in the graph of its device) */
     tl__ggml_weight w; /* w.y: rows floats */
 } job;
 
@@ -99,7 +99,7 @@ static bool multiplied(tlr_compute *c, size_t i) {
     bool yes = t && t->n_dims == 2 && t->shape[0] > 0 && t->shape[1] > 0 &&
                t->shape[0] <= INT64_MAX && t->shape[1] <= INT64_MAX &&
                tl__ggml_weight_bytes(c->cpu, t->dtype, (int64_t)t->shape[0], (int64_t)t->shape[1],
-                                    &b) == TL_OK;
+                                     &b) == TL_OK;
     if (!yes) tl__err_clear();
     c->ok[i] = yes ? 1 : 2;
     return yes;
@@ -127,10 +127,10 @@ static tl_status references(tlr_compute *c, const job *jobs, size_t n) {
         }
         which[k] = t;
         ws[k++] = (tl__ggml_weight){.dtype = ti->dtype,
-                                   .rows = (int64_t)ti->shape[0],
-                                   .cols = (int64_t)ti->shape[1],
-                                   .host = tl_model_tensor_data(c->m, t),
-                                   .y = c->ref[t]};
+                                    .rows = (int64_t)ti->shape[0],
+                                    .cols = (int64_t)ti->shape[1],
+                                    .host = tl_model_tensor_data(c->m, t),
+                                    .y = c->ref[t]};
     }
     if (!s && k) s = tl__ggml_matvec_many(c->cpu, ws, k, SEED);
     if (s) /* no half-computed references stay behind */

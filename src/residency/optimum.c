@@ -79,7 +79,7 @@ tl_status tlr_optimum(const tlr_opt_unit *u, size_t n_u, const uint64_t *budgets
                 }
                 if (victim == (size_t)-1) {
                     s = tl__err(TL_ERR_DEVICE_OOM,
-                               "optimum: step %zu needs more than device %zu's budget", i, d);
+                                "optimum: step %zu needs more than device %zu's budget", i, d);
                     break;
                 }
                 res[victim] = false;

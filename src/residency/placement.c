@@ -80,9 +80,8 @@ static tl_status split_rows(placer *pl, const tl_tensor_info *t, size_t i,
         return add(pl, (tlr_place){i, 0, t->nbytes, 0, rows, (int32_t)d->devices[0], false});
     uint64_t row_bytes = t->nbytes / rows, r0 = 0;
     for (uint32_t k = 0; k < d->n_devices; k++) {
-        uint64_t r1 = k + 1 == d->n_devices
-                          ? rows
-                          : r0 + (uint64_t)((unsigned __int128)rows * w[k] / sum);
+        uint64_t r1 =
+            k + 1 == d->n_devices ? rows : r0 + (uint64_t)((unsigned __int128)rows * w[k] / sum);
         if (r1 > rows) r1 = rows;
         if (r1 > r0) {
             tl_status s = add(pl, (tlr_place){i, r0 * row_bytes, (r1 - r0) * row_bytes, r0, r1,
@@ -128,7 +127,8 @@ tl_status tlr_place_all(const tl_model *m, const tl_plan *p, tlr_place **out, si
             break;
         case TL_PLAN_MODE_LAYER_SPLIT:
             for (uint32_t j = 0; k != TL_NOT_FOUND && j < d->n_devices; j++)
-                if (k >= d->layer_begin[j] && k < d->layer_end[j]) x.plan_dev = (int32_t)d->devices[j];
+                if (k >= d->layer_begin[j] && k < d->layer_end[j])
+                    x.plan_dev = (int32_t)d->devices[j];
             break;
         case TL_PLAN_MODE_ROW_SPLIT:
             if (is_matrix(t)) {
@@ -161,8 +161,7 @@ tl_status tlr_place_all(const tl_model *m, const tl_plan *p, tlr_place **out, si
     return TL_OK;
 }
 
-tl_status tl_plan_place(const tl_plan *p, const tl_model *m, tl_plan_placement **out,
-                        size_t *n) {
+tl_status tl_plan_place(const tl_plan *p, const tl_model *m, tl_plan_placement **out, size_t *n) {
     if (!out || !n) return tl__err(TL_ERR_INVALID_ARG, "tl_plan_place: NULL output");
     *out = NULL;
     *n = 0;
@@ -177,8 +176,8 @@ tl_status tl_plan_place(const tl_plan *p, const tl_model *m, tl_plan_placement *
         return tl__err(TL_ERR_NOMEM, "tl_plan_place: out of memory for %zu parts", np);
     }
     for (size_t i = 0; i < np; i++)
-        r[i] = (tl_plan_placement){pl[i].tensor,   pl[i].plan_dev, pl[i].streamed, pl[i].off,
-                                   pl[i].len,      pl[i].row_begin, pl[i].row_end};
+        r[i] = (tl_plan_placement){pl[i].tensor, pl[i].plan_dev,  pl[i].streamed, pl[i].off,
+                                   pl[i].len,    pl[i].row_begin, pl[i].row_end};
     free(pl);
     *out = r;
     *n = np;

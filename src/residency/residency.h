@@ -28,7 +28,8 @@ tl_status tlr_place_all(const tl_model *m, const tl_plan *p, tlr_place **out, si
 
 /* Group id of a tensor: (component, layer) or (component, other), dense from 0. */
 typedef struct tlr_groups {
-    size_t base[TL_COMP_COUNT]; /* group of layer k of c = base[c] + k; other = base[c] + n_layers */
+    size_t
+        base[TL_COMP_COUNT]; /* group of layer k of c = base[c] + k; other = base[c] + n_layers */
     size_t n_layers[TL_COMP_COUNT];
     size_t n;
 } tlr_groups;

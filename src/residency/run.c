@@ -51,13 +51,13 @@ typedef struct run {
     tl_session *s;
     tl_model *m;
     const tl_run_options *o;
-    tl_device *clock_dev;  /* the first sim device, for model time */
-    expect **want;         /* per tensor: cached expected hashes of its parts */
+    tl_device *clock_dev; /* the first sim device, for model time */
+    expect **want;        /* per tensor: cached expected hashes of its parts */
     uint32_t *n_want;
-    unsigned char *buf;    /* staging for device reads */
+    unsigned char *buf; /* staging for device reads */
     uint64_t buf_len;
     tl_run_phase *cur;
-    tlr_compute *comp;     /* compute ggml (compute.c), or NULL */
+    tlr_compute *comp; /* compute ggml (compute.c), or NULL */
 } run;
 
 void tl_run_options_init(tl_run_options *o) {
@@ -97,7 +97,7 @@ static tl_status parse_pipeline(const char *spec, item **out, size_t *n) {
             unsigned long r = strtoul(star + 1, &end, 10);
             if (!star[1] || *end || r == 0 || r > 100000) {
                 st = tl__err(TL_ERR_INVALID_ARG, "pipeline '%s': bad repeat '*%s' (1..100000)",
-                            spec, star + 1);
+                             spec, star + 1);
                 break;
             }
             x->repeat = (uint32_t)r;
@@ -106,8 +106,8 @@ static tl_status parse_pipeline(const char *spec, item **out, size_t *n) {
         for (char *c = buf, *save = NULL, *tok; (tok = strtok_r(c, "+", &save)); c = NULL) {
             int comp = tl_component_from_name(tok);
             if (comp < 0) {
-                st = tl__err(TL_ERR_INVALID_ARG, "pipeline '%s': unknown component '%s'", spec,
-                            tok);
+                st =
+                    tl__err(TL_ERR_INVALID_ARG, "pipeline '%s': unknown component '%s'", spec, tok);
                 break;
             }
             x->mask |= 1u << comp;
@@ -175,7 +175,8 @@ static int hash_host(const void *p, uint64_t n, uint64_t *out) {
     XXH64_reset(st, 0);
     int e = 0;
     for (uint64_t o = 0; o < n && !e; o += CHECK_CHUNK) {
-        hash_args a = {st, (const unsigned char *)p + o, (size_t)(n - o < CHECK_CHUNK ? n - o : CHECK_CHUNK)};
+        hash_args a = {st, (const unsigned char *)p + o,
+                       (size_t)(n - o < CHECK_CHUNK ? n - o : CHECK_CHUNK)};
         e = tl__os_guarded_call(do_update, &a);
     }
     *out = XXH64_digest(st);
@@ -188,7 +189,7 @@ static tl_status hash_part(run *r, const tl_session_tensor *t, const tl_session_
     if (p->tier != TL_TIER_DEVICE) {
         if (hash_host(p->host, p->nbytes, out))
             return tl__err(TL_ERR_CHANGED, "tensor %s: its file was truncated under its mapping",
-                          t->info->name);
+                           t->info->name);
         return TL_OK;
     }
     if (!r->buf) {
@@ -223,7 +224,7 @@ static tl_status expected(run *r, const tl_session_tensor *t, const tl_session_p
     const unsigned char *src = (const unsigned char *)tl_model_tensor_data(r->m, i) + p->offset;
     if (hash_host(src, p->nbytes, out))
         return tl__err(TL_ERR_CHANGED, "tensor %s: its file was truncated under its mapping",
-                      t->info->name);
+                       t->info->name);
     expect *w = tl__os_realloc(r->want[i], (r->n_want[i] + 1) * sizeof *w);
     if (!w) return TL_OK; /* not cached: computed again next time */
     w[r->n_want[i]++] = (expect){p->offset, p->nbytes, *out};
@@ -280,8 +281,7 @@ static tl_status run_component(run *r, const item *it, uint32_t pass, tl_compone
     if (!s && r->comp) s = tlr_compute_step(r->comp, other, r->cur);
     size_t nl = tl_model_layer_count(r->m, c);
     for (size_t k = 0; k < nl && !s; k++) {
-        if (!r->o->no_prefetch && k + 1 < nl)
-            s = tl_session_prefetch(r->s, c, k + 1, k + 2, false);
+        if (!r->o->no_prefetch && k + 1 < nl) s = tl_session_prefetch(r->s, c, k + 1, k + 2, false);
         if (!s) s = step(r, it->name, pass, c, k, k + 1, false, k);
     }
     tl_session_release(r->s, other);
@@ -298,7 +298,8 @@ static tl_status schedule(run *r, const item *it, size_t n, tl_session_step **ou
                 for (int c = 0; c < TL_COMP_COUNT; c++) {
                     if (!(it[i].mask & (1u << c))) continue;
                     if (!streamed(r->s, r->o, (tl_component)c)) {
-                        if (pass) (*out)[w] = (tl_session_step){(tl_component)c, 0, TL_ALL_LAYERS, true};
+                        if (pass)
+                            (*out)[w] = (tl_session_step){(tl_component)c, 0, TL_ALL_LAYERS, true};
                         w++;
                         continue;
                     }
@@ -345,7 +346,7 @@ tl_status tl_run_pipeline(tl_session *s, const tl_run_options *opts, tl_run_repo
     tl_run_options o;
     tl_run_options_init(&o);
     if (opts) memcpy(&o, opts, opts->size && opts->size < sizeof o ? opts->size : sizeof o);
-    run r = {s, tlr_session_model(s), &o, tlr_session_clock_device(s), NULL, NULL, NULL, 0, NULL,
+    run r = {s,   tlr_session_model(s), &o, tlr_session_clock_device(s), NULL, NULL, NULL, 0, NULL,
              NULL};
     item *it = NULL;
     size_t n_it = 0;

@@ -168,9 +168,13 @@ static void event_locked(tl_session *s, tl_session_event_kind k, const unit *u, 
     }
     const tl_tensor_info *t = tl_model_tensor(s->m, u->pl.tensor);
     size_t layer = tl_model_tensor_layer(s->m, u->pl.tensor);
-    s->ev[s->n_ev++] = (tl_session_event){now_locked(s, dev), k, t->component,
+    s->ev[s->n_ev++] = (tl_session_event){now_locked(s, dev),
+                                          k,
+                                          t->component,
                                           layer == TL_NOT_FOUND ? -1 : (int32_t)layer,
-                                          from, to, dev >= 0 ? (int32_t)s->dev[dev].plan_index : -1,
+                                          from,
+                                          to,
+                                          dev >= 0 ? (int32_t)s->dev[dev].plan_index : -1,
                                           bytes};
 }
 
@@ -219,8 +223,8 @@ static tl_status spill_open_locked(tl_session *s) {
     if (e) {
         s->spill_fd = -1;
         return tl__err(e == ENOENT ? TL_ERR_NOT_FOUND : TL_ERR_IO,
-                      "spill directory %s: cannot create a spill file: %s", s->spill_dir,
-                      strerror(e));
+                       "spill directory %s: cannot create a spill file: %s", s->spill_dir,
+                       strerror(e));
     }
     return TL_OK;
 }
@@ -328,7 +332,7 @@ static tl_status save_dirty_locked(tl_session *s, unit *u) {
     if (st) {
         extent_give_locked(s, off, alen);
         return tl__err_prefix(st, "spilling tensor %s (it stays on %s)", tname(s, u),
-                             tl_device_name(v->d));
+                              tl_device_name(v->d));
     }
     u->sp_map = map;
     u->sp_off = off;
@@ -399,8 +403,7 @@ static size_t victim_locked(const tl_session *s, int32_t d) {
                 best = i;
                 best_next = nu;
             }
-        } else if (u->pl.streamed != b->pl.streamed ? u->pl.streamed
-                                                     : u->last_use < b->last_use) {
+        } else if (u->pl.streamed != b->pl.streamed ? u->pl.streamed : u->last_use < b->last_use) {
             best = i;
         }
     }
@@ -466,12 +469,12 @@ static tl_status alloc_locked(tl_session *s, unit *u) {
     uint64_t free_now = tl_device_describe(v->d, &info) == TL_OK ? info.free : 0;
     char a[32], f[32], e[32];
     return tl__err(TL_ERR_DEVICE_OOM,
-                  "%s: tensor %s: %s refused the allocation (asked %s, free %s, evictable %s "
-                  "after evicting %s)",
-                  fpath(s, u), tname(s, u), tl_device_name(v->d), tl_fmt_bytes(n, a, sizeof a),
-                  tl_fmt_bytes(free_now, f, sizeof f),
-                  tl_fmt_bytes(evictable_locked(s, u->dev), e, sizeof e),
-                  tl_fmt_bytes(freed, e, sizeof e));
+                   "%s: tensor %s: %s refused the allocation (asked %s, free %s, evictable %s "
+                   "after evicting %s)",
+                   fpath(s, u), tname(s, u), tl_device_name(v->d), tl_fmt_bytes(n, a, sizeof a),
+                   tl_fmt_bytes(free_now, f, sizeof f),
+                   tl_fmt_bytes(evictable_locked(s, u->dev), e, sizeof e),
+                   tl_fmt_bytes(freed, e, sizeof e));
 }
 
 /* --- creation --- */
@@ -540,9 +543,9 @@ static tl_status bind_devices(tl_session *s) {
         tl_status st = tl_device_find(pd->name, &d);
         if (st)
             return tl__err(TL_ERR_NOT_FOUND,
-                          "the plan places weights on '%s', but no device of that name is "
-                          "registered",
-                          pd->name);
+                           "the plan places weights on '%s', but no device of that name is "
+                           "registered",
+                           pd->name);
         sdev *v = &s->dev[s->n_dev]; /* tl_device_find's reference is the session's */
         v->d = d;
         v->plan_index = (uint32_t)i;
@@ -575,16 +578,17 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
         const tl_tensor_info *t = tl_model_tensor(m, i);
         if (t->strides)
             return tl__err(TL_ERR_UNSUPPORTED,
-                          "%s: tensor %s is a strided view of a checkpoint storage: sessions "
-                          "carry contiguous tensors (tl_model_load gathers strided ones)",
-                          tl_model_file(m, t->file)->path, t->name);
+                           "%s: tensor %s is a strided view of a checkpoint storage: sessions "
+                           "carry contiguous tensors (tl_model_load gathers strided ones)",
+                           tl_model_file(m, t->file)->path, t->name);
     }
     tl_status st = tl_plan_check(p);
     if (st) return tl__err_prefix(st, "session");
     tl_session *s = tl__os_calloc(1, sizeof *s);
     if (!s) return tl__err(TL_ERR_NOMEM, "session: out of memory");
     tl_session_options_init(&s->o);
-    if (opts) memcpy(&s->o, opts, opts->size && opts->size < sizeof s->o ? opts->size : sizeof s->o);
+    if (opts)
+        memcpy(&s->o, opts, opts->size && opts->size < sizeof s->o ? opts->size : sizeof s->o);
     s->o.size = sizeof s->o;
     s->m = m;
     s->p = p;
@@ -756,7 +760,6 @@ static tl_status range_units(const tl_session *s, tl_component c, size_t lb, siz
     *n = w;
     return TL_OK;
 }
-
 
 /* Prefetch completion: runs on an engine worker, which must never wait for mu. */
 static void pf_done(void *user, tl__io_batch *b, tl_status err) {
@@ -949,8 +952,8 @@ static void advance_schedule_locked(tl_session *s, tl_component c, size_t lb, si
 
 static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquired **out);
 
-tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le,
-                             bool with_other, tl_acquired **out) {
+tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le, bool with_other,
+                             tl_acquired **out) {
     if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire: out is NULL");
     *out = NULL;
     if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire: NULL session");
@@ -998,11 +1001,11 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
                         (s->u[q].refs || s->u[q].loading))
                         held += s->u[q].pl.len;
                 st = tl__err(TL_ERR_DEVICE_OOM,
-                            "%s: tensor %s (%s) does not fit on %s: its budget is %s and %s are "
-                            "held by acquired or loading tensors",
-                            fpath(s, u), tname(s, u), tl_fmt_bytes(u->pl.len, a, sizeof a),
-                            tl_device_name(v->d), tl_fmt_bytes(v->budget, b, sizeof b),
-                            tl_fmt_bytes(held, h, sizeof h));
+                             "%s: tensor %s (%s) does not fit on %s: its budget is %s and %s are "
+                             "held by acquired or loading tensors",
+                             fpath(s, u), tname(s, u), tl_fmt_bytes(u->pl.len, a, sizeof a),
+                             tl_device_name(v->d), tl_fmt_bytes(v->budget, b, sizeof b),
+                             tl_fmt_bytes(held, h, sizeof h));
                 break;
             }
             if (s->dev[u->dev].async) {
@@ -1055,8 +1058,8 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
         if (u->ticket && on_device(s, u) && u->ticket > tick[u->dev]) tick[u->dev] = u->ticket;
     }
     advance_schedule_locked(s, c, lb, le, with_other);
-    event_locked(s, TL_EVENT_ACQUIRE, n ? &s->u[list[0]] : &s->u[0], TL_TIER_FILE,
-                 TL_TIER_DEVICE, -1, 0);
+    event_locked(s, TL_EVENT_ACQUIRE, n ? &s->u[list[0]] : &s->u[0], TL_TIER_FILE, TL_TIER_DEVICE,
+                 -1, 0);
     tl__os_mutex_unlock(&s->mu);
     st = wait_tickets(s, tick);
     if (!st) st = build_acquired(s, list, n, out);
@@ -1173,9 +1176,9 @@ tl_status tl_session_evict(tl_session *s, const char *device, uint64_t bytes, ui
     if (got < bytes && bytes != UINT64_MAX) {
         char a[32], b[32];
         return tl__err(TL_ERR_DEVICE_OOM,
-                      "%s: evicted %s of the %s asked: the rest is held by acquired or loading "
-                      "tensors",
-                      device, tl_fmt_bytes(got, a, sizeof a), tl_fmt_bytes(bytes, b, sizeof b));
+                       "%s: evicted %s of the %s asked: the rest is held by acquired or loading "
+                       "tensors",
+                       device, tl_fmt_bytes(got, a, sizeof a), tl_fmt_bytes(bytes, b, sizeof b));
     }
     return TL_OK;
 }
@@ -1193,15 +1196,15 @@ tl_status tl_session_mark_dirty(tl_session *s, size_t tensor) {
         unit *u = &s->u[q];
         if (!u->refs) {
             st = tl__err(TL_ERR_INVALID_ARG, "tensor %s: mark it dirty while it is acquired",
-                        tname(s, u));
+                         tname(s, u));
         } else if (on_device(s, u)) {
             u->dirty = true;
             drop_copies_locked(s, u); /* they are stale now */
         } else if (!tl_model_tensor_patched(s->m, tensor)) {
             st = tl__err(TL_ERR_INVALID_ARG,
-                        "tensor %s lives in the file's read-only mapping: patch it through "
-                        "tl_model_tensor_data_mut on a model opened writable",
-                        tname(s, u));
+                         "tensor %s lives in the file's read-only mapping: patch it through "
+                         "tl_model_tensor_data_mut on a model opened writable",
+                         tname(s, u));
         }
     }
     tl__os_mutex_unlock(&s->mu);
@@ -1218,7 +1221,7 @@ tl_status tl_session_refresh(tl_session *s, size_t tensor) {
         unit *u = &s->u[q];
         if (u->refs || u->loading)
             st = tl__err(TL_ERR_INVALID_ARG, "tensor %s: refresh it while it is not acquired",
-                        tname(s, u));
+                         tname(s, u));
     }
     for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
         unit *u = &s->u[q];
@@ -1294,8 +1297,8 @@ tl_status tl_session_optimal_bytes(const tl_session *s, uint64_t *bytes) {
         const unit *x = &s->u[i];
         u[i] = (tlr_opt_unit){on_device(s, x) ? x->dev : -1, x->pl.len, x->group};
     }
-    tl_status st = tlr_optimum(u, s->n_u, budgets, s->n_dev, &s->groups, s->steps, s->n_steps,
-                               bytes);
+    tl_status st =
+        tlr_optimum(u, s->n_u, budgets, s->n_dev, &s->groups, s->steps, s->n_steps, bytes);
     free(u);
     return st;
 }
@@ -1326,28 +1329,29 @@ tl_status tl_session_check(const tl_session *s) {
     uint64_t used[TL_PLAN_MAX_DEVICES] = {0}, host = 0;
     for (size_t i = 0; i < s->n_u; i++) {
         const unit *u = &s->u[i];
-        if (u->on_dev && u->loading) st = tl__err(TL_ERR_INTEGRITY, "unit %zu both on and loading", i);
+        if (u->on_dev && u->loading)
+            st = tl__err(TL_ERR_INTEGRITY, "unit %zu both on and loading", i);
         if ((u->on_dev || u->loading) && !on_device(s, u))
             st = tl__err(TL_ERR_INTEGRITY, "host unit %zu marked on a device", i);
         if (u->on_dev || u->loading) used[u->dev] += u->pl.len;
         if (u->ram) host += u->pl.len;
-        if (u->dirty && !u->on_dev) st = tl__err(TL_ERR_INTEGRITY, "dirty unit %zu off its device", i);
+        if (u->dirty && !u->on_dev)
+            st = tl__err(TL_ERR_INTEGRITY, "dirty unit %zu off its device", i);
     }
     for (size_t d = 0; d < s->n_dev && !st; d++) {
         if (used[d] != s->dev[d].used)
             st = tl__err(TL_ERR_INTEGRITY, "%s: %llu bytes accounted, %llu held",
-                        s->st.devices[d].name, (unsigned long long)s->dev[d].used,
-                        (unsigned long long)used[d]);
+                         s->st.devices[d].name, (unsigned long long)s->dev[d].used,
+                         (unsigned long long)used[d]);
         else if (s->dev[d].used > s->dev[d].budget)
-            st = tl__err(TL_ERR_INTEGRITY, "%s: %llu bytes used, budget %llu",
-                        s->st.devices[d].name, (unsigned long long)s->dev[d].used,
-                        (unsigned long long)s->dev[d].budget);
+            st =
+                tl__err(TL_ERR_INTEGRITY, "%s: %llu bytes used, budget %llu", s->st.devices[d].name,
+                        (unsigned long long)s->dev[d].used, (unsigned long long)s->dev[d].budget);
     }
     if (!st && host != s->st.host_used)
         st = tl__err(TL_ERR_INTEGRITY, "host copies: %llu accounted, %llu held",
-                    (unsigned long long)s->st.host_used, (unsigned long long)host);
-    if (!st && host > s->host_budget)
-        st = tl__err(TL_ERR_INTEGRITY, "host copies over budget");
+                     (unsigned long long)s->st.host_used, (unsigned long long)host);
+    if (!st && host > s->host_budget) st = tl__err(TL_ERR_INTEGRITY, "host copies over budget");
     tl__os_mutex_unlock((tl__os_mutex *)&s->mu);
     return st;
 }

@@ -40,7 +40,7 @@ tl_status tl_spill_create(uint64_t nbytes, const tl_spill_options *opts, tl_spil
     if (opts) {
         if (opts->size == 0)
             return tl__err(TL_ERR_INVALID_ARG,
-                          "spill: options size is 0 (use tl_spill_options_init)");
+                           "spill: options size is 0 (use tl_spill_options_init)");
         size_t n = opts->size < sizeof o ? opts->size : sizeof o;
         const char *src = (const char *)opts;
         char *dst = (char *)&o;
@@ -66,8 +66,9 @@ tl_status tl_spill_create(uint64_t nbytes, const tl_spill_options *opts, tl_spil
     }
     e = tl__os_ftruncate(s->fd, nbytes);
     if (e) {
-        tl_status st = tl__err_errno(e, "spill directory %s: cannot size a spill file to %llu bytes",
-                                    s->dir, (unsigned long long)nbytes);
+        tl_status st =
+            tl__err_errno(e, "spill directory %s: cannot size a spill file to %llu bytes", s->dir,
+                          (unsigned long long)nbytes);
         tl_spill_destroy(s);
         return st;
     }
@@ -80,16 +81,16 @@ tl_status tl_spill_write(tl_spill *s, uint64_t off, const void *src, uint64_t n)
     if (s->map) return tl__err(TL_ERR_INVALID_ARG, "spill: written after it was mapped");
     if (off > s->nbytes || n > s->nbytes - off)
         return tl__err(TL_ERR_INVALID_ARG, "spill: write of %llu bytes at %llu past its %llu bytes",
-                      (unsigned long long)n, (unsigned long long)off,
-                      (unsigned long long)s->nbytes);
+                       (unsigned long long)n, (unsigned long long)off,
+                       (unsigned long long)s->nbytes);
     const char *p = src;
     uint64_t done = 0;
     while (done < n) {
         uint64_t len = n - done < s->chunk ? n - done : s->chunk;
         int e = tl__os_pwrite_full(s->fd, p + done, (size_t)len, off + done);
         if (e)
-            return tl__err_errno(e, "spill directory %s: write of %llu bytes at %llu failed", s->dir,
-                                (unsigned long long)len, (unsigned long long)(off + done));
+            return tl__err_errno(e, "spill directory %s: write of %llu bytes at %llu failed",
+                                 s->dir, (unsigned long long)len, (unsigned long long)(off + done));
         /* start writeback of the chunk now, so the page cache does not
          * collect the whole buffer dirty before the kernel writes it */
         (void)tl__os_fadvise_dontneed(s->fd, off + done, len);
@@ -105,7 +106,7 @@ tl_status tl_spill_map(tl_spill *s, void **data) {
         if (e) {
             s->map = NULL;
             return tl__err_errno(e, "spill directory %s: cannot map a spill file of %llu bytes",
-                                s->dir, (unsigned long long)s->nbytes);
+                                 s->dir, (unsigned long long)s->nbytes);
         }
     }
     *data = s->map;
