@@ -161,6 +161,16 @@ static void check_acquired(fx *f, shadow *sh, tl_acquired *a) {
     }
 }
 
+/* Acquire the diffusion layers one by one and check every byte of each. */
+static void check_layers(fx *f, tl_session *s, shadow *sh) {
+    for (size_t k = 0; k < N_LAYERS; k++) {
+        tl_acquired *a;
+        assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, k, k + 1, false, &a), TL_OK);
+        check_acquired(f, sh, a);
+        tl_session_release(s, a);
+    }
+}
+
 static uint64_t comp_bytes(const tl_model *m, tl_component c) {
     uint64_t b = 0;
     for (size_t i = 0; i < tl_model_tensor_count(m); i++)
@@ -245,12 +255,7 @@ static double stream_run(bool prefetch, uint64_t *moved) {
     tl_session_release(s, other);
     tl_device_sim_clock(f.sim, &t1);
     /* the bytes (read back through the device, outside the timed run: reads cost model time) */
-    for (size_t k = 0; k < N_LAYERS; k++) {
-        tl_acquired *a;
-        assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, k, k + 1, false, &a), TL_OK);
-        check_acquired(&f, NULL, a);
-        tl_session_release(s, a);
-    }
+    check_layers(&f, s, NULL);
     tl_session_stats st;
     tl_session_stats_get(s, &st);
     *moved = st.moved[TL_TIER_FILE][TL_TIER_DEVICE];
@@ -363,12 +368,7 @@ static void test_oom_recovery(void **state) {
     o.n_device_budgets = 2;
     tl_session *s;
     assert_int_equal(tl_session_create(f.m, p, &o, &s), TL_OK);
-    for (size_t k = 0; k < N_LAYERS; k++) {
-        tl_acquired *a;
-        assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, k, k + 1, false, &a), TL_OK);
-        check_acquired(&f, NULL, a);
-        tl_session_release(s, a);
-    }
+    check_layers(&f, s, NULL);
     tl_session_stats st;
     tl_session_stats_get(s, &st);
     assert_true(st.oom_recoveries > 0);
@@ -468,12 +468,7 @@ static void test_random_operations(void **state) {
         for (int t = 0; t < 3; t++)
             pthread_join(th[t], NULL);
         /* every tensor, acquired one layer at a time, is what it should be */
-        for (size_t k = 0; k < N_LAYERS; k++) {
-            tl_acquired *a;
-            assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, k, k + 1, false, &a), TL_OK);
-            check_acquired(&f, &sh, a);
-            tl_session_release(s, a);
-        }
+        check_layers(&f, s, &sh);
         assert_int_equal(tl_session_check(s), TL_OK);
         tl_session_destroy(s);
         for (size_t i = 0; i < tl_model_tensor_count(f.m); i++)

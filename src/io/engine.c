@@ -67,7 +67,6 @@ struct tl__io_batch {
     tl__io_done_fn on_done;
     void *user;
     _Atomic uint64_t done_bytes;
-    uint64_t total_bytes;
 };
 
 struct tl__io_engine {
@@ -489,10 +488,6 @@ struct tl__staging *tl__io_engine_staging(tl__io_engine *e) {
     return &e->staging;
 }
 
-uint64_t tl__io_engine_staging_size(const tl__io_engine *e) {
-    return e->o.staging_size;
-}
-
 bool tl__io_engine_uring(const tl__io_engine *e) {
     return e->ring != NULL;
 }
@@ -537,7 +532,6 @@ static tl_status make_chunks(tl__io_engine *e, tl__io_batch *b) {
             uint64_t n = x->len - o < step ? x->len - o : step;
             b->ch[b->n_ch++] = (chunk){i, o, n};
         }
-        b->total_bytes += x->len;
     }
     b->uring = all_direct_host && b->n_ch > 0;
     return TL_OK;
@@ -631,10 +625,6 @@ void tl__io_cancel(tl__io_batch *b) {
 
 uint64_t tl__io_done_bytes(const tl__io_batch *b) {
     return atomic_load(&((tl__io_batch *)b)->done_bytes);
-}
-
-uint64_t tl__io_total_bytes(const tl__io_batch *b) {
-    return b->total_bytes;
 }
 
 void tl__io_batch_destroy(tl__io_batch *b) {

@@ -78,7 +78,6 @@ tl_status tl__io_engine_create(const tl__io_options *o, tl__io_engine **out);
 void tl__io_engine_destroy(tl__io_engine *e);
 /* The staging ring (for callers that stage outside a batch: verify, hashing). */
 struct tl__staging *tl__io_engine_staging(tl__io_engine *e);
-uint64_t tl__io_engine_staging_size(const tl__io_engine *e);
 bool tl__io_engine_uring(const tl__io_engine *e);
 
 /* Called once by the worker that finishes the batch (err TL_OK or the first failure). */
@@ -96,9 +95,8 @@ void tl__io_wait(tl__io_batch *b, double timeout_s, bool *done);
 tl_status tl__io_status(tl__io_batch *b);
 /* Stop handing out the batch's chunks; chunks in progress finish. */
 void tl__io_cancel(tl__io_batch *b);
-/* Source bytes moved so far, and in all. */
+/* Source bytes moved so far. */
 uint64_t tl__io_done_bytes(const tl__io_batch *b);
-uint64_t tl__io_total_bytes(const tl__io_batch *b);
 /* Cancel, wait and free (NULL is fine). */
 void tl__io_batch_destroy(tl__io_batch *b);
 

@@ -229,7 +229,7 @@ static tl_status spill_open_locked(tl_session *s) {
     return TL_OK;
 }
 
-static tl_status extent_take_locked(tl_session *s, uint64_t len, uint64_t *off) {
+static void extent_take_locked(tl_session *s, uint64_t len, uint64_t *off) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     len = (len + SPILL_ALIGN - 1) & ~(SPILL_ALIGN - 1);
     for (size_t i = 0; i < s->n_free; i++)
@@ -238,11 +238,10 @@ static tl_status extent_take_locked(tl_session *s, uint64_t len, uint64_t *off) 
             s->free_ext[i].off += len;
             s->free_ext[i].len -= len;
             if (s->free_ext[i].len == 0) s->free_ext[i] = s->free_ext[--s->n_free];
-            return TL_OK;
+            return;
         }
     *off = s->spill_end;
     s->spill_end += len;
-    return TL_OK;
 }
 
 static void extent_give_locked(tl_session *s, uint64_t off, uint64_t len) {
