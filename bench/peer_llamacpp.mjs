@@ -7,10 +7,12 @@
 //   node peer_llamacpp.mjs NPM_DIR TIERLOAD MODEL ROUNDS
 //   node peer_llamacpp.mjs --llama NPM_DIR MODEL mmap|nommap   (one load, JSON on stdout)
 //
-// Every time is the wall clock of one open+load step in a fresh process:
-// llama.cpp's loadModel() call (its process and getLlama() start are not
-// counted), and the whole `tierload load` process (exec, open, load, free,
-// exit: a little more than its load). Conditions: "recycled" — right after
+// Two times per run, each in a fresh process. "step": the wall clock of
+// opening and loading the model inside the process — llama.cpp's loadModel()
+// call, tierload's open_seconds + seconds from `tierload load --json`.
+// "process": the whole process from spawn to exit (node's start and
+// getLlama() included for llama.cpp; exec, open, load, freeing the copy and
+// exit for tierload). Ratios are of steps. Conditions: "recycled" — right after
 // another process touched and freed as many bytes as the model has; "idle" —
 // after 8 s with nothing running here (on VMs that hand freed memory back to
 // the host, memory touched after a pause faults in slower). Warm: the file
@@ -64,20 +66,23 @@ const loaders = {
     "cat": () => {
         const t0 = performance.now();
         sh("cat", [model], true);
-        return {seconds: (performance.now() - t0) / 1000, rss: 0, base: 0};
+        const seconds = (performance.now() - t0) / 1000;
+        return {seconds, proc: seconds, rss: 0, base: 0};
     },
 };
 function llamaLoad(how) {
+    const t0 = performance.now();
     const out = JSON.parse(sh(process.execPath, [self, "--llama", npmDir, model, how]).trim());
+    out.proc = (performance.now() - t0) / 1000;
     backend ??= `${out.system.trim()} (gpu: ${out.gpu})`;
     return out;
 }
 function tlLoad(args) {
     const t0 = performance.now();
     const out = sh(tierload, ["load", "--json", "--quiet", ...args, model]);
-    const seconds = (performance.now() - t0) / 1000;
+    const proc = (performance.now() - t0) / 1000;
     const j = JSON.parse(out);
-    return {seconds, load: j.seconds, rss: j.memory.vm_hwm, base: 0};
+    return {seconds: j.open_seconds + j.seconds, proc, rss: j.memory.vm_hwm, base: 0};
 }
 
 const median = (a) => {
@@ -105,7 +110,8 @@ for (let r = 0; r < rounds; r++) {
 
 console.log(`model ${model}: ${(size / 2 ** 30).toFixed(2)} GiB; ${rounds} rounds, medians (min-max)`);
 console.log(`llama.cpp CPU backend: ${backend}`);
-console.log("times: llama.cpp = its loadModel() call; tierload = the whole `tierload load` process;" +
+console.log("step: llama.cpp's loadModel() call, tierload's open + load (in-process wall clocks);" +
+            " process: spawn to exit; ratios are of steps;" +
             " peak RSS: whole process (node's own runtime included for llama.cpp); added: peak" +
             " minus RSS before loadModel (tierload: whole process)");
 for (const cond of ["recycled", "idle"]) {
@@ -114,8 +120,9 @@ for (const cond of ["recycled", "idle"]) {
         const refMed = median(ref.map((x) => x.seconds));
         const catMed = cache === "cold" ? median(res[`${cond}/cold/cat`].map((x) => x.seconds)) : 0;
         console.log(`\n${cond}, ${cache}:`);
-        console.log(`  ${"loader".padEnd(27)} ${"median s".padStart(9)} ${"min-max s".padStart(15)}` +
-                    ` ${"x no-mmap".padStart(9)} ${"x cat".padStart(6)} ${"peak RSS MiB".padStart(12)}` +
+        console.log(`  ${"loader".padEnd(27)} ${"step s".padStart(9)} ${"min-max s".padStart(15)}` +
+                    ` ${"x no-mmap".padStart(9)} ${"x cat".padStart(6)} ${"process s".padStart(9)}` +
+                    ` ${"peak RSS MiB".padStart(12)}` +
                     ` ${"added MiB".padStart(9)}`);
         for (const name of names) {
             const xs = res[`${cond}/${cache}/${name}`];
@@ -127,6 +134,7 @@ for (const cond of ["recycled", "idle"]) {
                         `${(Math.min(...s).toFixed(2) + "-" + Math.max(...s).toFixed(2)).padStart(15)} ` +
                         `${(m / refMed).toFixed(2).padStart(9)} ` +
                         `${(catMed ? (m / catMed).toFixed(2) : "").padStart(6)} ` +
+                        `${median(xs.map((x) => x.proc)).toFixed(3).padStart(9)} ` +
                         `${rss ? (rss / 2 ** 20).toFixed(0).padStart(12) : "".padStart(12)} ` +
                         `${rss ? ((rss - median(xs.map((x) => x.base))) / 2 ** 20).toFixed(0).padStart(9) : ""}`);
         }

@@ -1251,6 +1251,11 @@ TL_API tl_status tl_memstats_read(tl_memstats *out);
 
 /* Start / end / peak of memory over a job. */
 typedef struct tl_memspan {
+    /*
+     * end.uss is 0: reading USS walks every page table of the process (~25 ms
+     * per GiB resident), too dear for the end of every job; call
+     * tl_memstats_read when it is wanted.
+     */
     tl_memstats start, end;
     uint64_t rss_anon_peak; /* highest RssAnon sampled (start and end included) */
     uint64_t rss_file_peak; /* highest RssFile sampled */

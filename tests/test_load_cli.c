@@ -74,6 +74,8 @@ static void test_json(void **st) {
     /* the times are consistent with each other; gbps is bytes over the total wall time */
     double seconds = dnum(j, "seconds"), read_s = dnum(j, "read_seconds");
     assert_true(seconds > 0 && read_s > 0 && read_s <= seconds);
+    double open_s = dnum(j, "open_seconds"); /* timed apart, before the load */
+    assert_true(open_s > 0 && open_s < seconds + 10);
     double rate = dnum(j, "gbps");
     assert_true(fabs(rate - (double)bytes / seconds / 1e9) <= 1e-9 * rate + 1e-12);
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "gbps_phase")->valuestring, "total");
@@ -107,6 +109,7 @@ static void test_json(void **st) {
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
         num(mem, keys[i]);
     assert_true(num(mem, "rss_anon_peak") >= bytes);
+    assert_true(num(mem, "uss_end") >= bytes); /* read after the load: the copy is private */
     assert_true(num(mem, "rss_anon_peak") >= num(mem, "rss_anon_end"));
     assert_true(num(mem, "rss_anon_peak") >= num(mem, "rss_anon_start"));
     assert_int_equal(num(mem, "page_cache_after"), 0);

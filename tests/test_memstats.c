@@ -1,11 +1,13 @@
 /*
  * test_memstats.c — tl_memstats_read reports this process's RSS (anon and
  * file), USS, peak and the machine's MemAvailable; the sampler sees an
- * allocation's peak after it is gone; page-cache residency by path drops to
- * nothing after tl_file_evict.
+ * allocation's peak after it is gone (and leaves USS, a page-table walk, to
+ * tl_memstats_read); page-cache residency by path agrees with the test's own
+ * mincore count, whole, evicted and partly read back.
  */
 #include "testutil.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +52,27 @@ static void test_watch_peak(void **st) {
     assert_true(span.rss_anon_peak >= mid.rss_anon);
     assert_true(span.end.rss_anon + (32u << 20) < span.rss_anon_peak);
     assert_true(span.rss_peak >= span.rss_anon_peak);
+    assert_true(span.start.uss > 0);
+    assert_int_equal(span.end.uss, 0);
     tl_memwatch_destroy(NULL, NULL);
+}
+
+/* Bytes of the file at path in the page cache, counted here with mincore. */
+static uint64_t mincore_bytes(const char *path, size_t n) {
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    void *m = mmap(NULL, n, PROT_READ, MAP_SHARED, fd, 0);
+    assert_true(m != MAP_FAILED);
+    size_t ps = (size_t)sysconf(_SC_PAGESIZE), pages = (n + ps - 1) / ps;
+    unsigned char *vec = malloc(pages);
+    assert_int_equal(mincore(m, n, vec), 0);
+    uint64_t res = 0;
+    for (size_t i = 0; i < pages; i++)
+        res += vec[i] & 1;
+    free(vec);
+    munmap(m, n);
+    close(fd);
+    return res * ps;
 }
 
 static void test_page_cache(void **st) {
@@ -69,9 +91,21 @@ static void test_page_cache(void **st) {
     uint64_t res = 0, size = 0;
     assert_int_equal(tl_file_page_cache(path, &res, &size), TL_OK);
     assert_int_equal(size, n);
+    assert_int_equal(res, mincore_bytes(path, n));
     assert_int_equal(tl_file_evict(path), TL_OK);
     assert_int_equal(tl_file_page_cache(path, &res, NULL), TL_OK);
     assert_true(res <= n / 100);
+    assert_int_equal(res, mincore_bytes(path, n));
+    /* read 3 MiB from the middle back (readahead may add some): the same count both ways */
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    char *part = malloc(3u << 20);
+    assert_int_equal(pread(fd, part, 3u << 20, 2u << 20), 3u << 20);
+    free(part);
+    close(fd);
+    assert_int_equal(tl_file_page_cache(path, &res, NULL), TL_OK);
+    assert_true(res >= (3u << 20) && res <= n);
+    assert_int_equal(res, mincore_bytes(path, n));
     assert_int_equal(tl_file_page_cache("/nonexistent/x", &res, NULL), TL_ERR_NOT_FOUND);
     assert_non_null(strstr(tl_last_error(), "/nonexistent/x"));
     free(path);

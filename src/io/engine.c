@@ -133,6 +133,7 @@ static tl_status move_chunk(tl__io_engine *e, const tl__io_xfer *x, const chunk 
         unsigned char *dst = (unsigned char *)x->dst.host + o;
         uint64_t at = x->src.off + o;
         if (!x->src.direct) {
+            if (x->dst.fresh) tl__os_populate_write(dst, n); /* a hint: failure costs speed */
             err = tl__os_pread_full(x->src.fd, dst, (size_t)n, at);
             return err ? fail(x, TL_ERR_IO, "read", at, err) : TL_OK;
         }

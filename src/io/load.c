@@ -330,6 +330,7 @@ static tl_status plan_file(job *j, lfile *f) {
             x.src.off = off;
             x.dst.kind = TL_IO_HOST;
             x.dst.host = f->dest + (off - f->span_off);
+            x.dst.fresh = true;
             tl_status s = add_xfer(f, &x);
             if (s != TL_OK) return s;
         }

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -228,11 +229,45 @@ int tl__os_mincore(const void *addr, uint64_t size, uint64_t *resident, uint64_t
     return 0;
 }
 
+/*
+ * cachestat(2) (Linux 6.5): the page cache's count for a file in one call,
+ * without mapping it or a byte per page (mincore of 1.5 GB costs ~50 ms).
+ * Returns ENOSYS where the kernel (or a seccomp filter) lacks it.
+ */
+static int file_cachestat(int fd, uint64_t *pages) {
+#ifdef __linux__
+    struct {
+        uint64_t off, len;
+    } range = {0, 0}; /* len 0: to the end of the file */
+    struct {
+        uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+    } cs;
+    if (syscall(451 /* cachestat: one number on every architecture */, fd, &range, &cs, 0) == 0) {
+        *pages = cs.nr_cache;
+        return 0;
+    }
+    return errno == EPERM || errno == EOPNOTSUPP ? ENOSYS : errno;
+#else
+    (void)fd;
+    (void)pages;
+    return ENOSYS;
+#endif
+}
+
 int tl__os_file_residency(int fd, uint64_t size, uint64_t *resident, uint64_t *total) {
     if (size == 0) {
         *resident = *total = 0;
         return 0;
     }
+    size_t ps = tl__os_page_size();
+    uint64_t cached = 0;
+    int ce = file_cachestat(fd, &cached);
+    if (ce == 0) {
+        *total = (size + ps - 1) / ps;
+        *resident = cached < *total ? cached : *total;
+        return 0;
+    }
+    if (ce != ENOSYS) return ce;
     void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) return errno;
     int e = tl__os_mincore(p, size, resident, total);

@@ -27,12 +27,12 @@ static int read_status(tl_memstats *m) {
     return 0;
 }
 
-tl_status tl_memstats_read(tl_memstats *out) {
-    if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_memstats_read: out is NULL");
+/* Every fact, USS only when asked (smaps_rollup walks every page table: ~25 ms per GiB). */
+static tl_status read_all(tl_memstats *out, bool uss) {
     memset(out, 0, sizeof *out);
     int e = read_status(out);
     if (e) return tl__err_errno(e, "/proc/self/status");
-    (void)tl__os_procmem_uss(&out->uss);
+    if (uss) (void)tl__os_procmem_uss(&out->uss);
     out->cgroup_max = UINT64_MAX;
     tl__os_meminfo hm;
     if (tl__os_meminfo_read(&hm) == 0) {
@@ -43,6 +43,11 @@ tl_status tl_memstats_read(tl_memstats *out) {
         out->cgroup_current = hm.cg_current;
     }
     return TL_OK;
+}
+
+tl_status tl_memstats_read(tl_memstats *out) {
+    if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_memstats_read: out is NULL");
+    return read_all(out, true);
 }
 
 struct tl_memwatch {
@@ -120,7 +125,7 @@ void tl_memwatch_destroy(tl_memwatch *w, tl_memspan *out) {
     tl__os_mutex_unlock(&w->mu);
     tl__os_thread_join(w->thread);
     watch_take(w);
-    if (tl_memstats_read(&w->span.end) == TL_OK) {
+    if (read_all(&w->span.end, false) == TL_OK) {
         if (w->span.end.rss_anon > w->span.rss_anon_peak)
             w->span.rss_anon_peak = w->span.end.rss_anon;
         if (w->span.end.rss_file > w->span.rss_file_peak)
