@@ -1325,7 +1325,7 @@ typedef struct tl_load_options {
     bool verify;            /* xxh64 of every tensor in memory against the file's bytes */
     bool accept_views;      /* auto: a warm, unconverted file may stay a view into its mapping */
     bool populate;          /* mmap mode: fault every page of the mapping in (MADV_POPULATE_READ) */
-    bool no_hugepages;      /* 4 KiB destination pages (the default; wins over hugepages) */
+    bool no_hugepages;      /* 4 KiB destination pages throughout (wins over hugepages) */
     tl_load_progress_fn progress; /* called on the calling thread, about every 50 ms */
     void *progress_user;
     double sample_interval; /* seconds between memory samples; 0 = 5 ms */
@@ -1354,11 +1354,14 @@ typedef struct tl_load_options {
      */
     uint32_t align;
     /*
-     * Ask for transparent huge pages (MADV_HUGEPAGE) on destinations. Off by
-     * default: on virtual machines that return freed memory to the host,
-     * huge pages touched after a few idle seconds fault several times slower
-     * than 4 KiB pages, while 4 KiB pages are never much slower than huge
-     * ones (see docs/ARCHITECTURE.md, "Destination pages").
+     * Transparent huge pages (MADV_HUGEPAGE) on destinations throughout.
+     * By default (neither this nor no_hugepages) a destination that mirrors
+     * its file adapts: huge pages while they fault in fast, 4 KiB pages for
+     * the rest after a few slow ones in a row. On virtual machines that
+     * return freed memory to the host, huge pages fault in ~8x faster than
+     * 4 KiB pages when they reuse memory freed a moment ago and ~8x slower
+     * when the host took it back (see docs/ARCHITECTURE.md, "Destination
+     * pages"); the default is never much worse than the better of the two.
      */
     bool hugepages;
 } tl_load_options;
@@ -1420,11 +1423,12 @@ typedef struct tl_load_result tl_load_result;
 /*
  * Load every tensor of m into host memory.
  *
- * Copies go into one anonymous mapping per file, owned by the result, with
- * 4 KiB pages (MADV_NOHUGEPAGE) unless hugepages is set (MADV_HUGEPAGE). When none of a file's tensors is
+ * Copies go into one anonymous mapping per file, owned by the result (its
+ * page size: hugepages and no_hugepages). When none of a file's tensors is
  * converted, that destination mirrors the file's data region byte for byte
  * (page aligned), so reads are large (staging_size chunks) and go straight
- * into it: buffered preads, or O_DIRECT reads (one io_uring queue of
+ * into it, each chunk faulted in just before (MADV_POPULATE_WRITE):
+ * buffered preads, or O_DIRECT reads (one io_uring queue of
  * staging_count reads, with a thread faulting the destination in ahead;
  * threads when built without liburing). Converted files are packed tensor
  * after tensor (64-byte aligned) and read chunk by chunk through the

@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "io/convert.h"
 #include "io/staging.h"
+#include "io/touch.h"
 #include "os/direct.h"
 #include "os/guard.h"
 #include "os/hostmem.h"
@@ -133,12 +134,13 @@ static tl_status move_chunk(tl__io_engine *e, const tl__io_xfer *x, const chunk 
         unsigned char *dst = (unsigned char *)x->dst.host + o;
         uint64_t at = x->src.off + o;
         if (!x->src.direct) {
-            if (x->dst.fresh) tl__os_populate_write(dst, n); /* a hint: failure costs speed */
+            if (x->dst.fresh) tl__touch_range(x->dst.fresh, dst, n); /* a hint */
             err = tl__os_pread_full(x->src.fd, dst, (size_t)n, at);
             return err ? fail(x, TL_ERR_IO, "read", at, err) : TL_OK;
         }
         uint64_t a0 = at & ~(ALIGN - 1), lead = at - a0;
         if (x->slack && ((uintptr_t)(dst - lead) % ALIGN) == 0) {
+            if (x->dst.fresh) tl__touch_range(x->dst.fresh, dst, n); /* a hint */
             size_t got = 0;
             err = tl__os_pread_direct(x->src.fd, dst - lead, (size_t)up_align(lead + n), a0, &got);
             if (!err && got < lead + n) err = ENODATA;
@@ -369,7 +371,10 @@ static void prefault(tl__io_batch *b) {
         if (stop) break;
         const chunk *c = &b->ch[k];
         const tl__io_xfer *x = &b->x[c->xfer];
-        if (tl__os_populate_write((unsigned char *)x->dst.host + c->off, c->len) != 0) break;
+        unsigned char *at = (unsigned char *)x->dst.host + c->off;
+        if ((x->dst.fresh ? tl__touch_range(x->dst.fresh, at, c->len)
+                          : tl__os_populate_write(at, c->len)) != 0)
+            break;
     }
 }
 

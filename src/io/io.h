@@ -35,9 +35,8 @@ typedef struct tl__io_end {
     uint64_t off;   /* FILE */
     void *host;     /* HOST */
     bool mapped;    /* HOST source that is a file mapping: read under the SIGBUS guard */
-    bool fresh;     /* HOST destination never touched yet: each chunk is faulted in with one
-                       call before a buffered read fills it (cheaper than faulting per page
-                       inside the read's copy) */
+    struct tl__touch *fresh; /* HOST destination never touched yet (or NULL): each chunk
+                                is faulted in (io/touch.h) just before a read fills it */
     tl_device *dev; /* DEVICE (borrowed for the batch's life) */
     tl_devptr dptr; /* DEVICE */
 } tl__io_end;

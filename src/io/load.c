@@ -24,6 +24,7 @@
 #include "io/convert.h"
 #include "io/io.h"
 #include "io/staging.h"
+#include "io/touch.h"
 #include "io/verify.h"
 #include "os/direct.h"
 #include "os/hostmem.h"
@@ -55,6 +56,7 @@ typedef struct lfile {
     uint64_t span_off, span_end;
     unsigned char *dest;
     uint64_t dest_len;
+    tl__touch touch; /* first touch of dest (mirrored files) */
     int dfd;
     tl__io_xfer *xf; /* the file's transfers */
     size_t n_gather; /* strided tensors, gathered element by element instead */
@@ -276,15 +278,23 @@ static uint64_t pack_align(const job *j) {
 }
 
 /*
- * Pages of the destination mappings: 4 KiB unless huge pages are asked for
- * (no_hugepages wins over hugepages). First touch of fresh memory is most of
- * a copy load's cost, and on virtual machines that hand freed memory back to
- * the host, huge pages faulted after a few idle seconds cost several times
- * what 4 KiB pages do, while 4 KiB pages are never much worse than huge
- * ones (the figures are in docs/ARCHITECTURE.md, "Destination pages").
+ * Pages of the destinations. First touch of fresh memory is most of a copy
+ * load's cost, and which page size faults in faster changes from one moment
+ * to the next on virtual machines that hand freed memory back to the host
+ * (io/touch.c). By default mirrored destinations adapt: huge pages while
+ * they fault in fast, 4 KiB pages from the first slow one; hugepages keeps
+ * huge pages throughout, no_hugepages 4 KiB pages (and wins). Packed
+ * destinations, written by conversions rather than faulted in ahead, get
+ * 4 KiB pages unless huge ones are asked for.
  */
-static tl__os_pages dest_pages(const job *j) {
-    return j->o.hugepages && !j->o.no_hugepages ? TL_OS_PAGES_HUGE : TL_OS_PAGES_SMALL;
+static tl__touch_pages touch_pages(const job *j) {
+    if (j->o.no_hugepages) return TL_TOUCH_SMALL;
+    return j->o.hugepages ? TL_TOUCH_HUGE : TL_TOUCH_ADAPT;
+}
+static tl__os_pages dest_pages(const job *j, bool mirrored) {
+    tl__touch_pages t = touch_pages(j);
+    return t == TL_TOUCH_HUGE || (mirrored && t == TL_TOUCH_ADAPT) ? TL_OS_PAGES_HUGE
+                                                                  : TL_OS_PAGES_SMALL;
 }
 
 /* Lay out the destination and the transfers of one file. */
@@ -312,10 +322,11 @@ static tl_status plan_file(job *j, lfile *f) {
             return TL_OK;
         }
         uint64_t len = up_direct(f->span_end - f->span_off);
-        int e = tl__os_anon_alloc(len, dest_pages(j), (void **)&f->dest, &f->dest_len);
+        int e = tl__os_anon_alloc(len, dest_pages(j, true), (void **)&f->dest, &f->dest_len);
         if (e)
             return tl__err(TL_ERR_NOMEM, "%s: cannot allocate %llu bytes for its tensors: %s", path,
                            (unsigned long long)len, strerror(e));
+        tl__touch_init(&f->touch, f->dest, f->dest_len, touch_pages(j), TL_TOUCH_SLOW_S);
         /* the destination mirrors the file: large chunks straight from the file */
         size_t k = 0;
         for (uint64_t off = f->span_off; off < f->span_end; off += stg) {
@@ -330,7 +341,7 @@ static tl_status plan_file(job *j, lfile *f) {
             x.src.off = off;
             x.dst.kind = TL_IO_HOST;
             x.dst.host = f->dest + (off - f->span_off);
-            x.dst.fresh = true;
+            x.dst.fresh = &f->touch;
             tl_status s = add_xfer(f, &x);
             if (s != TL_OK) return s;
         }
@@ -353,7 +364,7 @@ static tl_status plan_file(job *j, lfile *f) {
             return tl__err(TL_ERR_FORMAT, "%s: tensor sizes overflow", path);
     }
     if (total) {
-        int e = tl__os_anon_alloc(total, dest_pages(j), (void **)&f->dest, &f->dest_len);
+        int e = tl__os_anon_alloc(total, dest_pages(j, false), (void **)&f->dest, &f->dest_len);
         if (e)
             return tl__err(TL_ERR_NOMEM, "%s: cannot allocate %llu bytes for its tensors: %s", path,
                            (unsigned long long)total, strerror(e));
@@ -539,6 +550,14 @@ static tl_status load_file(job *j, size_t fi) {
     if (s != TL_OK) return s;
     if (f->pub.mode == TL_LOAD_MMAP && !f->packed) j->done += f->pub.bytes;
     f->pub.seconds = tl__os_now() - t0;
+    if (f->dest && !f->packed && f->touch.pages == TL_TOUCH_ADAPT) {
+        unsigned at = atomic_load(&f->touch.switched_at_mib);
+        if (at)
+            note(j->r, "%s: destination pages: huge, then 4 KiB from %u MiB on (huge pages "
+                       "faulted in slowly)", f->pub.path, at - 1);
+        else
+            note(j->r, "%s: destination pages: huge throughout (they faulted in fast)", f->pub.path);
+    }
     if (!report_progress(j, j->done))
         return tl__err(TL_ERR_CANCELLED, "load cancelled by the progress callback");
     if (j->o.verify) {

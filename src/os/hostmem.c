@@ -79,6 +79,16 @@ int tl__os_populate_write(void *addr, uint64_t size) {
     return errno == EINVAL || errno == ENOSYS ? ENOTSUP : errno;
 }
 
+int tl__os_pages_small(void *addr, uint64_t size) {
+#ifdef MADV_NOHUGEPAGE
+    if (size && madvise(addr, (size_t)size, MADV_NOHUGEPAGE) != 0) return errno;
+#else
+    (void)addr;
+    (void)size;
+#endif
+    return 0;
+}
+
 int tl__os_drop_mapping_pages(const void *addr, uint64_t size) {
     if (!addr || size == 0) return 0;
     uintptr_t ps = tl__os_page_size();

@@ -32,6 +32,11 @@ int tl__os_populate_read(const void *addr, uint64_t size);
  * filling them. ENOTSUP where the kernel lacks it (nothing done).
  */
 int tl__os_populate_write(void *addr, uint64_t size);
+/*
+ * From now on, fault [addr, addr+size) of an anonymous mapping in with 4 KiB
+ * pages (MADV_NOHUGEPAGE; pages already there stay as they are). A hint.
+ */
+int tl__os_pages_small(void *addr, uint64_t size);
 /* madvise(MADV_DONTNEED) on a clean read-only file mapping: unmap its pages. */
 int tl__os_drop_mapping_pages(const void *addr, uint64_t size);
 

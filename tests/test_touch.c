@@ -1,0 +1,182 @@
+/*
+ * test_touch.c — first touch of a load's destination (io/touch.c): every
+ * page of a touched range is resident and still zero; adaptive mode turns
+ * the rest of the destination to 4 KiB pages (the kernel's VmFlags show
+ * "nh") after TL_TOUCH_SLOW_RUN slow huge pages in a row, once, wherever two
+ * threads see them; never when huge pages are fast; never in huge or small
+ * mode. What is resident comes from mincore and the flags from
+ * /proc/self/smaps, not from the code under test.
+ */
+#include "testutil.h"
+#include "io/touch.h"
+#include "os/hostmem.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define MIB (1ull << 20)
+
+/* Pages of [p, p+n) resident, by mincore. */
+static uint64_t resident(const unsigned char *p, uint64_t n) {
+    size_t ps = (size_t)sysconf(_SC_PAGESIZE), pages = (size_t)((n + ps - 1) / ps);
+    unsigned char *vec = malloc(pages);
+    assert_int_equal(mincore((void *)p, (size_t)n, vec), 0);
+    uint64_t r = 0;
+    for (size_t i = 0; i < pages; i++)
+        r += vec[i] & 1;
+    free(vec);
+    return r * ps;
+}
+
+/* Whether the mapping holding addr carries the VmFlags word flag ("nh", "hg"). */
+static bool vm_flag(const void *addr, const char *flag) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    assert_non_null(f);
+    char line[512];
+    bool in = false, has = false;
+    uintptr_t a = (uintptr_t)addr;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            in = a >= lo && a < hi;
+            continue;
+        }
+        if (in && !strncmp(line, "VmFlags:", 8)) {
+            char want[8];
+            snprintf(want, sizeof want, " %s", flag);
+            for (char *p = line + 8; (p = strstr(p, want)); p++)
+                if (p[strlen(want)] == ' ' || p[strlen(want)] == '\n') has = true;
+            break;
+        }
+    }
+    fclose(f);
+    return has;
+}
+
+typedef struct dest {
+    unsigned char *p;
+    uint64_t len;
+} dest;
+
+static dest make(uint64_t len) {
+    dest d = {NULL, 0};
+    assert_int_equal(tl__os_anon_alloc(len, TL_OS_PAGES_HUGE, (void **)&d.p, &d.len), 0);
+    assert_int_equal((uintptr_t)d.p % (2 * MIB), 0);
+    assert_int_equal(resident(d.p, d.len), 0);
+    return d;
+}
+
+static bool all_zero(const unsigned char *p, uint64_t n) {
+    for (uint64_t i = 0; i < n; i++)
+        if (p[i]) return false;
+    return true;
+}
+
+static void test_slow_switches_once(void **st) {
+    (void)st;
+    dest d = make(32 * MIB);
+    tl__touch t;
+    tl__touch_init(&t, d.p, d.len, TL_TOUCH_ADAPT, -1.0); /* every huge page counts as slow */
+    assert_int_equal(tl__touch_range(&t, d.p, 16 * MIB), 0);
+    assert_int_equal(resident(d.p, 16 * MIB), 16 * MIB);
+    assert_int_equal(resident(d.p + 16 * MIB, 16 * MIB), 0); /* nothing beyond the range */
+    assert_true(all_zero(d.p, 16 * MIB));
+    /* the third huge page in a row ends at 6 MiB: from there on 4 KiB pages */
+    assert_false(atomic_load(&t.huge));
+    assert_int_equal(atomic_load(&t.switched_at_mib), 6 + 1);
+    assert_false(vm_flag(d.p, "nh"));
+    assert_true(vm_flag(d.p + 6 * MIB, "nh"));
+    assert_true(vm_flag(d.p + 31 * MIB, "nh"));
+    assert_int_equal(tl__touch_range(&t, d.p + 16 * MIB, 16 * MIB), 0);
+    assert_int_equal(resident(d.p, d.len), d.len);
+    assert_int_equal(atomic_load(&t.switched_at_mib), 6 + 1); /* once */
+    tl__os_anon_free(d.p, d.len);
+}
+
+static void test_fast_stays_huge(void **st) {
+    (void)st;
+    dest d = make(16 * MIB);
+    tl__touch t;
+    tl__touch_init(&t, d.p, d.len, TL_TOUCH_ADAPT, 1e9); /* no huge page is slow */
+    /* a range that starts and ends inside pages: the pages holding it are faulted in */
+    assert_int_equal(tl__touch_range(&t, d.p + 100, 3 * MIB), 0);
+    size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+    assert_true(resident(d.p, 3 * MIB + ps) >= 3 * MIB);
+    assert_int_equal(tl__touch_range(&t, d.p, d.len), 0);
+    assert_int_equal(resident(d.p, d.len), d.len);
+    assert_true(atomic_load(&t.huge));
+    assert_int_equal(atomic_load(&t.switched_at_mib), 0);
+    assert_false(vm_flag(d.p + 8 * MIB, "nh"));
+    if (access("/sys/kernel/mm/transparent_hugepage", F_OK) == 0)
+        assert_true(vm_flag(d.p + 8 * MIB, "hg")); /* as allocated: MADV_HUGEPAGE */
+    tl__os_anon_free(d.p, d.len);
+}
+
+static void test_fixed_modes_never_switch(void **st) {
+    (void)st;
+    for (int mode = TL_TOUCH_SMALL; mode <= TL_TOUCH_HUGE; mode++) {
+        dest d = make(8 * MIB);
+        tl__touch t;
+        tl__touch_init(&t, d.p, d.len, (tl__touch_pages)mode, -1.0);
+        assert_int_equal(tl__touch_range(&t, d.p, d.len), 0);
+        assert_int_equal(resident(d.p, d.len), d.len);
+        assert_int_equal(atomic_load(&t.switched_at_mib), 0);
+        assert_false(vm_flag(d.p + 4 * MIB, "nh"));
+        tl__os_anon_free(d.p, d.len);
+    }
+}
+
+typedef struct half {
+    tl__touch *t;
+    unsigned char *base;
+    int which; /* 0: even 4 MiB pieces, 1: odd */
+} half;
+
+static void *toucher(void *arg) {
+    half *h = arg;
+    for (int k = h->which; k < 16; k += 2)
+        if (tl__touch_range(h->t, h->base + (uint64_t)k * 4 * MIB, 4 * MIB) != 0) return arg;
+    return NULL;
+}
+
+static void test_two_threads(void **st) {
+    (void)st;
+    dest d = make(64 * MIB);
+    tl__touch t;
+    tl__touch_init(&t, d.p, d.len, TL_TOUCH_ADAPT, -1.0);
+    half h[2] = {{&t, d.p, 0}, {&t, d.p, 1}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, toucher, &h[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        void *r = &r;
+        pthread_join(th[i], &r);
+        assert_null(r);
+    }
+    assert_int_equal(resident(d.p, d.len), d.len);
+    assert_true(all_zero(d.p, d.len));
+    unsigned at = atomic_load(&t.switched_at_mib);
+    /* the third slow page either thread saw ends a 2 MiB page within the first three pieces */
+    printf("at %u\n", at);
+    assert_true(at >= 4 + 1 && at <= 12 + 1 && (at - 1) % 2 == 0);
+    assert_true(vm_flag(d.p + 63 * MIB, "nh"));
+    tl__os_anon_free(d.p, d.len);
+}
+
+int main(void) {
+    if (madvise(NULL, 0, 23 /* MADV_POPULATE_WRITE */) != 0) {
+        printf("SKIP: test_touch: this kernel has no MADV_POPULATE_WRITE (Linux >= 5.14)\n");
+        return 77;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_slow_switches_once),
+        cmocka_unit_test(test_fast_stays_huge),
+        cmocka_unit_test(test_fixed_modes_never_switch),
+        cmocka_unit_test(test_two_threads),
+    };
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
+}
