@@ -20,40 +20,6 @@ static void fill(void *buf, uint64_t off, uint64_t len, void *ctx) {
         b[i] = (unsigned char)((off + i) * 13 + 1);
 }
 
-/*
- * The VmFlags line of the mapping holding addr, copied into flags; false
- * when smaps has no such mapping or no VmFlags (then the test skips).
- */
-static bool vm_flags(const void *addr, char *flags, size_t cap) {
-    FILE *f = fopen("/proc/self/smaps", "r");
-    if (!f) return false;
-    char line[512];
-    bool in = false, found = false;
-    uintptr_t a = (uintptr_t)addr;
-    while (fgets(line, sizeof line, f)) {
-        unsigned long lo, hi;
-        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
-            in = a >= lo && a < hi;
-        } else if (in && !strncmp(line, "VmFlags:", 8)) {
-            snprintf(flags, cap, "%s", line + 8);
-            found = true;
-            break;
-        }
-    }
-    fclose(f);
-    return found;
-}
-
-static bool has_flag(const char *flags, const char *flag) {
-    char pad[520];
-    snprintf(pad, sizeof pad, " %s ", flag);
-    char line[520];
-    snprintf(line, sizeof line, " %s ", flags);
-    for (char *p = line; *p; p++)
-        if (*p == '\n') *p = ' ';
-    return strstr(line, pad) != NULL;
-}
-
 static void load_flags(const char *path, bool huge, bool no_huge, char *flags, size_t cap,
                        bool *ok) {
     tl_model *m = NULL;
@@ -68,7 +34,7 @@ static void load_flags(const char *path, bool huge, bool no_huge, char *flags, s
     assert_int_equal(tl_model_load(m, &o, &r), TL_OK);
     const tl_loaded_tensor *t = tl_load_result_tensor(r, 0);
     assert_false(t->view);
-    *ok = vm_flags(t->data, flags, cap);
+    *ok = tu_vm_flags(t->data, flags, cap);
     tl_load_result_destroy(r);
     tl_model_close(m);
 }
@@ -86,17 +52,17 @@ static void test_pages(void **st) {
         skip();
     }
     /* the default: huge pages to start with */
-    assert_true(has_flag(flags, "hg"));
-    assert_false(has_flag(flags, "nh"));
+    assert_true(tu_has_vm_flag(flags, "hg"));
+    assert_false(tu_has_vm_flag(flags, "nh"));
     load_flags(path, true, false, flags, sizeof flags, &ok);
     assert_true(ok);
-    assert_true(has_flag(flags, "hg"));
-    assert_false(has_flag(flags, "nh"));
+    assert_true(tu_has_vm_flag(flags, "hg"));
+    assert_false(tu_has_vm_flag(flags, "nh"));
     /* no_hugepages wins */
     load_flags(path, true, true, flags, sizeof flags, &ok);
     assert_true(ok);
-    assert_true(has_flag(flags, "nh"));
-    assert_false(has_flag(flags, "hg"));
+    assert_true(tu_has_vm_flag(flags, "nh"));
+    assert_false(tu_has_vm_flag(flags, "hg"));
     free(path);
     tu_tmpdir_rm(dir);
 }

@@ -32,29 +32,11 @@ static uint64_t resident(const unsigned char *p, uint64_t n) {
     return r * ps;
 }
 
-/* Whether the mapping holding addr carries the VmFlags word flag ("nh", "hg"). */
+/* Whether the mapping holding addr carries the VmFlags flag ("nh", "hg"). */
 static bool vm_flag(const void *addr, const char *flag) {
-    FILE *f = fopen("/proc/self/smaps", "r");
-    assert_non_null(f);
-    char line[512];
-    bool in = false, has = false;
-    uintptr_t a = (uintptr_t)addr;
-    while (fgets(line, sizeof line, f)) {
-        unsigned long lo, hi;
-        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
-            in = a >= lo && a < hi;
-            continue;
-        }
-        if (in && !strncmp(line, "VmFlags:", 8)) {
-            char want[8];
-            snprintf(want, sizeof want, " %s", flag);
-            for (char *p = line + 8; (p = strstr(p, want)); p++)
-                if (p[strlen(want)] == ' ' || p[strlen(want)] == '\n') has = true;
-            break;
-        }
-    }
-    fclose(f);
-    return has;
+    char flags[512];
+    assert_true(tu_vm_flags(addr, flags, sizeof flags));
+    return tu_has_vm_flag(flags, flag);
 }
 
 typedef struct dest {

@@ -220,3 +220,32 @@ bool tu_ggml_dir(const char *folder, char *dir, size_t n, char *why, size_t why_
     }
     return true;
 }
+
+bool tu_vm_flags(const void *addr, char *flags, size_t cap) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return false;
+    char line[512];
+    bool in = false, found = false;
+    uintptr_t a = (uintptr_t)addr;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            in = a >= lo && a < hi;
+        } else if (in && !strncmp(line, "VmFlags:", 8)) {
+            snprintf(flags, cap, "%s", line + 8);
+            found = true;
+            break;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+bool tu_has_vm_flag(const char *flags, const char *flag) {
+    char pad[16], line[520];
+    snprintf(pad, sizeof pad, " %s ", flag);
+    snprintf(line, sizeof line, " %s ", flags);
+    for (char *p = line; *p; p++)
+        if (*p == '\n') *p = ' ';
+    return strstr(line, pad) != NULL;
+}

@@ -48,6 +48,14 @@ void tu_skip_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
         skip();                                                                                    \
     } while (0)
 int tu_exit(int failed);
+
+/*
+ * The VmFlags line (/proc/self/smaps) of the mapping holding addr, copied
+ * into flags; false when there is no such mapping or no VmFlags.
+ */
+bool tu_vm_flags(const void *addr, char *flags, size_t cap);
+/* Whether a VmFlags line holds the two-letter flag ("nh", "hg"). */
+bool tu_has_vm_flag(const char *flags, const char *flag);
 /* Is this a CI run (CI=true in the environment)? There, missing references fail, not skip. */
 int tu_in_ci(void);
 

@@ -134,6 +134,23 @@ def dtype_model():
 
 
 @case
+def options_structs_match_the_library():
+    # each options struct's size, as the C init writes it, is the ctypes layout's size
+    import ctypes
+    from tierload import _lib as L
+    lib = L.lib
+    for cls, init in ((L.ModelOptions, lib.tl_model_options_init),
+                      (L.LoadOptions, lib.tl_load_options_init),
+                      (L.PlanOptions, lib.tl_plan_options_init),
+                      (L.SessionOptions, lib.tl_session_options_init),
+                      (L.SpillOptions, lib.tl_spill_options_init)):
+        o = cls()
+        init(ctypes.byref(o))
+        assert o.size == ctypes.sizeof(cls), "%s: C size %d, ctypes %d" % (
+            cls.__name__, o.size, ctypes.sizeof(cls))
+
+
+@case
 def views_equal_file_bytes_for_every_dtype():
     path, tensors, offs = dtype_model()
     m = tierload.open(path)
