@@ -30,15 +30,15 @@ typedef enum tl__io_kind {
 
 typedef struct tl__io_end {
     tl__io_kind kind;
-    int fd;         /* FILE */
-    bool direct;    /* FILE source opened with O_DIRECT (aligned reads are made) */
-    uint64_t off;   /* FILE */
-    void *host;     /* HOST */
-    bool mapped;    /* HOST source that is a file mapping: read under the SIGBUS guard */
+    int fd;                  /* FILE */
+    bool direct;             /* FILE source opened with O_DIRECT (aligned reads are made) */
+    uint64_t off;            /* FILE */
+    void *host;              /* HOST */
+    bool mapped;             /* HOST source that is a file mapping: read under the SIGBUS guard */
     struct tl__touch *fresh; /* HOST destination never touched yet (or NULL): each chunk
                                 is faulted in (io/touch.h) just before a read fills it */
-    tl_device *dev; /* DEVICE (borrowed for the batch's life) */
-    tl_devptr dptr; /* DEVICE */
+    tl_device *dev;          /* DEVICE (borrowed for the batch's life) */
+    tl_devptr dptr;          /* DEVICE */
 } tl__io_end;
 
 typedef struct tl__io_xfer {

@@ -282,7 +282,7 @@ static uint64_t pack_align(const job *j) {
  * load's cost, and which page size faults in faster changes from one moment
  * to the next on virtual machines that hand freed memory back to the host
  * (io/touch.c). By default mirrored destinations adapt: huge pages while
- * they fault in fast, 4 KiB pages from the first slow one; hugepages keeps
+ * they fault in fast, 4 KiB pages after a few slow ones; hugepages keeps
  * huge pages throughout, no_hugepages 4 KiB pages (and wins). Packed
  * destinations, written by conversions rather than faulted in ahead, get
  * 4 KiB pages unless huge ones are asked for.
@@ -294,7 +294,7 @@ static tl__touch_pages touch_pages(const job *j) {
 static tl__os_pages dest_pages(const job *j, bool mirrored) {
     tl__touch_pages t = touch_pages(j);
     return t == TL_TOUCH_HUGE || (mirrored && t == TL_TOUCH_ADAPT) ? TL_OS_PAGES_HUGE
-                                                                  : TL_OS_PAGES_SMALL;
+                                                                   : TL_OS_PAGES_SMALL;
 }
 
 /* Lay out the destination and the transfers of one file. */
@@ -553,10 +553,13 @@ static tl_status load_file(job *j, size_t fi) {
     if (f->dest && !f->packed && f->touch.pages == TL_TOUCH_ADAPT) {
         unsigned at = atomic_load(&f->touch.switched_at_mib);
         if (at)
-            note(j->r, "%s: destination pages: huge, then 4 KiB from %u MiB on (huge pages "
-                       "faulted in slowly)", f->pub.path, at - 1);
+            note(j->r,
+                 "%s: destination pages: huge, then 4 KiB from %u MiB on (huge pages "
+                 "faulted in slowly)",
+                 f->pub.path, at - 1);
         else
-            note(j->r, "%s: destination pages: huge throughout (they faulted in fast)", f->pub.path);
+            note(j->r, "%s: destination pages: huge throughout (none faulted in slowly)",
+                 f->pub.path);
     }
     if (!report_progress(j, j->done))
         return tl__err(TL_ERR_CANCELLED, "load cancelled by the progress callback");

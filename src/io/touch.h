@@ -23,9 +23,9 @@ typedef enum tl__touch_pages {
 typedef struct tl__touch {
     unsigned char *base, *end;
     tl__touch_pages pages;
-    double slow_s;    /* ADAPT: a 2 MiB fault slower than this turns the rest to 4 KiB */
-    atomic_bool huge; /* still faulting huge pages */
-    atomic_uint slow_run; /* slow huge pages in a row, all threads together */
+    double slow_s;               /* ADAPT: a 2 MiB fault slower than this counts as slow */
+    atomic_bool huge;            /* still faulting huge pages */
+    atomic_uint slow_run;        /* slow huge pages in a row, all threads together */
     atomic_uint switched_at_mib; /* where the rest turned to 4 KiB (MiB from base) + 1; 0 = never */
 } tl__touch;
 

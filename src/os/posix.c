@@ -234,15 +234,23 @@ int tl__os_mincore(const void *addr, uint64_t size, uint64_t *resident, uint64_t
  * without mapping it or a byte per page (mincore of 1.5 GB costs ~50 ms).
  * Returns ENOSYS where the kernel (or a seccomp filter) lacks it.
  */
+#if defined(SYS_cachestat)
+#define TL_SYS_CACHESTAT SYS_cachestat
+#elif defined(__linux__) &&                                                                        \
+    (defined(__x86_64__) || defined(__i386__) || defined(__aarch64__) || defined(__arm__) ||       \
+     defined(__riscv) || defined(__powerpc__) || defined(__s390x__))
+#define TL_SYS_CACHESTAT 451 /* older headers: the number these architectures share */
+#endif
+
 static int file_cachestat(int fd, uint64_t *pages) {
-#ifdef __linux__
+#ifdef TL_SYS_CACHESTAT
     struct {
         uint64_t off, len;
     } range = {0, 0}; /* len 0: to the end of the file */
     struct {
         uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
     } cs;
-    if (syscall(451 /* cachestat: one number on every architecture */, fd, &range, &cs, 0) == 0) {
+    if (syscall(TL_SYS_CACHESTAT, fd, &range, &cs, 0) == 0) {
         *pages = cs.nr_cache;
         return 0;
     }

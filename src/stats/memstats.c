@@ -108,7 +108,8 @@ tl_status tl_memwatch_create(double interval_s, tl_memwatch **out) {
     if (e) {
         tl__os_mutex_destroy(&w->mu);
         free(w);
-        return tl__err(TL_ERR_NOMEM, "memory sampler: cannot start a thread: %s", tl__errno_text(e));
+        return tl__err(TL_ERR_NOMEM, "memory sampler: cannot start a thread: %s",
+                       tl__errno_text(e));
     }
     *out = w;
     return TL_OK;
