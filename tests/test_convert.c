@@ -3,12 +3,17 @@
  * decoding, F32 -> F16 / BF16 rounding checked against an independent
  * reference (double arithmetic, round to nearest even) over a stride of all
  * floats plus every halfway case, NaN / Inf / subnormal handling, F64 -> F32,
- * I64 -> I32 range errors and the public tl_convert.
+ * I64 -> I32 range errors and the public tl_convert, also over long arrays
+ * (every F16 value at every alignment and length tail, a sweep of F32
+ * values) against the same reference, where the kernels work on several
+ * elements at once.
  */
 #include "testutil.h"
 #include "io/convert.h"
+#include "ref_convert.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static float u2f(uint32_t u) {
@@ -178,7 +183,8 @@ static void test_f8(void **st) {
         assert_int_equal(tl_convert(TL_DTYPE_BF16, &bf, TL_DTYPE_F8_E4M3, &src, 1), TL_OK);
         assert_int_equal(tl_convert(TL_DTYPE_F32, &f, TL_DTYPE_F8_E4M3, &src, 1), TL_OK);
         if (isnan(want)) {
-            assert_true(isnan(u2f(tl__f16_to_f32(h))) && isnan(u2f((uint32_t)bf << 16)) && isnan(f));
+            assert_true(isnan(u2f(tl__f16_to_f32(h))) && isnan(u2f((uint32_t)bf << 16)) &&
+                        isnan(f));
         } else {
             assert_true((double)u2f(tl__f16_to_f32(h)) == want);
             assert_true((double)u2f((uint32_t)bf << 16) == want);
@@ -263,6 +269,49 @@ static void test_pairs(void **st) {
     assert_int_equal(h, 0x7c00);
 }
 
+static void test_bulk_arrays(void **st) {
+    (void)st;
+    /* every F16 value, converted as one array from every byte offset mod 16 and with tails */
+    size_t n = 65536;
+    unsigned char *src = malloc(n * 2 + 64), *dst = malloc(n * 4 + 64);
+    assert_non_null(src);
+    assert_non_null(dst);
+    for (size_t shift = 0; shift < 16; shift += 2) {
+        unsigned char *s = src + shift, *d = dst + (shift * 3) % 16;
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = (uint16_t)(i * 40503u); /* a permutation of 0..65535 */
+            memcpy(s + i * 2, &h, 2);
+        }
+        size_t len = n - shift / 2; /* tails of every length mod 8 */
+        assert_int_equal(tl_convert(TL_DTYPE_F32, d, TL_DTYPE_F16, s, len), TL_OK);
+        ref_check_converted(TL_DTYPE_F32, d, TL_DTYPE_F16, s, len, "F16 array");
+        /* and exactly: NaN payloads kept bit for bit, as the element-wise decoder gives */
+        for (size_t i = 0; i < len; i++) {
+            uint16_t h;
+            uint32_t u;
+            memcpy(&h, s + i * 2, 2);
+            memcpy(&u, d + i * 4, 4);
+            uint32_t e = (h >> 10) & 31, m = h & 1023;
+            if (e == 31 && m)
+                assert_int_equal(u, ((uint32_t)(h & 0x8000) << 16) | 0x7f800000u | (m << 13));
+        }
+    }
+    free(src);
+    free(dst);
+    /* F32 -> F16 over a sweep of bit patterns (every sign, exponent and rounding case) */
+    n = 1u << 20;
+    uint32_t *f = malloc(n * 4);
+    uint16_t *h = malloc(n * 2);
+    assert_non_null(f);
+    assert_non_null(h);
+    for (size_t i = 0; i < n; i++)
+        f[i] = (uint32_t)(i * 4099u) ^ (uint32_t)(i << 20); /* spreads over all 2^32 */
+    assert_int_equal(tl_convert(TL_DTYPE_F16, h, TL_DTYPE_F32, f, n - 3), TL_OK);
+    ref_check_converted(TL_DTYPE_F16, h, TL_DTYPE_F32, f, n - 3, "F32 array");
+    free(f);
+    free(h);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f16_decode_exhaustive),
@@ -270,6 +319,7 @@ int main(void) {
         cmocka_unit_test(test_f8),
         cmocka_unit_test(test_f64_i64),
         cmocka_unit_test(test_pairs),
+        cmocka_unit_test(test_bulk_arrays),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -204,6 +204,7 @@ static tl_status move_chunk(tl__io_engine *e, const tl__io_xfer *x, const chunk 
     switch (x->dst.kind) {
     case TL_IO_HOST: {
         unsigned char *dst = (unsigned char *)x->dst.host + o / in * out;
+        if (x->dst.fresh) tl__touch_range(x->dst.fresh, dst, n / in * out); /* a hint */
         if (convert) {
             conv_args a = {x, dst, p, n / in, false, 0};
             if (guarded ? tl__os_guarded_call(do_convert, &a) != 0 : (do_convert(&a), false))

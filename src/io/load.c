@@ -281,20 +281,17 @@ static uint64_t pack_align(const job *j) {
  * Pages of the destinations. First touch of fresh memory is most of a copy
  * load's cost, and which page size faults in faster changes from one moment
  * to the next on virtual machines that hand freed memory back to the host
- * (io/touch.c). By default mirrored destinations adapt: huge pages while
- * they fault in fast, 4 KiB pages after a few slow ones; hugepages keeps
- * huge pages throughout, no_hugepages 4 KiB pages (and wins). Packed
- * destinations, written by conversions rather than faulted in ahead, get
- * 4 KiB pages unless huge ones are asked for.
+ * (io/touch.c). By default destinations adapt: huge pages while they fault
+ * in fast, 4 KiB pages after a few slow ones; hugepages keeps huge pages
+ * throughout, no_hugepages 4 KiB pages (and wins). Every piece, mirrored or
+ * packed, is faulted in just before it is written.
  */
 static tl__touch_pages touch_pages(const job *j) {
     if (j->o.no_hugepages) return TL_TOUCH_SMALL;
     return j->o.hugepages ? TL_TOUCH_HUGE : TL_TOUCH_ADAPT;
 }
-static tl__os_pages dest_pages(const job *j, bool mirrored) {
-    tl__touch_pages t = touch_pages(j);
-    return t == TL_TOUCH_HUGE || (mirrored && t == TL_TOUCH_ADAPT) ? TL_OS_PAGES_HUGE
-                                                                   : TL_OS_PAGES_SMALL;
+static tl__os_pages dest_pages(const job *j) {
+    return touch_pages(j) == TL_TOUCH_SMALL ? TL_OS_PAGES_SMALL : TL_OS_PAGES_HUGE;
 }
 
 /* Lay out the destination and the transfers of one file. */
@@ -322,7 +319,7 @@ static tl_status plan_file(job *j, lfile *f) {
             return TL_OK;
         }
         uint64_t len = up_direct(f->span_end - f->span_off);
-        int e = tl__os_anon_alloc(len, dest_pages(j, true), (void **)&f->dest, &f->dest_len);
+        int e = tl__os_anon_alloc(len, dest_pages(j), (void **)&f->dest, &f->dest_len);
         if (e)
             return tl__err(TL_ERR_NOMEM, "%s: cannot allocate %llu bytes for its tensors: %s", path,
                            (unsigned long long)len, strerror(e));
@@ -364,10 +361,11 @@ static tl_status plan_file(job *j, lfile *f) {
             return tl__err(TL_ERR_FORMAT, "%s: tensor sizes overflow", path);
     }
     if (total) {
-        int e = tl__os_anon_alloc(total, dest_pages(j, false), (void **)&f->dest, &f->dest_len);
+        int e = tl__os_anon_alloc(total, dest_pages(j), (void **)&f->dest, &f->dest_len);
         if (e)
             return tl__err(TL_ERR_NOMEM, "%s: cannot allocate %llu bytes for its tensors: %s", path,
                            (unsigned long long)total, strerror(e));
+        tl__touch_init(&f->touch, f->dest, f->dest_len, touch_pages(j), TL_TOUCH_SLOW_S);
     }
     uint64_t pos = 0;
     for (size_t k = 0; k < f->n_order; k++) {
@@ -407,6 +405,7 @@ static tl_status plan_file(job *j, lfile *f) {
                          .src = source_of(j, f, ti, t->offset)};
         x.dst.kind = TL_IO_HOST;
         x.dst.host = at;
+        if (!j->o.dest) x.dst.fresh = &f->touch; /* ours, never touched */
         tl_status s = add_xfer(f, &x);
         if (s != TL_OK) return s;
     }
@@ -550,7 +549,7 @@ static tl_status load_file(job *j, size_t fi) {
     if (s != TL_OK) return s;
     if (f->pub.mode == TL_LOAD_MMAP && !f->packed) j->done += f->pub.bytes;
     f->pub.seconds = tl__os_now() - t0;
-    if (f->dest && !f->packed && f->touch.pages == TL_TOUCH_ADAPT) {
+    if (f->dest && f->touch.pages == TL_TOUCH_ADAPT) {
         unsigned at = atomic_load(&f->touch.switched_at_mib);
         if (at)
             note(j->r,
