@@ -5,7 +5,7 @@
  * floats plus every halfway case, NaN / Inf / subnormal handling, F64 -> F32,
  * I64 -> I32 range errors and the public tl_convert, also over long arrays
  * (every F16 value at every alignment and length tail, a sweep of F32
- * values) against the same reference, where the kernels work on several
+ * values to F16 and BF16) against the same reference, where the kernels work on several
  * elements at once.
  */
 #include "testutil.h"
@@ -298,7 +298,7 @@ static void test_bulk_arrays(void **st) {
     }
     free(src);
     free(dst);
-    /* F32 -> F16 over a sweep of bit patterns (every sign, exponent and rounding case) */
+    /* F32 -> F16 and BF16 over a sweep of bit patterns (every sign, exponent and rounding case) */
     n = 1u << 20;
     uint32_t *f = malloc(n * 4);
     uint16_t *h = malloc(n * 2);
@@ -308,6 +308,13 @@ static void test_bulk_arrays(void **st) {
         f[i] = (uint32_t)(i * 4099u) ^ (uint32_t)(i << 20); /* spreads over all 2^32 */
     assert_int_equal(tl_convert(TL_DTYPE_F16, h, TL_DTYPE_F32, f, n - 3), TL_OK);
     ref_check_converted(TL_DTYPE_F16, h, TL_DTYPE_F32, f, n - 3, "F32 array");
+    for (size_t i = 0; i < n - 3; i++) /* NaNs too, bit for bit (element-wise: tested above) */
+        if (h[i] != tl__f32_to_f16(f[i])) fail_msg("F16 element %zu of %08x: %04x", i, f[i], h[i]);
+    assert_int_equal(tl_convert(TL_DTYPE_BF16, h, TL_DTYPE_F32, f + 1, n - 2), TL_OK);
+    ref_check_converted(TL_DTYPE_BF16, h, TL_DTYPE_F32, f + 1, n - 2, "F32 array to BF16");
+    for (size_t i = 0; i < n - 2; i++)
+        if (h[i] != tl__f32_to_bf16(f[i + 1]))
+            fail_msg("BF16 element %zu of %08x: %04x", i, f[i + 1], h[i]);
     free(f);
     free(h);
 }

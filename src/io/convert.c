@@ -112,6 +112,7 @@ uint32_t tl__f16_to_f32(uint16_t h) {
  * arithmetic, the class chosen with masks instead of branches.
  */
 typedef uint16_t u16x4 __attribute__((vector_size(8)));
+typedef uint16_t u16x8 __attribute__((vector_size(16)));
 typedef uint32_t u32x4 __attribute__((vector_size(16)));
 typedef int32_t i32x4 __attribute__((vector_size(16)));
 typedef float f32x4 __attribute__((vector_size(16)));
@@ -148,6 +149,69 @@ uint16_t tl__f32_to_bf16(uint32_t x) {
     if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
     uint32_t lsb = (x >> 16) & 1u;
     return (uint16_t)((x + 0x7fffu + lsb) >> 16);
+}
+
+/*
+ * tl__f32_to_f16 and tl__f32_to_bf16 on 4 elements at once: the same
+ * arithmetic with the case picked by masks (x without its sign stays below
+ * 2^31, so signed lane compares order it), with the vector types above.
+ */
+static inline u32x4 f32_to_f16_x4w(u32x4 x) {
+    const uint32_t f32infty = 255u << 23, f16max = (127u + 16u) << 23;
+    const uint32_t denorm_magic = ((127u - 15u) + (23u - 10u) + 1u) << 23;
+    u32x4 sign = x & 0x80000000u;
+    x ^= sign;
+    i32x4 xs = (i32x4)x;
+    u32x4 big = (u32x4)(xs >= (int32_t)f16max), small = (u32x4)(xs < (int32_t)(113u << 23));
+    u32x4 nan = (u32x4)(xs > (int32_t)f32infty);
+    u32x4 o_big = (0x7e00u | ((x >> 13) & 0x3ffu)) & nan;
+    o_big |= 0x7c00u & ~nan;
+    f32x4 fs = (f32x4)x + u2f(denorm_magic);
+    u32x4 o_small = (u32x4)fs - denorm_magic;
+    u32x4 o_norm = (x + ((uint32_t)(15 - 127) << 23) + 0xfffu + ((x >> 13) & 1u)) >> 13;
+    u32x4 o = (o_big & big) | (o_small & small) | (o_norm & ~(big | small));
+    return (o | (sign >> 16)) & 0xffffu;
+}
+
+static inline u16x4 f32_to_f16_x4(u32x4 x) {
+    return __builtin_convertvector(f32_to_f16_x4w(x), u16x4);
+}
+
+static inline u16x4 f32_to_bf16_x4(u32x4 x) {
+    u32x4 nan = (u32x4)((i32x4)(x & 0x7fffffffu) > (int32_t)0x7f800000u);
+    u32x4 r = (((x + 0x7fffu + ((x >> 16) & 1u)) >> 16) & ~nan) | (((x >> 16) | 0x40u) & nan);
+    return __builtin_convertvector(r & 0xffffu, u16x4);
+}
+
+/* F32 -> F16 or BF16 over n elements, 4 at a time, the tail element by element. */
+static void f32_to_half_n(tl_dtype to, unsigned char *d, const unsigned char *s, uint64_t n) {
+    uint64_t i = 0;
+    if (to == TL_DTYPE_F16)
+        for (; i + 8 <= n; i += 8) {
+            u32x4 x, y;
+            memcpy(&x, s + i * 4, sizeof x);
+            memcpy(&y, s + i * 4 + 16, sizeof y);
+            /* the low halves of eight 32-bit lanes */
+            u16x8 a = (u16x8)f32_to_f16_x4w(x), b = (u16x8)f32_to_f16_x4w(y);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+            u16x8 h = __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+#else
+            u16x8 h = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+#endif
+            memcpy(d + i * 2, &h, sizeof h);
+        }
+    for (; i + 4 <= n; i += 4) {
+        u32x4 x;
+        memcpy(&x, s + i * 4, sizeof x);
+        u16x4 h = to == TL_DTYPE_F16 ? f32_to_f16_x4(x) : f32_to_bf16_x4(x);
+        memcpy(d + i * 2, &h, sizeof h);
+    }
+    for (; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, s + i * 4, 4);
+        uint16_t h = to == TL_DTYPE_F16 ? tl__f32_to_f16(u) : tl__f32_to_bf16(u);
+        memcpy(d + i * 2, &h, 2);
+    }
 }
 
 /* F8_E4M3 (the "FN" variant of safetensors / PyTorch): bias 7, no Inf, NaN = S.1111.111. */
@@ -222,13 +286,8 @@ bool tl__convert_run(tl_dtype to, void *dst, tl_dtype from, const void *src, uin
         f16_to_f32_n(d, s, n);
         return true;
     }
-    if (from == TL_DTYPE_F32 && to == TL_DTYPE_F16) {
-        for (uint64_t i = 0; i < n; i++) {
-            uint32_t u;
-            memcpy(&u, s + i * 4, 4);
-            uint16_t h = tl__f32_to_f16(u);
-            memcpy(d + i * 2, &h, 2);
-        }
+    if (from == TL_DTYPE_F32 && (to == TL_DTYPE_F16 || to == TL_DTYPE_BF16)) {
+        f32_to_half_n(to, d, s, n);
         return true;
     }
     if (from == TL_DTYPE_BF16 && to == TL_DTYPE_F32) {
