@@ -5,8 +5,8 @@
  * floats plus every halfway case, NaN / Inf / subnormal handling, F64 -> F32,
  * I64 -> I32 range errors and the public tl_convert, also over long arrays
  * (every F16 value at every alignment and length tail, a sweep of F32
- * values to F16 and BF16) against the same reference, where the kernels work on several
- * elements at once.
+ * values to F16 and BF16, every F16 value to BF16 and back) against the same reference, where the
+ * kernels work on several elements at once.
  */
 #include "testutil.h"
 #include "io/convert.h"
@@ -296,6 +296,20 @@ static void test_bulk_arrays(void **st) {
                 assert_int_equal(u, ((uint32_t)(h & 0x8000) << 16) | 0x7f800000u | (m << 13));
         }
     }
+    /* every F16 value to BF16 and every BF16 value to F16, as arrays with a tail */
+    uint16_t *in = (uint16_t *)src, *out = (uint16_t *)dst;
+    for (size_t i = 0; i < n; i++)
+        in[i] = (uint16_t)(i * 40503u);
+    assert_int_equal(tl_convert(TL_DTYPE_BF16, out, TL_DTYPE_F16, in, n - 1), TL_OK);
+    ref_check_converted(TL_DTYPE_BF16, out, TL_DTYPE_F16, in, n - 1, "F16 array to BF16");
+    for (size_t i = 0; i < n - 1; i++)
+        if (out[i] != tl__f32_to_bf16(tl__f16_to_f32(in[i])))
+            fail_msg("BF16 element %zu of F16 %04x: %04x", i, in[i], out[i]);
+    assert_int_equal(tl_convert(TL_DTYPE_F16, out, TL_DTYPE_BF16, in, n - 3), TL_OK);
+    ref_check_converted(TL_DTYPE_F16, out, TL_DTYPE_BF16, in, n - 3, "BF16 array to F16");
+    for (size_t i = 0; i < n - 3; i++)
+        if (out[i] != tl__f32_to_f16((uint32_t)in[i] << 16))
+            fail_msg("F16 element %zu of BF16 %04x: %04x", i, in[i], out[i]);
     free(src);
     free(dst);
     /* F32 -> F16 and BF16 over a sweep of bit patterns (every sign, exponent and rounding case) */

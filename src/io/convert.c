@@ -228,6 +228,26 @@ uint32_t tl__f8e5m2_to_f32(uint8_t b) {
     return f16_to_f32((uint16_t)((uint16_t)b << 8));
 }
 
+/* F16 <-> BF16 over n elements, 4 at a time through F32 bits, the tail element by element. */
+static void half_to_half_n(tl_dtype to, unsigned char *d, tl_dtype from, const unsigned char *s,
+                           uint64_t n) {
+    uint64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        u16x4 h;
+        memcpy(&h, s + i * 2, sizeof h);
+        u32x4 x = from == TL_DTYPE_F16 ? f16_to_f32_x4(h) : __builtin_convertvector(h, u32x4) << 16;
+        u16x4 o = to == TL_DTYPE_F16 ? f32_to_f16_x4(x) : f32_to_bf16_x4(x);
+        memcpy(d + i * 2, &o, sizeof o);
+    }
+    for (; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, s + i * 2, 2);
+        uint32_t x = from == TL_DTYPE_F16 ? f16_to_f32(h) : (uint32_t)h << 16;
+        uint16_t o = to == TL_DTYPE_F16 ? tl__f32_to_f16(x) : tl__f32_to_bf16(x);
+        memcpy(d + i * 2, &o, 2);
+    }
+}
+
 /* Load element i of src as f32 bits (float sources only). */
 static inline uint32_t load_f32(tl_dtype from, const unsigned char *s, uint64_t i) {
     uint16_t h;
@@ -284,6 +304,11 @@ bool tl__convert_run(tl_dtype to, void *dst, tl_dtype from, const void *src, uin
     /* fast paths for the common pairs */
     if (from == TL_DTYPE_F16 && to == TL_DTYPE_F32) {
         f16_to_f32_n(d, s, n);
+        return true;
+    }
+    if ((from == TL_DTYPE_F16 && to == TL_DTYPE_BF16) ||
+        (from == TL_DTYPE_BF16 && to == TL_DTYPE_F16)) {
+        half_to_half_n(to, d, from, s, n);
         return true;
     }
     if (from == TL_DTYPE_F32 && (to == TL_DTYPE_F16 || to == TL_DTYPE_BF16)) {
