@@ -57,24 +57,6 @@ static void test_watch_peak(void **st) {
     tl_memwatch_destroy(NULL, NULL);
 }
 
-/* Bytes of the file at path in the page cache, counted here with mincore. */
-static uint64_t mincore_bytes(const char *path, size_t n) {
-    int fd = open(path, O_RDONLY);
-    assert_true(fd >= 0);
-    void *m = mmap(NULL, n, PROT_READ, MAP_SHARED, fd, 0);
-    assert_true(m != MAP_FAILED);
-    size_t ps = (size_t)sysconf(_SC_PAGESIZE), pages = (n + ps - 1) / ps;
-    unsigned char *vec = malloc(pages);
-    assert_int_equal(mincore(m, n, vec), 0);
-    uint64_t res = 0;
-    for (size_t i = 0; i < pages; i++)
-        res += vec[i] & 1;
-    free(vec);
-    munmap(m, n);
-    close(fd);
-    return res * ps;
-}
-
 static void test_page_cache(void **st) {
     (void)st;
     char *d = tu_tmpdir();
@@ -91,11 +73,11 @@ static void test_page_cache(void **st) {
     uint64_t res = 0, size = 0;
     assert_int_equal(tl_file_page_cache(path, &res, &size), TL_OK);
     assert_int_equal(size, n);
-    assert_int_equal(res, mincore_bytes(path, n));
+    assert_int_equal(res, tu_file_cached_bytes(path));
     assert_int_equal(tl_file_evict(path), TL_OK);
     assert_int_equal(tl_file_page_cache(path, &res, NULL), TL_OK);
     assert_true(res <= n / 100);
-    assert_int_equal(res, mincore_bytes(path, n));
+    assert_int_equal(res, tu_file_cached_bytes(path));
     /* read 3 MiB from the middle back (readahead may add some): the same count both ways */
     int fd = open(path, O_RDONLY);
     assert_true(fd >= 0);
@@ -105,7 +87,7 @@ static void test_page_cache(void **st) {
     close(fd);
     assert_int_equal(tl_file_page_cache(path, &res, NULL), TL_OK);
     assert_true(res >= (3u << 20) && res <= n);
-    assert_int_equal(res, mincore_bytes(path, n));
+    assert_int_equal(res, tu_file_cached_bytes(path));
     assert_int_equal(tl_file_page_cache("/nonexistent/x", &res, NULL), TL_ERR_NOT_FOUND);
     assert_non_null(strstr(tl_last_error(), "/nonexistent/x"));
     free(path);

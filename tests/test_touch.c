@@ -20,18 +20,6 @@
 
 #define MIB (1ull << 20)
 
-/* Pages of [p, p+n) resident, by mincore. */
-static uint64_t resident(const unsigned char *p, uint64_t n) {
-    size_t ps = (size_t)sysconf(_SC_PAGESIZE), pages = (size_t)((n + ps - 1) / ps);
-    unsigned char *vec = malloc(pages);
-    assert_int_equal(mincore((void *)p, (size_t)n, vec), 0);
-    uint64_t r = 0;
-    for (size_t i = 0; i < pages; i++)
-        r += vec[i] & 1;
-    free(vec);
-    return r * ps;
-}
-
 /* Whether the mapping holding addr carries the VmFlags flag ("nh", "hg"). */
 static bool vm_flag(const void *addr, const char *flag) {
     char flags[512];
@@ -48,7 +36,7 @@ static dest make(uint64_t len) {
     dest d = {NULL, 0};
     assert_int_equal(tl__os_anon_alloc(len, TL_OS_PAGES_HUGE, (void **)&d.p, &d.len), 0);
     assert_int_equal((uintptr_t)d.p % (2 * MIB), 0);
-    assert_int_equal(resident(d.p, d.len), 0);
+    assert_int_equal(tu_resident_bytes(d.p, d.len), 0);
     return d;
 }
 
@@ -64,8 +52,8 @@ static void test_slow_switches_once(void **st) {
     tl__touch t;
     tl__touch_init(&t, d.p, d.len, TL_TOUCH_ADAPT, -1.0); /* every huge page counts as slow */
     assert_int_equal(tl__touch_range(&t, d.p, 16 * MIB), 0);
-    assert_int_equal(resident(d.p, 16 * MIB), 16 * MIB);
-    assert_int_equal(resident(d.p + 16 * MIB, 16 * MIB), 0); /* nothing beyond the range */
+    assert_int_equal(tu_resident_bytes(d.p, 16 * MIB), 16 * MIB);
+    assert_int_equal(tu_resident_bytes(d.p + 16 * MIB, 16 * MIB), 0); /* nothing beyond the range */
     assert_true(all_zero(d.p, 16 * MIB));
     /* the third huge page in a row ends at 6 MiB: from there on 4 KiB pages */
     assert_false(atomic_load(&t.huge));
@@ -74,7 +62,7 @@ static void test_slow_switches_once(void **st) {
     assert_true(vm_flag(d.p + 6 * MIB, "nh"));
     assert_true(vm_flag(d.p + 31 * MIB, "nh"));
     assert_int_equal(tl__touch_range(&t, d.p + 16 * MIB, 16 * MIB), 0);
-    assert_int_equal(resident(d.p, d.len), d.len);
+    assert_int_equal(tu_resident_bytes(d.p, d.len), d.len);
     assert_int_equal(atomic_load(&t.switched_at_mib), 6 + 1); /* once */
     tl__os_anon_free(d.p, d.len);
 }
@@ -87,9 +75,9 @@ static void test_fast_stays_huge(void **st) {
     /* a range that starts and ends inside pages: the pages holding it are faulted in */
     assert_int_equal(tl__touch_range(&t, d.p + 100, 3 * MIB), 0);
     size_t ps = (size_t)sysconf(_SC_PAGESIZE);
-    assert_true(resident(d.p, 3 * MIB + ps) >= 3 * MIB);
+    assert_true(tu_resident_bytes(d.p, 3 * MIB + ps) >= 3 * MIB);
     assert_int_equal(tl__touch_range(&t, d.p, d.len), 0);
-    assert_int_equal(resident(d.p, d.len), d.len);
+    assert_int_equal(tu_resident_bytes(d.p, d.len), d.len);
     assert_true(atomic_load(&t.huge));
     assert_int_equal(atomic_load(&t.switched_at_mib), 0);
     assert_false(vm_flag(d.p + 8 * MIB, "nh"));
@@ -105,7 +93,7 @@ static void test_fixed_modes_never_switch(void **st) {
         tl__touch t;
         tl__touch_init(&t, d.p, d.len, (tl__touch_pages)mode, -1.0);
         assert_int_equal(tl__touch_range(&t, d.p, d.len), 0);
-        assert_int_equal(resident(d.p, d.len), d.len);
+        assert_int_equal(tu_resident_bytes(d.p, d.len), d.len);
         assert_int_equal(atomic_load(&t.switched_at_mib), 0);
         assert_false(vm_flag(d.p + 4 * MIB, "nh"));
         tl__os_anon_free(d.p, d.len);
@@ -139,7 +127,7 @@ static void test_two_threads(void **st) {
         pthread_join(th[i], &r);
         assert_null(r);
     }
-    assert_int_equal(resident(d.p, d.len), d.len);
+    assert_int_equal(tu_resident_bytes(d.p, d.len), d.len);
     assert_true(all_zero(d.p, d.len));
     unsigned at = atomic_load(&t.switched_at_mib);
     /*

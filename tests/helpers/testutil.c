@@ -4,10 +4,12 @@
 #include "testutil.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdbool.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -248,4 +250,29 @@ bool tu_has_vm_flag(const char *flags, const char *flag) {
     for (char *p = line; *p; p++)
         if (*p == '\n') *p = ' ';
     return strstr(line, pad) != NULL;
+}
+
+uint64_t tu_resident_bytes(const void *addr, uint64_t n) {
+    size_t ps = (size_t)sysconf(_SC_PAGESIZE), pages = (size_t)((n + ps - 1) / ps);
+    unsigned char *vec = malloc(pages ? pages : 1);
+    assert_non_null(vec);
+    assert_int_equal(mincore((void *)addr, (size_t)n, vec), 0);
+    uint64_t res = 0;
+    for (size_t i = 0; i < pages; i++)
+        res += vec[i] & 1;
+    free(vec);
+    return res * ps;
+}
+
+uint64_t tu_file_cached_bytes(const char *path) {
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    off_t size = lseek(fd, 0, SEEK_END);
+    assert_true(size > 0);
+    void *m = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+    assert_true(m != MAP_FAILED);
+    uint64_t res = tu_resident_bytes(m, (uint64_t)size);
+    munmap(m, (size_t)size);
+    close(fd);
+    return res;
 }

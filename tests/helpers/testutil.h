@@ -56,6 +56,10 @@ int tu_exit(int failed);
 bool tu_vm_flags(const void *addr, char *flags, size_t cap);
 /* Whether a VmFlags line holds the two-letter flag ("nh", "hg"). */
 bool tu_has_vm_flag(const char *flags, const char *flag);
+/* Bytes of [addr, addr+n) resident in memory, counted with mincore (whole pages). */
+uint64_t tu_resident_bytes(const void *addr, uint64_t n);
+/* Bytes of the file at path in the page cache, through a mapping of its own (whole pages). */
+uint64_t tu_file_cached_bytes(const char *path);
 /* Is this a CI run (CI=true in the environment)? There, missing references fail, not skip. */
 int tu_in_ci(void);
 
