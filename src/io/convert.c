@@ -127,7 +127,7 @@ static inline u32x4 f16_to_f32_x4(u16x4 h16) {
     return sign | (infnan & is_infnan) | (sub & is_sub) | (normal & is_normal);
 }
 
-static void f16_to_f32_n(unsigned char *d, const unsigned char *s, uint64_t n) {
+static uint64_t f16_to_f32_n(unsigned char *d, const unsigned char *s, uint64_t n) {
     uint64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         u16x4 a, b;
@@ -137,12 +137,7 @@ static void f16_to_f32_n(unsigned char *d, const unsigned char *s, uint64_t n) {
         memcpy(d + i * 4, &ua, sizeof ua);
         memcpy(d + i * 4 + 16, &ub, sizeof ub);
     }
-    for (; i < n; i++) {
-        uint16_t h;
-        memcpy(&h, s + i * 2, 2);
-        uint32_t u = f16_to_f32(h);
-        memcpy(d + i * 4, &u, 4);
-    }
+    return i;
 }
 
 uint16_t tl__f32_to_bf16(uint32_t x) {
@@ -183,10 +178,10 @@ static inline u16x4 f32_to_bf16_x4(u32x4 x) {
     return __builtin_convertvector(r & 0xffffu, u16x4);
 }
 
-/* F32 -> F16 or BF16 over n elements, 4 at a time, the tail element by element. */
-static void f32_to_half_n(tl_dtype to, unsigned char *d, const unsigned char *s, uint64_t n) {
+/* F32 -> F16 (8 at a time) or BF16 (4 at a time) over the first elements of n; returns how many. */
+static uint64_t f32_to_half_n(tl_dtype to, unsigned char *d, const unsigned char *s, uint64_t n) {
     uint64_t i = 0;
-    if (to == TL_DTYPE_F16)
+    if (to == TL_DTYPE_F16) {
         for (; i + 8 <= n; i += 8) {
             u32x4 x, y;
             memcpy(&x, s + i * 4, sizeof x);
@@ -200,18 +195,15 @@ static void f32_to_half_n(tl_dtype to, unsigned char *d, const unsigned char *s,
 #endif
             memcpy(d + i * 2, &h, sizeof h);
         }
+        return i;
+    }
     for (; i + 4 <= n; i += 4) {
         u32x4 x;
         memcpy(&x, s + i * 4, sizeof x);
-        u16x4 h = to == TL_DTYPE_F16 ? f32_to_f16_x4(x) : f32_to_bf16_x4(x);
+        u16x4 h = f32_to_bf16_x4(x);
         memcpy(d + i * 2, &h, sizeof h);
     }
-    for (; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, s + i * 4, 4);
-        uint16_t h = to == TL_DTYPE_F16 ? tl__f32_to_f16(u) : tl__f32_to_bf16(u);
-        memcpy(d + i * 2, &h, 2);
-    }
+    return i;
 }
 
 /* F8_E4M3 (the "FN" variant of safetensors / PyTorch): bias 7, no Inf, NaN = S.1111.111. */
@@ -228,9 +220,9 @@ uint32_t tl__f8e5m2_to_f32(uint8_t b) {
     return f16_to_f32((uint16_t)((uint16_t)b << 8));
 }
 
-/* F16 <-> BF16 over n elements, 4 at a time through F32 bits, the tail element by element. */
-static void half_to_half_n(tl_dtype to, unsigned char *d, tl_dtype from, const unsigned char *s,
-                           uint64_t n) {
+/* F16 <-> BF16, 4 at a time through F32 bits, over the first elements of n; returns how many. */
+static uint64_t half_to_half_n(tl_dtype to, unsigned char *d, tl_dtype from, const unsigned char *s,
+                               uint64_t n) {
     uint64_t i = 0;
     for (; i + 4 <= n; i += 4) {
         u16x4 h;
@@ -239,13 +231,7 @@ static void half_to_half_n(tl_dtype to, unsigned char *d, tl_dtype from, const u
         u16x4 o = to == TL_DTYPE_F16 ? f32_to_f16_x4(x) : f32_to_bf16_x4(x);
         memcpy(d + i * 2, &o, sizeof o);
     }
-    for (; i < n; i++) {
-        uint16_t h;
-        memcpy(&h, s + i * 2, 2);
-        uint32_t x = from == TL_DTYPE_F16 ? f16_to_f32(h) : (uint32_t)h << 16;
-        uint16_t o = to == TL_DTYPE_F16 ? tl__f32_to_f16(x) : tl__f32_to_bf16(x);
-        memcpy(d + i * 2, &o, 2);
-    }
+    return i;
 }
 
 /* Load element i of src as f32 bits (float sources only). */
@@ -302,19 +288,6 @@ bool tl__convert_run(tl_dtype to, void *dst, tl_dtype from, const void *src, uin
         return true;
     }
     /* fast paths for the common pairs */
-    if (from == TL_DTYPE_F16 && to == TL_DTYPE_F32) {
-        f16_to_f32_n(d, s, n);
-        return true;
-    }
-    if ((from == TL_DTYPE_F16 && to == TL_DTYPE_BF16) ||
-        (from == TL_DTYPE_BF16 && to == TL_DTYPE_F16)) {
-        half_to_half_n(to, d, from, s, n);
-        return true;
-    }
-    if (from == TL_DTYPE_F32 && (to == TL_DTYPE_F16 || to == TL_DTYPE_BF16)) {
-        f32_to_half_n(to, d, s, n);
-        return true;
-    }
     if (from == TL_DTYPE_BF16 && to == TL_DTYPE_F32) {
         for (uint64_t i = 0; i < n; i++) {
             uint16_t h;
@@ -331,12 +304,21 @@ bool tl__convert_run(tl_dtype to, void *dst, tl_dtype from, const void *src, uin
         }
         return true;
     }
+    /* the common pairs, several elements at a time; what they leave, element by element below */
+    uint64_t i = 0;
+    if (from == TL_DTYPE_F16 && to == TL_DTYPE_F32)
+        i = f16_to_f32_n(d, s, n);
+    else if ((from == TL_DTYPE_F16 && to == TL_DTYPE_BF16) ||
+             (from == TL_DTYPE_BF16 && to == TL_DTYPE_F16))
+        i = half_to_half_n(to, d, from, s, n);
+    else if (from == TL_DTYPE_F32 && (to == TL_DTYPE_F16 || to == TL_DTYPE_BF16))
+        i = f32_to_half_n(to, d, s, n);
     /* F8_E4M3 sources: a 256-entry table */
     uint32_t table[256];
     if (from == TL_DTYPE_F8_E4M3)
         for (unsigned b = 0; b < 256; b++)
             table[b] = tl__f8e4m3_to_f32((uint8_t)b);
-    for (uint64_t i = 0; i < n; i++) {
+    for (; i < n; i++) {
         uint32_t u = from == TL_DTYPE_F8_E4M3 ? table[s[i]] : load_f32(from, s, i);
         if (to == TL_DTYPE_F32) {
             memcpy(d + i * 4, &u, 4);
