@@ -129,18 +129,19 @@ static tl_status move_chunk(tl__io_engine *e, const tl__io_xfer *x, const chunk 
     unsigned out = convert ? tl__convert_elem_size(x->to) : 1;
     int err;
     tl_status s;
+    /* a fresh host destination: its piece faulted in first, whichever way the bytes come */
+    if (x->dst.kind == TL_IO_HOST && x->dst.fresh)
+        tl__touch_range(x->dst.fresh, (unsigned char *)x->dst.host + o / in * out, n / in * out);
     /* straight into host memory */
     if (x->src.kind == TL_IO_FILE && x->dst.kind == TL_IO_HOST && !convert) {
         unsigned char *dst = (unsigned char *)x->dst.host + o;
         uint64_t at = x->src.off + o;
         if (!x->src.direct) {
-            if (x->dst.fresh) tl__touch_range(x->dst.fresh, dst, n); /* a hint */
             err = tl__os_pread_full(x->src.fd, dst, (size_t)n, at);
             return err ? fail(x, TL_ERR_IO, "read", at, err) : TL_OK;
         }
         uint64_t a0 = at & ~(ALIGN - 1), lead = at - a0;
         if (x->slack && ((uintptr_t)(dst - lead) % ALIGN) == 0) {
-            if (x->dst.fresh) tl__touch_range(x->dst.fresh, dst, n); /* a hint */
             size_t got = 0;
             err = tl__os_pread_direct(x->src.fd, dst - lead, (size_t)up_align(lead + n), a0, &got);
             if (!err && got < lead + n) err = ENODATA;
@@ -204,7 +205,6 @@ static tl_status move_chunk(tl__io_engine *e, const tl__io_xfer *x, const chunk 
     switch (x->dst.kind) {
     case TL_IO_HOST: {
         unsigned char *dst = (unsigned char *)x->dst.host + o / in * out;
-        if (x->dst.fresh) tl__touch_range(x->dst.fresh, dst, n / in * out); /* a hint */
         if (convert) {
             conv_args a = {x, dst, p, n / in, false, 0};
             if (guarded ? tl__os_guarded_call(do_convert, &a) != 0 : (do_convert(&a), false))
