@@ -8,7 +8,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
 DEB_PKGS   := cmake make gcc clang libclang-rt-14-dev pkg-config libcjson-dev libxxhash-dev liburing-dev libcmocka-dev valgrind librsvg2-bin python3-numpy python3-torch python3-pip python3-setuptools
 
-.PHONY: all deps deps-build build test demo asan tsan fuzz bench valgrind clean format install
+.PHONY: all deps deps-build build ggml test demo asan tsan fuzz bench valgrind clean format install
 
 all: build
 
@@ -27,6 +27,11 @@ $(BUILD)/Makefile: CMakeLists.txt
 
 build: $(BUILD)/Makefile
 	cmake --build $(BUILD) -j $(JOBS)
+
+# ggml (CPU, RPC), ggml-rpc-server and libllama from llama.cpp's source in npm node-llama-cpp@3.22.1,
+# built once into $(BUILD)/ggml (a few minutes on 2 cores; later calls reuse it).
+ggml: deps
+	JOBS=$(JOBS) ./tools/build_ggml.sh $(BUILD) --llama
 
 # deps first, then the build (a recursive make keeps that order under -j).
 deps-build: deps

@@ -6,7 +6,7 @@
 #   BUILD/ggml/build    the CMake build
 #   BUILD/ggml/lib      libggml-base.so, libggml.so, libggml-cpu.so, libggml-rpc.so (+ libllama.so)
 #   BUILD/ggml/include  ggml's public headers (+ llama.h)
-#   BUILD/ggml/bin      ggml-rpc-server
+#   BUILD/ggml/bin      ggml-rpc-server (+ llama-quantize)
 # Usage: tools/build_ggml.sh BUILD [--llama]
 set -eu
 BUILD=${1:?usage: build_ggml.sh BUILD [--llama]}
@@ -36,11 +36,11 @@ if [ ! -f "$G/src/ggml/CMakeLists.txt" ]; then
 fi
 
 targets="ggml ggml-base ggml-cpu ggml-rpc ggml-rpc-server"
-[ $LLAMA = 1 ] && targets="$targets llama"
+[ $LLAMA = 1 ] && targets="$targets llama llama-quantize"
 echo "build_ggml.sh: building $targets (a few minutes on 2 cores)" >&2
 cmake -S "$G/src" -B "$G/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
     -DGGML_RPC=ON -DGGML_NATIVE=ON -DGGML_OPENMP=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF \
-    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_COMMON=OFF \
+    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_COMMON=ON \
     -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF >"$G/configure.log" 2>&1 ||
     { echo "build_ggml.sh: configure failed, see $G/configure.log" >&2; exit 1; }
 # shellcheck disable=SC2086
@@ -51,5 +51,8 @@ mkdir -p "$G/lib" "$G/include" "$G/bin"
 find "$G/build" -name 'lib*.so*' -exec cp -P {} "$G/lib/" \;
 cp "$G"/src/ggml/include/*.h "$G/include/"
 cp "$G/src/include/llama.h" "$G/include/"
-cp "$(find "$G/build" -name ggml-rpc-server -type f | head -n 1)" "$G/bin/"
+for t in ggml-rpc-server llama-quantize; do
+    f=$(find "$G/build" -name "$t" -type f | head -n 1)
+    [ -z "$f" ] || cp "$f" "$G/bin/"
+done
 echo "build_ggml.sh: ggml in $G" >&2
