@@ -6,7 +6,7 @@
 BUILD      ?= build
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
-DEB_PKGS   := cmake make gcc g++ git npm clang libclang-rt-14-dev pkg-config libcjson-dev libxxhash-dev liburing-dev libcmocka-dev valgrind librsvg2-bin python3-numpy python3-torch python3-pip python3-setuptools
+DEB_PKGS   := cmake make gcc g++ git clang libclang-rt-14-dev pkg-config libcjson-dev libxxhash-dev liburing-dev libcmocka-dev valgrind librsvg2-bin python3-numpy python3-torch python3-pip python3-setuptools
 
 .PHONY: all deps deps-build build ggml test demo asan tsan fuzz bench valgrind clean format install
 
@@ -16,6 +16,7 @@ deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
