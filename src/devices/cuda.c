@@ -143,6 +143,7 @@ static tl_status cuda_describe(void *self, tl_device_info *out) {
     out->kind = TL_DEVICE_CUDA;
     out->host_pointer = false;
     out->async = true;
+    out->pinned = true;
     out->alignment = 256;
     int prev;
     tl_status s = enter(c, &prev);

@@ -238,6 +238,8 @@ struct tl__ggml_dev {
     tl__pool pool;        /* pool.total: the bytes this device holds through tierload */
     uint64_t cap;
     tl_devptr next;          /* next handle (non-host devices) */
+    bool (*reg_host)(void *buf, size_t n); /* the backend's ggml_backend_register_host_buffer */
+    void (*unreg_host)(void *buf);
     pthread_mutex_t compute; /* the backend */
     void *backend;
     int threads; /* 0 = ggml's default */
@@ -347,6 +349,7 @@ static tl_status gg_describe(void *self, tl_device_info *out) {
     out->free = free_;
     out->host_pointer = g->host;
     out->async = false;
+    out->pinned = g->reg_host != NULL;
     out->alignment = g->alignment;
     return TL_OK;
 }
@@ -534,6 +537,24 @@ static tl_status gg_copy_from(void *self, void *dst, tl_devptr src, uint64_t n) 
     return TL_OK;
 }
 
+/* Pin through the backend's own host-buffer registration (CUDA: cudaHostRegister). */
+static tl_status gg_pin(void *self, void *host, uint64_t n) {
+    tl__ggml_dev *g = self;
+    if (!g->reg_host) return TL_OK; /* nothing to pin for: plain host memory works */
+    if (n > SIZE_MAX || !g->reg_host(host, (size_t)n))
+        return tl__err(TL_ERR_DEVICE, "%s: registering %llu bytes of host memory failed%s%s",
+                       g->name, (unsigned long long)n, *tl__ggml_last_log() ? ": " : "",
+                       tl__ggml_last_log());
+    return TL_OK;
+}
+
+static tl_status gg_unpin(void *self, void *host, uint64_t n) {
+    tl__ggml_dev *g = self;
+    (void)n;
+    if (g->unreg_host) g->unreg_host(host);
+    return TL_OK;
+}
+
 static void gg_destroy(void *self) {
     tl__ggml_dev *g = self;
     for (size_t i = 0; i < g->pool.n; i++)
@@ -552,6 +573,8 @@ static const tl_device_ops ggml_ops = {
     .dealloc = gg_dealloc,
     .copy_to = gg_copy_to,
     .copy_from = gg_copy_from,
+    .pin = gg_pin,
+    .unpin = gg_unpin,
     .destroy = gg_destroy,
 };
 
@@ -624,6 +647,13 @@ tl_status tl__ggml_dev_make(void *dev, const char *name, const char *desc, bool 
     g->cap = UINT64_MAX;
     g->next = (tl_devptr)1 << 44;
     tl__pool_init(&g->pool, g->alignment);
+    void *reg = G.dev_backend_reg(dev);
+    void *rh = reg ? G.reg_get_proc_address(reg, "ggml_backend_register_host_buffer") : NULL;
+    void *uh = reg ? G.reg_get_proc_address(reg, "ggml_backend_unregister_host_buffer") : NULL;
+    if (rh && uh && !g->host) {
+        memcpy(&g->reg_host, &rh, sizeof rh);
+        memcpy(&g->unreg_host, &uh, sizeof uh);
+    }
     pthread_mutex_init(&g->lock, NULL);
     pthread_mutex_init(&g->compute, NULL);
     tl_status s = tl__device_wrap(&ggml_ops, g, g->name, TL_DEVICE_GGML, out);

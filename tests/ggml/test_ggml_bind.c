@@ -280,8 +280,11 @@ static void test_bind_rpc(void **state) {
     for (size_t i = 0; i < tl_model_tensor_count(m); i++)
         total += tl_model_tensor(m, i)->nbytes;
     tl_plan *p = plan_on(m, name, total, false);
+    tl_session_options so;
+    tl_session_options_init(&so);
+    so.pinned_cap = 1ull << 30; /* asked for, but an RPC server's device has no pinned tier */
     tl_session *s;
-    assert_int_equal(tl_session_create(m, p, NULL, &s), TL_OK);
+    assert_int_equal(tl_session_create(m, p, &so, &s), TL_OK);
     ggml_backend_dev_t gd = tl_device_ggml_dev(d);
     ggml_backend_t be = ggml_backend_dev_init(gd, NULL);
     assert_non_null(be);
@@ -299,6 +302,11 @@ static void test_bind_rpc(void **state) {
         assert_int_equal(tl_session_check(s), TL_OK);
     }
     assert_int_equal(checked, tl_model_tensor_count(m));
+    tl_session_stats sst;
+    assert_int_equal(tl_session_stats_get(s, &sst), TL_OK);
+    assert_false(sst.devices[0].pinned);
+    assert_int_equal(sst.pinned_used, 0);
+    assert_int_equal(sst.moved[TL_TIER_FILE][TL_TIER_PINNED], 0);
     ggml_backend_free(be);
     tl_session_destroy(s);
     tl_plan_destroy(p);
