@@ -875,6 +875,19 @@ TL_API const char *tl_device_ggml_reason(void);
  */
 TL_API tl_status tl_device_ggml_rpc_add(const char *endpoints, size_t *n_added);
 /*
+ * ggml ends the process (abort) on errors it cannot return, e.g. an RPC
+ * server that dies or stops answering in the middle of a transfer. When
+ * tierload loads ggml it installs ggml's abort callback: the message says
+ * what ggml said and what tierload was doing on which device ("copying 4096
+ * bytes to rpc0:0, ggml RPC server 127.0.0.1:50052, device 0"); it goes to
+ * fn when set (a program may end itself there with its own status, e.g.
+ * _exit), else to stderr; when fn returns, ggml aborts. fn runs on the
+ * failing thread and must be async-signal-safe in spirit: no locks held by
+ * tierload may be taken. NULL restores the default.
+ */
+typedef void (*tl_ggml_abort_fn)(const char *message);
+TL_API void tl_device_ggml_on_abort(tl_ggml_abort_fn fn);
+/*
  * The ggml_backend_dev_t behind ggml device d, for an engine that computes
  * with ggml on the device tierload places weights on (ggml_backend_dev_init
  * makes its backend); NULL when d is not a ggml device.

@@ -48,6 +48,47 @@ static tl__ggml_api G;
 static bool g_loaded;
 static char g_reason[768] = "not loaded";
 
+/*
+ * ggml ends the process on errors it cannot return (an RPC server that dies
+ * in the middle of a transfer). Its abort callback, installed when ggml is
+ * loaded, says what ggml said and what this thread was doing with which
+ * device, then hands over to the program's handler (tl_device_ggml_on_abort).
+ */
+static _Thread_local char g_doing[200];
+static tl_ggml_abort_fn g_on_abort;
+
+static void on_ggml_abort(const char *msg) {
+    char line[768];
+    snprintf(line, sizeof line, "ggml stopped the process: %s%s%s", msg ? msg : "?",
+             g_doing[0] ? " (while " : "", g_doing[0] ? g_doing : "");
+    size_t n = strlen(line);
+    while (n && line[n - 1] == '\n')
+        line[--n] = 0;
+    if (g_doing[0] && n + 1 < sizeof line) snprintf(line + n, sizeof line - n, ")");
+    tl_ggml_abort_fn fn = __atomic_load_n(&g_on_abort, __ATOMIC_ACQUIRE);
+    if (fn) {
+        fn(line);
+    } else {
+        tl__os_write_stderr("tierload: ");
+        tl__os_write_stderr(line);
+        tl__os_write_stderr("\n");
+    }
+}
+
+void tl_device_ggml_on_abort(tl_ggml_abort_fn fn) {
+    __atomic_store_n(&g_on_abort, fn, __ATOMIC_RELEASE);
+}
+
+/* What this thread asks of a device now, for the abort message (what NULL: done). */
+static void doing(const char *name, const char *desc, const char *what, uint64_t n) {
+    if (!what) {
+        g_doing[0] = 0;
+        return;
+    }
+    snprintf(g_doing, sizeof g_doing, "%s %llu bytes %s %s, %s", what, (unsigned long long)n,
+             strcmp(what, "copying") ? "on" : "to", name, desc);
+}
+
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char log_last[512];
 
@@ -210,6 +251,12 @@ static bool load_locked(const char *dir) {
     SYM(base, buffer_init_tensor, "ggml_backend_buffer_init_tensor");
 #undef SYM
     G.log_set(ggml_log_cb, NULL);
+    void *sac = tl__os_dlsym(base, "ggml_set_abort_callback");
+    if (sac) {
+        void *(*set_abort)(void (*)(const char *));
+        memcpy(&set_abort, &sac, sizeof sac);
+        set_abort(on_ggml_abort);
+    }
     if (dir)
         G.load_all_from_path(dir);
     else
@@ -399,7 +446,9 @@ static tl_status grow_locked(tl__ggml_dev *g, uint64_t size) {
     if (want > room) want = room;
     if (want > f) want = f;
     if (want > g->max_size) want = g->max_size;
+    doing(g->name, g->desc, "allocating", want);
     void *buf = G.buft_alloc_buffer(g->buft, (size_t)want);
+    doing(NULL, NULL, NULL, 0);
     char *base = buf ? G.buffer_get_base(buf) : NULL;
     if (!buf || !base || G.buffer_get_size(buf) < want) {
         if (buf) G.buffer_free(buf);
@@ -523,7 +572,9 @@ static tl_status gg_copy_to(void *self, tl_devptr dst, const void *src, uint64_t
     void *ctx, *t;
     tl_status s = view(self, dst, n, &ctx, &t);
     if (s != TL_OK) return tl__err_prefix(s, "copy to device");
+    doing(((tl__ggml_dev *)self)->name, ((tl__ggml_dev *)self)->desc, "copying", n);
     G.tensor_set(t, src, 0, (size_t)n);
+    doing(NULL, NULL, NULL, 0);
     G.free(ctx);
     return TL_OK;
 }
@@ -532,7 +583,9 @@ static tl_status gg_copy_from(void *self, void *dst, tl_devptr src, uint64_t n) 
     void *ctx, *t;
     tl_status s = view(self, src, n, &ctx, &t);
     if (s != TL_OK) return tl__err_prefix(s, "copy from device");
+    doing(((tl__ggml_dev *)self)->name, ((tl__ggml_dev *)self)->desc, "reading", n);
     G.tensor_get(t, dst, 0, (size_t)n);
+    doing(NULL, NULL, NULL, 0);
     G.free(ctx);
     return TL_OK;
 }
