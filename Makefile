@@ -38,7 +38,8 @@ ggml: deps
 deps-build: deps
 	@$(MAKE) --no-print-directory build
 
-test: deps-build
+# ggml first: the test data (ctest's testdata fixture) is made with llama.cpp's tools from it.
+test: deps-build ggml
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 # The main job on its embedded default: a cached SD-shaped model and LoRA, run through a small
@@ -46,14 +47,17 @@ test: deps-build
 demo: deps-build
 	./$(BUILD)/tierload demo
 
-asan: deps
-	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTL_SANITIZE=ON >/dev/null
+# The sanitizer builds make their test data with the ggml build of $(BUILD) (not built twice).
+GGML_ROOT := $(abspath $(BUILD))/ggml
+
+asan: ggml
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTL_SANITIZE=ON -DTL_GGML_ROOT=$(GGML_ROOT) >/dev/null
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS)
 
-tsan: deps
-	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DTL_TSAN=ON -DCMAKE_C_COMPILER=clang >/dev/null
+tsan: ggml
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DTL_TSAN=ON -DCMAKE_C_COMPILER=clang -DTL_GGML_ROOT=$(GGML_ROOT) >/dev/null
 	cmake --build build-tsan -j $(JOBS)
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j $(JOBS)
 
