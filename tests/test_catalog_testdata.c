@@ -65,8 +65,9 @@ static void check_one(const char *sub, const char *base) {
     free(path);
 }
 
-/* Every data file of sub checked against its expected JSON; returns how many. */
-static int check_folder(const char *sub, const char *suffix) {
+/* The files of sub whose name ends in suffix: how many, each checked against its expected JSON
+ * when check is set. */
+static int each_file(const char *sub, const char *suffix, bool check) {
     char *dir = strdup(tu_testdata(sub));
     DIR *d = opendir(dir);
     assert_non_null(d);
@@ -75,7 +76,7 @@ static int check_folder(const char *sub, const char *suffix) {
     while ((de = readdir(d))) {
         size_t len = strlen(de->d_name), sl = strlen(suffix);
         if (len <= sl || strcmp(de->d_name + len - sl, suffix)) continue;
-        check_one(sub, de->d_name);
+        if (check) check_one(sub, de->d_name);
         n++;
     }
     closedir(d);
@@ -83,25 +84,12 @@ static int check_folder(const char *sub, const char *suffix) {
     return n;
 }
 
-static int count_json(void) {
-    DIR *d = opendir(tu_testdata("expected"));
-    assert_non_null(d);
-    struct dirent *de;
-    int n = 0;
-    while ((de = readdir(d))) {
-        size_t len = strlen(de->d_name);
-        n += len > 5 && !strcmp(de->d_name + len - 5, ".json");
-    }
-    closedir(d);
-    return n;
-}
-
 static void test_every_expected_file(void **state) {
     (void)state;
     /* the committed samples first: they need nothing but the checkout */
-    int n_st = check_folder("safetensors", ".safetensors");
+    int n_st = each_file("safetensors", ".safetensors", true);
     assert_true(n_st > 0);
-    int n_gguf = check_folder("gguf", ".gguf");
+    int n_gguf = each_file("gguf", ".gguf", true);
     /* the GGUFs the tests name, and nothing without its expected JSON or the other way round */
     const char *named[] = {"tiny-llama-f16.gguf", "tiny-llama-q8_0.gguf", "tiny-llama-q4_0.gguf",
                            "tiny-llama-256-q4_k_m.gguf", "ggml-vocab-llama-spm.gguf"};
@@ -111,7 +99,7 @@ static void test_every_expected_file(void **state) {
         (void)tu_testdata(rel);
     }
     assert_true(n_gguf >= (int)(sizeof named / sizeof *named));
-    assert_int_equal(count_json(), n_st + n_gguf);
+    assert_int_equal(each_file("expected", ".json", false), n_st + n_gguf);
 }
 
 /* The number of blk.N layers among the expected JSON's tensors. */
@@ -126,8 +114,8 @@ static uint64_t expected_blocks(const cJSON *exp) {
 
 static void test_gguf_metadata(void **state) {
     (void)state;
-    const char *paths[] = {tu_testdata("gguf/tiny-llama-q4_0.gguf")};
     cJSON *exp = tu_expected("tiny-llama-q4_0.gguf");
+    const char *paths[] = {tu_testdata("gguf/tiny-llama-q4_0.gguf")}; /* after: one buffer */
     const cJSON *embd = cJSON_GetArrayItem(cJSON_GetObjectItem(exp, "tensors"), 0);
     assert_string_equal(cJSON_GetObjectItem(embd, "name")->valuestring, "token_embd.weight");
     /* the vocabulary: token_embd's outer dimension */

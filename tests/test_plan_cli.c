@@ -125,9 +125,9 @@ static void test_cli_flags(void **state) {
 
 static void test_summary_from_model(void **state) {
     (void)state;
-    const char *path = tu_testdata("gguf/tiny-llama-q8_0.gguf");
     /* every size below is summed from what gguf-py's reader says about the file */
     cJSON *exp = tu_expected("tiny-llama-q8_0.gguf");
+    const char *path = tu_testdata("gguf/tiny-llama-q8_0.gguf"); /* after: one buffer */
     uint64_t all = tu_expected_sum(exp, NULL, 0, 0);
     uint64_t blk0 = tu_expected_sum(exp, "blk.0.", 0, 0), blk1 = tu_expected_sum(exp, "blk.1.", 0, 0);
     assert_true(blk0 > 0 && blk1 > 0);

@@ -76,7 +76,7 @@ if m=$(missing); then
             unavailable "git unavailable: no git on PATH (needed to read llama.cpp's source bundle)"
     fi
     say "building llama.cpp's tools into $ROOT (tools/build_ggml.sh, once)"
-    "$here/build_ggml.sh" "$build" --llama ||
+    sh "$here/build_ggml.sh" "$build" --llama ||
         if [ ! -f "$ROOT/src/ggml/CMakeLists.txt" ]; then
             unavailable "npm unavailable: fetching node-llama-cpp@3.22.1 failed (see the messages above)"
         else
@@ -98,7 +98,7 @@ cp "$vocab" "$OUT/gguf/"
 ${CC:-cc} -std=c11 -O1 -Wall -Wextra -Werror -I"$ROOT/include" "$here/llama_check.c" \
     -o "$OUT/work/llama_check" -L"$ROOT/lib" -lllama -lm -Wl,-rpath,"$ROOT/lib"
 for f in "$OUT"/gguf/tiny-llama-*.gguf; do
-    "$OUT/work/llama_check" "$f" "$vocab.inp" "$vocab.out"
+    LD_LIBRARY_PATH="$ROOT/lib" "$OUT/work/llama_check" "$f" "$vocab.inp" "$vocab.out"
 done
 
 # 5. Expected JSON for every file; then the set is complete.

@@ -22,7 +22,8 @@
  * The test data (TL_TESTDATA: BUILD/testdata, made by ctest's testdata fixture with
  * tools/make_testdata.sh) joined with rel into a static buffer. A missing file skips the
  * test with the reason the maker left (unavailable.txt: no npm or git to fetch llama.cpp's
- * tools), or fails under CI=true or when there is no such reason.
+ * tools), or fails under CI=true or when there is no such reason. The next call (also through
+ * tu_expected or tu_copy_testdata) overwrites the buffer.
  */
 const char *tu_testdata(const char *rel);
 /* expected/<file>.json of the test data, parsed (cJSON_Delete it). */
