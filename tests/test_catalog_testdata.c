@@ -119,7 +119,8 @@ static void test_gguf_metadata(void **state) {
     const cJSON *embd = cJSON_GetArrayItem(cJSON_GetObjectItem(exp, "tensors"), 0);
     assert_string_equal(cJSON_GetObjectItem(embd, "name")->valuestring, "token_embd.weight");
     /* the vocabulary: token_embd's outer dimension */
-    uint64_t n_vocab = (uint64_t)cJSON_GetArrayItem(cJSON_GetObjectItem(embd, "shape"), 0)->valuedouble;
+    uint64_t n_vocab =
+        (uint64_t)cJSON_GetArrayItem(cJSON_GetObjectItem(embd, "shape"), 0)->valuedouble;
     tl_model *m;
     assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_OK);
     size_t k = tl_model_meta_find(m, "general.architecture");

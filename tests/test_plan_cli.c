@@ -129,7 +129,8 @@ static void test_summary_from_model(void **state) {
     cJSON *exp = tu_expected("tiny-llama-q8_0.gguf");
     const char *path = tu_testdata("gguf/tiny-llama-q8_0.gguf"); /* after: one buffer */
     uint64_t all = tu_expected_sum(exp, NULL, 0, 0);
-    uint64_t blk0 = tu_expected_sum(exp, "blk.0.", 0, 0), blk1 = tu_expected_sum(exp, "blk.1.", 0, 0);
+    uint64_t blk0 = tu_expected_sum(exp, "blk.0.", 0, 0),
+             blk1 = tu_expected_sum(exp, "blk.1.", 0, 0);
     assert_true(blk0 > 0 && blk1 > 0);
     assert_int_equal(tu_expected_count(exp, "blk.2.", 0), 0); /* two blocks */
     tl_model *m = NULL;

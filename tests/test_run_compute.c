@@ -395,7 +395,8 @@ static void test_example_engine(void **state) {
     tu_run r = tu_run_argv(a1);
     if (r.status != 0) fail_msg("engine: exit %d: %s%s", r.status, r.out, r.err);
     char want[64];
-    snprintf(want, sizeof want, "products %" PRIu64 ", mismatches 0", 2 * matrices("tiny-llama-q4_0.gguf"));
+    snprintf(want, sizeof want, "products %" PRIu64 ", mismatches 0",
+             2 * matrices("tiny-llama-q4_0.gguf"));
     assert_non_null(strstr(r.out, want));
     tu_run_free(&r);
     /* an SD-shaped model, diffusion streamed, a LoRA patched in before pass 2 */

@@ -22,7 +22,8 @@ static void tu_testdata_missing(const char *base, const char *path) {
     char *why = tu_read_file(why_path, NULL);
     if (!why)
         fail_msg("%s: no such file; the test data is made by ctest's testdata fixture "
-                 "(tools/make_testdata.sh)", path);
+                 "(tools/make_testdata.sh)",
+                 path);
     why[strcspn(why, "\n")] = 0;
     char msg[8400];
     snprintf(msg, sizeof msg, "%s: not made: %s", path, why);
