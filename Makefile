@@ -26,7 +26,10 @@ deps:
 $(BUILD)/Makefile: CMakeLists.txt
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 
+# Configured again when the ggml build appeared since (the ggml tests and examples need it).
 build: $(BUILD)/Makefile
+	@if [ -f $(BUILD)/ggml/include/ggml.h ] && [ $(BUILD)/ggml/include/ggml.h -nt $(BUILD)/CMakeCache.txt ]; then \
+	  cmake -S . -B $(BUILD) >/dev/null; fi
 	cmake --build $(BUILD) -j $(JOBS)
 
 # ggml (CPU, RPC), ggml-rpc-server and libllama from llama.cpp's source in npm node-llama-cpp@3.22.1,
@@ -38,7 +41,11 @@ ggml: deps
 deps-build: deps
 	@$(MAKE) --no-print-directory build
 
-test: deps-build
+# ggml first: the test data (ctest's testdata fixture) is made with llama.cpp's tools from it, and
+# the tests built against ggml's headers (tests/ggml) are configured only where it exists.
+test: deps
+	@$(MAKE) --no-print-directory ggml
+	@$(MAKE) --no-print-directory build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 # The main job on its embedded default: a cached SD-shaped model and LoRA, run through a small
@@ -46,14 +53,17 @@ test: deps-build
 demo: deps-build
 	./$(BUILD)/tierload demo
 
-asan: deps
-	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTL_SANITIZE=ON >/dev/null
+# The sanitizer builds make their test data with the ggml build of $(BUILD) (not built twice).
+GGML_ROOT := $(abspath $(BUILD))/ggml
+
+asan: ggml
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTL_SANITIZE=ON -DTL_GGML_ROOT=$(GGML_ROOT) >/dev/null
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS)
 
-tsan: deps
-	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DTL_TSAN=ON -DCMAKE_C_COMPILER=clang >/dev/null
+tsan: ggml
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DTL_TSAN=ON -DCMAKE_C_COMPILER=clang -DTL_GGML_ROOT=$(GGML_ROOT) >/dev/null
 	cmake --build build-tsan -j $(JOBS)
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j $(JOBS)
 

@@ -313,5 +313,5 @@ int main(void) {
         cmocka_unit_test(test_json_stays_valid),
         cmocka_unit_test(test_options),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -9,8 +9,8 @@
  * device passes (describe, allocation, copies at odd sizes and offsets,
  * TL_ERR_DEVICE_OOM past free memory, under a forced cap and on an injected
  * fault), host memory is wrapped in place, and products are checked against
- * sums computed here (F32, F16, a hand-made Q8_0 matrix), and on the shared
- * test GGUFs (quantized types) the product of every 2-D weight from a
+ * sums computed here (F32, F16, a hand-made Q8_0 matrix), and on the GGUFs
+ * of the test data (quantized types) the product of every 2-D weight from a
  * tierload-loaded copy and from device memory equals the product from the
  * file's mapping bit for bit, while one flipped byte changes it. Without npm
  * every ggml test skips saying why (exit status 77); with CI=true it fails.
@@ -371,7 +371,7 @@ static void test_products_by_hand(void **state) {
     assert_int_equal(tl__ggml_matvec_host(d, w, TL_DTYPE_F32, 0, C, 42, y), TL_ERR_INVALID_ARG);
 }
 
-/* Every 2-D weight of the shared GGUFs: loaded copy, device copy and mapping agree; a flip shows.
+/* Every 2-D weight of the test-data GGUFs: loaded copy, device copy and mapping agree; a flip shows.
  */
 static void test_gguf_products(void **state) {
     (void)state;

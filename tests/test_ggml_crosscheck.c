@@ -3,8 +3,8 @@
  *
  * ggml's libggml-base.so (from the npm package @node-llama-cpp/linux-x64,
  * installed on first run into $TL_BUILD_DIR/npm-ggml and reused after; or
- * the file named by TL_GGML_LIB) is loaded with dlopen, and for every GGUF in
- * ../shared/testdata/gguf plus files written here (every ggml type tierload
+ * the file named by TL_GGML_LIB) is loaded with dlopen, and for every GGUF of
+ * the test data (TL_TESTDATA/gguf) plus files written here (every ggml type tierload
  * knows, all 13 metadata value types, GGUF v2, alignments 1..4096, no tensors)
  * both readers must agree on: version, alignment, data offset, metadata keys,
  * types and values, tensor count, and each tensor's name, type, shape,

@@ -312,5 +312,5 @@ int main(void) {
         cmocka_unit_test(test_long_paths_keep_the_reason),
         cmocka_unit_test(test_same_file_two_spellings),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

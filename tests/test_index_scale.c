@@ -83,5 +83,5 @@ int main(void) {
         cmocka_unit_test(test_many_missing_shards),
         cmocka_unit_test(test_many_entries_two_shards),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

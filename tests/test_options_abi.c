@@ -101,5 +101,5 @@ int main(void) {
         cmocka_unit_test(test_plan_options_short),
         cmocka_unit_test(test_init_sets_size),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -1,11 +1,12 @@
 /*
  * test_plan_cli.c — `tierload plan` end to end (profiles and hypothetical
  * devices, --json that reads back, exit codes for infeasible plans and bad
- * specs) and the summary built from a real catalog (a GGUF from
- * ../shared/testdata).
+ * specs) and the summary built from a real catalog (a GGUF of the test data,
+ * its sizes summed from its expected JSON).
  */
 #include "helpers/testutil.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -124,7 +125,14 @@ static void test_cli_flags(void **state) {
 
 static void test_summary_from_model(void **state) {
     (void)state;
-    const char *path = tu_testdata("gguf/tiny-llama-q8_0.gguf");
+    /* every size below is summed from what gguf-py's reader says about the file */
+    cJSON *exp = tu_expected("tiny-llama-q8_0.gguf");
+    const char *path = tu_testdata("gguf/tiny-llama-q8_0.gguf"); /* after: one buffer */
+    uint64_t all = tu_expected_sum(exp, NULL, 0, 0);
+    uint64_t blk0 = tu_expected_sum(exp, "blk.0.", 0, 0),
+             blk1 = tu_expected_sum(exp, "blk.1.", 0, 0);
+    assert_true(blk0 > 0 && blk1 > 0);
+    assert_int_equal(tu_expected_count(exp, "blk.2.", 0), 0); /* two blocks */
     tl_model *m = NULL;
     assert_int_equal(tl_model_open(&path, 1, NULL, &m), TL_OK);
     tl_plan_summary s;
@@ -132,26 +140,32 @@ static void test_summary_from_model(void **state) {
     uint64_t total = 0;
     for (int c = 0; c < TL_COMP_COUNT; c++)
         total += s.comp[c].bytes;
-    assert_int_equal(total, 4440320); /* the sum of nbytes in expected/tiny-llama-q8_0.gguf.json */
+    assert_int_equal(total, all);
     const tl_plan_part *o = &s.comp[tl_model_tensor(m, 0)->component];
     assert_int_equal(o->n_layers, 2); /* blk.0, blk.1 */
-    assert_int_equal(o->layers[0], 44032);
-    assert_int_equal(o->layers[1], 44032);
-    assert_int_equal(o->other_bytes, 4352256); /* token_embd, output_norm, output */
-    assert_int_equal(o->matrix_bytes, 0);      /* no matrix has both sides >= 256 */
+    assert_int_equal(o->layers[0], blk0);
+    assert_int_equal(o->layers[1], blk1);
+    assert_int_equal(o->other_bytes, all - blk0 - blk1); /* token_embd, output_norm, output */
+    assert_int_equal(o->matrix_bytes, 0);                /* no matrix has both sides >= 256 */
     tl_plan_summary_clear(&s);
     /* as F32: every 2-D tensor at 4 bytes an element, 1-D norms unchanged */
     assert_int_equal(tl_plan_summary_from_model(m, TL_DTYPE_F32, &s), TL_OK);
     o = &s.comp[tl_model_tensor(m, 0)->component];
-    assert_int_equal(o->other_bytes, 2ull * 32000 * 64 * 4 + 256);
-    assert_int_equal(o->layers[0], 2 * 256 + 4 * 64 * 64 * 4 + 3 * 128 * 64 * 4);
+    uint64_t f32_all = tu_expected_sum(exp, NULL, 2, 4) + tu_expected_sum(exp, NULL, 1, 0);
+    uint64_t f32_blk0 = tu_expected_sum(exp, "blk.0.", 2, 4) + tu_expected_sum(exp, "blk.0.", 1, 0);
+    uint64_t f32_blk1 = tu_expected_sum(exp, "blk.1.", 2, 4) + tu_expected_sum(exp, "blk.1.", 1, 0);
+    assert_int_equal(o->other_bytes, f32_all - f32_blk0 - f32_blk1);
+    assert_int_equal(o->layers[0], f32_blk0);
     tl_plan_summary_clear(&s);
     tl_model_close(m);
     /* and the CLI plans from files */
     tu_run r = tu_cli_run("plan", path, "--devices", "cuda0=1G", "--json", NULL);
     if (r.status != 0) fail_msg("status %d: %s", r.status, r.err);
-    assert_non_null(strstr(r.out, "\"bytes\":\t4440320"));
+    char want[64];
+    snprintf(want, sizeof want, "\"bytes\":\t%" PRIu64, all);
+    assert_non_null(strstr(r.out, want));
     tu_run_free(&r);
+    cJSON_Delete(exp);
 }
 
 int main(void) {
@@ -160,5 +174,5 @@ int main(void) {
         cmocka_unit_test(test_cli_errors),         cmocka_unit_test(test_cli_flags),
         cmocka_unit_test(test_summary_from_model),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

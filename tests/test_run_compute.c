@@ -3,10 +3,10 @@
  * with TL_RUN_COMPUTE_GGML: ggml matrix products on every acquired 2-D
  * weight where it lives, compared with the product of the file's bytes.
  *
- * - the shared tiny-llama GGUFs (F16, Q8_0, Q4_0, Q4_K/Q6_K): component
- *   `other` on the cpu, and through a simulated GPU: one product per 2-D
- *   weight (16: token_embd, output, and 7 matrices in each of 2 blocks, as
- *   llama.cpp wrote them), 0 product and 0 hash mismatches;
+ * - the tiny-llama GGUFs of the test data (F16, Q8_0, Q4_0, Q4_K/Q6_K):
+ *   component `other` on the cpu, and through a simulated GPU: one product
+ *   per 2-D weight (as many as the expected JSON lists: token_embd, output
+ *   and 7 matrices a block), 0 product and 0 hash mismatches;
  * - an SD-like safetensors from `tierload mkmodel` under a sim GPU that
  *   forces streaming (evictions, prefetch): one product per acquired tensor
  *   (every mkmodel sdxl tensor is 2-D), 0 mismatches;
@@ -24,6 +24,7 @@
 #include "testutil.h"
 
 #include <cjson/cJSON.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -59,9 +60,13 @@ static uint64_t num(const cJSON *o, const char *k) {
     return (uint64_t)v->valuedouble;
 }
 
-static const char *testdata(void) {
-    const char *td = getenv("TL_TESTDATA");
-    return td && *td ? td : "../shared/testdata";
+/* The 2-D weights of a test-data GGUF, counted in its expected JSON. */
+static uint64_t matrices(const char *file) {
+    cJSON *exp = tu_expected(file);
+    uint64_t n = tu_expected_count(exp, NULL, 2);
+    cJSON_Delete(exp);
+    assert_true(n > 0);
+    return n;
 }
 
 /* `tierload run ... --compute ggml --json` (extra args up to NULL); the parsed totals' owner. */
@@ -83,19 +88,21 @@ static void test_gguf_quantized(void **state) {
     (void)state;
     NEED_GGML();
     for (size_t i = 0; i < sizeof LLAMAS / sizeof *LLAMAS; i++) {
-        char path[4200];
-        snprintf(path, sizeof path, "%s/gguf/%s", testdata(), LLAMAS[i]);
+        char rel[256], path[4200];
+        snprintf(rel, sizeof rel, "gguf/%s", LLAMAS[i]);
+        snprintf(path, sizeof path, "%s", tu_testdata(rel));
+        uint64_t n2d = matrices(LLAMAS[i]);
         /* on the host: the mapping itself, wrapped in place on ggml:CPU */
         cJSON *j = run_json(path, "--pipeline", "other", "--backend", "*=cpu", NULL, NULL, NULL);
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "totals");
-        assert_int_equal(num(t, "products"), 16);
+        assert_int_equal(num(t, "products"), n2d);
         assert_int_equal(num(t, "product_mismatches"), 0);
         assert_int_equal(num(t, "hash_mismatches"), 0);
         cJSON_Delete(j);
         /* through a simulated GPU, twice: copied to the device, computed from a copy back */
         j = run_json(path, "--pipeline", "other*2", "--sim", "cg=64M", "--backend", "*=cg", NULL);
         t = cJSON_GetObjectItemCaseSensitive(j, "totals");
-        assert_int_equal(num(t, "products"), 32);
+        assert_int_equal(num(t, "products"), 2 * n2d);
         assert_int_equal(num(t, "product_mismatches"), 0);
         assert_int_equal(num(t, "hash_mismatches"), 0);
         assert_true(num(t, "bytes_to_devices") > 0);
@@ -382,12 +389,15 @@ static void test_example_engine(void **state) {
     const char *bd = getenv("TL_BUILD_DIR");
     char exe[4200], gguf[4200];
     snprintf(exe, sizeof exe, "%s/examples/engine/engine", bd && *bd ? bd : ".");
-    snprintf(gguf, sizeof gguf, "%s/gguf/tiny-llama-q4_0.gguf", testdata());
-    /* an LLM on a sim GPU: 16 products per pass */
+    snprintf(gguf, sizeof gguf, "%s", tu_testdata("gguf/tiny-llama-q4_0.gguf"));
+    /* an LLM on a sim GPU: one product per 2-D weight in each of 2 passes */
     char *a1[] = {exe, gguf, "--ggml", ggml_dir, "--sim", "eng1=64M", NULL};
     tu_run r = tu_run_argv(a1);
     if (r.status != 0) fail_msg("engine: exit %d: %s%s", r.status, r.out, r.err);
-    assert_non_null(strstr(r.out, "products 32, mismatches 0"));
+    char want[64];
+    snprintf(want, sizeof want, "products %" PRIu64 ", mismatches 0",
+             2 * matrices("tiny-llama-q4_0.gguf"));
+    assert_non_null(strstr(r.out, want));
     tu_run_free(&r);
     /* an SD-shaped model, diffusion streamed, a LoRA patched in before pass 2 */
     char *dir = tu_tmpdir();
@@ -410,7 +420,7 @@ static void test_example_engine(void **state) {
 static void test_no_ggml(void **state) {
     (void)state;
     char path[4200];
-    snprintf(path, sizeof path, "%s/gguf/tiny-llama-q8_0.gguf", testdata());
+    snprintf(path, sizeof path, "%s", tu_testdata("gguf/tiny-llama-q8_0.gguf"));
     tu_run r = tu_cli_run("run", path, "--pipeline", "other", "--backend", "*=cpu", "--compute",
                           "ggml", "--ggml-dir", "/nonexistent/ggml", NULL);
     assert_int_equal(r.status, 5);

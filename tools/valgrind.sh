@@ -5,7 +5,10 @@ set -euo pipefail
 build=${1:-build}
 regex=${2:-.}
 here=$(cd "$(dirname "$0")/.." && pwd)
-export TL_TESTDATA=${TL_TESTDATA:-$here/../shared/testdata}
+export TL_TESTDATA=${TL_TESTDATA:-$build/testdata}
+# the test data, as ctest's testdata fixture makes it (once per build folder)
+ggml_root=$(sed -n 's/^TL_GGML_ROOT:PATH=//p' "$build/CMakeCache.txt")
+sh "$here/tools/make_testdata.sh" "$TL_TESTDATA" "${ggml_root:-$build/ggml}"
 export TL_BUILD_DIR=$build TL_SOURCE_DIR=$here TL_CLI=$build/tierload
 vg=(valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
     --show-leak-kinds=definite --track-fds=no)

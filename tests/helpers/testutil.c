@@ -15,12 +15,75 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* A file of the test data is missing: skip with the maker's reason, or fail (CI, or no reason). */
+static void tu_testdata_missing(const char *base, const char *path) {
+    char why_path[4200];
+    snprintf(why_path, sizeof why_path, "%s/unavailable.txt", base);
+    char *why = tu_read_file(why_path, NULL);
+    if (!why)
+        fail_msg("%s: no such file; the test data is made by ctest's testdata fixture "
+                 "(tools/make_testdata.sh)",
+                 path);
+    why[strcspn(why, "\n")] = 0;
+    char msg[8400];
+    snprintf(msg, sizeof msg, "%s: not made: %s", path, why);
+    free(why);
+    if (tu_in_ci()) fail_msg("%s (CI=true: a missing dependency is a failure)", msg);
+    TU_SKIP("%s", msg);
+}
+
 const char *tu_testdata(const char *rel) {
     static _Thread_local char buf[4096];
     const char *base = getenv("TL_TESTDATA");
-    if (!base) base = "../shared/testdata";
+    if (!base || !*base) base = "testdata";
     snprintf(buf, sizeof buf, "%s/%s", base, rel);
+    if (access(buf, F_OK) != 0) tu_testdata_missing(base, buf);
     return buf;
+}
+
+cJSON *tu_expected(const char *file) {
+    char rel[512];
+    snprintf(rel, sizeof rel, "expected/%s.json", file);
+    char *text = tu_read_file(tu_testdata(rel), NULL);
+    assert_non_null(text);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    if (!j) fail_msg("%s: not JSON", tu_testdata(rel));
+    return j;
+}
+
+uint64_t tu_expected_sum(const cJSON *exp, const char *prefix, int n_dims, uint64_t elem_bytes) {
+    uint64_t sum = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(exp, "tensors")) {
+        const char *name = cJSON_GetObjectItemCaseSensitive(t, "name")->valuestring;
+        const cJSON *shape = cJSON_GetObjectItemCaseSensitive(t, "shape");
+        int dims = cJSON_GetArraySize(shape);
+        if (prefix && strncmp(name, prefix, strlen(prefix)) != 0) continue;
+        if (n_dims && dims != n_dims) continue;
+        if (!elem_bytes) {
+            sum += (uint64_t)cJSON_GetObjectItemCaseSensitive(t, "nbytes")->valuedouble;
+            continue;
+        }
+        uint64_t elems = 1;
+        const cJSON *d;
+        cJSON_ArrayForEach(d, shape) elems *= (uint64_t)d->valuedouble;
+        sum += elems * elem_bytes;
+    }
+    return sum;
+}
+
+size_t tu_expected_count(const cJSON *exp, const char *prefix, int n_dims) {
+    size_t n = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(exp, "tensors")) {
+        const char *name = cJSON_GetObjectItemCaseSensitive(t, "name")->valuestring;
+        if (prefix && strncmp(name, prefix, strlen(prefix)) != 0) continue;
+        if (n_dims && cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(t, "shape")) != n_dims)
+            continue;
+        n++;
+    }
+    return n;
 }
 
 static int tu_skipped;

@@ -1,5 +1,5 @@
 /*
- * testutil.h — what the cmocka tests share: where the shared test data and the
+ * testutil.h — what the cmocka tests share: where the test data and the
  * built CLI are, private temporary folders that clean up after themselves,
  * writing files, and running the CLI to capture its output and exit status.
  */
@@ -14,10 +14,27 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <cjson/cJSON.h>
+
 #include "tierload.h"
 
-/* ../shared/testdata (from TL_TESTDATA), joined with rel into a static buffer. */
+/*
+ * The test data (TL_TESTDATA: BUILD/testdata, made by ctest's testdata fixture with
+ * tools/make_testdata.sh) joined with rel into a static buffer. A missing file skips the
+ * test with the reason the maker left (unavailable.txt: no npm or git to fetch llama.cpp's
+ * tools), or fails under CI=true or when there is no such reason. The next call (also through
+ * tu_expected or tu_copy_testdata) overwrites the buffer.
+ */
 const char *tu_testdata(const char *rel);
+/* expected/<file>.json of the test data, parsed (cJSON_Delete it). */
+cJSON *tu_expected(const char *file);
+/*
+ * Over the tensors of an expected JSON whose name starts with prefix (NULL: all) and that have
+ * n_dims dimensions (0: any): their count, and the sum of their nbytes (elem_bytes 0) or of
+ * elements times elem_bytes.
+ */
+size_t tu_expected_count(const cJSON *exp, const char *prefix, int n_dims);
+uint64_t tu_expected_sum(const cJSON *exp, const char *prefix, int n_dims, uint64_t elem_bytes);
 /* Path of the built tierload CLI (TL_CLI). */
 const char *tu_cli(void);
 /* Make a fresh private temp dir (mkdtemp); tu_tmpdir_rm removes it recursively. */
@@ -29,7 +46,7 @@ char *tu_path(const char *dir, const char *name);
 void tu_write_file(const char *path, const void *data, size_t len);
 /* Open file descriptors of this process (to check that nothing leaks one). */
 int tu_count_fds(void);
-/* Copy a file of the shared test data (path relative to it) to dst. */
+/* Copy a file of the test data (path relative to it) to dst. */
 void tu_copy_testdata(const char *rel, const char *dst);
 /* Read a whole file into a heap buffer (NUL-terminated); *len gets its size. */
 char *tu_read_file(const char *path, size_t *len);

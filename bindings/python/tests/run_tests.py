@@ -188,7 +188,8 @@ def views_equal_file_bytes_for_every_dtype():
 
 @case
 def quantized_gguf_raw_bytes_and_clear_error():
-    path = os.path.join(SRC, "..", "shared", "testdata", "gguf", "tiny-llama-q4_0.gguf")
+    # the test data that ctest's testdata fixture makes (tools/make_testdata.sh)
+    path = os.path.join(os.environ.get("TL_TESTDATA", ""), "gguf", "tiny-llama-q4_0.gguf")
     if not os.path.exists(path):
         print("  (skipped: %s missing)" % path)
         return
