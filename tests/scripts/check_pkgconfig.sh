@@ -2,7 +2,9 @@
 # check_pkgconfig.sh — an engine's view of an install: `cmake --install` to a
 # temporary prefix, then examples/embed/embed.c built with nothing but
 # `pkg-config tierload` (shared, then --static against a prefix that has only
-# the archive) and run on a test model.
+# the archive) and run on a test model. `pkg-config --cflags tierload` must be
+# exactly -I and the installed include folder (the dependencies' flags are
+# for linking only, and only for a static link).
 #
 # usage: check_pkgconfig.sh BUILD_DIR SOURCE_DIR CC [EXTRA_CFLAGS]
 set -eu
@@ -33,6 +35,13 @@ case "$cflags $libs" in
 esac
 inc=$(pkg-config --variable=includedir tierload)
 [ -f "$inc/tierload.h" ] || fail "includedir $inc has no tierload.h"
+only_include() { # $1: the flags, $2: what they are
+    what=$2
+    # shellcheck disable=SC2086
+    set -- $1
+    [ $# -eq 1 ] && [ "$1" = "-I$inc" ] || fail "$what gives '$*', not just -I$inc"
+}
+only_include "$cflags" "pkg-config --cflags tierload"
 # shellcheck disable=SC2086
 "$cc" -std=c11 -Wall -Wextra -pedantic -Werror $extra $cflags "$src/examples/embed/embed.c" -o "$tmp/embed_shared" $libs ||
     fail "shared build"
@@ -54,6 +63,8 @@ rm -f "$libdir"/libtierload.so*
 [ -f "$libdir/libtierload.a" ] || fail "no libtierload.a in $libdir"
 cflags=$(pkg-config --cflags --static tierload)
 libs=$(pkg-config --libs --static tierload)
+inc=$(pkg-config --variable=includedir tierload)
+only_include "$cflags" "pkg-config --cflags --static tierload"
 echo "static: libs:   $libs"
 # shellcheck disable=SC2086
 "$cc" -std=c11 -Wall -Wextra -pedantic -Werror $extra $cflags "$src/examples/embed/embed.c" -o "$tmp/embed_static" $libs ||
