@@ -80,16 +80,5 @@ done
     { cat "$tmp/mk.log"; fail "unpacked tierload mkmodel"; }
 
 # an engine built against the unpacked package with pkg-config
-export PKG_CONFIG_PATH="$pcdir"
-cflags=$(pkg-config --cflags tierload)
-libs=$(pkg-config --libs tierload)
-libdir=$(pkg-config --variable=libdir tierload)
-case "$libdir" in "$root"/*) ;; *) fail "pkg-config libdir $libdir is outside the unpacked package" ;; esac
-# shellcheck disable=SC2086
-"$cc" -std=c11 -Wall -Wextra -pedantic -Werror $extra $cflags "$src/examples/embed/embed.c" -o "$tmp/embed" $libs ||
-    fail "embed build against the package"
-LD_LIBRARY_PATH="$libdir" ldd "$tmp/embed" | grep -q "$libdir/libtierload.so" ||
-    fail "embed does not use the package's libtierload.so"
-LD_LIBRARY_PATH="$libdir" "$tmp/embed" "$tmp/m.gguf" >"$tmp/out" 2>&1 || { cat "$tmp/out"; fail "embed run"; }
-tail -n 1 "$tmp/out" | grep -qx ok || { cat "$tmp/out"; fail "embed output"; }
+PKG_CONFIG_PATH="$pcdir" sh "$src/tests/scripts/embed_run.sh" shared "$src" "$cc" "$extra" "$tmp/m.gguf" "$tmp"
 echo "the .deb unpacks, and embed builds with pkg-config against it and runs"

@@ -36,7 +36,7 @@ groff -man -ww -z "$page" >"$tmp/groff.err" 2>&1 || true
 # typographic minus (U+2212) for '\-' folded to plain text
 if command -v man >/dev/null 2>&1; then
     how="man -l"
-    MANWIDTH=250 MAN_KEEP_FORMATTING='' LC_ALL=C.UTF-8 man -l "$page" >"$tmp/page.raw" 2>"$tmp/render.err" ||
+    MANWIDTH=250 LC_ALL=C.UTF-8 man -l "$page" >"$tmp/page.raw" 2>"$tmp/render.err" ||
         { cat "$tmp/render.err"; fail "man -l tierload.1"; }
 else
     how="groff -man -Tutf8"
