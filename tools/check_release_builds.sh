@@ -8,8 +8,10 @@
 # usage: check_release_builds.sh [BUILD_TYPE...]      (default: Release)
 # env:   COMPILERS   C compilers to try (default "gcc clang")
 #        JOBS        parallel jobs (default: nproc)
-#        CFLAGS      extra flags for every build (CMake reads them at configure time), e.g.
-#                    "$(dpkg-buildflags --get CFLAGS) $(dpkg-buildflags --get CPPFLAGS)"
+#        CFLAGS      extra flags for every build (CMake reads them, and LDFLAGS, at configure
+#                    time); Debian's hardening flags, with build type None as debhelper uses:
+#                    CFLAGS="$(dpkg-buildflags --get CFLAGS) $(dpkg-buildflags --get CPPFLAGS)"
+#                    LDFLAGS="$(dpkg-buildflags --get LDFLAGS)" check_release_builds.sh None
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
 compilers=${COMPILERS:-gcc clang}
