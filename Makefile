@@ -1,14 +1,15 @@
 # tierload — the one entry point: `make demo`, `make test`, `make asan`, `make tsan`,
-# `make fuzz FUZZ_SECONDS=N`, `make bench`. Those targets install missing Debian build
-# dependencies with apt-get first (`make deps`; root on a fresh Debian 12 machine).
-# `make build` only builds: it never installs anything.
+# `make fuzz FUZZ_SECONDS=N`, `make bench`, `make install`, `make deb`. Those targets install
+# missing Debian build dependencies with apt-get first (`make deps`; root on a fresh Debian 12
+# machine). `make build` only builds: it never installs anything. These are the project's own
+# builds, so they compile with -Werror (TL_WERROR=ON); a plain cmake build does not.
 
 BUILD      ?= build
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
-DEB_PKGS   := cmake make gcc g++ git clang libclang-rt-14-dev pkg-config libcjson-dev libxxhash-dev liburing-dev libcmocka-dev valgrind librsvg2-bin python3-numpy python3-torch python3-pip python3-setuptools
+DEB_PKGS   := cmake make gcc g++ git clang libclang-rt-14-dev pkg-config libcjson-dev libxxhash-dev liburing-dev libcmocka-dev valgrind librsvg2-bin groff-base dpkg-dev file python3-numpy python3-torch python3-pip python3-setuptools
 
-.PHONY: all deps deps-build build ggml test demo asan tsan fuzz bench valgrind clean format install
+.PHONY: all deps deps-build build ggml test demo asan tsan fuzz bench valgrind clean format install deb
 
 all: build
 
@@ -24,7 +25,7 @@ deps:
 	fi
 
 $(BUILD)/Makefile: CMakeLists.txt
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTL_WERROR=ON >/dev/null
 
 # Configured again when the ggml build appeared since (the ggml tests and examples need it).
 build: $(BUILD)/Makefile
@@ -57,18 +58,18 @@ demo: deps-build
 GGML_ROOT := $(abspath $(BUILD))/ggml
 
 asan: ggml
-	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTL_SANITIZE=ON -DTL_GGML_ROOT=$(GGML_ROOT) >/dev/null
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTL_SANITIZE=ON -DTL_GGML_ROOT=$(GGML_ROOT) -DTL_WERROR=ON >/dev/null
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS)
 
 tsan: ggml
-	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DTL_TSAN=ON -DCMAKE_C_COMPILER=clang -DTL_GGML_ROOT=$(GGML_ROOT) >/dev/null
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DTL_TSAN=ON -DCMAKE_C_COMPILER=clang -DTL_GGML_ROOT=$(GGML_ROOT) -DTL_WERROR=ON >/dev/null
 	cmake --build build-tsan -j $(JOBS)
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j $(JOBS)
 
 fuzz: deps
-	cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DTL_SANITIZE=ON -DTL_FUZZ=ON >/dev/null
+	cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DTL_SANITIZE=ON -DTL_FUZZ=ON -DTL_WERROR=ON >/dev/null
 	cmake --build build-fuzz -j $(JOBS)
 	./tools/fuzz.sh build-fuzz $(FUZZ_SECONDS)
 
@@ -81,8 +82,14 @@ bench: deps-build
 install: deps-build
 	cmake --install $(BUILD)
 
+# A Debian package (Release, prefix /usr) in build-deb/: tierload_VERSION_ARCH.deb.
+deb: deps
+	cmake -S . -B build-deb -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr -DTL_WERROR=ON >/dev/null
+	cmake --build build-deb -j $(JOBS)
+	cd build-deb && cpack -G DEB
+
 format:
 	clang-format -i include/*.h src/*/*.c src/*/*.h tests/*.c tests/helpers/*.[ch] bench/*.c fuzz/*.c
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan build-fuzz
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz build-deb

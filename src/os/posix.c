@@ -56,6 +56,11 @@ const char *tl__os_kind_name(tl__os_kind k) {
     return "not a regular file";
 }
 
+/* errno after a call that reported failure, never 0: a failure must not read as success. */
+static int failure_errno(void) {
+    return errno ? errno : EIO;
+}
+
 static int refuse_kind(mode_t m) {
     if (S_ISDIR(m)) return EISDIR;
     return S_ISREG(m) ? 0 : TL_OS_ENOTREG;
@@ -66,12 +71,12 @@ int tl__os_open_ro(const char *path, int *fd, uint64_t *size) {
     if (e) return e;
     struct stat st;
     /* refuse devices, FIFOs and sockets before opening them (opening has effects) */
-    if (stat(path, &st) != 0) return errno;
+    if (stat(path, &st) != 0) return failure_errno();
     if ((e = refuse_kind(st.st_mode)) != 0) return e;
     int f = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    if (f < 0) return errno;
+    if (f < 0) return failure_errno();
     if (fstat(f, &st) != 0) {
-        e = errno;
+        e = failure_errno();
         close(f);
         return e;
     }

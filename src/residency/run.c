@@ -186,6 +186,7 @@ static int hash_host(const void *p, uint64_t n, uint64_t *out) {
 
 static tl_status hash_part(run *r, const tl_session_tensor *t, const tl_session_part *p,
                            uint64_t *out) {
+    *out = 0; /* written on every path: 0 when the status is an error */
     if (p->tier != TL_TIER_DEVICE) {
         if (hash_host(p->host, p->nbytes, out))
             return tl__err(TL_ERR_CHANGED, "tensor %s: its file was truncated under its mapping",
@@ -215,6 +216,7 @@ static tl_status hash_part(run *r, const tl_session_tensor *t, const tl_session_
 
 static tl_status expected(run *r, const tl_session_tensor *t, const tl_session_part *p,
                           uint64_t *out) {
+    *out = 0; /* written on every path: 0 when the status is an error */
     size_t i = t->index;
     for (uint32_t k = 0; k < r->n_want[i]; k++)
         if (r->want[i][k].off == p->offset && r->want[i][k].len == p->nbytes) {
