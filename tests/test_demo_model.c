@@ -17,9 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static struct {
-    char *dir, *model;
-} G;
+static struct { char *dir, *model; } G;
 
 static int group_setup(void **st) {
     (void)st;
@@ -49,7 +47,8 @@ static void test_model_is_sd1(void **state) {
         TU_SKIP("skipped: no /usr/bin/python3 (apt-get install python3-numpy)");
     }
     char script[1024];
-    snprintf(script, sizeof script, "%s/tests/scripts/check_sd1_layout.py", getenv("TL_SOURCE_DIR"));
+    snprintf(script, sizeof script, "%s/tests/scripts/check_sd1_layout.py",
+             getenv("TL_SOURCE_DIR"));
     char *argv[] = {"/usr/bin/python3", script, G.model, "--small", NULL};
     tu_run r = tu_run_argv(argv);
     if (r.status == 77) {

@@ -2,15 +2,15 @@
  * cmd_demo.c — `tierload demo`: the main job on its embedded default.
  *
  * Generates once, in the cache directory ($XDG_CACHE_HOME/tierload, else
- * ~/.cache/tierload), a deterministic Stable-Diffusion-shaped checkpoint in
- * safetensors with stable-diffusion.cpp's (ldm) names — a CLIP-L text
- * encoder (~250 MB), an SD1.x-shaped UNet (~1 GB in 24 blocks plus conv_in)
- * and a VAE (~160 MB), all F16 — and a small kohya LoRA for it that names
- * diffusers modules (the convention stable-diffusion.cpp maps onto ldm
- * names). Later runs reuse both. Then it runs `tierload run` on them with
- * the LoRA and a simulated GPU too small for the whole model, so lazy loads,
- * time-sharing of the GPU between phases and streaming of the UNet all
- * happen, and writes the plan and timeline pictures. Flags after `demo`
+ * ~/.cache/tierload), a Stable Diffusion 1.x checkpoint in safetensors with
+ * the ldm names stable-diffusion.cpp reads (demo_model.c: CLIP ViT-L/14 text
+ * encoder, 235 MiB; UNet of base 256 channels, 1.03 GiB in 24 blocks plus
+ * conv_in; SD VAE, 160 MiB; F16, initialised values) and a small kohya LoRA
+ * for it that names diffusers modules (the convention stable-diffusion.cpp
+ * maps onto ldm names). Later runs reuse both. Then it runs `tierload run`
+ * on them with the LoRA and a simulated GPU too small for the whole model,
+ * so lazy loads, time-sharing of the GPU between phases and streaming of the
+ * UNet all happen, and writes the plan and timeline pictures. Flags after `demo`
  * pass through to `run` (a later flag wins); bare paths replace the demo
  * model (and drop its LoRA).
  */
@@ -39,9 +39,10 @@ static int mkdirs(const char *dir) {
 static int usage(void) {
     printf("usage: tierload demo [--small] [--cache-dir DIR] [run flags...] [MODEL...]\n\n"
            "The main job on its embedded default. Generates once, in $XDG_CACHE_HOME/tierload\n"
-           "(else ~/.cache/tierload), a deterministic Stable-Diffusion-shaped checkpoint with\n"
-           "stable-diffusion.cpp's names (text encoder ~250 MB, UNet ~1 GB in 24 blocks, VAE\n"
-           "~160 MB, F16) and a small kohya LoRA for it, then runs\n\n"
+           "(else ~/.cache/tierload), a deterministic Stable Diffusion 1.x checkpoint that\n"
+           "stable-diffusion.cpp loads and draws from (CLIP-L text encoder 235 MiB, UNet of base\n"
+           "256 channels 1.03 GiB in 24 blocks, VAE 160 MiB, F16, values of an initialised\n"
+           "network) and a small kohya LoRA for it, then runs\n\n"
            "  tierload run MODEL --lora LORA --sim demo-gpu=640M:bw=16G --reserve ... \\\n"
            "               --pipeline 'cond,diffusion*8,vae' --sim-compute 1 \\\n"
            "               --svg PLAN.svg --timeline RUN.svg\n\n"
@@ -49,7 +50,7 @@ static int usage(void) {
            "time-share it by phase and the UNet streams. Later flags pass through to run and\n"
            "win (another --sim, --pipeline, --json); bare paths replace the demo model and its\n"
            "LoRA.\n\n"
-           "  --small          a ~90 MB model of the same shape (tests, quick trials)\n"
+           "  --small          an 88 MiB model of the same layout, narrower (tests, quick trials)\n"
            "  --cache-dir DIR  where the model, the LoRA and the pictures go\n");
     return 0;
 }
@@ -57,9 +58,9 @@ static int usage(void) {
 /* Does flag f (the argument before a bare word) take that word as its value? */
 static bool takes_value(const char *f) {
     static const char *const booleans[] = {
-        "--json", "--no-prefetch", "--no-verify", "--stream-all", "--lora-strict",
-        "--clip-on-cpu", "--vae-on-cpu", "--control-net-cpu", "--offload-to-cpu", "--auto-fit",
-        "--no-auto-fit", "--no-multi-gpu", "--fit-dry-run", "--list-devices"};
+        "--json",        "--no-prefetch",  "--no-verify",       "--stream-all",     "--lora-strict",
+        "--clip-on-cpu", "--vae-on-cpu",   "--control-net-cpu", "--offload-to-cpu", "--auto-fit",
+        "--no-auto-fit", "--no-multi-gpu", "--fit-dry-run",     "--list-devices"};
     if (!f || f[0] != '-' || strchr(f, '=')) return false;
     for (size_t i = 0; i < sizeof booleans / sizeof booleans[0]; i++)
         if (!strcmp(f, booleans[i])) return false;
@@ -188,13 +189,13 @@ int cmd_demo(int argc, char **argv) {
     memcpy(full + n, pass, (size_t)np * sizeof *full);
     if (!json) {
         printf("$ tierload");
-        for (int i = 0; i < n + np; i++) printf(" %s", full[i]);
+        for (int i = 0; i < n + np; i++)
+            printf(" %s", full[i]);
         printf("\n\n");
         fflush(stdout);
     }
     rc = cmd_run(n + np, full);
-    if (!rc)
-        fprintf(say, "\npictures: %s (the plan), %s (the run over time)\n", psvg, tsvg);
+    if (!rc) fprintf(say, "\npictures: %s (the plan), %s (the run over time)\n", psvg, tsvg);
     free(full);
     free(pass);
     return rc;

@@ -52,7 +52,8 @@ static demo_tensor *add(demo_list *l, demo_fill fill, int nd, const int64_t *sha
     vsnprintf(t->name, sizeof t->name, fmt, ap);
     va_end(ap);
     t->nd = nd;
-    for (int d = 0; d < nd; d++) t->shape[d] = shape[d];
+    for (int d = 0; d < nd; d++)
+        t->shape[d] = shape[d];
     t->fill = fill;
     t->gain = 1.0f;
     return t;
@@ -77,7 +78,8 @@ static void norm(demo_list *l, const char *pre, int64_t c) {
 }
 
 /* a name built from a prefix and a printf-style rest, in buf */
-static const char *nm(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static const char *nm(char *buf, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static const char *nm(char *buf, size_t n, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -116,7 +118,8 @@ static void attention(demo_list *l, const char *pre, int64_t c, int64_t ctx) {
     linear(l, NM(UNET "%s.%s.attn2.to_k", pre, tb), c, ctx, false);
     linear(l, NM(UNET "%s.%s.attn2.to_v", pre, tb), c, ctx, false);
     linear(l, NM(UNET "%s.%s.attn2.to_out.0", pre, tb), c, c, true);
-    for (int k = 1; k <= 3; k++) norm(l, NM(UNET "%s.%s.norm%d", pre, tb, k), c);
+    for (int k = 1; k <= 3; k++)
+        norm(l, NM(UNET "%s.%s.norm%d", pre, tb, k), c);
     conv(l, NM(UNET "%s.proj_out", pre), c, c, 1);
 }
 
@@ -154,7 +157,8 @@ static void unet(demo_list *l, int64_t b, int64_t ctx) {
             resblock(l, nm(pre, sizeof pre, "output_blocks.%d.0", blk), ch + skip[--ns], c, temb);
             ch = c;
             if (lv < 3) attention(l, nm(pre, sizeof pre, "output_blocks.%d.1", blk), c, ctx);
-            if (j == 2 && i < 3) conv(l, NM(UNET "output_blocks.%d.%d.conv", blk, lv < 3 ? 2 : 1), c, c, 3);
+            if (j == 2 && i < 3)
+                conv(l, NM(UNET "output_blocks.%d.%d.conv", blk, lv < 3 ? 2 : 1), c, c, 3);
         }
     }
     norm(l, UNET "out.0", b);
@@ -196,7 +200,8 @@ static void vmid(demo_list *l, const char *side, int64_t c) {
     vblock(l, nm(pre, sizeof pre, "%s.mid.block_1", side), c, c);
     norm(l, NM(VAE "%s.mid.attn_1.norm", side), c);
     static const char *const a[] = {"q", "k", "v", "proj_out"};
-    for (int k = 0; k < 4; k++) conv(l, NM(VAE "%s.mid.attn_1.%s", side, a[k]), c, c, 1);
+    for (int k = 0; k < 4; k++)
+        conv(l, NM(VAE "%s.mid.attn_1.%s", side, a[k]), c, c, 1);
     vblock(l, nm(pre, sizeof pre, "%s.mid.block_2", side), c, c);
 }
 
@@ -241,14 +246,15 @@ void demo_model_layout(demo_list *l, bool small) {
 
 static void lora_module(demo_list *l, const char *mod, const demo_tensor *t) {
     add(l, DEMO_NORMAL, 2, (int64_t[]){LORA_RANK, t->shape[1]}, "%s.lora_down.weight", mod);
-    demo_tensor *up = add(l, DEMO_NORMAL, 2, (int64_t[]){t->shape[0], LORA_RANK}, "%s.lora_up.weight", mod);
+    demo_tensor *up =
+        add(l, DEMO_NORMAL, 2, (int64_t[]){t->shape[0], LORA_RANK}, "%s.lora_up.weight", mod);
     if (up) up->gain = LORA_GAIN;
     add(l, DEMO_ALPHA, 0, NULL, "%s.alpha", mod);
 }
 
 void demo_lora_layout(const demo_list *model, demo_list *l) {
-    static const char *const proj[] = {"attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
-                                       "attn2.to_q", "attn2.to_out.0"};
+    static const char *const proj[] = {"attn1.to_q",     "attn1.to_k", "attn1.to_v",
+                                       "attn1.to_out.0", "attn2.to_q", "attn2.to_out.0"};
     for (size_t i = 0; i < model->n; i++) {
         const demo_tensor *t = &model->v[i];
         const char *n = t->name;
@@ -289,11 +295,14 @@ void demo_lora_layout(const demo_list *model, demo_list *l) {
 
 static uint64_t numel(const demo_tensor *t) {
     uint64_t n = 1;
-    for (int d = 0; d < t->nd; d++) n *= (uint64_t)t->shape[d];
+    for (int d = 0; d < t->nd; d++)
+        n *= (uint64_t)t->shape[d];
     return n;
 }
 
-static uint64_t tensor_bytes(const demo_tensor *t) { return t->fill == DEMO_ALPHA ? 4 : numel(t) * 2; }
+static uint64_t tensor_bytes(const demo_tensor *t) {
+    return t->fill == DEMO_ALPHA ? 4 : numel(t) * 2;
+}
 
 uint64_t demo_list_bytes(const demo_list *l, uint64_t *comp) {
     uint64_t sum = 0;
@@ -345,7 +354,7 @@ static uint16_t to_f16(float x) {
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
     uint32_t a = u & 0x7fffffffu;
     if (a >= 0x477ff000u) return sign | 0x7c00; /* 65520 and up round to infinity */
-    if (a < 0x38800000u) {                       /* below 2^-14: a subnormal half (or zero) */
+    if (a < 0x38800000u) {                      /* below 2^-14: a subnormal half (or zero) */
         float f;
         memcpy(&f, &a, 4);
         return sign | (uint16_t)lrintf(f * 16777216.0f);
@@ -358,7 +367,8 @@ static uint16_t to_f16(float x) {
 static void fill(const demo_tensor *t, rng *r, uint16_t *buf, size_t n) {
     if (t->fill != DEMO_NORMAL) {
         uint16_t h = t->fill == DEMO_ONES ? 0x3c00 : 0;
-        for (size_t i = 0; i < n; i++) buf[i] = h;
+        for (size_t i = 0; i < n; i++)
+            buf[i] = h;
         return;
     }
     uint64_t fan_in = t->nd > 1 ? numel(t) / (uint64_t)t->shape[0] : 1;
@@ -384,8 +394,9 @@ int demo_write(const char *path, const demo_list *l) {
         free(hdr), free(buf);
         return cli_exit_code(TL_ERR_NOMEM);
     }
-    o += (size_t)snprintf(hdr + o, cap - o,
-                          "{\"__metadata__\":{\"format\":\"pt\",\"generator\":\"tierload demo\"," META_KEY "}");
+    o += (size_t)snprintf(
+        hdr + o, cap - o,
+        "{\"__metadata__\":{\"format\":\"pt\",\"generator\":\"tierload demo\"," META_KEY "}");
     uint64_t off = 0;
     for (size_t i = 0; i < l->n; i++) {
         const demo_tensor *t = &l->v[i];
@@ -399,7 +410,8 @@ int demo_write(const char *path, const demo_list *l) {
         off += nb;
     }
     o += (size_t)snprintf(hdr + o, cap - o, "}");
-    while (o % 8) hdr[o++] = ' ';
+    while (o % 8)
+        hdr[o++] = ' ';
     size_t plen = strlen(path) + 16;
     char *tmp = malloc(plen);
     if (tmp) snprintf(tmp, plen, "%s.tmp.XXXXXX", path);
@@ -451,7 +463,8 @@ bool demo_reusable(const char *path, const demo_list *l) {
     fclose(f);
     if (ok) {
         hdr[hl] = 0;
-        ok = strstr(hdr, META_KEY) != NULL && (uint64_t)st.st_size == 8 + hl + demo_list_bytes(l, NULL);
+        ok = strstr(hdr, META_KEY) != NULL &&
+             (uint64_t)st.st_size == 8 + hl + demo_list_bytes(l, NULL);
     }
     free(hdr);
     return ok;
