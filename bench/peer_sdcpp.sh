@@ -65,7 +65,16 @@ draw() { # name model prompt [more sd flags]
 echo "== stable-diffusion.cpp ($SD)"
 draw base "$MODEL" x
 draw lora-sdcpp "$MODEL" "x<lora:sd-demo-lora:1>" --lora-model-dir "$DIR/loras"
-grep -i -m3 "lora" lora-sdcpp.log | sed 's/^/  sd.cpp: /'
+# sd.cpp logs "(N / M) LoRA tensors have been applied" once per model part; every one must apply
+applied=$(sed -n 's/.*(\([0-9]*\) \/ \([0-9]*\)) LoRA tensors have been applied.*/\1 \2/p' lora-sdcpp.log |
+  awk '{n += $1; m = $2} END {if (m) print n, m}')
+if [ -z "$applied" ]; then
+  echo "  sd.cpp did not log how many LoRA tensors it applied"
+else
+  set -- $applied
+  echo "  sd.cpp applied $1 of the LoRA's $2 tensors (text encoder and UNet together)"
+  [ "$1" = "$2" ] || { echo "peer_sdcpp: FAIL: sd.cpp left LoRA tensors unapplied"; exit 1; }
+fi
 draw lora-merged "$DIR/merged.safetensors" x
 
 echo "== the pictures"
