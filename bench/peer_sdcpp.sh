@@ -1,0 +1,81 @@
+#!/bin/sh
+# peer_sdcpp.sh SD_CLI [BUILD_DIR] — the demo's checkpoint through stable-diffusion.cpp.
+# SD_CLI is an sd.cpp command-line binary (`sd-cli`, or `sd` in older versions) the user built
+# from its source; BUILD_DIR holds tierload (default build). Called with BUILD_DIR alone (as
+# bench/run.sh does), the binary comes from the environment variable SD_CLI. In PEER_DIR (default
+# ${TMPDIR:-/var/tmp}/tierload_peer_sdcpp, kept for reuse) it generates the demo model and LoRA
+# (`tierload demo --cache-dir`), checks the model against SD 1.x's tensor list
+# (tests/scripts/check_sd1_layout.py), then draws 64x64, 1 step, seed 42, prompt "x" with sd.cpp
+# three times: the model alone, the model with the demo LoRA applied by sd.cpp
+# (--lora-model-dir and <lora:sd-demo-lora:1> in the prompt) and the model merged with the LoRA
+# by `tierload merge`. bench/peer_sdcpp_compare.py then checks that the picture is not uniform,
+# that the two LoRA pictures agree within a limit and that the LoRA changed the picture by more
+# than that limit. Without SD_CLI it prints a "skipped:" line and exits 0; it exits 1 when sd.cpp
+# refuses the model or a check fails.
+set -u
+SD=${1:-}
+BUILD=${2:-build}
+if [ -d "$SD" ]; then # bench/run.sh passes BUILD_DIR alone: the binary comes from $SD_CLI
+  BUILD=$SD
+  SD=${SD_CLI:-}
+fi
+HERE=$(cd "$(dirname "$0")" && pwd)
+if [ -z "$SD" ]; then
+  echo "peer_sdcpp: skipped: no stable-diffusion.cpp binary given (bench/peer_sdcpp.sh PATH/TO/sd-cli [BUILD_DIR], or SD_CLI=PATH/TO/sd-cli bench/run.sh)"
+  exit 0
+fi
+if [ ! -f "$SD" ] || [ ! -x "$SD" ]; then
+  echo "peer_sdcpp: skipped: $SD is not an executable stable-diffusion.cpp binary"
+  exit 0
+fi
+SD=$(cd "$(dirname "$SD")" && pwd)/$(basename "$SD")
+BUILD=$(cd "$BUILD" && pwd) || exit 1
+TL="$BUILD/tierload"
+DIR=${PEER_DIR:-${TMPDIR:-/var/tmp}/tierload_peer_sdcpp}
+mkdir -p "$DIR/loras" || exit 1
+cd "$DIR" || exit 1
+
+echo "== the demo model and LoRA (tierload demo --cache-dir $DIR)"
+"$TL" demo --cache-dir "$DIR" --pipeline cond >demo.log 2>&1 || { cat demo.log; exit 1; }
+grep -E "^(generating|reusing|LoRA)" demo.log
+MODEL="$DIR/sd-demo.safetensors"
+LORA="$DIR/sd-demo-lora.safetensors"
+ln -sf "$LORA" loras/sd-demo-lora.safetensors
+
+echo "== the model against SD 1.x's tensor list"
+/usr/bin/python3 "$HERE/../tests/scripts/check_sd1_layout.py" "$MODEL" || exit 1
+
+echo "== tierload merge"
+"$TL" merge "$MODEL" --lora "$LORA" -o merged.safetensors >merge.log 2>&1 || { cat merge.log; exit 1; }
+tail -n 2 merge.log
+
+draw() { # name model prompt [more sd flags]
+  name=$1 model=$2 prompt=$3
+  shift 3
+  "$SD" -m "$model" -p "$prompt" -W 64 -H 64 --steps 1 -s 42 -o "$name.png" "$@" >"$name.log" 2>&1
+  rc=$?
+  if [ $rc != 0 ] || [ ! -s "$name.png" ]; then
+    echo "peer_sdcpp: sd.cpp failed to draw $name (exit $rc):"
+    tail -n 30 "$name.log"
+    exit 1
+  fi
+  echo "$name: $(grep -o -m1 'Version: [^,]*' "$name.log" || echo 'version not logged')," \
+    "$(grep -o -m1 'generate_image completed in [0-9.]*s' "$name.log" || echo 'drawn')"
+}
+echo "== stable-diffusion.cpp ($SD)"
+draw base "$MODEL" x
+draw lora-sdcpp "$MODEL" "x<lora:sd-demo-lora:1>" --lora-model-dir "$DIR/loras"
+# sd.cpp logs "(N / M) LoRA tensors have been applied" once per model part; every one must apply
+applied=$(sed -n 's/.*(\([0-9]*\) \/ \([0-9]*\)) LoRA tensors have been applied.*/\1 \2/p' lora-sdcpp.log |
+  awk '{n += $1; m = $2} END {if (m) print n, m}')
+if [ -z "$applied" ]; then
+  echo "  sd.cpp did not log how many LoRA tensors it applied"
+else
+  set -- $applied
+  echo "  sd.cpp applied $1 of the LoRA's $2 tensors (text encoder and UNet together)"
+  [ "$1" = "$2" ] || { echo "peer_sdcpp: FAIL: sd.cpp left LoRA tensors unapplied"; exit 1; }
+fi
+draw lora-merged "$DIR/merged.safetensors" x
+
+echo "== the pictures"
+/usr/bin/python3 "$HERE/peer_sdcpp_compare.py" base.png lora-sdcpp.png lora-merged.png
