@@ -1861,7 +1861,14 @@ TL_API tl_status tl_lora_match(const tl_model *m, const tl_lora *l, tl_lora_repo
  * through tl_model_tensor_data_mut (the tensor becomes patched). A weight of
  * another dtype is TL_ERR_UNSUPPORTED naming tensor and type, and a shape
  * that does not fit is TL_ERR_FORMAT; both are checked for every module
- * before any byte changes. Applying the same LoRA twice adds it twice.
+ * before any byte changes. Nothing non-finite is written: a NaN or infinite
+ * scale is TL_ERR_INVALID_ARG; a non-finite alpha or factor value, and a
+ * result that overflows the weight's type, are TL_ERR_FORMAT naming the
+ * module, found by a dry run of every module before any byte changes. A
+ * module naming a tensor another module of l already targets, a module with
+ * two parts of one kind, and a name that fits two tensors are not applied
+ * and are listed in r's unmatched names with the reason. Applying the same
+ * LoRA twice adds it twice.
  */
 TL_API tl_status tl_lora_apply(tl_model *m, const tl_lora *l, float scale, tl_lora_report *r);
 /*

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "os/os.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,6 +69,8 @@ static tl_status refresh(tl_lora_set *set, const bool *touched) {
 
 tl_status tl_lora_set_add(tl_lora_set *set, const tl_lora *l, float scale, tl_lora_report *r) {
     if (!set || !l) return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_add: NULL argument");
+    if (!isfinite(scale))
+        return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_add: scale %g is not finite", (double)scale);
     size_t n = tl_model_tensor_count(set->m);
     bool *touched = tl__os_calloc(n ? n : 1, 1);
     set_item *v = tl__os_realloc(set->items, (set->n + 1) * sizeof *v);
@@ -125,6 +128,9 @@ tl_status tl_lora_set_remove(tl_lora_set *set, const tl_lora *l) {
 
 tl_status tl_lora_set_scale(tl_lora_set *set, const tl_lora *l, float scale) {
     if (!set || !l) return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_scale: NULL argument");
+    if (!isfinite(scale))
+        return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_scale: scale %g is not finite",
+                       (double)scale);
     size_t i = find(set, l);
     if (i == TL_NOT_FOUND) return tl__err(TL_ERR_NOT_FOUND, "tl_lora_set_scale: LoRA not in the set");
     float old = set->items[i].scale;
