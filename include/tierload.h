@@ -546,6 +546,14 @@ TL_API tl_status tl_model_check_files(const tl_model *m);
  */
 TL_API tl_status tl_model_tensor_read(const tl_model *m, size_t i, uint64_t off, void *dst,
                                       uint64_t n);
+/*
+ * After a PyTorch checkpoint (torch.save's zip format) was written with some
+ * tensor bytes changed (a merge copies the file and changes tensors): compute
+ * every stored entry's CRC-32 again from the bytes in the file open at fd
+ * (read-write) and write it into the entry's central directory record and
+ * local header (or data descriptor). path names the file in messages.
+ */
+TL_API tl_status tl_ckpt_refresh_crcs(int fd, const char *path);
 /* Open file descriptor of a file (read-only), for loaders; owned by the model. */
 TL_API int tl_model_file_fd(const tl_model *m, size_t file);
 /* Base address of a file's mapping (its byte 0). */
