@@ -409,7 +409,7 @@ static tl_status plan_file(job *j, lfile *f) {
                                path, t->name, (unsigned long long)out);
         } else {
             tl__align_up_u64(pos, pack_align(j), &pos);
-            at = f->dest + pos;
+            at = f->dest ? f->dest + pos : NULL; /* no destination: only empty tensors */
             pos += out;
         }
         j->r->tensors[ti] = (tl_loaded_tensor){at, out, to, false, to != t->dtype};
