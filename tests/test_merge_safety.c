@@ -306,6 +306,28 @@ static void test_merged_ckpt_crcs_and_tied_weights(void **state) {
     tl_lora_close(l);
     tl_model_close(m);
     assert_true(in_place[0] == 2.0f);
+    /* a set: LoRA A targets a.weight, LoRA B b.weight (tied); removing A keeps B's delta */
+    char *la = tu_path(dir, "la.safetensors"), *lb = tu_path(dir, "lb.safetensors");
+    write_lora(la, "a", NULL);
+    write_lora(lb, "b", NULL);
+    assert_int_equal(tl_model_open((const char *const *)&cp, 1, &o, &m), TL_OK);
+    tl_lora *a = NULL, *b = NULL;
+    assert_int_equal(tl_lora_open(la, &a), TL_OK);
+    assert_int_equal(tl_lora_open(lb, &b), TL_OK);
+    tl_lora_set *set = NULL;
+    assert_int_equal(tl_lora_set_create(m, NULL, &set), TL_OK);
+    assert_int_equal(tl_lora_set_add(set, a, 1.0f, NULL), TL_OK);
+    assert_int_equal(tl_lora_set_add(set, b, 1.0f, NULL), TL_OK);
+    assert_int_equal(tl_lora_set_remove(set, a), TL_OK);
+    assert_int_equal(tl_model_tensor_read(m, tl_model_find(m, "b.weight"), 0, in_place, 16), TL_OK);
+    if (in_place[0] != 1.5f)
+        fail_msg("tied weights: after removing LoRA A, b.weight is %g, expected 1.5 (B kept)",
+                 (double)in_place[0]);
+    tl_lora_set_destroy(set);
+    tl_lora_close(a);
+    tl_lora_close(b);
+    tl_model_close(m);
+    free(la), free(lb);
     r = tu_cli_run("merge", cp, "--lora", lp, "-o", out, NULL);
     if (r.status) fail_msg("merge: %s", r.err);
     tu_run_free(&r);
