@@ -546,6 +546,14 @@ TL_API tl_status tl_model_check_files(const tl_model *m);
  */
 TL_API tl_status tl_model_tensor_read(const tl_model *m, size_t i, uint64_t off, void *dst,
                                       uint64_t n);
+/*
+ * After a PyTorch checkpoint (torch.save's zip format) was written with some
+ * tensor bytes changed (a merge copies the file and changes tensors): compute
+ * every stored entry's CRC-32 again from the bytes in the file open at fd
+ * (read-write) and write it into the entry's central directory record and
+ * local header (or data descriptor). path names the file in messages.
+ */
+TL_API tl_status tl_ckpt_refresh_crcs(int fd, const char *path);
 /* Open file descriptor of a file (read-only), for loaders; owned by the model. */
 TL_API int tl_model_file_fd(const tl_model *m, size_t file);
 /* Base address of a file's mapping (its byte 0). */
@@ -1980,7 +1988,14 @@ TL_API tl_status tl_lora_match(const tl_model *m, const tl_lora *l, tl_lora_repo
  * through tl_model_tensor_data_mut (the tensor becomes patched). A weight of
  * another dtype is TL_ERR_UNSUPPORTED naming tensor and type, and a shape
  * that does not fit is TL_ERR_FORMAT; both are checked for every module
- * before any byte changes. Applying the same LoRA twice adds it twice.
+ * before any byte changes. Nothing non-finite is written: a NaN or infinite
+ * scale is TL_ERR_INVALID_ARG; a non-finite alpha or factor value, and a
+ * result that overflows the weight's type, are TL_ERR_FORMAT naming the
+ * module, found by a dry run of every module before any byte changes. A
+ * module naming a tensor another module of l already targets, a module with
+ * two parts of one kind, and a name that fits two tensors are not applied
+ * and are listed in r's unmatched names with the reason. Applying the same
+ * LoRA twice adds it twice.
  */
 TL_API tl_status tl_lora_apply(tl_model *m, const tl_lora *l, float scale, tl_lora_report *r);
 /*

@@ -100,6 +100,22 @@ int cli_plan_fail(tl_status s);
 tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan **out);
 
 /* LoRA files named with --lora FILE[:SCALE] (run, merge). */
+/*
+ * An output file (outfile.c): OUT absent or a regular file, written to a
+ * temporary file beside it that is renamed into place by commit and removed
+ * by abort, on failure and on SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGXFSZ. open and
+ * commit return 0 or an exit status (after printing why).
+ */
+typedef struct cli_outfile {
+    const char *out;
+    char *tmp;
+    int fd;
+    FILE *f; /* write here */
+} cli_outfile;
+int cli_outfile_open(cli_outfile *o, const char *out, const char *cmd);
+int cli_outfile_commit(cli_outfile *o, const char *cmd);
+void cli_outfile_abort(cli_outfile *o);
+
 typedef struct cli_loras {
     const char **paths; /* FILE part (heap copies) */
     float *scales;

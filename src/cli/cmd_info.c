@@ -23,6 +23,51 @@ static void usage(FILE *f) {
     fputs(cli_models_help(), f);
 }
 
+typedef struct range {
+    uint32_t file;
+    uint64_t a, b;
+} range;
+
+static int cmp_range(const void *x, const void *y) {
+    const range *p = x, *q = y;
+    if (p->file != q->file) return p->file < q->file ? -1 : 1;
+    return p->a < q->a ? -1 : p->a > q->a;
+}
+
+/*
+ * The bytes of the files that hold tensor data: the union of the tensors'
+ * byte ranges (tied tensors of a checkpoint share one storage: counted once;
+ * a strided view counts the span it reaches). UINT64_MAX when memory fails.
+ */
+static uint64_t bytes_on_disk(const tl_model *m) {
+    size_t n = tl_model_tensor_count(m);
+    range *r = malloc((n ? n : 1) * sizeof *r);
+    if (!r) return UINT64_MAX;
+    for (size_t i = 0; i < n; i++) {
+        const tl_tensor_info *t = tl_model_tensor(m, i);
+        uint64_t len = t->nbytes;
+        if (t->strides && t->n_elements) {
+            uint64_t span = 0, es = tl_dtype_block_bits(t->dtype) / 8;
+            for (uint32_t d = 0; d < t->n_dims; d++)
+                span += (uint64_t)(t->shape[d] - 1) * (uint64_t)t->strides[d];
+            len = (span + 1) * es;
+        }
+        r[i] = (range){t->file, t->offset, t->offset + len};
+    }
+    qsort(r, n, sizeof *r, cmp_range);
+    uint64_t total = 0;
+    for (size_t i = 0; i < n;) {
+        uint64_t a = r[i].a, b = r[i].b;
+        size_t j = i + 1;
+        for (; j < n && r[j].file == r[i].file && r[j].a <= b; j++)
+            if (r[j].b > b) b = r[j].b;
+        total += b - a;
+        i = j;
+    }
+    free(r);
+    return total;
+}
+
 static void print_json(const tl_model *m) {
     cJSON *root = cJSON_CreateObject();
     cJSON *files = cJSON_AddArrayToObject(root, "files");
@@ -46,6 +91,8 @@ static void print_json(const tl_model *m) {
             cJSON_AddNullToObject(o, "alignment");
         cJSON_AddItemToArray(files, o);
     }
+    uint64_t disk = bytes_on_disk(m);
+    if (disk != UINT64_MAX) cli_json_add_u64(root, "tensor_bytes_on_disk", disk);
     cJSON *tensors = cJSON_AddArrayToObject(root, "tensors");
     for (size_t i = 0; i < tl_model_tensor_count(m); i++) {
         const tl_tensor_info *t = tl_model_tensor(m, i);
@@ -159,7 +206,12 @@ static void print_human(const tl_model *m, size_t top, size_t keys) {
     }
     for (size_t i = 0; i < nt; i++)
         total += tl_model_tensor(m, i)->nbytes;
-    printf("\n%zu tensors, %s of weights\n", nt, cli_fmt_size(total, b1, sizeof b1));
+    uint64_t disk = bytes_on_disk(m);
+    if (disk != total && disk != UINT64_MAX)
+        printf("\n%zu tensors, %s of weights, %s of them on disk (tensors share storage)\n", nt,
+               cli_fmt_size(total, b1, sizeof b1), cli_fmt_size(disk, b2, sizeof b2));
+    else
+        printf("\n%zu tensors, %s of weights\n", nt, cli_fmt_size(total, b1, sizeof b1));
     if (nt) {
         /* bytes by dtype (dtype ids are < 128) */
         uint64_t by_dtype[128] = {0};

@@ -7,8 +7,15 @@
  * the bytes are copied in file order through one staging buffer, and each
  * tensor a LoRA touches is merged in the copy-on-write mapping, written, and
  * unpatched again before the next one (peak extra memory: the largest
- * merged tensor plus the staging buffer). The output is written to a
- * temporary file beside OUT, synced, and renamed over OUT.
+ * merged tensor plus the staging buffer). Tensors that hold the same bytes
+ * (tied weights of a checkpoint) get every module that targets any of them
+ * before their bytes are written, as a session merging in place would; a
+ * targeted tensor that overlaps another one in a different shape is refused.
+ * A file that shrinks or changes meanwhile is TL_ERR_CHANGED (merges read
+ * mappings under the SIGBUS guard). A checkpoint's zip CRC-32s are
+ * recomputed for the merged bytes. The output goes through cli_outfile
+ * (outfile.c): a temporary file beside OUT, synced and renamed, removed on
+ * failure and on signals.
  */
 #include "cli/cli.h"
 #include "cli/json.h"
@@ -37,6 +44,7 @@ typedef struct merge_ctx {
     tl_model *m;
     cli_loras *loras;
     size_t **targets; /* per LoRA, per module */
+    bool *targeted;   /* per tensor: some module merges into it */
     FILE *out;
     unsigned char *buf;
     int fd;
@@ -55,10 +63,15 @@ static tl_status copy_range(merge_ctx *c, uint64_t off, uint64_t end) {
     while (off < end) {
         size_t n = end - off > STAGING ? STAGING : (size_t)(end - off);
         ssize_t got = pread(c->fd, c->buf, n, (off_t)off);
-        if (got <= 0) {
-            fprintf(stderr, "tierload merge: read: %s\n", got < 0 ? strerror(errno) : "short file");
+        if (got < 0) {
+            fprintf(stderr, "tierload merge: %s: read: %s\n",
+                    cli_safe(tl_model_file(c->m, 0)->path), strerror(errno));
             return TL_ERR_IO;
         }
+        if (got == 0)
+            return tl_set_error(TL_ERR_CHANGED,
+                                "%s: the file changed while it was merged (it ends at %llu now)",
+                                tl_model_file(c->m, 0)->path, (unsigned long long)off);
         if (fwrite(c->buf, 1, (size_t)got, c->out) != (size_t)got) return TL_ERR_IO;
         off += (uint64_t)got;
     }
@@ -79,6 +92,14 @@ static tl_status merge_tensor(merge_ctx *c, size_t t, bool *merged) {
     return st;
 }
 
+static tl_status refuse_overlap(merge_ctx *c, size_t t, size_t over) {
+    return tl_set_error(TL_ERR_UNSUPPORTED,
+                        "%s: tensor '%s' shares bytes with '%s' in another shape: a merge "
+                        "cannot write both",
+                        tl_model_file(c->m, 0)->path, tl_model_tensor(c->m, t)->name,
+                        tl_model_tensor(c->m, over)->name);
+}
+
 static tl_status write_all(merge_ctx *c) {
     size_t n = tl_model_tensor_count(c->m);
     size_t *order = malloc((n ? n : 1) * sizeof *order);
@@ -86,24 +107,48 @@ static tl_status write_all(merge_ctx *c) {
     for (size_t i = 0; i < n; i++) order[i] = i;
     qsort_r(order, n, sizeof *order, cmp_off, c->m);
     uint64_t pos = 0, size = tl_model_file(c->m, 0)->size;
+    size_t last = 0; /* the tensor whose bytes were written last */
     tl_status st = TL_OK;
     for (size_t j = 0; j < n && !st; j++) {
         size_t t = order[j];
         const tl_tensor_info *ti = tl_model_tensor(c->m, t);
-        bool merged;
-        if (ti->offset < pos) continue; /* overlapping tensors: copied already */
-        st = merge_tensor(c, t, &merged);
+        if (ti->offset < pos) { /* inside bytes copied or written already */
+            const tl_tensor_info *lt = tl_model_tensor(c->m, last);
+            bool tied = ti->offset == lt->offset && ti->nbytes == lt->nbytes;
+            if (c->targeted[t] && !tied) st = refuse_overlap(c, t, last);
+            continue;
+        }
+        /* every tensor holding exactly these bytes (tied weights), and their modules */
+        bool merged = false;
+        for (size_t g = j; g < n && !st; g++) {
+            const tl_tensor_info *gi = tl_model_tensor(c->m, order[g]);
+            if (gi->offset != ti->offset) break;
+            if (gi->nbytes != ti->nbytes) {
+                if (c->targeted[order[g]] || c->targeted[t]) st = refuse_overlap(c, order[g], t);
+                continue;
+            }
+            bool m1 = false;
+            st = merge_tensor(c, order[g], &m1);
+            merged = merged || m1;
+        }
         if (st || !merged) continue;
         st = copy_range(c, pos, ti->offset);
         if (!st && fwrite(tl_model_tensor_data(c->m, t), 1, ti->nbytes, c->out) != ti->nbytes)
             st = TL_ERR_IO;
-        if (!st) st = tl_model_tensor_unpatch(c->m, t);
+        for (size_t g = j; g < n && !st; g++) {
+            size_t u = order[g];
+            if (tl_model_tensor(c->m, u)->offset != ti->offset) break;
+            if (tl_model_tensor_patched(c->m, u)) st = tl_model_tensor_unpatch(c->m, u);
+        }
         pos = ti->offset + ti->nbytes;
+        last = t;
         c->merged_tensors++;
         c->merged_bytes += ti->nbytes;
         if (ti->nbytes > c->largest) c->largest = ti->nbytes;
     }
     if (!st) st = copy_range(c, pos, size);
+    /* rewritten in place meanwhile (same size): the copy may mix two versions */
+    if (!st) st = tl_model_check_files(c->m);
     free(order);
     return st;
 }
@@ -148,10 +193,10 @@ static int merge_main(int argc, char **argv, cli_models *models, cli_loras *lora
     c.loras = loras;
     c.fd = tl_model_file_fd(m, 0);
     c.targets = calloc(loras->n, sizeof *c.targets);
+    c.targeted = calloc(tl_model_tensor_count(m) + 1, sizeof *c.targeted);
     c.buf = malloc(STAGING);
     int rc = 0;
-    char *tmp = NULL;
-    if (!loras->open || !c.targets || !c.buf) st = TL_ERR_NOMEM;
+    if (!loras->open || !c.targets || !c.targeted || !c.buf) st = TL_ERR_NOMEM;
     for (size_t i = 0; i < loras->n && !st && !rc; i++) {
         st = tl_lora_open(loras->paths[i], &loras->open[i]);
         if (st) break;
@@ -159,7 +204,7 @@ static int merge_main(int argc, char **argv, cli_models *models, cli_loras *lora
         st = tl_lora_match(m, loras->open[i], &r);
         if (st) break;
         if (r.n_unmatched) {
-            fprintf(stderr, "tierload merge: %s: %zu LoRA keys match no tensor:", loras->paths[i],
+            fprintf(stderr, "tierload merge: %s: %zu LoRA keys match no tensor or are not applied:", loras->paths[i],
                     r.n_unmatched);
             for (size_t k = 0; k < r.n_unmatched && k < TL_LORA_REPORT_NAMES; k++)
                 fprintf(stderr, " %s", r.unmatched[k]);
@@ -170,45 +215,35 @@ static int merge_main(int argc, char **argv, cli_models *models, cli_loras *lora
         c.targets[i] = malloc((nm ? nm : 1) * sizeof(size_t));
         if (!c.targets[i]) st = TL_ERR_NOMEM;
         if (!st) st = tl_lora_targets(m, loras->open[i], c.targets[i]);
+        for (size_t k = 0; !st && k < nm; k++)
+            if (c.targets[i][k] != TL_NOT_FOUND) c.targeted[c.targets[i][k]] = true;
     }
     tl_memwatch *w = NULL;
     tl_memspan span;
     memset(&span, 0, sizeof span);
+    cli_outfile of;
+    memset(&of, 0, sizeof of);
+    if (!st && !rc) rc = cli_outfile_open(&of, outp, "merge");
     if (!st && !rc) {
-        size_t len = strlen(outp) + 16;
-        tmp = malloc(len);
-        if (!tmp) st = TL_ERR_NOMEM;
-        else snprintf(tmp, len, "%s.tmp.XXXXXX", outp);
-    }
-    int tfd = -1;
-    if (!st && !rc && (tfd = mkstemp(tmp)) < 0) {
-        fprintf(stderr, "tierload merge: %s: %s\n", tmp, strerror(errno));
-        rc = cli_exit_code(TL_ERR_IO);
-    }
-    if (tfd >= 0) fchmod(tfd, 0644); /* mkstemp makes 0600; a model is for others to read too */
-    if (!st && !rc && !(c.out = fdopen(tfd, "wb"))) {
-        close(tfd);
-        rc = cli_exit_code(TL_ERR_IO);
-    }
-    if (!st && !rc) {
+        c.out = of.f;
         tl_memwatch_create(0, &w);
         st = write_all(&c);
-        if (!st && (fflush(c.out) || fsync(fileno(c.out)))) st = TL_ERR_IO;
+        if (!st && tl_model_file(m, 0)->format == TL_FORMAT_CKPT) {
+            if (fflush(c.out) != 0) st = TL_ERR_IO;
+            else st = tl_ckpt_refresh_crcs(of.fd, of.tmp);
+        }
         tl_memwatch_destroy(w, &span);
+        if (st) cli_outfile_abort(&of);
+        else rc = cli_outfile_commit(&of, "merge");
     }
-    if (c.out && fclose(c.out) && !st) st = TL_ERR_IO;
-    if (!st && !rc && rename(tmp, outp) != 0) {
-        fprintf(stderr, "tierload merge: rename to %s: %s\n", outp, strerror(errno));
-        rc = cli_exit_code(TL_ERR_IO);
-    }
-    if ((st || rc) && tmp && c.out) unlink(tmp);
     if (st && !rc) {
         if (st == TL_ERR_IO) {
-            fprintf(stderr, "tierload merge: writing %s: %s\n", outp, strerror(errno));
+            fprintf(stderr, "tierload merge: writing %s: %s\n", cli_safe(outp), strerror(errno));
             rc = cli_exit_code(st);
         } else {
             rc = cli_fail(st);
         }
+        fprintf(stderr, "tierload merge: %s left as it was\n", cli_safe(outp));
     }
     if (!rc) {
         uint64_t extra = span.rss_anon_peak > span.start.rss_anon ? span.rss_anon_peak - span.start.rss_anon : 0;
@@ -235,8 +270,8 @@ static int merge_main(int argc, char **argv, cli_models *models, cli_loras *lora
     }
     for (size_t i = 0; c.targets && i < loras->n; i++) free(c.targets[i]);
     free(c.targets);
+    free(c.targeted);
     free(c.buf);
-    free(tmp);
     tl_model_close(m);
     return rc;
 }

@@ -390,64 +390,19 @@ static bool parse_count(const char *v, uint64_t *out) {
 }
 
 /*
- * Write into a temporary file beside out, make it durable, rename it over out.
- * Only the temporary file is ever removed.
+ * Write into a temporary file beside out (cli_outfile: removed on failure and
+ * on signals), make it durable, rename it over out. Only the temporary file is
+ * ever removed.
  */
 static int write_into_place(const mk_opts *o, const void *hdr, size_t hlen, mk_tensor *t, size_t n,
                             uint64_t data_size) {
-    struct stat st;
-    if (stat(o->out, &st) == 0 && !S_ISREG(st.st_mode)) {
-        fprintf(stderr, "tierload: mkmodel: %s: exists and is not a regular file; not replaced\n",
-                o->out);
-        return 4;
-    }
-    size_t len = strlen(o->out);
-    char *dcopy = strdup(o->out), *bcopy = strdup(o->out), *tmp = malloc(len + 32);
-    if (!dcopy || !bcopy || !tmp) {
-        free(dcopy);
-        free(bcopy);
-        free(tmp);
-        return 6;
-    }
-    snprintf(tmp, len + 32, "%s/.%s.tmp-XXXXXX", dirname(dcopy), basename(bcopy));
-    free(dcopy);
-    free(bcopy);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        fprintf(stderr, "tierload: %s: cannot create a temporary file beside it (%s): %s\n", o->out,
-                tmp, strerror(errno));
-        free(tmp);
-        return 4;
-    }
-    mode_t mask = umask(0);
-    umask(mask);
-    int rc = 0;
-    if (fchmod(fd, 0666 & ~mask) != 0) rc = 4;
-    FILE *f = fdopen(fd, "wb");
-    if (!f) {
-        close(fd);
-        rc = 4;
-    }
-    if (!rc) rc = write_file(f, o, hdr, hlen, t, n, data_size, tmp);
-    /* durable before we return: dirty pages cannot be evicted, and benchmarks evict */
-    if (!rc && (fflush(f) != 0 || fsync(fileno(f)) != 0)) {
-        fprintf(stderr, "tierload: %s: write failed: %s\n", tmp, strerror(errno));
-        rc = 4;
-    }
-    if (f && fclose(f) != 0 && !rc) {
-        fprintf(stderr, "tierload: %s: write failed: %s\n", tmp, strerror(errno));
-        rc = 4;
-    }
-    if (!rc && rename(tmp, o->out) != 0) {
-        fprintf(stderr, "tierload: %s: cannot rename %s into place: %s\n", o->out, tmp,
-                strerror(errno));
-        rc = 4;
-    }
-    if (rc) {
-        unlink(tmp); /* ours; OUT itself was never opened */
-        fprintf(stderr, "tierload: mkmodel: %s left as it was\n", o->out);
-    }
-    free(tmp);
+    cli_outfile of;
+    int rc = cli_outfile_open(&of, o->out, "mkmodel");
+    if (rc) return rc;
+    rc = write_file(of.f, o, hdr, hlen, t, n, data_size, of.tmp);
+    if (rc) cli_outfile_abort(&of);
+    else rc = cli_outfile_commit(&of, "mkmodel");
+    if (rc) fprintf(stderr, "tierload: mkmodel: %s left as it was\n", cli_safe(o->out));
     return rc;
 }
 

@@ -10,7 +10,9 @@
 const char *cli_loras_help(void) {
     return "  --lora FILE[:SCALE]  merge a LoRA (safetensors or GGUF; repeatable; scale 1 by\n"
            "                       default) into the weights in place, in this process only\n"
-           "  --lora-strict        a LoRA key that matches no tensor is an error\n";
+           "  --lora-strict        a LoRA key that matches no tensor, or is not applied (a tensor\n"
+           "                       named twice, an ambiguous name, two parts of one kind), is\n"
+           "                       an error\n";
 }
 
 int cli_loras_arg(cli_loras *l, int argc, char **argv, int *i, const char *cmd) {
@@ -64,7 +66,7 @@ int cli_loras_apply(cli_loras *l, tl_model *m, tl_session *s, FILE *out) {
         st = tl_lora_match(m, l->open[i], &r);
         if (st) break;
         if (r.n_unmatched) {
-            fprintf(stderr, "tierload: %s: %zu of %zu LoRA keys match no tensor:", l->paths[i],
+            fprintf(stderr, "tierload: %s: %zu of %zu LoRA keys match no tensor or are not applied:", l->paths[i],
                     r.n_unmatched, r.n_unmatched + r.n_matched);
             for (size_t k = 0; k < r.n_unmatched && k < TL_LORA_REPORT_NAMES; k++)
                 fprintf(stderr, " %s", r.unmatched[k]);

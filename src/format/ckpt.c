@@ -14,7 +14,9 @@
  *   - a tensor's dtype comes from its storage type, its absolute offset is
  *     the storage entry's offset + storage_offset x element size; several
  *     tensors may share one storage; a tensor whose strides are not the
- *     contiguous ones keeps them (tl__fmt_tensor.strides) and must still lie
+ *     contiguous ones keeps them (tl__fmt_tensor.strides); views with more
+ *     elements than their storage (a stride of 0: expand) may add at most
+ *     CKPT_MAX_EXPANDED bytes per file beyond what backs them; it must still lie
  *     inside its storage;
  *   - int, float, bool and str values become metadata (I64, F64, BOOL,
  *     STRING); None, bytes and other objects are skipped.
@@ -46,6 +48,9 @@
 #define CKPT_MAX_VISITS (1u << 22)
 #define CKPT_MAX_NAME_BYTES (256ull << 20)
 
+/* Bytes a file's expanding views (stride 0) may add beyond the storages they read. */
+#define CKPT_MAX_EXPANDED (16ull << 20)
+
 typedef struct builder {
     const char *path;
     const tl__zip *zip;
@@ -54,6 +59,7 @@ typedef struct builder {
     tl__fmt_file *f;
     size_t cap_t, cap_m;
     uint64_t visits, name_bytes;
+    uint64_t expanded; /* bytes expanding views add beyond their storage, file-wide */
     char name[CKPT_MAX_NAME];
 } builder;
 
@@ -122,6 +128,24 @@ static tl_status add_tensor(builder *b, const char *name, const tl__pk_tensor *p
                       b->path, name, (unsigned long long)pt->storage_offset,
                       (unsigned long long)last, (unsigned long long)s->numel);
     t->offset = e->offset + off_bytes;
+    /*
+     * Bounded by the bytes that back it: a view that reaches elements more than
+     * once (a stride of 0: torch's expand; overlapping strides) and so has more
+     * elements than its storage is gathered like any strided tensor, but what
+     * such views add beyond their storage is capped per file
+     * (CKPT_MAX_EXPANDED): a 568-byte file must not become a 2 GiB load.
+     */
+    if (t->n_elements > s->numel) {
+        uint64_t extra = (t->n_elements - s->numel) * es; /* n_elements * es did not overflow */
+        if (!tl__add_u64(b->expanded, extra, &b->expanded) || b->expanded > CKPT_MAX_EXPANDED)
+            return tl__err(TL_ERR_UNSUPPORTED,
+                           "%s: tensor '%s': a view of %llu elements over a storage of %llu (an "
+                           "expanding view, e.g. a stride of 0): the file's expanding views "
+                           "would load more than %llu MiB beyond the bytes it holds; refused",
+                           b->path, name, (unsigned long long)t->n_elements,
+                           (unsigned long long)s->numel,
+                           (unsigned long long)(CKPT_MAX_EXPANDED >> 20));
+    }
     if (!contiguous) {
         t->strides = tl__os_calloc(TL_MAX_DIMS, sizeof *t->strides);
         if (!t->strides) return nomem(b);

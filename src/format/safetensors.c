@@ -14,7 +14,11 @@
  * (in bits, so F4/F6 must come out whole bytes), computed without overflow;
  * the data ends exactly at the end of the file. Beyond the reference: unique
  * names (cJSON would otherwise keep both), no NUL in names, rank <= 8, and
- * integers exact (below 2^53).
+ * integers exact (below 2^53). Where cJSON is laxer than the reference's JSON
+ * reader (serde_json with integer fields), the header text is checked first
+ * (json_strict): numbers must be plain integers ("4", never "4.0", "1.6e1",
+ * "-0" or "04"), strings may not hold a NUL (\u0000, which would cut a name
+ * short) or a raw control character.
  */
 #include "format/format.h"
 
@@ -59,6 +63,66 @@ static bool utf8_valid(const uint8_t *s, uint64_t n) {
         i += (uint64_t)len;
     }
     return true;
+}
+
+/*
+ * The header's text, token by token, where cJSON accepts what the reference
+ * refuses: every number a plain non-negative integer (shapes and offsets are
+ * integers there; metadata values are strings), no \u0000 and no raw
+ * control character in a string. The message names the tensor (the member of
+ * the top-level object) it happened in.
+ */
+static tl_status json_strict(const uint8_t *h, uint64_t n, const char *path) {
+    int depth = 0, index = 0;
+    /* the top-level member (a tensor), its field being read, and the last string seen */
+    const uint8_t *key = NULL, *field = NULL, *last = NULL;
+    uint64_t key_len = 0, field_len = 0, last_len = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint8_t c = h[i];
+        if (c == '"') {
+            uint64_t start = ++i;
+            for (; i < n && h[i] != '"'; i++) {
+                if (h[i] < 0x20)
+                    return tl__err(TL_ERR_FORMAT,
+                                   "%s: safetensors header: a raw control character (0x%02x) in "
+                                   "a string near byte %llu",
+                                   path, h[i], (unsigned long long)(8 + i));
+                if (h[i] != '\\') continue;
+                if (i + 5 < n && h[i + 1] == 'u' && !memcmp(h + i + 2, "0000", 4))
+                    return tl__err(TL_ERR_FORMAT,
+                                   "%s: safetensors header: a name or string holds a NUL "
+                                   "(\\u0000) near byte %llu; refused",
+                                   path, (unsigned long long)(8 + i));
+                i++; /* the escaped character */
+            }
+            last = h + start, last_len = i - start;
+            continue;
+        }
+        if (c == ':' && depth == 1) key = last, key_len = last_len;
+        if (c == ':' && depth == 2) field = last, field_len = last_len;
+        if (c == ',' && depth == 3) index++;
+        if (c == '{' || c == '[') {
+            if (++depth == 3) index = 0;
+        }
+        if (c == '}' || c == ']') depth--;
+        if (c != '-' && !(c >= '0' && c <= '9')) continue;
+        uint64_t start = i;
+        bool plain = c != '-';
+        while (i + 1 < n && h[i + 1] && strchr("0123456789+-.eE", h[i + 1])) {
+            i++;
+            if (h[i] < '0' || h[i] > '9') plain = false;
+        }
+        if (!plain || (h[start] == '0' && i > start))
+            return tl__err(TL_ERR_FORMAT,
+                           "%s: tensor '%.*s': %.*s[%d] is written %.*s, not as a non-negative "
+                           "integer (shapes and offsets are integers)",
+                           path, key ? (int)(key_len > 200 ? 200 : key_len) : 1,
+                           key ? (const char *)key : "?",
+                           field ? (int)(field_len > 40 ? 40 : field_len) : 6,
+                           field ? (const char *)field : "number", index,
+                           (int)(i - start + 1 > 40 ? 40 : i - start + 1), (const char *)h + start);
+    }
+    return TL_OK;
 }
 
 /* A JSON number that is an exact non-negative integer below 2^53. */
@@ -258,6 +322,8 @@ tl_status tl__safetensors_parse(const uint8_t *data, uint64_t size, const char *
         return tl__err(TL_ERR_FORMAT, "%s: safetensors header contains a NUL byte", path);
     if (!utf8_valid(h, n))
         return tl__err(TL_ERR_FORMAT, "%s: safetensors header is not valid UTF-8", path);
+    tl_status js = json_strict(h, n, path);
+    if (js) return js;
 
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts((const char *)h, (size_t)n, &end, false);

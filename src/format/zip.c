@@ -205,6 +205,8 @@ tl_status tl__zip_open(const uint8_t *data, uint64_t size, const char *path, tl_
             break;
         }
         en->offset = data_off;
+        en->local_off = lho;
+        en->central_off = at;
         z->n_entries++;
         at += CDH_LEN + (uint64_t)nlen + elen + clen;
     }

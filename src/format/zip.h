@@ -20,6 +20,8 @@ typedef struct tl__zip_entry {
     uint64_t offset; /* absolute offset of the entry's (stored) bytes */
     uint64_t size;   /* compressed size: the bytes at offset */
     uint64_t usize;  /* uncompressed size */
+    uint64_t local_off;   /* absolute offset of its local header */
+    uint64_t central_off; /* absolute offset of its central directory record */
 } tl__zip_entry;
 
 typedef struct tl__zip {
@@ -36,5 +38,7 @@ tl_status tl__zip_open(const uint8_t *data, uint64_t size, const char *path, tl_
 /* The entry with this exact name, or NULL. */
 const tl__zip_entry *tl__zip_find(const tl__zip *z, const char *name, size_t len);
 void tl__zip_free(tl__zip *z);
+/* CRC-32 (zip's: reflected 0xEDB88320) of n bytes, continuing from crc (0 to start). */
+uint32_t tl__zip_crc32(uint32_t crc, const uint8_t *p, uint64_t n);
 
 #endif

@@ -237,12 +237,31 @@ static void decide_mode(const job *j, lfile *f) {
     f->pub.reason = f->reason;
 }
 
-/* Direct mode needs an O_DIRECT descriptor; where it is refused, buffered instead. */
-static void open_direct(job *j, lfile *f) {
-    if (f->pub.mode != TL_LOAD_DIRECT) return;
-    int e = tl__os_open_direct(f->pub.path, &f->dfd);
-    if (!e) return;
+/*
+ * Direct mode needs an O_DIRECT descriptor for the very file the catalog opened
+ * (never whatever its path names now); where the filesystem refuses O_DIRECT,
+ * buffered instead.
+ */
+static tl_status open_direct(job *j, lfile *f, size_t fi) {
+    if (f->pub.mode != TL_LOAD_DIRECT) return TL_OK;
+    int fd = tl_model_file_fd(j->m, fi);
+    int e = tl__os_open_direct(fd, f->pub.path, &f->dfd);
+    if (!e) return TL_OK;
     f->dfd = -1;
+    if (e == TL_OS_EOTHER) {
+        char *now = NULL;
+        tl_status s = tl__os_realpath(f->pub.path, &now) == 0
+                          ? tl__err(TL_ERR_CHANGED,
+                                    "%s: the path now names another file (%s) than the one "
+                                    "opened; refused",
+                                    f->pub.path, now)
+                          : tl__err(TL_ERR_CHANGED,
+                                    "%s: the path now names another file than the one opened; "
+                                    "refused",
+                                    f->pub.path);
+        free(now);
+        return s;
+    }
     f->pub.direct_fallback = true;
     f->pub.mode = TL_LOAD_BUFFERED;
     size_t l = strlen(f->reason);
@@ -250,6 +269,7 @@ static void open_direct(job *j, lfile *f) {
              strerror(e));
     note(j->r, "%s: O_DIRECT refused by the filesystem (%s); falling back to buffered reads",
          f->pub.path, strerror(e));
+    return TL_OK;
 }
 
 /* The source of a tensor's bytes for a copy: the file, or its mapping when patched. */
@@ -389,7 +409,7 @@ static tl_status plan_file(job *j, lfile *f) {
                                path, t->name, (unsigned long long)out);
         } else {
             tl__align_up_u64(pos, pack_align(j), &pos);
-            at = f->dest + pos;
+            at = f->dest ? f->dest + pos : NULL; /* no destination: only empty tensors */
             pos += out;
         }
         j->r->tensors[ti] = (tl_loaded_tensor){at, out, to, false, to != t->dtype};
@@ -718,7 +738,8 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
         if (j.o.dest || j.o.align) f->packed = true;
         residency(&j, fi, &f->pub.page_cache_before, &f->pub.residency_before);
         decide_mode(&j, f);
-        open_direct(&j, f);
+        s = open_direct(&j, f, fi);
+        if (s != TL_OK) break;
         note(r, "%s: %s (%s)", f->pub.path, tl_load_mode_name(f->pub.mode), f->reason);
         s = plan_file(&j, f);
         if (s != TL_OK) break;

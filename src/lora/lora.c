@@ -8,8 +8,14 @@
  * (".lora_down.weight", ".lora_A.weight", ".alpha", ".hada_w1_a", ..., and llama.cpp's
  * GGUF adapter suffixes ".weight.lora_a"/".weight.lora_b" with "adapter.lora.alpha");
  * keys with no known suffix, and modules missing a part, are reported as
- * unmatched. Applying checks every matched module first (dtype, shapes),
- * then writes: a failure leaves the model unchanged.
+ * unmatched. A module with two parts of one kind (lora_down and lora_A), a
+ * module whose name resolves to two different tensors (an ambiguous kohya
+ * name), and a second module naming a tensor that an earlier one already
+ * targets are reported as unmatched (with the reason) and not applied, so a
+ * delta is never applied twice and --lora-strict refuses them. Applying
+ * checks every matched module first (dtype, shapes, finite values, no
+ * overflow: a dry run of the merge), then writes: a failure leaves the model
+ * unchanged.
  */
 #include "lora/lora.h"
 
@@ -17,6 +23,7 @@
 #include "io/convert.h"
 #include "os/os.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,9 +78,15 @@ static tl_status read_alpha(tl_lora *l, size_t t, float *out) {
          ti->dtype != TL_DTYPE_F64))
         return tl__err(TL_ERR_FORMAT, "%s: LoRA alpha '%s' is not one float",
                       tl_model_file(l->file, 0)->path, ti->name);
+    unsigned char raw[8];
+    tl_status st = tl_model_tensor_read(l->file, t, 0, raw, ti->nbytes); /* guarded */
+    if (st) return st;
     uint64_t bad;
     float v;
-    tl__convert_run(TL_DTYPE_F32, &v, ti->dtype, tl_model_tensor_data(l->file, t), 1, &bad);
+    tl__convert_run(TL_DTYPE_F32, &v, ti->dtype, raw, 1, &bad);
+    if (!isfinite(v))
+        return tl__err(TL_ERR_FORMAT, "%s: LoRA alpha '%s' is not finite in F32 (%g); refused",
+                       tl_model_file(l->file, 0)->path, ti->name, (double)v);
     *out = v;
     return TL_OK;
 }
@@ -131,15 +144,23 @@ tl_status tl_lora_open(const char *path, tl_lora **out) {
         lora_module md;
         memset(&md, 0, sizeof md);
         for (int p = 0; p < P_COUNT; p++) md.part[p] = TL_NOT_FOUND;
+        bool twice = false;
         for (size_t k = i; k < j && !st; k++) {
             if (e[k].part < 0) {
                 st = read_alpha(l, e[k].tensor, &md.alpha);
                 md.has_alpha = true;
+            } else if (md.part[e[k].part] != TL_NOT_FOUND) {
+                twice = true; /* lora_down and lora_A, say: which one was meant? */
             } else {
                 md.part[e[k].part] = e[k].tensor;
             }
         }
-        if (!st && !complete(&md)) {
+        if (!st && twice) {
+            char why[160];
+            snprintf(why, sizeof why, "%.*s (two parts of one kind; not applied)",
+                     (int)(e[i].keylen > 100 ? 100 : e[i].keylen), e[i].name);
+            st = push_unknown(l, why, strlen(why));
+        } else if (!st && !complete(&md)) {
             st = push_unknown(l, e[i].name, e[i].keylen);
         } else if (!st) {
             lora_module *v = tl__os_realloc(l->mods, (l->n_mods + 1) * sizeof *v);
@@ -160,6 +181,9 @@ tl_status tl_lora_open(const char *path, tl_lora **out) {
         const tl_meta *mt = tl_model_meta(l->file, ai);
         if (mt->type != TL_META_F32 && mt->type != TL_META_F64)
             st = tl__err(TL_ERR_FORMAT, "%s: adapter.lora.alpha is not a float", path);
+        else if (!isfinite(mt->v.f) || !isfinite((float)mt->v.f))
+            st = tl__err(TL_ERR_FORMAT, "%s: adapter.lora.alpha is not finite in F32 (%g); refused",
+                         path, mt->v.f);
         for (size_t k = 0; !st && k < l->n_mods; k++)
             if (!l->mods[k].has_alpha && mt->v.f > 0) {
                 l->mods[k].has_alpha = true;
@@ -205,11 +229,25 @@ static tl_status match(const tl_model *m, const tl_lora *l, size_t **targets, tl
     memset(r, 0, sizeof *r);
     r->n_modules = l->n_mods;
     for (size_t k = 0; k < l->n_mods; k++) {
-        t[k] = lora_aliases_find(&a, l->mods[k].key);
-        if (t[k] == TL_NOT_FOUND)
+        size_t other = TL_NOT_FOUND;
+        t[k] = lora_aliases_find(m, &a, l->mods[k].key, &other);
+        char why[200] = "";
+        if (other != TL_NOT_FOUND)
+            snprintf(why, sizeof why, "%.60s (fits '%.28s' and '%.28s'; not applied)",
+                     l->mods[k].key, tl_model_tensor(m, t[k])->name,
+                     tl_model_tensor(m, other)->name);
+        for (size_t q = 0; q < k && t[k] != TL_NOT_FOUND && !why[0]; q++)
+            if (t[q] == t[k])
+                snprintf(why, sizeof why, "%.56s (names the tensor of '%.56s' again; not applied)",
+                         l->mods[k].key, l->mods[q].key);
+        if (why[0]) {
+            t[k] = TL_NOT_FOUND;
+            note_unmatched(r, why); /* kept to the report's 127 characters */
+        } else if (t[k] == TL_NOT_FOUND) {
             note_unmatched(r, l->mods[k].key);
-        else
+        } else {
             r->n_matched++;
+        }
     }
     for (size_t k = 0; k < l->n_unknown; k++) note_unmatched(r, l->unknown[k]);
     lora_aliases_free(&a);
@@ -245,14 +283,18 @@ tl_status tl_lora_targets(const tl_model *m, const tl_lora *l, size_t *targets) 
 tl_status tl_lora_apply_module(tl_model *m, const tl_lora *l, size_t k, size_t t, float scale) {
     if (!m || !l || k >= l->n_mods || t >= tl_model_tensor_count(m))
         return tl__err(TL_ERR_INVALID_ARG, "tl_lora_apply_module: bad argument");
+    if (!isfinite(scale))
+        return tl__err(TL_ERR_INVALID_ARG, "tl_lora_apply_module: scale %g is not finite",
+                       (double)scale);
     tl_status st = lora_check(m, t, l, k);
+    if (!st) st = lora_merge(m, t, (void *)tl_model_tensor_data(m, t), l, k, scale, true);
     if (st) return st;
     void *w = tl_model_tensor_data_mut(m, t);
     if (!w)
         return tl__err(TL_ERR_INVALID_ARG,
                       "tensor '%s': the model must be opened writable to merge a LoRA",
                       tl_model_tensor(m, t)->name);
-    return lora_merge(m, t, w, l, k, scale);
+    return lora_merge(m, t, w, l, k, scale, false);
 }
 
 tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool *only,
@@ -264,6 +306,10 @@ tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool
     if (st) return st;
     for (size_t k = 0; k < l->n_mods && !st; k++)
         if (t[k] != TL_NOT_FOUND && (!only || only[t[k]])) st = lora_check(m, t[k], l, k);
+    /* a dry run of every merge: non-finite values and overflow refused before any byte changes */
+    for (size_t k = 0; k < l->n_mods && !st; k++)
+        if (t[k] != TL_NOT_FOUND && (!only || only[t[k]]))
+            st = lora_merge(m, t[k], (void *)tl_model_tensor_data(m, t[k]), l, k, scale, true);
     for (size_t k = 0; k < l->n_mods && !st; k++) {
         if (t[k] == TL_NOT_FOUND || (only && !only[t[k]])) continue;
         void *w = tl_model_tensor_data_mut(m, t[k]);
@@ -273,7 +319,7 @@ tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool
                         tl_model_tensor(m, t[k])->name);
             break;
         }
-        st = lora_merge(m, t[k], w, l, k, scale);
+        st = lora_merge(m, t[k], w, l, k, scale, false);
     }
     free(t);
     return st;
@@ -281,5 +327,7 @@ tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool
 
 tl_status tl_lora_apply(tl_model *m, const tl_lora *l, float scale, tl_lora_report *r) {
     if (!m || !l) return tl__err(TL_ERR_INVALID_ARG, "tl_lora_apply: NULL argument");
+    if (!isfinite(scale))
+        return tl__err(TL_ERR_INVALID_ARG, "tl_lora_apply: scale %g is not finite", (double)scale);
     return lora_apply_some(m, l, scale, NULL, r);
 }

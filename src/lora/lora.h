@@ -51,7 +51,13 @@ typedef struct lora_aliases {
 /* Every name each ".weight" tensor of m answers to, sorted for lookup. */
 tl_status lora_aliases_build(const tl_model *m, lora_aliases *a);
 void lora_aliases_free(lora_aliases *a);
-size_t lora_aliases_find(const lora_aliases *a, const char *name);
+/*
+ * The tensor a module name targets (TL_NOT_FOUND: none). When the name also
+ * fits another tensor that does not hold the same bytes, *other gets it
+ * (ambiguous: the caller refuses to choose).
+ */
+size_t lora_aliases_find(const tl_model *m, const lora_aliases *a, const char *name,
+                         size_t *other);
 
 /*
  * The diffusers name of an SD1.x/SDXL UNet module given in ldm naming, the
@@ -62,9 +68,13 @@ bool lora_ldm_to_diffusers(const char *ldm, char *out, size_t n);
 
 /* Check that module k fits tensor t of m (dtype and shapes); error names both. */
 tl_status lora_check(const tl_model *m, size_t t, const tl_lora *l, size_t k);
-/* Add scale x module k's delta to tensor t (whose bytes are at w). */
+/*
+ * Add scale x module k's delta to tensor t (whose bytes are at w); dry: compute
+ * and check everything (finite factors, no overflow of the weight's type) and
+ * write nothing.
+ */
 tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, size_t k,
-                     float scale);
+                     float scale, bool dry);
 
 /* Merge the modules of l whose target tensor t has only[t] set (only NULL: all). */
 tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool *only,

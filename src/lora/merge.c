@@ -5,13 +5,23 @@
  * as a matrix [out, K] (conv kernels [out, in*kh*kw]); delta is computed in
  * F32 row by row (memory: a few rows and the module's own small matrices),
  * added to the weight's row in F32 and rounded once to the weight's dtype.
+ *
+ * Nothing non-finite reaches a weight: a factor holding NaN or Inf, a
+ * non-finite alpha/rank or scale, and a result that rounds to Inf or NaN in
+ * the weight's type (a finite weight that overflows F16, say) are refused
+ * naming the module. A dry pass finds them before any byte is written. Every
+ * read of a mapping (the LoRA's factors, the weight's rows) is under the
+ * SIGBUS guard: a file truncated meanwhile is TL_ERR_CHANGED, never a signal.
  */
 #include "lora/lora.h"
 
 #include "core/checked.h"
 #include "core/error.h"
 #include "io/convert.h"
+#include "os/guard.h"
 #include "os/os.h"
+
+#include <math.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,23 +49,50 @@ static tl_status mat_shape(const tl_lora *l, size_t i, mat *o) {
     return TL_OK;
 }
 
-static tl_status mat_load(const tl_lora *l, size_t i, mat *o) {
+/* A dtype conversion run as one guarded call (no allocation inside: a fault jumps out). */
+typedef struct conv_job {
+    tl_dtype to, from;
+    void *dst;
+    const void *src;
+    uint64_t n;
+} conv_job;
+
+static void conv_fn(void *arg) {
+    conv_job *c = arg;
+    uint64_t bad;
+    tl__convert_run(c->to, c->dst, c->from, c->src, c->n, &bad);
+}
+
+static tl_status mat_load(const tl_lora *l, size_t k, size_t i, mat *o) {
     tl_status st = mat_shape(l, i, o);
     if (st) return st;
     const tl_tensor_info *ti = tl_model_tensor(l->file, i);
+    const char *path = tl_model_file(l->file, 0)->path;
     uint64_t bytes;
     if (!tl__mul_u64(ti->n_elements, 4, &bytes) || bytes > SIZE_MAX)
         return tl__err(TL_ERR_NOMEM, "LoRA tensor '%s' too large", ti->name);
+    const void *src = tl_model_tensor_data(l->file, i);
+    if (!src)
+        return tl__err(TL_ERR_UNSUPPORTED, "%s: LoRA tensor '%s' is not stored contiguously", path,
+                       ti->name);
     o->v = tl__os_malloc((size_t)bytes);
     if (!o->v) return tl__err(TL_ERR_NOMEM, "LoRA tensor '%s': out of memory", ti->name);
-    uint64_t bad;
-    tl__convert_run(TL_DTYPE_F32, o->v, ti->dtype, tl_model_tensor_data(l->file, i), ti->n_elements,
-                   &bad);
+    conv_job c = {TL_DTYPE_F32, ti->dtype, o->v, src, ti->n_elements};
+    if (tl__os_guarded_call(conv_fn, &c) != 0)
+        return tl__err(TL_ERR_CHANGED,
+                       "%s: LoRA tensor '%s': the file changed while it was read (truncated?)",
+                       path, ti->name);
+    for (uint64_t j = 0; j < ti->n_elements; j++)
+        if (!isfinite(o->v[j]))
+            return tl__err(TL_ERR_FORMAT,
+                           "%s: LoRA module '%s': tensor '%s' holds a non-finite value (%g at "
+                           "element %llu); refused",
+                           path, l->mods[k].key, ti->name, (double)o->v[j], (unsigned long long)j);
     return TL_OK;
 }
 
 /* a [m, r] . b [r, n] */
-static tl_status mat_mul(const tl_lora *l, const mat *a, const mat *b, size_t ia, mat *o) {
+static tl_status mat_mul(const tl_lora *l, size_t k, const mat *a, const mat *b, size_t ia, mat *o) {
     if (a->cols != b->rows)
         return tl__err(TL_ERR_FORMAT, "%s: LoRA module '%s': inner sizes %llu and %llu differ",
                       tl_model_file(l->file, 0)->path, lname(l, ia),
@@ -68,12 +105,18 @@ static tl_status mat_mul(const tl_lora *l, const mat *a, const mat *b, size_t ia
     o->v = tl__os_calloc(1, (size_t)n);
     if (!o->v) return tl__err(TL_ERR_NOMEM, "LoRA module '%s': out of memory", lname(l, ia));
     for (uint64_t i = 0; i < a->rows; i++)
-        for (uint64_t k = 0; k < a->cols; k++) {
-            float x = a->v[i * a->cols + k];
-            const float *br = b->v + k * b->cols;
+        for (uint64_t r = 0; r < a->cols; r++) {
+            float x = a->v[i * a->cols + r];
+            const float *br = b->v + r * b->cols;
             float *orow = o->v + i * o->cols;
             for (uint64_t j = 0; j < b->cols; j++) orow[j] += x * br[j];
         }
+    for (uint64_t j = 0; j < a->rows * b->cols; j++)
+        if (!isfinite(o->v[j]))
+            return tl__err(TL_ERR_FORMAT,
+                           "%s: LoRA module '%s': the product of its factors overflows F32; "
+                           "refused",
+                           tl_model_file(l->file, 0)->path, l->mods[k].key);
     return TL_OK;
 }
 
@@ -171,82 +214,133 @@ static void mat_free(mat *x) {
     x->v = NULL;
 }
 
+/* The row loop of one merge, run as one guarded call (everything allocated before). */
+typedef struct row_job {
+    const tl_tensor_info *wi;
+    unsigned char *base;
+    uint64_t out, kk;
+    unsigned es;
+    lora_kind kind;
+    const mat *a, *b, *c, *d, *w1, *w2;
+    float s;
+    float *row, *dl, *d2, *res;
+    bool dry;          /* compute and check only; write nothing */
+    uint64_t overflow; /* finite weights that the merge makes non-finite in the weight's type */
+    uint64_t first_bad;
+} row_job;
+
+static void rows_fn(void *arg) {
+    row_job *j = arg;
+    uint64_t kk = j->kk;
+    const mat *a = j->a, *b = j->b, *c = j->c, *d = j->d, *w1 = j->w1, *w2 = j->w2;
+    float *row = j->row, *dl = j->dl, *d2 = j->d2, *res = j->res;
+    for (uint64_t o = 0; o < j->out; o++) {
+        unsigned char *wr = j->base + o * kk * j->es;
+        uint64_t bad;
+        tl__convert_run(TL_DTYPE_F32, row, j->wi->dtype, wr, kk, &bad);
+        if (j->kind == LORA_PLAIN || j->kind == LORA_LOHA) {
+            memset(dl, 0, (size_t)kk * 4);
+            for (uint64_t r = 0; r < a->cols; r++) {
+                float u = a->v[o * a->cols + r];
+                const float *br = b->v + r * b->cols;
+                for (uint64_t x = 0; x < kk; x++) dl[x] += u * br[x];
+            }
+            if (j->kind == LORA_LOHA) {
+                memset(d2, 0, (size_t)kk * 4);
+                for (uint64_t r = 0; r < c->cols; r++) {
+                    float u = c->v[o * c->cols + r];
+                    const float *dr = d->v + r * d->cols;
+                    for (uint64_t x = 0; x < kk; x++) d2[x] += u * dr[x];
+                }
+                for (uint64_t x = 0; x < kk; x++) dl[x] *= d2[x];
+            }
+        } else { /* kron: row o = i * r2 + jj; column p * c2 + q */
+            uint64_t i = o / w2->rows, jj = o % w2->rows;
+            for (uint64_t p = 0; p < w1->cols; p++) {
+                float x = w1->v[i * w1->cols + p];
+                const float *w2r = w2->v + jj * w2->cols;
+                for (uint64_t q = 0; q < w2->cols; q++) dl[p * w2->cols + q] = x * w2r[q];
+            }
+        }
+        for (uint64_t x = 0; x < kk; x++) res[x] = row[x] + j->s * dl[x];
+        if (!j->dry) {
+            tl__convert_run(j->wi->dtype, wr, TL_DTYPE_F32, res, kk, &bad);
+            continue;
+        }
+        /* round to the weight's type and back: what would be written */
+        tl__convert_run(j->wi->dtype, d2, TL_DTYPE_F32, res, kk, &bad);
+        tl__convert_run(TL_DTYPE_F32, res, j->wi->dtype, d2, kk, &bad);
+        for (uint64_t x = 0; x < kk; x++)
+            if (!isfinite(res[x]) && isfinite(row[x]) && j->overflow++ == 0)
+                j->first_bad = o * kk + x;
+    }
+}
+
 tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, size_t k,
-                     float scale) {
+                     float scale, bool dry) {
     tl_status st = lora_check(m, t, l, k);
     if (st) return st;
     const tl_tensor_info *wi = tl_model_tensor(m, t);
+    const char *lpath = tl_model_file(l->file, 0)->path;
     uint64_t out = (uint64_t)wi->shape[0], kk = wi->n_elements / out;
     unsigned es = tl__convert_elem_size(wi->dtype);
     const lora_module *md = &l->mods[k];
     float s = scale * alpha_factor(l, k);
+    if (!isfinite(scale) || !isfinite(s))
+        return tl__err(TL_ERR_INVALID_ARG,
+                       "%s: LoRA module '%s': scale %g x alpha/rank is not finite; refused", lpath,
+                       md->key, (double)scale);
     mat a = {0}, b = {0}, c = {0}, d = {0}, w1 = {0}, w2 = {0};
-    float *row = NULL, *dl = NULL, *d2 = NULL;
+    float *row = NULL, *dl = NULL, *d2 = NULL, *res = NULL;
     if (kk > SIZE_MAX / 4) return tl__err(TL_ERR_NOMEM, "tensor '%s' too large", wi->name);
     row = tl__os_malloc((size_t)kk * 4);
     dl = tl__os_malloc((size_t)kk * 4);
     d2 = tl__os_malloc((size_t)kk * 4);
-    if (!row || !dl || !d2) {
+    res = tl__os_malloc((size_t)kk * 4);
+    if (!row || !dl || !d2 || !res) {
         st = tl__err(TL_ERR_NOMEM, "merging into '%s': out of memory", wi->name);
         goto done;
     }
     if (md->kind == LORA_PLAIN) {
-        if ((st = mat_load(l, md->part[P_UP], &a)) || (st = mat_load(l, md->part[P_DOWN], &b)))
+        if ((st = mat_load(l, k, md->part[P_UP], &a)) || (st = mat_load(l, k, md->part[P_DOWN], &b)))
             goto done;
     } else if (md->kind == LORA_LOHA) {
-        if ((st = mat_load(l, md->part[P_H1A], &a)) || (st = mat_load(l, md->part[P_H1B], &b)) ||
-            (st = mat_load(l, md->part[P_H2A], &c)) || (st = mat_load(l, md->part[P_H2B], &d)))
+        if ((st = mat_load(l, k, md->part[P_H1A], &a)) || (st = mat_load(l, k, md->part[P_H1B], &b)) ||
+            (st = mat_load(l, k, md->part[P_H2A], &c)) || (st = mat_load(l, k, md->part[P_H2B], &d)))
             goto done;
     } else {
         if (md->part[P_K1] != TL_NOT_FOUND) {
-            if ((st = mat_load(l, md->part[P_K1], &w1))) goto done;
+            if ((st = mat_load(l, k, md->part[P_K1], &w1))) goto done;
         } else {
-            if ((st = mat_load(l, md->part[P_K1A], &a)) || (st = mat_load(l, md->part[P_K1B], &b)) ||
-                (st = mat_mul(l, &a, &b, md->part[P_K1A], &w1)))
+            if ((st = mat_load(l, k, md->part[P_K1A], &a)) || (st = mat_load(l, k, md->part[P_K1B], &b)) ||
+                (st = mat_mul(l, k, &a, &b, md->part[P_K1A], &w1)))
                 goto done;
         }
         if (md->part[P_K2] != TL_NOT_FOUND) {
-            if ((st = mat_load(l, md->part[P_K2], &w2))) goto done;
+            if ((st = mat_load(l, k, md->part[P_K2], &w2))) goto done;
         } else {
-            if ((st = mat_load(l, md->part[P_K2A], &c)) || (st = mat_load(l, md->part[P_K2B], &d)) ||
-                (st = mat_mul(l, &c, &d, md->part[P_K2A], &w2)))
+            if ((st = mat_load(l, k, md->part[P_K2A], &c)) || (st = mat_load(l, k, md->part[P_K2B], &d)) ||
+                (st = mat_mul(l, k, &c, &d, md->part[P_K2A], &w2)))
                 goto done;
         }
     }
-    unsigned char *base = w;
-    for (uint64_t o = 0; o < out; o++) {
-        unsigned char *wr = base + o * kk * es;
-        uint64_t bad;
-        tl__convert_run(TL_DTYPE_F32, row, wi->dtype, wr, kk, &bad);
-        if (md->kind == LORA_PLAIN || md->kind == LORA_LOHA) {
-            memset(dl, 0, (size_t)kk * 4);
-            for (uint64_t r = 0; r < a.cols; r++) {
-                float u = a.v[o * a.cols + r];
-                const float *br = b.v + r * b.cols;
-                for (uint64_t j = 0; j < kk; j++) dl[j] += u * br[j];
-            }
-            if (md->kind == LORA_LOHA) {
-                memset(d2, 0, (size_t)kk * 4);
-                for (uint64_t r = 0; r < c.cols; r++) {
-                    float u = c.v[o * c.cols + r];
-                    const float *dr = d.v + r * d.cols;
-                    for (uint64_t j = 0; j < kk; j++) d2[j] += u * dr[j];
-                }
-                for (uint64_t j = 0; j < kk; j++) dl[j] *= d2[j];
-            }
-        } else { /* kron: row o = i * r2 + jj; column p * c2 + q */
-            uint64_t i = o / w2.rows, jj = o % w2.rows;
-            for (uint64_t p = 0; p < w1.cols; p++) {
-                float x = w1.v[i * w1.cols + p];
-                const float *w2r = w2.v + jj * w2.cols;
-                for (uint64_t q = 0; q < w2.cols; q++) dl[p * w2.cols + q] = x * w2r[q];
-            }
-        }
-        for (uint64_t j = 0; j < kk; j++) row[j] += s * dl[j];
-        tl__convert_run(wi->dtype, wr, TL_DTYPE_F32, row, kk, &bad);
+    row_job j = {wi,  w,  out, kk, es,  md->kind, &a, &b, &c, &d, &w1, &w2, s,
+                 row, dl, d2,  res, dry, 0,        0};
+    if (tl__os_guarded_call(rows_fn, &j) != 0) {
+        st = tl__err(TL_ERR_CHANGED,
+                     "%s: tensor '%s': the file changed while LoRA module '%s' was merged "
+                     "(truncated?)",
+                     tl_model_file(m, wi->file)->path, wi->name, md->key);
+        goto done;
     }
+    if (j.overflow)
+        st = tl__err(TL_ERR_FORMAT,
+                     "%s: LoRA module '%s' (scale %g) makes %llu value(s) of tensor '%s' overflow "
+                     "%s (the first at element %llu); refused",
+                     lpath, md->key, (double)scale, (unsigned long long)j.overflow, wi->name,
+                     tl_dtype_name(wi->dtype), (unsigned long long)j.first_bad);
 done:
     mat_free(&a), mat_free(&b), mat_free(&c), mat_free(&d), mat_free(&w1), mat_free(&w2);
-    free(row), free(dl), free(d2);
+    free(row), free(dl), free(d2), free(res);
     return st;
 }

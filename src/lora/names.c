@@ -230,7 +230,16 @@ void lora_aliases_free(lora_aliases *a) {
     memset(a, 0, sizeof *a);
 }
 
-size_t lora_aliases_find(const lora_aliases *a, const char *name) {
+/* Do tensors x and y of m hold the same bytes (tied weights: one storage, one offset)? */
+static bool same_bytes(const tl_model *m, size_t x, size_t y) {
+    const tl_tensor_info *a = tl_model_tensor(m, x), *b = tl_model_tensor(m, y);
+    return a->file == b->file && a->offset == b->offset && a->nbytes == b->nbytes &&
+           a->dtype == b->dtype && !a->strides && !b->strides;
+}
+
+size_t lora_aliases_find(const tl_model *m, const lora_aliases *a, const char *name,
+                         size_t *other) {
+    *other = TL_NOT_FOUND;
     size_t lo = 0, hi = a->n;
     while (lo < hi) { /* first entry >= name */
         size_t mid = lo + (hi - lo) / 2;
@@ -239,6 +248,12 @@ size_t lora_aliases_find(const lora_aliases *a, const char *name) {
         else
             hi = mid;
     }
-    if (lo < a->n && !strcmp(a->v[lo].name, name)) return a->v[lo].tensor;
-    return TL_NOT_FOUND;
+    if (lo >= a->n || strcmp(a->v[lo].name, name) != 0) return TL_NOT_FOUND;
+    /* the same name for two tensors (kohya's underscores): ambiguous unless they are tied */
+    for (size_t i = lo + 1; i < a->n && !strcmp(a->v[i].name, name); i++)
+        if (a->v[i].tensor != a->v[lo].tensor && !same_bytes(m, a->v[lo].tensor, a->v[i].tensor)) {
+            *other = a->v[i].tensor;
+            break;
+        }
+    return a->v[lo].tensor;
 }

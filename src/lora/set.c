@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "os/os.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,7 +46,23 @@ void tl_lora_set_destroy(tl_lora_set *set) {
     free(set);
 }
 
-/* Mark in `touched` every tensor l merges into; returns how many. */
+typedef struct span {
+    uint32_t file;
+    uint64_t a, b;
+    size_t t;
+} span;
+
+static int cmp_span(const void *x, const void *y) {
+    const span *p = x, *q = y;
+    if (p->file != q->file) return p->file < q->file ? -1 : 1;
+    return p->a < q->a ? -1 : p->a > q->a;
+}
+
+/*
+ * Mark in `touched` every tensor l merges into, and every tensor sharing bytes
+ * with one of them (tied weights: unpatching one gives the other the file's
+ * bytes too, so the LoRAs targeting it must be merged again).
+ */
 static tl_status touched_by(const tl_lora_set *set, const tl_lora *l, bool *touched) {
     size_t *t = NULL;
     tl_status st = lora_targets(set->m, l, &t);
@@ -53,6 +70,26 @@ static tl_status touched_by(const tl_lora_set *set, const tl_lora *l, bool *touc
     for (size_t k = 0; k < tl_lora_module_count(l); k++)
         if (t[k] != TL_NOT_FOUND) touched[t[k]] = true;
     free(t);
+    size_t n = tl_model_tensor_count(set->m);
+    span *v = tl__os_malloc((n ? n : 1) * sizeof *v);
+    if (!v) return tl__err(TL_ERR_NOMEM, "LoRA set: out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const tl_tensor_info *ti = tl_model_tensor(set->m, i);
+        v[i] = (span){ti->file, ti->offset, ti->offset + ti->nbytes, i};
+    }
+    qsort(v, n, sizeof *v, cmp_span);
+    for (size_t i = 0; i < n;) { /* clusters of overlapping byte ranges */
+        size_t j = i + 1;
+        uint64_t end = v[i].b;
+        bool any = touched[v[i].t];
+        for (; j < n && v[j].file == v[i].file && v[j].a < end; j++) {
+            if (v[j].b > end) end = v[j].b;
+            any = any || touched[v[j].t];
+        }
+        for (size_t k = i; any && k < j; k++) touched[v[k].t] = true;
+        i = j;
+    }
+    free(v);
     return TL_OK;
 }
 
@@ -68,6 +105,8 @@ static tl_status refresh(tl_lora_set *set, const bool *touched) {
 
 tl_status tl_lora_set_add(tl_lora_set *set, const tl_lora *l, float scale, tl_lora_report *r) {
     if (!set || !l) return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_add: NULL argument");
+    if (!isfinite(scale))
+        return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_add: scale %g is not finite", (double)scale);
     size_t n = tl_model_tensor_count(set->m);
     bool *touched = tl__os_calloc(n ? n : 1, 1);
     set_item *v = tl__os_realloc(set->items, (set->n + 1) * sizeof *v);
@@ -125,6 +164,9 @@ tl_status tl_lora_set_remove(tl_lora_set *set, const tl_lora *l) {
 
 tl_status tl_lora_set_scale(tl_lora_set *set, const tl_lora *l, float scale) {
     if (!set || !l) return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_scale: NULL argument");
+    if (!isfinite(scale))
+        return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_scale: scale %g is not finite",
+                       (double)scale);
     size_t i = find(set, l);
     if (i == TL_NOT_FOUND) return tl__err(TL_ERR_NOT_FOUND, "tl_lora_set_scale: LoRA not in the set");
     float old = set->items[i].scale;

@@ -91,7 +91,8 @@ void tl_model_close(tl_model *m) {
     free(m);
 }
 
-static tl_status open_file(tl_model *m, tl__mfile *f, const char *path, bool writable) {
+static tl_status open_file(tl_model *m, tl__mfile *f, const tl__disc_file *df, bool writable) {
+    const char *path = df->path;
     uint64_t size;
     f->fd = -1;
     f->info.path = tl__os_strdup(path);
@@ -109,6 +110,8 @@ static tl_status open_file(tl_model *m, tl__mfile *f, const char *path, bool wri
                       "data, like a /proc or /sys pseudo-file); refused",
                       path);
     if (e) return tl__err_errno(e, "%s: cannot open", path);
+    tl_status cs = tl__disc_check_opened(df, f->fd);
+    if (cs) return cs;
     if (size == 0) return tl__err(TL_ERR_FORMAT, "%s: file is empty", path);
     e = tl__os_map(f->fd, size, writable, (m->map_flags & TL_MAP_POPULATE) != 0, &f->map);
     if (e) return tl__err_errno(e, "%s: cannot map", path);
@@ -271,7 +274,7 @@ tl_status tl_model_open(const char *const *paths, size_t n_paths, const tl_model
     for (size_t i = 0; i < d.n_files && !st; i++) {
         m->files[i].fd = -1;
         m->n_files = i + 1;
-        st = open_file(m, &m->files[i], d.files[i].path, m->writable);
+        st = open_file(m, &m->files[i], &d.files[i], m->writable);
     }
     if (!st) st = build_catalog(m, &d);
     if (!st) st = tl__model_groups_build(m);

@@ -69,6 +69,7 @@ static tl_status push_file(tl__disc *d, const char *path, const char *prefix) {
         d->cap_files = cap;
     }
     tl__disc_file *f = &d->files[d->n_files];
+    memset(f, 0, sizeof *f);
     f->path = tl__os_strdup(path);
     f->prefix = prefix && *prefix ? tl__os_strdup(prefix) : NULL;
     if (!f->path || (prefix && *prefix && !f->prefix)) {
@@ -84,6 +85,9 @@ void tl__disc_free(tl__disc *d) {
     for (size_t i = 0; i < d->n_files; i++) {
         free(d->files[i].path);
         free(d->files[i].prefix);
+        free(d->files[i].inside[0]);
+        free(d->files[i].inside[1]);
+        free(d->files[i].owner);
     }
     for (size_t i = 0; i < d->n_claims; i++)
         free(d->claims[i].name);
@@ -158,6 +162,36 @@ static tl_status check_inside(const bound *b, const char *path, const char *owne
                                "%s: %s resolves to %s, outside the model's folder %s (a symlink "
                                "out of the folder); refused",
                                owner, what, real, b->dir);
+    free(real);
+    return st;
+}
+
+/* Remember that file f must lie inside b when it is opened (checked on its descriptor). */
+static tl_status confine(tl__disc_file *f, const bound *b, const char *owner) {
+    f->inside[0] = tl__os_strdup(b->dir);
+    f->inside[1] = tl__os_strdup(b->anchor_dir);
+    f->owner = tl__os_strdup(owner);
+    if (!f->inside[0] || !f->inside[1] || !f->owner)
+        return tl__err(TL_ERR_NOMEM, "%s: out of memory", owner);
+    return TL_OK;
+}
+
+tl_status tl__disc_check_opened(const tl__disc_file *f, int fd) {
+    if (!f->owner) return TL_OK;
+    char *real = NULL;
+    int e = tl__os_fd_realpath(fd, f->path, &real);
+    if (e == TL_OS_EOTHER)
+        return tl__err(TL_ERR_CHANGED,
+                       "%s: %s: the file opened is no longer the one its path names (replaced "
+                       "while opening); refused",
+                       f->owner, f->path);
+    if (e) return tl__err_errno(e, "%s: %s: cannot resolve path", f->owner, f->path);
+    bool ok = under(real, f->inside[0]) || under(real, f->inside[1]);
+    tl_status st = ok ? TL_OK
+                      : tl__err(TL_ERR_FORMAT,
+                                "%s: %s resolves to %s, outside the model's folder %s (a symlink "
+                                "out of the folder); refused",
+                                f->owner, f->path, real, f->inside[0]);
     free(real);
     return st;
 }
@@ -301,6 +335,7 @@ static tl_status check_shards(const tl__disc *d, size_t first, const char *dir,
             char what[64 + 32];
             snprintf(what, sizeof what, "shard '%.64s%s'", rel, strlen(rel) > 64 ? "..." : "");
             st = check_inside(&b, path, index_path, what);
+            if (!st) st = confine(&d->files[i], &b, index_path);
         }
     }
     bound_free(&b);
@@ -391,6 +426,7 @@ static tl_status add_folder_weights(tl__disc *d, const char *dir, const char *pr
              : b          ? check_inside(b, p, owner, p)
                           : TL_OK;
         if (!st && !pick_index) st = push_file(d, p, prefix);
+        if (!st && !pick_index && b) st = confine(&d->files[d->n_files - 1], b, owner);
         free(p);
         *found = true;
     } else if (!st) {
@@ -401,6 +437,7 @@ static tl_status add_folder_weights(tl__disc *d, const char *dir, const char *pr
                  : b ? check_inside(b, p, owner, p)
                      : TL_OK;
             if (!st) st = push_file(d, p, prefix);
+            if (!st && b) st = confine(&d->files[d->n_files - 1], b, owner);
             free(p);
             *found = true;
         }

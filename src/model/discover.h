@@ -13,6 +13,12 @@
 typedef struct tl__disc_file {
     char *path;   /* heap */
     char *prefix; /* heap or NULL: added to every tensor name of the file */
+    /*
+     * Named by an index or model_index.json (owner): the file must lie inside
+     * one of these folders (resolved; heap, or NULL when not confined).
+     */
+    char *inside[2];
+    char *owner;
 } tl__disc_file;
 
 /* A promise from a shard index: tensor `name` lives in file `file`. */
@@ -27,6 +33,13 @@ typedef struct tl__disc {
     tl__disc_claim *claims;
     size_t n_claims, cap_claims;
 } tl__disc;
+
+/*
+ * Check on the descriptor that was opened (not on the path, which may be
+ * re-pointed at any moment) that a confined file lies inside its folders:
+ * TL_ERR_FORMAT naming the owner, the file and where it resolves otherwise.
+ */
+tl_status tl__disc_check_opened(const tl__disc_file *f, int fd);
 
 /* Expand one user path into d (appending), with an optional extra prefix. */
 tl_status tl__disc_add(tl__disc *d, const char *path, const char *prefix);

@@ -5,10 +5,12 @@
 #include "os/direct.h"
 #include "os/fault.h"
 #include "os/hostmem.h"
+#include "os/os.h"
 
 #include <errno.h>
 #include <stdbool.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,16 +19,25 @@
 #include <liburing.h>
 #endif
 
-int tl__os_open_direct(const char *path, int *fd) {
+int tl__os_open_direct(int same_as, const char *path, int *fd) {
     int e = tl__fault_hit(TL_FAULT_OPEN);
     if (e) return e;
+    struct stat first, st;
+    if (fstat(same_as, &first) != 0) return errno;
     /* O_NONBLOCK: a FIFO swapped in for the file cannot make the open wait */
-    int f = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT | O_NONBLOCK | O_NOCTTY);
+    const int flags = O_RDONLY | O_CLOEXEC | O_DIRECT | O_NONBLOCK | O_NOCTTY;
+    char self[40];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", same_as);
+    int f = open(self, flags);
+    if (f < 0 && (errno == ENOENT || errno == ENOTDIR)) f = open(path, flags); /* no /proc */
     if (f < 0) return errno;
-    struct stat st;
     if (fstat(f, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(f);
         return EINVAL;
+    }
+    if (st.st_dev != first.st_dev || st.st_ino != first.st_ino) {
+        close(f);
+        return TL_OS_EOTHER;
     }
     int fl = fcntl(f, F_GETFL);
     if (fl >= 0) fcntl(f, F_SETFL, fl & ~O_NONBLOCK);

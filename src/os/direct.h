@@ -16,8 +16,14 @@
 
 #define TL_OS_DIRECT_ALIGN 4096u
 
-/* Open read-only with O_DIRECT and check one aligned read works; errno (EINVAL when refused). */
-int tl__os_open_direct(const char *path, int *fd);
+/*
+ * A second, O_DIRECT descriptor for the file that `same_as` holds: reopened
+ * through /proc/self/fd (the same inode whatever its path names now), or,
+ * without /proc, by path and then checked to have same_as's device and inode
+ * (TL_OS_EOTHER when the path names another file now). One aligned read is
+ * probed; errno (EINVAL when the filesystem refuses O_DIRECT).
+ */
+int tl__os_open_direct(int same_as, const char *path, int *fd);
 /* Aligned read of up to len bytes at off; *got < len only at end of file. */
 int tl__os_pread_direct(int fd, void *buf, size_t len, uint64_t off, size_t *got);
 

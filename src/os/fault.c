@@ -10,12 +10,21 @@ static _Atomic unsigned long fault_calls[TL_FAULT_KINDS];
 static _Atomic unsigned long fault_nth[TL_FAULT_KINDS];
 static _Atomic int fault_err[TL_FAULT_KINDS];
 static _Atomic int fault_armed;
+static void (*_Atomic fault_fn[TL_FAULT_KINDS])(void *);
+static void *_Atomic fault_fn_arg[TL_FAULT_KINDS];
 
 void tl__fault_arm(tl__fault_kind kind, unsigned long nth, int err) {
     atomic_store(&fault_calls[kind], 0);
     atomic_store(&fault_nth[kind], nth);
     atomic_store(&fault_err[kind], err);
+    atomic_store(&fault_fn[kind], NULL);
     atomic_store(&fault_armed, 1);
+}
+
+void tl__fault_on_call(tl__fault_kind kind, unsigned long nth, void (*fn)(void *), void *arg) {
+    tl__fault_arm(kind, nth, 0);
+    atomic_store(&fault_fn_arg[kind], arg);
+    atomic_store(&fault_fn[kind], fn);
 }
 
 void tl__fault_reset(void) {
@@ -23,6 +32,7 @@ void tl__fault_reset(void) {
         atomic_store(&fault_calls[k], 0);
         atomic_store(&fault_nth[k], 0);
         atomic_store(&fault_err[k], 0);
+        atomic_store(&fault_fn[k], NULL);
     }
     atomic_store(&fault_armed, 0);
 }
@@ -35,8 +45,13 @@ int tl__fault_hit(tl__fault_kind kind) {
     if (!atomic_load_explicit(&fault_armed, memory_order_relaxed)) return 0;
     unsigned long n = atomic_fetch_add(&fault_calls[kind], 1) + 1;
     unsigned long nth = atomic_load(&fault_nth[kind]);
-    if (nth != 0 && n == nth) return atomic_load(&fault_err[kind]);
-    return 0;
+    if (nth == 0 || n != nth) return 0;
+    void (*fn)(void *) = atomic_load(&fault_fn[kind]);
+    if (fn) {
+        fn(atomic_load(&fault_fn_arg[kind]));
+        return 0;
+    }
+    return atomic_load(&fault_err[kind]);
 }
 
 void tl__fault_corrupt(void *buf, size_t n) {

@@ -25,6 +25,11 @@ typedef enum tl__fault_kind {
 
 /* Fail the nth (1-based) call of kind from now on with err (0 disarms). */
 void tl__fault_arm(tl__fault_kind kind, unsigned long nth, int err);
+/*
+ * Instead of failing, call fn(arg) at the nth call of kind and let the call go
+ * on: a test changes the world (re-points a symlink) at an exact point.
+ */
+void tl__fault_on_call(tl__fault_kind kind, unsigned long nth, void (*fn)(void *), void *arg);
 /* Disarm all kinds and reset counters. */
 void tl__fault_reset(void);
 /* How many calls of kind were made since the last arm/reset. */

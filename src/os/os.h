@@ -39,6 +39,8 @@ const char *tl__os_kind_name(tl__os_kind k);
  */
 #define TL_OS_ENOTREG 0x10001
 #define TL_OS_ENOSIZE 0x10002
+/* A path, opened again, names another file than the descriptor opened first (replaced, re-pointed). */
+#define TL_OS_EOTHER 0x10003
 
 /*
  * Open a regular file read-only (O_CLOEXEC). Never blocks and never opens
@@ -50,6 +52,15 @@ const char *tl__os_kind_name(tl__os_kind k);
 int tl__os_open_ro(const char *path, int *fd, uint64_t *size);
 /* Do two open descriptors name the same file (st_dev and st_ino)? */
 bool tl__os_same_file(int fd1, int fd2);
+/*
+ * The canonical absolute path of the file an open descriptor holds, in a heap
+ * string: /proc/self/fd's link, else realpath(path); either is accepted only
+ * when stat of the result gives the descriptor's device and inode
+ * (TL_OS_EOTHER otherwise). Checking where a file lies through this is free
+ * of races: the answer is about the file being read, not the one a path
+ * names at some other moment.
+ */
+int tl__os_fd_realpath(int fd, const char *path, char **out);
 /* The canonical absolute path (realpath) in a heap string. */
 int tl__os_realpath(const char *path, char **out);
 /* Current size of an open file (detects truncation under a mapping). */

@@ -107,6 +107,31 @@ bool tl__os_same_file(int fd1, int fd2) {
     return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
+int tl__os_fd_realpath(int fd, const char *path, char **out) {
+    int e = tl__fault_hit(TL_FAULT_OPEN);
+    if (e) return e;
+    struct stat held, named;
+    if (fstat(fd, &held) != 0) return errno;
+    char self[40], *r = NULL;
+    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+    char buf[4096];
+    ssize_t n = readlink(self, buf, sizeof buf - 1);
+    if (n > 0 && buf[0] == '/') {
+        buf[n] = 0;
+        r = strdup(buf);
+        if (!r) return ENOMEM;
+    } else if (!(r = realpath(path, NULL))) {
+        return errno;
+    }
+    /* a deleted, renamed or replaced file: the name no longer leads to the descriptor's file */
+    if (stat(r, &named) != 0 || named.st_dev != held.st_dev || named.st_ino != held.st_ino) {
+        free(r);
+        return TL_OS_EOTHER;
+    }
+    *out = r;
+    return 0;
+}
+
 int tl__os_realpath(const char *path, char **out) {
     int e = tl__fault_hit(TL_FAULT_OPEN);
     if (e) return e;

@@ -347,11 +347,17 @@ static tl_status save_dirty_locked(tl_session *s, unit *u) {
     x.dst.kind = TL_IO_FILE;
     x.dst.fd = s->spill_fd;
     x.dst.off = off;
+    /* a failed write (a full disk) is the spill directory's, not the model file's */
+    char where[512];
+    snprintf(where, sizeof where, "spill directory %s", s->spill_dir);
+    x.path = where;
     st = tl__io_run(s->io, &x, 1, TL_IO_DEMAND);
     void *map = NULL;
     if (!st) {
         int e = tl__os_map_shared_ro(s->spill_fd, off, alen, &map);
-        if (e) st = tl__err(TL_ERR_IO, "spill file: cannot map it back: %s", strerror(e));
+        if (e)
+            st = tl__err(TL_ERR_IO, "spill directory %s: spill file: cannot map it back: %s",
+                         s->spill_dir, strerror(e));
     }
     if (st) {
         extent_give_locked(s, off, alen);
