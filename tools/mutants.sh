@@ -110,8 +110,11 @@ while IFS='|' read -r id file expr tests; do
         result="SURVIVED"
         bad=1
     else
-        failed=$(sed -n 's/^ *[0-9]* - \([A-Za-z0-9_]*\) (.*/\1/p' "$scratch/last.log" | tr '\n' ' ')
-        result="killed by ${failed% }"
+        # the ctest names that failed, with the cmocka cases (or Python cases) inside them
+        failed=$(sed -n 's/^[[:space:]]*[0-9]* - \([A-Za-z0-9_]*\) (.*/\1/p' "$scratch/last.log" | tr '\n' ' ')
+        cases=$(sed -n -e 's/^\[  FAILED  \] \(test_[A-Za-z0-9_]*\)$/\1/p' -e 's/^FAIL \([A-Za-z0-9_]*\):.*/\1/p' \
+            "$scratch/last.log" | sort -u | tr '\n' ' ')
+        result="killed by ${failed% }${cases:+ (${cases% })}"
     fi
     cp "$scratch/orig" "$f"
     touch "$f"
