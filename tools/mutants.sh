@@ -17,19 +17,19 @@ BUILD=${1:-build}
 FILTER=${2:-}
 JOBS=${JOBS:-2}
 
-# id | file | sed expression | tests (ctest names) that must fail
+# id @ file @ sed expression @ tests (ctest names, space-separated) that must fail
 MUTANTS=$(cat <<'EOF'
-lru-evicts-mru|src/residency/session.c|s/? u->pl.streamed : u->last_use < b->last_use/? u->pl.streamed : u->last_use > b->last_use/|test_session_policy
-acquire-skips-prefetch-wait|src/residency/session.c|s/^        if (waiting) {$/        if (false) {/|test_session_policy
-release-per-tensor|src/residency/session.c|s/unref_locked(s, a->units, a->n_units);/unref_locked(s, a->units, a->n);/|test_session_policy
-spill-gap-offset-kept|src/residency/session.c|s/^            s->free_ext\[i\].off += len;$/            (void)0;/|test_session_policy
-optimum-evicts-needed|src/residency/optimum.c|s/ || in_step\[u\[k\].group\]) continue;/) continue;/|test_session_policy
-io-prefetch-before-demand|src/io/engine.c|s/for (int p = 0; p < TL_IO_PRIOS \&\& !b; p++)/for (int p = TL_IO_PRIOS - 1; p >= 0 \&\& !b; p--)/|test_io_engine
-io-cancel-ignored|src/io/engine.c|s/^        b->cancel = true;$/        (void)0;/|test_io_engine
-touch-slow-run-never-reset|src/io/touch.c|s/^                atomic_store(\&t->slow_run, 0);$/                (void)0;/|test_touch
-zip64-extra-no-advance|src/format/zip.c|s/if (need_u) e->usize = u64(p), p += 8;/if (need_u) e->usize = u64(p);/|test_zip
-layer-key-without-length|src/model/group.c|s/tab\[j\].comp == c \&\& tab\[j\].len == kl \&\& /tab[j].comp == c \&\& /|test_groups
-python-read-ignores-offset|bindings/python/tierload/__init__.py|s/tl_model_tensor_read(self.handle, t.index, offset, buf, n)/tl_model_tensor_read(self.handle, t.index, 0, buf, n)/|python
+lru-evicts-mru@src/residency/session.c@s/? u->pl.streamed : u->last_use < b->last_use/? u->pl.streamed : u->last_use > b->last_use/@test_session_policy
+acquire-skips-prefetch-wait@src/residency/session.c@s/^        if (waiting) {$/        if (false) {/@test_session_policy
+release-per-tensor@src/residency/session.c@s/unref_locked(s, a->units, a->n_units);/unref_locked(s, a->units, a->n);/@test_session_policy
+spill-gap-offset-kept@src/residency/session.c@s/^            s->free_ext\[i\].off += len;$/            (void)0;/@test_session_policy
+optimum-evicts-needed@src/residency/optimum.c@s/ || in_step\[u\[k\].group\]) continue;/) continue;/@test_session_policy
+io-prefetch-before-demand@src/io/engine.c@s/for (int p = 0; p < TL_IO_PRIOS \&\& !b; p++)/for (int p = TL_IO_PRIOS - 1; p >= 0 \&\& !b; p--)/@test_io_engine
+io-cancel-ignored@src/io/engine.c@s/^        b->cancel = true;$/        (void)0;/@test_io_engine
+touch-slow-run-never-reset@src/io/touch.c@s/^                atomic_store(\&t->slow_run, 0);$/                (void)0;/@test_touch
+zip64-extra-no-advance@src/format/zip.c@s/if (need_u) e->usize = u64(p), p += 8;/if (need_u) e->usize = u64(p);/@test_zip
+layer-key-without-length@src/model/group.c@s/tab\[j\].comp == c \&\& tab\[j\].len == kl \&\& /tab[j].comp == c \&\& /@test_groups
+python-read-ignores-offset@bindings/python/tierload/__init__.py@s/tl_model_tensor_read(self.handle, t.index, offset, buf, n)/tl_model_tensor_read(self.handle, t.index, 0, buf, n)/@python
 EOF
 )
 
@@ -51,12 +51,16 @@ bld=$scratch/build
 cleanup() { [ "$keep" = 1 ] || rm -rf "$scratch"; }
 trap cleanup EXIT INT TERM
 
-# the working tree as it is now (uncommitted changes included), without build folders
+# the working tree as it is now (uncommitted changes included), without build folders; a
+# kept scratch copy only gets the files that differ (so its build stays incremental)
 mkdir -p "$tree"
-(cd "$SRC" && git ls-files -z --cached --others --exclude-standard) |
-    (cd "$SRC" && xargs -0 tar cf - --no-recursion) | (cd "$tree" && tar xf -)
-# files deleted in the working tree but still in the index
-(cd "$SRC" && git ls-files -z --deleted) | (cd "$tree" && xargs -0 rm -f)
+(cd "$SRC" && git ls-files --cached --others --exclude-standard) | while IFS= read -r f; do
+    [ -f "$SRC/$f" ] || continue
+    if ! cmp -s "$SRC/$f" "$tree/$f" 2>/dev/null; then
+        mkdir -p "$tree/$(dirname "$f")"
+        cp "$SRC/$f" "$tree/$f"
+    fi
+done
 
 cfg="-DCMAKE_BUILD_TYPE=RelWithDebInfo"
 [ -n "$testdata" ] && cfg="$cfg -DTL_TESTDATA=$testdata"
@@ -77,12 +81,12 @@ run_tests() { # $1: tests; returns 0 when all pass
     (cd "$bld" && ctest -R "^($re)\$" --output-on-failure >"$scratch/last.log" 2>&1)
 }
 
-echo "$MUTANTS" | while IFS='|' read -r id file expr tests; do
+echo "$MUTANTS" | while IFS='@' read -r id file expr tests; do
     case "$id" in *"$FILTER"*) ;; *) continue ;; esac
-    echo "$id|$file|$expr|$tests"
+    echo "$id@$file@$expr@$tests"
 done >"$scratch/list"
 
-all_tests=$(cut -d'|' -f4 "$scratch/list" | tr ' ' '\n' | sort -u | tr '\n' ' ')
+all_tests=$(cut -d'@' -f4 "$scratch/list" | tr ' ' '\n' | sort -u | tr '\n' ' ')
 echo "baseline: building and running $all_tests"
 # shellcheck disable=SC2046
 cmake --build "$bld" -j "$JOBS" --target $(targets_of "$all_tests") >"$scratch/build.log" 2>&1 ||
@@ -95,11 +99,13 @@ fi
 
 bad=0
 printf '%-30s %-34s %-22s %s\n' MUTANT FILE TESTS RESULT >"$scratch/table"
-while IFS='|' read -r id file expr tests; do
+while IFS='@' read -r id file expr tests; do
     f=$tree/$file
     cp "$f" "$scratch/orig"
-    sed "$expr" "$scratch/orig" >"$f"
-    if cmp -s "$f" "$scratch/orig"; then
+    if ! sed "$expr" "$scratch/orig" >"$f"; then
+        result="BAD EXPRESSION"
+        bad=1
+    elif cmp -s "$f" "$scratch/orig"; then
         result="NOT APPLIED"
         bad=1
     # shellcheck disable=SC2046
