@@ -30,6 +30,7 @@ touch-slow-run-never-reset@src/io/touch.c@s/^                atomic_store(\&t->s
 zip64-extra-no-advance@src/format/zip.c@s/if (need_u) e->usize = u64(p), p += 8;/if (need_u) e->usize = u64(p);/@test_zip
 layer-key-without-length@src/model/group.c@s/tab\[j\].comp == c \&\& tab\[j\].len == kl \&\& /tab[j].comp == c \&\& /@test_groups
 python-read-ignores-offset@bindings/python/tierload/__init__.py@s/tl_model_tensor_read(self.handle, t.index, offset, buf, n)/tl_model_tensor_read(self.handle, t.index, 0, buf, n)/@python
+run-checks-nothing@src/residency/run.c@/^static tl_status check(run \*r/,/^}/ s/i < tl_acquired_count(a); i++/i < tl_acquired_count(a) \&\& !r; i++/@test_run_cli
 EOF
 )
 
