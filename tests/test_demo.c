@@ -11,7 +11,6 @@
 #include "testutil.h"
 
 #include <cjson/cJSON.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -54,9 +53,7 @@ static void test_demo_generates_once_and_runs(void **state) {
     assert_null(strstr(r.out, "generating"));
     assert_non_null(strstr(r.out, "modules merged, 0 unmatched"));
     unsigned long long checked = 0, mism = 1;
-    const char *c = strstr(r.out, "\nchecked ");
-    assert_non_null(c);
-    assert_int_equal(sscanf(c, "\nchecked %llu tensors: %llu hash mismatches", &checked, &mism), 2);
+    assert_true(tu_run_checked(r.out, &checked, &mism));
     assert_true(checked > 0);
     assert_int_equal(mism, 0);
     assert_non_null(strstr(r.out, "vae #1"));

@@ -10,8 +10,6 @@
  */
 #include "testutil.h"
 
-#include <stdio.h>
-
 #include "st_writer.h"
 
 #include <cjson/cJSON.h>
@@ -124,9 +122,7 @@ static void test_run_with_lora_streams_and_checks(void **state) {
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "modules merged, 0 unmatched"));
     unsigned long long checked = 0, mism = 1;
-    const char *c = strstr(r.out, "\nchecked ");
-    assert_non_null(c);
-    assert_int_equal(sscanf(c, "\nchecked %llu tensors: %llu hash mismatches", &checked, &mism), 2);
+    assert_true(tu_run_checked(r.out, &checked, &mism));
     assert_true(checked > 0);
     assert_int_equal(mism, 0);
     tu_run_free(&r);

@@ -145,13 +145,6 @@ void tu_gatedev_wait_held(tu_gatedev *g, unsigned n) {
     pthread_mutex_unlock(&g->mu);
 }
 
-unsigned tu_gatedev_waiting(tu_gatedev *g) {
-    pthread_mutex_lock(&g->mu);
-    unsigned w = g->waiting;
-    pthread_mutex_unlock(&g->mu);
-    return w;
-}
-
 void tu_gatedev_open(tu_gatedev *g) {
     pthread_mutex_lock(&g->mu);
     g->hold = 0;

@@ -35,11 +35,9 @@ tl_device *tu_gatedev_device(tu_gatedev *g);
 void tu_gatedev_hold(tu_gatedev *g, unsigned n);
 /* Wait until n copies are waiting at the gate. */
 void tu_gatedev_wait_held(tu_gatedev *g, unsigned n);
-/* Copies waiting at the gate now. */
-unsigned tu_gatedev_waiting(tu_gatedev *g);
 /* Let every held copy through; later copies pass too (until the next hold). */
 void tu_gatedev_open(tu_gatedev *g);
-/* Each copy onto the device so far (the log is the gate's; valid until the next copy). */
+/* Copies finished so far; the first cap of them (in order) into out, which may be NULL. */
 size_t tu_gatedev_log(tu_gatedev *g, tu_gatecopy *out, size_t cap);
 /* Copies finished so far. */
 size_t tu_gatedev_copies(tu_gatedev *g);
