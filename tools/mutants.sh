@@ -99,7 +99,7 @@ if ! run_tests "$all_tests"; then
 fi
 
 bad=0
-printf '%-30s %-34s %-22s %s\n' MUTANT FILE TESTS RESULT >"$scratch/table"
+printf '%-30s %-38s %-22s %s\n' MUTANT FILE TESTS RESULT >"$scratch/table"
 while IFS='@' read -r id file expr tests; do
     f=$tree/$file
     cp "$f" "$scratch/orig"
@@ -125,7 +125,7 @@ while IFS='@' read -r id file expr tests; do
     fi
     cp "$scratch/orig" "$f"
     touch "$f"
-    printf '%-30s %-34s %-22s %s\n' "$id" "$file" "$tests" "$result" | tee -a "$scratch/table" >&2
+    printf '%-30s %-38s %-22s %s\n' "$id" "$file" "$tests" "$result" | tee -a "$scratch/table" >&2
 done <"$scratch/list"
 # put the build back to the unmutated code
 # shellcheck disable=SC2046
