@@ -38,6 +38,7 @@ typedef struct fx {
     uint64_t *len;
     tl_model *m;
     char names[64][96];
+    uint64_t budgets[2]; /* the sessions' device budget overrides (they keep the pointer) */
 } fx;
 
 static void add_t(fx *f, const char *name, uint32_t n_dims, int64_t d0, int64_t d1) {
@@ -176,9 +177,10 @@ static tl_session *session(fx *f, tl_plan *p, uint64_t budget, tl_session_option
         tl_session_options_init(&def);
         o = &def;
     }
-    uint64_t b[2] = {budget, 0};
+    f->budgets[0] = budget;
+    f->budgets[1] = 0;
     if (budget) {
-        o->device_budgets = b;
+        o->device_budgets = f->budgets;
         o->n_device_budgets = 2;
     }
     tl_session *s;
