@@ -8,8 +8,10 @@
  *     copy held at a gated device, helpers/gatedev.h);
  *   - release gives back every row block of row-split tensors (they become
  *     evictable);
+ *   - LRU with a streamed plan: streamed layers go before the resident prefix;
+ *   - a prefetch never evicts what the schedule needs before the layer it loads;
  *   - spills that reuse a freed extent in the middle of the spill file, every
- *     spilled byte read back.
+ *     spilled byte read back; the spill file's tail given back when freed.
  * Expected bytes are the test's own image of the file (what it wrote), never
  * the library's mapping; tl_session_check runs after every operation.
  */
@@ -18,10 +20,13 @@
 #include "gatedev.h"
 #include "st_writer.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define UNET "model.diffusion_model."
 #define KIB (1ull << 10)
@@ -198,6 +203,18 @@ static void use_layers(fx *f, tl_session *s, size_t lb, size_t le, const shadow 
     check_acquired(f, sh, a);
     tl_session_release(s, a);
     assert_int_equal(tl_session_check(s), TL_OK);
+}
+
+/* The layers of the DROP events so far, in order, into out (at most cap); returns how many. */
+static size_t dropped_layers(tl_session *s, int32_t *out, size_t cap) {
+    const tl_session_event *ev;
+    size_t n_ev = tl_session_events(s, &ev), k = 0;
+    for (size_t i = 0; i < n_ev; i++)
+        if (ev[i].kind == TL_EVENT_DROP) {
+            if (k < cap) out[k] = ev[i].layer;
+            k++;
+        }
+    return k;
 }
 
 /* --- LRU --- */
@@ -463,6 +480,83 @@ static void test_acquire_waits_for_prefetch(void **st) {
     close_model(&f);
 }
 
+/*
+ * LRU with a streamed plan: two layers resident, the other four streamed
+ * through two buffers. Two passes over the six layers drop only streamed
+ * layers, the least recently used first (2 3 4 5 2 3), never the resident
+ * prefix, although it was used longer ago.
+ */
+static void test_lru_streamed_before_resident(void **st) {
+    (void)st;
+    fx f = {0};
+    layers_model(&f, 6, false);
+    tl_device *sim = add_sim("lrustream", 64 << 20);
+    const char *g[] = {"lrustream"};
+    tl_plan *p = plan_on(&f, g, 1, NULL, 4 * 64 * KIB); /* 6 layers do not fit: auto-fit streams */
+    tl_plan_decision dec;
+    assert_int_equal(tl_plan_decision_of(p, TL_COMP_DIFFUSION, &dec), TL_OK);
+    assert_int_equal(dec.mode, TL_PLAN_MODE_STREAM);
+    assert_int_equal(dec.layer_begin[0], 0);
+    assert_int_equal(dec.layer_end[0], 2); /* the resident prefix; two buffers stream the rest */
+    tl_session *s = session(&f, p, 0, NULL);
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t k = 0; k < 6; k++)
+            use_layers(&f, s, k, k + 1, NULL);
+    int32_t got[16];
+    const int32_t want[] = {2, 3, 4, 5, 2, 3};
+    size_t n = dropped_layers(s, got, 16);
+    if (n != 6) fail_msg("%zu drops, want 6", n);
+    for (size_t i = 0; i < n; i++)
+        if (got[i] != want[i]) fail_msg("drop %zu: layer %d, want layer %d", i, got[i], want[i]);
+    tl_session_stats ss;
+    assert_int_equal(tl_session_stats_get(s, &ss), TL_OK);
+    assert_int_equal(ss.moved[TL_TIER_FILE][TL_TIER_DEVICE], (6 + 4) * 64 * KIB);
+    tl_session_destroy(s);
+    tl_plan_destroy(p);
+    remove_dev(sim);
+    close_model(&f);
+}
+
+/*
+ * With a schedule 0 1 0 1 2 and room for two layers, a prefetch of layer 2
+ * after step 1 finds only layers needed before it (0 at step 2, 1 at step
+ * 3): it is skipped and evicts nothing, and the run moves the minimum
+ * (three loads).
+ */
+static void test_prefetch_keeps_what_is_needed_sooner(void **st) {
+    (void)st;
+    fx f = {0};
+    layers_model(&f, 3, false);
+    tl_device *sim = add_sim("pfsooner", 64 << 20);
+    const char *g[] = {"pfsooner"};
+    tl_plan *p = plan_on(&f, g, 1, "diffusion=pfsooner", 64 << 20);
+    tl_session *s = session(&f, p, 2 * 64 * KIB, NULL);
+    const size_t order[5] = {0, 1, 0, 1, 2};
+    tl_session_step steps[5];
+    for (int i = 0; i < 5; i++)
+        steps[i] = (tl_session_step){TL_COMP_DIFFUSION, order[i], order[i] + 1, false};
+    assert_int_equal(tl_session_set_schedule(s, steps, 5), TL_OK);
+    use_layers(&f, s, 0, 1, NULL);
+    use_layers(&f, s, 1, 2, NULL);
+    assert_int_equal(tl_session_prefetch(s, TL_COMP_DIFFUSION, 2, 3, false), TL_OK);
+    assert_int_equal(tl_session_check(s), TL_OK);
+    tl_session_stats ss;
+    assert_int_equal(tl_session_stats_get(s, &ss), TL_OK);
+    assert_int_equal(ss.prefetch_skipped, 1);
+    assert_int_equal(ss.drops, 0);
+    for (int i = 2; i < 5; i++)
+        use_layers(&f, s, order[i], order[i] + 1, NULL);
+    assert_int_equal(tl_session_stats_get(s, &ss), TL_OK);
+    assert_int_equal(ss.moved[TL_TIER_FILE][TL_TIER_DEVICE], 3 * 64 * KIB);
+    uint64_t opt = 0;
+    assert_int_equal(tl_session_optimal_bytes(s, &opt), TL_OK);
+    assert_int_equal(opt, 3 * 64 * KIB);
+    tl_session_destroy(s);
+    tl_plan_destroy(p);
+    remove_dev(sim);
+    close_model(&f);
+}
+
 /* --- row-split tensors --- */
 
 /*
@@ -614,6 +708,83 @@ static void test_spill_reuses_middle_extent(void **st) {
     close_model(&f);
 }
 
+/* Size of the session's spill file (an unlinked file in dir, found among this process's descriptors); -1: none. */
+static long long spill_file_size(const char *dir) {
+    DIR *dh = opendir("/proc/self/fd");
+    assert_non_null(dh);
+    long long size = -1;
+    for (struct dirent *de; (de = readdir(dh));) {
+        char link[300], target[4096];
+        snprintf(link, sizeof link, "/proc/self/fd/%s", de->d_name);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n <= 0) continue;
+        target[n] = 0;
+        if (strncmp(target, dir, strlen(dir)) || target[strlen(dir)] != '/' ||
+            !strstr(target, "(deleted)"))
+            continue;
+        struct stat sb;
+        assert_int_equal(stat(link, &sb), 0);
+        assert_int_equal(size, -1); /* one spill file */
+        size = (long long)sb.st_size;
+    }
+    closedir(dh);
+    return size;
+}
+
+/*
+ * The spill file gives its tail back: two weights spilled one after the
+ * other make it two extents long; dropping the copy of the second (a
+ * refresh) shortens it to one, dropping the first empties it. Every layer
+ * then reads back the file's bytes.
+ */
+static void test_spill_tail_given_back(void **st) {
+    (void)st;
+    fx f = {0};
+    layers_model(&f, 2, true);
+    tl_device *sim = add_sim("spillsim", 64 << 20);
+    const char *g[] = {"spillsim"};
+    tl_plan *p = plan_on(&f, g, 1, "diffusion=spillsim", 64 << 20);
+    tl_session_options o;
+    tl_session_options_init(&o);
+    o.host_budget = 1;
+    o.spill_dir = f.dir;
+    tl_session *s = session(&f, p, 0, &o);
+    shadow sh = {{0}};
+    size_t w[2];
+    for (size_t k = 0; k < 2; k++) {
+        tl_acquired *a = dirty(&f, s, &sh, k, 0, (unsigned)k + 21);
+        for (size_t i = 0; i < tl_acquired_count(a); i++)
+            if (strstr(tl_acquired_tensor(a, i)->info->name, ".weight"))
+                w[k] = tl_acquired_tensor(a, i)->index;
+        tl_session_release(s, a);
+        evict_all(s);
+    }
+    assert_int_equal(spill_file_size(f.dir), 2 * 64 * KIB);
+    use_layers(&f, s, 0, 2, &sh); /* reloaded from the spill file, which keeps the copies */
+    evict_all(s);
+    const long long want[2] = {64 * KIB, 0};
+    for (int k = 1; k >= 0; k--) {
+        assert_int_equal(tl_session_refresh(s, w[k]), TL_OK);
+        assert_int_equal(tl_session_check(s), TL_OK);
+        for (size_t i = 0; i < f.n_t; i++)
+            if (!strcmp(f.names[i], tl_model_tensor(f.m, w[k])->name)) {
+                free(sh.bytes[i]);
+                sh.bytes[i] = NULL; /* the written bytes are dropped: the file's again */
+            }
+        long long size = spill_file_size(f.dir);
+        if (size != want[1 - k])
+            fail_msg("after dropping layer %d's copy the spill file is %lld bytes, want %lld", k,
+                     size, want[1 - k]);
+    }
+    use_layers(&f, s, 0, 2, &sh);
+    tl_session_destroy(s);
+    for (size_t i = 0; i < 64; i++)
+        free(sh.bytes[i]);
+    tl_plan_destroy(p);
+    remove_dev(sim);
+    close_model(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lru_order),
@@ -621,6 +792,9 @@ int main(void) {
         cmocka_unit_test(test_acquire_waits_for_prefetch),
         cmocka_unit_test(test_row_split_release),
         cmocka_unit_test(test_spill_reuses_middle_extent),
+        cmocka_unit_test(test_spill_tail_given_back),
+        cmocka_unit_test(test_lru_streamed_before_resident),
+        cmocka_unit_test(test_prefetch_keeps_what_is_needed_sooner),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

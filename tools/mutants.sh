@@ -21,8 +21,11 @@ JOBS=${JOBS:-2}
 MUTANTS=$(cat <<'EOF'
 lru-evicts-mru@src/residency/session.c@s/? u->pl.streamed : u->last_use < b->last_use/? u->pl.streamed : u->last_use > b->last_use/@test_session_policy
 acquire-skips-prefetch-wait@src/residency/session.c@s/^        if (waiting) {$/        if (false) {/@test_session_policy
+lru-resident-before-streamed@src/residency/session.c@s/? u->pl.streamed : u->last_use < b->last_use/? b->pl.streamed : u->last_use < b->last_use/@test_session_policy
+prefetch-evicts-sooner@src/residency/session.c@s/size_t before = prefetch \&\& s->steps ? next_use_locked(s, u) : (size_t)-1;/size_t before = (size_t)-1;/@test_session_policy
 release-per-tensor@src/residency/session.c@s/unref_locked(s, a->units, a->n_units);/unref_locked(s, a->units, a->n);/@test_session_policy
 spill-gap-offset-kept@src/residency/session.c@s/^            s->free_ext\[i\].off += len;$/            (void)0;/@test_session_policy
+spill-tail-kept@src/residency/session.c@s/if (off + len == s->spill_end) {/if (0) {/@test_session_policy
 optimum-evicts-needed@src/residency/optimum.c@s/ || in_step\[u\[k\].group\]) continue;/) continue;/@test_session_policy
 io-prefetch-before-demand@src/io/engine.c@s/for (int p = 0; p < TL_IO_PRIOS \&\& !b; p++)/for (int p = TL_IO_PRIOS - 1; p >= 0 \&\& !b; p--)/@test_io_engine
 io-cancel-ignored@src/io/engine.c@s/^        b->cancel = true;$/        (void)0;/@test_io_engine
