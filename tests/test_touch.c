@@ -6,7 +6,8 @@
  * threads see them; never when huge pages are fast; never in huge or small
  * mode; and, with slow and fast huge pages mixed (fresh pages against pages
  * faulted in beforehand), only after TL_TOUCH_SLOW_RUN slow ones in a row: a
- * fast page between them starts the count again. What is resident comes from mincore and the flags from
+ * fast page between them starts the count again; slivers of huge pages are
+ * never judged. What is resident comes from mincore and the flags from
  * /proc/self/smaps, not from the code under test.
  */
 #include "testutil.h"
@@ -144,6 +145,25 @@ static void test_two_threads(void **st) {
 
 #define HUGE_PAGE (2 * MIB)
 
+/*
+ * Only whole huge pages are judged: a destination touched in 1 MiB pieces
+ * (each huge page in two slivers) never switches, even when every fault
+ * counts as slow.
+ */
+static void test_slivers_not_judged(void **st) {
+    (void)st;
+    dest d = make(16 * MIB);
+    tl__touch t;
+    tl__touch_init(&t, d.p, d.len, TL_TOUCH_ADAPT, -1.0);
+    for (uint64_t o = 0; o < d.len; o += MIB)
+        assert_int_equal(tl__touch_range(&t, d.p + o, MIB), 0);
+    assert_int_equal(tu_resident_bytes(d.p, d.len), d.len);
+    assert_true(atomic_load(&t.huge));
+    assert_int_equal(atomic_load(&t.switched_at_mib), 0);
+    assert_false(vm_flag(d.p + 8 * MIB, "nh"));
+    tl__os_anon_free(d.p, d.len);
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -233,6 +253,7 @@ int main(void) {
         cmocka_unit_test(test_fixed_modes_never_switch),
         cmocka_unit_test(test_two_threads),
         cmocka_unit_test(test_mixed_slow_and_fast),
+        cmocka_unit_test(test_slivers_not_judged),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

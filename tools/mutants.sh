@@ -30,6 +30,7 @@ optimum-evicts-needed@src/residency/optimum.c@s/ || in_step\[u\[k\].group\]) con
 io-prefetch-before-demand@src/io/engine.c@s/for (int p = 0; p < TL_IO_PRIOS \&\& !b; p++)/for (int p = TL_IO_PRIOS - 1; p >= 0 \&\& !b; p--)/@test_io_engine
 io-cancel-ignored@src/io/engine.c@s/^        b->cancel = true;$/        (void)0;/@test_io_engine
 touch-slow-run-never-reset@src/io/touch.c@s/^                atomic_store(\&t->slow_run, 0);$/                (void)0;/@test_touch
+touch-judges-slivers@src/io/touch.c@s/if ((uint64_t)(step - p) == HUGE) {/if (1) {/@test_touch
 zip64-extra-no-advance@src/format/zip.c@s/if (need_u) e->usize = u64(p), p += 8;/if (need_u) e->usize = u64(p);/@test_zip
 layer-key-without-length@src/model/group.c@s/tab\[j\].comp == c \&\& tab\[j\].len == kl \&\& /tab[j].comp == c \&\& /@test_groups
 python-read-ignores-offset@bindings/python/tierload/__init__.py@s/tl_model_tensor_read(self.handle, t.index, offset, buf, n)/tl_model_tensor_read(self.handle, t.index, 0, buf, n)/@python
