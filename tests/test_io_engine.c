@@ -4,8 +4,8 @@
  * onto it and holds a chunk while the test queues more work or cancels. With
  * one worker, demand batches run before prefetch batches queued earlier; a
  * cancelled batch moves no chunk after the cancel returns (the one in
- * progress finishes) and reports TL_ERR_CANCELLED; every byte that arrived is
- * the source's.
+ * progress finishes) and reports TL_ERR_CANCELLED, a cancelled batch that
+ * never started finishes at once; every byte that arrived is the source's.
  */
 #include "testutil.h"
 
@@ -151,10 +151,49 @@ static void test_cancel_mid_batch(void **st) {
     }
 }
 
+/*
+ * A batch still queued behind one that holds the only worker is cancelled:
+ * it finishes at once (no worker needs to come to it), cancelled, and none
+ * of its chunks is ever copied; the batch ahead completes.
+ */
+static void test_cancel_queued_batch(void **st) {
+    (void)st;
+    tu_gatedev *g = tu_gatedev_add("iocancelq", 8 << 20);
+    tl__io_engine *e = one_worker();
+    region a = make_region(g, 4 * CHUNK, 5), q = make_region(g, 64 * CHUNK, 6);
+    tl__io_xfer xa = to_dev(g, &a), xq = to_dev(g, &q);
+    tl__io_batch *ba, *bq;
+    tu_gatedev_hold(g, 1);
+    assert_int_equal(tl__io_submit(e, &xa, 1, TL_IO_DEMAND, NULL, NULL, &ba), TL_OK);
+    tu_gatedev_wait_held(g, 1);
+    assert_int_equal(tl__io_submit(e, &xq, 1, TL_IO_DEMAND, NULL, NULL, &bq), TL_OK);
+    tl__io_cancel(bq);
+    bool done = false;
+    tl__io_wait(bq, 0, &done); /* no waiting: it must be finished already */
+    if (!done) fail_msg("a cancelled batch that never started is not finished");
+    assert_int_equal(tl__io_status(bq), TL_ERR_CANCELLED);
+    tu_gatedev_open(g);
+    tl__io_wait(ba, -1, NULL);
+    assert_int_equal(tl__io_status(ba), TL_OK);
+    tu_gatecopy log[64];
+    size_t n = tu_gatedev_log(g, log, 64);
+    assert_int_equal(n, 4);
+    for (size_t i = 0; i < n; i++)
+        assert_true(in_region(&a, log[i].dst));
+    assert_int_equal(tl__io_done_bytes(bq), 0);
+    tl__io_batch_destroy(ba);
+    tl__io_batch_destroy(bq);
+    free_region(g, &a);
+    free_region(g, &q);
+    tl__io_engine_destroy(e);
+    tu_gatedev_remove(g);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_demand_before_prefetch),
         cmocka_unit_test(test_cancel_mid_batch),
+        cmocka_unit_test(test_cancel_queued_batch),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

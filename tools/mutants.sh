@@ -29,6 +29,7 @@ spill-tail-kept@src/residency/session.c@s/if (off + len == s->spill_end) {/if (0
 optimum-evicts-needed@src/residency/optimum.c@s/ || in_step\[u\[k\].group\]) continue;/) continue;/@test_session_policy
 io-prefetch-before-demand@src/io/engine.c@s/for (int p = 0; p < TL_IO_PRIOS \&\& !b; p++)/for (int p = TL_IO_PRIOS - 1; p >= 0 \&\& !b; p--)/@test_io_engine
 io-cancel-ignored@src/io/engine.c@s/^        b->cancel = true;$/        (void)0;/@test_io_engine
+io-cancel-queued-never-finishes@src/io/engine.c@s/^    if (b->busy == 0 \&\& !b->reporting) {$/    if (0) {/@test_io_engine
 touch-slow-run-never-reset@src/io/touch.c@s/^                atomic_store(\&t->slow_run, 0);$/                (void)0;/@test_touch
 touch-judges-slivers@src/io/touch.c@s/if ((uint64_t)(step - p) == HUGE) {/if (1) {/@test_touch
 zip64-extra-no-advance@src/format/zip.c@s/if (need_u) e->usize = u64(p), p += 8;/if (need_u) e->usize = u64(p);/@test_zip
