@@ -49,7 +49,8 @@ def case(fn):
         t0 = time.time()
         try:
             fn()
-            print("ok   %s (%.1fs)" % (fn.__name__, time.time() - t0))
+            print("%s %s (%.1fs)" % ("skip" if fn.__name__ in SKIPPED else "ok  ", fn.__name__,
+                                     time.time() - t0))
         except Exception as e:  # report and go on with the other cases
             import traceback
             traceback.print_exc()
