@@ -86,7 +86,7 @@ targets_of() {
 
 run_tests() { # $1: tests; returns 0 when all pass
     re=$(echo "$1" | sed 's/ /|/g')
-    (cd "$bld" && ctest -R "^($re)\$" --output-on-failure >"$scratch/last.log" 2>&1)
+    (cd "$bld" && ctest -R "^($re)\$" --timeout 240 --output-on-failure >"$scratch/last.log" 2>&1)
 }
 
 echo "$MUTANTS" | while IFS='@' read -r id file expr tests; do
