@@ -9,7 +9,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
 DEB_PKGS   := cmake make gcc g++ git clang libclang-rt-14-dev pkg-config libcjson-dev libxxhash-dev liburing-dev libcmocka-dev valgrind librsvg2-bin groff-base dpkg-dev file python3-numpy python3-torch python3-pip python3-setuptools
 
-.PHONY: all deps deps-build build ggml test demo asan tsan fuzz bench valgrind clean format install deb
+.PHONY: all deps deps-build build ggml test demo asan tsan fuzz bench valgrind mutants clean format install deb
 
 all: build
 
@@ -78,6 +78,11 @@ valgrind: deps-build
 
 bench: deps-build
 	./bench/run.sh $(BUILD)
+
+# Mutation run (tools/mutants.sh): each listed mutant alone in a scratch copy, its tests rebuilt
+# and run; prints the kill table. Minutes: not part of `make test` or CI.
+mutants: deps-build
+	JOBS=$(JOBS) ./tools/mutants.sh $(BUILD)
 
 install: deps-build
 	cmake --install $(BUILD)

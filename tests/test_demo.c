@@ -2,7 +2,8 @@
  * test_demo.c — `tierload demo` on its small variant in a private cache
  * folder: the first run generates the model and its LoRA there, runs them
  * through a sim GPU too small for the model (the UNet streams: evictions;
- * the LoRA merges with nothing unmatched; zero hash mismatches; one phase
+ * the LoRA merges with nothing unmatched; zero hash mismatches over more
+ * than zero tensors checked; one phase
  * entry per pass of cond,diffusion*8,vae) and writes both pictures; the
  * second run reuses the files (same bytes, same mtime) and flags pass
  * through to run (a later --pipeline wins).
@@ -25,6 +26,7 @@ static void test_demo_generates_once_and_runs(void **state) {
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "phases")), 10);
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "totals");
     assert_int_equal(cJSON_GetObjectItemCaseSensitive(t, "hash_mismatches")->valuedouble, 0);
+    assert_true(cJSON_GetObjectItemCaseSensitive(t, "tensors_checked")->valuedouble > 0);
     assert_true(cJSON_GetObjectItemCaseSensitive(t, "evictions")->valuedouble > 0);
     cJSON_Delete(j);
     tu_run_free(&r);
@@ -50,6 +52,10 @@ static void test_demo_generates_once_and_runs(void **state) {
     assert_non_null(strstr(r.out, "reusing"));
     assert_null(strstr(r.out, "generating"));
     assert_non_null(strstr(r.out, "modules merged, 0 unmatched"));
+    unsigned long long checked = 0, mism = 1;
+    assert_true(tu_run_checked(r.out, &checked, &mism));
+    assert_true(checked > 0);
+    assert_int_equal(mism, 0);
     assert_non_null(strstr(r.out, "vae #1"));
     assert_null(strstr(r.out, "diffusion #1"));
     assert_non_null(strstr(r.out, "pictures:"));
@@ -65,5 +71,5 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_demo_generates_once_and_runs),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -5,7 +5,12 @@
  * without verification. Every injected read error must fail the load with
  * TL_ERR_IO (converted tensors too, verify off: the read error itself, not
  * an integrity error later); every injected allocation or open failure must
- * either fail the load or be recovered from with a correct result. A failure
+ * either fail the load or be recovered from with a correct result. Each
+ * sweep counts the faults it really injected (the call was reached) and
+ * must inject at least one at each site it claims: reads in every copying
+ * mode and under verify, allocations everywhere, opens in direct mode (the
+ * only loads that open the files again; the others read through the model's
+ * own descriptors and mappings, and make no open call at all). A failure
  * names the file and says why; no file descriptor is leaked (and, under make
  * asan, no memory); the model stays consistent; a success holds the file's
  * bytes, or their conversion computed by an independent reference.
@@ -59,16 +64,18 @@ static void model_consistent(tl_model *m) {
 /*
  * Fail each call of kind in turn. every_fails: each injected fault must fail
  * the load with want (reads); otherwise a fault may also be recovered from,
- * and then the result must be right. Returns the number of calls swept.
+ * and then the result must be right. Returns the number of faults injected
+ * (calls reached); *calls_out (may be NULL) the calls of a clean load.
  */
 static unsigned long sweep(const sweep_case *c, tl__fault_kind kind, int err, tl_status want,
-                           bool every_fails, const tl_load_options *o) {
+                           bool every_fails, const tl_load_options *o, unsigned long *calls_out) {
     tl_model *m = c->m;
     tl__fault_arm(kind, 0, 0);
     tl_load_result *r;
     if (tl_model_load(m, o, &r) != TL_OK) fail_msg("clean load: %s", tl_last_error());
     tl_load_result_destroy(r);
-    unsigned long calls = tl__fault_calls(kind);
+    unsigned long calls = tl__fault_calls(kind), injected = 0;
+    if (calls_out) *calls_out = calls;
     tl__fault_reset();
     int fds = tu_count_fds();
     for (unsigned long nth = 1; nth <= calls; nth++) {
@@ -77,6 +84,7 @@ static unsigned long sweep(const sweep_case *c, tl__fault_kind kind, int err, tl
         tl_status st = tl_model_load(m, o, &r);
         unsigned long made = tl__fault_calls(kind);
         tl__fault_reset();
+        injected += made >= nth;
         if (st == TL_OK) {
             if (every_fails && made >= nth)
                 fail_msg("mode %s convert %d verify %d: fault %lu of %lu (kind %d) was ignored",
@@ -108,7 +116,7 @@ static unsigned long sweep(const sweep_case *c, tl__fault_kind kind, int err, tl
     if (tl_model_load(m, o, &r) != TL_OK) fail_msg("load after faults: %s", tl_last_error());
     check_loaded(c, r, o);
     tl_load_result_destroy(r);
-    return calls;
+    return injected;
 }
 
 static void test_fault_sweep_over_load(void **state) {
@@ -142,13 +150,25 @@ static void test_fault_sweep_over_load(void **state) {
                                      .verify = verify,
                                      .staging_size = 64 << 10};
                 /* every read a copying load makes is needed: each injected EIO must fail it */
-                unsigned long reads = sweep(&c, TL_FAULT_READ, EIO, TL_ERR_IO, true, &o);
+                unsigned long reads = sweep(&c, TL_FAULT_READ, EIO, TL_ERR_IO, true, &o, NULL);
                 if (modes[k] == TL_LOAD_BUFFERED || modes[k] == TL_LOAD_DIRECT || verify)
-                    assert_true(reads > 0);
+                    if (reads == 0)
+                        fail_msg("mode %s verify %d: no read fault was injected",
+                                 tl_load_mode_name(modes[k]), verify);
                 if (verify != conv) continue; /* allocations and opens: two of the four suffice */
-                unsigned long allocs = sweep(&c, TL_FAULT_ALLOC, ENOMEM, TL_ERR_NOMEM, false, &o);
-                assert_true(allocs > 0);
-                sweep(&c, TL_FAULT_OPEN, EIO, TL_ERR_IO, false, &o);
+                unsigned long allocs =
+                    sweep(&c, TL_FAULT_ALLOC, ENOMEM, TL_ERR_NOMEM, false, &o, NULL);
+                if (allocs == 0)
+                    fail_msg("mode %s: no allocation fault was injected",
+                             tl_load_mode_name(modes[k]));
+                unsigned long open_calls = 0;
+                unsigned long opens = sweep(&c, TL_FAULT_OPEN, EIO, TL_ERR_IO, false, &o, &open_calls);
+                if (modes[k] == TL_LOAD_DIRECT) {
+                    if (opens == 0) fail_msg("direct mode: no open fault was injected");
+                } else if (open_calls != 0) {
+                    fail_msg("mode %s made %lu open calls: sweep them as in direct mode",
+                             tl_load_mode_name(modes[k]), open_calls);
+                }
             }
         }
     }

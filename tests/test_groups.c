@@ -1,12 +1,15 @@
 /*
  * test_groups.c — the model's (component, layer) grouping and the planner
  * summary built on it, on a small SD-style checkpoint whose expected groups
- * are written out by hand below.
+ * are written out by hand below, and on layer keys that are prefixes of each
+ * other ("model.layers.1" and "model.layers.10").
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include <cmocka.h>
 
@@ -108,7 +111,69 @@ static void test_grouping(void **state) {
     tu_tmpdir_rm(dir);
 }
 
+/* The layers of a model whose tensors are named[0..n) in this order, each one a 4-byte F32. */
+static tl_model *open_names(const char *dir, const char *const *names, size_t n) {
+    char *p = tu_path(dir, "k.safetensors");
+    st_tensor *t = calloc(n, sizeof *t);
+    for (size_t i = 0; i < n; i++)
+        t[i] = (st_tensor){names[i], "F32", 1, 4, NULL, fill, NULL};
+    st_write(p, t, n);
+    free(t);
+    tl_model *m = NULL;
+    const char *paths[] = {p};
+    assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_OK);
+    free(p);
+    return m;
+}
+
+/*
+ * Layer keys that are prefixes of one another are different layers. The
+ * first set is chosen so that, in the grouping's 64-slot table, the key
+ * "model.layers.1" meets "model.layers.10" while probing past layers 56 and
+ * 17 (a comparison that ignored the keys' lengths would merge them); the
+ * second mixes 1, 10, 100, 11, 110, ... in an order where every short key
+ * comes after its longer relatives.
+ */
+static void test_prefix_keys(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir();
+    const char *a[] = {"model.layers.10.w", "model.layers.56.w", "model.layers.17.w",
+                       "model.layers.1.w", "model.layers.10.b"};
+    tl_model *m = open_names(dir, a, 5);
+    assert_int_equal(tl_model_layer_count(m, TL_COMP_OTHER), 4);
+    const size_t want[] = {0, 1, 2, 3, 0}; /* in order of first appearance */
+    for (size_t i = 0; i < 5; i++)
+        if (tl_model_tensor_layer(m, find(m, a[i])) != want[i])
+            fail_msg("%s: layer %zu, want %zu", a[i], tl_model_tensor_layer(m, find(m, a[i])),
+                     want[i]);
+    const size_t *idx;
+    assert_int_equal(tl_model_layer_tensors(m, TL_COMP_OTHER, 3, &idx), 1);
+    assert_int_equal(idx[0], find(m, "model.layers.1.w"));
+    tl_model_close(m);
+
+    /* 1..9 after 10..99 and 100..199 (each digit string its own layer) */
+    static char names[300][40];
+    const char *b[300];
+    size_t n = 0;
+    for (int k = 100; k < 200; k++)
+        snprintf(names[n], sizeof names[n], "blk.%d.w", k), n++;
+    for (int k = 10; k < 100; k++)
+        snprintf(names[n], sizeof names[n], "blk.%d.w", k), n++;
+    for (int k = 0; k < 10; k++)
+        snprintf(names[n], sizeof names[n], "blk.%d.w", k), n++;
+    for (size_t i = 0; i < n; i++)
+        b[i] = names[i];
+    m = open_names(dir, b, n);
+    assert_int_equal(tl_model_layer_count(m, TL_COMP_OTHER), n);
+    for (size_t i = 0; i < n; i++)
+        if (tl_model_tensor_layer(m, find(m, b[i])) != i)
+            fail_msg("%s: layer %zu, want %zu", b[i], tl_model_tensor_layer(m, find(m, b[i])), i);
+    tl_model_close(m);
+    tu_tmpdir_rm(dir);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_grouping)};
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_grouping),
+                                       cmocka_unit_test(test_prefix_keys)};
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

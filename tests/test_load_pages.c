@@ -48,8 +48,7 @@ static void test_pages(void **st) {
     bool ok;
     load_flags(path, false, false, flags, sizeof flags, &ok);
     if (!ok) {
-        print_message("skipped: /proc/self/smaps has no VmFlags for the destination\n");
-        skip();
+        TU_SKIP("/proc/self/smaps has no VmFlags for the destination");
     }
     /* the default: huge pages to start with */
     assert_true(tu_has_vm_flag(flags, "hg"));

@@ -121,7 +121,10 @@ static void test_run_with_lora_streams_and_checks(void **state) {
                    "diffusion=0,cond=0,vae=0", "--pipeline", "cond,diffusion,vae", NULL);
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "modules merged, 0 unmatched"));
-    assert_non_null(strstr(r.out, ": 0 hash mismatches"));
+    unsigned long long checked = 0, mism = 1;
+    assert_true(tu_run_checked(r.out, &checked, &mism));
+    assert_true(checked > 0);
+    assert_int_equal(mism, 0);
     tu_run_free(&r);
     free(lp);
     free(mp);

@@ -104,8 +104,7 @@ static void test_from_registry(void **state) {
     size_t n, dropped;
     size_t before = registered_gpus();
     if (before > 30) {
-        printf("skip: %zu GPUs registered already, the test adds 40\n", before);
-        skip();
+        TU_SKIP("%zu GPUs registered already, the test adds 40", before);
     }
     /* two sim specs of 20, with 1 GiB each */
     char spec[1024];
@@ -194,5 +193,5 @@ int main(void) {
         cmocka_unit_test(test_from_registry),
         cmocka_unit_test(test_cli_64_sims),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

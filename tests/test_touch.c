@@ -4,7 +4,10 @@
  * the rest of the destination to 4 KiB pages (the kernel's VmFlags show
  * "nh") after TL_TOUCH_SLOW_RUN slow huge pages in a row, once, wherever two
  * threads see them; never when huge pages are fast; never in huge or small
- * mode. What is resident comes from mincore and the flags from
+ * mode; and, with slow and fast huge pages mixed (fresh pages against pages
+ * faulted in beforehand), only after TL_TOUCH_SLOW_RUN slow ones in a row: a
+ * fast page between them starts the count again; slivers of huge pages are
+ * never judged. What is resident comes from mincore and the flags from
  * /proc/self/smaps, not from the code under test.
  */
 #include "testutil.h"
@@ -16,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MIB (1ull << 20)
@@ -139,6 +143,105 @@ static void test_two_threads(void **st) {
     tl__os_anon_free(d.p, d.len);
 }
 
+#define HUGE_PAGE (2 * MIB)
+
+/*
+ * Only whole huge pages are judged: a destination touched in 1 MiB pieces
+ * (each huge page in two slivers) never switches, even when every fault
+ * counts as slow.
+ */
+static void test_slivers_not_judged(void **st) {
+    (void)st;
+    dest d = make(16 * MIB);
+    tl__touch t;
+    tl__touch_init(&t, d.p, d.len, TL_TOUCH_ADAPT, -1.0);
+    for (uint64_t o = 0; o < d.len; o += MIB)
+        assert_int_equal(tl__touch_range(&t, d.p + o, MIB), 0);
+    assert_int_equal(tu_resident_bytes(d.p, d.len), d.len);
+    assert_true(atomic_load(&t.huge));
+    assert_int_equal(atomic_load(&t.switched_at_mib), 0);
+    assert_false(vm_flag(d.p + 8 * MIB, "nh"));
+    tl__os_anon_free(d.p, d.len);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/*
+ * Touch a destination of strlen(pat) huge pages one page at a time: 'S' a
+ * fresh page (slow to fault in), 'F' a page written beforehand (faulting it
+ * in finds it resident: fast). Returns switched_at_mib.
+ */
+static unsigned touch_pattern(const char *pat, double slow_s) {
+    size_t n = strlen(pat);
+    dest d = make(n * HUGE_PAGE);
+    for (size_t i = 0; i < n; i++)
+        if (pat[i] == 'F') memset(d.p + i * HUGE_PAGE, 0, HUGE_PAGE);
+    tl__touch t;
+    tl__touch_init(&t, d.p, d.len, TL_TOUCH_ADAPT, slow_s);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(tl__touch_range(&t, d.p + i * HUGE_PAGE, HUGE_PAGE), 0);
+    assert_int_equal(tu_resident_bytes(d.p, d.len), d.len);
+    unsigned at = atomic_load(&t.switched_at_mib);
+    tl__os_anon_free(d.p, d.len);
+    return at;
+}
+
+/* Faulting in a fresh huge page (the fastest of five) and a resident one (the slowest of five). */
+static void calibrate(double *fresh, double *resident) {
+    *fresh = 1e9;
+    *resident = 0;
+    for (int k = 0; k < 5; k++) {
+        dest d = make(2 * HUGE_PAGE);
+        memset(d.p + HUGE_PAGE, 0, HUGE_PAGE);
+        for (int i = 0; i < 2; i++) {
+            double t0 = now_s();
+            assert_int_equal(tl__os_populate_write(d.p + i * HUGE_PAGE, HUGE_PAGE), 0);
+            double t = now_s() - t0;
+            if (i == 0 && t < *fresh) *fresh = t;
+            if (i == 1 && t > *resident) *resident = t;
+        }
+        tl__os_anon_free(d.p, d.len);
+    }
+}
+
+static void test_mixed_slow_and_fast(void **st) {
+    (void)st;
+    double fresh, resident;
+    calibrate(&fresh, &resident);
+    print_message("a fresh huge page faults in in %.0f us, a resident one in %.1f us\n",
+                  fresh * 1e6, resident * 1e6);
+    if (fresh < 8 * resident)
+        TU_SKIP("fresh huge pages fault in too fast here (%.0f us) to tell them from resident "
+                "ones (%.1f us)",
+                fresh * 1e6, resident * 1e6);
+    double slow_s = fresh / 2; /* at least 4 times a resident page, half the fastest fresh one */
+    /*
+     * pattern, switched_at_mib wanted: never after two slow pages in a row; at
+     * the end of the third slow page in a row (12 MiB) even after a run was broken
+     */
+    const struct {
+        const char *pat;
+        unsigned want;
+    } cases[] = {{"SSFSSFSSFSSFSSF", 0}, {"SSFSSS", 12 + 1}, {"SFSFSFSSS", 18 + 1}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        /* a fast page that the scheduler delays can look slow: a few tries, one must match */
+        unsigned got[5];
+        bool ok = false;
+        for (int k = 0; k < 5 && !ok; k++) {
+            got[k] = touch_pattern(cases[c].pat, slow_s);
+            ok = got[k] == cases[c].want;
+            if (!ok)
+                print_message("%s: switched at %u, want %u (try %d)\n", cases[c].pat, got[k],
+                              cases[c].want, k + 1);
+        }
+        if (!ok) fail_msg("%s: never switched where it should (%u)", cases[c].pat, cases[c].want);
+    }
+}
+
 int main(void) {
     if (madvise(NULL, 0, 23 /* MADV_POPULATE_WRITE */) != 0) {
         printf("SKIP: test_touch: this kernel has no MADV_POPULATE_WRITE (Linux >= 5.14)\n");
@@ -149,6 +252,8 @@ int main(void) {
         cmocka_unit_test(test_fast_stays_huge),
         cmocka_unit_test(test_fixed_modes_never_switch),
         cmocka_unit_test(test_two_threads),
+        cmocka_unit_test(test_mixed_slow_and_fast),
+        cmocka_unit_test(test_slivers_not_judged),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -339,3 +339,8 @@ uint64_t tu_file_cached_bytes(const char *path) {
     close(fd);
     return res;
 }
+
+bool tu_run_checked(const char *out, unsigned long long *checked, unsigned long long *mismatches) {
+    const char *c = out ? strstr(out, "\nchecked ") : NULL;
+    return c && sscanf(c, "\nchecked %llu tensors: %llu hash mismatches", checked, mismatches) == 2;
+}

@@ -88,6 +88,12 @@ int tu_in_ci(void);
  */
 bool tu_ggml_dir(const char *folder, char *dir, size_t n, char *why, size_t why_n);
 
+/*
+ * The "checked N tensors: M hash mismatches" line of `tierload run`'s text
+ * output: false when there is none.
+ */
+bool tu_run_checked(const char *out, unsigned long long *checked, unsigned long long *mismatches);
+
 /* Result of running a command. */
 typedef struct tu_run {
     int status; /* exit status, or 128+signal */

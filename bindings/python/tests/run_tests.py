@@ -4,7 +4,8 @@
 usage: run_tests.py [SOURCE_DIR]   (TIERLOAD_LIBRARY names the libtierload.so under test)
 
 Expected bytes come from this script's own safetensors writer and from os.pread of the file, never
-from the library. Exits 77 (a skip, with the reason printed) when numpy or torch is missing.
+from the library. Exits 77 (a skip, with the reason printed) when numpy or torch is missing or
+a case skipped; with CI=true a missing dependency is a failure instead.
 """
 import gc
 import json
@@ -27,13 +28,20 @@ try:
 except ImportError as e:
     print("SKIP: the Python tests need numpy and torch (apt-get install python3-numpy "
           "python3-torch; `make deps` does): %s" % e)
-    sys.exit(77)
+    sys.exit(1 if os.environ.get("CI") in ("true", "1") else 77)
 
 import tierload  # noqa: E402
 
 MiB = 1 << 20
 FAILED = []
+SKIPPED = []
 CASES = []
+
+
+def skip(name, why):
+    """A case that cannot run here: reported, counted (exit 77), and a failure under CI=true."""
+    print("  (skipped: %s)" % why)
+    SKIPPED.append(name)
 
 
 def case(fn):
@@ -41,7 +49,8 @@ def case(fn):
         t0 = time.time()
         try:
             fn()
-            print("ok   %s (%.1fs)" % (fn.__name__, time.time() - t0))
+            print("%s %s (%.1fs)" % ("skip" if fn.__name__ in SKIPPED else "ok  ", fn.__name__,
+                                     time.time() - t0))
         except Exception as e:  # report and go on with the other cases
             import traceback
             traceback.print_exc()
@@ -134,6 +143,23 @@ def dtype_model():
 
 
 @case
+def read_at_offsets_equals_file():
+    # Model.read(name, offset, n) at the start, inside and at the end of tensors, against pread
+    path, tensors, offs = dtype_model()
+    m = tierload.open(path)
+    checked = 0
+    for name, dt, shape, data, nbytes in tensors:
+        for off, n in ((0, nbytes), (1, nbytes - 1), (nbytes // 2, nbytes - nbytes // 2),
+                       (3, 5), (nbytes - 1, 1), (nbytes, 0)):
+            got = m.read(name, off, n)
+            want = pread(path, offs[name] + off, n)
+            assert len(want) == n and got == want, (name, off, n)
+            checked += 1
+        assert m.read(name, 7) == pread(path, offs[name] + 7, nbytes - 7), name
+    assert checked == 6 * len(tensors) > 0
+
+
+@case
 def options_structs_match_the_library():
     # each options struct's size, as the C init writes it, is the ctypes layout's size
     import ctypes
@@ -190,8 +216,8 @@ def views_equal_file_bytes_for_every_dtype():
 def quantized_gguf_raw_bytes_and_clear_error():
     # the test data that ctest's testdata fixture makes (tools/make_testdata.sh)
     path = os.path.join(os.environ.get("TL_TESTDATA", ""), "gguf", "tiny-llama-q4_0.gguf")
-    if not os.path.exists(path):
-        print("  (skipped: %s missing)" % path)
+    if not os.environ.get("TL_TESTDATA") or not os.path.exists(path):
+        skip("quantized_gguf_raw_bytes_and_clear_error", "%s missing (TL_TESTDATA)" % path)
         return
     m = tierload.open(path)
     q = [t for t in m.tensors if t.dtype == "Q4_0"]
@@ -489,7 +515,7 @@ def pip_installs_the_package():
                        env=dict(os.environ, PIP_BREAK_SYSTEM_PACKAGES="1",
                                 HOME=TMP, PIP_NO_CACHE_DIR="1"))
     if r.returncode != 0 and "No module named pip" in r.stderr:
-        print("  (skipped: no pip for %s)" % sys.executable)
+        skip("pip_installs_the_package", "no pip for %s" % sys.executable)
         return
     assert r.returncode == 0, r.stderr
     code = "import tierload, sys; print(tierload.__file__, tierload.version())"
@@ -511,4 +537,7 @@ if __name__ == "__main__":
     if FAILED:
         print("FAILED: " + ", ".join(FAILED))
         sys.exit(1)
+    if SKIPPED:
+        print("SKIPPED: " + ", ".join(SKIPPED))
+        sys.exit(1 if os.environ.get("CI") in ("true", "1") else 77)
     print("all Python tests passed")
