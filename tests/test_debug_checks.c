@@ -66,9 +66,7 @@ static void expect_clean_exit(void (*fn)(void)) {
         fail_msg("expected a clean exit; status 0x%x, stderr: %s", c.status, c.err);
 }
 
-#ifdef TL_DEBUG_ASSERTS
-static volatile int one = 1; /* read only by TL_ASSERT, which other builds compile to nothing */
-#endif
+static volatile int one = 1; /* read by TL_ASSERT, which other builds compile to nothing */
 
 static void false_assert(void) {
     TL_ASSERT(one == 2);
