@@ -248,8 +248,14 @@ typedef enum tl_component {
 
 /* "diffusion", "cond", "vae", "controlnet", "other". */
 TL_API const char *tl_component_name(tl_component c);
-/* Parse a component name or alias (dit, unet, clip, te, llm, t5xxl, ...); TL_COMP_INVALID when
- * unknown. */
+/*
+ * Parse a component name or alias, as stable-diffusion.cpp names its modules:
+ * diffusion (model, unet, dit, transformer), cond (te, clip, text,
+ * textencoder(s), conditioner, llm, t5, t5xxl), vae (firststage, autoencoder,
+ * tae), controlnet (control), other. Case-insensitive; '-' and '_' are
+ * ignored (control_net = control-net = controlnet). TL_COMP_INVALID when
+ * unknown.
+ */
 TL_API tl_component tl_component_from_name(const char *name);
 /* The component of a tensor name, by the prefix-rule table. */
 TL_API tl_component tl_component_of(const char *tensor_name);
@@ -1027,10 +1033,12 @@ typedef struct tl_backend_spec {
  * Parse a backend spec: "cond=CPU,vae=cuda0,diffusion=cuda0&cuda1". "*=",
  * "all=", "default=" and a bare device list set the default; '&' lists GPUs
  * for a split. Components are names or aliases (tl_component_from_name).
- * Device names are case-insensitive, a unique prefix is enough, "auto" and
- * "gpu" mean the GPU with the most free memory, "cpu" the host. Errors name
+ * Device names are case-insensitive, a unique prefix is enough, "auto",
+ * "default" and "gpu" mean the GPU with the most free memory ("auto" and
+ * "default" the host when there is no GPU), "cpu" the host. Errors name
  * the item: unknown component or device, empty list, a component given
- * twice, a split that names the host. out is zeroed first.
+ * twice, a split that names the host, "disk" (a parameter residency, not a
+ * device). out is zeroed first.
  */
 TL_API tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, size_t n_devs,
                                        tl_backend_spec *out);
@@ -1040,8 +1048,11 @@ TL_API tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *d
  * free - headroom, then capped by the spec: an absolute size ("8G": at most
  * 8 GiB), a negative one ("-2G": 2 GiB less), or per device
  * ("cuda0=6G,cuda1=-1G"; names as in backend specs), an unnamed size applying
- * to the GPUs not named. NULL or "" = no cap. The host's budget is its free
- * memory (0 = unknown). budgets has n_devs entries.
+ * to the GPUs not named. A size without a unit is in GiB, as
+ * stable-diffusion.cpp writes it ("6", "-1", "6.5"), and a unitless 0 means
+ * no cap for the GPUs it applies to ("0G" is a cap of 0). NULL or "" = no
+ * cap. The host's budget is its free memory (0 = unknown). budgets has
+ * n_devs entries.
  */
 TL_API tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, size_t n_devs,
                                         uint64_t headroom, uint64_t *budgets);
@@ -1102,6 +1113,17 @@ typedef struct tl_plan_options {
     bool offload_to_cpu;          /* every GPU component is streamed from RAM */
     uint32_t steps;               /* passes of diffusion/controlnet per run; 0 = 20 */
     uint64_t vae_bytes_per_voxel; /* 0 = default */
+    /*
+     * Per-component constraints, one bit (1u << tl_component) per component;
+     * a component in no mask is left to the search. A component may be in at
+     * most one of offload / phase_only and one of layer_split / row_split.
+     */
+    uint32_t offload;     /* streamed from RAM through its GPU, as offload_to_cpu does for all */
+    uint32_t phase_only;  /* GPU weights loaded for the component's phases only and dropped
+                             after ("phase" residency), even when it is active in every phase */
+    uint32_t layer_split; /* on several GPUs: split by whole layers only */
+    uint32_t row_split;   /* on several GPUs: split by rows only (also when the backend spec
+                             lists the GPUs, which otherwise gives a layer split) */
 } tl_plan_options;
 
 /* Defaults: auto-fit every component, no cap, no headroom, default reserves and phases. */

@@ -76,11 +76,15 @@ void cli_models_free(cli_models *m);
 typedef struct cli_planargs {
     const char *devices, *sim, *type, *steps, *headroom;
     const char *svg; /* --svg FILE: the plan as a picture */
+    const char *offload, *phase_resident, *split; /* per-component constraints */
     /* stable-diffusion.cpp's flags, aliases of the ones above */
     const char *main_dev, *comp_dev[TL_COMP_COUNT], *params_backend, *fit_target;
     const char *fit_reserve[TL_COMP_COUNT];
-    bool no_auto_fit, no_multi_gpu, fit_dry_run, list_devices;
-    char backend_buf[1024], reserve_buf[512];
+    const char *split_mode;
+    bool no_auto_fit, no_multi_gpu, fit_dry_run, list_devices, stream_layers;
+    const char *ignored[32]; /* its flags that tierload accepts and ignores (sdcpp.c) */
+    size_t n_ignored;
+    char backend_own[1024], backend_buf[1024], reserve_buf[512];
     tl_plan_options o;
     tl_dtype convert; /* from --type (TL_DTYPE_INVALID: none), set by cli_planargs_check */
     bool sim_added;
@@ -98,6 +102,27 @@ const char *cli_planargs_help(void);
 int cli_plan_fail(tl_status s);
 /* Plan summary sum on the flags' devices (--devices, or the registry plus --sim). */
 tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan **out);
+
+/*
+ * stable-diffusion.cpp's command line (sdcpp.c). cli_sd_assign parses a
+ * module assignment ("te=cpu,diffusion=disk"; "*=", "all=", "default=" or a
+ * bare value for every module) whose values are one of values (their index)
+ * or, with other_ok, anything else (n_values): per[c] for each component
+ * named (-1: not named), *dflt for the default (-1: none). Modules tierload
+ * has no component for are noted on stderr and skipped. 0 or a usage error.
+ */
+int cli_sd_assign(const char *spec, const char *const *values, int n_values, bool other_ok,
+                  int per[TL_COMP_COUNT], int *dflt, const char *flag, const char *cmd);
+/* Is [name, name+len) one of its module names tierload has no component for? */
+bool cli_sd_unmodelled(const char *name, size_t len);
+/* A --backend spec without the items of such modules (each noted); 0 or a usage error. */
+int cli_sd_backend_filter(const char *spec, char *out, size_t n, const char *cmd);
+/* 1 = argv[*i] is one of its flags tierload ignores (taken, with its value); 0; -1 usage. */
+int cli_sd_ignored_arg(cli_planargs *a, int argc, char **argv, int *i, const char *cmd);
+/* The one note listing the ignored flags (nothing when none was given). */
+void cli_sd_ignored_note(const cli_planargs *a);
+/* Is flag one of its flags that takes no value? */
+bool cli_sd_boolean(const char *flag);
 
 /* LoRA files named with --lora FILE[:SCALE] (run, merge). */
 typedef struct cli_loras {

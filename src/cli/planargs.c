@@ -27,6 +27,11 @@ const char *cli_planargs_help(void) {
            "  --vae-on-cpu         = --backend vae=cpu\n"
            "  --control-net-cpu    = --backend controlnet=cpu\n"
            "  --offload-to-cpu     parameters stay in RAM and are streamed to the GPU\n"
+           "  --offload LIST       the same for these components only: 'diffusion,cond' ('all')\n"
+           "  --phase-resident LIST  these components are loaded from the file for their\n"
+           "                       phases and dropped after: 'diffusion' ('all')\n"
+           "  --split SPEC         on several GPUs split by 'layer' or 'row', or per component:\n"
+           "                       'diffusion=row,cond=layer' (default: the planner chooses)\n"
            "  --svg FILE           also draw the plan: per GPU a stacked bar per phase\n"
            "stable-diffusion.cpp's flags (aliases):\n"
            "  --main-backend-device DEV        = --backend default=DEV\n"
@@ -38,6 +43,27 @@ const char *cli_planargs_help(void) {
            "  --vision-backend-device DEV      = accepted; tierload models no such component\n"
            "  --list-devices                   = tierload devices (then stop)\n"
            "  --params-backend cpu             = --offload-to-cpu\n"
+           "  --params-backend disk            = --phase-resident all\n"
+           "  --params-backend te=cpu,vae=cpu,diffusion=disk\n"
+           "                                   = --offload cond,vae --phase-resident diffusion\n"
+           "                                     (a device: where the module runs, the default;\n"
+           "                                     with --offload-to-cpu every module not named\n"
+           "                                     is cpu)\n"
+           "  --stream-layers                  = --offload diffusion (also without CPU params:\n"
+           "                                     tierload streams from the file's mapping;\n"
+           "                                     ignored when the diffusion params are disk or a\n"
+           "                                     device)\n"
+           "  --split-mode layer|row|SPEC      = --split SPEC ('diffusion=row,te=layer')\n"
+           "  --max-vram 6 | -1 | cuda0=6,vulkan0=2\n"
+           "                                   = --max-vram 6G | -1G | cuda0=6G,vulkan0=2G\n"
+           "                                     (GiB without a unit; 0: no cap)\n"
+           "  module names: te (= cond; clip, text, textencoder, conditioner, llm, t5, t5xxl),\n"
+           "  diffusion (model, unet, dit), vae (tae), controlnet (control), case and '-'/'_'\n"
+           "  ignored; clip_vision, photomaker, upscaler, detector (and their aliases) are\n"
+           "  accepted with a note: tierload models no such component\n"
+           "  -m, --model FILE                 = MODEL (a model path)\n"
+           "  -p, --diffusion-fa, --cfg-scale, --sampling-method, -W, -H, ... = accepted and\n"
+           "                                     ignored with one note (not modelled)\n"
            "  --auto-fit                       = the default (auto-fit every unplaced component)\n"
            "  --no-auto-fit                    = --backend default=MAIN (the main device, else "
            "the\n"
@@ -70,6 +96,8 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
         a->fit_dry_run = true;
     else if (!strcmp(s, "--list-devices"))
         a->list_devices = true;
+    else if (!strcmp(s, "--stream-layers"))
+        a->stream_layers = true;
     else {
         static const char *const opts[] = {"--devices",
                                            "--sim",
@@ -82,6 +110,10 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
                                            "--type",
                                            "--steps",
                                            "--svg",
+                                           "--offload",
+                                           "--phase-resident",
+                                           "--split",
+                                           "--split-mode",
                                            "--main-backend-device",
                                            "--diffusion-backend-device",
                                            "--clip-backend-device",
@@ -103,6 +135,10 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
                                 &a->type,
                                 &a->steps,
                                 &a->svg,
+                                &a->offload,
+                                &a->phase_resident,
+                                &a->split,
+                                &a->split_mode,
                                 &a->main_dev,
                                 &a->comp_dev[TL_COMP_DIFFUSION],
                                 &a->comp_dev[TL_COMP_COND],
@@ -131,7 +167,7 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
                 return 1;
             }
         }
-        return 0;
+        return cli_sd_ignored_arg(a, argc, argv, i, cmd);
     }
     return 1;
 }
@@ -185,14 +221,40 @@ static int fold_aliases(cli_planargs *a, const char *cmd) {
         if (a->headroom) return cli_usage(cmd, "--fit-target is --headroom: give one of them");
         a->headroom = a->fit_target;
     }
+    if (a->o.backend) {
+        int r = cli_sd_backend_filter(a->o.backend, a->backend_own, sizeof a->backend_own, cmd);
+        if (r) return r;
+        a->o.backend = a->backend_own[0] ? a->backend_own : NULL;
+    }
+    /* parameter residency per module: 0 cpu (streamed from RAM), 1 disk (per phase), 2 device */
+    int par[TL_COMP_COUNT], pdef = -1;
+    for (int c = 0; c < TL_COMP_COUNT; c++)
+        par[c] = -1;
     if (a->params_backend) {
-        if (!strcmp(a->params_backend, "cpu"))
-            a->o.offload_to_cpu = true;
-        else if (!a->main_dev || strcmp(a->params_backend, a->main_dev) != 0)
-            return cli_usage(cmd,
-                             "--params-backend: 'cpu' (parameters in RAM, streamed) or the "
-                             "main device, got '%s'",
-                             a->params_backend);
+        static const char *const values[] = {"cpu", "disk"};
+        int r = cli_sd_assign(a->params_backend, values, 2, true, par, &pdef, "--params-backend",
+                              cmd);
+        if (r) return r;
+        if (a->o.offload_to_cpu && pdef < 0) pdef = 0; /* --offload-to-cpu is "*=cpu" before it */
+        uint32_t cpu = 0, disk = 0;
+        for (int c = 0; c < TL_COMP_COUNT; c++) {
+            int v = par[c] >= 0 ? par[c] : pdef;
+            cpu |= (v == 0 ? 1u : 0u) << c;
+            disk |= (v == 1 ? 1u : 0u) << c;
+        }
+        a->o.offload_to_cpu = cpu == (1u << TL_COMP_COUNT) - 1;
+        if (!a->o.offload_to_cpu) a->o.offload |= cpu;
+        a->o.phase_only |= disk;
+    }
+    if (a->stream_layers) {
+        int v = par[TL_COMP_DIFFUSION] >= 0 ? par[TL_COMP_DIFFUSION] : pdef;
+        if (v > 0)
+            fprintf(stderr,
+                    "tierload: --stream-layers: ignored: the diffusion parameters are on %s, "
+                    "not cpu (as stable-diffusion.cpp does)\n",
+                    v == 1 ? "disk" : "a device");
+        else if (!a->o.offload_to_cpu)
+            a->o.offload |= 1u << TL_COMP_DIFFUSION;
     }
     bool any_res = false;
     for (int c = 0; c < TL_COMP_COUNT; c++)
@@ -224,12 +286,71 @@ static int fold_aliases(cli_planargs *a, const char *cmd) {
     return 0;
 }
 
+/* "diffusion,cond" or "all" / "*" into a component mask; 0 or a usage error. */
+static int comp_mask(const char *spec, uint32_t *mask, const char *flag, const char *cmd) {
+    const char *p = spec;
+    for (;;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char name[40];
+        while (len && *p == ' ') {
+            p++;
+            len--;
+        }
+        while (len && p[len - 1] == ' ')
+            len--;
+        if (!len || len >= sizeof name)
+            return cli_usage(cmd, "%s '%s': expected component names ('diffusion,cond', 'all')",
+                             flag, spec);
+        memcpy(name, p, len);
+        name[len] = 0;
+        int c = tl_component_from_name(name);
+        if (!strcmp(name, "all") || !strcmp(name, "*"))
+            *mask |= (1u << TL_COMP_COUNT) - 1;
+        else if (c >= 0)
+            *mask |= 1u << c;
+        else if (cli_sd_unmodelled(name, len))
+            fprintf(stderr, "tierload: %s %s: accepted; tierload has no such component\n", flag,
+                    name);
+        else
+            return cli_usage(cmd, "%s: unknown component '%s'", flag, name);
+        if (!e) return 0;
+        p = e + 1;
+    }
+}
+
+/* --split: "layer" / "row" for every component, or per component. */
+static int split_masks(const char *spec, tl_plan_options *o, const char *flag, const char *cmd) {
+    static const char *const values[] = {"layer", "row"};
+    int per[TL_COMP_COUNT], dflt;
+    int r = cli_sd_assign(spec, values, 2, false, per, &dflt, flag, cmd);
+    if (r) return r;
+    for (int c = 0; c < TL_COMP_COUNT; c++) {
+        int v = per[c] >= 0 ? per[c] : dflt;
+        if (v == 0) o->layer_split |= 1u << c;
+        if (v == 1) o->row_split |= 1u << c;
+    }
+    return 0;
+}
+
 int cli_planargs_check(cli_planargs *a, const char *cmd) {
     if (a->devices && a->sim)
         return cli_usage(
             cmd, "--devices (hypothetical) and --sim (real + simulated) exclude each other");
+    cli_sd_ignored_note(a);
+    if (a->split_mode) {
+        if (a->split) return cli_usage(cmd, "--split-mode is --split: give one of them");
+        a->split = a->split_mode;
+    }
     int frc = fold_aliases(a, cmd);
     if (frc) return frc;
+    if (a->offload && (frc = comp_mask(a->offload, &a->o.offload, "--offload", cmd))) return frc;
+    if (a->phase_resident &&
+        (frc = comp_mask(a->phase_resident, &a->o.phase_only, "--phase-resident", cmd)))
+        return frc;
+    if (a->split && (frc = split_masks(a->split, &a->o, a->split_mode ? "--split-mode" : "--split",
+                                       cmd)))
+        return frc;
     if (a->headroom) {
         tl_status s = tl_parse_bytes(a->headroom, &a->o.headroom, NULL);
         if (s) return cli_fail(s);
