@@ -61,7 +61,6 @@ const char *cli_planargs_help(void) {
            "  diffusion (model, unet, dit), vae (tae), controlnet (control), case and '-'/'_'\n"
            "  ignored; clip_vision, photomaker, upscaler, detector (and their aliases) are\n"
            "  accepted with a note: tierload models no such component\n"
-           "  -m, --model FILE                 = MODEL (a model path)\n"
            "  -p, --diffusion-fa, --cfg-scale, --sampling-method, -W, -H, ... = accepted and\n"
            "                                     ignored with one note (not modelled)\n"
            "  --auto-fit                       = the default (auto-fit every unplaced component)\n"
