@@ -1771,7 +1771,7 @@ typedef struct tl_run_options {
      * The pipeline: comma-separated phases run in order; a phase is one or
      * more components joined by '+', optionally "*N" to run it N times
      * ("cond,diffusion*20,vae"). NULL = the plan's phases, diffusion and
-     * controlnet phases 20 times.
+     * controlnet phases `steps` times.
      */
     const char *pipeline;
     bool no_verify;   /* skip the hash check of every acquired byte */
@@ -1799,8 +1799,19 @@ typedef struct tl_run_options {
     tl_run_compute compute;
     const char *ggml_dir;
     int compute_threads; /* threads of ggml's CPU backend; 0 = ggml's default */
+    uint32_t steps;      /* passes of the default pipeline's diffusion/controlnet phases; 0 = 20
+                            (plan with the same tl_plan_options.steps) */
 } tl_run_options;
 TL_API void tl_run_options_init(tl_run_options *o);
+
+/*
+ * How many times a pipeline spec (tl_run_options.pipeline's syntax) runs
+ * each component: passes[c] is the sum of the repeats of the phases that
+ * name c (0 when none does). The planner's tl_plan_options.steps is the
+ * diffusion (and controlnet) count; plan with it so that the plan's bytes
+ * per run are the run's. TL_ERR_INVALID_ARG for a malformed spec.
+ */
+TL_API tl_status tl_run_pipeline_passes(const char *pipeline, uint32_t passes[TL_COMP_COUNT]);
 
 typedef struct tl_run_phase {
     char name[64];
