@@ -1146,7 +1146,9 @@ typedef struct tl_plan tl_plan;
  * returns TL_ERR_NOMEM with no plan, never a plan that searched less. The
  * older options clip_on_cpu / vae_on_cpu / controlnet_on_cpu place their
  * component on the host, exactly as "cond=cpu" etc. in the backend spec (a
- * component placed by both is an error).
+ * component placed by both is an error). The component masks (offload,
+ * phase_only, layer_split, row_split) are TL_ERR_INVALID_ARG when they
+ * contradict each other for a component or name bits beyond TL_COMP_COUNT.
  */
 TL_API tl_status tl_plan_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
                                 const tl_plan_options *opts, tl_plan **out);
