@@ -260,8 +260,9 @@ TL_API tl_component tl_component_from_name(const char *name);
 /* The component of a tensor name, by the prefix-rule table. */
 TL_API tl_component tl_component_of(const char *tensor_name);
 /*
- * The layer (block index) of a tensor name: "blocks.12." -> 12,
- * "input_blocks.4." -> 4, "blk.3." -> 3; -1 when the name has none. When
+ * The block number in a tensor name: "blocks.12." -> 12,
+ * "input_blocks.4." -> 4, "blk.3." -> 3; -1 when the name has none (not the
+ * layer index of tl_tensor_info.layer, which is in compute order). When
  * key_len is not NULL it receives the length of the name's prefix that
  * identifies the block ("model.diffusion_model.input_blocks.4"), so that
  * callers can tell input_blocks.4 from output_blocks.4.
@@ -288,7 +289,9 @@ typedef struct tl_tensor_info {
     uint64_t nbytes;            /* exact size in bytes */
     uint64_t n_elements;
     tl_component component;
-    int32_t layer;          /* block index, -1 when none */
+    int32_t layer;          /* its layer within its component (tl_model_layer_tensors' k, the
+                               session's layer index: compute order), -1 for other tensors;
+                               the number in the name is tl_layer_of's */
     uint32_t layer_key_len; /* length of the name prefix naming the block (0 when none) */
     /*
      * NULL for a tensor stored contiguously at [offset, offset + nbytes).
@@ -510,13 +513,37 @@ TL_API tl_status tl_model_tensor_unpatch(tl_model *m, size_t i);
 
 /*
  * The (component, layer) grouping, built when the model is opened and used
- * by the planner (its "layers in summary order" are these layers) and by
- * sessions. Tensors are grouped by component and by the first layer_key_len
- * bytes of their name, layers numbered from 0 in order of first appearance;
- * tensors without a layer are their component's "other" tensors. Returned
- * index arrays are owned by the model and valid while it is open.
+ * by the planner (its "layers in summary order" are these layers), by
+ * sessions (their layer index) and by tl_tensor_info.layer: one numbering.
+ * Tensors are grouped by component and by their layer key, the first
+ * layer_key_len bytes of their name ("model.diffusion_model.input_blocks.4");
+ * tensors without one are their component's "other" tensors.
+ *
+ * Layers are numbered from 0 in compute order, whatever the order of the
+ * names in the file: keys are compared by their dot-separated tokens, numbers
+ * as numbers (input_blocks.2 before input_blocks.10, blk.9 before blk.10;
+ * the levels of an ldm VAE decoder, "decoder.up.N", from the highest down, as
+ * it runs them), and block families by this table, each row in compute
+ * order: encoder, decoder | down, mid, up (ldm VAE) | input_blocks,
+ * middle_block, output_blocks (ldm UNet) | down_blocks, mid_block, up_blocks
+ * (diffusers UNet, VAE) | double_blocks, single_blocks (Flux and kin) |
+ * noise_refiner, context_refiner, layers (Z-Image). Words of the table sort
+ * by it (rows in this order) and before other words; other words keep the
+ * order in which they first appear in the file (the last resort); a word
+ * sorts before a number at the same place. Returned index arrays and keys
+ * are owned by the model and valid while it is open.
  */
 TL_API size_t tl_model_layer_count(const tl_model *m, tl_component c);
+/* The key of component c's layer k ("model.diffusion_model.input_blocks.4"); NULL if none. */
+TL_API const char *tl_model_layer_key(const tl_model *m, tl_component c, size_t k);
+/*
+ * The layer of component c whose key is key: the whole key, or its tail
+ * after a dot when exactly one layer's key ends so ("input_blocks.4" for
+ * "model.diffusion_model.input_blocks.4"). Compared with its length:
+ * "blk.1" never finds "blk.10". TL_NOT_FOUND when none (or the tail is
+ * ambiguous).
+ */
+TL_API size_t tl_model_layer_find(const tl_model *m, tl_component c, const char *key);
 /* Tensor indices of component c's layer k (catalog order); returns their count. */
 TL_API size_t tl_model_layer_tensors(const tl_model *m, tl_component c, size_t k, const size_t **idx);
 /* Tensor indices of component c outside any layer; returns their count. */
