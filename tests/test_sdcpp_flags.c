@@ -60,6 +60,7 @@ static const alias_case cases[] = {
     {{"--params-backend", "diffusion=disk"}, {"--phase-resident", "diffusion"}, NULL},
     {{"--params-backend", "*=cpu"}, {"--offload-to-cpu", NULL}, NULL},
     {{"--params-backend", "diffusion=cuda0"}, {NULL, NULL}, NULL},
+    {{"--params-backend", "te=CUDA1,vae=auto"}, {NULL, NULL}, NULL},
     {{"--stream-layers", NULL}, {"--offload", "diffusion"}, NULL},
     /* --max-vram in GiB without a unit, negative = free minus, per device, 0 = no cap */
     {{"--max-vram", "-1"}, {"--max-vram", "-1G"}, NULL},
@@ -188,6 +189,12 @@ static void test_aliases_with_several_flags(void **state) {
     a = plan_list("cuda0=12G", bad3);
     assert_true(a.status > 0 && a.status < 126);
     assert_non_null(strstr(a.err, "parameter residency"));
+    tu_run_free(&a);
+    /* a device in --params-backend (where the module runs) must be one */
+    const char *bad5[] = {"--params-backend", "diffusion=dsk", NULL};
+    a = plan_list("cuda0=12G", bad5);
+    assert_true(a.status > 0 && a.status < 126);
+    assert_non_null(strstr(a.err, "--params-backend item 'diffusion=dsk': unknown device"));
     tu_run_free(&a);
     const char *bad4[] = {"--params-backend", "diffusion=disk", "--offload", "diffusion", NULL};
     a = plan_list("cuda0=12G", bad4);

@@ -72,6 +72,8 @@ tl_status cli_models_open(const cli_models *m, tl_model **out);
 void cli_models_free(cli_models *m);
 
 
+#define CLI_SD_VALUE_MAX 64 /* a value of a stable-diffusion.cpp module assignment */
+
 /* The planning flags `plan` and `run` share. */
 typedef struct cli_planargs {
     const char *devices, *sim, *type, *steps, *headroom;
@@ -82,6 +84,7 @@ typedef struct cli_planargs {
     const char *fit_reserve[TL_COMP_COUNT];
     const char *split_mode;
     bool no_auto_fit, no_multi_gpu, fit_dry_run, list_devices, stream_layers;
+    char params_dev[TL_COMP_COUNT + 1][CLI_SD_VALUE_MAX]; /* --params-backend devices */
     const char *ignored[32]; /* its flags that tierload accepts and ignores (sdcpp.c) */
     size_t n_ignored;
     char backend_own[1024], backend_buf[1024], reserve_buf[512];
@@ -107,12 +110,15 @@ tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan
  * stable-diffusion.cpp's command line (sdcpp.c). cli_sd_assign parses a
  * module assignment ("te=cpu,diffusion=disk"; "*=", "all=", "default=" or a
  * bare value for every module) whose values are one of values (their index)
- * or, with other_ok, anything else (n_values): per[c] for each component
- * named (-1: not named), *dflt for the default (-1: none). Modules tierload
- * has no component for are noted on stderr and skipped. 0 or a usage error.
+ * or, when other is not NULL, anything else (n_values; the text goes to
+ * other[c], other[TL_COMP_COUNT] for the default, "" where none): per[c] for
+ * each component named (-1: not named), *dflt for the default (-1: none).
+ * Modules tierload has no component for are noted on stderr and skipped.
+ * 0 or a usage error.
  */
-int cli_sd_assign(const char *spec, const char *const *values, int n_values, bool other_ok,
-                  int per[TL_COMP_COUNT], int *dflt, const char *flag, const char *cmd);
+int cli_sd_assign(const char *spec, const char *const *values, int n_values,
+                  char (*other)[CLI_SD_VALUE_MAX], int per[TL_COMP_COUNT], int *dflt,
+                  const char *flag, const char *cmd);
 /* Is [name, name+len) one of its module names tierload has no component for? */
 bool cli_sd_unmodelled(const char *name, size_t len);
 /* A --backend spec without the items of such modules (each noted); 0 or a usage error. */

@@ -232,8 +232,8 @@ static int fold_aliases(cli_planargs *a, const char *cmd) {
         par[c] = -1;
     if (a->params_backend) {
         static const char *const values[] = {"cpu", "disk"};
-        int r = cli_sd_assign(a->params_backend, values, 2, true, par, &pdef, "--params-backend",
-                              cmd);
+        int r = cli_sd_assign(a->params_backend, values, 2, a->params_dev, par, &pdef,
+                              "--params-backend", cmd);
         if (r) return r;
         if (a->o.offload_to_cpu && pdef < 0) pdef = 0; /* --offload-to-cpu is "*=cpu" before it */
         uint32_t cpu = 0, disk = 0;
@@ -323,7 +323,7 @@ static int comp_mask(const char *spec, uint32_t *mask, const char *flag, const c
 static int split_masks(const char *spec, tl_plan_options *o, const char *flag, const char *cmd) {
     static const char *const values[] = {"layer", "row"};
     int per[TL_COMP_COUNT], dflt;
-    int r = cli_sd_assign(spec, values, 2, false, per, &dflt, flag, cmd);
+    int r = cli_sd_assign(spec, values, 2, NULL, per, &dflt, flag, cmd);
     if (r) return r;
     for (int c = 0; c < TL_COMP_COUNT; c++) {
         int v = per[c] >= 0 ? per[c] : dflt;
@@ -370,6 +370,29 @@ int cli_planargs_check(cli_planargs *a, const char *cmd) {
     return 0;
 }
 
+/*
+ * The devices --params-backend names (meaning "where the module runs") must
+ * be devices: checked as a backend spec would resolve them, the error in
+ * --params-backend's words.
+ */
+static tl_status params_devices(const cli_planargs *a, const tl_plan_device *devs, size_t n) {
+    char spec[(TL_COMP_COUNT + 1) * (CLI_SD_VALUE_MAX + 16)] = "";
+    for (int c = 0; c <= TL_COMP_COUNT; c++)
+        if (a->params_dev[c][0] &&
+            !spec_add(spec, sizeof spec,
+                      c < TL_COMP_COUNT ? tl_component_name((tl_component)c) : "default",
+                      a->params_dev[c]))
+            return TL_ERR_INVALID_ARG;
+    if (!spec[0]) return TL_OK;
+    tl_backend_spec parsed;
+    tl_status s = tl_plan_parse_backend(spec, devs, n, &parsed);
+    if (!s) return TL_OK;
+    const char *msg = tl_last_error(), *item = msg ? strstr(msg, "item ") : NULL;
+    char copy[512]; /* the message lives where tl_set_error writes */
+    snprintf(copy, sizeof copy, "%s", item ? item : spec);
+    return tl_set_error(s, "--params-backend %s", copy);
+}
+
 tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan **out) {
     tl_plan_device devs[TL_PLAN_MAX_DEVICES];
     size_t n_devs = 0;
@@ -396,6 +419,7 @@ tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan
         for (size_t i = 0; i < n_devs && main_gpu; i++)
             if (devs[i].is_gpu) main_gpu = devs[i].name;
     }
+    if ((s = params_devices(a, devs, n_devs))) return s;
     tl_plan_options o = a->o;
     char spec[sizeof a->backend_buf + 64];
     if (a->no_auto_fit && !a->main_dev && main_gpu) {

@@ -59,10 +59,13 @@ static int value_index(const char *v, size_t len, const char *const *values, int
     return other_ok && len ? n_values : -1;
 }
 
-int cli_sd_assign(const char *spec, const char *const *values, int n_values, bool other_ok,
-                  int per[TL_COMP_COUNT], int *dflt, const char *flag, const char *cmd) {
+int cli_sd_assign(const char *spec, const char *const *values, int n_values,
+                  char (*other)[CLI_SD_VALUE_MAX], int per[TL_COMP_COUNT], int *dflt,
+                  const char *flag, const char *cmd) {
     for (int c = 0; c < TL_COMP_COUNT; c++)
         per[c] = -1;
+    for (int c = 0; other && c <= TL_COMP_COUNT; c++)
+        other[c][0] = 0;
     *dflt = -1;
     const char *p = spec;
     if (!*p) return cli_usage(cmd, "%s: empty", flag);
@@ -85,20 +88,24 @@ int cli_sd_assign(const char *spec, const char *const *values, int n_values, boo
             vlen = ilen;
         }
         trim(&val, &vlen);
-        int v = value_index(val, vlen, values, n_values, other_ok);
+        int v = value_index(val, vlen, values, n_values, other != NULL);
+        if (v == n_values && vlen >= CLI_SD_VALUE_MAX)
+            return cli_usage(cmd, "%s item '%.*s': value too long", flag, (int)ilen, item);
         if (v < 0) {
             char list[160] = "";
             for (int k = 0; k < n_values; k++)
                 snprintf(list + strlen(list), sizeof list - strlen(list), "%s'%s'", k ? ", " : "",
                          values[k]);
             return cli_usage(cmd, "%s item '%.*s': expected %s%s", flag, (int)ilen, item, list,
-                             other_ok ? " or a device" : "");
+                             other ? " or a device" : "");
         }
+        int slot = -1; /* where an other value goes: its component, TL_COMP_COUNT the default */
         if (!eq || is_default_key(key, klen)) {
             if (*dflt >= 0)
                 return cli_usage(cmd, "%s item '%.*s': the default is given twice", flag,
                                  (int)ilen, item);
             *dflt = v;
+            slot = TL_COMP_COUNT;
         } else {
             char name[40];
             int c = -1;
@@ -118,7 +125,12 @@ int cli_sd_assign(const char *spec, const char *const *values, int n_values, boo
                                  item, tl_component_name((tl_component)c));
             } else {
                 per[c] = v;
+                slot = c;
             }
+        }
+        if (other && slot >= 0 && v == n_values) {
+            memcpy(other[slot], val, vlen);
+            other[slot][vlen] = 0;
         }
         if (!e) break;
         p = e + 1;
