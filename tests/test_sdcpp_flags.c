@@ -127,8 +127,8 @@ static tu_run plan_list(const char *devices, const char *const *extra) {
 
 typedef struct multi_case {
     const char *devices;
-    const char *alias[8];     /* NULL-terminated */
-    const char *canonical[8]; /* NULL-terminated */
+    const char *alias[12];     /* NULL-terminated */
+    const char *canonical[12]; /* NULL-terminated */
 } multi_case;
 
 static const multi_case multi[] = {
@@ -152,6 +152,11 @@ static const multi_case multi[] = {
     {"cuda0=12G,cuda1=8G",
      {"--params-backend", "diffusion=disk", "--stream-layers", NULL},
      {"--phase-resident", "diffusion", NULL}},
+    /* module assignments given twice are joined, as sd-cli joins them */
+    {"cuda0=12G,cuda1=8G",
+     {"--backend", "te=cpu", "--backend", "vae=cuda1", "--params-backend", "diffusion=disk",
+      "--params-backend", "vae=cpu", NULL},
+     {"--backend", "cond=cpu,vae=cuda1", "--phase-resident", "diffusion", "--offload", "vae", NULL}},
     /* backend names: unique prefixes, per-device budgets on other backends' names */
     {"cuda0=12G,vulkan0=8G",
      {"--backend", "diffusion=vulk,vae=cu", "--max-vram", "cuda0=6,vulkan0=-1", NULL},
@@ -195,6 +200,11 @@ static void test_aliases_with_several_flags(void **state) {
     a = plan_list("cuda0=12G", bad5);
     assert_true(a.status > 0 && a.status < 126);
     assert_non_null(strstr(a.err, "--params-backend item 'diffusion=dsk': unknown device"));
+    tu_run_free(&a);
+    const char *bad6[] = {"--backend", "te=cpu", "--backend", "clip=cuda0", NULL};
+    a = plan_list("cuda0=12G", bad6);
+    assert_int_equal(a.status, 2);
+    assert_non_null(strstr(a.err, "given twice"));
     tu_run_free(&a);
     const char *bad4[] = {"--params-backend", "diffusion=disk", "--offload", "diffusion", NULL};
     a = plan_list("cuda0=12G", bad4);

@@ -85,6 +85,7 @@ typedef struct cli_planargs {
     const char *split_mode;
     bool no_auto_fit, no_multi_gpu, fit_dry_run, list_devices, stream_layers;
     char params_dev[TL_COMP_COUNT + 1][CLI_SD_VALUE_MAX]; /* --params-backend devices */
+    char joined[4][1024]; /* --backend, --params-backend, --split, --split-mode given twice */
     const char *ignored[32]; /* its flags that tierload accepts and ignores (sdcpp.c) */
     size_t n_ignored;
     char backend_own[1024], backend_buf[1024], reserve_buf[512];

@@ -99,9 +99,34 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
     else if (!strcmp(s, "--stream-layers"))
         a->stream_layers = true;
     else {
+        /* module assignments given more than once are joined with ',' (as sd-cli does) */
+        static const char *const joined[] = {"--backend", "--params-backend", "--split",
+                                             "--split-mode"};
+        for (size_t k = 0; k < sizeof joined / sizeof joined[0]; k++) {
+            const char *v = NULL;
+            int r = cli_opt(argc, argv, i, cmd, joined[k], &v);
+            if (r < 0) return r;
+            if (!r) continue;
+            const char **slot = k == 0 ? &a->o.backend : k == 1 ? &a->params_backend
+                                       : k == 2 ? &a->split : &a->split_mode;
+            char *buf = a->joined[k];
+            if (*slot) {
+                size_t o = strlen(*slot), n = strlen(v);
+                if (o + n + 2 > sizeof a->joined[k]) {
+                    cli_usage(cmd, "%s: too long", joined[k]);
+                    return -1;
+                }
+                if (*slot != buf) memcpy(buf, *slot, o + 1);
+                buf[o] = ',';
+                memcpy(buf + o + 1, v, n + 1);
+                *slot = buf;
+            } else {
+                *slot = v;
+            }
+            return 1;
+        }
         static const char *const opts[] = {"--devices",
                                            "--sim",
-                                           "--backend",
                                            "--max-vram",
                                            "--headroom",
                                            "--reserve",
@@ -112,21 +137,17 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
                                            "--svg",
                                            "--offload",
                                            "--phase-resident",
-                                           "--split",
-                                           "--split-mode",
                                            "--main-backend-device",
                                            "--diffusion-backend-device",
                                            "--clip-backend-device",
                                            "--vae-backend-device",
                                            "--control-net-backend-device",
-                                           "--params-backend",
                                            "--fit-target",
                                            "--fit-compute-reserve-dit",
                                            "--fit-compute-reserve-vae",
                                            "--fit-compute-reserve-cond"};
         const char **slots[] = {&a->devices,
                                 &a->sim,
-                                &a->o.backend,
                                 &a->o.max_vram,
                                 &a->headroom,
                                 &a->o.reserve,
@@ -137,14 +158,11 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
                                 &a->svg,
                                 &a->offload,
                                 &a->phase_resident,
-                                &a->split,
-                                &a->split_mode,
                                 &a->main_dev,
                                 &a->comp_dev[TL_COMP_DIFFUSION],
                                 &a->comp_dev[TL_COMP_COND],
                                 &a->comp_dev[TL_COMP_VAE],
                                 &a->comp_dev[TL_COMP_CONTROLNET],
-                                &a->params_backend,
                                 &a->fit_target,
                                 &a->fit_reserve[TL_COMP_DIFFUSION],
                                 &a->fit_reserve[TL_COMP_VAE],
