@@ -206,6 +206,8 @@ def _declare(lib):
         "tl_model_tensor_unpatch": (st, [c_void_p, c_size]),
         "tl_model_tensor_read": (st, [c_void_p, c_size, c_u64, c_void_p, c_u64]),
         "tl_model_layer_count": (c_size, [c_void_p, c_int]),
+        "tl_model_layer_key": (c_char_p, [c_void_p, c_int, c_size]),
+        "tl_model_layer_find": (c_size, [c_void_p, c_int, c_char_p]),
         "tl_model_file_residency": (st, [c_void_p, c_size, P(c_double)]),
         "tl_model_advise": (st, [c_void_p, c_uint]),
         "tl_model_check_files": (st, [c_void_p]),
