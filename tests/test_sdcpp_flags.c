@@ -87,6 +87,7 @@ static const alias_case cases[] = {
     {{"--backend", "vae=default"}, {"--backend", "vae=cuda0"}, NULL},
     {{"--backend", "vae=auto"}, {"--backend", "vae=cuda0"}, NULL},
     {{"--backend", "vae=gpu"}, {"--backend", "vae=cuda0"}, NULL},
+    {{"--backend", "vae=,te=cpu"}, {"--backend", "vae=cuda0,cond=cpu"}, NULL},
     /* modules tierload has no component for: accepted, nothing placed */
     {{"--backend", "clip_vision=cpu,te=cpu"}, {"--backend", "cond=cpu"}, NULL},
     {{"--backend", "Photo-Maker=cpu"}, {NULL, NULL}, NULL},
@@ -152,6 +153,13 @@ static const multi_case multi[] = {
     {"cuda0=12G,cuda1=8G",
      {"--params-backend", "diffusion=disk", "--stream-layers", NULL},
      {"--phase-resident", "diffusion", NULL}},
+    /* the output size (VAE tiling) */
+    {"cuda0=12G,cuda1=8G",
+     {"-W", "1024", "-H", "768", NULL},
+     {"--size", "1024x768", NULL}},
+    {"cuda0=12G,cuda1=8G",
+     {"--width", "832", "--height", "480", "--video-frames", "33", NULL},
+     {"--size", "832x480x33", NULL}},
     /* module assignments given twice are joined, as sd-cli joins them */
     {"cuda0=12G,cuda1=8G",
      {"--backend", "te=cpu", "--backend", "vae=cuda1", "--params-backend", "diffusion=disk",
@@ -295,6 +303,7 @@ static void test_list_devices_and_help(void **state) {
         "= --max-vram 6G | -1G | cuda0=6G,vulkan0=2G",
         "-m F, --model F  = F",
         "= accepted and\n                                     ignored with one note",
+        "-W W -H H [--video-frames T]     = --size WxH[xT]",
     };
     for (int cmd = 0; cmd < 2; cmd++) {
         const char *h[] = {cmd ? "run" : "plan", "--help", NULL};

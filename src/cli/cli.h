@@ -83,12 +83,13 @@ typedef struct cli_planargs {
     const char *main_dev, *comp_dev[TL_COMP_COUNT], *params_backend, *fit_target;
     const char *fit_reserve[TL_COMP_COUNT];
     const char *split_mode;
+    const char *width, *height, *frames; /* -W, -H, --video-frames: --size */
     bool no_auto_fit, no_multi_gpu, fit_dry_run, list_devices, stream_layers;
     char params_dev[TL_COMP_COUNT + 1][CLI_SD_VALUE_MAX]; /* --params-backend devices */
     char joined[4][1024]; /* --backend, --params-backend, --split, --split-mode given twice */
     const char *ignored[32]; /* its flags that tierload accepts and ignores (sdcpp.c) */
     size_t n_ignored;
-    char backend_own[1024], backend_buf[1024], reserve_buf[512];
+    char backend_own[1024], backend_buf[1024], reserve_buf[512], size_buf[64];
     tl_plan_options o;
     tl_dtype convert; /* from --type (TL_DTYPE_INVALID: none), set by cli_planargs_check */
     bool sim_added;

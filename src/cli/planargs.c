@@ -62,7 +62,8 @@ const char *cli_planargs_help(void) {
            "  diffusion (model, unet, dit), vae (tae), controlnet (control), case and '-'/'_'\n"
            "  ignored; clip_vision, photomaker, upscaler, detector (and their aliases) are\n"
            "  accepted with a note: tierload models no such component\n"
-           "  -p, --diffusion-fa, --cfg-scale, --sampling-method, -W, -H, ... = accepted and\n"
+           "  -W W -H H [--video-frames T]     = --size WxH[xT]\n"
+           "  -p, --diffusion-fa, --cfg-scale, --sampling-method, --seed, ... = accepted and\n"
            "                                     ignored with one note (not modelled)\n"
            "  --auto-fit                       = the default (auto-fit every unplaced component)\n"
            "  --no-auto-fit                    = --backend default=MAIN (the main device, else "
@@ -145,7 +146,12 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
                                            "--fit-target",
                                            "--fit-compute-reserve-dit",
                                            "--fit-compute-reserve-vae",
-                                           "--fit-compute-reserve-cond"};
+                                           "--fit-compute-reserve-cond",
+                                           "-W",
+                                           "--width",
+                                           "-H",
+                                           "--height",
+                                           "--video-frames"};
         const char **slots[] = {&a->devices,
                                 &a->sim,
                                 &a->o.max_vram,
@@ -166,7 +172,12 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
                                 &a->fit_target,
                                 &a->fit_reserve[TL_COMP_DIFFUSION],
                                 &a->fit_reserve[TL_COMP_VAE],
-                                &a->fit_reserve[TL_COMP_COND]};
+                                &a->fit_reserve[TL_COMP_COND],
+                                &a->width,
+                                &a->width,
+                                &a->height,
+                                &a->height,
+                                &a->frames};
         for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++) {
             int r = cli_opt(argc, argv, i, cmd, opts[k], slots[k]);
             if (r) return r;
@@ -238,6 +249,16 @@ static int fold_aliases(cli_planargs *a, const char *cmd) {
     if (a->fit_target) {
         if (a->headroom) return cli_usage(cmd, "--fit-target is --headroom: give one of them");
         a->headroom = a->fit_target;
+    }
+    if (a->width && a->height) {
+        if (a->o.output_size) return cli_usage(cmd, "-W/-H are --size: give one of them");
+        int w = snprintf(a->size_buf, sizeof a->size_buf, "%sx%s%s%s", a->width, a->height,
+                         a->frames ? "x" : "", a->frames ? a->frames : "");
+        if (w < 0 || (size_t)w >= sizeof a->size_buf) return cli_usage(cmd, "-W/-H: too long");
+        a->o.output_size = a->size_buf;
+    } else if (a->width || a->height || a->frames) {
+        fprintf(stderr, "tierload: %s: ignored (the output size needs both -W and -H)\n",
+                a->width ? "-W" : a->height ? "-H" : "--video-frames");
     }
     if (a->o.backend) {
         int r = cli_sd_backend_filter(a->o.backend, a->backend_own, sizeof a->backend_own, cmd);

@@ -151,9 +151,19 @@ int cli_sd_backend_filter(const char *spec, char *out, size_t n, const char *cmd
         const char *eq = ilen ? memchr(item, '=', ilen) : NULL;
         size_t klen = eq ? (size_t)(eq - item) : 0;
         trim(&key, &klen);
+        const char *val = eq ? eq + 1 : NULL;
+        size_t vlen = eq ? (size_t)(item + ilen - val) : 0;
+        trim(&val, &vlen);
         if (eq && cli_sd_unmodelled(key, klen)) {
             fprintf(stderr, "tierload: --backend %.*s: accepted; tierload has no such component\n",
                     (int)ilen, item);
+        } else if (eq && klen && !vlen) {
+            /* an empty backend name is the default device, as in stable-diffusion.cpp */
+            if (w + klen + 7 > n) return cli_usage(cmd, "--backend: too long");
+            if (w) out[w++] = ',';
+            memcpy(out + w, key, klen);
+            memcpy(out + w + klen, "=auto", 6);
+            w += klen + 5;
         } else {
             /* everything else goes on to the planner, which names what is wrong */
             if (w + len + 2 > n) return cli_usage(cmd, "--backend: too long");
@@ -199,9 +209,9 @@ static const sd_flag ignored[] = {
     {"--pm-id-images-dir", true}, {"--pm-id-embed-path", true}, {"--pulid-id-embedding", true},
     {"--ad-model", true}, {"--ad-prompt", true}, {"--ad-negative-prompt", true},
     {"--extra-ad-args", true}, {"--extra-sample-args", true}, {"--extra-tiling-args", true},
-    {"--ref-image-args", true}, {"-H", true}, {"--height", true}, {"-W", true}, {"--width", true},
+    {"--ref-image-args", true},
     {"--high-noise-steps", true}, {"--clip-skip", true}, {"-b", true}, {"--batch-count", true},
-    {"--video-frames", true}, {"--fps", true}, {"--timestep-shift", true},
+    {"--fps", true}, {"--timestep-shift", true},
     {"--cfg-scale", true}, {"--img-cfg-scale", true}, {"--guidance", true},
     {"--slg-scale", true}, {"--skip-layer-start", true}, {"--skip-layer-end", true},
     {"--skip-layers", true}, {"--eta", true}, {"--flow-shift", true}, {"--strength", true},
