@@ -935,6 +935,11 @@ TL_API void tl_ggml_host_buffer_destroy(tl_ggml_host_buffer *b);
  *     (computed on the host). Every GPU a component uses holds its reserve.
  *   - Streamed bytes move once per pass; diffusion and controlnet run `steps`
  *     passes per run, the others one.
+ *   - A component may be constrained (tl_plan_options' masks): offload keeps
+ *     only streaming from RAM with nothing resident (as offload_to_cpu does
+ *     for every component), phase_only only phase residency without
+ *     streaming, layer_split / row_split only that split on several GPUs;
+ *     the cpu stays a candidate in every case.
  *   - Host RAM is reported (tl_plan_host_bytes), not enforced: clean weights
  *     can always be paged from their files.
  *   - The search is exact over these candidates (every GPU subset up to 6
