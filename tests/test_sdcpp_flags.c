@@ -153,6 +153,10 @@ static const multi_case multi[] = {
     {"cuda0=12G,cuda1=8G",
      {"--params-backend", "diffusion=disk", "--stream-layers", NULL},
      {"--phase-resident", "diffusion", NULL}},
+    /* --auto-fit places every component: --backend and --params-backend are ignored */
+    {"cuda0=12G,cuda1=8G",
+     {"--auto-fit", "--backend", "te=cpu", "--params-backend", "diffusion=disk", NULL},
+     {NULL}},
     /* the output size (VAE tiling) */
     {"cuda0=12G,cuda1=8G",
      {"-W", "1024", "-H", "768", NULL},

@@ -84,7 +84,7 @@ typedef struct cli_planargs {
     const char *fit_reserve[TL_COMP_COUNT];
     const char *split_mode;
     const char *width, *height, *frames; /* -W, -H, --video-frames: --size */
-    bool no_auto_fit, no_multi_gpu, fit_dry_run, list_devices, stream_layers;
+    bool auto_fit, no_auto_fit, no_multi_gpu, fit_dry_run, list_devices, stream_layers;
     char params_dev[TL_COMP_COUNT + 1][CLI_SD_VALUE_MAX]; /* --params-backend devices */
     char joined[4][1024]; /* --backend, --params-backend, --split, --split-mode given twice */
     const char *ignored[32]; /* its flags that tierload accepts and ignores (sdcpp.c) */

@@ -65,7 +65,9 @@ const char *cli_planargs_help(void) {
            "  -W W -H H [--video-frames T]     = --size WxH[xT]\n"
            "  -p, --diffusion-fa, --cfg-scale, --sampling-method, --seed, ... = accepted and\n"
            "                                     ignored with one note (not modelled)\n"
-           "  --auto-fit                       = the default (auto-fit every unplaced component)\n"
+           "  --auto-fit                       = auto-fit every component (the default);\n"
+           "                                     --backend and --params-backend are ignored\n"
+           "                                     with a note, as in stable-diffusion.cpp\n"
            "  --no-auto-fit                    = --backend default=MAIN (the main device, else "
            "the\n"
            "                                     first GPU)\n"
@@ -87,8 +89,10 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
         a->o.controlnet_on_cpu = true;
     else if (!strcmp(s, "--offload-to-cpu"))
         a->o.offload_to_cpu = true;
-    else if (!strcmp(s, "--auto-fit"))
+    else if (!strcmp(s, "--auto-fit")) {
         a->no_auto_fit = false;
+        a->auto_fit = true;
+    }
     else if (!strcmp(s, "--no-auto-fit"))
         a->no_auto_fit = true;
     else if (!strcmp(s, "--no-multi-gpu"))
@@ -259,6 +263,14 @@ static int fold_aliases(cli_planargs *a, const char *cmd) {
     } else if (a->width || a->height || a->frames) {
         fprintf(stderr, "tierload: %s: ignored (the output size needs both -W and -H)\n",
                 a->width ? "-W" : a->height ? "-H" : "--video-frames");
+    }
+    if (a->auto_fit && (a->o.backend || a->params_backend)) {
+        fprintf(stderr, "tierload: --auto-fit: %s%s%s ignored (auto-fit places every component, as "
+                        "in stable-diffusion.cpp)\n",
+                a->o.backend ? "--backend" : "", a->o.backend && a->params_backend ? " and " : "",
+                a->params_backend ? "--params-backend" : "");
+        a->o.backend = NULL;
+        a->params_backend = NULL;
     }
     if (a->o.backend) {
         int r = cli_sd_backend_filter(a->o.backend, a->backend_own, sizeof a->backend_own, cmd);
