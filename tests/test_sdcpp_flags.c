@@ -1,10 +1,13 @@
 /*
- * test_sdcpp_flags.c — stable-diffusion.cpp's device and auto-fit flags on
- * `plan` and `run`: each alias gives exactly the plan (the JSON document,
- * byte for byte) of the canonical flags it stands for; --list-devices prints
- * what `tierload devices` prints; components tierload does not model are
- * accepted with a note; --fit-dry-run prints the plan and runs nothing;
- * --help shows every alias as "= ...".
+ * test_sdcpp_flags.c — stable-diffusion.cpp's flags on `plan` and `run`
+ * (device, parameter residency, split, --max-vram, --stream-layers, module
+ * and device names, auto-fit): each alias gives exactly the plan (the JSON
+ * document, byte for byte) of the canonical flags it stands for;
+ * --list-devices prints what `tierload devices` prints; components tierload
+ * does not model are accepted with a note; --fit-dry-run prints the plan and
+ * runs nothing; --help shows every alias as "= ..."; three whole command
+ * lines from sd.cpp's docs plan as tierload's own flags do, with one note for
+ * the flags tierload ignores.
  */
 #include "testutil.h"
 
