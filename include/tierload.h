@@ -524,10 +524,12 @@ TL_API tl_status tl_model_tensor_unpatch(tl_model *m, size_t i);
  * as numbers (input_blocks.2 before input_blocks.10, blk.9 before blk.10;
  * the levels of an ldm VAE decoder, "decoder.up.N", from the highest down, as
  * it runs them), and block families by this table, each row in compute
- * order: encoder, decoder | down, mid, up (ldm VAE) | input_blocks,
- * middle_block, output_blocks (ldm UNet) | down_blocks, mid_block, up_blocks
- * (diffusers UNet, VAE) | double_blocks, single_blocks (Flux and kin) |
- * noise_refiner, context_refiner, layers (Z-Image). Words of the table sort
+ * order: encoder, decoder | down, mid, up (ldm VAE) | input_hint_block,
+ * input_blocks, middle_block, output_blocks (ldm UNet, ControlNet) |
+ * down_blocks, mid_block, up_blocks (diffusers UNet, VAE) | double_blocks,
+ * single_blocks (Flux and kin) | transformer_blocks,
+ * single_transformer_blocks (the same in diffusers' names) | noise_refiner,
+ * context_refiner, layers (Z-Image). Words of the table sort
  * by it (rows in this order) and before other words; other words keep the
  * order in which they first appear in the file (the last resort); a word
  * sorts before a number at the same place. Returned index arrays and keys

@@ -229,6 +229,49 @@ static void test_flux_and_llm_sorted_names(void **state) {
     tu_tmpdir_rm(dir);
 }
 
+/*
+ * diffusers' Flux transformer runs transformer_blocks (double) before
+ * single_transformer_blocks, which sorts first by name; an ldm ControlNet runs
+ * its input_hint_block before its input_blocks.
+ */
+static void test_diffusers_flux_and_controlnet_sorted_names(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir();
+    static const char *const names[] = {
+        "transformer.x_embedder.weight",
+        "transformer.transformer_blocks.0.attn.to_q.weight",
+        "transformer.transformer_blocks.1.attn.to_q.weight",
+        "transformer.transformer_blocks.10.attn.to_q.weight",
+        "transformer.single_transformer_blocks.0.proj_mlp.weight",
+        "transformer.single_transformer_blocks.2.proj_mlp.weight",
+        "transformer.single_transformer_blocks.11.proj_mlp.weight",
+        "control_model.input_hint_block.0.weight",
+        "control_model.input_hint_block.14.weight",
+        "control_model.input_blocks.0.0.weight",
+        "control_model.input_blocks.11.0.in_layers.2.weight",
+        "control_model.middle_block.1.proj_in.weight",
+    };
+    char *p = write_sorted(dir, "dflux.safetensors", names, N(names));
+    tl_model *m = NULL;
+    const char *paths[] = {p};
+    assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_OK);
+    static const char *const dit[] = {
+        "transformer.transformer_blocks.0",         "transformer.transformer_blocks.1",
+        "transformer.transformer_blocks.10",        "transformer.single_transformer_blocks.0",
+        "transformer.single_transformer_blocks.2",  "transformer.single_transformer_blocks.11",
+    };
+    static const char *const cn[] = {
+        "control_model.input_hint_block.0", "control_model.input_hint_block.14",
+        "control_model.input_blocks.0",     "control_model.input_blocks.11",
+        "control_model.middle_block.1",
+    };
+    expect_order(m, TL_COMP_DIFFUSION, dit, N(dit));
+    expect_order(m, TL_COMP_CONTROLNET, cn, N(cn));
+    tl_model_close(m);
+    free(p);
+    tu_tmpdir_rm(dir);
+}
+
 /* Families the table does not know keep their first appearance in the file. */
 static void test_unknown_families_keep_file_order(void **state) {
     (void)state;
@@ -256,6 +299,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sd_checkpoint_sorted_names),
         cmocka_unit_test(test_flux_and_llm_sorted_names),
+        cmocka_unit_test(test_diffusers_flux_and_controlnet_sorted_names),
         cmocka_unit_test(test_unknown_families_keep_file_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

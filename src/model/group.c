@@ -89,12 +89,13 @@ static uint32_t comp_of(const tl_tensor_info *t) {
  * is 16 x its row + its place in the row (unique, below UNRANKED).
  */
 static const char *const family_rows[][4] = {
-    {"encoder", "decoder"},                        /* VAE, T5: encode, then decode */
-    {"down", "mid", "up"},                         /* ldm VAE levels */
-    {"input_blocks", "middle_block", "output_blocks"}, /* ldm UNet */
-    {"down_blocks", "mid_block", "up_blocks"},     /* diffusers UNet and VAE */
-    {"double_blocks", "single_blocks"},            /* Flux, Chroma, HunyuanVideo */
-    {"noise_refiner", "context_refiner", "layers"}, /* Z-Image */
+    {"encoder", "decoder"},                                              /* VAE, T5 */
+    {"down", "mid", "up"},                                               /* ldm VAE levels */
+    {"input_hint_block", "input_blocks", "middle_block", "output_blocks"}, /* ldm UNet, ControlNet */
+    {"down_blocks", "mid_block", "up_blocks"},                /* diffusers UNet and VAE */
+    {"double_blocks", "single_blocks"},                       /* Flux, Chroma, HunyuanVideo */
+    {"transformer_blocks", "single_transformer_blocks"},      /* the same in diffusers' names */
+    {"noise_refiner", "context_refiner", "layers"},           /* Z-Image */
 };
 
 #define UNRANKED 4096ull           /* + first appearance of the word's prefix */
