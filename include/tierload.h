@@ -248,14 +248,21 @@ typedef enum tl_component {
 
 /* "diffusion", "cond", "vae", "controlnet", "other". */
 TL_API const char *tl_component_name(tl_component c);
-/* Parse a component name or alias (dit, unet, clip, te, llm, t5xxl, ...); TL_COMP_INVALID when
- * unknown. */
+/*
+ * Parse a component name or alias, as stable-diffusion.cpp names its modules:
+ * diffusion (model, unet, dit, transformer), cond (te, clip, text,
+ * textencoder(s), conditioner, llm, t5, t5xxl), vae (firststage, autoencoder,
+ * tae), controlnet (control), other. Case-insensitive; '-' and '_' are
+ * ignored (control_net = control-net = controlnet). TL_COMP_INVALID when
+ * unknown.
+ */
 TL_API tl_component tl_component_from_name(const char *name);
 /* The component of a tensor name, by the prefix-rule table. */
 TL_API tl_component tl_component_of(const char *tensor_name);
 /*
- * The layer (block index) of a tensor name: "blocks.12." -> 12,
- * "input_blocks.4." -> 4, "blk.3." -> 3; -1 when the name has none. When
+ * The block number in a tensor name: "blocks.12." -> 12,
+ * "input_blocks.4." -> 4, "blk.3." -> 3; -1 when the name has none (not the
+ * layer index of tl_tensor_info.layer, which is in compute order). When
  * key_len is not NULL it receives the length of the name's prefix that
  * identifies the block ("model.diffusion_model.input_blocks.4"), so that
  * callers can tell input_blocks.4 from output_blocks.4.
@@ -282,7 +289,9 @@ typedef struct tl_tensor_info {
     uint64_t nbytes;            /* exact size in bytes */
     uint64_t n_elements;
     tl_component component;
-    int32_t layer;          /* block index, -1 when none */
+    int32_t layer;          /* its layer within its component (tl_model_layer_tensors' k, the
+                               session's layer index: compute order), -1 for other tensors;
+                               the number in the name is tl_layer_of's */
     uint32_t layer_key_len; /* length of the name prefix naming the block (0 when none) */
     /*
      * NULL for a tensor stored contiguously at [offset, offset + nbytes).
@@ -504,13 +513,39 @@ TL_API tl_status tl_model_tensor_unpatch(tl_model *m, size_t i);
 
 /*
  * The (component, layer) grouping, built when the model is opened and used
- * by the planner (its "layers in summary order" are these layers) and by
- * sessions. Tensors are grouped by component and by the first layer_key_len
- * bytes of their name, layers numbered from 0 in order of first appearance;
- * tensors without a layer are their component's "other" tensors. Returned
- * index arrays are owned by the model and valid while it is open.
+ * by the planner (its "layers in summary order" are these layers), by
+ * sessions (their layer index) and by tl_tensor_info.layer: one numbering.
+ * Tensors are grouped by component and by their layer key, the first
+ * layer_key_len bytes of their name ("model.diffusion_model.input_blocks.4");
+ * tensors without one are their component's "other" tensors.
+ *
+ * Layers are numbered from 0 in compute order, whatever the order of the
+ * names in the file: keys are compared by their dot-separated tokens, numbers
+ * as numbers (input_blocks.2 before input_blocks.10, blk.9 before blk.10;
+ * the levels of an ldm VAE decoder, "decoder.up.N", from the highest down, as
+ * it runs them), and block families by this table, each row in compute
+ * order: encoder, decoder | down, mid, up (ldm VAE) | input_hint_block,
+ * input_blocks, middle_block, output_blocks (ldm UNet, ControlNet) |
+ * down_blocks, mid_block, up_blocks (diffusers UNet, VAE) | double_blocks,
+ * single_blocks (Flux and kin) | transformer_blocks,
+ * single_transformer_blocks (the same in diffusers' names) | noise_refiner,
+ * context_refiner, layers (Z-Image). Words of the table sort
+ * by it (rows in this order) and before other words; other words keep the
+ * order in which they first appear in the file (the last resort); a word
+ * sorts before a number at the same place. Returned index arrays and keys
+ * are owned by the model and valid while it is open.
  */
 TL_API size_t tl_model_layer_count(const tl_model *m, tl_component c);
+/* The key of component c's layer k ("model.diffusion_model.input_blocks.4"); NULL if none. */
+TL_API const char *tl_model_layer_key(const tl_model *m, tl_component c, size_t k);
+/*
+ * The layer of component c whose key is key: the whole key, or its tail
+ * after a dot when exactly one layer's key ends so ("input_blocks.4" for
+ * "model.diffusion_model.input_blocks.4"). Compared with its length:
+ * "blk.1" never finds "blk.10". TL_NOT_FOUND when none (or the tail is
+ * ambiguous).
+ */
+TL_API size_t tl_model_layer_find(const tl_model *m, tl_component c, const char *key);
 /* Tensor indices of component c's layer k (catalog order); returns their count. */
 TL_API size_t tl_model_layer_tensors(const tl_model *m, tl_component c, size_t k, const size_t **idx);
 /* Tensor indices of component c outside any layer; returns their count. */
@@ -961,6 +996,11 @@ TL_API void tl_ggml_host_buffer_destroy(tl_ggml_host_buffer *b);
  *     (computed on the host). Every GPU a component uses holds its reserve.
  *   - Streamed bytes move once per pass; diffusion and controlnet run `steps`
  *     passes per run, the others one.
+ *   - A component may be constrained (tl_plan_options' masks): offload keeps
+ *     only streaming from RAM with nothing resident (as offload_to_cpu does
+ *     for every component), phase_only only phase residency without
+ *     streaming, layer_split / row_split only that split on several GPUs;
+ *     the cpu stays a candidate in every case.
  *   - Host RAM is reported (tl_plan_host_bytes), not enforced: clean weights
  *     can always be paged from their files.
  *   - The search is exact over these candidates (every GPU subset up to 6
@@ -1086,10 +1126,12 @@ typedef struct tl_backend_spec {
  * Parse a backend spec: "cond=CPU,vae=cuda0,diffusion=cuda0&cuda1". "*=",
  * "all=", "default=" and a bare device list set the default; '&' lists GPUs
  * for a split. Components are names or aliases (tl_component_from_name).
- * Device names are case-insensitive, a unique prefix is enough, "auto" and
- * "gpu" mean the GPU with the most free memory, "cpu" the host. Errors name
+ * Device names are case-insensitive, a unique prefix is enough, "auto",
+ * "default" and "gpu" mean the GPU with the most free memory ("auto" and
+ * "default" the host when there is no GPU), "cpu" the host. Errors name
  * the item: unknown component or device, empty list, a component given
- * twice, a split that names the host. out is zeroed first.
+ * twice, a split that names the host, "disk" (a parameter residency, not a
+ * device). out is zeroed first.
  */
 TL_API tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, size_t n_devs,
                                        tl_backend_spec *out);
@@ -1099,8 +1141,11 @@ TL_API tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *d
  * free - headroom, then capped by the spec: an absolute size ("8G": at most
  * 8 GiB), a negative one ("-2G": 2 GiB less), or per device
  * ("cuda0=6G,cuda1=-1G"; names as in backend specs), an unnamed size applying
- * to the GPUs not named. NULL or "" = no cap. The host's budget is its free
- * memory (0 = unknown). budgets has n_devs entries.
+ * to the GPUs not named. A size without a unit is in GiB, as
+ * stable-diffusion.cpp writes it ("6", "-1", "6.5"), and a unitless 0 means
+ * no cap for the GPUs it applies to ("0G" is a cap of 0). NULL or "" = no
+ * cap. The host's budget is its free memory (0 = unknown). budgets has
+ * n_devs entries.
  */
 TL_API tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, size_t n_devs,
                                         uint64_t headroom, uint64_t *budgets);
@@ -1161,6 +1206,17 @@ typedef struct tl_plan_options {
     bool offload_to_cpu;          /* every GPU component is streamed from RAM */
     uint32_t steps;               /* passes of diffusion/controlnet per run; 0 = 20 */
     uint64_t vae_bytes_per_voxel; /* 0 = default */
+    /*
+     * Per-component constraints, one bit (1u << tl_component) per component;
+     * a component in no mask is left to the search. A component may be in at
+     * most one of offload / phase_only and one of layer_split / row_split.
+     */
+    uint32_t offload;     /* streamed from RAM through its GPU, as offload_to_cpu does for all */
+    uint32_t phase_only;  /* GPU weights loaded for the component's phases only and dropped
+                             after ("phase" residency), even when it is active in every phase */
+    uint32_t layer_split; /* on several GPUs: split by whole layers only */
+    uint32_t row_split;   /* on several GPUs: split by rows only (also when the backend spec
+                             lists the GPUs, which otherwise gives a layer split) */
 } tl_plan_options;
 
 /* Defaults: auto-fit every component, no cap, no headroom, default reserves and phases. */
@@ -1183,7 +1239,9 @@ typedef struct tl_plan tl_plan;
  * returns TL_ERR_NOMEM with no plan, never a plan that searched less. The
  * older options clip_on_cpu / vae_on_cpu / controlnet_on_cpu place their
  * component on the host, exactly as "cond=cpu" etc. in the backend spec (a
- * component placed by both is an error).
+ * component placed by both is an error). The component masks (offload,
+ * phase_only, layer_split, row_split) are TL_ERR_INVALID_ARG when they
+ * contradict each other for a component or name bits beyond TL_COMP_COUNT.
  */
 TL_API tl_status tl_plan_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
                                 const tl_plan_options *opts, tl_plan **out);
@@ -1876,7 +1934,7 @@ typedef struct tl_run_options {
      * The pipeline: comma-separated phases run in order; a phase is one or
      * more components joined by '+', optionally "*N" to run it N times
      * ("cond,diffusion*20,vae"). NULL = the plan's phases, diffusion and
-     * controlnet phases 20 times.
+     * controlnet phases `steps` times.
      */
     const char *pipeline;
     bool no_verify;   /* skip the hash check of every acquired byte */
@@ -1904,8 +1962,19 @@ typedef struct tl_run_options {
     tl_run_compute compute;
     const char *ggml_dir;
     int compute_threads; /* threads of ggml's CPU backend; 0 = ggml's default */
+    uint32_t steps;      /* passes of the default pipeline's diffusion/controlnet phases; 0 = 20
+                            (plan with the same tl_plan_options.steps) */
 } tl_run_options;
 TL_API void tl_run_options_init(tl_run_options *o);
+
+/*
+ * How many times a pipeline spec (tl_run_options.pipeline's syntax) runs
+ * each component: passes[c] is the sum of the repeats of the phases that
+ * name c (0 when none does). The planner's tl_plan_options.steps is the
+ * diffusion (and controlnet) count; plan with it so that the plan's bytes
+ * per run are the run's. TL_ERR_INVALID_ARG for a malformed spec.
+ */
+TL_API tl_status tl_run_pipeline_passes(const char *pipeline, uint32_t passes[TL_COMP_COUNT]);
 
 typedef struct tl_run_phase {
     char name[64];

@@ -287,21 +287,23 @@ static void test_sd_wrapper_components(void **st) {
     tl_model *m = open1("sd.ckpt");
     assert_int_equal(check_manifest(m, "sd"), 5); /* optimizer_states are not weights */
     check_meta(m, "sd");
-    /* component and layer from the same name rules as every other format */
+    /* component and layer from the same name rules as every other format: the block number in
+       the name, and the layer in compute order (the UNet's two blocks are its layers 0 and 1) */
     struct {
         const char *name;
         tl_component c;
-        int32_t layer;
+        int32_t block, layer;
     } want[] = {
-        {"model.diffusion_model.input_blocks.1.0.in_layers.0.weight", TL_COMP_DIFFUSION, 1},
-        {"model.diffusion_model.output_blocks.4.1.proj_in.weight", TL_COMP_DIFFUSION, 4},
-        {"first_stage_model.encoder.conv_in.weight", TL_COMP_VAE, -1},
+        {"model.diffusion_model.input_blocks.1.0.in_layers.0.weight", TL_COMP_DIFFUSION, 1, 0},
+        {"model.diffusion_model.output_blocks.4.1.proj_in.weight", TL_COMP_DIFFUSION, 4, 1},
+        {"first_stage_model.encoder.conv_in.weight", TL_COMP_VAE, -1, -1},
         {"cond_stage_model.transformer.text_model.embeddings.token_embedding.weight", TL_COMP_COND,
-         -1},
+         -1, -1},
     };
     for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
         const tl_tensor_info *t = tl_model_tensor(m, (size_t)tl_model_find(m, want[i].name));
         assert_int_equal(t->component, want[i].c);
+        assert_int_equal(tl_layer_of(t->name, NULL), want[i].block);
         assert_int_equal(t->layer, want[i].layer);
     }
     tl_model_close(m);

@@ -21,10 +21,10 @@
 static const st_tensor files[] = {
     {UNET "input_blocks.4.0.weight", "F32", 10, 4, NULL, NULL, NULL}, /* diffusion layer 0 */
     {UNET "time_embed.0.weight", "F32", 3, 4, NULL, NULL, NULL},      /* diffusion other */
-    {UNET "output_blocks.4.0.weight", "F32", 7, 4, NULL, NULL, NULL}, /* diffusion layer 1 */
+    {UNET "output_blocks.4.0.weight", "F32", 7, 4, NULL, NULL, NULL}, /* diffusion layer 2 */
     {UNET "input_blocks.4.1.bias", "F16", 5, 2, NULL, NULL, NULL},    /* diffusion layer 0 */
     {"first_stage_model.decoder.up.0.block.1.w", "F32", 2, 4, NULL, NULL, NULL}, /* vae */
-    {UNET "input_blocks.7.0.weight", "F32", 1, 4, NULL, NULL, NULL}, /* diffusion layer 2 */
+    {UNET "input_blocks.7.0.weight", "F32", 1, 4, NULL, NULL, NULL}, /* diffusion layer 1 */
     {"cond_stage_model.transformer.text_model.encoder.layers.0.w", "F16", 4, 2, NULL, NULL,
      NULL}, /* cond layer 0 */
 };
@@ -55,21 +55,22 @@ static void test_grouping(void **state) {
     const char *paths[] = {p};
     assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_OK);
 
-    /* diffusion: layers input_blocks.4 (2 tensors), output_blocks.4, input_blocks.7 */
+    /* diffusion: layers input_blocks.4 (2 tensors), input_blocks.7, output_blocks.4 (compute
+       order, not the file's) */
     assert_int_equal(tl_model_layer_count(m, TL_COMP_DIFFUSION), 3);
     const size_t *idx;
     assert_int_equal(tl_model_layer_tensors(m, TL_COMP_DIFFUSION, 0, &idx), 2);
     assert_int_equal(idx[0], find(m, UNET "input_blocks.4.0.weight"));
     assert_int_equal(idx[1], find(m, UNET "input_blocks.4.1.bias"));
     assert_int_equal(tl_model_layer_tensors(m, TL_COMP_DIFFUSION, 1, &idx), 1);
-    assert_int_equal(idx[0], find(m, UNET "output_blocks.4.0.weight"));
-    assert_int_equal(tl_model_layer_tensors(m, TL_COMP_DIFFUSION, 2, &idx), 1);
     assert_int_equal(idx[0], find(m, UNET "input_blocks.7.0.weight"));
+    assert_int_equal(tl_model_layer_tensors(m, TL_COMP_DIFFUSION, 2, &idx), 1);
+    assert_int_equal(idx[0], find(m, UNET "output_blocks.4.0.weight"));
     assert_int_equal(tl_model_layer_tensors(m, TL_COMP_DIFFUSION, 3, &idx), 0);
     assert_null(idx);
     assert_int_equal(tl_model_other_tensors(m, TL_COMP_DIFFUSION, &idx), 1);
     assert_int_equal(idx[0], find(m, UNET "time_embed.0.weight"));
-    assert_int_equal(tl_model_tensor_layer(m, find(m, UNET "output_blocks.4.0.weight")), 1);
+    assert_int_equal(tl_model_tensor_layer(m, find(m, UNET "output_blocks.4.0.weight")), 2);
     assert_int_equal(tl_model_tensor_layer(m, find(m, UNET "time_embed.0.weight")), TL_NOT_FOUND);
     /* cond: one layer; vae: its block tensor */
     assert_int_equal(tl_model_layer_count(m, TL_COMP_COND), 1);
@@ -94,13 +95,13 @@ static void test_grouping(void **state) {
     for (int i = 0; i < 7; i++)
         assert_int_equal(seen[i], 1);
 
-    /* the planner's summary: diffusion layers 40+10, 28, 4 bytes; other 12 */
+    /* the planner's summary: diffusion layers 40+10, 4, 28 bytes; other 12 */
     tl_plan_summary s;
     assert_int_equal(tl_plan_summary_from_model(m, TL_DTYPE_INVALID, &s), TL_OK);
     assert_int_equal(s.comp[TL_COMP_DIFFUSION].n_layers, 3);
     assert_int_equal(s.comp[TL_COMP_DIFFUSION].layers[0], 50);
-    assert_int_equal(s.comp[TL_COMP_DIFFUSION].layers[1], 28);
-    assert_int_equal(s.comp[TL_COMP_DIFFUSION].layers[2], 4);
+    assert_int_equal(s.comp[TL_COMP_DIFFUSION].layers[1], 4);
+    assert_int_equal(s.comp[TL_COMP_DIFFUSION].layers[2], 28);
     assert_int_equal(s.comp[TL_COMP_DIFFUSION].other_bytes, 12);
     assert_int_equal(s.comp[TL_COMP_DIFFUSION].bytes, 94);
     assert_int_equal(s.comp[TL_COMP_COND].bytes, 8);

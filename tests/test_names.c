@@ -85,18 +85,26 @@ static void test_name_rules(void **state) {
 static void test_component_aliases(void **state) {
     (void)state;
     const char *diff[] = {"diffusion", "model", "unet", "DiT", "transformer"};
-    const char *cond[] = {"cond", "clip", "te", "text", "conditioner", "llm", "t5xxl"};
-    const char *vae[] = {"vae", "firststage", "autoencoder", "tae"};
-    const char *cn[] = {"controlnet", "control_net", "control-net"};
+    /* stable-diffusion.cpp's module table (docs/backend.md), matched case-insensitively with
+       '-' and '_' ignored */
+    const char *cond[] = {"cond", "clip", "te", "text", "conditioner", "llm", "t5xxl", "t5",
+                          "textencoder", "textencoders", "Text_Encoder", "TE", "t-5-xxl"};
+    const char *vae[] = {"vae", "firststage", "autoencoder", "tae", "first_stage"};
+    const char *cn[] = {"controlnet", "control_net", "control-net", "control", "ControlNet"};
     for (size_t i = 0; i < 5; i++)
         assert_int_equal(tl_component_from_name(diff[i]), TL_COMP_DIFFUSION);
-    for (size_t i = 0; i < 7; i++)
-        assert_int_equal(tl_component_from_name(cond[i]), TL_COMP_COND);
-    for (size_t i = 0; i < 4; i++)
+    for (size_t i = 0; i < sizeof cond / sizeof cond[0]; i++)
+        if (tl_component_from_name(cond[i]) != TL_COMP_COND) fail_msg("'%s' is not cond", cond[i]);
+    for (size_t i = 0; i < sizeof vae / sizeof vae[0]; i++)
         assert_int_equal(tl_component_from_name(vae[i]), TL_COMP_VAE);
-    for (size_t i = 0; i < 3; i++)
+    for (size_t i = 0; i < sizeof cn / sizeof cn[0]; i++)
         assert_int_equal(tl_component_from_name(cn[i]), TL_COMP_CONTROLNET);
     assert_int_equal(tl_component_from_name("nope"), TL_COMP_INVALID);
+    /* its modules tierload has no component for are not aliases of one */
+    assert_int_equal(tl_component_from_name("clip_vision"), TL_COMP_INVALID);
+    assert_int_equal(tl_component_from_name("upscaler"), TL_COMP_INVALID);
+    assert_int_equal(tl_component_from_name(""), TL_COMP_INVALID);
+    assert_int_equal(tl_component_from_name("-_"), TL_COMP_INVALID);
     assert_int_equal(tl_component_from_name(NULL), TL_COMP_INVALID);
     assert_string_equal(tl_component_name(TL_COMP_VAE), "vae");
 }

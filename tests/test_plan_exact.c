@@ -47,7 +47,10 @@ typedef struct exact_case {
     bool clip_on_cpu;
     dec_want want[4];
     uint64_t peak[3][3]; /* [GPU in order][phase] */
+    uint32_t offload, phase_only, row_split; /* tl_plan_options masks */
 } exact_case;
+
+#define BIT(c) (1u << (c))
 
 #define END                                                                                        \
     { -1, 0, 0, {0}, 0 }
@@ -84,7 +87,10 @@ static const exact_case cases[] = {
        0,
        0},
       WEND},
-     {{600, 600, 600}, {500, 500, 500}}},
+     {{600, 600, 600}, {500, 500, 500}},
+     0,
+     0,
+     0},
     /*
      * B. Pure streaming, the largest unit being the non-layer bytes.
      * diffusion: other 300, four layers of 200 (1100), reserve 0; g0 = 650.
@@ -103,7 +109,10 @@ static const exact_case cases[] = {
      "diffusion=0",
      false,
      {{TL_COMP_DIFFUSION, TL_PLAN_MODE_STREAM, false, 1, {"g0"}, {0}, {0}, {0}, 1100, 22000}, WEND},
-     {{0, 600, 0}}},
+     {{0, 600, 0}},
+     0,
+     0,
+     0},
     /*
      * C. Streaming with resident layers. diffusion: other 50, five layers
      * of 100 (550), reserve 0; g0 = 450. Whole: 550 > 450. Two buffers of
@@ -122,7 +131,10 @@ static const exact_case cases[] = {
      "diffusion=0",
      false,
      {{TL_COMP_DIFFUSION, TL_PLAN_MODE_STREAM, false, 1, {"g0"}, {250}, {0}, {2}, 300, 6000}, WEND},
-     {{250, 450, 250}}},
+     {{250, 450, 250}},
+     0,
+     0,
+     0},
     /*
      * D. Row split. diffusion: other 200 (not splittable), one layer of 600
      * (all matrices): 800, reserve 0; g0 = g1 = 500. Whole: 800 > 500;
@@ -148,7 +160,10 @@ static const exact_case cases[] = {
        0,
        0},
       WEND},
-     {{425, 425, 425}, {375, 375, 375}}},
+     {{425, 425, 425}, {375, 375, 375}},
+     0,
+     0,
+     0},
     /*
      * E. Time sharing one GPU. diffusion six layers of 100 (600), cond four
      * of 100 (400), vae 100 of non-layer bytes; reserves 0; g0 = 1000.
@@ -173,7 +188,10 @@ static const exact_case cases[] = {
       {TL_COMP_COND, TL_PLAN_MODE_GPU, true, 1, {"g0"}, {400}, {0}, {4}, 0, 400},
       {TL_COMP_VAE, TL_PLAN_MODE_GPU, true, 1, {"g0"}, {100}, {0}, {0}, 0, 100},
       WEND},
-     {{1000, 600, 700}}},
+     {{1000, 600, 700}},
+     0,
+     0,
+     0},
     /*
      * F. Reserves count in their component's phase only; clip_on_cpu puts
      * cond on the host. diffusion three layers of 100 (300), reserve 100;
@@ -194,7 +212,106 @@ static const exact_case cases[] = {
       {TL_COMP_COND, TL_PLAN_MODE_CPU, false, 0, {NULL}, {0}, {0}, {0}, 300, 0},
       {TL_COMP_VAE, TL_PLAN_MODE_GPU, false, 1, {"g0"}, {100}, {0}, {0}, 0, 0},
       WEND},
-     {{400, 500, 600}}},
+     {{400, 500, 600}},
+     0,
+     0,
+     0},
+    /*
+     * G. Split left to the planner. diffusion: other 100, four layers of 200
+     * whose matrices are half of each (matrix 400, the rest 500), reserve 0;
+     * g0 = 600, g1 = 400. Whole (900) fits neither. Layer split: room for
+     * layers g0 600 - 100 = 500, g1 400, sum 900 for 800; g0's share 800 *
+     * 500 / 900 = 444: layers while sum + 100 < 444: 0 and 200 pass, 400
+     * does not: g0 [0,2) = 400 + 100 = 500, g1 [2,4) = 400. A row split fits
+     * too (case H) with the same key; the layer split is generated first.
+     */
+    {"split: layer first",
+     {{TL_COMP_DIFFUSION, 100, 4, {200, 200, 200, 200}, 50}, END},
+     "g0=600M,g1=400M",
+     "diffusion=0",
+     false,
+     {{TL_COMP_DIFFUSION,
+       TL_PLAN_MODE_LAYER_SPLIT,
+       false,
+       2,
+       {"g0", "g1"},
+       {500, 400},
+       {0, 2},
+       {2, 4},
+       0,
+       0},
+      WEND},
+     {{500, 500, 500}, {400, 400, 400}},
+     0,
+     0,
+     0},
+    /*
+     * H. G with row_split asked for diffusion: the main device is the one
+     * with the most room, g0 (600), which keeps the 500 that is not matrix;
+     * room for matrices g0 600 - 500 = 100, g1 400, sum 500; shares of the
+     * 400 of matrices: g0 400 * 100 / 500 = 80, g1 400 * 400 / 500 = 320.
+     * g0 = 580, g1 = 320, every layer [0,4) on both. Run residency.
+     */
+    {"split: row asked",
+     {{TL_COMP_DIFFUSION, 100, 4, {200, 200, 200, 200}, 50}, END},
+     "g0=600M,g1=400M",
+     "diffusion=0",
+     false,
+     {{TL_COMP_DIFFUSION,
+       TL_PLAN_MODE_ROW_SPLIT,
+       false,
+       2,
+       {"g0", "g1"},
+       {580, 320},
+       {0, 0},
+       {4, 4},
+       0,
+       0},
+      WEND},
+     {{580, 580, 580}, {320, 320, 320}},
+     0,
+     0,
+     BIT(TL_COMP_DIFFUSION)},
+    /*
+     * I. phase_only for cond: cond three layers of 100 on g0 = 1000, reserve
+     * 0. It fits run-resident (moving 0), but it is asked to be loaded for
+     * its phase only: gpu@phase, 300 on g0, moved 300 per run; peaks 300 in
+     * cond's phase, 0 in the others.
+     */
+    {"phase only",
+     {{TL_COMP_COND, 0, 3, {100, 100, 100}, 0}, END},
+     "g0=1000M",
+     "cond=0",
+     false,
+     {{TL_COMP_COND, TL_PLAN_MODE_GPU, true, 1, {"g0"}, {300}, {0}, {3}, 0, 300}, WEND},
+     {{300, 0, 0}},
+     0,
+     BIT(TL_COMP_COND),
+     0},
+    /*
+     * J. offload for diffusion only. diffusion: other 100, four layers of
+     * 200 (900); cond three layers of 100 (300); reserves 0; g0 = 600, g1 =
+     * 400. diffusion streams from RAM with nothing resident, two buffers of
+     * its largest unit (200) on one GPU: 400 in its phase; g0 and g1 give
+     * the same key, g0 comes first. host 900, moved 900 x 20 = 18000. cond
+     * then: on g0 run-resident needs 400 + 300 = 700 > 600 in diffusion's
+     * phase; on g1 run-resident 300 <= 400 moves 0, better than g0@phase
+     * (moves 300). Peaks g0 0/400/0, g1 300 in every phase.
+     */
+    {"offload one component",
+     {{TL_COMP_DIFFUSION, 100, 4, {200, 200, 200, 200}, 0},
+      {TL_COMP_COND, 0, 3, {100, 100, 100}, 0},
+      END},
+     "g0=600M,g1=400M",
+     "diffusion=0,cond=0",
+     false,
+     {{TL_COMP_DIFFUSION, TL_PLAN_MODE_STREAM, false, 1, {"g0"}, {0}, {0}, {0}, 900, 18000},
+      {TL_COMP_COND, TL_PLAN_MODE_GPU, false, 1, {"g1"}, {300}, {0}, {3}, 0, 0},
+      WEND},
+     {{0, 400, 0}, {300, 300, 300}},
+     BIT(TL_COMP_DIFFUSION),
+     0,
+     0},
 };
 
 static void build(const exact_case *k, tl_plan_summary *sum) {
@@ -224,6 +341,9 @@ static void test_exact_cases(void **state) {
         tl_plan_options_init(&o);
         o.reserve = k->reserve;
         o.clip_on_cpu = k->clip_on_cpu;
+        o.offload = k->offload;
+        o.phase_only = k->phase_only;
+        o.row_split = k->row_split;
         tl_plan *p = NULL;
         if (tl_plan_create(&sum, devs, nd, &o, &p)) fail_msg("%s: %s", k->name, tl_last_error());
         if (!tl_plan_feasible(p)) fail_msg("%s: infeasible: %s", k->name, tl_plan_error(p));

@@ -107,6 +107,8 @@ static void test_backend_forms(void **state) {
     size_t m;
     assert_int_equal(tl_plan_parse_devices("cuda0=8G,rocm1=24G", e, TL_PLAN_MAX_DEVICES, &m),
                      TL_OK);
+    assert_int_equal(tl_plan_parse_backend("vae=default", e, m, &b), TL_OK);
+    assert_int_equal(b.comp[TL_COMP_VAE].devices[0], 1);
     assert_int_equal(tl_plan_parse_backend("dit=gpu,vae=ro,cond=cu", e, m, &b), TL_OK);
     assert_int_equal(b.comp[TL_COMP_DIFFUSION].devices[0], 1);
     assert_int_equal(b.comp[TL_COMP_VAE].devices[0], 1);
@@ -146,6 +148,13 @@ static void test_backend_errors(void **state) {
     assert_int_equal(tl_plan_parse_devices("cpu=8G", d, TL_PLAN_MAX_DEVICES, &n), TL_OK);
     assert_int_equal(tl_plan_parse_backend("vae=gpu", d, n, &b), TL_ERR_NOT_FOUND);
     assert_non_null(strstr(tl_last_error(), "no"));
+    /* without a GPU, auto and default are the host (stable-diffusion.cpp's fallback) */
+    assert_int_equal(tl_plan_parse_backend("vae=auto,cond=default", d, n, &b), TL_OK);
+    assert_int_equal(b.comp[TL_COMP_VAE].devices[0], TL_PLAN_HOST);
+    assert_int_equal(b.comp[TL_COMP_COND].devices[0], TL_PLAN_HOST);
+    /* disk is a parameter residency, not a device */
+    assert_int_equal(tl_plan_parse_backend("vae=disk", d, n, &b), TL_ERR_INVALID_ARG);
+    assert_non_null(strstr(tl_last_error(), "parameter residency"));
 }
 
 static void test_max_vram(void **state) {
@@ -176,6 +185,23 @@ static void test_max_vram(void **state) {
     assert_int_equal(b[0], 14 * GIB);
     assert_int_equal(b[1], 8 * GIB);
     assert_int_equal(tl_plan_parse_max_vram("-20G", d, n, 0, b), TL_OK);
+    assert_int_equal(b[0], 0);
+    /* stable-diffusion.cpp's forms: GiB without a unit, a unitless 0 = no cap */
+    assert_int_equal(tl_plan_parse_max_vram("-1", d, n, 0, b), TL_OK);
+    assert_int_equal(b[0], 15 * GIB);
+    assert_int_equal(b[1], 9 * GIB);
+    assert_int_equal(tl_plan_parse_max_vram("6.5", d, n, 0, b), TL_OK);
+    assert_int_equal(b[0], 6 * GIB + 512 * MIB);
+    assert_int_equal(tl_plan_parse_max_vram("cuda0=6,cuda1=-0.5", d, n, 0, b), TL_OK);
+    assert_int_equal(b[0], 6 * GIB);
+    assert_int_equal(b[1], 9 * GIB + 512 * MIB);
+    assert_int_equal(tl_plan_parse_max_vram("0", d, n, 0, b), TL_OK);
+    assert_int_equal(b[0], 16 * GIB);
+    assert_int_equal(b[1], 10 * GIB);
+    assert_int_equal(tl_plan_parse_max_vram("cuda0=0,4G", d, n, 0, b), TL_OK);
+    assert_int_equal(b[0], 16 * GIB);
+    assert_int_equal(b[1], 4 * GIB);
+    assert_int_equal(tl_plan_parse_max_vram("0G", d, n, 0, b), TL_OK);
     assert_int_equal(b[0], 0);
     assert_int_equal(tl_plan_parse_max_vram("lots", d, n, 0, b), TL_ERR_INVALID_ARG);
     assert_int_equal(tl_plan_parse_max_vram("cuda9=1G", d, n, 0, b), TL_ERR_NOT_FOUND);

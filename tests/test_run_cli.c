@@ -9,9 +9,12 @@
  * first pass when everything fits,
  * a run from a saved plan equal to a planned one, and clear errors for a
  * device too small, an unknown pipeline component and a plan naming a
- * device that does not exist.
+ * device that does not exist. The plan `run` makes counts the pipeline's own
+ * diffusion passes (bytes per run against a hand computation).
  */
 #include "testutil.h"
+
+#include "st_writer.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
@@ -178,11 +181,94 @@ static void test_errors(void **state) {
     tu_tmpdir_rm(dir);
 }
 
+/* The component's object in a plan or run document's "components" array. */
+static const cJSON *component(const cJSON *doc, const char *name) {
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(doc, "components")) {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(c, "name");
+        if (cJSON_IsString(n) && !strcmp(n->valuestring, name)) return c;
+    }
+    fail_msg("no component %s", name);
+    return NULL;
+}
+
+/*
+ * A diffusion model of one non-layer tensor img_in [32, 256] F16 (16 KiB)
+ * and four layers double_blocks.k [128, 256] F16 (64 KiB each), on a sim GPU
+ * of 160 KiB with no compute reserve. Whole (272 KiB) it does not fit; it
+ * streams with two buffers of the largest layer (128 KiB), and the 32 KiB
+ * left keep img_in (16 KiB) resident, not a layer. Each pass streams the
+ * four layers: 4 x 64 KiB = 262144 bytes; 8 passes move 2097152 per run.
+ */
+static void test_plan_counts_the_pipeline_steps(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *p = tu_path(dir, "steps.safetensors");
+    const sw_tensor t[] = {{"img_in.weight", "F16", 2, {32, 256}},
+                           {"double_blocks.0.img_attn.qkv.weight", "F16", 2, {128, 256}},
+                           {"double_blocks.1.img_attn.qkv.weight", "F16", 2, {128, 256}},
+                           {"double_blocks.2.img_attn.qkv.weight", "F16", 2, {128, 256}},
+                           {"double_blocks.3.img_attn.qkv.weight", "F16", 2, {128, 256}}};
+    size_t len;
+    uint8_t *img = sw_build(t, 5, NULL, true, &len);
+    assert_true(sw_write_file(p, img, len));
+    free(img);
+    const uint64_t per_pass = 4 * 128 * 256 * 2;
+    /* the plan run prints (--fit-dry-run) counts the pipeline's 8 passes, not the default 20 */
+    tu_run r = tu_cli_run("run", p, "--sim", "st0=160K", "--reserve", "diffusion=0", "--pipeline",
+                          "diffusion*8", "--fit-dry-run", "--json", NULL);
+    assert_int_equal(r.status, 0);
+    cJSON *doc = cJSON_Parse(r.out);
+    assert_non_null(doc);
+    const cJSON *d = component(doc, "diffusion");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(d, "mode")->valuestring, "stream");
+    assert_int_equal(num(d, "moved_per_run"), 8 * per_pass);
+    assert_int_equal(num(doc, "moved_per_run"), 8 * per_pass);
+    cJSON_Delete(doc);
+    tu_run_free(&r);
+    /* the run does what the plan says: after the first pass (which also loads img_in), each
+       pass moves one pass's bytes */
+    r = tu_cli_run("run", p, "--sim", "st1=160K", "--reserve", "diffusion=0", "--pipeline",
+                   "diffusion*8", "--json", NULL);
+    assert_int_equal(r.status, 0);
+    doc = cJSON_Parse(r.out);
+    assert_non_null(doc);
+    const cJSON *phases = cJSON_GetObjectItemCaseSensitive(doc, "phases");
+    assert_int_equal(cJSON_GetArraySize(phases), 8);
+    for (int i = 1; i < 8; i++)
+        assert_int_equal(num(cJSON_GetArrayItem(phases, i), "bytes_to_devices"), per_pass);
+    cJSON_Delete(doc);
+    tu_run_free(&r);
+    /* --steps without a pipeline: the default pipeline runs diffusion that many times */
+    r = tu_cli_run("run", p, "--sim", "st2=160K", "--reserve", "diffusion=0", "--steps", "3",
+                   "--json", NULL);
+    assert_int_equal(r.status, 0);
+    doc = cJSON_Parse(r.out);
+    assert_non_null(doc);
+    int diffusion_passes = 0;
+    const cJSON *ph;
+    cJSON_ArrayForEach(ph, cJSON_GetObjectItemCaseSensitive(doc, "phases"))
+        diffusion_passes += strstr(cJSON_GetObjectItemCaseSensitive(ph, "name")->valuestring,
+                                   "diffusion") != NULL;
+    assert_int_equal(diffusion_passes, 3);
+    cJSON_Delete(doc);
+    tu_run_free(&r);
+    /* --steps that disagrees with the pipeline: a usage error */
+    r = tu_cli_run("run", p, "--sim", "st3=160K", "--steps", "20", "--pipeline", "diffusion*8",
+                   NULL);
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "--steps 20"));
+    tu_run_free(&r);
+    free(p);
+    tu_tmpdir_rm(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_regimes),
         cmocka_unit_test(test_saved_plan),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_plan_counts_the_pipeline_steps),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

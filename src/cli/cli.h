@@ -72,15 +72,24 @@ tl_status cli_models_open(const cli_models *m, tl_model **out);
 void cli_models_free(cli_models *m);
 
 
+#define CLI_SD_VALUE_MAX 64 /* a value of a stable-diffusion.cpp module assignment */
+
 /* The planning flags `plan` and `run` share. */
 typedef struct cli_planargs {
-    const char *devices, *sim, *type, *steps, *headroom;
+    const char *devices, *sim, *rpc, *type, *steps, *headroom;
     const char *svg; /* --svg FILE: the plan as a picture */
+    const char *offload, *phase_resident, *split; /* per-component constraints */
     /* stable-diffusion.cpp's flags, aliases of the ones above */
     const char *main_dev, *comp_dev[TL_COMP_COUNT], *params_backend, *fit_target;
     const char *fit_reserve[TL_COMP_COUNT];
-    bool no_auto_fit, no_multi_gpu, fit_dry_run, list_devices;
-    char backend_buf[1024], reserve_buf[512];
+    const char *split_mode;
+    const char *width, *height, *frames; /* -W, -H, --video-frames: --size */
+    bool auto_fit, no_auto_fit, no_multi_gpu, fit_dry_run, list_devices, stream_layers;
+    char params_dev[TL_COMP_COUNT + 1][CLI_SD_VALUE_MAX]; /* --params-backend devices */
+    char joined[4][1024]; /* --backend, --params-backend, --split, --split-mode given twice */
+    const char *ignored[32]; /* its flags that tierload accepts and ignores (sdcpp.c) */
+    size_t n_ignored;
+    char backend_own[1024], backend_buf[1024], reserve_buf[512], size_buf[64];
     tl_plan_options o;
     tl_dtype convert; /* from --type (TL_DTYPE_INVALID: none), set by cli_planargs_check */
     bool sim_added;
@@ -98,6 +107,30 @@ const char *cli_planargs_help(void);
 int cli_plan_fail(tl_status s);
 /* Plan summary sum on the flags' devices (--devices, or the registry plus --sim). */
 tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan **out);
+
+/*
+ * stable-diffusion.cpp's command line (sdcpp.c). cli_sd_assign parses a
+ * module assignment ("te=cpu,diffusion=disk"; "*=", "all=", "default=" or a
+ * bare value for every module) whose values are one of values (their index)
+ * or, when other is not NULL, anything else (n_values; the text goes to
+ * other[c], other[TL_COMP_COUNT] for the default, "" where none): per[c] for
+ * each component named (-1: not named), *dflt for the default (-1: none).
+ * Modules tierload has no component for are noted on stderr and skipped.
+ * 0 or a usage error.
+ */
+int cli_sd_assign(const char *spec, const char *const *values, int n_values,
+                  char (*other)[CLI_SD_VALUE_MAX], int per[TL_COMP_COUNT], int *dflt,
+                  const char *flag, const char *cmd);
+/* Is [name, name+len) one of its module names tierload has no component for? */
+bool cli_sd_unmodelled(const char *name, size_t len);
+/* A --backend spec without the items of such modules (each noted); 0 or a usage error. */
+int cli_sd_backend_filter(const char *spec, char *out, size_t n, const char *cmd);
+/* 1 = argv[*i] is one of its flags tierload ignores (taken, with its value); 0; -1 usage. */
+int cli_sd_ignored_arg(cli_planargs *a, int argc, char **argv, int *i, const char *cmd);
+/* The one note listing the ignored flags (nothing when none was given). */
+void cli_sd_ignored_note(const cli_planargs *a);
+/* Is flag one of its flags that takes no value? */
+bool cli_sd_boolean(const char *flag);
 
 /* LoRA files named with --lora FILE[:SCALE] (run, merge). */
 /*

@@ -61,7 +61,7 @@ static bool takes_value(const char *f) {
         "--json",        "--no-prefetch",  "--no-verify",       "--stream-all",     "--lora-strict",
         "--clip-on-cpu", "--vae-on-cpu",   "--control-net-cpu", "--offload-to-cpu", "--auto-fit",
         "--no-auto-fit", "--no-multi-gpu", "--fit-dry-run",     "--list-devices"};
-    if (!f || f[0] != '-' || strchr(f, '=')) return false;
+    if (!f || f[0] != '-' || strchr(f, '=') || cli_sd_boolean(f)) return false;
     for (size_t i = 0; i < sizeof booleans / sizeof booleans[0]; i++)
         if (!strcmp(f, booleans[i])) return false;
     return true;

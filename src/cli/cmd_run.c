@@ -22,7 +22,8 @@ static int help(void) {
         "against the file (xxHash64 where the bytes live), and releases them.\n\n"
         "  --pipeline SPEC      phases in order, '+' joins components, '*N' repeats:\n"
         "                       'cond,diffusion*20,vae' (default: the plan's phases, diffusion "
-        "x20)\n"
+        "x --steps);\n"
+        "                       the plan counts its diffusion passes as its steps\n"
         "  --plan FILE          carry out this plan (`tierload plan --json` output)\n"
         "  --host-budget SIZE   RAM for copies of dirty weights (default: free RAM - 512M)\n"
         "  --spill-dir DIR      where spill files go (default TIERLOAD_SPILL_DIR, TMPDIR, /tmp)\n"
@@ -326,6 +327,36 @@ static tl_status on_step(void *user, tl_session *s, const char *phase, uint32_t 
     return TL_OK;
 }
 
+/*
+ * The plan counts the pipeline's own diffusion passes (its --steps), so that
+ * the bytes it says a run moves are the run's: --steps is taken from the
+ * pipeline, and a --steps that disagrees with it is an error.
+ */
+static int steps_from_pipeline(run_args *ra) {
+    uint32_t passes[TL_COMP_COUNT];
+    tl_status s = tl_run_pipeline_passes(ra->pipeline, passes);
+    if (s) return cli_fail(s);
+    uint32_t d = passes[TL_COMP_DIFFUSION], c = passes[TL_COMP_CONTROLNET];
+    if (d && c && d != c)
+        return cli_usage("run",
+                         "--pipeline runs diffusion %u times and controlnet %u times; a plan "
+                         "counts one number of steps for both",
+                         d, c);
+    uint32_t n = d ? d : c;
+    if (!n) return 0;
+    if (ra->pa.steps && ra->pa.o.steps != n)
+        return cli_usage("run", "--steps %u, but --pipeline runs diffusion %u times", ra->pa.o.steps,
+                         n);
+    ra->pa.o.steps = n;
+    for (int k = 0; k < TL_COMP_COUNT; k++)
+        if (k != TL_COMP_DIFFUSION && k != TL_COMP_CONTROLNET && passes[k] > 1)
+            fprintf(stderr,
+                    "tierload: --pipeline runs %s %u times; the plan's bytes per run count it "
+                    "once\n",
+                    tl_component_name((tl_component)k), passes[k]);
+    return 0;
+}
+
 static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras, bool parse_only) {
     run_args ra;
     memset(&ra, 0, sizeof ra);
@@ -368,6 +399,7 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras,
     if (parse_only) return 0;
     int rc = cli_planargs_check(&ra.pa, "run");
     if (rc) return rc < 0 ? 0 : rc;
+    if (ra.pipeline && !ra.plan_file && (rc = steps_from_pipeline(&ra))) return rc;
     if (!models->n) return cli_usage("run", "give MODEL files");
     tl_session_options so;
     tl_session_options_init(&so);
@@ -379,6 +411,7 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras,
     tl_run_options ro;
     tl_run_options_init(&ro);
     ro.pipeline = ra.pipeline;
+    ro.steps = ra.pa.o.steps;
     ro.no_prefetch = ra.no_prefetch;
     ro.no_verify = ra.no_verify;
     ro.stream_all = ra.stream_all;

@@ -2,7 +2,8 @@
  * models.c — how the CLI commands name model files: bare paths, plus the
  * component-file flags stable-diffusion.cpp users know (--diffusion-model,
  * --vae, --clip_l, --clip_g, --t5xxl, --llm, --control-net), which give each
- * file's tensors the name prefix that puts them in their component.
+ * file's tensors the name prefix that puts them in their component, and its
+ * -m / --model FILE for a whole checkpoint (a bare path).
  */
 #include "cli/cli.h"
 
@@ -22,13 +23,16 @@ static const model_flag model_flags[] = {
     {"--t5xxl", "text_encoders.t5xxl."},
     {"--llm", "text_encoders.llm."},
     {"--control-net", "control_model."},
+    {"--model", NULL}, /* a whole checkpoint, as a bare path (stable-diffusion.cpp's -m) */
+    {"-m", NULL},
 };
 
 const char *cli_models_help(void) {
     return "  --diffusion-model F, --vae F, --clip_l F, --clip_g F, --t5xxl F, --llm F, "
            "--control-net F\n"
            "                  component files (stable-diffusion.cpp style): their tensors get the\n"
-           "                  prefix that puts them in that component\n";
+           "                  prefix that puts them in that component\n"
+           "  -m F, --model F  = F (a whole checkpoint, stable-diffusion.cpp style)\n";
 }
 
 static bool models_push(cli_models *m, const char *path, const char *prefix) {

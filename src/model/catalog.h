@@ -24,6 +24,8 @@ typedef struct tl__model_groups {
     size_t *tensor_layer;              /* per tensor: its layer number, TL_NOT_FOUND for other */
     size_t n_layers[TL_COMP_COUNT];    /* layers per component */
     size_t *layer_off[TL_COMP_COUNT];  /* n_layers + 2 offsets into index; [n_layers] = other */
+    const char **layer_key[TL_COMP_COUNT]; /* per layer its key, into key_text */
+    char *key_text;                        /* the keys, NUL-terminated */
 } tl__model_groups;
 
 tl_status tl__model_groups_build(tl_model *m);

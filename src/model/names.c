@@ -18,7 +18,6 @@
 
 #include <ctype.h>
 #include <string.h>
-#include <strings.h>
 
 typedef struct prefix_rule {
     const char *prefix;
@@ -97,6 +96,7 @@ typedef struct alias {
     tl_component comp;
 } alias;
 
+/* Names and aliases, in normal form (lower case, no '-' or '_'; see tl_component_from_name). */
 static const alias aliases[] = {
     {"diffusion", TL_COMP_DIFFUSION},
     {"model", TL_COMP_DIFFUSION},
@@ -104,26 +104,36 @@ static const alias aliases[] = {
     {"dit", TL_COMP_DIFFUSION},
     {"transformer", TL_COMP_DIFFUSION},
     {"cond", TL_COMP_COND},
-    {"clip", TL_COMP_COND},
     {"te", TL_COMP_COND},
+    {"clip", TL_COMP_COND},
     {"text", TL_COMP_COND},
+    {"textencoder", TL_COMP_COND},
+    {"textencoders", TL_COMP_COND},
     {"conditioner", TL_COMP_COND},
     {"llm", TL_COMP_COND},
+    {"t5", TL_COMP_COND},
     {"t5xxl", TL_COMP_COND},
     {"vae", TL_COMP_VAE},
     {"firststage", TL_COMP_VAE},
     {"autoencoder", TL_COMP_VAE},
     {"tae", TL_COMP_VAE},
     {"controlnet", TL_COMP_CONTROLNET},
-    {"control_net", TL_COMP_CONTROLNET},
-    {"control-net", TL_COMP_CONTROLNET},
+    {"control", TL_COMP_CONTROLNET},
     {"other", TL_COMP_OTHER},
 };
 
 tl_component tl_component_from_name(const char *name) {
     if (!name) return TL_COMP_INVALID;
+    char norm[32];
+    size_t n = 0;
+    for (const char *p = name; *p; p++) {
+        if (*p == '-' || *p == '_') continue;
+        if (n + 1 >= sizeof norm) return TL_COMP_INVALID;
+        norm[n++] = (char)tolower((unsigned char)*p);
+    }
+    norm[n] = 0;
     for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
-        if (!strcasecmp(name, aliases[i].name)) return aliases[i].comp;
+        if (!strcmp(norm, aliases[i].name)) return aliases[i].comp;
     return TL_COMP_INVALID;
 }
 

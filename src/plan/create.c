@@ -93,6 +93,36 @@ static tl_status normalise(const tl_plan_summary *s, const tl_plan_device *devs,
     in->headroom = opts->headroom;
     in->max_vram = opts->max_vram;
     in->offload = opts->offload_to_cpu;
+    const uint32_t all = (1u << TL_COMP_COUNT) - 1;
+    const struct {
+        uint32_t mask;
+        const char *name;
+    } masks[] = {{opts->offload, "offload"},
+                 {opts->phase_only, "phase_only"},
+                 {opts->layer_split, "layer_split"},
+                 {opts->row_split, "row_split"}};
+    for (size_t i = 0; i < sizeof masks / sizeof masks[0]; i++)
+        if (masks[i].mask & ~all)
+            return tl__err(TL_ERR_INVALID_ARG, "plan: %s has bits beyond the %d components (0x%x)",
+                          masks[i].name, TL_COMP_COUNT, masks[i].mask);
+    uint32_t both = (opts->offload | (opts->offload_to_cpu ? all : 0)) & opts->phase_only;
+    for (int c = 0; c < TL_COMP_COUNT && both; c++)
+        if (both & (1u << c))
+            return tl__err(TL_ERR_INVALID_ARG,
+                          "plan: component '%s' is both streamed from RAM (offload) and loaded "
+                          "per phase (phase_only)",
+                          tl_component_name((tl_component)c));
+    both = opts->layer_split & opts->row_split;
+    for (int c = 0; c < TL_COMP_COUNT && both; c++)
+        if (both & (1u << c))
+            return tl__err(TL_ERR_INVALID_ARG,
+                          "plan: component '%s' is asked for both a layer and a row split",
+                          tl_component_name((tl_component)c));
+    in->offload = in->offload || opts->offload == all;
+    in->offload_mask = opts->offload;
+    in->phase_mask = opts->phase_only;
+    in->layer_mask = opts->layer_split;
+    in->row_mask = opts->row_split;
     in->exhaustive = exhaustive;
     in->steps = opts->steps ? opts->steps : 20;
     tl_plan_default_reserves(in->reserve);

@@ -173,9 +173,12 @@ tl_status tlp_explain(const tlp_inputs *in, tl_plan *p) {
     if ((st = shortfall(in, x, y, p, what, sizeof what))) goto out;
     if (in->max_vram && *in->max_vram && (st = max_vram_fix(in, y, fix, sizeof fix))) goto out;
     if ((st = auto_fit_fix(in, x, y, fix, sizeof fix))) goto out;
-    if (!fix[0] && !x->offload) {
+    if (!fix[0] && !in->offload) {
         memcpy(y, x, sizeof *y);
-        y->offload = true;
+        for (uint32_t c = 0; c < TL_COMP_COUNT; c++) {
+            y->comp[c].offload = true;
+            y->comp[c].phase_only = false;
+        }
         bool found;
         if ((st = tlp_search(y, &found))) goto out;
         if (found) snprintf(fix, sizeof fix, "offload_to_cpu would fit");

@@ -302,15 +302,17 @@ static void gen(const tlp_ctx *x, uint32_t c, tlp_level *lv) {
     const tlp_comp *ci = &x->comp[c];
     lv->n = lv->n_slots = 0;
     bool phases[2] = {false, true};
-    int n_var = ci->all_phases ? 1 : 2;
+    int v0 = ci->phase_only ? 1 : 0, n_var = ci->phase_only ? 2 : ci->all_phases ? 1 : 2;
     const tl_backend_place *pl = &ci->place;
     if (tlp_place_gpus(pl)) {
         uint32_t devs[TLP_MAXD], n = pl->n_devices;
         for (uint32_t i = 0; i < n; i++)
             devs[i] = pl->devices[i];
-        for (int v = 0; v < n_var; v++) {
-            if (x->offload)
+        for (int v = v0; v < n_var; v++) {
+            if (ci->offload)
                 gen_stream(x, ci, devs, 1, phases[v], true, lv);
+            else if (n > 1 && ci->no_layer)
+                gen_row(x, ci, devs, n, phases[v], lv);
             else
                 gen_full(x, ci, devs, n, phases[v], lv);
         }
@@ -336,15 +338,15 @@ static void gen(const tlp_ctx *x, uint32_t c, tlp_level *lv) {
                 if ((mask & (1ull << d)) && needs[d] && !(mask & needs[d])) mirrored = true;
             if (mirrored && !x->exhaustive) continue;
             uint32_t n = subset_devs(mask, x->n_gpu, devs);
-            for (int v = 0; v < n_var; v++) {
-                if (x->offload) {
+            for (int v = v0; v < n_var; v++) {
+                if (ci->offload) {
                     gen_stream(x, ci, devs, n, phases[v], true, lv);
                     continue;
                 }
-                gen_full(x, ci, devs, n, phases[v], lv);
-                gen_row(x, ci, devs, n, phases[v], lv);
-                gen_stream(x, ci, devs, n, phases[v], false, lv);
-                gen_stream(x, ci, devs, n, phases[v], true, lv);
+                if (n == 1 || !ci->no_layer) gen_full(x, ci, devs, n, phases[v], lv);
+                if (!ci->no_row) gen_row(x, ci, devs, n, phases[v], lv);
+                if (!ci->phase_only) gen_stream(x, ci, devs, n, phases[v], false, lv);
+                if (!ci->phase_only) gen_stream(x, ci, devs, n, phases[v], true, lv);
             }
         }
     }
@@ -514,7 +516,6 @@ tl_status tlp_setup(const tlp_inputs *in, const char *max_vram, tlp_ctx *x) {
     for (uint32_t i = 0; i < x->n_gpu; i++)
         x->budget[i] = budgets[i];
     x->n_phases = in->phases.n;
-    x->offload = in->offload;
     x->exhaustive = in->exhaustive;
     uint32_t named = 0;
     for (uint32_t p = 0; p < in->phases.n; p++)
@@ -542,6 +543,10 @@ tl_status tlp_setup(const tlp_inputs *in, const char *max_vram, tlp_ctx *x) {
         ci->passes = (c == TL_COMP_DIFFUSION || c == TL_COMP_CONTROLNET) ? in->steps : 1;
         ci->weight = tlp_priority[c];
         ci->place = in->spec.comp[c].n_devices ? in->spec.comp[c] : in->spec.dflt;
+        ci->offload = in->offload || (in->offload_mask & (1u << c));
+        ci->phase_only = in->phase_mask & (1u << c);
+        ci->no_layer = in->row_mask & (1u << c);
+        ci->no_row = in->layer_mask & (1u << c);
     }
     /* order: priority desc, then component id */
     uint32_t tmp[TL_COMP_COUNT];

@@ -30,6 +30,7 @@ typedef struct tlp_inputs {
     tl_plan_phases phases;
     tl_backend_spec spec; /* the backend spec with the *_on_cpu options applied */
     bool offload;
+    uint32_t offload_mask, phase_mask, layer_mask, row_mask; /* per-component constraints */
     bool exhaustive;
     uint32_t steps;
 } tlp_inputs;
@@ -66,6 +67,9 @@ typedef struct tlp_comp {
     bool all_phases;
     uint64_t passes, weight;
     tl_backend_place place; /* n_devices 0: auto */
+    bool offload;           /* streamed from RAM only (offload_to_cpu or its bit) */
+    bool phase_only;        /* phase residency only */
+    bool no_layer, no_row;  /* split modes ruled out */
 } tlp_comp;
 
 /* The objective, compared lexicographically (tlp_key_better). */
@@ -88,7 +92,6 @@ typedef struct tlp_ctx {
     tlp_comp comp[TL_COMP_COUNT];
     uint32_t order[TL_COMP_COUNT];
     uint32_t n_order;
-    bool offload;
     bool exhaustive; /* tests: no pruning, no symmetry breaking, no node limit */
     uint64_t rem[TL_COMP_COUNT + 1];
     uint64_t subsets[TLP_MAX_SUBSETS]; /* GPU masks */

@@ -176,14 +176,24 @@ static tl_status resolve_device(const char *what, const char *tok, size_t len,
         *out = TL_PLAN_HOST;
         return TL_OK;
     }
-    if (tlp_tok_eq(tok, len, "auto") || tlp_tok_eq(tok, len, "gpu")) {
+    bool any = tlp_tok_eq(tok, len, "auto") || tlp_tok_eq(tok, len, "default");
+    if (any || tlp_tok_eq(tok, len, "gpu")) {
         int b = best_gpu(devs, n);
+        if (b < 0 && any) {
+            *out = TL_PLAN_HOST; /* no GPU: the default device is the host */
+            return TL_OK;
+        }
         if (b < 0)
             return tl__err(TL_ERR_NOT_FOUND, "%s: '%s' asks for the best GPU but there is none",
                           what, tlp_tok(tok, len, nb, sizeof nb));
         *out = (uint32_t)b;
         return TL_OK;
     }
+    if (tlp_tok_eq(tok, len, "disk"))
+        return tl__err(TL_ERR_INVALID_ARG,
+                      "%s: 'disk' is where parameters live between phases (parameter residency), "
+                      "not a device that computes",
+                      what);
     int found = -1, count = 0;
     for (size_t i = 0; i < n; i++)
         if (strlen(devs[i].name) > len && strncasecmp(devs[i].name, tok, len) == 0) {
@@ -310,13 +320,33 @@ tl_status tl_plan_parse_backend(const char *spec, const tl_plan_device *devs, si
     return TL_OK;
 }
 
+/*
+ * A max_vram size: with a unit as everywhere ("6G", "-512M"); without one in
+ * GiB, as stable-diffusion.cpp writes it ("6", "-1", "6.5"). *none is set
+ * for a unitless 0, which stable-diffusion.cpp reads as "no cap".
+ */
+static bool parse_vram_tok(const char *s, size_t len, uint64_t *bytes, bool *negative, bool *none) {
+    *none = false;
+    while (len && isspace((unsigned char)s[len - 1]))
+        len--;
+    if (!len || !isdigit((unsigned char)s[len - 1]))
+        return parse_bytes_tok(s, len, bytes, negative);
+    char buf[40];
+    if (len + 2 > sizeof buf) return false;
+    memcpy(buf, s, len);
+    buf[len] = 'G';
+    if (!parse_bytes_tok(buf, len + 1, bytes, negative)) return false;
+    *none = *bytes == 0;
+    return true;
+}
+
 tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, size_t n_devs,
                                  uint64_t headroom, uint64_t *budgets) {
     if (!devs || !budgets) return tl__err(TL_ERR_INVALID_ARG, "max_vram spec: missing devices");
     bool named[TL_PLAN_MAX_DEVICES] = {0};
     uint64_t cap_v[TL_PLAN_MAX_DEVICES] = {0};
-    bool cap_neg[TL_PLAN_MAX_DEVICES] = {0};
-    bool has_all = false, all_neg = false;
+    bool cap_neg[TL_PLAN_MAX_DEVICES] = {0}, cap_none[TL_PLAN_MAX_DEVICES] = {0};
+    bool has_all = false, all_neg = false, all_none = false;
     uint64_t all_v = 0;
     if (n_devs > TL_PLAN_MAX_DEVICES)
         return tl__err(TL_ERR_INVALID_ARG, "max_vram spec: too many devices");
@@ -329,17 +359,20 @@ tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, s
             if (len == 0) return tl__err(TL_ERR_INVALID_ARG, "max_vram spec '%.80s': empty item", spec);
             const char *eq = memchr(tok, '=', len);
             uint64_t v;
-            bool neg = false;
+            bool neg = false, none = false;
             if (!eq) {
                 if (has_all)
                     return tl__err(TL_ERR_INVALID_ARG,
                                   "max_vram spec item '%s': a size for all GPUs is given twice", item);
-                if (!parse_bytes_tok(tok, len, &v, &neg))
+                if (!parse_vram_tok(tok, len, &v, &neg, &none))
                     return tl__err(TL_ERR_INVALID_ARG,
-                                  "max_vram spec item '%s': not a size (8G, -2G, cuda0=6G)", item);
+                                  "max_vram spec item '%s': not a size (8G, -2G, 6 = 6G, "
+                                  "cuda0=6G)",
+                                  item);
                 has_all = true;
                 all_v = v;
                 all_neg = neg;
+                all_none = none;
                 continue;
             }
             size_t kl = (size_t)(eq - tok);
@@ -347,7 +380,7 @@ tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, s
                 kl--;
             const char *sz = eq + 1;
             size_t sl = (size_t)(tok + len - sz);
-            if (!parse_bytes_tok(sz, sl, &v, &neg))
+            if (!parse_vram_tok(sz, sl, &v, &neg, &none))
                 return tl__err(TL_ERR_INVALID_ARG, "max_vram spec item '%s': not a size", item);
             char what[96];
             snprintf(what, sizeof what, "max_vram spec item '%s'", item);
@@ -359,6 +392,7 @@ tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, s
                 has_all = true;
                 all_v = v;
                 all_neg = neg;
+                all_none = none;
                 continue;
             }
             tl_status st = resolve_device(what, tok, kl, devs, n_devs, &d);
@@ -371,6 +405,7 @@ tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, s
             named[d] = true;
             cap_v[d] = v;
             cap_neg[d] = neg;
+            cap_none[d] = none;
         }
     }
     for (size_t i = 0; i < n_devs; i++) {
@@ -379,7 +414,7 @@ tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *devs, s
             continue;
         }
         uint64_t b = devs[i].free > headroom ? devs[i].free - headroom : 0;
-        bool has = named[i] || has_all;
+        bool has = named[i] ? !cap_none[i] : has_all && !all_none;
         uint64_t v = named[i] ? cap_v[i] : all_v;
         bool neg = named[i] ? cap_neg[i] : all_neg;
         if (has) {

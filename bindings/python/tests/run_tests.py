@@ -213,6 +213,26 @@ def views_equal_file_bytes_for_every_dtype():
 
 
 @case
+def layers_in_compute_order_with_keys():
+    # names sorted as Hugging Face's writer sorts them: input_blocks.10 before input_blocks.2
+    path = os.path.join(TMP, "sorted.safetensors")
+    u = "model.diffusion_model."
+    names = sorted(u + n for n in ("input_blocks.1.0.w", "input_blocks.2.0.w", "input_blocks.10.0.w",
+                                   "middle_block.0.w", "output_blocks.0.0.w", "time_embed.0.w"))
+    write_safetensors(path, [(n, "F16", (4,), b"\0" * 8, 8) for n in names])
+    m = tierload.open(path)
+    keys = [m.layer_key("diffusion", k) for k in range(m.layer_count("diffusion"))]
+    assert keys == [u + "input_blocks.1", u + "input_blocks.2", u + "input_blocks.10",
+                    u + "middle_block.0", u + "output_blocks.0"], keys
+    assert m.layer_find("diffusion", "input_blocks.1") == 0
+    assert m.layer_find("diffusion", "input_blocks.10") == 2
+    assert m.layer_find("diffusion", "input_blocks.3") is None
+    assert m.layer_key("diffusion", 5) is None
+    assert m.info(u + "input_blocks.10.0.w").layer == 2  # the same index as the session's
+    assert m.info(u + "time_embed.0.w").layer is None
+
+
+@case
 def quantized_gguf_raw_bytes_and_clear_error():
     # the test data that ctest's testdata fixture makes (tools/make_testdata.sh)
     path = os.path.join(os.environ.get("TL_TESTDATA", ""), "gguf", "tiny-llama-q4_0.gguf")

@@ -204,6 +204,16 @@ class Model:
     def layer_count(self, component):
         return lib.tl_model_layer_count(self.handle, _component(component))
 
+    def layer_key(self, component, k):
+        """The key of layer k (compute order): "model.diffusion_model.input_blocks.4"; None."""
+        key = lib.tl_model_layer_key(self.handle, _component(component), k)
+        return key.decode("utf-8", "replace") if key is not None else None
+
+    def layer_find(self, component, key):
+        """The layer whose key is key (or its unique tail after a dot); None when none."""
+        k = lib.tl_model_layer_find(self.handle, _component(component), _b(key))
+        return None if k == NOT_FOUND else k
+
     def page_cache(self):
         """Bytes of the model's files resident in the page cache now."""
         total = 0

@@ -130,7 +130,8 @@ class PlanOptions(ctypes.Structure):
                 ("headroom", c_u64), ("reserve", c_char_p), ("phases", c_char_p),
                 ("output_size", c_char_p), ("clip_on_cpu", c_bool), ("vae_on_cpu", c_bool),
                 ("controlnet_on_cpu", c_bool), ("offload_to_cpu", c_bool), ("steps", c_u32),
-                ("vae_bytes_per_voxel", c_u64)]
+                ("vae_bytes_per_voxel", c_u64), ("offload", c_u32), ("phase_only", c_u32),
+                ("layer_split", c_u32), ("row_split", c_u32)]
 
 
 class SessionOptions(ctypes.Structure):
@@ -207,6 +208,8 @@ def _declare(lib):
         "tl_model_tensor_unpatch": (st, [c_void_p, c_size]),
         "tl_model_tensor_read": (st, [c_void_p, c_size, c_u64, c_void_p, c_u64]),
         "tl_model_layer_count": (c_size, [c_void_p, c_int]),
+        "tl_model_layer_key": (c_char_p, [c_void_p, c_int, c_size]),
+        "tl_model_layer_find": (c_size, [c_void_p, c_int, c_char_p]),
         "tl_model_file_residency": (st, [c_void_p, c_size, P(c_double)]),
         "tl_model_advise": (st, [c_void_p, c_uint]),
         "tl_model_check_files": (st, [c_void_p]),
