@@ -9,6 +9,7 @@
  *   tl-llama MODEL.gguf --tokens 1,2,3,... --n-predict N --logits OUT.f32
  *            [--device NAME] [--budget BYTES] [--rpc HOST:PORT,...]
  *            [--split-devices A,B] [--threads N] [--ggml-dir DIR] [--json]
+ *            [--measure-link]
  *
  * The network is llama.cpp's graph for the llama architecture, op for op:
  * token embedding (get_rows), per block RMSNorm x attn_norm, Q/K/V
@@ -160,7 +161,9 @@ static void unbind(bound *b) {
 /* The slot computing on tierload device d (created on first use). -1 on failure. */
 static int slot_of(engine *e, tl_device *d) {
     for (int i = 0; i < e->n_slots; i++)
-        if (e->slots[i].dev == d) return i;
+        if (e->slots[i].dev == d || (d && e->slots[i].dev &&
+                                     !strcmp(tl_device_name(e->slots[i].dev), tl_device_name(d))))
+            return i;
     ggml_backend_dev_t gd = ggml_dev_of(d);
     if (!gd || e->n_slots == MAX_SLOTS) {
         fprintf(stderr, "tl-llama: device %s: no ggml device to compute on\n",
@@ -168,7 +171,8 @@ static int slot_of(engine *e, tl_device *d) {
         return -1;
     }
     slot *s = &e->slots[e->n_slots];
-    s->dev = d;
+    /* a reference of the engine's own: the session's parts only borrow theirs */
+    if (d && tl_device_find(tl_device_name(d), &s->dev) != TL_OK) return -1;
     s->be = ggml_backend_dev_init(gd, NULL);
     if (!s->be) return -1;
     s->is_cpu = ggml_backend_dev_type(gd) == GGML_BACKEND_DEVICE_TYPE_CPU;
@@ -452,33 +456,47 @@ static bool head(engine *e, const tl_acquired *other, const float *x, int n, flo
     return ok;
 }
 
+/* Acquire; the time it blocks is time waiting for weights (per block in *acc). */
+static tl_status acquire(engine *e, size_t l0, size_t l1, bool with_other, tl_acquired **a,
+                         double *acc) {
+    double t0 = now();
+    tl_status s = tl_session_acquire(e->s, TL_COMP_OTHER, l0, l1, with_other, a);
+    double dt = now() - t0;
+    e->wait_s += dt;
+    if (acc) *acc += dt;
+    return s;
+}
+
 /*
- * One forward pass over tokens tok[0..n) at positions pos0..: every block
- * acquired in turn (waiting counts as waiting for weights), the next one
- * prefetched before this one computes (after the last block, block 0 of the
- * next pass when there is one).
+ * One forward pass over tokens tok[0..n) at positions pos0..: the non-layer
+ * weights (embedding, output norm and head), every block in turn, the
+ * non-layer weights again. Whatever comes next is prefetched before the
+ * current step computes: block 0 during the embedding, block l + 1 during
+ * block l, the head's weights during the last block, and block 0 of the next
+ * pass (when more is true) during the head.
  */
-static tl_status forward(engine *e, const tl_acquired *other, const int32_t *tok, int n, int pos0,
-                         bool more, float *logits) {
+static tl_status forward(engine *e, const int32_t *tok, int n, int pos0, bool more,
+                         float *logits) {
     float *x = malloc((size_t)n * (size_t)e->hp.n_embd * sizeof *x);
     if (!x) return TL_ERR_NOMEM;
-    tl_status s = embed(e, other, tok, n, x) ? TL_OK : TL_ERR_DEVICE;
+    tl_acquired *a = NULL;
+    tl_status s = acquire(e, 0, 0, true, &a, NULL);
+    if (!s) s = tl_session_prefetch(e->s, TL_COMP_OTHER, 0, 1, false);
+    if (!s && !embed(e, a, tok, n, x)) s = TL_ERR_DEVICE;
+    tl_session_release(e->s, a);
     for (int l = 0; l < e->hp.n_layer && !s; l++) {
-        tl_acquired *a = NULL;
-        double t0 = now();
-        s = tl_session_acquire(e->s, TL_COMP_OTHER, (size_t)l, (size_t)l + 1, false, &a);
-        double dt = now() - t0;
-        e->wait_s += dt;
-        e->layer_wait[l] += dt;
-        if (s) break;
-        if (l + 1 < e->hp.n_layer)
-            s = tl_session_prefetch(e->s, TL_COMP_OTHER, (size_t)l + 1, (size_t)l + 2, false);
-        else if (more)
-            s = tl_session_prefetch(e->s, TL_COMP_OTHER, 0, 1, false);
+        if ((s = acquire(e, (size_t)l, (size_t)l + 1, false, &a, &e->layer_wait[l]))) break;
+        s = l + 1 < e->hp.n_layer
+                ? tl_session_prefetch(e->s, TL_COMP_OTHER, (size_t)l + 1, (size_t)l + 2, false)
+                : tl_session_prefetch(e->s, TL_COMP_OTHER, 0, 0, true);
         if (!s && !block(e, l, a, pos0, n, x)) s = TL_ERR_DEVICE;
         tl_session_release(e->s, a);
     }
-    if (!s && !head(e, other, x, n, logits)) s = TL_ERR_DEVICE;
+    if (!s && !(s = acquire(e, 0, 0, true, &a, NULL))) {
+        if (more) s = tl_session_prefetch(e->s, TL_COMP_OTHER, 0, 1, false);
+        if (!s && !head(e, a, x, n, logits)) s = TL_ERR_DEVICE;
+        tl_session_release(e->s, a);
+    }
     free(x);
     return s;
 }
@@ -540,11 +558,44 @@ static bool read_hparams(engine *e) {
     return true;
 }
 
+/*
+ * Upload bandwidth to slot s's device (bytes/s): the best of three copies of
+ * 64 MiB from host memory into a buffer of the device (for an RPC device: the
+ * link to its server). 0 when the buffer cannot be had.
+ */
+static double link_bandwidth(slot *s) {
+    const size_t n = 64u << 20;
+    struct ggml_init_params ip = {ggml_tensor_overhead(), NULL, true};
+    struct ggml_context *ctx = ggml_init(ip);
+    unsigned char *host = malloc(n);
+    ggml_backend_buffer_t buf =
+        ggml_backend_buft_alloc_buffer(ggml_backend_get_default_buffer_type(s->be), n);
+    double best = 0;
+    if (ctx && host && buf) {
+        memset(host, 1, n);
+        struct ggml_tensor *t = ggml_new_tensor_1d(ctx, GGML_TYPE_I8, (int64_t)n);
+        if (ggml_backend_tensor_alloc(buf, t, ggml_backend_buffer_get_base(buf)) ==
+            GGML_STATUS_SUCCESS)
+            for (int k = 0; k < 3; k++) {
+                double t0 = now();
+                ggml_backend_tensor_set(t, host, 0, n);
+                ggml_backend_synchronize(s->be);
+                double dt = now() - t0;
+                if (dt > 0 && (double)n / dt > best) best = (double)n / dt;
+            }
+    }
+    if (buf) ggml_backend_buffer_free(buf);
+    free(host);
+    if (ctx) ggml_free(ctx);
+    return best;
+}
+
 static int usage(void) {
     fprintf(stderr,
             "usage: tl-llama MODEL.gguf --tokens 1,2,3,... --n-predict N --logits OUT.f32\n"
             "                [--device NAME] [--budget BYTES] [--rpc HOST:PORT,...]\n"
-            "                [--split-devices A,B] [--threads N] [--ggml-dir DIR] [--json]\n");
+            "                [--split-devices A,B] [--threads N] [--ggml-dir DIR] [--json]\n"
+            "                [--measure-link]\n");
     return 2;
 }
 
@@ -577,7 +628,7 @@ int main(int argc, char **argv) {
                *split = NULL, *ggml_dir = TL_LLAMA_GGML_DIR, *tokens = NULL;
     uint64_t budget = 0;
     int n_predict = -1, threads = 1;
-    bool json = false;
+    bool json = false, measure_link = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--tokens") && v)
@@ -600,6 +651,8 @@ int main(int argc, char **argv) {
             ggml_dir = v, i++;
         else if (!strcmp(a, "--json"))
             json = true;
+        else if (!strcmp(a, "--measure-link"))
+            measure_link = true;
         else if (a[0] != '-' && !model)
             model = a;
         else
@@ -663,7 +716,16 @@ int main(int argc, char **argv) {
     char spec[128], reserve[64];
     snprintf(spec, sizeof spec, n_names == 2 ? "other=%s&%s" : "other=%s", devs[0].name,
              devs[1].name);
-    snprintf(reserve, sizeof reserve, "other=0");
+    /* the compute reserve: the KV caches (F16, K and V, n_ctx rows per block) and a bound on
+       the compute buffers of the largest graph (the prompt's) */
+    uint64_t n_kv_embd = (uint64_t)(e.hp.n_embd / e.hp.n_head * e.hp.n_head_kv);
+    uint64_t kv_all = 2 * 2 * (uint64_t)e.n_ctx * n_kv_embd * (uint64_t)e.hp.n_layer;
+    uint64_t act = (uint64_t)n_prompt *
+                       (uint64_t)(10 * e.hp.n_embd + 4 * e.hp.n_ff +
+                                  3 * e.hp.n_head * (int64_t)e.n_ctx + 2 * e.hp.n_vocab) *
+                       4 +
+                   (1u << 20);
+    snprintf(reserve, sizeof reserve, "other=%llu", (unsigned long long)(kv_all + act));
     tl_plan_options po;
     tl_plan_options_init(&po);
     po.backend = spec;
@@ -685,13 +747,16 @@ int main(int argc, char **argv) {
     tl_session_options so;
     tl_session_options_init(&so);
     if ((s = tl_session_create(e.m, e.plan, &so, &e.s))) return fail("session", s);
-    size_t n_passes = 1 + (size_t)n_predict, n_steps = 1 + n_passes * (size_t)e.hp.n_layer;
+    size_t n_passes = 1 + (size_t)n_predict, per_pass = (size_t)e.hp.n_layer + 2,
+           n_steps = n_passes * per_pass;
     tl_session_step *steps = calloc(n_steps, sizeof *steps);
     if (!steps) return fail("memory", TL_ERR_NOMEM);
-    steps[0] = (tl_session_step){TL_COMP_OTHER, 0, 0, true};
-    for (size_t p = 0, k = 1; p < n_passes; p++)
-        for (int64_t l = 0; l < e.hp.n_layer; l++, k++)
-            steps[k] = (tl_session_step){TL_COMP_OTHER, (size_t)l, (size_t)l + 1, false};
+    for (size_t p = 0, k = 0; p < n_passes; p++) {
+        steps[k++] = (tl_session_step){TL_COMP_OTHER, 0, 0, true};
+        for (int64_t l = 0; l < e.hp.n_layer; l++)
+            steps[k++] = (tl_session_step){TL_COMP_OTHER, (size_t)l, (size_t)l + 1, false};
+        steps[k++] = (tl_session_step){TL_COMP_OTHER, 0, 0, true};
+    }
     if ((s = tl_session_set_schedule(e.s, steps, n_steps))) return fail("schedule", s);
     free(steps);
 
@@ -701,10 +766,7 @@ int main(int argc, char **argv) {
         perror(logits_path);
         return 1;
     }
-    tl_acquired *other = NULL;
     double t_start = now();
-    if ((s = tl_session_acquire(e.s, TL_COMP_OTHER, 0, 0, true, &other)))
-        return fail("acquire", s);
     float *logits = malloc((size_t)n_prompt * (size_t)e.hp.n_vocab * sizeof *logits);
     int32_t *gen = malloc(((size_t)n_predict + 1) * sizeof *gen);
     if (!logits || !gen) return fail("memory", TL_ERR_NOMEM);
@@ -713,7 +775,7 @@ int main(int argc, char **argv) {
     const int32_t *in = tok;
     for (size_t p = 0; p < n_passes && !s; p++) {
         double t0 = now();
-        s = forward(&e, other, in, n, pos, p + 1 < n_passes, logits);
+        s = forward(&e, in, n, pos, p + 1 < n_passes, logits);
         *(p ? &t_decode : &t_prompt) += now() - t0;
         if (s) break;
         if (fwrite(logits, sizeof *logits, (size_t)n * (size_t)e.hp.n_vocab, out) !=
@@ -731,7 +793,6 @@ int main(int argc, char **argv) {
         in = &gen[p];
     }
     double t_total = now() - t_start;
-    tl_session_release(e.s, other);
     if (fclose(out) != 0 && !s) {
         perror(logits_path);
         return 1;
@@ -745,27 +806,37 @@ int main(int argc, char **argv) {
     /* 5. Figures. */
     tl_session_stats st;
     tl_session_stats_get(e.s, &st);
-    uint64_t uploaded = 0, optimal = 0, peak = 0, dev_budget = 0;
+    uint64_t uploaded = 0, optimal = 0, peak = 0;
     for (int t = 0; t < TL_TIER_COUNT; t++)
         uploaded += st.moved[t][TL_TIER_DEVICE];
     bool have_opt = tl_session_optimal_bytes(e.s, &optimal) == TL_OK;
-    for (size_t i = 0; i < st.n_devices; i++) {
-        if (st.devices[i].peak > peak) peak = st.devices[i].peak;
-        if (st.devices[i].budget > dev_budget) dev_budget = st.devices[i].budget;
-    }
-    uint64_t compute_buf = 0;
-    for (int i = 0; i < e.n_slots; i++)
-        compute_buf += ggml_gallocr_get_buffer_size(e.slots[i].ga, 0);
     if ((s = tl_session_check(e.s))) return fail("session check", s);
     if (json) {
-        printf("{\"mode\":\"%s\",\"devices\":[", dec.mode == TL_PLAN_MODE_STREAM ? "stream"
-                                                : dec.mode == TL_PLAN_MODE_LAYER_SPLIT
-                                                    ? "layer_split"
-                                                    : "resident");
-        for (size_t i = 0; i < st.n_devices; i++)
-            printf("%s{\"name\":\"%s\",\"budget\":%llu,\"peak\":%llu}", i ? "," : "",
-                   st.devices[i].name, (unsigned long long)st.devices[i].budget,
-                   (unsigned long long)st.devices[i].peak);
+        /* per device: tierload's weights at their peak, plus this engine's KV caches and
+           compute buffers there: the device memory the run needed at most */
+        printf("{\"mode\":\"%s\",\"budget\":%llu,\"devices\":[",
+               dec.mode == TL_PLAN_MODE_STREAM        ? "stream"
+               : dec.mode == TL_PLAN_MODE_LAYER_SPLIT ? "layer_split"
+                                                      : "resident",
+               (unsigned long long)budget);
+        for (size_t i = 0; i < st.n_devices; i++) {
+            uint64_t kv = 0, cb = 0;
+            for (int k = 0; k < e.n_slots; k++) {
+                if (!e.slots[k].dev || strcmp(tl_device_name(e.slots[k].dev), st.devices[i].name))
+                    continue;
+                cb += ggml_gallocr_get_buffer_size(e.slots[k].ga, 0);
+                for (int64_t l = 0; l < e.hp.n_layer; l++)
+                    if (e.layers[l].kv_buf && e.layers[l].slot == k)
+                        kv += ggml_backend_buffer_get_size(e.layers[l].kv_buf);
+            }
+            uint64_t total = st.devices[i].peak + kv + cb;
+            if (total > peak) peak = total;
+            printf("%s{\"name\":\"%s\",\"weight_budget\":%llu,\"weight_peak\":%llu,"
+                   "\"kv_bytes\":%llu,\"compute_buffer_bytes\":%llu,\"peak_memory\":%llu}",
+                   i ? "," : "", st.devices[i].name, (unsigned long long)st.devices[i].budget,
+                   (unsigned long long)st.devices[i].peak, (unsigned long long)kv,
+                   (unsigned long long)cb, (unsigned long long)total);
+        }
         printf("],\"layers\":%lld,\"passes\":%zu,\"prompt_tokens\":%d,\"predicted\":%d,",
                (long long)e.hp.n_layer, n_passes, n_prompt, n_predict);
         printf("\"bytes_uploaded\":%llu,\"optimal_bytes\":", (unsigned long long)uploaded);
@@ -773,11 +844,7 @@ int main(int argc, char **argv) {
             printf("%llu", (unsigned long long)optimal);
         else
             printf("null");
-        printf(",\"peak_weights\":%llu,\"kv_bytes\":%llu,\"compute_buffer_bytes\":%llu,"
-               "\"peak_device_memory\":%llu,",
-               (unsigned long long)peak, (unsigned long long)e.kv_bytes,
-               (unsigned long long)compute_buf,
-               (unsigned long long)(peak + e.kv_bytes + compute_buf));
+        printf(",\"peak_device_memory\":%llu,", (unsigned long long)peak);
         printf("\"weight_wait_s\":%.6f,\"compute_s\":%.6f,\"prompt_s\":%.6f,\"decode_s\":%.6f,"
                "\"total_s\":%.6f,\"decode_tokens_per_s\":%.3f,",
                e.wait_s, e.compute_s, t_prompt, t_decode, t_total,
@@ -791,8 +858,20 @@ int main(int argc, char **argv) {
         printf("],\"layer_compute_s\":[");
         for (int64_t l = 0; l < e.hp.n_layer; l++)
             printf("%s%.6f", l ? "," : "", e.layer_compute[l]);
-        printf("]}\n");
+        printf("]");
     }
+    /* after the run, its weights freed: the link to each device, measured (JSON only) */
+    tl_session_destroy(e.s);
+    e.s = NULL;
+    if (json && measure_link) {
+        printf(",\"link_bytes_per_s\":{");
+        for (int i = 0; i < e.n_slots; i++)
+            printf("%s\"%s\":%.0f", i ? "," : "",
+                   e.slots[i].dev ? tl_device_name(e.slots[i].dev) : "host",
+                   link_bandwidth(&e.slots[i]));
+        printf("}");
+    }
+    if (json) printf("}\n");
 
     for (int64_t l = 0; l < e.hp.n_layer; l++) {
         if (e.layers[l].kv_buf) ggml_backend_buffer_free(e.layers[l].kv_buf);
@@ -801,6 +880,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < e.n_slots; i++) {
         ggml_gallocr_free(e.slots[i].ga);
         ggml_backend_free(e.slots[i].be);
+        if (e.slots[i].dev) tl_device_release(e.slots[i].dev);
     }
     tl_session_destroy(e.s);
     tl_plan_destroy(e.plan);
