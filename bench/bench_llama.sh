@@ -1,7 +1,9 @@
 #!/bin/sh
 # bench_llama.sh BUILD_DIR [GGML_ROOT] — the llama example (tl-llama) on a `tierload mkmodel
-# --profile llama` F16 model of >= 300 MB (TinyLlama's widths; TL_BENCH_LLAMA_SIZE, default 600M),
-# a 17-token prompt and 16 greedy tokens, each placement run in this one invocation:
+# --profile llama` model of >= 300 MB (TinyLlama's widths: 2048 wide, blocks of 88 MiB in F16;
+# TL_BENCH_LLAMA_SIZE, default 1G, and TL_BENCH_LLAMA_DTYPE, default F16; F32 wants 2G so that a
+# quarter holds two blocks), a 17-token prompt and 16 greedy tokens, each placement run in this
+# one invocation:
 #   ggml:CPU, everything resident, then streamed through a quarter-model budget;
 #   one ggml-rpc-server on 127.0.0.1 (a free port, stopped on exit), resident, then streamed through
 #   a quarter-model budget, with the link's bandwidth measured beside it.
@@ -14,12 +16,14 @@
 #     passes: <= 0.10 when the link moves a block in less than half its compute time (measured
 #     here: block bytes / link bandwidth vs the block's mean compute time); otherwise reported,
 #     and the case is named.
-# Greedy tokens of every run must equal the resident ggml:CPU run's. Exit 0 when every limit holds,
+# Every run's logits are held against llama.cpp's on the same model (llama-oracle, when built):
+# within 1e-3 x max |logit|, greedy tokens identical. Exit 0 when every limit holds,
 # 1 on a miss, 77 when ggml is not built.
 set -u
 BUILD=${1:-build}
 GGML=${2:-$BUILD/ggml}
-SIZE=${TL_BENCH_LLAMA_SIZE:-600M}
+SIZE=${TL_BENCH_LLAMA_SIZE:-1G}
+DTYPE=${TL_BENCH_LLAMA_DTYPE:-F16}
 THREADS=${TL_BENCH_THREADS:-1}
 if [ ! -x "$BUILD/tl-llama" ] || [ ! -x "$GGML/bin/ggml-rpc-server" ]; then
     echo "bench_llama: tl-llama or ggml-rpc-server missing (make ggml, then reconfigure)"
@@ -29,7 +33,8 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/tl-bench-llama.XXXXXX") || exit 2
 pid=""
 trap '[ -n "$pid" ] && { kill $pid 2>/dev/null; wait $pid 2>/dev/null; }; rm -rf "$T"' EXIT
 trap 'exit 1' INT TERM HUP
-"$BUILD/tierload" mkmodel "$T/m.gguf" --profile llama --size "$SIZE" >/dev/null || exit 2
+"$BUILD/tierload" mkmodel "$T/m.gguf" --profile llama --size "$SIZE" --dtype "$DTYPE" >/dev/null ||
+    exit 2
 bytes=$(wc -c <"$T/m.gguf")
 quarter=$((bytes / 4))
 port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -52,13 +57,21 @@ run() { # name, then tl-llama options
         --threads "$THREADS" --json --measure-link "$@" >"$T/$name.txt" 2>"$T/$name.err" ||
         { cat "$T/$name.err"; echo "bench_llama: $name failed"; exit 1; }
 }
+oracle=""
+if [ -x "$BUILD/llama-oracle" ]; then
+    "$BUILD/llama-oracle" "$T/m.gguf" --tokens $tokens --n-predict 16 --logits "$T/ref.f32" \
+        --threads "$THREADS" >"$T/ref.txt" 2>"$T/ref.err" ||
+        { cat "$T/ref.err"; echo "bench_llama: llama-oracle failed"; exit 1; }
+    oracle=$T/ref
+fi
 run cpu
 run cpu4 --budget $quarter
 run rpc --rpc 127.0.0.1:$port --device rpc0:CPU
 run rpc4 --rpc 127.0.0.1:$port --device rpc0:CPU --budget $quarter
-/usr/bin/python3 - "$T" "$bytes" "$quarter" <<'PY'
+/usr/bin/python3 - "$T" "$bytes" "$quarter" "$oracle" <<'PY'
 import json, sys
-T, model, quarter = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+import numpy as np
+T, model, quarter, oracle = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 runs = {}
 for n in ("cpu", "cpu4", "rpc", "rpc4"):
     lines = open(f"{T}/{n}.txt").read().splitlines()
@@ -69,6 +82,7 @@ def figure(label, value, limit, ok, unit=""):
     print(f"  {label:<58} {value:>12}{unit}   limit {limit:<10} {'ok' if ok else 'MISS'}")
     if not ok:
         miss += 1
+print(f"llama.cpp's logits: {'held against every run' if oracle else 'llama-oracle not built'}")
 print(f"model: {model / 2**20:.0f} MiB, {runs['cpu'][1]['layers']} blocks; budget of the "
       f"streamed runs: {quarter / 2**20:.0f} MiB (a quarter)")
 for n, (greedy, j) in runs.items():
@@ -76,7 +90,16 @@ for n, (greedy, j) in runs.items():
           f"{j['bytes_uploaded'] / 2**20:9.1f} MiB, peak device memory "
           f"{j['peak_device_memory'] / 2**20:7.1f} MiB, waited {j['weight_wait_s']:.3f} s, "
           f"computed {j['compute_s']:.3f} s")
-    if greedy != runs["cpu"][0]:
+    if oracle:
+        ref = np.fromfile(oracle + ".f32", dtype="<f4")
+        ours = np.fromfile(f"{T}/{n}.f32", dtype="<f4")
+        same = ours.size == ref.size and np.isfinite(ours).all()
+        diff = float(np.abs(ref.astype(np.float64) - ours).max()) if same else float("inf")
+        limit = 1e-3 * float(np.abs(ref).max())
+        want = open(oracle + ".txt").read().splitlines()[0]
+        figure(f"{n}: max |logit - llama.cpp's| (greedy {'same' if greedy == want else 'DIFFERENT'})",
+               f"{diff:.3g}", f"<= {limit:.3g}", diff <= limit and greedy == want)
+    elif greedy != runs["cpu"][0]:
         print(f"  {n}: greedy tokens differ from the resident run: {greedy}")
         miss += 1
 for base, streamed, dev, limit in (("cpu", "cpu4", "ggml:CPU", 0.8), ("rpc", "rpc4", "rpc0:CPU", None)):
