@@ -663,7 +663,10 @@ int main(int argc, char **argv) {
     if (!model || !tokens || n_predict < 0 || !logits_path || threads < 1 ||
         !parse_tokens(tokens, &tok, &n_prompt))
         return usage();
-    (void)rpc;
+    if (rpc) {
+        fprintf(stderr, "tl-llama: --rpc: this tierload has no RPC devices yet\n");
+        return 1;
+    }
 
     engine e = {0};
     e.threads = threads;
