@@ -824,11 +824,16 @@ TL_API tl_status tl_device_sim_advance(tl_device *d, double seconds);
  * variant. The libraries are loaded once per process: later calls register
  * the devices not registered yet (*n_added counts the new ones; may be NULL).
  *
- * A ggml device allocates one ggml buffer of its default buffer type per
- * tl_device_alloc; copies go through ggml_backend_tensor_set / get on a 1-D
+ * A ggml device's allocations come from a pool of large ggml buffers of its
+ * default buffer type (at least 16 MiB each, sub-allocated, given back to
+ * ggml only when a new one would not fit), so tl_device_free never reaches
+ * the backend; copies go through ggml_backend_tensor_set / get on a 1-D
  * view of the buffer; copies are synchronous. total / free come from
- * ggml_backend_dev_memory; an allocation larger than free memory, than the
- * buffer type's largest buffer, or refused by ggml gives TL_ERR_DEVICE_OOM.
+ * ggml_backend_dev_memory, less what the pool holds; an allocation larger
+ * than free memory, than the buffer type's largest buffer, or refused by
+ * ggml gives TL_ERR_DEVICE_OOM. When neither dir nor TIERLOAD_GGML_DIR is
+ * given, the source build of ggml recorded when tierload was configured
+ * (`make ggml`) is used where it exists.
  * host_pointer is true when the device's buffers are host memory (ggml:CPU),
  * and then a tl_devptr is the host address; otherwise tl_devptrs are handles.
  *
@@ -842,6 +847,32 @@ TL_API tl_status tl_device_ggml_discover(const char *dir, size_t *n_added);
  * ggml: libggml-base.so: cannot open shared object file: ...".
  */
 TL_API const char *tl_device_ggml_reason(void);
+/*
+ * The devices of ggml RPC servers (ggml-rpc-server): endpoints is
+ * "HOST:PORT[,HOST:PORT...]". Each server is first probed by tierload itself
+ * (a TCP connection and the protocol handshake, 5 s deadline each), so a
+ * server that is not there, refuses, does not answer or speaks another
+ * protocol version is an error naming HOST:PORT (TL_ERR_DEVICE;
+ * TL_ERR_UNSUPPORTED with both versions for another protocol) rather than
+ * an abort inside ggml; a malformed or repeated endpoint is
+ * TL_ERR_INVALID_ARG and adds nothing. Then each device of each server is
+ * registered as "rpcS:D" (S: the server's number in this process, in the
+ * order added; D: the device on it), kind TL_DEVICE_GGML, not host memory,
+ * with the memory the server reports when added (counted down by what
+ * tierload allocates there). Loads ggml as tl_device_ggml_discover(NULL)
+ * does when it is not loaded yet. An endpoint added before is not added
+ * again. *n_added (may be NULL) counts the new devices.
+ *
+ * ggml's RPC client ends the process (abort) when a server dies or stops
+ * answering in the middle of an operation; tierload cannot catch that.
+ */
+TL_API tl_status tl_device_ggml_rpc_add(const char *endpoints, size_t *n_added);
+/*
+ * The ggml_backend_dev_t behind ggml device d, for an engine that computes
+ * with ggml on the device tierload places weights on (ggml_backend_dev_init
+ * makes its backend); NULL when d is not a ggml device.
+ */
+TL_API void *tl_device_ggml_dev(tl_device *d);
 /*
  * Whether ggml device d can use host memory in place
  * (caps.buffer_from_host_ptr: a mapped file's tensor bytes can be handed to
@@ -1587,6 +1618,12 @@ typedef struct tl_session_options {
     const uint64_t *device_budgets;
     size_t n_device_budgets;
     bool no_async; /* copy synchronously even where a device has async copies */
+    /*
+     * Devices that can use host memory (the cpu device, ggml:CPU) get weights
+     * copied into their own memory under their budget, instead of the
+     * mapping itself: streaming through such a device then moves bytes.
+     */
+    bool no_zero_copy;
 } tl_session_options;
 /* Defaults (and size). */
 TL_API void tl_session_options_init(tl_session_options *o);
@@ -1638,6 +1675,25 @@ TL_API size_t tl_acquired_count(const tl_acquired *a);
 TL_API const tl_session_tensor *tl_acquired_tensor(const tl_acquired *a, size_t i);
 /* Drop the references (the tensors stay resident until evicted); frees a. NULL is fine. */
 TL_API void tl_session_release(tl_session *s, tl_acquired *a);
+/*
+ * Bind tensor i of acquired set a to an engine's ggml tensor (a struct
+ * ggml_tensor * made in a context with no_alloc, not a view): its buffer and
+ * data are set, as ggml_backend_tensor_alloc sets them, to the bytes the
+ * session placed — in the device's memory on a ggml device (a buffer of that
+ * device's buffer type: the engine computes there), or, on host tiers (the
+ * file's mapping, a RAM copy, a spill copy) and host-pointer devices, in
+ * place, wrapped without a copy as a ggml CPU buffer. A tensor bound before
+ * is rebound. Its type must be the catalog entry's dtype and its ne the
+ * catalog shape reversed (ne[0] innermost, the rest 1); otherwise
+ * TL_ERR_INVALID_ARG naming both. A row-split tensor (several parts) is
+ * TL_ERR_UNSUPPORTED. ggml must be loaded (a ggml device registered), the
+ * same ggml the engine uses. The binding, and any wrapper it made, lives
+ * until a is released: the engine's computations on it must be finished by
+ * then (see tl_session_release). Calls on one set come from one thread at a
+ * time.
+ */
+TL_API tl_status tl_session_bind_ggml(tl_session *s, const tl_acquired *a, size_t i,
+                                      void *ggml_tensor);
 /*
  * Queue the same work as acquire without waiting and without references,
  * behind demand loads. Tensors that do not fit without evicting referenced

@@ -1,6 +1,6 @@
 /*
- * cmd_devices.c — `tierload devices [--sim SPEC] [--ggml[=DIR]] [--json]
- * [--verbose]`: one line per registered device with its total and free memory
+ * cmd_devices.c — `tierload devices [--sim SPEC] [--ggml[=DIR]] [--rpc LIST]
+ * [--json] [--verbose]`: one line per registered device with its total and free memory
  * and capabilities, or {"devices":[{name,kind,total,free,host_pointer,async}]}
  * (ggml devices add "host_mappable").
  */
@@ -12,14 +12,18 @@
 #include <string.h>
 
 static int devices_help(void) {
-    printf("usage: tierload devices [--sim SPEC] [--ggml[=DIR]] [--json] [--verbose]\n\n"
+    printf("usage: tierload devices [--sim SPEC] [--ggml[=DIR]] [--rpc LIST] [--json] [--verbose]\n\n"
            "List devices (cpu, cuda*, simulated GPUs, ggml devices) with total and free "
            "memory.\n\n"
            "  --sim SPEC   add simulated GPUs, e.g. 'gpu0=8G,gpu1=4G:bw=16G:lat=10us'\n"
            "               (names are used as given; bw in bytes/s, lat in s/ms/us/ns)\n"
            "  --ggml[=DIR] also list ggml's backend devices (ggml:CPU, ggml:CUDA0, ...),\n"
            "               loading ggml's libraries from DIR, else $TIERLOAD_GGML_DIR,\n"
-           "               else the loader's path; fails (status 5) saying why when absent\n"
+           "               else the source build made by `make ggml`, else the loader's\n"
+           "               path; fails (status 5) saying why when absent\n"
+           "  --rpc LIST   also the devices of ggml RPC servers: 'HOST:PORT[,HOST:PORT...]'\n"
+           "               (ggml-rpc-server), named rpcS:D; a server that is not there or\n"
+           "               does not answer fails (status 9) naming it\n"
            "  --json       "
            "{\"devices\":[{\"name\",\"kind\",\"total\",\"free\",\"host_pointer\",\"async\"}]}\n"
            "               (ggml devices add \"host_mappable\": mapped weights usable in place)\n"
@@ -35,7 +39,7 @@ static cJSON *json_u64(uint64_t v) {
 
 int cmd_devices(int argc, char **argv) {
     bool json = false, verbose = false, ggml = false;
-    const char *ggml_dir = NULL;
+    const char *ggml_dir = NULL, *rpc = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *spec = NULL;
         int r;
@@ -47,6 +51,8 @@ int cmd_devices(int argc, char **argv) {
         } else if (!strcmp(a, "--ggml") || !strncmp(a, "--ggml=", 7)) {
             ggml = true;
             ggml_dir = a[6] == '=' ? a + 7 : NULL;
+        } else if ((r = cli_opt(argc, argv, &i, "devices", "--rpc", &rpc)) != 0) {
+            if (r < 0) return 2;
         } else if ((r = cli_opt(argc, argv, &i, "devices", "--sim", &spec)) != 0) {
             if (r < 0) return 2;
             tl_status s = tl_device_sim_add(spec);
@@ -60,8 +66,12 @@ int cmd_devices(int argc, char **argv) {
         const char *why = tl_device_cuda_reason();
         if (why && *why) fprintf(stderr, "tierload: %s\n", cli_safe(why));
     }
-    if (ggml) {
+    if (ggml || rpc) {
         tl_status s = tl_device_ggml_discover(ggml_dir, NULL);
+        if (s != TL_OK) return cli_fail(s);
+    }
+    if (rpc) {
+        tl_status s = tl_device_ggml_rpc_add(rpc, NULL);
         if (s != TL_OK) return cli_fail(s);
     }
 

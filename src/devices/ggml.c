@@ -5,14 +5,20 @@
  * the same folder), and only ggml's public C API is called: the prototypes
  * used are declared in ggml_dl.h with opaque pointers.
  *
- * One ggml buffer of the device's default buffer type per allocation. On
- * devices whose buffers are host memory (ggml:CPU) a tl_devptr is the
- * buffer's host address; elsewhere it is a handle in a private address
- * space (some backends give every buffer the same fake base), with a gap
- * between allocations. A table of allocations, sorted by tl_devptr, maps a
- * device range back to its buffer. Copies place a 1-D I8 tensor over the
- * range (ggml_backend_tensor_alloc) and use ggml_backend_tensor_set / get,
- * so every backend's own transfer path is used. Copies are synchronous.
+ * Allocations come from a pool (pool.c) of large ggml buffers of the
+ * device's default buffer type (chunks of at least 16 MiB, within the cap),
+ * so a tensor costs no backend allocation and freeing one never reaches the
+ * backend; empty chunks are given back only when a new one would not fit.
+ * On devices whose buffers are host memory (ggml:CPU) a tl_devptr is a host
+ * address; elsewhere it is a handle in a private address space (some
+ * backends give every buffer the same fake base), with a gap between
+ * chunks. Copies place a 1-D I8 tensor over the range
+ * (ggml_backend_tensor_alloc) and use ggml_backend_tensor_set / get, so
+ * every backend's own transfer path is used. Copies are synchronous.
+ *
+ * Devices of a ggml RPC server (ggml_rpc.c) are made here too; their memory
+ * is asked of the server once, when they are added, and counted down by the
+ * pool from there, so describing them costs no round trip.
  *
  * ggml aborts on a failed assertion, so every argument is checked here
  * before ggml sees it; ggml's log goes to a buffer, never to the terminal.
@@ -21,6 +27,7 @@
 #include "core/error.h"
 #include "devices/devices.h"
 #include "devices/ggml_dl.h"
+#include "devices/pool.h"
 #include "os/dl.h"
 #include "os/fault.h"
 #include "os/os.h"
@@ -197,6 +204,10 @@ static bool load_locked(const char *dir) {
     SYM(base, backend_free, "ggml_backend_free");
     SYM(base, dev_backend_reg, "ggml_backend_dev_backend_reg");
     SYM(base, reg_get_proc_address, "ggml_backend_reg_get_proc_address");
+    SYM(base, reg_dev_count, "ggml_backend_reg_dev_count");
+    SYM(base, reg_dev_get, "ggml_backend_reg_dev_get");
+    SYM(lib, reg_by_name, "ggml_backend_reg_by_name");
+    SYM(base, buffer_init_tensor, "ggml_backend_buffer_init_tensor");
 #undef SYM
     G.log_set(ggml_log_cb, NULL);
     if (dir)
@@ -209,12 +220,7 @@ static bool load_locked(const char *dir) {
 
 /* ---- one device ---- */
 
-typedef struct galloc {
-    tl_devptr p;   /* what callers see */
-    uint64_t size; /* bytes asked */
-    void *buf;     /* ggml_backend_buffer_t */
-    char *base;    /* its base address */
-} galloc;
+#define CHUNK_MIN (16ull << 20)
 
 struct tl__ggml_dev {
     void *dev;  /* ggml_backend_dev_t */
@@ -226,10 +232,11 @@ struct tl__ggml_dev {
     bool is_cpu;
     uint32_t alignment;
     uint64_t max_size;
-    pthread_mutex_t lock; /* the allocation table, cap, used */
-    galloc *allocs;
-    size_t n_allocs, cap_allocs;
-    uint64_t used, cap;
+    bool remote;                /* an RPC server's device: memory as reported when added */
+    uint64_t remote_free, remote_total;
+    pthread_mutex_t lock; /* the pool and cap */
+    tl__pool pool;        /* pool.total: the bytes this device holds through tierload */
+    uint64_t cap;
     tl_devptr next;          /* next handle (non-host devices) */
     pthread_mutex_t compute; /* the backend */
     void *backend;
@@ -304,17 +311,33 @@ tl_status tl__ggml_dev_set_cap(tl_device *d, uint64_t cap) {
     return TL_OK;
 }
 
+/* Free and total memory of the device (remote devices: as reported when added, minus the pool). */
+static void dev_memory(tl__ggml_dev *g, uint64_t *f, uint64_t *t) {
+    if (g->remote) {
+        pthread_mutex_lock(&g->lock);
+        uint64_t held = g->pool.total;
+        pthread_mutex_unlock(&g->lock);
+        *t = g->remote_total;
+        *f = g->remote_free > held ? g->remote_free - held : 0;
+        return;
+    }
+    size_t fr = 0, to = 0;
+    G.dev_memory(g->dev, &fr, &to);
+    *f = fr;
+    *t = to;
+}
+
 static tl_status gg_describe(void *self, tl_device_info *out) {
     tl__ggml_dev *g = self;
     snprintf(out->name, sizeof out->name, "%s", g->name);
     snprintf(out->desc, sizeof out->desc, "%s", g->desc);
     out->kind = TL_DEVICE_GGML;
-    size_t f = 0, t = 0;
-    G.dev_memory(g->dev, &f, &t);
+    uint64_t f, t;
+    dev_memory(g, &f, &t);
     pthread_mutex_lock(&g->lock);
     uint64_t total = t, free_ = f;
     if (g->cap != UINT64_MAX) {
-        uint64_t room = g->cap > g->used ? g->cap - g->used : 0;
+        uint64_t room = g->cap > g->pool.used ? g->cap - g->pool.used : 0;
         if (total > g->cap) total = g->cap;
         if (free_ > room) free_ = room;
     }
@@ -328,17 +351,71 @@ static tl_status gg_describe(void *self, tl_device_info *out) {
     return TL_OK;
 }
 
-/* Index of the last allocation starting at or before p (lock held); n_allocs when none. */
-static size_t find_locked(const tl__ggml_dev *g, tl_devptr p) {
-    size_t lo = 0, hi = g->n_allocs;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (g->allocs[mid].p <= p)
-            lo = mid + 1;
-        else
-            hi = mid;
+/* Give empty chunks back to ggml (lock held); the bytes freed. */
+static uint64_t trim_locked(tl__ggml_dev *g) {
+    void *bufs[64];
+    uint64_t before = g->pool.total;
+    size_t n;
+    while ((n = tl__pool_trim(&g->pool, bufs, 64)) > 0)
+        for (size_t i = 0; i < n; i++)
+            G.buffer_free(bufs[i]);
+    return before - g->pool.total;
+}
+
+/* A new chunk for at least size bytes (lock held). */
+static tl_status grow_locked(tl__ggml_dev *g, uint64_t size) {
+    uint64_t f, t;
+    pthread_mutex_unlock(&g->lock);
+    dev_memory(g, &f, &t);
+    pthread_mutex_lock(&g->lock);
+    uint64_t room = g->cap == UINT64_MAX ? UINT64_MAX
+                    : g->cap > g->pool.total ? g->cap - g->pool.total
+                                             : 0;
+    if (room < size || f < size) {
+        trim_locked(g);
+        room = g->cap == UINT64_MAX ? UINT64_MAX
+               : g->cap > g->pool.total ? g->cap - g->pool.total
+                                        : 0;
+        if (!g->remote) {
+            pthread_mutex_unlock(&g->lock);
+            dev_memory(g, &f, &t);
+            pthread_mutex_lock(&g->lock);
+        } else {
+            f = g->remote_free > g->pool.total ? g->remote_free - g->pool.total : 0;
+        }
     }
-    return lo ? lo - 1 : g->n_allocs;
+    if (f < size)
+        return tl__err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %llu bytes free", g->name,
+                       (unsigned long long)size, (unsigned long long)f);
+    if (room < size)
+        return tl__err(TL_ERR_DEVICE_OOM,
+                       "%s: cannot allocate %llu bytes: %llu bytes free under its cap of %llu",
+                       g->name, (unsigned long long)size, (unsigned long long)room,
+                       (unsigned long long)g->cap);
+    uint64_t want = size > CHUNK_MIN ? size : CHUNK_MIN;
+    if (want > room) want = room;
+    if (want > f) want = f;
+    if (want > g->max_size) want = g->max_size;
+    void *buf = G.buft_alloc_buffer(g->buft, (size_t)want);
+    char *base = buf ? G.buffer_get_base(buf) : NULL;
+    if (!buf || !base || G.buffer_get_size(buf) < want) {
+        if (buf) G.buffer_free(buf);
+        return tl__err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: ggml refused%s%s",
+                       g->name, (unsigned long long)want, *tl__ggml_last_log() ? ": " : "",
+                       tl__ggml_last_log());
+    }
+    tl_devptr p0;
+    if (g->host) {
+        p0 = (tl_devptr)(uintptr_t)base;
+    } else { /* handles: page-rounded, one free page between chunks */
+        p0 = g->next;
+        g->next += (want + 4095) / 4096 * 4096 + 4096;
+    }
+    if (tl__pool_add_chunk(&g->pool, buf, base, want, p0) != 0) {
+        G.buffer_free(buf);
+        return tl__err(TL_ERR_NOMEM, "%s: out of host memory", g->name);
+    }
+    return TL_OK;
 }
 
 static tl_status gg_alloc(void *self, uint64_t size, tl_devptr *out) {
@@ -346,100 +423,71 @@ static tl_status gg_alloc(void *self, uint64_t size, tl_devptr *out) {
     int e = tl__fault_hit(TL_FAULT_DEVICE_ALLOC);
     if (e)
         return tl__err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %s", g->name,
-                      (unsigned long long)size, strerror(e));
+                       (unsigned long long)size, strerror(e));
     if (size > SIZE_MAX / 2 || size > g->max_size)
         return tl__err(TL_ERR_DEVICE_OOM,
-                      "%s: cannot allocate %llu bytes: the largest ggml buffer is %llu bytes",
-                      g->name, (unsigned long long)size, (unsigned long long)g->max_size);
-    size_t f = 0, t = 0;
-    G.dev_memory(g->dev, &f, &t);
-    if (size > f)
-        return tl__err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %llu bytes free", g->name,
-                      (unsigned long long)size, (unsigned long long)f);
+                       "%s: cannot allocate %llu bytes: the largest ggml buffer is %llu bytes",
+                       g->name, (unsigned long long)size, (unsigned long long)g->max_size);
     pthread_mutex_lock(&g->lock);
-    if (g->cap != UINT64_MAX && (g->used > g->cap || size > g->cap - g->used)) {
-        uint64_t room = g->cap > g->used ? g->cap - g->used : 0;
-        pthread_mutex_unlock(&g->lock);
-        return tl__err(TL_ERR_DEVICE_OOM,
-                      "%s: cannot allocate %llu bytes: %llu bytes free under its cap of %llu",
-                      g->name, (unsigned long long)size, (unsigned long long)room,
-                      (unsigned long long)g->cap);
+    int r = tl__pool_take(&g->pool, size, out);
+    tl_status st = TL_OK;
+    if (r == 1) {
+        st = grow_locked(g, size);
+        if (st == TL_OK) r = tl__pool_take(&g->pool, size, out);
     }
-    if (g->n_allocs == g->cap_allocs) {
-        size_t nc = g->cap_allocs ? g->cap_allocs * 2 : 16;
-        galloc *na = tl__os_realloc(g->allocs, nc * sizeof *na);
-        if (!na) {
-            pthread_mutex_unlock(&g->lock);
-            return tl__err(TL_ERR_NOMEM, "%s: out of host memory", g->name);
-        }
-        g->allocs = na;
-        g->cap_allocs = nc;
-    }
-    g->used += size; /* reserved before the (slow) allocation, outside the lock */
+    if (st == TL_OK && r != 0) st = tl__err(TL_ERR_NOMEM, "%s: out of host memory", g->name);
     pthread_mutex_unlock(&g->lock);
-
-    void *buf = G.buft_alloc_buffer(g->buft, (size_t)size);
-    char *base = buf ? G.buffer_get_base(buf) : NULL;
-    if (!buf || !base || G.buffer_get_size(buf) < size) {
-        if (buf) G.buffer_free(buf);
-        pthread_mutex_lock(&g->lock);
-        g->used -= size;
-        pthread_mutex_unlock(&g->lock);
-        return tl__err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: ggml refused%s%s",
-                      g->name, (unsigned long long)size, *tl__ggml_last_log() ? ": " : "",
-                      tl__ggml_last_log());
-    }
-
-    pthread_mutex_lock(&g->lock);
-    tl_devptr p;
-    if (g->host) {
-        p = (tl_devptr)(uintptr_t)base;
-    } else {
-        /* handles: page-rounded, one free page between allocations */
-        p = g->next;
-        g->next += (size + 4095) / 4096 * 4096 + 4096;
-    }
-    size_t at = g->n_allocs ? find_locked(g, p) : g->n_allocs;
-    at = at == g->n_allocs ? 0 : at + 1;
-    memmove(g->allocs + at + 1, g->allocs + at, (g->n_allocs - at) * sizeof *g->allocs);
-    g->allocs[at] = (galloc){.p = p, .size = size, .buf = buf, .base = base};
-    g->n_allocs++;
-    pthread_mutex_unlock(&g->lock);
-    *out = p;
-    return TL_OK;
+    return st;
 }
 
 static tl_status gg_dealloc(void *self, tl_devptr p) {
     tl__ggml_dev *g = self;
     pthread_mutex_lock(&g->lock);
-    size_t i = find_locked(g, p);
-    if (i == g->n_allocs || g->allocs[i].p != p) {
-        pthread_mutex_unlock(&g->lock);
-        return tl__err(TL_ERR_INVALID_ARG, "%s: free of 0x%llx, which is not an allocation", g->name,
-                      (unsigned long long)p);
-    }
-    void *buf = g->allocs[i].buf;
-    g->used -= g->allocs[i].size;
-    memmove(g->allocs + i, g->allocs + i + 1, (g->n_allocs - i - 1) * sizeof *g->allocs);
-    g->n_allocs--;
+    int64_t got = tl__pool_give(&g->pool, p);
     pthread_mutex_unlock(&g->lock);
-    G.buffer_free(buf);
+    if (got < 0)
+        return tl__err(TL_ERR_INVALID_ARG, "%s: free of 0x%llx, which is not an allocation", g->name,
+                       (unsigned long long)p);
     return TL_OK;
 }
 
 tl_status tl__ggml_dev_resolve(tl__ggml_dev *g, tl_devptr p, uint64_t n, void **buf, void **addr) {
     pthread_mutex_lock(&g->lock);
-    size_t i = find_locked(g, p);
-    if (i == g->n_allocs || p - g->allocs[i].p > g->allocs[i].size ||
-        n > g->allocs[i].size - (p - g->allocs[i].p)) {
-        pthread_mutex_unlock(&g->lock);
-        return tl__err(TL_ERR_INVALID_ARG,
-                      "%s: range 0x%llx + %llu bytes is not inside one allocation", g->name,
-                      (unsigned long long)p, (unsigned long long)n);
-    }
-    *buf = g->allocs[i].buf;
-    *addr = g->allocs[i].base + (p - g->allocs[i].p);
+    bool ok = tl__pool_find(&g->pool, p, n, buf, addr, NULL);
     pthread_mutex_unlock(&g->lock);
+    if (!ok)
+        return tl__err(TL_ERR_INVALID_ARG,
+                       "%s: range 0x%llx + %llu bytes is not inside one allocation", g->name,
+                       (unsigned long long)p, (unsigned long long)n);
+    return TL_OK;
+}
+
+tl_status tl__ggml_bind(void *t, void *buf, void *addr, uint64_t n, const char *what) {
+    tl__ggml_tensor *x = t;
+    if (!x || !buf || !addr) return tl__err(TL_ERR_INVALID_ARG, "%s: bind: NULL argument", what);
+    if (x->view_src)
+        return tl__err(TL_ERR_INVALID_ARG, "%s: bind: the ggml tensor is a view of another", what);
+    size_t nb = G.nbytes(t);
+    if (nb != n)
+        return tl__err(TL_ERR_INVALID_ARG,
+                       "%s: bind: the ggml tensor holds %zu bytes, the weight placed has %llu", what,
+                       nb, (unsigned long long)n);
+    char *base = G.buffer_get_base(buf);
+    size_t size = G.buffer_get_size(buf);
+    x->buffer = NULL; /* rebinding: ggml_backend_tensor_alloc asserts a fresh tensor */
+    x->data = NULL;
+    size_t need = G.buffer_get_alloc_size(buf, t);
+    if ((char *)addr < base || (uint64_t)((char *)addr - base) > size ||
+        need > size - (size_t)((char *)addr - base))
+        return tl__err(TL_ERR_INVALID_ARG,
+                       "%s: bind: ggml needs %zu bytes for it, more than its memory holds", what,
+                       need);
+    if (G.tensor_alloc(buf, t, addr) != 0) {
+        x->buffer = NULL;
+        x->data = NULL;
+        return tl__err(TL_ERR_DEVICE, "%s: bind: ggml_backend_tensor_alloc failed: %s", what,
+                       tl__ggml_last_log());
+    }
     return TL_OK;
 }
 
@@ -488,9 +536,9 @@ static tl_status gg_copy_from(void *self, void *dst, tl_devptr src, uint64_t n) 
 
 static void gg_destroy(void *self) {
     tl__ggml_dev *g = self;
-    for (size_t i = 0; i < g->n_allocs; i++)
-        G.buffer_free(g->allocs[i].buf);
-    free(g->allocs);
+    for (size_t i = 0; i < g->pool.n; i++)
+        G.buffer_free(g->pool.c[i].buf);
+    tl__pool_free(&g->pool);
     if (g->backend) G.backend_free(g->backend);
     pthread_mutex_destroy(&g->lock);
     pthread_mutex_destroy(&g->compute);
@@ -541,7 +589,8 @@ static bool dev_mappable(void *dev) {
     return u.p.caps.buffer_from_host_ptr;
 }
 
-static tl_status make_dev(void *dev, tl_device **out) {
+tl_status tl__ggml_dev_make(void *dev, const char *name, const char *desc, bool remote,
+                            tl_device **out) {
     *out = NULL;
     void *buft = G.dev_buffer_type(dev);
     if (!buft) return tl__err(TL_ERR_DEVICE, "ggml device has no buffer type");
@@ -550,12 +599,22 @@ static tl_status make_dev(void *dev, tl_device **out) {
     g->dev = dev;
     g->buft = buft;
     const char *nm = G.dev_name(dev);
-    snprintf(g->name, sizeof g->name, "ggml:%s", nm ? nm : "?");
-    for (char *c = g->name + 5; *c; c++)
+    if (name)
+        snprintf(g->name, sizeof g->name, "%s", name);
+    else
+        snprintf(g->name, sizeof g->name, "ggml:%s", nm ? nm : "?");
+    for (char *c = g->name; *c; c++)
         if (!isalnum((unsigned char)*c) && *c != '_' && *c != '.' && *c != ':' && *c != '-')
             *c = '_';
-    const char *ds = G.dev_description(dev);
+    const char *ds = desc ? desc : G.dev_description(dev);
     snprintf(g->desc, sizeof g->desc, "%s", ds && *ds ? ds : nm ? nm : "ggml device");
+    g->remote = remote;
+    if (remote) {
+        size_t f = 0, t = 0;
+        G.dev_memory(dev, &f, &t);
+        g->remote_free = f;
+        g->remote_total = t;
+    }
     g->host = G.buft_is_host(buft);
     g->is_cpu = G.dev_type(dev) == TL_GGML_DEV_CPU;
     g->mappable = dev_mappable(dev);
@@ -564,6 +623,7 @@ static tl_status make_dev(void *dev, tl_device **out) {
     g->max_size = G.buft_get_max_size(buft);
     g->cap = UINT64_MAX;
     g->next = (tl_devptr)1 << 44;
+    tl__pool_init(&g->pool, g->alignment);
     pthread_mutex_init(&g->lock, NULL);
     pthread_mutex_init(&g->compute, NULL);
     tl_status s = tl__device_wrap(&ggml_ops, g, g->name, TL_DEVICE_GGML, out);
@@ -571,7 +631,7 @@ static tl_status make_dev(void *dev, tl_device **out) {
     return s;
 }
 
-static bool registered(const char *name) {
+bool tl__ggml_registered(const char *name) {
     size_t n = tl_device_list(NULL, 0);
     tl_device **list = tl__os_calloc(n ? n : 1, sizeof *list);
     if (!list) return false;
@@ -585,10 +645,33 @@ static bool registered(const char *name) {
     return hit;
 }
 
+/*
+ * Where ggml's libraries are: dir, else TIERLOAD_GGML_DIR, else the source
+ * build recorded when tierload was configured (TL_GGML_DEFAULT_DIR) when it
+ * exists, else NULL (the loader's search path).
+ */
+static const char *ggml_dir(const char *dir) {
+    if (dir && *dir) return dir;
+    dir = tl__env_get(TL_ENV_GGML_DIR);
+    if (dir && *dir) return dir;
+#ifdef TL_GGML_DEFAULT_DIR
+    if (tl__os_is_dir(TL_GGML_DEFAULT_DIR "/")) return TL_GGML_DEFAULT_DIR;
+#endif
+    return NULL;
+}
+
+tl_status tl__ggml_load(const char *dir) {
+    dir = ggml_dir(dir);
+    pthread_mutex_lock(&g_lock);
+    tl_status s = TL_OK;
+    if (!g_loaded && !load_locked(dir)) s = tl__err(TL_ERR_NOT_FOUND, "%s", g_reason);
+    pthread_mutex_unlock(&g_lock);
+    return s;
+}
+
 tl_status tl_device_ggml_discover(const char *dir, size_t *n_added) {
     if (n_added) *n_added = 0;
-    if (!dir || !*dir) dir = tl__env_get(TL_ENV_GGML_DIR);
-    if (dir && !*dir) dir = NULL;
+    dir = ggml_dir(dir);
     pthread_mutex_lock(&g_lock);
     if (!g_loaded && !load_locked(dir)) {
         tl_status s = tl__err(TL_ERR_NOT_FOUND, "%s", g_reason);
@@ -609,8 +692,8 @@ tl_status tl_device_ggml_discover(const char *dir, size_t *n_added) {
         void *dev = G.dev_get(i);
         if (!dev) continue;
         tl_device *d = NULL;
-        tl_status one = make_dev(dev, &d);
-        if (one == TL_OK && !registered(tl_device_name(d))) {
+        tl_status one = tl__ggml_dev_make(dev, NULL, NULL, false, &d);
+        if (one == TL_OK && !tl__ggml_registered(tl_device_name(d))) {
             one = tl_device_register(d);
             if (one == TL_OK) added++;
         }
@@ -629,6 +712,11 @@ const char *tl_device_ggml_reason(void) {
     memcpy(copy, g_reason, sizeof copy);
     pthread_mutex_unlock(&g_lock);
     return copy;
+}
+
+void *tl_device_ggml_dev(tl_device *d) {
+    tl__ggml_dev *g = tl__ggml_dev_of(d);
+    return g ? g->dev : NULL;
 }
 
 bool tl_device_ggml_host_mappable(tl_device *d) {

@@ -4,8 +4,10 @@
  * from libraries loaded at run time, and the internals that the ggml device
  * (ggml.c) shares with the ggml compute helper (ggml_compute.c).
  *
- * ggml handles are opaque pointers here; no ggml struct is read except the
- * device properties (ggml_dev_props, read into an oversized buffer).
+ * ggml handles are opaque pointers here; the only ggml structs read are the
+ * device properties (ggml_dev_props, read into an oversized buffer) and the
+ * head of struct ggml_tensor (tl__ggml_tensor below, whose layout
+ * test_ggml_abi checks against ggml.h of the source build).
  */
 #ifndef TL_DEVICES_GGML_DL_H
 #define TL_DEVICES_GGML_DL_H
@@ -32,6 +34,27 @@ typedef struct tl__ggml_init_params {
     void *mem_buffer;
     bool no_alloc;
 } tl__ggml_init_params;
+
+/*
+ * struct ggml_tensor (ggml.h) up to its data pointer: the fields tierload
+ * reads (type, buffer, ne, view_src) and writes (buffer, data) when it binds
+ * a tensor to memory it placed. The layout has been stable across ggml
+ * releases; GGML_MAX_NAME (which engines change) only moves fields after data.
+ */
+#define TL__GGML_MAX_DIMS 4
+typedef struct tl__ggml_tensor {
+    int type;
+    void *buffer;
+    int64_t ne[TL__GGML_MAX_DIMS];
+    size_t nb[TL__GGML_MAX_DIMS];
+    int op;
+    int32_t op_params[16];
+    int32_t flags;
+    void *src[10];
+    void *view_src;
+    size_t view_offs;
+    void *data;
+} tl__ggml_tensor;
 
 /* The entry points, all resolved when ggml is loaded. */
 typedef struct tl__ggml_api {
@@ -84,6 +107,10 @@ typedef struct tl__ggml_api {
     void (*backend_free)(void *backend);
     void *(*dev_backend_reg)(void *dev);
     void *(*reg_get_proc_address)(void *reg, const char *name);
+    size_t (*reg_dev_count)(void *reg);
+    void *(*reg_dev_get)(void *reg, size_t i);
+    void *(*reg_by_name)(const char *name); /* libggml */
+    int (*buffer_init_tensor)(void *buf, void *tensor); /* enum ggml_status */
 } tl__ggml_api;
 
 /* The loaded API, or NULL when ggml has not been loaded (see tl_device_ggml_discover). */
@@ -92,8 +119,29 @@ const tl__ggml_api *tl__ggml_api_get(void);
 /* Last message ggml logged (warnings and errors), for error messages. */
 const char *tl__ggml_last_log(void);
 
+/*
+ * Bind ggml tensor t (a struct ggml_tensor *) to n bytes at addr inside ggml
+ * buffer buf: t->buffer and t->data are set as ggml_backend_tensor_alloc
+ * sets them (a tensor bound before is rebound). Every condition ggml would
+ * assert on is checked first: TL_ERR_INVALID_ARG for a view, a size that does
+ * not match n, or a range outside the buffer. what names the tensor.
+ */
+tl_status tl__ggml_bind(void *t, void *buf, void *addr, uint64_t n, const char *what);
+
 /* What ggml.c keeps about one ggml device behind a tl_device. */
 typedef struct tl__ggml_dev tl__ggml_dev;
+
+/*
+ * A tl_device for ggml device dev (ggml_backend_dev_t): named name (NULL:
+ * "ggml:" + ggml's name), described desc (NULL: ggml's description). remote:
+ * an RPC server's device, whose memory is read once now. Not registered.
+ */
+tl_status tl__ggml_dev_make(void *dev, const char *name, const char *desc, bool remote,
+                            tl_device **out);
+/* Is a device of this name registered (case-insensitive)? */
+bool tl__ggml_registered(const char *name);
+/* Load ggml (as tl_device_ggml_discover does) without registering devices. */
+tl_status tl__ggml_load(const char *dir);
 
 /* The ggml device behind d; NULL when d is not a ggml device. */
 tl__ggml_dev *tl__ggml_dev_of(tl_device *d);

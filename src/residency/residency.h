@@ -48,6 +48,19 @@ tl_status tlr_optimum(const tlr_opt_unit *u, size_t n_u, const uint64_t *budgets
                       const tlr_groups *g, const tl_session_step *steps, size_t n_steps,
                       uint64_t *bytes);
 
+/* A set of acquired tensors (session.c builds it; bind.c adds ggml wrappers of host parts). */
+struct tl_acquired {
+    size_t n;
+    tl_session_tensor *t;
+    tl_session_part *parts;
+    size_t *units;
+    size_t n_units;
+    tl_ggml_host_buffer *wraps; /* host parts wrapped for ggml (tl_session_bind_ggml) */
+    size_t n_wraps, cap_wraps;
+};
+/* Free the ggml wrappers a set's bindings made. */
+void tlr_acquired_unbind(tl_acquired *a);
+
 /* What run.c needs of a session. */
 const tl_plan *tlr_session_plan(const tl_session *s);
 tl_model *tlr_session_model(const tl_session *s);

@@ -81,14 +81,6 @@ typedef struct pending {
     struct pending *next;
 } pending;
 
-struct tl_acquired {
-    size_t n;
-    tl_session_tensor *t;
-    tl_session_part *parts;
-    size_t *units;
-    size_t n_units;
-};
-
 struct tl_session {
     tl_model *m;
     const tl_plan *p;
@@ -184,9 +176,12 @@ static void moved_locked(tl_session *s, tl_tier from, tl_tier to, uint64_t n) {
     s->st.bytes_moved += n;
 }
 
-/* Does the unit need device memory of its own? (empty tensors and host-pointer devices do not) */
+/*
+ * Does the unit need device memory of its own? (empty tensors do not, nor do
+ * host-pointer devices unless the session copies to them: no_zero_copy)
+ */
 static bool on_device(const tl_session *s, const unit *u) {
-    return u->dev != TLR_HOST && !s->dev[u->dev].host_ptr && u->pl.len > 0;
+    return u->dev != TLR_HOST && (!s->dev[u->dev].host_ptr || s->o.no_zero_copy) && u->pl.len > 0;
 }
 
 /* Where a unit's bytes are readable on the host, and which tier that is. */
@@ -1134,6 +1129,7 @@ void tl_session_release(tl_session *s, tl_acquired *a) {
         unref_locked(s, a->units, a->n_units);
         tl__os_mutex_unlock(&s->mu);
     }
+    tlr_acquired_unbind(a);
     free(a->units);
     free(a->parts);
     free(a->t);

@@ -1,0 +1,192 @@
+/*
+ * ggml_rpc.c — the devices of ggml RPC servers (ggml-rpc-server) as tierload
+ * devices: device memory and compute in another process, reached over TCP.
+ *
+ * ggml's RPC client aborts the process when a server cannot be reached or
+ * speaks another protocol, so every endpoint is first probed here: a TCP
+ * connection and the protocol's HELLO exchange, each with a deadline, so an
+ * endpoint that is malformed, closed, silent or of another version is a clear
+ * error naming HOST:PORT before ggml sees it. Then ggml's RPC registry adds the
+ * server and each of its devices becomes "rpcS:D" (server S in the order
+ * added in this process, device D on it), described by its endpoint.
+ *
+ * The HELLO exchange (ggml-rpc's wire format): the client sends the command
+ * byte 14, a little-endian u64 request size and the request (24 bytes of
+ * connection capabilities, zero: plain TCP); the server answers a u64 size
+ * and {major, minor, patch, pad, 24 capability bytes}.
+ */
+#include "core/error.h"
+#include "devices/devices.h"
+#include "devices/ggml_dl.h"
+#include "os/net.h"
+#include "os/os.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define RPC_CMD_HELLO 14
+#define RPC_CAPS 24
+#define RPC_PROTO_MAJOR 7 /* the protocol of the ggml release tierload is built against */
+#define RPC_PROTO_MINOR 0
+#define PROBE_TIMEOUT_MS 5000
+
+static pthread_mutex_t rpc_lock = PTHREAD_MUTEX_INITIALIZER;
+static char **rpc_added; /* endpoints added, in order: their index is S in "rpcS:D" */
+static size_t rpc_n;
+
+/* Split "HOST:PORT" (HOST may be [v6]); false when malformed. */
+static bool split_endpoint(const char *ep, char *host, size_t hcap, int *port) {
+    const char *colon = strrchr(ep, ':');
+    if (!colon || colon == ep || !colon[1]) return false;
+    size_t hl = (size_t)(colon - ep);
+    const char *h = ep;
+    if (h[0] == '[') {
+        if (hl < 3 || h[hl - 1] != ']') return false;
+        h++;
+        hl -= 2;
+    }
+    if (hl == 0 || hl >= hcap) return false;
+    for (size_t i = 0; i < hl; i++)
+        if (isspace((unsigned char)h[i]) || h[i] == ',' || h[i] == '/') return false;
+    long v = 0;
+    for (const char *p = colon + 1; *p; p++) {
+        if (!isdigit((unsigned char)*p) || v > 65535) return false;
+        v = v * 10 + (*p - '0');
+    }
+    if (v < 1 || v > 65535) return false;
+    memcpy(host, h, hl);
+    host[hl] = 0;
+    *port = (int)v;
+    return true;
+}
+
+/* Connect and exchange HELLO; a clear error naming ep otherwise. */
+static tl_status probe(const char *ep, const char *host, int port) {
+    int fd;
+    int e = tl__os_tcp_connect(host, port, PROBE_TIMEOUT_MS, &fd);
+    if (e == TL_OS_EHOST)
+        return tl__err(TL_ERR_DEVICE, "RPC server %s: host '%s' does not resolve", ep, host);
+    if (e)
+        return tl__err(TL_ERR_DEVICE, "RPC server %s: cannot connect: %s", ep,
+                       e == ETIMEDOUT ? "no answer within 5 s" : strerror(e));
+    unsigned char req[1 + 8 + RPC_CAPS] = {RPC_CMD_HELLO};
+    uint64_t len = RPC_CAPS;
+    for (int i = 0; i < 8; i++)
+        req[1 + i] = (unsigned char)(len >> (8 * i));
+    unsigned char rsp[8 + 4 + RPC_CAPS];
+    e = tl__os_send_all(fd, req, sizeof req, PROBE_TIMEOUT_MS);
+    if (!e) e = tl__os_recv_all(fd, rsp, 8, PROBE_TIMEOUT_MS);
+    uint64_t got = 0;
+    for (int i = 0; !e && i < 8; i++)
+        got |= (uint64_t)rsp[i] << (8 * i);
+    if (!e && got != 4 + RPC_CAPS) {
+        tl__os_close(fd);
+        return tl__err(TL_ERR_DEVICE,
+                       "RPC server %s: its handshake answer is %llu bytes, not %d: not a ggml RPC "
+                       "server of protocol %d.x",
+                       ep, (unsigned long long)got, 4 + RPC_CAPS, RPC_PROTO_MAJOR);
+    }
+    if (!e) e = tl__os_recv_all(fd, rsp + 8, 4 + RPC_CAPS, PROBE_TIMEOUT_MS);
+    tl__os_close(fd);
+    if (e == ECONNRESET)
+        return tl__err(TL_ERR_DEVICE,
+                       "RPC server %s: closed the connection during the handshake (a ggml RPC "
+                       "server of another protocol version than %d.%d?)",
+                       ep, RPC_PROTO_MAJOR, RPC_PROTO_MINOR);
+    if (e)
+        return tl__err(TL_ERR_DEVICE, "RPC server %s: handshake failed: %s", ep,
+                       e == ETIMEDOUT ? "no answer within 5 s" : strerror(e));
+    if (rsp[8] != RPC_PROTO_MAJOR || rsp[9] > RPC_PROTO_MINOR)
+        return tl__err(TL_ERR_UNSUPPORTED,
+                       "RPC server %s speaks RPC protocol %u.%u.%u; tierload's ggml speaks %d.%d",
+                       ep, rsp[8], rsp[9], rsp[10], RPC_PROTO_MAJOR, RPC_PROTO_MINOR);
+    return TL_OK;
+}
+
+/* Add one probed server's devices (rpc_lock held). */
+static tl_status add_one(const char *ep, size_t *added) {
+    for (size_t i = 0; i < rpc_n; i++)
+        if (!strcmp(rpc_added[i], ep)) return TL_OK; /* already added in this process */
+    const tl__ggml_api *G = tl__ggml_api_get();
+    void *reg = G->reg_by_name("RPC");
+    void *fn = reg ? G->reg_get_proc_address(reg, "ggml_backend_rpc_add_server") : NULL;
+    if (!fn)
+        return tl__err(TL_ERR_UNSUPPORTED,
+                       "RPC server %s: the ggml libraries loaded have no RPC backend (build ggml "
+                       "with it: make ggml)",
+                       ep);
+    void *(*add_server)(const char *);
+    memcpy(&add_server, &fn, sizeof fn);
+    void *sreg = add_server(ep);
+    size_t nd = sreg ? G->reg_dev_count(sreg) : 0;
+    if (nd == 0) return tl__err(TL_ERR_DEVICE, "RPC server %s reports no device", ep);
+    char **na = tl__os_realloc(rpc_added, (rpc_n + 1) * sizeof *na);
+    if (!na) return tl__err(TL_ERR_NOMEM, "out of memory");
+    rpc_added = na;
+    char *cp = tl__os_strdup(ep);
+    if (!cp) return tl__err(TL_ERR_NOMEM, "out of memory");
+    size_t server = rpc_n;
+    rpc_added[rpc_n++] = cp;
+    for (size_t i = 0; i < nd; i++) {
+        char name[TL_DEVICE_NAME_MAX], desc[TL_DEVICE_DESC_MAX];
+        snprintf(name, sizeof name, "rpc%zu:%zu", server, i);
+        snprintf(desc, sizeof desc, "ggml RPC server %s, device %zu", ep, i);
+        if (tl__ggml_registered(name)) continue;
+        tl_device *d = NULL;
+        tl_status st = tl__ggml_dev_make(G->reg_dev_get(sreg, i), name, desc, true, &d);
+        if (st == TL_OK) st = tl_device_register(d);
+        tl_device_release(d);
+        if (st) return st;
+        (*added)++;
+    }
+    return TL_OK;
+}
+
+tl_status tl_device_ggml_rpc_add(const char *endpoints, size_t *n_added) {
+    if (n_added) *n_added = 0;
+    if (!endpoints || !*endpoints)
+        return tl__err(TL_ERR_INVALID_ARG, "--rpc: no endpoint (HOST:PORT[,HOST:PORT...])");
+    /* parse everything first: a bad or repeated endpoint adds nothing */
+    char *list = tl__os_strdup(endpoints);
+    if (!list) return tl__err(TL_ERR_NOMEM, "out of memory");
+    char *eps[64];
+    size_t n = 0;
+    tl_status st = TL_OK;
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok && !st;
+         tok = strtok_r(NULL, ",", &save)) {
+        char host[256];
+        int port;
+        if (!split_endpoint(tok, host, sizeof host, &port))
+            st = tl__err(TL_ERR_INVALID_ARG, "--rpc: '%s' is not HOST:PORT (port 1..65535)", tok);
+        else if (n == sizeof eps / sizeof *eps)
+            st = tl__err(TL_ERR_INVALID_ARG, "--rpc: more than %zu endpoints", n);
+        for (size_t i = 0; !st && i < n; i++)
+            if (!strcasecmp(eps[i], tok))
+                st = tl__err(TL_ERR_INVALID_ARG, "--rpc: endpoint %s is given twice", tok);
+        if (!st) eps[n++] = tok;
+    }
+    if (!st && n == 0)
+        st = tl__err(TL_ERR_INVALID_ARG, "--rpc: no endpoint (HOST:PORT[,HOST:PORT...])");
+    for (size_t i = 0; !st && i < n; i++) {
+        char host[256];
+        int port;
+        split_endpoint(eps[i], host, sizeof host, &port);
+        st = probe(eps[i], host, port);
+    }
+    if (!st) st = tl__ggml_load(NULL);
+    size_t added = 0;
+    if (!st) {
+        pthread_mutex_lock(&rpc_lock);
+        for (size_t i = 0; !st && i < n; i++)
+            st = add_one(eps[i], &added);
+        pthread_mutex_unlock(&rpc_lock);
+    }
+    free(list);
+    if (n_added) *n_added = added;
+    return st;
+}

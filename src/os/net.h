@@ -1,0 +1,19 @@
+/*
+ * net.h — TCP client calls with deadlines (net.c). Functions return 0 or a
+ * positive errno value (ETIMEDOUT when the deadline passed, ECONNRESET when
+ * the peer closed); TL_OS_EHOST when a host name does not resolve.
+ */
+#ifndef TL_OS_NET_H
+#define TL_OS_NET_H
+
+#include <stddef.h>
+
+#define TL_OS_EHOST 0x10010
+
+/* Connect to host:port (numeric or a name) within timeout_ms; *fd is non-blocking, close-on-exec. */
+int tl__os_tcp_connect(const char *host, int port, int timeout_ms, int *fd);
+/* Send / receive exactly n bytes, each call within timeout_ms. */
+int tl__os_send_all(int fd, const void *buf, size_t n, int timeout_ms);
+int tl__os_recv_all(int fd, void *buf, size_t n, int timeout_ms);
+
+#endif

@@ -1,0 +1,359 @@
+/*
+ * test_ggml_bind.c — acquired weights as the storage of an engine's ggml
+ * tensors (tl_session_bind_ggml), on ggml:CPU and on a ggml RPC server's
+ * device (a ggml-rpc-server process on 127.0.0.1), and the RPC devices'
+ * errors. Built against the ggml source build's headers (TL_GGML_ROOT), the
+ * same ggml tierload loads at run time. Expected bytes come from pread of the
+ * model file; expected products from a plain loop over those bytes.
+ */
+#include "rpc_server.h"
+#include "testutil.h"
+
+#include "ggml-backend.h"
+#include "ggml-cpu.h"
+#include "ggml.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static char g_why[8192];
+static const char *g_root;
+
+#define NEED_GGML()                                                                                \
+    do {                                                                                           \
+        if (!g_root) {                                                                             \
+            if (tu_in_ci()) fail_msg("%s", g_why);                                                 \
+            TU_SKIP("%s", g_why);                                                                  \
+        }                                                                                          \
+    } while (0)
+
+static const char *model_path(void) {
+    return tu_testdata("gguf/tiny-llama-f16.gguf");
+}
+
+static tl_status open_model(tl_model **m) {
+    const char *paths[] = {model_path()};
+    return tl_model_open(paths, 1, NULL, m);
+}
+
+/* The file's bytes of tensor t, read with pread (independent of the library's mapping). */
+static void *file_bytes(const char *path, const tl_tensor_info *t) {
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    void *b = malloc(t->nbytes);
+    assert_true(pread(fd, b, t->nbytes, (off_t)t->offset) == (ssize_t)t->nbytes);
+    close(fd);
+    return b;
+}
+
+/* A plan putting the model's "other" component on one device (a GPU to the planner) of budget bytes. */
+static tl_plan *plan_on(tl_model *m, const char *dev, uint64_t budget, bool stream) {
+    tl_plan_summary sum;
+    assert_int_equal(tl_plan_summary_from_model(m, TL_DTYPE_INVALID, &sum), TL_OK);
+    tl_plan_device devs[2];
+    memset(devs, 0, sizeof devs);
+    snprintf(devs[0].name, sizeof devs[0].name, "%s", dev);
+    devs[0].is_gpu = true;
+    devs[0].total = devs[0].free = budget;
+    snprintf(devs[1].name, sizeof devs[1].name, "cpu");
+    tl_plan_options o;
+    tl_plan_options_init(&o);
+    char spec[80];
+    snprintf(spec, sizeof spec, "other=%s", dev);
+    if (stream)
+        o.offload_to_cpu = true;
+    else
+        o.backend = spec;
+    o.reserve = "diffusion=0,cond=0,vae=0,controlnet=0,other=0";
+    tl_plan *p = NULL;
+    tl_status st = tl_plan_create(&sum, devs, 2, &o, &p);
+    if (st) fail_msg("plan: %s", tl_last_error());
+    tl_plan_summary_clear(&sum);
+    if (!tl_plan_feasible(p)) fail_msg("plan infeasible: %s", tl_plan_error(p));
+    return p;
+}
+
+/* y = W x for a 2-D F16 weight from the file's bytes, with ggml's own F16 -> F32. */
+static void ref_matvec(const tl_tensor_info *t, const void *bytes, const float *x, float *y) {
+    const ggml_fp16_t *w = bytes;
+    int64_t rows = t->shape[0], cols = t->shape[1];
+    for (int64_t r = 0; r < rows; r++) {
+        double acc = 0;
+        for (int64_t c = 0; c < cols; c++)
+            acc += (double)ggml_fp16_to_fp32(w[r * cols + c]) * x[c];
+        y[r] = (float)acc;
+    }
+}
+
+/*
+ * Bind every tensor of an acquired set and check it: its bytes (read back
+ * through ggml) equal the file's, and for 2-D F16 weights W·x computed by
+ * backend be equals the reference within F16-product rounding. Returns how
+ * many tensors were checked.
+ */
+static size_t check_set(tl_session *s, tl_acquired *a, const char *path, ggml_backend_t be,
+                        ggml_backend_dev_t want_dev) {
+    size_t checked = 0;
+    for (size_t i = 0; i < tl_acquired_count(a); i++) {
+        const tl_session_tensor *st = tl_acquired_tensor(a, i);
+        const tl_tensor_info *t = st->info;
+        struct ggml_init_params ip = {ggml_tensor_overhead() * 8 + ggml_graph_overhead(), NULL, true};
+        struct ggml_context *ctx = ggml_init(ip);
+        int64_t ne[4] = {1, 1, 1, 1};
+        for (uint32_t k = 0; k < t->n_dims; k++)
+            ne[k] = t->shape[t->n_dims - 1 - k];
+        struct ggml_tensor *w = ggml_new_tensor(ctx, (enum ggml_type)t->dtype, (int)t->n_dims, ne);
+        assert_int_equal(tl_session_bind_ggml(s, a, i, w), TL_OK);
+        assert_non_null(w->buffer);
+        if (want_dev)
+            assert_true(ggml_backend_buffer_get_type(w->buffer) ==
+                        ggml_backend_dev_buffer_type(want_dev));
+        void *ref = file_bytes(path, t);
+        void *got = malloc(t->nbytes);
+        ggml_backend_tensor_get(w, got, 0, t->nbytes);
+        assert_memory_equal(got, ref, t->nbytes);
+        /* rebinding the same ggml tensor works */
+        assert_int_equal(tl_session_bind_ggml(s, a, i, w), TL_OK);
+        if (t->n_dims == 2 && t->dtype == TL_DTYPE_F16 && be) {
+            int64_t rows = t->shape[0], cols = t->shape[1];
+            struct ggml_tensor *x = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, cols);
+            struct ggml_tensor *y = ggml_mul_mat(ctx, w, x);
+            struct ggml_cgraph *gf = ggml_new_graph(ctx);
+            ggml_build_forward_expand(gf, y);
+            ggml_backend_buffer_t xb = ggml_backend_alloc_ctx_tensors(ctx, be);
+            assert_non_null(xb);
+            float *xv = malloc((size_t)cols * sizeof *xv), *yv = malloc((size_t)rows * sizeof *yv);
+            float *yr = malloc((size_t)rows * sizeof *yr);
+            for (int64_t c = 0; c < cols; c++)
+                xv[c] = (float)((c * 7919 % 13) - 6) / 8.0f;
+            ggml_backend_tensor_set(x, xv, 0, (size_t)cols * sizeof *xv);
+            assert_int_equal(ggml_backend_graph_compute(be, gf), GGML_STATUS_SUCCESS);
+            ggml_backend_tensor_get(y, yv, 0, (size_t)rows * sizeof *yv);
+            ref_matvec(t, ref, xv, yr);
+            for (int64_t r = 0; r < rows; r++)
+                assert_true(fabsf(yv[r] - yr[r]) <= 1e-2f * (1.0f + fabsf(yr[r])));
+            ggml_backend_buffer_free(xb);
+            free(xv);
+            free(yv);
+            free(yr);
+        }
+        free(ref);
+        free(got);
+        ggml_free(ctx);
+        checked++;
+    }
+    return checked;
+}
+
+static tl_device *find_dev(const char *name) {
+    tl_device *d = NULL;
+    assert_int_equal(tl_device_find(name, &d), TL_OK);
+    return d;
+}
+
+/* Resident on ggml:CPU: copied into the device's pool (no_zero_copy), then the mapping itself. */
+static void test_bind_cpu(void **state) {
+    (void)state;
+    NEED_GGML();
+    tl_model *m;
+    assert_int_equal(open_model(&m), TL_OK);
+    tl_plan *p = plan_on(m, "ggml:CPU", 1ull << 30, false);
+    tl_device *d = find_dev("ggml:CPU");
+    ggml_backend_dev_t gd = tl_device_ggml_dev(d);
+    assert_non_null(gd);
+    ggml_backend_t be = ggml_backend_dev_init(gd, NULL);
+    for (int copy = 1; copy >= 0; copy--) {
+        tl_session_options o;
+        tl_session_options_init(&o);
+        o.no_zero_copy = copy;
+        tl_session *s;
+        assert_int_equal(tl_session_create(m, p, &o, &s), TL_OK);
+        tl_acquired *a;
+        assert_int_equal(tl_session_acquire(s, TL_COMP_OTHER, 0, TL_ALL_LAYERS, true, &a), TL_OK);
+        assert_int_equal(tl_acquired_count(a), tl_model_tensor_count(m));
+        for (size_t i = 0; i < tl_acquired_count(a); i++) {
+            const tl_session_tensor *st = tl_acquired_tensor(a, i);
+            assert_int_equal(st->parts[0].tier, copy ? TL_TIER_DEVICE : TL_TIER_FILE);
+        }
+        size_t n = check_set(s, a, model_path(), be, copy ? gd : NULL);
+        assert_int_equal(n, tl_model_tensor_count(m));
+        if (!copy) { /* zero copy: the ggml tensor's data is the mapping itself */
+            const tl_session_tensor *st = tl_acquired_tensor(a, 0);
+            struct ggml_init_params ip = {ggml_tensor_overhead() * 2, NULL, true};
+            struct ggml_context *ctx = ggml_init(ip);
+            int64_t ne[4] = {1, 1, 1, 1};
+            for (uint32_t k = 0; k < st->info->n_dims; k++)
+                ne[k] = st->info->shape[st->info->n_dims - 1 - k];
+            struct ggml_tensor *w =
+                ggml_new_tensor(ctx, (enum ggml_type)st->info->dtype, (int)st->info->n_dims, ne);
+            assert_int_equal(tl_session_bind_ggml(s, a, 0, w), TL_OK);
+            assert_ptr_equal(w->data, tl_model_tensor_data(m, st->index));
+            ggml_free(ctx);
+        }
+        tl_session_release(s, a);
+        assert_int_equal(tl_session_check(s), TL_OK);
+        tl_session_destroy(s);
+    }
+    ggml_backend_free(be);
+    tl_device_release(d);
+    tl_plan_destroy(p);
+    tl_model_close(m);
+}
+
+/* A ggml tensor of the wrong type or shape is refused, naming both. */
+static void test_bind_mismatch(void **state) {
+    (void)state;
+    NEED_GGML();
+    tl_model *m;
+    assert_int_equal(open_model(&m), TL_OK);
+    tl_plan *p = plan_on(m, "ggml:CPU", 1ull << 30, false);
+    tl_session_options o;
+    tl_session_options_init(&o);
+    o.no_zero_copy = true;
+    tl_session *s;
+    assert_int_equal(tl_session_create(m, p, &o, &s), TL_OK);
+    tl_acquired *a;
+    assert_int_equal(tl_session_acquire(s, TL_COMP_OTHER, 0, 1, false, &a), TL_OK);
+    size_t i2 = SIZE_MAX;
+    for (size_t i = 0; i < tl_acquired_count(a); i++)
+        if (tl_acquired_tensor(a, i)->info->n_dims == 2) i2 = i;
+    assert_true(i2 != SIZE_MAX);
+    const tl_tensor_info *t = tl_acquired_tensor(a, i2)->info;
+    struct ggml_init_params ip = {ggml_tensor_overhead() * 4, NULL, true};
+    struct ggml_context *ctx = ggml_init(ip);
+    struct ggml_tensor *wt = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, t->shape[1], t->shape[0]);
+    assert_int_equal(tl_session_bind_ggml(s, a, i2, wt), TL_ERR_INVALID_ARG);
+    assert_non_null(strstr(tl_last_error(), t->name));
+    assert_non_null(strstr(tl_last_error(), "F32"));
+    assert_non_null(strstr(tl_last_error(), "F16"));
+    assert_null(wt->buffer);
+    struct ggml_tensor *ws = ggml_new_tensor_2d(ctx, GGML_TYPE_F16, t->shape[0], t->shape[1]);
+    if (t->shape[0] != t->shape[1]) {
+        assert_int_equal(tl_session_bind_ggml(s, a, i2, ws), TL_ERR_INVALID_ARG);
+        assert_non_null(strstr(tl_last_error(), "ggml tensor"));
+    }
+    assert_int_equal(tl_session_bind_ggml(s, a, tl_acquired_count(a), ws), TL_ERR_INVALID_ARG);
+    ggml_free(ctx);
+    tl_session_release(s, a);
+    tl_session_destroy(s);
+    tl_plan_destroy(p);
+    tl_model_close(m);
+}
+
+/* Weights streamed through an RPC server's device, layer by layer, bound and multiplied there. */
+static void test_bind_rpc(void **state) {
+    (void)state;
+    NEED_GGML();
+    tu_rpc srv;
+    char why[256];
+    if (!tu_rpc_start(&srv, why, sizeof why)) fail_msg("%s", why);
+    size_t added = 0;
+    assert_int_equal(tl_device_ggml_rpc_add(srv.endpoint, &added), TL_OK);
+    assert_true(added >= 1);
+    char name[64];
+    tl_device *d = NULL;
+    /* the newest server's first device: the highest rpcS:0 registered */
+    for (int sidx = 15; sidx >= 0 && !d; sidx--) {
+        snprintf(name, sizeof name, "rpc%d:0", sidx);
+        if (tl_device_find(name, &d) != TL_OK) d = NULL;
+    }
+    assert_non_null(d);
+    tl_device_info info;
+    assert_int_equal(tl_device_describe(d, &info), TL_OK);
+    assert_false(info.host_pointer);
+    assert_non_null(strstr(info.desc, srv.endpoint));
+    assert_true(info.total > 0);
+    /* adding it again adds nothing */
+    assert_int_equal(tl_device_ggml_rpc_add(srv.endpoint, &added), TL_OK);
+    assert_int_equal(added, 0);
+
+    tl_model *m;
+    assert_int_equal(open_model(&m), TL_OK);
+    uint64_t total = 0;
+    for (size_t i = 0; i < tl_model_tensor_count(m); i++)
+        total += tl_model_tensor(m, i)->nbytes;
+    tl_plan *p = plan_on(m, name, total, false);
+    tl_session *s;
+    assert_int_equal(tl_session_create(m, p, NULL, &s), TL_OK);
+    ggml_backend_dev_t gd = tl_device_ggml_dev(d);
+    ggml_backend_t be = ggml_backend_dev_init(gd, NULL);
+    assert_non_null(be);
+    size_t nl = tl_model_layer_count(m, TL_COMP_OTHER), checked = 0;
+    for (size_t l = 0; l <= nl; l++) {
+        tl_acquired *a;
+        if (l < nl)
+            assert_int_equal(tl_session_acquire(s, TL_COMP_OTHER, l, l + 1, false, &a), TL_OK);
+        else
+            assert_int_equal(tl_session_acquire(s, TL_COMP_OTHER, nl, nl, true, &a), TL_OK);
+        for (size_t i = 0; i < tl_acquired_count(a); i++)
+            assert_int_equal(tl_acquired_tensor(a, i)->parts[0].tier, TL_TIER_DEVICE);
+        checked += check_set(s, a, model_path(), be, gd);
+        tl_session_release(s, a);
+        assert_int_equal(tl_session_check(s), TL_OK);
+    }
+    assert_int_equal(checked, tl_model_tensor_count(m));
+    ggml_backend_free(be);
+    tl_session_destroy(s);
+    tl_plan_destroy(p);
+    tl_model_close(m);
+    tl_device_release(d);
+    tu_rpc_stop(&srv);
+}
+
+/* Endpoints that are malformed, repeated, closed or silent: clear errors naming them, no hang. */
+static void test_rpc_errors(void **state) {
+    (void)state;
+    NEED_GGML();
+    assert_int_equal(tl_device_ggml_rpc_add("localhost", NULL), TL_ERR_INVALID_ARG);
+    assert_non_null(strstr(tl_last_error(), "localhost"));
+    assert_int_equal(tl_device_ggml_rpc_add("127.0.0.1:0", NULL), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_device_ggml_rpc_add("127.0.0.1:70000", NULL), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_device_ggml_rpc_add("127.0.0.1:5,127.0.0.1:5", NULL), TL_ERR_INVALID_ARG);
+    assert_non_null(strstr(tl_last_error(), "twice"));
+    int port = tu_free_port();
+    char ep[64];
+    snprintf(ep, sizeof ep, "127.0.0.1:%d", port);
+    assert_int_equal(tl_device_ggml_rpc_add(ep, NULL), TL_ERR_DEVICE);
+    assert_non_null(strstr(tl_last_error(), ep));
+    /* a listener that accepts and never answers */
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t l = sizeof a;
+    assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &l), 0);
+    assert_int_equal(listen(ls, 4), 0);
+    snprintf(ep, sizeof ep, "127.0.0.1:%d", ntohs(a.sin_port));
+    assert_int_equal(tl_device_ggml_rpc_add(ep, NULL), TL_ERR_DEVICE);
+    assert_non_null(strstr(tl_last_error(), ep));
+    assert_non_null(strstr(tl_last_error(), "no answer"));
+    close(ls);
+}
+
+int main(void) {
+    g_root = tu_ggml_root(g_why, sizeof g_why);
+    if (g_root) {
+        char lib[4200];
+        snprintf(lib, sizeof lib, "%s/lib", g_root);
+        if (tl_device_ggml_discover(lib, NULL) != TL_OK) {
+            snprintf(g_why, sizeof g_why, "ggml from %s does not load: %s", lib, tl_last_error());
+            g_root = NULL;
+        }
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bind_cpu),
+        cmocka_unit_test(test_bind_mismatch),
+        cmocka_unit_test(test_bind_rpc),
+        cmocka_unit_test(test_rpc_errors),
+    };
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
+}
