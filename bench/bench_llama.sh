@@ -66,8 +66,8 @@ if [ -x "$BUILD/llama-oracle" ]; then
 fi
 run cpu
 run cpu4 --budget $quarter
-run rpc --rpc 127.0.0.1:$port --device rpc0:CPU
-run rpc4 --rpc 127.0.0.1:$port --device rpc0:CPU --budget $quarter
+run rpc --rpc 127.0.0.1:$port --device rpc0:0
+run rpc4 --rpc 127.0.0.1:$port --device rpc0:0 --budget $quarter
 /usr/bin/python3 - "$T" "$bytes" "$quarter" "$oracle" <<'PY'
 import json, sys
 import numpy as np
@@ -102,7 +102,7 @@ for n, (greedy, j) in runs.items():
     elif greedy != runs["cpu"][0]:
         print(f"  {n}: greedy tokens differ from the resident run: {greedy}")
         miss += 1
-for base, streamed, dev, limit in (("cpu", "cpu4", "ggml:CPU", 0.8), ("rpc", "rpc4", "rpc0:CPU", None)):
+for base, streamed, dev, limit in (("cpu", "cpu4", "ggml:CPU", 0.8), ("rpc", "rpc4", "rpc0:0", None)):
     r, s = runs[base][1], runs[streamed][1]
     print(f"{streamed} against {base} ({dev}):")
     ratio = s["decode_tokens_per_s"] / r["decode_tokens_per_s"]

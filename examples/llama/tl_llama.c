@@ -73,12 +73,6 @@ typedef struct layer_state {
     struct ggml_tensor *k, *v; /* [n_embd_kv, n_ctx] F16 each */
 } layer_state;
 
-/* The bindings of one acquired set (the stand-in keeps its wrapping buffers here). */
-typedef struct bound {
-    ggml_backend_buffer_t *bufs;
-    size_t n;
-} bound;
-
 typedef struct engine {
     tl_model *m;
     tl_plan *plan;
@@ -106,56 +100,10 @@ static int fail(const char *what, tl_status s) {
 
 /* ---- weights: tierload's acquired tensors bound into ggml tensors ---- */
 
-/*
- * The ggml device of tierload device d (NULL: host tiers, computed on the CPU).
- * tl_device_ggml_dev(d) once the library has it; until then ggml:CPU only.
- */
+/* The ggml device of tierload device d (host tiers: ggml's CPU device); NULL for non-ggml ones. */
 static ggml_backend_dev_t ggml_dev_of(tl_device *d) {
-    if (!d || !strcmp(tl_device_name(d), "ggml:CPU"))
-        return ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
-    return NULL;
-}
-
-/*
- * Bind acquired tensor i of a to t (made in a no_alloc context): tierload's
- * tl_session_bind_ggml once the library has it; until then host bytes are
- * wrapped in place as a CPU buffer (start rounded down to 64 bytes).
- */
-static tl_status bind_weight(engine *e, const tl_acquired *a, size_t i, struct ggml_tensor *t,
-                             bound *b) {
-    (void)e;
-    const tl_session_tensor *st = tl_acquired_tensor(a, i);
-    if (st->n_parts != 1 || !st->parts[0].host) {
-        fprintf(stderr, "tl-llama: %s: not in host memory (device binding not available)\n",
-                st->info->name);
-        return TL_ERR_UNSUPPORTED;
-    }
-    if (ggml_nbytes(t) != st->info->nbytes || (int)t->type != (int)st->info->dtype) {
-        fprintf(stderr, "tl-llama: %s: type or shape differs from the engine's tensor\n",
-                st->info->name);
-        return TL_ERR_INVALID_ARG;
-    }
-    uintptr_t p = (uintptr_t)st->parts[0].host, base = p & ~(uintptr_t)63;
-    ggml_backend_buffer_t buf =
-        ggml_backend_cpu_buffer_from_ptr((void *)base, (size_t)(p - base) + ggml_nbytes(t));
-    if (!buf) return TL_ERR_NOMEM;
-    ggml_backend_buffer_t *nb = realloc(b->bufs, (b->n + 1) * sizeof *nb);
-    if (!nb) {
-        ggml_backend_buffer_free(buf);
-        return TL_ERR_NOMEM;
-    }
-    b->bufs = nb;
-    b->bufs[b->n++] = buf;
-    if (ggml_backend_tensor_alloc(buf, t, (void *)p) != GGML_STATUS_SUCCESS) return TL_ERR_DEVICE;
-    return TL_OK;
-}
-
-static void unbind(bound *b) {
-    for (size_t i = 0; i < b->n; i++)
-        ggml_backend_buffer_free(b->bufs[i]);
-    free(b->bufs);
-    b->bufs = NULL;
-    b->n = 0;
+    if (!d) return ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    return (ggml_backend_dev_t)tl_device_ggml_dev(d);
 }
 
 /* The slot computing on tierload device d (created on first use). -1 on failure. */
@@ -214,17 +162,22 @@ static struct ggml_tensor *weight_tensor(struct ggml_context *ctx, const tl_sess
     return ggml_new_tensor(ctx, (enum ggml_type)t->info->dtype, (int)t->info->n_dims, ne);
 }
 
-/* Find "SUFFIX" among a's tensors (full name, or "blk.N." + suffix); NULL when absent. */
+/*
+ * The weight "SUFFIX" of set a (full name, or the name after "blk.N."), made
+ * in ctx and bound to the bytes tierload placed; NULL when absent (or, with
+ * *st set, when it cannot be bound).
+ */
 static struct ggml_tensor *take(engine *e, struct ggml_context *ctx, const tl_acquired *a,
-                                const char *suffix, bound *b, tl_status *st) {
+                                const char *suffix, tl_status *st) {
     for (size_t i = 0; i < tl_acquired_count(a); i++) {
         const tl_session_tensor *t = tl_acquired_tensor(a, i);
         const char *n = t->info->name;
         if (t->info->layer >= 0) n += t->info->layer_key_len + (n[t->info->layer_key_len] == '.');
         if (strcmp(n, suffix)) continue;
         struct ggml_tensor *g = weight_tensor(ctx, t);
-        tl_status s = g ? bind_weight(e, a, i, g, b) : TL_ERR_NOMEM;
+        tl_status s = g ? tl_session_bind_ggml(e->s, a, i, g) : TL_ERR_NOMEM;
         if (s) {
+            fprintf(stderr, "tl-llama: bind %s: %s\n", t->info->name, tl_last_error());
             *st = s;
             return NULL;
         }
@@ -259,9 +212,8 @@ static bool compute(engine *e, slot *s, struct ggml_cgraph *gf, double *acc) {
 /* x (host, n_embd x n floats) = token_embd rows of tok. */
 static bool embed(engine *e, const tl_acquired *other, const int32_t *tok, int n, float *x) {
     tl_status st = TL_OK;
-    bound b = {0};
     struct ggml_context *ctx = graph_ctx();
-    struct ggml_tensor *w = ctx ? take(e, ctx, other, "token_embd.weight", &b, &st) : NULL;
+    struct ggml_tensor *w = ctx ? take(e, ctx, other, "token_embd.weight", &st) : NULL;
     int si = w ? slot_of_set(e, other) : -1;
     bool ok = w && si >= 0;
     if (ok) {
@@ -281,7 +233,6 @@ static bool embed(engine *e, const tl_acquired *other, const int32_t *tok, int n
     }
     if (st) fprintf(stderr, "tl-llama: token_embd: %s\n", tl_status_name(st));
     if (ctx) ggml_free(ctx);
-    unbind(&b);
     return ok;
 }
 
@@ -309,39 +260,35 @@ static bool kv_cache(engine *e, int l) {
 static bool block(engine *e, int l, const tl_acquired *a, int pos0, int n, float *x) {
     const hparams *hp = &e->hp;
     tl_status st = TL_OK;
-    bound b = {0};
     struct ggml_context *ctx = graph_ctx();
     if (!ctx) return false;
-    struct ggml_tensor *attn_norm = take(e, ctx, a, "attn_norm.weight", &b, &st),
-                       *wq = take(e, ctx, a, "attn_q.weight", &b, &st),
-                       *wk = take(e, ctx, a, "attn_k.weight", &b, &st),
-                       *wv = take(e, ctx, a, "attn_v.weight", &b, &st),
-                       *wo = take(e, ctx, a, "attn_output.weight", &b, &st),
-                       *ffn_norm = take(e, ctx, a, "ffn_norm.weight", &b, &st),
-                       *gate = take(e, ctx, a, "ffn_gate.weight", &b, &st),
-                       *down = take(e, ctx, a, "ffn_down.weight", &b, &st),
-                       *up = take(e, ctx, a, "ffn_up.weight", &b, &st);
+    struct ggml_tensor *attn_norm = take(e, ctx, a, "attn_norm.weight", &st),
+                       *wq = take(e, ctx, a, "attn_q.weight", &st),
+                       *wk = take(e, ctx, a, "attn_k.weight", &st),
+                       *wv = take(e, ctx, a, "attn_v.weight", &st),
+                       *wo = take(e, ctx, a, "attn_output.weight", &st),
+                       *ffn_norm = take(e, ctx, a, "ffn_norm.weight", &st),
+                       *gate = take(e, ctx, a, "ffn_gate.weight", &st),
+                       *down = take(e, ctx, a, "ffn_down.weight", &st),
+                       *up = take(e, ctx, a, "ffn_up.weight", &st);
     bool ok = !st && attn_norm && wq && wk && wv && wo && ffn_norm && gate && down && up;
     if (!ok) {
         fprintf(stderr, "tl-llama: block %d: weights missing or not bound (%s)\n", l,
                 tl_status_name(st));
         ggml_free(ctx);
-        unbind(&b);
-        return false;
+            return false;
     }
     layer_state *L = &e->layers[l];
     int si = slot_of_set(e, a);
     if (si < 0 || (L->kv_buf && si != L->slot)) {
         ggml_free(ctx);
-        unbind(&b);
-        return false;
+            return false;
     }
     L->slot = si;
     slot *s = &e->slots[si];
     if (!kv_cache(e, l)) {
         ggml_free(ctx);
-        unbind(&b);
-        return false;
+            return false;
     }
     const int64_t hd = hp->n_embd / hp->n_head, n_kv_embd = hd * hp->n_head_kv;
     /* the cache is read in whole 256-row steps, as llama.cpp reads its cache: the rows past
@@ -417,19 +364,17 @@ static bool block(engine *e, int l, const tl_acquired *a, int pos0, int n, float
         free(mk);
     }
     ggml_free(ctx);
-    unbind(&b);
     return ok;
 }
 
 /* logits (host, n_vocab x n) = output . (rmsnorm(x) * output_norm). */
 static bool head(engine *e, const tl_acquired *other, const float *x, int n, float *logits) {
     tl_status st = TL_OK;
-    bound b = {0};
     struct ggml_context *ctx = graph_ctx();
     if (!ctx) return false;
-    struct ggml_tensor *norm = take(e, ctx, other, "output_norm.weight", &b, &st);
-    struct ggml_tensor *w = take(e, ctx, other, "output.weight", &b, &st);
-    if (!w && !st) w = take(e, ctx, other, "token_embd.weight", &b, &st); /* tied embeddings */
+    struct ggml_tensor *norm = take(e, ctx, other, "output_norm.weight", &st);
+    struct ggml_tensor *w = take(e, ctx, other, "output.weight", &st);
+    if (!w && !st) w = take(e, ctx, other, "token_embd.weight", &st); /* tied embeddings */
     int si = norm && w ? slot_of_set(e, other) : -1;
     bool ok = !st && si >= 0;
     if (ok) {
@@ -452,7 +397,6 @@ static bool head(engine *e, const tl_acquired *other, const float *x, int n, flo
                 tl_status_name(st));
     }
     ggml_free(ctx);
-    unbind(&b);
     return ok;
 }
 
@@ -590,6 +534,33 @@ static double link_bandwidth(slot *s) {
     return best;
 }
 
+/*
+ * The offline optimum for this run's schedule as it is carried out: each
+ * step holds what it acquires and what it prefetches at once (the embedding
+ * with block 0, block k with block k + 1, the last block with the head's
+ * weights, the head with block 0 of the next pass). Computed on a second
+ * session that loads nothing. false when it cannot be had.
+ */
+static bool optimum_with_prefetch(engine *e, const tl_session_options *so, size_t n_passes,
+                                  uint64_t *bytes) {
+    size_t nl = (size_t)e->hp.n_layer, per = nl + 2, k = 0;
+    tl_session_step *st = calloc(n_passes * per, sizeof *st);
+    tl_session *s2 = NULL;
+    bool ok = st && tl_session_create(e->m, e->plan, so, &s2) == TL_OK;
+    for (size_t p = 0; ok && p < n_passes; p++) {
+        st[k++] = (tl_session_step){TL_COMP_OTHER, 0, 1, true};
+        for (size_t l = 0; l < nl; l++)
+            st[k++] = l + 1 < nl ? (tl_session_step){TL_COMP_OTHER, l, l + 2, false}
+                                 : (tl_session_step){TL_COMP_OTHER, l, l + 1, true};
+        st[k++] = (tl_session_step){TL_COMP_OTHER, 0, p + 1 < n_passes ? 1 : 0, true};
+    }
+    ok = ok && tl_session_set_schedule(s2, st, k) == TL_OK &&
+         tl_session_optimal_bytes(s2, bytes) == TL_OK;
+    tl_session_destroy(s2);
+    free(st);
+    return ok;
+}
+
 static int usage(void) {
     fprintf(stderr,
             "usage: tl-llama MODEL.gguf --tokens 1,2,3,... --n-predict N --logits OUT.f32\n"
@@ -663,10 +634,6 @@ int main(int argc, char **argv) {
     if (!model || !tokens || n_predict < 0 || !logits_path || threads < 1 ||
         !parse_tokens(tokens, &tok, &n_prompt))
         return usage();
-    if (rpc) {
-        fprintf(stderr, "tl-llama: --rpc: this tierload has no RPC devices yet\n");
-        return 1;
-    }
 
     engine e = {0};
     e.threads = threads;
@@ -689,8 +656,14 @@ int main(int argc, char **argv) {
     /* 1. ggml's devices registered before planning, so the plan can place weights on them */
     if ((s = tl_device_ggml_discover(ggml_dir, NULL)))
         return fail("ggml (build it with `make ggml`)", s);
+    if (rpc && (s = tl_device_ggml_rpc_add(rpc, NULL))) return fail("--rpc", s);
 
-    /* 2. The plan: component other on the device(s) named, each with --budget (0: its total). */
+    /*
+     * 2. The plan: component other on the device named, with --budget (0: its total): whole
+     * when it fits, else streamed through it. With --split-devices, its blocks split over the
+     * two (a plan made as if each had the model's size, so the split is even), and the session
+     * then holds each device to --budget: each streams its own blocks when they do not fit.
+     */
     char names[2][TL_DEVICE_NAME_MAX];
     int n_names = 1;
     snprintf(names[0], sizeof names[0], "%s", split ? split : device);
@@ -701,6 +674,9 @@ int main(int argc, char **argv) {
         snprintf(names[1], sizeof names[1], "%s", comma + 1);
         n_names = 2;
     }
+    uint64_t model_bytes = 0;
+    for (size_t i = 0; i < tl_model_tensor_count(e.m); i++)
+        model_bytes += tl_model_tensor(e.m, i)->nbytes;
     tl_plan_device devs[3];
     memset(devs, 0, sizeof devs);
     for (int i = 0; i < n_names; i++) {
@@ -710,7 +686,8 @@ int main(int argc, char **argv) {
             return fail(names[i], s);
         snprintf(devs[i].name, sizeof devs[i].name, "%s", tl_device_name(d));
         devs[i].is_gpu = true;
-        devs[i].total = devs[i].free = budget ? budget : info.total;
+        devs[i].total = devs[i].free =
+            split ? model_bytes : budget ? budget : info.total;
         tl_device_release(d);
     }
     snprintf(devs[n_names].name, sizeof devs[n_names].name, "cpu");
@@ -749,6 +726,21 @@ int main(int argc, char **argv) {
     /* 3. The session, told the run's order of acquires (other once, then every block per pass). */
     tl_session_options so;
     tl_session_options_init(&so);
+    /* with a budget, host-pointer devices (ggml:CPU) get weights in their own memory under it,
+       so that streaming through them moves bytes as through a GPU */
+    so.no_zero_copy = budget > 0;
+    uint64_t weight_budgets[3] = {0, 0, 0};
+    if (split && budget) {
+        if (budget <= kv_all + act) {
+            fprintf(stderr, "tl-llama: --budget %llu leaves nothing for weights beside the "
+                            "KV caches and compute buffers (%llu)\n",
+                    (unsigned long long)budget, (unsigned long long)(kv_all + act));
+            return 1;
+        }
+        weight_budgets[0] = weight_budgets[1] = budget - kv_all - act;
+        so.device_budgets = weight_budgets;
+        so.n_device_budgets = 3;
+    }
     if ((s = tl_session_create(e.m, e.plan, &so, &e.s))) return fail("session", s);
     size_t n_passes = 1 + (size_t)n_predict, per_pass = (size_t)e.hp.n_layer + 2,
            n_steps = n_passes * per_pass;
@@ -813,15 +805,17 @@ int main(int argc, char **argv) {
     for (int t = 0; t < TL_TIER_COUNT; t++)
         uploaded += st.moved[t][TL_TIER_DEVICE];
     bool have_opt = tl_session_optimal_bytes(e.s, &optimal) == TL_OK;
+    uint64_t optimal_pf = 0;
+    bool have_opt_pf = json && optimum_with_prefetch(&e, &so, n_passes, &optimal_pf);
     if ((s = tl_session_check(e.s))) return fail("session check", s);
     if (json) {
         /* per device: tierload's weights at their peak, plus this engine's KV caches and
            compute buffers there: the device memory the run needed at most */
-        printf("{\"mode\":\"%s\",\"budget\":%llu,\"devices\":[",
+        printf("{\"mode\":\"%s\",\"budget\":%llu,\"reserve\":%llu,\"devices\":[",
                dec.mode == TL_PLAN_MODE_STREAM        ? "stream"
                : dec.mode == TL_PLAN_MODE_LAYER_SPLIT ? "layer_split"
                                                       : "resident",
-               (unsigned long long)budget);
+               (unsigned long long)budget, (unsigned long long)(kv_all + act));
         for (size_t i = 0; i < st.n_devices; i++) {
             uint64_t kv = 0, cb = 0;
             for (int k = 0; k < e.n_slots; k++) {
@@ -845,6 +839,11 @@ int main(int argc, char **argv) {
         printf("\"bytes_uploaded\":%llu,\"optimal_bytes\":", (unsigned long long)uploaded);
         if (have_opt)
             printf("%llu", (unsigned long long)optimal);
+        else
+            printf("null");
+        printf(",\"optimal_bytes_with_prefetch\":");
+        if (have_opt_pf)
+            printf("%llu", (unsigned long long)optimal_pf);
         else
             printf("null");
         printf(",\"peak_device_memory\":%llu,", (unsigned long long)peak);
