@@ -10,6 +10,10 @@
 # Figures, each printed beside its limit:
 #   - decode tokens/s streamed / resident, on ggml:CPU: >= 0.8 (on RPC: reported, no limit);
 #   - bytes uploaded / the offline optimum for the same budget and schedule (streamed runs): <= 1.05;
+#     the schedule is the run's as carried out, each step holding the block it computes and the one
+#     it prefetches (tl-llama's "optimal_bytes_with_prefetch", tl_session_optimal_bytes on that
+#     schedule); the optimum of one block at a time is printed beside it (the prefetch's second
+#     buffer costs one block per pass more there);
 #   - peak device memory (tierload's weights at their peak + the engine's KV caches and compute
 #     buffers on that device) <= the budget (streamed runs);
 #   - time waiting for weights per block / that block's compute time, summed over blocks and
@@ -112,12 +116,16 @@ for base, streamed, dev, limit in (("cpu", "cpu4", "ggml:CPU", 0.8), ("rpc", "rp
               f"link {bw / 1e9:.2f} GB/s")
     else:
         figure("tokens/s streamed / resident", f"{ratio:.3f}", f">= {limit}", ratio >= limit)
-    opt = s["optimal_bytes"] or 0
+    opt = s["optimal_bytes_with_prefetch"] or 0
+    plain = s["optimal_bytes"] or 0
     up = s["bytes_uploaded"]
     per_tok = up / (s["passes"])
     print(f"  {'bytes uploaded per token (pass)':<58} {per_tok / 2**20:>12.1f} MiB")
-    figure("bytes uploaded / offline optimum", f"{up / opt:.4f}" if opt else "n/a", "<= 1.05",
-           opt > 0 and up <= 1.05 * opt)
+    figure("bytes uploaded / offline optimum of the schedule with prefetch",
+           f"{up / opt:.4f}" if opt else "n/a", "<= 1.05", opt > 0 and up <= 1.05 * opt)
+    if plain:
+        print(f"  {'  (/ the optimum holding one block at a time: reported)':<58} "
+              f"{up / plain:>12.4f}")
     figure("peak device memory / budget", f"{s['peak_device_memory'] / quarter:.3f}", "<= 1",
            s["peak_device_memory"] <= quarter)
     layers = s["layers"]

@@ -203,6 +203,7 @@ static bool run_graph(engine *e, slot *s, struct ggml_cgraph *gf) {
 static bool compute(engine *e, slot *s, struct ggml_cgraph *gf, double *acc) {
     double t0 = now();
     bool ok = ggml_backend_graph_compute(s->be, gf) == GGML_STATUS_SUCCESS;
+    ggml_backend_synchronize(s->be); /* RPC returns before the server has computed */
     double dt = now() - t0;
     e->compute_s += dt;
     if (acc) *acc += dt;
