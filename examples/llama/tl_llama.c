@@ -7,7 +7,7 @@
  * (tests/tools/llama_oracle.c) on the same GGUF and tokens.
  *
  *   tl-llama MODEL.gguf --tokens 1,2,3,... --n-predict N --logits OUT.f32
- *            [--device NAME] [--budget BYTES] [--rpc HOST:PORT,...]
+ *            [--device NAME] [--budget SIZE] [--rpc HOST:PORT,...]
  *            [--split-devices A,B] [--threads N] [--ggml-dir DIR] [--json]
  *            [--measure-link]
  *
@@ -565,7 +565,7 @@ static bool optimum_with_prefetch(engine *e, const tl_session_options *so, size_
 static int usage(void) {
     fprintf(stderr,
             "usage: tl-llama MODEL.gguf --tokens 1,2,3,... --n-predict N --logits OUT.f32\n"
-            "                [--device NAME] [--budget BYTES] [--rpc HOST:PORT,...]\n"
+            "                [--device NAME] [--budget SIZE] [--rpc HOST:PORT,...]\n"
             "                [--split-devices A,B] [--threads N] [--ggml-dir DIR] [--json]\n"
             "                [--measure-link]\n");
     return 2;
@@ -611,8 +611,11 @@ int main(int argc, char **argv) {
             logits_path = v, i++;
         else if (!strcmp(a, "--device") && v)
             device = v, i++;
-        else if (!strcmp(a, "--budget") && v)
-            budget = strtoull(v, NULL, 10), i++;
+        else if (!strcmp(a, "--budget") && v) {
+            bool neg = false;
+            if (tl_parse_bytes(v, &budget, &neg) != TL_OK || neg || !budget) return usage();
+            i++;
+        }
         else if (!strcmp(a, "--rpc") && v)
             rpc = v, i++;
         else if (!strcmp(a, "--split-devices") && v)
