@@ -1673,8 +1673,42 @@ TL_API tl_status tl_session_acquire(tl_session *s, tl_component c, size_t layer_
                              bool with_other, tl_acquired **out);
 TL_API size_t tl_acquired_count(const tl_acquired *a);
 TL_API const tl_session_tensor *tl_acquired_tensor(const tl_acquired *a, size_t i);
-/* Drop the references (the tensors stay resident until evicted); frees a. NULL is fine. */
+/*
+ * Drop the references (the tensors stay resident until evicted); frees a.
+ * NULL is fine. The rule for device work: once a set is released its device
+ * memory may be evicted, overwritten by another load or given back at any
+ * moment, so every computation of the engine that reads (or writes) it must
+ * be finished before a plain release — or use tl_session_release_fenced.
+ */
 TL_API void tl_session_release(tl_session *s, tl_acquired *a);
+/*
+ * A fence of the engine's device work (a CUDA event, a ggml backend
+ * synchronisation, a thread join): wait(arg) returns TL_OK once the work is
+ * done, or an error status.
+ */
+typedef tl_status (*tl_fence_wait_fn)(void *arg);
+/*
+ * Release a while device work that reads its tensors may still be running:
+ * the references drop at once (the tensors can be chosen for eviction), but
+ * before the memory of a device-tier tensor of the set is saved, freed or
+ * reused the session calls wait(arg) — once, on whichever thread needs the
+ * memory first, with the session's lock held — and forgets the fence. A
+ * tensor released fenced again replaces its fence (the older one is waited
+ * for first). Host tiers need no fence. arg must stay valid until it has been
+ * waited for or the session is destroyed (which waits for every fence still
+ * held). Errors: TL_ERR_INVALID_ARG for NULL arguments (nothing released);
+ * a failing older fence's status (the set is released all the same).
+ */
+TL_API tl_status tl_session_release_fenced(tl_session *s, tl_acquired *a, tl_fence_wait_fn wait,
+                                           void *arg);
+/*
+ * Whether layers [layer_begin, layer_end) of c (and its other tensors when
+ * with_other) are where the plan puts them now, copies finished — an acquire
+ * of them would neither copy nor wait (*ready true). Never blocks; a prefetch
+ * still in flight answers false.
+ */
+TL_API tl_status tl_session_ready(tl_session *s, tl_component c, size_t layer_begin,
+                                  size_t layer_end, bool with_other, bool *ready);
 /*
  * Bind tensor i of acquired set a to an engine's ggml tensor (a struct
  * ggml_tensor * made in a context with no_alloc, not a view): its buffer and

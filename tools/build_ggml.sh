@@ -19,7 +19,7 @@ JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 mkdir -p "$G"
 
 if [ -f "$G/lib/libggml.so" ] && [ -x "$G/bin/ggml-rpc-server" ] &&
-   { [ $LLAMA = 0 ] || [ -f "$G/lib/libllama.so" ]; }; then
+   { [ $LLAMA = 0 ] || { [ -f "$G/lib/libllama.so" ] && [ -x "$G/bin/llama-quantize" ]; }; }; then
     exit 0
 fi
 
@@ -47,12 +47,14 @@ cmake -S "$G/src" -B "$G/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=O
 cmake --build "$G/build" -j "$JOBS" --target $targets >"$G/build.log" 2>&1 ||
     { echo "build_ggml.sh: build failed, see $G/build.log" >&2; exit 1; }
 
+# Files are replaced by rename, never rewritten in place: a running ggml-rpc-server or a test
+# that has the libraries loaded keeps its own copy.
 mkdir -p "$G/lib" "$G/include" "$G/bin"
-find "$G/build" -name 'lib*.so*' -exec cp -P {} "$G/lib/" \;
-cp "$G"/src/ggml/include/*.h "$G/include/"
-cp "$G/src/include/llama.h" "$G/include/"
+put() { cp -P "$1" "$2/.new.$(basename "$1")" && mv -f "$2/.new.$(basename "$1")" "$2/$(basename "$1")"; }
+for f in $(find "$G/build" -name 'lib*.so*'); do put "$f" "$G/lib"; done
+for f in "$G"/src/ggml/include/*.h "$G/src/include/llama.h"; do put "$f" "$G/include"; done
 for t in ggml-rpc-server llama-quantize; do
     f=$(find "$G/build" -name "$t" -type f | head -n 1)
-    [ -z "$f" ] || cp "$f" "$G/bin/"
+    [ -z "$f" ] || put "$f" "$G/bin"
 done
 echo "build_ggml.sh: ggml in $G" >&2

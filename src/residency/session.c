@@ -41,6 +41,14 @@
 #define SPILL_ALIGN 4096ull
 #define MAX_EVENTS 1000000u
 
+/* A fence given at a release: waited once, before memory of the units holding it is reused. */
+typedef struct fence {
+    tl_fence_wait_fn wait;
+    void *arg;
+    size_t holders; /* units still holding it */
+    bool waited;
+} fence;
+
 typedef struct unit {
     tlr_place pl;
     int32_t dev; /* session device, TLR_HOST for the host */
@@ -56,6 +64,7 @@ typedef struct unit {
     uint64_t sp_off, sp_len;
     uint32_t refs;
     uint64_t last_use;
+    fence *fence; /* device work that may still read the unit (tl_session_release_fenced) */
 } unit;
 
 typedef struct sdev {
@@ -339,10 +348,28 @@ static tl_status save_dirty_locked(tl_session *s, unit *u) {
     return TL_OK;
 }
 
+/* Wait for the fence of a unit's last release (once per fence), then forget it. */
+static tl_status fence_wait_locked(tl_session *s, unit *u) {
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
+    fence *f = u->fence;
+    if (!f) return TL_OK;
+    tl_status st = TL_OK;
+    if (!f->waited) {
+        st = f->wait(f->arg);
+        if (st) return tl__err_prefix(st, "tensor %s: waiting for the engine's fence", tname(s, u));
+        f->waited = true;
+    }
+    u->fence = NULL;
+    if (--f->holders == 0) free(f);
+    return st;
+}
+
 /* Take a unit off its device (saving it first when dirty). */
 static tl_status evict_unit_locked(tl_session *s, unit *u) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     sdev *v = &s->dev[u->dev];
+    tl_status fs = fence_wait_locked(s, u); /* the engine's work on it first */
+    if (fs) return fs;
     if (u->dirty) {
         tl_status st = save_dirty_locked(s, u);
         if (st) return st;
@@ -492,6 +519,7 @@ void tl_session_destroy(tl_session *s) {
     tl__os_mutex_lock(&s->mu);
     for (size_t i = 0; i < s->n_u; i++) {
         unit *u = &s->u[i];
+        if (u->fence) fence_wait_locked(s, u);
         if (u->on_dev || u->loading) {
             if (u->ticket) tl_device_wait(s->dev[u->dev].d, u->ticket);
             tl_device_free(s->dev[u->dev].d, u->dptr);
@@ -700,24 +728,58 @@ static tl__io_xfer load_xfer(tl_session *s, unit *u) {
     x.dst.kind = TL_IO_DEVICE;
     x.dst.dev = s->dev[u->dev].d;
     x.dst.dptr = u->dptr;
-    if (s->dev[u->dev].async) x.ticket = &u->ticket;
     return x;
 }
 
+/* Wake every thread waiting for a load to finish (a prefetch batch, a demand load, queued copies). */
+static void loads_changed(tl_session *s) {
+    tl__os_mutex_lock(&s->pmu);
+    s->pgen++;
+    tl__os_cond_broadcast(&s->pcv);
+    tl__os_mutex_unlock(&s->pmu);
+}
+
 /*
- * A load onto a device with async copies only queues work there: issue it
- * from this thread (ordered with the caller's own device work); acquire waits
- * for the ticket before handing the tensor out.
+ * Loads onto a device with async copies only queue work there (ordered with
+ * the caller's own device work; acquire waits for the tickets before handing
+ * the tensors out). The units are "loading" (pinned, memory reserved); the
+ * copies are queued with the lock released, as a slow queue (a staging ring
+ * draining) must not stop other threads, then each unit is loaded, or given
+ * back from the first failure on. Called with the lock held; returns with it.
  */
-static tl_status issue_async_locked(tl_session *s, unit *u, bool prefetch) {
+static tl_status issue_async_locked(tl_session *s, const size_t *ids, size_t n, bool prefetch) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
-    tl__io_xfer x = load_xfer(s, u);
-    tl_status st = tl__io_issue(s->io, &x, 1);
-    if (st)
-        unload_failed_locked(s, u);
-    else if (!prefetch)
-        loaded_locked(s, u, false);
-    return st; /* a prefetched unit stays "loading" (pinned) until its prefetch call ends */
+    tl__io_xfer *x = tl__os_malloc((n ? n : 1) * sizeof *x);
+    uint64_t *tk = tl__os_calloc(n ? n : 1, sizeof *tk);
+    tl_status st = TL_OK;
+    size_t ok = 0;
+    if (!x || !tk) {
+        st = tl__err(TL_ERR_NOMEM, "session: out of memory");
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            x[i] = load_xfer(s, &s->u[ids[i]]);
+            x[i].ticket = &tk[i];
+        }
+        tl__os_mutex_unlock(&s->mu);
+        for (; ok < n && !st; ok++) {
+            st = tl__io_issue(s->io, &x[ok], 1);
+            if (st) break;
+        }
+        tl__os_mutex_lock(&s->mu);
+    }
+    for (size_t i = 0; i < n; i++) {
+        unit *u = &s->u[ids[i]];
+        if (i < ok) {
+            u->ticket = tk[i];
+            loaded_locked(s, u, prefetch);
+        } else {
+            unload_failed_locked(s, u);
+        }
+    }
+    free(x);
+    free(tk);
+    loads_changed(s);
+    return st;
 }
 
 /* Collect the units of a range (in tensor order). */
@@ -880,16 +942,12 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
         mine[k++] = list[i];
     }
     /* every eviction (a device free waits for the device's queue) before any copy is queued */
-    for (size_t i = 0; i < na; i++) {
-        unit *u = &s->u[list[i]];
-        if (st) {
-            unload_failed_locked(s, u);
-            continue;
-        }
-        st = issue_async_locked(s, u, true);
+    if (st) {
+        for (size_t i = 0; i < na; i++)
+            unload_failed_locked(s, &s->u[list[i]]);
+    } else if (na) {
+        st = issue_async_locked(s, list, na, true);
     }
-    for (size_t i = 0; i < na; i++)
-        if (s->u[list[i]].loading && s->u[list[i]].dptr) loaded_locked(s, &s->u[list[i]], true);
     free(list);
     if (k && !st) {
         p->s = s;
@@ -912,6 +970,31 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
     free(mine);
     free(x);
     tl__os_mutex_unlock(&s->mu);
+    return st;
+}
+
+tl_status tl_session_ready(tl_session *s, tl_component c, size_t lb, size_t le, bool with_other,
+                           bool *ready) {
+    if (!s || !ready) return tl__err(TL_ERR_INVALID_ARG, "tl_session_ready: NULL argument");
+    *ready = false;
+    size_t *list, n;
+    tl_status st = enter(s, c, lb, le, with_other, &list, &n);
+    if (st) return st;
+    bool all = true;
+    for (size_t i = 0; i < n && all; i++) {
+        const unit *u = &s->u[list[i]];
+        if (!on_device(s, u)) continue;
+        if (!u->on_dev) {
+            all = false;
+        } else if (u->ticket) {
+            bool done = false;
+            st = tl_device_poll(s->dev[u->dev].d, u->ticket, &done);
+            all = st == TL_OK && done;
+        }
+    }
+    tl__os_mutex_unlock(&s->mu);
+    free(list);
+    *ready = st == TL_OK && all;
     return st;
 }
 
@@ -1011,11 +1094,11 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
         }
         if ((k || na) && !hit_counted && s->prefetching) s->st.prefetch_misses++;
         /* queue async copies only after every eviction (a device free waits for its queue) */
-        for (size_t i = 0; i < na; i++) {
-            if (st)
+        if (st) {
+            for (size_t i = 0; i < na; i++)
                 unload_failed_locked(s, &s->u[asy[i]]);
-            else
-                st = issue_async_locked(s, &s->u[asy[i]], false);
+        } else if (na) {
+            st = issue_async_locked(s, asy, na, false);
         }
         if (st) {
             for (size_t i = 0; i < k; i++)
@@ -1033,6 +1116,7 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
             else
                 loaded_locked(s, u, false);
         }
+        loads_changed(s); /* other acquires may wait for these units */
         break;
     }
     free(x);
@@ -1120,6 +1204,34 @@ size_t tl_acquired_count(const tl_acquired *a) {
 
 const tl_session_tensor *tl_acquired_tensor(const tl_acquired *a, size_t i) {
     return a && i < a->n ? &a->t[i] : NULL;
+}
+
+tl_status tl_session_release_fenced(tl_session *s, tl_acquired *a, tl_fence_wait_fn wait,
+                                     void *arg) {
+    if (!s || !a || !wait)
+        return tl__err(TL_ERR_INVALID_ARG, "tl_session_release_fenced: NULL argument");
+    fence *f = tl__os_calloc(1, sizeof *f);
+    if (!f) return tl__err(TL_ERR_NOMEM, "session: out of memory");
+    f->wait = wait;
+    f->arg = arg;
+    tl_status st = TL_OK;
+    tl__os_mutex_lock(&s->mu);
+    for (size_t i = 0; i < a->n_units; i++) {
+        unit *u = &s->u[a->units[i]];
+        if (!on_device(s, u)) continue; /* host tiers: nothing of theirs is reused */
+        if (u->fence && u->fence != f) {
+            tl_status w = fence_wait_locked(s, u); /* an older fence: it has to be over by now */
+            if (w && !st) st = w;
+        }
+        if (!u->fence) {
+            u->fence = f;
+            f->holders++;
+        }
+    }
+    tl__os_mutex_unlock(&s->mu);
+    if (!f->holders) free(f);
+    tl_session_release(s, a);
+    return st;
 }
 
 void tl_session_release(tl_session *s, tl_acquired *a) {
@@ -1220,6 +1332,8 @@ tl_status tl_session_refresh(tl_session *s, size_t tensor) {
     }
     for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
         unit *u = &s->u[q];
+        st = fence_wait_locked(s, u);
+        if (st) break;
         if (u->on_dev) {
             sdev *v = &s->dev[u->dev];
             if (u->ticket) tl_device_wait(v->d, u->ticket);

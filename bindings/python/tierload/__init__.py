@@ -487,7 +487,7 @@ class Session:
 
     def __init__(self, model, plan, host_budget=0, host_headroom=0, spill_dir=None,
                  spill_threshold=0, threads=0, staging_size=0, staging_count=0, policy="auto",
-                 no_async=False):
+                 no_async=False, no_zero_copy=False):
         o = L.SessionOptions()
         lib.tl_session_options_init(ctypes.byref(o))
         o.host_budget, o.host_headroom, o.spill_threshold = host_budget, host_headroom, spill_threshold
@@ -495,6 +495,7 @@ class Session:
         o.threads, o.staging_size, o.staging_count = threads, staging_size, staging_count
         o.policy = {"auto": 0, "lru": 1, "furthest": 2}[policy]
         o.no_async = bool(no_async)
+        o.no_zero_copy = bool(no_zero_copy)
         h = ctypes.c_void_p()
         check(lib.tl_session_create(model.handle, plan.handle, ctypes.byref(o), ctypes.byref(h)))
         self.model, self.plan, self._h = model, plan, h

@@ -138,7 +138,8 @@ class SessionOptions(ctypes.Structure):
                 ("pinned_cap", c_u64), ("spill_dir", c_char_p), ("spill_threshold", c_u64),
                 ("policy", c_int), ("threads", c_uint), ("staging_size", c_u64),
                 ("staging_count", c_uint), ("device_budgets", POINTER(c_u64)),
-                ("n_device_budgets", c_size), ("no_async", c_bool)]
+                ("n_device_budgets", c_size), ("no_async", c_bool),
+                ("no_zero_copy", c_bool)]
 
 
 class SessionPart(ctypes.Structure):
