@@ -602,6 +602,13 @@ typedef struct tl_device_info {
     bool host_pointer;  /* a tl_devptr is a host address the CPU can read */
     bool async;         /* asynchronous copies overlap with the caller */
     uint32_t alignment; /* preferred alignment of allocations and copies (power of two) */
+    /*
+     * Host memory pinned for the device (tl_device_pin) is copied from
+     * directly, without staging: sessions keep a pinned tier for it (cuda,
+     * ggml devices whose backend registers host buffers, sim). False: no
+     * pinned tier (cpu, ggml:CPU, RPC servers).
+     */
+    bool pinned;
 } tl_device_info;
 
 /*
@@ -867,6 +874,19 @@ TL_API const char *tl_device_ggml_reason(void);
  * answering in the middle of an operation; tierload cannot catch that.
  */
 TL_API tl_status tl_device_ggml_rpc_add(const char *endpoints, size_t *n_added);
+/*
+ * ggml ends the process (abort) on errors it cannot return, e.g. an RPC
+ * server that dies or stops answering in the middle of a transfer. When
+ * tierload loads ggml it installs ggml's abort callback: the message says
+ * what ggml said and what tierload was doing on which device ("copying 4096
+ * bytes to rpc0:0, ggml RPC server 127.0.0.1:50052, device 0"); it goes to
+ * fn when set (a program may end itself there with its own status, e.g.
+ * _exit), else to stderr; when fn returns, ggml aborts. fn runs on the
+ * failing thread and must be async-signal-safe in spirit: no locks held by
+ * tierload may be taken. NULL restores the default.
+ */
+typedef void (*tl_ggml_abort_fn)(const char *message);
+TL_API void tl_device_ggml_on_abort(tl_ggml_abort_fn fn);
 /*
  * The ggml_backend_dev_t behind ggml device d, for an engine that computes
  * with ggml on the device tierload places weights on (ggml_backend_dev_init
@@ -1601,7 +1621,14 @@ typedef struct tl_session_options {
     /* host RAM for copies; 0 = min(MemAvailable, cgroup room) at creation minus headroom */
     uint64_t host_budget;
     uint64_t host_headroom; /* 0 = 512 MiB */
-    uint64_t pinned_cap;    /* bytes of host memory the session may pin; 0 = none */
+    /*
+     * Bytes of pinned host memory the session may keep (0 = none): host
+     * copies of streamed tensors on devices with a pinned tier
+     * (tl_device_info.pinned), made as they are first loaded from the file
+     * and uploaded from there afterwards without staging; least recently used
+     * first out. Clean copies: dropped, never written anywhere.
+     */
+    uint64_t pinned_cap;
     /* spill directory; NULL = TIERLOAD_SPILL_DIR, else TMPDIR, else /tmp */
     const char *spill_dir;
     /*
@@ -1775,6 +1802,7 @@ TL_API tl_status tl_session_optimal_bytes(const tl_session *s, uint64_t *bytes);
 typedef struct tl_session_device_stats {
     char name[32];
     uint64_t budget, used, peak; /* weight bytes on the device */
+    bool pinned;                 /* the device has a pinned tier (tl_device_info.pinned) */
 } tl_session_device_stats;
 
 typedef struct tl_session_stats {
@@ -1785,6 +1813,7 @@ typedef struct tl_session_stats {
     uint64_t oom_recoveries;
     uint64_t host_used, host_peak, host_budget; /* RAM copies */
     uint64_t spill_used, spill_peak;            /* bytes in the spill file */
+    uint64_t pinned_used, pinned_peak, pinned_cap; /* pinned host copies (0 cap: no pinned tier) */
     uint64_t staging_bound;
     size_t n_devices;
     tl_session_device_stats devices[TL_PLAN_MAX_DEVICES];

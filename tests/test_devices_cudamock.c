@@ -33,7 +33,7 @@ static const char *mock_src =
     "#include <time.h>\n"
     "static int cur; static size_t used, cap = 64u << 20;\n"
     "static void *stage[64]; static size_t stage_len[64]; static int n_stage;\n"
-    "int mock_staged, mock_direct, mock_meminfo_calls;\n"
+    "int mock_staged, mock_direct, mock_meminfo_calls, mock_mallocs, mock_frees;\n"
     "typedef struct op { void *d; const void *s; size_t n; struct op *next; } op;\n"
     "typedef struct stream { pthread_mutex_t mu; pthread_cond_t cv; op *head, *tail;\n"
     "  unsigned long queued, done; int stop; unsigned seed; pthread_t th; } stream;\n"
@@ -57,9 +57,11 @@ static const char *mock_src =
     "\"Mock GPU %d\", d); return 0; }\n"
     "int cudaMemGetInfo(size_t *f, size_t *t) { mock_meminfo_calls++; *f = cap - used; *t = cap; "
     "return 0; }\n"
-    "int cudaMalloc(void **p, size_t n) { if (n > cap - used) return 2; char *b = malloc(n + 64);\n"
+    "int cudaMalloc(void **p, size_t n) { mock_mallocs++; if (n > cap - used) return 2;\n"
+    "  char *b = malloc(n + 64);\n"
     "  memcpy(b, &n, sizeof n); *p = b + 64; used += n; return 0; }\n"
-    "int cudaFree(void *p) { if (!p) return 0; size_t n; memcpy(&n, (char *)p - 64, sizeof n);\n"
+    "int cudaFree(void *p) { if (!p) return 0; mock_frees++; size_t n;\n"
+    "  memcpy(&n, (char *)p - 64, sizeof n);\n"
     "  used -= n; free((char *)p - 64); return 0; }\n"
     "int cudaHostAlloc(void **p, size_t n, unsigned f) { *p = malloc(n); stage[n_stage] = *p; "
     "stage_len[n_stage++] = n; return 0; }\n"
@@ -335,6 +337,49 @@ static void test_oom_and_pinned(void **state) {
     tl_device_release(d);
 }
 
+/*
+ * Tensors come from a pool: 200 allocations of 64 KiB fit one 16 MiB chunk
+ * (one cudaMalloc), freeing them calls no cudaFree (it would synchronise the
+ * device); the bytes of each stay its own. A request the pool cannot take
+ * beside the chunks kept in the mock's 64 MiB gives the empty chunks back first.
+ */
+static void test_pool(void **state) {
+    (void)state;
+    if (no_mock()) {
+        skip();
+        return;
+    }
+    tl_device *d = NULL;
+    assert_int_equal(tl_device_find("cuda1", &d), TL_OK);
+    enum { N = 200, SZ = 64 << 10 };
+    tl_devptr p[N];
+    int m0 = *mock_counter("mock_mallocs"), f0 = *mock_counter("mock_frees");
+    unsigned char *buf = malloc(SZ), *back = malloc(SZ);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(tl_device_alloc(d, SZ, &p[i]), TL_OK);
+        memset(buf, i, SZ);
+        assert_int_equal(tl_device_copy_to(d, p[i], buf, SZ), TL_OK);
+    }
+    assert_true(*mock_counter("mock_mallocs") - m0 <= 1); /* 0 when a chunk is left from before */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(tl_device_copy_from(d, back, p[i], SZ), TL_OK);
+        memset(buf, i, SZ);
+        assert_memory_equal(back, buf, SZ);
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(tl_device_free(d, p[i]), TL_OK);
+    assert_int_equal(*mock_counter("mock_frees") - f0, 0);
+    assert_int_equal(tl_device_free(d, p[0]), TL_ERR_INVALID_ARG); /* freed twice */
+    /* 40 MiB do not fit beside the retained chunks (cuda0 keeps one too): ours goes, then they fit */
+    tl_devptr big;
+    assert_int_equal(tl_device_alloc(d, 40u << 20, &big), TL_OK);
+    assert_int_equal(*mock_counter("mock_frees") - f0, 1);
+    assert_int_equal(tl_device_free(d, big), TL_OK);
+    free(buf);
+    free(back);
+    tl_device_release(d);
+}
+
 static void test_cli_reasons(void **state) {
     (void)state;
     if (no_mock()) {
@@ -369,7 +414,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_discovery),         cmocka_unit_test(test_ring_copies),
         cmocka_unit_test(test_async_multi_chunk), cmocka_unit_test(test_oom_and_pinned),
-        cmocka_unit_test(test_cli_reasons),
+        cmocka_unit_test(test_pool),              cmocka_unit_test(test_cli_reasons),
     };
     return tu_exit(cmocka_run_group_tests(tests, setup, teardown));
 }

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -79,7 +80,21 @@ static int run(int argc, char **argv) {
     return usage(stderr);
 }
 
+/*
+ * ggml ends the process on errors it cannot return (an RPC server lost in the
+ * middle of a transfer): say what happened and exit with the device status
+ * instead of dying by SIGABRT.
+ */
+static void ggml_abort(const char *message) {
+    fputs("tierload: ", stderr);
+    fputs(message, stderr);
+    fputs("\n", stderr);
+    _exit(cli_exit_code(TL_ERR_DEVICE));
+}
+
 int main(int argc, char **argv) {
     guard_std_fds();
+    signal(SIGPIPE, SIG_IGN); /* a peer or reader that went away is an error, not a signal */
+    tl_device_ggml_on_abort(ggml_abort);
     return finish_stdout(run(argc, argv));
 }

@@ -21,12 +21,19 @@
  * order. A host range pinned through tl_device_pin on this device skips the
  * staging: it is the DMA source / sink itself (one cudaMemcpyAsync + event).
  * cudaErrorMemoryAllocation maps to TL_ERR_DEVICE_OOM.
+ *
+ * Allocations come from a pool (pool.c) of cudaMalloc'd chunks of at least
+ * 16 MiB: tl_device_free only returns the range to its chunk, because
+ * cudaFree synchronises the whole device under an engine's kernels. Empty
+ * chunks are freed only when cudaMalloc refuses a new one (then the
+ * allocation is retried once); free memory counts the pool's unused bytes.
  */
 #include "core/assert.h"
 #include "core/env.h"
 #include "core/error.h"
 #include "core/library.h"
 #include "devices/devices.h"
+#include "devices/pool.h"
 #include "os/dl.h"
 #include "os/fault.h"
 #include "os/os.h"
@@ -115,7 +122,10 @@ typedef struct cuda_dev {
         size_t len;
     } * pins; /* ranges pinned through this device: copied by DMA, no staging */
     size_t n_pins, cap_pins;
+    tl__pool pool; /* device memory: cudaMalloc'd chunks, sub-allocated */
 } cuda_dev;
+
+#define TL_CUDA_CHUNK (16ull << 20)
 
 static tl_status cu_fail(const cuda_dev *c, const char *what, cudaError_t e) {
     if (cu.GetLastError) cu.GetLastError(); /* clear the sticky-less error */
@@ -143,6 +153,7 @@ static tl_status cuda_describe(void *self, tl_device_info *out) {
     out->kind = TL_DEVICE_CUDA;
     out->host_pointer = false;
     out->async = true;
+    out->pinned = true;
     out->alignment = 256;
     int prev;
     tl_status s = enter(c, &prev);
@@ -151,8 +162,38 @@ static tl_status cuda_describe(void *self, tl_device_info *out) {
     cudaError_t e = cu.MemGetInfo(&fr, &tot);
     leave(c, prev);
     if (e != cudaSuccess) return cu_fail(c, "cudaMemGetInfo", e);
+    tl__os_mutex_lock(&c->lock);
+    uint64_t slack = c->pool.total - c->pool.used;
+    tl__os_mutex_unlock(&c->lock);
     out->total = tot;
-    out->free = fr;
+    out->free = fr + slack < tot ? fr + slack : tot;
+    return TL_OK;
+}
+
+/* A new chunk of at least size bytes (lock held, device entered). */
+static tl_status grow_locked(cuda_dev *c, uint64_t size) {
+    uint64_t want = size > TL_CUDA_CHUNK ? size : TL_CUDA_CHUNK;
+    void *p = NULL;
+    cudaError_t e = cu.Malloc(&p, (size_t)want);
+    if (e == cudaErrorMemoryAllocation) { /* give empty chunks back, then the exact size */
+        cu.GetLastError();
+        void *bufs[64];
+        size_t n;
+        while ((n = tl__pool_trim(&c->pool, bufs, 64)) > 0)
+            for (size_t i = 0; i < n; i++)
+                cu.Free(bufs[i]);
+        want = size;
+        e = cu.Malloc(&p, (size_t)want);
+    }
+    if (e != cudaSuccess) {
+        char what[64];
+        snprintf(what, sizeof what, "cudaMalloc(%llu bytes)", (unsigned long long)want);
+        return cu_fail(c, what, e);
+    }
+    if (tl__pool_add_chunk(&c->pool, p, p, want, (tl_devptr)(uintptr_t)p) != 0) {
+        cu.Free(p);
+        return tl__err(TL_ERR_NOMEM, "%s: out of host memory", c->name);
+    }
     return TL_OK;
 }
 
@@ -162,32 +203,33 @@ static tl_status cuda_alloc(void *self, uint64_t size, tl_devptr *out) {
     if (fe)
         return tl__err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes: %s", c->name,
                       (unsigned long long)size, tl__errno_text(fe));
-    if (size > SIZE_MAX)
+    if (size > SIZE_MAX / 2)
         return tl__err(TL_ERR_DEVICE_OOM, "%s: cannot allocate %llu bytes", c->name,
                       (unsigned long long)size);
     int prev;
     tl_status s = enter(c, &prev);
     if (s != TL_OK) return s;
-    void *p = NULL;
-    cudaError_t e = cu.Malloc(&p, (size_t)size);
-    leave(c, prev);
-    if (e != cudaSuccess) {
-        char what[64];
-        snprintf(what, sizeof what, "cudaMalloc(%llu bytes)", (unsigned long long)size);
-        return cu_fail(c, what, e);
+    tl__os_mutex_lock(&c->lock);
+    int r = tl__pool_take(&c->pool, size, out);
+    if (r == 1) {
+        s = grow_locked(c, size);
+        if (s == TL_OK) r = tl__pool_take(&c->pool, size, out);
     }
-    *out = (tl_devptr)(uintptr_t)p;
-    return TL_OK;
+    if (s == TL_OK && r != 0) s = tl__err(TL_ERR_NOMEM, "%s: out of host memory", c->name);
+    tl__os_mutex_unlock(&c->lock);
+    leave(c, prev);
+    return s;
 }
 
 static tl_status cuda_dealloc(void *self, tl_devptr p) {
     cuda_dev *c = self;
-    int prev;
-    tl_status s = enter(c, &prev);
-    if (s != TL_OK) return s;
-    cudaError_t e = cu.Free((void *)(uintptr_t)p);
-    leave(c, prev);
-    return e == cudaSuccess ? TL_OK : cu_fail(c, "cudaFree", e);
+    tl__os_mutex_lock(&c->lock);
+    int64_t got = tl__pool_give(&c->pool, p);
+    tl__os_mutex_unlock(&c->lock);
+    if (got < 0)
+        return tl__err(TL_ERR_INVALID_ARG, "%s: free of 0x%llx, which is not an allocation",
+                       c->name, (unsigned long long)p);
+    return TL_OK;
 }
 
 /* Stream, events and staging buffers, on first use (device entered). */
@@ -517,6 +559,15 @@ static void cuda_destroy(void *self) {
             leave(c, prev);
         }
     }
+    if (c->pool.n) {
+        int prev;
+        if (enter(c, &prev) == TL_OK) {
+            for (size_t i = 0; i < c->pool.n; i++)
+                cu.Free(c->pool.c[i].buf);
+            leave(c, prev);
+        }
+    }
+    tl__pool_free(&c->pool);
     free(c->pins);
     tl__os_mutex_destroy(&c->lock);
     free(c);
@@ -619,6 +670,7 @@ void tl__cuda_discover(void (*add)(tl_device *d)) {
             return;
         }
         c->ordinal = i;
+        tl__pool_init(&c->pool, 256);
         snprintf(c->name, sizeof c->name, "cuda%d", i);
         /* cudaDeviceProp is ~1 KiB; 16 KiB leaves room for any future growth */
         char *props = tl__os_calloc(1, 16384);

@@ -48,6 +48,47 @@ static tl__ggml_api G;
 static bool g_loaded;
 static char g_reason[768] = "not loaded";
 
+/*
+ * ggml ends the process on errors it cannot return (an RPC server that dies
+ * in the middle of a transfer). Its abort callback, installed when ggml is
+ * loaded, says what ggml said and what this thread was doing with which
+ * device, then hands over to the program's handler (tl_device_ggml_on_abort).
+ */
+static _Thread_local char g_doing[200];
+static tl_ggml_abort_fn g_on_abort;
+
+static void on_ggml_abort(const char *msg) {
+    char line[768];
+    snprintf(line, sizeof line, "ggml stopped the process: %s%s%s", msg ? msg : "?",
+             g_doing[0] ? " (while " : "", g_doing[0] ? g_doing : "");
+    size_t n = strlen(line);
+    while (n && line[n - 1] == '\n')
+        line[--n] = 0;
+    if (g_doing[0] && n + 1 < sizeof line) snprintf(line + n, sizeof line - n, ")");
+    tl_ggml_abort_fn fn = __atomic_load_n(&g_on_abort, __ATOMIC_ACQUIRE);
+    if (fn) {
+        fn(line);
+    } else {
+        tl__os_write_stderr("tierload: ");
+        tl__os_write_stderr(line);
+        tl__os_write_stderr("\n");
+    }
+}
+
+void tl_device_ggml_on_abort(tl_ggml_abort_fn fn) {
+    __atomic_store_n(&g_on_abort, fn, __ATOMIC_RELEASE);
+}
+
+/* What this thread asks of a device now, for the abort message (what NULL: done). */
+static void doing(const char *name, const char *desc, const char *what, uint64_t n) {
+    if (!what) {
+        g_doing[0] = 0;
+        return;
+    }
+    snprintf(g_doing, sizeof g_doing, "%s %llu bytes %s %s, %s", what, (unsigned long long)n,
+             strcmp(what, "copying") ? "on" : "to", name, desc);
+}
+
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char log_last[512];
 
@@ -210,6 +251,12 @@ static bool load_locked(const char *dir) {
     SYM(base, buffer_init_tensor, "ggml_backend_buffer_init_tensor");
 #undef SYM
     G.log_set(ggml_log_cb, NULL);
+    void *sac = tl__os_dlsym(base, "ggml_set_abort_callback");
+    if (sac) {
+        void *(*set_abort)(void (*)(const char *));
+        memcpy(&set_abort, &sac, sizeof sac);
+        set_abort(on_ggml_abort);
+    }
     if (dir)
         G.load_all_from_path(dir);
     else
@@ -238,6 +285,8 @@ struct tl__ggml_dev {
     tl__pool pool;        /* pool.total: the bytes this device holds through tierload */
     uint64_t cap;
     tl_devptr next;          /* next handle (non-host devices) */
+    bool (*reg_host)(void *buf, size_t n); /* the backend's ggml_backend_register_host_buffer */
+    void (*unreg_host)(void *buf);
     pthread_mutex_t compute; /* the backend */
     void *backend;
     int threads; /* 0 = ggml's default */
@@ -347,6 +396,7 @@ static tl_status gg_describe(void *self, tl_device_info *out) {
     out->free = free_;
     out->host_pointer = g->host;
     out->async = false;
+    out->pinned = g->reg_host != NULL;
     out->alignment = g->alignment;
     return TL_OK;
 }
@@ -396,7 +446,9 @@ static tl_status grow_locked(tl__ggml_dev *g, uint64_t size) {
     if (want > room) want = room;
     if (want > f) want = f;
     if (want > g->max_size) want = g->max_size;
+    doing(g->name, g->desc, "allocating", want);
     void *buf = G.buft_alloc_buffer(g->buft, (size_t)want);
+    doing(NULL, NULL, NULL, 0);
     char *base = buf ? G.buffer_get_base(buf) : NULL;
     if (!buf || !base || G.buffer_get_size(buf) < want) {
         if (buf) G.buffer_free(buf);
@@ -520,7 +572,9 @@ static tl_status gg_copy_to(void *self, tl_devptr dst, const void *src, uint64_t
     void *ctx, *t;
     tl_status s = view(self, dst, n, &ctx, &t);
     if (s != TL_OK) return tl__err_prefix(s, "copy to device");
+    doing(((tl__ggml_dev *)self)->name, ((tl__ggml_dev *)self)->desc, "copying", n);
     G.tensor_set(t, src, 0, (size_t)n);
+    doing(NULL, NULL, NULL, 0);
     G.free(ctx);
     return TL_OK;
 }
@@ -529,8 +583,28 @@ static tl_status gg_copy_from(void *self, void *dst, tl_devptr src, uint64_t n) 
     void *ctx, *t;
     tl_status s = view(self, src, n, &ctx, &t);
     if (s != TL_OK) return tl__err_prefix(s, "copy from device");
+    doing(((tl__ggml_dev *)self)->name, ((tl__ggml_dev *)self)->desc, "reading", n);
     G.tensor_get(t, dst, 0, (size_t)n);
+    doing(NULL, NULL, NULL, 0);
     G.free(ctx);
+    return TL_OK;
+}
+
+/* Pin through the backend's own host-buffer registration (CUDA: cudaHostRegister). */
+static tl_status gg_pin(void *self, void *host, uint64_t n) {
+    tl__ggml_dev *g = self;
+    if (!g->reg_host) return TL_OK; /* nothing to pin for: plain host memory works */
+    if (n > SIZE_MAX || !g->reg_host(host, (size_t)n))
+        return tl__err(TL_ERR_DEVICE, "%s: registering %llu bytes of host memory failed%s%s",
+                       g->name, (unsigned long long)n, *tl__ggml_last_log() ? ": " : "",
+                       tl__ggml_last_log());
+    return TL_OK;
+}
+
+static tl_status gg_unpin(void *self, void *host, uint64_t n) {
+    tl__ggml_dev *g = self;
+    (void)n;
+    if (g->unreg_host) g->unreg_host(host);
     return TL_OK;
 }
 
@@ -552,6 +626,8 @@ static const tl_device_ops ggml_ops = {
     .dealloc = gg_dealloc,
     .copy_to = gg_copy_to,
     .copy_from = gg_copy_from,
+    .pin = gg_pin,
+    .unpin = gg_unpin,
     .destroy = gg_destroy,
 };
 
@@ -624,6 +700,13 @@ tl_status tl__ggml_dev_make(void *dev, const char *name, const char *desc, bool 
     g->cap = UINT64_MAX;
     g->next = (tl_devptr)1 << 44;
     tl__pool_init(&g->pool, g->alignment);
+    void *reg = G.dev_backend_reg(dev);
+    void *rh = reg ? G.reg_get_proc_address(reg, "ggml_backend_register_host_buffer") : NULL;
+    void *uh = reg ? G.reg_get_proc_address(reg, "ggml_backend_unregister_host_buffer") : NULL;
+    if (rh && uh && !g->host) {
+        memcpy(&g->reg_host, &rh, sizeof rh);
+        memcpy(&g->unreg_host, &uh, sizeof uh);
+    }
     pthread_mutex_init(&g->lock, NULL);
     pthread_mutex_init(&g->compute, NULL);
     tl_status s = tl__device_wrap(&ggml_ops, g, g->name, TL_DEVICE_GGML, out);

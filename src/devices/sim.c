@@ -72,6 +72,7 @@ static tl_status sim_describe(void *self, tl_device_info *out) {
     out->free = s->spec.capacity - s->used;
     out->host_pointer = false;
     out->async = true;
+    out->pinned = true; /* modelled: pinned host copies are copied from directly */
     out->alignment = SIM_ALIGN;
     tl__os_mutex_unlock(&s->lock);
     return TL_OK;

@@ -84,6 +84,8 @@ int tl__os_read_text(const char *path, char *buf, size_t cap, size_t *len);
 int tl__os_pread_full(int fd, void *buf, size_t len, uint64_t off);
 /* pwrite all of buf (EINTR retried); errno on failure (ENOSPC, EIO, ...). */
 int tl__os_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+/* Write a string to standard error with write(2): no stdio, no locks (for last words). */
+void tl__os_write_stderr(const char *s);
 /*
  * A read-write temporary file in dir that has no name: O_TMPFILE, else
  * created and unlinked at once. Nothing remains on disk once it is closed or

@@ -499,3 +499,14 @@ int tl__os_read_text(const char *path, char *buf, size_t cap, size_t *len) {
     if (len) *len = n;
     return e;
 }
+
+void tl__os_write_stderr(const char *s) {
+    size_t n = strlen(s);
+    while (n) {
+        ssize_t w = write(2, s, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return;
+        s += w;
+        n -= (size_t)w;
+    }
+}

@@ -60,6 +60,9 @@ typedef struct unit {
     uint64_t ticket;
     void *ram; /* RAM copy (anonymous), ram_len mapped */
     uint64_t ram_len;
+    void *pin; /* pinned host copy (clean: the file's bytes), pin_len mapped */
+    uint64_t pin_len;
+    bool pin_valid; /* filled (a load fills it alongside its first upload) */
     void *sp_map; /* spill extent, mapped read-only */
     uint64_t sp_off, sp_len;
     uint32_t refs;
@@ -71,7 +74,7 @@ typedef struct sdev {
     tl_device *d;
     uint32_t plan_index;
     uint64_t budget, used, peak;
-    bool host_ptr, sim, async;
+    bool host_ptr, sim, async, pinned;
 } sdev;
 
 typedef struct extent {
@@ -201,6 +204,11 @@ static const unsigned char *host_src(const tl_session *s, const unit *u, tl_tier
         *mapped = false;
         return u->ram;
     }
+    if (u->pin && u->pin_valid) {
+        *tier = TL_TIER_PINNED;
+        *mapped = false;
+        return u->pin;
+    }
     if (u->sp_map) {
         *tier = TL_TIER_SPILL;
         *mapped = true;
@@ -266,9 +274,22 @@ static void extent_give_locked(tl_session *s, uint64_t off, uint64_t len) {
     s->free_ext[s->n_free++] = (extent){off, len};
 }
 
-/* Drop a unit's host copies (RAM and spill). */
+/* Drop a unit's pinned host copy. */
+static void drop_pin_locked(tl_session *s, unit *u) {
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
+    if (!u->pin) return;
+    tl_device_unpin(s->dev[u->dev].d, u->pin, u->pin_len);
+    tl__os_anon_free(u->pin, u->pin_len);
+    s->st.pinned_used -= u->pl.len;
+    u->pin = NULL;
+    u->pin_len = 0;
+    u->pin_valid = false;
+}
+
+/* Drop a unit's host copies (RAM, pinned and spill). */
 static void drop_copies_locked(tl_session *s, unit *u) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
+    drop_pin_locked(s, u);
     if (u->ram) {
         tl__os_anon_free(u->ram, u->ram_len);
         s->st.host_used -= u->pl.len;
@@ -580,6 +601,8 @@ static tl_status bind_devices(tl_session *s) {
         v->host_ptr = info.host_pointer;
         v->sim = tl_device_kind_of(d) == TL_DEVICE_SIM;
         v->async = info.async && !s->o.no_async;
+        v->pinned = info.pinned && !v->host_ptr;
+        s->st.devices[s->n_dev].pinned = v->pinned;
         uint64_t b = tl_plan_device_budget(p, i);
         v->budget = b > reserve[i] ? b - reserve[i] : 0;
         if (i < s->o.n_device_budgets && s->o.device_budgets && s->o.device_budgets[i])
@@ -643,6 +666,7 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
             s->host_budget = room > head ? room - head : 0;
         }
         s->st.host_budget = s->host_budget;
+        s->st.pinned_cap = s->o.pinned_cap;
     }
     /* units */
     tlr_place *pl = NULL;
@@ -692,6 +716,7 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
 /* Units that fail to load give their device memory back. */
 static void unload_failed_locked(tl_session *s, unit *u) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
+    if (u->pin && !u->pin_valid) drop_pin_locked(s, u);
     sdev *v = &s->dev[u->dev];
     if (u->ticket) tl_device_wait(v->d, u->ticket);
     tl_device_free(v->d, u->dptr);
@@ -706,6 +731,10 @@ static void loaded_locked(tl_session *s, unit *u, bool prefetch) {
     tl_tier from;
     bool mapped;
     host_src(s, u, &from, &mapped);
+    if (u->pin && !u->pin_valid) { /* filled alongside this upload: the next one comes from it */
+        u->pin_valid = true;
+        moved_locked(s, TL_TIER_FILE, TL_TIER_PINNED, u->pl.len);
+    }
     u->loading = false;
     u->on_dev = true;
     u->prefetched = prefetch;
@@ -714,6 +743,52 @@ static void loaded_locked(tl_session *s, unit *u, bool prefetch) {
     moved_locked(s, from, TL_TIER_DEVICE, u->pl.len);
     event_locked(s, prefetch ? TL_EVENT_PREFETCH : TL_EVENT_LOAD, u, from, TL_TIER_DEVICE, u->dev,
                  u->pl.len);
+}
+
+/*
+ * A pinned copy for a streamed unit about to be loaded from the file, when its
+ * device has a pinned tier and the cap has room (least recently used copies
+ * of units not loading make way): memory allocated and pinned now, filled by
+ * *fill alongside the upload (true when there is one to run).
+ */
+static bool pin_prepare_locked(tl_session *s, unit *u, tl__io_xfer *fill) {
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
+    sdev *v = &s->dev[u->dev];
+    uint64_t n = u->pl.len, cap = s->o.pinned_cap;
+    if (!v->pinned || !u->pl.streamed || !cap || n == 0 || n > cap || u->pin || u->ram ||
+        u->sp_map || u->dirty)
+        return false;
+    while (s->st.pinned_used + n > cap) {
+        size_t best = s->n_u;
+        for (size_t i = 0; i < s->n_u; i++) {
+            const unit *c = &s->u[i];
+            if (c->pin && c->pin_valid && !c->loading &&
+                (best == s->n_u || c->last_use < s->u[best].last_use))
+                best = i;
+        }
+        if (best == s->n_u) return false;
+        drop_pin_locked(s, &s->u[best]);
+    }
+    void *p;
+    uint64_t plen;
+    if (tl__os_anon_alloc(n, TL_OS_PAGES_SMALL, &p, &plen)) return false;
+    if (tl_device_pin(v->d, p, plen) != TL_OK) {
+        tl__err_clear();
+        tl__os_anon_free(p, plen);
+        return false;
+    }
+    u->pin = p;
+    u->pin_len = plen;
+    u->pin_valid = false;
+    s->st.pinned_used += n;
+    if (s->st.pinned_used > s->st.pinned_peak) s->st.pinned_peak = s->st.pinned_used;
+    *fill = (tl__io_xfer){.len = n, .path = fpath(s, u), .name = tname(s, u)};
+    fill->src.kind = TL_IO_HOST;
+    fill->src.host = (unsigned char *)tl_model_tensor_data(s->m, u->pl.tensor) + u->pl.off;
+    fill->src.mapped = true;
+    fill->dst.kind = TL_IO_HOST;
+    fill->dst.host = p;
+    return true;
 }
 
 /* Transfer for loading unit u to its device. */
@@ -749,18 +824,20 @@ static void loads_changed(tl_session *s) {
  */
 static tl_status issue_async_locked(tl_session *s, const size_t *ids, size_t n, bool prefetch) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
-    tl__io_xfer *x = tl__os_malloc((n ? n : 1) * sizeof *x);
+    tl__io_xfer *x = tl__os_malloc((n ? 2 * n : 1) * sizeof *x);
     uint64_t *tk = tl__os_calloc(n ? n : 1, sizeof *tk);
     tl_status st = TL_OK;
-    size_t ok = 0;
+    size_t ok = 0, nf = 0;
     if (!x || !tk) {
         st = tl__err(TL_ERR_NOMEM, "session: out of memory");
     } else {
         for (size_t i = 0; i < n; i++) {
             x[i] = load_xfer(s, &s->u[ids[i]]);
             x[i].ticket = &tk[i];
+            nf += pin_prepare_locked(s, &s->u[ids[i]], &x[n + nf]);
         }
         tl__os_mutex_unlock(&s->mu);
+        if (nf) st = tl__io_run(s->io, x + n, nf, TL_IO_DEMAND); /* pinned copies first */
         for (; ok < n && !st; ok++) {
             st = tl__io_issue(s->io, &x[ok], 1);
             if (st) break;
@@ -912,7 +989,9 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
     if (st) return st;
     pending *p = tl__os_calloc(1, sizeof *p);
     size_t *mine = tl__os_malloc((n ? n : 1) * sizeof *mine);
-    tl__io_xfer *x = tl__os_malloc((n ? n : 1) * sizeof *x);
+    tl__io_xfer *x = tl__os_malloc((n ? 2 * n : 1) * sizeof *x);
+    tl__io_xfer *fills = x ? x + n : NULL;
+    size_t nf = 0;
     if (!p || !mine || !x) {
         free(p);
         free(mine);
@@ -940,6 +1019,7 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
         }
         x[k] = load_xfer(s, u);
         mine[k++] = list[i];
+        nf += pin_prepare_locked(s, u, &fills[nf]);
     }
     /* every eviction (a device free waits for the device's queue) before any copy is queued */
     if (st) {
@@ -950,12 +1030,13 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
     }
     free(list);
     if (k && !st) {
+        memmove(x + k, fills, nf * sizeof *x); /* pinned copies filled in the same batch */
         p->s = s;
         p->units = mine;
         p->n = k;
         p->next = s->pend;
         s->pend = p;
-        st = tl__io_submit(s->io, x, k, TL_IO_PREFETCH, pf_done, p, &p->b);
+        st = tl__io_submit(s->io, x, k + nf, TL_IO_PREFETCH, pf_done, p, &p->b);
         if (!st) {
             p = NULL; /* the batch's now: reaped when it completes */
             mine = NULL;
@@ -1039,9 +1120,10 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
     if (st) return st;
     for (size_t i = 0; i < n; i++)
         s->u[list[i]].refs++;
-    tl__io_xfer *x = tl__os_malloc((n ? n : 1) * sizeof *x);
+    tl__io_xfer *x = tl__os_malloc((n ? 2 * n : 1) * sizeof *x);
     size_t *mine = tl__os_malloc((n ? n : 1) * sizeof *mine);
     size_t *asy = tl__os_malloc((n ? n : 1) * sizeof *asy);
+    size_t nf = 0;
     size_t na = 0;
     if (!x || !mine || !asy) st = tl__err(TL_ERR_NOMEM, "session: out of memory");
     bool hit_counted = false;
@@ -1063,6 +1145,7 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
             continue;
         }
         size_t k = 0;
+        nf = 0;
         for (size_t i = 0; i < n && !st; i++) {
             unit *u = &s->u[list[i]];
             if (!on_device(s, u) || u->on_dev) continue;
@@ -1091,6 +1174,7 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
             }
             x[k] = load_xfer(s, u);
             mine[k++] = list[i];
+            nf += pin_prepare_locked(s, u, &x[n + nf]);
         }
         if ((k || na) && !hit_counted && s->prefetching) s->st.prefetch_misses++;
         /* queue async copies only after every eviction (a device free waits for its queue) */
@@ -1106,8 +1190,9 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
             break;
         }
         if (k == 0) break;
+        memmove(x + k, x + n, nf * sizeof *x); /* pinned copies filled alongside */
         tl__os_mutex_unlock(&s->mu);
-        st = tl__io_run(s->io, x, k, TL_IO_DEMAND);
+        st = tl__io_run(s->io, x, k + nf, TL_IO_DEMAND);
         tl__os_mutex_lock(&s->mu);
         for (size_t i = 0; i < k; i++) {
             unit *u = &s->u[mine[i]];

@@ -18,9 +18,11 @@
 #include <fcntl.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char g_why[8192];
@@ -280,8 +282,11 @@ static void test_bind_rpc(void **state) {
     for (size_t i = 0; i < tl_model_tensor_count(m); i++)
         total += tl_model_tensor(m, i)->nbytes;
     tl_plan *p = plan_on(m, name, total, false);
+    tl_session_options so;
+    tl_session_options_init(&so);
+    so.pinned_cap = 1ull << 30; /* asked for, but an RPC server's device has no pinned tier */
     tl_session *s;
-    assert_int_equal(tl_session_create(m, p, NULL, &s), TL_OK);
+    assert_int_equal(tl_session_create(m, p, &so, &s), TL_OK);
     ggml_backend_dev_t gd = tl_device_ggml_dev(d);
     ggml_backend_t be = ggml_backend_dev_init(gd, NULL);
     assert_non_null(be);
@@ -299,6 +304,11 @@ static void test_bind_rpc(void **state) {
         assert_int_equal(tl_session_check(s), TL_OK);
     }
     assert_int_equal(checked, tl_model_tensor_count(m));
+    tl_session_stats sst;
+    assert_int_equal(tl_session_stats_get(s, &sst), TL_OK);
+    assert_false(sst.devices[0].pinned);
+    assert_int_equal(sst.pinned_used, 0);
+    assert_int_equal(sst.moved[TL_TIER_FILE][TL_TIER_PINNED], 0);
     ggml_backend_free(be);
     tl_session_destroy(s);
     tl_plan_destroy(p);
@@ -339,6 +349,73 @@ static void test_rpc_errors(void **state) {
     close(ls);
 }
 
+static void die_with_9(const char *message) {
+    fprintf(stderr, "handler: %s\n", message);
+    _exit(9);
+}
+
+/*
+ * A server that dies after it was added: ggml's RPC client ends the process;
+ * the handler hears what ggml said and which device and endpoint tierload was
+ * moving bytes to, and ends it with its own status (in a child process here).
+ */
+static void test_rpc_server_dies(void **state) {
+    (void)state;
+    NEED_GGML();
+    tu_rpc srv;
+    char why[256];
+    if (!tu_rpc_start(&srv, why, sizeof why)) fail_msg("%s", why);
+    int err[2], up[2], down[2];
+    assert_int_equal(pipe(err), 0);
+    assert_int_equal(pipe(up), 0);
+    assert_int_equal(pipe(down), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(err[1], 2);
+        signal(SIGPIPE, SIG_IGN);
+        tl_device_ggml_on_abort(die_with_9);
+        if (tl_device_ggml_rpc_add(srv.endpoint, NULL) != TL_OK) _exit(3);
+        tl_device *d = NULL;
+        for (int k = 15; k >= 0 && !d; k--) { /* the newest rpcS:0 is this server's */
+            char name[32];
+            snprintf(name, sizeof name, "rpc%d:0", k);
+            if (tl_device_find(name, &d) != TL_OK) d = NULL;
+        }
+        if (!d) _exit(4);
+        char c = 'x';
+        if (write(up[1], &c, 1) != 1 || read(down[0], &c, 1) != 1) _exit(5);
+        static char buf[1 << 20];
+        tl_devptr p;
+        tl_status st = tl_device_alloc(d, sizeof buf, &p);
+        if (st == TL_OK) st = tl_device_copy_to(d, p, buf, sizeof buf);
+        _exit(st == TL_OK ? 7 : 8); /* not reached: ggml ends the process first */
+    }
+    assert_true(pid > 0);
+    close(err[1]);
+    close(up[1]);
+    close(down[0]);
+    char c;
+    assert_int_equal(read(up[0], &c, 1), 1);
+    tu_rpc_stop(&srv); /* the server dies after the child added it */
+    assert_int_equal(write(down[1], &c, 1), 1);
+    static char text[4096];
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof text - 1 && (r = read(err[0], text + got, sizeof text - 1 - got)) > 0)
+        got += (size_t)r;
+    text[got] = 0;
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    close(err[0]);
+    close(up[0]);
+    close(down[1]);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 9)
+        fail_msg("child status %d, stderr: %s", status, text);
+    assert_non_null(strstr(text, "ggml stopped the process"));
+    assert_non_null(strstr(text, srv.endpoint));
+}
+
 int main(void) {
     g_root = tu_ggml_root(g_why, sizeof g_why);
     if (g_root) {
@@ -354,6 +431,7 @@ int main(void) {
         cmocka_unit_test(test_bind_mismatch),
         cmocka_unit_test(test_bind_rpc),
         cmocka_unit_test(test_rpc_errors),
+        cmocka_unit_test(test_rpc_server_dies),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -559,13 +559,15 @@ class Session:
                                           "prefetch_hits", "prefetch_misses", "prefetch_skipped",
                                           "oom_recoveries", "host_used", "host_peak",
                                           "host_budget", "spill_used", "spill_peak",
+                                          "pinned_used", "pinned_peak", "pinned_cap",
                                           "staging_bound")}
         tiers = [_s(lib.tl_tier_name(t)) for t in range(L.TL_TIER_COUNT)]
         out["moved"] = {"%s->%s" % (tiers[a], tiers[b]): s.moved[a][b]
                         for a in range(L.TL_TIER_COUNT) for b in range(L.TL_TIER_COUNT)
                         if s.moved[a][b]}
         out["devices"] = [{"name": _s(d.name), "budget": d.budget, "used": d.used,
-                           "peak": d.peak} for d in s.devices[:s.n_devices]]
+                           "peak": d.peak, "pinned": bool(d.pinned)}
+                          for d in s.devices[:s.n_devices]]
         return out
 
     def events(self):

@@ -154,7 +154,7 @@ class SessionTensor(ctypes.Structure):
 
 class SessionDeviceStats(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char * 32), ("budget", c_u64), ("used", c_u64),
-                ("peak", c_u64)]
+                ("peak", c_u64), ("pinned", c_bool)]
 
 
 class SessionStats(ctypes.Structure):
@@ -163,7 +163,8 @@ class SessionStats(ctypes.Structure):
                 ("prefetch_hits", c_u64), ("prefetch_misses", c_u64),
                 ("prefetch_skipped", c_u64), ("oom_recoveries", c_u64), ("host_used", c_u64),
                 ("host_peak", c_u64), ("host_budget", c_u64), ("spill_used", c_u64),
-                ("spill_peak", c_u64), ("staging_bound", c_u64), ("n_devices", c_size),
+                ("spill_peak", c_u64), ("pinned_used", c_u64), ("pinned_peak", c_u64),
+                ("pinned_cap", c_u64), ("staging_bound", c_u64), ("n_devices", c_size),
                 ("devices", SessionDeviceStats * TL_PLAN_MAX_DEVICES)]
 
 

@@ -1,9 +1,12 @@
 /*
- * test_session_fence.c — releasing weights that device work may still read
- * (tl_session_release_fenced: the fence is waited for once, before the
- * memory is reused, never at the release itself) and asking whether a
- * prefetch has landed (tl_session_ready, on a sim GPU whose copies take model
- * time: the expected moment is bytes / bandwidth, computed here).
+ * test_session_upload.c — what an engine needs of uploads: releasing weights
+ * that device work may still read (tl_session_release_fenced: the fence is
+ * waited for once, before the memory is reused, never at the release itself),
+ * asking whether a prefetch has landed (tl_session_ready, on a sim GPU whose
+ * copies take model time: the expected moment is bytes / bandwidth, computed
+ * here), and the pinned tier (streamed layers kept in pinned host memory up
+ * to pinned_cap, least recently used out; byte counts worked out by hand,
+ * bytes on the device compared with pread of the file).
  */
 #include "testutil.h"
 
@@ -16,7 +19,7 @@
 #define LAYER_BYTES (64 * 1024 * 4)
 
 typedef struct fx {
-    char *dir;
+    char *dir, *path;
     tl_model *m;
     tl_device *sim;
     tl_plan *p;
@@ -31,7 +34,9 @@ static void setup(fx *f, uint64_t cap, double bw) {
     for (int k = 0; k < 4; k++) {
         snprintf(names[k], sizeof names[k], UNET "input_blocks.%d.0.weight", k);
         t[k] = (st_tensor){names[k], "F32", LAYER_BYTES / 4, 4, NULL, NULL, NULL};
-        void *b = calloc(1, LAYER_BYTES);
+        unsigned char *b = malloc(LAYER_BYTES);
+        for (int i = 0; i < LAYER_BYTES; i++)
+            b[i] = (unsigned char)(i * 31 + k * 7 + (i >> 9));
         t[k].data = b;
     }
     st_write(path, t, 4);
@@ -39,7 +44,7 @@ static void setup(fx *f, uint64_t cap, double bw) {
         free((void *)t[k].data);
     const char *paths[] = {path};
     assert_int_equal(tl_model_open(paths, 1, NULL, &f->m), TL_OK);
-    free(path);
+    f->path = path;
     static int counter;
     char spec[96], name[32];
     snprintf(name, sizeof name, "fsim%d", ++counter);
@@ -72,6 +77,7 @@ static void teardown(fx *f) {
     tl_device_release(f->sim);
     tl_model_close(f->m);
     tu_tmpdir_rm(f->dir);
+    free(f->path);
 }
 
 typedef struct counter {
@@ -190,11 +196,76 @@ static void test_ready(void **state) {
     teardown(&f);
 }
 
+/* Acquire layer k, compare its device bytes with pread of the file, release. */
+static void use_layer(fx *f, tl_session *s, size_t k) {
+    tl_acquired *a;
+    assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, k, k + 1, false, &a), TL_OK);
+    const tl_session_tensor *t = tl_acquired_tensor(a, 0);
+    assert_int_equal(t->parts[0].tier, TL_TIER_DEVICE);
+    unsigned char *got = malloc(LAYER_BYTES), *want = malloc(LAYER_BYTES);
+    assert_int_equal(tl_device_copy_from(f->sim, got, t->parts[0].dptr, LAYER_BYTES), TL_OK);
+    FILE *fp = fopen(f->path, "rb");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, (long)t->info->offset, SEEK_SET), 0);
+    assert_int_equal(fread(want, 1, LAYER_BYTES, fp), LAYER_BYTES);
+    fclose(fp);
+    assert_memory_equal(got, want, LAYER_BYTES);
+    free(got);
+    free(want);
+    tl_session_release(s, a);
+    assert_int_equal(tl_session_check(s), TL_OK);
+}
+
+/*
+ * A device budget of 2 layers and a pinned cap of 3: the first pass fills a
+ * pinned copy per layer, the fourth pushing out the least recently used
+ * (layer 0); then layer 1 comes from its pinned copy, layer 0 from the file.
+ */
+static void test_pinned_tier(void **state) {
+    (void)state;
+    fx f;
+    setup(&f, 2ull * LAYER_BYTES, 0);
+    tl_session_options o;
+    tl_session_options_init(&o);
+    o.pinned_cap = 3ull * LAYER_BYTES;
+    tl_session *s;
+    assert_int_equal(tl_session_create(f.m, f.p, &o, &s), TL_OK);
+    for (size_t k = 0; k < 4; k++)
+        use_layer(&f, s, k);
+    tl_session_stats st;
+    assert_int_equal(tl_session_stats_get(s, &st), TL_OK);
+    assert_true(st.devices[0].pinned);
+    assert_int_equal(st.pinned_cap, 3ull * LAYER_BYTES);
+    assert_int_equal(st.moved[TL_TIER_FILE][TL_TIER_DEVICE], 4ull * LAYER_BYTES);
+    assert_int_equal(st.moved[TL_TIER_FILE][TL_TIER_PINNED], 4ull * LAYER_BYTES);
+    assert_int_equal(st.moved[TL_TIER_PINNED][TL_TIER_DEVICE], 0);
+    assert_int_equal(st.pinned_used, 3ull * LAYER_BYTES);
+    assert_int_equal(st.pinned_peak, 3ull * LAYER_BYTES);
+    use_layer(&f, s, 1); /* pinned */
+    use_layer(&f, s, 0); /* from the file again (its copy went first), pinned anew */
+    assert_int_equal(tl_session_stats_get(s, &st), TL_OK);
+    assert_int_equal(st.moved[TL_TIER_PINNED][TL_TIER_DEVICE], 1ull * LAYER_BYTES);
+    assert_int_equal(st.moved[TL_TIER_FILE][TL_TIER_DEVICE], 5ull * LAYER_BYTES);
+    assert_int_equal(st.moved[TL_TIER_FILE][TL_TIER_PINNED], 5ull * LAYER_BYTES);
+    assert_int_equal(st.pinned_used, 3ull * LAYER_BYTES);
+    tl_session_destroy(s);
+
+    /* no cap: no pinned tier, everything from the file */
+    assert_int_equal(tl_session_create(f.m, f.p, NULL, &s), TL_OK);
+    use_layer(&f, s, 0);
+    assert_int_equal(tl_session_stats_get(s, &st), TL_OK);
+    assert_int_equal(st.pinned_used, 0);
+    assert_int_equal(st.moved[TL_TIER_FILE][TL_TIER_PINNED], 0);
+    tl_session_destroy(s);
+    teardown(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fence_waited_before_reuse),
         cmocka_unit_test(test_fence_under_pressure),
         cmocka_unit_test(test_ready),
+        cmocka_unit_test(test_pinned_tier),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }
