@@ -31,7 +31,9 @@
  * reads. The hidden state crosses between graphs through host memory
  * (n_tokens x n_embd floats); each layer's KV cache lives on its device.
  *
- * Exit status: 0 on success, 2 on bad usage, 1 on any other error.
+ * Exit status: 0 on success, 2 on bad usage, 9 when ggml gave up on a device
+ * (an RPC server gone in the middle of a transfer: ggml's abort, reported with
+ * what tierload was moving where), 1 on any other error.
  */
 #include <ggml-alloc.h>
 #include <ggml-backend.h>
@@ -45,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifndef TL_LLAMA_GGML_DIR
 #define TL_LLAMA_GGML_DIR NULL
@@ -91,6 +94,15 @@ static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ggml is about to abort (e.g. an RPC server died mid-transfer): say where, end with status 9. */
+static void on_ggml_abort(const char *message) {
+    static const char pre[] = "tl-llama: ggml gave up: ";
+    if (write(2, pre, sizeof pre - 1) < 0 || write(2, message, strlen(message)) < 0 ||
+        write(2, "\n", 1) < 0) {
+    }
+    _exit(9);
 }
 
 static int fail(const char *what, tl_status s) {
@@ -660,6 +672,7 @@ int main(int argc, char **argv) {
     /* 1. ggml's devices registered before planning, so the plan can place weights on them */
     if ((s = tl_device_ggml_discover(ggml_dir, NULL)))
         return fail("ggml (build it with `make ggml`)", s);
+    tl_device_ggml_on_abort(on_ggml_abort);
     if (rpc && (s = tl_device_ggml_rpc_add(rpc, NULL))) return fail("--rpc", s);
 
     /*
