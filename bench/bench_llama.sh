@@ -87,6 +87,9 @@ def figure(label, value, limit, ok, unit=""):
     if not ok:
         miss += 1
 print(f"llama.cpp's logits: {'held against every run' if oracle else 'llama-oracle not built'}")
+import os
+print(f"machine: {os.cpu_count()} CPUs, load average {open('/proc/loadavg').read().split()[0]} "
+      f"after the runs (times are only comparable on a quiet machine)")
 print(f"model: {model / 2**20:.0f} MiB, {runs['cpu'][1]['layers']} blocks; budget of the "
       f"streamed runs: {quarter / 2**20:.0f} MiB (a quarter)")
 for n, (greedy, j) in runs.items():
