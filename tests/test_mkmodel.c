@@ -14,6 +14,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,6 +218,30 @@ static void test_llama(void **state) {
         }
     }
     assert_true(k_seen && down_seen && norm_seen);
+    /* weights of an initialised network: finite, norms 1, matrices with mean ~0 and standard
+       deviation ~1/sqrt(fan_in) (ne0, the inner dimension), converted back to F32 here */
+    for (size_t i = 0; i < tl_model_tensor_count(m); i++) {
+        const tl_tensor_info *t = tl_model_tensor(m, i);
+        uint64_t n = t->nbytes / (t->dtype == TL_DTYPE_F32 ? 4 : 2);
+        float *v = malloc(n * sizeof *v);
+        assert_non_null(v);
+        assert_int_equal(tl_convert(TL_DTYPE_F32, v, t->dtype, tl_model_tensor_data(m, i), n),
+                         TL_OK);
+        double sum = 0, sq = 0;
+        for (uint64_t k = 0; k < n; k++) {
+            if (!isfinite(v[k])) fail_msg("%s[%llu] is not finite", t->name, (unsigned long long)k);
+            if (t->n_dims == 1 && v[k] != 1.0f) fail_msg("%s is a norm but not 1", t->name);
+            sum += v[k];
+            sq += (double)v[k] * v[k];
+        }
+        if (t->n_dims == 2) {
+            double mean = sum / (double)n, sd = sqrt(sq / (double)n - mean * mean);
+            double want = 1.0 / sqrt((double)t->shape[1]);
+            if (fabs(mean) > 0.05 * want || fabs(sd - want) > 0.05 * want)
+                fail_msg("%s: mean %g, sd %g, not ~0 and ~%g", t->name, mean, sd, want);
+        }
+        free(v);
+    }
     tl_model_close(m);
     unlink(out);
     free(out);

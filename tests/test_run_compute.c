@@ -390,8 +390,8 @@ static void test_example_engine(void **state) {
     char exe[4200], gguf[4200];
     snprintf(exe, sizeof exe, "%s/examples/engine/engine", bd && *bd ? bd : ".");
     snprintf(gguf, sizeof gguf, "%s", tu_testdata("gguf/tiny-llama-q4_0.gguf"));
-    /* an LLM on a sim GPU: one product per 2-D weight in each of 2 passes */
-    char *a1[] = {exe, gguf, "--ggml", ggml_dir, "--sim", "eng1=64M", NULL};
+    /* an LLM on ggml:CPU with a 64 MiB budget (copies, not the mapping): 16 products per pass */
+    char *a1[] = {exe, gguf, "--ggml", ggml_dir, "--device", "ggml:CPU=64M", NULL};
     tu_run r = tu_run_argv(a1);
     if (r.status != 0) fail_msg("engine: exit %d: %s%s", r.status, r.out, r.err);
     char want[64];
@@ -404,7 +404,7 @@ static void test_example_engine(void **state) {
     char *p = tu_path(dir, "sd.safetensors");
     write_sd(p, TL_DTYPE_F16);
     char *a2[] = {exe,      p,         "--ggml",    ggml_dir,
-                  "--sim",  "eng2=2M", "--reserve", "diffusion=0,cond=0,vae=0",
+                  "--device", "ggml:CPU=2M", "--reserve", "diffusion=0,cond=0,vae=0",
                   "--lora", NULL};
     r = tu_run_argv(a2);
     if (r.status != 0) fail_msg("engine: exit %d: %s%s", r.status, r.out, r.err);

@@ -1,21 +1,29 @@
 /*
  * engine.c — what an engine's integration with tierload looks like, on ggml:
- * open a model, plan it for this machine, create a session, then for each
- * phase acquire the weights (a streamed component layer by layer, the next
- * layer prefetched while this one computes), build and compute a ggml graph
- * on them where they are, release; a LoRA-style patch applied between two
- * passes; statistics printed.
+ * register ggml's devices, open a model, plan it for a ggml device with a
+ * budget, create a session, then for each phase acquire the weights (a
+ * streamed component layer by layer, the next layer prefetched while this one
+ * computes), bind each to a ggml tensor where tierload placed it
+ * (tl_session_bind_ggml), compute a ggml graph there on that device's own
+ * backend, release; a LoRA-style patch applied between two passes; statistics
+ * printed. No weight is copied back to the host: only each product comes back.
  *
  * The "network" is one matrix-vector product per 2-D weight, y = W . x, with
  * ggml_mul_mat; each y is checked against the same product computed from the
- * model's bytes in the file mapping, so a wrong byte anywhere shows.
+ * model's bytes in the file mapping on ggml's CPU backend, so a wrong byte
+ * anywhere shows.
  *
  * ggml is loaded at run time (dlopen), as an engine that ships ggml would
  * link it: nothing of ggml is needed to build this file. Only tierload's
  * public header is used.
  *
- *   engine MODEL... --ggml DIR [--sim NAME=SIZE] [--backend SPEC] [--reserve SPEC] [--passes N]
- * [--lora]
+ *   engine MODEL... --ggml DIR [--device NAME=SIZE] [--rpc HOST:PORT,...]
+ *          [--backend SPEC] [--reserve SPEC] [--passes N] [--lora]
+ *
+ * --device names the ggml device the plan places weights on (default
+ * ggml:CPU) and its budget; on ggml:CPU the session is told no_zero_copy, so
+ * that the budget holds real copies and a streamed component really moves.
+ * --rpc adds the devices of ggml-rpc-server processes (rpc0:0, ...).
  *
  * Exit status 0 when every product matched, 1 otherwise or on error.
  */
@@ -116,14 +124,47 @@ static bool load_ggml(const char *dir) {
 
 /* ---- the engine ---- */
 
+#define MAX_BACKENDS 8
+
 typedef struct engine {
     tl_model *m;
     tl_session *s;
     tl_device *ggml_cpu; /* tierload's view of ggml's CPU device (wraps host memory in place) */
-    void *backend;       /* ggml's CPU backend */
-    uint64_t products, mismatches, weights_copied_back;
+    void *backend;       /* ggml's CPU backend: host tiers, and the reference products */
+    struct {
+        tl_device *dev; /* a reference of the engine's own */
+        void *backend;  /* the engine's ggml backend on that device */
+    } be[MAX_BACKENDS];
+    int n_be;
+    uint64_t products, mismatches;
     double checksum;
 } engine;
+
+/* One thread for ggml's CPU backend (its threads spin; one keeps runs quiet). */
+static void one_thread(void *dev, void *backend) {
+    void (*set_threads)(void *, int) = (void (*)(void *, int))G.reg_get_proc_address(
+        G.dev_backend_reg(dev), "ggml_backend_set_n_threads");
+    if (set_threads) set_threads(backend, 1);
+}
+
+/* The engine's backend on tierload device d (host tiers: the CPU backend); NULL on failure. */
+static void *backend_of(engine *e, tl_device *d) {
+    if (!d) return e->backend;
+    for (int i = 0; i < e->n_be; i++)
+        if (!strcmp(tl_device_name(e->be[i].dev), tl_device_name(d))) return e->be[i].backend;
+    void *gd = tl_device_ggml_dev(d);
+    if (!gd || e->n_be == MAX_BACKENDS) {
+        fprintf(stderr, "engine: %s is not a ggml device: nothing to compute on there\n",
+                tl_device_name(d));
+        return NULL;
+    }
+    void *b = G.dev_init(gd, NULL);
+    if (!b || tl_device_find(tl_device_name(d), &e->be[e->n_be].dev) != TL_OK) return NULL;
+    one_thread(gd, b);
+    e->be[e->n_be].backend = b;
+    e->n_be++;
+    return b;
+}
 
 /* The fixed input: x[i] = sin(i + 1). */
 static void fill_x(float *x, int64_t n) {
@@ -132,37 +173,65 @@ static void fill_x(float *x, int64_t n) {
 }
 
 /*
- * One product y = W . x on ggml's CPU backend, W at host address w (a
- * ggml-multipliable type, rows x cols, ggml's ne0 = cols), wrapped without a
- * copy. y gets rows floats.
+ * y = W . x on backend, W (cols wide, ggml's ne0) already placed in ctx;
+ * x and y get a buffer of the backend's, and only y comes back.
  */
-static bool matvec(engine *e, const void *w, const tl_tensor_info *t, int64_t rows, float *y) {
-    int64_t cols = (int64_t)t->shape[1];
-    tl_ggml_host_buffer hb;
-    uint64_t nbytes = t->nbytes / t->shape[0] * (uint64_t)rows;
-    if (tl_ggml_host_buffer_create(e->ggml_cpu, w, nbytes, &hb) != TL_OK) return false;
-    struct ggml_init_params ip = {G.tensor_overhead() * 8 + G.graph_overhead(), NULL, true};
-    void *ctx = G.init(ip);
-    void *W = G.new_tensor_2d(ctx, (int)t->dtype, cols, rows);
+static bool product(void *backend, void *ctx, void *W, int64_t cols, int64_t rows, float *y) {
     void *x = G.new_tensor_1d(ctx, GGML_TYPE_F32, cols);
     void *out = G.mul_mat(ctx, W, x);
-    /* W placed where it is first; then x and out get a buffer of the backend's */
-    bool ok = G.tensor_alloc(hb.buffer, W, (char *)hb.base + hb.offset) == 0;
-    void *xy = ok ? G.alloc_ctx_tensors(ctx, e->backend) : NULL;
-    ok = ok && xy;
+    void *xy = G.alloc_ctx_tensors(ctx, backend);
+    bool ok = xy != NULL;
     if (ok) {
         float *xv = malloc((size_t)cols * sizeof *xv);
-        fill_x(xv, cols);
-        G.tensor_set(x, xv, 0, (size_t)cols * sizeof *xv);
-        free(xv);
-        void *graph = G.new_graph(ctx);
-        G.build_forward_expand(graph, out);
-        ok = G.graph_compute(e->backend, graph) == 0;
+        ok = xv != NULL;
+        if (ok) {
+            fill_x(xv, cols);
+            G.tensor_set(x, xv, 0, (size_t)cols * sizeof *xv);
+            free(xv);
+            void *graph = G.new_graph(ctx);
+            G.build_forward_expand(graph, out);
+            ok = G.graph_compute(backend, graph) == 0;
+        }
         if (ok) G.tensor_get(out, y, 0, (size_t)rows * sizeof *y);
+        G.buffer_free(xy);
     }
-    if (xy) G.buffer_free(xy);
-    G.free(ctx);
+    return ok;
+}
+
+static void *graph_ctx(void) {
+    struct ggml_init_params ip = {G.tensor_overhead() * 8 + G.graph_overhead(), NULL, true};
+    return G.init(ip);
+}
+
+/* The reference: y = W . x on ggml's CPU backend, W the file's bytes wrapped without a copy. */
+static bool reference(engine *e, const void *w, const tl_tensor_info *t, float *y) {
+    int64_t cols = (int64_t)t->shape[1], rows = (int64_t)t->shape[0];
+    tl_ggml_host_buffer hb;
+    if (tl_ggml_host_buffer_create(e->ggml_cpu, w, t->nbytes, &hb) != TL_OK) return false;
+    void *ctx = graph_ctx();
+    void *W = ctx ? G.new_tensor_2d(ctx, (int)t->dtype, cols, rows) : NULL;
+    bool ok = W && G.tensor_alloc(hb.buffer, W, (char *)hb.base + hb.offset) == 0 &&
+              product(e->backend, ctx, W, cols, rows, y);
+    if (ctx) G.free(ctx);
     tl_ggml_host_buffer_destroy(&hb);
+    return ok;
+}
+
+/*
+ * y = W . x where the session placed tensor i of set a: bound to a ggml
+ * tensor (device memory on a ggml device, the host bytes wrapped in place on
+ * host tiers) and computed on the backend of that device.
+ */
+static bool placed(engine *e, const tl_acquired *a, size_t i, float *y) {
+    const tl_session_tensor *t = tl_acquired_tensor(a, i);
+    const tl_tensor_info *ti = t->info;
+    void *backend = backend_of(e, t->parts[0].device);
+    void *ctx = backend ? graph_ctx() : NULL;
+    void *W = ctx ? G.new_tensor_2d(ctx, (int)ti->dtype, ti->shape[1], ti->shape[0]) : NULL;
+    tl_status st = W ? tl_session_bind_ggml(e->s, a, i, W) : TL_ERR_NOMEM;
+    if (st) fprintf(stderr, "engine: bind %s: %s\n", ti->name, tl_last_error());
+    bool ok = !st && product(backend, ctx, W, ti->shape[1], ti->shape[0], y);
+    if (ctx) G.free(ctx);
     return ok;
 }
 
@@ -189,50 +258,40 @@ static bool multiplies(const tl_tensor_info *t) {
     }
 }
 
-/* Compute on one acquired set: every 2-D weight ggml multiplies, checked against the file. */
+/*
+ * Compute on one acquired set: every 2-D weight ggml multiplies, where it
+ * lies, checked against the product of the file's bytes (equal to within
+ * 1e-3 of the largest |y|; bit for bit on CPU backends).
+ */
 static bool compute(engine *e, const tl_acquired *a) {
     for (size_t i = 0; i < tl_acquired_count(a); i++) {
         const tl_session_tensor *t = tl_acquired_tensor(a, i);
         const tl_tensor_info *ti = t->info;
         if (!multiplies(ti)) continue;
-        float *ref = malloc(ti->shape[0] * sizeof *ref);
-        if (!ref ||
-            !matvec(e, tl_model_tensor_data(e->m, t->index), ti, (int64_t)ti->shape[0], ref)) {
-            free(ref);
+        if (t->n_parts != 1) {
+            fprintf(stderr, "engine: %s is split by rows; this engine computes whole tensors\n",
+                    ti->name);
             return false;
         }
-        for (uint32_t k = 0; k < t->n_parts; k++) {
-            const tl_session_part *p = &t->parts[k];
-            int64_t rows = (int64_t)(p->row_end - p->row_begin);
-            if (rows <= 0) rows = (int64_t)ti->shape[0];
-            const void *w = p->host;
-            void *copy = NULL;
-            if (!w) { /* in a device's memory: a real engine computes there; here it comes back */
-                copy = aligned_alloc(64, (p->nbytes + 63) & ~(uint64_t)63);
-                if (!copy || tl_device_copy_from(p->device, copy, p->dptr, p->nbytes) != TL_OK) {
-                    free(copy);
-                    free(ref);
-                    return false;
-                }
-                w = copy;
-                e->weights_copied_back += p->nbytes;
+        size_t rows = (size_t)ti->shape[0];
+        float *ref = malloc(rows * sizeof *ref), *y = malloc(rows * sizeof *y);
+        bool ok = ref && y && reference(e, tl_model_tensor_data(e->m, t->index), ti, ref) &&
+                  placed(e, a, i, y);
+        if (ok) {
+            /* rows whose weights hold NaN give NaN both ways */
+            float top = 0, worst = 0;
+            for (size_t r = 0; r < rows; r++) {
+                if (isfinite(ref[r]) && fabsf(ref[r]) > top) top = fabsf(ref[r]);
+                if (isfinite(y[r])) e->checksum += y[r];
+                if (isnan(y[r]) != isnan(ref[r])) worst = INFINITY;
+                else if (!isnan(y[r]) && fabsf(y[r] - ref[r]) > worst) worst = fabsf(y[r] - ref[r]);
             }
-            float *y = malloc((size_t)rows * sizeof *y);
-            bool ok = y && matvec(e, w, ti, rows, y);
-            if (ok) {
-                e->products++;
-                if (memcmp(y, ref + p->row_begin, (size_t)rows * sizeof *y)) e->mismatches++;
-                for (int64_t r = 0; r < rows; r++)
-                    if (isfinite(y[r])) e->checksum += y[r];
-            }
-            free(y);
-            free(copy);
-            if (!ok) {
-                free(ref);
-                return false;
-            }
+            e->products++;
+            if (worst > 1e-3f * top) e->mismatches++;
         }
         free(ref);
+        free(y);
+        if (!ok) return false;
     }
     return true;
 }
@@ -288,22 +347,28 @@ static size_t apply_lora(engine *e) {
     return TL_NOT_FOUND;
 }
 
+#define USAGE                                                                                      \
+    "usage: engine MODEL... --ggml DIR [--device NAME=SIZE] [--rpc HOST:PORT,...] "                \
+    "[--backend SPEC] [--reserve SPEC] [--passes N] [--lora]\n"
+
 static int fail(const char *what, tl_status s) {
     fprintf(stderr, "engine: %s: %s: %s\n", what, tl_status_name(s), tl_last_error());
     return 1;
 }
 
 int main(int argc, char **argv) {
-    const char *paths[16], *dir = getenv("TIERLOAD_GGML_DIR"), *sim = NULL, *backend = NULL,
-                           *reserve = NULL;
+    const char *paths[16], *dir = getenv("TIERLOAD_GGML_DIR"), *device = "ggml:CPU",
+                           *rpc = NULL, *backend = NULL, *reserve = NULL;
     size_t n_paths = 0;
     int passes = 2;
     bool lora = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ggml") && i + 1 < argc)
             dir = argv[++i];
-        else if (!strcmp(argv[i], "--sim") && i + 1 < argc)
-            sim = argv[++i];
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc)
+            device = argv[++i];
+        else if (!strcmp(argv[i], "--rpc") && i + 1 < argc)
+            rpc = argv[++i];
         else if (!strcmp(argv[i], "--backend") && i + 1 < argc)
             backend = argv[++i];
         else if (!strcmp(argv[i], "--reserve") && i + 1 < argc)
@@ -315,14 +380,12 @@ int main(int argc, char **argv) {
         else if (n_paths < 16 && argv[i][0] != '-')
             paths[n_paths++] = argv[i];
         else {
-            fprintf(stderr, "usage: engine MODEL... --ggml DIR [--sim NAME=SIZE] [--backend SPEC] "
-                            "[--reserve SPEC] [--passes N] [--lora]\n");
+            fprintf(stderr, USAGE);
             return 2;
         }
     }
     if (!n_paths || !dir || passes < 1) {
-        fprintf(stderr, "usage: engine MODEL... --ggml DIR [--sim NAME=SIZE] [--backend SPEC] "
-                        "[--reserve SPEC] [--passes N] [--lora]\n");
+        fprintf(stderr, USAGE);
         return 2;
     }
     engine e = {0};
@@ -334,22 +397,33 @@ int main(int argc, char **argv) {
     mo.writable = lora; /* copy-on-write mapping: a patch stays in this process */
     if ((s = tl_model_open(paths, n_paths, &mo, &e.m))) return fail("open", s);
 
-    /* 2. The machine: its devices (a simulated GPU if asked), then the plan. */
-    if (sim && (s = tl_device_sim_add(sim))) return fail("--sim", s);
-    tl_plan_device devs[TL_PLAN_MAX_DEVICES];
-    size_t n_devs = 0;
-    if ((s = tl_plan_devices_from_registry(devs, TL_PLAN_MAX_DEVICES, &n_devs, NULL)))
-        return fail("devices", s);
-    /* ggml's devices are registered after this: the plan places weights on the others */
+    /* 2. The machine: ggml's devices registered first, so that the plan can place weights on
+          them; the one named by --device gets the budget given there. */
     if ((s = tl_device_ggml_discover(dir, NULL))) return fail("ggml", s);
+    if (rpc && (s = tl_device_ggml_rpc_add(rpc, NULL))) return fail("--rpc", s);
     if ((s = tl_device_find("ggml:CPU", &e.ggml_cpu))) return fail("ggml:CPU", s);
     if (!load_ggml(dir)) return 1;
     void *dev = G.dev_by_name("CPU");
     e.backend = dev ? G.dev_init(dev, NULL) : NULL;
     if (!e.backend) return fail("ggml CPU backend", TL_ERR_DEVICE);
-    void (*set_threads)(void *, int) = (void (*)(void *, int))G.reg_get_proc_address(
-        G.dev_backend_reg(dev), "ggml_backend_set_n_threads");
-    if (set_threads) set_threads(e.backend, 1);
+    one_thread(dev, e.backend);
+    tl_plan_device devs[2];
+    memset(devs, 0, sizeof devs);
+    const char *eq = strchr(device, '=');
+    snprintf(devs[0].name, sizeof devs[0].name, "%.*s",
+             (int)(eq ? (size_t)(eq - device) : strlen(device)), device);
+    tl_device *named = NULL;
+    tl_device_info info;
+    if ((s = tl_device_find(devs[0].name, &named)) || (s = tl_device_describe(named, &info)))
+        return fail(devs[0].name, s);
+    snprintf(devs[0].name, sizeof devs[0].name, "%s", tl_device_name(named));
+    tl_device_release(named);
+    devs[0].is_gpu = true;
+    devs[0].total = devs[0].free = info.total;
+    if (eq && (s = tl_parse_bytes(eq + 1, &devs[0].total, NULL))) return fail("--device", s);
+    devs[0].free = devs[0].total;
+    snprintf(devs[1].name, sizeof devs[1].name, "cpu");
+    size_t n_devs = 2;
 
     tl_plan_summary sum;
     tl_plan *plan = NULL;
@@ -368,7 +442,10 @@ int main(int argc, char **argv) {
     }
 
     /* 3. The session: weights load where the plan says when first acquired. */
-    if ((s = tl_session_create(e.m, plan, NULL, &e.s))) return fail("session", s);
+    tl_session_options so;
+    tl_session_options_init(&so);
+    so.no_zero_copy = true; /* ggml:CPU too holds copies under its budget: streaming moves bytes */
+    if ((s = tl_session_create(e.m, plan, &so, &e.s))) return fail("session", s);
 
     /* 4. The phases, passes times; a LoRA patched in after the first pass. */
     size_t lora_tensor = TL_NOT_FOUND;
@@ -406,10 +483,9 @@ int main(int argc, char **argv) {
     tl_session_stats_get(e.s, &st);
     printf("products %llu, mismatches %llu, checksum %.6g\n", (unsigned long long)e.products,
            (unsigned long long)e.mismatches, e.checksum);
-    printf("bytes moved %llu (loads %llu, evictions %llu, prefetch hits %llu), copied back %llu\n",
+    printf("bytes moved %llu (loads %llu, evictions %llu, prefetch hits %llu)\n",
            (unsigned long long)st.bytes_moved, (unsigned long long)st.loads,
-           (unsigned long long)st.evictions, (unsigned long long)st.prefetch_hits,
-           (unsigned long long)e.weights_copied_back);
+           (unsigned long long)st.evictions, (unsigned long long)st.prefetch_hits);
     for (size_t i = 0; i < st.n_devices; i++)
         printf("device %s: peak %llu of budget %llu\n", st.devices[i].name,
                (unsigned long long)st.devices[i].peak, (unsigned long long)st.devices[i].budget);
@@ -417,6 +493,10 @@ int main(int argc, char **argv) {
     if (lora_tensor != TL_NOT_FOUND) tl_model_tensor_unpatch(e.m, lora_tensor);
     tl_session_destroy(e.s);
     tl_plan_destroy(plan);
+    for (int i = 0; i < e.n_be; i++) {
+        G.backend_free(e.be[i].backend);
+        tl_device_release(e.be[i].dev);
+    }
     G.backend_free(e.backend);
     tl_device_release(e.ggml_cpu);
     tl_model_close(e.m);

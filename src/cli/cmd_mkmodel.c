@@ -13,7 +13,12 @@
  * llama architecture's hyperparameter keys, a minimal SentencePiece-style
  * vocabulary (<unk>, <s>, </s> and the 256 byte tokens) and exactly the
  * tensors its loader asks for, with their shapes; the layer count follows
- * from --size (the tensor count follows from the architecture).
+ * from --size (the tensor count follows from the architecture). Its weights
+ * are those of a freshly initialised network rather than random bytes:
+ * matrices normal with standard deviation 1/sqrt(fan_in) (fan_in = ggml's
+ * ne0, the length of the rows a matrix multiplies by), norms 1, rounded once
+ * to the dtype (Q8_0 blocks quantized as ggml does: scale max|x|/127), from
+ * the seed; so llama.cpp's logits on it are finite and its greedy tokens vary.
  *
  * Asked for something it cannot make exactly — fewer tensors than the
  * profile has groups of layers, a size too small for one row per tensor, a
@@ -27,6 +32,7 @@
 
 #include <errno.h>
 #include <libgen.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -82,8 +88,9 @@ static void usage(FILE *f) {
         "  the new file is complete. Defaults: --size 64M --tensors 200\n"
         "  --profile sdxl --dtype F16.\n"
         "  --profile llama: a GGUF llama.cpp loads (llama architecture keys, a byte vocabulary,\n"
-        "  the tensors and shapes its loader expects); layers follow from --size, and --tensors\n"
-        "  is not taken.\n");
+        "  the tensors and shapes its loader expects, weights of an initialised network: normal\n"
+        "  with std 1/sqrt(fan_in), norms 1); layers follow from --size, and --tensors is not\n"
+        "  taken.\n");
 }
 
 #define MK_COLS 1024 /* elements per row */
@@ -347,13 +354,65 @@ static tl_writer *make_header(const mk_opts *o, mk_tensor *t, size_t n, const vo
     return w;
 }
 
+/* A standard normal value (Box-Muller over two xorshift draws; the pair's second value kept). */
+static double normal(uint64_t *s, double *spare, bool *has_spare) {
+    if (*has_spare) {
+        *has_spare = false;
+        return *spare;
+    }
+    double u1 = (double)((xorshift(s) >> 11) + 1) * 0x1p-53; /* (0, 1] */
+    double u2 = (double)(xorshift(s) >> 11) * 0x1p-53;       /* [0, 1) */
+    double r = sqrt(-2.0 * log(u1)), a = 6.283185307179586 * u2;
+    *spare = r * sin(a);
+    *has_spare = true;
+    return r * cos(a);
+}
+
+/*
+ * n values of llama tensor t (n a multiple of 32 unless it is the tensor's
+ * last chunk) into out as dtype dt: 1 for norms, else normal / sqrt(fan_in).
+ * *out_len gets the bytes written. x is scratch for n floats.
+ */
+static void llama_values(const mk_tensor *t, tl_dtype dt, uint64_t *s, double *spare,
+                         bool *has_spare, float *x, size_t n, void *out, size_t *out_len) {
+    double sd = 1.0 / sqrt((double)t->cols);
+    for (size_t i = 0; i < n; i++)
+        x[i] = t->vec ? 1.0f : (float)(normal(s, spare, has_spare) * sd);
+    if (dt != TL_DTYPE_Q8_0) {
+        tl_convert(dt, out, TL_DTYPE_F32, x, n);
+        *out_len = n * (dt == TL_DTYPE_F32 ? 4 : 2);
+        return;
+    }
+    unsigned char *o = out; /* Q8_0: f16 scale d = max|x| / 127, then 32 x round(x / d) */
+    for (size_t b = 0; b < n / 32; b++, o += 34) {
+        const float *v = x + b * 32;
+        float amax = 0.0f;
+        for (int i = 0; i < 32; i++)
+            amax = fmaxf(amax, fabsf(v[i]));
+        float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
+        uint16_t h;
+        tl_convert(TL_DTYPE_F16, &h, TL_DTYPE_F32, &d, 1);
+        memcpy(o, &h, 2);
+        for (int i = 0; i < 32; i++)
+            o[2 + i] = (unsigned char)(int8_t)roundf(v[i] * id);
+    }
+    *out_len = n / 32 * 34;
+}
+
 /* Header, then the data section: each tensor at its offset, zeros in the gaps. */
 static int write_file(FILE *f, const mk_opts *o, const void *hdr, size_t hlen, mk_tensor *t,
                       size_t n, uint64_t data_size, const char *path) {
-    enum { CHUNK = 8 << 20 };
+    enum { CHUNK = 8 << 20, LL_CHUNK = 1 << 20 }; /* LL_CHUNK: values per llama chunk (F32 fits) */
     int rc = write_all(f, hdr, hlen, path);
+    bool llama = !strcmp(o->profile, "llama"), has_spare = false;
+    double spare = 0.0;
     uint64_t *buf = rc ? NULL : malloc(CHUNK);
-    if (!rc && !buf) return 6;
+    float *x = rc || !llama ? NULL : malloc(LL_CHUNK * sizeof *x);
+    if (!rc && (!buf || (llama && !x))) {
+        free(buf);
+        free(x);
+        return 6;
+    }
     uint64_t s = o->seed * 2654435761u + 88172645463325252ull, pos = 0;
     for (size_t i = 0; i <= n && !rc; i++) {
         uint64_t start = i < n ? t[i].offset : data_size;
@@ -362,6 +421,18 @@ static int write_file(FILE *f, const mk_opts *o, const void *hdr, size_t hlen, m
             memset(buf, 0, m);
             rc = write_all(f, buf, m, path);
             pos += m;
+        }
+        if (i < n && llama) { /* values of an initialised network, in chunks of whole blocks */
+            tl_dtype dt = t[i].f32 ? TL_DTYPE_F32 : o->dtype;
+            uint64_t left = (uint64_t)t[i].rows * (uint64_t)t[i].cols;
+            while (left && !rc) {
+                size_t m = left < LL_CHUNK ? (size_t)left : LL_CHUNK, len = 0;
+                llama_values(&t[i], dt, &s, &spare, &has_spare, x, m, buf, &len);
+                rc = write_all(f, buf, len, path);
+                left -= m;
+                pos += len;
+            }
+            continue;
         }
         for (uint64_t left = i < n ? t[i].nbytes : 0; left && !rc;) {
             size_t m = left < CHUNK ? (size_t)left : CHUNK;
@@ -373,6 +444,7 @@ static int write_file(FILE *f, const mk_opts *o, const void *hdr, size_t hlen, m
         }
     }
     free(buf);
+    free(x);
     return rc;
 }
 

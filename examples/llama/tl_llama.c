@@ -1,0 +1,914 @@
+/*
+ * tl_llama.c — `tl-llama`: a llama-architecture forward pass on ggml whose
+ * weights come from a tierload session, layer by layer, bound into the
+ * engine's ggml tensors where tierload placed them, with the next layer
+ * prefetched while this one computes. It is the proof that an engine computes
+ * on weights tierload moves: its logits are held against llama.cpp's own
+ * (tests/tools/llama_oracle.c) on the same GGUF and tokens.
+ *
+ *   tl-llama MODEL.gguf --tokens 1,2,3,... --n-predict N --logits OUT.f32
+ *            [--device NAME] [--budget SIZE] [--rpc HOST:PORT,...]
+ *            [--split-devices A,B] [--threads N] [--ggml-dir DIR] [--json]
+ *            [--measure-link]
+ *
+ * The network is llama.cpp's graph for the llama architecture, op for op:
+ * token embedding (get_rows), per block RMSNorm x attn_norm, Q/K/V
+ * projections, RoPE (mode 0, llama's), grouped-query attention over a KV
+ * cache in F16 of 256-row steps (K·Q, soft_max with the causal mask and
+ * 1/sqrt(head_dim), V transposed times the probabilities), the output projection and residual,
+ * RMSNorm x ffn_norm, SwiGLU (silu(gate) * up, then down) and residual; then
+ * RMSNorm x output_norm and the output head. It evaluates the prompt as one
+ * batch, then greedy-decodes N tokens, evaluating each; OUT.f32 gets the
+ * logits of every evaluated position (positions x vocab, little-endian F32).
+ *
+ * Where weights live: the plan puts the model (component "other") on the
+ * device named (default ggml:CPU), whole when it fits --budget, else streamed
+ * through it; --split-devices splits its layers over two devices. Each ggml
+ * device tierload knows (ggml:CPU, rpcN:DEV of --rpc servers) gets a ggml
+ * backend of its own here, and each graph runs on the backend of the device
+ * that holds its weights: one graph per layer, because a layer's weights are
+ * bound only while that layer is acquired, and the binding is what the graph
+ * reads. The hidden state crosses between graphs through host memory
+ * (n_tokens x n_embd floats); each layer's KV cache lives on its device.
+ *
+ * Exit status: 0 on success, 2 on bad usage, 9 when ggml gave up on a device
+ * (an RPC server gone in the middle of a transfer: ggml's abort, reported with
+ * what tierload was moving where), 1 on any other error.
+ */
+#include <ggml-alloc.h>
+#include <ggml-backend.h>
+#include <ggml.h>
+#include <tierload.h>
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef TL_LLAMA_GGML_DIR
+#define TL_LLAMA_GGML_DIR NULL
+#endif
+
+#define MAX_SLOTS 8
+
+typedef struct hparams {
+    int64_t n_embd, n_layer, n_ff, n_head, n_head_kv, n_rot, n_vocab, n_ctx_train;
+    float eps, freq_base;
+} hparams;
+
+/* One compute device: tierload's device and the ggml backend computing there. */
+typedef struct slot {
+    tl_device *dev; /* NULL: host tiers (computed on ggml's CPU backend) */
+    ggml_backend_t be;
+    ggml_gallocr_t ga;
+    bool is_cpu;
+} slot;
+
+/* Per block: the device its weights live on, and its KV cache there. */
+typedef struct layer_state {
+    int slot;
+    struct ggml_context *kv_ctx;
+    ggml_backend_buffer_t kv_buf;
+    struct ggml_tensor *k, *v; /* [n_embd_kv, n_ctx] F16 each */
+} layer_state;
+
+typedef struct engine {
+    tl_model *m;
+    tl_plan *plan;
+    tl_session *s;
+    hparams hp;
+    int threads, n_ctx;
+    slot slots[MAX_SLOTS];
+    int n_slots;
+    layer_state *layers;
+    double wait_s, compute_s; /* time in acquire (waiting for weights) and in graph compute */
+    double *layer_wait, *layer_compute;
+    uint64_t kv_bytes;
+} engine;
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ggml is about to abort (e.g. an RPC server died mid-transfer): say where, end with status 9. */
+static void on_ggml_abort(const char *message) {
+    static const char pre[] = "tl-llama: ggml gave up: ";
+    if (write(2, pre, sizeof pre - 1) < 0 || write(2, message, strlen(message)) < 0 ||
+        write(2, "\n", 1) < 0) {
+    }
+    _exit(9);
+}
+
+static int fail(const char *what, tl_status s) {
+    fprintf(stderr, "tl-llama: %s: %s: %s\n", what, tl_status_name(s), tl_last_error());
+    return 1;
+}
+
+/* ---- weights: tierload's acquired tensors bound into ggml tensors ---- */
+
+/* The ggml device of tierload device d (host tiers: ggml's CPU device); NULL for non-ggml ones. */
+static ggml_backend_dev_t ggml_dev_of(tl_device *d) {
+    if (!d) return ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    return (ggml_backend_dev_t)tl_device_ggml_dev(d);
+}
+
+/* The slot computing on tierload device d (created on first use). -1 on failure. */
+static int slot_of(engine *e, tl_device *d) {
+    for (int i = 0; i < e->n_slots; i++)
+        if (e->slots[i].dev == d || (d && e->slots[i].dev &&
+                                     !strcmp(tl_device_name(e->slots[i].dev), tl_device_name(d))))
+            return i;
+    ggml_backend_dev_t gd = ggml_dev_of(d);
+    if (!gd || e->n_slots == MAX_SLOTS) {
+        fprintf(stderr, "tl-llama: device %s: no ggml device to compute on\n",
+                d ? tl_device_name(d) : "host");
+        return -1;
+    }
+    slot *s = &e->slots[e->n_slots];
+    /* a reference of the engine's own: the session's parts only borrow theirs */
+    if (d && tl_device_find(tl_device_name(d), &s->dev) != TL_OK) return -1;
+    s->be = ggml_backend_dev_init(gd, NULL);
+    if (!s->be) return -1;
+    s->is_cpu = ggml_backend_dev_type(gd) == GGML_BACKEND_DEVICE_TYPE_CPU;
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(gd);
+    ggml_backend_set_n_threads_t set_threads =
+        reg ? (ggml_backend_set_n_threads_t)ggml_backend_reg_get_proc_address(
+                  reg, "ggml_backend_set_n_threads")
+            : NULL;
+    if (set_threads) set_threads(s->be, e->threads);
+    s->ga = ggml_gallocr_new(ggml_backend_get_default_buffer_type(s->be));
+    if (!s->ga) return -1;
+    return e->n_slots++;
+}
+
+/* The device that holds acquired set a (all its tensors on one device, as the plan places). */
+static int slot_of_set(engine *e, const tl_acquired *a) {
+    tl_device *d = NULL;
+    for (size_t i = 0; i < tl_acquired_count(a); i++) {
+        const tl_session_tensor *t = tl_acquired_tensor(a, i);
+        if (t->n_parts != 1) {
+            fprintf(stderr, "tl-llama: %s: split by rows; this engine computes whole tensors\n",
+                    t->info->name);
+            return -1;
+        }
+        if (i == 0) d = t->parts[0].device;
+        if (t->parts[0].device != d) {
+            fprintf(stderr, "tl-llama: %s: on another device than its layer\n", t->info->name);
+            return -1;
+        }
+    }
+    return slot_of(e, d);
+}
+
+/* A ggml tensor shaped like catalog entry i of a (ggml's ne = the shape reversed). */
+static struct ggml_tensor *weight_tensor(struct ggml_context *ctx, const tl_session_tensor *t) {
+    int64_t ne[4] = {1, 1, 1, 1};
+    for (uint32_t k = 0; k < t->info->n_dims; k++)
+        ne[k] = t->info->shape[t->info->n_dims - 1 - k];
+    return ggml_new_tensor(ctx, (enum ggml_type)t->info->dtype, (int)t->info->n_dims, ne);
+}
+
+/*
+ * The weight "SUFFIX" of set a (full name, or the name after "blk.N."), made
+ * in ctx and bound to the bytes tierload placed; NULL when absent (or, with
+ * *st set, when it cannot be bound).
+ */
+static struct ggml_tensor *take(engine *e, struct ggml_context *ctx, const tl_acquired *a,
+                                const char *suffix, tl_status *st) {
+    for (size_t i = 0; i < tl_acquired_count(a); i++) {
+        const tl_session_tensor *t = tl_acquired_tensor(a, i);
+        const char *n = t->info->name;
+        if (t->info->layer >= 0) n += t->info->layer_key_len + (n[t->info->layer_key_len] == '.');
+        if (strcmp(n, suffix)) continue;
+        struct ggml_tensor *g = weight_tensor(ctx, t);
+        tl_status s = g ? tl_session_bind_ggml(e->s, a, i, g) : TL_ERR_NOMEM;
+        if (s) {
+            fprintf(stderr, "tl-llama: bind %s: %s\n", t->info->name, tl_last_error());
+            *st = s;
+            return NULL;
+        }
+        return g;
+    }
+    return NULL;
+}
+
+/* ---- graphs ---- */
+
+static struct ggml_context *graph_ctx(void) {
+    struct ggml_init_params ip = {ggml_tensor_overhead() * 256 + ggml_graph_overhead(), NULL, true};
+    return ggml_init(ip);
+}
+
+/* Allocate graph gf's intermediates in slot s's compute buffer. */
+static bool run_graph(engine *e, slot *s, struct ggml_cgraph *gf) {
+    (void)e;
+    return ggml_gallocr_alloc_graph(s->ga, gf);
+}
+
+/* Compute gf on slot s (its inputs set); the time is added to the totals and to *acc. */
+static bool compute(engine *e, slot *s, struct ggml_cgraph *gf, double *acc) {
+    double t0 = now();
+    bool ok = ggml_backend_graph_compute(s->be, gf) == GGML_STATUS_SUCCESS;
+    ggml_backend_synchronize(s->be); /* RPC returns before the server has computed */
+    double dt = now() - t0;
+    e->compute_s += dt;
+    if (acc) *acc += dt;
+    return ok;
+}
+
+/* x (host, n_embd x n floats) = token_embd rows of tok. */
+static bool embed(engine *e, const tl_acquired *other, const int32_t *tok, int n, float *x) {
+    tl_status st = TL_OK;
+    struct ggml_context *ctx = graph_ctx();
+    struct ggml_tensor *w = ctx ? take(e, ctx, other, "token_embd.weight", &st) : NULL;
+    int si = w ? slot_of_set(e, other) : -1;
+    bool ok = w && si >= 0;
+    if (ok) {
+        slot *s = &e->slots[si];
+        struct ggml_tensor *ids = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n);
+        ggml_set_input(ids);
+        struct ggml_tensor *out = ggml_get_rows(ctx, w, ids);
+        ggml_set_output(out);
+        struct ggml_cgraph *gf = ggml_new_graph(ctx);
+        ggml_build_forward_expand(gf, out);
+        ok = run_graph(e, s, gf);
+        if (ok) {
+            ggml_backend_tensor_set(ids, tok, 0, (size_t)n * sizeof *tok);
+            ok = compute(e, s, gf, NULL);
+        }
+        if (ok) ggml_backend_tensor_get(out, x, 0, ggml_nbytes(out));
+    }
+    if (st) fprintf(stderr, "tl-llama: token_embd: %s\n", tl_status_name(st));
+    if (ctx) ggml_free(ctx);
+    return ok;
+}
+
+/* The KV cache of layer l on its slot (made on first use). */
+static bool kv_cache(engine *e, int l) {
+    layer_state *L = &e->layers[l];
+    if (L->kv_buf) return true;
+    int64_t n_kv = e->hp.n_embd / e->hp.n_head * e->hp.n_head_kv;
+    struct ggml_init_params ip = {ggml_tensor_overhead() * 2, NULL, true};
+    L->kv_ctx = ggml_init(ip);
+    if (!L->kv_ctx) return false;
+    L->k = ggml_new_tensor_2d(L->kv_ctx, GGML_TYPE_F16, n_kv, e->n_ctx);
+    L->v = ggml_new_tensor_2d(L->kv_ctx, GGML_TYPE_F16, n_kv, e->n_ctx);
+    L->kv_buf = ggml_backend_alloc_ctx_tensors(L->kv_ctx, e->slots[L->slot].be);
+    if (!L->kv_buf) return false;
+    ggml_backend_buffer_clear(L->kv_buf, 0);
+    e->kv_bytes += ggml_backend_buffer_get_size(L->kv_buf);
+    return true;
+}
+
+/*
+ * One block on x (host, n_embd x n, updated in place): tokens at positions
+ * pos0 .. pos0 + n - 1, attending to the cache up to pos0 + n.
+ */
+static bool block(engine *e, int l, const tl_acquired *a, int pos0, int n, float *x) {
+    const hparams *hp = &e->hp;
+    tl_status st = TL_OK;
+    struct ggml_context *ctx = graph_ctx();
+    if (!ctx) return false;
+    struct ggml_tensor *attn_norm = take(e, ctx, a, "attn_norm.weight", &st),
+                       *wq = take(e, ctx, a, "attn_q.weight", &st),
+                       *wk = take(e, ctx, a, "attn_k.weight", &st),
+                       *wv = take(e, ctx, a, "attn_v.weight", &st),
+                       *wo = take(e, ctx, a, "attn_output.weight", &st),
+                       *ffn_norm = take(e, ctx, a, "ffn_norm.weight", &st),
+                       *gate = take(e, ctx, a, "ffn_gate.weight", &st),
+                       *down = take(e, ctx, a, "ffn_down.weight", &st),
+                       *up = take(e, ctx, a, "ffn_up.weight", &st);
+    bool ok = !st && attn_norm && wq && wk && wv && wo && ffn_norm && gate && down && up;
+    if (!ok) {
+        fprintf(stderr, "tl-llama: block %d: weights missing or not bound (%s)\n", l,
+                tl_status_name(st));
+        ggml_free(ctx);
+            return false;
+    }
+    layer_state *L = &e->layers[l];
+    int si = slot_of_set(e, a);
+    if (si < 0 || (L->kv_buf && si != L->slot)) {
+        ggml_free(ctx);
+            return false;
+    }
+    L->slot = si;
+    slot *s = &e->slots[si];
+    if (!kv_cache(e, l)) {
+        ggml_free(ctx);
+            return false;
+    }
+    const int64_t hd = hp->n_embd / hp->n_head, n_kv_embd = hd * hp->n_head_kv;
+    /* the cache is read in whole 256-row steps, as llama.cpp reads its cache: the rows past
+       pos0 + n are masked (probability 0 against zero V), and the dot products have the same
+       length, so the same summation order */
+    const int n_kv = (int)(((int64_t)pos0 + n + 255) / 256 * 256 < e->n_ctx
+                               ? ((int64_t)pos0 + n + 255) / 256 * 256
+                               : e->n_ctx);
+    struct ggml_tensor *inp = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp->n_embd, n);
+    struct ggml_tensor *pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n);
+    struct ggml_tensor *mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_kv, n);
+    ggml_set_input(inp);
+    ggml_set_input(pos);
+    ggml_set_input(mask);
+
+    struct ggml_tensor *cur = ggml_mul(ctx, ggml_rms_norm(ctx, inp, hp->eps), attn_norm);
+    struct ggml_tensor *q = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wq, cur), hd, hp->n_head, n);
+    struct ggml_tensor *k = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wk, cur), hd, hp->n_head_kv, n);
+    struct ggml_tensor *v = ggml_mul_mat(ctx, wv, cur); /* [n_kv_embd, n] */
+    q = ggml_rope_ext(ctx, q, pos, NULL, (int)hp->n_rot, 0, (int)hp->n_ctx_train, hp->freq_base,
+                      1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
+    k = ggml_rope_ext(ctx, k, pos, NULL, (int)hp->n_rot, 0, (int)hp->n_ctx_train, hp->freq_base,
+                      1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
+    /* store this batch's K and V at rows pos0.. of the cache (converted to F16) */
+    struct ggml_tensor *k_dst =
+        ggml_view_2d(ctx, L->k, n_kv_embd, n, L->k->nb[1], (size_t)pos0 * L->k->nb[1]);
+    struct ggml_tensor *v_dst =
+        ggml_view_2d(ctx, L->v, n_kv_embd, n, L->v->nb[1], (size_t)pos0 * L->v->nb[1]);
+    struct ggml_tensor *k_st = ggml_cpy(ctx, ggml_reshape_2d(ctx, k, n_kv_embd, n), k_dst);
+    struct ggml_tensor *v_st = ggml_cpy(ctx, v, v_dst);
+    struct ggml_cgraph *gf = ggml_new_graph(ctx);
+    ggml_build_forward_expand(gf, k_st);
+    ggml_build_forward_expand(gf, v_st);
+    /* attention over rows 0 .. n_kv - 1 */
+    struct ggml_tensor *kc = ggml_view_3d(ctx, L->k, hd, hp->n_head_kv, n_kv, L->k->nb[0] * hd,
+                                          L->k->nb[1], 0);
+    struct ggml_tensor *vc = ggml_view_3d(ctx, L->v, hd, hp->n_head_kv, n_kv, L->v->nb[0] * hd,
+                                          L->v->nb[1], 0);
+    struct ggml_tensor *qp = ggml_permute(ctx, q, 0, 2, 1, 3);   /* [hd, n, n_head] */
+    struct ggml_tensor *kp = ggml_permute(ctx, kc, 0, 2, 1, 3);  /* [hd, n_kv, n_head_kv] */
+    struct ggml_tensor *kq = ggml_mul_mat(ctx, kp, qp);           /* [n_kv, n, n_head] */
+    kq = ggml_soft_max_ext(ctx, kq, mask, 1.0f / sqrtf((float)hd), 0.0f);
+    struct ggml_tensor *vt = ggml_cont(ctx, ggml_permute(ctx, vc, 1, 2, 0, 3)); /* [n_kv, hd, h] */
+    struct ggml_tensor *kqv = ggml_mul_mat(ctx, vt, kq);                        /* [hd, n, h] */
+    cur = ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), hp->n_embd, n);
+    cur = ggml_mul_mat(ctx, wo, cur);
+    struct ggml_tensor *ffn_inp = ggml_add(ctx, cur, inp);
+    cur = ggml_mul(ctx, ggml_rms_norm(ctx, ffn_inp, hp->eps), ffn_norm);
+    struct ggml_tensor *t_up = ggml_mul_mat(ctx, up, cur), *t_gate = ggml_mul_mat(ctx, gate, cur);
+    cur = ggml_mul_mat(ctx, down, ggml_swiglu_split(ctx, t_gate, t_up));
+    struct ggml_tensor *out = ggml_add(ctx, cur, ffn_inp);
+    ggml_set_output(out);
+    ggml_build_forward_expand(gf, out);
+
+    ok = run_graph(e, s, gf);
+    if (ok) {
+        int32_t *p = malloc((size_t)n * sizeof *p);
+        float *mk = malloc((size_t)n * (size_t)n_kv * sizeof *mk);
+        ok = p && mk;
+        for (int i = 0; ok && i < n; i++) {
+            p[i] = pos0 + i;
+            for (int j = 0; j < n_kv; j++)
+                mk[(size_t)i * (size_t)n_kv + (size_t)j] = j <= pos0 + i ? 0.0f : -INFINITY;
+        }
+        if (ok) {
+            ggml_backend_tensor_set(inp, x, 0, ggml_nbytes(inp));
+            ggml_backend_tensor_set(pos, p, 0, ggml_nbytes(pos));
+            ggml_backend_tensor_set(mask, mk, 0, ggml_nbytes(mask));
+            ok = compute(e, s, gf, &e->layer_compute[l]);
+        }
+        if (ok) ggml_backend_tensor_get(out, x, 0, ggml_nbytes(out));
+        free(p);
+        free(mk);
+    }
+    ggml_free(ctx);
+    return ok;
+}
+
+/* logits (host, n_vocab x n) = output . (rmsnorm(x) * output_norm). */
+static bool head(engine *e, const tl_acquired *other, const float *x, int n, float *logits) {
+    tl_status st = TL_OK;
+    struct ggml_context *ctx = graph_ctx();
+    if (!ctx) return false;
+    struct ggml_tensor *norm = take(e, ctx, other, "output_norm.weight", &st);
+    struct ggml_tensor *w = take(e, ctx, other, "output.weight", &st);
+    if (!w && !st) w = take(e, ctx, other, "token_embd.weight", &st); /* tied embeddings */
+    int si = norm && w ? slot_of_set(e, other) : -1;
+    bool ok = !st && si >= 0;
+    if (ok) {
+        slot *s = &e->slots[si];
+        struct ggml_tensor *inp = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, e->hp.n_embd, n);
+        ggml_set_input(inp);
+        struct ggml_tensor *cur = ggml_mul(ctx, ggml_rms_norm(ctx, inp, e->hp.eps), norm);
+        struct ggml_tensor *out = ggml_mul_mat(ctx, w, cur);
+        ggml_set_output(out);
+        struct ggml_cgraph *gf = ggml_new_graph(ctx);
+        ggml_build_forward_expand(gf, out);
+        ok = run_graph(e, s, gf);
+        if (ok) {
+            ggml_backend_tensor_set(inp, x, 0, ggml_nbytes(inp));
+            ok = compute(e, s, gf, NULL);
+        }
+        if (ok) ggml_backend_tensor_get(out, logits, 0, ggml_nbytes(out));
+    } else {
+        fprintf(stderr, "tl-llama: output weights missing or not bound (%s)\n",
+                tl_status_name(st));
+    }
+    ggml_free(ctx);
+    return ok;
+}
+
+/* Acquire; the time it blocks is time waiting for weights (per block in *acc). */
+static tl_status acquire(engine *e, size_t l0, size_t l1, bool with_other, tl_acquired **a,
+                         double *acc) {
+    double t0 = now();
+    tl_status s = tl_session_acquire(e->s, TL_COMP_OTHER, l0, l1, with_other, a);
+    double dt = now() - t0;
+    e->wait_s += dt;
+    if (acc) *acc += dt;
+    return s;
+}
+
+/*
+ * One forward pass over tokens tok[0..n) at positions pos0..: the non-layer
+ * weights (embedding, output norm and head), every block in turn, the
+ * non-layer weights again. Whatever comes next is prefetched before the
+ * current step computes: block 0 during the embedding, block l + 1 during
+ * block l, the head's weights during the last block, and block 0 of the next
+ * pass (when more is true) during the head.
+ */
+static tl_status forward(engine *e, const int32_t *tok, int n, int pos0, bool more,
+                         float *logits) {
+    float *x = malloc((size_t)n * (size_t)e->hp.n_embd * sizeof *x);
+    if (!x) return TL_ERR_NOMEM;
+    tl_acquired *a = NULL;
+    tl_status s = acquire(e, 0, 0, true, &a, NULL);
+    if (!s) s = tl_session_prefetch(e->s, TL_COMP_OTHER, 0, 1, false);
+    if (!s && !embed(e, a, tok, n, x)) s = TL_ERR_DEVICE;
+    tl_session_release(e->s, a);
+    for (int l = 0; l < e->hp.n_layer && !s; l++) {
+        if ((s = acquire(e, (size_t)l, (size_t)l + 1, false, &a, &e->layer_wait[l]))) break;
+        s = l + 1 < e->hp.n_layer
+                ? tl_session_prefetch(e->s, TL_COMP_OTHER, (size_t)l + 1, (size_t)l + 2, false)
+                : tl_session_prefetch(e->s, TL_COMP_OTHER, 0, 0, true);
+        if (!s && !block(e, l, a, pos0, n, x)) s = TL_ERR_DEVICE;
+        tl_session_release(e->s, a);
+    }
+    if (!s && !(s = acquire(e, 0, 0, true, &a, NULL))) {
+        if (more) s = tl_session_prefetch(e->s, TL_COMP_OTHER, 0, 1, false);
+        if (!s && !head(e, a, x, n, logits)) s = TL_ERR_DEVICE;
+        tl_session_release(e->s, a);
+    }
+    free(x);
+    return s;
+}
+
+/* ---- setup ---- */
+
+static bool meta_u(const tl_model *m, const char *key, int64_t *out, bool required) {
+    size_t i = tl_model_meta_find(m, key);
+    if (i == TL_NOT_FOUND) {
+        if (required) fprintf(stderr, "tl-llama: the model has no %s\n", key);
+        return !required;
+    }
+    *out = (int64_t)tl_model_meta(m, i)->v.u;
+    return true;
+}
+
+static bool meta_f(const tl_model *m, const char *key, float *out) {
+    size_t i = tl_model_meta_find(m, key);
+    if (i != TL_NOT_FOUND) *out = (float)tl_model_meta(m, i)->v.f;
+    return true;
+}
+
+static bool read_hparams(engine *e) {
+    hparams *h = &e->hp;
+    size_t arch = tl_model_meta_find(e->m, "general.architecture");
+    if (arch == TL_NOT_FOUND || tl_model_meta(e->m, arch)->v.s.len != 5 ||
+        memcmp(tl_model_meta(e->m, arch)->v.s.ptr, "llama", 5)) {
+        fprintf(stderr, "tl-llama: not a llama-architecture GGUF\n");
+        return false;
+    }
+    h->eps = 1e-5f;
+    h->freq_base = 10000.0f;
+    h->n_ctx_train = 2048;
+    h->n_head_kv = -1;
+    h->n_rot = -1;
+    if (!meta_u(e->m, "llama.embedding_length", &h->n_embd, true) ||
+        !meta_u(e->m, "llama.block_count", &h->n_layer, true) ||
+        !meta_u(e->m, "llama.feed_forward_length", &h->n_ff, true) ||
+        !meta_u(e->m, "llama.attention.head_count", &h->n_head, true) ||
+        !meta_u(e->m, "llama.attention.head_count_kv", &h->n_head_kv, false) ||
+        !meta_u(e->m, "llama.rope.dimension_count", &h->n_rot, false) ||
+        !meta_u(e->m, "llama.context_length", &h->n_ctx_train, false) ||
+        !meta_f(e->m, "llama.attention.layer_norm_rms_epsilon", &h->eps) ||
+        !meta_f(e->m, "llama.rope.freq_base", &h->freq_base))
+        return false;
+    if (h->n_head_kv < 0) h->n_head_kv = h->n_head;
+    if (h->n_rot < 0) h->n_rot = h->n_embd / h->n_head;
+    h->n_vocab = -1;
+    for (size_t i = 0; i < tl_model_tensor_count(e->m); i++)
+        if (!strcmp(tl_model_tensor(e->m, i)->name, "token_embd.weight"))
+            h->n_vocab = tl_model_tensor(e->m, i)->shape[0];
+    if (h->n_vocab <= 0 || h->n_head <= 0 || h->n_head_kv <= 0 || h->n_embd % h->n_head ||
+        h->n_head % h->n_head_kv || h->n_rot != h->n_embd / h->n_head ||
+        (int64_t)tl_model_layer_count(e->m, TL_COMP_OTHER) != h->n_layer) {
+        fprintf(stderr, "tl-llama: hyperparameters this engine does not compute (or no "
+                        "token_embd.weight)\n");
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Upload bandwidth to slot s's device (bytes/s): the best of three copies of
+ * 64 MiB from host memory into a buffer of the device (for an RPC device: the
+ * link to its server). 0 when the buffer cannot be had.
+ */
+static double link_bandwidth(slot *s) {
+    const size_t n = 64u << 20;
+    struct ggml_init_params ip = {ggml_tensor_overhead(), NULL, true};
+    struct ggml_context *ctx = ggml_init(ip);
+    unsigned char *host = malloc(n);
+    ggml_backend_buffer_t buf =
+        ggml_backend_buft_alloc_buffer(ggml_backend_get_default_buffer_type(s->be), n);
+    double best = 0;
+    if (ctx && host && buf) {
+        memset(host, 1, n);
+        struct ggml_tensor *t = ggml_new_tensor_1d(ctx, GGML_TYPE_I8, (int64_t)n);
+        if (ggml_backend_tensor_alloc(buf, t, ggml_backend_buffer_get_base(buf)) ==
+            GGML_STATUS_SUCCESS)
+            for (int k = 0; k < 3; k++) {
+                double t0 = now();
+                ggml_backend_tensor_set(t, host, 0, n);
+                ggml_backend_synchronize(s->be);
+                double dt = now() - t0;
+                if (dt > 0 && (double)n / dt > best) best = (double)n / dt;
+            }
+    }
+    if (buf) ggml_backend_buffer_free(buf);
+    free(host);
+    if (ctx) ggml_free(ctx);
+    return best;
+}
+
+/*
+ * The offline optimum for this run's schedule as it is carried out: each
+ * step holds what it acquires and what it prefetches at once (the embedding
+ * with block 0, block k with block k + 1, the last block with the head's
+ * weights, the head with block 0 of the next pass). Computed on a second
+ * session that loads nothing. false when it cannot be had.
+ */
+static bool optimum_with_prefetch(engine *e, const tl_session_options *so, size_t n_passes,
+                                  uint64_t *bytes) {
+    size_t nl = (size_t)e->hp.n_layer, per = nl + 2, k = 0;
+    tl_session_step *st = calloc(n_passes * per, sizeof *st);
+    tl_session *s2 = NULL;
+    bool ok = st && tl_session_create(e->m, e->plan, so, &s2) == TL_OK;
+    for (size_t p = 0; ok && p < n_passes; p++) {
+        st[k++] = (tl_session_step){TL_COMP_OTHER, 0, 1, true};
+        for (size_t l = 0; l < nl; l++)
+            st[k++] = l + 1 < nl ? (tl_session_step){TL_COMP_OTHER, l, l + 2, false}
+                                 : (tl_session_step){TL_COMP_OTHER, l, l + 1, true};
+        st[k++] = (tl_session_step){TL_COMP_OTHER, 0, p + 1 < n_passes ? 1 : 0, true};
+    }
+    ok = ok && tl_session_set_schedule(s2, st, k) == TL_OK &&
+         tl_session_optimal_bytes(s2, bytes) == TL_OK;
+    tl_session_destroy(s2);
+    free(st);
+    return ok;
+}
+
+static int usage(void) {
+    fprintf(stderr,
+            "usage: tl-llama MODEL.gguf --tokens 1,2,3,... --n-predict N --logits OUT.f32\n"
+            "                [--device NAME] [--budget SIZE] [--rpc HOST:PORT,...]\n"
+            "                [--split-devices A,B] [--threads N] [--ggml-dir DIR] [--json]\n"
+            "                [--measure-link]\n");
+    return 2;
+}
+
+static bool parse_tokens(const char *v, int32_t **out, int *n) {
+    int cap = 16;
+    int32_t *t = malloc((size_t)cap * sizeof *t);
+    *n = 0;
+    for (const char *p = v; t && *p;) {
+        char *end;
+        long x = strtol(p, &end, 10);
+        if (end == p || x < 0 || x > INT32_MAX || (*end && *end != ',')) break;
+        if (*n == cap) {
+            int32_t *nt = realloc(t, (size_t)(cap *= 2) * sizeof *t);
+            if (!nt) break;
+            t = nt;
+        }
+        t[(*n)++] = (int32_t)x;
+        p = *end ? end + 1 : end;
+        if (!*p) {
+            *out = t;
+            return *n > 0;
+        }
+    }
+    free(t);
+    return false;
+}
+
+int main(int argc, char **argv) {
+    const char *model = NULL, *logits_path = NULL, *device = "ggml:CPU", *rpc = NULL,
+               *split = NULL, *ggml_dir = TL_LLAMA_GGML_DIR, *tokens = NULL;
+    uint64_t budget = 0;
+    int n_predict = -1, threads = 1;
+    bool json = false, measure_link = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--tokens") && v)
+            tokens = v, i++;
+        else if (!strcmp(a, "--n-predict") && v)
+            n_predict = atoi(v), i++;
+        else if (!strcmp(a, "--logits") && v)
+            logits_path = v, i++;
+        else if (!strcmp(a, "--device") && v)
+            device = v, i++;
+        else if (!strcmp(a, "--budget") && v) {
+            bool neg = false;
+            if (tl_parse_bytes(v, &budget, &neg) != TL_OK || neg || !budget) return usage();
+            i++;
+        }
+        else if (!strcmp(a, "--rpc") && v)
+            rpc = v, i++;
+        else if (!strcmp(a, "--split-devices") && v)
+            split = v, i++;
+        else if (!strcmp(a, "--threads") && v)
+            threads = atoi(v), i++;
+        else if (!strcmp(a, "--ggml-dir") && v)
+            ggml_dir = v, i++;
+        else if (!strcmp(a, "--json"))
+            json = true;
+        else if (!strcmp(a, "--measure-link"))
+            measure_link = true;
+        else if (a[0] != '-' && !model)
+            model = a;
+        else
+            return usage();
+    }
+    int32_t *tok = NULL;
+    int n_prompt = 0;
+    if (!model || !tokens || n_predict < 0 || !logits_path || threads < 1 ||
+        !parse_tokens(tokens, &tok, &n_prompt))
+        return usage();
+
+    engine e = {0};
+    e.threads = threads;
+    tl_status s;
+    const char *paths[] = {model};
+    if ((s = tl_model_open(paths, 1, NULL, &e.m))) return fail(model, s);
+    if (!read_hparams(&e)) return 1;
+    for (int i = 0; i < n_prompt; i++)
+        if (tok[i] >= e.hp.n_vocab) {
+            fprintf(stderr, "tl-llama: token %d is outside the vocabulary (%lld)\n", tok[i],
+                    (long long)e.hp.n_vocab);
+            return 2;
+        }
+    e.n_ctx = (n_prompt + n_predict + 1 + 255) / 256 * 256;
+    e.layers = calloc((size_t)e.hp.n_layer, sizeof *e.layers);
+    e.layer_wait = calloc((size_t)e.hp.n_layer, sizeof *e.layer_wait);
+    e.layer_compute = calloc((size_t)e.hp.n_layer, sizeof *e.layer_compute);
+    if (!e.layers || !e.layer_wait || !e.layer_compute) return fail("memory", TL_ERR_NOMEM);
+
+    /* 1. ggml's devices registered before planning, so the plan can place weights on them */
+    if ((s = tl_device_ggml_discover(ggml_dir, NULL)))
+        return fail("ggml (build it with `make ggml`)", s);
+    tl_device_ggml_on_abort(on_ggml_abort);
+    if (rpc && (s = tl_device_ggml_rpc_add(rpc, NULL))) return fail("--rpc", s);
+
+    /*
+     * 2. The plan: component other on the device named, with --budget (0: its total): whole
+     * when it fits, else streamed through it. With --split-devices, its blocks split over the
+     * two (a plan made as if each had the model's size, so the split is even), and the session
+     * then holds each device to --budget: each streams its own blocks when they do not fit.
+     */
+    char names[2][TL_DEVICE_NAME_MAX];
+    int n_names = 1;
+    snprintf(names[0], sizeof names[0], "%s", split ? split : device);
+    if (split) {
+        char *comma = strchr(names[0], ',');
+        if (!comma) return usage();
+        *comma = 0;
+        snprintf(names[1], sizeof names[1], "%s", comma + 1);
+        n_names = 2;
+    }
+    uint64_t model_bytes = 0;
+    for (size_t i = 0; i < tl_model_tensor_count(e.m); i++)
+        model_bytes += tl_model_tensor(e.m, i)->nbytes;
+    tl_plan_device devs[3];
+    memset(devs, 0, sizeof devs);
+    for (int i = 0; i < n_names; i++) {
+        tl_device *d = NULL;
+        tl_device_info info;
+        if ((s = tl_device_find(names[i], &d)) || (s = tl_device_describe(d, &info)))
+            return fail(names[i], s);
+        snprintf(devs[i].name, sizeof devs[i].name, "%s", tl_device_name(d));
+        devs[i].is_gpu = true;
+        devs[i].total = devs[i].free =
+            split ? model_bytes : budget ? budget : info.total;
+        tl_device_release(d);
+    }
+    snprintf(devs[n_names].name, sizeof devs[n_names].name, "cpu");
+    tl_plan_summary sum;
+    if ((s = tl_plan_summary_from_model(e.m, TL_DTYPE_INVALID, &sum))) return fail("summary", s);
+    char spec[128], reserve[64];
+    snprintf(spec, sizeof spec, n_names == 2 ? "other=%s&%s" : "other=%s", devs[0].name,
+             devs[1].name);
+    /* the compute reserve: the KV caches (F16, K and V, n_ctx rows per block) and a bound on
+       the compute buffers of the largest graph (the prompt's) */
+    uint64_t n_kv_embd = (uint64_t)(e.hp.n_embd / e.hp.n_head * e.hp.n_head_kv);
+    uint64_t kv_all = 2 * 2 * (uint64_t)e.n_ctx * n_kv_embd * (uint64_t)e.hp.n_layer;
+    uint64_t act = (uint64_t)n_prompt *
+                       (uint64_t)(10 * e.hp.n_embd + 4 * e.hp.n_ff +
+                                  3 * e.hp.n_head * (int64_t)e.n_ctx + 2 * e.hp.n_vocab) *
+                       4 +
+                   (1u << 20);
+    snprintf(reserve, sizeof reserve, "other=%llu", (unsigned long long)(kv_all + act));
+    tl_plan_options po;
+    tl_plan_options_init(&po);
+    po.backend = spec;
+    po.reserve = reserve;
+    s = tl_plan_create(&sum, devs, (size_t)n_names + 1, &po, &e.plan);
+    if (!s && !tl_plan_feasible(e.plan)) { /* does not fit whole: stream it through */
+        tl_plan_destroy(e.plan);
+        e.plan = NULL;
+        po.offload_to_cpu = true;
+        s = tl_plan_create(&sum, devs, (size_t)n_names + 1, &po, &e.plan);
+    }
+    tl_plan_summary_clear(&sum);
+    if (s) return fail("plan", s);
+    if ((s = tl_plan_check(e.plan))) return fail("plan", s);
+    tl_plan_decision dec;
+    tl_plan_decision_of(e.plan, TL_COMP_OTHER, &dec);
+
+    /* 3. The session, told the run's order of acquires (other once, then every block per pass). */
+    tl_session_options so;
+    tl_session_options_init(&so);
+    /* with a budget, host-pointer devices (ggml:CPU) get weights in their own memory under it,
+       so that streaming through them moves bytes as through a GPU */
+    so.no_zero_copy = budget > 0;
+    uint64_t weight_budgets[3] = {0, 0, 0};
+    if (split && budget) {
+        if (budget <= kv_all + act) {
+            fprintf(stderr, "tl-llama: --budget %llu leaves nothing for weights beside the "
+                            "KV caches and compute buffers (%llu)\n",
+                    (unsigned long long)budget, (unsigned long long)(kv_all + act));
+            return 1;
+        }
+        weight_budgets[0] = weight_budgets[1] = budget - kv_all - act;
+        so.device_budgets = weight_budgets;
+        so.n_device_budgets = 3;
+    }
+    if ((s = tl_session_create(e.m, e.plan, &so, &e.s))) return fail("session", s);
+    size_t n_passes = 1 + (size_t)n_predict, per_pass = (size_t)e.hp.n_layer + 2,
+           n_steps = n_passes * per_pass;
+    tl_session_step *steps = calloc(n_steps, sizeof *steps);
+    if (!steps) return fail("memory", TL_ERR_NOMEM);
+    for (size_t p = 0, k = 0; p < n_passes; p++) {
+        steps[k++] = (tl_session_step){TL_COMP_OTHER, 0, 0, true};
+        for (int64_t l = 0; l < e.hp.n_layer; l++)
+            steps[k++] = (tl_session_step){TL_COMP_OTHER, (size_t)l, (size_t)l + 1, false};
+        steps[k++] = (tl_session_step){TL_COMP_OTHER, 0, 0, true};
+    }
+    if ((s = tl_session_set_schedule(e.s, steps, n_steps))) return fail("schedule", s);
+    free(steps);
+
+    /* 4. The run: the prompt as one batch, then each greedy token. */
+    FILE *out = fopen(logits_path, "wb");
+    if (!out) {
+        perror(logits_path);
+        return 1;
+    }
+    double t_start = now();
+    float *logits = malloc((size_t)n_prompt * (size_t)e.hp.n_vocab * sizeof *logits);
+    int32_t *gen = malloc(((size_t)n_predict + 1) * sizeof *gen);
+    if (!logits || !gen) return fail("memory", TL_ERR_NOMEM);
+    double t_prompt = 0, t_decode = 0;
+    int pos = 0, n = n_prompt;
+    const int32_t *in = tok;
+    for (size_t p = 0; p < n_passes && !s; p++) {
+        double t0 = now();
+        s = forward(&e, in, n, pos, p + 1 < n_passes, logits);
+        *(p ? &t_decode : &t_prompt) += now() - t0;
+        if (s) break;
+        if (fwrite(logits, sizeof *logits, (size_t)n * (size_t)e.hp.n_vocab, out) !=
+            (size_t)n * (size_t)e.hp.n_vocab) {
+            perror(logits_path);
+            return 1;
+        }
+        const float *row = logits + (size_t)(n - 1) * (size_t)e.hp.n_vocab;
+        int best = 0;
+        for (int v = 1; v < e.hp.n_vocab; v++)
+            if (row[v] > row[best]) best = v;
+        gen[p] = best;
+        pos += n;
+        n = 1;
+        in = &gen[p];
+    }
+    double t_total = now() - t_start;
+    if (fclose(out) != 0 && !s) {
+        perror(logits_path);
+        return 1;
+    }
+    if (s) return fail("run", s);
+    printf("greedy:");
+    for (int i = 0; i < n_predict; i++)
+        printf(" %d", gen[i]);
+    printf("\n");
+
+    /* 5. Figures. */
+    tl_session_stats st;
+    tl_session_stats_get(e.s, &st);
+    uint64_t uploaded = 0, optimal = 0, peak = 0;
+    for (int t = 0; t < TL_TIER_COUNT; t++)
+        uploaded += st.moved[t][TL_TIER_DEVICE];
+    bool have_opt = tl_session_optimal_bytes(e.s, &optimal) == TL_OK;
+    uint64_t optimal_pf = 0;
+    bool have_opt_pf = json && optimum_with_prefetch(&e, &so, n_passes, &optimal_pf);
+    if ((s = tl_session_check(e.s))) return fail("session check", s);
+    if (json) {
+        /* per device: tierload's weights at their peak, plus this engine's KV caches and
+           compute buffers there: the device memory the run needed at most */
+        printf("{\"mode\":\"%s\",\"budget\":%llu,\"reserve\":%llu,\"devices\":[",
+               dec.mode == TL_PLAN_MODE_STREAM        ? "stream"
+               : dec.mode == TL_PLAN_MODE_LAYER_SPLIT ? "layer_split"
+                                                      : "resident",
+               (unsigned long long)budget, (unsigned long long)(kv_all + act));
+        for (size_t i = 0; i < st.n_devices; i++) {
+            uint64_t kv = 0, cb = 0;
+            for (int k = 0; k < e.n_slots; k++) {
+                if (!e.slots[k].dev || strcmp(tl_device_name(e.slots[k].dev), st.devices[i].name))
+                    continue;
+                cb += ggml_gallocr_get_buffer_size(e.slots[k].ga, 0);
+                for (int64_t l = 0; l < e.hp.n_layer; l++)
+                    if (e.layers[l].kv_buf && e.layers[l].slot == k)
+                        kv += ggml_backend_buffer_get_size(e.layers[l].kv_buf);
+            }
+            uint64_t total = st.devices[i].peak + kv + cb;
+            if (total > peak) peak = total;
+            printf("%s{\"name\":\"%s\",\"weight_budget\":%llu,\"weight_peak\":%llu,"
+                   "\"kv_bytes\":%llu,\"compute_buffer_bytes\":%llu,\"peak_memory\":%llu}",
+                   i ? "," : "", st.devices[i].name, (unsigned long long)st.devices[i].budget,
+                   (unsigned long long)st.devices[i].peak, (unsigned long long)kv,
+                   (unsigned long long)cb, (unsigned long long)total);
+        }
+        printf("],\"layers\":%lld,\"passes\":%zu,\"prompt_tokens\":%d,\"predicted\":%d,",
+               (long long)e.hp.n_layer, n_passes, n_prompt, n_predict);
+        printf("\"bytes_uploaded\":%llu,\"optimal_bytes\":", (unsigned long long)uploaded);
+        if (have_opt)
+            printf("%llu", (unsigned long long)optimal);
+        else
+            printf("null");
+        printf(",\"optimal_bytes_with_prefetch\":");
+        if (have_opt_pf)
+            printf("%llu", (unsigned long long)optimal_pf);
+        else
+            printf("null");
+        printf(",\"peak_device_memory\":%llu,", (unsigned long long)peak);
+        printf("\"weight_wait_s\":%.6f,\"compute_s\":%.6f,\"prompt_s\":%.6f,\"decode_s\":%.6f,"
+               "\"total_s\":%.6f,\"decode_tokens_per_s\":%.3f,",
+               e.wait_s, e.compute_s, t_prompt, t_decode, t_total,
+               t_decode > 0 ? n_predict / t_decode : 0.0);
+        printf("\"prefetch_hits\":%llu,\"prefetch_misses\":%llu,\"prefetch_skipped\":%llu,",
+               (unsigned long long)st.prefetch_hits, (unsigned long long)st.prefetch_misses,
+               (unsigned long long)st.prefetch_skipped);
+        printf("\"layer_wait_s\":[");
+        for (int64_t l = 0; l < e.hp.n_layer; l++)
+            printf("%s%.6f", l ? "," : "", e.layer_wait[l]);
+        printf("],\"layer_compute_s\":[");
+        for (int64_t l = 0; l < e.hp.n_layer; l++)
+            printf("%s%.6f", l ? "," : "", e.layer_compute[l]);
+        printf("]");
+    }
+    /* after the run, its weights freed: the link to each device, measured (JSON only) */
+    tl_session_destroy(e.s);
+    e.s = NULL;
+    if (json && measure_link) {
+        printf(",\"link_bytes_per_s\":{");
+        for (int i = 0; i < e.n_slots; i++)
+            printf("%s\"%s\":%.0f", i ? "," : "",
+                   e.slots[i].dev ? tl_device_name(e.slots[i].dev) : "host",
+                   link_bandwidth(&e.slots[i]));
+        printf("}");
+    }
+    if (json) printf("}\n");
+
+    for (int64_t l = 0; l < e.hp.n_layer; l++) {
+        if (e.layers[l].kv_buf) ggml_backend_buffer_free(e.layers[l].kv_buf);
+        if (e.layers[l].kv_ctx) ggml_free(e.layers[l].kv_ctx);
+    }
+    for (int i = 0; i < e.n_slots; i++) {
+        ggml_gallocr_free(e.slots[i].ga);
+        ggml_backend_free(e.slots[i].be);
+        if (e.slots[i].dev) tl_device_release(e.slots[i].dev);
+    }
+    tl_session_destroy(e.s);
+    tl_plan_destroy(e.plan);
+    tl_model_close(e.m);
+    free(logits);
+    free(gen);
+    free(tok);
+    free(e.layers);
+    free(e.layer_wait);
+    free(e.layer_compute);
+    return 0;
+}
