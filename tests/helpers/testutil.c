@@ -260,6 +260,11 @@ bool tu_ggml_dir(const char *folder, char *dir, size_t n, char *why, size_t why_
         snprintf(why, why_n, "TIERLOAD_GGML_DIR=%s has no libggml-base.so", env);
         return false;
     }
+    const char *root = getenv("TL_GGML_ROOT"); /* the source build (make ggml) first */
+    if (root && *root) {
+        snprintf(dir, n, "%s/lib", root);
+        if (tu_has_ggml_base(dir)) return true;
+    }
     const char *bd = getenv("TL_BUILD_DIR");
     if (!bd || !*bd) bd = ".";
     snprintf(dir, n, "%s/%s/" TU_NPM_BINS, bd, folder);

@@ -82,7 +82,8 @@ int tu_in_ci(void);
 
 /*
  * ggml's shared libraries for the tests that use ggml: TIERLOAD_GGML_DIR, else
- * the npm package @node-llama-cpp/linux-x64 installed (once) into
+ * the source build (TL_GGML_ROOT/lib, `make ggml`), else the npm package
+ * @node-llama-cpp/linux-x64 of the same release installed (once) into
  * $TL_BUILD_DIR/<folder> — a folder per test program, so parallel tests never
  * install into the same one. false with *why set when there is none.
  */
