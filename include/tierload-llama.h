@@ -40,16 +40,16 @@ typedef struct tl_llama_lora {
 
 /* What a load did (tl_llama_options.stats). */
 typedef struct tl_llama_stats {
-    size_t n_tensors;  /* tensors llama.cpp created */
-    size_t n_in_place; /* read by the loader straight into llama.cpp's host buffers */
-    size_t n_staged;   /* read into staging, then ggml_backend_tensor_set (devices, repacking) */
-    size_t n_repacked; /* of the staged ones: in the CPU's extra buffer types (repacked) */
-    size_t n_neutral;  /* not in the file, optional for llama.cpp: filled with 0 (biases) or 1 */
-    size_t n_unused;   /* file tensors llama.cpp did not ask for (not read) */
-    size_t n_merged;   /* tensors a LoRA changed */
-    uint64_t bytes;    /* tensor bytes read from the file */
-    uint64_t staging;  /* size of the staging buffer (0 when nothing was staged) */
-    double seconds;    /* the whole call */
+    size_t n_tensors;     /* tensors llama.cpp created */
+    size_t n_in_place;    /* read by the loader straight into llama.cpp's host buffers */
+    size_t n_staged;      /* read into staging, then ggml_backend_tensor_set (devices, repacking) */
+    size_t n_repacked;    /* of the staged ones: in the CPU's extra buffer types (repacked) */
+    size_t n_neutral;     /* not in the file, optional for llama.cpp: filled with 0 (biases) or 1 */
+    size_t n_unused;      /* file tensors llama.cpp did not ask for (not read) */
+    size_t n_merged;      /* tensors a LoRA changed */
+    uint64_t bytes;       /* tensor bytes read from the file */
+    uint64_t staging;     /* size of the staging buffer (0 when nothing was staged) */
+    double seconds;       /* the whole call */
     double seconds_llama; /* llama.cpp building the model (metadata, vocab, allocation) */
     double seconds_load;  /* filling the tensors */
     tl_load_mode mode;    /* the mode the loader used for the file (never AUTO) */

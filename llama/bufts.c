@@ -35,7 +35,8 @@ static bool gpu_takes_weights(const struct llama_model_params *p) {
     if (p->devices) {
         for (ggml_backend_dev_t *d = p->devices; *d; d++) {
             enum ggml_backend_dev_type t = ggml_backend_dev_type(*d);
-            if (t == GGML_BACKEND_DEVICE_TYPE_GPU || t == GGML_BACKEND_DEVICE_TYPE_IGPU) return true;
+            if (t == GGML_BACKEND_DEVICE_TYPE_GPU || t == GGML_BACKEND_DEVICE_TYPE_IGPU)
+                return true;
         }
         return false;
     }
@@ -131,11 +132,12 @@ static bool split_block(const char *name, long *layer, const char **rest) {
 }
 
 /*
- * One pattern for the weights chosen[] marks: names outside blocks literally,
- * block tensors as "blk\.[0-9]+\.(a|b)" for each name tail that every block
- * having it has chosen, and the rest literally.
+ * One pattern for the weights chosen[] marks (and the name extra, if any):
+ * names outside blocks literally, block tensors as "blk\.[0-9]+\.(a|b)" for
+ * each name tail that every block having it has chosen, and the rest
+ * literally.
  */
-static char *pattern_for(const tl_model *m, const bool *chosen) {
+static char *pattern_for(const tl_model *m, const bool *chosen, const char *extra) {
     size_t n = tl_model_tensor_count(m);
     sbuf s = {0};
     put(&s, "^(", 2);
@@ -161,7 +163,8 @@ static char *pattern_for(const tl_model *m, const bool *chosen) {
         for (size_t j = 0; j < n; j++) {
             long l2;
             const char *r2;
-            if (split_block(tl_model_tensor(m, j)->name, &l2, &r2) && !strcmp(r2, rest)) done[j] = true;
+            if (split_block(tl_model_tensor(m, j)->name, &l2, &r2) && !strcmp(r2, rest))
+                done[j] = true;
         }
         if (any_all) put(&all, "|", 1);
         put_literal(&all, rest, strlen(rest));
@@ -180,6 +183,10 @@ static char *pattern_for(const tl_model *m, const bool *chosen) {
         put_literal(&s, name, strlen(name));
         first = false;
     }
+    if (extra) {
+        if (!first) put(&s, "|", 1);
+        put_literal(&s, extra, strlen(extra));
+    }
     put(&s, ")$", 2);
     free(all.p);
     free(done);
@@ -192,24 +199,26 @@ static char *pattern_for(const tl_model *m, const bool *chosen) {
 
 void tl__llama_overrides_free(tl__llama_overrides *o) {
     if (!o) return;
-    for (size_t i = 0; i < o->n_patterns; i++) free(o->patterns[i]);
+    for (size_t i = 0; i < o->n_patterns; i++)
+        free(o->patterns[i]);
     free(o->patterns);
     free(o->list);
     memset(o, 0, sizeof *o);
 }
 
 tl_status tl__llama_overrides_make(const tl_model *m, const struct llama_model_params *params,
-                                   tl__llama_overrides *out) {
+                                   bool tied_output, tl__llama_overrides *out) {
     memset(out, 0, sizeof *out);
     if (!params->use_extra_bufts || gpu_takes_weights(params) || accel_first()) return TL_OK;
     ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
     if (!cpu) return TL_OK;
-    ggml_backend_dev_get_extra_bufts_t get = (ggml_backend_dev_get_extra_bufts_t)
-        ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(cpu),
-                                          "ggml_backend_dev_get_extra_bufts");
+    ggml_backend_dev_get_extra_bufts_t get =
+        (ggml_backend_dev_get_extra_bufts_t)ggml_backend_reg_get_proc_address(
+            ggml_backend_dev_backend_reg(cpu), "ggml_backend_dev_get_extra_bufts");
     ggml_backend_buffer_type_t *extra = get ? get(cpu) : NULL;
     size_t n_extra = 0;
-    while (extra && extra[n_extra]) n_extra++;
+    while (extra && extra[n_extra])
+        n_extra++;
     if (!n_extra) return TL_OK;
 
     size_t n = tl_model_tensor_count(m);
@@ -217,7 +226,8 @@ tl_status tl__llama_overrides_make(const tl_model *m, const struct llama_model_p
     bool *chosen = malloc(n ? n : 1);
     size_t n_user = 0;
     if (params->tensor_buft_overrides)
-        while (params->tensor_buft_overrides[n_user].pattern) n_user++;
+        while (params->tensor_buft_overrides[n_user].pattern)
+            n_user++;
     out->list = calloc(n_user + n_extra + 1, sizeof *out->list);
     out->patterns = calloc(n_extra, sizeof *out->patterns);
     if (!where || !chosen || !out->list || !out->patterns) {
@@ -231,13 +241,23 @@ tl_status tl__llama_overrides_make(const tl_model *m, const struct llama_model_p
         where[i] = multiplied(t) ? pick(cpu, extra, n_extra, t) : -1;
         if (where[i] >= 0) out->n_tensors++;
     }
-    for (size_t i = 0; i < n_user; i++) out->list[i] = params->tensor_buft_overrides[i];
+    int tied = -1; /* where the output projection, token_embd's twin, goes */
+    size_t te = tied_output ? tl_model_find(m, "token_embd.weight") : TL_NOT_FOUND;
+    if (te != TL_NOT_FOUND) {
+        tl_tensor_info t = *tl_model_tensor(m, te);
+        t.name = "output.weight";
+        tied = multiplied(&t) ? pick(cpu, extra, n_extra, &t) : -1;
+        if (tied >= 0) out->n_tensors++;
+    }
+    for (size_t i = 0; i < n_user; i++)
+        out->list[i] = params->tensor_buft_overrides[i];
     size_t at = n_user;
     for (size_t k = 0; k < n_extra; k++) {
         bool any = false;
-        for (size_t i = 0; i < n; i++) any |= (chosen[i] = where[i] == (int)k);
-        if (!any) continue;
-        char *p = pattern_for(m, chosen);
+        for (size_t i = 0; i < n; i++)
+            any |= (chosen[i] = where[i] == (int)k);
+        if (!any && tied != (int)k) continue;
+        char *p = pattern_for(m, chosen, tied == (int)k ? "output.weight" : NULL);
         if (!p) {
             free(where);
             free(chosen);

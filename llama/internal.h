@@ -21,10 +21,11 @@ void tl__llama_log_end(tl__llama_log *l);
 /*
  * Overrides that put each weight where llama.cpp's own load would when it
  * uses the CPU's extra buffer types (see tierload-llama.h): the caller's
- * overrides first, then one per extra buffer type. *out is NULL when none
- * are needed (params' own overrides stay as they are); else free it with
- * tl__llama_overrides_free. *n_tensors counts the weights sent to extra
- * buffer types.
+ * overrides first, then one per extra buffer type. out->list is NULL when
+ * none are needed (params' own overrides stay as they are); free it with
+ * tl__llama_overrides_free. tied_output: output.weight is token_embd.weight's
+ * twin (see load.c), placed as an output.weight of that type and shape would
+ * be. out->n_tensors counts the weights sent to extra buffer types.
  */
 typedef struct tl__llama_overrides {
     struct llama_model_tensor_buft_override *list; /* NULL-pattern terminated */
@@ -34,7 +35,7 @@ typedef struct tl__llama_overrides {
 } tl__llama_overrides;
 
 tl_status tl__llama_overrides_make(const tl_model *m, const struct llama_model_params *params,
-                                   tl__llama_overrides *out);
+                                   bool tied_output, tl__llama_overrides *out);
 void tl__llama_overrides_free(tl__llama_overrides *o);
 
 #endif

@@ -50,6 +50,7 @@ typedef struct job {
     slot *slots;
     size_t n, cap;
     bool oom;
+    bool tied; /* output.weight added to the metadata as token_embd.weight's twin */
     /* catalog index -> the primary slot (or SIZE_MAX) */
     size_t *primary;
     /* staging */
@@ -166,16 +167,47 @@ static tl_status fill_neutral(const job *j, struct ggml_tensor *t) {
     size_t k = (size_t)ggml_nelements(t);
     float *v = malloc(k * sizeof *v);
     if (!v) return tl_set_error(TL_ERR_NOMEM, "%s: tensor '%s': out of memory", j->path, t->name);
-    for (size_t i = 0; i < k; i++) v[i] = zero ? 0.0f : 1.0f;
+    for (size_t i = 0; i < k; i++)
+        v[i] = zero ? 0.0f : 1.0f;
     ggml_backend_tensor_set(t, v, 0, k * sizeof *v);
     free(v);
     return TL_OK;
 }
 
+/*
+ * A file without output.weight ties the output projection to the token
+ * embedding. llama.cpp's own load then uses token_embd.weight for both (one
+ * tensor, or a twin where the two uses need different buffer types); from
+ * metadata it would create an F32 output.weight instead. Adding output.weight
+ * to the metadata with token_embd.weight's type and shape makes llama.cpp
+ * create it as its own load does; it is filled with token_embd's bytes (read
+ * once). The cost is a second copy of the embedding where llama.cpp's own
+ * load shares one.
+ */
+static bool tie_output(tl_model *m, struct gguf_context *meta) {
+    size_t te = tl_model_find(m, "token_embd.weight");
+    if (gguf_find_tensor(meta, "output.weight") >= 0 || te == TL_NOT_FOUND) return false;
+    const tl_tensor_info *ti = tl_model_tensor(m, te);
+    if (ti->n_dims != 2 || (int)ti->dtype < 0 || ti->dtype >= TL_GGML_TYPE_COUNT) return false;
+    struct ggml_tensor t;
+    memset(&t, 0, sizeof t);
+    t.type = (enum ggml_type)ti->dtype;
+    t.ne[0] = ti->shape[1];
+    t.ne[1] = ti->shape[0];
+    t.ne[2] = t.ne[3] = 1;
+    t.nb[0] = ggml_type_size(t.type);
+    t.nb[1] = ggml_row_size(t.type, t.ne[0]);
+    t.nb[2] = t.nb[3] = t.nb[1] * (size_t)t.ne[1];
+    snprintf(t.name, sizeof t.name, "output.weight");
+    gguf_add_tensor(meta, &t);
+    return true;
+}
+
 static tl_status load_opts(const tl_llama_options *o, tl_load_options *lo) {
     tl_load_options_init(lo);
     if (!o->load) return TL_OK;
-    if (!o->load->size) return tl_set_error(TL_ERR_INVALID_ARG, "tl_llama_model_load: load options size 0");
+    if (!o->load->size)
+        return tl_set_error(TL_ERR_INVALID_ARG, "tl_llama_model_load: load options size 0");
     memcpy(lo, o->load, o->load->size < sizeof *lo ? o->load->size : sizeof *lo);
     lo->size = sizeof *lo;
     if (lo->convert || lo->tensors || lo->dest || lo->align)
@@ -183,8 +215,9 @@ static tl_status load_opts(const tl_llama_options *o, tl_load_options *lo) {
                             "tl_llama_model_load: convert, tensors, dest and align are decided by "
                             "tl_llama_model_load");
     if (lo->mode == TL_LOAD_MMAP)
-        return tl_set_error(TL_ERR_INVALID_ARG,
-                            "tl_llama_model_load: mode mmap gives views; llama.cpp's buffers need copies");
+        return tl_set_error(
+            TL_ERR_INVALID_ARG,
+            "tl_llama_model_load: mode mmap gives views; llama.cpp's buffers need copies");
     lo->accept_views = false;
     return TL_OK;
 }
@@ -206,10 +239,10 @@ static tl_status merge_loras(job *j, const tl_llama_options *o, size_t *n_merged
         st = tl_lora_match(j->m, ls[i], &r);
         if (st) break;
         if (r.n_unmatched)
-            st = tl_set_error(TL_ERR_NOT_FOUND,
-                              "%s: LoRA %s: %zu of %zu keys match no tensor of the model (first: %s)",
-                              j->path, lp, r.n_unmatched, r.n_unmatched + r.n_matched,
-                              r.unmatched[0]);
+            st = tl_set_error(
+                TL_ERR_NOT_FOUND,
+                "%s: LoRA %s: %zu of %zu keys match no tensor of the model (first: %s)", j->path,
+                lp, r.n_unmatched, r.n_unmatched + r.n_matched, r.unmatched[0]);
     }
     /* every module's weight type and shape is checked by tl_lora_apply before it writes */
     for (size_t i = 0; i < o->n_loras && st == TL_OK; i++) {
@@ -220,8 +253,10 @@ static tl_status merge_loras(job *j, const tl_llama_options *o, size_t *n_merged
                               tl_last_error(), i);
     }
     size_t n = tl_model_tensor_count(j->m);
-    for (size_t t = 0; t < n && st == TL_OK; t++) *n_merged += tl_model_tensor_patched(j->m, t);
-    for (size_t i = 0; i < o->n_loras; i++) tl_lora_close(ls[i]);
+    for (size_t t = 0; t < n && st == TL_OK; t++)
+        *n_merged += tl_model_tensor_patched(j->m, t);
+    for (size_t i = 0; i < o->n_loras; i++)
+        tl_lora_close(ls[i]);
     free(ls);
     return st;
 }
@@ -231,10 +266,13 @@ static tl_status classify(job *j, tl_llama_stats *st) {
     size_t nt = tl_model_tensor_count(j->m);
     j->primary = malloc((nt ? nt : 1) * sizeof *j->primary);
     if (!j->primary) return tl_set_error(TL_ERR_NOMEM, "%s: out of memory", j->path);
-    for (size_t i = 0; i < nt; i++) j->primary[i] = SIZE_MAX;
+    for (size_t i = 0; i < nt; i++)
+        j->primary[i] = SIZE_MAX;
     for (size_t k = 0; k < j->n; k++) {
         slot *s = &j->slots[k];
         s->src = tl_model_find(j->m, ggml_get_name(s->t));
+        if (s->src == TL_NOT_FOUND && j->tied && !strcmp(ggml_get_name(s->t), "output.weight"))
+            s->src = tl_model_find(j->m, "token_embd.weight");
         s->host = s->t->buffer && ggml_backend_buffer_is_host(s->t->buffer);
         if (s->src == TL_NOT_FOUND) continue;
         tl_status e = check_match(j, s);
@@ -284,12 +322,14 @@ static tl_status run_load(job *j, const tl_load_options *base, const size_t *idx
         const tl_load_file *f = tl_load_result_file(r, 0);
         if (f && mode) *mode = f->mode;
         uint64_t b = 0;
-        for (size_t k = 0; k < n; k++) b += tl_model_tensor(j->m, idx[k])->nbytes;
+        for (size_t k = 0; k < n; k++)
+            b += tl_model_tensor(j->m, idx[k])->nbytes;
         tl_load_result_destroy(r);
         if (!report(j, b)) st = TL_ERR_CANCELLED;
     }
     if (st == TL_ERR_CANCELLED || j->cancelled)
-        return tl_set_error(TL_ERR_CANCELLED, "%s: load cancelled by the progress callback", j->path);
+        return tl_set_error(TL_ERR_CANCELLED, "%s: load cancelled by the progress callback",
+                            j->path);
     return st;
 }
 
@@ -326,7 +366,8 @@ static tl_status fill(job *j, const tl_load_options *lo, tl_llama_stats *st) {
         goto done;
     }
     if (n_in && (e = run_load(j, lo, in, n_in, dest_in_place, &st->mode))) goto done;
-    for (size_t k = 0; k < n_in; k++) copy_secondaries(j, in[k], j->slots[j->primary[in[k]]].t->data);
+    for (size_t k = 0; k < n_in; k++)
+        copy_secondaries(j, in[k], j->slots[j->primary[in[k]]].t->data);
 
     if (n_out) {
         /* STAGING_MIN (or all staged bytes when fewer), and at least the largest tensor */
@@ -373,7 +414,8 @@ static tl_status fill(job *j, const tl_load_options *lo, tl_llama_stats *st) {
         st->n_neutral++;
     }
     st->bytes = j->total;
-    if (!report(j, 0)) e = tl_set_error(TL_ERR_CANCELLED, "%s: load cancelled by the progress callback", j->path);
+    if (!report(j, 0))
+        e = tl_set_error(TL_ERR_CANCELLED, "%s: load cancelled by the progress callback", j->path);
 done:
     free(in);
     free(out);
@@ -384,12 +426,14 @@ done:
 tl_status tl_llama_model_load(const char *path, const tl_llama_options *opts,
                               struct llama_model_params params, struct llama_model **out) {
     double t0 = now_s();
-    if (!out || !path) return tl_set_error(TL_ERR_INVALID_ARG, "tl_llama_model_load: NULL argument");
+    if (!out || !path)
+        return tl_set_error(TL_ERR_INVALID_ARG, "tl_llama_model_load: NULL argument");
     *out = NULL;
     tl_llama_options o;
     tl_llama_options_init(&o);
     if (opts) {
-        if (!opts->size) return tl_set_error(TL_ERR_INVALID_ARG, "tl_llama_model_load: options size 0");
+        if (!opts->size)
+            return tl_set_error(TL_ERR_INVALID_ARG, "tl_llama_model_load: options size 0");
         memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
         o.size = sizeof o;
     }
@@ -433,7 +477,8 @@ tl_status tl_llama_model_load(const char *path, const tl_llama_options *opts,
         st = tl_set_error(TL_ERR_FORMAT, "%s: llama.cpp cannot read the GGUF header%s%s", path,
                           log.error[0] ? ": " : "", log.error);
     } else {
-        st = tl__llama_overrides_make(j.m, &params, &ov);
+        j.tied = tie_output(j.m, meta);
+        st = tl__llama_overrides_make(j.m, &params, j.tied, &ov);
     }
     double t1 = now_s();
     if (!st) {

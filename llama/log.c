@@ -32,4 +32,6 @@ void tl__llama_log_begin(tl__llama_log *l) {
     llama_log_set(capture, l);
 }
 
-void tl__llama_log_end(tl__llama_log *l) { llama_log_set(l->prev, l->prev_user); }
+void tl__llama_log_end(tl__llama_log *l) {
+    llama_log_set(l->prev, l->prev_user);
+}

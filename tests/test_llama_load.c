@@ -125,7 +125,8 @@ static void same_as_llamacpp(const char *path, bool expect_repacked) {
     assert_int_equal(a.n, b.n);
     if (memcmp(a.logits, b.logits, a.n * sizeof(float))) {
         double worst = 0;
-        for (size_t i = 0; i < a.n; i++) worst = fmax(worst, fabs((double)a.logits[i] - b.logits[i]));
+        for (size_t i = 0; i < a.n; i++)
+            worst = fmax(worst, fabs((double)a.logits[i] - b.logits[i]));
         fail_msg("%s: logits differ from llama.cpp's own load (max |diff| %g)", path, worst);
     }
     assert_memory_equal(a.gen, b.gen, sizeof a.gen);
@@ -166,6 +167,33 @@ static void logits_mkmodel(void **state) {
     tu_tmpdir_rm(dir);
 }
 
+/* A copy of a test model without output.weight: the output projection tied to token_embd. */
+static void logits_tied(void **state) {
+    (void)state;
+    static const char *rels[] = {"gguf/tiny-llama-f16.gguf", "gguf/tiny-llama-q4_0.gguf"};
+    char *dir = tu_tmpdir();
+    char *path = tu_path(dir, "tied.gguf");
+    for (size_t r = 0; r < 2; r++) {
+        struct ggml_context *data = NULL;
+        struct gguf_init_params ip = {.no_alloc = false, .ctx = &data};
+        struct gguf_context *src = gguf_init_from_file(tu_testdata(rels[r]), ip);
+        assert_non_null(src);
+        struct gguf_context *dst = gguf_init_empty();
+        gguf_set_kv(dst, src);
+        for (int64_t i = 0; i < gguf_get_n_tensors(src); i++) {
+            const char *name = gguf_get_tensor_name(src, i);
+            if (strcmp(name, "output.weight")) gguf_add_tensor(dst, ggml_get_tensor(data, name));
+        }
+        assert_true(gguf_write_to_file(dst, path, false));
+        gguf_free(dst);
+        gguf_free(src);
+        ggml_free(data);
+        same_as_llamacpp(path, r == 1);
+    }
+    free(path);
+    tu_tmpdir_rm(dir);
+}
+
 /* A copy of a test file with one byte string replaced (same length) in its header. */
 static char *patched_copy(const char *dir, const char *rel, const char *from, const char *to,
                           size_t n) {
@@ -195,8 +223,8 @@ static void refused_like_llamacpp(void **state) {
         {"blk.1.ffn_up.weight", "blk.1.ffn_zz.weight", 19, "blk.1.ffn_up.weight"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char *path = patched_copy(dir, "gguf/tiny-llama-f16.gguf", cases[i].from, cases[i].to,
-                                  cases[i].n);
+        char *path =
+            patched_copy(dir, "gguf/tiny-llama-f16.gguf", cases[i].from, cases[i].to, cases[i].n);
         /* llama.cpp's own load refuses the file too */
         assert_null(llama_model_load_from_file(path, ref_params()));
         struct llama_model *m = (struct llama_model *)path;
@@ -261,9 +289,9 @@ static void file_changed(void **state) {
  * attn_v and ffn_up of both blocks (plus one key no tensor has when bad).
  */
 static void write_lora(const char *path, bool bad) {
-    static const char *targets[] = {"blk.0.attn_q.weight", "blk.0.attn_v.weight", "blk.0.ffn_up.weight",
-                                    "blk.1.attn_q.weight", "blk.1.attn_v.weight", "blk.1.ffn_up.weight",
-                                    "blk.1.attn_zz.weight"};
+    static const char *targets[] = {
+        "blk.0.attn_q.weight", "blk.0.attn_v.weight", "blk.0.ffn_up.weight", "blk.1.attn_q.weight",
+        "blk.1.attn_v.weight", "blk.1.ffn_up.weight", "blk.1.attn_zz.weight"};
     static const int64_t outs[] = {64, 64, 128, 64, 64, 128, 64};
     size_t n = bad ? 7 : 6;
     const int rank = 4;
@@ -336,7 +364,9 @@ static void lora_like_runtime(void **state) {
         diff = fmax(diff, fabs((double)a.logits[i] - b.logits[i]));
         moved = fmax(moved, fabs((double)a.logits[i] - plain.logits[i]));
     }
-    print_message("LoRA merged vs run time: max |diff| %g, limit 1e-3 x max |logit| = %g, the LoRA moved logits by %g\n", diff, 1e-3 * maxabs, moved);
+    print_message("LoRA merged vs run time: max |diff| %g, limit 1e-3 x max |logit| = %g, the LoRA "
+                  "moved logits by %g\n",
+                  diff, 1e-3 * maxabs, moved);
     /* the LoRA matters, and tierload's merge gives what llama.cpp's run-time adapter gives */
     if (!(moved > 1e-2 * maxabs)) fail_msg("the LoRA hardly changes the logits (%g)", moved);
     if (!(diff <= 1e-3 * maxabs))
@@ -375,7 +405,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(logits_f16),     cmocka_unit_test(logits_q8_0),
         cmocka_unit_test(logits_q4_0),    cmocka_unit_test(logits_q4_k_m),
-        cmocka_unit_test(logits_mkmodel), cmocka_unit_test(refused_like_llamacpp),
+        cmocka_unit_test(logits_mkmodel), cmocka_unit_test(logits_tied),
+        cmocka_unit_test(refused_like_llamacpp),
         cmocka_unit_test(file_changed),   cmocka_unit_test(lora_like_runtime),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

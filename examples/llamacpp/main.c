@@ -40,11 +40,13 @@ static void quiet(enum ggml_log_level level, const char *text, void *user) {
 
 static int usage(const char *why) {
     fprintf(stderr, "tl-llamacpp: %s\n", why);
-    fprintf(stderr,
-            "usage: tl-llamacpp MODEL [--tokens 1,2,3] [--n-predict N] [--logits OUT.f32] [--json]\n"
-            "                   [--lora FILE[:SCALE]]... [--reference [--llama-mode none|mmap|direct]]\n"
-            "                   [--mode auto|buffered|direct] [--verify] [--threads N]\n"
-            "                   [--no-extra-bufts] [--verbose]\n");
+    fprintf(
+        stderr,
+        "usage: tl-llamacpp MODEL [--tokens 1,2,3] [--n-predict N] [--logits OUT.f32] [--json]\n"
+        "                   [--lora FILE[:SCALE]]... [--reference [--llama-mode "
+        "none|mmap|direct]]\n"
+        "                   [--mode auto|buffered|direct] [--verify] [--threads N]\n"
+        "                   [--no-extra-bufts] [--verbose]\n");
     return 2;
 }
 
@@ -89,17 +91,28 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has_val = i + 1 < argc;
-        if (!strcmp(a, "--tokens") && has_val) tokens_arg = argv[++i];
-        else if (!strcmp(a, "--n-predict") && has_val) n_predict = atoi(argv[++i]);
-        else if (!strcmp(a, "--logits") && has_val) logits_path = argv[++i];
-        else if (!strcmp(a, "--mode") && has_val) mode = argv[++i];
-        else if (!strcmp(a, "--llama-mode") && has_val) llama_mode = argv[++i];
-        else if (!strcmp(a, "--threads") && has_val) threads = atoi(argv[++i]);
-        else if (!strcmp(a, "--json")) json = true;
-        else if (!strcmp(a, "--reference")) reference = true;
-        else if (!strcmp(a, "--verify")) verify = true;
-        else if (!strcmp(a, "--verbose")) verbose = true;
-        else if (!strcmp(a, "--no-extra-bufts")) no_extra = true;
+        if (!strcmp(a, "--tokens") && has_val)
+            tokens_arg = argv[++i];
+        else if (!strcmp(a, "--n-predict") && has_val)
+            n_predict = atoi(argv[++i]);
+        else if (!strcmp(a, "--logits") && has_val)
+            logits_path = argv[++i];
+        else if (!strcmp(a, "--mode") && has_val)
+            mode = argv[++i];
+        else if (!strcmp(a, "--llama-mode") && has_val)
+            llama_mode = argv[++i];
+        else if (!strcmp(a, "--threads") && has_val)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--json"))
+            json = true;
+        else if (!strcmp(a, "--reference"))
+            reference = true;
+        else if (!strcmp(a, "--verify"))
+            verify = true;
+        else if (!strcmp(a, "--verbose"))
+            verbose = true;
+        else if (!strcmp(a, "--no-extra-bufts"))
+            no_extra = true;
         else if (!strcmp(a, "--lora") && has_val) {
             if (n_loras == MAX_LORAS) return usage("too many --lora");
             char *v = argv[++i], *colon = strrchr(v, ':');
@@ -113,9 +126,12 @@ int main(int argc, char **argv) {
                 }
             }
             loras[n_loras++] = (tl_llama_lora){v, scale};
-        } else if (a[0] == '-') return usage("unknown option or missing value");
-        else if (!model_path) model_path = a;
-        else return usage("more than one MODEL");
+        } else if (a[0] == '-')
+            return usage("unknown option or missing value");
+        else if (!model_path)
+            model_path = a;
+        else
+            return usage("more than one MODEL");
     }
     if (!model_path) return usage("no MODEL");
     if (n_predict < 0 || threads < 1) return usage("bad --n-predict or --threads");
@@ -136,10 +152,14 @@ int main(int argc, char **argv) {
     memset(&st, 0, sizeof st);
     double t0 = now_s();
     if (reference) {
-        if (!strcmp(llama_mode, "none")) mp.load_mode = LLAMA_LOAD_MODE_NONE;
-        else if (!strcmp(llama_mode, "mmap")) mp.load_mode = LLAMA_LOAD_MODE_MMAP;
-        else if (!strcmp(llama_mode, "direct")) mp.load_mode = LLAMA_LOAD_MODE_DIRECT_IO;
-        else return usage("bad --llama-mode");
+        if (!strcmp(llama_mode, "none"))
+            mp.load_mode = LLAMA_LOAD_MODE_NONE;
+        else if (!strcmp(llama_mode, "mmap"))
+            mp.load_mode = LLAMA_LOAD_MODE_MMAP;
+        else if (!strcmp(llama_mode, "direct"))
+            mp.load_mode = LLAMA_LOAD_MODE_DIRECT_IO;
+        else
+            return usage("bad --llama-mode");
         model = llama_model_load_from_file(model_path, mp);
         if (!model) {
             fprintf(stderr, "tl-llamacpp: %s: llama.cpp could not load the model\n", model_path);
@@ -149,7 +169,8 @@ int main(int argc, char **argv) {
             adapters[k] = llama_adapter_lora_init(model, loras[k].path);
             scales[k] = loras[k].scale;
             if (!adapters[k]) {
-                fprintf(stderr, "tl-llamacpp: %s: llama.cpp could not load the LoRA\n", loras[k].path);
+                fprintf(stderr, "tl-llamacpp: %s: llama.cpp could not load the LoRA\n",
+                        loras[k].path);
                 return 7;
             }
         }
@@ -241,7 +262,8 @@ int main(int argc, char **argv) {
                "\"logit_rows\": %d, \"generated\": [",
                reference ? "llama.cpp" : "tierload", model_path, t_load, t_first, peak_rss_kib(),
                n_vocab, rows);
-        for (int i = 0; i < n_predict; i++) printf("%s%d", i ? ", " : "", gen[i]);
+        for (int i = 0; i < n_predict; i++)
+            printf("%s%d", i ? ", " : "", gen[i]);
         printf("]");
         if (!reference)
             printf(", \"stats\": {\"tensors\": %zu, \"in_place\": %zu, \"staged\": %zu, "
@@ -250,18 +272,22 @@ int main(int argc, char **argv) {
                    "\"seconds_load\": %.6f}",
                    st.n_tensors, st.n_in_place, st.n_staged, st.n_repacked, st.n_neutral,
                    st.n_unused, st.n_merged, (unsigned long long)st.bytes,
-                   (unsigned long long)st.staging, tl_load_mode_name(st.mode) ? tl_load_mode_name(st.mode) : "?",
-                   st.seconds_llama, st.seconds_load);
+                   (unsigned long long)st.staging,
+                   tl_load_mode_name(st.mode) ? tl_load_mode_name(st.mode) : "?", st.seconds_llama,
+                   st.seconds_load);
         printf("}\n");
     } else {
         printf("%s: loaded by %s in %.3f s, first token after %.3f s, peak RSS %ld MiB\n",
                model_path, reference ? "llama.cpp" : "tierload", t_load, t_first,
                peak_rss_kib() / 1024);
         if (!reference)
-            printf("tensors: %zu (%zu in place, %zu staged, %zu repacked, %zu neutral), %zu LoRA-merged\n",
-                   st.n_tensors, st.n_in_place, st.n_staged, st.n_repacked, st.n_neutral, st.n_merged);
+            printf("tensors: %zu (%zu in place, %zu staged, %zu repacked, %zu neutral), %zu "
+                   "LoRA-merged\n",
+                   st.n_tensors, st.n_in_place, st.n_staged, st.n_repacked, st.n_neutral,
+                   st.n_merged);
         printf("generated:");
-        for (int i = 0; i < n_predict; i++) printf(" %d", gen[i]);
+        for (int i = 0; i < n_predict; i++)
+            printf(" %d", gen[i]);
         printf("\n");
     }
     llama_batch_free(b);
