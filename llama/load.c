@@ -314,6 +314,7 @@ static tl_status run_load(job *j, const tl_load_options *base, const size_t *idx
     lo.n_tensors = n;
     lo.dest = dest;
     lo.dest_user = j;
+    lo.dest_fresh = dest == dest_in_place; /* llama.cpp's buffers, just allocated */
     lo.progress = on_load_progress;
     lo.progress_user = j;
     tl_load_result *r = NULL;
