@@ -75,6 +75,17 @@ static int parse_tokens(const char *s, llama_token **out, int *n) {
     return 0;
 }
 
+/* VmHWM: the process's peak resident memory so far, in KiB (-1 when unknown). */
+static long hwm_kib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) v = atol(line + 6);
+    if (f) fclose(f);
+    return v;
+}
+
 static long peak_rss_kib(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -193,6 +204,7 @@ int main(int argc, char **argv) {
         }
     }
     double t_load = now_s() - t0;
+    long load_peak = hwm_kib(); /* the load's peak: the model is usable, nothing else allocated yet */
 
     struct llama_context_params cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)(n_tok + n_predict + 16);
@@ -258,10 +270,10 @@ int main(int argc, char **argv) {
     if (lf && fclose(lf)) rc = 4;
     if (json) {
         printf("{\"loader\": \"%s\", \"model\": \"%s\", \"load_seconds\": %.6f, "
-               "\"first_token_seconds\": %.6f, \"peak_rss_kib\": %ld, \"n_vocab\": %d, "
-               "\"logit_rows\": %d, \"generated\": [",
-               reference ? "llama.cpp" : "tierload", model_path, t_load, t_first, peak_rss_kib(),
-               n_vocab, rows);
+               "\"first_token_seconds\": %.6f, \"load_peak_rss_kib\": %ld, \"peak_rss_kib\": %ld, "
+               "\"n_vocab\": %d, \"logit_rows\": %d, \"generated\": [",
+               reference ? "llama.cpp" : "tierload", model_path, t_load, t_first, load_peak,
+               peak_rss_kib(), n_vocab, rows);
         for (int i = 0; i < n_predict; i++)
             printf("%s%d", i ? ", " : "", gen[i]);
         printf("]");
