@@ -71,6 +71,25 @@ typedef struct tl_llama_options {
     size_t n_loras;
     /* Where to write what the load did; NULL = nowhere. */
     tl_llama_stats *stats;
+    /*
+     * Placement from tierload's planner instead of llama.cpp's own
+     * n_gpu_layers / tensor_split: the GPU devices llama.cpp would use
+     * (params.devices, else every GPU ggml has; memory as ggml reports it)
+     * and the host become plan devices, the model's layers (blk.N) a plan
+     * summary, and the plan's decision for the model (tl_plan_decision of
+     * TL_COMP_OTHER: gpu, layer_split, row_split, stream, cpu) becomes
+     * params: each GPU's layers, and the output layer with the first GPU's,
+     * go to that device's buffer type by tensor_buft_overrides (after the
+     * caller's), the layers the plan keeps in RAM to the CPU; devices,
+     * n_gpu_layers, split_mode and tensor_split are set to match. A plan
+     * that does not fit is TL_ERR_INFEASIBLE with the planner's reason and
+     * the smallest change that would fit.
+     */
+    bool plan;
+    const char *max_vram; /* budgets as tl_plan_options.max_vram takes them; NULL = no cap */
+    uint64_t headroom;    /* bytes kept free on every GPU */
+    uint64_t reserve;     /* bytes per GPU for llama.cpp's KV cache and compute buffers */
+    char **plan_text;     /* the plan in words (tl_plan_to_text; free with tl_free); NULL = no */
 } tl_llama_options;
 
 /* Defaults: the loader's defaults, no LoRA, no stats. */

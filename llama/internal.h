@@ -38,4 +38,25 @@ tl_status tl__llama_overrides_make(const tl_model *m, const struct llama_model_p
                                    bool tied_output, tl__llama_overrides *out);
 void tl__llama_overrides_free(tl__llama_overrides *o);
 
+/*
+ * Placement from tierload's planner (tl_llama_options.plan, place.c): params
+ * is the caller's with devices, n_gpu_layers, split_mode, tensor_split and
+ * tensor_buft_overrides set from the plan (pointing into this object).
+ */
+#define TL_LLAMA_PLAN_MAX_GPUS 16
+typedef struct tl__llama_place {
+    bool applied;
+    struct llama_model_params params;
+    ggml_backend_dev_t devs[TL_LLAMA_PLAN_MAX_GPUS];      /* llama.cpp's GPUs, plan order */
+    ggml_backend_dev_t order[TL_LLAMA_PLAN_MAX_GPUS + 1]; /* the devices given to llama.cpp */
+    float split[128];                                     /* llama_max_devices() entries */
+    struct llama_model_tensor_buft_override *list;
+    char *patterns[TL_LLAMA_PLAN_MAX_GPUS];
+    size_t n_patterns;
+} tl__llama_place;
+
+tl_status tl__llama_place_make(const tl_model *m, const struct llama_model_params *params,
+                               const tl_llama_options *o, tl__llama_place *out);
+void tl__llama_place_free(tl__llama_place *p);
+
 #endif

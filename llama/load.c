@@ -473,13 +473,16 @@ tl_status tl_llama_model_load(const char *path, const tl_llama_options *opts,
     tl__llama_log_begin(&log);
     struct gguf_context *meta = gguf_init_from_file(path, gp);
     tl__llama_overrides ov = {0};
+    tl__llama_place place = {0};
     struct llama_model *model = NULL;
     if (!meta) {
         st = tl_set_error(TL_ERR_FORMAT, "%s: llama.cpp cannot read the GGUF header%s%s", path,
                           log.error[0] ? ": " : "", log.error);
     } else {
         j.tied = tie_output(j.m, meta);
-        st = tl__llama_overrides_make(j.m, &params, j.tied, &ov);
+        if (o.plan && (st = tl__llama_place_make(j.m, &params, &o, &place)) == TL_OK)
+            params = place.params;
+        if (!st) st = tl__llama_overrides_make(j.m, &params, j.tied, &ov);
     }
     double t1 = now_s();
     if (!st) {
@@ -508,6 +511,7 @@ tl_status tl_llama_model_load(const char *path, const tl_llama_options *opts,
         model = NULL;
     }
     tl__llama_overrides_free(&ov);
+    tl__llama_place_free(&place);
     if (meta) gguf_free(meta);
     free(j.slots);
     free(j.primary);

@@ -7,13 +7,18 @@
  *               [--lora FILE[:SCALE]]... [--reference [--llama-mode none|mmap|direct]]
  *               [--mode auto|buffered|direct] [--verify] [--threads N]
  *               [--no-extra-bufts] [--verbose]
+ *               [--rpc HOST:PORT[,HOST:PORT...]] [--plan [--max-vram SPEC] [--reserve SIZE]]
  *
  * The token ids are evaluated in one batch with logits for every position,
  * then N tokens are generated greedily, one at a time. --logits writes every
  * row of logits (prompt positions, then one per generated token) as raw
  * little-endian F32, n_vocab per row. With --reference, LoRAs are applied by
  * llama.cpp at run time (llama_adapter_lora_init + llama_set_adapters_lora);
- * without it, tierload merges them into the weights as they load.
+ * without it, tierload merges them into the weights as they load. --rpc
+ * adds ggml RPC servers as llama.cpp devices; --plan lets tierload's planner
+ * place the layers on llama.cpp's GPU devices under --max-vram budgets
+ * (llama.cpp's own placement otherwise: every layer offloaded, split by free
+ * memory). Tokens per second are over the generated tokens.
  */
 #include "tierload-llama.h"
 
@@ -46,7 +51,8 @@ static int usage(const char *why) {
         "                   [--lora FILE[:SCALE]]... [--reference [--llama-mode "
         "none|mmap|direct]]\n"
         "                   [--mode auto|buffered|direct] [--verify] [--threads N]\n"
-        "                   [--no-extra-bufts] [--verbose]\n");
+        "                   [--no-extra-bufts] [--verbose]\n"
+        "                   [--rpc HOST:PORT[,...]] [--plan [--max-vram SPEC] [--reserve SIZE]]\n");
     return 2;
 }
 
@@ -94,7 +100,9 @@ static long peak_rss_kib(void) {
 
 int main(int argc, char **argv) {
     const char *model_path = NULL, *tokens_arg = "1", *logits_path = NULL;
-    const char *mode = "auto", *llama_mode = "none";
+    const char *mode = "auto", *llama_mode = "none", *rpc = NULL, *max_vram = NULL;
+    uint64_t reserve = 0;
+    bool plan = false;
     int n_predict = 0, threads = 2;
     bool json = false, reference = false, verify = false, verbose = false, no_extra = false;
     tl_llama_lora loras[MAX_LORAS];
@@ -124,7 +132,15 @@ int main(int argc, char **argv) {
             verbose = true;
         else if (!strcmp(a, "--no-extra-bufts"))
             no_extra = true;
-        else if (!strcmp(a, "--lora") && has_val) {
+        else if (!strcmp(a, "--plan"))
+            plan = true;
+        else if (!strcmp(a, "--rpc") && has_val)
+            rpc = argv[++i];
+        else if (!strcmp(a, "--max-vram") && has_val)
+            max_vram = argv[++i];
+        else if (!strcmp(a, "--reserve") && has_val) {
+            if (tl_parse_bytes(argv[++i], &reserve, NULL)) return usage("bad --reserve");
+        } else if (!strcmp(a, "--lora") && has_val) {
             if (n_loras == MAX_LORAS) return usage("too many --lora");
             char *v = argv[++i], *colon = strrchr(v, ':');
             float scale = 1.0f;
@@ -153,6 +169,24 @@ int main(int argc, char **argv) {
     if (!verbose) llama_log_set(quiet, NULL);
     if (!ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU)) ggml_backend_load_all();
     llama_backend_init();
+    if (rpc) { /* each server becomes a device llama.cpp sees */
+        ggml_backend_reg_t reg = ggml_backend_reg_by_name("RPC");
+        typedef ggml_backend_reg_t (*add_fn)(const char *);
+        add_fn add =
+            reg ? (add_fn)ggml_backend_reg_get_proc_address(reg, "ggml_backend_rpc_add_server")
+                : NULL;
+        if (!add) return usage("--rpc: this ggml has no RPC backend");
+        char *list = strdup(rpc), *save = NULL;
+        for (char *ep = strtok_r(list, ",", &save); ep; ep = strtok_r(NULL, ",", &save)) {
+            ggml_backend_reg_t r = add(ep);
+            if (!r) {
+                fprintf(stderr, "tl-llamacpp: RPC server %s: cannot connect\n", ep);
+                return 9;
+            }
+            ggml_backend_register(r);
+        }
+        free(list);
+    }
 
     struct llama_model_params mp = llama_model_default_params();
     if (no_extra) mp.use_extra_bufts = false;
@@ -161,6 +195,7 @@ int main(int argc, char **argv) {
     float scales[MAX_LORAS];
     tl_llama_stats st;
     memset(&st, 0, sizeof st);
+    char *plan_text = NULL;
     double t0 = now_s();
     if (reference) {
         if (!strcmp(llama_mode, "none"))
@@ -197,14 +232,20 @@ int main(int argc, char **argv) {
         o.loras = loras;
         o.n_loras = n_loras;
         o.stats = &st;
+        o.plan = plan;
+        o.max_vram = max_vram;
+        o.reserve = reserve;
+        o.plan_text = plan ? &plan_text : NULL;
         tl_status s = tl_llama_model_load(model_path, &o, mp, &model);
+        if (plan_text && !json) printf("%s", plan_text);
         if (s) {
             fprintf(stderr, "tl-llamacpp: %s\n", tl_last_error());
             return 2 + (int)s;
         }
     }
     double t_load = now_s() - t0;
-    long load_peak = hwm_kib(); /* the load's peak: the model is usable, nothing else allocated yet */
+    long load_peak =
+        hwm_kib(); /* the load's peak: the model is usable, nothing else allocated yet */
 
     struct llama_context_params cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)(n_tok + n_predict + 16);
@@ -239,7 +280,7 @@ int main(int argc, char **argv) {
     }
     b.n_tokens = n_tok;
     int rc = 0;
-    double t_first = 0;
+    double t_first = 0, t_gen0 = 0;
     int pos = n_tok, rows = 0;
     for (int step = 0; step <= n_predict && !rc; step++) {
         if (llama_decode(ctx, b)) {
@@ -247,7 +288,10 @@ int main(int argc, char **argv) {
             rc = 9;
             break;
         }
-        if (step == 0) t_first = now_s() - t0;
+        if (step == 0) {
+            t_first = now_s() - t0;
+            t_gen0 = now_s();
+        }
         int n_rows = b.n_tokens;
         const float *last = NULL;
         for (int r = 0; r < n_rows; r++) {
@@ -267,13 +311,14 @@ int main(int argc, char **argv) {
         b.logits[0] = 1;
         b.n_tokens = 1;
     }
+    double tps = n_predict > 0 ? n_predict / (now_s() - t_gen0) : 0;
     if (lf && fclose(lf)) rc = 4;
     if (json) {
         printf("{\"loader\": \"%s\", \"model\": \"%s\", \"load_seconds\": %.6f, "
                "\"first_token_seconds\": %.6f, \"load_peak_rss_kib\": %ld, \"peak_rss_kib\": %ld, "
-               "\"n_vocab\": %d, \"logit_rows\": %d, \"generated\": [",
+               "\"n_vocab\": %d, \"logit_rows\": %d, \"tokens_per_second\": %.3f, \"generated\": [",
                reference ? "llama.cpp" : "tierload", model_path, t_load, t_first, load_peak,
-               peak_rss_kib(), n_vocab, rows);
+               peak_rss_kib(), n_vocab, rows, tps);
         for (int i = 0; i < n_predict; i++)
             printf("%s%d", i ? ", " : "", gen[i]);
         printf("]");
@@ -297,12 +342,13 @@ int main(int argc, char **argv) {
                    "LoRA-merged\n",
                    st.n_tensors, st.n_in_place, st.n_staged, st.n_repacked, st.n_neutral,
                    st.n_merged);
-        printf("generated:");
+        printf("generated (%.2f tokens/s):", tps);
         for (int i = 0; i < n_predict; i++)
             printf(" %d", gen[i]);
         printf("\n");
     }
     llama_batch_free(b);
+    tl_free(plan_text);
     free(gen);
     free(toks);
     llama_free(ctx);
