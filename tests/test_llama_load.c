@@ -4,7 +4,9 @@
  * the same file (F16, Q8_0, Q4_0, Q4_K_M and a mkmodel llama model); a LoRA
  * merged at load against llama.cpp applying it at run time; and the refusals
  * (llama.cpp's reason, a file changed under the load, a LoRA that does not
- * fit, a cancel), with nothing returned.
+ * fit, a cancel), with nothing returned; and, last (it adds devices to the
+ * process), tierload's plan placing the layers on two ggml RPC servers under
+ * budgets neither could meet alone, against llama.cpp's own load.
  */
 #include "testutil.h"
 
@@ -31,8 +33,18 @@ int main(void) {
 
 #include <ggml-backend.h>
 #include <gguf.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <math.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+extern char **environ;
 
 static const llama_token k_tokens[] = {1, 450, 4996, 17354, 1701, 432, 17204, 975};
 #define N_TOKENS ((int)(sizeof k_tokens / sizeof k_tokens[0]))
@@ -40,9 +52,14 @@ static const llama_token k_tokens[] = {1, 450, 4996, 17354, 1701, 432, 17204, 97
 
 /* llama.cpp's messages: counted (to tell whether it ran), errors shown. */
 static int g_llama_lines;
+static char g_buffers[4096]; /* llama.cpp's "model buffer size" lines, while capturing */
+static bool g_capture;
 static void count_log(enum ggml_log_level level, const char *text, void *user) {
     (void)user;
     g_llama_lines++;
+    if (g_capture && strstr(text, "model buffer size") &&
+        strlen(g_buffers) + strlen(text) < sizeof g_buffers)
+        strcat(g_buffers, text);
     if (level == GGML_LOG_LEVEL_ERROR && getenv("TL_TEST_VERBOSE")) fputs(text, stderr);
 }
 
@@ -398,16 +415,144 @@ static void lora_like_runtime(void **state) {
     tu_tmpdir_rm(dir);
 }
 
+/* An ggml RPC server on port, started for the test; 0 when it does not answer. */
+static pid_t rpc_server(const char *exe, int port) {
+    char p[16];
+    snprintf(p, sizeof p, "%d", port);
+    char *argv[] = {(char *)exe, "-p", p, "-t", "1", NULL};
+    pid_t pid;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    int e = posix_spawn(&pid, exe, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (e) return 0;
+    for (int i = 0; i < 200; i++) { /* up to 20 s for it to listen */
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        close(fd);
+        if (ok) return pid;
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    return 0;
+}
+
+/*
+ * Two RPC servers as llama.cpp's devices, budgets that hold the model on
+ * neither alone: tierload's plan splits the layers over both, and the logits
+ * are llama.cpp's own, bit for bit (its load on the CPU, and its own
+ * placement on the same servers).
+ */
+static void plan_over_rpc(void **state) {
+    (void)state;
+    const char *exe = getenv("TL_GGML_RPC_SERVER");
+    if (!exe || access(exe, X_OK)) {
+        if (tu_in_ci()) fail_msg("no ggml-rpc-server (TL_GGML_RPC_SERVER): make ggml builds it");
+        TU_SKIP("no ggml-rpc-server (TL_GGML_RPC_SERVER): make ggml builds it");
+    }
+    const char *path = tu_testdata("gguf/tiny-llama-f16.gguf");
+    struct llama_model *ref = llama_model_load_from_file(path, ref_params());
+    assert_non_null(ref);
+    run cpu = eval(ref, NULL, 0);
+    llama_model_free(ref);
+
+    ggml_backend_reg_t reg = ggml_backend_reg_by_name("RPC");
+    if (!reg) TU_SKIP("this ggml has no RPC backend");
+    typedef ggml_backend_reg_t (*add_fn)(const char *);
+    add_fn add = (add_fn)ggml_backend_reg_get_proc_address(reg, "ggml_backend_rpc_add_server");
+    assert_non_null(add);
+    int port = 20000 + (int)(getpid() % 20000);
+    pid_t servers[2] = {rpc_server(exe, port), rpc_server(exe, port + 1)};
+    assert_true(servers[0] > 0 && servers[1] > 0);
+    for (int i = 0; i < 2; i++) {
+        char ep[64];
+        snprintf(ep, sizeof ep, "127.0.0.1:%d", port + i);
+        ggml_backend_reg_t r = add(ep);
+        assert_non_null(r);
+        ggml_backend_register(r);
+    }
+    /* the embedding and output (7.8 MiB) and one layer fit the first; the rest go to the second */
+    char *text = NULL;
+    tl_llama_stats st;
+    tl_llama_options o;
+    tl_llama_options_init(&o);
+    o.plan = true;
+    o.max_vram = "7.9M";
+    o.plan_text = &text;
+    o.stats = &st;
+    struct llama_model *m = NULL;
+    g_buffers[0] = 0;
+    g_capture = true;
+    tl_status s = tl_llama_model_load(path, &o, llama_model_default_params(), &m);
+    g_capture = false;
+    if (s) fail_msg("%s", tl_last_error());
+    assert_non_null(text);
+    if (!strstr(text, "layer_split")) fail_msg("plan: %s", text);
+    /* where llama.cpp allocated: the first server the output and layer 0 (3.99 MiB), the
+       second layer 1 (llama.cpp's own placement would put the output on the second) */
+    for (int i = 0; i < 2; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "127.0.0.1:%d] model buffer size =", port + i);
+        const char *at = strstr(g_buffers, key);
+        if (!at) fail_msg("no buffer on server %d: %s", i, g_buffers);
+        double mib = atof(at + strlen(key));
+        if (i == 0 ? mib < 3.9 : mib > 1.0)
+            fail_msg("server %d holds %.2f MiB: %s", i, mib, g_buffers);
+    }
+    tl_free(text);
+    assert_true(st.n_staged > 0); /* on the servers */
+    run b = eval(m, NULL, 0);
+    llama_model_free(m);
+
+    ref = llama_model_load_from_file(path, ref_params()); /* llama.cpp's own placement */
+    assert_non_null(ref);
+    run c = eval(ref, NULL, 0);
+    llama_model_free(ref);
+    assert_int_equal(cpu.n, b.n);
+    assert_memory_equal(cpu.logits, b.logits, cpu.n * sizeof(float));
+    assert_memory_equal(c.logits, b.logits, cpu.n * sizeof(float));
+    assert_memory_equal(cpu.gen, b.gen, sizeof cpu.gen);
+
+    /* budgets that hold no layer: the plan keeps the model in RAM */
+    o.max_vram = "1M";
+    o.plan_text = NULL;
+    s = tl_llama_model_load(path, &o, llama_model_default_params(), &m);
+    if (s) fail_msg("%s", tl_last_error());
+    assert_int_equal(st.n_staged, 0);
+    run d = eval(m, NULL, 0);
+    llama_model_free(m);
+    assert_memory_equal(cpu.logits, d.logits, cpu.n * sizeof(float));
+    free(d.logits);
+    for (int i = 0; i < 2; i++) {
+        kill(servers[i], SIGTERM);
+        waitpid(servers[i], NULL, 0);
+    }
+    free(cpu.logits);
+    free(b.logits);
+    free(c.logits);
+}
+
 int main(void) {
     llama_log_set(count_log, NULL);
     if (!ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU)) ggml_backend_load_all();
     llama_backend_init();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(logits_f16),     cmocka_unit_test(logits_q8_0),
-        cmocka_unit_test(logits_q4_0),    cmocka_unit_test(logits_q4_k_m),
-        cmocka_unit_test(logits_mkmodel), cmocka_unit_test(logits_tied),
+        cmocka_unit_test(logits_f16),
+        cmocka_unit_test(logits_q8_0),
+        cmocka_unit_test(logits_q4_0),
+        cmocka_unit_test(logits_q4_k_m),
+        cmocka_unit_test(logits_mkmodel),
+        cmocka_unit_test(logits_tied),
         cmocka_unit_test(refused_like_llamacpp),
-        cmocka_unit_test(file_changed),   cmocka_unit_test(lora_like_runtime),
+        cmocka_unit_test(file_changed),
+        cmocka_unit_test(lora_like_runtime),
+        cmocka_unit_test(plan_over_rpc), /* last: it adds devices to the process */
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     llama_backend_free();
