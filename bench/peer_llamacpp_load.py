@@ -10,6 +10,10 @@ each right after another process recycled memory and after 8 s idle; the variant
 within each round. Limits (medians per condition): tierload <= 0.6 x llama.cpp --no-mmap,
 <= 1.0 x llama.cpp direct I/O where the file system takes O_DIRECT, peak RSS <= llama.cpp
 --no-mmap's. Before timing, the model's logits through both loaders must be bit-identical.
+Then, where a ggml-rpc-server is found (TL_GGML_RPC_SERVER, else BUILD/ggml/bin), two servers
+become llama.cpp's devices with budgets (PEER_RPC_BUDGET, default 55% of the model each) that
+neither meets alone: tierload's plan (--plan) must give the same logits as llama.cpp's own
+placement on the same servers; tokens per second of both are printed side by side.
 Exit 0 when every limit is met, 1 on a miss.
 """
 import json
@@ -115,6 +119,38 @@ def same_logits():
     return same
 
 
+def placement():
+    exe = os.environ.get("TL_GGML_RPC_SERVER") or os.path.join(BUILD, "ggml", "bin", "ggml-rpc-server")
+    if not os.access(exe, os.X_OK):
+        print("placement over RPC: NOT CHECKED (no ggml-rpc-server; make ggml builds it)")
+        return True
+    port = 30000 + os.getpid() % 20000
+    servers = [subprocess.Popen([exe, "-p", str(port + i), "-t", "1"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL) for i in range(2)]
+    try:
+        time.sleep(2)
+        rpc = "127.0.0.1:%d,127.0.0.1:%d" % (port, port + 1)
+        budget = os.environ.get("PEER_RPC_BUDGET", "%dM" % (os.path.getsize(MODEL) * 0.55 / (1 << 20)))
+        out = {}
+        for name, extra in (("tierload plan", ["--plan", "--max-vram", budget]),
+                            ("llama.cpp own placement", ["--reference"])):
+            f = os.path.join(os.path.dirname(MODEL), "peer_rpc_%d.f32" % len(out))
+            j = run("tierload" if name.startswith("tierload") else "llama.cpp no-mmap",
+                    ["--rpc", rpc, "--tokens", "1,17,42,99", "--n-predict", "16", "--logits", f] + extra)
+            out[name] = (open(f, "rb").read(), j)
+            os.unlink(f)
+        same = out["tierload plan"][0] == out["llama.cpp own placement"][0]
+        print("\nplacement over two RPC servers (budget %s each): logits %s" % (
+            budget, "bit-identical" if same else "DIFFERENT"))
+        for name, (_, j) in out.items():
+            print("  %-24s load %.3f s  %.2f tokens/s" % (name, j["load_seconds"], j["tokens_per_second"]))
+        return same
+    finally:
+        for p in servers:
+            p.terminate()
+            p.wait()
+
+
 def main():
     if os.path.getsize(MODEL) < (1 << 30):
         sys.exit("peer_llamacpp_load: the model must be at least 1 GiB")
@@ -161,6 +197,7 @@ def main():
                                                              "ok" if good else "MISSED"))
     if not direct:
         print("direct I/O: this file system refuses O_DIRECT; that limit is not checked")
+    ok &= placement()
     print("\npeer_llamacpp_load: %s" % ("every limit met" if ok else "a limit was missed"))
     return 0 if ok else 1
 
