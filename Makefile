@@ -94,7 +94,7 @@ deb: deps
 	cd build-deb && cpack -G DEB
 
 format:
-	clang-format -i include/*.h src/*/*.c src/*/*.h tests/*.c tests/helpers/*.[ch] bench/*.c fuzz/*.c
+	clang-format -i include/*.h src/*/*.c src/*/*.h llama/*.[ch] examples/llamacpp/*.c tests/*.c tests/helpers/*.[ch] bench/*.c fuzz/*.c
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-fuzz build-deb
