@@ -95,6 +95,14 @@ bool tu_ggml_dir(const char *folder, char *dir, size_t n, char *why, size_t why_
  */
 bool tu_run_checked(const char *out, unsigned long long *checked, unsigned long long *mismatches);
 
+/*
+ * A feasible plan of m on one GPU-like device `gpu` of cap bytes and the host:
+ * backend (may be NULL: auto-fit) places components, offload streams them from
+ * RAM; compute reserves are 0. Fails the test when the plan cannot be made.
+ */
+tl_plan *tu_plan_one_gpu(tl_model *m, const char *gpu, uint64_t cap, const char *backend,
+                         bool offload);
+
 /* Result of running a command. */
 typedef struct tu_run {
     int status; /* exit status, or 128+signal */
