@@ -321,13 +321,10 @@ static int write_st(const char *path, const dlist *l, bool lora) {
     }
     o += (size_t)snprintf(hdr + o, cap - o, "}");
     while (o % 8) hdr[o++] = ' ';
-    size_t plen = strlen(path) + 16;
-    char *tmp = malloc(plen);
-    snprintf(tmp, plen, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    cli_outfile of; /* beside path, removed on failure and on signals, then renamed */
+    int rc = cli_outfile_open(&of, path, "demo");
+    FILE *f = rc ? NULL : of.f;
     bool ok = f != NULL;
-    if (fd >= 0) fchmod(fd, 0644);
     uint64_t hl = o;
     if (ok) ok = fwrite(&hl, 8, 1, f) == 1 && fwrite(hdr, 1, o, f) == o;
     for (size_t i = 0; ok && i < l->n; i++) {
@@ -345,18 +342,16 @@ static int write_st(const char *path, const dlist *l, bool lora) {
             left -= n;
         }
     }
-    if (f && (fflush(f) || fsync(fileno(f)))) ok = false;
-    if (f && fclose(f)) ok = false;
-    if (!f && fd >= 0) close(fd);
-    if (ok && rename(tmp, path) != 0) ok = false;
-    if (!ok) {
-        fprintf(stderr, "tierload demo: writing %s: %s\n", path, strerror(errno));
-        unlink(tmp);
+    if (f && !ok) {
+        fprintf(stderr, "tierload demo: writing %s: %s\n", cli_safe(path), strerror(errno));
+        cli_outfile_abort(&of);
+        rc = cli_exit_code(TL_ERR_IO);
+    } else if (f) {
+        rc = cli_outfile_commit(&of, "demo");
     }
-    free(tmp);
     free(hdr);
     free(buf);
-    return ok ? 0 : cli_exit_code(TL_ERR_IO);
+    return rc;
 }
 
 static uint64_t list_bytes(const dlist *l, uint64_t *comp) {
