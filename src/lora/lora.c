@@ -287,14 +287,13 @@ tl_status tl_lora_apply_module(tl_model *m, const tl_lora *l, size_t k, size_t t
         return tl__err(TL_ERR_INVALID_ARG, "tl_lora_apply_module: scale %g is not finite",
                        (double)scale);
     tl_status st = lora_check(m, t, l, k);
-    if (!st) st = lora_merge(m, t, (void *)tl_model_tensor_data(m, t), l, k, scale, true);
     if (st) return st;
     void *w = tl_model_tensor_data_mut(m, t);
     if (!w)
         return tl__err(TL_ERR_INVALID_ARG,
                       "tensor '%s': the model must be opened writable to merge a LoRA",
                       tl_model_tensor(m, t)->name);
-    return lora_merge(m, t, w, l, k, scale, false);
+    return lora_merge(m, t, w, l, k, scale, LORA_CHECK_WRITE); /* dry first: nothing non-finite */
 }
 
 tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool *only,
@@ -309,7 +308,7 @@ tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool
     /* a dry run of every merge: non-finite values and overflow refused before any byte changes */
     for (size_t k = 0; k < l->n_mods && !st; k++)
         if (t[k] != TL_NOT_FOUND && (!only || only[t[k]]))
-            st = lora_merge(m, t[k], (void *)tl_model_tensor_data(m, t[k]), l, k, scale, true);
+            st = lora_merge(m, t[k], (void *)tl_model_tensor_data(m, t[k]), l, k, scale, LORA_DRY);
     for (size_t k = 0; k < l->n_mods && !st; k++) {
         if (t[k] == TL_NOT_FOUND || (only && !only[t[k]])) continue;
         void *w = tl_model_tensor_data_mut(m, t[k]);
@@ -319,7 +318,7 @@ tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool
                         tl_model_tensor(m, t[k])->name);
             break;
         }
-        st = lora_merge(m, t[k], w, l, k, scale, false);
+        st = lora_merge(m, t[k], w, l, k, scale, LORA_WRITE);
     }
     free(t);
     return st;
