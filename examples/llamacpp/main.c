@@ -56,8 +56,10 @@ static int exit_code(tl_status s) {
         return 3;
     case TL_ERR_NOMEM:
         return 6;
+    case TL_ERR_NOT_FOUND:
+        return 5;
     default:
-        return (int)s + 1; /* not found 5 ... integrity 13 */
+        return (int)s + 1; /* unsupported 7 ... integrity 13 */
     }
 }
 
