@@ -6,9 +6,9 @@
  * destinations, and the rest (device buffers, repacking CPU buffers) in
  * batches through one staging buffer and ggml_backend_tensor_set.
  *
- * Memory: llama.cpp's buffers, the staging buffer (64 MiB or the staged
- * bytes when fewer, and at least the largest staged tensor), per-tensor
- * records; LoRA merges add the
+ * Memory: llama.cpp's buffers, the staging buffer (16 MiB or the staged
+ * bytes when fewer, and at least the largest staged tensor, as llama.cpp's
+ * own read buffer), per-tensor records; LoRA merges add the
  * merged tensors' private pages of the copy-on-write mapping until the file
  * is closed, before returning.
  */
@@ -22,7 +22,7 @@
 #include <ggml-backend.h>
 #include <gguf.h>
 
-#define STAGING_MIN (64ull << 20)
+#define STAGING_MIN (16ull << 20)
 #define STAGING_ALIGN 64u
 
 void tl_llama_options_init(tl_llama_options *o) {
@@ -50,7 +50,8 @@ typedef struct job {
     slot *slots;
     size_t n, cap;
     bool oom;
-    bool tied; /* output.weight added to the metadata as token_embd.weight's twin */
+    bool tied;          /* output.weight added to the metadata as token_embd.weight's twin */
+    size_t n_secondary; /* slots filled from another slot's bytes */
     /* catalog index -> the primary slot (or SIZE_MAX) */
     size_t *primary;
     /* staging */
@@ -290,11 +291,14 @@ static tl_status classify(job *j, tl_llama_stats *st) {
         s->primary = true;
         j->total += tl_model_tensor(j->m, i)->nbytes;
     }
+    for (size_t k = 0; k < j->n; k++)
+        j->n_secondary += j->slots[k].src != TL_NOT_FOUND && !j->slots[k].primary;
     return TL_OK;
 }
 
 /* The secondary slots of catalog tensor i get the bytes at data. */
 static void copy_secondaries(job *j, size_t i, const void *data) {
+    if (!j->n_secondary) return;
     for (size_t k = 0; k < j->n; k++) {
         slot *s = &j->slots[k];
         if (s->src == i && !s->primary) ggml_backend_tensor_set(s->t, data, 0, ggml_nbytes(s->t));

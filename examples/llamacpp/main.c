@@ -18,7 +18,9 @@
  * adds ggml RPC servers as llama.cpp devices; --plan lets tierload's planner
  * place the layers on llama.cpp's GPU devices under --max-vram budgets
  * (llama.cpp's own placement otherwise: every layer offloaded, split by free
- * memory). Tokens per second are over the generated tokens.
+ * memory). Tokens per second are over the generated tokens. Exit statuses
+ * are the tierload CLI's (7: llama.cpp refused the model, 12: the file
+ * changed, 10: cancelled).
  */
 #include "tierload-llama.h"
 
@@ -41,6 +43,24 @@ static double now_s(void) {
 static void quiet(enum ggml_log_level level, const char *text, void *user) {
     (void)user;
     if (level == GGML_LOG_LEVEL_ERROR) fputs(text, stderr);
+}
+
+/* The exit statuses of the tierload CLI (README): 3 malformed, 4 I/O, 6 out of memory, ... */
+static int exit_code(tl_status s) {
+    switch (s) {
+    case TL_ERR_INVALID_ARG:
+        return 2;
+    case TL_ERR_IO:
+        return 4;
+    case TL_ERR_FORMAT:
+        return 3;
+    case TL_ERR_NOMEM:
+        return 6;
+    case TL_ERR_NOT_FOUND:
+        return 5;
+    default:
+        return (int)s + 1; /* unsupported 7 ... integrity 13 */
+    }
 }
 
 static int usage(const char *why) {
@@ -240,7 +260,7 @@ int main(int argc, char **argv) {
         if (plan_text && !json) printf("%s", plan_text);
         if (s) {
             fprintf(stderr, "tl-llamacpp: %s\n", tl_last_error());
-            return 2 + (int)s;
+            return exit_code(s);
         }
     }
     double t_load = now_s() - t0;
