@@ -7,7 +7,7 @@
 BUILD      ?= build
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
-DEB_PKGS   := cmake make gcc g++ git clang libclang-rt-14-dev pkg-config libcjson-dev libxxhash-dev liburing-dev libcmocka-dev valgrind librsvg2-bin groff-base dpkg-dev file python3-numpy python3-torch python3-pip python3-setuptools
+DEB_PKGS   := cmake make gcc g++ git python3-yaml clang libclang-rt-14-dev pkg-config libcjson-dev libxxhash-dev liburing-dev libcmocka-dev valgrind librsvg2-bin groff-base dpkg-dev file python3-numpy python3-torch python3-pip python3-setuptools
 
 .PHONY: all deps deps-build build ggml test demo asan tsan fuzz bench valgrind mutants clean format install deb
 
