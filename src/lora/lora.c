@@ -226,6 +226,15 @@ static tl_status match(const tl_model *m, const tl_lora *l, size_t **targets, tl
         lora_aliases_free(&a);
         return tl__err(TL_ERR_NOMEM, "LoRA: out of memory");
     }
+    /* owner[tensor]: the first module that targets it (a second one is not applied) */
+    size_t nt = tl_model_tensor_count(m);
+    size_t *owner = tl__os_malloc((nt ? nt : 1) * sizeof *owner);
+    if (!owner) {
+        free(t);
+        lora_aliases_free(&a);
+        return tl__err(TL_ERR_NOMEM, "LoRA: out of memory");
+    }
+    for (size_t i = 0; i < nt; i++) owner[i] = TL_NOT_FOUND;
     memset(r, 0, sizeof *r);
     r->n_modules = l->n_mods;
     for (size_t k = 0; k < l->n_mods; k++) {
@@ -236,10 +245,11 @@ static tl_status match(const tl_model *m, const tl_lora *l, size_t **targets, tl
             snprintf(why, sizeof why, "%.60s (fits '%.28s' and '%.28s'; not applied)",
                      l->mods[k].key, tl_model_tensor(m, t[k])->name,
                      tl_model_tensor(m, other)->name);
-        for (size_t q = 0; q < k && t[k] != TL_NOT_FOUND && !why[0]; q++)
-            if (t[q] == t[k])
-                snprintf(why, sizeof why, "%.56s (names the tensor of '%.56s' again; not applied)",
-                         l->mods[k].key, l->mods[q].key);
+        if (!why[0] && t[k] != TL_NOT_FOUND && owner[t[k]] != TL_NOT_FOUND)
+            snprintf(why, sizeof why, "%.56s (names the tensor of '%.56s' again; not applied)",
+                     l->mods[k].key, l->mods[owner[t[k]]].key);
+        else if (!why[0] && t[k] != TL_NOT_FOUND)
+            owner[t[k]] = k;
         if (why[0]) {
             t[k] = TL_NOT_FOUND;
             note_unmatched(r, why); /* kept to the report's 127 characters */
@@ -250,6 +260,7 @@ static tl_status match(const tl_model *m, const tl_lora *l, size_t **targets, tl
         }
     }
     for (size_t k = 0; k < l->n_unknown; k++) note_unmatched(r, l->unknown[k]);
+    free(owner);
     lora_aliases_free(&a);
     *targets = t;
     return TL_OK;

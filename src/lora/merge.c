@@ -284,6 +284,11 @@ tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, siz
     if (st) return st;
     const tl_tensor_info *wi = tl_model_tensor(m, t);
     const char *lpath = tl_model_file(l->file, 0)->path;
+    if (!w)
+        return tl__err(TL_ERR_UNSUPPORTED,
+                       "%s: tensor '%s' is not stored contiguously (a strided view): a LoRA "
+                       "merges into contiguous weights only",
+                       tl_model_file(m, wi->file)->path, wi->name);
     uint64_t out = (uint64_t)wi->shape[0], kk = wi->n_elements / out;
     unsigned es = tl__convert_elem_size(wi->dtype);
     const lora_module *md = &l->mods[k];
