@@ -9,7 +9,9 @@
  * all layers), use_extra_bufts = false as in llama-oracle. --load-all: ggml_backend_load_all()
  * (which honours GGML_BACKEND_PATH) and llama.cpp's default model parameters; TIERLOAD0 must
  * then be among the devices. --after-prompt runs CMD (sh -c) once the prompt is evaluated: the
- * fault tests change the model file there. Either way no flash attention (as llama-oracle). The prompt is one
+ * fault tests change the model file there. --figures prints, after the run, the mean wall time of
+ * a greedy token's decode ("decode_ms_per_token") and the largest RssAnon of the process seen
+ * after the model load and after each evaluation ("rss_anon_peak_kb"), for bench_plugin.sh. Either way no flash attention (as llama-oracle). The prompt is one
  * batch, then N greedy tokens one by one; OUT.f32 gets the logits of every evaluated position
  * (positions x vocab, F32), exactly as llama-oracle writes them; stdout "greedy: t1 t2 ...".
  * Exit 0 on success, 2 on usage, 3 when the plugin does not load or register, 1 when an
@@ -22,6 +24,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+static long rss_anon_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "RssAnon:", 8)) kb = strtol(line + 8, NULL, 10);
+    if (f) fclose(f);
+    return kb;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 static void quiet(enum ggml_log_level level, const char *text, void *user) {
     (void)user;
@@ -63,7 +82,7 @@ static bool eval(struct llama_context *ctx, const llama_token *tok, int n, int p
 int main(int argc, char **argv) {
     const char *model_path = NULL, *tokens = NULL, *out_path = NULL, *plugin = NULL, *after_prompt = NULL;
     int n_predict = -1, threads = 1;
-    bool load_all = false;
+    bool load_all = false, figures = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--tokens") && v) tokens = v, i++;
@@ -72,6 +91,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--threads") && v) threads = atoi(v), i++;
         else if (!strcmp(a, "--plugin") && v) plugin = v, i++;
         else if (!strcmp(a, "--load-all")) load_all = true;
+        else if (!strcmp(a, "--figures")) figures = true;
         else if (!strcmp(a, "--after-prompt") && v) after_prompt = v, i++;
         else if (a[0] != '-' && !model_path) model_path = a;
         else return usage();
@@ -141,18 +161,25 @@ int main(int argc, char **argv) {
         return 1;
     }
     llama_token next = 0;
+    long rss_peak = rss_anon_kb();
     bool ok = eval(ctx, tok, n_prompt, 0, n_vocab, out, &next);
+    if (rss_anon_kb() > rss_peak) rss_peak = rss_anon_kb();
     if (ok && after_prompt && system(after_prompt) != 0) {
         fprintf(stderr, "llama-plugin: --after-prompt %s failed\n", after_prompt);
         return 1;
     }
     printf("greedy:");
+    double t0 = now_s();
     for (int k = 0; ok && k < n_predict; k++) {
         printf(" %d", next);
         llama_token t = next;
         ok = eval(ctx, &t, 1, n_prompt + k, n_vocab, out, &next);
+        if (rss_anon_kb() > rss_peak) rss_peak = rss_anon_kb();
     }
+    double dt = now_s() - t0;
     printf("\n");
+    if (figures && n_predict > 0)
+        printf("decode_ms_per_token: %.3f\nrss_anon_peak_kb: %ld\n", dt * 1e3 / n_predict, rss_peak);
     if (fclose(out) != 0) ok = false;
     if (!ok) fprintf(stderr, "llama-plugin: evaluation failed\n");
     llama_free(ctx);
