@@ -8,7 +8,7 @@
 # ggml_backend_load and the weights resident, then TIERLOAD_BUDGET = 1/2, 1/4 and 1/8 of the
 # weights the device holds (read from the resident run's TIERLOAD_STATS); also the plugin found
 # only through GGML_BACKEND_PATH by ggml_backend_load_all() with llama.cpp's default model
-# parameters, and two threads on both sides.
+# parameters, llama.cpp loading without mmap, and two threads on both sides.
 # Bad input: a budget below the largest chunk (a clear error naming both sizes, exit 1, no
 # signal), a budget that is not a size, another ggml release (a preloaded ggml_version() of
 # another release: the plugin refuses to register and names both), and the model file touched or
@@ -110,6 +110,10 @@ for n in "$m-backend-path" q4_0-backend-path-1_4; do
     [ -f "$tmp/$n.json" ] && [ "$(stat "$tmp/$n.json" weights_bytes)" -gt 0 ] ||
         fail "$n: llama.cpp's default parameters put no weights on TIERLOAD0"
 done
+# llama.cpp reading the file itself (no mapping to record): the weights are kept as given
+m=tiny-llama-q8_0
+w=$(stat "$tmp/$m-resident.json" weights_bytes)
+run "$m-no-mmap-1_4" "$data/gguf/$m.gguf" "$tmp/$m.ref" TIERLOAD_BUDGET=$((w / 4)) -- --plugin "$lib" --no-mmap
 # two threads on both sides
 m=tiny-llama-f16
 "$build/llama-oracle" "$data/gguf/$m.gguf" --tokens $tokens --n-predict $n_predict --threads 2 \

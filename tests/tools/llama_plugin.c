@@ -9,7 +9,8 @@
  * all layers), use_extra_bufts = false as in llama-oracle. --load-all: ggml_backend_load_all()
  * (which honours GGML_BACKEND_PATH) and llama.cpp's default model parameters; TIERLOAD0 must
  * then be among the devices. --after-prompt runs CMD (sh -c) once the prompt is evaluated: the
- * fault tests change the model file there. --figures prints, after the run, the mean wall time of
+ * fault tests change the model file there. --no-mmap: llama.cpp reads the file itself (load mode
+ * NONE) instead of mapping it. --figures prints, after the run, the mean wall time of
  * a greedy token's decode ("decode_ms_per_token") and the largest RssAnon of the process seen
  * after the model load and after each evaluation ("rss_anon_peak_kb"), for bench_plugin.sh. Either way no flash attention (as llama-oracle). The prompt is one
  * batch, then N greedy tokens one by one; OUT.f32 gets the logits of every evaluated position
@@ -82,7 +83,7 @@ static bool eval(struct llama_context *ctx, const llama_token *tok, int n, int p
 int main(int argc, char **argv) {
     const char *model_path = NULL, *tokens = NULL, *out_path = NULL, *plugin = NULL, *after_prompt = NULL;
     int n_predict = -1, threads = 1;
-    bool load_all = false, figures = false;
+    bool load_all = false, figures = false, no_mmap = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--tokens") && v) tokens = v, i++;
@@ -92,6 +93,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--plugin") && v) plugin = v, i++;
         else if (!strcmp(a, "--load-all")) load_all = true;
         else if (!strcmp(a, "--figures")) figures = true;
+        else if (!strcmp(a, "--no-mmap")) no_mmap = true;
         else if (!strcmp(a, "--after-prompt") && v) after_prompt = v, i++;
         else if (a[0] != '-' && !model_path) model_path = a;
         else return usage();
@@ -138,6 +140,7 @@ int main(int argc, char **argv) {
             return 3;
         }
     }
+    if (no_mmap) mp.load_mode = LLAMA_LOAD_MODE_NONE;
     struct llama_model *model = llama_model_load_from_file(model_path, mp);
     if (!model) {
         fprintf(stderr, "llama-plugin: %s: llama.cpp cannot load it\n", model_path);
