@@ -9,6 +9,8 @@
 # weights the device holds (read from the resident run's TIERLOAD_STATS); also the plugin found
 # only through GGML_BACKEND_PATH by ggml_backend_load_all() with llama.cpp's default model
 # parameters, llama.cpp loading without mmap, and two threads on both sides.
+# Eviction: on a 16 MiB mkmodel llama model, bytes read per decoded token within 1.03 x the optimum
+# for the budget (and the logits again bitwise equal).
 # Bad input: a budget below the largest chunk (a clear error naming both sizes, exit 1, no
 # signal), a budget that is not a size, another ggml release (a preloaded ggml_version() of
 # another release: the plugin refuses to register and names both), and the model file touched or
@@ -99,6 +101,34 @@ for m in tiny-llama-f16 tiny-llama-q8_0 tiny-llama-q4_0 tiny-llama-256-q4_k_m; d
         [ "$rd" -gt 0 ] || fail "$m budget $b: nothing was re-read per token (not streamed)"
     done
 done
+
+# the policy: a `tierload mkmodel --profile llama` model of 16 MiB (hundreds of weights, none
+# dominating); per decoded token the plugin may read at most 1.03 x the optimum W - B (the counts
+# are deterministic: every choice is made on the calling thread; furthest next use reads 1.004 to
+# 1.024 x here, evicting the nearest next use instead 1.04 to 1.045 x; bench_plugin.sh holds
+# larger models to the issue's 1.05) (every
+# weight is used once per token and at most B bytes of them can be resident when a token starts;
+# W from tierload's catalog of the file: every tensor but token_embd, which stays on the CPU)
+mk=$tmp/mk16.gguf
+if "$build/tierload" mkmodel "$mk" --size 16M --profile llama >/dev/null; then
+    "$build/llama-oracle" "$mk" --tokens $tokens --n-predict $n_predict --logits "$tmp/mk16.ref" \
+        >"$tmp/mk16.ref.out" || fail "mkmodel 16M: llama-oracle failed"
+    W=$("$build/tierload" info --json "$mk" | /usr/bin/python3 -c '
+import json, sys
+print(sum(x["nbytes"] for x in json.load(sys.stdin)["tensors"] if x["name"] != "token_embd.weight"))')
+    for div in 2 4 8; do
+        b=$((W / div))
+        run "mk16-1_$div" "$mk" "$tmp/mk16.ref" TIERLOAD_BUDGET=$b -- --plugin "$lib" || continue
+        rd=$(stat "$tmp/mk16-1_$div.json" read_per_graph_after_first)
+        if /usr/bin/python3 -c "import sys; sys.exit(0 if $rd <= 1.03 * ($W - $b) else 1)"; then
+            echo "ok mk16-1_$div: $rd bytes read per token, optimum $((W - b))"
+        else
+            fail "mk16 budget 1/$div: $rd bytes read per token, over 1.03 x the optimum $((W - b))"
+        fi
+    done
+else
+    fail "tierload mkmodel --profile llama failed"
+fi
 
 # found only through GGML_BACKEND_PATH, llama.cpp's default model parameters
 m=tiny-llama-256-q4_k_m
