@@ -849,8 +849,20 @@ static void tlp__write_stats(tlp_dev_ctx *d) {
     fclose(f);
 }
 
+/* At exit or when ggml unloads the plugin: the figures, then the worker stopped and joined (its
+ * code must not be unmapped under it). */
 __attribute__((destructor)) static void tlp__at_exit(void) {
-    if (g_inited) tlp__write_stats(&g_dev);
+    if (!g_inited) return;
+    tlp_dev_ctx *d = &g_dev;
+    tlp__write_stats(d);
+    if (d->worker_started) {
+        pthread_mutex_lock(&d->wmu);
+        d->worker_stop = true;
+        pthread_cond_broadcast(&d->wcv);
+        pthread_mutex_unlock(&d->wmu);
+        pthread_join(d->worker, NULL);
+        d->worker_started = false;
+    }
 }
 
 /* ---- buffer ----------------------------------------------------------------------------- */
