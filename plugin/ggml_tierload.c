@@ -12,12 +12,18 @@
  * and hands each chunk to the real CPU backend. A matrix product whose weight alone exceeds a chunk
  * is computed as row slices of that weight (each output element is the same dot product).
  *
+ * An engine that reads the file itself (llama.cpp with --no-mmap) passes a buffer instead: then the
+ * weight is looked up by name in tierload's catalog of each GGUF the process has open and taken
+ * when its bytes there are the bytes given; failing that, the bytes are kept outside the budget.
+ *
  * Environment: TIERLOAD_BUDGET (bytes of weights kept; K/M/G/T suffixes), TIERLOAD_MODE (copy),
  * TIERLOAD_STATS (file that gets the figures as JSON when the device is released or at exit).
  */
 #include "ggml-backend-impl.h"
 #include "ggml-impl.h"
+#include "tierload.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -141,6 +147,9 @@ typedef struct {
     bool dirty;
     tlp_file *files;
     int n_files;
+    struct { char *path; tl_model *m; } *cats; /* catalogs of open GGUFs (until the first graph) */
+    int n_cats;
+    bool tl_inited;
     tlp_seg *segs;
     uint32_t n_segs;
     uint64_t seg_size;
@@ -161,6 +170,7 @@ typedef struct {
     uint64_t first_graph_read, last_graph_read, max_chunk_bytes;
     uint64_t graph_read_sum_after_first;
     uint64_t graph_weights;      /* weight bytes on the device at the last graph */
+    int graph_weight_tensors;    /* and their number */
     char error[512];
 } tlp_dev_ctx;
 
@@ -228,6 +238,84 @@ static int tlp__file_index(tlp_dev_ctx *d, const char *path) {
     d->files = nf;
     d->files[d->n_files] = (tlp_file){dup, fd, st.st_dev, st.st_ino, st.st_size, st.st_mtim};
     return d->n_files++;
+}
+
+/* The catalog of a GGUF at `path` (opened once, NULL when it is not one tierload reads). */
+static tl_model *tlp__catalog(tlp_dev_ctx *d, const char *path) {
+    for (int i = 0; i < d->n_cats; i++)
+        if (!strcmp(d->cats[i].path, path)) return d->cats[i].m;
+    if (!d->tl_inited) {
+        /* in someone else's process: no CUDA discovery, no SIGBUS handler */
+        tl_library_options o;
+        tl_library_options_init(&o);
+        o.no_cuda = true;
+        o.no_sigbus_guard = true;
+        (void)tl_init(&o);
+        d->tl_inited = true;
+    }
+    void *nc = realloc(d->cats, (size_t)(d->n_cats + 1) * sizeof *d->cats);
+    if (!nc) return NULL;
+    d->cats = nc;
+    tl_model *m = NULL;
+    const char *paths[1] = {path};
+    if (tl_model_open(paths, 1, NULL, &m) != TL_OK) m = NULL;
+    d->cats[d->n_cats].path = strdup(path);
+    d->cats[d->n_cats].m = d->cats[d->n_cats].path ? m : NULL;
+    if (!d->cats[d->n_cats].path) {
+        tl_model_close(m);
+        return NULL;
+    }
+    return d->cats[d->n_cats++].m;
+}
+
+static void tlp__catalogs_close(tlp_dev_ctx *d) {
+    for (int i = 0; i < d->n_cats; i++) {
+        tl_model_close(d->cats[i].m);
+        free(d->cats[i].path);
+    }
+    free(d->cats);
+    d->cats = NULL;
+    d->n_cats = 0;
+}
+
+/* Bytes [off, off + n) of weight `name` given in `data`: the GGUF the process has open that holds
+ * a tensor of that name with exactly these bytes there. */
+static bool tlp__find_by_name(tlp_dev_ctx *d, const char *name, const void *data, size_t off, size_t n,
+                              char *path, size_t path_n, uint64_t *foff) {
+    DIR *dir = opendir("/proc/self/fd");
+    if (!dir) return false;
+    bool found = false;
+    char *buf = NULL;
+    struct dirent *e;
+    while (!found && (e = readdir(dir))) {
+        char link[320];
+        if (e->d_name[0] == '.') continue;
+        snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(link, path, path_n - 1);
+        if (len <= 0 || path[0] != '/') continue;
+        path[len] = 0;
+        struct stat st;
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 4) continue;
+        size_t plen = (size_t)len;
+        if (plen < 5 || strcmp(path + plen - 5, ".gguf") != 0) continue;
+        tl_model *m = tlp__catalog(d, path);
+        if (!m) continue;
+        size_t i = tl_model_find(m, name);
+        const tl_tensor_info *ti = i == TL_NOT_FOUND ? NULL : tl_model_tensor(m, i);
+        if (!ti || ti->strides || off + n > ti->nbytes) continue;
+        if (!buf && !(buf = malloc(n ? n : 1))) break;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;
+        ssize_t r = pread(fd, buf, n, (off_t)(ti->offset + off));
+        close(fd);
+        if (r == (ssize_t)n && memcmp(buf, data, n) == 0) {
+            *foff = ti->offset + off;
+            found = true;
+        }
+    }
+    free(buf);
+    closedir(dir);
+    return found;
 }
 
 static tlp_weight *tlp__weight_for(tlp_dev_ctx *d, struct ggml_tensor *t) {
@@ -438,6 +526,7 @@ static int tlp__cmp_weight(const void *a, const void *b) {
 }
 
 static bool tlp__seal(tlp_dev_ctx *d) {
+    tlp__catalogs_close(d); /* loading is over once a graph runs */
     if (!d->dirty) return true;
     if (!tlp__worker_wait(d)) return false;
     /* everything resident stays valid; rebuild the table, carrying states over by address */
@@ -673,6 +762,7 @@ static enum ggml_status tlp__graph_compute_locked(tlp_backend_ctx *b, struct ggm
     uint64_t total = 0;
     for (uint32_t i = 0; i < d->n_segs; i++) total += d->segs[i].span;
     d->graph_weights = d->weights_bytes;
+    d->graph_weight_tensors = d->n_weights;
     /* chunk cap: the current and the prefetched chunk are the window the stream passes through;
      * kept small beside what streams (N - budget), so the resident part stays near the budget */
     uint64_t cap = 0;
@@ -842,7 +932,7 @@ static void tlp__write_stats(tlp_dev_ctx *d) {
             ",\"bytes_read\":%" PRIu64 ",\"first_graph_read\":%" PRIu64 ",\"last_graph_read\":%" PRIu64
             ",\"read_per_graph_after_first\":%.1f,\"peak_resident\":%" PRIu64
             ",\"max_chunk_bytes\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"wait_ns\":%" PRIu64 "}\n",
-            d->budget, d->graph_weights, d->n_weights, d->seg_size, d->graphs, d->chunks_run, d->bytes_read,
+            d->budget, d->graph_weights, d->graph_weight_tensors, d->seg_size, d->graphs, d->chunks_run, d->bytes_read,
             d->first_graph_read, d->last_graph_read,
             d->graphs > 1 ? (double)d->graph_read_sum_after_first / (double)(d->graphs - 1) : 0.0,
             d->peak_resident, d->max_chunk_bytes, d->evictions, d->wait_ns);
@@ -919,10 +1009,12 @@ static void tlp_buf_set(ggml_backend_buffer_t buf, struct ggml_tensor *t, const 
     char path[4096];
     uint64_t foff = 0;
     tlp_piece p = {off, n, 0, -1, NULL};
-    if (tlp__addr_to_file(data, n, path, sizeof path, &foff) && (p.file = tlp__file_index(d, path)) >= 0) {
+    if ((tlp__addr_to_file(data, n, path, sizeof path, &foff) ||
+         tlp__find_by_name(d, t->name, data, off, n, path, sizeof path, &foff)) &&
+        (p.file = tlp__file_index(d, path)) >= 0) {
         p.foff = foff;
     } else {
-        /* not from a file mapping (the engine read the file itself): the bytes are kept */
+        /* neither from a file mapping nor found in an open GGUF: the bytes are kept */
         p.file = -1;
         p.copy = malloc(n ? n : 1);
         if (p.copy) memcpy(p.copy, data, n);

@@ -8,7 +8,8 @@
 # ggml_backend_load and the weights resident, then TIERLOAD_BUDGET = 1/2, 1/4 and 1/8 of the
 # weights the device holds (read from the resident run's TIERLOAD_STATS); also the plugin found
 # only through GGML_BACKEND_PATH by ggml_backend_load_all() with llama.cpp's default model
-# parameters, llama.cpp loading without mmap, and two threads on both sides.
+# parameters, llama.cpp loading without mmap (the weights then found in tierload's catalog of the
+# open GGUF and streamed all the same), and two threads on both sides.
 # Eviction: on a 16 MiB mkmodel llama model, bytes read per decoded token within 1.03 x the optimum
 # for the budget (and the logits again bitwise equal).
 # Bad input: a budget below the largest chunk (a clear error naming both sizes, exit 1, no
@@ -140,10 +141,14 @@ for n in "$m-backend-path" q4_0-backend-path-1_4; do
     [ -f "$tmp/$n.json" ] && [ "$(stat "$tmp/$n.json" weights_bytes)" -gt 0 ] ||
         fail "$n: llama.cpp's default parameters put no weights on TIERLOAD0"
 done
-# llama.cpp reading the file itself (no mapping to record): the weights are kept as given
+# llama.cpp reading the file itself (no mapping to record): each weight is found by name in
+# tierload's catalog of the GGUF it has open, and streamed from there
 m=tiny-llama-q8_0
 w=$(stat "$tmp/$m-resident.json" weights_bytes)
-run "$m-no-mmap-1_4" "$data/gguf/$m.gguf" "$tmp/$m.ref" TIERLOAD_BUDGET=$((w / 4)) -- --plugin "$lib" --no-mmap
+if run "$m-no-mmap-1_4" "$data/gguf/$m.gguf" "$tmp/$m.ref" TIERLOAD_BUDGET=$((w / 4)) -- --plugin "$lib" --no-mmap; then
+    [ "$(stat "$tmp/$m-no-mmap-1_4.json" last_graph_read)" -gt 0 ] ||
+        fail "$m --no-mmap: nothing re-read from the file per token (weights kept, not found in the catalog)"
+fi
 # two threads on both sides
 m=tiny-llama-f16
 "$build/llama-oracle" "$data/gguf/$m.gguf" --tokens $tokens --n-predict $n_predict --threads 2 \
