@@ -105,14 +105,23 @@ int main(int argc, char **argv) {
     for (const char *p = tokens; tok && *p;) {
         char *end;
         long t = strtol(p, &end, 10);
-        if (end == p || t < 0) return usage();
-        if (n_prompt == cap) tok = realloc(tok, (size_t)(cap *= 2) * sizeof *tok);
+        if (end == p || t < 0 || (*end && *end != ',')) {
+            free(tok);
+            return usage();
+        }
+        if (n_prompt == cap) {
+            llama_token *grown = realloc(tok, (size_t)(cap *= 2) * sizeof *tok);
+            if (!grown) free(tok);
+            tok = grown;
+        }
         if (!tok) break;
         tok[n_prompt++] = (llama_token)t;
-        if (*end && *end != ',') return usage();
         p = *end == ',' ? end + 1 : end;
     }
-    if (!tok || !n_prompt) return usage();
+    if (!tok || !n_prompt) {
+        free(tok);
+        return usage();
+    }
 
     llama_log_set(quiet, NULL);
     llama_backend_init();
@@ -122,11 +131,13 @@ int main(int argc, char **argv) {
         ggml_backend_reg_t reg = ggml_backend_load(plugin);
         if (!reg) {
             fprintf(stderr, "llama-plugin: %s: ggml_backend_load refused it\n", plugin);
+            free(tok);
             return 3;
         }
         devs[0] = ggml_backend_dev_by_name("TIERLOAD0");
         if (!devs[0]) {
             fprintf(stderr, "llama-plugin: %s registered no TIERLOAD0\n", plugin);
+            free(tok);
             return 3;
         }
         mp.devices = devs;
