@@ -7,7 +7,8 @@
  * (every F16 value at every alignment and length tail, a sweep of F32
  * values to F16 and BF16, every F16 value to BF16 and back) against the same reference, where the
  * kernels work on several elements at once; every F8 code of every format to every float target;
- * the CPU-specific kernels bit for bit against the portable ones.
+ * the CPU-specific kernels bit for bit against the portable ones, also under flush-to-zero and
+ * denormals-are-zero.
  */
 #include "testutil.h"
 #include "io/convert.h"
@@ -16,6 +17,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 
 static float u2f(uint32_t u) {
     float f;
@@ -398,6 +402,27 @@ static void test_cpu_kernels_match_portable(void **st) {
             assert_true(tl__convert_run_portable(pair[k][1], b, pair[k][0], h + 1, len, &bad));
             assert_memory_equal(a, b, len * 2);
         }
+#if defined(__x86_64__)
+    /* the same under a caller's flush-to-zero and denormals-are-zero modes (MXCSR): F32 values
+     * down to the smallest subnormals, and every F16 / BF16 value */
+    unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040u);
+    for (size_t i = 0; i < n; i++)
+        in[i] = (uint32_t)(i * 4099u) ^ (uint32_t)(i << 20);
+    for (uint32_t i = 0; i < 65536; i++)
+        in[i] = (i << 13) | (i & 1u) | ((i & 2u) << 30); /* both signs, exponents 0 .. 15 */
+    bool same = tl__convert_run(TL_DTYPE_F16, a, TL_DTYPE_F32, in, n, &bad) &&
+                tl__convert_run_portable(TL_DTYPE_F16, b, TL_DTYPE_F32, in, n, &bad) &&
+                !memcmp(a, b, n * 2);
+    for (size_t i = 0; i < 65536; i++)
+        h[i] = (uint16_t)i;
+    for (size_t k = 0; k < 2 && same; k++)
+        same = tl__convert_run(pair[k][1], a, pair[k][0], h, 65536, &bad) &&
+               tl__convert_run_portable(pair[k][1], b, pair[k][0], h, 65536, &bad) &&
+               !memcmp(a, b, 65536 * 2);
+    _mm_setcsr(csr);
+    assert_true(same);
+#endif
     free(in);
     free(a);
     free(b);
