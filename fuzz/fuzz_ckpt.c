@@ -7,7 +7,9 @@
  * element they reach) with nbytes = elements x element size, and bounded by
  * the bytes behind it: what tensors hold beyond the image's size (expanding
  * views: a stride of 0) adds up to at most the 16 MiB a file may expand by.
- * Seeds include transposed, sliced and expanded views (strided_views.ckpt)
+ * The same input is also parsed from a memfd holding it (tl__ckpt_parse_fd:
+ * the zip's local headers read with pread), with the same outcome and
+ * offsets. Seeds include transposed, sliced and expanded views (strided_views.ckpt)
  * and a 2 GiB expansion of 16 elements (expand_huge.ckpt).
  */
 #include "format/format.h"
@@ -16,6 +18,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -57,14 +61,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!img) return 0;
     if (size) memcpy(img, data, size);
     if (size >= 2 && img[0] == 'P' && img[1] == 'K') {
-        tl__fmt_file f;
-        if (tl__ckpt_parse(img, size, "fuzz.ckpt", &f) == TL_OK) {
+        tl__fmt_file f, g;
+        tl_status s = tl__ckpt_parse(img, size, "fuzz.ckpt", &f);
+        if (s == TL_OK) {
             if (f.format != TL_FORMAT_CKPT) abort();
             check(&f, img, size);
-            tl__fmt_file_free(&f);
         } else if (f.tensors || f.meta || f.n_tensors || f.n_meta) {
             abort();
         }
+        /* the same bytes as a file, its zip local headers read with pread: the same outcome */
+        int fd = memfd_create("fuzz.ckpt", 0);
+        if (fd >= 0 && write(fd, img, size) == (ssize_t)size) {
+            tl_status sg = tl__ckpt_parse_fd(img, size, fd, "fuzz.ckpt", &g);
+            if (sg != s) abort();
+            if (sg == TL_OK) {
+                if (g.n_tensors != f.n_tensors) abort();
+                for (size_t i = 0; i < f.n_tensors; i++)
+                    if (g.tensors[i].offset != f.tensors[i].offset) abort();
+                tl__fmt_file_free(&g);
+            }
+        }
+        if (fd >= 0) close(fd);
+        if (s == TL_OK) tl__fmt_file_free(&f);
     } else {
         tl__pk_value *root;
         tl__pk_arena *arena;

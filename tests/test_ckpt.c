@@ -10,7 +10,8 @@
  * and converted); metadata with the script's list. Hostile files (live os.system
  * / eval / __import__ payloads, deflated entries, short or missing storages,
  * deep nesting, huge counts, truncation at every byte) are refused with their
- * messages, and the payloads' marker file never appears. Without torch these
+ * messages (the same whether the zip's local headers are read through the image
+ * or with pread), and the payloads' marker file never appears. Without torch these
  * tests skip and say why (ctest shows Skipped; with CI=true they fail); a
  * fault-injection sweep over opening the committed fuzz seed every.ckpt runs
  * either way.
@@ -26,6 +27,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 static struct {
@@ -400,18 +402,48 @@ static uint8_t *load_file(const char *name, size_t *len) {
     return img;
 }
 
+/*
+ * tl__ckpt_parse on img, and tl__ckpt_parse_fd on the same bytes in a memfd (the local headers
+ * read with pread): the same status, the same message, the same tensors at the same offsets.
+ * Returns the first's status with its message current.
+ */
+static tl_status parse_both(const uint8_t *img, size_t n, const char *name, tl__fmt_file *f) {
+    int fd = memfd_create("ckpt", 0);
+    assert_true(fd >= 0);
+    assert_int_equal(n ? write(fd, img, n) : 0, (ssize_t)n);
+    tl__fmt_file g;
+    tl_status sg = tl__ckpt_parse_fd(img, n, fd, name, &g);
+    char *msg = strdup(tl_last_error());
+    close(fd);
+    tl_status s = tl__ckpt_parse(img, n, name, f);
+    if (s != sg || (s && strcmp(msg, tl_last_error())))
+        fail_msg("%s, %zu bytes: read through the image: %s (%s); with pread: %s (%s)", name, n,
+                 tl_status_name(s), s ? tl_last_error() : "", tl_status_name(sg), msg);
+    if (!s) {
+        assert_int_equal(f->n_tensors, g.n_tensors);
+        for (size_t i = 0; i < f->n_tensors; i++) {
+            assert_string_equal(f->tensors[i].name, g.tensors[i].name);
+            assert_int_equal(f->tensors[i].offset, g.tensors[i].offset);
+            assert_int_equal(f->tensors[i].nbytes, g.tensors[i].nbytes);
+        }
+        tl__fmt_file_free(&g);
+    }
+    free(msg);
+    return s;
+}
+
 static void test_truncation_every_byte(void **st) {
     (void)st;
     NEED_TORCH();
     size_t len;
     uint8_t *img = load_file("small.ckpt", &len);
     tl__fmt_file f;
-    assert_int_equal(tl__ckpt_parse(img, len, "small.ckpt", &f), TL_OK);
+    assert_int_equal(parse_both(img, len, "small.ckpt", &f), TL_OK);
     tl__fmt_file_free(&f);
     for (size_t n = 0; n < len; n++) {
         uint8_t *cut = malloc(n ? n : 1); /* exact size: ASan sees any read past the end */
         memcpy(cut, img, n);
-        tl_status s = tl__ckpt_parse(cut, n, "small.ckpt", &f);
+        tl_status s = parse_both(cut, n, "small.ckpt", &f);
         if (s == TL_OK) fail_msg("truncated to %zu of %zu bytes: accepted", n, len);
         assert_non_null(strstr(tl_last_error(), "small.ckpt"));
         assert_null(f.tensors);
@@ -436,7 +468,7 @@ static void tell_lies(const char *file, const lie *lies, size_t n) {
         for (size_t b = 0; b < lies[k].width; b++)
             bad[len - lies[k].at + b] = (uint8_t)(lies[k].value >> (8 * (b % 8)));
         tl__fmt_file f;
-        tl_status s = tl__ckpt_parse(bad, len, "lie.ckpt", &f);
+        tl_status s = parse_both(bad, len, "lie.ckpt", &f);
         if (s != lies[k].want || !strstr(tl_last_error(), lies[k].needle))
             fail_msg("%s, lie %zu: got %s (%s)", file, k, tl_status_name(s), tl_last_error());
         free(bad);

@@ -6,7 +6,9 @@
  * I64 -> I32 range errors and the public tl_convert, also over long arrays
  * (every F16 value at every alignment and length tail, a sweep of F32
  * values to F16 and BF16, every F16 value to BF16 and back) against the same reference, where the
- * kernels work on several elements at once.
+ * kernels work on several elements at once; every F8 code of every format to every float target;
+ * the CPU-specific kernels bit for bit against the portable ones, also under flush-to-zero and
+ * denormals-are-zero.
  */
 #include "testutil.h"
 #include "io/convert.h"
@@ -15,6 +17,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 
 static float u2f(uint32_t u) {
     float f;
@@ -217,6 +222,41 @@ static void test_f8(void **st) {
     assert_true(u2f(tl__f8e5m2_to_f32(0x7b)) == 57344.0f);
 }
 
+/* Every code of every F8 format to every float target, in one array (the kernels' unrolled loops
+ * and their tails, from an odd address) and one element at a time, against the reference. */
+static void test_f8_every_code(void **st) {
+    (void)st;
+    const tl_dtype from[] = {TL_DTYPE_F8_E4M3, TL_DTYPE_F8_E5M2, TL_DTYPE_F8_E4M3FNUZ,
+                             TL_DTYPE_F8_E5M2FNUZ};
+    const tl_dtype to[] = {TL_DTYPE_F16, TL_DTYPE_BF16, TL_DTYPE_F32};
+    unsigned char src[257];
+    uint32_t out[257];
+    for (unsigned b = 0; b < 256; b++)
+        src[b + 1] = (unsigned char)b;
+    for (size_t f = 0; f < sizeof from / sizeof *from; f++)
+        for (size_t t = 0; t < sizeof to / sizeof *to; t++) {
+            char what[64];
+            snprintf(what, sizeof what, "%s to %s", tl_dtype_name(from[f]), tl_dtype_name(to[t]));
+            assert_true(tl_convert_supported(from[f], to[t]));
+            for (uint64_t n = 253; n <= 256; n++) {
+                memset(out, 0xa5, sizeof out);
+                assert_int_equal(tl_convert(to[t], out, from[f], src + 1 + (256 - n), n), TL_OK);
+                ref_check_converted(to[t], out, from[f], src + 1 + (256 - n), n, what);
+            }
+            for (unsigned b = 0; b < 256; b++) {
+                assert_int_equal(tl_convert(to[t], out, from[f], src + 1 + b, 1), TL_OK);
+                ref_check_converted(to[t], out, from[f], src + 1 + b, 1, what);
+            }
+        }
+    /* known values of the FNUZ forms */
+    assert_true(u2f(tl__f8e4m3fnuz_to_f32(0x7f)) == 240.0f);
+    assert_true(u2f(tl__f8e4m3fnuz_to_f32(0x01)) == ldexpf(1, -10));
+    assert_true(isnan(u2f(tl__f8e4m3fnuz_to_f32(0x80))));
+    assert_true(u2f(tl__f8e5m2fnuz_to_f32(0x7f)) == 57344.0f);
+    assert_true(u2f(tl__f8e5m2fnuz_to_f32(0x01)) == ldexpf(1, -17));
+    assert_true(isnan(u2f(tl__f8e5m2fnuz_to_f32(0x80))));
+}
+
 static void test_f64_i64(void **st) {
     (void)st;
     double d[] = {1.0 / 3, -0.0,           INFINITY,       -INFINITY,      NAN,       1e300, -1e300,
@@ -333,14 +373,71 @@ static void test_bulk_arrays(void **st) {
     free(h);
 }
 
+/*
+ * The CPU-specific kernels (F16C on x86-64, where the CPU has it) against the portable ones, bit
+ * for bit: every F16 / BF16 value both ways and a sweep of F32 values, from an odd element offset
+ * with a tail, so that each loop and its remainder run.
+ */
+static void test_cpu_kernels_match_portable(void **st) {
+    (void)st;
+    size_t n = 1u << 20;
+    uint32_t *in = malloc(n * 4);
+    uint16_t *a = malloc(n * 2), *b = malloc(n * 2);
+    assert_non_null(in);
+    assert_non_null(a);
+    assert_non_null(b);
+    for (size_t i = 0; i < n; i++)
+        in[i] = (uint32_t)(i * 4099u) ^ (uint32_t)(i << 20);
+    uint64_t bad = 0;
+    assert_true(tl__convert_run(TL_DTYPE_F16, a, TL_DTYPE_F32, in + 1, n - 8, &bad));
+    assert_true(tl__convert_run_portable(TL_DTYPE_F16, b, TL_DTYPE_F32, in + 1, n - 8, &bad));
+    assert_memory_equal(a, b, (n - 8) * 2);
+    uint16_t *h = (uint16_t *)(void *)in;
+    for (size_t i = 0; i < 65536 + 40; i++)
+        h[i] = (uint16_t)(i * 40503u);
+    const tl_dtype pair[][2] = {{TL_DTYPE_F16, TL_DTYPE_BF16}, {TL_DTYPE_BF16, TL_DTYPE_F16}};
+    for (size_t k = 0; k < 2; k++)
+        for (size_t len = 65536 + 17; len < 65536 + 40; len += 7) {
+            assert_true(tl__convert_run(pair[k][1], a, pair[k][0], h + 1, len, &bad));
+            assert_true(tl__convert_run_portable(pair[k][1], b, pair[k][0], h + 1, len, &bad));
+            assert_memory_equal(a, b, len * 2);
+        }
+#if defined(__x86_64__)
+    /* the same under a caller's flush-to-zero and denormals-are-zero modes (MXCSR): F32 values
+     * down to the smallest subnormals, and every F16 / BF16 value */
+    unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040u);
+    for (size_t i = 0; i < n; i++)
+        in[i] = (uint32_t)(i * 4099u) ^ (uint32_t)(i << 20);
+    for (uint32_t i = 0; i < 65536; i++)
+        in[i] = (i << 13) | (i & 1u) | ((i & 2u) << 30); /* both signs, exponents 0 .. 15 */
+    bool same = tl__convert_run(TL_DTYPE_F16, a, TL_DTYPE_F32, in, n, &bad) &&
+                tl__convert_run_portable(TL_DTYPE_F16, b, TL_DTYPE_F32, in, n, &bad) &&
+                !memcmp(a, b, n * 2);
+    for (size_t i = 0; i < 65536; i++)
+        h[i] = (uint16_t)i;
+    for (size_t k = 0; k < 2 && same; k++)
+        same = tl__convert_run(pair[k][1], a, pair[k][0], h, 65536, &bad) &&
+               tl__convert_run_portable(pair[k][1], b, pair[k][0], h, 65536, &bad) &&
+               !memcmp(a, b, 65536 * 2);
+    _mm_setcsr(csr);
+    assert_true(same);
+#endif
+    free(in);
+    free(a);
+    free(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f16_decode_exhaustive),
         cmocka_unit_test(test_f32_to_f16_bf16_rounding),
         cmocka_unit_test(test_f8),
+        cmocka_unit_test(test_f8_every_code),
         cmocka_unit_test(test_f64_i64),
         cmocka_unit_test(test_pairs),
         cmocka_unit_test(test_bulk_arrays),
+        cmocka_unit_test(test_cpu_kernels_match_portable),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

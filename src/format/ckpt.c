@@ -354,6 +354,11 @@ static tl_status parse_archive(const uint8_t *data, uint64_t size, const char *p
 }
 
 tl_status tl__ckpt_parse(const uint8_t *data, uint64_t size, const char *path, tl__fmt_file *out) {
+    return tl__ckpt_parse_fd(data, size, -1, path, out);
+}
+
+tl_status tl__ckpt_parse_fd(const uint8_t *data, uint64_t size, int fd, const char *path,
+                            tl__fmt_file *out) {
     memset(out, 0, sizeof *out);
     if (size >= 2 && data[0] == 0x80 && data[1] <= 5)
         return tl__err(TL_ERR_UNSUPPORTED,
@@ -361,7 +366,7 @@ tl_status tl__ckpt_parse(const uint8_t *data, uint64_t size, const char *path, t
                       "1.6); re-save it with a current torch.save",
                       path);
     tl__zip z;
-    tl_status st = tl__zip_open(data, size, path, &z);
+    tl_status st = tl__zip_open_fd(data, size, fd, path, &z);
     if (st) return st;
     tl__fmt_file f;
     memset(&f, 0, sizeof f);

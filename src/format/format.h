@@ -72,6 +72,10 @@ tl_status tl__safetensors_parse(const uint8_t *data, uint64_t size, const char *
  * pickle. On failure *out is left empty.
  */
 tl_status tl__ckpt_parse(const uint8_t *data, uint64_t size, const char *path, tl__fmt_file *out);
+/* The same where data maps the file fd holds: the zip's local headers (one per storage) are read
+ * with pread rather than faulted in through the mapping one page each (tl__zip_open_fd). */
+tl_status tl__ckpt_parse_fd(const uint8_t *data, uint64_t size, int fd, const char *path,
+                            tl__fmt_file *out);
 /* Free what a successful parse allocated. */
 void tl__fmt_file_free(tl__fmt_file *f);
 

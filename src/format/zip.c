@@ -15,6 +15,14 @@
  * lies inside the directory, every local header and its bytes lie before the
  * central directory, the local name equals the central name, and names are
  * unique and NUL-free. CRCs are not checked (that would read every byte).
+ *
+ * The central directory is read in place, in one pass; the local headers,
+ * one before each entry's bytes (a torch.save checkpoint's storages often lie
+ * megabytes apart), in a second pass. Through a mapping each of them
+ * costs a page fault (with fault-around and a page-table page, undone again
+ * at munmap); given the file's descriptor, tl__zip_open_fd reads them with
+ * pread instead, one read for each run of headers that lie close together
+ * (HDR_GAP), into one bounded buffer (HDR_BUF).
  */
 #include "format/zip.h"
 
@@ -30,6 +38,9 @@
 #define LFH_LEN 30u
 #define Z64_LOC_LEN 20u
 #define Z64_EOCD_LEN 56u
+/* The local-header buffer of tl__zip_open_fd, and the gap up to which two headers share a read. */
+#define HDR_BUF (128u << 10) /* > the longest header read: 30 bytes + a 65,535-byte name */
+#define HDR_GAP (8u << 10)
 
 static uint16_t u16(const uint8_t *p) {
     return (uint16_t)(p[0] | (p[1] << 8));
@@ -86,7 +97,90 @@ static tl_status zip64_extra(const uint8_t *ex, uint32_t elen, tl__zip_entry *e,
     return TL_OK;
 }
 
+/*
+ * The local headers of entries [i, j), each of whose bytes [lho, lho + LFH_LEN
+ * + name length), as far as they lie before cd_off, are at hdr + (lho - base):
+ * the signature, the local name equal to the central one, and the entry's
+ * bytes before the central directory. Sets each entry's offset.
+ */
+static tl_status check_local(const uint8_t *hdr, uint64_t base, tl__zip_entry *e, size_t i, size_t j,
+                             uint64_t cd_off, const char *path) {
+    for (size_t k = i; k < j; k++) {
+        tl__zip_entry *en = &e[k];
+        uint64_t lho = en->local_off;
+        const uint8_t *h = hdr + (lho - base);
+        uint32_t nlen = en->name_len;
+        if (memcmp(h, "PK\3\4", 4))
+            return tl__err(TL_ERR_FORMAT, "%s: zip entry '%.*s': local header missing at %llu", path,
+                          (int)nlen, en->name, (unsigned long long)lho);
+        uint32_t lnlen = u16(h + 26), lelen = u16(h + 28);
+        if (!tl__range_ok(lho + LFH_LEN, (uint64_t)lnlen + lelen, cd_off) || lnlen != nlen ||
+            memcmp(h + LFH_LEN, en->name, nlen))
+            return tl__err(TL_ERR_FORMAT,
+                          "%s: zip entry '%.*s': local header does not match the central directory",
+                          path, (int)nlen, en->name);
+        uint64_t data_off = lho + LFH_LEN + lnlen + lelen;
+        if (!tl__range_ok(data_off, en->size, cd_off))
+            return tl__err(TL_ERR_FORMAT,
+                          "%s: zip entry '%.*s': its %llu bytes at %llu run past the central "
+                          "directory (truncated?)",
+                          path, (int)nlen, en->name, (unsigned long long)en->size,
+                          (unsigned long long)data_off);
+        en->offset = data_off;
+    }
+    return TL_OK;
+}
+
+/*
+ * The second pass: every entry's local header, from the image (fd < 0) or
+ * with pread, a run of entries whose headers lie within HDR_GAP of each other
+ * and within HDR_BUF in all per read (central directory order: a writer's
+ * file order; another order only costs reads).
+ */
+static tl_status read_locals(const uint8_t *data, int fd, tl__zip_entry *e, size_t n,
+                             uint64_t cd_off, const char *path) {
+    uint8_t *buf = NULL;
+    if (fd >= 0 && n) {
+        buf = tl__os_malloc(HDR_BUF);
+        if (!buf) return tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
+    }
+    tl_status st = TL_OK;
+    for (size_t i = 0; i < n && !st;) {
+        /* a header's span: its fixed part and its name, cut at the central directory (the first
+         * pass checked that the fixed part lies before it; check_local reads the name only when
+         * the header says it does too) */
+        uint64_t base = e[i].local_off, end = base + LFH_LEN + e[i].name_len;
+        if (end > cd_off) end = cd_off;
+        size_t j = i + 1;
+        while (fd >= 0 && j < n) {
+            uint64_t lho = e[j].local_off, hend = lho + LFH_LEN + e[j].name_len;
+            if (hend > cd_off) hend = cd_off;
+            if (lho < base || lho > end + HDR_GAP || hend - base > HDR_BUF) break;
+            if (hend > end) end = hend;
+            j++;
+        }
+        if (fd < 0) {
+            st = check_local(data + base, base, e, i, j, cd_off, path);
+        } else {
+            int err = tl__os_pread_full(fd, buf, (size_t)(end - base), base);
+            if (err)
+                st = tl__err_errno(err, "%s: cannot read the zip's local headers at %llu", path,
+                                  (unsigned long long)base);
+            else
+                st = check_local(buf, base, e, i, j, cd_off, path);
+        }
+        i = j;
+    }
+    free(buf);
+    return st;
+}
+
 tl_status tl__zip_open(const uint8_t *data, uint64_t size, const char *path, tl__zip *z) {
+    return tl__zip_open_fd(data, size, -1, path, z);
+}
+
+tl_status tl__zip_open_fd(const uint8_t *data, uint64_t size, int fd, const char *path,
+                          tl__zip *z) {
     memset(z, 0, sizeof *z);
     if (size < EOCD_LEN)
         return tl__err(TL_ERR_FORMAT, "%s: truncated zip: %llu bytes, no end of central directory",
@@ -180,36 +274,18 @@ tl_status tl__zip_open(const uint8_t *data, uint64_t size, const char *path, tl_
                         (int)nlen, en->name);
             break;
         }
-        /* The local header and the bytes it announces lie before the central directory. */
-        uint64_t data_off;
-        if (!tl__range_ok(lho, LFH_LEN, cd_off) || memcmp(data + lho, "PK\3\4", 4)) {
+        /* The local header lies before the central directory (read in the second pass). */
+        if (!tl__range_ok(lho, LFH_LEN, cd_off)) {
             st = tl__err(TL_ERR_FORMAT, "%s: zip entry '%.*s': local header missing at %llu", path,
                         (int)nlen, en->name, (unsigned long long)lho);
             break;
         }
-        uint32_t lnlen = u16(data + lho + 26), lelen = u16(data + lho + 28);
-        if (!tl__range_ok(lho + LFH_LEN, (uint64_t)lnlen + lelen, cd_off) || lnlen != nlen ||
-            memcmp(data + lho + LFH_LEN, en->name, nlen)) {
-            st = tl__err(TL_ERR_FORMAT,
-                        "%s: zip entry '%.*s': local header does not match the central directory",
-                        path, (int)nlen, en->name);
-            break;
-        }
-        data_off = lho + LFH_LEN + lnlen + lelen;
-        if (!tl__range_ok(data_off, en->size, cd_off)) {
-            st = tl__err(TL_ERR_FORMAT,
-                        "%s: zip entry '%.*s': its %llu bytes at %llu run past the central "
-                        "directory (truncated?)",
-                        path, (int)nlen, en->name, (unsigned long long)en->size,
-                        (unsigned long long)data_off);
-            break;
-        }
-        en->offset = data_off;
         en->local_off = lho;
         en->central_off = at;
         z->n_entries++;
         at += CDH_LEN + (uint64_t)nlen + elen + clen;
     }
+    if (!st) st = read_locals(data, fd, z->entries, z->n_entries, cd_off, path);
     if (!st && z->n_entries) {
         qsort(z->entries, z->n_entries, sizeof *z->entries, cmp_entry);
         for (size_t i = 1; i < z->n_entries && !st; i++)

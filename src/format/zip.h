@@ -35,6 +35,13 @@ typedef struct tl__zip {
  * central directory. On failure *z is empty.
  */
 tl_status tl__zip_open(const uint8_t *data, uint64_t size, const char *path, tl__zip *z);
+/*
+ * The same for an image that is a mapping of the file fd holds: the local
+ * headers are read with pread (a few reads for many headers) instead of
+ * through the mapping (a page fault each). fd < 0: as tl__zip_open.
+ */
+tl_status tl__zip_open_fd(const uint8_t *data, uint64_t size, int fd, const char *path,
+                          tl__zip *z);
 /* The entry with this exact name, or NULL. */
 const tl__zip_entry *tl__zip_find(const tl__zip *z, const char *name, size_t len);
 void tl__zip_free(tl__zip *z);

@@ -1,9 +1,12 @@
 /*
  * convert.c — the dtype conversion kernels: F32 <-> F16 <-> BF16,
- * F8_E4M3 / F8_E5M2 -> F16 / BF16 / F32, F64 -> F32, I64 -> I32.
+ * F8_E4M3 / F8_E5M2 / F8_E4M3FNUZ / F8_E5M2FNUZ -> F16 / BF16 / F32 (by
+ * 256-entry tables), F64 -> F32, I64 -> I32. Portable vector code, and
+ * F16C on x86-64 CPUs that have it (picked at run time).
  */
 #include "io/convert.h"
 #include "core/error.h"
+#include "os/thread.h"
 
 #include <string.h>
 
@@ -11,6 +14,8 @@ unsigned tl__convert_elem_size(tl_dtype t) {
     switch (t) {
     case TL_DTYPE_F8_E4M3:
     case TL_DTYPE_F8_E5M2:
+    case TL_DTYPE_F8_E4M3FNUZ:
+    case TL_DTYPE_F8_E5M2FNUZ:
         return 1;
     case TL_DTYPE_F16:
     case TL_DTYPE_BF16:
@@ -39,6 +44,8 @@ bool tl_convert_supported(tl_dtype from, tl_dtype to) {
     case TL_DTYPE_BF16:
     case TL_DTYPE_F8_E4M3:
     case TL_DTYPE_F8_E5M2:
+    case TL_DTYPE_F8_E4M3FNUZ:
+    case TL_DTYPE_F8_E5M2FNUZ:
         return is_float_target(to);
     case TL_DTYPE_F64:
         return to == TL_DTYPE_F32;
@@ -168,10 +175,6 @@ static inline u32x4 f32_to_f16_x4w(u32x4 x) {
     return (o | (sign >> 16)) & 0xffffu;
 }
 
-static inline u16x4 f32_to_f16_x4(u32x4 x) {
-    return __builtin_convertvector(f32_to_f16_x4w(x), u16x4);
-}
-
 static inline u16x4 f32_to_bf16_x4(u32x4 x) {
     u32x4 nan = (u32x4)((i32x4)(x & 0x7fffffffu) > (int32_t)0x7f800000u);
     u32x4 r = (((x + 0x7fffu + ((x >> 16) & 1u)) >> 16) & ~nan) | (((x >> 16) | 0x40u) & nan);
@@ -220,21 +223,211 @@ uint32_t tl__f8e5m2_to_f32(uint8_t b) {
     return f16_to_f32((uint16_t)((uint16_t)b << 8));
 }
 
-/* F16 <-> BF16, 4 at a time through F32 bits, over the first elements of n; returns how many. */
-static uint64_t half_to_half_n(tl_dtype to, unsigned char *d, tl_dtype from, const unsigned char *s,
-                               uint64_t n) {
+/* F8_E4M3FNUZ: bias 8, no Inf, no negative zero: 0x80 is the only NaN. */
+uint32_t tl__f8e4m3fnuz_to_f32(uint8_t b) {
+    if (b == 0x80u) return 0x7fc00000u;
+    uint32_t sign = (uint32_t)(b & 0x80u) << 24;
+    uint32_t e = (b >> 3) & 0xfu, m = b & 7u;
+    if (e == 0) return sign | f2u((float)m * (1.0f / 1024.0f)); /* m * 2^-10, exact */
+    return sign | ((e + 119u) << 23) | (m << 20);
+}
+
+/* F8_E5M2FNUZ: bias 16, no Inf, no negative zero: 0x80 is the only NaN. */
+uint32_t tl__f8e5m2fnuz_to_f32(uint8_t b) {
+    if (b == 0x80u) return 0x7fc00000u;
+    uint32_t sign = (uint32_t)(b & 0x80u) << 24;
+    uint32_t e = (b >> 2) & 0x1fu, m = b & 3u;
+    if (e == 0) return sign | f2u((float)m * 0x1p-17f); /* m * 2^-17, exact */
+    return sign | ((e + 111u) << 23) | (m << 21);
+}
+
+/*
+ * F8 sources decode through tables: for each of the four formats, the F32
+ * bits, F16 and BF16 of all 256 codes, built once from the scalar decoders
+ * above (F16 and BF16 hold every F8 value exactly, so the narrowing rounds
+ * nothing: the tables are exact by construction; E5M2 -> F16 keeps the bits).
+ */
+enum { F8_FORMATS = 4 };
+typedef struct f8_table {
+    uint32_t f32[256];
+    uint16_t f16[256], bf16[256];
+} f8_table;
+static f8_table f8_tables[F8_FORMATS];
+static pthread_once_t convert_once = PTHREAD_ONCE_INIT;
+static bool have_f16c; /* set once, by convert_init, before any kernel reads it */
+
+static int f8_index(tl_dtype t) {
+    switch (t) {
+    case TL_DTYPE_F8_E4M3:
+        return 0;
+    case TL_DTYPE_F8_E5M2:
+        return 1;
+    case TL_DTYPE_F8_E4M3FNUZ:
+        return 2;
+    case TL_DTYPE_F8_E5M2FNUZ:
+        return 3;
+    default:
+        return -1;
+    }
+}
+
+static void f8_build(void) {
+    uint32_t (*const dec[F8_FORMATS])(uint8_t) = {tl__f8e4m3_to_f32, tl__f8e5m2_to_f32,
+                                                  tl__f8e4m3fnuz_to_f32, tl__f8e5m2fnuz_to_f32};
+    for (int k = 0; k < F8_FORMATS; k++)
+        for (unsigned b = 0; b < 256; b++) {
+            uint32_t u = dec[k]((uint8_t)b);
+            f8_tables[k].f32[b] = u;
+            /* E5M2 is the top byte of an F16: keep its bits, NaN payloads included */
+            f8_tables[k].f16[b] = k == f8_index(TL_DTYPE_F8_E5M2) ? (uint16_t)(b << 8) : tl__f32_to_f16(u);
+            f8_tables[k].bf16[b] = tl__f32_to_bf16(u);
+        }
+}
+
+static void f8_to_32(unsigned char *d, const unsigned char *s, uint64_t n, const uint32_t *t) {
     uint64_t i = 0;
     for (; i + 4 <= n; i += 4) {
-        u16x4 h;
+        uint32_t v[4] = {t[s[i]], t[s[i + 1]], t[s[i + 2]], t[s[i + 3]]};
+        memcpy(d + i * 4, v, sizeof v);
+    }
+    for (; i < n; i++)
+        memcpy(d + i * 4, &t[s[i]], 4);
+}
+
+static void f8_to_16(unsigned char *d, const unsigned char *s, uint64_t n, const uint16_t *t) {
+    uint64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint16_t v[4] = {t[s[i]], t[s[i + 1]], t[s[i + 2]], t[s[i + 3]]};
+        memcpy(d + i * 2, v, sizeof v);
+    }
+    for (; i < n; i++)
+        memcpy(d + i * 2, &t[s[i]], 2);
+}
+
+/* The low halves of two vectors of 32-bit lanes, in order. */
+static inline u16x8 pack_low16(u32x4 x, u32x4 y) {
+    u16x8 a = (u16x8)x, b = (u16x8)y;
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+#else
+    return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+#endif
+}
+
+/* F16 <-> BF16, 8 at a time through F32 bits, over the first elements of n; returns how many. */
+static uint64_t half_to_half_n(unsigned char *d, tl_dtype from, const unsigned char *s, uint64_t n) {
+    uint64_t i = 0;
+    if (from == TL_DTYPE_F16) { /* to BF16 */
+        for (; i + 8 <= n; i += 8) {
+            u16x4 a, b;
+            memcpy(&a, s + i * 2, sizeof a);
+            memcpy(&b, s + i * 2 + 8, sizeof b);
+            u32x4 x = f16_to_f32_x4(a), y = f16_to_f32_x4(b);
+            u32x4 nx = (u32x4)((i32x4)(x & 0x7fffffffu) > (int32_t)0x7f800000u);
+            u32x4 ny = (u32x4)((i32x4)(y & 0x7fffffffu) > (int32_t)0x7f800000u);
+            x = (((x + 0x7fffu + ((x >> 16) & 1u)) >> 16) & ~nx) | (((x >> 16) | 0x40u) & nx);
+            y = (((y + 0x7fffu + ((y >> 16) & 1u)) >> 16) & ~ny) | (((y >> 16) | 0x40u) & ny);
+            u16x8 o = pack_low16(x, y);
+            memcpy(d + i * 2, &o, sizeof o);
+        }
+        return i;
+    }
+    for (; i + 8 <= n; i += 8) { /* BF16 to F16 */
+        u16x8 h;
         memcpy(&h, s + i * 2, sizeof h);
-        u32x4 x = from == TL_DTYPE_F16 ? f16_to_f32_x4(h) : __builtin_convertvector(h, u32x4) << 16;
-        u16x4 o = to == TL_DTYPE_F16 ? f32_to_f16_x4(x) : f32_to_bf16_x4(x);
+        u32x4 x = __builtin_convertvector(__builtin_shufflevector(h, h, 0, 1, 2, 3), u32x4) << 16;
+        u32x4 y = __builtin_convertvector(__builtin_shufflevector(h, h, 4, 5, 6, 7), u32x4) << 16;
+        u16x8 o = pack_low16(f32_to_f16_x4w(x), f32_to_f16_x4w(y));
         memcpy(d + i * 2, &o, sizeof o);
     }
     return i;
 }
 
-/* Load element i of src as f32 bits (float sources only). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+
+/*
+ * x86-64 with AVX2 and F16C, chosen at run time: the hardware's F16 <-> F32
+ * conversions, 16 elements a loop. vcvtph2ps is exact; vcvtps2ph with
+ * immediate 0 rounds to nearest even whatever MXCSR says, and both quiet a
+ * NaN keeping the top of its payload and its sign, as the portable code does:
+ * the two agree bit for bit (test_convert compares them on every F16 and
+ * BF16 value). Each returns how many of the first elements of n it did.
+ */
+#define TL__F16C __attribute__((target("avx2,f16c")))
+
+/* tl__f32_to_bf16 on 8 lanes of F32 bits (to the low halves of the lanes). */
+TL__F16C static inline __m256i f32_to_bf16_x8(__m256i x) {
+    __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x7fffffff)),
+                                     _mm256_set1_epi32(0x7f800000));
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_srli_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(x, _mm256_set1_epi32(0x7fff)), lsb), 16);
+    __m256i q = _mm256_or_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(0x40));
+    return _mm256_blendv_epi8(r, q, nan);
+}
+
+TL__F16C static uint64_t f16_to_bf16_f16c(unsigned char *d, const unsigned char *s, uint64_t n) {
+    uint64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(const void *)(s + i * 2));
+        __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(s + i * 2 + 16));
+        __m256i x = f32_to_bf16_x8(_mm256_castps_si256(_mm256_cvtph_ps(a)));
+        __m256i y = f32_to_bf16_x8(_mm256_castps_si256(_mm256_cvtph_ps(b)));
+        /* packus interleaves the 128-bit halves: x0-3 y0-3 x4-7 y4-7; put them in order */
+        __m256i o = _mm256_permute4x64_epi64(_mm256_packus_epi32(x, y), 0xd8);
+        _mm256_storeu_si256((__m256i *)(void *)(d + i * 2), o);
+    }
+    return i;
+}
+
+TL__F16C static uint64_t bf16_to_f16_f16c(unsigned char *d, const unsigned char *s, uint64_t n) {
+    uint64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(const void *)(s + i * 2));
+        __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(s + i * 2 + 16));
+        __m256 x = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(a), 16));
+        __m256 y = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16));
+        _mm_storeu_si128((__m128i *)(void *)(d + i * 2), _mm256_cvtps_ph(x, 0));
+        _mm_storeu_si128((__m128i *)(void *)(d + i * 2 + 16), _mm256_cvtps_ph(y, 0));
+    }
+    return i;
+}
+
+TL__F16C static uint64_t f32_to_f16_f16c(unsigned char *d, const unsigned char *s, uint64_t n) {
+    uint64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 x = _mm256_loadu_ps((const float *)(const void *)(s + i * 4));
+        __m256 y = _mm256_loadu_ps((const float *)(const void *)(s + i * 4 + 32));
+        _mm_storeu_si128((__m128i *)(void *)(d + i * 2), _mm256_cvtps_ph(x, 0));
+        _mm_storeu_si128((__m128i *)(void *)(d + i * 2 + 16), _mm256_cvtps_ph(y, 0));
+    }
+    return i;
+}
+
+/* AVX2 (which the compilers' check also requires the OS to have enabled) and F16C (CPUID leaf 1,
+ * ECX bit 29; clang's __builtin_cpu_supports does not know the name). */
+static bool cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#else
+static bool cpu_has_f16c(void) {
+    return false;
+}
+#define f16_to_bf16_f16c(d, s, n) ((void)(d), (void)(s), (void)(n), (uint64_t)0)
+#define bf16_to_f16_f16c(d, s, n) ((void)(d), (void)(s), (void)(n), (uint64_t)0)
+#define f32_to_f16_f16c(d, s, n) ((void)(d), (void)(s), (void)(n), (uint64_t)0)
+#endif
+
+static void convert_init(void) {
+    f8_build();
+    have_f16c = cpu_has_f16c();
+}
+
+/* Load element i of src as f32 bits (F32, F16 and BF16 sources). */
 static inline uint32_t load_f32(tl_dtype from, const unsigned char *s, uint64_t i) {
     uint16_t h;
     uint32_t u;
@@ -248,17 +441,14 @@ static inline uint32_t load_f32(tl_dtype from, const unsigned char *s, uint64_t 
     case TL_DTYPE_BF16:
         memcpy(&h, s + i * 2, 2);
         return (uint32_t)h << 16;
-    case TL_DTYPE_F8_E4M3:
-        return tl__f8e4m3_to_f32(s[i]);
-    case TL_DTYPE_F8_E5M2:
-        return tl__f8e5m2_to_f32(s[i]);
     default:
         return 0;
     }
 }
 
-bool tl__convert_run(tl_dtype to, void *dst, tl_dtype from, const void *src, uint64_t n,
-                     uint64_t *bad_index) {
+/* tl__convert_run, with the CPU-specific kernels where simd and the CPU has them. */
+static bool convert_run(tl_dtype to, void *dst, tl_dtype from, const void *src, uint64_t n,
+                        uint64_t *bad_index, bool simd) {
     const unsigned char *s = src;
     unsigned char *d = dst;
     if (from == to) {
@@ -287,6 +477,15 @@ bool tl__convert_run(tl_dtype to, void *dst, tl_dtype from, const void *src, uin
         }
         return true;
     }
+    int f8 = f8_index(from);
+    if (f8 >= 0) {
+        const f8_table *t = &f8_tables[f8];
+        if (to == TL_DTYPE_F32)
+            f8_to_32(d, s, n, t->f32);
+        else
+            f8_to_16(d, s, n, to == TL_DTYPE_F16 ? t->f16 : t->bf16);
+        return true;
+    }
     /* fast paths for the common pairs */
     if (from == TL_DTYPE_BF16 && to == TL_DTYPE_F32) {
         for (uint64_t i = 0; i < n; i++) {
@@ -297,29 +496,24 @@ bool tl__convert_run(tl_dtype to, void *dst, tl_dtype from, const void *src, uin
         }
         return true;
     }
-    if (from == TL_DTYPE_F8_E5M2 && to == TL_DTYPE_F16) {
-        for (uint64_t i = 0; i < n; i++) {
-            uint16_t h = (uint16_t)((uint16_t)s[i] << 8);
-            memcpy(d + i * 2, &h, 2);
-        }
-        return true;
-    }
     /* the common pairs, several elements at a time; what they leave, element by element below */
     uint64_t i = 0;
-    if (from == TL_DTYPE_F16 && to == TL_DTYPE_F32)
+    bool f16c = simd && have_f16c;
+    if (f16c && from == TL_DTYPE_F16 && to == TL_DTYPE_BF16)
+        i = f16_to_bf16_f16c(d, s, n);
+    else if (f16c && from == TL_DTYPE_BF16 && to == TL_DTYPE_F16)
+        i = bf16_to_f16_f16c(d, s, n);
+    else if (f16c && from == TL_DTYPE_F32 && to == TL_DTYPE_F16)
+        i = f32_to_f16_f16c(d, s, n);
+    else if (from == TL_DTYPE_F16 && to == TL_DTYPE_F32)
         i = f16_to_f32_n(d, s, n);
     else if ((from == TL_DTYPE_F16 && to == TL_DTYPE_BF16) ||
              (from == TL_DTYPE_BF16 && to == TL_DTYPE_F16))
-        i = half_to_half_n(to, d, from, s, n);
+        i = half_to_half_n(d, from, s, n);
     else if (from == TL_DTYPE_F32 && (to == TL_DTYPE_F16 || to == TL_DTYPE_BF16))
         i = f32_to_half_n(to, d, s, n);
-    /* F8_E4M3 sources: a 256-entry table */
-    uint32_t table[256];
-    if (from == TL_DTYPE_F8_E4M3)
-        for (unsigned b = 0; b < 256; b++)
-            table[b] = tl__f8e4m3_to_f32((uint8_t)b);
     for (; i < n; i++) {
-        uint32_t u = from == TL_DTYPE_F8_E4M3 ? table[s[i]] : load_f32(from, s, i);
+        uint32_t u = load_f32(from, s, i);
         if (to == TL_DTYPE_F32) {
             memcpy(d + i * 4, &u, 4);
         } else {
@@ -328,6 +522,18 @@ bool tl__convert_run(tl_dtype to, void *dst, tl_dtype from, const void *src, uin
         }
     }
     return true;
+}
+
+bool tl__convert_run(tl_dtype to, void *dst, tl_dtype from, const void *src, uint64_t n,
+                     uint64_t *bad_index) {
+    pthread_once(&convert_once, convert_init);
+    return convert_run(to, dst, from, src, n, bad_index, true);
+}
+
+bool tl__convert_run_portable(tl_dtype to, void *dst, tl_dtype from, const void *src, uint64_t n,
+                              uint64_t *bad_index) {
+    pthread_once(&convert_once, convert_init);
+    return convert_run(to, dst, from, src, n, bad_index, false);
 }
 
 tl_status tl_convert(tl_dtype to, void *dst, tl_dtype from, const void *src, uint64_t n) {

@@ -22,8 +22,14 @@ uint32_t tl__f16_to_f32(uint16_t h);
 uint16_t tl__f32_to_bf16(uint32_t f32bits);
 uint32_t tl__f8e4m3_to_f32(uint8_t b);
 uint32_t tl__f8e5m2_to_f32(uint8_t b);
+uint32_t tl__f8e4m3fnuz_to_f32(uint8_t b);
+uint32_t tl__f8e5m2fnuz_to_f32(uint8_t b);
 /* Convert; on I64 -> I32 overflow returns false and *bad_index gets the element. */
 bool tl__convert_run(tl_dtype to, void *dst, tl_dtype from, const void *src, uint64_t n,
                     uint64_t *bad_index);
+/* The same with the portable kernels only, never the CPU-specific ones (for tests comparing the
+ * two). */
+bool tl__convert_run_portable(tl_dtype to, void *dst, tl_dtype from, const void *src, uint64_t n,
+                              uint64_t *bad_index);
 
 #endif

@@ -128,7 +128,7 @@ static tl_status open_file(tl_model *m, tl__mfile *f, const tl__disc_file *df, b
     else if (fmt == TL_FORMAT_SAFETENSORS)
         st = tl__safetensors_parse(b, size, path, &f->fmt);
     else if (fmt == TL_FORMAT_CKPT)
-        st = tl__ckpt_parse(b, size, path, &f->fmt);
+        st = tl__ckpt_parse_fd(b, size, f->fd, path, &f->fmt);
     else if (size < 8)
         st = tl__err(TL_ERR_FORMAT, "%s: truncated: %llu bytes is too short for any model file",
                     path, (unsigned long long)size);

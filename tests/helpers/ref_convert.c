@@ -54,6 +54,10 @@ double ref_decode(tl_dtype from, const void *src, uint64_t k) {
         if ((b & 0x7f) == 0x7f) return (b & 0x80) ? -NAN : NAN;
         return ieee(b, 4, 3, 7, 0);
     }
+    case TL_DTYPE_F8_E4M3FNUZ: /* no infinities, no negative zero: 0x80 is the one NaN */
+        return le(src, k, 1) == 0x80 ? NAN : ieee(le(src, k, 1), 4, 3, 8, 0);
+    case TL_DTYPE_F8_E5M2FNUZ:
+        return le(src, k, 1) == 0x80 ? NAN : ieee(le(src, k, 1), 5, 2, 16, 0);
     default:
         fail_msg("ref_decode: no reference for dtype %d", (int)from);
         return 0;
