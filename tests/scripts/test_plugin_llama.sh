@@ -40,14 +40,14 @@ fail() {
 
 lib=$build/libggml-tierload.so
 other=$build/libggml_other_version.so
-# in a sanitizer build the ASan runtime must stay first in the list of libraries: preload it ahead
-# of the stand-in
-asan_rt=$(ldd "$build/llama-plugin" 2>/dev/null | awk '/libasan/ { print $3 }')
-[ -z "$asan_rt" ] || other="$asan_rt $other"
 [ -f "$lib" ] && [ -x "$build/llama-plugin" ] && [ -x "$build/llama-oracle" ] && [ -f "$other" ] ||
     missing "libggml-tierload.so / llama-plugin / llama-oracle not built: no ggml source build with libllama in $ggml (run make ggml, then reconfigure)"
 data=${TL_TESTDATA:-}
 [ -n "$data" ] && [ -f "$data/gguf/tiny-llama-q4_0.gguf" ] || missing "no test data (TL_TESTDATA)"
+# in a sanitizer build the ASan runtime must stay first in the list of libraries: preload it ahead
+# of the stand-in
+asan_rt=$(ldd "$build/llama-plugin" 2>/dev/null | awk '/libasan/ { print $3 }')
+[ -z "$asan_rt" ] || other="$asan_rt $other"
 
 tokens=1,50,23,99,150,7,88,200,31,64,12,250,3,77,140,19,42
 n_predict=8
