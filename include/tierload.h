@@ -16,7 +16,8 @@
  *     TL_NOT_FOUND. A name parser tl_<type>_from_name returns the type's
  *     _INVALID value (-1) for a name it does not know.
  *   - options structs (tl_model_options, tl_load_options, tl_plan_options,
- *     tl_library_options, and the tl_device_ops vtable) start with
+ *     tl_library_options, tl_session_options, tl_run_options,
+ *     tl_spill_options, and the tl_device_ops vtable) start with
  *     `uint32_t size`. Initialise them with tl_<noun>_options_init (or
  *     tl_device_ops_init), which sets size to the sizeof your program was
  *     compiled with and every field to its default, then set the fields you
@@ -1729,8 +1730,15 @@ TL_API void tl_session_options_init(tl_session_options *o);
  */
 TL_API tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_options *o,
                             tl_session **out);
-/* Free every copy and device allocation, close the spill file. NULL is fine. */
-TL_API void tl_session_destroy(tl_session *s);
+/*
+ * Free every copy and device allocation, close the spill file. NULL is fine
+ * (TL_OK). A session with acquired sets not yet released is not destroyed:
+ * TL_ERR_INVALID_ARG saying how many, and the session stays usable (release
+ * them, then destroy again); debug builds (TL_DEBUG_ASSERTS) abort there
+ * instead, as that is a bug in the caller. Must not overlap any other call
+ * on s.
+ */
+TL_API tl_status tl_session_destroy(tl_session *s);
 
 #define TL_ALL_LAYERS ((size_t)-1)
 
@@ -1760,7 +1768,10 @@ typedef struct tl_acquired tl_acquired;
  * last) — and its other tensors when with_other — resident where the plan
  * says, and take a reference on each. Blocks until every byte is there
  * (waiting for a prefetch in flight counts as a prefetch hit). On failure
- * nothing stays referenced.
+ * nothing stays referenced. A range outside the component's layers
+ * (layer_begin > layer_end, or layer_end past tl_model_layer_count unless it
+ * is TL_ALL_LAYERS) is TL_ERR_INVALID_ARG, here and in tl_session_prefetch
+ * and tl_session_ready. The set belongs to s until released through s.
  */
 TL_API tl_status tl_session_acquire(tl_session *s, tl_component c, size_t layer_begin, size_t layer_end,
                              bool with_other, tl_acquired **out);
@@ -1768,12 +1779,17 @@ TL_API size_t tl_acquired_count(const tl_acquired *a);
 TL_API const tl_session_tensor *tl_acquired_tensor(const tl_acquired *a, size_t i);
 /*
  * Drop the references (the tensors stay resident until evicted); frees a.
- * NULL is fine. The rule for device work: once a set is released its device
- * memory may be evicted, overwritten by another load or given back at any
- * moment, so every computation of the engine that reads (or writes) it must
- * be finished before a plain release — or use tl_session_release_fenced.
+ * NULL a is fine (TL_OK). Misuse is refused with TL_ERR_INVALID_ARG and
+ * changes nothing: a set released before (the library keeps released set
+ * headers aside and reuses one only after 1024 later releases, so a stale
+ * pointer is recognised until then), a set acquired from another session, a
+ * NULL or destroyed session. The rule for device work: once a set is
+ * released its device memory may be evicted, overwritten by another load or
+ * given back at any moment, so every computation of the engine that reads
+ * (or writes) it must be finished before a plain release — or use
+ * tl_session_release_fenced.
  */
-TL_API void tl_session_release(tl_session *s, tl_acquired *a);
+TL_API tl_status tl_session_release(tl_session *s, tl_acquired *a);
 /*
  * A fence of the engine's device work (a CUDA event, a ggml backend
  * synchronisation, a thread join): wait(arg) returns TL_OK once the work is
@@ -1789,8 +1805,9 @@ typedef tl_status (*tl_fence_wait_fn)(void *arg);
  * tensor released fenced again replaces its fence (the older one is waited
  * for first). Host tiers need no fence. arg must stay valid until it has been
  * waited for or the session is destroyed (which waits for every fence still
- * held). Errors: TL_ERR_INVALID_ARG for NULL arguments (nothing released);
- * a failing older fence's status (the set is released all the same).
+ * held). Errors: TL_ERR_INVALID_ARG for NULL arguments and for the misuse
+ * tl_session_release refuses (nothing released); a failing older fence's
+ * status (the set is released all the same).
  */
 TL_API tl_status tl_session_release_fenced(tl_session *s, tl_acquired *a, tl_fence_wait_fn wait,
                                            void *arg);
@@ -1907,7 +1924,12 @@ typedef struct tl_session_event {
 } tl_session_event;
 /* The event log so far (at most 1,000,000 entries; the oldest are kept). Valid until the next call on s. */
 TL_API size_t tl_session_events(const tl_session *s, const tl_session_event **events);
-/* Check every budget and reference count now (a debugging aid and what the tests call). */
+/*
+ * Check every budget and reference count now (a debugging aid and what the
+ * tests call): device and host bytes against the units, budgets, and every
+ * reference against the outstanding sets (and acquires in flight) holding it.
+ * TL_ERR_INTEGRITY naming what differs.
+ */
 TL_API tl_status tl_session_check(const tl_session *s);
 
 

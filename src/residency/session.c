@@ -26,8 +26,10 @@
  */
 #include "residency/residency.h"
 
+#include "core/assert.h"
 #include "core/env.h"
 #include "core/error.h"
+#include "core/options.h"
 #include "io/io.h"
 #include "os/hostmem.h"
 #include "os/os.h"
@@ -128,7 +130,124 @@ struct tl_session {
     tl_session_event *ev;
     size_t n_ev, cap_ev;
     double t0;
+    /* handles: the sets handed out and not released, and acquires still building one */
+    uint64_t serial;        /* unique in the process: a set names its session by it */
+    tl_acquired *sets;      /* outstanding sets (doubly linked through prev/next) */
+    size_t n_sets;
+    size_t acquiring;       /* acquires holding references without a set yet */
+    uint64_t acquiring_refs; /* the references they hold */
 };
+
+/*
+ * --- handles (process-wide) ---
+ *
+ * A set is released by pointer, so its pointer must stay meaningful after
+ * the release: set headers are never given back to the heap. A released
+ * header waits in a FIFO and is reused only once SET_QUARANTINE others wait
+ * behind it, so a second release of the same pointer finds it not live (and
+ * a new set at the same address only after that many acquires). Sessions are
+ * registered while they live: a release through a destroyed session, or
+ * through a session other than the set's, is refused without touching it.
+ * g_mu is never held while a session's mu is taken.
+ */
+#define SET_QUARANTINE 1024u
+
+static tl__os_mutex g_mu = {.mu = PTHREAD_MUTEX_INITIALIZER};
+static uint64_t g_serial;
+static tl_session **g_live;
+static size_t g_n_live, g_cap_live;
+static tl_acquired *g_free_head, *g_free_tail;
+static size_t g_n_free;
+
+static bool live_locked(const tl_session *s) {
+    tl__os_mutex_assert_held(&g_mu);
+    for (size_t i = 0; i < g_n_live; i++)
+        if (g_live[i] == s) return true;
+    return false;
+}
+
+static tl_status register_session(tl_session *s) {
+    tl__os_mutex_lock(&g_mu);
+    if (g_n_live == g_cap_live) {
+        size_t nc = g_cap_live ? g_cap_live * 2 : 16;
+        tl_session **p = tl__os_realloc(g_live, nc * sizeof *p);
+        if (!p) {
+            tl__os_mutex_unlock(&g_mu);
+            return tl__err(TL_ERR_NOMEM, "session: out of memory");
+        }
+        g_live = p;
+        g_cap_live = nc;
+    }
+    g_live[g_n_live++] = s;
+    s->serial = ++g_serial;
+    tl__os_mutex_unlock(&g_mu);
+    return TL_OK;
+}
+
+static void unregister_session(tl_session *s) {
+    tl__os_mutex_lock(&g_mu);
+    for (size_t i = 0; i < g_n_live; i++)
+        if (g_live[i] == s) {
+            g_live[i] = g_live[--g_n_live];
+            break;
+        }
+    tl__os_mutex_unlock(&g_mu);
+}
+
+/* A cleared set header: a recycled one when enough wait, else a new one. */
+static tl_acquired *header_get(void) {
+    tl_acquired *a = NULL;
+    tl__os_mutex_lock(&g_mu);
+    if (g_n_free > SET_QUARANTINE) {
+        a = g_free_head;
+        g_free_head = a->next;
+        if (!g_free_head) g_free_tail = NULL;
+        g_n_free--;
+    }
+    tl__os_mutex_unlock(&g_mu);
+    if (!a) return tl__os_calloc(1, sizeof *a);
+    uint64_t gen = a->gen;
+    memset(a, 0, sizeof *a);
+    a->gen = gen + 1;
+    return a;
+}
+
+static void header_put(tl_acquired *a) {
+    tl__os_mutex_lock(&g_mu);
+    a->next = NULL;
+    if (g_free_tail)
+        g_free_tail->next = a;
+    else
+        g_free_head = a;
+    g_free_tail = a;
+    g_n_free++;
+    tl__os_mutex_unlock(&g_mu);
+}
+
+/*
+ * Take set a out of circulation for a release through s: it must be live and
+ * s's. Refused (TL_ERR_INVALID_ARG, nothing touched) otherwise.
+ */
+static tl_status claim(tl_session *s, tl_acquired *a, const char *fn) {
+    const char *why = NULL;
+    tl__os_mutex_lock(&g_mu);
+    if (!s)
+        why = "NULL session";
+    else if (!live_locked(s))
+        why = "the session was destroyed (or is not a session)";
+    else if (!a->live)
+        why = "the set was already released";
+    else if (a->owner != s || a->serial != s->serial)
+        why = "the set was acquired from another session";
+    else
+        a->live = false;
+    uint64_t gen = a->gen;
+    tl__os_mutex_unlock(&g_mu);
+    if (why)
+        return tl__err(TL_ERR_INVALID_ARG, "%s: acquired set %p (use %llu): %s", fn, (void *)a,
+                       (unsigned long long)gen, why);
+    return TL_OK;
+}
 
 /* --- small helpers --- */
 
@@ -534,8 +653,19 @@ static uint64_t env_size(tl__env_var name) {
     return b;
 }
 
-void tl_session_destroy(tl_session *s) {
-    if (!s) return;
+tl_status tl_session_destroy(tl_session *s) {
+    if (!s) return TL_OK;
+    tl__os_mutex_lock(&s->mu);
+    size_t out = s->n_sets + s->acquiring;
+    tl__os_mutex_unlock(&s->mu);
+    /* a caller's bug: debug builds stop here, others refuse and keep the session */
+    TL_ASSERT(out == 0 && "tl_session_destroy with acquired sets outstanding");
+    if (out)
+        return tl__err(TL_ERR_INVALID_ARG,
+                       "tl_session_destroy: %zu acquired sets are outstanding: release them "
+                       "first (the session stays as it was)",
+                       out);
+    unregister_session(s);
     while (s->pend) {
         pending *p = s->pend;
         s->pend = p->next;
@@ -573,6 +703,7 @@ void tl_session_destroy(tl_session *s) {
     tl__os_mutex_destroy(&s->pmu);
     tl__os_cond_destroy(&s->pcv);
     free(s);
+    return TL_OK;
 }
 
 static tl_status bind_devices(tl_session *s) {
@@ -638,9 +769,11 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
     tl_session *s = tl__os_calloc(1, sizeof *s);
     if (!s) return tl__err(TL_ERR_NOMEM, "session: out of memory");
     tl_session_options_init(&s->o);
-    if (opts)
-        memcpy(&s->o, opts, opts->size && opts->size < sizeof s->o ? opts->size : sizeof s->o);
-    s->o.size = sizeof s->o;
+    st = tl__options_take(&s->o, sizeof s->o, opts, "tl_session_options");
+    if (st) {
+        free(s);
+        return st;
+    }
     s->m = m;
     s->p = p;
     s->spill_fd = -1;
@@ -709,6 +842,7 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
                                   (s->o.staging_size ? s->o.staging_size : 16ull << 20);
         }
     }
+    if (!st) st = register_session(s);
     if (st) {
         tl_session_destroy(s);
         return st;
@@ -873,8 +1007,12 @@ static tl_status range_units(const tl_session *s, tl_component c, size_t lb, siz
     if ((unsigned)c >= TL_COMP_COUNT)
         return tl__err(TL_ERR_INVALID_ARG, "session: bad component %d", (int)c);
     size_t nl = tl_model_layer_count(s->m, c);
-    if (le == TL_ALL_LAYERS || le > nl) le = nl;
-    if (lb > le) lb = le;
+    if (le == TL_ALL_LAYERS) le = nl;
+    if (lb > le || le > nl)
+        return tl__err(TL_ERR_INVALID_ARG,
+                       "session: layers [%zu, %zu) of %s: %s has %zu layers (begin <= end <= %zu, "
+                       "or end TL_ALL_LAYERS)",
+                       lb, le, tl_component_name(c), tl_component_name(c), nl, nl);
     size_t cnt = 0;
     const size_t *idx;
     for (size_t k = lb; k <= le; k++) {
@@ -1126,6 +1264,8 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
     if (st) return st;
     for (size_t i = 0; i < n; i++)
         s->u[list[i]].refs++;
+    s->acquiring++;
+    s->acquiring_refs += n;
     tl__io_xfer *x = tl__os_malloc((n ? 2 * n : 1) * sizeof *x);
     size_t *mine = tl__os_malloc((n ? n : 1) * sizeof *mine);
     size_t *asy = tl__os_malloc((n ? n : 1) * sizeof *asy);
@@ -1215,6 +1355,8 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
     free(asy);
     if (st) {
         unref_locked(s, list, n);
+        s->acquiring--;
+        s->acquiring_refs -= n;
         free(list);
         tl__os_mutex_unlock(&s->mu);
         return st;
@@ -1235,23 +1377,30 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
     if (st) {
         tl__os_mutex_lock(&s->mu);
         unref_locked(s, list, n);
+        s->acquiring--;
+        s->acquiring_refs -= n;
         tl__os_mutex_unlock(&s->mu);
         free(list);
     }
     return st;
 }
 
+/* The set of the units in list (referenced by an acquire in flight): it becomes outstanding. */
 static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquired **out) {
-    tl_acquired *a = tl__os_calloc(1, sizeof *a);
+    tl_acquired *a = header_get();
     if (!a) return tl__err(TL_ERR_NOMEM, "session: out of memory");
     a->parts = tl__os_calloc(n ? n : 1, sizeof *a->parts);
     a->t = tl__os_calloc(n ? n : 1, sizeof *a->t);
     if (!a->parts || !a->t) {
         free(a->parts);
         free(a->t);
-        free(a);
+        a->parts = NULL;
+        a->t = NULL;
+        header_put(a);
         return tl__err(TL_ERR_NOMEM, "session: out of memory");
     }
+    a->owner = s;
+    a->serial = s->serial;
     tl__os_mutex_lock(&s->mu);
     for (size_t i = 0; i < n; i++) {
         unit *u = &s->u[list[i]];
@@ -1282,9 +1431,20 @@ static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquir
         }
         a->t[a->n - 1].n_parts++;
     }
-    tl__os_mutex_unlock(&s->mu);
     a->units = list;
     a->n_units = n;
+    /* from an acquire in flight to an outstanding set, in one step for tl_session_check */
+    s->acquiring--;
+    s->acquiring_refs -= n;
+    a->prev = NULL;
+    a->next = s->sets;
+    if (s->sets) s->sets->prev = a;
+    s->sets = a;
+    s->n_sets++;
+    tl__os_mutex_unlock(&s->mu);
+    tl__os_mutex_lock(&g_mu);
+    a->live = true;
+    tl__os_mutex_unlock(&g_mu);
     *out = a;
     return TL_OK;
 }
@@ -1297,15 +1457,45 @@ const tl_session_tensor *tl_acquired_tensor(const tl_acquired *a, size_t i) {
     return a && i < a->n ? &a->t[i] : NULL;
 }
 
+/* A claimed set leaves s (lock held): its references drop. */
+static void unlist_locked(tl_session *s, tl_acquired *a) {
+    tl__os_mutex_assert_held(&s->mu);
+    unref_locked(s, a->units, a->n_units);
+    if (a->prev)
+        a->prev->next = a->next;
+    else
+        s->sets = a->next;
+    if (a->next) a->next->prev = a->prev;
+    s->n_sets--;
+}
+
+/* Free what a claimed, unlisted set holds and recycle its header. */
+static void retire(tl_acquired *a) {
+    tlr_acquired_unbind(a);
+    free(a->units);
+    free(a->parts);
+    free(a->t);
+    a->units = NULL;
+    a->parts = NULL;
+    a->t = NULL;
+    a->n = a->n_units = 0;
+    a->owner = NULL;
+    header_put(a);
+}
+
 tl_status tl_session_release_fenced(tl_session *s, tl_acquired *a, tl_fence_wait_fn wait,
                                      void *arg) {
     if (!s || !a || !wait)
         return tl__err(TL_ERR_INVALID_ARG, "tl_session_release_fenced: NULL argument");
     fence *f = tl__os_calloc(1, sizeof *f);
     if (!f) return tl__err(TL_ERR_NOMEM, "session: out of memory");
+    tl_status st = claim(s, a, "tl_session_release_fenced");
+    if (st) {
+        free(f);
+        return st;
+    }
     f->wait = wait;
     f->arg = arg;
-    tl_status st = TL_OK;
     tl__os_mutex_lock(&s->mu);
     for (size_t i = 0; i < a->n_units; i++) {
         unit *u = &s->u[a->units[i]];
@@ -1319,24 +1509,22 @@ tl_status tl_session_release_fenced(tl_session *s, tl_acquired *a, tl_fence_wait
             f->holders++;
         }
     }
-    tl__os_mutex_unlock(&s->mu);
     if (!f->holders) free(f);
-    tl_session_release(s, a);
+    unlist_locked(s, a);
+    tl__os_mutex_unlock(&s->mu);
+    retire(a);
     return st;
 }
 
-void tl_session_release(tl_session *s, tl_acquired *a) {
-    if (!a) return;
-    if (s) {
-        tl__os_mutex_lock(&s->mu);
-        unref_locked(s, a->units, a->n_units);
-        tl__os_mutex_unlock(&s->mu);
-    }
-    tlr_acquired_unbind(a);
-    free(a->units);
-    free(a->parts);
-    free(a->t);
-    free(a);
+tl_status tl_session_release(tl_session *s, tl_acquired *a) {
+    if (!a) return TL_OK;
+    tl_status st = claim(s, a, "tl_session_release");
+    if (st) return st;
+    tl__os_mutex_lock(&s->mu);
+    unlist_locked(s, a);
+    tl__os_mutex_unlock(&s->mu);
+    retire(a);
+    return TL_OK;
 }
 
 /* --- eviction, dirt, schedule, stats --- */
@@ -1522,6 +1710,44 @@ size_t tl_session_events(const tl_session *s, const tl_session_event **events) {
     return s ? s->n_ev : 0;
 }
 
+/*
+ * Every reference is held by an outstanding set or an acquire in flight: per
+ * unit, refs == the outstanding sets holding it when no acquire is in flight;
+ * with some in flight, refs >= that and the totals differ by what they hold.
+ */
+static tl_status check_refs_locked(const tl_session *s) {
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
+    uint32_t *held = tl__os_calloc(s->n_u ? s->n_u : 1, sizeof *held);
+    if (!held) return tl__err(TL_ERR_NOMEM, "tl_session_check: out of memory");
+    size_t sets = 0;
+    for (const tl_acquired *a = s->sets; a; a = a->next, sets++)
+        for (size_t i = 0; i < a->n_units; i++)
+            held[a->units[i]]++;
+    tl_status st = TL_OK;
+    if (sets != s->n_sets)
+        st = tl__err(TL_ERR_INTEGRITY, "%zu outstanding sets listed, %zu counted", sets,
+                     s->n_sets);
+    uint64_t refs = 0, in_sets = 0;
+    for (size_t i = 0; i < s->n_u && !st; i++) {
+        const unit *u = &s->u[i];
+        refs += u->refs;
+        in_sets += held[i];
+        if (u->refs < held[i] || (!s->acquiring && u->refs != held[i]))
+            st = tl__err(TL_ERR_INTEGRITY,
+                         "tensor %s: %u references, %u held by outstanding sets (%zu acquires "
+                         "in flight)",
+                         tname(s, u), u->refs, held[i], s->acquiring);
+    }
+    if (!st && refs != in_sets + s->acquiring_refs)
+        st = tl__err(TL_ERR_INTEGRITY,
+                     "%llu references, %llu held by outstanding sets and %llu by acquires in "
+                     "flight",
+                     (unsigned long long)refs, (unsigned long long)in_sets,
+                     (unsigned long long)s->acquiring_refs);
+    free(held);
+    return st;
+}
+
 tl_status tl_session_check(const tl_session *s) {
     if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_check: NULL");
     tl__os_mutex_lock((tl__os_mutex *)&s->mu);
@@ -1552,6 +1778,7 @@ tl_status tl_session_check(const tl_session *s) {
         st = tl__err(TL_ERR_INTEGRITY, "host copies: %llu accounted, %llu held",
                      (unsigned long long)s->st.host_used, (unsigned long long)host);
     if (!st && host > s->host_budget) st = tl__err(TL_ERR_INTEGRITY, "host copies over budget");
+    if (!st) st = check_refs_locked(s);
     tl__os_mutex_unlock((tl__os_mutex *)&s->mu);
     return st;
 }

@@ -478,6 +478,22 @@ def session_acquire_host_and_device():
     assert st["devices"][0]["name"] == "pysim0", st["devices"]
     assert s2.evict("pysim0") == sum(t[4] for t in tensors)
     assert s2.events(), "no events"
+    # misuse is refused: layers past the end, closing with a set outstanding
+    try:
+        s2.acquire("diffusion", layers=(0, len(tensors) + 1))
+        raise AssertionError("layers past the end were accepted")
+    except tierload.InvalidArgument as e:
+        assert "layers" in e.message, e.message
+    a = s2.acquire("diffusion", layers=0)
+    try:
+        s2.close()
+        raise AssertionError("close with a set outstanding was accepted")
+    except tierload.InvalidArgument as e:
+        assert "outstanding" in e.message, e.message
+    s2.check()
+    a.release()
+    a.release()  # released once only
+    s2.close()
 
 
 @case

@@ -465,8 +465,9 @@ class Acquired:
 
     def release(self):
         if self._h is not None:
-            lib.tl_session_release(self.session.handle, self._h)
-            self._h = None
+            h, self._h = self._h, None
+            self.session._sets.discard(self)
+            check(lib.tl_session_release(self.session.handle, h))
 
     def __enter__(self):
         return self.tensors
@@ -509,6 +510,7 @@ class Session:
         h = ctypes.c_void_p()
         check(lib.tl_session_create(model.handle, plan.handle, ctypes.byref(o), ctypes.byref(h)))
         self.model, self.plan, self._h = model, plan, h
+        self._sets = weakref.WeakSet()  # Acquired not yet released (each keeps self alive)
         self._finalizer = weakref.finalize(self, lib.tl_session_destroy, h)
 
     @property
@@ -518,6 +520,10 @@ class Session:
         return self._h
 
     def close(self):
+        """Destroy the session; refused (InvalidArgument) while an acquired set is not released."""
+        if self._finalizer.alive and len(self._sets):
+            raise InvalidArgument("the session has %d acquired sets outstanding: release them "
+                                  "first" % len(self._sets))
         self._finalizer()
 
     def __enter__(self):
@@ -536,7 +542,9 @@ class Session:
         h = ctypes.c_void_p()
         check(lib.tl_session_acquire(self.handle, _component(component), b, e, bool(with_other),
                                      ctypes.byref(h)))
-        return Acquired(self, h)
+        a = Acquired(self, h)
+        self._sets.add(a)
+        return a
 
     def prefetch(self, component, layers=None, with_other=None):
         b, e = _layers(layers)
