@@ -1718,6 +1718,13 @@ typedef struct tl_session_options {
      * mapping itself: streaming through such a device then moves bytes.
      */
     bool no_zero_copy;
+    /*
+     * The event log (tl_session_events_copy) keeps the newest event_cap
+     * entries (0 = 65,536, about 2.5 MiB; memory grows as it fills), older
+     * ones are pushed out and counted; no_events: no log at all.
+     */
+    size_t event_cap;
+    bool no_events;
 } tl_session_options;
 /* Defaults (and size). */
 TL_API void tl_session_options_init(tl_session_options *o);
@@ -1862,6 +1869,20 @@ TL_API tl_status tl_session_mark_dirty(tl_session *s, size_t tensor);
  * TL_ERR_INVALID_ARG while the tensor is acquired.
  */
 TL_API tl_status tl_session_refresh(tl_session *s, size_t tensor);
+/*
+ * The model's bytes of these tensors are about to change (a LoRA merged into
+ * the mapping): drop every copy, as tl_session_refresh, and make them busy
+ * until tl_session_update_end: meanwhile an acquire that includes one of
+ * them waits (before taking any reference), prefetch skips them and
+ * tl_session_ready answers false; acquires of other tensors go on. Begin
+ * fails with TL_ERR_INVALID_ARG, changing nothing, while one of them is
+ * acquired or being loaded. Updates may overlap (a tensor is busy until every
+ * update that began on it has ended). The thread that began an update must
+ * end it before it acquires those tensors itself. End without a matching
+ * begin is TL_ERR_INVALID_ARG. tl_lora_set_* bracket their merges with these.
+ */
+TL_API tl_status tl_session_update_begin(tl_session *s, const size_t *tensors, size_t n);
+TL_API tl_status tl_session_update_end(tl_session *s, const size_t *tensors, size_t n);
 
 /* One step of a known schedule: an acquire of these layers (as tl_session_acquire's args). */
 typedef struct tl_session_step {
@@ -1922,8 +1943,29 @@ typedef struct tl_session_event {
     int32_t device; /* plan device index, -1 for the host */
     uint64_t bytes;
 } tl_session_event;
-/* The event log so far (at most 1,000,000 entries; the oldest are kept). Valid until the next call on s. */
-TL_API size_t tl_session_events(const tl_session *s, const tl_session_event **events);
+/* Where the event log stands. Entries are numbered from 0 at the session's creation. */
+typedef struct tl_session_log {
+    uint64_t first;   /* number of the oldest entry kept */
+    uint64_t next;    /* number the next entry gets: first + kept entries */
+    uint64_t dropped; /* entries pushed out by the bound (or lost for want of memory) */
+    size_t cap;       /* the bound in entries; 0 when the log is off */
+} tl_session_log;
+/*
+ * Copy the log's entries numbered from `from` on (from the oldest kept when
+ * `from` is older) into out, at most cap of them; returns how many. *log
+ * (may be NULL) says where the log stood at that moment: out[0] is entry
+ * max(from, log->first). The copy is taken under the session's lock, so it
+ * is consistent while other threads work on s. A reader following the log
+ * passes the previous log.next as `from`; entries it missed show as
+ * log->first > from.
+ */
+TL_API size_t tl_session_events_copy(const tl_session *s, uint64_t from, tl_session_event *out,
+                                     size_t cap, tl_session_log *log);
+/*
+ * Forget every entry kept (numbers go on from where they were; dropped is
+ * not reset) and give the log's memory back.
+ */
+TL_API tl_status tl_session_events_clear(tl_session *s);
 /*
  * Check every budget and reference count now (a debugging aid and what the
  * tests call): device and host bytes against the units, budgets, and every
@@ -2106,11 +2148,13 @@ TL_API tl_status tl_lora_apply_module(tl_model *m, const tl_lora *l, size_t k, s
  * add, remove and rescale. A removal or a new scale makes every affected
  * tensor the file's again (tl_model_tensor_unpatch: no copy of the original
  * weights is kept anywhere) and re-applies the LoRAs that remain, in order.
- * With a session, every affected tensor's copies are dropped
- * (tl_session_refresh) before its bytes change, so the next acquire loads
- * the merged bytes; an affected tensor that is acquired makes the call fail
- * with TL_ERR_INVALID_ARG before anything changes. The LoRAs must outlive
- * the set. Not thread-safe against acquires of affected tensors.
+ * With a session, every affected tensor's copies are dropped and the
+ * tensors are busy while their bytes change (tl_session_update_begin / end):
+ * an acquire of one from another thread waits until the merge is done and
+ * then loads the merged bytes, never a half-merged one; an affected tensor
+ * that is acquired makes the call fail with TL_ERR_INVALID_ARG before
+ * anything changes. The LoRAs must outlive the set; calls on one set come
+ * from one thread at a time.
  */
 typedef struct tl_lora_set tl_lora_set;
 TL_API tl_status tl_lora_set_create(tl_model *m, tl_session *s, tl_lora_set **out);

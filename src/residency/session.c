@@ -41,7 +41,7 @@
 #include <string.h>
 
 #define SPILL_ALIGN 4096ull
-#define MAX_EVENTS 1000000u
+#define DEFAULT_EVENT_CAP 65536u
 
 /* A fence given at a release: waited once, before memory of the units holding it is reused. */
 typedef struct fence {
@@ -68,6 +68,7 @@ typedef struct unit {
     void *sp_map; /* spill extent, mapped read-only */
     uint64_t sp_off, sp_len;
     uint32_t refs;
+    uint32_t busy; /* its bytes are being changed (tl_session_update_begin): acquires wait */
     uint64_t last_use;
     fence *fence; /* device work that may still read the unit (tl_session_release_fenced) */
 } unit;
@@ -105,6 +106,7 @@ struct tl_session {
     tl__os_mutex pmu;
     tl__os_cond pcv;
     uint64_t pgen;
+    tl__os_cond bcv; /* with mu: an update ended (busy units are free again) */
     tl__io_engine *io;
     sdev dev[TL_PLAN_MAX_DEVICES];
     size_t n_dev;
@@ -127,8 +129,14 @@ struct tl_session {
     size_t n_free, cap_free;
     pending *pend;
     tl_session_stats st;
+    /*
+     * The event log: a ring of at most ev_cap entries (allocated as it fills)
+     * keeping the newest. Entry numbers count from 0 at creation; n_ev are
+     * kept, numbered ev_next - n_ev on, the oldest at slot ev_head.
+     */
     tl_session_event *ev;
-    size_t n_ev, cap_ev;
+    size_t n_ev, alloc_ev, ev_cap, ev_head;
+    uint64_t ev_next, ev_dropped; /* the next entry's number; entries pushed out or lost */
     double t0;
     /* handles: the sets handed out and not released, and acquires still building one */
     uint64_t serial;        /* unique in the process: a set names its session by it */
@@ -281,17 +289,34 @@ static double now_locked(const tl_session *s, int32_t dev) {
 static void event_locked(tl_session *s, tl_session_event_kind k, const unit *u, tl_tier from,
                          tl_tier to, int32_t dev, uint64_t bytes) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
-    if (s->n_ev == s->cap_ev) {
-        if (s->cap_ev >= MAX_EVENTS) return;
-        size_t nc = s->cap_ev ? s->cap_ev * 2 : 1024;
+    if (!s->ev_cap) return; /* the log is off */
+    if (s->n_ev == s->alloc_ev && s->n_ev < s->ev_cap) { /* not wrapped yet: ev_head is 0 */
+        size_t nc = s->alloc_ev ? s->alloc_ev * 2 : 1024;
+        if (nc > s->ev_cap) nc = s->ev_cap;
         tl_session_event *p = tl__os_realloc(s->ev, nc * sizeof *p);
-        if (!p) return; /* the log is best effort */
-        s->ev = p;
-        s->cap_ev = nc;
+        if (p) {
+            s->ev = p;
+            s->alloc_ev = nc;
+        } else if (s->alloc_ev) {
+            s->ev_cap = s->alloc_ev; /* no memory to grow: the bound is what there is */
+        } else {
+            s->ev_next++; /* not even one entry: this one is lost, and counted */
+            s->ev_dropped++;
+            return;
+        }
     }
+    size_t slot;
+    if (s->n_ev == s->ev_cap) { /* full: the oldest makes way */
+        slot = s->ev_head;
+        s->ev_head = (s->ev_head + 1) % s->ev_cap;
+        s->ev_dropped++;
+    } else {
+        slot = (s->ev_head + s->n_ev++) % s->ev_cap;
+    }
+    s->ev_next++;
     const tl_tensor_info *t = tl_model_tensor(s->m, u->pl.tensor);
     size_t layer = tl_model_tensor_layer(s->m, u->pl.tensor);
-    s->ev[s->n_ev++] = (tl_session_event){now_locked(s, dev),
+    s->ev[slot] = (tl_session_event){now_locked(s, dev),
                                           k,
                                           t->component,
                                           layer == TL_NOT_FOUND ? -1 : (int32_t)layer,
@@ -634,14 +659,14 @@ static tl_status alloc_locked(tl_session *s, unit *u) {
     }
     tl_device_info info;
     uint64_t free_now = tl_device_describe(v->d, &info) == TL_OK ? info.free : 0;
-    char a[32], f[32], e[32];
+    char a[32], f[32], e[32], g[32];
     return tl__err(TL_ERR_DEVICE_OOM,
                    "%s: tensor %s: %s refused the allocation (asked %s, free %s, evictable %s "
                    "after evicting %s)",
                    fpath(s, u), tname(s, u), tl_device_name(v->d), tl_fmt_bytes(n, a, sizeof a),
                    tl_fmt_bytes(free_now, f, sizeof f),
                    tl_fmt_bytes(evictable_locked(s, u->dev), e, sizeof e),
-                   tl_fmt_bytes(freed, e, sizeof e));
+                   tl_fmt_bytes(freed, g, sizeof g));
 }
 
 /* --- creation --- */
@@ -702,6 +727,7 @@ tl_status tl_session_destroy(tl_session *s) {
     tl__os_mutex_destroy(&s->mu);
     tl__os_mutex_destroy(&s->pmu);
     tl__os_cond_destroy(&s->pcv);
+    tl__os_cond_destroy(&s->bcv);
     free(s);
     return TL_OK;
 }
@@ -777,10 +803,12 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
     s->m = m;
     s->p = p;
     s->spill_fd = -1;
+    s->ev_cap = s->o.no_events ? 0 : s->o.event_cap ? s->o.event_cap : DEFAULT_EVENT_CAP;
     s->t0 = tl__os_now();
     tl__os_mutex_init(&s->mu);
     tl__os_mutex_init(&s->pmu);
     tl__os_cond_init(&s->pcv);
+    tl__os_cond_init(&s->bcv);
     const char *dir = s->o.spill_dir;
     if (!dir || !*dir) dir = tl__env_get(TL_ENV_SPILL_DIR);
     if (!dir || !*dir) dir = tl__env_get(TL_ENV_TMPDIR);
@@ -1148,7 +1176,7 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
     s->prefetching = true;
     for (size_t i = 0; i < n && !st; i++) {
         unit *u = &s->u[list[i]];
-        if (!on_device(s, u) || u->on_dev || u->loading) continue;
+        if (!on_device(s, u) || u->on_dev || u->loading || u->busy) continue;
         bool ok;
         st = reserve_locked(s, u, true, &ok);
         if (st || !ok) { /* best effort: what does not fit now is loaded on demand */
@@ -1208,6 +1236,10 @@ tl_status tl_session_ready(tl_session *s, tl_component c, size_t lb, size_t le, 
     bool all = true;
     for (size_t i = 0; i < n && all; i++) {
         const unit *u = &s->u[list[i]];
+        if (u->busy) {
+            all = false;
+            continue;
+        }
         if (!on_device(s, u)) continue;
         if (!u->on_dev) {
             all = false;
@@ -1262,6 +1294,10 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
     size_t *list, n;
     tl_status st = enter(s, c, lb, le, with_other, &list, &n);
     if (st) return st;
+    /* tensors whose bytes are being changed: wait until the update ends */
+    for (size_t i = 0; i < n; i++)
+        while (s->u[list[i]].busy)
+            tl__os_cond_wait(&s->bcv, &s->mu);
     for (size_t i = 0; i < n; i++)
         s->u[list[i]].refs++;
     s->acquiring++;
@@ -1597,32 +1633,99 @@ tl_status tl_session_mark_dirty(tl_session *s, size_t tensor) {
     return st;
 }
 
+/* Drop every copy of a unit that is neither referenced nor loading (device, RAM, pinned, spill). */
+static tl_status forget_locked(tl_session *s, unit *u) {
+    tl__os_mutex_assert_held(&s->mu);
+    tl_status st = fence_wait_locked(s, u);
+    if (st) return st;
+    if (u->on_dev) {
+        sdev *v = &s->dev[u->dev];
+        if (u->ticket) tl_device_wait(v->d, u->ticket);
+        tl_device_free(v->d, u->dptr);
+        v->used -= u->pl.len;
+        u->on_dev = u->dirty = false;
+        u->dptr = 0;
+        u->ticket = 0;
+    }
+    drop_copies_locked(s, u);
+    return TL_OK;
+}
+
+/* TL_OK when no unit of the tensors is referenced or loading (lock held). */
+static tl_status idle_locked(tl_session *s, const size_t *tensors, size_t n, const char *fn) {
+    tl__os_mutex_assert_held(&s->mu);
+    for (size_t k = 0; k < n; k++)
+        for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1]; q++) {
+            const unit *u = &s->u[q];
+            if (u->refs || u->loading)
+                return tl__err(TL_ERR_INVALID_ARG, "%s: tensor %s is %s: release it first", fn,
+                               tname(s, u), u->refs ? "acquired" : "being loaded");
+        }
+    return TL_OK;
+}
+
+static tl_status tensors_ok(const tl_session *s, const size_t *tensors, size_t n, const char *fn) {
+    if (!s || (n && !tensors)) return tl__err(TL_ERR_INVALID_ARG, "%s: NULL argument", fn);
+    for (size_t k = 0; k < n; k++)
+        if (tensors[k] >= tl_model_tensor_count(s->m))
+            return tl__err(TL_ERR_INVALID_ARG, "%s: tensor %zu of a model of %zu", fn,
+                           tensors[k], tl_model_tensor_count(s->m));
+    return TL_OK;
+}
+
 tl_status tl_session_refresh(tl_session *s, size_t tensor) {
-    if (!s || tensor >= tl_model_tensor_count(s->m))
-        return tl__err(TL_ERR_INVALID_ARG, "tl_session_refresh: bad session or tensor");
+    tl_status st = tensors_ok(s, &tensor, 1, "tl_session_refresh");
+    if (st) return st;
     tl__os_mutex_lock(&s->mu);
     reap_locked(s);
-    tl_status st = TL_OK;
-    for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
-        unit *u = &s->u[q];
-        if (u->refs || u->loading)
-            st = tl__err(TL_ERR_INVALID_ARG, "tensor %s: refresh it while it is not acquired",
-                         tname(s, u));
-    }
-    for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
-        unit *u = &s->u[q];
-        st = fence_wait_locked(s, u);
-        if (st) break;
-        if (u->on_dev) {
-            sdev *v = &s->dev[u->dev];
-            if (u->ticket) tl_device_wait(v->d, u->ticket);
-            tl_device_free(v->d, u->dptr);
-            v->used -= u->pl.len;
-            u->on_dev = u->dirty = false;
-            u->dptr = 0;
-            u->ticket = 0;
+    st = idle_locked(s, &tensor, 1, "tl_session_refresh");
+    for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++)
+        st = forget_locked(s, &s->u[q]);
+    tl__os_mutex_unlock(&s->mu);
+    return st;
+}
+
+tl_status tl_session_update_begin(tl_session *s, const size_t *tensors, size_t n) {
+    tl_status st = tensors_ok(s, tensors, n, "tl_session_update_begin");
+    if (st) return st;
+    tl__os_mutex_lock(&s->mu);
+    reap_locked(s);
+    st = idle_locked(s, tensors, n, "tl_session_update_begin");
+    if (!st) {
+        for (size_t k = 0; k < n; k++)
+            for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1]; q++)
+                s->u[q].busy++;
+        for (size_t k = 0; k < n && !st; k++)
+            for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1] && !st; q++)
+                st = forget_locked(s, &s->u[q]);
+        if (st) { /* a failing fence: the update does not start */
+            for (size_t k = 0; k < n; k++)
+                for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1]; q++)
+                    s->u[q].busy--;
+            tl__os_cond_broadcast(&s->bcv);
         }
-        drop_copies_locked(s, u);
+    }
+    tl__os_mutex_unlock(&s->mu);
+    return st;
+}
+
+tl_status tl_session_update_end(tl_session *s, const size_t *tensors, size_t n) {
+    tl_status st = tensors_ok(s, tensors, n, "tl_session_update_end");
+    if (st) return st;
+    tl__os_mutex_lock(&s->mu);
+    for (size_t k = 0; k < n && !st; k++)
+        for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1]; q++)
+            if (!s->u[q].busy) {
+                st = tl__err(TL_ERR_INVALID_ARG,
+                             "tl_session_update_end: tensor %s is not being updated",
+                             tname(s, &s->u[q]));
+                break;
+            }
+    if (!st) {
+        for (size_t k = 0; k < n; k++)
+            for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1]; q++)
+                s->u[q].busy--;
+        tl__os_cond_broadcast(&s->bcv);
     }
     tl__os_mutex_unlock(&s->mu);
     return st;
@@ -1705,9 +1808,35 @@ tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out) {
     return TL_OK;
 }
 
-size_t tl_session_events(const tl_session *s, const tl_session_event **events) {
-    if (events) *events = s ? s->ev : NULL;
-    return s ? s->n_ev : 0;
+size_t tl_session_events_copy(const tl_session *s, uint64_t from, tl_session_event *out,
+                              size_t cap, tl_session_log *log) {
+    if (log) memset(log, 0, sizeof *log);
+    if (!s) return 0;
+    tl__os_mutex_lock((tl__os_mutex *)&s->mu);
+    uint64_t first = s->ev_next - s->n_ev;
+    if (from < first) from = first;
+    size_t n = 0;
+    if (out && from < s->ev_next) {
+        uint64_t avail = s->ev_next - from;
+        n = avail < cap ? (size_t)avail : cap;
+        size_t at = (size_t)(from - first);
+        for (size_t i = 0; i < n; i++)
+            out[i] = s->ev[(s->ev_head + at + i) % s->ev_cap];
+    }
+    if (log) *log = (tl_session_log){first, s->ev_next, s->ev_dropped, s->ev_cap};
+    tl__os_mutex_unlock((tl__os_mutex *)&s->mu);
+    return n;
+}
+
+tl_status tl_session_events_clear(tl_session *s) {
+    if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_events_clear: NULL session");
+    tl__os_mutex_lock(&s->mu);
+    free(s->ev);
+    s->ev = NULL;
+    s->n_ev = s->alloc_ev = s->ev_head = 0;
+    s->ev_cap = s->o.no_events ? 0 : s->o.event_cap ? s->o.event_cap : DEFAULT_EVENT_CAP;
+    tl__os_mutex_unlock(&s->mu);
+    return TL_OK;
 }
 
 /*

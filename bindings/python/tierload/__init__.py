@@ -498,7 +498,7 @@ class Session:
 
     def __init__(self, model, plan, host_budget=0, host_headroom=0, spill_dir=None,
                  spill_threshold=0, threads=0, staging_size=0, staging_count=0, policy="auto",
-                 no_async=False, no_zero_copy=False):
+                 no_async=False, no_zero_copy=False, event_cap=0, no_events=False):
         o = L.SessionOptions()
         lib.tl_session_options_init(ctypes.byref(o))
         o.host_budget, o.host_headroom, o.spill_threshold = host_budget, host_headroom, spill_threshold
@@ -507,6 +507,7 @@ class Session:
         o.policy = {"auto": 0, "lru": 1, "furthest": 2}[policy]
         o.no_async = bool(no_async)
         o.no_zero_copy = bool(no_zero_copy)
+        o.event_cap, o.no_events = event_cap, bool(no_events)
         h = ctypes.c_void_p()
         check(lib.tl_session_create(model.handle, plan.handle, ctypes.byref(o), ctypes.byref(h)))
         self.model, self.plan, self._h = model, plan, h
@@ -588,15 +589,28 @@ class Session:
                           for d in s.devices[:s.n_devices]]
         return out
 
-    def events(self):
-        ev = ctypes.POINTER(L.SessionEvent)()
-        n = lib.tl_session_events(self.handle, ctypes.byref(ev))
+    def events(self, since=0):
+        """The event log's entries numbered since `since` on (a consistent copy), as dicts."""
+        log = L.SessionLog()
+        lib.tl_session_events_copy(self.handle, since, None, 0, ctypes.byref(log))
+        cap = max(0, log.next - max(since, log.first))
+        ev = (L.SessionEvent * max(cap, 1))()
+        n = lib.tl_session_events_copy(self.handle, since, ev, cap, ctypes.byref(log))
         kinds = ("load", "drop", "spill", "prefetch", "acquire", "release")
         return [{"t": e.t, "kind": kinds[e.kind] if 0 <= e.kind < 6 else e.kind,
                  "component": _s(lib.tl_component_name(e.component)),
                  "layer": e.layer, "from": _s(lib.tl_tier_name(e.from_)),
                  "to": _s(lib.tl_tier_name(e.to)), "device": e.device, "bytes": e.bytes}
                 for e in (ev[i] for i in range(n))]
+
+    def event_log(self):
+        """Where the log stands: first and next entry numbers, entries dropped, the bound."""
+        log = L.SessionLog()
+        lib.tl_session_events_copy(self.handle, 0, None, 0, ctypes.byref(log))
+        return {"first": log.first, "next": log.next, "dropped": log.dropped, "cap": log.cap}
+
+    def clear_events(self):
+        check(lib.tl_session_events_clear(self.handle))
 
 
 class _SpillBuffer:

@@ -140,7 +140,7 @@ class SessionOptions(ctypes.Structure):
                 ("policy", c_int), ("threads", c_uint), ("staging_size", c_u64),
                 ("staging_count", c_uint), ("device_budgets", POINTER(c_u64)),
                 ("n_device_budgets", c_size), ("no_async", c_bool),
-                ("no_zero_copy", c_bool)]
+                ("no_zero_copy", c_bool), ("event_cap", c_size), ("no_events", c_bool)]
 
 
 class SessionPart(ctypes.Structure):
@@ -172,6 +172,10 @@ class SessionStats(ctypes.Structure):
 class SessionEvent(ctypes.Structure):
     _fields_ = [("t", c_double), ("kind", c_int), ("component", c_int), ("layer", c_i32),
                 ("from_", c_int), ("to", c_int), ("device", c_i32), ("bytes", c_u64)]
+
+
+class SessionLog(ctypes.Structure):
+    _fields_ = [("first", c_u64), ("next", c_u64), ("dropped", c_u64), ("cap", c_size)]
 
 
 class SpillOptions(ctypes.Structure):
@@ -254,7 +258,9 @@ def _declare(lib):
         "tl_session_mark_dirty": (st, [c_void_p, c_size]),
         "tl_session_refresh": (st, [c_void_p, c_size]),
         "tl_session_stats_get": (st, [c_void_p, P(SessionStats)]),
-        "tl_session_events": (c_size, [c_void_p, P(P(SessionEvent))]),
+        "tl_session_events_copy": (c_size, [c_void_p, c_u64, P(SessionEvent), c_size,
+                                            P(SessionLog)]),
+        "tl_session_events_clear": (st, [c_void_p]),
         "tl_session_check": (st, [c_void_p]),
         "tl_spill_options_init": (None, [P(SpillOptions)]),
         "tl_spill_create": (st, [c_u64, P(SpillOptions), P(c_void_p)]),
