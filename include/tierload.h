@@ -1782,6 +1782,32 @@ typedef struct tl_acquired tl_acquired;
  */
 TL_API tl_status tl_session_acquire(tl_session *s, tl_component c, size_t layer_begin, size_t layer_end,
                              bool with_other, tl_acquired **out);
+/*
+ * tl_session_acquire that waits for room: where the range does not fit
+ * because other references hold its device's budget (acquired sets, loads
+ * in flight), the call waits up to timeout_ms for releases to make room.
+ * Waiting acquires form one line per session, served in arrival order: only
+ * the first in line tries again (after each release that leaves a tensor
+ * unreferenced, each load that ends, and at least every 50 ms), and an
+ * acquire with a timeout that needs room while others wait joins the end of
+ * the line instead of taking room before them. Acquires with timeout_ms 0
+ * and prefetches do not queue: they take what room is free when they come,
+ * or fail at once as tl_session_acquire does. A waiting acquire holds no
+ * references (what it loaded so far may be evicted meanwhile), so waiting
+ * acquires never hold each other up. A range that needs more than its
+ * device's budget at once can never fit and fails at once whatever the
+ * timeout, saying how much it needs and the budget. Running out of time is
+ * TL_ERR_DEVICE_OOM naming the wait, the budget and the bytes held; the
+ * stats count waits (acquire_waits) and timeouts (acquire_timeouts). The
+ * rule against deadlock: room held by outstanding sets comes back only when
+ * they are released, so a thread that holds sets while it waits for more
+ * (two threads each holding half of what both need) waits until its
+ * timeout; give such waits a timeout, or release before acquiring more.
+ * Nothing is left referenced or reserved by a wait that fails.
+ */
+TL_API tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t layer_begin,
+                                         size_t layer_end, bool with_other, uint32_t timeout_ms,
+                                         tl_acquired **out);
 TL_API size_t tl_acquired_count(const tl_acquired *a);
 TL_API const tl_session_tensor *tl_acquired_tensor(const tl_acquired *a, size_t i);
 /*
@@ -1921,6 +1947,8 @@ typedef struct tl_session_stats {
     uint64_t staging_bound;
     size_t n_devices;
     tl_session_device_stats devices[TL_PLAN_MAX_DEVICES];
+    uint64_t acquire_waits;    /* acquires that waited for room (tl_session_acquire_wait) */
+    uint64_t acquire_timeouts; /* ... and ran out of time */
 } tl_session_stats;
 TL_API tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out);
 

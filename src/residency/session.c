@@ -73,6 +73,11 @@ typedef struct unit {
     fence *fence; /* device work that may still read the unit (tl_session_release_fenced) */
 } unit;
 
+/* An acquire waiting for room (on its own stack), queued in arrival order. */
+typedef struct room_waiter {
+    struct room_waiter *next;
+} room_waiter;
+
 typedef struct sdev {
     tl_device *d;
     uint32_t plan_index;
@@ -107,6 +112,8 @@ struct tl_session {
     tl__os_cond pcv;
     uint64_t pgen;
     tl__os_cond bcv; /* with mu: an update ended (busy units are free again) */
+    tl__os_cond rcv; /* with mu: room may have come free (a release, a load finished) */
+    struct room_waiter *wq_head, *wq_tail; /* acquires waiting for room, in arrival order */
     tl__io_engine *io;
     sdev dev[TL_PLAN_MAX_DEVICES];
     size_t n_dev;
@@ -728,6 +735,7 @@ tl_status tl_session_destroy(tl_session *s) {
     tl__os_mutex_destroy(&s->pmu);
     tl__os_cond_destroy(&s->pcv);
     tl__os_cond_destroy(&s->bcv);
+    tl__os_cond_destroy(&s->rcv);
     free(s);
     return TL_OK;
 }
@@ -809,6 +817,7 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
     tl__os_mutex_init(&s->pmu);
     tl__os_cond_init(&s->pcv);
     tl__os_cond_init(&s->bcv);
+    tl__os_cond_init(&s->rcv);
     const char *dir = s->o.spill_dir;
     if (!dir || !*dir) dir = tl__env_get(TL_ENV_SPILL_DIR);
     if (!dir || !*dir) dir = tl__env_get(TL_ENV_TMPDIR);
@@ -1104,6 +1113,7 @@ static void reap_locked(tl_session *s) {
         tl__io_batch_destroy(p->b);
         free(p->units);
         free(p);
+        tl__os_cond_broadcast(&s->rcv); /* loading units became evictable */
     }
 }
 
@@ -1267,8 +1277,10 @@ static tl_status wait_tickets(tl_session *s, uint64_t *tick) {
 
 static void unref_locked(tl_session *s, const size_t *list, size_t n) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
+    bool freed = false; /* a unit became evictable */
     for (size_t i = 0; i < n; i++)
-        if (s->u[list[i]].refs) s->u[list[i]].refs--;
+        if (s->u[list[i]].refs && --s->u[list[i]].refs == 0) freed = true;
+    if (freed && s->wq_head) tl__os_cond_broadcast(&s->rcv); /* acquires waiting for room */
 }
 
 static void advance_schedule_locked(tl_session *s, tl_component c, size_t lb, size_t le,
@@ -1286,8 +1298,48 @@ static void advance_schedule_locked(tl_session *s, tl_component c, size_t lb, si
 
 static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquired **out);
 
+/* Reference the units of an acquire, once none is busy (waiting for updates to end). */
+static void take_refs_locked(tl_session *s, const size_t *list, size_t n) {
+    tl__os_mutex_assert_held(&s->mu);
+    for (size_t i = 0; i < n; i++)
+        while (s->u[list[i]].busy)
+            tl__os_cond_wait(&s->bcv, &s->mu);
+    for (size_t i = 0; i < n; i++)
+        s->u[list[i]].refs++;
+    s->acquiring_refs += n;
+}
+
+/* Bytes of device d held by referenced or loading units (what no eviction can free). */
+static uint64_t held_locked(const tl_session *s, int32_t d) {
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
+    uint64_t held = 0;
+    for (size_t q = 0; q < s->n_u; q++)
+        if (s->u[q].dev == d && (s->u[q].on_dev || s->u[q].loading) &&
+            (s->u[q].refs || s->u[q].loading))
+            held += s->u[q].pl.len;
+    return held;
+}
+
+static void room_leave_locked(tl_session *s, room_waiter *w) {
+    tl__os_mutex_assert_held(&s->mu);
+    room_waiter **pp = &s->wq_head, *prev = NULL;
+    while (*pp && *pp != w) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (!*pp) return;
+    *pp = w->next;
+    if (s->wq_tail == w) s->wq_tail = prev;
+    tl__os_cond_broadcast(&s->rcv); /* the next in line may go */
+}
+
 tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le, bool with_other,
                              tl_acquired **out) {
+    return tl_session_acquire_wait(s, c, lb, le, with_other, 0, out);
+}
+
+tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size_t le,
+                                  bool with_other, uint32_t timeout_ms, tl_acquired **out) {
     if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire: out is NULL");
     *out = NULL;
     if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire: NULL session");
@@ -1295,13 +1347,11 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
     tl_status st = enter(s, c, lb, le, with_other, &list, &n);
     if (st) return st;
     /* tensors whose bytes are being changed: wait until the update ends */
-    for (size_t i = 0; i < n; i++)
-        while (s->u[list[i]].busy)
-            tl__os_cond_wait(&s->bcv, &s->mu);
-    for (size_t i = 0; i < n; i++)
-        s->u[list[i]].refs++;
+    take_refs_locked(s, list, n);
     s->acquiring++;
-    s->acquiring_refs += n;
+    double deadline = tl__os_now() + timeout_ms / 1000.0;
+    room_waiter me = {NULL};
+    bool queued = false, holding = true; /* holding: the references are taken */
     tl__io_xfer *x = tl__os_malloc((n ? 2 * n : 1) * sizeof *x);
     size_t *mine = tl__os_malloc((n ? n : 1) * sizeof *mine);
     size_t *asy = tl__os_malloc((n ? n : 1) * sizeof *asy);
@@ -1310,6 +1360,8 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
     if (!x || !mine || !asy) st = tl__err(TL_ERR_NOMEM, "session: out of memory");
     bool hit_counted = false;
     while (!st) {
+        int32_t room_dev = TLR_HOST; /* set: wait for room on this device, then try again */
+        na = 0;
         /* wait for prefetches in flight into this range */
         uint64_t gen = pgen_now(s);
         reap_locked(s);
@@ -1331,23 +1383,32 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
         for (size_t i = 0; i < n && !st; i++) {
             unit *u = &s->u[list[i]];
             if (!on_device(s, u) || u->on_dev) continue;
-            bool ok;
-            st = reserve_locked(s, u, false, &ok);
+            /* a waiting acquire takes no room while others wait before it (arrival order) */
+            bool ok = false, behind = timeout_ms && s->wq_head && s->wq_head != &me;
+            if (!behind) st = reserve_locked(s, u, false, &ok);
             if (st) break;
             if (!ok) {
                 sdev *v = &s->dev[u->dev];
-                char a[32], b[32], h[32];
-                uint64_t held = 0;
-                for (size_t q = 0; q < s->n_u; q++)
-                    if (s->u[q].dev == u->dev && (s->u[q].on_dev || s->u[q].loading) &&
-                        (s->u[q].refs || s->u[q].loading))
-                        held += s->u[q].pl.len;
-                st = tl__err(TL_ERR_DEVICE_OOM,
-                             "%s: tensor %s (%s) does not fit on %s: its budget is %s and %s are "
-                             "held by acquired or loading tensors",
-                             fpath(s, u), tname(s, u), tl_fmt_bytes(u->pl.len, a, sizeof a),
-                             tl_device_name(v->d), tl_fmt_bytes(v->budget, b, sizeof b),
-                             tl_fmt_bytes(held, h, sizeof h));
+                char a[32], b[32], h[32], w[32];
+                uint64_t need = 0; /* what this acquire needs on that device, all at once */
+                for (size_t q = 0; q < n; q++)
+                    if (s->u[list[q]].dev == u->dev && on_device(s, &s->u[list[q]]))
+                        need += s->u[list[q]].pl.len;
+                if (need > v->budget) /* no release can help: fail at once, waiting or not */
+                    st = tl__err(TL_ERR_DEVICE_OOM,
+                                 "%s: tensor %s: this acquire needs %s on %s at once, more than "
+                                 "its budget of %s: it can never fit",
+                                 fpath(s, u), tname(s, u), tl_fmt_bytes(need, w, sizeof w),
+                                 tl_device_name(v->d), tl_fmt_bytes(v->budget, b, sizeof b));
+                else if (timeout_ms == 0)
+                    st = tl__err(TL_ERR_DEVICE_OOM,
+                                 "%s: tensor %s (%s) does not fit on %s: its budget is %s and %s "
+                                 "are held by acquired or loading tensors",
+                                 fpath(s, u), tname(s, u), tl_fmt_bytes(u->pl.len, a, sizeof a),
+                                 tl_device_name(v->d), tl_fmt_bytes(v->budget, b, sizeof b),
+                                 tl_fmt_bytes(held_locked(s, u->dev), h, sizeof h));
+                else
+                    room_dev = u->dev;
                 break;
             }
             if (s->dev[u->dev].async) {
@@ -1360,7 +1421,7 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
         }
         if ((k || na) && !hit_counted && s->prefetching) s->st.prefetch_misses++;
         /* queue async copies only after every eviction (a device free waits for its queue) */
-        if (st) {
+        if (st || room_dev != TLR_HOST) {
             for (size_t i = 0; i < na; i++)
                 unload_failed_locked(s, &s->u[asy[i]]);
         } else if (na) {
@@ -1370,6 +1431,51 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
             for (size_t i = 0; i < k; i++)
                 unload_failed_locked(s, &s->u[mine[i]]);
             break;
+        }
+        if (room_dev != TLR_HOST) {
+            /*
+             * Others hold the room. Wait holding nothing: this round's
+             * reservations go back and the references drop (the units
+             * loaded so far may be evicted meanwhile), so waiting acquires
+             * never hold each other up. The first in line tries again
+             * after each release (and at least every 50 ms).
+             */
+            for (size_t i = 0; i < k; i++)
+                unload_failed_locked(s, &s->u[mine[i]]);
+            unref_locked(s, list, n);
+            s->acquiring_refs -= n;
+            holding = false;
+            if (!queued) {
+                queued = true;
+                s->st.acquire_waits++;
+                if (s->wq_tail)
+                    s->wq_tail->next = &me;
+                else
+                    s->wq_head = &me;
+                s->wq_tail = &me;
+            }
+            double left;
+            do {
+                left = deadline - tl__os_now();
+                if (left <= 0) break;
+                tl__os_cond_timedwait(&s->rcv, &s->mu, left < 0.05 ? left : 0.05);
+            } while (s->wq_head != &me);
+            if (left <= 0) {
+                sdev *v = &s->dev[room_dev];
+                char b[32], h[32];
+                s->st.acquire_timeouts++;
+                st = tl__err(TL_ERR_DEVICE_OOM,
+                             "%s: waited %u ms for room on %s and none came: its budget is %s "
+                             "and %s are held by acquired or loading tensors (a thread that "
+                             "holds sets while it waits for more may be waiting for itself)",
+                             tl_model_file(s->m, 0)->path, timeout_ms, tl_device_name(v->d),
+                             tl_fmt_bytes(v->budget, b, sizeof b),
+                             tl_fmt_bytes(held_locked(s, room_dev), h, sizeof h));
+                break;
+            }
+            take_refs_locked(s, list, n);
+            holding = true;
+            continue;
         }
         if (k == 0) break;
         memmove(x + k, x + n, nf * sizeof *x); /* pinned copies filled alongside */
@@ -1389,10 +1495,13 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
     free(x);
     free(mine);
     free(asy);
+    if (queued) room_leave_locked(s, &me);
     if (st) {
-        unref_locked(s, list, n);
+        if (holding) {
+            unref_locked(s, list, n);
+            s->acquiring_refs -= n;
+        }
         s->acquiring--;
-        s->acquiring_refs -= n;
         free(list);
         tl__os_mutex_unlock(&s->mu);
         return st;

@@ -533,16 +533,17 @@ class Session:
     def __exit__(self, *exc):
         return False
 
-    def acquire(self, component, layers=None, with_other=None):
+    def acquire(self, component, layers=None, with_other=None, timeout_ms=0):
         """Make component's layers (None: all; an int; (begin, end)) resident where the plan
         says and reference them. with_other (default: when all layers are asked) adds the
-        component's tensors outside any layer."""
+        component's tensors outside any layer. timeout_ms: wait up to that long for other
+        references to make room (0: fail at once)."""
         b, e = _layers(layers)
         if with_other is None:
             with_other = layers is None
         h = ctypes.c_void_p()
-        check(lib.tl_session_acquire(self.handle, _component(component), b, e, bool(with_other),
-                                     ctypes.byref(h)))
+        check(lib.tl_session_acquire_wait(self.handle, _component(component), b, e,
+                                          bool(with_other), int(timeout_ms), ctypes.byref(h)))
         a = Acquired(self, h)
         self._sets.add(a)
         return a
@@ -579,7 +580,8 @@ class Session:
                                           "oom_recoveries", "host_used", "host_peak",
                                           "host_budget", "spill_used", "spill_peak",
                                           "pinned_used", "pinned_peak", "pinned_cap",
-                                          "staging_bound")}
+                                          "staging_bound", "acquire_waits",
+                                          "acquire_timeouts")}
         tiers = [_s(lib.tl_tier_name(t)) for t in range(L.TL_TIER_COUNT)]
         out["moved"] = {"%s->%s" % (tiers[a], tiers[b]): s.moved[a][b]
                         for a in range(L.TL_TIER_COUNT) for b in range(L.TL_TIER_COUNT)

@@ -166,7 +166,8 @@ class SessionStats(ctypes.Structure):
                 ("host_peak", c_u64), ("host_budget", c_u64), ("spill_used", c_u64),
                 ("spill_peak", c_u64), ("pinned_used", c_u64), ("pinned_peak", c_u64),
                 ("pinned_cap", c_u64), ("staging_bound", c_u64), ("n_devices", c_size),
-                ("devices", SessionDeviceStats * TL_PLAN_MAX_DEVICES)]
+                ("devices", SessionDeviceStats * TL_PLAN_MAX_DEVICES),
+                ("acquire_waits", c_u64), ("acquire_timeouts", c_u64)]
 
 
 class SessionEvent(ctypes.Structure):
@@ -250,6 +251,8 @@ def _declare(lib):
         "tl_session_create": (st, [c_void_p, c_void_p, P(SessionOptions), P(c_void_p)]),
         "tl_session_destroy": (st, [c_void_p]),
         "tl_session_acquire": (st, [c_void_p, c_int, c_size, c_size, c_bool, P(c_void_p)]),
+        "tl_session_acquire_wait": (st, [c_void_p, c_int, c_size, c_size, c_bool, c_u32,
+                                         P(c_void_p)]),
         "tl_acquired_count": (c_size, [c_void_p]),
         "tl_acquired_tensor": (P(SessionTensor), [c_void_p, c_size]),
         "tl_session_release": (st, [c_void_p, c_void_p]),
