@@ -7,7 +7,7 @@
 BUILD      ?= build
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
-DEB_PKGS   := cmake make gcc g++ git clang libclang-rt-14-dev pkg-config libcjson-dev libxxhash-dev liburing-dev libcmocka-dev valgrind librsvg2-bin groff-base dpkg-dev file python3-numpy python3-torch python3-pip python3-setuptools
+DEB_PKGS   := cmake make gcc g++ git python3-yaml clang libclang-rt-14-dev pkg-config libcjson-dev libxxhash-dev liburing-dev libcmocka-dev valgrind librsvg2-bin groff-base dpkg-dev file python3-numpy python3-torch python3-pip python3-setuptools
 
 .PHONY: all deps deps-build build ggml test demo asan tsan fuzz bench valgrind mutants clean format install deb
 
@@ -60,7 +60,7 @@ GGML_ROOT := $(abspath $(BUILD))/ggml
 asan: ggml
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTL_SANITIZE=ON -DTL_GGML_ROOT=$(GGML_ROOT) -DTL_WERROR=ON >/dev/null
 	cmake --build build-asan -j $(JOBS)
-	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	cd build-asan && LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS)
 
 tsan: ggml
@@ -94,7 +94,7 @@ deb: deps
 	cd build-deb && cpack -G DEB
 
 format:
-	clang-format -i include/*.h src/*/*.c src/*/*.h tests/*.c tests/helpers/*.[ch] bench/*.c fuzz/*.c
+	clang-format -i include/*.h src/*/*.c src/*/*.h llama/*.[ch] examples/llamacpp/*.c tests/*.c tests/helpers/*.[ch] bench/*.c fuzz/*.c
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-fuzz build-deb

@@ -1482,6 +1482,16 @@ typedef struct tl_load_options {
      * pages"); the default is never much worse than the better of the two.
      */
     bool hugepages;
+    /*
+     * With dest: the caller's destinations are fresh anonymous memory that
+     * nothing has written yet (a buffer just allocated for the load). The
+     * loader then faults them in as its own: each chunk just before its
+     * read (MADV_POPULATE_WRITE), on huge pages while they fault in fast
+     * (hugepages and no_hugepages apply as to its own destinations: the
+     * caller's range gets MADV_HUGEPAGE or MADV_NOHUGEPAGE advice). Memory
+     * that was written already loses nothing but time.
+     */
+    bool dest_fresh;
 } tl_load_options;
 
 #define TL_LOAD_ALIGN_ELEMENT 1u /* tl_load_options.align: at least the dtype's element size */

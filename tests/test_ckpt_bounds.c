@@ -76,7 +76,7 @@ static void test_info_shows_bytes_on_disk(void **state) {
                tied);
     tu_run r = tu_cli_run("info", tied, NULL);
     assert_int_equal(r.status, 0);
-    if (!strstr(r.out, "12.00 KiB of weights, 4.00 KiB of them on disk"))
+    if (!strstr(r.out, "12.00 KiB of weights, 4.00 KiB of tensor data on disk"))
         fail_msg("info does not tell the bytes on disk:\n%s", r.out);
     tu_run_free(&r);
     r = tu_cli_run("info", "--json", tied, NULL);

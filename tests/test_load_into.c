@@ -2,7 +2,9 @@
  * test_load_into.c — loading a subset of a model into memory the caller
  * provides: only the asked tensors are read, each lands at the address the
  * destination callback gave (no copy owned by the result), conversion and
- * verify work as for a normal load, and bad requests are clear errors.
+ * verify work as for a normal load, and bad requests are clear errors; memory
+ * declared fresh (dest_fresh) gets the page-size advice the loader's own
+ * destinations get.
  * Expected bytes are the file's, read by the test itself.
  */
 #include "testutil.h"
@@ -11,6 +13,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static void fill(void *buf, uint64_t off, uint64_t len, void *ctx) {
     for (uint64_t i = 0; i < len; i++)
@@ -107,7 +110,68 @@ static void test_subset_into_caller_memory(void **state) {
     tu_tmpdir_rm(dir);
 }
 
+typedef struct fresh {
+    unsigned char *at;
+} fresh;
+
+static void *fresh_dest(void *user, size_t tensor, uint64_t nbytes, tl_dtype dtype) {
+    (void)tensor;
+    (void)nbytes;
+    (void)dtype;
+    return ((fresh *)user)->at;
+}
+
+/* dest_fresh: the caller's untouched memory is advised like the loader's own destinations. */
+static void test_fresh_caller_memory(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *p = tu_path(dir, "m.safetensors");
+    const uint64_t n = 6u << 20; /* bytes: whole 2 MiB pages inside */
+    st_tensor t[] = {{"w", "U8", n, 1, NULL, fill, (void *)7}};
+    st_write(p, t, 1);
+    size_t fsz;
+    unsigned char *file = (unsigned char *)tu_read_file(p, &fsz);
+    const char *paths[] = {p};
+    tl_model *m;
+    assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_OK);
+    size_t iw = tl_model_find(m, "w");
+    /* hugepages, no_hugepages, and not fresh: "hg", "nh", neither */
+    for (int k = 0; k < 3; k++) {
+        size_t len = 12u << 20;
+        unsigned char *raw =
+            mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        assert_true(raw != MAP_FAILED);
+        fresh f = {raw + 4096 + 64}; /* not aligned, as a malloc'd buffer is not */
+        tl_load_options o;
+        tl_load_options_init(&o);
+        o.mode = TL_LOAD_BUFFERED;
+        o.tensors = &iw;
+        o.n_tensors = 1;
+        o.dest = fresh_dest;
+        o.dest_user = &f;
+        o.dest_fresh = k < 2;
+        o.hugepages = k == 0;
+        o.no_hugepages = k == 1;
+        tl_load_result *r;
+        if (tl_model_load(m, &o, &r)) fail_msg("%s", tl_last_error());
+        assert_memory_equal(f.at, file + tl_model_tensor(m, iw)->offset, n);
+        char flags[256];
+        unsigned char *inside =
+            (unsigned char *)(((uintptr_t)f.at + (4u << 20)) & ~(uintptr_t)((2u << 20) - 1));
+        assert_true(tu_vm_flags(inside, flags, sizeof flags));
+        assert_int_equal(tu_has_vm_flag(flags, "hg"), k == 0);
+        assert_int_equal(tu_has_vm_flag(flags, "nh"), k == 1);
+        tl_load_result_destroy(r);
+        munmap(raw, len);
+    }
+    tl_model_close(m);
+    free(file);
+    free(p);
+    tu_tmpdir_rm(dir);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_subset_into_caller_memory)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_subset_into_caller_memory),
+                                       cmocka_unit_test(test_fresh_caller_memory)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

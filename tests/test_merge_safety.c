@@ -353,6 +353,36 @@ static void test_merged_ckpt_crcs_and_tied_weights(void **state) {
     tu_tmpdir_rm(dir);
 }
 
+/* A LoRA aimed at a strided (transposed) checkpoint tensor: refused by name, never a crash. */
+static void test_strided_weight_refused(void **state) {
+    (void)state;
+    if (!python_torch()) TU_SKIP("no /usr/bin/python3 with torch (apt-get install python3-torch)");
+    char *dir = tu_tmpdir();
+    char *cp = tu_path(dir, "t.ckpt"), *lp = tu_path(dir, "l.safetensors");
+    char code[1024];
+    snprintf(code, sizeof code,
+             "import torch\ntorch.save({'w.weight': torch.ones(2, 3).t()}, '%s')\n", cp);
+    tu_run r = py(code);
+    assert_int_equal(r.status, 0);
+    tu_run_free(&r);
+    ft l[] = {{"w.lora_up.weight", 3, 1, 1.0f}, {"w.lora_down.weight", 1, 2, 0.5f}};
+    write_f32(lp, l, 2);
+    tl_model_options o;
+    tl_model_options_init(&o);
+    o.writable = true;
+    tl_model *m = NULL;
+    assert_int_equal(tl_model_open((const char *const *)&cp, 1, &o, &m), TL_OK);
+    tl_lora *lo = NULL;
+    assert_int_equal(tl_lora_open(lp, &lo), TL_OK);
+    tl_status st = tl_lora_apply(m, lo, 1.0f, NULL);
+    assert_true(st == TL_ERR_UNSUPPORTED || st == TL_ERR_INVALID_ARG);
+    assert_non_null(strstr(tl_last_error(), "w.weight"));
+    tl_lora_close(lo);
+    tl_model_close(m);
+    free(cp), free(lp);
+    tu_tmpdir_rm(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_truncated_files_are_changed_not_sigbus),
@@ -360,6 +390,7 @@ int main(void) {
         cmocka_unit_test(test_merge_output_honours_umask),
         cmocka_unit_test(test_no_temp_file_left),
         cmocka_unit_test(test_merged_ckpt_crcs_and_tied_weights),
+        cmocka_unit_test(test_strided_weight_refused),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -270,20 +270,7 @@ static void open_sd(fx *f, const char *gpu, uint64_t cap, const char *sim_spec) 
     const char *paths[] = {f->path};
     assert_int_equal(tl_model_open(paths, 1, NULL, &f->m), TL_OK);
     if (sim_spec) assert_int_equal(tl_device_sim_add(sim_spec), TL_OK);
-    tl_plan_summary sum;
-    assert_int_equal(tl_plan_summary_from_model(f->m, TL_DTYPE_INVALID, &sum), TL_OK);
-    tl_plan_device devs[2];
-    memset(devs, 0, sizeof devs);
-    snprintf(devs[0].name, sizeof devs[0].name, "%s", gpu);
-    devs[0].is_gpu = true;
-    devs[0].total = devs[0].free = cap;
-    snprintf(devs[1].name, sizeof devs[1].name, "cpu");
-    tl_plan_options o;
-    tl_plan_options_init(&o);
-    o.reserve = "diffusion=0,cond=0,vae=0,controlnet=0";
-    assert_int_equal(tl_plan_create(&sum, devs, 2, &o, &f->plan), TL_OK);
-    tl_plan_summary_clear(&sum);
-    if (!tl_plan_feasible(f->plan)) fail_msg("plan infeasible: %s", tl_plan_error(f->plan));
+    f->plan = tu_plan_one_gpu(f->m, gpu, cap, NULL, false);
     assert_int_equal(tl_session_create(f->m, f->plan, NULL, &f->s), TL_OK);
 }
 

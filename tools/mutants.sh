@@ -7,7 +7,8 @@
 # the build. Not part of ctest or CI (minutes per run); `make mutants` runs it.
 #
 # usage: tools/mutants.sh [BUILD] [FILTER]
-#   BUILD   the project's build folder (default build): its TL_TESTDATA setting is reused
+#   BUILD   the project's build folder (default build): its ggml build (TL_GGML_ROOT) and
+#           test data (BUILD/testdata) are reused, never made again in the scratch copy
 #   FILTER  run only the mutants whose id contains this text
 # TL_MUTANTS_DIR keeps the scratch copy there (reused between runs) instead of a temp folder.
 set -eu
@@ -41,9 +42,10 @@ ckpt-strides-ignored@src/format/ckpt.c@s/if (sz != 1 \&\& sd != expect) contiguo
 EOF
 )
 
-testdata=""
+# the source build's ggml (TL_GGML_ROOT) and finished test data are reused, never made again here
+ggml_root=""
 if [ -f "$BUILD/CMakeCache.txt" ]; then
-    testdata=$(sed -n 's/^TL_TESTDATA:[A-Z]*=//p' "$BUILD/CMakeCache.txt")
+    ggml_root=$(sed -n 's/^TL_GGML_ROOT:PATH=//p' "$BUILD/CMakeCache.txt")
 fi
 
 if [ -n "${TL_MUTANTS_DIR:-}" ]; then
@@ -71,9 +73,12 @@ mkdir -p "$tree"
 done
 
 cfg="-DCMAKE_BUILD_TYPE=RelWithDebInfo"
-[ -n "$testdata" ] && cfg="$cfg -DTL_TESTDATA=$testdata"
+[ -n "$ggml_root" ] && cfg="$cfg -DTL_GGML_ROOT=$ggml_root"
 # shellcheck disable=SC2086
 cmake -S "$tree" -B "$bld" $cfg >/dev/null
+if [ -d "$BUILD/testdata" ] && [ ! -e "$bld/testdata" ]; then
+    ln -s "$(cd "$BUILD/testdata" && pwd)" "$bld/testdata"
+fi
 
 # targets of the named tests (ctest names that are programs; "python" needs the shared library)
 targets_of() {
@@ -86,7 +91,9 @@ targets_of() {
 
 run_tests() { # $1: tests; returns 0 when all pass
     re=$(echo "$1" | sed 's/ /|/g')
-    (cd "$bld" && ctest -R "^($re)\$" --timeout 240 --output-on-failure >"$scratch/last.log" 2>&1)
+    # the testdata fixture is not run here (it may build ggml): tests use the source build's data
+    (cd "$bld" && ctest -R "^($re)\$" -FA testdata --timeout 240 --output-on-failure \
+        >"$scratch/last.log" 2>&1)
 }
 
 echo "$MUTANTS" | while IFS='@' read -r id file expr tests; do

@@ -208,7 +208,7 @@ static void print_human(const tl_model *m, size_t top, size_t keys) {
         total += tl_model_tensor(m, i)->nbytes;
     uint64_t disk = bytes_on_disk(m);
     if (disk != total && disk != UINT64_MAX)
-        printf("\n%zu tensors, %s of weights, %s of them on disk (tensors share storage)\n", nt,
+        printf("\n%zu tensors, %s of weights, %s of tensor data on disk\n", nt,
                cli_fmt_size(total, b1, sizeof b1), cli_fmt_size(disk, b2, sizeof b2));
     else
         printf("\n%zu tensors, %s of weights\n", nt, cli_fmt_size(total, b1, sizeof b1));

@@ -204,8 +204,9 @@ static int merge_main(int argc, char **argv, cli_models *models, cli_loras *lora
         st = tl_lora_match(m, loras->open[i], &r);
         if (st) break;
         if (r.n_unmatched) {
-            fprintf(stderr, "tierload merge: %s: %zu LoRA keys match no tensor or are not applied:", loras->paths[i],
-                    r.n_unmatched);
+            fprintf(stderr,
+                    "tierload merge: %s: %zu LoRA keys match no tensor or are not applied:",
+                    loras->paths[i], r.n_unmatched);
             for (size_t k = 0; k < r.n_unmatched && k < TL_LORA_REPORT_NAMES; k++)
                 fprintf(stderr, " %s", r.unmatched[k]);
             fputc('\n', stderr);

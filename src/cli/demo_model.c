@@ -412,13 +412,10 @@ int demo_write(const char *path, const demo_list *l) {
     o += (size_t)snprintf(hdr + o, cap - o, "}");
     while (o % 8)
         hdr[o++] = ' ';
-    size_t plen = strlen(path) + 16;
-    char *tmp = malloc(plen);
-    if (tmp) snprintf(tmp, plen, "%s.tmp.XXXXXX", path);
-    int fd = tmp ? mkstemp(tmp) : -1;
-    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    cli_outfile of; /* beside path, removed on failure and on signals, then renamed */
+    int rc = cli_outfile_open(&of, path, "demo");
+    FILE *f = rc ? NULL : of.f;
     bool ok = f != NULL;
-    if (fd >= 0) fchmod(fd, 0644);
     uint64_t hl = o;
     if (ok) ok = fwrite(&hl, 8, 1, f) == 1 && fwrite(hdr, 1, o, f) == o;
     for (size_t i = 0; ok && i < l->n; i++) {
@@ -437,18 +434,16 @@ int demo_write(const char *path, const demo_list *l) {
             left -= n;
         }
     }
-    if (f && (fflush(f) || fsync(fileno(f)))) ok = false;
-    if (f && fclose(f)) ok = false;
-    if (!f && fd >= 0) close(fd);
-    if (ok && rename(tmp, path) != 0) ok = false;
-    if (!ok) {
-        fprintf(stderr, "tierload demo: writing %s: %s\n", path, strerror(errno));
-        if (fd >= 0) unlink(tmp);
+    if (f && !ok) {
+        fprintf(stderr, "tierload demo: writing %s: %s\n", cli_safe(path), strerror(errno));
+        cli_outfile_abort(&of);
+        rc = cli_exit_code(TL_ERR_IO);
+    } else if (f) {
+        rc = cli_outfile_commit(&of, "demo");
     }
-    free(tmp);
     free(hdr);
     free(buf);
-    return ok ? 0 : cli_exit_code(TL_ERR_IO);
+    return rc;
 }
 
 bool demo_reusable(const char *path, const demo_list *l) {

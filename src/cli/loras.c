@@ -66,8 +66,9 @@ int cli_loras_apply(cli_loras *l, tl_model *m, tl_session *s, FILE *out) {
         st = tl_lora_match(m, l->open[i], &r);
         if (st) break;
         if (r.n_unmatched) {
-            fprintf(stderr, "tierload: %s: %zu of %zu LoRA keys match no tensor or are not applied:", l->paths[i],
-                    r.n_unmatched, r.n_unmatched + r.n_matched);
+            fprintf(stderr,
+                    "tierload: %s: %zu of %zu LoRA keys match no tensor or are not applied:",
+                    l->paths[i], r.n_unmatched, r.n_unmatched + r.n_matched);
             for (size_t k = 0; k < r.n_unmatched && k < TL_LORA_REPORT_NAMES; k++)
                 fprintf(stderr, " %s", r.unmatched[k]);
             fprintf(stderr, "%s\n", r.n_unmatched > TL_LORA_REPORT_NAMES ? " ..." : "");

@@ -388,6 +388,8 @@ static tl_status plan_file(job *j, lfile *f) {
         tl__touch_init(&f->touch, f->dest, f->dest_len, touch_pages(j), TL_TOUCH_SLOW_S);
     }
     uint64_t pos = 0;
+    /* the caller's fresh destinations: the span they cover, faulted in as ours (dest_fresh) */
+    uintptr_t fresh_lo = UINTPTR_MAX, fresh_hi = 0;
     for (size_t k = 0; k < f->n_order; k++) {
         size_t ti = f->order[k];
         const tl_tensor_info *t = tl_model_tensor(m, ti);
@@ -413,6 +415,10 @@ static tl_status plan_file(job *j, lfile *f) {
             pos += out;
         }
         j->r->tensors[ti] = (tl_loaded_tensor){at, out, to, false, to != t->dtype};
+        if (j->o.dest && j->o.dest_fresh && out) {
+            if ((uintptr_t)at < fresh_lo) fresh_lo = (uintptr_t)at;
+            if ((uintptr_t)at + out > fresh_hi) fresh_hi = (uintptr_t)at + out;
+        }
         if (t->strides) { /* a strided view: gathered after the transfers (gather_strided) */
             f->n_gather++;
             continue;
@@ -425,9 +431,22 @@ static tl_status plan_file(job *j, lfile *f) {
                          .src = source_of(j, f, ti, t->offset)};
         x.dst.kind = TL_IO_HOST;
         x.dst.host = at;
-        if (!j->o.dest) x.dst.fresh = &f->touch; /* ours, never touched */
+        if (!j->o.dest || j->o.dest_fresh) x.dst.fresh = &f->touch; /* never touched */
         tl_status s = add_xfer(f, &x);
         if (s != TL_OK) return s;
+    }
+    if (fresh_hi > fresh_lo) {
+        /* base 2 MiB aligned (touch.h); only the transfers' own pages are ever touched */
+        unsigned char *base = (unsigned char *)(fresh_lo & ~(uintptr_t)((2u << 20) - 1));
+        tl__touch_pages tp = touch_pages(j);
+        uintptr_t ps = tl__os_page_size(), a = (fresh_lo + ps - 1) & ~(ps - 1),
+                  z = fresh_hi & ~(ps - 1);
+        if (tp == TL_TOUCH_SMALL && z > a)
+            tl__os_pages_small((void *)a, z - a);
+        else if (tp != TL_TOUCH_SMALL)
+            tl__os_pages_huge((void *)fresh_lo, fresh_hi - fresh_lo);
+        tl__touch_init(&f->touch, base, (uint64_t)(fresh_hi - (uintptr_t)base), tp,
+                       TL_TOUCH_SLOW_S);
     }
     return TL_OK;
 }

@@ -226,6 +226,15 @@ static tl_status match(const tl_model *m, const tl_lora *l, size_t **targets, tl
         lora_aliases_free(&a);
         return tl__err(TL_ERR_NOMEM, "LoRA: out of memory");
     }
+    /* owner[tensor]: the first module that targets it (a second one is not applied) */
+    size_t nt = tl_model_tensor_count(m);
+    size_t *owner = tl__os_malloc((nt ? nt : 1) * sizeof *owner);
+    if (!owner) {
+        free(t);
+        lora_aliases_free(&a);
+        return tl__err(TL_ERR_NOMEM, "LoRA: out of memory");
+    }
+    for (size_t i = 0; i < nt; i++) owner[i] = TL_NOT_FOUND;
     memset(r, 0, sizeof *r);
     r->n_modules = l->n_mods;
     for (size_t k = 0; k < l->n_mods; k++) {
@@ -236,10 +245,11 @@ static tl_status match(const tl_model *m, const tl_lora *l, size_t **targets, tl
             snprintf(why, sizeof why, "%.60s (fits '%.28s' and '%.28s'; not applied)",
                      l->mods[k].key, tl_model_tensor(m, t[k])->name,
                      tl_model_tensor(m, other)->name);
-        for (size_t q = 0; q < k && t[k] != TL_NOT_FOUND && !why[0]; q++)
-            if (t[q] == t[k])
-                snprintf(why, sizeof why, "%.56s (names the tensor of '%.56s' again; not applied)",
-                         l->mods[k].key, l->mods[q].key);
+        if (!why[0] && t[k] != TL_NOT_FOUND && owner[t[k]] != TL_NOT_FOUND)
+            snprintf(why, sizeof why, "%.56s (names the tensor of '%.56s' again; not applied)",
+                     l->mods[k].key, l->mods[owner[t[k]]].key);
+        else if (!why[0] && t[k] != TL_NOT_FOUND)
+            owner[t[k]] = k;
         if (why[0]) {
             t[k] = TL_NOT_FOUND;
             note_unmatched(r, why); /* kept to the report's 127 characters */
@@ -250,6 +260,7 @@ static tl_status match(const tl_model *m, const tl_lora *l, size_t **targets, tl
         }
     }
     for (size_t k = 0; k < l->n_unknown; k++) note_unmatched(r, l->unknown[k]);
+    free(owner);
     lora_aliases_free(&a);
     *targets = t;
     return TL_OK;
@@ -287,14 +298,13 @@ tl_status tl_lora_apply_module(tl_model *m, const tl_lora *l, size_t k, size_t t
         return tl__err(TL_ERR_INVALID_ARG, "tl_lora_apply_module: scale %g is not finite",
                        (double)scale);
     tl_status st = lora_check(m, t, l, k);
-    if (!st) st = lora_merge(m, t, (void *)tl_model_tensor_data(m, t), l, k, scale, true);
     if (st) return st;
     void *w = tl_model_tensor_data_mut(m, t);
     if (!w)
         return tl__err(TL_ERR_INVALID_ARG,
                       "tensor '%s': the model must be opened writable to merge a LoRA",
                       tl_model_tensor(m, t)->name);
-    return lora_merge(m, t, w, l, k, scale, false);
+    return lora_merge(m, t, w, l, k, scale, LORA_CHECK_WRITE); /* dry first: nothing non-finite */
 }
 
 tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool *only,
@@ -309,7 +319,7 @@ tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool
     /* a dry run of every merge: non-finite values and overflow refused before any byte changes */
     for (size_t k = 0; k < l->n_mods && !st; k++)
         if (t[k] != TL_NOT_FOUND && (!only || only[t[k]]))
-            st = lora_merge(m, t[k], (void *)tl_model_tensor_data(m, t[k]), l, k, scale, true);
+            st = lora_merge(m, t[k], (void *)tl_model_tensor_data(m, t[k]), l, k, scale, LORA_DRY);
     for (size_t k = 0; k < l->n_mods && !st; k++) {
         if (t[k] == TL_NOT_FOUND || (only && !only[t[k]])) continue;
         void *w = tl_model_tensor_data_mut(m, t[k]);
@@ -319,7 +329,7 @@ tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool
                         tl_model_tensor(m, t[k])->name);
             break;
         }
-        st = lora_merge(m, t[k], w, l, k, scale, false);
+        st = lora_merge(m, t[k], w, l, k, scale, LORA_WRITE);
     }
     free(t);
     return st;

@@ -69,12 +69,15 @@ bool lora_ldm_to_diffusers(const char *ldm, char *out, size_t n);
 /* Check that module k fits tensor t of m (dtype and shapes); error names both. */
 tl_status lora_check(const tl_model *m, size_t t, const tl_lora *l, size_t k);
 /*
- * Add scale x module k's delta to tensor t (whose bytes are at w); dry: compute
- * and check everything (finite factors, no overflow of the weight's type) and
- * write nothing.
+ * What lora_merge does: LORA_DRY computes and checks everything (finite
+ * factors and scale, no overflow of the weight's type) and writes nothing;
+ * LORA_WRITE writes (after a dry run made earlier); LORA_CHECK_WRITE both, with
+ * the module's matrices loaded once.
  */
+typedef enum lora_pass { LORA_DRY, LORA_WRITE, LORA_CHECK_WRITE } lora_pass;
+/* Add scale x module k's delta to tensor t (whose bytes are at w). */
 tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, size_t k,
-                     float scale, bool dry);
+                     float scale, lora_pass pass);
 
 /* Merge the modules of l whose target tensor t has only[t] set (only NULL: all). */
 tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool *only,

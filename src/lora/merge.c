@@ -223,7 +223,7 @@ typedef struct row_job {
     lora_kind kind;
     const mat *a, *b, *c, *d, *w1, *w2;
     float s;
-    float *row, *dl, *d2, *res;
+    float *row, *dl, *d2;
     bool dry;          /* compute and check only; write nothing */
     uint64_t overflow; /* finite weights that the merge makes non-finite in the weight's type */
     uint64_t first_bad;
@@ -233,7 +233,7 @@ static void rows_fn(void *arg) {
     row_job *j = arg;
     uint64_t kk = j->kk;
     const mat *a = j->a, *b = j->b, *c = j->c, *d = j->d, *w1 = j->w1, *w2 = j->w2;
-    float *row = j->row, *dl = j->dl, *d2 = j->d2, *res = j->res;
+    float *row = j->row, *dl = j->dl, *d2 = j->d2;
     for (uint64_t o = 0; o < j->out; o++) {
         unsigned char *wr = j->base + o * kk * j->es;
         uint64_t bad;
@@ -262,26 +262,33 @@ static void rows_fn(void *arg) {
                 for (uint64_t q = 0; q < w2->cols; q++) dl[p * w2->cols + q] = x * w2r[q];
             }
         }
-        for (uint64_t x = 0; x < kk; x++) res[x] = row[x] + j->s * dl[x];
         if (!j->dry) {
-            tl__convert_run(j->wi->dtype, wr, TL_DTYPE_F32, res, kk, &bad);
+            for (uint64_t x = 0; x < kk; x++) row[x] += j->s * dl[x];
+            tl__convert_run(j->wi->dtype, wr, TL_DTYPE_F32, row, kk, &bad);
             continue;
         }
-        /* round to the weight's type and back: what would be written */
-        tl__convert_run(j->wi->dtype, d2, TL_DTYPE_F32, res, kk, &bad);
-        tl__convert_run(TL_DTYPE_F32, res, j->wi->dtype, d2, kk, &bad);
+        /* the result, rounded to the weight's type and back (d2 is free again): what a write
+         * would store, kept in dl beside the weight's own values in row */
+        for (uint64_t x = 0; x < kk; x++) dl[x] = row[x] + j->s * dl[x];
+        tl__convert_run(j->wi->dtype, d2, TL_DTYPE_F32, dl, kk, &bad);
+        tl__convert_run(TL_DTYPE_F32, dl, j->wi->dtype, d2, kk, &bad);
         for (uint64_t x = 0; x < kk; x++)
-            if (!isfinite(res[x]) && isfinite(row[x]) && j->overflow++ == 0)
+            if (!isfinite(dl[x]) && isfinite(row[x]) && j->overflow++ == 0)
                 j->first_bad = o * kk + x;
     }
 }
 
 tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, size_t k,
-                     float scale, bool dry) {
+                     float scale, lora_pass pass) {
     tl_status st = lora_check(m, t, l, k);
     if (st) return st;
     const tl_tensor_info *wi = tl_model_tensor(m, t);
     const char *lpath = tl_model_file(l->file, 0)->path;
+    if (!w)
+        return tl__err(TL_ERR_UNSUPPORTED,
+                       "%s: tensor '%s' is not stored contiguously (a strided view): a LoRA "
+                       "merges into contiguous weights only",
+                       tl_model_file(m, wi->file)->path, wi->name);
     uint64_t out = (uint64_t)wi->shape[0], kk = wi->n_elements / out;
     unsigned es = tl__convert_elem_size(wi->dtype);
     const lora_module *md = &l->mods[k];
@@ -291,13 +298,12 @@ tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, siz
                        "%s: LoRA module '%s': scale %g x alpha/rank is not finite; refused", lpath,
                        md->key, (double)scale);
     mat a = {0}, b = {0}, c = {0}, d = {0}, w1 = {0}, w2 = {0};
-    float *row = NULL, *dl = NULL, *d2 = NULL, *res = NULL;
+    float *row = NULL, *dl = NULL, *d2 = NULL;
     if (kk > SIZE_MAX / 4) return tl__err(TL_ERR_NOMEM, "tensor '%s' too large", wi->name);
     row = tl__os_malloc((size_t)kk * 4);
     dl = tl__os_malloc((size_t)kk * 4);
     d2 = tl__os_malloc((size_t)kk * 4);
-    res = tl__os_malloc((size_t)kk * 4);
-    if (!row || !dl || !d2 || !res) {
+    if (!row || !dl || !d2) {
         st = tl__err(TL_ERR_NOMEM, "merging into '%s': out of memory", wi->name);
         goto done;
     }
@@ -324,23 +330,25 @@ tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, siz
                 goto done;
         }
     }
-    row_job j = {wi,  w,  out, kk, es,  md->kind, &a, &b, &c, &d, &w1, &w2, s,
-                 row, dl, d2,  res, dry, 0,        0};
-    if (tl__os_guarded_call(rows_fn, &j) != 0) {
-        st = tl__err(TL_ERR_CHANGED,
-                     "%s: tensor '%s': the file changed while LoRA module '%s' was merged "
-                     "(truncated?)",
-                     tl_model_file(m, wi->file)->path, wi->name, md->key);
-        goto done;
+    /* the dry run (LORA_DRY, LORA_CHECK_WRITE), then the writing one (LORA_WRITE, LORA_CHECK_WRITE) */
+    for (int wet = pass == LORA_WRITE; wet <= (pass != LORA_DRY) && !st; wet++) {
+        row_job j = {wi,  w,  out, kk, es,  md->kind, &a, &b, &c, &d, &w1, &w2, s,
+                     row, dl, d2,  !wet, 0,       0};
+        if (tl__os_guarded_call(rows_fn, &j) != 0) {
+            st = tl__err(TL_ERR_CHANGED,
+                         "%s: tensor '%s': the file changed while LoRA module '%s' was merged "
+                         "(truncated?)",
+                         tl_model_file(m, wi->file)->path, wi->name, md->key);
+        } else if (j.overflow) {
+            st = tl__err(TL_ERR_FORMAT,
+                         "%s: LoRA module '%s' (scale %g) makes %llu value(s) of tensor '%s' "
+                         "overflow %s (the first at element %llu); refused",
+                         lpath, md->key, (double)scale, (unsigned long long)j.overflow, wi->name,
+                         tl_dtype_name(wi->dtype), (unsigned long long)j.first_bad);
+        }
     }
-    if (j.overflow)
-        st = tl__err(TL_ERR_FORMAT,
-                     "%s: LoRA module '%s' (scale %g) makes %llu value(s) of tensor '%s' overflow "
-                     "%s (the first at element %llu); refused",
-                     lpath, md->key, (double)scale, (unsigned long long)j.overflow, wi->name,
-                     tl_dtype_name(wi->dtype), (unsigned long long)j.first_bad);
 done:
     mat_free(&a), mat_free(&b), mat_free(&c), mat_free(&d), mat_free(&w1), mat_free(&w2);
-    free(row), free(dl), free(d2), free(res);
+    free(row), free(dl), free(d2);
     return st;
 }

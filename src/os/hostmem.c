@@ -89,6 +89,19 @@ int tl__os_pages_small(void *addr, uint64_t size) {
     return 0;
 }
 
+int tl__os_pages_huge(void *addr, uint64_t size) {
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = 2u << 20;
+    uintptr_t a = ((uintptr_t)addr + huge - 1) & ~(huge - 1);
+    uintptr_t z = ((uintptr_t)addr + (uintptr_t)size) & ~(huge - 1);
+    if (z > a && madvise((void *)a, (size_t)(z - a), MADV_HUGEPAGE) != 0) return errno;
+#else
+    (void)addr;
+    (void)size;
+#endif
+    return 0;
+}
+
 int tl__os_drop_mapping_pages(const void *addr, uint64_t size) {
     if (!addr || size == 0) return 0;
     uintptr_t ps = tl__os_page_size();

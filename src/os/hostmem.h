@@ -37,6 +37,11 @@ int tl__os_populate_write(void *addr, uint64_t size);
  * pages (MADV_NOHUGEPAGE; pages already there stay as they are). A hint.
  */
 int tl__os_pages_small(void *addr, uint64_t size);
+/*
+ * From now on, fault [addr, addr+size) of an anonymous mapping in with huge
+ * pages where whole 2 MiB pages fit (MADV_HUGEPAGE on that part). A hint.
+ */
+int tl__os_pages_huge(void *addr, uint64_t size);
 /* madvise(MADV_DONTNEED) on a clean read-only file mapping: unmap its pages. */
 int tl__os_drop_mapping_pages(const void *addr, uint64_t size);
 

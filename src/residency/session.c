@@ -977,6 +977,11 @@ static tl__io_xfer load_xfer(tl_session *s, unit *u) {
     x.src.kind = TL_IO_HOST;
     x.src.host = (void *)src;
     x.src.mapped = mapped;
+    if (s->dev[u->dev].host_ptr) { /* device memory is host memory: one (guarded) copy into it */
+        x.dst.kind = TL_IO_HOST;
+        x.dst.host = (void *)(uintptr_t)u->dptr;
+        return x;
+    }
     x.dst.kind = TL_IO_DEVICE;
     x.dst.dev = s->dev[u->dev].d;
     x.dst.dptr = u->dptr;

@@ -25,16 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static char g_why[8192];
-static const char *g_root;
 
-#define NEED_GGML()                                                                                \
-    do {                                                                                           \
-        if (!g_root) {                                                                             \
-            if (tu_in_ci()) fail_msg("%s", g_why);                                                 \
-            TU_SKIP("%s", g_why);                                                                  \
-        }                                                                                          \
-    } while (0)
 
 static const char *model_path(void) {
     return tu_testdata("gguf/tiny-llama-f16.gguf");
@@ -57,29 +48,9 @@ static void *file_bytes(const char *path, const tl_tensor_info *t) {
 
 /* A plan putting the model's "other" component on one device (a GPU to the planner) of budget bytes. */
 static tl_plan *plan_on(tl_model *m, const char *dev, uint64_t budget, bool stream) {
-    tl_plan_summary sum;
-    assert_int_equal(tl_plan_summary_from_model(m, TL_DTYPE_INVALID, &sum), TL_OK);
-    tl_plan_device devs[2];
-    memset(devs, 0, sizeof devs);
-    snprintf(devs[0].name, sizeof devs[0].name, "%s", dev);
-    devs[0].is_gpu = true;
-    devs[0].total = devs[0].free = budget;
-    snprintf(devs[1].name, sizeof devs[1].name, "cpu");
-    tl_plan_options o;
-    tl_plan_options_init(&o);
     char spec[80];
     snprintf(spec, sizeof spec, "other=%s", dev);
-    if (stream)
-        o.offload_to_cpu = true;
-    else
-        o.backend = spec;
-    o.reserve = "diffusion=0,cond=0,vae=0,controlnet=0,other=0";
-    tl_plan *p = NULL;
-    tl_status st = tl_plan_create(&sum, devs, 2, &o, &p);
-    if (st) fail_msg("plan: %s", tl_last_error());
-    tl_plan_summary_clear(&sum);
-    if (!tl_plan_feasible(p)) fail_msg("plan infeasible: %s", tl_plan_error(p));
-    return p;
+    return tu_plan_one_gpu(m, dev, budget, stream ? NULL : spec, stream);
 }
 
 /* y = W x for a 2-D F16 weight from the file's bytes, with ggml's own F16 -> F32. */
@@ -163,7 +134,7 @@ static tl_device *find_dev(const char *name) {
 /* Resident on ggml:CPU: copied into the device's pool (no_zero_copy), then the mapping itself. */
 static void test_bind_cpu(void **state) {
     (void)state;
-    NEED_GGML();
+    TU_NEED_GGML();
     tl_model *m;
     assert_int_equal(open_model(&m), TL_OK);
     tl_plan *p = plan_on(m, "ggml:CPU", 1ull << 30, false);
@@ -212,7 +183,7 @@ static void test_bind_cpu(void **state) {
 /* A ggml tensor of the wrong type or shape is refused, naming both. */
 static void test_bind_mismatch(void **state) {
     (void)state;
-    NEED_GGML();
+    TU_NEED_GGML();
     tl_model *m;
     assert_int_equal(open_model(&m), TL_OK);
     tl_plan *p = plan_on(m, "ggml:CPU", 1ull << 30, false);
@@ -252,7 +223,7 @@ static void test_bind_mismatch(void **state) {
 /* Weights streamed through an RPC server's device, layer by layer, bound and multiplied there. */
 static void test_bind_rpc(void **state) {
     (void)state;
-    NEED_GGML();
+    TU_NEED_GGML();
     tu_rpc srv;
     char why[256];
     if (!tu_rpc_start(&srv, why, sizeof why)) fail_msg("%s", why);
@@ -320,7 +291,7 @@ static void test_bind_rpc(void **state) {
 /* Endpoints that are malformed, repeated, closed or silent: clear errors naming them, no hang. */
 static void test_rpc_errors(void **state) {
     (void)state;
-    NEED_GGML();
+    TU_NEED_GGML();
     assert_int_equal(tl_device_ggml_rpc_add("localhost", NULL), TL_ERR_INVALID_ARG);
     assert_non_null(strstr(tl_last_error(), "localhost"));
     assert_int_equal(tl_device_ggml_rpc_add("127.0.0.1:0", NULL), TL_ERR_INVALID_ARG);
@@ -361,7 +332,7 @@ static void die_with_9(const char *message) {
  */
 static void test_rpc_server_dies(void **state) {
     (void)state;
-    NEED_GGML();
+    TU_NEED_GGML();
     tu_rpc srv;
     char why[256];
     if (!tu_rpc_start(&srv, why, sizeof why)) fail_msg("%s", why);
@@ -417,14 +388,13 @@ static void test_rpc_server_dies(void **state) {
 }
 
 int main(void) {
-    g_root = tu_ggml_root(g_why, sizeof g_why);
-    if (g_root) {
+    char why[4300];
+    const char *root = tu_ggml_root(why, sizeof why);
+    if (root) { /* the tests' ggml: a failure to load it fails them */
         char lib[4200];
-        snprintf(lib, sizeof lib, "%s/lib", g_root);
-        if (tl_device_ggml_discover(lib, NULL) != TL_OK) {
-            snprintf(g_why, sizeof g_why, "ggml from %s does not load: %s", lib, tl_last_error());
-            g_root = NULL;
-        }
+        snprintf(lib, sizeof lib, "%s/lib", root);
+        if (tl_device_ggml_discover(lib, NULL) != TL_OK)
+            fprintf(stderr, "ggml from %s does not load: %s\n", lib, tl_last_error());
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bind_cpu),

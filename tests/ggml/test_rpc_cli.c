@@ -11,20 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char g_why[8192];
-static const char *g_root;
-
-#define NEED_GGML()                                                                                \
-    do {                                                                                           \
-        if (!g_root) {                                                                             \
-            if (tu_in_ci()) fail_msg("%s", g_why);                                                 \
-            TU_SKIP("%s", g_why);                                                                  \
-        }                                                                                          \
-    } while (0)
 
 static void test_devices_plan_run(void **state) {
     (void)state;
-    NEED_GGML();
+    TU_NEED_GGML();
     tu_rpc srv;
     char why[256];
     if (!tu_rpc_start(&srv, why, sizeof why)) fail_msg("%s", why);
@@ -50,7 +40,7 @@ static void test_devices_plan_run(void **state) {
 
 static void test_bad_endpoints(void **state) {
     (void)state;
-    NEED_GGML();
+    TU_NEED_GGML();
     tu_run r = tu_cli_run("devices", "--rpc", "localhost", NULL);
     assert_int_equal(r.status, 2);
     assert_non_null(strstr(r.err, "localhost"));
@@ -68,8 +58,6 @@ static void test_bad_endpoints(void **state) {
 }
 
 int main(void) {
-    g_root = tu_ggml_root(g_why, sizeof g_why);
-    if (g_root) setenv("TIERLOAD_GGML_DIR", "", 0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_devices_plan_run),
         cmocka_unit_test(test_bad_endpoints),

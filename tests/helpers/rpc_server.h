@@ -13,6 +13,15 @@
 
 /* The ggml source build (TL_GGML_ROOT with lib/libggml.so); NULL with *why set when missing. */
 const char *tu_ggml_root(char *why, size_t why_n);
+/* Skip the current test without the ggml source build, saying why (fail under CI=true). */
+#define TU_NEED_GGML()                                                                             \
+    do {                                                                                           \
+        char why_[4300];                                                                           \
+        if (!tu_ggml_root(why_, sizeof why_)) {                                                    \
+            if (tu_in_ci()) fail_msg("%s", why_);                                                  \
+            TU_SKIP("%s", why_);                                                                   \
+        }                                                                                          \
+    } while (0)
 
 typedef struct tu_rpc {
     pid_t pid;

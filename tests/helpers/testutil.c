@@ -260,6 +260,11 @@ bool tu_ggml_dir(const char *folder, char *dir, size_t n, char *why, size_t why_
         snprintf(why, why_n, "TIERLOAD_GGML_DIR=%s has no libggml-base.so", env);
         return false;
     }
+    const char *root = getenv("TL_GGML_ROOT"); /* the source build (make ggml) first */
+    if (root && *root) {
+        snprintf(dir, n, "%s/lib", root);
+        if (tu_has_ggml_base(dir)) return true;
+    }
     const char *bd = getenv("TL_BUILD_DIR");
     if (!bd || !*bd) bd = ".";
     snprintf(dir, n, "%s/%s/" TU_NPM_BINS, bd, folder);
@@ -343,4 +348,26 @@ uint64_t tu_file_cached_bytes(const char *path) {
 bool tu_run_checked(const char *out, unsigned long long *checked, unsigned long long *mismatches) {
     const char *c = out ? strstr(out, "\nchecked ") : NULL;
     return c && sscanf(c, "\nchecked %llu tensors: %llu hash mismatches", checked, mismatches) == 2;
+}
+
+tl_plan *tu_plan_one_gpu(tl_model *m, const char *gpu, uint64_t cap, const char *backend,
+                         bool offload) {
+    tl_plan_summary sum;
+    assert_int_equal(tl_plan_summary_from_model(m, TL_DTYPE_INVALID, &sum), TL_OK);
+    tl_plan_device devs[2];
+    memset(devs, 0, sizeof devs);
+    snprintf(devs[0].name, sizeof devs[0].name, "%s", gpu);
+    devs[0].is_gpu = true;
+    devs[0].total = devs[0].free = cap;
+    snprintf(devs[1].name, sizeof devs[1].name, "cpu");
+    tl_plan_options o;
+    tl_plan_options_init(&o);
+    o.backend = backend;
+    o.offload_to_cpu = offload;
+    o.reserve = "diffusion=0,cond=0,vae=0,controlnet=0,other=0";
+    tl_plan *p = NULL;
+    if (tl_plan_create(&sum, devs, 2, &o, &p) != TL_OK) fail_msg("plan: %s", tl_last_error());
+    tl_plan_summary_clear(&sum);
+    if (!tl_plan_feasible(p)) fail_msg("plan infeasible: %s", tl_plan_error(p));
+    return p;
 }

@@ -82,7 +82,8 @@ int tu_in_ci(void);
 
 /*
  * ggml's shared libraries for the tests that use ggml: TIERLOAD_GGML_DIR, else
- * the npm package @node-llama-cpp/linux-x64 installed (once) into
+ * the source build (TL_GGML_ROOT/lib, `make ggml`), else the npm package
+ * @node-llama-cpp/linux-x64 of the same release installed (once) into
  * $TL_BUILD_DIR/<folder> — a folder per test program, so parallel tests never
  * install into the same one. false with *why set when there is none.
  */
@@ -93,6 +94,14 @@ bool tu_ggml_dir(const char *folder, char *dir, size_t n, char *why, size_t why_
  * output: false when there is none.
  */
 bool tu_run_checked(const char *out, unsigned long long *checked, unsigned long long *mismatches);
+
+/*
+ * A feasible plan of m on one GPU-like device `gpu` of cap bytes and the host:
+ * backend (may be NULL: auto-fit) places components, offload streams them from
+ * RAM; compute reserves are 0. Fails the test when the plan cannot be made.
+ */
+tl_plan *tu_plan_one_gpu(tl_model *m, const char *gpu, uint64_t cap, const char *backend,
+                         bool offload);
 
 /* Result of running a command. */
 typedef struct tu_run {

@@ -89,7 +89,8 @@ class LoadOptions(ctypes.Structure):
                 ("populate", c_bool), ("no_hugepages", c_bool), ("progress", PROGRESS_FN),
                 ("progress_user", c_void_p), ("sample_interval", c_double),
                 ("tensors", POINTER(c_size)), ("n_tensors", c_size), ("dest", c_void_p),
-                ("dest_user", c_void_p), ("align", c_u32), ("hugepages", c_bool)]
+                ("dest_user", c_void_p), ("align", c_u32), ("hugepages", c_bool),
+                ("dest_fresh", c_bool)]
 
 
 class LoadedTensor(ctypes.Structure):
