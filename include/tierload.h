@@ -1735,6 +1735,17 @@ typedef struct tl_session_options {
      */
     size_t event_cap;
     bool no_events;
+    /*
+     * Progress of each acquire that moves bytes: called on the acquiring
+     * thread about every 50 ms while its loads run and once when they are
+     * done (done == total: the bytes this acquire moves, its own loads and
+     * the pinned copies filled alongside); an acquire whose tensors are all
+     * resident calls it not at all. Returning false cancels that acquire
+     * (TL_ERR_CANCELLED, as tl_session_cancel does). Prefetches report
+     * nothing here (they run in the background; tl_session_cancel stops them).
+     */
+    tl_load_progress_fn progress;
+    void *progress_user;
 } tl_session_options;
 /* Defaults (and size). */
 TL_API void tl_session_options_init(tl_session_options *o);
@@ -1818,6 +1829,19 @@ TL_API tl_status tl_session_acquire(tl_session *s, tl_component c, size_t layer_
 TL_API tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t layer_begin,
                                          size_t layer_end, bool with_other, uint32_t timeout_ms,
                                          tl_acquired **out);
+/*
+ * Cancel every acquire and prefetch of s in flight when it is called, from
+ * any thread (calls that begin after it are not affected). A cancelled
+ * acquire returns TL_ERR_CANCELLED wherever it was — waiting for room, for a
+ * prefetch into its range, or loading (chunks already being copied finish;
+ * no more are handed out) — and leaves nothing referenced: the units it was
+ * loading give their memory back, and so do those it loaded completely
+ * unless another acquire references them. Prefetch batches in flight stop
+ * the same way and their units' memory comes back; copies already queued on
+ * a device (asynchronous devices) complete. Waiting for a LoRA update to end
+ * is not cut short. The stats count cancelled acquires (acquire_cancels).
+ */
+TL_API tl_status tl_session_cancel(tl_session *s);
 TL_API size_t tl_acquired_count(const tl_acquired *a);
 TL_API const tl_session_tensor *tl_acquired_tensor(const tl_acquired *a, size_t i);
 /*
@@ -1959,6 +1983,7 @@ typedef struct tl_session_stats {
     tl_session_device_stats devices[TL_PLAN_MAX_DEVICES];
     uint64_t acquire_waits;    /* acquires that waited for room (tl_session_acquire_wait) */
     uint64_t acquire_timeouts; /* ... and ran out of time */
+    uint64_t acquire_cancels;  /* acquires cancelled (tl_session_cancel, the progress callback) */
 } tl_session_stats;
 TL_API tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out);
 

@@ -36,6 +36,7 @@
 #include "os/thread.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +115,7 @@ struct tl_session {
     tl__os_cond bcv; /* with mu: an update ended (busy units are free again) */
     tl__os_cond rcv; /* with mu: room may have come free (a release, a load finished) */
     struct room_waiter *wq_head, *wq_tail; /* acquires waiting for room, in arrival order */
+    _Atomic uint64_t cancel_gen; /* tl_session_cancel calls: an acquire cancels on a change */
     tl__io_engine *io;
     sdev dev[TL_PLAN_MAX_DEVICES];
     size_t n_dev;
@@ -1343,6 +1345,80 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
     return tl_session_acquire_wait(s, c, lb, le, with_other, 0, out);
 }
 
+/* Has tl_session_cancel been called since an acquire that saw generation cgen began? */
+static bool cancel_asked(tl_session *s, uint64_t cgen) {
+    return atomic_load(&s->cancel_gen) != cgen;
+}
+
+static tl_status cancelled_err(bool by_callback) {
+    return tl__err(TL_ERR_CANCELLED, "session: acquire cancelled by %s",
+                   by_callback ? "the progress callback" : "tl_session_cancel");
+}
+
+/* Report an acquire's progress (lock not held); false: the callback asked to stop. */
+static bool report_progress(const tl_session *s, uint64_t done, uint64_t total) {
+    return !s->o.progress || s->o.progress(s->o.progress_user, done, total);
+}
+
+/*
+ * Run an acquire's loads (lock not held), reporting progress about every
+ * 50 ms. A cancel stops handing out chunks (those being copied finish) and
+ * the batch fails with TL_ERR_CANCELLED.
+ */
+static tl_status run_loads(tl_session *s, const tl__io_xfer *x, size_t n, uint64_t cgen,
+                           uint64_t total, bool *by_callback) {
+    tl__io_batch *b;
+    tl_status st = tl__io_submit(s->io, x, n, TL_IO_DEMAND, NULL, NULL, &b);
+    if (st) return st;
+    bool stop = false;
+    for (;;) {
+        bool done;
+        tl__io_wait(b, 0.05, &done);
+        if (done) break;
+        if (stop) continue;
+        if (cancel_asked(s, cgen))
+            stop = true;
+        else if (!report_progress(s, tl__io_done_bytes(b), total))
+            stop = *by_callback = true;
+        if (stop) tl__io_cancel(b);
+    }
+    st = tl__io_status(b);
+    tl__io_batch_destroy(b);
+    if (stop) st = cancelled_err(*by_callback);
+    return st;
+}
+
+/*
+ * A cancelled acquire (its references dropped) returns the memory of the
+ * units it loaded that nobody else references, counts the cancel and sets
+ * the message.
+ */
+static void cancel_return_locked(tl_session *s, const size_t *mine, size_t n_mine,
+                                 bool by_callback) {
+    tl__os_mutex_assert_held(&s->mu);
+    for (size_t i = 0; i < n_mine; i++) {
+        unit *u = &s->u[mine[i]];
+        if (!u->refs && u->on_dev && !u->loading && !u->busy) (void)evict_unit_locked(s, u);
+    }
+    s->st.acquire_cancels++;
+    cancelled_err(by_callback);
+}
+
+tl_status tl_session_cancel(tl_session *s) {
+    if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_cancel: NULL session");
+    tl__os_mutex_lock(&s->mu);
+    atomic_fetch_add(&s->cancel_gen, 1);
+    for (pending *p = s->pend; p; p = p->next) /* prefetch batches: reaped as failed */
+        tl__io_cancel(p->b);
+    tl__os_cond_broadcast(&s->rcv); /* acquires waiting for room */
+    tl__os_mutex_unlock(&s->mu);
+    tl__os_mutex_lock(&s->pmu); /* acquires waiting for a prefetch */
+    s->pgen++;
+    tl__os_cond_broadcast(&s->pcv);
+    tl__os_mutex_unlock(&s->pmu);
+    return TL_OK;
+}
+
 tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size_t le,
                                   bool with_other, uint32_t timeout_ms, tl_acquired **out) {
     if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire: out is NULL");
@@ -1354,6 +1430,10 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
     /* tensors whose bytes are being changed: wait until the update ends */
     take_refs_locked(s, list, n);
     s->acquiring++;
+    uint64_t cgen = atomic_load(&s->cancel_gen);
+    bool by_callback = false;    /* the progress callback asked to stop */
+    size_t n_mine = 0;           /* units this acquire loaded (mine[0, n_mine)) */
+    uint64_t moved = 0;          /* bytes its loads move (for progress) */
     double deadline = tl__os_now() + timeout_ms / 1000.0;
     room_waiter me = {NULL};
     bool queued = false, holding = true; /* holding: the references are taken */
@@ -1367,6 +1447,10 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
     while (!st) {
         int32_t room_dev = TLR_HOST; /* set: wait for room on this device, then try again */
         na = 0;
+        if (cancel_asked(s, cgen)) {
+            st = cancelled_err(false);
+            break;
+        }
         /* wait for prefetches in flight into this range */
         uint64_t gen = pgen_now(s);
         reap_locked(s);
@@ -1437,6 +1521,13 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
                 unload_failed_locked(s, &s->u[mine[i]]);
             break;
         }
+        if (room_dev == TLR_HOST) { /* loaded by this acquire: queued copies first, then mine */
+            for (size_t i = 0; i < na; i++) {
+                mine[k + i] = asy[i];
+                moved += s->u[asy[i]].pl.len;
+            }
+            n_mine = na;
+        }
         if (room_dev != TLR_HOST) {
             /*
              * Others hold the room. Wait holding nothing: this round's
@@ -1464,7 +1555,11 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
                 left = deadline - tl__os_now();
                 if (left <= 0) break;
                 tl__os_cond_timedwait(&s->rcv, &s->mu, left < 0.05 ? left : 0.05);
-            } while (s->wq_head != &me);
+            } while (s->wq_head != &me && !cancel_asked(s, cgen));
+            if (cancel_asked(s, cgen)) {
+                st = cancelled_err(false);
+                break;
+            }
             if (left <= 0) {
                 sdev *v = &s->dev[room_dev];
                 char b[32], h[32];
@@ -1482,10 +1577,15 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
             holding = true;
             continue;
         }
-        if (k == 0) break;
+        if (k == 0) {
+            memmove(mine, mine + k, na * sizeof *mine);
+            break;
+        }
         memmove(x + k, x + n, nf * sizeof *x); /* pinned copies filled alongside */
+        for (size_t i = 0; i < k + nf; i++)
+            moved += x[i].len;
         tl__os_mutex_unlock(&s->mu);
-        st = tl__io_run(s->io, x, k + nf, TL_IO_DEMAND);
+        st = run_loads(s, x, k + nf, cgen, moved, &by_callback);
         tl__os_mutex_lock(&s->mu);
         for (size_t i = 0; i < k; i++) {
             unit *u = &s->u[mine[i]];
@@ -1494,11 +1594,14 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
             else
                 loaded_locked(s, u, false);
         }
+        if (st) /* the queued copies stay loaded (returned below on a cancel) */
+            memmove(mine, mine + k, na * sizeof *mine);
+        else
+            n_mine = k + na;
         loads_changed(s); /* other acquires may wait for these units */
         break;
     }
     free(x);
-    free(mine);
     free(asy);
     if (queued) room_leave_locked(s, &me);
     if (st) {
@@ -1506,8 +1609,10 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
             unref_locked(s, list, n);
             s->acquiring_refs -= n;
         }
+        if (st == TL_ERR_CANCELLED) cancel_return_locked(s, mine, n_mine, by_callback);
         s->acquiring--;
         free(list);
+        free(mine);
         tl__os_mutex_unlock(&s->mu);
         return st;
     }
@@ -1523,15 +1628,19 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
                  -1, 0);
     tl__os_mutex_unlock(&s->mu);
     st = wait_tickets(s, tick);
+    if (!st && moved && !report_progress(s, moved, moved)) by_callback = true;
+    if (!st && (by_callback || cancel_asked(s, cgen))) st = TL_ERR_CANCELLED;
     if (!st) st = build_acquired(s, list, n, out);
     if (st) {
         tl__os_mutex_lock(&s->mu);
         unref_locked(s, list, n);
         s->acquiring--;
         s->acquiring_refs -= n;
+        if (st == TL_ERR_CANCELLED) cancel_return_locked(s, mine, n_mine, by_callback);
         tl__os_mutex_unlock(&s->mu);
         free(list);
     }
+    free(mine);
     return st;
 }
 

@@ -498,7 +498,10 @@ class Session:
 
     def __init__(self, model, plan, host_budget=0, host_headroom=0, spill_dir=None,
                  spill_threshold=0, threads=0, staging_size=0, staging_count=0, policy="auto",
-                 no_async=False, no_zero_copy=False, event_cap=0, no_events=False):
+                 no_async=False, no_zero_copy=False, event_cap=0, no_events=False, progress=None):
+        """progress(done, total), if given, is called on the acquiring thread while an
+        acquire moves bytes (about every 50 ms, and once when done); returning False cancels
+        that acquire (Cancelled)."""
         o = L.SessionOptions()
         lib.tl_session_options_init(ctypes.byref(o))
         o.host_budget, o.host_headroom, o.spill_threshold = host_budget, host_headroom, spill_threshold
@@ -508,6 +511,15 @@ class Session:
         o.no_async = bool(no_async)
         o.no_zero_copy = bool(no_zero_copy)
         o.event_cap, o.no_events = event_cap, bool(no_events)
+        self._progress = None
+        if progress is not None:
+            def cb(_user, done, total):
+                try:
+                    r = progress(done, total)
+                    return r is None or bool(r)
+                except Exception:  # an exception in the callback cancels the acquire
+                    return False
+            self._progress = o.progress = L.PROGRESS_FN(cb)  # kept alive with the session
         h = ctypes.c_void_p()
         check(lib.tl_session_create(model.handle, plan.handle, ctypes.byref(o), ctypes.byref(h)))
         self.model, self.plan, self._h = model, plan, h
@@ -548,6 +560,11 @@ class Session:
         self._sets.add(a)
         return a
 
+    def cancel(self):
+        """Cancel the acquires and prefetches in flight (from any thread): they raise
+        Cancelled and leave nothing referenced."""
+        check(lib.tl_session_cancel(self.handle))
+
     def prefetch(self, component, layers=None, with_other=None):
         b, e = _layers(layers)
         if with_other is None:
@@ -581,7 +598,7 @@ class Session:
                                           "host_budget", "spill_used", "spill_peak",
                                           "pinned_used", "pinned_peak", "pinned_cap",
                                           "staging_bound", "acquire_waits",
-                                          "acquire_timeouts")}
+                                          "acquire_timeouts", "acquire_cancels")}
         tiers = [_s(lib.tl_tier_name(t)) for t in range(L.TL_TIER_COUNT)]
         out["moved"] = {"%s->%s" % (tiers[a], tiers[b]): s.moved[a][b]
                         for a in range(L.TL_TIER_COUNT) for b in range(L.TL_TIER_COUNT)

@@ -141,7 +141,8 @@ class SessionOptions(ctypes.Structure):
                 ("policy", c_int), ("threads", c_uint), ("staging_size", c_u64),
                 ("staging_count", c_uint), ("device_budgets", POINTER(c_u64)),
                 ("n_device_budgets", c_size), ("no_async", c_bool),
-                ("no_zero_copy", c_bool), ("event_cap", c_size), ("no_events", c_bool)]
+                ("no_zero_copy", c_bool), ("event_cap", c_size), ("no_events", c_bool),
+                ("progress", PROGRESS_FN), ("progress_user", c_void_p)]
 
 
 class SessionPart(ctypes.Structure):
@@ -168,7 +169,8 @@ class SessionStats(ctypes.Structure):
                 ("spill_peak", c_u64), ("pinned_used", c_u64), ("pinned_peak", c_u64),
                 ("pinned_cap", c_u64), ("staging_bound", c_u64), ("n_devices", c_size),
                 ("devices", SessionDeviceStats * TL_PLAN_MAX_DEVICES),
-                ("acquire_waits", c_u64), ("acquire_timeouts", c_u64)]
+                ("acquire_waits", c_u64), ("acquire_timeouts", c_u64),
+                ("acquire_cancels", c_u64)]
 
 
 class SessionEvent(ctypes.Structure):
@@ -254,6 +256,7 @@ def _declare(lib):
         "tl_session_acquire": (st, [c_void_p, c_int, c_size, c_size, c_bool, P(c_void_p)]),
         "tl_session_acquire_wait": (st, [c_void_p, c_int, c_size, c_size, c_bool, c_u32,
                                          P(c_void_p)]),
+        "tl_session_cancel": (st, [c_void_p]),
         "tl_acquired_count": (c_size, [c_void_p]),
         "tl_acquired_tensor": (P(SessionTensor), [c_void_p, c_size]),
         "tl_session_release": (st, [c_void_p, c_void_p]),
