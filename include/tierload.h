@@ -1834,9 +1834,9 @@ TL_API tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t l
  * any thread (calls that begin after it are not affected). A cancelled
  * acquire returns TL_ERR_CANCELLED wherever it was — waiting for room, for a
  * prefetch into its range, or loading (chunks already being copied finish;
- * no more are handed out) — and leaves nothing referenced: the units it was
- * loading give their memory back, and so do those it loaded completely
- * unless another acquire references them. Prefetch batches in flight stop
+ * none starts once tl_session_cancel has returned) — and leaves nothing
+ * referenced: the units it was loading give their memory back, and so do
+ * those it loaded completely unless another acquire references them. Prefetch batches in flight stop
  * the same way and their units' memory comes back; copies already queued on
  * a device (asynchronous devices) complete. Waiting for a LoRA update to end
  * is not cut short. The stats count cancelled acquires (acquire_cancels).

@@ -13,8 +13,13 @@
  *     after it;
  *   - prefetches in flight when it is called stop or finish, and either way
  *     the session's bookkeeping stays consistent (tl_session_check) and the
- *     bytes acquired next are the file's.
- * Each of these in both ways of loading (queued device copies, demand batches).
+ *     bytes acquired next are the file's;
+ *   - mid-load, on a test device whose copies wait at a gate: reports come
+ *     while bytes are still to come, a cancel (callback or another thread)
+ *     fails the acquire with the memory back, and once tl_session_cancel
+ *     has returned no further copy starts.
+ * The first four in both ways of loading (queued device copies, demand
+ * batches).
  */
 #include "testutil.h"
 
@@ -25,6 +30,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define UNET "model.diffusion_model."
@@ -44,6 +50,80 @@ typedef struct fx {
 
 static int counter;
 
+/*
+ * A device whose copies into it wait at a gate the test opens: loads are
+ * seen in progress (a copy arrived, not finished) for as long as the test
+ * needs, with no timing involved. Memory is host memory behind handles.
+ */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool open;
+    int arrived; /* copies that reached the gate */
+} gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, true, 0};
+
+static bool use_gate; /* the next fixture's device is a gate device, not a sim */
+
+static void gate_set(bool open) {
+    pthread_mutex_lock(&gate.mu);
+    gate.open = open;
+    if (!open) gate.arrived = 0;
+    pthread_cond_broadcast(&gate.cv);
+    pthread_mutex_unlock(&gate.mu);
+}
+
+static int gate_arrived(void) {
+    pthread_mutex_lock(&gate.mu);
+    int n = gate.arrived;
+    pthread_mutex_unlock(&gate.mu);
+    return n;
+}
+
+static char gate_name[32];
+
+static tl_status g_describe(void *self, tl_device_info *out) {
+    (void)self;
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "%s", gate_name);
+    snprintf(out->desc, sizeof out->desc, "test device with gated copies");
+    out->kind = TL_DEVICE_OTHER;
+    out->total = out->free = 64ull << 20;
+    out->alignment = 64;
+    return TL_OK;
+}
+
+static tl_status g_alloc(void *self, uint64_t size, tl_devptr *out) {
+    (void)self;
+    void *p = malloc(size);
+    if (!p) return tl_set_error(TL_ERR_DEVICE_OOM, "gate: out of memory");
+    *out = (tl_devptr)(uintptr_t)p;
+    return TL_OK;
+}
+
+static tl_status g_dealloc(void *self, tl_devptr p) {
+    (void)self;
+    free((void *)(uintptr_t)p);
+    return TL_OK;
+}
+
+static tl_status g_copy_to(void *self, tl_devptr dst, const void *src, uint64_t n) {
+    (void)self;
+    pthread_mutex_lock(&gate.mu);
+    gate.arrived++;
+    pthread_cond_broadcast(&gate.cv);
+    while (!gate.open)
+        pthread_cond_wait(&gate.cv, &gate.mu);
+    pthread_mutex_unlock(&gate.mu);
+    memcpy((void *)(uintptr_t)dst, src, n);
+    return TL_OK;
+}
+
+static tl_status g_copy_from(void *self, void *dst, tl_devptr src, uint64_t n) {
+    (void)self;
+    memcpy(dst, (const void *)(uintptr_t)src, n);
+    return TL_OK;
+}
+
 static void setup(fx *f) {
     static char names[N_LAYERS][96];
     sw_tensor t[N_LAYERS];
@@ -60,10 +140,23 @@ static void setup(fx *f) {
     const char *paths[] = {f->path};
     assert_int_equal(tl_model_open(paths, 1, NULL, &f->m), TL_OK);
     snprintf(f->simname, sizeof f->simname, "cancel%d_%d", (int)getpid(), ++counter);
-    char spec[96];
-    snprintf(spec, sizeof spec, "%s=%llu", f->simname, 64ull << 20);
-    assert_int_equal(tl_device_sim_add(spec), TL_OK);
-    assert_int_equal(tl_device_find(f->simname, &f->sim), TL_OK);
+    if (use_gate) {
+        static tl_device_ops ops;
+        tl_device_ops_init(&ops);
+        ops.describe = g_describe;
+        ops.alloc = g_alloc;
+        ops.dealloc = g_dealloc;
+        ops.copy_to = g_copy_to;
+        ops.copy_from = g_copy_from;
+        snprintf(gate_name, sizeof gate_name, "%s", f->simname);
+        assert_int_equal(tl_device_create(&ops, NULL, &f->sim), TL_OK);
+        assert_int_equal(tl_device_register(f->sim), TL_OK);
+    } else {
+        char spec[96];
+        snprintf(spec, sizeof spec, "%s=%llu", f->simname, 64ull << 20);
+        assert_int_equal(tl_device_sim_add(spec), TL_OK);
+        assert_int_equal(tl_device_find(f->simname, &f->sim), TL_OK);
+    }
     tl_plan_summary sum;
     assert_int_equal(tl_plan_summary_from_model(f->m, TL_DTYPE_INVALID, &sum), TL_OK);
     tl_plan_device devs[2];
@@ -97,22 +190,22 @@ static bool sync_copies; /* no_async: loads run as demand batches, not queued de
 
 /* A session whose device budget holds `layers` layers. */
 typedef struct prog {
-    int calls;
+    atomic_int calls;
     uint64_t last_done, total;
     bool monotonic, same_total;
-    int stop_at; /* return false on this call (1: the first; 0: never) */
+    atomic_int stop_at; /* return false on this call (1: the first; 0: never) */
 } prog;
 
 static bool on_progress(void *user, uint64_t done, uint64_t total) {
     prog *p = user;
-    p->calls++;
-    if (p->calls > 1) {
+    int call = atomic_fetch_add(&p->calls, 1) + 1;
+    if (call > 1) {
         p->monotonic &= done >= p->last_done;
         p->same_total &= total == p->total;
     }
     p->last_done = done;
     p->total = total;
-    return p->calls != p->stop_at;
+    return call != atomic_load(&p->stop_at);
 }
 
 static prog *progress; /* the next session's progress record (NULL: no callback) */
@@ -330,12 +423,101 @@ static void test_cancel_prefetch(void **state) {
     teardown(&f);
 }
 
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec / 1e9;
+}
+
+/* The acquire of a gated load, on its own thread. */
+typedef struct gated {
+    tl_session *s;
+    atomic_int phase;
+    tl_status st;
+    tl_acquired *a;
+    char err[512];
+} gated;
+
+static void *gated_main(void *arg) {
+    gated *g = arg;
+    atomic_store(&g->phase, 1);
+    g->st = tl_session_acquire(g->s, TL_COMP_DIFFUSION, 0, N_LAYERS, false, &g->a);
+    if (g->st) snprintf(g->err, sizeof g->err, "%s", tl_last_error());
+    atomic_store(&g->phase, 2);
+    return NULL;
+}
+
+/*
+ * Loads seen in progress: reports come while copies wait at the gate
+ * (done < total), and a cancel then — from the callback or from another
+ * thread — fails the acquire with TL_ERR_CANCELLED with the device's memory
+ * all back; after tl_session_cancel returns, no further copy starts.
+ */
+static void test_cancel_mid_load(void **state) {
+    (void)state;
+    for (int by_callback = 0; by_callback < 2; by_callback++) {
+        fx f = {0};
+        use_gate = true;
+        setup(&f);
+        use_gate = false;
+        prog p = {0, 0, 0, true, true, 0};
+        progress = &p;
+        tl_session *s = session(&f, N_LAYERS);
+        progress = NULL;
+        gate_set(false);
+        gated g = {s, 0, TL_OK, NULL, ""};
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, gated_main, &g), 0);
+        while (gate_arrived() < 1)
+            sched_yield();
+        /* a copy waits at the gate: the acquiring thread reports bytes still to come */
+        double give_up = now_s() + 10; /* a report is due every 50 ms: 10 s means none comes */
+        while (atomic_load(&p.calls) < 1 && now_s() < give_up)
+            sched_yield();
+        if (atomic_load(&p.calls) < 1) {
+            gate_set(true);
+            pthread_join(t, NULL);
+            fail_msg("no progress report while a copy waited at the gate for 10 s");
+        }
+        if (by_callback)
+            atomic_store(&p.stop_at, atomic_load(&p.calls) + 1); /* the next report stops it */
+        else
+            assert_int_equal(tl_session_cancel(s), TL_OK);
+        while (by_callback && atomic_load(&p.calls) < atomic_load(&p.stop_at))
+            sched_yield();
+        int arrived = gate_arrived();
+        gate_set(true);
+        pthread_join(t, NULL);
+        assert_int_equal(g.st, TL_ERR_CANCELLED);
+        assert_null(g.a);
+        assert_non_null(strstr(g.err, by_callback ? "progress callback" : "tl_session_cancel"));
+        assert_true(p.last_done < p.total); /* every report came while loading */
+        assert_int_equal(p.total, N_LAYERS * LAYER);
+        assert_true(arrived < N_LAYERS);
+        if (!by_callback) /* no chunk handed out once tl_session_cancel returned */
+            assert_int_equal(gate_arrived(), arrived);
+        assert_int_equal(used(s), 0);
+        assert_int_equal(stats(s).acquire_cancels, 1);
+        assert_int_equal(tl_session_check(s), TL_OK);
+        /* the same range afterwards, the gate open: the file's bytes */
+        p.stop_at = 0;
+        tl_acquired *a;
+        assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, 0, N_LAYERS, false, &a), TL_OK);
+        assert_true(bytes_ok(&f, a, 0));
+        assert_int_equal(tl_session_release(s, a), TL_OK);
+        assert_int_equal(tl_session_check(s), TL_OK);
+        assert_int_equal(tl_session_destroy(s), TL_OK);
+        teardown(&f);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_progress_reported),
         cmocka_unit_test(test_cancel_from_callback),
         cmocka_unit_test(test_cancel_waiting),
         cmocka_unit_test(test_cancel_prefetch),
+        cmocka_unit_test(test_cancel_mid_load),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -79,6 +79,12 @@ typedef struct room_waiter {
     struct room_waiter *next;
 } room_waiter;
 
+/* An acquire's load batch in flight (on its own stack), for tl_session_cancel. */
+typedef struct demand {
+    tl__io_batch *b;
+    struct demand *next;
+} demand;
+
 typedef struct sdev {
     tl_device *d;
     uint32_t plan_index;
@@ -116,6 +122,7 @@ struct tl_session {
     tl__os_cond rcv; /* with mu: room may have come free (a release, a load finished) */
     struct room_waiter *wq_head, *wq_tail; /* acquires waiting for room, in arrival order */
     _Atomic uint64_t cancel_gen; /* tl_session_cancel calls: an acquire cancels on a change */
+    demand *demands;             /* with mu: acquires' load batches in flight */
     tl__io_engine *io;
     sdev dev[TL_PLAN_MAX_DEVICES];
     size_t n_dev;
@@ -1363,14 +1370,21 @@ static bool report_progress(const tl_session *s, uint64_t done, uint64_t total) 
 /*
  * Run an acquire's loads (lock not held), reporting progress about every
  * 50 ms. A cancel stops handing out chunks (those being copied finish) and
- * the batch fails with TL_ERR_CANCELLED.
+ * the batch fails with TL_ERR_CANCELLED: at once for tl_session_cancel,
+ * which finds the batch listed on the session.
  */
 static tl_status run_loads(tl_session *s, const tl__io_xfer *x, size_t n, uint64_t cgen,
                            uint64_t total, bool *by_callback) {
     tl__io_batch *b;
     tl_status st = tl__io_submit(s->io, x, n, TL_IO_DEMAND, NULL, NULL, &b);
     if (st) return st;
-    bool stop = false;
+    demand me = {b, NULL};
+    tl__os_mutex_lock(&s->mu);
+    me.next = s->demands;
+    s->demands = &me;
+    bool stop = cancel_asked(s, cgen); /* a cancel before the batch was listed */
+    if (stop) tl__io_cancel(b);
+    tl__os_mutex_unlock(&s->mu);
     for (;;) {
         bool done;
         tl__io_wait(b, 0.05, &done);
@@ -1382,6 +1396,13 @@ static tl_status run_loads(tl_session *s, const tl__io_xfer *x, size_t n, uint64
             stop = *by_callback = true;
         if (stop) tl__io_cancel(b);
     }
+    tl__os_mutex_lock(&s->mu);
+    demand **pp = &s->demands;
+    while (*pp != &me)
+        pp = &(*pp)->next;
+    *pp = me.next;
+    stop |= cancel_asked(s, cgen);
+    tl__os_mutex_unlock(&s->mu);
     st = tl__io_status(b);
     tl__io_batch_destroy(b);
     if (stop) st = cancelled_err(*by_callback);
@@ -1410,6 +1431,8 @@ tl_status tl_session_cancel(tl_session *s) {
     atomic_fetch_add(&s->cancel_gen, 1);
     for (pending *p = s->pend; p; p = p->next) /* prefetch batches: reaped as failed */
         tl__io_cancel(p->b);
+    for (demand *d = s->demands; d; d = d->next) /* acquires' loads: no more chunks */
+        tl__io_cancel(d->b);
     tl__os_cond_broadcast(&s->rcv); /* acquires waiting for room */
     tl__os_mutex_unlock(&s->mu);
     tl__os_mutex_lock(&s->pmu); /* acquires waiting for a prefetch */
