@@ -7,7 +7,8 @@
  * records where the bytes come from (the engine's own read-only mapping of the model file, found
  * in /proc/self/maps) instead of keeping them. graph_compute cuts the graph into chunks, makes each
  * chunk's weights resident within TIERLOAD_BUDGET (tensor addresses fixed; the anonymous pages
- * behind them are re-read from the file and given back with MADV_DONTNEED), evicts by furthest next
+ * behind them are re-read from the file; an evicted segment's pages move to a stash that the next
+ * load takes them from, already faulted in), evicts by furthest next
  * use over the schedule learned from the first graph, prefetches the next chunk on a worker thread
  * and hands each chunk to the real CPU backend. A matrix product whose weight alone exceeds a chunk
  * is computed as row slices of that weight (each output element is the same dot product).
@@ -156,6 +157,12 @@ typedef struct {
     int64_t next_rank;
     uint32_t stamp;
     uint64_t resident;
+    /* pages of evicted segments, kept faulted in for the next load (see tlp__stash_put) */
+    char *stash;                 /* a private anonymous region of stash_cap bytes, or NULL */
+    uint64_t stash_cap, stash_top;
+    uint64_t *stash_piece;       /* lengths of the pieces moved in, bottom to top */
+    uint32_t stash_n, stash_piece_cap;
+    bool stash_off;              /* mremap refused once: give pages back as before */
     /* worker */
     pthread_t worker;
     bool worker_started, worker_stop;
@@ -414,8 +421,69 @@ static bool tlp__load_seg(tlp_dev_ctx *d, const tlp_seg *s, uint64_t *read, char
     return true;
 }
 
+/*
+ * The page stash. A load into pages just given back would fault every page in again (an exception,
+ * a page allocation and its zeroing, per 4 KiB: most of a streamed token's time on a virtual
+ * machine). Instead an evicted segment's pages are moved, page tables and all, into the stash with
+ * mremap(MREMAP_DONTUNMAP) — its range stays mapped, empty, as after MADV_DONTNEED — and the next
+ * load moves them from the stash's top into its own range before reading the file into them. The
+ * stash counts against the budget (resident + stash <= budget at all times): what a load does not
+ * take back is given back to the system. Where mremap refuses (an old kernel, the limit on
+ * mappings), pages are given back as before.
+ */
+static void tlp__stash_drop(tlp_dev_ctx *d, uint64_t n) {
+    while (n && d->stash_n) {
+        uint64_t *top = &d->stash_piece[d->stash_n - 1];
+        uint64_t m = *top < n ? *top : n;
+        madvise(d->stash + d->stash_top - m, m, MADV_DONTNEED);
+        d->stash_top -= m, *top -= m, n -= m;
+        if (!*top) d->stash_n--;
+    }
+}
+
+static bool tlp__stash_put(tlp_dev_ctx *d, char *p, uint64_t n) {
+    if (d->stash_off || !d->budget) return false;
+    if (!d->stash) {
+        void *r = mmap(NULL, d->budget, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                       -1, 0);
+        if (r == MAP_FAILED) return !(d->stash_off = true);
+        d->stash = r, d->stash_cap = d->budget;
+    }
+    if (d->stash_top + n > d->stash_cap) return false;
+    if (d->stash_n == d->stash_piece_cap) {
+        uint32_t cap = d->stash_piece_cap ? 2 * d->stash_piece_cap : 64;
+        uint64_t *g = realloc(d->stash_piece, cap * sizeof *g);
+        if (!g) return false;
+        d->stash_piece = g, d->stash_piece_cap = cap;
+    }
+    if (mremap(p, n, n, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, d->stash + d->stash_top) ==
+        MAP_FAILED)
+        return !(d->stash_off = true);
+    d->stash_piece[d->stash_n++] = n;
+    d->stash_top += n;
+    return true;
+}
+
+/* Move up to n bytes of stashed pages to p (page aligned); the rest of [p, p + n) faults as usual. */
+static void tlp__stash_take(tlp_dev_ctx *d, char *p, uint64_t n) {
+    uint64_t done = 0;
+    while (done < n && d->stash_n && !d->stash_off) {
+        uint64_t *top = &d->stash_piece[d->stash_n - 1];
+        uint64_t m = *top < n - done ? *top : n - done;
+        char *src = d->stash + d->stash_top - m;
+        if (mremap(src, m, m, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, p + done) == MAP_FAILED) {
+            d->stash_off = true;
+            tlp__stash_drop(d, d->stash_top);
+            return;
+        }
+        d->stash_top -= m, *top -= m, done += m;
+        if (!*top) d->stash_n--;
+    }
+}
+
 static void tlp__evict_seg(tlp_dev_ctx *d, tlp_seg *s) {
-    madvise(d->weights[s->w].base + s->off, s->span, MADV_DONTNEED);
+    char *p = d->weights[s->w].base + s->off;
+    if (!tlp__stash_put(d, p, s->span)) madvise(p, s->span, MADV_DONTNEED);
     s->state = SEG_ABSENT;
     d->resident -= s->span;
     d->evictions++;
@@ -443,6 +511,8 @@ static tlp_seg *tlp__victim(tlp_dev_ctx *d, uint32_t pin) {
 }
 
 /* Make room for `need` more bytes without touching segments pinned with `pin`. */
+/* Then the stash gives the load what it has, and keeps no more than resident + stash <= budget
+ * once the load has taken its share. */
 static bool tlp__make_room(tlp_dev_ctx *d, uint64_t need, uint32_t pin) {
     if (!d->budget) return true;
     while (d->resident + need > d->budget) {
@@ -450,6 +520,8 @@ static bool tlp__make_room(tlp_dev_ctx *d, uint64_t need, uint32_t pin) {
         if (!v) return false;
         tlp__evict_seg(d, v);
     }
+    uint64_t left = d->stash_top > need ? d->stash_top - need : 0; /* stash after the load */
+    if (d->resident + need + left > d->budget) tlp__stash_drop(d, d->resident + need + left - d->budget);
     return true;
 }
 
@@ -849,6 +921,7 @@ static enum ggml_status tlp__graph_compute_locked(tlp_backend_ctx *b, struct ggm
                     st = tlp__fail(d, "budget exhausted by the chunk itself");
                     break;
                 }
+                tlp__stash_take(d, d->weights[s->w].base + s->off, s->span);
                 uint64_t rd = 0;
                 if (!tlp__load_seg(d, s, &rd, d->error, sizeof d->error)) {
                     madvise(d->weights[s->w].base + s->off, s->span, MADV_DONTNEED);
@@ -878,6 +951,7 @@ static enum ggml_status tlp__graph_compute_locked(tlp_backend_ctx *b, struct ggm
                     tlp_seg *s = &d->segs[si];
                     if (s->state != SEG_ABSENT) continue;
                     if (!tlp__make_room(d, s->span, pin2)) goto queued;
+                    tlp__stash_take(d, d->weights[s->w].base + s->off, s->span);
                     s->state = SEG_LOADING;
                     d->resident += s->span;
                     if (d->resident > d->peak_resident) d->peak_resident = d->resident;
