@@ -1836,10 +1836,12 @@ TL_API tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t l
  * prefetch into its range, or loading (chunks already being copied finish;
  * none starts once tl_session_cancel has returned) — and leaves nothing
  * referenced: the units it was loading give their memory back, and so do
- * those it loaded completely unless another acquire references them. Prefetch batches in flight stop
- * the same way and their units' memory comes back; copies already queued on
- * a device (asynchronous devices) complete. Waiting for a LoRA update to end
- * is not cut short. The stats count cancelled acquires (acquire_cancels).
+ * those it loaded completely unless another acquire references them.
+ * Prefetch batches in flight stop the same way and their units' memory
+ * comes back; copies already queued on a device (asynchronous devices)
+ * complete. An acquire waiting for a LoRA update to end returns
+ * TL_ERR_CANCELLED once the update ends. The stats count cancelled acquires
+ * (acquire_cancels).
  */
 TL_API tl_status tl_session_cancel(tl_session *s);
 TL_API size_t tl_acquired_count(const tl_acquired *a);

@@ -1450,10 +1450,10 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
     size_t *list, n;
     tl_status st = enter(s, c, lb, le, with_other, &list, &n);
     if (st) return st;
+    uint64_t cgen = atomic_load(&s->cancel_gen); /* cancels from here on end this acquire */
     /* tensors whose bytes are being changed: wait until the update ends */
     take_refs_locked(s, list, n);
     s->acquiring++;
-    uint64_t cgen = atomic_load(&s->cancel_gen);
     bool by_callback = false;    /* the progress callback asked to stop */
     size_t n_mine = 0;           /* units this acquire loaded (mine[0, n_mine)) */
     uint64_t moved = 0;          /* bytes its loads move (for progress) */
