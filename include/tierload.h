@@ -16,7 +16,8 @@
  *     TL_NOT_FOUND. A name parser tl_<type>_from_name returns the type's
  *     _INVALID value (-1) for a name it does not know.
  *   - options structs (tl_model_options, tl_load_options, tl_plan_options,
- *     tl_library_options, and the tl_device_ops vtable) start with
+ *     tl_library_options, tl_session_options, tl_run_options,
+ *     tl_spill_options, and the tl_device_ops vtable) start with
  *     `uint32_t size`. Initialise them with tl_<noun>_options_init (or
  *     tl_device_ops_init), which sets size to the sizeof your program was
  *     compiled with and every field to its default, then set the fields you
@@ -1727,6 +1728,24 @@ typedef struct tl_session_options {
      * mapping itself: streaming through such a device then moves bytes.
      */
     bool no_zero_copy;
+    /*
+     * The event log (tl_session_events_copy) keeps the newest event_cap
+     * entries (0 = 65,536, about 2.5 MiB; memory grows as it fills), older
+     * ones are pushed out and counted; no_events: no log at all.
+     */
+    size_t event_cap;
+    bool no_events;
+    /*
+     * Progress of each acquire that moves bytes: called on the acquiring
+     * thread about every 50 ms while its loads run and once when they are
+     * done (done == total: the bytes this acquire moves, its own loads and
+     * the pinned copies filled alongside); an acquire whose tensors are all
+     * resident calls it not at all. Returning false cancels that acquire
+     * (TL_ERR_CANCELLED, as tl_session_cancel does). Prefetches report
+     * nothing here (they run in the background; tl_session_cancel stops them).
+     */
+    tl_load_progress_fn progress;
+    void *progress_user;
 } tl_session_options;
 /* Defaults (and size). */
 TL_API void tl_session_options_init(tl_session_options *o);
@@ -1739,8 +1758,15 @@ TL_API void tl_session_options_init(tl_session_options *o);
  */
 TL_API tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_options *o,
                             tl_session **out);
-/* Free every copy and device allocation, close the spill file. NULL is fine. */
-TL_API void tl_session_destroy(tl_session *s);
+/*
+ * Free every copy and device allocation, close the spill file. NULL is fine
+ * (TL_OK). A session with acquired sets not yet released is not destroyed:
+ * TL_ERR_INVALID_ARG saying how many, and the session stays usable (release
+ * them, then destroy again); debug builds (TL_DEBUG_ASSERTS) abort there
+ * instead, as that is a bug in the caller. Must not overlap any other call
+ * on s.
+ */
+TL_API tl_status tl_session_destroy(tl_session *s);
 
 #define TL_ALL_LAYERS ((size_t)-1)
 
@@ -1770,20 +1796,69 @@ typedef struct tl_acquired tl_acquired;
  * last) — and its other tensors when with_other — resident where the plan
  * says, and take a reference on each. Blocks until every byte is there
  * (waiting for a prefetch in flight counts as a prefetch hit). On failure
- * nothing stays referenced.
+ * nothing stays referenced. A range outside the component's layers
+ * (layer_begin > layer_end, or layer_end past tl_model_layer_count unless it
+ * is TL_ALL_LAYERS) is TL_ERR_INVALID_ARG, here and in tl_session_prefetch
+ * and tl_session_ready. The set belongs to s until released through s.
  */
 TL_API tl_status tl_session_acquire(tl_session *s, tl_component c, size_t layer_begin, size_t layer_end,
                              bool with_other, tl_acquired **out);
+/*
+ * tl_session_acquire that waits for room: where the range does not fit
+ * because other references hold its device's budget (acquired sets, loads
+ * in flight), the call waits up to timeout_ms for releases to make room.
+ * Waiting acquires form one line per session, served in arrival order: only
+ * the first in line tries again (after each release that leaves a tensor
+ * unreferenced, each load that ends, and at least every 50 ms), and an
+ * acquire with a timeout that needs room while others wait joins the end of
+ * the line instead of taking room before them. Acquires with timeout_ms 0
+ * and prefetches do not queue: they take what room is free when they come,
+ * or fail at once as tl_session_acquire does. A waiting acquire holds no
+ * references (what it loaded so far may be evicted meanwhile), so waiting
+ * acquires never hold each other up. A range that needs more than its
+ * device's budget at once can never fit and fails at once whatever the
+ * timeout, saying how much it needs and the budget. Running out of time is
+ * TL_ERR_DEVICE_OOM naming the wait, the budget and the bytes held; the
+ * stats count waits (acquire_waits) and timeouts (acquire_timeouts). The
+ * rule against deadlock: room held by outstanding sets comes back only when
+ * they are released, so a thread that holds sets while it waits for more
+ * (two threads each holding half of what both need) waits until its
+ * timeout; give such waits a timeout, or release before acquiring more.
+ * Nothing is left referenced or reserved by a wait that fails.
+ */
+TL_API tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t layer_begin,
+                                         size_t layer_end, bool with_other, uint32_t timeout_ms,
+                                         tl_acquired **out);
+/*
+ * Cancel every acquire and prefetch of s in flight when it is called, from
+ * any thread (calls that begin after it are not affected). A cancelled
+ * acquire returns TL_ERR_CANCELLED wherever it was — waiting for room, for a
+ * prefetch into its range, or loading (chunks already being copied finish;
+ * none starts once tl_session_cancel has returned) — and leaves nothing
+ * referenced: the units it was loading give their memory back, and so do
+ * those it loaded completely unless another acquire references them.
+ * Prefetch batches in flight stop the same way and their units' memory
+ * comes back; copies already queued on a device (asynchronous devices)
+ * complete. An acquire waiting for a LoRA update to end returns
+ * TL_ERR_CANCELLED once the update ends. The stats count cancelled acquires
+ * (acquire_cancels).
+ */
+TL_API tl_status tl_session_cancel(tl_session *s);
 TL_API size_t tl_acquired_count(const tl_acquired *a);
 TL_API const tl_session_tensor *tl_acquired_tensor(const tl_acquired *a, size_t i);
 /*
  * Drop the references (the tensors stay resident until evicted); frees a.
- * NULL is fine. The rule for device work: once a set is released its device
- * memory may be evicted, overwritten by another load or given back at any
- * moment, so every computation of the engine that reads (or writes) it must
- * be finished before a plain release — or use tl_session_release_fenced.
+ * NULL a is fine (TL_OK). Misuse is refused with TL_ERR_INVALID_ARG and
+ * changes nothing: a set released before (the library keeps released set
+ * headers aside and reuses one only after 1024 later releases, so a stale
+ * pointer is recognised until then), a set acquired from another session, a
+ * NULL or destroyed session. The rule for device work: once a set is
+ * released its device memory may be evicted, overwritten by another load or
+ * given back at any moment, so every computation of the engine that reads
+ * (or writes) it must be finished before a plain release — or use
+ * tl_session_release_fenced.
  */
-TL_API void tl_session_release(tl_session *s, tl_acquired *a);
+TL_API tl_status tl_session_release(tl_session *s, tl_acquired *a);
 /*
  * A fence of the engine's device work (a CUDA event, a ggml backend
  * synchronisation, a thread join): wait(arg) returns TL_OK once the work is
@@ -1799,8 +1874,9 @@ typedef tl_status (*tl_fence_wait_fn)(void *arg);
  * tensor released fenced again replaces its fence (the older one is waited
  * for first). Host tiers need no fence. arg must stay valid until it has been
  * waited for or the session is destroyed (which waits for every fence still
- * held). Errors: TL_ERR_INVALID_ARG for NULL arguments (nothing released);
- * a failing older fence's status (the set is released all the same).
+ * held). Errors: TL_ERR_INVALID_ARG for NULL arguments and for the misuse
+ * tl_session_release refuses (nothing released); a failing older fence's
+ * status (the set is released all the same).
  */
 TL_API tl_status tl_session_release_fenced(tl_session *s, tl_acquired *a, tl_fence_wait_fn wait,
                                            void *arg);
@@ -1855,6 +1931,20 @@ TL_API tl_status tl_session_mark_dirty(tl_session *s, size_t tensor);
  * TL_ERR_INVALID_ARG while the tensor is acquired.
  */
 TL_API tl_status tl_session_refresh(tl_session *s, size_t tensor);
+/*
+ * The model's bytes of these tensors are about to change (a LoRA merged into
+ * the mapping): drop every copy, as tl_session_refresh, and make them busy
+ * until tl_session_update_end: meanwhile an acquire that includes one of
+ * them waits (before taking any reference), prefetch skips them and
+ * tl_session_ready answers false; acquires of other tensors go on. Begin
+ * fails with TL_ERR_INVALID_ARG, changing nothing, while one of them is
+ * acquired or being loaded. Updates may overlap (a tensor is busy until every
+ * update that began on it has ended). The thread that began an update must
+ * end it before it acquires those tensors itself. End without a matching
+ * begin is TL_ERR_INVALID_ARG. tl_lora_set_* bracket their merges with these.
+ */
+TL_API tl_status tl_session_update_begin(tl_session *s, const size_t *tensors, size_t n);
+TL_API tl_status tl_session_update_end(tl_session *s, const size_t *tensors, size_t n);
 
 /* One step of a known schedule: an acquire of these layers (as tl_session_acquire's args). */
 typedef struct tl_session_step {
@@ -1893,6 +1983,9 @@ typedef struct tl_session_stats {
     uint64_t staging_bound;
     size_t n_devices;
     tl_session_device_stats devices[TL_PLAN_MAX_DEVICES];
+    uint64_t acquire_waits;    /* acquires that waited for room (tl_session_acquire_wait) */
+    uint64_t acquire_timeouts; /* ... and ran out of time */
+    uint64_t acquire_cancels;  /* acquires cancelled (tl_session_cancel, the progress callback) */
 } tl_session_stats;
 TL_API tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out);
 
@@ -1915,9 +2008,35 @@ typedef struct tl_session_event {
     int32_t device; /* plan device index, -1 for the host */
     uint64_t bytes;
 } tl_session_event;
-/* The event log so far (at most 1,000,000 entries; the oldest are kept). Valid until the next call on s. */
-TL_API size_t tl_session_events(const tl_session *s, const tl_session_event **events);
-/* Check every budget and reference count now (a debugging aid and what the tests call). */
+/* Where the event log stands. Entries are numbered from 0 at the session's creation. */
+typedef struct tl_session_log {
+    uint64_t first;   /* number of the oldest entry kept */
+    uint64_t next;    /* number the next entry gets: first + kept entries */
+    uint64_t dropped; /* entries pushed out by the bound (or lost for want of memory) */
+    size_t cap;       /* the bound in entries; 0 when the log is off */
+} tl_session_log;
+/*
+ * Copy the log's entries numbered from `from` on (from the oldest kept when
+ * `from` is older) into out, at most cap of them; returns how many. *log
+ * (may be NULL) says where the log stood at that moment: out[0] is entry
+ * max(from, log->first). The copy is taken under the session's lock, so it
+ * is consistent while other threads work on s. A reader following the log
+ * passes the previous log.next as `from`; entries it missed show as
+ * log->first > from.
+ */
+TL_API size_t tl_session_events_copy(const tl_session *s, uint64_t from, tl_session_event *out,
+                                     size_t cap, tl_session_log *log);
+/*
+ * Forget every entry kept (numbers go on from where they were; dropped is
+ * not reset) and give the log's memory back.
+ */
+TL_API tl_status tl_session_events_clear(tl_session *s);
+/*
+ * Check every budget and reference count now (a debugging aid and what the
+ * tests call): device and host bytes against the units, budgets, and every
+ * reference against the outstanding sets (and acquires in flight) holding it.
+ * TL_ERR_INTEGRITY naming what differs.
+ */
 TL_API tl_status tl_session_check(const tl_session *s);
 
 
@@ -2094,11 +2213,13 @@ TL_API tl_status tl_lora_apply_module(tl_model *m, const tl_lora *l, size_t k, s
  * add, remove and rescale. A removal or a new scale makes every affected
  * tensor the file's again (tl_model_tensor_unpatch: no copy of the original
  * weights is kept anywhere) and re-applies the LoRAs that remain, in order.
- * With a session, every affected tensor's copies are dropped
- * (tl_session_refresh) before its bytes change, so the next acquire loads
- * the merged bytes; an affected tensor that is acquired makes the call fail
- * with TL_ERR_INVALID_ARG before anything changes. The LoRAs must outlive
- * the set. Not thread-safe against acquires of affected tensors.
+ * With a session, every affected tensor's copies are dropped and the
+ * tensors are busy while their bytes change (tl_session_update_begin / end):
+ * an acquire of one from another thread waits until the merge is done and
+ * then loads the merged bytes, never a half-merged one; an affected tensor
+ * that is acquired makes the call fail with TL_ERR_INVALID_ARG before
+ * anything changes. The LoRAs must outlive the set; calls on one set come
+ * from one thread at a time.
  */
 typedef struct tl_lora_set tl_lora_set;
 TL_API tl_status tl_lora_set_create(tl_model *m, tl_session *s, tl_lora_set **out);

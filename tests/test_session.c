@@ -416,8 +416,9 @@ static void *rnd_main(void *arg) {
         int op = (int)(xs(&x) % 10);
         if (op < 5) {
             tl_acquired *a;
-            tl_status st =
-                tl_session_acquire(r->s, TL_COMP_DIFFUSION, k, k + 1 + xs(&x) % 2, false, &a);
+            size_t end = k + 1 + xs(&x) % 2;
+            if (end > N_LAYERS) end = N_LAYERS; /* past the last layer is refused */
+            tl_status st = tl_session_acquire(r->s, TL_COMP_DIFFUSION, k, end, false, &a);
             if (st == TL_ERR_DEVICE_OOM) continue; /* other threads hold the device */
             if (st) fail_msg("acquire: %s", tl_last_error());
             pthread_mutex_lock(r->shmu);

@@ -267,19 +267,20 @@ typedef struct run_watch {
  * uses), else the last event's time. *n_events gets the log's length.
  */
 static double session_now(const tl_session *s, tl_device *clock, size_t *n_events) {
-    const tl_session_event *ev;
-    size_t n = tl_session_events(s, &ev);
-    *n_events = n;
+    tl_session_log log;
+    tl_session_event last;
+    tl_session_events_copy(s, 0, NULL, 0, &log);
+    *n_events = (size_t)log.next;
     double t;
     if (clock && tl_device_sim_clock(clock, &t) == TL_OK) return t;
-    return n ? ev[n - 1].t : 0;
+    return log.next && tl_session_events_copy(s, log.next - 1, &last, 1, NULL) ? last.t : 0;
 }
 
-/* Time of event i, or `otherwise` when there is none yet. */
+/* Time of event i, or `otherwise` when there is none (yet, or any longer). */
 static double event_time(const tl_session *s, size_t i, double otherwise) {
-    const tl_session_event *ev;
-    size_t n = tl_session_events(s, &ev);
-    return i < n ? ev[i].t : otherwise;
+    tl_session_event e;
+    tl_session_log log;
+    return tl_session_events_copy(s, i, &e, 1, &log) && log.first <= i ? e.t : otherwise;
 }
 
 static tl_status on_step(void *user, tl_session *s, const char *phase, uint32_t pass,
@@ -404,6 +405,7 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras,
     tl_session_options so;
     tl_session_options_init(&so);
     so.spill_dir = ra.spill_dir;
+    if (ra.timeline) so.event_cap = (size_t)1 << 24; /* a whole run's entries: the drawing needs them all */
     if (ra.host_budget && !cli_parse_size(ra.host_budget, &so.host_budget, NULL))
         return cli_usage("run", "--host-budget: bad size '%s'", ra.host_budget);
     if (ra.spill_threshold && !cli_parse_size(ra.spill_threshold, &so.spill_threshold, NULL))

@@ -67,8 +67,12 @@ static bool ram_effect(const tl_session_event *e, int64_t *delta) {
 
 int svg_timeline_write(const tl_session *s, const tl_plan *p, const svg_band *bands, size_t n_bands,
                        const char *path) {
-    const tl_session_event *ev = NULL;
-    size_t n = tl_session_events(s, &ev);
+    tl_session_log log;
+    tl_session_events_copy(s, 0, NULL, 0, &log);
+    size_t kept = (size_t)(log.next - log.first);
+    tl_session_event *ev = malloc((kept ? kept : 1) * sizeof *ev);
+    if (!ev) return cli_exit_code(TL_ERR_NOMEM);
+    size_t n = tl_session_events_copy(s, log.first, ev, kept, &log);
     lane lanes[TL_PLAN_MAX_DEVICES + 1];
     size_t nl = 0;
     double t_end = 0;
@@ -81,18 +85,14 @@ int svg_timeline_write(const tl_session *s, const tl_plan *p, const svg_band *ba
     }
     for (size_t b = 0; b < n_bands; b++)
         if (bands[b].t1 > t_end) t_end = bands[b].t1;
-    size_t e_end = n;
+    size_t e_end = (size_t)log.first + n; /* entry numbers count from the session's start */
     for (size_t b = 0; b < n_bands; b++)
         if (bands[b].e1 > e_end) e_end = bands[b].e1;
     /* a clock that never moved (sim devices without a bandwidth model): event order instead */
     bool by_order = t_end <= 0;
-    tl_session_event *own = NULL;
+    tl_session_event *own = ev; /* the copy is ours */
     if (by_order && n) {
-        own = malloc(n * sizeof *own);
-        if (!own) return cli_exit_code(TL_ERR_NOMEM);
-        memcpy(own, ev, n * sizeof *own);
-        for (size_t i = 0; i < n; i++) own[i].t = (double)i;
-        ev = own;
+        for (size_t i = 0; i < n; i++) ev[i].t = (double)(log.first + i);
         t_end = (double)e_end;
     }
     if (t_end <= 0) t_end = 1;
@@ -173,6 +173,10 @@ int svg_timeline_write(const tl_session *s, const tl_plan *p, const svg_band *ba
         svg_label(f, LEFT, 42, "start", 11,
                   "%zu events; time: the session clock (sim devices: model seconds), %.3f s in all",
                   n, t_end);
+    if (log.dropped) /* the totals start from what was kept: say so */
+        svg_label(f, LEFT, 56, "start", 11,
+                  "the log dropped its %llu oldest events: bytes before them are not drawn",
+                  (unsigned long long)log.dropped);
     double lanes_bottom = TOP + (double)nl * (LANE_H + LANE_GAP) - LANE_GAP;
     /* phase bands */
     static const char *const band_fill[2] = {"#f3f3f3", "#e8eef6"};

@@ -5,9 +5,10 @@
  * subtract exactly in F16/BF16, so every tensor the change touches is made
  * the file's again (tl_model_tensor_unpatch: the kernel gives back the
  * private pages, no backup copy exists) and the remaining LoRAs are merged
- * into it again, in the order they were added. With a session, each touched
- * tensor's copies are dropped first (tl_session_refresh), which also fails
- * early, before any byte changes, when one of them is acquired.
+ * into it again, in the order they were added. With a session, the touched
+ * tensors are busy while their bytes change (tl_session_update_begin / end:
+ * their copies are dropped and concurrent acquires of them wait), and the
+ * begin fails early, before any byte changes, when one of them is acquired.
  */
 #include "lora/lora.h"
 
@@ -93,14 +94,40 @@ static tl_status touched_by(const tl_lora_set *set, const tl_lora *l, bool *touc
     return TL_OK;
 }
 
-static tl_status refresh(tl_lora_set *set, const bool *touched) {
+/* The touched tensors as a list (*list NULL when there is no session to tell). */
+static tl_status touched_list(const tl_lora_set *set, const bool *touched, size_t **list,
+                              size_t *n) {
+    *list = NULL;
+    *n = 0;
     if (!set->s) return TL_OK;
-    for (size_t i = 0; i < tl_model_tensor_count(set->m); i++)
-        if (touched[i]) {
-            tl_status st = tl_session_refresh(set->s, i);
-            if (st) return st;
-        }
+    size_t nt = tl_model_tensor_count(set->m);
+    size_t *v = tl__os_malloc((nt ? nt : 1) * sizeof *v);
+    if (!v) return tl__err(TL_ERR_NOMEM, "LoRA set: out of memory");
+    for (size_t i = 0; i < nt; i++)
+        if (touched[i]) v[(*n)++] = i;
+    *list = v;
     return TL_OK;
+}
+
+/* Make the touched tensors busy in the session (copies dropped) while their bytes change. */
+static tl_status begin(tl_lora_set *set, const bool *touched, size_t **list, size_t *n) {
+    tl_status st = touched_list(set, touched, list, n);
+    if (!st && *list) st = tl_session_update_begin(set->s, *list, *n);
+    if (st) {
+        free(*list);
+        *list = NULL;
+    }
+    return st;
+}
+
+/* ... and free again; the next acquire loads their new bytes. */
+static tl_status end(tl_lora_set *set, size_t *list, size_t n, tl_status st) {
+    if (list) {
+        tl_status e = tl_session_update_end(set->s, list, n);
+        if (!st) st = e;
+    }
+    free(list);
+    return st;
 }
 
 tl_status tl_lora_set_add(tl_lora_set *set, const tl_lora *l, float scale, tl_lora_report *r) {
@@ -115,10 +142,10 @@ tl_status tl_lora_set_add(tl_lora_set *set, const tl_lora *l, float scale, tl_lo
         free(touched);
         return tl__err(TL_ERR_NOMEM, "tl_lora_set_add: out of memory");
     }
+    size_t *list = NULL, nl = 0;
     tl_status st = touched_by(set, l, touched);
-    if (!st) st = refresh(set, touched);
-    if (!st) st = lora_apply_some(set->m, l, scale, NULL, r);
-    if (!st) st = refresh(set, touched);
+    if (!st) st = begin(set, touched, &list, &nl);
+    if (!st) st = end(set, list, nl, lora_apply_some(set->m, l, scale, NULL, r));
     if (!st) set->items[set->n++] = (set_item){l, scale};
     free(touched);
     return st;
@@ -135,13 +162,18 @@ static tl_status rebuild(tl_lora_set *set, const tl_lora *l) {
     size_t n = tl_model_tensor_count(set->m);
     bool *touched = tl__os_calloc(n ? n : 1, 1);
     if (!touched) return tl__err(TL_ERR_NOMEM, "LoRA set: out of memory");
+    size_t *list = NULL, nl = 0;
     tl_status st = touched_by(set, l, touched);
-    if (!st) st = refresh(set, touched);
-    for (size_t i = 0; i < n && !st; i++)
-        if (touched[i]) st = tl_model_tensor_unpatch(set->m, i);
-    for (size_t k = 0; k < set->n && !st; k++)
-        st = lora_apply_some(set->m, set->items[k].l, set->items[k].scale, touched, NULL);
-    if (!st) st = refresh(set, touched);
+    if (!st) {
+        st = begin(set, touched, &list, &nl);
+        if (!st) {
+            for (size_t i = 0; i < n && !st; i++)
+                if (touched[i]) st = tl_model_tensor_unpatch(set->m, i);
+            for (size_t k = 0; k < set->n && !st; k++)
+                st = lora_apply_some(set->m, set->items[k].l, set->items[k].scale, touched, NULL);
+            st = end(set, list, nl, st);
+        }
+    }
     free(touched);
     return st;
 }

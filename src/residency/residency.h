@@ -48,8 +48,17 @@ tl_status tlr_optimum(const tlr_opt_unit *u, size_t n_u, const uint64_t *budgets
                       const tlr_groups *g, const tl_session_step *steps, size_t n_steps,
                       uint64_t *bytes);
 
-/* A set of acquired tensors (session.c builds it; bind.c adds ggml wrappers of host parts). */
+/*
+ * A set of acquired tensors (session.c builds it; bind.c adds ggml wrappers of
+ * host parts). The header outlives the set: released headers are recycled,
+ * never freed (session.c), so a stale pointer is recognised.
+ */
 struct tl_acquired {
+    tl_session *owner;     /* the session it came from */
+    uint64_t serial;       /* that session's serial (a session at the same address differs) */
+    uint64_t gen;          /* how many sets this header carried before */
+    bool live;             /* acquired and not yet released (under session.c's g_mu) */
+    tl_acquired *prev, *next; /* the owner's outstanding sets; next: the free FIFO */
     size_t n;
     tl_session_tensor *t;
     tl_session_part *parts;

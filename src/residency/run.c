@@ -18,6 +18,7 @@
 #include "residency/compute.h"
 
 #include "core/error.h"
+#include "core/options.h"
 #include "os/guard.h"
 #include "os/hostmem.h"
 #include "os/os.h"
@@ -362,7 +363,8 @@ tl_status tl_run_pipeline(tl_session *s, const tl_run_options *opts, tl_run_repo
     if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_run_pipeline: NULL session");
     tl_run_options o;
     tl_run_options_init(&o);
-    if (opts) memcpy(&o, opts, opts->size && opts->size < sizeof o ? opts->size : sizeof o);
+    tl_status take = tl__options_take(&o, sizeof o, opts, "tl_run_options");
+    if (take) return take;
     run r = {s,   tlr_session_model(s), &o, tlr_session_clock_device(s), NULL, NULL, NULL, 0, NULL,
              NULL};
     item *it = NULL;

@@ -26,20 +26,23 @@
  */
 #include "residency/residency.h"
 
+#include "core/assert.h"
 #include "core/env.h"
 #include "core/error.h"
+#include "core/options.h"
 #include "io/io.h"
 #include "os/hostmem.h"
 #include "os/os.h"
 #include "os/thread.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define SPILL_ALIGN 4096ull
-#define MAX_EVENTS 1000000u
+#define DEFAULT_EVENT_CAP 65536u
 
 /* A fence given at a release: waited once, before memory of the units holding it is reused. */
 typedef struct fence {
@@ -66,9 +69,21 @@ typedef struct unit {
     void *sp_map; /* spill extent, mapped read-only */
     uint64_t sp_off, sp_len;
     uint32_t refs;
+    uint32_t busy; /* its bytes are being changed (tl_session_update_begin): acquires wait */
     uint64_t last_use;
     fence *fence; /* device work that may still read the unit (tl_session_release_fenced) */
 } unit;
+
+/* An acquire waiting for room (on its own stack), queued in arrival order. */
+typedef struct room_waiter {
+    struct room_waiter *next;
+} room_waiter;
+
+/* An acquire's load batch in flight (on its own stack), for tl_session_cancel. */
+typedef struct demand {
+    tl__io_batch *b;
+    struct demand *next;
+} demand;
 
 typedef struct sdev {
     tl_device *d;
@@ -103,6 +118,11 @@ struct tl_session {
     tl__os_mutex pmu;
     tl__os_cond pcv;
     uint64_t pgen;
+    tl__os_cond bcv; /* with mu: an update ended (busy units are free again) */
+    tl__os_cond rcv; /* with mu: room may have come free (a release, a load finished) */
+    struct room_waiter *wq_head, *wq_tail; /* acquires waiting for room, in arrival order */
+    _Atomic uint64_t cancel_gen; /* tl_session_cancel calls: an acquire cancels on a change */
+    demand *demands;             /* with mu: acquires' load batches in flight */
     tl__io_engine *io;
     sdev dev[TL_PLAN_MAX_DEVICES];
     size_t n_dev;
@@ -125,10 +145,133 @@ struct tl_session {
     size_t n_free, cap_free;
     pending *pend;
     tl_session_stats st;
+    /*
+     * The event log: a ring of at most ev_cap entries (allocated as it fills)
+     * keeping the newest. Entry numbers count from 0 at creation; n_ev are
+     * kept, numbered ev_next - n_ev on, the oldest at slot ev_head.
+     */
     tl_session_event *ev;
-    size_t n_ev, cap_ev;
+    size_t n_ev, alloc_ev, ev_cap, ev_head;
+    uint64_t ev_next, ev_dropped; /* the next entry's number; entries pushed out or lost */
     double t0;
+    /* handles: the sets handed out and not released, and acquires still building one */
+    uint64_t serial;        /* unique in the process: a set names its session by it */
+    tl_acquired *sets;      /* outstanding sets (doubly linked through prev/next) */
+    size_t n_sets;
+    size_t acquiring;       /* acquires holding references without a set yet */
+    uint64_t acquiring_refs; /* the references they hold */
 };
+
+/*
+ * --- handles (process-wide) ---
+ *
+ * A set is released by pointer, so its pointer must stay meaningful after
+ * the release: set headers are never given back to the heap. A released
+ * header waits in a FIFO and is reused only once SET_QUARANTINE others wait
+ * behind it, so a second release of the same pointer finds it not live (and
+ * a new set at the same address only after that many acquires). Sessions are
+ * registered while they live: a release through a destroyed session, or
+ * through a session other than the set's, is refused without touching it.
+ * g_mu is never held while a session's mu is taken.
+ */
+#define SET_QUARANTINE 1024u
+
+static tl__os_mutex g_mu = {.mu = PTHREAD_MUTEX_INITIALIZER};
+static uint64_t g_serial;
+static tl_session **g_live;
+static size_t g_n_live, g_cap_live;
+static tl_acquired *g_free_head, *g_free_tail;
+static size_t g_n_free;
+
+static bool live_locked(const tl_session *s) {
+    tl__os_mutex_assert_held(&g_mu);
+    for (size_t i = 0; i < g_n_live; i++)
+        if (g_live[i] == s) return true;
+    return false;
+}
+
+static tl_status register_session(tl_session *s) {
+    tl__os_mutex_lock(&g_mu);
+    if (g_n_live == g_cap_live) {
+        size_t nc = g_cap_live ? g_cap_live * 2 : 16;
+        tl_session **p = tl__os_realloc(g_live, nc * sizeof *p);
+        if (!p) {
+            tl__os_mutex_unlock(&g_mu);
+            return tl__err(TL_ERR_NOMEM, "session: out of memory");
+        }
+        g_live = p;
+        g_cap_live = nc;
+    }
+    g_live[g_n_live++] = s;
+    s->serial = ++g_serial;
+    tl__os_mutex_unlock(&g_mu);
+    return TL_OK;
+}
+
+static void unregister_session(tl_session *s) {
+    tl__os_mutex_lock(&g_mu);
+    for (size_t i = 0; i < g_n_live; i++)
+        if (g_live[i] == s) {
+            g_live[i] = g_live[--g_n_live];
+            break;
+        }
+    tl__os_mutex_unlock(&g_mu);
+}
+
+/* A cleared set header: a recycled one when enough wait, else a new one. */
+static tl_acquired *header_get(void) {
+    tl_acquired *a = NULL;
+    tl__os_mutex_lock(&g_mu);
+    if (g_n_free > SET_QUARANTINE) {
+        a = g_free_head;
+        g_free_head = a->next;
+        if (!g_free_head) g_free_tail = NULL;
+        g_n_free--;
+    }
+    tl__os_mutex_unlock(&g_mu);
+    if (!a) return tl__os_calloc(1, sizeof *a);
+    uint64_t gen = a->gen;
+    memset(a, 0, sizeof *a);
+    a->gen = gen + 1;
+    return a;
+}
+
+static void header_put(tl_acquired *a) {
+    tl__os_mutex_lock(&g_mu);
+    a->next = NULL;
+    if (g_free_tail)
+        g_free_tail->next = a;
+    else
+        g_free_head = a;
+    g_free_tail = a;
+    g_n_free++;
+    tl__os_mutex_unlock(&g_mu);
+}
+
+/*
+ * Take set a out of circulation for a release through s: it must be live and
+ * s's. Refused (TL_ERR_INVALID_ARG, nothing touched) otherwise.
+ */
+static tl_status claim(tl_session *s, tl_acquired *a, const char *fn) {
+    const char *why = NULL;
+    tl__os_mutex_lock(&g_mu);
+    if (!s)
+        why = "NULL session";
+    else if (!live_locked(s))
+        why = "the session was destroyed (or is not a session)";
+    else if (!a->live)
+        why = "the set was already released";
+    else if (a->owner != s || a->serial != s->serial)
+        why = "the set was acquired from another session";
+    else
+        a->live = false;
+    uint64_t gen = a->gen;
+    tl__os_mutex_unlock(&g_mu);
+    if (why)
+        return tl__err(TL_ERR_INVALID_ARG, "%s: acquired set %p (use %llu): %s", fn, (void *)a,
+                       (unsigned long long)gen, why);
+    return TL_OK;
+}
 
 /* --- small helpers --- */
 
@@ -162,17 +305,34 @@ static double now_locked(const tl_session *s, int32_t dev) {
 static void event_locked(tl_session *s, tl_session_event_kind k, const unit *u, tl_tier from,
                          tl_tier to, int32_t dev, uint64_t bytes) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
-    if (s->n_ev == s->cap_ev) {
-        if (s->cap_ev >= MAX_EVENTS) return;
-        size_t nc = s->cap_ev ? s->cap_ev * 2 : 1024;
+    if (!s->ev_cap) return; /* the log is off */
+    if (s->n_ev == s->alloc_ev && s->n_ev < s->ev_cap) { /* not wrapped yet: ev_head is 0 */
+        size_t nc = s->alloc_ev ? s->alloc_ev * 2 : 1024;
+        if (nc > s->ev_cap) nc = s->ev_cap;
         tl_session_event *p = tl__os_realloc(s->ev, nc * sizeof *p);
-        if (!p) return; /* the log is best effort */
-        s->ev = p;
-        s->cap_ev = nc;
+        if (p) {
+            s->ev = p;
+            s->alloc_ev = nc;
+        } else if (s->alloc_ev) {
+            s->ev_cap = s->alloc_ev; /* no memory to grow: the bound is what there is */
+        } else {
+            s->ev_next++; /* not even one entry: this one is lost, and counted */
+            s->ev_dropped++;
+            return;
+        }
     }
+    size_t slot;
+    if (s->n_ev == s->ev_cap) { /* full: the oldest makes way */
+        slot = s->ev_head;
+        s->ev_head = (s->ev_head + 1) % s->ev_cap;
+        s->ev_dropped++;
+    } else {
+        slot = (s->ev_head + s->n_ev++) % s->ev_cap;
+    }
+    s->ev_next++;
     const tl_tensor_info *t = tl_model_tensor(s->m, u->pl.tensor);
     size_t layer = tl_model_tensor_layer(s->m, u->pl.tensor);
-    s->ev[s->n_ev++] = (tl_session_event){now_locked(s, dev),
+    s->ev[slot] = (tl_session_event){now_locked(s, dev),
                                           k,
                                           t->component,
                                           layer == TL_NOT_FOUND ? -1 : (int32_t)layer,
@@ -515,14 +675,14 @@ static tl_status alloc_locked(tl_session *s, unit *u) {
     }
     tl_device_info info;
     uint64_t free_now = tl_device_describe(v->d, &info) == TL_OK ? info.free : 0;
-    char a[32], f[32], e[32];
+    char a[32], f[32], e[32], g[32];
     return tl__err(TL_ERR_DEVICE_OOM,
                    "%s: tensor %s: %s refused the allocation (asked %s, free %s, evictable %s "
                    "after evicting %s)",
                    fpath(s, u), tname(s, u), tl_device_name(v->d), tl_fmt_bytes(n, a, sizeof a),
                    tl_fmt_bytes(free_now, f, sizeof f),
                    tl_fmt_bytes(evictable_locked(s, u->dev), e, sizeof e),
-                   tl_fmt_bytes(freed, e, sizeof e));
+                   tl_fmt_bytes(freed, g, sizeof g));
 }
 
 /* --- creation --- */
@@ -534,8 +694,19 @@ static uint64_t env_size(tl__env_var name) {
     return b;
 }
 
-void tl_session_destroy(tl_session *s) {
-    if (!s) return;
+tl_status tl_session_destroy(tl_session *s) {
+    if (!s) return TL_OK;
+    tl__os_mutex_lock(&s->mu);
+    size_t out = s->n_sets + s->acquiring;
+    tl__os_mutex_unlock(&s->mu);
+    /* a caller's bug: debug builds stop here, others refuse and keep the session */
+    TL_ASSERT(out == 0 && "tl_session_destroy with acquired sets outstanding");
+    if (out)
+        return tl__err(TL_ERR_INVALID_ARG,
+                       "tl_session_destroy: %zu acquired sets are outstanding: release them "
+                       "first (the session stays as it was)",
+                       out);
+    unregister_session(s);
     while (s->pend) {
         pending *p = s->pend;
         s->pend = p->next;
@@ -572,7 +743,10 @@ void tl_session_destroy(tl_session *s) {
     tl__os_mutex_destroy(&s->mu);
     tl__os_mutex_destroy(&s->pmu);
     tl__os_cond_destroy(&s->pcv);
+    tl__os_cond_destroy(&s->bcv);
+    tl__os_cond_destroy(&s->rcv);
     free(s);
+    return TL_OK;
 }
 
 static tl_status bind_devices(tl_session *s) {
@@ -638,16 +812,21 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
     tl_session *s = tl__os_calloc(1, sizeof *s);
     if (!s) return tl__err(TL_ERR_NOMEM, "session: out of memory");
     tl_session_options_init(&s->o);
-    if (opts)
-        memcpy(&s->o, opts, opts->size && opts->size < sizeof s->o ? opts->size : sizeof s->o);
-    s->o.size = sizeof s->o;
+    st = tl__options_take(&s->o, sizeof s->o, opts, "tl_session_options");
+    if (st) {
+        free(s);
+        return st;
+    }
     s->m = m;
     s->p = p;
     s->spill_fd = -1;
+    s->ev_cap = s->o.no_events ? 0 : s->o.event_cap ? s->o.event_cap : DEFAULT_EVENT_CAP;
     s->t0 = tl__os_now();
     tl__os_mutex_init(&s->mu);
     tl__os_mutex_init(&s->pmu);
     tl__os_cond_init(&s->pcv);
+    tl__os_cond_init(&s->bcv);
+    tl__os_cond_init(&s->rcv);
     const char *dir = s->o.spill_dir;
     if (!dir || !*dir) dir = tl__env_get(TL_ENV_SPILL_DIR);
     if (!dir || !*dir) dir = tl__env_get(TL_ENV_TMPDIR);
@@ -709,6 +888,7 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
                                   (s->o.staging_size ? s->o.staging_size : 16ull << 20);
         }
     }
+    if (!st) st = register_session(s);
     if (st) {
         tl_session_destroy(s);
         return st;
@@ -878,8 +1058,12 @@ static tl_status range_units(const tl_session *s, tl_component c, size_t lb, siz
     if ((unsigned)c >= TL_COMP_COUNT)
         return tl__err(TL_ERR_INVALID_ARG, "session: bad component %d", (int)c);
     size_t nl = tl_model_layer_count(s->m, c);
-    if (le == TL_ALL_LAYERS || le > nl) le = nl;
-    if (lb > le) lb = le;
+    if (le == TL_ALL_LAYERS) le = nl;
+    if (lb > le || le > nl)
+        return tl__err(TL_ERR_INVALID_ARG,
+                       "session: layers [%zu, %zu) of %s: %s has %zu layers (begin <= end <= %zu, "
+                       "or end TL_ALL_LAYERS)",
+                       lb, le, tl_component_name(c), tl_component_name(c), nl, nl);
     size_t cnt = 0;
     const size_t *idx;
     for (size_t k = lb; k <= le; k++) {
@@ -943,6 +1127,7 @@ static void reap_locked(tl_session *s) {
         tl__io_batch_destroy(p->b);
         free(p->units);
         free(p);
+        tl__os_cond_broadcast(&s->rcv); /* loading units became evictable */
     }
 }
 
@@ -1015,7 +1200,7 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
     s->prefetching = true;
     for (size_t i = 0; i < n && !st; i++) {
         unit *u = &s->u[list[i]];
-        if (!on_device(s, u) || u->on_dev || u->loading) continue;
+        if (!on_device(s, u) || u->on_dev || u->loading || u->busy) continue;
         bool ok;
         st = reserve_locked(s, u, true, &ok);
         if (st || !ok) { /* best effort: what does not fit now is loaded on demand */
@@ -1075,6 +1260,10 @@ tl_status tl_session_ready(tl_session *s, tl_component c, size_t lb, size_t le, 
     bool all = true;
     for (size_t i = 0; i < n && all; i++) {
         const unit *u = &s->u[list[i]];
+        if (u->busy) {
+            all = false;
+            continue;
+        }
         if (!on_device(s, u)) continue;
         if (!u->on_dev) {
             all = false;
@@ -1102,8 +1291,10 @@ static tl_status wait_tickets(tl_session *s, uint64_t *tick) {
 
 static void unref_locked(tl_session *s, const size_t *list, size_t n) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
+    bool freed = false; /* a unit became evictable */
     for (size_t i = 0; i < n; i++)
-        if (s->u[list[i]].refs) s->u[list[i]].refs--;
+        if (s->u[list[i]].refs && --s->u[list[i]].refs == 0) freed = true;
+    if (freed && s->wq_head) tl__os_cond_broadcast(&s->rcv); /* acquires waiting for room */
 }
 
 static void advance_schedule_locked(tl_session *s, tl_component c, size_t lb, size_t le,
@@ -1121,16 +1312,154 @@ static void advance_schedule_locked(tl_session *s, tl_component c, size_t lb, si
 
 static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquired **out);
 
+/* Reference the units of an acquire, once none is busy (waiting for updates to end). */
+static void take_refs_locked(tl_session *s, const size_t *list, size_t n) {
+    tl__os_mutex_assert_held(&s->mu);
+    for (size_t i = 0; i < n; i++)
+        while (s->u[list[i]].busy)
+            tl__os_cond_wait(&s->bcv, &s->mu);
+    for (size_t i = 0; i < n; i++)
+        s->u[list[i]].refs++;
+    s->acquiring_refs += n;
+}
+
+/* Bytes of device d held by referenced or loading units (what no eviction can free). */
+static uint64_t held_locked(const tl_session *s, int32_t d) {
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
+    uint64_t held = 0;
+    for (size_t q = 0; q < s->n_u; q++)
+        if (s->u[q].dev == d && (s->u[q].on_dev || s->u[q].loading) &&
+            (s->u[q].refs || s->u[q].loading))
+            held += s->u[q].pl.len;
+    return held;
+}
+
+static void room_leave_locked(tl_session *s, room_waiter *w) {
+    tl__os_mutex_assert_held(&s->mu);
+    room_waiter **pp = &s->wq_head, *prev = NULL;
+    while (*pp && *pp != w) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (!*pp) return;
+    *pp = w->next;
+    if (s->wq_tail == w) s->wq_tail = prev;
+    tl__os_cond_broadcast(&s->rcv); /* the next in line may go */
+}
+
 tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le, bool with_other,
                              tl_acquired **out) {
+    return tl_session_acquire_wait(s, c, lb, le, with_other, 0, out);
+}
+
+/* Has tl_session_cancel been called since an acquire that saw generation cgen began? */
+static bool cancel_asked(tl_session *s, uint64_t cgen) {
+    return atomic_load(&s->cancel_gen) != cgen;
+}
+
+static tl_status cancelled_err(bool by_callback) {
+    return tl__err(TL_ERR_CANCELLED, "session: acquire cancelled by %s",
+                   by_callback ? "the progress callback" : "tl_session_cancel");
+}
+
+/* Report an acquire's progress (lock not held); false: the callback asked to stop. */
+static bool report_progress(const tl_session *s, uint64_t done, uint64_t total) {
+    return !s->o.progress || s->o.progress(s->o.progress_user, done, total);
+}
+
+/*
+ * Run an acquire's loads (lock not held), reporting progress about every
+ * 50 ms. A cancel stops handing out chunks (those being copied finish) and
+ * the batch fails with TL_ERR_CANCELLED: at once for tl_session_cancel,
+ * which finds the batch listed on the session.
+ */
+static tl_status run_loads(tl_session *s, const tl__io_xfer *x, size_t n, uint64_t cgen,
+                           uint64_t total, bool *by_callback) {
+    tl__io_batch *b;
+    tl_status st = tl__io_submit(s->io, x, n, TL_IO_DEMAND, NULL, NULL, &b);
+    if (st) return st;
+    demand me = {b, NULL};
+    tl__os_mutex_lock(&s->mu);
+    me.next = s->demands;
+    s->demands = &me;
+    bool stop = cancel_asked(s, cgen); /* a cancel before the batch was listed */
+    if (stop) tl__io_cancel(b);
+    tl__os_mutex_unlock(&s->mu);
+    for (;;) {
+        bool done;
+        tl__io_wait(b, 0.05, &done);
+        if (done) break;
+        if (stop) continue;
+        if (cancel_asked(s, cgen))
+            stop = true;
+        else if (!report_progress(s, tl__io_done_bytes(b), total))
+            stop = *by_callback = true;
+        if (stop) tl__io_cancel(b);
+    }
+    tl__os_mutex_lock(&s->mu);
+    demand **pp = &s->demands;
+    while (*pp != &me)
+        pp = &(*pp)->next;
+    *pp = me.next;
+    stop |= cancel_asked(s, cgen);
+    tl__os_mutex_unlock(&s->mu);
+    st = tl__io_status(b);
+    tl__io_batch_destroy(b);
+    if (stop) st = cancelled_err(*by_callback);
+    return st;
+}
+
+/*
+ * A cancelled acquire (its references dropped) returns the memory of the
+ * units it loaded that nobody else references, counts the cancel and sets
+ * the message.
+ */
+static void cancel_return_locked(tl_session *s, const size_t *mine, size_t n_mine,
+                                 bool by_callback) {
+    tl__os_mutex_assert_held(&s->mu);
+    for (size_t i = 0; i < n_mine; i++) {
+        unit *u = &s->u[mine[i]];
+        if (!u->refs && u->on_dev && !u->loading && !u->busy) (void)evict_unit_locked(s, u);
+    }
+    s->st.acquire_cancels++;
+    cancelled_err(by_callback);
+}
+
+tl_status tl_session_cancel(tl_session *s) {
+    if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_cancel: NULL session");
+    tl__os_mutex_lock(&s->mu);
+    atomic_fetch_add(&s->cancel_gen, 1);
+    for (pending *p = s->pend; p; p = p->next) /* prefetch batches: reaped as failed */
+        tl__io_cancel(p->b);
+    for (demand *d = s->demands; d; d = d->next) /* acquires' loads: no more chunks */
+        tl__io_cancel(d->b);
+    tl__os_cond_broadcast(&s->rcv); /* acquires waiting for room */
+    tl__os_mutex_unlock(&s->mu);
+    tl__os_mutex_lock(&s->pmu); /* acquires waiting for a prefetch */
+    s->pgen++;
+    tl__os_cond_broadcast(&s->pcv);
+    tl__os_mutex_unlock(&s->pmu);
+    return TL_OK;
+}
+
+tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size_t le,
+                                  bool with_other, uint32_t timeout_ms, tl_acquired **out) {
     if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire: out is NULL");
     *out = NULL;
     if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire: NULL session");
     size_t *list, n;
     tl_status st = enter(s, c, lb, le, with_other, &list, &n);
     if (st) return st;
-    for (size_t i = 0; i < n; i++)
-        s->u[list[i]].refs++;
+    uint64_t cgen = atomic_load(&s->cancel_gen); /* cancels from here on end this acquire */
+    /* tensors whose bytes are being changed: wait until the update ends */
+    take_refs_locked(s, list, n);
+    s->acquiring++;
+    bool by_callback = false;    /* the progress callback asked to stop */
+    size_t n_mine = 0;           /* units this acquire loaded (mine[0, n_mine)) */
+    uint64_t moved = 0;          /* bytes its loads move (for progress) */
+    double deadline = tl__os_now() + timeout_ms / 1000.0;
+    room_waiter me = {NULL};
+    bool queued = false, holding = true; /* holding: the references are taken */
     tl__io_xfer *x = tl__os_malloc((n ? 2 * n : 1) * sizeof *x);
     size_t *mine = tl__os_malloc((n ? n : 1) * sizeof *mine);
     size_t *asy = tl__os_malloc((n ? n : 1) * sizeof *asy);
@@ -1139,6 +1468,12 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
     if (!x || !mine || !asy) st = tl__err(TL_ERR_NOMEM, "session: out of memory");
     bool hit_counted = false;
     while (!st) {
+        int32_t room_dev = TLR_HOST; /* set: wait for room on this device, then try again */
+        na = 0;
+        if (cancel_asked(s, cgen)) {
+            st = cancelled_err(false);
+            break;
+        }
         /* wait for prefetches in flight into this range */
         uint64_t gen = pgen_now(s);
         reap_locked(s);
@@ -1160,23 +1495,32 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
         for (size_t i = 0; i < n && !st; i++) {
             unit *u = &s->u[list[i]];
             if (!on_device(s, u) || u->on_dev) continue;
-            bool ok;
-            st = reserve_locked(s, u, false, &ok);
+            /* a waiting acquire takes no room while others wait before it (arrival order) */
+            bool ok = false, behind = timeout_ms && s->wq_head && s->wq_head != &me;
+            if (!behind) st = reserve_locked(s, u, false, &ok);
             if (st) break;
             if (!ok) {
                 sdev *v = &s->dev[u->dev];
-                char a[32], b[32], h[32];
-                uint64_t held = 0;
-                for (size_t q = 0; q < s->n_u; q++)
-                    if (s->u[q].dev == u->dev && (s->u[q].on_dev || s->u[q].loading) &&
-                        (s->u[q].refs || s->u[q].loading))
-                        held += s->u[q].pl.len;
-                st = tl__err(TL_ERR_DEVICE_OOM,
-                             "%s: tensor %s (%s) does not fit on %s: its budget is %s and %s are "
-                             "held by acquired or loading tensors",
-                             fpath(s, u), tname(s, u), tl_fmt_bytes(u->pl.len, a, sizeof a),
-                             tl_device_name(v->d), tl_fmt_bytes(v->budget, b, sizeof b),
-                             tl_fmt_bytes(held, h, sizeof h));
+                char a[32], b[32], h[32], w[32];
+                uint64_t need = 0; /* what this acquire needs on that device, all at once */
+                for (size_t q = 0; q < n; q++)
+                    if (s->u[list[q]].dev == u->dev && on_device(s, &s->u[list[q]]))
+                        need += s->u[list[q]].pl.len;
+                if (need > v->budget) /* no release can help: fail at once, waiting or not */
+                    st = tl__err(TL_ERR_DEVICE_OOM,
+                                 "%s: tensor %s: this acquire needs %s on %s at once, more than "
+                                 "its budget of %s: it can never fit",
+                                 fpath(s, u), tname(s, u), tl_fmt_bytes(need, w, sizeof w),
+                                 tl_device_name(v->d), tl_fmt_bytes(v->budget, b, sizeof b));
+                else if (timeout_ms == 0)
+                    st = tl__err(TL_ERR_DEVICE_OOM,
+                                 "%s: tensor %s (%s) does not fit on %s: its budget is %s and %s "
+                                 "are held by acquired or loading tensors",
+                                 fpath(s, u), tname(s, u), tl_fmt_bytes(u->pl.len, a, sizeof a),
+                                 tl_device_name(v->d), tl_fmt_bytes(v->budget, b, sizeof b),
+                                 tl_fmt_bytes(held_locked(s, u->dev), h, sizeof h));
+                else
+                    room_dev = u->dev;
                 break;
             }
             if (s->dev[u->dev].async) {
@@ -1189,7 +1533,7 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
         }
         if ((k || na) && !hit_counted && s->prefetching) s->st.prefetch_misses++;
         /* queue async copies only after every eviction (a device free waits for its queue) */
-        if (st) {
+        if (st || room_dev != TLR_HOST) {
             for (size_t i = 0; i < na; i++)
                 unload_failed_locked(s, &s->u[asy[i]]);
         } else if (na) {
@@ -1200,10 +1544,71 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
                 unload_failed_locked(s, &s->u[mine[i]]);
             break;
         }
-        if (k == 0) break;
+        if (room_dev == TLR_HOST) { /* loaded by this acquire: queued copies first, then mine */
+            for (size_t i = 0; i < na; i++) {
+                mine[k + i] = asy[i];
+                moved += s->u[asy[i]].pl.len;
+            }
+            n_mine = na;
+        }
+        if (room_dev != TLR_HOST) {
+            /*
+             * Others hold the room. Wait holding nothing: this round's
+             * reservations go back and the references drop (the units
+             * loaded so far may be evicted meanwhile), so waiting acquires
+             * never hold each other up. The first in line tries again
+             * after each release (and at least every 50 ms).
+             */
+            for (size_t i = 0; i < k; i++)
+                unload_failed_locked(s, &s->u[mine[i]]);
+            unref_locked(s, list, n);
+            s->acquiring_refs -= n;
+            holding = false;
+            if (!queued) {
+                queued = true;
+                s->st.acquire_waits++;
+                if (s->wq_tail)
+                    s->wq_tail->next = &me;
+                else
+                    s->wq_head = &me;
+                s->wq_tail = &me;
+            }
+            double left;
+            do {
+                left = deadline - tl__os_now();
+                if (left <= 0) break;
+                tl__os_cond_timedwait(&s->rcv, &s->mu, left < 0.05 ? left : 0.05);
+            } while (s->wq_head != &me && !cancel_asked(s, cgen));
+            if (cancel_asked(s, cgen)) {
+                st = cancelled_err(false);
+                break;
+            }
+            if (left <= 0) {
+                sdev *v = &s->dev[room_dev];
+                char b[32], h[32];
+                s->st.acquire_timeouts++;
+                st = tl__err(TL_ERR_DEVICE_OOM,
+                             "%s: waited %u ms for room on %s and none came: its budget is %s "
+                             "and %s are held by acquired or loading tensors (a thread that "
+                             "holds sets while it waits for more may be waiting for itself)",
+                             tl_model_file(s->m, 0)->path, timeout_ms, tl_device_name(v->d),
+                             tl_fmt_bytes(v->budget, b, sizeof b),
+                             tl_fmt_bytes(held_locked(s, room_dev), h, sizeof h));
+                break;
+            }
+            take_refs_locked(s, list, n);
+            holding = true;
+            continue;
+        }
+        if (k == 0) {
+            memmove(mine, mine + k, na * sizeof *mine);
+            break;
+        }
         memmove(x + k, x + n, nf * sizeof *x); /* pinned copies filled alongside */
+        for (size_t i = 0; i < k + nf; i++)
+            moved += x[i].len;
         tl__os_mutex_unlock(&s->mu);
-        st = tl__io_run(s->io, x, k + nf, TL_IO_DEMAND);
+        st = run_loads(s, x, k + nf, cgen, moved, &by_callback);
         tl__os_mutex_lock(&s->mu);
         for (size_t i = 0; i < k; i++) {
             unit *u = &s->u[mine[i]];
@@ -1212,15 +1617,25 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
             else
                 loaded_locked(s, u, false);
         }
+        if (st) /* the queued copies stay loaded (returned below on a cancel) */
+            memmove(mine, mine + k, na * sizeof *mine);
+        else
+            n_mine = k + na;
         loads_changed(s); /* other acquires may wait for these units */
         break;
     }
     free(x);
-    free(mine);
     free(asy);
+    if (queued) room_leave_locked(s, &me);
     if (st) {
-        unref_locked(s, list, n);
+        if (holding) {
+            unref_locked(s, list, n);
+            s->acquiring_refs -= n;
+        }
+        if (st == TL_ERR_CANCELLED) cancel_return_locked(s, mine, n_mine, by_callback);
+        s->acquiring--;
         free(list);
+        free(mine);
         tl__os_mutex_unlock(&s->mu);
         return st;
     }
@@ -1236,27 +1651,38 @@ tl_status tl_session_acquire(tl_session *s, tl_component c, size_t lb, size_t le
                  -1, 0);
     tl__os_mutex_unlock(&s->mu);
     st = wait_tickets(s, tick);
+    if (!st && moved && !report_progress(s, moved, moved)) by_callback = true;
+    if (!st && (by_callback || cancel_asked(s, cgen))) st = TL_ERR_CANCELLED;
     if (!st) st = build_acquired(s, list, n, out);
     if (st) {
         tl__os_mutex_lock(&s->mu);
         unref_locked(s, list, n);
+        s->acquiring--;
+        s->acquiring_refs -= n;
+        if (st == TL_ERR_CANCELLED) cancel_return_locked(s, mine, n_mine, by_callback);
         tl__os_mutex_unlock(&s->mu);
         free(list);
     }
+    free(mine);
     return st;
 }
 
+/* The set of the units in list (referenced by an acquire in flight): it becomes outstanding. */
 static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquired **out) {
-    tl_acquired *a = tl__os_calloc(1, sizeof *a);
+    tl_acquired *a = header_get();
     if (!a) return tl__err(TL_ERR_NOMEM, "session: out of memory");
     a->parts = tl__os_calloc(n ? n : 1, sizeof *a->parts);
     a->t = tl__os_calloc(n ? n : 1, sizeof *a->t);
     if (!a->parts || !a->t) {
         free(a->parts);
         free(a->t);
-        free(a);
+        a->parts = NULL;
+        a->t = NULL;
+        header_put(a);
         return tl__err(TL_ERR_NOMEM, "session: out of memory");
     }
+    a->owner = s;
+    a->serial = s->serial;
     tl__os_mutex_lock(&s->mu);
     for (size_t i = 0; i < n; i++) {
         unit *u = &s->u[list[i]];
@@ -1287,9 +1713,20 @@ static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquir
         }
         a->t[a->n - 1].n_parts++;
     }
-    tl__os_mutex_unlock(&s->mu);
     a->units = list;
     a->n_units = n;
+    /* from an acquire in flight to an outstanding set, in one step for tl_session_check */
+    s->acquiring--;
+    s->acquiring_refs -= n;
+    a->prev = NULL;
+    a->next = s->sets;
+    if (s->sets) s->sets->prev = a;
+    s->sets = a;
+    s->n_sets++;
+    tl__os_mutex_unlock(&s->mu);
+    tl__os_mutex_lock(&g_mu);
+    a->live = true;
+    tl__os_mutex_unlock(&g_mu);
     *out = a;
     return TL_OK;
 }
@@ -1302,15 +1739,45 @@ const tl_session_tensor *tl_acquired_tensor(const tl_acquired *a, size_t i) {
     return a && i < a->n ? &a->t[i] : NULL;
 }
 
+/* A claimed set leaves s (lock held): its references drop. */
+static void unlist_locked(tl_session *s, tl_acquired *a) {
+    tl__os_mutex_assert_held(&s->mu);
+    unref_locked(s, a->units, a->n_units);
+    if (a->prev)
+        a->prev->next = a->next;
+    else
+        s->sets = a->next;
+    if (a->next) a->next->prev = a->prev;
+    s->n_sets--;
+}
+
+/* Free what a claimed, unlisted set holds and recycle its header. */
+static void retire(tl_acquired *a) {
+    tlr_acquired_unbind(a);
+    free(a->units);
+    free(a->parts);
+    free(a->t);
+    a->units = NULL;
+    a->parts = NULL;
+    a->t = NULL;
+    a->n = a->n_units = 0;
+    a->owner = NULL;
+    header_put(a);
+}
+
 tl_status tl_session_release_fenced(tl_session *s, tl_acquired *a, tl_fence_wait_fn wait,
                                      void *arg) {
     if (!s || !a || !wait)
         return tl__err(TL_ERR_INVALID_ARG, "tl_session_release_fenced: NULL argument");
     fence *f = tl__os_calloc(1, sizeof *f);
     if (!f) return tl__err(TL_ERR_NOMEM, "session: out of memory");
+    tl_status st = claim(s, a, "tl_session_release_fenced");
+    if (st) {
+        free(f);
+        return st;
+    }
     f->wait = wait;
     f->arg = arg;
-    tl_status st = TL_OK;
     tl__os_mutex_lock(&s->mu);
     for (size_t i = 0; i < a->n_units; i++) {
         unit *u = &s->u[a->units[i]];
@@ -1324,24 +1791,22 @@ tl_status tl_session_release_fenced(tl_session *s, tl_acquired *a, tl_fence_wait
             f->holders++;
         }
     }
-    tl__os_mutex_unlock(&s->mu);
     if (!f->holders) free(f);
-    tl_session_release(s, a);
+    unlist_locked(s, a);
+    tl__os_mutex_unlock(&s->mu);
+    retire(a);
     return st;
 }
 
-void tl_session_release(tl_session *s, tl_acquired *a) {
-    if (!a) return;
-    if (s) {
-        tl__os_mutex_lock(&s->mu);
-        unref_locked(s, a->units, a->n_units);
-        tl__os_mutex_unlock(&s->mu);
-    }
-    tlr_acquired_unbind(a);
-    free(a->units);
-    free(a->parts);
-    free(a->t);
-    free(a);
+tl_status tl_session_release(tl_session *s, tl_acquired *a) {
+    if (!a) return TL_OK;
+    tl_status st = claim(s, a, "tl_session_release");
+    if (st) return st;
+    tl__os_mutex_lock(&s->mu);
+    unlist_locked(s, a);
+    tl__os_mutex_unlock(&s->mu);
+    retire(a);
+    return TL_OK;
 }
 
 /* --- eviction, dirt, schedule, stats --- */
@@ -1414,32 +1879,99 @@ tl_status tl_session_mark_dirty(tl_session *s, size_t tensor) {
     return st;
 }
 
+/* Drop every copy of a unit that is neither referenced nor loading (device, RAM, pinned, spill). */
+static tl_status forget_locked(tl_session *s, unit *u) {
+    tl__os_mutex_assert_held(&s->mu);
+    tl_status st = fence_wait_locked(s, u);
+    if (st) return st;
+    if (u->on_dev) {
+        sdev *v = &s->dev[u->dev];
+        if (u->ticket) tl_device_wait(v->d, u->ticket);
+        tl_device_free(v->d, u->dptr);
+        v->used -= u->pl.len;
+        u->on_dev = u->dirty = false;
+        u->dptr = 0;
+        u->ticket = 0;
+    }
+    drop_copies_locked(s, u);
+    return TL_OK;
+}
+
+/* TL_OK when no unit of the tensors is referenced or loading (lock held). */
+static tl_status idle_locked(tl_session *s, const size_t *tensors, size_t n, const char *fn) {
+    tl__os_mutex_assert_held(&s->mu);
+    for (size_t k = 0; k < n; k++)
+        for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1]; q++) {
+            const unit *u = &s->u[q];
+            if (u->refs || u->loading)
+                return tl__err(TL_ERR_INVALID_ARG, "%s: tensor %s is %s: release it first", fn,
+                               tname(s, u), u->refs ? "acquired" : "being loaded");
+        }
+    return TL_OK;
+}
+
+static tl_status tensors_ok(const tl_session *s, const size_t *tensors, size_t n, const char *fn) {
+    if (!s || (n && !tensors)) return tl__err(TL_ERR_INVALID_ARG, "%s: NULL argument", fn);
+    for (size_t k = 0; k < n; k++)
+        if (tensors[k] >= tl_model_tensor_count(s->m))
+            return tl__err(TL_ERR_INVALID_ARG, "%s: tensor %zu of a model of %zu", fn,
+                           tensors[k], tl_model_tensor_count(s->m));
+    return TL_OK;
+}
+
 tl_status tl_session_refresh(tl_session *s, size_t tensor) {
-    if (!s || tensor >= tl_model_tensor_count(s->m))
-        return tl__err(TL_ERR_INVALID_ARG, "tl_session_refresh: bad session or tensor");
+    tl_status st = tensors_ok(s, &tensor, 1, "tl_session_refresh");
+    if (st) return st;
     tl__os_mutex_lock(&s->mu);
     reap_locked(s);
-    tl_status st = TL_OK;
-    for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
-        unit *u = &s->u[q];
-        if (u->refs || u->loading)
-            st = tl__err(TL_ERR_INVALID_ARG, "tensor %s: refresh it while it is not acquired",
-                         tname(s, u));
-    }
-    for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
-        unit *u = &s->u[q];
-        st = fence_wait_locked(s, u);
-        if (st) break;
-        if (u->on_dev) {
-            sdev *v = &s->dev[u->dev];
-            if (u->ticket) tl_device_wait(v->d, u->ticket);
-            tl_device_free(v->d, u->dptr);
-            v->used -= u->pl.len;
-            u->on_dev = u->dirty = false;
-            u->dptr = 0;
-            u->ticket = 0;
+    st = idle_locked(s, &tensor, 1, "tl_session_refresh");
+    for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++)
+        st = forget_locked(s, &s->u[q]);
+    tl__os_mutex_unlock(&s->mu);
+    return st;
+}
+
+tl_status tl_session_update_begin(tl_session *s, const size_t *tensors, size_t n) {
+    tl_status st = tensors_ok(s, tensors, n, "tl_session_update_begin");
+    if (st) return st;
+    tl__os_mutex_lock(&s->mu);
+    reap_locked(s);
+    st = idle_locked(s, tensors, n, "tl_session_update_begin");
+    if (!st) {
+        for (size_t k = 0; k < n; k++)
+            for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1]; q++)
+                s->u[q].busy++;
+        for (size_t k = 0; k < n && !st; k++)
+            for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1] && !st; q++)
+                st = forget_locked(s, &s->u[q]);
+        if (st) { /* a failing fence: the update does not start */
+            for (size_t k = 0; k < n; k++)
+                for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1]; q++)
+                    s->u[q].busy--;
+            tl__os_cond_broadcast(&s->bcv);
         }
-        drop_copies_locked(s, u);
+    }
+    tl__os_mutex_unlock(&s->mu);
+    return st;
+}
+
+tl_status tl_session_update_end(tl_session *s, const size_t *tensors, size_t n) {
+    tl_status st = tensors_ok(s, tensors, n, "tl_session_update_end");
+    if (st) return st;
+    tl__os_mutex_lock(&s->mu);
+    for (size_t k = 0; k < n && !st; k++)
+        for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1]; q++)
+            if (!s->u[q].busy) {
+                st = tl__err(TL_ERR_INVALID_ARG,
+                             "tl_session_update_end: tensor %s is not being updated",
+                             tname(s, &s->u[q]));
+                break;
+            }
+    if (!st) {
+        for (size_t k = 0; k < n; k++)
+            for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1]; q++)
+                s->u[q].busy--;
+        tl__os_cond_broadcast(&s->bcv);
     }
     tl__os_mutex_unlock(&s->mu);
     return st;
@@ -1522,9 +2054,73 @@ tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out) {
     return TL_OK;
 }
 
-size_t tl_session_events(const tl_session *s, const tl_session_event **events) {
-    if (events) *events = s ? s->ev : NULL;
-    return s ? s->n_ev : 0;
+size_t tl_session_events_copy(const tl_session *s, uint64_t from, tl_session_event *out,
+                              size_t cap, tl_session_log *log) {
+    if (log) memset(log, 0, sizeof *log);
+    if (!s) return 0;
+    tl__os_mutex_lock((tl__os_mutex *)&s->mu);
+    uint64_t first = s->ev_next - s->n_ev;
+    if (from < first) from = first;
+    size_t n = 0;
+    if (out && from < s->ev_next) {
+        uint64_t avail = s->ev_next - from;
+        n = avail < cap ? (size_t)avail : cap;
+        size_t at = (size_t)(from - first);
+        for (size_t i = 0; i < n; i++)
+            out[i] = s->ev[(s->ev_head + at + i) % s->ev_cap];
+    }
+    if (log) *log = (tl_session_log){first, s->ev_next, s->ev_dropped, s->ev_cap};
+    tl__os_mutex_unlock((tl__os_mutex *)&s->mu);
+    return n;
+}
+
+tl_status tl_session_events_clear(tl_session *s) {
+    if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_events_clear: NULL session");
+    tl__os_mutex_lock(&s->mu);
+    free(s->ev);
+    s->ev = NULL;
+    s->n_ev = s->alloc_ev = s->ev_head = 0;
+    s->ev_cap = s->o.no_events ? 0 : s->o.event_cap ? s->o.event_cap : DEFAULT_EVENT_CAP;
+    tl__os_mutex_unlock(&s->mu);
+    return TL_OK;
+}
+
+/*
+ * Every reference is held by an outstanding set or an acquire in flight: per
+ * unit, refs == the outstanding sets holding it when no acquire is in flight;
+ * with some in flight, refs >= that and the totals differ by what they hold.
+ */
+static tl_status check_refs_locked(const tl_session *s) {
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
+    uint32_t *held = tl__os_calloc(s->n_u ? s->n_u : 1, sizeof *held);
+    if (!held) return tl__err(TL_ERR_NOMEM, "tl_session_check: out of memory");
+    size_t sets = 0;
+    for (const tl_acquired *a = s->sets; a; a = a->next, sets++)
+        for (size_t i = 0; i < a->n_units; i++)
+            held[a->units[i]]++;
+    tl_status st = TL_OK;
+    if (sets != s->n_sets)
+        st = tl__err(TL_ERR_INTEGRITY, "%zu outstanding sets listed, %zu counted", sets,
+                     s->n_sets);
+    uint64_t refs = 0, in_sets = 0;
+    for (size_t i = 0; i < s->n_u && !st; i++) {
+        const unit *u = &s->u[i];
+        refs += u->refs;
+        in_sets += held[i];
+        if (u->refs < held[i] || (!s->acquiring && u->refs != held[i]))
+            st = tl__err(TL_ERR_INTEGRITY,
+                         "tensor %s: %u references, %u held by outstanding sets (%zu acquires "
+                         "in flight)",
+                         tname(s, u), u->refs, held[i], s->acquiring);
+    }
+    if (!st && refs != in_sets + s->acquiring_refs)
+        st = tl__err(TL_ERR_INTEGRITY,
+                     "%llu references, %llu held by outstanding sets and %llu by acquires in "
+                     "flight",
+                     (unsigned long long)refs, (unsigned long long)in_sets,
+                     (unsigned long long)s->acquiring_refs);
+    free(held);
+    return st;
 }
 
 tl_status tl_session_check(const tl_session *s) {
@@ -1557,6 +2153,7 @@ tl_status tl_session_check(const tl_session *s) {
         st = tl__err(TL_ERR_INTEGRITY, "host copies: %llu accounted, %llu held",
                      (unsigned long long)s->st.host_used, (unsigned long long)host);
     if (!st && host > s->host_budget) st = tl__err(TL_ERR_INTEGRITY, "host copies over budget");
+    if (!st) st = check_refs_locked(s);
     tl__os_mutex_unlock((tl__os_mutex *)&s->mu);
     return st;
 }

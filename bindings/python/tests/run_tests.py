@@ -478,6 +478,41 @@ def session_acquire_host_and_device():
     assert st["devices"][0]["name"] == "pysim0", st["devices"]
     assert s2.evict("pysim0") == sum(t[4] for t in tensors)
     assert s2.events(), "no events"
+    # misuse is refused: layers past the end, closing with a set outstanding
+    try:
+        s2.acquire("diffusion", layers=(0, len(tensors) + 1))
+        raise AssertionError("layers past the end were accepted")
+    except tierload.InvalidArgument as e:
+        assert "layers" in e.message, e.message
+    a = s2.acquire("diffusion", layers=0)
+    try:
+        s2.close()
+        raise AssertionError("close with a set outstanding was accepted")
+    except tierload.InvalidArgument as e:
+        assert "outstanding" in e.message, e.message
+    s2.check()
+    a.release()
+    a.release()  # released once only
+    s2.close()
+    # progress on a sim: bytes done of the bytes moved; returning False cancels
+    calls = []
+    s3 = tierload.Session(m, p2, progress=lambda done, total: calls.append((done, total)))
+    with s3.acquire("diffusion"):
+        pass
+    moved = sum(t[4] for t in tensors)
+    assert calls and calls[-1] == (moved, moved), (calls, moved)
+    s3.evict("pysim0")
+    s4 = tierload.Session(m, p2, progress=lambda done, total: False)
+    try:
+        s4.acquire("diffusion")
+        raise AssertionError("a callback returning False did not cancel")
+    except tierload.Cancelled:
+        pass
+    st = s4.stats()
+    assert st["acquire_cancels"] == 1 and st["devices"][0]["used"] == 0, st
+    s4.check()
+    s4.cancel()  # nothing in flight: a no-op
+    s4.check()
 
 
 @case

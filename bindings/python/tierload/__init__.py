@@ -465,8 +465,9 @@ class Acquired:
 
     def release(self):
         if self._h is not None:
-            lib.tl_session_release(self.session.handle, self._h)
-            self._h = None
+            h, self._h = self._h, None
+            self.session._sets.discard(self)
+            check(lib.tl_session_release(self.session.handle, h))
 
     def __enter__(self):
         return self.tensors
@@ -497,7 +498,10 @@ class Session:
 
     def __init__(self, model, plan, host_budget=0, host_headroom=0, spill_dir=None,
                  spill_threshold=0, threads=0, staging_size=0, staging_count=0, policy="auto",
-                 no_async=False, no_zero_copy=False):
+                 no_async=False, no_zero_copy=False, event_cap=0, no_events=False, progress=None):
+        """progress(done, total), if given, is called on the acquiring thread while an
+        acquire moves bytes (about every 50 ms, and once when done); returning False cancels
+        that acquire (Cancelled)."""
         o = L.SessionOptions()
         lib.tl_session_options_init(ctypes.byref(o))
         o.host_budget, o.host_headroom, o.spill_threshold = host_budget, host_headroom, spill_threshold
@@ -506,9 +510,20 @@ class Session:
         o.policy = {"auto": 0, "lru": 1, "furthest": 2}[policy]
         o.no_async = bool(no_async)
         o.no_zero_copy = bool(no_zero_copy)
+        o.event_cap, o.no_events = event_cap, bool(no_events)
+        self._progress = None
+        if progress is not None:
+            def cb(_user, done, total):
+                try:
+                    r = progress(done, total)
+                    return r is None or bool(r)
+                except Exception:  # an exception in the callback cancels the acquire
+                    return False
+            self._progress = o.progress = L.PROGRESS_FN(cb)  # kept alive with the session
         h = ctypes.c_void_p()
         check(lib.tl_session_create(model.handle, plan.handle, ctypes.byref(o), ctypes.byref(h)))
         self.model, self.plan, self._h = model, plan, h
+        self._sets = weakref.WeakSet()  # Acquired not yet released (each keeps self alive)
         self._finalizer = weakref.finalize(self, lib.tl_session_destroy, h)
 
     @property
@@ -518,6 +533,10 @@ class Session:
         return self._h
 
     def close(self):
+        """Destroy the session; refused (InvalidArgument) while an acquired set is not released."""
+        if self._finalizer.alive and len(self._sets):
+            raise InvalidArgument("the session has %d acquired sets outstanding: release them "
+                                  "first" % len(self._sets))
         self._finalizer()
 
     def __enter__(self):
@@ -526,17 +545,25 @@ class Session:
     def __exit__(self, *exc):
         return False
 
-    def acquire(self, component, layers=None, with_other=None):
+    def acquire(self, component, layers=None, with_other=None, timeout_ms=0):
         """Make component's layers (None: all; an int; (begin, end)) resident where the plan
         says and reference them. with_other (default: when all layers are asked) adds the
-        component's tensors outside any layer."""
+        component's tensors outside any layer. timeout_ms: wait up to that long for other
+        references to make room (0: fail at once)."""
         b, e = _layers(layers)
         if with_other is None:
             with_other = layers is None
         h = ctypes.c_void_p()
-        check(lib.tl_session_acquire(self.handle, _component(component), b, e, bool(with_other),
-                                     ctypes.byref(h)))
-        return Acquired(self, h)
+        check(lib.tl_session_acquire_wait(self.handle, _component(component), b, e,
+                                          bool(with_other), int(timeout_ms), ctypes.byref(h)))
+        a = Acquired(self, h)
+        self._sets.add(a)
+        return a
+
+    def cancel(self):
+        """Cancel the acquires and prefetches in flight (from any thread): they raise
+        Cancelled and leave nothing referenced."""
+        check(lib.tl_session_cancel(self.handle))
 
     def prefetch(self, component, layers=None, with_other=None):
         b, e = _layers(layers)
@@ -570,7 +597,8 @@ class Session:
                                           "oom_recoveries", "host_used", "host_peak",
                                           "host_budget", "spill_used", "spill_peak",
                                           "pinned_used", "pinned_peak", "pinned_cap",
-                                          "staging_bound")}
+                                          "staging_bound", "acquire_waits",
+                                          "acquire_timeouts", "acquire_cancels")}
         tiers = [_s(lib.tl_tier_name(t)) for t in range(L.TL_TIER_COUNT)]
         out["moved"] = {"%s->%s" % (tiers[a], tiers[b]): s.moved[a][b]
                         for a in range(L.TL_TIER_COUNT) for b in range(L.TL_TIER_COUNT)
@@ -580,15 +608,28 @@ class Session:
                           for d in s.devices[:s.n_devices]]
         return out
 
-    def events(self):
-        ev = ctypes.POINTER(L.SessionEvent)()
-        n = lib.tl_session_events(self.handle, ctypes.byref(ev))
+    def events(self, since=0):
+        """The event log's entries numbered since `since` on (a consistent copy), as dicts."""
+        log = L.SessionLog()
+        lib.tl_session_events_copy(self.handle, since, None, 0, ctypes.byref(log))
+        cap = max(0, log.next - max(since, log.first))
+        ev = (L.SessionEvent * max(cap, 1))()
+        n = lib.tl_session_events_copy(self.handle, since, ev, cap, ctypes.byref(log))
         kinds = ("load", "drop", "spill", "prefetch", "acquire", "release")
         return [{"t": e.t, "kind": kinds[e.kind] if 0 <= e.kind < 6 else e.kind,
                  "component": _s(lib.tl_component_name(e.component)),
                  "layer": e.layer, "from": _s(lib.tl_tier_name(e.from_)),
                  "to": _s(lib.tl_tier_name(e.to)), "device": e.device, "bytes": e.bytes}
                 for e in (ev[i] for i in range(n))]
+
+    def event_log(self):
+        """Where the log stands: first and next entry numbers, entries dropped, the bound."""
+        log = L.SessionLog()
+        lib.tl_session_events_copy(self.handle, 0, None, 0, ctypes.byref(log))
+        return {"first": log.first, "next": log.next, "dropped": log.dropped, "cap": log.cap}
+
+    def clear_events(self):
+        check(lib.tl_session_events_clear(self.handle))
 
 
 class _SpillBuffer:

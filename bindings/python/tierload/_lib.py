@@ -141,7 +141,8 @@ class SessionOptions(ctypes.Structure):
                 ("policy", c_int), ("threads", c_uint), ("staging_size", c_u64),
                 ("staging_count", c_uint), ("device_budgets", POINTER(c_u64)),
                 ("n_device_budgets", c_size), ("no_async", c_bool),
-                ("no_zero_copy", c_bool)]
+                ("no_zero_copy", c_bool), ("event_cap", c_size), ("no_events", c_bool),
+                ("progress", PROGRESS_FN), ("progress_user", c_void_p)]
 
 
 class SessionPart(ctypes.Structure):
@@ -167,12 +168,18 @@ class SessionStats(ctypes.Structure):
                 ("host_peak", c_u64), ("host_budget", c_u64), ("spill_used", c_u64),
                 ("spill_peak", c_u64), ("pinned_used", c_u64), ("pinned_peak", c_u64),
                 ("pinned_cap", c_u64), ("staging_bound", c_u64), ("n_devices", c_size),
-                ("devices", SessionDeviceStats * TL_PLAN_MAX_DEVICES)]
+                ("devices", SessionDeviceStats * TL_PLAN_MAX_DEVICES),
+                ("acquire_waits", c_u64), ("acquire_timeouts", c_u64),
+                ("acquire_cancels", c_u64)]
 
 
 class SessionEvent(ctypes.Structure):
     _fields_ = [("t", c_double), ("kind", c_int), ("component", c_int), ("layer", c_i32),
                 ("from_", c_int), ("to", c_int), ("device", c_i32), ("bytes", c_u64)]
+
+
+class SessionLog(ctypes.Structure):
+    _fields_ = [("first", c_u64), ("next", c_u64), ("dropped", c_u64), ("cap", c_size)]
 
 
 class SpillOptions(ctypes.Structure):
@@ -245,17 +252,22 @@ def _declare(lib):
         "tl_device_name": (c_char_p, [c_void_p]),
         "tl_session_options_init": (None, [P(SessionOptions)]),
         "tl_session_create": (st, [c_void_p, c_void_p, P(SessionOptions), P(c_void_p)]),
-        "tl_session_destroy": (None, [c_void_p]),
+        "tl_session_destroy": (st, [c_void_p]),
         "tl_session_acquire": (st, [c_void_p, c_int, c_size, c_size, c_bool, P(c_void_p)]),
+        "tl_session_acquire_wait": (st, [c_void_p, c_int, c_size, c_size, c_bool, c_u32,
+                                         P(c_void_p)]),
+        "tl_session_cancel": (st, [c_void_p]),
         "tl_acquired_count": (c_size, [c_void_p]),
         "tl_acquired_tensor": (P(SessionTensor), [c_void_p, c_size]),
-        "tl_session_release": (None, [c_void_p, c_void_p]),
+        "tl_session_release": (st, [c_void_p, c_void_p]),
         "tl_session_prefetch": (st, [c_void_p, c_int, c_size, c_size, c_bool]),
         "tl_session_evict": (st, [c_void_p, c_char_p, c_u64, P(c_u64)]),
         "tl_session_mark_dirty": (st, [c_void_p, c_size]),
         "tl_session_refresh": (st, [c_void_p, c_size]),
         "tl_session_stats_get": (st, [c_void_p, P(SessionStats)]),
-        "tl_session_events": (c_size, [c_void_p, P(P(SessionEvent))]),
+        "tl_session_events_copy": (c_size, [c_void_p, c_u64, P(SessionEvent), c_size,
+                                            P(SessionLog)]),
+        "tl_session_events_clear": (st, [c_void_p]),
         "tl_session_check": (st, [c_void_p]),
         "tl_spill_options_init": (None, [P(SpillOptions)]),
         "tl_spill_create": (st, [c_u64, P(SpillOptions), P(c_void_p)]),
