@@ -121,23 +121,9 @@ static void setup(fx *f, bool writable) {
     snprintf(spec, sizeof spec, "%s=%llu", f->simname, 256ull << 20);
     assert_int_equal(tl_device_sim_add(spec), TL_OK);
     assert_int_equal(tl_device_find(f->simname, &f->sim), TL_OK);
-    tl_plan_summary sum;
-    assert_int_equal(tl_plan_summary_from_model(f->m, TL_DTYPE_INVALID, &sum), TL_OK);
-    tl_plan_device devs[2];
-    memset(devs, 0, sizeof devs);
-    snprintf(devs[0].name, sizeof devs[0].name, "%s", f->simname);
-    devs[0].is_gpu = true;
-    devs[0].total = devs[0].free = 64ull << 20;
-    snprintf(devs[1].name, sizeof devs[1].name, "cpu");
-    tl_plan_options o;
-    tl_plan_options_init(&o);
     char be[64];
     snprintf(be, sizeof be, "diffusion=%s", f->simname);
-    o.backend = be;
-    o.reserve = "diffusion=0,cond=0,vae=0,controlnet=0";
-    assert_int_equal(tl_plan_create(&sum, devs, 2, &o, &f->p), TL_OK);
-    tl_plan_summary_clear(&sum);
-    if (!tl_plan_feasible(f->p)) fail_msg("plan infeasible: %s", tl_plan_error(f->p));
+    f->p = tu_plan_one_gpu(f->m, f->simname, 64ull << 20, be, false);
 }
 
 static void teardown(fx *f) {
