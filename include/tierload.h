@@ -127,12 +127,17 @@ TL_API void tl_free(void *p);
  *     truncated under its mapping then raises SIGBUS in the thread that reads
  *     it (the process's own disposition applies) instead of failing the call
  *     with TL_ERR_CHANGED.
+ *   - keep_warm: the bound of the warm host pool (tl_warm_pool_set, below):
+ *     host memory freed by load results is kept, faulted in, up to this many
+ *     bytes, and the next load draws its destinations from it. 0 (the
+ *     default) keeps nothing: freed memory goes back to the system at once.
  */
 typedef struct tl_library_options {
     uint32_t size;           /* sizeof(tl_library_options), set by tl_library_options_init */
     bool no_cuda;            /* do not discover CUDA devices */
     const char *cudart_path; /* NULL = search (see above); copied by tl_init */
     bool no_sigbus_guard;    /* do not install the SIGBUS guard */
+    uint64_t keep_warm;      /* warm host pool bound in bytes (0 = none) */
 } tl_library_options;
 
 /* Defaults: CUDA discovered by search, SIGBUS guard on. */
@@ -144,6 +149,45 @@ TL_API void tl_library_options_init(tl_library_options *o);
  * used (the message says so). opts NULL restores the defaults.
  */
 TL_API tl_status tl_init(const tl_library_options *opts);
+
+/*
+ * The warm host pool. Loading into fresh memory pays a page fault and the
+ * zeroing of every page; a process that frees one model and loads the next
+ * (a server switching checkpoints) can skip both. With a bound above 0,
+ * tl_load_result_destroy keeps each destination region it frees (every
+ * page faulted in) while the regions held stay within the bound, unmapping
+ * the oldest held regions to make room; a region larger than the bound is
+ * unmapped. The next tl_model_load (copy modes) takes each file's
+ * destination from the pool when a region held is large enough: the
+ * smallest such one, split at a 2 MiB boundary when it is larger than
+ * needed (the rest stays in the pool); the load then faults nothing in and
+ * its verbose notes say "from the warm pool". Bytes of a destination the
+ * file does not cover (alignment padding) hold whatever the last owner
+ * left, not zeros. Pages of a region keep the size they were faulted in
+ * with (hugepages / no_hugepages do not apply to it).
+ *
+ * The pool holds anonymous resident memory: it counts in RssAnon
+ * (tl_memstats) and in cgroup memory.current like any other; tl_warm_pool_
+ * stats says how much of that is the pool's. The bound starts at
+ * tl_library_options.keep_warm (0: nothing kept) and tl_warm_pool_set may
+ * change it at any time (a lower bound unmaps the oldest regions at once;
+ * 0 empties the pool). Both functions are thread-safe, also against loads
+ * and destroys running on other threads.
+ */
+typedef struct tl_warm_stats {
+    uint64_t bound;     /* bytes the pool may hold */
+    uint64_t held;      /* bytes held now (resident, faulted in) */
+    uint64_t regions;   /* regions held now */
+    uint64_t held_peak; /* highest held so far */
+    uint64_t taken;     /* bytes handed to loads from the pool, in all */
+    uint64_t takes;     /* destinations taken from the pool, in all */
+    uint64_t released;  /* bytes freed back to the system instead of kept, in all */
+} tl_warm_stats;
+
+/* Set the pool's bound in bytes (0 = keep nothing, and empty the pool now). */
+TL_API void tl_warm_pool_set(uint64_t bound);
+/* The pool's counters now. NULL is fine. */
+TL_API void tl_warm_pool_stats(tl_warm_stats *out);
 
 /* ------------------------------------------------------------------------ */
 /* Data types                                                                */

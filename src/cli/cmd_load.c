@@ -35,6 +35,10 @@ static void usage(FILE *f) {
         "  --hugepages     transparent huge pages for the copies throughout (default: huge\n"
         "                  pages while they fault in fast, then 4 KiB pages; --verbose says)\n"
         "  --no-hugepages  4 KiB pages for the copies throughout (wins over --hugepages)\n"
+        "  --keep-warm SIZE  keep up to SIZE bytes of freed destinations faulted in for the\n"
+        "                  next load of this process (the warm host pool; default 0)\n"
+        "  --repeat N      load N times in this process, freeing each before the next;\n"
+        "                  the report is of the last load (default 1)\n"
         "  --json          one JSON object on stdout\n"
         "  --verbose       say what was chosen and why (stderr)\n"
         "  --quiet         no progress bar\n"
@@ -238,6 +242,8 @@ int cmd_load(int argc, char **argv) {
     tl_load_options_init(&o);
     o.populate = true;
     bool json = false, verbose = false, quiet = false;
+    uint64_t keep_warm = 0;
+    unsigned repeat = 1;
     cli_models models = {0};
     int rc = 0;
     for (int i = 1; i < argc && rc == 0; i++) {
@@ -297,6 +303,22 @@ int cmd_load(int argc, char **argv) {
                 rc = cli_usage("load", "--staging-count takes 2..64, not '%s'", v);
             else
                 o.staging_count = (unsigned)n;
+        } else if ((r = cli_opt(argc, argv, &i, "load", "--keep-warm", &v)) != 0) {
+            uint64_t n;
+            if (r < 0)
+                rc = 2;
+            else if (!cli_parse_size(v, &n, NULL))
+                rc = cli_usage("load", "bad size '%s'", v);
+            else
+                keep_warm = n;
+        } else if ((r = cli_opt(argc, argv, &i, "load", "--repeat", &v)) != 0) {
+            uint64_t n;
+            if (r < 0)
+                rc = 2;
+            else if (!cli_parse_count(v, 1000, &n) || n < 1)
+                rc = cli_usage("load", "--repeat takes 1..1000, not '%s'", v);
+            else
+                repeat = (unsigned)n;
         } else if ((r = cli_opt(argc, argv, &i, "load", "--staging", &v)) != 0) {
             uint64_t n;
             if (r < 0)
@@ -329,8 +351,15 @@ int cmd_load(int argc, char **argv) {
         o.progress = progress;
         o.progress_user = &b;
     }
+    tl_warm_pool_set(keep_warm);
     tl_load_result *r = NULL;
     s = tl_model_load(m, &o, &r);
+    for (unsigned k = 1; k < repeat && s == TL_OK; k++) {
+        tl_load_result_destroy(r); /* into the warm pool, within --keep-warm */
+        r = NULL;
+        b.t0 = now();
+        s = tl_model_load(m, &o, &r);
+    }
     if (b.shown) fputc('\n', stderr);
     if (s != TL_OK) {
         rc = cli_fail(s);

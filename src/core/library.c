@@ -49,6 +49,7 @@ tl_status tl_init(const tl_library_options *opts) {
     lib_opts = o;
     tl__os_guard_disable(o.no_sigbus_guard);
     pthread_mutex_unlock(&lib_lock);
+    tl_warm_pool_set(o.keep_warm);
     return TL_OK;
 }
 

@@ -30,6 +30,7 @@
 #include "os/hostmem.h"
 #include "os/os.h"
 #include "os/thread.h"
+#include "os/warmpool.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -57,6 +58,7 @@ typedef struct lfile {
     unsigned char *dest;
     uint64_t dest_len;
     tl__touch touch; /* first touch of dest (mirrored files) */
+    bool warm;       /* dest came from the warm pool, faulted in already */
     int dfd;
     tl__io_xfer *xf; /* the file's transfers */
     size_t n_gather; /* strided tensors, gathered element by element instead */
@@ -314,6 +316,21 @@ static tl__os_pages dest_pages(const job *j) {
     return touch_pages(j) == TL_TOUCH_SMALL ? TL_OS_PAGES_SMALL : TL_OS_PAGES_HUGE;
 }
 
+/*
+ * A file's destination: a region of the warm pool when one is large enough
+ * (faulted in already: its touch does nothing), else fresh memory.
+ */
+static int dest_alloc(job *j, lfile *f, uint64_t len) {
+    if (tl__warm_take(len, (void **)&f->dest, &f->dest_len)) {
+        f->warm = true;
+        tl__touch_init(&f->touch, f->dest, f->dest_len, TL_TOUCH_WARM, TL_TOUCH_SLOW_S);
+        return 0;
+    }
+    int e = tl__os_anon_alloc(len, dest_pages(j), (void **)&f->dest, &f->dest_len);
+    if (!e) tl__touch_init(&f->touch, f->dest, f->dest_len, touch_pages(j), TL_TOUCH_SLOW_S);
+    return e;
+}
+
 /* Lay out the destination and the transfers of one file. */
 static tl_status plan_file(job *j, lfile *f) {
     tl_model *m = j->m;
@@ -339,11 +356,10 @@ static tl_status plan_file(job *j, lfile *f) {
             return TL_OK;
         }
         uint64_t len = up_direct(f->span_end - f->span_off);
-        int e = tl__os_anon_alloc(len, dest_pages(j), (void **)&f->dest, &f->dest_len);
+        int e = dest_alloc(j, f, len);
         if (e)
             return tl__err(TL_ERR_NOMEM, "%s: cannot allocate %llu bytes for its tensors: %s", path,
                            (unsigned long long)len, strerror(e));
-        tl__touch_init(&f->touch, f->dest, f->dest_len, touch_pages(j), TL_TOUCH_SLOW_S);
         /* the destination mirrors the file: large chunks straight from the file */
         size_t k = 0;
         for (uint64_t off = f->span_off; off < f->span_end; off += stg) {
@@ -381,11 +397,10 @@ static tl_status plan_file(job *j, lfile *f) {
             return tl__err(TL_ERR_FORMAT, "%s: tensor sizes overflow", path);
     }
     if (total) {
-        int e = tl__os_anon_alloc(total, dest_pages(j), (void **)&f->dest, &f->dest_len);
+        int e = dest_alloc(j, f, total);
         if (e)
             return tl__err(TL_ERR_NOMEM, "%s: cannot allocate %llu bytes for its tensors: %s", path,
                            (unsigned long long)total, strerror(e));
-        tl__touch_init(&f->touch, f->dest, f->dest_len, touch_pages(j), TL_TOUCH_SLOW_S);
     }
     uint64_t pos = 0;
     /* the caller's fresh destinations: the span they cover, faulted in as ours (dest_fresh) */
@@ -455,7 +470,7 @@ void tl_load_result_destroy(tl_load_result *r) {
     if (!r) return;
     for (size_t i = 0; i < r->n_files; i++) {
         lfile *f = &r->files[i];
-        if (f->dest) tl__os_anon_free(f->dest, f->dest_len);
+        if (f->dest) tl__warm_give(f->dest, f->dest_len); /* kept warm or unmapped */
         if (f->dfd >= 0) tl__os_close(f->dfd);
         free(f->xf);
         free(f->order);
@@ -588,7 +603,12 @@ static tl_status load_file(job *j, size_t fi) {
     if (s != TL_OK) return s;
     if (f->pub.mode == TL_LOAD_MMAP && !f->packed) j->done += f->pub.bytes;
     f->pub.seconds = tl__os_now() - t0;
-    if (f->dest && f->touch.pages == TL_TOUCH_ADAPT) {
+    if (f->warm)
+        note(j->r,
+             "%s: destination: %llu bytes from the warm pool (faulted in already, "
+             "nothing to touch)",
+             f->pub.path, (unsigned long long)f->dest_len);
+    else if (f->dest && f->touch.pages == TL_TOUCH_ADAPT) {
         unsigned at = atomic_load(&f->touch.switched_at_mib);
         if (at)
             note(j->r,

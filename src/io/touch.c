@@ -16,7 +16,8 @@
  * pages, faults them 2 MiB at a time and times each one; a few slower than
  * slow_s in a row turn the rest of the destination to 4 KiB pages for good.
  * A wrong start costs those few slow huge pages (~8 ms each on the
- * development VM, shared by the threads). Figures: docs/ARCHITECTURE.md, "Destination pages".
+ * development VM, shared by the threads). A destination drawn from the warm
+ * pool (TL_TOUCH_WARM) is faulted in already and is left alone. Figures: docs/ARCHITECTURE.md, "Destination pages".
  */
 #include "io/touch.h"
 #include "os/hostmem.h"
@@ -44,6 +45,7 @@ static void switch_small(tl__touch *t, unsigned char *from) {
 }
 
 int tl__touch_range(tl__touch *t, unsigned char *p, uint64_t n) {
+    if (t->pages == TL_TOUCH_WARM) return 0; /* every page is there already */
     uintptr_t ps = tl__os_page_size();
     unsigned char *end = p + n;
     p = t->base + (((uintptr_t)(p - t->base)) & ~(ps - 1)); /* page aligned, inside the mapping */

@@ -13,6 +13,7 @@ typedef enum tl__touch_pages {
     TL_TOUCH_SMALL = 0, /* 4 KiB pages throughout */
     TL_TOUCH_HUGE = 1,  /* huge pages throughout */
     TL_TOUCH_ADAPT = 2, /* huge pages until one faults in slowly, then 4 KiB pages */
+    TL_TOUCH_WARM = 3,  /* already faulted in (from the warm pool): nothing to do */
 } tl__touch_pages;
 
 /*
