@@ -17,7 +17,8 @@
  * slow_s in a row turn the rest of the destination to 4 KiB pages for good.
  * A wrong start costs those few slow huge pages (~8 ms each on the
  * development VM, shared by the threads). A destination drawn from the warm
- * pool (TL_TOUCH_WARM) is faulted in already and is left alone. Figures: docs/ARCHITECTURE.md, "Destination pages".
+ * pool (TL_TOUCH_WARM) is faulted in already and is left alone.
+ * Figures: docs/ARCHITECTURE.md, "Destination pages".
  */
 #include "io/touch.h"
 #include "os/hostmem.h"

@@ -1,0 +1,219 @@
+/*
+ * test_warm_pool.c — the warm host pool: a model loaded after another was
+ * freed takes its destination from the pool (no fresh anonymous memory: the
+ * process's RssAnon, read from /proc, does not grow over the load), its bytes
+ * equal the file's (read with pread, not the library), the pool never holds
+ * more than its bound (its counters and RssAnon), and with a bound of 0
+ * nothing is kept. tl_init's keep_warm sets the bound (in a child process).
+ */
+#include "testutil.h"
+#include "test_load_st.h"
+
+#include <fcntl.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MiB (1ull << 20)
+
+static void fill(void *buf, uint64_t off, uint64_t len, void *ctx) {
+    uint64_t seed = (uint64_t)(uintptr_t)ctx;
+    unsigned char *b = buf;
+    for (uint64_t i = 0; i < len; i++)
+        b[i] = (unsigned char)(((off + i) * 2654435761u + seed * 977u) >> 7);
+}
+
+/* Three tensors, total about mib MiB, bytes seeded (two models differ everywhere). */
+static void write_model(const char *path, uint64_t mib, uintptr_t seed) {
+    st_tensor t[3] = {
+        {"big", "F16", (mib - 3) * MiB / 2, 2, NULL, fill, (void *)seed},
+        {"mid", "F32", 2 * MiB / 4, 4, NULL, fill, (void *)(seed + 1)},
+        {"odd", "U8", MiB + 333, 1, NULL, fill, (void *)(seed + 2)},
+    };
+    st_write(path, t, 3);
+}
+
+static uint64_t rss_anon(void) {
+    tl_memstats ms;
+    assert_int_equal(tl_memstats_read(&ms), TL_OK);
+    return ms.rss_anon;
+}
+
+static tl_warm_stats warm(void) {
+    tl_warm_stats w;
+    memset(&w, 0xff, sizeof w);
+    tl_warm_pool_stats(&w);
+    return w;
+}
+
+static tl_load_result *load(tl_model *m) {
+    tl_load_options o;
+    tl_load_options_init(&o);
+    o.mode = TL_LOAD_BUFFERED;
+    o.sample_interval = 0.002;
+    tl_load_result *r = NULL;
+    tl_status s = tl_model_load(m, &o, &r);
+    if (s != TL_OK) print_error("%s\n", tl_last_error());
+    assert_int_equal(s, TL_OK);
+    return r;
+}
+
+static tl_model *open1(const char *path) {
+    tl_model *m = NULL;
+    const char *p[] = {path};
+    assert_int_equal(tl_model_open(p, 1, NULL, &m), TL_OK);
+    return m;
+}
+
+/* Every tensor's bytes as pread gives them from the file. */
+static void check_bytes(const char *path, tl_model *m, const tl_load_result *r) {
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    for (size_t i = 0; i < tl_model_tensor_count(m); i++) {
+        const tl_tensor_info *t = tl_model_tensor(m, i);
+        const tl_loaded_tensor *lt = tl_load_result_tensor(r, i);
+        assert_int_equal(lt->nbytes, t->nbytes);
+        unsigned char *want = malloc((size_t)t->nbytes);
+        assert_non_null(want);
+        assert_int_equal(pread(fd, want, (size_t)t->nbytes, (off_t)t->offset), (ssize_t)t->nbytes);
+        if (memcmp(want, lt->data, (size_t)t->nbytes) != 0)
+            fail_msg("%s: tensor %s differs from the file", path, t->name);
+        free(want);
+    }
+    close(fd);
+}
+
+typedef struct files {
+    char *dir, *a, *b;
+} files;
+
+static int setup(void **state) {
+    files *f = calloc(1, sizeof *f);
+    f->dir = tu_tmpdir();
+    f->a = tu_path(f->dir, "a.safetensors");
+    f->b = tu_path(f->dir, "b.safetensors");
+    write_model(f->a, 40, 1);
+    write_model(f->b, 36, 7); /* smaller than A: fits in A's region */
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    files *f = *state;
+    tu_tmpdir_rm(f->dir);
+    free(f->a);
+    free(f->b);
+    free(f);
+    tl_warm_pool_set(0);
+    return 0;
+}
+
+static void test_switch_reuses_warm_memory(void **state) {
+    files *f = *state;
+    const uint64_t bound = 64 * MiB;
+    tl_warm_pool_set(bound);
+    tl_warm_stats w0 = warm();
+    assert_int_equal(w0.bound, bound);
+    assert_int_equal(w0.held, 0);
+
+    tl_model *ma = open1(f->a);
+    tl_load_result *ra = load(ma);
+    uint64_t dest_a = tl_load_result_stats(ra)->dest_bytes;
+    assert_true(dest_a >= 40 * MiB - MiB && dest_a <= 42 * MiB);
+    uint64_t anon_loaded = rss_anon();
+    tl_load_result_destroy(ra);
+    tl_model_close(ma);
+
+    tl_warm_stats w1 = warm();
+    assert_int_equal(w1.held, dest_a); /* kept whole */
+    assert_int_equal(w1.regions, 1);
+    assert_true(w1.held <= bound && w1.held_peak <= bound);
+    /* still resident: freeing kept A's pages (within 4 MiB of other churn) */
+    assert_true(rss_anon() + 4 * MiB >= anon_loaded);
+
+    tl_model *mb = open1(f->b);
+    tl_load_result *rb = load(mb);
+    const tl_load_stats *st = tl_load_result_stats(rb);
+    tl_warm_stats w2 = warm();
+    assert_int_equal(w2.takes, w1.takes + 1);
+    assert_true(w2.taken - w1.taken >= st->bytes);
+    assert_true(w2.held + (w2.taken - w1.taken) == w1.held); /* split: the rest stays */
+    assert_non_null(strstr(tl_load_result_notes(rb), "warm pool"));
+    /* no fresh memory faulted in for B's 36 MiB: RssAnon grew by less than a third of it */
+    print_message("B: %llu bytes, rss anon start %llu peak %llu, taken %llu, held %llu\n",
+                  (unsigned long long)st->bytes, (unsigned long long)st->mem.start.rss_anon,
+                  (unsigned long long)st->mem.rss_anon_peak,
+                  (unsigned long long)(w2.taken - w1.taken), (unsigned long long)w2.held);
+    assert_true(st->mem.rss_anon_peak < st->mem.start.rss_anon + 12 * MiB);
+    check_bytes(f->b, mb, rb);
+
+    /* a bound below B's region: nothing of it is kept, and the pool shrinks to it at once */
+    const uint64_t small = 8 * MiB;
+    tl_warm_pool_set(small);
+    assert_true(warm().held <= small);
+    uint64_t anon_b = rss_anon();
+    uint64_t dest_b = st->dest_bytes;
+    tl_load_result_destroy(rb);
+    tl_model_close(mb);
+    tl_warm_stats w3 = warm();
+    assert_true(w3.held <= small);
+    assert_true(w3.released >= w2.released + dest_b);
+    assert_true(rss_anon() + dest_b / 2 <= anon_b); /* given back to the system */
+    assert_true(w3.held_peak <= bound);
+}
+
+static void test_keep_warm_zero_keeps_nothing(void **state) {
+    files *f = *state;
+    tl_warm_pool_set(0);
+    tl_warm_stats w0 = warm();
+    assert_int_equal(w0.held, 0);
+    tl_model *ma = open1(f->a);
+    tl_load_result *ra = load(ma);
+    uint64_t dest_a = tl_load_result_stats(ra)->dest_bytes;
+    uint64_t anon_loaded = rss_anon();
+    tl_load_result_destroy(ra);
+    tl_warm_stats w1 = warm();
+    assert_int_equal(w1.held, 0);
+    assert_int_equal(w1.regions, 0);
+    assert_int_equal(w1.released, w0.released + dest_a);
+    assert_true(rss_anon() + dest_a / 2 <= anon_loaded);
+    /* the next load draws nothing from the pool */
+    tl_load_result *rb = load(ma);
+    assert_int_equal(warm().takes, w1.takes);
+    assert_null(strstr(tl_load_result_notes(rb), "warm pool"));
+    check_bytes(f->a, ma, rb);
+    tl_load_result_destroy(rb);
+    tl_model_close(ma);
+}
+
+static int child_init(void) {
+    tl_library_options o;
+    tl_library_options_init(&o);
+    if (o.keep_warm != 0) return 10;
+    o.keep_warm = 123 * MiB;
+    if (tl_init(&o) != TL_OK) return 11;
+    tl_warm_stats w;
+    tl_warm_pool_stats(&w);
+    return w.bound == 123 * MiB && w.held == 0 ? 0 : 12;
+}
+
+static void test_init_sets_the_bound(void **state) {
+    (void)state;
+    fflush(stdout);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) _exit(child_init());
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_switch_reuses_warm_memory),
+        cmocka_unit_test(test_keep_warm_zero_keeps_nothing),
+        cmocka_unit_test(test_init_sets_the_bound),
+    };
+    return tu_exit(cmocka_run_group_tests(tests, setup, teardown));
+}
