@@ -154,21 +154,25 @@ TL_API tl_status tl_init(const tl_library_options *opts);
  * The warm host pool. Loading into fresh memory pays a page fault and the
  * zeroing of every page; a process that frees one model and loads the next
  * (a server switching checkpoints) can skip both. With a bound above 0,
- * tl_load_result_destroy keeps each destination region it frees (every
- * page faulted in) while the regions held stay within the bound, unmapping
- * the oldest held regions to make room; a region larger than the bound is
+ * tl_load_result_destroy keeps each destination region it frees (4 MiB or
+ * more; every page faulted in), and a session its RAM and pinned copies,
+ * while the regions held (at most 16) stay within the bound, unmapping the
+ * oldest held regions to make room; a region larger than the bound is
  * unmapped. The next tl_model_load (copy modes) takes each file's
  * destination from the pool when a region held is large enough: the
  * smallest such one, split at a 2 MiB boundary when it is larger than
- * needed (the rest stays in the pool); the load then faults nothing in and
- * its verbose notes say "from the warm pool". Bytes of a destination the
- * file does not cover (alignment padding) hold whatever the last owner
- * left, not zeros. Pages of a region keep the size they were faulted in
- * with (hugepages / no_hugepages do not apply to it).
+ * needed (the rest stays in the pool), as does a session for a RAM or
+ * pinned copy; the load then faults nothing in and its verbose notes say
+ * "from the warm pool". Bytes of a destination the file does not cover
+ * (alignment padding) hold whatever the last owner left, not zeros. Pages
+ * of a region keep the size they were faulted in with (hugepages /
+ * no_hugepages do not apply to it).
  *
- * The pool holds anonymous resident memory: it counts in RssAnon
- * (tl_memstats) and in cgroup memory.current like any other; tl_warm_pool_
- * stats says how much of that is the pool's. The bound starts at
+ * The pool holds anonymous
+ * resident memory: it counts in RssAnon (tl_memstats) and in cgroup
+ * memory.current like any other, not in tl_load_stats.dest_bytes or a
+ * session's host_used / pinned_used (memory their owners hold);
+ * tl_warm_pool_stats says how much is the pool's. The bound starts at
  * tl_library_options.keep_warm (0: nothing kept) and tl_warm_pool_set may
  * change it at any time (a lower bound unmaps the oldest regions at once;
  * 0 empties the pool). Both functions are thread-safe, also against loads
@@ -179,8 +183,8 @@ typedef struct tl_warm_stats {
     uint64_t held;      /* bytes held now (resident, faulted in) */
     uint64_t regions;   /* regions held now */
     uint64_t held_peak; /* highest held so far */
-    uint64_t taken;     /* bytes handed to loads from the pool, in all */
-    uint64_t takes;     /* destinations taken from the pool, in all */
+    uint64_t taken;     /* bytes handed out (loads, sessions) from the pool, in all */
+    uint64_t takes;     /* regions handed out from the pool, in all */
     uint64_t released;  /* bytes freed back to the system instead of kept, in all */
 } tl_warm_stats;
 

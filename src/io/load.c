@@ -30,7 +30,7 @@
 #include "os/hostmem.h"
 #include "os/os.h"
 #include "os/thread.h"
-#include "os/warmpool.h"
+#include "io/warmpool.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -32,6 +32,7 @@
 #include "core/options.h"
 #include "io/io.h"
 #include "os/hostmem.h"
+#include "io/warmpool.h"
 #include "os/os.h"
 #include "os/thread.h"
 
@@ -439,7 +440,7 @@ static void drop_pin_locked(tl_session *s, unit *u) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     if (!u->pin) return;
     tl_device_unpin(s->dev[u->dev].d, u->pin, u->pin_len);
-    tl__os_anon_free(u->pin, u->pin_len);
+    tl__warm_give(u->pin, u->pin_len); /* kept warm within the pool's bound, else unmapped */
     s->st.pinned_used -= u->pl.len;
     u->pin = NULL;
     u->pin_len = 0;
@@ -451,7 +452,7 @@ static void drop_copies_locked(tl_session *s, unit *u) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     drop_pin_locked(s, u);
     if (u->ram) {
-        tl__os_anon_free(u->ram, u->ram_len);
+        tl__warm_give(u->ram, u->ram_len);
         s->st.host_used -= u->pl.len;
         u->ram = NULL;
     }
@@ -481,13 +482,15 @@ static tl_status save_dirty_locked(tl_session *s, unit *u) {
     if (ram_ok) {
         void *p;
         uint64_t plen;
-        int e = tl__os_anon_alloc(n ? n : 1, TL_OS_PAGES_SMALL, &p, &plen);
+        int e = tl__warm_take(n ? n : 1, &p, &plen)
+                    ? 0
+                    : tl__os_anon_alloc(n ? n : 1, TL_OS_PAGES_SMALL, &p, &plen);
         if (!e) {
             x.dst.kind = TL_IO_HOST;
             x.dst.host = p;
             tl_status st = tl__io_run(s->io, &x, 1, TL_IO_DEMAND);
             if (st) {
-                tl__os_anon_free(p, plen);
+                tl__warm_give(p, plen);
                 return st;
             }
             u->ram = p;
@@ -957,10 +960,11 @@ static bool pin_prepare_locked(tl_session *s, unit *u, tl__io_xfer *fill) {
     }
     void *p;
     uint64_t plen;
-    if (tl__os_anon_alloc(n, TL_OS_PAGES_SMALL, &p, &plen)) return false;
+    if (!tl__warm_take(n, &p, &plen) && tl__os_anon_alloc(n, TL_OS_PAGES_SMALL, &p, &plen))
+        return false;
     if (tl_device_pin(v->d, p, plen) != TL_OK) {
         tl__err_clear();
-        tl__os_anon_free(p, plen);
+        tl__warm_give(p, plen);
         return false;
     }
     u->pin = p;

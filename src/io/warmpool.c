@@ -7,7 +7,9 @@
  * freed destination, still faulted in, and read the next model's bytes
  * straight over the old ones. The pool is a short list of such regions
  * (at most TL_WARM_MAX_REGIONS), held under one mutex:
- *   - give: a region fits when it alone is within the bound; the oldest
+ *   - give: a region is kept when it is large (TL_WARM_MIN_REGION: small
+ *     ones would push large ones out of the short list for little gain)
+ *     and alone within the bound; the oldest
  *     regions are unmapped until it fits beside the rest. It is faulted in
  *     whole first (MADV_POPULATE_WRITE: a page-table walk where the pages are
  *     there already), so a region in the pool never faults. What is beyond
@@ -17,19 +19,22 @@
  *     larger region is split at the first 2 MiB boundary past the size
  *     asked (a huge page is never split) and the rest stays in the pool as
  *     a region of its own, for the next file of the same load or the next
- *     load; a rest under 2 MiB goes with the region whole.
+ *     load (a 1.5 GiB region taken whole for a 40 MiB file would tie up the
+ *     rest for as long as that load lives); a rest under
+ *     TL_WARM_MIN_REGION goes with the region whole.
  * munmap and the faulting-in run outside the lock.
  */
-#include "os/warmpool.h"
+#include "io/warmpool.h"
 #include "os/hostmem.h"
 #include "os/os.h"
 #include "tierload.h"
 
 #include <pthread.h>
-#include <sys/mman.h>
 
 #define TL_WARM_MAX_REGIONS 16
 #define HUGE_SZ (2ull << 20)
+/* Large buffers only: smaller regions are unmapped on give, and a smaller rest goes with a take. */
+#define TL_WARM_MIN_REGION (4ull << 20)
 
 typedef struct region {
     unsigned char *addr;
@@ -63,7 +68,7 @@ static size_t evict_locked(uint64_t room, bool slot, region *out) {
 
 static void unmap_all(const region *r, size_t n) {
     for (size_t i = 0; i < n; i++)
-        munmap(r[i].addr, (size_t)r[i].len);
+        tl__os_anon_free(r[i].addr, r[i].len);
 }
 
 void tl_warm_pool_set(uint64_t bound) {
@@ -97,7 +102,7 @@ bool tl__warm_take(uint64_t size, void **addr, uint64_t *len) {
     region r = pool[best];
     /* split at the first 2 MiB boundary (of the address) at or past the size asked */
     uintptr_t cut = ((uintptr_t)r.addr + size + HUGE_SZ - 1) & ~(uintptr_t)(HUGE_SZ - 1);
-    if (cut - (uintptr_t)r.addr + HUGE_SZ <= r.len) {
+    if (cut - (uintptr_t)r.addr + TL_WARM_MIN_REGION <= r.len) {
         uint64_t used = (uint64_t)(cut - (uintptr_t)r.addr);
         pool[best].addr = (unsigned char *)cut;
         pool[best].len = r.len - used;
@@ -117,11 +122,11 @@ bool tl__warm_take(uint64_t size, void **addr, uint64_t *len) {
 void tl__warm_give(void *addr, uint64_t len) {
     if (!addr || !len) return;
     pthread_mutex_lock(&pool_mu);
-    bool fits = len <= pool_st.bound;
+    bool fits = len <= pool_st.bound && len >= TL_WARM_MIN_REGION;
     if (!fits) pool_st.released += len;
     pthread_mutex_unlock(&pool_mu);
     if (!fits) {
-        munmap(addr, (size_t)len);
+        tl__os_anon_free(addr, len);
         return;
     }
     /* every page in the pool is faulted in (a hint: without it the next load faults them) */

@@ -3,8 +3,8 @@
  * results, kept faulted in (up to a bound the caller sets) for the next
  * load of the same process to draw its destinations from (see warmpool.c).
  */
-#ifndef TL_OS_WARMPOOL_H
-#define TL_OS_WARMPOOL_H
+#ifndef TL_IO_WARMPOOL_H
+#define TL_IO_WARMPOOL_H
 
 #include <stdbool.h>
 #include <stdint.h>
