@@ -4,7 +4,8 @@
  * process's RssAnon, read from /proc, does not grow over the load), its bytes
  * equal the file's (read with pread, not the library), the pool never holds
  * more than its bound (its counters and RssAnon), and with a bound of 0
- * nothing is kept. tl_init's keep_warm sets the bound (in a child process).
+ * nothing is kept. A session's pinned copies go to the pool and come back
+ * from it. tl_init's keep_warm sets the bound (in a child process).
  */
 #include "testutil.h"
 #include "test_load_st.h"
@@ -186,6 +187,88 @@ static void test_keep_warm_zero_keeps_nothing(void **state) {
     tl_model_close(ma);
 }
 
+/*
+ * A session's pinned tier: 4 streamed layers of 4 MiB, a device budget of 2
+ * and a pinned cap of 3. The fourth layer's pinned copy pushes layer 0's
+ * out, into the pool, and takes that region from it (the pool's counters);
+ * the session's own destroy leaves its copies in the pool; the device
+ * gets the file's bytes throughout (pread).
+ */
+#define LAYER (4ull << 20)
+#define UNET "model.diffusion_model."
+
+static void session_layer(tl_session *s, tl_device *sim, const char *path, size_t k) {
+    tl_acquired *a;
+    assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, k, k + 1, false, &a), TL_OK);
+    const tl_session_tensor *t = tl_acquired_tensor(a, 0);
+    assert_int_equal(t->parts[0].tier, TL_TIER_DEVICE);
+    unsigned char *got = malloc(LAYER), *want = malloc(LAYER);
+    assert_int_equal(tl_device_copy_from(sim, got, t->parts[0].dptr, LAYER), TL_OK);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, want, LAYER, (off_t)t->info->offset), (ssize_t)LAYER);
+    close(fd);
+    assert_memory_equal(got, want, LAYER);
+    free(got);
+    free(want);
+    tl_session_release(s, a);
+}
+
+static void test_session_pinned_copies(void **state) {
+    files *f = *state;
+    char *path = tu_path(f->dir, "layers.safetensors");
+    static char names[4][64];
+    st_tensor t[4];
+    for (int k = 0; k < 4; k++) {
+        snprintf(names[k], sizeof names[k], UNET "input_blocks.%d.0.weight", k);
+        t[k] = (st_tensor){names[k], "F32", LAYER / 4, 4, NULL, fill, (void *)(uintptr_t)(k + 11)};
+    }
+    st_write(path, t, 4);
+    tl_model *m = open1(path);
+    assert_int_equal(tl_device_sim_add("warmsim=8388608"), TL_OK);
+    tl_device *sim = NULL;
+    assert_int_equal(tl_device_find("warmsim", &sim), TL_OK);
+    tl_plan *p = tu_plan_one_gpu(m, "warmsim", 2 * LAYER, NULL, true);
+    tl_warm_pool_set(16 * MiB);
+    tl_session_options o;
+    tl_session_options_init(&o);
+    o.pinned_cap = 3 * LAYER;
+    tl_session *s = NULL;
+    assert_int_equal(tl_session_create(m, p, &o, &s), TL_OK);
+    tl_warm_stats w0 = warm();
+    for (size_t k = 0; k < 4; k++)
+        session_layer(s, sim, path, k);
+    tl_warm_stats w1 = warm();
+    /* layer 3's copy took layer 0's region, unpinned into the pool a moment before */
+    assert_int_equal(w1.takes, w0.takes + 1);
+    assert_int_equal(w1.taken - w0.taken, LAYER);
+    assert_int_equal(w1.held, 0);
+    session_layer(s, sim, path, 0); /* layer 1's copy makes way, and layer 0 takes its region */
+    tl_warm_stats w2 = warm();
+    assert_int_equal(w2.takes, w1.takes + 1);
+    assert_int_equal(w2.taken - w1.taken, LAYER);
+    assert_int_equal(w2.held, 0);
+    assert_int_equal(w2.released, w0.released);
+    tl_session_stats st;
+    assert_int_equal(tl_session_stats_get(s, &st), TL_OK);
+    assert_int_equal(st.pinned_used, 3 * LAYER); /* the session counts what it holds */
+    assert_int_equal(st.moved[TL_TIER_FILE][TL_TIER_PINNED], 5 * LAYER);
+    assert_int_equal(tl_session_check(s), TL_OK);
+    tl_session_destroy(s);
+    tl_warm_stats w3 = warm(); /* its three copies, within the bound */
+    assert_int_equal(w3.held, 3 * LAYER);
+    assert_int_equal(w3.regions, 3);
+    tl_warm_pool_set(0);
+    tl_warm_stats w4 = warm();
+    assert_int_equal(w4.held, 0);
+    assert_int_equal(w4.released, w3.released + 3 * LAYER);
+    tl_plan_destroy(p);
+    tl_device_unregister(sim);
+    tl_device_release(sim);
+    tl_model_close(m);
+    free(path);
+}
+
 static int child_init(void) {
     tl_library_options o;
     tl_library_options_init(&o);
@@ -211,9 +294,11 @@ static void test_init_sets_the_bound(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        /* first: tl_init is refused once the process has discovered devices */
+        cmocka_unit_test(test_init_sets_the_bound),
         cmocka_unit_test(test_switch_reuses_warm_memory),
         cmocka_unit_test(test_keep_warm_zero_keeps_nothing),
-        cmocka_unit_test(test_init_sets_the_bound),
+        cmocka_unit_test(test_session_pinned_copies),
     };
     return tu_exit(cmocka_run_group_tests(tests, setup, teardown));
 }
