@@ -269,6 +269,24 @@ static void test_session_pinned_copies(void **state) {
     free(path);
 }
 
+/* The CLI: --repeat loads again after freeing; --keep-warm makes the later loads warm. */
+static void test_cli_keep_warm(void **state) {
+    files *f = *state;
+    tu_run r = tu_cli_run("load", "--mode", "buffered", "--verbose", "--quiet", "--keep-warm",
+                          "64M", "--repeat", "2", f->a, NULL);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.err, "from the warm pool"));
+    tu_run_free(&r);
+    r = tu_cli_run("load", "--mode", "buffered", "--verbose", "--quiet", "--repeat", "2", f->a,
+                   NULL);
+    assert_int_equal(r.status, 0);
+    assert_null(strstr(r.err, "warm pool")); /* no --keep-warm: nothing kept */
+    tu_run_free(&r);
+    r = tu_cli_run("load", "--keep-warm", "lots", f->a, NULL);
+    assert_int_equal(r.status, 2);
+    tu_run_free(&r);
+}
+
 static int child_init(void) {
     tl_library_options o;
     tl_library_options_init(&o);
@@ -299,6 +317,7 @@ int main(void) {
         cmocka_unit_test(test_switch_reuses_warm_memory),
         cmocka_unit_test(test_keep_warm_zero_keeps_nothing),
         cmocka_unit_test(test_session_pinned_copies),
+        cmocka_unit_test(test_cli_keep_warm),
     };
     return tu_exit(cmocka_run_group_tests(tests, setup, teardown));
 }
