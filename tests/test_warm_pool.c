@@ -5,12 +5,14 @@
  * equal the file's (read with pread, not the library), the pool never holds
  * more than its bound (its counters and RssAnon), and with a bound of 0
  * nothing is kept. A session's pinned copies go to the pool and come back
- * from it. tl_init's keep_warm sets the bound (in a child process).
+ * from it. Two threads loading and freeing at once load right within the
+ * bound. tl_init's keep_warm sets the bound (in a child process).
  */
 #include "testutil.h"
 #include "test_load_st.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -269,6 +271,66 @@ static void test_session_pinned_copies(void **state) {
     free(path);
 }
 
+/* Two threads loading and freeing at once: every load right, the bound kept. */
+typedef struct racer {
+    const char *path;
+    int bad; /* loads that failed or whose bytes differed from the file */
+} racer;
+
+static bool same_as_file(const char *path, tl_model *m, const tl_load_result *r) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return false;
+    bool ok = true;
+    for (size_t i = 0; ok && i < tl_model_tensor_count(m); i++) {
+        const tl_tensor_info *t = tl_model_tensor(m, i);
+        unsigned char *want = malloc((size_t)t->nbytes);
+        ok = want && pread(fd, want, (size_t)t->nbytes, (off_t)t->offset) == (ssize_t)t->nbytes &&
+             memcmp(want, tl_load_result_tensor(r, i)->data, (size_t)t->nbytes) == 0;
+        free(want);
+    }
+    close(fd);
+    return ok;
+}
+
+static void *race(void *arg) {
+    racer *x = arg;
+    tl_model *m = NULL;
+    const char *p[] = {x->path};
+    if (tl_model_open(p, 1, NULL, &m) != TL_OK) {
+        x->bad++;
+        return NULL;
+    }
+    for (int k = 0; k < 6; k++) {
+        tl_load_options o;
+        tl_load_options_init(&o);
+        o.mode = TL_LOAD_BUFFERED;
+        tl_load_result *r = NULL;
+        if (tl_model_load(m, &o, &r) != TL_OK || !same_as_file(x->path, m, r)) x->bad++;
+        tl_load_result_destroy(r);
+    }
+    tl_model_close(m);
+    return NULL;
+}
+
+static void test_threads(void **state) {
+    files *f = *state;
+    const uint64_t bound = 60 * MiB; /* one region of A or B at a time, not two */
+    tl_warm_pool_set(bound);
+    tl_warm_stats w0 = warm();
+    racer x[2] = {{f->a, 0}, {f->b, 0}};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, race, &x[1]), 0);
+    race(&x[0]);
+    pthread_join(t, NULL);
+    assert_int_equal(x[0].bad, 0);
+    assert_int_equal(x[1].bad, 0);
+    tl_warm_stats w1 = warm();
+    assert_true(w1.held <= bound);
+    assert_true(w1.takes > w0.takes); /* the pool served some of the 12 loads */
+    tl_warm_pool_set(0);
+    assert_int_equal(warm().held, 0);
+}
+
 /* The CLI: --repeat loads again after freeing; --keep-warm makes the later loads warm. */
 static void test_cli_keep_warm(void **state) {
     files *f = *state;
@@ -317,6 +379,7 @@ int main(void) {
         cmocka_unit_test(test_switch_reuses_warm_memory),
         cmocka_unit_test(test_keep_warm_zero_keeps_nothing),
         cmocka_unit_test(test_session_pinned_copies),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_cli_keep_warm),
     };
     return tu_exit(cmocka_run_group_tests(tests, setup, teardown));
