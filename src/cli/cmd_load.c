@@ -117,10 +117,13 @@ static phases phase_times(const tl_model *m, const tl_load_result *r) {
     return p;
 }
 
-/* What the command measures around the load: opening, and USS after it. */
+/*
+ * What the command measures around the load: opening, and USS before and
+ * after it (the load itself walks no page tables: its span has no USS).
+ */
 typedef struct around {
     double open_s;
-    uint64_t uss_end;
+    uint64_t uss_start, uss_end;
 } around;
 
 static void print_json(const tl_model *m, const tl_load_result *r, const around *ar) {
@@ -170,7 +173,7 @@ static void print_json(const tl_model *m, const tl_load_result *r, const around 
     cli_json_add_u64(mem, "rss_file_peak", st->mem.rss_file_peak);
     cli_json_add_u64(mem, "rss_file_end", st->mem.end.rss_file);
     cli_json_add_u64(mem, "rss_peak", st->mem.rss_peak);
-    cli_json_add_u64(mem, "uss_start", st->mem.start.uss);
+    cli_json_add_u64(mem, "uss_start", ar->uss_start);
     cli_json_add_u64(mem, "uss_end", ar->uss_end);
     cli_json_add_u64(mem, "vm_hwm", st->mem.end.peak_rss);
     cli_json_add_u64(mem, "samples", st->mem.samples);
@@ -341,7 +344,7 @@ int cmd_load(int argc, char **argv) {
         return rc;
     }
     tl_model *m = NULL;
-    around ar = {now(), 0};
+    around ar = {now(), 0, 0};
     tl_status s = cli_models_open(&models, &m);
     ar.open_s = now() - ar.open_s;
     cli_models_free(&models);
@@ -352,6 +355,8 @@ int cmd_load(int argc, char **argv) {
         o.progress_user = &b;
     }
     tl_warm_pool_set(keep_warm);
+    tl_memstats ms0;
+    if (tl_memstats_read(&ms0) == TL_OK) ar.uss_start = ms0.uss;
     tl_load_result *r = NULL;
     s = tl_model_load(m, &o, &r);
     for (unsigned k = 1; k < repeat && s == TL_OK; k++) {

@@ -9,6 +9,7 @@
 #include "os/os.h"
 #include "os/procmem.h"
 #include "os/thread.h"
+#include "stats/memstats.h"
 #include "tierload.h"
 
 #include <stdlib.h>
@@ -84,6 +85,10 @@ static void *watch_main(void *arg) {
 }
 
 tl_status tl_memwatch_create(double interval_s, tl_memwatch **out) {
+    return tl__memwatch_create(interval_s, true, out);
+}
+
+tl_status tl__memwatch_create(double interval_s, bool uss, tl_memwatch **out) {
     if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_memwatch_create: out is NULL");
     *out = NULL;
     tl_memwatch *w = tl__os_calloc(1, sizeof *w);
@@ -94,7 +99,7 @@ tl_status tl_memwatch_create(double interval_s, tl_memwatch **out) {
         return tl__err_errno(e, "memory sampler: mutex");
     }
     w->interval = interval_s > 0 ? interval_s : 0.005;
-    tl_status s = tl_memstats_read(&w->span.start);
+    tl_status s = read_all(&w->span.start, uss);
     if (s != TL_OK) {
         tl__os_mutex_destroy(&w->mu);
         free(w);
