@@ -60,6 +60,7 @@ typedef struct lfile {
     uint64_t dest_len;
     tl__touch touch; /* first touch of dest (mirrored files) */
     bool warm;       /* dest came from the warm pool, faulted in already */
+    bool filled;     /* the load completed: every page of dest was written */
     int dfd;
     tl__io_xfer *xf; /* the file's transfers */
     size_t n_gather; /* strided tensors, gathered element by element instead */
@@ -471,7 +472,8 @@ void tl_load_result_destroy(tl_load_result *r) {
     if (!r) return;
     for (size_t i = 0; i < r->n_files; i++) {
         lfile *f = &r->files[i];
-        if (f->dest) tl__warm_give(f->dest, f->dest_len); /* kept warm or unmapped */
+        /* kept warm or unmapped; a completed load wrote every page (gaps are under a page) */
+        if (f->dest) tl__warm_give(f->dest, f->dest_len, f->filled);
         if (f->dfd >= 0) tl__os_close(f->dfd);
         free(f->xf);
         free(f->order);
@@ -803,6 +805,8 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
         tl_load_result_destroy(r);
         return s;
     }
+    for (size_t fi = 0; fi < r->n_files; fi++)
+        r->files[fi].filled = true;
     for (size_t i = 0; i < r->n_tensors; i++)
         r->stats.bytes_out += r->tensors[i].nbytes;
     for (size_t fi = 0; fi < r->n_files; fi++)

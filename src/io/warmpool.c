@@ -10,9 +10,10 @@
  *   - give: a region is kept when it is large (TL_WARM_MIN_REGION: small
  *     ones would push large ones out of the short list for little gain)
  *     and alone within the bound; the oldest
- *     regions are unmapped until it fits beside the rest. It is faulted in
- *     whole first (MADV_POPULATE_WRITE: a page-table walk where the pages are
- *     there already), so a region in the pool never faults. What is beyond
+ *     regions are unmapped until it fits beside the rest. Unless its owner
+ *     knows every page was written (a completed load), it is faulted in
+ *     whole first (MADV_POPULATE_WRITE), so a region in the pool never
+ *     faults. What is beyond
  *     the bound is unmapped at once: the system gets it back for certain,
  *     which MADV_FREE / MADV_COLD would leave to its reclaim.
  *   - take: best fit, the smallest region at least as large as asked. A
@@ -119,7 +120,7 @@ bool tl__warm_take(uint64_t size, void **addr, uint64_t *len) {
     return true;
 }
 
-void tl__warm_give(void *addr, uint64_t len) {
+void tl__warm_give(void *addr, uint64_t len, bool faulted) {
     if (!addr || !len) return;
     pthread_mutex_lock(&pool_mu);
     bool fits = len <= pool_st.bound && len >= TL_WARM_MIN_REGION;
@@ -130,7 +131,7 @@ void tl__warm_give(void *addr, uint64_t len) {
         return;
     }
     /* every page in the pool is faulted in (a hint: without it the next load faults them) */
-    tl__os_populate_write(addr, len);
+    if (!faulted) tl__os_populate_write(addr, len);
     region out[TL_WARM_MAX_REGIONS + 1];
     pthread_mutex_lock(&pool_mu);
     size_t n = 0;

@@ -19,8 +19,11 @@ bool tl__warm_take(uint64_t size, void **addr, uint64_t *len);
 
 /*
  * Give back a region from tl__os_anon_alloc or tl__warm_take: kept, faulted
- * in, when the bound allows, else unmapped. NULL is fine.
+ * in, when the bound allows, else unmapped. faulted: the caller knows every
+ * page was written (a load that completed); otherwise the pool faults the
+ * region in first (a page-table walk of it, ~60 ms per GiB of 4 KiB pages
+ * here even where every page is there). NULL is fine.
  */
-void tl__warm_give(void *addr, uint64_t len);
+void tl__warm_give(void *addr, uint64_t len, bool faulted);
 
 #endif

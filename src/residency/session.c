@@ -440,7 +440,7 @@ static void drop_pin_locked(tl_session *s, unit *u) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     if (!u->pin) return;
     tl_device_unpin(s->dev[u->dev].d, u->pin, u->pin_len);
-    tl__warm_give(u->pin, u->pin_len); /* kept warm within the pool's bound, else unmapped */
+    tl__warm_give(u->pin, u->pin_len, false); /* kept warm within its bound, else unmapped */
     s->st.pinned_used -= u->pl.len;
     u->pin = NULL;
     u->pin_len = 0;
@@ -452,7 +452,7 @@ static void drop_copies_locked(tl_session *s, unit *u) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     drop_pin_locked(s, u);
     if (u->ram) {
-        tl__warm_give(u->ram, u->ram_len);
+        tl__warm_give(u->ram, u->ram_len, false);
         s->st.host_used -= u->pl.len;
         u->ram = NULL;
     }
@@ -490,7 +490,7 @@ static tl_status save_dirty_locked(tl_session *s, unit *u) {
             x.dst.host = p;
             tl_status st = tl__io_run(s->io, &x, 1, TL_IO_DEMAND);
             if (st) {
-                tl__warm_give(p, plen);
+                tl__warm_give(p, plen, false);
                 return st;
             }
             u->ram = p;
@@ -964,7 +964,7 @@ static bool pin_prepare_locked(tl_session *s, unit *u, tl__io_xfer *fill) {
         return false;
     if (tl_device_pin(v->d, p, plen) != TL_OK) {
         tl__err_clear();
-        tl__warm_give(p, plen);
+        tl__warm_give(p, plen, false);
         return false;
     }
     u->pin = p;
