@@ -39,7 +39,8 @@ const char *tl__os_kind_name(tl__os_kind k);
  */
 #define TL_OS_ENOTREG 0x10001
 #define TL_OS_ENOSIZE 0x10002
-/* A path, opened again, names another file than the descriptor opened first (replaced, re-pointed). */
+/* A path, opened again, names another file than the descriptor opened first (replaced, re-pointed).
+ */
 #define TL_OS_EOTHER 0x10003
 
 /*
@@ -144,5 +145,7 @@ int tl__os_aligned_alloc(size_t align, size_t n, void **out);
 
 /* Monotonic time in seconds. */
 double tl__os_now(void);
+/* CPU time of the calling thread in seconds (time it was not running does not count). */
+double tl__os_thread_cpu(void);
 
 #endif

@@ -66,7 +66,7 @@ typedef struct unit {
     void *pin; /* pinned host copy (clean: the file's bytes), pin_len mapped */
     uint64_t pin_len;
     bool pin_valid; /* filled (a load fills it alongside its first upload) */
-    void *sp_map; /* spill extent, mapped read-only */
+    void *sp_map;   /* spill extent, mapped read-only */
     uint64_t sp_off, sp_len;
     uint32_t refs;
     uint32_t busy; /* its bytes are being changed (tl_session_update_begin): acquires wait */
@@ -155,11 +155,14 @@ struct tl_session {
     uint64_t ev_next, ev_dropped; /* the next entry's number; entries pushed out or lost */
     double t0;
     /* handles: the sets handed out and not released, and acquires still building one */
-    uint64_t serial;        /* unique in the process: a set names its session by it */
-    tl_acquired *sets;      /* outstanding sets (doubly linked through prev/next) */
+    uint64_t serial;   /* unique in the process: a set names its session by it */
+    tl_acquired *sets; /* outstanding sets (doubly linked through prev/next) */
     size_t n_sets;
-    size_t acquiring;       /* acquires holding references without a set yet */
+    size_t acquiring;        /* acquires holding references without a set yet */
     uint64_t acquiring_refs; /* the references they hold */
+    /* victim choices timed (tl__session_victim_timing): for the bench's share of CPU */
+    bool time_victims;
+    uint64_t victim_ns, victim_choices;
 };
 
 /*
@@ -305,7 +308,7 @@ static double now_locked(const tl_session *s, int32_t dev) {
 static void event_locked(tl_session *s, tl_session_event_kind k, const unit *u, tl_tier from,
                          tl_tier to, int32_t dev, uint64_t bytes) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
-    if (!s->ev_cap) return; /* the log is off */
+    if (!s->ev_cap) return;                              /* the log is off */
     if (s->n_ev == s->alloc_ev && s->n_ev < s->ev_cap) { /* not wrapped yet: ev_head is 0 */
         size_t nc = s->alloc_ev ? s->alloc_ev * 2 : 1024;
         if (nc > s->ev_cap) nc = s->ev_cap;
@@ -333,13 +336,13 @@ static void event_locked(tl_session *s, tl_session_event_kind k, const unit *u, 
     const tl_tensor_info *t = tl_model_tensor(s->m, u->pl.tensor);
     size_t layer = tl_model_tensor_layer(s->m, u->pl.tensor);
     s->ev[slot] = (tl_session_event){now_locked(s, dev),
-                                          k,
-                                          t->component,
-                                          layer == TL_NOT_FOUND ? -1 : (int32_t)layer,
-                                          from,
-                                          to,
-                                          dev >= 0 ? (int32_t)s->dev[dev].plan_index : -1,
-                                          bytes};
+                                     k,
+                                     t->component,
+                                     layer == TL_NOT_FOUND ? -1 : (int32_t)layer,
+                                     from,
+                                     to,
+                                     dev >= 0 ? (int32_t)s->dev[dev].plan_index : -1,
+                                     bytes};
 }
 
 static void moved_locked(tl_session *s, tl_tier from, tl_tier to, uint64_t n) {
@@ -618,7 +621,25 @@ static size_t victim_locked(const tl_session *s, int32_t d) {
     return best;
 }
 
-/* Free at least need bytes of device d's budget; false when it cannot. */
+/* victim_locked, timed when the bench asks (tl__session_victim_timing). */
+static size_t choose_victim_locked(tl_session *s, int32_t d) {
+    if (!s->time_victims) return victim_locked(s, d);
+    double t0 = tl__os_thread_cpu(); /* CPU time: a thread preempted meanwhile counts nothing */
+    size_t k = victim_locked(s, d);
+    s->victim_ns += (uint64_t)((tl__os_thread_cpu() - t0) * 1e9);
+    s->victim_choices++;
+    return k;
+}
+
+void tl__session_victim_timing(tl_session *s, bool on, uint64_t *ns, uint64_t *choices) {
+    tl__os_mutex_lock(&s->mu);
+    if (ns) *ns = s->victim_ns;
+    if (choices) *choices = s->victim_choices;
+    s->time_victims = on;
+    s->victim_ns = s->victim_choices = 0;
+    tl__os_mutex_unlock(&s->mu);
+}
+
 /*
  * Free room for need bytes on device d. before: with a schedule, evict only
  * units next used after that step (a prefetch must not push out what is
@@ -630,7 +651,7 @@ static tl_status make_room_locked(tl_session *s, int32_t d, uint64_t need, size_
     sdev *v = &s->dev[d];
     *ok = true;
     while (v->used + need > v->budget) {
-        size_t k = victim_locked(s, d);
+        size_t k = choose_victim_locked(s, d);
         if (k == s->n_u || (before != (size_t)-1 && next_use_locked(s, &s->u[k]) <= before)) {
             *ok = false;
             return TL_OK;
@@ -662,7 +683,7 @@ static tl_status alloc_locked(tl_session *s, unit *u) {
     /* another process took memory: evict the coldest unreferenced units for the shortfall */
     uint64_t freed = 0;
     while (freed < n) {
-        size_t k = victim_locked(s, u->dev);
+        size_t k = choose_victim_locked(s, u->dev);
         if (k == s->n_u) break;
         uint64_t len = s->u[k].pl.len;
         if (evict_unit_locked(s, &s->u[k])) break;
@@ -997,7 +1018,8 @@ static tl__io_xfer load_xfer(tl_session *s, unit *u) {
     return x;
 }
 
-/* Wake every thread waiting for a load to finish (a prefetch batch, a demand load, queued copies). */
+/* Wake every thread waiting for a load to finish (a prefetch batch, a demand load, queued copies).
+ */
 static void loads_changed(tl_session *s) {
     tl__os_mutex_lock(&s->pmu);
     s->pgen++;
@@ -1454,9 +1476,9 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
     /* tensors whose bytes are being changed: wait until the update ends */
     take_refs_locked(s, list, n);
     s->acquiring++;
-    bool by_callback = false;    /* the progress callback asked to stop */
-    size_t n_mine = 0;           /* units this acquire loaded (mine[0, n_mine)) */
-    uint64_t moved = 0;          /* bytes its loads move (for progress) */
+    bool by_callback = false; /* the progress callback asked to stop */
+    size_t n_mine = 0;        /* units this acquire loaded (mine[0, n_mine)) */
+    uint64_t moved = 0;       /* bytes its loads move (for progress) */
     double deadline = tl__os_now() + timeout_ms / 1000.0;
     room_waiter me = {NULL};
     bool queued = false, holding = true; /* holding: the references are taken */
@@ -1766,7 +1788,7 @@ static void retire(tl_acquired *a) {
 }
 
 tl_status tl_session_release_fenced(tl_session *s, tl_acquired *a, tl_fence_wait_fn wait,
-                                     void *arg) {
+                                    void *arg) {
     if (!s || !a || !wait)
         return tl__err(TL_ERR_INVALID_ARG, "tl_session_release_fenced: NULL argument");
     fence *f = tl__os_calloc(1, sizeof *f);
@@ -1831,7 +1853,7 @@ tl_status tl_session_evict(tl_session *s, const char *device, uint64_t bytes, ui
     tl_status st = TL_OK;
     /* each round evicts one unit, and no unit comes back meanwhile: at most n_u rounds */
     for (size_t round = 0; got < bytes && round < s->n_u; round++) {
-        size_t k = victim_locked(s, d);
+        size_t k = choose_victim_locked(s, d);
         if (k == s->n_u) break;
         uint64_t len = s->u[k].pl.len;
         st = evict_unit_locked(s, &s->u[k]);
@@ -1914,8 +1936,8 @@ static tl_status tensors_ok(const tl_session *s, const size_t *tensors, size_t n
     if (!s || (n && !tensors)) return tl__err(TL_ERR_INVALID_ARG, "%s: NULL argument", fn);
     for (size_t k = 0; k < n; k++)
         if (tensors[k] >= tl_model_tensor_count(s->m))
-            return tl__err(TL_ERR_INVALID_ARG, "%s: tensor %zu of a model of %zu", fn,
-                           tensors[k], tl_model_tensor_count(s->m));
+            return tl__err(TL_ERR_INVALID_ARG, "%s: tensor %zu of a model of %zu", fn, tensors[k],
+                           tl_model_tensor_count(s->m));
     return TL_OK;
 }
 
@@ -2054,8 +2076,8 @@ tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out) {
     return TL_OK;
 }
 
-size_t tl_session_events_copy(const tl_session *s, uint64_t from, tl_session_event *out,
-                              size_t cap, tl_session_log *log) {
+size_t tl_session_events_copy(const tl_session *s, uint64_t from, tl_session_event *out, size_t cap,
+                              tl_session_log *log) {
     if (log) memset(log, 0, sizeof *log);
     if (!s) return 0;
     tl__os_mutex_lock((tl__os_mutex *)&s->mu);
@@ -2100,8 +2122,7 @@ static tl_status check_refs_locked(const tl_session *s) {
             held[a->units[i]]++;
     tl_status st = TL_OK;
     if (sets != s->n_sets)
-        st = tl__err(TL_ERR_INTEGRITY, "%zu outstanding sets listed, %zu counted", sets,
-                     s->n_sets);
+        st = tl__err(TL_ERR_INTEGRITY, "%zu outstanding sets listed, %zu counted", sets, s->n_sets);
     uint64_t refs = 0, in_sets = 0;
     for (size_t i = 0; i < s->n_u && !st; i++) {
         const unit *u = &s->u[i];
