@@ -12,8 +12,11 @@
  *   3. bookkeeping at scale: a 20,000-tensor GGUF (3,334 layers of 6 small
  *      tensors) on a sim GPU, one layer acquired and released at a time:
  *      CPU time per tensor all resident (limit <= 5 us) and with a budget that
- *      makes every acquire evict (printed), and the eviction victim choice's
- *      share of that CPU time (limit <= 10%).
+ *      makes every acquire evict (printed), and the share of that CPU time
+ *      spent on the eviction order (victim choices and keeping the per-device
+ *      lists; limit <= 10%), timed inside in a second pass (the monotonic
+ *      clock around each piece, its least cost taken out, pieces preempted
+ *      dropped: see tl__session_victim_timing).
  *
  * usage: bench_session [DIR] (default $TMPDIR or /tmp); exits 1 when a limit
  * is missed. TL_BENCH_ONLY=spill|stream|many runs that part alone. Needs the tierload CLI beside it
@@ -299,31 +302,36 @@ static int many_bench(const char *dir) {
             fprintf(stderr, "bench_session: %s\n", tl_last_error());
             return 2;
         }
-        double cpu, wall;
+        double cpu, wall, tcpu, twall;
         if (!sweep(s, c, layers, 1, &cpu, &wall)) return 2; /* loads everything once */
-        tl__session_victim_timing(s, true, NULL, NULL);
         int rounds = evicting ? 2 : 5;
-        uint64_t n = sweep(s, c, layers, rounds, &cpu, &wall);
-        if (!n) return 2;
-        uint64_t vns, vn;
-        tl__session_victim_timing(s, false, &vns, &vn);
+        uint64_t n = sweep(s, c, layers, rounds, &cpu, &wall); /* the cost, untimed inside */
+        /* again with the eviction order's work timed inside: its share */
+        tl__session_victim_timing(s, true, NULL, NULL, NULL, NULL);
+        uint64_t tn = n ? sweep(s, c, layers, rounds, &tcpu, &twall) : 0;
+        if (!tn) return 2;
+        uint64_t vns, vn, tns, dropped;
+        tl__session_victim_timing(s, false, &vns, &vn, &tns, &dropped);
+        tcpu -= (double)tns * 1e-9; /* the timing's own cost */
         tl_session_stats ss;
         tl_session_stats_get(s, &ss);
-        double per = cpu / (double)n * 1e6, share = (double)vns * 1e-9 / cpu;
+        double per = cpu / (double)n * 1e6, share = (double)vns * 1e-9 / tcpu;
         if (!evicting) {
             printf("%zu tensors in %zu layers, one layer acquired + released at a time, all "
-                   "resident: %.2f us CPU per tensor (limit <= 5.00), wall %.2f us\n",
-                   nt, layers, per, wall / (double)n * 1e6);
+                   "resident: %.2f us CPU per tensor (limit <= 5.00), wall %.2f us; eviction "
+                   "order upkeep %.1f%% of the CPU time\n",
+                   nt, layers, per, wall / (double)n * 1e6, share * 100);
             if (per > 5.0) {
                 printf("  FAIL: acquire cost all resident\n");
                 fails++;
             }
         } else {
             printf("  with a 16 MiB budget (every acquire evicts): %.2f us CPU per tensor, wall "
-                   "%.2f us (printed, no limit: includes the loads); %llu victim choices, "
-                   "%.0f ns each, %.1f%% of the CPU time (limit <= 10%%)\n",
+                   "%.2f us (printed, no limit: includes the loads); %llu victims chosen, the "
+                   "eviction order's work (choices, list upkeep) %.0f ns per victim, %.1f%% "
+                   "of the CPU time (limit <= 10%%; %llu pieces preempted, dropped)\n",
                    per, wall / (double)n * 1e6, (unsigned long long)vn,
-                   vn ? (double)vns / (double)vn : 0, share * 100);
+                   vn ? (double)vns / (double)vn : 0, share * 100, (unsigned long long)dropped);
             if (ss.evictions < n / 2) {
                 printf("  FAIL: the budget did not force eviction (%llu evictions)\n",
                        (unsigned long long)ss.evictions);

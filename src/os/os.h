@@ -145,7 +145,5 @@ int tl__os_aligned_alloc(size_t align, size_t n, void **out);
 
 /* Monotonic time in seconds. */
 double tl__os_now(void);
-/* CPU time of the calling thread in seconds (time it was not running does not count). */
-double tl__os_thread_cpu(void);
 
 #endif

@@ -68,11 +68,16 @@ struct tl_acquired {
     size_t n_wraps, cap_wraps;
 };
 /*
- * For the bench: time every eviction victim choice of s from now on (on) or
- * stop; *ns (the calling threads' CPU time) and *choices (either may be NULL) get the time spent
- * and the choices made since the last call, and the counts start again from 0.
+ * For the bench: time the eviction order's work in s (victim choices and
+ * keeping the lists or heaps) from now on (on) or stop. *ns gets the time
+ * spent on it (the monotonic clock around each piece, its least cost taken
+ * out; a piece over 1 ms counts as preempted and is dropped, *dropped says
+ * how many); *choices the victims chosen; *timer_ns what reading the clock
+ * cost besides (to take out of a CPU time measured around them); all since
+ * the last call, and the counts start again from 0. Any may be NULL.
  */
-void tl__session_victim_timing(tl_session *s, bool on, uint64_t *ns, uint64_t *choices);
+void tl__session_victim_timing(tl_session *s, bool on, uint64_t *ns, uint64_t *choices,
+                               uint64_t *timer_ns, uint64_t *dropped);
 /* Free the ggml wrappers a set's bindings made. */
 void tlr_acquired_unbind(tl_acquired *a);
 
