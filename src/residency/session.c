@@ -77,7 +77,7 @@ typedef struct unit {
     uint32_t refs;
     uint32_t busy; /* its bytes are being changed (tl_session_update_begin): acquires wait */
     uint64_t last_use;
-    /* eviction order: its place in its device's heap, or IN_LIST, or NOT_EVICTABLE; with a
+    /* eviction order: IN_HEAP (its place in hp[]), IN_LIST or NOT_EVICTABLE; with a
        schedule, its next use when it went there (kept current as the schedule advances);
        without, its neighbours in its device's list (NOT_EVICTABLE: none) */
     size_t hpos, nu, lprev, lnext;
@@ -95,6 +95,13 @@ typedef struct demand {
     struct demand *next;
 } demand;
 
+/* A heap entry: a unit and its keys (copied, so that the heap's work stays in its array). */
+typedef struct hent {
+    size_t nu;
+    uint64_t last_use;
+    size_t k;
+} hent;
+
 typedef struct sdev {
     tl_device *d;
     uint32_t plan_index;
@@ -103,13 +110,15 @@ typedef struct sdev {
     /* its evictable units (on it, not loading, unreferenced), n_heap of them: with a
        schedule in a heap, the next victim on top; without, in two lists (streamed units,
        resident units), each in eviction order */
-    size_t *heap, n_heap;
+    struct hent *heap;
+    size_t n_heap;
     size_t lhead[2], ltail[2];
     uint64_t evictable; /* their bytes */
 } sdev;
 
 #define NOT_EVICTABLE ((size_t)-1)
 #define IN_LIST ((size_t)-2)
+#define IN_HEAP ((size_t)-3)
 
 typedef struct extent {
     uint64_t off, len;
@@ -158,6 +167,7 @@ struct tl_session {
     size_t **uses, *n_uses;  /* per group: step indices */
     bool furthest;           /* victims by furthest next use (a schedule, policy not LRU) */
     size_t *gfirst, *gunits; /* per group g: its units gunits[gfirst[g], gfirst[g + 1]) */
+    size_t *hp; /* per unit in a heap: its place there (apart from the units: fewer cache misses) */
     /* host copies and spill */
     uint64_t host_budget;
     int spill_fd;
@@ -632,45 +642,52 @@ static size_t next_use_locked(const tl_session *s, const unit *u) {
  * Every change of on_dev, loading or refs calls heap_sync_locked.
  */
 
+/* With a schedule: does the unit of a leave before the unit of b? */
+static bool hent_before(const hent *a, const hent *b) {
+    if (a->nu != b->nu) return a->nu > b->nu; /* the furthest next use */
+    if (a->last_use != b->last_use) return a->last_use < b->last_use;
+    return a->k < b->k;
+}
+
 /* Does a leave before b? */
 static bool evict_before(const tl_session *s, const unit *a, const unit *b) {
     if (s->furthest) {
-        if (a->nu != b->nu) return a->nu > b->nu; /* the furthest next use */
-        if (a->last_use != b->last_use) return a->last_use < b->last_use;
-        return a < b;
+        hent x = {a->nu, a->last_use, (size_t)(a - s->u)},
+             y = {b->nu, b->last_use, (size_t)(b - s->u)};
+        return hent_before(&x, &y);
     }
     if (a->pl.streamed != b->pl.streamed) return a->pl.streamed;      /* streamed units first */
     if (a->last_use != b->last_use) return a->last_use < b->last_use; /* the least recently used */
     return a < b;
 }
 
-static void heap_set(tl_session *s, sdev *v, size_t at, size_t k) {
-    v->heap[at] = k;
-    s->u[k].hpos = at;
+static void heap_set(tl_session *s, sdev *v, size_t at, hent e) {
+    v->heap[at] = e;
+    s->hp[e.k] = at;
 }
 
 static void heap_up(tl_session *s, sdev *v, size_t at) {
-    size_t k = v->heap[at];
+    hent e = v->heap[at];
     while (at > 0) {
         size_t up = (at - 1) / 2;
-        if (!evict_before(s, &s->u[k], &s->u[v->heap[up]])) break;
+        if (!hent_before(&e, &v->heap[up])) break;
         heap_set(s, v, at, v->heap[up]);
         at = up;
     }
-    heap_set(s, v, at, k);
+    heap_set(s, v, at, e);
 }
 
 static void heap_down(tl_session *s, sdev *v, size_t at) {
-    size_t k = v->heap[at];
+    hent e = v->heap[at];
     for (;;) {
         size_t c = 2 * at + 1;
         if (c >= v->n_heap) break;
-        if (c + 1 < v->n_heap && evict_before(s, &s->u[v->heap[c + 1]], &s->u[v->heap[c]])) c++;
-        if (!evict_before(s, &s->u[v->heap[c]], &s->u[k])) break;
+        if (c + 1 < v->n_heap && hent_before(&v->heap[c + 1], &v->heap[c])) c++;
+        if (!hent_before(&v->heap[c], &e)) break;
         heap_set(s, v, at, v->heap[c]);
         at = c;
     }
-    heap_set(s, v, at, k);
+    heap_set(s, v, at, e);
 }
 
 /* Take unit k out of its device's list. */
@@ -717,19 +734,20 @@ static void list_insert(tl_session *s, sdev *v, size_t k) {
 
 static void heap_remove(tl_session *s, unit *u) {
     sdev *v = &s->dev[u->dev];
-    size_t at = u->hpos;
+    bool listed = u->hpos == IN_LIST;
     u->hpos = NOT_EVICTABLE;
     v->evictable -= u->pl.len;
-    if (at == IN_LIST) {
+    if (listed) {
         v->n_heap--;
         list_remove(s, v, (size_t)(u - s->u));
         return;
     }
-    size_t last = v->heap[--v->n_heap];
+    size_t at = s->hp[u - s->u];
+    hent last = v->heap[--v->n_heap];
     if (at == v->n_heap) return;
     heap_set(s, v, at, last);
     heap_up(s, v, at);
-    heap_down(s, v, s->u[last].hpos);
+    heap_down(s, v, s->hp[last.k]);
 }
 
 /* Put unit u in its device's heap, or take it out, as its state says (its key made current). */
@@ -745,10 +763,10 @@ static void heap_sync_untimed(tl_session *s, unit *u) {
         return;
     }
     u->nu = next_use_locked(s, u);
-    v->heap[v->n_heap] = (size_t)(u - s->u);
-    u->hpos = v->n_heap++;
+    v->heap[v->n_heap] = (hent){u->nu, u->last_use, (size_t)(u - s->u)};
+    u->hpos = IN_HEAP;
     v->evictable += u->pl.len;
-    heap_up(s, v, u->hpos);
+    heap_up(s, v, v->n_heap++);
 }
 
 /*
@@ -797,7 +815,7 @@ static void heap_rebuild_locked(tl_session *s) {
 static size_t victim_locked(const tl_session *s, int32_t d) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     const sdev *v = &s->dev[d];
-    if (s->furthest) return v->n_heap ? v->heap[0] : s->n_u;
+    if (s->furthest) return v->n_heap ? v->heap[0].k : s->n_u;
     size_t a = v->lhead[0], b = v->lhead[1]; /* the first streamed and resident units */
     if (a == NOT_EVICTABLE) return b == NOT_EVICTABLE ? s->n_u : b;
     if (b == NOT_EVICTABLE) return a;
@@ -954,6 +972,7 @@ tl_status tl_session_destroy(tl_session *s) {
     free(s->first);
     free(s->gfirst);
     free(s->gunits);
+    free(s->hp);
     for (size_t d = 0; d < TL_PLAN_MAX_DEVICES; d++)
         free(s->dev[d].heap);
     free(s->free_ext);
@@ -1018,7 +1037,8 @@ static tl_status index_units(tl_session *s) {
     size_t ng = s->groups.n;
     s->gfirst = tl__os_calloc(ng + 2, sizeof *s->gfirst);
     s->gunits = tl__os_malloc((s->n_u ? s->n_u : 1) * sizeof *s->gunits);
-    if (!s->gfirst || !s->gunits) return tl__err(TL_ERR_NOMEM, "session: out of memory");
+    s->hp = tl__os_malloc((s->n_u ? s->n_u : 1) * sizeof *s->hp);
+    if (!s->gfirst || !s->gunits || !s->hp) return tl__err(TL_ERR_NOMEM, "session: out of memory");
     size_t per_dev[TL_PLAN_MAX_DEVICES] = {0};
     for (size_t i = 0; i < s->n_u; i++) {
         const unit *u = &s->u[i];
@@ -2415,7 +2435,10 @@ static tl_status check_heaps_locked(const tl_session *s) {
                            evictable ? "not in" : "in");
         if (!evictable) continue;
         const sdev *v = &s->dev[u->dev];
-        if (s->furthest ? u->hpos >= v->n_heap || v->heap[u->hpos] != i : u->hpos != IN_LIST)
+        if (s->furthest
+                ? u->hpos != IN_HEAP || s->hp[i] >= v->n_heap || v->heap[s->hp[i]].k != i ||
+                      v->heap[s->hp[i]].nu != u->nu || v->heap[s->hp[i]].last_use != u->last_use
+                : u->hpos != IN_LIST)
             return tl__err(TL_ERR_INTEGRITY, "tensor %s: misplaced in the eviction order",
                            tname(s, u));
         if (s->furthest && u->nu != next_use_locked(s, u))
@@ -2432,7 +2455,7 @@ static tl_status check_heaps_locked(const tl_session *s) {
                            s->st.devices[d].name, count[d], (unsigned long long)bytes[d], v->n_heap,
                            (unsigned long long)v->evictable);
         for (size_t k = 1; s->furthest && k < v->n_heap; k++)
-            if (evict_before(s, &s->u[v->heap[k]], &s->u[v->heap[(k - 1) / 2]]))
+            if (hent_before(&v->heap[k], &v->heap[(k - 1) / 2]))
                 return tl__err(TL_ERR_INTEGRITY, "%s: eviction order out of heap order at %zu",
                                s->st.devices[d].name, k);
         size_t listed = 0;
