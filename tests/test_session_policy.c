@@ -285,6 +285,89 @@ static void test_lru_order(void **st) {
     }
 }
 
+/*
+ * Sets released in another order than acquired: the eviction order stays by
+ * last use (the acquire), not by release. Layers of 96 KiB (a 64 KiB weight,
+ * then a 32 KiB bias), a budget of 3: layers 0, 1, 2 acquired in that order
+ * and released 2, 1, 0; layer 3 then evicts layer 0 (weight, bias), layer 4
+ * layer 1.
+ */
+static void test_lru_release_order(void **st) {
+    (void)st;
+    fx f = {0};
+    layers_model(&f, 5, true);
+    tl_device *sim = add_sim("lrurel", 64 << 20);
+    const char *g[] = {"lrurel"};
+    tl_plan *p = plan_on(&f, g, 1, "diffusion=lrurel", 64 << 20);
+    tl_session *s = session(&f, p, 3 * 96 * KIB, NULL);
+    tl_acquired *a[3];
+    for (size_t k = 0; k < 3; k++)
+        assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, k, k + 1, false, &a[k]), TL_OK);
+    for (size_t k = 3; k-- > 0;) {
+        tl_session_release(s, a[k]);
+        assert_int_equal(tl_session_check(s), TL_OK);
+    }
+    use_layers(&f, s, 3, 4, NULL);
+    use_layers(&f, s, 4, 5, NULL);
+    const struct {
+        int32_t layer;
+        uint64_t bytes;
+    } want[] = {{0, 64 * KIB}, {0, 32 * KIB}, {1, 64 * KIB}, {1, 32 * KIB}};
+    size_t n_ev, k = 0;
+    tl_session_event *ev = events_of(s, &n_ev);
+    for (size_t i = 0; i < n_ev; i++) {
+        if (ev[i].kind != TL_EVENT_DROP) continue;
+        if (k >= 4) fail_msg("drop %zu: layer %d: more than expected", k, ev[i].layer);
+        if (ev[i].layer != want[k].layer || ev[i].bytes != want[k].bytes)
+            fail_msg("drop %zu: layer %d (%llu bytes), want layer %d (%llu bytes)", k, ev[i].layer,
+                     (unsigned long long)ev[i].bytes, want[k].layer,
+                     (unsigned long long)want[k].bytes);
+        k++;
+    }
+    free(ev);
+    assert_int_equal(k, 4);
+    tl_session_destroy(s);
+    tl_plan_destroy(p);
+    remove_dev(sim);
+    close_model(&f);
+}
+
+/*
+ * An acquire that skips steps of the schedule: the units of the steps passed
+ * get their new next use. Layers of 64 KiB, a budget of 2, the schedule
+ * 0, 1, 0, 2, 1; the engine uses 0, 1, then 2 (passing step 2, layer 0),
+ * then 3 (not in the schedule). Layer 2's acquire evicts layer 1 (next used
+ * at step 4, layer 0 at step 2). Then neither layer 0 nor layer 2 is used
+ * again: layer 3 evicts the least recently used, layer 0 (not layer 2, as it
+ * would if layer 0 kept step 2 as its next use).
+ */
+static void test_schedule_skipped_steps(void **st) {
+    (void)st;
+    fx f = {0};
+    layers_model(&f, 4, false);
+    tl_device *sim = add_sim("skipsim", 64 << 20);
+    const char *g[] = {"skipsim"};
+    tl_plan *p = plan_on(&f, g, 1, "diffusion=skipsim", 64 << 20);
+    tl_session *s = session(&f, p, 2 * 64 * KIB, NULL);
+    tl_session_step steps[5];
+    const size_t order[5] = {0, 1, 0, 2, 1};
+    for (int i = 0; i < 5; i++)
+        steps[i] = (tl_session_step){TL_COMP_DIFFUSION, order[i], order[i] + 1, false};
+    assert_int_equal(tl_session_set_schedule(s, steps, 5), TL_OK);
+    const size_t used[4] = {0, 1, 2, 3};
+    for (int i = 0; i < 4; i++)
+        use_layers(&f, s, used[i], used[i] + 1, NULL);
+    int32_t drops[4];
+    size_t n = dropped_layers(s, drops, 4);
+    assert_int_equal(n, 2);
+    assert_int_equal(drops[0], 1);
+    assert_int_equal(drops[1], 0);
+    tl_session_destroy(s);
+    tl_plan_destroy(p);
+    remove_dev(sim);
+    close_model(&f);
+}
+
 /* --- the optimum against an exhaustive search --- */
 
 #define OPT_L 6
@@ -800,6 +883,8 @@ static void test_spill_tail_given_back(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lru_order),
+        cmocka_unit_test(test_lru_release_order),
+        cmocka_unit_test(test_schedule_skipped_steps),
         cmocka_unit_test(test_optimum_brute_force),
         cmocka_unit_test(test_acquire_waits_for_prefetch),
         cmocka_unit_test(test_row_split_release),

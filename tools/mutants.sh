@@ -20,9 +20,12 @@ JOBS=${JOBS:-2}
 
 # id @ file @ sed expression @ tests (ctest names, space-separated) that must fail
 MUTANTS=$(cat <<'EOF'
-lru-evicts-mru@src/residency/session.c@s/? u->pl.streamed : u->last_use < b->last_use/? u->pl.streamed : u->last_use > b->last_use/@test_session_policy
+lru-evicts-mru@src/residency/session.c@s/return a->last_use < b->last_use; \/\* the least recently used/return a->last_use > b->last_use; \/* the least recently used/@test_session_policy
 acquire-skips-prefetch-wait@src/residency/session.c@s/^        if (waiting) {$/        if (false) {/@test_session_policy
-lru-resident-before-streamed@src/residency/session.c@s/? u->pl.streamed : u->last_use < b->last_use/? b->pl.streamed : u->last_use < b->last_use/@test_session_policy
+lru-resident-before-streamed@src/residency/session.c@s/!= b->pl.streamed) return a->pl.streamed;/!= b->pl.streamed) return b->pl.streamed;/@test_session_policy
+furthest-evicts-soonest@src/residency/session.c@s/return a->nu > b->nu; \/\* the furthest next use/return a->nu < b->nu; \/* the furthest next use/@test_session_policy
+next-use-kept-stale@src/residency/session.c@s/^                    replace_step_units_locked(s, \&s->steps\[j\]);$/                    (void)0;/@test_session_policy
+lru-list-insert-at-tail@src/residency/session.c@s/^        while (evict_before(s, u, \&s->u\[after\]))$/        while (0)/@test_session_policy
 prefetch-evicts-sooner@src/residency/session.c@s/size_t before = prefetch \&\& s->steps ? next_use_locked(s, u) : (size_t)-1;/size_t before = (size_t)-1;/@test_session_policy
 release-per-tensor@src/residency/session.c@s/unref_locked(s, a->units, a->n_units);/unref_locked(s, a->units, a->n);/@test_session_policy
 spill-gap-offset-kept@src/residency/session.c@s/^            s->free_ext\[i\].off += len;$/            (void)0;/@test_session_policy

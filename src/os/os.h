@@ -39,7 +39,8 @@ const char *tl__os_kind_name(tl__os_kind k);
  */
 #define TL_OS_ENOTREG 0x10001
 #define TL_OS_ENOSIZE 0x10002
-/* A path, opened again, names another file than the descriptor opened first (replaced, re-pointed). */
+/* A path, opened again, names another file than the descriptor opened first (replaced, re-pointed).
+ */
 #define TL_OS_EOTHER 0x10003
 
 /*

@@ -54,10 +54,10 @@ tl_status tlr_optimum(const tlr_opt_unit *u, size_t n_u, const uint64_t *budgets
  * never freed (session.c), so a stale pointer is recognised.
  */
 struct tl_acquired {
-    tl_session *owner;     /* the session it came from */
-    uint64_t serial;       /* that session's serial (a session at the same address differs) */
-    uint64_t gen;          /* how many sets this header carried before */
-    bool live;             /* acquired and not yet released (under session.c's g_mu) */
+    tl_session *owner;        /* the session it came from */
+    uint64_t serial;          /* that session's serial (a session at the same address differs) */
+    uint64_t gen;             /* how many sets this header carried before */
+    bool live;                /* acquired and not yet released (under session.c's g_mu) */
     tl_acquired *prev, *next; /* the owner's outstanding sets; next: the free FIFO */
     size_t n;
     tl_session_tensor *t;
@@ -67,6 +67,17 @@ struct tl_acquired {
     tl_ggml_host_buffer *wraps; /* host parts wrapped for ggml (tl_session_bind_ggml) */
     size_t n_wraps, cap_wraps;
 };
+/*
+ * For the bench: time the eviction order's work in s (victim choices and
+ * keeping the lists or heaps) from now on (on) or stop. *ns gets the time
+ * spent on it (the monotonic clock around each piece, its least cost taken
+ * out; a piece over 1 ms counts as preempted and is dropped, *dropped says
+ * how many); *choices the victims chosen; *timer_ns what reading the clock
+ * cost besides (to take out of a CPU time measured around them); all since
+ * the last call, and the counts start again from 0. Any may be NULL.
+ */
+void tl__session_victim_timing(tl_session *s, bool on, uint64_t *ns, uint64_t *choices,
+                               uint64_t *timer_ns, uint64_t *dropped);
 /* Free the ggml wrappers a set's bindings made. */
 void tlr_acquired_unbind(tl_acquired *a);
 

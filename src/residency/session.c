@@ -8,6 +8,10 @@
  * dirty (written there and nowhere else), a reference count and the logical
  * time of its last use.
  *
+ * Each device keeps its evictable units in eviction order (two intrusive
+ * lists without a schedule, a heap with one; see "eviction order" below), so
+ * choosing a victim, an acquire and a release cost no pass over all units.
+ *
  * Invariants (tl_session_check verifies them; TL_ASSERT-style checks run in
  * the tests after every operation):
  *   - per device, used == the sum of the lengths of units on it or loading
@@ -16,6 +20,8 @@
  *   - a unit with refs > 0 or loading is never evicted;
  *   - a dirty unit is never dropped: it goes to RAM or the spill file first,
  *     and if that fails it stays where it is.
+ *   - a device's lists or heap hold exactly its evictable units (on it, not
+ *     loading, unreferenced), in order, their bytes counted in evictable.
  *
  * Locking: one mutex (mu) guards all state; functions named *_locked expect
  * it held. Loads run on the mover engine with the lock released (units are
@@ -67,11 +73,15 @@ typedef struct unit {
     void *pin; /* pinned host copy (clean: the file's bytes), pin_len mapped */
     uint64_t pin_len;
     bool pin_valid; /* filled (a load fills it alongside its first upload) */
-    void *sp_map; /* spill extent, mapped read-only */
+    void *sp_map;   /* spill extent, mapped read-only */
     uint64_t sp_off, sp_len;
     uint32_t refs;
     uint32_t busy; /* its bytes are being changed (tl_session_update_begin): acquires wait */
     uint64_t last_use;
+    /* eviction order: IN_HEAP (its place in hp[]), IN_LIST or NOT_EVICTABLE; with a
+       schedule, its next use when it went there (kept current as the schedule advances);
+       without, its neighbours in its device's list (NOT_EVICTABLE: none) */
+    size_t hpos, nu, lprev, lnext;
     fence *fence; /* device work that may still read the unit (tl_session_release_fenced) */
 } unit;
 
@@ -86,12 +96,30 @@ typedef struct demand {
     struct demand *next;
 } demand;
 
+/* A heap entry: a unit and its keys (copied, so that the heap's work stays in its array). */
+typedef struct hent {
+    size_t nu;
+    uint64_t last_use;
+    size_t k;
+} hent;
+
 typedef struct sdev {
     tl_device *d;
     uint32_t plan_index;
     uint64_t budget, used, peak;
     bool host_ptr, sim, async, pinned;
+    /* its evictable units (on it, not loading, unreferenced), n_heap of them: with a
+       schedule in a heap, the next victim on top; without, in two lists (streamed units,
+       resident units), each in eviction order */
+    struct hent *heap;
+    size_t n_heap;
+    size_t lhead[2], ltail[2];
+    uint64_t evictable; /* their bytes */
 } sdev;
+
+#define NOT_EVICTABLE ((size_t)-1)
+#define IN_LIST ((size_t)-2)
+#define IN_HEAP ((size_t)-3)
 
 typedef struct extent {
     uint64_t off, len;
@@ -137,7 +165,10 @@ struct tl_session {
     /* schedule */
     tl_session_step *steps;
     size_t n_steps, pos;
-    size_t **uses, *n_uses; /* per group: step indices */
+    size_t **uses, *n_uses;  /* per group: step indices */
+    bool furthest;           /* victims by furthest next use (a schedule, policy not LRU) */
+    size_t *gfirst, *gunits; /* per group g: its units gunits[gfirst[g], gfirst[g + 1]) */
+    size_t *hp; /* per unit in a heap: its place there (apart from the units: fewer cache misses) */
     /* host copies and spill */
     uint64_t host_budget;
     int spill_fd;
@@ -156,12 +187,19 @@ struct tl_session {
     uint64_t ev_next, ev_dropped; /* the next entry's number; entries pushed out or lost */
     double t0;
     /* handles: the sets handed out and not released, and acquires still building one */
-    uint64_t serial;        /* unique in the process: a set names its session by it */
-    tl_acquired *sets;      /* outstanding sets (doubly linked through prev/next) */
+    uint64_t serial;   /* unique in the process: a set names its session by it */
+    tl_acquired *sets; /* outstanding sets (doubly linked through prev/next) */
     size_t n_sets;
-    size_t acquiring;       /* acquires holding references without a set yet */
+    size_t acquiring;        /* acquires holding references without a set yet */
     uint64_t acquiring_refs; /* the references they hold */
+    /* victim choices timed (tl__session_victim_timing): for the bench's share of CPU */
+    bool time_victims;
+    double timer_cost, timer_min; /* seconds a reading of the clock costs: mean, least */
+    double victim_t;              /* seconds in the eviction order (timers' cost taken out) */
+    uint64_t victim_choices, victim_timed, victim_dropped; /* choices; intervals; preempted */
 };
+
+static void heap_sync_locked(tl_session *s, unit *u);
 
 /*
  * --- handles (process-wide) ---
@@ -306,7 +344,7 @@ static double now_locked(const tl_session *s, int32_t dev) {
 static void event_locked(tl_session *s, tl_session_event_kind k, const unit *u, tl_tier from,
                          tl_tier to, int32_t dev, uint64_t bytes) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
-    if (!s->ev_cap) return; /* the log is off */
+    if (!s->ev_cap) return;                              /* the log is off */
     if (s->n_ev == s->alloc_ev && s->n_ev < s->ev_cap) { /* not wrapped yet: ev_head is 0 */
         size_t nc = s->alloc_ev ? s->alloc_ev * 2 : 1024;
         if (nc > s->ev_cap) nc = s->ev_cap;
@@ -334,13 +372,13 @@ static void event_locked(tl_session *s, tl_session_event_kind k, const unit *u, 
     const tl_tensor_info *t = tl_model_tensor(s->m, u->pl.tensor);
     size_t layer = tl_model_tensor_layer(s->m, u->pl.tensor);
     s->ev[slot] = (tl_session_event){now_locked(s, dev),
-                                          k,
-                                          t->component,
-                                          layer == TL_NOT_FOUND ? -1 : (int32_t)layer,
-                                          from,
-                                          to,
-                                          dev >= 0 ? (int32_t)s->dev[dev].plan_index : -1,
-                                          bytes};
+                                     k,
+                                     t->component,
+                                     layer == TL_NOT_FOUND ? -1 : (int32_t)layer,
+                                     from,
+                                     to,
+                                     dev >= 0 ? (int32_t)s->dev[dev].plan_index : -1,
+                                     bytes};
 }
 
 static void moved_locked(tl_session *s, tl_tier from, tl_tier to, uint64_t n) {
@@ -571,6 +609,7 @@ static tl_status evict_unit_locked(tl_session *s, unit *u) {
     if (u->ticket) tl_device_wait(v->d, u->ticket);
     tl_device_free(v->d, u->dptr);
     u->on_dev = false;
+    heap_sync_locked(s, u);
     u->dptr = 0;
     u->ticket = 0;
     v->used -= u->pl.len;
@@ -593,35 +632,234 @@ static size_t next_use_locked(const tl_session *s, const unit *u) {
     return lo < s->n_uses[u->group] ? idx[lo] : (size_t)-1;
 }
 
+/*
+ * --- eviction order ---
+ *
+ * Each device keeps its evictable units (on it, not loading, unreferenced) in
+ * a binary heap whose top is the next victim: with a schedule (policy not
+ * LRU) the furthest next use first, then the least recently used; else
+ * streamed units before resident ones, then the least recently used. Ties go
+ * to the lower unit index, so the order is total. A unit's key does not
+ * change while it is in the heap, except its next use as the schedule
+ * advances: advance_schedule_locked re-places the units of the steps passed.
+ * Every change of on_dev, loading or refs calls heap_sync_locked.
+ */
+
+/* With a schedule: does the unit of a leave before the unit of b? */
+static bool hent_before(const hent *a, const hent *b) {
+    if (a->nu != b->nu) return a->nu > b->nu; /* the furthest next use */
+    if (a->last_use != b->last_use) return a->last_use < b->last_use;
+    return a->k < b->k;
+}
+
+/* Does a leave before b? */
+static bool evict_before(const tl_session *s, const unit *a, const unit *b) {
+    if (s->furthest) {
+        hent x = {a->nu, a->last_use, (size_t)(a - s->u)},
+             y = {b->nu, b->last_use, (size_t)(b - s->u)};
+        return hent_before(&x, &y);
+    }
+    if (a->pl.streamed != b->pl.streamed) return a->pl.streamed;      /* streamed units first */
+    if (a->last_use != b->last_use) return a->last_use < b->last_use; /* the least recently used */
+    return a < b;
+}
+
+static void heap_set(tl_session *s, sdev *v, size_t at, hent e) {
+    v->heap[at] = e;
+    s->hp[e.k] = at;
+}
+
+static void heap_up(tl_session *s, sdev *v, size_t at) {
+    hent e = v->heap[at];
+    while (at > 0) {
+        size_t up = (at - 1) / 2;
+        if (!hent_before(&e, &v->heap[up])) break;
+        heap_set(s, v, at, v->heap[up]);
+        at = up;
+    }
+    heap_set(s, v, at, e);
+}
+
+static void heap_down(tl_session *s, sdev *v, size_t at) {
+    hent e = v->heap[at];
+    for (;;) {
+        size_t c = 2 * at + 1;
+        if (c >= v->n_heap) break;
+        if (c + 1 < v->n_heap && hent_before(&v->heap[c + 1], &v->heap[c])) c++;
+        if (!hent_before(&v->heap[c], &e)) break;
+        heap_set(s, v, at, v->heap[c]);
+        at = c;
+    }
+    heap_set(s, v, at, e);
+}
+
+/* Take unit k out of its device's list. */
+static void list_remove(tl_session *s, sdev *v, size_t k) {
+    unit *u = &s->u[k];
+    int l = !u->pl.streamed;
+    if (u->lprev != NOT_EVICTABLE)
+        s->u[u->lprev].lnext = u->lnext;
+    else
+        v->lhead[l] = u->lnext;
+    if (u->lnext != NOT_EVICTABLE)
+        s->u[u->lnext].lprev = u->lprev;
+    else
+        v->ltail[l] = u->lprev;
+    u->lprev = u->lnext = NOT_EVICTABLE;
+}
+
+/*
+ * Put unit k in its device's list at its place in the order: at the head when
+ * it goes first, else after the last unit from the tail that goes before it
+ * (a unit released goes at the tail, or near it, unless released long after
+ * its acquire: the walk is as long as the units released since then).
+ */
+static void list_insert(tl_session *s, sdev *v, size_t k) {
+    unit *u = &s->u[k];
+    int l = !u->pl.streamed;
+    size_t after = v->ltail[l];
+    if (v->lhead[l] == NOT_EVICTABLE || evict_before(s, u, &s->u[v->lhead[l]]))
+        after = NOT_EVICTABLE;
+    else
+        while (evict_before(s, u, &s->u[after]))
+            after = s->u[after].lprev;
+    u->lprev = after;
+    u->lnext = after == NOT_EVICTABLE ? v->lhead[l] : s->u[after].lnext;
+    if (u->lprev != NOT_EVICTABLE)
+        s->u[u->lprev].lnext = k;
+    else
+        v->lhead[l] = k;
+    if (u->lnext != NOT_EVICTABLE)
+        s->u[u->lnext].lprev = k;
+    else
+        v->ltail[l] = k;
+}
+
+static void heap_remove(tl_session *s, unit *u) {
+    sdev *v = &s->dev[u->dev];
+    bool listed = u->hpos == IN_LIST;
+    u->hpos = NOT_EVICTABLE;
+    v->evictable -= u->pl.len;
+    if (listed) {
+        v->n_heap--;
+        list_remove(s, v, (size_t)(u - s->u));
+        return;
+    }
+    size_t at = s->hp[u - s->u];
+    hent last = v->heap[--v->n_heap];
+    if (at == v->n_heap) return;
+    heap_set(s, v, at, last);
+    heap_up(s, v, at);
+    heap_down(s, v, s->hp[last.k]);
+}
+
+/* Put unit u in its device's heap, or take it out, as its state says (its key made current). */
+static void heap_sync_untimed(tl_session *s, unit *u) {
+    if (u->hpos != NOT_EVICTABLE) heap_remove(s, u);
+    if (!on_device(s, u) || !u->on_dev || u->loading || u->refs) return;
+    sdev *v = &s->dev[u->dev];
+    if (!s->furthest) {
+        u->hpos = IN_LIST;
+        v->n_heap++;
+        v->evictable += u->pl.len;
+        list_insert(s, v, (size_t)(u - s->u));
+        return;
+    }
+    u->nu = next_use_locked(s, u);
+    v->heap[v->n_heap] = (hent){u->nu, u->last_use, (size_t)(u - s->u)};
+    u->hpos = IN_HEAP;
+    v->evictable += u->pl.len;
+    heap_up(s, v, v->n_heap++);
+}
+
+/*
+ * An interval of the eviction order's work timed (tl__session_victim_timing):
+ * the clock's least cost taken out (what it keeps of the clock's noise counts
+ * as work); one over 1 ms was preempted (the work takes microseconds at most)
+ * and is dropped, so that the sum is the CPU time of the work.
+ */
+static void victim_time_add(tl_session *s, double t) {
+    s->victim_timed++;
+    if (t > 1e-3) {
+        s->victim_dropped++;
+        return;
+    }
+    s->victim_t += t - s->timer_min;
+}
+
+static void heap_sync_locked(tl_session *s, unit *u) {
+    tl__os_mutex_assert_held(&s->mu);
+    if (!s->time_victims) {
+        heap_sync_untimed(s, u);
+        return;
+    }
+    double t0 = tl__os_now();
+    heap_sync_untimed(s, u);
+    victim_time_add(s, tl__os_now() - t0);
+}
+
+/* Every heap made again (the eviction order changed: a schedule was set or cleared). */
+static void heap_rebuild_locked(tl_session *s) {
+    tl__os_mutex_assert_held(&s->mu);
+    s->furthest = s->steps && s->o.policy != TL_EVICT_LRU;
+    for (size_t d = 0; d < s->n_dev; d++) {
+        s->dev[d].n_heap = 0;
+        s->dev[d].evictable = 0;
+        for (int l = 0; l < 2; l++)
+            s->dev[d].lhead[l] = s->dev[d].ltail[l] = NOT_EVICTABLE;
+    }
+    for (size_t i = 0; i < s->n_u; i++) {
+        s->u[i].hpos = s->u[i].lprev = s->u[i].lnext = NOT_EVICTABLE;
+        heap_sync_locked(s, &s->u[i]);
+    }
+}
+
 /* The unit of device d to evict next, or n_u when none may go. */
 static size_t victim_locked(const tl_session *s, int32_t d) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
-    bool furthest = s->steps && s->o.policy != TL_EVICT_LRU;
-    size_t best = s->n_u;
-    size_t best_next = 0;
-    for (size_t i = 0; i < s->n_u; i++) {
-        const unit *u = &s->u[i];
-        if (u->dev != d || !u->on_dev || u->loading || u->refs) continue;
-        if (best == s->n_u) {
-            best = i;
-            best_next = next_use_locked(s, u);
-            continue;
-        }
-        const unit *b = &s->u[best];
-        if (furthest) {
-            size_t nu = next_use_locked(s, u);
-            if (nu > best_next || (nu == best_next && u->last_use < b->last_use)) {
-                best = i;
-                best_next = nu;
-            }
-        } else if (u->pl.streamed != b->pl.streamed ? u->pl.streamed : u->last_use < b->last_use) {
-            best = i;
-        }
-    }
-    return best;
+    const sdev *v = &s->dev[d];
+    if (s->furthest) return v->n_heap ? v->heap[0].k : s->n_u;
+    size_t a = v->lhead[0], b = v->lhead[1]; /* the first streamed and resident units */
+    if (a == NOT_EVICTABLE) return b == NOT_EVICTABLE ? s->n_u : b;
+    if (b == NOT_EVICTABLE) return a;
+    return evict_before(s, &s->u[a], &s->u[b]) ? a : b;
 }
 
-/* Free at least need bytes of device d's budget; false when it cannot. */
+/* victim_locked, timed when the bench asks (tl__session_victim_timing). */
+static size_t choose_victim_locked(tl_session *s, int32_t d) {
+    if (!s->time_victims) return victim_locked(s, d);
+    double t0 = tl__os_now();
+    size_t k = victim_locked(s, d);
+    victim_time_add(s, tl__os_now() - t0);
+    s->victim_choices++;
+    return k;
+}
+
+void tl__session_victim_timing(tl_session *s, bool on, uint64_t *ns, uint64_t *choices,
+                               uint64_t *timer_ns, uint64_t *dropped) {
+    tl__os_mutex_lock(&s->mu);
+    double t = s->victim_t > 0 ? s->victim_t : 0;
+    if (ns) *ns = (uint64_t)(t * 1e9);
+    if (dropped) *dropped = s->victim_dropped;
+    if (choices) *choices = s->victim_choices;
+    /* what the timing itself cost the caller: two readings of the clock per interval */
+    if (timer_ns) *timer_ns = (uint64_t)(2.0 * s->timer_cost * (double)s->victim_timed * 1e9);
+    if (on && !s->time_victims) { /* the cost of a reading, from 4096 back to back */
+        double t0 = tl__os_now(), t1 = t0, least = 1;
+        for (int i = 0; i < 4096; i++) {
+            double now = tl__os_now();
+            if (now - t1 < least) least = now - t1;
+            t1 = now;
+        }
+        s->timer_cost = (t1 - t0) / 4096;
+        s->timer_min = least;
+    }
+    s->time_victims = on;
+    s->victim_t = 0;
+    s->victim_choices = s->victim_timed = s->victim_dropped = 0;
+    tl__os_mutex_unlock(&s->mu);
+}
+
 /*
  * Free room for need bytes on device d. before: with a schedule, evict only
  * units next used after that step (a prefetch must not push out what is
@@ -633,7 +871,7 @@ static tl_status make_room_locked(tl_session *s, int32_t d, uint64_t need, size_
     sdev *v = &s->dev[d];
     *ok = true;
     while (v->used + need > v->budget) {
-        size_t k = victim_locked(s, d);
+        size_t k = choose_victim_locked(s, d);
         if (k == s->n_u || (before != (size_t)-1 && next_use_locked(s, &s->u[k]) <= before)) {
             *ok = false;
             return TL_OK;
@@ -647,12 +885,7 @@ static tl_status make_room_locked(tl_session *s, int32_t d, uint64_t need, size_
 /* Bytes of device d that eviction could free now. */
 static uint64_t evictable_locked(const tl_session *s, int32_t d) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
-    uint64_t b = 0;
-    for (size_t i = 0; i < s->n_u; i++) {
-        const unit *u = &s->u[i];
-        if (u->dev == d && u->on_dev && !u->loading && !u->refs) b += u->pl.len;
-    }
-    return b;
+    return s->dev[d].evictable;
 }
 
 /* Allocate a unit's device memory; on a refusal the budget did not expect, evict and retry once. */
@@ -665,7 +898,7 @@ static tl_status alloc_locked(tl_session *s, unit *u) {
     /* another process took memory: evict the coldest unreferenced units for the shortfall */
     uint64_t freed = 0;
     while (freed < n) {
-        size_t k = victim_locked(s, u->dev);
+        size_t k = choose_victim_locked(s, u->dev);
         if (k == s->n_u) break;
         uint64_t len = s->u[k].pl.len;
         if (evict_unit_locked(s, &s->u[k])) break;
@@ -740,6 +973,11 @@ tl_status tl_session_destroy(tl_session *s) {
     free(s->steps);
     free(s->u);
     free(s->first);
+    free(s->gfirst);
+    free(s->gunits);
+    free(s->hp);
+    for (size_t d = 0; d < TL_PLAN_MAX_DEVICES; d++)
+        free(s->dev[d].heap);
     free(s->free_ext);
     free(s->ev);
     free(s->spill_dir);
@@ -794,6 +1032,34 @@ static tl_status bind_devices(tl_session *s) {
         snprintf(s->st.devices[s->n_dev].name, sizeof s->st.devices[0].name, "%s", pd->name);
         s->n_dev++;
     }
+    return TL_OK;
+}
+
+/* The units of each group, and each device's heap (empty: nothing is on a device yet). */
+static tl_status index_units(tl_session *s) {
+    size_t ng = s->groups.n;
+    s->gfirst = tl__os_calloc(ng + 2, sizeof *s->gfirst);
+    s->gunits = tl__os_malloc((s->n_u ? s->n_u : 1) * sizeof *s->gunits);
+    s->hp = tl__os_malloc((s->n_u ? s->n_u : 1) * sizeof *s->hp);
+    if (!s->gfirst || !s->gunits || !s->hp) return tl__err(TL_ERR_NOMEM, "session: out of memory");
+    size_t per_dev[TL_PLAN_MAX_DEVICES] = {0};
+    for (size_t i = 0; i < s->n_u; i++) {
+        const unit *u = &s->u[i];
+        s->gfirst[u->group + 2]++; /* group < ng (tlr_group_of) */
+        if (on_device(s, u)) per_dev[u->dev]++;
+    }
+    for (size_t g = 0; g < ng; g++) /* gfirst[g + 2]: counts, then gfirst[g + 1]: starts */
+        s->gfirst[g + 2] += s->gfirst[g + 1];
+    for (size_t i = 0; i < s->n_u; i++) {
+        s->gunits[s->gfirst[s->u[i].group + 1]++] = i;
+    }
+    for (size_t d = 0; d < s->n_dev; d++) {
+        s->dev[d].heap = tl__os_malloc((per_dev[d] ? per_dev[d] : 1) * sizeof *s->dev[d].heap);
+        if (!s->dev[d].heap) return tl__err(TL_ERR_NOMEM, "session: out of memory");
+    }
+    tl__os_mutex_lock(&s->mu);
+    heap_rebuild_locked(s);
+    tl__os_mutex_unlock(&s->mu);
     return TL_OK;
 }
 
@@ -880,6 +1146,7 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
             for (size_t t = n_pl ? pl[n_pl - 1].tensor + 1 : 0; t <= nt; t++)
                 s->first[t] = n_pl;
             s->n_u = n_pl;
+            st = index_units(s);
         }
     }
     free(pl);
@@ -911,6 +1178,7 @@ static void unload_failed_locked(tl_session *s, unit *u) {
     tl_device_free(v->d, u->dptr);
     v->used -= u->pl.len;
     u->loading = false;
+    heap_sync_locked(s, u);
     u->dptr = 0;
     u->ticket = 0;
 }
@@ -928,6 +1196,7 @@ static void loaded_locked(tl_session *s, unit *u, bool prefetch) {
     u->on_dev = true;
     u->prefetched = prefetch;
     if (prefetch) u->last_use = ++s->clock; /* wanted soon: the newest for LRU */
+    heap_sync_locked(s, u);
     s->st.loads++;
     moved_locked(s, from, TL_TIER_DEVICE, u->pl.len);
     event_locked(s, prefetch ? TL_EVENT_PREFETCH : TL_EVENT_LOAD, u, from, TL_TIER_DEVICE, u->dev,
@@ -1001,7 +1270,8 @@ static tl__io_xfer load_xfer(tl_session *s, unit *u) {
     return x;
 }
 
-/* Wake every thread waiting for a load to finish (a prefetch batch, a demand load, queued copies). */
+/* Wake every thread waiting for a load to finish (a prefetch batch, a demand load, queued copies).
+ */
 static void loads_changed(tl_session *s) {
     tl__os_mutex_lock(&s->pmu);
     s->pgen++;
@@ -1178,6 +1448,7 @@ static tl_status reserve_locked(tl_session *s, unit *u, bool prefetch, bool *ok)
     if (st) return st;
     dev_add_locked(s, u->dev, u->pl.len);
     u->loading = true;
+    heap_sync_locked(s, u);
     return TL_OK;
 }
 
@@ -1296,9 +1567,33 @@ static tl_status wait_tickets(tl_session *s, uint64_t *tick) {
 static void unref_locked(tl_session *s, const size_t *list, size_t n) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     bool freed = false; /* a unit became evictable */
-    for (size_t i = 0; i < n; i++)
-        if (s->u[list[i]].refs && --s->u[list[i]].refs == 0) freed = true;
+    for (size_t i = 0; i < n; i++) {
+        unit *u = &s->u[list[i]];
+        if (u->refs && --u->refs == 0) {
+            heap_sync_locked(s, u);
+            freed = true;
+        }
+    }
     if (freed && s->wq_head) tl__os_cond_broadcast(&s->rcv); /* acquires waiting for room */
+}
+
+/* The evictable units of group g re-placed in their heaps (their next use changed). */
+static void replace_group_locked(tl_session *s, size_t g) {
+    for (size_t k = s->gfirst[g]; k < s->gfirst[g + 1]; k++) {
+        unit *u = &s->u[s->gunits[k]];
+        if (u->hpos != NOT_EVICTABLE) heap_sync_locked(s, u);
+    }
+}
+
+/* ... of the groups of a step (as tlr_step_has counts them). */
+static void replace_step_units_locked(tl_session *s, const tl_session_step *st) {
+    int c = (int)st->component;
+    if (c < 0 || c >= TL_COMP_COUNT) return;
+    size_t b = s->groups.base[c], nl = s->groups.n_layers[c];
+    size_t le = st->layer_end == TL_ALL_LAYERS || st->layer_end > nl ? nl : st->layer_end;
+    for (size_t k = st->layer_begin; k < le; k++)
+        replace_group_locked(s, b + k);
+    if (st->with_other) replace_group_locked(s, b + nl);
 }
 
 static void advance_schedule_locked(tl_session *s, tl_component c, size_t lb, size_t le,
@@ -1308,7 +1603,11 @@ static void advance_schedule_locked(tl_session *s, tl_component c, size_t lb, si
         const tl_session_step *st = &s->steps[i];
         if (st->component == c && st->layer_begin == lb && st->layer_end == le &&
             st->with_other == with_other) {
+            size_t from = s->pos;
             s->pos = i + 1;
+            if (s->furthest) /* units used by the steps passed have a later next use now */
+                for (size_t j = from; j <= i; j++)
+                    replace_step_units_locked(s, &s->steps[j]);
             return;
         }
     }
@@ -1323,19 +1622,14 @@ static void take_refs_locked(tl_session *s, const size_t *list, size_t n) {
         while (s->u[list[i]].busy)
             tl__os_cond_wait(&s->bcv, &s->mu);
     for (size_t i = 0; i < n; i++)
-        s->u[list[i]].refs++;
+        if (s->u[list[i]].refs++ == 0) heap_sync_locked(s, &s->u[list[i]]);
     s->acquiring_refs += n;
 }
 
 /* Bytes of device d held by referenced or loading units (what no eviction can free). */
 static uint64_t held_locked(const tl_session *s, int32_t d) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
-    uint64_t held = 0;
-    for (size_t q = 0; q < s->n_u; q++)
-        if (s->u[q].dev == d && (s->u[q].on_dev || s->u[q].loading) &&
-            (s->u[q].refs || s->u[q].loading))
-            held += s->u[q].pl.len;
-    return held;
+    return s->dev[d].used - s->dev[d].evictable; /* used: units on it or loading */
 }
 
 static void room_leave_locked(tl_session *s, room_waiter *w) {
@@ -1458,9 +1752,9 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
     /* tensors whose bytes are being changed: wait until the update ends */
     take_refs_locked(s, list, n);
     s->acquiring++;
-    bool by_callback = false;    /* the progress callback asked to stop */
-    size_t n_mine = 0;           /* units this acquire loaded (mine[0, n_mine)) */
-    uint64_t moved = 0;          /* bytes its loads move (for progress) */
+    bool by_callback = false; /* the progress callback asked to stop */
+    size_t n_mine = 0;        /* units this acquire loaded (mine[0, n_mine)) */
+    uint64_t moved = 0;       /* bytes its loads move (for progress) */
     double deadline = tl__os_now() + timeout_ms / 1000.0;
     room_waiter me = {NULL};
     bool queued = false, holding = true; /* holding: the references are taken */
@@ -1770,7 +2064,7 @@ static void retire(tl_acquired *a) {
 }
 
 tl_status tl_session_release_fenced(tl_session *s, tl_acquired *a, tl_fence_wait_fn wait,
-                                     void *arg) {
+                                    void *arg) {
     if (!s || !a || !wait)
         return tl__err(TL_ERR_INVALID_ARG, "tl_session_release_fenced: NULL argument");
     fence *f = tl__os_calloc(1, sizeof *f);
@@ -1835,7 +2129,7 @@ tl_status tl_session_evict(tl_session *s, const char *device, uint64_t bytes, ui
     tl_status st = TL_OK;
     /* each round evicts one unit, and no unit comes back meanwhile: at most n_u rounds */
     for (size_t round = 0; got < bytes && round < s->n_u; round++) {
-        size_t k = victim_locked(s, d);
+        size_t k = choose_victim_locked(s, d);
         if (k == s->n_u) break;
         uint64_t len = s->u[k].pl.len;
         st = evict_unit_locked(s, &s->u[k]);
@@ -1894,6 +2188,7 @@ static tl_status forget_locked(tl_session *s, unit *u) {
         tl_device_free(v->d, u->dptr);
         v->used -= u->pl.len;
         u->on_dev = u->dirty = false;
+        heap_sync_locked(s, u);
         u->dptr = 0;
         u->ticket = 0;
     }
@@ -1918,8 +2213,8 @@ static tl_status tensors_ok(const tl_session *s, const size_t *tensors, size_t n
     if (!s || (n && !tensors)) return tl__err(TL_ERR_INVALID_ARG, "%s: NULL argument", fn);
     for (size_t k = 0; k < n; k++)
         if (tensors[k] >= tl_model_tensor_count(s->m))
-            return tl__err(TL_ERR_INVALID_ARG, "%s: tensor %zu of a model of %zu", fn,
-                           tensors[k], tl_model_tensor_count(s->m));
+            return tl__err(TL_ERR_INVALID_ARG, "%s: tensor %zu of a model of %zu", fn, tensors[k],
+                           tl_model_tensor_count(s->m));
     return TL_OK;
 }
 
@@ -2022,6 +2317,7 @@ tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, s
     s->pos = 0;
     s->uses = uses;
     s->n_uses = nu;
+    heap_rebuild_locked(s);
     tl__os_mutex_unlock(&s->mu);
     return TL_OK;
 }
@@ -2058,8 +2354,8 @@ tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out) {
     return TL_OK;
 }
 
-size_t tl_session_events_copy(const tl_session *s, uint64_t from, tl_session_event *out,
-                              size_t cap, tl_session_log *log) {
+size_t tl_session_events_copy(const tl_session *s, uint64_t from, tl_session_event *out, size_t cap,
+                              tl_session_log *log) {
     if (log) memset(log, 0, sizeof *log);
     if (!s) return 0;
     tl__os_mutex_lock((tl__os_mutex *)&s->mu);
@@ -2104,8 +2400,7 @@ static tl_status check_refs_locked(const tl_session *s) {
             held[a->units[i]]++;
     tl_status st = TL_OK;
     if (sets != s->n_sets)
-        st = tl__err(TL_ERR_INTEGRITY, "%zu outstanding sets listed, %zu counted", sets,
-                     s->n_sets);
+        st = tl__err(TL_ERR_INTEGRITY, "%zu outstanding sets listed, %zu counted", sets, s->n_sets);
     uint64_t refs = 0, in_sets = 0;
     for (size_t i = 0; i < s->n_u && !st; i++) {
         const unit *u = &s->u[i];
@@ -2125,6 +2420,65 @@ static tl_status check_refs_locked(const tl_session *s) {
                      (unsigned long long)s->acquiring_refs);
     free(held);
     return st;
+}
+
+/*
+ * The eviction heaps hold exactly the evictable units, each at its place,
+ * keyed by its current next use, in heap order; their bytes are counted.
+ */
+static tl_status check_heaps_locked(const tl_session *s) {
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
+    uint64_t bytes[TL_PLAN_MAX_DEVICES] = {0};
+    size_t count[TL_PLAN_MAX_DEVICES] = {0};
+    for (size_t i = 0; i < s->n_u; i++) {
+        const unit *u = &s->u[i];
+        bool evictable = on_device(s, u) && u->on_dev && !u->loading && !u->refs;
+        if (evictable != (u->hpos != NOT_EVICTABLE))
+            return tl__err(TL_ERR_INTEGRITY, "tensor %s: %s, and %s the eviction order",
+                           tname(s, u), evictable ? "evictable" : "not evictable",
+                           evictable ? "not in" : "in");
+        if (!evictable) continue;
+        const sdev *v = &s->dev[u->dev];
+        if (s->furthest
+                ? u->hpos != IN_HEAP || s->hp[i] >= v->n_heap || v->heap[s->hp[i]].k != i ||
+                      v->heap[s->hp[i]].nu != u->nu || v->heap[s->hp[i]].last_use != u->last_use
+                : u->hpos != IN_LIST)
+            return tl__err(TL_ERR_INTEGRITY, "tensor %s: misplaced in the eviction order",
+                           tname(s, u));
+        if (s->furthest && u->nu != next_use_locked(s, u))
+            return tl__err(TL_ERR_INTEGRITY, "tensor %s: next use %zu kept, %zu now", tname(s, u),
+                           u->nu, next_use_locked(s, u));
+        bytes[u->dev] += u->pl.len;
+        count[u->dev]++;
+    }
+    for (size_t d = 0; d < s->n_dev; d++) {
+        const sdev *v = &s->dev[d];
+        if (count[d] != v->n_heap || bytes[d] != v->evictable)
+            return tl__err(TL_ERR_INTEGRITY,
+                           "%s: %zu units of %llu bytes evictable, %zu of %llu counted",
+                           s->st.devices[d].name, count[d], (unsigned long long)bytes[d], v->n_heap,
+                           (unsigned long long)v->evictable);
+        for (size_t k = 1; s->furthest && k < v->n_heap; k++)
+            if (hent_before(&v->heap[k], &v->heap[(k - 1) / 2]))
+                return tl__err(TL_ERR_INTEGRITY, "%s: eviction order out of heap order at %zu",
+                               s->st.devices[d].name, k);
+        size_t listed = 0;
+        for (int l = 0; !s->furthest && l < 2; l++)
+            for (size_t k = v->lhead[l], prev = NOT_EVICTABLE; k != NOT_EVICTABLE;
+                 prev = k, k = s->u[k].lnext, listed++) {
+                const unit *u = &s->u[k];
+                if (listed >= v->n_heap || u->lprev != prev || u->dev != (int32_t)d ||
+                    !u->pl.streamed != l ||
+                    (prev != NOT_EVICTABLE && !evict_before(s, &s->u[prev], u)) ||
+                    (u->lnext == NOT_EVICTABLE && v->ltail[l] != k))
+                    return tl__err(TL_ERR_INTEGRITY, "%s: eviction list broken at tensor %s",
+                                   s->st.devices[d].name, tname(s, u));
+            }
+        if (!s->furthest && listed != v->n_heap)
+            return tl__err(TL_ERR_INTEGRITY, "%s: %zu units listed for eviction, %zu counted",
+                           s->st.devices[d].name, listed, v->n_heap);
+    }
+    return TL_OK;
 }
 
 tl_status tl_session_check(const tl_session *s) {
@@ -2158,6 +2512,7 @@ tl_status tl_session_check(const tl_session *s) {
                      (unsigned long long)s->st.host_used, (unsigned long long)host);
     if (!st && host > s->host_budget) st = tl__err(TL_ERR_INTEGRITY, "host copies over budget");
     if (!st) st = check_refs_locked(s);
+    if (!st) st = check_heaps_locked(s);
     tl__os_mutex_unlock((tl__os_mutex *)&s->mu);
     return st;
 }
