@@ -37,7 +37,7 @@ io-cancel-queued-never-finishes@src/io/engine.c@s/^    if (b->busy == 0 \&\& !b-
 touch-slow-run-never-reset@src/io/touch.c@s/^                atomic_store(\&t->slow_run, 0);$/                (void)0;/@test_touch
 touch-judges-slivers@src/io/touch.c@s/if ((uint64_t)(step - p) == HUGE) {/if (1) {/@test_touch
 zip64-extra-no-advance@src/format/zip.c@s/if (need_u) e->usize = u64(p), p += 8;/if (need_u) e->usize = u64(p);/@test_zip
-layer-key-without-length@src/model/group.c@s/tab\[j\].comp == c \&\& tab\[j\].len == kl \&\& /tab[j].comp == c \&\& /@test_groups
+layer-key-without-length@src/model/group.c@s/t->s\[j\].comp == comp \&\& t->s\[j\].len == n \&\& /t->s[j].comp == comp \&\& /@test_groups
 python-read-ignores-offset@bindings/python/tierload/__init__.py@s/tl_model_tensor_read(self.handle, t.index, offset, buf, n)/tl_model_tensor_read(self.handle, t.index, 0, buf, n)/@python
 run-checks-nothing@src/residency/run.c@/^static tl_status check(run \*r/,/^}/ s/i < tl_acquired_count(a); i++/i < tl_acquired_count(a) \&\& !r; i++/@test_run_cli
 ckpt-storage-offset-ignored@src/format/ckpt.c@s/t->offset = e->offset + off_bytes;/t->offset = e->offset;/@test_ckpt
