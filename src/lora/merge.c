@@ -7,7 +7,8 @@
  * once to the weight's dtype. The rows of a large module are split over
  * threads (every CPU the process may use; TIERLOAD_MERGE_THREADS caps it);
  * the bytes are the same for any thread count (see rows_fn). Memory: 12 KiB
- * of tiles per thread and the module's own small matrices.
+ * of tiles per thread, the module's own small matrices and, for a check and
+ * write in one call, the rounded results of a tensor of at most 16 MiB.
  *
  * Nothing non-finite reaches a weight: a factor holding NaN or Inf, a
  * non-finite alpha/rank or scale, and a result that rounds to Inf or NaN in
@@ -272,6 +273,7 @@ typedef struct row_job {
     const mat *a, *b, *c, *d, *w1, *w2;
     float s;
     bool dry;          /* compute and check only; write nothing */
+    unsigned char *keep; /* dry: where the rounded results go (the tensor's size), or NULL */
     uint64_t o0, o1;   /* the rows of this job */
     uint64_t overflow; /* finite weights that the merge makes non-finite in the weight's type */
     uint64_t first_bad;
@@ -317,10 +319,11 @@ static void rows_fn(void *arg) {
                 tl__convert_run(j->wi->dtype, wt, TL_DTYPE_F32, dl, n, &bad);
                 continue;
             }
-            /* rounded to the weight's type and back (d2 is free again): what a write would
-             * store, beside the weight's own values in row */
-            tl__convert_run(j->wi->dtype, d2, TL_DTYPE_F32, dl, n, &bad);
-            tl__convert_run(TL_DTYPE_F32, dl, j->wi->dtype, d2, n, &bad);
+            /* rounded to the weight's type (into d2, free again, or the kept results) and
+             * back: what a write would store, beside the weight's own values in row */
+            void *rt = j->keep ? j->keep + (o * kk + x0) * j->es : (void *)d2;
+            tl__convert_run(j->wi->dtype, rt, TL_DTYPE_F32, dl, n, &bad);
+            tl__convert_run(TL_DTYPE_F32, dl, j->wi->dtype, rt, n, &bad);
             for (uint64_t x = 0; x < n; x++)
                 if (!isfinite(dl[x]) && isfinite(row[x]) && j->overflow++ == 0)
                     j->first_bad = o * kk + x0 + x;
@@ -335,6 +338,8 @@ static void *rows_worker(void *arg) {
 }
 
 #define MAX_THREADS 64
+/* The largest tensor whose dry-run results a checked write keeps (see lora_merge). */
+#define KEEP_MAX (16u << 20)
 /* Work (multiply-adds) below which one more thread costs more than it saves. */
 #define MIN_WORK_PER_THREAD (1u << 18)
 
@@ -405,6 +410,7 @@ tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, siz
                        "%s: LoRA module '%s': scale %g x alpha/rank is not finite; refused", lpath,
                        md->key, (double)scale);
     mat a = {0}, b = {0}, c = {0}, d = {0}, w1 = {0}, w2 = {0};
+    unsigned char *keep = NULL;
     if (md->kind == LORA_PLAIN) {
         if ((st = mat_load(l, k, md->part[P_UP], &a)) || (st = mat_load(l, k, md->part[P_DOWN], &b)))
             goto done;
@@ -428,13 +434,28 @@ tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, siz
                 goto done;
         }
     }
-    /* the dry run (LORA_DRY, LORA_CHECK_WRITE), then the writing one (LORA_WRITE, LORA_CHECK_WRITE) */
+    /*
+     * The dry run (LORA_DRY, LORA_CHECK_WRITE), then the writing one (LORA_WRITE,
+     * LORA_CHECK_WRITE). Checked and written in one call, a tensor of at most KEEP_MAX bytes
+     * keeps the dry run's rounded results (the bytes a write would store) and copies them in
+     * instead of computing them again: extra memory at most KEEP_MAX.
+     */
     uint64_t rank = md->kind == LORA_PLAIN ? a.cols : md->kind == LORA_LOHA ? a.cols + c.cols : 1;
     unsigned nth = pass_threads(out, kk, rank);
+    if (pass == LORA_CHECK_WRITE && wi->nbytes <= KEEP_MAX && wi->nbytes == out * kk * es)
+        keep = tl__os_malloc((size_t)wi->nbytes); /* NULL: computed twice */
     for (int wet = pass == LORA_WRITE; wet <= (pass != LORA_DRY) && !st; wet++) {
+        if (wet && keep) {
+            if (tl__os_guarded_copy(w, keep, (size_t)wi->nbytes) != 0)
+                st = tl__err(TL_ERR_CHANGED,
+                             "%s: tensor '%s': the file changed while LoRA module '%s' was "
+                             "merged (truncated?)",
+                             tl_model_file(m, wi->file)->path, wi->name, md->key);
+            break;
+        }
         row_job j = {.wi = wi, .base = w, .out = out, .kk = kk, .es = es, .kind = md->kind,
                      .a = &a, .b = &b, .c = &c, .d = &d, .w1 = &w1, .w2 = &w2, .s = s,
-                     .dry = !wet, .o0 = 0, .o1 = out};
+                     .dry = !wet, .keep = wet ? NULL : keep, .o0 = 0, .o1 = out};
         if (run_pass(&j, nth) != 0) {
             st = tl__err(TL_ERR_CHANGED,
                          "%s: tensor '%s': the file changed while LoRA module '%s' was merged "
@@ -450,5 +471,6 @@ tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, siz
     }
 done:
     mat_free(&a), mat_free(&b), mat_free(&c), mat_free(&d), mat_free(&w1), mat_free(&w2);
+    free(keep);
     return st;
 }
