@@ -24,6 +24,7 @@
 #include "core/error.h"
 #include "io/convert.h"
 #include "os/guard.h"
+#include "os/hostmem.h"
 #include "os/os.h"
 #include "os/thread.h"
 
@@ -411,6 +412,8 @@ tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, siz
                        md->key, (double)scale);
     mat a = {0}, b = {0}, c = {0}, d = {0}, w1 = {0}, w2 = {0};
     unsigned char *keep = NULL;
+    void *keep_map = NULL;
+    uint64_t keep_len = 0;
     if (md->kind == LORA_PLAIN) {
         if ((st = mat_load(l, k, md->part[P_UP], &a)) || (st = mat_load(l, k, md->part[P_DOWN], &b)))
             goto done;
@@ -442,8 +445,10 @@ tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, siz
      */
     uint64_t rank = md->kind == LORA_PLAIN ? a.cols : md->kind == LORA_LOHA ? a.cols + c.cols : 1;
     unsigned nth = pass_threads(out, kk, rank);
-    if (pass == LORA_CHECK_WRITE && wi->nbytes <= KEEP_MAX && wi->nbytes == out * kk * es)
-        keep = tl__os_malloc((size_t)wi->nbytes); /* NULL: computed twice */
+    /* mapped, not malloc'd: given back at once, whatever the allocator (or ASan) keeps */
+    if (pass == LORA_CHECK_WRITE && wi->nbytes <= KEEP_MAX && wi->nbytes == out * kk * es &&
+        tl__os_anon_alloc(wi->nbytes, TL_OS_PAGES_KERNEL, &keep_map, &keep_len) == 0)
+        keep = keep_map; /* else computed twice */
     for (int wet = pass == LORA_WRITE; wet <= (pass != LORA_DRY) && !st; wet++) {
         if (wet && keep) {
             if (tl__os_guarded_copy(w, keep, (size_t)wi->nbytes) != 0)
@@ -471,6 +476,6 @@ tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, siz
     }
 done:
     mat_free(&a), mat_free(&b), mat_free(&c), mat_free(&d), mat_free(&w1), mat_free(&w2);
-    free(keep);
+    if (keep_map) tl__os_anon_free(keep_map, keep_len);
     return st;
 }
