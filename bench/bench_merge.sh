@@ -6,7 +6,8 @@
 # limit (merge <= 1.3 x cp) and the merge's peak extra anonymous RSS (its --json
 # rss_anon_extra_peak, the largest of the rounds) beside its limit (64 MiB); exits 1 on a miss.
 # The merge syncs its output before renaming it into place (tierload's outfile); cp does not: that
-# sync is inside the merge's time.
+# sync is inside the merge's time. So each round also times `cp` followed by `sync FILE` (an
+# fsync of the copy), printed beside the merge for information (no limit).
 # The demo files come from TL_BENCH_DEMO_DIR, else the demo's own cache ($XDG_CACHE_HOME/tierload
 # or ~/.cache/tierload); they are generated there once (`tierload demo`) when missing. Outputs go
 # to a temporary folder in TMPDIR.
@@ -45,14 +46,16 @@ def timed(cmd, dst):
     t0 = time.perf_counter()
     p = subprocess.run(cmd, stdout=subprocess.PIPE, check=True)
     return time.perf_counter() - t0, p.stdout
-merge_t, cp_t, extra = [], [], 0
+merge_t, cp_t, cps_t, extra = [], [], [], 0
 for _ in range(rounds):
     t, so = timed([cli, "merge", model, "--lora", lora, "-o", out, "--json"], out)
     merge_t.append(t)
     extra = max(extra, json.loads(so)["rss_anon_extra_peak"])
     t, _ = timed(["cp", model, cpy], cpy)
     cp_t.append(t)
-mm, mc = statistics.median(merge_t), statistics.median(cp_t)
+    t, _ = timed(["sh", "-c", 'cp "$1" "$2" && sync "$2"', "sh", model, cpy], cpy)
+    cps_t.append(t)
+mm, mc, ms = statistics.median(merge_t), statistics.median(cp_t), statistics.median(cps_t)
 size = os.path.getsize(model)
 ratio = mm / mc
 mib = extra / 2**20
@@ -60,6 +63,8 @@ ok_t, ok_m = ratio <= 1.3, mib <= 64
 print(f"model {size / 2**30:.2f} GiB, {rounds} alternating rounds, medians; CPUs {len(os.sched_getaffinity(0))}")
 print(f"merge {mm:.3f} s (rounds {' '.join(f'{x:.2f}' for x in merge_t)}), "
       f"cp {mc:.3f} s (rounds {' '.join(f'{x:.2f}' for x in cp_t)})")
+print(f"cp + fsync {ms:.3f} s (rounds {' '.join(f'{x:.2f}' for x in cps_t)}); "
+      f"merge / (cp + fsync): {mm / ms:.2f} (no limit)")
 print(f"merge / cp: {ratio:.2f}  (limit 1.30) {'ok' if ok_t else 'MISSED'}")
 print(f"merge peak extra RSS anon: {mib:.1f} MiB  (limit 64 MiB) {'ok' if ok_m else 'MISSED'}")
 sys.exit(0 if ok_t and ok_m else 1)
