@@ -354,7 +354,8 @@ static void test_every_style_and_dtype(void **state) {
 static void test_large_modules_any_thread_count(void **state) {
     (void)state;
     enum { O = 130, K = 1100, R = 8, H = 4, KO = 260, KK = 1110 };
-    char *dir = tu_tmpdir(), *mp = tu_path(dir, "big.safetensors"), *lp = tu_path(dir, "big-lora.safetensors");
+    char *dir = tu_tmpdir(), *mp = tu_path(dir, "big.safetensors"),
+         *lp = tu_path(dir, "big-lora.safetensors");
     seed_state = 777;
     tt w[3] = {{"big.plain.weight", "F16", 2, {O, K}, NULL},
                {"big.loha.weight", "BF16", 2, {O, K}, NULL},
@@ -373,7 +374,7 @@ static void test_large_modules_any_thread_count(void **state) {
         {"big.lokr.lokr_w2", "F32", 2, {13, 111}, NULL},
     };
     for (int i = 0; i < 10; i++) fill(&lt[i]);
-    lt[2].v[0] = R; /* alpha / rank = 1 */
+    lt[2].v[0] = R;     /* alpha / rank = 1 */
     lt[7].v[0] = 2 * H; /* alpha / rank = 2 */
     write_st(mp, w, 3);
     write_st(lp, lt, 10);

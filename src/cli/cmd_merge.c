@@ -9,10 +9,11 @@
  * in the copy-on-write mapping (on every core: lora/merge.c), written, and
  * unpatched again before the next one (peak extra memory: the largest
  * merged tensor plus the staging buffer). Writeback of the output is started
- * every 64 MiB, so that the fsync before the rename has little left to do. Tensors that hold the same bytes
- * (tied weights of a checkpoint) get every module that targets any of them
- * before their bytes are written, as a session merging in place would; a
- * targeted tensor that overlaps another one in a different shape is refused.
+ * every 64 MiB, so that the fsync before the rename has little left to do.
+ * Tensors that hold the same bytes (tied weights of a checkpoint) get every
+ * module that targets any of them before their bytes are written, as a
+ * session merging in place would; a targeted tensor that overlaps another
+ * one in a different shape is refused.
  * A file that shrinks or changes meanwhile is TL_ERR_CHANGED (merges read
  * mappings under the SIGBUS guard). A checkpoint's zip CRC-32s are
  * recomputed for the merged bytes. The output goes through cli_outfile
@@ -50,10 +51,10 @@ typedef struct merge_ctx {
     size_t **targets; /* per LoRA, per module */
     bool *targeted;   /* per tensor: some module merges into it */
     FILE *out;
-    int ofd;           /* out's descriptor: every byte goes through it (out holds none) */
-    uint64_t opos;     /* bytes written to ofd */
-    uint64_t synced;   /* bytes whose writeback was started */
-    bool kernel_copy;  /* copy_file_range works between these files */
+    int ofd;          /* out's descriptor: every byte goes through it (out holds none) */
+    uint64_t opos;    /* bytes written to ofd */
+    uint64_t synced;  /* bytes whose writeback was started */
+    bool kernel_copy; /* copy_file_range works between these files */
     unsigned char *buf;
     int fd;
     uint64_t merged_tensors, merged_bytes, largest;
@@ -96,7 +97,8 @@ static tl_status write_out(merge_ctx *c, const void *p, size_t n) {
 }
 
 static tl_status changed(merge_ctx *c, uint64_t off) {
-    return tl_set_error(TL_ERR_CHANGED, "%s: the file changed while it was merged (it ends at %llu now)",
+    return tl_set_error(TL_ERR_CHANGED,
+                        "%s: the file changed while it was merged (it ends at %llu now)",
                         tl_model_file(c->m, 0)->path, (unsigned long long)off);
 }
 

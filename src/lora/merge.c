@@ -273,12 +273,12 @@ typedef struct row_job {
     lora_kind kind;
     const mat *a, *b, *c, *d, *w1, *w2;
     float s;
-    bool dry;          /* compute and check only; write nothing */
+    bool dry;            /* compute and check only; write nothing */
     unsigned char *keep; /* dry: where the rounded results go (the tensor's size), or NULL */
-    uint64_t o0, o1;   /* the rows of this job */
-    uint64_t overflow; /* finite weights that the merge makes non-finite in the weight's type */
+    uint64_t o0, o1;     /* the rows of this job */
+    uint64_t overflow;   /* finite weights that the merge makes non-finite in the weight's type */
     uint64_t first_bad;
-    int faulted;       /* the guarded call's result (a worker's) */
+    int faulted;         /* the guarded call's result (a worker's) */
 } row_job;
 
 /* row*a (rank r) . b[:, x0 .. x0+n) into dl (n <= TILE) */
