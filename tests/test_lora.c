@@ -7,7 +7,8 @@
  * a session that reloads merged tensors. Expected values are computed here
  * in double from the matrices the test wrote and rounded to the weight's
  * type by the test's own rounding; the inputs are multiples of 1/8, so the
- * only rounding anywhere is the final one to the weight's type.
+ * only rounding anywhere is the final one to the weight's type. Large modules
+ * are merged with several thread counts (TIERLOAD_MERGE_THREADS).
  */
 #include "testutil.h"
 
@@ -342,6 +343,120 @@ static void test_every_style_and_dtype(void **state) {
     teardown(&f);
 }
 
+/*
+ * Modules large enough to be cut into column tiles (1100 and 1110 columns: more than one tile, a
+ * tail that is no multiple of a vector) and have their rows split over threads: plain (F16),
+ * LoHa (BF16) and LoKr (F32, kron with 111-column w2), merged with TIERLOAD_MERGE_THREADS 1, 2, 3
+ * and 7; every count gives the values computed here. Then, at a scale that makes every sum round,
+ * the merged bytes of 1 and 5 threads are the same. Both ways of merging: tl_lora_apply (every
+ * module checked, then written) and tl_lora_apply_module (checked and written in one call).
+ */
+static void test_large_modules_any_thread_count(void **state) {
+    (void)state;
+    enum { O = 130, K = 1100, R = 8, H = 4, KO = 260, KK = 1110 };
+    char *dir = tu_tmpdir(), *mp = tu_path(dir, "big.safetensors"),
+         *lp = tu_path(dir, "big-lora.safetensors");
+    seed_state = 777;
+    tt w[3] = {{"big.plain.weight", "F16", 2, {O, K}, NULL},
+               {"big.loha.weight", "BF16", 2, {O, K}, NULL},
+               {"big.lokr.weight", "F32", 2, {KO, KK}, NULL}};
+    for (int i = 0; i < 3; i++) fill(&w[i]);
+    tt lt[12] = {
+        {"big.plain.lora_down.weight", "F32", 2, {R, K}, NULL},
+        {"big.plain.lora_up.weight", "F16", 2, {O, R}, NULL},
+        {"big.plain.alpha", "F32", 1, {1}, NULL},
+        {"big.loha.hada_w1_a", "F32", 2, {O, H}, NULL},
+        {"big.loha.hada_w1_b", "BF16", 2, {H, K}, NULL},
+        {"big.loha.hada_w2_a", "F16", 2, {O, H}, NULL},
+        {"big.loha.hada_w2_b", "F32", 2, {H, K}, NULL},
+        {"big.loha.alpha", "F32", 1, {1}, NULL},
+        {"big.lokr.lokr_w1", "F32", 2, {20, 10}, NULL},
+        {"big.lokr.lokr_w2", "F32", 2, {13, 111}, NULL},
+    };
+    for (int i = 0; i < 10; i++) fill(&lt[i]);
+    lt[2].v[0] = R;     /* alpha / rank = 1 */
+    lt[7].v[0] = 2 * H; /* alpha / rank = 2 */
+    write_st(mp, w, 3);
+    write_st(lp, lt, 10);
+    double *want[3];
+    for (int i = 0; i < 3; i++) {
+        want[i] = malloc(numel(&w[i]) * sizeof(double));
+        memcpy(want[i], w[i].v, numel(&w[i]) * sizeof(double));
+    }
+    lowrank(want[0], lt[1].v, lt[0].v, O, R, K, SCALE);
+    {
+        double *p1 = calloc(O * K, sizeof(double)), *p2 = calloc(O * K, sizeof(double));
+        lowrank(p1, lt[3].v, lt[4].v, O, H, K, 1);
+        lowrank(p2, lt[5].v, lt[6].v, O, H, K, 1);
+        for (int i = 0; i < O * K; i++) want[1][i] += SCALE * 2 * p1[i] * p2[i];
+        free(p1);
+        free(p2);
+    }
+    for (int i = 0; i < 20; i++)
+        for (int j = 0; j < 13; j++)
+            for (int p = 0; p < 10; p++)
+                for (int q = 0; q < 111; q++)
+                    want[2][(i * 13 + j) * KK + p * 111 + q] +=
+                        SCALE * lt[8].v[i * 10 + p] * lt[9].v[j * 111 + q];
+    static const char *counts[] = {"1", "2", "3", "7"};
+    for (size_t c = 0; c < sizeof counts / sizeof *counts; c++) {
+        assert_int_equal(setenv("TIERLOAD_MERGE_THREADS", counts[c], 1), 0);
+        tl_model *m = open_w(mp, true);
+        tl_lora *l = NULL;
+        assert_int_equal(tl_lora_open(lp, &l), TL_OK);
+        if (c % 2 == 0) { /* every module checked, then every one written */
+            tl_lora_report r;
+            assert_int_equal(tl_lora_apply(m, l, (float)SCALE, &r), TL_OK);
+            assert_int_equal(r.n_matched, 3);
+        } else { /* module by module, each checked and written in one call (tierload merge) */
+            size_t tg[3];
+            assert_int_equal(tl_lora_module_count(l), 3);
+            assert_int_equal(tl_lora_targets(m, l, tg), TL_OK);
+            for (size_t k = 0; k < 3; k++)
+                assert_int_equal(tl_lora_apply_module(m, l, k, tg[k], (float)SCALE), TL_OK);
+        }
+        for (int i = 0; i < 3; i++) expect_values(m, w[i].name, w[i].dtype, want[i], numel(&w[i]));
+        tl_lora_close(l);
+        tl_model_close(m);
+    }
+    /* scale 0.3: sums round in F32; the bytes must not depend on the thread count */
+    unsigned char *first[3] = {0};
+    static const char *two[] = {"1", "5"};
+    for (int c = 0; c < 2; c++) {
+        assert_int_equal(setenv("TIERLOAD_MERGE_THREADS", two[c], 1), 0);
+        tl_model *m = open_w(mp, true);
+        tl_lora *l = NULL;
+        assert_int_equal(tl_lora_open(lp, &l), TL_OK);
+        if (c == 0) {
+            assert_int_equal(tl_lora_apply(m, l, 0.3f, NULL), TL_OK);
+        } else {
+            size_t tg[3];
+            assert_int_equal(tl_lora_targets(m, l, tg), TL_OK);
+            for (size_t k = 0; k < 3; k++)
+                assert_int_equal(tl_lora_apply_module(m, l, k, tg[k], 0.3f), TL_OK);
+        }
+        for (int i = 0; i < 3; i++) {
+            size_t t = tl_model_find(m, w[i].name);
+            size_t nb = (size_t)tl_model_tensor(m, t)->nbytes;
+            const unsigned char *p = tl_model_tensor_data(m, t);
+            if (!c) {
+                first[i] = malloc(nb);
+                memcpy(first[i], p, nb);
+            } else {
+                assert_memory_equal(first[i], p, nb);
+            }
+        }
+        tl_lora_close(l);
+        tl_model_close(m);
+    }
+    unsetenv("TIERLOAD_MERGE_THREADS");
+    for (int i = 0; i < 3; i++) free(first[i]), free(want[i]), free(w[i].v);
+    for (int i = 0; i < 10; i++) free(lt[i].v);
+    tu_tmpdir_rm(dir);
+    free(mp);
+    free(lp);
+}
+
 static void test_read_only_model_refused(void **state) {
     (void)state;
     fx f;
@@ -634,6 +749,7 @@ static void test_gguf_adapter(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_style_and_dtype),
+        cmocka_unit_test(test_large_modules_any_thread_count),
         cmocka_unit_test(test_read_only_model_refused),
         cmocka_unit_test(test_quantized_weight_is_an_error),
         cmocka_unit_test(test_shape_mismatch_is_an_error),

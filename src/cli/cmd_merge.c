@@ -4,13 +4,16 @@
  * in, safetensors out; GGUF in, GGUF out), header and metadata byte for byte.
  *
  * A merge changes no tensor's size, so the output has the input's layout:
- * the bytes are copied in file order through one staging buffer, and each
- * tensor a LoRA touches is merged in the copy-on-write mapping, written, and
+ * the bytes are copied in file order (in the kernel with copy_file_range,
+ * else through one staging buffer), and each tensor a LoRA touches is merged
+ * in the copy-on-write mapping (on every core: lora/merge.c), written, and
  * unpatched again before the next one (peak extra memory: the largest
- * merged tensor plus the staging buffer). Tensors that hold the same bytes
- * (tied weights of a checkpoint) get every module that targets any of them
- * before their bytes are written, as a session merging in place would; a
- * targeted tensor that overlaps another one in a different shape is refused.
+ * merged tensor plus the staging buffer). Writeback of the output is started
+ * every 64 MiB, so that the fsync before the rename has little left to do.
+ * Tensors that hold the same bytes (tied weights of a checkpoint) get every
+ * module that targets any of them before their bytes are written, as a
+ * session merging in place would; a targeted tensor that overlaps another
+ * one in a different shape is refused.
  * A file that shrinks or changes meanwhile is TL_ERR_CHANGED (merges read
  * mappings under the SIGBUS guard). A checkpoint's zip CRC-32s are
  * recomputed for the merged bytes. The output goes through cli_outfile
@@ -21,12 +24,14 @@
 #include "cli/json.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #define STAGING (4u << 20)
+#define WRITEBACK (64u << 20) /* writeback is started every this many bytes */
 
 static int help(void) {
     printf("usage: tierload merge MODEL --lora FILE[:SCALE]... -o OUT [--lora-strict] [--json]\n\n"
@@ -46,6 +51,10 @@ typedef struct merge_ctx {
     size_t **targets; /* per LoRA, per module */
     bool *targeted;   /* per tensor: some module merges into it */
     FILE *out;
+    int ofd;          /* out's descriptor: every byte goes through it (out holds none) */
+    uint64_t opos;    /* bytes written to ofd */
+    uint64_t synced;  /* bytes whose writeback was started */
+    bool kernel_copy; /* copy_file_range works between these files */
     unsigned char *buf;
     int fd;
     uint64_t merged_tensors, merged_bytes, largest;
@@ -58,21 +67,75 @@ static int cmp_off(const void *a, const void *b, void *ctx) {
     return x < y ? -1 : x > y;
 }
 
-/* Copy file bytes [off, end) to the output through the staging buffer. */
+/*
+ * Start writing back what was written since the last call, every WRITEBACK bytes, so that the
+ * output's fsync at the end (cli_outfile_commit) finds little left: the disk works while the
+ * copy goes on. Only a hint: its errors are left to that fsync.
+ */
+static void writeback(merge_ctx *c, bool all) {
+    if (c->opos - c->synced < WRITEBACK && !(all && c->opos > c->synced)) return;
+    (void)sync_file_range(c->ofd, (off_t)c->synced, (off_t)(c->opos - c->synced),
+                          SYNC_FILE_RANGE_WRITE);
+    c->synced = c->opos;
+}
+
+/* Write n bytes from p to the output. */
+static tl_status write_out(merge_ctx *c, const void *p, size_t n) {
+    const unsigned char *b = p;
+    while (n) {
+        ssize_t w = write(c->ofd, b, n > (1u << 30) ? (1u << 30) : n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            if (w == 0) errno = EIO;
+            return TL_ERR_IO;
+        }
+        b += w, n -= (size_t)w;
+        c->opos += (uint64_t)w;
+        writeback(c, false);
+    }
+    return TL_OK;
+}
+
+static tl_status changed(merge_ctx *c, uint64_t off) {
+    return tl_set_error(TL_ERR_CHANGED,
+                        "%s: the file changed while it was merged (it ends at %llu now)",
+                        tl_model_file(c->m, 0)->path, (unsigned long long)off);
+}
+
+/*
+ * Copy file bytes [off, end) to the output: in the kernel (copy_file_range, no bounce through
+ * this process) while it works, else through the staging buffer.
+ */
 static tl_status copy_range(merge_ctx *c, uint64_t off, uint64_t end) {
+    while (off < end && c->kernel_copy) {
+        size_t n = end - off > WRITEBACK ? WRITEBACK : (size_t)(end - off);
+        loff_t in = (loff_t)off;
+        ssize_t got = copy_file_range(c->fd, &in, c->ofd, NULL, n, 0);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) { /* not here (another file system, an old kernel...): the staging buffer */
+            if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP &&
+                errno != EBADF && errno != ETXTBSY)
+                return TL_ERR_IO;
+            c->kernel_copy = false;
+            break;
+        }
+        if (got == 0) return changed(c, off);
+        off += (uint64_t)got;
+        c->opos += (uint64_t)got;
+        writeback(c, false);
+    }
     while (off < end) {
         size_t n = end - off > STAGING ? STAGING : (size_t)(end - off);
         ssize_t got = pread(c->fd, c->buf, n, (off_t)off);
+        if (got < 0 && errno == EINTR) continue;
         if (got < 0) {
             fprintf(stderr, "tierload merge: %s: read: %s\n",
                     cli_safe(tl_model_file(c->m, 0)->path), strerror(errno));
             return TL_ERR_IO;
         }
-        if (got == 0)
-            return tl_set_error(TL_ERR_CHANGED,
-                                "%s: the file changed while it was merged (it ends at %llu now)",
-                                tl_model_file(c->m, 0)->path, (unsigned long long)off);
-        if (fwrite(c->buf, 1, (size_t)got, c->out) != (size_t)got) return TL_ERR_IO;
+        if (got == 0) return changed(c, off);
+        tl_status st = write_out(c, c->buf, (size_t)got);
+        if (st) return st;
         off += (uint64_t)got;
     }
     return TL_OK;
@@ -133,8 +196,7 @@ static tl_status write_all(merge_ctx *c) {
         }
         if (st || !merged) continue;
         st = copy_range(c, pos, ti->offset);
-        if (!st && fwrite(tl_model_tensor_data(c->m, t), 1, ti->nbytes, c->out) != ti->nbytes)
-            st = TL_ERR_IO;
+        if (!st) st = write_out(c, tl_model_tensor_data(c->m, t), (size_t)ti->nbytes);
         for (size_t g = j; g < n && !st; g++) {
             size_t u = order[g];
             if (tl_model_tensor(c->m, u)->offset != ti->offset) break;
@@ -147,6 +209,7 @@ static tl_status write_all(merge_ctx *c) {
         if (ti->nbytes > c->largest) c->largest = ti->nbytes;
     }
     if (!st) st = copy_range(c, pos, size);
+    if (!st) writeback(c, true);
     /* rewritten in place meanwhile (same size): the copy may mix two versions */
     if (!st) st = tl_model_check_files(c->m);
     free(order);
@@ -227,8 +290,11 @@ static int merge_main(int argc, char **argv, cli_models *models, cli_loras *lora
     if (!st && !rc) rc = cli_outfile_open(&of, outp, "merge");
     if (!st && !rc) {
         c.out = of.f;
+        c.ofd = of.fd;
+        c.kernel_copy = true;
+        if (fflush(c.out) != 0) st = TL_ERR_IO; /* nothing buffered: the bytes go through ofd */
         tl_memwatch_create(0, &w);
-        st = write_all(&c);
+        if (!st) st = write_all(&c);
         if (!st && tl_model_file(m, 0)->format == TL_FORMAT_CKPT) {
             if (fflush(c.out) != 0) st = TL_ERR_IO;
             else st = tl_ckpt_refresh_crcs(of.fd, of.tmp);

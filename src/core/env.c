@@ -14,6 +14,7 @@ static const char *const names[TL_ENV_COUNT] = {
     [TL_ENV_SPILL_THRESHOLD] = "TIERLOAD_SPILL_THRESHOLD",
     [TL_ENV_TMPDIR] = "TMPDIR",
     [TL_ENV_GGML_DIR] = "TIERLOAD_GGML_DIR",
+    [TL_ENV_MERGE_THREADS] = "TIERLOAD_MERGE_THREADS",
 };
 
 const char *tl__env_name(tl__env_var v) {

@@ -17,6 +17,8 @@
  *   TMPDIR               and then /tmp
  *   TIERLOAD_SPILL_THRESHOLD  default of tl_session_options.spill_threshold: a size ("8G")
  *   TIERLOAD_GGML_DIR    default folder of ggml's shared libraries (tl_device_ggml_discover)
+ *   TIERLOAD_MERGE_THREADS  most threads one LoRA merge uses (default: the CPUs the process may
+ *                        run on; no public option yet: the merge kernel reads it at each merge)
  *
  * The CLI and the tests have their own variables; they are not the library's.
  */
@@ -34,6 +36,7 @@ typedef enum tl__env_var {
     TL_ENV_SPILL_THRESHOLD,
     TL_ENV_TMPDIR,
     TL_ENV_GGML_DIR,
+    TL_ENV_MERGE_THREADS,
     TL_ENV_COUNT,
 } tl__env_var;
 

@@ -30,6 +30,8 @@ int tl__os_thread_start(tl__os_thread **out, void *(*fn)(void *), void *arg);
 void tl__os_thread_join(tl__os_thread *t);
 /* Sleep for s seconds. */
 void tl__os_sleep(double s);
+/* The CPUs this process may run on (its affinity mask; the online count if unknown), >= 1. */
+unsigned tl__os_cpu_count(void);
 
 typedef struct tl__os_mutex {
     pthread_mutex_t mu;
