@@ -551,6 +551,40 @@ def memstats_fields():
 
 
 @case
+def warm_pool_serves_the_next_load():
+    # two files, each one 32 MiB tensor of known bytes: the second load draws from the pool
+    paths, offs = [], []
+    for i in range(2):
+        p = os.path.join(TMP, "warm%d.safetensors" % i)
+        offs.append(write_safetensors(p, [("w", "U8", (32 * MiB,), bytes([i + 1]) * (32 * MiB),
+                                           32 * MiB)])["w"])
+        paths.append(p)
+    try:
+        tierload.keep_warm(64 * MiB)
+        before = tierload.warm_pool()
+        assert before["bound"] == 64 * MiB, before
+        r = tierload.load(paths[0], mode="buffered")
+        del r
+        gc.collect()
+        held = tierload.warm_pool()
+        assert 32 * MiB <= held["held"] <= 64 * MiB, held
+        r = tierload.load(paths[1], mode="buffered")
+        after = tierload.warm_pool()
+        assert after["takes"] > held["takes"] and after["taken"] >= 32 * MiB + held["taken"], after
+        assert r.numpy("w").tobytes() == pread(paths[1], offs[1], 32 * MiB)
+        del r
+        tierload.keep_warm(0)
+        assert tierload.warm_pool()["held"] == 0
+        try:
+            tierload.keep_warm(-1)
+            raise AssertionError("keep_warm(-1) accepted")
+        except tierload.InvalidArgument:
+            pass
+    finally:
+        tierload.keep_warm(0)
+
+
+@case
 def pipeline_example_bit_equal():
     ex = os.path.join(SRC, "examples", "python", "pipeline.py")
     r = subprocess.run([sys.executable, ex, "--small", "--dir", TMP], capture_output=True,

@@ -24,7 +24,8 @@ from ._errors import (Error, InvalidArgument, IOError, FormatError, NoMemory, No
 from ._lib import lib, ALL_LAYERS, NOT_FOUND
 from . import _lib as L
 
-__all__ = ["open", "load", "plan", "Session", "spill", "memstats", "version", "Model",
+__all__ = ["open", "load", "plan", "Session", "spill", "memstats", "keep_warm", "warm_pool",
+           "version", "Model",
            "TensorInfo", "Plan", "LoadResult", "DeviceTensor", "Error", "InvalidArgument",
            "IOError", "FormatError", "NoMemory", "NotFound", "Unsupported", "DeviceOOM",
            "DeviceError", "Cancelled", "Infeasible", "Changed", "IntegrityError"]
@@ -712,6 +713,23 @@ def spill(tensor, dir=None, chunk=16 << 20):
             off += c.numel() * c.element_size()
     return _views.torch_view(buf.map(), nbytes, name, tuple(t.shape), buf, True,
                              "spill of a %s tensor" % t.dtype)
+
+
+def keep_warm(nbytes):
+    """Keep up to nbytes of host memory freed by loads (and sessions' host copies) faulted in, for
+    the next load of this process to draw from: a server switching checkpoints then skips the
+    page faults and zeroing of a fresh load. 0 keeps nothing and empties the pool now."""
+    nbytes = int(nbytes)
+    if nbytes < 0:
+        raise InvalidArgument("keep_warm: a size in bytes, not %d" % nbytes)
+    lib.tl_warm_pool_set(nbytes)
+
+
+def warm_pool():
+    """The warm pool's counters: bound, held, regions, held_peak, taken, takes, released."""
+    w = L.WarmStats()
+    lib.tl_warm_pool_stats(ctypes.byref(w))
+    return {k: getattr(w, k) for k, _ in L.WarmStats._fields_}
 
 
 def memstats(models=None):

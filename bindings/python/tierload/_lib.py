@@ -182,6 +182,11 @@ class SessionLog(ctypes.Structure):
     _fields_ = [("first", c_u64), ("next", c_u64), ("dropped", c_u64), ("cap", c_size)]
 
 
+class WarmStats(ctypes.Structure):
+    _fields_ = [("bound", c_u64), ("held", c_u64), ("regions", c_u64), ("held_peak", c_u64),
+                ("taken", c_u64), ("takes", c_u64), ("released", c_u64)]
+
+
 class SpillOptions(ctypes.Structure):
     _fields_ = [("size", c_u32), ("dir", c_char_p), ("chunk_size", c_u64)]
 
@@ -222,6 +227,8 @@ def _declare(lib):
         "tl_model_advise": (st, [c_void_p, c_uint]),
         "tl_model_check_files": (st, [c_void_p]),
         "tl_memstats_read": (st, [P(MemStats)]),
+        "tl_warm_pool_set": (None, [c_u64]),
+        "tl_warm_pool_stats": (None, [P(WarmStats)]),
         "tl_load_options_init": (None, [P(LoadOptions)]),
         "tl_model_load": (st, [c_void_p, P(LoadOptions), P(c_void_p)]),
         "tl_load_result_destroy": (None, [c_void_p]),
