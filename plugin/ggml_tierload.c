@@ -129,6 +129,7 @@ typedef struct {
     int64_t next_chunk;      /* next chunk of this graph using it, or -1 */
     int64_t learned_rank;    /* order of first use in the learned schedule, or INT64_MAX */
     uint32_t stamp, pin;     /* scratch marks */
+    bool warm;               /* its pages all came from the stash: nothing to fault in */
 } tlp_seg;
 
 typedef struct tlp_buffer_ctx {
@@ -388,7 +389,7 @@ static bool tlp__load_seg(tlp_dev_ctx *d, const tlp_seg *s, uint64_t *read, char
     const tlp_weight *w = &d->weights[s->w];
     uint64_t lo = s->off, hi = s->off + s->len;
     /* fault the pages in at once (one call, not one fault per page inside the copy) */
-    madvise(w->base + s->off, s->span, 23 /* MADV_POPULATE_WRITE */);
+    if (!s->warm) madvise(w->base + s->off, s->span, 23 /* MADV_POPULATE_WRITE */);
     for (int i = 0; i < w->n_pieces; i++) {
         const tlp_piece *p = &w->pieces[i];
         uint64_t a = p->toff > lo ? p->toff : lo, b = p->toff + p->size < hi ? p->toff + p->size : hi;
@@ -464,8 +465,9 @@ static bool tlp__stash_put(tlp_dev_ctx *d, char *p, uint64_t n) {
     return true;
 }
 
-/* Move up to n bytes of stashed pages to p (page aligned); the rest of [p, p + n) faults as usual. */
-static void tlp__stash_take(tlp_dev_ctx *d, char *p, uint64_t n) {
+/* Move up to n bytes of stashed pages to p (page aligned); the rest of [p, p + n) faults as usual.
+ * True when all n came from the stash. */
+static bool tlp__stash_take(tlp_dev_ctx *d, char *p, uint64_t n) {
     uint64_t done = 0;
     while (done < n && d->stash_n && !d->stash_off) {
         uint64_t *top = &d->stash_piece[d->stash_n - 1];
@@ -474,11 +476,12 @@ static void tlp__stash_take(tlp_dev_ctx *d, char *p, uint64_t n) {
         if (mremap(src, m, m, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, p + done) == MAP_FAILED) {
             d->stash_off = true;
             tlp__stash_drop(d, d->stash_top);
-            return;
+            return false;
         }
         d->stash_top -= m, *top -= m, done += m;
         if (!*top) d->stash_n--;
     }
+    return done == n;
 }
 
 static void tlp__evict_seg(tlp_dev_ctx *d, tlp_seg *s) {
@@ -637,7 +640,7 @@ static bool tlp__seal(tlp_dev_ctx *d) {
         for (uint64_t off = 0; off < w->nbytes; off += ss, k++) {
             uint64_t len = w->nbytes - off < ss ? w->nbytes - off : ss;
             segs[k] = (tlp_seg){(uint32_t)i, off, len, tlp__round_up(len, TLP_PAGE), SEG_ABSENT, -1,
-                                INT64_MAX, 0, 0};
+                                INT64_MAX, 0, 0, false};
         }
         w->nseg = k - w->seg0;
     }
@@ -921,7 +924,7 @@ static enum ggml_status tlp__graph_compute_locked(tlp_backend_ctx *b, struct ggm
                     st = tlp__fail(d, "budget exhausted by the chunk itself");
                     break;
                 }
-                tlp__stash_take(d, d->weights[s->w].base + s->off, s->span);
+                s->warm = tlp__stash_take(d, d->weights[s->w].base + s->off, s->span);
                 uint64_t rd = 0;
                 if (!tlp__load_seg(d, s, &rd, d->error, sizeof d->error)) {
                     madvise(d->weights[s->w].base + s->off, s->span, MADV_DONTNEED);
@@ -951,7 +954,7 @@ static enum ggml_status tlp__graph_compute_locked(tlp_backend_ctx *b, struct ggm
                     tlp_seg *s = &d->segs[si];
                     if (s->state != SEG_ABSENT) continue;
                     if (!tlp__make_room(d, s->span, pin2)) goto queued;
-                    tlp__stash_take(d, d->weights[s->w].base + s->off, s->span);
+                    s->warm = tlp__stash_take(d, d->weights[s->w].base + s->off, s->span);
                     s->state = SEG_LOADING;
                     d->resident += s->span;
                     if (d->resident > d->peak_resident) d->peak_resident = d->resident;
