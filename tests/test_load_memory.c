@@ -9,17 +9,6 @@
 
 #include <string.h>
 
-/* ThreadSanitizer keeps several shadow bytes per byte written: anon RSS says nothing then. */
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#ifndef UNDER_TSAN
-#define UNDER_TSAN 0
-#endif
 
 static void fill(void *buf, uint64_t off, uint64_t len, void *ctx) {
     (void)ctx;
@@ -60,9 +49,9 @@ static void check_load(const char *path, tl_load_mode mode, bool convert) {
                   (unsigned long long)f->page_cache_after, (unsigned long long)st->mem.samples);
     assert_true(st->bytes >= (512ull << 20));
     assert_true(st->mem.samples >= 2);
-    if (!UNDER_TSAN) assert_true(st->mem.rss_anon_peak <= bound);
+    if (!TU_UNDER_TSAN) assert_true(st->mem.rss_anon_peak <= bound);
     /* growth over the load alone: the copies + staging + a little (no 16 MiB process slack) */
-    if (!UNDER_TSAN)
+    if (!TU_UNDER_TSAN)
         assert_true(st->mem.rss_anon_peak - st->mem.start.rss_anon <= bound - (8u << 20));
     assert_true(st->mem.end.rss_anon >=
                 st->mem.start.rss_anon + st->bytes_out / 2); /* the copy is there */

@@ -17,17 +17,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* ThreadSanitizer keeps several shadow bytes per byte written: anon RSS says nothing then. */
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#ifndef UNDER_TSAN
-#define UNDER_TSAN 0
-#endif
 
 static uint64_t num(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
@@ -185,7 +174,7 @@ static void check_merge(const char *dir, const char *name, const char *fmt) {
     assert_true(merged > 100);
     /* bounded: the largest merged tensor + staging (+ 4 MiB for the LoRA's own matrices);
      * not under ThreadSanitizer, whose shadow of every byte written is anonymous RSS too */
-    if (!UNDER_TSAN && extra > largest + staging + (4u << 20))
+    if (!TU_UNDER_TSAN && extra > largest + staging + (4u << 20))
         fail_msg("merge peak extra RSS anon %llu > largest %llu + staging %llu",
                  (unsigned long long)extra, (unsigned long long)largest, (unsigned long long)staging);
     cJSON_Delete(j);

@@ -333,6 +333,10 @@ static void die_with_9(const char *message) {
 static void test_rpc_server_dies(void **state) {
     (void)state;
     TU_NEED_GGML();
+    if (TU_UNDER_TSAN) {
+        printf("  SKIP: ThreadSanitizer does not support fork() once threads run\n");
+        skip();
+    }
     tu_rpc srv;
     char why[256];
     if (!tu_rpc_start(&srv, why, sizeof why)) fail_msg("%s", why);

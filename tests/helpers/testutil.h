@@ -19,6 +19,21 @@
 #include "tierload.h"
 
 /*
+ * 1 in a ThreadSanitizer build. TSan keeps several shadow bytes per byte written (anon RSS says
+ * nothing then), and does not support fork() once threads exist.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define TU_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TU_UNDER_TSAN 1
+#endif
+#endif
+#ifndef TU_UNDER_TSAN
+#define TU_UNDER_TSAN 0
+#endif
+
+/*
  * The test data (TL_TESTDATA: BUILD/testdata, made by ctest's testdata fixture with
  * tools/make_testdata.sh) joined with rel into a static buffer. A missing file skips the
  * test with the reason the maker left (unavailable.txt: no npm or git to fetch llama.cpp's
