@@ -152,10 +152,7 @@ static void setup(fx *f) {
         assert_int_equal(tl_device_create(&ops, NULL, &f->sim), TL_OK);
         assert_int_equal(tl_device_register(f->sim), TL_OK);
     } else {
-        char spec[96];
-        snprintf(spec, sizeof spec, "%s=%llu", f->simname, 64ull << 20);
-        assert_int_equal(tl_device_sim_add(spec), TL_OK);
-        assert_int_equal(tl_device_find(f->simname, &f->sim), TL_OK);
+        f->sim = tu_sim_add(f->simname, 64ull << 20);
     }
     char be[64];
     snprintf(be, sizeof be, "diffusion=%s", f->simname);

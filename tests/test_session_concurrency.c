@@ -117,10 +117,7 @@ static void setup(fx *f, bool writable) {
     const char *paths[] = {f->model};
     assert_int_equal(tl_model_open(paths, 1, &mo, &f->m), TL_OK);
     snprintf(f->simname, sizeof f->simname, "conc%d_%d", (int)getpid(), ++counter);
-    char spec[96];
-    snprintf(spec, sizeof spec, "%s=%llu", f->simname, 256ull << 20);
-    assert_int_equal(tl_device_sim_add(spec), TL_OK);
-    assert_int_equal(tl_device_find(f->simname, &f->sim), TL_OK);
+    f->sim = tu_sim_add(f->simname, 256ull << 20);
     char be[64];
     snprintf(be, sizeof be, "diffusion=%s", f->simname);
     f->p = tu_plan_one_gpu(f->m, f->simname, 64ull << 20, be, false);

@@ -54,10 +54,7 @@ static void setup(fx *f) {
     const char *paths[] = {f->path};
     assert_int_equal(tl_model_open(paths, 1, NULL, &f->m), TL_OK);
     snprintf(f->simname, sizeof f->simname, "misuse%d_%d", (int)getpid(), ++counter);
-    char spec[96];
-    snprintf(spec, sizeof spec, "%s=%llu", f->simname, 64ull << 20);
-    assert_int_equal(tl_device_sim_add(spec), TL_OK);
-    assert_int_equal(tl_device_find(f->simname, &f->sim), TL_OK);
+    f->sim = tu_sim_add(f->simname, 64ull << 20);
     f->p = tu_plan_one_gpu(f->m, f->simname, 16ull << 20, NULL, false);
 }
 

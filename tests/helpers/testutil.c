@@ -350,6 +350,15 @@ bool tu_run_checked(const char *out, unsigned long long *checked, unsigned long 
     return c && sscanf(c, "\nchecked %llu tensors: %llu hash mismatches", checked, mismatches) == 2;
 }
 
+tl_device *tu_sim_add(const char *name, uint64_t capacity) {
+    char spec[TL_DEVICE_NAME_MAX + 32];
+    snprintf(spec, sizeof spec, "%s=%llu", name, (unsigned long long)capacity);
+    assert_int_equal(tl_device_sim_add(spec), TL_OK);
+    tl_device *d = NULL;
+    assert_int_equal(tl_device_find(name, &d), TL_OK);
+    return d;
+}
+
 tl_plan *tu_plan_one_gpu(tl_model *m, const char *gpu, uint64_t cap, const char *backend,
                          bool offload) {
     tl_plan_summary sum;

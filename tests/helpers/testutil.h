@@ -115,6 +115,10 @@ bool tu_run_checked(const char *out, unsigned long long *checked, unsigned long 
  * backend (may be NULL: auto-fit) places components, offload streams them from
  * RAM; compute reserves are 0. Fails the test when the plan cannot be made.
  */
+/* Register a sim GPU NAME of `capacity` bytes and return it (registered; the test fails when it
+ * cannot be made). */
+tl_device *tu_sim_add(const char *name, uint64_t capacity);
+
 tl_plan *tu_plan_one_gpu(tl_model *m, const char *gpu, uint64_t cap, const char *backend,
                          bool offload);
 
