@@ -181,12 +181,34 @@ static void test_entry_rules(void **state) {
                "duplicate __metadata__");
 }
 
+/* Names have no limit of their own (neither the format nor torch's or sd.cpp's readers set one):
+ * a 4,000-byte name opens and comes back whole. */
+static void test_long_name(void **state) {
+    (void)state;
+    size_t nlen = 4000;
+    char *h = malloc(nlen + 128);
+    memcpy(h, "{\"", 2);
+    memset(h + 2, 'x', nlen);
+    strcpy(h + 2 + nlen, "\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}");
+    uint8_t data[4] = {0};
+    size_t len;
+    uint8_t *img = sw_build_raw(h, data, sizeof data, false, &len);
+    tl__fmt_file f;
+    if (tl__safetensors_parse(img, len, PATH, &f)) fail_msg("%s", tl_last_error());
+    assert_int_equal(f.n_tensors, 1);
+    assert_int_equal(strlen(f.tensors[0].name), nlen);
+    tl__fmt_file_free(&f);
+    free(img);
+    free(h);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_spec_dtype),
         cmocka_unit_test(test_header_rules),
         cmocka_unit_test(test_offset_rules),
         cmocka_unit_test(test_entry_rules),
+        cmocka_unit_test(test_long_name),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -13,9 +13,10 @@
  * anything is allocated for it, and every size goes through core/checked.h.
  * ggml's own limits hold here too (docs/ARCHITECTURE.md lists ggml's reader
  * rule by rule): strings of at most 64 MiB, arrays of at most 2^26 elements,
- * non-empty keys, alignment at most 1 MiB. Tensor names may be up to 127
- * bytes (stable-diffusion.cpp builds ggml with GGML_MAX_NAME=128; stock ggml
- * allows 63). Rules beyond ggml's: no NUL inside keys and names, tensors
+ * non-empty keys, alignment at most 1 MiB. Tensor names may be up to 159
+ * bytes: the longest any engine this project serves loads (stable-diffusion.cpp
+ * builds its ggml with GGML_MAX_NAME=160; stock ggml, as llama.cpp, allows 63).
+ * Rules beyond ggml's: no NUL inside keys and names, tensors
  * that do not overlap and end inside the file.
  */
 #include "format/format.h"
@@ -33,7 +34,7 @@
 #define GGUF_MAX_STRING (64ull << 20) /* ggml's GGUF_MAX_STRING_LENGTH */
 #define GGUF_MAX_ARRAY (64ull << 20)  /* ggml's GGUF_MAX_ARRAY_ELEMENTS */
 #define GGUF_MAX_ALIGNMENT (1u << 20) /* ggml's GGUF_MAX_ALIGNMENT */
-#define GGUF_MAX_NAME 128             /* names shorter than this (sd.cpp's GGML_MAX_NAME) */
+#define GGUF_MAX_NAME 160             /* names shorter than this (sd.cpp's GGML_MAX_NAME) */
 #define GGUF_MAX_TENSORS TL_GGUF_MAX_TENSORS /* see format.h */
 #define GGUF_MAX_KV TL_GGUF_MAX_KV
 
