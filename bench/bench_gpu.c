@@ -85,7 +85,7 @@ static int file_to_gpu(const char *model, const char *spill_dir, const char *gpu
     tl_device *d;
     tl_device_find(gpu, &d);
     tl_device_info info;
-    tl_device_describe(d, &info);
+    tl_device_describe(d, &info, sizeof info);
     tl_device_release(d);
     tl_plan_device pd[2];
     memset(pd, 0, sizeof pd);

@@ -140,13 +140,13 @@ static int spill_bench(const char *dir) {
     uint64_t freed;
     tl_status st = tl_session_evict_all(s, "bspill", &freed);
     double t = now() - t0;
-    tl_memwatch_destroy(w, &span);
+    tl_memwatch_destroy(w, &span, sizeof span);
     if (st) {
         fprintf(stderr, "bench_session: spill: %s\n", tl_last_error());
         return 2;
     }
     tl_session_stats ss;
-    tl_session_stats_get(s, &ss);
+    tl_session_stats_get(s, &ss, sizeof ss);
     tl_session_destroy(s);
     tl_plan_destroy(p);
     tl_model_close(m);
@@ -331,7 +331,7 @@ static int many_bench(const char *dir) {
         tl__session_victim_timing(s, false, &vns, &vn, &tns, &dropped);
         tcpu -= (double)tns * 1e-9; /* the timing's own cost */
         tl_session_stats ss;
-        tl_session_stats_get(s, &ss);
+        tl_session_stats_get(s, &ss, sizeof ss);
         double per = cpu / (double)n * 1e6, share = (double)vns * 1e-9 / tcpu;
         if (!evicting) {
             /* (the share is not printed: the clock's cost is of the order of the work here) */

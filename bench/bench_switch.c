@@ -105,11 +105,11 @@ static double do_switch(tl_model *a, tl_model *b, uint64_t keep, unsigned thread
     tl_warm_pool_set(keep);
     tl_load_result_destroy(load(a, threads));
     tl_warm_stats w0, w1;
-    tl_warm_pool_stats(&w0);
+    tl_warm_pool_stats(&w0, sizeof w0);
     double t0 = now();
     tl_load_result *r = load(b, threads);
     double t = now() - t0;
-    tl_warm_pool_stats(&w1);
+    tl_warm_pool_stats(&w1, sizeof w1);
     *took = w1.takes > w0.takes;
     tl_load_result_destroy(r);
     tl_warm_pool_set(0); /* the next round starts with nothing kept */

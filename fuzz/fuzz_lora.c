@@ -109,7 +109,7 @@ static void apply_and_check(const tl_lora *l, float scale) {
     const char *p = model_path;
     if (tl_model_open(&p, 1, &mo, &m) != TL_OK) abort();
     tl_lora_report r;
-    tl_status st = tl_lora_apply(m, l, scale, &r);
+    tl_status st = tl_lora_apply(m, l, scale, &r, sizeof r);
     for (size_t i = 0; i < tl_model_tensor_count(m); i++) {
         const tl_tensor_info *t = tl_model_tensor(m, i);
         const uint8_t *w = tl_model_tensor_data(m, i);

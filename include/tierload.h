@@ -24,6 +24,22 @@
  *     need. The library reads only the first `size` bytes and uses defaults
  *     for fields past them, so a program built against an older header keeps
  *     working with a newer library; a size of 0 is TL_ERR_INVALID_ARG.
+ *   - structs the library fills in the caller's memory (stats, infos,
+ *     decisions, events, reports) are passed with their size: the call takes
+ *     `size_t out_size` = sizeof the struct the program was compiled with
+ *     (for an array, of one element: the stride), and the library fills
+ *     exactly the first out_size bytes of each (a newer library never writes
+ *     past a shorter, older struct; an older library leaves a longer struct's
+ *     tail as it was). Structs the library owns and hands out by pointer
+ *     (tl_tensor_info, tl_load_stats, tl_run_phase, tl_session_tensor, ...)
+ *     only grow at their end and are never indexed by the caller except
+ *     through an accessor. Value types passed both ways (tl_plan_device,
+ *     tl_plan_summary, tl_backend_spec, tl_plan_size, tl_plan_phases,
+ *     tl_vae_tiling, tl_sim_spec, tl_session_step, tl_session_part, tl_meta)
+ *     are fixed for an ABI version: changing them raises TL_ABI_VERSION, as
+ *     does growing a struct that is embedded in another one (tl_memstats in
+ *     tl_memspan, tl_session_device_stats in tl_session_stats). out_size 0
+ *     with a non-NULL out is TL_ERR_INVALID_ARG.
  *   - every fallible call returns a tl_status; on failure tl_last_error()
  *     returns a message (thread-local, valid until the next failing call on the
  *     same thread) that names the file, and the tensor or key, involved;
@@ -70,6 +86,18 @@ extern "C" {
 
 /* Library version as "MAJOR.MINOR.PATCH". */
 TL_API const char *tl_version(void);
+
+/*
+ * The binary interface's version: raised by every change that breaks a
+ * program built against an older header (a removed or changed function, a
+ * fixed-layout type changed). The shared library's SONAME carries it
+ * (libtierload.so.TL_ABI_VERSION) and its symbols are versioned
+ * TIERLOAD_<TL_ABI_VERSION>. A program may compare tl_abi_version() with the
+ * TL_ABI_VERSION it was compiled with and refuse to run on a mismatch
+ * (the dynamic linker already refuses a different SONAME).
+ */
+#define TL_ABI_VERSION 0
+TL_API unsigned tl_abi_version(void);
 
 /* A byte count for people ("512 B", "1.50 GiB") written into buf; returns buf. */
 TL_API const char *tl_fmt_bytes(uint64_t bytes, char *buf, size_t n);
@@ -190,8 +218,8 @@ typedef struct tl_warm_stats {
 
 /* Set the pool's bound in bytes (0 = keep nothing, and empty the pool now). */
 TL_API void tl_warm_pool_set(uint64_t bound);
-/* The pool's counters now. NULL is fine. */
-TL_API void tl_warm_pool_stats(tl_warm_stats *out);
+/* The pool's counters now (out_size = sizeof *out). NULL or out_size 0 is fine: nothing is written. */
+TL_API void tl_warm_pool_stats(tl_warm_stats *out, size_t out_size);
 
 /* ------------------------------------------------------------------------ */
 /* Data types                                                                */
@@ -802,7 +830,7 @@ TL_API void tl_device_list_release(tl_device **devs, size_t n);
 TL_API const char *tl_device_name(const tl_device *d);
 TL_API tl_device_kind tl_device_kind_of(const tl_device *d);
 /* Current description (free memory is live). */
-TL_API tl_status tl_device_describe(tl_device *d, tl_device_info *out);
+TL_API tl_status tl_device_describe(tl_device *d, tl_device_info *out, size_t out_size);
 
 /* Allocate size > 0 bytes; TL_ERR_DEVICE_OOM when they do not fit (sim, cpu and cuda alike). */
 TL_API tl_status tl_device_alloc(tl_device *d, uint64_t size, tl_devptr *out);
@@ -1356,7 +1384,8 @@ typedef struct tl_plan_decision {
     uint32_t requested[TL_PLAN_MAX_DEVICES];
 } tl_plan_decision;
 /* The decision for component c (present false when absent). */
-TL_API tl_status tl_plan_decision_of(const tl_plan *p, tl_component c, tl_plan_decision *out);
+TL_API tl_status tl_plan_decision_of(const tl_plan *p, tl_component c, tl_plan_decision *out,
+                                     size_t out_size);
 
 TL_API size_t tl_plan_phase_count(const tl_plan *p);
 /* Component mask of phase i. */
@@ -1413,7 +1442,7 @@ typedef struct tl_memstats {
 } tl_memstats;
 
 /* Read the memory facts now (/proc/self/status, smaps_rollup, /proc/meminfo, cgroup v2). */
-TL_API tl_status tl_memstats_read(tl_memstats *out);
+TL_API tl_status tl_memstats_read(tl_memstats *out, size_t out_size);
 
 /* Start / end / peak of memory over a job. */
 typedef struct tl_memspan {
@@ -1443,7 +1472,7 @@ TL_API tl_status tl_memwatch_create(double interval_s, tl_memwatch **out);
 /* Take one sample now (callers can add samples at known peaks). NULL is fine. */
 TL_API void tl_memwatch_sample(tl_memwatch *w);
 /* Stop the thread, take the end sample, fill *out (may be NULL) and free w. */
-TL_API void tl_memwatch_destroy(tl_memwatch *w, tl_memspan *out);
+TL_API void tl_memwatch_destroy(tl_memwatch *w, tl_memspan *out, size_t out_size);
 
 /* Bytes of a file resident in the page cache (mincore on a temporary mapping). */
 TL_API tl_status tl_file_page_cache(const char *path, uint64_t *resident, uint64_t *size);
@@ -2040,7 +2069,7 @@ typedef struct tl_session_stats {
     uint64_t acquire_timeouts; /* ... and ran out of time */
     uint64_t acquire_cancels;  /* acquires cancelled (tl_session_cancel, the progress callback) */
 } tl_session_stats;
-TL_API tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out);
+TL_API tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out, size_t out_size);
 
 typedef enum tl_session_event_kind {
     TL_EVENT_LOAD = 0,     /* bytes moved onto a device or into RAM */
@@ -2075,10 +2104,12 @@ typedef struct tl_session_log {
  * max(from, log->first). The copy is taken under the session's lock, so it
  * is consistent while other threads work on s. A reader following the log
  * passes the previous log.next as `from`; entries it missed show as
- * log->first > from.
+ * log->first > from. event_size is sizeof *out (the stride between
+ * entries) and log_size sizeof *log; an event_size of 0 copies nothing.
  */
 TL_API size_t tl_session_events_copy(const tl_session *s, uint64_t from, tl_session_event *out,
-                                     size_t cap, tl_session_log *log);
+                                     size_t cap, size_t event_size, tl_session_log *log,
+                                     size_t log_size);
 /*
  * Forget every entry kept (numbers go on from where they were; dropped is
  * not reset) and give the log's memory back.
@@ -2226,10 +2257,11 @@ typedef struct tl_lora_report {
 } tl_lora_report;
 
 /*
- * Which modules of l match tensors of m (nothing is changed). *r may be NULL
- * when only the status matters. Never fails for unmatched keys.
+ * Which modules of l match tensors of m (nothing is changed). r (r_size =
+ * sizeof *r) may be NULL when only the status matters. Never fails for unmatched keys.
  */
-TL_API tl_status tl_lora_match(const tl_model *m, const tl_lora *l, tl_lora_report *r);
+TL_API tl_status tl_lora_match(const tl_model *m, const tl_lora *l, tl_lora_report *r,
+                               size_t r_size);
 /*
  * Merge l into m in place: W' = W + scale * (alpha / rank) * (up . down)
  * (LoHa: the Hadamard product of its two low-rank products; LoKr: their
@@ -2248,7 +2280,8 @@ TL_API tl_status tl_lora_match(const tl_model *m, const tl_lora *l, tl_lora_repo
  * and are listed in r's unmatched names with the reason. Applying the same
  * LoRA twice adds it twice.
  */
-TL_API tl_status tl_lora_apply(tl_model *m, const tl_lora *l, float scale, tl_lora_report *r);
+TL_API tl_status tl_lora_apply(tl_model *m, const tl_lora *l, float scale, tl_lora_report *r,
+                               size_t r_size);
 /*
  * For each module k of l, targets[k] gets the model tensor it merges into
  * (TL_NOT_FOUND when none); targets has tl_lora_module_count(l) entries.
@@ -2278,7 +2311,8 @@ typedef struct tl_lora_set tl_lora_set;
 TL_API tl_status tl_lora_set_create(tl_model *m, tl_session *s, tl_lora_set **out);
 /* Free the set; the model keeps its merged bytes. NULL is fine. */
 TL_API void tl_lora_set_destroy(tl_lora_set *set);
-TL_API tl_status tl_lora_set_add(tl_lora_set *set, const tl_lora *l, float scale, tl_lora_report *r);
+TL_API tl_status tl_lora_set_add(tl_lora_set *set, const tl_lora *l, float scale, tl_lora_report *r,
+                                 size_t r_size);
 TL_API tl_status tl_lora_set_remove(tl_lora_set *set, const tl_lora *l);
 TL_API tl_status tl_lora_set_scale(tl_lora_set *set, const tl_lora *l, float scale);
 

@@ -237,7 +237,7 @@ static tl_status merge_loras(job *j, const tl_llama_options *o, size_t *n_merged
         st = tl_lora_open(lp, &ls[i]);
         if (st) break;
         tl_lora_report r;
-        st = tl_lora_match(j->m, ls[i], &r);
+        st = tl_lora_match(j->m, ls[i], &r, sizeof r);
         if (st) break;
         if (r.n_unmatched)
             st = tl_set_error(
@@ -248,7 +248,7 @@ static tl_status merge_loras(job *j, const tl_llama_options *o, size_t *n_merged
     /* every module's weight type and shape is checked by tl_lora_apply before it writes */
     for (size_t i = 0; i < o->n_loras && st == TL_OK; i++) {
         tl_lora_report r;
-        st = tl_lora_apply(j->m, ls[i], o->loras[i].scale, &r);
+        st = tl_lora_apply(j->m, ls[i], o->loras[i].scale, &r, sizeof r);
         if (st && i > 0)
             st = tl_set_error(st, "%s (after %zu LoRA(s) were merged into this process's copy)",
                               tl_last_error(), i);

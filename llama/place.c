@@ -121,7 +121,7 @@ tl_status tl__llama_place_make(const tl_model *m, const struct llama_model_param
         return st;
     }
     tl_plan_decision d;
-    st = tl_plan_decision_of(plan, TL_COMP_OTHER, &d);
+    st = tl_plan_decision_of(plan, TL_COMP_OTHER, &d, sizeof d);
     tl_plan_destroy(plan);
     if (st) return st;
 

@@ -210,7 +210,7 @@ static void *reader(void *arg) {
             tl_device_info info;
             tl_devptr p;
             char out[8] = "1234567", back[8];
-            if (tl_device_describe(d, &info) != TL_OK || tl_device_alloc(d, 8, &p) != TL_OK ||
+            if (tl_device_describe(d, &info, sizeof info) != TL_OK || tl_device_alloc(d, 8, &p) != TL_OK ||
                 tl_device_copy_to(d, p, out, 8) != TL_OK ||
                 tl_device_copy_from(d, back, p, 8) != TL_OK || memcmp(out, back, 8) != 0)
                 atomic_fetch_add(&race_failures, 1);
@@ -222,7 +222,7 @@ static void *reader(void *arg) {
         if (n > 16) n = 16;
         for (size_t i = 0; i < n; i++) {
             tl_device_info info;
-            if (tl_device_describe(all[i], &info) != TL_OK) atomic_fetch_add(&race_failures, 1);
+            if (tl_device_describe(all[i], &info, sizeof info) != TL_OK) atomic_fetch_add(&race_failures, 1);
         }
         tl_device_list_release(all, n);
     }

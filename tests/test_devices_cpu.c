@@ -93,7 +93,7 @@ static void test_cgroup_tightest(void **state) {
 static void test_cpu_describe(void **state) {
     (void)state;
     tl_device_info info;
-    assert_int_equal(tl_device_describe(cpu(), &info), TL_OK);
+    assert_int_equal(tl_device_describe(cpu(), &info, sizeof info), TL_OK);
     assert_string_equal(info.name, "cpu");
     assert_int_equal(info.kind, TL_DEVICE_CPU);
     assert_true(info.host_pointer);
@@ -106,7 +106,7 @@ static void test_cpu_oom(void **state) {
     (void)state;
     tl_device *d = cpu();
     tl_device_info info;
-    assert_int_equal(tl_device_describe(d, &info), TL_OK);
+    assert_int_equal(tl_device_describe(d, &info, sizeof info), TL_OK);
     tl_devptr p = 1;
     assert_int_equal(tl_device_alloc(d, info.total + 1, &p), TL_ERR_DEVICE_OOM);
     assert_true(p == 0);

@@ -46,7 +46,7 @@ static void test_describe(void **state) {
         return;
     }
     tl_device_info info;
-    assert_int_equal(tl_device_describe(cuda0(), &info), TL_OK);
+    assert_int_equal(tl_device_describe(cuda0(), &info, sizeof info), TL_OK);
     assert_int_equal(info.kind, TL_DEVICE_CUDA);
     assert_true(info.total > 0 && info.free <= info.total);
     assert_false(info.host_pointer);
@@ -108,7 +108,7 @@ static void test_oom_and_pin(void **state) {
     }
     tl_device *d = cuda0();
     tl_device_info info;
-    assert_int_equal(tl_device_describe(d, &info), TL_OK);
+    assert_int_equal(tl_device_describe(d, &info, sizeof info), TL_OK);
     tl_devptr p = 1;
     assert_int_equal(tl_device_alloc(d, info.total + 1, &p), TL_ERR_DEVICE_OOM);
     assert_true(p == 0);

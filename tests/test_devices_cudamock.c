@@ -177,7 +177,7 @@ static void test_discovery(void **state) {
     assert_int_equal(tl_device_find("cuda", &d), TL_ERR_INVALID_ARG); /* cuda0 and cuda1 */
     assert_int_equal(tl_device_find("CUDA1", &d), TL_OK);
     tl_device_info info;
-    assert_int_equal(tl_device_describe(d, &info), TL_OK);
+    assert_int_equal(tl_device_describe(d, &info, sizeof info), TL_OK);
     assert_string_equal(info.name, "cuda1");
     assert_string_equal(info.desc, "Mock GPU 1");
     assert_int_equal(info.kind, TL_DEVICE_CUDA);

@@ -109,7 +109,7 @@ static void test_discover(void **state) {
     assert_int_equal(tl_device_kind_of(d), TL_DEVICE_GGML);
     assert_string_equal(tl_device_kind_name(TL_DEVICE_GGML), "ggml");
     tl_device_info info;
-    assert_int_equal(tl_device_describe(d, &info), TL_OK);
+    assert_int_equal(tl_device_describe(d, &info, sizeof info), TL_OK);
     assert_string_equal(info.name, "ggml:CPU");
     assert_true(info.host_pointer);
     assert_false(info.async);
@@ -206,7 +206,7 @@ static void test_oom(void **state) {
     NEED_GGML();
     tl_device *d = ggml_cpu();
     tl_device_info info;
-    assert_int_equal(tl_device_describe(d, &info), TL_OK);
+    assert_int_equal(tl_device_describe(d, &info, sizeof info), TL_OK);
     tl_devptr p = 1;
     assert_int_equal(tl_device_alloc(d, info.free + 1, &p), TL_ERR_DEVICE_OOM);
     assert_true(p == 0);
@@ -219,11 +219,11 @@ static void test_oom(void **state) {
     /* a forced cap: exact to the byte, reported as total and free */
     enum { CAP = 1 << 20 };
     assert_int_equal(tl__ggml_dev_set_cap(d, CAP), TL_OK);
-    assert_int_equal(tl_device_describe(d, &info), TL_OK);
+    assert_int_equal(tl_device_describe(d, &info, sizeof info), TL_OK);
     assert_true(info.total == CAP && info.free == CAP);
     tl_devptr a, b, c;
     assert_int_equal(tl_device_alloc(d, 600000, &a), TL_OK);
-    assert_int_equal(tl_device_describe(d, &info), TL_OK);
+    assert_int_equal(tl_device_describe(d, &info, sizeof info), TL_OK);
     assert_true(info.free == CAP - 600000);
     assert_int_equal(tl_device_alloc(d, CAP - 600000 + 1, &b), TL_ERR_DEVICE_OOM);
     assert_non_null(strstr(tl_last_error(), "cap"));

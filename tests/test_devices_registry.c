@@ -114,7 +114,7 @@ static void test_custom_device(void **state) {
     assert_int_equal(tl_device_find("MyEng", &f), TL_OK); /* unique prefix, any case */
     assert_ptr_equal(f, d);
     tl_device_info info;
-    assert_int_equal(tl_device_describe(f, &info), TL_OK);
+    assert_int_equal(tl_device_describe(f, &info, sizeof info), TL_OK);
     assert_string_equal(info.name, "myengine0");
     assert_int_equal(info.kind, TL_DEVICE_OTHER);
     assert_true(info.total == 4096);

@@ -27,7 +27,7 @@ static tl_device *mk_sim(const char *name, uint64_t cap, double bw, double lat) 
 
 static uint64_t free_of(tl_device *d) {
     tl_device_info info;
-    assert_int_equal(tl_device_describe(d, &info), TL_OK);
+    assert_int_equal(tl_device_describe(d, &info, sizeof info), TL_OK);
     return info.free;
 }
 
@@ -35,7 +35,7 @@ static void test_describe(void **state) {
     (void)state;
     tl_device *d = mk_sim("gpu0", 8ull << 30, 0, 0);
     tl_device_info info;
-    assert_int_equal(tl_device_describe(d, &info), TL_OK);
+    assert_int_equal(tl_device_describe(d, &info, sizeof info), TL_OK);
     assert_string_equal(info.name, "gpu0");
     assert_string_equal(tl_device_name(d), "gpu0");
     assert_int_equal(info.kind, TL_DEVICE_SIM);
@@ -154,7 +154,7 @@ static void test_copies_odd(void **state) {
     assert_int_equal(tl_device_copy_to(d, p - 1, buf, 1), TL_ERR_INVALID_ARG);
     /* a handle is not a host pointer, and a stale one is caught */
     tl_device_info info;
-    tl_device_describe(d, &info);
+    tl_device_describe(d, &info, sizeof info);
     assert_false(info.host_pointer);
     assert_int_equal(tl_device_free(d, p + 1), TL_ERR_INVALID_ARG);
     assert_int_equal(tl_device_free(d, p), TL_OK);

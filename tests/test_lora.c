@@ -325,7 +325,7 @@ static void test_every_style_and_dtype(void **state) {
     assert_int_equal(tl_lora_open(f.lora, &l), TL_OK);
     assert_int_equal(tl_lora_module_count(l), N_PLAIN + 3);
     tl_lora_report r;
-    assert_int_equal(tl_lora_apply(m, l, (float)SCALE, &r), TL_OK);
+    assert_int_equal(tl_lora_apply(m, l, (float)SCALE, &r, sizeof r), TL_OK);
     assert_int_equal(r.n_matched, N_PLAIN + 2);
     assert_int_equal(r.n_unmatched, 2);
     bool saw_module = false, saw_key = false;
@@ -406,7 +406,7 @@ static void test_large_modules_any_thread_count(void **state) {
         assert_int_equal(tl_lora_open(lp, &l), TL_OK);
         if (c % 2 == 0) { /* every module checked, then every one written */
             tl_lora_report r;
-            assert_int_equal(tl_lora_apply(m, l, (float)SCALE, &r), TL_OK);
+            assert_int_equal(tl_lora_apply(m, l, (float)SCALE, &r, sizeof r), TL_OK);
             assert_int_equal(r.n_matched, 3);
         } else { /* module by module, each checked and written in one call (tierload merge) */
             size_t tg[3];
@@ -428,7 +428,7 @@ static void test_large_modules_any_thread_count(void **state) {
         tl_lora *l = NULL;
         assert_int_equal(tl_lora_open(lp, &l), TL_OK);
         if (c == 0) {
-            assert_int_equal(tl_lora_apply(m, l, 0.3f, NULL), TL_OK);
+            assert_int_equal(tl_lora_apply(m, l, 0.3f, NULL, 0), TL_OK);
         } else {
             size_t tg[3];
             assert_int_equal(tl_lora_targets(m, l, tg), TL_OK);
@@ -464,7 +464,7 @@ static void test_read_only_model_refused(void **state) {
     tl_model *m = open_w(f.model, false);
     tl_lora *l = NULL;
     assert_int_equal(tl_lora_open(f.lora, &l), TL_OK);
-    assert_int_equal(tl_lora_apply(m, l, 1.0f, NULL), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_lora_apply(m, l, 1.0f, NULL, 0), TL_ERR_INVALID_ARG);
     assert_non_null(strstr(tl_last_error(), "writable"));
     tl_lora_close(l);
     tl_model_close(m);
@@ -496,7 +496,7 @@ static void test_quantized_weight_is_an_error(void **state) {
     memcpy(before, tl_model_tensor_data(m, 1), 8 * 32);
     tl_lora *l = NULL;
     assert_int_equal(tl_lora_open(lp, &l), TL_OK);
-    assert_int_equal(tl_lora_apply(m, l, 1.0f, NULL), TL_ERR_UNSUPPORTED);
+    assert_int_equal(tl_lora_apply(m, l, 1.0f, NULL, 0), TL_ERR_UNSUPPORTED);
     assert_non_null(strstr(tl_last_error(), "model.diffusion_model.input_blocks.1.1.proj_in.weight"));
     assert_non_null(strstr(tl_last_error(), "Q8_0"));
     /* checked before any byte changed: the F32 neighbour is untouched too */
@@ -530,9 +530,9 @@ static void test_shape_mismatch_is_an_error(void **state) {
     tl_lora *l = NULL;
     assert_int_equal(tl_lora_open(lp, &l), TL_OK);
     tl_lora_report r;
-    assert_int_equal(tl_lora_match(m, l, &r), TL_OK);
+    assert_int_equal(tl_lora_match(m, l, &r, sizeof r), TL_OK);
     assert_int_equal(r.n_matched, 1); /* the kohya te1 name finds the tensor */
-    assert_int_equal(tl_lora_apply(m, l, 1.0f, NULL), TL_ERR_FORMAT);
+    assert_int_equal(tl_lora_apply(m, l, 1.0f, NULL, 0), TL_ERR_FORMAT);
     assert_non_null(strstr(tl_last_error(), "te.text_model.encoder.layers.0.mlp.fc1.weight"));
     assert_false(tl_model_tensor_patched(m, 0));
     tl_lora_close(l);
@@ -577,12 +577,12 @@ static void test_set_remove_and_rescale(void **state) {
     assert_int_equal(tl_lora_open(p2, &l2), TL_OK);
     tl_lora_set *set = NULL;
     assert_int_equal(tl_lora_set_create(m, NULL, &set), TL_OK);
-    assert_int_equal(tl_lora_set_add(set, l1, (float)SCALE, NULL), TL_OK);
-    assert_int_equal(tl_lora_set_add(set, l2, 1.0f, NULL), TL_OK);
+    assert_int_equal(tl_lora_set_add(set, l1, (float)SCALE, NULL, 0), TL_OK);
+    assert_int_equal(tl_lora_set_add(set, l2, 1.0f, NULL, 0), TL_OK);
 
     /* reference: a fresh model with only l2 merged */
     tl_model *ref = open_w(f.model, true);
-    assert_int_equal(tl_lora_apply(ref, l2, 1.0f, NULL), TL_OK);
+    assert_int_equal(tl_lora_apply(ref, l2, 1.0f, NULL, 0), TL_OK);
 
     assert_int_equal(tl_lora_set_remove(set, l1), TL_OK);
     for (size_t i = 0; i < tl_model_tensor_count(m); i++) {
@@ -598,7 +598,7 @@ static void test_set_remove_and_rescale(void **state) {
     /* rescale l2 to 0.5: equal to a fresh merge at 0.5 */
     assert_int_equal(tl_lora_set_scale(set, l2, 0.5f), TL_OK);
     ref = open_w(f.model, true);
-    assert_int_equal(tl_lora_apply(ref, l2, 0.5f, NULL), TL_OK);
+    assert_int_equal(tl_lora_apply(ref, l2, 0.5f, NULL, 0), TL_OK);
     for (size_t i = 0; i < tl_model_tensor_count(m); i++)
         assert_memory_equal(tl_model_tensor_data(m, i), tl_model_tensor_data(ref, i),
                             tl_model_tensor(m, i)->nbytes);
@@ -664,10 +664,10 @@ static void test_session_reloads_merged(void **state) {
     tl_lora_set *set = NULL;
     assert_int_equal(tl_lora_set_create(m, s, &set), TL_OK);
     /* acquired: refused before any byte changes */
-    assert_int_equal(tl_lora_set_add(set, l, (float)SCALE, NULL), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_lora_set_add(set, l, (float)SCALE, NULL, 0), TL_ERR_INVALID_ARG);
     for (size_t i = 0; i < tl_model_tensor_count(m); i++) assert_false(tl_model_tensor_patched(m, i));
     tl_session_release(s, a);
-    assert_int_equal(tl_lora_set_add(set, l, (float)SCALE, NULL), TL_OK);
+    assert_int_equal(tl_lora_set_add(set, l, (float)SCALE, NULL, 0), TL_OK);
 
     /* acquire again: every part's bytes on the device are the merged ones */
     assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, 0, TL_ALL_LAYERS, true, &a), TL_OK);
@@ -735,7 +735,7 @@ static void test_gguf_adapter(void **state) {
     tl_lora *l = NULL;
     assert_int_equal(tl_lora_open(lp, &l), TL_OK);
     tl_lora_report r;
-    assert_int_equal(tl_lora_apply(m, l, 2.0f, &r), TL_OK);
+    assert_int_equal(tl_lora_apply(m, l, 2.0f, &r, sizeof r), TL_OK);
     assert_int_equal(r.n_matched, 1);
     assert_int_equal(r.n_unmatched, 0);
     expect_values(m, "blk.0.attn_q.weight", "F32", want, 32);

@@ -189,7 +189,7 @@ static void check_merge(const char *dir, const char *name, const char *fmt) {
     assert_int_equal(tl_model_open(&mpc, 1, &o, &m), TL_OK);
     tl_lora *l = NULL;
     assert_int_equal(tl_lora_open(lp, &l), TL_OK);
-    assert_int_equal(tl_lora_apply(m, l, 0.75f, NULL), TL_OK);
+    assert_int_equal(tl_lora_apply(m, l, 0.75f, NULL, 0), TL_OK);
     assert_int_equal(tl_model_open(&opc, 1, NULL, &out), TL_OK);
     assert_int_equal(tl_model_tensor_count(out), tl_model_tensor_count(m));
     size_t differ = 0;

@@ -125,7 +125,7 @@ static tl_status try_lora(tl_model *m, const char *lpath, float scale, tl_lora_r
     tl_lora *l = NULL;
     tl_status st = tl_lora_open(lpath, &l);
     if (st) return st;
-    st = tl_lora_apply(m, l, scale, r);
+    st = tl_lora_apply(m, l, scale, r, sizeof *r);
     tl_lora_close(l);
     return st;
 }
@@ -249,8 +249,8 @@ static void test_nonfinite_scale_refused(void **state) {
         assert_int_equal(tl_lora_apply_module(m, l, 0, 0, scales[i]), TL_ERR_INVALID_ARG);
         tl_lora_set *set = NULL;
         assert_int_equal(tl_lora_set_create(m, NULL, &set), TL_OK);
-        assert_int_equal(tl_lora_set_add(set, l, scales[i], NULL), TL_ERR_INVALID_ARG);
-        assert_int_equal(tl_lora_set_add(set, l, 1.0f, NULL), TL_OK);
+        assert_int_equal(tl_lora_set_add(set, l, scales[i], NULL, 0), TL_ERR_INVALID_ARG);
+        assert_int_equal(tl_lora_set_add(set, l, 1.0f, NULL, 0), TL_OK);
         assert_int_equal(tl_lora_set_scale(set, l, scales[i]), TL_ERR_INVALID_ARG);
         double got[4];
         weights(m, got);

@@ -17,7 +17,7 @@
 static void test_read(void **st) {
     (void)st;
     tl_memstats m;
-    assert_int_equal(tl_memstats_read(&m), TL_OK);
+    assert_int_equal(tl_memstats_read(&m, sizeof m), TL_OK);
     assert_true(m.rss > 0);
     assert_true(m.rss_anon > 0);
     assert_true(m.rss_file > 0); /* the program's own text */
@@ -30,7 +30,7 @@ static void test_read(void **st) {
         assert_true(m.cgroup_max > 0);
     else
         assert_true(m.cgroup_max == UINT64_MAX);
-    assert_int_equal(tl_memstats_read(NULL), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_memstats_read(NULL, 0), TL_ERR_INVALID_ARG);
 }
 
 static void test_watch_peak(void **st) {
@@ -42,11 +42,11 @@ static void test_watch_peak(void **st) {
     assert_true(p != MAP_FAILED);
     memset(p, 1, n);
     tl_memstats mid;
-    assert_int_equal(tl_memstats_read(&mid), TL_OK);
+    assert_int_equal(tl_memstats_read(&mid, sizeof mid), TL_OK);
     tl_memwatch_sample(w);
     munmap(p, n);
     tl_memspan span;
-    tl_memwatch_destroy(w, &span);
+    tl_memwatch_destroy(w, &span, sizeof span);
     assert_true(span.samples >= 2);
     assert_true(span.rss_anon_peak >= span.start.rss_anon + (60u << 20));
     assert_true(span.rss_anon_peak >= mid.rss_anon);
@@ -54,7 +54,7 @@ static void test_watch_peak(void **st) {
     assert_true(span.rss_peak >= span.rss_anon_peak);
     assert_true(span.start.uss > 0);
     assert_int_equal(span.end.uss, 0);
-    tl_memwatch_destroy(NULL, NULL);
+    tl_memwatch_destroy(NULL, NULL, 0);
 }
 
 static void test_page_cache(void **st) {

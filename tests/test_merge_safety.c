@@ -115,7 +115,7 @@ static void truncated_model_child(const char *dir) {
     tl_lora *l = NULL;
     if (tl_lora_open(lp, &l)) _exit(11);
     if (truncate(mp, 4096) != 0) _exit(12);
-    tl_status st = tl_lora_apply(m, l, 1.0f, NULL);
+    tl_status st = tl_lora_apply(m, l, 1.0f, NULL, 0);
     if (st != TL_ERR_CHANGED) {
         fprintf(stderr, "model truncated: status %s: %s\n", tl_status_name(st), tl_last_error());
         _exit(13);
@@ -135,7 +135,7 @@ static void truncated_lora_child(const char *dir) {
     tl_lora *l = NULL;
     if (tl_lora_open(lp, &l)) _exit(11);
     if (truncate(lp, 1) != 0) _exit(12);
-    tl_status st = tl_lora_apply(m, l, 1.0f, NULL);
+    tl_status st = tl_lora_apply(m, l, 1.0f, NULL, 0);
     if (st != TL_ERR_CHANGED) {
         fprintf(stderr, "LoRA truncated: status %s: %s\n", tl_status_name(st), tl_last_error());
         _exit(13);
@@ -300,7 +300,7 @@ static void test_merged_ckpt_crcs_and_tied_weights(void **state) {
     assert_int_equal(tl_model_open((const char *const *)&cp, 1, &o, &m), TL_OK);
     tl_lora *l = NULL;
     assert_int_equal(tl_lora_open(lp, &l), TL_OK);
-    assert_int_equal(tl_lora_apply(m, l, 1.0f, NULL), TL_OK);
+    assert_int_equal(tl_lora_apply(m, l, 1.0f, NULL, 0), TL_OK);
     float in_place[4];
     assert_int_equal(tl_model_tensor_read(m, tl_model_find(m, "a.weight"), 0, in_place, 16), TL_OK);
     tl_lora_close(l);
@@ -316,8 +316,8 @@ static void test_merged_ckpt_crcs_and_tied_weights(void **state) {
     assert_int_equal(tl_lora_open(lb, &b), TL_OK);
     tl_lora_set *set = NULL;
     assert_int_equal(tl_lora_set_create(m, NULL, &set), TL_OK);
-    assert_int_equal(tl_lora_set_add(set, a, 1.0f, NULL), TL_OK);
-    assert_int_equal(tl_lora_set_add(set, b, 1.0f, NULL), TL_OK);
+    assert_int_equal(tl_lora_set_add(set, a, 1.0f, NULL, 0), TL_OK);
+    assert_int_equal(tl_lora_set_add(set, b, 1.0f, NULL, 0), TL_OK);
     assert_int_equal(tl_lora_set_remove(set, a), TL_OK);
     assert_int_equal(tl_model_tensor_read(m, tl_model_find(m, "b.weight"), 0, in_place, 16), TL_OK);
     if (in_place[0] != 1.5f)
@@ -374,7 +374,7 @@ static void test_strided_weight_refused(void **state) {
     assert_int_equal(tl_model_open((const char *const *)&cp, 1, &o, &m), TL_OK);
     tl_lora *lo = NULL;
     assert_int_equal(tl_lora_open(lp, &lo), TL_OK);
-    tl_status st = tl_lora_apply(m, lo, 1.0f, NULL);
+    tl_status st = tl_lora_apply(m, lo, 1.0f, NULL, 0);
     assert_true(st == TL_ERR_UNSUPPORTED || st == TL_ERR_INVALID_ARG);
     assert_non_null(strstr(tl_last_error(), "w.weight"));
     tl_lora_close(lo);

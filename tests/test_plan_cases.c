@@ -45,7 +45,7 @@ static void describe(const tl_plan *p, char *buf, size_t n) {
     }
     for (int c = 0; c < TL_COMP_COUNT; c++) {
         tl_plan_decision d;
-        assert_int_equal(tl_plan_decision_of(p, (tl_component)c, &d), TL_OK);
+        assert_int_equal(tl_plan_decision_of(p, (tl_component)c, &d, sizeof d), TL_OK);
         if (!d.present) continue;
         at += (size_t)snprintf(buf + at, n - at, "%s%s=%s%s", at ? " " : "",
                                tl_component_name((tl_component)c), tl_plan_mode_name(d.mode),
@@ -495,11 +495,11 @@ static void test_infeasible_messages(void **state) {
     o.vae_on_cpu = true;
     assert_int_equal(tl_plan_create(&sum, devs, nd, &o, &p), TL_OK);
     tl_plan_decision d;
-    tl_plan_decision_of(p, TL_COMP_COND, &d);
+    tl_plan_decision_of(p, TL_COMP_COND, &d, sizeof d);
     assert_int_equal(d.mode, TL_PLAN_MODE_CPU);
-    tl_plan_decision_of(p, TL_COMP_VAE, &d);
+    tl_plan_decision_of(p, TL_COMP_VAE, &d, sizeof d);
     assert_int_equal(d.mode, TL_PLAN_MODE_CPU);
-    tl_plan_decision_of(p, TL_COMP_DIFFUSION, &d);
+    tl_plan_decision_of(p, TL_COMP_DIFFUSION, &d, sizeof d);
     assert_int_equal(d.mode, TL_PLAN_MODE_GPU);
     tl_plan_destroy(p);
     o.backend = "cond=cuda0";

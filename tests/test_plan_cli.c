@@ -38,7 +38,7 @@ static void test_cli_json(void **state) {
     if (tl_plan_from_json(a.out, strlen(a.out), &p)) fail_msg("%s", tl_last_error());
     assert_true(tl_plan_feasible(p));
     tl_plan_decision d;
-    tl_plan_decision_of(p, TL_COMP_DIFFUSION, &d);
+    tl_plan_decision_of(p, TL_COMP_DIFFUSION, &d, sizeof d);
     assert_int_equal(d.mode, TL_PLAN_MODE_GPU);
     assert_string_equal(tl_plan_device_of(p, d.devices[0])->name, "cuda0");
     assert_non_null(strstr(a.out, "\"moved_per_run\""));
@@ -106,7 +106,7 @@ static void test_cli_flags(void **state) {
     tl_plan *p = NULL;
     assert_int_equal(tl_plan_from_json(r.out, strlen(r.out), &p), TL_OK);
     tl_plan_decision d;
-    tl_plan_decision_of(p, TL_COMP_VAE, &d);
+    tl_plan_decision_of(p, TL_COMP_VAE, &d, sizeof d);
     assert_int_equal(d.mode, TL_PLAN_MODE_CPU);
     tl_plan_destroy(p);
     tu_run_free(&r);
@@ -114,7 +114,7 @@ static void test_cli_flags(void **state) {
                    "--json", NULL);
     assert_int_equal(r.status, 0);
     assert_int_equal(tl_plan_from_json(r.out, strlen(r.out), &p), TL_OK);
-    tl_plan_decision_of(p, TL_COMP_DIFFUSION, &d);
+    tl_plan_decision_of(p, TL_COMP_DIFFUSION, &d, sizeof d);
     assert_int_equal(d.mode, TL_PLAN_MODE_STREAM);
     assert_int_equal(d.device_bytes[0], 0);
     assert_int_equal(d.host_bytes, d.bytes);

@@ -39,7 +39,7 @@ static void test_64_gpus(void **state) {
     assert_int_equal(tl_plan_device_count(p), 65);
     /* only the 64th GPU (index 63) can hold the 4.8 GiB UNet with its reserve */
     tl_plan_decision dec;
-    assert_int_equal(tl_plan_decision_of(p, TL_COMP_DIFFUSION, &dec), TL_OK);
+    assert_int_equal(tl_plan_decision_of(p, TL_COMP_DIFFUSION, &dec, sizeof dec), TL_OK);
     assert_int_equal(dec.mode, TL_PLAN_MODE_GPU);
     assert_int_equal(dec.n_devices, 1);
     assert_int_equal(dec.devices[0], 63);
@@ -59,7 +59,7 @@ static void test_64_gpus(void **state) {
     o.backend = "vae=cuda62&cuda63";
     o.reserve = "vae=0";
     assert_int_equal(tl_plan_create(&sum, d, n, &o, &p), TL_OK);
-    assert_int_equal(tl_plan_decision_of(p, TL_COMP_VAE, &dec), TL_OK);
+    assert_int_equal(tl_plan_decision_of(p, TL_COMP_VAE, &dec, sizeof dec), TL_OK);
     assert_int_equal(dec.mode, TL_PLAN_MODE_LAYER_SPLIT);
     assert_int_equal(dec.devices[0], 62);
     assert_int_equal(dec.devices[1], 63);
@@ -179,7 +179,7 @@ static void test_cli_64_sims(void **state) {
     if (tl_plan_from_json(r.out, strlen(r.out), &p)) fail_msg("%s", tl_last_error());
     assert_int_equal(tl_plan_device_count(p), 65);
     tl_plan_decision dec;
-    assert_int_equal(tl_plan_decision_of(p, TL_COMP_DIFFUSION, &dec), TL_OK);
+    assert_int_equal(tl_plan_decision_of(p, TL_COMP_DIFFUSION, &dec, sizeof dec), TL_OK);
     assert_int_equal(dec.mode, TL_PLAN_MODE_GPU);
     assert_string_equal(tl_plan_device_of(p, dec.devices[0])->name, "gpu63");
     tl_plan_destroy(p);

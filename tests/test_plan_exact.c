@@ -353,7 +353,7 @@ static void test_exact_cases(void **state) {
         for (const dec_want *w = k->want; w->comp >= 0; w++, n_want++) {
             const char *cn = tl_component_name((tl_component)w->comp);
             tl_plan_decision d;
-            assert_int_equal(tl_plan_decision_of(p, (tl_component)w->comp, &d), TL_OK);
+            assert_int_equal(tl_plan_decision_of(p, (tl_component)w->comp, &d, sizeof d), TL_OK);
             if (!d.present || d.mode != w->mode || d.phase_resident != w->phase ||
                 d.n_devices != w->n)
                 fail_msg("%s: %s is %s%s on %u GPUs, expected %s%s on %u", k->name, cn,
@@ -431,9 +431,9 @@ static void test_vae_residency_rows(void **state) {
         char why[512];
         if (!plan_check(&sum, p, 20, why, sizeof why)) fail_msg("%s: %s", rows[i].devices, why);
         tl_plan_decision dif, vae, cond;
-        tl_plan_decision_of(p, TL_COMP_DIFFUSION, &dif);
-        tl_plan_decision_of(p, TL_COMP_VAE, &vae);
-        tl_plan_decision_of(p, TL_COMP_COND, &cond);
+        tl_plan_decision_of(p, TL_COMP_DIFFUSION, &dif, sizeof dif);
+        tl_plan_decision_of(p, TL_COMP_VAE, &vae, sizeof vae);
+        tl_plan_decision_of(p, TL_COMP_COND, &cond, sizeof cond);
         assert_int_equal(dif.mode, TL_PLAN_MODE_STREAM);
         assert_int_equal(vae.mode, TL_PLAN_MODE_GPU);
         assert_true(cond.phase_resident); /* cond is not in the diffusion phase */
@@ -511,7 +511,7 @@ static void test_infeasible_best_effort(void **state) {
     char why[512];
     if (!plan_check(&sum, p, 20, why, sizeof why)) fail_msg("%s", why);
     tl_plan_decision d;
-    assert_int_equal(tl_plan_decision_of(p, TL_COMP_DIFFUSION, &d), TL_OK);
+    assert_int_equal(tl_plan_decision_of(p, TL_COMP_DIFFUSION, &d, sizeof d), TL_OK);
     assert_int_equal(d.mode, TL_PLAN_MODE_GPU);
     assert_false(d.phase_resident);
     assert_int_equal(d.n_devices, 1);
@@ -521,7 +521,7 @@ static void test_infeasible_best_effort(void **state) {
     assert_int_equal(d.layer_end[0], 6);
     assert_int_equal(d.n_requested, 1);
     assert_int_equal(d.requested[0], 0);
-    assert_int_equal(tl_plan_decision_of(p, TL_COMP_COND, &d), TL_OK);
+    assert_int_equal(tl_plan_decision_of(p, TL_COMP_COND, &d, sizeof d), TL_OK);
     assert_int_equal(d.mode, TL_PLAN_MODE_CPU);
     assert_int_equal(d.host_bytes, 100 * MIB);
     assert_int_equal(d.n_requested, 1);
@@ -544,7 +544,7 @@ static void test_infeasible_best_effort(void **state) {
     tl_plan *q = NULL;
     if (tl_plan_from_json(j, strlen(j), &q)) fail_msg("%s", tl_last_error());
     assert_int_equal(tl_plan_shortfall(q), 112 * MIB);
-    assert_int_equal(tl_plan_decision_of(q, TL_COMP_COND, &d), TL_OK);
+    assert_int_equal(tl_plan_decision_of(q, TL_COMP_COND, &d, sizeof d), TL_OK);
     assert_int_equal(d.n_requested, 1);
     assert_int_equal(d.requested[0], TL_PLAN_HOST);
     free(j);
@@ -555,7 +555,7 @@ static void test_infeasible_best_effort(void **state) {
     assert_int_equal(tl_plan_create(&sum, devs, nd, &o, &p), TL_OK);
     assert_true(tl_plan_feasible(p));
     assert_int_equal(tl_plan_shortfall(p), 0);
-    assert_int_equal(tl_plan_decision_of(p, TL_COMP_DIFFUSION, &d), TL_OK);
+    assert_int_equal(tl_plan_decision_of(p, TL_COMP_DIFFUSION, &d, sizeof d), TL_OK);
     assert_int_equal(d.n_requested, 1);
     assert_int_equal(d.requested[0], 1);
     tl_plan_destroy(p);
@@ -569,7 +569,7 @@ static void test_infeasible_best_effort(void **state) {
     assert_int_equal(tl_plan_create(&sum, devs, nd, &o, &p), TL_OK);
     assert_false(tl_plan_feasible(p));
     assert_int_equal(tl_plan_shortfall(p), UINT64_MAX);
-    assert_int_equal(tl_plan_decision_of(p, TL_COMP_VAE, &d), TL_OK);
+    assert_int_equal(tl_plan_decision_of(p, TL_COMP_VAE, &d, sizeof d), TL_OK);
     assert_int_equal(d.mode, TL_PLAN_MODE_CPU);
     assert_int_equal(d.n_requested, 2);
     assert_int_equal(d.requested[0], 0);

@@ -190,7 +190,7 @@ static void test_lazy_and_resident(void **state) {
     tl_session *s;
     assert_int_equal(tl_session_create(f.m, p, NULL, &s), TL_OK);
     tl_session_stats st;
-    assert_int_equal(tl_session_stats_get(s, &st), TL_OK);
+    assert_int_equal(tl_session_stats_get(s, &st, sizeof st), TL_OK);
     assert_int_equal(st.bytes_moved, 0); /* nothing before the first acquire */
     for (int pass = 0; pass < 3; pass++) {
         tl_acquired *a;
@@ -199,7 +199,7 @@ static void test_lazy_and_resident(void **state) {
         assert_int_equal(tl_session_check(s), TL_OK);
         check_acquired(&f, NULL, a);
         tl_session_release(s, a);
-        assert_int_equal(tl_session_stats_get(s, &st), TL_OK);
+        assert_int_equal(tl_session_stats_get(s, &st, sizeof st), TL_OK);
         assert_int_equal(st.moved[TL_TIER_FILE][TL_TIER_DEVICE],
                          comp_bytes(f.m, TL_COMP_DIFFUSION));
     }
@@ -262,7 +262,7 @@ static double stream_run(bool prefetch, uint64_t *moved) {
     /* the bytes (read back through the device, outside the timed run: reads cost model time) */
     check_layers(&f, s, NULL);
     tl_session_stats st;
-    tl_session_stats_get(s, &st);
+    tl_session_stats_get(s, &st, sizeof st);
     *moved = st.moved[TL_TIER_FILE][TL_TIER_DEVICE];
     if (prefetch) assert_true(st.prefetch_hits > 0);
     tl_session_destroy(s);
@@ -320,7 +320,7 @@ static void test_dirty_spill_roundtrip(void **state) {
     assert_int_equal(tl_session_evict_all(s, f.simname, &freed), TL_OK);
     assert_true(freed > 0);
     tl_session_stats st;
-    tl_session_stats_get(s, &st);
+    tl_session_stats_get(s, &st, sizeof st);
     assert_true(st.spills >= 4);
     assert_int_equal(st.devices[0].used, 0);
     assert_int_equal(tl_session_check(s), TL_OK);
@@ -378,7 +378,7 @@ static void test_oom_recovery(void **state) {
     assert_int_equal(tl_session_create(f.m, p, &o, &s), TL_OK);
     check_layers(&f, s, NULL);
     tl_session_stats st;
-    tl_session_stats_get(s, &st);
+    tl_session_stats_get(s, &st, sizeof st);
     assert_true(st.oom_recoveries > 0);
     /* holding more than the device has: a clear error, not a loop */
     tl_acquired *a;
@@ -613,7 +613,7 @@ static void test_fault_sweeps(void **state) {
         tl__fault_reset();
     }
     tl_session_stats st;
-    tl_session_stats_get(s, &st);
+    tl_session_stats_get(s, &st, sizeof st);
     assert_true(st.oom_recoveries > 0); /* a refused allocation with something evictable recovers */
     tl_session_destroy(s);
     teardown(&f, p);

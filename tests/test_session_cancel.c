@@ -212,13 +212,13 @@ static tl_session *session(fx *f, uint64_t layers) {
 
 static uint64_t used(tl_session *s) {
     tl_session_stats st;
-    assert_int_equal(tl_session_stats_get(s, &st), TL_OK);
+    assert_int_equal(tl_session_stats_get(s, &st, sizeof st), TL_OK);
     return st.devices[0].used;
 }
 
 static tl_session_stats stats(tl_session *s) {
     tl_session_stats st;
-    assert_int_equal(tl_session_stats_get(s, &st), TL_OK);
+    assert_int_equal(tl_session_stats_get(s, &st, sizeof st), TL_OK);
     return st;
 }
 

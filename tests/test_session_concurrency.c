@@ -191,7 +191,7 @@ static void *reader(void *arg) {
     uint64_t from = 0;
     while (!atomic_load(w->stop) && !w->err[0]) {
         tl_session_log log;
-        size_t n = tl_session_events_copy(w->s, from, buf, 16, &log);
+        size_t n = tl_session_events_copy(w->s, from, buf, 16, sizeof *buf, &log, sizeof log);
         uint64_t start = from > log.first ? from : log.first;
         if (log.next - log.first > log.cap || log.cap != 32)
             snprintf(w->err, sizeof w->err, "log holds %llu entries, bound %zu",
@@ -227,7 +227,7 @@ static void test_events_copied_under_lock(void **state) {
     if (a.err[0]) fail_msg("%s", a.err);
     if (r.err[0]) fail_msg("%s", r.err);
     tl_session_log log;
-    assert_int_equal(tl_session_events_copy(s, 0, NULL, 0, &log), 0);
+    assert_int_equal(tl_session_events_copy(s, 0, NULL, 0, 0, &log, sizeof log), 0);
     assert_true(log.next > 400); /* 400 acquires logged at least */
     assert_int_equal(log.next - log.first, 32);
     assert_int_equal(log.dropped, log.next - 32);
@@ -260,8 +260,8 @@ static void test_events_bound_clear_off(void **state) {
     ops(&f, none);
     tl_session_event ea[64], ef[64];
     tl_session_log la, lf, ln;
-    size_t na = tl_session_events_copy(all, 0, ea, 64, &la);
-    size_t nf = tl_session_events_copy(few, 0, ef, 64, &lf);
+    size_t na = tl_session_events_copy(all, 0, ea, 64, sizeof *ea, &la, sizeof la);
+    size_t nf = tl_session_events_copy(few, 0, ef, 64, sizeof *ef, &lf, sizeof lf);
     /* each round: acquire, load, drop */
     assert_int_equal(na, 30);
     assert_int_equal(la.first, 0);
@@ -278,22 +278,22 @@ static void test_events_bound_clear_off(void **state) {
         assert_int_equal(ef[i].bytes, ea[25 + i].bytes);
     }
     /* from inside the kept range, and a cap smaller than what is there */
-    assert_int_equal(tl_session_events_copy(few, 27, ef, 2, &lf), 2);
+    assert_int_equal(tl_session_events_copy(few, 27, ef, 2, sizeof *ef, &lf, sizeof lf), 2);
     assert_int_equal(ef[0].kind, ea[27].kind);
     assert_int_equal(ef[1].kind, ea[28].kind);
-    assert_int_equal(tl_session_events_copy(few, 30, ef, 64, &lf), 0);
+    assert_int_equal(tl_session_events_copy(few, 30, ef, 64, sizeof *ef, &lf, sizeof lf), 0);
     /* off: nothing kept, nothing counted */
-    assert_int_equal(tl_session_events_copy(none, 0, ef, 64, &ln), 0);
+    assert_int_equal(tl_session_events_copy(none, 0, ef, 64, sizeof *ef, &ln, sizeof ln), 0);
     assert_int_equal(ln.cap, 0);
     assert_int_equal(ln.next, 0);
     assert_int_equal(ln.dropped, 0);
     /* clear: the kept entries go, numbers go on */
     assert_int_equal(tl_session_events_clear(all), TL_OK);
-    assert_int_equal(tl_session_events_copy(all, 0, ea, 64, &la), 0);
+    assert_int_equal(tl_session_events_copy(all, 0, ea, 64, sizeof *ea, &la, sizeof la), 0);
     assert_int_equal(la.first, 30);
     assert_int_equal(la.next, 30);
     ops(&f, all);
-    assert_int_equal(tl_session_events_copy(all, 0, ea, 64, &la), 30);
+    assert_int_equal(tl_session_events_copy(all, 0, ea, 64, sizeof *ea, &la, sizeof la), 30);
     assert_int_equal(la.first, 30);
     assert_int_equal(la.next, 60);
     assert_int_equal(la.dropped, 0);
@@ -365,7 +365,7 @@ static void test_lora_merge_vs_acquire(void **state) {
     for (int round = 0; round < 8; round++) {
         tl_status st;
         /* refused while the other thread holds the tensor: nothing changed, try again */
-        while ((st = tl_lora_set_add(set, l, 1.0f, NULL)) == TL_ERR_INVALID_ARG) {
+        while ((st = tl_lora_set_add(set, l, 1.0f, NULL, 0)) == TL_ERR_INVALID_ARG) {
             refused++;
             sched_yield();
         }
@@ -392,7 +392,7 @@ static void test_lora_merge_vs_acquire(void **state) {
     assert_memory_equal(got, f.w0, ROWS * COLS * sizeof *got);
     assert_int_equal(tl_session_release(s, a), TL_OK);
     /* added: the merged bytes, exactly */
-    assert_int_equal(tl_lora_set_add(set, l, 1.0f, NULL), TL_OK);
+    assert_int_equal(tl_lora_set_add(set, l, 1.0f, NULL, 0), TL_OK);
     assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, 0, 1, false, &a), TL_OK);
     read_back(a, got, ROWS * COLS * sizeof *got);
     assert_memory_equal(got, f.merged, ROWS * COLS * sizeof *got);
@@ -451,7 +451,7 @@ static void test_busy_waits(void **state) {
     /* still waiting: the update has not ended (no time asserted, only the order) */
     assert_int_equal(atomic_load(&w.phase), 1);
     tl_session_stats st;
-    assert_int_equal(tl_session_stats_get(s, &st), TL_OK);
+    assert_int_equal(tl_session_stats_get(s, &st, sizeof st), TL_OK);
     assert_int_equal(st.devices[0].used, (uint64_t)SMALL * SMALL * 4); /* W0 was never loaded */
     assert_int_equal(tl_session_update_end(s, &w0, 1), TL_OK);
     pthread_join(t, NULL);

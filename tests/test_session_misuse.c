@@ -75,7 +75,7 @@ static tl_session *session(fx *f) {
 
 static uint64_t dev_used(tl_session *s) {
     tl_session_stats st;
-    assert_int_equal(tl_session_stats_get(s, &st), TL_OK);
+    assert_int_equal(tl_session_stats_get(s, &st, sizeof st), TL_OK);
     assert_int_equal(st.n_devices, 1);
     return st.devices[0].used;
 }

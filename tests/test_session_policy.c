@@ -208,10 +208,10 @@ static void use_layers(fx *f, tl_session *s, size_t lb, size_t le, const shadow 
 /* The whole event log (malloc'd; free it), its length in *n. */
 static tl_session_event *events_of(tl_session *s, size_t *n) {
     tl_session_log log;
-    tl_session_events_copy(s, 0, NULL, 0, &log);
+    tl_session_events_copy(s, 0, NULL, 0, 0, &log, sizeof log);
     assert_int_equal(log.dropped, 0);
     tl_session_event *ev = malloc((log.next + 1) * sizeof *ev);
-    *n = tl_session_events_copy(s, 0, ev, (size_t)log.next, NULL);
+    *n = tl_session_events_copy(s, 0, ev, (size_t)log.next, sizeof *ev, NULL, 0);
     return ev;
 }
 
@@ -463,7 +463,7 @@ static void test_optimum_brute_force(void **st) {
         for (size_t i = 0; i < q->n; i++)
             use_layers(&f, s, q->lb[i], q->le[i], NULL);
         tl_session_stats ss;
-        assert_int_equal(tl_session_stats_get(s, &ss), TL_OK);
+        assert_int_equal(tl_session_stats_get(s, &ss, sizeof ss), TL_OK);
         if (ss.moved[TL_TIER_FILE][TL_TIER_DEVICE] != want)
             fail_msg("schedule %zu: the session moved %llu bytes, the minimum is %llu", c,
                      (unsigned long long)ss.moved[TL_TIER_FILE][TL_TIER_DEVICE],
@@ -476,7 +476,7 @@ static void test_optimum_brute_force(void **st) {
         s = session(&f, p, q->cap * 64 * KIB, &o);
         for (size_t i = 0; i < q->n; i++)
             use_layers(&f, s, q->lb[i], q->le[i], NULL);
-        assert_int_equal(tl_session_stats_get(s, &ss), TL_OK);
+        assert_int_equal(tl_session_stats_get(s, &ss, sizeof ss), TL_OK);
         assert_true(ss.moved[TL_TIER_FILE][TL_TIER_DEVICE] >= want);
         differ_from_lru += ss.moved[TL_TIER_FILE][TL_TIER_DEVICE] > want;
         tl_session_destroy(s);
@@ -563,7 +563,7 @@ static void test_acquire_waits_for_prefetch(void **st) {
     assert_int_equal(w.st, TL_OK);
     assert_int_equal(tl_session_check(s), TL_OK);
     tl_session_stats ss;
-    assert_int_equal(tl_session_stats_get(s, &ss), TL_OK);
+    assert_int_equal(tl_session_stats_get(s, &ss, sizeof ss), TL_OK);
     assert_int_equal(ss.loads, 2); /* layer 0, and layer 1 once (by the prefetch) */
     assert_int_equal(ss.moved[TL_TIER_FILE][TL_TIER_DEVICE], 2 * 64 * KIB);
     assert_true(ss.prefetch_hits >= 1);
@@ -589,7 +589,7 @@ static void test_lru_streamed_before_resident(void **st) {
     const char *g[] = {"lrustream"};
     tl_plan *p = plan_on(&f, g, 1, NULL, 4 * 64 * KIB); /* 6 layers do not fit: auto-fit streams */
     tl_plan_decision dec;
-    assert_int_equal(tl_plan_decision_of(p, TL_COMP_DIFFUSION, &dec), TL_OK);
+    assert_int_equal(tl_plan_decision_of(p, TL_COMP_DIFFUSION, &dec, sizeof dec), TL_OK);
     assert_int_equal(dec.mode, TL_PLAN_MODE_STREAM);
     assert_int_equal(dec.layer_begin[0], 0);
     assert_int_equal(dec.layer_end[0], 2); /* the resident prefix; two buffers stream the rest */
@@ -604,7 +604,7 @@ static void test_lru_streamed_before_resident(void **st) {
     for (size_t i = 0; i < n; i++)
         if (got[i] != want[i]) fail_msg("drop %zu: layer %d, want layer %d", i, got[i], want[i]);
     tl_session_stats ss;
-    assert_int_equal(tl_session_stats_get(s, &ss), TL_OK);
+    assert_int_equal(tl_session_stats_get(s, &ss, sizeof ss), TL_OK);
     assert_int_equal(ss.moved[TL_TIER_FILE][TL_TIER_DEVICE], (6 + 4) * 64 * KIB);
     tl_session_destroy(s);
     tl_plan_destroy(p);
@@ -636,12 +636,12 @@ static void test_prefetch_keeps_what_is_needed_sooner(void **st) {
     assert_int_equal(tl_session_prefetch(s, TL_COMP_DIFFUSION, 2, 3, false), TL_OK);
     assert_int_equal(tl_session_check(s), TL_OK);
     tl_session_stats ss;
-    assert_int_equal(tl_session_stats_get(s, &ss), TL_OK);
+    assert_int_equal(tl_session_stats_get(s, &ss, sizeof ss), TL_OK);
     assert_int_equal(ss.prefetch_skipped, 1);
     assert_int_equal(ss.drops, 0);
     for (int i = 2; i < 5; i++)
         use_layers(&f, s, order[i], order[i] + 1, NULL);
-    assert_int_equal(tl_session_stats_get(s, &ss), TL_OK);
+    assert_int_equal(tl_session_stats_get(s, &ss, sizeof ss), TL_OK);
     assert_int_equal(ss.moved[TL_TIER_FILE][TL_TIER_DEVICE], 3 * 64 * KIB);
     uint64_t opt = 0;
     assert_int_equal(tl_session_optimal_bytes(s, &opt), TL_OK);
@@ -673,7 +673,7 @@ static void test_row_split_release(void **st) {
     /* 1.5 MiB of weights in one layer, 1 MiB per GPU: only a row split keeps them on GPUs */
     tl_plan *p = plan_on(&f, g, 2, NULL, 1 << 20);
     tl_plan_decision dec;
-    assert_int_equal(tl_plan_decision_of(p, TL_COMP_DIFFUSION, &dec), TL_OK);
+    assert_int_equal(tl_plan_decision_of(p, TL_COMP_DIFFUSION, &dec, sizeof dec), TL_OK);
     assert_int_equal(dec.mode, TL_PLAN_MODE_ROW_SPLIT);
     tl_session *s = session(&f, p, 0, NULL);
     for (int round = 0; round < 2; round++) {
@@ -707,7 +707,7 @@ static void test_row_split_release(void **st) {
             total += freed;
         }
         tl_session_stats ss;
-        assert_int_equal(tl_session_stats_get(s, &ss), TL_OK);
+        assert_int_equal(tl_session_stats_get(s, &ss, sizeof ss), TL_OK);
         for (size_t d = 0; d < ss.n_devices; d++)
             if (ss.devices[d].used)
                 fail_msg("%s: %llu bytes still held after release and evict_all",
@@ -786,7 +786,7 @@ static void test_spill_reuses_middle_extent(void **st) {
     tl_session_release(s, held);
     evict_all(s);
     tl_session_stats ss;
-    assert_int_equal(tl_session_stats_get(s, &ss), TL_OK);
+    assert_int_equal(tl_session_stats_get(s, &ss, sizeof ss), TL_OK);
     assert_int_equal(ss.spills, 6);
     assert_int_equal(ss.devices[0].used, 0);
     /* every layer from the spill file (or the model file), one by one, twice */

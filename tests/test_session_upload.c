@@ -219,7 +219,7 @@ static void test_pinned_tier(void **state) {
     for (size_t k = 0; k < 4; k++)
         use_layer(&f, s, k);
     tl_session_stats st;
-    assert_int_equal(tl_session_stats_get(s, &st), TL_OK);
+    assert_int_equal(tl_session_stats_get(s, &st, sizeof st), TL_OK);
     assert_true(st.devices[0].pinned);
     assert_int_equal(st.pinned_cap, 3ull * LAYER_BYTES);
     assert_int_equal(st.moved[TL_TIER_FILE][TL_TIER_DEVICE], 4ull * LAYER_BYTES);
@@ -229,7 +229,7 @@ static void test_pinned_tier(void **state) {
     assert_int_equal(st.pinned_peak, 3ull * LAYER_BYTES);
     use_layer(&f, s, 1); /* pinned */
     use_layer(&f, s, 0); /* from the file again (its copy went first), pinned anew */
-    assert_int_equal(tl_session_stats_get(s, &st), TL_OK);
+    assert_int_equal(tl_session_stats_get(s, &st, sizeof st), TL_OK);
     assert_int_equal(st.moved[TL_TIER_PINNED][TL_TIER_DEVICE], 1ull * LAYER_BYTES);
     assert_int_equal(st.moved[TL_TIER_FILE][TL_TIER_DEVICE], 5ull * LAYER_BYTES);
     assert_int_equal(st.moved[TL_TIER_FILE][TL_TIER_PINNED], 5ull * LAYER_BYTES);
@@ -239,7 +239,7 @@ static void test_pinned_tier(void **state) {
     /* no cap: no pinned tier, everything from the file */
     assert_int_equal(tl_session_create(f.m, f.p, NULL, &s), TL_OK);
     use_layer(&f, s, 0);
-    assert_int_equal(tl_session_stats_get(s, &st), TL_OK);
+    assert_int_equal(tl_session_stats_get(s, &st, sizeof st), TL_OK);
     assert_int_equal(st.pinned_used, 0);
     assert_int_equal(st.moved[TL_TIER_FILE][TL_TIER_PINNED], 0);
     tl_session_destroy(s);

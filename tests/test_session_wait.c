@@ -91,7 +91,7 @@ static tl_session *session(fx *f, uint64_t layers) {
 
 static uint64_t waits(tl_session *s) {
     tl_session_stats st;
-    assert_int_equal(tl_session_stats_get(s, &st), TL_OK);
+    assert_int_equal(tl_session_stats_get(s, &st, sizeof st), TL_OK);
     return st.acquire_waits;
 }
 
@@ -249,7 +249,7 @@ static void test_half_each_times_out(void **state) {
     }
     assert_true(timed_out >= 1);
     tl_session_stats st;
-    assert_int_equal(tl_session_stats_get(s, &st), TL_OK);
+    assert_int_equal(tl_session_stats_get(s, &st, sizeof st), TL_OK);
     assert_int_equal(st.acquire_timeouts, (uint64_t)timed_out);
     assert_int_equal(tl_session_check(s), TL_OK);
     /* nothing is left held: the whole budget is there again */
@@ -318,7 +318,7 @@ static void test_arrival_order(void **state) {
         pthread_join(ts, NULL);
         pthread_join(tl, NULL);
         tl_session_stats stats;
-        assert_int_equal(tl_session_stats_get(s, &stats), TL_OK);
+        assert_int_equal(tl_session_stats_get(s, &stats, sizeof stats), TL_OK);
         assert_int_equal(stats.acquire_waits, 3);
         assert_int_equal(stats.acquire_timeouts, 0);
         assert_int_equal(tl_session_check(s), TL_OK);

@@ -38,14 +38,14 @@ static void write_model(const char *path, uint64_t mib, uintptr_t seed) {
 
 static uint64_t rss_anon(void) {
     tl_memstats ms;
-    assert_int_equal(tl_memstats_read(&ms), TL_OK);
+    assert_int_equal(tl_memstats_read(&ms, sizeof ms), TL_OK);
     return ms.rss_anon;
 }
 
 static tl_warm_stats warm(void) {
     tl_warm_stats w;
     memset(&w, 0xff, sizeof w);
-    tl_warm_pool_stats(&w);
+    tl_warm_pool_stats(&w, sizeof w);
     return w;
 }
 
@@ -252,7 +252,7 @@ static void test_session_pinned_copies(void **state) {
     assert_int_equal(w2.held, 0);
     assert_int_equal(w2.released, w0.released);
     tl_session_stats st;
-    assert_int_equal(tl_session_stats_get(s, &st), TL_OK);
+    assert_int_equal(tl_session_stats_get(s, &st, sizeof st), TL_OK);
     assert_int_equal(st.pinned_used, 3 * LAYER); /* the session counts what it holds */
     assert_int_equal(st.moved[TL_TIER_FILE][TL_TIER_PINNED], 5 * LAYER);
     assert_int_equal(tl_session_check(s), TL_OK);
@@ -356,7 +356,7 @@ static int child_init(void) {
     o.keep_warm = 123 * MiB;
     if (tl_init(&o) != TL_OK) return 11;
     tl_warm_stats w;
-    tl_warm_pool_stats(&w);
+    tl_warm_pool_stats(&w, sizeof w);
     return w.bound == 123 * MiB && w.held == 0 ? 0 : 12;
 }
 

@@ -111,7 +111,7 @@ int main(int argc, char **argv) {
     }
     if (s == TL_OK) {
         tl_session_stats ss;
-        tl_session_stats_get(session, &ss);
+        tl_session_stats_get(session, &ss, sizeof ss);
         printf("session: %llu bytes moved, %llu evictions\n", (unsigned long long)ss.bytes_moved,
                (unsigned long long)ss.evictions);
     }

@@ -414,7 +414,7 @@ int main(int argc, char **argv) {
              (int)(eq ? (size_t)(eq - device) : strlen(device)), device);
     tl_device *named = NULL;
     tl_device_info info;
-    if ((s = tl_device_find(devs[0].name, &named)) || (s = tl_device_describe(named, &info)))
+    if ((s = tl_device_find(devs[0].name, &named)) || (s = tl_device_describe(named, &info, sizeof info)))
         return fail(devs[0].name, s);
     snprintf(devs[0].name, sizeof devs[0].name, "%s", tl_device_name(named));
     tl_device_release(named);
@@ -464,7 +464,7 @@ int main(int argc, char **argv) {
             for (int c = 0; c < TL_COMP_COUNT && !s; c++) {
                 tl_plan_decision d;
                 if (!(mask & (1u << c)) ||
-                    tl_plan_decision_of(plan, (tl_component)c, &d) != TL_OK || !d.present)
+                    tl_plan_decision_of(plan, (tl_component)c, &d, sizeof d) != TL_OK || !d.present)
                     continue;
                 bool streamed = d.mode == TL_PLAN_MODE_STREAM;
                 s = run_component(&e, (tl_component)c, streamed);
@@ -480,7 +480,7 @@ int main(int argc, char **argv) {
 
     /* 5. What it cost. */
     tl_session_stats st;
-    tl_session_stats_get(e.s, &st);
+    tl_session_stats_get(e.s, &st, sizeof st);
     printf("products %llu, mismatches %llu, checksum %.6g\n", (unsigned long long)e.products,
            (unsigned long long)e.mismatches, e.checksum);
     printf("bytes moved %llu (loads %llu, evictions %llu, prefetch hits %llu)\n",

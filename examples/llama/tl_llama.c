@@ -699,7 +699,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n_names; i++) {
         tl_device *d = NULL;
         tl_device_info info;
-        if ((s = tl_device_find(names[i], &d)) || (s = tl_device_describe(d, &info)))
+        if ((s = tl_device_find(names[i], &d)) || (s = tl_device_describe(d, &info, sizeof info)))
             return fail(names[i], s);
         snprintf(devs[i].name, sizeof devs[i].name, "%s", tl_device_name(d));
         devs[i].is_gpu = true;
@@ -738,7 +738,7 @@ int main(int argc, char **argv) {
     if (s) return fail("plan", s);
     if ((s = tl_plan_check(e.plan))) return fail("plan", s);
     tl_plan_decision dec;
-    tl_plan_decision_of(e.plan, TL_COMP_OTHER, &dec);
+    tl_plan_decision_of(e.plan, TL_COMP_OTHER, &dec, sizeof dec);
 
     /* 3. The session, told the run's order of acquires (other once, then every block per pass). */
     tl_session_options so;
@@ -817,7 +817,7 @@ int main(int argc, char **argv) {
 
     /* 5. Figures. */
     tl_session_stats st;
-    tl_session_stats_get(e.s, &st);
+    tl_session_stats_get(e.s, &st, sizeof st);
     uint64_t uploaded = 0, optimal = 0, peak = 0;
     for (int t = 0; t < TL_TIER_COUNT; t++)
         uploaded += st.moved[t][TL_TIER_DEVICE];

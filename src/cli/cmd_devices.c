@@ -85,7 +85,7 @@ int cmd_devices(int argc, char **argv) {
         return cli_exit_code(TL_ERR_NOMEM);
     }
     for (size_t i = 0; i < n; i++) {
-        tl_status s = tl_device_describe(devs[i], &infos[i]);
+        tl_status s = tl_device_describe(devs[i], &infos[i], sizeof infos[i]);
         if (s != TL_OK) {
             tl_device_list_release(devs, n);
             free(infos);

@@ -356,7 +356,7 @@ int cmd_load(int argc, char **argv) {
     }
     tl_warm_pool_set(keep_warm);
     tl_memstats ms0;
-    if (tl_memstats_read(&ms0) == TL_OK) ar.uss_start = ms0.uss;
+    if (tl_memstats_read(&ms0, sizeof ms0) == TL_OK) ar.uss_start = ms0.uss;
     tl_load_result *r = NULL;
     s = tl_model_load(m, &o, &r);
     for (unsigned k = 1; k < repeat && s == TL_OK; k++) {
@@ -391,7 +391,7 @@ int cmd_load(int argc, char **argv) {
         }
     }
     tl_memstats ms;
-    if (tl_memstats_read(&ms) == TL_OK) ar.uss_end = ms.uss;
+    if (tl_memstats_read(&ms, sizeof ms) == TL_OK) ar.uss_end = ms.uss;
     if (json)
         print_json(m, r, &ar);
     else

@@ -264,7 +264,7 @@ static int merge_main(int argc, char **argv, cli_models *models, cli_loras *lora
         st = tl_lora_open(loras->paths[i], &loras->open[i]);
         if (st) break;
         tl_lora_report r;
-        st = tl_lora_match(m, loras->open[i], &r);
+        st = tl_lora_match(m, loras->open[i], &r, sizeof r);
         if (st) break;
         if (r.n_unmatched) {
             fprintf(stderr,
@@ -299,7 +299,7 @@ static int merge_main(int argc, char **argv, cli_models *models, cli_loras *lora
             if (fflush(c.out) != 0) st = TL_ERR_IO;
             else st = tl_ckpt_refresh_crcs(of.fd, of.tmp);
         }
-        tl_memwatch_destroy(w, &span);
+        tl_memwatch_destroy(w, &span, sizeof span);
         if (st) cli_outfile_abort(&of);
         else rc = cli_outfile_commit(&of, "merge");
     }

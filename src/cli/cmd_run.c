@@ -269,18 +269,18 @@ typedef struct run_watch {
 static double session_now(const tl_session *s, tl_device *clock, size_t *n_events) {
     tl_session_log log;
     tl_session_event last;
-    tl_session_events_copy(s, 0, NULL, 0, &log);
+    tl_session_events_copy(s, 0, NULL, 0, 0, &log, sizeof log);
     *n_events = (size_t)log.next;
     double t;
     if (clock && tl_device_sim_clock(clock, &t) == TL_OK) return t;
-    return log.next && tl_session_events_copy(s, log.next - 1, &last, 1, NULL) ? last.t : 0;
+    return log.next && tl_session_events_copy(s, log.next - 1, &last, 1, sizeof last, NULL, 0) ? last.t : 0;
 }
 
 /* Time of event i, or `otherwise` when there is none (yet, or any longer). */
 static double event_time(const tl_session *s, size_t i, double otherwise) {
     tl_session_event e;
     tl_session_log log;
-    return tl_session_events_copy(s, i, &e, 1, &log) && log.first <= i ? e.t : otherwise;
+    return tl_session_events_copy(s, i, &e, 1, sizeof e, &log, sizeof log) && log.first <= i ? e.t : otherwise;
 }
 
 static tl_status on_step(void *user, tl_session *s, const char *phase, uint32_t pass,
@@ -320,7 +320,7 @@ static tl_status on_step(void *user, tl_session *s, const char *phase, uint32_t 
     if (w->progress) {
         tl_session_stats st;
         char b[32];
-        if (tl_session_stats_get(s, &st) == TL_OK)
+        if (tl_session_stats_get(s, &st, sizeof st) == TL_OK)
             fprintf(stderr, "\r\033[K%s pass %u: moved %s, %llu loads, %llu evictions", phase,
                     pass + 1, cli_fmt_size(st.bytes_moved, b, sizeof b),
                     (unsigned long long)st.loads, (unsigned long long)st.evictions);
@@ -513,12 +513,12 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras,
         lb->t1 = session_now(s, watch.clock, &lb->e1);
     }
     if (w) {
-        tl_memwatch_destroy(w, &span);
+        tl_memwatch_destroy(w, &span, sizeof span);
         pc1 = page_cache(m);
     }
     if (!st) {
         tl_session_stats stats;
-        tl_session_stats_get(s, &stats);
+        tl_session_stats_get(s, &stats, sizeof stats);
         if (ra.json)
             rc = print_json(rep, &stats, &span, pc0, pc1, loras, ro.compute) ? cli_fail(TL_ERR_IO)
                                                                              : 0;

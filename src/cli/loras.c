@@ -63,7 +63,7 @@ int cli_loras_apply(cli_loras *l, tl_model *m, tl_session *s, FILE *out) {
         st = tl_lora_open(l->paths[i], &l->open[i]);
         if (st) break;
         tl_lora_report r;
-        st = tl_lora_match(m, l->open[i], &r);
+        st = tl_lora_match(m, l->open[i], &r, sizeof r);
         if (st) break;
         if (r.n_unmatched) {
             fprintf(stderr,
@@ -77,7 +77,7 @@ int cli_loras_apply(cli_loras *l, tl_model *m, tl_session *s, FILE *out) {
                 return cli_exit_code(TL_ERR_NOT_FOUND);
             }
         }
-        st = tl_lora_set_add(l->set, l->open[i], l->scales[i], &r);
+        st = tl_lora_set_add(l->set, l->open[i], l->scales[i], &r, sizeof r);
         if (!st) l->reports[i] = r;
         if (!st && out)
             fprintf(out, "LoRA %s (scale %g): %zu modules merged, %zu unmatched\n", l->paths[i],

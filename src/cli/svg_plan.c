@@ -25,7 +25,7 @@ static const char *phase_name(const tl_plan *p, size_t ph, char *buf, size_t n) 
     uint32_t mask = tl_plan_phase_mask(p, ph);
     tl_plan_decision d;
     for (int c = 0; c < TL_COMP_COUNT; c++) /* name only the components the model has */
-        if ((mask & (1u << c)) && (tl_plan_decision_of(p, (tl_component)c, &d) || !d.present))
+        if ((mask & (1u << c)) && (tl_plan_decision_of(p, (tl_component)c, &d, sizeof d) || !d.present))
             if (mask & ~(1u << c)) mask &= ~(1u << c);
     size_t o = 0;
     buf[0] = 0;
@@ -44,7 +44,7 @@ int svg_plan_write(const tl_plan *p, const char *path) {
     size_t nd = tl_plan_device_count(p), nph = tl_plan_phase_count(p), n_gpu = 0;
     tl_plan_decision dec[TL_COMP_COUNT];
     for (int c = 0; c < TL_COMP_COUNT; c++)
-        if (tl_plan_decision_of(p, (tl_component)c, &dec[c])) dec[c].present = false;
+        if (tl_plan_decision_of(p, (tl_component)c, &dec[c], sizeof dec[c])) dec[c].present = false;
     /* the scale: the largest of every peak, budget and the host bytes */
     double vmax = 1;
     for (size_t d = 0; d < nd; d++) {

@@ -68,11 +68,11 @@ static bool ram_effect(const tl_session_event *e, int64_t *delta) {
 int svg_timeline_write(const tl_session *s, const tl_plan *p, const svg_band *bands, size_t n_bands,
                        const char *path) {
     tl_session_log log;
-    tl_session_events_copy(s, 0, NULL, 0, &log);
+    tl_session_events_copy(s, 0, NULL, 0, 0, &log, sizeof log);
     size_t kept = (size_t)(log.next - log.first);
     tl_session_event *ev = malloc((kept ? kept : 1) * sizeof *ev);
     if (!ev) return cli_exit_code(TL_ERR_NOMEM);
-    size_t n = tl_session_events_copy(s, log.first, ev, kept, &log);
+    size_t n = tl_session_events_copy(s, log.first, ev, kept, sizeof *ev, &log, sizeof log);
     lane lanes[TL_PLAN_MAX_DEVICES + 1];
     size_t nl = 0;
     double t_end = 0;

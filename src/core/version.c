@@ -7,6 +7,10 @@
 #define TL_STR_(x) #x
 #define TL_STR(x) TL_STR_(x)
 
+unsigned tl_abi_version(void) {
+    return TL_ABI_VERSION;
+}
+
 const char *tl_version(void) {
     return TL_STR(TL_VERSION_MAJOR) "." TL_STR(TL_VERSION_MINOR) "." TL_STR(TL_VERSION_PATCH);
 }

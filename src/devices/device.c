@@ -4,6 +4,7 @@
  * them and fill in what optional entries leave out.
  */
 #include "core/error.h"
+#include "core/outsize.h"
 #include "core/options.h"
 #include "devices/devices.h"
 
@@ -136,16 +137,19 @@ static tl_status op_done(const tl_device *d, const char *op, uint64_t gen, tl_st
         return op_done((d), #op, gen_, (d)->ops->op((d)->self, __VA_ARGS__));                      \
     } while (0)
 
-tl_status tl_device_describe(tl_device *d, tl_device_info *out) {
-    if (!d || !out) return tl__err(TL_ERR_INVALID_ARG, "tl_device_describe: NULL argument");
-    memset(out, 0, sizeof *out);
+tl_status tl_device_describe(tl_device *d, tl_device_info *out, size_t out_size) {
+    if (!d || !out || !out_size)
+        return tl__err(TL_ERR_INVALID_ARG, "tl_device_describe: NULL argument or size 0");
+    tl_device_info info;
+    memset(&info, 0, sizeof info);
     uint64_t gen = tl__err_generation();
-    tl_status s = op_done(d, "describe", gen, d->ops->describe(d->self, out));
+    tl_status s = op_done(d, "describe", gen, d->ops->describe(d->self, &info));
     if (s != TL_OK) return s;
-    memcpy(out->name, d->name, sizeof out->name);
-    out->desc[sizeof out->desc - 1] = 0;
-    out->kind = d->kind;
-    if (out->alignment == 0 || (out->alignment & (out->alignment - 1)) != 0) out->alignment = 1;
+    memcpy(info.name, d->name, sizeof info.name);
+    info.desc[sizeof info.desc - 1] = 0;
+    info.kind = d->kind;
+    if (info.alignment == 0 || (info.alignment & (info.alignment - 1)) != 0) info.alignment = 1;
+    tl__copy_out(out, out_size, &info, sizeof info);
     return TL_OK;
 }
 

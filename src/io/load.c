@@ -701,7 +701,7 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
     j.m = m;
     tl_load_result *r = tl__os_calloc(1, sizeof *r);
     if (!r) {
-        tl_memwatch_destroy(watch, NULL);
+        tl_memwatch_destroy(watch, NULL, 0);
         return tl__err(TL_ERR_NOMEM, "load: out of memory");
     }
     j.r = r;
@@ -718,7 +718,7 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
     if (!r->tensors || !r->files || !order) {
         free(order);
         tl_load_result_destroy(r);
-        tl_memwatch_destroy(watch, NULL);
+        tl_memwatch_destroy(watch, NULL, 0);
         return tl__err(TL_ERR_NOMEM, "load: out of memory");
     }
     tl__io_options io = {j.o.threads, j.o.staging_count, j.o.staging_size, !j.no_uring};
@@ -727,7 +727,7 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
         s = tl__err_prefix(s, "load");
         free(order);
         tl_load_result_destroy(r);
-        tl_memwatch_destroy(watch, NULL);
+        tl_memwatch_destroy(watch, NULL, 0);
         return s;
     }
     r->stats.threads = j.o.threads;
@@ -739,7 +739,7 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
                 free(order);
                 tl__io_engine_destroy(j.io);
                 tl_load_result_destroy(r);
-                tl_memwatch_destroy(watch, NULL);
+                tl_memwatch_destroy(watch, NULL, 0);
                 return tl__err(TL_ERR_INVALID_ARG,
                                "load: tensor index %zu out of range (%zu tensors)", j.o.tensors[k],
                                tl_model_tensor_count(m));
@@ -800,7 +800,7 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
     tl_memwatch_sample(watch);
     r->stats.staging_used = tl__staging_used(tl__io_engine_staging(j.io));
     tl__io_engine_destroy(j.io);
-    tl_memwatch_destroy(watch, &r->stats.mem);
+    tl_memwatch_destroy(watch, &r->stats.mem, sizeof r->stats.mem);
     if (s != TL_OK) {
         tl_load_result_destroy(r);
         return s;

@@ -25,6 +25,7 @@
  *     TL_WARM_MIN_REGION goes with the region whole.
  * munmap and the faulting-in run outside the lock.
  */
+#include "core/outsize.h"
 #include "io/warmpool.h"
 #include "os/hostmem.h"
 #include "os/os.h"
@@ -81,10 +82,10 @@ void tl_warm_pool_set(uint64_t bound) {
     unmap_all(out, n);
 }
 
-void tl_warm_pool_stats(tl_warm_stats *out) {
+void tl_warm_pool_stats(tl_warm_stats *out, size_t out_size) {
     if (!out) return;
     pthread_mutex_lock(&pool_mu);
-    *out = pool_st;
+    tl__copy_out(out, out_size, &pool_st, sizeof pool_st);
     pthread_mutex_unlock(&pool_mu);
 }
 

@@ -20,6 +20,7 @@
 #include "lora/lora.h"
 
 #include "core/error.h"
+#include "core/outsize.h"
 #include "io/convert.h"
 #include "os/os.h"
 
@@ -271,12 +272,14 @@ tl_status lora_targets(const tl_model *m, const tl_lora *l, size_t **targets) {
     return match(m, l, targets, &r);
 }
 
-tl_status tl_lora_match(const tl_model *m, const tl_lora *l, tl_lora_report *r) {
-    if (!m || !l) return tl__err(TL_ERR_INVALID_ARG, "tl_lora_match: NULL argument");
-    tl_lora_report tmp;
+tl_status tl_lora_match(const tl_model *m, const tl_lora *l, tl_lora_report *r, size_t r_size) {
+    if (!m || !l || (r && !r_size))
+        return tl__err(TL_ERR_INVALID_ARG, "tl_lora_match: NULL argument or report size 0");
+    tl_lora_report full = {0};
     size_t *t = NULL;
-    tl_status st = match(m, l, &t, r ? r : &tmp);
+    tl_status st = match(m, l, &t, &full);
     free(t);
+    if (r) tl__copy_out(r, r_size, &full, sizeof full);
     return st;
 }
 
@@ -335,9 +338,14 @@ tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool
     return st;
 }
 
-tl_status tl_lora_apply(tl_model *m, const tl_lora *l, float scale, tl_lora_report *r) {
-    if (!m || !l) return tl__err(TL_ERR_INVALID_ARG, "tl_lora_apply: NULL argument");
+tl_status tl_lora_apply(tl_model *m, const tl_lora *l, float scale, tl_lora_report *r,
+                        size_t r_size) {
+    if (!m || !l || (r && !r_size))
+        return tl__err(TL_ERR_INVALID_ARG, "tl_lora_apply: NULL argument or report size 0");
     if (!isfinite(scale))
         return tl__err(TL_ERR_INVALID_ARG, "tl_lora_apply: scale %g is not finite", (double)scale);
-    return lora_apply_some(m, l, scale, NULL, r);
+    tl_lora_report full = {0};
+    tl_status st = lora_apply_some(m, l, scale, NULL, &full);
+    if (r) tl__copy_out(r, r_size, &full, sizeof full);
+    return st;
 }

@@ -13,6 +13,7 @@
 #include "lora/lora.h"
 
 #include "core/error.h"
+#include "core/outsize.h"
 #include "os/os.h"
 
 #include <math.h>
@@ -130,8 +131,10 @@ static tl_status end(tl_lora_set *set, size_t *list, size_t n, tl_status st) {
     return st;
 }
 
-tl_status tl_lora_set_add(tl_lora_set *set, const tl_lora *l, float scale, tl_lora_report *r) {
-    if (!set || !l) return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_add: NULL argument");
+tl_status tl_lora_set_add(tl_lora_set *set, const tl_lora *l, float scale, tl_lora_report *r,
+                          size_t r_size) {
+    if (!set || !l || (r && !r_size))
+        return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_add: NULL argument or report size 0");
     if (!isfinite(scale))
         return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_add: scale %g is not finite", (double)scale);
     size_t n = tl_model_tensor_count(set->m);
@@ -145,7 +148,9 @@ tl_status tl_lora_set_add(tl_lora_set *set, const tl_lora *l, float scale, tl_lo
     size_t *list = NULL, nl = 0;
     tl_status st = touched_by(set, l, touched);
     if (!st) st = begin(set, touched, &list, &nl);
-    if (!st) st = end(set, list, nl, lora_apply_some(set->m, l, scale, NULL, r));
+    tl_lora_report full = {0};
+    if (!st) st = end(set, list, nl, lora_apply_some(set->m, l, scale, NULL, &full));
+    if (r) tl__copy_out(r, r_size, &full, sizeof full);
     if (!st) set->items[set->n++] = (set_item){l, scale};
     free(touched);
     return st;

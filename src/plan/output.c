@@ -6,6 +6,7 @@
 #include "plan/plan.h"
 
 #include "core/error.h"
+#include "core/outsize.h"
 #include "core/strbuf.h"
 #include "os/os.h"
 
@@ -49,10 +50,11 @@ const tl_plan_device *tl_plan_device_of(const tl_plan *p, size_t i) {
 uint64_t tl_plan_device_budget(const tl_plan *p, size_t i) {
     return p && i < p->n_devices ? p->budget[i] : 0;
 }
-tl_status tl_plan_decision_of(const tl_plan *p, tl_component c, tl_plan_decision *out) {
-    if (!p || !out || (unsigned)c >= TL_COMP_COUNT)
+tl_status tl_plan_decision_of(const tl_plan *p, tl_component c, tl_plan_decision *out,
+                              size_t out_size) {
+    if (!p || !out || !out_size || (unsigned)c >= TL_COMP_COUNT)
         return tl__err(TL_ERR_INVALID_ARG, "plan decision: bad argument");
-    *out = p->dec[c];
+    tl__copy_out(out, out_size, &p->dec[c], sizeof p->dec[c]);
     return TL_OK;
 }
 size_t tl_plan_phase_count(const tl_plan *p) {

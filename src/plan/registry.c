@@ -33,7 +33,7 @@ tl_status tl_plan_devices_from_registry(tl_plan_device *out, size_t cap, size_t 
     size_t hosts = 0;
     for (size_t i = 0; i < count; i++) {
         tl_device_info info;
-        if ((st = tl_device_describe(list[i], &info))) goto out;
+        if ((st = tl_device_describe(list[i], &info, sizeof info))) goto out;
         tl_plan_device *d = &all[i];
         snprintf(d->name, sizeof d->name, "%s", info.name);
         d->is_gpu = info.kind != TL_DEVICE_CPU;

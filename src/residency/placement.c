@@ -100,7 +100,7 @@ tl_status tlr_place_all(const tl_model *m, const tl_plan *p, tlr_place **out, si
     tl_plan_decision dec[TL_COMP_COUNT];
     uint64_t roww[TL_COMP_COUNT][TL_PLAN_MAX_DEVICES];
     for (int c = 0; c < TL_COMP_COUNT; c++) {
-        tl_status s = tl_plan_decision_of(p, (tl_component)c, &dec[c]);
+        tl_status s = tl_plan_decision_of(p, (tl_component)c, &dec[c], sizeof dec[c]);
         if (s) return s;
         if (dec[c].present && dec[c].mode == TL_PLAN_MODE_ROW_SPLIT) {
             uint64_t rest = rest_bytes(m, (tl_component)c);

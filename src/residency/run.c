@@ -167,7 +167,7 @@ static tl_status default_pipeline(const tl_plan *p, uint32_t steps, item **out, 
 static bool streamed(const tl_session *s, const tl_run_options *o, tl_component c) {
     (void)s;
     tl_plan_decision d;
-    if (tl_plan_decision_of(tlr_session_plan(s), c, &d) || !d.present) return false;
+    if (tl_plan_decision_of(tlr_session_plan(s), c, &d, sizeof d) || !d.present) return false;
     return o->stream_all || d.mode == TL_PLAN_MODE_STREAM;
 }
 
@@ -402,13 +402,13 @@ tl_status tl_run_pipeline(tl_session *s, const tl_run_options *opts, tl_run_repo
             ph->pass = pass;
             r.cur = ph;
             tl_session_stats a, b;
-            tl_session_stats_get(s, &a);
+            tl_session_stats_get(s, &a, sizeof a);
             double t0 = tl__os_now(), m0 = model_time(&r);
             for (int c = 0; c < TL_COMP_COUNT && !st; c++)
                 if (it[i].mask & (1u << c)) st = run_component(&r, &it[i], pass, (tl_component)c);
             ph->seconds = tl__os_now() - t0;
             ph->model_seconds = model_time(&r) - m0;
-            tl_session_stats_get(s, &b);
+            tl_session_stats_get(s, &b, sizeof b);
             delta(ph, &a, &b);
             if (st) st = tl__err_prefix(st, "phase %s (pass %u)", it[i].name, pass + 1);
         }

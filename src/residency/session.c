@@ -35,6 +35,7 @@
 #include "core/assert.h"
 #include "core/env.h"
 #include "core/error.h"
+#include "core/outsize.h"
 #include "core/options.h"
 #include "io/io.h"
 #include "os/hostmem.h"
@@ -510,7 +511,7 @@ static tl_status save_dirty_locked(tl_session *s, unit *u) {
     bool ram_ok = s->st.host_used + n <= s->host_budget;
     if (ram_ok && s->o.spill_threshold) {
         tl_memstats ms;
-        if (tl_memstats_read(&ms) == TL_OK && ms.mem_available < s->o.spill_threshold)
+        if (tl_memstats_read(&ms, sizeof ms) == TL_OK && ms.mem_available < s->o.spill_threshold)
             ram_ok = false;
     }
     tl__io_xfer x = {.len = n, .path = fpath(s, u), .name = tname(s, u)};
@@ -910,7 +911,7 @@ static tl_status alloc_locked(tl_session *s, unit *u) {
         return TL_OK;
     }
     tl_device_info info;
-    uint64_t free_now = tl_device_describe(v->d, &info) == TL_OK ? info.free : 0;
+    uint64_t free_now = tl_device_describe(v->d, &info, sizeof info) == TL_OK ? info.free : 0;
     char a[32], f[32], e[32], g[32];
     return tl__err(TL_ERR_DEVICE_OOM,
                    "%s: tensor %s: %s refused the allocation (asked %s, free %s, evictable %s "
@@ -995,7 +996,7 @@ static tl_status bind_devices(tl_session *s) {
     uint64_t reserve[TL_PLAN_MAX_DEVICES] = {0};
     for (int c = 0; c < TL_COMP_COUNT; c++) {
         tl_plan_decision d;
-        if (tl_plan_decision_of(p, (tl_component)c, &d) || !d.present) continue;
+        if (tl_plan_decision_of(p, (tl_component)c, &d, sizeof d) || !d.present) continue;
         for (uint32_t k = 0; k < d.n_devices; k++)
             if (d.reserve > reserve[d.devices[k]]) reserve[d.devices[k]] = d.reserve;
     }
@@ -1014,7 +1015,7 @@ static tl_status bind_devices(tl_session *s) {
         v->d = d;
         v->plan_index = (uint32_t)i;
         tl_device_info info;
-        st = tl_device_describe(d, &info);
+        st = tl_device_describe(d, &info, sizeof info);
         if (st) {
             tl_device_release(d);
             return st;
@@ -1110,7 +1111,7 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
         if (!s->host_budget) {
             tl_memstats ms;
             uint64_t room = UINT64_MAX;
-            if (tl_memstats_read(&ms) == TL_OK) {
+            if (tl_memstats_read(&ms, sizeof ms) == TL_OK) {
                 room = ms.mem_available;
                 if (ms.cgroup_max != UINT64_MAX && ms.cgroup_max > ms.cgroup_current &&
                     ms.cgroup_max - ms.cgroup_current < room)
@@ -2340,24 +2341,29 @@ tl_status tl_session_optimal_bytes(const tl_session *s, uint64_t *bytes) {
     return st;
 }
 
-tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out) {
-    if (!s || !out) return tl__err(TL_ERR_INVALID_ARG, "tl_session_stats_get: NULL");
+tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out, size_t out_size) {
+    if (!s || !out || !out_size)
+        return tl__err(TL_ERR_INVALID_ARG, "tl_session_stats_get: NULL or size 0");
+    tl_session_stats all;
     tl__os_mutex_lock((tl__os_mutex *)&s->mu);
-    *out = s->st;
-    out->n_devices = s->n_dev;
+    all = s->st;
+    all.n_devices = s->n_dev;
     for (size_t d = 0; d < s->n_dev; d++) {
-        out->devices[d].budget = s->dev[d].budget;
-        out->devices[d].used = s->dev[d].used;
-        out->devices[d].peak = s->dev[d].peak;
+        all.devices[d].budget = s->dev[d].budget;
+        all.devices[d].used = s->dev[d].used;
+        all.devices[d].peak = s->dev[d].peak;
     }
     tl__os_mutex_unlock((tl__os_mutex *)&s->mu);
+    tl__copy_out(out, out_size, &all, sizeof all);
     return TL_OK;
 }
 
 size_t tl_session_events_copy(const tl_session *s, uint64_t from, tl_session_event *out, size_t cap,
-                              tl_session_log *log) {
-    if (log) memset(log, 0, sizeof *log);
+                              size_t event_size, tl_session_log *log, size_t log_size) {
+    tl_session_log lg = {0};
+    if (log) tl__copy_out(log, log_size, &lg, sizeof lg);
     if (!s) return 0;
+    if (!event_size) cap = 0;
     tl__os_mutex_lock((tl__os_mutex *)&s->mu);
     uint64_t first = s->ev_next - s->n_ev;
     if (from < first) from = first;
@@ -2367,9 +2373,11 @@ size_t tl_session_events_copy(const tl_session *s, uint64_t from, tl_session_eve
         n = avail < cap ? (size_t)avail : cap;
         size_t at = (size_t)(from - first);
         for (size_t i = 0; i < n; i++)
-            out[i] = s->ev[(s->ev_head + at + i) % s->ev_cap];
+            tl__copy_out((char *)out + i * event_size, event_size,
+                         &s->ev[(s->ev_head + at + i) % s->ev_cap], sizeof *s->ev);
     }
-    if (log) *log = (tl_session_log){first, s->ev_next, s->ev_dropped, s->ev_cap};
+    lg = (tl_session_log){first, s->ev_next, s->ev_dropped, s->ev_cap};
+    if (log) tl__copy_out(log, log_size, &lg, sizeof lg);
     tl__os_mutex_unlock((tl__os_mutex *)&s->mu);
     return n;
 }

@@ -5,6 +5,7 @@
  * job. Every allocation, thread and lock goes through os/.
  */
 #include "core/error.h"
+#include "core/outsize.h"
 #include "os/meminfo.h"
 #include "os/os.h"
 #include "os/procmem.h"
@@ -46,9 +47,12 @@ static tl_status read_all(tl_memstats *out, bool uss) {
     return TL_OK;
 }
 
-tl_status tl_memstats_read(tl_memstats *out) {
-    if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_memstats_read: out is NULL");
-    return read_all(out, true);
+tl_status tl_memstats_read(tl_memstats *out, size_t out_size) {
+    if (!out || !out_size) return tl__err(TL_ERR_INVALID_ARG, "tl_memstats_read: out is NULL or of size 0");
+    tl_memstats all;
+    tl_status st = read_all(&all, true);
+    if (st == TL_OK) tl__copy_out(out, out_size, &all, sizeof all);
+    return st;
 }
 
 struct tl_memwatch {
@@ -124,7 +128,7 @@ void tl_memwatch_sample(tl_memwatch *w) {
     if (w) watch_take(w);
 }
 
-void tl_memwatch_destroy(tl_memwatch *w, tl_memspan *out) {
+void tl_memwatch_destroy(tl_memwatch *w, tl_memspan *out, size_t out_size) {
     if (!w) return;
     tl__os_mutex_lock(&w->mu);
     w->stop = true;
@@ -138,7 +142,7 @@ void tl_memwatch_destroy(tl_memwatch *w, tl_memspan *out) {
             w->span.rss_file_peak = w->span.end.rss_file;
         if (w->span.end.rss > w->span.rss_peak) w->span.rss_peak = w->span.end.rss;
     }
-    if (out) *out = w->span;
+    if (out) tl__copy_out(out, out_size, &w->span, sizeof w->span);
     tl__os_mutex_destroy(&w->mu);
     free(w);
 }

@@ -239,7 +239,7 @@ static void test_bind_rpc(void **state) {
     }
     assert_non_null(d);
     tl_device_info info;
-    assert_int_equal(tl_device_describe(d, &info), TL_OK);
+    assert_int_equal(tl_device_describe(d, &info, sizeof info), TL_OK);
     assert_false(info.host_pointer);
     assert_non_null(strstr(info.desc, srv.endpoint));
     assert_true(info.total > 0);
@@ -276,7 +276,7 @@ static void test_bind_rpc(void **state) {
     }
     assert_int_equal(checked, tl_model_tensor_count(m));
     tl_session_stats sst;
-    assert_int_equal(tl_session_stats_get(s, &sst), TL_OK);
+    assert_int_equal(tl_session_stats_get(s, &sst, sizeof sst), TL_OK);
     assert_false(sst.devices[0].pinned);
     assert_int_equal(sst.pinned_used, 0);
     assert_int_equal(sst.moved[TL_TIER_FILE][TL_TIER_PINNED], 0);

@@ -3,9 +3,11 @@
 
 Lists the dynamic symbols libtierload.so defines (nm -D --defined-only) and the
 functions include/tierload.h declares, and fails when either has a name the
-other lacks, or when a declaration lacks TL_API.
+other lacks, or when a declaration lacks TL_API; and checks the ABI's marks:
+every exported symbol is versioned TIERLOAD_<ABI> and the SONAME is
+libtierload.so.<ABI>, ABI being the header's TL_ABI_VERSION (passed by CMake).
 
-usage: check_exports.py LIBTIERLOAD_SO TIERLOAD_H
+usage: check_exports.py LIBTIERLOAD_SO TIERLOAD_H ABI_VERSION
 """
 import re
 import subprocess
@@ -39,23 +41,42 @@ def header_functions(path):
 
 
 def library_symbols(path):
+    """name -> symbol version ('' when unversioned)"""
     out = subprocess.run(["nm", "-D", "--defined-only", path], check=True,
                          capture_output=True, text=True).stdout
-    syms = set()
+    syms = {}
     for line in out.splitlines():
         parts = line.split()
         if len(parts) == 3 and parts[1] in "TtDdBbRrVvWwi":
-            syms.add(parts[2].split("@")[0])
+            name, _, version = parts[2].partition("@")
+            syms[name] = version.lstrip("@")
     return syms
 
 
+def soname(path):
+    out = subprocess.run(["readelf", "-d", path], check=True, capture_output=True,
+                         text=True).stdout
+    m = re.search(r"\(SONAME\)\s+Library soname: \[([^\]]+)\]", out)
+    return m.group(1) if m else None
+
+
 def main():
-    lib, header = sys.argv[1], sys.argv[2]
+    lib, header, abi = sys.argv[1], sys.argv[2], sys.argv[3]
     declared, unmarked = header_functions(header)
-    exported = library_symbols(lib)
-    # symbols the toolchain adds to every shared object
-    exported -= {"_init", "_fini", "_edata", "_end", "__bss_start"}
+    versions = library_symbols(lib)
+    # symbols the toolchain adds to every shared object, and the version node's own symbol
+    for name in ("_init", "_fini", "_edata", "_end", "__bss_start", f"TIERLOAD_{abi}"):
+        versions.pop(name, None)
+    exported = set(versions)
     bad = False
+    for name in sorted(exported):
+        if versions[name] != f"TIERLOAD_{abi}":
+            print(f"{name}: symbol version '{versions[name]}', not TIERLOAD_{abi}")
+            bad = True
+    so = soname(lib)
+    if so != f"libtierload.so.{abi}":
+        print(f"SONAME {so}, not libtierload.so.{abi}")
+        bad = True
     for name in sorted(exported - declared):
         print(f"exported but not declared in tierload.h: {name}")
         bad = True

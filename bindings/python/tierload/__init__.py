@@ -592,7 +592,7 @@ class Session:
 
     def stats(self):
         s = L.SessionStats()
-        check(lib.tl_session_stats_get(self.handle, ctypes.byref(s)))
+        check(lib.tl_session_stats_get(self.handle, ctypes.byref(s), ctypes.sizeof(s)))
         out = {k: getattr(s, k) for k in ("bytes_moved", "loads", "drops", "spills", "evictions",
                                           "prefetch_hits", "prefetch_misses", "prefetch_skipped",
                                           "oom_recoveries", "host_used", "host_peak",
@@ -612,10 +612,12 @@ class Session:
     def events(self, since=0):
         """The event log's entries numbered since `since` on (a consistent copy), as dicts."""
         log = L.SessionLog()
-        lib.tl_session_events_copy(self.handle, since, None, 0, ctypes.byref(log))
+        lib.tl_session_events_copy(self.handle, since, None, 0, 0, ctypes.byref(log),
+                                   ctypes.sizeof(log))
         cap = max(0, log.next - max(since, log.first))
         ev = (L.SessionEvent * max(cap, 1))()
-        n = lib.tl_session_events_copy(self.handle, since, ev, cap, ctypes.byref(log))
+        n = lib.tl_session_events_copy(self.handle, since, ev, cap, ctypes.sizeof(L.SessionEvent),
+                                       ctypes.byref(log), ctypes.sizeof(log))
         kinds = ("load", "drop", "spill", "prefetch", "acquire", "release")
         return [{"t": e.t, "kind": kinds[e.kind] if 0 <= e.kind < 6 else e.kind,
                  "component": _s(lib.tl_component_name(e.component)),
@@ -626,7 +628,7 @@ class Session:
     def event_log(self):
         """Where the log stands: first and next entry numbers, entries dropped, the bound."""
         log = L.SessionLog()
-        lib.tl_session_events_copy(self.handle, 0, None, 0, ctypes.byref(log))
+        lib.tl_session_events_copy(self.handle, 0, None, 0, 0, ctypes.byref(log), ctypes.sizeof(log))
         return {"first": log.first, "next": log.next, "dropped": log.dropped, "cap": log.cap}
 
     def clear_events(self):
@@ -728,7 +730,7 @@ def keep_warm(nbytes):
 def warm_pool():
     """The warm pool's counters: bound, held, regions, held_peak, taken, takes, released."""
     w = L.WarmStats()
-    lib.tl_warm_pool_stats(ctypes.byref(w))
+    lib.tl_warm_pool_stats(ctypes.byref(w), ctypes.sizeof(w))
     return {k: getattr(w, k) for k, _ in L.WarmStats._fields_}
 
 
@@ -737,7 +739,7 @@ def memstats(models=None):
     mem_available, cgroup (max/current, None without a limit) and page_cache: bytes of the open
     models' files in the page cache (the models given, else every open one)."""
     m = L.MemStats()
-    check(lib.tl_memstats_read(ctypes.byref(m)))
+    check(lib.tl_memstats_read(ctypes.byref(m), ctypes.sizeof(m)))
     out = {k: getattr(m, k) for k in ("rss", "rss_anon", "rss_file", "rss_shmem", "uss",
                                       "peak_rss", "mem_total", "mem_available")}
     out["cgroup_max"] = m.cgroup_max if m.has_cgroup and m.cgroup_max != (1 << 64) - 1 else None
