@@ -89,9 +89,10 @@ int main(void) {
     }
     memset(dst, 0, (size_t)SRC_BYTES * 4);
     double touch, copy = rate(TL_DTYPE_F32, TL_DTYPE_F32, src, dst, &touch);
-    printf("bench_convert: %u MiB of source values, one thread, best of %d alternating with as many "
-           "first touches; memcpy %.2f GB/s, first touch %.2f GB/s\n",
-           SRC_BYTES >> 20, REPS, copy, touch);
+    printf(
+        "bench_convert: %u MiB of source values, one thread, best of %d alternating with as many "
+        "first touches; memcpy %.2f GB/s, first touch %.2f GB/s\n",
+        SRC_BYTES >> 20, REPS, copy, touch);
     printf("%-22s %10s %10s %10s %10s %9s %s\n", "pair", "src GB/s", "x memcpy", "dst GB/s",
            "touch GB/s", "x touch", "limit");
     struct {
@@ -116,10 +117,37 @@ int main(void) {
         snprintf(name, sizeof name, "%s -> %s", tl_dtype_name(pairs[k].from),
                  tl_dtype_name(pairs[k].to));
         bool ok = !pairs[k].limited || w >= touch;
-        printf("%-22s %10.2f %10.3f %10.2f %10.2f %9.3f %s\n", name, g, g / copy, w, touch, w / touch,
-               pairs[k].limited ? (ok ? ">= 1.00 PASS" : ">= 1.00 FAIL") : "(context)");
+        printf("%-22s %10.2f %10.3f %10.2f %10.2f %9.3f %s\n", name, g, g / copy, w, touch,
+               w / touch, pairs[k].limited ? (ok ? ">= 1.00 PASS" : ">= 1.00 FAIL") : "(context)");
         failed += !ok;
     }
+    /* quantizing (context, no limit): finite values, as weights are */
+    unsigned char *qsrc = malloc(SRC_BYTES);
+    if (!qsrc) return 1;
+    for (size_t i = 0; i < SRC_BYTES / 4; i++) {
+        float f = (float)((int)(i * 2654435761u % 2001u) - 1000) * 1e-3f;
+        memcpy(qsrc + i * 4, &f, 4);
+    }
+    static const tl_dtype qfrom[] = {TL_DTYPE_F32, TL_DTYPE_F16, TL_DTYPE_BF16};
+    static const tl_dtype qto[] = {TL_DTYPE_Q8_0, TL_DTYPE_Q4_0};
+    for (size_t a = 0; a < 3; a++) {
+        unsigned char *in = qsrc;
+        if (qfrom[a] != TL_DTYPE_F32) { /* the same values in the narrower type */
+            in = src;
+            if (tl_convert(qfrom[a], in, TL_DTYPE_F32, qsrc, SRC_BYTES / 4) ||
+                tl_convert(qfrom[a], in + SRC_BYTES / 2, TL_DTYPE_F32, qsrc, SRC_BYTES / 4))
+                return 1;
+        }
+        for (size_t b = 0; b < 2; b++) {
+            double g = rate(qto[b], qfrom[a], in, dst, &touch);
+            char name[40];
+            snprintf(name, sizeof name, "%s -> %s", tl_dtype_name(qfrom[a]), tl_dtype_name(qto[b]));
+            double w = g / elem(qfrom[a]) * (qto[b] == TL_DTYPE_Q8_0 ? 34.0 : 18.0) / 32;
+            printf("%-22s %10.2f %10.3f %10.2f %10.2f %9.3f %s\n", name, g, g / copy, w, touch,
+                   w / touch, "(context)");
+        }
+    }
+    free(qsrc);
     free(src);
     free(dst);
     if (failed) printf("bench_convert: %d figures missed their limit\n", failed);

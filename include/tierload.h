@@ -1143,9 +1143,9 @@ TL_API tl_status tl_plan_summary_add_other(tl_plan_summary *s, tl_component c, u
 /*
  * Build a summary from a catalog: one layer per tl_model_layer_tensors group
  * (same order), other bytes from tl_model_other_tensors.
- * When convert is not TL_DTYPE_INVALID, every tensor of 2+ dimensions whose
- * element count is a whole number of convert's blocks is counted at convert's
- * size (what converting on load, tl_load_options.convert, would give). s is initialized here.
+ * When convert is not TL_DTYPE_INVALID, each tensor is counted at the size of
+ * tl_convert_target(tensor, convert): what converting on load
+ * (tl_load_options.convert) gives. s is initialized here.
  */
 TL_API tl_status tl_plan_summary_from_model(const tl_model *m, tl_dtype convert,
                                             tl_plan_summary *s);
@@ -1506,10 +1506,12 @@ typedef struct tl_load_options {
     uint32_t size; /* sizeof(tl_load_options), set by tl_load_options_init */
     tl_load_mode mode;
     /*
-     * Convert tensors to dtype on load, where a conversion exists:
+     * Convert tensors to dtype on load, where tl_convert_target says so:
      * F32/F16/BF16 among themselves, F8_E4M3/F8_E5M2 -> F16/BF16/F32,
-     * F64 -> F32, I64 -> I32. Other tensors keep their type. The target must
-     * be F32, F16, BF16 or I32. A converted tensor is never a view.
+     * F64 -> F32, I64 -> I32, and quantization of float weights to Q8_0 or
+     * Q4_0 (stable-diffusion.cpp's --type). Other tensors keep their type.
+     * The target must be F32, F16, BF16, I32, Q8_0 or Q4_0. A converted
+     * tensor is never a view.
      */
     bool convert;
     tl_dtype dtype;
@@ -1684,12 +1686,28 @@ TL_API const char *tl_load_result_notes(const tl_load_result *r);
  * converts, plus identity). Rounding is to nearest even; NaN stays NaN
  * (sign kept), Inf stays Inf (F8_E4M3 has no Inf: it is produced only from
  * F8 sources), subnormals are exact where representable. I64 -> I32 fails
- * with TL_ERR_UNSUPPORTED when a value is out of range. dst and src must
- * not overlap.
+ * with TL_ERR_UNSUPPORTED when a value is out of range. Q8_0 and Q4_0
+ * targets take F32/F16/BF16 sources and n a multiple of 32 (else
+ * TL_ERR_INVALID_ARG), write ggml's blocks byte for byte as ggml's own
+ * quantizer does (ggml_quantize_chunk without an importance matrix), and
+ * refuse a NaN or infinite element with TL_ERR_UNSUPPORTED. dst and src
+ * must not overlap.
  */
 TL_API tl_status tl_convert(tl_dtype to, void *dst, tl_dtype from, const void *src, uint64_t n);
 /* Is there a conversion from -> to? (identity included) */
 TL_API bool tl_convert_supported(tl_dtype from, tl_dtype to);
+/*
+ * The dtype tensor t takes when a load, a plan or a session asks for `to`
+ * (t's own type when the conversion does not apply to it). Float targets
+ * take every tensor tl_convert_supported allows; Q8_0 and Q4_0 take what
+ * stable-diffusion.cpp's --type quantizes: float tensors of 2+ dimensions
+ * whose innermost dimension is a multiple of 32, except biases, scales,
+ * embeddings and the input/output layers sd.cpp keeps (img_in., txt_in.,
+ * time_in., vector_in., guidance_in., final_layer., x_embedder.,
+ * t_embedder., y_embedder., pos_embed, context_embedder., time_embed.,
+ * label_emb.). TL_DTYPE_INVALID for a NULL t.
+ */
+TL_API tl_dtype tl_convert_target(const tl_tensor_info *t, tl_dtype to);
 
 
 /* ------------------------------------------------------------------------ */

@@ -292,8 +292,42 @@ static void test_pairs(void **st) {
     assert_false(tl_convert_supported(TL_DTYPE_F64, TL_DTYPE_F16));
     assert_false(tl_convert_supported(TL_DTYPE_Q4_K, TL_DTYPE_F16));
     assert_false(tl_convert_supported(TL_DTYPE_I64, TL_DTYPE_F32));
-    assert_int_equal(tl__convert_target(TL_DTYPE_Q4_K, TL_DTYPE_F16), TL_DTYPE_Q4_K);
-    assert_int_equal(tl__convert_target(TL_DTYPE_BF16, TL_DTYPE_F16), TL_DTYPE_F16);
+    assert_true(tl_convert_supported(TL_DTYPE_BF16, TL_DTYPE_Q4_0));
+    assert_false(tl_convert_supported(TL_DTYPE_F8_E4M3, TL_DTYPE_Q8_0));
+    assert_false(tl_convert_supported(TL_DTYPE_Q4_0, TL_DTYPE_Q8_0));
+    /* which tensors a conversion applies to (stable-diffusion.cpp's --type rule for Q8_0/Q4_0) */
+    tl_tensor_info t = {.name = "model.diffusion_model.input_blocks.1.0.in_layers.2.weight",
+                        .dtype = TL_DTYPE_F16,
+                        .n_dims = 2,
+                        .shape = {320, 2880}};
+    assert_int_equal(tl_convert_target(&t, TL_DTYPE_Q8_0), TL_DTYPE_Q8_0);
+    assert_int_equal(tl_convert_target(&t, TL_DTYPE_Q4_0), TL_DTYPE_Q4_0);
+    assert_int_equal(tl_convert_target(&t, TL_DTYPE_BF16), TL_DTYPE_BF16);
+    assert_int_equal(tl_convert_target(&t, TL_DTYPE_INVALID), TL_DTYPE_F16);
+    t.shape[1] = 2888; /* rows not a whole number of 32-element blocks */
+    assert_int_equal(tl_convert_target(&t, TL_DTYPE_Q8_0), TL_DTYPE_F16);
+    assert_int_equal(tl_convert_target(&t, TL_DTYPE_F32), TL_DTYPE_F32);
+    t.shape[1] = 64;
+    t.n_dims = 1; /* 1-D: norms, biases */
+    assert_int_equal(tl_convert_target(&t, TL_DTYPE_Q8_0), TL_DTYPE_F16);
+    assert_int_equal(tl_convert_target(&t, TL_DTYPE_F32), TL_DTYPE_F32);
+    t.n_dims = 2;
+    static const char *const kept[] = {"model.diffusion_model.time_embed.0.weight",
+                                       "double_blocks.0.img_attn.norm.key_norm.scale",
+                                       "model.diffusion_model.label_emb.0.0.weight",
+                                       "cond_stage_model.transformer.text_model.embeddings."
+                                       "token_embedding.weight",
+                                       "model.diffusion_model.final_layer.linear.weight",
+                                       "x.weight_scale",
+                                       "y.bias"};
+    for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++) {
+        t.name = kept[i];
+        assert_int_equal(tl_convert_target(&t, TL_DTYPE_Q4_0), TL_DTYPE_F16);
+    }
+    t.dtype = TL_DTYPE_Q4_K;
+    t.name = "blk.0.ffn_up.weight";
+    assert_int_equal(tl_convert_target(&t, TL_DTYPE_F16), TL_DTYPE_Q4_K);
+    assert_int_equal(tl_convert_target(NULL, TL_DTYPE_F16), TL_DTYPE_INVALID);
     float x = 1;
     uint8_t y;
     assert_int_equal(tl_convert(TL_DTYPE_F8_E5M2, &y, TL_DTYPE_F32, &x, 1), TL_ERR_UNSUPPORTED);

@@ -38,8 +38,8 @@ static void check_loaded(const sweep_case *c, const tl_load_result *r, const tl_
         const tl_tensor_info *t = tl_model_tensor(m, i);
         const tl_loaded_tensor *lt = tl_load_result_tensor(r, i);
         const unsigned char *src = c->file + t->offset;
-        if (o->convert && t->dtype == TL_DTYPE_F16) {
-            assert_true(lt->converted);
+        if (o->convert && (t->dtype == TL_DTYPE_F16 || t->dtype == TL_DTYPE_Q8_0)) {
+            assert_true(lt->converted); /* F16 converted, Q8_0 dequantized */
             assert_int_equal(lt->dtype, o->dtype);
             assert_int_equal(lt->nbytes, t->n_elements * 4);
             ref_check_converted(lt->dtype, lt->data, t->dtype, src, t->n_elements, t->name);

@@ -124,7 +124,7 @@ static void check_result(fixture *fx, tl_model *m, const tl_load_result *r,
         const tl_tensor_info *ti = tl_model_tensor(m, (size_t)idx);
         const tl_loaded_tensor *lt = tl_load_result_tensor(r, (size_t)idx);
         assert_non_null(lt);
-        tl_dtype want = o->convert ? tl__convert_target(ti->dtype, o->dtype) : ti->dtype;
+        tl_dtype want = o->convert ? tl_convert_target(ti, o->dtype) : ti->dtype;
         assert_int_equal(lt->dtype, want);
         assert_int_equal(lt->converted, want != ti->dtype);
         if (want == ti->dtype) {

@@ -135,7 +135,8 @@ static void test_output_sizes(void **state) {
     unsigned char *b = canary_buf(sizeof(tl_session_stats));
     assert_int_equal(tl_session_stats_get(s, (tl_session_stats *)b, 8), TL_OK);
     assert_canary(b, 8, sizeof(tl_session_stats) + TAIL, "session stats, 8 bytes");
-    /* a newer, longer struct: the library's fields filled as a full call fills them, the tail kept */
+    /* a newer, longer struct: the library's fields filled as a full call fills them, the tail kept
+     */
     tl_session_stats full;
     assert_int_equal(tl_session_stats_get(s, &full, sizeof full), TL_OK);
     assert_true(full.loads > 0);

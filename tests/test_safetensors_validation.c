@@ -204,10 +204,8 @@ static void test_long_name(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_spec_dtype),
-        cmocka_unit_test(test_header_rules),
-        cmocka_unit_test(test_offset_rules),
-        cmocka_unit_test(test_entry_rules),
+        cmocka_unit_test(test_every_spec_dtype), cmocka_unit_test(test_header_rules),
+        cmocka_unit_test(test_offset_rules),     cmocka_unit_test(test_entry_rules),
         cmocka_unit_test(test_long_name),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));

@@ -1,8 +1,9 @@
 /*
  * convert.c — the dtype conversion kernels: F32 <-> F16 <-> BF16,
  * F8_E4M3 / F8_E5M2 / F8_E4M3FNUZ / F8_E5M2FNUZ -> F16 / BF16 / F32 (by
- * 256-entry tables), F64 -> F32, I64 -> I32. Portable vector code, and
- * F16C on x86-64 CPUs that have it (picked at run time).
+ * 256-entry tables), F64 -> F32, I64 -> I32, and F32 / F16 / BF16 -> Q8_0 /
+ * Q4_0 (quantize.c). Portable vector code, and F16C on x86-64 CPUs that have
+ * it (picked at run time). Which pairs exist: format/convtarget.c.
  */
 #include "io/convert.h"
 #include "core/error.h"
@@ -31,33 +32,21 @@ unsigned tl__convert_elem_size(tl_dtype t) {
     }
 }
 
-static bool is_float_target(tl_dtype t) {
-    return t == TL_DTYPE_F32 || t == TL_DTYPE_F16 || t == TL_DTYPE_BF16;
+static bool is_block(tl_dtype t) {
+    return t == TL_DTYPE_Q8_0 || t == TL_DTYPE_Q4_0;
 }
 
-bool tl_convert_supported(tl_dtype from, tl_dtype to) {
-    if (tl__convert_elem_size(from) == 0 || tl__convert_elem_size(to) == 0) return false;
-    if (from == to) return true;
-    switch (from) {
-    case TL_DTYPE_F32:
-    case TL_DTYPE_F16:
-    case TL_DTYPE_BF16:
-    case TL_DTYPE_F8_E4M3:
-    case TL_DTYPE_F8_E5M2:
-    case TL_DTYPE_F8_E4M3FNUZ:
-    case TL_DTYPE_F8_E5M2FNUZ:
-        return is_float_target(to);
-    case TL_DTYPE_F64:
-        return to == TL_DTYPE_F32;
-    case TL_DTYPE_I64:
-        return to == TL_DTYPE_I32;
-    default:
-        return false;
-    }
-}
-
-tl_dtype tl__convert_target(tl_dtype from, tl_dtype to) {
-    return tl_convert_supported(from, to) ? to : from;
+bool tl__convert_unit(tl_dtype from, tl_dtype to, tl__conv_unit *u) {
+    if (!tl_convert_supported(from, to)) return false;
+    if (from == to && is_block(from)) return false; /* no identity "conversion" of blocks */
+    u->elems = is_block(to)     ? tl_dtype_block_elems(to)
+               : is_block(from) ? tl_dtype_block_elems(from)
+                                : 1;
+    u->in = is_block(from) ? (unsigned)(tl_dtype_block_bits(from) / 8)
+                           : tl__convert_elem_size(from) * u->elems;
+    u->out = is_block(to) ? (unsigned)(tl_dtype_block_bits(to) / 8)
+                          : tl__convert_elem_size(to) * u->elems;
+    return u->in && u->out;
 }
 
 static inline uint32_t f2u(float f) {
@@ -279,7 +268,8 @@ static void f8_build(void) {
             uint32_t u = dec[k]((uint8_t)b);
             f8_tables[k].f32[b] = u;
             /* E5M2 is the top byte of an F16: keep its bits, NaN payloads included */
-            f8_tables[k].f16[b] = k == f8_index(TL_DTYPE_F8_E5M2) ? (uint16_t)(b << 8) : tl__f32_to_f16(u);
+            f8_tables[k].f16[b] =
+                k == f8_index(TL_DTYPE_F8_E5M2) ? (uint16_t)(b << 8) : tl__f32_to_f16(u);
             f8_tables[k].bf16[b] = tl__f32_to_bf16(u);
         }
 }
@@ -315,7 +305,8 @@ static inline u16x8 pack_low16(u32x4 x, u32x4 y) {
 }
 
 /* F16 <-> BF16, 8 at a time through F32 bits, over the first elements of n; returns how many. */
-static uint64_t half_to_half_n(unsigned char *d, tl_dtype from, const unsigned char *s, uint64_t n) {
+static uint64_t half_to_half_n(unsigned char *d, tl_dtype from, const unsigned char *s,
+                               uint64_t n) {
     uint64_t i = 0;
     if (from == TL_DTYPE_F16) { /* to BF16 */
         for (; i + 8 <= n; i += 8) {
@@ -455,6 +446,11 @@ static bool convert_run(tl_dtype to, void *dst, tl_dtype from, const void *src, 
         memcpy(d, s, (size_t)(n * tl__convert_elem_size(from)));
         return true;
     }
+    if (is_block(to)) return tl__quantize_run(to, d, from, s, n, bad_index);
+    if (is_block(from)) {
+        tl__dequantize_run(to, d, from, s, n);
+        return true;
+    }
     if (from == TL_DTYPE_I64) {
         for (uint64_t i = 0; i < n; i++) {
             int64_t v;
@@ -542,9 +538,16 @@ tl_status tl_convert(tl_dtype to, void *dst, tl_dtype from, const void *src, uin
                        tl_dtype_name(from) ? tl_dtype_name(from) : "?",
                        tl_dtype_name(to) ? tl_dtype_name(to) : "?");
     if (n && (!dst || !src)) return tl__err(TL_ERR_INVALID_ARG, "tl_convert: NULL buffer");
+    tl__conv_unit u;
+    tl__convert_unit(from, to, &u);
+    if (n % u.elems)
+        return tl__err(TL_ERR_INVALID_ARG,
+                       "tl_convert: %llu elements is not a whole number of %s blocks (%u)",
+                       (unsigned long long)n, tl_dtype_name(to), u.elems);
     uint64_t bad = 0;
     if (!tl__convert_run(to, dst, from, src, n, &bad))
-        return tl__err(TL_ERR_UNSUPPORTED, "element %llu does not fit in I32",
-                       (unsigned long long)bad);
+        return tl__err(TL_ERR_UNSUPPORTED, "element %llu does not fit in %s%s",
+                       (unsigned long long)bad, tl_dtype_name(to),
+                       u.elems > 1 ? " (not finite)" : "");
     return TL_OK;
 }

@@ -125,8 +125,9 @@ static tl_status move_chunk(tl__io_engine *e, const tl__io_xfer *x, const chunk 
                             unsigned char **stg) {
     uint64_t o = c->off, n = c->len;
     bool convert = x->from != x->to;
-    unsigned in = convert ? tl__convert_elem_size(x->from) : 1;
-    unsigned out = convert ? tl__convert_elem_size(x->to) : 1;
+    tl__conv_unit u = {1, 1, 1};
+    if (convert) tl__convert_unit(x->from, x->to, &u);
+    unsigned in = u.in, out = u.out;
     int err;
     tl_status s;
     /* a fresh host destination: its piece faulted in first, whichever way the bytes come */
@@ -206,13 +207,14 @@ static tl_status move_chunk(tl__io_engine *e, const tl__io_xfer *x, const chunk 
     case TL_IO_HOST: {
         unsigned char *dst = (unsigned char *)x->dst.host + o / in * out;
         if (convert) {
-            conv_args a = {x, dst, p, n / in, false, 0};
+            conv_args a = {x, dst, p, n / in * u.elems, false, 0};
             if (guarded ? tl__os_guarded_call(do_convert, &a) != 0 : (do_convert(&a), false))
                 return fail(x, TL_ERR_CHANGED, "read of the mapping", o, EFAULT);
             if (!a.ok)
                 return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s: element %llu does not fit in %s",
                                x->path ? x->path : "(memory)", x->name ? x->name : "?",
-                               (unsigned long long)(o / in + a.bad), tl_dtype_name(x->to));
+                               (unsigned long long)(o / in * u.elems + a.bad),
+                               tl_dtype_name(x->to));
         } else if (guarded) {
             if (tl__os_guarded_copy(dst, p, (size_t)n))
                 return fail(x, TL_ERR_CHANGED, "read of the mapping", o, EFAULT);
@@ -510,14 +512,15 @@ static tl_status make_chunks(tl__io_engine *e, tl__io_batch *b) {
         if (convert && x->dst.kind != TL_IO_HOST)
             return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s: conversion only into host memory",
                            x->path ? x->path : "", x->name ? x->name : "?");
-        if (convert && (!tl__convert_elem_size(x->from) || !tl__convert_elem_size(x->to)))
+        tl__conv_unit u = {1, 1, 1};
+        if (convert && !tl__convert_unit(x->from, x->to, &u))
             return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s: no conversion from %s to %s",
                            x->path ? x->path : "", x->name ? x->name : "?", tl_dtype_name(x->from),
                            tl_dtype_name(x->to));
         bool straight = x->src.kind == TL_IO_FILE && x->src.direct && x->dst.kind == TL_IO_HOST &&
                         !convert && x->slack;
         all_direct_host &= straight;
-        unsigned in = convert ? tl__convert_elem_size(x->from) : 1;
+        unsigned in = u.in;
         uint64_t step = straight ? stg : (stg - 2 * ALIGN) / in * in;
         if (x->ticket) {
             if (x->src.kind != TL_IO_HOST || x->dst.kind != TL_IO_DEVICE || convert)
@@ -525,9 +528,9 @@ static tl_status make_chunks(tl__io_engine *e, tl__io_batch *b) {
             step = x->len ? x->len : 1; /* one chunk: one ticket */
         }
         if (convert && x->len % in)
-            return tl__err(TL_ERR_INVALID_ARG, "%s: tensor %s: %llu bytes is not whole elements",
-                           x->path ? x->path : "", x->name ? x->name : "?",
-                           (unsigned long long)x->len);
+            return tl__err(
+                TL_ERR_INVALID_ARG, "%s: tensor %s: %llu bytes is not whole elements or blocks",
+                x->path ? x->path : "", x->name ? x->name : "?", (unsigned long long)x->len);
         for (uint64_t o = 0; o < x->len; o += step) {
             if (b->n_ch == cap) {
                 size_t nc = cap ? cap * 2 : 16;

@@ -293,6 +293,18 @@ static tl__io_end source_of(job *j, lfile *f, size_t ti, uint64_t off) {
     return e;
 }
 
+/* The type tensor t is loaded as (tl_convert_target of the load's dtype). */
+static tl_dtype target_of(const job *j, const tl_tensor_info *t) {
+    return j->o.convert ? tl_convert_target(t, j->o.dtype) : t->dtype;
+}
+
+/* Bytes of t once in type `to` (whole elements or blocks: tl_convert_target checked). */
+static uint64_t bytes_as(const tl_tensor_info *t, tl_dtype to) {
+    uint64_t n = t->nbytes;
+    if (to != t->dtype) tl_dtype_nbytes(to, t->n_elements, &n);
+    return n;
+}
+
 /*
  * Where packed tensors start: 64 bytes (every dtype's natural alignment,
  * and a cache line), or the caller's larger power of two.
@@ -392,9 +404,9 @@ static tl_status plan_file(job *j, lfile *f) {
     uint64_t total = 0;
     for (size_t k = 0; k < f->n_order; k++) {
         const tl_tensor_info *t = tl_model_tensor(m, f->order[k]);
-        tl_dtype to = j->o.convert ? tl__convert_target(t->dtype, j->o.dtype) : t->dtype;
+        tl_dtype to = target_of(j, t);
         if ((f->pub.mode == TL_LOAD_MMAP && to == t->dtype && !t->strides) || j->o.dest) continue;
-        uint64_t out = to == t->dtype ? t->nbytes : t->n_elements * tl__convert_elem_size(to);
+        uint64_t out = bytes_as(t, to);
         if (!tl__align_up_u64(total, pack_align(j), &total) || !tl__add_u64(total, out, &total))
             return tl__err(TL_ERR_FORMAT, "%s: tensor sizes overflow", path);
     }
@@ -410,14 +422,14 @@ static tl_status plan_file(job *j, lfile *f) {
     for (size_t k = 0; k < f->n_order; k++) {
         size_t ti = f->order[k];
         const tl_tensor_info *t = tl_model_tensor(m, ti);
-        tl_dtype to = j->o.convert ? tl__convert_target(t->dtype, j->o.dtype) : t->dtype;
+        tl_dtype to = target_of(j, t);
         if (f->pub.mode == TL_LOAD_MMAP && to == t->dtype && !j->o.dest && !t->strides) {
             j->r->tensors[ti] =
                 (tl_loaded_tensor){(const unsigned char *)tl_model_file_map(m, t->file) + t->offset,
                                    t->nbytes, t->dtype, true, false};
             continue;
         }
-        uint64_t out = to == t->dtype ? t->nbytes : t->n_elements * tl__convert_elem_size(to);
+        uint64_t out = bytes_as(t, to);
         unsigned char *at;
         if (j->o.dest) {
             at = j->o.dest(j->o.dest_user, ti, out, to);
@@ -501,8 +513,9 @@ static tl_status gather_strided(job *j, lfile *f) {
         const tl_tensor_info *t = tl_model_tensor(j->m, ti);
         if (!t->strides) continue;
         tl_loaded_tensor *lt = &j->r->tensors[ti];
-        unsigned in = lt->converted ? tl__convert_elem_size(t->dtype) : 1;
-        unsigned out = lt->converted ? tl__convert_elem_size(lt->dtype) : 1;
+        tl__conv_unit u = {1, 1, 1};
+        if (lt->converted) tl__convert_unit(t->dtype, lt->dtype, &u);
+        unsigned in = u.in, out = u.out;
         uint64_t step = j->o.staging_size / in * in;
         for (uint64_t o = 0; s == TL_OK && o < t->nbytes; o += step) {
             uint64_t n = t->nbytes - o < step ? t->nbytes - o : step;
@@ -512,9 +525,9 @@ static tl_status gather_strided(job *j, lfile *f) {
             uint64_t bad = 0;
             if (!lt->converted)
                 memcpy(dst, buf, (size_t)n);
-            else if (!tl__convert_run(lt->dtype, dst, t->dtype, buf, n / in, &bad))
+            else if (!tl__convert_run(lt->dtype, dst, t->dtype, buf, n / in * u.elems, &bad))
                 s = tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s: element %llu does not fit in %s",
-                            f->pub.path, t->name, (unsigned long long)(o / in + bad),
+                            f->pub.path, t->name, (unsigned long long)(o / in * u.elems + bad),
                             tl_dtype_name(lt->dtype));
         }
     }
@@ -668,8 +681,10 @@ static tl_status check_options(const tl_load_options *in, tl_load_options *o) {
     if (tl_load_mode_name(o->mode) == NULL)
         return tl__err(TL_ERR_INVALID_ARG, "load: invalid mode %d", (int)o->mode);
     if (o->convert && o->dtype != TL_DTYPE_F32 && o->dtype != TL_DTYPE_F16 &&
-        o->dtype != TL_DTYPE_BF16 && o->dtype != TL_DTYPE_I32)
-        return tl__err(TL_ERR_UNSUPPORTED, "load: cannot convert to %s (F32, F16, BF16 or I32)",
+        o->dtype != TL_DTYPE_BF16 && o->dtype != TL_DTYPE_I32 && o->dtype != TL_DTYPE_Q8_0 &&
+        o->dtype != TL_DTYPE_Q4_0)
+        return tl__err(TL_ERR_UNSUPPORTED,
+                       "load: cannot convert to %s (F32, F16, BF16, I32, Q8_0 or Q4_0)",
                        tl_dtype_name(o->dtype) ? tl_dtype_name(o->dtype) : "an invalid type");
     if (o->threads == 0) o->threads = TL_LOAD_DEFAULT_THREADS;
     if (o->threads > MAX_THREADS) o->threads = MAX_THREADS;
@@ -772,8 +787,7 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
             if (t->file != fi || f->n_order >= fin->n_tensors) continue;
             f->order[f->n_order++] = order[k];
             f->pub.bytes += t->nbytes;
-            if (j.o.convert && tl__convert_target(t->dtype, j.o.dtype) != t->dtype)
-                f->packed = true;
+            if (target_of(&j, t) != t->dtype) f->packed = true;
             if (t->strides) f->packed = true; /* gathered: never a byte range of the file */
         }
         /* tensor by tensor into the caller's memory, or at aligned addresses */

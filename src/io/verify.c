@@ -38,10 +38,11 @@ tl_status tl__io_verify_tensor(const tl_model *m, size_t i, int fd, const void *
     XXH64_state_t *st = XXH64_createState();
     if (!st) return tl__err(TL_ERR_NOMEM, "%s: tensor %s: verify: out of memory", path, t->name);
     XXH64_reset(st, 0);
-    unsigned in = lt->converted ? tl__convert_elem_size(t->dtype) : 1;
-    unsigned out = lt->converted ? tl__convert_elem_size(lt->dtype) : 1;
-    uint64_t per = staging / (in > out ? in : out); /* elements per chunk */
-    uint64_t total = lt->converted ? t->n_elements : t->nbytes;
+    tl__conv_unit u = {1, 1, 1}; /* converted: elements (or blocks); else bytes */
+    if (lt->converted) tl__convert_unit(t->dtype, lt->dtype, &u);
+    unsigned in = u.in, out = u.out;
+    uint64_t per = staging / (in > out ? in : out); /* units per chunk */
+    uint64_t total = lt->converted ? t->n_elements / u.elems : t->nbytes;
     tl_status s = TL_OK;
     for (uint64_t e0 = 0; e0 < total; e0 += per) {
         uint64_t n = total - e0 < per ? total - e0 : per;
@@ -69,9 +70,9 @@ tl_status tl__io_verify_tensor(const tl_model *m, size_t i, int fd, const void *
         }
         if (lt->converted) {
             uint64_t bad;
-            if (!tl__convert_run(lt->dtype, b, t->dtype, a, n, &bad)) {
+            if (!tl__convert_run(lt->dtype, b, t->dtype, a, n * u.elems, &bad)) {
                 s = tl__err(TL_ERR_INTEGRITY, "%s: tensor %s: verify: element %llu out of range",
-                            path, t->name, (unsigned long long)(e0 + bad));
+                            path, t->name, (unsigned long long)(e0 * u.elems + bad));
                 break;
             }
             XXH64_update(st, b, (size_t)(n * out));

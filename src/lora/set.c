@@ -136,7 +136,8 @@ tl_status tl_lora_set_add(tl_lora_set *set, const tl_lora *l, float scale, tl_lo
     if (!set || !l || (r && !r_size))
         return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_add: NULL argument or report size 0");
     if (!isfinite(scale))
-        return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_add: scale %g is not finite", (double)scale);
+        return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_add: scale %g is not finite",
+                       (double)scale);
     size_t n = tl_model_tensor_count(set->m);
     bool *touched = tl__os_calloc(n ? n : 1, 1);
     set_item *v = tl__os_realloc(set->items, (set->n + 1) * sizeof *v);

@@ -68,16 +68,14 @@ tl_status tl_plan_summary_add_other(tl_plan_summary *s, tl_component c, uint64_t
     return TL_OK;
 }
 
-/* Bytes of tensor t as the load would leave it, and its row-splittable part. */
+/* Bytes of tensor t as the load would leave it (tl_convert_target: the load's own rule), and its
+ * row-splittable part. */
 static void tensor_bytes(const tl_tensor_info *t, tl_dtype convert, uint64_t *bytes,
                          uint64_t *matrix) {
     *bytes = t->nbytes;
-    if (convert != TL_DTYPE_INVALID && t->n_dims >= 2) {
-        uint64_t nb;
-        uint32_t be = tl_dtype_block_elems(convert);
-        if (be && t->n_elements % be == 0 && tl_dtype_nbytes(convert, t->n_elements, &nb))
-            *bytes = nb;
-    }
+    tl_dtype to = tl_convert_target(t, convert);
+    uint64_t nb;
+    if (to != t->dtype && tl_dtype_nbytes(to, t->n_elements, &nb)) *bytes = nb;
     *matrix = t->n_dims == 2 && t->shape[0] >= 256 && t->shape[1] >= 256 ? *bytes : 0;
 }
 
@@ -91,7 +89,7 @@ static tl_status sum_tensors(const tl_model *m, const size_t *idx, size_t n, tl_
         tensor_bytes(t, convert, &b, &mb);
         if (!tl__add_u64(*bytes, b, bytes) || !tl__add_u64(*matrix, mb, matrix))
             return tl__err(TL_ERR_INVALID_ARG, "plan summary: byte count overflows at tensor '%s'",
-                          t->name);
+                           t->name);
     }
     return TL_OK;
 }
@@ -197,5 +195,5 @@ tl_status tl_plan_summary_profile(const char *name, tl_plan_summary *s) {
         return TL_OK;
     }
     return tl__err(TL_ERR_NOT_FOUND, "unknown profile '%s' (profiles: %s)", name,
-                  tl_plan_profile_names());
+                   tl_plan_profile_names());
 }

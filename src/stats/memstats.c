@@ -48,7 +48,8 @@ static tl_status read_all(tl_memstats *out, bool uss) {
 }
 
 tl_status tl_memstats_read(tl_memstats *out, size_t out_size) {
-    if (!out || !out_size) return tl__err(TL_ERR_INVALID_ARG, "tl_memstats_read: out is NULL or of size 0");
+    if (!out || !out_size)
+        return tl__err(TL_ERR_INVALID_ARG, "tl_memstats_read: out is NULL or of size 0");
     tl_memstats all;
     tl_status st = read_all(&all, true);
     if (st == TL_OK) tl__copy_out(out, out_size, &all, sizeof all);

@@ -58,6 +58,17 @@ double ref_decode(tl_dtype from, const void *src, uint64_t k) {
         return le(src, k, 1) == 0x80 ? NAN : ieee(le(src, k, 1), 4, 3, 8, 0);
     case TL_DTYPE_F8_E5M2FNUZ:
         return le(src, k, 1) == 0x80 ? NAN : ieee(le(src, k, 1), 5, 2, 16, 0);
+    case TL_DTYPE_Q8_0:   /* ggml's block: an F16 scale d, then 32 int8 q; x = d * q */
+    case TL_DTYPE_Q4_0: { /* F16 d, 16 bytes: element j in byte j's low nibble, j + 16 in its high
+                             nibble; x = d * (nibble - 8) */
+        const unsigned char *blk =
+            (const unsigned char *)src + (k / 32) * (from == TL_DTYPE_Q8_0 ? 34 : 18);
+        double d = ieee(le(blk, 0, 2), 5, 10, 15, 1);
+        unsigned j = (unsigned)(k % 32);
+        if (from == TL_DTYPE_Q8_0) return d * (double)(int8_t)blk[2 + j];
+        unsigned nib = j < 16 ? blk[2 + j] & 15u : blk[2 + j - 16] >> 4;
+        return d * ((double)nib - 8);
+    }
     default:
         fail_msg("ref_decode: no reference for dtype %d", (int)from);
         return 0;

@@ -2,7 +2,7 @@
  * ref_convert.h — an independent reference for the values tl_model_load
  * converts: each source element is decoded to a double from the formats'
  * definitions (IEEE half / bfloat16 / single / double, OCP FP8 E4M3 and
- * E5M2), rounded to nearest even on the target's grid with plain double
+ * E5M2, ggml's Q8_0 and Q4_0 blocks), rounded to nearest even on the target's grid with plain double
  * arithmetic, and compared with the decoded output. Nothing here calls the
  * library's conversion kernels.
  */
