@@ -15,12 +15,14 @@ writable=True to patch weights in place (copy-on-write: the file never changes).
 """
 import ctypes
 import os
+import threading
 import weakref
 
-from . import _errors, _views
+from . import _dlpack, _errors, _views
+from ._views import ReadOnlyTensor, ReadOnlyError, UseAfterRelease
 from ._errors import (Error, InvalidArgument, IOError, FormatError, NoMemory, NotFound,
                       Unsupported, DeviceOOM, DeviceError, Cancelled, Infeasible, Changed,
-                      IntegrityError, check)
+                      IntegrityError, check, error_for)
 from ._lib import lib, ALL_LAYERS, NOT_FOUND
 from . import _lib as L
 
@@ -38,6 +40,7 @@ COMPONENT_PREFIXES = {
 }
 
 _open_models = weakref.WeakSet()
+_BIND_LOCK = threading.Lock()
 
 
 def _b(s):
@@ -341,12 +344,38 @@ def load(path_or_model, mode="auto", dtype=None, verify=False, evict=False, prog
     return LoadResult(model, h, names)
 
 
-class Plan:
-    """A plan (tierload.plan): .feasible, .error, .json, .text."""
+def _make_sims(spec):
+    """Unregistered sim devices from a sim spec (one reference each)."""
+    specs = (L.SimSpec * L.TL_PLAN_MAX_DEVICES)()
+    n = ctypes.c_size_t()
+    check(lib.tl_parse_sim_spec(_b(spec), specs, L.TL_PLAN_MAX_DEVICES, ctypes.byref(n)))
+    out = []
+    try:
+        for i in range(n.value):
+            d = ctypes.c_void_p()
+            check(lib.tl_device_sim_create(ctypes.byref(specs[i]), ctypes.byref(d)))
+            out.append(d)
+    except BaseException:
+        _release_devices(out)
+        raise
+    return out
 
-    def __init__(self, h):
+
+def _release_devices(devs):
+    for d in devs:
+        lib.tl_device_release(d)
+
+
+class Plan:
+    """A plan (tierload.plan): .feasible, .error, .json, .text. A plan made with sim= owns its
+    simulated GPUs (.sims): they are not in the process's device registry, so another plan may
+    simulate devices of the same names; the sessions of this plan share them."""
+
+    def __init__(self, h, sims=()):
         self._h = h
+        self.sims = list(sims)  # tl_device pointers, one reference each
         self._finalizer = weakref.finalize(self, lib.tl_plan_destroy, h)
+        self._sims_finalizer = weakref.finalize(self, _release_devices, self.sims)
 
     @property
     def handle(self):
@@ -388,85 +417,195 @@ class Plan:
 def plan(model, devices=None, sim=None, backend=None, max_vram=None, headroom=0, reserve=None,
          phases=None, steps=0, offload_to_cpu=False, output_size=None):
     """Plan where each component lives. devices: a spec of hypothetical devices
-    ("cuda0=16G,cpu") or None for the registered ones; sim: register simulated GPUs first
-    ("gpu0=8G", as `tierload --sim`). Infeasible plans raise Infeasible with the reason."""
-    if sim:
-        check(lib.tl_device_sim_add(_b(sim)))
-    devs = (L.PlanDevice * L.TL_PLAN_MAX_DEVICES)()
-    n = ctypes.c_size_t()
-    if devices:
-        check(lib.tl_plan_parse_devices(_b(devices), devs, L.TL_PLAN_MAX_DEVICES, ctypes.byref(n)))
-    else:
-        dropped = ctypes.c_size_t()
-        check(lib.tl_plan_devices_from_registry(devs, L.TL_PLAN_MAX_DEVICES, ctypes.byref(n),
-                                                ctypes.byref(dropped)))
+    ("cuda0=16G,cpu") or None for the registered ones; sim: simulated GPUs of this plan
+    ("gpu0=8G", as `tierload --sim`), added to the registered devices when devices is None (a
+    devices spec names them itself). The sims belong to the plan, not the process: plan() may
+    be called again with the same sim names, and each plan's sessions get that plan's own sims.
+    Infeasible plans raise Infeasible with the reason."""
+    sims = _make_sims(sim) if sim else []
+    try:
+        devs = (L.PlanDevice * L.TL_PLAN_MAX_DEVICES)()
+        n = ctypes.c_size_t()
+        if devices:
+            check(lib.tl_plan_parse_devices(_b(devices), devs, L.TL_PLAN_MAX_DEVICES,
+                                            ctypes.byref(n)))
+        else:
+            dropped = ctypes.c_size_t()
+            check(lib.tl_plan_devices_from_registry(devs, L.TL_PLAN_MAX_DEVICES, ctypes.byref(n),
+                                                    ctypes.byref(dropped)))
+            names = {devs[i].name.lower() for i in range(n.value)}
+            for d in sims:
+                name = lib.tl_device_name(d)
+                if name.lower() in names:
+                    raise InvalidArgument("plan: sim '%s': a registered device has that name "
+                                          "already" % _s(name))
+                if n.value >= L.TL_PLAN_MAX_DEVICES:
+                    raise InvalidArgument("plan: too many devices with the sims")
+                info = L.DeviceInfo()
+                check(lib.tl_device_describe(d, ctypes.byref(info)))
+                pd = devs[n.value]
+                pd.name, pd.is_gpu, pd.total, pd.free = name, True, info.total, info.free
+                n.value += 1
+    except BaseException:
+        _release_devices(sims)
+        raise
     o = L.PlanOptions()
     lib.tl_plan_options_init(ctypes.byref(o))
     o.backend, o.max_vram, o.reserve, o.phases = _b(backend), _b(max_vram), _b(reserve), _b(phases)
     o.output_size = _b(output_size)
     o.headroom, o.steps, o.offload_to_cpu = headroom, steps, bool(offload_to_cpu)
     s = L.PlanSummary()
-    check(lib.tl_plan_summary_from_model(model.handle, -1, ctypes.byref(s)))
     h = ctypes.c_void_p()
     try:
+        check(lib.tl_plan_summary_from_model(model.handle, -1, ctypes.byref(s)))
         check(lib.tl_plan_create(ctypes.byref(s), devs, n.value, ctypes.byref(o), ctypes.byref(h)))
+    except BaseException:
+        _release_devices(sims)
+        raise
     finally:
         lib.tl_plan_summary_clear(ctypes.byref(s))
-    p = Plan(h)
+    p = Plan(h, sims)
     check(lib.tl_plan_check(h))
     return p
 
 
-class DeviceTensor:
-    """A tensor (or part of one) in device memory: where it lives, not its bytes."""
-    __slots__ = ("name", "dtype", "shape", "tier", "device", "dptr", "offset", "nbytes",
-                 "row_begin", "row_end")
+_KINDS = ("cpu", "sim", "cuda", "other", "ggml")
 
-    def __init__(self, info, part):
-        self.name, self.dtype, self.shape = info.name, info.dtype, info.shape
+
+class DeviceTensor:
+    """A tensor (or the rows row_begin..row_end of one) in device memory. kind and host_pointer
+    are the device's; shape is the part's. On a device whose handles are host addresses (the
+    ggml:CPU device, an engine's host device) it exports DLPack (kDLCPU, no copy): torch computes
+    on torch.from_dlpack(t) in place. On a CUDA device it exports DLPack (kDLCUDA) and
+    __cuda_array_interface__. Elsewhere (sims: handles are not addresses) to_host() copies the
+    bytes out. Valid while its acquired set is held: after release every use raises
+    UseAfterRelease, and a DLPack export taken before must not be used either (the set's
+    bytes may move; the export keeps the session alive, not the placement)."""
+    __slots__ = ("name", "dtype", "shape", "tier", "device", "dptr", "offset", "nbytes",
+                 "row_begin", "row_end", "kind", "host_pointer", "_dev", "_owner", "_guard")
+
+    def __init__(self, info, part, owner=None, guard=None):
+        self.name, self.dtype = info.name, info.dtype
+        self.shape = tuple(info.shape)
+        if self.shape and (part.row_begin, part.row_end) != (0, self.shape[0]) and \
+                part.row_end > part.row_begin:
+            self.shape = (part.row_end - part.row_begin,) + self.shape[1:]
         self.tier = _s(lib.tl_tier_name(part.tier))
         self.device = _s(lib.tl_device_name(part.device)) if part.device else None
         self.dptr, self.offset, self.nbytes = part.dptr, part.offset, part.nbytes
         self.row_begin, self.row_end = part.row_begin, part.row_end
+        self._dev, self._owner, self._guard = part.device, owner, guard
+        self.kind, self.host_pointer = None, False
+        if part.device:
+            di = L.DeviceInfo()
+            if lib.tl_device_describe(part.device, ctypes.byref(di)) == 0:
+                self.kind = _KINDS[di.kind] if 0 <= di.kind < len(_KINDS) else "other"
+                self.host_pointer = bool(di.host_pointer)
 
     def __repr__(self):
         return "DeviceTensor(%r on %s, %s, 0x%x, %d bytes, rows %d..%d)" % (
             self.name, self.device, self.tier, self.dptr, self.nbytes, self.row_begin,
             self.row_end)
 
+    def _check(self, op):
+        if self._guard is not None and not self._guard.alive:
+            raise _views.UseAfterRelease("tensor '%s' on %s: used after its acquired set was "
+                                         "released (%s)" % (self.name, self.device, op))
+
+    def __dlpack_device__(self):
+        self._check("__dlpack_device__")
+        if self.host_pointer:
+            return (_dlpack.kDLCPU, 0)
+        if self.kind == "cuda":
+            return (_dlpack.kDLCUDA, _cuda_index(self.device))
+        raise Unsupported("tensor '%s' on %s (%s): the device's handles are not addresses, "
+                          "no DLPack (to_host() copies the bytes)"
+                          % (self.name, self.device, self.kind))
+
+    def __dlpack__(self, stream=None):
+        """A DLPack capsule over the device memory (no copy). The session's copies are
+        read-only: the consumer must not write into them."""
+        dev_type, dev_id = self.__dlpack_device__()
+        return _dlpack.export(self.dptr, self.dtype, self.shape, dev_type, dev_id, self,
+                              "tensor '%s'" % self.name)
+
+    @property
+    def __cuda_array_interface__(self):
+        """Version 3 of Numba's CUDA array interface, for CUDA devices only (read-only data)."""
+        self._check("__cuda_array_interface__")
+        if self.kind != "cuda":
+            raise AttributeError("tensor '%s' on %s (%s): __cuda_array_interface__ is for CUDA "
+                                 "devices" % (self.name, self.device, self.kind))
+        np = _views.need_numpy()
+        typestr = np.dtype(_views.numpy_dtype(self.dtype, "tensor '%s'" % self.name)).str
+        return {"shape": tuple(self.shape), "typestr": typestr, "data": (self.dptr, True),
+                "strides": None, "version": 3, "stream": None}
+
+    def to_host(self):
+        """A copy of the bytes in host memory: a torch tensor (numpy array without torch; a
+        uint8 array for dtypes with no type there) of this part's shape."""
+        self._check("to_host")
+        if not self._dev:
+            raise InvalidArgument("tensor '%s': not on a device" % self.name)
+        buf = (ctypes.c_uint8 * max(self.nbytes, 1))()
+        if self.nbytes:
+            check(lib.tl_device_copy_from(self._dev, buf, self.dptr, self.nbytes))
+        raw = _views.byte_array(ctypes.addressof(buf), self.nbytes, buf, True)
+        try:
+            if _views.torch is not None:
+                return _views.torch_view(ctypes.addressof(buf), self.nbytes, self.dtype,
+                                         self.shape, buf, True, "tensor '%s'" % self.name)
+            return raw.view(_views.numpy_dtype(self.dtype, self.name)).reshape(self.shape)
+        except Unsupported:
+            return raw
+
+
+def _cuda_index(name):
+    digits = "".join(c for c in (name or "") if c.isdigit())
+    return int(digits) if digits else 0
+
 
 class Acquired:
     """What Session.acquire returns: a context manager whose value is {name: tensor}. Host
-    tiers give zero-copy torch tensors (numpy without torch; a read-only uint8 numpy array of
-    the bytes for dtypes with no type there, such as quantized ones), device tiers DeviceTensor
-    (a list of them for row-split tensors). Released on exit (or release()); do not keep the tensors
-    past it."""
+    tiers give zero-copy read-only torch tensors (ReadOnlyTensor: in-place writes raise
+    ReadOnlyError; numpy without torch, read-only; a read-only uint8 numpy array of the bytes
+    for dtypes with no type there, such as quantized ones), device tiers DeviceTensor (a list of
+    them for row-split tensors). Released on exit (or release()). After release every op on
+    its torch tensors and DeviceTensors raises UseAfterRelease (views and .data of them
+    included); copies made before (clone(), results of ops) stay valid. Not guarded: numpy
+    arrays (numpy has no hook), raw pointers (data_ptr()) and DLPack exports."""
 
     def __init__(self, session, h):
         self.session = session
         self._h = h
         self.tensors = {}
         model = session.model
+        self.guard = _views.Guard("acquired set")
         for i in range(lib.tl_acquired_count(h)):
             st = lib.tl_acquired_tensor(h, i).contents
             info = model.tensors[st.index]
             parts = [st.parts[k] for k in range(st.n_parts)]
             if len(parts) == 1 and parts[0].host and parts[0].tier != 3:
                 p = parts[0]
-                fn = _views.numpy_view if _views.torch is None else _views.torch_view
+                what = "tensor '%s'" % info.name
                 try:
-                    v = fn(p.host, p.nbytes, info.dtype, info.shape, self, False,
-                           "tensor '%s'" % info.name)
+                    if _views.torch is None:
+                        v = _views.numpy_view(p.host, p.nbytes, info.dtype, info.shape, self,
+                                              False, what)
+                    else:
+                        v = _views.torch_view(p.host, p.nbytes, info.dtype, info.shape, self,
+                                              False, what, guard=self.guard)
                 except Unsupported:  # quantized or F8 without a type: the bytes
                     v = _views.byte_array(p.host, p.nbytes, self, False)
                 self.tensors[info.name] = v
             else:
-                d = [DeviceTensor(info, p) for p in parts]
+                d = [DeviceTensor(info, p, self, self.guard) for p in parts]
                 self.tensors[info.name] = d[0] if len(d) == 1 else d
 
     def release(self):
         if self._h is not None:
             h, self._h = self._h, None
+            self.guard.close()
             self.session._sets.discard(self)
             check(lib.tl_session_release(self.session.handle, h))
 
@@ -522,7 +661,23 @@ class Session:
                     return False
             self._progress = o.progress = L.PROGRESS_FN(cb)  # kept alive with the session
         h = ctypes.c_void_p()
-        check(lib.tl_session_create(model.handle, plan.handle, ctypes.byref(o), ctypes.byref(h)))
+        with _BIND_LOCK:
+            # the session binds plan devices by name in the registry: the plan's own sims are
+            # registered for the bind only (the session keeps its references), then taken out
+            registered = []
+            try:
+                for d in plan.sims:
+                    st = lib.tl_device_register(d)
+                    if st:
+                        raise error_for(st, "session: sim '%s' of the plan: a device of that "
+                                        "name is registered in this process (%s)"
+                                        % (_s(lib.tl_device_name(d)), _s(lib.tl_last_error())))
+                    registered.append(d)
+                check(lib.tl_session_create(model.handle, plan.handle, ctypes.byref(o),
+                                            ctypes.byref(h)))
+            finally:
+                for d in registered:
+                    lib.tl_device_unregister(d)
         self.model, self.plan, self._h = model, plan, h
         self._sets = weakref.WeakSet()  # Acquired not yet released (each keeps self alive)
         self._finalizer = weakref.finalize(self, lib.tl_session_destroy, h)
@@ -715,6 +870,15 @@ def spill(tensor, dir=None, chunk=16 << 20):
             off += c.numel() * c.element_size()
     return _views.torch_view(buf.map(), nbytes, name, tuple(t.shape), buf, True,
                              "spill of a %s tensor" % t.dtype)
+
+
+def ggml_discover(dir=None):
+    """Register ggml's backend devices ("ggml:CPU", "ggml:CUDA0", ...) from ggml's libraries in
+    dir (else TIERLOAD_GGML_DIR, the ggml build tierload was configured with, or the loader's
+    path); returns how many were added. NotFound, with the reason, when ggml cannot be loaded."""
+    n = ctypes.c_size_t()
+    check(lib.tl_device_ggml_discover(_b(dir), ctypes.byref(n)))
+    return n.value
 
 
 def keep_warm(nbytes):
