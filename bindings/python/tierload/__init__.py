@@ -27,7 +27,8 @@ from ._lib import lib, ALL_LAYERS, NOT_FOUND
 from . import _lib as L
 
 __all__ = ["open", "load", "plan", "Session", "spill", "memstats", "keep_warm", "warm_pool",
-           "version", "Model",
+           "version", "Model", "Lora", "LoraSet", "free_memory", "fill_module", "ggml_discover",
+           "ReadOnlyTensor", "ReadOnlyError", "UseAfterRelease",
            "TensorInfo", "Plan", "LoadResult", "DeviceTensor", "Error", "InvalidArgument",
            "IOError", "FormatError", "NoMemory", "NotFound", "Unsupported", "DeviceOOM",
            "DeviceError", "Cancelled", "Infeasible", "Changed", "IntegrityError"]
@@ -870,6 +871,189 @@ def spill(tensor, dir=None, chunk=16 << 20):
             off += c.numel() * c.element_size()
     return _views.torch_view(buf.map(), nbytes, name, tuple(t.shape), buf, True,
                              "spill of a %s tensor" % t.dtype)
+
+
+def _report(r):
+    return {"modules": r.n_modules, "matched": r.n_matched, "unmatched": r.n_unmatched,
+            "unmatched_names": [_s(r.unmatched[i].value)
+                                for i in range(min(r.n_unmatched, L.TL_LORA_REPORT_NAMES))]}
+
+
+class Lora:
+    """A LoRA file (safetensors or GGUF; lora_down/up, lora_A/B, LoHa, LoKr modules), mapped
+    read-only. Immutable; one Lora may be added to several sets."""
+
+    def __init__(self, path):
+        h = ctypes.c_void_p()
+        check(lib.tl_lora_open(_b(os.fspath(path)), ctypes.byref(h)))
+        self._h = h
+        self.path = os.fspath(path)
+        self._finalizer = weakref.finalize(self, lib.tl_lora_close, h)
+
+    def __len__(self):
+        """Modules (weight deltas) in the file."""
+        return lib.tl_lora_module_count(self._h)
+
+    def match(self, model):
+        """Which modules match tensors of model (nothing changes): a report dict (modules,
+        matched, unmatched, unmatched_names)."""
+        r = L.LoraReport()
+        check(lib.tl_lora_match(model.handle, self._h, ctypes.byref(r)))
+        return _report(r)
+
+    def __repr__(self):
+        return "Lora(%r, %d modules)" % (self.path, len(self))
+
+
+class LoraSet:
+    """The LoRAs merged into a model opened writable=True, and optionally into a session
+    running it: add, rescale and remove in any order. Merges are in place (copy-on-write: the
+    file never changes) and computed as W + scale * (alpha / rank) * up @ down, in F32, rounded
+    once. A removal or new scale restores the affected tensors from the file and re-applies
+    the LoRAs that remain, in order. With a session, its copies of the affected tensors are
+    dropped and the next acquire loads the merged bytes; an affected tensor that is acquired
+    makes the call raise InvalidArgument before anything changes. Zero-copy views of the
+    model (Model.torch, fill_module) see the merged bytes. Calls on one set from one thread at
+    a time."""
+
+    def __init__(self, model, session=None):
+        if session is not None and session.model is not model:
+            raise InvalidArgument("LoraSet: the session runs another model")
+        h = ctypes.c_void_p()
+        check(lib.tl_lora_set_create(model.handle, session.handle if session else None,
+                                     ctypes.byref(h)))
+        self.model, self.session, self._h = model, session, h
+        self._loras = []  # [Lora, scale]: the set borrows them, so they are kept here
+        self._finalizer = weakref.finalize(self, lib.tl_lora_set_destroy, h)
+
+    def _find(self, lora):
+        for e in self._loras:
+            if e[0] is lora or (not isinstance(lora, Lora) and e[0].path == os.fspath(lora)):
+                return e
+        raise NotFound("LoraSet: %r is not in the set" % (lora,))
+
+    def add(self, lora, scale=1.0):
+        """Merge a Lora (or a path, opened here) at scale; returns (the Lora, its report)."""
+        if not isinstance(lora, Lora):
+            lora = Lora(lora)
+        r = L.LoraReport()
+        check(lib.tl_lora_set_add(self._h, lora._h, float(scale), ctypes.byref(r)))
+        self._loras.append([lora, float(scale)])
+        return lora, _report(r)
+
+    def rescale(self, lora, scale):
+        e = self._find(lora)
+        check(lib.tl_lora_set_scale(self._h, e[0]._h, float(scale)))
+        e[1] = float(scale)
+
+    def remove(self, lora):
+        e = self._find(lora)
+        check(lib.tl_lora_set_remove(self._h, e[0]._h))
+        self._loras.remove(e)
+
+    @property
+    def loras(self):
+        """[(Lora, scale)] in the order applied."""
+        return [(l, sc) for l, sc in self._loras]
+
+    def close(self):
+        """Free the set; the model keeps its merged bytes."""
+        self._finalizer()
+
+
+def free_memory(nbytes, device):
+    """Make at least nbytes free on device (a name: "cuda0", "ggml:CPU", "cpu") by evicting
+    what tierload's sessions hold there and nobody references, as ComfyUI's
+    model_management.free_memory asks of its models; returns the bytes freed. Needs a
+    libtierload that exports tl_device_make_room; with an older one it raises Unsupported."""
+    fn = L.optional("tl_device_make_room", ctypes.c_int,
+                    [ctypes.c_void_p, ctypes.c_uint64, ctypes.POINTER(ctypes.c_uint64)])
+    if fn is None:
+        raise Unsupported("free_memory: this libtierload (%s) has no tl_device_make_room; "
+                          "evict per session with Session.evict(device, nbytes)" % version())
+    d = ctypes.c_void_p()
+    check(lib.tl_device_find(_b(device), ctypes.byref(d)))
+    try:
+        freed = ctypes.c_uint64()
+        check(fn(d, int(nbytes), ctypes.byref(freed)))
+        return freed.value
+    finally:
+        lib.tl_device_release(d)
+
+
+def fill_module(module, source, name_map=None, prefix="", strict=True, writable=None):
+    """Fill a torch nn.Module's parameters and buffers with zero-copy tensors of source, as
+    module.load_state_dict would with copies, so a pipeline keeps its own modules.
+
+    source: a Model (its tensors: read-only ReadOnlyTensor views of a read-only open, writable
+    copy-on-write views of a writable=True one; writable= overrides), a LoadResult, or a mapping
+    name -> tensor (an acquired set). Each of the module's state_dict names ("blocks.0.weight")
+    is looked up as prefix + name_map(name): name_map None (the name itself), a dict (names it
+    lacks are used as they are) or a callable (returning None skips the tensor). Shapes and
+    dtypes must match (InvalidArgument naming the tensor); names the source lacks (persistent
+    buffers included, as load_state_dict counts them) are NotFound
+    when strict, else left as they are. Parameters become nn.Parameter(requires_grad=False)
+    over the source's memory; buffers the tensors themselves. Returns {"filled": [...],
+    "missing": [...]} (module names)."""
+    torch = _views.need_torch()
+    if isinstance(source, Model):
+        def get(n):
+            return source.torch(n, writable) if n in source else None
+    elif isinstance(source, LoadResult):
+        def get(n):
+            return source.torch(n) if n in source._names else None
+    else:
+        def get(n):
+            return source.get(n) if n in source else None
+    if name_map is None:
+        def mapped(n):
+            return n
+    elif callable(name_map):
+        mapped = name_map
+    else:
+        def mapped(n):
+            return name_map.get(n, n)
+    params = {n for n, _ in module.named_parameters()}
+    entries = [(n, v, n in params) for n, v in module.state_dict(keep_vars=True).items()]
+    plan_, missing = [], []
+    for name, cur, is_param in entries:
+        src_name = mapped(name)
+        if src_name is None:
+            continue
+        src_name = prefix + src_name
+        t = get(src_name)
+        if t is None:
+            missing.append(name)
+            continue
+        if isinstance(t, DeviceTensor) or isinstance(t, list):
+            raise InvalidArgument("fill_module: %s ('%s') is on a device: use "
+                                  "torch.from_dlpack" % (name, src_name))
+        if not isinstance(t, torch.Tensor):
+            raise Unsupported("fill_module: %s ('%s'): no torch type for its dtype"
+                              % (name, src_name))
+        if tuple(t.shape) != tuple(cur.shape):
+            raise InvalidArgument("fill_module: %s ('%s'): shape %s in the model, %s in the "
+                                  "module" % (name, src_name, list(t.shape), list(cur.shape)))
+        if t.dtype != cur.dtype:
+            raise InvalidArgument("fill_module: %s ('%s'): dtype %s in the model, %s in the "
+                                  "module (module.to(dtype) first, or load with dtype=)"
+                                  % (name, src_name, t.dtype, cur.dtype))
+        plan_.append((name, t, is_param))
+    if strict and missing:
+        raise NotFound("fill_module: %d tensors of the module are not in the source: %s"
+                       % (len(missing), ", ".join(missing[:8]) + (" ..." if len(missing) > 8
+                                                                   else "")))
+    for name, t, is_param in plan_:  # nothing is replaced until every check passed
+        mod = module
+        parts = name.split(".")
+        for a in parts[:-1]:
+            mod = getattr(mod, a)
+        leaf = parts[-1]
+        if is_param:
+            mod._parameters[leaf] = torch.nn.Parameter(t, requires_grad=False)
+        else:
+            mod._buffers[leaf] = t
+    return {"filled": [p[0] for p in plan_], "missing": missing}
 
 
 def ggml_discover(dir=None):
