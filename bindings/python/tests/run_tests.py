@@ -891,6 +891,10 @@ def fill_module_zero_copy_equals_torch_load():
         raise AssertionError("a module filled from a released set ran")
     except tierload.UseAfterRelease:
         pass
+    with s.acquire("diffusion") as ws:  # a module whose set was released is filled again
+        tierload.fill_module(net2, ws, name_map=names, prefix=pre)
+        with torch.no_grad():
+            assert torch.equal(net2(x), ref(x))
     # checks name the tensor, and nothing is replaced when one fails
     bad = TinyNet()
     bad.fc2 = torch.nn.Linear(32, 9)

@@ -993,7 +993,8 @@ def fill_module(module, source, name_map=None, prefix="", strict=True, writable=
     dtypes must match (InvalidArgument naming the tensor); names the source lacks (persistent
     buffers included, as load_state_dict counts them) are NotFound
     when strict, else left as they are. Parameters become nn.Parameter(requires_grad=False)
-    over the source's memory; buffers the tensors themselves. Returns {"filled": [...],
+    over the source's memory; buffers the tensors themselves. A module may be filled again
+    (the next block's weights, after its set was released). Returns {"filled": [...],
     "missing": [...]} (module names)."""
     torch = _views.need_torch()
     if isinstance(source, Model):
@@ -1031,13 +1032,16 @@ def fill_module(module, source, name_map=None, prefix="", strict=True, writable=
         if not isinstance(t, torch.Tensor):
             raise Unsupported("fill_module: %s ('%s'): no torch type for its dtype"
                               % (name, src_name))
-        if tuple(t.shape) != tuple(cur.shape):
+        with torch._C.DisableTorchFunction():  # cur may be a released set's: refilled here
+            shape, dtype = tuple(cur.shape), cur.dtype
+            t_shape, t_dtype = tuple(t.shape), t.dtype
+        if t_shape != shape:
             raise InvalidArgument("fill_module: %s ('%s'): shape %s in the model, %s in the "
-                                  "module" % (name, src_name, list(t.shape), list(cur.shape)))
-        if t.dtype != cur.dtype:
+                                  "module" % (name, src_name, list(t_shape), list(shape)))
+        if t_dtype != dtype:
             raise InvalidArgument("fill_module: %s ('%s'): dtype %s in the model, %s in the "
                                   "module (module.to(dtype) first, or load with dtype=)"
-                                  % (name, src_name, t.dtype, cur.dtype))
+                                  % (name, src_name, t_dtype, dtype))
         plan_.append((name, t, is_param))
     if strict and missing:
         raise NotFound("fill_module: %d tensors of the module are not in the source: %s"
