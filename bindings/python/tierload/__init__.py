@@ -3,15 +3,32 @@
     import tierload
     m = tierload.open("model.safetensors", vae="vae.safetensors")
     w = m.torch("model.diffusion_model.blocks.0.w")     # zero-copy view of the mapping
-    p = tierload.plan(m, devices="cpu")
+    p = tierload.plan(m, devices="cpu", sim=None)       # sim="gpu0=8G": this plan's own sims
     with tierload.Session(m, p) as s, s.acquire("diffusion") as weights:
         ...                                              # weights: name -> tensor where it lives
+        tierload.fill_module(unet, weights, prefix="model.diffusion_model.")   # zero-copy
+    ls = tierload.LoraSet(mw, s)        # mw opened writable=True, s a session of it
+    lora, report = ls.add("style.safetensors", 0.8); ls.rescale(lora, 0.5); ls.remove(lora)
+    tierload.free_memory(2 << 30, "cuda0")               # evict to make room (newer libraries)
     t2 = tierload.spill(t)                               # same tensor, backed by an unnamed file
     tierload.memstats()
 
-Views of a model opened read-only point into a read-only mapping: numpy arrays are marked
-read-only; torch has no read-only tensors, so writing into such a torch view faults. Open with
-writable=True to patch weights in place (copy-on-write: the file never changes).
+Writes never crash the process. Views of a model opened read-only, and the tensors a session
+hands out, are read-only: numpy arrays have writeable=False (and it cannot be switched back);
+torch has no read-only tensors, so they are ReadOnlyTensor, a torch.Tensor subclass on which an
+in-place op, out=, item assignment or inplace=True raises ReadOnlyError before any byte is
+touched (views of it, .data and .detach() included; results of ops are plain tensors, deep
+copies own their memory). Open with writable=True to patch weights in place: its views are
+plain tensors over a copy-on-write mapping (the file never changes), which is what a program
+that patches weights in place (ComfyUI's LoRA patcher) wants.
+
+An acquired set's torch tensors and DeviceTensors raise UseAfterRelease on any use after
+release (views of them too). Not guarded: numpy arrays, raw pointers (data_ptr()), DLPack
+exports, and Model views after Model.close().
+
+DeviceTensor exports DLPack where its handles are host addresses (ggml:CPU: kDLCPU) or CUDA
+pointers (kDLCUDA, plus __cuda_array_interface__), so torch.from_dlpack computes on it in
+place; to_host() copies the bytes out of any device (sims included).
 """
 import ctypes
 import os
