@@ -23,8 +23,9 @@ plain tensors over a copy-on-write mapping (the file never changes), which is wh
 that patches weights in place (ComfyUI's LoRA patcher) wants.
 
 An acquired set's torch tensors and DeviceTensors raise UseAfterRelease on any use after
-release (views of them too). Not guarded: numpy arrays, raw pointers (data_ptr()), DLPack
-exports, and Model views after Model.close().
+release (views of them too), and so do read-only torch views of a model after Model.close().
+Not guarded: numpy arrays, raw pointers (data_ptr()), DLPack exports, and writable views after
+Model.close().
 
 DeviceTensor exports DLPack where its handles are host addresses (ggml:CPU: kDLCPU) or CUDA
 pointers (kDLCUDA, plus __cuda_array_interface__), so torch.from_dlpack computes on it in
@@ -142,6 +143,7 @@ class Model:
             self.files.append({"path": _s(f.path), "format": "gguf" if f.format == 0 else
                                "safetensors", "size": f.size, "n_tensors": f.n_tensors})
         self._finalizer = weakref.finalize(self, lib.tl_model_close, h)
+        self._guard = _views.Guard("model")  # closed by close(): read-only torch views raise
         _open_models.add(self)
 
     @property
@@ -151,8 +153,10 @@ class Model:
         return self._h
 
     def close(self):
-        """Unmap now (views taken from the model must not be used after; without close() the
-        model stays open as long as it or any view of it is referenced)."""
+        """Unmap now. Read-only torch views of the model raise UseAfterRelease on any use
+        after; numpy views and writable views must not be used after (they would fault).
+        Without close() the model stays open as long as it or any view of it is referenced."""
+        self._guard.close()
         self._finalizer()
 
     def __enter__(self):
@@ -196,7 +200,7 @@ class Model:
         t = self.info(name)
         w = self.writable if writable is None else writable
         return _views.torch_view(self._addr(t, w), t.nbytes, t.dtype, t.shape, self, w,
-                                 "tensor '%s'" % t.name)
+                                 "tensor '%s'" % t.name, guard=None if w else self._guard)
 
     def raw(self, name):
         """The tensor's bytes as a read-only uint8 numpy view (any dtype, quantized included)."""

@@ -186,8 +186,9 @@ if torch is not None:
             for t in ins:
                 g = t.__dict__.get("_tl_guard")
                 if g is not None and not g.alive:
-                    raise UseAfterRelease("%s: used after its acquired set was released (%s)"
-                                          % (t.__dict__.get("_tl_what", "tensor"), name))
+                    raise UseAfterRelease("%s: used after its %s was %s (%s)" % (
+                        t.__dict__.get("_tl_what", "tensor"), g.what,
+                        "closed" if g.what == "model" else "released", name))
             if args and (_writes_first_arg(name) or kwargs.get("inplace") is True):
                 for t in _ro_tensors(args[0]):
                     if not t.__dict__.get("_tl_writable"):
