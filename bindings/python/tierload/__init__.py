@@ -982,18 +982,28 @@ class LoraSet:
         self._finalizer()
 
 
-def free_memory(nbytes, device):
-    """Make at least nbytes free on device (a name: "cuda0", "ggml:CPU", "cpu") by evicting
-    what tierload's sessions hold there and nobody references, as ComfyUI's
-    model_management.free_memory asks of its models; returns the bytes freed. Needs a
-    libtierload that exports tl_device_make_room; with an older one it raises Unsupported."""
+def free_memory(nbytes, device, plan=None):
+    """Make at least nbytes free on device (a name: "cuda0", "ggml:CPU", "cpu"; with plan, one
+    of that plan's sims) by evicting what tierload's sessions hold there and nobody references,
+    as ComfyUI's model_management.free_memory asks of its models; returns the bytes evicted.
+    DeviceOOM (saying how much room there is) when that is not enough. Needs a libtierload
+    that exports tl_device_make_room; with an older one it raises Unsupported."""
     fn = L.optional("tl_device_make_room", ctypes.c_int,
                     [ctypes.c_void_p, ctypes.c_uint64, ctypes.POINTER(ctypes.c_uint64)])
     if fn is None:
         raise Unsupported("free_memory: this libtierload (%s) has no tl_device_make_room; "
                           "evict per session with Session.evict(device, nbytes)" % version())
     d = ctypes.c_void_p()
-    check(lib.tl_device_find(_b(device), ctypes.byref(d)))
+    if plan is not None:
+        for sd in plan.sims:
+            if _s(lib.tl_device_name(sd)).lower() == str(device).lower():
+                lib.tl_device_retain(sd)
+                d = sd
+                break
+        else:
+            raise NotFound("free_memory: the plan has no sim named '%s'" % device)
+    else:
+        check(lib.tl_device_find(_b(device), ctypes.byref(d)))
     try:
         freed = ctypes.c_uint64()
         check(fn(d, int(nbytes), ctypes.byref(freed)))
