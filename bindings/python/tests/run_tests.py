@@ -822,6 +822,7 @@ def lora_set_add_rescale_remove_on_a_session():
 
 @case
 def free_memory_needs_the_library_function():
+    # the Unsupported fallback always; the eviction where the library exports the function
     from tierload import _lib as L
     real = L.optional
     try:
@@ -833,6 +834,29 @@ def free_memory_needs_the_library_function():
             assert "tl_device_make_room" in e.message, e
     finally:
         L.optional = real
+    path = os.path.join(TMP, "fm.safetensors")
+    w = torch.randn(16, 8, generator=torch.Generator().manual_seed(9))  # 512 bytes
+    torch_model(path, {"w": w}, "model.diffusion_model.blocks.0.")
+    m = tierload.open(path)
+    p = tierload.plan(m, sim="fmsim=4K", backend="diffusion=fmsim", reserve="diffusion=1")
+    s = tierload.Session(m, p)
+    with s.acquire("diffusion"):
+        pass
+    if getattr(L.lib, "tl_device_make_room", None) is None:
+        try:
+            tierload.free_memory(4096, "fmsim", plan=p)
+            raise AssertionError("free_memory without tl_device_make_room did not raise")
+        except tierload.Unsupported:
+            pass
+        return
+    # a library with it: the plan's sim is found and the unreferenced 512 bytes are evicted
+    assert tierload.free_memory(4000, "fmsim", plan=p) == 512
+    assert [d["used"] for d in s.stats()["devices"] if d["name"] == "fmsim"] == [0]
+    try:
+        tierload.free_memory(1 << 30, "fmsim", plan=p)
+        raise AssertionError("room beyond the sim's capacity was reported made")
+    except tierload.DeviceOOM:
+        pass
 
 
 class TinyNet(torch.nn.Module if torch is not None else object):
