@@ -735,7 +735,8 @@ def dlpack_device_tensor_matmul():
         return
     path = os.path.join(TMP, "dl.safetensors")
     g = torch.Generator().manual_seed(11)
-    w = {"a": torch.randn(24, 40, generator=g), "b": torch.randn(40, generator=g).to(torch.bfloat16),
+    w = {"a": torch.randn(24, 40, generator=g),
+         "b": torch.randn(40, generator=g).to(torch.bfloat16),
          "c": torch.randint(-5, 5, (3, 7), generator=g, dtype=torch.int32)}
     torch_model(path, w, "model.diffusion_model.blocks.0.")
     pre = "model.diffusion_model.blocks.0."

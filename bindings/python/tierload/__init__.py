@@ -464,7 +464,7 @@ def plan(model, devices=None, sim=None, backend=None, max_vram=None, headroom=0,
                 if n.value >= L.TL_PLAN_MAX_DEVICES:
                     raise InvalidArgument("plan: too many devices with the sims")
                 info = L.DeviceInfo()
-                check(lib.tl_device_describe(d, ctypes.byref(info)))
+                check(lib.tl_device_describe(d, ctypes.byref(info), ctypes.sizeof(info)))
                 pd = devs[n.value]
                 pd.name, pd.is_gpu, pd.total, pd.free = name, True, info.total, info.free
                 n.value += 1
@@ -520,7 +520,7 @@ class DeviceTensor:
         self.kind, self.host_pointer = None, False
         if part.device:
             di = L.DeviceInfo()
-            if lib.tl_device_describe(part.device, ctypes.byref(di)) == 0:
+            if lib.tl_device_describe(part.device, ctypes.byref(di), ctypes.sizeof(di)) == 0:
                 self.kind = _KINDS[di.kind] if 0 <= di.kind < len(_KINDS) else "other"
                 self.host_pointer = bool(di.host_pointer)
 
@@ -919,7 +919,7 @@ class Lora:
         """Which modules match tensors of model (nothing changes): a report dict (modules,
         matched, unmatched, unmatched_names)."""
         r = L.LoraReport()
-        check(lib.tl_lora_match(model.handle, self._h, ctypes.byref(r)))
+        check(lib.tl_lora_match(model.handle, self._h, ctypes.byref(r), ctypes.sizeof(r)))
         return _report(r)
 
     def __repr__(self):
@@ -958,7 +958,8 @@ class LoraSet:
         if not isinstance(lora, Lora):
             lora = Lora(lora)
         r = L.LoraReport()
-        check(lib.tl_lora_set_add(self._h, lora._h, float(scale), ctypes.byref(r)))
+        check(lib.tl_lora_set_add(self._h, lora._h, float(scale), ctypes.byref(r),
+                              ctypes.sizeof(r)))
         self._loras.append([lora, float(scale)])
         return lora, _report(r)
 
