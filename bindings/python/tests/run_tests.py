@@ -625,6 +625,7 @@ expect("relu inplace", lambda: F.relu(t, inplace=True), RO)
 expect("iadd", lambda: t.__iadd__(1.0), RO)
 expect("view(-1).fill_", lambda: t.view(-1).fill_(3.0), RO)
 expect("numpy() write", lambda: t.numpy().__setitem__((0, 0), 1.0), ValueError)
+expect("np.asarray write", lambda: np.asarray(t).__setitem__((0, 0), 1.0), ValueError)
 p = torch.nn.Parameter(t, requires_grad=False)
 expect("Parameter.data.fill_", lambda: p.data.fill_(0.0), RO)
 s = tierload.Session(m, tierload.plan(m, devices="cpu=0"))
@@ -652,7 +653,7 @@ def read_only_views_refuse_writes_in_a_child():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, (r.returncode, r.stdout, r.stderr[-2000:])
     assert "NOT REFUSED" not in r.stdout, r.stdout
-    assert "refused 17" in r.stdout, r.stdout
+    assert "refused 18" in r.stdout, r.stdout
     assert "sum %r" % float(w.double().sum()) in r.stdout, (r.stdout, float(w.double().sum()))
     assert pread(path, offs[name], 240) == torch_bytes(w)  # nothing reached the file
     # writable=True: the same views patch in place, copy-on-write; results of ops are plain

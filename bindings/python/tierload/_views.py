@@ -205,7 +205,8 @@ if torch is not None:
                                             % (t.__dict__.get("_tl_what", "tensor"), name))
             with torch._C.DisableTorchFunction():
                 ret = func(*args, **kwargs)
-            if name == "numpy" and ins and np is not None and isinstance(ret, np.ndarray):
+            if name in ("numpy", "__array__") and ins and np is not None and \
+                    isinstance(ret, np.ndarray):  # np.asarray(t) too
                 if not ins[0].__dict__.get("_tl_writable"):
                     ret.flags.writeable = False
                 return ret
