@@ -2,15 +2,19 @@
 """pipeline.py — a small SD-like torch pipeline whose weights tierload keeps.
 
 A text encoder (embedding + pre-norm MLP blocks), a denoiser of N blocks run for K steps and a
-decoder, all plain torch ops over named weights stored in one safetensors file written here
-(names as stable-diffusion.cpp checkpoints have them: cond_stage_model., model.diffusion_model.,
+decoder, torch nn.Modules whose weights are stored in one safetensors file written here (names
+as stable-diffusion.cpp checkpoints have them: cond_stage_model., model.diffusion_model.,
 first_stage_model.). The pipeline runs twice, each in its own process so that memory peaks are
 its own:
-  plain     every weight read by torch from the file into tensors it owns (the usual way);
-  tierload  a session over the model with a host budget smaller than the model: each component
-            acquired for its phase only (zero-copy tensors over the file mapping), released and
-            its pages dropped after it; the denoiser's blocks acquired one at a time with the
-            next one prefetched, every step.
+  plain     every weight read by torch from the file into tensors it owns and copied into the
+            modules by load_state_dict (the usual way);
+  tierload  the same modules, built on the meta device, kept for the whole run: a session over
+            the model with a host budget smaller than the model acquires each component for its
+            phase only and tierload.fill_module puts the acquired zero-copy tensors into the
+            module's parameters (by name, with a name map where the module's names differ);
+            tierload.free_memory is asked for room before each phase (where the library has
+            it); the denoiser's blocks are acquired one at a time with the next one prefetched,
+            every step.
 The outputs are compared bit for bit and both memory profiles are printed.
 
 usage: pipeline.py [--small] [--dir DIR] [--dim D] [--blocks N] [--steps K]
@@ -95,27 +99,68 @@ def read_plain(path):
     return out
 
 
-# --- the pipeline: plain torch ops over weights looked up by name ---
+# --- the pipeline: torch nn.Modules, as a ComfyUI-style program keeps them ---
 
-def encode(w, tokens, n_cond=4):
-    x = F.embedding(tokens, w("cond_stage_model.embed.weight"))
-    for i in range(n_cond):
-        p = "cond_stage_model.blocks.%d." % i
-        h = F.layer_norm(x, x.shape[-1:], w(p + "norm.weight"), w(p + "norm.bias"))
-        h = F.gelu(F.linear(h, w(p + "fc1.weight"), w(p + "fc1.bias")))
-        x = x + F.linear(h, w(p + "fc2.weight"), w(p + "fc2.bias"))
-    return x.mean(0)
+class CondBlock(torch.nn.Module):
+    def __init__(self, d, device=None):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(d, device=device)
+        self.fc1 = torch.nn.Linear(d, 2 * d, device=device)
+        self.fc2 = torch.nn.Linear(2 * d, d, device=device)
 
-
-def denoise_block(w, p, x, ctx, temb):
-    h = F.layer_norm(x + temb, x.shape[-1:], w(p + "norm.weight"), w(p + "norm.bias"))
-    a = torch.tanh(F.linear(h, w(p + "attn.weight")) + F.linear(ctx, w(p + "ctx.weight")))
-    return x + 0.1 * F.linear(a, w(p + "mlp.weight"))
+    def forward(self, x):
+        return x + self.fc2(F.gelu(self.fc1(self.norm(x))))
 
 
-def decode(w, x):
-    h = F.gelu(F.linear(x, w("first_stage_model.decoder.conv_in.weight")))
-    return F.linear(h, w("first_stage_model.decoder.conv_out.weight"))
+class TextEncoder(torch.nn.Module):
+    """The module's own names ("token_embedding") differ from the file's ("embed"): a name map
+    says which is which."""
+    NAME_MAP = {"token_embedding.weight": "embed.weight"}
+
+    def __init__(self, d, n_cond=4, device=None):
+        super().__init__()
+        self.token_embedding = torch.nn.Embedding(VOCAB, d, device=device)
+        self.blocks = torch.nn.ModuleList(CondBlock(d, device) for _ in range(n_cond))
+
+    def forward(self, tokens):
+        x = self.token_embedding(tokens)
+        for b in self.blocks:
+            x = b(x)
+        return x.mean(0)
+
+
+class DenoiseBlock(torch.nn.Module):
+    def __init__(self, d, device=None):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(d, device=device)
+        self.attn = torch.nn.Linear(d, d, bias=False, device=device)
+        self.ctx = torch.nn.Linear(d, d, bias=False, device=device)
+        self.mlp = torch.nn.Linear(d, d, bias=False, device=device)
+
+    def forward(self, x, ctx, temb):
+        h = self.norm(x + temb)
+        return x + 0.1 * self.mlp(torch.tanh(self.attn(h) + self.ctx(ctx)))
+
+
+class Denoiser(torch.nn.Module):
+    def __init__(self, d, n_blocks, device=None):
+        super().__init__()
+        self.time_embed = torch.nn.Embedding(64, d, device=device)
+        self.blocks = torch.nn.ModuleList(DenoiseBlock(d, device) for _ in range(n_blocks))
+
+
+class Decoder(torch.nn.Module):
+    def __init__(self, d, device=None):
+        super().__init__()
+        self.conv_in = torch.nn.Linear(d, d, bias=False, device=device)
+        self.conv_out = torch.nn.Linear(d, 48, bias=False, device=device)
+
+    def forward(self, x):
+        return self.conv_out(F.gelu(self.conv_in(x)))
+
+
+def modules(d, n_blocks, device=None):
+    return TextEncoder(d, device=device), Denoiser(d, n_blocks, device), Decoder(d, device)
 
 
 def inputs(d):
@@ -123,43 +168,78 @@ def inputs(d):
     return torch.randint(0, VOCAB, (TOKENS,), generator=g), torch.randn(LATENT, d, generator=g)
 
 
+def sub(weights, prefix):
+    return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+
+
 def run_plain(path, d, n_blocks, steps):
+    """The usual way: modules built, then load_state_dict copies the weights read from the file."""
     weights = read_plain(path)
-    w = weights.__getitem__
+    enc, den, dec = modules(d, n_blocks)
+    to_module = {f: n for n, f in TextEncoder.NAME_MAP.items()}  # file name -> module name
+    enc.load_state_dict({to_module.get(k, k): v
+                         for k, v in sub(weights, "cond_stage_model.").items()})
+    den.load_state_dict(sub(weights, "model.diffusion_model."))
+    dec.load_state_dict(sub(weights, "first_stage_model.decoder."))
     tokens, x = inputs(d)
-    ctx = encode(w, tokens)
-    for k in range(steps):
-        temb = w("model.diffusion_model.time_embed.weight")[k]
-        for i in range(n_blocks):
-            x = denoise_block(w, "model.diffusion_model.blocks.%d." % i, x, ctx, temb)
-    return decode(w, x), None
+    with torch.no_grad():
+        ctx = enc(tokens)
+        for k in range(steps):
+            temb = den.time_embed.weight[k]
+            for blk in den.blocks:
+                x = blk(x, ctx, temb)
+        return dec(x), None
 
 
 def run_tierload(path, d, n_blocks, steps, host_budget):
+    """The same modules (built on the meta device: no memory of their own), their parameters
+    filled with zero-copy tensors of what the session acquired, phase by phase and block by
+    block; released weights are refused if touched again (UseAfterRelease)."""
     import tierload
     m = tierload.open(path)
     plan = tierload.plan(m, devices="cpu=0", phases="cond,diffusion,vae", steps=steps)
     s = tierload.Session(m, plan, host_budget=host_budget)
+    enc, den, dec = modules(d, n_blocks, device="meta")
     tokens, x = inputs(d)
-    with s.acquire("cond") as cw:  # phase 1: the text encoder, then dropped
-        ctx = encode(cw.__getitem__, tokens)
-    m.advise("dontneed")
-    for k in range(steps):  # phase 2: the denoiser, block by block
-        with s.acquire("diffusion", layers=(0, 0), with_other=True) as ow:
-            temb = ow["model.diffusion_model.time_embed.weight"][k].clone()
-        for i in range(n_blocks):
-            if i + 1 < n_blocks:
-                s.prefetch("diffusion", layers=i + 1, with_other=False)
-            with s.acquire("diffusion", layers=i) as bw:
-                x = denoise_block(bw.__getitem__, "model.diffusion_model.blocks.%d." % i, x,
-                                  ctx, temb)
-            m.advise("dontneed")  # the block's pages leave this process
-    with s.acquire("vae") as vw:  # phase 3: the decoder
-        out = decode(vw.__getitem__, x)
+    notes = []
+
+    def make_room(nbytes):
+        # what a ComfyUI server asks before a phase: free memory on the device it computes on
+        try:
+            tierload.free_memory(nbytes, "cpu")
+        except tierload.Error as e:
+            if not notes:
+                notes.append(e.message)
+        m.advise("dontneed")  # the mapping's pages of the last phase leave this process
+
+    with torch.no_grad():
+        with s.acquire("cond") as cw:  # phase 1: the text encoder, then dropped
+            tierload.fill_module(enc, cw, name_map=TextEncoder.NAME_MAP, prefix="cond_stage_model.")
+            ctx = enc(tokens)
+        make_room(plan_bytes(m, "diffusion"))
+        for k in range(steps):  # phase 2: the denoiser, block by block
+            with s.acquire("diffusion", layers=(0, 0), with_other=True) as ow:
+                temb = ow["model.diffusion_model.time_embed.weight"][k].clone()
+            for i, blk in enumerate(den.blocks):
+                if i + 1 < n_blocks:
+                    s.prefetch("diffusion", layers=i + 1, with_other=False)
+                with s.acquire("diffusion", layers=i) as bw:
+                    tierload.fill_module(blk, bw, prefix="model.diffusion_model.blocks.%d." % i)
+                    x = blk(x, ctx, temb)
+                m.advise("dontneed")  # the block's pages leave this process
+        make_room(plan_bytes(m, "vae"))
+        with s.acquire("vae") as vw:  # phase 3: the decoder
+            tierload.fill_module(dec, vw, prefix="first_stage_model.decoder.")
+            out = dec(x)
     st = s.stats()
     s.check()
     return out, {"session": {k: st[k] for k in ("loads", "prefetch_hits", "host_peak",
-                                                "host_budget", "bytes_moved")}}
+                                                "host_budget", "bytes_moved")},
+                 "free_memory": notes[0] if notes else "ok"}
+
+
+def plan_bytes(m, component):
+    return sum(t.nbytes for t in m.tensors if t.component == component)
 
 
 class Sampler:
@@ -258,6 +338,7 @@ def main():
             run, res[run]["seconds"], m["start"]["RssAnon"] / MiB, m["peak"]["RssAnon"] / MiB,
             m["peak"]["RssFile"] / MiB, m["peak"]["VmRSS"] / MiB, m["end"]["RssAnon"] / MiB))
     print("session: %s" % json.dumps(res["tierload"]["extra"]["session"]))
+    print("free_memory: %s" % res["tierload"]["extra"]["free_memory"])
     print("outputs bit-equal: %s (%d bytes)" % ("yes" if equal else "NO",
                                                  len(res["plain"]["bytes"])))
     if not args.dir:

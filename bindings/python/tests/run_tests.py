@@ -584,6 +584,381 @@ def warm_pool_serves_the_next_load():
         tierload.keep_warm(0)
 
 
+def torch_model(path, tensors, prefix=""):
+    """A safetensors file of torch tensors {name: tensor} (names get prefix); returns offsets."""
+    entries = []
+    for name, t in tensors.items():
+        dt = {v: k for k, v in TORCH_ATTR.items()}[str(t.dtype).split(".")[1]]
+        b = torch_bytes(t)
+        entries.append((prefix + name, dt, tuple(t.shape), b, len(b)))
+    return write_safetensors(path, entries)
+
+
+READ_ONLY_CHILD = r'''
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np, torch, torch.nn.functional as F
+import tierload
+path, name = sys.argv[2], sys.argv[3]
+m = tierload.open(path)
+a, t = m.numpy(name), m.torch(name)
+refused = []
+def expect(what, fn, exc):
+    try:
+        fn()
+    except exc as e:
+        refused.append(what)
+        return
+    print("NOT REFUSED: " + what)
+expect("numpy item", lambda: a.__setitem__((0, 0), 1.0), ValueError)
+expect("numpy writeable flag", lambda: setattr(a.flags, "writeable", True), ValueError)
+expect("numpy raw", lambda: m.raw(name).__setitem__(0, 1), ValueError)
+RO = tierload.ReadOnlyError
+expect("add_", lambda: t.add_(1.0), RO)
+expect("setitem", lambda: t.__setitem__(0, 5.0), RO)
+expect("zero_ of a row", lambda: t[1].zero_(), RO)
+expect("mul_ of .t()", lambda: t.t().mul_(2.0), RO)
+expect("copy_ into .data", lambda: t.data.copy_(torch.zeros(t.shape)), RO)
+expect("copy_ into detach()", lambda: t.detach().copy_(torch.zeros(t.shape)), RO)
+expect("out=", lambda: torch.add(t, 1.0, out=t), RO)
+expect("relu inplace", lambda: F.relu(t, inplace=True), RO)
+expect("iadd", lambda: t.__iadd__(1.0), RO)
+expect("view(-1).fill_", lambda: t.view(-1).fill_(3.0), RO)
+expect("numpy() write", lambda: t.numpy().__setitem__((0, 0), 1.0), ValueError)
+expect("np.asarray write", lambda: np.asarray(t).__setitem__((0, 0), 1.0), ValueError)
+p = torch.nn.Parameter(t, requires_grad=False)
+expect("Parameter.data.fill_", lambda: p.data.fill_(0.0), RO)
+s = tierload.Session(m, tierload.plan(m, devices="cpu=0"))
+with s.acquire("diffusion") as w:
+    expect("acquired add_", lambda: w[name].add_(1.0), RO)
+m2 = tierload.open(path)  # a view of a closed model: refused, not a fault on unmapped memory
+v = m2.torch(name)
+m2.close()
+expect("use after close", lambda: v.sum(), tierload.UseAfterRelease)
+print("refused %d" % len(refused))
+print("sum %r" % float(t.double().sum()))
+'''
+
+
+@case
+def read_only_views_refuse_writes_in_a_child():
+    # writes into views of a read-only model raise, and so does a view used after close(); a
+    # crash (SIGSEGV) of the child fails here
+    path = os.path.join(TMP, "ro.safetensors")
+    w = torch.randn(6, 10, generator=torch.Generator().manual_seed(7))
+    offs = torch_model(path, {"w": w}, "model.diffusion_model.blocks.0.")
+    name = "model.diffusion_model.blocks.0.w"
+    r = subprocess.run([sys.executable, "-c", READ_ONLY_CHILD,
+                        os.path.join(SRC, "bindings", "python"), path, name],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr[-2000:])
+    assert "NOT REFUSED" not in r.stdout, r.stdout
+    assert "refused 18" in r.stdout, r.stdout
+    assert "sum %r" % float(w.double().sum()) in r.stdout, (r.stdout, float(w.double().sum()))
+    assert pread(path, offs[name], 240) == torch_bytes(w)  # nothing reached the file
+    # writable=True: the same views patch in place, copy-on-write; results of ops are plain
+    m = tierload.open(path, writable=True)
+    t = m.torch(name)
+    t.mul_(2.0)
+    assert torch.equal(t, w * 2) and pread(path, offs[name], 240) == torch_bytes(w)
+    ro = tierload.open(path).torch(name)
+    assert isinstance(ro, tierload.ReadOnlyTensor)
+    y = ro @ torch.ones(10)
+    assert type(y) is torch.Tensor and torch.equal(y, w @ torch.ones(10))
+    y.add_(1.0)  # a result owns its memory
+
+
+@case
+def use_after_release_raises():
+    path = os.path.join(TMP, "uar.safetensors")
+    w = torch.randn(4, 8, generator=torch.Generator().manual_seed(3))
+    torch_model(path, {"w": w}, "model.diffusion_model.blocks.0.")
+    name = "model.diffusion_model.blocks.0.w"
+    m = tierload.open(path)
+    s = tierload.Session(m, tierload.plan(m, devices="cpu=0"))
+    a = s.acquire("diffusion")
+    t = a.tensors[name]
+    row, c = t[1], t.clone()
+    assert torch.equal(t, w) and torch.equal(row, w[1])
+    a.release()
+    for what, fn in (("sum", lambda: t.sum()), ("matmul", lambda: torch.ones(8) @ t.t()),
+                     ("a view", lambda: row + 1), ("shape", lambda: t.shape),
+                     ("F.linear", lambda: torch.nn.functional.linear(torch.ones(8), t))):
+        try:
+            fn()
+            raise AssertionError("%s after release did not raise" % what)
+        except tierload.UseAfterRelease as e:
+            assert name in e.message, e
+    assert torch.equal(c, w)  # a copy made before is the caller's
+
+
+@case
+def sims_belong_to_their_plan():
+    # two plans simulate a GPU of the same name: each session gets its own sim's capacity
+    path = os.path.join(TMP, "sims.safetensors")
+    w = torch.randn(16, 8, generator=torch.Generator().manual_seed(5))  # 512 bytes
+    torch_model(path, {"w": w}, "model.diffusion_model.blocks.0.")
+    name = "model.diffusion_model.blocks.0.w"
+    m = tierload.open(path)
+    plans = [tierload.plan(m, sim="pysimx=768", backend="diffusion=pysimx",
+                           reserve="diffusion=1") for _ in range(2)]
+    sessions = [tierload.Session(m, p) for p in plans]
+    sets = [s.acquire("diffusion") for s in sessions]  # 2 x 512 bytes: one 768-byte sim each
+    for a in sets:
+        d = a.tensors[name]
+        assert isinstance(d, tierload.DeviceTensor) and d.device == "pysimx" and d.kind == "sim"
+        assert torch.equal(d.to_host(), w)
+        try:
+            d.__dlpack__()
+            raise AssertionError("DLPack of a sim handle did not fail")
+        except tierload.Unsupported as e:
+            assert "to_host" in e.message
+    for s in sessions:
+        st = s.stats()
+        dev = [x for x in st["devices"] if x["name"] == "pysimx"]
+        assert dev and dev[0]["used"] == 512 and dev[0]["budget"] <= 768, st["devices"]
+    # the sims are not left in the process's registry
+    import ctypes
+    d = ctypes.c_void_p()
+    assert tierload._lib.lib.tl_device_find(b"pysimx", ctypes.byref(d)) != 0
+    for a in sets:
+        a.release()
+
+
+@case
+def dlpack_device_tensor_matmul():
+    # weights copied to ggml's CPU device (handles are host addresses): torch computes on them
+    # through DLPack without a copy, and gets what it gets from the original weights
+    try:
+        tierload.ggml_discover()
+    except tierload.NotFound as e:
+        skip("dlpack_device_tensor_matmul", "no ggml: %s" % e.message)
+        return
+    path = os.path.join(TMP, "dl.safetensors")
+    g = torch.Generator().manual_seed(11)
+    w = {"a": torch.randn(24, 40, generator=g),
+         "b": torch.randn(40, generator=g).to(torch.bfloat16),
+         "c": torch.randint(-5, 5, (3, 7), generator=g, dtype=torch.int32)}
+    torch_model(path, w, "model.diffusion_model.blocks.0.")
+    pre = "model.diffusion_model.blocks.0."
+    m = tierload.open(path)
+    p = tierload.plan(m, backend="diffusion=ggml:CPU", reserve="diffusion=1")
+    s = tierload.Session(m, p, no_zero_copy=True)
+    x = torch.randn(40, 5, generator=g)
+    base = tierload._dlpack.live_count()
+    with s.acquire("diffusion") as ws:
+        d = ws[pre + "a"]
+        assert isinstance(d, tierload.DeviceTensor) and d.tier == "device", d
+        assert d.device == "ggml:CPU" and d.host_pointer and d.__dlpack_device__() == (1, 0)
+        assert d.dptr != m.raw(pre + "a").ctypes.data  # the device's copy, not the mapping
+        t = torch.from_dlpack(d)
+        assert t.data_ptr() == d.dptr and t.shape == (24, 40) and t.dtype == torch.float32
+        assert torch.equal(t @ x, w["a"] @ x)
+        tb, tc = torch.from_dlpack(ws[pre + "b"]), torch.from_dlpack(ws[pre + "c"])
+        assert torch.equal(tb, w["b"]) and torch.equal(tc, w["c"])
+        assert tierload._dlpack.live_count() == base + 3
+        del tb, tc  # torch calls the deleters: the exports let go of their owners
+        assert tierload._dlpack.live_count() == base + 1
+        cap = d.__dlpack__()  # a capsule never consumed is freed with its tensor
+        assert tierload._dlpack.live_count() == base + 2
+        del cap, t
+        gc.collect()
+        assert tierload._dlpack.live_count() == base
+    # a CUDA device tensor describes itself with __cuda_array_interface__ (no GPU needed)
+    ct = object.__new__(tierload.DeviceTensor)
+    for k, v in dict(name="w", dtype="F16", shape=(4, 6), tier="device", device="cuda1",
+                     dptr=0x7f0000001000, offset=0, nbytes=48, row_begin=0, row_end=4,
+                     kind="cuda", host_pointer=False, _dev=None, _owner=None,
+                     _guard=None).items():
+        setattr(ct, k, v)
+    assert ct.__cuda_array_interface__ == {"shape": (4, 6), "typestr": "<f2",
+                                           "data": (0x7f0000001000, True), "strides": None,
+                                           "version": 3, "stream": None}
+    assert ct.__dlpack_device__() == (2, 1)
+
+
+def lora_file(path, target, down, up, alpha):
+    torch_model(path, {target + ".lora_down.weight": down, target + ".lora_up.weight": up,
+                       target + ".alpha": torch.tensor([alpha], dtype=torch.float32)})
+
+
+@case
+def lora_set_add_rescale_remove_on_a_session():
+    path = os.path.join(TMP, "lmodel.safetensors")
+    g = torch.Generator().manual_seed(21)
+    W = torch.randn(8, 16, generator=g)
+    pre = "model.diffusion_model.blocks.0."
+    torch_model(path, {"attn.weight": W}, pre)
+    name = pre + "attn.weight"
+    lp = os.path.join(TMP, "l1.safetensors")
+    down, up = torch.randn(2, 16, generator=g), torch.randn(8, 2, generator=g)
+    lora_file(lp, pre + "attn", down, up, 4.0)
+    delta = (4.0 / 2) * (up.double() @ down.double())  # alpha / rank, computed here in F64
+    m = tierload.open(path, writable=True)
+    s = tierload.Session(m, tierload.plan(m, devices="cpu=0"))
+    ls = tierload.LoraSet(m, s)
+    lora, rep = ls.add(lp, 1.0)
+    assert rep["matched"] == 1 and rep["unmatched"] == 0 and len(lora) == 1, rep
+    with s.acquire("diffusion") as ws:
+        assert torch.allclose(ws[name].double(), W.double() + delta, rtol=1e-6, atol=1e-5)
+        try:
+            ls.rescale(lora, 0.5)
+            raise AssertionError("a rescale with the tensor acquired was accepted")
+        except tierload.InvalidArgument:
+            pass
+    ls.rescale(lora, 0.5)
+    with s.acquire("diffusion") as ws:
+        assert torch.allclose(ws[name].double(), W.double() + 0.5 * delta, rtol=1e-6, atol=1e-5)
+    assert ls.loras == [(lora, 0.5)]
+    ls.remove(lora)
+    with s.acquire("diffusion") as ws:
+        assert torch.equal(ws[name], W)  # the file's bytes again
+    assert ls.loras == []
+    try:
+        ls.remove(lora)
+        raise AssertionError("removing a LoRA not in the set was accepted")
+    except tierload.NotFound:
+        pass
+    assert lora.match(m)["matched"] == 1
+
+
+@case
+def free_memory_needs_the_library_function():
+    # the Unsupported fallback always; the eviction where the library exports the function
+    from tierload import _lib as L
+    real = L.optional
+    try:
+        L.optional = lambda name, res, args: None  # a library without tl_device_make_room
+        try:
+            tierload.free_memory(1 << 20, "cpu")
+            raise AssertionError("free_memory without the C function did not raise")
+        except tierload.Unsupported as e:
+            assert "tl_device_make_room" in e.message, e
+    finally:
+        L.optional = real
+    path = os.path.join(TMP, "fm.safetensors")
+    w = torch.randn(16, 8, generator=torch.Generator().manual_seed(9))  # 512 bytes
+    torch_model(path, {"w": w}, "model.diffusion_model.blocks.0.")
+    m = tierload.open(path)
+    p = tierload.plan(m, sim="fmsim=4K", backend="diffusion=fmsim", reserve="diffusion=1")
+    s = tierload.Session(m, p)
+    with s.acquire("diffusion"):
+        pass
+    if getattr(L.lib, "tl_device_make_room", None) is None:
+        try:
+            tierload.free_memory(4096, "fmsim", plan=p)
+            raise AssertionError("free_memory without tl_device_make_room did not raise")
+        except tierload.Unsupported:
+            pass
+        return
+    # a library with it: the plan's sim is found and the unreferenced 512 bytes are evicted
+    assert tierload.free_memory(4000, "fmsim", plan=p) == 512
+    assert [d["used"] for d in s.stats()["devices"] if d["name"] == "fmsim"] == [0]
+    try:
+        tierload.free_memory(1 << 30, "fmsim", plan=p)
+        raise AssertionError("room beyond the sim's capacity was reported made")
+    except tierload.DeviceOOM:
+        pass
+
+
+class TinyNet(torch.nn.Module if torch is not None else object):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(16, 32)
+        self.norm = torch.nn.LayerNorm(32)
+        self.fc2 = torch.nn.Linear(32, 8)
+        self.bn = torch.nn.BatchNorm1d(8)
+
+    def forward(self, x):
+        return self.bn(self.fc2(torch.nn.functional.gelu(self.norm(self.fc1(x)))))
+
+
+@case
+def fill_module_zero_copy_equals_torch_load():
+    torch.manual_seed(4)
+    src = TinyNet()
+    with torch.no_grad():
+        src.bn.running_mean.normal_()
+        src.bn.running_var.uniform_(0.5, 2.0)
+        src.norm.weight.normal_()
+    pt = os.path.join(TMP, "tiny.pt")
+    torch.save(src.state_dict(), pt)
+    path = os.path.join(TMP, "tiny.safetensors")
+    pre = "model.diffusion_model."
+    torch_model(path, src.state_dict(), pre)
+    ref = TinyNet().eval()
+    ref.load_state_dict(torch.load(pt))
+    net = TinyNet().eval()
+    m = tierload.open(path)
+    r = tierload.fill_module(net, m, prefix=pre)
+    assert len(r["filled"]) == len(src.state_dict()) and r["missing"] == [], r
+    for n, p in net.named_parameters():
+        assert isinstance(p, torch.nn.Parameter) and p.data_ptr() == m.raw(pre + n).ctypes.data
+    assert net.bn.running_var.data_ptr() == m.raw(pre + "bn.running_var").ctypes.data
+    x = torch.randn(5, 16)
+    with torch.no_grad():
+        assert torch.equal(net(x), ref(x))
+    try:
+        net.fc1.weight.add_(1.0)
+        raise AssertionError("a write into a filled parameter of a read-only model passed")
+    except tierload.ReadOnlyError:
+        pass
+    # a name map, from an acquired set
+    class Renamed(TinyNet):
+        pass
+    names = {"fc1.weight": "in_proj.w", "fc1.bias": "in_proj.b"}
+    path2 = os.path.join(TMP, "tiny2.safetensors")
+    sd = {names.get(k, k): v for k, v in src.state_dict().items()}
+    torch_model(path2, sd, pre)
+    m2 = tierload.open(path2)
+    s = tierload.Session(m2, tierload.plan(m2, devices="cpu=0"))
+    net2 = Renamed().eval()
+    with s.acquire("diffusion") as ws:
+        tierload.fill_module(net2, ws, name_map=names, prefix=pre)
+        with torch.no_grad():
+            assert torch.equal(net2(x), ref(x))
+    try:
+        net2(x)
+        raise AssertionError("a module filled from a released set ran")
+    except tierload.UseAfterRelease:
+        pass
+    with s.acquire("diffusion") as ws:  # a module whose set was released is filled again
+        tierload.fill_module(net2, ws, name_map=names, prefix=pre)
+        with torch.no_grad():
+            assert torch.equal(net2(x), ref(x))
+    # checks name the tensor, and nothing is replaced when one fails
+    bad = TinyNet()
+    bad.fc2 = torch.nn.Linear(32, 9)
+    before = bad.fc1.weight
+    try:
+        tierload.fill_module(bad, m, prefix=pre)
+        raise AssertionError("a shape mismatch was accepted")
+    except tierload.InvalidArgument as e:
+        assert "fc2.weight" in e.message and "[8, 32]" in e.message, e
+    assert bad.fc1.weight is before
+    try:
+        tierload.fill_module(TinyNet(), m)  # no prefix: nothing found
+        raise AssertionError("missing tensors were accepted with strict=True")
+    except tierload.NotFound as e:
+        assert "fc1.weight" in e.message
+    r = tierload.fill_module(TinyNet(), m, name_map=lambda n: None if n.startswith("bn.") else n,
+                             prefix=pre)
+    assert not any(n.startswith("bn.") for n in r["filled"]) and r["missing"] == []
+    try:
+        tierload.fill_module(TinyNet().half(), m, prefix=pre)
+        raise AssertionError("a dtype mismatch was accepted")
+    except tierload.InvalidArgument as e:
+        assert "dtype" in e.message
+    # writable model: the module may patch its weights in place (copy-on-write)
+    mw = tierload.open(path, writable=True)
+    net3 = TinyNet().eval()
+    tierload.fill_module(net3, mw, prefix=pre)
+    with torch.no_grad():
+        net3.fc1.weight.mul_(0.5)
+    assert torch.equal(mw.torch(pre + "fc1.weight"), src.fc1.weight.detach() * 0.5)
+    assert mw.patched(pre + "fc1.weight")
+
+
 @case
 def pipeline_example_bit_equal():
     ex = os.path.join(SRC, "examples", "python", "pipeline.py")

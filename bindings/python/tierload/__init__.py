@@ -3,29 +3,50 @@
     import tierload
     m = tierload.open("model.safetensors", vae="vae.safetensors")
     w = m.torch("model.diffusion_model.blocks.0.w")     # zero-copy view of the mapping
-    p = tierload.plan(m, devices="cpu")
+    p = tierload.plan(m, devices="cpu", sim=None)       # sim="gpu0=8G": this plan's own sims
     with tierload.Session(m, p) as s, s.acquire("diffusion") as weights:
         ...                                              # weights: name -> tensor where it lives
+        tierload.fill_module(unet, weights, prefix="model.diffusion_model.")   # zero-copy
+    ls = tierload.LoraSet(mw, s)        # mw opened writable=True, s a session of it
+    lora, report = ls.add("style.safetensors", 0.8); ls.rescale(lora, 0.5); ls.remove(lora)
+    tierload.free_memory(2 << 30, "cuda0")               # evict to make room (newer libraries)
     t2 = tierload.spill(t)                               # same tensor, backed by an unnamed file
     tierload.memstats()
 
-Views of a model opened read-only point into a read-only mapping: numpy arrays are marked
-read-only; torch has no read-only tensors, so writing into such a torch view faults. Open with
-writable=True to patch weights in place (copy-on-write: the file never changes).
+Writes never crash the process. Views of a model opened read-only, and the tensors a session
+hands out, are read-only: numpy arrays have writeable=False (and it cannot be switched back);
+torch has no read-only tensors, so they are ReadOnlyTensor, a torch.Tensor subclass on which an
+in-place op, out=, item assignment or inplace=True raises ReadOnlyError before any byte is
+touched (views of it, .data and .detach() included; results of ops are plain tensors, deep
+copies own their memory). Open with writable=True to patch weights in place: its views are
+plain tensors over a copy-on-write mapping (the file never changes), which is what a program
+that patches weights in place (ComfyUI's LoRA patcher) wants.
+
+An acquired set's torch tensors and DeviceTensors raise UseAfterRelease on any use after
+release (views of them too), and so do read-only torch views of a model after Model.close().
+Not guarded: numpy arrays, raw pointers (data_ptr()), DLPack exports, and writable views after
+Model.close().
+
+DeviceTensor exports DLPack where its handles are host addresses (ggml:CPU: kDLCPU) or CUDA
+pointers (kDLCUDA, plus __cuda_array_interface__), so torch.from_dlpack computes on it in
+place; to_host() copies the bytes out of any device (sims included).
 """
 import ctypes
 import os
+import threading
 import weakref
 
-from . import _errors, _views
+from . import _dlpack, _errors, _views
+from ._views import ReadOnlyTensor, ReadOnlyError, UseAfterRelease
 from ._errors import (Error, InvalidArgument, IOError, FormatError, NoMemory, NotFound,
                       Unsupported, DeviceOOM, DeviceError, Cancelled, Infeasible, Changed,
-                      IntegrityError, check)
+                      IntegrityError, check, error_for)
 from ._lib import lib, ALL_LAYERS, NOT_FOUND
 from . import _lib as L
 
 __all__ = ["open", "load", "plan", "Session", "spill", "memstats", "keep_warm", "warm_pool",
-           "version", "Model",
+           "version", "Model", "Lora", "LoraSet", "free_memory", "fill_module", "ggml_discover",
+           "ReadOnlyTensor", "ReadOnlyError", "UseAfterRelease",
            "TensorInfo", "Plan", "LoadResult", "DeviceTensor", "Error", "InvalidArgument",
            "IOError", "FormatError", "NoMemory", "NotFound", "Unsupported", "DeviceOOM",
            "DeviceError", "Cancelled", "Infeasible", "Changed", "IntegrityError"]
@@ -38,6 +59,7 @@ COMPONENT_PREFIXES = {
 }
 
 _open_models = weakref.WeakSet()
+_BIND_LOCK = threading.Lock()
 
 
 def _b(s):
@@ -121,6 +143,7 @@ class Model:
             self.files.append({"path": _s(f.path), "format": "gguf" if f.format == 0 else
                                "safetensors", "size": f.size, "n_tensors": f.n_tensors})
         self._finalizer = weakref.finalize(self, lib.tl_model_close, h)
+        self._guard = _views.Guard("model")  # closed by close(): read-only torch views raise
         _open_models.add(self)
 
     @property
@@ -130,8 +153,10 @@ class Model:
         return self._h
 
     def close(self):
-        """Unmap now (views taken from the model must not be used after; without close() the
-        model stays open as long as it or any view of it is referenced)."""
+        """Unmap now. Read-only torch views of the model raise UseAfterRelease on any use
+        after; numpy views and writable views must not be used after (they would fault).
+        Without close() the model stays open as long as it or any view of it is referenced."""
+        self._guard.close()
         self._finalizer()
 
     def __enter__(self):
@@ -175,7 +200,7 @@ class Model:
         t = self.info(name)
         w = self.writable if writable is None else writable
         return _views.torch_view(self._addr(t, w), t.nbytes, t.dtype, t.shape, self, w,
-                                 "tensor '%s'" % t.name)
+                                 "tensor '%s'" % t.name, guard=None if w else self._guard)
 
     def raw(self, name):
         """The tensor's bytes as a read-only uint8 numpy view (any dtype, quantized included)."""
@@ -341,12 +366,38 @@ def load(path_or_model, mode="auto", dtype=None, verify=False, evict=False, prog
     return LoadResult(model, h, names)
 
 
-class Plan:
-    """A plan (tierload.plan): .feasible, .error, .json, .text."""
+def _make_sims(spec):
+    """Unregistered sim devices from a sim spec (one reference each)."""
+    specs = (L.SimSpec * L.TL_PLAN_MAX_DEVICES)()
+    n = ctypes.c_size_t()
+    check(lib.tl_parse_sim_spec(_b(spec), specs, L.TL_PLAN_MAX_DEVICES, ctypes.byref(n)))
+    out = []
+    try:
+        for i in range(n.value):
+            d = ctypes.c_void_p()
+            check(lib.tl_device_sim_create(ctypes.byref(specs[i]), ctypes.byref(d)))
+            out.append(d)
+    except BaseException:
+        _release_devices(out)
+        raise
+    return out
 
-    def __init__(self, h):
+
+def _release_devices(devs):
+    for d in devs:
+        lib.tl_device_release(d)
+
+
+class Plan:
+    """A plan (tierload.plan): .feasible, .error, .json, .text. A plan made with sim= owns its
+    simulated GPUs (.sims): they are not in the process's device registry, so another plan may
+    simulate devices of the same names; the sessions of this plan share them."""
+
+    def __init__(self, h, sims=()):
         self._h = h
+        self.sims = list(sims)  # tl_device pointers, one reference each
         self._finalizer = weakref.finalize(self, lib.tl_plan_destroy, h)
+        self._sims_finalizer = weakref.finalize(self, _release_devices, self.sims)
 
     @property
     def handle(self):
@@ -388,85 +439,195 @@ class Plan:
 def plan(model, devices=None, sim=None, backend=None, max_vram=None, headroom=0, reserve=None,
          phases=None, steps=0, offload_to_cpu=False, output_size=None):
     """Plan where each component lives. devices: a spec of hypothetical devices
-    ("cuda0=16G,cpu") or None for the registered ones; sim: register simulated GPUs first
-    ("gpu0=8G", as `tierload --sim`). Infeasible plans raise Infeasible with the reason."""
-    if sim:
-        check(lib.tl_device_sim_add(_b(sim)))
-    devs = (L.PlanDevice * L.TL_PLAN_MAX_DEVICES)()
-    n = ctypes.c_size_t()
-    if devices:
-        check(lib.tl_plan_parse_devices(_b(devices), devs, L.TL_PLAN_MAX_DEVICES, ctypes.byref(n)))
-    else:
-        dropped = ctypes.c_size_t()
-        check(lib.tl_plan_devices_from_registry(devs, L.TL_PLAN_MAX_DEVICES, ctypes.byref(n),
-                                                ctypes.byref(dropped)))
+    ("cuda0=16G,cpu") or None for the registered ones; sim: simulated GPUs of this plan
+    ("gpu0=8G", as `tierload --sim`), added to the registered devices when devices is None (a
+    devices spec names them itself). The sims belong to the plan, not the process: plan() may
+    be called again with the same sim names, and each plan's sessions get that plan's own sims.
+    Infeasible plans raise Infeasible with the reason."""
+    sims = _make_sims(sim) if sim else []
+    try:
+        devs = (L.PlanDevice * L.TL_PLAN_MAX_DEVICES)()
+        n = ctypes.c_size_t()
+        if devices:
+            check(lib.tl_plan_parse_devices(_b(devices), devs, L.TL_PLAN_MAX_DEVICES,
+                                            ctypes.byref(n)))
+        else:
+            dropped = ctypes.c_size_t()
+            check(lib.tl_plan_devices_from_registry(devs, L.TL_PLAN_MAX_DEVICES, ctypes.byref(n),
+                                                    ctypes.byref(dropped)))
+            names = {devs[i].name.lower() for i in range(n.value)}
+            for d in sims:
+                name = lib.tl_device_name(d)
+                if name.lower() in names:
+                    raise InvalidArgument("plan: sim '%s': a registered device has that name "
+                                          "already" % _s(name))
+                if n.value >= L.TL_PLAN_MAX_DEVICES:
+                    raise InvalidArgument("plan: too many devices with the sims")
+                info = L.DeviceInfo()
+                check(lib.tl_device_describe(d, ctypes.byref(info), ctypes.sizeof(info)))
+                pd = devs[n.value]
+                pd.name, pd.is_gpu, pd.total, pd.free = name, True, info.total, info.free
+                n.value += 1
+    except BaseException:
+        _release_devices(sims)
+        raise
     o = L.PlanOptions()
     lib.tl_plan_options_init(ctypes.byref(o))
     o.backend, o.max_vram, o.reserve, o.phases = _b(backend), _b(max_vram), _b(reserve), _b(phases)
     o.output_size = _b(output_size)
     o.headroom, o.steps, o.offload_to_cpu = headroom, steps, bool(offload_to_cpu)
     s = L.PlanSummary()
-    check(lib.tl_plan_summary_from_model(model.handle, -1, ctypes.byref(s)))
     h = ctypes.c_void_p()
     try:
+        check(lib.tl_plan_summary_from_model(model.handle, -1, ctypes.byref(s)))
         check(lib.tl_plan_create(ctypes.byref(s), devs, n.value, ctypes.byref(o), ctypes.byref(h)))
+    except BaseException:
+        _release_devices(sims)
+        raise
     finally:
         lib.tl_plan_summary_clear(ctypes.byref(s))
-    p = Plan(h)
+    p = Plan(h, sims)
     check(lib.tl_plan_check(h))
     return p
 
 
-class DeviceTensor:
-    """A tensor (or part of one) in device memory: where it lives, not its bytes."""
-    __slots__ = ("name", "dtype", "shape", "tier", "device", "dptr", "offset", "nbytes",
-                 "row_begin", "row_end")
+_KINDS = ("cpu", "sim", "cuda", "other", "ggml")
 
-    def __init__(self, info, part):
-        self.name, self.dtype, self.shape = info.name, info.dtype, info.shape
+
+class DeviceTensor:
+    """A tensor (or the rows row_begin..row_end of one) in device memory. kind and host_pointer
+    are the device's; shape is the part's. On a device whose handles are host addresses (the
+    ggml:CPU device, an engine's host device) it exports DLPack (kDLCPU, no copy): torch computes
+    on torch.from_dlpack(t) in place. On a CUDA device it exports DLPack (kDLCUDA) and
+    __cuda_array_interface__. Elsewhere (sims: handles are not addresses) to_host() copies the
+    bytes out. Valid while its acquired set is held: after release every use raises
+    UseAfterRelease, and a DLPack export taken before must not be used either (the set's
+    bytes may move; the export keeps the session alive, not the placement)."""
+    __slots__ = ("name", "dtype", "shape", "tier", "device", "dptr", "offset", "nbytes",
+                 "row_begin", "row_end", "kind", "host_pointer", "_dev", "_owner", "_guard")
+
+    def __init__(self, info, part, owner=None, guard=None):
+        self.name, self.dtype = info.name, info.dtype
+        self.shape = tuple(info.shape)
+        if self.shape and (part.row_begin, part.row_end) != (0, self.shape[0]) and \
+                part.row_end > part.row_begin:
+            self.shape = (part.row_end - part.row_begin,) + self.shape[1:]
         self.tier = _s(lib.tl_tier_name(part.tier))
         self.device = _s(lib.tl_device_name(part.device)) if part.device else None
         self.dptr, self.offset, self.nbytes = part.dptr, part.offset, part.nbytes
         self.row_begin, self.row_end = part.row_begin, part.row_end
+        self._dev, self._owner, self._guard = part.device, owner, guard
+        self.kind, self.host_pointer = None, False
+        if part.device:
+            di = L.DeviceInfo()
+            if lib.tl_device_describe(part.device, ctypes.byref(di), ctypes.sizeof(di)) == 0:
+                self.kind = _KINDS[di.kind] if 0 <= di.kind < len(_KINDS) else "other"
+                self.host_pointer = bool(di.host_pointer)
 
     def __repr__(self):
         return "DeviceTensor(%r on %s, %s, 0x%x, %d bytes, rows %d..%d)" % (
             self.name, self.device, self.tier, self.dptr, self.nbytes, self.row_begin,
             self.row_end)
 
+    def _check(self, op):
+        if self._guard is not None and not self._guard.alive:
+            raise _views.UseAfterRelease("tensor '%s' on %s: used after its acquired set was "
+                                         "released (%s)" % (self.name, self.device, op))
+
+    def __dlpack_device__(self):
+        self._check("__dlpack_device__")
+        if self.host_pointer:
+            return (_dlpack.kDLCPU, 0)
+        if self.kind == "cuda":
+            return (_dlpack.kDLCUDA, _cuda_index(self.device))
+        raise Unsupported("tensor '%s' on %s (%s): the device's handles are not addresses, "
+                          "no DLPack (to_host() copies the bytes)"
+                          % (self.name, self.device, self.kind))
+
+    def __dlpack__(self, stream=None):
+        """A DLPack capsule over the device memory (no copy). The session's copies are
+        read-only: the consumer must not write into them."""
+        dev_type, dev_id = self.__dlpack_device__()
+        return _dlpack.export(self.dptr, self.dtype, self.shape, dev_type, dev_id, self,
+                              "tensor '%s'" % self.name)
+
+    @property
+    def __cuda_array_interface__(self):
+        """Version 3 of Numba's CUDA array interface, for CUDA devices only (read-only data)."""
+        self._check("__cuda_array_interface__")
+        if self.kind != "cuda":
+            raise AttributeError("tensor '%s' on %s (%s): __cuda_array_interface__ is for CUDA "
+                                 "devices" % (self.name, self.device, self.kind))
+        np = _views.need_numpy()
+        typestr = np.dtype(_views.numpy_dtype(self.dtype, "tensor '%s'" % self.name)).str
+        return {"shape": tuple(self.shape), "typestr": typestr, "data": (self.dptr, True),
+                "strides": None, "version": 3, "stream": None}
+
+    def to_host(self):
+        """A copy of the bytes in host memory: a torch tensor (numpy array without torch; a
+        uint8 array for dtypes with no type there) of this part's shape."""
+        self._check("to_host")
+        if not self._dev:
+            raise InvalidArgument("tensor '%s': not on a device" % self.name)
+        buf = (ctypes.c_uint8 * max(self.nbytes, 1))()
+        if self.nbytes:
+            check(lib.tl_device_copy_from(self._dev, buf, self.dptr, self.nbytes))
+        raw = _views.byte_array(ctypes.addressof(buf), self.nbytes, buf, True)
+        try:
+            if _views.torch is not None:
+                return _views.torch_view(ctypes.addressof(buf), self.nbytes, self.dtype,
+                                         self.shape, buf, True, "tensor '%s'" % self.name)
+            return raw.view(_views.numpy_dtype(self.dtype, self.name)).reshape(self.shape)
+        except Unsupported:
+            return raw
+
+
+def _cuda_index(name):
+    digits = "".join(c for c in (name or "") if c.isdigit())
+    return int(digits) if digits else 0
+
 
 class Acquired:
     """What Session.acquire returns: a context manager whose value is {name: tensor}. Host
-    tiers give zero-copy torch tensors (numpy without torch; a read-only uint8 numpy array of
-    the bytes for dtypes with no type there, such as quantized ones), device tiers DeviceTensor
-    (a list of them for row-split tensors). Released on exit (or release()); do not keep the tensors
-    past it."""
+    tiers give zero-copy read-only torch tensors (ReadOnlyTensor: in-place writes raise
+    ReadOnlyError; numpy without torch, read-only; a read-only uint8 numpy array of the bytes
+    for dtypes with no type there, such as quantized ones), device tiers DeviceTensor (a list of
+    them for row-split tensors). Released on exit (or release()). After release every op on
+    its torch tensors and DeviceTensors raises UseAfterRelease (views and .data of them
+    included); copies made before (clone(), results of ops) stay valid. Not guarded: numpy
+    arrays (numpy has no hook), raw pointers (data_ptr()) and DLPack exports."""
 
     def __init__(self, session, h):
         self.session = session
         self._h = h
         self.tensors = {}
         model = session.model
+        self.guard = _views.Guard("acquired set")
         for i in range(lib.tl_acquired_count(h)):
             st = lib.tl_acquired_tensor(h, i).contents
             info = model.tensors[st.index]
             parts = [st.parts[k] for k in range(st.n_parts)]
             if len(parts) == 1 and parts[0].host and parts[0].tier != 3:
                 p = parts[0]
-                fn = _views.numpy_view if _views.torch is None else _views.torch_view
+                what = "tensor '%s'" % info.name
                 try:
-                    v = fn(p.host, p.nbytes, info.dtype, info.shape, self, False,
-                           "tensor '%s'" % info.name)
+                    if _views.torch is None:
+                        v = _views.numpy_view(p.host, p.nbytes, info.dtype, info.shape, self,
+                                              False, what)
+                    else:
+                        v = _views.torch_view(p.host, p.nbytes, info.dtype, info.shape, self,
+                                              False, what, guard=self.guard)
                 except Unsupported:  # quantized or F8 without a type: the bytes
                     v = _views.byte_array(p.host, p.nbytes, self, False)
                 self.tensors[info.name] = v
             else:
-                d = [DeviceTensor(info, p) for p in parts]
+                d = [DeviceTensor(info, p, self, self.guard) for p in parts]
                 self.tensors[info.name] = d[0] if len(d) == 1 else d
 
     def release(self):
         if self._h is not None:
             h, self._h = self._h, None
+            self.guard.close()
             self.session._sets.discard(self)
             check(lib.tl_session_release(self.session.handle, h))
 
@@ -522,7 +683,23 @@ class Session:
                     return False
             self._progress = o.progress = L.PROGRESS_FN(cb)  # kept alive with the session
         h = ctypes.c_void_p()
-        check(lib.tl_session_create(model.handle, plan.handle, ctypes.byref(o), ctypes.byref(h)))
+        with _BIND_LOCK:
+            # the session binds plan devices by name in the registry: the plan's own sims are
+            # registered for the bind only (the session keeps its references), then taken out
+            registered = []
+            try:
+                for d in plan.sims:
+                    st = lib.tl_device_register(d)
+                    if st:
+                        raise error_for(st, "session: sim '%s' of the plan: a device of that "
+                                        "name is registered in this process (%s)"
+                                        % (_s(lib.tl_device_name(d)), _s(lib.tl_last_error())))
+                    registered.append(d)
+                check(lib.tl_session_create(model.handle, plan.handle, ctypes.byref(o),
+                                            ctypes.byref(h)))
+            finally:
+                for d in registered:
+                    lib.tl_device_unregister(d)
         self.model, self.plan, self._h = model, plan, h
         self._sets = weakref.WeakSet()  # Acquired not yet released (each keeps self alive)
         self._finalizer = weakref.finalize(self, lib.tl_session_destroy, h)
@@ -715,6 +892,213 @@ def spill(tensor, dir=None, chunk=16 << 20):
             off += c.numel() * c.element_size()
     return _views.torch_view(buf.map(), nbytes, name, tuple(t.shape), buf, True,
                              "spill of a %s tensor" % t.dtype)
+
+
+def _report(r):
+    return {"modules": r.n_modules, "matched": r.n_matched, "unmatched": r.n_unmatched,
+            "unmatched_names": [_s(r.unmatched[i].value)
+                                for i in range(min(r.n_unmatched, L.TL_LORA_REPORT_NAMES))]}
+
+
+class Lora:
+    """A LoRA file (safetensors or GGUF; lora_down/up, lora_A/B, LoHa, LoKr modules), mapped
+    read-only. Immutable; one Lora may be added to several sets."""
+
+    def __init__(self, path):
+        h = ctypes.c_void_p()
+        check(lib.tl_lora_open(_b(os.fspath(path)), ctypes.byref(h)))
+        self._h = h
+        self.path = os.fspath(path)
+        self._finalizer = weakref.finalize(self, lib.tl_lora_close, h)
+
+    def __len__(self):
+        """Modules (weight deltas) in the file."""
+        return lib.tl_lora_module_count(self._h)
+
+    def match(self, model):
+        """Which modules match tensors of model (nothing changes): a report dict (modules,
+        matched, unmatched, unmatched_names)."""
+        r = L.LoraReport()
+        check(lib.tl_lora_match(model.handle, self._h, ctypes.byref(r), ctypes.sizeof(r)))
+        return _report(r)
+
+    def __repr__(self):
+        return "Lora(%r, %d modules)" % (self.path, len(self))
+
+
+class LoraSet:
+    """The LoRAs merged into a model opened writable=True, and optionally into a session
+    running it: add, rescale and remove in any order. Merges are in place (copy-on-write: the
+    file never changes) and computed as W + scale * (alpha / rank) * up @ down, in F32, rounded
+    once. A removal or new scale restores the affected tensors from the file and re-applies
+    the LoRAs that remain, in order. With a session, its copies of the affected tensors are
+    dropped and the next acquire loads the merged bytes; an affected tensor that is acquired
+    makes the call raise InvalidArgument before anything changes. Zero-copy views of the
+    model (Model.torch, fill_module) see the merged bytes. Calls on one set from one thread at
+    a time."""
+
+    def __init__(self, model, session=None):
+        if session is not None and session.model is not model:
+            raise InvalidArgument("LoraSet: the session runs another model")
+        h = ctypes.c_void_p()
+        check(lib.tl_lora_set_create(model.handle, session.handle if session else None,
+                                     ctypes.byref(h)))
+        self.model, self.session, self._h = model, session, h
+        self._loras = []  # [Lora, scale]: the set borrows them, so they are kept here
+        self._finalizer = weakref.finalize(self, lib.tl_lora_set_destroy, h)
+
+    def _find(self, lora):
+        for e in self._loras:
+            if e[0] is lora or (not isinstance(lora, Lora) and e[0].path == os.fspath(lora)):
+                return e
+        raise NotFound("LoraSet: %r is not in the set" % (lora,))
+
+    def add(self, lora, scale=1.0):
+        """Merge a Lora (or a path, opened here) at scale; returns (the Lora, its report)."""
+        if not isinstance(lora, Lora):
+            lora = Lora(lora)
+        r = L.LoraReport()
+        check(lib.tl_lora_set_add(self._h, lora._h, float(scale), ctypes.byref(r),
+                              ctypes.sizeof(r)))
+        self._loras.append([lora, float(scale)])
+        return lora, _report(r)
+
+    def rescale(self, lora, scale):
+        e = self._find(lora)
+        check(lib.tl_lora_set_scale(self._h, e[0]._h, float(scale)))
+        e[1] = float(scale)
+
+    def remove(self, lora):
+        e = self._find(lora)
+        check(lib.tl_lora_set_remove(self._h, e[0]._h))
+        self._loras.remove(e)
+
+    @property
+    def loras(self):
+        """[(Lora, scale)] in the order applied."""
+        return [(l, sc) for l, sc in self._loras]
+
+    def close(self):
+        """Free the set; the model keeps its merged bytes."""
+        self._finalizer()
+
+
+def free_memory(nbytes, device, plan=None):
+    """Make at least nbytes free on device (a name: "cuda0", "ggml:CPU", "cpu"; with plan, one
+    of that plan's sims) by evicting what tierload's sessions hold there and nobody references,
+    as ComfyUI's model_management.free_memory asks of its models; returns the bytes evicted.
+    DeviceOOM (saying how much room there is) when that is not enough. Needs a libtierload
+    that exports tl_device_make_room; with an older one it raises Unsupported."""
+    fn = L.optional("tl_device_make_room", ctypes.c_int,
+                    [ctypes.c_void_p, ctypes.c_uint64, ctypes.POINTER(ctypes.c_uint64)])
+    if fn is None:
+        raise Unsupported("free_memory: this libtierload (%s) has no tl_device_make_room; "
+                          "evict per session with Session.evict(device, nbytes)" % version())
+    d = ctypes.c_void_p()
+    if plan is not None:
+        for sd in plan.sims:
+            if _s(lib.tl_device_name(sd)).lower() == str(device).lower():
+                lib.tl_device_retain(sd)
+                d = sd
+                break
+        else:
+            raise NotFound("free_memory: the plan has no sim named '%s'" % device)
+    else:
+        check(lib.tl_device_find(_b(device), ctypes.byref(d)))
+    try:
+        freed = ctypes.c_uint64()
+        check(fn(d, int(nbytes), ctypes.byref(freed)))
+        return freed.value
+    finally:
+        lib.tl_device_release(d)
+
+
+def fill_module(module, source, name_map=None, prefix="", strict=True, writable=None):
+    """Fill a torch nn.Module's parameters and buffers with zero-copy tensors of source, as
+    module.load_state_dict would with copies, so a pipeline keeps its own modules.
+
+    source: a Model (its tensors: read-only ReadOnlyTensor views of a read-only open, writable
+    copy-on-write views of a writable=True one; writable= overrides), a LoadResult, or a mapping
+    name -> tensor (an acquired set). Each of the module's state_dict names ("blocks.0.weight")
+    is looked up as prefix + name_map(name): name_map None (the name itself), a dict (names it
+    lacks are used as they are) or a callable (returning None skips the tensor). Shapes and
+    dtypes must match (InvalidArgument naming the tensor); names the source lacks (persistent
+    buffers included, as load_state_dict counts them) are NotFound
+    when strict, else left as they are. Parameters become nn.Parameter(requires_grad=False)
+    over the source's memory; buffers the tensors themselves. A module may be filled again
+    (the next block's weights, after its set was released). Returns {"filled": [...],
+    "missing": [...]} (module names)."""
+    torch = _views.need_torch()
+    if isinstance(source, Model):
+        def get(n):
+            return source.torch(n, writable) if n in source else None
+    elif isinstance(source, LoadResult):
+        def get(n):
+            return source.torch(n) if n in source._names else None
+    else:
+        def get(n):
+            return source.get(n) if n in source else None
+    if name_map is None:
+        def mapped(n):
+            return n
+    elif callable(name_map):
+        mapped = name_map
+    else:
+        def mapped(n):
+            return name_map.get(n, n)
+    params = {n for n, _ in module.named_parameters()}
+    entries = [(n, v, n in params) for n, v in module.state_dict(keep_vars=True).items()]
+    plan_, missing = [], []
+    for name, cur, is_param in entries:
+        src_name = mapped(name)
+        if src_name is None:
+            continue
+        src_name = prefix + src_name
+        t = get(src_name)
+        if t is None:
+            missing.append(name)
+            continue
+        if isinstance(t, DeviceTensor) or isinstance(t, list):
+            raise InvalidArgument("fill_module: %s ('%s') is on a device: use "
+                                  "torch.from_dlpack" % (name, src_name))
+        if not isinstance(t, torch.Tensor):
+            raise Unsupported("fill_module: %s ('%s'): no torch type for its dtype"
+                              % (name, src_name))
+        with torch._C.DisableTorchFunction():  # cur may be a released set's: refilled here
+            shape, dtype = tuple(cur.shape), cur.dtype
+            t_shape, t_dtype = tuple(t.shape), t.dtype
+        if t_shape != shape:
+            raise InvalidArgument("fill_module: %s ('%s'): shape %s in the model, %s in the "
+                                  "module" % (name, src_name, list(t_shape), list(shape)))
+        if t_dtype != dtype:
+            raise InvalidArgument("fill_module: %s ('%s'): dtype %s in the model, %s in the "
+                                  "module (module.to(dtype) first, or load with dtype=)"
+                                  % (name, src_name, t_dtype, dtype))
+        plan_.append((name, t, is_param))
+    if strict and missing:
+        raise NotFound("fill_module: %d tensors of the module are not in the source: %s"
+                       % (len(missing), ", ".join(missing[:8]) + (" ..." if len(missing) > 8
+                                                                   else "")))
+    for name, t, is_param in plan_:  # nothing is replaced until every check passed
+        mod = module
+        parts = name.split(".")
+        for a in parts[:-1]:
+            mod = getattr(mod, a)
+        leaf = parts[-1]
+        if is_param:
+            mod._parameters[leaf] = torch.nn.Parameter(t, requires_grad=False)
+        else:
+            mod._buffers[leaf] = t
+    return {"filled": [p[0] for p in plan_], "missing": missing}
+
+
+def ggml_discover(dir=None):
+    """Register ggml's backend devices ("ggml:CPU", "ggml:CUDA0", ...) from ggml's libraries in
+    dir (else TIERLOAD_GGML_DIR, the ggml build tierload was configured with, or the loader's
+    path); returns how many were added. NotFound, with the reason, when ggml cannot be loaded."""
+    n = ctypes.c_size_t()
+    check(lib.tl_device_ggml_discover(_b(dir), ctypes.byref(n)))
+    return n.value
 
 
 def keep_warm(nbytes):

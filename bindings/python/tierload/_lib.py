@@ -187,6 +187,25 @@ class WarmStats(ctypes.Structure):
                 ("taken", c_u64), ("takes", c_u64), ("released", c_u64)]
 
 
+class SimSpec(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char * TL_DEVICE_NAME_MAX), ("capacity", c_u64),
+                ("bandwidth", c_double), ("latency", c_double)]
+
+
+class DeviceInfo(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char * TL_DEVICE_NAME_MAX), ("desc", ctypes.c_char * 96),
+                ("kind", c_int), ("total", c_u64), ("free", c_u64), ("host_pointer", c_bool),
+                ("async_", c_bool), ("alignment", c_u32), ("pinned", c_bool)]
+
+
+TL_LORA_REPORT_NAMES = 8
+
+
+class LoraReport(ctypes.Structure):
+    _fields_ = [("n_modules", c_size), ("n_matched", c_size), ("n_unmatched", c_size),
+                ("unmatched", (ctypes.c_char * 128) * TL_LORA_REPORT_NAMES)]
+
+
 class SpillOptions(ctypes.Structure):
     _fields_ = [("size", c_u32), ("dir", c_char_p), ("chunk_size", c_u64)]
 
@@ -257,6 +276,30 @@ def _declare(lib):
         "tl_plan_device_of": (P(PlanDevice), [c_void_p, c_size]),
         "tl_device_sim_add": (st, [c_char_p]),
         "tl_device_name": (c_char_p, [c_void_p]),
+        "tl_parse_sim_spec": (st, [c_char_p, P(SimSpec), c_size, P(c_size)]),
+        "tl_device_sim_create": (st, [P(SimSpec), P(c_void_p)]),
+        "tl_device_register": (st, [c_void_p]),
+        "tl_device_unregister": (st, [c_void_p]),
+        "tl_device_retain": (None, [c_void_p]),
+        "tl_device_release": (None, [c_void_p]),
+        "tl_device_find": (st, [c_char_p, P(c_void_p)]),
+        "tl_device_list": (c_size, [P(c_void_p), c_size]),
+        "tl_device_list_release": (None, [P(c_void_p), c_size]),
+        "tl_device_describe": (st, [c_void_p, P(DeviceInfo), c_size]),
+        "tl_device_kind_name": (c_char_p, [c_int]),
+        "tl_device_copy_from": (st, [c_void_p, c_void_p, c_u64, c_u64]),
+        "tl_device_ggml_discover": (st, [c_char_p, P(c_size)]),
+        "tl_device_ggml_reason": (c_char_p, []),
+        "tl_lora_open": (st, [c_char_p, P(c_void_p)]),
+        "tl_lora_close": (None, [c_void_p]),
+        "tl_lora_module_count": (c_size, [c_void_p]),
+        "tl_lora_match": (st, [c_void_p, c_void_p, P(LoraReport), c_size]),
+        "tl_lora_set_create": (st, [c_void_p, c_void_p, P(c_void_p)]),
+        "tl_lora_set_destroy": (None, [c_void_p]),
+        "tl_lora_set_add": (st, [c_void_p, c_void_p, ctypes.c_float, P(LoraReport),
+                             c_size]),
+        "tl_lora_set_remove": (st, [c_void_p, c_void_p]),
+        "tl_lora_set_scale": (st, [c_void_p, c_void_p, ctypes.c_float]),
         "tl_session_options_init": (None, [P(SessionOptions)]),
         "tl_session_create": (st, [c_void_p, c_void_p, P(SessionOptions), P(c_void_p)]),
         "tl_session_destroy": (st, [c_void_p]),
@@ -298,3 +341,11 @@ def _declare(lib):
 
 lib = _load()
 MISSING = _declare(lib)
+
+
+def optional(name, restype, argtypes):
+    """A function the library may lack (newer than it): declared, or None when not exported."""
+    fn = getattr(lib, name, None)
+    if fn is not None:
+        fn.restype, fn.argtypes = restype, argtypes
+    return fn
