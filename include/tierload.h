@@ -2059,6 +2059,34 @@ typedef struct tl_session_step {
  */
 TL_API tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, size_t n);
 /*
+ * A pass the engine repeats (a diffusion step's blocks, a token's layers), in
+ * its order: the schedule becomes this pass over and over, until another
+ * schedule, loop or learning replaces it (n 0: no schedule). Acquires move
+ * through it as through a schedule (an acquire skips forward to the next
+ * step that equals it, so steps the engine skips — cache-based step
+ * skipping — cost nothing but the difference); a step not in the pass
+ * leaves the position as it is.
+ */
+TL_API tl_status tl_session_set_loop(tl_session *s, const tl_session_step *steps, size_t n);
+/*
+ * The step the schedule (given, looped or learned) expects next: what an
+ * engine prefetches once it has released the current one (a prefetch while
+ * the current step is still held can only evict what is needed sooner).
+ * TL_ERR_NOT_FOUND without a schedule or at its end.
+ */
+TL_API tl_status tl_session_next_step(tl_session *s, tl_session_step *out);
+/*
+ * Learn the pass instead of being told it: with on, the schedule is cleared
+ * and acquires are recorded until one repeats an earlier step and the next
+ * acquire confirms the repetition (it equals the step recorded after that
+ * one); from the earliest repeated step to the repetition is the pass, which
+ * then works as tl_session_set_loop's. Until then eviction is least recently
+ * used. A pass must repeat within 65,536 acquires, else learning stops and
+ * no schedule is kept. Off: learning stops, a learned loop is dropped.
+ * tl_session_set_schedule and tl_session_set_loop end learning.
+ */
+TL_API tl_status tl_session_learn(tl_session *s, bool on);
+/*
  * Bytes that furthest-next-use eviction with full knowledge of the schedule
  * moves onto the devices under the session's budgets (the offline optimum
  * the run report prints beside what was moved). Needs a schedule.

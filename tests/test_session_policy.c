@@ -11,7 +11,9 @@
  *   - LRU with a streamed plan: streamed layers go before the resident prefix;
  *   - a prefetch never evicts what the schedule needs before the layer it loads;
  *   - spills that reuse a freed extent in the middle of the spill file, every
- *     spilled byte read back; the spill file's tail given back when freed.
+ *     spilled byte read back; the spill file's tail given back when freed;
+ *   - a learned schedule (and a declared loop) against the offline optimum of
+ *     the run as it went, with steps that skip layers.
  * Expected bytes are the test's own image of the file (what it wrote), never
  * the library's mapping; tl_session_check runs after every operation.
  */
@@ -137,7 +139,8 @@ static void check_acquired(const fx *f, const shadow *sh, tl_acquired *a) {
     }
 }
 
-/* A plan over GPUs gpus (budget bytes each) and the host, nothing reserved; backend NULL: auto-fit. */
+/* A plan over GPUs gpus (budget bytes each) and the host, nothing reserved; backend NULL: auto-fit.
+ */
 static tl_plan *plan_on(fx *f, const char *const *gpus, size_t n_gpus, const char *backend,
                         uint64_t budget) {
     tl_plan_summary sum;
@@ -268,8 +271,9 @@ static void test_lru_order(void **st) {
         tl_session_event *ev = events_of(s, &n_ev);
         for (size_t i = 0; i < n_ev; i++) {
             if (ev[i].kind != TL_EVENT_DROP) continue;
-            if (k >= 6) fail_msg("drop %zu: layer %d, %llu bytes: more than expected", k,
-                                 ev[i].layer, (unsigned long long)ev[i].bytes);
+            if (k >= 6)
+                fail_msg("drop %zu: layer %d, %llu bytes: more than expected", k, ev[i].layer,
+                         (unsigned long long)ev[i].bytes);
             if (ev[i].layer != want[k].layer || ev[i].bytes != want[k].bytes)
                 fail_msg("policy %d, drop %zu: layer %d (%llu bytes), want layer %d (%llu bytes)",
                          policy, k, ev[i].layer, (unsigned long long)ev[i].bytes, want[k].layer,
@@ -389,9 +393,8 @@ static unsigned brute(const sched *q, size_t i, unsigned r, unsigned char *memo)
         need |= 1u << k;
     unsigned loads = (unsigned)__builtin_popcount(need & ~r);
     unsigned all = r | need;
-    unsigned over = (unsigned)__builtin_popcount(all) > q->cap
-                        ? (unsigned)__builtin_popcount(all) - q->cap
-                        : 0;
+    unsigned over =
+        (unsigned)__builtin_popcount(all) > q->cap ? (unsigned)__builtin_popcount(all) - q->cap : 0;
     unsigned best = 0xFF;
     /* evict exactly `over` of the resident units the step does not need */
     unsigned cand = r & ~need;
@@ -738,8 +741,7 @@ static tl_acquired *dirty(fx *f, tl_session *s, shadow *sh, size_t k, int which,
     for (uint64_t b = 0; b < f->len[me]; b++)
         w[b] = (unsigned char)(b * 13 + salt * 101 + (b >> 12));
     assert_int_equal(t->parts[0].tier, TL_TIER_DEVICE);
-    assert_int_equal(tl_device_copy_to(t->parts[0].device, t->parts[0].dptr, w, f->len[me]),
-                     TL_OK);
+    assert_int_equal(tl_device_copy_to(t->parts[0].device, t->parts[0].dptr, w, f->len[me]), TL_OK);
     assert_int_equal(tl_session_mark_dirty(s, t->index), TL_OK);
     free(sh->bytes[me]);
     sh->bytes[me] = w;
@@ -803,7 +805,8 @@ static void test_spill_reuses_middle_extent(void **st) {
     close_model(&f);
 }
 
-/* Size of the session's spill file (an unlinked file in dir, found among this process's descriptors); -1: none. */
+/* Size of the session's spill file (an unlinked file in dir, found among this process's
+ * descriptors); -1: none. */
 static long long spill_file_size(const char *dir) {
     DIR *dh = opendir("/proc/self/fd");
     assert_non_null(dh);
@@ -880,6 +883,138 @@ static void test_spill_tail_given_back(void **st) {
     close_model(&f);
 }
 
+/* --- schedules the session learns, and loops the engine declares --- */
+
+#define LEARN_L 12
+#define LEARN_STEPS 20
+
+/*
+ * A diffusion-like run: LEARN_STEPS steps, each acquiring layers 0..11 one by one (twice each when
+ * twice: a conditional and an unconditional pass); every other step skips every third layer
+ * (cache-based step skipping). Written into seq (at most cap), returns the count.
+ */
+static size_t skipping_run(tl_session_step *seq, size_t cap, bool twice) {
+    size_t n = 0;
+    for (int step = 0; step < LEARN_STEPS; step++)
+        for (size_t k = 0; k < LEARN_L; k++) {
+            if (step % 2 == 1 && k % 3 == 2) continue;
+            for (int r = 0; r < (twice ? 2 : 1); r++) {
+                assert_true(n < cap);
+                seq[n++] = (tl_session_step){TL_COMP_DIFFUSION, k, k + 1, false};
+            }
+        }
+    return n;
+}
+
+/* Bytes a session moves from the file onto its device over seq (learning, a loop, or neither). */
+static uint64_t run_moved(fx *f, tl_plan *p, uint64_t budget, const tl_session_step *seq, size_t n,
+                          int how, const tl_session_step *loop, size_t n_loop) {
+    tl_session *s = session(f, p, budget, NULL);
+    if (how == 1) assert_int_equal(tl_session_learn(s, true), TL_OK);
+    if (how == 2) assert_int_equal(tl_session_set_loop(s, loop, n_loop), TL_OK);
+    for (size_t i = 0; i < n; i++)
+        use_layers(f, s, seq[i].layer_begin, seq[i].layer_end, NULL);
+    tl_session_stats ss;
+    assert_int_equal(tl_session_stats_get(s, &ss, sizeof ss), TL_OK);
+    assert_int_equal(tl_session_destroy(s), TL_OK);
+    return ss.moved[TL_TIER_FILE][TL_TIER_DEVICE];
+}
+
+/*
+ * Room for 7 of 12 layers. The optimum over the run as it really went (furthest next use knowing
+ * every acquire, tl_session_optimal_bytes: checked against an exhaustive search above) is the
+ * reference. A session that learns the passes as they come, with no schedule from the engine,
+ * moves at most 1.05 x that optimum, skipped layers and all; least recently used moves more; the
+ * loop an engine that knows its pattern declares (a full step, then a skipping one) moves at
+ * most as much. Also with every layer acquired twice in a row (a step that repeats at once is
+ * not taken for a pass).
+ */
+static void test_learned_schedule_with_skipping(void **st) {
+    (void)st;
+    fx f = {0};
+    layers_model(&f, LEARN_L, false);
+    tl_device *sim = add_sim("learnsim", 64 << 20);
+    const char *g[] = {"learnsim"};
+    tl_plan *p = plan_on(&f, g, 1, "diffusion=learnsim", 64 << 20);
+    uint64_t budget = 7 * 64 * KIB;
+    static tl_session_step seq[2 * LEARN_STEPS * LEARN_L];
+    for (int twice = 0; twice < 2; twice++) {
+        size_t n = skipping_run(seq, sizeof seq / sizeof seq[0], twice);
+        tl_session *o = session(&f, p, budget, NULL);
+        assert_int_equal(tl_session_set_schedule(o, seq, n), TL_OK);
+        uint64_t opt = 0;
+        assert_int_equal(tl_session_optimal_bytes(o, &opt), TL_OK);
+        assert_int_equal(tl_session_destroy(o), TL_OK);
+        uint64_t learned = run_moved(&f, p, budget, seq, n, 1, NULL, 0);
+        uint64_t lru = run_moved(&f, p, budget, seq, n, 0, NULL, 0);
+        /* the declared loop: one full step (the first one's acquires) */
+        /* the declared loop: one step with every layer, then one that skips (as the run does) */
+        size_t n_loop = (LEARN_L + LEARN_L * 2 / 3) * (twice ? 2 : 1);
+        uint64_t looped = run_moved(&f, p, budget, seq, n, 2, seq, n_loop);
+        print_message("%s: optimum %llu KiB, learned %llu, declared loop %llu, LRU %llu\n",
+                      twice ? "each layer twice" : "each layer once",
+                      (unsigned long long)(opt / KIB), (unsigned long long)(learned / KIB),
+                      (unsigned long long)(looped / KIB), (unsigned long long)(lru / KIB));
+        assert_true(learned * 100 <= opt * 105);
+        assert_true(looped * 100 <= opt * 105);
+        assert_true(lru > learned);
+    }
+    tl_plan_destroy(p);
+    remove_dev(sim);
+    close_model(&f);
+}
+
+/*
+ * Learning ends where the engine takes over: tl_session_set_schedule clears it (an acquire that
+ * repeats is then just an acquire), tl_session_learn(false) drops a learned loop; steps outside
+ * the pass (another component, a range the pass never had) leave it where it was.
+ */
+static void test_learning_control(void **st) {
+    (void)st;
+    fx f = {0};
+    layers_model(&f, 6, false);
+    tl_device *sim = add_sim("learnctl", 64 << 20);
+    const char *g[] = {"learnctl"};
+    tl_plan *p = plan_on(&f, g, 1, "diffusion=learnctl", 64 << 20);
+    tl_session *s = session(&f, p, 3 * 64 * KIB, NULL);
+    assert_int_equal(tl_session_learn(NULL, true), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_session_set_loop(NULL, NULL, 0), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_session_set_loop(s, NULL, 3), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_session_learn(s, true), TL_OK);
+    uint64_t opt = 0;
+    tl_session_step nx;
+    for (size_t k = 0; k < 6; k++)
+        use_layers(&f, s, k, k + 1, NULL);
+    use_layers(&f, s, 0, 1, NULL); /* a repeat: a candidate, not yet a pass */
+    assert_int_equal(tl_session_next_step(s, &nx), TL_ERR_NOT_FOUND);
+    assert_int_equal(tl_session_optimal_bytes(s, &opt), TL_ERR_INVALID_ARG); /* no schedule */
+    use_layers(&f, s, 1, 2, NULL);                              /* confirms the pass 0..5 */
+    assert_int_equal(tl_session_optimal_bytes(s, &opt), TL_OK); /* a schedule exists now */
+    assert_int_equal(tl_session_next_step(s, &nx), TL_OK);
+    assert_int_equal(nx.layer_begin, 2);
+    for (size_t k = 2; k < 6; k++)
+        use_layers(&f, s, k, k + 1, NULL);
+    use_layers(&f, s, 0, 1, NULL);
+    assert_int_equal(tl_session_next_step(s, &nx), TL_OK);
+    assert_int_equal(nx.layer_begin, 1);
+    use_layers(&f, s, 2, 5, NULL); /* not a step of the pass: the position stays */
+    assert_int_equal(tl_session_next_step(s, &nx), TL_OK);
+    assert_int_equal(nx.layer_begin, 1);
+    assert_int_equal(tl_session_learn(s, false), TL_OK);
+    assert_int_equal(tl_session_optimal_bytes(s, &opt), TL_ERR_INVALID_ARG); /* dropped */
+    assert_int_equal(tl_session_learn(s, true), TL_OK);
+    tl_session_step one = {TL_COMP_DIFFUSION, 0, 1, false};
+    assert_int_equal(tl_session_set_schedule(s, &one, 1), TL_OK);
+    for (int i = 0; i < 3; i++)
+        use_layers(&f, s, 3, 4, NULL);
+    assert_int_equal(tl_session_optimal_bytes(s, &opt), TL_OK); /* still the one-step schedule */
+    assert_int_equal(opt, 64 * KIB);
+    assert_int_equal(tl_session_destroy(s), TL_OK);
+    tl_plan_destroy(p);
+    remove_dev(sim);
+    close_model(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lru_order),
@@ -892,6 +1027,8 @@ int main(void) {
         cmocka_unit_test(test_spill_tail_given_back),
         cmocka_unit_test(test_lru_streamed_before_resident),
         cmocka_unit_test(test_prefetch_keeps_what_is_needed_sooner),
+        cmocka_unit_test(test_learned_schedule_with_skipping),
+        cmocka_unit_test(test_learning_control),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

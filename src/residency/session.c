@@ -51,6 +51,10 @@
 
 #define SPILL_ALIGN 4096ull
 #define DEFAULT_EVENT_CAP 65536u
+#define LOOP_COPIES 3        /* copies of a repeating pass in the schedule: 2+ passes of lookahead */
+#define LEARN_MAX_STEPS 65536u /* steps recorded while learning before giving up */
+#define LEARN_SEGS 8           /* passes kept to find the period in */
+#define LEARN_PERIOD 4         /* the longest period looked for, in passes */
 
 /* A fence given at a release: waited once, before memory of the units holding it is reused. */
 typedef struct fence {
@@ -166,6 +170,18 @@ struct tl_session {
     /* schedule */
     tl_session_step *steps;
     size_t n_steps, pos;
+    /* a repeating pass (learned or declared): steps holds LOOP_COPIES copies of it, and pos is
+     * brought back into the first copy as each pass ends */
+    tl_session_step *pass;
+    size_t n_pass;
+    bool learn;               /* recording acquires (see learn_locked) */
+    tl_session_step *rec;     /* what was recorded */
+    size_t n_rec, cap_rec;
+    size_t cand, cand_end;    /* a candidate pass rec[cand..cand_end), SIZE_MAX: none */
+    bool bound;               /* a pass was found: passes start with the steps b0, b1 */
+    tl_session_step b0, b1;
+    size_t seg[LEARN_SEGS + 1]; /* starts of the passes kept in rec, the current one last */
+    size_t n_seg;               /* complete passes in rec */
     size_t **uses, *n_uses;  /* per group: step indices */
     bool furthest;           /* victims by furthest next use (a schedule, policy not LRU) */
     size_t *gfirst, *gunits; /* per group g: its units gunits[gfirst[g], gfirst[g + 1]) */
@@ -820,6 +836,10 @@ static size_t victim_locked(const tl_session *s, int32_t d) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     const sdev *v = &s->dev[d];
     if (s->furthest) return v->n_heap ? v->heap[0].k : s->n_u;
+    if (s->learn && !s->steps) { /* learning a pass: keep its beginning, which repeats first */
+        size_t a = v->ltail[0], b = v->ltail[1]; /* the last streamed and resident units */
+        return a != NOT_EVICTABLE ? a : b == NOT_EVICTABLE ? s->n_u : b;
+    }
     size_t a = v->lhead[0], b = v->lhead[1]; /* the first streamed and resident units */
     if (a == NOT_EVICTABLE) return b == NOT_EVICTABLE ? s->n_u : b;
     if (b == NOT_EVICTABLE) return a;
@@ -972,6 +992,8 @@ tl_status tl_session_destroy(tl_session *s) {
     free(s->uses);
     free(s->n_uses);
     free(s->steps);
+    free(s->pass);
+    free(s->rec);
     free(s->u);
     free(s->first);
     free(s->gfirst);
@@ -1597,15 +1619,149 @@ static void replace_step_units_locked(tl_session *s, const tl_session_step *st) 
     if (st->with_other) replace_group_locked(s, b + nl);
 }
 
+static bool step_eq(const tl_session_step *a, const tl_session_step *b) {
+    return a->component == b->component && a->layer_begin == b->layer_begin &&
+           a->layer_end == b->layer_end && a->with_other == b->with_other;
+}
+
+static tl_status loop_install_locked(tl_session *s, tl_session_step *pass, size_t n, size_t pos);
+
+/* Are passes x and y of rec (indexes into seg) the same steps? */
+static bool seg_eq(const tl_session *s, size_t x, size_t y) {
+    size_t lx = s->seg[x + 1] - s->seg[x], ly = s->seg[y + 1] - s->seg[y];
+    if (lx != ly) return false;
+    for (size_t i = 0; i < lx; i++)
+        if (!step_eq(&s->rec[s->seg[x] + i], &s->rec[s->seg[y] + i])) return false;
+    return true;
+}
+
+/*
+ * The loop from the passes kept: the shortest period P (1..LEARN_PERIOD passes) whose last P passes
+ * repeat the P before them; else the shortest P whose last pass repeats the pass P before it (the
+ * passes seen are too few to check more); else the last min(passes, LEARN_PERIOD) passes (a guess
+ * the next passes correct). Installed with the next step at pos.
+ */
+static void learn_install_locked(tl_session *s, size_t pos) {
+    size_t n = s->n_seg, period = 0;
+    for (size_t q = 1; q <= LEARN_PERIOD && 2 * q <= n && !period; q++) {
+        bool same = true;
+        for (size_t i = 0; i < q && same; i++)
+            same = seg_eq(s, n - 1 - i, n - 1 - q - i);
+        if (same) period = q;
+    }
+    for (size_t q = 1; q <= LEARN_PERIOD && q < n && !period; q++)
+        if (seg_eq(s, n - 1, n - 1 - q)) period = q;
+    if (!period) period = n < LEARN_PERIOD ? n : LEARN_PERIOD;
+    size_t from = s->seg[n - period], len = s->seg[n] - from;
+    tl_session_step *pass = tl__os_malloc(len * sizeof *pass);
+    if (!pass) { /* learning stops; the loop so far stays */
+        s->learn = false;
+        return;
+    }
+    memcpy(pass, &s->rec[from], len * sizeof *pass);
+    if (loop_install_locked(s, pass, len, pos % len)) s->learn = false;
+}
+
+/* Record one step, growing rec (at most LEARN_MAX_STEPS); false when it cannot. */
+static bool rec_push(tl_session *s, const tl_session_step *now) {
+    if (s->n_rec == s->cap_rec) {
+        size_t cap = s->cap_rec ? 2 * s->cap_rec : 64;
+        tl_session_step *r = cap <= LEARN_MAX_STEPS ? tl__os_realloc(s->rec, cap * sizeof *r) : NULL;
+        if (!r) return false;
+        s->rec = r;
+        s->cap_rec = cap;
+    }
+    s->rec[s->n_rec++] = *now;
+    return true;
+}
+
+/*
+ * Learning, as long as it is on. First, each acquire is recorded until a step repeats — rec[cand]
+ * equals the new step, the earliest such — and the step after confirms it (it equals
+ * rec[cand + 1]): passes start with those two steps (b0, b1), rec[cand..repeat) is the first pass
+ * and becomes the loop (a block acquired twice in a row makes a candidate the next step rejects;
+ * steps before the first pass, a text encoder's, are dropped). From then on each pass is
+ * recorded too, and at each pass's end the loop becomes the period the passes show (every other
+ * diffusion step skipping blocks: two passes), so a run whose passes differ is predicted as it
+ * goes. Nothing repeating within LEARN_MAX_STEPS: learning stops with no schedule.
+ */
+static void learn_locked(tl_session *s, const tl_session_step *now) {
+    tl__os_mutex_assert_held(&s->mu);
+    if (s->bound) {
+        if (!rec_push(s, now)) {
+            s->learn = false;
+            return;
+        }
+        size_t n = s->n_rec;
+        if (n - s->seg[s->n_seg] < 3 || !step_eq(&s->rec[n - 2], &s->b0) ||
+            !step_eq(&s->rec[n - 1], &s->b1))
+            return;
+        /* a pass ended at n - 2: keep the last LEARN_SEGS, then the loop anew */
+        if (s->n_seg == LEARN_SEGS) {
+            size_t drop = s->seg[1];
+            memmove(s->rec, s->rec + drop, (n - drop) * sizeof *s->rec);
+            s->n_rec -= drop;
+            for (size_t i = 0; i < LEARN_SEGS; i++)
+                s->seg[i] = s->seg[i + 1] - drop;
+            s->n_seg--;
+        }
+        s->seg[++s->n_seg] = s->n_rec - 2;
+        learn_install_locked(s, 2);
+        return;
+    }
+    if (s->cand != SIZE_MAX) {
+        size_t len = s->cand_end - s->cand;
+        if (step_eq(now, &s->rec[s->cand + (len > 1)])) {
+            /* rec: [before the pass][pass 0][b0 (the repeat)] + now */
+            size_t drop = s->cand;
+            memmove(s->rec, s->rec + drop, (s->n_rec - drop) * sizeof *s->rec);
+            s->n_rec -= drop;
+            s->b0 = s->rec[0];
+            s->b1 = *now;
+            s->bound = true;
+            s->cand = SIZE_MAX;
+            if (!rec_push(s, now)) {
+                s->learn = false;
+                return;
+            }
+            s->seg[0] = 0;
+            s->seg[1] = len;
+            s->n_seg = 1;
+            learn_install_locked(s, 2);
+            return;
+        }
+        s->cand = SIZE_MAX;
+    }
+    for (size_t j = 0; j < s->n_rec; j++)
+        if (step_eq(&s->rec[j], now)) {
+            s->cand = j;
+            s->cand_end = s->n_rec;
+            break;
+        }
+    if (!rec_push(s, now)) s->learn = false; /* nothing repeats within the bound (or no memory) */
+}
+
 static void advance_schedule_locked(tl_session *s, tl_component c, size_t lb, size_t le,
                                     bool with_other) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
+    if (s->learn) {
+        tl_session_step now = {c, lb, le, with_other};
+        size_t passes = s->n_seg;
+        bool bound = s->bound;
+        learn_locked(s, &now);
+        if (!bound || s->n_seg != passes) return; /* no loop yet, or installed at this step */
+    }
     for (size_t i = s->pos; i < s->n_steps; i++) {
         const tl_session_step *st = &s->steps[i];
         if (st->component == c && st->layer_begin == lb && st->layer_end == le &&
             st->with_other == with_other) {
             size_t from = s->pos;
             s->pos = i + 1;
+            if (s->n_pass && s->pos >= s->n_pass) { /* a loop: back into its first copy */
+                s->pos %= s->n_pass;
+                heap_rebuild_locked(s);
+                return;
+            }
             if (s->furthest) /* units used by the steps passed have a later next use now */
                 for (size_t j = from; j <= i; j++)
                     replace_step_units_locked(s, &s->steps[j]);
@@ -1741,8 +1897,8 @@ tl_status tl_session_cancel(tl_session *s) {
     return TL_OK;
 }
 
-tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size_t le,
-                                  bool with_other, uint32_t timeout_ms, tl_acquired **out) {
+static tl_status acquire_body(tl_session *s, tl_component c, size_t lb, size_t le, bool with_other,
+                              uint32_t timeout_ms, tl_acquired **out) {
     if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire: out is NULL");
     *out = NULL;
     if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire: NULL session");
@@ -1964,6 +2120,20 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
     }
     free(mine);
     return st;
+}
+
+tl_status tl_session_next_step(tl_session *s, tl_session_step *out) {
+    if (!s || !out) return tl__err(TL_ERR_INVALID_ARG, "tl_session_next_step: NULL argument");
+    tl__os_mutex_lock(&s->mu);
+    bool have = s->pos < s->n_steps;
+    if (have) *out = s->steps[s->pos];
+    tl__os_mutex_unlock(&s->mu);
+    return have ? TL_OK : tl__err(TL_ERR_NOT_FOUND, "session: no schedule, or at its end");
+}
+
+tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size_t le,
+                                  bool with_other, uint32_t timeout_ms, tl_acquired **out) {
+    return acquire_body(s, c, lb, le, with_other, timeout_ms, out);
 }
 
 /* The set of the units in list (referenced by an acquire in flight): it becomes outstanding. */
@@ -2277,48 +2447,126 @@ tl_status tl_session_update_end(tl_session *s, const size_t *tensors, size_t n) 
     return st;
 }
 
-tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, size_t n) {
-    if (!s || (n && !steps)) return tl__err(TL_ERR_INVALID_ARG, "tl_session_set_schedule: NULL");
-    tl_session_step *cp = tl__os_malloc((n ? n : 1) * sizeof *cp);
-    size_t **uses = tl__os_calloc(s->groups.n ? s->groups.n : 1, sizeof *uses);
-    size_t *nu = tl__os_calloc(s->groups.n ? s->groups.n : 1, sizeof *nu);
-    bool ok = cp && uses && nu;
+/* A schedule's copy and its per-group step lists, made outside the lock. */
+typedef struct sched_made {
+    tl_session_step *steps;
+    size_t **uses, *n_uses;
+} sched_made;
+
+static void sched_free(const tl_session *s, sched_made *m) {
+    if (m->uses)
+        for (size_t g = 0; g < s->groups.n; g++)
+            free(m->uses[g]);
+    free(m->uses);
+    free(m->n_uses);
+    free(m->steps);
+}
+
+/* steps (n of them) repeated `copies` times. */
+static tl_status sched_make(const tl_session *s, const tl_session_step *steps, size_t n,
+                            size_t copies, sched_made *m) {
+    size_t total = n * copies;
+    m->steps = tl__os_malloc((total ? total : 1) * sizeof *m->steps);
+    m->uses = tl__os_calloc(s->groups.n ? s->groups.n : 1, sizeof *m->uses);
+    m->n_uses = tl__os_calloc(s->groups.n ? s->groups.n : 1, sizeof *m->n_uses);
+    bool ok = m->steps && m->uses && m->n_uses;
+    for (size_t i = 0; ok && i < total; i++)
+        m->steps[i] = steps[i % n];
     for (size_t g = 0; ok && g < s->groups.n; g++) {
         size_t cnt = 0;
-        for (size_t i = 0; i < n; i++)
-            cnt += tlr_step_has(&s->groups, &steps[i], g);
-        uses[g] = tl__os_malloc((cnt ? cnt : 1) * sizeof *uses[g]);
-        if (!uses[g]) {
+        for (size_t i = 0; i < total; i++)
+            cnt += tlr_step_has(&s->groups, &m->steps[i], g);
+        m->uses[g] = tl__os_malloc((cnt ? cnt : 1) * sizeof *m->uses[g]);
+        if (!m->uses[g]) {
             ok = false;
             break;
         }
-        for (size_t i = 0; i < n; i++)
-            if (tlr_step_has(&s->groups, &steps[i], g)) uses[g][nu[g]++] = i;
+        for (size_t i = 0; i < total; i++)
+            if (tlr_step_has(&s->groups, &m->steps[i], g)) m->uses[g][m->n_uses[g]++] = i;
     }
-    if (!ok) {
-        if (uses)
-            for (size_t g = 0; g < s->groups.n; g++)
-                free(uses[g]);
-        free(uses);
-        free(nu);
-        free(cp);
-        return tl__err(TL_ERR_NOMEM, "session: out of memory for the schedule");
+    if (ok) return TL_OK;
+    sched_free(s, m);
+    return tl__err(TL_ERR_NOMEM, "session: out of memory for the schedule");
+}
+
+/* Make m (total steps; 0: none) the schedule, the next step at pos; m is the session's now. */
+static void sched_install_locked(tl_session *s, sched_made *m, size_t total, size_t pos) {
+    tl__os_mutex_assert_held(&s->mu);
+    sched_made old = {s->steps, s->uses, s->n_uses};
+    sched_free(s, &old);
+    if (!total) {
+        sched_free(s, m);
+        *m = (sched_made){0};
     }
-    if (n) memcpy(cp, steps, n * sizeof *cp);
-    tl__os_mutex_lock(&s->mu);
-    if (s->uses)
-        for (size_t g = 0; g < s->groups.n; g++)
-            free(s->uses[g]);
-    free(s->uses);
-    free(s->n_uses);
-    free(s->steps);
-    s->steps = n ? cp : NULL;
-    if (!n) free(cp);
-    s->n_steps = n;
-    s->pos = 0;
-    s->uses = uses;
-    s->n_uses = nu;
+    s->steps = m->steps;
+    s->n_steps = total;
+    s->pos = pos;
+    s->uses = m->uses;
+    s->n_uses = m->n_uses;
     heap_rebuild_locked(s);
+}
+
+tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, size_t n) {
+    if (!s || (n && !steps)) return tl__err(TL_ERR_INVALID_ARG, "tl_session_set_schedule: NULL");
+    sched_made m;
+    tl_status st = sched_make(s, steps, n, 1, &m);
+    if (st) return st;
+    tl__os_mutex_lock(&s->mu);
+    sched_install_locked(s, &m, n, 0);
+    free(s->pass); /* an explicit schedule ends learning and loops */
+    s->pass = NULL;
+    s->n_pass = 0;
+    s->learn = false;
+    s->n_rec = 0;
+    s->bound = false;
+    tl__os_mutex_unlock(&s->mu);
+    return TL_OK;
+}
+
+/* Install pass (n steps, the session's to keep) as the repeating schedule, the next step at pos. */
+static tl_status loop_install_locked(tl_session *s, tl_session_step *pass, size_t n, size_t pos) {
+    tl__os_mutex_assert_held(&s->mu);
+    sched_made m;
+    tl_status st = sched_make(s, pass, n, LOOP_COPIES, &m);
+    if (st) {
+        free(pass);
+        return st;
+    }
+    if (s->pass != pass) free(s->pass);
+    s->pass = pass;
+    s->n_pass = n;
+    sched_install_locked(s, &m, n * LOOP_COPIES, pos);
+    return TL_OK;
+}
+
+tl_status tl_session_set_loop(tl_session *s, const tl_session_step *steps, size_t n) {
+    if (!s || (n && !steps)) return tl__err(TL_ERR_INVALID_ARG, "tl_session_set_loop: NULL");
+    if (!n) return tl_session_set_schedule(s, NULL, 0);
+    tl_session_step *cp = tl__os_malloc(n * sizeof *cp);
+    if (!cp) return tl__err(TL_ERR_NOMEM, "session: out of memory for the loop");
+    memcpy(cp, steps, n * sizeof *cp);
+    tl__os_mutex_lock(&s->mu);
+    s->learn = false;
+    s->n_rec = 0;
+    s->bound = false;
+    tl_status st = loop_install_locked(s, cp, n, 0);
+    tl__os_mutex_unlock(&s->mu);
+    return st;
+}
+
+tl_status tl_session_learn(tl_session *s, bool on) {
+    if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_learn: NULL session");
+    tl__os_mutex_lock(&s->mu);
+    sched_made none = {0};
+    sched_install_locked(s, &none, 0, 0); /* learning starts from no schedule */
+    free(s->pass);
+    s->pass = NULL;
+    s->n_pass = 0;
+    s->learn = on;
+    s->n_rec = 0;
+    s->cand = SIZE_MAX;
+    s->bound = false;
+    s->n_seg = 0;
     tl__os_mutex_unlock(&s->mu);
     return TL_OK;
 }
