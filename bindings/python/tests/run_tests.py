@@ -516,6 +516,37 @@ def session_acquire_host_and_device():
 
 
 @case
+def schedules_learned_and_declared():
+    path, tensors, offs = dtype_model()
+    m = tierload.open(path)
+    p = tierload.plan(m, sim="pylearn=64M", backend="diffusion=pylearn", reserve="diffusion=1M")
+    n = m.layer_count("diffusion")
+    assert n >= 3, n
+    with tierload.Session(m, p) as s:
+        assert s.next_step() is None  # no schedule
+        s.learn()
+        for _ in range(2):
+            for k in range(n):
+                with s.acquire("diffusion", layers=k, with_other=False):
+                    pass
+        with s.acquire("diffusion", layers=0, with_other=False):
+            pass  # the pass was confirmed by layer 1 of the second pass; layer 0 of the third
+        assert s.next_step() == ("diffusion", (1, 2), False), s.next_step()
+        s.set_loop([("diffusion", (0, 1), False), ("diffusion", (2, 3), False)])
+        assert s.next_step() == ("diffusion", (0, 1), False), s.next_step()
+        with s.acquire("diffusion", layers=2, with_other=False):
+            pass  # skips layer 0's step: the loop moves on past it
+        assert s.next_step() == ("diffusion", (0, 1), False), s.next_step()
+        s.set_schedule([("diffusion", 1, False)])
+        assert s.next_step() == ("diffusion", (1, 2), False), s.next_step()
+        try:
+            s.set_loop([("nonsense", 0)])
+            raise AssertionError("an unknown component was accepted")
+        except tierload.InvalidArgument:
+            pass
+
+
+@case
 def writable_model_patches_stay_in_memory():
     path, tensors, offs = dtype_model()
     name, dt, shape, data, nbytes = [t for t in tensors if t[1] == "F32"][0]

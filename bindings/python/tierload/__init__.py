@@ -749,6 +749,39 @@ class Session:
             with_other = layers is None
         check(lib.tl_session_prefetch(self.handle, _component(component), b, e, bool(with_other)))
 
+    @staticmethod
+    def _steps(steps):
+        """(component, layers[, with_other]) tuples, as acquire takes them, as tl_session_steps."""
+        arr = (L.SessionStep * max(len(steps), 1))()
+        for i, st in enumerate(steps):
+            comp, layers = st[0], st[1]
+            with_other = st[2] if len(st) > 2 else layers is None
+            b, e = _layers(layers)
+            arr[i] = L.SessionStep(_component(comp), b, e, bool(with_other))
+        return arr, len(steps)
+
+    def set_schedule(self, steps):
+        """The order acquires will come in: (component, layers[, with_other]) per acquire."""
+        arr, n = self._steps(steps)
+        check(lib.tl_session_set_schedule(self.handle, arr, n))
+
+    def set_loop(self, steps):
+        """A pass the engine repeats (its acquires in order): the schedule, over and over."""
+        arr, n = self._steps(steps)
+        check(lib.tl_session_set_loop(self.handle, arr, n))
+
+    def learn(self, on=True):
+        """Learn the repeating pass (and its period) from the acquires as they come."""
+        check(lib.tl_session_learn(self.handle, bool(on)))
+
+    def next_step(self):
+        """(component, (layer_begin, layer_end), with_other) the schedule expects next, or None."""
+        st = L.SessionStep()
+        if lib.tl_session_next_step(self.handle, ctypes.byref(st)) != 0:
+            return None
+        return (_s(lib.tl_component_name(st.component)), (st.layer_begin, st.layer_end),
+                bool(st.with_other))
+
     def evict(self, device, nbytes=None):
         """Evict unreferenced tensors of a plan device (None bytes: all); returns bytes freed."""
         freed = ctypes.c_uint64()

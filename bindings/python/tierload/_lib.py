@@ -178,6 +178,11 @@ class SessionEvent(ctypes.Structure):
                 ("from_", c_int), ("to", c_int), ("device", c_i32), ("bytes", c_u64)]
 
 
+class SessionStep(ctypes.Structure):
+    _fields_ = [("component", c_int), ("layer_begin", c_size), ("layer_end", c_size),
+                ("with_other", c_bool)]
+
+
 class SessionLog(ctypes.Structure):
     _fields_ = [("first", c_u64), ("next", c_u64), ("dropped", c_u64), ("cap", c_size)]
 
@@ -311,6 +316,10 @@ def _declare(lib):
         "tl_acquired_tensor": (P(SessionTensor), [c_void_p, c_size]),
         "tl_session_release": (st, [c_void_p, c_void_p]),
         "tl_session_prefetch": (st, [c_void_p, c_int, c_size, c_size, c_bool]),
+        "tl_session_set_schedule": (st, [c_void_p, P(SessionStep), c_size]),
+        "tl_session_set_loop": (st, [c_void_p, P(SessionStep), c_size]),
+        "tl_session_learn": (st, [c_void_p, c_bool]),
+        "tl_session_next_step": (st, [c_void_p, P(SessionStep)]),
         "tl_session_evict": (st, [c_void_p, c_char_p, c_u64, P(c_u64)]),
         "tl_session_mark_dirty": (st, [c_void_p, c_size]),
         "tl_session_refresh": (st, [c_void_p, c_size]),
