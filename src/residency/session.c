@@ -1897,8 +1897,8 @@ tl_status tl_session_cancel(tl_session *s) {
     return TL_OK;
 }
 
-static tl_status acquire_body(tl_session *s, tl_component c, size_t lb, size_t le, bool with_other,
-                              uint32_t timeout_ms, tl_acquired **out) {
+tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size_t le,
+                                  bool with_other, uint32_t timeout_ms, tl_acquired **out) {
     if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire: out is NULL");
     *out = NULL;
     if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire: NULL session");
@@ -2129,11 +2129,6 @@ tl_status tl_session_next_step(tl_session *s, tl_session_step *out) {
     if (have) *out = s->steps[s->pos];
     tl__os_mutex_unlock(&s->mu);
     return have ? TL_OK : tl__err(TL_ERR_NOT_FOUND, "session: no schedule, or at its end");
-}
-
-tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size_t le,
-                                  bool with_other, uint32_t timeout_ms, tl_acquired **out) {
-    return acquire_body(s, c, lb, le, with_other, timeout_ms, out);
 }
 
 /* The set of the units in list (referenced by an acquire in flight): it becomes outstanding. */
