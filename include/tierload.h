@@ -1904,6 +1904,19 @@ typedef struct tl_acquired tl_acquired;
 TL_API tl_status tl_session_acquire(tl_session *s, tl_component c, size_t layer_begin, size_t layer_end,
                              bool with_other, tl_acquired **out);
 /*
+ * Acquire exactly these tensors (catalog indexes, any components, in any
+ * order; a tensor listed twice is acquired once), as a graph segment asks
+ * for its weights (stable-diffusion.cpp's prepare_params): the same loads,
+ * waiting (timeout_ms as tl_session_acquire_wait), eviction and release as
+ * a layer range. An index past the model is TL_ERR_INVALID_ARG, nothing
+ * acquired. A set does not move a schedule along (schedules are steps of
+ * layer ranges), and it is not learned.
+ */
+TL_API tl_status tl_session_acquire_tensors(tl_session *s, const size_t *tensors, size_t n,
+                                            uint32_t timeout_ms, tl_acquired **out);
+/* tl_session_prefetch of a set of tensors (as tl_session_acquire_tensors takes them). */
+TL_API tl_status tl_session_prefetch_tensors(tl_session *s, const size_t *tensors, size_t n);
+/*
  * tl_session_acquire that waits for room: where the range does not fit
  * because other references hold its device's budget (acquired sets, loads
  * in flight), the call waits up to timeout_ms for releases to make room.

@@ -13,7 +13,8 @@
  *   - spills that reuse a freed extent in the middle of the spill file, every
  *     spilled byte read back; the spill file's tail given back when freed;
  *   - a learned schedule (and a declared loop) against the offline optimum of
- *     the run as it went, with steps that skip layers.
+ *     the run as it went, with steps that skip layers;
+ *   - acquires and prefetches of sets of tensors.
  * Expected bytes are the test's own image of the file (what it wrote), never
  * the library's mapping; tl_session_check runs after every operation.
  */
@@ -1015,6 +1016,71 @@ static void test_learning_control(void **st) {
     close_model(&f);
 }
 
+/*
+ * Sets of tensors (a graph segment's weights): across layers, in any order, a tensor listed twice
+ * acquired once, each byte the file's; a set larger than the budget fails at once; an index past
+ * the model is refused; a prefetched set is a hit when acquired; a set does not move a schedule.
+ */
+static void test_tensor_sets(void **st) {
+    (void)st;
+    fx f = {0};
+    layers_model(&f, 6, true); /* weight (64 KiB) and bias (32 KiB) per layer */
+    tl_device *sim = add_sim("setsim", 64 << 20);
+    const char *g[] = {"setsim"};
+    tl_plan *p = plan_on(&f, g, 1, "diffusion=setsim", 64 << 20);
+    tl_session *s = session(&f, p, 3 * 96 * KIB, NULL);
+    size_t w3 = tl_model_find(f.m, UNET "input_blocks.3.0.weight"),
+           b5 = tl_model_find(f.m, UNET "input_blocks.5.0.bias"),
+           w1 = tl_model_find(f.m, UNET "input_blocks.1.0.weight");
+    size_t set[] = {w3, b5, w1, w3};
+    tl_acquired *a = NULL;
+    assert_int_equal(tl_session_acquire_tensors(s, set, 4, 0, &a), TL_OK);
+    assert_int_equal(tl_acquired_count(a), 3);
+    assert_int_equal(tl_acquired_tensor(a, 0)->index, w3);
+    assert_int_equal(tl_acquired_tensor(a, 1)->index, b5);
+    assert_int_equal(tl_acquired_tensor(a, 2)->index, w1);
+    check_acquired(&f, NULL, a);
+    assert_int_equal(tl_session_check(s), TL_OK);
+    assert_int_equal(tl_session_release(s, a), TL_OK);
+    tl_session_stats ss;
+    assert_int_equal(tl_session_stats_get(s, &ss, sizeof ss), TL_OK);
+    assert_int_equal(ss.moved[TL_TIER_FILE][TL_TIER_DEVICE], (64 + 32 + 64) * KIB);
+    /* more than the budget: at once, with the numbers */
+    size_t all[12];
+    for (size_t i = 0; i < 12; i++)
+        all[i] = i;
+    assert_int_equal(tl_session_acquire_tensors(s, all, 12, 0, &a), TL_ERR_DEVICE_OOM);
+    assert_null(a);
+    size_t bad[] = {w1, tl_model_tensor_count(f.m)};
+    assert_int_equal(tl_session_acquire_tensors(s, bad, 2, 0, &a), TL_ERR_INVALID_ARG);
+    assert_non_null(strstr(tl_last_error(), "entry 1"));
+    assert_int_equal(tl_session_acquire_tensors(s, NULL, 1, 0, &a), TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_session_check(s), TL_OK);
+    /* prefetched, then acquired: hits */
+    assert_int_equal(tl_session_evict_all(s, "setsim", NULL), TL_OK);
+    size_t two[] = {b5, w1};
+    assert_int_equal(tl_session_prefetch_tensors(s, two, 2), TL_OK);
+    assert_int_equal(tl_session_acquire_tensors(s, two, 2, 0, &a), TL_OK);
+    check_acquired(&f, NULL, a);
+    assert_int_equal(tl_session_release(s, a), TL_OK);
+    assert_int_equal(tl_session_stats_get(s, &ss, sizeof ss), TL_OK);
+    assert_int_equal(ss.prefetch_hits, 1); /* counted per acquire */
+    /* a schedule stays where it was */
+    tl_session_step steps[] = {{TL_COMP_DIFFUSION, 0, 1, false}, {TL_COMP_DIFFUSION, 1, 2, false}};
+    assert_int_equal(tl_session_set_schedule(s, steps, 2), TL_OK);
+    size_t w0[] = {tl_model_find(f.m, UNET "input_blocks.0.0.weight")};
+    assert_int_equal(tl_session_acquire_tensors(s, w0, 1, 0, &a), TL_OK);
+    assert_int_equal(tl_session_release(s, a), TL_OK);
+    tl_session_step nx;
+    assert_int_equal(tl_session_next_step(s, &nx), TL_OK);
+    assert_int_equal(nx.layer_begin, 0);
+    assert_int_equal(tl_session_check(s), TL_OK);
+    assert_int_equal(tl_session_destroy(s), TL_OK);
+    tl_plan_destroy(p);
+    remove_dev(sim);
+    close_model(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lru_order),
@@ -1029,6 +1095,7 @@ int main(void) {
         cmocka_unit_test(test_prefetch_keeps_what_is_needed_sooner),
         cmocka_unit_test(test_learned_schedule_with_skipping),
         cmocka_unit_test(test_learning_control),
+        cmocka_unit_test(test_tensor_sets),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -1447,11 +1447,54 @@ static uint64_t pgen_now(tl_session *s) {
 }
 
 /* Lock the session and list the units of a range; on failure the lock is released again. */
-static tl_status enter(tl_session *s, tl_component c, size_t lb, size_t le, bool with_other,
-                       size_t **list, size_t *n) {
+/* What an acquire or a prefetch asks for: layers of a component, or a set of tensors. */
+typedef struct want {
+    tl_component c;
+    size_t lb, le;
+    bool with_other;
+    const size_t *tensors; /* non-NULL: these tensors (catalog indexes), not the range */
+    size_t n_tensors;
+} want;
+
+/* The units of a set of tensors, each tensor once, in the order given. */
+static tl_status tensor_units(const tl_session *s, const size_t *t, size_t nt, size_t **out,
+                              size_t *n) {
+    *out = NULL;
+    *n = 0;
+    size_t count = tl_model_tensor_count(s->m), cnt = 0;
+    unsigned char *seen = tl__os_calloc(count ? count : 1, 1);
+    if (!seen) return tl__err(TL_ERR_NOMEM, "session: out of memory");
+    for (size_t i = 0; i < nt; i++) {
+        if (t[i] >= count) {
+            free(seen);
+            return tl__err(TL_ERR_INVALID_ARG,
+                           "session: tensor set: entry %zu is tensor %zu; the model has %zu", i,
+                           t[i], count);
+        }
+        if (!seen[t[i]]++) cnt += s->first[t[i] + 1] - s->first[t[i]];
+    }
+    size_t *u = tl__os_malloc((cnt ? cnt : 1) * sizeof *u), w = 0;
+    if (!u) {
+        free(seen);
+        return tl__err(TL_ERR_NOMEM, "session: out of memory");
+    }
+    for (size_t i = 0; i < nt; i++)
+        if (seen[t[i]]) {
+            for (size_t q = s->first[t[i]]; q < s->first[t[i] + 1]; q++)
+                u[w++] = q;
+            seen[t[i]] = 0;
+        }
+    free(seen);
+    *out = u;
+    *n = w;
+    return TL_OK;
+}
+
+static tl_status enter(tl_session *s, const want *w, size_t **list, size_t *n) {
     tl__os_mutex_lock(&s->mu);
     reap_locked(s);
-    tl_status st = range_units(s, c, lb, le, with_other, list, n);
+    tl_status st = w->tensors ? tensor_units(s, w->tensors, w->n_tensors, list, n)
+                              : range_units(s, w->c, w->lb, w->le, w->with_other, list, n);
     if (st) tl__os_mutex_unlock(&s->mu);
     return st;
 }
@@ -1475,11 +1518,10 @@ static tl_status reserve_locked(tl_session *s, unit *u, bool prefetch, bool *ok)
     return TL_OK;
 }
 
-tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t le,
-                              bool with_other) {
+static tl_status prefetch_want(tl_session *s, const want *w) {
     if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_prefetch: NULL session");
     size_t *list, n;
-    tl_status st = enter(s, c, lb, le, with_other, &list, &n);
+    tl_status st = enter(s, w, &list, &n);
     if (st) return st;
     pending *p = tl__os_calloc(1, sizeof *p);
     size_t *mine = tl__os_malloc((n ? n : 1) * sizeof *mine);
@@ -1548,12 +1590,26 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
     return st;
 }
 
+tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t le,
+                              bool with_other) {
+    want w = {c, lb, le, with_other, NULL, 0};
+    return prefetch_want(s, &w);
+}
+
+tl_status tl_session_prefetch_tensors(tl_session *s, const size_t *tensors, size_t n) {
+    if (!tensors && n) return tl__err(TL_ERR_INVALID_ARG, "tl_session_prefetch_tensors: NULL list");
+    static const size_t none = 0;
+    want w = {TL_COMP_OTHER, 0, 0, false, tensors ? tensors : &none, n};
+    return prefetch_want(s, &w);
+}
+
 tl_status tl_session_ready(tl_session *s, tl_component c, size_t lb, size_t le, bool with_other,
                            bool *ready) {
     if (!s || !ready) return tl__err(TL_ERR_INVALID_ARG, "tl_session_ready: NULL argument");
     *ready = false;
     size_t *list, n;
-    tl_status st = enter(s, c, lb, le, with_other, &list, &n);
+    want w = {c, lb, le, with_other, NULL, 0};
+    tl_status st = enter(s, &w, &list, &n);
     if (st) return st;
     bool all = true;
     for (size_t i = 0; i < n && all; i++) {
@@ -1897,13 +1953,13 @@ tl_status tl_session_cancel(tl_session *s) {
     return TL_OK;
 }
 
-tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size_t le,
-                                  bool with_other, uint32_t timeout_ms, tl_acquired **out) {
+static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
+                              tl_acquired **out) {
     if (!out) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire: out is NULL");
     *out = NULL;
     if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire: NULL session");
     size_t *list, n;
-    tl_status st = enter(s, c, lb, le, with_other, &list, &n);
+    tl_status st = enter(s, w, &list, &n);
     if (st) return st;
     uint64_t cgen = atomic_load(&s->cancel_gen); /* cancels from here on end this acquire */
     /* tensors whose bytes are being changed: wait until the update ends */
@@ -1956,7 +2012,7 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
             if (st) break;
             if (!ok) {
                 sdev *v = &s->dev[u->dev];
-                char a[32], b[32], h[32], w[32];
+                char a[32], b[32], h[32], wb[32];
                 uint64_t need = 0; /* what this acquire needs on that device, all at once */
                 for (size_t q = 0; q < n; q++)
                     if (s->u[list[q]].dev == u->dev && on_device(s, &s->u[list[q]]))
@@ -1965,7 +2021,7 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
                     st = tl__err(TL_ERR_DEVICE_OOM,
                                  "%s: tensor %s: this acquire needs %s on %s at once, more than "
                                  "its budget of %s: it can never fit",
-                                 fpath(s, u), tname(s, u), tl_fmt_bytes(need, w, sizeof w),
+                                 fpath(s, u), tname(s, u), tl_fmt_bytes(need, wb, sizeof wb),
                                  tl_device_name(v->d), tl_fmt_bytes(v->budget, b, sizeof b));
                 else if (timeout_ms == 0)
                     st = tl__err(TL_ERR_DEVICE_OOM,
@@ -2101,7 +2157,7 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
         u->prefetched = false;
         if (u->ticket && on_device(s, u) && u->ticket > tick[u->dev]) tick[u->dev] = u->ticket;
     }
-    advance_schedule_locked(s, c, lb, le, with_other);
+    if (!w->tensors) advance_schedule_locked(s, w->c, w->lb, w->le, w->with_other);
     event_locked(s, TL_EVENT_ACQUIRE, n ? &s->u[list[0]] : &s->u[0], TL_TIER_FILE, TL_TIER_DEVICE,
                  -1, 0);
     tl__os_mutex_unlock(&s->mu);
@@ -2120,6 +2176,20 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
     }
     free(mine);
     return st;
+}
+
+tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size_t le,
+                                  bool with_other, uint32_t timeout_ms, tl_acquired **out) {
+    want w = {c, lb, le, with_other, NULL, 0};
+    return acquire_want(s, &w, timeout_ms, out);
+}
+
+tl_status tl_session_acquire_tensors(tl_session *s, const size_t *tensors, size_t n,
+                                     uint32_t timeout_ms, tl_acquired **out) {
+    if (!tensors && n) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire_tensors: NULL list");
+    static const size_t none = 0;
+    want w = {TL_COMP_OTHER, 0, 0, false, tensors ? tensors : &none, n};
+    return acquire_want(s, &w, timeout_ms, out);
 }
 
 tl_status tl_session_next_step(tl_session *s, tl_session_step *out) {
