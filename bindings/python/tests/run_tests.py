@@ -537,6 +537,10 @@ def schedules_learned_and_declared():
         with s.acquire("diffusion", layers=2, with_other=False):
             pass  # skips layer 0's step: the loop moves on past it
         assert s.next_step() == ("diffusion", (0, 1), False), s.next_step()
+        names = [tensors[2][0], tensors[0][0], tensors[2][0]]
+        s.prefetch_tensors(names[:1])
+        with s.acquire_tensors(names) as w:
+            assert list(w) == [tensors[2][0], tensors[0][0]], list(w)  # each tensor once, in order
         s.set_schedule([("diffusion", 1, False)])
         assert s.next_step() == ("diffusion", (1, 2), False), s.next_step()
         try:

@@ -738,6 +738,25 @@ class Session:
         self._sets.add(a)
         return a
 
+    def _tensor_list(self, tensors):
+        idx = [t if isinstance(t, int) else self.model.info(t).index for t in tensors]
+        return (ctypes.c_size_t * max(len(idx), 1))(*idx), len(idx)
+
+    def acquire_tensors(self, tensors, timeout_ms=0):
+        """Acquire exactly these tensors (names or catalog indexes, any components): a graph
+        segment's weights. Same set object as acquire."""
+        arr, n = self._tensor_list(tensors)
+        h = ctypes.c_void_p()
+        check(lib.tl_session_acquire_tensors(self.handle, arr, n, int(timeout_ms),
+                                             ctypes.byref(h)))
+        a = Acquired(self, h)
+        self._sets.add(a)
+        return a
+
+    def prefetch_tensors(self, tensors):
+        arr, n = self._tensor_list(tensors)
+        check(lib.tl_session_prefetch_tensors(self.handle, arr, n))
+
     def cancel(self):
         """Cancel the acquires and prefetches in flight (from any thread): they raise
         Cancelled and leave nothing referenced."""

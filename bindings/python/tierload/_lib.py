@@ -317,6 +317,8 @@ def _declare(lib):
         "tl_session_release": (st, [c_void_p, c_void_p]),
         "tl_session_prefetch": (st, [c_void_p, c_int, c_size, c_size, c_bool]),
         "tl_session_set_schedule": (st, [c_void_p, P(SessionStep), c_size]),
+        "tl_session_acquire_tensors": (st, [c_void_p, P(c_size), c_size, c_u32, P(c_void_p)]),
+        "tl_session_prefetch_tensors": (st, [c_void_p, P(c_size), c_size]),
         "tl_session_set_loop": (st, [c_void_p, P(SessionStep), c_size]),
         "tl_session_learn": (st, [c_void_p, c_bool]),
         "tl_session_next_step": (st, [c_void_p, P(SessionStep)]),
