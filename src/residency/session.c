@@ -924,13 +924,16 @@ static tl_status make_room_locked(tl_session *s, int32_t d, uint64_t need, size_
 }
 
 /*
- * Evict unreferenced units of device d until it is within its budget again
- * (a budget lowered while units were held or loading), as far as they go.
+ * Evict unreferenced units of device d until it is within its budget again,
+ * and the device within its total for all sessions (budgets lowered while
+ * units were held or loading), as far as they go.
  */
 static void shrink_locked(tl_session *s, int32_t d) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     sdev *v = &s->dev[d];
-    while (v->used > v->budget) {
+    for (;;) {
+        uint64_t total = tlr_pool_total(v->pool);
+        if (v->used <= v->budget && (!total || tlr_pool_used(v->pool) <= total)) break;
         size_t k = choose_victim_locked(s, d);
         if (k == s->n_u || evict_unit_locked(s, &s->u[k])) break;
     }

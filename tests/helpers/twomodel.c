@@ -31,7 +31,10 @@ void tm_setup(tm_fx *f, uint64_t cap) {
                 f->img[i][k] ^= 0x5A;
         assert_true(sw_write_file(f->path[i], f->img[i], len));
         const char *paths[] = {f->path[i]};
-        assert_int_equal(tl_model_open(paths, 1, NULL, &f->m[i]), TL_OK);
+        tl_model_options mo;
+        tl_model_options_init(&mo);
+        mo.writable = true; /* tests may rewrite tensors in the mapping (a LoRA merge's path) */
+        assert_int_equal(tl_model_open(paths, 1, &mo, &f->m[i]), TL_OK);
     }
     snprintf(f->simname, sizeof f->simname, "tm%d_%d", (int)getpid(), ++counter);
     f->sim = tu_sim_add(f->simname, cap);

@@ -3,7 +3,8 @@
  * sharing a device: N_LAYERS diffusion layers of TM_LAYER bytes each (one F32
  * [64, 256] weight per layer), model 1's bytes those of model 0 with every
  * byte XORed with 0x5A (so a mix-up shows), a sim device of the given
- * capacity, and a plan per model placing diffusion on it.
+ * capacity, and a plan per model placing diffusion on it. The models are
+ * opened writable (copy-on-write: the files never change).
  */
 #ifndef TL_TEST_TWOMODEL_H
 #define TL_TEST_TWOMODEL_H
