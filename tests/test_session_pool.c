@@ -105,7 +105,8 @@ static void set_schedule(tl_session *s) {
  * Run the alternating prompts on s[0], s[1]: each acquire succeeds with the
  * file's bytes, both sessions and the device stay within their budgets, and
  * with use_priority (the engine marks the model in use) whenever the model
- * in use loses a tensor the idle one has nothing left.
+ * in use loses a tensor the idle one has nothing left; at the end of each
+ * prompt the model in use is all on the device.
  */
 static void alternate(tm_fx *f, tl_session *s[2], uint64_t device_cap, bool use_priority) {
     for (int p = 0; p < PROMPTS; p++) {
@@ -130,6 +131,7 @@ static void alternate(tm_fx *f, tl_session *s[2], uint64_t device_cap, bool use_
                 assert_int_equal(tl_session_check(s[1]), TL_OK);
                 assert_int_equal(tl_session_release(s[x], a), TL_OK);
             }
+        assert_int_equal(tm_used(s[x]), TM_LAYERS * L); /* the model in use is all there */
     }
 }
 
