@@ -248,6 +248,10 @@ static uint64_t room_now(tl_device *d, tlr_pool *p) {
     return room;
 }
 
+uint64_t tlr_pool_room(tlr_pool *p) {
+    return room_now(p->d, p);
+}
+
 tl_status tl_device_make_room(tl_device *d, uint64_t bytes, uint64_t *freed) {
     if (freed) *freed = 0;
     if (!d) return tl__err(TL_ERR_INVALID_ARG, "tl_device_make_room: NULL device");

@@ -2044,8 +2044,15 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
             if (!behind) st = reserve_locked(s, u, false, &ok, &pshort);
             if (st) break;
             if (!ok && pshort && pool_tries < POOL_TRIES) {
+                /* room for the rest of the acquire on that device, in one round */
+                uint64_t rest = 0, room = tlr_pool_room(s->dev[u->dev].pool);
+                for (size_t q = i; q < n; q++) {
+                    const unit *r = &s->u[list[q]];
+                    if (r->dev == u->dev && on_device(s, r) && !r->on_dev && !r->loading)
+                        rest += r->pl.len;
+                }
                 pool_dev = u->dev;
-                pool_need = pshort;
+                pool_need = rest > room && rest - room > pshort ? rest - room : pshort;
                 break;
             }
             if (!ok) {
