@@ -6,7 +6,11 @@
  * bracket (tl_session_update_begin, the tensor rewritten in the model's
  * copy-on-write mapping, tl_session_update_end). After every operation the
  * session it touched passes tl_session_check, and every byte of every set
- * acquired equals the file's; at the end of each seed the device's count
+ * acquired equals the file's, when acquired and again (one held set per
+ * operation) while it stays held — whatever other sessions evict meanwhile;
+ * tl_device_make_room is one of the operations, and the device's reclaim
+ * callback checks both sessions when it is called, which it could not do
+ * if the thread held a lock of theirs. At the end of each seed the device's count
  * equals the sessions' bytes and is within its total. Errors the operations
  * may answer under contention (no room, a tensor in use) are allowed; any
  * other fails the test.
@@ -32,6 +36,7 @@
 
 typedef struct shared {
     tm_fx *f;
+    atomic_long reclaims;
     tl_session *s[2];
     pthread_mutex_t merge_mu; /* one rewrite of the mapping at a time, as a LoRA set does */
     long ops;
@@ -64,13 +69,14 @@ static void fail_with(shared *sh, const char *fmt, const char *what, tl_status s
 typedef struct held {
     tl_acquired *a;
     int model;
+    size_t first_layer;
 } held;
 
 static void *work(void *arg) {
     worker *w = arg;
     shared *sh = w->sh;
     tm_fx *f = sh->f;
-    held h[HELD] = {{NULL, 0}, {NULL, 0}};
+    held h[HELD] = {{NULL, 0, 0}, {NULL, 0, 0}};
     unsigned char *tmp = malloc(L);
     for (long op = 0; op < sh->ops && !atomic_load(&sh->failed); op++) {
         int i = (int)(rnd(w) % 2);
@@ -93,7 +99,7 @@ static void *work(void *arg) {
             if (st == TL_OK) {
                 w->acquired++;
                 if (!tm_bytes_ok(f, i, a, lb)) fail_with(sh, "%s: %s: %s", "bytes differ", TL_OK);
-                h[slot] = (held){a, i};
+                h[slot] = (held){a, i, lb};
             } else if (st == TL_ERR_DEVICE_OOM) {
                 w->refused++;
             } else {
@@ -110,9 +116,12 @@ static void *work(void *arg) {
         } else if (what < 65) { /* prefetch */
             st = tl_session_prefetch(s, TL_COMP_DIFFUSION, lb, le, false);
             if (st) fail_with(sh, "%s: %s: %s", "prefetch", st);
-        } else if (what < 72) { /* evict */
+        } else if (what < 72) { /* evict: one session's, or the device's for all */
             uint64_t freed;
-            st = tl_session_evict(s, f->simname, (1 + rnd(w) % 4) * L, &freed);
+            if (rnd(w) % 2)
+                st = tl_session_evict(s, f->simname, (1 + rnd(w) % 4) * L, &freed);
+            else
+                st = tl_device_make_room(f->sim, (1 + rnd(w) % 12) * L, &freed);
             if (st && st != TL_ERR_DEVICE_OOM) fail_with(sh, "%s: %s: %s", "evict", st);
         } else if (what < 80) { /* budgets */
             if (rnd(w) % 2)
@@ -149,11 +158,27 @@ static void *work(void *arg) {
         }
         st = tl_session_check(s);
         if (st) fail_with(sh, "%s: %s: %s", "tl_session_check", st);
+        const held *k = &h[op % HELD]; /* a held set keeps its bytes */
+        if (k->a && !tm_bytes_ok(f, k->model, k->a, k->first_layer))
+            fail_with(sh, "%s: %s: %s", "bytes of a held set changed", TL_OK);
     }
     for (int k = 0; k < HELD; k++)
         if (h[k].a) tl_session_release(sh->s[h[k].model], h[k].a);
     free(tmp);
     return NULL;
+}
+
+/* The reclaim callback: nothing of the engine's to drop, but both sessions checked. */
+static uint64_t reclaim(void *user, tl_device *d, uint64_t bytes) {
+    shared *sh = user;
+    (void)d;
+    (void)bytes;
+    atomic_fetch_add(&sh->reclaims, 1);
+    for (int i = 0; i < 2; i++) {
+        tl_status st = tl_session_check(sh->s[i]);
+        if (st) fail_with(sh, "%s: %s: %s", "tl_session_check in the reclaim callback", st);
+    }
+    return 0;
 }
 
 static long ops_per_thread(void) {
@@ -165,13 +190,14 @@ static long ops_per_thread(void) {
 static void run_seed(uint64_t seed) {
     tm_fx f;
     tm_setup(&f, 64ull << 20);
-    shared sh = {&f, {tm_session(&f, 0, 6 * L), tm_session(&f, 1, 6 * L)},
+    shared sh = {&f, 0, {tm_session(&f, 0, 6 * L), tm_session(&f, 1, 6 * L)},
                  PTHREAD_MUTEX_INITIALIZER, ops_per_thread(), 0, "", PTHREAD_MUTEX_INITIALIZER};
     /* the first patch of each tensor happens here: the threads only rewrite patched bytes */
     for (int i = 0; i < 2; i++)
         for (size_t t = 0; t < tl_model_tensor_count(f.m[i]); t++)
             assert_non_null(tl_model_tensor_data_mut(f.m[i], t));
     assert_int_equal(tl_device_set_budget(f.sim, 10 * L), TL_OK);
+    assert_int_equal(tl_device_set_reclaim_callback(f.sim, reclaim, &sh), TL_OK);
     worker w[THREADS];
     pthread_t th[THREADS];
     for (int k = 0; k < THREADS; k++) {
@@ -185,9 +211,10 @@ static void run_seed(uint64_t seed) {
         refused += w[k].refused;
     }
     if (atomic_load(&sh.failed)) fail_msg("seed %llu: %s", (unsigned long long)seed, sh.why);
-    print_message("seed %llu: %ld ops x %d threads, %llu acquired, %llu refused for room\n",
+    print_message("seed %llu: %ld ops x %d threads, %llu acquired, %llu refused for room, %ld "
+                  "reclaim calls\n",
                   (unsigned long long)seed, sh.ops, THREADS, (unsigned long long)acquired,
-                  (unsigned long long)refused);
+                  (unsigned long long)refused, atomic_load(&sh.reclaims));
     assert_true(acquired > 0);
     uint64_t total, used;
     assert_int_equal(tl_device_budget(f.sim, &total, &used), TL_OK);
@@ -200,6 +227,7 @@ static void run_seed(uint64_t seed) {
     assert_int_equal(tl_device_budget(f.sim, NULL, &used), TL_OK);
     assert_int_equal(used, 0);
     assert_int_equal(tl_device_set_budget(f.sim, 0), TL_OK);
+    assert_int_equal(tl_device_set_reclaim_callback(f.sim, NULL, NULL), TL_OK);
     tm_teardown(&f);
 }
 
