@@ -11,7 +11,8 @@
  *   - priority outranks recency: the session marked in use keeps its tensors
  *     although they are older;
  *   - tl_device_make_room answers what it freed and asks the reclaim callback
- *     for the rest, and an acquire that finds nothing to evict asks it too;
+ *     for the rest, and an acquire that finds nothing to evict asks it too,
+ *     also a session alone on its device;
  *   - a waiting acquire of one session gets room when another releases;
  *   - compute reserves per component come off the weight budget at once.
  * Expected values: the offline optimum is computed here by Belady's rule
@@ -317,6 +318,31 @@ static void test_make_room_and_reclaim(void **state) {
     tm_teardown(&f);
 }
 
+/* One session alone: a device refusal its own eviction cannot answer asks the callback too. */
+static void test_reclaim_single_session(void **state) {
+    (void)state;
+    tm_fx f;
+    tm_setup(&f, 4 * L);
+    tl_session *s = tm_session(&f, 0, TM_LAYERS * L);
+    cache c = {0, 2 * L, 0, 0};
+    assert_int_equal(tl_device_alloc(f.sim, c.n, &c.p), TL_OK);
+    tl_acquired *a;
+    /* no callback: refused as before (3 layers, 2 free, all of them in the acquire) */
+    assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, 0, 3, false, &a),
+                     TL_ERR_DEVICE_OOM);
+    assert_non_null(strstr(tl_last_error(), "refused the allocation"));
+    assert_int_equal(tl_device_set_reclaim_callback(f.sim, reclaim, &c), TL_OK);
+    assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, 0, 3, false, &a), TL_OK);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(c.asked, L);
+    assert_true(tm_bytes_ok(&f, 0, a, 0));
+    assert_int_equal(tl_session_release(s, a), TL_OK);
+    assert_int_equal(tl_session_check(s), TL_OK);
+    assert_int_equal(tl_device_set_reclaim_callback(f.sim, NULL, NULL), TL_OK);
+    assert_int_equal(tl_session_destroy(s), TL_OK);
+    tm_teardown(&f);
+}
+
 typedef struct waiter {
     tm_fx *f;
     tl_session *s;
@@ -407,6 +433,7 @@ int main(void) {
         cmocka_unit_test(test_device_memory_shared),
         cmocka_unit_test(test_priority_outranks_recency),
         cmocka_unit_test(test_make_room_and_reclaim),
+        cmocka_unit_test(test_reclaim_single_session),
         cmocka_unit_test(test_wait_for_other_session),
         cmocka_unit_test(test_reserve),
     };

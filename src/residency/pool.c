@@ -146,6 +146,13 @@ void tlr_pool_give(tlr_pool *p, uint64_t n) {
     tlr_pool_notify(p);
 }
 
+bool tlr_pool_has_reclaim(tlr_pool *p) {
+    tl__os_mutex_lock(&p->mu);
+    bool has = p->reclaim != NULL;
+    tl__os_mutex_unlock(&p->mu);
+    return has;
+}
+
 size_t tlr_pool_members(tlr_pool *p) {
     tl__os_mutex_lock(&p->mu);
     size_t n = p->n_m;

@@ -66,6 +66,8 @@ void tlr_pool_give(tlr_pool *p, uint64_t n);
 void tlr_pool_notify(tlr_pool *p);
 /* Room on the device now: what it reports free, within what the pool's total leaves. */
 uint64_t tlr_pool_room(tlr_pool *p);
+/* Has the device a reclaim callback (tl_device_set_reclaim_callback)? */
+bool tlr_pool_has_reclaim(tlr_pool *p);
 /* How many sessions draw from the pool. */
 size_t tlr_pool_members(tlr_pool *p);
 /* Bytes the pool counts as used, and its total (0: none). */

@@ -949,7 +949,9 @@ static uint64_t evictable_locked(const tl_session *s, int32_t d) {
  * Allocate a unit's device memory; on a refusal the budget did not expect,
  * evict and retry once. Where other sessions share the device, the refusal is
  * the pool's to answer (eviction across sessions, in one order): *pool_short
- * says how many bytes to free, nothing is allocated, TL_OK.
+ * says how many bytes to free, nothing is allocated, TL_OK. So it is, for an
+ * acquire (pool_short not NULL), when the session's own eviction was not
+ * enough and the device has a reclaim callback to ask.
  */
 static tl_status alloc_locked(tl_session *s, unit *u, uint64_t *pool_short) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
@@ -974,6 +976,11 @@ static tl_status alloc_locked(tl_session *s, unit *u, uint64_t *pool_short) {
     st = tl_device_alloc(v->d, n, &u->dptr);
     if (st == TL_OK) {
         s->st.oom_recoveries++;
+        return TL_OK;
+    }
+    if (pool_short && tlr_pool_has_reclaim(v->pool)) {
+        tl__err_clear();
+        *pool_short = n;
         return TL_OK;
     }
     tl_device_info info;
