@@ -34,6 +34,7 @@ struct tlr_pool {
     tl_device_reclaim_fn reclaim;
     void *reclaim_user;
     _Atomic uint64_t used, total; /* total 0: no budget of the pool's own */
+    _Atomic unsigned waiting;     /* acquires of members waiting for room here */
 };
 
 static tl__os_mutex g_mu = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -134,7 +135,15 @@ bool tlr_pool_take(tlr_pool *p, uint64_t n) {
     }
 }
 
+void tlr_pool_waiting(tlr_pool *p, bool on) {
+    if (on)
+        atomic_fetch_add(&p->waiting, 1);
+    else
+        atomic_fetch_sub(&p->waiting, 1);
+}
+
 void tlr_pool_notify(tlr_pool *p) {
+    if (!atomic_load(&p->waiting)) return;
     tl__os_mutex_lock(&p->mu);
     for (size_t i = 0; i < p->n_m; i++)
         tl__os_cond_broadcast(p->m[i].wake);

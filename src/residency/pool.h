@@ -62,8 +62,15 @@ void tlr_pool_put(tlr_pool *p);
  */
 bool tlr_pool_take(tlr_pool *p, uint64_t n);
 void tlr_pool_give(tlr_pool *p, uint64_t n);
-/* Wake every member's waiters (device bytes of some member became evictable). */
+/*
+ * Wake every member's waiters (device bytes of some member became
+ * evictable): nothing to do unless an acquire waits for room on the device,
+ * as it says with tlr_pool_waiting (true before it waits, false after). A
+ * wake-up that races with its start is not lost for long: waiters look again
+ * at least every 50 ms.
+ */
 void tlr_pool_notify(tlr_pool *p);
+void tlr_pool_waiting(tlr_pool *p, bool on);
 /* Room on the device now: what it reports free, within what the pool's total leaves. */
 uint64_t tlr_pool_room(tlr_pool *p);
 /* Has the device a reclaim callback (tl_device_set_reclaim_callback)? */

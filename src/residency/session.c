@@ -2173,11 +2173,14 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
                 s->wq_tail = &me;
             }
             double left;
+            tlr_pool *wpool = s->dev[room_dev].pool;
+            tlr_pool_waiting(wpool, true); /* other sessions' releases wake it from now on */
             do {
                 left = deadline - tl__os_now();
                 if (left <= 0) break;
                 tl__os_cond_timedwait(&s->rcv, &s->mu, left < 0.05 ? left : 0.05);
             } while (s->wq_head != &me && !cancel_asked(s, cgen));
+            tlr_pool_waiting(wpool, false);
             if (cancel_asked(s, cgen)) {
                 st = cancelled_err(false);
                 break;
