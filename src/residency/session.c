@@ -1867,9 +1867,19 @@ static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquir
 /* Reference the units of an acquire, once none is busy (waiting for updates to end). */
 static void take_refs_locked(tl_session *s, const size_t *list, size_t n) {
     tl__os_mutex_assert_held(&s->mu);
-    for (size_t i = 0; i < n; i++)
-        while (s->u[list[i]].busy)
-            tl__os_cond_wait(&s->bcv, &s->mu);
+    /*
+     * All of them free at once: while this waits for one, an update may begin
+     * on another already looked at (it holds no reference yet), so look at
+     * all again after each wait.
+     */
+    for (size_t i = 0; i < n;) {
+        if (!s->u[list[i]].busy) {
+            i++;
+            continue;
+        }
+        tl__os_cond_wait(&s->bcv, &s->mu);
+        i = 0;
+    }
     for (size_t i = 0; i < n; i++)
         if (s->u[list[i]].refs++ == 0) heap_sync_locked(s, &s->u[list[i]]);
     s->acquiring_refs += n;
