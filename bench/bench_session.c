@@ -18,9 +18,16 @@
  *      lists or heaps; limit <= 10%), timed inside in a second pass (the monotonic
  *      clock around each piece, its least cost taken out, pieces preempted
  *      dropped: see tl__session_victim_timing).
+ *   4. two models sharing one sim GPU through its memory manager: two 256 MiB
+ *      SD-like models whose diffusion parts fit the device one at a time (its
+ *      budget for all sessions 1.25 x one of them), 6 alternating prompts of 4
+ *      passes each, the engine marking the model in use: bytes moved against
+ *      the offline optimum of the combined schedule, computed here (furthest
+ *      next use over both models' tensors; limit <= 1.05), and CPU time per
+ *      acquired tensor, copies included (printed).
  *
  * usage: bench_session [DIR] (default $TMPDIR or /tmp); exits 1 when a limit
- * is missed. TL_BENCH_ONLY=spill|stream|many runs that part alone. Needs the tierload CLI beside it
+ * is missed. TL_BENCH_ONLY=spill|stream|many|two runs that part alone. Needs the tierload CLI beside it
  * (for mkmodel).
  */
 #include "tierload.h"
@@ -240,6 +247,72 @@ static int stream_bench(const char *dir) {
     return fails;
 }
 
+/* --- 4. two models, one device --- */
+
+#define TWO_PROMPTS 6
+#define TWO_PASSES 4
+
+/* One access of the combined schedule: a tensor of a model, its bytes on the device, its step. */
+typedef struct access {
+    uint32_t key; /* model * 2^20 + tensor */
+    uint64_t bytes;
+    uint32_t step;
+} use_rec;
+
+/*
+ * Bytes furthest-next-use eviction moves for the combined accesses under cap:
+ * every tensor of a step resident at once; on a miss, tensors not in the
+ * current step leave, the one used furthest ahead first.
+ */
+static uint64_t combined_optimum(const use_rec *a, size_t n, uint64_t cap) {
+    size_t nkeys = 2u << 20;
+    size_t *next = malloc(n * sizeof *next);
+    size_t *first = malloc(nkeys * sizeof *first); /* per key: its next access from here */
+    uint64_t *kb = calloc(nkeys, sizeof *kb);       /* per key: its bytes */
+    uint32_t *seen = calloc(nkeys, sizeof *seen);   /* per key: 1 + the last step it was used in */
+    bool *in = calloc(nkeys, sizeof *in);
+    uint32_t *res = malloc(n * sizeof *res); /* resident keys */
+    for (size_t k = 0; k < nkeys; k++)
+        first[k] = n;
+    for (size_t i = n; i-- > 0;) {
+        next[i] = first[a[i].key];
+        first[a[i].key] = i;
+    }
+    size_t nres = 0;
+    uint64_t used = 0, moved = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t k = a[i].key;
+        first[k] = next[i]; /* its next use after this one */
+        seen[k] = a[i].step + 1;
+        kb[k] = a[i].bytes;
+        if (in[k]) continue;
+        while (used + a[i].bytes > cap) {
+            size_t best = nres;
+            for (size_t r = 0; r < nres; r++) {
+                uint32_t q = res[r];
+                size_t nx = first[q];
+                bool now = seen[q] == a[i].step + 1 || (nx < n && a[nx].step == a[i].step);
+                if (!now && (best == nres || nx > first[res[best]])) best = r;
+            }
+            if (best == nres) break; /* the step alone is over cap: cannot be with these budgets */
+            in[res[best]] = false;
+            used -= kb[res[best]];
+            res[best] = res[--nres];
+        }
+        in[k] = true;
+        res[nres++] = k;
+        used += a[i].bytes;
+        moved += a[i].bytes;
+    }
+    free(next);
+    free(first);
+    free(kb);
+    free(seen);
+    free(in);
+    free(res);
+    return moved;
+}
+
 static double cpu_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
@@ -368,6 +441,116 @@ static int many_bench(const char *dir) {
     return fails;
 }
 
+static int two_bench(const char *dir) {
+    char path[2][2048], cmd[8192];
+    tl_model *m[2];
+    for (int i = 0; i < 2; i++) {
+        snprintf(path[i], sizeof path[i], "%.1900s/bench_two%d.safetensors", dir, i);
+        snprintf(cmd, sizeof cmd,
+                 "%s mkmodel %s --size 256M --tensors 300 --profile sdxl --dtype F16 --seed %d "
+                 ">/dev/null",
+                 cli, path[i], i + 1);
+        timed(cmd);
+        const char *paths[] = {path[i]};
+        if (tl_model_open(paths, 1, NULL, &m[i])) return 2;
+    }
+    uint64_t dbytes = 0; /* model 0's diffusion part */
+    for (size_t t = 0; t < tl_model_tensor_count(m[0]); t++)
+        if (tl_model_tensor(m[0], t)->component == TL_COMP_DIFFUSION)
+            dbytes += tl_model_tensor(m[0], t)->nbytes;
+    uint64_t cap = dbytes + dbytes / 4; /* one model's diffusion part at a time, not two */
+    char spec[64];
+    snprintf(spec, sizeof spec, "btwo=%llu", (unsigned long long)(4 * cap));
+    tl_device *dev;
+    if (tl_device_sim_add(spec) || tl_device_find("btwo", &dev)) return 2;
+    tl_session *s[2];
+    tl_plan *p[2];
+    uint64_t budgets[2] = {cap, 0};
+    tl_session_options o;
+    tl_session_options_init(&o);
+    o.device_budgets = budgets;
+    o.n_device_budgets = 2;
+    size_t nl[2];
+    tl_session_step *steps = NULL;
+    for (int i = 0; i < 2; i++) {
+        p[i] = plan_on(m[i], "btwo", 4 * cap, "diffusion=btwo,cond=cpu,vae=cpu", false);
+        if (tl_session_create(m[i], p[i], &o, &s[i])) {
+            fprintf(stderr, "bench_session: %s\n", tl_last_error());
+            return 2;
+        }
+        nl[i] = tl_model_layer_count(m[i], TL_COMP_DIFFUSION);
+        size_t per = nl[i] + 1, n = 0; /* a pass: the other tensors, then layer by layer */
+        steps = realloc(steps, TWO_PROMPTS / 2 * TWO_PASSES * per * sizeof *steps);
+        for (int q = 0; q < TWO_PROMPTS / 2 * TWO_PASSES; q++) {
+            steps[n++] = (tl_session_step){TL_COMP_DIFFUSION, nl[i], nl[i], true};
+            for (size_t k = 0; k < nl[i]; k++)
+                steps[n++] = (tl_session_step){TL_COMP_DIFFUSION, k, k + 1, false};
+        }
+        if (tl_session_set_schedule(s[i], steps, n)) return 2;
+    }
+    free(steps);
+    tl_device_set_budget(dev, cap);
+    size_t cap_acc = 1 << 16, n_acc = 0;
+    use_rec *acc = malloc(cap_acc * sizeof *acc);
+    uint32_t step = 0;
+    uint64_t tensors = 0;
+    double c0 = cpu_now(), t0 = now();
+    for (int q = 0; q < TWO_PROMPTS; q++) {
+        int x = q % 2;
+        tl_session_set_priority(s[x], 1);
+        tl_session_set_priority(s[1 - x], 0);
+        for (int pass = 0; pass < TWO_PASSES; pass++)
+            for (size_t k = 0; k <= nl[x]; k++, step++) {
+                size_t lb = k ? k - 1 : nl[x], le = k ? k : nl[x];
+                tl_acquired *a;
+                if (tl_session_acquire(s[x], TL_COMP_DIFFUSION, lb, le, k == 0, &a)) {
+                    fprintf(stderr, "bench_session: two models: %s\n", tl_last_error());
+                    return 2;
+                }
+                for (size_t j = 0; j < tl_acquired_count(a); j++) {
+                    const tl_session_tensor *t = tl_acquired_tensor(a, j);
+                    uint64_t b = 0;
+                    for (uint32_t r = 0; r < t->n_parts; r++)
+                        if (t->parts[r].device) b += t->parts[r].nbytes;
+                    if (!b) continue;
+                    if (n_acc == cap_acc) acc = realloc(acc, (cap_acc *= 2) * sizeof *acc);
+                    acc[n_acc++] = (use_rec){(uint32_t)x << 20 | (uint32_t)t->index, b, step};
+                }
+                tensors += tl_acquired_count(a);
+                tl_session_release(s[x], a);
+            }
+    }
+    double cpu = cpu_now() - c0, wall = now() - t0;
+    uint64_t moved = 0;
+    for (int i = 0; i < 2; i++) {
+        tl_session_stats st;
+        tl_session_stats_get(s[i], &st, sizeof st);
+        for (int t = 0; t < TL_TIER_COUNT; t++)
+            moved += st.moved[t][TL_TIER_DEVICE];
+    }
+    uint64_t opt = combined_optimum(acc, n_acc, cap);
+    printf("two 256 MiB models on one sim GPU (budget for both %.0f MiB, one diffusion part "
+           "%.0f MiB), %d alternating prompts of %d passes: moved %.2f GiB, combined optimum "
+           "%.2f GiB, ratio %.3f (limit <= 1.05); CPU %.1f us per acquired tensor, copies "
+           "included (wall %.2f s)\n",
+           (double)cap / (1 << 20), (double)dbytes / (1 << 20), TWO_PROMPTS, TWO_PASSES,
+           (double)moved / (1 << 30), (double)opt / (1 << 30), opt ? (double)moved / (double)opt : 0,
+           cpu / (double)tensors * 1e6, wall);
+    int fails = !opt || (double)moved > 1.05 * (double)opt;
+    if (fails) printf("  FAIL: two models\n");
+    free(acc);
+    for (int i = 0; i < 2; i++) {
+        tl_session_destroy(s[i]);
+        tl_plan_destroy(p[i]);
+        tl_model_close(m[i]);
+        unlink(path[i]);
+    }
+    tl_device_set_budget(dev, 0);
+    tl_device_unregister(dev);
+    tl_device_release(dev);
+    return fails;
+}
+
 int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : getenv("TMPDIR");
     if (!dir || !*dir) dir = "/tmp";
@@ -379,9 +562,10 @@ int main(int argc, char **argv) {
     if (slash) *slash = 0;
     snprintf(cli, sizeof cli, "%s/tierload", self);
     int fails = 0;
-    const char *only = getenv("TL_BENCH_ONLY"); /* spill, stream or many: that part alone */
+    const char *only = getenv("TL_BENCH_ONLY"); /* spill, stream, many or two: that part alone */
     if (!only || !strcmp(only, "spill")) fails += spill_bench(dir);
     if (!only || !strcmp(only, "stream")) fails += stream_bench(dir);
     if (!only || !strcmp(only, "many")) fails += many_bench(dir);
+    if (!only || !strcmp(only, "two")) fails += two_bench(dir);
     return fails ? 1 : 0;
 }

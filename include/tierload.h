@@ -2035,6 +2035,88 @@ TL_API tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t layer
  */
 TL_API tl_status tl_session_evict(tl_session *s, const char *device, uint64_t bytes, uint64_t *freed);
 TL_API tl_status tl_session_evict_all(tl_session *s, const char *device, uint64_t *freed);
+
+/*
+ * --- one device, several sessions ---
+ *
+ * Every session placing weights on a device draws from that device's one
+ * memory manager (made when the first session binds the device, shared by
+ * every session of the process). Each session keeps its own budget there;
+ * the device may also have a total for all of them (tl_device_set_budget).
+ * When an acquire finds the device full for all sessions together (past that
+ * total, or the device refuses an allocation while other sessions hold
+ * memory there), the unreferenced weights of every session on the device are
+ * considered in one order: the lowest priority first (tl_session_set_priority:
+ * a model in use now outranks one idle since the last prompt); then, where
+ * both sessions have a schedule, the tensor used furthest ahead (steps from
+ * each session's position; never again goes first); else the least recently
+ * used (one clock for the process). When that is not enough, the device's
+ * reclaim callback (tl_device_set_reclaim_callback) is asked to drop the
+ * engine's own caches, and the acquire tries again; then it waits
+ * (tl_session_acquire_wait, woken when any session releases or evicts on the
+ * device) or fails with TL_ERR_DEVICE_OOM. Prefetches take only free room
+ * for all sessions. Sessions evict one another's units under each one's own
+ * lock, taken one at a time, so no lock order between sessions exists.
+ */
+
+/*
+ * The session's budget on `device` (a plan device name), for weights and the
+ * compute reserve together: the weight budget (tl_session_stats) is bytes
+ * less the largest reserve of the components placed there. Applies at once:
+ * unreferenced tensors over the new budget are evicted now, the ones still
+ * referenced when they are released. TL_ERR_NOT_FOUND for a device the
+ * session does not use.
+ */
+TL_API tl_status tl_session_set_budget(tl_session *s, const char *device, uint64_t bytes);
+/*
+ * Component c's compute reserve in bytes (the plan's until this is called; an
+ * engine that measures its compute buffer says so here, between steps): the
+ * weight budget of each device c is placed on becomes that device's budget
+ * less the largest reserve placed there, and is enforced as
+ * tl_session_set_budget does.
+ */
+TL_API tl_status tl_session_set_reserve(tl_session *s, tl_component c, uint64_t bytes);
+/*
+ * The session's priority on its devices (0 at creation; higher is kept
+ * longer): when a device is full for all sessions, unreferenced tensors of
+ * lower-priority sessions are evicted before any of a higher one. Any thread,
+ * any time.
+ */
+TL_API tl_status tl_session_set_priority(tl_session *s, int priority);
+
+/*
+ * Device d's budget for all sessions together (0: none, the default — then
+ * each session's own budget and the device's memory bound it). Lowering it
+ * evicts unreferenced tensors of the device's sessions in the order above
+ * until the sessions' bytes fit, as far as they go; the rest fits at their
+ * next acquires. Thread-safe.
+ */
+TL_API tl_status tl_device_set_budget(tl_device *d, uint64_t bytes);
+/* d's budget for all sessions (0: none) and the bytes its sessions use there now; either may be NULL. */
+TL_API tl_status tl_device_budget(tl_device *d, uint64_t *bytes, uint64_t *used);
+/*
+ * Make `bytes` free on d (ComfyUI's free_memory): when the room there — what
+ * the device reports free, and no more than its budget for all sessions
+ * leaves — is less, evict unreferenced tensors of every session on d in the
+ * order above until it is enough or none is left, then ask the reclaim
+ * callback for the rest. *freed (may be NULL) says how many bytes tierload
+ * evicted. TL_OK when the room is there at the end, else TL_ERR_DEVICE_OOM
+ * saying how much there is. Call it holding no acquired set you want kept:
+ * referenced tensors are never evicted. Thread-safe.
+ */
+TL_API tl_status tl_device_make_room(tl_device *d, uint64_t bytes, uint64_t *freed);
+/*
+ * Asked, on the thread that needs the room and with no lock of the library
+ * held (it may call the library), to free about `bytes` of device d that the
+ * engine holds itself (caches, compute buffers); returns the bytes it freed.
+ */
+typedef uint64_t (*tl_device_reclaim_fn)(void *user, tl_device *d, uint64_t bytes);
+/*
+ * Set (or, with NULL, clear) d's reclaim callback: called when eviction of
+ * every session's unreferenced tensors cannot make the room an acquire or
+ * tl_device_make_room needs. user is passed back. Thread-safe.
+ */
+TL_API tl_status tl_device_set_reclaim_callback(tl_device *d, tl_device_reclaim_fn fn, void *user);
 /* The engine wrote into tensor i where it lives (it must be acquired): it is dirty now. */
 TL_API tl_status tl_session_mark_dirty(tl_session *s, size_t tensor);
 /*

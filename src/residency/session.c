@@ -31,6 +31,7 @@
  * whose callback takes the lock.
  */
 #include "residency/residency.h"
+#include "residency/pool.h"
 
 #include "core/assert.h"
 #include "core/env.h"
@@ -50,6 +51,7 @@
 #include <string.h>
 
 #define SPILL_ALIGN 4096ull
+#define POOL_TRIES 16u /* evictions across sessions one acquire asks before it waits or fails */
 #define DEFAULT_EVENT_CAP 65536u
 #define LOOP_COPIES 3        /* copies of a repeating pass in the schedule: 2+ passes of lookahead */
 #define LEARN_MAX_STEPS 65536u /* steps recorded while learning before giving up */
@@ -120,6 +122,8 @@ typedef struct sdev {
     size_t n_heap;
     size_t lhead[2], ltail[2];
     uint64_t evictable; /* their bytes */
+    tlr_pool *pool;     /* the device's memory manager, shared with the process's other sessions */
+    uint64_t base;      /* the session's budget there for weights and compute (budget: less the reserve) */
 } sdev;
 
 #define NOT_EVICTABLE ((size_t)-1)
@@ -165,7 +169,9 @@ struct tl_session {
     size_t n_u;
     size_t *first; /* per tensor: its first unit; first[n_tensors] = n_u */
     tlr_groups groups;
-    uint64_t clock;
+    _Atomic int priority;                 /* tl_session_set_priority */
+    uint64_t comp_reserve[TL_COMP_COUNT]; /* compute reserve per component (tl_session_set_reserve) */
+    uint64_t comp_devs[TL_COMP_COUNT];    /* per component: the plan devices it is placed on (bits) */
     bool prefetching; /* a prefetch was ever asked for: demand loads count as misses */
     /* schedule */
     tl_session_step *steps;
@@ -217,6 +223,13 @@ struct tl_session {
 };
 
 static void heap_sync_locked(tl_session *s, unit *u);
+static void shrink_locked(tl_session *s, int32_t d);
+
+/* The process-wide clock of uses: least recently used compares across sessions. */
+static _Atomic uint64_t g_clock;
+static uint64_t use_tick(void) {
+    return atomic_fetch_add(&g_clock, 1) + 1;
+}
 
 /*
  * --- handles (process-wide) ---
@@ -442,6 +455,13 @@ static void dev_add_locked(tl_session *s, int32_t d, uint64_t n) {
     if (v->used > v->peak) v->peak = v->used;
 }
 
+/* Device bytes of d given back: the pool counts them free and wakes waiters of every session. */
+static void dev_sub_locked(tl_session *s, int32_t d, uint64_t n) {
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
+    s->dev[d].used -= n;
+    tlr_pool_give(s->dev[d].pool, n);
+}
+
 /* --- spill file --- */
 
 static tl_status spill_open_locked(tl_session *s) {
@@ -629,7 +649,7 @@ static tl_status evict_unit_locked(tl_session *s, unit *u) {
     heap_sync_locked(s, u);
     u->dptr = 0;
     u->ticket = 0;
-    v->used -= u->pl.len;
+    dev_sub_locked(s, u->dev, u->pl.len);
     s->st.evictions++;
     return TL_OK;
 }
@@ -903,19 +923,47 @@ static tl_status make_room_locked(tl_session *s, int32_t d, uint64_t need, size_
     return TL_OK;
 }
 
+/*
+ * Evict unreferenced units of device d until it is within its budget again,
+ * and the device within its total for all sessions (budgets lowered while
+ * units were held or loading), as far as they go.
+ */
+static void shrink_locked(tl_session *s, int32_t d) {
+    tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
+    sdev *v = &s->dev[d];
+    for (;;) {
+        uint64_t total = tlr_pool_total(v->pool);
+        if (v->used <= v->budget && (!total || tlr_pool_used(v->pool) <= total)) break;
+        size_t k = choose_victim_locked(s, d);
+        if (k == s->n_u || evict_unit_locked(s, &s->u[k])) break;
+    }
+}
+
 /* Bytes of device d that eviction could free now. */
 static uint64_t evictable_locked(const tl_session *s, int32_t d) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     return s->dev[d].evictable;
 }
 
-/* Allocate a unit's device memory; on a refusal the budget did not expect, evict and retry once. */
-static tl_status alloc_locked(tl_session *s, unit *u) {
+/*
+ * Allocate a unit's device memory; on a refusal the budget did not expect,
+ * evict and retry once. Where other sessions share the device, the refusal is
+ * the pool's to answer (eviction across sessions, in one order): *pool_short
+ * says how many bytes to free, nothing is allocated, TL_OK. So it is, for an
+ * acquire (pool_short not NULL), when the session's own eviction was not
+ * enough and the device has a reclaim callback to ask.
+ */
+static tl_status alloc_locked(tl_session *s, unit *u, uint64_t *pool_short) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     sdev *v = &s->dev[u->dev];
     uint64_t n = u->pl.len ? u->pl.len : 1;
     tl_status st = tl_device_alloc(v->d, n, &u->dptr);
     if (st != TL_ERR_DEVICE_OOM) return st;
+    if (pool_short && tlr_pool_members(v->pool) > 1) {
+        tl__err_clear();
+        *pool_short = n;
+        return TL_OK;
+    }
     /* another process took memory: evict the coldest unreferenced units for the shortfall */
     uint64_t freed = 0;
     while (freed < n) {
@@ -928,6 +976,11 @@ static tl_status alloc_locked(tl_session *s, unit *u) {
     st = tl_device_alloc(v->d, n, &u->dptr);
     if (st == TL_OK) {
         s->st.oom_recoveries++;
+        return TL_OK;
+    }
+    if (pool_short && tlr_pool_has_reclaim(v->pool)) {
+        tl__err_clear();
+        *pool_short = n;
         return TL_OK;
     }
     tl_device_info info;
@@ -964,6 +1017,8 @@ tl_status tl_session_destroy(tl_session *s) {
                        "first (the session stays as it was)",
                        out);
     unregister_session(s);
+    for (size_t d = 0; d < s->n_dev; d++) /* no pool chooses among its units from here on */
+        tlr_pool_leave(s->dev[d].pool, s);
     while (s->pend) {
         pending *p = s->pend;
         s->pend = p->next;
@@ -981,10 +1036,16 @@ tl_status tl_session_destroy(tl_session *s) {
         }
         drop_copies_locked(s, u);
     }
+    for (size_t d = 0; d < s->n_dev; d++) {
+        tlr_pool_give(s->dev[d].pool, s->dev[d].used);
+        s->dev[d].used = 0;
+    }
     tl__os_mutex_unlock(&s->mu);
     tl__io_engine_destroy(s->io);
-    for (size_t d = 0; d < s->n_dev; d++)
+    for (size_t d = 0; d < s->n_dev; d++) {
+        tlr_pool_put(s->dev[d].pool);
         tl_device_release(s->dev[d].d);
+    }
     if (s->spill_fd >= 0) tl__os_close(s->spill_fd);
     if (s->uses)
         for (size_t g = 0; g < s->groups.n; g++)
@@ -1019,8 +1080,11 @@ static tl_status bind_devices(tl_session *s) {
     for (int c = 0; c < TL_COMP_COUNT; c++) {
         tl_plan_decision d;
         if (tl_plan_decision_of(p, (tl_component)c, &d, sizeof d) || !d.present) continue;
-        for (uint32_t k = 0; k < d.n_devices; k++)
+        s->comp_reserve[c] = d.reserve;
+        for (uint32_t k = 0; k < d.n_devices; k++) {
             if (d.reserve > reserve[d.devices[k]]) reserve[d.devices[k]] = d.reserve;
+            if (d.devices[k] < 64) s->comp_devs[c] |= 1ull << d.devices[k];
+        }
     }
     for (size_t i = 0; i < tl_plan_device_count(p) && i < TL_PLAN_MAX_DEVICES; i++) {
         const tl_plan_device *pd = tl_plan_device_of(p, i);
@@ -1051,6 +1115,12 @@ static tl_status bind_devices(tl_session *s) {
         v->budget = b > reserve[i] ? b - reserve[i] : 0;
         if (i < s->o.n_device_budgets && s->o.device_budgets && s->o.device_budgets[i])
             v->budget = s->o.device_budgets[i];
+        v->base = v->budget + reserve[i];
+        st = tlr_pool_join(d, s, &s->rcv, &v->pool);
+        if (st) {
+            tl_device_release(d);
+            return st;
+        }
         s->plan2dev[i] = (int32_t)s->n_dev;
         snprintf(s->st.devices[s->n_dev].name, sizeof s->st.devices[0].name, "%s", pd->name);
         s->n_dev++;
@@ -1199,7 +1269,7 @@ static void unload_failed_locked(tl_session *s, unit *u) {
     sdev *v = &s->dev[u->dev];
     if (u->ticket) tl_device_wait(v->d, u->ticket);
     tl_device_free(v->d, u->dptr);
-    v->used -= u->pl.len;
+    dev_sub_locked(s, u->dev, u->pl.len);
     u->loading = false;
     heap_sync_locked(s, u);
     u->dptr = 0;
@@ -1218,8 +1288,9 @@ static void loaded_locked(tl_session *s, unit *u, bool prefetch) {
     u->loading = false;
     u->on_dev = true;
     u->prefetched = prefetch;
-    if (prefetch) u->last_use = ++s->clock; /* wanted soon: the newest for LRU */
+    if (prefetch) u->last_use = use_tick(); /* wanted soon: the newest for LRU */
     heap_sync_locked(s, u);
+    shrink_locked(s, u->dev); /* the budget may have been lowered while it loaded */
     s->st.loads++;
     moved_locked(s, from, TL_TIER_DEVICE, u->pl.len);
     event_locked(s, prefetch ? TL_EVENT_PREFETCH : TL_EVENT_LOAD, u, from, TL_TIER_DEVICE, u->dev,
@@ -1504,14 +1575,27 @@ static tl_status enter(tl_session *s, const want *w, size_t **list, size_t *n) {
  * its bytes counted). *ok false: the budget has no room without evicting
  * something in use (or, for a prefetch, something needed sooner).
  */
-static tl_status reserve_locked(tl_session *s, unit *u, bool prefetch, bool *ok) {
+static tl_status reserve_locked(tl_session *s, unit *u, bool prefetch, bool *ok,
+                                uint64_t *pool_short) {
     tl__os_mutex_assert_held(&s->mu);
+    *pool_short = 0;
     /* a prefetch evicts only what is next used after the unit it loads */
     size_t before = prefetch && s->steps ? next_use_locked(s, u) : (size_t)-1;
     tl_status st = make_room_locked(s, u->dev, u->pl.len, before, ok);
     if (st || !*ok) return st;
-    st = alloc_locked(s, u);
-    if (st) return st;
+    tlr_pool *pool = s->dev[u->dev].pool;
+    if (!tlr_pool_take(pool, u->pl.len)) { /* the device's total for all sessions: the pool's */
+        uint64_t used = tlr_pool_used(pool), total = tlr_pool_total(pool);
+        *pool_short = used + u->pl.len > total ? used + u->pl.len - total : u->pl.len;
+        *ok = false;
+        return TL_OK;
+    }
+    st = alloc_locked(s, u, prefetch ? NULL : pool_short);
+    if (st || *pool_short) {
+        tlr_pool_give(pool, u->pl.len);
+        *ok = !*pool_short;
+        return st;
+    }
     dev_add_locked(s, u->dev, u->pl.len);
     u->loading = true;
     heap_sync_locked(s, u);
@@ -1542,7 +1626,8 @@ static tl_status prefetch_want(tl_session *s, const want *w) {
         unit *u = &s->u[list[i]];
         if (!on_device(s, u) || u->on_dev || u->loading || u->busy) continue;
         bool ok;
-        st = reserve_locked(s, u, true, &ok);
+        uint64_t pool_short; /* a prefetch does not evict other sessions' units */
+        st = reserve_locked(s, u, true, &ok, &pool_short);
         if (st || !ok) { /* best effort: what does not fit now is loaded on demand */
             if (st) tl__err_clear();
             st = TL_OK;
@@ -1646,13 +1731,20 @@ static tl_status wait_tickets(tl_session *s, uint64_t *tick) {
 static void unref_locked(tl_session *s, const size_t *list, size_t n) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     bool freed = false; /* a unit became evictable */
+    bool dev[TL_PLAN_MAX_DEVICES] = {false};
     for (size_t i = 0; i < n; i++) {
         unit *u = &s->u[list[i]];
         if (u->refs && --u->refs == 0) {
             heap_sync_locked(s, u);
             freed = true;
+            if (on_device(s, u)) dev[u->dev] = true;
         }
     }
+    for (size_t d = 0; d < s->n_dev; d++)
+        if (dev[d]) {
+            shrink_locked(s, (int32_t)d); /* over a budget lowered while they were held */
+            tlr_pool_notify(s->dev[d].pool); /* acquires of other sessions waiting for room */
+        }
     if (freed && s->wq_head) tl__os_cond_broadcast(&s->rcv); /* acquires waiting for room */
 }
 
@@ -1831,9 +1923,19 @@ static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquir
 /* Reference the units of an acquire, once none is busy (waiting for updates to end). */
 static void take_refs_locked(tl_session *s, const size_t *list, size_t n) {
     tl__os_mutex_assert_held(&s->mu);
-    for (size_t i = 0; i < n; i++)
-        while (s->u[list[i]].busy)
-            tl__os_cond_wait(&s->bcv, &s->mu);
+    /*
+     * All of them free at once: while this waits for one, an update may begin
+     * on another already looked at (it holds no reference yet), so look at
+     * all again after each wait.
+     */
+    for (size_t i = 0; i < n;) {
+        if (!s->u[list[i]].busy) {
+            i++;
+            continue;
+        }
+        tl__os_cond_wait(&s->bcv, &s->mu);
+        i = 0;
+    }
     for (size_t i = 0; i < n; i++)
         if (s->u[list[i]].refs++ == 0) heap_sync_locked(s, &s->u[list[i]]);
     s->acquiring_refs += n;
@@ -1978,8 +2080,11 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
     size_t na = 0;
     if (!x || !mine || !asy) st = tl__err(TL_ERR_NOMEM, "session: out of memory");
     bool hit_counted = false;
+    unsigned pool_tries = 0; /* evictions across sessions asked of a pool by this acquire */
     while (!st) {
         int32_t room_dev = TLR_HOST; /* set: wait for room on this device, then try again */
+        int32_t pool_dev = TLR_HOST; /* set: the device's pool is short; evict there, then retry */
+        uint64_t pool_need = 0;
         na = 0;
         if (cancel_asked(s, cgen)) {
             st = cancelled_err(false);
@@ -2008,10 +2113,24 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
             if (!on_device(s, u) || u->on_dev) continue;
             /* a waiting acquire takes no room while others wait before it (arrival order) */
             bool ok = false, behind = timeout_ms && s->wq_head && s->wq_head != &me;
-            if (!behind) st = reserve_locked(s, u, false, &ok);
+            uint64_t pshort = 0;
+            if (!behind) st = reserve_locked(s, u, false, &ok, &pshort);
             if (st) break;
+            if (!ok && pshort && pool_tries < POOL_TRIES) {
+                /* room for the rest of the acquire on that device, in one round */
+                uint64_t rest = 0, room = tlr_pool_room(s->dev[u->dev].pool);
+                for (size_t q = i; q < n; q++) {
+                    const unit *r = &s->u[list[q]];
+                    if (r->dev == u->dev && on_device(s, r) && !r->on_dev && !r->loading)
+                        rest += r->pl.len;
+                }
+                pool_dev = u->dev;
+                pool_need = rest > room && rest - room > pshort ? rest - room : pshort;
+                break;
+            }
             if (!ok) {
                 sdev *v = &s->dev[u->dev];
+                uint64_t total = tlr_pool_total(v->pool);
                 char a[32], b[32], h[32], wb[32];
                 uint64_t need = 0; /* what this acquire needs on that device, all at once */
                 for (size_t q = 0; q < n; q++)
@@ -2023,6 +2142,21 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
                                  "its budget of %s: it can never fit",
                                  fpath(s, u), tname(s, u), tl_fmt_bytes(need, wb, sizeof wb),
                                  tl_device_name(v->d), tl_fmt_bytes(v->budget, b, sizeof b));
+                else if (pshort && total && need > total)
+                    st = tl__err(TL_ERR_DEVICE_OOM,
+                                 "%s: tensor %s: this acquire needs %s on %s at once, more than "
+                                 "the device's budget for all sessions (%s): it can never fit",
+                                 fpath(s, u), tname(s, u), tl_fmt_bytes(need, wb, sizeof wb),
+                                 tl_device_name(v->d), tl_fmt_bytes(total, b, sizeof b));
+                else if (timeout_ms == 0 && pshort)
+                    st = tl__err(TL_ERR_DEVICE_OOM,
+                                 "%s: tensor %s (%s) does not fit on %s: %s are used there by "
+                                 "every session together (budget for all: %s) and none has "
+                                 "unreferenced weights left to give up",
+                                 fpath(s, u), tname(s, u), tl_fmt_bytes(u->pl.len, a, sizeof a),
+                                 tl_device_name(v->d),
+                                 tl_fmt_bytes(tlr_pool_used(v->pool), h, sizeof h),
+                                 total ? tl_fmt_bytes(total, b, sizeof b) : "none");
                 else if (timeout_ms == 0)
                     st = tl__err(TL_ERR_DEVICE_OOM,
                                  "%s: tensor %s (%s) does not fit on %s: its budget is %s and %s "
@@ -2044,7 +2178,7 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
         }
         if ((k || na) && !hit_counted && s->prefetching) s->st.prefetch_misses++;
         /* queue async copies only after every eviction (a device free waits for its queue) */
-        if (st || room_dev != TLR_HOST) {
+        if (st || room_dev != TLR_HOST || pool_dev != TLR_HOST) {
             for (size_t i = 0; i < na; i++)
                 unload_failed_locked(s, &s->u[asy[i]]);
         } else if (na) {
@@ -2054,6 +2188,26 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
             for (size_t i = 0; i < k; i++)
                 unload_failed_locked(s, &s->u[mine[i]]);
             break;
+        }
+        if (pool_dev != TLR_HOST) {
+            /*
+             * The device is full for all sessions together: this round's
+             * reservations go back, and with the session's lock released
+             * (the pool takes the sessions' locks one at a time) the pool
+             * evicts across sessions in its order, asking the engine's
+             * reclaim callback when that is not enough; then try again,
+             * references kept. When nothing came free the next shortfall
+             * waits (a timeout) or fails.
+             */
+            for (size_t i = 0; i < k; i++)
+                unload_failed_locked(s, &s->u[mine[i]]);
+            tlr_pool *pool = s->dev[pool_dev].pool;
+            uint64_t freed = 0, reclaimed = 0;
+            tl__os_mutex_unlock(&s->mu);
+            tlr_pool_evict(pool, pool_need, true, &freed, &reclaimed);
+            tl__os_mutex_lock(&s->mu);
+            pool_tries = freed || reclaimed ? pool_tries + 1 : POOL_TRIES;
+            continue;
         }
         if (room_dev == TLR_HOST) { /* loaded by this acquire: queued copies first, then mine */
             for (size_t i = 0; i < na; i++) {
@@ -2085,11 +2239,14 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
                 s->wq_tail = &me;
             }
             double left;
+            tlr_pool *wpool = s->dev[room_dev].pool;
+            tlr_pool_waiting(wpool, true); /* other sessions' releases wake it from now on */
             do {
                 left = deadline - tl__os_now();
                 if (left <= 0) break;
                 tl__os_cond_timedwait(&s->rcv, &s->mu, left < 0.05 ? left : 0.05);
             } while (s->wq_head != &me && !cancel_asked(s, cgen));
+            tlr_pool_waiting(wpool, false);
             if (cancel_asked(s, cgen)) {
                 st = cancelled_err(false);
                 break;
@@ -2109,6 +2266,7 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
             }
             take_refs_locked(s, list, n);
             holding = true;
+            pool_tries = 0;
             continue;
         }
         if (k == 0) {
@@ -2153,7 +2311,7 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
     uint64_t tick[TL_PLAN_MAX_DEVICES] = {0};
     for (size_t i = 0; i < n; i++) {
         unit *u = &s->u[list[i]];
-        u->last_use = ++s->clock;
+        u->last_use = use_tick();
         u->prefetched = false;
         if (u->ticket && on_device(s, u) && u->ticket > tick[u->dev]) tick[u->dev] = u->ticket;
     }
@@ -2385,6 +2543,93 @@ tl_status tl_session_evict(tl_session *s, const char *device, uint64_t bytes, ui
     return TL_OK;
 }
 
+/* --- budgets, priority, and what the device's pool asks of the session --- */
+
+/* Device d's weight budget: the session's budget there less the largest reserve placed on it. */
+static void budget_update_locked(tl_session *s, int32_t d) {
+    tl__os_mutex_assert_held(&s->mu);
+    sdev *v = &s->dev[d];
+    uint64_t r = 0;
+    for (int c = 0; c < TL_COMP_COUNT; c++)
+        if (v->plan_index < 64 && (s->comp_devs[c] >> v->plan_index & 1) && s->comp_reserve[c] > r)
+            r = s->comp_reserve[c];
+    v->budget = v->base > r ? v->base - r : 0;
+    shrink_locked(s, d);
+}
+
+tl_status tl_session_set_budget(tl_session *s, const char *device, uint64_t bytes) {
+    if (!s || !device) return tl__err(TL_ERR_INVALID_ARG, "tl_session_set_budget: NULL argument");
+    tl__os_mutex_lock(&s->mu);
+    int32_t d = dev_by_name(s, device);
+    if (d < 0) {
+        tl__os_mutex_unlock(&s->mu);
+        return tl__err(TL_ERR_NOT_FOUND, "tl_session_set_budget: the session has no device '%s'",
+                       device);
+    }
+    s->dev[d].base = bytes;
+    budget_update_locked(s, d);
+    tl__os_cond_broadcast(&s->rcv); /* a larger budget: waiting acquires may fit now */
+    tl__os_mutex_unlock(&s->mu);
+    return TL_OK;
+}
+
+tl_status tl_session_set_reserve(tl_session *s, tl_component c, uint64_t bytes) {
+    if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_set_reserve: NULL session");
+    if ((unsigned)c >= TL_COMP_COUNT)
+        return tl__err(TL_ERR_INVALID_ARG, "tl_session_set_reserve: bad component %d", (int)c);
+    tl__os_mutex_lock(&s->mu);
+    s->comp_reserve[c] = bytes;
+    for (size_t d = 0; d < s->n_dev; d++)
+        budget_update_locked(s, (int32_t)d);
+    tl__os_cond_broadcast(&s->rcv);
+    tl__os_mutex_unlock(&s->mu);
+    return TL_OK;
+}
+
+tl_status tl_session_set_priority(tl_session *s, int priority) {
+    if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_set_priority: NULL session");
+    atomic_store(&s->priority, priority);
+    return TL_OK;
+}
+
+static int32_t dev_of(const tl_session *s, const tl_device *d) {
+    for (size_t i = 0; i < s->n_dev; i++)
+        if (s->dev[i].d == d) return (int32_t)i;
+    return -1;
+}
+
+bool tlr_session_victim(tl_session *s, tl_device *d, tlr_victim *out) {
+    tl__os_mutex_lock(&s->mu);
+    reap_locked(s);
+    int32_t i = dev_of(s, d);
+    size_t k = i < 0 ? s->n_u : victim_locked(s, i);
+    if (k < s->n_u) {
+        const unit *u = &s->u[k];
+        size_t nu = next_use_locked(s, u);
+        *out = (tlr_victim){atomic_load(&s->priority), s->furthest,
+                            nu == (size_t)-1 ? UINT64_MAX : (uint64_t)(nu - s->pos), u->last_use,
+                            u->pl.len};
+    }
+    tl__os_mutex_unlock(&s->mu);
+    return k < s->n_u;
+}
+
+uint64_t tlr_session_evict_one(tl_session *s, tl_device *d) {
+    tl__os_mutex_lock(&s->mu);
+    int32_t i = dev_of(s, d);
+    size_t k = i < 0 ? s->n_u : choose_victim_locked(s, i);
+    uint64_t n = 0;
+    if (k < s->n_u) {
+        n = s->u[k].pl.len;
+        if (evict_unit_locked(s, &s->u[k])) {
+            tl__err_clear(); /* a dirty unit that could not be saved stays; the pool goes on */
+            n = 0;
+        }
+    }
+    tl__os_mutex_unlock(&s->mu);
+    return n;
+}
+
 tl_status tl_session_evict_all(tl_session *s, const char *device, uint64_t *freed) {
     return tl_session_evict(s, device, UINT64_MAX, freed);
 }
@@ -2422,7 +2667,7 @@ static tl_status forget_locked(tl_session *s, unit *u) {
         sdev *v = &s->dev[u->dev];
         if (u->ticket) tl_device_wait(v->d, u->ticket);
         tl_device_free(v->d, u->dptr);
-        v->used -= u->pl.len;
+        dev_sub_locked(s, u->dev, u->pl.len);
         u->on_dev = u->dirty = false;
         heap_sync_locked(s, u);
         u->dptr = 0;
@@ -2823,7 +3068,7 @@ tl_status tl_session_check(const tl_session *s) {
             st = tl__err(TL_ERR_INTEGRITY, "%s: %llu bytes accounted, %llu held",
                          s->st.devices[d].name, (unsigned long long)s->dev[d].used,
                          (unsigned long long)used[d]);
-        else if (s->dev[d].used > s->dev[d].budget)
+        else if (s->dev[d].used > s->dev[d].budget && s->dev[d].evictable)
             st =
                 tl__err(TL_ERR_INTEGRITY, "%s: %llu bytes used, budget %llu", s->st.devices[d].name,
                         (unsigned long long)s->dev[d].used, (unsigned long long)s->dev[d].budget);
