@@ -541,6 +541,18 @@ def schedules_learned_and_declared():
         s.prefetch_tensors(names[:1])
         with s.acquire_tensors(names) as w:
             assert list(w) == [tensors[2][0], tensors[0][0]], list(w)  # each tensor once, in order
+        s.set_priority(5)
+        s.set_reserve("diffusion", 0)
+        before = s.stats()["devices"][0]["used"]
+        assert before > 0, s.stats()
+        s.set_budget("pylearn", 1)  # smaller than any tensor: everything unreferenced goes
+        assert s.stats()["devices"][0]["used"] == 0, s.stats()
+        try:
+            s.set_budget("nodevice", 1)
+            raise AssertionError("an unknown device was accepted")
+        except tierload.NotFound:
+            pass
+        s.set_budget("pylearn", 64 << 20)
         s.set_schedule([("diffusion", 1, False)])
         assert s.next_step() == ("diffusion", (1, 2), False), s.next_step()
         try:

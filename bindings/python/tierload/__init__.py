@@ -757,6 +757,18 @@ class Session:
         arr, n = self._tensor_list(tensors)
         check(lib.tl_session_prefetch_tensors(self.handle, arr, n))
 
+    def set_budget(self, device, nbytes):
+        """The session's budget on a plan device (weights and compute reserve), applied at once."""
+        check(lib.tl_session_set_budget(self.handle, _b(device), int(nbytes)))
+
+    def set_reserve(self, component, nbytes):
+        """A component's compute reserve in bytes (e.g. the compute buffer just measured)."""
+        check(lib.tl_session_set_reserve(self.handle, _component(component), int(nbytes)))
+
+    def set_priority(self, priority):
+        """Higher is kept longer when several sessions share a device (0 at creation)."""
+        check(lib.tl_session_set_priority(self.handle, int(priority)))
+
     def cancel(self):
         """Cancel the acquires and prefetches in flight (from any thread): they raise
         Cancelled and leave nothing referenced."""
