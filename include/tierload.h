@@ -948,7 +948,10 @@ TL_API tl_status tl_device_ggml_discover(const char *dir, size_t *n_added);
 TL_API const char *tl_device_ggml_reason(void);
 /*
  * The devices of ggml RPC servers (ggml-rpc-server): endpoints is
- * "HOST:PORT[,HOST:PORT...]". Each server is first probed by tierload itself
+ * "HOST:PORT[@BW][,HOST:PORT[@BW]...]", BW the link's bandwidth: bytes per
+ * second as a size ("1.25G", "118M") or bits per second with a decimal
+ * prefix as tc writes them ("10gbit", "1Gbit", "100mbit"). Each server is
+ * first probed by tierload itself
  * (a TCP connection and the protocol handshake, 5 s deadline each), so a
  * server that is not there, refuses, does not answer or speaks another
  * protocol version is an error naming HOST:PORT (TL_ERR_DEVICE;
@@ -962,10 +965,25 @@ TL_API const char *tl_device_ggml_reason(void);
  * does when it is not loaded yet. An endpoint added before is not added
  * again. *n_added (may be NULL) counts the new devices.
  *
+ * The link to each new server is measured once when it is added: its latency
+ * is the shortest of 5 one-byte reads from the server (a round trip), its
+ * bandwidth (unless BW gives it) 4 MiB written and read back, timed, less
+ * the latency; the 4 MiB buffer is freed on the server after. A BW that is
+ * malformed or 0 is TL_ERR_INVALID_ARG; a repeated HOST:PORT is one whatever
+ * its BW. tl_device_link reads the link.
+ *
  * ggml's RPC client ends the process (abort) when a server dies or stops
  * answering in the middle of an operation; tierload cannot catch that.
  */
 TL_API tl_status tl_device_ggml_rpc_add(const char *endpoints, size_t *n_added);
+/*
+ * The network link of device d (an RPC server's device): *bandwidth in bytes
+ * per second, *latency in seconds per round trip, *measured true when the
+ * bandwidth was timed when the server was added, false when given (@BW).
+ * Each pointer may be NULL. TL_ERR_NOT_FOUND for a local device (no link),
+ * TL_ERR_INVALID_ARG for NULL d.
+ */
+TL_API tl_status tl_device_link(tl_device *d, double *bandwidth, double *latency, bool *measured);
 /*
  * ggml ends the process (abort) on errors it cannot return, e.g. an RPC
  * server that dies or stops answering in the middle of a transfer. When

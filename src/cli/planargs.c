@@ -11,8 +11,9 @@
 const char *cli_planargs_help(void) {
     return "  --devices SPEC       hypothetical devices: 'cuda0=16G,cuda1=10G[,cpu=64G]'\n"
            "  --sim SPEC           add simulated GPUs to the real devices ('gpu0=8G')\n"
-           "  --rpc LIST           add the devices of ggml RPC servers 'HOST:PORT[,HOST:PORT...]'\n"
-           "                       (ggml-rpc-server; devices rpcS:D); --rpc-servers = --rpc\n"
+           "  --rpc LIST           add the devices of ggml RPC servers 'HOST:PORT[@BW][,...]'\n"
+           "                       (ggml-rpc-server; devices rpcS:D; BW the link's bytes/s or\n"
+           "                       bits/s as 10gbit, else measured); --rpc-servers = --rpc\n"
            "  --backend SPEC       placements: 'cond=cpu,vae=cuda0,diffusion=cuda0&cuda1';\n"
            "                       '*=', 'all=', 'default=' or a bare name set the default;\n"
            "                       'auto'/'gpu' = the GPU with the most free memory\n"

@@ -281,6 +281,8 @@ struct tl__ggml_dev {
     uint64_t max_size;
     bool remote;                /* an RPC server's device: memory as reported when added */
     uint64_t remote_free, remote_total;
+    double link_bw, link_lat; /* remote: the link's bytes/s and seconds per round trip (0: unknown) */
+    bool link_measured;       /* remote: bandwidth timed at connection, not given */
     pthread_mutex_t lock; /* the pool and cap */
     tl__pool pool;        /* pool.total: the bytes this device holds through tierload */
     uint64_t cap;
@@ -293,6 +295,7 @@ struct tl__ggml_dev {
 };
 
 static const tl_device_ops ggml_ops;
+static uint64_t trim_locked(tl__ggml_dev *g);
 
 tl__ggml_dev *tl__ggml_dev_of(tl_device *d) {
     return d && d->ops == &ggml_ops ? d->self : NULL;
@@ -349,6 +352,39 @@ tl_status tl__ggml_dev_set_threads(tl_device *d, int n_threads) {
     apply_threads(g);
     pthread_mutex_unlock(&g->compute);
     return TL_OK;
+}
+
+tl_status tl__ggml_dev_set_link(tl_device *d, double bandwidth, double latency, bool measured) {
+    tl__ggml_dev *g = tl__ggml_dev_of(d);
+    if (!g || !g->remote) return tl__err(TL_ERR_INVALID_ARG, "not an RPC server's device");
+    pthread_mutex_lock(&g->lock);
+    g->link_bw = bandwidth;
+    g->link_lat = latency;
+    g->link_measured = measured;
+    pthread_mutex_unlock(&g->lock);
+    return TL_OK;
+}
+
+tl_status tl_device_link(tl_device *d, double *bandwidth, double *latency, bool *measured) {
+    tl__ggml_dev *g = tl__ggml_dev_of(d);
+    if (!g || !g->remote) {
+        if (!d) return tl__err(TL_ERR_INVALID_ARG, "tl_device_link: NULL device");
+        return tl__err(TL_ERR_NOT_FOUND, "device is local: it has no network link");
+    }
+    pthread_mutex_lock(&g->lock);
+    if (bandwidth) *bandwidth = g->link_bw;
+    if (latency) *latency = g->link_lat;
+    if (measured) *measured = g->link_measured;
+    pthread_mutex_unlock(&g->lock);
+    return TL_OK;
+}
+
+void tl__ggml_dev_trim(tl_device *d) {
+    tl__ggml_dev *g = tl__ggml_dev_of(d);
+    if (!g) return;
+    pthread_mutex_lock(&g->lock);
+    trim_locked(g);
+    pthread_mutex_unlock(&g->lock);
 }
 
 tl_status tl__ggml_dev_set_cap(tl_device *d, uint64_t cap) {

@@ -174,6 +174,10 @@ void tl__ggml_dev_unlock(tl__ggml_dev *g);
  * cap as total. For tests and budgets.
  */
 tl_status tl__ggml_dev_set_cap(tl_device *d, uint64_t cap);
+/* Record the network link of an RPC server's device (bytes/s, seconds per round trip). */
+tl_status tl__ggml_dev_set_link(tl_device *d, double bandwidth, double latency, bool measured);
+/* Give the device's empty pool chunks back to ggml (frees them on the server). */
+void tl__ggml_dev_trim(tl_device *d);
 
 /*
  * Threads of the device's backend for graph compute (CPU backends: ggml's
