@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,6 +289,26 @@ static void test_bind_rpc(void **state) {
     tu_rpc_stop(&srv);
 }
 
+/*
+ * A listener that answers ggml-rpc's HELLO (command 14, u64 size, 24 bytes)
+ * with protocol 3.1.4: a u64 size of 28, then major, minor, patch, a pad byte
+ * and 24 capability bytes.
+ */
+static void *old_version_server(void *arg) {
+    int ls = *(int *)arg;
+    int c = accept(ls, NULL, NULL);
+    if (c < 0) return NULL;
+    unsigned char req[1 + 8 + 24];
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof req && (r = read(c, req + got, sizeof req - got)) > 0)
+        got += (size_t)r;
+    unsigned char rsp[8 + 28] = {28, 0, 0, 0, 0, 0, 0, 0, 3, 1, 4};
+    if (write(c, rsp, sizeof rsp) != (ssize_t)sizeof rsp) perror("write");
+    close(c);
+    return NULL;
+}
+
 /* Endpoints that are malformed, repeated, closed or silent: clear errors naming them, no hang. */
 static void test_rpc_errors(void **state) {
     (void)state;
@@ -318,6 +339,22 @@ static void test_rpc_errors(void **state) {
     assert_non_null(strstr(tl_last_error(), ep));
     assert_non_null(strstr(tl_last_error(), "no answer"));
     close(ls);
+    /* a server of another protocol version: refused, both versions named */
+    ls = socket(AF_INET, SOCK_STREAM, 0);
+    a.sin_port = 0;
+    assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof a), 0);
+    l = sizeof a;
+    assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &l), 0);
+    assert_int_equal(listen(ls, 4), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, old_version_server, &ls), 0);
+    snprintf(ep, sizeof ep, "127.0.0.1:%d", ntohs(a.sin_port));
+    assert_int_equal(tl_device_ggml_rpc_add(ep, NULL), TL_ERR_UNSUPPORTED);
+    pthread_join(th, NULL);
+    close(ls);
+    assert_non_null(strstr(tl_last_error(), ep));
+    assert_non_null(strstr(tl_last_error(), "3.1.4"));
+    assert_non_null(strstr(tl_last_error(), "7.0"));
 }
 
 static void die_with_9(const char *message) {
