@@ -1073,18 +1073,30 @@ TL_API void tl_ggml_host_buffer_destroy(tl_ggml_host_buffer *b);
  *   - The search is exact over these candidates (every GPU subset up to 6
  *     GPUs; with more, single GPUs and the k largest), with a node limit of
  *     4M as a safety net that realistic inputs never reach.
+ *   - Devices behind a network link (tl_plan_options.links: RPC servers)
+ *     cost link time per run: for each of a component's devices with a
+ *     link, the weight bytes that cross it every run (phase residency: its
+ *     share once per run; streaming: the streamed bytes once per pass) at
+ *     the link's bandwidth, plus per pass one round trip and
+ *     TL_PLAN_LINK_PASS_BYTES of activations each way at the link's
+ *     bandwidth. Weights resident for the run cross the link once per
+ *     model (a server's cache keeps them: tl_plan_link.push_once), not per
+ *     run. So with links of unequal speed the components that run the most
+ *     passes go to the fastest links.
  *   - Objective (exact, deterministic search): most GPU-resident bytes weighted
  *     by priority (diffusion 4, controlnet 3, cond 2, vae 1, other 1), then
  *     most priority-weighted bytes computed on a GPU (so streaming beats the
- *     cpu), then fewest bytes moved per run, then fewest GPUs, then fewest
- *     (component, GPU) pairs; ties keep the first in enumeration order
- *     (lower device indices first).
+ *     cpu), then least link time per run (to the nanosecond), then fewest
+ *     bytes moved per run, then fewest GPUs, then fewest (component, GPU)
+ *     pairs; ties keep the first in enumeration order (lower device indices
+ *     first).
  */
 
 #define TL_PLAN_MAX_GPUS 64                        /* GPUs one plan may use */
 #define TL_PLAN_MAX_DEVICES (TL_PLAN_MAX_GPUS + 1) /* devices a plan may describe (GPUs, host) */
 #define TL_PLAN_MAX_PHASES 8
 #define TL_PLAN_HOST 0xFFFFFFFFu /* device index meaning "the host (cpu)" in parsed specs */
+#define TL_PLAN_LINK_PASS_BYTES (2ull << 20) /* activations each way per pass, link cost model */
 
 typedef enum tl_plan_mode {
     TL_PLAN_MODE_CPU = 0,
@@ -1284,6 +1296,14 @@ typedef struct tl_plan_options {
     uint32_t layer_split; /* on several GPUs: split by whole layers only */
     uint32_t row_split;   /* on several GPUs: split by rows only (also when the backend spec
                              lists the GPUs, which otherwise gives a layer split) */
+    /*
+     * Network links of devices reached over one (RPC servers' devices):
+     * "NAME=BW[:lat=TIME],..." with BW in bytes per second (a size: "1.25G")
+     * and TIME the round trip (s/ms/us/ns; default 0); names as in backend
+     * specs. A device not named is local (no link). NULL or "" = none. See
+     * the link cost in the model above.
+     */
+    const char *links;
 } tl_plan_options;
 
 /* Defaults: auto-fit every component, no cap, no headroom, default reserves and phases. */
@@ -1330,6 +1350,18 @@ TL_API size_t tl_plan_device_count(const tl_plan *p);
 TL_API const tl_plan_device *tl_plan_device_of(const tl_plan *p, size_t i);
 /* Budget of device i (bytes). */
 TL_API uint64_t tl_plan_device_budget(const tl_plan *p, size_t i);
+
+/* The network link of a plan's device and what crosses it (tl_plan_device_link). */
+typedef struct tl_plan_link {
+    double bandwidth;    /* bytes per second */
+    double latency;      /* seconds per round trip */
+    uint64_t push_once;  /* weights resident for the run: cross once per model */
+    uint64_t per_run;    /* weight bytes that cross every run (phase residency, streaming) */
+    uint64_t passes;     /* compute passes on the device per run */
+    double seconds;      /* modeled link time per run (see the model above) */
+} tl_plan_link;
+/* Device i's link: TL_ERR_NOT_FOUND for a local device, TL_ERR_INVALID_ARG for i out of range. */
+TL_API tl_status tl_plan_device_link(const tl_plan *p, size_t i, tl_plan_link *out);
 
 /*
  * Where one component goes. In a feasible plan, the placement that fits the
@@ -1391,7 +1423,8 @@ TL_API const tl_vae_tiling *tl_plan_tiling(const tl_plan *p);
 /*
  * The plan as JSON (what `tierload plan --json` prints; tl_plan_from_json
  * reads it back): {"feasible","error","devices":[{"name","gpu","total",
- * "free","budget"}],"phases":[...],"components":[{"name","bytes","reserve",
+ * "free","budget"} + for a device with a link "link":{"bandwidth","latency",
+ * "push_once","per_run","passes","seconds"}],"phases":[...],"components":[{"name","bytes","reserve",
  * "mode","residency","devices","shares","device_bytes","host_bytes",
  * "moved_per_run","requested"}],"peaks":[{"device","phase","bytes"}],"moved_per_run",
  * "host_bytes","score","vae_tiling"}; "shortfall" only in an infeasible plan
