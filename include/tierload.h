@@ -985,6 +985,20 @@ TL_API tl_status tl_device_ggml_rpc_add(const char *endpoints, size_t *n_added);
  */
 TL_API tl_status tl_device_link(tl_device *d, double *bandwidth, double *latency, bool *measured);
 /*
+ * What crossed the link to device d's RPC server since the server was added
+ * (after the link was measured), counted by the kernel on ggml's connection
+ * to it (TCP bytes acked, and received): *sent and *received are the
+ * server's (every device of a server shares its connection); *written is
+ * the bytes tierload copied to d. tierload marks an RPC device's buffers as
+ * weights, so ggml's RPC client offers each write above 10 MiB as a hash
+ * first, and a server with a cache (ggml-rpc-server -c) that holds those
+ * bytes takes them from the cache: written - sent is then roughly what the
+ * cache saved. Each pointer may be NULL. TL_ERR_NOT_FOUND when d is not an
+ * RPC server's device; TL_ERR_DEVICE when no connection to it is open.
+ */
+TL_API tl_status tl_device_link_traffic(tl_device *d, uint64_t *sent, uint64_t *received,
+                                        uint64_t *written);
+/*
  * ggml ends the process (abort) on errors it cannot return, e.g. an RPC
  * server that dies or stops answering in the middle of a transfer. When
  * tierload loads ggml it installs ggml's abort callback: the message says

@@ -250,6 +250,8 @@ static bool load_locked(const char *dir) {
     SYM(lib, reg_by_name, "ggml_backend_reg_by_name");
     SYM(base, buffer_init_tensor, "ggml_backend_buffer_init_tensor");
 #undef SYM
+    void *su = tl__os_dlsym(base, "ggml_backend_buffer_set_usage");
+    memcpy(&G.buffer_set_usage, &su, sizeof su);
     G.log_set(ggml_log_cb, NULL);
     void *sac = tl__os_dlsym(base, "ggml_set_abort_callback");
     if (sac) {
@@ -283,6 +285,7 @@ struct tl__ggml_dev {
     uint64_t remote_free, remote_total;
     double link_bw, link_lat; /* remote: the link's bytes/s and seconds per round trip (0: unknown) */
     bool link_measured;       /* remote: bandwidth timed at connection, not given */
+    uint64_t written;         /* remote: bytes copied to the device (under lock) */
     pthread_mutex_t lock; /* the pool and cap */
     tl__pool pool;        /* pool.total: the bytes this device holds through tierload */
     uint64_t cap;
@@ -361,6 +364,7 @@ tl_status tl__ggml_dev_set_link(tl_device *d, double bandwidth, double latency, 
     g->link_bw = bandwidth;
     g->link_lat = latency;
     g->link_measured = measured;
+    g->written = 0; /* what the measurement wrote is not the caller's traffic */
     pthread_mutex_unlock(&g->lock);
     return TL_OK;
 }
@@ -377,6 +381,15 @@ tl_status tl_device_link(tl_device *d, double *bandwidth, double *latency, bool 
     if (measured) *measured = g->link_measured;
     pthread_mutex_unlock(&g->lock);
     return TL_OK;
+}
+
+uint64_t tl__ggml_dev_written(tl_device *d) {
+    tl__ggml_dev *g = tl__ggml_dev_of(d);
+    if (!g || !g->remote) return 0;
+    pthread_mutex_lock(&g->lock);
+    uint64_t w = g->written;
+    pthread_mutex_unlock(&g->lock);
+    return w;
 }
 
 void tl__ggml_dev_trim(tl_device *d) {
@@ -492,6 +505,12 @@ static tl_status grow_locked(tl__ggml_dev *g, uint64_t size) {
                        g->name, (unsigned long long)want, *tl__ggml_last_log() ? ": " : "",
                        tl__ggml_last_log());
     }
+    /*
+     * An RPC server's buffers hold weights: ggml's RPC client then sends a
+     * write above its threshold (10 MiB) as a hash first, and a server with
+     * a cache (ggml-rpc-server -c) that has those bytes takes them from it.
+     */
+    if (g->remote && G.buffer_set_usage) G.buffer_set_usage(buf, TL_GGML_USAGE_WEIGHTS);
     tl_devptr p0;
     if (g->host) {
         p0 = (tl_devptr)(uintptr_t)base;
@@ -608,10 +627,16 @@ static tl_status gg_copy_to(void *self, tl_devptr dst, const void *src, uint64_t
     void *ctx, *t;
     tl_status s = view(self, dst, n, &ctx, &t);
     if (s != TL_OK) return tl__err_prefix(s, "copy to device");
-    doing(((tl__ggml_dev *)self)->name, ((tl__ggml_dev *)self)->desc, "copying", n);
+    tl__ggml_dev *g = self;
+    doing(g->name, g->desc, "copying", n);
     G.tensor_set(t, src, 0, (size_t)n);
     doing(NULL, NULL, NULL, 0);
     G.free(ctx);
+    if (g->remote) {
+        pthread_mutex_lock(&g->lock);
+        g->written += n;
+        pthread_mutex_unlock(&g->lock);
+    }
     return TL_OK;
 }
 

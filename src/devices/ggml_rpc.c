@@ -53,6 +53,8 @@ typedef struct rpc_ep {
 static pthread_mutex_t rpc_lock = PTHREAD_MUTEX_INITIALIZER;
 static char **rpc_added; /* endpoints added, in order: their index is S in "rpcS:D" */
 static size_t rpc_n;
+/* per server S: its connection's byte counters when it was added (after the measurement) */
+static uint64_t *rpc_base_sent, *rpc_base_recv;
 
 /* Split "HOST:PORT" (HOST may be [v6]); false when malformed. */
 static bool split_endpoint(const char *ep, char *host, size_t hcap, int *port) {
@@ -217,6 +219,12 @@ static tl_status add_one(const rpc_ep *e, size_t *added) {
     char **na = tl__os_realloc(rpc_added, (rpc_n + 1) * sizeof *na);
     if (!na) return tl__err(TL_ERR_NOMEM, "out of memory");
     rpc_added = na;
+    uint64_t *bs = tl__os_realloc(rpc_base_sent, (rpc_n + 1) * sizeof *bs);
+    if (!bs) return tl__err(TL_ERR_NOMEM, "out of memory");
+    rpc_base_sent = bs;
+    uint64_t *br = tl__os_realloc(rpc_base_recv, (rpc_n + 1) * sizeof *br);
+    if (!br) return tl__err(TL_ERR_NOMEM, "out of memory");
+    rpc_base_recv = br;
     char *cp = tl__os_strdup(ep);
     if (!cp) return tl__err(TL_ERR_NOMEM, "out of memory");
     size_t server = rpc_n;
@@ -240,6 +248,9 @@ static tl_status add_one(const rpc_ep *e, size_t *added) {
         if (st) return st;
         (*added)++;
     }
+    int nc;
+    if (tl__os_tcp_peer_bytes(e->host, e->port, &rpc_base_sent[server], &rpc_base_recv[server], &nc))
+        rpc_base_sent[server] = rpc_base_recv[server] = 0;
     return TL_OK;
 }
 
@@ -297,4 +308,34 @@ tl_status tl_device_ggml_rpc_add(const char *endpoints, size_t *n_added) {
     free(eps);
     if (n_added) *n_added = added;
     return st;
+}
+
+tl_status tl_device_link_traffic(tl_device *d, uint64_t *sent, uint64_t *received,
+                                 uint64_t *written) {
+    if (!d) return tl__err(TL_ERR_INVALID_ARG, "tl_device_link_traffic: NULL device");
+    const char *name = tl_device_name(d);
+    size_t server, dev;
+    char tail;
+    if (tl_device_link(d, NULL, NULL, NULL) != TL_OK ||
+        sscanf(name, "rpc%zu:%zu%c", &server, &dev, &tail) != 2)
+        return tl__err(TL_ERR_NOT_FOUND, "device '%s' is not an RPC server's device", name);
+    pthread_mutex_lock(&rpc_lock);
+    if (server >= rpc_n) {
+        pthread_mutex_unlock(&rpc_lock);
+        return tl__err(TL_ERR_NOT_FOUND, "device '%s': no such RPC server", name);
+    }
+    char host[256];
+    int port;
+    split_endpoint(rpc_added[server], host, sizeof host, &port);
+    uint64_t s0 = rpc_base_sent[server], r0 = rpc_base_recv[server], s1, r1;
+    pthread_mutex_unlock(&rpc_lock);
+    int nc;
+    int e = tl__os_tcp_peer_bytes(host, port, &s1, &r1, &nc);
+    if (e || nc == 0)
+        return tl__err(TL_ERR_DEVICE, "device '%s': no connection to its server found%s%s", name,
+                       e ? ": " : "", e ? strerror(e) : "");
+    if (sent) *sent = s1 > s0 ? s1 - s0 : 0;
+    if (received) *received = r1 > r0 ? r1 - r0 : 0;
+    if (written) *written = tl__ggml_dev_written(d);
+    return TL_OK;
 }

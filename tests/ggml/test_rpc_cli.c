@@ -5,7 +5,10 @@
  * every byte and multiplies each 2-D weight there with ggml), and endpoints
  * that are malformed (exit 2) or closed (exit 9) are named in the error. The
  * link to a server is measured when it is added, or taken from HOST:PORT@BW
- * (1gbit is 125,000,000 bytes/s; 1250M is 1,310,720,000).
+ * (1gbit is 125,000,000 bytes/s; 1250M is 1,310,720,000). A server with its
+ * tensor cache (-c) is sent a model's weights once: the second run's bytes
+ * over the connection are under 1% of the first's (the 16 MiB tensors go as
+ * hashes), with every byte still checked.
  */
 #include "rpc_server.h"
 #include "testutil.h"
@@ -90,6 +93,48 @@ static void test_link(void **state) {
     tu_rpc_stop(&srv);
 }
 
+/* The "sent" and "written" of the run's JSON "links" entry for rpc0:0. */
+static void link_bytes(const char *out, double *sent, double *written) {
+    const char *l = strstr(out, "\"links\":[{\"device\":\"rpc0:0\"");
+    assert_non_null(l);
+    const char *s = strstr(l, "\"sent\":"), *w = strstr(l, "\"written\":");
+    assert_non_null(s);
+    assert_non_null(w);
+    *sent = strtod(s + strlen("\"sent\":"), NULL);
+    *written = strtod(w + strlen("\"written\":"), NULL);
+}
+
+static void test_cache_second_run(void **state) {
+    (void)state;
+    TU_NEED_GGML();
+    char *dir = tu_tmpdir();
+    char *model = tu_path(dir, "m.gguf");
+    /* 6 tensors of 16 MiB: above ggml's 10 MiB threshold for sending a hash first */
+    tu_run r = tu_cli_run("mkmodel", model, "--size", "96M", "--tensors", "6", "--profile", "llm",
+                          NULL);
+    if (r.status != 0) fail_msg("mkmodel: %d %s", r.status, r.err);
+    tu_run_free(&r);
+    tu_rpc srv;
+    char why[256];
+    if (!tu_rpc_start_cached(&srv, dir, why, sizeof why)) fail_msg("%s", why);
+    double sent[2], written[2];
+    for (int i = 0; i < 2; i++) {
+        r = tu_cli_run("run", model, "--rpc", srv.endpoint, "--backend", "*=rpc0:0", "--reserve",
+                       "other=0", "--pipeline", "other", "--json", NULL);
+        if (r.status != 0) fail_msg("run %d: %d %s", i + 1, r.status, r.err);
+        assert_non_null(strstr(r.out, "\"hash_mismatches\":0"));
+        link_bytes(r.out, &sent[i], &written[i]);
+        tu_run_free(&r);
+    }
+    tu_rpc_stop(&srv);
+    /* both runs wrote the 96 MiB; the first sent them, the second under 1% of that */
+    assert_true(written[0] == 96.0 * 1024 * 1024 && written[1] == written[0]);
+    if (!(sent[0] >= written[0])) fail_msg("first run sent %.0f of %.0f", sent[0], written[0]);
+    if (!(sent[1] <= 0.01 * sent[0])) fail_msg("second run sent %.0f (first %.0f)", sent[1], sent[0]);
+    tu_tmpdir_rm(dir);
+    free(model);
+}
+
 static void test_bad_endpoints(void **state) {
     (void)state;
     TU_NEED_GGML();
@@ -113,6 +158,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_devices_plan_run),
         cmocka_unit_test(test_link),
+        cmocka_unit_test(test_cache_second_run),
         cmocka_unit_test(test_bad_endpoints),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
