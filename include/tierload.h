@@ -972,8 +972,14 @@ TL_API const char *tl_device_ggml_reason(void);
  * malformed or 0 is TL_ERR_INVALID_ARG; a repeated HOST:PORT is one whatever
  * its BW. tl_device_link reads the link.
  *
- * ggml's RPC client ends the process (abort) when a server dies or stops
- * answering in the middle of an operation; tierload cannot catch that.
+ * tierload keeps one small buffer on each server for the life of the
+ * process, so ggml's client keeps its one connection to it, and gives that
+ * connection send and receive timeouts of TIERLOAD_RPC_TIMEOUT seconds
+ * (default 30): a server that stops answering in the middle of an operation
+ * then fails it instead of hanging the process. ggml's RPC client ends the
+ * process (abort, see tl_device_ggml_on_abort) when a server dies or times
+ * out in the middle of an operation; tierload cannot catch that. A graph
+ * compute on a server that takes longer than the timeout fails the same way.
  */
 TL_API tl_status tl_device_ggml_rpc_add(const char *endpoints, size_t *n_added);
 /*

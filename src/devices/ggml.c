@@ -38,6 +38,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
 
@@ -55,16 +56,24 @@ static char g_reason[768] = "not loaded";
  * device, then hands over to the program's handler (tl_device_ggml_on_abort).
  */
 static _Thread_local char g_doing[200];
+/*
+ * The g_doing of the thread with the latest operation in flight: ggml's RPC
+ * client fails on its own dispatcher thread while the thread that asked
+ * waits, so the message takes that thread's words (stable while it waits).
+ */
+static char *_Atomic g_doing_any;
 static tl_ggml_abort_fn g_on_abort;
 
 static void on_ggml_abort(const char *msg) {
     char line[768];
+    const char *d = g_doing[0] ? g_doing : atomic_load(&g_doing_any);
+    if (d && !d[0]) d = NULL;
     snprintf(line, sizeof line, "ggml stopped the process: %s%s%s", msg ? msg : "?",
-             g_doing[0] ? " (while " : "", g_doing[0] ? g_doing : "");
+             d ? " (while " : "", d ? d : "");
     size_t n = strlen(line);
     while (n && line[n - 1] == '\n')
         line[--n] = 0;
-    if (g_doing[0] && n + 1 < sizeof line) snprintf(line + n, sizeof line - n, ")");
+    if (d && n + 1 < sizeof line) snprintf(line + n, sizeof line - n, ")");
     tl_ggml_abort_fn fn = __atomic_load_n(&g_on_abort, __ATOMIC_ACQUIRE);
     if (fn) {
         fn(line);
@@ -82,11 +91,14 @@ void tl_device_ggml_on_abort(tl_ggml_abort_fn fn) {
 /* What this thread asks of a device now, for the abort message (what NULL: done). */
 static void doing(const char *name, const char *desc, const char *what, uint64_t n) {
     if (!what) {
+        char *mine = g_doing;
+        atomic_compare_exchange_strong(&g_doing_any, &mine, NULL);
         g_doing[0] = 0;
         return;
     }
     snprintf(g_doing, sizeof g_doing, "%s %llu bytes %s %s, %s", what, (unsigned long long)n,
              strcmp(what, "copying") ? "on" : "to", name, desc);
+    atomic_store(&g_doing_any, g_doing);
 }
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -19,6 +19,7 @@
  * connection capabilities, zero: plain TCP); the server answers a u64 size
  * and {major, minor, patch, pad, 24 capability bytes}.
  */
+#include "core/env.h"
 #include "core/error.h"
 #include "devices/devices.h"
 #include "devices/ggml_dl.h"
@@ -41,6 +42,7 @@
 #define MEASURE_BYTES (4u << 20) /* written and read back to time a link */
 #define MEASURE_PINGS 5          /* one-byte reads; the shortest is the round trip */
 #define MAX_ENDPOINTS 64
+#define IO_TIMEOUT_S 30 /* default silence allowed mid-operation (TIERLOAD_RPC_TIMEOUT) */
 
 /* One parsed --rpc item. */
 typedef struct rpc_ep {
@@ -198,6 +200,15 @@ static tl_status measure(tl_device *d, const char *ep, double given_bw, double *
     return st;
 }
 
+/* The silence allowed mid-operation, in ms: TIERLOAD_RPC_TIMEOUT seconds, else IO_TIMEOUT_S. */
+static int io_timeout_ms(void) {
+    const char *v = tl__env_get(TL_ENV_RPC_TIMEOUT);
+    char *end;
+    double s = v ? strtod(v, &end) : 0;
+    if (!v || *end || !(s > 0) || s > 86400) s = IO_TIMEOUT_S;
+    return (int)(s * 1000 + 0.5);
+}
+
 /* Add one probed server's devices (rpc_lock held). */
 static tl_status add_one(const rpc_ep *e, size_t *added) {
     const char *ep = e->ep;
@@ -229,6 +240,14 @@ static tl_status add_one(const rpc_ep *e, size_t *added) {
     if (!cp) return tl__err(TL_ERR_NOMEM, "out of memory");
     size_t server = rpc_n;
     rpc_added[rpc_n++] = cp;
+    /*
+     * ggml's client keeps its connection to a server only while a buffer or
+     * backend of it lives: a small buffer held for the process keeps it open,
+     * so the one connection carries every operation (its timeout and byte
+     * counters below stay valid).
+     */
+    void *keep = G->buft_alloc_buffer(G->dev_buffer_type(G->reg_dev_get(sreg, 0)), 64);
+    if (!keep) return tl__err(TL_ERR_DEVICE, "RPC server %s: cannot allocate a buffer on it", ep);
     double bw = 0, lat = 0;
     bool timed = false;
     for (size_t i = 0; i < nd; i++) {
@@ -251,6 +270,16 @@ static tl_status add_one(const rpc_ep *e, size_t *added) {
     int nc;
     if (tl__os_tcp_peer_bytes(e->host, e->port, &rpc_base_sent[server], &rpc_base_recv[server], &nc))
         rpc_base_sent[server] = rpc_base_recv[server] = 0;
+    /*
+     * ggml's client blocks on its socket without a deadline: a server that
+     * stops answering would hang the process. With a timeout the call fails,
+     * ggml aborts, and the abort callback names the server.
+     */
+    int ms = io_timeout_ms();
+    if (tl__os_tcp_peer_timeout(e->host, e->port, ms, &nc) || nc == 0)
+        return tl__err(TL_ERR_DEVICE,
+                       "RPC server %s: cannot find ggml's connection to it to give it a timeout",
+                       ep);
     return TL_OK;
 }
 
@@ -294,8 +323,15 @@ tl_status tl_device_ggml_rpc_add(const char *endpoints, size_t *n_added) {
     }
     if (!st && n == 0)
         st = tl__err(TL_ERR_INVALID_ARG, "--rpc: no endpoint (HOST:PORT[@BW][,...])");
-    for (size_t i = 0; !st && i < n; i++)
-        st = probe(eps[i].ep, eps[i].host, eps[i].port);
+    for (size_t i = 0; !st && i < n; i++) {
+        /* one added before is connected through ggml already (a server serves one client) */
+        pthread_mutex_lock(&rpc_lock);
+        bool known = false;
+        for (size_t k = 0; k < rpc_n && !known; k++)
+            known = !strcasecmp(rpc_added[k], eps[i].ep);
+        pthread_mutex_unlock(&rpc_lock);
+        if (!known) st = probe(eps[i].ep, eps[i].host, eps[i].port);
+    }
     if (!st) st = tl__ggml_load(NULL);
     size_t added = 0;
     if (!st) {

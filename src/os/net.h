@@ -23,5 +23,11 @@ int tl__os_recv_all(int fd, void *buf, size_t n, int timeout_ms);
  */
 int tl__os_tcp_peer_bytes(const char *host, int port, uint64_t *sent, uint64_t *received,
                           int *n_conn);
+/*
+ * Give every open TCP connection of this process to host:port send and
+ * receive timeouts of timeout_ms (SO_SNDTIMEO, SO_RCVTIMEO): a blocking call
+ * on them then fails instead of waiting forever. *n_conn: connections set.
+ */
+int tl__os_tcp_peer_timeout(const char *host, int port, int timeout_ms, int *n_conn);
 
 #endif

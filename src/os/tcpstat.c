@@ -2,7 +2,8 @@
  * tcpstat.c — the bytes this process's TCP connections to one peer carried
  * (the kernel's tcp_info: bytes acked by the peer, bytes received), found by
  * walking the process's open sockets. Lets tierload count what crossed a
- * link on connections that another library (ggml's RPC client) owns.
+ * link on connections that another library (ggml's RPC client) owns, and
+ * the same walk to give such connections send and receive timeouts.
  */
 #include "os/net.h"
 
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 /* Same address and port (IPv4 or IPv6). */
 static int same_peer(const struct sockaddr_storage *a, const struct sockaddr *b) {
@@ -31,10 +33,8 @@ static int same_peer(const struct sockaddr_storage *a, const struct sockaddr *b)
     return 0;
 }
 
-int tl__os_tcp_peer_bytes(const char *host, int port, uint64_t *sent, uint64_t *received,
-                          int *n_conn) {
-    *sent = *received = 0;
-    *n_conn = 0;
+/* Call fn on every open socket of this process connected to host:port. */
+static int each_peer_socket(const char *host, int port, void (*fn)(int fd, void *arg), void *arg) {
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
     struct addrinfo hints, *res = NULL;
@@ -61,16 +61,54 @@ int tl__os_tcp_peer_bytes(const char *host, int port, uint64_t *sent, uint64_t *
         int match = 0;
         for (struct addrinfo *a = res; a && !match; a = a->ai_next)
             match = same_peer(&peer, a->ai_addr);
-        if (!match) continue;
-        struct tcp_info ti;
-        socklen_t tl = sizeof ti;
-        memset(&ti, 0, sizeof ti);
-        if (getsockopt((int)fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) != 0) continue;
-        *sent += ti.tcpi_bytes_acked;
-        *received += ti.tcpi_bytes_received;
-        (*n_conn)++;
+        if (match) fn((int)fd, arg);
     }
     closedir(dir);
     freeaddrinfo(res);
     return 0;
+}
+
+typedef struct counts {
+    uint64_t sent, received;
+    int n;
+} counts;
+
+static void add_counts(int fd, void *arg) {
+    counts *c = arg;
+    struct tcp_info ti;
+    socklen_t tl = sizeof ti;
+    memset(&ti, 0, sizeof ti);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) != 0) return;
+    c->sent += ti.tcpi_bytes_acked;
+    c->received += ti.tcpi_bytes_received;
+    c->n++;
+}
+
+int tl__os_tcp_peer_bytes(const char *host, int port, uint64_t *sent, uint64_t *received,
+                          int *n_conn) {
+    counts c = {0, 0, 0};
+    int e = each_peer_socket(host, port, add_counts, &c);
+    *sent = c.sent;
+    *received = c.received;
+    *n_conn = c.n;
+    return e;
+}
+
+typedef struct timeouts {
+    int ms, n;
+} timeouts;
+
+static void set_timeouts(int fd, void *arg) {
+    timeouts *t = arg;
+    struct timeval tv = {t->ms / 1000, (t->ms % 1000) * 1000};
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0 &&
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0)
+        t->n++;
+}
+
+int tl__os_tcp_peer_timeout(const char *host, int port, int timeout_ms, int *n_conn) {
+    timeouts t = {timeout_ms, 0};
+    int e = each_peer_socket(host, port, set_timeouts, &t);
+    *n_conn = t.n;
+    return e;
 }

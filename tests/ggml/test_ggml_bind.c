@@ -363,12 +363,14 @@ static void die_with_9(const char *message) {
 }
 
 /*
- * A server that dies after it was added: ggml's RPC client ends the process;
- * the handler hears what ggml said and which device and endpoint tierload was
- * moving bytes to, and ends it with its own status (in a child process here).
+ * A server that dies (silent: stops answering, SIGSTOP) after it was added:
+ * ggml's RPC client ends the process — for a silent server once the
+ * connection's timeout (TIERLOAD_RPC_TIMEOUT, 1 s here) passes, rather than
+ * waiting forever; the handler hears what ggml said and which device and
+ * endpoint tierload was moving bytes to, and ends it with its own status (in
+ * a child process here).
  */
-static void test_rpc_server_dies(void **state) {
-    (void)state;
+static void lose_server(bool silent) {
     TU_NEED_GGML();
     if (TU_UNDER_TSAN) {
         printf("  SKIP: ThreadSanitizer does not support fork() once threads run\n");
@@ -386,6 +388,7 @@ static void test_rpc_server_dies(void **state) {
     if (pid == 0) {
         dup2(err[1], 2);
         signal(SIGPIPE, SIG_IGN);
+        if (silent) setenv("TIERLOAD_RPC_TIMEOUT", "1", 1);
         tl_device_ggml_on_abort(die_with_9);
         if (tl_device_ggml_rpc_add(srv.endpoint, NULL) != TL_OK) _exit(3);
         tl_device *d = NULL;
@@ -401,6 +404,7 @@ static void test_rpc_server_dies(void **state) {
         tl_devptr p;
         tl_status st = tl_device_alloc(d, sizeof buf, &p);
         if (st == TL_OK) st = tl_device_copy_to(d, p, buf, sizeof buf);
+        if (st == TL_OK) st = tl_device_copy_from(d, buf, p, sizeof buf); /* waits for an answer */
         _exit(st == TL_OK ? 7 : 8); /* not reached: ggml ends the process first */
     }
     assert_true(pid > 0);
@@ -409,7 +413,10 @@ static void test_rpc_server_dies(void **state) {
     close(down[0]);
     char c;
     assert_int_equal(read(up[0], &c, 1), 1);
-    tu_rpc_stop(&srv); /* the server dies after the child added it */
+    if (silent) /* the server stops answering after the child added it */
+        kill(srv.pid, SIGSTOP);
+    else /* the server dies after the child added it */
+        tu_rpc_stop(&srv);
     assert_int_equal(write(down[1], &c, 1), 1);
     static char text[4096];
     size_t got = 0;
@@ -424,8 +431,19 @@ static void test_rpc_server_dies(void **state) {
     close(down[1]);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 9)
         fail_msg("child status %d, stderr: %s", status, text);
-    assert_non_null(strstr(text, "ggml stopped the process"));
-    assert_non_null(strstr(text, srv.endpoint));
+    if (!strstr(text, "ggml stopped the process") || !strstr(text, srv.endpoint))
+        fail_msg("stderr: %s", text);
+    tu_rpc_stop(&srv); /* SIGKILL ends a stopped one too */
+}
+
+static void test_rpc_server_dies(void **state) {
+    (void)state;
+    lose_server(false);
+}
+
+static void test_rpc_server_silent(void **state) {
+    (void)state;
+    lose_server(true);
 }
 
 int main(void) {
@@ -443,6 +461,7 @@ int main(void) {
         cmocka_unit_test(test_bind_rpc),
         cmocka_unit_test(test_rpc_errors),
         cmocka_unit_test(test_rpc_server_dies),
+        cmocka_unit_test(test_rpc_server_silent),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }
