@@ -38,6 +38,10 @@ static int help(void) {
         "                       where it lives, compared with the product of the file's bytes\n"
         "  --ggml-dir DIR       ggml's libraries (default TIERLOAD_GGML_DIR)\n"
         "  --compute-threads N  threads of ggml's CPU backend (default: ggml's)\n"
+        "  --rpc LIST           (see below) a server lost mid-run (dead, or silent for\n"
+        "                       TIERLOAD_RPC_TIMEOUT s, default 30) is dropped: the run plans\n"
+        "                       again without it (placement flags dropped) and reloads from\n"
+        "                       the file\n"
         "  --json               the report as JSON (with RPC servers' devices: \"links\",\n"
         "                       bytes written, sent and received over each server's\n"
         "                       connection, and what its cache saved)\n"
@@ -599,8 +603,12 @@ static int run_entry(int argc, char **argv, bool parse_only) {
     return rc;
 }
 
-int cmd_run(int argc, char **argv) {
+static int run_once(int argc, char **argv) {
     return run_entry(argc, argv, false);
+}
+
+int cmd_run(int argc, char **argv) {
+    return cli_run_rpc_retry(argc, argv, run_once);
 }
 
 int cmd_run_check_args(int argc, char **argv) {
