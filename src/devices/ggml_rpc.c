@@ -57,6 +57,7 @@ static char **rpc_added; /* endpoints added, in order: their index is S in "rpcS
 static size_t rpc_n;
 /* per server S: its connection's byte counters when it was added (after the measurement) */
 static uint64_t *rpc_base_sent, *rpc_base_recv;
+static void **rpc_keep; /* per server S: the small buffer that keeps ggml's connection open */
 
 /* Split "HOST:PORT" (HOST may be [v6]); false when malformed. */
 static bool split_endpoint(const char *ep, char *host, size_t hcap, int *port) {
@@ -236,6 +237,9 @@ static tl_status add_one(const rpc_ep *e, size_t *added) {
     uint64_t *br = tl__os_realloc(rpc_base_recv, (rpc_n + 1) * sizeof *br);
     if (!br) return tl__err(TL_ERR_NOMEM, "out of memory");
     rpc_base_recv = br;
+    void **kp = tl__os_realloc(rpc_keep, (rpc_n + 1) * sizeof *kp);
+    if (!kp) return tl__err(TL_ERR_NOMEM, "out of memory");
+    rpc_keep = kp;
     char *cp = tl__os_strdup(ep);
     if (!cp) return tl__err(TL_ERR_NOMEM, "out of memory");
     size_t server = rpc_n;
@@ -248,12 +252,13 @@ static tl_status add_one(const rpc_ep *e, size_t *added) {
      */
     void *keep = G->buft_alloc_buffer(G->dev_buffer_type(G->reg_dev_get(sreg, 0)), 64);
     if (!keep) return tl__err(TL_ERR_DEVICE, "RPC server %s: cannot allocate a buffer on it", ep);
+    rpc_keep[server] = keep; /* held for the process's life */
     double bw = 0, lat = 0;
     bool timed = false;
     for (size_t i = 0; i < nd; i++) {
         char name[TL_DEVICE_NAME_MAX], desc[TL_DEVICE_DESC_MAX];
         snprintf(name, sizeof name, "rpc%zu:%zu", server, i);
-        snprintf(desc, sizeof desc, "ggml RPC server %s, device %zu", ep, i);
+        snprintf(desc, sizeof desc, "ggml RPC server %.50s, device %zu", ep, i);
         if (tl__ggml_registered(name)) continue;
         tl_device *d = NULL;
         tl_status st = tl__ggml_dev_make(G->reg_dev_get(sreg, i), name, desc, true, &d);
