@@ -976,7 +976,10 @@ TL_API tl_status tl_device_ggml_discover(const char *dir, size_t *n_added);
 TL_API const char *tl_device_ggml_reason(void);
 /*
  * The devices of ggml RPC servers (ggml-rpc-server): endpoints is
- * "HOST:PORT[,HOST:PORT...]". Each server is first probed by tierload itself
+ * "HOST:PORT[@BW][,HOST:PORT[@BW]...]", BW the link's bandwidth: bytes per
+ * second as a size ("1.25G", "118M") or bits per second with a decimal
+ * prefix as tc writes them ("10gbit", "1Gbit", "100mbit"). Each server is
+ * first probed by tierload itself
  * (a TCP connection and the protocol handshake, 5 s deadline each), so a
  * server that is not there, refuses, does not answer or speaks another
  * protocol version is an error naming HOST:PORT (TL_ERR_DEVICE;
@@ -990,10 +993,45 @@ TL_API const char *tl_device_ggml_reason(void);
  * does when it is not loaded yet. An endpoint added before is not added
  * again. *n_added (may be NULL) counts the new devices.
  *
- * ggml's RPC client ends the process (abort) when a server dies or stops
- * answering in the middle of an operation; tierload cannot catch that.
+ * The link to each new server is measured once when it is added: its latency
+ * is the shortest of 5 one-byte reads from the server (a round trip), its
+ * bandwidth (unless BW gives it) 4 MiB written and read back, timed, less
+ * the latency; the 4 MiB buffer is freed on the server after. A BW that is
+ * malformed or 0 is TL_ERR_INVALID_ARG; a repeated HOST:PORT is one whatever
+ * its BW. tl_device_link reads the link.
+ *
+ * tierload keeps one small buffer on each server for the life of the
+ * process, so ggml's client keeps its one connection to it, and gives that
+ * connection send and receive timeouts of TIERLOAD_RPC_TIMEOUT seconds
+ * (default 30): a server that stops answering in the middle of an operation
+ * then fails it instead of hanging the process. ggml's RPC client ends the
+ * process (abort, see tl_device_ggml_on_abort) when a server dies or times
+ * out in the middle of an operation; tierload cannot catch that. A graph
+ * compute on a server that takes longer than the timeout fails the same way.
  */
 TL_API tl_status tl_device_ggml_rpc_add(const char *endpoints, size_t *n_added);
+/*
+ * The network link of device d (an RPC server's device): *bandwidth in bytes
+ * per second, *latency in seconds per round trip, *measured true when the
+ * bandwidth was timed when the server was added, false when given (@BW).
+ * Each pointer may be NULL. TL_ERR_NOT_FOUND for a local device (no link),
+ * TL_ERR_INVALID_ARG for NULL d.
+ */
+TL_API tl_status tl_device_link(tl_device *d, double *bandwidth, double *latency, bool *measured);
+/*
+ * What crossed the link to device d's RPC server since the server was added
+ * (after the link was measured), counted by the kernel on ggml's connection
+ * to it (TCP bytes acked, and received): *sent and *received are the
+ * server's (every device of a server shares its connection); *written is
+ * the bytes tierload copied to d. tierload marks an RPC device's buffers as
+ * weights, so ggml's RPC client offers each write above 10 MiB as a hash
+ * first, and a server with a cache (ggml-rpc-server -c) that holds those
+ * bytes takes them from the cache: written - sent is then roughly what the
+ * cache saved. Each pointer may be NULL. TL_ERR_NOT_FOUND when d is not an
+ * RPC server's device; TL_ERR_DEVICE when no connection to it is open.
+ */
+TL_API tl_status tl_device_link_traffic(tl_device *d, uint64_t *sent, uint64_t *received,
+                                        uint64_t *written);
 /*
  * ggml ends the process (abort) on errors it cannot return, e.g. an RPC
  * server that dies or stops answering in the middle of a transfer. When
@@ -1083,18 +1121,30 @@ TL_API void tl_ggml_host_buffer_destroy(tl_ggml_host_buffer *b);
  *   - The search is exact over these candidates (every GPU subset up to 6
  *     GPUs; with more, single GPUs and the k largest), with a node limit of
  *     4M as a safety net that realistic inputs never reach.
+ *   - Devices behind a network link (tl_plan_options.links: RPC servers)
+ *     cost link time per run: for each of a component's devices with a
+ *     link, the weight bytes that cross it every run (phase residency: its
+ *     share once per run; streaming: the streamed bytes once per pass) at
+ *     the link's bandwidth, plus per pass one round trip and
+ *     TL_PLAN_LINK_PASS_BYTES of activations each way at the link's
+ *     bandwidth. Weights resident for the run cross the link once per
+ *     model (a server's cache keeps them: tl_plan_link.push_once), not per
+ *     run. So with links of unequal speed the components that run the most
+ *     passes go to the fastest links.
  *   - Objective (exact, deterministic search): most GPU-resident bytes weighted
  *     by priority (diffusion 4, controlnet 3, cond 2, vae 1, other 1), then
  *     most priority-weighted bytes computed on a GPU (so streaming beats the
- *     cpu), then fewest bytes moved per run, then fewest GPUs, then fewest
- *     (component, GPU) pairs; ties keep the first in enumeration order
- *     (lower device indices first).
+ *     cpu), then least link time per run (to the nanosecond), then fewest
+ *     bytes moved per run, then fewest GPUs, then fewest (component, GPU)
+ *     pairs; ties keep the first in enumeration order (lower device indices
+ *     first).
  */
 
 #define TL_PLAN_MAX_GPUS 64                        /* GPUs one plan may use */
 #define TL_PLAN_MAX_DEVICES (TL_PLAN_MAX_GPUS + 1) /* devices a plan may describe (GPUs, host) */
 #define TL_PLAN_MAX_PHASES 8
 #define TL_PLAN_HOST 0xFFFFFFFFu /* device index meaning "the host (cpu)" in parsed specs */
+#define TL_PLAN_LINK_PASS_BYTES (2ull << 20) /* activations each way per pass, link cost model */
 
 typedef enum tl_plan_mode {
     TL_PLAN_MODE_CPU = 0,
@@ -1294,6 +1344,14 @@ typedef struct tl_plan_options {
     uint32_t layer_split; /* on several GPUs: split by whole layers only */
     uint32_t row_split;   /* on several GPUs: split by rows only (also when the backend spec
                              lists the GPUs, which otherwise gives a layer split) */
+    /*
+     * Network links of devices reached over one (RPC servers' devices):
+     * "NAME=BW[:lat=TIME],..." with BW in bytes per second (a size: "1.25G")
+     * and TIME the round trip (s/ms/us/ns; default 0); names as in backend
+     * specs. A device not named is local (no link). NULL or "" = none. See
+     * the link cost in the model above.
+     */
+    const char *links;
 } tl_plan_options;
 
 /* Defaults: auto-fit every component, no cap, no headroom, default reserves and phases. */
@@ -1340,6 +1398,19 @@ TL_API size_t tl_plan_device_count(const tl_plan *p);
 TL_API const tl_plan_device *tl_plan_device_of(const tl_plan *p, size_t i);
 /* Budget of device i (bytes). */
 TL_API uint64_t tl_plan_device_budget(const tl_plan *p, size_t i);
+
+/* The network link of a plan's device and what crosses it (tl_plan_device_link). */
+typedef struct tl_plan_link {
+    double bandwidth;    /* bytes per second */
+    double latency;      /* seconds per round trip */
+    uint64_t push_once;  /* weights resident for the run: cross once per model */
+    uint64_t per_run;    /* weight bytes that cross every run (phase residency, streaming) */
+    uint64_t passes;     /* compute passes on the device per run */
+    double seconds;      /* modeled link time per run (see the model above) */
+} tl_plan_link;
+/* Device i's link: TL_ERR_NOT_FOUND for a local device, TL_ERR_INVALID_ARG for i out of range. */
+TL_API tl_status tl_plan_device_link(const tl_plan *p, size_t i, tl_plan_link *out,
+                                     size_t out_size);
 
 /*
  * Where one component goes. In a feasible plan, the placement that fits the
@@ -1402,7 +1473,8 @@ TL_API const tl_vae_tiling *tl_plan_tiling(const tl_plan *p);
 /*
  * The plan as JSON (what `tierload plan --json` prints; tl_plan_from_json
  * reads it back): {"feasible","error","devices":[{"name","gpu","total",
- * "free","budget"}],"phases":[...],"components":[{"name","bytes","reserve",
+ * "free","budget"} + for a device with a link "link":{"bandwidth","latency",
+ * "push_once","per_run","passes","seconds"}],"phases":[...],"components":[{"name","bytes","reserve",
  * "mode","residency","devices","shares","device_bytes","host_bytes",
  * "moved_per_run","requested"}],"peaks":[{"device","phase","bytes"}],"moved_per_run",
  * "host_bytes","score","vae_tiling"}; "shortfall" only in an infeasible plan

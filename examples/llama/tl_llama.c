@@ -31,21 +31,29 @@
  * reads. The hidden state crosses between graphs through host memory
  * (n_tokens x n_embd floats); each layer's KV cache lives on its device.
  *
+ * With --rpc, a server lost in the middle of the run (gone, or silent past
+ * TIERLOAD_RPC_TIMEOUT) ends only the try in a child process: the run starts
+ * again without it, the weights placed on the servers that remain (or
+ * ggml:CPU) and loaded from the file, and ends with the tokens of a run that
+ * lost nothing (see supervise).
+ *
  * Exit status: 0 on success, 2 on bad usage, 9 when ggml gave up on a device
- * (an RPC server gone in the middle of a transfer: ggml's abort, reported with
- * what tierload was moving where), 1 on any other error.
+ * that is not an RPC server's (ggml's abort, reported with what tierload was
+ * moving where), 1 on any other error.
  */
 #include <ggml-alloc.h>
 #include <ggml-backend.h>
 #include <ggml.h>
 #include <tierload.h>
 
+#include <errno.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -97,10 +105,14 @@ static double now(void) {
 }
 
 /* ggml is about to abort (e.g. an RPC server died mid-transfer): say where, end with status 9. */
+static int g_lost_fd = -1; /* in a supervised try: where the abort message goes too */
+
 static void on_ggml_abort(const char *message) {
     static const char pre[] = "tl-llama: ggml gave up: ";
     if (write(2, pre, sizeof pre - 1) < 0 || write(2, message, strlen(message)) < 0 ||
         write(2, "\n", 1) < 0) {
+    }
+    if (g_lost_fd >= 0 && write(g_lost_fd, message, strlen(message)) < 0) {
     }
     _exit(9);
 }
@@ -607,7 +619,7 @@ static bool parse_tokens(const char *v, int32_t **out, int *n) {
     return false;
 }
 
-int main(int argc, char **argv) {
+static int run_engine(int argc, char **argv) {
     const char *model = NULL, *logits_path = NULL, *device = "ggml:CPU", *rpc = NULL,
                *split = NULL, *ggml_dir = TL_LLAMA_GGML_DIR, *tokens = NULL;
     uint64_t budget = 0;
@@ -912,3 +924,113 @@ int main(int argc, char **argv) {
     free(e.layer_compute);
     return 0;
 }
+
+/*
+ * Losing a server. ggml's RPC client ends the process when a server dies or
+ * stops answering (TIERLOAD_RPC_TIMEOUT) mid-operation, so with --rpc each try
+ * runs in a child process. When a try ends by ggml's abort naming a server,
+ * the next one runs without it: --rpc without that endpoint, and the weights
+ * placed again on the servers that remain (--split-devices over them, or
+ * --device rpc0:0 for one, ggml:CPU for none), loaded again from the file.
+ * Greedy decoding is deterministic, so the tokens are those of a run that
+ * lost nothing; the logits file is written anew by the last try.
+ */
+static int supervise(int argc, char **argv, const char *rpc) {
+    char list[4096], args_rpc[4200], args_dev[512];
+    snprintf(list, sizeof list, "%s", rpc);
+    char **cargv = calloc((size_t)argc + 4, sizeof *cargv);
+    if (!cargv) return 1;
+    bool replanned = false;
+    int n = 0;
+    for (int attempt = 0;; attempt++) {
+        int servers = 0;
+        n = 0;
+        for (const char *p = list; *p; p++)
+            servers += p == list || p[-1] == ',';
+        for (int i = 0; i < argc; i++) {
+            bool opt_rpc = !strcmp(argv[i], "--rpc");
+            bool opt_dev = !strcmp(argv[i], "--device") || !strcmp(argv[i], "--split-devices");
+            if (i > 0 && i + 1 < argc && (opt_rpc || (opt_dev && replanned))) {
+                i++;
+                continue;
+            }
+            cargv[n++] = argv[i];
+        }
+        if (list[0]) {
+            snprintf(args_rpc, sizeof args_rpc, "%s", list);
+            cargv[n++] = "--rpc";
+            cargv[n++] = args_rpc;
+        }
+        if (replanned) {
+            args_dev[0] = 0;
+            for (int k = 0; k < servers; k++) {
+                size_t o = strlen(args_dev);
+                snprintf(args_dev + o, sizeof args_dev - o, "%srpc%d:0", k ? "," : "", k);
+            }
+            cargv[n++] = servers > 1 ? "--split-devices" : "--device";
+            cargv[n++] = servers ? args_dev : "ggml:CPU";
+        }
+        cargv[n] = NULL;
+        int fds[2];
+        if (!list[0] || pipe(fds) != 0) break;
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid < 0) {
+            close(fds[0]);
+            close(fds[1]);
+            break;
+        }
+        if (pid == 0) {
+            close(fds[0]);
+            g_lost_fd = fds[1];
+            int rc = run_engine(n, cargv);
+            fflush(NULL);
+            _exit(rc);
+        }
+        close(fds[1]);
+        char msg[2048];
+        size_t got = 0;
+        ssize_t r;
+        while (got < sizeof msg - 1 && (r = read(fds[0], msg + got, sizeof msg - 1 - got)) > 0)
+            got += (size_t)r;
+        msg[got] = 0;
+        close(fds[0]);
+        int status = 0;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        const char *k = strstr(msg, "ggml RPC server ");
+        size_t len = k ? strcspn(k + 16, ", )") : 0;
+        if (!k || !len || len >= 300 || attempt >= 16) {
+            free(cargv);
+            return rc;
+        }
+        char ep[300];
+        memcpy(ep, k + 16, len);
+        ep[len] = 0;
+        char out[4096] = "";
+        char *save = NULL;
+        for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            size_t hp = strcspn(t, "@");
+            if (hp == len && !strncmp(t, ep, hp)) continue;
+            size_t o = strlen(out);
+            snprintf(out + o, sizeof out - o, "%s%s", o ? "," : "", t);
+        }
+        snprintf(list, sizeof list, "%s", out);
+        fprintf(stderr, "tl-llama: lost RPC server %s; placing the weights again on %s and "
+                        "loading them from the file\n",
+                ep, list[0] ? list : "ggml:CPU");
+        replanned = true;
+    }
+    int rc = run_engine(n, cargv); /* no server left (or no fork): in this process */
+    free(cargv);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    const char *rpc = NULL;
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--rpc")) rpc = argv[i + 1];
+    return rpc && *rpc ? supervise(argc, argv, rpc) : run_engine(argc, argv);
+}
+

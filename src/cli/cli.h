@@ -182,4 +182,11 @@ int cmd_run(int argc, char **argv);
 int cmd_run_check_args(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 
+/*
+ * `run` over RPC servers, surviving the loss of one (rpc_retry.c): with --rpc the run goes on in
+ * a child process; when a server is lost the run starts again without it, re-planned (the
+ * placement options dropped) and loaded from the file. Without --rpc: run(argc, argv).
+ */
+int cli_run_rpc_retry(int argc, char **argv, int (*run)(int argc, char **argv));
+
 #endif

@@ -2,7 +2,7 @@
  * cmd_devices.c — `tierload devices [--sim SPEC] [--ggml[=DIR]] [--rpc LIST]
  * [--json] [--verbose]`: one line per registered device with its total and free memory
  * and capabilities, or {"devices":[{name,kind,total,free,host_pointer,async}]}
- * (ggml devices add "host_mappable").
+ * (ggml devices add "host_mappable"; RPC servers' devices their network link).
  */
 #include "cli/cli.h"
 
@@ -21,12 +21,15 @@ static int devices_help(void) {
            "               loading ggml's libraries from DIR, else $TIERLOAD_GGML_DIR,\n"
            "               else the source build made by `make ggml`, else the loader's\n"
            "               path; fails (status 5) saying why when absent\n"
-           "  --rpc LIST   also the devices of ggml RPC servers: 'HOST:PORT[,HOST:PORT...]'\n"
+           "  --rpc LIST   also the devices of ggml RPC servers: 'HOST:PORT[@BW][,...]'\n"
            "               (ggml-rpc-server), named rpcS:D; a server that is not there or\n"
-           "               does not answer fails (status 9) naming it\n"
+           "               does not answer fails (status 9) naming it; each link is\n"
+           "               measured when added (round trip, 4 MiB each way) unless @BW\n"
+           "               gives its bandwidth (bytes/s as 1.25G, or bits/s as 10gbit)\n"
            "  --json       "
            "{\"devices\":[{\"name\",\"kind\",\"total\",\"free\",\"host_pointer\",\"async\"}]}\n"
-           "               (ggml devices add \"host_mappable\": mapped weights usable in place)\n"
+           "               (ggml devices add \"host_mappable\": mapped weights usable in place;\n"
+           "               RPC servers' devices \"link\":{\"bandwidth\",\"latency\",\"measured\"})\n"
            "  --verbose    also say on stderr why there is no CUDA device\n");
     return 0;
 }
@@ -96,6 +99,17 @@ int cmd_devices(int argc, char **argv) {
     bool *mappable = calloc(n ? n : 1, sizeof *mappable);
     for (size_t i = 0; mappable && i < n; i++)
         mappable[i] = infos[i].kind == TL_DEVICE_GGML && tl_device_ggml_host_mappable(devs[i]);
+    /* the network link of RPC servers' devices: bandwidth, latency (bw < 0: none) */
+    double *link = calloc(n ? 3 * n : 1, sizeof *link);
+    for (size_t i = 0; link && i < n; i++) {
+        bool measured = false;
+        link[3 * i] = -1;
+        if (infos[i].kind == TL_DEVICE_GGML &&
+            tl_device_link(devs[i], &link[3 * i], &link[3 * i + 1], &measured) == TL_OK)
+            link[3 * i + 2] = measured;
+        else
+            link[3 * i] = -1;
+    }
     tl_device_list_release(devs, n);
 
     if (json) {
@@ -111,6 +125,12 @@ int cmd_devices(int argc, char **argv) {
             cJSON_AddBoolToObject(o, "async", infos[i].async);
             if (infos[i].kind == TL_DEVICE_GGML)
                 cJSON_AddBoolToObject(o, "host_mappable", mappable && mappable[i]);
+            if (link && link[3 * i] >= 0) {
+                cJSON *l = cJSON_AddObjectToObject(o, "link");
+                cJSON_AddNumberToObject(l, "bandwidth", link[3 * i]);
+                cJSON_AddNumberToObject(l, "latency", link[3 * i + 1]);
+                cJSON_AddBoolToObject(l, "measured", link[3 * i + 2] != 0);
+            }
             cJSON_AddItemToArray(arr, o);
         }
         char *txt = cJSON_PrintUnformatted(root);
@@ -128,12 +148,20 @@ int cmd_devices(int argc, char **argv) {
             bool map = mappable && mappable[i];
             snprintf(caps, sizeof caps, "%s%s%salign=%u", infos[i].host_pointer ? "host-ptr," : "",
                      map ? "host-map," : "", infos[i].async ? "async," : "", infos[i].alignment);
-            printf("%-12s %-6s %12s %12s  %-20s %s\n", cli_safe(infos[i].name),
+            char ln[96] = "";
+            if (link && link[3 * i] >= 0) {
+                char b[32];
+                snprintf(ln, sizeof ln, "; link %s/s %s, round trip %.0f us",
+                         cli_fmt_size((uint64_t)link[3 * i], b, sizeof b),
+                         link[3 * i + 2] != 0 ? "measured" : "given", link[3 * i + 1] * 1e6);
+            }
+            printf("%-12s %-6s %12s %12s  %-20s %s%s\n", cli_safe(infos[i].name),
                    tl_device_kind_name(infos[i].kind), cli_fmt_size(infos[i].total, t, sizeof t),
-                   cli_fmt_size(infos[i].free, f, sizeof f), caps, cli_safe(infos[i].desc));
+                   cli_fmt_size(infos[i].free, f, sizeof f), caps, cli_safe(infos[i].desc), ln);
         }
     }
     free(infos);
     free(mappable);
+    free(link);
     return 0;
 }

@@ -38,7 +38,13 @@ static int help(void) {
         "                       where it lives, compared with the product of the file's bytes\n"
         "  --ggml-dir DIR       ggml's libraries (default TIERLOAD_GGML_DIR)\n"
         "  --compute-threads N  threads of ggml's CPU backend (default: ggml's)\n"
-        "  --json               the report as JSON\n"
+        "  --rpc LIST           (see below) a server lost mid-run (dead, or silent for\n"
+        "                       TIERLOAD_RPC_TIMEOUT s, default 30) is dropped: the run plans\n"
+        "                       again without it (placement flags dropped) and reloads from\n"
+        "                       the file\n"
+        "  --json               the report as JSON (with RPC servers' devices: \"links\",\n"
+        "                       bytes written, sent and received over each server's\n"
+        "                       connection, and what its cache saved)\n"
         "On a terminal (and without --json) a progress line shows phase, pass and bytes moved.\n");
     fputs(cli_loras_help(), stdout);
     fputs(cli_planargs_help(), stdout);
@@ -108,6 +114,41 @@ static void print_row(const char *name, const tl_run_phase *p, bool compute) {
         printf(" %9.3f %8llu %8llu", p->compute_seconds, (unsigned long long)p->products,
                (unsigned long long)p->product_mismatches);
     putchar('\n');
+}
+
+/*
+ * What crossed the link of each RPC server's device the run used, beside what
+ * tierload wrote there (the difference: what the server's cache saved). Into
+ * arr when given, else printed.
+ */
+static void link_traffic(const tl_session_stats *st, cJSON *arr) {
+    bool head = false;
+    for (size_t d = 0; d < st->n_devices; d++) {
+        tl_device *dev = NULL;
+        uint64_t sent, recv, written;
+        if (tl_device_find(st->devices[d].name, &dev) != TL_OK) continue;
+        tl_status s = tl_device_link_traffic(dev, &sent, &recv, &written);
+        tl_device_release(dev);
+        if (s != TL_OK) continue;
+        uint64_t saved = written > sent ? written - sent : 0;
+        if (arr) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "device", st->devices[d].name);
+            cli_json_add_u64(o, "written", written);
+            cli_json_add_u64(o, "sent", sent);
+            cli_json_add_u64(o, "received", recv);
+            cli_json_add_u64(o, "saved_by_cache", saved);
+            cJSON_AddItemToArray(arr, o);
+            continue;
+        }
+        char a[32], b[32], c[32], e[32];
+        if (!head) printf("links (bytes over each server's connection since it was added):\n");
+        head = true;
+        printf("        %s: wrote %s, sent %s, received %s; saved by the server's cache %s\n",
+               st->devices[d].name, cli_fmt_size(written, a, sizeof a),
+               cli_fmt_size(sent, b, sizeof b), cli_fmt_size(recv, c, sizeof c),
+               cli_fmt_size(saved, e, sizeof e));
+    }
 }
 
 static void print_human(const tl_run_report *r, const tl_session_stats *st, const tl_memspan *ms,
@@ -246,6 +287,12 @@ static int print_json(const tl_run_report *r, const tl_session_stats *st, const 
         cli_json_add_u64(o, "budget", st->devices[d].budget);
         cJSON_AddItemToArray(devs, o);
     }
+    cJSON *links = cJSON_CreateArray();
+    link_traffic(st, links);
+    if (cJSON_GetArraySize(links))
+        cJSON_AddItemToObject(root, "links", links);
+    else
+        cJSON_Delete(links);
     int rc = cli_json_print(root, stdout);
     cJSON_Delete(root);
     return rc;
@@ -524,6 +571,7 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras,
                                                                              : 0;
         else
             print_human(rep, &stats, &span, pc0, pc1, ro.compute);
+        if (!ra.json) link_traffic(&stats, NULL);
         if (!rc && ra.timeline) rc = svg_timeline_write(s, plan, watch.bands, watch.n, ra.timeline);
         if (!rc && tl_run_report_total(rep)->hash_mismatches) {
             fprintf(stderr, "tierload run: %llu hash mismatches\n",
@@ -555,8 +603,12 @@ static int run_entry(int argc, char **argv, bool parse_only) {
     return rc;
 }
 
-int cmd_run(int argc, char **argv) {
+static int run_once(int argc, char **argv) {
     return run_entry(argc, argv, false);
+}
+
+int cmd_run(int argc, char **argv) {
+    return cli_run_rpc_retry(argc, argv, run_once);
 }
 
 int cmd_run_check_args(int argc, char **argv) {

@@ -11,8 +11,12 @@
 const char *cli_planargs_help(void) {
     return "  --devices SPEC       hypothetical devices: 'cuda0=16G,cuda1=10G[,cpu=64G]'\n"
            "  --sim SPEC           add simulated GPUs to the real devices ('gpu0=8G')\n"
-           "  --rpc LIST           add the devices of ggml RPC servers 'HOST:PORT[,HOST:PORT...]'\n"
-           "                       (ggml-rpc-server; devices rpcS:D); --rpc-servers = --rpc\n"
+           "  --rpc LIST           add the devices of ggml RPC servers 'HOST:PORT[@BW][,...]'\n"
+           "                       (ggml-rpc-server; devices rpcS:D; BW the link's bytes/s or\n"
+           "                       bits/s as 10gbit, else measured); --rpc-servers = --rpc\n"
+           "  --links SPEC         network links of devices, 'rpc0:0=1.25G:lat=200us,...'\n"
+           "                       (bytes/s, round trip): link time per run is planned;\n"
+           "                       default: the links --rpc measured or was given\n"
            "  --backend SPEC       placements: 'cond=cpu,vae=cuda0,diffusion=cuda0&cuda1';\n"
            "                       '*=', 'all=', 'default=' or a bare name set the default;\n"
            "                       'auto'/'gpu' = the GPU with the most free memory\n"
@@ -136,6 +140,7 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
                                            "--sim",
                                            "--rpc",
                                            "--rpc-servers",
+                                           "--links",
                                            "--max-vram",
                                            "--headroom",
                                            "--reserve",
@@ -164,6 +169,7 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
                                 &a->sim,
                                 &a->rpc,
                                 &a->rpc,
+                                &a->o.links,
                                 &a->o.max_vram,
                                 &a->headroom,
                                 &a->o.reserve,
@@ -463,6 +469,23 @@ static tl_status params_devices(const cli_planargs *a, const tl_plan_device *dev
     return tl_set_error(s, "--params-backend %s", copy);
 }
 
+/* The links spec of the registered devices that have a network link; false when none has. */
+static bool links_of(const tl_plan_device *devs, size_t n, char *buf, size_t cap) {
+    buf[0] = 0;
+    for (size_t i = 0; i < n; i++) {
+        tl_device *d = NULL;
+        double bw = 0, lat = 0;
+        if (!devs[i].is_gpu || tl_device_find(devs[i].name, &d) != TL_OK) continue;
+        bool has = tl_device_link(d, &bw, &lat, NULL) == TL_OK && bw >= 1;
+        tl_device_release(d);
+        if (!has) continue;
+        size_t o = strlen(buf);
+        snprintf(buf + o, cap - o, "%s%s=%.0f:lat=%.0fns", o ? "," : "", devs[i].name, bw,
+                 lat * 1e9);
+    }
+    return buf[0] != 0;
+}
+
 tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan **out) {
     tl_plan_device devs[TL_PLAN_MAX_DEVICES];
     size_t n_devs = 0;
@@ -492,6 +515,8 @@ tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan
     }
     if ((s = params_devices(a, devs, n_devs))) return s;
     tl_plan_options o = a->o;
+    char links[TL_PLAN_MAX_DEVICES * 64];
+    if (!o.links && !a->devices && links_of(devs, n_devs, links, sizeof links)) o.links = links;
     char spec[sizeof a->backend_buf + 64];
     if (a->no_auto_fit && !a->main_dev && main_gpu) {
         spec[0] = 0;
@@ -509,6 +534,7 @@ int cli_plan_fail(tl_status s) {
         {"max_vram spec", "--max-vram"},
         {"device spec", "--devices"},
         {"backend spec", "--backend"},
+        {"links spec", "--links"},
         {"reserve spec", "--reserve"},
         {"size spec", "--size"},
         {"phase spec", "--phases"},

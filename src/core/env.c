@@ -15,6 +15,7 @@ static const char *const names[TL_ENV_COUNT] = {
     [TL_ENV_TMPDIR] = "TMPDIR",
     [TL_ENV_GGML_DIR] = "TIERLOAD_GGML_DIR",
     [TL_ENV_MERGE_THREADS] = "TIERLOAD_MERGE_THREADS",
+    [TL_ENV_RPC_TIMEOUT] = "TIERLOAD_RPC_TIMEOUT",
 };
 
 const char *tl__env_name(tl__env_var v) {

@@ -19,6 +19,8 @@
  *   TIERLOAD_GGML_DIR    default folder of ggml's shared libraries (tl_device_ggml_discover)
  *   TIERLOAD_MERGE_THREADS  most threads one LoRA merge uses (default: the CPUs the process may
  *                        run on; no public option yet: the merge kernel reads it at each merge)
+ *   TIERLOAD_RPC_TIMEOUT  seconds an RPC server may stay silent in the middle of an operation
+ *                        (default 30; tl_device_ggml_rpc_add applies it to ggml's connection)
  *
  * The CLI and the tests have their own variables; they are not the library's.
  */
@@ -37,6 +39,7 @@ typedef enum tl__env_var {
     TL_ENV_TMPDIR,
     TL_ENV_GGML_DIR,
     TL_ENV_MERGE_THREADS,
+    TL_ENV_RPC_TIMEOUT,
     TL_ENV_COUNT,
 } tl__env_var;
 

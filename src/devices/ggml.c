@@ -38,6 +38,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
 
@@ -55,16 +56,24 @@ static char g_reason[768] = "not loaded";
  * device, then hands over to the program's handler (tl_device_ggml_on_abort).
  */
 static _Thread_local char g_doing[200];
+/*
+ * The g_doing of the thread with the latest operation in flight: ggml's RPC
+ * client fails on its own dispatcher thread while the thread that asked
+ * waits, so the message takes that thread's words (stable while it waits).
+ */
+static char *_Atomic g_doing_any;
 static tl_ggml_abort_fn g_on_abort;
 
 static void on_ggml_abort(const char *msg) {
     char line[768];
+    const char *d = g_doing[0] ? g_doing : atomic_load(&g_doing_any);
+    if (d && !d[0]) d = NULL;
     snprintf(line, sizeof line, "ggml stopped the process: %s%s%s", msg ? msg : "?",
-             g_doing[0] ? " (while " : "", g_doing[0] ? g_doing : "");
+             d ? " (while " : "", d ? d : "");
     size_t n = strlen(line);
     while (n && line[n - 1] == '\n')
         line[--n] = 0;
-    if (g_doing[0] && n + 1 < sizeof line) snprintf(line + n, sizeof line - n, ")");
+    if (d && n + 1 < sizeof line) snprintf(line + n, sizeof line - n, ")");
     tl_ggml_abort_fn fn = __atomic_load_n(&g_on_abort, __ATOMIC_ACQUIRE);
     if (fn) {
         fn(line);
@@ -82,11 +91,14 @@ void tl_device_ggml_on_abort(tl_ggml_abort_fn fn) {
 /* What this thread asks of a device now, for the abort message (what NULL: done). */
 static void doing(const char *name, const char *desc, const char *what, uint64_t n) {
     if (!what) {
+        char *mine = g_doing;
+        atomic_compare_exchange_strong(&g_doing_any, &mine, NULL);
         g_doing[0] = 0;
         return;
     }
     snprintf(g_doing, sizeof g_doing, "%s %llu bytes %s %s, %s", what, (unsigned long long)n,
              strcmp(what, "copying") ? "on" : "to", name, desc);
+    atomic_store(&g_doing_any, g_doing);
 }
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -250,6 +262,8 @@ static bool load_locked(const char *dir) {
     SYM(lib, reg_by_name, "ggml_backend_reg_by_name");
     SYM(base, buffer_init_tensor, "ggml_backend_buffer_init_tensor");
 #undef SYM
+    void *su = tl__os_dlsym(base, "ggml_backend_buffer_set_usage");
+    memcpy(&G.buffer_set_usage, &su, sizeof su);
     G.log_set(ggml_log_cb, NULL);
     void *sac = tl__os_dlsym(base, "ggml_set_abort_callback");
     if (sac) {
@@ -281,6 +295,9 @@ struct tl__ggml_dev {
     uint64_t max_size;
     bool remote;                /* an RPC server's device: memory as reported when added */
     uint64_t remote_free, remote_total;
+    double link_bw, link_lat; /* remote: the link's bytes/s and seconds per round trip (0: unknown) */
+    bool link_measured;       /* remote: bandwidth timed at connection, not given */
+    uint64_t written;         /* remote: bytes copied to the device (under lock) */
     pthread_mutex_t lock; /* the pool and cap */
     tl__pool pool;        /* pool.total: the bytes this device holds through tierload */
     uint64_t cap;
@@ -293,6 +310,7 @@ struct tl__ggml_dev {
 };
 
 static const tl_device_ops ggml_ops;
+static uint64_t trim_locked(tl__ggml_dev *g);
 
 tl__ggml_dev *tl__ggml_dev_of(tl_device *d) {
     return d && d->ops == &ggml_ops ? d->self : NULL;
@@ -349,6 +367,49 @@ tl_status tl__ggml_dev_set_threads(tl_device *d, int n_threads) {
     apply_threads(g);
     pthread_mutex_unlock(&g->compute);
     return TL_OK;
+}
+
+tl_status tl__ggml_dev_set_link(tl_device *d, double bandwidth, double latency, bool measured) {
+    tl__ggml_dev *g = tl__ggml_dev_of(d);
+    if (!g || !g->remote) return tl__err(TL_ERR_INVALID_ARG, "not an RPC server's device");
+    pthread_mutex_lock(&g->lock);
+    g->link_bw = bandwidth;
+    g->link_lat = latency;
+    g->link_measured = measured;
+    g->written = 0; /* what the measurement wrote is not the caller's traffic */
+    pthread_mutex_unlock(&g->lock);
+    return TL_OK;
+}
+
+tl_status tl_device_link(tl_device *d, double *bandwidth, double *latency, bool *measured) {
+    tl__ggml_dev *g = tl__ggml_dev_of(d);
+    if (!g || !g->remote) {
+        if (!d) return tl__err(TL_ERR_INVALID_ARG, "tl_device_link: NULL device");
+        return tl__err(TL_ERR_NOT_FOUND, "device is local: it has no network link");
+    }
+    pthread_mutex_lock(&g->lock);
+    if (bandwidth) *bandwidth = g->link_bw;
+    if (latency) *latency = g->link_lat;
+    if (measured) *measured = g->link_measured;
+    pthread_mutex_unlock(&g->lock);
+    return TL_OK;
+}
+
+uint64_t tl__ggml_dev_written(tl_device *d) {
+    tl__ggml_dev *g = tl__ggml_dev_of(d);
+    if (!g || !g->remote) return 0;
+    pthread_mutex_lock(&g->lock);
+    uint64_t w = g->written;
+    pthread_mutex_unlock(&g->lock);
+    return w;
+}
+
+void tl__ggml_dev_trim(tl_device *d) {
+    tl__ggml_dev *g = tl__ggml_dev_of(d);
+    if (!g) return;
+    pthread_mutex_lock(&g->lock);
+    trim_locked(g);
+    pthread_mutex_unlock(&g->lock);
 }
 
 tl_status tl__ggml_dev_set_cap(tl_device *d, uint64_t cap) {
@@ -456,6 +517,12 @@ static tl_status grow_locked(tl__ggml_dev *g, uint64_t size) {
                        g->name, (unsigned long long)want, *tl__ggml_last_log() ? ": " : "",
                        tl__ggml_last_log());
     }
+    /*
+     * An RPC server's buffers hold weights: ggml's RPC client then sends a
+     * write above its threshold (10 MiB) as a hash first, and a server with
+     * a cache (ggml-rpc-server -c) that has those bytes takes them from it.
+     */
+    if (g->remote && G.buffer_set_usage) G.buffer_set_usage(buf, TL_GGML_USAGE_WEIGHTS);
     tl_devptr p0;
     if (g->host) {
         p0 = (tl_devptr)(uintptr_t)base;
@@ -572,10 +639,16 @@ static tl_status gg_copy_to(void *self, tl_devptr dst, const void *src, uint64_t
     void *ctx, *t;
     tl_status s = view(self, dst, n, &ctx, &t);
     if (s != TL_OK) return tl__err_prefix(s, "copy to device");
-    doing(((tl__ggml_dev *)self)->name, ((tl__ggml_dev *)self)->desc, "copying", n);
+    tl__ggml_dev *g = self;
+    doing(g->name, g->desc, "copying", n);
     G.tensor_set(t, src, 0, (size_t)n);
     doing(NULL, NULL, NULL, 0);
     G.free(ctx);
+    if (g->remote) {
+        pthread_mutex_lock(&g->lock);
+        g->written += n;
+        pthread_mutex_unlock(&g->lock);
+    }
     return TL_OK;
 }
 

@@ -22,6 +22,9 @@
 #define TL_GGML_T_F32 0
 #define TL_GGML_T_I8 24
 
+/* ggml-backend.h enum ggml_backend_buffer_usage: GGML_BACKEND_BUFFER_USAGE_WEIGHTS. */
+#define TL_GGML_USAGE_WEIGHTS 1
+
 /* ggml device types (ggml-backend.h enum ggml_backend_dev_type). */
 #define TL_GGML_DEV_CPU 0
 #define TL_GGML_DEV_GPU 1
@@ -96,6 +99,7 @@ typedef struct tl__ggml_api {
     size_t (*buft_get_max_size)(void *buft);
     size_t (*buft_get_alloc_size)(void *buft, const void *tensor);
     void (*buffer_free)(void *buf);
+    void (*buffer_set_usage)(void *buf, int usage); /* NULL in a ggml without it */
     void *(*buffer_get_base)(void *buf);
     size_t (*buffer_get_size)(void *buf);
     size_t (*buffer_get_alloc_size)(void *buf, const void *tensor);
@@ -174,6 +178,12 @@ void tl__ggml_dev_unlock(tl__ggml_dev *g);
  * cap as total. For tests and budgets.
  */
 tl_status tl__ggml_dev_set_cap(tl_device *d, uint64_t cap);
+/* Record the network link of an RPC server's device (bytes/s, seconds per round trip). */
+tl_status tl__ggml_dev_set_link(tl_device *d, double bandwidth, double latency, bool measured);
+/* Bytes tierload copied to an RPC server's device since it was added (0 for others). */
+uint64_t tl__ggml_dev_written(tl_device *d);
+/* Give the device's empty pool chunks back to ggml (frees them on the server). */
+void tl__ggml_dev_trim(tl_device *d);
 
 /*
  * Threads of the device's backend for graph compute (CPU backends: ggml's

@@ -132,6 +132,8 @@ static tl_status normalise(const tl_plan_summary *s, const tl_plan_device *devs,
     } else {
         tl_plan_default_phases(&in->phases);
     }
+    if ((st = tlp_parse_links(opts->links, in->devs, in->n_devs, in->link_bw, in->link_lat)))
+        return st;
     return backend_spec(opts, in);
 }
 

@@ -50,6 +50,14 @@ const tl_plan_device *tl_plan_device_of(const tl_plan *p, size_t i) {
 uint64_t tl_plan_device_budget(const tl_plan *p, size_t i) {
     return p && i < p->n_devices ? p->budget[i] : 0;
 }
+tl_status tl_plan_device_link(const tl_plan *p, size_t i, tl_plan_link *out, size_t out_size) {
+    if (!p || !out || !out_size || i >= p->n_devices)
+        return tl__err(TL_ERR_INVALID_ARG, "plan device link: bad argument");
+    if (!(p->link[i].bandwidth > 0))
+        return tl__err(TL_ERR_NOT_FOUND, "plan device '%s' is local: no link", p->devices[i].name);
+    tl__copy_out(out, out_size, &p->link[i], sizeof p->link[i]);
+    return TL_OK;
+}
 tl_status tl_plan_decision_of(const tl_plan *p, tl_component c, tl_plan_decision *out,
                               size_t out_size) {
     if (!p || !out || !out_size || (unsigned)c >= TL_COMP_COUNT)
@@ -116,6 +124,16 @@ tl_status tl_plan_to_json(const tl_plan *p, char **out) {
         cJSON_AddItemToObject(d, "total", num((double)p->devices[i].total));
         cJSON_AddItemToObject(d, "free", num((double)p->devices[i].free));
         cJSON_AddItemToObject(d, "budget", num((double)p->budget[i]));
+        const tl_plan_link *l = &p->link[i];
+        if (l->bandwidth > 0) {
+            cJSON *lo = cJSON_AddObjectToObject(d, "link");
+            cJSON_AddItemToObject(lo, "bandwidth", num(l->bandwidth));
+            cJSON_AddItemToObject(lo, "latency", num(l->latency));
+            cJSON_AddItemToObject(lo, "push_once", num((double)l->push_once));
+            cJSON_AddItemToObject(lo, "per_run", num((double)l->per_run));
+            cJSON_AddItemToObject(lo, "passes", num((double)l->passes));
+            cJSON_AddItemToObject(lo, "seconds", num(l->seconds));
+        }
         cJSON_AddItemToArray(devs, d);
     }
     cJSON *ph = cJSON_AddArrayToObject(root, "phases");
@@ -266,6 +284,26 @@ static tl_status parse_doc(const cJSON *root, tl_plan *p) {
             snprintf(msg, sizeof msg, "device '%s': gpu, total, free and budget are required",
                      name);
             return bad(msg);
+        }
+        const cJSON *lo = cJSON_GetObjectItemCaseSensitive(it, "link");
+        if (lo) {
+            tl_plan_link *l = &p->link[p->n_devices];
+            const cJSON *bw = cJSON_GetObjectItemCaseSensitive(lo, "bandwidth");
+            const cJSON *lat = cJSON_GetObjectItemCaseSensitive(lo, "latency");
+            const cJSON *sec = cJSON_GetObjectItemCaseSensitive(lo, "seconds");
+            if (!cJSON_IsNumber(bw) || !(bw->valuedouble > 0) || !cJSON_IsNumber(lat) ||
+                !(lat->valuedouble >= 0) || !cJSON_IsNumber(sec) || !(sec->valuedouble >= 0) ||
+                !get_u64(lo, "push_once", &l->push_once) || !get_u64(lo, "per_run", &l->per_run) ||
+                !get_u64(lo, "passes", &l->passes)) {
+                snprintf(msg, sizeof msg,
+                         "device '%s': link needs bandwidth > 0, latency, push_once, per_run, "
+                         "passes and seconds",
+                         name);
+                return bad(msg);
+            }
+            l->bandwidth = bw->valuedouble;
+            l->latency = lat->valuedouble;
+            l->seconds = sec->valuedouble;
         }
         p->n_devices++;
     }
@@ -502,6 +540,26 @@ tl_status tl_plan_to_text(const tl_plan *p, char **out) {
                              tl_fmt_bytes(d->free, x2, sizeof x2));
         else
             tl__strbuf_printf(&b, "  %-10s host  (memory not given)\n", d->name);
+    }
+    bool any_link = false;
+    for (size_t i = 0; i < p->n_devices; i++)
+        any_link |= p->link[i].bandwidth > 0;
+    if (any_link) {
+        tl__strbuf_printf(&b, "links (weights resident for the run cross once per model; per run: "
+                              "weights reloaded or streamed, and per pass a round trip and %s of "
+                              "activations each way):\n",
+                          tl_fmt_bytes(TL_PLAN_LINK_PASS_BYTES, x1, sizeof x1));
+        for (size_t i = 0; i < p->n_devices; i++) {
+            const tl_plan_link *l = &p->link[i];
+            if (!(l->bandwidth > 0)) continue;
+            tl__strbuf_printf(&b,
+                              "  %-10s %s/s, round trip %.0f us: once %11s, per run %11s in %llu "
+                              "pass%s, %.3f s per run\n",
+                              p->devices[i].name, tl_fmt_bytes((uint64_t)l->bandwidth, x1, sizeof x1),
+                              l->latency * 1e6, tl_fmt_bytes(l->push_once, x2, sizeof x2),
+                              tl_fmt_bytes(l->per_run, x3, sizeof x3), (unsigned long long)l->passes,
+                              l->passes == 1 ? "" : "es", l->seconds);
+        }
     }
     tl__strbuf_printf(&b, "components:\n");
     for (int c = 0; c < TL_COMP_COUNT; c++) {

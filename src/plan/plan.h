@@ -30,6 +30,7 @@ struct tl_plan {
     uint64_t host_bytes;
     uint64_t score;
     tl_vae_tiling tiling;
+    tl_plan_link link[TL_PLAN_MAX_DEVICES]; /* bandwidth 0: a local device */
 };
 
 /*
@@ -39,6 +40,13 @@ struct tl_plan {
  */
 tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
                      const tl_plan_options *opts, bool exhaustive, tl_plan **out);
+
+/*
+ * Parse a links spec ("rpc0:0=1.25G:lat=200us,...", tl_plan_options.links)
+ * into per-device bandwidth (bytes/s; 0: local) and round trip (seconds).
+ */
+tl_status tlp_parse_links(const char *spec, const tl_plan_device *devs, size_t n_devs, double *bw,
+                          double *lat);
 
 /* Case-insensitive equality of a (ptr, len) token with a NUL-terminated word. */
 bool tlp_tok_eq(const char *tok, size_t len, const char *word);

@@ -33,15 +33,39 @@
 bool tlp_key_better(const tlp_key *a, const tlp_key *b) {
     if (a->score != b->score) return a->score > b->score;
     if (a->compute != b->compute) return a->compute > b->compute;
+    if (a->link_ns != b->link_ns) return a->link_ns < b->link_ns;
     if (a->moved != b->moved) return a->moved < b->moved;
     if (a->ndev != b->ndev) return a->ndev < b->ndev;
     return a->pairs < b->pairs;
 }
 
-/* A candidate's own key: most resident, most computed on a GPU, least moved, fewest GPUs. */
+/*
+ * A candidate's own key: most resident, most computed on a GPU, least link
+ * time, least moved, fewest GPUs.
+ */
 static tlp_key cand_key(const tlp_cand *k) {
-    tlp_key r = {k->score, k->compute, k->moved, k->n, k->n};
+    tlp_key r = {k->score, k->compute, k->link_ns, k->moved, k->n, k->n};
     return r;
+}
+
+double tlp_slot_link(const double *bw, const double *lat, const tlp_comp *ci, const tlp_cand *k,
+                     const tlp_slot *s, uint64_t streamed, uint64_t *bytes) {
+    *bytes = (k->phase ? s->w : 0) + streamed * ci->passes;
+    double b = bw[s->dev];
+    if (!(b > 0)) return 0;
+    return (double)*bytes / b +
+           (double)ci->passes * (lat[s->dev] + 2.0 * (double)TL_PLAN_LINK_PASS_BYTES / b);
+}
+
+/* The candidate's link time per run (ns); streamed: per pass, through its last device. */
+static void cand_link(const tlp_ctx *x, const tlp_comp *ci, tlp_cand *k, uint64_t streamed) {
+    double t = 0;
+    for (uint32_t i = 0; i < k->n; i++) {
+        uint64_t b;
+        t += tlp_slot_link(x->link_bw, x->link_lat, ci, k, &k->s[i],
+                           i == k->n - 1 ? streamed : 0, &b);
+    }
+    k->link_ns = (uint64_t)llround(t * 1e9);
 }
 
 static bool cand_before(const void *arg, uint32_t a, uint32_t b) {
@@ -76,7 +100,7 @@ static tlp_cand *cand_next(tlp_level *lv, uint32_t n) {
     k->mode = TL_PLAN_MODE_CPU;
     k->phase = false;
     k->n = n;
-    k->resident = k->host = k->moved = k->score = k->compute = 0;
+    k->resident = k->host = k->moved = k->score = k->compute = k->link_ns = 0;
     k->s = lv->slots + lv->n_slots;
     return k;
 }
@@ -183,6 +207,7 @@ static void gen_full(const tlp_ctx *x, const tlp_comp *ci, const uint32_t *devs,
         if (!layer_split(ci, n, cap, k->s)) return;
     }
     k->moved = phase ? ci->bytes : 0;
+    cand_link(x, ci, k, 0);
     cand_keep(ci, lv, k);
 }
 
@@ -236,6 +261,7 @@ static void gen_row(const tlp_ctx *x, const tlp_comp *ci, const uint32_t *devs, 
         k->s[i].extra = ci->reserve;
     }
     k->moved = phase ? ci->bytes : 0;
+    cand_link(x, ci, k, 0);
     cand_keep(ci, lv, k);
 }
 
@@ -295,6 +321,7 @@ static void gen_stream(const tlp_ctx *x, const tlp_comp *ci, const uint32_t *dev
     k->host = streamed;
     cand_keep(ci, lv, k);
     k->moved = streamed * ci->passes + (phase ? k->resident : 0);
+    cand_link(x, ci, k, streamed);
 }
 
 /* Every candidate of component c, in generation order, into lv. */
@@ -325,7 +352,8 @@ static void gen(const tlp_ctx *x, uint32_t c, tlp_level *lv) {
         uint64_t needs[TLP_MAXD] = {0};
         for (uint32_t d = 1; d < x->n_gpu; d++)
             for (uint32_t e = d; e-- > 0;)
-                if (x->budget[e] == x->budget[d] &&
+                if (x->budget[e] == x->budget[d] && x->link_bw[e] == x->link_bw[d] &&
+                    x->link_lat[e] == x->link_lat[d] &&
                     !memcmp(x->load[e], x->load[d], sizeof x->load[d][0] * x->n_phases)) {
                     needs[d] = 1ull << e;
                     break;
@@ -406,6 +434,7 @@ static void dfs(tlp_ctx *x, uint32_t level) {
             m |= 1ull << k->s[j].dev;
         x->cur_key.score += k->score;
         x->cur_key.compute += k->compute;
+        x->cur_key.link_ns += k->link_ns;
         x->cur_key.moved += k->moved;
         x->cur_key.pairs += k->n;
         x->used_mask |= m;
@@ -515,6 +544,8 @@ tl_status tlp_setup(const tlp_inputs *in, const char *max_vram, tlp_ctx *x) {
     x->n_gpu = (uint32_t)(in->n_devs - 1);
     for (uint32_t i = 0; i < x->n_gpu; i++)
         x->budget[i] = budgets[i];
+    memcpy(x->link_bw, in->link_bw, sizeof x->link_bw);
+    memcpy(x->link_lat, in->link_lat, sizeof x->link_lat);
     x->n_phases = in->phases.n;
     x->exhaustive = in->exhaustive;
     uint32_t named = 0;
@@ -572,6 +603,11 @@ void tlp_fill_plan(const tlp_ctx *x, const tlp_inputs *in, tl_plan *p) {
     p->phases = in->phases;
     p->moved_per_run = p->host_bytes = p->score = 0;
     memset(p->peak, 0, sizeof p->peak);
+    memset(p->link, 0, sizeof p->link);
+    for (size_t i = 0; i < in->n_devs; i++) {
+        p->link[i].bandwidth = in->link_bw[i];
+        p->link[i].latency = in->link_lat[i];
+    }
     for (uint32_t c = 0; c < TL_COMP_COUNT; c++) {
         tl_plan_decision *d = &p->dec[c];
         memset(d, 0, sizeof *d);
@@ -596,6 +632,17 @@ void tlp_fill_plan(const tlp_ctx *x, const tlp_inputs *in, tl_plan *p) {
         }
         d->n_requested = ci->place.n_devices;
         memcpy(d->requested, ci->place.devices, sizeof d->requested[0] * ci->place.n_devices);
+        for (uint32_t i = 0; i < k->n; i++) { /* what crosses each device's link */
+            uint32_t dv = s[i].dev;
+            if (!(in->link_bw[dv] > 0)) continue;
+            uint64_t streamed = k->mode == TL_PLAN_MODE_STREAM && i == k->n - 1 ? k->host : 0;
+            uint64_t b;
+            p->link[dv].seconds +=
+                tlp_slot_link(in->link_bw, in->link_lat, ci, k, &s[i], streamed, &b);
+            p->link[dv].per_run += b;
+            if (!k->phase) p->link[dv].push_once += s[i].w;
+            p->link[dv].passes += ci->passes;
+        }
         d->host_bytes = k->host;
         d->moved_per_run = k->moved;
         p->moved_per_run += k->moved;

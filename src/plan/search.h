@@ -33,6 +33,7 @@ typedef struct tlp_inputs {
     uint32_t offload_mask, phase_mask, layer_mask, row_mask; /* per-component constraints */
     bool exhaustive;
     uint32_t steps;
+    double link_bw[TLP_MAXD], link_lat[TLP_MAXD]; /* per device; bw 0: local */
 } tlp_inputs;
 
 /* One device of a candidate: its weights, its extra bytes, its resident layers [lb, le). */
@@ -49,6 +50,7 @@ typedef struct tlp_cand {
     uint32_t n; /* GPUs */
     uint64_t resident, host, moved, score;
     uint64_t compute; /* weight x bytes when computed on a GPU (any mode but cpu) */
+    uint64_t link_ns; /* modeled link time per run, nanoseconds */
     tlp_slot *s;
 } tlp_cand;
 
@@ -74,7 +76,7 @@ typedef struct tlp_comp {
 
 /* The objective, compared lexicographically (tlp_key_better). */
 typedef struct tlp_key {
-    uint64_t score, compute, moved;
+    uint64_t score, compute, link_ns, moved;
     uint32_t ndev, pairs;
 } tlp_key;
 
@@ -89,6 +91,7 @@ typedef struct tlp_level {
 typedef struct tlp_ctx {
     uint32_t n_gpu, n_phases;
     uint64_t budget[TLP_MAXD];
+    double link_bw[TLP_MAXD], link_lat[TLP_MAXD]; /* bw 0: local */
     tlp_comp comp[TL_COMP_COUNT];
     uint32_t order[TL_COMP_COUNT];
     uint32_t n_order;
@@ -123,6 +126,14 @@ static inline uint64_t tlp_phase_load(const tlp_comp *ci, const tlp_cand *k, con
     bool act = ci->active & (1u << ph);
     return ((!k->phase || act) ? s->w : 0) + (act ? s->extra : 0);
 }
+
+/*
+ * A slot's link use per run: weight bytes that cross (*bytes) and the modeled
+ * time in seconds (0 for a local device). streamed: bytes streamed through
+ * the slot's device per pass.
+ */
+double tlp_slot_link(const double *bw, const double *lat, const tlp_comp *ci, const tlp_cand *k,
+                     const tlp_slot *s, uint64_t streamed, uint64_t *bytes);
 
 /* a is strictly better than b. */
 bool tlp_key_better(const tlp_key *a, const tlp_key *b);

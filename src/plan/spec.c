@@ -10,6 +10,7 @@
 #include "core/error.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -540,6 +541,74 @@ tl_status tl_plan_parse_phases(const char *spec, tl_plan_phases *out) {
             mask |= 1u << c;
         }
         out->mask[out->n++] = mask;
+    }
+    return TL_OK;
+}
+
+/* A round-trip time: a number with an optional s, ms, us or ns suffix (seconds). */
+static bool parse_time_tok(const char *tok, size_t len, double *out) {
+    char b[48];
+    if (len == 0 || len >= sizeof b) return false;
+    memcpy(b, tok, len);
+    b[len] = 0;
+    char *end;
+    errno = 0;
+    double v = strtod(b, &end);
+    if (errno || end == b || !(v >= 0) || v > 1e6) return false;
+    double mul = 1;
+    if (!strcasecmp(end, "ms"))
+        mul = 1e-3;
+    else if (!strcasecmp(end, "us"))
+        mul = 1e-6;
+    else if (!strcasecmp(end, "ns"))
+        mul = 1e-9;
+    else if (*end && strcasecmp(end, "s"))
+        return false;
+    *out = v * mul;
+    return true;
+}
+
+tl_status tlp_parse_links(const char *spec, const tl_plan_device *devs, size_t n_devs, double *bw,
+                          double *lat) {
+    for (size_t i = 0; i < n_devs; i++)
+        bw[i] = lat[i] = 0;
+    if (!spec || !*spec) return TL_OK;
+    const char *cur = spec, *tok;
+    size_t len;
+    char item[96];
+    while (next_item(&cur, &tok, &len)) {
+        tlp_tok(tok, len, item, sizeof item);
+        const char *eq = memchr(tok, '=', len);
+        if (!eq)
+            return tl__err(TL_ERR_INVALID_ARG,
+                           "links spec item '%s': not NAME=BW[:lat=TIME] (e.g. rpc0:0=1.25G:lat=200us)",
+                           item);
+        char what[128];
+        snprintf(what, sizeof what, "links spec item '%s'", item);
+        uint32_t d;
+        tl_status st = resolve_device(what, tok, (size_t)(eq - tok), devs, n_devs, &d);
+        if (st) return st;
+        if (d == TL_PLAN_HOST)
+            return tl__err(TL_ERR_INVALID_ARG, "%s: the host has no network link", what);
+        if (bw[d] > 0) return tl__err(TL_ERR_INVALID_ARG, "%s: device given twice", what);
+        const char *p = eq + 1, *end = tok + len, *f;
+        size_t fl;
+        bool first = true;
+        while (split_next(&p, end, ':', &f, &fl)) {
+            uint64_t b;
+            if (first) {
+                if (!parse_bytes_tok(f, fl, &b, NULL) || b == 0)
+                    return tl__err(TL_ERR_INVALID_ARG, "%s: bad bandwidth (bytes/s: 1.25G, 118M)",
+                                   what);
+                bw[d] = (double)b;
+                first = false;
+            } else if (fl > 4 && !strncasecmp(f, "lat=", 4)) {
+                if (!parse_time_tok(f + 4, fl - 4, &lat[d]))
+                    return tl__err(TL_ERR_INVALID_ARG, "%s: bad latency (200us, 1ms)", what);
+            } else {
+                return tl__err(TL_ERR_INVALID_ARG, "%s: unknown option (lat=TIME)", what);
+            }
+        }
     }
     return TL_OK;
 }

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,6 +289,26 @@ static void test_bind_rpc(void **state) {
     tu_rpc_stop(&srv);
 }
 
+/*
+ * A listener that answers ggml-rpc's HELLO (command 14, u64 size, 24 bytes)
+ * with protocol 3.1.4: a u64 size of 28, then major, minor, patch, a pad byte
+ * and 24 capability bytes.
+ */
+static void *old_version_server(void *arg) {
+    int ls = *(int *)arg;
+    int c = accept(ls, NULL, NULL);
+    if (c < 0) return NULL;
+    unsigned char req[1 + 8 + 24];
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof req && (r = read(c, req + got, sizeof req - got)) > 0)
+        got += (size_t)r;
+    unsigned char rsp[8 + 28] = {28, 0, 0, 0, 0, 0, 0, 0, 3, 1, 4};
+    if (write(c, rsp, sizeof rsp) != (ssize_t)sizeof rsp) perror("write");
+    close(c);
+    return NULL;
+}
+
 /* Endpoints that are malformed, repeated, closed or silent: clear errors naming them, no hang. */
 static void test_rpc_errors(void **state) {
     (void)state;
@@ -318,6 +339,22 @@ static void test_rpc_errors(void **state) {
     assert_non_null(strstr(tl_last_error(), ep));
     assert_non_null(strstr(tl_last_error(), "no answer"));
     close(ls);
+    /* a server of another protocol version: refused, both versions named */
+    ls = socket(AF_INET, SOCK_STREAM, 0);
+    a.sin_port = 0;
+    assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof a), 0);
+    l = sizeof a;
+    assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &l), 0);
+    assert_int_equal(listen(ls, 4), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, old_version_server, &ls), 0);
+    snprintf(ep, sizeof ep, "127.0.0.1:%d", ntohs(a.sin_port));
+    assert_int_equal(tl_device_ggml_rpc_add(ep, NULL), TL_ERR_UNSUPPORTED);
+    pthread_join(th, NULL);
+    close(ls);
+    assert_non_null(strstr(tl_last_error(), ep));
+    assert_non_null(strstr(tl_last_error(), "3.1.4"));
+    assert_non_null(strstr(tl_last_error(), "7.0"));
 }
 
 static void die_with_9(const char *message) {
@@ -326,12 +363,14 @@ static void die_with_9(const char *message) {
 }
 
 /*
- * A server that dies after it was added: ggml's RPC client ends the process;
- * the handler hears what ggml said and which device and endpoint tierload was
- * moving bytes to, and ends it with its own status (in a child process here).
+ * A server that dies (silent: stops answering, SIGSTOP) after it was added:
+ * ggml's RPC client ends the process — for a silent server once the
+ * connection's timeout (TIERLOAD_RPC_TIMEOUT, 1 s here) passes, rather than
+ * waiting forever; the handler hears what ggml said and which device and
+ * endpoint tierload was moving bytes to, and ends it with its own status (in
+ * a child process here).
  */
-static void test_rpc_server_dies(void **state) {
-    (void)state;
+static void lose_server(bool silent) {
     TU_NEED_GGML();
     if (TU_UNDER_TSAN) {
         printf("  SKIP: ThreadSanitizer does not support fork() once threads run\n");
@@ -349,6 +388,7 @@ static void test_rpc_server_dies(void **state) {
     if (pid == 0) {
         dup2(err[1], 2);
         signal(SIGPIPE, SIG_IGN);
+        if (silent) setenv("TIERLOAD_RPC_TIMEOUT", "1", 1);
         tl_device_ggml_on_abort(die_with_9);
         if (tl_device_ggml_rpc_add(srv.endpoint, NULL) != TL_OK) _exit(3);
         tl_device *d = NULL;
@@ -364,6 +404,7 @@ static void test_rpc_server_dies(void **state) {
         tl_devptr p;
         tl_status st = tl_device_alloc(d, sizeof buf, &p);
         if (st == TL_OK) st = tl_device_copy_to(d, p, buf, sizeof buf);
+        if (st == TL_OK) st = tl_device_copy_from(d, buf, p, sizeof buf); /* waits for an answer */
         _exit(st == TL_OK ? 7 : 8); /* not reached: ggml ends the process first */
     }
     assert_true(pid > 0);
@@ -372,7 +413,10 @@ static void test_rpc_server_dies(void **state) {
     close(down[0]);
     char c;
     assert_int_equal(read(up[0], &c, 1), 1);
-    tu_rpc_stop(&srv); /* the server dies after the child added it */
+    if (silent) /* the server stops answering after the child added it */
+        kill(srv.pid, SIGSTOP);
+    else /* the server dies after the child added it */
+        tu_rpc_stop(&srv);
     assert_int_equal(write(down[1], &c, 1), 1);
     static char text[4096];
     size_t got = 0;
@@ -387,8 +431,19 @@ static void test_rpc_server_dies(void **state) {
     close(down[1]);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 9)
         fail_msg("child status %d, stderr: %s", status, text);
-    assert_non_null(strstr(text, "ggml stopped the process"));
-    assert_non_null(strstr(text, srv.endpoint));
+    if (!strstr(text, "ggml stopped the process") || !strstr(text, srv.endpoint))
+        fail_msg("stderr: %s", text);
+    tu_rpc_stop(&srv); /* SIGKILL ends a stopped one too */
+}
+
+static void test_rpc_server_dies(void **state) {
+    (void)state;
+    lose_server(false);
+}
+
+static void test_rpc_server_silent(void **state) {
+    (void)state;
+    lose_server(true);
 }
 
 int main(void) {
@@ -406,6 +461,7 @@ int main(void) {
         cmocka_unit_test(test_bind_rpc),
         cmocka_unit_test(test_rpc_errors),
         cmocka_unit_test(test_rpc_server_dies),
+        cmocka_unit_test(test_rpc_server_silent),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -74,6 +74,10 @@ static void kill_all(void) {
 }
 
 bool tu_rpc_start(tu_rpc *r, char *why, size_t why_n) {
+    return tu_rpc_start_cached(r, NULL, why, why_n);
+}
+
+bool tu_rpc_start_cached(tu_rpc *r, const char *cache_dir, char *why, size_t why_n) {
     memset(r, 0, sizeof *r);
     const char *root = tu_ggml_root(why, why_n);
     if (!root) return false;
@@ -101,6 +105,10 @@ bool tu_rpc_start(tu_rpc *r, char *why, size_t why_n) {
             if (null >= 0) {
                 dup2(null, 1);
                 dup2(null, 2);
+            }
+            if (cache_dir) {
+                setenv("LLAMA_CACHE", cache_dir, 1);
+                execl(bin, bin, "-H", "127.0.0.1", "-p", ps, "-t", "1", "-c", (char *)NULL);
             }
             execl(bin, bin, "-H", "127.0.0.1", "-p", ps, "-t", "1", (char *)NULL);
             _exit(127);

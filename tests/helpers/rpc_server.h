@@ -31,6 +31,8 @@ typedef struct tu_rpc {
 
 /* Start a server; false with *why set. The server is ready (accepts) when this returns. */
 bool tu_rpc_start(tu_rpc *r, char *why, size_t why_n);
+/* The same with the server's tensor cache (-c) in cache_dir (LLAMA_CACHE; it adds rpc/). */
+bool tu_rpc_start_cached(tu_rpc *r, const char *cache_dir, char *why, size_t why_n);
 /* Stop it (SIGKILL, reaped); fine on a stopped one. */
 void tu_rpc_stop(tu_rpc *r);
 /* A TCP port on 127.0.0.1 that was free a moment ago. */

@@ -3,7 +3,7 @@
  * llama example (examples/llama) is held against.
  *
  *   llama-oracle MODEL.gguf --tokens 1,2,3,... --n-predict N --logits OUT.f32
- *                [--threads N] [--one-by-one]
+ *                [--threads N] [--one-by-one] [--rpc HOST:PORT,...]
  *
  * Loads the model with llama.cpp's own loader on the CPU, with no extra buffer
  * types (use_extra_bufts = false: no repacking of quantized weights into
@@ -16,6 +16,9 @@
  * N tokens, evaluating each. OUT.f32 gets the logits of every evaluated
  * position (the prompt's, then one row per decoded token), positions x vocab,
  * little-endian F32; stdout gets "greedy: t1 t2 ...".
+ *
+ * --rpc splits the model by layers over ggml RPC servers' devices, every layer
+ * offloaded, as llama.cpp's own --rpc does (the peer of bench/peer_rpc.sh).
  *
  * Exit status 0 on success, 2 on bad usage, 1 on any other error.
  */
@@ -33,7 +36,7 @@ static void quiet(enum ggml_log_level level, const char *text, void *user) {
 
 static int usage(void) {
     fprintf(stderr, "usage: llama-oracle MODEL.gguf --tokens 1,2,3,... --n-predict N --logits "
-                    "OUT.f32 [--threads N] [--one-by-one]\n");
+                    "OUT.f32 [--threads N] [--one-by-one] [--rpc HOST:PORT,...]\n");
     return 2;
 }
 
@@ -66,6 +69,7 @@ static bool eval(struct llama_context *ctx, const llama_token *tok, int n, int p
 
 int main(int argc, char **argv) {
     const char *model_path = NULL, *tokens = NULL, *out_path = NULL;
+    const char *rpc = NULL;
     int n_predict = -1, threads = 1;
     bool one_by_one = false;
     for (int i = 1; i < argc; i++) {
@@ -80,6 +84,8 @@ int main(int argc, char **argv) {
             threads = atoi(v), i++;
         else if (!strcmp(a, "--one-by-one"))
             one_by_one = true;
+        else if (!strcmp(a, "--rpc") && v)
+            rpc = v, i++;
         else if (a[0] != '-' && !model_path)
             model_path = a;
         else
@@ -105,6 +111,35 @@ int main(int argc, char **argv) {
     struct llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = 0;
     mp.use_extra_bufts = false;
+    /*
+     * --rpc: as llama.cpp's own --rpc does, each server is added through ggml's
+     * RPC registry and the model is split by layers over the servers' devices
+     * (in proportion to their memory), every layer offloaded.
+     */
+    ggml_backend_dev_t devs[65] = {0};
+    if (rpc) {
+        ggml_backend_reg_t reg = ggml_backend_reg_by_name("RPC");
+        void *fn = reg ? ggml_backend_reg_get_proc_address(reg, "ggml_backend_rpc_add_server")
+                       : NULL;
+        if (!fn) {
+            fprintf(stderr, "llama-oracle: no RPC backend\n");
+            return 1;
+        }
+        ggml_backend_reg_t (*add)(const char *);
+        memcpy(&add, &fn, sizeof fn);
+        char *list = strdup(rpc);
+        size_t n = 0;
+        for (char *save = NULL, *t = strtok_r(list, ",", &save); t && n < 64;
+             t = strtok_r(NULL, ",", &save)) {
+            ggml_backend_reg_t sreg = add(t);
+            for (size_t d = 0; sreg && d < ggml_backend_reg_dev_count(sreg) && n < 64; d++)
+                devs[n++] = ggml_backend_reg_dev_get(sreg, d);
+        }
+        free(list);
+        mp.devices = devs;
+        mp.n_gpu_layers = 999;
+        mp.split_mode = LLAMA_SPLIT_MODE_LAYER;
+    }
     struct llama_model *model = llama_model_load_from_file(model_path, mp);
     if (!model) {
         fprintf(stderr, "llama-oracle: %s: llama.cpp cannot load it\n", model_path);

@@ -132,7 +132,7 @@ class PlanOptions(ctypes.Structure):
                 ("output_size", c_char_p), ("clip_on_cpu", c_bool), ("vae_on_cpu", c_bool),
                 ("controlnet_on_cpu", c_bool), ("offload_to_cpu", c_bool), ("steps", c_u32),
                 ("vae_bytes_per_voxel", c_u64), ("offload", c_u32), ("phase_only", c_u32),
-                ("layer_split", c_u32), ("row_split", c_u32)]
+                ("layer_split", c_u32), ("row_split", c_u32), ("links", c_char_p)]
 
 
 class SessionOptions(ctypes.Structure):
