@@ -18,7 +18,9 @@
  * when its bytes there are the bytes given; failing that, the bytes are kept outside the budget.
  *
  * Environment: TIERLOAD_BUDGET (bytes of weights kept; K/M/G/T suffixes), TIERLOAD_MODE (copy),
- * TIERLOAD_STATS (file that gets the figures as JSON when the device is released or at exit).
+ * TIERLOAD_STASH (uffd, mremap or off: how evicted pages move to the stash; default the first the
+ * kernel has), TIERLOAD_STATS (file that gets the figures as JSON when the device is released or
+ * at exit).
  */
 #include "ggml-backend-impl.h"
 #include "ggml-impl.h"
@@ -1362,8 +1364,13 @@ static void tlp_dev_props(ggml_backend_dev_t dev, struct ggml_backend_dev_props 
     p->type = GGML_BACKEND_DEVICE_TYPE_GPU;
     p->device_id = NULL;
     /* mmap_support: llama.cpp then loads from its mapping of the file, which is how set_tensor
-     * learns where each weight's bytes are */
+     * learns where each weight's bytes are (a ggml before the field, as bundled with
+     * stable-diffusion.cpp, is built with TLP_GGML_NO_MMAP_CAP) */
+#ifdef TLP_GGML_NO_MMAP_CAP
+    p->caps = (struct ggml_backend_dev_caps){0};
+#else
     p->caps = (struct ggml_backend_dev_caps){.mmap_support = true};
+#endif
 }
 
 static ggml_backend_t tlp_dev_init(ggml_backend_dev_t dev, const char *params) {
