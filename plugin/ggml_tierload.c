@@ -558,10 +558,9 @@ static bool tlp__stash_put(tlp_dev_ctx *d, char *p, uint64_t n) {
     if (!d->stash) {
         uint64_t cap = tlp__round_up(d->budget, TLP_PAGE);
         void *r = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (r == MAP_FAILED) {
+        if (r == MAP_FAILED) { /* no stash at all: pages are given back */
             int e = errno;
-            d->stash_how = TLP_STASH_MREMAP; /* no stash at all: straight to giving pages back */
-            tlp__stash_fallback(d, e);
+            while (d->stash_how != TLP_STASH_OFF) tlp__stash_fallback(d, e);
             return false;
         }
         d->stash = r, d->stash_cap = cap;
