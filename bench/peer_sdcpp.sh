@@ -16,7 +16,11 @@
 # for byte. The plugin must be built for the ggml sd-cli runs: SD_TIERLOAD_PLUGIN names one, or
 # SD_SRC (the sd.cpp source checkout sd-cli was built from, with its bundled ggml) has this script
 # build one from plugin/ggml_tierload.c into PEER_DIR; otherwise BUILD_DIR's own plugin is tried.
-# That case prints "skipped:" with the reason when no plugin is found or it refuses sd-cli's ggml.
+# sd-cli loads backend modules only when its ggml is built with GGML_BACKEND_DL (then its CPU
+# backend is a module too and ggml_backend_load_all runs, reading GGML_BACKEND_PATH). sd.cpp's
+# source does not build against another ggml release (it needs GGML_MAX_NAME >= 128 and ops only
+# its bundled ggml has), hence a plugin built for that bundled ggml. The case prints "skipped:"
+# with the reason when no plugin is found, it refuses sd-cli's ggml or sd-cli loads no modules.
 # Without SD_CLI it prints a "skipped:" line and exits 0; it exits 1 when sd.cpp refuses the model
 # or a check fails.
 set -u
@@ -121,6 +125,14 @@ tl() {
   rc=$?
   if grep -q "tierload:.*not registering" "$name.log"; then
     echo "peer_sdcpp: skipped: the TIERLOAD0 case: $(grep -m1 'tierload:.*not registering' "$name.log")"
+    exit 0
+  fi
+  if grep -q "backend 'tierload0' was not found" "$name.log"; then
+    # sd.cpp scans for backend modules (ggml_backend_load_all, which reads GGML_BACKEND_PATH) only
+    # when no CPU backend is registered yet, i.e. when its ggml was built with GGML_BACKEND_DL
+    echo "peer_sdcpp: skipped: the TIERLOAD0 case: $SD does not load backend modules (build" \
+      "sd.cpp with -DBUILD_SHARED_LIBS=ON -DSD_BUILD_SHARED_LIBS=ON -DSD_BUILD_SHARED_GGML_LIB=ON" \
+      "-DGGML_BACKEND_DL=ON -DGGML_NATIVE=OFF)"
     exit 0
   fi
   if [ $rc != 0 ] || [ ! -s "$name.png" ]; then
