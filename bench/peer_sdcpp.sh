@@ -11,7 +11,8 @@
 # by `tierload merge`. bench/peer_sdcpp_compare.py then checks that the picture is not uniform,
 # that the two LoRA pictures agree within a limit and that the LoRA changed the picture by more
 # than that limit. Then the diffusion model on TIERLOAD0 (libggml-tierload.so, found through
-# GGML_BACKEND_PATH; sd.cpp's --backend diffusion=tierload0), resident and streamed within
+# GGML_BACKEND_PATH; sd.cpp's --backend clip=cpu,vae=cpu,diffusion=tierload0, as TIERLOAD0, a GPU,
+# would otherwise take every module), resident and streamed from the model file within
 # TIERLOAD_BUDGET = 1/4 of the weights the device holds: each picture must equal the CPU's byte
 # for byte. The plugin must be built for the ggml sd-cli runs: SD_TIERLOAD_PLUGIN names one, or
 # SD_SRC (the sd.cpp source checkout sd-cli was built from, with its bundled ggml) has this script
@@ -121,7 +122,7 @@ tl() {
   name=$1
   shift
   env GGML_BACKEND_PATH="$PLUGIN" TIERLOAD_STATS="$DIR/$name.json" "$@" "$SD" -m "$MODEL" -p x -W 64 -H 64 \
-    --steps 1 -s 42 -o "$name.png" --backend diffusion=tierload0 >"$name.log" 2>&1
+    --steps 1 -s 42 -o "$name.png" --backend clip=cpu,vae=cpu,diffusion=tierload0 >"$name.log" 2>&1
   rc=$?
   if grep -q "tierload:.*not registering" "$name.log"; then
     echo "peer_sdcpp: skipped: the TIERLOAD0 case: $(grep -m1 'tierload:.*not registering' "$name.log")"
@@ -148,9 +149,15 @@ w=$(stat tl-resident.json weights_bytes 2>/dev/null || echo 0)
 [ "$w" -gt 0 ] || { echo "peer_sdcpp: FAIL: sd.cpp put no weights on TIERLOAD0 (--backend diffusion=tierload0)"; exit 1; }
 echo "tl-resident: $w bytes of diffusion weights on TIERLOAD0"
 tl tl-budget TIERLOAD_BUDGET=$((w / 4))
-echo "tl-budget: TIERLOAD_BUDGET $((w / 4)), $(stat tl-budget.json bytes_read) bytes read in" \
-  "$(stat tl-budget.json graphs) graphs, peak resident $(stat tl-budget.json peak_resident)"
+rd=$(stat tl-budget.json bytes_read)
+peak=$(stat tl-budget.json peak_resident)
+echo "tl-budget: TIERLOAD_BUDGET $((w / 4)), $rd bytes read from the model file in" \
+  "$(stat tl-budget.json graphs) graphs, peak resident $peak"
 fails=0
+# sd.cpp reads the file itself: the plugin finds each weight in its catalog of the open safetensors
+# file, so the weights are streamed from the file, not kept as given
+[ "$rd" -gt "$w" ] || { echo "peer_sdcpp: FAIL: tl-budget: $rd bytes read: the weights were not streamed"; fails=1; }
+[ "$peak" -le $((w / 4)) ] || { echo "peer_sdcpp: FAIL: tl-budget: $peak bytes resident, over the budget"; fails=1; }
 for n in tl-resident tl-budget; do
   if cmp -s base.png "$n.png"; then
     echo "ok $n: the picture equals the CPU's byte for byte"

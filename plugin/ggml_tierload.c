@@ -13,9 +13,10 @@
  * and hands each chunk to the real CPU backend. A matrix product whose weight alone exceeds a chunk
  * is computed as row slices of that weight (each output element is the same dot product).
  *
- * An engine that reads the file itself (llama.cpp with --no-mmap) passes a buffer instead: then the
- * weight is looked up by name in tierload's catalog of each GGUF the process has open and taken
- * when its bytes there are the bytes given; failing that, the bytes are kept outside the budget.
+ * An engine that reads the file itself (llama.cpp with --no-mmap, stable-diffusion.cpp) passes a
+ * buffer instead: then the weight is looked up by name in tierload's catalog of each GGUF or
+ * safetensors file the process has open and taken when its bytes there are the bytes given;
+ * failing that, the bytes are kept outside the budget.
  *
  * Environment: TIERLOAD_BUDGET (bytes of weights kept; K/M/G/T suffixes), TIERLOAD_MODE (copy),
  * TIERLOAD_STASH (uffd, mremap or off: how evicted pages move to the stash; default the first the
@@ -175,7 +176,7 @@ typedef struct {
     bool dirty;
     tlp_file *files;
     int n_files;
-    struct { char *path; tl_model *m; } *cats; /* catalogs of open GGUFs (until the first graph) */
+    struct { char *path; tl_model *m; } *cats; /* catalogs of open model files (until the first graph) */
     int n_cats;
     bool tl_inited;
     tlp_seg *segs;
@@ -314,8 +315,8 @@ static void tlp__catalogs_close(tlp_dev_ctx *d) {
     d->n_cats = 0;
 }
 
-/* Bytes [off, off + n) of weight `name` given in `data`: the GGUF the process has open that holds
- * a tensor of that name with exactly these bytes there. */
+/* Bytes [off, off + n) of weight `name` given in `data`: the GGUF or safetensors file the process
+ * has open that holds a tensor of that name with exactly these bytes there. */
 static bool tlp__find_by_name(tlp_dev_ctx *d, const char *name, const void *data, size_t off, size_t n,
                               char *path, size_t path_n, uint64_t *foff) {
     DIR *dir = opendir("/proc/self/fd");
@@ -333,7 +334,9 @@ static bool tlp__find_by_name(tlp_dev_ctx *d, const char *name, const void *data
         struct stat st;
         if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 4) continue;
         size_t plen = (size_t)len;
-        if (plen < 5 || strcmp(path + plen - 5, ".gguf") != 0) continue;
+        if (!(plen > 5 && strcmp(path + plen - 5, ".gguf") == 0) &&
+            !(plen > 12 && strcmp(path + plen - 12, ".safetensors") == 0))
+            continue;
         tl_model *m = tlp__catalog(d, path);
         if (!m) continue;
         size_t i = tl_model_find(m, name);
