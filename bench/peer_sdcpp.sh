@@ -10,8 +10,20 @@
 # (--lora-model-dir and <lora:sd-demo-lora:1> in the prompt) and the model merged with the LoRA
 # by `tierload merge`. bench/peer_sdcpp_compare.py then checks that the picture is not uniform,
 # that the two LoRA pictures agree within a limit and that the LoRA changed the picture by more
-# than that limit. Without SD_CLI it prints a "skipped:" line and exits 0; it exits 1 when sd.cpp
-# refuses the model or a check fails.
+# than that limit. Then the diffusion model on TIERLOAD0 (libggml-tierload.so, found through
+# GGML_BACKEND_PATH; sd.cpp's --backend clip=cpu,vae=cpu,diffusion=tierload0, as TIERLOAD0, a GPU,
+# would otherwise take every module), resident and streamed from the model file within
+# TIERLOAD_BUDGET = 1/4 of the weights the device holds: each picture must equal the CPU's byte
+# for byte. The plugin must be built for the ggml sd-cli runs: SD_TIERLOAD_PLUGIN names one, or
+# SD_SRC (the sd.cpp source checkout sd-cli was built from, with its bundled ggml) has this script
+# build one from plugin/ggml_tierload.c into PEER_DIR; otherwise BUILD_DIR's own plugin is tried.
+# sd-cli loads backend modules only when its ggml is built with GGML_BACKEND_DL (then its CPU
+# backend is a module too and ggml_backend_load_all runs, reading GGML_BACKEND_PATH). sd.cpp's
+# source does not build against another ggml release (it needs GGML_MAX_NAME >= 128 and ops only
+# its bundled ggml has), hence a plugin built for that bundled ggml. The case prints "skipped:"
+# with the reason when no plugin is found, it refuses sd-cli's ggml or sd-cli loads no modules.
+# Without SD_CLI it prints a "skipped:" line and exits 0; it exits 1 when sd.cpp refuses the model
+# or a check fails.
 set -u
 SD=${1:-}
 BUILD=${2:-build}
@@ -79,3 +91,79 @@ draw lora-merged "$DIR/merged.safetensors" x
 
 echo "== the pictures"
 /usr/bin/python3 "$HERE/peer_sdcpp_compare.py" base.png lora-sdcpp.png lora-merged.png
+
+echo "== the diffusion model on TIERLOAD0 against the CPU"
+PLUGIN=${SD_TIERLOAD_PLUGIN:-}
+if [ -z "$PLUGIN" ] && [ -n "${SD_SRC:-}" ] && [ -f "$SD_SRC/ggml/src/ggml-backend-impl.h" ]; then
+  # built for sd.cpp's bundled ggml: its release, its GGML_MAX_NAME (a field of ggml_tensor), and
+  # without the device caps field its release lacks
+  G=$SD_SRC/ggml
+  ver=$(sed -n 's/^set(GGML_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)).*/\2/p' "$G/CMakeLists.txt" | paste -sd.)
+  maxname=$(sed -n 's/.*-DGGML_MAX_NAME=\([0-9]*\).*/\1/p' "$SD_SRC/CMakeLists.txt" | head -n 1)
+  defs="-DTL_PLUGIN_GGML_VERSION=\"$ver\" -DTL_PLUGIN_GGML_COMMIT=\"\""
+  [ -n "$maxname" ] && defs="$defs -DGGML_MAX_NAME=$maxname"
+  grep -q mmap_support "$G/include/ggml-backend.h" || defs="$defs -DTLP_GGML_NO_MMAP_CAP"
+  mkdir -p "$DIR/plugin"
+  PLUGIN=$DIR/plugin/libggml-tierload.so
+  # shellcheck disable=SC2086 # defs is a list of flags
+  ${CC:-cc} -std=c11 -D_GNU_SOURCE -O2 -fPIC -shared -fvisibility=hidden $defs -isystem "$G/include" \
+    -isystem "$G/src" -I"$HERE/../include" "$HERE/../plugin/ggml_tierload.c" -o "$PLUGIN" \
+    -L"$BUILD" -ltierload -lpthread -Wl,-rpath,"$BUILD" >plugin-build.log 2>&1 ||
+    { echo "peer_sdcpp: FAIL: the plugin does not build against $G:"; tail -n 20 plugin-build.log; exit 1; }
+  echo "libggml-tierload.so built for sd.cpp's ggml $ver (GGML_MAX_NAME ${maxname:-default}): $PLUGIN"
+fi
+[ -n "$PLUGIN" ] || PLUGIN=$BUILD/libggml-tierload.so
+if [ ! -f "$PLUGIN" ]; then
+  echo "peer_sdcpp: skipped: the TIERLOAD0 case: no $PLUGIN (SD_TIERLOAD_PLUGIN, or SD_SRC to build one)"
+  exit 0
+fi
+# tl NAME [ENV...]: the base picture's draw with the diffusion model on TIERLOAD0
+tl() {
+  name=$1
+  shift
+  env GGML_BACKEND_PATH="$PLUGIN" TIERLOAD_STATS="$DIR/$name.json" "$@" "$SD" -m "$MODEL" -p x -W 64 -H 64 \
+    --steps 1 -s 42 -o "$name.png" --backend clip=cpu,vae=cpu,diffusion=tierload0 >"$name.log" 2>&1
+  rc=$?
+  if grep -q "tierload:.*not registering" "$name.log"; then
+    echo "peer_sdcpp: skipped: the TIERLOAD0 case: $(grep -m1 'tierload:.*not registering' "$name.log")"
+    exit 0
+  fi
+  if grep -q "backend 'tierload0' was not found" "$name.log"; then
+    # sd.cpp scans for backend modules (ggml_backend_load_all, which reads GGML_BACKEND_PATH) only
+    # when no CPU backend is registered yet, i.e. when its ggml was built with GGML_BACKEND_DL
+    echo "peer_sdcpp: skipped: the TIERLOAD0 case: $SD does not load backend modules (build" \
+      "sd.cpp with -DBUILD_SHARED_LIBS=ON -DSD_BUILD_SHARED_LIBS=ON -DSD_BUILD_SHARED_GGML_LIB=ON" \
+      "-DGGML_BACKEND_DL=ON -DGGML_NATIVE=OFF)"
+    exit 0
+  fi
+  if [ $rc != 0 ] || [ ! -s "$name.png" ]; then
+    echo "peer_sdcpp: FAIL: sd.cpp with TIERLOAD0 failed to draw $name (exit $rc):"
+    tail -n 30 "$name.log"
+    exit 1
+  fi
+}
+stat() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+rm -f tl-resident.json tl-budget.json
+tl tl-resident
+w=$(stat tl-resident.json weights_bytes 2>/dev/null || echo 0)
+[ "$w" -gt 0 ] || { echo "peer_sdcpp: FAIL: sd.cpp put no weights on TIERLOAD0 (--backend diffusion=tierload0)"; exit 1; }
+echo "tl-resident: $w bytes of diffusion weights on TIERLOAD0"
+tl tl-budget TIERLOAD_BUDGET=$((w / 4))
+rd=$(stat tl-budget.json bytes_read)
+peak=$(stat tl-budget.json peak_resident)
+echo "tl-budget: TIERLOAD_BUDGET $((w / 4)), $rd bytes read from the model file in" \
+  "$(stat tl-budget.json graphs) graphs, peak resident $peak"
+fails=0
+# sd.cpp reads the file itself: the plugin finds each weight in its catalog of the open safetensors
+# file, so the weights are streamed from the file, not kept as given
+[ "$rd" -gt "$w" ] || { echo "peer_sdcpp: FAIL: tl-budget: $rd bytes read: the weights were not streamed"; fails=1; }
+[ "$peak" -le $((w / 4)) ] || { echo "peer_sdcpp: FAIL: tl-budget: $peak bytes resident, over the budget"; fails=1; }
+for n in tl-resident tl-budget; do
+  if cmp -s base.png "$n.png"; then
+    echo "ok $n: the picture equals the CPU's byte for byte"
+  else
+    echo "peer_sdcpp: FAIL: $n: the picture differs from the CPU's ($(cmp base.png "$n.png" 2>&1 | head -n 1))"
+    fails=$((fails + 1))
+  fi
+done
+[ "$fails" = 0 ] || exit 1

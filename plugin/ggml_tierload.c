@@ -13,12 +13,15 @@
  * and hands each chunk to the real CPU backend. A matrix product whose weight alone exceeds a chunk
  * is computed as row slices of that weight (each output element is the same dot product).
  *
- * An engine that reads the file itself (llama.cpp with --no-mmap) passes a buffer instead: then the
- * weight is looked up by name in tierload's catalog of each GGUF the process has open and taken
- * when its bytes there are the bytes given; failing that, the bytes are kept outside the budget.
+ * An engine that reads the file itself (llama.cpp with --no-mmap, stable-diffusion.cpp) passes a
+ * buffer instead: then the weight is looked up by name in tierload's catalog of each GGUF or
+ * safetensors file the process has open and taken when its bytes there are the bytes given;
+ * failing that, the bytes are kept outside the budget.
  *
  * Environment: TIERLOAD_BUDGET (bytes of weights kept; K/M/G/T suffixes), TIERLOAD_MODE (copy),
- * TIERLOAD_STATS (file that gets the figures as JSON when the device is released or at exit).
+ * TIERLOAD_STASH (uffd, mremap or off: how evicted pages move to the stash; default the first the
+ * kernel has), TIERLOAD_STATS (file that gets the figures as JSON when the device is released or
+ * at exit).
  */
 #include "ggml-backend-impl.h"
 #include "ggml-impl.h"
@@ -35,10 +38,30 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+/* UFFDIO_MOVE (Linux 6.8) by its ABI numbers, for headers older than the kernels that have it */
+#ifndef UFFD_FEATURE_MOVE
+#define UFFD_FEATURE_MOVE (1ull << 16)
+#endif
+#ifndef UFFDIO_MOVE
+struct uffdio_move {
+    __u64 dst, src, len, mode;
+    __s64 move;
+};
+#define UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES (1ull << 1)
+#define UFFDIO_MOVE _IOWR(UFFDIO, 0x05, struct uffdio_move)
+#endif
+#define TLP_UFFDIO_MOVE_BIT 0x05 /* its bit in uffdio_register.ioctls */
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
 
 #ifndef TL_PLUGIN_GGML_VERSION
 #error "TL_PLUGIN_GGML_VERSION (the ggml release built against) must be defined"
@@ -122,6 +145,10 @@ typedef struct {
 
 enum { SEG_ABSENT = 0, SEG_LOADING = 1, SEG_RESIDENT = 2 };
 
+/* how an evicted segment's pages reach the stash and come back */
+enum { TLP_STASH_OFF = 0, TLP_STASH_MREMAP = 1, TLP_STASH_UFFD = 2 };
+static const char *const tlp_stash_names[] = {"off", "mremap", "uffd"};
+
 typedef struct {
     uint32_t w;
     uint64_t off, len, span; /* bytes within the weight; span: page-rounded */
@@ -149,7 +176,7 @@ typedef struct {
     bool dirty;
     tlp_file *files;
     int n_files;
-    struct { char *path; tl_model *m; } *cats; /* catalogs of open GGUFs (until the first graph) */
+    struct { char *path; tl_model *m; } *cats; /* catalogs of open model files (until the first graph) */
     int n_cats;
     bool tl_inited;
     tlp_seg *segs;
@@ -163,7 +190,9 @@ typedef struct {
     uint64_t stash_cap, stash_top;
     uint64_t *stash_piece;       /* lengths of the pieces moved in, bottom to top */
     uint32_t stash_n, stash_piece_cap;
-    bool stash_off;              /* mremap refused once: give pages back as before */
+    int stash_how;               /* TLP_STASH_*: how pages move (tlp__stash_choose) */
+    int uffd;                    /* the userfaultfd that UFFDIO_MOVE goes through, or -1 */
+    uint64_t stash_moves, stash_fallbacks; /* figures: calls that moved pages; methods given up */
     /* worker */
     pthread_t worker;
     bool worker_started, worker_stop;
@@ -286,8 +315,8 @@ static void tlp__catalogs_close(tlp_dev_ctx *d) {
     d->n_cats = 0;
 }
 
-/* Bytes [off, off + n) of weight `name` given in `data`: the GGUF the process has open that holds
- * a tensor of that name with exactly these bytes there. */
+/* Bytes [off, off + n) of weight `name` given in `data`: the GGUF or safetensors file the process
+ * has open that holds a tensor of that name with exactly these bytes there. */
 static bool tlp__find_by_name(tlp_dev_ctx *d, const char *name, const void *data, size_t off, size_t n,
                               char *path, size_t path_n, uint64_t *foff) {
     DIR *dir = opendir("/proc/self/fd");
@@ -305,7 +334,9 @@ static bool tlp__find_by_name(tlp_dev_ctx *d, const char *name, const void *data
         struct stat st;
         if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 4) continue;
         size_t plen = (size_t)len;
-        if (plen < 5 || strcmp(path + plen - 5, ".gguf") != 0) continue;
+        if (!(plen > 5 && strcmp(path + plen - 5, ".gguf") == 0) &&
+            !(plen > 12 && strcmp(path + plen - 12, ".safetensors") == 0))
+            continue;
         tl_model *m = tlp__catalog(d, path);
         if (!m) continue;
         size_t i = tl_model_find(m, name);
@@ -425,12 +456,21 @@ static bool tlp__load_seg(tlp_dev_ctx *d, const tlp_seg *s, uint64_t *read, char
 /*
  * The page stash. A load into pages just given back would fault every page in again (an exception,
  * a page allocation and its zeroing, per 4 KiB: most of a streamed token's time on a virtual
- * machine). Instead an evicted segment's pages are moved, page tables and all, into the stash with
- * mremap(MREMAP_DONTUNMAP) — its range stays mapped, empty, as after MADV_DONTNEED — and the next
- * load moves them from the stash's top into its own range before reading the file into them. The
- * stash counts against the budget (resident + stash <= budget at all times): what a load does not
- * take back is given back to the system. Where mremap refuses (an old kernel, the limit on
- * mappings), pages are given back as before.
+ * machine). Instead an evicted segment's pages are moved, page tables and all, into the stash —
+ * its range is left mapped and empty, as after MADV_DONTNEED — and the next load moves them from
+ * the stash's top into its own range before reading the file into them. The stash counts against
+ * the budget (resident + stash <= budget at all times): what a load does not take back is given
+ * back to the system.
+ *
+ * Pages move in one of two ways, chosen at run time (tlp__stash_choose; TIERLOAD_STASH names one):
+ * UFFDIO_MOVE through a userfaultfd (Linux 6.8 on), which moves page table entries and leaves the
+ * mappings as they are; or mremap(MREMAP_DONTUNMAP) (Linux 5.7 on), which splits a mapping off at
+ * both ends of every range it moves and merges it back, work that grows with the number of
+ * mappings the process has and that dominated a streamed token's time. UFFDIO_MOVE needs each
+ * destination registered with the userfaultfd: the stash and every buffer of this device are, in
+ * write-protect mode, which by itself changes nothing (no page is ever write-protected, and faults
+ * are served by the kernel as before). A way that fails falls to the next — UFFDIO_MOVE to mremap,
+ * mremap to giving pages back — for the rest of the run.
  */
 static void tlp__stash_drop(tlp_dev_ctx *d, uint64_t n) {
     while (n && d->stash_n) {
@@ -442,13 +482,93 @@ static void tlp__stash_drop(tlp_dev_ctx *d, uint64_t n) {
     }
 }
 
+/* Register [p, p + n) with the userfaultfd; true when UFFDIO_MOVE may then move pages into it. */
+static bool tlp__uffd_register(tlp_dev_ctx *d, void *p, size_t n) {
+    struct uffdio_register r = {.range = {(uintptr_t)p, n}, .mode = UFFDIO_REGISTER_MODE_WP};
+    return ioctl(d->uffd, UFFDIO_REGISTER, &r) == 0 && (r.ioctls & (1ull << TLP_UFFDIO_MOVE_BIT));
+}
+
+/* The way pages move: TIERLOAD_STASH (uffd, mremap or off) or the best this kernel offers. False
+ * on a name it does not know. */
+static bool tlp__stash_choose(tlp_dev_ctx *d) {
+    d->uffd = -1;
+    d->stash_how = TLP_STASH_UFFD;
+    const char *e = getenv("TIERLOAD_STASH");
+    if (e && *e) {
+        int k = 0;
+        while (k < 3 && strcmp(e, tlp_stash_names[k]) != 0) k++;
+        if (k == 3) return false;
+        d->stash_how = k;
+    }
+    if (!d->budget) d->stash_how = TLP_STASH_OFF;
+    if (d->stash_how != TLP_STASH_UFFD) return true;
+    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+    if (fd < 0 && errno == EINVAL) fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_MOVE};
+    if (fd >= 0 && ioctl(fd, UFFDIO_API, &api) == 0 && (api.features & UFFD_FEATURE_MOVE)) {
+        d->uffd = fd;
+        return true;
+    }
+    if (fd >= 0) close(fd);
+    d->stash_how = TLP_STASH_MREMAP;
+    return true;
+}
+
+/* The current way failed: the next one from now on (why: errno of the failure). */
+static void tlp__stash_fallback(tlp_dev_ctx *d, int why) {
+    int from = d->stash_how;
+    if (from == TLP_STASH_UFFD) {
+        close(d->uffd); /* unregisters every range */
+        d->uffd = -1;
+        d->stash_how = TLP_STASH_MREMAP;
+    } else {
+        d->stash_how = TLP_STASH_OFF;
+        tlp__stash_drop(d, d->stash_top);
+    }
+    d->stash_fallbacks++;
+    GGML_LOG_WARN("tierload: moving pages with %s failed (%s): %s from now on\n", tlp_stash_names[from],
+                  strerror(why), d->stash_how == TLP_STASH_OFF ? "giving them back" : tlp_stash_names[d->stash_how]);
+}
+
+/* Move the n bytes of pages at src (page aligned) to dst, whose range holds none; the bytes moved
+ * from src's start (n when all; less when the move failed part way, errno set). */
+static uint64_t tlp__move(tlp_dev_ctx *d, char *dst, char *src, uint64_t n) {
+    d->stash_moves++;
+    if (d->stash_how == TLP_STASH_UFFD) {
+        uint64_t done = 0;
+        for (int again = 0; done < n && again < 16;) {
+            struct uffdio_move m = {(uintptr_t)(dst + done), (uintptr_t)(src + done), n - done,
+                                    UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, 0};
+            if (ioctl(d->uffd, UFFDIO_MOVE, &m) == 0) return n;
+            int e = errno;
+            if (m.move > 0) done += (uint64_t)m.move;
+            if (e != EAGAIN) {
+                errno = e;
+                return done;
+            }
+            again++;
+        }
+        if (done < n) errno = EAGAIN;
+        return done;
+    }
+    return mremap(src, n, n, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, dst) == MAP_FAILED ? 0 : n;
+}
+
+/* Move the segment pages at [p, p + n) into the stash; false (nothing done) when the stash has no
+ * room or is off. What a failing move leaves behind is given back. */
 static bool tlp__stash_put(tlp_dev_ctx *d, char *p, uint64_t n) {
-    if (d->stash_off || !d->budget) return false;
+    if (d->stash_how == TLP_STASH_OFF || !d->budget) return false;
     if (!d->stash) {
-        void *r = mmap(NULL, d->budget, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                       -1, 0);
-        if (r == MAP_FAILED) return !(d->stash_off = true);
-        d->stash = r, d->stash_cap = d->budget;
+        uint64_t cap = tlp__round_up(d->budget, TLP_PAGE);
+        void *r = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (r == MAP_FAILED) { /* no stash at all: pages are given back */
+            int e = errno;
+            while (d->stash_how != TLP_STASH_OFF) tlp__stash_fallback(d, e);
+            return false;
+        }
+        d->stash = r, d->stash_cap = cap;
+        if (d->stash_how == TLP_STASH_UFFD && !tlp__uffd_register(d, d->stash, d->stash_cap))
+            tlp__stash_fallback(d, errno);
     }
     if (d->stash_top + n > d->stash_cap) return false;
     if (d->stash_n == d->stash_piece_cap) {
@@ -457,11 +577,16 @@ static bool tlp__stash_put(tlp_dev_ctx *d, char *p, uint64_t n) {
         if (!g) return false;
         d->stash_piece = g, d->stash_piece_cap = cap;
     }
-    if (mremap(p, n, n, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, d->stash + d->stash_top) ==
-        MAP_FAILED)
-        return !(d->stash_off = true);
-    d->stash_piece[d->stash_n++] = n;
-    d->stash_top += n;
+    uint64_t k = tlp__move(d, d->stash + d->stash_top, p, n);
+    if (k) {
+        d->stash_piece[d->stash_n++] = k;
+        d->stash_top += k;
+    }
+    if (k < n) {
+        int e = errno;
+        madvise(p + k, n - k, MADV_DONTNEED);
+        tlp__stash_fallback(d, e);
+    }
     return true;
 }
 
@@ -469,17 +594,20 @@ static bool tlp__stash_put(tlp_dev_ctx *d, char *p, uint64_t n) {
  * True when all n came from the stash. */
 static bool tlp__stash_take(tlp_dev_ctx *d, char *p, uint64_t n) {
     uint64_t done = 0;
-    while (done < n && d->stash_n && !d->stash_off) {
+    while (done < n && d->stash_n && d->stash_how != TLP_STASH_OFF) {
         uint64_t *top = &d->stash_piece[d->stash_n - 1];
         uint64_t m = *top < n - done ? *top : n - done;
         char *src = d->stash + d->stash_top - m;
-        if (mremap(src, m, m, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, p + done) == MAP_FAILED) {
-            d->stash_off = true;
-            tlp__stash_drop(d, d->stash_top);
-            return false;
-        }
+        uint64_t k = tlp__move(d, p + done, src, m);
         d->stash_top -= m, *top -= m, done += m;
         if (!*top) d->stash_n--;
+        if (k < m) { /* the pages not moved are given back, and with them the stash's order */
+            int e = errno;
+            madvise(src + k, m - k, MADV_DONTNEED);
+            tlp__stash_drop(d, d->stash_top);
+            tlp__stash_fallback(d, e);
+            return false;
+        }
     }
     return done == n;
 }
@@ -1008,11 +1136,13 @@ static void tlp__write_stats(tlp_dev_ctx *d) {
             ",\"weight_tensors\":%d,\"segment_bytes\":%" PRIu64 ",\"graphs\":%" PRIu64 ",\"chunks\":%" PRIu64
             ",\"bytes_read\":%" PRIu64 ",\"first_graph_read\":%" PRIu64 ",\"last_graph_read\":%" PRIu64
             ",\"read_per_graph_after_first\":%.1f,\"peak_resident\":%" PRIu64
-            ",\"max_chunk_bytes\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"wait_ns\":%" PRIu64 "}\n",
+            ",\"max_chunk_bytes\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"wait_ns\":%" PRIu64
+            ",\"stash\":\"%s\",\"stash_moves\":%" PRIu64 ",\"stash_fallbacks\":%" PRIu64 "}\n",
             d->budget, d->graph_weights, d->graph_weight_tensors, d->seg_size, d->graphs, d->chunks_run, d->bytes_read,
             d->first_graph_read, d->last_graph_read,
             d->graphs > 1 ? (double)d->graph_read_sum_after_first / (double)(d->graphs - 1) : 0.0,
-            d->peak_resident, d->max_chunk_bytes, d->evictions, d->wait_ns);
+            d->peak_resident, d->max_chunk_bytes, d->evictions, d->wait_ns, tlp_stash_names[d->stash_how],
+            d->stash_moves, d->stash_fallbacks);
     fclose(f);
 }
 
@@ -1167,6 +1297,10 @@ static ggml_backend_buffer_t tlp_buft_alloc(ggml_backend_buffer_type_t t, size_t
         return NULL;
     }
     c->base = p, c->size = n;
+    tlp_dev_ctx *d = &g_dev;
+    pthread_mutex_lock(&d->mu);
+    if (d->stash_how == TLP_STASH_UFFD && !tlp__uffd_register(d, p, n)) tlp__stash_fallback(d, errno);
+    pthread_mutex_unlock(&d->mu);
     return ggml_backend_buffer_init(t, tlp_buf_iface, c, size);
 }
 
@@ -1232,8 +1366,13 @@ static void tlp_dev_props(ggml_backend_dev_t dev, struct ggml_backend_dev_props 
     p->type = GGML_BACKEND_DEVICE_TYPE_GPU;
     p->device_id = NULL;
     /* mmap_support: llama.cpp then loads from its mapping of the file, which is how set_tensor
-     * learns where each weight's bytes are */
+     * learns where each weight's bytes are (a ggml before the field, as bundled with
+     * stable-diffusion.cpp, is built with TLP_GGML_NO_MMAP_CAP) */
+#ifdef TLP_GGML_NO_MMAP_CAP
+    p->caps = (struct ggml_backend_dev_caps){0};
+#else
     p->caps = (struct ggml_backend_dev_caps){.mmap_support = true};
+#endif
 }
 
 static ggml_backend_t tlp_dev_init(ggml_backend_dev_t dev, const char *params) {
@@ -1337,6 +1476,11 @@ ggml_backend_reg_t ggml_backend_init(void) {
             return NULL;
         }
         d->budget_set = true;
+    }
+    if (!tlp__stash_choose(d)) {
+        GGML_LOG_ERROR("tierload: TIERLOAD_STASH=%s: not uffd, mremap or off: not registering\n",
+                       getenv("TIERLOAD_STASH"));
+        return NULL;
     }
     d->stats_path = getenv("TIERLOAD_STATS");
     pthread_mutex_init(&d->mu, NULL);

@@ -12,8 +12,9 @@
 # open GGUF and streamed all the same), and two threads on both sides.
 # Eviction: on a 16 MiB mkmodel llama model, bytes read per decoded token within 1.03 x the optimum
 # for the budget (and the logits again bitwise equal).
+# Each TIERLOAD_STASH way of moving evicted pages (uffd, mremap, off): the same logits again.
 # Bad input: a budget below the largest chunk (a clear error naming both sizes, exit 1, no
-# signal), a budget that is not a size, another ggml release (a preloaded ggml_version() of
+# signal), a budget that is not a size, a TIERLOAD_STASH it does not know, another ggml release (a preloaded ggml_version() of
 # another release: the plugin refuses to register and names both), and the model file touched or
 # truncated after the prompt (the next token's graph fails through ggml's error path with
 # "file changed").
@@ -135,6 +136,26 @@ else
     fail "tierload mkmodel --profile llama failed"
 fi
 
+# each way of moving an evicted segment's pages (TIERLOAD_STASH): the same logits, on the 16 MiB
+# model at 1/8 (thousands of moves each way); the way asked for is the way used unless this kernel
+# lacks it (uffd needs Linux 6.8: then mremap, which the stats name), and none fell back part way
+if [ -f "$mk" ] && [ -n "${W:-}" ]; then
+    for how in uffd mremap off; do
+        run "mk16-stash-$how" "$mk" "$tmp/mk16.ref" TIERLOAD_BUDGET=$((W / 8)) TIERLOAD_STASH=$how -- \
+            --plugin "$lib" || continue
+        got=$(stat "$tmp/mk16-stash-$how.json" stash)
+        moves=$(stat "$tmp/mk16-stash-$how.json" stash_moves)
+        [ "$(stat "$tmp/mk16-stash-$how.json" stash_fallbacks)" = 0 ] ||
+            fail "mk16 TIERLOAD_STASH=$how: fell back to $got during the run"
+        case $how:$got in
+        uffd:uffd | mremap:mremap) [ "$moves" -gt 0 ] || fail "mk16 TIERLOAD_STASH=$how: no pages moved" ;;
+        uffd:mremap) echo "note: this kernel has no UFFDIO_MOVE (mremap used)" ;;
+        off:off) [ "$moves" = 0 ] || fail "mk16 TIERLOAD_STASH=off: $moves moves" ;;
+        *) fail "mk16 TIERLOAD_STASH=$how: the stats say $got" ;;
+        esac
+    done
+fi
+
 # found only through GGML_BACKEND_PATH, llama.cpp's default model parameters
 m=tiny-llama-256-q4_k_m
 run "$m-backend-path" "$data/gguf/$m.gguf" "$tmp/$m.ref" GGML_BACKEND_PATH="$lib" -- --load-all
@@ -179,6 +200,8 @@ expect() {
 expect budget-too-small 1 'TIERLOAD_BUDGET 1000 B is smaller than the largest chunk of the graph, [0-9]+ B' \
     "$data/gguf/tiny-llama-q4_0.gguf" TIERLOAD_BUDGET=1000 -- --plugin "$lib"
 expect budget-not-a-size 3 'TIERLOAD_BUDGET=lots: not a size' "$data/gguf/tiny-llama-q4_0.gguf" TIERLOAD_BUDGET=lots -- --plugin "$lib"
+expect stash-unknown 3 'TIERLOAD_STASH=swap: not uffd, mremap or off' "$data/gguf/tiny-llama-q4_0.gguf" \
+    TIERLOAD_STASH=swap -- --plugin "$lib"
 expect other-ggml 3 'built for ggml [0-9][^ ]* \(commit [^)]*\) but this process runs ggml 0\.0\.1-other \(commit 0ther00\)' \
     "$data/gguf/tiny-llama-q4_0.gguf" LD_PRELOAD="$other" -- --plugin "$lib"
 
