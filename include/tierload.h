@@ -35,7 +35,9 @@
  *     only grow at their end and are never indexed by the caller except
  *     through an accessor. Value types passed both ways (tl_plan_device,
  *     tl_plan_summary, tl_backend_spec, tl_plan_size, tl_plan_phases,
- *     tl_vae_tiling, tl_sim_spec, tl_session_step, tl_session_part, tl_meta)
+ *     tl_vae_tiling, tl_sim_spec, tl_session_step, tl_meta, and the
+ *     tl_session_part array of a tl_session_tensor — tl_acquired_part reads a
+ *     part up to the caller's size)
  *     are fixed for an ABI version: changing them raises TL_ABI_VERSION, as
  *     does growing a struct that is embedded in another one (tl_memstats in
  *     tl_memspan, tl_session_device_stats in tl_session_stats). out_size 0
@@ -2031,6 +2033,14 @@ TL_API tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t l
 TL_API tl_status tl_session_cancel(tl_session *s);
 TL_API size_t tl_acquired_count(const tl_acquired *a);
 TL_API const tl_session_tensor *tl_acquired_tensor(const tl_acquired *a, size_t i);
+/*
+ * Part q of acquired tensor i, filled up to out_size bytes (sizeof *out): the
+ * way to read parts that holds across ABI versions (indexing
+ * tl_session_tensor.parts assumes this header's sizeof). TL_ERR_INVALID_ARG
+ * for NULL arguments, out_size 0 or i, q out of range.
+ */
+TL_API tl_status tl_acquired_part(const tl_acquired *a, size_t i, uint32_t q, tl_session_part *out,
+                                  size_t out_size);
 /*
  * Drop the references (the tensors stay resident until evicted); frees a.
  * NULL a is fine (TL_OK). Misuse is refused with TL_ERR_INVALID_ARG and

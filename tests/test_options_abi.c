@@ -129,6 +129,20 @@ static void test_output_sizes(void **state) {
     tl_acquired *a = NULL;
     tl_component comp = tl_component_of("blk.0.attn_q.weight");
     assert_int_equal(tl_session_acquire(s, comp, 0, TL_ALL_LAYERS, true, &a), TL_OK);
+    /* a part, read up to a shorter size and a longer one */
+    const tl_session_tensor *t0 = tl_acquired_tensor(a, 0);
+    unsigned char *pb = canary_buf(sizeof(tl_session_part));
+    assert_int_equal(tl_acquired_part(a, 0, 0, (tl_session_part *)pb, 4), TL_OK);
+    assert_memory_equal(pb, &t0->parts[0], 4);
+    assert_canary(pb, 4, sizeof(tl_session_part) + TAIL, "part, 4 bytes");
+    assert_int_equal(tl_acquired_part(a, 0, 0, (tl_session_part *)pb, sizeof(tl_session_part) + 8),
+                     TL_OK);
+    assert_memory_equal(pb, &t0->parts[0], sizeof(tl_session_part));
+    assert_canary(pb, sizeof(tl_session_part), sizeof(tl_session_part) + TAIL, "part, longer");
+    assert_int_equal(tl_acquired_part(a, 0, t0->n_parts, (tl_session_part *)pb, 8),
+                     TL_ERR_INVALID_ARG);
+    assert_int_equal(tl_acquired_part(a, 0, 0, (tl_session_part *)pb, 0), TL_ERR_INVALID_ARG);
+    free(pb);
     assert_int_equal(tl_session_release(s, a), TL_OK);
 
     /* an older, shorter struct: 8 bytes; nothing past them is written */

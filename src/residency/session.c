@@ -2431,6 +2431,14 @@ const tl_session_tensor *tl_acquired_tensor(const tl_acquired *a, size_t i) {
     return a && i < a->n ? &a->t[i] : NULL;
 }
 
+tl_status tl_acquired_part(const tl_acquired *a, size_t i, uint32_t q, tl_session_part *out,
+                           size_t out_size) {
+    if (!a || !out || !out_size || i >= a->n || q >= a->t[i].n_parts)
+        return tl__err(TL_ERR_INVALID_ARG, "tl_acquired_part: NULL argument, size 0 or out of range");
+    tl__copy_out(out, out_size, &a->t[i].parts[q], sizeof a->t[i].parts[q]);
+    return TL_OK;
+}
+
 /* A claimed set leaves s (lock held): its references drop. */
 static void unlist_locked(tl_session *s, tl_acquired *a) {
     tl__os_mutex_assert_held(&s->mu);
