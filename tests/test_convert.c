@@ -315,8 +315,7 @@ static void test_pairs(void **st) {
     static const char *const kept[] = {"model.diffusion_model.time_embed.0.weight",
                                        "double_blocks.0.img_attn.norm.key_norm.scale",
                                        "model.diffusion_model.label_emb.0.0.weight",
-                                       "cond_stage_model.transformer.text_model.embeddings."
-                                       "token_embedding.weight",
+                                       "te.text_model.embeddings.token_embedding.weight",
                                        "model.diffusion_model.final_layer.linear.weight",
                                        "x.weight_scale",
                                        "y.bias"};
