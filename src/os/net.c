@@ -35,17 +35,25 @@ static int wait_fd(int fd, short ev, int64_t deadline) {
     }
 }
 
-int tl__os_tcp_connect(const char *host, int port, int timeout_ms, int *fd) {
-    *fd = -1;
+int tl__os_tcp_resolve(const char *host, int port, struct addrinfo **res) {
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
-    struct addrinfo hints, *res = NULL;
+    struct addrinfo hints;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV;
-    int g = getaddrinfo(host, ps, &hints, &res);
+    *res = NULL;
+    int g = getaddrinfo(host, ps, &hints, res);
     if (g != 0) return g == EAI_SYSTEM ? errno : TL_OS_EHOST;
+    return 0;
+}
+
+int tl__os_tcp_connect(const char *host, int port, int timeout_ms, int *fd) {
+    *fd = -1;
+    struct addrinfo *res = NULL;
+    int g = tl__os_tcp_resolve(host, port, &res);
+    if (g != 0) return g;
     int64_t deadline = now_ms() + timeout_ms;
     int err = ECONNREFUSED;
     for (struct addrinfo *a = res; a; a = a->ai_next) {

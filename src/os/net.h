@@ -11,6 +11,9 @@
 
 #define TL_OS_EHOST 0x10010
 
+struct addrinfo;
+/* The TCP addresses of host:port (numeric port); free *res with freeaddrinfo. */
+int tl__os_tcp_resolve(const char *host, int port, struct addrinfo **res);
 /* Connect to host:port (numeric or a name) within timeout_ms; *fd is non-blocking, close-on-exec. */
 int tl__os_tcp_connect(const char *host, int port, int timeout_ms, int *fd);
 /* Send / receive exactly n bytes, each call within timeout_ms. */

@@ -35,15 +35,9 @@ static int same_peer(const struct sockaddr_storage *a, const struct sockaddr *b)
 
 /* Call fn on every open socket of this process connected to host:port. */
 static int each_peer_socket(const char *host, int port, void (*fn)(int fd, void *arg), void *arg) {
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", port);
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    int g = getaddrinfo(host, ps, &hints, &res);
-    if (g != 0) return g == EAI_SYSTEM ? errno : TL_OS_EHOST;
+    struct addrinfo *res = NULL;
+    int g = tl__os_tcp_resolve(host, port, &res);
+    if (g != 0) return g;
     DIR *dir = opendir("/proc/self/fd");
     if (!dir) {
         int e = errno;
