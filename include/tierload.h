@@ -1114,8 +1114,9 @@ TL_API void tl_ggml_host_buffer_destroy(tl_ggml_host_buffer *b);
  *   - Streamed bytes move once per pass; diffusion and controlnet run `steps`
  *     passes per run, the others one.
  *   - A component may be constrained (tl_plan_options' masks): offload keeps
- *     only streaming from RAM with nothing resident (as offload_to_cpu does
- *     for every component), phase_only only phase residency without
+ *     only streaming from RAM — with nothing resident, or with a resident
+ *     prefix where the GPU has room, whichever moves less (as offload_to_cpu
+ *     does for every component) — phase_only only phase residency without
  *     streaming, layer_split / row_split only that split on several GPUs;
  *     the cpu stays a candidate in every case.
  *   - Host RAM is reported (tl_plan_host_bytes), not enforced: clean weights

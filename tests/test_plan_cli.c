@@ -115,10 +115,12 @@ static void test_cli_flags(void **state) {
     assert_int_equal(r.status, 0);
     assert_int_equal(tl_plan_from_json(r.out, strlen(r.out), &p), TL_OK);
     tl_plan_decision_of(p, TL_COMP_DIFFUSION, &d, sizeof d);
+    /* streamed from RAM, with a resident prefix where the 16 GiB leave room: what stays and what
+     * streams add up to the component, and only the streamed part moves, once per pass (20) */
     assert_int_equal(d.mode, TL_PLAN_MODE_STREAM);
-    assert_int_equal(d.device_bytes[0], 0);
-    assert_int_equal(d.host_bytes, d.bytes);
-    assert_int_equal(d.moved_per_run, d.bytes * 20);
+    assert_true(d.device_bytes[0] > 0);
+    assert_int_equal(d.device_bytes[0] + d.host_bytes, d.bytes);
+    assert_int_equal(d.moved_per_run, d.host_bytes * 20);
     tl_plan_destroy(p);
     tu_run_free(&r);
 }

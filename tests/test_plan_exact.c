@@ -291,12 +291,15 @@ static const exact_case cases[] = {
     /*
      * J. offload for diffusion only. diffusion: other 100, four layers of
      * 200 (900); cond three layers of 100 (300); reserves 0; g0 = 600, g1 =
-     * 400. diffusion streams from RAM with nothing resident, two buffers of
-     * its largest unit (200) on one GPU: 400 in its phase; g0 and g1 give
-     * the same key, g0 comes first. host 900, moved 900 x 20 = 18000. cond
-     * then: on g0 run-resident needs 400 + 300 = 700 > 600 in diffusion's
-     * phase; on g1 run-resident 300 <= 400 moves 0, better than g0@phase
-     * (moves 300). Peaks g0 0/400/0, g1 300 in every phase.
+     * 400. diffusion streams from RAM through two buffers of its largest
+     * layer (200): 400 on the GPU, and a resident prefix in what is left.
+     * On g1 nothing is left (400 - 400), so only pure streaming fits there:
+     * moved 900 x 20 = 18000. On g0, 600 - 400 = 200 holds the other
+     * tensors (100) but not layer 0 too (300): prefix 100, run-resident,
+     * streamed 800, moved 800 x 20 = 16000 (phase-resident would add 100):
+     * g0 wins. cond then: on g0 run-resident needs 500 + 300 = 800 > 600 in
+     * diffusion's phase; on g1 run-resident 300 <= 400 moves 0, better than
+     * g0@phase (moves 300). Peaks g0 100/500/100, g1 300 in every phase.
      */
     {"offload one component",
      {{TL_COMP_DIFFUSION, 100, 4, {200, 200, 200, 200}, 0},
@@ -305,10 +308,10 @@ static const exact_case cases[] = {
      "g0=600M,g1=400M",
      "diffusion=0,cond=0",
      false,
-     {{TL_COMP_DIFFUSION, TL_PLAN_MODE_STREAM, false, 1, {"g0"}, {0}, {0}, {0}, 900, 18000},
+     {{TL_COMP_DIFFUSION, TL_PLAN_MODE_STREAM, false, 1, {"g0"}, {100}, {0}, {0}, 800, 16000},
       {TL_COMP_COND, TL_PLAN_MODE_GPU, false, 1, {"g1"}, {300}, {0}, {3}, 0, 0},
       WEND},
-     {{0, 400, 0}, {300, 300, 300}},
+     {{100, 500, 100}, {300, 300, 300}},
      BIT(TL_COMP_DIFFUSION),
      0,
      0},

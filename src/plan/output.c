@@ -577,13 +577,21 @@ tl_status tl_plan_to_text(const tl_plan *p, char **out) {
                 tl__strbuf_printf(&b, ", layers %u-%u", d->layer_begin[i], d->layer_end[i] - 1);
             tl__strbuf_printf(&b, ")");
         }
-        if (d->mode == TL_PLAN_MODE_STREAM)
-            tl__strbuf_printf(&b, "; %s streamed from RAM",
-                             tl_fmt_bytes(d->host_bytes, x1, sizeof x1));
-        if (d->mode != TL_PLAN_MODE_CPU)
+        uint64_t kept = 0;
+        for (uint32_t i = 0; i < d->n_devices; i++)
+            kept += d->device_bytes[i];
+        if (d->mode == TL_PLAN_MODE_STREAM && !kept)
+            tl__strbuf_printf(&b, "; nothing kept on the device: all %s streamed from RAM every pass",
+                              tl_fmt_bytes(d->host_bytes, x1, sizeof x1));
+        else if (d->mode == TL_PLAN_MODE_STREAM)
+            tl__strbuf_printf(&b, "; those kept %s; %s streamed from RAM every pass",
+                              d->phase_resident ? "for its phase only (reloaded every run)"
+                                                : "for the whole run",
+                              tl_fmt_bytes(d->host_bytes, x1, sizeof x1));
+        else if (d->mode != TL_PLAN_MODE_CPU)
             tl__strbuf_printf(&b, "; weights kept %s",
-                             d->phase_resident ? "for its phase only (reloaded every run)"
-                                               : "for the whole run");
+                              d->phase_resident ? "for its phase only (reloaded every run)"
+                                                : "for the whole run");
         if (d->moved_per_run)
             tl__strbuf_printf(&b, "; moves %s per run",
                              tl_fmt_bytes(d->moved_per_run, x1, sizeof x1));

@@ -336,9 +336,10 @@ static void gen(const tlp_ctx *x, uint32_t c, tlp_level *lv) {
         for (uint32_t i = 0; i < n; i++)
             devs[i] = pl->devices[i];
         for (int v = v0; v < n_var; v++) {
-            if (ci->offload)
+            if (ci->offload) { /* streamed from RAM: a resident prefix where the budget has room */
                 gen_stream(x, ci, devs, 1, phases[v], true, lv);
-            else if (n > 1 && ci->no_layer)
+                gen_stream(x, ci, devs, n, phases[v], false, lv);
+            } else if (n > 1 && ci->no_layer)
                 gen_row(x, ci, devs, n, phases[v], lv);
             else
                 gen_full(x, ci, devs, n, phases[v], lv);
@@ -369,6 +370,7 @@ static void gen(const tlp_ctx *x, uint32_t c, tlp_level *lv) {
             for (int v = v0; v < n_var; v++) {
                 if (ci->offload) {
                     gen_stream(x, ci, devs, n, phases[v], true, lv);
+                    gen_stream(x, ci, devs, n, phases[v], false, lv);
                     continue;
                 }
                 if (n == 1 || !ci->no_layer) gen_full(x, ci, devs, n, phases[v], lv);
