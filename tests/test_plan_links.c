@@ -153,7 +153,8 @@ static void test_cli(void **state) {
     tu_run r = tu_cli_run("plan", "--profile", "sdxl", "--devices", "slow=8G,fast=8G", "--links",
                           "slow=125M:lat=200us,fast=1250M:lat=200us", NULL);
     if (r.status != 0) fail_msg("plan: %d %s", r.status, r.err);
-    assert_non_null(strstr(r.out, "diffusion  params    4.79 GiB  reserve    2.00 GiB  gpu on fast"));
+    assert_non_null(
+        strstr(r.out, "diffusion  params    4.79 GiB  reserve    2.00 GiB  gpu on fast"));
     assert_non_null(strstr(r.out, "  slow       125.00 MiB/s, round trip 200 us"));
     tu_run_free(&r);
     r = tu_cli_run("plan", "--profile", "sdxl", "--devices", "slow=8G,fast=8G", "--links",
@@ -164,6 +165,19 @@ static void test_cli(void **state) {
     assert_true(strtod(l + strlen("\"bandwidth\":"), NULL) == 131072000.0);
     assert_null(strstr(l + 1, "\"bandwidth\":")); /* fast has no link */
     tu_run_free(&r);
+    /* the picture draws each host's link under its bars; a local device gets none */
+    char *dir = tu_tmpdir(), *svg = tu_path(dir, "plan.svg");
+    r = tu_cli_run("plan", "--profile", "sdxl", "--devices", "slow=8G,fast=8G", "--links",
+                   "slow=125M:lat=200us", "--svg", svg, NULL);
+    if (r.status != 0) fail_msg("plan --svg: %d %s", r.status, r.err);
+    tu_run_free(&r);
+    size_t n = 0;
+    char *pic = tu_read_file(svg, &n);
+    assert_non_null(strstr(pic, ">link 125.00 MiB/s, round trip 200 us: "));
+    assert_null(strstr(strstr(pic, ">link ") + 1, ">link ")); /* one host only */
+    free(pic);
+    free(svg);
+    tu_tmpdir_rm(dir);
     r = tu_cli_run("plan", "--profile", "sdxl", "--devices", "slow=8G", "--links", "fast=1G", NULL);
     assert_int_equal(r.status, 5); /* an unknown device, as in --backend */
     assert_non_null(strstr(r.err, "--links item 'fast=1G'"));

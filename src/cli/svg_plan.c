@@ -25,13 +25,15 @@ static const char *phase_name(const tl_plan *p, size_t ph, char *buf, size_t n) 
     uint32_t mask = tl_plan_phase_mask(p, ph);
     tl_plan_decision d;
     for (int c = 0; c < TL_COMP_COUNT; c++) /* name only the components the model has */
-        if ((mask & (1u << c)) && (tl_plan_decision_of(p, (tl_component)c, &d, sizeof d) || !d.present))
+        if ((mask & (1u << c)) &&
+            (tl_plan_decision_of(p, (tl_component)c, &d, sizeof d) || !d.present))
             if (mask & ~(1u << c)) mask &= ~(1u << c);
     size_t o = 0;
     buf[0] = 0;
     for (int c = 0; c < TL_COMP_COUNT && o + 16 < n; c++)
         if (mask & (1u << c))
-            o += (size_t)snprintf(buf + o, n - o, "%s%s", o ? "+" : "", tl_component_name((tl_component)c));
+            o += (size_t)snprintf(buf + o, n - o, "%s%s", o ? "+" : "",
+                                  tl_component_name((tl_component)c));
     return buf;
 }
 
@@ -62,25 +64,28 @@ int svg_plan_write(const tl_plan *p, const char *path) {
     if (width < 760) width = 760;
     double height = TOP + PLOT_H + 90;
     char a[32], b[32];
-    fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-               "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\">\n",
+    fprintf(f,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+            "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\">\n",
             width, height, width, height);
-    fprintf(f, "<rect x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" fill=\"#ffffff\"/>\n", width, height);
-    svg_label(f, LEFT, 24, "start", 16, "tierload plan: weights, reserves and budgets per GPU and phase");
+    fprintf(f, "<rect x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" fill=\"#ffffff\"/>\n", width,
+            height);
+    svg_label(f, LEFT, 24, "start", 16,
+              "tierload plan: weights, reserves and budgets per GPU and phase");
     svg_label(f, LEFT, 42, "start", 11, "bytes moved per run %s, host RAM for weights %s",
               cli_fmt_size(tl_plan_moved_per_run(p), a, sizeof a),
               cli_fmt_size(tl_plan_host_bytes(p), b, sizeof b));
-    fprintf(f, "<g class=\"plot\" data-px-per-gib=\"%.6f\" data-base-y=\"%.2f\">\n", px_per_byte * GIB,
-            TOP + PLOT_H);
+    fprintf(f, "<g class=\"plot\" data-px-per-gib=\"%.6f\" data-base-y=\"%.2f\">\n",
+            px_per_byte * GIB, TOP + PLOT_H);
     /* axis with a few ticks */
     double base = TOP + PLOT_H;
-    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>\n", LEFT - 6, TOP,
-            LEFT - 6, base);
+    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>\n",
+            LEFT - 6, TOP, LEFT - 6, base);
     for (int k = 0; k <= 4; k++) {
         double v = vmax / 1.08 * k / 4, y = base - v * px_per_byte;
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.2f\" x2=\"%.1f\" y2=\"%.2f\" stroke=\"#ddd\"/>\n", LEFT - 6, y,
-                width - 220, y);
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.2f\" x2=\"%.1f\" y2=\"%.2f\" stroke=\"#ddd\"/>\n",
+                LEFT - 6, y, width - 220, y);
         svg_label(f, LEFT - 10, y + 4, "end", 10, "%s", cli_fmt_size((uint64_t)v, a, sizeof a));
     }
     double x = LEFT;
@@ -116,7 +121,8 @@ int svg_plan_write(const tl_plan *p, const char *path) {
                             "<rect class=\"seg\" data-kind=\"weights\" data-component=\"%s\" "
                             "data-residency=\"%s\" data-bytes=\"%llu\" x=\"%.2f\" y=\"%.4f\" "
                             "width=\"%.1f\" height=\"%.4f\" fill=\"%s\" fill-opacity=\"%s\" "
-                            "stroke=\"#fff\" stroke-width=\"0.5\"><title>%s %s weights %s</title></rect>\n",
+                            "stroke=\"#fff\" stroke-width=\"0.5\"><title>%s %s weights "
+                            "%s</title></rect>\n",
                             tl_component_name((tl_component)c),
                             dec[c].phase_resident ? "phase" : "run", (unsigned long long)w, bx, y,
                             BAR_W, h, svg_comp_color[c], dec[c].phase_resident ? "0.5" : "1",
@@ -134,7 +140,8 @@ int svg_plan_write(const tl_plan *p, const char *path) {
                         "y=\"%.4f\" width=\"%.1f\" height=\"%.4f\" fill=\"#bab0ac\" "
                         "stroke=\"#fff\" stroke-width=\"0.5\"><title>compute reserves and stream "
                         "buffers %s</title></rect>\n",
-                        (unsigned long long)extra, bx, y, BAR_W, h, cli_fmt_size(extra, a, sizeof a));
+                        (unsigned long long)extra, bx, y, BAR_W, h,
+                        cli_fmt_size(extra, a, sizeof a));
             }
             svg_label(f, bx + BAR_W / 2, y - 4, "middle", 9, "%s", cli_fmt_size(peak, a, sizeof a));
             svg_label(f, bx + BAR_W / 2, base + 14, "middle", 9, "%zu: %s", ph + 1, pn);
@@ -149,6 +156,15 @@ int svg_plan_write(const tl_plan *p, const char *path) {
         svg_label(f, x2 + 4, by + 4, "start", 10, "budget %s", cli_fmt_size(budget, a, sizeof a));
         svg_label(f, (x1 + x2) / 2, base + 32, "middle", 12, "%s (%s)", dv->name,
                   cli_fmt_size(dv->total, b, sizeof b));
+        tl_plan_link l;
+        if (tl_plan_device_link(p, d, &l, sizeof l) == TL_OK) { /* a host behind a link */
+            char c1[32], c2[32];
+            svg_label(f, (x1 + x2) / 2, base + 48, "middle", 10,
+                      "link %s/s, round trip %.0f us: %s once, %s per run",
+                      cli_fmt_size((uint64_t)l.bandwidth, a, sizeof a), l.latency * 1e6,
+                      cli_fmt_size(l.push_once, c1, sizeof c1),
+                      cli_fmt_size(l.per_run, c2, sizeof c2));
+        }
         fputs("</g>\n", f);
         x += group_w;
     }
@@ -161,12 +177,13 @@ int svg_plan_write(const tl_plan *p, const char *path) {
             if (!dec[c].present || !dec[c].host_bytes) continue;
             double h = (double)dec[c].host_bytes * px_per_byte;
             y -= h;
-            fprintf(f,
-                    "<rect class=\"seg\" data-kind=\"host\" data-component=\"%s\" data-bytes=\"%llu\" "
-                    "x=\"%.2f\" y=\"%.4f\" width=\"%.1f\" height=\"%.4f\" fill=\"%s\" "
-                    "fill-opacity=\"0.8\" stroke=\"#fff\" stroke-width=\"0.5\"/>\n",
-                    tl_component_name((tl_component)c), (unsigned long long)dec[c].host_bytes, bx, y,
-                    BAR_W, h, svg_comp_color[c]);
+            fprintf(
+                f,
+                "<rect class=\"seg\" data-kind=\"host\" data-component=\"%s\" data-bytes=\"%llu\" "
+                "x=\"%.2f\" y=\"%.4f\" width=\"%.1f\" height=\"%.4f\" fill=\"%s\" "
+                "fill-opacity=\"0.8\" stroke=\"#fff\" stroke-width=\"0.5\"/>\n",
+                tl_component_name((tl_component)c), (unsigned long long)dec[c].host_bytes, bx, y,
+                BAR_W, h, svg_comp_color[c]);
         }
         svg_label(f, bx + BAR_W / 2, y - 4, "middle", 9, "%s", cli_fmt_size(host, a, sizeof a));
         svg_label(f, bx + BAR_W / 2, base + 32, "middle", 12, "host RAM");
@@ -179,17 +196,24 @@ int svg_plan_write(const tl_plan *p, const char *path) {
         if (!dec[c].present) continue;
         fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"12\" fill=\"%s\"/>\n", lx, ly,
                 svg_comp_color[c]);
-        svg_label(f, lx + 18, ly + 10, "start", 11, "%s %s (%s)", tl_component_name((tl_component)c),
-                  cli_fmt_size(dec[c].bytes, a, sizeof a), tl_plan_mode_name(dec[c].mode));
+        svg_label(f, lx + 18, ly + 10, "start", 11, "%s %s (%s)",
+                  tl_component_name((tl_component)c), cli_fmt_size(dec[c].bytes, a, sizeof a),
+                  tl_plan_mode_name(dec[c].mode));
         ly += 18;
     }
-    fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"12\" fill=\"#888\" fill-opacity=\"0.5\"/>\n", lx, ly);
+    fprintf(f,
+            "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"12\" fill=\"#888\" "
+            "fill-opacity=\"0.5\"/>\n",
+            lx, ly);
     svg_label(f, lx + 18, ly + 10, "start", 11, "lighter: loaded per phase");
     ly += 18;
-    fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"12\" fill=\"#bab0ac\"/>\n", lx, ly);
+    fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"12\" fill=\"#bab0ac\"/>\n", lx,
+            ly);
     svg_label(f, lx + 18, ly + 10, "start", 11, "reserves + stream buffers");
     ly += 18;
-    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e15759\" stroke-width=\"2\" stroke-dasharray=\"6 3\"/>\n",
+    fprintf(f,
+            "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e15759\" "
+            "stroke-width=\"2\" stroke-dasharray=\"6 3\"/>\n",
             lx, ly + 6, lx + 12, ly + 6);
     svg_label(f, lx + 18, ly + 10, "start", 11, "GPU budget");
     fputs("</svg>\n", f);
