@@ -23,7 +23,6 @@
 
 #define LOST_MAX 16 /* servers lost before the run gives up */
 
-
 static int g_lost_fd = -1;
 
 /* In the child: the abort message to stderr and to the parent, then the device status. */

@@ -155,11 +155,18 @@ void tlr_pool_give(tlr_pool *p, uint64_t n) {
     tlr_pool_notify(p);
 }
 
-bool tlr_pool_has_reclaim(tlr_pool *p) {
+/* The reclaim callback of p (NULL: none), read under the state lock; *user its argument. */
+static tl_device_reclaim_fn reclaim_of(tlr_pool *p, void **user) {
     tl__os_mutex_lock(&p->mu);
-    bool has = p->reclaim != NULL;
+    tl_device_reclaim_fn fn = p->reclaim;
+    *user = p->reclaim_user;
     tl__os_mutex_unlock(&p->mu);
-    return has;
+    return fn;
+}
+
+bool tlr_pool_has_reclaim(tlr_pool *p) {
+    void *user;
+    return reclaim_of(p, &user) != NULL;
 }
 
 size_t tlr_pool_members(tlr_pool *p) {
@@ -206,10 +213,8 @@ void tlr_pool_evict(tlr_pool *p, uint64_t bytes, bool ask_engine, uint64_t *free
     tl__os_mutex_unlock(&p->emu);
     if (freed) *freed = got;
     if (got >= bytes || !ask_engine) return;
-    tl__os_mutex_lock(&p->mu);
-    tl_device_reclaim_fn fn = p->reclaim;
-    void *user = p->reclaim_user;
-    tl__os_mutex_unlock(&p->mu);
+    void *user;
+    tl_device_reclaim_fn fn = reclaim_of(p, &user);
     if (fn) { /* no lock held: the engine may call the library back */
         uint64_t r = fn(user, p->d, bytes - got);
         if (reclaimed) *reclaimed = r;
@@ -279,14 +284,8 @@ tl_status tl_device_make_room(tl_device *d, uint64_t bytes, uint64_t *freed) {
             room = room_now(d, p);
         }
         if (room < bytes) { /* the engine's own caches, last */
-            tl_device_reclaim_fn fn = NULL;
             void *user = NULL;
-            if (p) {
-                tl__os_mutex_lock(&p->mu);
-                fn = p->reclaim;
-                user = p->reclaim_user;
-                tl__os_mutex_unlock(&p->mu);
-            }
+            tl_device_reclaim_fn fn = p ? reclaim_of(p, &user) : NULL;
             if (fn) {
                 asked = bytes - room;
                 fn(user, d, asked);

@@ -1517,7 +1517,6 @@ static uint64_t pgen_now(tl_session *s) {
     return g;
 }
 
-/* Lock the session and list the units of a range; on failure the lock is released again. */
 /* What an acquire or a prefetch asks for: layers of a component, or a set of tensors. */
 typedef struct want {
     tl_component c;
@@ -1561,6 +1560,13 @@ static tl_status tensor_units(const tl_session *s, const size_t *t, size_t nt, s
     return TL_OK;
 }
 
+/* A set of tensors as a want (an empty list when tensors is NULL and n 0). */
+static want set_want(const size_t *tensors, size_t n) {
+    static const size_t none = 0;
+    return (want){TL_COMP_OTHER, 0, 0, false, tensors ? tensors : &none, n};
+}
+
+/* Lock the session and list the units it asks for; on failure the lock is released again. */
 static tl_status enter(tl_session *s, const want *w, size_t **list, size_t *n) {
     tl__os_mutex_lock(&s->mu);
     reap_locked(s);
@@ -1683,8 +1689,7 @@ tl_status tl_session_prefetch(tl_session *s, tl_component c, size_t lb, size_t l
 
 tl_status tl_session_prefetch_tensors(tl_session *s, const size_t *tensors, size_t n) {
     if (!tensors && n) return tl__err(TL_ERR_INVALID_ARG, "tl_session_prefetch_tensors: NULL list");
-    static const size_t none = 0;
-    want w = {TL_COMP_OTHER, 0, 0, false, tensors ? tensors : &none, n};
+    want w = set_want(tensors, n);
     return prefetch_want(s, &w);
 }
 
@@ -1892,17 +1897,15 @@ static void learn_locked(tl_session *s, const tl_session_step *now) {
 static void advance_schedule_locked(tl_session *s, tl_component c, size_t lb, size_t le,
                                     bool with_other) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
+    tl_session_step now = {c, lb, le, with_other};
     if (s->learn) {
-        tl_session_step now = {c, lb, le, with_other};
         size_t passes = s->n_seg;
         bool bound = s->bound;
         learn_locked(s, &now);
         if (!bound || s->n_seg != passes) return; /* no loop yet, or installed at this step */
     }
     for (size_t i = s->pos; i < s->n_steps; i++) {
-        const tl_session_step *st = &s->steps[i];
-        if (st->component == c && st->layer_begin == lb && st->layer_end == le &&
-            st->with_other == with_other) {
+        if (step_eq(&s->steps[i], &now)) {
             size_t from = s->pos;
             s->pos = i + 1;
             if (s->n_pass && s->pos >= s->n_pass) { /* a loop: back into its first copy */
@@ -2345,8 +2348,7 @@ tl_status tl_session_acquire_wait(tl_session *s, tl_component c, size_t lb, size
 tl_status tl_session_acquire_tensors(tl_session *s, const size_t *tensors, size_t n,
                                      uint32_t timeout_ms, tl_acquired **out) {
     if (!tensors && n) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire_tensors: NULL list");
-    static const size_t none = 0;
-    want w = {TL_COMP_OTHER, 0, 0, false, tensors ? tensors : &none, n};
+    want w = set_want(tensors, n);
     return acquire_want(s, &w, timeout_ms, out);
 }
 
@@ -2765,6 +2767,16 @@ tl_status tl_session_update_end(tl_session *s, const size_t *tensors, size_t n) 
     return st;
 }
 
+/* Learning on (recording from nothing) or off; what was recorded is forgotten either way. */
+static void learn_reset_locked(tl_session *s, bool on) {
+    tl__os_mutex_assert_held(&s->mu);
+    s->learn = on;
+    s->n_rec = 0;
+    s->cand = SIZE_MAX;
+    s->bound = false;
+    s->n_seg = 0;
+}
+
 /* A schedule's copy and its per-group step lists, made outside the lock. */
 typedef struct sched_made {
     tl_session_step *steps;
@@ -2834,9 +2846,7 @@ tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, s
     free(s->pass); /* an explicit schedule ends learning and loops */
     s->pass = NULL;
     s->n_pass = 0;
-    s->learn = false;
-    s->n_rec = 0;
-    s->bound = false;
+    learn_reset_locked(s, false);
     tl__os_mutex_unlock(&s->mu);
     return TL_OK;
 }
@@ -2864,9 +2874,7 @@ tl_status tl_session_set_loop(tl_session *s, const tl_session_step *steps, size_
     if (!cp) return tl__err(TL_ERR_NOMEM, "session: out of memory for the loop");
     memcpy(cp, steps, n * sizeof *cp);
     tl__os_mutex_lock(&s->mu);
-    s->learn = false;
-    s->n_rec = 0;
-    s->bound = false;
+    learn_reset_locked(s, false);
     tl_status st = loop_install_locked(s, cp, n, 0);
     tl__os_mutex_unlock(&s->mu);
     return st;
@@ -2880,11 +2888,7 @@ tl_status tl_session_learn(tl_session *s, bool on) {
     free(s->pass);
     s->pass = NULL;
     s->n_pass = 0;
-    s->learn = on;
-    s->n_rec = 0;
-    s->cand = SIZE_MAX;
-    s->bound = false;
-    s->n_seg = 0;
+    learn_reset_locked(s, on);
     tl__os_mutex_unlock(&s->mu);
     return TL_OK;
 }

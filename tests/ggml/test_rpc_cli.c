@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 static void test_devices_plan_run(void **state) {
     (void)state;
     TU_NEED_GGML();
