@@ -1642,8 +1642,10 @@ typedef struct tl_load_options {
      * loader then faults them in as its own: each chunk just before its
      * read (MADV_POPULATE_WRITE), on huge pages while they fault in fast
      * (hugepages and no_hugepages apply as to its own destinations: the
-     * caller's range gets MADV_HUGEPAGE or MADV_NOHUGEPAGE advice). Memory
-     * that was written already loses nothing but time.
+     * caller's range gets MADV_HUGEPAGE or MADV_NOHUGEPAGE advice, except
+     * the 2 MiB pages holding whole pages no destination covers, which stay
+     * on 4 KiB pages so that those are never touched). Memory that was
+     * written already loses nothing but time.
      */
     bool dest_fresh;
 } tl_load_options;
@@ -1727,7 +1729,9 @@ typedef struct tl_load_result tl_load_result;
  * auto chooses per file: residency >= 0.5 is warm and is copied from the
  * page cache with buffered reads (or left as a view when accept_views and
  * no conversion); a cold file takes direct (TIERLOAD_COLD_PATH=buffered
- * overrides). direct falls back to buffered, with a note, where O_DIRECT is
+ * overrides), except into the caller's memory (dest), which does not mirror
+ * the file: buffered reads land in place where direct ones would all pass
+ * through staging. direct falls back to buffered, with a note, where O_DIRECT is
  * refused. The notes (tl_load_result_notes) say what was chosen and why.
  *
  * Order per file: read, verify, evict (fadvise DONTNEED, and the catalog's

@@ -14,6 +14,7 @@
  */
 #include "internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,6 +167,17 @@ static tl_status fill_neutral(const job *j, struct ggml_tensor *t) {
         return tl_set_error(TL_ERR_UNSUPPORTED, "%s: llama.cpp: missing tensor '%s'", j->path,
                             t->name);
     size_t k = (size_t)ggml_nelements(t);
+    if (t->buffer && ggml_backend_buffer_is_host(t->buffer)) {
+        /*
+         * Written in place, and zeros only where the memory is not zero yet:
+         * a fresh buffer's untouched pages read as zero without becoming
+         * resident, so a bias the file lacks costs no memory.
+         */
+        float *v = t->data;
+        for (size_t i = 0; i < k; i++)
+            if (v[i] != (zero ? 0.0f : 1.0f) || signbit(v[i])) v[i] = zero ? 0.0f : 1.0f;
+        return TL_OK;
+    }
     float *v = malloc(k * sizeof *v);
     if (!v) return tl_set_error(TL_ERR_NOMEM, "%s: tensor '%s': out of memory", j->path, t->name);
     for (size_t i = 0; i < k; i++)
