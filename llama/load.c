@@ -515,6 +515,10 @@ tl_status tl_llama_model_load(const char *path, const tl_llama_options *opts,
             st = tl_set_error(TL_ERR_NOMEM, "%s: out of memory", path);
     }
     tl__llama_log_end(&log);
+    /* llama.cpp copied what it keeps of the metadata: freed before the weights come in */
+    if (meta) gguf_free(meta);
+    tl__llama_overrides_free(&ov);
+    tl__llama_place_free(&place);
     stats.n_repacked = 0;
     stats.seconds_llama = now_s() - t1;
     double t2 = now_s();
@@ -526,9 +530,6 @@ tl_status tl_llama_model_load(const char *path, const tl_llama_options *opts,
         llama_model_free(model);
         model = NULL;
     }
-    tl__llama_overrides_free(&ov);
-    tl__llama_place_free(&place);
-    if (meta) gguf_free(meta);
     free(j.slots);
     free(j.primary);
     free(j.stg);
