@@ -1921,9 +1921,41 @@ typedef struct tl_session_options {
      */
     tl_load_progress_fn progress;
     void *progress_user;
+    /*
+     * Keep tensors on their devices converted to dtype (convert true), where
+     * tl_convert_target(tensor, dtype) says so: the rule of
+     * tl_load_options.dtype and of a plan counted with the same convert
+     * (tl_plan_summary_from_model), so the plan's sizes are the session's.
+     * dtype is F32, F16, BF16, I32, Q8_0 or Q4_0 (else TL_ERR_INVALID_ARG at
+     * creation). The mover converts as a unit loads: straight into device
+     * memory that is host memory (the cpu device, ggml:CPU, sims), else
+     * chunk by chunk through the staging ring, then uploaded (converting
+     * loads are never asynchronous copies). Device bytes, budgets, stats,
+     * tl_session_tensor.info (dtype, nbytes) and parts (offset, nbytes) are
+     * the converted ones; RAM, pinned and spill copies hold converted bytes.
+     * Host-pointer devices keep converted tensors in memory of their own,
+     * under their budget (as no_zero_copy does). Tensors the plan keeps in
+     * host memory (the mapping itself) stay in the file's type. Row-split
+     * tensors split on whole rows, so a Q8_0/Q4_0 part holds whole blocks.
+     * tl_session_set_dtype changes one tensor's type.
+     */
+    bool convert;
+    tl_dtype dtype;
 } tl_session_options;
 /* Defaults (and size). */
 TL_API void tl_session_options_init(tl_session_options *o);
+/*
+ * Keep tensor `tensor` as dtype in s (its file type: as in the file),
+ * whatever tl_session_options.dtype chose for it, from its next load on:
+ * any conversion tl_convert_supported has, Q8_0 and Q4_0 for tensors whose
+ * innermost dimension is a whole number of 32-element blocks (the caller
+ * chooses: tl_convert_target's name rules do not apply). Its clean copies
+ * (device, RAM, pinned, spill) are dropped. TL_ERR_UNSUPPORTED naming file,
+ * tensor and types for a conversion that does not exist, or a tensor the
+ * plan keeps in host memory; TL_ERR_INVALID_ARG while it is acquired,
+ * loading, being updated or dirty.
+ */
+TL_API tl_status tl_session_set_dtype(tl_session *s, size_t tensor, tl_dtype dtype);
 
 /*
  * Create a session for model m carried out by plan p. Every GPU the plan

@@ -22,9 +22,30 @@ typedef struct tlr_place {
 
 /*
  * The units of every tensor of m under plan p, in tensor order (a tensor's
- * units are consecutive). *out is malloc'd.
+ * units are consecutive), in file bytes; row blocks in proportion to the
+ * devices' bytes as the tensors will be kept (converted to `convert` where
+ * tl_convert_target says so; TL_DTYPE_INVALID: as in the file). *out is
+ * malloc'd.
  */
-tl_status tlr_place_all(const tl_model *m, const tl_plan *p, tlr_place **out, size_t *n);
+tl_status tlr_place_all(const tl_model *m, const tl_plan *p, tl_dtype convert, tlr_place **out,
+                        size_t *n);
+
+/*
+ * A unit in the type the session keeps its tensor in (xform.c): from the
+ * file's type to `to`, bytes [off, off + len) of the converted tensor made
+ * from file bytes [src_off, src_off + src_len) of the tensor (the same range
+ * when from == to).
+ */
+typedef struct tlr_xunit {
+    tl_dtype from, to;
+    uint64_t off, len, src_off, src_len;
+} tlr_xunit;
+/* Can tensor t of m be kept as `to`? TL_ERR_UNSUPPORTED naming file, tensor and types if not. */
+tl_status tlr_xform_check(const tl_model *m, size_t t, tl_dtype to);
+/* Tensor t's info as kept in type `to` (checked): dtype and nbytes changed. */
+void tlr_xform_info(const tl_model *m, size_t t, tl_dtype to, tl_tensor_info *out);
+/* The unit pl (placed in file bytes) kept in type `to` (checked). */
+void tlr_xform_unit(const tl_model *m, const tlr_place *pl, tl_dtype to, tlr_xunit *out);
 
 /* Group id of a tensor: (component, layer) or (component, other), dense from 0. */
 typedef struct tlr_groups {

@@ -67,7 +67,8 @@ typedef struct fence {
 } fence;
 
 typedef struct unit {
-    tlr_place pl;
+    tlr_place pl; /* off and len: bytes of the tensor as the session keeps it (x.to) */
+    tlr_xunit x;  /* the type it is kept in, and the file bytes it is made from */
     int32_t dev; /* session device, TLR_HOST for the host */
     size_t group;
     /* state */
@@ -168,6 +169,7 @@ struct tl_session {
     unit *u;
     size_t n_u;
     size_t *first; /* per tensor: its first unit; first[n_tensors] = n_u */
+    tl_tensor_info *xinfo; /* per tensor kept converted: its info as kept (name NULL: not) */
     tlr_groups groups;
     _Atomic int priority;                 /* tl_session_set_priority */
     uint64_t comp_reserve[TL_COMP_COUNT]; /* compute reserve per component (tl_session_set_reserve) */
@@ -422,7 +424,19 @@ static void moved_locked(tl_session *s, tl_tier from, tl_tier to, uint64_t n) {
  * host-pointer devices unless the session copies to them: no_zero_copy)
  */
 static bool on_device(const tl_session *s, const unit *u) {
-    return u->dev != TLR_HOST && (!s->dev[u->dev].host_ptr || s->o.no_zero_copy) && u->pl.len > 0;
+    return u->dev != TLR_HOST &&
+           (!s->dev[u->dev].host_ptr || s->o.no_zero_copy || u->x.from != u->x.to) &&
+           u->pl.len > 0;
+}
+
+/* Will a load of u convert the file's bytes? (its RAM, pinned and spill copies are converted) */
+static bool converts(const unit *u) {
+    return u->x.from != u->x.to && !u->ram && !(u->pin && u->pin_valid) && !u->sp_map;
+}
+
+/* Is u loaded with an asynchronous copy? (conversions run on the mover, through staging) */
+static bool async_load(const tl_session *s, const unit *u) {
+    return s->dev[u->dev].async && !converts(u);
 }
 
 /* Where a unit's bytes are readable on the host, and which tier that is. */
@@ -445,7 +459,7 @@ static const unsigned char *host_src(const tl_session *s, const unit *u, tl_tier
     }
     *tier = TL_TIER_FILE;
     *mapped = true;
-    return (const unsigned char *)tl_model_tensor_data(s->m, u->pl.tensor) + u->pl.off;
+    return (const unsigned char *)tl_model_tensor_data(s->m, u->pl.tensor) + u->x.src_off;
 }
 
 static void dev_add_locked(tl_session *s, int32_t d, uint64_t n) {
@@ -1057,6 +1071,7 @@ tl_status tl_session_destroy(tl_session *s) {
     free(s->rec);
     free(s->u);
     free(s->first);
+    free(s->xinfo);
     free(s->gfirst);
     free(s->gunits);
     free(s->hp);
@@ -1139,7 +1154,7 @@ static tl_status index_units(tl_session *s) {
     for (size_t i = 0; i < s->n_u; i++) {
         const unit *u = &s->u[i];
         s->gfirst[u->group + 2]++; /* group < ng (tlr_group_of) */
-        if (on_device(s, u)) per_dev[u->dev]++;
+        if (u->dev != TLR_HOST) per_dev[u->dev]++; /* a later tl_session_set_dtype may copy it */
     }
     for (size_t g = 0; g < ng; g++) /* gfirst[g + 2]: counts, then gfirst[g + 1]: starts */
         s->gfirst[g + 2] += s->gfirst[g + 1];
@@ -1153,6 +1168,59 @@ static tl_status index_units(tl_session *s) {
     tl__os_mutex_lock(&s->mu);
     heap_rebuild_locked(s);
     tl__os_mutex_unlock(&s->mu);
+    return TL_OK;
+}
+
+/*
+ * Keep tensor t as `to` (checked; none of its units holds anything): its
+ * units' lengths become the converted ones and the info handed out says so.
+ */
+static tl_status keep_as(tl_session *s, size_t t, tl_dtype to) {
+    if (!s->xinfo) {
+        s->xinfo = tl__os_calloc(tl_model_tensor_count(s->m), sizeof *s->xinfo);
+        if (!s->xinfo) return tl__err(TL_ERR_NOMEM, "session: out of memory");
+    }
+    if (to == tl_model_tensor(s->m, t)->dtype)
+        s->xinfo[t] = (tl_tensor_info){0};
+    else
+        tlr_xform_info(s->m, t, to, &s->xinfo[t]);
+    for (size_t q = s->first[t]; q < s->first[t + 1]; q++) {
+        unit *u = &s->u[q];
+        tlr_place file = u->pl;
+        file.off = u->x.src_off;
+        file.len = u->x.src_len;
+        tlr_xform_unit(s->m, &file, to, &u->x);
+        u->pl.off = u->x.off;
+        u->pl.len = u->x.len;
+    }
+    return TL_OK;
+}
+
+/* A tensor kept in host memory (the mapping itself, zero copy) stays in the file's type. */
+static bool on_host(const tl_session *s, size_t t) {
+    for (size_t q = s->first[t]; q < s->first[t + 1]; q++)
+        if (s->u[q].dev == TLR_HOST) return true;
+    return false;
+}
+
+/* tl_session_options.dtype: every tensor tl_convert_target picks, on devices. */
+static tl_status convert_all(tl_session *s) {
+    tl_dtype to = s->o.dtype;
+    if (to != TL_DTYPE_F32 && to != TL_DTYPE_F16 && to != TL_DTYPE_BF16 && to != TL_DTYPE_I32 &&
+        to != TL_DTYPE_Q8_0 && to != TL_DTYPE_Q4_0)
+        return tl__err(TL_ERR_INVALID_ARG,
+                       "tl_session_options.dtype %s: sessions convert to F32, F16, BF16, I32, "
+                       "Q8_0 or Q4_0",
+                       tl_dtype_name(to));
+    for (size_t t = 0; t < tl_model_tensor_count(s->m); t++) {
+        tl_dtype x = tl_convert_target(tl_model_tensor(s->m, t), to);
+        if (x == tl_model_tensor(s->m, t)->dtype || on_host(s, t) ||
+            s->first[t] == s->first[t + 1])
+            continue;
+        tl_status st = tlr_xform_check(s->m, t, x);
+        if (!st) st = keep_as(s, t, x);
+        if (st) return st;
+    }
     return TL_OK;
 }
 
@@ -1218,7 +1286,8 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
     /* units */
     tlr_place *pl = NULL;
     size_t n_pl = 0;
-    if (!st) st = tlr_place_all(m, p, &pl, &n_pl);
+    if (!st)
+        st = tlr_place_all(m, p, s->o.convert ? s->o.dtype : TL_DTYPE_INVALID, &pl, &n_pl);
     if (!st) {
         size_t nt = tl_model_tensor_count(m);
         s->u = tl__os_calloc(n_pl ? n_pl : 1, sizeof *s->u);
@@ -1228,6 +1297,7 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
         for (size_t i = 0, t = 0; !st && i < n_pl; i++) {
             unit *u = &s->u[i];
             u->pl = pl[i];
+            tlr_xform_unit(m, &pl[i], tl_model_tensor(m, pl[i].tensor)->dtype, &u->x);
             u->dev = pl[i].plan_dev == TLR_HOST || (uint32_t)pl[i].plan_dev >= TL_PLAN_MAX_DEVICES
                          ? TLR_HOST
                          : s->plan2dev[pl[i].plan_dev];
@@ -1239,7 +1309,8 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
             for (size_t t = n_pl ? pl[n_pl - 1].tensor + 1 : 0; t <= nt; t++)
                 s->first[t] = n_pl;
             s->n_u = n_pl;
-            st = index_units(s);
+            if (s->o.convert) st = convert_all(s);
+            if (!st) st = index_units(s);
         }
     }
     free(pl);
@@ -1335,9 +1406,10 @@ static bool pin_prepare_locked(tl_session *s, unit *u, tl__io_xfer *fill) {
     u->pin_valid = false;
     s->st.pinned_used += n;
     if (s->st.pinned_used > s->st.pinned_peak) s->st.pinned_peak = s->st.pinned_used;
-    *fill = (tl__io_xfer){.len = n, .path = fpath(s, u), .name = tname(s, u)};
+    *fill = (tl__io_xfer){.len = u->x.src_len, .from = u->x.from, .to = u->x.to,
+                          .path = fpath(s, u), .name = tname(s, u)};
     fill->src.kind = TL_IO_HOST;
-    fill->src.host = (unsigned char *)tl_model_tensor_data(s->m, u->pl.tensor) + u->pl.off;
+    fill->src.host = (unsigned char *)tl_model_tensor_data(s->m, u->pl.tensor) + u->x.src_off;
     fill->src.mapped = true;
     fill->dst.kind = TL_IO_HOST;
     fill->dst.host = p;
@@ -1350,6 +1422,11 @@ static tl__io_xfer load_xfer(tl_session *s, unit *u) {
     bool mapped;
     const unsigned char *src = host_src(s, u, &tier, &mapped);
     tl__io_xfer x = {.len = u->pl.len, .path = fpath(s, u), .name = tname(s, u)};
+    if (tier == TL_TIER_FILE) { /* the file's bytes, converted on the way where kept so */
+        x.len = u->x.src_len;
+        x.from = u->x.from;
+        x.to = u->x.to;
+    }
     x.src.kind = TL_IO_HOST;
     x.src.host = (void *)src;
     x.src.mapped = mapped;
@@ -1640,7 +1717,7 @@ static tl_status prefetch_want(tl_session *s, const want *w) {
             s->st.prefetch_skipped++;
             continue;
         }
-        if (s->dev[u->dev].async) {
+        if (async_load(s, u)) {
             list[na++] = list[i]; /* issued below (list is reused) */
             continue;
         }
@@ -2171,7 +2248,7 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
                     room_dev = u->dev;
                 break;
             }
-            if (s->dev[u->dev].async) {
+            if (async_load(s, u)) {
                 asy[na++] = list[i];
                 continue;
             }
@@ -2402,7 +2479,9 @@ static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquir
         }
         size_t t = u->pl.tensor;
         if (a->n == 0 || a->t[a->n - 1].index != t) {
-            a->t[a->n] = (tl_session_tensor){t, tl_model_tensor(s->m, t), 0, p};
+            const tl_tensor_info *ti = s->xinfo && s->xinfo[t].name ? &s->xinfo[t]
+                                                                   : tl_model_tensor(s->m, t);
+            a->t[a->n] = (tl_session_tensor){t, ti, 0, p};
             a->n++;
         }
         a->t[a->n - 1].n_parts++;
@@ -2763,6 +2842,33 @@ tl_status tl_session_update_end(tl_session *s, const size_t *tensors, size_t n) 
                 s->u[q].busy--;
         tl__os_cond_broadcast(&s->bcv);
     }
+    tl__os_mutex_unlock(&s->mu);
+    return st;
+}
+
+tl_status tl_session_set_dtype(tl_session *s, size_t tensor, tl_dtype dtype) {
+    if (!s || tensor >= tl_model_tensor_count(s->m))
+        return tl__err(TL_ERR_INVALID_ARG, "tl_session_set_dtype: bad session or tensor");
+    const tl_tensor_info *ti = tl_model_tensor(s->m, tensor);
+    tl_status st = tlr_xform_check(s->m, tensor, dtype);
+    if (st) return st;
+    if (dtype != ti->dtype && on_host(s, tensor))
+        return tl__err(TL_ERR_UNSUPPORTED,
+                       "%s: tensor %s: the plan keeps it in host memory (the file's mapping): "
+                       "it stays %s there",
+                       tl_model_file(s->m, ti->file)->path, ti->name, tl_dtype_name(ti->dtype));
+    tl__os_mutex_lock(&s->mu);
+    reap_locked(s);
+    st = idle_locked(s, &tensor, 1, "tl_session_set_dtype");
+    for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
+        const unit *u = &s->u[q];
+        if (u->busy || u->dirty)
+            st = tl__err(TL_ERR_INVALID_ARG, "tl_session_set_dtype: tensor %s is %s", ti->name,
+                         u->busy ? "being updated" : "dirty (written on its device)");
+    }
+    for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++)
+        st = forget_locked(s, &s->u[q]);
+    if (!st) st = keep_as(s, tensor, dtype);
     tl__os_mutex_unlock(&s->mu);
     return st;
 }
