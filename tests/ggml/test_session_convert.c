@@ -119,82 +119,108 @@ static tl_plan *plan(fx *f, tl_dtype to, const char *const *gpus, size_t n, uint
 }
 
 /*
- * Acquire the layer through a session converting to `to` and compare every
- * part with the loader's conversion r; quantized tensors also with ggml's
- * quantizer of the file's values. *split gets how many tensors came in
- * several parts; the bytes on devices (stats) must be the converted sizes.
+ * Compare every part of acquired set a with the loader's conversion r of the
+ * file's bytes to `to`; quantized tensors also with ggml's quantizer of the
+ * file's values. Returns the bytes of device-tier parts; *split counts the
+ * tensors that came in several parts.
  */
-static void check_session(fx *f, tl_plan *p, tl_dtype to, const tl_load_result *r,
-                          size_t *split) {
+static uint64_t compare_set(fx *f, const tl_acquired *a, tl_dtype to, const tl_load_result *r,
+                            size_t *split) {
+    uint64_t used_parts = 0;
+    *split = 0;
+    for (size_t i = 0; i < tl_acquired_count(a); i++) {
+        const tl_session_tensor *st = tl_acquired_tensor(a, i);
+        const tl_loaded_tensor *lt = tl_load_result_tensor(r, st->index);
+        const tl_tensor_info *fi = tl_model_tensor(f->m, st->index);
+        if (st->info->dtype != lt->dtype || st->info->nbytes != lt->nbytes)
+            fail_msg("%s -> %s: %s is %s, %llu bytes in the session, %s, %llu loaded",
+                     tl_dtype_name(fi->dtype), tl_dtype_name(to), fi->name,
+                     tl_dtype_name(st->info->dtype), (unsigned long long)st->info->nbytes,
+                     tl_dtype_name(lt->dtype), (unsigned long long)lt->nbytes);
+        unsigned char *got = malloc(st->info->nbytes);
+        uint64_t covered = 0;
+        for (uint32_t q = 0; q < st->n_parts; q++) {
+            const tl_session_part *pt = &st->parts[q];
+            assert_true(pt->offset + pt->nbytes <= st->info->nbytes);
+            covered += pt->nbytes;
+            if (pt->tier != TL_TIER_DEVICE) { /* not converted: zero copy where it can be */
+                assert_int_equal(st->info->dtype, fi->dtype);
+                memcpy(got + pt->offset, pt->host, pt->nbytes);
+                continue;
+            }
+            assert_int_equal(
+                tl_device_copy_from(pt->device, got + pt->offset, pt->dptr, pt->nbytes), TL_OK);
+            used_parts += pt->nbytes;
+        }
+        *split += st->n_parts > 1;
+        assert_int_equal(covered, st->info->nbytes);
+        if (memcmp(got, lt->data, lt->nbytes))
+            fail_msg("%s -> %s: %s differs from the loader's conversion", tl_dtype_name(fi->dtype),
+                     tl_dtype_name(to), fi->name);
+        if (lt->dtype == TL_DTYPE_Q8_0 || lt->dtype == TL_DTYPE_Q4_0) {
+            enum ggml_type gt = lt->dtype == TL_DTYPE_Q8_0 ? GGML_TYPE_Q8_0 : GGML_TYPE_Q4_0;
+            float *x = malloc(fi->n_elements * sizeof *x);
+            get(fi->dtype, f->img + fi->offset, x, (int64_t)fi->n_elements);
+            unsigned char *want = malloc(st->info->nbytes);
+            size_t w = ggml_quantize_chunk(gt, x, want, 0, fi->shape[0], fi->shape[1], NULL);
+            assert_int_equal(w, st->info->nbytes);
+            if (memcmp(got, want, w))
+                fail_msg("%s -> %s: %s differs from ggml's quantizer", tl_dtype_name(fi->dtype),
+                         tl_dtype_name(to), fi->name);
+            free(want);
+            free(x);
+        }
+        free(got);
+    }
+    return used_parts;
+}
+
+static uint64_t device_used(const tl_session *s) {
+    tl_session_stats ss;
+    assert_int_equal(tl_session_stats_get(s, &ss, sizeof ss), TL_OK);
+    uint64_t used = 0;
+    for (size_t d = 0; d < ss.n_devices; d++)
+        used += ss.devices[d].used;
+    return used;
+}
+
+static void evict_everything(tl_session *s) {
+    tl_session_stats ss;
+    assert_int_equal(tl_session_stats_get(s, &ss, sizeof ss), TL_OK);
+    for (size_t d = 0; d < ss.n_devices; d++) {
+        uint64_t freed = 0;
+        assert_int_equal(tl_session_evict_all(s, ss.devices[d].name, &freed), TL_OK);
+    }
+}
+
+static tl_session *converting(fx *f, tl_plan *p, tl_dtype to, uint64_t pinned_cap) {
     tl_session_options o;
     tl_session_options_init(&o);
     o.convert = true;
     o.dtype = to;
+    o.pinned_cap = pinned_cap;
+    o.staging_size = 32 << 10; /* a 512 x 256 matrix moves in several chunks */
     tl_session *s;
     assert_int_equal(tl_session_create(f->m, p, &o, &s), TL_OK);
-    for (int round = 0; round < 2; round++) { /* loaded, then evicted and loaded again */
+    return s;
+}
+
+/*
+ * Acquire the layer through a session converting to `to`, twice (evicted in
+ * between), and compare with the loader's r; the bytes on devices (stats)
+ * are the converted sizes; then a run's check of every byte.
+ */
+static void check_session(fx *f, tl_plan *p, tl_dtype to, const tl_load_result *r,
+                          size_t *split) {
+    tl_session *s = converting(f, p, to, 0);
+    for (int round = 0; round < 2; round++) {
         tl_acquired *a;
         if (tl_session_acquire(s, TL_COMP_DIFFUSION, 0, TL_ALL_LAYERS, true, &a))
             fail_msg("-> %s: %s", tl_dtype_name(to), tl_last_error());
         assert_int_equal(tl_session_check(s), TL_OK);
-        uint64_t used_parts = 0; /* bytes of device-tier parts */
-        *split = 0;
-        for (size_t i = 0; i < tl_acquired_count(a); i++) {
-            const tl_session_tensor *st = tl_acquired_tensor(a, i);
-            const tl_loaded_tensor *lt = tl_load_result_tensor(r, st->index);
-            const tl_tensor_info *fi = tl_model_tensor(f->m, st->index);
-            if (st->info->dtype != lt->dtype || st->info->nbytes != lt->nbytes)
-                fail_msg("%s -> %s: %s is %s, %llu bytes in the session, %s, %llu loaded",
-                         tl_dtype_name(fi->dtype), tl_dtype_name(to), fi->name,
-                         tl_dtype_name(st->info->dtype), (unsigned long long)st->info->nbytes,
-                         tl_dtype_name(lt->dtype), (unsigned long long)lt->nbytes);
-            unsigned char *got = malloc(st->info->nbytes);
-            uint64_t covered = 0;
-            for (uint32_t q = 0; q < st->n_parts; q++) {
-                const tl_session_part *pt = &st->parts[q];
-                assert_true(pt->offset + pt->nbytes <= st->info->nbytes);
-                covered += pt->nbytes;
-                if (pt->tier != TL_TIER_DEVICE) { /* not converted: zero copy where it can be */
-                    assert_int_equal(st->info->dtype, fi->dtype);
-                    memcpy(got + pt->offset, pt->host, pt->nbytes);
-                    continue;
-                }
-                assert_int_equal(tl_device_copy_from(pt->device, got + pt->offset, pt->dptr,
-                                                     pt->nbytes),
-                                 TL_OK);
-                used_parts += pt->nbytes;
-            }
-            *split += st->n_parts > 1;
-            assert_int_equal(covered, st->info->nbytes);
-            if (memcmp(got, lt->data, lt->nbytes))
-                fail_msg("%s -> %s: %s differs from the loader's conversion",
-                         tl_dtype_name(fi->dtype), tl_dtype_name(to), fi->name);
-            if (lt->dtype == TL_DTYPE_Q8_0 || lt->dtype == TL_DTYPE_Q4_0) {
-                enum ggml_type gt = lt->dtype == TL_DTYPE_Q8_0 ? GGML_TYPE_Q8_0 : GGML_TYPE_Q4_0;
-                float *x = malloc(fi->n_elements * sizeof *x);
-                get(fi->dtype, f->img + fi->offset, x, (int64_t)fi->n_elements);
-                unsigned char *want = malloc(st->info->nbytes);
-                size_t w = ggml_quantize_chunk(gt, x, want, 0, fi->shape[0], fi->shape[1], NULL);
-                assert_int_equal(w, st->info->nbytes);
-                if (memcmp(got, want, w))
-                    fail_msg("%s -> %s: %s differs from ggml's quantizer",
-                             tl_dtype_name(fi->dtype), tl_dtype_name(to), fi->name);
-                free(want);
-                free(x);
-            }
-            free(got);
-        }
-        tl_session_stats ss;
-        assert_int_equal(tl_session_stats_get(s, &ss, sizeof ss), TL_OK);
-        uint64_t used = 0;
-        for (size_t d = 0; d < ss.n_devices; d++)
-            used += ss.devices[d].used;
-        assert_int_equal(used, used_parts);
+        assert_int_equal(device_used(s), compare_set(f, a, to, r, split));
         assert_int_equal(tl_session_release(s, a), TL_OK);
-        for (size_t d = 0; d < ss.n_devices; d++) {
-            uint64_t freed = 0;
-            assert_int_equal(tl_session_evict_all(s, ss.devices[d].name, &freed), TL_OK);
-        }
+        evict_everything(s);
         assert_int_equal(tl_session_check(s), TL_OK);
     }
     /* a run checks every acquired byte against a conversion of the file's */
@@ -208,6 +234,54 @@ static void check_session(fx *f, tl_plan *p, tl_dtype to, const tl_load_result *
     assert_int_equal(tot->hash_mismatches, 0);
     tl_run_report_destroy(rep);
     assert_int_equal(tl_session_destroy(s), TL_OK);
+}
+
+/*
+ * Streamed through a sim with a pinned tier: the first load converts from the
+ * file and fills the pinned copy with converted bytes, the next ones upload
+ * from it; a unit written on the device (dirty) goes to RAM and comes back as
+ * it was. F16 -> F32 doubles the bytes (the staging chunk holds the result).
+ */
+static void test_pinned_and_dirty(void **state) {
+    (void)state;
+    TU_NEED_GGML();
+    tl_device *s0 = tu_sim_add("cvsim3", 64 << 20);
+    fx f = {0};
+    make(&f, TL_DTYPE_F16);
+    tl_load_options lo;
+    tl_load_options_init(&lo);
+    lo.convert = true;
+    lo.dtype = TL_DTYPE_F32;
+    tl_load_result *r = NULL;
+    assert_int_equal(tl_model_load(f.m, &lo, &r), TL_OK);
+    tl_plan *p = tu_plan_one_gpu(f.m, "cvsim3", 32 << 20, NULL, true); /* streamed */
+    tl_session *s = converting(&f, p, TL_DTYPE_F32, 16 << 20);
+    size_t split;
+    for (int round = 0; round < 3; round++) {
+        tl_acquired *a;
+        assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, 0, TL_ALL_LAYERS, true, &a),
+                         TL_OK);
+        compare_set(&f, a, TL_DTYPE_F32, r, &split);
+        if (round == 1) /* as if the engine wrote it: saved to RAM on eviction */
+            assert_int_equal(tl_session_mark_dirty(s, tl_acquired_tensor(a, 0)->index), TL_OK);
+        assert_int_equal(tl_session_release(s, a), TL_OK);
+        evict_everything(s);
+        assert_int_equal(tl_session_check(s), TL_OK);
+    }
+    tl_session_stats ss;
+    assert_int_equal(tl_session_stats_get(s, &ss, sizeof ss), TL_OK);
+    uint64_t conv = 0;
+    for (size_t i = 0; i < tl_model_tensor_count(f.m); i++)
+        conv += tl_model_tensor(f.m, i)->n_elements * 4;
+    assert_int_equal(ss.moved[TL_TIER_FILE][TL_TIER_PINNED], conv); /* filled once, converted */
+    assert_true(ss.moved[TL_TIER_PINNED][TL_TIER_DEVICE] > 0);
+    assert_true(ss.moved[TL_TIER_RAM][TL_TIER_DEVICE] > 0);
+    assert_int_equal(tl_session_destroy(s), TL_OK);
+    tl_load_result_destroy(r);
+    tl_plan_destroy(p);
+    unmake(&f);
+    tl_device_unregister(s0);
+    tl_device_release(s0);
 }
 
 static void test_every_pair(void **state) {
@@ -342,6 +416,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_pair),
         cmocka_unit_test(test_set_dtype),
+        cmocka_unit_test(test_pinned_and_dirty),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }
