@@ -2324,6 +2324,14 @@ typedef struct tl_session_stats {
     uint64_t acquire_waits;    /* acquires that waited for room (tl_session_acquire_wait) */
     uint64_t acquire_timeouts; /* ... and ran out of time */
     uint64_t acquire_cancels;  /* acquires cancelled (tl_session_cancel, the progress callback) */
+    /* tensor parts made by an at-load LoRA set as they loaded (tl_lora_set_create_at_load) */
+    uint64_t lora_loads;
+    /* tensor parts loaded again because tl_session_update_begin changed their tensor since they
+       were last loaded (a LoRA set's add, remove or rescale) */
+    uint64_t lora_reloads;
+    /* at-load LoRA on Q8_0 / Q4_0 weights requantized: the largest |requantized - F32 merge| of
+       an element so far (0 when none was requantized) */
+    double lora_max_error;
 } tl_session_stats;
 TL_API tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out, size_t out_size);
 
@@ -2565,7 +2573,34 @@ TL_API tl_status tl_lora_apply_module(tl_model *m, const tl_lora *l, size_t k, s
  */
 typedef struct tl_lora_set tl_lora_set;
 TL_API tl_status tl_lora_set_create(tl_model *m, tl_session *s, tl_lora_set **out);
-/* Free the set; the model keeps its merged bytes. NULL is fine. */
+/*
+ * A set applied to session s's weights as they load, with nothing merged
+ * ahead: s's model may be read-only, and no private memory is spent beyond
+ * the loaded copies. When a unit of a tensor the set targets loads from the
+ * file (acquire; prefetch leaves such units to the acquire), its rows are
+ * read into host memory (the device's own on host-addressed devices, else a
+ * buffer of at most 16 MiB uploaded chunk by chunk), merged there by the
+ * merge kernel (that unit's rows, all cores), each LoRA in the order added,
+ * and rounded to the unit's type (the tensor's, or the session's
+ * tl_session_options.dtype); RAM and spill copies hold the merged bytes.
+ * F32 / F16 / BF16 weights: the bytes tl_lora_apply gives for the same LoRAs
+ * in the same order, bit for bit. Q8_0 / Q4_0 weights: dequantized, merged
+ * in F32, requantized to their type (stats lora_max_error: the largest
+ * difference from the F32 merge), or kept at F16 with TL_LORA_QUANT_AS_F16
+ * (tl_session_set_dtype F16 on each as a LoRA first targets it; it stays F16).
+ * Add refuses, before anything changes, a target of another type
+ * (TL_ERR_UNSUPPORTED naming tensor and type) or one the plan keeps in host
+ * memory (the mapping itself). Add, remove and rescale drop the copies of
+ * exactly the tensors the LoRA targets (refused with TL_ERR_INVALID_ARG while
+ * one is acquired, as for merged sets), so their next acquire loads them
+ * again (stats lora_reloads); a module whose merge overflows the weight's
+ * type fails that load (TL_ERR_FORMAT naming it). One such set per session;
+ * destroy it before the session (copies still acquired then keep their bytes
+ * until evicted).
+ */
+#define TL_LORA_QUANT_AS_F16 1u
+TL_API tl_status tl_lora_set_create_at_load(tl_session *s, uint32_t flags, tl_lora_set **out);
+/* Free the set; the model keeps its merged bytes (at load: the session its copies). NULL is fine. */
 TL_API void tl_lora_set_destroy(tl_lora_set *set);
 TL_API tl_status tl_lora_set_add(tl_lora_set *set, const tl_lora *l, float scale, tl_lora_report *r,
                                  size_t r_size);

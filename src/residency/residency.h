@@ -47,6 +47,41 @@ void tlr_xform_info(const tl_model *m, size_t t, tl_dtype to, tl_tensor_info *ou
 /* The unit pl (placed in file bytes) kept in type `to` (checked). */
 void tlr_xform_unit(const tl_model *m, const tlr_place *pl, tl_dtype to, tlr_xunit *out);
 
+/*
+ * A producer of weights as they load (an at-load LoRA set, lora/atload.c):
+ * the session asks it for the tensors it wants (wants) and has it write the
+ * rows [r0, r1) of such a tensor, made from the file's bytes, in type `to`
+ * (the unit's, xunit.to) at dst (host memory of that many rows). It may run
+ * on several threads at once, with no session lock held; *err gets the
+ * largest error its rounding added (0 when none is measured).
+ */
+typedef struct tlr_producer {
+    bool (*wants)(void *user, size_t tensor);
+    tl_status (*rows)(void *user, size_t tensor, uint64_t r0, uint64_t r1, tl_dtype to, void *dst,
+                      double *err);
+    void *user;
+} tlr_producer;
+/*
+ * Attach p to s (NULL: detach). Tensors whose wants changes must go through
+ * tl_session_update_begin / _end, which asks wants again for them; units
+ * produced from then on count as loads with a producer. Detaching drops the
+ * unreferenced produced copies; referenced ones keep their bytes until
+ * evicted. TL_ERR_INVALID_ARG when another producer is attached.
+ */
+tl_status tlr_session_set_producer(tl_session *s, const tlr_producer *p);
+/* TL_OK when every unit of tensor t is on a device (a producer's bytes need memory of their own). */
+tl_status tlr_session_producible(const tl_session *s, size_t t);
+/*
+ * Produce unit pl (xunit x) through p, a chunk of rows at a time (at most
+ * 16 MiB of them in their type and in F32): into host memory `host` (the
+ * memory of a host-addressed device), or, with host NULL, through a buffer
+ * of one chunk uploaded to (dev, dptr). *err: the largest error the
+ * producer reported.
+ */
+tl_status tlr_xform_produce(const tlr_producer *p, const tl_model *m, const tlr_place *pl,
+                            const tlr_xunit *x, void *host, tl_device *dev, tl_devptr dptr,
+                            double *err);
+
 /* Group id of a tensor: (component, layer) or (component, other), dense from 0. */
 typedef struct tlr_groups {
     size_t

@@ -69,6 +69,8 @@ typedef struct fence {
 typedef struct unit {
     tlr_place pl; /* off and len: bytes of the tensor as the session keeps it (x.to) */
     tlr_xunit x;  /* the type it is kept in, and the file bytes it is made from */
+    bool produced;       /* made from the file's bytes by the session's producer (at-load LoRA) */
+    uint32_t seen_epoch; /* its tensor's epoch when it last loaded (UINT32_MAX: never loaded) */
     int32_t dev; /* session device, TLR_HOST for the host */
     size_t group;
     /* state */
@@ -170,6 +172,8 @@ struct tl_session {
     size_t n_u;
     size_t *first; /* per tensor: its first unit; first[n_tensors] = n_u */
     tl_tensor_info *xinfo; /* per tensor kept converted: its info as kept (name NULL: not) */
+    uint32_t *epoch;       /* per tensor: tl_session_update_begin calls on it */
+    tlr_producer prod;     /* an at-load LoRA set (prod.rows NULL: none) */
     tlr_groups groups;
     _Atomic int priority;                 /* tl_session_set_priority */
     uint64_t comp_reserve[TL_COMP_COUNT]; /* compute reserve per component (tl_session_set_reserve) */
@@ -425,18 +429,29 @@ static void moved_locked(tl_session *s, tl_tier from, tl_tier to, uint64_t n) {
  */
 static bool on_device(const tl_session *s, const unit *u) {
     return u->dev != TLR_HOST &&
-           (!s->dev[u->dev].host_ptr || s->o.no_zero_copy || u->x.from != u->x.to) &&
+           (!s->dev[u->dev].host_ptr || s->o.no_zero_copy || u->x.from != u->x.to ||
+            u->produced) &&
            u->pl.len > 0;
+}
+
+/* Does a load of u start from the file's bytes? (not from a RAM, pinned or spill copy) */
+static bool from_file(const unit *u) {
+    return !u->ram && !(u->pin && u->pin_valid) && !u->sp_map;
 }
 
 /* Will a load of u convert the file's bytes? (its RAM, pinned and spill copies are converted) */
 static bool converts(const unit *u) {
-    return u->x.from != u->x.to && !u->ram && !(u->pin && u->pin_valid) && !u->sp_map;
+    return u->x.from != u->x.to && from_file(u);
+}
+
+/* Will the producer make u's bytes? (its RAM and spill copies hold what it made) */
+static bool produces(const tl_session *s, const unit *u) {
+    return s->prod.rows && u->produced && from_file(u);
 }
 
 /* Is u loaded with an asynchronous copy? (conversions run on the mover, through staging) */
 static bool async_load(const tl_session *s, const unit *u) {
-    return s->dev[u->dev].async && !converts(u);
+    return s->dev[u->dev].async && !converts(u) && !produces(s, u);
 }
 
 /* Where a unit's bytes are readable on the host, and which tier that is. */
@@ -1072,6 +1087,7 @@ tl_status tl_session_destroy(tl_session *s) {
     free(s->u);
     free(s->first);
     free(s->xinfo);
+    free(s->epoch);
     free(s->gfirst);
     free(s->gunits);
     free(s->hp);
@@ -1292,12 +1308,14 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
         size_t nt = tl_model_tensor_count(m);
         s->u = tl__os_calloc(n_pl ? n_pl : 1, sizeof *s->u);
         s->first = tl__os_calloc(nt + 1, sizeof *s->first);
-        if (!s->u || !s->first) st = tl__err(TL_ERR_NOMEM, "session: out of memory");
+        s->epoch = tl__os_calloc(nt ? nt : 1, sizeof *s->epoch);
+        if (!s->u || !s->first || !s->epoch) st = tl__err(TL_ERR_NOMEM, "session: out of memory");
         tlr_groups_init(m, &s->groups);
         for (size_t i = 0, t = 0; !st && i < n_pl; i++) {
             unit *u = &s->u[i];
             u->pl = pl[i];
             tlr_xform_unit(m, &pl[i], tl_model_tensor(m, pl[i].tensor)->dtype, &u->x);
+            u->seen_epoch = UINT32_MAX;
             u->dev = pl[i].plan_dev == TLR_HOST || (uint32_t)pl[i].plan_dev >= TL_PLAN_MAX_DEVICES
                          ? TLR_HOST
                          : s->plan2dev[pl[i].plan_dev];
@@ -1356,6 +1374,10 @@ static void loaded_locked(tl_session *s, unit *u, bool prefetch) {
         u->pin_valid = true;
         moved_locked(s, TL_TIER_FILE, TL_TIER_PINNED, u->pl.len);
     }
+    if (s->prod.rows && u->produced && from == TL_TIER_FILE) s->st.lora_loads++;
+    uint32_t ep = s->epoch[u->pl.tensor];
+    if (u->seen_epoch != UINT32_MAX && u->seen_epoch != ep) s->st.lora_reloads++;
+    u->seen_epoch = ep;
     u->loading = false;
     u->on_dev = true;
     u->prefetched = prefetch;
@@ -1379,7 +1401,7 @@ static bool pin_prepare_locked(tl_session *s, unit *u, tl__io_xfer *fill) {
     sdev *v = &s->dev[u->dev];
     uint64_t n = u->pl.len, cap = s->o.pinned_cap;
     if (!v->pinned || !u->pl.streamed || !cap || n == 0 || n > cap || u->pin || u->ram ||
-        u->sp_map || u->dirty)
+        u->sp_map || u->dirty || u->produced)
         return false;
     while (s->st.pinned_used + n > cap) {
         size_t best = s->n_u;
@@ -1708,6 +1730,7 @@ static tl_status prefetch_want(tl_session *s, const want *w) {
     for (size_t i = 0; i < n && !st; i++) {
         unit *u = &s->u[list[i]];
         if (!on_device(s, u) || u->on_dev || u->loading || u->busy) continue;
+        if (produces(s, u)) continue; /* made by the acquire that needs it */
         bool ok;
         uint64_t pool_short; /* a prefetch does not evict other sessions' units */
         st = reserve_locked(s, u, true, &ok, &pool_short);
@@ -2156,9 +2179,10 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
     tl__io_xfer *x = tl__os_malloc((n ? 2 * n : 1) * sizeof *x);
     size_t *mine = tl__os_malloc((n ? n : 1) * sizeof *mine);
     size_t *asy = tl__os_malloc((n ? n : 1) * sizeof *asy);
+    size_t *made = tl__os_malloc((n ? n : 1) * sizeof *made); /* units the producer makes */
     size_t nf = 0;
     size_t na = 0;
-    if (!x || !mine || !asy) st = tl__err(TL_ERR_NOMEM, "session: out of memory");
+    if (!x || !mine || !asy || !made) st = tl__err(TL_ERR_NOMEM, "session: out of memory");
     bool hit_counted = false;
     unsigned pool_tries = 0; /* evictions across sessions asked of a pool by this acquire */
     while (!st) {
@@ -2186,7 +2210,7 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
             wait_prefetch_locked(s, gen);
             continue;
         }
-        size_t k = 0;
+        size_t k = 0, kx = 0, np = 0; /* units loaded here; of them moved by the mover, made */
         nf = 0;
         for (size_t i = 0; i < n && !st; i++) {
             unit *u = &s->u[list[i]];
@@ -2252,7 +2276,12 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
                 asy[na++] = list[i];
                 continue;
             }
-            x[k] = load_xfer(s, u);
+            if (produces(s, u)) { /* made by the producer below */
+                made[np++] = list[i];
+                mine[k++] = list[i];
+                continue;
+            }
+            x[kx++] = load_xfer(s, u);
             mine[k++] = list[i];
             nf += pin_prepare_locked(s, u, &x[n + nf]);
         }
@@ -2353,12 +2382,27 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
             memmove(mine, mine + k, na * sizeof *mine);
             break;
         }
-        memmove(x + k, x + n, nf * sizeof *x); /* pinned copies filled alongside */
-        for (size_t i = 0; i < k + nf; i++)
+        memmove(x + kx, x + n, nf * sizeof *x); /* pinned copies filled alongside */
+        for (size_t i = 0; i < kx + nf; i++)
             moved += x[i].len;
+        for (size_t i = 0; i < np; i++)
+            moved += s->u[made[i]].pl.len;
+        tlr_producer prod = s->prod;
         tl__os_mutex_unlock(&s->mu);
-        st = run_loads(s, x, k + nf, cgen, moved, &by_callback);
+        if (kx + nf) st = run_loads(s, x, kx + nf, cgen, moved, &by_callback);
+        double err = 0;
+        for (size_t i = 0; i < np && !st; i++) { /* the units are loading: nothing moves them */
+            const unit *u = &s->u[made[i]];
+            const sdev *v = &s->dev[u->dev];
+            double e = 0;
+            st = tlr_xform_produce(&prod, s->m, &u->pl, &u->x,
+                                   v->host_ptr ? (void *)(uintptr_t)u->dptr : NULL, v->d, u->dptr,
+                                   &e);
+            if (e > err) err = e;
+            if (!st && cancel_asked(s, cgen)) st = cancelled_err(false);
+        }
         tl__os_mutex_lock(&s->mu);
+        if (err > s->st.lora_max_error) s->st.lora_max_error = err;
         for (size_t i = 0; i < k; i++) {
             unit *u = &s->u[mine[i]];
             if (st)
@@ -2375,6 +2419,7 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
     }
     free(x);
     free(asy);
+    free(made);
     if (queued) room_leave_locked(s, &me);
     if (st) {
         if (holding) {
@@ -2807,9 +2852,11 @@ tl_status tl_session_update_begin(tl_session *s, const size_t *tensors, size_t n
     reap_locked(s);
     st = idle_locked(s, tensors, n, "tl_session_update_begin");
     if (!st) {
-        for (size_t k = 0; k < n; k++)
+        for (size_t k = 0; k < n; k++) {
+            s->epoch[tensors[k]]++;
             for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1]; q++)
                 s->u[q].busy++;
+        }
         for (size_t k = 0; k < n && !st; k++)
             for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1] && !st; q++)
                 st = forget_locked(s, &s->u[q]);
@@ -2837,13 +2884,53 @@ tl_status tl_session_update_end(tl_session *s, const size_t *tensors, size_t n) 
                 break;
             }
     if (!st) {
-        for (size_t k = 0; k < n; k++)
-            for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1]; q++)
+        for (size_t k = 0; k < n; k++) {
+            bool made = s->prod.rows && s->prod.wants(s->prod.user, tensors[k]);
+            for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1]; q++) {
                 s->u[q].busy--;
+                if (s->u[q].dev != TLR_HOST) s->u[q].produced = made; /* no copy while busy */
+            }
+        }
         tl__os_cond_broadcast(&s->bcv);
     }
     tl__os_mutex_unlock(&s->mu);
     return st;
+}
+
+tl_status tlr_session_producible(const tl_session *s, size_t t) {
+    for (size_t q = s->first[t]; q < s->first[t + 1]; q++)
+        if (s->u[q].dev == TLR_HOST) {
+            const tl_tensor_info *ti = tl_model_tensor(s->m, t);
+            return tl__err(TL_ERR_UNSUPPORTED,
+                           "%s: tensor %s: the plan keeps it in host memory (the file's mapping "
+                           "itself), where nothing can be made as it loads: place it on a "
+                           "device, or merge into a writable model (tl_lora_apply)",
+                           tl_model_file(s->m, ti->file)->path, ti->name);
+        }
+    return TL_OK;
+}
+
+tl_status tlr_session_set_producer(tl_session *s, const tlr_producer *p) {
+    tl__os_mutex_lock(&s->mu);
+    if (p && s->prod.rows) {
+        tl__os_mutex_unlock(&s->mu);
+        return tl__err(TL_ERR_INVALID_ARG, "session: an at-load LoRA set is attached already");
+    }
+    if (p) {
+        s->prod = *p;
+    } else {
+        reap_locked(s);
+        for (size_t i = 0; i < s->n_u; i++) {
+            unit *u = &s->u[i];
+            /* a copy still in use keeps its bytes (and its memory of its own) until evicted */
+            if (u->produced && !u->refs && !u->loading && !u->busy && !u->dirty &&
+                forget_locked(s, u) == TL_OK)
+                u->produced = false;
+        }
+        s->prod = (tlr_producer){0};
+    }
+    tl__os_mutex_unlock(&s->mu);
+    return TL_OK;
 }
 
 tl_status tl_session_set_dtype(tl_session *s, size_t tensor, tl_dtype dtype) {

@@ -3,11 +3,13 @@
  * through tl_convert_target, or tl_session_set_dtype) and what that makes of
  * its units: the bytes each unit holds converted (whole rows of the tensor,
  * so whole quantization blocks), the file bytes it is made from, and the
- * tensor info the session hands out for it.
+ * tensor info the session hands out for it; and producing a unit through a
+ * producer (an at-load LoRA set) with a bounded buffer.
  */
 #include "residency/residency.h"
 
 #include "core/error.h"
+#include "os/hostmem.h"
 
 static bool is_quant(tl_dtype t) {
     return t == TL_DTYPE_Q8_0 || t == TL_DTYPE_Q4_0;
@@ -60,4 +62,42 @@ void tlr_xform_unit(const tl_model *m, const tlr_place *pl, tl_dtype to, tlr_xun
     uint64_t rows = (uint64_t)ti->shape[0], row = x.nbytes / rows;
     out->off = pl->row_begin * row;
     out->len = (pl->row_end - pl->row_begin) * row;
+}
+
+#define PRODUCE_CHUNK (16ull << 20) /* bytes of a unit produced at a time for an upload */
+
+tl_status tlr_xform_produce(const tlr_producer *p, const tl_model *m, const tlr_place *pl,
+                            const tlr_xunit *x, void *host, tl_device *dev, tl_devptr dptr,
+                            double *err) {
+    const tl_tensor_info *ti = tl_model_tensor(m, pl->tensor);
+    *err = 0;
+    uint64_t r0 = pl->row_begin, r1 = pl->row_end, rows = r1 - r0;
+    if (rows == 0 || x->len == 0) return TL_OK;
+    uint64_t row = x->len / rows;
+    /* rows at a time: at most PRODUCE_CHUNK of them in their type, and in F32 (what a producer
+       may work in) */
+    uint64_t wide = ti->n_elements / (uint64_t)ti->shape[0] * 4;
+    if (wide < row) wide = row;
+    uint64_t step = wide >= PRODUCE_CHUNK ? 1 : PRODUCE_CHUNK / wide;
+    if (step > rows) step = rows;
+    void *buf = NULL;
+    uint64_t blen = 0;
+    if (!host && tl__os_anon_alloc(step * row, TL_OS_PAGES_SMALL, &buf, &blen))
+        return tl__err(TL_ERR_NOMEM, "%s: tensor %s: out of memory for %llu bytes of staging",
+                       tl_model_file(m, ti->file)->path, ti->name,
+                       (unsigned long long)(step * row));
+    tl_status st = TL_OK;
+    for (uint64_t r = r0; r < r1 && !st; r += step) {
+        uint64_t n = r1 - r < step ? r1 - r : step;
+        double e = 0;
+        void *to = host ? (unsigned char *)host + (r - r0) * row : buf;
+        st = p->rows(p->user, pl->tensor, r, r + n, x->to, to, &e);
+        if (e > *err) *err = e;
+        if (!st && !host) {
+            st = tl_device_copy_to(dev, dptr + (r - r0) * row, buf, n * row);
+            if (st) st = tl__err_prefix(st, "%s: tensor %s", tl_model_file(m, ti->file)->path, ti->name);
+        }
+    }
+    if (buf) tl__os_anon_free(buf, blen);
+    return st;
 }
