@@ -23,6 +23,12 @@
 
 #define UNET "model.diffusion_model."
 
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#else
+#define SANITIZED TU_UNDER_TSAN
+#endif
+
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static float rnd(void) { /* in [-1, 1) */
     rng ^= rng << 13;
@@ -479,7 +485,9 @@ static void test_private_memory(void **state) {
                       pass, (unsigned long long)(grow >> 10), (unsigned long long)(used_max >> 10),
                       (unsigned long long)ss.lora_loads);
         assert_true(used_max <= 5u << 20);
-        if (pass > 0) assert_true(grow <= used_max + (2u << 20));
+        /* ASan's quarantine keeps freed device memory (sims allocate on the heap) and TSan's
+           shadow is anonymous memory too: the bound holds in plain builds */
+        if (pass > 0 && !SANITIZED) assert_true(grow <= used_max + (2u << 20));
     }
     for (size_t i = 0; i < 8; i++)
         assert_false(tl_model_tensor_patched(m, i));
