@@ -2861,9 +2861,11 @@ tl_status tl_session_update_begin(tl_session *s, const size_t *tensors, size_t n
             for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1] && !st; q++)
                 st = forget_locked(s, &s->u[q]);
         if (st) { /* a failing fence: the update does not start */
-            for (size_t k = 0; k < n; k++)
+            for (size_t k = 0; k < n; k++) {
+                s->epoch[tensors[k]]--;
                 for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1]; q++)
                     s->u[q].busy--;
+            }
             tl__os_cond_broadcast(&s->bcv);
         }
     }

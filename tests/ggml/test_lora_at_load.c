@@ -18,6 +18,7 @@
 #include "ggml.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -513,6 +514,89 @@ static void test_private_memory(void **state) {
     free(lp);
 }
 
+typedef struct racer {
+    tl_session *s;
+    size_t layer;
+    int rounds;
+    int ok;
+} racer;
+
+static void *race(void *arg) {
+    racer *r = arg;
+    for (int i = 0; i < r->rounds; i++) {
+        tl_acquired *a;
+        if (tl_session_acquire_wait(r->s, TL_COMP_DIFFUSION, r->layer, r->layer + 1, false, 5000,
+                                    &a) != TL_OK)
+            continue;
+        r->ok++;
+        tl_session_release(r->s, a);
+    }
+    return NULL;
+}
+
+/*
+ * Threads acquiring the two layers while the set is rescaled again and again
+ * (refused while a touched tensor is held): no race (TSan builds), the
+ * budgets hold, and at the end the bytes are those of the last scale.
+ */
+static void test_concurrent_rescale(void **state) {
+    (void)state;
+    TU_NEED_GGML();
+    char *dir = tu_tmpdir(), *mp = tu_path(dir, "m.safetensors"), *lp = tu_path(dir, "l.st");
+    write_st(mp, float_ts, N_FLOAT, NULL, 1.0f);
+    write_lora(lp, float_ts, 3, 4);
+    tl_lora *l;
+    assert_int_equal(tl_lora_open(lp, &l), TL_OK);
+    tl_model *w = open_m(mp, true);
+    assert_int_equal(tl_lora_apply(w, l, 0.25f, NULL, 0), TL_OK);
+    tl_model *m = open_m(mp, false);
+    tl_device *s0 = tu_sim_add("lsim4", 64 << 20);
+    const char *g1[] = {"lsim4"};
+    tl_plan *p = plan(m, g1, 1, 32 << 20, false);
+    tl_session *s;
+    assert_int_equal(tl_session_create(m, p, NULL, &s), TL_OK);
+    tl_lora_set *set;
+    assert_int_equal(tl_lora_set_create_at_load(s, 0, &set), TL_OK);
+    assert_int_equal(tl_lora_set_add(set, l, 1.0f, NULL, 0), TL_OK);
+    racer r[2] = {{s, 0, 40, 0}, {s, 1, 40, 0}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, race, &r[i]), 0);
+    int changed = 0;
+    for (int i = 0; i < 400 && changed < 20; i++) {
+        tl_status st = tl_lora_set_scale(set, l, (float)(i % 7) * 0.5f);
+        if (st == TL_OK) changed++;
+        else assert_int_equal(st, TL_ERR_INVALID_ARG);
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(tl_session_check(s), TL_OK);
+    assert_true(r[0].ok > 0 && r[1].ok > 0);
+    for (;;) { /* the last scale: as the eager merge at 0.25 */
+        if (tl_lora_set_scale(set, l, 0.25f) == TL_OK) break;
+    }
+    tl_acquired *a;
+    assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, 0, TL_ALL_LAYERS, true, &a), TL_OK);
+    for (size_t i = 0; i < N_FLOAT; i++) {
+        unsigned char *got = read_back(a, i);
+        assert_memory_equal(got, tl_model_tensor_data(w, i), tl_model_tensor(m, i)->nbytes);
+        free(got);
+    }
+    assert_int_equal(tl_session_release(s, a), TL_OK);
+    print_message("%d rescales went through, %d + %d acquires\n", changed, r[0].ok, r[1].ok);
+    tl_lora_set_destroy(set);
+    assert_int_equal(tl_session_destroy(s), TL_OK);
+    tl_plan_destroy(p);
+    tl_model_close(m);
+    tl_model_close(w);
+    tl_lora_close(l);
+    tl_device_unregister(s0);
+    tl_device_release(s0);
+    tu_tmpdir_rm(dir);
+    free(mp);
+    free(lp);
+}
+
 int main(void) {
     char why[4300];
     const char *root = tu_ggml_root(why, sizeof why);
@@ -526,6 +610,7 @@ int main(void) {
         cmocka_unit_test(test_float_bit_for_bit),
         cmocka_unit_test(test_quantized),
         cmocka_unit_test(test_private_memory),
+        cmocka_unit_test(test_concurrent_rescale),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }
