@@ -1990,6 +1990,8 @@ typedef struct tl_session_part {
 
 typedef struct tl_session_tensor {
     size_t index; /* tl_model_tensor index */
+    /* the catalog entry, or for a tensor the session keeps converted its copy of it with
+       dtype and nbytes as kept (owned by the session) */
     const tl_tensor_info *info;
     uint32_t n_parts;
     const tl_session_part *parts;

@@ -425,7 +425,8 @@ static void moved_locked(tl_session *s, tl_tier from, tl_tier to, uint64_t n) {
 
 /*
  * Does the unit need device memory of its own? (empty tensors do not, nor do
- * host-pointer devices unless the session copies to them: no_zero_copy)
+ * host-pointer devices unless the session copies to them: no_zero_copy, or
+ * the unit is converted or made by the producer)
  */
 static bool on_device(const tl_session *s, const unit *u) {
     return u->dev != TLR_HOST &&
