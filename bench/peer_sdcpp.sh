@@ -13,8 +13,8 @@
 # than that limit. Then the diffusion model on TIERLOAD0 (libggml-tierload.so, found through
 # GGML_BACKEND_PATH; sd.cpp's --backend clip=cpu,vae=cpu,diffusion=tierload0, as TIERLOAD0, a GPU,
 # would otherwise take every module), resident and streamed from the model file within
-# TIERLOAD_BUDGET = 1/4 of the weights the device holds: each picture must equal the CPU's byte
-# for byte. The plugin must be built for the ggml sd-cli runs: SD_TIERLOAD_PLUGIN names one, or
+# TIERLOAD_BUDGET = 1/4 of the weights the device holds, and the same in TIERLOAD_MODE=map: each
+# picture must equal the CPU's byte for byte. The plugin must be built for the ggml sd-cli runs: SD_TIERLOAD_PLUGIN names one, or
 # SD_SRC (the sd.cpp source checkout sd-cli was built from, with its bundled ggml) has this script
 # build one from plugin/ggml_tierload.c into PEER_DIR; otherwise BUILD_DIR's own plugin is tried.
 # sd-cli loads backend modules only when its ggml is built with GGML_BACKEND_DL (then its CPU
@@ -158,7 +158,14 @@ fails=0
 # file, so the weights are streamed from the file, not kept as given
 [ "$rd" -gt "$w" ] || { echo "peer_sdcpp: FAIL: tl-budget: $rd bytes read: the weights were not streamed"; fails=1; }
 [ "$peak" -le $((w / 4)) ] || { echo "peer_sdcpp: FAIL: tl-budget: $peak bytes resident, over the budget"; fails=1; }
-for n in tl-resident tl-budget; do
+# TIERLOAD_MODE=map at the same budget: the weights sd.cpp gives as the file's bytes are mapped
+# from the file, not copied (those it converted, F16 biases to F32, stay copies)
+tl tl-map TIERLOAD_MODE=map TIERLOAD_BUDGET=$((w / 4))
+mapped=$(stat tl-map.json mapped_weights)
+echo "tl-map: $mapped of $(stat tl-map.json weight_tensors) weights mapped from the file, peak resident" \
+  "$(stat tl-map.json peak_resident)"
+[ "$mapped" -gt 0 ] || { echo "peer_sdcpp: FAIL: tl-map: no weight mapped"; fails=1; }
+for n in tl-resident tl-budget tl-map; do
   if cmp -s base.png "$n.png"; then
     echo "ok $n: the picture equals the CPU's byte for byte"
   else

@@ -18,7 +18,13 @@
  * safetensors file the process has open and taken when its bytes there are the bytes given;
  * failing that, the bytes are kept outside the budget.
  *
- * Environment: TIERLOAD_BUDGET (bytes of weights kept; K/M/G/T suffixes), TIERLOAD_MODE (copy),
+ * TIERLOAD_MODE=map keeps no copy: each weight's allocation maps its range of the model file
+ * (private, as the engine's own mapping would), the weight's bytes placed where the file offset
+ * puts them in a page (get_alloc_size leaves a page for that), and segments are only faulted in
+ * (MADV_POPULATE_READ) and given back (MADV_DONTNEED) within the budget: the page cache holds the
+ * bytes, the process maps at most the budget of them. Weights that cannot be mapped are copied.
+ *
+ * Environment: TIERLOAD_BUDGET (bytes of weights kept; K/M/G/T suffixes), TIERLOAD_MODE (copy or map),
  * TIERLOAD_STASH (uffd, mremap or off: how evicted pages move to the stash; default the first the
  * kernel has), TIERLOAD_STATS (file that gets the figures as JSON when the device is released or
  * at exit).
@@ -135,7 +141,9 @@ typedef struct {      /* bytes [toff, toff + size) of a weight come from file at
 } tlp_piece;
 
 typedef struct {
-    char *base;       /* the tensor's fixed address (page aligned) */
+    char *base;       /* the start of the tensor's allocation (page aligned) */
+    char *data;       /* the tensor's bytes: base, or (mapped) base + the file offset's page offset */
+    bool mapped;      /* TIERLOAD_MODE=map: its allocation maps its file range (data moved to fit) */
     uint64_t nbytes;  /* ggml_nbytes of the tensor */
     char name[GGML_MAX_NAME];
     tlp_piece *pieces;
@@ -168,6 +176,8 @@ typedef struct {
     pthread_mutex_t mu;          /* the whole device state (graph_compute holds it) */
     ggml_backend_dev_t cpu_dev;
     uint64_t budget;             /* 0: everything resident */
+    bool map;                    /* TIERLOAD_MODE=map */
+    uint64_t mapped_weights;     /* weights whose allocation maps their file range */
     bool budget_set;
     const char *stats_path;
     /* weights, sorted by base when sealed */
@@ -208,6 +218,7 @@ typedef struct {
     uint64_t graph_read_sum_after_first;
     uint64_t graph_weights;      /* weight bytes on the device at the last graph */
     int graph_weight_tensors;    /* and their number */
+    uint64_t graph_mapped;       /* and how many of them were mapped (TIERLOAD_MODE=map) */
     char error[512];
 } tlp_dev_ctx;
 
@@ -359,7 +370,7 @@ static bool tlp__find_by_name(tlp_dev_ctx *d, const char *name, const void *data
 
 static tlp_weight *tlp__weight_for(tlp_dev_ctx *d, struct ggml_tensor *t) {
     for (int i = d->n_weights - 1; i >= 0; i--)
-        if (d->weights[i].base == (char *)t->data) return &d->weights[i];
+        if (d->weights[i].data == (char *)t->data) return &d->weights[i];
     if (d->n_weights == d->cap_weights) {
         int cap = d->cap_weights ? 2 * d->cap_weights : 256;
         tlp_weight *nw = realloc(d->weights, (size_t)cap * sizeof *nw);
@@ -368,7 +379,7 @@ static tlp_weight *tlp__weight_for(tlp_dev_ctx *d, struct ggml_tensor *t) {
     }
     tlp_weight *w = &d->weights[d->n_weights++];
     memset(w, 0, sizeof *w);
-    w->base = t->data;
+    w->base = w->data = t->data;
     w->nbytes = ggml_nbytes(t);
     snprintf(w->name, sizeof w->name, "%s", t->name);
     d->weights_bytes += w->nbytes;
@@ -415,17 +426,67 @@ static bool tlp__check_file(tlp_dev_ctx *d, int fi, char *err, size_t errn) {
     return true;
 }
 
+/*
+ * The pages of segment s. A weight whose bytes start its allocation has segments on pages of their
+ * own: the span from data + off. A mapped weight's bytes sit at the file offset's place in a page,
+ * so a page may hold the end of one segment and the start of the next: outward, every page
+ * holding its bytes (to fault in); inward, only those no other segment of the weight shares (to
+ * give back).
+ */
+static char *tlp__seg_pages(const tlp_dev_ctx *d, const tlp_seg *s, bool inward, uint64_t *n) {
+    const tlp_weight *w = &d->weights[s->w];
+    if (w->data == w->base) {
+        *n = s->span;
+        return w->data + s->off;
+    }
+    const uintptr_t m = TLP_PAGE - 1;
+    uintptr_t a = (uintptr_t)(w->data + s->off), b = a + s->len;
+    bool first = s->off == 0, last = s->off + s->len == w->nbytes;
+    uintptr_t pa = inward && !first ? (a + m) & ~m : a & ~m;
+    uintptr_t pb = inward && !last ? b & ~m : (b + m) & ~m;
+    *n = pb > pa ? pb - pa : 0;
+    return (char *)pa;
+}
+
+/* Give segment s's pages back (a mapped weight's come again from the page cache when read). */
+static void tlp__seg_drop(const tlp_dev_ctx *d, const tlp_seg *s) {
+    uint64_t n;
+    char *p = tlp__seg_pages(d, s, true, &n);
+    if (n) madvise(p, n, MADV_DONTNEED);
+}
+
+/* A mapped weight's segment: its file's pages faulted into the mapping, nothing copied. */
+static bool tlp__map_seg(tlp_dev_ctx *d, const tlp_seg *s, uint64_t *read, char *err, size_t errn) {
+    const tlp_piece *p = &d->weights[s->w].pieces[0];
+    if (!tlp__check_file(d, p->file, err, errn)) return false;
+    uint64_t n;
+    char *a = tlp__seg_pages(d, s, false, &n);
+    if (madvise(a, n, 22 /* MADV_POPULATE_READ */) != 0) {
+        if (errno != EINVAL) { /* EFAULT: pages past the file's end (truncated since the check) */
+            snprintf(err, errn, "%s: file changed under the run (cannot read its pages: %s)",
+                     d->files[p->file].path, strerror(errno));
+            return false;
+        }
+        for (uint64_t k = 0; k < n; k += TLP_PAGE) (void)*(volatile const char *)(a + k); /* kernel < 5.14 */
+    }
+    *read += s->len;
+    return true;
+}
+
 /* Read segment s's bytes into place. Runs on the worker or the caller; touches only s's pages. */
 static bool tlp__load_seg(tlp_dev_ctx *d, const tlp_seg *s, uint64_t *read, char *err, size_t errn) {
     const tlp_weight *w = &d->weights[s->w];
+    if (w->mapped) return tlp__map_seg(d, s, read, err, errn);
     uint64_t lo = s->off, hi = s->off + s->len;
     /* fault the pages in at once (one call, not one fault per page inside the copy) */
-    if (!s->warm) madvise(w->base + s->off, s->span, 23 /* MADV_POPULATE_WRITE */);
+    uint64_t pn;
+    char *pp = tlp__seg_pages(d, s, false, &pn);
+    if (!s->warm) madvise(pp, pn, 23 /* MADV_POPULATE_WRITE */);
     for (int i = 0; i < w->n_pieces; i++) {
         const tlp_piece *p = &w->pieces[i];
         uint64_t a = p->toff > lo ? p->toff : lo, b = p->toff + p->size < hi ? p->toff + p->size : hi;
         if (a >= b) continue;
-        char *dst = w->base + a;
+        char *dst = w->data + a;
         if (p->file < 0) {
             memcpy(dst, p->copy + (a - p->toff), b - a);
             continue;
@@ -613,8 +674,8 @@ static bool tlp__stash_take(tlp_dev_ctx *d, char *p, uint64_t n) {
 }
 
 static void tlp__evict_seg(tlp_dev_ctx *d, tlp_seg *s) {
-    char *p = d->weights[s->w].base + s->off;
-    if (!tlp__stash_put(d, p, s->span)) madvise(p, s->span, MADV_DONTNEED);
+    const tlp_weight *w = &d->weights[s->w];
+    if (w->data != w->base || !tlp__stash_put(d, w->data + s->off, s->span)) tlp__seg_drop(d, s);
     s->state = SEG_ABSENT;
     d->resident -= s->span;
     d->evictions++;
@@ -698,7 +759,7 @@ static bool tlp__worker_wait(tlp_dev_ctx *d) {
     for (uint32_t i = 0; i < d->q_n; i++) {
         tlp_seg *s = &d->segs[d->queue[i]];
         if (s->state == SEG_LOADING) {
-            madvise(d->weights[s->w].base + s->off, s->span, MADV_DONTNEED);
+            tlp__seg_drop(d, s);
             s->state = SEG_ABSENT;
             d->resident -= s->span;
         }
@@ -812,7 +873,8 @@ static tlp_weight *tlp__weight_of(tlp_dev_ctx *d, const struct ggml_tensor *t) {
         int mid = (lo + hi) / 2;
         tlp_weight *w = &d->weights[mid];
         if (p < w->base) hi = mid - 1;
-        else if (p >= w->base + tlp__round_up(w->nbytes ? w->nbytes : 1, TLP_PAGE)) lo = mid + 1;
+        else if (p >= w->base + tlp__round_up((uint64_t)(w->data - w->base) + (w->nbytes ? w->nbytes : 1), TLP_PAGE))
+            lo = mid + 1;
         else return w;
     }
     return NULL;
@@ -861,7 +923,7 @@ static bool tlp__splittable(const struct ggml_tensor *node, const tlp_weight *w)
      * wants a row count that is a multiple of 4, and computes each element as the plain path
      * would not; slices are multiples of 16 rows, so a product is split only when its row count
      * is a multiple of 4 (then every slice, the last included, keeps to that kernel) */
-    return node->op == GGML_OP_MUL_MAT && a->view_src == NULL && (char *)a->data == w->base &&
+    return node->op == GGML_OP_MUL_MAT && a->view_src == NULL && (char *)a->data == w->data &&
            a->ne[2] == 1 && a->ne[3] == 1 && ggml_is_contiguous(a) && node->nb[0] == sizeof(float) &&
            a->ne[1] > 16 && a->ne[1] % 4 == 0;
 }
@@ -966,6 +1028,7 @@ static enum ggml_status tlp__graph_compute_locked(tlp_backend_ctx *b, struct ggm
     for (uint32_t i = 0; i < d->n_segs; i++) total += d->segs[i].span;
     d->graph_weights = d->weights_bytes;
     d->graph_weight_tensors = d->n_weights;
+    d->graph_mapped = d->mapped_weights;
     /* chunk cap: the current and the prefetched chunk are the window the stream passes through;
      * kept small beside what streams (N - budget), so the resident part stays near the budget */
     uint64_t cap = 0;
@@ -1039,6 +1102,11 @@ static enum ggml_status tlp__graph_compute_locked(tlp_backend_ctx *b, struct ggm
             st = tlp__fail(d, d->error);
             break;
         }
+        /* map mode: pages of a file cut short under the run are gone from every mapping, resident
+         * or not; compute would fault on them (SIGBUS), so each chunk first checks the files */
+        for (int f = 0; d->map && f < d->n_files && st == GGML_STATUS_SUCCESS; f++)
+            if (!tlp__check_file(d, f, d->error, sizeof d->error)) st = tlp__fail(d, d->error);
+        if (st != GGML_STATUS_SUCCESS) break;
         uint32_t pin = ++d->stamp;
         for (int u = plan.chunk_start[c]; u < plan.chunk_start[c + 1]; u++)
             for (uint32_t k = 0; k < plan.units[u].n_segs; k++) d->segs[plan.units[u].segs[k]].pin = pin;
@@ -1052,10 +1120,11 @@ static enum ggml_status tlp__graph_compute_locked(tlp_backend_ctx *b, struct ggm
                     st = tlp__fail(d, "budget exhausted by the chunk itself");
                     break;
                 }
-                s->warm = tlp__stash_take(d, d->weights[s->w].base + s->off, s->span);
+                s->warm = d->weights[s->w].data == d->weights[s->w].base &&
+                          tlp__stash_take(d, d->weights[s->w].data + s->off, s->span);
                 uint64_t rd = 0;
                 if (!tlp__load_seg(d, s, &rd, d->error, sizeof d->error)) {
-                    madvise(d->weights[s->w].base + s->off, s->span, MADV_DONTNEED);
+                    tlp__seg_drop(d, s);
                     st = tlp__fail(d, d->error);
                     break;
                 }
@@ -1082,7 +1151,8 @@ static enum ggml_status tlp__graph_compute_locked(tlp_backend_ctx *b, struct ggm
                     tlp_seg *s = &d->segs[si];
                     if (s->state != SEG_ABSENT) continue;
                     if (!tlp__make_room(d, s->span, pin2)) goto queued;
-                    s->warm = tlp__stash_take(d, d->weights[s->w].base + s->off, s->span);
+                    s->warm = d->weights[s->w].data == d->weights[s->w].base &&
+                          tlp__stash_take(d, d->weights[s->w].data + s->off, s->span);
                     s->state = SEG_LOADING;
                     d->resident += s->span;
                     if (d->resident > d->peak_resident) d->peak_resident = d->resident;
@@ -1137,12 +1207,13 @@ static void tlp__write_stats(tlp_dev_ctx *d) {
             ",\"bytes_read\":%" PRIu64 ",\"first_graph_read\":%" PRIu64 ",\"last_graph_read\":%" PRIu64
             ",\"read_per_graph_after_first\":%.1f,\"peak_resident\":%" PRIu64
             ",\"max_chunk_bytes\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"wait_ns\":%" PRIu64
-            ",\"stash\":\"%s\",\"stash_moves\":%" PRIu64 ",\"stash_fallbacks\":%" PRIu64 "}\n",
+            ",\"stash\":\"%s\",\"stash_moves\":%" PRIu64 ",\"stash_fallbacks\":%" PRIu64
+            ",\"mode\":\"%s\",\"mapped_weights\":%" PRIu64 "}\n",
             d->budget, d->graph_weights, d->graph_weight_tensors, d->seg_size, d->graphs, d->chunks_run, d->bytes_read,
             d->first_graph_read, d->last_graph_read,
             d->graphs > 1 ? (double)d->graph_read_sum_after_first / (double)(d->graphs - 1) : 0.0,
             d->peak_resident, d->max_chunk_bytes, d->evictions, d->wait_ns, tlp_stash_names[d->stash_how],
-            d->stash_moves, d->stash_fallbacks);
+            d->stash_moves, d->stash_fallbacks, d->map ? "map" : "copy", d->graph_mapped);
     fclose(f);
 }
 
@@ -1178,6 +1249,7 @@ static void tlp_buf_free(ggml_backend_buffer_t buf) {
                 for (int k = 0; k < w->n_pieces; k++) free(w->pieces[k].copy);
                 free(w->pieces);
                 d->weights_bytes -= w->nbytes;
+                if (w->mapped) d->mapped_weights--;
                 continue;
             }
             d->weights[out++] = *w;
@@ -1206,6 +1278,39 @@ static void tlp_buf_memset(ggml_backend_buffer_t buf, struct ggml_tensor *t, uin
     memset((char *)t->data + off, v, n);
 }
 
+/*
+ * TIERLOAD_MODE=map: weight w (one piece, its whole file range) gets its allocation mapped to that
+ * range of its file, private and read-write as the engine's own mapping would be, its bytes moved
+ * to where the file offset puts them in a page (get_alloc_size left a page of room for that), and
+ * the tensor's data with them. Nothing is read now; segments fault pages in and give them back.
+ * A weight whose place would not be 8-byte aligned (the CPU kernels load unaligned vectors; a
+ * safetensors file aligns to 8), or whose allocation is smaller than asked, stays copied.
+ */
+static void tlp__unmap_weight(tlp_dev_ctx *d, tlp_weight *w) {
+    uint64_t len = tlp__round_up((uint64_t)(w->data - w->base) + w->nbytes, TLP_PAGE);
+    mmap(w->base, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+    w->mapped = false;
+    d->mapped_weights--;
+}
+
+static void tlp__map_weight(tlp_dev_ctx *d, ggml_backend_buffer_t buf, tlp_weight *w, struct ggml_tensor *t) {
+    const tlp_piece *p = &w->pieces[0];
+    tlp_buffer_ctx *c = buf->context;
+    uint64_t delta = p->foff % TLP_PAGE, len = tlp__round_up(delta + w->nbytes, TLP_PAGE);
+    if (delta % 8 || ggml_backend_buffer_get_alloc_size(buf, t) < len || w->base + len > c->base + c->size)
+        return;
+    void *r = mmap(w->base, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED,
+                   d->files[p->file].fd, (off_t)(p->foff - delta));
+    if (r == MAP_FAILED) { /* the range as it was: fresh anonymous memory */
+        mmap(w->base, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+        return;
+    }
+    w->data = w->base + delta;
+    t->data = w->data;
+    w->mapped = true;
+    d->mapped_weights++;
+}
+
 static void tlp_buf_set(ggml_backend_buffer_t buf, struct ggml_tensor *t, const void *data, size_t off, size_t n) {
     if (buf->usage != GGML_BACKEND_BUFFER_USAGE_WEIGHTS) {
         memcpy((char *)t->data + off, data, n);
@@ -1227,7 +1332,17 @@ static void tlp_buf_set(ggml_backend_buffer_t buf, struct ggml_tensor *t, const 
         if (p.copy) memcpy(p.copy, data, n);
     }
     tlp_weight *w = tlp__weight_for(d, t);
+    if (w && w->mapped) {
+        const tlp_piece *m = &w->pieces[0];
+        if (p.file == m->file && p.foff == m->foff && off == 0 && n == w->nbytes) { /* as mapped */
+            pthread_mutex_unlock(&d->mu);
+            return;
+        }
+        tlp__unmap_weight(d, w); /* other bytes now: copied from here on */
+    }
+    bool whole = w && !w->n_pieces && off == 0 && n == w->nbytes;
     bool ok = w && (p.file >= 0 || p.copy) && tlp__add_piece(w, p);
+    if (ok && whole && d->map && p.file >= 0) tlp__map_weight(d, buf, w, t);
     if (!ok) {
         free(p.copy);
         /* nothing recorded: keep the bytes where they are, as a plain buffer would */
@@ -1250,7 +1365,7 @@ static void tlp_buf_get(ggml_backend_buffer_t buf, const struct ggml_tensor *t, 
     pthread_mutex_lock(&d->mu);
     const tlp_weight *w = NULL;
     for (int i = 0; i < d->n_weights; i++)
-        if (d->weights[i].base == (char *)t->data) w = &d->weights[i];
+        if (d->weights[i].data == (char *)t->data) w = &d->weights[i];
     memset(data, 0, n);
     for (int i = 0; w && i < w->n_pieces; i++) {
         const tlp_piece *p = &w->pieces[i];
@@ -1305,6 +1420,12 @@ static ggml_backend_buffer_t tlp_buft_alloc(ggml_backend_buffer_type_t t, size_t
 }
 
 static size_t tlp_buft_align(ggml_backend_buffer_type_t t) { return TLP_PAGE; }
+/* map mode: a page more for a tensor that is no op's result (a weight), room to move its bytes
+ * to its file offset's place in a page (ggml takes more than ggml_nbytes only for those) */
+static size_t tlp_buft_alloc_size(ggml_backend_buffer_type_t t, const struct ggml_tensor *x) {
+    size_t n = ggml_nbytes(x);
+    return g_dev.map && x->op == GGML_OP_NONE ? tlp__round_up(n ? n : 1, TLP_PAGE) + TLP_PAGE : n;
+}
 static bool tlp_buft_is_host(ggml_backend_buffer_type_t t) { return false; }
 
 /* ---- backend ---------------------------------------------------------------------------- */
@@ -1444,6 +1565,7 @@ static const struct ggml_backend_buffer_type_i tlp_buft_iface = {
     .get_name = tlp_buft_name,
     .alloc_buffer = tlp_buft_alloc,
     .get_alignment = tlp_buft_align,
+    .get_alloc_size = tlp_buft_alloc_size,
     .is_host = tlp_buft_is_host,
 };
 
@@ -1463,10 +1585,11 @@ ggml_backend_reg_t ggml_backend_init(void) {
     }
     tlp_dev_ctx *d = &g_dev;
     const char *mode = getenv("TIERLOAD_MODE");
-    if (mode && *mode && strcmp(mode, "copy") != 0) {
-        GGML_LOG_ERROR("tierload: TIERLOAD_MODE=%s: only 'copy' is implemented: not registering\n", mode);
+    if (mode && *mode && strcmp(mode, "copy") != 0 && strcmp(mode, "map") != 0) {
+        GGML_LOG_ERROR("tierload: TIERLOAD_MODE=%s: not copy or map: not registering\n", mode);
         return NULL;
     }
+    d->map = mode && !strcmp(mode, "map");
     const char *bs = getenv("TIERLOAD_BUDGET");
     if (bs && *bs) {
         bool ok;
@@ -1482,6 +1605,11 @@ ggml_backend_reg_t ggml_backend_init(void) {
                        getenv("TIERLOAD_STASH"));
         return NULL;
     }
+    if (d->map && d->uffd >= 0) { /* mapped pages come back from the page cache: no stash */
+        close(d->uffd);
+        d->uffd = -1;
+    }
+    if (d->map) d->stash_how = TLP_STASH_OFF;
     d->stats_path = getenv("TIERLOAD_STATS");
     pthread_mutex_init(&d->mu, NULL);
     g_buft = (struct ggml_backend_buffer_type){.iface = tlp_buft_iface, .device = &g_device, .context = NULL};

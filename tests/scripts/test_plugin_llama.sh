@@ -13,11 +13,13 @@
 # Eviction: on a 16 MiB mkmodel llama model, bytes read per decoded token within 1.03 x the optimum
 # for the budget (and the logits again bitwise equal).
 # Each TIERLOAD_STASH way of moving evicted pages (uffd, mremap, off): the same logits again.
+# TIERLOAD_MODE=map (weights mapped from the file, not copied): the same logits resident and at
+# 1/4 on each model and with --no-mmap, every weight mapped, less anonymous memory than copying.
 # Bad input: a budget below the largest chunk (a clear error naming both sizes, exit 1, no
-# signal), a budget that is not a size, a TIERLOAD_STASH it does not know, another ggml release (a preloaded ggml_version() of
+# signal), a budget that is not a size, a TIERLOAD_MODE or TIERLOAD_STASH it does not know, another ggml release (a preloaded ggml_version() of
 # another release: the plugin refuses to register and names both), and the model file touched or
-# truncated after the prompt (the next token's graph fails through ggml's error path with
-# "file changed").
+# truncated after the prompt, copied and mapped (the next token's graph fails through ggml's
+# error path with "file changed").
 # usage: test_plugin_llama.sh BUILD_DIR GGML_ROOT   (TL_TESTDATA: the test data folder)
 set -u
 build=$1 ggml=$2
@@ -156,6 +158,45 @@ if [ -f "$mk" ] && [ -n "${W:-}" ]; then
     done
 fi
 
+# TIERLOAD_MODE=map: every weight of these GGUFs is mapped from the file (their offsets are
+# 32-byte aligned), nothing copied: the same logits resident and at 1/4, within the budget; the
+# process's anonymous memory at most the copy mode's less half the weights (resident, mk16); with
+# llama.cpp reading the file itself too (weights found in tierload's catalog)
+for m in tiny-llama-f16 tiny-llama-q8_0 tiny-llama-q4_0 tiny-llama-256-q4_k_m; do
+    [ -f "$tmp/$m-resident.json" ] || continue
+    w=$(stat "$tmp/$m-resident.json" weights_bytes)
+    for div in 1 4; do
+        n=$m-map-1_$div
+        b=$((w / div))
+        [ $div = 1 ] && b=
+        run "$n" "$data/gguf/$m.gguf" "$tmp/$m.ref" TIERLOAD_MODE=map TIERLOAD_BUDGET=$b -- --plugin "$lib" || continue
+        mapped=$(stat "$tmp/$n.json" mapped_weights)
+        [ "$mapped" = "$(stat "$tmp/$n.json" weight_tensors)" ] && [ "$mapped" -gt 0 ] ||
+            fail "$n: $mapped of $(stat "$tmp/$n.json" weight_tensors) weights mapped"
+        [ -z "$b" ] || [ "$(stat "$tmp/$n.json" peak_resident)" -le "$b" ] ||
+            fail "$n: $(stat "$tmp/$n.json" peak_resident) bytes of weights resident at once, budget $b"
+    done
+done
+m=tiny-llama-q8_0
+w=$(stat "$tmp/$m-resident.json" weights_bytes)
+run "$m-map-no-mmap-1_4" "$data/gguf/$m.gguf" "$tmp/$m.ref" TIERLOAD_MODE=map TIERLOAD_BUDGET=$((w / 4)) -- \
+    --plugin "$lib" --no-mmap &&
+    { [ "$(stat "$tmp/$m-map-no-mmap-1_4.json" mapped_weights)" -gt 0 ] || fail "$m --no-mmap: no weight mapped"; }
+if [ -f "$mk" ] && [ -n "${W:-}" ]; then
+    for mode in copy map; do
+        plugin "$mk" $n_predict "$tmp/mk16-$mode.f32" TIERLOAD_MODE=$mode -- --plugin "$lib" --figures \
+            >"$tmp/mk16-$mode.fig" 2>"$tmp/mk16-$mode.err" && cmp -s "$tmp/mk16-$mode.f32" "$tmp/mk16.ref" ||
+            fail "mk16 TIERLOAD_MODE=$mode --figures: failed or other logits: $(tail -2 "$tmp/mk16-$mode.err")"
+    done
+    ca=$(sed -n 's/^rss_anon_peak_kb: *\([0-9]*\)$/\1/p' "$tmp/mk16-copy.fig")
+    ma=$(sed -n 's/^rss_anon_peak_kb: *\([0-9]*\)$/\1/p' "$tmp/mk16-map.fig")
+    if [ -n "$ca" ] && [ -n "$ma" ] && [ "$ma" -le $((ca - W / 2048)) ]; then
+        echo "ok mk16 map: anonymous memory peak $ma KiB, copy mode $ca KiB (weights $((W / 1024)) KiB)"
+    else
+        fail "mk16 map: anonymous memory peak ${ma:-?} KiB, not below copy mode's ${ca:-?} KiB less half the weights"
+    fi
+fi
+
 # found only through GGML_BACKEND_PATH, llama.cpp's default model parameters
 m=tiny-llama-256-q4_k_m
 run "$m-backend-path" "$data/gguf/$m.gguf" "$tmp/$m.ref" GGML_BACKEND_PATH="$lib" -- --load-all
@@ -200,6 +241,8 @@ expect() {
 expect budget-too-small 1 'TIERLOAD_BUDGET 1000 B is smaller than the largest chunk of the graph, [0-9]+ B' \
     "$data/gguf/tiny-llama-q4_0.gguf" TIERLOAD_BUDGET=1000 -- --plugin "$lib"
 expect budget-not-a-size 3 'TIERLOAD_BUDGET=lots: not a size' "$data/gguf/tiny-llama-q4_0.gguf" TIERLOAD_BUDGET=lots -- --plugin "$lib"
+expect mode-unknown 3 'TIERLOAD_MODE=zero: not copy or map' "$data/gguf/tiny-llama-q4_0.gguf" \
+    TIERLOAD_MODE=zero -- --plugin "$lib"
 expect stash-unknown 3 'TIERLOAD_STASH=swap: not uffd, mremap or off' "$data/gguf/tiny-llama-q4_0.gguf" \
     TIERLOAD_STASH=swap -- --plugin "$lib"
 expect other-ggml 3 'built for ggml [0-9][^ ]* \(commit [^)]*\) but this process runs ggml 0\.0\.1-other \(commit 0ther00\)' \
@@ -218,6 +261,9 @@ import json, sys
 t = [x for x in json.load(sys.stdin)["tensors"] if x["name"] == "token_embd.weight"][0]
 print(t["offset"] + t["nbytes"])')
 expect file-truncated 1 'cut\.gguf: file changed' "$tmp/cut.gguf" TIERLOAD_BUDGET=$((w / 4)) -- \
+    --plugin "$lib" --after-prompt "truncate -s $cut '$tmp/cut.gguf'"
+cp "$q" "$tmp/cut.gguf"
+expect file-truncated-map 1 'cut\.gguf: file changed' "$tmp/cut.gguf" TIERLOAD_MODE=map TIERLOAD_BUDGET=$((w / 4)) -- \
     --plugin "$lib" --after-prompt "truncate -s $cut '$tmp/cut.gguf'"
 
 [ "$fails" -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
