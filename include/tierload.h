@@ -321,19 +321,27 @@ typedef enum tl_component {
     TL_COMP_VAE = 2,
     TL_COMP_CONTROLNET = 3,
     TL_COMP_OTHER = 4,
-    TL_COMP_COUNT = 5,
+    /*
+     * A second diffusion model in the same pipeline, run after the first:
+     * Wan 2.2's low-noise expert after its high-noise one, an SDXL refiner
+     * after its base. Only name rules the caller gives
+     * (tl_model_options.components / file_components) and diffusers'
+     * "transformer_2." folder put tensors here.
+     */
+    TL_COMP_DIFFUSION2 = 5,
+    TL_COMP_COUNT = 6,
     TL_COMP_INVALID = -1, /* what tl_component_from_name returns for an unknown name */
 } tl_component;
 
-/* "diffusion", "cond", "vae", "controlnet", "other". */
+/* "diffusion", "cond", "vae", "controlnet", "other", "diffusion2". */
 TL_API const char *tl_component_name(tl_component c);
 /*
  * Parse a component name or alias, as stable-diffusion.cpp names its modules:
  * diffusion (model, unet, dit, transformer), cond (te, clip, text,
  * textencoder(s), conditioner, llm, t5, t5xxl), vae (firststage, autoencoder,
- * tae), controlnet (control), other. Case-insensitive; '-' and '_' are
- * ignored (control_net = control-net = controlnet). TL_COMP_INVALID when
- * unknown.
+ * tae), controlnet (control), other, diffusion2 (diffusion#2, transformer2,
+ * refiner). Case-insensitive; '-' and '_' are ignored
+ * (control_net = control-net = controlnet). TL_COMP_INVALID when unknown.
  */
 TL_API tl_component tl_component_from_name(const char *name);
 /* The component of a tensor name, by the prefix-rule table. */
@@ -540,9 +548,24 @@ typedef struct tl_model_options {
      * with --vae / --clip_l / --t5xxl ("first_stage_model.", "text_encoders.clip_l.").
      */
     const char *const *prefixes;
+    /*
+     * Component rules tried before the built-in name rules
+     * (tl_component_of): "PREFIX=COMPONENT,..." puts every tensor whose full
+     * name (any prefix above included) starts with PREFIX in COMPONENT (a
+     * name or alias of tl_component_from_name); the first rule that matches
+     * wins. "high.=diffusion,low.=diffusion2" makes two diffusion models of
+     * one catalog. NULL or "" = none. A malformed rule or an unknown
+     * component is TL_ERR_INVALID_ARG naming the rule.
+     */
+    const char *components;
+    /*
+     * Optional, one per path (NULL entries allowed): the component of every
+     * tensor of that path's files (a name or alias), before the rules above.
+     */
+    const char *const *file_components;
 } tl_model_options;
 
-/* Defaults: no hints, read-only mapping, no prefixes. */
+/* Defaults: no hints, read-only mapping, no prefixes, no component rules. */
 TL_API void tl_model_options_init(tl_model_options *o);
 
 /*
@@ -1089,8 +1112,10 @@ TL_API void tl_ggml_host_buffer_destroy(tl_ggml_host_buffer *b);
  * simulated or hypothetical) and options in, a plan out; no I/O.
  *
  * Placement and phase model (what a plan promises):
- *   - A pipeline run is a sequence of phases (default "cond,diffusion+controlnet,vae");
- *     a component named in no phase is active in every phase.
+ *   - A pipeline run is a sequence of phases (default "cond,diffusion+controlnet,vae",
+ *     and "cond,diffusion+controlnet,diffusion2,vae" for a model with a
+ *     diffusion2 component); a component named in no phase is active in
+ *     every phase.
  *   - A component's compute reserve (its activation buffers) counts on each of
  *     its GPUs only in the phases where the component is active.
  *   - Weights placed on a GPU are either kept for the whole run ("run"
@@ -1112,7 +1137,7 @@ TL_API void tl_ggml_host_buffer_destroy(tl_ggml_host_buffer *b);
  *     largest of them and the layers), cpu
  *     (computed on the host). Every GPU a component uses holds its reserve.
  *   - Streamed bytes move once per pass; diffusion and controlnet run `steps`
- *     passes per run, the others one.
+ *     passes per run, diffusion2 `steps2`, the others one.
  *   - A component may be constrained (tl_plan_options' masks): offload keeps
  *     only streaming from RAM — with nothing resident, or with a resident
  *     prefix where the GPU has room, whichever moves less (as offload_to_cpu
@@ -1298,7 +1323,8 @@ typedef struct tl_plan_phases {
     uint32_t n;
     uint32_t mask[TL_PLAN_MAX_PHASES];
 } tl_plan_phases;
-/* The default image pipeline: cond, diffusion+controlnet, vae. */
+/* The default image pipeline: cond, diffusion+controlnet, vae (tl_plan_create adds a diffusion2
+ * phase after diffusion's when the summary has that component and no phases are given). */
 TL_API void tl_plan_default_phases(tl_plan_phases *out);
 /* Parse "cond,diffusion+controlnet,vae" (',' separates phases, '+' joins components). */
 TL_API tl_status tl_plan_parse_phases(const char *spec, tl_plan_phases *out);
@@ -1355,6 +1381,7 @@ typedef struct tl_plan_options {
      * the link cost in the model above.
      */
     const char *links;
+    uint32_t steps2; /* passes of diffusion2 per run (after diffusion's); 0 = steps */
 } tl_plan_options;
 
 /* Defaults: auto-fit every component, no cap, no headroom, default reserves and phases. */
@@ -2401,6 +2428,7 @@ typedef struct tl_run_options {
     int compute_threads; /* threads of ggml's CPU backend; 0 = ggml's default */
     uint32_t steps;      /* passes of the default pipeline's diffusion/controlnet phases; 0 = 20
                             (plan with the same tl_plan_options.steps) */
+    uint32_t steps2;     /* passes of its diffusion2 phase; 0 = steps (tl_plan_options.steps2) */
 } tl_run_options;
 TL_API void tl_run_options_init(tl_run_options *o);
 

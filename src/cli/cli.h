@@ -58,6 +58,8 @@ typedef struct cli_models {
     const char **prefixes; /* NULL entries for bare paths */
     size_t n, cap;
     bool writable; /* open copy-on-write writable (LoRA merges) */
+    const char **rules; /* --component values, as given */
+    size_t n_rules, cap_rules;
 } cli_models;
 /*
  * Take argv[*i] if it names a model: a component flag and its file ("--vae F"
@@ -76,7 +78,7 @@ void cli_models_free(cli_models *m);
 
 /* The planning flags `plan` and `run` share. */
 typedef struct cli_planargs {
-    const char *devices, *sim, *rpc, *type, *steps, *headroom;
+    const char *devices, *sim, *rpc, *type, *steps, *steps2, *headroom;
     const char *svg; /* --svg FILE: the plan as a picture */
     const char *offload, *phase_resident, *split; /* per-component constraints */
     /* stable-diffusion.cpp's flags, aliases of the ones above */

@@ -30,6 +30,8 @@ const char *cli_planargs_help(void) {
            "  --type DTYPE         plan for weights converted to DTYPE (q8_0, f16, ...)\n"
            "  --steps N            diffusion passes per run, for bytes streamed (default 20;\n"
            "                       run: the passes its --pipeline makes)\n"
+           "  --steps-2 N          passes of the second diffusion model (diffusion2, after\n"
+           "                       the first; default: --steps)\n"
            "  --clip-on-cpu        = --backend cond=cpu\n"
            "  --vae-on-cpu         = --backend vae=cpu\n"
            "  --control-net-cpu    = --backend controlnet=cpu\n"
@@ -148,6 +150,7 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
                                            "--size",
                                            "--type",
                                            "--steps",
+                                           "--steps-2",
                                            "--svg",
                                            "--offload",
                                            "--phase-resident",
@@ -177,6 +180,7 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
                                 &a->o.output_size,
                                 &a->type,
                                 &a->steps,
+                                &a->steps2,
                                 &a->svg,
                                 &a->offload,
                                 &a->phase_resident,
@@ -436,6 +440,12 @@ int cli_planargs_check(cli_planargs *a, const char *cmd) {
         if (!cli_parse_count(a->steps, 100000, &n) || n == 0)
             return cli_usage(cmd, "--steps: expected 1..100000, got '%s'", a->steps);
         a->o.steps = (uint32_t)n;
+    }
+    if (a->steps2) {
+        uint64_t n;
+        if (!cli_parse_count(a->steps2, 100000, &n) || n == 0)
+            return cli_usage(cmd, "--steps-2: expected 1..100000, got '%s'", a->steps2);
+        a->o.steps2 = (uint32_t)n;
     }
     a->convert = TL_DTYPE_INVALID;
     if (a->type) {

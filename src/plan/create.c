@@ -125,12 +125,18 @@ static tl_status normalise(const tl_plan_summary *s, const tl_plan_device *devs,
     in->row_mask = opts->row_split;
     in->exhaustive = exhaustive;
     in->steps = opts->steps ? opts->steps : 20;
+    in->steps2 = opts->steps2 ? opts->steps2 : in->steps;
     tl_plan_default_reserves(in->reserve);
     if (opts->reserve && (st = tl_plan_parse_reserve(opts->reserve, in->reserve))) return st;
     if (opts->phases) {
         if ((st = tl_plan_parse_phases(opts->phases, &in->phases))) return st;
     } else {
         tl_plan_default_phases(&in->phases);
+        if (s->comp[TL_COMP_DIFFUSION2].bytes) { /* a second diffusion model runs after the first */
+            in->phases.mask[3] = in->phases.mask[2];
+            in->phases.mask[2] = 1u << TL_COMP_DIFFUSION2;
+            in->phases.n = 4;
+        }
     }
     if ((st = tlp_parse_links(opts->links, in->devs, in->n_devs, in->link_bw, in->link_lat)))
         return st;

@@ -573,7 +573,9 @@ tl_status tlp_setup(const tlp_inputs *in, const char *max_vram, tlp_ctx *x) {
             if (in->phases.mask[p] & (1u << c)) ci->active |= 1u << p;
         if (!(named & (1u << c))) ci->active = (1u << in->phases.n) - 1;
         ci->all_phases = ci->active == (1u << in->phases.n) - 1;
-        ci->passes = (c == TL_COMP_DIFFUSION || c == TL_COMP_CONTROLNET) ? in->steps : 1;
+        ci->passes = (c == TL_COMP_DIFFUSION || c == TL_COMP_CONTROLNET) ? in->steps
+                     : c == TL_COMP_DIFFUSION2                          ? in->steps2
+                                                                        : 1;
         ci->weight = tlp_priority[c];
         ci->place = in->spec.comp[c].n_devices ? in->spec.comp[c] : in->spec.dflt;
         ci->offload = in->offload || (in->offload_mask & (1u << c));

@@ -32,7 +32,7 @@ typedef struct tlp_inputs {
     bool offload;
     uint32_t offload_mask, phase_mask, layer_mask, row_mask; /* per-component constraints */
     bool exhaustive;
-    uint32_t steps;
+    uint32_t steps, steps2; /* passes of diffusion and controlnet, of diffusion2 */
     double link_bw[TLP_MAXD], link_lat[TLP_MAXD]; /* per device; bw 0: local */
 } tlp_inputs;
 
