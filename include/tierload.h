@@ -1382,6 +1382,21 @@ typedef struct tl_plan_options {
      */
     const char *links;
     uint32_t steps2; /* passes of diffusion2 per run (after diffusion's); 0 = steps */
+    /*
+     * Per-tensor placements, as llama.cpp's --override-tensor:
+     * "PATTERN=DEVICE,..." (only with tl_plan_create_for_model, which sees
+     * the tensor names). PATTERN is a POSIX extended regular expression
+     * (regcomp REG_EXTENDED) searched anywhere in the name, with the escapes
+     * llama.cpp users write translated (\d digit, \w word character, \s
+     * space, their negations \D \W \S, and \. a dot); DEVICE a device name
+     * as in backend specs ("cpu" the host). The first pattern that matches a
+     * tensor places it on its device, resident for the whole run (counted in
+     * every phase of that device, its bytes at the converted size); the
+     * other tensors are planned as usual. A bad pattern or an unknown device
+     * is TL_ERR_INVALID_ARG / TL_ERR_NOT_FOUND naming the pattern. NULL or
+     * "" = none.
+     */
+    const char *overrides;
 } tl_plan_options;
 
 /* Defaults: auto-fit every component, no cap, no headroom, default reserves and phases. */
@@ -1410,6 +1425,28 @@ typedef struct tl_plan tl_plan;
  */
 TL_API tl_status tl_plan_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
                                 const tl_plan_options *opts, tl_plan **out);
+/*
+ * Plan a model: tl_plan_summary_from_model(m, convert) and tl_plan_create,
+ * with tl_plan_options.overrides applied first (tensors an override places
+ * are left out of their component's summary and counted on their device).
+ * A plan with overrides made by tl_plan_create (no names to match) is
+ * TL_ERR_INVALID_ARG. If a device's overrides alone exceed its budget, the
+ * plan is infeasible and says so.
+ */
+TL_API tl_status tl_plan_create_for_model(const tl_model *m, tl_dtype convert,
+                                          const tl_plan_device *devs, size_t n_devs,
+                                          const tl_plan_options *opts, tl_plan **out);
+/* Tensors placed by overrides (0 without). */
+TL_API size_t tl_plan_override_count(const tl_plan *p);
+/*
+ * Override i (sorted by tensor name): the tensor's name, its plan device
+ * (tl_plan_device_of's index; the host is the last) and the pattern that
+ * placed it; any output may be NULL. TL_ERR_INVALID_ARG for i out of range.
+ */
+TL_API tl_status tl_plan_override_of(const tl_plan *p, size_t i, const char **tensor,
+                                     size_t *device, const char **pattern);
+/* The plan device an override places a tensor on; TL_NOT_FOUND when none does. */
+TL_API size_t tl_plan_override_find(const tl_plan *p, const char *tensor);
 TL_API void tl_plan_destroy(tl_plan *p);
 TL_API bool tl_plan_feasible(const tl_plan *p);
 /* Why the plan is infeasible, with the smallest change that would fit ("" when feasible). */
@@ -1834,8 +1871,9 @@ TL_API tl_dtype tl_convert_target(const tl_tensor_info *t, tl_dtype to);
  * staging and mapped back read-only). ENOSPC/EIO while spilling: an error,
  * the tensor stays on its device, nothing is lost.
  *
- * Placement from the plan, per tensor (tl_model_layer_tensors grouping):
- * cpu → host (zero copy: the mapping itself); gpu → its device; layer_split
+ * Placement from the plan, per tensor (tl_model_layer_tensors grouping): a
+ * tensor an override names (tl_plan_override_find) → its device, kept;
+ * else by its component's decision: cpu → host (zero copy: the mapping itself); gpu → its device; layer_split
  * → the device whose layer range holds the tensor's layer (other tensors on
  * the first); row_split → 2-D matrices with both sides >= 256 are cut by rows
  * over the devices in proportion to their matrix bytes (one part per device,

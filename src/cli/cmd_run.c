@@ -98,7 +98,7 @@ static tl_status load_plan(run_args *ra, FILE *f, tl_model *m, tl_plan **out) {
     tl_plan_summary sum;
     tl_status s = tl_plan_summary_from_model(m, ra->pa.convert, &sum);
     if (s) return s;
-    s = cli_planargs_plan(&ra->pa, &sum, out);
+    s = cli_planargs_plan(&ra->pa, &sum, m, out);
     tl_plan_summary_clear(&sum);
     return s;
 }

@@ -30,6 +30,12 @@ const char *cli_planargs_help(void) {
            "  --type DTYPE         plan for weights converted to DTYPE (q8_0, f16, ...)\n"
            "  --steps N            diffusion passes per run, for bytes streamed (default 20;\n"
            "                       run: the passes its --pipeline makes)\n"
+           "  --override-tensor PATTERN=DEVICE, -ot PATTERN=DEVICE\n"
+           "                       tensors whose names match PATTERN (a regular expression,\n"
+           "                       llama.cpp's -ot: \\d \\w \\s \\. understood) stay on DEVICE for\n"
+           "                       the whole run; the first matching pattern wins; the rest\n"
+           "                       is planned as usual. Repeatable, comma-separated:\n"
+           "                       -ot 'ffn_.*_exps=cpu,blk\\.0\\.=cuda0'\n"
            "  --steps-2 N          passes of the second diffusion model (diffusion2, after\n"
            "                       the first; default: --steps)\n"
            "  --clip-on-cpu        = --backend cond=cpu\n"
@@ -113,19 +119,23 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
         a->stream_layers = true;
     else {
         /* module assignments given more than once are joined with ',' (as sd-cli does) */
-        static const char *const joined[] = {"--backend", "--params-backend", "--split",
-                                             "--split-mode"};
+        static const char *const joined[] = {"--backend",    "--params-backend",
+                                             "--split",      "--split-mode",
+                                             "--override-tensor", "-ot"};
         for (size_t k = 0; k < sizeof joined / sizeof joined[0]; k++) {
             const char *v = NULL;
             int r = cli_opt(argc, argv, i, cmd, joined[k], &v);
             if (r < 0) return r;
             if (!r) continue;
-            const char **slot = k == 0 ? &a->o.backend : k == 1 ? &a->params_backend
-                                       : k == 2 ? &a->split : &a->split_mode;
-            char *buf = a->joined[k];
+            const char **slot = k == 0   ? &a->o.backend
+                                : k == 1 ? &a->params_backend
+                                : k == 2 ? &a->split
+                                : k == 3 ? &a->split_mode
+                                         : &a->o.overrides;
+            char *buf = a->joined[k < 4 ? k : 4];
             if (*slot) {
                 size_t o = strlen(*slot), n = strlen(v);
-                if (o + n + 2 > sizeof a->joined[k]) {
+                if (o + n + 2 > sizeof a->joined[0]) {
                     cli_usage(cmd, "%s: too long", joined[k]);
                     return -1;
                 }
@@ -496,7 +506,8 @@ static bool links_of(const tl_plan_device *devs, size_t n, char *buf, size_t cap
     return buf[0] != 0;
 }
 
-tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan **out) {
+tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, const tl_model *m,
+                            tl_plan **out) {
     tl_plan_device devs[TL_PLAN_MAX_DEVICES];
     size_t n_devs = 0;
     tl_status s;
@@ -534,6 +545,7 @@ tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan
         if (!spec_add(spec, sizeof spec, "default", main_gpu)) return TL_ERR_INVALID_ARG;
         o.backend = spec;
     }
+    if (m) return tl_plan_create_for_model(m, a->convert, devs, n_devs, &o, out);
     return tl_plan_create(sum, devs, n_devs, &o, out);
 }
 

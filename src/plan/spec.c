@@ -220,6 +220,11 @@ static tl_status resolve_device(const char *what, const char *tok, size_t len,
                   tlp_tok(tok, len, nb, sizeof nb), list);
 }
 
+tl_status tlp_resolve_device(const char *what, const char *name, const tl_plan_device *devs,
+                             size_t n, uint32_t *out) {
+    return resolve_device(what, name, strlen(name), devs, n, out);
+}
+
 /* Parse "a&b&c" into place. */
 static tl_status parse_place(const char *item, const char *tok, size_t len,
                              const tl_plan_device *devs, size_t n, tl_backend_place *pl) {

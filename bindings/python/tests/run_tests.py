@@ -244,6 +244,10 @@ def two_diffusion_models_by_component_rules():
     p = tierload.plan(m, devices="g=1G", steps=3, steps2=2)
     phases = json.loads(p.json)["phases"]
     assert phases == ["cond", "diffusion+controlnet", "diffusion2", "vae"], phases
+    p = tierload.plan(m, devices="g=1G", overrides=r"^\w+\.blocks\.1\.=cpu")
+    ov = json.loads(p.json)["overrides"]
+    assert ov == [{"pattern": r"^\w+\.blocks\.1\.", "device": "cpu", "bytes": 16,
+                   "tensors": ["high.blocks.1.w", "low.blocks.1.w"]}], ov
     try:
         tierload.open(path, components="low.=bogus")
         raise AssertionError("a bad rule opened")

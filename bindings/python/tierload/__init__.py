@@ -442,12 +442,15 @@ class Plan:
 
 
 def plan(model, devices=None, sim=None, backend=None, max_vram=None, headroom=0, reserve=None,
-         phases=None, steps=0, offload_to_cpu=False, output_size=None, steps2=0):
+         phases=None, steps=0, offload_to_cpu=False, output_size=None, steps2=0,
+         overrides=None):
     """Plan where each component lives. devices: a spec of hypothetical devices
     ("cuda0=16G,cpu") or None for the registered ones; sim: simulated GPUs of this plan
     ("gpu0=8G", as `tierload --sim`), added to the registered devices when devices is None (a
     devices spec names them itself). The sims belong to the plan, not the process: plan() may
     be called again with the same sim names, and each plan's sessions get that plan's own sims.
+    overrides: llama.cpp -ot style per-tensor placements, "PATTERN=DEVICE,..." (a regex
+    searched in each name; the first match wins; the tensor stays on DEVICE for the run).
     Infeasible plans raise Infeasible with the reason."""
     sims = _make_sims(sim) if sim else []
     try:
@@ -482,11 +485,12 @@ def plan(model, devices=None, sim=None, backend=None, max_vram=None, headroom=0,
     o.output_size = _b(output_size)
     o.headroom, o.steps, o.offload_to_cpu = headroom, steps, bool(offload_to_cpu)
     o.steps2 = steps2
+    o.overrides = _b(overrides)
     s = L.PlanSummary()
     h = ctypes.c_void_p()
     try:
-        check(lib.tl_plan_summary_from_model(model.handle, -1, ctypes.byref(s)))
-        check(lib.tl_plan_create(ctypes.byref(s), devs, n.value, ctypes.byref(o), ctypes.byref(h)))
+        check(lib.tl_plan_create_for_model(model.handle, -1, devs, n.value, ctypes.byref(o),
+                                           ctypes.byref(h)))
     except BaseException:
         _release_devices(sims)
         raise

@@ -134,7 +134,7 @@ class PlanOptions(ctypes.Structure):
                 ("controlnet_on_cpu", c_bool), ("offload_to_cpu", c_bool), ("steps", c_u32),
                 ("vae_bytes_per_voxel", c_u64), ("offload", c_u32), ("phase_only", c_u32),
                 ("layer_split", c_u32), ("row_split", c_u32), ("links", c_char_p),
-                ("steps2", c_u32)]
+                ("steps2", c_u32), ("overrides", c_char_p)]
 
 
 class SessionOptions(ctypes.Structure):
@@ -272,6 +272,9 @@ def _declare(lib):
         "tl_plan_options_init": (None, [P(PlanOptions)]),
         "tl_plan_create": (st, [P(PlanSummary), P(PlanDevice), c_size, P(PlanOptions),
                                 P(c_void_p)]),
+        "tl_plan_create_for_model": (st, [c_void_p, c_int, P(PlanDevice), c_size,
+                                          P(PlanOptions), P(c_void_p)]),
+        "tl_plan_override_find": (c_size, [c_void_p, c_char_p]),
         "tl_plan_destroy": (None, [c_void_p]),
         "tl_plan_feasible": (c_bool, [c_void_p]),
         "tl_plan_error": (c_char_p, [c_void_p]),
