@@ -484,7 +484,7 @@ static tl_status params_devices(const cli_planargs *a, const tl_plan_device *dev
     tl_status s = tl_plan_parse_backend(spec, devs, n, &parsed);
     if (!s) return TL_OK;
     const char *msg = tl_last_error(), *item = msg ? strstr(msg, "item ") : NULL;
-    char copy[512]; /* the message lives where tl_set_error writes */
+    char copy[sizeof spec + 64]; /* the message lives where tl_set_error writes */
     snprintf(copy, sizeof copy, "%s", item ? item : spec);
     return tl_set_error(s, "--params-backend %s", copy);
 }
