@@ -1543,9 +1543,11 @@ TL_API const tl_vae_tiling *tl_plan_tiling(const tl_plan *p);
  * "free","budget"} + for a device with a link "link":{"bandwidth","latency",
  * "push_once","per_run","passes","seconds"}],"phases":[...],"components":[{"name","bytes","reserve",
  * "mode","residency","devices","shares","device_bytes","host_bytes",
- * "moved_per_run","requested"}],"peaks":[{"device","phase","bytes"}],"moved_per_run",
+ * "moved_per_run","requested"}],"overrides":[{"pattern","device","bytes","tensors"}],
+ * "peaks":[{"device","phase","bytes"}],"moved_per_run",
  * "host_bytes","score","vae_tiling"}; "shortfall" only in an infeasible plan
- * (-1 for UINT64_MAX), "requested" only for a component the spec placed.
+ * (-1 for UINT64_MAX), "requested" only for a component the spec placed,
+ * "overrides" only in a plan with tl_plan_options.overrides.
  * Byte-identical for the same input.
  * The caller frees *out with tl_free.
  */
