@@ -5,7 +5,8 @@
  * a VAE. Checked: each tensor's component (a hand list), rules per file,
  * errors naming the rule; the plan (on a sim GPU too small for both models:
  * each model's bytes placed, phases where only one of them is active, bytes
- * per run and peaks computed by hand); a run of the default pipeline whose
+ * per run and peaks computed by hand); stable-diffusion.cpp's
+ * --high-noise-diffusion-model beside --diffusion-model; a run of the default pipeline whose
  * event log shows each model loaded only in the first pass of its own phase,
  * whole there, and never both whole on the device; and the same through the
  * CLI.
@@ -387,6 +388,34 @@ static void test_cli(void **state) {
     assert_int_equal(n, N_TENSORS);
     cJSON_Delete(j);
     tu_run_free(&r);
+    /* stable-diffusion.cpp's Wan 2.2 flags: the high-noise expert first, the other second */
+    static const sw_tensor hi[] = {{"blocks.0.w", "F16", 2, {128, 256}},
+                                   {"blocks.1.w", "F16", 2, {128, 256}}};
+    static const sw_tensor lo[] = {{"blocks.0.w", "F16", 2, {128, 256}},
+                                   {"blocks.1.w", "F16", 2, {128, 256}},
+                                   {"blocks.2.w", "F16", 2, {128, 256}}};
+    char *hp = write_model(dir, "high.safetensors", hi, 2);
+    char *lp = write_model(dir, "low.safetensors", lo, 3);
+    r = tu_cli_run("plan", "--diffusion-model", lp, "--high-noise-diffusion-model", hp, "--sim",
+                   "g=1G", "--json", NULL);
+    if (r.status) fail_msg("plan sd.cpp flags: %s", r.err);
+    j = cJSON_Parse(r.out);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetArrayItem(item(j, "phases"), 2)->valuestring, "diffusion2");
+    cJSON_ArrayForEach(c, item(j, "components")) {
+        const char *cn = item(c, "name")->valuestring;
+        uint64_t b = (uint64_t)item(c, "bytes")->valuedouble;
+        if (!strcmp(cn, "diffusion"))
+            assert_int_equal(b, 2 * 64 * KIB);
+        else if (!strcmp(cn, "diffusion2"))
+            assert_int_equal(b, 3 * 64 * KIB);
+        else
+            fail_msg("component %s", cn);
+    }
+    cJSON_Delete(j);
+    tu_run_free(&r);
+    free(hp);
+    free(lp);
     /* a bad rule: exit 2, the rule named */
     r = tu_cli_run("plan", path, "--component", "low.=bogus", NULL);
     assert_int_equal(r.status, 2);

@@ -3,13 +3,21 @@
  * component-file flags stable-diffusion.cpp users know (--diffusion-model,
  * --vae, --clip_l, --clip_g, --t5xxl, --llm, --control-net), which give each
  * file's tensors the name prefix that puts them in their component, and its
- * -m / --model FILE for a whole checkpoint (a bare path).
+ * -m / --model FILE for a whole checkpoint (a bare path); --component rules.
+ * With --high-noise-diffusion-model (Wan 2.2's first expert, sd.cpp's prefix
+ * "model.high_noise_diffusion_model.") that model is diffusion and the one
+ * under "model.diffusion_model." diffusion2: sd.cpp samples the high-noise
+ * expert first, then the low-noise one.
  */
 #include "cli/cli.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define HIGH_NOISE "model.high_noise_diffusion_model."
+/* The rules a high-noise model implies, after the caller's own (which win). */
+#define HIGH_NOISE_RULES HIGH_NOISE "=diffusion,model.diffusion_model.=diffusion2"
 
 typedef struct model_flag {
     const char *flag;
@@ -18,6 +26,7 @@ typedef struct model_flag {
 
 static const model_flag model_flags[] = {
     {"--diffusion-model", "model.diffusion_model."},
+    {"--high-noise-diffusion-model", HIGH_NOISE},
     {"--vae", "first_stage_model."},
     {"--clip_l", "text_encoders.clip_l."},
     {"--clip_g", "text_encoders.clip_g."},
@@ -33,6 +42,8 @@ const char *cli_models_help(void) {
            "--control-net F\n"
            "                  component files (stable-diffusion.cpp style): their tensors get the\n"
            "                  prefix that puts them in that component\n"
+           "  --high-noise-diffusion-model F  Wan 2.2's high-noise expert (sd.cpp): it is\n"
+           "                  diffusion, run first; --diffusion-model's is then diffusion2\n"
            "  -m F, --model F  = F (a whole checkpoint, stable-diffusion.cpp style)\n"
            "  --component PREFIX=COMP  tensors whose names start with PREFIX belong to COMP\n"
            "                  (diffusion, diffusion2, cond, vae, controlnet, other), before the\n"
@@ -149,7 +160,7 @@ tl_status cli_models_open(const cli_models *m, tl_model **out) {
     o.map_flags = TL_MAP_FROM_ENV; /* the CLI honours TIERLOAD_MMAP_FLAGS */
     o.prefixes = m->prefixes;
     o.writable = m->writable;
-    size_t total = 1;
+    size_t total = sizeof HIGH_NOISE_RULES + 1;
     for (size_t r = 0; r < m->n_rules; r++) total += strlen(m->rules[r]) + 1;
     char *buf = malloc(total), *names = malloc(total);
     const char **file = calloc(m->n ? m->n : 1, sizeof *file);
@@ -160,6 +171,10 @@ tl_status cli_models_open(const cli_models *m, tl_model **out) {
     }
     if (!st) {
         split_rules(m, buf, names, file);
+        bool high = false;
+        for (size_t i = 0; i < m->n; i++)
+            high |= m->prefixes[i] && !strcmp(m->prefixes[i], HIGH_NOISE);
+        if (high) strcat(strcat(names, names[0] ? "," : ""), HIGH_NOISE_RULES);
         o.components = names;
         o.file_components = file;
         st = tl_model_open(m->paths, m->n, &o, out);
