@@ -7,11 +7,14 @@
  * escapes llama.cpp users write (\d \w \s \.) mean what they mean there; the
  * plan's JSON keeps the overrides; a run leaves the host-placed tensors off
  * the device; errors name the pattern (bad regex, unknown device, overrides
- * without the model's names, overrides over a budget), exit 2 in the CLI.
+ * without the model's names, overrides over a budget), exit 2 in the CLI;
+ * each allocation of a plan with overrides failed in turn fails it whole.
  */
 #include "testutil.h"
+#include "os/fault.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -236,6 +239,27 @@ static void test_errors(void **state) {
     tl_model_close(m);
 }
 
+static void test_alloc_faults(void **state) {
+    (void)state;
+    tl_model *m = open_model();
+    tl_plan *p = NULL;
+    tl__fault_arm(TL_FAULT_ALLOC, 0, 0); /* count only */
+    assert_int_equal(plan(m, 64ull << 20, OT_CPU, &p), TL_OK);
+    unsigned long calls = tl__fault_calls(TL_FAULT_ALLOC);
+    tl__fault_reset();
+    tl_plan_destroy(p);
+    assert_true(calls > 10);
+    for (unsigned long nth = 1; nth <= calls; nth++) {
+        tl__fault_arm(TL_FAULT_ALLOC, nth, ENOMEM);
+        p = NULL;
+        tl_status st = plan(m, 64ull << 20, OT_CPU, &p);
+        tl__fault_reset();
+        if (st != TL_ERR_NOMEM) fail_msg("allocation %lu of %lu failed: status %d", nth, calls, st);
+        assert_null(p);
+    }
+    tl_model_close(m);
+}
+
 static uint64_t num(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     if (!cJSON_IsNumber(v)) fail_msg("key %s missing", k);
@@ -279,7 +303,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_host_overrides), cmocka_unit_test(test_gpu_overrides),
         cmocka_unit_test(test_escapes),        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_alloc_faults),   cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
