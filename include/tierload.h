@@ -1447,6 +1447,8 @@ TL_API tl_status tl_plan_override_of(const tl_plan *p, size_t i, const char **te
                                      size_t *device, const char **pattern);
 /* The plan device an override places a tensor on; TL_NOT_FOUND when none does. */
 TL_API size_t tl_plan_override_find(const tl_plan *p, const char *tensor);
+/* Bytes the overrides place on plan device i (in each of its peaks; 0 without). */
+TL_API uint64_t tl_plan_override_bytes(const tl_plan *p, size_t device);
 TL_API void tl_plan_destroy(tl_plan *p);
 TL_API bool tl_plan_feasible(const tl_plan *p);
 /* Why the plan is infeasible, with the smallest change that would fit ("" when feasible). */

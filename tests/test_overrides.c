@@ -111,6 +111,8 @@ static void test_host_overrides(void **state) {
     assert_int_equal(d.bytes, total - moved);
     assert_int_equal(d.mode, TL_PLAN_MODE_GPU);
     assert_int_equal(tl_plan_host_bytes(p), moved);
+    assert_int_equal(tl_plan_override_bytes(p, host), moved);
+    assert_int_equal(tl_plan_override_bytes(p, 0), 0);
     for (size_t ph = 0; ph < tl_plan_phase_count(p); ph++)
         assert_int_equal(tl_plan_peak(p, 0, ph), total - moved);
     /* the placement sessions carry out */
@@ -166,6 +168,7 @@ static void test_gpu_overrides(void **state) {
     tl_plan_decision d;
     assert_int_equal(tl_plan_decision_of(p, TL_COMP_OTHER, &d, sizeof d), TL_OK);
     assert_int_equal(d.bytes, total - down);
+    assert_int_equal(tl_plan_override_bytes(p, 0), down);
     assert_true(tl_plan_peak(p, 0, 0) >= down); /* the overrides and what else fits */
     assert_true(tl_plan_peak(p, 0, 0) <= tl_plan_device_budget(p, 0));
     assert_int_equal(tl_plan_device_budget(p, 0), total - down / 2);
@@ -290,6 +293,26 @@ static void test_cli(void **state) {
     assert_int_equal(num(t, "hash_mismatches"), 0);
     cJSON_Delete(j);
     tu_run_free(&r);
+    /* the picture draws the overridden bytes as their own segment of each GPU bar */
+    char *svg = tu_path(g_dir, "p.svg");
+    r = tu_cli_run("plan", g_path, "--sim", "g=64M", "-ot", "ffn_(up|gate)=g", "--svg", svg, NULL);
+    if (r.status) fail_msg("plan --svg: %s", r.err);
+    tu_run_free(&r);
+    size_t len;
+    char *pic = tu_read_file(svg, &len);
+    uint64_t upgate = 0;
+    m = open_model();
+    for (size_t i = 0; i < tl_model_tensor_count(m); i++) {
+        const char *tn = tl_model_tensor(m, i)->name;
+        if (strstr(tn, "ffn_up") || strstr(tn, "ffn_gate")) upgate += tl_model_tensor(m, i)->nbytes;
+    }
+    tl_model_close(m);
+    char want[96];
+    snprintf(want, sizeof want, "data-kind=\"overrides\" data-bytes=\"%llu\"",
+             (unsigned long long)upgate);
+    assert_non_null(strstr(pic, want));
+    free(pic);
+    free(svg);
     r = tu_cli_run("plan", g_path, "--sim", "g=64M", "-ot", "ffn_(up=cpu", NULL);
     assert_int_equal(r.status, 2);
     assert_non_null(strstr(r.err, "ffn_(up"));

@@ -290,6 +290,13 @@ tl_status tl_plan_override_of(const tl_plan *p, size_t i, const char **tensor, s
     return TL_OK;
 }
 
+uint64_t tl_plan_override_bytes(const tl_plan *p, size_t device) {
+    uint64_t b = 0;
+    for (size_t r = 0; p && r < p->n_orules; r++)
+        if (p->orules[r].device == device) b += p->orules[r].bytes;
+    return b;
+}
+
 size_t tl_plan_override_find(const tl_plan *p, const char *tensor) {
     if (!p || !tensor || !p->n_otensors) return TL_NOT_FOUND;
     tlp_otensor key = {(char *)tensor, 0};
