@@ -1306,7 +1306,7 @@ TL_API tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *
                                         uint64_t headroom, uint64_t *budgets);
 
 /* Default compute reserves: diffusion 2048 MiB, cond 512 MiB, vae 1024 MiB, controlnet 512 MiB,
- * other 0. */
+ * other 0, diffusion2 2048 MiB. */
 TL_API void tl_plan_default_reserves(uint64_t reserve[TL_COMP_COUNT]);
 /* Override reserves from "diffusion=3G,vae=512M" (component names or aliases). */
 TL_API tl_status tl_plan_parse_reserve(const char *spec, uint64_t reserve[TL_COMP_COUNT]);
