@@ -1710,8 +1710,10 @@ typedef struct tl_load_options {
      * loader then faults them in as its own: each chunk just before its
      * read (MADV_POPULATE_WRITE), on huge pages while they fault in fast
      * (hugepages and no_hugepages apply as to its own destinations: the
-     * caller's range gets MADV_HUGEPAGE or MADV_NOHUGEPAGE advice). Memory
-     * that was written already loses nothing but time.
+     * caller's range gets MADV_HUGEPAGE or MADV_NOHUGEPAGE advice, except
+     * the 2 MiB pages holding whole pages no destination covers, which stay
+     * on 4 KiB pages so that those are never touched). Memory that was
+     * written already loses nothing but time.
      */
     bool dest_fresh;
 } tl_load_options;
@@ -1795,7 +1797,9 @@ typedef struct tl_load_result tl_load_result;
  * auto chooses per file: residency >= 0.5 is warm and is copied from the
  * page cache with buffered reads (or left as a view when accept_views and
  * no conversion); a cold file takes direct (TIERLOAD_COLD_PATH=buffered
- * overrides). direct falls back to buffered, with a note, where O_DIRECT is
+ * overrides), except into the caller's memory (dest), which does not mirror
+ * the file: buffered reads land in place where direct ones would all pass
+ * through staging. direct falls back to buffered, with a note, where O_DIRECT is
  * refused. The notes (tl_load_result_notes) say what was chosen and why.
  *
  * Order per file: read, verify, evict (fadvise DONTNEED, and the catalog's
@@ -1990,9 +1994,41 @@ typedef struct tl_session_options {
      */
     tl_load_progress_fn progress;
     void *progress_user;
+    /*
+     * Keep tensors on their devices converted to dtype (convert true), where
+     * tl_convert_target(tensor, dtype) says so: the rule of
+     * tl_load_options.dtype and of a plan counted with the same convert
+     * (tl_plan_summary_from_model), so the plan's sizes are the session's.
+     * dtype is F32, F16, BF16, I32, Q8_0 or Q4_0 (else TL_ERR_INVALID_ARG at
+     * creation). The mover converts as a unit loads: straight into device
+     * memory that is host memory (the cpu device, ggml:CPU, sims), else
+     * chunk by chunk through the staging ring, then uploaded (converting
+     * loads are never asynchronous copies). Device bytes, budgets, stats,
+     * tl_session_tensor.info (dtype, nbytes) and parts (offset, nbytes) are
+     * the converted ones; RAM, pinned and spill copies hold converted bytes.
+     * Host-pointer devices keep converted tensors in memory of their own,
+     * under their budget (as no_zero_copy does). Tensors the plan keeps in
+     * host memory (the mapping itself) stay in the file's type. Row-split
+     * tensors split on whole rows, so a Q8_0/Q4_0 part holds whole blocks.
+     * tl_session_set_dtype changes one tensor's type.
+     */
+    bool convert;
+    tl_dtype dtype;
 } tl_session_options;
 /* Defaults (and size). */
 TL_API void tl_session_options_init(tl_session_options *o);
+/*
+ * Keep tensor `tensor` as dtype in s (its file type: as in the file),
+ * whatever tl_session_options.dtype chose for it, from its next load on:
+ * any conversion tl_convert_supported has, Q8_0 and Q4_0 for tensors whose
+ * innermost dimension is a whole number of 32-element blocks (the caller
+ * chooses: tl_convert_target's name rules do not apply). Its clean copies
+ * (device, RAM, pinned, spill) are dropped. TL_ERR_UNSUPPORTED naming file,
+ * tensor and types for a conversion that does not exist, or a tensor the
+ * plan keeps in host memory; TL_ERR_INVALID_ARG while it is acquired,
+ * loading, being updated or dirty.
+ */
+TL_API tl_status tl_session_set_dtype(tl_session *s, size_t tensor, tl_dtype dtype);
 
 /*
  * Create a session for model m carried out by plan p. Every GPU the plan
@@ -2027,6 +2063,8 @@ typedef struct tl_session_part {
 
 typedef struct tl_session_tensor {
     size_t index; /* tl_model_tensor index */
+    /* the catalog entry, or for a tensor the session keeps converted its copy of it with
+       dtype and nbytes as kept (owned by the session) */
     const tl_tensor_info *info;
     uint32_t n_parts;
     const tl_session_part *parts;
@@ -2361,6 +2399,14 @@ typedef struct tl_session_stats {
     uint64_t acquire_waits;    /* acquires that waited for room (tl_session_acquire_wait) */
     uint64_t acquire_timeouts; /* ... and ran out of time */
     uint64_t acquire_cancels;  /* acquires cancelled (tl_session_cancel, the progress callback) */
+    /* tensor parts made by an at-load LoRA set as they loaded (tl_lora_set_create_at_load) */
+    uint64_t lora_loads;
+    /* tensor parts loaded again because tl_session_update_begin changed their tensor since they
+       were last loaded (a LoRA set's add, remove or rescale) */
+    uint64_t lora_reloads;
+    /* at-load LoRA on Q8_0 / Q4_0 weights requantized: the largest |requantized - F32 merge| of
+       an element so far (0 when none was requantized) */
+    double lora_max_error;
 } tl_session_stats;
 TL_API tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out, size_t out_size);
 
@@ -2603,7 +2649,34 @@ TL_API tl_status tl_lora_apply_module(tl_model *m, const tl_lora *l, size_t k, s
  */
 typedef struct tl_lora_set tl_lora_set;
 TL_API tl_status tl_lora_set_create(tl_model *m, tl_session *s, tl_lora_set **out);
-/* Free the set; the model keeps its merged bytes. NULL is fine. */
+/*
+ * A set applied to session s's weights as they load, with nothing merged
+ * ahead: s's model may be read-only, and no private memory is spent beyond
+ * the loaded copies. When a unit of a tensor the set targets loads from the
+ * file (acquire; prefetch leaves such units to the acquire), its rows are
+ * read into host memory (the device's own on host-addressed devices, else a
+ * buffer of at most 16 MiB uploaded chunk by chunk), merged there by the
+ * merge kernel (that unit's rows, all cores), each LoRA in the order added,
+ * and rounded to the unit's type (the tensor's, or the session's
+ * tl_session_options.dtype); RAM and spill copies hold the merged bytes.
+ * F32 / F16 / BF16 weights: the bytes tl_lora_apply gives for the same LoRAs
+ * in the same order, bit for bit. Q8_0 / Q4_0 weights: dequantized, merged
+ * in F32, requantized to their type (stats lora_max_error: the largest
+ * difference from the F32 merge), or kept at F16 with TL_LORA_QUANT_AS_F16
+ * (tl_session_set_dtype F16 on each as a LoRA first targets it; it stays F16).
+ * Add refuses, before anything changes, a target of another type
+ * (TL_ERR_UNSUPPORTED naming tensor and type) or one the plan keeps in host
+ * memory (the mapping itself). Add, remove and rescale drop the copies of
+ * exactly the tensors the LoRA targets (refused with TL_ERR_INVALID_ARG while
+ * one is acquired, as for merged sets), so their next acquire loads them
+ * again (stats lora_reloads); a module whose merge overflows the weight's
+ * type fails that load (TL_ERR_FORMAT naming it). One such set per session;
+ * destroy it before the session (copies still acquired then keep their bytes
+ * until evicted).
+ */
+#define TL_LORA_QUANT_AS_F16 1u
+TL_API tl_status tl_lora_set_create_at_load(tl_session *s, uint32_t flags, tl_lora_set **out);
+/* Free the set; the model keeps its merged bytes (at load: the session its copies). NULL is fine. */
 TL_API void tl_lora_set_destroy(tl_lora_set *set);
 TL_API tl_status tl_lora_set_add(tl_lora_set *set, const tl_lora *l, float scale, tl_lora_report *r,
                                  size_t r_size);

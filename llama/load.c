@@ -14,6 +14,7 @@
  */
 #include "internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,6 +167,17 @@ static tl_status fill_neutral(const job *j, struct ggml_tensor *t) {
         return tl_set_error(TL_ERR_UNSUPPORTED, "%s: llama.cpp: missing tensor '%s'", j->path,
                             t->name);
     size_t k = (size_t)ggml_nelements(t);
+    if (t->buffer && ggml_backend_buffer_is_host(t->buffer)) {
+        /*
+         * Written in place, and zeros only where the memory is not zero yet:
+         * a fresh buffer's untouched pages read as zero without becoming
+         * resident, so a bias the file lacks costs no memory.
+         */
+        float *v = t->data;
+        for (size_t i = 0; i < k; i++)
+            if (v[i] != (zero ? 0.0f : 1.0f) || signbit(v[i])) v[i] = zero ? 0.0f : 1.0f;
+        return TL_OK;
+    }
     float *v = malloc(k * sizeof *v);
     if (!v) return tl_set_error(TL_ERR_NOMEM, "%s: tensor '%s': out of memory", j->path, t->name);
     for (size_t i = 0; i < k; i++)
@@ -503,6 +515,10 @@ tl_status tl_llama_model_load(const char *path, const tl_llama_options *opts,
             st = tl_set_error(TL_ERR_NOMEM, "%s: out of memory", path);
     }
     tl__llama_log_end(&log);
+    /* llama.cpp copied what it keeps of the metadata: freed before the weights come in */
+    if (meta) gguf_free(meta);
+    tl__llama_overrides_free(&ov);
+    tl__llama_place_free(&place);
     stats.n_repacked = 0;
     stats.seconds_llama = now_s() - t1;
     double t2 = now_s();
@@ -514,9 +530,6 @@ tl_status tl_llama_model_load(const char *path, const tl_llama_options *opts,
         llama_model_free(model);
         model = NULL;
     }
-    tl__llama_overrides_free(&ov);
-    tl__llama_place_free(&place);
-    if (meta) gguf_free(meta);
     free(j.slots);
     free(j.primary);
     free(j.stg);

@@ -4,7 +4,7 @@
  * destination callback gave (no copy owned by the result), conversion and
  * verify work as for a normal load, and bad requests are clear errors; memory
  * declared fresh (dest_fresh) gets the page-size advice the loader's own
- * destinations get.
+ * destinations get, and whole pages between destinations are never touched.
  * Expected bytes are the file's, read by the test itself.
  */
 #include "testutil.h"
@@ -170,8 +170,77 @@ static void test_fresh_caller_memory(void **state) {
     tu_tmpdir_rm(dir);
 }
 
+typedef struct two_at {
+    unsigned char *at[2];
+    size_t a, b;
+} two_at;
+
+static void *two_dest(void *user, size_t tensor, uint64_t nbytes, tl_dtype dtype) {
+    (void)nbytes;
+    (void)dtype;
+    two_at *w = user;
+    return w->at[tensor == w->b];
+}
+
+/*
+ * dest_fresh with huge pages: the whole pages the caller leaves between two
+ * destinations (memory it fills itself, or keeps untouched) are not faulted
+ * in, though a 2 MiB page holding them is also a destination's. A cold file
+ * in auto mode is read in place (buffered) into the caller's memory.
+ */
+static void test_fresh_gap_untouched(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *p = tu_path(dir, "m.safetensors");
+    const uint64_t n = 3u << 20, gap = 64u << 10;
+    st_tensor t[] = {{"a", "U8", n, 1, NULL, fill, (void *)3},
+                     {"b", "U8", n, 1, NULL, fill, (void *)9}};
+    st_write(p, t, 2);
+    size_t fsz;
+    unsigned char *file = (unsigned char *)tu_read_file(p, &fsz);
+    const char *paths[] = {p};
+    tl_model *m;
+    assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_OK);
+    size_t len = 12u << 20;
+    unsigned char *raw = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(raw != MAP_FAILED);
+    unsigned char *base = (unsigned char *)(((uintptr_t)raw + (2u << 20) - 1) & ~(uintptr_t)((2u << 20) - 1));
+    two_at w = {{base, base + n + gap}, tl_model_find(m, "a"), tl_model_find(m, "b")};
+    tl_load_options o;
+    tl_load_options_init(&o);
+    o.mode = TL_LOAD_BUFFERED;
+    o.dest = two_dest;
+    o.dest_user = &w;
+    o.dest_fresh = true;
+    o.hugepages = true;
+    tl_load_result *r;
+    if (tl_model_load(m, &o, &r)) fail_msg("%s", tl_last_error());
+    assert_memory_equal(w.at[0], file + tl_model_tensor(m, w.a)->offset, n);
+    assert_memory_equal(w.at[1], file + tl_model_tensor(m, w.b)->offset, n);
+    unsigned char vec[16];
+    assert_int_equal(mincore(base + n, gap, vec), 0);
+    for (size_t i = 0; i < gap / 4096; i++)
+        if (vec[i] & 1) fail_msg("page %zu of the gap between the destinations is resident", i);
+    tl_load_result_destroy(r);
+    /* cold, auto: read in place (buffered), as direct reads into such memory would be staged */
+    memset(base, 0, 2 * n + gap);
+    assert_int_equal(tl_file_evict(p), TL_OK);
+    o.mode = TL_LOAD_AUTO;
+    if (tl_model_load(m, &o, &r)) fail_msg("%s", tl_last_error());
+    assert_int_equal(tl_load_result_file(r, 0)->mode, TL_LOAD_BUFFERED);
+    assert_non_null(strstr(tl_load_result_file(r, 0)->reason, "cold"));
+    assert_memory_equal(w.at[1], file + tl_model_tensor(m, w.b)->offset, n);
+    tl_load_result_destroy(r);
+    munmap(raw, len);
+    tl_model_close(m);
+    free(file);
+    free(p);
+    tu_tmpdir_rm(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_subset_into_caller_memory),
-                                       cmocka_unit_test(test_fresh_caller_memory)};
+                                       cmocka_unit_test(test_fresh_caller_memory),
+                                       cmocka_unit_test(test_fresh_gap_untouched)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -106,6 +106,35 @@ static void check_run(cJSON *j, const census *c, bool fits, bool verified) {
     assert_non_null(cJSON_GetObjectItemCaseSensitive(j, "memory"));
 }
 
+/*
+ * --type f32 (mkmodel's F16 bit patterns include NaNs, which no quantization
+ * takes): the session keeps what the plan counts, on a device where the
+ * model fits: the bytes moved onto it are the loader's for the same type
+ * (tierload load --dtype f32, bytes_out), and every acquired byte checks
+ * against a conversion of the file's.
+ */
+static void test_run_converts(void **state) {
+    (void)state;
+    char *dir;
+    char *p = model(&dir);
+    tu_run r = tu_cli_run("load", p, "--dtype", "f32", "--json", NULL);
+    if (r.status != 0) fail_msg("load: exit %d: %s", r.status, r.err);
+    cJSON *lj = cJSON_Parse(r.out);
+    assert_non_null(lj);
+    uint64_t out = num(lj, "bytes_out"), in = num(lj, "bytes");
+    assert_true(out > in);
+    cJSON_Delete(lj);
+    tu_run_free(&r);
+    cJSON *j = run_json(p, "rq=1G", "--type=f32");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "totals");
+    assert_int_equal(num(t, "hash_mismatches"), 0);
+    assert_true(num(t, "tensors_checked") > 0);
+    assert_int_equal(num(t, "bytes_to_devices"), out);
+    cJSON_Delete(j);
+    tu_tmpdir_rm(dir);
+    free(p);
+}
+
 static void test_regimes(void **state) {
     (void)state;
     char *dir;
@@ -266,6 +295,7 @@ static void test_plan_counts_the_pipeline_steps(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_regimes),
+        cmocka_unit_test(test_run_converts),
         cmocka_unit_test(test_saved_plan),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_plan_counts_the_pipeline_steps),

@@ -458,6 +458,10 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras,
     tl_session_options so;
     tl_session_options_init(&so);
     so.spill_dir = ra.spill_dir;
+    if (ra.pa.convert != TL_DTYPE_INVALID) { /* --type: the session keeps what the plan counts */
+        so.convert = true;
+        so.dtype = ra.pa.convert;
+    }
     if (ra.timeline) so.event_cap = (size_t)1 << 24; /* a whole run's entries: the drawing needs them all */
     if (ra.host_budget && !cli_parse_size(ra.host_budget, &so.host_budget, NULL))
         return cli_usage("run", "--host-budget: bad size '%s'", ra.host_budget);

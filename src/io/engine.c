@@ -193,6 +193,22 @@ static tl_status move_chunk(tl__io_engine *e, const tl__io_xfer *x, const chunk 
             *x->ticket = t;
             return TL_OK;
         }
+        if (convert && x->dst.kind == TL_IO_DEVICE) { /* converted into staging, uploaded */
+            if ((s = need_stg(e, x, stg))) return s;
+            conv_args a = {x, *stg, p, n / in * u.elems, false, 0};
+            if (guarded ? tl__os_guarded_call(do_convert, &a) != 0 : (do_convert(&a), false))
+                return fail(x, TL_ERR_CHANGED, "read of the mapping", o, EFAULT);
+            if (!a.ok)
+                return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s: element %llu does not fit in %s",
+                               x->path ? x->path : "(memory)", x->name ? x->name : "?",
+                               (unsigned long long)(o / in * u.elems + a.bad),
+                               tl_dtype_name(x->to));
+            s = tl_device_copy_to(x->dst.dev, x->dst.dptr + o / in * out, *stg, n / in * out);
+            if (s)
+                return tl__err_prefix(s, "%s%s%s", x->path ? x->path : "",
+                                      x->name ? ": tensor " : "", x->name ? x->name : "");
+            return TL_OK;
+        }
         if (guarded && x->dst.kind != TL_IO_HOST) { /* never fault inside a device or a write */
             if ((s = need_stg(e, x, stg))) return s;
             if (tl__os_guarded_copy(*stg, p, (size_t)n))
@@ -509,8 +525,11 @@ static tl_status make_chunks(tl__io_engine *e, tl__io_batch *b) {
     for (size_t i = 0; i < b->n_x; i++) {
         const tl__io_xfer *x = &b->x[i];
         bool convert = x->from != x->to;
-        if (convert && x->dst.kind != TL_IO_HOST)
-            return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s: conversion only into host memory",
+        if (convert && x->dst.kind != TL_IO_HOST &&
+            !(x->dst.kind == TL_IO_DEVICE && x->src.kind == TL_IO_HOST))
+            return tl__err(TL_ERR_UNSUPPORTED,
+                           "%s: tensor %s: conversion only into host memory, or from host "
+                           "memory to a device",
                            x->path ? x->path : "", x->name ? x->name : "?");
         tl__conv_unit u = {1, 1, 1};
         if (convert && !tl__convert_unit(x->from, x->to, &u))
@@ -522,6 +541,8 @@ static tl_status make_chunks(tl__io_engine *e, tl__io_batch *b) {
         all_direct_host &= straight;
         unsigned in = u.in;
         uint64_t step = straight ? stg : (stg - 2 * ALIGN) / in * in;
+        if (convert && x->dst.kind == TL_IO_DEVICE && u.out > in) /* the result fits staging */
+            step = (stg - 2 * ALIGN) / u.out * in;
         if (x->ticket) {
             if (x->src.kind != TL_IO_HOST || x->dst.kind != TL_IO_DEVICE || convert)
                 return tl__err(TL_ERR_INVALID_ARG, "io: async transfers go from host to device");

@@ -44,7 +44,9 @@ typedef struct tl__io_end {
 typedef struct tl__io_xfer {
     tl__io_end src, dst;
     uint64_t len;      /* source bytes */
-    tl_dtype from, to; /* convert when they differ (destination must be HOST) */
+    /* convert when they differ: into a HOST destination, or from a HOST source to a DEVICE
+       (each chunk converted into staging, then copied; never asynchronous) */
+    tl_dtype from, to;
     /*
      * Direct FILE -> HOST without conversion: the destination may be written
      * from the aligned block before src.off to the one after (a destination

@@ -232,6 +232,13 @@ static void decide_mode(const job *j, lfile *f) {
         mode = TL_LOAD_BUFFERED;
         snprintf(f->reason, sizeof f->reason,
                  "cold (%.0f%% in the page cache): TIERLOAD_COLD_PATH=buffered", pct);
+    } else if (j->o.dest) {
+        /* the caller's memory does not mirror the file: direct reads would all be staged */
+        mode = TL_LOAD_BUFFERED;
+        snprintf(f->reason, sizeof f->reason,
+                 "cold (%.0f%% in the page cache): read in place into the caller's memory "
+                 "(O_DIRECT would pass every byte through staging)",
+                 pct);
     } else {
         mode = TL_LOAD_DIRECT;
         snprintf(f->reason, sizeof f->reason,
@@ -322,6 +329,40 @@ static uint64_t pack_align(const job *j) {
  * throughout, no_hugepages 4 KiB pages (and wins). Every piece, mirrored or
  * packed, is faulted in just before it is written.
  */
+/* An address range [a, b) of a caller's destination. */
+typedef struct span {
+    uintptr_t a, b;
+} span;
+
+static int cmp_span(const void *x, const void *y) {
+    const span *p = x, *q = y;
+    return p->a < q->a ? -1 : p->a > q->a;
+}
+
+/*
+ * The whole pages of a fresh destination span that no destination covers
+ * (memory the caller fills itself, or leaves as it is) must stay untouched,
+ * but a fault anywhere in a 2 MiB page with huge-page advice brings in all
+ * of it: the 2 MiB pages holding such a gap fault in 4 KiB pages instead.
+ */
+static void gaps_small(span *v, size_t n, uintptr_t lo, uintptr_t hi_end) {
+    if (n < 2) return;
+    qsort(v, n, sizeof *v, cmp_span);
+    uintptr_t ps = tl__os_page_size(), huge = 2u << 20, done = 0, hi = v[0].b;
+    for (size_t i = 1; i < n; i++) {
+        uintptr_t ga = (hi + ps - 1) & ~(ps - 1), gb = v[i].a & ~(ps - 1);
+        if (gb > ga) { /* whole pages [ga, gb) uncovered */
+            uintptr_t ra = ga & ~(huge - 1), rb = (gb + huge - 1) & ~(huge - 1);
+            if (ra < (lo & ~(ps - 1))) ra = lo & ~(ps - 1); /* the caller's span only */
+            if (rb > hi_end) rb = (hi_end + ps - 1) & ~(ps - 1);
+            if (ra < done) ra = done;
+            if (rb > ra) tl__os_pages_small((void *)ra, rb - ra);
+            if (rb > done) done = rb;
+        }
+        if (v[i].b > hi) hi = v[i].b;
+    }
+}
+
 static tl__touch_pages touch_pages(const job *j) {
     if (j->o.no_hugepages) return TL_TOUCH_SMALL;
     return j->o.hugepages ? TL_TOUCH_HUGE : TL_TOUCH_ADAPT;
@@ -419,6 +460,12 @@ static tl_status plan_file(job *j, lfile *f) {
     uint64_t pos = 0;
     /* the caller's fresh destinations: the span they cover, faulted in as ours (dest_fresh) */
     uintptr_t fresh_lo = UINTPTR_MAX, fresh_hi = 0;
+    span *fresh = NULL;
+    size_t n_fresh = 0;
+    if (j->o.dest && j->o.dest_fresh) {
+        fresh = tl__os_malloc((f->n_order ? f->n_order : 1) * sizeof *fresh);
+        if (!fresh) return tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
+    }
     for (size_t k = 0; k < f->n_order; k++) {
         size_t ti = f->order[k];
         const tl_tensor_info *t = tl_model_tensor(m, ti);
@@ -433,20 +480,23 @@ static tl_status plan_file(job *j, lfile *f) {
         unsigned char *at;
         if (j->o.dest) {
             at = j->o.dest(j->o.dest_user, ti, out, to);
-            if (!at && out)
+            if (!at && out) {
+                free(fresh);
                 return tl__err(TL_ERR_INVALID_ARG,
                                "%s: tensor %s: the destination callback gave no "
                                "memory for %llu bytes",
                                path, t->name, (unsigned long long)out);
+            }
         } else {
             tl__align_up_u64(pos, pack_align(j), &pos);
             at = f->dest ? f->dest + pos : NULL; /* no destination: only empty tensors */
             pos += out;
         }
         j->r->tensors[ti] = (tl_loaded_tensor){at, out, to, false, to != t->dtype};
-        if (j->o.dest && j->o.dest_fresh && out) {
+        if (fresh && out) {
             if ((uintptr_t)at < fresh_lo) fresh_lo = (uintptr_t)at;
             if ((uintptr_t)at + out > fresh_hi) fresh_hi = (uintptr_t)at + out;
+            fresh[n_fresh++] = (span){(uintptr_t)at, (uintptr_t)at + out};
         }
         if (t->strides) { /* a strided view: gathered after the transfers (gather_strided) */
             f->n_gather++;
@@ -462,7 +512,10 @@ static tl_status plan_file(job *j, lfile *f) {
         x.dst.host = at;
         if (!j->o.dest || j->o.dest_fresh) x.dst.fresh = &f->touch; /* never touched */
         tl_status s = add_xfer(f, &x);
-        if (s != TL_OK) return s;
+        if (s != TL_OK) {
+            free(fresh);
+            return s;
+        }
     }
     if (fresh_hi > fresh_lo) {
         /* base 2 MiB aligned (touch.h); only the transfers' own pages are ever touched */
@@ -472,11 +525,14 @@ static tl_status plan_file(job *j, lfile *f) {
                   z = fresh_hi & ~(ps - 1);
         if (tp == TL_TOUCH_SMALL && z > a)
             tl__os_pages_small((void *)a, z - a);
-        else if (tp != TL_TOUCH_SMALL)
+        else if (tp != TL_TOUCH_SMALL) {
             tl__os_pages_huge((void *)fresh_lo, fresh_hi - fresh_lo);
+            gaps_small(fresh, n_fresh, fresh_lo, fresh_hi);
+        }
         tl__touch_init(&f->touch, base, (uint64_t)(fresh_hi - (uintptr_t)base), tp,
                        TL_TOUCH_SLOW_S);
     }
+    free(fresh);
     return TL_OK;
 }
 

@@ -5,6 +5,7 @@
 #ifndef TL_LORA_LORA_H
 #define TL_LORA_LORA_H
 
+#include "residency/residency.h"
 #include "tierload.h"
 
 #include <stdbool.h>
@@ -68,6 +69,8 @@ bool lora_ldm_to_diffusers(const char *ldm, char *out, size_t n);
 
 /* Check that module k fits tensor t of m (dtype and shapes); error names both. */
 tl_status lora_check(const tl_model *m, size_t t, const tl_lora *l, size_t k);
+/* The same for tensor t's values held as type dt (its own when merged in place). */
+tl_status lora_check_as(const tl_model *m, size_t t, tl_dtype dt, const tl_lora *l, size_t k);
 /*
  * What lora_merge does: LORA_DRY computes and checks everything (finite
  * factors and scale, no overflow of the weight's type) and writes nothing;
@@ -78,11 +81,36 @@ typedef enum lora_pass { LORA_DRY, LORA_WRITE, LORA_CHECK_WRITE } lora_pass;
 /* Add scale x module k's delta to tensor t (whose bytes are at w). */
 tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, size_t k,
                      float scale, lora_pass pass);
+/*
+ * The same for rows [r0, r1) of tensor t only, held at w (row r0 first) as
+ * type dt (F32, F16 or BF16: t's own type, or F32 for values dequantized from
+ * it): the bytes are those lora_merge writes for these rows when dt is t's
+ * type, whatever the split.
+ */
+tl_status lora_merge_rows(const tl_model *m, size_t t, tl_dtype dt, void *w, uint64_t r0,
+                          uint64_t r1, const tl_lora *l, size_t k, float scale, lora_pass pass);
 
 /* Merge the modules of l whose target tensor t has only[t] set (only NULL: all). */
 tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool *only,
                           tl_lora_report *r);
 /* targets[k]: the tensor module k merges into (TL_NOT_FOUND: none); free() it. */
 tl_status lora_targets(const tl_model *m, const tl_lora *l, size_t **targets);
+
+/* One LoRA of a set, and its scale. */
+typedef struct lora_item {
+    const tl_lora *l;
+    float scale;
+} lora_item;
+
+/* The producer of an at-load LoRA set (atload.c). */
+typedef struct lora_atload lora_atload;
+tl_status lora_atload_create(tl_model *m, lora_atload **out);
+void lora_atload_destroy(lora_atload *a);
+/* Can module k of l be applied as tensor t loads? (its type, the shapes) */
+tl_status lora_atload_fits(const tl_model *m, const tl_lora *l, size_t k, size_t t);
+/* The LoRAs applied from now on, in this order (waits for rows being made). */
+tl_status lora_atload_set(lora_atload *a, const lora_item *items, size_t n);
+/* The producer a session calls (residency.h's tlr_producer, user = a). */
+tlr_producer lora_atload_producer(lora_atload *a);
 
 #endif

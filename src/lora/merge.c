@@ -127,9 +127,11 @@ static tl_status mat_mul(const tl_lora *l, size_t k, const mat *a, const mat *b,
     return TL_OK;
 }
 
-static tl_status weight_matrix(const tl_model *m, size_t t, uint64_t *out, uint64_t *k) {
+/* Tensor t as a matrix [out, k], its bytes seen as type dt (F32, F16 or BF16). */
+static tl_status weight_matrix(const tl_model *m, size_t t, tl_dtype dt, uint64_t *out,
+                               uint64_t *k) {
     const tl_tensor_info *w = tl_model_tensor(m, t);
-    if (w->dtype != TL_DTYPE_F32 && w->dtype != TL_DTYPE_F16 && w->dtype != TL_DTYPE_BF16)
+    if (dt != TL_DTYPE_F32 && dt != TL_DTYPE_F16 && dt != TL_DTYPE_BF16)
         return tl__err(TL_ERR_UNSUPPORTED,
                       "%s: tensor '%s' has type %s: a LoRA merges into F32, F16 or BF16 weights "
                       "only (dequantize it first)",
@@ -152,9 +154,9 @@ static tl_status mismatch(const tl_model *m, size_t t, const tl_lora *l, size_t 
                   tl_model_file(l->file, 0)->path, l->mods[k].key, w->name, shape, what);
 }
 
-tl_status lora_check(const tl_model *m, size_t t, const tl_lora *l, size_t k) {
+tl_status lora_check_as(const tl_model *m, size_t t, tl_dtype dt, const tl_lora *l, size_t k) {
     uint64_t out = 0, kk = 0;
-    tl_status st = weight_matrix(m, t, &out, &kk);
+    tl_status st = weight_matrix(m, t, dt, &out, &kk);
     if (st) return st;
     const lora_module *md = &l->mods[k];
     mat a, b, c, d;
@@ -200,6 +202,10 @@ tl_status lora_check(const tl_model *m, size_t t, const tl_lora *l, size_t k) {
     }
     }
     return mismatch(m, t, l, k, "unknown kind");
+}
+
+tl_status lora_check(const tl_model *m, size_t t, const tl_lora *l, size_t k) {
+    return lora_check_as(m, t, tl_model_tensor(m, t)->dtype, l, k);
 }
 
 /* The factor alpha / rank (1 without alpha). */
@@ -267,7 +273,9 @@ static void hmul(float *restrict d, const float *restrict e, uint64_t n) {
 /* The rows [o0, o1) of one pass of one merge, run as one guarded call (nothing allocated). */
 typedef struct row_job {
     const tl_tensor_info *wi;
-    unsigned char *base;
+    tl_dtype dt;         /* the type of the bytes at base */
+    unsigned char *base; /* row row0 of the weight */
+    uint64_t row0;
     uint64_t out, kk;
     unsigned es;
     lora_kind kind;
@@ -295,11 +303,11 @@ static void rows_fn(void *arg) {
     const mat *w1 = j->w1, *w2 = j->w2;
     float row[TILE], dl[TILE], d2[TILE];
     for (uint64_t o = j->o0; o < j->o1; o++) {
-        unsigned char *wr = j->base + o * kk * j->es;
+        unsigned char *wr = j->base + (o - j->row0) * kk * j->es;
         for (uint64_t x0 = 0; x0 < kk; x0 += TILE) {
             uint64_t n = kk - x0 < TILE ? kk - x0 : TILE, bad;
             unsigned char *wt = wr + x0 * j->es;
-            tl__convert_run(TL_DTYPE_F32, row, j->wi->dtype, wt, n, &bad);
+            tl__convert_run(TL_DTYPE_F32, row, j->dt, wt, n, &bad);
             if (j->kind == LORA_PLAIN || j->kind == LORA_LOHA) {
                 lowrank_tile(j->a, j->b, o, x0, n, dl);
                 if (j->kind == LORA_LOHA) {
@@ -317,14 +325,14 @@ static void rows_fn(void *arg) {
             }
             wadd(dl, j->s, row, n); /* the merged values in F32 */
             if (!j->dry) {
-                tl__convert_run(j->wi->dtype, wt, TL_DTYPE_F32, dl, n, &bad);
+                tl__convert_run(j->dt, wt, TL_DTYPE_F32, dl, n, &bad);
                 continue;
             }
             /* rounded to the weight's type (into d2, free again, or the kept results) and
              * back: what a write would store, beside the weight's own values in row */
-            void *rt = j->keep ? j->keep + (o * kk + x0) * j->es : (void *)d2;
-            tl__convert_run(j->wi->dtype, rt, TL_DTYPE_F32, dl, n, &bad);
-            tl__convert_run(TL_DTYPE_F32, dl, j->wi->dtype, rt, n, &bad);
+            void *rt = j->keep ? j->keep + ((o - j->row0) * kk + x0) * j->es : (void *)d2;
+            tl__convert_run(j->dt, rt, TL_DTYPE_F32, dl, n, &bad);
+            tl__convert_run(TL_DTYPE_F32, dl, j->dt, rt, n, &bad);
             for (uint64_t x = 0; x < n; x++)
                 if (!isfinite(dl[x]) && isfinite(row[x]) && j->overflow++ == 0)
                     j->first_bad = o * kk + x0 + x;
@@ -368,11 +376,11 @@ static unsigned pass_threads(uint64_t out, uint64_t kk, uint64_t rank) {
 static int run_pass(row_job *proto, unsigned n) {
     row_job jobs[MAX_THREADS];
     tl__os_thread *th[MAX_THREADS] = {0};
-    uint64_t out = proto->out;
+    uint64_t a = proto->o0, rows = proto->o1 - proto->o0;
     for (unsigned i = 0; i < n; i++) {
         jobs[i] = *proto;
-        jobs[i].o0 = out * i / n;
-        jobs[i].o1 = out * (i + 1) / n;
+        jobs[i].o0 = a + rows * i / n;
+        jobs[i].o1 = a + rows * (i + 1) / n;
     }
     for (unsigned i = 1; i < n; i++)
         if (tl__os_thread_start(&th[i], rows_worker, &jobs[i]) != 0) th[i] = NULL;
@@ -393,7 +401,14 @@ static int run_pass(row_job *proto, unsigned n) {
 
 tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, size_t k,
                      float scale, lora_pass pass) {
-    tl_status st = lora_check(m, t, l, k);
+    const tl_tensor_info *ti = tl_model_tensor(m, t);
+    uint64_t rows = ti->n_dims >= 1 && ti->shape[0] > 0 ? (uint64_t)ti->shape[0] : 0;
+    return lora_merge_rows(m, t, ti->dtype, w, 0, rows, l, k, scale, pass);
+}
+
+tl_status lora_merge_rows(const tl_model *m, size_t t, tl_dtype dt, void *w, uint64_t r0,
+                          uint64_t r1, const tl_lora *l, size_t k, float scale, lora_pass pass) {
+    tl_status st = lora_check_as(m, t, dt, l, k);
     if (st) return st;
     const tl_tensor_info *wi = tl_model_tensor(m, t);
     const char *lpath = tl_model_file(l->file, 0)->path;
@@ -403,7 +418,11 @@ tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, siz
                        "merges into contiguous weights only",
                        tl_model_file(m, wi->file)->path, wi->name);
     uint64_t out = (uint64_t)wi->shape[0], kk = wi->n_elements / out;
-    unsigned es = tl__convert_elem_size(wi->dtype);
+    unsigned es = tl__convert_elem_size(dt);
+    if (r0 > r1 || r1 > out)
+        return tl__err(TL_ERR_INVALID_ARG, "tensor '%s': rows [%llu, %llu) of %llu", wi->name,
+                       (unsigned long long)r0, (unsigned long long)r1, (unsigned long long)out);
+    uint64_t nbytes = (r1 - r0) * kk * es; /* the bytes at w */
     const lora_module *md = &l->mods[k];
     float s = scale * alpha_factor(l, k);
     if (!isfinite(scale) || !isfinite(s))
@@ -444,23 +463,23 @@ tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, siz
      * instead of computing them again: extra memory at most KEEP_MAX.
      */
     uint64_t rank = md->kind == LORA_PLAIN ? a.cols : md->kind == LORA_LOHA ? a.cols + c.cols : 1;
-    unsigned nth = pass_threads(out, kk, rank);
+    unsigned nth = pass_threads(r1 - r0, kk, rank);
     /* mapped, not malloc'd: given back at once, whatever the allocator (or ASan) keeps */
-    if (pass == LORA_CHECK_WRITE && wi->nbytes <= KEEP_MAX && wi->nbytes == out * kk * es &&
-        tl__os_anon_alloc(wi->nbytes, TL_OS_PAGES_KERNEL, &keep_map, &keep_len) == 0)
+    if (pass == LORA_CHECK_WRITE && nbytes <= KEEP_MAX && nbytes > 0 &&
+        tl__os_anon_alloc(nbytes, TL_OS_PAGES_KERNEL, &keep_map, &keep_len) == 0)
         keep = keep_map; /* else computed twice */
     for (int wet = pass == LORA_WRITE; wet <= (pass != LORA_DRY) && !st; wet++) {
         if (wet && keep) {
-            if (tl__os_guarded_copy(w, keep, (size_t)wi->nbytes) != 0)
+            if (tl__os_guarded_copy(w, keep, (size_t)nbytes) != 0)
                 st = tl__err(TL_ERR_CHANGED,
                              "%s: tensor '%s': the file changed while LoRA module '%s' was "
                              "merged (truncated?)",
                              tl_model_file(m, wi->file)->path, wi->name, md->key);
             break;
         }
-        row_job j = {.wi = wi, .base = w, .out = out, .kk = kk, .es = es, .kind = md->kind,
-                     .a = &a, .b = &b, .c = &c, .d = &d, .w1 = &w1, .w2 = &w2, .s = s,
-                     .dry = !wet, .keep = wet ? NULL : keep, .o0 = 0, .o1 = out};
+        row_job j = {.wi = wi, .dt = dt, .base = w, .row0 = r0, .out = out, .kk = kk, .es = es,
+                     .kind = md->kind, .a = &a, .b = &b, .c = &c, .d = &d, .w1 = &w1, .w2 = &w2,
+                     .s = s, .dry = !wet, .keep = wet ? NULL : keep, .o0 = r0, .o1 = r1};
         if (run_pass(&j, nth) != 0) {
             st = tl__err(TL_ERR_CHANGED,
                          "%s: tensor '%s': the file changed while LoRA module '%s' was merged "
@@ -471,7 +490,7 @@ tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, siz
                          "%s: LoRA module '%s' (scale %g) makes %llu value(s) of tensor '%s' "
                          "overflow %s (the first at element %llu); refused",
                          lpath, md->key, (double)scale, (unsigned long long)j.overflow, wi->name,
-                         tl_dtype_name(wi->dtype), (unsigned long long)j.first_bad);
+                         tl_dtype_name(dt), (unsigned long long)j.first_bad);
         }
     }
 done:

@@ -20,16 +20,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct set_item {
-    const tl_lora *l;
-    float scale;
-} set_item;
+typedef lora_item set_item;
 
 struct tl_lora_set {
     tl_model *m;
     tl_session *s;
     set_item *items;
     size_t n;
+    lora_atload *al; /* applied as units load (the session's producer), or NULL: merged */
+    uint32_t flags;  /* TL_LORA_* of tl_lora_set_create_at_load */
 };
 
 tl_status tl_lora_set_create(tl_model *m, tl_session *s, tl_lora_set **out) {
@@ -42,8 +41,37 @@ tl_status tl_lora_set_create(tl_model *m, tl_session *s, tl_lora_set **out) {
     return TL_OK;
 }
 
+tl_status tl_lora_set_create_at_load(tl_session *s, uint32_t flags, tl_lora_set **out) {
+    if (!s || !out)
+        return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_create_at_load: NULL argument");
+    if (flags & ~TL_LORA_QUANT_AS_F16)
+        return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_create_at_load: unknown flags 0x%x",
+                       (unsigned)(flags & ~TL_LORA_QUANT_AS_F16));
+    tl_lora_set *set = tl__os_calloc(1, sizeof *set);
+    if (!set) return tl__err(TL_ERR_NOMEM, "tl_lora_set_create_at_load: out of memory");
+    set->m = tlr_session_model(s);
+    set->s = s;
+    set->flags = flags;
+    tl_status st = lora_atload_create(set->m, &set->al);
+    if (!st) {
+        tlr_producer p = lora_atload_producer(set->al);
+        st = tlr_session_set_producer(s, &p);
+    }
+    if (st) {
+        lora_atload_destroy(set->al);
+        free(set);
+        return st;
+    }
+    *out = set;
+    return TL_OK;
+}
+
 void tl_lora_set_destroy(tl_lora_set *set) {
     if (!set) return;
+    if (set->al) {
+        tlr_session_set_producer(set->s, NULL);
+        lora_atload_destroy(set->al);
+    }
     free(set->items);
     free(set);
 }
@@ -72,6 +100,7 @@ static tl_status touched_by(const tl_lora_set *set, const tl_lora *l, bool *touc
     for (size_t k = 0; k < tl_lora_module_count(l); k++)
         if (t[k] != TL_NOT_FOUND) touched[t[k]] = true;
     free(t);
+    if (set->al) return TL_OK; /* made from the file's bytes tensor by tensor: no shared bytes */
     size_t n = tl_model_tensor_count(set->m);
     span *v = tl__os_malloc((n ? n : 1) * sizeof *v);
     if (!v) return tl__err(TL_ERR_NOMEM, "LoRA set: out of memory");
@@ -131,6 +160,34 @@ static tl_status end(tl_lora_set *set, size_t *list, size_t n, tl_status st) {
     return st;
 }
 
+/*
+ * At load: can l be applied to every tensor it targets as it loads? (types,
+ * shapes, tensors on devices) Quantized targets of a set keeping them at F16
+ * are made F16 in the session first.
+ */
+static tl_status atload_check(tl_lora_set *set, const tl_lora *l) {
+    size_t *t = NULL;
+    tl_status st = lora_targets(set->m, l, &t);
+    for (size_t k = 0; !st && k < tl_lora_module_count(l); k++) {
+        if (t[k] == TL_NOT_FOUND) continue;
+        st = lora_atload_fits(set->m, l, k, t[k]);
+        if (!st) st = tlr_session_producible(set->s, t[k]);
+    }
+    for (size_t k = 0; !st && k < tl_lora_module_count(l); k++) {
+        if (t[k] == TL_NOT_FOUND || !(set->flags & TL_LORA_QUANT_AS_F16)) continue;
+        tl_dtype d = tl_model_tensor(set->m, t[k])->dtype;
+        if (d == TL_DTYPE_Q8_0 || d == TL_DTYPE_Q4_0)
+            st = tl_session_set_dtype(set->s, t[k], TL_DTYPE_F16);
+    }
+    free(t);
+    return st;
+}
+
+/* At load: the set's LoRAs, n of them, applied from now on (between begin and end). */
+static tl_status atload_apply(tl_lora_set *set, size_t n) {
+    return lora_atload_set(set->al, set->items, n);
+}
+
 tl_status tl_lora_set_add(tl_lora_set *set, const tl_lora *l, float scale, tl_lora_report *r,
                           size_t r_size) {
     if (!set || !l || (r && !r_size))
@@ -148,8 +205,22 @@ tl_status tl_lora_set_add(tl_lora_set *set, const tl_lora *l, float scale, tl_lo
     }
     size_t *list = NULL, nl = 0;
     tl_status st = touched_by(set, l, touched);
-    if (!st) st = begin(set, touched, &list, &nl);
     tl_lora_report full = {0};
+    if (set->al) {
+        if (!st) st = tl_lora_match(set->m, l, &full, sizeof full);
+        if (!st) st = atload_check(set, l);
+        if (!st) st = begin(set, touched, &list, &nl);
+        if (!st) {
+            set->items[set->n] = (set_item){l, scale};
+            tl_status e = atload_apply(set, set->n + 1);
+            if (!e) set->n++;
+            st = end(set, list, nl, e);
+        }
+        if (r) tl__copy_out(r, r_size, &full, sizeof full);
+        free(touched);
+        return st;
+    }
+    if (!st) st = begin(set, touched, &list, &nl);
     if (!st) st = end(set, list, nl, lora_apply_some(set->m, l, scale, NULL, &full));
     if (r) tl__copy_out(r, r_size, &full, sizeof full);
     if (!st) set->items[set->n++] = (set_item){l, scale};
@@ -170,6 +241,12 @@ static tl_status rebuild(tl_lora_set *set, const tl_lora *l) {
     if (!touched) return tl__err(TL_ERR_NOMEM, "LoRA set: out of memory");
     size_t *list = NULL, nl = 0;
     tl_status st = touched_by(set, l, touched);
+    if (!st && set->al) { /* at load: the next loads of the touched tensors apply the set as is */
+        st = begin(set, touched, &list, &nl);
+        if (!st) st = end(set, list, nl, atload_apply(set, set->n));
+        free(touched);
+        return st;
+    }
     if (!st) {
         st = begin(set, touched, &list, &nl);
         if (!st) {

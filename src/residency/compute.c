@@ -92,7 +92,11 @@ void tlr_compute_destroy(tlr_compute *c) {
 }
 
 /* Is tensor i a 2-D weight ggml multiplies? (cached) */
-static bool multiplied(tlr_compute *c, size_t i) {
+/* Is acquired tensor st multiplied? (not one the session keeps converted: the reference is the
+ * file's type) */
+static bool multiplied(tlr_compute *c, const tl_session_tensor *st) {
+    size_t i = st->index;
+    if (st->info->dtype != tl_model_tensor(c->m, i)->dtype) return false;
     if (c->ok[i]) return c->ok[i] == 1;
     const tl_tensor_info *t = tl_model_tensor(c->m, i);
     uint64_t b;
@@ -203,7 +207,7 @@ tl_status tlr_compute_step(tlr_compute *c, const tl_acquired *a, tl_run_phase *p
     size_t n = 0;
     for (size_t i = 0; i < tl_acquired_count(a); i++) {
         const tl_session_tensor *t = tl_acquired_tensor(a, i);
-        if (multiplied(c, t->index)) n += t->n_parts;
+        if (multiplied(c, t)) n += t->n_parts;
     }
     if (!n) return TL_OK;
     job *jobs = tl__os_calloc(n, sizeof *jobs);
@@ -212,7 +216,7 @@ tl_status tlr_compute_step(tlr_compute *c, const tl_acquired *a, tl_run_phase *p
     tl_status s = jobs && ws ? TL_OK : tl__err(TL_ERR_NOMEM, "run: compute: out of memory");
     for (size_t i = 0; i < tl_acquired_count(a) && !s; i++) {
         const tl_session_tensor *t = tl_acquired_tensor(a, i);
-        if (!multiplied(c, t->index)) continue;
+        if (!multiplied(c, t)) continue;
         for (uint32_t k = 0; k < t->n_parts && !s; k++)
             s = prepare(c, t, &t->parts[k], &jobs[nj++]);
     }

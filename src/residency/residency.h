@@ -22,9 +22,65 @@ typedef struct tlr_place {
 
 /*
  * The units of every tensor of m under plan p, in tensor order (a tensor's
- * units are consecutive). *out is malloc'd.
+ * units are consecutive), in file bytes; row blocks in proportion to the
+ * devices' bytes as the tensors will be kept (converted to `convert` where
+ * tl_convert_target says so; TL_DTYPE_INVALID: as in the file). *out is
+ * malloc'd.
  */
-tl_status tlr_place_all(const tl_model *m, const tl_plan *p, tlr_place **out, size_t *n);
+tl_status tlr_place_all(const tl_model *m, const tl_plan *p, tl_dtype convert, tlr_place **out,
+                        size_t *n);
+
+/*
+ * A unit in the type the session keeps its tensor in (xform.c): from the
+ * file's type to `to`, bytes [off, off + len) of the converted tensor made
+ * from file bytes [src_off, src_off + src_len) of the tensor (the same range
+ * when from == to).
+ */
+typedef struct tlr_xunit {
+    tl_dtype from, to;
+    uint64_t off, len, src_off, src_len;
+} tlr_xunit;
+/* Can tensor t of m be kept as `to`? TL_ERR_UNSUPPORTED naming file, tensor and types if not. */
+tl_status tlr_xform_check(const tl_model *m, size_t t, tl_dtype to);
+/* Tensor t's info as kept in type `to` (checked): dtype and nbytes changed. */
+void tlr_xform_info(const tl_model *m, size_t t, tl_dtype to, tl_tensor_info *out);
+/* The unit pl (placed in file bytes) kept in type `to` (checked). */
+void tlr_xform_unit(const tl_model *m, const tlr_place *pl, tl_dtype to, tlr_xunit *out);
+
+/*
+ * A producer of weights as they load (an at-load LoRA set, lora/atload.c):
+ * the session asks it for the tensors it wants (wants) and has it write the
+ * rows [r0, r1) of such a tensor, made from the file's bytes, in type `to`
+ * (the unit's, xunit.to) at dst (host memory of that many rows). It may run
+ * on several threads at once, with no session lock held; *err gets the
+ * largest error its rounding added (0 when none is measured).
+ */
+typedef struct tlr_producer {
+    bool (*wants)(void *user, size_t tensor);
+    tl_status (*rows)(void *user, size_t tensor, uint64_t r0, uint64_t r1, tl_dtype to, void *dst,
+                      double *err);
+    void *user;
+} tlr_producer;
+/*
+ * Attach p to s (NULL: detach). Tensors whose wants changes must go through
+ * tl_session_update_begin / _end, which asks wants again for them; units
+ * produced from then on count as loads with a producer. Detaching drops the
+ * unreferenced produced copies; referenced ones keep their bytes until
+ * evicted. TL_ERR_INVALID_ARG when another producer is attached.
+ */
+tl_status tlr_session_set_producer(tl_session *s, const tlr_producer *p);
+/* TL_OK when every unit of tensor t is on a device (a producer's bytes need memory of their own). */
+tl_status tlr_session_producible(const tl_session *s, size_t t);
+/*
+ * Produce unit pl (xunit x) through p, a chunk of rows at a time (at most
+ * 16 MiB of them in their type and in F32): into host memory `host` (the
+ * memory of a host-addressed device), or, with host NULL, through a buffer
+ * of one chunk uploaded to (dev, dptr). *err: the largest error the
+ * producer reported.
+ */
+tl_status tlr_xform_produce(const tlr_producer *p, const tl_model *m, const tlr_place *pl,
+                            const tlr_xunit *x, void *host, tl_device *dev, tl_devptr dptr,
+                            double *err);
 
 /* Group id of a tensor: (component, layer) or (component, other), dense from 0. */
 typedef struct tlr_groups {

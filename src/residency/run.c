@@ -12,13 +12,15 @@
  * (under the SIGBUS guard: they may be the file's mapping), device memory
  * through one staging buffer of at most 16 MiB (copied back chunk by chunk),
  * and compares with the xxHash64 of the model's own bytes for that range
- * (computed once per part and cached).
+ * (computed once per part and cached) — for a tensor the session keeps
+ * converted, of those bytes converted as the loader converts them.
  */
 #include "residency/residency.h"
 #include "residency/compute.h"
 
 #include "core/error.h"
 #include "core/options.h"
+#include "io/convert.h"
 #include "os/guard.h"
 #include "os/hostmem.h"
 #include "os/os.h"
@@ -232,6 +234,67 @@ static tl_status hash_part(run *r, const tl_session_tensor *t, const tl_session_
     return TL_OK;
 }
 
+/* A conversion of file bytes into the check's buffer, run as one guarded call. */
+typedef struct conv_args {
+    tl_dtype to, from;
+    void *dst;
+    const void *src;
+    uint64_t n, bad;
+    bool ok;
+} conv_args;
+
+static void do_conv(void *a) {
+    conv_args *c = a;
+    c->ok = tl__convert_run(c->to, c->dst, c->from, c->src, c->n, &c->bad);
+}
+
+/*
+ * xxh64 of part p of a tensor the session keeps converted: the file's bytes
+ * of the part's rows converted as the loader converts them, chunk by chunk.
+ */
+static tl_status hash_converted(run *r, const tl_session_tensor *t, const tl_session_part *p,
+                                uint64_t *out) {
+    const tl_tensor_info *fi = tl_model_tensor(r->m, t->index);
+    tl__conv_unit u;
+    if (!tl__convert_unit(fi->dtype, t->info->dtype, &u))
+        return tl__err(TL_ERR_UNSUPPORTED, "tensor %s: no conversion from %s to %s", fi->name,
+                       tl_dtype_name(fi->dtype), tl_dtype_name(t->info->dtype));
+    uint64_t off = 0, len = fi->nbytes;
+    if (p->nbytes != t->info->nbytes) { /* a row block */
+        uint64_t row = fi->nbytes / (uint64_t)fi->shape[0];
+        off = p->row_begin * row;
+        len = (p->row_end - p->row_begin) * row;
+    }
+    if (!r->buf) {
+        uint64_t blen;
+        int e = tl__os_anon_alloc(CHECK_CHUNK, TL_OS_PAGES_SMALL, (void **)&r->buf, &blen);
+        if (e) return tl__err(TL_ERR_NOMEM, "run: staging buffer for the check: out of memory");
+        r->buf_len = blen;
+    }
+    XXH64_state_t *st = XXH64_createState();
+    if (!st) return tl__err(TL_ERR_NOMEM, "run: out of memory");
+    XXH64_reset(st, 0);
+    const unsigned char *src = (const unsigned char *)tl_model_tensor_data(r->m, t->index) + off;
+    uint64_t step = CHECK_CHUNK / (u.out > u.in ? u.out : u.in) * u.in;
+    tl_status s = TL_OK;
+    for (uint64_t o = 0; o < len && !s; o += step) {
+        uint64_t n = len - o < step ? len - o : step;
+        conv_args a = {t->info->dtype, fi->dtype, r->buf, src + o, n / u.in * u.elems, 0, false};
+        if (tl__os_guarded_call(do_conv, &a))
+            s = tl__err(TL_ERR_CHANGED, "tensor %s: its file was truncated under its mapping",
+                        fi->name);
+        else if (!a.ok)
+            s = tl__err(TL_ERR_UNSUPPORTED, "tensor %s: element %llu does not fit in %s",
+                        fi->name, (unsigned long long)((off + o) / u.in * u.elems + a.bad),
+                        tl_dtype_name(t->info->dtype));
+        else
+            XXH64_update(st, r->buf, (size_t)(n / u.in * u.out));
+    }
+    *out = XXH64_digest(st);
+    XXH64_freeState(st);
+    return s;
+}
+
 static tl_status expected(run *r, const tl_session_tensor *t, const tl_session_part *p,
                           uint64_t *out) {
     *out = 0; /* written on every path: 0 when the status is an error */
@@ -241,10 +304,15 @@ static tl_status expected(run *r, const tl_session_tensor *t, const tl_session_p
             *out = r->want[i][k].hash;
             return TL_OK;
         }
-    const unsigned char *src = (const unsigned char *)tl_model_tensor_data(r->m, i) + p->offset;
-    if (hash_host(src, p->nbytes, out))
-        return tl__err(TL_ERR_CHANGED, "tensor %s: its file was truncated under its mapping",
-                       t->info->name);
+    if (t->info->dtype != tl_model_tensor(r->m, i)->dtype) { /* kept converted by the session */
+        tl_status s = hash_converted(r, t, p, out);
+        if (s) return s;
+    } else {
+        const unsigned char *src = (const unsigned char *)tl_model_tensor_data(r->m, i) + p->offset;
+        if (hash_host(src, p->nbytes, out))
+            return tl__err(TL_ERR_CHANGED, "tensor %s: its file was truncated under its mapping",
+                           t->info->name);
+    }
     expect *w = tl__os_realloc(r->want[i], (r->n_want[i] + 1) * sizeof *w);
     if (!w) return TL_OK; /* not cached: computed again next time */
     w[r->n_want[i]++] = (expect){p->offset, p->nbytes, *out};

@@ -67,7 +67,10 @@ typedef struct fence {
 } fence;
 
 typedef struct unit {
-    tlr_place pl;
+    tlr_place pl; /* off and len: bytes of the tensor as the session keeps it (x.to) */
+    tlr_xunit x;  /* the type it is kept in, and the file bytes it is made from */
+    bool produced;       /* made from the file's bytes by the session's producer (at-load LoRA) */
+    uint32_t seen_epoch; /* its tensor's epoch when it last loaded (UINT32_MAX: never loaded) */
     int32_t dev; /* session device, TLR_HOST for the host */
     size_t group;
     /* state */
@@ -168,6 +171,9 @@ struct tl_session {
     unit *u;
     size_t n_u;
     size_t *first; /* per tensor: its first unit; first[n_tensors] = n_u */
+    tl_tensor_info *xinfo; /* per tensor kept converted: its info as kept (name NULL: not) */
+    uint32_t *epoch;       /* per tensor: tl_session_update_begin calls on it */
+    tlr_producer prod;     /* an at-load LoRA set (prod.rows NULL: none) */
     tlr_groups groups;
     _Atomic int priority;                 /* tl_session_set_priority */
     uint64_t comp_reserve[TL_COMP_COUNT]; /* compute reserve per component (tl_session_set_reserve) */
@@ -419,10 +425,34 @@ static void moved_locked(tl_session *s, tl_tier from, tl_tier to, uint64_t n) {
 
 /*
  * Does the unit need device memory of its own? (empty tensors do not, nor do
- * host-pointer devices unless the session copies to them: no_zero_copy)
+ * host-pointer devices unless the session copies to them: no_zero_copy, or
+ * the unit is converted or made by the producer)
  */
 static bool on_device(const tl_session *s, const unit *u) {
-    return u->dev != TLR_HOST && (!s->dev[u->dev].host_ptr || s->o.no_zero_copy) && u->pl.len > 0;
+    return u->dev != TLR_HOST &&
+           (!s->dev[u->dev].host_ptr || s->o.no_zero_copy || u->x.from != u->x.to ||
+            u->produced) &&
+           u->pl.len > 0;
+}
+
+/* Does a load of u start from the file's bytes? (not from a RAM, pinned or spill copy) */
+static bool from_file(const unit *u) {
+    return !u->ram && !(u->pin && u->pin_valid) && !u->sp_map;
+}
+
+/* Will a load of u convert the file's bytes? (its RAM, pinned and spill copies are converted) */
+static bool converts(const unit *u) {
+    return u->x.from != u->x.to && from_file(u);
+}
+
+/* Will the producer make u's bytes? (its RAM and spill copies hold what it made) */
+static bool produces(const tl_session *s, const unit *u) {
+    return s->prod.rows && u->produced && from_file(u);
+}
+
+/* Is u loaded with an asynchronous copy? (conversions run on the mover, through staging) */
+static bool async_load(const tl_session *s, const unit *u) {
+    return s->dev[u->dev].async && !converts(u) && !produces(s, u);
 }
 
 /* Where a unit's bytes are readable on the host, and which tier that is. */
@@ -445,7 +475,7 @@ static const unsigned char *host_src(const tl_session *s, const unit *u, tl_tier
     }
     *tier = TL_TIER_FILE;
     *mapped = true;
-    return (const unsigned char *)tl_model_tensor_data(s->m, u->pl.tensor) + u->pl.off;
+    return (const unsigned char *)tl_model_tensor_data(s->m, u->pl.tensor) + u->x.src_off;
 }
 
 static void dev_add_locked(tl_session *s, int32_t d, uint64_t n) {
@@ -1057,6 +1087,8 @@ tl_status tl_session_destroy(tl_session *s) {
     free(s->rec);
     free(s->u);
     free(s->first);
+    free(s->xinfo);
+    free(s->epoch);
     free(s->gfirst);
     free(s->gunits);
     free(s->hp);
@@ -1139,7 +1171,7 @@ static tl_status index_units(tl_session *s) {
     for (size_t i = 0; i < s->n_u; i++) {
         const unit *u = &s->u[i];
         s->gfirst[u->group + 2]++; /* group < ng (tlr_group_of) */
-        if (on_device(s, u)) per_dev[u->dev]++;
+        if (u->dev != TLR_HOST) per_dev[u->dev]++; /* a later tl_session_set_dtype may copy it */
     }
     for (size_t g = 0; g < ng; g++) /* gfirst[g + 2]: counts, then gfirst[g + 1]: starts */
         s->gfirst[g + 2] += s->gfirst[g + 1];
@@ -1153,6 +1185,59 @@ static tl_status index_units(tl_session *s) {
     tl__os_mutex_lock(&s->mu);
     heap_rebuild_locked(s);
     tl__os_mutex_unlock(&s->mu);
+    return TL_OK;
+}
+
+/*
+ * Keep tensor t as `to` (checked; none of its units holds anything): its
+ * units' lengths become the converted ones and the info handed out says so.
+ */
+static tl_status keep_as(tl_session *s, size_t t, tl_dtype to) {
+    if (!s->xinfo) {
+        s->xinfo = tl__os_calloc(tl_model_tensor_count(s->m), sizeof *s->xinfo);
+        if (!s->xinfo) return tl__err(TL_ERR_NOMEM, "session: out of memory");
+    }
+    if (to == tl_model_tensor(s->m, t)->dtype)
+        s->xinfo[t] = (tl_tensor_info){0};
+    else
+        tlr_xform_info(s->m, t, to, &s->xinfo[t]);
+    for (size_t q = s->first[t]; q < s->first[t + 1]; q++) {
+        unit *u = &s->u[q];
+        tlr_place file = u->pl;
+        file.off = u->x.src_off;
+        file.len = u->x.src_len;
+        tlr_xform_unit(s->m, &file, to, &u->x);
+        u->pl.off = u->x.off;
+        u->pl.len = u->x.len;
+    }
+    return TL_OK;
+}
+
+/* A tensor kept in host memory (the mapping itself, zero copy) stays in the file's type. */
+static bool on_host(const tl_session *s, size_t t) {
+    for (size_t q = s->first[t]; q < s->first[t + 1]; q++)
+        if (s->u[q].dev == TLR_HOST) return true;
+    return false;
+}
+
+/* tl_session_options.dtype: every tensor tl_convert_target picks, on devices. */
+static tl_status convert_all(tl_session *s) {
+    tl_dtype to = s->o.dtype;
+    if (to != TL_DTYPE_F32 && to != TL_DTYPE_F16 && to != TL_DTYPE_BF16 && to != TL_DTYPE_I32 &&
+        to != TL_DTYPE_Q8_0 && to != TL_DTYPE_Q4_0)
+        return tl__err(TL_ERR_INVALID_ARG,
+                       "tl_session_options.dtype %s: sessions convert to F32, F16, BF16, I32, "
+                       "Q8_0 or Q4_0",
+                       tl_dtype_name(to));
+    for (size_t t = 0; t < tl_model_tensor_count(s->m); t++) {
+        tl_dtype x = tl_convert_target(tl_model_tensor(s->m, t), to);
+        if (x == tl_model_tensor(s->m, t)->dtype || on_host(s, t) ||
+            s->first[t] == s->first[t + 1])
+            continue;
+        tl_status st = tlr_xform_check(s->m, t, x);
+        if (!st) st = keep_as(s, t, x);
+        if (st) return st;
+    }
     return TL_OK;
 }
 
@@ -1218,16 +1303,20 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
     /* units */
     tlr_place *pl = NULL;
     size_t n_pl = 0;
-    if (!st) st = tlr_place_all(m, p, &pl, &n_pl);
+    if (!st)
+        st = tlr_place_all(m, p, s->o.convert ? s->o.dtype : TL_DTYPE_INVALID, &pl, &n_pl);
     if (!st) {
         size_t nt = tl_model_tensor_count(m);
         s->u = tl__os_calloc(n_pl ? n_pl : 1, sizeof *s->u);
         s->first = tl__os_calloc(nt + 1, sizeof *s->first);
-        if (!s->u || !s->first) st = tl__err(TL_ERR_NOMEM, "session: out of memory");
+        s->epoch = tl__os_calloc(nt ? nt : 1, sizeof *s->epoch);
+        if (!s->u || !s->first || !s->epoch) st = tl__err(TL_ERR_NOMEM, "session: out of memory");
         tlr_groups_init(m, &s->groups);
         for (size_t i = 0, t = 0; !st && i < n_pl; i++) {
             unit *u = &s->u[i];
             u->pl = pl[i];
+            tlr_xform_unit(m, &pl[i], tl_model_tensor(m, pl[i].tensor)->dtype, &u->x);
+            u->seen_epoch = UINT32_MAX;
             u->dev = pl[i].plan_dev == TLR_HOST || (uint32_t)pl[i].plan_dev >= TL_PLAN_MAX_DEVICES
                          ? TLR_HOST
                          : s->plan2dev[pl[i].plan_dev];
@@ -1239,7 +1328,8 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
             for (size_t t = n_pl ? pl[n_pl - 1].tensor + 1 : 0; t <= nt; t++)
                 s->first[t] = n_pl;
             s->n_u = n_pl;
-            st = index_units(s);
+            if (s->o.convert) st = convert_all(s);
+            if (!st) st = index_units(s);
         }
     }
     free(pl);
@@ -1285,6 +1375,10 @@ static void loaded_locked(tl_session *s, unit *u, bool prefetch) {
         u->pin_valid = true;
         moved_locked(s, TL_TIER_FILE, TL_TIER_PINNED, u->pl.len);
     }
+    if (s->prod.rows && u->produced && from == TL_TIER_FILE) s->st.lora_loads++;
+    uint32_t ep = s->epoch[u->pl.tensor];
+    if (u->seen_epoch != UINT32_MAX && u->seen_epoch != ep) s->st.lora_reloads++;
+    u->seen_epoch = ep;
     u->loading = false;
     u->on_dev = true;
     u->prefetched = prefetch;
@@ -1308,7 +1402,7 @@ static bool pin_prepare_locked(tl_session *s, unit *u, tl__io_xfer *fill) {
     sdev *v = &s->dev[u->dev];
     uint64_t n = u->pl.len, cap = s->o.pinned_cap;
     if (!v->pinned || !u->pl.streamed || !cap || n == 0 || n > cap || u->pin || u->ram ||
-        u->sp_map || u->dirty)
+        u->sp_map || u->dirty || u->produced)
         return false;
     while (s->st.pinned_used + n > cap) {
         size_t best = s->n_u;
@@ -1335,9 +1429,10 @@ static bool pin_prepare_locked(tl_session *s, unit *u, tl__io_xfer *fill) {
     u->pin_valid = false;
     s->st.pinned_used += n;
     if (s->st.pinned_used > s->st.pinned_peak) s->st.pinned_peak = s->st.pinned_used;
-    *fill = (tl__io_xfer){.len = n, .path = fpath(s, u), .name = tname(s, u)};
+    *fill = (tl__io_xfer){.len = u->x.src_len, .from = u->x.from, .to = u->x.to,
+                          .path = fpath(s, u), .name = tname(s, u)};
     fill->src.kind = TL_IO_HOST;
-    fill->src.host = (unsigned char *)tl_model_tensor_data(s->m, u->pl.tensor) + u->pl.off;
+    fill->src.host = (unsigned char *)tl_model_tensor_data(s->m, u->pl.tensor) + u->x.src_off;
     fill->src.mapped = true;
     fill->dst.kind = TL_IO_HOST;
     fill->dst.host = p;
@@ -1350,6 +1445,11 @@ static tl__io_xfer load_xfer(tl_session *s, unit *u) {
     bool mapped;
     const unsigned char *src = host_src(s, u, &tier, &mapped);
     tl__io_xfer x = {.len = u->pl.len, .path = fpath(s, u), .name = tname(s, u)};
+    if (tier == TL_TIER_FILE) { /* the file's bytes, converted on the way where kept so */
+        x.len = u->x.src_len;
+        x.from = u->x.from;
+        x.to = u->x.to;
+    }
     x.src.kind = TL_IO_HOST;
     x.src.host = (void *)src;
     x.src.mapped = mapped;
@@ -1631,6 +1731,7 @@ static tl_status prefetch_want(tl_session *s, const want *w) {
     for (size_t i = 0; i < n && !st; i++) {
         unit *u = &s->u[list[i]];
         if (!on_device(s, u) || u->on_dev || u->loading || u->busy) continue;
+        if (produces(s, u)) continue; /* made by the acquire that needs it */
         bool ok;
         uint64_t pool_short; /* a prefetch does not evict other sessions' units */
         st = reserve_locked(s, u, true, &ok, &pool_short);
@@ -1640,7 +1741,7 @@ static tl_status prefetch_want(tl_session *s, const want *w) {
             s->st.prefetch_skipped++;
             continue;
         }
-        if (s->dev[u->dev].async) {
+        if (async_load(s, u)) {
             list[na++] = list[i]; /* issued below (list is reused) */
             continue;
         }
@@ -2079,9 +2180,10 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
     tl__io_xfer *x = tl__os_malloc((n ? 2 * n : 1) * sizeof *x);
     size_t *mine = tl__os_malloc((n ? n : 1) * sizeof *mine);
     size_t *asy = tl__os_malloc((n ? n : 1) * sizeof *asy);
+    size_t *made = tl__os_malloc((n ? n : 1) * sizeof *made); /* units the producer makes */
     size_t nf = 0;
     size_t na = 0;
-    if (!x || !mine || !asy) st = tl__err(TL_ERR_NOMEM, "session: out of memory");
+    if (!x || !mine || !asy || !made) st = tl__err(TL_ERR_NOMEM, "session: out of memory");
     bool hit_counted = false;
     unsigned pool_tries = 0; /* evictions across sessions asked of a pool by this acquire */
     while (!st) {
@@ -2109,7 +2211,7 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
             wait_prefetch_locked(s, gen);
             continue;
         }
-        size_t k = 0;
+        size_t k = 0, kx = 0, np = 0; /* units loaded here; of them moved by the mover, made */
         nf = 0;
         for (size_t i = 0; i < n && !st; i++) {
             unit *u = &s->u[list[i]];
@@ -2171,11 +2273,16 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
                     room_dev = u->dev;
                 break;
             }
-            if (s->dev[u->dev].async) {
+            if (async_load(s, u)) {
                 asy[na++] = list[i];
                 continue;
             }
-            x[k] = load_xfer(s, u);
+            if (produces(s, u)) { /* made by the producer below */
+                made[np++] = list[i];
+                mine[k++] = list[i];
+                continue;
+            }
+            x[kx++] = load_xfer(s, u);
             mine[k++] = list[i];
             nf += pin_prepare_locked(s, u, &x[n + nf]);
         }
@@ -2276,12 +2383,27 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
             memmove(mine, mine + k, na * sizeof *mine);
             break;
         }
-        memmove(x + k, x + n, nf * sizeof *x); /* pinned copies filled alongside */
-        for (size_t i = 0; i < k + nf; i++)
+        memmove(x + kx, x + n, nf * sizeof *x); /* pinned copies filled alongside */
+        for (size_t i = 0; i < kx + nf; i++)
             moved += x[i].len;
+        for (size_t i = 0; i < np; i++)
+            moved += s->u[made[i]].pl.len;
+        tlr_producer prod = s->prod;
         tl__os_mutex_unlock(&s->mu);
-        st = run_loads(s, x, k + nf, cgen, moved, &by_callback);
+        if (kx + nf) st = run_loads(s, x, kx + nf, cgen, moved, &by_callback);
+        double err = 0;
+        for (size_t i = 0; i < np && !st; i++) { /* the units are loading: nothing moves them */
+            const unit *u = &s->u[made[i]];
+            const sdev *v = &s->dev[u->dev];
+            double e = 0;
+            st = tlr_xform_produce(&prod, s->m, &u->pl, &u->x,
+                                   v->host_ptr ? (void *)(uintptr_t)u->dptr : NULL, v->d, u->dptr,
+                                   &e);
+            if (e > err) err = e;
+            if (!st && cancel_asked(s, cgen)) st = cancelled_err(false);
+        }
         tl__os_mutex_lock(&s->mu);
+        if (err > s->st.lora_max_error) s->st.lora_max_error = err;
         for (size_t i = 0; i < k; i++) {
             unit *u = &s->u[mine[i]];
             if (st)
@@ -2298,6 +2420,7 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
     }
     free(x);
     free(asy);
+    free(made);
     if (queued) room_leave_locked(s, &me);
     if (st) {
         if (holding) {
@@ -2402,7 +2525,9 @@ static tl_status build_acquired(tl_session *s, size_t *list, size_t n, tl_acquir
         }
         size_t t = u->pl.tensor;
         if (a->n == 0 || a->t[a->n - 1].index != t) {
-            a->t[a->n] = (tl_session_tensor){t, tl_model_tensor(s->m, t), 0, p};
+            const tl_tensor_info *ti = s->xinfo && s->xinfo[t].name ? &s->xinfo[t]
+                                                                   : tl_model_tensor(s->m, t);
+            a->t[a->n] = (tl_session_tensor){t, ti, 0, p};
             a->n++;
         }
         a->t[a->n - 1].n_parts++;
@@ -2728,16 +2853,20 @@ tl_status tl_session_update_begin(tl_session *s, const size_t *tensors, size_t n
     reap_locked(s);
     st = idle_locked(s, tensors, n, "tl_session_update_begin");
     if (!st) {
-        for (size_t k = 0; k < n; k++)
+        for (size_t k = 0; k < n; k++) {
+            s->epoch[tensors[k]]++;
             for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1]; q++)
                 s->u[q].busy++;
+        }
         for (size_t k = 0; k < n && !st; k++)
             for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1] && !st; q++)
                 st = forget_locked(s, &s->u[q]);
         if (st) { /* a failing fence: the update does not start */
-            for (size_t k = 0; k < n; k++)
+            for (size_t k = 0; k < n; k++) {
+                s->epoch[tensors[k]]--;
                 for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1]; q++)
                     s->u[q].busy--;
+            }
             tl__os_cond_broadcast(&s->bcv);
         }
     }
@@ -2758,11 +2887,78 @@ tl_status tl_session_update_end(tl_session *s, const size_t *tensors, size_t n) 
                 break;
             }
     if (!st) {
-        for (size_t k = 0; k < n; k++)
-            for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1]; q++)
+        for (size_t k = 0; k < n; k++) {
+            bool made = s->prod.rows && s->prod.wants(s->prod.user, tensors[k]);
+            for (size_t q = s->first[tensors[k]]; q < s->first[tensors[k] + 1]; q++) {
                 s->u[q].busy--;
+                if (s->u[q].dev != TLR_HOST) s->u[q].produced = made; /* no copy while busy */
+            }
+        }
         tl__os_cond_broadcast(&s->bcv);
     }
+    tl__os_mutex_unlock(&s->mu);
+    return st;
+}
+
+tl_status tlr_session_producible(const tl_session *s, size_t t) {
+    for (size_t q = s->first[t]; q < s->first[t + 1]; q++)
+        if (s->u[q].dev == TLR_HOST) {
+            const tl_tensor_info *ti = tl_model_tensor(s->m, t);
+            return tl__err(TL_ERR_UNSUPPORTED,
+                           "%s: tensor %s: the plan keeps it in host memory (the file's mapping "
+                           "itself), where nothing can be made as it loads: place it on a "
+                           "device, or merge into a writable model (tl_lora_apply)",
+                           tl_model_file(s->m, ti->file)->path, ti->name);
+        }
+    return TL_OK;
+}
+
+tl_status tlr_session_set_producer(tl_session *s, const tlr_producer *p) {
+    tl__os_mutex_lock(&s->mu);
+    if (p && s->prod.rows) {
+        tl__os_mutex_unlock(&s->mu);
+        return tl__err(TL_ERR_INVALID_ARG, "session: an at-load LoRA set is attached already");
+    }
+    if (p) {
+        s->prod = *p;
+    } else {
+        reap_locked(s);
+        for (size_t i = 0; i < s->n_u; i++) {
+            unit *u = &s->u[i];
+            /* a copy still in use keeps its bytes (and its memory of its own) until evicted */
+            if (u->produced && !u->refs && !u->loading && !u->busy && !u->dirty &&
+                forget_locked(s, u) == TL_OK)
+                u->produced = false;
+        }
+        s->prod = (tlr_producer){0};
+    }
+    tl__os_mutex_unlock(&s->mu);
+    return TL_OK;
+}
+
+tl_status tl_session_set_dtype(tl_session *s, size_t tensor, tl_dtype dtype) {
+    if (!s || tensor >= tl_model_tensor_count(s->m))
+        return tl__err(TL_ERR_INVALID_ARG, "tl_session_set_dtype: bad session or tensor");
+    const tl_tensor_info *ti = tl_model_tensor(s->m, tensor);
+    tl_status st = tlr_xform_check(s->m, tensor, dtype);
+    if (st) return st;
+    if (dtype != ti->dtype && on_host(s, tensor))
+        return tl__err(TL_ERR_UNSUPPORTED,
+                       "%s: tensor %s: the plan keeps it in host memory (the file's mapping): "
+                       "it stays %s there",
+                       tl_model_file(s->m, ti->file)->path, ti->name, tl_dtype_name(ti->dtype));
+    tl__os_mutex_lock(&s->mu);
+    reap_locked(s);
+    st = idle_locked(s, &tensor, 1, "tl_session_set_dtype");
+    for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++) {
+        const unit *u = &s->u[q];
+        if (u->busy || u->dirty)
+            st = tl__err(TL_ERR_INVALID_ARG, "tl_session_set_dtype: tensor %s is %s", ti->name,
+                         u->busy ? "being updated" : "dirty (written on its device)");
+    }
+    for (size_t q = s->first[tensor]; q < s->first[tensor + 1] && !st; q++)
+        st = forget_locked(s, &s->u[q]);
+    if (!st) st = keep_as(s, tensor, dtype);
     tl__os_mutex_unlock(&s->mu);
     return st;
 }

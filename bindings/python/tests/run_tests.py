@@ -893,6 +893,54 @@ def lora_set_add_rescale_remove_on_a_session():
 
 
 @case
+def lora_at_load_and_converting_session():
+    # at load on a read-only model: the same F16 bytes as the merged set of a writable copy,
+    # a rescale reloads the one touched tensor; a session keeping F16 weights as F32
+    path = os.path.join(TMP, "alm.safetensors")
+    g = torch.Generator().manual_seed(33)
+    pre = "model.diffusion_model.blocks.0."
+    W = torch.randn(32, 64, generator=g).to(torch.float16)
+    V = torch.randn(32, 64, generator=g).to(torch.float16)
+    torch_model(path, {"attn.weight": W, "other.weight": V}, pre)
+    name, other = pre + "attn.weight", pre + "other.weight"
+    lp = os.path.join(TMP, "al1.safetensors")
+    lora_file(lp, pre + "attn", torch.randn(4, 64, generator=g), torch.randn(32, 4, generator=g),
+              2.0)
+    mw = tierload.open(path, writable=True)
+    eager = tierload.LoraSet(mw)
+    lora, _ = eager.add(lp, 0.7)
+    want = mw.torch(name).clone()
+    eager.rescale(lora, -1.5)
+    want2 = mw.torch(name).clone()
+    m = tierload.open(path)
+    p = tierload.plan(m, sim="alsim=64M", backend="diffusion=alsim", reserve="diffusion=0")
+    s = tierload.Session(m, p)
+    ls = tierload.LoraSet(m, s, at_load=True)
+    l2, rep = ls.add(lp, 0.7)
+    assert rep["matched"] == 1, rep
+    with s.acquire("diffusion") as ws:
+        assert torch.equal(ws[name].to_host(), want)
+        assert torch.equal(ws[other].to_host(), V)
+    loads = s.stats()["loads"]
+    ls.rescale(l2, -1.5)
+    with s.acquire("diffusion") as ws:
+        assert torch.equal(ws[name].to_host(), want2)
+    st = s.stats()
+    assert st["loads"] == loads + 1 and st["lora_reloads"] == 1 and st["lora_loads"] == 2, st
+    ls.close()
+    s.close()
+    s = tierload.Session(m, p, dtype="F32")
+    with s.acquire("diffusion") as ws:
+        t = ws[other]
+        assert t.dtype == "F32", t.dtype
+        assert torch.equal(t.to_host(), V.float())
+    s.set_dtype(other, "BF16")
+    with s.acquire("diffusion") as ws:
+        assert torch.equal(ws[other].to_host(), V.float().to(torch.bfloat16))
+    s.close()
+
+
+@case
 def free_memory_needs_the_library_function():
     # the Unsupported fallback always; the eviction where the library exports the function
     from tierload import _lib as L

@@ -616,6 +616,9 @@ class Acquired:
         for i in range(lib.tl_acquired_count(h)):
             st = lib.tl_acquired_tensor(h, i).contents
             info = model.tensors[st.index]
+            if st.info.contents.nbytes != info.nbytes or \
+                    _dtype_name(st.info.contents.dtype) != info.dtype:  # kept converted
+                info = TensorInfo(st.index, st.info.contents)
             parts = [st.parts[k] for k in range(st.n_parts)]
             if len(parts) == 1 and parts[0].host and parts[0].tier != 3:
                 p = parts[0]
@@ -670,10 +673,12 @@ class Session:
 
     def __init__(self, model, plan, host_budget=0, host_headroom=0, spill_dir=None,
                  spill_threshold=0, threads=0, staging_size=0, staging_count=0, policy="auto",
-                 no_async=False, no_zero_copy=False, event_cap=0, no_events=False, progress=None):
+                 no_async=False, no_zero_copy=False, event_cap=0, no_events=False, progress=None,
+                 dtype=None):
         """progress(done, total), if given, is called on the acquiring thread while an
         acquire moves bytes (about every 50 ms, and once when done); returning False cancels
-        that acquire (Cancelled)."""
+        that acquire (Cancelled). dtype ("F16", "BF16", "F32", "Q8_0", "Q4_0"): keep the
+        tensors tl_convert_target picks converted on their devices (set_dtype: one tensor)."""
         o = L.SessionOptions()
         lib.tl_session_options_init(ctypes.byref(o))
         o.host_budget, o.host_headroom, o.spill_threshold = host_budget, host_headroom, spill_threshold
@@ -683,6 +688,8 @@ class Session:
         o.no_async = bool(no_async)
         o.no_zero_copy = bool(no_zero_copy)
         o.event_cap, o.no_events = event_cap, bool(no_events)
+        if dtype is not None:
+            o.convert, o.dtype = True, _dtype_id(dtype, "Session")
         self._progress = None
         if progress is not None:
             def cb(_user, done, total):
@@ -712,6 +719,7 @@ class Session:
                     lib.tl_device_unregister(d)
         self.model, self.plan, self._h = model, plan, h
         self._sets = weakref.WeakSet()  # Acquired not yet released (each keeps self alive)
+        self._lora_sets = weakref.WeakSet()  # at-load LoraSets: destroyed before the session
         self._finalizer = weakref.finalize(self, lib.tl_session_destroy, h)
 
     @property
@@ -725,6 +733,8 @@ class Session:
         if self._finalizer.alive and len(self._sets):
             raise InvalidArgument("the session has %d acquired sets outstanding: release them "
                                   "first" % len(self._sets))
+        for ls in list(self._lora_sets):  # they detach from the session as they go
+            ls.close()
         self._finalizer()
 
     def __enter__(self):
@@ -841,6 +851,17 @@ class Session:
     def check(self):
         check(lib.tl_session_check(self.handle))
 
+    def set_dtype(self, tensor, dtype):
+        """Keep one tensor (name or index) as dtype from its next load (its file type: as in
+        the file); it must not be acquired."""
+        if isinstance(tensor, str):
+            if tensor not in self.model._by_name:
+                raise NotFound("set_dtype: no tensor '%s'" % tensor)
+            i = self.model._by_name[tensor].index
+        else:
+            i = int(tensor)
+        check(lib.tl_session_set_dtype(self.handle, i, _dtype_id(dtype, "set_dtype")))
+
     def stats(self):
         s = L.SessionStats()
         check(lib.tl_session_stats_get(self.handle, ctypes.byref(s), ctypes.sizeof(s)))
@@ -850,7 +871,8 @@ class Session:
                                           "host_budget", "spill_used", "spill_peak",
                                           "pinned_used", "pinned_peak", "pinned_cap",
                                           "staging_bound", "acquire_waits",
-                                          "acquire_timeouts", "acquire_cancels")}
+                                          "acquire_timeouts", "acquire_cancels", "lora_loads",
+                                          "lora_reloads", "lora_max_error")}
         tiers = [_s(lib.tl_tier_name(t)) for t in range(L.TL_TIER_COUNT)]
         out["moved"] = {"%s->%s" % (tiers[a], tiers[b]): s.moved[a][b]
                         for a in range(L.TL_TIER_COUNT) for b in range(L.TL_TIER_COUNT)
@@ -1000,6 +1022,13 @@ class Lora:
         return "Lora(%r, %d modules)" % (self.path, len(self))
 
 
+def _dtype_id(dtype, what):
+    d = lib.tl_dtype_from_name(_b(str(dtype)))
+    if d < 0:
+        raise InvalidArgument("%s: unknown dtype '%s'" % (what, dtype))
+    return d
+
+
 class LoraSet:
     """The LoRAs merged into a model opened writable=True, and optionally into a session
     running it: add, rescale and remove in any order. Merges are in place (copy-on-write: the
@@ -1011,12 +1040,23 @@ class LoraSet:
     model (Model.torch, fill_module) see the merged bytes. Calls on one set from one thread at
     a time."""
 
-    def __init__(self, model, session=None):
+    def __init__(self, model, session=None, at_load=False, quant_as_f16=False):
+        """at_load=True: applied to the session's weights as each unit loads instead (nothing
+        merged ahead; the model may be read-only; F32/F16/BF16 bytes as a merge gives them,
+        Q8_0/Q4_0 requantized, or kept at F16 with quant_as_f16); the session is required."""
         if session is not None and session.model is not model:
             raise InvalidArgument("LoraSet: the session runs another model")
         h = ctypes.c_void_p()
-        check(lib.tl_lora_set_create(model.handle, session.handle if session else None,
-                                     ctypes.byref(h)))
+        if at_load:
+            if session is None:
+                raise InvalidArgument("LoraSet: at_load needs the session")
+            check(lib.tl_lora_set_create_at_load(session.handle, 1 if quant_as_f16 else 0,
+                                                 ctypes.byref(h)))
+        else:
+            check(lib.tl_lora_set_create(model.handle, session.handle if session else None,
+                                         ctypes.byref(h)))
+        if at_load:
+            session._lora_sets.add(self)
         self.model, self.session, self._h = model, session, h
         self._loras = []  # [Lora, scale]: the set borrows them, so they are kept here
         self._finalizer = weakref.finalize(self, lib.tl_lora_set_destroy, h)

@@ -144,7 +144,8 @@ class SessionOptions(ctypes.Structure):
                 ("staging_count", c_uint), ("device_budgets", POINTER(c_u64)),
                 ("n_device_budgets", c_size), ("no_async", c_bool),
                 ("no_zero_copy", c_bool), ("event_cap", c_size), ("no_events", c_bool),
-                ("progress", PROGRESS_FN), ("progress_user", c_void_p)]
+                ("progress", PROGRESS_FN), ("progress_user", c_void_p),
+                ("convert", c_bool), ("dtype", c_int)]
 
 
 class SessionPart(ctypes.Structure):
@@ -172,7 +173,8 @@ class SessionStats(ctypes.Structure):
                 ("pinned_cap", c_u64), ("staging_bound", c_u64), ("n_devices", c_size),
                 ("devices", SessionDeviceStats * TL_PLAN_MAX_DEVICES),
                 ("acquire_waits", c_u64), ("acquire_timeouts", c_u64),
-                ("acquire_cancels", c_u64)]
+                ("acquire_cancels", c_u64), ("lora_loads", c_u64), ("lora_reloads", c_u64),
+                ("lora_max_error", ctypes.c_double)]
 
 
 class SessionEvent(ctypes.Structure):
@@ -310,6 +312,8 @@ def _declare(lib):
                              c_size]),
         "tl_lora_set_remove": (st, [c_void_p, c_void_p]),
         "tl_lora_set_scale": (st, [c_void_p, c_void_p, ctypes.c_float]),
+        "tl_lora_set_create_at_load": (st, [c_void_p, c_u32, P(c_void_p)]),
+        "tl_session_set_dtype": (st, [c_void_p, c_size, c_int]),
         "tl_session_options_init": (None, [P(SessionOptions)]),
         "tl_session_create": (st, [c_void_p, c_void_p, P(SessionOptions), P(c_void_p)]),
         "tl_session_destroy": (st, [c_void_p]),
