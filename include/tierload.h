@@ -321,19 +321,27 @@ typedef enum tl_component {
     TL_COMP_VAE = 2,
     TL_COMP_CONTROLNET = 3,
     TL_COMP_OTHER = 4,
-    TL_COMP_COUNT = 5,
+    /*
+     * A second diffusion model in the same pipeline, run after the first:
+     * Wan 2.2's low-noise expert after its high-noise one, an SDXL refiner
+     * after its base. Only name rules the caller gives
+     * (tl_model_options.components / file_components) and diffusers'
+     * "transformer_2." folder put tensors here.
+     */
+    TL_COMP_DIFFUSION2 = 5,
+    TL_COMP_COUNT = 6,
     TL_COMP_INVALID = -1, /* what tl_component_from_name returns for an unknown name */
 } tl_component;
 
-/* "diffusion", "cond", "vae", "controlnet", "other". */
+/* "diffusion", "cond", "vae", "controlnet", "other", "diffusion2". */
 TL_API const char *tl_component_name(tl_component c);
 /*
  * Parse a component name or alias, as stable-diffusion.cpp names its modules:
  * diffusion (model, unet, dit, transformer), cond (te, clip, text,
  * textencoder(s), conditioner, llm, t5, t5xxl), vae (firststage, autoencoder,
- * tae), controlnet (control), other. Case-insensitive; '-' and '_' are
- * ignored (control_net = control-net = controlnet). TL_COMP_INVALID when
- * unknown.
+ * tae), controlnet (control), other, diffusion2 (diffusion#2, transformer2,
+ * refiner). Case-insensitive; '-' and '_' are ignored
+ * (control_net = control-net = controlnet). TL_COMP_INVALID when unknown.
  */
 TL_API tl_component tl_component_from_name(const char *name);
 /* The component of a tensor name, by the prefix-rule table. */
@@ -540,9 +548,24 @@ typedef struct tl_model_options {
      * with --vae / --clip_l / --t5xxl ("first_stage_model.", "text_encoders.clip_l.").
      */
     const char *const *prefixes;
+    /*
+     * Component rules tried before the built-in name rules
+     * (tl_component_of): "PREFIX=COMPONENT,..." puts every tensor whose full
+     * name (any prefix above included) starts with PREFIX in COMPONENT (a
+     * name or alias of tl_component_from_name); the first rule that matches
+     * wins. "high.=diffusion,low.=diffusion2" makes two diffusion models of
+     * one catalog. NULL or "" = none. A malformed rule or an unknown
+     * component is TL_ERR_INVALID_ARG naming the rule.
+     */
+    const char *components;
+    /*
+     * Optional, one per path (NULL entries allowed): the component of every
+     * tensor of that path's files (a name or alias), before the rules above.
+     */
+    const char *const *file_components;
 } tl_model_options;
 
-/* Defaults: no hints, read-only mapping, no prefixes. */
+/* Defaults: no hints, read-only mapping, no prefixes, no component rules. */
 TL_API void tl_model_options_init(tl_model_options *o);
 
 /*
@@ -1089,8 +1112,10 @@ TL_API void tl_ggml_host_buffer_destroy(tl_ggml_host_buffer *b);
  * simulated or hypothetical) and options in, a plan out; no I/O.
  *
  * Placement and phase model (what a plan promises):
- *   - A pipeline run is a sequence of phases (default "cond,diffusion+controlnet,vae");
- *     a component named in no phase is active in every phase.
+ *   - A pipeline run is a sequence of phases (default "cond,diffusion+controlnet,vae",
+ *     and "cond,diffusion+controlnet,diffusion2,vae" for a model with a
+ *     diffusion2 component); a component named in no phase is active in
+ *     every phase.
  *   - A component's compute reserve (its activation buffers) counts on each of
  *     its GPUs only in the phases where the component is active.
  *   - Weights placed on a GPU are either kept for the whole run ("run"
@@ -1112,7 +1137,7 @@ TL_API void tl_ggml_host_buffer_destroy(tl_ggml_host_buffer *b);
  *     largest of them and the layers), cpu
  *     (computed on the host). Every GPU a component uses holds its reserve.
  *   - Streamed bytes move once per pass; diffusion and controlnet run `steps`
- *     passes per run, the others one.
+ *     passes per run, diffusion2 `steps2`, the others one.
  *   - A component may be constrained (tl_plan_options' masks): offload keeps
  *     only streaming from RAM — with nothing resident, or with a resident
  *     prefix where the GPU has room, whichever moves less (as offload_to_cpu
@@ -1281,7 +1306,7 @@ TL_API tl_status tl_plan_parse_max_vram(const char *spec, const tl_plan_device *
                                         uint64_t headroom, uint64_t *budgets);
 
 /* Default compute reserves: diffusion 2048 MiB, cond 512 MiB, vae 1024 MiB, controlnet 512 MiB,
- * other 0. */
+ * other 0, diffusion2 2048 MiB. */
 TL_API void tl_plan_default_reserves(uint64_t reserve[TL_COMP_COUNT]);
 /* Override reserves from "diffusion=3G,vae=512M" (component names or aliases). */
 TL_API tl_status tl_plan_parse_reserve(const char *spec, uint64_t reserve[TL_COMP_COUNT]);
@@ -1298,7 +1323,8 @@ typedef struct tl_plan_phases {
     uint32_t n;
     uint32_t mask[TL_PLAN_MAX_PHASES];
 } tl_plan_phases;
-/* The default image pipeline: cond, diffusion+controlnet, vae. */
+/* The default image pipeline: cond, diffusion+controlnet, vae (tl_plan_create adds a diffusion2
+ * phase after diffusion's when the summary has that component and no phases are given). */
 TL_API void tl_plan_default_phases(tl_plan_phases *out);
 /* Parse "cond,diffusion+controlnet,vae" (',' separates phases, '+' joins components). */
 TL_API tl_status tl_plan_parse_phases(const char *spec, tl_plan_phases *out);
@@ -1355,6 +1381,22 @@ typedef struct tl_plan_options {
      * the link cost in the model above.
      */
     const char *links;
+    uint32_t steps2; /* passes of diffusion2 per run (after diffusion's); 0 = steps */
+    /*
+     * Per-tensor placements, as llama.cpp's --override-tensor:
+     * "PATTERN=DEVICE,..." (only with tl_plan_create_for_model, which sees
+     * the tensor names). PATTERN is a POSIX extended regular expression
+     * (regcomp REG_EXTENDED) searched anywhere in the name, with the escapes
+     * llama.cpp users write translated (\d digit, \w word character, \s
+     * space, their negations \D \W \S, and \. a dot); DEVICE a device name
+     * as in backend specs ("cpu" the host). The first pattern that matches a
+     * tensor places it on its device, resident for the whole run (counted in
+     * every phase of that device, its bytes at the converted size); the
+     * other tensors are planned as usual. A bad pattern or an unknown device
+     * is TL_ERR_INVALID_ARG / TL_ERR_NOT_FOUND naming the pattern. NULL or
+     * "" = none.
+     */
+    const char *overrides;
 } tl_plan_options;
 
 /* Defaults: auto-fit every component, no cap, no headroom, default reserves and phases. */
@@ -1383,6 +1425,30 @@ typedef struct tl_plan tl_plan;
  */
 TL_API tl_status tl_plan_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
                                 const tl_plan_options *opts, tl_plan **out);
+/*
+ * Plan a model: tl_plan_summary_from_model(m, convert) and tl_plan_create,
+ * with tl_plan_options.overrides applied first (tensors an override places
+ * are left out of their component's summary and counted on their device).
+ * A plan with overrides made by tl_plan_create (no names to match) is
+ * TL_ERR_INVALID_ARG. If a device's overrides alone exceed its budget, the
+ * plan is infeasible and says so.
+ */
+TL_API tl_status tl_plan_create_for_model(const tl_model *m, tl_dtype convert,
+                                          const tl_plan_device *devs, size_t n_devs,
+                                          const tl_plan_options *opts, tl_plan **out);
+/* Tensors placed by overrides (0 without). */
+TL_API size_t tl_plan_override_count(const tl_plan *p);
+/*
+ * Override i (sorted by tensor name): the tensor's name, its plan device
+ * (tl_plan_device_of's index; the host is the last) and the pattern that
+ * placed it; any output may be NULL. TL_ERR_INVALID_ARG for i out of range.
+ */
+TL_API tl_status tl_plan_override_of(const tl_plan *p, size_t i, const char **tensor,
+                                     size_t *device, const char **pattern);
+/* The plan device an override places a tensor on; TL_NOT_FOUND when none does. */
+TL_API size_t tl_plan_override_find(const tl_plan *p, const char *tensor);
+/* Bytes the overrides place on plan device i (in each of its peaks; 0 without). */
+TL_API uint64_t tl_plan_override_bytes(const tl_plan *p, size_t device);
 TL_API void tl_plan_destroy(tl_plan *p);
 TL_API bool tl_plan_feasible(const tl_plan *p);
 /* Why the plan is infeasible, with the smallest change that would fit ("" when feasible). */
@@ -1479,9 +1545,11 @@ TL_API const tl_vae_tiling *tl_plan_tiling(const tl_plan *p);
  * "free","budget"} + for a device with a link "link":{"bandwidth","latency",
  * "push_once","per_run","passes","seconds"}],"phases":[...],"components":[{"name","bytes","reserve",
  * "mode","residency","devices","shares","device_bytes","host_bytes",
- * "moved_per_run","requested"}],"peaks":[{"device","phase","bytes"}],"moved_per_run",
+ * "moved_per_run","requested"}],"overrides":[{"pattern","device","bytes","tensors"}],
+ * "peaks":[{"device","phase","bytes"}],"moved_per_run",
  * "host_bytes","score","vae_tiling"}; "shortfall" only in an infeasible plan
- * (-1 for UINT64_MAX), "requested" only for a component the spec placed.
+ * (-1 for UINT64_MAX), "requested" only for a component the spec placed,
+ * "overrides" only in a plan with tl_plan_options.overrides.
  * Byte-identical for the same input.
  * The caller frees *out with tl_free.
  */
@@ -1811,8 +1879,9 @@ TL_API tl_dtype tl_convert_target(const tl_tensor_info *t, tl_dtype to);
  * staging and mapped back read-only). ENOSPC/EIO while spilling: an error,
  * the tensor stays on its device, nothing is lost.
  *
- * Placement from the plan, per tensor (tl_model_layer_tensors grouping):
- * cpu → host (zero copy: the mapping itself); gpu → its device; layer_split
+ * Placement from the plan, per tensor (tl_model_layer_tensors grouping): a
+ * tensor an override names (tl_plan_override_find) → its device, kept;
+ * else by its component's decision: cpu → host (zero copy: the mapping itself); gpu → its device; layer_split
  * → the device whose layer range holds the tensor's layer (other tensors on
  * the first); row_split → 2-D matrices with both sides >= 256 are cut by rows
  * over the devices in proportion to their matrix bytes (one part per device,
@@ -2447,6 +2516,7 @@ typedef struct tl_run_options {
     int compute_threads; /* threads of ggml's CPU backend; 0 = ggml's default */
     uint32_t steps;      /* passes of the default pipeline's diffusion/controlnet phases; 0 = 20
                             (plan with the same tl_plan_options.steps) */
+    uint32_t steps2;     /* passes of its diffusion2 phase; 0 = steps (tl_plan_options.steps2) */
 } tl_run_options;
 TL_API void tl_run_options_init(tl_run_options *o);
 

@@ -58,6 +58,8 @@ typedef struct cli_models {
     const char **prefixes; /* NULL entries for bare paths */
     size_t n, cap;
     bool writable; /* open copy-on-write writable (LoRA merges) */
+    const char **rules; /* --component values, as given */
+    size_t n_rules, cap_rules;
 } cli_models;
 /*
  * Take argv[*i] if it names a model: a component flag and its file ("--vae F"
@@ -76,7 +78,7 @@ void cli_models_free(cli_models *m);
 
 /* The planning flags `plan` and `run` share. */
 typedef struct cli_planargs {
-    const char *devices, *sim, *rpc, *type, *steps, *headroom;
+    const char *devices, *sim, *rpc, *type, *steps, *steps2, *headroom;
     const char *svg; /* --svg FILE: the plan as a picture */
     const char *offload, *phase_resident, *split; /* per-component constraints */
     /* stable-diffusion.cpp's flags, aliases of the ones above */
@@ -86,7 +88,8 @@ typedef struct cli_planargs {
     const char *width, *height, *frames; /* -W, -H, --video-frames: --size */
     bool auto_fit, no_auto_fit, no_multi_gpu, fit_dry_run, list_devices, stream_layers;
     char params_dev[TL_COMP_COUNT + 1][CLI_SD_VALUE_MAX]; /* --params-backend devices */
-    char joined[4][1024]; /* --backend, --params-backend, --split, --split-mode given twice */
+    char joined[5][1024]; /* --backend, --params-backend, --split, --split-mode,
+                             --override-tensor given twice */
     const char *ignored[32]; /* its flags that tierload accepts and ignores (sdcpp.c) */
     size_t n_ignored;
     char backend_own[1024], backend_buf[1024], reserve_buf[512], size_buf[64];
@@ -105,8 +108,12 @@ int cli_planargs_check(cli_planargs *a, const char *cmd);
 const char *cli_planargs_help(void);
 /* cli_fail for planning errors: the library's spec-field words become the CLI's flags. */
 int cli_plan_fail(tl_status s);
-/* Plan summary sum on the flags' devices (--devices, or the registry plus --sim). */
-tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan **out);
+/*
+ * Plan on the flags' devices (--devices, or the registry plus --sim): model m
+ * when not NULL (overrides need its names), else the summary sum.
+ */
+tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, const tl_model *m,
+                            tl_plan **out);
 
 /*
  * stable-diffusion.cpp's command line (sdcpp.c). cli_sd_assign parses a

@@ -69,6 +69,9 @@ static int plan_main(int argc, char **argv, cli_models *models) {
     size_t n_paths = models->n;
     if (!profile && !n_paths) return cli_usage("plan", "give MODEL files or --profile NAME");
     if (profile && n_paths) return cli_usage("plan", "give MODEL files or --profile, not both");
+    if (profile && pa.o.overrides)
+        return cli_usage("plan", "--override-tensor matches tensor names: give MODEL files, not "
+                                 "--profile");
 
     tl_plan_summary sum;
     tl_model *m = NULL;
@@ -78,16 +81,19 @@ static int plan_main(int argc, char **argv, cli_models *models) {
     } else {
         s = cli_models_open(models, &m);
         if (!s) s = tl_plan_summary_from_model(m, pa.convert, &sum);
-        tl_model_close(m);
     }
-    if (s) return cli_plan_fail(s);
+    if (s) {
+        tl_model_close(m);
+        return cli_plan_fail(s);
+    }
     if (profile && pa.type)
         fprintf(stderr,
                 "tierload plan: --type is ignored with --profile (profiles have fixed sizes)\n");
 
     tl_plan *plan = NULL;
-    s = cli_planargs_plan(&pa, &sum, &plan);
+    s = cli_planargs_plan(&pa, &sum, m, &plan);
     tl_plan_summary_clear(&sum);
+    tl_model_close(m);
     if (s) return cli_plan_fail(s);
     char *text = NULL;
     s = json ? tl_plan_to_json(plan, &text) : tl_plan_to_text(plan, &text);

@@ -98,7 +98,7 @@ static tl_status load_plan(run_args *ra, FILE *f, tl_model *m, tl_plan **out) {
     tl_plan_summary sum;
     tl_status s = tl_plan_summary_from_model(m, ra->pa.convert, &sum);
     if (s) return s;
-    s = cli_planargs_plan(&ra->pa, &sum, out);
+    s = cli_planargs_plan(&ra->pa, &sum, m, out);
     tl_plan_summary_clear(&sum);
     return s;
 }
@@ -390,6 +390,11 @@ static int steps_from_pipeline(run_args *ra) {
                          "--pipeline runs diffusion %u times and controlnet %u times; a plan "
                          "counts one number of steps for both",
                          d, c);
+    uint32_t n2 = passes[TL_COMP_DIFFUSION2];
+    if (n2 && ra->pa.steps2 && ra->pa.o.steps2 != n2)
+        return cli_usage("run", "--steps-2 %u, but --pipeline runs diffusion2 %u times",
+                         ra->pa.o.steps2, n2);
+    if (n2) ra->pa.o.steps2 = n2;
     uint32_t n = d ? d : c;
     if (!n) return 0;
     if (ra->pa.steps && ra->pa.o.steps != n)
@@ -397,7 +402,8 @@ static int steps_from_pipeline(run_args *ra) {
                          n);
     ra->pa.o.steps = n;
     for (int k = 0; k < TL_COMP_COUNT; k++)
-        if (k != TL_COMP_DIFFUSION && k != TL_COMP_CONTROLNET && passes[k] > 1)
+        if (k != TL_COMP_DIFFUSION && k != TL_COMP_CONTROLNET && k != TL_COMP_DIFFUSION2 &&
+            passes[k] > 1)
             fprintf(stderr,
                     "tierload: --pipeline runs %s %u times; the plan's bytes per run count it "
                     "once\n",
@@ -465,6 +471,7 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras,
     tl_run_options_init(&ro);
     ro.pipeline = ra.pipeline;
     ro.steps = ra.pa.o.steps;
+    ro.steps2 = ra.pa.o.steps2;
     ro.no_prefetch = ra.no_prefetch;
     ro.no_verify = ra.no_verify;
     ro.stream_all = ra.stream_all;

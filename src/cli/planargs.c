@@ -24,13 +24,23 @@ const char *cli_planargs_help(void) {
            "'cuda0=6G,cuda1=4G'\n"
            "  --headroom SIZE      VRAM kept free on every GPU for other programs\n"
            "  --reserve SPEC       compute reserves: 'diffusion=3G,vae=512M'\n"
-           "                       (defaults diffusion 2G, vae 1G, cond 512M, controlnet 512M)\n"
-           "  --phases SPEC        phase schedule (default 'cond,diffusion+controlnet,vae')\n"
+           "                       (defaults diffusion 2G, vae 1G, cond 512M, controlnet 512M,\n"
+           "                       diffusion2 2G)\n"
+           "  --phases SPEC        phase schedule (default 'cond,diffusion+controlnet,vae';\n"
+           "                       a model with diffusion2 gets its phase after diffusion's)\n"
            "  --size WxH[xT]       output size: decides VAE tiling\n"
            "  --type DTYPE         plan for weights converted to DTYPE (q8_0, f16, ...);\n"
            "                       run: its session keeps them so on the devices\n"
            "  --steps N            diffusion passes per run, for bytes streamed (default 20;\n"
            "                       run: the passes its --pipeline makes)\n"
+           "  --override-tensor PATTERN=DEVICE, -ot PATTERN=DEVICE\n"
+           "                       tensors whose names match PATTERN (a regular expression,\n"
+           "                       llama.cpp's -ot: \\d \\w \\s \\. understood) stay on DEVICE for\n"
+           "                       the whole run; the first matching pattern wins; the rest\n"
+           "                       is planned as usual. Repeatable, comma-separated:\n"
+           "                       -ot 'ffn_.*_exps=cpu,blk\\.0\\.=cuda0'\n"
+           "  --steps-2 N          passes of the second diffusion model (diffusion2, after\n"
+           "                       the first; default: --steps)\n"
            "  --clip-on-cpu        = --backend cond=cpu\n"
            "  --vae-on-cpu         = --backend vae=cpu\n"
            "  --control-net-cpu    = --backend controlnet=cpu\n"
@@ -112,19 +122,23 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
         a->stream_layers = true;
     else {
         /* module assignments given more than once are joined with ',' (as sd-cli does) */
-        static const char *const joined[] = {"--backend", "--params-backend", "--split",
-                                             "--split-mode"};
+        static const char *const joined[] = {"--backend",    "--params-backend",
+                                             "--split",      "--split-mode",
+                                             "--override-tensor", "-ot"};
         for (size_t k = 0; k < sizeof joined / sizeof joined[0]; k++) {
             const char *v = NULL;
             int r = cli_opt(argc, argv, i, cmd, joined[k], &v);
             if (r < 0) return r;
             if (!r) continue;
-            const char **slot = k == 0 ? &a->o.backend : k == 1 ? &a->params_backend
-                                       : k == 2 ? &a->split : &a->split_mode;
-            char *buf = a->joined[k];
+            const char **slot = k == 0   ? &a->o.backend
+                                : k == 1 ? &a->params_backend
+                                : k == 2 ? &a->split
+                                : k == 3 ? &a->split_mode
+                                         : &a->o.overrides;
+            char *buf = a->joined[k < 4 ? k : 4];
             if (*slot) {
                 size_t o = strlen(*slot), n = strlen(v);
-                if (o + n + 2 > sizeof a->joined[k]) {
+                if (o + n + 2 > sizeof a->joined[0]) {
                     cli_usage(cmd, "%s: too long", joined[k]);
                     return -1;
                 }
@@ -149,6 +163,7 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
                                            "--size",
                                            "--type",
                                            "--steps",
+                                           "--steps-2",
                                            "--svg",
                                            "--offload",
                                            "--phase-resident",
@@ -178,6 +193,7 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
                                 &a->o.output_size,
                                 &a->type,
                                 &a->steps,
+                                &a->steps2,
                                 &a->svg,
                                 &a->offload,
                                 &a->phase_resident,
@@ -438,6 +454,12 @@ int cli_planargs_check(cli_planargs *a, const char *cmd) {
             return cli_usage(cmd, "--steps: expected 1..100000, got '%s'", a->steps);
         a->o.steps = (uint32_t)n;
     }
+    if (a->steps2) {
+        uint64_t n;
+        if (!cli_parse_count(a->steps2, 100000, &n) || n == 0)
+            return cli_usage(cmd, "--steps-2: expected 1..100000, got '%s'", a->steps2);
+        a->o.steps2 = (uint32_t)n;
+    }
     a->convert = TL_DTYPE_INVALID;
     if (a->type) {
         a->convert = tl_dtype_from_name(a->type);
@@ -465,7 +487,7 @@ static tl_status params_devices(const cli_planargs *a, const tl_plan_device *dev
     tl_status s = tl_plan_parse_backend(spec, devs, n, &parsed);
     if (!s) return TL_OK;
     const char *msg = tl_last_error(), *item = msg ? strstr(msg, "item ") : NULL;
-    char copy[512]; /* the message lives where tl_set_error writes */
+    char copy[sizeof spec + 64]; /* the message lives where tl_set_error writes */
     snprintf(copy, sizeof copy, "%s", item ? item : spec);
     return tl_set_error(s, "--params-backend %s", copy);
 }
@@ -487,7 +509,8 @@ static bool links_of(const tl_plan_device *devs, size_t n, char *buf, size_t cap
     return buf[0] != 0;
 }
 
-tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan **out) {
+tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, const tl_model *m,
+                            tl_plan **out) {
     tl_plan_device devs[TL_PLAN_MAX_DEVICES];
     size_t n_devs = 0;
     tl_status s;
@@ -525,6 +548,7 @@ tl_status cli_planargs_plan(cli_planargs *a, const tl_plan_summary *sum, tl_plan
         if (!spec_add(spec, sizeof spec, "default", main_gpu)) return TL_ERR_INVALID_ARG;
         o.backend = spec;
     }
+    if (m) return tl_plan_create_for_model(m, a->convert, devs, n_devs, &o, out);
     return tl_plan_create(sum, devs, n_devs, &o, out);
 }
 

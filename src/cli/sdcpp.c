@@ -187,8 +187,7 @@ typedef struct sd_flag {
 static const sd_flag ignored[] = {
     /* model files of modules tierload has no component for, and folders */
     {"--clip_vision", true}, {"--llm_vision", true}, {"--qwen2vl", true},
-    {"--qwen2vl_vision", true}, {"--high-noise-diffusion-model", true},
-    {"--uncond-diffusion-model", true}, {"--embeddings-connectors", true}, {"--audio-vae", true},
+    {"--qwen2vl_vision", true}, {"--uncond-diffusion-model", true}, {"--embeddings-connectors", true}, {"--audio-vae", true},
     {"--taesd", true}, {"--tae", true}, {"--ip-adapter", true}, {"--motion-module", true},
     {"--photo-maker", true}, {"--pulid-weights", true}, {"--upscale-model", true},
     {"--embd-dir", true}, {"--lora-model-dir", true}, {"--hires-upscalers-dir", true},

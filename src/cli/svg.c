@@ -6,7 +6,7 @@
 #include <stdarg.h>
 
 const char *const svg_comp_color[TL_COMP_COUNT] = {"#4e79a7", "#f28e2b", "#59a14f", "#b07aa1",
-                                                   "#9c755f"};
+                                                   "#9c755f", "#76b7b2"};
 
 void svg_text_escaped(FILE *f, const char *s) {
     for (; *s; s++) {

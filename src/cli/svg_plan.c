@@ -1,9 +1,9 @@
 /*
  * svg_plan.c — the plan as a picture: for each GPU one stacked bar per
  * phase (each component's weights on that GPU, full colour when resident
- * for the whole run, lighter when loaded for its phases only; then the
- * compute reserves and stream buffers of the components active in the
- * phase), the GPU's budget as a dashed line, and the host RAM the plan uses
+ * for the whole run, lighter when loaded for its phases only; the tensors
+ * placed by overrides; then the compute reserves and stream buffers of the
+ * components active in the phase), the GPU's budget as a dashed line, and the host RAM the plan uses
  * beside them. Bar heights are exact: the segments of a bar add up to
  * tl_plan_peak for that device and phase. Every bar and segment carries its
  * bytes in data-bytes; the plot's scale is data-px-per-gib on its group.
@@ -131,6 +131,19 @@ int svg_plan_write(const tl_plan *p, const char *path) {
                             cli_fmt_size(w, a, sizeof a));
                 }
             }
+            uint64_t fixed = tl_plan_override_bytes(p, d);
+            if (fixed) {
+                double h = (double)fixed * px_per_byte;
+                y -= h;
+                weights += fixed;
+                fprintf(f,
+                        "<rect class=\"seg\" data-kind=\"overrides\" data-bytes=\"%llu\" "
+                        "x=\"%.2f\" y=\"%.4f\" width=\"%.1f\" height=\"%.4f\" fill=\"#4d4d4d\" "
+                        "stroke=\"#fff\" stroke-width=\"0.5\"><title>tensors placed by "
+                        "overrides %s</title></rect>\n",
+                        (unsigned long long)fixed, bx, y, BAR_W, h,
+                        cli_fmt_size(fixed, a, sizeof a));
+            }
             if (peak > weights) {
                 uint64_t extra = peak - weights;
                 double h = (double)extra * px_per_byte;
@@ -184,6 +197,16 @@ int svg_plan_write(const tl_plan *p, const char *path) {
                 "fill-opacity=\"0.8\" stroke=\"#fff\" stroke-width=\"0.5\"/>\n",
                 tl_component_name((tl_component)c), (unsigned long long)dec[c].host_bytes, bx, y,
                 BAR_W, h, svg_comp_color[c]);
+        }
+        uint64_t fixed = tl_plan_override_bytes(p, tl_plan_device_count(p) - 1);
+        if (fixed) {
+            double h = (double)fixed * px_per_byte;
+            y -= h;
+            fprintf(f,
+                    "<rect class=\"seg\" data-kind=\"overrides\" data-bytes=\"%llu\" x=\"%.2f\" "
+                    "y=\"%.4f\" width=\"%.1f\" height=\"%.4f\" fill=\"#4d4d4d\" "
+                    "fill-opacity=\"0.8\" stroke=\"#fff\" stroke-width=\"0.5\"/>\n",
+                    (unsigned long long)fixed, bx, y, BAR_W, h);
         }
         svg_label(f, bx + BAR_W / 2, y - 4, "middle", 9, "%s", cli_fmt_size(host, a, sizeof a));
         svg_label(f, bx + BAR_W / 2, base + 32, "middle", 12, "host RAM");

@@ -165,7 +165,12 @@ size_t tl_model_find(const tl_model *m, const char *name) {
     return TL_NOT_FOUND;
 }
 
-static tl_status build_catalog(tl_model *m, const tl__disc *d) {
+/*
+ * file_comp: per discovered file its component from file_components
+ * (TL_COMP_INVALID: by name); rules: the components rules.
+ */
+static tl_status build_catalog(tl_model *m, const tl__disc *d, const tl_component *file_comp,
+                               const tl__comp_rules *rules) {
     size_t nt = 0, nm = 0;
     for (size_t i = 0; i < m->n_files; i++) {
         nt += m->files[i].fmt.n_tensors;
@@ -202,7 +207,9 @@ static tl_status build_catalog(tl_model *m, const tl__disc *d) {
             t->nbytes = ft->nbytes;
             t->n_elements = ft->n_elements;
             t->strides = ft->strides;
-            t->component = tl_component_of(name);
+            t->component = file_comp[fi];
+            if (t->component == TL_COMP_INVALID) t->component = tl__comp_rules_match(rules, name);
+            if (t->component == TL_COMP_INVALID) t->component = tl_component_of(name);
             size_t klen;
             t->layer = tl_layer_of(name, &klen);
             t->layer_key_len = (uint32_t)klen;
@@ -261,22 +268,48 @@ tl_status tl_model_open(const char *const *paths, size_t n_paths, const tl_model
     }
     tl__disc d;
     memset(&d, 0, sizeof d);
+    tl__comp_rules rules = {0};
+    if (!st) st = tl__comp_rules_parse(o.components, &rules);
+    /* the component each path's files get from file_components, by the path's first file */
+    tl_component *path_comp = NULL, *file_comp = NULL;
+    size_t *first = NULL;
+    if (!st) {
+        path_comp = tl__os_calloc(n_paths, sizeof *path_comp);
+        first = tl__os_calloc(n_paths + 1, sizeof *first);
+        if (!path_comp || !first) st = tl__err(TL_ERR_NOMEM, "out of memory");
+    }
     for (size_t i = 0; i < n_paths && !st; i++) {
+        const char *fc = o.file_components ? o.file_components[i] : NULL;
+        path_comp[i] = fc ? tl_component_from_name(fc) : TL_COMP_INVALID;
+        if (fc && path_comp[i] == TL_COMP_INVALID)
+            st = tl__err(TL_ERR_INVALID_ARG, "%s: unknown component '%.40s'",
+                         paths[i] ? paths[i] : "(null)", fc);
+    }
+    for (size_t i = 0; i < n_paths && !st; i++) {
+        first[i] = d.n_files;
         if (!paths[i])
             st = tl__err(TL_ERR_INVALID_ARG, "model path %zu is NULL", i);
         else
             st = tl__disc_add(&d, paths[i], o.prefixes ? o.prefixes[i] : NULL);
     }
     if (!st) {
+        first[n_paths] = d.n_files;
         m->files = tl__os_calloc(d.n_files ? d.n_files : 1, sizeof *m->files);
-        if (!m->files) st = tl__err(TL_ERR_NOMEM, "out of memory");
+        file_comp = tl__os_calloc(d.n_files ? d.n_files : 1, sizeof *file_comp);
+        if (!m->files || !file_comp) st = tl__err(TL_ERR_NOMEM, "out of memory");
     }
+    for (size_t i = 0; i < n_paths && !st; i++)
+        for (size_t f = first[i]; f < first[i + 1]; f++) file_comp[f] = path_comp[i];
     for (size_t i = 0; i < d.n_files && !st; i++) {
         m->files[i].fd = -1;
         m->n_files = i + 1;
         st = open_file(m, &m->files[i], &d.files[i], m->writable);
     }
-    if (!st) st = build_catalog(m, &d);
+    if (!st) st = build_catalog(m, &d, file_comp, &rules);
+    free(path_comp);
+    free(file_comp);
+    free(first);
+    tl__comp_rules_free(&rules);
     if (!st) st = tl__model_groups_build(m);
     if (!st) {
         m->dirty = tl__os_calloc(m->n_tensors ? m->n_tensors : 1, sizeof *m->dirty);

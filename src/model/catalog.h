@@ -31,6 +31,22 @@ typedef struct tl__model_groups {
 tl_status tl__model_groups_build(tl_model *m);
 void tl__model_groups_free(tl__model_groups *g);
 
+/* Component rules of tl_model_options.components (model/comprules.c). */
+typedef struct tl__comp_rules {
+    struct {
+        const char *prefix; /* into text */
+        tl_component comp;
+    } *rule;
+    size_t n;
+    char *text;
+} tl__comp_rules;
+
+/* Parse "PREFIX=COMPONENT,..." (NULL or "" = no rules); errors name the rule. */
+tl_status tl__comp_rules_parse(const char *spec, tl__comp_rules *out);
+/* The component of the first rule whose prefix starts name; TL_COMP_INVALID when none. */
+tl_component tl__comp_rules_match(const tl__comp_rules *r, const char *name);
+void tl__comp_rules_free(tl__comp_rules *r);
+
 struct tl_model {
     tl__mfile *files;
     size_t n_files;

@@ -36,7 +36,7 @@ static const prefix_rule rules[] = {
     /* diffusers subfolders, as prefixed by tierload on open */
     {"unet.", TL_COMP_DIFFUSION},
     {"transformer.", TL_COMP_DIFFUSION},
-    {"transformer_2.", TL_COMP_DIFFUSION},
+    {"transformer_2.", TL_COMP_DIFFUSION2}, /* diffusers: Wan 2.2's second (low-noise) expert */
     {"prior.", TL_COMP_DIFFUSION},
     {"dit.", TL_COMP_DIFFUSION},
     {"vae.", TL_COMP_VAE},
@@ -84,8 +84,8 @@ tl_component tl_component_of(const char *name) {
     return TL_COMP_OTHER;
 }
 
-static const char *const comp_names[TL_COMP_COUNT] = {"diffusion", "cond", "vae", "controlnet",
-                                                      "other"};
+static const char *const comp_names[TL_COMP_COUNT] = {"diffusion", "cond",  "vae",
+                                                      "controlnet", "other", "diffusion2"};
 
 const char *tl_component_name(tl_component c) {
     return (unsigned)c < TL_COMP_COUNT ? comp_names[c] : "unknown";
@@ -120,6 +120,10 @@ static const alias aliases[] = {
     {"controlnet", TL_COMP_CONTROLNET},
     {"control", TL_COMP_CONTROLNET},
     {"other", TL_COMP_OTHER},
+    {"diffusion2", TL_COMP_DIFFUSION2},
+    {"diffusion#2", TL_COMP_DIFFUSION2},
+    {"transformer2", TL_COMP_DIFFUSION2},
+    {"refiner", TL_COMP_DIFFUSION2},
 };
 
 tl_component tl_component_from_name(const char *name) {

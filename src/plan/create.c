@@ -125,12 +125,18 @@ static tl_status normalise(const tl_plan_summary *s, const tl_plan_device *devs,
     in->row_mask = opts->row_split;
     in->exhaustive = exhaustive;
     in->steps = opts->steps ? opts->steps : 20;
+    in->steps2 = opts->steps2 ? opts->steps2 : in->steps;
     tl_plan_default_reserves(in->reserve);
     if (opts->reserve && (st = tl_plan_parse_reserve(opts->reserve, in->reserve))) return st;
     if (opts->phases) {
         if ((st = tl_plan_parse_phases(opts->phases, &in->phases))) return st;
     } else {
         tl_plan_default_phases(&in->phases);
+        if (s->comp[TL_COMP_DIFFUSION2].bytes) { /* a second diffusion model runs after the first */
+            in->phases.mask[3] = in->phases.mask[2];
+            in->phases.mask[2] = 1u << TL_COMP_DIFFUSION2;
+            in->phases.n = 4;
+        }
     }
     if ((st = tlp_parse_links(opts->links, in->devs, in->n_devs, in->link_bw, in->link_lat)))
         return st;
@@ -144,6 +150,44 @@ tl_status tl_plan_create(const tl_plan_summary *s, const tl_plan_device *devs, s
 
 tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
                      const tl_plan_options *opts, bool exhaustive, tl_plan **out) {
+    return tlp_create_fixed(s, devs, n_devs, opts, exhaustive, NULL, out);
+}
+
+/* Count the overrides' bytes on their devices (in->fixed); the device of each into fx->device. */
+static tl_status fix_bytes(const tlp_fixed *fx, tlp_inputs *in) {
+    for (size_t r = 0; fx && r < fx->n; r++) {
+        char what[160];
+        snprintf(what, sizeof what, "override '%.120s'", fx->pattern[r]);
+        uint32_t d;
+        tl_status st = tlp_resolve_device(what, fx->dev[r], in->devs, in->n_devs, &d);
+        if (st) return st;
+        if (d == TL_PLAN_HOST) d = (uint32_t)(in->n_devs - 1);
+        fx->device[r] = d;
+        in->fixed[d] += fx->bytes[r];
+    }
+    return TL_OK;
+}
+
+/* A GPU whose overrides alone exceed its budget makes the plan infeasible, saying so. */
+static void fixed_over(const tlp_inputs *in, tl_plan *p) {
+    for (size_t i = 0; i + 1 < in->n_devs; i++) {
+        if (in->fixed[i] <= p->budget[i]) continue;
+        char a[32], b[32];
+        p->feasible = false;
+        uint64_t over = in->fixed[i] - p->budget[i];
+        if (over > p->shortfall) p->shortfall = over;
+        snprintf(p->error, sizeof p->error,
+                 "tensor overrides place %s on %s, more than its budget of %s: override fewer "
+                 "tensors onto it",
+                 tl_fmt_bytes(in->fixed[i], a, sizeof a), in->devs[i].name,
+                 tl_fmt_bytes(p->budget[i], b, sizeof b));
+        return;
+    }
+}
+
+tl_status tlp_create_fixed(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
+                           const tl_plan_options *opts, bool exhaustive, const tlp_fixed *fixed,
+                           tl_plan **out) {
     if (!s || !out || (!devs && n_devs)) return tl__err(TL_ERR_INVALID_ARG, "plan: NULL argument");
     *out = NULL;
     tl_plan_options own;
@@ -151,6 +195,11 @@ tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_
     tl_status take = tl__options_take(&own, sizeof own, opts, "tl_plan_options");
     if (take != TL_OK) return take;
     opts = &own;
+    if (!fixed && opts->overrides && *opts->overrides)
+        return tl__err(TL_ERR_INVALID_ARG,
+                       "plan: overrides '%.80s' match tensor names: plan with "
+                       "tl_plan_create_for_model",
+                       opts->overrides);
     tlp_inputs *in = tl__os_calloc(1, sizeof *in);
     tl_plan *p = tl__os_calloc(1, sizeof *p);
     tlp_ctx *x = tl__os_malloc(sizeof *x);
@@ -161,6 +210,7 @@ tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_
         goto fail;
     }
     if ((st = normalise(s, devs, n_devs, opts, exhaustive, in))) goto fail;
+    if ((st = fix_bytes(fixed, in))) goto fail;
     if ((st = tlp_setup(in, in->max_vram, x))) goto fail;
     if ((st = tlp_search(x, &found))) goto fail;
     p->feasible = found;
@@ -174,6 +224,7 @@ tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_
     }
     tlp_fill_plan(x, in, p);
     if (!found && (st = tlp_explain(in, p))) goto fail;
+    fixed_over(in, p);
     if (opts->output_size) {
         tl_plan_size sz;
         if ((st = tl_plan_parse_size(opts->output_size, &sz)) ||

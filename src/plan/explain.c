@@ -127,8 +127,9 @@ static tl_status max_vram_fix(const tlp_inputs *in, tlp_ctx *y, char *fix, size_
 /* 2b. One forced component at a time, lowest priority first: what auto-fit would do with it. */
 static tl_status auto_fit_fix(const tlp_inputs *in, const tlp_ctx *x, tlp_ctx *y, char *fix,
                               size_t fix_n) {
-    static const uint32_t by_priority_asc[] = {TL_COMP_OTHER, TL_COMP_VAE, TL_COMP_COND,
-                                               TL_COMP_CONTROLNET, TL_COMP_DIFFUSION};
+    static const uint32_t by_priority_asc[] = {TL_COMP_OTHER,      TL_COMP_VAE,
+                                               TL_COMP_COND,       TL_COMP_CONTROLNET,
+                                               TL_COMP_DIFFUSION2, TL_COMP_DIFFUSION};
     for (uint32_t i = 0; i < TL_COMP_COUNT && !fix[0]; i++) {
         uint32_t c = by_priority_asc[i];
         if (!x->comp[c].present || !tlp_place_gpus(&x->comp[c].place)) continue;

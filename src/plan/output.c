@@ -25,6 +25,7 @@ const char *tl_plan_mode_name(tl_plan_mode m) {
 }
 
 void tl_plan_destroy(tl_plan *p) {
+    if (p) tlp_overrides_free(p);
     free(p);
 }
 bool tl_plan_feasible(const tl_plan *p) {
@@ -174,6 +175,21 @@ tl_status tl_plan_to_json(const tl_plan *p, char **out) {
         }
         cJSON_AddItemToArray(comps, o);
     }
+    if (p->n_orules) { /* per pattern: its device, bytes and the tensors it placed */
+        cJSON *ov = cJSON_AddArrayToObject(root, "overrides");
+        for (size_t r = 0; r < p->n_orules; r++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddItemToObject(o, "pattern", cJSON_CreateString(p->orules[r].pattern));
+            cJSON_AddItemToObject(o, "device",
+                                  cJSON_CreateString(p->devices[p->orules[r].device].name));
+            cJSON_AddItemToObject(o, "bytes", num((double)p->orules[r].bytes));
+            cJSON *tn = cJSON_AddArrayToObject(o, "tensors");
+            for (size_t t = 0; t < p->n_otensors; t++)
+                if (p->otensors[t].rule == r)
+                    cJSON_AddItemToArray(tn, cJSON_CreateString(p->otensors[t].name));
+            cJSON_AddItemToArray(ov, o);
+        }
+    }
     cJSON *peaks = cJSON_AddArrayToObject(root, "peaks");
     for (size_t i = 0; i < p->n_devices; i++) {
         if (!p->devices[i].is_gpu) continue;
@@ -232,6 +248,54 @@ static bool get_bool(const cJSON *o, const char *key, bool *v) {
 static const char *get_str(const cJSON *o, const char *key) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
     return cJSON_IsString(it) && it->valuestring ? it->valuestring : NULL;
+}
+
+static int find_dev(const tl_plan *p, const char *name);
+
+static int cmp_otensor(const void *a, const void *b) {
+    return strcmp(((const tlp_otensor *)a)->name, ((const tlp_otensor *)b)->name);
+}
+
+/* "overrides": [{"pattern","device","bytes","tensors":[...]}], optional. */
+static tl_status overrides_in(const cJSON *root, tl_plan *p) {
+    const cJSON *ov = cJSON_GetObjectItemCaseSensitive(root, "overrides"), *it, *t;
+    if (!ov) return TL_OK;
+    if (!cJSON_IsArray(ov) || cJSON_GetArraySize(ov) == 0)
+        return bad("'overrides' must be a non-empty array");
+    size_t nr = (size_t)cJSON_GetArraySize(ov), nt = 0;
+    cJSON_ArrayForEach(it, ov) {
+        const cJSON *tn = cJSON_GetObjectItemCaseSensitive(it, "tensors");
+        if (!cJSON_IsArray(tn)) return bad("an override has no 'tensors' array");
+        nt += (size_t)cJSON_GetArraySize(tn);
+    }
+    p->orules = tl__os_calloc(nr, sizeof *p->orules);
+    p->otensors = tl__os_calloc(nt ? nt : 1, sizeof *p->otensors);
+    if (!p->orules || !p->otensors) return tl__err(TL_ERR_NOMEM, "plan json: out of memory");
+    cJSON_ArrayForEach(it, ov) {
+        tlp_orule *r = &p->orules[p->n_orules];
+        const char *pat = get_str(it, "pattern"), *dn = get_str(it, "device");
+        int di = dn ? find_dev(p, dn) : -1;
+        if (!pat || di < 0 || !get_u64(it, "bytes", &r->bytes))
+            return bad("an override needs a pattern, a device of the plan and bytes");
+        r->pattern = tl__os_strdup(pat);
+        if (!r->pattern) return tl__err(TL_ERR_NOMEM, "plan json: out of memory");
+        r->device = (uint32_t)di;
+        p->n_orules++;
+        cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(it, "tensors")) {
+            if (!cJSON_IsString(t) || !t->valuestring) return bad("an override's tensor is not a name");
+            tlp_otensor *o = &p->otensors[p->n_otensors];
+            o->name = tl__os_strdup(t->valuestring);
+            if (!o->name) return tl__err(TL_ERR_NOMEM, "plan json: out of memory");
+            o->rule = (uint32_t)(p->n_orules - 1);
+            p->n_otensors++;
+            r->n++;
+        }
+    }
+    qsort(p->otensors, p->n_otensors, sizeof *p->otensors, cmp_otensor);
+    for (size_t i = 1; i < p->n_otensors; i++)
+        if (!strcmp(p->otensors[i - 1].name, p->otensors[i].name))
+            return bad("a tensor is in two overrides");
+    return TL_OK;
 }
 
 static int find_dev(const tl_plan *p, const char *name) {
@@ -446,6 +510,8 @@ static tl_status parse_doc(const cJSON *root, tl_plan *p) {
             return bad(msg);
         }
     }
+    tl_status ost = overrides_in(root, p);
+    if (ost) return ost;
     const cJSON *peaks = cJSON_GetObjectItemCaseSensitive(root, "peaks");
     if (!cJSON_IsArray(peaks)) return bad("'peaks' missing or not an array");
     cJSON_ArrayForEach(it, peaks) {
@@ -494,7 +560,7 @@ tl_status tl_plan_from_json(const char *json, size_t len, tl_plan **out) {
     tl_status st = parse_doc(root, p);
     cJSON_Delete(root);
     if (st) {
-        free(p);
+        tl_plan_destroy(p);
         return st;
     }
     *out = p;
@@ -602,6 +668,12 @@ tl_status tl_plan_to_text(const tl_plan *p, char **out) {
         }
         tl__strbuf_printf(&b, "\n");
     }
+    if (p->n_orules) tl__strbuf_printf(&b, "tensor overrides (kept on their device for the whole run):\n");
+    for (size_t r = 0; r < p->n_orules; r++)
+        tl__strbuf_printf(&b, "  '%s' -> %s: %zu tensor%s, %s\n", p->orules[r].pattern,
+                          p->devices[p->orules[r].device].name, p->orules[r].n,
+                          p->orules[r].n == 1 ? "" : "s",
+                          tl_fmt_bytes(p->orules[r].bytes, x1, sizeof x1));
     tl__strbuf_printf(&b, "projected peak per device and phase:\n");
     bool any_gpu = false;
     for (size_t i = 0; i < p->n_devices; i++)

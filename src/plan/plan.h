@@ -16,6 +16,20 @@
 /* Priority weights of the first objective, per tl_component. */
 extern const uint64_t tlp_priority[TL_COMP_COUNT];
 
+/* One pattern of tl_plan_options.overrides in a plan: where it places, what it matched. */
+typedef struct tlp_orule {
+    char *pattern;   /* as the caller wrote it */
+    uint32_t device; /* plan device index (the host: the last) */
+    uint64_t bytes;  /* of the tensors it placed */
+    size_t n;        /* tensors it placed */
+} tlp_orule;
+
+/* A tensor an override placed. */
+typedef struct tlp_otensor {
+    char *name;
+    uint32_t rule; /* index into orules */
+} tlp_otensor;
+
 struct tl_plan {
     bool feasible;
     uint64_t shortfall; /* infeasible: bytes added to every GPU budget for the decisions */
@@ -31,7 +45,24 @@ struct tl_plan {
     uint64_t score;
     tl_vae_tiling tiling;
     tl_plan_link link[TL_PLAN_MAX_DEVICES]; /* bandwidth 0: a local device */
+    tlp_orule *orules; /* overrides (plan/override.c); NULL without */
+    size_t n_orules;
+    tlp_otensor *otensors; /* sorted by name */
+    size_t n_otensors;
 };
+
+/*
+ * Bytes an override holds per pattern, to count on its device: rule r has
+ * the device name dev[r] (resolved as in backend specs) and bytes[r];
+ * tlp_create writes its plan device index into device[r].
+ */
+typedef struct tlp_fixed {
+    size_t n;
+    const char *const *dev;
+    const char *const *pattern; /* for messages */
+    const uint64_t *bytes;
+    uint32_t *device;
+} tlp_fixed;
 
 /*
  * tl_plan_create with a switch for tests: exhaustive = true visits every
@@ -40,6 +71,18 @@ struct tl_plan {
  */
 tl_status tlp_create(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
                      const tl_plan_options *opts, bool exhaustive, tl_plan **out);
+/* tlp_create with bytes fixed on devices by overrides (fixed may be NULL). */
+tl_status tlp_create_fixed(const tl_plan_summary *s, const tl_plan_device *devs, size_t n_devs,
+                           const tl_plan_options *opts, bool exhaustive, const tlp_fixed *fixed,
+                           tl_plan **out);
+/* Resolve a device name as backend specs do: an index into devs or TL_PLAN_HOST. */
+tl_status tlp_resolve_device(const char *what, const char *name, const tl_plan_device *devs,
+                             size_t n, uint32_t *out);
+/* Bytes of a tensor as a load converting to `convert` leaves it, and its row-splittable part. */
+void tlp_tensor_bytes(const tl_tensor_info *t, tl_dtype convert, uint64_t *bytes,
+                      uint64_t *matrix);
+/* Free a plan's overrides (tl_plan_destroy). */
+void tlp_overrides_free(tl_plan *p);
 
 /*
  * Parse a links spec ("rpc0:0=1.25G:lat=200us,...", tl_plan_options.links)

@@ -544,8 +544,10 @@ tl_status tlp_setup(const tlp_inputs *in, const char *max_vram, tlp_ctx *x) {
     tl_status st = tl_plan_parse_max_vram(max_vram, in->devs, in->n_devs, in->headroom, budgets);
     if (st) return st;
     x->n_gpu = (uint32_t)(in->n_devs - 1);
-    for (uint32_t i = 0; i < x->n_gpu; i++)
-        x->budget[i] = budgets[i];
+    for (uint32_t i = 0; i < x->n_gpu; i++) {
+        x->full[i] = budgets[i];
+        x->budget[i] = budgets[i] > in->fixed[i] ? budgets[i] - in->fixed[i] : 0;
+    }
     memcpy(x->link_bw, in->link_bw, sizeof x->link_bw);
     memcpy(x->link_lat, in->link_lat, sizeof x->link_lat);
     x->n_phases = in->phases.n;
@@ -573,7 +575,9 @@ tl_status tlp_setup(const tlp_inputs *in, const char *max_vram, tlp_ctx *x) {
             if (in->phases.mask[p] & (1u << c)) ci->active |= 1u << p;
         if (!(named & (1u << c))) ci->active = (1u << in->phases.n) - 1;
         ci->all_phases = ci->active == (1u << in->phases.n) - 1;
-        ci->passes = (c == TL_COMP_DIFFUSION || c == TL_COMP_CONTROLNET) ? in->steps : 1;
+        ci->passes = (c == TL_COMP_DIFFUSION || c == TL_COMP_CONTROLNET) ? in->steps
+                     : c == TL_COMP_DIFFUSION2                          ? in->steps2
+                                                                        : 1;
         ci->weight = tlp_priority[c];
         ci->place = in->spec.comp[c].n_devices ? in->spec.comp[c] : in->spec.dflt;
         ci->offload = in->offload || (in->offload_mask & (1u << c));
@@ -599,12 +603,15 @@ tl_status tlp_setup(const tlp_inputs *in, const char *max_vram, tlp_ctx *x) {
 void tlp_fill_plan(const tlp_ctx *x, const tlp_inputs *in, tl_plan *p) {
     p->n_devices = in->n_devs;
     memcpy(p->devices, in->devs, sizeof p->devices);
-    for (uint32_t i = 0; i < x->n_gpu; i++)
-        p->budget[i] = x->budget[i];
+    for (uint32_t i = 0; i < x->n_gpu; i++) /* the whole budget: the overrides' bytes are in it */
+        p->budget[i] = x->full[i];
     p->budget[in->n_devs - 1] = in->devs[in->n_devs - 1].free;
     p->phases = in->phases;
-    p->moved_per_run = p->host_bytes = p->score = 0;
+    p->moved_per_run = p->score = 0;
+    p->host_bytes = in->fixed[in->n_devs - 1];
     memset(p->peak, 0, sizeof p->peak);
+    for (uint32_t i = 0; i < x->n_gpu; i++)
+        for (uint32_t ph = 0; ph < x->n_phases; ph++) p->peak[i][ph] = in->fixed[i];
     memset(p->link, 0, sizeof p->link);
     for (size_t i = 0; i < in->n_devs; i++) {
         p->link[i].bandwidth = in->link_bw[i];

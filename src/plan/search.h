@@ -32,8 +32,9 @@ typedef struct tlp_inputs {
     bool offload;
     uint32_t offload_mask, phase_mask, layer_mask, row_mask; /* per-component constraints */
     bool exhaustive;
-    uint32_t steps;
+    uint32_t steps, steps2; /* passes of diffusion and controlnet, of diffusion2 */
     double link_bw[TLP_MAXD], link_lat[TLP_MAXD]; /* per device; bw 0: local */
+    uint64_t fixed[TLP_MAXD]; /* per device: bytes overrides place there, in every phase */
 } tlp_inputs;
 
 /* One device of a candidate: its weights, its extra bytes, its resident layers [lb, le). */
@@ -90,7 +91,8 @@ typedef struct tlp_level {
 
 typedef struct tlp_ctx {
     uint32_t n_gpu, n_phases;
-    uint64_t budget[TLP_MAXD];
+    uint64_t budget[TLP_MAXD]; /* what the search may use: less the overrides' fixed bytes */
+    uint64_t full[TLP_MAXD];   /* the budgets before that */
     double link_bw[TLP_MAXD], link_lat[TLP_MAXD]; /* bw 0: local */
     tlp_comp comp[TL_COMP_COUNT];
     uint32_t order[TL_COMP_COUNT];

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
-const uint64_t tlp_priority[TL_COMP_COUNT] = {4, 2, 1, 3, 1};
+const uint64_t tlp_priority[TL_COMP_COUNT] = {4, 2, 1, 3, 1, 4};
 
 bool tlp_tok_eq(const char *tok, size_t len, const char *word) {
     return strlen(word) == len && strncasecmp(tok, word, len) == 0;
@@ -218,6 +218,11 @@ static tl_status resolve_device(const char *what, const char *tok, size_t len,
                       tlp_tok(tok, len, nb, sizeof nb), list);
     return tl__err(TL_ERR_NOT_FOUND, "%s: unknown device '%s' (devices: %s)", what,
                   tlp_tok(tok, len, nb, sizeof nb), list);
+}
+
+tl_status tlp_resolve_device(const char *what, const char *name, const tl_plan_device *devs,
+                             size_t n, uint32_t *out) {
+    return resolve_device(what, name, strlen(name), devs, n, out);
 }
 
 /* Parse "a&b&c" into place. */
@@ -435,6 +440,7 @@ void tl_plan_default_reserves(uint64_t reserve[TL_COMP_COUNT]) {
     reserve[TL_COMP_VAE] = 1024 * TLP_MIB;
     reserve[TL_COMP_CONTROLNET] = 512 * TLP_MIB;
     reserve[TL_COMP_OTHER] = 0;
+    reserve[TL_COMP_DIFFUSION2] = 2048 * TLP_MIB;
 }
 
 tl_status tl_plan_parse_reserve(const char *spec, uint64_t reserve[TL_COMP_COUNT]) {

@@ -70,8 +70,8 @@ tl_status tl_plan_summary_add_other(tl_plan_summary *s, tl_component c, uint64_t
 
 /* Bytes of tensor t as the load would leave it (tl_convert_target: the load's own rule), and its
  * row-splittable part. */
-static void tensor_bytes(const tl_tensor_info *t, tl_dtype convert, uint64_t *bytes,
-                         uint64_t *matrix) {
+void tlp_tensor_bytes(const tl_tensor_info *t, tl_dtype convert, uint64_t *bytes,
+                      uint64_t *matrix) {
     *bytes = t->nbytes;
     tl_dtype to = tl_convert_target(t, convert);
     uint64_t nb;
@@ -86,7 +86,7 @@ static tl_status sum_tensors(const tl_model *m, const size_t *idx, size_t n, tl_
     for (size_t k = 0; k < n; k++) {
         const tl_tensor_info *t = tl_model_tensor(m, idx[k]);
         uint64_t b, mb;
-        tensor_bytes(t, convert, &b, &mb);
+        tlp_tensor_bytes(t, convert, &b, &mb);
         if (!tl__add_u64(*bytes, b, bytes) || !tl__add_u64(*matrix, mb, matrix))
             return tl__err(TL_ERR_INVALID_ARG, "plan summary: byte count overflows at tensor '%s'",
                            t->name);

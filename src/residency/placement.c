@@ -59,15 +59,20 @@ static tl_status add(placer *pl, tlr_place x) {
     return TL_OK;
 }
 
-/* Bytes of component c's tensors that row split does not divide, as converted to `convert`. */
-static uint64_t rest_bytes(const tl_model *m, tl_component c, tl_dtype convert) {
+/*
+ * Bytes of component c's tensors that row split does not divide, as converted
+ * to `convert` (tensors an override places aside).
+ */
+static uint64_t rest_bytes(const tl_model *m, const tl_plan *p, tl_component c, tl_dtype convert) {
     uint64_t r = 0;
     for (size_t i = 0; i < tl_model_tensor_count(m); i++) {
         const tl_tensor_info *t = tl_model_tensor(m, i);
         uint64_t b = t->nbytes;
         tl_dtype to = tl_convert_target(t, convert);
         if (to != t->dtype && !tl_dtype_nbytes(to, t->n_elements, &b)) b = t->nbytes;
-        if (t->component == c && !is_matrix(t)) r += b;
+        if (t->component == c && !is_matrix(t) &&
+            tl_plan_override_find(p, t->name) == TL_NOT_FOUND)
+            r += b;
     }
     return r;
 }
@@ -107,7 +112,7 @@ tl_status tlr_place_all(const tl_model *m, const tl_plan *p, tl_dtype convert, t
         tl_status s = tl_plan_decision_of(p, (tl_component)c, &dec[c], sizeof dec[c]);
         if (s) return s;
         if (dec[c].present && dec[c].mode == TL_PLAN_MODE_ROW_SPLIT) {
-            uint64_t rest = rest_bytes(m, (tl_component)c, convert);
+            uint64_t rest = rest_bytes(m, p, (tl_component)c, convert);
             for (uint32_t k = 0; k < dec[c].n_devices; k++) {
                 uint64_t b = dec[c].device_bytes[k];
                 roww[c][k] = k == 0 ? (b > rest ? b - rest : 0) : b;
@@ -121,6 +126,13 @@ tl_status tlr_place_all(const tl_model *m, const tl_plan *p, tl_dtype convert, t
         const tl_plan_decision *d = &dec[c];
         size_t k = tl_model_tensor_layer(m, i);
         tlr_place x = {i, 0, t->nbytes, 0, t->n_dims ? t->shape[0] : 1, TLR_HOST, false};
+        size_t od = tl_plan_override_find(p, t->name);
+        if (od != TL_NOT_FOUND) { /* an override: on its device, resident for the run */
+            const tl_plan_device *pd = tl_plan_device_of(p, od);
+            x.plan_dev = pd && pd->is_gpu ? (int32_t)od : TLR_HOST;
+            s = add(&pl, x);
+            continue;
+        }
         if (!d->present || d->mode == TL_PLAN_MODE_CPU || d->n_devices == 0) {
             s = add(&pl, x);
             continue;

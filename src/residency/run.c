@@ -145,15 +145,17 @@ tl_status tl_run_pipeline_passes(const char *pipeline, uint32_t passes[TL_COMP_C
     return TL_OK;
 }
 
-/* The plan's phases, diffusion and controlnet ones `steps` times. */
-static tl_status default_pipeline(const tl_plan *p, uint32_t steps, item **out, size_t *n) {
+/* The plan's phases, diffusion and controlnet ones `steps` times, diffusion2's `steps2`. */
+static tl_status default_pipeline(const tl_plan *p, uint32_t steps, uint32_t steps2, item **out,
+                                  size_t *n) {
     size_t np = tl_plan_phase_count(p);
     item *it = tl__os_calloc(np ? np : 1, sizeof *it);
     if (!it) return tl__err(TL_ERR_NOMEM, "pipeline: out of memory");
     for (size_t i = 0; i < np; i++) {
         it[i].mask = tl_plan_phase_mask(p, i);
-        it[i].repeat =
-            it[i].mask & ((1u << TL_COMP_DIFFUSION) | (1u << TL_COMP_CONTROLNET)) ? steps : 1;
+        it[i].repeat = it[i].mask & ((1u << TL_COMP_DIFFUSION) | (1u << TL_COMP_CONTROLNET)) ? steps
+                       : it[i].mask & (1u << TL_COMP_DIFFUSION2)                           ? steps2
+                                                                                          : 1;
         size_t w = 0;
         for (int c = 0; c < TL_COMP_COUNT; c++)
             if (it[i].mask & (1u << c))
@@ -439,6 +441,9 @@ tl_status tl_run_pipeline(tl_session *s, const tl_run_options *opts, tl_run_repo
     size_t n_it = 0;
     tl_status st = o.pipeline ? parse_pipeline(o.pipeline, &it, &n_it)
                               : default_pipeline(tlr_session_plan(s), o.steps ? o.steps : 20,
+                                                 o.steps2   ? o.steps2
+                                                 : o.steps ? o.steps
+                                                           : 20,
                                                  &it, &n_it);
     if (!st) st = tlr_compute_create(r.m, &o, &r.comp);
     if (st) {

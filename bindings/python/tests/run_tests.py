@@ -233,6 +233,29 @@ def layers_in_compute_order_with_keys():
 
 
 @case
+def two_diffusion_models_by_component_rules():
+    path = os.path.join(TMP, "two.safetensors")
+    names = ["high.blocks.0.w", "high.blocks.1.w", "low.blocks.0.w", "low.blocks.1.w"]
+    write_safetensors(path, [(n, "F16", (4,), b"\0" * 8, 8) for n in names])
+    assert {t.component for t in tierload.open(path).tensors} == {"other"}
+    m = tierload.open(path, components="high.=diffusion,low.=diffusion2")
+    assert [m.info(n).component for n in names] == ["diffusion"] * 2 + ["diffusion2"] * 2
+    assert m.layer_key("diffusion2", 1) == "low.blocks.1"
+    p = tierload.plan(m, devices="g=1G", steps=3, steps2=2)
+    phases = json.loads(p.json)["phases"]
+    assert phases == ["cond", "diffusion+controlnet", "diffusion2", "vae"], phases
+    p = tierload.plan(m, devices="g=1G", overrides=r"^\w+\.blocks\.1\.=cpu")
+    ov = json.loads(p.json)["overrides"]
+    assert ov == [{"pattern": r"^\w+\.blocks\.1\.", "device": "cpu", "bytes": 16,
+                   "tensors": ["high.blocks.1.w", "low.blocks.1.w"]}], ov
+    try:
+        tierload.open(path, components="low.=bogus")
+        raise AssertionError("a bad rule opened")
+    except tierload.InvalidArgument as e:
+        assert "low.=bogus" in str(e), str(e)
+
+
+@case
 def quantized_gguf_raw_bytes_and_clear_error():
     # the test data that ctest's testdata fixture makes (tools/make_testdata.sh)
     path = os.path.join(os.environ.get("TL_TESTDATA", ""), "gguf", "tiny-llama-q4_0.gguf")

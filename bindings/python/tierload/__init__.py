@@ -84,7 +84,7 @@ def _component(c):
     v = lib.tl_component_from_name(_b(c))
     if v < 0:
         raise InvalidArgument("unknown component '%s' (diffusion, cond, vae, controlnet, other, "
-                              "or an alias such as unet, clip, te)" % c)
+                              "diffusion2, or an alias such as unet, clip, te)" % c)
     return v
 
 
@@ -112,7 +112,7 @@ class TensorInfo:
 class Model:
     """An open model (tierload.open): the catalog over one mapping per file."""
 
-    def __init__(self, paths, writable=False, prefixes=None, map_flags=None):
+    def __init__(self, paths, writable=False, prefixes=None, map_flags=None, components=None):
         self._h = None
         paths = [os.fspath(p) for p in paths]
         if not paths:
@@ -129,6 +129,9 @@ class Model:
             self._prefix_arr = (ctypes.c_char_p * len(paths))(*[_b(p) if p else None
                                                                   for p in prefixes])
             o.prefixes = ctypes.cast(self._prefix_arr, ctypes.POINTER(ctypes.c_char_p))
+        if components:  # "high.=diffusion,low.=diffusion2": name rules before the built-in ones
+            self._components = _b(components)
+            o.components = self._components
         h = ctypes.c_void_p()
         check(lib.tl_model_open(arr, len(paths), ctypes.byref(o), ctypes.byref(h)))
         self._h = h
@@ -250,10 +253,11 @@ class Model:
         return total
 
 
-def open(path_or_paths, writable=False, map_flags=None, **component_files):
+def open(path_or_paths, writable=False, map_flags=None, components=None, **component_files):
     """Open model files into one catalog. Keyword arguments add component files with the
     prefixes stable-diffusion.cpp gives them (vae=, clip_l=, clip_g=, t5xxl=, llm=,
-    diffusion_model=)."""
+    diffusion_model=). components: name rules tried first ("high.=diffusion,low.=diffusion2":
+    two diffusion models of one catalog, the second run after the first)."""
     if isinstance(path_or_paths, (str, bytes, os.PathLike)):
         paths = [path_or_paths]
     else:
@@ -265,7 +269,8 @@ def open(path_or_paths, writable=False, map_flags=None, **component_files):
                                   % (key, ", ".join(sorted(COMPONENT_PREFIXES))))
         paths.append(p)
         prefixes.append(COMPONENT_PREFIXES[key] or None)
-    return Model(paths, writable=writable, prefixes=prefixes, map_flags=map_flags)
+    return Model(paths, writable=writable, prefixes=prefixes, map_flags=map_flags,
+                 components=components)
 
 
 class LoadResult:
@@ -437,12 +442,15 @@ class Plan:
 
 
 def plan(model, devices=None, sim=None, backend=None, max_vram=None, headroom=0, reserve=None,
-         phases=None, steps=0, offload_to_cpu=False, output_size=None):
+         phases=None, steps=0, offload_to_cpu=False, output_size=None, steps2=0,
+         overrides=None):
     """Plan where each component lives. devices: a spec of hypothetical devices
     ("cuda0=16G,cpu") or None for the registered ones; sim: simulated GPUs of this plan
     ("gpu0=8G", as `tierload --sim`), added to the registered devices when devices is None (a
     devices spec names them itself). The sims belong to the plan, not the process: plan() may
     be called again with the same sim names, and each plan's sessions get that plan's own sims.
+    overrides: llama.cpp -ot style per-tensor placements, "PATTERN=DEVICE,..." (a regex
+    searched in each name; the first match wins; the tensor stays on DEVICE for the run).
     Infeasible plans raise Infeasible with the reason."""
     sims = _make_sims(sim) if sim else []
     try:
@@ -476,11 +484,13 @@ def plan(model, devices=None, sim=None, backend=None, max_vram=None, headroom=0,
     o.backend, o.max_vram, o.reserve, o.phases = _b(backend), _b(max_vram), _b(reserve), _b(phases)
     o.output_size = _b(output_size)
     o.headroom, o.steps, o.offload_to_cpu = headroom, steps, bool(offload_to_cpu)
+    o.steps2 = steps2
+    o.overrides = _b(overrides)
     s = L.PlanSummary()
     h = ctypes.c_void_p()
     try:
-        check(lib.tl_plan_summary_from_model(model.handle, -1, ctypes.byref(s)))
-        check(lib.tl_plan_create(ctypes.byref(s), devs, n.value, ctypes.byref(o), ctypes.byref(h)))
+        check(lib.tl_plan_create_for_model(model.handle, -1, devs, n.value, ctypes.byref(o),
+                                           ctypes.byref(h)))
     except BaseException:
         _release_devices(sims)
         raise

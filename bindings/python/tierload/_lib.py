@@ -14,7 +14,7 @@ c_bool, c_int, c_uint, c_size, c_double = (ctypes.c_bool, ctypes.c_int, ctypes.c
 c_char_p, c_void_p, POINTER = ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER
 
 TL_MAX_DIMS = 8
-TL_COMP_COUNT = 5
+TL_COMP_COUNT = 6
 TL_TIER_COUNT = 5
 TL_PLAN_MAX_DEVICES = 65
 TL_DEVICE_NAME_MAX = 32
@@ -64,7 +64,8 @@ class FileInfo(ctypes.Structure):
 
 class ModelOptions(ctypes.Structure):
     _fields_ = [("size", c_u32), ("map_flags", c_uint), ("writable", c_bool),
-                ("prefixes", POINTER(c_char_p))]
+                ("prefixes", POINTER(c_char_p)), ("components", c_char_p),
+                ("file_components", POINTER(c_char_p))]
 
 
 class MemStats(ctypes.Structure):
@@ -132,7 +133,8 @@ class PlanOptions(ctypes.Structure):
                 ("output_size", c_char_p), ("clip_on_cpu", c_bool), ("vae_on_cpu", c_bool),
                 ("controlnet_on_cpu", c_bool), ("offload_to_cpu", c_bool), ("steps", c_u32),
                 ("vae_bytes_per_voxel", c_u64), ("offload", c_u32), ("phase_only", c_u32),
-                ("layer_split", c_u32), ("row_split", c_u32), ("links", c_char_p)]
+                ("layer_split", c_u32), ("row_split", c_u32), ("links", c_char_p),
+                ("steps2", c_u32), ("overrides", c_char_p)]
 
 
 class SessionOptions(ctypes.Structure):
@@ -272,6 +274,9 @@ def _declare(lib):
         "tl_plan_options_init": (None, [P(PlanOptions)]),
         "tl_plan_create": (st, [P(PlanSummary), P(PlanDevice), c_size, P(PlanOptions),
                                 P(c_void_p)]),
+        "tl_plan_create_for_model": (st, [c_void_p, c_int, P(PlanDevice), c_size,
+                                          P(PlanOptions), P(c_void_p)]),
+        "tl_plan_override_find": (c_size, [c_void_p, c_char_p]),
         "tl_plan_destroy": (None, [c_void_p]),
         "tl_plan_feasible": (c_bool, [c_void_p]),
         "tl_plan_error": (c_char_p, [c_void_p]),

@@ -1,0 +1,306 @@
+/*
+ * override.c — per-tensor placements in a plan, as llama.cpp's
+ * --override-tensor: "PATTERN=DEVICE,..." where PATTERN is a POSIX extended
+ * regular expression with the escapes llama.cpp users write (\d, \w, \s, their
+ * negations, \.) translated. The first pattern that matches a tensor's name
+ * places it on its device for the whole run; the planner sees the other
+ * tensors only, with the placed bytes taken off that device's budget in
+ * every phase. The plan keeps each pattern (device, bytes, count) and the
+ * tensors it placed, sorted by name, for placements, text and JSON.
+ */
+#include "plan/plan.h"
+
+#include "core/error.h"
+#include "core/options.h"
+#include "os/os.h"
+
+#include <regex.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The longest replacement of one escape ("[^_[:alnum:]]"), for sizing the output. */
+#define WIDEST 13
+
+/*
+ * The pattern in POSIX ERE: \d \w \s \D \W \S as bracket expressions (inside
+ * a bracket expression, their class alone), \. as itself outside brackets
+ * and a plain dot inside; other escapes as written. malloc'd; NULL when out
+ * of memory.
+ */
+static char *translate(const char *pat) {
+    size_t n = strlen(pat);
+    char *out = tl__os_malloc(n * WIDEST + 1), *w = out;
+    if (!out) return NULL;
+    bool in_br = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = pat[i];
+        if (!in_br && c == '[') {
+            in_br = true;
+            *w++ = c;
+            if (pat[i + 1] == '^') *w++ = pat[++i];
+            if (pat[i + 1] == ']') *w++ = pat[++i]; /* a leading ']' is literal */
+            continue;
+        }
+        if (in_br && c == ']') {
+            in_br = false;
+            *w++ = c;
+            continue;
+        }
+        if (c != '\\' || i + 1 == n) {
+            *w++ = c;
+            continue;
+        }
+        char e = pat[++i];
+        const char *rep = NULL;
+        switch (e) {
+        case 'd': rep = in_br ? "0-9" : "[0-9]"; break;
+        case 'w': rep = in_br ? "_[:alnum:]" : "[_[:alnum:]]"; break;
+        case 's': rep = in_br ? "[:space:]" : "[[:space:]]"; break;
+        case 'D': rep = in_br ? NULL : "[^0-9]"; break;
+        case 'W': rep = in_br ? NULL : "[^_[:alnum:]]"; break;
+        case 'S': rep = in_br ? NULL : "[^[:space:]]"; break;
+        default: break;
+        }
+        if (rep) {
+            size_t l = strlen(rep);
+            memcpy(w, rep, l);
+            w += l;
+        } else if (in_br) {
+            *w++ = e; /* a backslash is literal in a POSIX bracket expression */
+        } else {
+            *w++ = '\\';
+            *w++ = e;
+        }
+    }
+    *w = 0;
+    return out;
+}
+
+typedef struct rules {
+    size_t n;
+    char **pattern, **dev;
+    regex_t *re;
+    bool *compiled;
+    uint64_t *bytes;
+    size_t *count;
+    uint32_t *device;
+} rules;
+
+static void rules_free(rules *r) {
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->compiled && r->compiled[i]) regfree(&r->re[i]);
+        if (r->pattern) free(r->pattern[i]);
+        if (r->dev) free(r->dev[i]);
+    }
+    free(r->pattern);
+    free(r->dev);
+    free(r->re);
+    free(r->compiled);
+    free(r->bytes);
+    free(r->count);
+    free(r->device);
+    memset(r, 0, sizeof *r);
+}
+
+static char *dup_n(const char *s, size_t n) {
+    char *d = tl__os_malloc(n + 1);
+    if (d) {
+        memcpy(d, s, n);
+        d[n] = 0;
+    }
+    return d;
+}
+
+/* Parse "PATTERN=DEVICE,..." (split at ',' and at each item's first '=', as llama.cpp does). */
+static tl_status rules_parse(const char *spec, rules *r) {
+    size_t n = 1;
+    for (const char *p = spec; *p; p++) n += *p == ',';
+    r->pattern = tl__os_calloc(n, sizeof *r->pattern);
+    r->dev = tl__os_calloc(n, sizeof *r->dev);
+    r->re = tl__os_calloc(n, sizeof *r->re);
+    r->compiled = tl__os_calloc(n, sizeof *r->compiled);
+    r->bytes = tl__os_calloc(n, sizeof *r->bytes);
+    r->count = tl__os_calloc(n, sizeof *r->count);
+    r->device = tl__os_calloc(n, sizeof *r->device);
+    if (!r->pattern || !r->dev || !r->re || !r->compiled || !r->bytes || !r->count || !r->device)
+        return tl__err(TL_ERR_NOMEM, "overrides: out of memory");
+    for (const char *cur = spec;;) {
+        const char *end = strchr(cur, ',');
+        size_t len = end ? (size_t)(end - cur) : strlen(cur);
+        const char *eq = memchr(cur, '=', len);
+        if (!eq || eq == cur || eq + 1 == cur + len)
+            return tl__err(TL_ERR_INVALID_ARG, "override '%.*s': not PATTERN=DEVICE",
+                           (int)(len > 120 ? 120 : len), cur);
+        size_t i = r->n++;
+        r->pattern[i] = dup_n(cur, (size_t)(eq - cur));
+        r->dev[i] = dup_n(eq + 1, len - (size_t)(eq - cur) - 1);
+        if (!r->pattern[i] || !r->dev[i]) return tl__err(TL_ERR_NOMEM, "overrides: out of memory");
+        char *ere = translate(r->pattern[i]);
+        if (!ere) return tl__err(TL_ERR_NOMEM, "overrides: out of memory");
+        int e = regcomp(&r->re[i], ere, REG_EXTENDED | REG_NOSUB);
+        free(ere);
+        if (e) {
+            char why[160];
+            regerror(e, NULL, why, sizeof why);
+            return tl__err(TL_ERR_INVALID_ARG, "override '%.120s': bad regular expression: %s",
+                           r->pattern[i], why);
+        }
+        r->compiled[i] = true;
+        if (!end) break;
+        cur = end + 1;
+    }
+    return TL_OK;
+}
+
+/* The summary of m without the tensors a rule placed (rule_of[i] != 0); layers stay numbered. */
+static tl_status summary_rest(const tl_model *m, tl_dtype convert, const uint32_t *rule_of,
+                              tl_plan_summary *s) {
+    tl_plan_summary_init(s);
+    tl_status st = TL_OK;
+    for (int c = 0; c < TL_COMP_COUNT && !st; c++) {
+        size_t nl = tl_model_layer_count(m, (tl_component)c);
+        for (size_t k = 0; k <= nl && !st; k++) {
+            const size_t *idx;
+            size_t n = k < nl ? tl_model_layer_tensors(m, (tl_component)c, k, &idx)
+                              : tl_model_other_tensors(m, (tl_component)c, &idx);
+            uint64_t bytes = 0, mb = 0;
+            for (size_t j = 0; j < n; j++) {
+                if (rule_of[idx[j]]) continue;
+                uint64_t b, x;
+                tlp_tensor_bytes(tl_model_tensor(m, idx[j]), convert, &b, &x);
+                bytes += b;
+                mb += x;
+            }
+            if (k < nl)
+                st = tl_plan_summary_add_layer(s, (tl_component)c, bytes, mb);
+            else if (bytes)
+                st = tl_plan_summary_add_other(s, (tl_component)c, bytes, mb);
+        }
+    }
+    if (st) tl_plan_summary_clear(s);
+    return st;
+}
+
+static int cmp_otensor(const void *a, const void *b) {
+    return strcmp(((const tlp_otensor *)a)->name, ((const tlp_otensor *)b)->name);
+}
+
+/* Keep the rules and the tensors they placed in the plan. */
+static tl_status keep(tl_plan *p, const tl_model *m, const rules *r, const uint32_t *rule_of,
+                      size_t n_placed) {
+    p->orules = tl__os_calloc(r->n, sizeof *p->orules);
+    p->otensors = tl__os_calloc(n_placed ? n_placed : 1, sizeof *p->otensors);
+    if (!p->orules || !p->otensors) return tl__err(TL_ERR_NOMEM, "overrides: out of memory");
+    for (size_t i = 0; i < r->n; i++) {
+        p->orules[i] = (tlp_orule){tl__os_strdup(r->pattern[i]), r->device[i], r->bytes[i],
+                                   r->count[i]};
+        p->n_orules = i + 1;
+        if (!p->orules[i].pattern) return tl__err(TL_ERR_NOMEM, "overrides: out of memory");
+    }
+    for (size_t t = 0; t < tl_model_tensor_count(m); t++) {
+        if (!rule_of[t]) continue;
+        tlp_otensor *o = &p->otensors[p->n_otensors];
+        o->name = tl__os_strdup(tl_model_tensor(m, t)->name);
+        o->rule = rule_of[t] - 1;
+        if (!o->name) return tl__err(TL_ERR_NOMEM, "overrides: out of memory");
+        p->n_otensors++;
+    }
+    qsort(p->otensors, p->n_otensors, sizeof *p->otensors, cmp_otensor);
+    return TL_OK;
+}
+
+tl_status tl_plan_create_for_model(const tl_model *m, tl_dtype convert,
+                                   const tl_plan_device *devs, size_t n_devs,
+                                   const tl_plan_options *opts, tl_plan **out) {
+    if (!m || !out) return tl__err(TL_ERR_INVALID_ARG, "plan: NULL model or output");
+    *out = NULL;
+    tl_plan_options o;
+    tl_plan_options_init(&o);
+    tl_status st = tl__options_take(&o, sizeof o, opts, "tl_plan_options");
+    if (st) return st;
+    tl_plan_summary sum;
+    if (!o.overrides || !*o.overrides) {
+        if ((st = tl_plan_summary_from_model(m, convert, &sum))) return st;
+        st = tl_plan_create(&sum, devs, n_devs, &o, out);
+        tl_plan_summary_clear(&sum);
+        return st;
+    }
+    rules r = {0};
+    size_t nt = tl_model_tensor_count(m), placed = 0;
+    uint32_t *rule_of = tl__os_calloc(nt ? nt : 1, sizeof *rule_of);
+    st = rule_of ? rules_parse(o.overrides, &r)
+                 : tl__err(TL_ERR_NOMEM, "overrides: out of memory");
+    for (size_t t = 0; t < nt && !st; t++) {
+        const tl_tensor_info *ti = tl_model_tensor(m, t);
+        for (size_t i = 0; i < r.n; i++) {
+            if (regexec(&r.re[i], ti->name, 0, NULL, 0)) continue;
+            uint64_t b, x;
+            tlp_tensor_bytes(ti, convert, &b, &x);
+            rule_of[t] = (uint32_t)i + 1;
+            r.bytes[i] += b;
+            r.count[i]++;
+            placed++;
+            break;
+        }
+    }
+    bool have_sum = false;
+    if (!st) st = summary_rest(m, convert, rule_of, &sum);
+    have_sum = !st;
+    tl_plan *p = NULL;
+    if (!st) {
+        tlp_fixed fx = {r.n, (const char *const *)r.dev, (const char *const *)r.pattern, r.bytes,
+                        r.device};
+        st = tlp_create_fixed(&sum, devs, n_devs, &o, false, &fx, &p);
+    }
+    if (!st) st = keep(p, m, &r, rule_of, placed);
+    if (st) {
+        tl_plan_destroy(p);
+        p = NULL;
+    }
+    if (have_sum) tl_plan_summary_clear(&sum);
+    rules_free(&r);
+    free(rule_of);
+    *out = p;
+    return st;
+}
+
+void tlp_overrides_free(tl_plan *p) {
+    for (size_t i = 0; i < p->n_orules; i++) free(p->orules[i].pattern);
+    for (size_t i = 0; i < p->n_otensors; i++) free(p->otensors[i].name);
+    free(p->orules);
+    free(p->otensors);
+    p->orules = NULL;
+    p->otensors = NULL;
+    p->n_orules = p->n_otensors = 0;
+}
+
+size_t tl_plan_override_count(const tl_plan *p) {
+    return p ? p->n_otensors : 0;
+}
+
+tl_status tl_plan_override_of(const tl_plan *p, size_t i, const char **tensor, size_t *device,
+                              const char **pattern) {
+    if (!p || i >= p->n_otensors)
+        return tl__err(TL_ERR_INVALID_ARG, "plan override %zu: out of range (%zu)", i,
+                       p ? p->n_otensors : 0);
+    const tlp_otensor *o = &p->otensors[i];
+    if (tensor) *tensor = o->name;
+    if (device) *device = p->orules[o->rule].device;
+    if (pattern) *pattern = p->orules[o->rule].pattern;
+    return TL_OK;
+}
+
+uint64_t tl_plan_override_bytes(const tl_plan *p, size_t device) {
+    uint64_t b = 0;
+    for (size_t r = 0; p && r < p->n_orules; r++)
+        if (p->orules[r].device == device) b += p->orules[r].bytes;
+    return b;
+}
+
+size_t tl_plan_override_find(const tl_plan *p, const char *tensor) {
+    if (!p || !tensor || !p->n_otensors) return TL_NOT_FOUND;
+    tlp_otensor key = {(char *)tensor, 0};
+    const tlp_otensor *o =
+        bsearch(&key, p->otensors, p->n_otensors, sizeof *p->otensors, cmp_otensor);
+    return o ? p->orules[o->rule].device : TL_NOT_FOUND;
+}
