@@ -98,7 +98,7 @@ TL_API const char *tl_version(void);
  * TL_ABI_VERSION it was compiled with and refuse to run on a mismatch
  * (the dynamic linker already refuses a different SONAME).
  */
-#define TL_ABI_VERSION 0
+#define TL_ABI_VERSION 1
 TL_API unsigned tl_abi_version(void);
 
 /* A byte count for people ("512 B", "1.50 GiB") written into buf; returns buf. */

@@ -1,7 +1,8 @@
 """_lib.py — finding libtierload.so and declaring its C types and functions for ctypes.
 
 The library is looked for, in order: the path in TIERLOAD_LIBRARY, a libtierload.so next to this
-package, then the loader's search path (ctypes.util.find_library / "libtierload.so.0").
+package, then the loader's search path (ctypes.util.find_library / "libtierload.so.<ABI>"). The
+structs below have the layouts of TL_ABI_VERSION ABI: a library of another ABI is refused.
 """
 import ctypes
 import ctypes.util
@@ -13,6 +14,7 @@ c_bool, c_int, c_uint, c_size, c_double = (ctypes.c_bool, ctypes.c_int, ctypes.c
                                            ctypes.c_size_t, ctypes.c_double)
 c_char_p, c_void_p, POINTER = ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER
 
+ABI = 1  # TL_ABI_VERSION these declarations follow
 TL_MAX_DIMS = 8
 TL_COMP_COUNT = 6
 TL_TIER_COUNT = 5
@@ -28,14 +30,14 @@ def _candidates():
         yield env
         return
     here = os.path.dirname(os.path.abspath(__file__))
-    for name in ("libtierload.so", "libtierload.so.0"):
+    for name in ("libtierload.so", "libtierload.so.%d" % ABI):
         p = os.path.join(here, name)
         if os.path.exists(p):
             yield p
     found = ctypes.util.find_library("tierload")
     if found:
         yield found
-    yield "libtierload.so.0"
+    yield "libtierload.so.%d" % ABI
     yield "libtierload.so"
 
 
@@ -43,9 +45,15 @@ def _load():
     errors = []
     for cand in _candidates():
         try:
-            return ctypes.CDLL(cand)
+            lib = ctypes.CDLL(cand)
         except OSError as e:
             errors.append("%s: %s" % (cand, e))
+            continue
+        lib.tl_abi_version.restype = ctypes.c_uint
+        got = lib.tl_abi_version()
+        if got == ABI:
+            return lib
+        errors.append("%s: ABI %d, these bindings are for ABI %d" % (cand, got, ABI))
     raise ImportError("tierload: cannot load libtierload.so (set TIERLOAD_LIBRARY to its path): "
                       + "; ".join(errors))
 
