@@ -12,143 +12,37 @@
 
 #include "core/error.h"
 #include "core/options.h"
+#include "core/rules.h"
 #include "os/os.h"
 
-#include <regex.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* The longest replacement of one escape ("[^_[:alnum:]]"), for sizing the output. */
-#define WIDEST 13
-
-/*
- * The pattern in POSIX ERE: \d \w \s \D \W \S as bracket expressions (inside
- * a bracket expression, their class alone), \. as itself outside brackets
- * and a plain dot inside; other escapes as written. malloc'd; NULL when out
- * of memory.
- */
-static char *translate(const char *pat) {
-    size_t n = strlen(pat);
-    char *out = tl__os_malloc(n * WIDEST + 1), *w = out;
-    if (!out) return NULL;
-    bool in_br = false;
-    for (size_t i = 0; i < n; i++) {
-        char c = pat[i];
-        if (!in_br && c == '[') {
-            in_br = true;
-            *w++ = c;
-            if (pat[i + 1] == '^') *w++ = pat[++i];
-            if (pat[i + 1] == ']') *w++ = pat[++i]; /* a leading ']' is literal */
-            continue;
-        }
-        if (in_br && c == ']') {
-            in_br = false;
-            *w++ = c;
-            continue;
-        }
-        if (c != '\\' || i + 1 == n) {
-            *w++ = c;
-            continue;
-        }
-        char e = pat[++i];
-        const char *rep = NULL;
-        switch (e) {
-        case 'd': rep = in_br ? "0-9" : "[0-9]"; break;
-        case 'w': rep = in_br ? "_[:alnum:]" : "[_[:alnum:]]"; break;
-        case 's': rep = in_br ? "[:space:]" : "[[:space:]]"; break;
-        case 'D': rep = in_br ? NULL : "[^0-9]"; break;
-        case 'W': rep = in_br ? NULL : "[^_[:alnum:]]"; break;
-        case 'S': rep = in_br ? NULL : "[^[:space:]]"; break;
-        default: break;
-        }
-        if (rep) {
-            size_t l = strlen(rep);
-            memcpy(w, rep, l);
-            w += l;
-        } else if (in_br) {
-            *w++ = e; /* a backslash is literal in a POSIX bracket expression */
-        } else {
-            *w++ = '\\';
-            *w++ = e;
-        }
-    }
-    *w = 0;
-    return out;
-}
-
+/* The rules with, per rule, what it placed. */
 typedef struct rules {
-    size_t n;
-    char **pattern, **dev;
-    regex_t *re;
-    bool *compiled;
+    tl__rules r;
     uint64_t *bytes;
     size_t *count;
     uint32_t *device;
 } rules;
 
 static void rules_free(rules *r) {
-    for (size_t i = 0; i < r->n; i++) {
-        if (r->compiled && r->compiled[i]) regfree(&r->re[i]);
-        if (r->pattern) free(r->pattern[i]);
-        if (r->dev) free(r->dev[i]);
-    }
-    free(r->pattern);
-    free(r->dev);
-    free(r->re);
-    free(r->compiled);
+    tl__rules_free(&r->r);
     free(r->bytes);
     free(r->count);
     free(r->device);
     memset(r, 0, sizeof *r);
 }
 
-static char *dup_n(const char *s, size_t n) {
-    char *d = tl__os_malloc(n + 1);
-    if (d) {
-        memcpy(d, s, n);
-        d[n] = 0;
-    }
-    return d;
-}
-
-/* Parse "PATTERN=DEVICE,..." (split at ',' and at each item's first '=', as llama.cpp does). */
 static tl_status rules_parse(const char *spec, rules *r) {
-    size_t n = 1;
-    for (const char *p = spec; *p; p++) n += *p == ',';
-    r->pattern = tl__os_calloc(n, sizeof *r->pattern);
-    r->dev = tl__os_calloc(n, sizeof *r->dev);
-    r->re = tl__os_calloc(n, sizeof *r->re);
-    r->compiled = tl__os_calloc(n, sizeof *r->compiled);
+    memset(r, 0, sizeof *r);
+    tl_status st = tl__rules_parse(spec, "override", "PATTERN=DEVICE", &r->r);
+    if (st) return st;
+    size_t n = r->r.n ? r->r.n : 1;
     r->bytes = tl__os_calloc(n, sizeof *r->bytes);
     r->count = tl__os_calloc(n, sizeof *r->count);
     r->device = tl__os_calloc(n, sizeof *r->device);
-    if (!r->pattern || !r->dev || !r->re || !r->compiled || !r->bytes || !r->count || !r->device)
-        return tl__err(TL_ERR_NOMEM, "overrides: out of memory");
-    for (const char *cur = spec;;) {
-        const char *end = strchr(cur, ',');
-        size_t len = end ? (size_t)(end - cur) : strlen(cur);
-        const char *eq = memchr(cur, '=', len);
-        if (!eq || eq == cur || eq + 1 == cur + len)
-            return tl__err(TL_ERR_INVALID_ARG, "override '%.*s': not PATTERN=DEVICE",
-                           (int)(len > 120 ? 120 : len), cur);
-        size_t i = r->n++;
-        r->pattern[i] = dup_n(cur, (size_t)(eq - cur));
-        r->dev[i] = dup_n(eq + 1, len - (size_t)(eq - cur) - 1);
-        if (!r->pattern[i] || !r->dev[i]) return tl__err(TL_ERR_NOMEM, "overrides: out of memory");
-        char *ere = translate(r->pattern[i]);
-        if (!ere) return tl__err(TL_ERR_NOMEM, "overrides: out of memory");
-        int e = regcomp(&r->re[i], ere, REG_EXTENDED | REG_NOSUB);
-        free(ere);
-        if (e) {
-            char why[160];
-            regerror(e, NULL, why, sizeof why);
-            return tl__err(TL_ERR_INVALID_ARG, "override '%.120s': bad regular expression: %s",
-                           r->pattern[i], why);
-        }
-        r->compiled[i] = true;
-        if (!end) break;
-        cur = end + 1;
-    }
+    if (!r->bytes || !r->count || !r->device) return tl__err(TL_ERR_NOMEM, "overrides: out of memory");
     return TL_OK;
 }
 
@@ -188,11 +82,11 @@ static int cmp_otensor(const void *a, const void *b) {
 /* Keep the rules and the tensors they placed in the plan. */
 static tl_status keep(tl_plan *p, const tl_model *m, const rules *r, const uint32_t *rule_of,
                       size_t n_placed) {
-    p->orules = tl__os_calloc(r->n, sizeof *p->orules);
+    p->orules = tl__os_calloc(r->r.n, sizeof *p->orules);
     p->otensors = tl__os_calloc(n_placed ? n_placed : 1, sizeof *p->otensors);
     if (!p->orules || !p->otensors) return tl__err(TL_ERR_NOMEM, "overrides: out of memory");
-    for (size_t i = 0; i < r->n; i++) {
-        p->orules[i] = (tlp_orule){tl__os_strdup(r->pattern[i]), r->device[i], r->bytes[i],
+    for (size_t i = 0; i < r->r.n; i++) {
+        p->orules[i] = (tlp_orule){tl__os_strdup(r->r.pattern[i]), r->device[i], r->bytes[i],
                                    r->count[i]};
         p->n_orules = i + 1;
         if (!p->orules[i].pattern) return tl__err(TL_ERR_NOMEM, "overrides: out of memory");
@@ -232,15 +126,14 @@ tl_status tl_plan_create_for_model(const tl_model *m, tl_dtype convert,
                  : tl__err(TL_ERR_NOMEM, "overrides: out of memory");
     for (size_t t = 0; t < nt && !st; t++) {
         const tl_tensor_info *ti = tl_model_tensor(m, t);
-        for (size_t i = 0; i < r.n; i++) {
-            if (regexec(&r.re[i], ti->name, 0, NULL, 0)) continue;
+        size_t i = tl__rules_match(&r.r, ti->name);
+        if (i < r.r.n) {
             uint64_t b, x;
             tlp_tensor_bytes(ti, convert, &b, &x);
             rule_of[t] = (uint32_t)i + 1;
             r.bytes[i] += b;
             r.count[i]++;
             placed++;
-            break;
         }
     }
     bool have_sum = false;
@@ -248,8 +141,8 @@ tl_status tl_plan_create_for_model(const tl_model *m, tl_dtype convert,
     have_sum = !st;
     tl_plan *p = NULL;
     if (!st) {
-        tlp_fixed fx = {r.n, (const char *const *)r.dev, (const char *const *)r.pattern, r.bytes,
-                        r.device};
+        tlp_fixed fx = {r.r.n, (const char *const *)r.r.value, (const char *const *)r.r.pattern,
+                        r.bytes, r.device};
         st = tlp_create_fixed(&sum, devs, n_devs, &o, false, &fx, &p);
     }
     if (!st) st = keep(p, m, &r, rule_of, placed);
