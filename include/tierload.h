@@ -1397,6 +1397,13 @@ typedef struct tl_plan_options {
      * "" = none.
      */
     const char *overrides;
+    /*
+     * Types per tensor name (tl_load_options.type_rules: "PATTERN=TYPE,...",
+     * only with tl_plan_create_for_model): each tensor is counted in the type
+     * the rules give it, the others as convert says. A bad rule is
+     * TL_ERR_INVALID_ARG naming it. NULL or "" = none.
+     */
+    const char *type_rules;
 } tl_plan_options;
 
 /* Defaults: auto-fit every component, no cap, no headroom, default reserves and phases. */
@@ -1716,6 +1723,19 @@ typedef struct tl_load_options {
      * written already loses nothing but time.
      */
     bool dest_fresh;
+    /*
+     * Types per tensor name, as stable-diffusion.cpp's --tensor-type-rules:
+     * "PATTERN=TYPE,..." (NULL: none), PATTERN a regular expression searched
+     * in the name (\d \w \s as std::regex has them), TYPE f32, f16, bf16,
+     * q8_0 or q4_0. The first rule that matches a tensor gives its type where
+     * that conversion exists for it (Q8_0 / Q4_0: rows of whole 32-element
+     * blocks; tl_convert_target's name exceptions do not apply), else it
+     * keeps its own; tensors no rule matches follow convert and dtype. A bad
+     * rule is TL_ERR_INVALID_ARG naming it. Plans (tl_plan_options) and
+     * sessions (tl_session_options) take the same rules and count and keep
+     * the same types.
+     */
+    const char *type_rules;
 } tl_load_options;
 
 #define TL_LOAD_ALIGN_ELEMENT 1u /* tl_load_options.align: at least the dtype's element size */
@@ -2014,6 +2034,13 @@ typedef struct tl_session_options {
      */
     bool convert;
     tl_dtype dtype;
+    /*
+     * Types per tensor name (tl_load_options.type_rules), kept on devices as
+     * convert keeps its type: the rules first, convert and dtype for the
+     * tensors no rule matches. Give the plan the same rules. A bad rule is
+     * TL_ERR_INVALID_ARG naming it at creation. NULL or "" = none.
+     */
+    const char *type_rules;
 } tl_session_options;
 /* Defaults (and size). */
 TL_API void tl_session_options_init(tl_session_options *o);

@@ -26,6 +26,9 @@ static void usage(FILE *f) {
         "  --mode M        auto (default), mmap, buffered or direct\n"
         "  --dtype T       convert on load: F32, F16, BF16 (float tensors; Q8_0/Q4_0 dequantized), I32\n"
         "                  (I64 tensors), or quantize float weights to Q8_0 / Q4_0 as sd.cpp --type\n"
+        "  --tensor-type-rules PATTERN=TYPE,...  per tensor, as sd.cpp's: the first PATTERN\n"
+        "                  (a regular expression) found in a name gives the type (f32, f16,\n"
+        "                  bf16, q8_0, q4_0); tensors no rule names follow --dtype\n"
         "  --threads N     reader threads (default 2)\n"
         "  --staging SIZE  bytes per staging buffer (default 16M)\n"
         "  --staging-count N  staging buffers in the ring (default 4)\n"
@@ -291,6 +294,11 @@ int cmd_load(int argc, char **argv) {
                 rc = cli_usage("load", "unknown dtype '%s'", v);
             o.convert = true;
             o.dtype = t;
+        } else if ((r = cli_opt(argc, argv, &i, "load", "--tensor-type-rules", &v)) != 0) {
+            if (r < 0)
+                rc = 2;
+            else
+                o.type_rules = v;
         } else if ((r = cli_opt(argc, argv, &i, "load", "--threads", &v)) != 0) {
             uint64_t n;
             if (r < 0)

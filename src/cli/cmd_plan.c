@@ -72,6 +72,9 @@ static int plan_main(int argc, char **argv, cli_models *models) {
     if (profile && pa.o.overrides)
         return cli_usage("plan", "--override-tensor matches tensor names: give MODEL files, not "
                                  "--profile");
+    if (profile && pa.o.type_rules)
+        return cli_usage("plan", "--tensor-type-rules matches tensor names: give MODEL files, not "
+                                 "--profile");
 
     tl_plan_summary sum;
     tl_model *m = NULL;

@@ -462,6 +462,7 @@ static int run_main(int argc, char **argv, cli_models *models, cli_loras *loras,
         so.convert = true;
         so.dtype = ra.pa.convert;
     }
+    so.type_rules = ra.pa.o.type_rules; /* and --tensor-type-rules */
     if (ra.timeline) so.event_cap = (size_t)1 << 24; /* a whole run's entries: the drawing needs them all */
     if (ra.host_budget && !cli_parse_size(ra.host_budget, &so.host_budget, NULL))
         return cli_usage("run", "--host-budget: bad size '%s'", ra.host_budget);

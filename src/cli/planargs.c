@@ -31,6 +31,11 @@ const char *cli_planargs_help(void) {
            "  --size WxH[xT]       output size: decides VAE tiling\n"
            "  --type DTYPE         plan for weights converted to DTYPE (q8_0, f16, ...);\n"
            "                       run: its session keeps them so on the devices\n"
+           "  --tensor-type-rules PATTERN=TYPE,...\n"
+           "                       per tensor (stable-diffusion.cpp's flag): the first PATTERN\n"
+           "                       (a regular expression) found in a tensor's name gives its\n"
+           "                       type (f32, f16, bf16, q8_0, q4_0); others follow --type:\n"
+           "                       --tensor-type-rules '^vae\\.=f16,model\\.=q8_0'\n"
            "  --steps N            diffusion passes per run, for bytes streamed (default 20;\n"
            "                       run: the passes its --pipeline makes)\n"
            "  --override-tensor PATTERN=DEVICE, -ot PATTERN=DEVICE\n"
@@ -162,6 +167,7 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
                                            "--phases",
                                            "--size",
                                            "--type",
+                                           "--tensor-type-rules",
                                            "--steps",
                                            "--steps-2",
                                            "--svg",
@@ -192,6 +198,7 @@ int cli_planargs_arg(cli_planargs *a, int argc, char **argv, int *i, const char 
                                 &a->o.phases,
                                 &a->o.output_size,
                                 &a->type,
+                                &a->o.type_rules,
                                 &a->steps,
                                 &a->steps2,
                                 &a->svg,

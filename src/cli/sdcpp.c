@@ -191,7 +191,7 @@ static const sd_flag ignored[] = {
     {"--taesd", true}, {"--tae", true}, {"--ip-adapter", true}, {"--motion-module", true},
     {"--photo-maker", true}, {"--pulid-weights", true}, {"--upscale-model", true},
     {"--embd-dir", true}, {"--lora-model-dir", true}, {"--hires-upscalers-dir", true},
-    {"--tensor-type-rules", true}, {"--model-args", true}, {"--vae-format", true},
+    {"--model-args", true}, {"--vae-format", true},
     /* execution */
     {"-t", true}, {"--threads", true}, {"--eager-load", false}, {"--mmap", false},
     {"--fa", false}, {"--diffusion-fa", false}, {"--diffusion-conv-direct", false},

@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "core/options.h"
 #include "core/strbuf.h"
+#include "model/typerules.h"
 #include "model/catalog.h"
 #include "io/convert.h"
 #include "io/io.h"
@@ -83,6 +84,7 @@ typedef struct job {
     tl_load_result *r;
     tl_load_options o;
     bool cold_buffered; /* TIERLOAD_COLD_PATH=buffered */
+    tl__type_rules rules; /* tl_load_options.type_rules */
     bool no_uring;      /* TIERLOAD_NO_URING */
     tl__io_engine *io;
     uint64_t done; /* bytes of the files already loaded */
@@ -302,7 +304,7 @@ static tl__io_end source_of(job *j, lfile *f, size_t ti, uint64_t off) {
 
 /* The type tensor t is loaded as (tl_convert_target of the load's dtype). */
 static tl_dtype target_of(const job *j, const tl_tensor_info *t) {
-    return j->o.convert ? tl_convert_target(t, j->o.dtype) : t->dtype;
+    return tl__type_target(&j->rules, t, j->o.convert ? j->o.dtype : TL_DTYPE_INVALID);
 }
 
 /* Bytes of t once in type `to` (whole elements or blocks: tl_convert_target checked). */
@@ -827,8 +829,10 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
             order[n_order++] = i;
     }
     qsort_r(order, n_order, sizeof *order, cmp_off, m);
+    s = tl__type_rules_parse(j.o.type_rules, &j.rules);
+    if (s != TL_OK) s = tl__err_prefix(s, "load");
     /* plan: per-file tensor lists, residency and mode */
-    for (size_t fi = 0; fi < r->n_files; fi++) {
+    for (size_t fi = 0; s == TL_OK && fi < r->n_files; fi++) {
         lfile *f = &r->files[fi];
         const tl_file_info *fin = tl_model_file(m, fi);
         f->pub.path = fin->path;
@@ -870,6 +874,7 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
     tl_memwatch_sample(watch);
     r->stats.staging_used = tl__staging_used(tl__io_engine_staging(j.io));
     tl__io_engine_destroy(j.io);
+    tl__type_rules_free(&j.rules);
     tl_memwatch_destroy(watch, &r->stats.mem, sizeof r->stats.mem);
     if (s != TL_OK) {
         tl_load_result_destroy(r);

@@ -200,6 +200,11 @@ tl_status tlp_create_fixed(const tl_plan_summary *s, const tl_plan_device *devs,
                        "plan: overrides '%.80s' match tensor names: plan with "
                        "tl_plan_create_for_model",
                        opts->overrides);
+    if (opts->type_rules && *opts->type_rules)
+        return tl__err(TL_ERR_INVALID_ARG,
+                       "plan: type rules '%.80s' match tensor names: plan with "
+                       "tl_plan_create_for_model",
+                       opts->type_rules);
     tlp_inputs *in = tl__os_calloc(1, sizeof *in);
     tl_plan *p = tl__os_calloc(1, sizeof *p);
     tlp_ctx *x = tl__os_malloc(sizeof *x);

@@ -47,8 +47,8 @@ static tl_status rules_parse(const char *spec, rules *r) {
 }
 
 /* The summary of m without the tensors a rule placed (rule_of[i] != 0); layers stay numbered. */
-static tl_status summary_rest(const tl_model *m, tl_dtype convert, const uint32_t *rule_of,
-                              tl_plan_summary *s) {
+static tl_status summary_rest(const tl_model *m, const tl__type_rules *types, tl_dtype convert,
+                              const uint32_t *rule_of, tl_plan_summary *s) {
     tl_plan_summary_init(s);
     tl_status st = TL_OK;
     for (int c = 0; c < TL_COMP_COUNT && !st; c++) {
@@ -61,7 +61,7 @@ static tl_status summary_rest(const tl_model *m, tl_dtype convert, const uint32_
             for (size_t j = 0; j < n; j++) {
                 if (rule_of[idx[j]]) continue;
                 uint64_t b, x;
-                tlp_tensor_bytes(tl_model_tensor(m, idx[j]), convert, &b, &x);
+                tlp_tensor_bytes(tl_model_tensor(m, idx[j]), types, convert, &b, &x);
                 bytes += b;
                 mb += x;
             }
@@ -112,11 +112,19 @@ tl_status tl_plan_create_for_model(const tl_model *m, tl_dtype convert,
     tl_plan_options_init(&o);
     tl_status st = tl__options_take(&o, sizeof o, opts, "tl_plan_options");
     if (st) return st;
+    /* the type rules count in the summary: the planner itself sees only bytes */
+    tl__type_rules types;
+    st = tl__type_rules_parse(o.type_rules, &types);
+    o.type_rules = NULL;
     tl_plan_summary sum;
-    if (!o.overrides || !*o.overrides) {
-        if ((st = tl_plan_summary_from_model(m, convert, &sum))) return st;
-        st = tl_plan_create(&sum, devs, n_devs, &o, out);
-        tl_plan_summary_clear(&sum);
+    if (!st && (!o.overrides || !*o.overrides)) {
+        if (!(st = tlp_summary_from_model(m, &types, convert, &sum))) {
+            st = tl_plan_create(&sum, devs, n_devs, &o, out);
+            tl_plan_summary_clear(&sum);
+        }
+    }
+    if (st || !o.overrides || !*o.overrides) {
+        tl__type_rules_free(&types);
         return st;
     }
     rules r = {0};
@@ -129,7 +137,7 @@ tl_status tl_plan_create_for_model(const tl_model *m, tl_dtype convert,
         size_t i = tl__rules_match(&r.r, ti->name);
         if (i < r.r.n) {
             uint64_t b, x;
-            tlp_tensor_bytes(ti, convert, &b, &x);
+            tlp_tensor_bytes(ti, &types, convert, &b, &x);
             rule_of[t] = (uint32_t)i + 1;
             r.bytes[i] += b;
             r.count[i]++;
@@ -137,7 +145,7 @@ tl_status tl_plan_create_for_model(const tl_model *m, tl_dtype convert,
         }
     }
     bool have_sum = false;
-    if (!st) st = summary_rest(m, convert, rule_of, &sum);
+    if (!st) st = summary_rest(m, &types, convert, rule_of, &sum);
     have_sum = !st;
     tl_plan *p = NULL;
     if (!st) {
@@ -152,6 +160,7 @@ tl_status tl_plan_create_for_model(const tl_model *m, tl_dtype convert,
     }
     if (have_sum) tl_plan_summary_clear(&sum);
     rules_free(&r);
+    tl__type_rules_free(&types);
     free(rule_of);
     *out = p;
     return st;

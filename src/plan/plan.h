@@ -5,6 +5,7 @@
 #ifndef TL_PLAN_PLAN_H
 #define TL_PLAN_PLAN_H
 
+#include "model/typerules.h"
 #include "tierload.h"
 
 #include <stdbool.h>
@@ -78,9 +79,15 @@ tl_status tlp_create_fixed(const tl_plan_summary *s, const tl_plan_device *devs,
 /* Resolve a device name as backend specs do: an index into devs or TL_PLAN_HOST. */
 tl_status tlp_resolve_device(const char *what, const char *name, const tl_plan_device *devs,
                              size_t n, uint32_t *out);
-/* Bytes of a tensor as a load converting to `convert` leaves it, and its row-splittable part. */
-void tlp_tensor_bytes(const tl_tensor_info *t, tl_dtype convert, uint64_t *bytes,
-                      uint64_t *matrix);
+/*
+ * Bytes of a tensor as a load with these type rules (NULL: none) converting to
+ * `convert` leaves it, and its row-splittable part.
+ */
+void tlp_tensor_bytes(const tl_tensor_info *t, const tl__type_rules *rules, tl_dtype convert,
+                      uint64_t *bytes, uint64_t *matrix);
+/* tl_plan_summary_from_model with type rules (NULL: none). */
+tl_status tlp_summary_from_model(const tl_model *m, const tl__type_rules *rules, tl_dtype convert,
+                                 tl_plan_summary *s);
 /* Free a plan's overrides (tl_plan_destroy). */
 void tlp_overrides_free(tl_plan *p);
 

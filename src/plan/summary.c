@@ -70,23 +70,24 @@ tl_status tl_plan_summary_add_other(tl_plan_summary *s, tl_component c, uint64_t
 
 /* Bytes of tensor t as the load would leave it (tl_convert_target: the load's own rule), and its
  * row-splittable part. */
-void tlp_tensor_bytes(const tl_tensor_info *t, tl_dtype convert, uint64_t *bytes,
-                      uint64_t *matrix) {
+void tlp_tensor_bytes(const tl_tensor_info *t, const tl__type_rules *rules, tl_dtype convert,
+                      uint64_t *bytes, uint64_t *matrix) {
     *bytes = t->nbytes;
-    tl_dtype to = tl_convert_target(t, convert);
+    tl_dtype to = tl__type_target(rules, t, convert);
     uint64_t nb;
     if (to != t->dtype && tl_dtype_nbytes(to, t->n_elements, &nb)) *bytes = nb;
     *matrix = t->n_dims == 2 && t->shape[0] >= 256 && t->shape[1] >= 256 ? *bytes : 0;
 }
 
 /* Sum the bytes of a list of tensors. */
-static tl_status sum_tensors(const tl_model *m, const size_t *idx, size_t n, tl_dtype convert,
-                             uint64_t *bytes, uint64_t *matrix) {
+static tl_status sum_tensors(const tl_model *m, const size_t *idx, size_t n,
+                             const tl__type_rules *rules, tl_dtype convert, uint64_t *bytes,
+                             uint64_t *matrix) {
     *bytes = *matrix = 0;
     for (size_t k = 0; k < n; k++) {
         const tl_tensor_info *t = tl_model_tensor(m, idx[k]);
         uint64_t b, mb;
-        tlp_tensor_bytes(t, convert, &b, &mb);
+        tlp_tensor_bytes(t, rules, convert, &b, &mb);
         if (!tl__add_u64(*bytes, b, bytes) || !tl__add_u64(*matrix, mb, matrix))
             return tl__err(TL_ERR_INVALID_ARG, "plan summary: byte count overflows at tensor '%s'",
                            t->name);
@@ -95,6 +96,11 @@ static tl_status sum_tensors(const tl_model *m, const size_t *idx, size_t n, tl_
 }
 
 tl_status tl_plan_summary_from_model(const tl_model *m, tl_dtype convert, tl_plan_summary *s) {
+    return tlp_summary_from_model(m, NULL, convert, s);
+}
+
+tl_status tlp_summary_from_model(const tl_model *m, const tl__type_rules *rules, tl_dtype convert,
+                                 tl_plan_summary *s) {
     if (!m || !s) return tl__err(TL_ERR_INVALID_ARG, "plan summary: NULL model or summary");
     tl_plan_summary_init(s);
     tl_status st = TL_OK;
@@ -104,12 +110,12 @@ tl_status tl_plan_summary_from_model(const tl_model *m, tl_dtype convert, tl_pla
         size_t nl = tl_model_layer_count(m, (tl_component)c);
         for (size_t k = 0; k < nl && !st; k++) {
             size_t n = tl_model_layer_tensors(m, (tl_component)c, k, &idx);
-            st = sum_tensors(m, idx, n, convert, &bytes, &mb);
+            st = sum_tensors(m, idx, n, rules, convert, &bytes, &mb);
             if (!st) st = tl_plan_summary_add_layer(s, (tl_component)c, bytes, mb);
         }
         size_t n = tl_model_other_tensors(m, (tl_component)c, &idx);
         if (!st && n) {
-            st = sum_tensors(m, idx, n, convert, &bytes, &mb);
+            st = sum_tensors(m, idx, n, rules, convert, &bytes, &mb);
             if (!st) st = tl_plan_summary_add_other(s, (tl_component)c, bytes, mb);
         }
     }

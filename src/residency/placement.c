@@ -63,12 +63,13 @@ static tl_status add(placer *pl, tlr_place x) {
  * Bytes of component c's tensors that row split does not divide, as converted
  * to `convert` (tensors an override places aside).
  */
-static uint64_t rest_bytes(const tl_model *m, const tl_plan *p, tl_component c, tl_dtype convert) {
+static uint64_t rest_bytes(const tl_model *m, const tl_plan *p, tl_component c,
+                           const tl__type_rules *rules, tl_dtype convert) {
     uint64_t r = 0;
     for (size_t i = 0; i < tl_model_tensor_count(m); i++) {
         const tl_tensor_info *t = tl_model_tensor(m, i);
         uint64_t b = t->nbytes;
-        tl_dtype to = tl_convert_target(t, convert);
+        tl_dtype to = tl__type_target(rules, t, convert);
         if (to != t->dtype && !tl_dtype_nbytes(to, t->n_elements, &b)) b = t->nbytes;
         if (t->component == c && !is_matrix(t) &&
             tl_plan_override_find(p, t->name) == TL_NOT_FOUND)
@@ -101,7 +102,8 @@ static tl_status split_rows(placer *pl, const tl_tensor_info *t, size_t i,
     return TL_OK;
 }
 
-tl_status tlr_place_all(const tl_model *m, const tl_plan *p, tl_dtype convert, tlr_place **out,
+tl_status tlr_place_all(const tl_model *m, const tl_plan *p, const tl__type_rules *rules,
+                        tl_dtype convert, tlr_place **out,
                         size_t *n) {
     *out = NULL;
     *n = 0;
@@ -112,7 +114,7 @@ tl_status tlr_place_all(const tl_model *m, const tl_plan *p, tl_dtype convert, t
         tl_status s = tl_plan_decision_of(p, (tl_component)c, &dec[c], sizeof dec[c]);
         if (s) return s;
         if (dec[c].present && dec[c].mode == TL_PLAN_MODE_ROW_SPLIT) {
-            uint64_t rest = rest_bytes(m, p, (tl_component)c, convert);
+            uint64_t rest = rest_bytes(m, p, (tl_component)c, rules, convert);
             for (uint32_t k = 0; k < dec[c].n_devices; k++) {
                 uint64_t b = dec[c].device_bytes[k];
                 roww[c][k] = k == 0 ? (b > rest ? b - rest : 0) : b;
@@ -184,7 +186,7 @@ tl_status tl_plan_place(const tl_plan *p, const tl_model *m, tl_plan_placement *
     if (!p || !m) return tl__err(TL_ERR_INVALID_ARG, "tl_plan_place: NULL plan or model");
     tlr_place *pl;
     size_t np;
-    tl_status s = tlr_place_all(m, p, TL_DTYPE_INVALID, &pl, &np);
+    tl_status s = tlr_place_all(m, p, NULL, TL_DTYPE_INVALID, &pl, &np);
     if (s) return s;
     tl_plan_placement *r = tl__os_calloc(np ? np : 1, sizeof *r);
     if (!r) {

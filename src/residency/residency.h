@@ -7,6 +7,7 @@
 #ifndef TL_RESIDENCY_H
 #define TL_RESIDENCY_H
 
+#include "model/typerules.h"
 #include "tierload.h"
 
 #define TLR_HOST (-1)
@@ -23,12 +24,12 @@ typedef struct tlr_place {
 /*
  * The units of every tensor of m under plan p, in tensor order (a tensor's
  * units are consecutive), in file bytes; row blocks in proportion to the
- * devices' bytes as the tensors will be kept (converted to `convert` where
- * tl_convert_target says so; TL_DTYPE_INVALID: as in the file). *out is
- * malloc'd.
+ * devices' bytes as the tensors will be kept (in the type the rules give, or
+ * converted to `convert` where tl_convert_target says so; TL_DTYPE_INVALID:
+ * as in the file). *out is malloc'd.
  */
-tl_status tlr_place_all(const tl_model *m, const tl_plan *p, tl_dtype convert, tlr_place **out,
-                        size_t *n);
+tl_status tlr_place_all(const tl_model *m, const tl_plan *p, const tl__type_rules *rules,
+                        tl_dtype convert, tlr_place **out, size_t *n);
 
 /*
  * A unit in the type the session keeps its tensor in (xform.c): from the

@@ -153,6 +153,7 @@ struct tl_session {
     tl_model *m;
     const tl_plan *p;
     tl_session_options o;
+    tl__type_rules types; /* o.type_rules, parsed */
     char *spill_dir;
     tl__os_mutex mu;
     /* prefetch completions: engine workers never take mu, only pmu */
@@ -1097,6 +1098,7 @@ tl_status tl_session_destroy(tl_session *s) {
     free(s->free_ext);
     free(s->ev);
     free(s->spill_dir);
+    tl__type_rules_free(&s->types);
     tl__os_mutex_destroy(&s->mu);
     tl__os_mutex_destroy(&s->pmu);
     tl__os_cond_destroy(&s->pcv);
@@ -1220,17 +1222,20 @@ static bool on_host(const tl_session *s, size_t t) {
     return false;
 }
 
-/* tl_session_options.dtype: every tensor tl_convert_target picks, on devices. */
+/*
+ * tl_session_options.type_rules and dtype: every tensor the rules give a type,
+ * and every other one tl_convert_target picks, on devices.
+ */
 static tl_status convert_all(tl_session *s) {
-    tl_dtype to = s->o.dtype;
-    if (to != TL_DTYPE_F32 && to != TL_DTYPE_F16 && to != TL_DTYPE_BF16 && to != TL_DTYPE_I32 &&
-        to != TL_DTYPE_Q8_0 && to != TL_DTYPE_Q4_0)
+    tl_dtype to = s->o.convert ? s->o.dtype : TL_DTYPE_INVALID;
+    if (s->o.convert && to != TL_DTYPE_F32 && to != TL_DTYPE_F16 && to != TL_DTYPE_BF16 &&
+        to != TL_DTYPE_I32 && to != TL_DTYPE_Q8_0 && to != TL_DTYPE_Q4_0)
         return tl__err(TL_ERR_INVALID_ARG,
                        "tl_session_options.dtype %s: sessions convert to F32, F16, BF16, I32, "
                        "Q8_0 or Q4_0",
                        tl_dtype_name(to));
     for (size_t t = 0; t < tl_model_tensor_count(s->m); t++) {
-        tl_dtype x = tl_convert_target(tl_model_tensor(s->m, t), to);
+        tl_dtype x = tl__type_target(&s->types, tl_model_tensor(s->m, t), to);
         if (x == tl_model_tensor(s->m, t)->dtype || on_host(s, t) ||
             s->first[t] == s->first[t + 1])
             continue;
@@ -1304,7 +1309,11 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
     tlr_place *pl = NULL;
     size_t n_pl = 0;
     if (!st)
-        st = tlr_place_all(m, p, s->o.convert ? s->o.dtype : TL_DTYPE_INVALID, &pl, &n_pl);
+        st = tl__type_rules_parse(s->o.type_rules, &s->types);
+    s->o.type_rules = NULL; /* the caller's string: the session keeps its parse */
+    if (!st)
+        st = tlr_place_all(m, p, &s->types, s->o.convert ? s->o.dtype : TL_DTYPE_INVALID, &pl,
+                           &n_pl);
     if (!st) {
         size_t nt = tl_model_tensor_count(m);
         s->u = tl__os_calloc(n_pl ? n_pl : 1, sizeof *s->u);
@@ -1328,7 +1337,7 @@ tl_status tl_session_create(tl_model *m, const tl_plan *p, const tl_session_opti
             for (size_t t = n_pl ? pl[n_pl - 1].tensor + 1 : 0; t <= nt; t++)
                 s->first[t] = n_pl;
             s->n_u = n_pl;
-            if (s->o.convert) st = convert_all(s);
+            if (s->o.convert || s->types.r.n) st = convert_all(s);
             if (!st) st = index_units(s);
         }
     }

@@ -466,6 +466,32 @@ def load_modes_convert_and_progress():
 
 
 @case
+def tensor_type_rules_in_load_plan_and_session():
+    # sd.cpp's --tensor-type-rules: the first rule found in a name gives its type (numpy converts
+    # for the expected values); a tensor no rule names stays as it is
+    path = os.path.join(TMP, "rules.safetensors")
+    x = (np.arange(64, dtype=np.float32) / 7).reshape(2, 32)
+    write_safetensors(path, [("vae.w", "F32", (2, 32), x.tobytes(), 256),
+                             ("model.w", "F32", (2, 32), x.tobytes(), 256),
+                             ("cond.w", "F32", (2, 32), x.tobytes(), 256)])
+    rules = r"^vae\.=f16,^mod\w+\.=bf16"
+    r = tierload.load(path, mode="buffered", type_rules=rules)
+    assert r.numpy("vae.w").dtype == np.float16 and np.array_equal(r.numpy("vae.w"), x.astype(np.float16))
+    assert r.numpy("cond.w").dtype == np.float32 and np.array_equal(r.numpy("cond.w"), x)
+    m = tierload.open(path)
+    p = tierload.plan(m, sim="rulesg=64M", type_rules=rules)
+    assert sum(c["bytes"] for c in json.loads(p.json)["components"]) == 128 + 128 + 256
+    with tierload.Session(m, p, type_rules=rules) as s:
+        with s.acquire_tensors(["model.w", "cond.w"]) as a:
+            assert a["model.w"].dtype == "BF16" and a["cond.w"].dtype == "F32"
+    try:
+        tierload.load(path, type_rules="vae.=q4_k")
+        raise AssertionError("a bad rule loaded")
+    except tierload.InvalidArgument as e:
+        assert "vae.=q4_k" in str(e), str(e)
+
+
+@case
 def session_acquire_host_and_device():
     path, tensors, offs = dtype_model()
     m = tierload.open(path)

@@ -328,7 +328,8 @@ class LoadResult:
 
 
 def load(path_or_model, mode="auto", dtype=None, verify=False, evict=False, progress=None,
-         threads=0, staging_size=0, staging_count=0, tensors=None, align=0, **component_files):
+         threads=0, staging_size=0, staging_count=0, tensors=None, align=0, type_rules=None,
+         **component_files):
     """Load tensors into host memory (the modes of `tierload load`: auto, mmap, buffered,
     direct). dtype converts float tensors on load ("F16", "BF16", "F32"). progress(done, total)
     is called about every 50 ms; returning False cancels (Cancelled)."""
@@ -346,6 +347,8 @@ def load(path_or_model, mode="auto", dtype=None, verify=False, evict=False, prog
             raise InvalidArgument("load: unknown dtype '%s'" % dtype)
         o.convert, o.dtype = True, d
     o.verify, o.evict = bool(verify), bool(evict)
+    rules = _b(type_rules)  # kept alive for the call
+    o.type_rules = rules
     o.threads, o.staging_size, o.staging_count, o.align = threads, staging_size, staging_count, align
     raised = []
     if progress is not None:
@@ -443,7 +446,7 @@ class Plan:
 
 def plan(model, devices=None, sim=None, backend=None, max_vram=None, headroom=0, reserve=None,
          phases=None, steps=0, offload_to_cpu=False, output_size=None, steps2=0,
-         overrides=None):
+         overrides=None, type_rules=None):
     """Plan where each component lives. devices: a spec of hypothetical devices
     ("cuda0=16G,cpu") or None for the registered ones; sim: simulated GPUs of this plan
     ("gpu0=8G", as `tierload --sim`), added to the registered devices when devices is None (a
@@ -451,6 +454,8 @@ def plan(model, devices=None, sim=None, backend=None, max_vram=None, headroom=0,
     be called again with the same sim names, and each plan's sessions get that plan's own sims.
     overrides: llama.cpp -ot style per-tensor placements, "PATTERN=DEVICE,..." (a regex
     searched in each name; the first match wins; the tensor stays on DEVICE for the run).
+    type_rules: sd.cpp --tensor-type-rules style per-tensor types, "PATTERN=TYPE,..." (f32,
+    f16, bf16, q8_0, q4_0), counted as loads and sessions given the same rules keep them.
     Infeasible plans raise Infeasible with the reason."""
     sims = _make_sims(sim) if sim else []
     try:
@@ -486,6 +491,7 @@ def plan(model, devices=None, sim=None, backend=None, max_vram=None, headroom=0,
     o.headroom, o.steps, o.offload_to_cpu = headroom, steps, bool(offload_to_cpu)
     o.steps2 = steps2
     o.overrides = _b(overrides)
+    o.type_rules = _b(type_rules)
     s = L.PlanSummary()
     h = ctypes.c_void_p()
     try:
@@ -674,11 +680,12 @@ class Session:
     def __init__(self, model, plan, host_budget=0, host_headroom=0, spill_dir=None,
                  spill_threshold=0, threads=0, staging_size=0, staging_count=0, policy="auto",
                  no_async=False, no_zero_copy=False, event_cap=0, no_events=False, progress=None,
-                 dtype=None):
+                 dtype=None, type_rules=None):
         """progress(done, total), if given, is called on the acquiring thread while an
         acquire moves bytes (about every 50 ms, and once when done); returning False cancels
         that acquire (Cancelled). dtype ("F16", "BF16", "F32", "Q8_0", "Q4_0"): keep the
-        tensors tl_convert_target picks converted on their devices (set_dtype: one tensor)."""
+        tensors tl_convert_target picks converted on their devices (set_dtype: one tensor).
+        type_rules ("PATTERN=TYPE,...", as plan()'s): per-tensor types, ahead of dtype."""
         o = L.SessionOptions()
         lib.tl_session_options_init(ctypes.byref(o))
         o.host_budget, o.host_headroom, o.spill_threshold = host_budget, host_headroom, spill_threshold
@@ -690,6 +697,8 @@ class Session:
         o.event_cap, o.no_events = event_cap, bool(no_events)
         if dtype is not None:
             o.convert, o.dtype = True, _dtype_id(dtype, "Session")
+        rules = _b(type_rules)  # parsed by the session at creation
+        o.type_rules = rules
         self._progress = None
         if progress is not None:
             def cb(_user, done, total):

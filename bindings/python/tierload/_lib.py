@@ -99,7 +99,7 @@ class LoadOptions(ctypes.Structure):
                 ("progress_user", c_void_p), ("sample_interval", c_double),
                 ("tensors", POINTER(c_size)), ("n_tensors", c_size), ("dest", c_void_p),
                 ("dest_user", c_void_p), ("align", c_u32), ("hugepages", c_bool),
-                ("dest_fresh", c_bool)]
+                ("dest_fresh", c_bool), ("type_rules", c_char_p)]
 
 
 class LoadedTensor(ctypes.Structure):
@@ -142,7 +142,7 @@ class PlanOptions(ctypes.Structure):
                 ("controlnet_on_cpu", c_bool), ("offload_to_cpu", c_bool), ("steps", c_u32),
                 ("vae_bytes_per_voxel", c_u64), ("offload", c_u32), ("phase_only", c_u32),
                 ("layer_split", c_u32), ("row_split", c_u32), ("links", c_char_p),
-                ("steps2", c_u32), ("overrides", c_char_p)]
+                ("steps2", c_u32), ("overrides", c_char_p), ("type_rules", c_char_p)]
 
 
 class SessionOptions(ctypes.Structure):
@@ -153,7 +153,7 @@ class SessionOptions(ctypes.Structure):
                 ("n_device_budgets", c_size), ("no_async", c_bool),
                 ("no_zero_copy", c_bool), ("event_cap", c_size), ("no_events", c_bool),
                 ("progress", PROGRESS_FN), ("progress_user", c_void_p),
-                ("convert", c_bool), ("dtype", c_int)]
+                ("convert", c_bool), ("dtype", c_int), ("type_rules", c_char_p)]
 
 
 class SessionPart(ctypes.Structure):

@@ -1,0 +1,37 @@
+/*
+ * typerules.h — the types tensors are kept in, per tensor name, as
+ * stable-diffusion.cpp's --tensor-type-rules gives them
+ * ("^vae\.=f16,model\.=q8_0"): the first rule whose pattern is found in a
+ * tensor's name gives its type; a tensor no rule names takes the load's,
+ * plan's or session's one type (tl_convert_target). One rule for loads,
+ * plans and sessions, so that a plan counts the bytes a load makes.
+ */
+#ifndef TL_MODEL_TYPERULES_H
+#define TL_MODEL_TYPERULES_H
+
+#include "core/rules.h"
+#include "tierload.h"
+
+typedef struct tl__type_rules {
+    tl__rules r;
+    tl_dtype *to; /* per rule */
+} tl__type_rules;
+
+/*
+ * Parse "PATTERN=TYPE,..." (NULL or "": no rules) into t (free with
+ * tl__type_rules_free, also after a failure). TYPE is f32, f16, bf16, q8_0 or
+ * q4_0 (any case); another type, another shape of item or a pattern that
+ * does not compile is TL_ERR_INVALID_ARG naming the rule.
+ */
+tl_status tl__type_rules_parse(const char *spec, tl__type_rules *t);
+void tl__type_rules_free(tl__type_rules *t);
+/*
+ * The type tensor ti is kept in: the first matching rule's where that
+ * conversion exists for it (Q8_0 / Q4_0: rows of whole 32-element blocks;
+ * the name exceptions of tl_convert_target do not apply, the rule chose the
+ * tensor), else its own; with no matching rule, tl_convert_target(ti,
+ * convert) (convert TL_DTYPE_INVALID: its own). t may be NULL.
+ */
+tl_dtype tl__type_target(const tl__type_rules *t, const tl_tensor_info *ti, tl_dtype convert);
+
+#endif
