@@ -306,8 +306,6 @@ static void *ahead_helper(void *arg) {
     return NULL;
 }
 
-static tl_status find_pickle(const tl__zip *z, const char *path, const tl__zip_entry **out);
-
 /*
  * When z (central directory read) names a pickle that can run: start the helper on *t, run the
  * pickle into a. Else *t stays NULL. Fails only when that pickle's local header cannot be read or
