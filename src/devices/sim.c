@@ -114,7 +114,7 @@ static unsigned char *take_kept_locked(sim *s, uint64_t size) {
         free(s->kept[drop].mem);
         s->kept_bytes -= s->kept[drop++].size;
     }
-    memmove(s->kept, s->kept + drop, (s->n_kept - drop) * sizeof *s->kept);
+    if (drop) memmove(s->kept, s->kept + drop, (s->n_kept - drop) * sizeof *s->kept);
     s->n_kept -= drop;
     return NULL;
 }
