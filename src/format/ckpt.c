@@ -277,8 +277,8 @@ static tl_status find_pickle(const tl__zip *z, const char *path, const tl__zip_e
 
 /*
  * A checkpoint with many storages has as many local headers to read (one
- * read each when the storages lie apart). With the file's descriptor, a
- * helper thread starts on them (tl__zip_pass) while this thread runs the
+ * read each when the storages lie apart). With the file's descriptor and
+ * more than one CPU to run on, a helper thread starts on them (tl__zip_pass) while this thread runs the
  * pickle, from the offset its own local header gives, and then joins the
  * reading of what is left: with a free core the reads cost the open about
  * half their time; with none it waits at most for the run the helper holds.
@@ -439,7 +439,7 @@ tl_status tl__ckpt_parse_fd(const uint8_t *data, uint64_t size, int fd, const ch
     tl__os_thread *t = NULL;
     tl__zip_pass pass;
     tl__zip_pass_init(&pass, data, fd, path, &z);
-    if (fd >= 0 && z.n_entries >= CKPT_AHEAD_MIN_ENTRIES) {
+    if (fd >= 0 && z.n_entries >= CKPT_AHEAD_MIN_ENTRIES && tl__os_cpu_count() > 1) {
         a = tl__os_calloc(1, sizeof *a);
         if (a) a->pass = &pass;
         st = a ? ahead_run(data, fd, path, &z, a, &t)
