@@ -504,6 +504,63 @@ static void test_zip_directory_lies(void **st) {
     tell_lies("small.ckpt", big, sizeof big / sizeof *big);
 }
 
+/* Where the k-th local header ("PK\3\4") of img starts, in file order. */
+static size_t nth_local(const uint8_t *img, size_t len, size_t k) {
+    for (size_t i = 0; i + 4 <= len; i++)
+        if (!memcmp(img + i, "PK\3\4", 4) && k-- == 0) return i;
+    fail_msg("no local header %zu", k);
+    return 0;
+}
+
+/*
+ * 150 storages: with pread, the pickle runs on a second thread while the local headers are read
+ * (shared between the two threads in runs). The same tensors at the same offsets as read through
+ * the image, and the same refusals: local headers broken in two runs (the first in file order is
+ * named), the last header broken, a pickle of an unknown protocol.
+ */
+static void test_many_storages(void **st) {
+    (void)st;
+    NEED_TORCH();
+    tl_model *m = open1("many.ckpt");
+    assert_int_equal(check_manifest(m, "many"), 150);
+    load_and_compare(m);
+    tl_model_close(m);
+    size_t len;
+    uint8_t *img = load_file("many.ckpt", &len);
+    tl__fmt_file f;
+    assert_int_equal(parse_both(img, len, "many.ckpt", &f), TL_OK);
+    assert_int_equal(f.n_tensors, 150);
+    tl__fmt_file_free(&f);
+    uint8_t *bad = malloc(len);
+    memcpy(bad, img, len);
+    bad[nth_local(img, len, 140)] = 'X';
+    bad[nth_local(img, len, 5)] = 'X';
+    assert_int_equal(parse_both(bad, len, "many.ckpt", &f), TL_ERR_FORMAT);
+    assert_non_null(strstr(tl_last_error(), "local header missing"));
+    /* the earlier one in file order is named */
+    const uint8_t *h5 = img + nth_local(img, len, 5);
+    char want[128];
+    snprintf(want, sizeof want, "'%.*s'", h5[26] | h5[27] << 8, (const char *)h5 + 30);
+    if (!strstr(tl_last_error(), want)) fail_msg("%s: not %s", tl_last_error(), want);
+    /* the last header of all, alone in the last run */
+    size_t n_local = 0;
+    for (size_t i = 0; i + 4 <= len; i++)
+        n_local += !memcmp(img + i, "PK\3\4", 4);
+    memcpy(bad, img, len);
+    bad[nth_local(img, len, n_local - 1)] = 'X';
+    assert_int_equal(parse_both(bad, len, "many.ckpt", &f), TL_ERR_FORMAT);
+    assert_non_null(strstr(tl_last_error(), "local header missing"));
+    memcpy(bad, img, len);
+    /* data.pkl comes first: its PROTO opcode says protocol 9 */
+    size_t pk = 30 + (size_t)(img[26] | img[27] << 8) + (size_t)(img[28] | img[29] << 8);
+    assert_int_equal(bad[pk], 0x80);
+    bad[pk + 1] = 9;
+    assert_int_equal(parse_both(bad, len, "many.ckpt", &f), TL_ERR_FORMAT);
+    assert_non_null(strstr(tl_last_error(), "unknown pickle protocol"));
+    free(bad);
+    free(img);
+}
+
 /* The pickle VM's memory bound: a 40 MB pickle appending 20M references to one list. */
 static void test_pickle_memory_bound(void **st) {
     (void)st;
@@ -601,6 +658,7 @@ int main(void) {
         cmocka_unit_test(test_hostile_files),
         cmocka_unit_test(test_truncation_every_byte),
         cmocka_unit_test(test_zip_directory_lies),
+        cmocka_unit_test(test_many_storages),
         cmocka_unit_test(test_fault_sweep_seed),
         cmocka_unit_test(test_sniff),
         cmocka_unit_test(test_pickle_memory_bound),

@@ -1,10 +1,13 @@
 /*
  * test_devices_sim.c — the simulated GPU: capacity to the byte, the OOM code,
  * copies at odd sizes and offsets, handles that are not host memory, async
- * tickets in order, and the model clock (bandwidth, latency, overlap).
+ * tickets in order, and the model clock (bandwidth, latency, overlap); large
+ * copies (shared with helper threads) at odd sizes, into memory kept from
+ * freed allocations; reading a range in place as a copy back would.
  */
 #include "helpers/testutil.h"
 
+#include "devices/devices.h"
 #include "os/fault.h"
 
 #include <errno.h>
@@ -163,6 +166,83 @@ static void test_copies_odd(void **state) {
     free(shadow);
     free(buf);
     free(back);
+    tl_device_release(d);
+}
+
+/*
+ * Copies from 2 MiB run in pieces on the sim's helper threads: sizes around the piece and the
+ * threshold, synchronous and async, both ways, in allocations made again and again of the same
+ * and of other sizes (the host memory of freed ones is reused), each byte checked against a
+ * shadow copy.
+ */
+static void test_large_copies_reused_memory(void **state) {
+    (void)state;
+    const size_t sizes[] = {(2u << 20) - 1, 2u << 20, (2u << 20) + 1, (3u << 20) + 12345,
+                            (256u << 10) * 9 + 7, 5u << 20};
+    const size_t ns = sizeof sizes / sizeof *sizes, max = 5u << 20;
+    tl_device *d = mk_sim("big", 12u << 20, 0, 0);
+    unsigned char *src = malloc(max), *back = malloc(max);
+    unsigned seed = 99;
+    for (int round = 0; round < 3; round++) {
+        tl_devptr p[2];
+        for (size_t i = 0; i < ns; i++) {
+            size_t n = sizes[(i + (size_t)round) % ns];
+            assert_int_equal(tl_device_alloc(d, n, &p[i % 2]), TL_OK);
+            fill_random(src, n, &seed);
+            uint64_t t = 0;
+            if ((i + (size_t)round) % 2)
+                assert_int_equal(tl_device_copy_to(d, p[i % 2], src, n), TL_OK);
+            else
+                assert_int_equal(tl_device_copy_to_async(d, p[i % 2], src, n, &t), TL_OK);
+            assert_int_equal(tl_device_wait(d, t), TL_OK);
+            memset(back, 0, n);
+            if (i % 3) {
+                assert_int_equal(tl_device_copy_from(d, back, p[i % 2], n), TL_OK);
+            } else {
+                assert_int_equal(tl_device_copy_from_async(d, back, p[i % 2], n, &t), TL_OK);
+                assert_int_equal(tl_device_wait(d, t), TL_OK);
+            }
+            assert_memory_equal(back, src, n);
+            const unsigned char *in = tl__sim_read_in_place(d, p[i % 2], n);
+            assert_non_null(in);
+            assert_memory_equal(in, src, n);
+            assert_int_equal(tl_device_free(d, p[i % 2]), TL_OK);
+            assert_int_equal(free_of(d), 12u << 20);
+        }
+    }
+    free(src);
+    free(back);
+    tl_device_release(d);
+}
+
+/* Reading in place: the bytes a copy back would give, the model time it would take. */
+static void test_read_in_place(void **state) {
+    (void)state;
+    double bw = 1e9, lat = 1e-3;
+    tl_device *d = mk_sim("rip", 1 << 24, bw, lat);
+    tl_devptr p;
+    assert_int_equal(tl_device_alloc(d, 1 << 20, &p), TL_OK);
+    unsigned char *buf = malloc(1 << 20);
+    unsigned seed = 7;
+    fill_random(buf, 1 << 20, &seed);
+    uint64_t t;
+    assert_int_equal(tl_device_copy_to_async(d, p, buf, 1 << 20, &t), TL_OK);
+    /* queued: reading in place waits for it (model time), then for its own bytes */
+    const unsigned char *in = tl__sim_read_in_place(d, p + 100, 1000);
+    assert_non_null(in);
+    assert_memory_equal(in, buf + 100, 1000);
+    double c;
+    assert_int_equal(tl_device_sim_clock(d, &c), TL_OK);
+    double want = (lat + (double)(1 << 20) / bw) + (lat + 1000.0 / bw);
+    assert_true(fabs(c - want) < 1e-12);
+    /* outside one live allocation, or not a sim: NULL */
+    assert_null(tl__sim_read_in_place(d, p + (1 << 20) - 10, 11));
+    tl_device *cpu = NULL;
+    assert_int_equal(tl_device_find("cpu", &cpu), TL_OK);
+    assert_null(tl__sim_read_in_place(cpu, (tl_devptr)(uintptr_t)buf, 1));
+    tl_device_release(cpu);
+    tl_device_free(d, p);
+    free(buf);
     tl_device_release(d);
 }
 
@@ -359,6 +439,8 @@ int main(void) {
         cmocka_unit_test(test_capacity_exact),
         cmocka_unit_test(test_fault_injection),
         cmocka_unit_test(test_copies_odd),
+        cmocka_unit_test(test_large_copies_reused_memory),
+        cmocka_unit_test(test_read_in_place),
         cmocka_unit_test(test_bandwidth_clock),
         cmocka_unit_test(test_async_order_and_overlap),
         cmocka_unit_test(test_async_data_moves_at_completion),

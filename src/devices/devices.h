@@ -38,6 +38,15 @@ tl_status tl__device_cpu_create(tl_device **out);
  */
 void tl__cuda_discover(void (*add)(tl_device *d));
 
+/*
+ * Where the bytes [p, p+n) of a sim device's allocation lie in host memory, to
+ * be read in place as tl_device_copy_from would have copied them out (queued
+ * copies done first, the model clock advanced the same way); NULL when d is
+ * not a sim device or the range is not inside one live allocation. Valid
+ * until that allocation is freed.
+ */
+const void *tl__sim_read_in_place(tl_device *d, tl_devptr p, uint64_t n);
+
 /* ---- libcufile (GPUDirect Storage), used by cuda.c ---- */
 /* Load libcufile and open its driver (once); false with tl_device_cufile_reason() set. */
 bool tl__cufile_load(void);

@@ -12,10 +12,18 @@
  * wait, poll, advance, a later synchronous copy, or a free, which waits for
  * the queue like cudaFree), so a caller that reuses or reads a host buffer
  * before its ticket is done sees it go wrong here too.
+ *
+ * Host memory behind freed allocations is kept for the next allocation of
+ * the same size (a session streaming a model allocates the same tensors
+ * pass after pass), as long as it and the live allocations stay within the
+ * capacity: no page faults and zeroing for memory just given back. Copies
+ * of 2 MiB and more run on every core (io/team.c), as a GPU's copy engines
+ * would not be held to one CPU's memcpy.
  */
 #include "core/assert.h"
 #include "core/error.h"
 #include "devices/devices.h"
+#include "io/team.h"
 #include "os/fault.h"
 #include "os/os.h"
 #include "os/thread.h"
@@ -41,10 +49,19 @@ typedef struct sim_pending {
     uint64_t n;
 } sim_pending;
 
+typedef struct sim_block {
+    uint64_t size;
+    unsigned char *mem;
+} sim_block;
+
 typedef struct sim {
     tl__os_mutex lock; /* guards everything below; *_locked functions need it held */
     tl_sim_spec spec;
     uint64_t used;
+    sim_block *kept; /* host memory of freed allocations, oldest first */
+    size_t n_kept, cap_kept;
+    uint64_t kept_bytes;
+    tl__team *team; /* copies on every core (NULL: on the caller alone) */
     uint64_t next_addr;
     sim_alloc *allocs; /* sorted by addr */
     size_t n_allocs, cap_allocs;
@@ -78,6 +95,47 @@ static tl_status sim_describe(void *self, tl_device_info *out) {
     return TL_OK;
 }
 
+/*
+ * Host memory for size bytes from the kept blocks (one of that size), or NULL; kept blocks that
+ * would take the host memory past the capacity with size more in use are freed, oldest first.
+ */
+static unsigned char *take_kept_locked(sim *s, uint64_t size) {
+    tl__os_mutex_assert_held(&s->lock);
+    for (size_t i = s->n_kept; i-- > 0;) {
+        if (s->kept[i].size != size) continue;
+        unsigned char *mem = s->kept[i].mem;
+        s->kept_bytes -= size;
+        memmove(s->kept + i, s->kept + i + 1, (s->n_kept - i - 1) * sizeof *s->kept);
+        s->n_kept--;
+        return mem;
+    }
+    size_t drop = 0;
+    while (drop < s->n_kept && s->used + size + s->kept_bytes > s->spec.capacity) {
+        free(s->kept[drop].mem);
+        s->kept_bytes -= s->kept[drop++].size;
+    }
+    if (drop) memmove(s->kept, s->kept + drop, (s->n_kept - drop) * sizeof *s->kept);
+    s->n_kept -= drop;
+    return NULL;
+}
+
+/* Keep the host memory of a freed allocation, or free it. */
+static void keep_locked(sim *s, unsigned char *mem, uint64_t size) {
+    tl__os_mutex_assert_held(&s->lock);
+    if (s->n_kept == s->cap_kept) {
+        size_t cap = s->cap_kept ? s->cap_kept * 2 : 16;
+        sim_block *nk = realloc(s->kept, cap * sizeof *nk); /* not fault-injected: optional */
+        if (!nk) {
+            free(mem);
+            return;
+        }
+        s->kept = nk;
+        s->cap_kept = cap;
+    }
+    s->kept[s->n_kept++] = (sim_block){size, mem};
+    s->kept_bytes += size;
+}
+
 static tl_status sim_alloc_fn(void *self, uint64_t size, tl_devptr *out) {
     sim *s = self;
     int e = tl__fault_hit(TL_FAULT_DEVICE_ALLOC);
@@ -108,7 +166,8 @@ static tl_status sim_alloc_fn(void *self, uint64_t size, tl_devptr *out) {
         s->allocs = na;
         s->cap_allocs = cap;
     }
-    unsigned char *mem = tl__os_malloc((size_t)size);
+    unsigned char *mem = take_kept_locked(s, size);
+    if (!mem) mem = tl__os_malloc((size_t)size);
     if (!mem) {
         tl__os_mutex_unlock(&s->lock);
         return tl__err(TL_ERR_NOMEM, "%s: no host memory to back %llu simulated bytes", s->spec.name,
@@ -152,9 +211,9 @@ static tl_status sim_dealloc(void *self, tl_devptr p) {
         return tl__err(TL_ERR_INVALID_ARG, "%s: free of 0x%llx, which is not a live allocation",
                       s->spec.name, (unsigned long long)p);
     }
-    free(s->allocs[i].mem);
     TL_ASSERT(s->used >= s->allocs[i].size);
     s->used -= s->allocs[i].size;
+    keep_locked(s, s->allocs[i].mem, s->allocs[i].size);
     memmove(s->allocs + i, s->allocs + i + 1, (s->n_allocs - (size_t)i - 1) * sizeof *s->allocs);
     s->n_allocs--;
     tl__os_mutex_unlock(&s->lock);
@@ -172,6 +231,30 @@ static unsigned char *resolve_locked(sim *s, uint64_t p, uint64_t n) {
     return a->mem + off;
 }
 
+#define SIM_PAR_MIN (2ull << 20) /* copies from this size run on the team */
+#define SIM_PIECE (256ull << 10)
+
+typedef struct par_copy {
+    unsigned char *dst;
+    const unsigned char *src;
+    uint64_t n;
+} par_copy;
+
+static void copy_piece(void *arg, size_t i) {
+    const par_copy *c = arg;
+    uint64_t o = (uint64_t)i * SIM_PIECE, n = c->n - o < SIM_PIECE ? c->n - o : SIM_PIECE;
+    memcpy(c->dst + o, c->src + o, (size_t)n);
+}
+
+static void move_bytes(sim *s, void *dst, const void *src, uint64_t n) {
+    if (n < SIM_PAR_MIN || !s->team) {
+        memcpy(dst, src, (size_t)n);
+        return;
+    }
+    par_copy c = {dst, src, n};
+    tl__team_run(s->team, (size_t)((n + SIM_PIECE - 1) / SIM_PIECE), copy_piece, &c);
+}
+
 /* Complete queued copies whose modeled end has passed, in order. */
 static void retire_locked(sim *s) {
     tl__os_mutex_assert_held(&s->lock);
@@ -179,9 +262,9 @@ static void retire_locked(sim *s) {
     while (s->pend_head < s->pend_n && s->pend[s->pend_head].end <= s->clock) {
         const sim_pending *q = &s->pend[s->pend_head++];
         if (q->to_dev)
-            memcpy(q->dev, q->host, (size_t)q->n);
+            move_bytes(s, q->dev, q->host, q->n);
         else
-            memcpy(q->host, q->dev, (size_t)q->n);
+            move_bytes(s, q->host, q->dev, q->n);
     }
     if (s->pend_head == s->pend_n) s->pend_head = s->pend_n = 0;
 }
@@ -236,9 +319,9 @@ static tl_status transfer_locked(sim *s, bool to_dev, uint64_t dp, void *hp, uin
         s->clock = end;
         retire_locked(s); /* everything queued before ends by start */
         if (to_dev)
-            memcpy(m, hp, (size_t)n);
+            move_bytes(s, m, hp, n);
         else
-            memcpy(hp, m, (size_t)n);
+            move_bytes(s, hp, m, n);
     }
     retire_locked(s);
     return TL_OK;
@@ -311,6 +394,10 @@ static void sim_destroy(void *self) {
     sim *s = self;
     for (size_t i = 0; i < s->n_allocs; i++)
         free(s->allocs[i].mem);
+    for (size_t i = 0; i < s->n_kept; i++)
+        free(s->kept[i].mem);
+    free(s->kept);
+    tl__team_destroy(s->team);
     free(s->allocs);
     free(s->pend);
     tl__os_mutex_destroy(&s->lock);
@@ -348,6 +435,7 @@ tl_status tl_device_sim_create(const tl_sim_spec *spec, tl_device **out) {
     }
     s->spec = *spec;
     s->next_addr = SIM_BASE;
+    s->team = tl__team_create(tl__team_default_helpers());
     tl_status st = tl_device_create(&sim_ops, s, out);
     if (st != TL_OK) sim_destroy(s);
     return st;
@@ -375,6 +463,20 @@ tl_status tl_device_sim_add(const char *spec) {
 
 static sim *as_sim(tl_device *d) {
     return d && d->ops == &sim_ops ? d->self : NULL;
+}
+
+const void *tl__sim_read_in_place(tl_device *d, tl_devptr p, uint64_t n) {
+    sim *s = as_sim(d);
+    if (!s || !n) return NULL;
+    tl__os_mutex_lock(&s->lock);
+    unsigned char *m = resolve_locked(s, p, n);
+    if (m) { /* the model time of a synchronous copy back: after the queue, for its bytes */
+        double start = s->clock > s->queue_end ? s->clock : s->queue_end;
+        s->clock = s->queue_end = start + duration(s, n);
+        retire_locked(s);
+    }
+    tl__os_mutex_unlock(&s->lock);
+    return m;
 }
 
 tl_status tl_device_sim_clock(tl_device *d, double *seconds) {

@@ -131,6 +131,8 @@ typedef struct vm {
     tl__pk_value **memo;
     size_t memo_cap, memo_len; /* memo_len: filled slots, MEMOIZE's next index */
     uint64_t op_at;            /* offset of the opcode being run, for messages */
+    /* Values nothing changes once made, made once per run: None, False, True, 0..255 */
+    tl__pk_value *none, *bools[2], *small[256];
 } vm;
 
 static tl_status bad(vm *m, const char *what) {
@@ -419,8 +421,11 @@ static tl_status str_op(vm *m, tl__pk_kind k, unsigned len_bytes) {
 }
 
 static tl_status int_value(vm *m, int64_t i) {
+    tl__pk_value **cached = i >= 0 && i < 256 ? &m->small[i] : NULL;
+    if (cached && *cached) return push(m, *cached);
     tl__pk_value *v = new_value(m, TL_PK_INT);
     if (v) v->u.i = i;
+    if (cached) *cached = v;
     return push(m, v);
 }
 
@@ -463,12 +468,16 @@ static tl_status step(vm *m, bool *stop) {
         if (m->sp <= mark_base(m)) return bad(m, "DUP of an empty stack");
         return push(m, m->stack[m->sp - 1]);
     case 'N':
-        return push(m, new_value(m, TL_PK_NONE));
+        if (!m->none) m->none = new_value(m, TL_PK_NONE);
+        return push(m, m->none);
     case 0x88:
     case 0x89:
-        v = new_value(m, TL_PK_BOOL);
-        if (v) v->u.b = op == 0x88;
-        return push(m, v);
+        if (!m->bools[op == 0x88]) {
+            v = new_value(m, TL_PK_BOOL);
+            if (v) v->u.b = op == 0x88;
+            m->bools[op == 0x88] = v;
+        }
+        return push(m, m->bools[op == 0x88]);
     case 'J':
         if (!take(m, 4, &b)) return bad(m, "truncated BININT");
         return int_value(m, (int32_t)(uint32_t)le(b, 4));

@@ -22,7 +22,10 @@
  * costs a page fault (with fault-around and a page-table page, undone again
  * at munmap); given the file's descriptor, tl__zip_open_fd reads them with
  * pread instead, one read for each run of headers that lie close together
- * (HDR_GAP), into one bounded buffer (HDR_BUF).
+ * (HDR_GAP), into one bounded buffer (HDR_BUF) per thread. The second pass
+ * can be shared by threads (tl__zip_pass): each claims ZIP_CHUNK entries at a
+ * time in central directory order, and the failure reported is the one at
+ * the lowest entry, as one thread alone would have met it first.
  */
 #include "format/zip.h"
 
@@ -41,6 +44,8 @@
 /* The local-header buffer of tl__zip_open_fd, and the gap up to which two headers share a read. */
 #define HDR_BUF (128u << 10) /* > the longest header read: 30 bytes + a 65,535-byte name */
 #define HDR_GAP (8u << 10)
+/* Entries per claim of a shared local-header pass. */
+#define ZIP_CHUNK 64u
 
 static uint16_t u16(const uint8_t *p) {
     return (uint16_t)(p[0] | (p[1] << 8));
@@ -132,27 +137,23 @@ static tl_status check_local(const uint8_t *hdr, uint64_t base, tl__zip_entry *e
 }
 
 /*
- * The second pass: every entry's local header, from the image (fd < 0) or
- * with pread, a run of entries whose headers lie within HDR_GAP of each other
- * and within HDR_BUF in all per read (central directory order: a writer's
- * file order; another order only costs reads).
+ * The second pass over entries [i0, i1): every entry's local header, from the
+ * image (fd < 0) or with pread into buf (HDR_BUF bytes), a run of entries
+ * whose headers lie within HDR_GAP of each other and within HDR_BUF in all
+ * per read (central directory order: a writer's file order; another order
+ * only costs reads).
  */
-static tl_status read_locals(const uint8_t *data, int fd, tl__zip_entry *e, size_t n,
-                             uint64_t cd_off, const char *path) {
-    uint8_t *buf = NULL;
-    if (fd >= 0 && n) {
-        buf = tl__os_malloc(HDR_BUF);
-        if (!buf) return tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
-    }
+static tl_status read_locals(const uint8_t *data, int fd, uint8_t *buf, tl__zip_entry *e,
+                             size_t i0, size_t i1, uint64_t cd_off, const char *path) {
     tl_status st = TL_OK;
-    for (size_t i = 0; i < n && !st;) {
+    for (size_t i = i0; i < i1 && !st;) {
         /* a header's span: its fixed part and its name, cut at the central directory (the first
          * pass checked that the fixed part lies before it; check_local reads the name only when
          * the header says it does too) */
         uint64_t base = e[i].local_off, end = base + LFH_LEN + e[i].name_len;
         if (end > cd_off) end = cd_off;
         size_t j = i + 1;
-        while (fd >= 0 && j < n) {
+        while (fd >= 0 && j < i1) {
             uint64_t lho = e[j].local_off, hend = lho + LFH_LEN + e[j].name_len;
             if (hend > cd_off) hend = cd_off;
             if (lho < base || lho > end + HDR_GAP || hend - base > HDR_BUF) break;
@@ -171,16 +172,62 @@ static tl_status read_locals(const uint8_t *data, int fd, tl__zip_entry *e, size
         }
         i = j;
     }
+    return st;
+}
+
+void tl__zip_pass_init(tl__zip_pass *p, const uint8_t *data, int fd, const char *path,
+                       tl__zip *z) {
+    p->data = data;
+    p->fd = fd;
+    p->path = path;
+    p->z = z;
+    atomic_init(&p->next, 0);
+    atomic_init(&p->stop, false);
+}
+
+tl_status tl__zip_pass_work(tl__zip_pass *p, size_t *failed_at) {
+    *failed_at = SIZE_MAX;
+    size_t n = p->z->n_entries;
+    if (!n || atomic_load(&p->stop)) return TL_OK;
+    uint8_t *buf = NULL;
+    if (p->fd >= 0) {
+        buf = tl__os_malloc(HDR_BUF);
+        if (!buf) {
+            /* as a failure at the first chunk not yet claimed, so that earlier ones still count */
+            *failed_at = atomic_fetch_add(&p->next, ZIP_CHUNK);
+            atomic_store(&p->stop, true);
+            return tl__err(TL_ERR_NOMEM, "%s: out of memory", p->path);
+        }
+    }
+    tl_status st = TL_OK;
+    while (!st && !atomic_load(&p->stop)) {
+        size_t i = atomic_fetch_add(&p->next, ZIP_CHUNK);
+        if (i >= n) break;
+        size_t j = n - i > ZIP_CHUNK ? i + ZIP_CHUNK : n;
+        st = read_locals(p->data, p->fd, buf, p->z->entries, i, j, p->z->cd_off, p->path);
+        if (st) {
+            *failed_at = i;
+            atomic_store(&p->stop, true);
+        }
+    }
     free(buf);
     return st;
 }
 
-tl_status tl__zip_open(const uint8_t *data, uint64_t size, const char *path, tl__zip *z) {
-    return tl__zip_open_fd(data, size, -1, path, z);
+tl_status tl__zip_sort(tl__zip *z, const char *path) {
+    tl_status st = TL_OK;
+    if (z->n_entries) {
+        qsort(z->entries, z->n_entries, sizeof *z->entries, cmp_entry);
+        for (size_t i = 1; i < z->n_entries && !st; i++)
+            if (!cmp_entry(&z->entries[i - 1], &z->entries[i]))
+                st = tl__err(TL_ERR_FORMAT, "%s: zip: entry '%.*s' appears twice", path,
+                            (int)z->entries[i].name_len, z->entries[i].name);
+    }
+    if (st) tl__zip_free(z);
+    return st;
 }
 
-tl_status tl__zip_open_fd(const uint8_t *data, uint64_t size, int fd, const char *path,
-                          tl__zip *z) {
+tl_status tl__zip_open_central(const uint8_t *data, uint64_t size, const char *path, tl__zip *z) {
     memset(z, 0, sizeof *z);
     if (size < EOCD_LEN)
         return tl__err(TL_ERR_FORMAT, "%s: truncated zip: %llu bytes, no end of central directory",
@@ -285,14 +332,50 @@ tl_status tl__zip_open_fd(const uint8_t *data, uint64_t size, int fd, const char
         z->n_entries++;
         at += CDH_LEN + (uint64_t)nlen + elen + clen;
     }
-    if (!st) st = read_locals(data, fd, z->entries, z->n_entries, cd_off, path);
-    if (!st && z->n_entries) {
-        qsort(z->entries, z->n_entries, sizeof *z->entries, cmp_entry);
-        for (size_t i = 1; i < z->n_entries && !st; i++)
-            if (!cmp_entry(&z->entries[i - 1], &z->entries[i]))
-                st = tl__err(TL_ERR_FORMAT, "%s: zip: entry '%.*s' appears twice", path,
-                            (int)z->entries[i].name_len, z->entries[i].name);
-    }
+    z->cd_off = cd_off;
     if (st) tl__zip_free(z);
     return st;
+}
+
+tl_status tl__zip_local_offset(const uint8_t *data, int fd, const tl__zip *z,
+                               const tl__zip_entry *e, const char *path, uint64_t *offset) {
+    tl__zip_entry one = *e;
+    uint64_t base = e->local_off, end = base + LFH_LEN + e->name_len;
+    if (end > z->cd_off) end = z->cd_off;
+    tl_status st;
+    if (fd < 0) {
+        st = check_local(data + base, base, &one, 0, 1, z->cd_off, path);
+    } else {
+        uint8_t *buf = tl__os_malloc((size_t)(end - base));
+        if (!buf) return tl__err(TL_ERR_NOMEM, "%s: out of memory", path);
+        int err = tl__os_pread_full(fd, buf, (size_t)(end - base), base);
+        st = err ? tl__err_errno(err, "%s: cannot read the zip's local headers at %llu", path,
+                                 (unsigned long long)base)
+                 : check_local(buf, base, &one, 0, 1, z->cd_off, path);
+        free(buf);
+    }
+    *offset = st ? 0 : one.offset;
+    return st;
+}
+
+tl_status tl__zip_finish(const uint8_t *data, int fd, const char *path, tl__zip *z) {
+    tl__zip_pass p;
+    size_t at;
+    tl__zip_pass_init(&p, data, fd, path, z);
+    tl_status st = tl__zip_pass_work(&p, &at);
+    if (st) {
+        tl__zip_free(z);
+        return st;
+    }
+    return tl__zip_sort(z, path);
+}
+
+tl_status tl__zip_open(const uint8_t *data, uint64_t size, const char *path, tl__zip *z) {
+    return tl__zip_open_fd(data, size, -1, path, z);
+}
+
+tl_status tl__zip_open_fd(const uint8_t *data, uint64_t size, int fd, const char *path,
+                          tl__zip *z) {
+    tl_status st = tl__zip_open_central(data, size, path, z);
+    return st ? st : tl__zip_finish(data, fd, path, z);
 }

@@ -17,6 +17,10 @@ struct tl__os_thread {
 
 int tl__os_thread_start(tl__os_thread **out, void *(*fn)(void *), void *arg) {
     if (tl__fault_hit(TL_FAULT_ALLOC)) return ENOMEM;
+    return tl__os_thread_start_optional(out, fn, arg);
+}
+
+int tl__os_thread_start_optional(tl__os_thread **out, void *(*fn)(void *), void *arg) {
     tl__os_thread *t = malloc(sizeof *t);
     if (!t) return ENOMEM;
     int e = pthread_create(&t->t, NULL, fn, arg);

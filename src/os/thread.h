@@ -2,7 +2,8 @@
  * thread.h — threads, mutexes and condition variables.
  *
  * Every thread the library starts goes through tl__os_thread_start (which consults the fault
- * injector as an allocation). Mutexes are tl__os_mutex: a pthread mutex that, in debug builds
+ * injector as an allocation), or tl__os_thread_start_optional for helpers the work does not
+ * need. Mutexes are tl__os_mutex: a pthread mutex that, in debug builds
  * (TL_DEBUG_ASSERTS), also records which thread holds it, so that code can state "this lock is
  * held here" as a check instead of a comment:
  *
@@ -26,6 +27,11 @@ typedef struct tl__os_thread tl__os_thread;
 
 /* Start fn(arg) on a new thread; 0 or an errno. */
 int tl__os_thread_start(tl__os_thread **out, void *(*fn)(void *), void *arg);
+/*
+ * The same for a helper the work does not need (io/team.c: without it the work is done, only
+ * slower): not fault-injected, since its failure changes nothing a test could see.
+ */
+int tl__os_thread_start_optional(tl__os_thread **out, void *(*fn)(void *), void *arg);
 /* Wait for the thread to end and free it. NULL is fine. */
 void tl__os_thread_join(tl__os_thread *t);
 /* Sleep for s seconds. */

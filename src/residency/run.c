@@ -9,17 +9,21 @@
  * is computed for the very same sequence.
  *
  * The check hashes each acquired part where it lives: host tiers directly
- * (under the SIGBUS guard: they may be the file's mapping), device memory
+ * (under the SIGBUS guard: they may be the file's mapping), a sim device's
+ * memory in place (its model time as if copied back), other device memory
  * through one staging buffer of at most 16 MiB (copied back chunk by chunk),
- * and compares with the xxHash64 of the model's own bytes for that range
+ * and compares with the hash of the model's own bytes for that range
  * (computed once per part and cached) — for a tensor the session keeps
- * converted, of those bytes converted as the loader converts them.
+ * converted, of those bytes converted as the loader converts them. The hash
+ * is XXH3 (64 bits): the check compares two hashes of its own, so the
+ * fastest of xxHash's does.
  */
 #include "residency/residency.h"
 #include "residency/compute.h"
 
 #include "core/error.h"
 #include "core/options.h"
+#include "devices/devices.h"
 #include "io/convert.h"
 #include "os/guard.h"
 #include "os/hostmem.h"
@@ -178,29 +182,29 @@ static bool streamed(const tl_session *s, const tl_run_options *o, tl_component 
 /* --- the check --- */
 
 typedef struct hash_args {
-    XXH64_state_t *st;
+    XXH3_state_t *st;
     const void *p;
     size_t n;
 } hash_args;
 
 static void do_update(void *a) {
     hash_args *h = a;
-    XXH64_update(h->st, h->p, h->n);
+    XXH3_64bits_update(h->st, h->p, h->n);
 }
 
 /* xxh64 of host bytes that may be a file mapping (EFAULT when the file shrank under it). */
 static int hash_host(const void *p, uint64_t n, uint64_t *out) {
-    XXH64_state_t *st = XXH64_createState();
+    XXH3_state_t *st = XXH3_createState();
     if (!st) return ENOMEM;
-    XXH64_reset(st, 0);
+    XXH3_64bits_reset(st);
     int e = 0;
     for (uint64_t o = 0; o < n && !e; o += CHECK_CHUNK) {
         hash_args a = {st, (const unsigned char *)p + o,
                        (size_t)(n - o < CHECK_CHUNK ? n - o : CHECK_CHUNK)};
         e = tl__os_guarded_call(do_update, &a);
     }
-    *out = XXH64_digest(st);
-    XXH64_freeState(st);
+    *out = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
     return e;
 }
 
@@ -213,23 +217,39 @@ static tl_status hash_part(run *r, const tl_session_tensor *t, const tl_session_
                            t->info->name);
         return TL_OK;
     }
+    XXH3_state_t *st = XXH3_createState();
+    if (!st) return tl__err(TL_ERR_NOMEM, "run: out of memory");
+    XXH3_64bits_reset(st);
+    const unsigned char *in_place = NULL;
+    for (uint64_t o = 0; o < p->nbytes; o += CHECK_CHUNK) {
+        uint64_t n = p->nbytes - o < CHECK_CHUNK ? p->nbytes - o : CHECK_CHUNK;
+        in_place = tl__sim_read_in_place(p->device, p->dptr + o, n);
+        if (!in_place) break; /* not a sim: copied back below, from the start */
+        XXH3_64bits_update(st, in_place, (size_t)n);
+    }
+    if (in_place) {
+        *out = XXH3_64bits_digest(st);
+        XXH3_freeState(st);
+        return TL_OK;
+    }
+    XXH3_64bits_reset(st);
     if (!r->buf) {
         uint64_t len;
         int e = tl__os_anon_alloc(CHECK_CHUNK, TL_OS_PAGES_SMALL, (void **)&r->buf, &len);
-        if (e) return tl__err(TL_ERR_NOMEM, "run: staging buffer for the check: out of memory");
+        if (e) {
+            XXH3_freeState(st);
+            return tl__err(TL_ERR_NOMEM, "run: staging buffer for the check: out of memory");
+        }
         r->buf_len = len;
     }
-    XXH64_state_t *st = XXH64_createState();
-    if (!st) return tl__err(TL_ERR_NOMEM, "run: out of memory");
-    XXH64_reset(st, 0);
     tl_status s = TL_OK;
     for (uint64_t o = 0; o < p->nbytes && !s; o += CHECK_CHUNK) {
         uint64_t n = p->nbytes - o < CHECK_CHUNK ? p->nbytes - o : CHECK_CHUNK;
         s = tl_device_copy_from(p->device, r->buf, p->dptr + o, n);
-        if (!s) XXH64_update(st, r->buf, (size_t)n);
+        if (!s) XXH3_64bits_update(st, r->buf, (size_t)n);
     }
-    *out = XXH64_digest(st);
-    XXH64_freeState(st);
+    *out = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
     if (s) return tl__err_prefix(s, "tensor %s: reading it back", t->info->name);
     return TL_OK;
 }
@@ -271,9 +291,9 @@ static tl_status hash_converted(run *r, const tl_session_tensor *t, const tl_ses
         if (e) return tl__err(TL_ERR_NOMEM, "run: staging buffer for the check: out of memory");
         r->buf_len = blen;
     }
-    XXH64_state_t *st = XXH64_createState();
+    XXH3_state_t *st = XXH3_createState();
     if (!st) return tl__err(TL_ERR_NOMEM, "run: out of memory");
-    XXH64_reset(st, 0);
+    XXH3_64bits_reset(st);
     const unsigned char *src = (const unsigned char *)tl_model_tensor_data(r->m, t->index) + off;
     uint64_t step = CHECK_CHUNK / (u.out > u.in ? u.out : u.in) * u.in;
     tl_status s = TL_OK;
@@ -288,10 +308,10 @@ static tl_status hash_converted(run *r, const tl_session_tensor *t, const tl_ses
                         fi->name, (unsigned long long)((off + o) / u.in * u.elems + a.bad),
                         tl_dtype_name(t->info->dtype));
         else
-            XXH64_update(st, r->buf, (size_t)(n / u.in * u.out));
+            XXH3_64bits_update(st, r->buf, (size_t)(n / u.in * u.out));
     }
-    *out = XXH64_digest(st);
-    XXH64_freeState(st);
+    *out = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
     return s;
 }
 

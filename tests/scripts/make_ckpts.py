@@ -264,6 +264,10 @@ for i in range(40):
 torch.save(deep, p("deep.ckpt"))
 
 
+# more storages than a checkpoint needs for its pickle to run beside the local headers' reads
+save_good("many", {f"layer{i}.w": torch.randn(3 + i % 5, 16) for i in range(150)})
+
+
 def rezip(src, dst, edit):
     """Copy src's entries into dst (stored unless edit says otherwise)."""
     with zipfile.ZipFile(src) as zi, zipfile.ZipFile(dst, "w") as zo:
