@@ -1,12 +1,12 @@
 /*
- * test_team.c — io/team.c: every piece of a job runs exactly once, on the
+ * test_team.c — os/team.c: every piece of a job runs exactly once, on the
  * caller and the helpers, with 0, 1 and 3 helpers and without a team; jobs
  * of several callers at once take turns; a team destroyed before any job
  * and after many.
  */
 #include "helpers/testutil.h"
 
-#include "io/team.h"
+#include "os/team.h"
 #include "os/thread.h"
 
 #include <stdatomic.h>

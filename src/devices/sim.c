@@ -23,7 +23,7 @@
 #include "core/assert.h"
 #include "core/error.h"
 #include "devices/devices.h"
-#include "io/team.h"
+#include "os/team.h"
 #include "os/fault.h"
 #include "os/os.h"
 #include "os/thread.h"
@@ -124,7 +124,7 @@ static void keep_locked(sim *s, unsigned char *mem, uint64_t size) {
     tl__os_mutex_assert_held(&s->lock);
     if (s->n_kept == s->cap_kept) {
         size_t cap = s->cap_kept ? s->cap_kept * 2 : 16;
-        sim_block *nk = realloc(s->kept, cap * sizeof *nk); /* not fault-injected: optional */
+        sim_block *nk = tl__os_realloc_optional(s->kept, cap * sizeof *nk); /* a cache */
         if (!nk) {
             free(mem);
             return;

@@ -139,6 +139,13 @@ void *tl__os_calloc(size_t n, size_t m);
 void *tl__os_realloc(void *p, size_t n);
 char *tl__os_strdup(const char *s);
 char *tl__os_strndup(const char *s, size_t n);
+/*
+ * Heap allocation without fault injection, for memory the work does not need
+ * (a helper's state, a cache): its failure only makes the work slower, so the
+ * fault tests, which expect every injected failure to fail the call, skip it.
+ */
+void *tl__os_calloc_optional(size_t n, size_t m);
+void *tl__os_realloc_optional(void *p, size_t n);
 /* align (a power of two, a multiple of sizeof(void *)) aligned heap memory, freed with free();
  * 0, EINVAL or ENOMEM (also when injected). */
 int tl__os_aligned_alloc(size_t align, size_t n, void **out);

@@ -328,6 +328,14 @@ void *tl__os_realloc(void *p, size_t n) {
     return realloc(p, n ? n : 1);
 }
 
+void *tl__os_calloc_optional(size_t n, size_t m) {
+    return calloc(n ? n : 1, m ? m : 1);
+}
+
+void *tl__os_realloc_optional(void *p, size_t n) {
+    return realloc(p, n ? n : 1);
+}
+
 int tl__os_aligned_alloc(size_t align, size_t n, void **out) {
     int e = tl__fault_hit(TL_FAULT_ALLOC);
     if (e) return e;

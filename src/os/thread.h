@@ -28,7 +28,7 @@ typedef struct tl__os_thread tl__os_thread;
 /* Start fn(arg) on a new thread; 0 or an errno. */
 int tl__os_thread_start(tl__os_thread **out, void *(*fn)(void *), void *arg);
 /*
- * The same for a helper the work does not need (io/team.c: without it the work is done, only
+ * The same for a helper the work does not need (os/team.c: without it the work is done, only
  * slower): not fault-injected, since its failure changes nothing a test could see.
  */
 int tl__os_thread_start_optional(tl__os_thread **out, void *(*fn)(void *), void *arg);

@@ -1,7 +1,7 @@
 /*
- * team.c — helper threads sharing the pieces of a job (see io/team.h).
+ * team.c — helper threads sharing the pieces of a job (see os/team.h).
  */
-#include "io/team.h"
+#include "os/team.h"
 
 #include "os/os.h"
 #include "os/thread.h"
@@ -61,7 +61,7 @@ unsigned tl__team_default_helpers(void) {
 }
 
 tl__team *tl__team_create(unsigned helpers) {
-    tl__team *t = calloc(1, sizeof *t); /* not fault-injected: a missing team only runs slower */
+    tl__team *t = tl__os_calloc_optional(1, sizeof *t); /* a missing team only runs slower */
     if (!t) return NULL;
     if (tl__os_mutex_init(&t->turn) || tl__os_mutex_init(&t->mu) || tl__os_cond_init(&t->work) ||
         tl__os_cond_init(&t->idle)) {

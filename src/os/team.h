@@ -12,8 +12,8 @@
  * them the work is the same, only slower); a team that could start none runs
  * everything on the caller. A NULL team does too.
  */
-#ifndef TL_IO_TEAM_H
-#define TL_IO_TEAM_H
+#ifndef TL_OS_TEAM_H
+#define TL_OS_TEAM_H
 
 #include <stddef.h>
 
