@@ -113,6 +113,22 @@ static void do_convert(void *a) {
     c->ok = tl__convert_run(c->x->to, c->dst, c->x->from, c->src, c->n, &c->bad);
 }
 
+/*
+ * Convert `units` conversion units of piece p (the xfer's unit `first` on)
+ * into dst, under the SIGBUS guard when p is a mapping.
+ */
+static tl_status convert_piece(const tl__io_xfer *x, void *dst, const void *p, uint64_t units,
+                               uint64_t first, const tl__conv_unit *u, bool guarded) {
+    conv_args a = {x, dst, p, units * u->elems, false, 0};
+    if (guarded ? tl__os_guarded_call(do_convert, &a) != 0 : (do_convert(&a), false))
+        return fail(x, TL_ERR_CHANGED, "read of the mapping", first * u->in, EFAULT);
+    if (!a.ok)
+        return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s: element %llu does not fit in %s",
+                       x->path ? x->path : "(memory)", x->name ? x->name : "?",
+                       (unsigned long long)(first * u->elems + a.bad), tl_dtype_name(x->to));
+    return TL_OK;
+}
+
 /* Take the worker's staging buffer on first need. */
 static tl_status need_stg(tl__io_engine *e, const tl__io_xfer *x, unsigned char **stg) {
     if (*stg) return TL_OK;
@@ -195,14 +211,7 @@ static tl_status move_chunk(tl__io_engine *e, const tl__io_xfer *x, const chunk 
         }
         if (convert && x->dst.kind == TL_IO_DEVICE) { /* converted into staging, uploaded */
             if ((s = need_stg(e, x, stg))) return s;
-            conv_args a = {x, *stg, p, n / in * u.elems, false, 0};
-            if (guarded ? tl__os_guarded_call(do_convert, &a) != 0 : (do_convert(&a), false))
-                return fail(x, TL_ERR_CHANGED, "read of the mapping", o, EFAULT);
-            if (!a.ok)
-                return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s: element %llu does not fit in %s",
-                               x->path ? x->path : "(memory)", x->name ? x->name : "?",
-                               (unsigned long long)(o / in * u.elems + a.bad),
-                               tl_dtype_name(x->to));
+            if ((s = convert_piece(x, *stg, p, n / in, o / in, &u, guarded))) return s;
             s = tl_device_copy_to(x->dst.dev, x->dst.dptr + o / in * out, *stg, n / in * out);
             if (s)
                 return tl__err_prefix(s, "%s%s%s", x->path ? x->path : "",
@@ -223,14 +232,7 @@ static tl_status move_chunk(tl__io_engine *e, const tl__io_xfer *x, const chunk 
     case TL_IO_HOST: {
         unsigned char *dst = (unsigned char *)x->dst.host + o / in * out;
         if (convert) {
-            conv_args a = {x, dst, p, n / in * u.elems, false, 0};
-            if (guarded ? tl__os_guarded_call(do_convert, &a) != 0 : (do_convert(&a), false))
-                return fail(x, TL_ERR_CHANGED, "read of the mapping", o, EFAULT);
-            if (!a.ok)
-                return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s: element %llu does not fit in %s",
-                               x->path ? x->path : "(memory)", x->name ? x->name : "?",
-                               (unsigned long long)(o / in * u.elems + a.bad),
-                               tl_dtype_name(x->to));
+            if ((s = convert_piece(x, dst, p, n / in, o / in, &u, guarded))) return s;
         } else if (guarded) {
             if (tl__os_guarded_copy(dst, p, (size_t)n))
                 return fail(x, TL_ERR_CHANGED, "read of the mapping", o, EFAULT);
