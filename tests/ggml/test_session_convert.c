@@ -99,22 +99,8 @@ static tl_plan *plan(fx *f, tl_dtype to, const char *const *gpus, size_t n, uint
     assert_int_equal(tl_plan_summary_from_model(f->m, to, &sum), TL_OK);
     if (!budget) /* 60% of the layer per GPU: only a row split keeps it on GPUs */
         budget = sum.comp[TL_COMP_DIFFUSION].bytes * 3 / 5;
-    tl_plan_device devs[3];
-    memset(devs, 0, sizeof devs);
-    for (size_t i = 0; i < n; i++) {
-        snprintf(devs[i].name, sizeof devs[i].name, "%s", gpus[i]);
-        devs[i].is_gpu = true;
-        devs[i].total = devs[i].free = budget;
-    }
-    snprintf(devs[n].name, sizeof devs[n].name, "cpu");
-    tl_plan_options o;
-    tl_plan_options_init(&o);
-    o.backend = backend;
-    o.reserve = "diffusion=0,cond=0,vae=0,controlnet=0,other=0";
-    tl_plan *p = NULL;
-    if (tl_plan_create(&sum, devs, n + 1, &o, &p) != TL_OK) fail_msg("plan: %s", tl_last_error());
+    tl_plan *p = tu_plan_gpus(&sum, gpus, n, budget, backend, false);
     tl_plan_summary_clear(&sum);
-    if (!tl_plan_feasible(p)) fail_msg("plan infeasible: %s", tl_plan_error(p));
     return p;
 }
 

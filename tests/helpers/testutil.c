@@ -359,24 +359,33 @@ tl_device *tu_sim_add(const char *name, uint64_t capacity) {
     return d;
 }
 
-tl_plan *tu_plan_one_gpu(tl_model *m, const char *gpu, uint64_t cap, const char *backend,
-                         bool offload) {
-    tl_plan_summary sum;
-    assert_int_equal(tl_plan_summary_from_model(m, TL_DTYPE_INVALID, &sum), TL_OK);
-    tl_plan_device devs[2];
+tl_plan *tu_plan_gpus(const tl_plan_summary *sum, const char *const *gpus, size_t n,
+                      uint64_t budget, const char *backend, bool offload) {
+    tl_plan_device devs[TL_PLAN_MAX_DEVICES];
+    assert_true(n < TL_PLAN_MAX_DEVICES);
     memset(devs, 0, sizeof devs);
-    snprintf(devs[0].name, sizeof devs[0].name, "%s", gpu);
-    devs[0].is_gpu = true;
-    devs[0].total = devs[0].free = cap;
-    snprintf(devs[1].name, sizeof devs[1].name, "cpu");
+    for (size_t i = 0; i < n; i++) {
+        snprintf(devs[i].name, sizeof devs[i].name, "%s", gpus[i]);
+        devs[i].is_gpu = true;
+        devs[i].total = devs[i].free = budget;
+    }
+    snprintf(devs[n].name, sizeof devs[n].name, "cpu");
     tl_plan_options o;
     tl_plan_options_init(&o);
     o.backend = backend;
     o.offload_to_cpu = offload;
-    o.reserve = "diffusion=0,cond=0,vae=0,controlnet=0,other=0";
+    o.reserve = "diffusion=0,cond=0,vae=0,controlnet=0,other=0,diffusion2=0";
     tl_plan *p = NULL;
-    if (tl_plan_create(&sum, devs, 2, &o, &p) != TL_OK) fail_msg("plan: %s", tl_last_error());
-    tl_plan_summary_clear(&sum);
+    if (tl_plan_create(sum, devs, n + 1, &o, &p) != TL_OK) fail_msg("plan: %s", tl_last_error());
     if (!tl_plan_feasible(p)) fail_msg("plan infeasible: %s", tl_plan_error(p));
+    return p;
+}
+
+tl_plan *tu_plan_one_gpu(tl_model *m, const char *gpu, uint64_t cap, const char *backend,
+                         bool offload) {
+    tl_plan_summary sum;
+    assert_int_equal(tl_plan_summary_from_model(m, TL_DTYPE_INVALID, &sum), TL_OK);
+    tl_plan *p = tu_plan_gpus(&sum, &gpu, 1, cap, backend, offload);
+    tl_plan_summary_clear(&sum);
     return p;
 }

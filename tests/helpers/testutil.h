@@ -121,6 +121,9 @@ tl_device *tu_sim_add(const char *name, uint64_t capacity);
 
 tl_plan *tu_plan_one_gpu(tl_model *m, const char *gpu, uint64_t cap, const char *backend,
                          bool offload);
+/* The same for summary sum over n GPU-like devices gpus[] of budget bytes each, and the host. */
+tl_plan *tu_plan_gpus(const tl_plan_summary *sum, const char *const *gpus, size_t n,
+                      uint64_t budget, const char *backend, bool offload);
 
 /* Result of running a command. */
 typedef struct tu_run {
