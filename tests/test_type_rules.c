@@ -43,11 +43,24 @@ static float value(size_t t, int64_t k) {
     return (float)sin((double)(k + 1) * 0.37 + (double)t) * (float)(1 + t);
 }
 
+/* IEEE half of f, rounded to nearest even (finite values of this test's range; no NaN). */
 static uint16_t to_half(float f) {
-    _Float16 h = (_Float16)f;
-    uint16_t u;
-    memcpy(&u, &h, 2);
-    return u;
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u, mant = x & 0x7fffffu;
+    int32_t e = (int32_t)((x >> 23) & 0xff) - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7c00u);
+    if (e <= 0) { /* subnormal half (or zero) */
+        if (e < -10) return (uint16_t)sign;
+        mant |= 0x800000u;
+        uint32_t shift = (uint32_t)(14 - e), h = mant >> shift, rem = mant & ((1u << shift) - 1),
+                 half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (h & 1))) h++;
+        return (uint16_t)(sign | h);
+    }
+    uint32_t h = ((uint32_t)e << 10) | (mant >> 13), rem = mant & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++; /* a carry rounds into the exponent */
+    return (uint16_t)(sign | h);
 }
 
 /* The model file: each tensor [rows, cols] (cols innermost) of value(). */
