@@ -117,12 +117,14 @@ if [ ! -f "$PLUGIN" ]; then
   echo "peer_sdcpp: skipped: the TIERLOAD0 case: no $PLUGIN (SD_TIERLOAD_PLUGIN, or SD_SRC to build one)"
   exit 0
 fi
-# tl NAME [ENV...]: the base picture's draw with the diffusion model on TIERLOAD0
+# tl NAME [ENV...]: the base picture's draw with the diffusion model on TIERLOAD0 (every module
+# there, as sd.cpp does with a device like a GPU, when TL_ALL=1)
 tl() {
   name=$1
   shift
-  env GGML_BACKEND_PATH="$PLUGIN" TIERLOAD_STATS="$DIR/$name.json" "$@" "$SD" -m "$MODEL" -p x -W 64 -H 64 \
-    --steps 1 -s 42 -o "$name.png" --backend clip=cpu,vae=cpu,diffusion=tierload0 >"$name.log" 2>&1
+  if [ "${TL_ALL:-0}" = 1 ]; then set -- "$@" "$SD"; else set -- "$@" "$SD" --backend clip=cpu,vae=cpu,diffusion=tierload0; fi
+  env GGML_BACKEND_PATH="$PLUGIN" TIERLOAD_STATS="$DIR/$name.json" "$@" -m "$MODEL" -p x -W 64 -H 64 \
+    --steps 1 -s 42 -o "$name.png" >"$name.log" 2>&1
   rc=$?
   if grep -q "tierload:.*not registering" "$name.log"; then
     echo "peer_sdcpp: skipped: the TIERLOAD0 case: $(grep -m1 'tierload:.*not registering' "$name.log")"
@@ -165,7 +167,12 @@ mapped=$(stat tl-map.json mapped_weights)
 echo "tl-map: $mapped of $(stat tl-map.json weight_tensors) weights mapped from the file, peak resident" \
   "$(stat tl-map.json peak_resident)"
 [ "$mapped" -gt 0 ] || { echo "peer_sdcpp: FAIL: tl-map: no weight mapped"; fails=1; }
-for n in tl-resident tl-budget tl-map; do
+# every module on TIERLOAD0 (sd.cpp's own choice for a device like a GPU): the text encoder's
+# and the VAE's weights come to the device after the diffusion model's graphs ran
+TL_ALL=1 tl tl-all TIERLOAD_BUDGET=$((w / 4))
+echo "tl-all: every module on TIERLOAD0, $(stat tl-all.json weight_tensors) weights, peak resident" \
+  "$(stat tl-all.json peak_resident)"
+for n in tl-resident tl-budget tl-map tl-all; do
   if cmp -s base.png "$n.png"; then
     echo "ok $n: the picture equals the CPU's byte for byte"
   else

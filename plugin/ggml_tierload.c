@@ -216,6 +216,7 @@ typedef struct {
     uint64_t weights_bytes, bytes_read, peak_resident, wait_ns, graphs, chunks_run, evictions;
     uint64_t first_graph_read, last_graph_read, max_chunk_bytes;
     uint64_t graph_read_sum_after_first;
+    uint64_t segment_errors;     /* segments found not to fit their weight (tlp__seg_drop) */
     uint64_t graph_weights;      /* weight bytes on the device at the last graph */
     int graph_weight_tensors;    /* and their number */
     uint64_t graph_mapped;       /* and how many of them were mapped (TIERLOAD_MODE=map) */
@@ -448,8 +449,14 @@ static char *tlp__seg_pages(const tlp_dev_ctx *d, const tlp_seg *s, bool inward,
     return (char *)pa;
 }
 
-/* Give segment s's pages back (a mapped weight's come again from the page cache when read). */
-static void tlp__seg_drop(const tlp_dev_ctx *d, const tlp_seg *s) {
+/* Give segment s's pages back (a mapped weight's come again from the page cache when read). A
+ * segment that does not fit its weight (a table out of step with the weights: never expected) is
+ * counted and left alone: pages beyond a weight may be anyone's. */
+static void tlp__seg_drop(tlp_dev_ctx *d, const tlp_seg *s) {
+    if (s->w >= (uint32_t)d->n_weights || s->off + s->len > d->weights[s->w].nbytes) {
+        d->segment_errors++;
+        return;
+    }
     uint64_t n;
     char *p = tlp__seg_pages(d, s, true, &n);
     if (n) madvise(p, n, MADV_DONTNEED);
@@ -674,8 +681,10 @@ static bool tlp__stash_take(tlp_dev_ctx *d, char *p, uint64_t n) {
 }
 
 static void tlp__evict_seg(tlp_dev_ctx *d, tlp_seg *s) {
-    const tlp_weight *w = &d->weights[s->w];
-    if (w->data != w->base || !tlp__stash_put(d, w->data + s->off, s->span)) tlp__seg_drop(d, s);
+    const tlp_weight *w = s->w < (uint32_t)d->n_weights ? &d->weights[s->w] : NULL;
+    bool fits = w && s->off + s->len <= w->nbytes; /* else tlp__seg_drop counts it */
+    if (!fits || w->data != w->base || !tlp__stash_put(d, w->data + s->off, s->span))
+        tlp__seg_drop(d, s);
     s->state = SEG_ABSENT;
     d->resident -= s->span;
     d->evictions++;
@@ -793,7 +802,14 @@ static bool tlp__seal(tlp_dev_ctx *d) {
     tlp__catalogs_close(d); /* loading is over once a graph runs */
     if (!d->dirty) return true;
     if (!tlp__worker_wait(d)) return false;
-    /* everything resident stays valid; rebuild the table, carrying states over by address */
+    /* old segments are dropped: their pages are given back (weights added after a graph ran:
+     * sd.cpp loads each module's weights when it first runs it), while each still names its
+     * weight by that weight's place in the table as it was: sorting the table below moves them */
+    for (uint32_t i = 0; i < d->n_segs; i++)
+        if (d->segs[i].state == SEG_RESIDENT) tlp__evict_seg(d, &d->segs[i]);
+    free(d->segs);
+    d->segs = NULL;
+    d->n_segs = 0;
     qsort(d->weights, (size_t)d->n_weights, sizeof *d->weights, tlp__cmp_weight);
     /* segments: small beside both what is kept and what streams, so that the window the stream
      * needs costs little against the optimum (N - budget per pass) */
@@ -811,11 +827,6 @@ static bool tlp__seal(tlp_dev_ctx *d) {
     for (int i = 0; i < d->n_weights; i++) n += (uint32_t)((d->weights[i].nbytes + ss - 1) / ss);
     tlp_seg *segs = calloc(n ? n : 1, sizeof *segs);
     if (!segs) return false;
-    /* old segments are dropped: their pages are given back (rare: a model added after the
-     * first graph) */
-    for (uint32_t i = 0; i < d->n_segs; i++)
-        if (d->segs[i].state == SEG_RESIDENT) tlp__evict_seg(d, &d->segs[i]);
-    free(d->segs);
     free(d->queue);
     d->queue = NULL;
     if (d->worker_started) {
@@ -1208,12 +1219,12 @@ static void tlp__write_stats(tlp_dev_ctx *d) {
             ",\"read_per_graph_after_first\":%.1f,\"peak_resident\":%" PRIu64
             ",\"max_chunk_bytes\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"wait_ns\":%" PRIu64
             ",\"stash\":\"%s\",\"stash_moves\":%" PRIu64 ",\"stash_fallbacks\":%" PRIu64
-            ",\"mode\":\"%s\",\"mapped_weights\":%" PRIu64 "}\n",
+            ",\"mode\":\"%s\",\"mapped_weights\":%" PRIu64 ",\"segment_errors\":%" PRIu64 "}\n",
             d->budget, d->graph_weights, d->graph_weight_tensors, d->seg_size, d->graphs, d->chunks_run, d->bytes_read,
             d->first_graph_read, d->last_graph_read,
             d->graphs > 1 ? (double)d->graph_read_sum_after_first / (double)(d->graphs - 1) : 0.0,
             d->peak_resident, d->max_chunk_bytes, d->evictions, d->wait_ns, tlp_stash_names[d->stash_how],
-            d->stash_moves, d->stash_fallbacks, d->map ? "map" : "copy", d->graph_mapped);
+            d->stash_moves, d->stash_fallbacks, d->map ? "map" : "copy", d->graph_mapped, d->segment_errors);
     fclose(f);
 }
 

@@ -13,6 +13,7 @@
 # Eviction: on a 16 MiB mkmodel llama model, bytes read per decoded token within 1.03 x the optimum
 # for the budget (and the logits again bitwise equal).
 # Each TIERLOAD_STASH way of moving evicted pages (uffd, mremap, off): the same logits again.
+# A second model loaded after the first one's graphs ran: both models' logits again.
 # TIERLOAD_MODE=map (weights mapped from the file, not copied): the same logits resident and at
 # 1/4 on each model and with --no-mmap, every weight mapped, less anonymous memory than copying.
 # Bad input: a budget below the largest chunk (a clear error naming both sizes, exit 1, no
@@ -196,6 +197,23 @@ if [ -f "$mk" ] && [ -n "${W:-}" ]; then
         fail "mk16 map: anonymous memory peak ${ma:-?} KiB, not below copy mode's ${ca:-?} KiB less half the weights"
     fi
 fi
+
+# a second model loaded after the first one's graphs ran, the first still loaded (as
+# stable-diffusion.cpp brings each module's weights when it first runs it): both models' logits
+# equal llama.cpp's own, resident and streamed
+m1=tiny-llama-f16 m2=tiny-llama-q4_0
+w=$(stat "$tmp/$m1-resident.json" weights_bytes)
+for b in "" $((w / 2)); do
+    if plugin "$data/gguf/$m1.gguf" $n_predict "$tmp/then1.f32" TIERLOAD_BUDGET=$b \
+        TIERLOAD_STATS="$tmp/then.json" -- --plugin "$lib" \
+        --then "$data/gguf/$m2.gguf" --then-logits "$tmp/then2.f32" >"$tmp/then.out" 2>"$tmp/then.err" &&
+        cmp -s "$tmp/then1.f32" "$tmp/$m1.ref" && cmp -s "$tmp/then2.f32" "$tmp/$m2.ref" &&
+        [ "$(stat "$tmp/then.json" segment_errors)" = 0 ]; then
+        echo "ok two models one after the other${b:+, budget $b}"
+    else
+        fail "two models one after the other${b:+, budget $b}: $(tail -2 "$tmp/then.err")$(cmp "$tmp/then2.f32" "$tmp/$m2.ref" 2>&1 | head -1), $(stat "$tmp/then.json" segment_errors 2>&1) segments not fitting their weight"
+    fi
+done
 
 # found only through GGML_BACKEND_PATH, llama.cpp's default model parameters
 m=tiny-llama-256-q4_k_m

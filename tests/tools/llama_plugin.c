@@ -4,6 +4,7 @@
  *
  *   llama-plugin MODEL.gguf (--plugin LIB.so | --load-all) --tokens 1,2,3,... --n-predict N
  *                --logits OUT.f32 [--threads N] [--after-prompt CMD]
+ *                [--then MODEL2.gguf --then-logits OUT2.f32]
  *
  * --plugin: loaded with ggml_backend_load, the model placed on TIERLOAD0 alone (devices = {it},
  * all layers), use_extra_bufts = false as in llama-oracle. --load-all: ggml_backend_load_all()
@@ -15,6 +16,9 @@
  * after the model load and after each evaluation ("rss_anon_peak_kb"), for bench_plugin.sh. Either way no flash attention (as llama-oracle). The prompt is one
  * batch, then N greedy tokens one by one; OUT.f32 gets the logits of every evaluated position
  * (positions x vocab, F32), exactly as llama-oracle writes them; stdout "greedy: t1 t2 ...".
+ * --then: once the first model's tokens are evaluated, a second model is loaded on the same
+ * devices (the first stays loaded) and evaluated the same way, its logits into OUT2.f32: weights
+ * that come to the device after graphs ran, as stable-diffusion.cpp brings each module's.
  * Exit 0 on success, 2 on usage, 3 when the plugin does not load or register, 1 when an
  * evaluation fails (the plugin's message is on stderr).
  */
@@ -50,7 +54,7 @@ static void quiet(enum ggml_log_level level, const char *text, void *user) {
 
 static int usage(void) {
     fprintf(stderr, "usage: llama-plugin MODEL.gguf (--plugin LIB.so | --load-all) --tokens 1,2,... "
-                    "--n-predict N --logits OUT.f32 [--threads N]\n");
+                    "--n-predict N --logits OUT.f32 [--threads N] [--then MODEL2 --then-logits OUT2]\n");
     return 2;
 }
 
@@ -80,8 +84,73 @@ static bool eval(struct llama_context *ctx, const llama_token *tok, int n, int p
     return ok;
 }
 
+typedef struct run {
+    const llama_token *tok;
+    int n_prompt, n_predict, threads;
+} run;
+
+/*
+ * Load path on mp's devices and evaluate the prompt and n_predict greedy
+ * tokens, the logits of every position into out_path and the greedy tokens
+ * on stdout; the model and its context are left to the caller. 0, or the exit
+ * status.
+ */
+static int run_model(const run *r, const char *path, struct llama_model_params mp,
+                     const char *out_path, const char *after_prompt, bool figures,
+                     struct llama_model **model_out, struct llama_context **ctx_out) {
+    struct llama_model *model = *model_out = llama_model_load_from_file(path, mp);
+    if (!model) {
+        fprintf(stderr, "llama-plugin: %s: llama.cpp cannot load it\n", path);
+        return 1;
+    }
+    const struct llama_vocab *vocab = llama_model_get_vocab(model);
+    int n_vocab = llama_vocab_n_tokens(vocab);
+    for (int i = 0; i < r->n_prompt; i++)
+        if (r->tok[i] >= n_vocab) return usage();
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = (uint32_t)(r->n_prompt + r->n_predict + 1);
+    cp.n_batch = cp.n_ubatch = (uint32_t)r->n_prompt;
+    cp.n_seq_max = 1;
+    cp.n_threads = cp.n_threads_batch = r->threads;
+    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    cp.no_perf = true;
+    struct llama_context *ctx = *ctx_out = llama_init_from_model(model, cp);
+    FILE *out = fopen(out_path, "wb");
+    if (!ctx || !out) {
+        fprintf(stderr, "llama-plugin: %s\n", ctx ? out_path : "no context");
+        if (out) fclose(out);
+        return 1;
+    }
+    llama_token next = 0;
+    long rss_peak = rss_anon_kb();
+    bool ok = eval(ctx, r->tok, r->n_prompt, 0, n_vocab, out, &next);
+    if (rss_anon_kb() > rss_peak) rss_peak = rss_anon_kb();
+    if (ok && after_prompt && system(after_prompt) != 0) {
+        fprintf(stderr, "llama-plugin: --after-prompt %s failed\n", after_prompt);
+        fclose(out);
+        return 1;
+    }
+    printf("greedy:");
+    double t0 = now_s();
+    for (int k = 0; ok && k < r->n_predict; k++) {
+        printf(" %d", next);
+        llama_token t = next;
+        ok = eval(ctx, &t, 1, r->n_prompt + k, n_vocab, out, &next);
+        if (rss_anon_kb() > rss_peak) rss_peak = rss_anon_kb();
+    }
+    double dt = now_s() - t0;
+    printf("\n");
+    if (figures && r->n_predict > 0)
+        printf("decode_ms_per_token: %.3f\nrss_anon_peak_kb: %ld\n", dt * 1e3 / r->n_predict,
+               rss_peak);
+    if (fclose(out) != 0) ok = false;
+    if (!ok) fprintf(stderr, "llama-plugin: evaluation failed\n");
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     const char *model_path = NULL, *tokens = NULL, *out_path = NULL, *plugin = NULL, *after_prompt = NULL;
+    const char *then_path = NULL, *then_out = NULL;
     int n_predict = -1, threads = 1;
     bool load_all = false, figures = false, no_mmap = false;
     for (int i = 1; i < argc; i++) {
@@ -95,10 +164,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--figures")) figures = true;
         else if (!strcmp(a, "--no-mmap")) no_mmap = true;
         else if (!strcmp(a, "--after-prompt") && v) after_prompt = v, i++;
+        else if (!strcmp(a, "--then") && v) then_path = v, i++;
+        else if (!strcmp(a, "--then-logits") && v) then_out = v, i++;
         else if (a[0] != '-' && !model_path) model_path = a;
         else return usage();
     }
-    if (!model_path || !tokens || n_predict < 0 || !out_path || threads < 1 || !plugin == !load_all)
+    if (!model_path || !tokens || n_predict < 0 || !out_path || threads < 1 || !plugin == !load_all ||
+        !then_path != !then_out)
         return usage();
     int n_prompt = 0, cap = 64;
     llama_token *tok = malloc((size_t)cap * sizeof *tok);
@@ -152,53 +224,17 @@ int main(int argc, char **argv) {
         }
     }
     if (no_mmap) mp.load_mode = LLAMA_LOAD_MODE_NONE;
-    struct llama_model *model = llama_model_load_from_file(model_path, mp);
-    if (!model) {
-        fprintf(stderr, "llama-plugin: %s: llama.cpp cannot load it\n", model_path);
-        return 1;
-    }
-    const struct llama_vocab *vocab = llama_model_get_vocab(model);
-    int n_vocab = llama_vocab_n_tokens(vocab);
-    for (int i = 0; i < n_prompt; i++)
-        if (tok[i] >= n_vocab) return usage();
-    struct llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = (uint32_t)(n_prompt + n_predict + 1);
-    cp.n_batch = cp.n_ubatch = (uint32_t)n_prompt;
-    cp.n_seq_max = 1;
-    cp.n_threads = cp.n_threads_batch = threads;
-    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
-    cp.no_perf = true;
-    struct llama_context *ctx = llama_init_from_model(model, cp);
-    FILE *out = fopen(out_path, "wb");
-    if (!ctx || !out) {
-        fprintf(stderr, "llama-plugin: %s\n", ctx ? out_path : "no context");
-        return 1;
-    }
-    llama_token next = 0;
-    long rss_peak = rss_anon_kb();
-    bool ok = eval(ctx, tok, n_prompt, 0, n_vocab, out, &next);
-    if (rss_anon_kb() > rss_peak) rss_peak = rss_anon_kb();
-    if (ok && after_prompt && system(after_prompt) != 0) {
-        fprintf(stderr, "llama-plugin: --after-prompt %s failed\n", after_prompt);
-        return 1;
-    }
-    printf("greedy:");
-    double t0 = now_s();
-    for (int k = 0; ok && k < n_predict; k++) {
-        printf(" %d", next);
-        llama_token t = next;
-        ok = eval(ctx, &t, 1, n_prompt + k, n_vocab, out, &next);
-        if (rss_anon_kb() > rss_peak) rss_peak = rss_anon_kb();
-    }
-    double dt = now_s() - t0;
-    printf("\n");
-    if (figures && n_predict > 0)
-        printf("decode_ms_per_token: %.3f\nrss_anon_peak_kb: %ld\n", dt * 1e3 / n_predict, rss_peak);
-    if (fclose(out) != 0) ok = false;
-    if (!ok) fprintf(stderr, "llama-plugin: evaluation failed\n");
+    struct llama_model *model = NULL, *model2 = NULL;
+    struct llama_context *ctx = NULL, *ctx2 = NULL;
+    run r = {tok, n_prompt, n_predict, threads};
+    int rc = run_model(&r, model_path, mp, out_path, after_prompt, figures, &model, &ctx);
+    /* a second model while the first stays loaded: its weights come after the first's graphs */
+    if (!rc && then_path) rc = run_model(&r, then_path, mp, then_out, NULL, false, &model2, &ctx2);
+    llama_free(ctx2);
+    llama_model_free(model2);
     llama_free(ctx);
     llama_model_free(model);
     llama_backend_free();
     free(tok);
-    return ok ? 0 : 1;
+    return rc;
 }
