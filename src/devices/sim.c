@@ -17,7 +17,7 @@
  * the same size (a session streaming a model allocates the same tensors
  * pass after pass), as long as it and the live allocations stay within the
  * capacity: no page faults and zeroing for memory just given back. Copies
- * of 2 MiB and more run on every core (io/team.c), as a GPU's copy engines
+ * of 2 MiB and more run on every core (os/team.c), as a GPU's copy engines
  * would not be held to one CPU's memcpy.
  */
 #include "core/assert.h"
