@@ -1731,7 +1731,9 @@ typedef struct tl_load_options {
      * that conversion exists for it (Q8_0 / Q4_0: rows of whole 32-element
      * blocks; tl_convert_target's name exceptions do not apply), else it
      * keeps its own; tensors no rule matches follow convert and dtype. A bad
-     * rule is TL_ERR_INVALID_ARG naming it. Plans (tl_plan_options) and
+     * rule is TL_ERR_INVALID_ARG naming it, as is a pattern too costly to
+     * compile (over 512 bytes, a repetition of a repetition such as "a++",
+     * or more than 4 bounds or one over {64}; the same for overrides). Plans (tl_plan_options) and
      * sessions (tl_session_options) take the same rules and count and keep
      * the same types.
      */

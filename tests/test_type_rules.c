@@ -8,7 +8,8 @@
  * values are checked against the test's own reference (helpers/ref_convert)
  * for floats, and the plan's and session's bytes against the load's.
  * Bad rules: an item without '=', a pattern that does not compile, a type
- * rules do not take, and rules given to a plan that sees no names.
+ * rules do not take, patterns too costly to compile (nested repetitions), and
+ * rules given to a plan that sees no names.
  */
 #include "testutil.h"
 
@@ -262,6 +263,16 @@ static void test_bad_rules(void **state) {
     expect_bad(m, "vae=f16,(mod=q8_0", "'(mod'");
     expect_bad(m, "vae=q4_k", "'vae=q4_k'");
     expect_bad(m, "=f16", "'=f16'");
+    /* what would take regcomp's memory: a repetition of a repetition, deep bounds */
+    expect_bad(m, "vae.bias++++++++++++++++++++=f16", "too complex");
+    expect_bad(m, "((((v{9}){9}){9}){9}){9}=f16", "too complex");
+    expect_bad(m, "v{65}=f16", "too complex");
+    tl_load_options ok;
+    tl_load_options_init(&ok);
+    ok.type_rules = "blk\\.\\d{2}\\.=f16,(vae|model)\\.[a-z]+=bf16"; /* bounded, fine */
+    tl_load_result *r = NULL;
+    if (tl_model_load(m, &ok, &r)) fail_msg("%s", tl_last_error());
+    tl_load_result_destroy(r);
     /* a plan from a summary sees no names */
     tl_plan_summary sum;
     assert_int_equal(tl_plan_summary_from_model(m, TL_DTYPE_INVALID, &sum), TL_OK);

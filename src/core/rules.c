@@ -69,6 +69,44 @@ static char *translate(const char *pat) {
     return out;
 }
 
+/*
+ * Why an expression would cost regcomp too much, or NULL. glibc's compiler
+ * copies the tree under every repetition, so a quantifier right after another
+ * ("a++", undefined in POSIX anyway) or bounds nested deep ("((a{99}){99}){99}")
+ * grow it exponentially: a list from the command line or a caller must not
+ * take the process's memory. Limits: 512 bytes, no quantifier after a
+ * quantifier, bounds of at most 64 and at most 4 of them.
+ */
+static const char *too_complex(const char *ere) {
+    if (strlen(ere) > 512) return "longer than 512 bytes";
+    bool in_br = false, after_q = false;
+    int bounds = 0;
+    for (const char *p = ere; *p; p++) {
+        char c = *p;
+        if (in_br) {
+            if (c == ']' && p[-1] != '[' && !(p[-1] == '^' && p[-2] == '[')) in_br = false;
+            continue;
+        }
+        if (c == '\\' && p[1]) {
+            p++;
+            after_q = false;
+            continue;
+        }
+        bool q = c == '*' || c == '+' || c == '?' || c == '{';
+        if (q && after_q) return "a repetition of a repetition";
+        if (c == '{') {
+            long m = strtol(p + 1, NULL, 10);
+            const char *comma = strchr(p, ','), *end = strchr(p, '}');
+            long n = comma && end && comma < end && comma[1] != '}' ? strtol(comma + 1, NULL, 10) : m;
+            if (++bounds > 4 || m > 64 || n > 64) return "bounds over {64} or more than 4 of them";
+            if (end) p = end;
+        }
+        if (c == '[') in_br = true;
+        after_q = q;
+    }
+    return NULL;
+}
+
 void tl__rules_free(tl__rules *r) {
     for (size_t i = 0; i < r->n; i++) {
         if (r->compiled && r->compiled[i]) regfree(&r->re[i]);
@@ -114,6 +152,12 @@ tl_status tl__rules_parse(const char *spec, const char *what, const char *form, 
         if (!r->pattern[i] || !r->value[i]) return tl__err(TL_ERR_NOMEM, "%ss: out of memory", what);
         char *ere = translate(r->pattern[i]);
         if (!ere) return tl__err(TL_ERR_NOMEM, "%ss: out of memory", what);
+        const char *cost = too_complex(ere);
+        if (cost) {
+            free(ere);
+            return tl__err(TL_ERR_INVALID_ARG, "%s '%.120s': too complex a regular expression (%s)",
+                           what, r->pattern[i], cost);
+        }
         int e = regcomp(&r->re[i], ere, REG_EXTENDED | REG_NOSUB);
         free(ere);
         if (e) {
