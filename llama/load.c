@@ -167,21 +167,22 @@ static tl_status fill_neutral(const job *j, struct ggml_tensor *t) {
         return tl_set_error(TL_ERR_UNSUPPORTED, "%s: llama.cpp: missing tensor '%s'", j->path,
                             t->name);
     size_t k = (size_t)ggml_nelements(t);
+    const float want = zero ? 0.0f : 1.0f;
     if (t->buffer && ggml_backend_buffer_is_host(t->buffer)) {
         /*
-         * Written in place, and zeros only where the memory is not zero yet:
-         * a fresh buffer's untouched pages read as zero without becoming
-         * resident, so a bias the file lacks costs no memory.
+         * Written in place, and only where the memory does not hold the value
+         * yet (-0 is not +0): a fresh buffer's untouched pages read as zero
+         * without becoming resident, so a bias the file lacks costs no memory.
          */
         float *v = t->data;
         for (size_t i = 0; i < k; i++)
-            if (v[i] != (zero ? 0.0f : 1.0f) || signbit(v[i])) v[i] = zero ? 0.0f : 1.0f;
+            if (v[i] != want || signbit(v[i])) v[i] = want;
         return TL_OK;
     }
     float *v = malloc(k * sizeof *v);
     if (!v) return tl_set_error(TL_ERR_NOMEM, "%s: tensor '%s': out of memory", j->path, t->name);
     for (size_t i = 0; i < k; i++)
-        v[i] = zero ? 0.0f : 1.0f;
+        v[i] = want;
     ggml_backend_tensor_set(t, v, 0, k * sizeof *v);
     free(v);
     return TL_OK;

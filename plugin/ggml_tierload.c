@@ -1297,9 +1297,13 @@ static void tlp_buf_memset(ggml_backend_buffer_t buf, struct ggml_tensor *t, uin
  * A weight whose place would not be 8-byte aligned (the CPU kernels load unaligned vectors; a
  * safetensors file aligns to 8), or whose allocation is smaller than asked, stays copied.
  */
+/* [p, p + len) of a buffer back to fresh anonymous memory, as the buffer type made it. */
+static void tlp__anon_over(char *p, uint64_t len) {
+    mmap(p, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+}
+
 static void tlp__unmap_weight(tlp_dev_ctx *d, tlp_weight *w) {
-    uint64_t len = tlp__round_up((uint64_t)(w->data - w->base) + w->nbytes, TLP_PAGE);
-    mmap(w->base, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+    tlp__anon_over(w->base, tlp__round_up((uint64_t)(w->data - w->base) + w->nbytes, TLP_PAGE));
     w->mapped = false;
     d->mapped_weights--;
 }
@@ -1312,8 +1316,8 @@ static void tlp__map_weight(tlp_dev_ctx *d, ggml_backend_buffer_t buf, tlp_weigh
         return;
     void *r = mmap(w->base, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED,
                    d->files[p->file].fd, (off_t)(p->foff - delta));
-    if (r == MAP_FAILED) { /* the range as it was: fresh anonymous memory */
-        mmap(w->base, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+    if (r == MAP_FAILED) { /* the range as it was */
+        tlp__anon_over(w->base, len);
         return;
     }
     w->data = w->base + delta;

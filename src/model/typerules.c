@@ -35,13 +35,18 @@ tl_status tl__type_rules_parse(const char *spec, tl__type_rules *t) {
     return TL_OK;
 }
 
+tl__type_fit tl__type_fits(const tl_tensor_info *ti, tl_dtype to) {
+    if (to == ti->dtype) return TL__FITS;
+    if (!tl_convert_supported(ti->dtype, to)) return TL__NO_CONVERSION;
+    uint32_t be = tl_dtype_block_elems(to);
+    if (be > 1 && (ti->n_dims < 1 || ti->shape[ti->n_dims - 1] % be != 0))
+        return TL__ROWS_NOT_BLOCKS;
+    uint64_t nb;
+    return tl_dtype_nbytes(to, ti->n_elements, &nb) ? TL__FITS : TL__ELEMENTS_NOT_BLOCKS;
+}
+
 tl_dtype tl__type_target(const tl__type_rules *t, const tl_tensor_info *ti, tl_dtype convert) {
     size_t i = t ? tl__rules_match(&t->r, ti->name) : 0;
     if (!t || i == t->r.n) return tl_convert_target(ti, convert);
-    tl_dtype to = t->to[i];
-    if (to == ti->dtype || !tl_convert_supported(ti->dtype, to)) return ti->dtype;
-    uint32_t be = tl_dtype_block_elems(to);
-    if (be > 1 && (ti->n_dims < 1 || ti->shape[ti->n_dims - 1] % be != 0)) return ti->dtype;
-    uint64_t nb;
-    return tl_dtype_nbytes(to, ti->n_elements, &nb) ? to : ti->dtype;
+    return tl__type_fits(ti, t->to[i]) == TL__FITS ? t->to[i] : ti->dtype;
 }

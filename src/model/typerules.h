@@ -25,6 +25,15 @@ typedef struct tl__type_rules {
  */
 tl_status tl__type_rules_parse(const char *spec, tl__type_rules *t);
 void tl__type_rules_free(tl__type_rules *t);
+/* Whether tensor ti can be kept as `to` (tl_convert_supported, quantized rows of whole blocks). */
+typedef enum tl__type_fit {
+    TL__FITS = 0,
+    TL__NO_CONVERSION,       /* tl_convert_supported says no */
+    TL__ROWS_NOT_BLOCKS,     /* a quantized type: the innermost dimension is not whole blocks */
+    TL__ELEMENTS_NOT_BLOCKS, /* the element count is not whole blocks */
+} tl__type_fit;
+tl__type_fit tl__type_fits(const tl_tensor_info *ti, tl_dtype to);
+
 /*
  * The type tensor ti is kept in: the first matching rule's where that
  * conversion exists for it (Q8_0 / Q4_0: rows of whole 32-element blocks;

@@ -11,26 +11,23 @@
 #include "core/error.h"
 #include "os/hostmem.h"
 
-static bool is_quant(tl_dtype t) {
-    return t == TL_DTYPE_Q8_0 || t == TL_DTYPE_Q4_0;
-}
-
 tl_status tlr_xform_check(const tl_model *m, size_t t, tl_dtype to) {
     const tl_tensor_info *ti = tl_model_tensor(m, t);
     const char *path = tl_model_file(m, ti->file)->path;
-    if (to == ti->dtype) return TL_OK;
-    if (!tl_convert_supported(ti->dtype, to))
+    switch (tl__type_fits(ti, to)) {
+    case TL__NO_CONVERSION:
         return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s: no conversion from %s to %s", path,
                        ti->name, tl_dtype_name(ti->dtype), tl_dtype_name(to));
-    if (is_quant(to) &&
-        (ti->n_dims < 1 || ti->shape[ti->n_dims - 1] % (int64_t)tl_dtype_block_elems(to) != 0))
+    case TL__ROWS_NOT_BLOCKS:
         return tl__err(TL_ERR_UNSUPPORTED,
                        "%s: tensor %s: its rows are not a whole number of %u-element %s blocks",
                        path, ti->name, tl_dtype_block_elems(to), tl_dtype_name(to));
-    uint64_t n;
-    if (!tl_dtype_nbytes(to, ti->n_elements, &n))
+    case TL__ELEMENTS_NOT_BLOCKS:
         return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s: %llu elements are not whole %s blocks",
                        path, ti->name, (unsigned long long)ti->n_elements, tl_dtype_name(to));
+    case TL__FITS:
+        break;
+    }
     return TL_OK;
 }
 

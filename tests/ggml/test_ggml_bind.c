@@ -447,14 +447,7 @@ static void test_rpc_server_silent(void **state) {
 }
 
 int main(void) {
-    char why[4300];
-    const char *root = tu_ggml_root(why, sizeof why);
-    if (root) { /* the tests' ggml: a failure to load it fails them */
-        char lib[4200];
-        snprintf(lib, sizeof lib, "%s/lib", root);
-        if (tl_device_ggml_discover(lib, NULL) != TL_OK)
-            fprintf(stderr, "ggml from %s does not load: %s\n", lib, tl_last_error());
-    }
+    tu_ggml_discover(); /* the tests' ggml: a failure to load it fails them */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bind_cpu),
         cmocka_unit_test(test_bind_mismatch),

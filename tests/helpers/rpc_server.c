@@ -3,6 +3,8 @@
  */
 #include "rpc_server.h"
 
+#include "tierload.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +34,16 @@ const char *tu_ggml_root(char *why, size_t why_n) {
         return NULL;
     }
     return r;
+}
+
+void tu_ggml_discover(void) {
+    char why[4300];
+    const char *root = tu_ggml_root(why, sizeof why);
+    if (!root) return;
+    char lib[4200];
+    snprintf(lib, sizeof lib, "%s/lib", root);
+    if (tl_device_ggml_discover(lib, NULL) != TL_OK)
+        fprintf(stderr, "ggml from %s does not load: %s\n", lib, tl_last_error());
 }
 
 int tu_free_port(void) {

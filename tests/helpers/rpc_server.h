@@ -1,5 +1,6 @@
 /*
- * rpc_server.h — ggml-rpc-server processes for tests: started on 127.0.0.1 on
+ * rpc_server.h — the tests' ggml source build (found, its devices registered) and
+ * ggml-rpc-server processes for tests: started on 127.0.0.1 on
  * a free port from the ggml source build (TL_GGML_ROOT/bin), always stopped:
  * by tu_rpc_stop, at exit, and by the kernel if the test process dies
  * (PR_SET_PDEATHSIG).
@@ -13,6 +14,12 @@
 
 /* The ggml source build (TL_GGML_ROOT with lib/libggml.so); NULL with *why set when missing. */
 const char *tu_ggml_root(char *why, size_t why_n);
+/*
+ * Register the devices of the ggml source build, if there is one (a main's
+ * first call: without it the tests that need ggml skip, or fail under CI;
+ * with it, a ggml that does not load is said on stderr and fails them).
+ */
+void tu_ggml_discover(void);
 /* Skip the current test without the ggml source build, saying why (fail under CI=true). */
 #define TU_NEED_GGML()                                                                             \
     do {                                                                                           \
