@@ -2120,8 +2120,12 @@ TL_API tl_status tl_session_acquire(tl_session *s, tl_component c, size_t layer_
  * for its weights (stable-diffusion.cpp's prepare_params): the same loads,
  * waiting (timeout_ms as tl_session_acquire_wait), eviction and release as
  * a layer range. An index past the model is TL_ERR_INVALID_ARG, nothing
- * acquired. A set does not move a schedule along (schedules are steps of
- * layer ranges), and it is not learned.
+ * acquired. The set becomes the session's group of these tensors (as
+ * tl_session_group makes one, unnamed; the same group each time the same
+ * tensors come, in any order), so it moves a schedule along and is learned
+ * as that group's step. Past TL_SESSION_MAX_GROUPS groups (or their bound
+ * on memory, below tl_session_group) a new set is still acquired, but it is
+ * no step: it moves no schedule and is not learned.
  */
 TL_API tl_status tl_session_acquire_tensors(tl_session *s, const size_t *tensors, size_t n,
                                             uint32_t timeout_ms, tl_acquired **out);
@@ -2360,12 +2364,45 @@ TL_API tl_status tl_session_refresh(tl_session *s, size_t tensor);
 TL_API tl_status tl_session_update_begin(tl_session *s, const size_t *tensors, size_t n);
 TL_API tl_status tl_session_update_end(tl_session *s, const size_t *tensors, size_t n);
 
-/* One step of a known schedule: an acquire of these layers (as tl_session_acquire's args). */
+/*
+ * One step of a known schedule: an acquire of these layers (as
+ * tl_session_acquire's args), or of a group: component TL_COMP_GROUP,
+ * layer_begin the group's id, layer_end id + 1, with_other false.
+ */
 typedef struct tl_session_step {
     tl_component component;
     size_t layer_begin, layer_end;
     bool with_other;
 } tl_session_step;
+/*
+ * The component of a step that names a group (tl_session_group). Every call
+ * that takes a component and a layer range takes a group that way too:
+ * tl_session_acquire, _acquire_wait, _prefetch, _ready (layer_begin the id,
+ * layer_end id + 1, with_other false; anything else is TL_ERR_INVALID_ARG),
+ * and schedules and loops take its steps.
+ */
+#define TL_COMP_GROUP ((tl_component)64)
+#define TL_SESSION_MAX_GROUPS 4096u
+/*
+ * Declare a group: a name (copied; NULL: none) and its tensors (catalog
+ * indexes, any components) in the engine's compute order, which is the order
+ * their loads are issued in; a tensor listed twice counts once. *out is the
+ * step that names it, for acquires, prefetches, schedules and loops: a
+ * graph segment's weights (stable-diffusion.cpp's prepare_params), a block
+ * that is not a layer, MoE experts. Groups may overlap one another and layer
+ * ranges; eviction by next use counts each tensor's next use over all the
+ * steps that take it, and tl_session_learn learns group steps as it learns
+ * layer ranges. The same tensors as a group the session has (declared, or
+ * acquired as a set) are that group: its id and order stay, and the name is
+ * given if it had none. Ids count from 0 per session. At most
+ * TL_SESSION_MAX_GROUPS groups, whose bookkeeping is bounded by 8 words per
+ * tensor part of the model plus 4096: past either, TL_ERR_UNSUPPORTED.
+ * n 0 or an index past the model: TL_ERR_INVALID_ARG.
+ */
+TL_API tl_status tl_session_group(tl_session *s, const char *name, const size_t *tensors, size_t n,
+                                  tl_session_step *out);
+/* Group id's name (valid until the session is destroyed); NULL when it has none or no such group. */
+TL_API const char *tl_session_group_name(const tl_session *s, size_t id);
 /*
  * The order acquires will come in (repeats written out). Each acquire moves
  * the schedule to the next step that equals it; eviction then takes the

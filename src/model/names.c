@@ -88,6 +88,7 @@ static const char *const comp_names[TL_COMP_COUNT] = {"diffusion", "cond",  "vae
                                                       "controlnet", "other", "diffusion2"};
 
 const char *tl_component_name(tl_component c) {
+    if (c == TL_COMP_GROUP) return "group";
     return (unsigned)c < TL_COMP_COUNT ? comp_names[c] : "unknown";
 }
 

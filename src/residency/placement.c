@@ -1,8 +1,8 @@
 /*
  * placement.c — from a plan's per-component decisions to a place per tensor
  * (and per row block of a row-split matrix), using the model's own
- * (component, layer) grouping — the same layers the planner counted. The
- * rule is written out in tierload.h above tl_session_create.
+ * (component, layer) grouping (groups.c) — the same layers the planner
+ * counted. The rule is written out in tierload.h above tl_session_create.
  */
 #include "residency/residency.h"
 
@@ -11,32 +11,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-void tlr_groups_init(const tl_model *m, tlr_groups *g) {
-    memset(g, 0, sizeof *g);
-    for (int c = 0; c < TL_COMP_COUNT; c++) {
-        g->base[c] = g->n;
-        g->n_layers[c] = tl_model_layer_count(m, (tl_component)c);
-        g->n += g->n_layers[c] + 1;
-    }
-}
-
-size_t tlr_group_of(const tl_model *m, const tlr_groups *g, size_t tensor) {
-    const tl_tensor_info *t = tl_model_tensor(m, tensor);
-    int c = (unsigned)t->component < TL_COMP_COUNT ? (int)t->component : TL_COMP_OTHER;
-    size_t k = tl_model_tensor_layer(m, tensor);
-    return g->base[c] + (k == TL_NOT_FOUND ? g->n_layers[c] : k);
-}
-
-bool tlr_step_has(const tlr_groups *g, const tl_session_step *st, size_t gid) {
-    int c = (int)st->component;
-    if (c < 0 || c >= TL_COMP_COUNT) return false;
-    size_t b = g->base[c], nl = g->n_layers[c];
-    if (gid < b || gid > b + nl) return false;
-    if (gid == b + nl) return st->with_other;
-    size_t k = gid - b;
-    return k >= st->layer_begin && (st->layer_end == TL_ALL_LAYERS || k < st->layer_end);
-}
 
 static bool is_matrix(const tl_tensor_info *t) {
     return t->n_dims == 2 && t->shape[0] >= 256 && t->shape[1] >= 256;

@@ -83,17 +83,38 @@ tl_status tlr_xform_produce(const tlr_producer *p, const tl_model *m, const tlr_
                             const tlr_xunit *x, void *host, tl_device *dev, tl_devptr dptr,
                             double *err);
 
-/* Group id of a tensor: (component, layer) or (component, other), dense from 0. */
+/*
+ * Groups (groups.c): the units a step takes together. At first one per
+ * (component, layer) and one per (component, other), dense from 0 (n_base of
+ * them). Each tensor set that becomes a step (tl_session_group) splits the
+ * groups it takes part of, so that every group is wholly in or wholly out of
+ * each such set: group g then came from base group origin[g] and is in the
+ * sets in[g][0 .. n_in[g]) (ascending). Without sets origin and in are NULL.
+ */
 typedef struct tlr_groups {
     size_t
         base[TL_COMP_COUNT]; /* group of layer k of c = base[c] + k; other = base[c] + n_layers */
     size_t n_layers[TL_COMP_COUNT];
-    size_t n;
+    size_t n, n_base;
+    size_t *origin;
+    size_t **in, *n_in;
+    size_t n_entries; /* the sum of n_in */
 } tlr_groups;
 void tlr_groups_init(const tl_model *m, tlr_groups *g);
+void tlr_groups_free(tlr_groups *g);
+/* The base group of a tensor. */
 size_t tlr_group_of(const tl_model *m, const tlr_groups *g, size_t tensor);
 /* Does the step include group gid? */
 bool tlr_step_has(const tlr_groups *g, const tl_session_step *st, size_t gid);
+/*
+ * Make set `set` (larger than every set added before) a union of groups: the
+ * units in[0 .. n) (distinct unit indexes) leave each group that also has
+ * units outside the set for a new group. ugroup: every unit's group (n_units
+ * of them), updated. More than max_entries set entries over all groups:
+ * TL_ERR_UNSUPPORTED. Any error leaves g and ugroup as they were.
+ */
+tl_status tlr_groups_add_set(tlr_groups *g, size_t set, const size_t *units, size_t n,
+                             size_t *ugroup, size_t n_units, size_t max_entries);
 
 /* Offline optimum (optimum.c): bytes furthest-next-use eviction moves onto each device. */
 typedef struct tlr_opt_unit {

@@ -49,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #define SPILL_ALIGN 4096ull
 #define POOL_TRIES 16u /* evictions across sessions one acquire asks before it waits or fails */
@@ -94,6 +95,15 @@ typedef struct unit {
     size_t hpos, nu, lprev, lnext;
     fence *fence; /* device work that may still read the unit (tl_session_release_fenced) */
 } unit;
+
+/* A group of tensors (tl_session_group, or a set acquired): a step by its index. */
+typedef struct sgroup {
+    char *name;       /* NULL: none given */
+    size_t *tensors;  /* in the order first given, each once */
+    size_t *sorted;   /* the same, ascending: what makes two groups the same */
+    size_t n;
+    uint64_t key;     /* a hash of sorted */
+} sgroup;
 
 /* An acquire waiting for room (on its own stack), queued in arrival order. */
 typedef struct room_waiter {
@@ -196,8 +206,12 @@ struct tl_session {
     size_t seg[LEARN_SEGS + 1]; /* starts of the passes kept in rec, the current one last */
     size_t n_seg;               /* complete passes in rec */
     size_t **uses, *n_uses;  /* per group: step indices */
+    size_t uses_ng;          /* the groups uses was made for */
+    sgroup *gv;              /* groups of tensors, steps by index (tl_session_group) */
+    size_t n_gv;
     bool furthest;           /* victims by furthest next use (a schedule, policy not LRU) */
     size_t *gfirst, *gunits; /* per group g: its units gunits[gfirst[g], gfirst[g + 1]) */
+    size_t gfirst_cap;
     size_t *hp; /* per unit in a heap: its place there (apart from the units: fewer cache misses) */
     /* host copies and spill */
     uint64_t host_budget;
@@ -1079,10 +1093,17 @@ tl_status tl_session_destroy(tl_session *s) {
     }
     if (s->spill_fd >= 0) tl__os_close(s->spill_fd);
     if (s->uses)
-        for (size_t g = 0; g < s->groups.n; g++)
+        for (size_t g = 0; g < s->uses_ng; g++)
             free(s->uses[g]);
     free(s->uses);
     free(s->n_uses);
+    for (size_t i = 0; i < s->n_gv; i++) {
+        free(s->gv[i].name);
+        free(s->gv[i].tensors);
+        free(s->gv[i].sorted);
+    }
+    free(s->gv);
+    tlr_groups_free(&s->groups);
     free(s->steps);
     free(s->pass);
     free(s->rec);
@@ -1162,24 +1183,42 @@ static tl_status bind_devices(tl_session *s) {
     return TL_OK;
 }
 
+/* Room in gfirst for ng groups. */
+static tl_status gfirst_fit(tl_session *s, size_t ng) {
+    if (ng + 2 <= s->gfirst_cap) return TL_OK;
+    size_t *gfirst = tl__os_realloc(s->gfirst, (ng + 2) * sizeof *gfirst);
+    if (!gfirst) return tl__err(TL_ERR_NOMEM, "session: out of memory");
+    s->gfirst = gfirst;
+    s->gfirst_cap = ng + 2;
+    return TL_OK;
+}
+
+/* The units of each group (gfirst, gunits) from the units' groups. */
+static tl_status index_groups(tl_session *s) {
+    size_t ng = s->groups.n;
+    tl_status st = gfirst_fit(s, ng);
+    if (st) return st;
+    size_t *gfirst = s->gfirst;
+    memset(gfirst, 0, (ng + 2) * sizeof *gfirst);
+    for (size_t i = 0; i < s->n_u; i++)
+        gfirst[s->u[i].group + 2]++; /* group < ng */
+    for (size_t g = 0; g < ng; g++) /* gfirst[g + 2]: counts, then gfirst[g + 1]: starts */
+        gfirst[g + 2] += gfirst[g + 1];
+    for (size_t i = 0; i < s->n_u; i++)
+        s->gunits[gfirst[s->u[i].group + 1]++] = i;
+    return TL_OK;
+}
+
 /* The units of each group, and each device's heap (empty: nothing is on a device yet). */
 static tl_status index_units(tl_session *s) {
-    size_t ng = s->groups.n;
-    s->gfirst = tl__os_calloc(ng + 2, sizeof *s->gfirst);
     s->gunits = tl__os_malloc((s->n_u ? s->n_u : 1) * sizeof *s->gunits);
     s->hp = tl__os_malloc((s->n_u ? s->n_u : 1) * sizeof *s->hp);
-    if (!s->gfirst || !s->gunits || !s->hp) return tl__err(TL_ERR_NOMEM, "session: out of memory");
+    if (!s->gunits || !s->hp) return tl__err(TL_ERR_NOMEM, "session: out of memory");
+    tl_status st = index_groups(s);
+    if (st) return st;
     size_t per_dev[TL_PLAN_MAX_DEVICES] = {0};
-    for (size_t i = 0; i < s->n_u; i++) {
-        const unit *u = &s->u[i];
-        s->gfirst[u->group + 2]++; /* group < ng (tlr_group_of) */
-        if (u->dev != TLR_HOST) per_dev[u->dev]++; /* a later tl_session_set_dtype may copy it */
-    }
-    for (size_t g = 0; g < ng; g++) /* gfirst[g + 2]: counts, then gfirst[g + 1]: starts */
-        s->gfirst[g + 2] += s->gfirst[g + 1];
-    for (size_t i = 0; i < s->n_u; i++) {
-        s->gunits[s->gfirst[s->u[i].group + 1]++] = i;
-    }
+    for (size_t i = 0; i < s->n_u; i++)
+        if (s->u[i].dev != TLR_HOST) per_dev[s->u[i].dev]++; /* tl_session_set_dtype may copy it */
     for (size_t d = 0; d < s->n_dev; d++) {
         s->dev[d].heap = tl__os_malloc((per_dev[d] ? per_dev[d] : 1) * sizeof *s->dev[d].heap);
         if (!s->dev[d].heap) return tl__err(TL_ERR_NOMEM, "session: out of memory");
@@ -1675,12 +1714,38 @@ static want set_want(const size_t *tensors, size_t n) {
     return (want){TL_COMP_OTHER, 0, 0, false, tensors ? tensors : &none, n};
 }
 
-/* Lock the session and list the units it asks for; on failure the lock is released again. */
-static tl_status enter(tl_session *s, const want *w, size_t **list, size_t *n) {
+static tl_status group_find_locked(tl_session *s, const size_t *tensors, size_t n,
+                                   const char *name, size_t *id);
+
+/*
+ * Lock the session and list the units it asks for; on failure the lock is
+ * released again. *step: the step that the want is (a set: its group's; a
+ * set past the groups' bounds: component TL_COMP_INVALID, no step).
+ */
+static tl_status enter(tl_session *s, const want *w, size_t **list, size_t *n,
+                       tl_session_step *step) {
     tl__os_mutex_lock(&s->mu);
     reap_locked(s);
-    tl_status st = w->tensors ? tensor_units(s, w->tensors, w->n_tensors, list, n)
-                              : range_units(s, w->c, w->lb, w->le, w->with_other, list, n);
+    *step = (tl_session_step){w->c, w->lb, w->le, w->with_other};
+    tl_status st;
+    if (w->tensors) {
+        st = tensor_units(s, w->tensors, w->n_tensors, list, n);
+        size_t id = SIZE_MAX;
+        if (!st && w->n_tensors && group_find_locked(s, w->tensors, w->n_tensors, NULL, &id))
+            tl__err_clear(); /* a set the groups cannot take: acquired all the same, no step */
+        *step = id == SIZE_MAX ? (tl_session_step){TL_COMP_INVALID, 0, 0, false}
+                               : (tl_session_step){TL_COMP_GROUP, id, id + 1, false};
+    } else if (w->c == TL_COMP_GROUP) {
+        if (w->lb >= s->n_gv || w->le != w->lb + 1 || w->with_other)
+            st = tl__err(TL_ERR_INVALID_ARG,
+                         "session: group step [%zu, %zu)%s: the session has %zu groups (a group "
+                         "step is [id, id + 1) without other tensors)",
+                         w->lb, w->le, w->with_other ? " with other" : "", s->n_gv);
+        else
+            st = tensor_units(s, s->gv[w->lb].tensors, s->gv[w->lb].n, list, n);
+    } else {
+        st = range_units(s, w->c, w->lb, w->le, w->with_other, list, n);
+    }
     if (st) tl__os_mutex_unlock(&s->mu);
     return st;
 }
@@ -1720,7 +1785,8 @@ static tl_status reserve_locked(tl_session *s, unit *u, bool prefetch, bool *ok,
 static tl_status prefetch_want(tl_session *s, const want *w) {
     if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_prefetch: NULL session");
     size_t *list, n;
-    tl_status st = enter(s, w, &list, &n);
+    tl_session_step step;
+    tl_status st = enter(s, w, &list, &n, &step);
     if (st) return st;
     pending *p = tl__os_calloc(1, sizeof *p);
     size_t *mine = tl__os_malloc((n ? n : 1) * sizeof *mine);
@@ -1809,7 +1875,8 @@ tl_status tl_session_ready(tl_session *s, tl_component c, size_t lb, size_t le, 
     *ready = false;
     size_t *list, n;
     want w = {c, lb, le, with_other, NULL, 0};
-    tl_status st = enter(s, &w, &list, &n);
+    tl_session_step step;
+    tl_status st = enter(s, &w, &list, &n, &step);
     if (st) return st;
     bool all = true;
     for (size_t i = 0; i < n && all; i++) {
@@ -1873,6 +1940,13 @@ static void replace_group_locked(tl_session *s, size_t g) {
 
 /* ... of the groups of a step (as tlr_step_has counts them). */
 static void replace_step_units_locked(tl_session *s, const tl_session_step *st) {
+    if (st->component == TL_COMP_GROUP) {
+        const sgroup *G = st->layer_begin < s->n_gv ? &s->gv[st->layer_begin] : NULL;
+        for (size_t i = 0; G && i < G->n; i++)
+            for (size_t q = s->first[G->tensors[i]]; q < s->first[G->tensors[i] + 1]; q++)
+                if (s->u[q].hpos != NOT_EVICTABLE) heap_sync_locked(s, &s->u[q]);
+        return;
+    }
     int c = (int)st->component;
     if (c < 0 || c >= TL_COMP_COUNT) return;
     size_t b = s->groups.base[c], nl = s->groups.n_layers[c];
@@ -2004,10 +2078,9 @@ static void learn_locked(tl_session *s, const tl_session_step *now) {
     if (!rec_push(s, now)) s->learn = false; /* nothing repeats within the bound (or no memory) */
 }
 
-static void advance_schedule_locked(tl_session *s, tl_component c, size_t lb, size_t le,
-                                    bool with_other) {
+static void advance_schedule_locked(tl_session *s, const tl_session_step *step) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
-    tl_session_step now = {c, lb, le, with_other};
+    tl_session_step now = *step;
     if (s->learn) {
         size_t passes = s->n_seg;
         bool bound = s->bound;
@@ -2174,7 +2247,8 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
     *out = NULL;
     if (!s) return tl__err(TL_ERR_INVALID_ARG, "tl_session_acquire: NULL session");
     size_t *list, n;
-    tl_status st = enter(s, w, &list, &n);
+    tl_session_step step;
+    tl_status st = enter(s, w, &list, &n, &step);
     if (st) return st;
     uint64_t cgen = atomic_load(&s->cancel_gen); /* cancels from here on end this acquire */
     /* tensors whose bytes are being changed: wait until the update ends */
@@ -2450,7 +2524,7 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
         u->prefetched = false;
         if (u->ticket && on_device(s, u) && u->ticket > tick[u->dev]) tick[u->dev] = u->ticket;
     }
-    if (!w->tensors) advance_schedule_locked(s, w->c, w->lb, w->le, w->with_other);
+    if (step.component != TL_COMP_INVALID) advance_schedule_locked(s, &step);
     event_locked(s, TL_EVENT_ACQUIRE, n ? &s->u[list[0]] : &s->u[0], TL_TIER_FILE, TL_TIER_DEVICE,
                  -1, 0);
     tl__os_mutex_unlock(&s->mu);
@@ -2986,51 +3060,69 @@ static void learn_reset_locked(tl_session *s, bool on) {
 typedef struct sched_made {
     tl_session_step *steps;
     size_t **uses, *n_uses;
+    size_t ng; /* groups in uses */
 } sched_made;
 
-static void sched_free(const tl_session *s, sched_made *m) {
-    if (m->uses)
-        for (size_t g = 0; g < s->groups.n; g++)
-            free(m->uses[g]);
-    free(m->uses);
-    free(m->n_uses);
+static void uses_free(size_t **uses, size_t *n_uses, size_t ng) {
+    if (uses)
+        for (size_t g = 0; g < ng; g++)
+            free(uses[g]);
+    free(uses);
+    free(n_uses);
+}
+
+static void sched_free(sched_made *m) {
+    uses_free(m->uses, m->n_uses, m->ng);
     free(m->steps);
 }
 
-/* steps (n of them) repeated `copies` times. */
-static tl_status sched_make(const tl_session *s, const tl_session_step *steps, size_t n,
-                            size_t copies, sched_made *m) {
-    size_t total = n * copies;
-    m->steps = tl__os_malloc((total ? total : 1) * sizeof *m->steps);
-    m->uses = tl__os_calloc(s->groups.n ? s->groups.n : 1, sizeof *m->uses);
-    m->n_uses = tl__os_calloc(s->groups.n ? s->groups.n : 1, sizeof *m->n_uses);
-    bool ok = m->steps && m->uses && m->n_uses;
-    for (size_t i = 0; ok && i < total; i++)
-        m->steps[i] = steps[i % n];
-    for (size_t g = 0; ok && g < s->groups.n; g++) {
+/* Per group of s, the indexes of the steps (total of them) that take it. */
+static tl_status uses_make(const tl_session *s, const tl_session_step *steps, size_t total,
+                           sched_made *m) {
+    m->ng = s->groups.n;
+    m->uses = tl__os_calloc(m->ng ? m->ng : 1, sizeof *m->uses);
+    m->n_uses = tl__os_calloc(m->ng ? m->ng : 1, sizeof *m->n_uses);
+    bool ok = m->uses && m->n_uses;
+    for (size_t g = 0; ok && g < m->ng; g++) {
         size_t cnt = 0;
         for (size_t i = 0; i < total; i++)
-            cnt += tlr_step_has(&s->groups, &m->steps[i], g);
+            cnt += tlr_step_has(&s->groups, &steps[i], g);
         m->uses[g] = tl__os_malloc((cnt ? cnt : 1) * sizeof *m->uses[g]);
         if (!m->uses[g]) {
             ok = false;
             break;
         }
         for (size_t i = 0; i < total; i++)
-            if (tlr_step_has(&s->groups, &m->steps[i], g)) m->uses[g][m->n_uses[g]++] = i;
+            if (tlr_step_has(&s->groups, &steps[i], g)) m->uses[g][m->n_uses[g]++] = i;
     }
     if (ok) return TL_OK;
-    sched_free(s, m);
+    uses_free(m->uses, m->n_uses, m->ng);
+    m->uses = NULL;
+    m->n_uses = NULL;
     return tl__err(TL_ERR_NOMEM, "session: out of memory for the schedule");
+}
+
+/* steps (n of them) repeated `copies` times. */
+static tl_status sched_make(const tl_session *s, const tl_session_step *steps, size_t n,
+                            size_t copies, sched_made *m) {
+    size_t total = n * copies;
+    *m = (sched_made){0};
+    m->steps = tl__os_malloc((total ? total : 1) * sizeof *m->steps);
+    if (!m->steps) return tl__err(TL_ERR_NOMEM, "session: out of memory for the schedule");
+    for (size_t i = 0; i < total; i++)
+        m->steps[i] = steps[i % n];
+    tl_status st = uses_make(s, m->steps, total, m);
+    if (st) sched_free(m);
+    return st;
 }
 
 /* Make m (total steps; 0: none) the schedule, the next step at pos; m is the session's now. */
 static void sched_install_locked(tl_session *s, sched_made *m, size_t total, size_t pos) {
     tl__os_mutex_assert_held(&s->mu);
-    sched_made old = {s->steps, s->uses, s->n_uses};
-    sched_free(s, &old);
+    sched_made old = {s->steps, s->uses, s->n_uses, s->uses_ng};
+    sched_free(&old);
     if (!total) {
-        sched_free(s, m);
+        sched_free(m);
         *m = (sched_made){0};
     }
     s->steps = m->steps;
@@ -3038,6 +3130,7 @@ static void sched_install_locked(tl_session *s, sched_made *m, size_t total, siz
     s->pos = pos;
     s->uses = m->uses;
     s->n_uses = m->n_uses;
+    s->uses_ng = m->ng;
     heap_rebuild_locked(s);
 }
 
@@ -3114,6 +3207,141 @@ tl_status tl_session_optimal_bytes(const tl_session *s, uint64_t *bytes) {
         tlr_optimum(u, s->n_u, budgets, s->n_dev, &s->groups, s->steps, s->n_steps, bytes);
     free(u);
     return st;
+}
+
+/* --- groups of tensors (tl_session_group) --- */
+
+static int cmp_size(const void *a, const void *b) {
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A new group's lists: the tensors (valid indexes, n > 0) each once in their order, and sorted. */
+static tl_status group_lists(const tl_session *s, const size_t *tensors, size_t n, sgroup *G) {
+    size_t count = tl_model_tensor_count(s->m);
+    unsigned char *seen = tl__os_calloc(count ? count : 1, 1);
+    G->tensors = tl__os_malloc(n * sizeof *G->tensors);
+    G->sorted = tl__os_malloc(n * sizeof *G->sorted);
+    if (!seen || !G->tensors || !G->sorted) {
+        free(seen);
+        return tl__err(TL_ERR_NOMEM, "session: out of memory for a group");
+    }
+    G->n = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!seen[tensors[i]]++) G->tensors[G->n++] = tensors[i];
+    free(seen);
+    memcpy(G->sorted, G->tensors, G->n * sizeof *G->sorted);
+    qsort(G->sorted, G->n, sizeof *G->sorted, cmp_size);
+    G->key = XXH3_64bits(G->sorted, G->n * sizeof *G->sorted);
+    return TL_OK;
+}
+
+static void group_free(sgroup *G) {
+    free(G->name);
+    free(G->tensors);
+    free(G->sorted);
+}
+
+/*
+ * The group of these tensors (valid indexes, n > 0), found or made: a new one
+ * splits the groups the schedule counts (groups.c) and makes the schedule's
+ * uses and the heaps again. *id SIZE_MAX with TL_ERR_UNSUPPORTED: past the
+ * bounds (tierload.h, tl_session_group); nothing changed.
+ */
+static tl_status group_find_locked(tl_session *s, const size_t *tensors, size_t n,
+                                   const char *name, size_t *id) {
+    tl__os_mutex_assert_held(&s->mu);
+    *id = SIZE_MAX;
+    sgroup G = {0};
+    tl_status st = group_lists(s, tensors, n, &G);
+    for (size_t i = 0; !st && i < s->n_gv; i++) {
+        sgroup *H = &s->gv[i];
+        if (H->key != G.key || H->n != G.n || memcmp(H->sorted, G.sorted, G.n * sizeof *G.sorted))
+            continue;
+        if (name && !H->name && !(H->name = tl__os_strdup(name)))
+            st = tl__err(TL_ERR_NOMEM, "session: out of memory for a group");
+        group_free(&G);
+        if (!st) *id = i;
+        return st;
+    }
+    size_t max_entries = 8 * s->n_u + 4096, cnt = 0;
+    for (size_t i = 0; !st && i < G.n; i++)
+        cnt += s->first[G.tensors[i] + 1] - s->first[G.tensors[i]];
+    size_t *units = st ? NULL : tl__os_malloc((cnt ? cnt : 1) * sizeof *units);
+    size_t *ug = st ? NULL : tl__os_malloc((s->n_u ? s->n_u : 1) * sizeof *ug);
+    sgroup *gv = st ? NULL : tl__os_realloc(s->gv, (s->n_gv + 1) * sizeof *gv);
+    if (gv) s->gv = gv;
+    if (!st && (!units || !ug || !gv || (name && !(G.name = tl__os_strdup(name)))))
+        st = tl__err(TL_ERR_NOMEM, "session: out of memory for a group");
+    if (!st && s->n_gv >= TL_SESSION_MAX_GROUPS)
+        st = tl__err(TL_ERR_UNSUPPORTED, "session: already %u groups of tensors (the most a "
+                     "session keeps)", TL_SESSION_MAX_GROUPS);
+    if (!st) st = gfirst_fit(s, s->groups.n + cnt); /* each unit may start a group */
+    if (!st) {
+        for (size_t i = 0, w = 0; i < G.n; i++)
+            for (size_t q = s->first[G.tensors[i]]; q < s->first[G.tensors[i] + 1]; q++)
+                units[w++] = q;
+        for (size_t i = 0; i < s->n_u; i++)
+            ug[i] = s->u[i].group;
+        st = tlr_groups_add_set(&s->groups, s->n_gv, units, cnt, ug, s->n_u, max_entries);
+    }
+    free(units);
+    if (st) {
+        free(ug);
+        group_free(&G);
+        return st;
+    }
+    for (size_t i = 0; i < s->n_u; i++)
+        s->u[i].group = ug[i];
+    free(ug);
+    *id = s->n_gv;
+    s->gv[s->n_gv++] = G;
+    (void)index_groups(s); /* cannot fail: gfirst has room */
+    if (s->steps) {
+        /* the uses by the new groups; without memory for them the schedule is dropped */
+        sched_made m = {0};
+        if (uses_make(s, s->steps, s->n_steps, &m)) {
+            tl__err_clear();
+            free(s->pass);
+            s->pass = NULL;
+            s->n_pass = 0;
+            learn_reset_locked(s, false);
+            sched_install_locked(s, &m, 0, 0);
+        } else {
+            uses_free(s->uses, s->n_uses, s->uses_ng);
+            s->uses = m.uses;
+            s->n_uses = m.n_uses;
+            s->uses_ng = m.ng;
+            heap_rebuild_locked(s);
+        }
+    }
+    return TL_OK;
+}
+
+tl_status tl_session_group(tl_session *s, const char *name, const size_t *tensors, size_t n,
+                           tl_session_step *out) {
+    if (!s || !out || !tensors || !n)
+        return tl__err(TL_ERR_INVALID_ARG, "tl_session_group: NULL argument or no tensors");
+    size_t count = tl_model_tensor_count(s->m);
+    for (size_t i = 0; i < n; i++)
+        if (tensors[i] >= count)
+            return tl__err(TL_ERR_INVALID_ARG,
+                           "tl_session_group %s: entry %zu is tensor %zu; the model has %zu",
+                           name ? name : "(unnamed)", i, tensors[i], count);
+    tl__os_mutex_lock(&s->mu);
+    size_t id;
+    tl_status st = group_find_locked(s, tensors, n, name, &id);
+    tl__os_mutex_unlock(&s->mu);
+    if (!st) *out = (tl_session_step){TL_COMP_GROUP, id, id + 1, false};
+    return st;
+}
+
+const char *tl_session_group_name(const tl_session *s, size_t id) {
+    if (!s) return NULL;
+    tl__os_mutex_lock((tl__os_mutex *)&s->mu);
+    const char *name = id < s->n_gv ? s->gv[id].name : NULL;
+    tl__os_mutex_unlock((tl__os_mutex *)&s->mu);
+    return name;
 }
 
 tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out, size_t out_size) {

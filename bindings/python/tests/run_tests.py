@@ -590,6 +590,16 @@ def schedules_learned_and_declared():
         s.prefetch_tensors(names[:1])
         with s.acquire_tensors(names) as w:
             assert list(w) == [tensors[2][0], tensors[0][0]], list(w)  # each tensor once, in order
+        # each set became a group (the one prefetched: 0); declaring the same tensors in another
+        # order names it, and it is a loop's step
+        g = s.group("seg", [tensors[0][0], tensors[2][0]])
+        assert g == tierload.Group(1, "seg"), g
+        s.set_loop([g, ("diffusion", (1, 2), False)])
+        assert s.next_step() == g, s.next_step()
+        s.prefetch(g)
+        with s.acquire(g) as w:
+            assert list(w) == [tensors[2][0], tensors[0][0]], list(w)
+        assert s.next_step() == ("diffusion", (1, 2), False), s.next_step()
         s.set_priority(5)
         s.set_reserve("diffusion", 0)
         before = s.stats()["devices"][0]["used"]

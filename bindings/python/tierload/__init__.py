@@ -31,6 +31,7 @@ DeviceTensor exports DLPack where its handles are host addresses (ggml:CPU: kDLC
 pointers (kDLCUDA, plus __cuda_array_interface__), so torch.from_dlpack computes on it in
 place; to_host() copies the bytes out of any device (sims included).
 """
+import collections
 import ctypes
 import os
 import threading
@@ -664,6 +665,16 @@ class Acquired:
             pass
 
 
+COMP_GROUP = 64  # TL_COMP_GROUP: the component of a step that names a group
+
+
+class Group(collections.namedtuple("Group", "id name")):
+    """A session's group of tensors (Session.group): a step for acquire, prefetch, schedules."""
+
+    def step(self):
+        return L.SessionStep(COMP_GROUP, self.id, self.id + 1, False)
+
+
 def _layers(layers):
     if layers is None:
         return 0, ALL_LAYERS
@@ -752,17 +763,25 @@ class Session:
     def __exit__(self, *exc):
         return False
 
-    def acquire(self, component, layers=None, with_other=None, timeout_ms=0):
-        """Make component's layers (None: all; an int; (begin, end)) resident where the plan
-        says and reference them. with_other (default: when all layers are asked) adds the
-        component's tensors outside any layer. timeout_ms: wait up to that long for other
-        references to make room (0: fail at once)."""
+    @staticmethod
+    def _range(component, layers, with_other):
+        """A component and layers (or a Group) as tl_session_acquire's arguments."""
+        if isinstance(component, Group):
+            return COMP_GROUP, component.id, component.id + 1, False
         b, e = _layers(layers)
         if with_other is None:
             with_other = layers is None
+        return _component(component), b, e, bool(with_other)
+
+    def acquire(self, component, layers=None, with_other=None, timeout_ms=0):
+        """Make component's layers (None: all; an int; (begin, end)) resident where the plan
+        says and reference them, or a Group's tensors (component a Group). with_other (default:
+        when all layers are asked) adds the component's tensors outside any layer. timeout_ms:
+        wait up to that long for other references to make room (0: fail at once)."""
+        c, b, e, w = self._range(component, layers, with_other)
         h = ctypes.c_void_p()
-        check(lib.tl_session_acquire_wait(self.handle, _component(component), b, e,
-                                          bool(with_other), int(timeout_ms), ctypes.byref(h)))
+        check(lib.tl_session_acquire_wait(self.handle, c, b, e, w, int(timeout_ms),
+                                          ctypes.byref(h)))
         a = Acquired(self, h)
         self._sets.add(a)
         return a
@@ -786,6 +805,20 @@ class Session:
         arr, n = self._tensor_list(tensors)
         check(lib.tl_session_prefetch_tensors(self.handle, arr, n))
 
+    def group(self, name, tensors):
+        """Declare a group: a name and its tensors (names or indexes) in compute order. The
+        Group is a step for acquire, prefetch, set_schedule and set_loop; the same tensors (a
+        set acquired too) are the same group."""
+        arr, n = self._tensor_list(tensors)
+        st = L.SessionStep()
+        check(lib.tl_session_group(self.handle, None if name is None else _b(name), arr, n,
+                                   ctypes.byref(st)))
+        return self._group(st.layer_begin)
+
+    def _group(self, gid):
+        nm = lib.tl_session_group_name(self.handle, gid)
+        return Group(gid, None if nm is None else _s(nm))
+
     def set_budget(self, device, nbytes):
         """The session's budget on a plan device (weights and compute reserve), applied at once."""
         check(lib.tl_session_set_budget(self.handle, _b(device), int(nbytes)))
@@ -804,16 +837,17 @@ class Session:
         check(lib.tl_session_cancel(self.handle))
 
     def prefetch(self, component, layers=None, with_other=None):
-        b, e = _layers(layers)
-        if with_other is None:
-            with_other = layers is None
-        check(lib.tl_session_prefetch(self.handle, _component(component), b, e, bool(with_other)))
+        check(lib.tl_session_prefetch(self.handle, *self._range(component, layers, with_other)))
 
     @staticmethod
     def _steps(steps):
-        """(component, layers[, with_other]) tuples, as acquire takes them, as tl_session_steps."""
+        """(component, layers[, with_other]) tuples or Groups, as acquire takes them, as
+        tl_session_steps."""
         arr = (L.SessionStep * max(len(steps), 1))()
         for i, st in enumerate(steps):
+            if isinstance(st, Group):
+                arr[i] = st.step()
+                continue
             comp, layers = st[0], st[1]
             with_other = st[2] if len(st) > 2 else layers is None
             b, e = _layers(layers)
@@ -835,10 +869,13 @@ class Session:
         check(lib.tl_session_learn(self.handle, bool(on)))
 
     def next_step(self):
-        """(component, (layer_begin, layer_end), with_other) the schedule expects next, or None."""
+        """(component, (layer_begin, layer_end), with_other) the schedule expects next, a Group,
+        or None."""
         st = L.SessionStep()
         if lib.tl_session_next_step(self.handle, ctypes.byref(st)) != 0:
             return None
+        if st.component == COMP_GROUP:
+            return self._group(st.layer_begin)
         return (_s(lib.tl_component_name(st.component)), (st.layer_begin, st.layer_end),
                 bool(st.with_other))
 

@@ -342,6 +342,8 @@ def _declare(lib):
         "tl_session_set_loop": (st, [c_void_p, P(SessionStep), c_size]),
         "tl_session_learn": (st, [c_void_p, c_bool]),
         "tl_session_next_step": (st, [c_void_p, P(SessionStep)]),
+        "tl_session_group": (st, [c_void_p, c_char_p, P(c_size), c_size, P(SessionStep)]),
+        "tl_session_group_name": (c_char_p, [c_void_p, c_size]),
         "tl_session_evict": (st, [c_void_p, c_char_p, c_u64, P(c_u64)]),
         "tl_session_mark_dirty": (st, [c_void_p, c_size]),
         "tl_session_refresh": (st, [c_void_p, c_size]),
