@@ -24,9 +24,11 @@
 #include "testutil.h"
 
 #include "gatedev.h"
+#include "os/fault.h"
 #include "st_writer.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1216,6 +1218,67 @@ static void test_group_declare(void **st) {
 }
 
 /*
+ * A group made while a schedule of layers and groups is set, with the n-th allocation failing,
+ * for every n: the call fails with TL_ERR_NOMEM and the session is as it was (its check holds,
+ * the group's tensors are no group yet, the schedule's optimum is unchanged), or it succeeds; a
+ * second try then makes the group, and the scheduled run moves the optimum.
+ */
+static void test_group_alloc_faults(void **st) {
+    (void)st;
+    fx f = {0};
+    pairs_model(&f);
+    tl_device *sim = add_sim("grpfault", 64 << 20);
+    const char *g[] = {"grpfault"};
+    tl_plan *p = plan_on(&f, g, 1, "diffusion=grpfault", 64 << 20);
+    size_t t1[OPT_L], t2[OPT_L];
+    size_t n1 = mask_tensors(&f, 0x05u, t1), n2 = mask_tensors(&f, 0x1Au, t2);
+    unsigned long calls = 0;
+    for (unsigned long nth = 0;; nth++) {
+        tl_session *s = session(&f, p, 3 * 64 * KIB, NULL);
+        tl_session_step a, b;
+        assert_int_equal(tl_session_group(s, "a", t1, n1, &a), TL_OK);
+        tl_session_step steps[] = {a, {TL_COMP_DIFFUSION, 1, 2, false}, a,
+                                   {TL_COMP_DIFFUSION, 2, 3, false}};
+        assert_int_equal(tl_session_set_schedule(s, steps, 4), TL_OK);
+        uint64_t before = 0, after = 0;
+        assert_int_equal(tl_session_optimal_bytes(s, &before), TL_OK);
+        tl__fault_arm(TL_FAULT_ALLOC, nth, nth ? ENOMEM : 0);
+        tl_status r = tl_session_group(s, "b", t2, n2, &b); /* cuts layers 0, 1 and 2 */
+        if (!nth) calls = tl__fault_calls(TL_FAULT_ALLOC);
+        tl__fault_reset();
+        assert_int_equal(tl_session_check(s), TL_OK);
+        if (r != TL_OK) {
+            if (r != TL_ERR_NOMEM) fail_msg("allocation %lu: status %d", nth, r);
+            assert_null(tl_session_group_name(s, 1)); /* no second group */
+            assert_int_equal(tl_session_optimal_bytes(s, &after), TL_OK);
+            assert_int_equal(after, before);
+            assert_int_equal(tl_session_group(s, "b", t2, n2, &b), TL_OK);
+        }
+        assert_string_equal(tl_session_group_name(s, b.layer_begin), "b");
+        /* the optimum of the schedule does not depend on groups made since */
+        assert_int_equal(tl_session_optimal_bytes(s, &after), TL_OK);
+        assert_int_equal(after, before);
+        for (size_t i = 0; i < 4; i++) {
+            tl_acquired *x;
+            assert_int_equal(tl_session_acquire(s, steps[i].component, steps[i].layer_begin,
+                                                steps[i].layer_end, false, &x),
+                             TL_OK);
+            check_acquired(&f, NULL, x);
+            assert_int_equal(tl_session_release(s, x), TL_OK);
+        }
+        tl_session_stats ss;
+        assert_int_equal(tl_session_stats_get(s, &ss, sizeof ss), TL_OK);
+        assert_int_equal(ss.moved[TL_TIER_FILE][TL_TIER_DEVICE], before);
+        tl_session_destroy(s);
+        if (nth && nth >= calls) break;
+    }
+    assert_true(calls >= 5);
+    tl_plan_destroy(p);
+    remove_dev(sim);
+    close_model(&f);
+}
+
+/*
  * Learning ends where the engine takes over: tl_session_set_schedule clears it (an acquire that
  * repeats is then just an acquire), tl_session_learn(false) drops a learned loop; steps outside
  * the pass (another component, a range the pass never had) leave it where it was.
@@ -1348,6 +1411,7 @@ int main(void) {
         cmocka_unit_test(test_learned_schedule_with_skipping),
         cmocka_unit_test(test_learned_sets_with_skipping),
         cmocka_unit_test(test_group_declare),
+        cmocka_unit_test(test_group_alloc_faults),
         cmocka_unit_test(test_learning_control),
         cmocka_unit_test(test_tensor_sets),
     };

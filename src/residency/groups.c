@@ -35,6 +35,31 @@ void tlr_groups_free(tlr_groups *g) {
     g->n_entries = 0;
 }
 
+tl_status tlr_groups_copy(const tlr_groups *g, tlr_groups *out) {
+    *out = *g;
+    out->origin = NULL;
+    out->in = NULL;
+    out->n_in = NULL;
+    if (!g->origin) return TL_OK;
+    out->origin = tl__os_malloc(g->n * sizeof *out->origin);
+    out->in = tl__os_calloc(g->n, sizeof *out->in);
+    out->n_in = tl__os_malloc(g->n * sizeof *out->n_in);
+    bool ok = out->origin && out->in && out->n_in;
+    for (size_t i = 0; ok && i < g->n; i++) {
+        out->origin[i] = g->origin[i];
+        out->n_in[i] = g->n_in[i];
+        if (!g->n_in[i]) continue;
+        out->in[i] = tl__os_malloc(g->n_in[i] * sizeof *out->in[i]);
+        if (out->in[i])
+            memcpy(out->in[i], g->in[i], g->n_in[i] * sizeof *out->in[i]);
+        else
+            ok = false;
+    }
+    if (ok) return TL_OK;
+    tlr_groups_free(out);
+    return tl__err(TL_ERR_NOMEM, "session: out of memory for groups");
+}
+
 size_t tlr_group_of(const tl_model *m, const tlr_groups *g, size_t tensor) {
     const tl_tensor_info *t = tl_model_tensor(m, tensor);
     int c = (unsigned)t->component < TL_COMP_COUNT ? (int)t->component : TL_COMP_OTHER;

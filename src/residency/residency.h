@@ -102,6 +102,8 @@ typedef struct tlr_groups {
 } tlr_groups;
 void tlr_groups_init(const tl_model *m, tlr_groups *g);
 void tlr_groups_free(tlr_groups *g);
+/* A copy of g that owns its own lists (freed with tlr_groups_free). */
+tl_status tlr_groups_copy(const tlr_groups *g, tlr_groups *out);
 /* The base group of a tensor. */
 size_t tlr_group_of(const tl_model *m, const tlr_groups *g, size_t tensor);
 /* Does the step include group gid? */
@@ -111,7 +113,7 @@ bool tlr_step_has(const tlr_groups *g, const tl_session_step *st, size_t gid);
  * units in[0 .. n) (distinct unit indexes) leave each group that also has
  * units outside the set for a new group. ugroup: every unit's group (n_units
  * of them), updated. More than max_entries set entries over all groups:
- * TL_ERR_UNSUPPORTED. Any error leaves g and ugroup as they were.
+ * TL_ERR_UNSUPPORTED. Any error leaves ugroup as it was (g: free it).
  */
 tl_status tlr_groups_add_set(tlr_groups *g, size_t set, const size_t *units, size_t n,
                              size_t *ugroup, size_t n_units, size_t max_entries);

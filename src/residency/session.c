@@ -3076,24 +3076,24 @@ static void sched_free(sched_made *m) {
     free(m->steps);
 }
 
-/* Per group of s, the indexes of the steps (total of them) that take it. */
-static tl_status uses_make(const tl_session *s, const tl_session_step *steps, size_t total,
+/* Per group of gr, the indexes of the steps (total of them) that take it. */
+static tl_status uses_make(const tlr_groups *gr, const tl_session_step *steps, size_t total,
                            sched_made *m) {
-    m->ng = s->groups.n;
+    m->ng = gr->n;
     m->uses = tl__os_calloc(m->ng ? m->ng : 1, sizeof *m->uses);
     m->n_uses = tl__os_calloc(m->ng ? m->ng : 1, sizeof *m->n_uses);
     bool ok = m->uses && m->n_uses;
     for (size_t g = 0; ok && g < m->ng; g++) {
         size_t cnt = 0;
         for (size_t i = 0; i < total; i++)
-            cnt += tlr_step_has(&s->groups, &steps[i], g);
+            cnt += tlr_step_has(gr, &steps[i], g);
         m->uses[g] = tl__os_malloc((cnt ? cnt : 1) * sizeof *m->uses[g]);
         if (!m->uses[g]) {
             ok = false;
             break;
         }
         for (size_t i = 0; i < total; i++)
-            if (tlr_step_has(&s->groups, &steps[i], g)) m->uses[g][m->n_uses[g]++] = i;
+            if (tlr_step_has(gr, &steps[i], g)) m->uses[g][m->n_uses[g]++] = i;
     }
     if (ok) return TL_OK;
     uses_free(m->uses, m->n_uses, m->ng);
@@ -3111,7 +3111,7 @@ static tl_status sched_make(const tl_session *s, const tl_session_step *steps, s
     if (!m->steps) return tl__err(TL_ERR_NOMEM, "session: out of memory for the schedule");
     for (size_t i = 0; i < total; i++)
         m->steps[i] = steps[i % n];
-    tl_status st = uses_make(s, m->steps, total, m);
+    tl_status st = uses_make(&s->groups, m->steps, total, m);
     if (st) sched_free(m);
     return st;
 }
@@ -3245,8 +3245,9 @@ static void group_free(sgroup *G) {
 /*
  * The group of these tensors (valid indexes, n > 0), found or made: a new one
  * splits the groups the schedule counts (groups.c) and makes the schedule's
- * uses and the heaps again. *id SIZE_MAX with TL_ERR_UNSUPPORTED: past the
- * bounds (tierload.h, tl_session_group); nothing changed.
+ * uses and the heaps again. On an error (TL_ERR_UNSUPPORTED: past the bounds
+ * in tierload.h, tl_session_group; TL_ERR_NOMEM) *id is SIZE_MAX and nothing
+ * changed.
  */
 static tl_status group_find_locked(tl_session *s, const size_t *tensors, size_t n,
                                    const char *name, size_t *id) {
@@ -3277,20 +3278,28 @@ static tl_status group_find_locked(tl_session *s, const size_t *tensors, size_t 
         st = tl__err(TL_ERR_UNSUPPORTED, "session: already %u groups of tensors (the most a "
                      "session keeps)", TL_SESSION_MAX_GROUPS);
     if (!st) st = gfirst_fit(s, s->groups.n + cnt); /* each unit may start a group */
+    /* the groups split on a copy, and the schedule's uses made for them, before anything changes */
+    tlr_groups gr = {0};
+    sched_made m = {0};
+    if (!st) st = tlr_groups_copy(&s->groups, &gr);
     if (!st) {
         for (size_t i = 0, w = 0; i < G.n; i++)
             for (size_t q = s->first[G.tensors[i]]; q < s->first[G.tensors[i] + 1]; q++)
                 units[w++] = q;
         for (size_t i = 0; i < s->n_u; i++)
             ug[i] = s->u[i].group;
-        st = tlr_groups_add_set(&s->groups, s->n_gv, units, cnt, ug, s->n_u, max_entries);
+        st = tlr_groups_add_set(&gr, s->n_gv, units, cnt, ug, s->n_u, max_entries);
     }
+    if (!st && s->steps) st = uses_make(&gr, s->steps, s->n_steps, &m);
     free(units);
     if (st) {
+        tlr_groups_free(&gr);
         free(ug);
         group_free(&G);
         return st;
     }
+    tlr_groups_free(&s->groups);
+    s->groups = gr;
     for (size_t i = 0; i < s->n_u; i++)
         s->u[i].group = ug[i];
     free(ug);
@@ -3298,22 +3307,11 @@ static tl_status group_find_locked(tl_session *s, const size_t *tensors, size_t 
     s->gv[s->n_gv++] = G;
     (void)index_groups(s); /* cannot fail: gfirst has room */
     if (s->steps) {
-        /* the uses by the new groups; without memory for them the schedule is dropped */
-        sched_made m = {0};
-        if (uses_make(s, s->steps, s->n_steps, &m)) {
-            tl__err_clear();
-            free(s->pass);
-            s->pass = NULL;
-            s->n_pass = 0;
-            learn_reset_locked(s, false);
-            sched_install_locked(s, &m, 0, 0);
-        } else {
-            uses_free(s->uses, s->n_uses, s->uses_ng);
-            s->uses = m.uses;
-            s->n_uses = m.n_uses;
-            s->uses_ng = m.ng;
-            heap_rebuild_locked(s);
-        }
+        uses_free(s->uses, s->n_uses, s->uses_ng);
+        s->uses = m.uses;
+        s->n_uses = m.n_uses;
+        s->uses_ng = m.ng;
+        heap_rebuild_locked(s);
     }
     return TL_OK;
 }
