@@ -783,6 +783,11 @@ static int run_engine(int argc, char **argv) {
     }
     if ((s = tl_session_set_schedule(e.s, steps, n_steps))) return fail("schedule", s);
     free(steps);
+    /* Weights kept whole are all needed by the first token: load them as one batch, so that an
+       RPC server gets them in writes large enough for its cache (sent once per model) */
+    if (dec.mode != TL_PLAN_MODE_STREAM && !(split && budget) &&
+        (s = tl_session_prefetch(e.s, TL_COMP_OTHER, 0, TL_ALL_LAYERS, true)))
+        return fail("prefetch", s);
 
     /* 4. The run: the prompt as one batch, then each greedy token. */
     FILE *out = fopen(logits_path, "wb");

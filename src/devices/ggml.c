@@ -252,6 +252,7 @@ static bool load_locked(const char *dir) {
     SYM(base, tensor_alloc, "ggml_backend_tensor_alloc");
     SYM(base, tensor_set, "ggml_backend_tensor_set");
     SYM(base, tensor_get, "ggml_backend_tensor_get");
+    SYM(base, tensor_copy, "ggml_backend_tensor_copy");
     SYM(base, cpu_buffer_from_ptr, "ggml_backend_cpu_buffer_from_ptr");
     SYM(base, graph_compute, "ggml_backend_graph_compute");
     SYM(base, backend_free, "ggml_backend_free");
@@ -661,6 +662,56 @@ static tl_status gg_copy_from(void *self, void *dst, tl_devptr src, uint64_t n) 
     doing(NULL, NULL, NULL, 0);
     G.free(ctx);
     return TL_OK;
+}
+
+uint64_t tl__ggml_dev_pack_min(tl_device *d) {
+    tl__ggml_dev *g = tl__ggml_dev_of(d);
+    return g && g->remote ? TL_GGML_RPC_HASH_MIN : 0;
+}
+
+/* Server-side copy of n bytes from device range src to dst (both the device's allocations). */
+static tl_status copy_within(tl__ggml_dev *g, tl_devptr src, tl_devptr dst, uint64_t n) {
+    void *cs, *ts, *cd, *td;
+    tl_status s = view(g, src, n, &cs, &ts);
+    if (s) return s;
+    s = view(g, dst, n, &cd, &td);
+    if (s) {
+        G.free(cs);
+        return s;
+    }
+    doing(g->name, g->desc, "copying within", n);
+    G.tensor_copy(ts, td);
+    doing(NULL, NULL, NULL, 0);
+    G.free(cd);
+    G.free(cs);
+    return TL_OK;
+}
+
+tl_status tl__ggml_dev_scatter(tl_device *d, const void *src, uint64_t len, const tl_devptr *dst,
+                               const uint64_t *n, size_t count) {
+    tl__ggml_dev *g = tl__ggml_dev_of(d);
+    if (!g) return tl__err(TL_ERR_INVALID_ARG, "scatter: not a ggml device");
+    uint64_t sum = 0;
+    for (size_t i = 0; i < count; i++)
+        sum += n[i];
+    if (sum != len)
+        return tl__err(TL_ERR_INVALID_ARG, "%s: scatter of %llu bytes in pieces of %llu", g->name,
+                       (unsigned long long)len, (unsigned long long)sum);
+    tl_devptr scratch = 0;
+    tl_status s = gg_alloc(g, len, &scratch);
+    if (s) { /* no room for the scratch: the pieces one by one */
+        tl__err_clear();
+        const unsigned char *p = src;
+        for (size_t i = 0; i < count && !s; p += n[i], i++)
+            s = gg_copy_to(g, dst[i], p, n[i]);
+        return s;
+    }
+    s = gg_copy_to(g, scratch, src, len);
+    uint64_t off = 0;
+    for (size_t i = 0; i < count && !s; off += n[i], i++)
+        s = copy_within(g, scratch + off, dst[i], n[i]);
+    tl_status f = gg_dealloc(g, scratch);
+    return s ? s : f;
 }
 
 /* Pin through the backend's own host-buffer registration (CUDA: cudaHostRegister). */

@@ -106,6 +106,7 @@ typedef struct tl__ggml_api {
     int (*tensor_alloc)(void *buf, void *tensor, void *addr); /* enum ggml_status */
     void (*tensor_set)(void *tensor, const void *data, size_t offset, size_t size);
     void (*tensor_get)(const void *tensor, void *data, size_t offset, size_t size);
+    void (*tensor_copy)(void *src, void *dst);
     void *(*cpu_buffer_from_ptr)(void *ptr, size_t size);
     int (*graph_compute)(void *backend, void *graph); /* enum ggml_status */
     void (*backend_free)(void *backend);
@@ -182,6 +183,22 @@ tl_status tl__ggml_dev_set_cap(tl_device *d, uint64_t cap);
 tl_status tl__ggml_dev_set_link(tl_device *d, double bandwidth, double latency, bool measured);
 /* Bytes tierload copied to an RPC server's device since it was added (0 for others). */
 uint64_t tl__ggml_dev_written(tl_device *d);
+/*
+ * Packing small writes for an RPC server's cache. ggml's RPC client sends a
+ * write above 10 MiB into a weights buffer as a hash first, and a server
+ * with a cache (ggml-rpc-server -c) that has those bytes takes them from it;
+ * smaller writes always cross the link. tl__ggml_dev_pack_min: the least
+ * bytes a write must have to be sent as a hash (10 MiB + 1) on an RPC
+ * server's device, 0 on others. tl__ggml_dev_scatter writes src (len bytes)
+ * in one write to scratch memory of the device, then has the server copy
+ * piece i (n[i] bytes, in order from src) to dst[i]: the link carries one
+ * write (a hash when the server has it) and one small request per piece.
+ * Without room for the scratch, the pieces are written one by one.
+ */
+#define TL_GGML_RPC_HASH_MIN ((10ull << 20) + 1)
+uint64_t tl__ggml_dev_pack_min(tl_device *d);
+tl_status tl__ggml_dev_scatter(tl_device *d, const void *src, uint64_t len, const tl_devptr *dst,
+                               const uint64_t *n, size_t count);
 /* Give the device's empty pool chunks back to ggml (frees them on the server). */
 void tl__ggml_dev_trim(tl_device *d);
 

@@ -19,6 +19,7 @@
 
 #include "core/checked.h"
 #include "core/error.h"
+#include "devices/ggml_dl.h"
 #include "io/convert.h"
 #include "io/staging.h"
 #include "io/touch.h"
@@ -42,10 +43,22 @@ static inline uint64_t up_align(uint64_t x) {
 }
 
 typedef struct chunk {
-    size_t xfer;
+    size_t xfer;  /* a pack: its first member's place in the batch's pk */
     uint64_t off; /* into the transfer's source bytes */
     uint64_t len;
+    size_t pack; /* 0: a piece of one transfer; else a pack of this many whole transfers */
 } chunk;
+
+/*
+ * Packs: on a device that takes small writes better together (an RPC
+ * server's: tl__ggml_dev_pack_min), the batch's whole transfers of PACK_PIECE
+ * bytes up to that minimum go together, in batch order, into packs of at
+ * least the minimum and at most one staging buffer, each moved by one worker
+ * as one write that the device scatters (tl__ggml_dev_scatter). The packs
+ * depend only on the batch, so the same loads make the same writes.
+ */
+#define PACK_PIECE (64ull << 10) /* smaller pieces cost more as a copy request than as bytes */
+#define PACK_MAX 256u            /* transfers in one pack */
 
 struct tl__io_batch {
     tl__io_engine *e;
@@ -54,6 +67,7 @@ struct tl__io_batch {
     size_t n_x;
     chunk *ch;
     size_t n_ch;
+    size_t *pk; /* the packs' members, each pack's contiguous */
     /* under e->mu */
     size_t next; /* next chunk to hand out */
     size_t busy; /* tasks being worked on */
@@ -134,6 +148,37 @@ static tl_status need_stg(tl__io_engine *e, const tl__io_xfer *x, unsigned char 
     if (*stg) return TL_OK;
     int err = tl__staging_take(&e->staging, stg);
     if (err) return fail(x, TL_ERR_NOMEM, "staging buffer", 0, err);
+    return TL_OK;
+}
+
+/* A pack: each member's bytes one after the other into staging, then one scattering write. */
+static tl_status move_pack(tl__io_engine *e, const tl__io_batch *b, const chunk *c,
+                           unsigned char **stg) {
+    const tl__io_xfer *x0 = &b->x[b->pk[c->xfer]];
+    tl_status s = need_stg(e, x0, stg);
+    if (s) return s;
+    tl_devptr dst[PACK_MAX];
+    uint64_t n[PACK_MAX], at = 0;
+    for (size_t j = 0; j < c->pack; j++) {
+        const tl__io_xfer *x = &b->x[b->pk[c->xfer + j]];
+        unsigned char *to = *stg + at;
+        if (x->src.kind == TL_IO_FILE) {
+            int err = tl__os_pread_full(x->src.fd, to, (size_t)x->len, x->src.off);
+            if (err) return fail(x, TL_ERR_IO, "read", x->src.off, err);
+        } else if (x->src.mapped) {
+            if (tl__os_guarded_copy(to, x->src.host, (size_t)x->len))
+                return fail(x, TL_ERR_CHANGED, "read of the mapping", 0, EFAULT);
+        } else {
+            memcpy(to, x->src.host, (size_t)x->len);
+        }
+        dst[j] = x->dst.dptr;
+        n[j] = x->len;
+        at += x->len;
+    }
+    s = tl__ggml_dev_scatter(x0->dst.dev, *stg, at, dst, n, c->pack);
+    if (s)
+        return tl__err_prefix(s, "%s: %zu tensors from %s on", x0->path ? x0->path : "",
+                              c->pack, x0->name ? x0->name : "?");
     return TL_OK;
 }
 
@@ -437,7 +482,7 @@ static void *worker_main(void *arg) {
             prefault(b);
         } else {
             const chunk *c = &b->ch[k];
-            tl_status s = move_chunk(e, &b->x[c->xfer], c, &stg);
+            tl_status s = c->pack ? move_pack(e, b, c, &stg) : move_chunk(e, &b->x[c->xfer], c, &stg);
             if (stg) {
                 tl__staging_give(&e->staging, stg);
                 stg = NULL;
@@ -520,12 +565,78 @@ bool tl__io_engine_uring(const tl__io_engine *e) {
 }
 
 /* Cut the transfers into chunks. */
-static tl_status make_chunks(tl__io_engine *e, tl__io_batch *b) {
+/* Room for one more chunk. */
+static tl_status chunk_room(tl__io_batch *b, size_t *cap) {
+    if (b->n_ch < *cap) return TL_OK;
+    size_t nc = *cap ? *cap * 2 : 16;
+    chunk *p = tl__os_realloc(b->ch, nc * sizeof *p);
+    if (!p) return tl__err(TL_ERR_NOMEM, "io: out of memory for %zu chunks", nc);
+    b->ch = p;
+    *cap = nc;
+    return TL_OK;
+}
+
+/* The least bytes of a pack for transfer x on its device; 0: x is not packed. */
+static uint64_t pack_min(const tl__io_batch *b, const tl__io_xfer *x) {
+    if (x->dst.kind != TL_IO_DEVICE || x->from != x->to || x->ticket || x->len < PACK_PIECE ||
+        (x->src.kind == TL_IO_FILE && x->src.direct) || x->src.kind == TL_IO_DEVICE)
+        return 0;
+    uint64_t min = tl__ggml_dev_pack_min(x->dst.dev);
+    return min && x->len < min && min <= b->e->o.staging_size ? min : 0;
+}
+
+#define PACK_DEVICES 64u /* devices of one batch whose transfers are packed */
+
+/* The batch's packs (chunks, members in pk) and which transfers they hold (in[i]). */
+static tl_status make_packs(tl__io_batch *b, bool *in, size_t *cap) {
+    uint64_t stg = b->e->o.staging_size;
+    tl_device *done[PACK_DEVICES];
+    size_t n_done = 0, used = 0; /* devices packed; members in pk */
+    for (size_t i = 0; i < b->n_x && n_done < PACK_DEVICES; i++) {
+        uint64_t min = pack_min(b, &b->x[i]);
+        tl_device *d = b->x[i].dst.dev;
+        bool seen = false;
+        for (size_t k = 0; k < n_done && !seen; k++)
+            seen = done[k] == d;
+        if (!min || seen) continue;
+        done[n_done++] = d;
+        if (!b->pk && !(b->pk = tl__os_malloc(b->n_x * sizeof *b->pk)))
+            return tl__err(TL_ERR_NOMEM, "io: out of memory for packs");
+        size_t first = used, count = 0;
+        uint64_t total = 0;
+        for (size_t j = i;; j++) {
+            const tl__io_xfer *x = j < b->n_x ? &b->x[j] : NULL;
+            if (x && (x->dst.kind != TL_IO_DEVICE || x->dst.dev != d || !pack_min(b, x))) continue;
+            /* the pack so far ends where x would not fit, or at the end; one under the
+               minimum is no pack (its transfers move alone) */
+            if (!x || total + x->len > stg || count == PACK_MAX) {
+                if (total >= min) {
+                    tl_status s = chunk_room(b, cap);
+                    if (s) return s;
+                    b->ch[b->n_ch++] = (chunk){first, 0, total, count};
+                    for (size_t k = first; k < first + count; k++)
+                        in[b->pk[k]] = true;
+                    first += count;
+                }
+                count = 0;
+                total = 0;
+                if (!x) break;
+            }
+            b->pk[first + count++] = j;
+            total += x->len;
+        }
+        used = first;
+    }
+    return TL_OK;
+}
+
+/* Chunks of the transfers not in packs (in[i] false): pieces of at most one staging buffer. */
+static tl_status chunk_xfers(tl__io_engine *e, tl__io_batch *b, const bool *packed, size_t *cap) {
     uint64_t stg = e->o.staging_size;
-    size_t cap = 0;
-    bool all_direct_host = e->ring != NULL && b->n_x > 0;
+    bool all_direct_host = e->ring != NULL && b->n_x > 0 && !b->n_ch;
     for (size_t i = 0; i < b->n_x; i++) {
         const tl__io_xfer *x = &b->x[i];
+        if (packed[i]) continue;
         bool convert = x->from != x->to;
         if (convert && x->dst.kind != TL_IO_HOST &&
             !(x->dst.kind == TL_IO_DEVICE && x->src.kind == TL_IO_HOST))
@@ -555,19 +666,24 @@ static tl_status make_chunks(tl__io_engine *e, tl__io_batch *b) {
                 TL_ERR_INVALID_ARG, "%s: tensor %s: %llu bytes is not whole elements or blocks",
                 x->path ? x->path : "", x->name ? x->name : "?", (unsigned long long)x->len);
         for (uint64_t o = 0; o < x->len; o += step) {
-            if (b->n_ch == cap) {
-                size_t nc = cap ? cap * 2 : 16;
-                chunk *p = tl__os_realloc(b->ch, nc * sizeof *p);
-                if (!p) return tl__err(TL_ERR_NOMEM, "io: out of memory for %zu chunks", nc);
-                b->ch = p;
-                cap = nc;
-            }
+            tl_status s = chunk_room(b, cap);
+            if (s) return s;
             uint64_t n = x->len - o < step ? x->len - o : step;
-            b->ch[b->n_ch++] = (chunk){i, o, n};
+            b->ch[b->n_ch++] = (chunk){i, o, n, 0};
         }
     }
     b->uring = all_direct_host && b->n_ch > 0;
     return TL_OK;
+}
+
+static tl_status make_chunks(tl__io_engine *e, tl__io_batch *b) {
+    size_t cap = 0;
+    bool *packed = tl__os_calloc(b->n_x ? b->n_x : 1, sizeof *packed);
+    if (!packed) return tl__err(TL_ERR_NOMEM, "io: out of memory");
+    tl_status s = make_packs(b, packed, &cap);
+    if (!s) s = chunk_xfers(e, b, packed, &cap);
+    free(packed);
+    return s;
 }
 
 tl_status tl__io_submit(tl__io_engine *e, const tl__io_xfer *x, size_t n, int prio,
@@ -591,6 +707,7 @@ tl_status tl__io_submit(tl__io_engine *e, const tl__io_xfer *x, size_t n, int pr
     tl_status s = make_chunks(e, b);
     if (s) {
         free(b->ch);
+        free(b->pk);
         free(b->x);
         free(b);
         return s;
@@ -665,6 +782,7 @@ void tl__io_batch_destroy(tl__io_batch *b) {
     tl__io_cancel(b);
     tl__io_wait(b, -1, NULL);
     free(b->ch);
+    free(b->pk);
     free(b->x);
     free(b);
 }
@@ -685,7 +803,7 @@ tl_status tl__io_issue(tl__io_engine *e, const tl__io_xfer *x, size_t n) {
             x[i].from != x[i].to)
             return tl__err(TL_ERR_INVALID_ARG, "io: only async host-to-device copies are issued "
                                                "on the caller's thread");
-        chunk c = {i, 0, x[i].len};
+        chunk c = {i, 0, x[i].len, 0};
         tl_status s = move_chunk(e, &x[i], &c, NULL);
         if (s) return s;
     }

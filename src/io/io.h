@@ -14,8 +14,13 @@
  * are read under the SIGBUS guard: a file truncated under its mapping turns
  * into TL_ERR_CHANGED naming the file and tensor, never a signal.
  *
+ * Small transfers to a device that takes them better together (an RPC
+ * server's, whose cache hashes only large writes) are packed into one write
+ * per staging buffer and scattered by the device (engine.c).
+ *
  * Memory bound: the staging ring plus per-batch metadata (one chunk record
- * per staging_size of data). Destinations are the caller's.
+ * per staging_size of data, one index per transfer). Destinations are the
+ * caller's.
  */
 #ifndef TL_IO_IO_H
 #define TL_IO_IO_H
