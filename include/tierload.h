@@ -2717,7 +2717,7 @@ TL_API tl_status tl_lora_set_create(tl_model *m, tl_session *s, tl_lora_set **ou
  * in ggml's order, round differently: within 1 ulp of the weight's type.
  * Other units (other devices, Q8_0 / Q4_0, LoHa / LoKr, a unit the device
  * cannot merge or whose result is not finite) are merged on the host as
- * above. The device needs F32 temporaries of up to 32 MiB beside the unit.
+ * above. The device needs F32 temporaries of up to 8 MiB beside the unit.
  */
 #define TL_LORA_QUANT_AS_F16 1u
 #define TL_LORA_ON_DEVICE 2u

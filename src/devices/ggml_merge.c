@@ -20,7 +20,7 @@ bool tl__ggml_merges(tl_device *d) {
 }
 
 /* F32 temporaries of one graph (the weight's F32 copy and one product per term). */
-#define TEMP_BYTES (32ull << 20)
+#define TEMP_BYTES (8ull << 20)
 /* Terms in one update. */
 #define MAX_TERMS 16
 

@@ -29,7 +29,7 @@ bool tl__ggml_merges(tl_device *d);
  * sum computed in F32 on the device, and rounded to dtype after each term (as
  * an eager merge of the terms one after the other rounds). The factors are
  * uploaded; the weight never leaves the device. The rows are done in chunks
- * whose F32 temporaries on the device total at most 32 MiB, beside the
+ * whose F32 temporaries on the device total at most 8 MiB, beside the
  * factors.
  *
  * TL_ERR_UNSUPPORTED when ggml lacks the type or an operation on d,

@@ -10,6 +10,7 @@
  * private memory beyond the units resident on the device (RSS measured);
  * a target of another quantized type is refused before any load.
  */
+#include "devices/ggml_dl.h"
 #include "gguf_writer.h"
 #include "rpc_server.h"
 #include "st_writer.h"
@@ -770,8 +771,14 @@ static void test_device_merge_time(void **state) {
     tl_lora *l;
     assert_int_equal(tl_lora_open(lp, &l), TL_OK);
     tl_model *m = open_m(mp, false);
-    const char *g1[] = {"ggml:CPU"};
+    const char *g1[] = {"ggml:CPU"}, *th = getenv("TL_LORA_BENCH_THREADS");
     tl_plan *p = plan(m, g1, 1, 256 << 20, false);
+    if (th) { /* ggml's CPU backend threads (its default, 4, spin on a machine with fewer cores) */
+        tl_device *cpu = NULL;
+        assert_int_equal(tl_device_find("ggml:CPU", &cpu), TL_OK);
+        assert_int_equal(tl__ggml_dev_set_threads(cpu, atoi(th)), TL_OK);
+        tl_device_release(cpu);
+    }
     unsigned char *got[2];
     double secs[2];
     for (int dev = 0; dev < 2; dev++) {
