@@ -642,8 +642,10 @@ static size_t parts_on(const tl_acquired *a, size_t t, const tl_device *d) {
  * LoRAs on three of them), within 1e-5 of max |W'| (F32) or 1 ulp (F16 /
  * BF16) of tl_lora_apply's bytes, the device-merge count being the targeted
  * units on it; a rescale reloads and merges again exactly the touched units;
- * a unit split between a sim and ggml:CPU is merged by rows on each; on a
- * sim alone the flag changes nothing (bit for bit, no device merge).
+ * a unit split between a sim and ggml:CPU is merged by rows on each; an RPC
+ * server's device (memory not the host's: the file's rows go up through a
+ * buffer) merges as ggml:CPU does; on a sim alone the flag changes nothing
+ * (bit for bit, no device merge).
  */
 static void test_on_device(void **state) {
     (void)state;
@@ -676,9 +678,26 @@ static void test_on_device(void **state) {
     tl_device *s0 = tu_sim_add("lsim5", 64 << 20);
     tl_device *cpu = NULL;
     assert_int_equal(tl_device_find("ggml:CPU", &cpu), TL_OK);
+    /* an RPC server's device: ggml computes there, and its memory is not the host's */
+    tu_rpc srv;
+    char why[256], rpc_name[64];
+    if (!tu_rpc_start(&srv, why, sizeof why)) fail_msg("%s", why);
+    size_t n_rpc = 0;
+    assert_int_equal(tl_device_ggml_rpc_add(srv.endpoint, &n_rpc), TL_OK);
+    assert_true(n_rpc >= 1);
+    tl_device *devs[64], *rpc = NULL;
+    size_t nd = tl_device_list(devs, 64);
+    for (size_t i = 0; i < nd && i < 64; i++)
+        if (!rpc && strncmp(tl_device_name(devs[i]), "rpc", 3) == 0) rpc = devs[i];
+    assert_non_null(rpc);
+    assert_int_equal(tl_device_find(tl_device_name(rpc), &rpc), TL_OK);
+    tl_device_list_release(devs, nd < 64 ? nd : 64);
+    snprintf(rpc_name, sizeof rpc_name, "%s", tl_device_name(rpc));
     tl_model *m = open_m(mp, false);
-    const char *on[3][2] = {{"ggml:CPU", NULL}, {"lsim5", "ggml:CPU"}, {"lsim5", NULL}};
-    for (int c = 0; c < 3; c++) {
+    const char *on[4][2] = {
+        {"ggml:CPU", NULL}, {"lsim5", "ggml:CPU"}, {"lsim5", NULL}, {rpc_name, NULL}};
+    for (int c = 0; c < 4; c++) {
+        tl_device *merger = c == 3 ? rpc : cpu;
         size_t ng = on[c][1] ? 2 : 1;
         tl_plan *p = plan(m, on[c], ng, ng == 2 ? 300 << 10 : 32 << 20, false);
         tl_session *s;
@@ -703,7 +722,7 @@ static void test_on_device(void **state) {
                         loaded += tl_acquired_tensor(a, j)->n_parts;
                         split += tl_acquired_tensor(a, j)->n_parts > 1;
                     }
-                on_cpu += parts_on(a, i, cpu);
+                on_cpu += parts_on(a, i, merger);
             }
             if (ng == 2) assert_true(split > 0 && on_cpu > 0 && on_cpu < loaded);
             assert_int_equal(st.lora_loads - before.lora_loads, loaded);
@@ -715,16 +734,16 @@ static void test_on_device(void **state) {
                 double worst;
                 uint64_t differ;
                 compare(t->dtype, got, want[v][i], t->n_elements, &worst, &differ);
-                if (!on_cpu || parts_on(a, i, cpu) == 0) { /* merged on the host */
+                if (!on_cpu || parts_on(a, i, merger) == 0) { /* merged on the host */
                     if (memcmp(got, want[v][i], t->nbytes))
                         fail_msg("%s (round %d): %s merged on the host differs from "
                                  "tl_lora_apply's bytes", on[c][0], v, t->name);
                 } else if (t->dtype == TL_DTYPE_F32 ? worst > 1e-5 : worst > 1) {
-                    fail_msg("%s (round %d): %s merged on ggml:CPU differs from tl_lora_apply's "
-                             "bytes by %g%s", on[c][0], v, t->name, worst,
+                    fail_msg("%s (round %d): %s merged on the device differs from "
+                             "tl_lora_apply's bytes by %g%s", on[c][0], v, t->name, worst,
                              t->dtype == TL_DTYPE_F32 ? " of max |W'|" : " ulp");
                 }
-                if (parts_on(a, i, cpu))
+                if (parts_on(a, i, merger))
                     print_message("%s%s, round %d, %s %s: %llu of %llu elements differ from "
                                   "tl_lora_apply's, by at most %g%s\n", on[c][0],
                                   ng == 2 ? "+ggml:CPU" : "", v, t->name + strlen(UNET),
@@ -744,6 +763,8 @@ static void test_on_device(void **state) {
         for (size_t i = 0; i < N_FLOAT; i++)
             free(want[v][i]);
     tl_device_release(cpu);
+    tl_device_release(rpc);
+    tu_rpc_stop(&srv);
     tl_model_close(m);
     tl_lora_close(l1);
     tl_lora_close(l2);
