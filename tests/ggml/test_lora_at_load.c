@@ -645,7 +645,8 @@ static size_t parts_on(const tl_acquired *a, size_t t, const tl_device *d) {
  * a unit split between a sim and ggml:CPU is merged by rows on each; an RPC
  * server's device (memory not the host's: the file's rows go up through a
  * buffer) merges as ggml:CPU does; on a sim alone the flag changes nothing
- * (bit for bit, no device merge).
+ * (bit for bit, no device merge); a merge overflowing F16 is refused naming
+ * the module, as on the host.
  */
 static void test_on_device(void **state) {
     (void)state;
@@ -759,6 +760,22 @@ static void test_on_device(void **state) {
         assert_int_equal(tl_session_destroy(s), TL_OK);
         tl_plan_destroy(p);
     }
+    /* a merge that overflows F16 on the device is refused as on the host, naming the module */
+    const char *g1[] = {"ggml:CPU"};
+    tl_plan *p = plan(m, g1, 1, 32 << 20, false);
+    tl_session *s;
+    assert_int_equal(tl_session_create(m, p, NULL, &s), TL_OK);
+    tl_lora_set *set;
+    assert_int_equal(tl_lora_set_create_at_load(s, TL_LORA_ON_DEVICE, &set), TL_OK);
+    assert_int_equal(tl_lora_set_add(set, l1, 1e6f, NULL, 0), TL_OK);
+    tl_acquired *a;
+    assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, 0, TL_ALL_LAYERS, true, &a),
+                     TL_ERR_FORMAT);
+    assert_non_null(strstr(tl_last_error(), "overflow F16"));
+    assert_non_null(strstr(tl_last_error(), "input_blocks.0.0.b"));
+    tl_lora_set_destroy(set);
+    assert_int_equal(tl_session_destroy(s), TL_OK);
+    tl_plan_destroy(p);
     for (int v = 0; v < 2; v++)
         for (size_t i = 0; i < N_FLOAT; i++)
             free(want[v][i]);
