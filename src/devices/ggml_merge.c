@@ -43,7 +43,7 @@ static tl_status chunk(tl__ggml_dev *g, void *buf, void *addr, tl_dtype dtype, i
     }
     s = tl__ggml_bind(wt, buf, addr, G->nbytes(wt), name);
     if (s) goto out;
-    /* the graph: f = F32(W); per term f += s * (down^T . up)^T, W = round(f); check = sum(F32(W)) */
+    /* the graph: f = F32(W); per term f += s * (up . down), W = round(f); check = sum(F32(W)) */
     bool wide = dtype == TL_DTYPE_F32;
     void *f = wide ? wt : G->new_tensor_2d(ctx, TL_GGML_T_F32, cols, nr);
     void *cur = wide ? wt : (f ? G->cpy(ctx, wt, f) : NULL);
@@ -61,14 +61,10 @@ static tl_status chunk(tl__ggml_dev *g, void *buf, void *addr, tl_dtype dtype, i
         void *p = down[i] && ups[i] ? G->mul_mat(ctx, down[i], ups[i]) : NULL;
         void *sp = p ? G->scale_inplace(ctx, p, terms[i].scale) : NULL;
         cur = sp ? G->add_inplace(ctx, cur, sp) : NULL;
-        if (cur && !wide) {
-            ops[nops++] = p, ops[nops++] = sp, ops[nops++] = cur;
-            cur = G->cpy(ctx, cur, wt); /* rounded to the weight's type, in its memory */
-            if (cur) ops[nops++] = cur;
-            if (cur && (i + 1 < n)) cur = G->cpy(ctx, cur, f);
-            if (cur && (i + 1 < n)) ops[nops++] = cur;
-        } else if (cur) {
-            ops[nops++] = p, ops[nops++] = sp, ops[nops++] = cur;
+        if (cur) ops[nops++] = p, ops[nops++] = sp, ops[nops++] = cur;
+        if (cur && !wide) { /* rounded into the weight's memory; read back for the next term */
+            if ((cur = G->cpy(ctx, cur, wt))) ops[nops++] = cur;
+            if (cur && i + 1 < n && (cur = G->cpy(ctx, cur, f))) ops[nops++] = cur;
         }
         if (!cur) {
             s = tl__err(TL_ERR_DEVICE, "%s: building the product of term %zu failed", name, i);
