@@ -2714,10 +2714,13 @@ TL_API tl_status tl_lora_set_create(tl_model *m, tl_session *s, tl_lora_set **ou
  * order in F32, rounding to the weight's type after each, straight into the
  * unit's memory (stats lora_device_merges counts these units). The bytes
  * then differ from tl_lora_apply's only where the products' F32 sums, taken
- * in ggml's order, round differently: within 1 ulp of the weight's type.
+ * in ggml's order, round differently (measured on ggml:CPU: F16 / BF16 at
+ * most 1 ulp, F32 about 1e-7 of the largest |W'|).
  * Other units (other devices, Q8_0 / Q4_0, LoHa / LoKr, a unit the device
- * cannot merge or whose result is not finite) are merged on the host as
- * above. The device needs F32 temporaries of up to 8 MiB beside the unit.
+ * cannot merge or whose result is not finite, which the host then refuses
+ * naming the module) are merged on the host as above. The device needs, for
+ * the merge, F32 temporaries of up to 8 MiB and the factors beside the unit,
+ * outside the session's budget.
  */
 #define TL_LORA_QUANT_AS_F16 1u
 #define TL_LORA_ON_DEVICE 2u

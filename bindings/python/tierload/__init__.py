@@ -1054,8 +1054,9 @@ class LoraSet:
         """at_load=True: applied to the session's weights as each unit loads instead (nothing
         merged ahead; the model may be read-only; F32/F16/BF16 bytes as a merge gives them,
         Q8_0/Q4_0 requantized, or kept at F16 with quant_as_f16); the session is required.
-        on_device=True: units on a ggml device are merged by that device (F32/F16/BF16 plain
-        LoRAs; within an ulp of a merge's bytes, stats()["lora_device_merges"] counts them)."""
+        on_device=True: units on a ggml device are merged by that device (F32/F16/BF16 weights,
+        plain LoRAs; F16/BF16 within 1 ulp of a merge's bytes, F32 within about 1e-7 of the
+        largest value; stats()["lora_device_merges"] counts them)."""
         if session is not None and session.model is not model:
             raise InvalidArgument("LoraSet: the session runs another model")
         h = ctypes.c_void_p()
