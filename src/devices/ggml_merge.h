@@ -32,7 +32,7 @@ bool tl__ggml_merges(tl_device *d);
  * whose F32 temporaries on the device total at most 8 MiB, beside the
  * factors.
  *
- * TL_ERR_UNSUPPORTED when ggml lacks the type or an operation on d,
+ * TL_ERR_UNSUPPORTED when ggml lacks the type or an operation on d or n > 16,
  * TL_ERR_FORMAT when the result holds a value that is not finite (the
  * weight's own, or one the update made overflow dtype: the caller merges on
  * the host to refuse it precisely), TL_ERR_DEVICE_OOM / TL_ERR_DEVICE as ggml
