@@ -2473,6 +2473,9 @@ typedef struct tl_session_stats {
     /* at-load LoRA on Q8_0 / Q4_0 weights requantized: the largest |requantized - F32 merge| of
        an element so far (0 when none was requantized) */
     double lora_max_error;
+    /* of lora_loads, the tensor parts whose LoRAs their ggml device merged
+       (TL_LORA_ON_DEVICE); the others were merged on the host */
+    uint64_t lora_device_merges;
 } tl_session_stats;
 TL_API tl_status tl_session_stats_get(const tl_session *s, tl_session_stats *out, size_t out_size);
 
@@ -2739,8 +2742,25 @@ TL_API tl_status tl_lora_set_create(tl_model *m, tl_session *s, tl_lora_set **ou
  * type fails that load (TL_ERR_FORMAT naming it). One such set per session;
  * destroy it before the session (copies still acquired then keep their bytes
  * until evicted).
+ *
+ * TL_LORA_ON_DEVICE: a unit on a ggml device (tl_device_ggml_discover) whose
+ * weight keeps its F32 / F16 / BF16 type and whose LoRAs are all plain
+ * low-rank modules (at most 16 on it) is merged by that device instead: the
+ * file's rows are copied into the unit's memory, the LoRA factors uploaded,
+ * and a ggml graph adds scale x alpha/rank x (up . down) for each LoRA in
+ * order in F32, rounding to the weight's type after each, straight into the
+ * unit's memory (stats lora_device_merges counts these units). The bytes
+ * then differ from tl_lora_apply's only where the products' F32 sums, taken
+ * in ggml's order, round differently (measured on ggml:CPU: F16 / BF16 at
+ * most 1 ulp, F32 about 1e-7 of the largest |W'|).
+ * Other units (other devices, Q8_0 / Q4_0, LoHa / LoKr, a unit the device
+ * cannot merge or whose result is not finite, which the host then refuses
+ * naming the module) are merged on the host as above. The device needs, for
+ * the merge, F32 temporaries of up to 8 MiB and the factors beside the unit,
+ * outside the session's budget.
  */
 #define TL_LORA_QUANT_AS_F16 1u
+#define TL_LORA_ON_DEVICE 2u
 TL_API tl_status tl_lora_set_create_at_load(tl_session *s, uint32_t flags, tl_lora_set **out);
 /* Free the set; the model keeps its merged bytes (at load: the session its copies). NULL is fine. */
 TL_API void tl_lora_set_destroy(tl_lora_set *set);

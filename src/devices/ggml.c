@@ -219,6 +219,10 @@ static bool load_locked(const char *dir) {
     SYM(base, new_tensor_1d, "ggml_new_tensor_1d");
     SYM(base, new_tensor_2d, "ggml_new_tensor_2d");
     SYM(base, mul_mat, "ggml_mul_mat");
+    SYM(base, scale_inplace, "ggml_scale_inplace");
+    SYM(base, add_inplace, "ggml_add_inplace");
+    SYM(base, cpy, "ggml_cpy");
+    SYM(base, sum, "ggml_sum");
     SYM(base, new_graph, "ggml_new_graph");
     SYM(base, build_forward_expand, "ggml_build_forward_expand");
     SYM(base, nbytes, "ggml_nbytes");

@@ -69,6 +69,10 @@ typedef struct tl__ggml_api {
     void *(*new_tensor_1d)(void *ctx, int type, int64_t ne0);
     void *(*new_tensor_2d)(void *ctx, int type, int64_t ne0, int64_t ne1);
     void *(*mul_mat)(void *ctx, void *a, void *b);
+    void *(*scale_inplace)(void *ctx, void *a, float s);
+    void *(*add_inplace)(void *ctx, void *a, void *b);
+    void *(*cpy)(void *ctx, void *a, void *b);
+    void *(*sum)(void *ctx, void *a);
     void *(*new_graph)(void *ctx);
     void (*build_forward_expand)(void *graph, void *tensor);
     size_t (*nbytes)(const void *tensor);

@@ -14,6 +14,11 @@
  * module added in F32, and the result requantized to the tensor's type (or
  * rounded to F16 when the set keeps them at F16); the largest difference
  * between the requantized values and the F32 merge is reported.
+ *
+ * With TL_LORA_ON_DEVICE the producer also hands out each F32 / F16 / BF16
+ * target's plain modules as low-rank terms (the unit's rows of up, down
+ * transposed, scale x alpha / rank), which a ggml device merges where the
+ * unit lives (residency/xform.c); anything else is made by rows as above.
  */
 #include "lora/lora.h"
 
@@ -210,6 +215,66 @@ static tl_status rows(void *user, size_t t, uint64_t r0, uint64_t r1, tl_dtype t
     return st;
 }
 
-tlr_producer lora_atload_producer(lora_atload *a) {
-    return (tlr_producer){wants, rows, a};
+/* The factors lowrank hands out, freed by lowrank_done. */
+typedef struct held {
+    size_t n;
+    float *v[]; /* up and down_t of each term */
+} held;
+
+static void lowrank_done(void *user, void *hold) {
+    (void)user;
+    held *h = hold;
+    if (!h) return;
+    for (size_t i = 0; i < h->n; i++)
+        free(h->v[i]);
+    free(h);
+}
+
+/* The producer's terms for a device merge: every module of tensor t, plain, in order. */
+static tl_status lowrank(void *user, size_t t, uint64_t r0, uint64_t r1, tlr_lowrank *terms,
+                         size_t cap, size_t *n, void **hold) {
+    lora_atload *a = user;
+    const tl_tensor_info *ti = tl_model_tensor(a->m, t);
+    *n = 0;
+    *hold = NULL;
+    if (is_quant(ti->dtype))
+        return tl__err(TL_ERR_UNSUPPORTED, "tensor '%s': %s weights merge on the host", ti->name,
+                       tl_dtype_name(ti->dtype));
+    tl_status st = TL_OK;
+    tl__os_mutex_lock(&a->mu);
+    size_t j0 = a->first[t], cnt = a->first[t + 1] - j0;
+    held *h = NULL;
+    if (cnt == 0 || cnt > cap)
+        st = tl__err(TL_ERR_UNSUPPORTED, "tensor '%s': %zu LoRA modules (a device merges 1 to %zu)",
+                     ti->name, cnt, cap);
+    else if (!(h = tl__os_calloc(1, sizeof *h + 2 * cnt * sizeof h->v[0])))
+        st = tl__err(TL_ERR_NOMEM, "LoRA set: out of memory");
+    for (size_t j = 0; j < cnt && !st; j++) {
+        const entry *e = &a->e[j0 + j];
+        float *up, *down_t;
+        st = lora_lowrank(a->m, t, e->l, e->k, e->scale, r0, r1, &up, &down_t, &terms[j].rank,
+                          &terms[j].scale);
+        if (st) break;
+        h->v[h->n++] = up;
+        h->v[h->n++] = down_t;
+        terms[j].up = up;
+        terms[j].down_t = down_t;
+    }
+    tl__os_mutex_unlock(&a->mu);
+    if (st) {
+        lowrank_done(a, h);
+        return st;
+    }
+    *n = cnt;
+    *hold = h;
+    return TL_OK;
+}
+
+tlr_producer lora_atload_producer(lora_atload *a, bool on_device) {
+    tlr_producer p = {wants, rows, a, NULL, NULL};
+    if (on_device) {
+        p.lowrank = lowrank;
+        p.done = lowrank_done;
+    }
+    return p;
 }

@@ -89,6 +89,16 @@ tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, siz
  */
 tl_status lora_merge_rows(const tl_model *m, size_t t, tl_dtype dt, void *w, uint64_t r0,
                           uint64_t r1, const tl_lora *l, size_t k, float scale, lora_pass pass);
+/*
+ * Plain module k of l as the low-rank term of rows [r0, r1) of tensor t
+ * (checked as lora_merge_rows checks it in t's own type): *up those rows of
+ * the up factor ((r1 - r0) x rank), *down_t the down factor transposed
+ * (cols x rank), F32, malloc'd (free() them); *s = scale x alpha / rank.
+ * TL_ERR_UNSUPPORTED for a LoHa or LoKr module.
+ */
+tl_status lora_lowrank(const tl_model *m, size_t t, const tl_lora *l, size_t k, float scale,
+                       uint64_t r0, uint64_t r1, float **up, float **down_t, uint64_t *rank,
+                       float *s);
 
 /* Merge the modules of l whose target tensor t has only[t] set (only NULL: all). */
 tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool *only,
@@ -110,7 +120,11 @@ void lora_atload_destroy(lora_atload *a);
 tl_status lora_atload_fits(const tl_model *m, const tl_lora *l, size_t k, size_t t);
 /* The LoRAs applied from now on, in this order (waits for rows being made). */
 tl_status lora_atload_set(lora_atload *a, const lora_item *items, size_t n);
-/* The producer a session calls (residency.h's tlr_producer, user = a). */
-tlr_producer lora_atload_producer(lora_atload *a);
+/*
+ * The producer a session calls (residency.h's tlr_producer, user = a); with
+ * on_device, it gives the low-rank terms of F32 / F16 / BF16 targets of plain
+ * modules to a device that merges them.
+ */
+tlr_producer lora_atload_producer(lora_atload *a, bool on_device);
 
 #endif

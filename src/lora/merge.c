@@ -498,3 +498,45 @@ done:
     if (keep_map) tl__os_anon_free(keep_map, keep_len);
     return st;
 }
+
+tl_status lora_lowrank(const tl_model *m, size_t t, const tl_lora *l, size_t k, float scale,
+                       uint64_t r0, uint64_t r1, float **up, float **down_t, uint64_t *rank,
+                       float *s) {
+    *up = *down_t = NULL;
+    const tl_tensor_info *wi = tl_model_tensor(m, t);
+    const lora_module *md = &l->mods[k];
+    if (md->kind != LORA_PLAIN)
+        return tl__err(TL_ERR_UNSUPPORTED, "%s: LoRA module '%s' is not a plain low-rank one",
+                       tl_model_file(l->file, 0)->path, md->key);
+    tl_status st = lora_check_as(m, t, wi->dtype, l, k);
+    if (st) return st;
+    uint64_t out = (uint64_t)wi->shape[0], kk = wi->n_elements / out;
+    if (r0 >= r1 || r1 > out)
+        return tl__err(TL_ERR_INVALID_ARG, "tensor '%s': rows [%llu, %llu) of %llu", wi->name,
+                       (unsigned long long)r0, (unsigned long long)r1, (unsigned long long)out);
+    *s = scale * alpha_factor(l, k);
+    if (!isfinite(scale) || !isfinite(*s))
+        return tl__err(TL_ERR_INVALID_ARG,
+                       "%s: LoRA module '%s': scale %g x alpha/rank is not finite; refused",
+                       tl_model_file(l->file, 0)->path, md->key, (double)scale);
+    mat a = {0}, b = {0};
+    if ((st = mat_load(l, k, md->part[P_UP], &a)) || (st = mat_load(l, k, md->part[P_DOWN], &b)))
+        goto done;
+    /* up: its rows [r0, r1) moved to the front; down [rank, kk] transposed to [kk, rank] */
+    memmove(a.v, a.v + r0 * a.cols, (size_t)((r1 - r0) * a.cols) * sizeof *a.v);
+    float *dt = tl__os_malloc((size_t)(b.rows * b.cols) * sizeof *dt);
+    if (!dt) {
+        st = tl__err(TL_ERR_NOMEM, "LoRA module '%s': out of memory", md->key);
+        goto done;
+    }
+    for (uint64_t r = 0; r < b.rows; r++)
+        for (uint64_t x = 0; x < kk; x++)
+            dt[x * b.rows + r] = b.v[r * b.cols + x];
+    *rank = b.rows;
+    *up = a.v;
+    *down_t = dt;
+    a.v = NULL;
+done:
+    mat_free(&a), mat_free(&b);
+    return st;
+}

@@ -44,9 +44,10 @@ tl_status tl_lora_set_create(tl_model *m, tl_session *s, tl_lora_set **out) {
 tl_status tl_lora_set_create_at_load(tl_session *s, uint32_t flags, tl_lora_set **out) {
     if (!s || !out)
         return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_create_at_load: NULL argument");
-    if (flags & ~TL_LORA_QUANT_AS_F16)
+    const uint32_t known = TL_LORA_QUANT_AS_F16 | TL_LORA_ON_DEVICE;
+    if (flags & ~known)
         return tl__err(TL_ERR_INVALID_ARG, "tl_lora_set_create_at_load: unknown flags 0x%x",
-                       (unsigned)(flags & ~TL_LORA_QUANT_AS_F16));
+                       (unsigned)(flags & ~known));
     tl_lora_set *set = tl__os_calloc(1, sizeof *set);
     if (!set) return tl__err(TL_ERR_NOMEM, "tl_lora_set_create_at_load: out of memory");
     set->m = tlr_session_model(s);
@@ -54,7 +55,7 @@ tl_status tl_lora_set_create_at_load(tl_session *s, uint32_t flags, tl_lora_set 
     set->flags = flags;
     tl_status st = lora_atload_create(set->m, &set->al);
     if (!st) {
-        tlr_producer p = lora_atload_producer(set->al);
+        tlr_producer p = lora_atload_producer(set->al, (flags & TL_LORA_ON_DEVICE) != 0);
         st = tlr_session_set_producer(s, &p);
     }
     if (st) {

@@ -56,11 +56,30 @@ void tlr_xform_unit(const tl_model *m, const tlr_place *pl, tl_dtype to, tlr_xun
  * on several threads at once, with no session lock held; *err gets the
  * largest error its rounding added (0 when none is measured).
  */
+/* One term scale * (up . down) of a low-rank update, its factors F32 host matrices. */
+typedef struct tlr_lowrank {
+    const float *up;     /* (r1 - r0) x rank: the unit's rows of the up factor */
+    const float *down_t; /* cols x rank: the down factor transposed */
+    uint64_t rank;
+    float scale;
+} tlr_lowrank;
+/*
+ * lowrank (optional: NULL when the producer merges on the host only): what
+ * rows [r0, r1) of a tensor it wants are made of, as the file's bytes plus
+ * low-rank terms applied in order, each rounded to the tensor's type, for a
+ * device that computes to merge them where the unit lives. It fills
+ * terms[0..*n) (at most cap), valid until done(user, *hold). Any failure
+ * (TL_ERR_UNSUPPORTED: a module of another kind, a type it merges otherwise)
+ * makes the unit by rows.
+ */
 typedef struct tlr_producer {
     bool (*wants)(void *user, size_t tensor);
     tl_status (*rows)(void *user, size_t tensor, uint64_t r0, uint64_t r1, tl_dtype to, void *dst,
                       double *err);
     void *user;
+    tl_status (*lowrank)(void *user, size_t tensor, uint64_t r0, uint64_t r1, tlr_lowrank *terms,
+                         size_t cap, size_t *n, void **hold);
+    void (*done)(void *user, void *hold);
 } tlr_producer;
 /*
  * Attach p to s (NULL: detach). Tensors whose wants changes must go through
@@ -73,15 +92,18 @@ tl_status tlr_session_set_producer(tl_session *s, const tlr_producer *p);
 /* TL_OK when every unit of tensor t is on a device (a producer's bytes need memory of their own). */
 tl_status tlr_session_producible(const tl_session *s, size_t t);
 /*
- * Produce unit pl (xunit x) through p, a chunk of rows at a time (at most
- * 16 MiB of them in their type and in F32): into host memory `host` (the
- * memory of a host-addressed device), or, with host NULL, through a buffer
- * of one chunk uploaded to (dev, dptr). *err: the largest error the
- * producer reported.
+ * Produce unit pl (xunit x) through p. On a device that merges
+ * (devices/ggml_merge.h), when p has lowrank and the unit keeps the file's
+ * type: the file's rows copied into the unit's memory and the terms merged
+ * there by the device (*on_device true). Else, or when that fails, a chunk
+ * of rows at a time (at most 16 MiB of them in their type and in F32): into
+ * host memory `host` (the memory of a host-addressed device), or, with host
+ * NULL, through a buffer of one chunk uploaded to (dev, dptr). *err: the
+ * largest error the producer reported.
  */
 tl_status tlr_xform_produce(const tlr_producer *p, const tl_model *m, const tlr_place *pl,
                             const tlr_xunit *x, void *host, tl_device *dev, tl_devptr dptr,
-                            double *err);
+                            double *err, bool *on_device);
 
 /*
  * Groups (groups.c): the units a step takes together. At first one per

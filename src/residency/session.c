@@ -2475,18 +2475,22 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
         tl__os_mutex_unlock(&s->mu);
         if (kx + nf) st = run_loads(s, x, kx + nf, cgen, moved, &by_callback);
         double err = 0;
+        uint64_t device_merges = 0;
         for (size_t i = 0; i < np && !st; i++) { /* the units are loading: nothing moves them */
             const unit *u = &s->u[made[i]];
             const sdev *v = &s->dev[u->dev];
             double e = 0;
+            bool dm = false;
             st = tlr_xform_produce(&prod, s->m, &u->pl, &u->x,
                                    v->host_ptr ? (void *)(uintptr_t)u->dptr : NULL, v->d, u->dptr,
-                                   &e);
+                                   &e, &dm);
             if (e > err) err = e;
+            device_merges += dm;
             if (!st && cancel_asked(s, cgen)) st = cancelled_err(false);
         }
         tl__os_mutex_lock(&s->mu);
         if (err > s->st.lora_max_error) s->st.lora_max_error = err;
+        s->st.lora_device_merges += device_merges;
         for (size_t i = 0; i < k; i++) {
             unit *u = &s->u[mine[i]];
             if (st)

@@ -4,11 +4,15 @@
  * its units: the bytes each unit holds converted (whole rows of the tensor,
  * so whole quantization blocks), the file bytes it is made from, and the
  * tensor info the session hands out for it; and producing a unit through a
- * producer (an at-load LoRA set) with a bounded buffer.
+ * producer (an at-load LoRA set): merged by the unit's device when it
+ * computes and the producer gives low-rank terms, else on the host with a
+ * bounded buffer.
  */
 #include "residency/residency.h"
 
 #include "core/error.h"
+#include "devices/ggml_merge.h"
+#include "os/guard.h"
 #include "os/hostmem.h"
 
 tl_status tlr_xform_check(const tl_model *m, size_t t, tl_dtype to) {
@@ -63,11 +67,70 @@ void tlr_xform_unit(const tl_model *m, const tlr_place *pl, tl_dtype to, tlr_xun
 
 #define PRODUCE_CHUNK (16ull << 20) /* bytes of a unit produced at a time for an upload */
 
+/* Terms of one merge on a device (devices/ggml_merge.h takes at most this many). */
+#define DEVICE_TERMS 16
+
+/*
+ * The unit's file bytes copied into its memory (host-addressed: straight in; else through a
+ * buffer of at most PRODUCE_CHUNK), then the producer's terms merged there by the device.
+ */
+static tl_status produce_on_device(const tlr_producer *p, const tl_model *m, const tlr_place *pl,
+                                   void *host, tl_device *dev, tl_devptr dptr) {
+    const tl_tensor_info *ti = tl_model_tensor(m, pl->tensor);
+    const char *path = tl_model_file(m, ti->file)->path;
+    const unsigned char *src = tl_model_tensor_data(m, pl->tensor);
+    if (!src)
+        return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s is not contiguous", path, ti->name);
+    src += pl->off;
+    tl_status st = TL_OK;
+    if (host) {
+        if (tl__os_guarded_copy(host, src, (size_t)pl->len) != 0)
+            st = tl__err(TL_ERR_CHANGED, "%s: tensor %s: the file changed while it was read",
+                         path, ti->name);
+    } else {
+        uint64_t step = pl->len < PRODUCE_CHUNK ? pl->len : PRODUCE_CHUNK;
+        void *buf = NULL;
+        uint64_t blen = 0;
+        if (tl__os_anon_alloc(step, TL_OS_PAGES_SMALL, &buf, &blen))
+            return tl__err(TL_ERR_NOMEM, "%s: tensor %s: out of memory for staging", path,
+                           ti->name);
+        for (uint64_t o = 0; o < pl->len && !st; o += step) {
+            uint64_t n = pl->len - o < step ? pl->len - o : step;
+            if (tl__os_guarded_copy(buf, src + o, (size_t)n) != 0)
+                st = tl__err(TL_ERR_CHANGED, "%s: tensor %s: the file changed while it was read",
+                             path, ti->name);
+            else
+                st = tl_device_copy_to(dev, dptr + o, buf, n);
+        }
+        tl__os_anon_free(buf, blen);
+    }
+    if (st) return st;
+    tlr_lowrank t[DEVICE_TERMS];
+    tl__ggml_lowrank g[DEVICE_TERMS];
+    size_t n = 0;
+    void *hold = NULL;
+    st = p->lowrank(p->user, pl->tensor, pl->row_begin, pl->row_end, t, DEVICE_TERMS, &n, &hold);
+    if (st) return st;
+    for (size_t i = 0; i < n; i++)
+        g[i] = (tl__ggml_lowrank){t[i].up, t[i].down_t, t[i].rank, t[i].scale};
+    uint64_t rows = (uint64_t)ti->shape[0];
+    st = tl__ggml_merge_lowrank(dev, dptr, ti->dtype, (int64_t)(pl->row_end - pl->row_begin),
+                                (int64_t)(ti->n_elements / rows), g, n);
+    p->done(p->user, hold);
+    return st;
+}
+
 tl_status tlr_xform_produce(const tlr_producer *p, const tl_model *m, const tlr_place *pl,
                             const tlr_xunit *x, void *host, tl_device *dev, tl_devptr dptr,
-                            double *err) {
+                            double *err, bool *on_device) {
     const tl_tensor_info *ti = tl_model_tensor(m, pl->tensor);
     *err = 0;
+    *on_device = false;
+    if (p->lowrank && x->from == x->to && pl->row_end > pl->row_begin && tl__ggml_merges(dev) &&
+        produce_on_device(p, m, pl, host, dev, dptr) == TL_OK) {
+        *on_device = true;
+        return TL_OK;
+    }
     uint64_t r0 = pl->row_begin, r1 = pl->row_end, rows = r1 - r0;
     if (rows == 0 || x->len == 0) return TL_OK;
     uint64_t row = x->len / rows;

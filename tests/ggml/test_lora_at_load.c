@@ -10,6 +10,7 @@
  * private memory beyond the units resident on the device (RSS measured);
  * a target of another quantized type is refused before any load.
  */
+#include "devices/ggml_dl.h"
 #include "gguf_writer.h"
 #include "rpc_server.h"
 #include "st_writer.h"
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include <string.h>
+#include <time.h>
 
 #define UNET "model.diffusion_model."
 
@@ -589,6 +591,272 @@ static void test_concurrent_rescale(void **state) {
     free(lp);
 }
 
+/* Distance in units in the last place between two values of type t (F16 / BF16 bits). */
+static long ulps16(uint16_t a, uint16_t b) {
+    long ka = a & 0x8000 ? -(long)(a & 0x7fff) : (long)a;
+    long kb = b & 0x8000 ? -(long)(b & 0x7fff) : (long)b;
+    return labs(ka - kb);
+}
+
+/*
+ * got against want (tensor t of n elements of type dt): F32 the largest
+ * |got - want| relative to max |want| (*worst), F16 / BF16 the largest
+ * distance in ulps (*worst); *differ: elements not bit-equal.
+ */
+static void compare(tl_dtype dt, const void *got, const void *want, uint64_t n, double *worst,
+                    uint64_t *differ) {
+    *worst = 0;
+    *differ = 0;
+    if (dt == TL_DTYPE_F32) {
+        const float *g = got, *w = want;
+        double big = 0, d = 0;
+        for (uint64_t i = 0; i < n; i++) {
+            big = fmax(big, fabs((double)w[i]));
+            d = fmax(d, fabs((double)g[i] - (double)w[i]));
+            *differ += memcmp(&g[i], &w[i], 4) != 0;
+        }
+        *worst = big > 0 ? d / big : d;
+        return;
+    }
+    const uint16_t *g = got, *w = want;
+    for (uint64_t i = 0; i < n; i++) {
+        long u = ulps16(g[i], w[i]);
+        if ((double)u > *worst) *worst = (double)u;
+        *differ += u != 0;
+    }
+}
+
+/* Parts of tensor t of a on device d. */
+static size_t parts_on(const tl_acquired *a, size_t t, const tl_device *d) {
+    size_t c = 0;
+    for (size_t i = 0; i < tl_acquired_count(a); i++) {
+        const tl_session_tensor *st = tl_acquired_tensor(a, i);
+        for (uint32_t q = 0; st->index == t && q < st->n_parts; q++)
+            c += st->parts[q].tier == TL_TIER_DEVICE && st->parts[q].device == d;
+    }
+    return c;
+}
+
+/*
+ * TL_LORA_ON_DEVICE: ggml:CPU merges the units it holds (F32, F16, BF16, two
+ * LoRAs on three of them), within 1e-5 of max |W'| (F32) or 1 ulp (F16 /
+ * BF16) of tl_lora_apply's bytes, the device-merge count being the targeted
+ * units on it; a rescale reloads and merges again exactly the touched units;
+ * a unit split between a sim and ggml:CPU is merged by rows on each; an RPC
+ * server's device (memory not the host's: the file's rows go up through a
+ * buffer) merges as ggml:CPU does; on a sim alone the flag changes nothing
+ * (bit for bit, no device merge); a merge overflowing F16 is refused naming
+ * the module, as on the host.
+ */
+static void test_on_device(void **state) {
+    (void)state;
+    TU_NEED_GGML();
+    char *dir = tu_tmpdir(), *mp = tu_path(dir, "m.safetensors"), *l1p = tu_path(dir, "l1.st"),
+         *l2p = tu_path(dir, "l2.st");
+    write_st(mp, float_ts, N_FLOAT, NULL, 1.0f);
+    write_lora(l1p, float_ts, 4, 8); /* a, b, c, d */
+    write_lora(l2p, float_ts, 3, 4); /* a, b, c */
+    tl_lora *l1, *l2;
+    assert_int_equal(tl_lora_open(l1p, &l1), TL_OK);
+    assert_int_equal(tl_lora_open(l2p, &l2), TL_OK);
+    const float sc2[2] = {-0.6f, 1.3f};
+    tl_model *w = open_m(mp, true);
+    unsigned char *want[2][N_FLOAT];
+    for (int v = 0; v < 2; v++) {
+        tl_lora_set *es;
+        assert_int_equal(tl_lora_set_create(w, NULL, &es), TL_OK);
+        assert_int_equal(tl_lora_set_add(es, l1, 0.8f, NULL, 0), TL_OK);
+        assert_int_equal(tl_lora_set_add(es, l2, sc2[v], NULL, 0), TL_OK);
+        for (size_t i = 0; i < N_FLOAT; i++) {
+            const tl_tensor_info *t = tl_model_tensor(w, i);
+            want[v][i] = malloc(t->nbytes);
+            memcpy(want[v][i], tl_model_tensor_data(w, i), t->nbytes);
+            assert_int_equal(tl_model_tensor_unpatch(w, i), TL_OK);
+        }
+        tl_lora_set_destroy(es);
+    }
+    tl_model_close(w);
+    tl_device *s0 = tu_sim_add("lsim5", 64 << 20);
+    tl_device *cpu = NULL;
+    assert_int_equal(tl_device_find("ggml:CPU", &cpu), TL_OK);
+    /* an RPC server's device: ggml computes there, and its memory is not the host's */
+    tu_rpc srv;
+    char why[256], rpc_name[64];
+    if (!tu_rpc_start(&srv, why, sizeof why)) fail_msg("%s", why);
+    size_t n_rpc = 0;
+    assert_int_equal(tl_device_ggml_rpc_add(srv.endpoint, &n_rpc), TL_OK);
+    assert_true(n_rpc >= 1);
+    tl_device *devs[64], *rpc = NULL;
+    size_t nd = tl_device_list(devs, 64);
+    for (size_t i = 0; i < nd && i < 64; i++)
+        if (!rpc && strncmp(tl_device_name(devs[i]), "rpc", 3) == 0) rpc = devs[i];
+    assert_non_null(rpc);
+    assert_int_equal(tl_device_find(tl_device_name(rpc), &rpc), TL_OK);
+    tl_device_list_release(devs, nd < 64 ? nd : 64);
+    snprintf(rpc_name, sizeof rpc_name, "%s", tl_device_name(rpc));
+    tl_model *m = open_m(mp, false);
+    const char *on[4][2] = {
+        {"ggml:CPU", NULL}, {"lsim5", "ggml:CPU"}, {"lsim5", NULL}, {rpc_name, NULL}};
+    for (int c = 0; c < 4; c++) {
+        tl_device *merger = c == 3 ? rpc : cpu;
+        size_t ng = on[c][1] ? 2 : 1;
+        tl_plan *p = plan(m, on[c], ng, ng == 2 ? 300 << 10 : 32 << 20, false);
+        tl_session *s;
+        assert_int_equal(tl_session_create(m, p, NULL, &s), TL_OK);
+        tl_lora_set *set;
+        assert_int_equal(tl_lora_set_create_at_load(s, TL_LORA_ON_DEVICE, &set), TL_OK);
+        assert_int_equal(tl_lora_set_add(set, l1, 0.8f, NULL, 0), TL_OK);
+        assert_int_equal(tl_lora_set_add(set, l2, sc2[0], NULL, 0), TL_OK);
+        for (int v = 0; v < 2; v++) {
+            tl_session_stats before, st;
+            assert_int_equal(tl_session_stats_get(s, &before, sizeof before), TL_OK);
+            tl_acquired *a;
+            if (tl_session_acquire(s, TL_COMP_DIFFUSION, 0, TL_ALL_LAYERS, true, &a))
+                fail_msg("%s: %s", on[c][0], tl_last_error());
+            assert_int_equal(tl_session_check(s), TL_OK);
+            assert_int_equal(tl_session_stats_get(s, &st, sizeof st), TL_OK);
+            /* units loaded now: all four tensors', then those of a, b, c (L2's) */
+            size_t loaded = 0, on_cpu = 0, split = 0;
+            for (size_t i = 0; i < (v ? 3u : N_FLOAT); i++) {
+                for (size_t j = 0; j < tl_acquired_count(a); j++)
+                    if (tl_acquired_tensor(a, j)->index == i) {
+                        loaded += tl_acquired_tensor(a, j)->n_parts;
+                        split += tl_acquired_tensor(a, j)->n_parts > 1;
+                    }
+                on_cpu += parts_on(a, i, merger);
+            }
+            if (ng == 2) assert_true(split > 0 && on_cpu > 0 && on_cpu < loaded);
+            assert_int_equal(st.lora_loads - before.lora_loads, loaded);
+            assert_int_equal(st.lora_device_merges - before.lora_device_merges, on_cpu);
+            if (v) assert_int_equal(st.lora_reloads, loaded);
+            for (size_t i = 0; i < N_FLOAT; i++) {
+                const tl_tensor_info *t = tl_model_tensor(m, i);
+                unsigned char *got = read_back(a, i);
+                double worst;
+                uint64_t differ;
+                compare(t->dtype, got, want[v][i], t->n_elements, &worst, &differ);
+                if (!on_cpu || parts_on(a, i, merger) == 0) { /* merged on the host */
+                    if (memcmp(got, want[v][i], t->nbytes))
+                        fail_msg("%s (round %d): %s merged on the host differs from "
+                                 "tl_lora_apply's bytes", on[c][0], v, t->name);
+                } else if (t->dtype == TL_DTYPE_F32 ? worst > 1e-5 : worst > 1) {
+                    fail_msg("%s (round %d): %s merged on the device differs from "
+                             "tl_lora_apply's bytes by %g%s", on[c][0], v, t->name, worst,
+                             t->dtype == TL_DTYPE_F32 ? " of max |W'|" : " ulp");
+                }
+                if (parts_on(a, i, merger))
+                    print_message("%s%s, round %d, %s %s: %llu of %llu elements differ from "
+                                  "tl_lora_apply's, by at most %g%s\n", on[c][0],
+                                  ng == 2 ? "+ggml:CPU" : "", v, t->name + strlen(UNET),
+                                  tl_dtype_name(t->dtype), (unsigned long long)differ,
+                                  (unsigned long long)t->n_elements, worst,
+                                  t->dtype == TL_DTYPE_F32 ? " of max |W'|" : " ulp");
+                free(got);
+            }
+            assert_int_equal(tl_session_release(s, a), TL_OK);
+            if (v == 0) assert_int_equal(tl_lora_set_scale(set, l2, sc2[1]), TL_OK);
+        }
+        tl_lora_set_destroy(set);
+        assert_int_equal(tl_session_destroy(s), TL_OK);
+        tl_plan_destroy(p);
+    }
+    /* a merge that overflows F16 on the device is refused as on the host, naming the module */
+    const char *g1[] = {"ggml:CPU"};
+    tl_plan *p = plan(m, g1, 1, 32 << 20, false);
+    tl_session *s;
+    assert_int_equal(tl_session_create(m, p, NULL, &s), TL_OK);
+    tl_lora_set *set;
+    assert_int_equal(tl_lora_set_create_at_load(s, TL_LORA_ON_DEVICE, &set), TL_OK);
+    assert_int_equal(tl_lora_set_add(set, l1, 1e6f, NULL, 0), TL_OK);
+    tl_acquired *a;
+    assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, 0, TL_ALL_LAYERS, true, &a),
+                     TL_ERR_FORMAT);
+    assert_non_null(strstr(tl_last_error(), "overflow F16"));
+    assert_non_null(strstr(tl_last_error(), "input_blocks.0.0.b"));
+    tl_lora_set_destroy(set);
+    assert_int_equal(tl_session_destroy(s), TL_OK);
+    tl_plan_destroy(p);
+    for (int v = 0; v < 2; v++)
+        for (size_t i = 0; i < N_FLOAT; i++)
+            free(want[v][i]);
+    tl_device_release(cpu);
+    tl_device_release(rpc);
+    tu_rpc_stop(&srv);
+    tl_model_close(m);
+    tl_lora_close(l1);
+    tl_lora_close(l2);
+    tl_device_unregister(s0);
+    tl_device_release(s0);
+    tu_tmpdir_rm(dir);
+    free(mp);
+    free(l1p);
+    free(l2p);
+}
+
+/*
+ * With TL_LORA_BENCH set: one 4096 x 4096 F16 weight, one rank-16 LoRA,
+ * acquired on ggml:CPU merged on the host and by the device; times printed
+ * (not asserted) with the difference between the two.
+ */
+static void test_device_merge_time(void **state) {
+    (void)state;
+    TU_NEED_GGML();
+    if (!getenv("TL_LORA_BENCH")) skip();
+    char *dir = tu_tmpdir(), *mp = tu_path(dir, "big.safetensors"), *lp = tu_path(dir, "l.st");
+    const wt big[] = {{UNET "input_blocks.0.0.big.weight", TL_DTYPE_F16, 4096, 4096}};
+    write_st(mp, big, 1, NULL, 1.0f);
+    write_lora(lp, big, 1, 16);
+    tl_lora *l;
+    assert_int_equal(tl_lora_open(lp, &l), TL_OK);
+    tl_model *m = open_m(mp, false);
+    const char *g1[] = {"ggml:CPU"}, *th = getenv("TL_LORA_BENCH_THREADS");
+    tl_plan *p = plan(m, g1, 1, 256 << 20, false);
+    if (th) { /* ggml's CPU backend threads (its default, 4, spin on a machine with fewer cores) */
+        tl_device *cpu = NULL;
+        assert_int_equal(tl_device_find("ggml:CPU", &cpu), TL_OK);
+        assert_int_equal(tl__ggml_dev_set_threads(cpu, atoi(th)), TL_OK);
+        tl_device_release(cpu);
+    }
+    unsigned char *got[2];
+    double secs[2];
+    for (int dev = 0; dev < 2; dev++) {
+        tl_session *s;
+        assert_int_equal(tl_session_create(m, p, NULL, &s), TL_OK);
+        tl_lora_set *set;
+        assert_int_equal(tl_lora_set_create_at_load(s, dev ? TL_LORA_ON_DEVICE : 0, &set), TL_OK);
+        assert_int_equal(tl_lora_set_add(set, l, 0.7f, NULL, 0), TL_OK);
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        tl_acquired *a;
+        assert_int_equal(tl_session_acquire(s, TL_COMP_DIFFUSION, 0, TL_ALL_LAYERS, true, &a),
+                         TL_OK);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        secs[dev] = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+        tl_session_stats st;
+        assert_int_equal(tl_session_stats_get(s, &st, sizeof st), TL_OK);
+        assert_int_equal(st.lora_device_merges, dev ? 1 : 0);
+        got[dev] = read_back(a, 0);
+        assert_int_equal(tl_session_release(s, a), TL_OK);
+        tl_lora_set_destroy(set);
+        assert_int_equal(tl_session_destroy(s), TL_OK);
+    }
+    double worst;
+    uint64_t differ;
+    compare(TL_DTYPE_F16, got[1], got[0], 4096ull * 4096, &worst, &differ);
+    print_message("4096 x 4096 F16, rank 16, acquire on ggml:CPU: host merge %.3f s, device "
+                  "merge %.3f s; %llu elements differ, by at most %g ulp\n", secs[0], secs[1],
+                  (unsigned long long)differ, worst);
+    assert_true(worst <= 1);
+    free(got[0]);
+    free(got[1]);
+    tl_plan_destroy(p);
+    tl_model_close(m);
+    tl_lora_close(l);
+    tu_tmpdir_rm(dir);
+    free(mp);
+    free(lp);
+}
+
 int main(void) {
     tu_ggml_discover(); /* the tests' ggml: a failure to load it fails them */
     const struct CMUnitTest tests[] = {
@@ -596,6 +864,8 @@ int main(void) {
         cmocka_unit_test(test_quantized),
         cmocka_unit_test(test_private_memory),
         cmocka_unit_test(test_concurrent_rescale),
+        cmocka_unit_test(test_on_device),
+        cmocka_unit_test(test_device_merge_time),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -965,6 +965,23 @@ def lora_at_load_and_converting_session():
     assert st["loads"] == loads + 1 and st["lora_reloads"] == 1 and st["lora_loads"] == 2, st
     ls.close()
     s.close()
+    # on_device on a sim (it does not compute): merged on the host, the same bytes
+    s = tierload.Session(m, p)
+    ls = tierload.LoraSet(m, s, at_load=True, on_device=True)
+    ls.add(lp, 0.7)
+    with s.acquire("diffusion") as ws:
+        assert torch.equal(ws[name].to_host(), want)
+    # the ctypes stats reach the C struct's last field: poisoned, then written by the library
+    import ctypes
+    from tierload import _lib as L
+    raw = L.SessionStats()
+    ctypes.memset(ctypes.byref(raw), 0xFF, ctypes.sizeof(raw))
+    assert L.lib.tl_session_stats_get(s.handle, ctypes.byref(raw), ctypes.sizeof(raw)) == 0
+    assert raw.lora_loads == 1 and raw.lora_device_merges == 0, (raw.lora_loads,
+                                                                 raw.lora_device_merges)
+    assert s.stats()["lora_device_merges"] == 0
+    ls.close()
+    s.close()
     s = tierload.Session(m, p, dtype="F32")
     with s.acquire("diffusion") as ws:
         t = ws[other]

@@ -918,7 +918,8 @@ class Session:
                                           "pinned_used", "pinned_peak", "pinned_cap",
                                           "staging_bound", "acquire_waits",
                                           "acquire_timeouts", "acquire_cancels", "lora_loads",
-                                          "lora_reloads", "lora_max_error")}
+                                          "lora_reloads", "lora_max_error",
+                                          "lora_device_merges")}
         tiers = [_s(lib.tl_tier_name(t)) for t in range(L.TL_TIER_COUNT)]
         out["moved"] = {"%s->%s" % (tiers[a], tiers[b]): s.moved[a][b]
                         for a in range(L.TL_TIER_COUNT) for b in range(L.TL_TIER_COUNT)
@@ -1086,18 +1087,21 @@ class LoraSet:
     model (Model.torch, fill_module) see the merged bytes. Calls on one set from one thread at
     a time."""
 
-    def __init__(self, model, session=None, at_load=False, quant_as_f16=False):
+    def __init__(self, model, session=None, at_load=False, quant_as_f16=False, on_device=False):
         """at_load=True: applied to the session's weights as each unit loads instead (nothing
         merged ahead; the model may be read-only; F32/F16/BF16 bytes as a merge gives them,
-        Q8_0/Q4_0 requantized, or kept at F16 with quant_as_f16); the session is required."""
+        Q8_0/Q4_0 requantized, or kept at F16 with quant_as_f16); the session is required.
+        on_device=True: units on a ggml device are merged by that device (F32/F16/BF16 weights,
+        plain LoRAs; F16/BF16 within 1 ulp of a merge's bytes, F32 within about 1e-7 of the
+        largest value; stats()["lora_device_merges"] counts them)."""
         if session is not None and session.model is not model:
             raise InvalidArgument("LoraSet: the session runs another model")
         h = ctypes.c_void_p()
         if at_load:
             if session is None:
                 raise InvalidArgument("LoraSet: at_load needs the session")
-            check(lib.tl_lora_set_create_at_load(session.handle, 1 if quant_as_f16 else 0,
-                                                 ctypes.byref(h)))
+            flags = (1 if quant_as_f16 else 0) | (2 if on_device else 0)
+            check(lib.tl_lora_set_create_at_load(session.handle, flags, ctypes.byref(h)))
         else:
             check(lib.tl_lora_set_create(model.handle, session.handle if session else None,
                                          ctypes.byref(h)))

@@ -182,7 +182,7 @@ class SessionStats(ctypes.Structure):
                 ("devices", SessionDeviceStats * TL_PLAN_MAX_DEVICES),
                 ("acquire_waits", c_u64), ("acquire_timeouts", c_u64),
                 ("acquire_cancels", c_u64), ("lora_loads", c_u64), ("lora_reloads", c_u64),
-                ("lora_max_error", ctypes.c_double)]
+                ("lora_max_error", ctypes.c_double), ("lora_device_merges", c_u64)]
 
 
 class SessionEvent(ctypes.Structure):
