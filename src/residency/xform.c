@@ -126,10 +126,12 @@ tl_status tlr_xform_produce(const tlr_producer *p, const tl_model *m, const tlr_
     const tl_tensor_info *ti = tl_model_tensor(m, pl->tensor);
     *err = 0;
     *on_device = false;
-    if (p->lowrank && x->from == x->to && pl->row_end > pl->row_begin && tl__ggml_merges(dev) &&
-        produce_on_device(p, m, pl, host, dev, dptr) == TL_OK) {
-        *on_device = true;
-        return TL_OK;
+    if (p->lowrank && x->from == x->to && pl->row_end > pl->row_begin && tl__ggml_merges(dev)) {
+        if (produce_on_device(p, m, pl, host, dev, dptr) == TL_OK) {
+            *on_device = true;
+            return TL_OK;
+        }
+        tl__err_clear(); /* made on the host instead, which names what it refuses */
     }
     uint64_t r0 = pl->row_begin, r1 = pl->row_end, rows = r1 - r0;
     if (rows == 0 || x->len == 0) return TL_OK;
