@@ -1689,7 +1689,8 @@ static tl_status tensor_units(const tl_session *s, const size_t *t, size_t nt, s
                            "session: tensor set: entry %zu is tensor %zu; the model has %zu", i,
                            t[i], count);
         }
-        if (!seen[t[i]]++) cnt += s->first[t[i] + 1] - s->first[t[i]];
+        if (!seen[t[i]]) cnt += s->first[t[i] + 1] - s->first[t[i]];
+        seen[t[i]] = 1;
     }
     size_t *u = tl__os_malloc((cnt ? cnt : 1) * sizeof *u), w = 0;
     if (!u) {
@@ -3232,7 +3233,10 @@ static tl_status group_lists(const tl_session *s, const size_t *tensors, size_t 
     }
     G->n = 0;
     for (size_t i = 0; i < n; i++)
-        if (!seen[tensors[i]]++) G->tensors[G->n++] = tensors[i];
+        if (!seen[tensors[i]]) {
+            seen[tensors[i]] = 1;
+            G->tensors[G->n++] = tensors[i];
+        }
     free(seen);
     memcpy(G->sorted, G->tensors, G->n * sizeof *G->sorted);
     qsort(G->sorted, G->n, sizeof *G->sorted, cmp_size);
