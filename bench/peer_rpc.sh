@@ -1,18 +1,19 @@
 #!/bin/bash
 # peer_rpc.sh BUILD_DIR [GGML_ROOT] — llama.cpp's own --rpc split against tierload's, on the same
-# `tierload mkmodel --profile llama` model (TL_BENCH_RPC_SIZE, default 2G, F32: every matrix above
-# ggml's 10 MiB hash threshold) and two ggml-rpc-server hosts, each in a network namespace made
-# here with a veth link shaped by tc (slow 1gbit, fast 10gbit), servers started with their cache
-# (-c). Each engine gets fresh servers (empty caches) and runs three times: a first and a second
-# run to the first token (n-predict 1: load + prompt + one token), then 65 tokens.
+# `tierload mkmodel --profile llama` model (TL_BENCH_RPC_SIZE, default 2G, F32; its K and V
+# projections, 2 MiB each, are below ggml's 10 MiB hash threshold) and two ggml-rpc-server hosts,
+# each in a network namespace made here with a veth link shaped by tc (slow 1gbit, fast 10gbit),
+# servers started with their cache (-c). Each engine gets fresh servers (empty caches), both sets
+# up at once: a first run of each to the first token (n-predict 1: load + prompt + one token),
+# then TL_BENCH_ROUNDS (3) alternating rounds of a 1-token and a 65-token run of each.
 #   llama.cpp: llama-oracle --rpc (libllama of the source build: split by layers over the
 #              servers' devices, every layer offloaded, as llama.cpp's --rpc does)
 #   tierload:  tl-llama --rpc SLOW@1gbit,FAST@10gbit --split-devices rpc0:0,rpc1:0 (the
 #              examples/llama engine; the links given as shaped, so no measuring transfer)
 # Measured from outside, alike for both: time to first token = wall time of the 1-token run;
-# tokens/s = 64 / (wall of the 65-token run - wall of the 1-token run, both warm); bytes per
-# host = the host-side veth's tx bytes over the run. Figures, each beside its limit:
-#   - tierload's second run bytes over the links / its first run's: <= 1%
+# tokens/s = 64 / (median wall of the 65-token runs - median wall of the 1-token runs, all warm);
+# bytes per host = the host-side veth's tx bytes over the run. Figures, each beside its limit:
+#   - tierload's second run (the first 1-token round) bytes over the links / its first run's: <= 1%
 #   - tokens/s tierload / llama.cpp: >= 1
 #   - time to first token, first run, tierload / llama.cpp: <= 1
 #   - the fast host killed after the first token (at the warm time to first token + 0.2 s) of a
@@ -87,10 +88,10 @@ one() { # ENGINE NAME N: one run; appends "NAME wall slow_bytes fast_bytes greed
     t0=$(date +%s.%N)
     if [ "$eng" = llamacpp ]; then
         "$BUILD/llama-oracle" "$T/m.gguf" --tokens $tokens --n-predict "$n" --logits "$T/$name.f32" \
-            --rpc "$EPS" >"$T/$name.out" 2>"$T/$name.err"
+            --rpc "$LC_EPS" >"$T/$name.out" 2>"$T/$name.err"
     else
         "$BUILD/tl-llama" "$T/m.gguf" --tokens $tokens --n-predict "$n" --logits "$T/$name.f32" \
-            --rpc "$TLEPS" --split-devices rpc0:0,rpc1:0 >"$T/$name.out" 2>"$T/$name.err"
+            --rpc "$TL_EPS" --split-devices rpc0:0,rpc1:0 >"$T/$name.out" 2>"$T/$name.err"
     fi
     rc=$?
     t1=$(date +%s.%N)
@@ -100,15 +101,25 @@ one() { # ENGINE NAME N: one run; appends "NAME wall slow_bytes fast_bytes greed
 }
 "$BUILD/tierload" mkmodel "$T/m.gguf" --profile llama --size "$SIZE" --dtype F32 >/dev/null || exit 2
 : >"$T/runs"
-for eng in llamacpp tierload; do
-    serve
-    one $eng $eng.first 1
-    one $eng $eng.second 1
-    one $eng $eng.gen 65
-    kill -9 "${spid[0]}" "${spid[1]}"
+# each engine its own fresh servers, both sets up at once; first runs, then ROUNDS alternating
+# rounds of a 1-token and a 65-token run of each engine (medians: one pair of walls varies by
+# more than the difference measured)
+serve
+LC_EPS=$EPS lc_pids="${spid[*]}"
+serve
+TL_EPS=$TLEPS tl_pids="${spid[*]}"
+one llamacpp llamacpp.first 1
+one tierload tierload.first 1
+for r in $(seq "${TL_BENCH_ROUNDS:-3}"); do
+    for eng in llamacpp tierload; do
+        one $eng $eng.second.$r 1
+        one $eng $eng.gen.$r 65
+    done
 done
+kill -9 $lc_pids $tl_pids
 # the fast host killed after the first token (the warm run's time to first token, + 0.2 s)
 serve
+TL_EPS=$TLEPS
 one tierload tierload.warmup 1
 one tierload tierload.warm 1
 ttft=$(awk '$1 == "tierload.warm" {print $2 + 0.2}' "$T/runs")
@@ -134,18 +145,22 @@ def figure(label, value, limit, ok):
 def g(n, k):
     return runs.get(n, {}).get(k, float("nan"))
 first = g("tierload.first", "slow") + g("tierload.first", "fast")
-second = g("tierload.second", "slow") + g("tierload.second", "fast")
+second = g("tierload.second.1", "slow") + g("tierload.second.1", "fast")
 figure("tierload: second run bytes over the links / first run's", f"{second / first:.4f}",
        "<= 0.01", second <= 0.01 * first)
+def med(e, kind):
+    v = sorted(r["wall"] for n, r in runs.items() if n.startswith(f"{e}.{kind}."))
+    return v[len(v) // 2] if v else float("nan")
 def tps(e):
-    d = g(f"{e}.gen", "wall") - g(f"{e}.second", "wall")
+    d = med(e, "gen") - med(e, "second")
     return 64 / d if d > 0 else float("nan")
 tl, lc = tps("tierload"), tps("llamacpp")
-print(f"  tokens/s (64 / (wall 65 tokens - wall 1 token)): tierload {tl:.2f}, llama.cpp {lc:.2f}")
+print(f"  tokens/s (64 / (median wall 65 tokens - median wall 1 token)): tierload {tl:.2f}, "
+      f"llama.cpp {lc:.2f}")
 figure("tokens/s tierload / llama.cpp", f"{tl / lc:.3f}", ">= 1", tl >= lc)
 a, b = g("tierload.first", "wall"), g("llamacpp.first", "wall")
 figure("time to first token, first run, tierload / llama.cpp", f"{a / b:.3f}", "<= 1", a <= b)
-k, u = runs.get("tierload.killed", {}), runs.get("tierload.gen", {})
+k, u = runs.get("tierload.killed", {}), runs.get("tierload.gen.1", {})
 same = k.get("ok") and k.get("greedy") == u.get("greedy")
 figure("fast host killed after the first token: tokens = uninterrupted", "same" if same else
        "differ", "same", bool(same))

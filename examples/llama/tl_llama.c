@@ -48,6 +48,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -71,6 +72,7 @@ typedef struct hparams {
 /* One compute device: tierload's device and the ggml backend computing there. */
 typedef struct slot {
     tl_device *dev; /* NULL: host tiers (computed on ggml's CPU backend) */
+    char desc[TL_DEVICE_DESC_MAX]; /* the device's description (an RPC server's names it) */
     ggml_backend_t be;
     ggml_gallocr_t ga;
     bool is_cpu;
@@ -106,14 +108,27 @@ static double now(void) {
 
 /* ggml is about to abort (e.g. an RPC server died mid-transfer): say where, end with status 9. */
 static int g_lost_fd = -1; /* in a supervised try: where the abort message goes too */
+/*
+ * The description of the device the engine works on now (its graph's inputs,
+ * compute and outputs): ggml's RPC client may abort on its own thread, and
+ * tierload's message names only tierload's own copies in flight, so a server
+ * lost while the engine talks to it is named from here.
+ */
+static const char *_Atomic g_working_on;
+
+static void say(const char *a, const char *b, const char *c) {
+    if (write(2, a, strlen(a)) < 0 || write(2, b, strlen(b)) < 0 || write(2, c, strlen(c)) < 0) {
+    }
+    if (g_lost_fd >= 0 &&
+        (write(g_lost_fd, b, strlen(b)) < 0 || write(g_lost_fd, c, strlen(c)) < 0)) {
+    }
+}
 
 static void on_ggml_abort(const char *message) {
-    static const char pre[] = "tl-llama: ggml gave up: ";
-    if (write(2, pre, sizeof pre - 1) < 0 || write(2, message, strlen(message)) < 0 ||
-        write(2, "\n", 1) < 0) {
-    }
-    if (g_lost_fd >= 0 && write(g_lost_fd, message, strlen(message)) < 0) {
-    }
+    const char *on = atomic_load(&g_working_on);
+    say("tl-llama: ggml gave up: ", message, "");
+    if (on && !strstr(message, "ggml RPC server ")) say(" (working on ", on, ")");
+    say("", "", "\n");
     _exit(9);
 }
 
@@ -145,6 +160,9 @@ static int slot_of(engine *e, tl_device *d) {
     slot *s = &e->slots[e->n_slots];
     /* a reference of the engine's own: the session's parts only borrow theirs */
     if (d && tl_device_find(tl_device_name(d), &s->dev) != TL_OK) return -1;
+    tl_device_info di;
+    snprintf(s->desc, sizeof s->desc, "%s",
+             d && tl_device_describe(d, &di, sizeof di) == TL_OK ? di.desc : "host");
     s->be = ggml_backend_dev_init(gd, NULL);
     if (!s->be) return -1;
     s->is_cpu = ggml_backend_dev_type(gd) == GGML_BACKEND_DEVICE_TYPE_CPU;
@@ -175,7 +193,9 @@ static int slot_of_set(engine *e, const tl_acquired *a) {
             return -1;
         }
     }
-    return slot_of(e, d);
+    int si = slot_of(e, d);
+    if (si >= 0) atomic_store(&g_working_on, e->slots[si].desc); /* until the next set's */
+    return si;
 }
 
 /* A ggml tensor shaped like catalog entry i of a (ggml's ne = the shape reversed). */

@@ -96,10 +96,15 @@ static void doing(const char *name, const char *desc, const char *what, uint64_t
         g_doing[0] = 0;
         return;
     }
-    snprintf(g_doing, sizeof g_doing, "%s %llu bytes %s %s, %s", what, (unsigned long long)n,
-             strcmp(what, "copying") ? "on" : "to", name, desc);
+    const char *on = strcmp(what, "copying") ? "on" : "to";
+    if (n)
+        snprintf(g_doing, sizeof g_doing, "%s %llu bytes %s %s, %s", what, (unsigned long long)n,
+                 on, name, desc);
+    else
+        snprintf(g_doing, sizeof g_doing, "%s %s %s, %s", what, on, name, desc);
     atomic_store(&g_doing_any, g_doing);
 }
+
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char log_last[512];
@@ -319,6 +324,12 @@ static uint64_t trim_locked(tl__ggml_dev *g);
 
 tl__ggml_dev *tl__ggml_dev_of(tl_device *d) {
     return d && d->ops == &ggml_ops ? d->self : NULL;
+}
+void tl__ggml_doing(const tl__ggml_dev *g, const char *what) {
+    if (what)
+        doing(g->name, g->desc, what, 0);
+    else
+        doing(NULL, NULL, NULL, 0);
 }
 void *tl__ggml_dev_handle(const tl__ggml_dev *g) {
     return g->dev;

@@ -139,6 +139,7 @@ static tl_status compute(tl__ggml_dev *g, tl__ggml_weight *ws, slot *sl, size_t 
             goto out;
         }
     }
+    tl__ggml_doing(g, "computing"); /* from here each call may reach an RPC server */
     xy = G->alloc_ctx_tensors_from_buft(ctx, tl__ggml_dev_buft(g));
     if (!xy) {
         s = tl__err(TL_ERR_DEVICE_OOM, "%s: no room for the products' vectors", name);
@@ -167,6 +168,7 @@ static tl_status compute(tl__ggml_dev *g, tl__ggml_weight *ws, slot *sl, size_t 
         G->tensor_get(yt[i], ws[i].y, 0, (size_t)ws[i].rows * sizeof(float));
 out:
     if (xy) G->buffer_free(xy);
+    tl__ggml_doing(g, NULL);
     if (ctx) G->free(ctx);
     free(xt);
     free(yt);

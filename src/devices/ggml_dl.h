@@ -152,6 +152,11 @@ bool tl__ggml_registered(const char *name);
 /* Load ggml (as tl_device_ggml_discover does) without registering devices. */
 tl_status tl__ggml_load(const char *dir);
 
+/*
+ * What this thread asks of g now (what NULL: done), for the message when ggml
+ * aborts ("computing on ggml:RPC..., ggml RPC server HOST:PORT, device 0").
+ */
+void tl__ggml_doing(const tl__ggml_dev *g, const char *what);
 /* The ggml device behind d; NULL when d is not a ggml device. */
 tl__ggml_dev *tl__ggml_dev_of(tl_device *d);
 /* Its ggml_backend_dev_t and default buffer type. */

@@ -105,7 +105,9 @@ static tl_status chunk(tl__ggml_dev *g, void *buf, void *addr, tl_dtype dtype, i
     G->build_forward_expand(graph, check);
     s = tl__ggml_dev_backend(g, &backend);
     if (s) goto out;
+    tl__ggml_doing(g, "computing");
     int gs = G->graph_compute(backend, graph);
+    tl__ggml_doing(g, NULL);
     if (gs != 0) {
         s = tl__err(TL_ERR_DEVICE, "%s: a LoRA merge's graph failed (ggml status %d)%s%s", name,
                     gs, *tl__ggml_last_log() ? ": " : "", tl__ggml_last_log());
