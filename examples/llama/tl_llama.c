@@ -26,10 +26,14 @@
  * through it; --split-devices splits its layers over two devices. Each ggml
  * device tierload knows (ggml:CPU, rpcN:DEV of --rpc servers) gets a ggml
  * backend of its own here, and each graph runs on the backend of the device
- * that holds its weights: one graph per layer, because a layer's weights are
- * bound only while that layer is acquired, and the binding is what the graph
- * reads. The hidden state crosses between graphs through host memory
- * (n_tokens x n_embd floats); each layer's KV cache lives on its device.
+ * that holds its weights. Streamed, a graph is one layer, because a layer's
+ * weights are bound only while that layer is acquired, and the binding is
+ * what the graph reads; kept whole, the weights are loaded as one batch
+ * before the first token and the layers that follow one another on a device
+ * are acquired together and computed as one graph (an RPC server is then
+ * asked once per device per token, not once per layer). The hidden state
+ * crosses between graphs through host memory (n_tokens x n_embd floats);
+ * each layer's KV cache lives on its device.
  *
  * With --rpc, a server lost in the middle of the run (gone, or silent past
  * TIERLOAD_RPC_TIMEOUT) ends only the try in a child process: the run starts
@@ -98,6 +102,8 @@ typedef struct engine {
     double wait_s, compute_s; /* time in acquire (waiting for weights) and in graph compute */
     double *layer_wait, *layer_compute;
     uint64_t kv_bytes;
+    bool chain;          /* weights kept whole: runs of blocks on one device as one graph */
+    tl_acquired **held;  /* the blocks of the run being computed */
 } engine;
 
 static double now(void) {
@@ -175,6 +181,12 @@ static int slot_of(engine *e, tl_device *d) {
     s->ga = ggml_gallocr_new(ggml_backend_get_default_buffer_type(s->be));
     if (!s->ga) return -1;
     return e->n_slots++;
+}
+
+/* The device of acquired set a's first tensor (NULL: host tiers). */
+static tl_device *set_device(const tl_acquired *a) {
+    const tl_session_tensor *t = tl_acquired_count(a) ? tl_acquired_tensor(a, 0) : NULL;
+    return t && t->n_parts ? t->parts[0].device : NULL;
 }
 
 /* The device that holds acquired set a (all its tensors on one device, as the plan places). */
@@ -299,14 +311,17 @@ static bool kv_cache(engine *e, int l) {
 }
 
 /*
- * One block on x (host, n_embd x n, updated in place): tokens at positions
- * pos0 .. pos0 + n - 1, attending to the cache up to pos0 + n.
+ * Block l's nodes added to gf: its input inp ([n_embd, n]: tokens at positions
+ * pos0 .. pos0 + n - 1, attending to the cache up to pos0 + n, n_kv rows read),
+ * its weights from set a; returns its output, NULL on failure (said). *si: the
+ * slot it computes on.
  */
-static bool block(engine *e, int l, const tl_acquired *a, int pos0, int n, float *x) {
+static struct ggml_tensor *block_nodes(engine *e, struct ggml_context *ctx, struct ggml_cgraph *gf,
+                                       int l, const tl_acquired *a, struct ggml_tensor *inp,
+                                       struct ggml_tensor *pos, struct ggml_tensor *mask, int pos0,
+                                       int n, int n_kv, int *si) {
     const hparams *hp = &e->hp;
     tl_status st = TL_OK;
-    struct ggml_context *ctx = graph_ctx();
-    if (!ctx) return false;
     struct ggml_tensor *attn_norm = take(e, ctx, a, "attn_norm.weight", &st),
                        *wq = take(e, ctx, a, "attn_q.weight", &st),
                        *wk = take(e, ctx, a, "attn_k.weight", &st),
@@ -316,39 +331,17 @@ static bool block(engine *e, int l, const tl_acquired *a, int pos0, int n, float
                        *gate = take(e, ctx, a, "ffn_gate.weight", &st),
                        *down = take(e, ctx, a, "ffn_down.weight", &st),
                        *up = take(e, ctx, a, "ffn_up.weight", &st);
-    bool ok = !st && attn_norm && wq && wk && wv && wo && ffn_norm && gate && down && up;
-    if (!ok) {
+    if (st || !attn_norm || !wq || !wk || !wv || !wo || !ffn_norm || !gate || !down || !up) {
         fprintf(stderr, "tl-llama: block %d: weights missing or not bound (%s)\n", l,
                 tl_status_name(st));
-        ggml_free(ctx);
-            return false;
+        return NULL;
     }
     layer_state *L = &e->layers[l];
-    int si = slot_of_set(e, a);
-    if (si < 0 || (L->kv_buf && si != L->slot)) {
-        ggml_free(ctx);
-            return false;
-    }
-    L->slot = si;
-    slot *s = &e->slots[si];
-    if (!kv_cache(e, l)) {
-        ggml_free(ctx);
-            return false;
-    }
+    *si = slot_of_set(e, a);
+    if (*si < 0 || (L->kv_buf && *si != L->slot)) return NULL;
+    L->slot = *si;
+    if (!kv_cache(e, l)) return NULL;
     const int64_t hd = hp->n_embd / hp->n_head, n_kv_embd = hd * hp->n_head_kv;
-    /* the cache is read in whole 256-row steps, as llama.cpp reads its cache: the rows past
-       pos0 + n are masked (probability 0 against zero V), and the dot products have the same
-       length, so the same summation order */
-    const int n_kv = (int)(((int64_t)pos0 + n + 255) / 256 * 256 < e->n_ctx
-                               ? ((int64_t)pos0 + n + 255) / 256 * 256
-                               : e->n_ctx);
-    struct ggml_tensor *inp = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp->n_embd, n);
-    struct ggml_tensor *pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n);
-    struct ggml_tensor *mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_kv, n);
-    ggml_set_input(inp);
-    ggml_set_input(pos);
-    ggml_set_input(mask);
-
     struct ggml_tensor *cur = ggml_mul(ctx, ggml_rms_norm(ctx, inp, hp->eps), attn_norm);
     struct ggml_tensor *q = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wq, cur), hd, hp->n_head, n);
     struct ggml_tensor *k = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wk, cur), hd, hp->n_head_kv, n);
@@ -364,7 +357,6 @@ static bool block(engine *e, int l, const tl_acquired *a, int pos0, int n, float
         ggml_view_2d(ctx, L->v, n_kv_embd, n, L->v->nb[1], (size_t)pos0 * L->v->nb[1]);
     struct ggml_tensor *k_st = ggml_cpy(ctx, ggml_reshape_2d(ctx, k, n_kv_embd, n), k_dst);
     struct ggml_tensor *v_st = ggml_cpy(ctx, v, v_dst);
-    struct ggml_cgraph *gf = ggml_new_graph(ctx);
     ggml_build_forward_expand(gf, k_st);
     ggml_build_forward_expand(gf, v_st);
     /* attention over rows 0 .. n_kv - 1 */
@@ -384,11 +376,56 @@ static bool block(engine *e, int l, const tl_acquired *a, int pos0, int n, float
     cur = ggml_mul(ctx, ggml_rms_norm(ctx, ffn_inp, hp->eps), ffn_norm);
     struct ggml_tensor *t_up = ggml_mul_mat(ctx, up, cur), *t_gate = ggml_mul_mat(ctx, gate, cur);
     cur = ggml_mul_mat(ctx, down, ggml_swiglu_split(ctx, t_gate, t_up));
-    struct ggml_tensor *out = ggml_add(ctx, cur, ffn_inp);
-    ggml_set_output(out);
-    ggml_build_forward_expand(gf, out);
+    return ggml_add(ctx, cur, ffn_inp);
+}
 
-    ok = run_graph(e, s, gf);
+#define BLOCK_NODES 64 /* graph nodes (and tensors beside the weights) of one block, at most */
+
+/*
+ * Blocks l0 .. l0 + cnt - 1 (their acquired sets a[], all on one device) on x
+ * (host, n_embd x n, updated in place): tokens at positions pos0 .. pos0 + n - 1,
+ * attending to the cache up to pos0 + n. One graph: the activations stay on
+ * the device from block to block, and an RPC server is asked once, not once
+ * per block. Its compute time is shared evenly among the blocks' figures.
+ */
+static bool blocks(engine *e, int l0, int cnt, tl_acquired *const *a, int pos0, int n, float *x) {
+    const hparams *hp = &e->hp;
+    size_t graph_size = (size_t)BLOCK_NODES * (size_t)cnt + 16;
+    struct ggml_init_params ip = {ggml_tensor_overhead() * (graph_size + 16 * (size_t)cnt) +
+                                      ggml_graph_overhead_custom(graph_size, false),
+                                  NULL, true};
+    struct ggml_context *ctx = ggml_init(ip);
+    if (!ctx) return false;
+    /* the cache is read in whole 256-row steps, as llama.cpp reads its cache: the rows past
+       pos0 + n are masked (probability 0 against zero V), and the dot products have the same
+       length, so the same summation order */
+    const int n_kv = (int)(((int64_t)pos0 + n + 255) / 256 * 256 < e->n_ctx
+                               ? ((int64_t)pos0 + n + 255) / 256 * 256
+                               : e->n_ctx);
+    struct ggml_tensor *inp = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp->n_embd, n);
+    struct ggml_tensor *pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n);
+    struct ggml_tensor *mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_kv, n);
+    ggml_set_input(inp);
+    ggml_set_input(pos);
+    ggml_set_input(mask);
+    struct ggml_cgraph *gf = ggml_new_graph_custom(ctx, graph_size, false);
+    struct ggml_tensor *out = inp;
+    int si = -1;
+    for (int i = 0; i < cnt && out; i++) {
+        int sj = -1;
+        out = block_nodes(e, ctx, gf, l0 + i, a[i], out, pos, mask, pos0, n, n_kv, &sj);
+        if (out && si >= 0 && sj != si) {
+            fprintf(stderr, "tl-llama: blocks %d and %d: on different devices\n", l0, l0 + i);
+            out = NULL;
+        }
+        si = sj;
+    }
+    bool ok = out != NULL;
+    if (ok) {
+        ggml_set_output(out);
+        ggml_build_forward_expand(gf, out);
+        ok = run_graph(e, &e->slots[si], gf);
+    }
     if (ok) {
         int32_t *p = malloc((size_t)n * sizeof *p);
         float *mk = malloc((size_t)n * (size_t)n_kv * sizeof *mk);
@@ -398,11 +435,14 @@ static bool block(engine *e, int l, const tl_acquired *a, int pos0, int n, float
             for (int j = 0; j < n_kv; j++)
                 mk[(size_t)i * (size_t)n_kv + (size_t)j] = j <= pos0 + i ? 0.0f : -INFINITY;
         }
+        double t = 0;
         if (ok) {
             ggml_backend_tensor_set(inp, x, 0, ggml_nbytes(inp));
             ggml_backend_tensor_set(pos, p, 0, ggml_nbytes(pos));
             ggml_backend_tensor_set(mask, mk, 0, ggml_nbytes(mask));
-            ok = compute(e, s, gf, &e->layer_compute[l]);
+            ok = compute(e, &e->slots[si], gf, &t);
+            for (int i = 0; i < cnt; i++)
+                e->layer_compute[l0 + i] += t / cnt;
         }
         if (ok) ggml_backend_tensor_get(out, x, 0, ggml_nbytes(out));
         free(p);
@@ -462,7 +502,9 @@ static tl_status acquire(engine *e, size_t l0, size_t l1, bool with_other, tl_ac
  * non-layer weights again. Whatever comes next is prefetched before the
  * current step computes: block 0 during the embedding, block l + 1 during
  * block l, the head's weights during the last block, and block 0 of the next
- * pass (when more is true) during the head.
+ * pass (when more is true) during the head. With the weights kept whole
+ * (e->chain) the blocks that follow one another on one device are computed
+ * as one graph.
  */
 static tl_status forward(engine *e, const int32_t *tok, int n, int pos0, bool more,
                          float *logits) {
@@ -473,14 +515,35 @@ static tl_status forward(engine *e, const int32_t *tok, int n, int pos0, bool mo
     if (!s) s = tl_session_prefetch(e->s, TL_COMP_OTHER, 0, 1, false);
     if (!s && !embed(e, a, tok, n, x)) s = TL_ERR_DEVICE;
     tl_session_release(e->s, a);
-    for (int l = 0; l < e->hp.n_layer && !s; l++) {
-        if ((s = acquire(e, (size_t)l, (size_t)l + 1, false, &a, &e->layer_wait[l]))) break;
-        s = l + 1 < e->hp.n_layer
-                ? tl_session_prefetch(e->s, TL_COMP_OTHER, (size_t)l + 1, (size_t)l + 2, false)
-                : tl_session_prefetch(e->s, TL_COMP_OTHER, 0, 0, true);
-        if (!s && !block(e, l, a, pos0, n, x)) s = TL_ERR_DEVICE;
-        tl_session_release(e->s, a);
+    tl_acquired *carry = NULL; /* a block acquired for a run of blocks it did not join */
+    for (int l = 0; l < e->hp.n_layer && !s;) {
+        /* the next block, or (weights kept whole) the next blocks on one device */
+        int cnt = 0;
+        tl_device *dev = NULL;
+        while (l + cnt < e->hp.n_layer) {
+            tl_acquired *b = carry;
+            carry = NULL;
+            size_t k = (size_t)(l + cnt);
+            if (!b && (s = acquire(e, k, k + 1, false, &b, &e->layer_wait[k]))) break;
+            tl_device *d = set_device(b);
+            if (cnt && d != dev) {
+                carry = b;
+                break;
+            }
+            dev = d;
+            e->held[cnt++] = b;
+            if (!e->chain) break;
+        }
+        if (!s && !e->chain)
+            s = l + 1 < e->hp.n_layer
+                    ? tl_session_prefetch(e->s, TL_COMP_OTHER, (size_t)l + 1, (size_t)l + 2, false)
+                    : tl_session_prefetch(e->s, TL_COMP_OTHER, 0, 0, true);
+        if (!s && !blocks(e, l, cnt, e->held, pos0, n, x)) s = TL_ERR_DEVICE;
+        for (int i = 0; i < cnt; i++)
+            tl_session_release(e->s, e->held[i]);
+        l += cnt;
     }
+    if (carry) tl_session_release(e->s, carry);
     if (!s && !(s = acquire(e, 0, 0, true, &a, NULL))) {
         if (more) s = tl_session_prefetch(e->s, TL_COMP_OTHER, 0, 1, false);
         if (!s && !head(e, a, x, n, logits)) s = TL_ERR_DEVICE;
@@ -699,7 +762,9 @@ static int run_engine(int argc, char **argv) {
     e.layers = calloc((size_t)e.hp.n_layer, sizeof *e.layers);
     e.layer_wait = calloc((size_t)e.hp.n_layer, sizeof *e.layer_wait);
     e.layer_compute = calloc((size_t)e.hp.n_layer, sizeof *e.layer_compute);
-    if (!e.layers || !e.layer_wait || !e.layer_compute) return fail("memory", TL_ERR_NOMEM);
+    e.held = calloc((size_t)e.hp.n_layer, sizeof *e.held);
+    if (!e.layers || !e.layer_wait || !e.layer_compute || !e.held)
+        return fail("memory", TL_ERR_NOMEM);
 
     /* 1. ggml's devices registered before planning, so the plan can place weights on them */
     if ((s = tl_device_ggml_discover(ggml_dir, NULL)))
@@ -805,8 +870,8 @@ static int run_engine(int argc, char **argv) {
     free(steps);
     /* Weights kept whole are all needed by the first token: load them as one batch, so that an
        RPC server gets them in writes large enough for its cache (sent once per model) */
-    if (dec.mode != TL_PLAN_MODE_STREAM && !(split && budget) &&
-        (s = tl_session_prefetch(e.s, TL_COMP_OTHER, 0, TL_ALL_LAYERS, true)))
+    e.chain = dec.mode != TL_PLAN_MODE_STREAM && !(split && budget);
+    if (e.chain && (s = tl_session_prefetch(e.s, TL_COMP_OTHER, 0, TL_ALL_LAYERS, true)))
         return fail("prefetch", s);
 
     /* 4. The run: the prompt as one batch, then each greedy token. */
@@ -947,6 +1012,7 @@ static int run_engine(int argc, char **argv) {
     free(e.layers);
     free(e.layer_wait);
     free(e.layer_compute);
+    free(e.held);
     return 0;
 }
 
