@@ -482,7 +482,8 @@ static void *worker_main(void *arg) {
             prefault(b);
         } else {
             const chunk *c = &b->ch[k];
-            tl_status s = c->pack ? move_pack(e, b, c, &stg) : move_chunk(e, &b->x[c->xfer], c, &stg);
+            tl_status s =
+                c->pack ? move_pack(e, b, c, &stg) : move_chunk(e, &b->x[c->xfer], c, &stg);
             if (stg) {
                 tl__staging_give(&e->staging, stg);
                 stg = NULL;
@@ -564,7 +565,6 @@ bool tl__io_engine_uring(const tl__io_engine *e) {
     return e->ring != NULL;
 }
 
-/* Cut the transfers into chunks. */
 /* Room for one more chunk. */
 static tl_status chunk_room(tl__io_batch *b, size_t *cap) {
     if (b->n_ch < *cap) return TL_OK;
@@ -676,6 +676,7 @@ static tl_status chunk_xfers(tl__io_engine *e, tl__io_batch *b, const bool *pack
     return TL_OK;
 }
 
+/* Cut the transfers into chunks: packs first, then pieces of the rest. */
 static tl_status make_chunks(tl__io_engine *e, tl__io_batch *b) {
     size_t cap = 0;
     bool *packed = tl__os_calloc(b->n_x ? b->n_x : 1, sizeof *packed);
