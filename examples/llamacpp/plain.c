@@ -4,14 +4,16 @@
  * metadata, llama_model_init_from_user builds the model and calls back once per tensor, and the
  * callback preads the tensor's bytes from the file into llama.cpp's buffer (through a buffer of
  * its size where the tensor is not in host memory). A tensor the file lacks is one of the
- * optional ones llama.cpp creates from metadata: a bias stays zero (fresh memory, no write) and
- * a factor is set to 1. It is a baseline for measurements (time, peak RSS), not a loader: a
+ * optional ones llama.cpp creates from metadata: a bias is set to 0 and a factor to 1, written
+ * only where the memory does not hold the value yet (a fresh buffer's bias is never written).
+ * It is a baseline for measurements (time, peak RSS), not a loader: a
  * file that ties its output projection to the embedding is refused as llama.cpp refuses it.
  */
 #include "plain.h"
 
 #include <fcntl.h>
 #include <gguf.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -40,16 +42,16 @@ static void on_tensor(struct ggml_tensor *t, void *user) {
     int64_t id = gguf_find_tensor(p->meta, ggml_get_name(t));
     if (id < 0) {
         const char *dot = strrchr(t->name, '.');
-        bool zero = dot && !strcmp(dot, ".bias");
-        if (t->type != GGML_TYPE_F32 || (zero && host)) return; /* llama.cpp says what is missing */
+        const float want = dot && !strcmp(dot, ".bias") ? 0.0f : 1.0f;
+        if (t->type != GGML_TYPE_F32) return; /* llama.cpp says what is missing */
         size_t k = (size_t)ggml_nelements(t);
-        float *v = host ? t->data : calloc(k ? k : 1, sizeof *v);
+        float *v = host ? t->data : malloc(k ? k * sizeof *v : 1);
         if (!v) {
             p->failed = true;
             return;
         }
-        for (size_t i = 0; i < k && !zero; i++)
-            v[i] = 1.0f;
+        for (size_t i = 0; i < k; i++) /* reading fresh memory maps no page; only writes do */
+            if (!host || v[i] != want || signbit(v[i])) v[i] = want;
         if (!host) {
             ggml_backend_tensor_set(t, v, 0, n);
             free(v);
