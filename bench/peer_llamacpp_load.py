@@ -9,7 +9,11 @@ on) and its peak RSS at exit (beside it: it adds llama.cpp's context and compute
 each right after another process recycled memory and after 8 s idle; the variants alternate
 within each round. Limits (medians per condition): tierload <= 0.6 x llama.cpp --no-mmap,
 <= 1.0 x llama.cpp direct I/O where the file system takes O_DIRECT, peak RSS <= llama.cpp
---no-mmap's. Before timing, the model's logits through both loaders must be bit-identical.
+--no-mmap's. Beside them, without a limit, the path tierload takes with no tierload in it:
+llama.cpp's llama_model_init_from_user with a callback that preads each tensor (tl-llamacpp
+--reference --llama-mode user), the least a program on that path does; tierload's peak RSS is
+printed against it too. Before timing, the model's logits through both loaders must be
+bit-identical.
 Then, where a ggml-rpc-server is found (TL_GGML_RPC_SERVER, else BUILD/ggml/bin), two servers
 become llama.cpp's devices with budgets (PEER_RPC_BUDGET, default 55% of the model each) that
 neither meets alone: tierload's plan (--plan) must give the same logits as llama.cpp's own
@@ -96,6 +100,8 @@ def run(variant, extra=()):
         cmd += ["--reference", "--llama-mode", "none"]
     elif variant == "llama.cpp direct":
         cmd += ["--reference", "--llama-mode", "direct"]
+    elif variant == "llama.cpp user API":
+        cmd += ["--reference", "--llama-mode", "user"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         sys.exit("peer_llamacpp_load: %s failed: %s" % (" ".join(cmd), r.stderr.strip()))
@@ -155,7 +161,8 @@ def main():
     if os.path.getsize(MODEL) < (1 << 30):
         sys.exit("peer_llamacpp_load: the model must be at least 1 GiB")
     direct = direct_io_supported(MODEL)
-    variants = ["llama.cpp no-mmap", "tierload"] + (["llama.cpp direct"] if direct else [])
+    variants = (["llama.cpp no-mmap", "tierload", "llama.cpp user API"] +
+                (["llama.cpp direct"] if direct else []))
     ok = same_logits()
     conds = [("recycled", "warm"), ("recycled", "cold"), ("idle", "warm"), ("idle", "cold")]
     res = {c: {v: [] for v in variants} for c in conds}
@@ -195,6 +202,10 @@ def main():
             ok &= good
             print("%-16s   %-40s %.4fx  limit %.1fx  %s" % ("", name, ratio, limit,
                                                              "ok" if good else "MISSED"))
+        u = med["llama.cpp user API"]
+        print("%-16s   %-40s %.4fx  (%+.0f KiB; the user API path itself: %+.0f KiB)" % (
+            "", "load's peak RSS vs llama.cpp user API", t[2] / u[2], (t[2] - u[2]) * 1024,
+            (u[2] - n[2]) * 1024))
     if not direct:
         print("direct I/O: this file system refuses O_DIRECT; that limit is not checked")
     ok &= placement()

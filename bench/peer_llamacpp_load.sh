@@ -3,9 +3,11 @@
 # (libtierload-llama, through the example BUILD_DIR/tl-llamacpp) against llama.cpp's own
 # llama_model_load_from_file with --no-mmap and with direct I/O, warm and cold, right after
 # memory was recycled and after 8 s idle, alternating, PEER_ROUNDS rounds (default 3); peak RSS
-# and time to the first token beside them. The model is a `tierload mkmodel --profile llama`
-# GGUF of PEER_SIZE (default 1.5G, at least 1 GiB) in $TMPDIR or /var/tmp whose weights are
-# then made finite (normal(0, 1/sqrt(fan_in)), norms 1) with numpy; kept when PEER_KEEP=1.
+# and time to the first token beside them, and llama.cpp's user-data path with a plain pread
+# callback (no tierload) as the baseline of the path tierload takes. The model is a
+# `tierload mkmodel --profile llama` GGUF of PEER_SIZE (default 1.5G, at least 1 GiB) in
+# $TMPDIR or /var/tmp whose weights are then made finite (normal(0, 1/sqrt(fan_in)), norms 1)
+# with numpy; kept when PEER_KEEP=1.
 # Limits: see peer_llamacpp_load.py. Exits 77 when tl-llamacpp was not built (no llama.cpp)
 # or numpy is missing, 1 on a missed limit, 0 when all were met.
 set -u

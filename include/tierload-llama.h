@@ -63,7 +63,8 @@ typedef struct tl_llama_options {
      * hugepages, ...); NULL = tl_load_options_init's defaults. convert, dtype,
      * tensors, dest and align are decided here and must be left at their
      * defaults (TL_ERR_INVALID_ARG otherwise); progress is llama.cpp's
-     * (llama_model_params.progress_callback).
+     * (llama_model_params.progress_callback); memory is not sampled
+     * (sample_interval is ignored: the load's figures are not returned).
      */
     const tl_load_options *load;
     /* LoRAs merged at load, in order (F32, F16 and BF16 weights). */

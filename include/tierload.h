@@ -1675,7 +1675,7 @@ typedef struct tl_load_options {
     bool no_hugepages;      /* 4 KiB destination pages throughout (wins over hugepages) */
     tl_load_progress_fn progress; /* called on the calling thread, about every 50 ms */
     void *progress_user;
-    double sample_interval; /* seconds between memory samples; 0 = 5 ms */
+    double sample_interval; /* seconds between memory samples; 0 = 5 ms; < 0 = none (stats.mem) */
     /* Load only these tensors (model indexes; NULL = all). Others are left empty in the result. */
     const size_t *tensors;
     size_t n_tensors;
@@ -1792,7 +1792,8 @@ typedef struct tl_load_stats {
     /*
      * process memory at start / end / peak, sampled during the load; no USS
      * (start.uss and end.uss are 0: reading it walks every page table, ~25 ms
-     * per GiB the process holds; call tl_memstats_read)
+     * per GiB the process holds; call tl_memstats_read). All 0 when
+     * sample_interval < 0: no sampler thread, nothing read.
      */
     tl_memspan mem;
 } tl_load_stats;

@@ -217,13 +217,16 @@ static bool tie_output(tl_model *m, struct gguf_context *meta) {
     return true;
 }
 
+/* The caller's load options; the memory sampler is off (its figures are not returned). */
 static tl_status load_opts(const tl_llama_options *o, tl_load_options *lo) {
     tl_load_options_init(lo);
+    lo->sample_interval = -1;
     if (!o->load) return TL_OK;
     if (!o->load->size)
         return tl_set_error(TL_ERR_INVALID_ARG, "tl_llama_model_load: load options size 0");
     memcpy(lo, o->load, o->load->size < sizeof *lo ? o->load->size : sizeof *lo);
     lo->size = sizeof *lo;
+    lo->sample_interval = -1;
     if (lo->convert || lo->tensors || lo->dest || lo->align)
         return tl_set_error(TL_ERR_INVALID_ARG,
                             "tl_llama_model_load: convert, tensors, dest and align are decided by "

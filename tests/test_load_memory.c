@@ -3,6 +3,7 @@
  * /proc (not assumed): peak anonymous RSS during a load stays within the
  * bytes loaded + the staging bound + 16 MiB, and with evict the file leaves
  * the page cache (mincore). One load per mode that copies, to stay fast.
+ * With sample_interval < 0 nothing is sampled (the figures are 0).
  */
 #include "testutil.h"
 #include "test_load_st.h"
@@ -81,8 +82,44 @@ static void test_bound_512m(void **st) {
     tu_tmpdir_rm(d);
 }
 
+/* sample_interval < 0: no sampler, the memory figures stay 0; the default samples. */
+static void test_no_sampling(void **st) {
+    (void)st;
+    char *d = tu_tmpdir();
+    char *path = tu_path(d, "small.safetensors");
+    st_tensor t = {"w", "F16", 1u << 20, 2, NULL, fill, NULL};
+    st_write(path, &t, 1);
+    tl_model *m = NULL;
+    const char *p[] = {path};
+    assert_int_equal(tl_model_open(p, 1, NULL, &m), TL_OK);
+    for (int off = 0; off < 2; off++) {
+        tl_load_options o;
+        tl_load_options_init(&o);
+        o.mode = TL_LOAD_BUFFERED;
+        o.sample_interval = off ? -1 : 0;
+        tl_load_result *r = NULL;
+        assert_int_equal(tl_model_load(m, &o, &r), TL_OK);
+        const tl_load_stats *s = tl_load_result_stats(r);
+        assert_int_equal(s->bytes, 2u << 20);
+        if (off) {
+            assert_int_equal(s->mem.samples, 0);
+            assert_int_equal(s->mem.rss_peak, 0);
+            assert_int_equal(s->mem.start.rss, 0);
+            assert_int_equal(s->mem.end.rss, 0);
+        } else {
+            assert_true(s->mem.samples >= 2);
+            assert_true(s->mem.rss_peak >= s->mem.start.rss && s->mem.start.rss > 0);
+        }
+        tl_load_result_destroy(r);
+    }
+    tl_model_close(m);
+    free(path);
+    tu_tmpdir_rm(d);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_no_sampling),
         cmocka_unit_test(test_bound_512m),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));

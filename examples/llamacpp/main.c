@@ -4,7 +4,7 @@
  * program on llama.cpp's own loader, for comparison.
  *
  *   tl-llamacpp MODEL [--tokens 1,2,3] [--n-predict N] [--logits OUT.f32] [--json]
- *               [--lora FILE[:SCALE]]... [--reference [--llama-mode none|mmap|direct]]
+ *               [--lora FILE[:SCALE]]... [--reference [--llama-mode none|mmap|direct|user]]
  *               [--mode auto|buffered|direct] [--verify] [--threads N]
  *               [--no-extra-bufts] [--verbose]
  *               [--rpc HOST:PORT[,HOST:PORT...]] [--plan [--max-vram SPEC] [--reserve SIZE]]
@@ -14,7 +14,10 @@
  * row of logits (prompt positions, then one per generated token) as raw
  * little-endian F32, n_vocab per row. With --reference, LoRAs are applied by
  * llama.cpp at run time (llama_adapter_lora_init + llama_set_adapters_lora);
- * without it, tierload merges them into the weights as they load. --rpc
+ * without it, tierload merges them into the weights as they load.
+ * --llama-mode user is llama.cpp's own user-data path (llama_model_init_from_user)
+ * with a callback that preads each tensor and no tierload (plain.c): the baseline
+ * of the path tl_llama_model_load takes. --rpc
  * adds ggml RPC servers as llama.cpp devices; --plan lets tierload's planner
  * place the layers on llama.cpp's GPU devices under --max-vram budgets
  * (llama.cpp's own placement otherwise: every layer offloaded, split by free
@@ -22,6 +25,7 @@
  * are the tierload CLI's (7: llama.cpp refused the model, 12: the file
  * changed, 10: cancelled).
  */
+#include "plain.h"
 #include "tierload-llama.h"
 
 #include <ggml-backend.h>
@@ -69,7 +73,7 @@ static int usage(const char *why) {
         stderr,
         "usage: tl-llamacpp MODEL [--tokens 1,2,3] [--n-predict N] [--logits OUT.f32] [--json]\n"
         "                   [--lora FILE[:SCALE]]... [--reference [--llama-mode "
-        "none|mmap|direct]]\n"
+        "none|mmap|direct|user]]\n"
         "                   [--mode auto|buffered|direct] [--verify] [--threads N]\n"
         "                   [--no-extra-bufts] [--verbose]\n"
         "                   [--rpc HOST:PORT[,...]] [--plan [--max-vram SPEC] [--reserve SIZE]]\n");
@@ -224,9 +228,10 @@ int main(int argc, char **argv) {
             mp.load_mode = LLAMA_LOAD_MODE_MMAP;
         else if (!strcmp(llama_mode, "direct"))
             mp.load_mode = LLAMA_LOAD_MODE_DIRECT_IO;
-        else
+        else if (strcmp(llama_mode, "user"))
             return usage("bad --llama-mode");
-        model = llama_model_load_from_file(model_path, mp);
+        model = strcmp(llama_mode, "user") ? llama_model_load_from_file(model_path, mp)
+                                           : tl_plain_user_load(model_path, mp);
         if (!model) {
             fprintf(stderr, "tl-llamacpp: %s: llama.cpp could not load the model\n", model_path);
             return 7;

@@ -769,8 +769,10 @@ tl_status tl_model_load(tl_model *m, const tl_load_options *opts, tl_load_result
     j.no_uring = tl__env_is_set(TL_ENV_NO_URING);
     double t0 = tl__os_now();
     tl_memwatch *watch = NULL;
-    s = tl__memwatch_create(j.o.sample_interval, false, &watch); /* no USS: see memstats.h */
-    if (s != TL_OK) return s;
+    if (j.o.sample_interval >= 0) { /* no USS: see memstats.h */
+        s = tl__memwatch_create(j.o.sample_interval, false, &watch);
+        if (s != TL_OK) return s;
+    }
     j.m = m;
     tl_load_result *r = tl__os_calloc(1, sizeof *r);
     if (!r) {

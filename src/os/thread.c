@@ -1,19 +1,62 @@
 /*
  * thread.c — POSIX threads, mutexes and condition variables behind os/thread.h.
+ *
+ * A thread runs on a stack of ours (the default size, a guard page below it), unmapped when
+ * the thread is joined: glibc keeps the stacks of ended threads for reuse with their top pages
+ * resident (every library's thread-local storage, the thread's descriptor), so a job's workers
+ * would leave those pages in the process's RSS after the job.
  */
 #include "os/thread.h"
 #include "os/fault.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 struct tl__os_thread {
     pthread_t t;
+    void *map; /* guard page and stack; NULL: glibc's own stack */
+    size_t map_len;
 };
+
+/* The default stack size (RLIMIT_STACK, as glibc takes it), in whole pages. */
+static size_t stack_len(size_t page) {
+    pthread_attr_t a;
+    size_t n = 0;
+    if (pthread_attr_init(&a) == 0) {
+        if (pthread_attr_getstacksize(&a, &n) != 0) n = 0;
+        pthread_attr_destroy(&a);
+    }
+    if (n < (size_t)PTHREAD_STACK_MIN + (64u << 10)) n = (size_t)PTHREAD_STACK_MIN + (64u << 10);
+    return (n + page - 1) / page * page;
+}
+
+/* Start t on a stack of its own mapping (glibc's where none can be made); 0 or an errno. */
+static int start(tl__os_thread *t, void *(*fn)(void *), void *arg) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), len = stack_len(page);
+    void *p = mmap(NULL, len + page, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (p == MAP_FAILED) return pthread_create(&t->t, NULL, fn, arg);
+    pthread_attr_t a;
+    int e = mprotect(p, page, PROT_NONE) ? errno : pthread_attr_init(&a);
+    if (e == 0) {
+        e = pthread_attr_setstack(&a, (char *)p + page, len);
+        if (e == 0) e = pthread_create(&t->t, &a, fn, arg);
+        pthread_attr_destroy(&a);
+    }
+    if (e) {
+        munmap(p, len + page);
+        return e;
+    }
+    t->map = p;
+    t->map_len = len + page;
+    return 0;
+}
 
 int tl__os_thread_start(tl__os_thread **out, void *(*fn)(void *), void *arg) {
     if (tl__fault_hit(TL_FAULT_ALLOC)) return ENOMEM;
@@ -21,9 +64,9 @@ int tl__os_thread_start(tl__os_thread **out, void *(*fn)(void *), void *arg) {
 }
 
 int tl__os_thread_start_optional(tl__os_thread **out, void *(*fn)(void *), void *arg) {
-    tl__os_thread *t = malloc(sizeof *t);
+    tl__os_thread *t = calloc(1, sizeof *t);
     if (!t) return ENOMEM;
-    int e = pthread_create(&t->t, NULL, fn, arg);
+    int e = start(t, fn, arg);
     if (e) {
         free(t);
         return e;
@@ -35,6 +78,7 @@ int tl__os_thread_start_optional(tl__os_thread **out, void *(*fn)(void *), void 
 void tl__os_thread_join(tl__os_thread *t) {
     if (!t) return;
     pthread_join(t->t, NULL);
+    if (t->map) munmap(t->map, t->map_len);
     free(t);
 }
 
