@@ -302,7 +302,7 @@ static bool kv_cache(engine *e, int l) {
     L->kv_ctx = ggml_init(ip);
     if (!L->kv_ctx) return false;
     L->k = ggml_new_tensor_2d(L->kv_ctx, GGML_TYPE_F16, n_kv, e->n_ctx);
-    L->v = ggml_new_tensor_2d(L->kv_ctx, GGML_TYPE_F16, n_kv, e->n_ctx);
+    L->v = ggml_new_tensor_2d(L->kv_ctx, GGML_TYPE_F16, e->n_ctx, n_kv); /* transposed */
     L->kv_buf = ggml_backend_alloc_ctx_tensors(L->kv_ctx, e->slots[L->slot].be);
     if (!L->kv_buf) return false;
     ggml_backend_buffer_clear(L->kv_buf, 0);
@@ -350,26 +350,26 @@ static struct ggml_tensor *block_nodes(engine *e, struct ggml_context *ctx, stru
                       1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
     k = ggml_rope_ext(ctx, k, pos, NULL, (int)hp->n_rot, 0, (int)hp->n_ctx_train, hp->freq_base,
                       1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
-    /* store this batch's K and V at rows pos0.. of the cache (converted to F16) */
+    /* store this batch's K at rows pos0.. of the cache, and V at columns pos0.. of its
+       transposed cache (converted to F16), as llama.cpp keeps them without flash attention */
     struct ggml_tensor *k_dst =
         ggml_view_2d(ctx, L->k, n_kv_embd, n, L->k->nb[1], (size_t)pos0 * L->k->nb[1]);
     struct ggml_tensor *v_dst =
-        ggml_view_2d(ctx, L->v, n_kv_embd, n, L->v->nb[1], (size_t)pos0 * L->v->nb[1]);
+        ggml_view_2d(ctx, L->v, n, n_kv_embd, L->v->nb[1], (size_t)pos0 * L->v->nb[0]);
     struct ggml_tensor *k_st = ggml_cpy(ctx, ggml_reshape_2d(ctx, k, n_kv_embd, n), k_dst);
-    struct ggml_tensor *v_st = ggml_cpy(ctx, v, v_dst);
+    struct ggml_tensor *v_st = ggml_cpy(ctx, ggml_transpose(ctx, v), v_dst);
     ggml_build_forward_expand(gf, k_st);
     ggml_build_forward_expand(gf, v_st);
     /* attention over rows 0 .. n_kv - 1 */
     struct ggml_tensor *kc = ggml_view_3d(ctx, L->k, hd, hp->n_head_kv, n_kv, L->k->nb[0] * hd,
                                           L->k->nb[1], 0);
-    struct ggml_tensor *vc = ggml_view_3d(ctx, L->v, hd, hp->n_head_kv, n_kv, L->v->nb[0] * hd,
-                                          L->v->nb[1], 0);
+    struct ggml_tensor *vt = ggml_view_3d(ctx, L->v, n_kv, hd, hp->n_head_kv, L->v->nb[1],
+                                          L->v->nb[1] * hd, 0); /* [n_kv, hd, h]: no copy */
     struct ggml_tensor *qp = ggml_permute(ctx, q, 0, 2, 1, 3);   /* [hd, n, n_head] */
     struct ggml_tensor *kp = ggml_permute(ctx, kc, 0, 2, 1, 3);  /* [hd, n_kv, n_head_kv] */
     struct ggml_tensor *kq = ggml_mul_mat(ctx, kp, qp);           /* [n_kv, n, n_head] */
     kq = ggml_soft_max_ext(ctx, kq, mask, 1.0f / sqrtf((float)hd), 0.0f);
-    struct ggml_tensor *vt = ggml_cont(ctx, ggml_permute(ctx, vc, 1, 2, 0, 3)); /* [n_kv, hd, h] */
-    struct ggml_tensor *kqv = ggml_mul_mat(ctx, vt, kq);                        /* [hd, n, h] */
+    struct ggml_tensor *kqv = ggml_mul_mat(ctx, vt, kq); /* [hd, n, h] */
     cur = ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), hp->n_embd, n);
     cur = ggml_mul_mat(ctx, wo, cur);
     struct ggml_tensor *ffn_inp = ggml_add(ctx, cur, inp);
