@@ -1674,36 +1674,49 @@ typedef struct want {
     size_t n_tensors;
 } want;
 
-/* The units of a set of tensors, each tensor once, in the order given. */
-static tl_status tensor_units(const tl_session *s, const size_t *t, size_t nt, size_t **out,
-                              size_t *n) {
+/*
+ * The tensors of a set, each once, in the order given (malloc'd); an index
+ * past the model is TL_ERR_INVALID_ARG naming the entry.
+ */
+static tl_status distinct_tensors(const tl_session *s, const size_t *t, size_t nt, size_t **out,
+                                  size_t *n) {
     *out = NULL;
     *n = 0;
-    size_t count = tl_model_tensor_count(s->m), cnt = 0;
-    unsigned char *seen = tl__os_calloc(count ? count : 1, 1);
-    if (!seen) return tl__err(TL_ERR_NOMEM, "session: out of memory");
-    for (size_t i = 0; i < nt; i++) {
-        if (t[i] >= count) {
-            free(seen);
+    size_t count = tl_model_tensor_count(s->m), w = 0;
+    for (size_t i = 0; i < nt; i++)
+        if (t[i] >= count)
             return tl__err(TL_ERR_INVALID_ARG,
                            "session: tensor set: entry %zu is tensor %zu; the model has %zu", i,
                            t[i], count);
-        }
-        if (!seen[t[i]]) cnt += s->first[t[i] + 1] - s->first[t[i]];
-        seen[t[i]] = 1;
-    }
-    size_t *u = tl__os_malloc((cnt ? cnt : 1) * sizeof *u), w = 0;
-    if (!u) {
+    unsigned char *seen = tl__os_calloc(count ? count : 1, 1);
+    size_t *d = tl__os_malloc((nt ? nt : 1) * sizeof *d);
+    if (!seen || !d) {
         free(seen);
+        free(d);
         return tl__err(TL_ERR_NOMEM, "session: out of memory");
     }
     for (size_t i = 0; i < nt; i++)
-        if (seen[t[i]]) {
-            for (size_t q = s->first[t[i]]; q < s->first[t[i] + 1]; q++)
-                u[w++] = q;
-            seen[t[i]] = 0;
+        if (!seen[t[i]]) {
+            seen[t[i]] = 1;
+            d[w++] = t[i];
         }
     free(seen);
+    *out = d;
+    *n = w;
+    return TL_OK;
+}
+
+/* The units of distinct tensors t (n of them), in their order. */
+static tl_status tensor_units(const tl_session *s, const size_t *t, size_t nt, size_t **out,
+                              size_t *n) {
+    size_t cnt = 0, w = 0;
+    for (size_t i = 0; i < nt; i++)
+        cnt += s->first[t[i] + 1] - s->first[t[i]];
+    size_t *u = tl__os_malloc((cnt ? cnt : 1) * sizeof *u);
+    if (!u) return tl__err(TL_ERR_NOMEM, "session: out of memory");
+    for (size_t i = 0; i < nt; i++)
+        for (size_t q = s->first[t[i]]; q < s->first[t[i] + 1]; q++)
+            u[w++] = q;
     *out = u;
     *n = w;
     return TL_OK;
@@ -1715,8 +1728,8 @@ static want set_want(const size_t *tensors, size_t n) {
     return (want){TL_COMP_OTHER, 0, 0, false, tensors ? tensors : &none, n};
 }
 
-static tl_status group_find_locked(tl_session *s, const size_t *tensors, size_t n,
-                                   const char *name, size_t *id);
+static tl_status group_find_locked(tl_session *s, size_t *tensors, size_t n, const char *name,
+                                   size_t *id);
 
 /*
  * Lock the session and list the units it asks for; on failure the lock is
@@ -1730,10 +1743,15 @@ static tl_status enter(tl_session *s, const want *w, size_t **list, size_t *n,
     *step = (tl_session_step){w->c, w->lb, w->le, w->with_other};
     tl_status st;
     if (w->tensors) {
-        st = tensor_units(s, w->tensors, w->n_tensors, list, n);
-        size_t id = SIZE_MAX;
-        if (!st && w->n_tensors && group_find_locked(s, w->tensors, w->n_tensors, NULL, &id))
-            tl__err_clear(); /* a set the groups cannot take: acquired all the same, no step */
+        size_t *t = NULL, nt = 0, id = SIZE_MAX;
+        st = distinct_tensors(s, w->tensors, w->n_tensors, &t, &nt);
+        if (!st) st = tensor_units(s, t, nt, list, n);
+        if (!st && nt) {
+            if (group_find_locked(s, t, nt, NULL, &id)) /* takes t */
+                tl__err_clear(); /* a set the groups cannot take: acquired all the same, no step */
+        } else {
+            free(t);
+        }
         *step = id == SIZE_MAX ? (tl_session_step){TL_COMP_INVALID, 0, 0, false}
                                : (tl_session_step){TL_COMP_GROUP, id, id + 1, false};
     } else if (w->c == TL_COMP_GROUP) {
@@ -3121,11 +3139,20 @@ static tl_status sched_make(const tl_session *s, const tl_session_step *steps, s
     return st;
 }
 
+/* Make m's uses the schedule's (the old ones freed), and the heaps again for them. */
+static void uses_install_locked(tl_session *s, const sched_made *m) {
+    tl__os_mutex_assert_held(&s->mu);
+    uses_free(s->uses, s->n_uses, s->uses_ng);
+    s->uses = m->uses;
+    s->n_uses = m->n_uses;
+    s->uses_ng = m->ng;
+    heap_rebuild_locked(s);
+}
+
 /* Make m (total steps; 0: none) the schedule, the next step at pos; m is the session's now. */
 static void sched_install_locked(tl_session *s, sched_made *m, size_t total, size_t pos) {
     tl__os_mutex_assert_held(&s->mu);
-    sched_made old = {s->steps, s->uses, s->n_uses, s->uses_ng};
-    sched_free(&old);
+    free(s->steps);
     if (!total) {
         sched_free(m);
         *m = (sched_made){0};
@@ -3133,10 +3160,7 @@ static void sched_install_locked(tl_session *s, sched_made *m, size_t total, siz
     s->steps = m->steps;
     s->n_steps = total;
     s->pos = pos;
-    s->uses = m->uses;
-    s->n_uses = m->n_uses;
-    s->uses_ng = m->ng;
-    heap_rebuild_locked(s);
+    uses_install_locked(s, m);
 }
 
 tl_status tl_session_set_schedule(tl_session *s, const tl_session_step *steps, size_t n) {
@@ -3221,23 +3245,12 @@ static int cmp_size(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* A new group's lists: the tensors (valid indexes, n > 0) each once in their order, and sorted. */
-static tl_status group_lists(const tl_session *s, const size_t *tensors, size_t n, sgroup *G) {
-    size_t count = tl_model_tensor_count(s->m);
-    unsigned char *seen = tl__os_calloc(count ? count : 1, 1);
-    G->tensors = tl__os_malloc(n * sizeof *G->tensors);
+/* A group's lists: tensors (distinct_tensors', n > 0: G's to keep) and the same sorted. */
+static tl_status group_lists(size_t *tensors, size_t n, sgroup *G) {
+    G->tensors = tensors;
+    G->n = n;
     G->sorted = tl__os_malloc(n * sizeof *G->sorted);
-    if (!seen || !G->tensors || !G->sorted) {
-        free(seen);
-        return tl__err(TL_ERR_NOMEM, "session: out of memory for a group");
-    }
-    G->n = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!seen[tensors[i]]) {
-            seen[tensors[i]] = 1;
-            G->tensors[G->n++] = tensors[i];
-        }
-    free(seen);
+    if (!G->sorted) return tl__err(TL_ERR_NOMEM, "session: out of memory for a group");
     memcpy(G->sorted, G->tensors, G->n * sizeof *G->sorted);
     qsort(G->sorted, G->n, sizeof *G->sorted, cmp_size);
     G->key = XXH3_64bits(G->sorted, G->n * sizeof *G->sorted);
@@ -3251,18 +3264,18 @@ static void group_free(sgroup *G) {
 }
 
 /*
- * The group of these tensors (valid indexes, n > 0), found or made: a new one
- * splits the groups the schedule counts (groups.c) and makes the schedule's
- * uses and the heaps again. On an error (TL_ERR_UNSUPPORTED: past the bounds
+ * The group of these tensors (distinct_tensors' list, n > 0, which this
+ * takes), found or made: a new one splits the groups the schedule counts
+ * (groups.c) and makes the schedule's uses and the heaps again. On an error (TL_ERR_UNSUPPORTED: past the bounds
  * in tierload.h, tl_session_group; TL_ERR_NOMEM) *id is SIZE_MAX and nothing
  * changed.
  */
-static tl_status group_find_locked(tl_session *s, const size_t *tensors, size_t n,
-                                   const char *name, size_t *id) {
+static tl_status group_find_locked(tl_session *s, size_t *tensors, size_t n, const char *name,
+                                   size_t *id) {
     tl__os_mutex_assert_held(&s->mu);
     *id = SIZE_MAX;
     sgroup G = {0};
-    tl_status st = group_lists(s, tensors, n, &G);
+    tl_status st = group_lists(tensors, n, &G);
     for (size_t i = 0; !st && i < s->n_gv; i++) {
         sgroup *H = &s->gv[i];
         if (H->key != G.key || H->n != G.n || memcmp(H->sorted, G.sorted, G.n * sizeof *G.sorted))
@@ -3314,13 +3327,7 @@ static tl_status group_find_locked(tl_session *s, const size_t *tensors, size_t 
     *id = s->n_gv;
     s->gv[s->n_gv++] = G;
     (void)index_groups(s); /* cannot fail: gfirst has room */
-    if (s->steps) {
-        uses_free(s->uses, s->n_uses, s->uses_ng);
-        s->uses = m.uses;
-        s->n_uses = m.n_uses;
-        s->uses_ng = m.ng;
-        heap_rebuild_locked(s);
-    }
+    if (s->steps) uses_install_locked(s, &m);
     return TL_OK;
 }
 
@@ -3328,15 +3335,11 @@ tl_status tl_session_group(tl_session *s, const char *name, const size_t *tensor
                            tl_session_step *out) {
     if (!s || !out || !tensors || !n)
         return tl__err(TL_ERR_INVALID_ARG, "tl_session_group: NULL argument or no tensors");
-    size_t count = tl_model_tensor_count(s->m);
-    for (size_t i = 0; i < n; i++)
-        if (tensors[i] >= count)
-            return tl__err(TL_ERR_INVALID_ARG,
-                           "tl_session_group %s: entry %zu is tensor %zu; the model has %zu",
-                           name ? name : "(unnamed)", i, tensors[i], count);
+    size_t *t, nt, id;
+    tl_status st = distinct_tensors(s, tensors, n, &t, &nt);
+    if (st) return tl__err_prefix(st, "tl_session_group %s", name ? name : "(unnamed)");
     tl__os_mutex_lock(&s->mu);
-    size_t id;
-    tl_status st = group_find_locked(s, tensors, n, name, &id);
+    st = group_find_locked(s, t, nt, name, &id); /* takes t */
     tl__os_mutex_unlock(&s->mu);
     if (!st) *out = (tl_session_step){TL_COMP_GROUP, id, id + 1, false};
     return st;
