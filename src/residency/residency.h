@@ -7,6 +7,7 @@
 #ifndef TL_RESIDENCY_H
 #define TL_RESIDENCY_H
 
+#include "io/io.h"
 #include "model/typerules.h"
 #include "tierload.h"
 
@@ -95,15 +96,15 @@ tl_status tlr_session_producible(const tl_session *s, size_t t);
  * Produce unit pl (xunit x) through p. On a device that merges
  * (devices/ggml_merge.h), when p has lowrank and the unit keeps the file's
  * type: the file's rows copied into the unit's memory and the terms merged
- * there by the device (*on_device true). Else, or when that fails, a chunk
+ * there by the device (*on_device true; the rows moved by io). Else, or when that fails, a chunk
  * of rows at a time (at most 16 MiB of them in their type and in F32): into
  * host memory `host` (the memory of a host-addressed device), or, with host
  * NULL, through a buffer of one chunk uploaded to (dev, dptr). *err: the
  * largest error the producer reported.
  */
 tl_status tlr_xform_produce(const tlr_producer *p, const tl_model *m, const tlr_place *pl,
-                            const tlr_xunit *x, void *host, tl_device *dev, tl_devptr dptr,
-                            double *err, bool *on_device);
+                            const tlr_xunit *x, tl__io_engine *io, void *host, tl_device *dev,
+                            tl_devptr dptr, double *err, bool *on_device);
 
 /*
  * Groups (groups.c): the units a step takes together. At first one per

@@ -2500,7 +2500,7 @@ static tl_status acquire_want(tl_session *s, const want *w, uint32_t timeout_ms,
             const sdev *v = &s->dev[u->dev];
             double e = 0;
             bool dm = false;
-            st = tlr_xform_produce(&prod, s->m, &u->pl, &u->x,
+            st = tlr_xform_produce(&prod, s->m, &u->pl, &u->x, s->io,
                                    v->host_ptr ? (void *)(uintptr_t)u->dptr : NULL, v->d, u->dptr,
                                    &e, &dm);
             if (e > err) err = e;

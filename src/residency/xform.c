@@ -12,7 +12,7 @@
 
 #include "core/error.h"
 #include "devices/ggml_merge.h"
-#include "os/guard.h"
+#include "io/io.h"
 #include "os/hostmem.h"
 
 tl_status tlr_xform_check(const tl_model *m, size_t t, tl_dtype to) {
@@ -71,39 +71,30 @@ void tlr_xform_unit(const tl_model *m, const tlr_place *pl, tl_dtype to, tlr_xun
 #define DEVICE_TERMS 16
 
 /*
- * The unit's file bytes copied into its memory (host-addressed: straight in; else through a
- * buffer of at most PRODUCE_CHUNK), then the producer's terms merged there by the device.
+ * The unit's file bytes moved into its memory by the mover (io) as any load
+ * is (host-addressed: straight in; else through its staging), then the
+ * producer's terms merged there by the device.
  */
 static tl_status produce_on_device(const tlr_producer *p, const tl_model *m, const tlr_place *pl,
-                                   void *host, tl_device *dev, tl_devptr dptr) {
+                                   tl__io_engine *io, void *host, tl_device *dev, tl_devptr dptr) {
     const tl_tensor_info *ti = tl_model_tensor(m, pl->tensor);
-    const char *path = tl_model_file(m, ti->file)->path;
     const unsigned char *src = tl_model_tensor_data(m, pl->tensor);
     if (!src)
-        return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s is not contiguous", path, ti->name);
-    src += pl->off;
-    tl_status st = TL_OK;
+        return tl__err(TL_ERR_UNSUPPORTED, "%s: tensor %s is not contiguous",
+                       tl_model_file(m, ti->file)->path, ti->name);
+    tl__io_xfer x = {.len = pl->len, .path = tl_model_file(m, ti->file)->path, .name = ti->name};
+    x.src.kind = TL_IO_HOST;
+    x.src.host = (void *)(uintptr_t)(src + pl->off);
+    x.src.mapped = true;
     if (host) {
-        if (tl__os_guarded_copy(host, src, (size_t)pl->len) != 0)
-            st = tl__err(TL_ERR_CHANGED, "%s: tensor %s: the file changed while it was read",
-                         path, ti->name);
+        x.dst.kind = TL_IO_HOST;
+        x.dst.host = host;
     } else {
-        uint64_t step = pl->len < PRODUCE_CHUNK ? pl->len : PRODUCE_CHUNK;
-        void *buf = NULL;
-        uint64_t blen = 0;
-        if (tl__os_anon_alloc(step, TL_OS_PAGES_SMALL, &buf, &blen))
-            return tl__err(TL_ERR_NOMEM, "%s: tensor %s: out of memory for staging", path,
-                           ti->name);
-        for (uint64_t o = 0; o < pl->len && !st; o += step) {
-            uint64_t n = pl->len - o < step ? pl->len - o : step;
-            if (tl__os_guarded_copy(buf, src + o, (size_t)n) != 0)
-                st = tl__err(TL_ERR_CHANGED, "%s: tensor %s: the file changed while it was read",
-                             path, ti->name);
-            else
-                st = tl_device_copy_to(dev, dptr + o, buf, n);
-        }
-        tl__os_anon_free(buf, blen);
+        x.dst.kind = TL_IO_DEVICE;
+        x.dst.dev = dev;
+        x.dst.dptr = dptr;
     }
+    tl_status st = tl__io_run(io, &x, 1, TL_IO_DEMAND);
     if (st) return st;
     tlr_lowrank t[DEVICE_TERMS];
     tl__ggml_lowrank g[DEVICE_TERMS];
@@ -121,13 +112,13 @@ static tl_status produce_on_device(const tlr_producer *p, const tl_model *m, con
 }
 
 tl_status tlr_xform_produce(const tlr_producer *p, const tl_model *m, const tlr_place *pl,
-                            const tlr_xunit *x, void *host, tl_device *dev, tl_devptr dptr,
-                            double *err, bool *on_device) {
+                            const tlr_xunit *x, tl__io_engine *io, void *host, tl_device *dev,
+                            tl_devptr dptr, double *err, bool *on_device) {
     const tl_tensor_info *ti = tl_model_tensor(m, pl->tensor);
     *err = 0;
     *on_device = false;
     if (p->lowrank && x->from == x->to && pl->row_end > pl->row_begin && tl__ggml_merges(dev)) {
-        if (produce_on_device(p, m, pl, host, dev, dptr) == TL_OK) {
+        if (produce_on_device(p, m, pl, io, host, dev, dptr) == TL_OK) {
             *on_device = true;
             return TL_OK;
         }
