@@ -220,22 +220,22 @@ static bool tie_output(tl_model *m, struct gguf_context *meta) {
 /* The caller's load options; the memory sampler is off (its figures are not returned). */
 static tl_status load_opts(const tl_llama_options *o, tl_load_options *lo) {
     tl_load_options_init(lo);
+    if (o->load) {
+        if (!o->load->size)
+            return tl_set_error(TL_ERR_INVALID_ARG, "tl_llama_model_load: load options size 0");
+        memcpy(lo, o->load, o->load->size < sizeof *lo ? o->load->size : sizeof *lo);
+        lo->size = sizeof *lo;
+        if (lo->convert || lo->tensors || lo->dest || lo->align)
+            return tl_set_error(TL_ERR_INVALID_ARG,
+                                "tl_llama_model_load: convert, tensors, dest and align are decided "
+                                "by tl_llama_model_load");
+        if (lo->mode == TL_LOAD_MMAP)
+            return tl_set_error(
+                TL_ERR_INVALID_ARG,
+                "tl_llama_model_load: mode mmap gives views; llama.cpp's buffers need copies");
+        lo->accept_views = false;
+    }
     lo->sample_interval = -1;
-    if (!o->load) return TL_OK;
-    if (!o->load->size)
-        return tl_set_error(TL_ERR_INVALID_ARG, "tl_llama_model_load: load options size 0");
-    memcpy(lo, o->load, o->load->size < sizeof *lo ? o->load->size : sizeof *lo);
-    lo->size = sizeof *lo;
-    lo->sample_interval = -1;
-    if (lo->convert || lo->tensors || lo->dest || lo->align)
-        return tl_set_error(TL_ERR_INVALID_ARG,
-                            "tl_llama_model_load: convert, tensors, dest and align are decided by "
-                            "tl_llama_model_load");
-    if (lo->mode == TL_LOAD_MMAP)
-        return tl_set_error(
-            TL_ERR_INVALID_ARG,
-            "tl_llama_model_load: mode mmap gives views; llama.cpp's buffers need copies");
-    lo->accept_views = false;
     return TL_OK;
 }
 
