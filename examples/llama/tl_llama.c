@@ -191,7 +191,7 @@ static tl_device *set_device(const tl_acquired *a) {
 
 /* The device that holds acquired set a (all its tensors on one device, as the plan places). */
 static int slot_of_set(engine *e, const tl_acquired *a) {
-    tl_device *d = NULL;
+    tl_device *d = set_device(a);
     for (size_t i = 0; i < tl_acquired_count(a); i++) {
         const tl_session_tensor *t = tl_acquired_tensor(a, i);
         if (t->n_parts != 1) {
@@ -199,7 +199,6 @@ static int slot_of_set(engine *e, const tl_acquired *a) {
                     t->info->name);
             return -1;
         }
-        if (i == 0) d = t->parts[0].device;
         if (t->parts[0].device != d) {
             fprintf(stderr, "tl-llama: %s: on another device than its layer\n", t->info->name);
             return -1;
