@@ -406,6 +406,15 @@ tl_status lora_merge(const tl_model *m, size_t t, void *w, const tl_lora *l, siz
     return lora_merge_rows(m, t, ti->dtype, w, 0, rows, l, k, scale, pass);
 }
 
+/* *s = scale x alpha / rank of module k, refused when either is not finite. */
+static tl_status term_scale(const tl_lora *l, size_t k, float scale, float *s) {
+    *s = scale * alpha_factor(l, k);
+    if (isfinite(scale) && isfinite(*s)) return TL_OK;
+    return tl__err(TL_ERR_INVALID_ARG,
+                   "%s: LoRA module '%s': scale %g x alpha/rank is not finite; refused",
+                   tl_model_file(l->file, 0)->path, l->mods[k].key, (double)scale);
+}
+
 tl_status lora_merge_rows(const tl_model *m, size_t t, tl_dtype dt, void *w, uint64_t r0,
                           uint64_t r1, const tl_lora *l, size_t k, float scale, lora_pass pass) {
     tl_status st = lora_check_as(m, t, dt, l, k);
@@ -424,11 +433,8 @@ tl_status lora_merge_rows(const tl_model *m, size_t t, tl_dtype dt, void *w, uin
                        (unsigned long long)r0, (unsigned long long)r1, (unsigned long long)out);
     uint64_t nbytes = (r1 - r0) * kk * es; /* the bytes at w */
     const lora_module *md = &l->mods[k];
-    float s = scale * alpha_factor(l, k);
-    if (!isfinite(scale) || !isfinite(s))
-        return tl__err(TL_ERR_INVALID_ARG,
-                       "%s: LoRA module '%s': scale %g x alpha/rank is not finite; refused", lpath,
-                       md->key, (double)scale);
+    float s;
+    if ((st = term_scale(l, k, scale, &s))) return st;
     mat a = {0}, b = {0}, c = {0}, d = {0}, w1 = {0}, w2 = {0};
     unsigned char *keep = NULL;
     void *keep_map = NULL;
@@ -514,11 +520,7 @@ tl_status lora_lowrank(const tl_model *m, size_t t, const tl_lora *l, size_t k, 
     if (r0 >= r1 || r1 > out)
         return tl__err(TL_ERR_INVALID_ARG, "tensor '%s': rows [%llu, %llu) of %llu", wi->name,
                        (unsigned long long)r0, (unsigned long long)r1, (unsigned long long)out);
-    *s = scale * alpha_factor(l, k);
-    if (!isfinite(scale) || !isfinite(*s))
-        return tl__err(TL_ERR_INVALID_ARG,
-                       "%s: LoRA module '%s': scale %g x alpha/rank is not finite; refused",
-                       tl_model_file(l->file, 0)->path, md->key, (double)scale);
+    if ((st = term_scale(l, k, scale, s))) return st;
     mat a = {0}, b = {0};
     if ((st = mat_load(l, k, md->part[P_UP], &a)) || (st = mat_load(l, k, md->part[P_DOWN], &b)))
         goto done;
