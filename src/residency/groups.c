@@ -60,6 +60,18 @@ tl_status tlr_groups_copy(const tlr_groups *g, tlr_groups *out) {
     return tl__err(TL_ERR_NOMEM, "session: out of memory for groups");
 }
 
+size_t tlr_lower_bound(const size_t *a, size_t n, size_t key) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (a[mid] < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 size_t tlr_group_of(const tl_model *m, const tlr_groups *g, size_t tensor) {
     const tl_tensor_info *t = tl_model_tensor(m, tensor);
     int c = (unsigned)t->component < TL_COMP_COUNT ? (int)t->component : TL_COMP_OTHER;
@@ -70,16 +82,8 @@ size_t tlr_group_of(const tl_model *m, const tlr_groups *g, size_t tensor) {
 bool tlr_step_has(const tlr_groups *g, const tl_session_step *st, size_t gid) {
     if (st->component == TL_COMP_GROUP) {
         if (!g->in || gid >= g->n) return false;
-        const size_t *in = g->in[gid];
-        size_t lo = 0, hi = g->n_in[gid];
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            if (in[mid] < st->layer_begin)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        return lo < g->n_in[gid] && in[lo] == st->layer_begin;
+        size_t at = tlr_lower_bound(g->in[gid], g->n_in[gid], st->layer_begin);
+        return at < g->n_in[gid] && g->in[gid][at] == st->layer_begin;
     }
     int c = (int)st->component;
     if (c < 0 || c >= TL_COMP_COUNT) return false;

@@ -21,15 +21,8 @@ typedef struct uses {
 } uses;
 
 static size_t next_use(const uses *u, size_t after) {
-    size_t lo = 0, hi = u->n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (u->idx[mid] <= after)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < u->n ? u->idx[lo] : (size_t)-1;
+    size_t at = tlr_lower_bound(u->idx, u->n, after + 1);
+    return at < u->n ? u->idx[at] : (size_t)-1;
 }
 
 tl_status tlr_optimum(const tlr_opt_unit *u, size_t n_u, const uint64_t *budgets, size_t n_dev,

@@ -124,6 +124,8 @@ typedef struct tlr_groups {
     size_t n_entries; /* the sum of n_in */
 } tlr_groups;
 void tlr_groups_init(const tl_model *m, tlr_groups *g);
+/* The first place in a[0 .. n) (ascending) holding key or more; n when none does. */
+size_t tlr_lower_bound(const size_t *a, size_t n, size_t key);
 void tlr_groups_free(tlr_groups *g);
 /* A copy of g that owns its own lists (freed with tlr_groups_free). */
 tl_status tlr_groups_copy(const tlr_groups *g, tlr_groups *out);

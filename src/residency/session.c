@@ -702,16 +702,8 @@ static tl_status evict_unit_locked(tl_session *s, unit *u) {
 static size_t next_use_locked(const tl_session *s, const unit *u) {
     tl__os_mutex_assert_held((tl__os_mutex *)&s->mu);
     if (!s->steps) return (size_t)-1;
-    const size_t *idx = s->uses[u->group];
-    size_t lo = 0, hi = s->n_uses[u->group];
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (idx[mid] < s->pos)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < s->n_uses[u->group] ? idx[lo] : (size_t)-1;
+    size_t n = s->n_uses[u->group], at = tlr_lower_bound(s->uses[u->group], n, s->pos);
+    return at < n ? s->uses[u->group][at] : (size_t)-1;
 }
 
 /*
