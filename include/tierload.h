@@ -1128,8 +1128,9 @@ TL_API void tl_ggml_host_buffer_destroy(tl_ggml_host_buffer *b);
  *     over several GPUs; shares proportional to each GPU's room, then whole
  *     layers packed, greedily in order when rounding overflows a GPU;
  *     non-layer bytes on the first), row_split (2-D matrices with both
- *     dimensions >= 256 split by rows in proportion to room, the rest on the
- *     main device: the one with the most room), stream (weights in RAM; as
+ *     dimensions >= 256 split by rows in proportion to room, each cut at a
+ *     multiple of 64 rows, the rest on the main device: the one with the
+ *     most room), stream (weights in RAM; as
  *     many whole layers as fit stay resident on the listed GPUs, the others
  *     are streamed layer by layer to the last listed GPU, which holds two
  *     buffers of the largest layer: one in use, one prefetched; with nothing
@@ -1908,7 +1909,10 @@ TL_API tl_dtype tl_convert_target(const tl_tensor_info *t, tl_dtype to);
  * → the device whose layer range holds the tensor's layer (other tensors on
  * the first); row_split → 2-D matrices with both sides >= 256 are cut by rows
  * over the devices in proportion to their matrix bytes (one part per device,
- * whole rows), other tensors on the first device; stream → layers in the
+ * whole rows, each cut at the multiple of 64 rows nearest its share, moved 1
+ * to 3 rows on where the row count is not a multiple of 4: ggml's CPU matrix
+ * product then computes every row of a part as it computes the whole's),
+ * other tensors on the first device; stream → layers in the
  * resident ranges on their device, the others (and their re-loads each pass)
  * on the last listed device. A device that can use host pointers gets the
  * mapping itself (zero copy, no allocation).
@@ -2236,14 +2240,27 @@ TL_API tl_status tl_session_ready(tl_session *s, tl_component c, size_t layer_be
  * is rebound. Its type must be the catalog entry's dtype and its ne the
  * catalog shape reversed (ne[0] innermost, the rest 1); otherwise
  * TL_ERR_INVALID_ARG naming both. A row-split tensor (several parts) is
- * TL_ERR_UNSUPPORTED. ggml must be loaded (a ggml device registered), the
- * same ggml the engine uses. The binding, and any wrapper it made, lives
- * until a is released: the engine's computations on it must be finished by
- * then (see tl_session_release). Calls on one set come from one thread at a
- * time.
+ * TL_ERR_UNSUPPORTED: bind its parts with tl_session_bind_ggml_part. ggml
+ * must be loaded (a ggml device registered), the same ggml the engine uses.
+ * The binding, and any wrapper it made, lives until a is released: the
+ * engine's computations on it must be finished by then (see
+ * tl_session_release). Calls on one set come from one thread at a time.
  */
 TL_API tl_status tl_session_bind_ggml(tl_session *s, const tl_acquired *a, size_t i,
                                       void *ggml_tensor);
+/*
+ * Bind part `part` (0 .. n_parts - 1) of tensor i of set a to a ggml tensor,
+ * as tl_session_bind_ggml binds a whole one: the part's rows on the part's
+ * device (parts[part].device; row_begin .. row_end of the outermost
+ * dimension). The ggml tensor's ne is the catalog shape reversed with
+ * ne[n_dims - 1] = row_end - row_begin, so an engine computes a row-split
+ * matrix product as one product per device, each giving its rows of the
+ * result. A tensor of one part binds as with tl_session_bind_ggml. A part out
+ * of range or a misfit is TL_ERR_INVALID_ARG naming the tensor and part.
+ * Lifetime and threads as tl_session_bind_ggml.
+ */
+TL_API tl_status tl_session_bind_ggml_part(tl_session *s, const tl_acquired *a, size_t i,
+                                           uint32_t part, void *ggml_tensor);
 /*
  * Queue the same work as acquire without waiting and without references,
  * behind demand loads. Tensors that do not fit without evicting referenced

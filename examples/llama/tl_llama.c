@@ -8,8 +8,8 @@
  *
  *   tl-llama MODEL.gguf --tokens 1,2,3,... --n-predict N --logits OUT.f32
  *            [--device NAME] [--budget SIZE] [--rpc HOST:PORT,...]
- *            [--split-devices A,B] [--threads N] [--ggml-dir DIR] [--json]
- *            [--measure-link]
+ *            [--split-devices A,B] [--split-mode layer|row] [--threads N]
+ *            [--ggml-dir DIR] [--json] [--measure-link]
  *
  * The network is llama.cpp's graph for the llama architecture, op for op:
  * token embedding (get_rows), per block RMSNorm x attn_norm, Q/K/V
@@ -34,6 +34,20 @@
  * asked once per device per token, not once per layer). The hidden state
  * crosses between graphs through host memory (n_tokens x n_embd floats);
  * each layer's KV cache lives on its device.
+ *
+ * --split-mode row (with --split-devices, weights kept whole, no --budget)
+ * makes every device compute on every block, at once, instead of one after
+ * the other: the plan cuts each matrix by rows over the devices (row_split)
+ * and keeps the norms and the token embedding on the host. A block is then
+ * four rounds of matrix products, each device computing its rows of them
+ * (Q, K and V; the output projection; gate and up with SwiGLU, whose rows
+ * stay on the device for down; down), with the host joining the rows and
+ * doing what lies between: RMSNorm, RoPE, the KV cache and attention, the
+ * residuals. A row is the same dot product on any device, and the plan cuts
+ * matrices where ggml's CPU product computes a part's rows as the whole's:
+ * the logits are the layer split's, bit for bit. It pays where the devices'
+ * compute is the limit (RPC servers with a core each) and a round trip is
+ * cheap beside a block's products.
  *
  * With --rpc, a server lost in the middle of the run (gone, or silent past
  * TIERLOAD_RPC_TIMEOUT) ends only the try in a child process: the run starts
@@ -67,6 +81,7 @@
 #endif
 
 #define MAX_SLOTS 8
+#define MAX_HELD 4 /* row ranges of the FFN's hidden state one device computes */
 
 typedef struct hparams {
     int64_t n_embd, n_layer, n_ff, n_head, n_head_kv, n_rot, n_vocab, n_ctx_train;
@@ -80,6 +95,13 @@ typedef struct slot {
     ggml_backend_t be;
     ggml_gallocr_t ga;
     bool is_cpu;
+    /* row split: the FFN's hidden state kept here between its two rounds, and the rows of it
+       this device computed (the others come from the host) */
+    struct ggml_context *h_ctx;
+    ggml_backend_buffer_t h_buf;
+    struct ggml_tensor *h; /* [n_ff, tokens] F32 */
+    int n_held;
+    int64_t held[MAX_HELD][2];
 } slot;
 
 /* Per block: the device its weights live on, and its KV cache there. */
@@ -103,6 +125,7 @@ typedef struct engine {
     double *layer_wait, *layer_compute;
     uint64_t kv_bytes;
     bool chain;          /* weights kept whole: runs of blocks on one device as one graph */
+    bool row;            /* matrices split by rows over the devices (block_rows) */
     tl_acquired **held;  /* the blocks of the run being computed */
 } engine;
 
@@ -209,6 +232,32 @@ static int slot_of_set(engine *e, const tl_acquired *a) {
     return si;
 }
 
+/* The index in set a of the weight "SUFFIX" (full name, or the name after "blk.N."); -1 if none. */
+static int find_tensor(const tl_acquired *a, const char *suffix) {
+    for (size_t i = 0; i < tl_acquired_count(a); i++) {
+        const tl_session_tensor *t = tl_acquired_tensor(a, i);
+        const char *n = t->info->name;
+        if (t->info->layer >= 0) n += t->info->layer_key_len + (n[t->info->layer_key_len] == '.');
+        if (!strcmp(n, suffix)) return (int)i;
+    }
+    return -1;
+}
+
+/* The slot of weight "SUFFIX" of set a, kept whole (one part); -1 if not. */
+static int slot_of_tensor(engine *e, const tl_acquired *a, const char *suffix) {
+    int i = find_tensor(a, suffix);
+    if (i < 0) return -1;
+    const tl_session_tensor *t = tl_acquired_tensor(a, (size_t)i);
+    if (t->n_parts != 1) {
+        fprintf(stderr, "tl-llama: %s: split by rows; this step computes whole tensors\n",
+                t->info->name);
+        return -1;
+    }
+    int si = slot_of(e, t->parts[0].device);
+    if (si >= 0) atomic_store(&g_working_on, e->slots[si].desc);
+    return si;
+}
+
 /* A ggml tensor shaped like catalog entry i of a (ggml's ne = the shape reversed). */
 static struct ggml_tensor *weight_tensor(struct ggml_context *ctx, const tl_session_tensor *t) {
     int64_t ne[4] = {1, 1, 1, 1};
@@ -224,21 +273,17 @@ static struct ggml_tensor *weight_tensor(struct ggml_context *ctx, const tl_sess
  */
 static struct ggml_tensor *take(engine *e, struct ggml_context *ctx, const tl_acquired *a,
                                 const char *suffix, tl_status *st) {
-    for (size_t i = 0; i < tl_acquired_count(a); i++) {
-        const tl_session_tensor *t = tl_acquired_tensor(a, i);
-        const char *n = t->info->name;
-        if (t->info->layer >= 0) n += t->info->layer_key_len + (n[t->info->layer_key_len] == '.');
-        if (strcmp(n, suffix)) continue;
-        struct ggml_tensor *g = weight_tensor(ctx, t);
-        tl_status s = g ? tl_session_bind_ggml(e->s, a, i, g) : TL_ERR_NOMEM;
-        if (s) {
-            fprintf(stderr, "tl-llama: bind %s: %s\n", t->info->name, tl_last_error());
-            *st = s;
-            return NULL;
-        }
-        return g;
+    int i = find_tensor(a, suffix);
+    if (i < 0) return NULL;
+    const tl_session_tensor *t = tl_acquired_tensor(a, (size_t)i);
+    struct ggml_tensor *g = weight_tensor(ctx, t);
+    tl_status s = g ? tl_session_bind_ggml(e->s, a, (size_t)i, g) : TL_ERR_NOMEM;
+    if (s) {
+        fprintf(stderr, "tl-llama: bind %s: %s\n", t->info->name, tl_last_error());
+        *st = s;
+        return NULL;
     }
-    return NULL;
+    return g;
 }
 
 /* ---- graphs ---- */
@@ -270,7 +315,7 @@ static bool embed(engine *e, const tl_acquired *other, const int32_t *tok, int n
     tl_status st = TL_OK;
     struct ggml_context *ctx = graph_ctx();
     struct ggml_tensor *w = ctx ? take(e, ctx, other, "token_embd.weight", &st) : NULL;
-    int si = w ? slot_of_set(e, other) : -1;
+    int si = w ? slot_of_tensor(e, other, "token_embd.weight") : -1;
     bool ok = w && si >= 0;
     if (ok) {
         slot *s = &e->slots[si];
@@ -310,6 +355,71 @@ static bool kv_cache(engine *e, int l) {
 }
 
 /*
+ * Rows of the cache read by tokens at pos0 .. pos0 + n - 1: whole 256-row
+ * steps, as llama.cpp reads its cache. The rows past pos0 + n are masked
+ * (probability 0 against zero V), and the dot products have the same length,
+ * so the same summation order.
+ */
+static int kv_rows(const engine *e, int pos0, int n) {
+    int64_t r = ((int64_t)pos0 + n + 255) / 256 * 256;
+    return (int)(r < e->n_ctx ? r : e->n_ctx);
+}
+
+/* A batch's positions and causal mask over n_kv cache rows (malloc'd; false without memory). */
+static bool batch_inputs(int pos0, int n, int n_kv, int32_t **pos, float **mask) {
+    int32_t *p = malloc((size_t)n * sizeof *p);
+    float *mk = malloc((size_t)n * (size_t)n_kv * sizeof *mk);
+    *pos = p;
+    *mask = mk;
+    if (!p || !mk) return false;
+    for (int i = 0; i < n; i++) {
+        p[i] = pos0 + i;
+        for (int j = 0; j < n_kv; j++)
+            mk[(size_t)i * (size_t)n_kv + (size_t)j] = j <= pos0 + i ? 0.0f : -INFINITY;
+    }
+    return true;
+}
+
+/*
+ * Attention of one block added to gf: q [hd, n_head, n] and k [hd, n_head_kv,
+ * n] before RoPE, v [n_kv_embd, n]; this batch's K and V stored in L's cache
+ * (rows / columns pos0 ..), then attention over its first n_kv rows. Returns
+ * the heads' outputs as [n_embd, n], the input of the output projection.
+ */
+static struct ggml_tensor *attention(engine *e, struct ggml_context *ctx, struct ggml_cgraph *gf,
+                                     layer_state *L, struct ggml_tensor *q, struct ggml_tensor *k,
+                                     struct ggml_tensor *v, struct ggml_tensor *pos,
+                                     struct ggml_tensor *mask, int pos0, int n, int n_kv) {
+    const hparams *hp = &e->hp;
+    const int64_t hd = hp->n_embd / hp->n_head, n_kv_embd = hd * hp->n_head_kv;
+    q = ggml_rope_ext(ctx, q, pos, NULL, (int)hp->n_rot, 0, (int)hp->n_ctx_train, hp->freq_base,
+                      1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
+    k = ggml_rope_ext(ctx, k, pos, NULL, (int)hp->n_rot, 0, (int)hp->n_ctx_train, hp->freq_base,
+                      1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
+    /* store this batch's K at rows pos0.. of the cache, and V at columns pos0.. of its
+       transposed cache (converted to F16), as llama.cpp keeps them without flash attention */
+    struct ggml_tensor *k_dst =
+        ggml_view_2d(ctx, L->k, n_kv_embd, n, L->k->nb[1], (size_t)pos0 * L->k->nb[1]);
+    struct ggml_tensor *v_dst =
+        ggml_view_2d(ctx, L->v, n, n_kv_embd, L->v->nb[1], (size_t)pos0 * L->v->nb[0]);
+    struct ggml_tensor *k_st = ggml_cpy(ctx, ggml_reshape_2d(ctx, k, n_kv_embd, n), k_dst);
+    struct ggml_tensor *v_st = ggml_cpy(ctx, ggml_transpose(ctx, v), v_dst);
+    ggml_build_forward_expand(gf, k_st);
+    ggml_build_forward_expand(gf, v_st);
+    /* attention over rows 0 .. n_kv - 1 */
+    struct ggml_tensor *kc =
+        ggml_view_3d(ctx, L->k, hd, hp->n_head_kv, n_kv, L->k->nb[0] * hd, L->k->nb[1], 0);
+    struct ggml_tensor *vt = ggml_view_3d(ctx, L->v, n_kv, hd, hp->n_head_kv, L->v->nb[1],
+                                          L->v->nb[1] * hd, 0); /* [n_kv, hd, h]: no copy */
+    struct ggml_tensor *qp = ggml_permute(ctx, q, 0, 2, 1, 3);  /* [hd, n, n_head] */
+    struct ggml_tensor *kp = ggml_permute(ctx, kc, 0, 2, 1, 3); /* [hd, n_kv, n_head_kv] */
+    struct ggml_tensor *kq = ggml_mul_mat(ctx, kp, qp);         /* [n_kv, n, n_head] */
+    kq = ggml_soft_max_ext(ctx, kq, mask, 1.0f / sqrtf((float)hd), 0.0f);
+    struct ggml_tensor *kqv = ggml_mul_mat(ctx, vt, kq); /* [hd, n, h] */
+    return ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), hp->n_embd, n);
+}
+
+/*
  * Block l's nodes added to gf: its input inp ([n_embd, n]: tokens at positions
  * pos0 .. pos0 + n - 1, attending to the cache up to pos0 + n, n_kv rows read),
  * its weights from set a; returns its output, NULL on failure (said). *si: the
@@ -340,36 +450,12 @@ static struct ggml_tensor *block_nodes(engine *e, struct ggml_context *ctx, stru
     if (*si < 0 || (L->kv_buf && *si != L->slot)) return NULL;
     L->slot = *si;
     if (!kv_cache(e, l)) return NULL;
-    const int64_t hd = hp->n_embd / hp->n_head, n_kv_embd = hd * hp->n_head_kv;
+    const int64_t hd = hp->n_embd / hp->n_head;
     struct ggml_tensor *cur = ggml_mul(ctx, ggml_rms_norm(ctx, inp, hp->eps), attn_norm);
     struct ggml_tensor *q = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wq, cur), hd, hp->n_head, n);
     struct ggml_tensor *k = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wk, cur), hd, hp->n_head_kv, n);
     struct ggml_tensor *v = ggml_mul_mat(ctx, wv, cur); /* [n_kv_embd, n] */
-    q = ggml_rope_ext(ctx, q, pos, NULL, (int)hp->n_rot, 0, (int)hp->n_ctx_train, hp->freq_base,
-                      1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
-    k = ggml_rope_ext(ctx, k, pos, NULL, (int)hp->n_rot, 0, (int)hp->n_ctx_train, hp->freq_base,
-                      1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
-    /* store this batch's K at rows pos0.. of the cache, and V at columns pos0.. of its
-       transposed cache (converted to F16), as llama.cpp keeps them without flash attention */
-    struct ggml_tensor *k_dst =
-        ggml_view_2d(ctx, L->k, n_kv_embd, n, L->k->nb[1], (size_t)pos0 * L->k->nb[1]);
-    struct ggml_tensor *v_dst =
-        ggml_view_2d(ctx, L->v, n, n_kv_embd, L->v->nb[1], (size_t)pos0 * L->v->nb[0]);
-    struct ggml_tensor *k_st = ggml_cpy(ctx, ggml_reshape_2d(ctx, k, n_kv_embd, n), k_dst);
-    struct ggml_tensor *v_st = ggml_cpy(ctx, ggml_transpose(ctx, v), v_dst);
-    ggml_build_forward_expand(gf, k_st);
-    ggml_build_forward_expand(gf, v_st);
-    /* attention over rows 0 .. n_kv - 1 */
-    struct ggml_tensor *kc = ggml_view_3d(ctx, L->k, hd, hp->n_head_kv, n_kv, L->k->nb[0] * hd,
-                                          L->k->nb[1], 0);
-    struct ggml_tensor *vt = ggml_view_3d(ctx, L->v, n_kv, hd, hp->n_head_kv, L->v->nb[1],
-                                          L->v->nb[1] * hd, 0); /* [n_kv, hd, h]: no copy */
-    struct ggml_tensor *qp = ggml_permute(ctx, q, 0, 2, 1, 3);   /* [hd, n, n_head] */
-    struct ggml_tensor *kp = ggml_permute(ctx, kc, 0, 2, 1, 3);  /* [hd, n_kv, n_head_kv] */
-    struct ggml_tensor *kq = ggml_mul_mat(ctx, kp, qp);           /* [n_kv, n, n_head] */
-    kq = ggml_soft_max_ext(ctx, kq, mask, 1.0f / sqrtf((float)hd), 0.0f);
-    struct ggml_tensor *kqv = ggml_mul_mat(ctx, vt, kq); /* [hd, n, h] */
-    cur = ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), hp->n_embd, n);
+    cur = attention(e, ctx, gf, L, q, k, v, pos, mask, pos0, n, n_kv);
     cur = ggml_mul_mat(ctx, wo, cur);
     struct ggml_tensor *ffn_inp = ggml_add(ctx, cur, inp);
     cur = ggml_mul(ctx, ggml_rms_norm(ctx, ffn_inp, hp->eps), ffn_norm);
@@ -395,12 +481,7 @@ static bool blocks(engine *e, int l0, int cnt, tl_acquired *const *a, int pos0, 
                                   NULL, true};
     struct ggml_context *ctx = ggml_init(ip);
     if (!ctx) return false;
-    /* the cache is read in whole 256-row steps, as llama.cpp reads its cache: the rows past
-       pos0 + n are masked (probability 0 against zero V), and the dot products have the same
-       length, so the same summation order */
-    const int n_kv = (int)(((int64_t)pos0 + n + 255) / 256 * 256 < e->n_ctx
-                               ? ((int64_t)pos0 + n + 255) / 256 * 256
-                               : e->n_ctx);
+    const int n_kv = kv_rows(e, pos0, n);
     struct ggml_tensor *inp = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp->n_embd, n);
     struct ggml_tensor *pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n);
     struct ggml_tensor *mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_kv, n);
@@ -426,14 +507,9 @@ static bool blocks(engine *e, int l0, int cnt, tl_acquired *const *a, int pos0, 
         ok = run_graph(e, &e->slots[si], gf);
     }
     if (ok) {
-        int32_t *p = malloc((size_t)n * sizeof *p);
-        float *mk = malloc((size_t)n * (size_t)n_kv * sizeof *mk);
-        ok = p && mk;
-        for (int i = 0; ok && i < n; i++) {
-            p[i] = pos0 + i;
-            for (int j = 0; j < n_kv; j++)
-                mk[(size_t)i * (size_t)n_kv + (size_t)j] = j <= pos0 + i ? 0.0f : -INFINITY;
-        }
+        int32_t *p = NULL;
+        float *mk = NULL;
+        ok = batch_inputs(pos0, n, n_kv, &p, &mk);
         double t = 0;
         if (ok) {
             ggml_backend_tensor_set(inp, x, 0, ggml_nbytes(inp));
@@ -484,6 +560,373 @@ static bool head(engine *e, const tl_acquired *other, const float *x, int n, flo
     return ok;
 }
 
+/* ---- row split: every matrix cut by rows over the devices, all computing at once ---- */
+
+#define ROUND_MAX 3 /* products of one round, at most */
+
+/*
+ * What a round does with the FFN's hidden state: nothing; SWIGLU: the names
+ * are gate and up, and each device computes silu(gate . x) * (up . x) for its
+ * rows and keeps them (slot h) for the next round; FROM_H: the input is that
+ * kept state, the host sending each device only the rows it lacks.
+ */
+enum round_kind { PLAIN, SWIGLU, FROM_H };
+
+/* One device's share of a round: a graph of its rows of every product, joined in one output. */
+typedef struct round_dev {
+    int slot;
+    struct ggml_context *ctx;
+    struct ggml_cgraph *gf;
+    struct ggml_tensor *in, *out; /* [in, n]; [rows of every piece, n] */
+    int n_pieces;
+    struct piece {
+        int prod;               /* the product (index into the round's names) */
+        int64_t row0, rows, at; /* its rows row0 .. row0 + rows, at row `at` of out */
+        struct ggml_tensor *y;
+    } piece[ROUND_MAX + 1];
+} round_dev;
+
+/* Slot sl's hidden-state tensor, for at least n tokens of `rows` (made or made larger). */
+static bool slot_h(slot *sl, int64_t rows, int n) {
+    if (sl->h && sl->h->ne[0] == rows && sl->h->ne[1] >= n) return true;
+    if (sl->h_buf) ggml_backend_buffer_free(sl->h_buf);
+    if (sl->h_ctx) ggml_free(sl->h_ctx);
+    sl->h_buf = NULL;
+    sl->h = NULL;
+    struct ggml_init_params ip = {ggml_tensor_overhead(), NULL, true};
+    if (!(sl->h_ctx = ggml_init(ip))) return false;
+    sl->h = ggml_new_tensor_2d(sl->h_ctx, GGML_TYPE_F32, rows, n);
+    sl->h_buf = ggml_backend_alloc_ctx_tensors(sl->h_ctx, sl->be);
+    return sl->h_buf != NULL;
+}
+
+/* The entry of slot si in devs[0 .. *n) (added, with its graph, when absent); NULL on failure. */
+static round_dev *round_dev_of(engine *e, round_dev *devs, int *n, int si, enum round_kind kind,
+                               int64_t in, int n_tok) {
+    for (int i = 0; i < *n; i++)
+        if (devs[i].slot == si) return &devs[i];
+    if (*n == MAX_SLOTS) return NULL;
+    round_dev *d = &devs[(*n)++];
+    memset(d, 0, sizeof *d);
+    d->slot = si;
+    struct ggml_init_params ip = {ggml_tensor_overhead() * 32 + ggml_graph_overhead(), NULL, true};
+    if (!(d->ctx = ggml_init(ip))) return NULL;
+    slot *sl = &e->slots[si];
+    if (kind == FROM_H) {
+        if (!slot_h(sl, in, n_tok)) return NULL;
+        d->in = ggml_view_2d(d->ctx, sl->h, in, n_tok, sl->h->nb[1], 0);
+    } else {
+        d->in = ggml_new_tensor_2d(d->ctx, GGML_TYPE_F32, in, n_tok);
+        ggml_set_input(d->in);
+    }
+    d->gf = ggml_new_graph(d->ctx);
+    return d;
+}
+
+/*
+ * Device d's graph: with SWIGLU, gate's and up's pieces of the same rows
+ * joined and kept in the slot's hidden state; then every piece in one output.
+ */
+static bool round_graph(engine *e, round_dev *d, enum round_kind kind, int64_t h_rows, int n) {
+    slot *sl = &e->slots[d->slot];
+    if (kind == SWIGLU) {
+        int w = 0;
+        for (int i = 0; i < d->n_pieces; i++) {
+            struct piece *g = &d->piece[i];
+            if (g->prod != 0) continue;
+            struct piece *u = NULL;
+            for (int j = 0; j < d->n_pieces; j++)
+                if (d->piece[j].prod == 1 && d->piece[j].row0 == g->row0 &&
+                    d->piece[j].rows == g->rows)
+                    u = &d->piece[j];
+            if (!u || w == MAX_HELD) break;
+            d->piece[w] = *g;
+            d->piece[w].y = ggml_swiglu_split(d->ctx, g->y, u->y);
+            sl->held[w][0] = g->row0;
+            sl->held[w][1] = g->row0 + g->rows;
+            w++;
+        }
+        if (2 * w != d->n_pieces) {
+            fprintf(stderr,
+                    "tl-llama: on %s, the gate's and up's rows differ: SwiGLU needs "
+                    "both halves of each row\n",
+                    sl->desc);
+            return false;
+        }
+        d->n_pieces = sl->n_held = w;
+        if (!slot_h(sl, h_rows, n)) return false;
+        for (int i = 0; i < w; i++) /* kept for the next round: each column's rows */
+            ggml_build_forward_expand(
+                d->gf, ggml_cpy(d->ctx, d->piece[i].y,
+                                ggml_view_2d(d->ctx, sl->h, d->piece[i].rows, n, sl->h->nb[1],
+                                             (size_t)d->piece[i].row0 * sizeof(float))));
+    }
+    int64_t at = 0;
+    for (int i = 0; i < d->n_pieces; i++) {
+        d->piece[i].at = at;
+        at += d->piece[i].rows;
+        d->out = i ? ggml_concat(d->ctx, d->out, d->piece[i].y, 0) : d->piece[i].y;
+    }
+    ggml_set_output(d->out);
+    ggml_build_forward_expand(d->gf, d->out);
+    return run_graph(e, sl, d->gf);
+}
+
+/* The input of device d's round sent: x whole, or (FROM_H) the rows its kept state lacks. */
+static void round_input(slot *sl, const round_dev *d, enum round_kind kind, const float *x,
+                        int64_t in, int n) {
+    if (kind != FROM_H) {
+        ggml_backend_tensor_set_async(sl->be, d->in, x, 0, ggml_nbytes(d->in));
+        return;
+    }
+    int64_t r = 0;
+    while (r < in) { /* the next gap: from r to the next held range's start */
+        int64_t next = in, skip_to = -1;
+        for (int k = 0; k < sl->n_held; k++)
+            if (sl->held[k][0] <= r && r < sl->held[k][1])
+                skip_to = sl->held[k][1];
+            else if (sl->held[k][0] > r && sl->held[k][0] < next)
+                next = sl->held[k][0];
+        if (skip_to >= 0) {
+            r = skip_to;
+            continue;
+        }
+        for (int c = 0; c < n; c++)
+            ggml_backend_tensor_set_async(sl->be, sl->h, x + (size_t)c * (size_t)in + (size_t)r,
+                                          ((size_t)c * (size_t)in + (size_t)r) * sizeof *x,
+                                          (size_t)(next - r) * sizeof *x);
+        r = next;
+    }
+}
+
+/*
+ * One round of matrix products with the same input: outs[j] (host, n columns
+ * of rows_j floats) = weight names[j] of set a times x (host, n columns of
+ * `in` floats). Each device holding rows of them computes its rows of every
+ * product in one graph, all devices at once: every device is asked (input,
+ * graph and the read of its output queued without waiting) before any answer
+ * is awaited, and the rows come back into place. A row is the same dot
+ * product wherever it is computed: the result is the whole product's, bit
+ * for bit. kind: see round_kind (with SWIGLU, outs[0] is the hidden state).
+ * The time is added to *acc.
+ */
+static bool products(engine *e, const tl_acquired *a, const char *const *names, int k,
+                     enum round_kind kind, const float *x, int64_t in, int n, float *const *outs,
+                     double *acc) {
+    double t0 = now();
+    round_dev devs[MAX_SLOTS];
+    int n_devs = 0;
+    int64_t rows[ROUND_MAX];
+    bool ok = k <= ROUND_MAX && (kind != SWIGLU || k == 2);
+    for (int i = 0; i < e->n_slots && kind == SWIGLU; i++)
+        e->slots[i].n_held = 0; /* a device with no rows of it holds none */
+    for (int j = 0; j < k && ok; j++) {
+        int i = find_tensor(a, names[j]);
+        const tl_session_tensor *t = i >= 0 ? tl_acquired_tensor(a, (size_t)i) : NULL;
+        if (!t || t->info->n_dims != 2 || t->info->shape[1] != in) {
+            fprintf(stderr, "tl-llama: %s: missing, or not a matrix of %lld columns\n", names[j],
+                    (long long)in);
+            ok = false;
+            break;
+        }
+        rows[j] = t->info->shape[0];
+        for (uint32_t p = 0; p < t->n_parts && ok; p++) {
+            const tl_session_part *pt = &t->parts[p];
+            int64_t r0 = (int64_t)pt->row_begin, nr = (int64_t)(pt->row_end - pt->row_begin);
+            int si = slot_of(e, pt->device);
+            round_dev *d = si >= 0 ? round_dev_of(e, devs, &n_devs, si, kind, in, n) : NULL;
+            struct ggml_tensor *w =
+                d && d->n_pieces < ROUND_MAX
+                    ? ggml_new_tensor_2d(d->ctx, (enum ggml_type)t->info->dtype, in, nr)
+                    : NULL;
+            tl_status st = w ? tl_session_bind_ggml_part(e->s, a, (size_t)i, p, w) : TL_ERR_NOMEM;
+            if (st) {
+                fprintf(stderr, "tl-llama: bind %s (rows %lld..%lld): %s\n", t->info->name,
+                        (long long)r0, (long long)(r0 + nr),
+                        w ? tl_last_error() : "no device, or out of memory");
+                ok = false;
+                break;
+            }
+            d->piece[d->n_pieces++] = (struct piece){j, r0, nr, 0, ggml_mul_mat(d->ctx, w, d->in)};
+        }
+    }
+    size_t total = 0;
+    for (int i = 0; i < n_devs && ok; i++) {
+        ok = round_graph(e, &devs[i], kind, rows[0], n);
+        if (ok) total += ggml_nbytes(devs[i].out);
+    }
+    float *buf = ok ? malloc(total) : NULL;
+    ok = ok && buf;
+    /* servers first: their computes return at once; a local backend's runs in the call */
+    for (int pass = 0; pass < 2 && ok; pass++)
+        for (int i = 0, at = 0; i < n_devs && ok; at += (int)(devs[i].out->ne[0] * n), i++) {
+            slot *sl = &e->slots[devs[i].slot];
+            if ((pass == 0) == sl->is_cpu) continue;
+            atomic_store(&g_working_on, sl->desc);
+            round_input(sl, &devs[i], kind, x, in, n);
+            ok = ggml_backend_graph_compute_async(sl->be, devs[i].gf) == GGML_STATUS_SUCCESS;
+            if (ok)
+                ggml_backend_tensor_get_async(sl->be, devs[i].out, buf + at, 0,
+                                              ggml_nbytes(devs[i].out));
+        }
+    for (int i = 0, at = 0; i < n_devs && ok; at += (int)(devs[i].out->ne[0] * n), i++) {
+        const round_dev *d = &devs[i];
+        atomic_store(&g_working_on, e->slots[d->slot].desc);
+        ggml_backend_synchronize(e->slots[d->slot].be);
+        for (int q = 0; q < d->n_pieces; q++) {
+            const struct piece *pc = &d->piece[q];
+            for (int c = 0; c < n; c++)
+                memcpy(outs[pc->prod] + (size_t)c * (size_t)rows[pc->prod] + (size_t)pc->row0,
+                       buf + at + (size_t)c * (size_t)d->out->ne[0] + (size_t)pc->at,
+                       (size_t)pc->rows * sizeof *buf);
+        }
+    }
+    free(buf);
+    for (int i = 0; i < n_devs; i++)
+        if (devs[i].ctx) ggml_free(devs[i].ctx);
+    double dt = now() - t0;
+    e->compute_s += dt;
+    if (acc) *acc += dt;
+    return ok;
+}
+
+/*
+ * A graph on the host (ggml's CPU backend) with inputs in[0 .. n_in) set from
+ * host arrays src[], computed, its output got into dst. Frees ctx.
+ */
+static bool on_host(engine *e, struct ggml_context *ctx, struct ggml_cgraph *gf,
+                    struct ggml_tensor *const *in, const void *const *src, int n_in,
+                    struct ggml_tensor *out, float *dst) {
+    int si = slot_of(e, NULL);
+    bool ok = si >= 0;
+    if (ok) {
+        ggml_set_output(out);
+        ggml_build_forward_expand(gf, out);
+        ok = run_graph(e, &e->slots[si], gf);
+    }
+    for (int i = 0; i < n_in && ok; i++)
+        ggml_backend_tensor_set(in[i], src[i], 0, ggml_nbytes(in[i]));
+    if (ok) ok = compute(e, &e->slots[si], gf, NULL);
+    if (ok) ggml_backend_tensor_get(out, dst, 0, ggml_nbytes(out));
+    ggml_free(ctx);
+    return ok;
+}
+
+/* out (host, n x n_embd) = rmsnorm(x) * weight "name" of set a (kept on the host). */
+static bool host_norm(engine *e, const tl_acquired *a, const char *name, const float *x, int n,
+                      float *out) {
+    tl_status st = TL_OK;
+    struct ggml_context *ctx = graph_ctx();
+    struct ggml_tensor *w = ctx ? take(e, ctx, a, name, &st) : NULL;
+    if (!w) {
+        fprintf(stderr, "tl-llama: %s: missing or not bound (%s)\n", name, tl_status_name(st));
+        if (ctx) ggml_free(ctx);
+        return false;
+    }
+    struct ggml_tensor *inp = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, e->hp.n_embd, n);
+    ggml_set_input(inp);
+    struct ggml_tensor *out_t = ggml_mul(ctx, ggml_rms_norm(ctx, inp, e->hp.eps), w);
+    const void *src[] = {x};
+    return on_host(e, ctx, ggml_new_graph(ctx), &inp, src, 1, out_t, out);
+}
+
+/*
+ * kqv (host, n x n_embd) = block l's attention on the host, its KV cache there,
+ * from q (n x n_embd), k and v (n x n_kv_embd) before RoPE.
+ */
+static bool host_attention(engine *e, int l, const float *q, const float *k, const float *v,
+                           int pos0, int n, float *kqv) {
+    const hparams *hp = &e->hp;
+    layer_state *L = &e->layers[l];
+    int si = slot_of(e, NULL);
+    if (si < 0 || (L->kv_buf && L->slot != si)) return false;
+    L->slot = si;
+    if (!kv_cache(e, l)) return false;
+    const int64_t hd = hp->n_embd / hp->n_head, n_kv_embd = hd * hp->n_head_kv;
+    const int n_kv = kv_rows(e, pos0, n);
+    struct ggml_init_params ip = {ggml_tensor_overhead() * BLOCK_NODES + ggml_graph_overhead(),
+                                  NULL, true};
+    struct ggml_context *ctx = ggml_init(ip);
+    if (!ctx) return false;
+    struct ggml_tensor *in[5] = {
+        ggml_new_tensor_3d(ctx, GGML_TYPE_F32, hd, hp->n_head, n),
+        ggml_new_tensor_3d(ctx, GGML_TYPE_F32, hd, hp->n_head_kv, n),
+        ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_kv_embd, n),
+        ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n),
+        ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_kv, n),
+    };
+    for (int i = 0; i < 5; i++)
+        ggml_set_input(in[i]);
+    struct ggml_cgraph *gf = ggml_new_graph(ctx);
+    struct ggml_tensor *out =
+        attention(e, ctx, gf, L, in[0], in[1], in[2], in[3], in[4], pos0, n, n_kv);
+    int32_t *p = NULL;
+    float *mk = NULL;
+    bool ok = batch_inputs(pos0, n, n_kv, &p, &mk);
+    const void *src[5] = {q, k, v, p, mk};
+    if (ok)
+        ok = on_host(e, ctx, gf, in, src, 5, out, kqv);
+    else
+        ggml_free(ctx);
+    free(p);
+    free(mk);
+    return ok;
+}
+
+/* dst[i] = a[i] + b[i]: ggml_add's element, the residual connection. */
+static void add_into(float *dst, const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        dst[i] = a[i] + b[i];
+}
+
+/*
+ * Block l (set a) on x (host, n x n_embd, updated in place), its matrices
+ * split by rows over the devices: four rounds of products on every device at
+ * once (Q, K and V; the output projection; gate and up, with SwiGLU; down),
+ * and between them, on the host, what joins them: RMSNorm, RoPE, the KV
+ * cache and the attention, the residuals.
+ */
+static bool block_rows(engine *e, int l, const tl_acquired *a, int pos0, int n, float *x) {
+    const hparams *hp = &e->hp;
+    const size_t ne = (size_t)hp->n_embd * (size_t)n,
+                 nkv = (size_t)(hp->n_embd / hp->n_head * hp->n_head_kv) * (size_t)n,
+                 nff = (size_t)hp->n_ff * (size_t)n;
+    float *mem = malloc((5 * ne + 2 * nkv + nff) * sizeof *mem);
+    if (!mem) return false;
+    float *cur = mem, *q = cur + ne, *kqv = q + ne, *o = kqv + ne, *ffn_inp = o + ne,
+          *k = ffn_inp + ne, *v = k + nkv, *h = v + nkv;
+    double *acc = &e->layer_compute[l];
+    const char *qkv[] = {"attn_q.weight", "attn_k.weight", "attn_v.weight"},
+               *wo[] = {"attn_output.weight"}, *gate_up[] = {"ffn_gate.weight", "ffn_up.weight"},
+               *down[] = {"ffn_down.weight"};
+    float *qkv_out[] = {q, k, v}, *o_out[] = {o}, *h_out[] = {h}, *d_out[] = {o};
+    bool ok = host_norm(e, a, "attn_norm.weight", x, n, cur) &&
+              products(e, a, qkv, 3, PLAIN, cur, hp->n_embd, n, qkv_out, acc) &&
+              host_attention(e, l, q, k, v, pos0, n, kqv) &&
+              products(e, a, wo, 1, PLAIN, kqv, hp->n_embd, n, o_out, acc);
+    if (ok) {
+        add_into(ffn_inp, o, x, ne);
+        ok = host_norm(e, a, "ffn_norm.weight", ffn_inp, n, cur) &&
+             products(e, a, gate_up, 2, SWIGLU, cur, hp->n_embd, n, h_out, acc) &&
+             products(e, a, down, 1, FROM_H, h, hp->n_ff, n, d_out, acc);
+    }
+    if (ok) add_into(x, o, ffn_inp, ne);
+    free(mem);
+    return ok;
+}
+
+/* logits (host, n x n_vocab) = output . (rmsnorm(x) * output_norm), the output split by rows. */
+static bool head_rows(engine *e, const tl_acquired *other, const float *x, int n, float *logits) {
+    float *cur = malloc((size_t)e->hp.n_embd * (size_t)n * sizeof *cur);
+    const char *w[] = {find_tensor(other, "output.weight") >= 0 ? "output.weight"
+                                                                : "token_embd.weight"};
+    float *outs[] = {logits};
+    bool ok = cur && host_norm(e, other, "output_norm.weight", x, n, cur) &&
+              products(e, other, w, 1, PLAIN, cur, e->hp.n_embd, n, outs, NULL);
+    free(cur);
+    return ok;
+}
+
 /* Acquire; the time it blocks is time waiting for weights (per block in *acc). */
 static tl_status acquire(engine *e, size_t l0, size_t l1, bool with_other, tl_acquired **a,
                          double *acc) {
@@ -516,6 +959,15 @@ static tl_status forward(engine *e, const int32_t *tok, int n, int pos0, bool mo
     tl_session_release(e->s, a);
     tl_acquired *carry = NULL; /* a block acquired for a run of blocks it did not join */
     for (int l = 0; l < e->hp.n_layer && !s;) {
+        if (e->row) { /* every device on every block */
+            tl_acquired *b = NULL;
+            if (!(s = acquire(e, (size_t)l, (size_t)l + 1, false, &b, &e->layer_wait[l]))) {
+                if (!block_rows(e, l, b, pos0, n, x)) s = TL_ERR_DEVICE;
+                tl_session_release(e->s, b);
+            }
+            l++;
+            continue;
+        }
         /* the next block, or (weights kept whole) the next blocks on one device */
         int cnt = 0;
         tl_device *dev = NULL;
@@ -545,7 +997,7 @@ static tl_status forward(engine *e, const int32_t *tok, int n, int pos0, bool mo
     if (carry) tl_session_release(e->s, carry);
     if (!s && !(s = acquire(e, 0, 0, true, &a, NULL))) {
         if (more) s = tl_session_prefetch(e->s, TL_COMP_OTHER, 0, 1, false);
-        if (!s && !head(e, a, x, n, logits)) s = TL_ERR_DEVICE;
+        if (!s && !(e->row ? head_rows : head)(e, a, x, n, logits)) s = TL_ERR_DEVICE;
         tl_session_release(e->s, a);
     }
     free(x);
@@ -669,11 +1121,11 @@ static bool optimum_with_prefetch(engine *e, const tl_session_options *so, size_
 }
 
 static int usage(void) {
-    fprintf(stderr,
-            "usage: tl-llama MODEL.gguf --tokens 1,2,3,... --n-predict N --logits OUT.f32\n"
-            "                [--device NAME] [--budget SIZE] [--rpc HOST:PORT,...]\n"
-            "                [--split-devices A,B] [--threads N] [--ggml-dir DIR] [--json]\n"
-            "                [--measure-link]\n");
+    fprintf(stderr, "usage: tl-llama MODEL.gguf --tokens 1,2,3,... --n-predict N --logits OUT.f32\n"
+                    "                [--device NAME] [--budget SIZE] [--rpc HOST:PORT,...]\n"
+                    "                [--split-devices A,B] [--split-mode layer|row] [--threads N]\n"
+                    "                [--ggml-dir DIR] [--json]\n"
+                    "                [--measure-link]\n");
     return 2;
 }
 
@@ -702,8 +1154,8 @@ static bool parse_tokens(const char *v, int32_t **out, int *n) {
 }
 
 static int run_engine(int argc, char **argv) {
-    const char *model = NULL, *logits_path = NULL, *device = "ggml:CPU", *rpc = NULL,
-               *split = NULL, *ggml_dir = TL_LLAMA_GGML_DIR, *tokens = NULL;
+    const char *model = NULL, *logits_path = NULL, *device = "ggml:CPU", *rpc = NULL, *split = NULL,
+               *ggml_dir = TL_LLAMA_GGML_DIR, *tokens = NULL, *mode = "layer";
     uint64_t budget = 0;
     int n_predict = -1, threads = 1;
     bool json = false, measure_link = false;
@@ -726,6 +1178,8 @@ static int run_engine(int argc, char **argv) {
             rpc = v, i++;
         else if (!strcmp(a, "--split-devices") && v)
             split = v, i++;
+        else if (!strcmp(a, "--split-mode") && v)
+            mode = v, i++;
         else if (!strcmp(a, "--threads") && v)
             threads = atoi(v), i++;
         else if (!strcmp(a, "--ggml-dir") && v)
@@ -742,8 +1196,13 @@ static int run_engine(int argc, char **argv) {
     int32_t *tok = NULL;
     int n_prompt = 0;
     if (!model || !tokens || n_predict < 0 || !logits_path || threads < 1 ||
-        !parse_tokens(tokens, &tok, &n_prompt))
+        (strcmp(mode, "layer") && strcmp(mode, "row")) || !parse_tokens(tokens, &tok, &n_prompt))
         return usage();
+    if (!strcmp(mode, "row") && split && budget) {
+        fprintf(stderr, "tl-llama: --split-mode row keeps every weight on its devices: it takes "
+                        "no --budget\n");
+        return 2;
+    }
 
     engine e = {0};
     e.threads = threads;
@@ -804,8 +1263,6 @@ static int run_engine(int argc, char **argv) {
         tl_device_release(d);
     }
     snprintf(devs[n_names].name, sizeof devs[n_names].name, "cpu");
-    tl_plan_summary sum;
-    if ((s = tl_plan_summary_from_model(e.m, TL_DTYPE_INVALID, &sum))) return fail("summary", s);
     char spec[128], reserve[64];
     snprintf(spec, sizeof spec, n_names == 2 ? "other=%s&%s" : "other=%s", devs[0].name,
              devs[1].name);
@@ -823,14 +1280,37 @@ static int run_engine(int argc, char **argv) {
     tl_plan_options_init(&po);
     po.backend = spec;
     po.reserve = reserve;
-    s = tl_plan_create(&sum, devs, (size_t)n_names + 1, &po, &e.plan);
-    if (!s && !tl_plan_feasible(e.plan)) { /* does not fit whole: stream it through */
-        tl_plan_destroy(e.plan);
-        e.plan = NULL;
-        po.offload_to_cpu = true;
-        s = tl_plan_create(&sum, devs, (size_t)n_names + 1, &po, &e.plan);
+    e.row = split && !strcmp(mode, "row");
+    if (e.row) {
+        /* every matrix cut by rows over the devices; the norms and the token embedding (a
+           lookup, as llama.cpp keeps it) on the host, in the file's mapping */
+        po.row_split = 1u << TL_COMP_OTHER;
+        po.overrides = "token_embd\\.weight=cpu,_norm\\.weight$=cpu";
+        s = tl_plan_create_for_model(e.m, TL_DTYPE_INVALID, devs, (size_t)n_names + 1, &po,
+                                     &e.plan);
+        if (!s && !tl_plan_feasible(e.plan)) { /* no matrix to cut (both sides >= 256) */
+            fprintf(stderr, "tl-llama: no row split (%s): splitting by layers\n",
+                    tl_plan_error(e.plan));
+            tl_plan_destroy(e.plan);
+            e.plan = NULL;
+            e.row = false;
+            po.row_split = 0;
+            po.overrides = NULL;
+        }
     }
-    tl_plan_summary_clear(&sum);
+    if (!e.row) {
+        tl_plan_summary sum;
+        if ((s = tl_plan_summary_from_model(e.m, TL_DTYPE_INVALID, &sum)))
+            return fail("summary", s);
+        s = tl_plan_create(&sum, devs, (size_t)n_names + 1, &po, &e.plan);
+        if (!s && !tl_plan_feasible(e.plan)) { /* does not fit whole: stream it through */
+            tl_plan_destroy(e.plan);
+            e.plan = NULL;
+            po.offload_to_cpu = true;
+            s = tl_plan_create(&sum, devs, (size_t)n_names + 1, &po, &e.plan);
+        }
+        tl_plan_summary_clear(&sum);
+    }
     if (s) return fail("plan", s);
     if ((s = tl_plan_check(e.plan))) return fail("plan", s);
     tl_plan_decision dec;
@@ -869,8 +1349,8 @@ static int run_engine(int argc, char **argv) {
     free(steps);
     /* Weights kept whole are all needed by the first token: load them as one batch, so that an
        RPC server gets them in writes large enough for its cache (sent once per model) */
-    e.chain = dec.mode != TL_PLAN_MODE_STREAM && !(split && budget);
-    if (e.chain && (s = tl_session_prefetch(e.s, TL_COMP_OTHER, 0, TL_ALL_LAYERS, true)))
+    e.chain = !e.row && dec.mode != TL_PLAN_MODE_STREAM && !(split && budget);
+    if ((e.chain || e.row) && (s = tl_session_prefetch(e.s, TL_COMP_OTHER, 0, TL_ALL_LAYERS, true)))
         return fail("prefetch", s);
 
     /* 4. The run: the prompt as one batch, then each greedy token. */
@@ -932,6 +1412,7 @@ static int run_engine(int argc, char **argv) {
         printf("{\"mode\":\"%s\",\"budget\":%llu,\"reserve\":%llu,\"devices\":[",
                dec.mode == TL_PLAN_MODE_STREAM        ? "stream"
                : dec.mode == TL_PLAN_MODE_LAYER_SPLIT ? "layer_split"
+               : dec.mode == TL_PLAN_MODE_ROW_SPLIT   ? "row_split"
                                                       : "resident",
                (unsigned long long)budget, (unsigned long long)(kv_all + act));
         for (size_t i = 0; i < st.n_devices; i++) {
@@ -940,6 +1421,7 @@ static int run_engine(int argc, char **argv) {
                 if (!e.slots[k].dev || strcmp(tl_device_name(e.slots[k].dev), st.devices[i].name))
                     continue;
                 cb += ggml_gallocr_get_buffer_size(e.slots[k].ga, 0);
+                if (e.slots[k].h_buf) cb += ggml_backend_buffer_get_size(e.slots[k].h_buf);
                 for (int64_t l = 0; l < e.hp.n_layer; l++)
                     if (e.layers[l].kv_buf && e.layers[l].slot == k)
                         kv += ggml_backend_buffer_get_size(e.layers[l].kv_buf);
@@ -998,6 +1480,8 @@ static int run_engine(int argc, char **argv) {
         if (e.layers[l].kv_ctx) ggml_free(e.layers[l].kv_ctx);
     }
     for (int i = 0; i < e.n_slots; i++) {
+        if (e.slots[i].h_buf) ggml_backend_buffer_free(e.slots[i].h_buf);
+        if (e.slots[i].h_ctx) ggml_free(e.slots[i].h_ctx);
         ggml_gallocr_free(e.slots[i].ga);
         ggml_backend_free(e.slots[i].be);
         if (e.slots[i].dev) tl_device_release(e.slots[i].dev);

@@ -53,9 +53,14 @@ typedef struct chunk {
  * Packs: on a device that takes small writes better together (an RPC
  * server's: tl__ggml_dev_pack_min), the batch's whole transfers of PACK_PIECE
  * bytes up to that minimum go together, in batch order, into packs of at
- * least the minimum and at most one staging buffer, each moved by one worker
- * as one write that the device scatters (tl__ggml_dev_scatter). The packs
- * depend only on the batch, so the same loads make the same writes.
+ * least the minimum and at most twice it (or one staging buffer, when that is
+ * larger), each moved by one worker as one write that the device scatters
+ * (tl__ggml_dev_scatter). Twice the minimum lets any run of pieces pack; the
+ * pieces left at the end join the device's last pack (which then stays under
+ * three times the minimum). A pack larger than a staging buffer is read into
+ * the engine's pack buffer, one at a time (at most three times the largest
+ * minimum of extra memory, kept for the engine's life). The packs depend only on the
+ * batch, so the same loads make the same writes.
  */
 #define PACK_PIECE (64ull << 10) /* smaller pieces cost more as a copy request than as bytes */
 #define PACK_MAX 256u            /* transfers in one pack */
@@ -96,6 +101,9 @@ struct tl__io_engine {
     unsigned n_threads;
     tl__os_uring *ring; /* one queue, one driver at a time */
     bool ring_busy;
+    tl__os_mutex pack_mu; /* the pack buffer, for packs larger than a staging buffer */
+    unsigned char *pack_buf;
+    uint64_t pack_cap;
 };
 
 /* --- one chunk --- */
@@ -152,16 +160,36 @@ static tl_status need_stg(tl__io_engine *e, const tl__io_xfer *x, unsigned char 
 }
 
 /* A pack: each member's bytes one after the other into staging, then one scattering write. */
+static tl_status pack_into(const tl__io_batch *b, const chunk *c, unsigned char *buf);
+
 static tl_status move_pack(tl__io_engine *e, const tl__io_batch *b, const chunk *c,
                            unsigned char **stg) {
+    if (c->len <= e->o.staging_size) {
+        tl_status s = need_stg(e, &b->x[b->pk[c->xfer]], stg);
+        return s ? s : pack_into(b, c, *stg);
+    }
+    tl__os_mutex_lock(&e->pack_mu);
+    tl_status s = TL_OK;
+    if (e->pack_cap < c->len) {
+        free(e->pack_buf);
+        e->pack_buf = tl__os_malloc((size_t)c->len);
+        e->pack_cap = e->pack_buf ? c->len : 0;
+        if (!e->pack_buf) s = fail(&b->x[b->pk[c->xfer]], TL_ERR_NOMEM, "pack buffer", 0, ENOMEM);
+    }
+    if (!s) s = pack_into(b, c, e->pack_buf);
+    tl__os_mutex_unlock(&e->pack_mu);
+    return s;
+}
+
+/* Pack c's members one after the other into buf, then its one scattering write. */
+static tl_status pack_into(const tl__io_batch *b, const chunk *c, unsigned char *buf) {
     const tl__io_xfer *x0 = &b->x[b->pk[c->xfer]];
-    tl_status s = need_stg(e, x0, stg);
-    if (s) return s;
+    tl_status s;
     tl_devptr dst[PACK_MAX];
     uint64_t n[PACK_MAX], at = 0;
     for (size_t j = 0; j < c->pack; j++) {
         const tl__io_xfer *x = &b->x[b->pk[c->xfer + j]];
-        unsigned char *to = *stg + at;
+        unsigned char *to = buf + at;
         if (x->src.kind == TL_IO_FILE) {
             int err = tl__os_pread_full(x->src.fd, to, (size_t)x->len, x->src.off);
             if (err) return fail(x, TL_ERR_IO, "read", x->src.off, err);
@@ -175,7 +203,7 @@ static tl_status move_pack(tl__io_engine *e, const tl__io_batch *b, const chunk 
         n[j] = x->len;
         at += x->len;
     }
-    s = tl__ggml_dev_scatter(x0->dst.dev, *stg, at, dst, n, c->pack);
+    s = tl__ggml_dev_scatter(x0->dst.dev, buf, at, dst, n, c->pack);
     if (s)
         return tl__err_prefix(s, "%s: %zu tensors from %s on", x0->path ? x0->path : "",
                               c->pack, x0->name ? x0->name : "?");
@@ -523,6 +551,7 @@ tl_status tl__io_engine_create(const tl__io_options *o, tl__io_engine **out) {
         return tl__err(TL_ERR_NOMEM, "io: out of memory");
     }
     tl__os_mutex_init(&e->mu);
+    tl__os_mutex_init(&e->pack_mu);
     tl__os_cond_init(&e->work);
     tl__os_cond_init(&e->done);
     if (e->o.uring && tl__os_uring_open(e->o.staging_count, &e->ring) != 0) e->ring = NULL;
@@ -552,8 +581,10 @@ void tl__io_engine_destroy(tl__io_engine *e) {
     tl__os_uring_close(e->ring);
     tl__staging_free(&e->staging);
     tl__os_mutex_destroy(&e->mu);
+    tl__os_mutex_destroy(&e->pack_mu);
     tl__os_cond_destroy(&e->work);
     tl__os_cond_destroy(&e->done);
+    free(e->pack_buf);
     free(e);
 }
 
@@ -582,14 +613,13 @@ static uint64_t pack_min(const tl__io_batch *b, const tl__io_xfer *x) {
         (x->src.kind == TL_IO_FILE && x->src.direct) || x->src.kind == TL_IO_DEVICE)
         return 0;
     uint64_t min = tl__ggml_dev_pack_min(x->dst.dev);
-    return min && x->len < min && min <= b->e->o.staging_size ? min : 0;
+    return min && x->len < min ? min : 0;
 }
 
 #define PACK_DEVICES 64u /* devices of one batch whose transfers are packed */
 
 /* The batch's packs (chunks, members in pk) and which transfers they hold (in[i]). */
 static tl_status make_packs(tl__io_batch *b, bool *in, size_t *cap) {
-    uint64_t stg = b->e->o.staging_size;
     tl_device *done[PACK_DEVICES];
     size_t n_done = 0, used = 0; /* devices packed; members in pk */
     for (size_t i = 0; i < b->n_x && n_done < PACK_DEVICES; i++) {
@@ -603,17 +633,27 @@ static tl_status make_packs(tl__io_batch *b, bool *in, size_t *cap) {
         if (!b->pk && !(b->pk = tl__os_malloc(b->n_x * sizeof *b->pk)))
             return tl__err(TL_ERR_NOMEM, "io: out of memory for packs");
         size_t first = used, count = 0;
-        uint64_t total = 0;
+        size_t prev = SIZE_MAX; /* this device's last pack (its chunk) */
+        uint64_t total = 0, most = 2 * min > b->e->o.staging_size ? 2 * min : b->e->o.staging_size;
         for (size_t j = i;; j++) {
             const tl__io_xfer *x = j < b->n_x ? &b->x[j] : NULL;
             if (x && (x->dst.kind != TL_IO_DEVICE || x->dst.dev != d || !pack_min(b, x))) continue;
             /* the pack so far ends where x would not fit, or at the end; one under the
-               minimum is no pack (its transfers move alone) */
-            if (!x || total + x->len > stg || count == PACK_MAX) {
-                if (total >= min) {
-                    tl_status s = chunk_room(b, cap);
+               minimum is no pack (its transfers move alone), except at the end, where it
+               joins the device's last pack (then under three times the minimum) */
+            if (!x || total + x->len > most || count == PACK_MAX) {
+                bool join =
+                    !x && total < min && prev != SIZE_MAX && b->ch[prev].pack + count <= PACK_MAX;
+                if (total >= min || join) {
+                    tl_status s = join ? TL_OK : chunk_room(b, cap);
                     if (s) return s;
-                    b->ch[b->n_ch++] = (chunk){first, 0, total, count};
+                    if (join) {
+                        b->ch[prev].len += total;
+                        b->ch[prev].pack += count;
+                    } else {
+                        prev = b->n_ch;
+                        b->ch[b->n_ch++] = (chunk){first, 0, total, count};
+                    }
                     for (size_t k = first; k < first + count; k++)
                         in[b->pk[k]] = true;
                     first += count;
@@ -665,6 +705,16 @@ static tl_status chunk_xfers(tl__io_engine *e, tl__io_batch *b, const bool *pack
             return tl__err(
                 TL_ERR_INVALID_ARG, "%s: tensor %s: %llu bytes is not whole elements or blocks",
                 x->path ? x->path : "", x->name ? x->name : "?", (unsigned long long)x->len);
+        uint64_t min = x->dst.kind == TL_IO_DEVICE && !x->ticket && x->len > step
+                           ? tl__ggml_dev_pack_min(x->dst.dev)
+                           : 0;
+        if (min && x->len % step && x->len % step < min) {
+            /* a tail under the size a server caches: chunks of equal size instead, when each
+               is at least that size */
+            uint64_t k = (x->len + step - 1) / step, even = (x->len + k - 1) / k;
+            even = (even + in - 1) / in * in;
+            if (even >= min && even <= step) step = even;
+        }
         for (uint64_t o = 0; o < x->len; o += step) {
             tl_status s = chunk_room(b, cap);
             if (s) return s;

@@ -50,3 +50,7 @@ tl_dtype tl__type_target(const tl__type_rules *t, const tl_tensor_info *ti, tl_d
     if (!t || i == t->r.n) return tl_convert_target(ti, convert);
     return tl__type_fits(ti, t->to[i]) == TL__FITS ? t->to[i] : ti->dtype;
 }
+
+bool tl__row_splittable(const tl_tensor_info *ti) {
+    return ti->n_dims == 2 && ti->shape[0] >= 256 && ti->shape[1] >= 256;
+}

@@ -4,7 +4,8 @@
  * ("^vae\.=f16,model\.=q8_0"): the first rule whose pattern is found in a
  * tensor's name gives its type; a tensor no rule names takes the load's,
  * plan's or session's one type (tl_convert_target). One rule for loads,
- * plans and sessions, so that a plan counts the bytes a load makes.
+ * plans and sessions, so that a plan counts the bytes a load makes. Also
+ * which tensors a row split cuts, and where (tl__row_splittable).
  */
 #ifndef TL_MODEL_TYPERULES_H
 #define TL_MODEL_TYPERULES_H
@@ -42,5 +43,14 @@ tl__type_fit tl__type_fits(const tl_tensor_info *ti, tl_dtype to);
  * convert) (convert TL_DTYPE_INVALID: its own). t may be NULL.
  */
 tl_dtype tl__type_target(const tl__type_rules *t, const tl_tensor_info *ti, tl_dtype convert);
+
+/*
+ * Whether a row split cuts tensor ti: a 2-D matrix with both sides >= 256.
+ * Cuts fall near multiples of TL__ROW_SPLIT_ALIGN rows (as llama.cpp's CUDA
+ * row split rounds them), placed so that each part computes its rows on
+ * ggml's CPU as the whole matrix does (residency/placement.c).
+ */
+bool tl__row_splittable(const tl_tensor_info *ti);
+#define TL__ROW_SPLIT_ALIGN 64
 
 #endif

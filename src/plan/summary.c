@@ -76,7 +76,7 @@ void tlp_tensor_bytes(const tl_tensor_info *t, const tl__type_rules *rules, tl_d
     tl_dtype to = tl__type_target(rules, t, convert);
     uint64_t nb;
     if (to != t->dtype && tl_dtype_nbytes(to, t->n_elements, &nb)) *bytes = nb;
-    *matrix = t->n_dims == 2 && t->shape[0] >= 256 && t->shape[1] >= 256 ? *bytes : 0;
+    *matrix = tl__row_splittable(t) ? *bytes : 0;
 }
 
 /* Sum the bytes of a list of tensors. */

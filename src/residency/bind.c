@@ -5,6 +5,8 @@
  * host-pointer devices) are wrapped in place as a ggml CPU buffer, kept with
  * the acquired set and freed at its release. The type and shape are checked
  * against the catalog before ggml sees anything (ggml aborts on a misfit).
+ * A row-split tensor binds part by part (tl_session_bind_ggml_part), each
+ * part a ggml tensor of its rows on its own device.
  */
 #include "residency/residency.h"
 
@@ -54,32 +56,73 @@ static bool same_shape(const tl__ggml_tensor *x, const tl_tensor_info *t) {
     return true;
 }
 
-tl_status tl_session_bind_ggml(tl_session *s, const tl_acquired *ca, size_t i, void *ggml_tensor) {
-    if (!s || !ca || !ggml_tensor)
-        return tl__err(TL_ERR_INVALID_ARG, "tl_session_bind_ggml: NULL argument");
-    tl_acquired *a = (tl_acquired *)ca; /* the set owns the wrappers its bindings make */
+/*
+ * Checks common to both binds: arguments, ggml loaded, a whole bind (part < 0)
+ * of a tensor kept whole, and the ggml tensor's type and shape against the
+ * catalog's, with the part's rows as the outermost dimension. The set's
+ * tensor i on success.
+ */
+static tl_status bind_check(const char *fn, const tl_acquired *a, size_t i, void *ggml_tensor,
+                            int64_t part, const tl_session_tensor **out) {
+    if (!a || !ggml_tensor) return tl__err(TL_ERR_INVALID_ARG, "%s: NULL argument", fn);
     if (i >= a->n)
-        return tl__err(TL_ERR_INVALID_ARG, "tl_session_bind_ggml: tensor %zu of a set of %zu", i,
-                       a->n);
+        return tl__err(TL_ERR_INVALID_ARG, "%s: tensor %zu of a set of %zu", fn, i, a->n);
     if (!tl__ggml_api_get())
-        return tl__err(TL_ERR_INVALID_ARG,
-                       "tl_session_bind_ggml: ggml is not loaded (tl_device_ggml_discover)");
+        return tl__err(TL_ERR_INVALID_ARG, "%s: ggml is not loaded (tl_device_ggml_discover)", fn);
     const tl_session_tensor *st = &a->t[i];
     const tl_tensor_info *t = st->info;
-    tl__ggml_tensor *x = ggml_tensor;
-    if (!same_shape(x, t)) {
+    if (part < 0 && st->n_parts != 1)
+        return tl__err(TL_ERR_UNSUPPORTED,
+                       "tensor %s is split by rows over %u devices: bind each part "
+                       "(tl_session_bind_ggml_part)",
+                       t->name, st->n_parts);
+    if (part >= (int64_t)st->n_parts)
+        return tl__err(TL_ERR_INVALID_ARG, "%s: tensor %s has %u part(s), not a part %lld", fn,
+                       t->name, st->n_parts, (long long)part);
+    const tl_session_part *p = &st->parts[part < 0 ? 0 : part];
+    tl_tensor_info shape = *t;
+    if (t->n_dims > 0) shape.shape[0] = (int64_t)(p->row_end - p->row_begin);
+    const tl__ggml_tensor *x = ggml_tensor;
+    if (!same_shape(x, &shape)) {
         char want[160], got[160];
-        describe_info(t, want, sizeof want);
+        describe_info(&shape, want, sizeof want);
         describe_ggml(x, got, sizeof got);
+        if (st->n_parts > 1)
+            return tl__err(TL_ERR_INVALID_ARG,
+                           "tensor %s: its part %lld is %s (rows %" PRIu64 "..%" PRIu64
+                           "), but the ggml tensor bound to it is %s",
+                           t->name, (long long)part, want, p->row_begin, p->row_end, got);
         return tl__err(TL_ERR_INVALID_ARG,
                        "tensor %s is %s in the model, but the ggml tensor bound to it is %s",
                        t->name, want, got);
     }
-    if (st->n_parts != 1)
-        return tl__err(TL_ERR_UNSUPPORTED,
-                       "tensor %s is split by rows over %u devices: bind each part to a view", t->name,
-                       st->n_parts);
-    const tl_session_part *p = &st->parts[0];
+    *out = st;
+    return TL_OK;
+}
+
+static tl_status bind_part(tl_acquired *a, const tl_tensor_info *t, const tl_session_part *p,
+                           tl__ggml_tensor *x);
+
+tl_status tl_session_bind_ggml(tl_session *s, const tl_acquired *ca, size_t i, void *ggml_tensor) {
+    const tl_session_tensor *st;
+    tl_status r = s ? bind_check("tl_session_bind_ggml", ca, i, ggml_tensor, -1, &st)
+                    : tl__err(TL_ERR_INVALID_ARG, "tl_session_bind_ggml: NULL argument");
+    if (r) return r;
+    return bind_part((tl_acquired *)ca, st->info, &st->parts[0], ggml_tensor);
+}
+
+tl_status tl_session_bind_ggml_part(tl_session *s, const tl_acquired *ca, size_t i, uint32_t part,
+                                    void *ggml_tensor) {
+    const tl_session_tensor *st;
+    tl_status r = s ? bind_check("tl_session_bind_ggml_part", ca, i, ggml_tensor, part, &st)
+                    : tl__err(TL_ERR_INVALID_ARG, "tl_session_bind_ggml_part: NULL argument");
+    if (r) return r;
+    return bind_part((tl_acquired *)ca, st->info, &st->parts[part], ggml_tensor);
+}
+
+/* Part p of catalog tensor t as x's storage; wrappers of host bytes are kept by set a. */
+static tl_status bind_part(tl_acquired *a, const tl_tensor_info *t, const tl_session_part *p,
+                           tl__ggml_tensor *x) {
     if (p->tier == TL_TIER_DEVICE) {
         tl__ggml_dev *g = tl__ggml_dev_of(p->device);
         if (!g)

@@ -12,10 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool is_matrix(const tl_tensor_info *t) {
-    return t->n_dims == 2 && t->shape[0] >= 256 && t->shape[1] >= 256;
-}
-
 typedef struct placer {
     tlr_place *p;
     size_t n, cap;
@@ -45,33 +41,47 @@ static uint64_t rest_bytes(const tl_model *m, const tl_plan *p, tl_component c,
         uint64_t b = t->nbytes;
         tl_dtype to = tl__type_target(rules, t, convert);
         if (to != t->dtype && !tl_dtype_nbytes(to, t->n_elements, &b)) b = t->nbytes;
-        if (t->component == c && !is_matrix(t) &&
+        if (t->component == c && !tl__row_splittable(t) &&
             tl_plan_override_find(p, t->name) == TL_NOT_FOUND)
             r += b;
     }
     return r;
 }
 
-/* Cut a matrix into one row block per device, in proportion to weights w. */
+/*
+ * Cut a matrix into one row block per device, in proportion to weights w,
+ * each cut at the multiple of TL__ROW_SPLIT_ALIGN rows nearest its share.
+ * ggml's CPU product runs its blocked kernel only on row counts that are a
+ * multiple of 4 (another summation order otherwise), so every block must be
+ * on the whole matrix's side: for a row count that is not, each cut moves 1 to
+ * 3 rows on, by an offset other than the previous cut's and the row count's
+ * remainder mod 4, which leaves no block a multiple of 4.
+ */
 static tl_status split_rows(placer *pl, const tl_tensor_info *t, size_t i,
                             const tl_plan_decision *d, const uint64_t *w) {
     uint64_t rows = t->shape[0];
-    unsigned __int128 sum = 0;
+    unsigned __int128 sum = 0, cum = 0;
     for (uint32_t k = 0; k < d->n_devices; k++)
         sum += w[k];
     if (rows == 0 || t->nbytes % rows != 0 || sum == 0)
         return add(pl, (tlr_place){i, 0, t->nbytes, 0, rows, (int32_t)d->devices[0], false});
-    uint64_t row_bytes = t->nbytes / rows, r0 = 0;
+    uint64_t row_bytes = t->nbytes / rows, r0 = 0, rem = rows % 4, prev_off = 0;
     for (uint32_t k = 0; k < d->n_devices; k++) {
-        uint64_t r1 =
-            k + 1 == d->n_devices ? rows : r0 + (uint64_t)((unsigned __int128)rows * w[k] / sum);
-        if (r1 > rows) r1 = rows;
+        cum += w[k];
+        uint64_t share = (uint64_t)((unsigned __int128)rows * cum / sum), off = 0;
+        uint64_t r1 = (share + TL__ROW_SPLIT_ALIGN / 2) / TL__ROW_SPLIT_ALIGN * TL__ROW_SPLIT_ALIGN;
+        if (rem)
+            while (++off == prev_off || off == rem) {
+            }
+        r1 += off;
+        if (k + 1 == d->n_devices || r1 > rows) r1 = rows;
         if (r1 > r0) {
             tl_status s = add(pl, (tlr_place){i, r0 * row_bytes, (r1 - r0) * row_bytes, r0, r1,
                                               (int32_t)d->devices[k], false});
             if (s) return s;
+            r0 = r1;
+            prev_off = off;
         }
-        r0 = r1;
     }
     return TL_OK;
 }
@@ -123,7 +133,7 @@ tl_status tlr_place_all(const tl_model *m, const tl_plan *p, const tl__type_rule
                     x.plan_dev = (int32_t)d->devices[j];
             break;
         case TL_PLAN_MODE_ROW_SPLIT:
-            if (is_matrix(t)) {
+            if (tl__row_splittable(t)) {
                 s = split_rows(&pl, t, i, d, roww[c]);
                 continue;
             }

@@ -2,13 +2,17 @@
  * test_ggml_bind.c — acquired weights as the storage of an engine's ggml
  * tensors (tl_session_bind_ggml), on ggml:CPU and on a ggml RPC server's
  * device (a ggml-rpc-server process on 127.0.0.1), and the RPC devices'
- * errors. Built against the ggml source build's headers (TL_GGML_ROOT), the
- * same ggml tierload loads at run time. Expected bytes come from pread of the
- * model file; expected products from a plain loop over those bytes.
+ * errors, and a row-split matrix bound part by part
+ * (tl_session_bind_ggml_part). Built against the ggml source build's headers
+ * (TL_GGML_ROOT), the same ggml tierload loads at run time. Expected bytes
+ * come from pread of the model file; expected products from a plain loop over
+ * those bytes, or (parts) from ggml's product of the whole matrix.
  */
+#include "gguf_writer.h"
 #include "rpc_server.h"
 #include "testutil.h"
 
+#include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 #include "ggml.h"
@@ -132,6 +136,17 @@ static tl_device *find_dev(const char *name) {
     return d;
 }
 
+/* The RPC device of the newest server: the highest rpcS:0 registered (its name into name). */
+static tl_device *newest_rpc_dev(char *name, size_t cap) {
+    tl_device *d = NULL;
+    for (int sidx = 15; sidx >= 0 && !d; sidx--) {
+        snprintf(name, cap, "rpc%d:0", sidx);
+        if (tl_device_find(name, &d) != TL_OK) d = NULL;
+    }
+    assert_non_null(d);
+    return d;
+}
+
 /* Resident on ggml:CPU: copied into the device's pool (no_zero_copy), then the mapping itself. */
 static void test_bind_cpu(void **state) {
     (void)state;
@@ -231,14 +246,8 @@ static void test_bind_rpc(void **state) {
     size_t added = 0;
     assert_int_equal(tl_device_ggml_rpc_add(srv.endpoint, &added), TL_OK);
     assert_true(added >= 1);
-    char name[64];
-    tl_device *d = NULL;
-    /* the newest server's first device: the highest rpcS:0 registered */
-    for (int sidx = 15; sidx >= 0 && !d; sidx--) {
-        snprintf(name, sizeof name, "rpc%d:0", sidx);
-        if (tl_device_find(name, &d) != TL_OK) d = NULL;
-    }
-    assert_non_null(d);
+    char name[TL_DEVICE_NAME_MAX];
+    tl_device *d = newest_rpc_dev(name, sizeof name);
     tl_device_info info;
     assert_int_equal(tl_device_describe(d, &info, sizeof info), TL_OK);
     assert_false(info.host_pointer);
@@ -286,6 +295,192 @@ static void test_bind_rpc(void **state) {
     tl_plan_destroy(p);
     tl_model_close(m);
     tl_device_release(d);
+    tu_rpc_stop(&srv);
+}
+
+/* [n, rows] = W [rows, cols] (F32, from host bytes) times x [n, cols], by ggml's CPU backend. */
+static void cpu_product(ggml_backend_t be, const float *w, int64_t rows, int64_t cols,
+                        const float *x, int n, float *y) {
+    struct ggml_init_params ip = {ggml_tensor_overhead() * 4 + ggml_graph_overhead(), NULL, true};
+    struct ggml_context *ctx = ggml_init(ip);
+    struct ggml_tensor *wt = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, cols, rows);
+    struct ggml_tensor *xt = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, cols, n);
+    struct ggml_tensor *yt = ggml_mul_mat(ctx, wt, xt);
+    struct ggml_cgraph *gf = ggml_new_graph(ctx);
+    ggml_build_forward_expand(gf, yt);
+    ggml_backend_buffer_t b = ggml_backend_alloc_ctx_tensors(ctx, be);
+    assert_non_null(b);
+    ggml_backend_tensor_set(wt, w, 0, ggml_nbytes(wt));
+    ggml_backend_tensor_set(xt, x, 0, ggml_nbytes(xt));
+    assert_int_equal(ggml_backend_graph_compute(be, gf), GGML_STATUS_SUCCESS);
+    ggml_backend_tensor_get(yt, y, 0, ggml_nbytes(yt));
+    ggml_backend_buffer_free(b);
+    ggml_free(ctx);
+}
+
+/*
+ * Matrices row-split over ggml:CPU and an RPC server's device (shares 1:2, so
+ * that the proportional cut is no multiple of 4): each part binds on its own
+ * device with its rows' bytes, and the parts' products (17 columns, where
+ * ggml's CPU runs its blocked kernel on row counts that are a multiple of 4)
+ * are the whole matrix's product bit for bit — for 700 rows (cut at a
+ * multiple of 64) and for 259 (no part a multiple of 4). A matrix of 255
+ * columns is not cut; a whole bind of a split tensor, a part out of range and
+ * a misshapen part are refused.
+ */
+static void test_bind_row_parts(void **state) {
+    (void)state;
+    TU_NEED_GGML();
+    tu_rpc srv;
+    char why[256], rname[TL_DEVICE_NAME_MAX];
+    if (!tu_rpc_start(&srv, why, sizeof why)) fail_msg("%s", why);
+    assert_int_equal(tl_device_ggml_rpc_add(srv.endpoint, NULL), TL_OK);
+    tl_device *rd = newest_rpc_dev(rname, sizeof rname);
+    enum { N = 17, N_MAT = 3 };
+    const struct {
+        const char *name;
+        int64_t rows, cols;
+        uint32_t parts;
+    } mat[N_MAT] = {{"blk.0.w.weight", 700, 256, 2},
+                    {"blk.0.v.weight", 259, 256, 2},
+                    {"blk.0.narrow.weight", 259, 255, 1}};
+    float *data[N_MAT];
+    char *dir = tu_tmpdir(), *path = tu_path(dir, "rows.gguf");
+    gw_gguf *g = gw_new(3);
+    gw_kv_str(g, "general.architecture", "llama");
+    for (int j = 0; j < N_MAT; j++) {
+        size_t n = (size_t)(mat[j].rows * mat[j].cols);
+        data[j] = malloc(n * sizeof *data[j]);
+        for (size_t i = 0; i < n; i++)
+            data[j][i] = (float)((int)((i + (size_t)j) * 2654435761u % 2001) - 1000) / 997.0f;
+        int64_t ne[2] = {mat[j].cols, mat[j].rows};
+        gw_tensor_data(g, gw_tensor(g, mat[j].name, TL_DTYPE_F32, 2, ne), data[j],
+                       n * sizeof *data[j]);
+    }
+    size_t len;
+    uint8_t *img = gw_build(g, &len);
+    tu_write_file(path, img, len);
+    free(img);
+    gw_free(g);
+
+    tl_model *m;
+    const char *paths[] = {path};
+    assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_OK);
+    tl_plan_summary sum;
+    assert_int_equal(tl_plan_summary_from_model(m, TL_DTYPE_INVALID, &sum), TL_OK);
+    tl_plan_device devs[3];
+    memset(devs, 0, sizeof devs);
+    const char *names[] = {"ggml:CPU", rname};
+    for (int i = 0; i < 2; i++) {
+        snprintf(devs[i].name, sizeof devs[i].name, "%s", names[i]);
+        devs[i].is_gpu = true;
+        devs[i].total = devs[i].free = (uint64_t)(i + 1) << 24;
+    }
+    snprintf(devs[2].name, sizeof devs[2].name, "cpu");
+    char spec[128];
+    snprintf(spec, sizeof spec, "other=ggml:CPU&%s", rname);
+    tl_plan_options po;
+    tl_plan_options_init(&po);
+    po.backend = spec;
+    po.row_split = 1u << TL_COMP_OTHER;
+    po.reserve = "other=0";
+    tl_plan *p;
+    assert_int_equal(tl_plan_create(&sum, devs, 3, &po, &p), TL_OK);
+    tl_plan_summary_clear(&sum);
+    assert_true(tl_plan_feasible(p));
+    tl_session *s;
+    assert_int_equal(tl_session_create(m, p, NULL, &s), TL_OK);
+    tl_acquired *a;
+    assert_int_equal(tl_session_acquire(s, TL_COMP_OTHER, 0, TL_ALL_LAYERS, true, &a), TL_OK);
+    assert_int_equal(tl_acquired_count(a), N_MAT);
+
+    tl_device *cd = find_dev("ggml:CPU");
+    ggml_backend_t cpu = ggml_backend_dev_init(tl_device_ggml_dev(cd), NULL);
+    ggml_backend_t rpc = ggml_backend_dev_init(tl_device_ggml_dev(rd), NULL);
+    assert_non_null(cpu);
+    assert_non_null(rpc);
+    float *x = malloc((size_t)N * 256 * sizeof *x);
+    for (size_t i = 0; i < (size_t)N * 256; i++)
+        x[i] = (float)((int)(i * 7919u % 257) - 128) / 131.0f;
+    for (size_t i = 0; i < tl_acquired_count(a); i++) {
+        const tl_session_tensor *st = tl_acquired_tensor(a, i);
+        int j = 0;
+        while (j < N_MAT && strcmp(st->info->name, mat[j].name))
+            j++;
+        assert_true(j < N_MAT);
+        const int64_t rows = mat[j].rows, cols = mat[j].cols;
+        assert_int_equal(st->n_parts, mat[j].parts);
+        struct ggml_init_params ip = {ggml_tensor_overhead() * 16 + 2 * ggml_graph_overhead(), NULL,
+                                      true}; /* a graph per part */
+        struct ggml_context *ctx = ggml_init(ip);
+        struct ggml_tensor *whole = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, cols, rows);
+        if (st->n_parts == 1) { /* kept whole: binds either way, and has no part 1 */
+            assert_int_equal(tl_session_bind_ggml(s, a, i, whole), TL_OK);
+            assert_int_equal(tl_session_bind_ggml_part(s, a, i, 0, whole), TL_OK);
+            assert_int_equal(tl_session_bind_ggml_part(s, a, i, 1, whole), TL_ERR_INVALID_ARG);
+            assert_non_null(strstr(tl_last_error(), mat[j].name));
+            ggml_free(ctx);
+            continue;
+        }
+        assert_true(st->parts[0].device != st->parts[1].device);
+        assert_int_equal(st->parts[0].row_begin, 0);
+        assert_int_equal(st->parts[0].row_end, st->parts[1].row_begin);
+        assert_int_equal(st->parts[1].row_end, rows);
+        if (rows % 4 == 0)
+            assert_int_equal(st->parts[0].row_end % 64, 0);
+        else /* neither part a multiple of 4 */
+            assert_true(st->parts[0].row_end % 4 && (rows - (int64_t)st->parts[0].row_end) % 4);
+        assert_int_equal(tl_session_bind_ggml(s, a, i, whole), TL_ERR_UNSUPPORTED);
+        assert_non_null(strstr(tl_last_error(), "tl_session_bind_ggml_part"));
+        assert_int_equal(tl_session_bind_ggml_part(s, a, i, 0, whole), TL_ERR_INVALID_ARG);
+        assert_non_null(strstr(tl_last_error(), "part 0"));
+        assert_null(whole->buffer);
+        float *want = malloc((size_t)N * (size_t)rows * sizeof *want);
+        cpu_product(cpu, data[j], rows, cols, x, N, want);
+        for (uint32_t k = 0; k < 2; k++) {
+            const tl_session_part *pt = &st->parts[k];
+            int64_t pr = (int64_t)(pt->row_end - pt->row_begin);
+            struct ggml_tensor *w = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, cols, pr);
+            assert_int_equal(tl_session_bind_ggml_part(s, a, i, k, w), TL_OK);
+            float *got = malloc(ggml_nbytes(w));
+            ggml_backend_tensor_get(w, got, 0, ggml_nbytes(w));
+            assert_memory_equal(got, data[j] + pt->row_begin * (uint64_t)cols, ggml_nbytes(w));
+            free(got);
+            ggml_backend_t be = pt->device == rd ? rpc : cpu;
+            struct ggml_tensor *xt = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, cols, N);
+            struct ggml_tensor *yt = ggml_mul_mat(ctx, w, xt);
+            struct ggml_cgraph *gf = ggml_new_graph(ctx);
+            ggml_build_forward_expand(gf, yt);
+            ggml_gallocr_t ga = ggml_gallocr_new(ggml_backend_get_default_buffer_type(be));
+            assert_true(ggml_gallocr_alloc_graph(ga, gf));
+            ggml_backend_tensor_set(xt, x, 0, ggml_nbytes(xt));
+            assert_int_equal(ggml_backend_graph_compute(be, gf), GGML_STATUS_SUCCESS);
+            float *y = malloc(ggml_nbytes(yt));
+            ggml_backend_tensor_get(yt, y, 0, ggml_nbytes(yt));
+            for (int c = 0; c < N; c++)
+                assert_memory_equal(y + (size_t)c * (size_t)pr,
+                                    want + (size_t)c * (size_t)rows + pt->row_begin,
+                                    (size_t)pr * sizeof *y);
+            free(y);
+            ggml_gallocr_free(ga);
+        }
+        free(want);
+        ggml_free(ctx);
+    }
+    tl_session_release(s, a);
+    assert_int_equal(tl_session_check(s), TL_OK);
+    ggml_backend_free(cpu);
+    ggml_backend_free(rpc);
+    free(x);
+    for (int j = 0; j < N_MAT; j++)
+        free(data[j]);
+    tl_session_destroy(s);
+    tl_plan_destroy(p);
+    tl_model_close(m);
+    tl_device_release(cd);
+    tl_device_release(rd);
+    tu_tmpdir_rm(dir);
+    free(path);
     tu_rpc_stop(&srv);
 }
 
@@ -449,11 +644,9 @@ static void test_rpc_server_silent(void **state) {
 int main(void) {
     tu_ggml_discover(); /* the tests' ggml: a failure to load it fails them */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bind_cpu),
-        cmocka_unit_test(test_bind_mismatch),
-        cmocka_unit_test(test_bind_rpc),
-        cmocka_unit_test(test_rpc_errors),
-        cmocka_unit_test(test_rpc_server_dies),
+        cmocka_unit_test(test_bind_cpu),          cmocka_unit_test(test_bind_mismatch),
+        cmocka_unit_test(test_bind_rpc),          cmocka_unit_test(test_bind_row_parts),
+        cmocka_unit_test(test_rpc_errors),        cmocka_unit_test(test_rpc_server_dies),
         cmocka_unit_test(test_rpc_server_silent),
     };
     return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));

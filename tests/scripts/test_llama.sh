@@ -9,6 +9,9 @@
 #   cpu      everything resident on ggml:CPU
 #   cpu4     streamed through a ggml:CPU budget of a quarter of the model's bytes
 #   split    layers split over two ggml-rpc-server processes, each given 0.45 of the model
+#   row      every matrix split by rows over the same two servers (--split-mode row), each
+#            computing its rows of every block at once; every server must hold weights, and
+#            the logits must be the resident run's bit for bit
 #   rpc4     streamed through one ggml-rpc-server with a quarter-model budget
 # A budget is all the device may hold: tierload's weights, the engine's KV caches and its compute
 # buffers (peak checked against it). For the quantized models made here, whose 256-wide blocks are
@@ -17,7 +20,8 @@
 # Models: `tierload mkmodel --profile llama` in F16 and F32, that F16 model quantized by
 # llama.cpp's own llama-quantize to Q4_0, Q8_0 and Q4_K_M (K-quants), and the test data's
 # tiny-llama Q4_0 / Q8_0 / Q4_K_M files (resident only: their output matrix alone is more than half
-# of the model, so no quarter or half budget can hold it).
+# of the model, so no quarter or half budget can hold it; and the row split of the one whose
+# matrices reach 256 on both sides).
 #
 # The RPC servers listen on 127.0.0.1 on free ports and are stopped on every exit.
 # usage: test_llama.sh BUILD_DIR GGML_ROOT   (TL_TESTDATA: the test data folder)
@@ -140,6 +144,7 @@ bad = []
 if j["mode"] != expect: bad.append("mode %s, not %s" % (j["mode"], expect))
 if budget and j["peak_device_memory"] > budget: bad.append("peak %d over the budget %d" % (j["peak_device_memory"], budget))
 if expect == "stream" and j["bytes_uploaded"] == 0: bad.append("streamed, but no byte uploaded")
+if expect == "row_split" and not all(d["weight_peak"] > 0 for d in j["devices"]): bad.append("a device holds no weights")
 print("; ".join(bad) if bad else "mode %s, uploaded %d, peak %d" % (j["mode"], j["bytes_uploaded"], j["peak_device_memory"]))
 sys.exit(1 if bad else 0)' "$expect" "$budget")
     rc2=$?
@@ -180,12 +185,24 @@ for m in F16 F32 Q4_0 Q8_0 Q4_K_M; do
     check "$m-split" "$model" $kind layer_split $split --rpc "$rpc_a,$rpc_b" \
         --split-devices rpc0:0,rpc1:0 --budget $split
     check "$m-rpc4" "$model" $kind stream $quarter --rpc "$rpc_a" --device rpc0:0 --budget $quarter
+    check "$m-row" "$model" $kind row_split 0 --rpc "$rpc_a,$rpc_b" --split-devices rpc0:0,rpc1:0 \
+        --split-mode row
+    # a row of a product is the same dot product on either server: the row split's logits are
+    # the resident run's, bit for bit (closer than the float tolerance above asks)
+    if ! cmp -s "$tmp/$m-cpu.f32" "$tmp/$m-row.f32"; then
+        echo "FAIL $m-row: logits not bit for bit those of $m-cpu"
+        failures=$((failures + 1))
+    fi
 done
 for f in tiny-llama-q4_0 tiny-llama-q8_0 tiny-llama-256-q4_k_m; do
     model="$data/gguf/$f.gguf"
     oracle "$model"
     check "$f-cpu" "$model" quant resident 0
     check "$f-rpc" "$model" quant resident 0 --rpc "$rpc_a" --device rpc0:0
+    # (the n_embd 64 models have no matrix with both sides >= 256: nothing to cut by rows)
+    [ "$f" = tiny-llama-256-q4_k_m ] &&
+        check "$f-row" "$model" quant row_split 0 --rpc "$rpc_a,$rpc_b" \
+            --split-devices rpc0:0,rpc1:0 --split-mode row
 done
 
 [ $failures = 0 ] || fail "$failures placement(s) differ from llama.cpp"

@@ -7,9 +7,10 @@
 #
 #   placement: on a slow and a fast host (slow listed first) the plan puts the 20-pass diffusion
 #              model on the fast host's device, with the link speeds of the tc shaping
-#   cache:     a server started with -c is sent a 96 MiB model once: the second run's bytes
-#              over the link are at most 1% of the first run's, with 16 MiB tensors and with
-#              2 MiB ones (below ggml's 10 MiB hash threshold: packed into larger writes)
+#   cache:     a server started with -c is sent a model once: the second run's bytes over the
+#              link are at most 1% of the first run's, with 24 MiB tensors (cut into two equal
+#              writes), 16 MiB ones, and 9 MiB and 2 MiB ones (below ggml's 10 MiB hash
+#              threshold: packed into larger writes)
 #   killed:    a server killed mid-run (over the thin link): the run names it, plans again on
 #              the host that remains, reloads from the file and ends with the results of an
 #              uninterrupted run (tensors checked, products, no mismatch)
@@ -138,11 +139,14 @@ echo "$out" | grep -q '^  diffusion .* on rpc1:0 ' # rpc1 is the fast host (list
 check "placement: the fast host holds the 20-pass diffusion weights" $? "$out"
 
 # --- cache: push once ---
-# Twice: 16 MiB tensors (each write above ggml's 10 MiB hash threshold), and 2 MiB ones (below it:
-# they cross the link again on every run unless packed into larger writes)
-for tensors in 6 48; do
-    model=$tmp/m$tensors.gguf
-    "$tl" mkmodel "$model" --size 96M --tensors $tensors --profile llm >/dev/null || exit 1
+# Four times: 24 MiB tensors (more than a 16 MiB staging buffer: cut into two 12 MiB writes, not
+# 16 + 8, whose 8 would cross again on every run), 16 MiB ones (each write above ggml's 10 MiB hash
+# threshold), and below it, where they cross the link again on every run unless packed into larger
+# writes: 9 MiB ones (two make a pack larger than a staging buffer) and 2 MiB ones
+for spec in 144:6 96:6 108:12 96:48; do
+    size=${spec%:*} tensors=${spec#*:}
+    model=$tmp/m$size-$tensors.gguf
+    "$tl" mkmodel "$model" --size "${size}M" --tensors $tensors --profile llm >/dev/null || exit 1
     sent=()
     for i in 1 2; do
         j=$(timeout 300 "$tl" run "$model" --rpc "$slow" --backend '*=rpc0:0' --reserve other=0 \
@@ -155,7 +159,7 @@ for tensors in 6 48; do
     done
     [ -n "${sent[1]}" ] && [ -n "${sent[2]}" ] && [ "${sent[1]}" -gt 0 ] &&
         [ $((sent[2] * 100)) -le "${sent[1]}" ]
-    check "cache, $((96 / tensors)) MiB tensors: second run's bytes over the link <= 1% of the first's" $? \
+    check "cache, $((size / tensors)) MiB tensors: second run's bytes over the link <= 1% of the first's" $? \
         "first ${sent[1]:-?}, second ${sent[2]:-?}: $(cat "$tmp/err")"
 done
 

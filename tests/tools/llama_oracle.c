@@ -15,7 +15,8 @@
  * ggml's CPU path moves between two ways of running it), then greedy-decodes
  * N tokens, evaluating each. OUT.f32 gets the logits of every evaluated
  * position (the prompt's, then one row per decoded token), positions x vocab,
- * little-endian F32; stdout gets "greedy: t1 t2 ...".
+ * little-endian F32; stdout gets "greedy: t1 t2 ...", stderr the decode's wall
+ * time ("llama-oracle: decode_s S").
  *
  * --rpc splits the model by layers over ggml RPC servers' devices, every layer
  * offloaded, as llama.cpp's own --rpc does (the peer of bench/peer_rpc.sh).
@@ -28,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void quiet(enum ggml_log_level level, const char *text, void *user) {
     (void)user;
@@ -174,12 +176,18 @@ int main(int argc, char **argv) {
     else
         ok = eval(ctx, tok, n_prompt, 0, n_vocab, out, &next);
     printf("greedy:");
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int k = 0; ok && k < n_predict; k++) {
         printf(" %d", next);
         llama_token t = next;
         ok = eval(ctx, &t, 1, n_prompt + k, n_vocab, out, &next);
     }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     printf("\n");
+    /* the decode's wall time (the N single-token evaluations), as tl-llama's --json decode_s */
+    fprintf(stderr, "llama-oracle: decode_s %.6f\n",
+            (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9);
     if (fclose(out) != 0) ok = false;
     if (!ok) fprintf(stderr, "llama-oracle: evaluation failed\n");
     llama_free(ctx);
