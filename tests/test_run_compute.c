@@ -311,6 +311,8 @@ static void test_on_ggml_device(void **state) {
 }
 
 typedef struct flip {
+    tl_dtype dtype; /* of the weight to change */
+    uint64_t at;    /* the byte to change */
     bool done;
     size_t tensor;
 } flip;
@@ -324,14 +326,14 @@ static tl_status flip_one(void *user, tl_session *s, const char *phase, uint32_t
     for (size_t i = 0; i < tl_acquired_count(a); i++) {
         const tl_session_tensor *t = tl_acquired_tensor(a, i);
         const tl_session_part *p = &t->parts[0];
-        if (t->info->n_dims != 2 || t->info->dtype != TL_DTYPE_F16 || p->tier != TL_TIER_DEVICE ||
-            p->nbytes < 64)
+        if (t->info->n_dims != 2 || t->info->dtype != fl->dtype || p->tier != TL_TIER_DEVICE ||
+            p->nbytes <= fl->at)
             continue;
         unsigned char b;
-        /* the high byte of F16 element 20: an exponent bit, so the change is not lost */
-        tl_status st = tl_device_copy_from(p->device, &b, p->dptr + 41, 1);
+        /* an exponent bit of an F16 element's high byte, so the change is not lost */
+        tl_status st = tl_device_copy_from(p->device, &b, p->dptr + fl->at, 1);
         b ^= 0x40;
-        if (!st) st = tl_device_copy_to(p->device, p->dptr + 41, &b, 1);
+        if (!st) st = tl_device_copy_to(p->device, p->dptr + fl->at, &b, 1);
         fl->done = true;
         fl->tensor = t->index;
         return st;
@@ -346,7 +348,7 @@ static void test_flipped_byte(void **state) {
     open_sd(&f, "cflip", 64ull << 20, "cflip=64M");
     tl_run_options o;
     run_opts(&o, "cond*2");
-    flip fl = {0};
+    flip fl = {TL_DTYPE_F16, 41, false, 0}; /* the high byte of F16 element 20 */
     o.step = flip_one;
     o.user = &fl;
     tl_run_report *rep = NULL;
@@ -367,6 +369,120 @@ static void test_flipped_byte(void **state) {
         tl_device_unregister(d);
         tl_device_release(d);
     }
+}
+
+/*
+ * The run's check over a weight of several of its hash's 1 MiB leaves (hashed
+ * on every core) and a partial last one: one byte changed in the middle of
+ * leaf 2 of the device copy, or in the partial leaf, is one hash mismatch at
+ * the next acquire. No ggml: hashes only.
+ */
+#define BIG_BYTES (1536ull * 1025 * 2) /* write_big's weight: 3 of the check's leaves and a part */
+
+/* A safetensors file of one cond F16 weight of BIG_BYTES. */
+static void write_big(const char *path) {
+    const int64_t shape[2] = {1536, 1025};
+    tl_writer *w = NULL;
+    assert_int_equal(tl_writer_create(TL_FORMAT_SAFETENSORS, &w), TL_OK);
+    assert_int_equal(tl_writer_tensor(w, "cond_stage_model.big.weight", TL_DTYPE_F16, 2, shape,
+                                      BIG_BYTES, NULL),
+                     TL_OK);
+    const void *hdr;
+    size_t h;
+    assert_int_equal(tl_writer_header(w, &hdr, &h), TL_OK);
+    unsigned char *data = malloc(BIG_BYTES);
+    uint64_t seed = 0x1eaf;
+    for (uint64_t o = 0; o < BIG_BYTES; o += 2)
+        put_elem(data + o, TL_DTYPE_F16, rng(&seed));
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(hdr, 1, h, f), h);
+    assert_int_equal(fwrite(data, 1, BIG_BYTES, f), BIG_BYTES);
+    assert_int_equal(fclose(f), 0);
+    tl_writer_destroy(w);
+    free(data);
+}
+
+static void test_flipped_byte_leaves(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir(), *path = tu_path(dir, "big.safetensors");
+    const uint64_t nbytes = BIG_BYTES;
+    write_big(path);
+    const uint64_t at[] = {(5ull << 19) + 1, nbytes - 1}; /* leaf 2; the partial leaf */
+    for (int k = 0; k < 2; k++) {
+        char sim[32];
+        snprintf(sim, sizeof sim, "leaves%d", k);
+        tl_device *d = tu_sim_add(sim, 16ull << 20);
+        tl_model *m;
+        const char *paths[] = {path};
+        assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_OK);
+        tl_plan *p = tu_plan_one_gpu(m, sim, 16ull << 20, NULL, false);
+        tl_session *s;
+        assert_int_equal(tl_session_create(m, p, NULL, &s), TL_OK);
+        tl_run_options o;
+        tl_run_options_init(&o);
+        o.pipeline = "cond*2";
+        flip fl = {TL_DTYPE_F16, at[k], false, 0};
+        o.step = flip_one;
+        o.user = &fl;
+        tl_run_report *rep = NULL;
+        assert_int_equal(tl_run_pipeline(s, &o, &rep), TL_OK);
+        assert_true(fl.done);
+        const tl_run_phase *p0 = tl_run_report_phase(rep, 0), *p1 = tl_run_report_phase(rep, 1);
+        assert_int_equal(p0->hash_mismatches, 0);
+        assert_int_equal(p1->loads, 0); /* the changed copy was used again, not reloaded */
+        assert_int_equal(p1->hash_mismatches, 1);
+        tl_run_report_destroy(rep);
+        tl_session_destroy(s);
+        tl_plan_destroy(p);
+        tl_model_close(m);
+        tl_device_unregister(d);
+        tl_device_release(d);
+    }
+    tu_tmpdir_rm(dir);
+    free(path);
+}
+
+/* After the first pass: the model file cut short under its mapping. */
+static tl_status cut_file(void *user, tl_session *s, const char *phase, uint32_t pass,
+                          tl_component c, size_t layer, const tl_acquired *a) {
+    (void)s, (void)phase, (void)c, (void)layer, (void)a;
+    return pass == 0 && truncate((const char *)user, 4096) != 0 ? TL_ERR_IO : TL_OK;
+}
+
+/*
+ * The check reads a weight kept on the host (the file's mapping) on every
+ * core; the file cut short after the first pass is TL_ERR_CHANGED naming the
+ * weight at the second pass, not a SIGBUS death on a helper thread.
+ */
+static void test_truncated_under_check(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir(), *path = tu_path(dir, "cut.safetensors");
+    write_big(path);
+    tl_device *d = tu_sim_add("cutsim", 16ull << 20);
+    tl_model *m;
+    const char *paths[] = {path};
+    assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_OK);
+    tl_plan *p = tu_plan_one_gpu(m, "cutsim", 16ull << 20, "cond=cpu", false);
+    tl_session *s;
+    assert_int_equal(tl_session_create(m, p, NULL, &s), TL_OK);
+    tl_run_options o;
+    tl_run_options_init(&o);
+    o.pipeline = "cond*2";
+    o.step = cut_file;
+    o.user = path;
+    tl_run_report *rep = NULL;
+    assert_int_equal(tl_run_pipeline(s, &o, &rep), TL_ERR_CHANGED);
+    assert_non_null(strstr(tl_last_error(), "cond_stage_model.big.weight"));
+    assert_non_null(strstr(tl_last_error(), "truncated"));
+    assert_null(rep);
+    tl_session_destroy(s);
+    tl_plan_destroy(p);
+    tl_model_close(m);
+    tl_device_unregister(d);
+    tl_device_release(d);
+    tu_tmpdir_rm(dir);
+    free(path);
 }
 
 /* examples/engine: the integration an engine would write, on the same files. */
@@ -424,7 +540,8 @@ int main(void) {
         cmocka_unit_test(test_no_ggml),        cmocka_unit_test(test_gguf_quantized),
         cmocka_unit_test(test_sd_streamed),    cmocka_unit_test(test_sd_finite_streamed),
         cmocka_unit_test(test_on_ggml_device), cmocka_unit_test(test_flipped_byte),
-        cmocka_unit_test(test_example_engine),
+        cmocka_unit_test(test_example_engine), cmocka_unit_test(test_flipped_byte_leaves),
+        cmocka_unit_test(test_truncated_under_check),
     };
     return tu_exit(cmocka_run_group_tests(tests, group_setup, NULL));
 }

@@ -15,8 +15,11 @@
  * and compares with the hash of the model's own bytes for that range
  * (computed once per part and cached) — for a tensor the session keeps
  * converted, of those bytes converted as the loader converts them. The hash
- * is XXH3 (64 bits): the check compares two hashes of its own, so the
- * fastest of xxHash's does.
+ * is a tree of XXH3 (64 bits): XXH3 of each 1 MiB leaf, then XXH3 of the
+ * leaves' hashes. The check compares two hashes of its own, so the fastest of
+ * xxHash's does, and the leaves of a large range are hashed on every core
+ * (a team: os/team.h) while a stream of pieces (copied back, converted) is
+ * hashed leaf by leaf as it comes, to the same value.
  */
 #include "residency/residency.h"
 #include "residency/compute.h"
@@ -28,14 +31,17 @@
 #include "os/guard.h"
 #include "os/hostmem.h"
 #include "os/os.h"
+#include "os/team.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
 
 #define CHECK_CHUNK (16ull << 20)
+#define LEAF (1ull << 20) /* the check's hash: XXH3 of each leaf, then XXH3 of the leaves */
 
 typedef struct item {
     uint32_t mask; /* components, by bit */
@@ -65,6 +71,7 @@ typedef struct run {
     uint64_t buf_len;
     tl_run_phase *cur;
     tlr_compute *comp; /* compute ggml (compute.c), or NULL */
+    tl__team *team;    /* the check's hashing on every core (NULL: on this thread) */
 } run;
 
 void tl_run_options_init(tl_run_options *o) {
@@ -181,77 +188,184 @@ static bool streamed(const tl_session *s, const tl_run_options *o, tl_component 
 
 /* --- the check --- */
 
-typedef struct hash_args {
-    XXH3_state_t *st;
-    const void *p;
-    size_t n;
-} hash_args;
+/* The check's hash of a range, fed in pieces of any size: leaves of LEAF bytes. */
+typedef struct tree {
+    XXH3_state_t *st; /* the leaf being filled */
+    uint64_t in_leaf; /* its bytes so far */
+    uint64_t *leaves;
+    size_t n, cap;
+    tl__team *team;
+    bool guard; /* the bytes may be a file's mapping: a SIGBUS is an error, not a death */
+    _Atomic int err;
+} tree;
 
-static void do_update(void *a) {
-    hash_args *h = a;
-    XXH3_64bits_update(h->st, h->p, h->n);
+static bool tree_init(tree *t, uint64_t total, tl__team *team, bool guard) {
+    memset(t, 0, sizeof *t);
+    atomic_init(&t->err, 0);
+    t->cap = (size_t)(total / LEAF) + 1;
+    t->leaves = tl__os_malloc(t->cap * sizeof *t->leaves);
+    t->st = XXH3_createState();
+    t->team = team;
+    t->guard = guard;
+    if (t->st) XXH3_64bits_reset(t->st);
+    return t->leaves && t->st;
 }
 
-/* xxh64 of host bytes that may be a file mapping (EFAULT when the file shrank under it). */
-static int hash_host(const void *p, uint64_t n, uint64_t *out) {
-    XXH3_state_t *st = XXH3_createState();
-    if (!st) return ENOMEM;
-    XXH3_64bits_reset(st);
-    int e = 0;
-    for (uint64_t o = 0; o < n && !e; o += CHECK_CHUNK) {
-        hash_args a = {st, (const unsigned char *)p + o,
-                       (size_t)(n - o < CHECK_CHUNK ? n - o : CHECK_CHUNK)};
-        e = tl__os_guarded_call(do_update, &a);
+static void tree_free(tree *t) {
+    free(t->leaves);
+    XXH3_freeState(t->st);
+}
+
+typedef struct leaf_job {
+    tree *t;
+    const unsigned char *p;
+    uint64_t *out;
+    XXH3_state_t *st; /* a state update instead of a whole leaf (the partial one) */
+    size_t n;
+} leaf_job;
+
+static void do_leaf(void *a) {
+    leaf_job *j = a;
+    if (j->st)
+        XXH3_64bits_update(j->st, j->p, j->n);
+    else
+        *j->out = XXH3_64bits(j->p, j->n);
+}
+
+/* One leaf's hash (or a partial leaf's update), under the guard where the tree asks for it. */
+static void leaf(tree *t, const unsigned char *p, size_t n, uint64_t *out, XXH3_state_t *st) {
+    leaf_job j = {t, p, out, st, n};
+    if (!t->guard)
+        do_leaf(&j);
+    else if (tl__os_guarded_call(do_leaf, &j))
+        atomic_store(&t->err, EFAULT);
+}
+
+typedef struct leaves_job {
+    tree *t;
+    const unsigned char *p;
+    uint64_t *out;
+} leaves_job;
+
+static void leaf_piece(void *a, size_t i) {
+    leaves_job *j = a;
+    leaf(j->t, j->p + i * LEAF, LEAF, &j->out[i], NULL);
+}
+
+/* Room for `more` leaves and the partial one (more bytes than announced: the array grows). */
+static bool tree_room(tree *t, size_t more) {
+    if (t->n + more + 1 <= t->cap) return true;
+    size_t nc = t->n + more + 1;
+    uint64_t *g = tl__os_realloc(t->leaves, nc * sizeof *g);
+    if (!g) {
+        atomic_store(&t->err, ENOMEM);
+        return false;
     }
-    *out = XXH3_64bits_digest(st);
-    XXH3_freeState(st);
+    t->leaves = g;
+    t->cap = nc;
+    return true;
+}
+
+static void tree_update(tree *t, const void *data, uint64_t n) {
+    const unsigned char *p = data;
+    size_t whole = (size_t)(n / LEAF);
+    if (!tree_room(t, whole + 1)) return;
+    if (t->in_leaf) { /* the partial leaf first */
+        uint64_t k = LEAF - t->in_leaf < n ? LEAF - t->in_leaf : n;
+        leaf(t, p, (size_t)k, NULL, t->st);
+        t->in_leaf += k;
+        p += k;
+        n -= k;
+        if (t->in_leaf < LEAF) return;
+        t->leaves[t->n++] = XXH3_64bits_digest(t->st);
+        XXH3_64bits_reset(t->st);
+        t->in_leaf = 0;
+        whole = (size_t)(n / LEAF);
+    }
+    leaves_job j = {t, p, t->leaves + t->n};
+    if (whole > 1 && t->team)
+        tl__team_run(t->team, whole, leaf_piece, &j);
+    else
+        for (size_t i = 0; i < whole; i++)
+            leaf_piece(&j, i);
+    t->n += whole;
+    p += whole * LEAF;
+    n -= whole * LEAF;
+    if (n) {
+        leaf(t, p, (size_t)n, NULL, t->st);
+        t->in_leaf = n;
+    }
+}
+
+/* The range's hash; the tree's error (EFAULT, ENOMEM) or 0. */
+static int tree_digest(tree *t, uint64_t *out) {
+    if ((t->in_leaf || !t->n) && tree_room(t, 0)) t->leaves[t->n++] = XXH3_64bits_digest(t->st);
+    *out = XXH3_64bits(t->leaves, t->n * sizeof *t->leaves);
+    return atomic_load(&t->err);
+}
+
+/* The check's hash of host bytes that may be a file mapping (EFAULT when the file shrank under it). */
+static int hash_host(run *r, const void *p, uint64_t n, uint64_t *out) {
+    tree t;
+    *out = 0;
+    if (!tree_init(&t, n, r->team, true)) {
+        tree_free(&t);
+        return ENOMEM;
+    }
+    tree_update(&t, p, n);
+    int e = tree_digest(&t, out);
+    tree_free(&t);
     return e;
+}
+
+/* A hash's error as a status: EFAULT the file shrank under its mapping, else out of memory. */
+static tl_status hash_status(int e, const char *name) {
+    if (!e) return TL_OK;
+    if (e == EFAULT)
+        return tl__err(TL_ERR_CHANGED, "tensor %s: its file was truncated under its mapping", name);
+    return tl__err(TL_ERR_NOMEM, "run: hashing tensor %s: out of memory", name);
+}
+
+/* The check's staging buffer for device reads and conversions (made on first use). */
+static tl_status check_buf(run *r) {
+    if (r->buf) return TL_OK;
+    uint64_t len;
+    if (tl__os_anon_alloc(CHECK_CHUNK, TL_OS_PAGES_SMALL, (void **)&r->buf, &len))
+        return tl__err(TL_ERR_NOMEM, "run: staging buffer for the check: out of memory");
+    r->buf_len = len;
+    return TL_OK;
 }
 
 static tl_status hash_part(run *r, const tl_session_tensor *t, const tl_session_part *p,
                            uint64_t *out) {
     *out = 0; /* written on every path: 0 when the status is an error */
-    if (p->tier != TL_TIER_DEVICE) {
-        if (hash_host(p->host, p->nbytes, out))
-            return tl__err(TL_ERR_CHANGED, "tensor %s: its file was truncated under its mapping",
-                           t->info->name);
-        return TL_OK;
-    }
-    XXH3_state_t *st = XXH3_createState();
-    if (!st) return tl__err(TL_ERR_NOMEM, "run: out of memory");
-    XXH3_64bits_reset(st);
-    const unsigned char *in_place = NULL;
-    for (uint64_t o = 0; o < p->nbytes; o += CHECK_CHUNK) {
+    if (p->tier != TL_TIER_DEVICE)
+        return hash_status(hash_host(r, p->host, p->nbytes, out), t->info->name);
+    tree tr;
+    bool ok = tree_init(&tr, p->nbytes, r->team, false), in_place = true;
+    for (uint64_t o = 0; ok && in_place && o < p->nbytes; o += CHECK_CHUNK) {
         uint64_t n = p->nbytes - o < CHECK_CHUNK ? p->nbytes - o : CHECK_CHUNK;
-        in_place = tl__sim_read_in_place(p->device, p->dptr + o, n);
-        if (!in_place) break; /* not a sim: copied back below, from the start */
-        XXH3_64bits_update(st, in_place, (size_t)n);
-    }
-    if (in_place) {
-        *out = XXH3_64bits_digest(st);
-        XXH3_freeState(st);
-        return TL_OK;
-    }
-    XXH3_64bits_reset(st);
-    if (!r->buf) {
-        uint64_t len;
-        int e = tl__os_anon_alloc(CHECK_CHUNK, TL_OS_PAGES_SMALL, (void **)&r->buf, &len);
-        if (e) {
-            XXH3_freeState(st);
-            return tl__err(TL_ERR_NOMEM, "run: staging buffer for the check: out of memory");
-        }
-        r->buf_len = len;
+        const unsigned char *m = tl__sim_read_in_place(p->device, p->dptr + o, n);
+        if (m)
+            tree_update(&tr, m, n);
+        else
+            in_place = false; /* not a sim: copied back below, from the start */
     }
     tl_status s = TL_OK;
-    for (uint64_t o = 0; o < p->nbytes && !s; o += CHECK_CHUNK) {
-        uint64_t n = p->nbytes - o < CHECK_CHUNK ? p->nbytes - o : CHECK_CHUNK;
-        s = tl_device_copy_from(p->device, r->buf, p->dptr + o, n);
-        if (!s) XXH3_64bits_update(st, r->buf, (size_t)n);
+    if (ok && !in_place) {
+        tree_free(&tr);
+        ok = tree_init(&tr, p->nbytes, r->team, false);
+        s = check_buf(r);
+        for (uint64_t o = 0; ok && !s && o < p->nbytes; o += CHECK_CHUNK) {
+            uint64_t n = p->nbytes - o < CHECK_CHUNK ? p->nbytes - o : CHECK_CHUNK;
+            s = tl_device_copy_from(p->device, r->buf, p->dptr + o, n);
+            if (!s) tree_update(&tr, r->buf, n);
+        }
+        if (s) s = tl__err_prefix(s, "tensor %s: reading it back", t->info->name);
     }
-    *out = XXH3_64bits_digest(st);
-    XXH3_freeState(st);
-    if (s) return tl__err_prefix(s, "tensor %s: reading it back", t->info->name);
-    return TL_OK;
+    int e = ok ? tree_digest(&tr, out) : ENOMEM;
+    tree_free(&tr);
+    return s ? s : hash_status(e, t->info->name);
 }
 
 /* A conversion of file bytes into the check's buffer, run as one guarded call. */
@@ -269,8 +383,9 @@ static void do_conv(void *a) {
 }
 
 /*
- * xxh64 of part p of a tensor the session keeps converted: the file's bytes
- * of the part's rows converted as the loader converts them, chunk by chunk.
+ * The check's hash of part p of a tensor the session keeps converted: the
+ * file's bytes of the part's rows converted as the loader converts them,
+ * chunk by chunk.
  */
 static tl_status hash_converted(run *r, const tl_session_tensor *t, const tl_session_part *p,
                                 uint64_t *out) {
@@ -285,18 +400,15 @@ static tl_status hash_converted(run *r, const tl_session_tensor *t, const tl_ses
         off = p->row_begin * row;
         len = (p->row_end - p->row_begin) * row;
     }
-    if (!r->buf) {
-        uint64_t blen;
-        int e = tl__os_anon_alloc(CHECK_CHUNK, TL_OS_PAGES_SMALL, (void **)&r->buf, &blen);
-        if (e) return tl__err(TL_ERR_NOMEM, "run: staging buffer for the check: out of memory");
-        r->buf_len = blen;
+    tl_status s = check_buf(r);
+    if (s) return s;
+    tree tr;
+    if (!tree_init(&tr, len / u.in * u.out, r->team, false)) {
+        tree_free(&tr);
+        return tl__err(TL_ERR_NOMEM, "run: out of memory");
     }
-    XXH3_state_t *st = XXH3_createState();
-    if (!st) return tl__err(TL_ERR_NOMEM, "run: out of memory");
-    XXH3_64bits_reset(st);
     const unsigned char *src = (const unsigned char *)tl_model_tensor_data(r->m, t->index) + off;
     uint64_t step = CHECK_CHUNK / (u.out > u.in ? u.out : u.in) * u.in;
-    tl_status s = TL_OK;
     for (uint64_t o = 0; o < len && !s; o += step) {
         uint64_t n = len - o < step ? len - o : step;
         conv_args a = {t->info->dtype, fi->dtype, r->buf, src + o, n / u.in * u.elems, 0, false};
@@ -308,11 +420,11 @@ static tl_status hash_converted(run *r, const tl_session_tensor *t, const tl_ses
                         fi->name, (unsigned long long)((off + o) / u.in * u.elems + a.bad),
                         tl_dtype_name(t->info->dtype));
         else
-            XXH3_64bits_update(st, r->buf, (size_t)(n / u.in * u.out));
+            tree_update(&tr, r->buf, n / u.in * u.out);
     }
-    *out = XXH3_64bits_digest(st);
-    XXH3_freeState(st);
-    return s;
+    int e = tree_digest(&tr, out);
+    tree_free(&tr);
+    return s ? s : hash_status(e, fi->name);
 }
 
 static tl_status expected(run *r, const tl_session_tensor *t, const tl_session_part *p,
@@ -329,9 +441,8 @@ static tl_status expected(run *r, const tl_session_tensor *t, const tl_session_p
         if (s) return s;
     } else {
         const unsigned char *src = (const unsigned char *)tl_model_tensor_data(r->m, i) + p->offset;
-        if (hash_host(src, p->nbytes, out))
-            return tl__err(TL_ERR_CHANGED, "tensor %s: its file was truncated under its mapping",
-                           t->info->name);
+        tl_status s = hash_status(hash_host(r, src, p->nbytes, out), t->info->name);
+        if (s) return s;
     }
     expect *w = tl__os_realloc(r->want[i], (r->n_want[i] + 1) * sizeof *w);
     if (!w) return TL_OK; /* not cached: computed again next time */
@@ -455,8 +566,8 @@ tl_status tl_run_pipeline(tl_session *s, const tl_run_options *opts, tl_run_repo
     tl_run_options_init(&o);
     tl_status take = tl__options_take(&o, sizeof o, opts, "tl_run_options");
     if (take) return take;
-    run r = {s,   tlr_session_model(s), &o, tlr_session_clock_device(s), NULL, NULL, NULL, 0, NULL,
-             NULL};
+    run r = {s,    tlr_session_model(s), &o,  tlr_session_clock_device(s), NULL, NULL, NULL, 0,
+             NULL, NULL, NULL};
     item *it = NULL;
     size_t n_it = 0;
     tl_status st = o.pipeline ? parse_pipeline(o.pipeline, &it, &n_it)
@@ -470,6 +581,7 @@ tl_status tl_run_pipeline(tl_session *s, const tl_run_options *opts, tl_run_repo
         free(it);
         return st;
     }
+    r.team = tl__team_create(tl__team_default_helpers()); /* NULL: hashed on this thread alone */
     size_t n_runs = 0;
     for (size_t i = 0; i < n_it; i++)
         n_runs += it[i].repeat;
@@ -511,6 +623,7 @@ tl_status tl_run_pipeline(tl_session *s, const tl_run_options *opts, tl_run_repo
     free(r.want);
     free(r.n_want);
     tlr_compute_destroy(r.comp);
+    tl__team_destroy(r.team);
     if (r.buf) tl__os_anon_free(r.buf, r.buf_len);
     free(it);
     if (st) {
