@@ -59,8 +59,8 @@ typedef struct chunk {
  * pieces left at the end join the device's last pack (which then stays under
  * three times the minimum). A pack larger than a staging buffer is read into
  * the engine's pack buffer, one at a time (at most three times the largest
- * minimum of extra memory, kept for the engine's life). The packs depend only on the
- * batch, so the same loads make the same writes.
+ * minimum of extra memory, kept for the engine's life). The packs depend only
+ * on the batch, so the same loads make the same writes.
  */
 #define PACK_PIECE (64ull << 10) /* smaller pieces cost more as a copy request than as bytes */
 #define PACK_MAX 256u            /* transfers in one pack */
@@ -159,9 +159,9 @@ static tl_status need_stg(tl__io_engine *e, const tl__io_xfer *x, unsigned char 
     return TL_OK;
 }
 
-/* A pack: each member's bytes one after the other into staging, then one scattering write. */
 static tl_status pack_into(const tl__io_batch *b, const chunk *c, unsigned char *buf);
 
+/* A pack: read into a staging buffer, or into the pack buffer when larger. */
 static tl_status move_pack(tl__io_engine *e, const tl__io_batch *b, const chunk *c,
                            unsigned char **stg) {
     if (c->len <= e->o.staging_size) {

@@ -59,8 +59,8 @@ static bool same_shape(const tl__ggml_tensor *x, const tl_tensor_info *t) {
 /*
  * Checks common to both binds: arguments, ggml loaded, a whole bind (part < 0)
  * of a tensor kept whole, and the ggml tensor's type and shape against the
- * catalog's, with the part's rows as the outermost dimension. The set's
- * tensor i on success.
+ * catalog's (a row-split tensor's part: with the part's rows as the outermost
+ * dimension). The set's tensor i on success.
  */
 static tl_status bind_check(const char *fn, const tl_acquired *a, size_t i, void *ggml_tensor,
                             int64_t part, const tl_session_tensor **out) {
@@ -81,7 +81,7 @@ static tl_status bind_check(const char *fn, const tl_acquired *a, size_t i, void
                        t->name, st->n_parts, (long long)part);
     const tl_session_part *p = &st->parts[part < 0 ? 0 : part];
     tl_tensor_info shape = *t;
-    if (t->n_dims > 0) shape.shape[0] = (int64_t)(p->row_end - p->row_begin);
+    if (st->n_parts > 1 && t->n_dims > 0) shape.shape[0] = (int64_t)(p->row_end - p->row_begin);
     const tl__ggml_tensor *x = ggml_tensor;
     if (!same_shape(x, &shape)) {
         char want[160], got[160];
