@@ -16,7 +16,8 @@
 # after the prompt's, timed by each engine's own monotonic clock: tl-llama's --json decode_s,
 # llama-oracle's decode_s; also printed from outside, 64 / (median wall of the 65-token runs -
 # median wall of the 1-token runs), which carries the load's noise); bytes per host = the
-# host-side veth's tx bytes over the run. Figures, each beside its limit:
+# host-side veth's tx bytes over the run; peak memory per host = each server's VmHWM over its
+# engine's runs (printed, no limit). Figures, each beside its limit:
 #   - tierload's second run (the first 1-token round) bytes over the links / its first run's: <= 1%
 #   - tokens/s tierload / llama.cpp: >= 1
 #   - time to first token, first run, tierload / llama.cpp: <= 1
@@ -123,6 +124,10 @@ for r in $(seq "${TL_BENCH_ROUNDS:-3}"); do
         one $eng $eng.gen.$r 65
     done
 done
+# peak memory per host: each server's VmHWM over its engine's runs (slow, then fast)
+hwm() { for p in $1; do awk '/^VmHWM/ {printf "%s ", $2}' "/proc/$p/status" 2>/dev/null || printf "0 "; done; }
+echo "llamacpp $(hwm "$lc_pids")" >"$T/peaks"
+echo "tierload $(hwm "$tl_pids")" >>"$T/peaks"
 kill -9 $lc_pids $tl_pids
 # the fast host killed after the first token (the warm run's time to first token, + 0.2 s)
 serve
@@ -133,7 +138,7 @@ ttft=$(awk '$1 == "tierload.warm" {print $2 + 0.2}' "$T/runs")
 (sleep "$ttft"; kill -9 "${spid[1]}" 2>/dev/null) &
 one tierload tierload.killed 65
 cat "$T/runs"
-/usr/bin/python3 - "$T/runs" "$SIZE" <<'PY'
+/usr/bin/python3 - "$T/runs" "$SIZE" "$T/peaks" <<'PY'
 import sys
 runs = {}
 for line in open(sys.argv[1]):
@@ -146,6 +151,15 @@ for n, r in runs.items():
     print(f"  {n:18} {'ok ' if r['ok'] else 'ERR'} wall {r['wall']:7.2f} s  decode "
           f"{r['decode']:6.2f} s  bytes to slow {r['slow'] / 2**20:9.1f} MiB, to fast "
           f"{r['fast'] / 2**20:9.1f} MiB")
+peaks = {}
+for line in open(sys.argv[3]):
+    f = line.split()
+    peaks[f[0]] = [int(v) for v in f[1:]]
+for e in ("llamacpp", "tierload"):
+    v = peaks.get(e, [])
+    if len(v) == 2:
+        print(f"  peak memory per host ({e}'s servers, VmHWM): slow {v[0] / 1024:.0f} MiB, "
+              f"fast {v[1] / 1024:.0f} MiB")
 miss = 0
 def figure(label, value, limit, ok):
     global miss
