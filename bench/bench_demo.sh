@@ -7,26 +7,20 @@
 # after the first move onto the sim GPU, over their wall time (the phases' `seconds`), against
 # that memcpy's rate: >= 0.7 (limit). Also printed: the first pass's rate. ROUNDS (3) demo runs,
 # the median taken. Exits 1 on a miss, 2 when the demo fails.
-# The demo files come from TL_BENCH_DEMO_DIR, else the demo's own cache ($XDG_CACHE_HOME/tierload
-# or ~/.cache/tierload); the demo makes them there once when missing.
+# The demo files: bench/demo_files.sh.
 set -u
 BUILD=${1:-build}
 CLI="$BUILD/tierload"
 [ -x "$CLI" ] || { echo "bench_demo: no $CLI (build first)"; exit 2; }
-if [ -n "${TL_BENCH_DEMO_DIR:-}" ]; then
-    D=$TL_BENCH_DEMO_DIR
-elif [ -n "${XDG_CACHE_HOME:-}" ]; then
-    D=$XDG_CACHE_HOME/tierload
-else
-    D=$HOME/.cache/tierload
-fi
+NAME=bench_demo
+. "$(dirname "$0")/demo_files.sh"
 T=$(mktemp -d "${TMPDIR:-/tmp}/tl-bench-demo.XXXXXX") || exit 2
 trap 'rm -rf "$T"' EXIT
 for r in $(seq "${TL_BENCH_ROUNDS:-3}"); do
     "$CLI" demo --cache-dir "$D" --json >"$T/demo$r.json" 2>"$T/demo$r.err" ||
         { echo "bench_demo: the demo failed: $(head -c 400 "$T/demo$r.err")"; exit 2; }
 done
-/usr/bin/python3 - "$D/sd-demo.safetensors" "$T" "${TL_BENCH_ROUNDS:-3}" <<'PY'
+/usr/bin/python3 - "$M" "$T" "${TL_BENCH_ROUNDS:-3}" <<'PY'
 import ctypes, json, mmap, os, statistics, sys, threading, time
 import numpy as np
 model, tmp, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -15,19 +15,8 @@ set -u
 BUILD=${1:-build}
 CLI="$BUILD/tierload"
 [ -x "$CLI" ] || { echo "bench_merge: no $CLI (build first)"; exit 2; }
-if [ -n "${TL_BENCH_DEMO_DIR:-}" ]; then
-  D=$TL_BENCH_DEMO_DIR
-elif [ -n "${XDG_CACHE_HOME:-}" ]; then
-  D=$XDG_CACHE_HOME/tierload
-else
-  D=$HOME/.cache/tierload
-fi
-M=$D/sd-demo.safetensors
-L=$D/sd-demo-lora.safetensors
-if [ ! -f "$M" ] || [ ! -f "$L" ]; then
-  echo "bench_merge: generating the demo model in $D (once)"
-  "$CLI" demo --cache-dir "$D" --pipeline cond >/dev/null || exit 2
-fi
+NAME=bench_merge
+. "$(dirname "$0")/demo_files.sh"
 T=$(mktemp -d "${TMPDIR:-/tmp}/tl-bench-merge.XXXXXX") || exit 2
 trap 'rm -rf "$T"' EXIT
 /usr/bin/python3 - "$CLI" "$M" "$L" "$T" "${TL_BENCH_ROUNDS:-5}" <<'PY'

@@ -403,6 +403,30 @@ static void write_big(const char *path) {
     free(data);
 }
 
+/* A session on write_big's model at path, on a 16 MiB sim GPU `sim` (backend: a placement, or NULL). */
+typedef struct bigfx {
+    tl_device *d;
+    tl_model *m;
+    tl_plan *p;
+    tl_session *s;
+} bigfx;
+
+static void big_open(bigfx *f, const char *path, const char *sim, const char *backend) {
+    f->d = tu_sim_add(sim, 16ull << 20);
+    const char *paths[] = {path};
+    assert_int_equal(tl_model_open(paths, 1, NULL, &f->m), TL_OK);
+    f->p = tu_plan_one_gpu(f->m, sim, 16ull << 20, backend, false);
+    assert_int_equal(tl_session_create(f->m, f->p, NULL, &f->s), TL_OK);
+}
+
+static void big_close(bigfx *f) {
+    tl_session_destroy(f->s);
+    tl_plan_destroy(f->p);
+    tl_model_close(f->m);
+    tl_device_unregister(f->d);
+    tl_device_release(f->d);
+}
+
 static void test_flipped_byte_leaves(void **state) {
     (void)state;
     char *dir = tu_tmpdir(), *path = tu_path(dir, "big.safetensors");
@@ -412,13 +436,8 @@ static void test_flipped_byte_leaves(void **state) {
     for (int k = 0; k < 2; k++) {
         char sim[32];
         snprintf(sim, sizeof sim, "leaves%d", k);
-        tl_device *d = tu_sim_add(sim, 16ull << 20);
-        tl_model *m;
-        const char *paths[] = {path};
-        assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_OK);
-        tl_plan *p = tu_plan_one_gpu(m, sim, 16ull << 20, NULL, false);
-        tl_session *s;
-        assert_int_equal(tl_session_create(m, p, NULL, &s), TL_OK);
+        bigfx f;
+        big_open(&f, path, sim, NULL);
         tl_run_options o;
         tl_run_options_init(&o);
         o.pipeline = "cond*2";
@@ -426,18 +445,14 @@ static void test_flipped_byte_leaves(void **state) {
         o.step = flip_one;
         o.user = &fl;
         tl_run_report *rep = NULL;
-        assert_int_equal(tl_run_pipeline(s, &o, &rep), TL_OK);
+        assert_int_equal(tl_run_pipeline(f.s, &o, &rep), TL_OK);
         assert_true(fl.done);
         const tl_run_phase *p0 = tl_run_report_phase(rep, 0), *p1 = tl_run_report_phase(rep, 1);
         assert_int_equal(p0->hash_mismatches, 0);
         assert_int_equal(p1->loads, 0); /* the changed copy was used again, not reloaded */
         assert_int_equal(p1->hash_mismatches, 1);
         tl_run_report_destroy(rep);
-        tl_session_destroy(s);
-        tl_plan_destroy(p);
-        tl_model_close(m);
-        tl_device_unregister(d);
-        tl_device_release(d);
+        big_close(&f);
     }
     tu_tmpdir_rm(dir);
     free(path);
@@ -459,28 +474,19 @@ static void test_truncated_under_check(void **state) {
     (void)state;
     char *dir = tu_tmpdir(), *path = tu_path(dir, "cut.safetensors");
     write_big(path);
-    tl_device *d = tu_sim_add("cutsim", 16ull << 20);
-    tl_model *m;
-    const char *paths[] = {path};
-    assert_int_equal(tl_model_open(paths, 1, NULL, &m), TL_OK);
-    tl_plan *p = tu_plan_one_gpu(m, "cutsim", 16ull << 20, "cond=cpu", false);
-    tl_session *s;
-    assert_int_equal(tl_session_create(m, p, NULL, &s), TL_OK);
+    bigfx f;
+    big_open(&f, path, "cutsim", "cond=cpu");
     tl_run_options o;
     tl_run_options_init(&o);
     o.pipeline = "cond*2";
     o.step = cut_file;
     o.user = path;
     tl_run_report *rep = NULL;
-    assert_int_equal(tl_run_pipeline(s, &o, &rep), TL_ERR_CHANGED);
+    assert_int_equal(tl_run_pipeline(f.s, &o, &rep), TL_ERR_CHANGED);
     assert_non_null(strstr(tl_last_error(), "cond_stage_model.big.weight"));
     assert_non_null(strstr(tl_last_error(), "truncated"));
     assert_null(rep);
-    tl_session_destroy(s);
-    tl_plan_destroy(p);
-    tl_model_close(m);
-    tl_device_unregister(d);
-    tl_device_release(d);
+    big_close(&f);
     tu_tmpdir_rm(dir);
     free(path);
 }
