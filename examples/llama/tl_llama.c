@@ -310,6 +310,25 @@ static bool compute(engine *e, slot *s, struct ggml_cgraph *gf, double *acc) {
     return ok;
 }
 
+/*
+ * Graph gf's output out computed on slot si: out marked and added to gf, the
+ * intermediates allocated, inputs in[0 .. n_in) set from host arrays src[],
+ * computed (the time added to *acc), out read into dst.
+ */
+static bool graph_io(engine *e, int si, struct ggml_cgraph *gf, struct ggml_tensor *out,
+                     struct ggml_tensor *const *in, const void *const *src, int n_in, void *dst,
+                     double *acc) {
+    slot *s = &e->slots[si];
+    ggml_set_output(out);
+    ggml_build_forward_expand(gf, out);
+    bool ok = run_graph(e, s, gf);
+    for (int i = 0; i < n_in && ok; i++)
+        ggml_backend_tensor_set(in[i], src[i], 0, ggml_nbytes(in[i]));
+    if (ok) ok = compute(e, s, gf, acc);
+    if (ok) ggml_backend_tensor_get(out, dst, 0, ggml_nbytes(out));
+    return ok;
+}
+
 /* x (host, n_embd x n floats) = token_embd rows of tok. */
 static bool embed(engine *e, const tl_acquired *other, const int32_t *tok, int n, float *x) {
     tl_status st = TL_OK;
@@ -318,19 +337,11 @@ static bool embed(engine *e, const tl_acquired *other, const int32_t *tok, int n
     int si = w ? slot_of_tensor(e, other, "token_embd.weight") : -1;
     bool ok = w && si >= 0;
     if (ok) {
-        slot *s = &e->slots[si];
         struct ggml_tensor *ids = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n);
         ggml_set_input(ids);
-        struct ggml_tensor *out = ggml_get_rows(ctx, w, ids);
-        ggml_set_output(out);
-        struct ggml_cgraph *gf = ggml_new_graph(ctx);
-        ggml_build_forward_expand(gf, out);
-        ok = run_graph(e, s, gf);
-        if (ok) {
-            ggml_backend_tensor_set(ids, tok, 0, (size_t)n * sizeof *tok);
-            ok = compute(e, s, gf, NULL);
-        }
-        if (ok) ggml_backend_tensor_get(out, x, 0, ggml_nbytes(out));
+        const void *src[] = {tok};
+        ok = graph_io(e, si, ggml_new_graph(ctx), ggml_get_rows(ctx, w, ids), &ids, src, 1, x,
+                      NULL);
     }
     if (st) fprintf(stderr, "tl-llama: token_embd: %s\n", tl_status_name(st));
     if (ctx) ggml_free(ctx);
@@ -500,29 +511,19 @@ static bool blocks(engine *e, int l0, int cnt, tl_acquired *const *a, int pos0, 
         }
         si = sj;
     }
-    bool ok = out != NULL;
+    int32_t *p = NULL;
+    float *mk = NULL;
+    bool ok = out && batch_inputs(pos0, n, n_kv, &p, &mk);
     if (ok) {
-        ggml_set_output(out);
-        ggml_build_forward_expand(gf, out);
-        ok = run_graph(e, &e->slots[si], gf);
-    }
-    if (ok) {
-        int32_t *p = NULL;
-        float *mk = NULL;
-        ok = batch_inputs(pos0, n, n_kv, &p, &mk);
+        struct ggml_tensor *in[] = {inp, pos, mask};
+        const void *src[] = {x, p, mk};
         double t = 0;
-        if (ok) {
-            ggml_backend_tensor_set(inp, x, 0, ggml_nbytes(inp));
-            ggml_backend_tensor_set(pos, p, 0, ggml_nbytes(pos));
-            ggml_backend_tensor_set(mask, mk, 0, ggml_nbytes(mask));
-            ok = compute(e, &e->slots[si], gf, &t);
-            for (int i = 0; i < cnt; i++)
-                e->layer_compute[l0 + i] += t / cnt;
-        }
-        if (ok) ggml_backend_tensor_get(out, x, 0, ggml_nbytes(out));
-        free(p);
-        free(mk);
+        ok = graph_io(e, si, gf, out, in, src, 3, x, &t);
+        for (int i = 0; ok && i < cnt; i++)
+            e->layer_compute[l0 + i] += t / cnt;
     }
+    free(p);
+    free(mk);
     ggml_free(ctx);
     return ok;
 }
@@ -538,20 +539,12 @@ static bool head(engine *e, const tl_acquired *other, const float *x, int n, flo
     int si = norm && w ? slot_of_set(e, other) : -1;
     bool ok = !st && si >= 0;
     if (ok) {
-        slot *s = &e->slots[si];
         struct ggml_tensor *inp = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, e->hp.n_embd, n);
         ggml_set_input(inp);
         struct ggml_tensor *cur = ggml_mul(ctx, ggml_rms_norm(ctx, inp, e->hp.eps), norm);
-        struct ggml_tensor *out = ggml_mul_mat(ctx, w, cur);
-        ggml_set_output(out);
-        struct ggml_cgraph *gf = ggml_new_graph(ctx);
-        ggml_build_forward_expand(gf, out);
-        ok = run_graph(e, s, gf);
-        if (ok) {
-            ggml_backend_tensor_set(inp, x, 0, ggml_nbytes(inp));
-            ok = compute(e, s, gf, NULL);
-        }
-        if (ok) ggml_backend_tensor_get(out, logits, 0, ggml_nbytes(out));
+        const void *src[] = {x};
+        ok = graph_io(e, si, ggml_new_graph(ctx), ggml_mul_mat(ctx, w, cur), &inp, src, 1, logits,
+                      NULL);
     } else {
         fprintf(stderr, "tl-llama: output weights missing or not bound (%s)\n",
                 tl_status_name(st));
@@ -790,24 +783,12 @@ static bool products(engine *e, const tl_acquired *a, const char *const *names, 
     return ok;
 }
 
-/*
- * A graph on the host (ggml's CPU backend) with inputs in[0 .. n_in) set from
- * host arrays src[], computed, its output got into dst. Frees ctx.
- */
+/* graph_io on the host (ggml's CPU backend); frees ctx. */
 static bool on_host(engine *e, struct ggml_context *ctx, struct ggml_cgraph *gf,
                     struct ggml_tensor *const *in, const void *const *src, int n_in,
                     struct ggml_tensor *out, float *dst) {
     int si = slot_of(e, NULL);
-    bool ok = si >= 0;
-    if (ok) {
-        ggml_set_output(out);
-        ggml_build_forward_expand(gf, out);
-        ok = run_graph(e, &e->slots[si], gf);
-    }
-    for (int i = 0; i < n_in && ok; i++)
-        ggml_backend_tensor_set(in[i], src[i], 0, ggml_nbytes(in[i]));
-    if (ok) ok = compute(e, &e->slots[si], gf, NULL);
-    if (ok) ggml_backend_tensor_get(out, dst, 0, ggml_nbytes(out));
+    bool ok = si >= 0 && graph_io(e, si, gf, out, in, src, n_in, dst, NULL);
     ggml_free(ctx);
     return ok;
 }
