@@ -12,7 +12,6 @@
 #include "rpc_server.h"
 #include "testutil.h"
 
-#include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 #include "ggml.h"
@@ -71,6 +70,26 @@ static void ref_matvec(const tl_tensor_info *t, const void *bytes, const float *
 }
 
 /*
+ * y ([n, rows] floats) = w ([rows, cols], with its storage: allocated or
+ * bound) times x ([n, cols] floats), computed by backend be.
+ */
+static void product_on(ggml_backend_t be, struct ggml_tensor *w, const float *x, int n, float *y) {
+    struct ggml_init_params ip = {ggml_tensor_overhead() * 2 + ggml_graph_overhead(), NULL, true};
+    struct ggml_context *ctx = ggml_init(ip);
+    struct ggml_tensor *xt = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, w->ne[0], n);
+    struct ggml_tensor *yt = ggml_mul_mat(ctx, w, xt);
+    struct ggml_cgraph *gf = ggml_new_graph(ctx);
+    ggml_build_forward_expand(gf, yt);
+    ggml_backend_buffer_t b = ggml_backend_alloc_ctx_tensors(ctx, be);
+    assert_non_null(b);
+    ggml_backend_tensor_set(xt, x, 0, ggml_nbytes(xt));
+    assert_int_equal(ggml_backend_graph_compute(be, gf), GGML_STATUS_SUCCESS);
+    ggml_backend_tensor_get(yt, y, 0, ggml_nbytes(yt));
+    ggml_backend_buffer_free(b);
+    ggml_free(ctx);
+}
+
+/*
  * Bind every tensor of an acquired set and check it: its bytes (read back
  * through ggml) equal the file's, and for 2-D F16 weights W·x computed by
  * backend be equals the reference within F16-product rounding. Returns how
@@ -101,23 +120,14 @@ static size_t check_set(tl_session *s, tl_acquired *a, const char *path, ggml_ba
         assert_int_equal(tl_session_bind_ggml(s, a, i, w), TL_OK);
         if (t->n_dims == 2 && t->dtype == TL_DTYPE_F16 && be) {
             int64_t rows = t->shape[0], cols = t->shape[1];
-            struct ggml_tensor *x = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, cols);
-            struct ggml_tensor *y = ggml_mul_mat(ctx, w, x);
-            struct ggml_cgraph *gf = ggml_new_graph(ctx);
-            ggml_build_forward_expand(gf, y);
-            ggml_backend_buffer_t xb = ggml_backend_alloc_ctx_tensors(ctx, be);
-            assert_non_null(xb);
             float *xv = malloc((size_t)cols * sizeof *xv), *yv = malloc((size_t)rows * sizeof *yv);
             float *yr = malloc((size_t)rows * sizeof *yr);
             for (int64_t c = 0; c < cols; c++)
                 xv[c] = (float)((c * 7919 % 13) - 6) / 8.0f;
-            ggml_backend_tensor_set(x, xv, 0, (size_t)cols * sizeof *xv);
-            assert_int_equal(ggml_backend_graph_compute(be, gf), GGML_STATUS_SUCCESS);
-            ggml_backend_tensor_get(y, yv, 0, (size_t)rows * sizeof *yv);
+            product_on(be, w, xv, 1, yv);
             ref_matvec(t, ref, xv, yr);
             for (int64_t r = 0; r < rows; r++)
                 assert_true(fabsf(yv[r] - yr[r]) <= 1e-2f * (1.0f + fabsf(yr[r])));
-            ggml_backend_buffer_free(xb);
             free(xv);
             free(yv);
             free(yr);
@@ -301,19 +311,13 @@ static void test_bind_rpc(void **state) {
 /* [n, rows] = W [rows, cols] (F32, from host bytes) times x [n, cols], by ggml's CPU backend. */
 static void cpu_product(ggml_backend_t be, const float *w, int64_t rows, int64_t cols,
                         const float *x, int n, float *y) {
-    struct ggml_init_params ip = {ggml_tensor_overhead() * 4 + ggml_graph_overhead(), NULL, true};
+    struct ggml_init_params ip = {ggml_tensor_overhead(), NULL, true};
     struct ggml_context *ctx = ggml_init(ip);
     struct ggml_tensor *wt = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, cols, rows);
-    struct ggml_tensor *xt = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, cols, n);
-    struct ggml_tensor *yt = ggml_mul_mat(ctx, wt, xt);
-    struct ggml_cgraph *gf = ggml_new_graph(ctx);
-    ggml_build_forward_expand(gf, yt);
     ggml_backend_buffer_t b = ggml_backend_alloc_ctx_tensors(ctx, be);
     assert_non_null(b);
     ggml_backend_tensor_set(wt, w, 0, ggml_nbytes(wt));
-    ggml_backend_tensor_set(xt, x, 0, ggml_nbytes(xt));
-    assert_int_equal(ggml_backend_graph_compute(be, gf), GGML_STATUS_SUCCESS);
-    ggml_backend_tensor_get(yt, y, 0, ggml_nbytes(yt));
+    product_on(be, wt, x, n, y);
     ggml_backend_buffer_free(b);
     ggml_free(ctx);
 }
@@ -410,8 +414,7 @@ static void test_bind_row_parts(void **state) {
         assert_true(j < N_MAT);
         const int64_t rows = mat[j].rows, cols = mat[j].cols;
         assert_int_equal(st->n_parts, mat[j].parts);
-        struct ggml_init_params ip = {ggml_tensor_overhead() * 16 + 2 * ggml_graph_overhead(), NULL,
-                                      true}; /* a graph per part */
+        struct ggml_init_params ip = {ggml_tensor_overhead() * 4, NULL, true};
         struct ggml_context *ctx = ggml_init(ip);
         struct ggml_tensor *whole = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, cols, rows);
         if (st->n_parts == 1) { /* kept whole: binds either way, and has no part 1 */
@@ -446,23 +449,13 @@ static void test_bind_row_parts(void **state) {
             ggml_backend_tensor_get(w, got, 0, ggml_nbytes(w));
             assert_memory_equal(got, data[j] + pt->row_begin * (uint64_t)cols, ggml_nbytes(w));
             free(got);
-            ggml_backend_t be = pt->device == rd ? rpc : cpu;
-            struct ggml_tensor *xt = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, cols, N);
-            struct ggml_tensor *yt = ggml_mul_mat(ctx, w, xt);
-            struct ggml_cgraph *gf = ggml_new_graph(ctx);
-            ggml_build_forward_expand(gf, yt);
-            ggml_gallocr_t ga = ggml_gallocr_new(ggml_backend_get_default_buffer_type(be));
-            assert_true(ggml_gallocr_alloc_graph(ga, gf));
-            ggml_backend_tensor_set(xt, x, 0, ggml_nbytes(xt));
-            assert_int_equal(ggml_backend_graph_compute(be, gf), GGML_STATUS_SUCCESS);
-            float *y = malloc(ggml_nbytes(yt));
-            ggml_backend_tensor_get(yt, y, 0, ggml_nbytes(yt));
+            float *y = malloc((size_t)N * (size_t)pr * sizeof *y);
+            product_on(pt->device == rd ? rpc : cpu, w, x, N, y);
             for (int c = 0; c < N; c++)
                 assert_memory_equal(y + (size_t)c * (size_t)pr,
                                     want + (size_t)c * (size_t)rows + pt->row_begin,
                                     (size_t)pr * sizeof *y);
             free(y);
-            ggml_gallocr_free(ga);
         }
         free(want);
         ggml_free(ctx);
