@@ -528,14 +528,18 @@ static bool blocks(engine *e, int l0, int cnt, tl_acquired *const *a, int pos0, 
     return ok;
 }
 
+/* The output matrix of set a: output.weight, else (tied embeddings) token_embd.weight. */
+static const char *output_name(const tl_acquired *a) {
+    return find_tensor(a, "output.weight") >= 0 ? "output.weight" : "token_embd.weight";
+}
+
 /* logits (host, n_vocab x n) = output . (rmsnorm(x) * output_norm). */
 static bool head(engine *e, const tl_acquired *other, const float *x, int n, float *logits) {
     tl_status st = TL_OK;
     struct ggml_context *ctx = graph_ctx();
     if (!ctx) return false;
     struct ggml_tensor *norm = take(e, ctx, other, "output_norm.weight", &st);
-    struct ggml_tensor *w = take(e, ctx, other, "output.weight", &st);
-    if (!w && !st) w = take(e, ctx, other, "token_embd.weight", &st); /* tied embeddings */
+    struct ggml_tensor *w = take(e, ctx, other, output_name(other), &st);
     int si = norm && w ? slot_of_set(e, other) : -1;
     bool ok = !st && si >= 0;
     if (ok) {
@@ -899,8 +903,7 @@ static bool block_rows(engine *e, int l, const tl_acquired *a, int pos0, int n, 
 /* logits (host, n x n_vocab) = output . (rmsnorm(x) * output_norm), the output split by rows. */
 static bool head_rows(engine *e, const tl_acquired *other, const float *x, int n, float *logits) {
     float *cur = malloc((size_t)e->hp.n_embd * (size_t)n * sizeof *cur);
-    const char *w[] = {find_tensor(other, "output.weight") >= 0 ? "output.weight"
-                                                                : "token_embd.weight"};
+    const char *w[] = {output_name(other)};
     float *outs[] = {logits};
     bool ok = cur && host_norm(e, other, "output_norm.weight", x, n, cur) &&
               products(e, other, w, 1, PLAIN, cur, e->hp.n_embd, n, outs, NULL);
