@@ -267,9 +267,15 @@ static void test_bad_rules(void **state) {
     expect_bad(m, "vae.bias++++++++++++++++++++=f16", "too complex");
     expect_bad(m, "((((v{9}){9}){9}){9}){9}=f16", "too complex");
     expect_bad(m, "v{65}=f16", "too complex");
+    expect_bad(m, "((((((((((((((((((((((((v+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+=f16",
+               "too complex"); /* repetitions through groups */
+    expect_bad(m, "[]a[]b++++++++++++++++++++++++=f16", "too complex"); /* after "[]a[]" */
+    expect_bad(m, "[[:alpha:]]x++++++++++++++++++++++++=f16", "too complex");
+    expect_bad(m, "v)++++++++++++++++++++++++=f16", "too complex"); /* a literal ')' */
+    expect_bad(m, "(v)\\1=f16", "back-reference");
     tl_load_options ok;
     tl_load_options_init(&ok);
-    ok.type_rules = "blk\\.\\d{2}\\.=f16,(vae|model)\\.[a-z]+=bf16"; /* bounded, fine */
+    ok.type_rules = "blk\\.\\d{2}\\.=f16,(vae|model)\\.[a-z]+=bf16,[]x[]+=f16"; /* bounded, fine */
     tl_load_result *r = NULL;
     if (tl_model_load(m, &ok, &r)) fail_msg("%s", tl_last_error());
     tl_load_result_destroy(r);

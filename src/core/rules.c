@@ -8,6 +8,8 @@
 #include "core/error.h"
 #include "os/os.h"
 
+#include <ctype.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,39 +72,117 @@ static char *translate(const char *pat) {
 }
 
 /*
+ * Where the bracket expression opening at p ('[') ends: its closing ']', or
+ * NULL when it has none. As glibc reads one: a leading '^', then a leading ']'
+ * taken literally, then "[:name:]", "[.x.]" and "[=x=]" read whole.
+ */
+static const char *bracket_end(const char *p) {
+    p++;
+    if (*p == '^') p++;
+    if (*p == ']') p++;
+    for (; *p; p++) {
+        if (*p == ']') return p;
+        if (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=')) {
+            char d = p[1];
+            const char *q = p + 2;
+            while (*q && !(q[0] == d && q[1] == ']'))
+                q++;
+            if (!*q) return NULL;
+            p = q + 1;
+        }
+    }
+    return NULL;
+}
+
+/* The most nodes an expression's tree may reach, and the deepest grouping. */
+#define MAX_NODES 4096
+#define MAX_DEPTH 32
+
+/*
  * Why an expression would cost regcomp too much, or NULL. glibc's compiler
- * copies the tree under every repetition, so a quantifier right after another
- * ("a++", undefined in POSIX anyway) or bounds nested deep ("((a{99}){99}){99}")
- * grow it exponentially: a list from the command line or a caller must not
- * take the process's memory. Limits: 512 bytes, no quantifier after a
- * quantifier, bounds of at most 64 and at most 4 of them.
+ * copies the tree under a repetition once per bound ("x+" is "xx*", "x{3}" is
+ * "xxx"), so repetitions of repetitions, adjacent ("a+++") or through groups
+ * ("((a+)+)+", "((a{9}){9}){9}"), grow it exponentially: a list from the
+ * command line or a caller must not take the process's memory. The tree's
+ * size is counted as glibc would build it and held to MAX_NODES; besides,
+ * 512 bytes at most, bounds of at most 64, and no back-references (their
+ * matching may take exponential time).
  */
 static const char *too_complex(const char *ere) {
     if (strlen(ere) > 512) return "longer than 512 bytes";
-    bool in_br = false, after_q = false;
-    int bounds = 0;
+    /* per open group: the nodes so far and those of its last atom */
+    uint64_t size[MAX_DEPTH + 1] = {0}, last[MAX_DEPTH + 1] = {0};
+    int depth = 0;
     for (const char *p = ere; *p; p++) {
-        char c = *p;
-        if (in_br) {
-            if (c == ']' && p[-1] != '[' && !(p[-1] == '^' && p[-2] == '[')) in_br = false;
-            continue;
+        uint64_t *sz = &size[depth], *la = &last[depth];
+        switch (*p) {
+        case '[': {
+            const char *e = bracket_end(p);
+            if (!e) return NULL; /* unterminated: regcomp refuses it */
+            p = e;
+            *la = 1;
+            *sz += 1;
+            break;
         }
-        if (c == '\\' && p[1]) {
-            p++;
-            after_q = false;
-            continue;
+        case '(':
+            if (depth == MAX_DEPTH) return "groups nested more than 32 deep";
+            depth++;
+            size[depth] = last[depth] = 0;
+            break;
+        case ')':
+            if (depth == 0) { /* unmatched: glibc takes it literally */
+                *la = 1;
+                *sz += 1;
+                break;
+            }
+            depth--;
+            last[depth] = size[depth + 1] + 1;
+            size[depth] += last[depth];
+            break;
+        case '|':
+            *sz += 1;
+            *la = 0;
+            break;
+        case '*':
+        case '?':
+            *sz += 1;
+            *la += 1;
+            break;
+        case '+': /* x+ is x x* */
+            *sz += *la + 1;
+            *la = 2 * *la + 1;
+            break;
+        case '{': {
+            if (!isdigit((unsigned char)p[1]) && p[1] != ',') { /* not a bound: a literal */
+                *la = 1;
+                *sz += 1;
+                break;
+            }
+            char *end;
+            long m = p[1] == ',' ? 0 : strtol(p + 1, &end, 10), n = m;
+            if (p[1] == ',') end = (char *)p + 1;
+            if (*end == ',') n = isdigit((unsigned char)end[1]) ? strtol(end + 1, &end, 10) : m + 1;
+            if (m > 64 || n > 64) return "a bound over 64";
+            uint64_t copies = (uint64_t)(n > m ? n : m) + 1;
+            *sz += *la * (copies - 1) + copies;
+            *la = *la * copies + copies;
+            const char *close = strchr(p, '}');
+            if (close) p = close;
+            break;
         }
-        bool q = c == '*' || c == '+' || c == '?' || c == '{';
-        if (q && after_q) return "a repetition of a repetition";
-        if (c == '{') {
-            long m = strtol(p + 1, NULL, 10);
-            const char *comma = strchr(p, ','), *end = strchr(p, '}');
-            long n = comma && end && comma < end && comma[1] != '}' ? strtol(comma + 1, NULL, 10) : m;
-            if (++bounds > 4 || m > 64 || n > 64) return "bounds over {64} or more than 4 of them";
-            if (end) p = end;
+        case '\\':
+            if (p[1] >= '1' && p[1] <= '9') return "a back-reference";
+            if (p[1]) p++;
+            *la = 1;
+            *sz += 1;
+            break;
+        default:
+            *la = 1;
+            *sz += 1;
+            break;
         }
-        if (c == '[') in_br = true;
-        after_q = q;
+        if (size[depth] > MAX_NODES || last[depth] > MAX_NODES)
+            return "its tree would pass 4096 nodes";
     }
     return NULL;
 }
