@@ -1733,8 +1733,10 @@ typedef struct tl_load_options {
      * blocks; tl_convert_target's name exceptions do not apply), else it
      * keeps its own; tensors no rule matches follow convert and dtype. A bad
      * rule is TL_ERR_INVALID_ARG naming it, as is a pattern too costly to
-     * compile (over 512 bytes, a repetition of a repetition such as "a++",
-     * or more than 4 bounds or one over {64}; the same for overrides). Plans (tl_plan_options) and
+     * compile or match (over 512 bytes, a tree glibc would build past 4096
+     * nodes such as "((a+)+)+…", a bound over {64}, a repetition of what may
+     * match nothing such as "(.*)*", a back-reference; the same for
+     * overrides). Plans (tl_plan_options) and
      * sessions (tl_session_options) take the same rules and count and keep
      * the same types.
      */

@@ -153,12 +153,18 @@ static void test_unmatched_and_strict(void **state) {
     tu_tmpdir_rm(dir);
 }
 
-static void check_merge(const char *dir, const char *name, const char *fmt) {
+/*
+ * Merge a model made in dir into outdir (another file system: the kernel cannot copy between
+ * them, the staging buffer does), over an existing file there when replace.
+ */
+static void check_merge(const char *dir, const char *outdir, const char *name, const char *fmt,
+                        bool replace) {
     char *mp = mkmodel(dir, name, fmt);
     char *lp = mklora(dir, mp, false);
     char outname[64];
     snprintf(outname, sizeof outname, "out-%s", name);
-    char *op = tu_path(dir, outname);
+    char *op = tu_path(outdir, outname);
+    if (replace) tu_write_file(op, "an older file", 13);
     struct stat s0, s1;
     assert_int_equal(stat(mp, &s0), 0);
     size_t len0, len1, leno;
@@ -223,14 +229,34 @@ static void check_merge(const char *dir, const char *name, const char *fmt) {
 static void test_merge_safetensors(void **state) {
     (void)state;
     char *dir = tu_tmpdir();
-    check_merge(dir, "m.safetensors", "safetensors");
+    check_merge(dir, dir, "m.safetensors", "safetensors", false);
+    tu_tmpdir_rm(dir);
+}
+
+/* From TMPDIR into /dev/shm over an existing file: the staging copy, and the sync of a replace. */
+static void test_merge_across_file_systems(void **state) {
+    (void)state;
+    struct stat a, b;
+    char *dir = tu_tmpdir(), *shm = strdup("/dev/shm/tl-merge-XXXXXX");
+    assert_non_null(shm);
+    bool made = mkdtemp(shm) != NULL;
+    if (stat(dir, &a) || !made || stat(shm, &b) || a.st_dev == b.st_dev) {
+        tu_tmpdir_rm(dir);
+        if (made)
+            tu_tmpdir_rm(shm);
+        else
+            free(shm);
+        TU_SKIP("no /dev/shm on another file system than TMPDIR");
+    }
+    check_merge(dir, shm, "m.safetensors", "safetensors", true);
+    tu_tmpdir_rm(shm);
     tu_tmpdir_rm(dir);
 }
 
 static void test_merge_gguf(void **state) {
     (void)state;
     char *dir = tu_tmpdir();
-    check_merge(dir, "m.gguf", "gguf");
+    check_merge(dir, dir, "m.gguf", "gguf", false);
     tu_tmpdir_rm(dir);
 }
 
@@ -240,6 +266,7 @@ int main(void) {
         cmocka_unit_test(test_unmatched_and_strict),
         cmocka_unit_test(test_merge_safetensors),
         cmocka_unit_test(test_merge_gguf),
+        cmocka_unit_test(test_merge_across_file_systems),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -273,9 +273,17 @@ static void test_bad_rules(void **state) {
     expect_bad(m, "[[:alpha:]]x++++++++++++++++++++++++=f16", "too complex");
     expect_bad(m, "v)++++++++++++++++++++++++=f16", "too complex"); /* a literal ')' */
     expect_bad(m, "(v)\\1=f16", "back-reference");
+    /* what would take regexec's time: a repetition of what may match nothing */
+    expect_bad(m, "^(.*)*(.*)*(.*)*(.*)*(.*)*(.*)*(.*)*(.*)*(.*)*(.*)*(.*)*(.*)*w=f16", "nothing");
+    expect_bad(m, "\\b.********************************************w*=f16", "nothing");
+    expect_bad(m, "(v|)+=f16", "nothing");
+    expect_bad(m, "(a?b?)+=f16", "nothing");
     tl_load_options ok;
     tl_load_options_init(&ok);
-    ok.type_rules = "blk\\.\\d{2}\\.=f16,(vae|model)\\.[a-z]+=bf16,[]x[]+=f16"; /* bounded, fine */
+    ok.type_rules =
+        "blk\\.\\d{2}\\.=f16,(vae|model)\\.[a-z]+=bf16,[]x[]+=f16,^(m.*)*(a?b)+x{2}{3}=f16"; /* bounded,
+                                                                                                fine
+                                                                                              */
     tl_load_result *r = NULL;
     if (tl_model_load(m, &ok, &r)) fail_msg("%s", tl_last_error());
     tl_load_result_destroy(r);

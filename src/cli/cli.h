@@ -150,7 +150,8 @@ typedef struct cli_outfile {
     const char *out;
     char *tmp;
     int fd;
-    FILE *f; /* write here */
+    FILE *f;       /* write here */
+    bool replaces; /* OUT exists: the commit syncs the bytes before the rename */
 } cli_outfile;
 int cli_outfile_open(cli_outfile *o, const char *out, const char *cmd);
 int cli_outfile_commit(cli_outfile *o, const char *cmd);

@@ -3,13 +3,15 @@
  * the model with the LoRAs merged, in the model's own format (safetensors
  * in, safetensors out; GGUF in, GGUF out), header and metadata byte for byte.
  *
- * A merge changes no tensor's size, so the output has the input's layout:
- * the bytes are copied in file order (in the kernel with copy_file_range,
- * else through one staging buffer), and each tensor a LoRA touches is merged
- * in the copy-on-write mapping (on every core: lora/merge.c), written, and
- * unpatched again before the next one (peak extra memory: the largest
- * merged tensor plus the staging buffer). Writeback of the output is started
- * every 64 MiB, so that the fsync before the rename has little left to do.
+ * A merge changes no tensor's size, so the output has the input's layout and
+ * every byte is written at its own offset: a copier thread copies the bytes no
+ * LoRA touches (in the kernel with copy_file_range, else through one staging
+ * buffer) while the main thread merges each tensor a LoRA touches in the
+ * copy-on-write mapping (its rows on every core: lora/merge.c), writes it,
+ * and unpatches it again before the next one (peak extra memory: the largest
+ * merged tensor plus the staging buffer). Where the output replaces a file
+ * and is synced before the rename (cli_outfile), its writeback is started
+ * every 64 MiB, so that the sync has little left to do.
  * Tensors that hold the same bytes (tied weights of a checkpoint) get every
  * module that targets any of them before their bytes are written, as a
  * session merging in place would; a targeted tensor that overlaps another
@@ -25,6 +27,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -45,19 +50,27 @@ static int help(void) {
     return 0;
 }
 
+/* The bytes the copier moves: file ranges [off, end), written at the same offsets. */
+typedef struct gap {
+    uint64_t off, end;
+} gap;
+
 typedef struct merge_ctx {
     tl_model *m;
     cli_loras *loras;
     size_t **targets; /* per LoRA, per module */
     bool *targeted;   /* per tensor: some module merges into it */
-    FILE *out;
-    int ofd;          /* out's descriptor: every byte goes through it (out holds none) */
-    uint64_t opos;    /* bytes written to ofd */
-    uint64_t synced;  /* bytes whose writeback was started */
-    bool kernel_copy; /* copy_file_range works between these files */
-    unsigned char *buf;
+    int ofd;          /* the output's descriptor: every byte goes through it */
+    bool sync;        /* the output is synced at the end: start its writeback as it goes */
     int fd;
     uint64_t merged_tensors, merged_bytes, largest;
+    /* the copier: the bytes no module touches, beside the merges */
+    gap *gaps;
+    size_t n_gaps;
+    unsigned char *buf;  /* its staging buffer, where the kernel cannot copy */
+    atomic_bool stop;    /* the merges failed: the copier stops */
+    int copy_errno;      /* the copier's failure: an errno, */
+    uint64_t changed_at; /* or where the file ended under it (UINT64_MAX: it did not) */
 } merge_ctx;
 
 static int cmp_off(const void *a, const void *b, void *ctx) {
@@ -68,32 +81,73 @@ static int cmp_off(const void *a, const void *b, void *ctx) {
 }
 
 /*
- * Start writing back what was written since the last call, every WRITEBACK bytes, so that the
- * output's fsync at the end (cli_outfile_commit) finds little left: the disk works while the
- * copy goes on. Only a hint: its errors are left to that fsync.
+ * Where the output replaces a file and is synced before the rename, start writing back
+ * [off, off+n) now, so that the sync at the end (cli_outfile_commit) finds little left: the disk
+ * works while the merge goes on. Only a hint: its errors are left to that sync.
  */
-static void writeback(merge_ctx *c, bool all) {
-    if (c->opos - c->synced < WRITEBACK && !(all && c->opos > c->synced)) return;
-    (void)sync_file_range(c->ofd, (off_t)c->synced, (off_t)(c->opos - c->synced),
-                          SYNC_FILE_RANGE_WRITE);
-    c->synced = c->opos;
+static void writeback(const merge_ctx *c, uint64_t off, uint64_t n) {
+    if (c->sync) (void)sync_file_range(c->ofd, (off_t)off, (off_t)n, SYNC_FILE_RANGE_WRITE);
 }
 
-/* Write n bytes from p to the output. */
-static tl_status write_out(merge_ctx *c, const void *p, size_t n) {
+/* Write n bytes from p at offset off of the output; errno on failure. */
+static int write_at(const merge_ctx *c, const void *p, size_t n, uint64_t off) {
     const unsigned char *b = p;
-    while (n) {
-        ssize_t w = write(c->ofd, b, n > (1u << 30) ? (1u << 30) : n);
+    for (size_t left = n; left;) {
+        ssize_t w = pwrite(c->ofd, b, left > (1u << 30) ? (1u << 30) : left, (off_t)off);
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            if (w == 0) errno = EIO;
-            return TL_ERR_IO;
-        }
-        b += w, n -= (size_t)w;
-        c->opos += (uint64_t)w;
-        writeback(c, false);
+        if (w <= 0) return w == 0 ? EIO : errno;
+        b += w, left -= (size_t)w, off += (uint64_t)w;
     }
-    return TL_OK;
+    return 0;
+}
+
+/*
+ * Copy file bytes [off, end) to the same offsets of the output: in the kernel (copy_file_range,
+ * no bounce through this process) while it works, else through the staging buffer. 0, an errno,
+ * or -1 when the file ended before end (changed_at says where).
+ */
+static int copy_gap(merge_ctx *c, uint64_t off, uint64_t end, bool *kernel) {
+    while (off < end && *kernel && !atomic_load(&c->stop)) {
+        size_t n = end - off > WRITEBACK ? WRITEBACK : (size_t)(end - off);
+        loff_t in = (loff_t)off, out = (loff_t)off;
+        ssize_t got = copy_file_range(c->fd, &in, c->ofd, &out, n, 0);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) { /* not here (another file system, an old kernel...): the staging buffer */
+            if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP &&
+                errno != EBADF && errno != ETXTBSY)
+                return errno;
+            *kernel = false;
+            break;
+        }
+        if (got == 0) break;
+        writeback(c, off, (uint64_t)got);
+        off += (uint64_t)got;
+    }
+    while (off < end && !atomic_load(&c->stop)) {
+        size_t n = end - off > STAGING ? STAGING : (size_t)(end - off);
+        ssize_t got = pread(c->fd, c->buf, n, (off_t)off);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) return errno;
+        if (got == 0) break;
+        int e = write_at(c, c->buf, (size_t)got, off);
+        if (e) return e;
+        writeback(c, off, (uint64_t)got);
+        off += (uint64_t)got;
+    }
+    if (off < end && !atomic_load(&c->stop)) {
+        c->changed_at = off;
+        return -1;
+    }
+    return 0;
+}
+
+/* The copier's thread: every gap in file order. */
+static void *copier(void *arg) {
+    merge_ctx *c = arg;
+    bool kernel = true;
+    for (size_t i = 0; i < c->n_gaps && !c->copy_errno; i++)
+        c->copy_errno = copy_gap(c, c->gaps[i].off, c->gaps[i].end, &kernel);
+    return NULL;
 }
 
 static tl_status changed(merge_ctx *c, uint64_t off) {
@@ -102,55 +156,20 @@ static tl_status changed(merge_ctx *c, uint64_t off) {
                         tl_model_file(c->m, 0)->path, (unsigned long long)off);
 }
 
-/*
- * Copy file bytes [off, end) to the output: in the kernel (copy_file_range, no bounce through
- * this process) while it works, else through the staging buffer.
- */
-static tl_status copy_range(merge_ctx *c, uint64_t off, uint64_t end) {
-    while (off < end && c->kernel_copy) {
-        size_t n = end - off > WRITEBACK ? WRITEBACK : (size_t)(end - off);
-        loff_t in = (loff_t)off;
-        ssize_t got = copy_file_range(c->fd, &in, c->ofd, NULL, n, 0);
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0) { /* not here (another file system, an old kernel...): the staging buffer */
-            if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP &&
-                errno != EBADF && errno != ETXTBSY)
-                return TL_ERR_IO;
-            c->kernel_copy = false;
-            break;
-        }
-        if (got == 0) return changed(c, off);
-        off += (uint64_t)got;
-        c->opos += (uint64_t)got;
-        writeback(c, false);
-    }
-    while (off < end) {
-        size_t n = end - off > STAGING ? STAGING : (size_t)(end - off);
-        ssize_t got = pread(c->fd, c->buf, n, (off_t)off);
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0) {
-            fprintf(stderr, "tierload merge: %s: read: %s\n",
-                    cli_safe(tl_model_file(c->m, 0)->path), strerror(errno));
-            return TL_ERR_IO;
-        }
-        if (got == 0) return changed(c, off);
-        tl_status st = write_out(c, c->buf, (size_t)got);
-        if (st) return st;
-        off += (uint64_t)got;
-    }
-    return TL_OK;
+/* The copier's failure as a status (TL_ERR_IO with errno set, as the merges' writes). */
+static tl_status copy_status(merge_ctx *c) {
+    if (c->copy_errno == -1) return changed(c, c->changed_at);
+    errno = c->copy_errno;
+    return TL_ERR_IO;
 }
 
-static tl_status merge_tensor(merge_ctx *c, size_t t, bool *merged) {
+static tl_status merge_tensor(merge_ctx *c, size_t t) {
     tl_status st = TL_OK;
-    *merged = false;
     for (size_t i = 0; i < c->loras->n && !st; i++) {
         const tl_lora *l = c->loras->open[i];
         for (size_t k = 0; k < tl_lora_module_count(l) && !st; k++)
-            if (c->targets[i][k] == t) {
+            if (c->targets[i][k] == t)
                 st = tl_lora_apply_module(c->m, l, k, t, c->loras->scales[i]);
-                *merged = true;
-            }
     }
     return st;
 }
@@ -163,56 +182,106 @@ static tl_status refuse_overlap(merge_ctx *c, size_t t, size_t over) {
                         tl_model_tensor(c->m, over)->name);
 }
 
-static tl_status write_all(merge_ctx *c) {
-    size_t n = tl_model_tensor_count(c->m);
-    size_t *order = malloc((n ? n : 1) * sizeof *order);
-    if (!order) return TL_ERR_NOMEM;
-    for (size_t i = 0; i < n; i++) order[i] = i;
-    qsort_r(order, n, sizeof *order, cmp_off, c->m);
+/*
+ * The merges, in file order: units[] lists the position in order[] of each run of tensors
+ * holding exactly the same bytes (tied weights) that some module targets; gaps[] the bytes
+ * between them. A targeted tensor overlapping another in a different shape is refused.
+ */
+static tl_status plan_units(merge_ctx *c, const size_t *order, size_t n, size_t *units,
+                            size_t *n_units) {
     uint64_t pos = 0, size = tl_model_file(c->m, 0)->size;
-    size_t last = 0; /* the tensor whose bytes were written last */
-    tl_status st = TL_OK;
-    for (size_t j = 0; j < n && !st; j++) {
+    size_t last = 0; /* the tensor whose bytes a unit took last */
+    *n_units = 0;
+    for (size_t j = 0; j < n; j++) {
         size_t t = order[j];
         const tl_tensor_info *ti = tl_model_tensor(c->m, t);
-        if (ti->offset < pos) { /* inside bytes copied or written already */
+        if (ti->offset < pos) { /* inside bytes a unit or a gap holds already */
             const tl_tensor_info *lt = tl_model_tensor(c->m, last);
             bool tied = ti->offset == lt->offset && ti->nbytes == lt->nbytes;
-            if (c->targeted[t] && !tied) st = refuse_overlap(c, t, last);
+            if (c->targeted[t] && !tied) return refuse_overlap(c, t, last);
             continue;
         }
-        /* every tensor holding exactly these bytes (tied weights), and their modules */
-        bool merged = false;
-        for (size_t g = j; g < n && !st; g++) {
+        bool targeted = false;
+        for (size_t g = j; g < n; g++) {
             const tl_tensor_info *gi = tl_model_tensor(c->m, order[g]);
             if (gi->offset != ti->offset) break;
             if (gi->nbytes != ti->nbytes) {
-                if (c->targeted[order[g]] || c->targeted[t]) st = refuse_overlap(c, order[g], t);
+                if (c->targeted[order[g]] || c->targeted[t]) return refuse_overlap(c, order[g], t);
                 continue;
             }
-            bool m1 = false;
-            st = merge_tensor(c, order[g], &m1);
-            merged = merged || m1;
+            targeted |= c->targeted[order[g]];
         }
-        if (st || !merged) continue;
-        st = copy_range(c, pos, ti->offset);
-        if (!st) st = write_out(c, tl_model_tensor_data(c->m, t), (size_t)ti->nbytes);
-        for (size_t g = j; g < n && !st; g++) {
-            size_t u = order[g];
-            if (tl_model_tensor(c->m, u)->offset != ti->offset) break;
-            if (tl_model_tensor_patched(c->m, u)) st = tl_model_tensor_unpatch(c->m, u);
-        }
+        if (!targeted) continue;
+        if (ti->offset > pos) c->gaps[c->n_gaps++] = (gap){pos, ti->offset};
+        units[(*n_units)++] = j;
         pos = ti->offset + ti->nbytes;
         last = t;
-        c->merged_tensors++;
-        c->merged_bytes += ti->nbytes;
-        if (ti->nbytes > c->largest) c->largest = ti->nbytes;
     }
-    if (!st) st = copy_range(c, pos, size);
-    if (!st) writeback(c, true);
+    if (size > pos) c->gaps[c->n_gaps++] = (gap){pos, size};
+    return TL_OK;
+}
+
+/* Merge one unit (the tensors from order[j] on that hold its bytes), write it, unpatch it. */
+static tl_status merge_unit(merge_ctx *c, const size_t *order, size_t n, size_t j) {
+    size_t t = order[j];
+    const tl_tensor_info *ti = tl_model_tensor(c->m, t);
+    tl_status st = TL_OK;
+    for (size_t g = j; g < n && !st; g++) {
+        const tl_tensor_info *gi = tl_model_tensor(c->m, order[g]);
+        if (gi->offset != ti->offset) break;
+        if (gi->nbytes == ti->nbytes) st = merge_tensor(c, order[g]);
+    }
+    int e = st ? 0 : write_at(c, tl_model_tensor_data(c->m, t), (size_t)ti->nbytes, ti->offset);
+    if (e) {
+        errno = e;
+        st = TL_ERR_IO;
+    }
+    if (!st) writeback(c, ti->offset, ti->nbytes);
+    for (size_t g = j; g < n && !st; g++) {
+        size_t u = order[g];
+        if (tl_model_tensor(c->m, u)->offset != ti->offset) break;
+        if (tl_model_tensor_patched(c->m, u)) st = tl_model_tensor_unpatch(c->m, u);
+    }
+    c->merged_tensors++;
+    c->merged_bytes += ti->nbytes;
+    if (ti->nbytes > c->largest) c->largest = ti->nbytes;
+    return st;
+}
+
+/*
+ * The output: the copier thread copies the gaps while this thread merges the units, each
+ * written at its own offset (a merge keeps the layout), so the kernel's copy and the merges'
+ * arithmetic overlap.
+ */
+static tl_status write_all(merge_ctx *c) {
+    size_t n = tl_model_tensor_count(c->m);
+    size_t *order = malloc((n ? n : 1) * sizeof *order);
+    size_t *units = malloc((n ? n : 1) * sizeof *units), n_units = 0;
+    c->gaps = malloc((n + 1) * sizeof *c->gaps);
+    if (!order || !units || !c->gaps) {
+        free(order);
+        free(units);
+        return TL_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    qsort_r(order, n, sizeof *order, cmp_off, c->m);
+    c->changed_at = UINT64_MAX;
+    tl_status st = plan_units(c, order, n, units, &n_units);
+    pthread_t th;
+    bool threaded = !st && pthread_create(&th, NULL, copier, c) == 0;
+    if (!st && !threaded) copier(c); /* no thread: the gaps first, then the merges */
+    for (size_t u = 0; u < n_units && !st && !(!threaded && c->copy_errno); u++)
+        st = merge_unit(c, order, n, units[u]);
+    if (threaded) {
+        if (st) atomic_store(&c->stop, true);
+        pthread_join(th, NULL);
+    }
+    if (!st && c->copy_errno) st = copy_status(c);
     /* rewritten in place meanwhile (same size): the copy may mix two versions */
     if (!st) st = tl_model_check_files(c->m);
     free(order);
+    free(units);
     return st;
 }
 
@@ -254,6 +323,7 @@ static int merge_main(int argc, char **argv, cli_models *models, cli_loras *lora
     memset(&c, 0, sizeof c);
     c.m = m;
     c.loras = loras;
+    atomic_init(&c.stop, false);
     c.fd = tl_model_file_fd(m, 0);
     c.targets = calloc(loras->n, sizeof *c.targets);
     c.targeted = calloc(tl_model_tensor_count(m) + 1, sizeof *c.targeted);
@@ -289,14 +359,14 @@ static int merge_main(int argc, char **argv, cli_models *models, cli_loras *lora
     memset(&of, 0, sizeof of);
     if (!st && !rc) rc = cli_outfile_open(&of, outp, "merge");
     if (!st && !rc) {
-        c.out = of.f;
         c.ofd = of.fd;
-        c.kernel_copy = true;
-        if (fflush(c.out) != 0) st = TL_ERR_IO; /* nothing buffered: the bytes go through ofd */
+        c.sync = of.replaces;
+        if (fflush(of.f) != 0) st = TL_ERR_IO; /* nothing buffered: the bytes go through ofd */
         tl_memwatch_create(0, &w);
         if (!st) st = write_all(&c);
         if (!st && tl_model_file(m, 0)->format == TL_FORMAT_CKPT) {
-            if (fflush(c.out) != 0) st = TL_ERR_IO;
+            if (fflush(of.f) != 0)
+                st = TL_ERR_IO;
             else st = tl_ckpt_refresh_crcs(of.fd, of.tmp);
         }
         tl_memwatch_destroy(w, &span, sizeof span);
@@ -339,6 +409,7 @@ static int merge_main(int argc, char **argv, cli_models *models, cli_loras *lora
     free(c.targets);
     free(c.targeted);
     free(c.buf);
+    free(c.gaps);
     tl_model_close(m);
     return rc;
 }

@@ -1,8 +1,12 @@
 /*
  * outfile.c — a file the CLI writes (merge, mkmodel): OUT must be absent or a
  * regular file; the bytes go to a visible temporary file beside it
- * ("OUT.tmp.XXXXXX", mode 0666 less the umask), which is synced and renamed
- * over OUT, or removed on failure — and on SIGINT, SIGTERM, SIGHUP and SIGQUIT
+ * ("OUT.tmp.XXXXXX", mode 0666 less the umask), which is renamed over OUT, or
+ * removed on failure. Readers see the old OUT or the whole new one, never a
+ * part. When OUT exists, the bytes are synced before the rename, so that a
+ * crash cannot lose both the old file and the new one; a new OUT is not (as
+ * cp and llama.cpp's tools write theirs: a crash can only lose what was
+ * being made). Removed on failure — and on SIGINT, SIGTERM, SIGHUP and SIGQUIT
  * (removed, then the signal's default action) and on RLIMIT_FSIZE (SIGXFSZ is
  * ignored while writing, so the write fails with EFBIG and the error path
  * removes it). One output at a time.
@@ -60,7 +64,8 @@ int cli_outfile_open(cli_outfile *o, const char *out, const char *cmd) {
     o->fd = -1;
     o->out = out;
     struct stat st;
-    if (stat(out, &st) == 0 && !S_ISREG(st.st_mode)) {
+    o->replaces = stat(out, &st) == 0;
+    if (o->replaces && !S_ISREG(st.st_mode)) {
         fprintf(stderr, "tierload %s: %s: exists and is not a regular file; not replaced\n", cmd,
                 cli_safe(out));
         return cli_exit_code(TL_ERR_INVALID_ARG);
@@ -96,7 +101,7 @@ int cli_outfile_open(cli_outfile *o, const char *out, const char *cmd) {
 
 int cli_outfile_commit(cli_outfile *o, const char *cmd) {
     int rc = 0;
-    if (fflush(o->f) != 0 || fsync(o->fd) != 0) rc = errno ? errno : EIO;
+    if (fflush(o->f) != 0 || (o->replaces && fsync(o->fd) != 0)) rc = errno ? errno : EIO;
     if (fclose(o->f) != 0 && !rc) rc = errno ? errno : EIO;
     o->f = NULL;
     o->fd = -1;

@@ -98,64 +98,88 @@ static const char *bracket_end(const char *p) {
 #define MAX_NODES 4096
 #define MAX_DEPTH 32
 
+/* An open group while an expression is weighed. */
+typedef struct frame {
+    uint64_t size, last; /* nodes so far, and those of the last atom */
+    bool last_empty;     /* the last atom may match nothing (or there is none) */
+    bool alt_empty;      /* the alternative being read may match nothing */
+    bool alt_before;     /* it might before its last atom */
+    bool some_empty;     /* an alternative read before may */
+} frame;
+
+/* An atom of n nodes that may match nothing or not. */
+static void atom(frame *f, uint64_t n, bool empty) {
+    f->size += n;
+    f->last = n;
+    f->last_empty = empty;
+    f->alt_before = f->alt_empty;
+    f->alt_empty &= empty;
+}
+
 /*
- * Why an expression would cost regcomp too much, or NULL. glibc's compiler
- * copies the tree under a repetition once per bound ("x+" is "xx*", "x{3}" is
- * "xxx"), so repetitions of repetitions, adjacent ("a+++") or through groups
- * ("((a+)+)+", "((a{9}){9}){9}"), grow it exponentially: a list from the
- * command line or a caller must not take the process's memory. The tree's
- * size is counted as glibc would build it and held to MAX_NODES; besides,
- * 512 bytes at most, bounds of at most 64, and no back-references (their
- * matching may take exponential time).
+ * Why an expression would cost regcomp or regexec too much, or NULL.
+ * - glibc's compiler copies the tree under a repetition once per bound ("x+"
+ *   is "xx*", "x{3}" is "xxx"), so repetitions of repetitions, adjacent
+ *   ("a+++") or through groups ("((a+)+)+", "((a{9}){9}){9}"), grow it
+ *   exponentially. Its size is counted as glibc builds it and held to
+ *   MAX_NODES; bounds are at most 64.
+ * - A repetition of what may match nothing ("(.*)*", "a**", "(x?)+") makes its
+ *   matcher's time grow exponentially with their number: refused.
+ * - Back-references are refused (matching them may take exponential time),
+ *   and an expression is at most 512 bytes.
+ * A list from the command line or a caller must not take the process's
+ * memory or time. Brackets are read as glibc reads them (bracket_end).
  */
 static const char *too_complex(const char *ere) {
     if (strlen(ere) > 512) return "longer than 512 bytes";
-    /* per open group: the nodes so far and those of its last atom */
-    uint64_t size[MAX_DEPTH + 1] = {0}, last[MAX_DEPTH + 1] = {0};
+    frame st[MAX_DEPTH + 1];
     int depth = 0;
+    st[0] = (frame){0, 0, true, true, true, false};
     for (const char *p = ere; *p; p++) {
-        uint64_t *sz = &size[depth], *la = &last[depth];
+        frame *f = &st[depth];
+        uint64_t copies = 0; /* a repetition: the copies glibc makes of the atom */
+        bool may_skip = false;
         switch (*p) {
         case '[': {
             const char *e = bracket_end(p);
             if (!e) return NULL; /* unterminated: regcomp refuses it */
             p = e;
-            *la = 1;
-            *sz += 1;
+            atom(f, 1, false);
             break;
         }
         case '(':
             if (depth == MAX_DEPTH) return "groups nested more than 32 deep";
-            depth++;
-            size[depth] = last[depth] = 0;
+            st[++depth] = (frame){0, 0, true, true, true, false};
             break;
         case ')':
             if (depth == 0) { /* unmatched: glibc takes it literally */
-                *la = 1;
-                *sz += 1;
+                atom(f, 1, false);
                 break;
             }
             depth--;
-            last[depth] = size[depth + 1] + 1;
-            size[depth] += last[depth];
+            atom(&st[depth], f->size + 1, f->some_empty || f->alt_empty);
             break;
         case '|':
-            *sz += 1;
-            *la = 0;
+            f->size += 1;
+            f->some_empty |= f->alt_empty;
+            f->alt_empty = f->alt_before = f->last_empty = true;
+            f->last = 0;
+            break;
+        case '^':
+        case '$':
+            atom(f, 1, true);
             break;
         case '*':
         case '?':
-            *sz += 1;
-            *la += 1;
+            copies = 1;
+            may_skip = true;
             break;
         case '+': /* x+ is x x* */
-            *sz += *la + 1;
-            *la = 2 * *la + 1;
+            copies = 2;
             break;
         case '{': {
             if (!isdigit((unsigned char)p[1]) && p[1] != ',') { /* not a bound: a literal */
-                *la = 1;
-                *sz += 1;
+                atom(f, 1, false);
                 break;
             }
             char *end;
@@ -163,25 +187,36 @@ static const char *too_complex(const char *ere) {
             if (p[1] == ',') end = (char *)p + 1;
             if (*end == ',') n = isdigit((unsigned char)end[1]) ? strtol(end + 1, &end, 10) : m + 1;
             if (m > 64 || n > 64) return "a bound over 64";
-            uint64_t copies = (uint64_t)(n > m ? n : m) + 1;
-            *sz += *la * (copies - 1) + copies;
-            *la = *la * copies + copies;
+            copies = (uint64_t)(n > m ? n : m) + 1;
+            may_skip = m == 0;
             const char *close = strchr(p, '}');
             if (close) p = close;
             break;
         }
         case '\\':
             if (p[1] >= '1' && p[1] <= '9') return "a back-reference";
-            if (p[1]) p++;
-            *la = 1;
-            *sz += 1;
+            if (!p[1]) {
+                atom(f, 1, false);
+                break;
+            }
+            p++;
+            /* word and buffer anchors match nothing */
+            atom(f, 1, strchr("bB<>`'", *p) != NULL);
             break;
         default:
-            *la = 1;
-            *sz += 1;
+            atom(f, 1, false);
             break;
         }
-        if (size[depth] > MAX_NODES || last[depth] > MAX_NODES)
+        if (copies) {
+            if (f->last_empty) return "a repetition of what may match nothing";
+            f->size += f->last * (copies - 1) + copies;
+            f->last = f->last * copies + copies;
+            if (may_skip) { /* the atom may now match nothing */
+                f->last_empty = true;
+                f->alt_empty = f->alt_before;
+            }
+        }
+        if (st[depth].size > MAX_NODES || st[depth].last > MAX_NODES)
             return "its tree would pass 4096 nodes";
     }
     return NULL;
