@@ -13,18 +13,23 @@
  * the queue like cudaFree), so a caller that reuses or reads a host buffer
  * before its ticket is done sees it go wrong here too.
  *
- * Host memory behind freed allocations is kept for the next allocation of
- * the same size (a session streaming a model allocates the same tensors
- * pass after pass), as long as it and the live allocations stay within the
- * capacity: no page faults and zeroing for memory just given back. Copies
+ * Host memory comes from one arena of the capacity (and 1/64 more for
+ * alignment), reserved at the first allocation and sub-allocated first fit
+ * (devices/pool.c): a page is faulted in and zeroed once per device, not
+ * once per allocation, as a GPU's memory is there before anything is
+ * allocated (huge pages where the kernel gives them). An allocation the
+ * arena has no contiguous room for, or every allocation where the arena
+ * cannot be reserved, is host memory of its own. Copies
  * of 2 MiB and more run on every core (os/team.c), as a GPU's copy engines
  * would not be held to one CPU's memcpy.
  */
 #include "core/assert.h"
 #include "core/error.h"
 #include "devices/devices.h"
+#include "devices/pool.h"
 #include "os/team.h"
 #include "os/fault.h"
+#include "os/hostmem.h"
 #include "os/os.h"
 #include "os/thread.h"
 
@@ -49,18 +54,14 @@ typedef struct sim_pending {
     uint64_t n;
 } sim_pending;
 
-typedef struct sim_block {
-    uint64_t size;
-    unsigned char *mem;
-} sim_block;
-
 typedef struct sim {
     tl__os_mutex lock; /* guards everything below; *_locked functions need it held */
     tl_sim_spec spec;
     uint64_t used;
-    sim_block *kept; /* host memory of freed allocations, oldest first */
-    size_t n_kept, cap_kept;
-    uint64_t kept_bytes;
+    tl__pool arena;          /* the arena's sub-allocations (handles: offsets + SIM_ALIGN) */
+    unsigned char *arena_mem; /* NULL: not reserved (yet, or it cannot be) */
+    uint64_t arena_len;
+    bool arena_tried;
     tl__team *team; /* copies on every core (NULL: on the caller alone) */
     uint64_t next_addr;
     sim_alloc *allocs; /* sorted by addr */
@@ -95,45 +96,41 @@ static tl_status sim_describe(void *self, tl_device_info *out) {
     return TL_OK;
 }
 
-/*
- * Host memory for size bytes from the kept blocks (one of that size), or NULL; kept blocks that
- * would take the host memory past the capacity with size more in use are freed, oldest first.
- */
-static unsigned char *take_kept_locked(sim *s, uint64_t size) {
-    tl__os_mutex_assert_held(&s->lock);
-    for (size_t i = s->n_kept; i-- > 0;) {
-        if (s->kept[i].size != size) continue;
-        unsigned char *mem = s->kept[i].mem;
-        s->kept_bytes -= size;
-        memmove(s->kept + i, s->kept + i + 1, (s->n_kept - i - 1) * sizeof *s->kept);
-        s->n_kept--;
-        return mem;
-    }
-    size_t drop = 0;
-    while (drop < s->n_kept && s->used + size + s->kept_bytes > s->spec.capacity) {
-        free(s->kept[drop].mem);
-        s->kept_bytes -= s->kept[drop++].size;
-    }
-    if (drop) memmove(s->kept, s->kept + drop, (s->n_kept - drop) * sizeof *s->kept);
-    s->n_kept -= drop;
-    return NULL;
+static bool in_arena(const sim *s, const unsigned char *mem) {
+    return s->arena_mem && mem >= s->arena_mem && mem < s->arena_mem + s->arena_len;
 }
 
-/* Keep the host memory of a freed allocation, or free it. */
-static void keep_locked(sim *s, unsigned char *mem, uint64_t size) {
+/* Host memory for size bytes from the arena (reserved on the first call), or NULL. */
+static unsigned char *arena_take_locked(sim *s, uint64_t size) {
     tl__os_mutex_assert_held(&s->lock);
-    if (s->n_kept == s->cap_kept) {
-        size_t cap = s->cap_kept ? s->cap_kept * 2 : 16;
-        sim_block *nk = tl__os_realloc_optional(s->kept, cap * sizeof *nk); /* a cache */
-        if (!nk) {
-            free(mem);
-            return;
+    if (!s->arena_tried) {
+        s->arena_tried = true;
+        uint64_t want = s->spec.capacity + s->spec.capacity / 64 + SIM_ALIGN;
+        void *mem;
+        tl__pool_init(&s->arena, SIM_ALIGN);
+        if (want > s->spec.capacity &&
+            tl__os_anon_alloc(want, TL_OS_PAGES_HUGE, &mem, &s->arena_len) == 0) {
+            if (tl__pool_add_chunk(&s->arena, NULL, mem, s->arena_len, SIM_ALIGN) == 0)
+                s->arena_mem = mem;
+            else
+                tl__os_anon_free(mem, s->arena_len);
         }
-        s->kept = nk;
-        s->cap_kept = cap;
     }
-    s->kept[s->n_kept++] = (sim_block){size, mem};
-    s->kept_bytes += size;
+    tl_devptr h;
+    if (!s->arena_mem || size == 0 || tl__pool_take(&s->arena, size, &h) != 0) return NULL;
+    return s->arena_mem + (h - SIM_ALIGN);
+}
+
+/* Give host memory of an allocation back: to the arena, or to the system. */
+static void host_free_locked(sim *s, unsigned char *mem) {
+    tl__os_mutex_assert_held(&s->lock);
+    if (!in_arena(s, mem)) {
+        free(mem);
+        return;
+    }
+    int64_t n = tl__pool_give(&s->arena, (tl_devptr)(mem - s->arena_mem) + SIM_ALIGN);
+    TL_ASSERT(n >= 0);
+    (void)n;
 }
 
 static tl_status sim_alloc_fn(void *self, uint64_t size, tl_devptr *out) {
@@ -166,7 +163,7 @@ static tl_status sim_alloc_fn(void *self, uint64_t size, tl_devptr *out) {
         s->allocs = na;
         s->cap_allocs = cap;
     }
-    unsigned char *mem = take_kept_locked(s, size);
+    unsigned char *mem = arena_take_locked(s, size);
     if (!mem) mem = tl__os_malloc((size_t)size);
     if (!mem) {
         tl__os_mutex_unlock(&s->lock);
@@ -213,7 +210,7 @@ static tl_status sim_dealloc(void *self, tl_devptr p) {
     }
     TL_ASSERT(s->used >= s->allocs[i].size);
     s->used -= s->allocs[i].size;
-    keep_locked(s, s->allocs[i].mem, s->allocs[i].size);
+    host_free_locked(s, s->allocs[i].mem);
     memmove(s->allocs + i, s->allocs + i + 1, (s->n_allocs - (size_t)i - 1) * sizeof *s->allocs);
     s->n_allocs--;
     tl__os_mutex_unlock(&s->lock);
@@ -393,10 +390,9 @@ static tl_status sim_poll(void *self, uint64_t ticket, bool *done) {
 static void sim_destroy(void *self) {
     sim *s = self;
     for (size_t i = 0; i < s->n_allocs; i++)
-        free(s->allocs[i].mem);
-    for (size_t i = 0; i < s->n_kept; i++)
-        free(s->kept[i].mem);
-    free(s->kept);
+        if (!in_arena(s, s->allocs[i].mem)) free(s->allocs[i].mem);
+    tl__pool_free(&s->arena);
+    if (s->arena_mem) tl__os_anon_free(s->arena_mem, s->arena_len);
     tl__team_destroy(s->team);
     free(s->allocs);
     free(s->pend);
