@@ -3,7 +3,8 @@
  * copies at odd sizes and offsets, handles that are not host memory, async
  * tickets in order, and the model clock (bandwidth, latency, overlap); large
  * copies (shared with helper threads) at odd sizes, into memory kept from
- * freed allocations; reading a range in place as a copy back would.
+ * freed allocations; reading a range in place as a copy back would; the
+ * check's hashes taken as bytes land, and forgotten on partial writes.
  */
 #include "helpers/testutil.h"
 
@@ -14,6 +15,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 static tl_device *mk_sim(const char *name, uint64_t cap, double bw, double lat) {
     tl_sim_spec sp;
@@ -246,6 +248,70 @@ static void test_read_in_place(void **state) {
     tl_device_release(d);
 }
 
+/* The check's hash as xxHash's documentation defines its parts: XXH3 of each 1 MiB, then of those.
+ */
+static uint64_t tree_hash(const unsigned char *p, size_t n) {
+    uint64_t leaves[16];
+    size_t k = 0;
+    for (size_t o = 0; o < n; o += 1u << 20)
+        leaves[k++] = XXH3_64bits(p + o, n - o < (1u << 20) ? n - o : 1u << 20);
+    return XXH3_64bits(leaves, k * sizeof *leaves);
+}
+
+/*
+ * Hashes taken as the bytes land: the tree's hash of a whole allocation written whole (at once,
+ * leaf by leaf, asynchronously); none after a partial write of a leaf until that leaf is written
+ * whole again, none for a range that is not one whole allocation, and none for what was written
+ * while landing hashes were off. Large writes go through the helper threads.
+ */
+static void test_landed_hashes(void **state) {
+    (void)state;
+    const size_t n = (5u << 20) / 2 + 4097; /* 3 leaves, the last partial */
+    tl_device *d = mk_sim("land", 8u << 20, 0, 0);
+    unsigned char *a = malloc(n);
+    unsigned seed = 5;
+    fill_random(a, n, &seed);
+    tl_devptr p;
+    uint64_t h = 0, t;
+    assert_int_equal(tl_device_alloc(d, n, &p), TL_OK);
+    tl__sim_hash_landing(d, true);
+    assert_false(tl__sim_landed_hash(d, p, n, &h)); /* nothing written yet */
+    assert_int_equal(tl_device_copy_to(d, p, a, n), TL_OK);
+    assert_true(tl__sim_landed_hash(d, p, n, &h));
+    assert_int_equal(h, tree_hash(a, n));
+    assert_false(tl__sim_landed_hash(d, p, n - 1, &h));
+    assert_false(tl__sim_landed_hash(d, p + 256, n - 256, &h));
+    /* a partial write of leaf 1: forgotten, the bytes in place differ */
+    a[(1u << 20) + 7] ^= 1;
+    assert_int_equal(tl_device_copy_to(d, p + (1u << 20) + 7, a + (1u << 20) + 7, 1), TL_OK);
+    assert_false(tl__sim_landed_hash(d, p, n, &h));
+    /* leaf 1 written whole again, asynchronously: held once the copy lands */
+    a[(1u << 20) + 9] ^= 1;
+    assert_int_equal(tl_device_copy_to_async(d, p + (1u << 20), a + (1u << 20), 1u << 20, &t),
+                     TL_OK);
+    assert_true(tl__sim_landed_hash(d, p, n, &h));
+    assert_int_equal(h, tree_hash(a, n));
+    /* the tail leaf rewritten piecewise: not whole in one write, so not held */
+    assert_int_equal(tl_device_copy_to(d, p + (2u << 20), a + (2u << 20), 100), TL_OK);
+    assert_false(tl__sim_landed_hash(d, p, n, &h));
+    assert_int_equal(tl_device_copy_to(d, p + (2u << 20), a + (2u << 20), n - (2u << 20)), TL_OK);
+    assert_true(tl__sim_landed_hash(d, p, n, &h));
+    assert_int_equal(h, tree_hash(a, n));
+    /* written while off: forgotten, and not taken again */
+    tl__sim_hash_landing(d, false);
+    assert_int_equal(tl_device_copy_to(d, p, a, n), TL_OK);
+    assert_false(tl__sim_landed_hash(d, p, n, &h));
+    tl__sim_hash_landing(d, true);
+    /* a new allocation in the same memory holds nothing of the old one's */
+    assert_int_equal(tl_device_free(d, p), TL_OK);
+    assert_int_equal(tl_device_alloc(d, n, &p), TL_OK);
+    assert_false(tl__sim_landed_hash(d, p, n, &h));
+    tl__sim_hash_landing(d, false);
+    tl_device_free(d, p);
+    free(a);
+    tl_device_release(d);
+}
+
 static void test_bandwidth_clock(void **state) {
     (void)state;
     double bw = 16.0 * (1ull << 30), lat = 10e-6;
@@ -441,6 +507,7 @@ int main(void) {
         cmocka_unit_test(test_copies_odd),
         cmocka_unit_test(test_large_copies_reused_memory),
         cmocka_unit_test(test_read_in_place),
+        cmocka_unit_test(test_landed_hashes),
         cmocka_unit_test(test_bandwidth_clock),
         cmocka_unit_test(test_async_order_and_overlap),
         cmocka_unit_test(test_async_data_moves_at_completion),

@@ -46,6 +46,19 @@ void tl__cuda_discover(void (*add)(tl_device *d));
  * until that allocation is freed.
  */
 const void *tl__sim_read_in_place(tl_device *d, tl_devptr p, uint64_t n);
+/*
+ * While on (counted: each on needs its off), a sim device hashes each 1 MiB
+ * leaf of an allocation written whole as it lands (core/checkhash.h), in
+ * cache; any other write of a leaf forgets its hash. No-op on other devices.
+ */
+void tl__sim_hash_landing(tl_device *d, bool on);
+/*
+ * The check's hash of [p, p+n) from the hashes taken as its bytes landed:
+ * true when it is one whole live allocation whose every leaf was written
+ * whole since (with the model time of a copy back), else false (hash it in
+ * place).
+ */
+bool tl__sim_landed_hash(tl_device *d, tl_devptr p, uint64_t n, uint64_t *out);
 
 /* ---- libcufile (GPUDirect Storage), used by cuda.c ---- */
 /* Load libcufile and open its driver (once); false with tl_device_cufile_reason() set. */

@@ -17,13 +17,14 @@
  * alignment), reserved at the first allocation and sub-allocated first fit
  * (devices/pool.c): a page is faulted in and zeroed once per device, not
  * once per allocation, as a GPU's memory is there before anything is
- * allocated (huge pages where the kernel gives them). An allocation the
+ * allocated. An allocation the
  * arena has no contiguous room for, or every allocation where the arena
  * cannot be reserved, is host memory of its own. Copies
  * of 2 MiB and more run on every core (os/team.c), as a GPU's copy engines
  * would not be held to one CPU's memcpy.
  */
 #include "core/assert.h"
+#include "core/checkhash.h"
 #include "core/error.h"
 #include "devices/devices.h"
 #include "devices/pool.h"
@@ -43,12 +44,15 @@
 typedef struct sim_alloc {
     uint64_t addr, size;
     unsigned char *mem;
+    uint64_t *leaf;  /* the check's leaf hashes of the bytes as they landed (NULL: none), */
+    uint8_t *landed; /* and which of them hold: the leaf was written whole since */
 } sim_alloc;
 
 typedef struct sim_pending {
     uint64_t ticket;
     double end;
     bool to_dev;
+    uint64_t dp;        /* the device range's handle */
     unsigned char *dev; /* backing bytes of the device range */
     unsigned char *host;
     uint64_t n;
@@ -62,6 +66,7 @@ typedef struct sim {
     unsigned char *arena_mem; /* NULL: not reserved (yet, or it cannot be) */
     uint64_t arena_len;
     bool arena_tried;
+    int landing;    /* users of tl__sim_hash_landing: leaves are hashed as they land */
     tl__team *team; /* copies on every core (NULL: on the caller alone) */
     uint64_t next_addr;
     sim_alloc *allocs; /* sorted by addr */
@@ -109,7 +114,7 @@ static unsigned char *arena_take_locked(sim *s, uint64_t size) {
         void *mem;
         tl__pool_init(&s->arena, SIM_ALIGN);
         if (want > s->spec.capacity &&
-            tl__os_anon_alloc(want, TL_OS_PAGES_HUGE, &mem, &s->arena_len) == 0) {
+            tl__os_anon_alloc(want, TL_OS_PAGES_KERNEL, &mem, &s->arena_len) == 0) {
             if (tl__pool_add_chunk(&s->arena, NULL, mem, s->arena_len, SIM_ALIGN) == 0)
                 s->arena_mem = mem;
             else
@@ -174,6 +179,8 @@ static tl_status sim_alloc_fn(void *self, uint64_t size, tl_devptr *out) {
     a->addr = s->next_addr;
     a->size = size;
     a->mem = mem;
+    a->leaf = NULL;
+    a->landed = NULL;
     s->next_addr += span;
     s->used += size;
     TL_ASSERT(s->used <= s->spec.capacity);
@@ -211,6 +218,7 @@ static tl_status sim_dealloc(void *self, tl_devptr p) {
     TL_ASSERT(s->used >= s->allocs[i].size);
     s->used -= s->allocs[i].size;
     host_free_locked(s, s->allocs[i].mem);
+    free(s->allocs[i].leaf);
     memmove(s->allocs + i, s->allocs + i + 1, (s->n_allocs - (size_t)i - 1) * sizeof *s->allocs);
     s->n_allocs--;
     tl__os_mutex_unlock(&s->lock);
@@ -252,6 +260,58 @@ static void move_bytes(sim *s, void *dst, const void *src, uint64_t n) {
     tl__team_run(s->team, (size_t)((n + SIM_PIECE - 1) / SIM_PIECE), copy_piece, &c);
 }
 
+/* A write into allocation a at off: pieces that are its leaves, hashed where whole. */
+typedef struct land_job {
+    sim_alloc *a;
+    const unsigned char *src;
+    uint64_t off, n;
+    bool hash;
+} land_job;
+
+static void land_piece(void *arg, size_t i) {
+    const land_job *j = arg;
+    uint64_t l = j->off / TL__CHECK_LEAF + i, lb = l * TL__CHECK_LEAF;
+    uint64_t le = lb + TL__CHECK_LEAF < j->a->size ? lb + TL__CHECK_LEAF : j->a->size;
+    uint64_t b = lb > j->off ? lb : j->off, e = le < j->off + j->n ? le : j->off + j->n;
+    memcpy(j->a->mem + b, j->src + (b - j->off), (size_t)(e - b));
+    bool whole = b == lb && e == le;
+    if (j->a->landed) j->a->landed[l] = j->hash && whole;
+    if (j->hash && whole) j->a->leaf[l] = XXH3_64bits(j->a->mem + lb, (size_t)(le - lb));
+}
+
+/*
+ * Write n bytes from src at handle dp (inside one live allocation): where the check asks for it
+ * (landing), each leaf written whole is hashed while its bytes are in cache; any other write of
+ * a leaf forgets its hash.
+ */
+static void write_dev_locked(sim *s, uint64_t dp, const void *src, uint64_t n) {
+    tl__os_mutex_assert_held(&s->lock);
+    long i = find_alloc_locked(s, dp);
+    TL_ASSERT(i >= 0);
+    sim_alloc *a = &s->allocs[i];
+    uint64_t off = dp - a->addr;
+    if (!n) return;
+    if (s->landing && !a->leaf) {
+        size_t nl = (size_t)((a->size + TL__CHECK_LEAF - 1) / TL__CHECK_LEAF);
+        a->leaf = tl__os_realloc_optional(NULL, nl * (sizeof *a->leaf + 1)); /* a cache */
+        if (a->leaf) {
+            a->landed = (uint8_t *)(a->leaf + nl);
+            memset(a->landed, 0, nl);
+        }
+    }
+    if (!a->leaf) {
+        move_bytes(s, a->mem + off, src, n);
+        return;
+    }
+    land_job j = {a, src, off, n, s->landing > 0};
+    size_t pieces = (size_t)((off + n - 1) / TL__CHECK_LEAF - off / TL__CHECK_LEAF + 1);
+    if (n >= SIM_PAR_MIN && s->team)
+        tl__team_run(s->team, pieces, land_piece, &j);
+    else
+        for (size_t k = 0; k < pieces; k++)
+            land_piece(&j, k);
+}
+
 /* Complete queued copies whose modeled end has passed, in order. */
 static void retire_locked(sim *s) {
     tl__os_mutex_assert_held(&s->lock);
@@ -259,7 +319,7 @@ static void retire_locked(sim *s) {
     while (s->pend_head < s->pend_n && s->pend[s->pend_head].end <= s->clock) {
         const sim_pending *q = &s->pend[s->pend_head++];
         if (q->to_dev)
-            move_bytes(s, q->dev, q->host, q->n);
+            write_dev_locked(s, q->dp, q->host, q->n);
         else
             move_bytes(s, q->host, q->dev, q->n);
     }
@@ -309,6 +369,7 @@ static tl_status transfer_locked(sim *s, bool to_dev, uint64_t dp, void *hp, uin
         q->ticket = *ticket;
         q->end = end;
         q->to_dev = to_dev;
+        q->dp = dp;
         q->dev = m;
         q->host = hp;
         q->n = n;
@@ -316,7 +377,7 @@ static tl_status transfer_locked(sim *s, bool to_dev, uint64_t dp, void *hp, uin
         s->clock = end;
         retire_locked(s); /* everything queued before ends by start */
         if (to_dev)
-            move_bytes(s, m, hp, n);
+            write_dev_locked(s, dp, hp, n);
         else
             move_bytes(s, hp, m, n);
     }
@@ -389,8 +450,10 @@ static tl_status sim_poll(void *self, uint64_t ticket, bool *done) {
 
 static void sim_destroy(void *self) {
     sim *s = self;
-    for (size_t i = 0; i < s->n_allocs; i++)
+    for (size_t i = 0; i < s->n_allocs; i++) {
         if (!in_arena(s, s->allocs[i].mem)) free(s->allocs[i].mem);
+        free(s->allocs[i].leaf);
+    }
     tl__pool_free(&s->arena);
     if (s->arena_mem) tl__os_anon_free(s->arena_mem, s->arena_len);
     tl__team_destroy(s->team);
@@ -473,6 +536,36 @@ const void *tl__sim_read_in_place(tl_device *d, tl_devptr p, uint64_t n) {
     }
     tl__os_mutex_unlock(&s->lock);
     return m;
+}
+
+void tl__sim_hash_landing(tl_device *d, bool on) {
+    sim *s = as_sim(d);
+    if (!s) return;
+    tl__os_mutex_lock(&s->lock);
+    s->landing += on ? 1 : -1;
+    TL_ASSERT(s->landing >= 0);
+    tl__os_mutex_unlock(&s->lock);
+}
+
+bool tl__sim_landed_hash(tl_device *d, tl_devptr p, uint64_t n, uint64_t *out) {
+    sim *s = as_sim(d);
+    if (!s || !n) return false;
+    tl__os_mutex_lock(&s->lock);
+    flush_locked(s); /* the queue's copies land first, as for a copy back */
+    long i = find_alloc_locked(s, p);
+    const sim_alloc *a = i >= 0 ? &s->allocs[i] : NULL;
+    bool ok = a && a->addr == p && a->size == n && a->leaf;
+    size_t nl = (size_t)((n + TL__CHECK_LEAF - 1) / TL__CHECK_LEAF);
+    for (size_t k = 0; ok && k < nl; k++)
+        ok = a->landed[k];
+    if (ok) { /* the model time of a synchronous copy back, as tl__sim_read_in_place */
+        *out = tl__check_root(a->leaf, nl);
+        double start = s->clock > s->queue_end ? s->clock : s->queue_end;
+        s->clock = s->queue_end = start + duration(s, n);
+        retire_locked(s);
+    }
+    tl__os_mutex_unlock(&s->lock);
+    return ok;
 }
 
 tl_status tl_device_sim_clock(tl_device *d, double *seconds) {

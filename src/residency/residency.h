@@ -191,5 +191,7 @@ const tl_plan *tlr_session_plan(const tl_session *s);
 tl_model *tlr_session_model(const tl_session *s);
 /* The first sim device of the session (model time), or NULL. */
 tl_device *tlr_session_clock_device(const tl_session *s);
+/* The session's i-th device (i < its count), or NULL past the last. */
+tl_device *tlr_session_device(const tl_session *s, size_t i);
 
 #endif

@@ -10,7 +10,10 @@
  *
  * The check hashes each acquired part where it lives: host tiers directly
  * (under the SIGBUS guard: they may be the file's mapping), a sim device's
- * memory in place (its model time as if copied back), other device memory
+ * memory from the hashes the sim took as its leaves landed while the run
+ * lasts (tl__sim_hash_landing: each leaf hashed in cache right after its
+ * copy, forgotten on any later write to it), else in place (its model time
+ * as if copied back either way), other device memory
  * through one staging buffer of at most 16 MiB (copied back chunk by chunk),
  * and compares with the hash of the model's own bytes for that range
  * (computed once per part and cached) — for a tensor the session keeps
@@ -24,6 +27,7 @@
 #include "residency/residency.h"
 #include "residency/compute.h"
 
+#include "core/checkhash.h"
 #include "core/error.h"
 #include "core/options.h"
 #include "devices/devices.h"
@@ -41,7 +45,7 @@
 #include <xxhash.h>
 
 #define CHECK_CHUNK (16ull << 20)
-#define LEAF (1ull << 20) /* the check's hash: XXH3 of each leaf, then XXH3 of the leaves */
+#define LEAF TL__CHECK_LEAF
 
 typedef struct item {
     uint32_t mask; /* components, by bit */
@@ -300,7 +304,7 @@ static void tree_update(tree *t, const void *data, uint64_t n) {
 /* The range's hash; the tree's error (EFAULT, ENOMEM) or 0. */
 static int tree_digest(tree *t, uint64_t *out) {
     if ((t->in_leaf || !t->n) && tree_room(t, 0)) t->leaves[t->n++] = XXH3_64bits_digest(t->st);
-    *out = XXH3_64bits(t->leaves, t->n * sizeof *t->leaves);
+    *out = tl__check_root(t->leaves, t->n);
     return atomic_load(&t->err);
 }
 
@@ -341,6 +345,7 @@ static tl_status hash_part(run *r, const tl_session_tensor *t, const tl_session_
     *out = 0; /* written on every path: 0 when the status is an error */
     if (p->tier != TL_TIER_DEVICE)
         return hash_status(hash_host(r, p->host, p->nbytes, out), t->info->name);
+    if (tl__sim_landed_hash(p->device, p->dptr, p->nbytes, out)) return TL_OK;
     tree tr;
     bool ok = tree_init(&tr, p->nbytes, r->team, false), in_place = true;
     for (uint64_t o = 0; ok && in_place && o < p->nbytes; o += CHECK_CHUNK) {
@@ -582,6 +587,8 @@ tl_status tl_run_pipeline(tl_session *s, const tl_run_options *opts, tl_run_repo
         return st;
     }
     r.team = tl__team_create(tl__team_default_helpers()); /* NULL: hashed on this thread alone */
+    for (size_t d = 0; !o.no_verify && tlr_session_device(s, d); d++)
+        tl__sim_hash_landing(tlr_session_device(s, d), true);
     size_t n_runs = 0;
     for (size_t i = 0; i < n_it; i++)
         n_runs += it[i].repeat;
@@ -624,6 +631,8 @@ tl_status tl_run_pipeline(tl_session *s, const tl_run_options *opts, tl_run_repo
     free(r.n_want);
     tlr_compute_destroy(r.comp);
     tl__team_destroy(r.team);
+    for (size_t d = 0; !o.no_verify && tlr_session_device(s, d); d++)
+        tl__sim_hash_landing(tlr_session_device(s, d), false);
     if (r.buf) tl__os_anon_free(r.buf, r.buf_len);
     free(it);
     if (st) {

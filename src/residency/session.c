@@ -3537,6 +3537,10 @@ tl_model *tlr_session_model(const tl_session *s) {
     return s->m;
 }
 
+tl_device *tlr_session_device(const tl_session *s, size_t i) {
+    return i < s->n_dev ? s->dev[i].d : NULL;
+}
+
 tl_device *tlr_session_clock_device(const tl_session *s) {
     for (size_t d = 0; d < s->n_dev; d++)
         if (s->dev[d].sim) return s->dev[d].d;
