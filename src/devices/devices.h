@@ -47,6 +47,16 @@ void tl__cuda_discover(void (*add)(tl_device *d));
  */
 const void *tl__sim_read_in_place(tl_device *d, tl_devptr p, uint64_t n);
 /*
+ * A copy to a sim device from host memory that may be a file's mapping, read
+ * under the SIGBUS guard as it is copied (no bounce through staging).
+ * Synchronous with ticket NULL: TL_ERR_CHANGED (no message set) when it
+ * faulted, the range then partly written. Asynchronous otherwise, as
+ * tl_device_copy_to_async: the wait or poll that finds it done is
+ * TL_ERR_CHANGED when it faulted. TL_ERR_UNSUPPORTED when d is not a sim.
+ */
+tl_status tl__sim_copy_to_mapped(tl_device *d, tl_devptr dst, const void *src, uint64_t n,
+                                 uint64_t *ticket);
+/*
  * While on (counted: each on needs its off), a sim device hashes each 1 MiB
  * leaf of an allocation written whole as it lands (core/checkhash.h), in
  * cache; any other write of a leaf forgets its hash. No-op on other devices.

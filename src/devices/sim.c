@@ -30,10 +30,12 @@
 #include "devices/pool.h"
 #include "os/team.h"
 #include "os/fault.h"
+#include "os/guard.h"
 #include "os/hostmem.h"
 #include "os/os.h"
 #include "os/thread.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +55,7 @@ typedef struct sim_pending {
     double end;
     bool to_dev;
     uint64_t dp;        /* the device range's handle */
+    bool guarded;       /* host may be a file's mapping (read under the SIGBUS guard) */
     unsigned char *dev; /* backing bytes of the device range */
     unsigned char *host;
     uint64_t n;
@@ -66,7 +69,8 @@ typedef struct sim {
     unsigned char *arena_mem; /* NULL: not reserved (yet, or it cannot be) */
     uint64_t arena_len;
     bool arena_tried;
-    int landing;    /* users of tl__sim_hash_landing: leaves are hashed as they land */
+    int landing;      /* users of tl__sim_hash_landing: leaves are hashed as they land */
+    uint64_t faulted; /* the first ticket whose mapping faulted, not yet reported (0: none) */
     tl__team *team; /* copies on every core (NULL: on the caller alone) */
     uint64_t next_addr;
     sim_alloc *allocs; /* sorted by addr */
@@ -266,6 +270,8 @@ typedef struct land_job {
     const unsigned char *src;
     uint64_t off, n;
     bool hash;
+    bool guarded;         /* src may be a file's mapping: a SIGBUS is an error */
+    _Atomic bool faulted; /* it was */
 } land_job;
 
 static void land_piece(void *arg, size_t i) {
@@ -273,8 +279,13 @@ static void land_piece(void *arg, size_t i) {
     uint64_t l = j->off / TL__CHECK_LEAF + i, lb = l * TL__CHECK_LEAF;
     uint64_t le = lb + TL__CHECK_LEAF < j->a->size ? lb + TL__CHECK_LEAF : j->a->size;
     uint64_t b = lb > j->off ? lb : j->off, e = le < j->off + j->n ? le : j->off + j->n;
-    memcpy(j->a->mem + b, j->src + (b - j->off), (size_t)(e - b));
     bool whole = b == lb && e == le;
+    if (!j->guarded) {
+        memcpy(j->a->mem + b, j->src + (b - j->off), (size_t)(e - b));
+    } else if (tl__os_guarded_copy(j->a->mem + b, j->src + (b - j->off), (size_t)(e - b))) {
+        atomic_store(&j->faulted, true);
+        whole = false; /* the leaf's bytes are not what was asked for */
+    }
     if (j->a->landed) j->a->landed[l] = j->hash && whole;
     if (j->hash && whole) j->a->leaf[l] = XXH3_64bits(j->a->mem + lb, (size_t)(le - lb));
 }
@@ -282,15 +293,16 @@ static void land_piece(void *arg, size_t i) {
 /*
  * Write n bytes from src at handle dp (inside one live allocation): where the check asks for it
  * (landing), each leaf written whole is hashed while its bytes are in cache; any other write of
- * a leaf forgets its hash.
+ * a leaf forgets its hash. guarded: src may be a file's mapping, read under the SIGBUS guard
+ * (false when it faulted, the bytes then partly written).
  */
-static void write_dev_locked(sim *s, uint64_t dp, const void *src, uint64_t n) {
+static bool write_dev_locked(sim *s, uint64_t dp, const void *src, uint64_t n, bool guarded) {
     tl__os_mutex_assert_held(&s->lock);
     long i = find_alloc_locked(s, dp);
     TL_ASSERT(i >= 0);
     sim_alloc *a = &s->allocs[i];
     uint64_t off = dp - a->addr;
-    if (!n) return;
+    if (!n) return true;
     if (s->landing && !a->leaf) {
         size_t nl = (size_t)((a->size + TL__CHECK_LEAF - 1) / TL__CHECK_LEAF);
         a->leaf = tl__os_realloc_optional(NULL, nl * (sizeof *a->leaf + 1)); /* a cache */
@@ -299,17 +311,18 @@ static void write_dev_locked(sim *s, uint64_t dp, const void *src, uint64_t n) {
             memset(a->landed, 0, nl);
         }
     }
-    if (!a->leaf) {
+    if (!a->leaf && !guarded) {
         move_bytes(s, a->mem + off, src, n);
-        return;
+        return true;
     }
-    land_job j = {a, src, off, n, s->landing > 0};
+    land_job j = {a, src, off, n, s->landing > 0 && a->leaf, guarded, false};
     size_t pieces = (size_t)((off + n - 1) / TL__CHECK_LEAF - off / TL__CHECK_LEAF + 1);
     if (n >= SIM_PAR_MIN && s->team)
         tl__team_run(s->team, pieces, land_piece, &j);
     else
         for (size_t k = 0; k < pieces; k++)
             land_piece(&j, k);
+    return !atomic_load(&j.faulted);
 }
 
 /* Complete queued copies whose modeled end has passed, in order. */
@@ -318,10 +331,10 @@ static void retire_locked(sim *s) {
     TL_ASSERT(s->pend_head <= s->pend_n && s->pend_n <= s->pend_cap);
     while (s->pend_head < s->pend_n && s->pend[s->pend_head].end <= s->clock) {
         const sim_pending *q = &s->pend[s->pend_head++];
-        if (q->to_dev)
-            write_dev_locked(s, q->dp, q->host, q->n);
-        else
+        if (!q->to_dev)
             move_bytes(s, q->host, q->dev, q->n);
+        else if (!write_dev_locked(s, q->dp, q->host, q->n, q->guarded) && !s->faulted)
+            s->faulted = q->ticket;
     }
     if (s->pend_head == s->pend_n) s->pend_head = s->pend_n = 0;
 }
@@ -339,7 +352,7 @@ static double duration(const sim *s, uint64_t n) {
 
 /* Move bytes and account the model time; ticket NULL = synchronous. */
 static tl_status transfer_locked(sim *s, bool to_dev, uint64_t dp, void *hp, uint64_t n,
-                                 uint64_t *ticket) {
+                                 uint64_t *ticket, bool guarded) {
     tl__os_mutex_assert_held(&s->lock);
     unsigned char *m = resolve_locked(s, dp, n);
     if (!m)
@@ -362,6 +375,7 @@ static tl_status transfer_locked(sim *s, bool to_dev, uint64_t dp, void *hp, uin
     }
     double start = s->clock > s->queue_end ? s->clock : s->queue_end;
     double end = start + duration(s, n);
+    bool landed = true;
     s->queue_end = end;
     if (ticket) {
         sim_pending *q = &s->pend[s->pend_n++];
@@ -370,25 +384,26 @@ static tl_status transfer_locked(sim *s, bool to_dev, uint64_t dp, void *hp, uin
         q->end = end;
         q->to_dev = to_dev;
         q->dp = dp;
+        q->guarded = guarded;
         q->dev = m;
         q->host = hp;
         q->n = n;
     } else {
         s->clock = end;
         retire_locked(s); /* everything queued before ends by start */
-        if (to_dev)
-            write_dev_locked(s, dp, hp, n);
-        else
+        if (!to_dev)
             move_bytes(s, hp, m, n);
+        else
+            landed = write_dev_locked(s, dp, hp, n, guarded);
     }
     retire_locked(s);
-    return TL_OK;
+    return landed ? TL_OK : TL_ERR_CHANGED; /* a fault in the mapping: the caller words it */
 }
 
 static tl_status sim_copy_to(void *self, tl_devptr dst, const void *src, uint64_t n) {
     sim *s = self;
     tl__os_mutex_lock(&s->lock);
-    tl_status st = transfer_locked(s, true, dst, (void *)src, n, NULL);
+    tl_status st = transfer_locked(s, true, dst, (void *)src, n, NULL, false);
     tl__os_mutex_unlock(&s->lock);
     return st;
 }
@@ -396,7 +411,7 @@ static tl_status sim_copy_to(void *self, tl_devptr dst, const void *src, uint64_
 static tl_status sim_copy_from(void *self, void *dst, tl_devptr src, uint64_t n) {
     sim *s = self;
     tl__os_mutex_lock(&s->lock);
-    tl_status st = transfer_locked(s, false, src, dst, n, NULL);
+    tl_status st = transfer_locked(s, false, src, dst, n, NULL, false);
     tl__os_mutex_unlock(&s->lock);
     return st;
 }
@@ -405,7 +420,7 @@ static tl_status sim_copy_to_async(void *self, tl_devptr dst, const void *src, u
                                    uint64_t *ticket) {
     sim *s = self;
     tl__os_mutex_lock(&s->lock);
-    tl_status st = transfer_locked(s, true, dst, (void *)src, n, ticket);
+    tl_status st = transfer_locked(s, true, dst, (void *)src, n, ticket, false);
     tl__os_mutex_unlock(&s->lock);
     return st;
 }
@@ -414,9 +429,19 @@ static tl_status sim_copy_from_async(void *self, void *dst, tl_devptr src, uint6
                                      uint64_t *ticket) {
     sim *s = self;
     tl__os_mutex_lock(&s->lock);
-    tl_status st = transfer_locked(s, false, src, dst, n, ticket);
+    tl_status st = transfer_locked(s, false, src, dst, n, ticket, false);
     tl__os_mutex_unlock(&s->lock);
     return st;
+}
+
+/* A copy up to ticket (done) whose mapping faulted, reported once. */
+static tl_status fault_status_locked(sim *s, uint64_t ticket) {
+    tl__os_mutex_assert_held(&s->lock);
+    if (!s->faulted || s->faulted > ticket) return TL_OK;
+    uint64_t t = s->faulted;
+    s->faulted = 0;
+    return tl__err(TL_ERR_CHANGED, "%s: copy %llu: its source, a file's mapping, shrank under it",
+                   s->spec.name, (unsigned long long)t);
 }
 
 static tl_status sim_wait(void *self, uint64_t ticket) {
@@ -430,8 +455,9 @@ static tl_status sim_wait(void *self, uint64_t ticket) {
     for (size_t i = s->pend_head; i < s->pend_n && s->pend[i].ticket <= ticket; i++)
         if (s->pend[i].end > s->clock) s->clock = s->pend[i].end;
     retire_locked(s);
+    tl_status st = fault_status_locked(s, ticket);
     tl__os_mutex_unlock(&s->lock);
-    return TL_OK;
+    return st;
 }
 
 static tl_status sim_poll(void *self, uint64_t ticket, bool *done) {
@@ -444,8 +470,9 @@ static tl_status sim_poll(void *self, uint64_t ticket, bool *done) {
     }
     retire_locked(s);
     *done = s->pend_head == s->pend_n || ticket < s->pend[s->pend_head].ticket;
+    tl_status st = *done ? fault_status_locked(s, ticket) : TL_OK;
     tl__os_mutex_unlock(&s->lock);
-    return TL_OK;
+    return st;
 }
 
 static void sim_destroy(void *self) {
@@ -536,6 +563,16 @@ const void *tl__sim_read_in_place(tl_device *d, tl_devptr p, uint64_t n) {
     }
     tl__os_mutex_unlock(&s->lock);
     return m;
+}
+
+tl_status tl__sim_copy_to_mapped(tl_device *d, tl_devptr dst, const void *src, uint64_t n,
+                                 uint64_t *ticket) {
+    sim *s = as_sim(d);
+    if (!s) return TL_ERR_UNSUPPORTED;
+    tl__os_mutex_lock(&s->lock);
+    tl_status st = transfer_locked(s, true, dst, (void *)src, n, ticket, true);
+    tl__os_mutex_unlock(&s->lock);
+    return st;
 }
 
 void tl__sim_hash_landing(tl_device *d, bool on) {

@@ -19,6 +19,7 @@
 
 #include "core/checked.h"
 #include "core/error.h"
+#include "devices/devices.h"
 #include "devices/ggml_dl.h"
 #include "io/convert.h"
 #include "io/staging.h"
@@ -275,7 +276,10 @@ static tl_status move_chunk(tl__io_engine *e, const tl__io_xfer *x, const chunk 
         guarded = x->src.mapped;
         if (x->ticket && x->dst.kind == TL_IO_DEVICE) {
             uint64_t t = 0;
-            s = tl_device_copy_to_async(x->dst.dev, x->dst.dptr + o, p, n, &t);
+            s = guarded ? tl__sim_copy_to_mapped(x->dst.dev, x->dst.dptr + o, p, n, &t)
+                        : TL_ERR_UNSUPPORTED;
+            if (s == TL_ERR_UNSUPPORTED)
+                s = tl_device_copy_to_async(x->dst.dev, x->dst.dptr + o, p, n, &t);
             if (s)
                 return tl__err_prefix(s, "%s%s%s", x->path ? x->path : "",
                                       x->name ? ": tensor " : "", x->name ? x->name : "");
@@ -290,6 +294,14 @@ static tl_status move_chunk(tl__io_engine *e, const tl__io_xfer *x, const chunk 
                 return tl__err_prefix(s, "%s%s%s", x->path ? x->path : "",
                                       x->name ? ": tensor " : "", x->name ? x->name : "");
             return TL_OK;
+        }
+        if (guarded && x->dst.kind == TL_IO_DEVICE) { /* a sim reads the mapping guarded */
+            s = tl__sim_copy_to_mapped(x->dst.dev, x->dst.dptr + o, p, n, NULL);
+            if (s == TL_ERR_CHANGED) return fail(x, s, "read of the mapping", o, EFAULT);
+            if (s != TL_ERR_UNSUPPORTED)
+                return s ? tl__err_prefix(s, "%s%s%s", x->path ? x->path : "",
+                                          x->name ? ": tensor " : "", x->name ? x->name : "")
+                         : TL_OK;
         }
         if (guarded && x->dst.kind != TL_IO_HOST) { /* never fault inside a device or a write */
             if ((s = need_stg(e, x, stg))) return s;
