@@ -4,7 +4,8 @@
  * tickets in order, and the model clock (bandwidth, latency, overlap); large
  * copies (shared with helper threads) at odd sizes, into memory kept from
  * freed allocations; reading a range in place as a copy back would; the
- * check's hashes taken as bytes land, and forgotten on partial writes.
+ * check's hashes taken as bytes land, and forgotten on partial writes;
+ * copies from a file's mapping cut short under it, an error and not a signal.
  */
 #include "helpers/testutil.h"
 
@@ -12,6 +13,9 @@
 #include "os/fault.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -312,6 +316,54 @@ static void test_landed_hashes(void **state) {
     tl_device_release(d);
 }
 
+/*
+ * Copies from a file's mapping cut short under it: the bytes before the cut land, the rest is
+ * TL_ERR_CHANGED (synchronous: at the copy; queued: at the wait), never a Bus error; a mapping
+ * intact copies as any host memory; other devices say unsupported.
+ */
+static void test_copy_from_mapping(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir(), *path = tu_path(dir, "m.bin");
+    const size_t n = 3u << 20;
+    unsigned char *a = malloc(n), *back = malloc(n);
+    unsigned seed = 11;
+    fill_random(a, n, &seed);
+    tu_write_file(path, a, n);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    const unsigned char *map = mmap(NULL, n, PROT_READ, MAP_SHARED, fd, 0);
+    assert_true(map != MAP_FAILED);
+    tl_device *d = mk_sim("mapped", 8u << 20, 0, 0);
+    tl_devptr p;
+    uint64_t t = 0;
+    assert_int_equal(tl_device_alloc(d, n, &p), TL_OK);
+    assert_int_equal(tl__sim_copy_to_mapped(d, p, map, n, NULL), TL_OK);
+    assert_int_equal(tl_device_copy_from(d, back, p, n), TL_OK);
+    assert_memory_equal(back, a, n);
+    assert_int_equal(ftruncate(fd, 1u << 20), 0);
+    assert_int_equal(tl__sim_copy_to_mapped(d, p, map, n, NULL), TL_ERR_CHANGED);
+    assert_int_equal(tl__sim_copy_to_mapped(d, p, map, n, &t), TL_OK);
+    assert_true(t > 0);
+    assert_int_equal(tl_device_wait(d, t), TL_ERR_CHANGED);
+    assert_non_null(strstr(tl_last_error(), "shrank"));
+    assert_int_equal(tl_device_wait(d, t), TL_OK); /* reported once */
+    assert_int_equal(tl_device_copy_from(d, back, p, 1u << 20), TL_OK);
+    assert_memory_equal(back, a, 1u << 20);
+    tl_device *cpu = NULL;
+    assert_int_equal(tl_device_find("cpu", &cpu), TL_OK);
+    assert_int_equal(tl__sim_copy_to_mapped(cpu, (tl_devptr)(uintptr_t)back, a, 1, NULL),
+                     TL_ERR_UNSUPPORTED);
+    tl_device_release(cpu);
+    tl_device_free(d, p);
+    tl_device_release(d);
+    munmap((void *)map, n);
+    close(fd);
+    free(a);
+    free(back);
+    tu_tmpdir_rm(dir);
+    free(path);
+}
+
 static void test_bandwidth_clock(void **state) {
     (void)state;
     double bw = 16.0 * (1ull << 30), lat = 10e-6;
@@ -508,6 +560,7 @@ int main(void) {
         cmocka_unit_test(test_large_copies_reused_memory),
         cmocka_unit_test(test_read_in_place),
         cmocka_unit_test(test_landed_hashes),
+        cmocka_unit_test(test_copy_from_mapping),
         cmocka_unit_test(test_bandwidth_clock),
         cmocka_unit_test(test_async_order_and_overlap),
         cmocka_unit_test(test_async_data_moves_at_completion),

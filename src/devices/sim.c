@@ -17,11 +17,13 @@
  * alignment), reserved at the first allocation and sub-allocated first fit
  * (devices/pool.c): a page is faulted in and zeroed once per device, not
  * once per allocation, as a GPU's memory is there before anything is
- * allocated. An allocation the
- * arena has no contiguous room for, or every allocation where the arena
- * cannot be reserved, is host memory of its own. Copies
- * of 2 MiB and more run on every core (os/team.c), as a GPU's copy engines
- * would not be held to one CPU's memcpy.
+ * allocated. An allocation the arena has no contiguous room for, or every
+ * allocation where the arena cannot be reserved, is host memory of its own.
+ * Copies of 2 MiB and more run on every core (os/team.c), as a GPU's copy
+ * engines would not be held to one CPU's memcpy. A copy from a file's
+ * mapping reads it under the SIGBUS guard (tl__sim_copy_to_mapped). While a
+ * run checks, each 1 MiB leaf written whole is hashed as it lands, in cache
+ * (tl__sim_hash_landing, tl__sim_landed_hash).
  */
 #include "core/assert.h"
 #include "core/checkhash.h"
