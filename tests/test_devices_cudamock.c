@@ -7,12 +7,15 @@
  * several chunks in flight, multi-chunk tickets polled to done with every
  * byte in place on two devices at once, poll / wait in ticket order,
  * cudaErrorMemoryAllocation -> TL_ERR_DEVICE_OOM, pinned ranges copied
- * without staging, and the absence reasons the CLI prints with --verbose.
+ * without staging, a source mapping cut short as TL_ERR_CHANGED, and the
+ * absence reasons the CLI prints with --verbose.
  * Skips when no C compiler is at hand.
  */
 #include "helpers/testutil.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,6 +234,49 @@ static void test_ring_copies(void **state) {
     tl_device_release(d);
 }
 
+/*
+ * A copy from a file's mapping cut short under it (the staging fill reads it): TL_ERR_CHANGED,
+ * not a Bus error, synchronous or queued; the device copies on afterwards.
+ */
+static void test_copy_from_cut_mapping(void **state) {
+    (void)state;
+    if (no_mock()) {
+        skip();
+        return;
+    }
+    tl_device *d = NULL;
+    assert_int_equal(tl_device_find("cuda0", &d), TL_OK);
+    const size_t N = (9u << 20) + 7; /* two staging chunks */
+    char *path = tu_path(tmp_dir, "cut.bin");
+    unsigned char *src = malloc(N), *back = calloc(N, 1);
+    unsigned seed = 13;
+    for (size_t i = 0; i < N; i++)
+        src[i] = (unsigned char)rand_r(&seed);
+    tu_write_file(path, src, N);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    const unsigned char *map = mmap(NULL, N, PROT_READ, MAP_SHARED, fd, 0);
+    assert_true(map != MAP_FAILED);
+    tl_devptr p;
+    uint64_t t = 0;
+    assert_int_equal(tl_device_alloc(d, N, &p), TL_OK);
+    assert_int_equal(tl_device_copy_to(d, p, map, N), TL_OK);
+    assert_int_equal(ftruncate(fd, 1u << 20), 0);
+    assert_int_equal(tl_device_copy_to(d, p, map, N), TL_ERR_CHANGED);
+    assert_non_null(strstr(tl_last_error(), "shrank"));
+    assert_int_equal(tl_device_copy_to_async(d, p, map, N, &t), TL_ERR_CHANGED);
+    assert_int_equal(tl_device_copy_to(d, p, src, N), TL_OK);
+    assert_int_equal(tl_device_copy_from(d, back, p, N), TL_OK);
+    assert_memory_equal(back, src, N);
+    assert_int_equal(tl_device_free(d, p), TL_OK);
+    munmap((void *)map, N);
+    close(fd);
+    free(src);
+    free(back);
+    free(path);
+    tl_device_release(d);
+}
+
 /* Poll a ticket until it is done (the mock's worker finishes every copy eventually). */
 static void poll_done(tl_device *d, uint64_t t) {
     bool done = false;
@@ -412,9 +458,13 @@ static void test_cli_reasons(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_discovery),         cmocka_unit_test(test_ring_copies),
-        cmocka_unit_test(test_async_multi_chunk), cmocka_unit_test(test_oom_and_pinned),
-        cmocka_unit_test(test_pool),              cmocka_unit_test(test_cli_reasons),
+        cmocka_unit_test(test_discovery),
+        cmocka_unit_test(test_ring_copies),
+        cmocka_unit_test(test_async_multi_chunk),
+        cmocka_unit_test(test_oom_and_pinned),
+        cmocka_unit_test(test_copy_from_cut_mapping),
+        cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_cli_reasons),
     };
     return tu_exit(cmocka_run_group_tests(tests, setup, teardown));
 }

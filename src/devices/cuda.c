@@ -36,6 +36,7 @@
 #include "devices/pool.h"
 #include "os/dl.h"
 #include "os/fault.h"
+#include "os/guard.h"
 #include "os/os.h"
 #include "os/thread.h"
 
@@ -336,7 +337,14 @@ static tl_status queue_copy_locked(cuda_dev *c, bool to_dev, uint64_t dp, void *
         cuda_slot *s = &c->ring[(c->head + c->count) % TL_CUDA_RING];
         cudaError_t e;
         if (to_dev) {
-            memcpy(s->buf, (const unsigned char *)hp + off, len);
+            /* the source may be a file's mapping: cut short, it is an error, not a Bus error */
+            if (tl__os_guarded_copy(s->buf, (const unsigned char *)hp + off, len)) {
+                st = tl__err(TL_ERR_CHANGED,
+                             "%s: copy to the device: its source, a file's mapping, shrank under "
+                             "it (%llu bytes in)",
+                             c->name, (unsigned long long)off);
+                break;
+            }
             e = cu.MemcpyAsync((void *)(uintptr_t)(dp + off), s->buf, len, cudaMemcpyHostToDevice,
                                c->stream);
             s->dst = NULL;
