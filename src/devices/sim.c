@@ -277,7 +277,7 @@ typedef struct land_job {
 } land_job;
 
 static void land_piece(void *arg, size_t i) {
-    const land_job *j = arg;
+    land_job *j = arg;
     uint64_t l = j->off / TL__CHECK_LEAF + i, lb = l * TL__CHECK_LEAF;
     uint64_t le = lb + TL__CHECK_LEAF < j->a->size ? lb + TL__CHECK_LEAF : j->a->size;
     uint64_t b = lb > j->off ? lb : j->off, e = le < j->off + j->n ? le : j->off + j->n;
