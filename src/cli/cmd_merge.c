@@ -69,7 +69,8 @@ typedef struct merge_ctx {
     size_t n_gaps;
     unsigned char *buf;  /* its staging buffer, where the kernel cannot copy */
     atomic_bool stop;    /* the merges failed: the copier stops */
-    int copy_errno;      /* the copier's failure: an errno, */
+    int copy_errno;      /* the copier's failure: an errno (reading the model: read_failed), */
+    bool read_failed;
     uint64_t changed_at; /* or where the file ended under it (UINT64_MAX: it did not) */
 } merge_ctx;
 
@@ -127,7 +128,10 @@ static int copy_gap(merge_ctx *c, uint64_t off, uint64_t end, bool *kernel) {
         size_t n = end - off > STAGING ? STAGING : (size_t)(end - off);
         ssize_t got = pread(c->fd, c->buf, n, (off_t)off);
         if (got < 0 && errno == EINTR) continue;
-        if (got < 0) return errno;
+        if (got < 0) {
+            c->read_failed = true;
+            return errno;
+        }
         if (got == 0) break;
         int e = write_at(c, c->buf, (size_t)got, off);
         if (e) return e;
@@ -159,6 +163,9 @@ static tl_status changed(merge_ctx *c, uint64_t off) {
 /* The copier's failure as a status (TL_ERR_IO with errno set, as the merges' writes). */
 static tl_status copy_status(merge_ctx *c) {
     if (c->copy_errno == -1) return changed(c, c->changed_at);
+    if (c->read_failed)
+        fprintf(stderr, "tierload merge: %s: read: %s\n", cli_safe(tl_model_file(c->m, 0)->path),
+                strerror(c->copy_errno));
     errno = c->copy_errno;
     return TL_ERR_IO;
 }
