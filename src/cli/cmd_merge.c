@@ -3,15 +3,18 @@
  * the model with the LoRAs merged, in the model's own format (safetensors
  * in, safetensors out; GGUF in, GGUF out), header and metadata byte for byte.
  *
- * A merge changes no tensor's size, so the output has the input's layout and
- * every byte is written at its own offset: a copier thread copies the bytes no
- * LoRA touches (in the kernel with copy_file_range, else through one staging
- * buffer) while the main thread merges each tensor a LoRA touches in the
- * copy-on-write mapping (its rows on every core: lora/merge.c), writes it,
- * and unpatches it again before the next one (peak extra memory: the largest
- * merged tensor plus the staging buffer). Where the output replaces a file
- * and is synced before the rename (cli_outfile), its writeback is started
- * every 64 MiB, so that the sync has little left to do.
+ * A merge changes no tensor's size, so the output has the input's layout: a
+ * copier thread copies the whole file in order (in the kernel with
+ * copy_file_range, as cp does, else through one staging buffer) while the
+ * main thread merges each tensor a LoRA touches in the copy-on-write mapping
+ * (its rows on every core: lora/merge.c), writes it over its own offset once
+ * the copier has passed it, and unpatches it again before the next one (peak
+ * extra memory: the largest merged tensor plus the staging buffer). The
+ * merged bytes are written twice; in exchange the copy is one sequential
+ * stream, not one call per gap between merged tensors. Where the output
+ * replaces a file and is synced before the rename (cli_outfile), its
+ * writeback is started as it is written, so that the sync has little left
+ * to do.
  * Tensors that hold the same bytes (tied weights of a checkpoint) get every
  * module that targets any of them before their bytes are written, as a
  * session merging in place would; a targeted tensor that overlaps another
@@ -36,7 +39,7 @@
 #include <unistd.h>
 
 #define STAGING (4u << 20)
-#define WRITEBACK (64u << 20) /* writeback is started every this many bytes */
+#define COPY_CHUNK (16u << 20) /* the copier's step: merges behind it wait at most this much */
 
 static int help(void) {
     printf("usage: tierload merge MODEL --lora FILE[:SCALE]... -o OUT [--lora-strict] [--json]\n\n"
@@ -50,11 +53,6 @@ static int help(void) {
     return 0;
 }
 
-/* The bytes the copier moves: file ranges [off, end), written at the same offsets. */
-typedef struct gap {
-    uint64_t off, end;
-} gap;
-
 typedef struct merge_ctx {
     tl_model *m;
     cli_loras *loras;
@@ -64,12 +62,14 @@ typedef struct merge_ctx {
     bool sync;        /* the output is synced at the end: start its writeback as it goes */
     int fd;
     uint64_t merged_tensors, merged_bytes, largest;
-    /* the copier: the bytes no module touches, beside the merges */
-    gap *gaps;
-    size_t n_gaps;
-    unsigned char *buf;  /* its staging buffer, where the kernel cannot copy */
-    atomic_bool stop;    /* the merges failed: the copier stops */
-    int copy_errno;      /* the copier's failure: an errno (reading the model: read_failed), */
+    /* the copier: the whole file, beside the merges */
+    unsigned char *buf; /* its staging buffer, where the kernel cannot copy */
+    atomic_bool stop;   /* the merges failed: the copier stops */
+    pthread_mutex_t mu; /* guards copied and copy_done; cv says they changed */
+    pthread_cond_t cv;
+    uint64_t copied; /* the output's bytes below this are the file's */
+    bool copy_done;  /* the copier stopped (copy_errno says how) */
+    int copy_errno;  /* its failure: an errno (reading the model: read_failed), */
     bool read_failed;
     uint64_t changed_at; /* or where the file ended under it (UINT64_MAX: it did not) */
 } merge_ctx;
@@ -102,14 +102,24 @@ static int write_at(const merge_ctx *c, const void *p, size_t n, uint64_t off) {
     return 0;
 }
 
+/* The copier has copied up to off: the merges behind it may be written. */
+static void copied_to(merge_ctx *c, uint64_t off) {
+    pthread_mutex_lock(&c->mu);
+    c->copied = off;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
 /*
- * Copy file bytes [off, end) to the same offsets of the output: in the kernel (copy_file_range,
- * no bounce through this process) while it works, else through the staging buffer. 0, an errno,
- * or -1 when the file ended before end (changed_at says where).
+ * Copy the file's bytes [0, end) to the same offsets of the output, publishing its progress: in
+ * the kernel (copy_file_range, no bounce through this process) while it works, else through the
+ * staging buffer. 0, an errno, or -1 when the file ended before end (changed_at says where).
  */
-static int copy_gap(merge_ctx *c, uint64_t off, uint64_t end, bool *kernel) {
-    while (off < end && *kernel && !atomic_load(&c->stop)) {
-        size_t n = end - off > WRITEBACK ? WRITEBACK : (size_t)(end - off);
+static int copy_all(merge_ctx *c, uint64_t end) {
+    uint64_t off = 0;
+    bool kernel = true;
+    while (off < end && kernel && !atomic_load(&c->stop)) {
+        size_t n = end - off > COPY_CHUNK ? COPY_CHUNK : (size_t)(end - off);
         loff_t in = (loff_t)off, out = (loff_t)off;
         ssize_t got = copy_file_range(c->fd, &in, c->ofd, &out, n, 0);
         if (got < 0 && errno == EINTR) continue;
@@ -117,12 +127,13 @@ static int copy_gap(merge_ctx *c, uint64_t off, uint64_t end, bool *kernel) {
             if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP &&
                 errno != EBADF && errno != ETXTBSY)
                 return errno;
-            *kernel = false;
+            kernel = false;
             break;
         }
         if (got == 0) break;
         writeback(c, off, (uint64_t)got);
         off += (uint64_t)got;
+        copied_to(c, off);
     }
     while (off < end && !atomic_load(&c->stop)) {
         size_t n = end - off > STAGING ? STAGING : (size_t)(end - off);
@@ -137,6 +148,7 @@ static int copy_gap(merge_ctx *c, uint64_t off, uint64_t end, bool *kernel) {
         if (e) return e;
         writeback(c, off, (uint64_t)got);
         off += (uint64_t)got;
+        copied_to(c, off);
     }
     if (off < end && !atomic_load(&c->stop)) {
         c->changed_at = off;
@@ -145,13 +157,26 @@ static int copy_gap(merge_ctx *c, uint64_t off, uint64_t end, bool *kernel) {
     return 0;
 }
 
-/* The copier's thread: every gap in file order. */
+/* The copier's thread. */
 static void *copier(void *arg) {
     merge_ctx *c = arg;
-    bool kernel = true;
-    for (size_t i = 0; i < c->n_gaps && !c->copy_errno; i++)
-        c->copy_errno = copy_gap(c, c->gaps[i].off, c->gaps[i].end, &kernel);
+    int e = copy_all(c, tl_model_file(c->m, 0)->size);
+    pthread_mutex_lock(&c->mu);
+    c->copy_errno = e;
+    c->copy_done = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
     return NULL;
+}
+
+/* Wait until the copier has passed end: true, or false when it stopped short (failed). */
+static bool wait_copied(merge_ctx *c, uint64_t end) {
+    pthread_mutex_lock(&c->mu);
+    while (c->copied < end && !c->copy_done)
+        pthread_cond_wait(&c->cv, &c->mu);
+    bool ok = c->copied >= end;
+    pthread_mutex_unlock(&c->mu);
+    return ok;
 }
 
 static tl_status changed(merge_ctx *c, uint64_t off) {
@@ -191,18 +216,18 @@ static tl_status refuse_overlap(merge_ctx *c, size_t t, size_t over) {
 
 /*
  * The merges, in file order: units[] lists the position in order[] of each run of tensors
- * holding exactly the same bytes (tied weights) that some module targets; gaps[] the bytes
- * between them. A targeted tensor overlapping another in a different shape is refused.
+ * holding exactly the same bytes (tied weights) that some module targets. A targeted tensor
+ * overlapping another in a different shape is refused.
  */
 static tl_status plan_units(merge_ctx *c, const size_t *order, size_t n, size_t *units,
                             size_t *n_units) {
-    uint64_t pos = 0, size = tl_model_file(c->m, 0)->size;
+    uint64_t pos = 0;
     size_t last = 0; /* the tensor whose bytes a unit took last */
     *n_units = 0;
     for (size_t j = 0; j < n; j++) {
         size_t t = order[j];
         const tl_tensor_info *ti = tl_model_tensor(c->m, t);
-        if (ti->offset < pos) { /* inside bytes a unit or a gap holds already */
+        if (ti->offset < pos) { /* inside bytes a unit holds already */
             const tl_tensor_info *lt = tl_model_tensor(c->m, last);
             bool tied = ti->offset == lt->offset && ti->nbytes == lt->nbytes;
             if (c->targeted[t] && !tied) return refuse_overlap(c, t, last);
@@ -219,17 +244,19 @@ static tl_status plan_units(merge_ctx *c, const size_t *order, size_t n, size_t 
             targeted |= c->targeted[order[g]];
         }
         if (!targeted) continue;
-        if (ti->offset > pos) c->gaps[c->n_gaps++] = (gap){pos, ti->offset};
         units[(*n_units)++] = j;
         pos = ti->offset + ti->nbytes;
         last = t;
     }
-    if (size > pos) c->gaps[c->n_gaps++] = (gap){pos, size};
     return TL_OK;
 }
 
-/* Merge one unit (the tensors from order[j] on that hold its bytes), write it, unpatch it. */
-static tl_status merge_unit(merge_ctx *c, const size_t *order, size_t n, size_t j) {
+/*
+ * Merge one unit (the tensors from order[j] on that hold its bytes), write it once the copier
+ * has passed it, unpatch it. *short_copy: the copier stopped before it (copy_status says why).
+ */
+static tl_status merge_unit(merge_ctx *c, const size_t *order, size_t n, size_t j,
+                            bool *short_copy) {
     size_t t = order[j];
     const tl_tensor_info *ti = tl_model_tensor(c->m, t);
     tl_status st = TL_OK;
@@ -237,6 +264,10 @@ static tl_status merge_unit(merge_ctx *c, const size_t *order, size_t n, size_t 
         const tl_tensor_info *gi = tl_model_tensor(c->m, order[g]);
         if (gi->offset != ti->offset) break;
         if (gi->nbytes == ti->nbytes) st = merge_tensor(c, order[g]);
+    }
+    if (!st && !wait_copied(c, ti->offset + ti->nbytes)) {
+        *short_copy = true;
+        return TL_OK;
     }
     int e = st ? 0 : write_at(c, tl_model_tensor_data(c->m, t), (size_t)ti->nbytes, ti->offset);
     if (e) {
@@ -256,16 +287,15 @@ static tl_status merge_unit(merge_ctx *c, const size_t *order, size_t n, size_t 
 }
 
 /*
- * The output: the copier thread copies the gaps while this thread merges the units, each
- * written at its own offset (a merge keeps the layout), so the kernel's copy and the merges'
- * arithmetic overlap.
+ * The output: the copier thread copies the whole file while this thread merges the units, each
+ * written over its own offset behind the copier (a merge keeps the layout), so the kernel's copy
+ * and the merges' arithmetic overlap.
  */
 static tl_status write_all(merge_ctx *c) {
     size_t n = tl_model_tensor_count(c->m);
     size_t *order = malloc((n ? n : 1) * sizeof *order);
     size_t *units = malloc((n ? n : 1) * sizeof *units), n_units = 0;
-    c->gaps = malloc((n + 1) * sizeof *c->gaps);
-    if (!order || !units || !c->gaps) {
+    if (!order || !units) {
         free(order);
         free(units);
         return TL_ERR_NOMEM;
@@ -277,9 +307,10 @@ static tl_status write_all(merge_ctx *c) {
     tl_status st = plan_units(c, order, n, units, &n_units);
     pthread_t th;
     bool threaded = !st && pthread_create(&th, NULL, copier, c) == 0;
-    if (!st && !threaded) copier(c); /* no thread: the gaps first, then the merges */
-    for (size_t u = 0; u < n_units && !st && !(!threaded && c->copy_errno); u++)
-        st = merge_unit(c, order, n, units[u]);
+    if (!st && !threaded) copier(c); /* no thread: the copy first, then the merges */
+    bool short_copy = false;
+    for (size_t u = 0; u < n_units && !st && !short_copy; u++)
+        st = merge_unit(c, order, n, units[u], &short_copy);
     if (threaded) {
         if (st) atomic_store(&c->stop, true);
         pthread_join(th, NULL);
@@ -331,6 +362,8 @@ static int merge_main(int argc, char **argv, cli_models *models, cli_loras *lora
     c.m = m;
     c.loras = loras;
     atomic_init(&c.stop, false);
+    pthread_mutex_init(&c.mu, NULL);
+    pthread_cond_init(&c.cv, NULL);
     c.fd = tl_model_file_fd(m, 0);
     c.targets = calloc(loras->n, sizeof *c.targets);
     c.targeted = calloc(tl_model_tensor_count(m) + 1, sizeof *c.targeted);
@@ -416,7 +449,8 @@ static int merge_main(int argc, char **argv, cli_models *models, cli_loras *lora
     free(c.targets);
     free(c.targeted);
     free(c.buf);
-    free(c.gaps);
+    pthread_cond_destroy(&c.cv);
+    pthread_mutex_destroy(&c.mu);
     tl_model_close(m);
     return rc;
 }

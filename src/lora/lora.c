@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "core/outsize.h"
 #include "io/convert.h"
+#include "os/hostmem.h"
 #include "os/os.h"
 
 #include <math.h>
@@ -294,6 +295,24 @@ tl_status tl_lora_targets(const tl_model *m, const tl_lora *l, size_t *targets) 
     return TL_OK;
 }
 
+/*
+ * Weight t's bytes, writable (marked patched), or NULL when the model is not writable. Where it
+ * was not patched yet, its whole pages are made private in one call first: a page written after
+ * it was read is a write fault that flushes every CPU's TLB (an interrupt to each CPU running
+ * this process's threads, costly in a VM), while a page first touched for writing is copied
+ * without one.
+ */
+static void *writable(tl_model *m, size_t t) {
+    bool fresh = !tl_model_tensor_patched(m, t);
+    unsigned char *w = tl_model_tensor_data_mut(m, t);
+    if (w && fresh) {
+        uintptr_t pg = tl__os_page_size(), a = (uintptr_t)w;
+        uintptr_t b = (a + pg - 1) / pg * pg, e = (a + tl_model_tensor(m, t)->nbytes) / pg * pg;
+        if (e > b) (void)tl__os_populate_write((void *)b, e - b); /* a hint: faults otherwise */
+    }
+    return w;
+}
+
 tl_status tl_lora_apply_module(tl_model *m, const tl_lora *l, size_t k, size_t t, float scale) {
     if (!m || !l || k >= l->n_mods || t >= tl_model_tensor_count(m))
         return tl__err(TL_ERR_INVALID_ARG, "tl_lora_apply_module: bad argument");
@@ -302,7 +321,7 @@ tl_status tl_lora_apply_module(tl_model *m, const tl_lora *l, size_t k, size_t t
                        (double)scale);
     tl_status st = lora_check(m, t, l, k);
     if (st) return st;
-    void *w = tl_model_tensor_data_mut(m, t);
+    void *w = writable(m, t);
     if (!w)
         return tl__err(TL_ERR_INVALID_ARG,
                       "tensor '%s': the model must be opened writable to merge a LoRA",
@@ -325,7 +344,7 @@ tl_status lora_apply_some(tl_model *m, const tl_lora *l, float scale, const bool
             st = lora_merge(m, t[k], (void *)tl_model_tensor_data(m, t[k]), l, k, scale, LORA_DRY);
     for (size_t k = 0; k < l->n_mods && !st; k++) {
         if (t[k] == TL_NOT_FOUND || (only && !only[t[k]])) continue;
-        void *w = tl_model_tensor_data_mut(m, t[k]);
+        void *w = writable(m, t[k]);
         if (!w) {
             st = tl__err(TL_ERR_INVALID_ARG,
                         "tensor '%s': the model must be opened writable to merge a LoRA",
