@@ -159,6 +159,14 @@ static bool no_mock(void) {
     return true;
 }
 
+/* The test double's device by name; the test is skipped (cmocka's skip leaves it) without one. */
+static tl_device *mock_device(const char *name) {
+    if (no_mock()) skip();
+    tl_device *d = NULL;
+    assert_int_equal(tl_device_find(name, &d), TL_OK);
+    return d;
+}
+
 static int *mock_counter(const char *name) {
     void *h = dlopen(mock_so, RTLD_NOW | RTLD_NOLOAD);
     assert_non_null(h);
@@ -192,12 +200,7 @@ static void test_discovery(void **state) {
 
 static void test_ring_copies(void **state) {
     (void)state;
-    if (no_mock()) {
-        skip();
-        return;
-    }
-    tl_device *d = NULL;
-    assert_int_equal(tl_device_find("cuda0", &d), TL_OK);
+    tl_device *d = mock_device("cuda0");
     const size_t N = (37u << 20) + 5; /* 5 chunks of 8 MiB: the 4-slot ring wraps */
     tl_devptr p;
     assert_int_equal(tl_device_alloc(d, N + 3, &p), TL_OK);
@@ -240,12 +243,7 @@ static void test_ring_copies(void **state) {
  */
 static void test_copy_from_cut_mapping(void **state) {
     (void)state;
-    if (no_mock()) {
-        skip();
-        return;
-    }
-    tl_device *d = NULL;
-    assert_int_equal(tl_device_find("cuda0", &d), TL_OK);
+    tl_device *d = mock_device("cuda0");
     const size_t N = (9u << 20) + 7; /* two staging chunks */
     char *path = tu_path(tmp_dir, "cut.bin");
     unsigned char *src = malloc(N), *back = calloc(N, 1);
@@ -350,12 +348,7 @@ static void test_async_multi_chunk(void **state) {
 
 static void test_oom_and_pinned(void **state) {
     (void)state;
-    if (no_mock()) {
-        skip();
-        return;
-    }
-    tl_device *d = NULL;
-    assert_int_equal(tl_device_find("cuda0", &d), TL_OK);
+    tl_device *d = mock_device("cuda0");
     tl_devptr p = 7;
     assert_int_equal(tl_device_alloc(d, (64u << 20) + 1, &p), TL_ERR_DEVICE_OOM);
     assert_true(p == 0);
@@ -391,12 +384,7 @@ static void test_oom_and_pinned(void **state) {
  */
 static void test_pool(void **state) {
     (void)state;
-    if (no_mock()) {
-        skip();
-        return;
-    }
-    tl_device *d = NULL;
-    assert_int_equal(tl_device_find("cuda1", &d), TL_OK);
+    tl_device *d = mock_device("cuda1");
     enum { N = 200, SZ = 64 << 10 };
     tl_devptr p[N];
     int m0 = *mock_counter("mock_mallocs"), f0 = *mock_counter("mock_frees");
