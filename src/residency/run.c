@@ -221,7 +221,6 @@ static void tree_free(tree *t) {
 }
 
 typedef struct leaf_job {
-    tree *t;
     const unsigned char *p;
     uint64_t *out;
     XXH3_state_t *st; /* a state update instead of a whole leaf (the partial one) */
@@ -238,7 +237,7 @@ static void do_leaf(void *a) {
 
 /* One leaf's hash (or a partial leaf's update), under the guard where the tree asks for it. */
 static void leaf(tree *t, const unsigned char *p, size_t n, uint64_t *out, XXH3_state_t *st) {
-    leaf_job j = {t, p, out, st, n};
+    leaf_job j = {p, out, st, n};
     if (!t->guard)
         do_leaf(&j);
     else if (tl__os_guarded_call(do_leaf, &j))
