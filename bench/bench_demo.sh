@@ -10,12 +10,8 @@
 # The demo files: bench/demo_files.sh.
 set -u
 BUILD=${1:-build}
-CLI="$BUILD/tierload"
-[ -x "$CLI" ] || { echo "bench_demo: no $CLI (build first)"; exit 2; }
 NAME=bench_demo
 . "$(dirname "$0")/demo_files.sh"
-T=$(mktemp -d "${TMPDIR:-/tmp}/tl-bench-demo.XXXXXX") || exit 2
-trap 'rm -rf "$T"' EXIT
 for r in $(seq "${TL_BENCH_ROUNDS:-3}"); do
     "$CLI" demo --cache-dir "$D" --json >"$T/demo$r.json" 2>"$T/demo$r.err" ||
         { echo "bench_demo: the demo failed: $(head -c 400 "$T/demo$r.err")"; exit 2; }

@@ -13,12 +13,8 @@
 # to a temporary folder in TMPDIR.
 set -u
 BUILD=${1:-build}
-CLI="$BUILD/tierload"
-[ -x "$CLI" ] || { echo "bench_merge: no $CLI (build first)"; exit 2; }
 NAME=bench_merge
 . "$(dirname "$0")/demo_files.sh"
-T=$(mktemp -d "${TMPDIR:-/tmp}/tl-bench-merge.XXXXXX") || exit 2
-trap 'rm -rf "$T"' EXIT
 /usr/bin/python3 - "$CLI" "$M" "$L" "$T" "${TL_BENCH_ROUNDS:-5}" <<'PY'
 import json, os, statistics, subprocess, sys, time
 cli, model, lora, tmp, rounds = sys.argv[1:6]
